@@ -1,0 +1,175 @@
+"""The few linear-algebra kernels TensorLy does not expose, dispatched per backend.
+
+TensorLy offers ``qr``, ``solve`` and ``svd`` on every backend but no pivoted LU and no
+in-place rank-1 update. Both sit on the hot path of maxvol, so each backend gets its
+native LAPACK/BLAS call here; everything else in the package uses ``tl.*`` only.
+"""
+
+import numpy as np
+import tensorly as tl
+
+
+def backend_name():
+    """Name of the active TensorLy backend (``"numpy"``, ``"pytorch"``, ``"jax"``, ...)."""
+    return tl.get_backend()
+
+
+def to_host(tensor):
+    """A NumPy copy of a backend tensor (detached from any autograd graph)."""
+    if backend_name() == "pytorch":
+        return tensor.detach().cpu().numpy()
+    return tl.to_numpy(tensor)
+
+
+def lu_pivot_rows(matrix):
+    """Rows picked by LU with (tournament) partial pivoting of a tall matrix, and ``|diag(U)|``.
+
+    Parameters
+    ----------
+    matrix : tensor of shape (n, r), n >= r
+
+    Returns
+    -------
+    rows : ndarray of int64, shape (r,)
+        Pivot rows, in pivot order.
+    pivot_sizes : ndarray of float, shape (r,)
+        ``|U[k, k]|`` of the final LU; tiny values reveal a (numerically) rank-deficient
+        matrix.
+
+    Notes
+    -----
+    LAPACK's getrf on a tall, thin matrix is memory-bound (one pass over the matrix per
+    column). Above ``TOURNAMENT_ROWS`` rows the pivots come from a tournament instead
+    (Grigori, Demmel, Xiang 2011, "CALU"): LU of cache-sized row blocks, then LU of the
+    union of their pivot rows. The result spans the same row space; maxvol's swaps then
+    polish it, so the weaker pivot quality costs at most a few swaps.
+    """
+    n_rows, n_cols = tl.shape(matrix)
+    candidates = np.arange(n_rows, dtype=np.int64)
+    block_rows = max(TOURNAMENT_ROWS, 4 * n_cols)
+    while candidates.size > block_rows:
+        winners = [
+            candidates[start : start + block_rows][_lu_rows(
+                take_rows(matrix, candidates[start : start + block_rows]))[0]]
+            for start in range(0, candidates.size, block_rows)
+        ]
+        candidates = np.concatenate(winners)
+    block = matrix if candidates.size == n_rows else take_rows(matrix, candidates)
+    rows, pivot_sizes = _lu_rows(block)
+    return candidates[rows], pivot_sizes
+
+
+# Row blocks of this many rows (times r doubles: about 1 MiB at r = 64) stay in cache.
+TOURNAMENT_ROWS = 2048
+
+
+def _lu_rows(matrix):
+    """First ``r`` pivot rows of getrf on an ``(m, r)`` block, and ``|diag(U)|``."""
+    n_rows, n_cols = tl.shape(matrix)
+    n_pivots = min(n_rows, n_cols)
+    name = backend_name()
+    if name == "pytorch":
+        import torch
+
+        # lu_factor_ex: a singular block is information (rank), not an error.
+        factor, pivots, _ = torch.linalg.lu_factor_ex(matrix.detach())
+        swaps = pivots.cpu().numpy().astype(np.int64) - 1  # LAPACK ipiv is 1-based
+    elif name == "jax":
+        import jax.scipy.linalg as jsl
+
+        factor, pivots = jsl.lu_factor(matrix)
+        swaps = np.asarray(pivots, dtype=np.int64)
+    else:
+        from scipy.linalg import lapack
+
+        host = np.asarray(tl.to_numpy(matrix))
+        (getrf,) = lapack.get_lapack_funcs(("getrf",), (host,))
+        factor, swaps, _ = getrf(host)
+        swaps = np.asarray(swaps, dtype=np.int64)
+    diagonal = np.abs(np.diagonal(to_host(factor[:n_pivots, :n_pivots])))
+    return _swaps_to_rows(swaps, n_pivots), diagonal
+
+
+def _swaps_to_rows(swaps, n_pivots):
+    """Turn LAPACK's sequential row interchanges into the first ``n_pivots`` pivot rows."""
+    # Only the rows touched by the interchanges move; a dict keeps this O(r), not O(n).
+    moved = {}
+    for position in range(n_pivots):
+        target = int(swaps[position])
+        moved_position = moved.get(position, position)
+        moved[position] = moved.get(target, target)
+        moved[target] = moved_position
+    return np.array([moved.get(k, k) for k in range(n_pivots)], dtype=np.int64)
+
+
+def argmax_abs(matrix):
+    """``(row, col)`` of the entry of largest modulus."""
+    if backend_name() == "numpy" and matrix.flags.f_contiguous and matrix.dtype.char in "fd":
+        # BLAS i?amax scans each contiguous column once, without an |matrix| temporary.
+        from scipy.linalg import blas
+
+        iamax = blas.idamax if matrix.dtype.char == "d" else blas.isamax
+        col_rows = [int(iamax(matrix[:, col])) for col in range(matrix.shape[1])]
+        col_max = np.abs(matrix[col_rows, np.arange(matrix.shape[1])])
+        col = int(np.argmax(col_max))
+        return col_rows[col], col
+    n_cols = tl.shape(matrix)[1]
+    flat = int(to_host(tl.argmax(tl.reshape(tl.abs(matrix), (-1,)))))
+    return divmod(flat, n_cols)
+
+
+def subtract_outer_(matrix, column, row):
+    """``matrix -= outer(column, row)``, in place where the backend allows it.
+
+    Returns the updated matrix (a new array on functional backends such as JAX).
+    """
+    name = backend_name()
+    if name == "numpy":
+        return _numpy_subtract_outer_(matrix, column, row)
+    if name == "pytorch":
+        return matrix.addr_(column, row, alpha=-1)
+    return matrix - tl.reshape(column, (-1, 1)) * tl.reshape(row, (1, -1))
+
+
+def _numpy_subtract_outer_(matrix, column, row):
+    # BLAS ger updates a Fortran-ordered matrix in place in one pass over memory;
+    # a C-ordered (n, r) matrix is the Fortran-ordered (r, n) transpose, so update that.
+    from scipy.linalg import blas
+
+    if matrix.dtype.char in "fdFD" and (matrix.flags.f_contiguous or matrix.flags.c_contiguous):
+        (ger,) = blas.get_blas_funcs(("geru",) if matrix.dtype.kind == "c" else ("ger",),
+                                     (matrix,))
+        if matrix.flags.f_contiguous:
+            ger(-1.0, column, row, a=matrix, overwrite_a=True)
+        else:
+            ger(-1.0, row, column, a=matrix.T, overwrite_a=True)
+        return matrix
+    matrix -= np.multiply.outer(column, row)
+    return matrix
+
+
+def all_finite(tensor):
+    """True when no entry of ``tensor`` is NaN or infinite."""
+    name = backend_name()
+    if name == "numpy":
+        return bool(np.isfinite(tensor).all())
+    if name == "pytorch":
+        import torch
+
+        return bool(torch.isfinite(tensor).all())
+    # inf * 0 and nan * 0 are nan, finite * 0 is 0: one reduction, any backend.
+    return bool(to_host(tl.sum(tl.abs(tensor) * 0)) == 0)
+
+
+def take_rows(tensor, rows):
+    """``tensor[rows]`` for host int64 ``rows``, on the tensor's own device."""
+    if backend_name() == "pytorch":
+        import torch
+
+        return tensor[torch.as_tensor(rows, device=tensor.device)]
+    return tensor[rows]
+
+
+def argmax_host(values):
+    """Index of the largest entry of a host NumPy vector, as a Python int."""
+    return int(np.argmax(values))

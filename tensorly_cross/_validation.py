@@ -1,0 +1,55 @@
+"""Early argument checks shared by the public functions.
+
+Every message names the argument, what it received and what is allowed.
+"""
+
+import numbers
+
+import tensorly as tl
+
+from ._backend import all_finite
+
+
+def check_int(value, name, minimum=None, maximum=None):
+    """``value`` as a Python int within ``[minimum, maximum]``; raise otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}.")
+    return value
+
+
+def check_float(value, name, minimum=None, strict=False):
+    """``value`` as a finite Python float, ``> minimum`` if strict else ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be finite, got {value}.")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        relation = ">" if strict else ">="
+        raise ValueError(f"{name} must be {relation} {minimum}, got {value}.")
+    return value
+
+
+def check_tall_matrix(matrix, name="matrix"):
+    """Shape ``(n, r)`` of a 2-D, finite tensor with ``n >= r``; raise ValueError otherwise."""
+    if not tl.is_tensor(matrix):
+        raise TypeError(
+            f"{name} must be a tensor of the active TensorLy backend ({tl.get_backend()}), "
+            f"got {type(matrix).__name__}."
+        )
+    shape = tuple(tl.shape(matrix))
+    if len(shape) != 2:
+        raise ValueError(f"{name} must be 2-D of shape (n, r), got {len(shape)}-D shape {shape}.")
+    n_rows, n_cols = shape
+    if n_rows < n_cols:
+        raise ValueError(
+            f"{name} must have at least as many rows as columns (n >= r), got shape {shape}."
+        )
+    if not all_finite(matrix):
+        raise ValueError(f"{name} holds NaN or infinite entries; maxvol needs finite values.")
+    return n_rows, n_cols

@@ -1,0 +1,32 @@
+"""Warnings and exceptions that users of tensorly-cross can meet and catch."""
+
+
+class RankDeficiencyWarning(UserWarning):
+    """A matrix handed to a pivoting kernel is numerically rank-deficient.
+
+    Attributes
+    ----------
+    rank : int
+        The numerical rank that was detected.
+    """
+
+    def __init__(self, message, rank):
+        super().__init__(message)
+        self.rank = rank
+
+
+class NonFiniteValueError(ValueError):
+    """A lazy tensor produced NaN or inf.
+
+    Attributes
+    ----------
+    index : tuple of int
+        The first multi-index (in request order) whose value was not finite.
+    value : complex or float
+        The offending value.
+    """
+
+    def __init__(self, message, index, value):
+        super().__init__(message)
+        self.index = index
+        self.value = value

@@ -1,0 +1,54 @@
+"""Shared fixtures: every backend-dependent test runs once per installed TensorLy backend."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+import tensorly as tl
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "default",
+    deadline=None,
+    max_examples=25,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.register_profile(
+    "thorough",
+    deadline=None,
+    max_examples=300,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.load_profile("default")
+
+# TensorLy backend name -> the module that must be importable for it.
+BACKEND_MODULES = {"numpy": "numpy", "pytorch": "torch", "jax": "jax"}
+
+
+def _backend_param(name):
+    missing = importlib.util.find_spec(BACKEND_MODULES[name]) is None
+    reason = f"TensorLy backend {name!r} needs {BACKEND_MODULES[name]!r}, which is not installed"
+    return pytest.param(name, marks=pytest.mark.skipif(missing, reason=reason), id=name)
+
+
+@pytest.fixture(params=[_backend_param(name) for name in BACKEND_MODULES])
+def backend(request):
+    """Run the test under one TensorLy backend, restoring the previous one afterwards."""
+    if request.param == "jax":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    with tl.backend_context(request.param):
+        yield request.param
+
+
+def to_backend(array):
+    """A float64/complex128 NumPy array as a tensor of the active backend."""
+    return tl.tensor(np.asarray(array))
+
+
+def host(tensor):
+    """A backend tensor as a NumPy array."""
+    from tensorly_cross._backend import to_host
+
+    return to_host(tensor)
