@@ -35,32 +35,34 @@ def lu_pivot_rows(matrix):
     pivot_sizes : ndarray of float, shape (r,)
         ``|U[k, k]|`` of the final LU; tiny values reveal a (numerically) rank-deficient
         matrix.
+    candidates : ndarray of int64 or None
+        The rows that reached the final round of the tournament (``None`` without one).
 
     Notes
     -----
     LAPACK's getrf on a tall, thin matrix is memory-bound (one pass over the matrix per
-    column). Above ``TOURNAMENT_ROWS`` rows the pivots come from a tournament instead
-    (Grigori, Demmel, Xiang 2011, "CALU"): LU of cache-sized row blocks, then LU of the
-    union of their pivot rows. The result spans the same row space; maxvol's swaps then
-    polish it, so the weaker pivot quality costs at most a few swaps.
+    column). Above one cache-sized block of rows the pivots come from a tournament instead
+    (Grigori, Demmel, Xiang 2011, "CALU"): LU of row blocks, then LU of the union of their
+    pivot rows. The result spans the same row space; maxvol then polishes it.
     """
     n_rows, n_cols = tl.shape(matrix)
     candidates = np.arange(n_rows, dtype=np.int64)
-    block_rows = max(TOURNAMENT_ROWS, 4 * n_cols)
+    block_rows = max(4 * n_cols, TOURNAMENT_BYTES // (8 * max(n_cols, 1)))
     while candidates.size > block_rows:
-        winners = [
-            candidates[start : start + block_rows][_lu_rows(
-                take_rows(matrix, candidates[start : start + block_rows]))[0]]
-            for start in range(0, candidates.size, block_rows)
-        ]
+        winners = []
+        for start in range(0, candidates.size, block_rows):
+            block = candidates[start : start + block_rows]
+            winners.append(block[_lu_rows(take_rows(matrix, block))[0]])
         candidates = np.concatenate(winners)
-    block = matrix if candidates.size == n_rows else take_rows(matrix, candidates)
-    rows, pivot_sizes = _lu_rows(block)
-    return candidates[rows], pivot_sizes
+    if candidates.size == n_rows:
+        rows, pivot_sizes = _lu_rows(matrix)
+        return rows, pivot_sizes, None
+    rows, pivot_sizes = _lu_rows(take_rows(matrix, candidates))
+    return candidates[rows], pivot_sizes, candidates
 
 
-# Row blocks of this many rows (times r doubles: about 1 MiB at r = 64) stay in cache.
-TOURNAMENT_ROWS = 2048
+# Row blocks of about this many bytes stay in cache during their LU.
+TOURNAMENT_BYTES = 2**20
 
 
 def _lu_rows(matrix):

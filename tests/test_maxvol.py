@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tensorly_cross import RankDeficiencyWarning, maxvol
-from tensorly_cross._backend import TOURNAMENT_ROWS
+from tensorly_cross._backend import TOURNAMENT_BYTES
 
 from .conftest import host, to_backend
 from .strategies import low_rank_matrix, matrix_with_condition, seeds, tall_shapes
@@ -42,7 +42,7 @@ def test_numpy_and_pytorch_pick_the_same_rows(shape, seed):
 
 
 def test_tournament_pivoting_path_is_dominant(backend):
-    matrix = np.random.default_rng(7).standard_normal((5 * TOURNAMENT_ROWS + 17, 24))
+    matrix = np.random.default_rng(7).standard_normal((5 * TOURNAMENT_BYTES // (8 * 24) + 17, 24))
     rows, coefficients = maxvol(to_backend(matrix), max_iter=MANY_SWAPS)
     assert np.abs(host(coefficients)).max() <= 1.05 + 1e-12
     np.testing.assert_allclose(host(coefficients) @ matrix[rows], matrix, atol=1e-10)
