@@ -1,9 +1,40 @@
 """tensorly-cross: tensor-train cross approximation for TensorLy."""
 
-from .errors import NonFiniteValueError, RankDeficiencyWarning
+from .api import cross_interpolate, select_indices, tt_cross
+from .cross import CrossIndices, CrossInfo
+from .decomposition import TensorTrainCross, tensor_train_cross
+from .errors import EvaluationBudgetExceeded, NonFiniteValueError, RankDeficiencyWarning
+from .lazy import (
+    ArrayTensor,
+    CacheCounters,
+    EvaluationCache,
+    FunctionTensor,
+    LazyTensor,
+    lazy_tensor,
+)
 from .maxvol import maxvol
 from .rect_maxvol import rect_maxvol
 
 __version__ = "0.1.0"
 
-__all__ = ["maxvol", "rect_maxvol", "NonFiniteValueError", "RankDeficiencyWarning", "__version__"]
+__all__ = [
+    "ArrayTensor",
+    "CacheCounters",
+    "CrossIndices",
+    "CrossInfo",
+    "EvaluationBudgetExceeded",
+    "EvaluationCache",
+    "FunctionTensor",
+    "LazyTensor",
+    "NonFiniteValueError",
+    "RankDeficiencyWarning",
+    "TensorTrainCross",
+    "__version__",
+    "cross_interpolate",
+    "lazy_tensor",
+    "maxvol",
+    "rect_maxvol",
+    "select_indices",
+    "tensor_train_cross",
+    "tt_cross",
+]

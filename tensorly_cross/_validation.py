@@ -53,3 +53,27 @@ def check_tall_matrix(matrix, name="matrix"):
     if not all_finite(matrix):
         raise ValueError(f"{name} holds NaN or infinite entries; maxvol needs finite values.")
     return n_rows, n_cols
+
+
+def check_random_state(random_state, name="random_state"):
+    """A NumPy Generator from None, an int, a RandomState or a Generator (deterministic)."""
+    import numpy as np
+
+    if random_state is None or isinstance(random_state, numbers.Integral):
+        return np.random.default_rng(random_state)
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(0, 2**31 - 1))
+    raise TypeError(
+        f"{name} must be None, an int, a numpy RandomState or Generator; "
+        f"got {type(random_state).__name__}."
+    )
+
+
+def check_choice(value, name, allowed):
+    """``value`` if it is one of ``allowed``; raise ValueError naming the options."""
+    if value not in allowed:
+        options = ", ".join(repr(option) for option in allowed)
+        raise ValueError(f"{name} must be one of {options}; got {value!r}.")
+    return value

@@ -30,3 +30,17 @@ class NonFiniteValueError(ValueError):
         super().__init__(message)
         self.index = index
         self.value = value
+
+
+class EvaluationBudgetExceeded(RuntimeError):
+    """The next batch of evaluations would exceed ``max_evals``.
+
+    Attributes
+    ----------
+    needed : int
+        The number of evaluations the batch would have brought the total to.
+    """
+
+    def __init__(self, message, needed):
+        super().__init__(message)
+        self.needed = needed

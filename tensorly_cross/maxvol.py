@@ -66,22 +66,16 @@ def maxvol(matrix, tol=1.05, max_iter=100):
         return np.zeros(0, dtype=np.int64), matrix[:, :0]
 
     rows, pivot_sizes, candidates = lu_pivot_rows(matrix)
-    rank = numerical_rank(pivot_sizes, n_rows, matrix)
-    if rank < n_cols:
-        warnings.warn(
-            RankDeficiencyWarning(
-                f"matrix of shape {(n_rows, n_cols)} has numerical rank {rank} < {n_cols}; "
-                "returning the LU pivots without swaps.",
-                rank,
-            ),
-            stacklevel=2,
-        )
-        return rows, _pinv_coefficients(matrix, rows)
-
-    if pivot_sizes.max() > ILL_CONDITIONED * pivot_sizes.min():
-        # maxvol only depends on the column space: with A = QR, A inv(A[rows]) equals
-        # Q inv(Q[rows]), and Q carries none of cond(A) into the coefficients' error.
-        matrix = tl.qr(matrix)[0]
+    if pivot_sizes.max() == 0 or pivot_sizes.max() > ILL_CONDITIONED * pivot_sizes.min():
+        # Ill-conditioned or rank-deficient. maxvol only depends on the column space: with
+        # A = QR, A inv(A[rows]) = Q inv(Q[rows]) and Q carries none of cond(A) into the
+        # coefficients; R's singular values give A's numerical rank reliably.
+        basis, triangular = tl.qr(matrix)
+        rank = numerical_rank(triangular, n_rows)
+        if rank < n_cols:
+            _warn_rank_deficient(n_rows, n_cols, rank)
+            return rows, _pinv_coefficients(matrix, rows)
+        matrix = basis
         rows, _, candidates = lu_pivot_rows(matrix)
     if candidates is not None:
         rows = _polish_on_candidates(matrix, rows, candidates, tol, max_iter)
@@ -97,13 +91,24 @@ def maxvol(matrix, tol=1.05, max_iter=100):
 ILL_CONDITIONED = 1e3
 
 
-def numerical_rank(pivot_sizes, n_rows, matrix):
-    """Rank revealed by ``|diag(U)|`` of a pivoted LU, with a ``max(n, r) * eps`` threshold."""
-    if pivot_sizes.size == 0 or pivot_sizes.max() == 0:
+def numerical_rank(triangular, n_rows):
+    """Rank of ``A = QR`` from the singular values of ``R``: those above ``max(n, r) eps s_1``."""
+    singular = np.linalg.svd(to_host(triangular), compute_uv=False)
+    if singular.size == 0 or singular[0] == 0:
         return 0
-    eps = np.finfo(to_host(matrix[:1, :1]).dtype).eps
-    threshold = pivot_sizes.max() * max(n_rows, pivot_sizes.size) * eps
-    return int(np.count_nonzero(pivot_sizes > threshold))
+    threshold = singular[0] * max(n_rows, singular.size) * np.finfo(singular.dtype).eps
+    return int(np.count_nonzero(singular > threshold))
+
+
+def _warn_rank_deficient(n_rows, n_cols, rank):
+    warnings.warn(
+        RankDeficiencyWarning(
+            f"matrix of shape {(n_rows, n_cols)} has numerical rank {rank} < {n_cols}; "
+            "returning the LU pivots without swaps.",
+            rank,
+        ),
+        stacklevel=3,
+    )
 
 
 def _coefficients(matrix, rows):

@@ -1,0 +1,185 @@
+"""The public entry points: tt_cross, select_indices, cross_interpolate."""
+
+import time
+
+from tensorly.tt_tensor import TTTensor
+
+from ._validation import check_choice, check_float, check_int, check_random_state
+from .cross.als import als_half_sweep
+from .cross.assemble import assemble_cores
+from .cross.driver import run_sweeps
+from .cross.indices import CrossIndices, check_cross_indices
+from .cross.init import random_indices, single_pivot_indices
+from .cross.ranks import expand_rank
+from .cross.stopping import CrossInfo, Validation
+from .cross.tci import tci_half_sweep
+from .errors import EvaluationBudgetExceeded
+from .lazy.cache import EvaluationCache
+from .lazy.dispatch import lazy_tensor
+
+METHODS = ("auto", "als", "tci")
+PIVOT_SEARCHES = ("rook", "full")
+
+
+def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=None,
+             n_iter_max=50, val_size=1000, random_state=None, verbose=False, callback=None,
+             return_info=False, pivot_search="rook", shape=None):
+    """Tensor-train approximation of a tensor from a few adaptively chosen entries.
+
+    Parameters
+    ----------
+    tensor : LazyTensor, tensor, array-like or callable
+        Anything :func:`lazy_tensor` accepts (a callable needs ``shape``).
+    rank : int, list of int or None
+        ``None``: rank-adaptive (TCI) up to ``max_rank``. An int or a TensorLy rank list
+        ``(1, r_1, ..., 1)``: the fixed rank of the ALS cross (``method="auto"``), or the
+        per-bond cap of TCI (``method="tci"``). Ranks above what the unfoldings can hold
+        are clipped with a warning.
+    tol : float, default 1e-6
+        Stop when the relative error on the held-out entries is ``<= tol``; TCI also uses
+        it as its pivot tolerance (relative to the largest entry seen).
+    method : {"auto", "als", "tci"}
+        ``"auto"``: ``"tci"`` without a rank, ``"als"`` with one.
+    max_rank : int, default 64
+        Rank cap of the adaptive method.
+    max_evals : int or None
+        Budget of distinct evaluations, validation included; never exceeded. The result
+        is the last complete sweep within it.
+    n_iter_max : int, default 50
+        Maximum number of sweeps (one sweep is one pass in one direction).
+    val_size : int, default 1000
+        Number of random held-out entries for the validation error (0 disables it).
+    random_state : None, int, numpy RandomState or Generator
+    verbose : bool
+    callback : callable or None
+        ``callback(tt, info) -> bool`` after each sweep; ``True`` stops.
+    return_info : bool
+        Also return a :class:`CrossInfo`.
+    pivot_search : {"rook", "full"}
+        TCI's pivot search in each two-site block.
+    shape : tuple of int, optional
+        Only for a callable ``tensor``.
+
+    Returns
+    -------
+    tt : tensorly.tt_tensor.TTTensor
+    info : CrossInfo
+        Only when ``return_info`` is True.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import tensorly_cross as tlc
+    >>> grid = np.linspace(0, 1, 64)
+    >>> f = tlc.FunctionTensor.on_grid(lambda x: np.sin(x.sum(axis=1)), [grid] * 6)
+    >>> tt, info = tlc.tt_cross(f, tol=1e-10, random_state=0, return_info=True)
+    >>> tt.rank
+    (1, 2, 2, 2, 2, 2, 1)
+    """
+    start = time.perf_counter()
+    _, cores, info = _select(tensor, rank, tol, method, max_rank, max_evals, n_iter_max,
+                             val_size, random_state, verbose, callback, pivot_search, shape)
+    tt = TTTensor(cores)
+    info.total_seconds = time.perf_counter() - start
+    return (tt, info) if return_info else tt
+
+
+def select_indices(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=None,
+                   n_iter_max=50, val_size=1000, random_state=None, verbose=False,
+                   callback=None, return_info=False, pivot_search="rook", shape=None):
+    """The index search of :func:`tt_cross` alone: returns a :class:`CrossIndices`.
+
+    Parameters are those of :func:`tt_cross`. Run it without gradient tracking; then
+    :func:`cross_interpolate` builds the cores from the indices in one batched evaluation.
+    """
+    indices, _, info = _select(tensor, rank, tol, method, max_rank, max_evals, n_iter_max,
+                               val_size, random_state, verbose, callback, pivot_search, shape)
+    return (indices, info) if return_info else indices
+
+
+def cross_interpolate(tensor, indices, shape=None):
+    """The TT that interpolates ``tensor`` on ``indices``, from ONE batched evaluation.
+
+    Every operation after the evaluation is visible to autograd: on PyTorch, gradients
+    flow to the entries that were read (a dense tensor that requires grad, or the
+    parameters of the function that produced them).
+
+    Parameters
+    ----------
+    tensor : anything :func:`lazy_tensor` accepts
+    indices : CrossIndices or dict
+        From :func:`select_indices` (or its ``to_dict()``).
+
+    Returns
+    -------
+    tt : tensorly.tt_tensor.TTTensor
+    """
+    lazy = lazy_tensor(tensor, shape=shape)
+    if isinstance(indices, dict):
+        indices = CrossIndices.from_dict(indices)
+    if not isinstance(indices, CrossIndices):
+        raise TypeError(
+            f"indices must be a CrossIndices or its dict, got {type(indices).__name__}."
+        )
+    check_cross_indices(indices)
+    if tuple(indices.shape) != tuple(lazy.shape):
+        raise ValueError(f"indices are for shape {indices.shape}, the tensor has {lazy.shape}.")
+    return TTTensor(assemble_cores(lazy, indices))
+
+
+def _select(tensor, rank, tol, method, max_rank, max_evals, n_iter_max, val_size, random_state,
+            verbose, callback, pivot_search, shape):
+    lazy = lazy_tensor(tensor, shape=shape)
+    tol = check_float(tol, "tol", minimum=0.0)
+    method = check_choice(method, "method", METHODS)
+    pivot_search = check_choice(pivot_search, "pivot_search", PIVOT_SEARCHES)
+    max_rank = check_int(max_rank, "max_rank", minimum=1)
+    n_iter_max = check_int(n_iter_max, "n_iter_max", minimum=1)
+    val_size = check_int(val_size, "val_size", minimum=0)
+    if max_evals is not None:
+        max_evals = check_int(max_evals, "max_evals", minimum=1)
+        if val_size >= max_evals:
+            raise ValueError(f"max_evals={max_evals} must exceed val_size={val_size}: "
+                             "held-out entries count as evaluations.")
+    if method == "auto":
+        method = "tci" if rank is None else "als"
+    if method == "als" and rank is None:
+        raise ValueError("rank is required for method='als' (the fixed TT rank).")
+    rng = check_random_state(random_state)
+    cache = EvaluationCache(lazy, max_evals=max_evals)
+    info = CrossInfo(method=method)
+    validation = Validation(cache, val_size, rng)
+
+    if method == "als":
+        indices = random_indices(lazy.shape, expand_rank(rank, lazy.shape), rng)
+
+        def half_sweep(source, state, direction):
+            als_half_sweep(source, state, direction, rng)
+    else:
+        caps = expand_rank(rank if rank is not None else max_rank, lazy.shape, warn=False)
+        pivot = validation.largest if validation.largest is not None else [0] * lazy.ndim
+        indices = single_pivot_indices(lazy.shape, pivot)
+        scale = [validation.max_abs]
+
+        def half_sweep(source, state, direction):
+            scale[0] = tci_half_sweep(source, state, direction, lambda s: tol * s, caps, rng,
+                                      pivot_search, scale[0])
+
+    indices, cores = run_sweeps(cache, indices, half_sweep, validation, info, tol, n_iter_max,
+                                callback, verbose, TTTensor)
+    if cores is None:
+        cores = _initial_cores_or_raise(cache, indices, max_evals)
+    return indices, cores, info
+
+
+def _initial_cores_or_raise(cache, indices, max_evals):
+    if indices.nested is not None:
+        try:
+            return assemble_cores(cache, indices)
+        except EvaluationBudgetExceeded:
+            pass
+    raise ValueError(
+        f"max_evals={max_evals} is too small for one sweep at rank {indices.rank} "
+        f"(already {cache.counters.unique} evaluations)."
+    )
+

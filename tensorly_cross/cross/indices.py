@@ -1,0 +1,161 @@
+"""Nested index sets of a cross approximation, and the multi-indices they generate.
+
+Conventions (d modes, ranks ``r_0 = 1, r_1, ..., r_d = 1``, core ``k`` of shape
+``(r_k, n_k, r_{k+1})``):
+
+- ``left[k]``: an ``(r_k, k)`` int64 array of multi-indices over modes ``0..k-1``;
+- ``right[k]``: an ``(r_{k+1}, d-k-1)`` array over modes ``k+1..d-1``;
+- the pivot block of bond ``k`` is ``A[left[k+1], right[k]]``, of size ``r_{k+1}``.
+
+Sets are *left-nested* when every row of ``left[k+1]`` extends a row of ``left[k]`` by one
+index, *right-nested* symmetrically. A left-to-right sweep leaves them left-nested.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def cartesian_join(first, second):
+    """All concatenations ``[a, b]`` of a row of ``first`` and a row of ``second``.
+
+    Row order is C order (``first`` slowest), so values reshape to ``(len(first), len(second))``.
+    """
+    n_first, n_second = first.shape[0], second.shape[0]
+    return np.concatenate(
+        [np.repeat(first, n_second, axis=0), np.tile(second, (n_first, 1))], axis=1
+    )
+
+
+def mode_column(size):
+    """The multi-indices ``0..size-1`` of one mode, as a (size, 1) int64 array."""
+    return np.arange(size, dtype=np.int64).reshape(-1, 1)
+
+
+def fiber_indices(left, mode_size, right):
+    """Multi-indices of the fibers ``A[left, :, right]``, ordered as ``(r_left, n, r_right)``."""
+    return cartesian_join(cartesian_join(left, mode_column(mode_size)), right)
+
+
+@dataclass
+class CrossIndices:
+    """The index sets that define a cross interpolation; serialisable without pickle.
+
+    Attributes
+    ----------
+    shape : tuple of int
+    left, right : list of ndarray of int64
+        See the module docstring.
+    nested : {"left", "right", None}
+        Which family of sets is nested (decides how cores are assembled).
+    """
+
+    shape: tuple
+    left: list
+    right: list
+    nested: str | None = "left"
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def rank(self):
+        """TT ranks ``(1, r_1, ..., r_{d-1}, 1)``."""
+        return (1,) + tuple(int(block.shape[0]) for block in self.right[:-1]) + (1,)
+
+    def copy(self):
+        return CrossIndices(
+            tuple(self.shape),
+            [block.copy() for block in self.left],
+            [block.copy() for block in self.right],
+            self.nested,
+            dict(self.meta),
+        )
+
+    def to_dict(self):
+        """A JSON-serialisable dict (lists of ints)."""
+        return {
+            "shape": list(self.shape),
+            "left": [block.tolist() for block in self.left],
+            "right": [block.tolist() for block in self.right],
+            "nested": self.nested,
+        }
+
+    def to_json(self):
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data):
+        """Rebuild and validate index sets from :meth:`to_dict` output."""
+        shape = tuple(int(size) for size in data["shape"])
+        d = len(shape)
+        left = [_as_block(block, k) for k, block in enumerate(data["left"])]
+        right = [_as_block(block, d - k - 1) for k, block in enumerate(data["right"])]
+        indices = cls(shape, left, right, data.get("nested"))
+        check_cross_indices(indices)
+        return indices
+
+    @classmethod
+    def from_json(cls, text):
+        return cls.from_dict(json.loads(text))
+
+
+def _as_block(rows, n_modes):
+    """A list of multi-indices as an (m, n_modes) int64 array (m >= 1 even when n_modes = 0)."""
+    return np.asarray(rows, dtype=np.int64).reshape(len(rows), n_modes)
+
+
+def check_cross_indices(indices):
+    """Raise ValueError unless the sets have consistent sizes, ranges and nesting."""
+    shape, d = indices.shape, len(indices.shape)
+    if len(indices.left) != d or len(indices.right) != d:
+        raise ValueError(f"indices need {d} left and {d} right sets for shape {shape}.")
+    for k in range(d):
+        if indices.left[k].shape[1] != k or indices.right[k].shape[1] != d - k - 1:
+            raise ValueError(f"index set {k} has the wrong number of modes for shape {shape}.")
+        if k + 1 < d and indices.left[k + 1].shape[0] != indices.right[k].shape[0]:
+            raise ValueError(
+                f"bond {k}: left[{k + 1}] has {indices.left[k + 1].shape[0]} rows but "
+                f"right[{k}] has {indices.right[k].shape[0]}; they must match (the rank)."
+            )
+    if indices.left[0].shape[0] != 1 or indices.right[d - 1].shape[0] != 1:
+        raise ValueError("left[0] and right[-1] must each hold one (empty) multi-index.")
+    for k in range(1, d):
+        _check_range(indices.left[k], shape[:k], f"left[{k}]")
+        _check_range(indices.right[k - 1], shape[k:], f"right[{k - 1}]")
+    if indices.nested not in ("left", "right", None):
+        raise ValueError(f"nested must be 'left', 'right' or None, got {indices.nested!r}.")
+
+
+def _check_range(block, sizes, name):
+    if block.size and ((block < 0).any() or (block >= np.asarray(sizes)).any()):
+        raise ValueError(f"{name} holds an index out of range for mode sizes {sizes}.")
+
+
+def positions_in(rows, candidates):
+    """Positions of each row of ``rows`` inside ``candidates`` (both (m, k) int arrays).
+
+    Raises ValueError if a row is missing: the sets are not nested.
+    """
+    if candidates.shape[1] == 0:
+        if rows.shape[0] > 1:
+            raise ValueError("more than one empty multi-index in a set.")
+        return np.zeros(rows.shape[0], dtype=np.int64)
+    candidate_keys = as_row_keys(candidates)
+    row_keys = as_row_keys(rows)
+    order = np.argsort(candidate_keys)
+    found = np.searchsorted(candidate_keys, row_keys, sorter=order)
+    found = np.minimum(found, len(order) - 1)
+    positions = order[found]
+    if not np.array_equal(candidate_keys[positions], row_keys):
+        raise ValueError("index sets are not nested: a pivot is not among the fibers' rows.")
+    return positions
+
+
+def as_row_keys(block):
+    """Rows of an (m, k) int64 array as sortable, comparable scalars (a structured view)."""
+    block = np.ascontiguousarray(block, dtype=np.int64)
+    return block.view([(f"m{mode}", np.int64) for mode in range(block.shape[1])]).reshape(-1)

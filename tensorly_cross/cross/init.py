@@ -1,0 +1,53 @@
+"""Starting index sets: random (fixed-rank ALS) or one pivot (rank-adaptive TCI)."""
+
+import math
+
+import numpy as np
+
+from .indices import CrossIndices
+
+
+def random_distinct_multi_indices(sizes, count, rng, max_rounds=100):
+    """``count`` distinct random multi-indices over modes of ``sizes`` ((count, len) int64)."""
+    if not sizes:
+        return np.zeros((1, 0), dtype=np.int64)
+    total = math.prod(sizes)
+    if total < 2**62:
+        flat = rng.choice(total, size=count, replace=False) if total < 2**31 else None
+        if flat is not None:
+            return np.stack(np.unravel_index(flat, sizes), axis=1).astype(np.int64)
+    # Huge index spaces: collisions are rare, so draw, deduplicate, repeat (bounded).
+    found = np.zeros((0, len(sizes)), dtype=np.int64)
+    for _ in range(max_rounds):
+        draw = np.stack([rng.integers(size, size=2 * count) for size in sizes], axis=1)
+        found = np.unique(np.concatenate([found, draw]), axis=0)
+        if found.shape[0] >= count:
+            return found[rng.permutation(found.shape[0])[:count]]
+    raise RuntimeError(f"could not draw {count} distinct multi-indices from sizes {sizes}.")
+
+
+def random_indices(shape, rank, rng):
+    """Random index sets of the given TT rank (left sets are rebuilt by the first sweep)."""
+    d = len(shape)
+    left = [random_distinct_multi_indices(shape[:k], rank[k], rng) for k in range(d)]
+    right = [random_distinct_multi_indices(shape[k + 1 :], rank[k + 1], rng) for k in range(d)]
+    return CrossIndices(tuple(shape), left, right, nested=None)
+
+
+def single_pivot_indices(shape, pivot):
+    """Rank-1 index sets through one multi-index (nested both ways)."""
+    pivot = np.asarray(pivot, dtype=np.int64).reshape(1, -1)
+    d = len(shape)
+    left = [pivot[:, :k] for k in range(d)]
+    right = [pivot[:, k + 1 :] for k in range(d)]
+    return CrossIndices(tuple(shape), left, right, nested="left")
+
+
+def clip_ranks(shape, rank):
+    """Ranks no unfolding can exceed: ``r_{k+1} <= r_k n_k`` and ``r_k <= n_k r_{k+1}``."""
+    rank = list(rank)
+    for k in range(len(shape)):
+        rank[k + 1] = min(rank[k + 1], rank[k] * shape[k])
+    for k in reversed(range(len(shape))):
+        rank[k] = min(rank[k], shape[k] * rank[k + 1])
+    return rank

@@ -1,0 +1,36 @@
+"""TT rank arguments: validation, expansion and clipping (as TensorLy does)."""
+
+import numbers
+import warnings
+
+from .init import clip_ranks
+
+
+def expand_rank(rank, shape, name="rank", warn=True):
+    """``(1, r_1, ..., r_{d-1}, 1)`` from an int or a list, clipped (with a warning if ``warn``)."""
+    d = len(shape)
+    if isinstance(rank, numbers.Integral) and not isinstance(rank, bool):
+        rank = [1] + [int(rank)] * (d - 1) + [1]
+    else:
+        try:
+            rank = [int(r) for r in rank]
+        except TypeError as error:
+            raise TypeError(f"{name} must be an int or a list of {d + 1} ints.") from error
+        if len(rank) != d + 1:
+            raise ValueError(
+                f"{name} must have len(shape) + 1 = {d + 1} entries, got {len(rank)}."
+            )
+        if rank[0] != 1 or rank[-1] != 1:
+            raise ValueError(f"{name}[0] and {name}[-1] must be 1, got {rank[0]} and {rank[-1]}.")
+    bad = [k for k, r in enumerate(rank) if r < 1]
+    if bad:
+        raise ValueError(f"{name}[{bad[0]}]={rank[bad[0]]} must be >= 1.")
+    clipped = clip_ranks(shape, rank)
+    if warn and clipped != rank:
+        changed = next(k for k in range(d + 1) if clipped[k] != rank[k])
+        warnings.warn(
+            f"{name}[{changed}]={rank[changed]} exceeds what the unfoldings of a tensor of "
+            f"shape {tuple(shape)} can hold; using rank {tuple(clipped)}.",
+            stacklevel=3,
+        )
+    return clipped

@@ -1,0 +1,85 @@
+"""When to stop: held-out validation error, tolerance, budget, sweeps, callback; CrossInfo."""
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import tensorly as tl
+
+from .._backend import to_host
+from .tt_entries import tt_entries
+
+
+@dataclass
+class CrossInfo:
+    """What a cross approximation did.
+
+    Attributes
+    ----------
+    method : str
+    n_evals : int
+        Distinct entries evaluated (validation included): the cost that matters.
+    n_requested, n_cached, n_calls : int
+        Entries asked for (with repeats), served from the cache, and batched calls made.
+    ranks : list of tuple
+        TT ranks after each sweep.
+    val_errors : list of float
+        Relative error on the held-out entries after each sweep.
+    evals_per_sweep : list of int
+        ``n_evals`` after each sweep.
+    stop_reason : str
+        ``"tol"``, ``"max_evals"``, ``"n_iter_max"`` or ``"callback"``.
+    n_sweeps : int
+        Completed sweeps (one sweep = one pass in one direction).
+    function_seconds, total_seconds : float
+        Time inside the tensor's evaluations, and in the whole call.
+    """
+
+    method: str
+    n_evals: int = 0
+    n_requested: int = 0
+    n_cached: int = 0
+    n_calls: int = 0
+    ranks: list = field(default_factory=list)
+    val_errors: list = field(default_factory=list)
+    evals_per_sweep: list = field(default_factory=list)
+    stop_reason: str = ""
+    n_sweeps: int = 0
+    function_seconds: float = 0.0
+    total_seconds: float = 0.0
+
+    @property
+    def val_error(self):
+        """The last validation error (``nan`` before the first sweep)."""
+        return self.val_errors[-1] if self.val_errors else float("nan")
+
+    def update_counts(self, counters):
+        self.n_evals = counters.unique
+        self.n_requested = counters.requested
+        self.n_cached = counters.cache_hits
+        self.n_calls = counters.calls
+        self.function_seconds = counters.function_seconds
+
+    def to_dict(self):
+        return asdict(self)
+
+
+class Validation:
+    """Held-out entries: random multi-indices and their values, read through the cache."""
+
+    def __init__(self, lazy, size, rng):
+        shape = lazy.shape
+        self.indices = np.stack([rng.integers(n, size=size) for n in shape], axis=1)
+        self.indices = self.indices.astype(np.int64)
+        self.values = lazy.evaluate(self.indices) if size else None
+        host = to_host(self.values) if size else np.zeros(0)
+        self.norm = float(np.linalg.norm(host))
+        self.max_abs = float(np.abs(host).max()) if size else 0.0
+        self.largest = self.indices[int(np.argmax(np.abs(host)))] if size else None
+
+    def error(self, cores):
+        """Relative (absolute when the held-out values are all zero) 2-norm error."""
+        if self.values is None:
+            return float("nan")
+        difference = tl.norm(tt_entries(cores, self.indices) - self.values)
+        difference = float(to_host(difference))
+        return difference / self.norm if self.norm > 0 else difference

@@ -1,0 +1,45 @@
+"""Rank-adaptive two-site cross (TCI with partial rank-revealing LU).
+
+At each bond ``k`` the two-site block ``A[left[k], :, :, right[k+1]]`` is unfolded to a
+matrix and a prrLU picks its pivots to the tolerance: they become ``left[k+1]`` and
+``right[k]``, and their number the new rank ``r_{k+1}``. Ranks grow and shrink with the
+data (Fernandez et al. 2025, "TCI2"; Savostyanov & Oseledets 2011 for DMRG-cross).
+"""
+
+from .bond import BondMatrix
+from .indices import positions_in
+from .prrlu import prrlu
+
+
+def tci_half_sweep(lazy, indices, direction, abs_tol, max_rank, rng, search="rook", scale=None):
+    """Update ``indices`` in place by one sweep; returns the largest modulus read.
+
+    Parameters
+    ----------
+    abs_tol : callable
+        ``abs_tol(scale) -> float``: the pivot tolerance given the largest modulus seen.
+    max_rank : sequence of int
+        Cap on each rank ``r_0..r_d``.
+    scale : float or None
+        Largest modulus seen before this sweep.
+    """
+    shape, d = indices.shape, indices.ndim
+    bonds = range(d - 1) if direction == "lr" else range(d - 2, -1, -1)
+    scale = 0.0 if scale is None else scale
+    for k in bonds:
+        matrix = BondMatrix(lazy, indices.left[k], shape[k], shape[k + 1], indices.right[k + 1])
+        hints = _previous_pivot_columns(matrix, indices.right[k])
+        rows, cols = prrlu(matrix, abs_tol(scale), max_rank[k + 1], rng, search, hints)
+        scale = max(scale, matrix.max_abs)
+        indices.left[k + 1] = matrix.row_multi[rows]
+        indices.right[k] = matrix.col_multi[cols]
+    indices.nested = "left" if direction == "lr" else "right"
+    return scale
+
+
+def _previous_pivot_columns(matrix, previous_right):
+    """Columns of ``matrix`` that were pivots last sweep (rook starts), if still present."""
+    try:
+        return positions_in(previous_right, matrix.col_multi).tolist()
+    except ValueError:
+        return []

@@ -1,0 +1,106 @@
+"""TensorLy drop-in: ``tensor_train_cross`` and ``TensorTrainCross``.
+
+Same signature, argument semantics and rank errors as
+``tensorly.contrib.decomposition.tensor_train_cross``, but the tensor is read entry by
+entry through the cross (never densified), and the stop is the held-out error.
+"""
+
+import math
+
+import tensorly as tl
+from tensorly.decomposition._base_decomposition import DecompositionMixin
+
+from .api import tt_cross
+
+
+def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_state=None):
+    """TT decomposition by cross approximation (fixed rank, maxvol ALS-cross).
+
+    Parameters
+    ----------
+    input_tensor : tensor
+        Any TensorLy-backend tensor (or anything :func:`tensorly_cross.lazy_tensor` reads).
+    rank : int or list of int
+        Maximal TT rank: an int ``r`` (meaning ``[1, r, ..., r, 1]``) or a list of
+        ``ndim + 1`` ints with ``rank[0] == rank[-1] == 1``.
+    tol : float, default 1e-4
+        Stop when the relative error on 1000 held-out entries is below ``tol``.
+    n_iter_max : int, default 100
+        Maximum number of sweeps, each one left-to-right and one right-to-left pass.
+    random_state : None, int or numpy RandomState
+
+    Returns
+    -------
+    factors : tensorly.tt_tensor.TTTensor
+
+    Raises
+    ------
+    ValueError
+        If ``len(rank) != ndim + 1``, the boundary ranks are not 1, or a rank exceeds the
+        number of available column indices (TensorLy's messages).
+    """
+    shape = tuple(input_tensor.shape)
+    rank = _tensorly_rank(rank, shape)
+    return tt_cross(input_tensor, rank=rank, tol=tol, method="als", n_iter_max=2 * n_iter_max,
+                    random_state=random_state)
+
+
+def _tensorly_rank(rank, shape):
+    """TensorLy's rank checks, with its messages."""
+    tensor_order = len(shape)
+    if isinstance(rank, int):
+        rank = [1] + [rank] * (tensor_order - 1) + [1]
+    elif tensor_order + 1 != len(rank):
+        raise ValueError(
+            "Provided incorrect number of ranks. Should verify "
+            f"len(rank) == tl.ndim(tensor)+1, but len(rank) = {len(rank)} "
+            f"while tl.ndim(tensor) + 1  = {tensor_order}"
+        )
+    rank = list(rank)
+    for end in (0, -1):
+        if rank[end] != 1:
+            raise ValueError(
+                f"Provided rank[{end}] == {rank[end]} but boundary conditions dictate "
+                "rank[0] == rank[-1] == 1."
+            )
+    for k in range(tensor_order - 1):
+        n_columns = math.prod(shape[k + 1 :])
+        if rank[k + 1] > n_columns:
+            raise ValueError(
+                f"rank[{k + 1}]={rank[k + 1]} exceeds the number of available column "
+                f"indices ({n_columns})."
+            )
+    return rank
+
+
+class TensorTrainCross(DecompositionMixin):
+    """TT decomposition by cross approximation, scikit-learn style.
+
+    Parameters
+    ----------
+    rank, tol, n_iter_max, random_state
+        Stored unchanged and passed to :func:`tensor_train_cross`.
+
+    Attributes
+    ----------
+    decomposition_ : tensorly.tt_tensor.TTTensor
+        Set by :meth:`fit_transform`.
+    """
+
+    def __init__(self, rank, tol=1e-4, n_iter_max=100, random_state=None):
+        self.rank = rank
+        self.tol = tol
+        self.n_iter_max = n_iter_max
+        self.random_state = random_state
+
+    def fit_transform(self, tensor):
+        """Decompose ``tensor``; returns (and stores) the TT."""
+        self.decomposition_ = tensor_train_cross(
+            tensor, rank=self.rank, tol=self.tol, n_iter_max=self.n_iter_max,
+            random_state=self.random_state,
+        )
+        return self.decomposition_
+
+    def to_tensor(self):
+        """The dense tensor of the fitted TT (only for tensors that fit in memory)."""
+        return tl.tt_to_tensor(self.decomposition_)

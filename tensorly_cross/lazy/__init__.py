@@ -1,0 +1,16 @@
+"""Where entries come from: the lazy-tensor interface and its implementations."""
+
+from .array import ArrayTensor
+from .base import LazyTensor
+from .cache import CacheCounters, EvaluationCache
+from .dispatch import lazy_tensor
+from .function import FunctionTensor
+
+__all__ = [
+    "ArrayTensor",
+    "CacheCounters",
+    "EvaluationCache",
+    "FunctionTensor",
+    "LazyTensor",
+    "lazy_tensor",
+]

@@ -1,0 +1,40 @@
+"""ArrayTensor: entries read from an array that is already somewhere."""
+
+import numpy as np
+import tensorly as tl
+
+from .._backend import backend_name
+from .base import LazyTensor
+
+
+class ArrayTensor(LazyTensor):
+    """A lazy view of an array: backend tensors (NumPy, PyTorch, JAX), ``np.memmap``, or
+    any array-like with NumPy fancy indexing or a zarr/dask-style ``vindex``.
+
+    Reading is one gather per batch; nothing is copied up front. A PyTorch tensor that
+    requires grad keeps its graph: gradients reach exactly the entries that were read.
+
+    Parameters
+    ----------
+    array : array-like
+        Anything with ``shape`` that can be indexed by integer arrays.
+    """
+
+    def __init__(self, array):
+        if not hasattr(array, "shape"):
+            raise TypeError(f"array must have a shape, got {type(array).__name__}.")
+        super().__init__(tuple(array.shape))
+        self.array = array
+
+    def _evaluate(self, indices):
+        columns = tuple(indices.T)
+        if tl.is_tensor(self.array):
+            if backend_name() == "pytorch":
+                import torch
+
+                device = self.array.device
+                columns = tuple(torch.as_tensor(column, device=device) for column in columns)
+            return self.array[columns]
+        if hasattr(self.array, "vindex"):  # zarr and dask arrays: point-wise selection
+            return np.asarray(self.array.vindex[columns])
+        return np.asarray(self.array[columns])

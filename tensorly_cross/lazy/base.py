@@ -1,0 +1,121 @@
+"""The lazy-tensor interface: a shape and a batched ``evaluate(indices)``."""
+
+import math
+
+import numpy as np
+import tensorly as tl
+
+from .._backend import all_finite, to_host
+from ..errors import NonFiniteValueError
+
+
+class LazyTensor:
+    """A tensor known only through batched evaluation of its entries.
+
+    Subclasses set ``shape`` and implement ``_evaluate(indices)``; users call
+    :meth:`evaluate`, which validates the request and the values that come back.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The size of each mode (every size >= 1).
+    """
+
+    def __init__(self, shape):
+        self.shape = check_shape(shape, "shape")
+
+    @property
+    def ndim(self):
+        """Number of modes."""
+        return len(self.shape)
+
+    @property
+    def size(self):
+        """Number of entries, as an exact Python int (it may exceed 2**63)."""
+        return math.prod(self.shape)
+
+    def evaluate(self, indices):
+        """Entries at a batch of multi-indices, in one call.
+
+        Parameters
+        ----------
+        indices : array-like of int, shape (m, ndim)
+
+        Returns
+        -------
+        values : tensor of shape (m,)
+            In the active TensorLy backend.
+
+        Raises
+        ------
+        ValueError
+            If ``indices`` has the wrong shape or an index is out of range, or if the
+            values do not have shape ``(m,)``.
+        NonFiniteValueError
+            If a value is NaN or inf; the exception names the first such multi-index.
+        """
+        indices = check_indices(indices, self.shape)
+        values = self._evaluate(indices)
+        return check_values(values, indices, type(self).__name__)
+
+    def _evaluate(self, indices):
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"{type(self).__name__}(shape={self.shape})"
+
+
+def check_shape(shape, name):
+    """A tuple of positive Python ints; raise otherwise."""
+    try:
+        shape = tuple(int(size) for size in shape)
+    except TypeError as error:
+        raise TypeError(f"{name} must be a sequence of ints, got {shape!r}.") from error
+    if not shape:
+        raise ValueError(f"{name} must have at least one mode, got {shape}.")
+    bad = [mode for mode, size in enumerate(shape) if size < 1]
+    if bad:
+        raise ValueError(f"{name}[{bad[0]}]={shape[bad[0]]} must be >= 1 (shape {shape}).")
+    return shape
+
+
+def check_indices(indices, shape):
+    """An (m, d) int64 host array of in-range multi-indices; raise otherwise."""
+    indices = np.asarray(indices)
+    if indices.ndim != 2 or indices.shape[1] != len(shape):
+        raise ValueError(
+            f"indices must have shape (m, {len(shape)}) for a tensor of shape {shape}, "
+            f"got {indices.shape}."
+        )
+    if indices.size and not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(f"indices must be integers, got dtype {indices.dtype}.")
+    indices = indices.astype(np.int64, copy=False)
+    if indices.size:
+        bounds = np.asarray(shape, dtype=np.int64)
+        outside = np.flatnonzero(((indices < 0) | (indices >= bounds)).any(axis=1))
+        if outside.size:
+            bad = tuple(int(i) for i in indices[outside[0]])
+            raise ValueError(f"index {bad} is out of range for a tensor of shape {shape}.")
+    return indices
+
+
+def check_values(values, indices, source):
+    """Values as an (m,) backend tensor, finite; raise with the offending multi-index."""
+    if not tl.is_tensor(values):
+        values = tl.tensor(np.asarray(values))
+    expected = (indices.shape[0],)
+    if tuple(tl.shape(values)) != expected:
+        raise ValueError(
+            f"{source} returned values of shape {tuple(tl.shape(values))} for "
+            f"{expected[0]} multi-indices; expected shape {expected}."
+        )
+    if not all_finite(values):
+        host = to_host(values)
+        first = int(np.flatnonzero(~np.isfinite(host))[0])
+        index = tuple(int(i) for i in indices[first])
+        raise NonFiniteValueError(
+            f"{source} returned {host[first]} at multi-index {index}; values must be finite.",
+            index,
+            host[first],
+        )
+    return values

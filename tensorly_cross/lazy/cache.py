@@ -1,0 +1,160 @@
+"""EvaluationCache: every entry is computed once; counters say what it cost."""
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import tensorly as tl
+
+from .._backend import take_rows
+from ..errors import EvaluationBudgetExceeded
+from .base import LazyTensor, check_indices
+
+# Largest product of mode sizes that one int64 key word can hold.
+_WORD_LIMIT = 2**63 - 1
+
+
+@dataclass
+class CacheCounters:
+    """What a cache has seen.
+
+    Attributes
+    ----------
+    requested : int
+        Entries asked for, duplicates included.
+    unique : int
+        Distinct entries computed by the wrapped tensor (its evaluations).
+    cache_hits : int
+        Entries served without computing them (``requested - unique``).
+    calls : int
+        Batched calls made to the wrapped tensor.
+    function_seconds : float
+        Wall time spent inside those calls.
+    """
+
+    requested: int = 0
+    unique: int = 0
+    cache_hits: int = 0
+    calls: int = 0
+    function_seconds: float = 0.0
+
+
+class EvaluationCache(LazyTensor):
+    """A lazy tensor that remembers every entry it has computed.
+
+    Lookups are vectorised: multi-indices are packed into integer keys (one int64 word
+    when the tensor has fewer than 2**63 entries, several words beyond), kept sorted, and
+    found with one ``searchsorted`` per batch. Each batch makes at most one call to the
+    wrapped tensor, for the entries not yet known.
+
+    Parameters
+    ----------
+    lazy : LazyTensor
+    max_entries : int, default 2**24
+        When storing a batch would exceed this, the cache is emptied first (memory stays
+        bounded at ``max_entries`` keys and values).
+    max_evals : int or None
+        A batch whose new entries would push :attr:`counters.unique` above this raises
+        :class:`EvaluationBudgetExceeded` before anything is computed.
+    """
+
+    def __init__(self, lazy, max_entries=2**24, max_evals=None):
+        super().__init__(lazy.shape)
+        self.lazy = lazy
+        self.max_entries = int(max_entries)
+        self.max_evals = max_evals
+        self.counters = CacheCounters()
+        self._word_modes = _split_into_words(self.shape)
+        self._keys = None  # sorted packed keys
+        self._slots = None  # position of each sorted key's value in self._values
+        self._values = None
+
+    def __len__(self):
+        return 0 if self._keys is None else int(self._keys.shape[0])
+
+    def evaluate(self, indices):
+        indices = check_indices(indices, self.shape)
+        n_requested = indices.shape[0]
+        if n_requested == 0:
+            return tl.tensor(np.zeros(0))
+        keys = self.pack(indices)
+        unique_keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        known = self._lookup(unique_keys)
+        missing = np.flatnonzero(known < 0)
+        self._check_budget(missing.size)
+        if missing.size:
+            new_values = self._compute(indices[first[missing]])
+            known[missing] = self._store(unique_keys[missing], new_values)
+        self.counters.requested += n_requested
+        self.counters.cache_hits += n_requested - missing.size
+        return take_rows(self._values, known[inverse.reshape(-1)])
+
+    def pack(self, indices):
+        """Packed keys of (m, d) multi-indices: int64, or a structured multi-word key."""
+        words = [
+            np.ravel_multi_index(tuple(indices[:, modes].T), [self.shape[m] for m in modes])
+            for modes in self._word_modes
+        ]
+        if len(words) == 1:
+            return words[0].astype(np.int64, copy=False)
+        packed = np.empty(indices.shape[0], dtype=[(f"w{k}", np.int64) for k in range(len(words))])
+        for k, word in enumerate(words):
+            packed[f"w{k}"] = word
+        return packed
+
+    def _lookup(self, unique_keys):
+        """Value slots of sorted unique keys; -1 where unknown."""
+        slots = np.full(unique_keys.shape[0], -1, dtype=np.int64)
+        if self._keys is None:
+            return slots
+        position = np.searchsorted(self._keys, unique_keys)
+        inside = position < self._keys.shape[0]
+        hit = np.zeros_like(inside)
+        hit[inside] = self._keys[position[inside]] == unique_keys[inside]
+        slots[hit] = self._slots[position[hit]]
+        return slots
+
+    def _check_budget(self, n_new):
+        if self.max_evals is not None and self.counters.unique + n_new > self.max_evals:
+            raise EvaluationBudgetExceeded(
+                f"max_evals={self.max_evals}: {self.counters.unique} entries evaluated, "
+                f"the next batch needs {n_new} more.",
+                needed=self.counters.unique + n_new,
+            )
+
+    def _compute(self, indices):
+        start = time.perf_counter()
+        values = self.lazy.evaluate(indices)
+        self.counters.function_seconds += time.perf_counter() - start
+        self.counters.calls += 1
+        self.counters.unique += indices.shape[0]
+        return values
+
+    def _store(self, new_keys, new_values):
+        """Insert sorted ``new_keys``; returns the slots of their values."""
+        if self._keys is not None and len(self) + new_keys.shape[0] > self.max_entries:
+            self._keys = self._slots = self._values = None
+        if self._keys is None:
+            self._keys, self._values = new_keys, new_values
+            self._slots = np.arange(new_keys.shape[0], dtype=np.int64)
+            return self._slots.copy()
+        new_slots = np.arange(len(self), len(self) + new_keys.shape[0], dtype=np.int64)
+        self._values = tl.concatenate([self._values, new_values])
+        keys = np.concatenate([self._keys, new_keys])
+        order = np.argsort(keys, kind="stable")
+        self._keys = keys[order]
+        self._slots = np.concatenate([self._slots, new_slots])[order]
+        return new_slots
+
+
+def _split_into_words(shape):
+    """Group consecutive modes so that each group's product of sizes fits one int64."""
+    groups, current, product = [], [], 1
+    for mode, size in enumerate(shape):
+        if current and product * size > _WORD_LIMIT:
+            groups.append(current)
+            current, product = [], 1
+        current.append(mode)
+        product *= size
+    groups.append(current)
+    return groups

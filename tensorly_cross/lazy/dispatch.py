@@ -1,0 +1,37 @@
+"""lazy_tensor(obj): one entry point that turns what users have into a LazyTensor."""
+
+from .array import ArrayTensor
+from .base import LazyTensor
+from .function import FunctionTensor
+
+
+def lazy_tensor(obj, shape=None):
+    """A :class:`LazyTensor` for ``obj``.
+
+    Parameters
+    ----------
+    obj : LazyTensor, array-like or callable
+        - a :class:`LazyTensor` is returned as is;
+        - a tensor of any TensorLy backend, a NumPy array or memmap, or any array-like with
+          integer-array indexing (zarr, dask) becomes an :class:`ArrayTensor`;
+        - a callable on (m, d) integer multi-indices becomes a :class:`FunctionTensor`
+          (``shape`` is then required).
+    shape : tuple of int, optional
+        Only for callables.
+
+    Raises
+    ------
+    TypeError
+        If ``obj`` is none of the above, or a callable comes without ``shape``.
+    """
+    if isinstance(obj, LazyTensor):
+        return obj
+    if hasattr(obj, "shape") and hasattr(obj, "__getitem__"):
+        return ArrayTensor(obj)
+    if callable(obj):
+        if shape is None:
+            raise TypeError("shape is required when obj is a callable (the tensor's mode sizes).")
+        return FunctionTensor(obj, shape)
+    raise TypeError(
+        f"obj must be a LazyTensor, an array or tensor, or a callable; got {type(obj).__name__}."
+    )

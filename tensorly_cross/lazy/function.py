@@ -1,0 +1,68 @@
+"""FunctionTensor: entries computed by a vectorised Python function."""
+
+import numpy as np
+
+from .base import LazyTensor
+
+
+class FunctionTensor(LazyTensor):
+    """A tensor whose entries a function computes, a batch of multi-indices at a time.
+
+    Parameters
+    ----------
+    function : callable
+        ``function(indices) -> values``: ``indices`` is an (m, d) int64 NumPy array, the
+        values an (m,) array or backend tensor.
+    shape : tuple of int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> hilbert = FunctionTensor(lambda idx: 1.0 / (1.0 + idx.sum(axis=1)), (50, 50, 50))
+    >>> hilbert.evaluate(np.array([[0, 0, 0], [1, 2, 3]]))
+    array([1.        , 0.14285714])
+    """
+
+    def __init__(self, function, shape):
+        if not callable(function):
+            raise TypeError(f"function must be callable, got {type(function).__name__}.")
+        super().__init__(shape)
+        self.function = function
+
+    @classmethod
+    def on_grid(cls, function, grids):
+        """A tensor of ``function`` sampled on the tensor-product grid ``grids``.
+
+        Parameters
+        ----------
+        function : callable
+            ``function(points) -> values``, ``points`` an (m, d) float array of coordinates.
+        grids : sequence of 1-D arrays
+            The coordinates along each mode.
+        """
+        grids = [np.asarray(grid, dtype=float).reshape(-1) for grid in grids]
+        empty = [mode for mode, grid in enumerate(grids) if grid.size == 0]
+        if empty:
+            raise ValueError(f"grids[{empty[0]}] is empty; every grid needs >= 1 point.")
+        tensor = cls(_GridFunction(function, grids), [grid.size for grid in grids])
+        tensor.grids = grids
+        return tensor
+
+    def _evaluate(self, indices):
+        return self.function(indices)
+
+
+class _GridFunction:
+    """Maps integer multi-indices to grid coordinates before calling the user's function."""
+
+    def __init__(self, function, grids):
+        if not callable(function):
+            raise TypeError(f"function must be callable, got {type(function).__name__}.")
+        self.function = function
+        self.grids = grids
+
+    def __call__(self, indices):
+        points = np.empty(indices.shape, dtype=float)
+        for mode, grid in enumerate(self.grids):
+            points[:, mode] = grid[indices[:, mode]]
+        return self.function(points)

@@ -1,0 +1,199 @@
+"""tt_cross: exact recovery, interpolation, budgets, determinism, backends, edge cases."""
+
+import numpy as np
+import pytest
+import tensorly as tl
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tensorly_cross as tlc
+from tensorly_cross import CrossIndices, FunctionTensor, NonFiniteValueError
+
+from .conftest import host
+from .strategies import (
+    random_tt_cores,
+    relative_error_on_samples,
+    seeds,
+    tt_function,
+    tt_problems,
+)
+
+
+@given(problem=tt_problems())
+def test_fixed_rank_als_recovers_an_exact_rank_tt(backend, problem):
+    shape, rank, seed = problem
+    function = tt_function(random_tt_cores(shape, rank, seed))
+    tt = tlc.tt_cross(FunctionTensor(function, shape), rank=list(rank), tol=1e-12,
+                      random_state=seed)
+    assert relative_error_on_samples(tt, function, shape, seed) < 1e-10
+
+
+@given(problem=tt_problems(), search=st.sampled_from(["rook", "full"]))
+def test_adaptive_tci_recovers_an_exact_rank_tt_without_a_rank(backend, problem, search):
+    shape, rank, seed = problem
+    function = tt_function(random_tt_cores(shape, rank, seed))
+    tt = tlc.tt_cross(FunctionTensor(function, shape), tol=1e-12, random_state=seed,
+                      pivot_search=search)
+    assert relative_error_on_samples(tt, function, shape, seed) < 1e-10
+    assert all(found <= true for found, true in zip(tt.rank, rank, strict=True))
+
+
+@given(shape=st.lists(st.integers(2, 5), min_size=2, max_size=4), rank=st.integers(1, 3),
+       seed=seeds)
+def test_als_interpolates_the_tensor_on_every_fiber(backend, shape, rank, seed):
+    dense = np.random.default_rng(seed).standard_normal(shape)
+    indices = tlc.select_indices(tl.tensor(dense), rank=rank, tol=0.0, n_iter_max=3,
+                                 random_state=seed)
+    tt = host(tl.tt_to_tensor(tlc.cross_interpolate(tl.tensor(dense), indices)))
+    from tensorly_cross.cross.indices import fiber_indices
+
+    for k, size in enumerate(shape):
+        fibers = fiber_indices(indices.left[k], size, indices.right[k])
+        np.testing.assert_allclose(tt[tuple(fibers.T)], dense[tuple(fibers.T)], atol=1e-9)
+
+
+@given(problem=tt_problems(max_modes=5, max_size=8, max_rank=4),
+       method=st.sampled_from(["als", "tci"]))
+def test_numpy_and_pytorch_agree_on_indices_and_cores(problem, method):
+    # The exact rank keeps every fiber block full-rank, so no pivot depends on rounding.
+    pytest.importorskip("torch")
+    shape, rank, seed = problem
+    dense = tl.tt_to_tensor(random_tt_cores(shape, rank, seed))
+    kwargs = dict(rank=list(rank) if method == "als" else None, method=method, tol=1e-12,
+                  random_state=seed)
+    results = {}
+    for name in ("numpy", "pytorch"):
+        with tl.backend_context(name):
+            indices = tlc.select_indices(tl.tensor(dense), **kwargs)
+            tt = tlc.cross_interpolate(tl.tensor(dense), indices)
+            results[name] = indices, [host(core) for core in tt]
+    (np_indices, np_cores), (pt_indices, pt_cores) = results["numpy"], results["pytorch"]
+    assert np_indices.to_dict() == pt_indices.to_dict()
+    for np_core, pt_core in zip(np_cores, pt_cores, strict=True):
+        np.testing.assert_allclose(np_core, pt_core, atol=1e-9)
+
+
+@given(budget=st.integers(1001, 6000), method=st.sampled_from(["als", "tci"]), seed=seeds)
+def test_max_evals_is_never_exceeded(backend, budget, method, seed):
+    grid = np.linspace(-1, 1, 24)
+    function = FunctionTensor.on_grid(lambda x: np.exp(-np.sum(x**2, axis=1)) + x[:, 0] ** 3,
+                                      [grid] * 5)
+    try:
+        _, info = tlc.tt_cross(function, rank=4 if method == "als" else None, method=method,
+                               tol=1e-14, max_evals=budget, random_state=seed, return_info=True)
+    except ValueError as error:  # budget below one sweep: refused, not exceeded
+        assert "too small" in str(error)
+        return
+    assert info.n_evals <= budget
+    assert info.stop_reason in ("max_evals", "tol", "n_iter_max")
+
+
+def test_zero_tensor_gives_a_zero_tt(backend):
+    for method, rank in (("tci", None), ("als", 3)):
+        tt = tlc.tt_cross(tl.tensor(np.zeros((4, 5, 6))), rank=rank, method=method,
+                          random_state=0)
+        assert np.abs(host(tl.tt_to_tensor(tt))).max() == 0.0
+
+
+def test_nan_entry_is_reported_with_its_multi_index(backend):
+    dense = np.ones((6, 6, 6))
+    dense[2, 3, 4] = np.nan
+    with pytest.raises(NonFiniteValueError, match=r"\(2, 3, 4\)"):
+        tlc.tt_cross(tl.tensor(dense), rank=6, method="als", random_state=0, val_size=0)
+
+
+@given(seed=seeds, method=st.sampled_from(["als", "tci"]))
+def test_same_seed_gives_the_same_result(backend, seed, method):
+    grid = np.linspace(0, 1, 16)
+    function = FunctionTensor.on_grid(lambda x: 1.0 / (1.0 + x.sum(axis=1)), [grid] * 4)
+    kwargs = dict(rank=3 if method == "als" else None, method=method, tol=1e-8)
+    first = tlc.tt_cross(function, random_state=seed, **kwargs)
+    second = tlc.tt_cross(function, random_state=np.random.default_rng(seed), **kwargs)
+    third = tlc.tt_cross(function, random_state=seed, **kwargs)
+    for a, c in zip(first, third, strict=True):
+        np.testing.assert_array_equal(host(a), host(c))
+    assert len(second) == len(first)
+
+
+def test_legacy_random_state_is_deterministic(backend):
+    dense = tl.tensor(np.random.default_rng(0).standard_normal((5, 6, 7)))
+    a = tlc.select_indices(dense, rank=2, random_state=np.random.RandomState(3))
+    b = tlc.select_indices(dense, rank=2, random_state=np.random.RandomState(3))
+    assert a.to_dict() == b.to_dict()
+
+
+def test_info_reports_counts_and_stop_reason(backend):
+    grid = np.linspace(0, 1, 32)
+    function = FunctionTensor.on_grid(lambda x: np.sin(x.sum(axis=1)), [grid] * 6)
+    tt, info = tlc.tt_cross(function, tol=1e-10, random_state=0, return_info=True)
+    assert info.stop_reason == "tol" and info.val_error <= 1e-10
+    assert info.n_requested == info.n_evals + info.n_cached
+    assert info.n_evals == info.evals_per_sweep[-1] and info.n_sweeps == len(info.ranks)
+    assert tt.rank == (1, 2, 2, 2, 2, 2, 1)
+    assert 0 < info.function_seconds <= info.total_seconds
+
+
+def test_callback_stops_the_sweeps(backend):
+    dense = tl.tensor(np.random.default_rng(0).standard_normal((6, 6, 6)))
+    seen = []
+
+    def stop_after_two(tt, info):
+        seen.append(info.n_sweeps)
+        return info.n_sweeps == 2
+
+    _, info = tlc.tt_cross(dense, rank=2, tol=0.0, callback=stop_after_two, random_state=0,
+                           return_info=True)
+    assert seen == [1, 2] and info.stop_reason == "callback"
+
+
+def test_n_iter_max_bounds_the_sweeps(backend):
+    dense = tl.tensor(np.random.default_rng(0).standard_normal((6, 6, 6)))
+    _, info = tlc.tt_cross(dense, rank=2, tol=0.0, n_iter_max=3, random_state=0,
+                           return_info=True)
+    assert info.n_sweeps == 3 and info.stop_reason == "n_iter_max"
+
+
+def test_too_large_rank_is_clipped_with_a_warning(backend):
+    dense = tl.tensor(np.random.default_rng(0).standard_normal((2, 3, 4)))
+    with pytest.warns(UserWarning, match=r"rank\[1\]=5 exceeds"):
+        tt = tlc.tt_cross(dense, rank=5, random_state=0)
+    assert tt.rank == (1, 2, 4, 1)
+
+
+def test_indices_round_trip_through_json_and_rebuild_the_same_tt(backend):
+    dense = tl.tensor(np.random.default_rng(0).standard_normal((4, 5, 6, 3)))
+    indices = tlc.select_indices(dense, rank=3, random_state=0)
+    restored = CrossIndices.from_json(indices.to_json())
+    a = host(tl.tt_to_tensor(tlc.cross_interpolate(dense, indices)))
+    b = host(tl.tt_to_tensor(tlc.cross_interpolate(dense, restored)))
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(method="svd"), ValueError, "method must be one of"),
+        (dict(method="als"), ValueError, "rank is required"),
+        (dict(max_evals=100), ValueError, "max_evals=100 must exceed val_size=1000"),
+        (dict(tol=-1.0), ValueError, "tol must be >= 0"),
+        (dict(n_iter_max=0), ValueError, "n_iter_max must be >= 1"),
+        (dict(pivot_search="diagonal"), ValueError, "pivot_search must be one of"),
+        (dict(rank=[1, 2, 1]), ValueError, "rank must have len"),
+        (dict(random_state="seed"), TypeError, "random_state must be"),
+    ],
+)
+def test_invalid_arguments_are_named(backend, kwargs, error, message):
+    dense = tl.tensor(np.ones((3, 3, 3)))
+    with pytest.raises(error, match=message):
+        tlc.tt_cross(dense, **kwargs)
+
+
+def test_cross_interpolate_rejects_mismatched_indices(backend):
+    dense = tl.tensor(np.ones((3, 3, 3)))
+    indices = tlc.select_indices(dense, rank=1, random_state=0)
+    with pytest.raises(ValueError, match="indices are for shape"):
+        tlc.cross_interpolate(tl.tensor(np.ones((3, 3, 4))), indices)
+    broken = indices.to_dict()
+    broken["left"][1] = [[7]]
+    with pytest.raises(ValueError, match="out of range"):
+        CrossIndices.from_dict(broken)
