@@ -106,18 +106,29 @@ def _swaps_to_rows(swaps, n_pivots):
 
 def argmax_abs(matrix):
     """``(row, col)`` of the entry of largest modulus."""
-    if backend_name() == "numpy" and matrix.flags.f_contiguous and matrix.dtype.char in "fd":
-        # BLAS i?amax scans each contiguous column once, without an |matrix| temporary.
+    n_cols = tl.shape(matrix)[1]
+    if _is_contiguous_real_numpy(matrix):
+        # BLAS i?amax scans the contiguous buffer once, with no |matrix| temporary.
         from scipy.linalg import blas
 
         iamax = blas.idamax if matrix.dtype.char == "d" else blas.isamax
-        col_rows = [int(iamax(matrix[:, col])) for col in range(matrix.shape[1])]
-        col_max = np.abs(matrix[col_rows, np.arange(matrix.shape[1])])
-        col = int(np.argmax(col_max))
-        return col_rows[col], col
-    n_cols = tl.shape(matrix)[1]
+        return divmod(int(iamax(matrix.reshape(-1))), n_cols)
     flat = int(to_host(tl.argmax(tl.reshape(tl.abs(matrix), (-1,)))))
     return divmod(flat, n_cols)
+
+
+def subtract_outer_and_argmax_(matrix, column, row):
+    """``matrix -= outer(column, row)`` (in place where possible), then :func:`argmax_abs`.
+
+    Returns ``(matrix, (row, col))``: one maxvol swap, two passes over the matrix.
+    """
+    matrix = subtract_outer_(matrix, column, row)
+    return matrix, argmax_abs(matrix)
+
+
+def _is_contiguous_real_numpy(matrix):
+    return (backend_name() == "numpy" and isinstance(matrix, np.ndarray)
+            and matrix.flags.c_contiguous and matrix.dtype.char in "fd")
 
 
 def subtract_outer_(matrix, column, row):

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import tensorly as tl
 
-from ._backend import argmax_abs, lu_pivot_rows, subtract_outer_, take_rows, to_host
+from ._backend import argmax_abs, lu_pivot_rows, subtract_outer_and_argmax_, take_rows, to_host
 from ._validation import check_float, check_int, check_tall_matrix
 from .errors import RankDeficiencyWarning
 
@@ -117,10 +117,8 @@ def _coefficients(matrix, rows):
     # Invert the small (r, r) block by a solve, then one GEMM: BLAS-3 on the n rows is
     # several times faster than a triangular solve with n right-hand sides, and the
     # block is LU/maxvol-pivoted, so its inverse is as well conditioned as it gets.
-    # Computing B^T keeps each column of B contiguous (Fortran order) for the swaps.
     identity = tl.eye(tl.shape(pivot_block)[0], **tl.context(matrix))
-    inverse = tl.solve(pivot_block, identity)
-    return tl.transpose(tl.dot(tl.transpose(inverse), tl.transpose(matrix)))
+    return tl.dot(matrix, tl.solve(pivot_block, identity))
 
 
 def _pinv_coefficients(matrix, rows):
@@ -153,8 +151,8 @@ def _swap_until_dominant(coefficients, rows, tol, max_iter):
     """Swap rows while some ``|B[i, j]| > tol``; ``O(n r)`` per swap."""
     rows = rows.copy()
     n_swaps = 0
+    row, col = argmax_abs(coefficients)
     for n_swaps in range(max_iter + 1):
-        row, col = argmax_abs(coefficients)
         pivot = coefficients[row, col]
         if n_swaps == max_iter or float(to_host(tl.abs(pivot))) <= tol:
             break
@@ -163,6 +161,7 @@ def _swap_until_dominant(coefficients, rows, tol, max_iter):
         column = tl.copy(coefficients[:, col])
         update = tl.copy(coefficients[row])
         update = tl.index_update(update, tl.index[col], update[col] - 1)
-        coefficients = subtract_outer_(coefficients, column, update / pivot)
         rows[col] = row
+        coefficients, (row, col) = subtract_outer_and_argmax_(coefficients, column,
+                                                              update / pivot)
     return rows, coefficients, n_swaps

@@ -38,3 +38,31 @@ class BondMatrix:
 
     def full(self):
         return self.entries(np.arange(self.shape[0]), np.arange(self.shape[1]))
+
+
+class TransposedBondMatrix:
+    """The transpose of a :class:`BondMatrix`, reading from the same cache.
+
+    A right-to-left sweep searches pivots on the transpose, so that its rook starts are
+    the previous pivot *rows*, whose entries the previous bond has already read.
+    """
+
+    def __init__(self, matrix):
+        self.matrix = matrix
+        self.shape = matrix.shape[::-1]
+
+    @property
+    def max_abs(self):
+        return self.matrix.max_abs
+
+    def entries(self, rows, cols):
+        return tl.transpose(self.matrix.entries(cols, rows))
+
+    def column(self, col):
+        return self.matrix.row(col)
+
+    def row(self, row):
+        return self.matrix.column(row)
+
+    def full(self):
+        return tl.transpose(self.matrix.full())

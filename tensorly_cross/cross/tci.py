@@ -6,7 +6,7 @@ matrix and a prrLU picks its pivots to the tolerance: they become ``left[k+1]`` 
 data (Fernandez et al. 2025, "TCI2"; Savostyanov & Oseledets 2011 for DMRG-cross).
 """
 
-from .bond import BondMatrix
+from .bond import BondMatrix, TransposedBondMatrix
 from .indices import positions_in
 from .prrlu import prrlu
 
@@ -28,8 +28,14 @@ def tci_half_sweep(lazy, indices, direction, abs_tol, max_rank, rng, search="roo
     scale = 0.0 if scale is None else scale
     for k in bonds:
         matrix = BondMatrix(lazy, indices.left[k], shape[k], shape[k + 1], indices.right[k + 1])
-        hints = _previous_pivot_columns(matrix, indices.right[k])
-        rows, cols = prrlu(matrix, abs_tol(scale), max_rank[k + 1], rng, search, hints)
+        if direction == "lr":
+            # Rook starts at last sweep's pivot columns: bond k-1 has just read them.
+            hints = _previous_pivots(indices.right[k], matrix.col_multi)
+            rows, cols = prrlu(matrix, abs_tol(scale), max_rank[k + 1], rng, search, hints)
+        else:
+            hints = _previous_pivots(indices.left[k + 1], matrix.row_multi)
+            cols, rows = prrlu(TransposedBondMatrix(matrix), abs_tol(scale), max_rank[k + 1],
+                               rng, search, hints)
         scale = max(scale, matrix.max_abs)
         indices.left[k + 1] = matrix.row_multi[rows]
         indices.right[k] = matrix.col_multi[cols]
@@ -37,9 +43,9 @@ def tci_half_sweep(lazy, indices, direction, abs_tol, max_rank, rng, search="roo
     return scale
 
 
-def _previous_pivot_columns(matrix, previous_right):
-    """Columns of ``matrix`` that were pivots last sweep (rook starts), if still present."""
+def _previous_pivots(previous, candidates):
+    """Positions of last sweep's pivots among ``candidates`` (rook starts), if all present."""
     try:
-        return positions_in(previous_right, matrix.col_multi).tolist()
+        return positions_in(previous, candidates).tolist()
     except ValueError:
         return []
