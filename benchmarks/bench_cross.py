@@ -102,6 +102,7 @@ def methods(problem):
     """name -> runner; peers that are not installed are dropped."""
     runners = {
         "tensorly-cross TCI (no rank)": lambda *a: run_ours(problem, *a),
+        "tensorly-cross TCI full search": lambda *a: run_ours(problem, *a, pivot_search="full"),
         "teneva adaptive": lambda *a: run_teneva(problem, *a),
         "tntorch adaptive": lambda *a: run_tntorch(problem, *a),
     }

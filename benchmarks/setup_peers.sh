@@ -41,3 +41,20 @@ PY
   python -m pip install --quiet --no-build-isolation "$src"
 fi
 python -c "import maxvolpy._maxvol; print('maxvolpy C kernel: ok')"
+
+# ttpy: built into a wheel in a throwaway venv (it needs setuptools<60 and numpy.distutils),
+# then installed here.
+if ! python -c "import tt.cross.rectcross" 2>/dev/null; then
+  src="$(fetch_sdist ttpy==1.2.1)"
+  numpy_version="$(python -c 'import numpy; print(numpy.__version__)')"
+  builder="$work/ttpy-build-venv"
+  python -m venv "$builder"
+  "$builder/bin/python" -m pip install --quiet "numpy==$numpy_version" "setuptools<60" wheel six cython
+  # numpy.distutils writes Fortran modules into build/temp.*; later subpackages need it on -I.
+  inc="$src/build/temp.linux-$(uname -m)-$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  (cd "$src" && FFLAGS="-fallow-argument-mismatch -I$inc" \
+      F90FLAGS="-fallow-argument-mismatch -I$inc" \
+      "$builder/bin/python" -m pip wheel --quiet --no-deps --no-build-isolation -w "$work/wheels" .)
+  python -m pip install --quiet --no-deps "$work"/wheels/ttpy-*.whl
+fi
+python -c "import tt; print('ttpy: ok')"

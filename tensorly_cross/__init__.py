@@ -2,6 +2,7 @@
 
 from .api import cross_interpolate, select_indices, tt_cross
 from .cross import CrossIndices, CrossInfo
+from .cross.tt_entries import tt_entries
 from .decomposition import TensorTrainCross, tensor_train_cross
 from .errors import EvaluationBudgetExceeded, NonFiniteValueError, RankDeficiencyWarning
 from .lazy import (
@@ -37,4 +38,5 @@ __all__ = [
     "select_indices",
     "tensor_train_cross",
     "tt_cross",
+    "tt_entries",
 ]

@@ -1,9 +1,11 @@
 """The public entry points: tt_cross, select_indices, cross_interpolate."""
 
+import contextlib
 import time
 
 from tensorly.tt_tensor import TTTensor
 
+from ._backend import backend_name
 from ._validation import check_choice, check_float, check_int, check_random_state
 from .cross.als import als_half_sweep
 from .cross.assemble import assemble_cores
@@ -23,7 +25,7 @@ PIVOT_SEARCHES = ("rook", "full")
 
 def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=None,
              n_iter_max=50, val_size=1000, random_state=None, verbose=False, callback=None,
-             return_info=False, pivot_search="rook", shape=None):
+             return_info=False, pivot_search="rook", shape=None, differentiable=False):
     """Tensor-train approximation of a tensor from a few adaptively chosen entries.
 
     Parameters
@@ -59,6 +61,10 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
         TCI's pivot search in each two-site block.
     shape : tuple of int, optional
         Only for a callable ``tensor``.
+    differentiable : bool, default False
+        Search the indices without gradient tracking, then build the cores from one fresh
+        batched read through autograd-visible operations (:func:`cross_interpolate`):
+        gradients reach the entries that were read, or the parameters that produced them.
 
     Returns
     -------
@@ -77,8 +83,12 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
     (1, 2, 2, 2, 2, 2, 1)
     """
     start = time.perf_counter()
-    _, cores, info = _select(tensor, rank, tol, method, max_rank, max_evals, n_iter_max,
-                             val_size, random_state, verbose, callback, pivot_search, shape)
+    with _no_grad(differentiable):
+        indices, cores, info = _select(tensor, rank, tol, method, max_rank, max_evals,
+                                       n_iter_max, val_size, random_state, verbose, callback,
+                                       pivot_search, shape)
+    if differentiable:
+        cores = assemble_cores(lazy_tensor(tensor, shape=shape), indices)
     tt = TTTensor(cores)
     info.total_seconds = time.perf_counter() - start
     return (tt, info) if return_info else tt
@@ -125,6 +135,15 @@ def cross_interpolate(tensor, indices, shape=None):
     if tuple(indices.shape) != tuple(lazy.shape):
         raise ValueError(f"indices are for shape {indices.shape}, the tensor has {lazy.shape}.")
     return TTTensor(assemble_cores(lazy, indices))
+
+
+def _no_grad(active):
+    """``torch.no_grad()`` on the PyTorch backend when ``active``; a no-op otherwise."""
+    if active and backend_name() == "pytorch":
+        import torch
+
+        return torch.no_grad()
+    return contextlib.nullcontext()
 
 
 def _select(tensor, rank, tol, method, max_rank, max_evals, n_iter_max, val_size, random_state,

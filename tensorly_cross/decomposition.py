@@ -41,8 +41,10 @@ def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_stat
     """
     shape = tuple(input_tensor.shape)
     rank = _tensorly_rank(rank, shape)
+    # differentiable: the search runs without gradient, the cores come from one
+    # autograd-visible read, so gradients are exact (TensorLy's own detaches an inverse).
     return tt_cross(input_tensor, rank=rank, tol=tol, method="als", n_iter_max=2 * n_iter_max,
-                    random_state=random_state)
+                    random_state=random_state, differentiable=True)
 
 
 def _tensorly_rank(rank, shape):

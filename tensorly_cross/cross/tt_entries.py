@@ -1,15 +1,25 @@
 """Entries of a tensor train at a batch of multi-indices."""
 
+import numpy as np
 import tensorly as tl
 
 from .._backend import take_rows
 
 
 def tt_entries(cores, indices):
-    """Values of the TT with ``cores`` at (m, d) host multi-indices, as an (m,) tensor.
+    """Entries of a tensor train at a batch of multi-indices, without forming the tensor.
 
-    Costs ``O(m sum_k r_k r_{k+1})``; never forms the full tensor.
+    Parameters
+    ----------
+    cores : TTTensor or list of tensors of shape (r_k, n_k, r_{k+1})
+    indices : array-like of int, shape (m, d)
+
+    Returns
+    -------
+    values : tensor of shape (m,)
+        Costs ``O(m sum_k r_k r_{k+1})``; autograd-visible.
     """
+    indices = np.asarray(indices, dtype=np.int64)
     result = None
     for mode, core in enumerate(cores):
         # (n_k, r_k, r_{k+1}) so that one gather picks each multi-index's slice.
