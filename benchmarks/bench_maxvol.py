@@ -32,6 +32,7 @@ def square_kernels():
                                             lambda f: lambda a: f(a, tol=1.05, max_iters=100))
     kernels["teneva"] = _optional(lambda: __import__("teneva").maxvol,
                                   lambda f: lambda a: f(a, e=1.05, k=100))
+    kernels["ttpy (Fortran)"] = _optional(_ttpy_maxvol, lambda f: f)
     kernels["TensorLy contrib"] = _optional(_tensorly_maxvol, lambda f: f)
     return kernels
 
@@ -58,6 +59,17 @@ def _tensorly_maxvol():
         rows, _ = maxvol(matrix)
         rows = np.asarray(rows, dtype=np.int64)
         return rows, matrix @ np.linalg.inv(matrix[rows])
+
+    return run
+
+
+def _ttpy_maxvol():
+    import tt.maxvol
+
+    def run(matrix):
+        # ttpy's tol is the excess over 1 and nswp its swap budget: the same stop as ours.
+        rows = np.asarray(tt.maxvol.maxvol(matrix, nswp=100, tol=0.05), dtype=np.int64)
+        return rows, None
 
     return run
 

@@ -14,7 +14,7 @@ if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get install -y -qq libopenblas-dev gfortran >/dev/null || {
     apt-get update -qq && apt-get install -y -qq libopenblas-dev gfortran >/dev/null; }
 fi
-python -m pip install --quiet tntorch teneva threadpoolctl cython matplotlib
+python -m pip install --quiet tntorch teneva threadpoolctl cython matplotlib six
 
 fetch_sdist() {  # $1 = requirement; prints the unpacked source directory
   local tmp="$work/download-$1"
