@@ -11,7 +11,10 @@ from .lazy import (
     EvaluationCache,
     FunctionTensor,
     LazyTensor,
+    QuanticsLayout,
+    QuanticsTensor,
     lazy_tensor,
+    qtt_to_tt,
 )
 from .maxvol import maxvol
 from .rect_maxvol import rect_maxvol
@@ -28,12 +31,15 @@ __all__ = [
     "FunctionTensor",
     "LazyTensor",
     "NonFiniteValueError",
+    "QuanticsLayout",
+    "QuanticsTensor",
     "RankDeficiencyWarning",
     "TensorTrainCross",
     "__version__",
     "cross_interpolate",
     "lazy_tensor",
     "maxvol",
+    "qtt_to_tt",
     "rect_maxvol",
     "select_indices",
     "tensor_train_cross",

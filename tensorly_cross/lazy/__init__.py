@@ -5,6 +5,7 @@ from .base import LazyTensor
 from .cache import CacheCounters, EvaluationCache
 from .dispatch import lazy_tensor
 from .function import FunctionTensor
+from .quantics import QuanticsLayout, QuanticsTensor, qtt_to_tt
 
 __all__ = [
     "ArrayTensor",
@@ -12,5 +13,8 @@ __all__ = [
     "EvaluationCache",
     "FunctionTensor",
     "LazyTensor",
+    "QuanticsLayout",
+    "QuanticsTensor",
     "lazy_tensor",
+    "qtt_to_tt",
 ]

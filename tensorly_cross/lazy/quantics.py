@@ -1,0 +1,176 @@
+"""Quantics (QTT) view of a lazy tensor: every mode split into small radices.
+
+A mode of size ``N = 2^a p_1 ... p_k`` becomes ``a`` binary digits followed by one digit per
+leftover prime factor, most significant digit first, so sizes that are not powers of two
+need no padding. Smooth functions have small ranks in this layout, and a cross over it
+reads a number of entries that grows with ``log N`` (Khoromskij 2011; Oseledets 2010).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorly as tl
+from tensorly.tt_tensor import TTTensor
+
+from .base import LazyTensor
+
+ORDERS = ("grouped", "interleaved")
+
+
+def radices(size):
+    """Digits of one mode: ``2`` as often as it divides ``size``, then its other primes."""
+    if size == 1:
+        return [1]
+    digits, rest = [], int(size)
+    while rest % 2 == 0:
+        digits.append(2)
+        rest //= 2
+    factor = 3
+    while factor * factor <= rest:
+        while rest % factor == 0:
+            digits.append(factor)
+            rest //= factor
+        factor += 2
+    if rest > 1:
+        digits.append(rest)
+    return digits
+
+
+@dataclass
+class QuanticsLayout:
+    """Where each original mode's digits sit in the quantics tensor.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        The original shape.
+    order : {"grouped", "interleaved"}
+        ``grouped``: all digits of mode 0, then of mode 1, ...; ``interleaved``: the most
+        significant digit of every mode, then the next, ...
+    mode_radices : list of list of int
+        Digits of each original mode, most significant first.
+    positions : list of ndarray of int64
+        Position of each of those digits among the quantics modes.
+    """
+
+    shape: tuple
+    order: str
+    mode_radices: list
+    positions: list
+
+    @classmethod
+    def create(cls, shape, order="grouped"):
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {order!r}.")
+        mode_radices = [radices(size) for size in shape]
+        slots = []  # (original mode, digit level) in quantics order
+        if order == "grouped":
+            slots = [(mode, level) for mode, digits in enumerate(mode_radices)
+                     for level in range(len(digits))]
+        else:
+            depth = max(len(digits) for digits in mode_radices)
+            slots = [(mode, level) for level in range(depth)
+                     for mode, digits in enumerate(mode_radices) if level < len(digits)]
+        positions = [np.zeros(len(digits), dtype=np.int64) for digits in mode_radices]
+        for position, (mode, level) in enumerate(slots):
+            positions[mode][level] = position
+        return cls(tuple(int(s) for s in shape), order, mode_radices, positions)
+
+    @property
+    def quantics_shape(self):
+        shape = [0] * sum(len(digits) for digits in self.mode_radices)
+        for digits, positions in zip(self.mode_radices, self.positions, strict=True):
+            for digit, position in zip(digits, positions, strict=True):
+                shape[position] = digit
+        return tuple(shape)
+
+    def to_original(self, quantics_indices):
+        """(m, D) quantics multi-indices -> (m, d) original multi-indices."""
+        quantics_indices = np.asarray(quantics_indices, dtype=np.int64)
+        columns = [quantics_indices[:, positions] @ _place_values(digits)
+                   for digits, positions in zip(self.mode_radices, self.positions, strict=True)]
+        return np.stack(columns, axis=1)
+
+    def to_quantics(self, indices):
+        """(m, d) original multi-indices -> (m, D) quantics multi-indices."""
+        indices = np.asarray(indices, dtype=np.int64)
+        result = np.empty((indices.shape[0], len(self.quantics_shape)), dtype=np.int64)
+        for mode, (digits, positions) in enumerate(
+                zip(self.mode_radices, self.positions, strict=True)):
+            rest = indices[:, mode].copy()
+            for digit, position in zip(digits[::-1], positions[::-1], strict=True):
+                result[:, position] = rest % digit
+                rest //= digit
+        return result
+
+
+def _place_values(digits):
+    """Weight of each digit (most significant first) in the mode's index."""
+    weights = np.ones(len(digits), dtype=np.int64)
+    for level in range(len(digits) - 2, -1, -1):
+        weights[level] = weights[level + 1] * digits[level + 1]
+    return weights
+
+
+class QuanticsTensor(LazyTensor):
+    """A lazy tensor seen through its quantics layout.
+
+    Parameters
+    ----------
+    lazy : LazyTensor
+        Anything with ``shape`` and ``evaluate``.
+    order : {"grouped", "interleaved"}, default "grouped"
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tensorly_cross import FunctionTensor
+    >>> f = FunctionTensor(lambda idx: np.exp(-idx[:, 0] / 500.0), (2**20,))
+    >>> q = QuanticsTensor(f)
+    >>> q.shape[:4], len(q.shape)
+    ((2, 2, 2, 2), 20)
+    """
+
+    def __init__(self, lazy, order="grouped"):
+        self.layout = QuanticsLayout.create(lazy.shape, order)
+        super().__init__(self.layout.quantics_shape)
+        self.lazy = lazy
+
+    def _evaluate(self, indices):
+        return self.lazy.evaluate(self.layout.to_original(indices))
+
+
+def qtt_to_tt(tt_q, layout):
+    """The TT over the original modes of a TT over a *grouped* quantics layout.
+
+    The cores of each mode's digits are contracted into one core of size ``N`` (so this
+    is for grids whose cores fit in memory; ``tt_entries`` on the quantics TT with
+    ``layout.to_quantics`` evaluates entries of any size).
+
+    Parameters
+    ----------
+    tt_q : TTTensor or list of cores
+    layout : QuanticsLayout or QuanticsTensor
+
+    Returns
+    -------
+    TTTensor of shape ``layout.shape``
+    """
+    layout = getattr(layout, "layout", layout)
+    if layout.order != "grouped":
+        raise ValueError("qtt_to_tt needs order='grouped' (interleaved digits of different "
+                         "modes cannot be contracted into one core per mode).")
+    cores = list(tt_q)
+    if len(cores) != len(layout.quantics_shape):
+        raise ValueError(f"tt_q has {len(cores)} cores; the layout has "
+                         f"{len(layout.quantics_shape)} quantics modes.")
+    merged = []
+    for positions, size in zip(layout.positions, layout.shape, strict=True):
+        core = cores[positions[0]]
+        for position in positions[1:]:
+            nxt = cores[position]
+            r_left = tl.shape(core)[0]
+            core = tl.reshape(tl.tensordot(core, nxt, axes=([2], [0])),
+                              (r_left, -1, tl.shape(nxt)[2]))
+        merged.append(tl.reshape(core, (tl.shape(core)[0], size, tl.shape(core)[2])))
+    return TTTensor(merged)

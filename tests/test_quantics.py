@@ -1,0 +1,76 @@
+"""Quantics layout: exact index round trips, factorisation, and exact QTT recovery."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorly as tl
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tensorly_cross as tlc
+from tensorly_cross import QuanticsLayout, QuanticsTensor, qtt_to_tt
+from tensorly_cross.lazy.quantics import radices
+
+from .conftest import host
+from .strategies import seeds
+
+sizes = st.integers(1, 3000) | st.sampled_from([2**30, 3 * 2**20, 2**31 - 1])
+
+
+@given(size=sizes)
+def test_radices_multiply_back_with_twos_first(size):
+    digits = radices(size)
+    assert math.prod(digits) == size
+    twos = [d for d in digits if d == 2]
+    assert digits[: len(twos)] == twos
+
+
+@given(shape=st.lists(sizes, min_size=1, max_size=4), order=st.sampled_from(["grouped",
+       "interleaved"]), seed=seeds)
+def test_index_maps_round_trip_exactly(shape, order, seed):
+    layout = QuanticsLayout.create(shape, order)
+    rng = np.random.default_rng(seed)
+    indices = np.stack([rng.integers(n, size=50) for n in shape], axis=1)
+    quantics = layout.to_quantics(indices)
+    assert (quantics < np.asarray(layout.quantics_shape)).all() and (quantics >= 0).all()
+    np.testing.assert_array_equal(layout.to_original(quantics), indices)
+    assert math.prod(layout.quantics_shape) == math.prod(shape)
+
+
+def test_interleaved_order_alternates_the_modes():
+    layout = QuanticsLayout.create((8, 4), "interleaved")
+    assert layout.positions[0].tolist() == [0, 2, 4]
+    assert layout.positions[1].tolist() == [1, 3]
+
+
+@given(sizes_=st.lists(st.sampled_from([16, 24, 32, 45, 64]), min_size=1, max_size=3),
+       seed=seeds)
+def test_quantics_cross_recovers_a_separable_exponential_sum(backend, sizes_, seed):
+    # exp(a.x) is rank 1 in every quantics layout; a sum of two is rank <= 2.
+    rng = np.random.default_rng(seed)
+    rates = rng.uniform(-0.05, 0.05, size=(2, len(sizes_)))
+
+    def function(indices):
+        return np.exp(indices @ rates[0]) + 0.5 * np.exp(indices @ rates[1])
+
+    lazy = QuanticsTensor(tlc.FunctionTensor(function, tuple(sizes_)))
+    tt = tlc.tt_cross(lazy, tol=1e-13, random_state=seed)
+    dense = host(tl.tt_to_tensor(qtt_to_tt(tt, lazy)))
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in sizes_], indexing="ij"), axis=-1)
+    exact = function(grid.reshape(-1, len(sizes_))).reshape(sizes_)
+    np.testing.assert_allclose(dense, exact, rtol=1e-10, atol=1e-10)
+    assert max(tt.rank) <= 2
+
+
+def test_qtt_to_tt_refuses_interleaved_layouts():
+    lazy = QuanticsTensor(tlc.FunctionTensor(lambda idx: idx.sum(axis=1) * 1.0, (4, 4)),
+                          order="interleaved")
+    tt = tlc.tt_cross(lazy, tol=1e-12, random_state=0)
+    with pytest.raises(ValueError, match="order='grouped'"):
+        qtt_to_tt(tt, lazy)
+
+
+def test_unknown_order_is_rejected():
+    with pytest.raises(ValueError, match="order must be one of"):
+        QuanticsLayout.create((4,), "zigzag")
