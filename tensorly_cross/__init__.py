@@ -5,9 +5,11 @@ from .cross import CrossIndices, CrossInfo
 from .cross.tt_entries import tt_entries
 from .decomposition import TensorTrainCross, tensor_train_cross
 from .errors import EvaluationBudgetExceeded, NonFiniteValueError, RankDeficiencyWarning
+from .io import open_volume
 from .lazy import (
     ArrayTensor,
     CacheCounters,
+    DaskTensor,
     EvaluationCache,
     FunctionTensor,
     LazyTensor,
@@ -26,6 +28,7 @@ __all__ = [
     "CacheCounters",
     "CrossIndices",
     "CrossInfo",
+    "DaskTensor",
     "EvaluationBudgetExceeded",
     "EvaluationCache",
     "FunctionTensor",
@@ -39,6 +42,7 @@ __all__ = [
     "cross_interpolate",
     "lazy_tensor",
     "maxvol",
+    "open_volume",
     "qtt_to_tt",
     "rect_maxvol",
     "select_indices",

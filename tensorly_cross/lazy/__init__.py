@@ -3,6 +3,7 @@
 from .array import ArrayTensor
 from .base import LazyTensor
 from .cache import CacheCounters, EvaluationCache
+from .dask import DaskTensor
 from .dispatch import lazy_tensor
 from .function import FunctionTensor
 from .quantics import QuanticsLayout, QuanticsTensor, qtt_to_tt
@@ -10,6 +11,7 @@ from .quantics import QuanticsLayout, QuanticsTensor, qtt_to_tt
 __all__ = [
     "ArrayTensor",
     "CacheCounters",
+    "DaskTensor",
     "EvaluationCache",
     "FunctionTensor",
     "LazyTensor",

@@ -1,0 +1,46 @@
+"""A thread-safe LRU of decoded chunks, bounded in bytes."""
+
+import threading
+from collections import OrderedDict
+
+
+class ChunkCache:
+    """Least-recently-used chunks, at most ``max_bytes`` of them (0 disables caching).
+
+    Note that a sweep whose working set exceeds ``max_bytes`` and visits chunks in the same
+    order every time evicts each chunk just before it is needed again (LRU thrashing):
+    size the cache to a sweep's working set, or accept that cold reads repeat.
+    """
+
+    def __init__(self, max_bytes):
+        self.max_bytes = int(max_bytes)
+        self.n_bytes = 0
+        self._chunks = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            block = self._chunks.get(key)
+            if block is not None:
+                self._chunks.move_to_end(key)
+            return block
+
+    def put(self, key, block):
+        if block.nbytes > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._chunks:
+                return
+            self._chunks[key] = block
+            self.n_bytes += block.nbytes
+            while self.n_bytes > self.max_bytes:
+                _, evicted = self._chunks.popitem(last=False)
+                self.n_bytes -= evicted.nbytes
+
+    def __len__(self):
+        return len(self._chunks)
+
+    def clear(self):
+        with self._lock:
+            self._chunks.clear()
+            self.n_bytes = 0

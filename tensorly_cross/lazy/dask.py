@@ -1,0 +1,127 @@
+"""DaskTensor: sample an out-of-core array by chunk-grouped reads, locally or on a cluster.
+
+One batch of multi-indices becomes one read per touched chunk: the batch is grouped by
+chunk, each chunk is read once (from a byte-bounded LRU when it is warm), values are
+gathered and put back in request order. With a ``dask.distributed`` client the per-chunk
+gathers run on the workers, each chunk always on the same worker so that worker's cache
+serves it next time.
+"""
+
+import threading
+import zlib
+
+import numpy as np
+import tensorly as tl
+
+from .base import LazyTensor
+from .chunk_cache import ChunkCache
+from .sources import as_chunk_source
+
+# Index arrays above this many entries are scattered to the cluster, not put in the graph.
+_SCATTER_ENTRIES = 50_000
+_WORKER_CACHES = {}
+_WORKER_LOCK = threading.Lock()
+
+
+class DaskTensor(LazyTensor):
+    """A lazy tensor over a dask array, zarr array, h5py dataset or sliceable proxy.
+
+    Parameters
+    ----------
+    array : dask array, zarr array, h5py dataset, or any sliceable array
+        A dask array made directly from a zarr array or h5py dataset is read from that
+        store (dask's own ``vindex`` costs milliseconds per call); other dask arrays are
+        read chunk by chunk through dask.
+    cache_bytes : int, default 256 MiB
+        Bound of the decoded-chunk LRU (per process; 0 disables it).
+    client : dask.distributed.Client or None
+        Run the per-chunk gathers on this cluster's workers.
+
+    Attributes
+    ----------
+    chunks_read, bytes_read, chunk_hits : int
+        Chunks read from storage, their decoded bytes, and chunks served by the cache
+        (local reads only; with a client the workers keep their own caches).
+    """
+
+    def __init__(self, array, cache_bytes=256 * 2**20, client=None):
+        self.source = as_chunk_source(array)
+        super().__init__(self.source.shape)
+        self.cache = ChunkCache(cache_bytes)
+        self.cache_bytes = int(cache_bytes)
+        self.client = client
+        self.chunks_read = self.bytes_read = self.chunk_hits = 0
+        self._bounds = [np.concatenate([[0], np.cumsum(c)]).astype(np.int64)
+                        for c in self.source.chunks]
+        self._grid = tuple(len(c) for c in self.source.chunks)
+        self._token = f"{self.source.name}:{id(self)}"
+
+    def _evaluate(self, indices):
+        chunk_ids, groups = self._group_by_chunk(indices)
+        values = np.empty(indices.shape[0], dtype=np.float64)
+        if self.client is None:
+            for chunk_id, members in zip(chunk_ids, groups, strict=True):
+                values[members] = self._gather_local(chunk_id, indices[members])
+        else:
+            for members, gathered in self._gather_distributed(chunk_ids, groups, indices):
+                values[members] = gathered
+        return tl.tensor(values)
+
+    def _group_by_chunk(self, indices):
+        """Touched chunk ids (ascending) and, for each, the positions of its points."""
+        coords = [np.searchsorted(bounds, indices[:, axis], side="right") - 1
+                  for axis, bounds in enumerate(self._bounds)]
+        chunk_of_point = np.ravel_multi_index(tuple(coords), self._grid)
+        order = np.argsort(chunk_of_point, kind="stable")
+        chunk_ids, starts = np.unique(chunk_of_point[order], return_index=True)
+        return chunk_ids, np.split(order, starts[1:])
+
+    def chunk_slices(self, chunk_id):
+        """The slices of one chunk, from its flat id."""
+        coords = np.unravel_index(int(chunk_id), self._grid)
+        return tuple(slice(int(b[c]), int(b[c + 1])) for b, c in zip(self._bounds, coords,
+                                                                         strict=True))
+
+    def _gather_local(self, chunk_id, points):
+        slices = self.chunk_slices(chunk_id)
+        block = self.cache.get(int(chunk_id))
+        if block is None:
+            block = self.source.read(slices)
+            self.chunks_read += 1
+            self.bytes_read += block.nbytes
+            self.cache.put(int(chunk_id), block)
+        else:
+            self.chunk_hits += 1
+        local = points - np.array([s.start for s in slices], dtype=np.int64)
+        return block[tuple(local.T)]
+
+    def _gather_distributed(self, chunk_ids, groups, indices):
+        workers = sorted(self.client.scheduler_info()["workers"])
+        futures = []
+        for chunk_id, members in zip(chunk_ids, groups, strict=True):
+            slices = self.chunk_slices(chunk_id)
+            local = indices[members] - np.array([s.start for s in slices], dtype=np.int64)
+            if local.size > _SCATTER_ENTRIES:
+                local = self.client.scatter(local)
+            # Pin each chunk to one worker (stable hash) so its cache is reused; allow
+            # others so a lost worker's chunks are retried elsewhere with the same result.
+            worker = workers[zlib.crc32(f"{self._token}:{chunk_id}".encode()) % len(workers)]
+            future = self.client.submit(
+                _worker_gather, self.source, self._token, int(chunk_id), slices, local,
+                self.cache_bytes, workers=[worker], allow_other_workers=True, retries=3,
+                pure=False,
+            )
+            futures.append((members, future))
+        for members, future in futures:
+            yield members, future.result()
+
+
+def _worker_gather(source, token, chunk_id, slices, local, cache_bytes):
+    """Runs on a worker: read (or reuse) one chunk and gather points from it."""
+    with _WORKER_LOCK:
+        cache = _WORKER_CACHES.setdefault(token, ChunkCache(cache_bytes))
+    block = cache.get(chunk_id)
+    if block is None:
+        block = source.read(slices)
+        cache.put(chunk_id, block)
+    return np.asarray(block[tuple(np.asarray(local).T)], dtype=np.float64)

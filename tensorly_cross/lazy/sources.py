@@ -1,0 +1,148 @@
+"""Chunked sources: where a chunk of an out-of-core array is read from.
+
+Each source knows its shape, dtype, chunk grid and how to read one chunk (a tuple of
+slices) as a NumPy array. They pickle without open file handles, so dask.distributed
+workers can read chunks themselves.
+"""
+
+import numpy as np
+
+SUPPORTED_KINDS = "biuf"  # bool, signed and unsigned ints, floats
+
+
+class ChunkReadError(OSError):
+    """Reading one chunk failed; the message names the source and the chunk."""
+
+
+class ChunkSource:
+    """Base class: ``shape``, ``dtype``, ``chunks`` (a tuple of per-axis chunk sizes)."""
+
+    def __init__(self, shape, dtype, chunks, name):
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        if self.dtype.kind not in SUPPORTED_KINDS:
+            raise TypeError(f"{name} has dtype {self.dtype}; supported are bool, integer and "
+                            "real floating-point arrays.")
+        self.chunks = tuple(_normalise_chunks(chunks, self.shape))
+        self.name = name
+
+    def read(self, slices):
+        try:
+            return np.asarray(self._read(slices))
+        except Exception as error:
+            bounds = ", ".join(f"{s.start}:{s.stop}" for s in slices)
+            raise ChunkReadError(f"reading chunk [{bounds}] of {self.name} failed: "
+                                 f"{type(error).__name__}: {error}") from error
+
+    def _read(self, slices):
+        raise NotImplementedError
+
+
+def _normalise_chunks(chunks, shape):
+    """Per-axis tuples of chunk sizes, from dask-style tuples or a regular chunk shape."""
+    if chunks is None:
+        chunks = tuple(min(n, 64) for n in shape)
+    result = []
+    for axis, (chunk, size) in enumerate(zip(chunks, shape, strict=True)):
+        if isinstance(chunk, tuple | list):
+            result.append(tuple(int(c) for c in chunk))
+            continue
+        chunk = int(chunk)
+        if chunk < 1:
+            raise ValueError(f"chunks[{axis}]={chunk} must be >= 1.")
+        full, rest = divmod(size, chunk)
+        result.append((chunk,) * full + ((rest,) if rest else ()))
+    return result
+
+
+class ZarrSource(ChunkSource):
+    """A zarr array (v2 or v3); reads whole chunks, which is how zarr decodes them anyway."""
+
+    def __init__(self, array):
+        super().__init__(array.shape, array.dtype, array.chunks, f"zarr array {_zarr_name(array)}")
+        self.array = array
+
+    def _read(self, slices):
+        return self.array[slices]
+
+
+def _zarr_name(array):
+    store = getattr(array, "store", None)
+    root = getattr(store, "root", None) or getattr(store, "path", None) or store
+    return f"'{root}' {array.path or '/'}".strip()
+
+
+class H5Source(ChunkSource):
+    """An h5py dataset, reopened by file name and dataset path where it is read."""
+
+    def __init__(self, dataset):
+        super().__init__(dataset.shape, dataset.dtype, dataset.chunks,
+                         f"HDF5 '{dataset.file.filename}' dataset {dataset.name}")
+        self.filename = dataset.file.filename
+        self.dataset_name = dataset.name
+        self._dataset = dataset
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_dataset"] = None  # h5py handles do not pickle; reopen on the worker
+        return state
+
+    def _read(self, slices):
+        if self._dataset is None or not self._dataset.id.valid:
+            import h5py
+
+            self._dataset = h5py.File(self.filename, "r")[self.dataset_name]
+        return self._dataset[slices]
+
+
+class DaskSource(ChunkSource):
+    """A dask array without a store we can read directly (e.g. defined by functions)."""
+
+    def __init__(self, array):
+        super().__init__(array.shape, array.dtype, array.chunks, f"dask array {array.name}")
+        self.array = array
+
+    def _read(self, slices):
+        # Synchronous: the read itself may run inside a distributed task.
+        return self.array[slices].compute(scheduler="sync")
+
+
+class SliceableSource(ChunkSource):
+    """Anything sliceable with basic slices (nibabel's ArrayProxy, np.memmap, ...)."""
+
+    def __init__(self, array, chunks=None, name=None, dtype=None):
+        dtype = dtype if dtype is not None else array.dtype
+        super().__init__(array.shape, dtype, chunks, name or type(array).__name__)
+        self.array = array
+
+    def _read(self, slices):
+        return self.array[slices]
+
+
+def as_chunk_source(obj):
+    """The best :class:`ChunkSource` for ``obj``: its store when it has one."""
+    if isinstance(obj, ChunkSource):
+        return obj
+    kind = f"{type(obj).__module__}.{type(obj).__name__}"
+    if kind.startswith("zarr."):
+        return ZarrSource(obj)
+    if kind.startswith("h5py."):
+        return H5Source(obj)
+    if kind.startswith("dask.array"):
+        store = _store_behind(obj)
+        return as_chunk_source(store) if store is not None else DaskSource(obj)
+    if hasattr(obj, "shape") and hasattr(obj, "__getitem__") and hasattr(obj, "dtype"):
+        return SliceableSource(obj)
+    raise TypeError(f"cannot read chunks from {kind}; expected a dask array, a zarr array, "
+                    "an h5py dataset or a sliceable array.")
+
+
+def _store_behind(array):
+    """The zarr array or h5py dataset a dask array was made from, if it is that simple."""
+    graph = dict(array.__dask_graph__())
+    stores = [value for value in graph.values()
+              if type(value).__module__.startswith(("zarr.", "h5py."))
+              and tuple(getattr(value, "shape", ())) == tuple(array.shape)]
+    if len(stores) == 1 and len(graph) == array.npartitions + 1:
+        return stores[0]
+    return None

@@ -1,0 +1,182 @@
+"""Out of core: chunk-grouped reads from zarr, HDF5, npy, NIfTI and dask; dask.distributed."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorly as tl
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tensorly_cross as tlc
+from tensorly_cross import DaskTensor, open_volume
+from tensorly_cross.lazy.sources import ChunkReadError
+
+from .conftest import host
+from .strategies import seeds
+
+zarr = pytest.importorskip("zarr")
+h5py = pytest.importorskip("h5py")
+da = pytest.importorskip("dask.array")
+
+
+def smooth_volume(shape=(40, 36, 30)):
+    grids = np.meshgrid(*[np.linspace(0, 1, n) for n in shape], indexing="ij")
+    return np.exp(-grids[0]) * np.cos(2 * grids[1]) + grids[2] ** 2
+
+
+@pytest.fixture
+def volume_files(tmp_path):
+    volume = smooth_volume()
+    paths = {}
+    for fmt in (3, 2):
+        paths[f"zarr v{fmt}"] = str(tmp_path / f"v{fmt}.zarr")
+        array = zarr.create_array(paths[f"zarr v{fmt}"], shape=volume.shape, chunks=(16, 16, 16),
+                                  dtype="f8", zarr_format=fmt)
+        array[:] = volume
+    paths["hdf5"] = str(tmp_path / "v.h5")
+    with h5py.File(paths["hdf5"], "w") as handle:
+        handle.create_dataset("group/volume", data=volume, chunks=(10, 12, 15))
+    paths["npy"] = str(tmp_path / "v.npy")
+    np.save(paths["npy"], volume)
+    return volume, paths
+
+
+def _same_tt(first, second):
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(host(a), host(b))
+
+
+@pytest.mark.parametrize("fmt", ["zarr v3", "zarr v2", "hdf5", "npy"])
+def test_out_of_core_tt_equals_in_memory_tt(backend, volume_files, fmt):
+    volume, paths = volume_files
+    lazy = open_volume(paths[fmt])
+    for method, rank in (("tci", None), ("als", 4)):
+        out_of_core = tlc.tt_cross(lazy, rank=rank, method=method, tol=1e-10, random_state=3)
+        in_memory = tlc.tt_cross(tl.tensor(volume), rank=rank, method=method, tol=1e-10,
+                                 random_state=3)
+        _same_tt(out_of_core, in_memory)
+
+
+def test_nifti_from_nibabel_test_data_matches_in_memory(backend):
+    nibabel = pytest.importorskip("nibabel")
+    path = os.path.join(os.path.dirname(nibabel.__file__), "tests", "data", "anatomical.nii")
+    data = np.asarray(nibabel.load(path).dataobj, dtype=np.float64)
+    out_of_core = tlc.tt_cross(open_volume(path), rank=5, random_state=0)
+    in_memory = tlc.tt_cross(tl.tensor(data), rank=5, random_state=0)
+    _same_tt(out_of_core, in_memory)
+
+
+@given(seed=seeds, n_points=st.integers(1, 3000))
+def test_each_touched_chunk_is_read_once_and_warm_reads_none(volume_files, seed, n_points):
+    volume, paths = volume_files
+    lazy = DaskTensor(zarr.open_array(paths["zarr v3"], mode="r"))
+    rng = np.random.default_rng(seed)
+    points = np.stack([rng.integers(n, size=n_points) for n in volume.shape], axis=1)
+    values = host(lazy.evaluate(points))
+    np.testing.assert_array_equal(values, volume[tuple(points.T)])
+    touched = {tuple(p // 16) for p in points}
+    assert lazy.chunks_read == len(touched)
+    assert lazy.bytes_read == sum(np.prod([min(16, n - 16 * c) for n, c in
+                                           zip(volume.shape, chunk, strict=True)]) * 8
+                                  for chunk in touched)
+    lazy.evaluate(points[::-1])
+    assert lazy.chunks_read == len(touched) and lazy.chunk_hits == len(touched)
+
+
+def test_a_zero_byte_cache_rereads(volume_files):
+    volume, paths = volume_files
+    lazy = DaskTensor(zarr.open_array(paths["zarr v3"], mode="r"), cache_bytes=0)
+    points = np.array([[0, 0, 0], [1, 1, 1]])
+    lazy.evaluate(points)
+    lazy.evaluate(points)
+    assert lazy.chunks_read == 2 and lazy.chunk_hits == 0
+
+
+def test_dask_arrays_from_stores_read_the_store_and_others_compute(volume_files):
+    volume, paths = volume_files
+    from_zarr = DaskTensor(da.from_zarr(paths["zarr v3"]))
+    assert type(from_zarr.source).__name__ == "ZarrSource"
+    computed = DaskTensor(da.from_array(volume, chunks=12) * 2.0 + 1.0)
+    assert type(computed.source).__name__ == "DaskSource"
+    points = np.array([[3, 4, 5], [39, 35, 29]])
+    np.testing.assert_array_equal(host(computed.evaluate(points)),
+                                  2.0 * volume[tuple(points.T)] + 1.0)
+
+
+def test_failing_read_names_the_file_and_chunk(volume_files):
+    _, paths = volume_files
+    array = zarr.open_array(paths["zarr v3"], mode="r")
+    chunk_file = os.path.join(paths["zarr v3"], "c", "1", "0", "0")
+    with open(chunk_file, "wb") as handle:
+        handle.write(b"not a chunk")
+    lazy = DaskTensor(array)
+    with pytest.raises(ChunkReadError, match=r"chunk \[16:32, 0:16, 0:16\].*v3\.zarr"):
+        lazy.evaluate(np.array([[20, 3, 3]]))
+
+
+def test_open_volume_errors_are_clear(tmp_path, volume_files):
+    _, paths = volume_files
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        open_volume(tmp_path / "missing.zarr")
+    with pytest.raises(KeyError, match="not found.*group/volume"):
+        open_volume(paths["hdf5"], dataset="nope")
+    assert open_volume(paths["hdf5"] + ":/group/volume").shape == (40, 36, 30)
+    (tmp_path / "v.tiff").write_bytes(b"")
+    with pytest.raises(ValueError, match="unsupported suffix"):
+        open_volume(tmp_path / "v.tiff")
+    np.save(tmp_path / "c.npy", np.ones(3, dtype=complex))
+    with pytest.raises(TypeError, match="dtype complex128"):
+        open_volume(tmp_path / "c.npy")
+
+
+@pytest.fixture(scope="module")
+def thread_cluster():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            yield cluster, client
+
+
+def test_threaded_cluster_gives_the_local_tt(volume_files, thread_cluster):
+    volume, paths = volume_files
+    _, client = thread_cluster
+    for fmt in ("zarr v3", "hdf5"):
+        on_cluster = tlc.tt_cross(open_volume(paths[fmt], client=client), rank=4,
+                                  random_state=1)
+        local = tlc.tt_cross(open_volume(paths[fmt]), rank=4, random_state=1)
+        _same_tt(on_cluster, local)
+
+
+def test_losing_a_worker_mid_run_gives_the_same_tt(volume_files, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    volume, paths = volume_files
+    local = tlc.tt_cross(open_volume(paths["zarr v3"]), rank=4, tol=0.0, n_iter_max=4,
+                         random_state=2)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            def lose_a_worker(tt, info):
+                if info.n_sweeps == 1:
+                    victim = sorted(client.scheduler_info()["workers"])[0]
+                    client.retire_workers([victim], close_workers=True)
+                return False
+
+            lazy = open_volume(paths["zarr v3"], client=client)
+            on_cluster = tlc.tt_cross(lazy, rank=4, tol=0.0, n_iter_max=4, random_state=2,
+                                      callback=lose_a_worker)
+            assert len(client.scheduler_info()["workers"]) == 1
+    _same_tt(on_cluster, local)
+
+
+def test_process_cluster_on_loopback_gives_the_local_tt(volume_files):
+    distributed = pytest.importorskip("distributed")
+    _, paths = volume_files
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            on_cluster = tlc.tt_cross(open_volume(paths["hdf5"], client=client), rank=3,
+                                      random_state=4)
+    local = tlc.tt_cross(open_volume(paths["hdf5"]), rank=3, random_state=4)
+    _same_tt(on_cluster, local)
