@@ -179,9 +179,15 @@ def _select(tensor, rank, tol, method, max_rank, max_evals, n_iter_max, val_size
         pivot = validation.largest if validation.largest is not None else [0] * lazy.ndim
         indices = single_pivot_indices(lazy.shape, pivot)
         scale = [validation.max_abs]
+        pivot_factor = [1.0]
 
         def half_sweep(source, state, direction):
-            scale[0] = tci_half_sweep(source, state, direction, lambda s: tol * s, caps, rng,
+            if _stalled(info, tol):
+                # Pivots are cut at tol * max|A| (max-norm) while the stop is a 2-norm
+                # error: data with small features needs pivots below that cut.
+                pivot_factor[0] *= 0.1
+            scale[0] = tci_half_sweep(source, state, direction,
+                                      lambda s: tol * s * pivot_factor[0], caps, rng,
                                       pivot_search, scale[0])
 
     indices, cores = run_sweeps(cache, indices, half_sweep, validation, info, tol, n_iter_max,
@@ -189,6 +195,12 @@ def _select(tensor, rank, tol, method, max_rank, max_evals, n_iter_max, val_size
     if cores is None:
         cores = _initial_cores_or_raise(cache, indices, max_evals)
     return indices, cores, info
+
+
+def _stalled(info, tol):
+    """Two sweeps in a row with the same ranks and the held-out error still above tol."""
+    return (len(info.ranks) >= 2 and info.ranks[-1] == info.ranks[-2]
+            and info.val_errors[-1] > tol)
 
 
 def _initial_cores_or_raise(cache, indices, max_evals):
