@@ -140,10 +140,10 @@ class EvaluationCache(LazyTensor):
             return self._slots.copy()
         new_slots = np.arange(len(self), len(self) + new_keys.shape[0], dtype=np.int64)
         self._values = tl.concatenate([self._values, new_values])
-        keys = np.concatenate([self._keys, new_keys])
-        order = np.argsort(keys, kind="stable")
-        self._keys = keys[order]
-        self._slots = np.concatenate([self._slots, new_slots])[order]
+        # Both key arrays are sorted: one merge by insertion, O(N), instead of a re-sort.
+        positions = np.searchsorted(self._keys, new_keys)
+        self._keys = np.insert(self._keys, positions, new_keys)
+        self._slots = np.insert(self._slots, positions, new_slots)
         return new_slots
 
 
