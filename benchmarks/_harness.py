@@ -42,3 +42,11 @@ def format_table(header, rows):
     ]
     lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
     return "\n".join(lines)
+
+
+def emit(text, path=None):
+    """Print a report and, when ``path`` is given, write it there too."""
+    print(text)
+    if path:
+        with open(path, "w") as handle:
+            handle.write(text + "\n")

@@ -167,10 +167,7 @@ def main():
                          result["rank"], result["note"], f"{result['evals'] / ours:.2f}"])
             print("  " + " | ".join(str(c) for c in rows[-1]), file=sys.stderr, flush=True)
     text = _harness.format_table(header, rows)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
+    _harness.emit(text, args.out)
     del controller
 
 

@@ -133,10 +133,7 @@ def main():
               "", "## rect_maxvol (tol 1.1)", "", run(rect_kernels(), True, args.repeats),
               "", "Cells: median time of the runs, quality reached; (k x) = peer time / ours."]
     text = "\n".join(report)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
+    _harness.emit(text, args.out)
     del controller
 
 

@@ -76,10 +76,7 @@ def main():
             print("  " + " | ".join(str(c) for c in rows[-1]), flush=True)
     text = _harness.format_table(["function", "points per axis", "evals", "evals / 2^10",
                                   "held-out error", "max rank", "stop", "wall s"], rows)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
+    _harness.emit(text, args.out)
     if args.plot:
         _plot(curves, args.plot)
     del controller

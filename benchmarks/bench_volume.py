@@ -175,10 +175,7 @@ def main():
     text = _harness.format_table(["volume", "format", "method", "rank", "evals",
                                   "bytes read / file", "peak RSS", "wall s",
                                   "held-out error"], rows)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(text + "\n")
+    _harness.emit(text, args.out)
 
 
 if __name__ == "__main__":

@@ -46,17 +46,23 @@ def _full_search(block, abs_tol, max_rank):
     for _ in range(max_rank):
         row, col = argmax_abs(residual)
         pivot = residual[row, col]
-        size = float(to_host(tl.abs(pivot)))
-        if rows and size <= abs_tol:
-            break
-        rows.append(row)
-        cols.append(col)
-        if size == 0:
+        if not _accept_pivot(pivot, row, col, rows, cols, abs_tol):
             break
         residual = residual - tl.reshape(residual[:, col], (-1, 1)) * tl.reshape(
             residual[row] / pivot, (1, -1)
         )
     return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+
+
+def _accept_pivot(pivot, row, col, rows, cols, abs_tol):
+    """Record a pivot unless it is below the tolerance (the first always counts, so the rank
+    is at least 1). Returns whether the search goes on: not after a zero pivot."""
+    size = float(to_host(tl.abs(pivot)))
+    if rows and size <= abs_tol:
+        return False
+    rows.append(row)
+    cols.append(col)
+    return size > 0
 
 
 class _Residual:
@@ -99,12 +105,7 @@ def _rook_search(matrix, abs_tol, max_rank, rng, start_cols, max_moves):
         col = _next_start(start_cols, cols, n_cols, rng)
         row, col, column, row_values = _rook_moves(residual, col, rows, cols, max_moves)
         pivot = column[row]
-        size = float(to_host(tl.abs(pivot)))
-        if rows and size <= abs_tol:
-            break
-        rows.append(row)
-        cols.append(col)
-        if size == 0:
+        if not _accept_pivot(pivot, row, col, rows, cols, abs_tol):
             break
         residual.add(column, row_values, pivot)
     return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
