@@ -20,6 +20,7 @@ from .lazy import (
 )
 from .maxvol import maxvol
 from .rect_maxvol import rect_maxvol
+from .ttfile import TTFileError, load_tt, save_tt
 
 __version__ = "0.1.0"
 
@@ -37,14 +38,17 @@ __all__ = [
     "QuanticsLayout",
     "QuanticsTensor",
     "RankDeficiencyWarning",
+    "TTFileError",
     "TensorTrainCross",
     "__version__",
     "cross_interpolate",
     "lazy_tensor",
+    "load_tt",
     "maxvol",
     "open_volume",
     "qtt_to_tt",
     "rect_maxvol",
+    "save_tt",
     "select_indices",
     "tensor_train_cross",
     "tt_cross",
