@@ -159,6 +159,10 @@ def main():
             except ImportError as error:
                 print(f"  {problem.name} {name}: skipped ({error})", file=sys.stderr)
                 continue
+            except (MemoryError, RuntimeError, ValueError) as error:
+                rows.append([problem.name, name, "-", f"failed: {type(error).__name__}", "-",
+                             "-", "-", str(error)[:60], "-"])
+                continue
             ours = result["evals"] if ours is None else ours
             met = "yes" if result["error"] <= problem.target else "NO"
             rows.append([problem.name, name, result["evals"],
