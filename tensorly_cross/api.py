@@ -7,14 +7,14 @@ from tensorly.tt_tensor import TTTensor
 
 from ._backend import backend_name
 from ._validation import check_choice, check_float, check_int, check_random_state
-from .cross.als import als_half_sweep
+from .cross.als import ALSSweeper
 from .cross.assemble import assemble_cores
 from .cross.driver import run_sweeps
 from .cross.indices import CrossIndices, check_cross_indices
 from .cross.init import random_indices, single_pivot_indices
 from .cross.ranks import expand_rank
 from .cross.stopping import CrossInfo, Validation
-from .cross.tci import tci_half_sweep
+from .cross.tci import TCISweeper
 from .errors import EvaluationBudgetExceeded
 from .lazy.cache import EvaluationCache
 from .lazy.dispatch import lazy_tensor
@@ -171,36 +171,18 @@ def _select(tensor, rank, tol, method, max_rank, max_evals, n_iter_max, val_size
 
     if method == "als":
         indices = random_indices(lazy.shape, expand_rank(rank, lazy.shape), rng)
-
-        def half_sweep(source, state, direction):
-            als_half_sweep(source, state, direction, rng)
+        half_sweep = ALSSweeper(rng)
     else:
         caps = expand_rank(rank if rank is not None else max_rank, lazy.shape, warn=False)
         pivot = validation.largest if validation.largest is not None else [0] * lazy.ndim
         indices = single_pivot_indices(lazy.shape, pivot)
-        scale = [validation.max_abs]
-        pivot_factor = [1.0]
-
-        def half_sweep(source, state, direction):
-            if _stalled(info, tol):
-                # Pivots are cut at tol * max|A| (max-norm) while the stop is a 2-norm
-                # error: data with small features needs pivots below that cut.
-                pivot_factor[0] *= 0.1
-            scale[0] = tci_half_sweep(source, state, direction,
-                                      lambda s: tol * s * pivot_factor[0], caps, rng,
-                                      pivot_search, scale[0])
+        half_sweep = TCISweeper(tol, caps, rng, pivot_search, validation.max_abs, info)
 
     indices, cores = run_sweeps(cache, indices, half_sweep, validation, info, tol, n_iter_max,
                                 callback, verbose, TTTensor)
     if cores is None:
         cores = _initial_cores_or_raise(cache, indices, max_evals)
     return indices, cores, info
-
-
-def _stalled(info, tol):
-    """Two sweeps in a row with the same ranks and the held-out error still above tol."""
-    return (len(info.ranks) >= 2 and info.ranks[-1] == info.ranks[-2]
-            and info.val_errors[-1] > tol)
 
 
 def _initial_cores_or_raise(cache, indices, max_evals):

@@ -197,3 +197,21 @@ def test_cross_interpolate_rejects_mismatched_indices(backend):
     broken["left"][1] = [[7]]
     with pytest.raises(ValueError, match="out of range"):
         CrossIndices.from_dict(broken)
+
+
+@given(seed=st.integers(0, 50))
+def test_tci_finds_a_distant_narrow_feature_through_global_pivots(seed):
+    grid = np.linspace(0, 1, 32)
+    near, far = np.full(5, 0.2), np.array([0.8, 0.7, 0.8, 0.75, 0.8])
+
+    def function(x):
+        return (np.exp(-np.sum((x - near) ** 2, axis=1) / 0.02)
+                + 0.5 * np.exp(-np.sum((x - far) ** 2, axis=1) / 0.01))
+
+    tensor = FunctionTensor.on_grid(function, [grid] * 5)
+    tt = tlc.tt_cross(tensor, tol=1e-8, random_state=seed)
+    around_far = np.clip(np.round(far * 31).astype(int)
+                         + np.random.default_rng(seed).integers(-3, 4, size=(500, 5)), 0, 31)
+    exact = function(grid[around_far])
+    approx = host(tlc.tt_entries(tt, around_far))
+    assert np.linalg.norm(approx - exact) / np.linalg.norm(exact) < 1e-6

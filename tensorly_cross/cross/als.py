@@ -38,3 +38,13 @@ def _read_fibers(lazy, indices, k):
     values = lazy.evaluate(fiber_indices(indices.left[k], indices.shape[k], indices.right[k]))
     rank = indices.rank
     return tl.reshape(values, (rank[k], indices.shape[k], rank[k + 1]))
+
+
+class ALSSweeper:
+    """The fixed-rank sweep in the driver's calling convention."""
+
+    def __init__(self, rng):
+        self.rng = rng
+
+    def __call__(self, lazy, indices, direction, cores):
+        als_half_sweep(lazy, indices, direction, self.rng)

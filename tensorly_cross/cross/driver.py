@@ -10,7 +10,8 @@ def run_sweeps(cache, indices, half_sweep, validation, info, tol, n_iter_max, ca
                verbose=False, make_tt=None):
     """Alternate sweep directions until a stopping rule fires.
 
-    ``half_sweep(cache, indices, direction)`` updates a copy of the index sets; the cores
+    ``half_sweep(cache, indices, direction, cores)`` updates a copy of the index sets
+    (``cores``: the current TT, None before the first sweep); the cores
     are then assembled (from cached fibers) and validated. The result is always the last
     *complete* state: a sweep cut short by the evaluation budget is discarded.
 
@@ -25,7 +26,7 @@ def run_sweeps(cache, indices, half_sweep, validation, info, tol, n_iter_max, ca
         direction = "lr" if sweep % 2 == 0 else "rl"
         candidate = indices.copy()
         try:
-            half_sweep(cache, candidate, direction)
+            half_sweep(cache, candidate, direction, cores)
             candidate_cores = assemble_cores(cache, candidate)
         except EvaluationBudgetExceeded:
             info.stop_reason = "max_evals"

@@ -7,6 +7,7 @@ data (Fernandez et al. 2025, "TCI2"; Savostyanov & Oseledets 2011 for DMRG-cross
 """
 
 from .bond import BondMatrix, TransposedBondMatrix
+from .global_pivots import add_global_pivots
 from .indices import positions_in
 from .prrlu import prrlu
 
@@ -49,3 +50,32 @@ def _previous_pivots(previous, candidates):
         return positions_in(previous, candidates).tolist()
     except ValueError:
         return []
+
+
+class TCISweeper:
+    """The rank-adaptive sweep with its state between sweeps.
+
+    Keeps the largest modulus seen (the pivot scale), lowers the pivot cut when sweeps
+    stall above the tolerance, and adds global pivots after a sweep that misses it.
+    """
+
+    def __init__(self, tol, max_rank, rng, search, scale, info):
+        self.tol, self.max_rank, self.rng, self.search = tol, max_rank, rng, search
+        self.scale = scale
+        self.info = info
+        self.pivot_factor = 1.0
+
+    def __call__(self, lazy, indices, direction, cores):
+        info = self.info
+        missed = bool(info.val_errors) and info.val_errors[-1] > self.tol
+        if missed and len(info.ranks) >= 2 and info.ranks[-1] == info.ranks[-2]:
+            # Pivots are cut at tol * max|A| (max-norm) while the stop is a 2-norm error:
+            # data with small features needs pivots below that cut.
+            self.pivot_factor *= 0.1
+        if missed and cores is not None:
+            add_global_pivots(lazy, indices, cores, self.rng, self._abs_tol(self.scale))
+        self.scale = tci_half_sweep(lazy, indices, direction, self._abs_tol, self.max_rank,
+                                    self.rng, self.search, self.scale)
+
+    def _abs_tol(self, scale):
+        return self.tol * scale * self.pivot_factor
