@@ -1,0 +1,168 @@
+"""CrossEmbedding: fixed-size, gauge-invariant features of volumes through differentiable cross.
+
+Per volume: the indices of a TT of the encoder's feature field are selected without
+gradient, the cores are rebuilt from one differentiable read, and a head turns the TT into
+features that do not depend on the TT gauge: inner products with learnable TT probes, or
+the coordinates on a TT-PCA basis fitted on training TTs (the paper's head).
+"""
+
+import torch
+from torch import nn
+
+from ..api import cross_interpolate, select_indices
+from .encoded import EncodedTensor, default_encoder
+
+
+def tt_inner(first, second):
+    """``<A, B>`` of two TTs of the same shape, in ``O(d n r^3)`` (differentiable)."""
+    result = None
+    for core_a, core_b in zip(first, second, strict=True):
+        # (ra, n, ra') x (rb, n, rb') contracted over n, then with the running (ra, rb).
+        pair = torch.einsum("inj,knl->ikjl", core_a, core_b)
+        result = pair[0, 0] if result is None else torch.einsum("ik,ikjl->jl", result, pair)
+    return result.reshape(())
+
+
+class TTProbeHead(nn.Module):
+    """``K`` learnable TT probes; features are ``<TT, probe_k> / sqrt(prod(shape))``."""
+
+    def __init__(self, shape, n_probes, rank=2, generator=None):
+        super().__init__()
+        ranks = [1] + [rank] * (len(shape) - 1) + [1]
+        self.scale = float(torch.tensor(shape, dtype=torch.float64).prod().sqrt())
+        self.cores = nn.ParameterList([
+            nn.Parameter(torch.randn(n_probes, ranks[k], n, ranks[k + 1], generator=generator)
+                         / (n * ranks[k]) ** 0.5)
+            for k, n in enumerate(shape)
+        ])
+
+    def forward(self, tt):
+        n_probes = self.cores[0].shape[0]
+        return torch.stack([
+            tt_inner(tt, [core[k].to(tt[0].dtype) for core in self.cores])
+            for k in range(n_probes)]) / self.scale
+
+
+class TTPCAHead(nn.Module):
+    """Coordinates on the principal components of training TTs (kernel PCA, TT inner product).
+
+    ``fit(tts)`` keeps the training TTs and the eigenvectors of their centred Gram matrix;
+    ``forward(tt)`` projects: ``<TT, TT_i>`` for every training TT, centred, times the
+    eigenvectors scaled by ``1/sqrt(eigenvalue)``. Exact PCA in the full tensor space, never
+    forming a full tensor, and invariant to each TT's gauge.
+    """
+
+    def __init__(self, n_components):
+        super().__init__()
+        self.n_components = int(n_components)
+        self.train_tts = None
+
+    @torch.no_grad()
+    def fit(self, tts):
+        tts = [[core.detach() for core in tt] for tt in tts]
+        gram = torch.stack([torch.stack([tt_inner(a, b) for b in tts]) for a in tts])
+        n = gram.shape[0]
+        centring = torch.eye(n, dtype=gram.dtype) - 1.0 / n
+        values, vectors = torch.linalg.eigh(centring @ gram @ centring)
+        keep = min(self.n_components, n)
+        values, vectors = values.flip(0)[:keep], vectors.flip(1)[:, :keep]
+        self.register_buffer("row_means", gram.mean(dim=0))
+        self.register_buffer("grand_mean", gram.mean())
+        self.register_buffer("projection", vectors / values.clamp_min(1e-12).sqrt())
+        self.train_tts = tts
+        return self
+
+    def forward(self, tt):
+        if self.train_tts is None:
+            raise RuntimeError("TTPCAHead.fit(training_tts) must run before forward.")
+        kernel = torch.stack([tt_inner(tt, other) for other in self.train_tts])
+        centred = kernel - self.row_means - kernel.mean() + self.grand_mean
+        return centred @ self.projection.to(centred.dtype)
+
+
+class CrossEmbedding(nn.Module):
+    """Volumes -> fixed-size features through differentiable cross approximation.
+
+    Parameters
+    ----------
+    encoder : nn.Module or None
+        (m, 1, p, p, p) -> (m, F); ``None`` builds :func:`default_encoder`.
+    patch_size, n_features, stride : int
+    rank : int
+        Fixed TT rank of the feature field (fixed, so every volume's TT has one shape).
+    head : {"probes", "pca"} or nn.Module
+        ``"probes"``: :class:`TTProbeHead` with ``n_outputs`` probes (learnable);
+        ``"pca"``: :class:`TTPCAHead` (call :meth:`fit_pca` first).
+    n_outputs : int
+    refresh_every : int, default 1
+        Reuse a volume's indices for this many forward passes before selecting anew; only
+        for volumes passed with a ``key`` (see :meth:`forward`).
+    n_iter_max : int
+        Sweeps of the index search.
+    """
+
+    def __init__(self, encoder=None, patch_size=5, n_features=4, rank=3, head="probes",
+                 n_outputs=8, stride=1, refresh_every=1, n_iter_max=4, grid_shape=None,
+                 random_state=0):
+        super().__init__()
+        self.encoder = encoder if encoder is not None else default_encoder(patch_size,
+                                                                           n_features)
+        self.patch_size, self.n_features, self.stride = patch_size, n_features, stride
+        self.rank, self.refresh_every, self.n_iter_max = rank, refresh_every, n_iter_max
+        self.random_state = random_state
+        self.head_kind = head if isinstance(head, str) else "custom"
+        self.head = head if isinstance(head, nn.Module) else None
+        self.n_outputs = n_outputs
+        if grid_shape is not None:
+            self._build_head(tuple(grid_shape) + (n_features,))
+        self._indices = {}  # key -> (indices, age)
+
+    def encoded(self, volume):
+        return EncodedTensor(volume, self.encoder, self.patch_size, self.n_features,
+                             stride=self.stride)
+
+    def tt(self, volume, key=None):
+        """The differentiable TT of one volume's feature field (and its EncodedTensor).
+
+        ``key`` (any hashable, e.g. the volume's index in a dataset) lets the indices be
+        reused for ``refresh_every`` calls; without it they are selected every time.
+        """
+        lazy = self.encoded(volume)
+        indices, age = self._indices.get(key, (None, self.refresh_every))
+        if indices is None or age >= self.refresh_every:
+            with torch.no_grad():
+                indices = select_indices(lazy, rank=self.rank, method="als", tol=0.0,
+                                         n_iter_max=self.n_iter_max, val_size=0,
+                                         random_state=self.random_state)
+            age = 0
+        if key is not None:
+            self._indices[key] = (indices, age + 1)
+        return list(cross_interpolate(lazy, indices)), lazy
+
+    def forward(self, volumes, keys=None):
+        """Features of a batch of volumes, (B, 1, D, H, W) or a list of 3-D volumes.
+
+        ``keys``: one hashable per volume to reuse its indices (``refresh_every``).
+        """
+        keys = [None] * len(volumes) if keys is None else list(keys)
+        features = []
+        for volume, key in zip(volumes, keys, strict=True):
+            tt, _ = self.tt(volume[0] if volume.ndim == 4 else volume, key)
+            if self.head is None:
+                self._build_head(tuple(core.shape[1] for core in tt))
+            features.append(self.head(tt))
+        return torch.stack(features)
+
+    def fit_pca(self, volumes):
+        """Fit the TT-PCA head on training volumes (``head="pca"``)."""
+        with torch.no_grad():
+            tts = [self.tt(v[0] if v.ndim == 4 else v)[0] for v in volumes]
+        self.head = TTPCAHead(self.n_outputs).fit(tts)
+        return self
+
+    def _build_head(self, shape):
+        if self.head_kind == "probes":
+            device = next(self.encoder.parameters()).device
+            self.head = TTProbeHead(shape, self.n_outputs).to(device)
+        elif self.head_kind == "pca":
+            raise RuntimeError("head='pca' needs fit_pca(training_volumes) before forward.")

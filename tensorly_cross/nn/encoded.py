@@ -1,0 +1,128 @@
+"""EncodedTensor: the feature field of an encoder over a volume's patch grid, read lazily."""
+
+import numpy as np
+import tensorly as tl
+import torch
+from torch import nn
+
+from ..lazy.base import LazyTensor
+from .patches import PatchGrid
+
+
+def default_encoder(patch_size, n_features, width=8):
+    """A small 3D CNN whose receptive field is exactly one patch: (m, 1, p, p, p) -> (m, F)."""
+    if patch_size < 3:
+        raise ValueError(f"patch_size must be >= 3 for the default encoder, got {patch_size}.")
+    return nn.Sequential(
+        nn.Conv3d(1, width, kernel_size=3), nn.GELU(),
+        nn.Conv3d(width, n_features, kernel_size=patch_size - 2), nn.Flatten(),
+    )
+
+
+class EncodedTensor(LazyTensor):
+    """Entry ``(g0, g1, g2, f)`` is feature ``f`` of ``encoder(patch at grid position g)``.
+
+    The encoder runs once per unique position for all ``F`` features, in mini-batches.
+    Without gradient tracking (the index search) the features of every position seen are
+    cached, so the cross's repeated requests cost nothing; with gradient tracking (the
+    differentiable assembly) each call encodes afresh so that gradients reach the encoder
+    through exactly the patches read.
+
+    Parameters
+    ----------
+    volume : torch.Tensor, numpy array or LazyTensor (3-D)
+    encoder : torch.nn.Module
+        Maps (m, 1, p, p, p) patches to (m, F) features.
+    patch_size : int
+    n_features : int
+    stride : int, default 1
+    padding : {"reflect", "edge", "zeros"}
+    batch_size : int, default 4096
+        Patches per encoder call.
+
+    Attributes
+    ----------
+    n_encoded : int
+        Patches run through the encoder so far.
+    n_encoder_calls : int
+        Mini-batches run.
+    """
+
+    def __init__(self, volume, encoder, patch_size, n_features, stride=1, padding="reflect",
+                 batch_size=4096):
+        if tl.get_backend() != "pytorch":
+            raise RuntimeError("EncodedTensor needs the TensorLy 'pytorch' backend: "
+                               "tl.set_backend('pytorch').")
+        self.patches = PatchGrid(volume, patch_size, stride, padding)
+        super().__init__(self.patches.grid_shape + (int(n_features),))
+        self.encoder = encoder
+        self.n_features = int(n_features)
+        self.batch_size = int(batch_size)
+        self.n_encoded = 0
+        self.n_encoder_calls = 0
+        self._cached_positions = None  # sorted flat position ids
+        self._cached_features = None
+
+    def _evaluate(self, indices):
+        positions, features_of = np.unique(indices[:, :3], axis=0, return_inverse=True)
+        features = self.features(positions)
+        rows = torch.as_tensor(features_of.reshape(-1), device=features.device)
+        cols = torch.as_tensor(indices[:, 3], device=features.device)
+        return features[rows, cols]
+
+    def features(self, positions):
+        """(u, F) encoder features at (u, 3) grid positions (cached without grad)."""
+        if torch.is_grad_enabled():
+            return self._encode(positions)
+        keys = np.ravel_multi_index(tuple(positions.T), self.shape[:3])
+        known = self._lookup(keys)
+        missing = known < 0
+        if missing.any():
+            self._store(keys[missing], self._encode(positions[missing]).detach())
+            known = self._lookup(keys)
+        return self._cached_features[torch.as_tensor(known, device=self._cached_features.device)]
+
+    def clear_cache(self):
+        """Forget cached features (call after the encoder's parameters change)."""
+        self._cached_positions = self._cached_features = None
+
+    def _encode(self, positions):
+        outputs = []
+        device, dtype = _parameters_device_dtype(self.encoder, self.patches.volume)
+        for start in range(0, len(positions), self.batch_size):
+            batch = self.patches.patches(positions[start : start + self.batch_size],
+                                         device=device, dtype=dtype)
+            outputs.append(self.encoder(batch).reshape(len(batch), self.n_features))
+            self.n_encoder_calls += 1
+        self.n_encoded += len(positions)
+        return torch.cat(outputs) if outputs else torch.zeros((0, self.n_features),
+                                                              device=device, dtype=dtype)
+
+    def _lookup(self, keys):
+        slots = np.full(keys.shape[0], -1, dtype=np.int64)
+        if self._cached_positions is None:
+            return slots
+        order = np.argsort(self._cached_positions)
+        sorted_keys = self._cached_positions[order]
+        found = np.searchsorted(sorted_keys, keys)
+        inside = found < sorted_keys.size
+        hit = np.zeros_like(inside)
+        hit[inside] = sorted_keys[found[inside]] == keys[inside]
+        slots[hit] = order[found[hit]]
+        return slots
+
+    def _store(self, keys, features):
+        if self._cached_positions is None:
+            self._cached_positions, self._cached_features = keys, features
+        else:
+            self._cached_positions = np.concatenate([self._cached_positions, keys])
+            self._cached_features = torch.cat([self._cached_features, features])
+
+
+def _parameters_device_dtype(module, volume):
+    """Patches follow the encoder's parameters, else a torch volume, else the defaults."""
+    for parameter in module.parameters():
+        return parameter.device, parameter.dtype
+    if isinstance(volume, torch.Tensor) and volume.is_floating_point():
+        return volume.device, volume.dtype
+    return torch.device("cpu"), torch.get_default_dtype()

@@ -1,0 +1,89 @@
+"""PatchGrid: cubes of voxels around grid positions, cut in one vectorised gather."""
+
+import numpy as np
+import torch
+
+from ..lazy.base import LazyTensor
+
+PADDINGS = ("reflect", "edge", "zeros")
+
+
+class PatchGrid:
+    """Patches of a volume on a regular grid of positions.
+
+    Position ``g`` (a multi-index into :attr:`grid_shape`) is the patch centred on voxel
+    ``g * stride``. Voxels outside the volume are filled by ``padding``: ``"reflect"``
+    (mirror without repeating the edge), ``"edge"`` (repeat the edge) or ``"zeros"``.
+
+    Parameters
+    ----------
+    volume : torch.Tensor, numpy array, or LazyTensor
+        A 3-D volume in memory, or any lazy tensor (``open_volume``, ``DaskTensor``):
+        then only the voxels of the requested patches are read, in one batched call.
+    patch_size : int
+        Edge of the cubic patch (odd sizes centre exactly).
+    stride : int, default 1
+    padding : {"reflect", "edge", "zeros"}
+    """
+
+    def __init__(self, volume, patch_size, stride=1, padding="reflect"):
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}.")
+        if int(patch_size) < 1 or int(stride) < 1:
+            raise ValueError(f"patch_size and stride must be >= 1, got {patch_size}, {stride}.")
+        self.volume = volume
+        self.shape = tuple(int(n) for n in volume.shape)
+        if len(self.shape) != 3:
+            raise ValueError(f"volume must be 3-D, got shape {self.shape}.")
+        self.patch_size, self.stride, self.padding = int(patch_size), int(stride), padding
+        self.grid_shape = tuple(-(-n // self.stride) for n in self.shape)
+        half = (self.patch_size - 1) // 2
+        self._offsets = np.arange(self.patch_size) - half
+
+    def voxel_indices(self, positions):
+        """(m, p, p, p, 3) voxel multi-indices of the patches, and the in-volume mask."""
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1, 3)
+        centres = positions * self.stride
+        axes = [centres[:, axis, None] + self._offsets[None, :] for axis in range(3)]
+        inside = [np.ones_like(a, dtype=bool) for a in axes]
+        for axis, n in enumerate(self.shape):
+            axes[axis], inside[axis] = _pad_index(axes[axis], n, self.padding)
+        grid = np.stack(np.broadcast_arrays(axes[0][:, :, None, None], axes[1][:, None, :, None],
+                                            axes[2][:, None, None, :]), axis=-1)
+        mask = inside[0][:, :, None, None] & inside[1][:, None, :, None] & \
+            inside[2][:, None, None, :]
+        return grid, mask
+
+    def patches(self, positions, device=None, dtype=torch.float32):
+        """Patches at (m, 3) grid positions, as an (m, 1, p, p, p) tensor."""
+        grid, mask = self.voxel_indices(positions)
+        flat = grid.reshape(-1, 3)
+        if isinstance(self.volume, LazyTensor):
+            values = torch.as_tensor(np.asarray(_host(self.volume.evaluate(flat))))
+        elif isinstance(self.volume, torch.Tensor):
+            index = torch.as_tensor(flat, device=self.volume.device)
+            values = self.volume[index[:, 0], index[:, 1], index[:, 2]]
+        else:
+            values = torch.as_tensor(np.asarray(self.volume)[tuple(flat.T)])
+        device = device if device is not None else values.device
+        values = values.to(device=device, dtype=dtype).reshape(mask.shape)
+        values = values * torch.as_tensor(mask, device=device, dtype=dtype)
+        return values.unsqueeze(1)
+
+
+def _pad_index(index, size, padding):
+    """Map out-of-range voxel indices into the volume; report which were outside."""
+    inside = (index >= 0) & (index < size)
+    if padding == "edge" or size == 1:
+        return np.clip(index, 0, size - 1), inside if padding == "zeros" else np.ones_like(inside)
+    if padding == "reflect":
+        period = 2 * (size - 1)
+        folded = np.abs(index) % period
+        return np.where(folded >= size, period - folded, folded), np.ones_like(inside)
+    return np.clip(index, 0, size - 1), inside
+
+
+def _host(values):
+    from .._backend import to_host
+
+    return to_host(values)

@@ -1,0 +1,174 @@
+"""tensorly_cross.nn: patches, encoded tensors, gradients to the encoder, heads, training."""
+
+import numpy as np
+import pytest
+import tensorly as tl
+from hypothesis import given
+from hypothesis import strategies as st
+
+torch = pytest.importorskip("torch")
+
+import tensorly_cross as tlc  # noqa: E402
+from tensorly_cross.nn import (  # noqa: E402
+    CrossEmbedding,
+    EncodedTensor,
+    PatchGrid,
+    TTPCAHead,
+    default_encoder,
+    tt_inner,
+)
+
+from .strategies import seeds  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def pytorch_backend():
+    with tl.backend_context("pytorch"):
+        yield
+
+
+def _volume(shape=(12, 10, 9), seed=0):
+    return torch.as_tensor(np.random.default_rng(seed).standard_normal(shape))
+
+
+@given(padding=st.sampled_from(["reflect", "edge", "zeros"]), stride=st.integers(1, 3),
+       size=st.sampled_from([1, 3, 4, 5]), seed=seeds)
+def test_patches_equal_numpy_pad_then_slice(padding, stride, size, seed):
+    volume = _volume(seed=seed % 100)
+    grid = PatchGrid(volume, size, stride, padding)
+    rng = np.random.default_rng(seed)
+    positions = np.stack([rng.integers(n, size=6) for n in grid.grid_shape], axis=1)
+    half = (size - 1) // 2
+    mode = {"reflect": "reflect", "edge": "edge", "zeros": "constant"}[padding]
+    padded = np.pad(volume.numpy(), size, mode=mode)
+    patches = grid.patches(positions, dtype=torch.float64).numpy()
+    for patch, position in zip(patches, positions, strict=True):
+        start = position * stride - half + size
+        expected = padded[tuple(slice(s, s + size) for s in start)]
+        np.testing.assert_array_equal(patch[0], expected)
+
+
+def test_out_of_core_patches_equal_in_memory_patches(tmp_path):
+    volume = _volume()
+    np.save(tmp_path / "v.npy", volume.numpy())
+    positions = np.array([[0, 0, 0], [11, 9, 8], [5, 4, 3]])
+    lazy = PatchGrid(tlc.open_volume(tmp_path / "v.npy"), 5).patches(positions, dtype=torch.float64)
+    memory = PatchGrid(volume, 5).patches(positions, dtype=torch.float64)
+    torch.testing.assert_close(lazy, memory)
+
+
+@given(seed=seeds)
+def test_encoded_entries_are_the_encoder_on_the_patch(seed):
+    torch.manual_seed(seed % 1000)
+    volume = _volume(seed=seed % 100)
+    encoder = default_encoder(5, 3).double()
+    lazy = EncodedTensor(volume, encoder, 5, 3)
+    rng = np.random.default_rng(seed)
+    indices = np.stack([rng.integers(n, size=20) for n in lazy.shape], axis=1)
+    with torch.no_grad():
+        values = lazy.evaluate(indices)
+        patches = PatchGrid(volume, 5).patches(indices[:, :3], dtype=torch.float64)
+        expected = encoder(patches)[torch.arange(20), torch.as_tensor(indices[:, 3])]
+    torch.testing.assert_close(values, expected)
+    assert lazy.n_encoded == len(np.unique(indices[:, :3], axis=0))
+
+
+def test_encoder_runs_once_per_position_for_all_features():
+    encoder = default_encoder(3, 16).double()
+    lazy = EncodedTensor(_volume(), encoder, 3, 16)
+    seen = tlc.EvaluationCache(lazy)
+    with torch.no_grad():
+        _, info = tlc.tt_cross(seen, rank=4, tol=0.0, n_iter_max=3, val_size=0,
+                               random_state=0, return_info=True)
+    entries = np.stack(np.unravel_index(seen._keys, lazy.shape), axis=1)
+    assert lazy.n_encoded == len(np.unique(entries[:, :3], axis=0))
+    assert lazy.n_encoded < info.n_evals < info.n_requested
+
+
+class _FunctionalEncoder(torch.nn.Module):
+    """A conv encoder whose weights are inputs (so gradcheck can perturb them)."""
+
+    def __init__(self, weight, bias):
+        super().__init__()
+        self.weight, self.bias = weight, bias
+
+    def forward(self, patches):
+        return torch.nn.functional.conv3d(patches, self.weight, self.bias).flatten(1)
+
+
+def test_gradcheck_with_respect_to_encoder_parameters():
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(2, 1, 3, 3, 3, dtype=torch.float64, generator=generator)
+    bias = torch.randn(2, dtype=torch.float64, generator=generator)
+    volume = _volume((6, 5, 4))
+    lazy = EncodedTensor(volume, _FunctionalEncoder(weight, bias), 3, 2)
+    with torch.no_grad():
+        indices = tlc.select_indices(lazy, rank=2, tol=0.0, n_iter_max=2, val_size=0,
+                                     random_state=0)
+
+    def loss(w, b):
+        tt = tlc.cross_interpolate(EncodedTensor(volume, _FunctionalEncoder(w, b), 3, 2),
+                                   indices)
+        return tl.tt_to_tensor(tt).pow(2).sum()
+
+    inputs = (weight.clone().requires_grad_(True), bias.clone().requires_grad_(True))
+    assert torch.autograd.gradcheck(loss, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_only_voxels_of_sampled_patches_get_gradient():
+    volume = _volume().requires_grad_(True)
+    encoder = default_encoder(3, 2).double()
+    lazy = EncodedTensor(volume, encoder, 3, 2)
+    with torch.no_grad():
+        indices = tlc.select_indices(lazy, rank=2, tol=0.0, n_iter_max=2, val_size=0,
+                                     random_state=0)
+    tl.tt_to_tensor(tlc.cross_interpolate(EncodedTensor(volume, encoder, 3, 2), indices)).sum() \
+        .backward()
+    from tensorly_cross.cross.indices import fiber_indices
+
+    read = np.concatenate([fiber_indices(indices.left[k], n, indices.right[k])[:, :3]
+                           for k, n in enumerate(lazy.shape)])
+    grid, _ = PatchGrid(volume.detach(), 3).voxel_indices(np.unique(read, axis=0))
+    touched = np.zeros(volume.shape, dtype=bool)
+    touched[tuple(grid.reshape(-1, 3).T)] = True
+    gradient = volume.grad.numpy()
+    assert np.all(gradient[~touched] == 0) and np.any(gradient[touched] != 0)
+    assert touched.mean() < 1.0
+
+
+@given(seed=seeds)
+def test_tt_inner_is_the_dense_inner_product_and_pca_is_gauge_invariant(seed):
+    shape, rank = (4, 3, 5), [1, 2, 3, 1]
+    first = tl.random.random_tt(shape, rank=rank, random_state=seed % 1000)
+    second = tl.random.random_tt(shape, rank=rank, random_state=seed % 1000 + 1)
+    dense = (tl.tt_to_tensor(first) * tl.tt_to_tensor(second)).sum()
+    torch.testing.assert_close(tt_inner(list(first), list(second)), dense)
+    gauge = torch.as_tensor(np.random.default_rng(seed).standard_normal((2, 2))) + 3 * torch.eye(2,
+                                                                                         dtype=torch.float64)
+    regauged = [torch.einsum("inj,jk->ink", first[0], gauge),
+                torch.einsum("ij,jnk->ink", torch.linalg.inv(gauge), first[1]), first[2]]
+    head = TTPCAHead(2).fit([list(tl.random.random_tt(shape, rank=rank, random_state=s))
+                             for s in range(5)])
+    torch.testing.assert_close(head(list(first)), head(regauged))
+
+
+def test_a_tiny_training_run_lowers_its_loss():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    volumes = [torch.as_tensor(rng.standard_normal((1, 8, 8, 8)) * s + s) for s in
+               (0.5, 1.0, 1.5, 2.0)]
+    targets = torch.tensor([0.5, 1.0, 1.5, 2.0], dtype=torch.float64)
+    model = CrossEmbedding(patch_size=3, n_features=2, rank=2, n_outputs=4,
+                           refresh_every=2).double()
+    readout = torch.nn.Linear(4, 1).double()
+    model(volumes[:1])  # builds the probe head
+    optimiser = torch.optim.Adam([*model.parameters(), *readout.parameters()], lr=0.01)
+    losses = []
+    for _ in range(30):
+        optimiser.zero_grad()
+        prediction = readout(model(volumes, keys=range(4))).squeeze(1)
+        loss = torch.mean((prediction - targets) ** 2)
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert min(losses[-5:]) < 0.5 * losses[0]
