@@ -20,8 +20,6 @@ import time
 
 import numpy as np
 
-from tensorly_cross import LazyTensor
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "_data")
 
@@ -60,9 +58,6 @@ def run_cross(path, layout, rank):
     import tensorly_cross as tlc
 
     lazy = tlc.open_volume(path)
-    recorder = None
-    if not hasattr(lazy, "chunks_read"):
-        lazy = recorder = _PageRecorder(lazy, np.load(path, mmap_mode="r").offset)
     target = tlc.QuanticsTensor(lazy) if layout == "quantics" else lazy
     start = time.perf_counter()
     tt, info = tlc.tt_cross(target, rank=rank, tol=1e-3, n_iter_max=4, random_state=0,
@@ -77,9 +72,9 @@ def run_cross(path, layout, rank):
                   error=float(np.linalg.norm(approx - exact) / np.linalg.norm(exact)),
                   peak_rss=_peak_rss())
     if hasattr(lazy, "chunks_read"):
-        result.update(chunks_read=lazy.chunks_read, bytes_read=lazy.bytes_read)
-    else:  # memmap: distinct 4 KiB pages holding the voxels that were read
-        result.update(bytes_read=recorder.pages_touched() * 4096, chunks_read="pages")
+        result.update(chunks_read=f"{lazy.chunks_read} chunks", bytes_read=lazy.bytes_read)
+    else:  # .npy read page by page
+        result.update(chunks_read=f"{lazy.pages_read} pages", bytes_read=lazy.bytes_read)
     return result
 
 
@@ -91,24 +86,6 @@ def _peak_rss():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-class _PageRecorder(LazyTensor):
-    """Forwards reads to a memmap-backed tensor and remembers which 4 KiB pages they hit."""
-
-    def __init__(self, lazy, header_bytes):
-        super().__init__(lazy.shape)
-        self.lazy = lazy
-        self.header_bytes = header_bytes
-        self.pages = []
-
-    def _evaluate(self, indices):
-        flat = np.ravel_multi_index(tuple(np.asarray(indices).T), self.shape)
-        self.pages.append(np.unique((self.header_bytes + 4 * flat) // 4096))
-        return self.lazy.evaluate(indices)
-
-    def pages_touched(self):
-        return int(np.unique(np.concatenate(self.pages)).size) if self.pages else 0
 
 
 def run_svd(size, rank):
@@ -167,7 +144,7 @@ def main():
     for size in sorted({args.svd_size, args.size}):
         zarr_path, npy_path = write_phantom(size)
         file_bytes = os.path.getsize(npy_path)
-        for fmt, path in (("zarr 64^3", zarr_path), ("npy memmap", npy_path)):
+        for fmt, path in (("zarr 64^3", zarr_path), ("npy (pages)", npy_path)):
             for layout in ("plain", "quantics"):
                 for rank in ranks:
                     result = _spawn("--child", layout, "--path", path, "--rank", str(rank))

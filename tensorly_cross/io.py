@@ -4,9 +4,9 @@ import os
 
 import numpy as np
 
-from .lazy.array import ArrayTensor
 from .lazy.dask import DaskTensor
-from .lazy.sources import SUPPORTED_KINDS, SliceableSource
+from .lazy.npy import NpyTensor
+from .lazy.sources import SliceableSource
 
 VOLUME_SUFFIXES = (".zarr", ".h5", ".hdf5", ".npy", ".nii", ".nii.gz")
 
@@ -19,7 +19,7 @@ def open_volume(path, dataset=None, cache_bytes=256 * 2**20, client=None):
     path : str or os.PathLike
         ``.zarr`` (v2 or v3 array), ``.h5``/``.hdf5`` (with ``dataset``, or
         ``"file.h5:/group/name"``, or a file holding exactly one dataset), ``.npy``
-        (memory-mapped), ``.nii``/``.nii.gz`` (nibabel's lazy proxy, scaling applied).
+        (read page by page), ``.nii``/``.nii.gz`` (nibabel's lazy proxy, scaling applied).
     dataset : str, optional
         The HDF5 dataset path.
     cache_bytes : int
@@ -89,12 +89,7 @@ def _open_hdf5(path, dataset, cache_bytes, client):
 
 
 def _open_npy(path):
-    array = np.load(path, mmap_mode="r", allow_pickle=False)
-    if array.dtype.kind not in SUPPORTED_KINDS:
-        raise TypeError(f"{path!r} has dtype {array.dtype}; supported are bool, integer and "
-                        "real floating-point arrays.")
-    # A memmap gathers points page by page: reading chunks would read more bytes.
-    return ArrayTensor(array)
+    return NpyTensor(path)
 
 
 def _open_nifti(path, cache_bytes):

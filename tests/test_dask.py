@@ -180,3 +180,24 @@ def test_process_cluster_on_loopback_gives_the_local_tt(volume_files):
                                       random_state=4)
     local = tlc.tt_cross(open_volume(paths["hdf5"]), rank=3, random_state=4)
     _same_tt(on_cluster, local)
+
+
+@given(order=st.sampled_from(["C", "F"]), dtype=st.sampled_from(["f4", "f8", "i2", "u1"]),
+       seed=seeds)
+def test_npy_pages_give_the_entries_and_count_each_page_once(tmp_path_factory, order, dtype,
+                                                            seed):
+    from tensorly_cross.lazy.npy import NpyTensor
+
+    folder = tmp_path_factory.mktemp("npy")
+    rng = np.random.default_rng(seed)
+    array = np.asarray(rng.integers(0, 100, size=(17, 33, 9)), dtype=dtype, order=order)
+    np.save(folder / "a.npy", array)
+    lazy = NpyTensor(folder / "a.npy")
+    points = np.stack([rng.integers(n, size=200) for n in array.shape], axis=1)
+    np.testing.assert_array_equal(host(lazy.evaluate(points)), array[tuple(points.T)])
+    flat = np.ravel_multi_index(tuple(points.T), array.shape, order=order)
+    header = np.load(folder / "a.npy", mmap_mode="r").offset
+    pages = np.unique((header + flat * array.itemsize) // 4096)
+    assert lazy.pages_read == pages.size
+    lazy.evaluate(points)
+    assert lazy.pages_read == pages.size and lazy.page_hits == pages.size

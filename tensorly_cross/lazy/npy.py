@@ -1,0 +1,78 @@
+"""NpyTensor: sample a .npy file by reading only the disk pages that hold the entries.
+
+A memory map would serve the same gathers, but every page it touches (and, by fault-around
+and read-ahead, its neighbours) stays mapped, so resident memory grows towards the file
+size. Here each batch reads its distinct pages with ``os.pread`` into a small LRU of pages:
+resident memory stays bounded and ``bytes_read`` is exactly what came off the disk.
+"""
+
+import os
+
+import numpy as np
+import tensorly as tl
+
+from .base import LazyTensor
+from .chunk_cache import ChunkCache
+from .sources import SUPPORTED_KINDS
+
+PAGE = 4096
+
+
+class NpyTensor(LazyTensor):
+    """A lazy tensor over a ``.npy`` file (C or Fortran order), read page by page.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    cache_bytes : int, default 64 MiB
+        LRU of pages already read (0 disables it).
+
+    Attributes
+    ----------
+    pages_read, bytes_read, page_hits : int
+    """
+
+    def __init__(self, path, cache_bytes=64 * 2**20):
+        self.path = os.fspath(path)
+        header = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        if header.dtype.kind not in SUPPORTED_KINDS:
+            raise TypeError(f"{self.path!r} has dtype {header.dtype}; supported are bool, "
+                            "integer and real floating-point arrays.")
+        super().__init__(header.shape)
+        self.dtype = header.dtype
+        self.offset = int(header.offset)
+        self.order = "F" if header.flags.f_contiguous and not header.flags.c_contiguous else "C"
+        del header
+        if PAGE % self.dtype.itemsize or self.offset % self.dtype.itemsize:
+            raise TypeError(f"{self.path!r}: entries of {self.dtype.itemsize} bytes would "
+                            "straddle pages.")
+        self.cache = ChunkCache(cache_bytes)
+        self.pages_read = self.bytes_read = self.page_hits = 0
+
+    def _evaluate(self, indices):
+        flat = np.ravel_multi_index(tuple(indices.T), self.shape, order=self.order)
+        byte_offsets = self.offset + flat * self.dtype.itemsize
+        pages, where = np.unique(byte_offsets // PAGE, return_inverse=True)
+        buffer = np.empty((pages.size, PAGE), dtype=np.uint8)
+        with open(self.path, "rb") as handle:
+            descriptor = handle.fileno()
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_RANDOM)
+            for slot, page in enumerate(pages):
+                buffer[slot] = self._page(descriptor, int(page))
+        within = (byte_offsets % PAGE) // self.dtype.itemsize
+        values = buffer.view(self.dtype)[where.reshape(-1), within]
+        return tl.tensor(values.astype(np.float64))
+
+    def _page(self, descriptor, page):
+        block = self.cache.get(page)
+        if block is not None:
+            self.page_hits += 1
+            return block
+        data = os.pread(descriptor, PAGE, page * PAGE)
+        block = np.zeros(PAGE, dtype=np.uint8)
+        block[: len(data)] = np.frombuffer(data, dtype=np.uint8)
+        self.pages_read += 1
+        self.bytes_read += len(data)
+        self.cache.put(page, block)
+        return block
