@@ -127,6 +127,8 @@ class CrossEmbedding(nn.Module):
         ``key`` (any hashable, e.g. the volume's index in a dataset) lets the indices be
         reused for ``refresh_every`` calls; without it they are selected every time.
         """
+        if volume.ndim == 4:  # (1, D, H, W): a single channel
+            volume = volume[0]
         lazy = self.encoded(volume)
         indices, age = self._indices.get(key, (None, self.refresh_every))
         if indices is None or age >= self.refresh_every:
@@ -147,7 +149,7 @@ class CrossEmbedding(nn.Module):
         keys = [None] * len(volumes) if keys is None else list(keys)
         features = []
         for volume, key in zip(volumes, keys, strict=True):
-            tt, _ = self.tt(volume[0] if volume.ndim == 4 else volume, key)
+            tt, _ = self.tt(volume, key)
             if self.head is None:
                 self._build_head(tuple(core.shape[1] for core in tt))
             features.append(self.head(tt))
@@ -156,7 +158,7 @@ class CrossEmbedding(nn.Module):
     def fit_pca(self, volumes):
         """Fit the TT-PCA head on training volumes (``head="pca"``)."""
         with torch.no_grad():
-            tts = [self.tt(v[0] if v.ndim == 4 else v)[0] for v in volumes]
+            tts = [self.tt(volume)[0] for volume in volumes]
         self.head = TTPCAHead(self.n_outputs).fit(tts)
         return self
 
