@@ -67,10 +67,11 @@ class TCISweeper:
 
     def __call__(self, lazy, indices, direction, cores):
         info = self.info
-        missed = bool(info.val_errors) and info.val_errors[-1] > self.tol
-        if missed and len(info.ranks) >= 2 and info.ranks[-1] == info.ranks[-2]:
-            # Pivots are cut at tol * max|A| (max-norm) while the stop is a 2-norm error:
-            # data with small features needs pivots below that cut.
+        errors = info.val_errors
+        missed = bool(errors) and errors[-1] > self.tol
+        if missed and len(errors) >= 2 and errors[-1] > 0.5 * errors[-2]:
+            # Stalled above the tolerance. Pivots are cut at tol * max|A| (max-norm) while
+            # the stop is a 2-norm error: data with small features needs a lower cut.
             self.pivot_factor *= 0.1
         if missed and cores is not None:
             add_global_pivots(lazy, indices, cores, self.rng, self._abs_tol(self.scale))
