@@ -74,3 +74,16 @@ def test_qtt_to_tt_refuses_interleaved_layouts():
 def test_unknown_order_is_rejected():
     with pytest.raises(ValueError, match="order must be one of"):
         QuanticsLayout.create((4,), "zigzag")
+
+
+def test_auto_pivot_search_recovers_boxes_in_quantics_layout():
+    def boxes(indices):
+        first = np.all((indices >= [5, 8, 10]) & (indices < [15, 22, 17]), axis=1) * 1.0
+        second = np.all((indices >= [18, 2, 20]) & (indices < [30, 12, 27]), axis=1) * 0.5
+        return first + second
+
+    lazy = QuanticsTensor(tlc.FunctionTensor(boxes, (32, 32, 32)))
+    tt = tlc.tt_cross(lazy, tol=1e-10, random_state=0, pivot_search="auto", n_iter_max=20)
+    dense = host(tl.tt_to_tensor(qtt_to_tt(tt, lazy)))
+    grid = np.stack(np.meshgrid(*[np.arange(32)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    np.testing.assert_allclose(dense.reshape(-1), boxes(grid), atol=1e-9)

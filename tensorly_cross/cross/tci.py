@@ -11,6 +11,10 @@ from .global_pivots import add_global_pivots
 from .indices import positions_in
 from .prrlu import prrlu
 
+# Bonds whose two modes have at most this many index pairs are searched in full by "auto":
+# a (2r x 2r) quantics block costs 4 r^2 entries read whole, rook search about 8 r^2.
+FULL_SEARCH_PAIRS = 16
+
 
 def tci_half_sweep(lazy, indices, direction, abs_tol, max_rank, rng, search="rook", scale=None):
     """Update ``indices`` in place by one sweep; returns the largest modulus read.
@@ -29,14 +33,18 @@ def tci_half_sweep(lazy, indices, direction, abs_tol, max_rank, rng, search="roo
     scale = 0.0 if scale is None else scale
     for k in bonds:
         matrix = BondMatrix(lazy, indices.left[k], shape[k], shape[k + 1], indices.right[k + 1])
+        bond_search = search
+        if search == "auto":
+            bond_search = "full" if shape[k] * shape[k + 1] <= FULL_SEARCH_PAIRS else "rook"
         if direction == "lr":
             # Rook starts at last sweep's pivot columns: bond k-1 has just read them.
             hints = _previous_pivots(indices.right[k], matrix.col_multi)
-            rows, cols = prrlu(matrix, abs_tol(scale), max_rank[k + 1], rng, search, hints)
+            rows, cols = prrlu(matrix, abs_tol(scale), max_rank[k + 1], rng, bond_search,
+                               hints)
         else:
             hints = _previous_pivots(indices.left[k + 1], matrix.row_multi)
             cols, rows = prrlu(TransposedBondMatrix(matrix), abs_tol(scale), max_rank[k + 1],
-                               rng, search, hints)
+                               rng, bond_search, hints)
         scale = max(scale, matrix.max_abs)
         indices.left[k + 1] = matrix.row_multi[rows]
         indices.right[k] = matrix.col_multi[cols]
