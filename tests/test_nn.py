@@ -80,7 +80,7 @@ def test_encoder_runs_once_per_position_for_all_features():
     with torch.no_grad():
         _, info = tlc.tt_cross(seen, rank=4, tol=0.0, n_iter_max=3, val_size=0,
                                random_state=0, return_info=True)
-    entries = np.stack(np.unravel_index(seen._keys, lazy.shape), axis=1)
+    entries = np.stack(np.unravel_index(seen.keys(), lazy.shape), axis=1)
     assert lazy.n_encoded == len(np.unique(entries[:, :3], axis=0))
     assert lazy.n_encoded < info.n_evals < info.n_requested
 

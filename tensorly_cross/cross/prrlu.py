@@ -66,28 +66,37 @@ def _accept_pivot(pivot, row, col, rows, cols, abs_tol):
 
 
 class _Residual:
-    """``M - L R`` read one column or row at a time (adaptive cross approximation)."""
+    """``M - L R`` read one column or row at a time (adaptive cross approximation).
+
+    ``L`` (m, p) holds the residual columns divided by their pivots, ``R`` (p, n) the residual
+    rows; each read is corrected by one matrix-vector product.
+    """
 
     def __init__(self, matrix):
         self.matrix = matrix
-        self.left = []  # residual columns / pivot, each (m,)
-        self.right = []  # residual rows, each (n,)
+        self.left = None
+        self.right = None
 
     def column(self, col, pivot_rows):
         values = self.matrix.column(col)
-        for left, right in zip(self.left, self.right, strict=True):
-            values = values - left * right[col]
+        if self.left is not None:
+            values = values - tl.dot(self.left, self.right[:, col])
         return _masked_abs(values, pivot_rows), values
 
     def row(self, row, pivot_cols):
         values = self.matrix.row(row)
-        for left, right in zip(self.left, self.right, strict=True):
-            values = values - left[row] * right
+        if self.left is not None:
+            values = values - tl.dot(self.left[row], self.right)
         return _masked_abs(values, pivot_cols), values
 
     def add(self, column, row, pivot):
-        self.left.append(column / pivot)
-        self.right.append(row)
+        column = tl.reshape(column / pivot, (-1, 1))
+        row = tl.reshape(row, (1, -1))
+        if self.left is None:
+            self.left, self.right = column, row
+        else:
+            self.left = tl.concatenate([self.left, column], axis=1)
+            self.right = tl.concatenate([self.right, row], axis=0)
 
 
 def _masked_abs(values, excluded):

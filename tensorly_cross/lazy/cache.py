@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorly as tl
 
-from .._backend import take_rows
+from .._backend import backend_name, take_rows
 from ..errors import EvaluationBudgetExceeded
 from .base import LazyTensor, check_indices
 
@@ -65,12 +65,11 @@ class EvaluationCache(LazyTensor):
         self.max_evals = max_evals
         self.counters = CacheCounters()
         self._word_modes = _split_into_words(self.shape)
-        self._keys = None  # sorted packed keys
-        self._slots = None  # position of each sorted key's value in self._values
-        self._values = None
+        self._keys = None  # _SortedKeys: packed key -> slot in self._values
+        self._values = None  # _ValueStore
 
     def __len__(self):
-        return 0 if self._keys is None else int(self._keys.shape[0])
+        return 0 if self._keys is None else len(self._keys)
 
     def evaluate(self, indices):
         indices = check_indices(indices, self.shape)
@@ -87,7 +86,7 @@ class EvaluationCache(LazyTensor):
             known[missing] = self._store(unique_keys[missing], new_values)
         self.counters.requested += n_requested
         self.counters.cache_hits += n_requested - missing.size
-        return take_rows(self._values, known[inverse.reshape(-1)])
+        return self._values.take(known[inverse.reshape(-1)])
 
     def pack(self, indices):
         """Packed keys of (m, d) multi-indices: int64, or a structured multi-word key."""
@@ -104,15 +103,13 @@ class EvaluationCache(LazyTensor):
 
     def _lookup(self, unique_keys):
         """Value slots of sorted unique keys; -1 where unknown."""
-        slots = np.full(unique_keys.shape[0], -1, dtype=np.int64)
         if self._keys is None:
-            return slots
-        position = np.searchsorted(self._keys, unique_keys)
-        inside = position < self._keys.shape[0]
-        hit = np.zeros_like(inside)
-        hit[inside] = self._keys[position[inside]] == unique_keys[inside]
-        slots[hit] = self._slots[position[hit]]
-        return slots
+            return np.full(unique_keys.shape[0], -1, dtype=np.int64)
+        return self._keys.lookup(unique_keys)
+
+    def keys(self):
+        """Every cached key, sorted (packed as by :meth:`pack`)."""
+        return np.zeros(0, dtype=np.int64) if self._keys is None else self._keys.all_keys()
 
     def _check_budget(self, n_new):
         if self.max_evals is not None and self.counters.unique + n_new > self.max_evals:
@@ -133,18 +130,90 @@ class EvaluationCache(LazyTensor):
     def _store(self, new_keys, new_values):
         """Insert sorted ``new_keys``; returns the slots of their values."""
         if self._keys is not None and len(self) + new_keys.shape[0] > self.max_entries:
-            self._keys = self._slots = self._values = None
+            self._keys = self._values = None
         if self._keys is None:
-            self._keys, self._values = new_keys, new_values
-            self._slots = np.arange(new_keys.shape[0], dtype=np.int64)
-            return self._slots.copy()
-        new_slots = np.arange(len(self), len(self) + new_keys.shape[0], dtype=np.int64)
-        self._values = tl.concatenate([self._values, new_values])
-        # Both key arrays are sorted: one merge by insertion, O(N), instead of a re-sort.
-        positions = np.searchsorted(self._keys, new_keys)
-        self._keys = np.insert(self._keys, positions, new_keys)
-        self._slots = np.insert(self._slots, positions, new_slots)
-        return new_slots
+            self._keys, self._values = _SortedKeys(), _ValueStore()
+        slots = self._values.append(new_values)
+        self._keys.insert(new_keys, slots)
+        return slots
+
+
+class _SortedKeys:
+    """Sorted keys -> slots, in two levels so that inserting stays cheap as the cache grows.
+
+    New keys go into a small sorted level; when it outgrows an eighth of the main level the
+    two are merged (one sort). Each key is re-sorted O(log N) times in all, instead of the
+    whole array being shifted at every insertion.
+    """
+
+    def __init__(self):
+        self.levels = []  # [(keys, slots)], each sorted by key
+
+    def __len__(self):
+        return sum(keys.shape[0] for keys, _ in self.levels)
+
+    def lookup(self, keys):
+        slots = np.full(keys.shape[0], -1, dtype=np.int64)
+        for level_keys, level_slots in self.levels:
+            position = np.searchsorted(level_keys, keys)
+            inside = position < level_keys.shape[0]
+            hit = np.zeros_like(inside)
+            hit[inside] = level_keys[position[inside]] == keys[inside]
+            slots[hit] = level_slots[position[hit]]
+        return slots
+
+    def insert(self, keys, slots):
+        if not self.levels:
+            self.levels = [(keys, slots)]
+            return
+        if len(self.levels) == 1:
+            self.levels.append((keys, slots))
+        else:
+            small_keys, small_slots = self.levels[1]
+            position = np.searchsorted(small_keys, keys)
+            self.levels[1] = (np.insert(small_keys, position, keys),
+                              np.insert(small_slots, position, slots))
+        main, small = self.levels
+        if small[0].shape[0] > max(4096, main[0].shape[0] // 8):
+            merged_keys = np.concatenate([main[0], small[0]])
+            order = np.argsort(merged_keys, kind="stable")
+            self.levels = [(merged_keys[order], np.concatenate([main[1], small[1]])[order])]
+
+    def all_keys(self):
+        keys = np.concatenate([level_keys for level_keys, _ in self.levels])
+        return np.sort(keys)
+
+
+class _ValueStore:
+    """Cached values in one backend tensor that grows by doubling (in place where it can)."""
+
+    def __init__(self):
+        self.buffer = None
+        self.size = 0
+
+    def append(self, values):
+        count = int(tl.shape(values)[0])
+        slots = np.arange(self.size, self.size + count, dtype=np.int64)
+        if self.buffer is None:
+            self.buffer = values
+        elif backend_name() in ("numpy", "pytorch") and not _requires_grad(values):
+            if self.size + count > tl.shape(self.buffer)[0]:
+                capacity = max(2 * tl.shape(self.buffer)[0], self.size + count)
+                grown = tl.zeros((capacity,), **tl.context(self.buffer))
+                grown[: self.size] = self.buffer[: self.size]
+                self.buffer = grown
+            self.buffer[self.size : self.size + count] = values
+        else:
+            self.buffer = tl.concatenate([self.buffer[: self.size], values])
+        self.size += count
+        return slots
+
+    def take(self, slots):
+        return take_rows(self.buffer, slots)
+
+
+def _requires_grad(values):
+    return bool(getattr(values, "requires_grad", False))
 
 
 def _split_into_words(shape):
