@@ -105,7 +105,7 @@ def run_ttpy(problem, test, exact):
     def error(vector):
         return _relative(tt_entries(tt.vector.to_list(vector), test), exact)
 
-    np.random.seed(0)  # tt.rand draws from NumPy's global generator
+    np.random.seed(0)  # noqa: NPY002 -- tt.rand draws from NumPy's global generator
     x0 = tt.rand(np.array(problem.shape), len(problem.shape), 1)
     start = time.perf_counter()
     # Oracle stop: the first sweep whose error on our held-out entries meets the target.
