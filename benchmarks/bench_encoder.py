@@ -8,6 +8,7 @@ during the index search. Both counts come from the same cross on the same volume
 """
 
 import argparse
+import itertools
 import time
 
 import _harness
@@ -34,23 +35,27 @@ def main():
     grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
     volume = torch.as_tensor(blob_phantom(shape)(grid.reshape(-1, 3)).reshape(shape))
     rows = []
-    for rank in [int(r) for r in args.ranks.split(",")]:
+    layouts = {"features last": ("last", lambda r: r),
+               "features first, r_1 = F": ("first", lambda r: [1, args.features, r, r, 1])}
+    for (layout, (axis, ranks)), rank in itertools.product(layouts.items(),
+                                                           [int(r) for r in args.ranks.split(",")]):
         encoder = default_encoder(5, args.features)
-        lazy = EncodedTensor(volume, encoder, 5, args.features)
+        lazy = EncodedTensor(volume, encoder, 5, args.features, feature_axis=axis)
         start = time.perf_counter()
         with torch.no_grad():
-            indices, info = tlc.select_indices(lazy, rank=rank, tol=0.0, n_iter_max=4,
+            indices, info = tlc.select_indices(lazy, rank=ranks(rank), tol=0.0, n_iter_max=4,
                                                val_size=0, random_state=0, return_info=True)
         search = lazy.n_encoded
         tlc.cross_interpolate(lazy, indices)  # the differentiable pass, with gradient
         seconds = time.perf_counter() - start
         per_entry = info.n_requested + int(np.prod(_fiber_count(indices)))
-        rows.append([f"{args.size}^3", args.features, rank, info.n_requested, info.n_evals,
+        rows.append([f"{args.size}^3", layout, args.features, rank, info.n_requested,
+                     info.n_evals,
                      search, lazy.n_encoded, f"{per_entry / lazy.n_encoded:.1f}",
                      f"{seconds:.1f}"])
         print("  " + " | ".join(str(c) for c in rows[-1]), flush=True)
     text = _harness.format_table(
-        ["volume", "features", "rank", "entries requested", "distinct entries",
+        ["volume", "layout", "features", "rank", "entries requested", "distinct entries",
          "patches encoded (search)", "patches encoded (total)",
          "per-entry scheme / ours", "wall s"], rows)
     _harness.emit(text, args.out)

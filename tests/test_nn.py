@@ -73,6 +73,20 @@ def test_encoded_entries_are_the_encoder_on_the_patch(seed):
     assert lazy.n_encoded == len(np.unique(indices[:, :3], axis=0))
 
 
+def test_feature_axis_first_holds_the_same_entries():
+    encoder = default_encoder(3, 4).double()
+    volume = _volume()
+    last = EncodedTensor(volume, encoder, 3, 4)
+    first = EncodedTensor(volume, encoder, 3, 4, feature_axis="first")
+    assert first.shape == (4,) + last.shape[:3]
+    indices = np.array([[1, 2, 3, 0], [11, 9, 8, 3], [0, 0, 0, 2]])
+    with torch.no_grad():
+        torch.testing.assert_close(first.evaluate(indices[:, [3, 0, 1, 2]]),
+                                   last.evaluate(indices))
+    with pytest.raises(ValueError, match="feature_axis"):
+        EncodedTensor(volume, encoder, 3, 4, feature_axis="middle")
+
+
 def test_encoder_runs_once_per_position_for_all_features():
     encoder = default_encoder(3, 16).double()
     lazy = EncodedTensor(_volume(), encoder, 3, 16)

@@ -20,7 +20,8 @@ def default_encoder(patch_size, n_features, width=8):
 
 
 class EncodedTensor(LazyTensor):
-    """Entry ``(g0, g1, g2, f)`` is feature ``f`` of ``encoder(patch at grid position g)``.
+    """Entry ``(g0, g1, g2, f)`` (or ``(f, g0, g1, g2)`` with ``feature_axis="first"``) is
+    feature ``f`` of ``encoder(patch at grid position g)``.
 
     The encoder runs once per unique position for all ``F`` features, in mini-batches.
     Without gradient tracking (the index search) the features of every position seen are
@@ -39,6 +40,10 @@ class EncodedTensor(LazyTensor):
     padding : {"reflect", "edge", "zeros"}
     batch_size : int, default 4096
         Patches per encoder call.
+    feature_axis : {"last", "first"}
+        Where the feature mode sits. With ``"first"`` and a TT rank ``r_1 = F`` after it,
+        every later fiber asks each position for all ``F`` features at once (a block TT),
+        so the encoder runs once for ``F`` entries.
 
     Attributes
     ----------
@@ -49,12 +54,17 @@ class EncodedTensor(LazyTensor):
     """
 
     def __init__(self, volume, encoder, patch_size, n_features, stride=1, padding="reflect",
-                 batch_size=4096):
+                 batch_size=4096, feature_axis="last"):
         if tl.get_backend() != "pytorch":
             raise RuntimeError("EncodedTensor needs the TensorLy 'pytorch' backend: "
                                "tl.set_backend('pytorch').")
         self.patches = PatchGrid(volume, patch_size, stride, padding)
-        super().__init__(self.patches.grid_shape + (int(n_features),))
+        if feature_axis not in ("last", "first"):
+            raise ValueError(f"feature_axis must be 'last' or 'first', got {feature_axis!r}.")
+        self.feature_axis = feature_axis
+        grid = self.patches.grid_shape
+        features = (int(n_features),)
+        super().__init__(features + grid if feature_axis == "first" else grid + features)
         self.encoder = encoder
         self.n_features = int(n_features)
         self.batch_size = int(batch_size)
@@ -64,17 +74,21 @@ class EncodedTensor(LazyTensor):
         self._cached_features = None
 
     def _evaluate(self, indices):
-        positions, features_of = np.unique(indices[:, :3], axis=0, return_inverse=True)
+        if self.feature_axis == "first":
+            channels, points = indices[:, 0], indices[:, 1:]
+        else:
+            channels, points = indices[:, 3], indices[:, :3]
+        positions, features_of = np.unique(points, axis=0, return_inverse=True)
         features = self.features(positions)
         rows = torch.as_tensor(features_of.reshape(-1), device=features.device)
-        cols = torch.as_tensor(indices[:, 3], device=features.device)
+        cols = torch.as_tensor(channels, device=features.device)
         return features[rows, cols]
 
     def features(self, positions):
         """(u, F) encoder features at (u, 3) grid positions (cached without grad)."""
         if torch.is_grad_enabled():
             return self._encode(positions)
-        keys = np.ravel_multi_index(tuple(positions.T), self.shape[:3])
+        keys = np.ravel_multi_index(tuple(positions.T), self.patches.grid_shape)
         known = self._lookup(keys)
         missing = known < 0
         if missing.any():
