@@ -65,7 +65,7 @@ class EvaluationCache(LazyTensor):
         self.max_evals = max_evals
         self.counters = CacheCounters()
         self._word_modes = _split_into_words(self.shape)
-        self._keys = None  # _SortedKeys: packed key -> slot in self._values
+        self._keys = None  # SortedKeys: packed key -> slot in self._values
         self._values = None  # _ValueStore
 
     def __len__(self):
@@ -132,13 +132,13 @@ class EvaluationCache(LazyTensor):
         if self._keys is not None and len(self) + new_keys.shape[0] > self.max_entries:
             self._keys = self._values = None
         if self._keys is None:
-            self._keys, self._values = _SortedKeys(), _ValueStore()
+            self._keys, self._values = SortedKeys(), _ValueStore()
         slots = self._values.append(new_values)
         self._keys.insert(new_keys, slots)
         return slots
 
 
-class _SortedKeys:
+class SortedKeys:
     """Sorted keys -> slots, in two levels so that inserting stays cheap as the cache grows.
 
     New keys go into a small sorted level; when it outgrows an eighth of the main level the

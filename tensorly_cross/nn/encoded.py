@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..lazy.base import LazyTensor
+from ..lazy.cache import SortedKeys
 from .patches import PatchGrid
 
 
@@ -70,7 +71,7 @@ class EncodedTensor(LazyTensor):
         self.batch_size = int(batch_size)
         self.n_encoded = 0
         self.n_encoder_calls = 0
-        self._cached_positions = None  # sorted flat position ids
+        self._cached_positions = None  # SortedKeys: flat position id -> row of features
         self._cached_features = None
 
     def _evaluate(self, indices):
@@ -113,24 +114,20 @@ class EncodedTensor(LazyTensor):
                                                               device=device, dtype=dtype)
 
     def _lookup(self, keys):
-        slots = np.full(keys.shape[0], -1, dtype=np.int64)
         if self._cached_positions is None:
-            return slots
-        order = np.argsort(self._cached_positions)
-        sorted_keys = self._cached_positions[order]
-        found = np.searchsorted(sorted_keys, keys)
-        inside = found < sorted_keys.size
-        hit = np.zeros_like(inside)
-        hit[inside] = sorted_keys[found[inside]] == keys[inside]
-        slots[hit] = order[found[hit]]
-        return slots
+            return np.full(keys.shape[0], -1, dtype=np.int64)
+        return self._cached_positions.lookup(keys)
 
     def _store(self, keys, features):
+        """Cache features of new positions; ``keys`` sorted (they come from np.unique)."""
         if self._cached_positions is None:
-            self._cached_positions, self._cached_features = keys, features
+            self._cached_positions, self._cached_features = SortedKeys(), features
+            slots = np.arange(keys.shape[0], dtype=np.int64)
         else:
-            self._cached_positions = np.concatenate([self._cached_positions, keys])
+            slots = np.arange(len(self._cached_positions),
+                              len(self._cached_positions) + keys.shape[0], dtype=np.int64)
             self._cached_features = torch.cat([self._cached_features, features])
+        self._cached_positions.insert(keys, slots)
 
 
 def _parameters_device_dtype(module, volume):

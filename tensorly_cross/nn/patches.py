@@ -72,15 +72,16 @@ class PatchGrid:
 
 
 def _pad_index(index, size, padding):
-    """Map out-of-range voxel indices into the volume; report which were outside."""
-    inside = (index >= 0) & (index < size)
-    if padding == "edge" or size == 1:
-        return np.clip(index, 0, size - 1), inside if padding == "zeros" else np.ones_like(inside)
-    if padding == "reflect":
+    """Map out-of-range voxel indices into the volume; ``inside`` is False where a
+    ``"zeros"`` padding must blank the voxel."""
+    keep = np.ones(index.shape, dtype=bool)
+    if padding == "reflect" and size > 1:
         period = 2 * (size - 1)
         folded = np.abs(index) % period
-        return np.where(folded >= size, period - folded, folded), np.ones_like(inside)
-    return np.clip(index, 0, size - 1), inside
+        return np.where(folded >= size, period - folded, folded), keep
+    if padding == "zeros":
+        keep = (index >= 0) & (index < size)
+    return np.clip(index, 0, size - 1), keep
 
 
 def _host(values):
