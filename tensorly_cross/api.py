@@ -9,6 +9,7 @@ from ._backend import backend_name
 from ._validation import check_choice, check_float, check_int, check_random_state
 from .cross.als import ALSSweeper
 from .cross.assemble import assemble_cores
+from .cross.block import BlockSweeper
 from .cross.driver import run_sweeps
 from .cross.indices import CrossIndices, check_cross_indices
 from .cross.init import random_indices, single_pivot_indices
@@ -19,7 +20,7 @@ from .errors import EvaluationBudgetExceeded
 from .lazy.cache import EvaluationCache
 from .lazy.dispatch import lazy_tensor
 
-METHODS = ("auto", "als", "tci")
+METHODS = ("auto", "als", "tci", "block")
 PIVOT_SEARCHES = ("auto", "rook", "full")
 
 
@@ -40,8 +41,12 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
     tol : float, default 1e-6
         Stop when the relative error on the held-out entries is ``<= tol``; TCI also uses
         it as its pivot tolerance (relative to the largest entry seen).
-    method : {"auto", "als", "tci"}
-        ``"auto"``: ``"tci"`` without a rank, ``"als"`` with one.
+    method : {"auto", "als", "tci", "block"}
+        ``"auto"``: ``"tci"`` without a rank, ``"als"`` with one. ``"block"``: the fixed-rank
+        ALS cross of a vector-valued function, the tensor's last mode being its channels:
+        index sets cover the other modes and each position is read for all channels at
+        once (an encoder then runs once per position); ``rank`` has one entry per bond of
+        those modes and the TT's last bond is the number of channels.
     max_rank : int, default 64
         Rank cap of the adaptive method.
     max_evals : int or None
@@ -135,8 +140,9 @@ def cross_interpolate(tensor, indices, shape=None):
             f"indices must be a CrossIndices or its dict, got {type(indices).__name__}."
         )
     check_cross_indices(indices)
-    if tuple(indices.shape) != tuple(lazy.shape):
-        raise ValueError(f"indices are for shape {indices.shape}, the tensor has {lazy.shape}.")
+    if indices.tensor_shape != tuple(lazy.shape):
+        raise ValueError(f"indices are for shape {indices.tensor_shape}, the tensor has "
+                         f"{lazy.shape}.")
     return TTTensor(assemble_cores(lazy, indices))
 
 
@@ -165,16 +171,25 @@ def _select(tensor, rank, tol, method, max_rank, max_evals, n_iter_max, val_size
                              "held-out entries count as evaluations.")
     if method == "auto":
         method = "tci" if rank is None else "als"
-    if method == "als" and rank is None:
-        raise ValueError("rank is required for method='als' (the fixed TT rank).")
+    if method in ("als", "block") and rank is None:
+        raise ValueError(f"rank is required for method={method!r} (the fixed TT rank).")
+    if method == "block" and lazy.ndim < 2:
+        raise ValueError("method='block' needs a tensor with at least 2 modes (positions, "
+                         f"then channels), got shape {lazy.shape}.")
     rng = check_random_state(random_state)
     cache = EvaluationCache(lazy, max_evals=max_evals)
     info = CrossInfo(method=method)
-    validation = Validation(cache, val_size, rng)
+    block = lazy.shape[-1] if method == "block" else None
+    validation = Validation(cache, val_size, rng, block)
 
     if method == "als":
         indices = random_indices(lazy.shape, expand_rank(rank, lazy.shape), rng)
         half_sweep = ALSSweeper(rng)
+    elif method == "block":
+        positions = lazy.shape[:-1]
+        indices = random_indices(positions, expand_rank(rank, positions), rng)
+        indices.block = block
+        half_sweep = BlockSweeper(rng)
     else:
         caps = expand_rank(rank if rank is not None else max_rank, lazy.shape, warn=False)
         pivot = validation.largest if validation.largest is not None else [0] * lazy.ndim

@@ -99,6 +99,25 @@ def test_encoder_runs_once_per_position_for_all_features():
     assert lazy.n_encoded < info.n_evals < info.n_requested
 
 
+def test_block_cross_encodes_each_position_once_for_all_features():
+    encoder = default_encoder(3, 8).double()
+    lazy = EncodedTensor(_volume(), encoder, 3, 8)
+    with torch.no_grad():
+        indices, info = tlc.select_indices(lazy, rank=3, method="block", tol=0.0,
+                                           n_iter_max=3, random_state=0, return_info=True)
+    # Every distinct entry read belongs to a position read for all 8 features, once.
+    assert info.n_evals == 8 * lazy.n_encoded
+    assert info.n_requested >= 8 * lazy.n_encoded
+    encoded = lazy.n_encoded
+    tt = tlc.cross_interpolate(lazy, indices)
+    assert tt.rank == (1, 3, 3, 8, 1)
+    from tensorly_cross.cross.indices import fiber_indices
+
+    read = np.concatenate([fiber_indices(indices.left[k], n, indices.right[k])
+                           for k, n in enumerate(indices.shape)])
+    assert lazy.n_encoded - encoded == len(np.unique(read, axis=0))
+
+
 class _FunctionalEncoder(torch.nn.Module):
     """A conv encoder whose weights are inputs (so gradcheck can perturb them)."""
 

@@ -10,12 +10,9 @@ deficient (an over-estimated rank) and is as well conditioned as maxvol/prrLU ma
 import numpy as np
 import tensorly as tl
 
-from .._backend import to_host
-from .basis import interpolation_matrix
+from .basis import interpolation_matrix, right_divide
+from .block import assemble_block_cores
 from .indices import cartesian_join, fiber_indices, mode_column, positions_in
-
-# Above this condition number the pivot block is inverted by a truncated pseudo-inverse.
-_MAX_PIVOT_CONDITION = 1e12
 
 
 def assemble_cores(lazy, indices):
@@ -24,6 +21,8 @@ def assemble_cores(lazy, indices):
     All fibers (and, for non-nested sets, all pivot blocks) are read in ONE call to
     ``lazy.evaluate``; every operation after it is autograd-visible on PyTorch.
     """
+    if indices.block:
+        return assemble_block_cores(lazy, indices)
     shape, d = indices.shape, indices.ndim
     batches = [fiber_indices(indices.left[k], shape[k], indices.right[k]) for k in range(d)]
     if indices.nested is None:
@@ -40,7 +39,7 @@ def assemble_cores(lazy, indices):
         return _right_nested_cores(fibers, indices)
     pivots = [tl.reshape(pieces[d + k], (rank[k + 1], rank[k + 1])) for k in range(d - 1)]
     return [
-        _right_divide(tl.reshape(fibers[k], (-1, rank[k + 1])), pivots[k], fibers[k].shape)
+        right_divide(tl.reshape(fibers[k], (-1, rank[k + 1])), pivots[k], fibers[k].shape)
         for k in range(d - 1)
     ] + [fibers[-1]]
 
@@ -71,20 +70,3 @@ def _right_nested_cores(fibers, indices):
 def _interpolating_basis(matrix, pos):
     """``matrix @ pinv(matrix[pos])`` through an orthonormal basis of its column space."""
     return interpolation_matrix(matrix, pos)
-
-
-def _right_divide(matrix, block, out_shape):
-    """``matrix @ inv(block)`` by a solve; a guarded pseudo-inverse if ``block`` is singular."""
-    host_block = to_host(block)
-    if np.linalg.cond(host_block) < _MAX_PIVOT_CONDITION:
-        result = tl.transpose(tl.solve(tl.transpose(block), tl.transpose(matrix)))
-    else:
-        left, singular, right = tl.svd(block, full_matrices=False)
-        host_singular = to_host(singular)
-        kept = int(np.count_nonzero(host_singular > host_singular[0] / _MAX_PIVOT_CONDITION))
-        if kept == 0:
-            return tl.zeros(tuple(out_shape), **tl.context(matrix))
-        inverse = tl.dot(tl.transpose(tl.conj(right[:kept])) / singular[:kept],
-                         tl.transpose(tl.conj(left[:, :kept])))
-        result = tl.dot(matrix, inverse)
-    return tl.reshape(result, tuple(out_shape))

@@ -15,6 +15,8 @@ from ..maxvol import maxvol
 
 # Singular values below this fraction of the largest count as rounding noise.
 RANK_RTOL = 1e-12
+# Above this condition number a pivot block is inverted by a truncated pseudo-inverse.
+_MAX_PIVOT_CONDITION = 1e12
 
 
 def column_rank(matrix):
@@ -68,3 +70,20 @@ def interpolation_matrix(matrix, pos):
     # pinv of the (r, rank) block through the normal equations of a well-conditioned basis.
     gram = tl.dot(tl.transpose(tl.conj(block)), block)
     return tl.dot(basis, tl.solve(gram, tl.transpose(tl.conj(block))))
+
+
+def right_divide(matrix, block, out_shape):
+    """``matrix @ inv(block)`` by a solve; a guarded pseudo-inverse if ``block`` is singular."""
+    host_block = to_host(block)
+    if np.linalg.cond(host_block) < _MAX_PIVOT_CONDITION:
+        result = tl.transpose(tl.solve(tl.transpose(block), tl.transpose(matrix)))
+    else:
+        left, singular, right = tl.svd(block, full_matrices=False)
+        host_singular = to_host(singular)
+        kept = int(np.count_nonzero(host_singular > host_singular[0] / _MAX_PIVOT_CONDITION))
+        if kept == 0:
+            return tl.zeros(tuple(out_shape), **tl.context(matrix))
+        inverse = tl.dot(tl.transpose(tl.conj(right[:kept])) / singular[:kept],
+                         tl.transpose(tl.conj(left[:, :kept])))
+        result = tl.dot(matrix, inverse)
+    return tl.reshape(result, tuple(out_shape))

@@ -49,6 +49,10 @@ class CrossIndices:
         See the module docstring.
     nested : {"left", "right", None}
         Which family of sets is nested (decides how cores are assembled).
+    block : int or None
+        For a block (vector-valued) cross: the size ``F`` of the tensor's last mode, which
+        the sets do not cover (it is read whole at every position); ``shape`` then holds
+        the other modes only.
     """
 
     shape: tuple
@@ -56,10 +60,16 @@ class CrossIndices:
     right: list
     nested: str | None = "left"
     meta: dict = field(default_factory=dict)
+    block: int | None = None
 
     @property
     def ndim(self):
         return len(self.shape)
+
+    @property
+    def tensor_shape(self):
+        """The shape of the tensor the sets index (with the block mode, if any)."""
+        return tuple(self.shape) + ((self.block,) if self.block else ())
 
     @property
     def rank(self):
@@ -73,6 +83,7 @@ class CrossIndices:
             [block.copy() for block in self.right],
             self.nested,
             dict(self.meta),
+            self.block,
         )
 
     def to_dict(self):
@@ -82,6 +93,7 @@ class CrossIndices:
             "left": [block.tolist() for block in self.left],
             "right": [block.tolist() for block in self.right],
             "nested": self.nested,
+            "block": self.block,
         }
 
     def to_json(self):
@@ -94,7 +106,9 @@ class CrossIndices:
         d = len(shape)
         left = [_as_block(block, k) for k, block in enumerate(data["left"])]
         right = [_as_block(block, d - k - 1) for k, block in enumerate(data["right"])]
-        indices = cls(shape, left, right, data.get("nested"))
+        block = data.get("block")
+        indices = cls(shape, left, right, data.get("nested"),
+                      block=None if block is None else int(block))
         check_cross_indices(indices)
         return indices
 
@@ -126,6 +140,8 @@ def check_cross_indices(indices):
     for k in range(1, d):
         _check_range(indices.left[k], shape[:k], f"left[{k}]")
         _check_range(indices.right[k - 1], shape[k:], f"right[{k - 1}]")
+    if indices.block is not None and indices.block < 1:
+        raise ValueError(f"block must be None or a positive size, got {indices.block}.")
     if indices.nested not in ("left", "right", None):
         raise ValueError(f"nested must be 'left', 'right' or None, got {indices.nested!r}.")
 

@@ -6,6 +6,7 @@ import numpy as np
 import tensorly as tl
 
 from .._backend import to_host
+from .indices import cartesian_join, mode_column
 from .tt_entries import tt_entries
 
 
@@ -64,12 +65,22 @@ class CrossInfo:
 
 
 class Validation:
-    """Held-out entries: random multi-indices and their values, read through the cache."""
+    """Held-out entries: random multi-indices and their values, read through the cache.
 
-    def __init__(self, lazy, size, rng):
+    With ``block`` (the block cross), random positions are read whole, all channels of the
+    last mode, about ``size`` entries in all: one encoder run serves ``block`` of them.
+    """
+
+    def __init__(self, lazy, size, rng, block=None):
         shape = lazy.shape
-        self.indices = np.stack([rng.integers(n, size=size) for n in shape], axis=1)
+        if block:
+            n_positions = -(-size // block)
+            positions = np.stack([rng.integers(n, size=n_positions) for n in shape[:-1]], axis=1)
+            self.indices = cartesian_join(positions.astype(np.int64), mode_column(block))
+        else:
+            self.indices = np.stack([rng.integers(n, size=size) for n in shape], axis=1)
         self.indices = self.indices.astype(np.int64)
+        size = self.indices.shape[0]
         self.values = lazy.evaluate(self.indices) if size else None
         host = to_host(self.values) if size else np.zeros(0)
         self.norm = float(np.linalg.norm(host))

@@ -9,6 +9,7 @@ the coordinates on a TT-PCA basis fitted on training TTs (the paper's head).
 import torch
 from torch import nn
 
+from .._validation import check_choice
 from ..api import cross_interpolate, select_indices
 from .encoded import EncodedTensor, default_encoder
 
@@ -99,17 +100,22 @@ class CrossEmbedding(nn.Module):
         for volumes passed with a ``key`` (see :meth:`forward`).
     n_iter_max : int
         Sweeps of the index search.
+    method : {"block", "als"}
+        ``"block"`` (default): the block cross reads every position for all ``F`` features,
+        so the encoder runs once per position and the TT's last bond is ``F``; ``"als"``:
+        the entry-wise ALS cross of the ``(*grid, F)`` tensor at rank ``rank``.
     """
 
     def __init__(self, encoder=None, patch_size=5, n_features=4, rank=3, head="probes",
                  n_outputs=8, stride=1, refresh_every=1, n_iter_max=4, grid_shape=None,
-                 random_state=0):
+                 random_state=0, method="block"):
         super().__init__()
         self.encoder = encoder if encoder is not None else default_encoder(patch_size,
                                                                            n_features)
         self.patch_size, self.n_features, self.stride = patch_size, n_features, stride
         self.rank, self.refresh_every, self.n_iter_max = rank, refresh_every, n_iter_max
         self.random_state = random_state
+        self.method = check_choice(method, "method", ("block", "als"))
         self.head_kind = head if isinstance(head, str) else "custom"
         self.head = head if isinstance(head, nn.Module) else None
         self.n_outputs = n_outputs
@@ -133,7 +139,7 @@ class CrossEmbedding(nn.Module):
         indices, age = self._indices.get(key, (None, self.refresh_every))
         if indices is None or age >= self.refresh_every:
             with torch.no_grad():
-                indices = select_indices(lazy, rank=self.rank, method="als", tol=0.0,
+                indices = select_indices(lazy, rank=self.rank, method=self.method, tol=0.0,
                                          n_iter_max=self.n_iter_max, val_size=0,
                                          random_state=self.random_state)
             age = 0
