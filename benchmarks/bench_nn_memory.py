@@ -1,6 +1,6 @@
 """Peak memory of one training step: CrossEmbedding (out of core) vs a dense 3D CNN.
 
-    python benchmarks/bench_nn_memory.py [--sizes 64,128,256,512] [--out ...]
+    python benchmarks/bench_nn_memory.py [--sizes 64,128,256,512] [--cache-mib 32] [--out ...]
 
 Each measurement runs in a fresh process and reports its peak resident memory (VmHWM) for
 one forward + backward + optimiser step on one procedural volume (Gaussian blobs, float32
@@ -28,7 +28,7 @@ def _peak_rss():
     return 0
 
 
-def _child(kind, size, stride):
+def _child(kind, size, stride, cache_mib):
     import numpy as np
     import tensorly as tl
     import torch
@@ -41,7 +41,7 @@ def _child(kind, size, stride):
     path = os.path.join(DATA, f"blobs{size}.zarr")
     start = time.perf_counter()
     if kind == "cross":
-        volume = tlc.open_volume(path)
+        volume = tlc.open_volume(path, cache_bytes=cache_mib * 2**20)
         model = CrossEmbedding(patch_size=5, n_features=8, rank=4, n_outputs=8, stride=stride)
         features = model([volume])  # the probe head is built on the first call
     else:
@@ -61,11 +61,13 @@ def main():
     parser.add_argument("--sizes", default="64,128,256,512")
     parser.add_argument("--dense-max", type=int, default=256)
     parser.add_argument("--out", default=None)
-    parser.add_argument("--child", nargs=3, default=None)
+    parser.add_argument("--cache-mib", type=int, default=256,
+                        help="open_volume's chunk cache (the only size-dependent buffer)")
+    parser.add_argument("--child", nargs=4, default=None)
     args = parser.parse_args()
     if args.child:
-        kind, size, stride = args.child
-        return _child(kind, int(size), int(stride))
+        kind, size, stride, cache_mib = args.child
+        return _child(kind, int(size), int(stride), int(cache_mib))
     sys.path.insert(0, HERE)
     import _harness
 
@@ -81,7 +83,7 @@ def main():
         if size <= args.dense_max:
             runs.append(("dense CNN", "dense", 1))
         for name, kind, stride in runs:
-            result = _spawn(kind, size, stride)
+            result = _spawn(kind, size, stride, args.cache_mib)
             rows.append([f"{size}^3", name, stride, f"{result['peak'] / 2**20:.0f} MiB",
                          f"{result['seconds']:.1f}"])
             print("  " + " | ".join(str(c) for c in rows[-1]), flush=True)
@@ -93,9 +95,10 @@ def main():
     _harness.emit(text, args.out)
 
 
-def _spawn(kind, size, stride):
+def _spawn(kind, size, stride, cache_mib):
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    output = subprocess.run([sys.executable, __file__, "--child", kind, str(size), str(stride)],
+    output = subprocess.run([sys.executable, __file__, "--child", kind, str(size), str(stride),
+                             str(cache_mib)],
                             capture_output=True, text=True, env=env, check=True,
                             timeout=3600).stdout
     return json.loads(output.strip().splitlines()[-1])

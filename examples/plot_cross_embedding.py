@@ -43,7 +43,7 @@ train, test = data[:24], data[24:]
 
 def fit(model, readout, forward, epochs=EPOCHS):
     parameters = [*model.parameters(), *readout.parameters()]
-    optimiser = torch.optim.Adam(parameters, lr=1e-2)
+    optimiser = torch.optim.Adam(parameters, lr=3e-2)
     for _ in range(epochs):
         for start in range(0, len(train), 8):
             batch = train[start : start + 8]

@@ -24,7 +24,8 @@ class EncodedTensor(LazyTensor):
     """Entry ``(g0, g1, g2, f)`` (or ``(f, g0, g1, g2)`` with ``feature_axis="first"``) is
     feature ``f`` of ``encoder(patch at grid position g)``.
 
-    The encoder runs once per unique position for all ``F`` features, in mini-batches.
+    The encoder runs once per unique position for all ``F`` features, in mini-batches; the
+    block cross (``method="block"``, features last) reads every position for all of them.
     Without gradient tracking (the index search) the features of every position seen are
     cached, so the cross's repeated requests cost nothing; with gradient tracking (the
     differentiable assembly) each call encodes afresh so that gradients reach the encoder
