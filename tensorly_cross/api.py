@@ -9,7 +9,7 @@ from ._backend import backend_name
 from ._validation import check_choice, check_float, check_int, check_random_state
 from .cross.als import ALSSweeper
 from .cross.assemble import assemble_cores
-from .cross.block import BlockSweeper
+from .cross.block import BlockSweeper, block_random_indices, block_ranks
 from .cross.driver import run_sweeps
 from .cross.indices import CrossIndices, check_cross_indices
 from .cross.init import random_indices, single_pivot_indices
@@ -187,8 +187,8 @@ def _select(tensor, rank, tol, method, max_rank, max_evals, n_iter_max, val_size
         half_sweep = ALSSweeper(rng)
     elif method == "block":
         positions = lazy.shape[:-1]
-        indices = random_indices(positions, expand_rank(rank, positions), rng)
-        indices.block = block
+        indices = block_random_indices(positions, block_ranks(rank, positions, block), block,
+                                       rng)
         half_sweep = BlockSweeper(rng)
     else:
         caps = expand_rank(rank if rank is not None else max_rank, lazy.shape, warn=False)

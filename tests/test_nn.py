@@ -87,6 +87,43 @@ def test_feature_axis_first_holds_the_same_entries():
         EncodedTensor(volume, encoder, 3, 4, feature_axis="middle")
 
 
+@given(order=st.sampled_from(["grouped", "interleaved"]), seed=seeds)
+def test_quantics_layout_holds_the_same_entries(order, seed):
+    encoder = default_encoder(3, 4).double()
+    volume = _volume((12, 8, 6))
+    plain = EncodedTensor(volume, encoder, 3, 4)
+    quantics = EncodedTensor(volume, encoder, 3, 4, layout="quantics", order=order)
+    assert quantics.shape == (2, 2, 3, 2, 2, 2, 2, 3, 4) or order == "interleaved"
+    assert quantics.shape[-1] == 4 and np.prod(quantics.shape) == np.prod(plain.shape)
+    rng = np.random.default_rng(seed)
+    indices = np.stack([rng.integers(n, size=30) for n in plain.shape], axis=1)
+    with torch.no_grad():
+        torch.testing.assert_close(quantics.evaluate(quantics.layout.to_quantics(indices)),
+                                   plain.evaluate(indices))
+    with pytest.raises(ValueError, match="feature_axis='last'"):
+        EncodedTensor(volume, encoder, 3, 4, layout="quantics", feature_axis="first")
+
+
+def test_block_cross_on_the_quantics_layout_merges_back_to_the_grid():
+    # A linear encoder of a separable volume: the feature field's QTT ranks are at most 13
+    # (zero padding puts part of it on the borders only: found through the probe choice).
+    torch.manual_seed(0)
+    grid = np.arange(16.0)
+    volume = torch.as_tensor(np.exp(-grid[:, None, None] / 7) * np.cos(grid[None, :, None] / 5)
+                             * (1 + grid[None, None, :] / 9))
+    encoder = torch.nn.Sequential(torch.nn.Conv3d(1, 3, 3), torch.nn.Flatten()).double()
+    lazy = EncodedTensor(volume, encoder, 3, 3, padding="zeros", layout="quantics")
+    with torch.no_grad():
+        tt = tlc.tt_cross(lazy, rank=16, method="block", tol=1e-10, random_state=0)
+        merged = tl.tt_to_tensor(tlc.qtt_to_tt(tt, lazy.layout))
+        plain = EncodedTensor(volume, encoder, 3, 3, padding="zeros")
+        positions = np.stack(np.unravel_index(np.arange(16**3), (16,) * 3), axis=1)
+        exact = plain.features(positions).reshape(16, 16, 16, 3)
+    assert merged.shape == (16, 16, 16, 3)
+    assert float(torch.linalg.norm(merged - exact) / torch.linalg.norm(exact)) < 1e-8
+    assert lazy.n_encoded < 0.7 * 16**3
+
+
 def test_encoder_runs_once_per_position_for_all_features():
     encoder = default_encoder(3, 16).double()
     lazy = EncodedTensor(_volume(), encoder, 3, 16)

@@ -74,7 +74,10 @@ class CrossIndices:
     @property
     def rank(self):
         """TT ranks ``(1, r_1, ..., r_{d-1}, 1)``."""
-        return (1,) + tuple(int(block.shape[0]) for block in self.right[:-1]) + (1,)
+        # A block cross's right sets may be smaller than its bonds (they probe fibers whose
+        # columns are multiplied by the channels); its left sets are the bonds.
+        sets = self.left[1:] if self.block else self.right[:-1]
+        return (1,) + tuple(int(block.shape[0]) for block in sets) + (1,)
 
     def copy(self):
         return CrossIndices(
@@ -130,7 +133,8 @@ def check_cross_indices(indices):
     for k in range(d):
         if indices.left[k].shape[1] != k or indices.right[k].shape[1] != d - k - 1:
             raise ValueError(f"index set {k} has the wrong number of modes for shape {shape}.")
-        if k + 1 < d and indices.left[k + 1].shape[0] != indices.right[k].shape[0]:
+        if k + 1 < d and not indices.block and (
+                indices.left[k + 1].shape[0] != indices.right[k].shape[0]):
             raise ValueError(
                 f"bond {k}: left[{k + 1}] has {indices.left[k + 1].shape[0]} rows but "
                 f"right[{k}] has {indices.right[k].shape[0]}; they must match (the rank)."

@@ -6,8 +6,9 @@ import warnings
 from .init import clip_ranks
 
 
-def expand_rank(rank, shape, name="rank", warn=True):
-    """``(1, r_1, ..., r_{d-1}, 1)`` from an int or a list, clipped (with a warning if ``warn``)."""
+def expand_rank(rank, shape, name="rank", warn=True, clip=True):
+    """``(1, r_1, ..., r_{d-1}, 1)`` from an int or a list, clipped (with a warning if ``warn``)
+    unless ``clip`` is False."""
     d = len(shape)
     if isinstance(rank, numbers.Integral) and not isinstance(rank, bool):
         rank = [1] + [int(rank)] * (d - 1) + [1]
@@ -25,6 +26,8 @@ def expand_rank(rank, shape, name="rank", warn=True):
     bad = [k for k, r in enumerate(rank) if r < 1]
     if bad:
         raise ValueError(f"{name}[{bad[0]}]={rank[bad[0]]} must be >= 1.")
+    if not clip:
+        return rank
     clipped = clip_ranks(shape, rank)
     if warn and clipped != rank:
         changed = next(k for k in range(d + 1) if clipped[k] != rank[k])

@@ -76,6 +76,15 @@ class QuanticsLayout:
             positions[mode][level] = position
         return cls(tuple(int(s) for s in shape), order, mode_radices, positions)
 
+    @classmethod
+    def with_channels(cls, shape, channels, order="grouped"):
+        """The layout of ``(*shape, channels)`` whose channel mode stays one digit, placed last
+        (the block mode of :func:`tensorly_cross.tt_cross` ``(..., method="block")``)."""
+        grid = cls.create(shape, order)
+        n_digits = len(grid.quantics_shape)
+        return cls(grid.shape + (int(channels),), order, grid.mode_radices + [[int(channels)]],
+                   grid.positions + [np.array([n_digits], dtype=np.int64)])
+
     @property
     def quantics_shape(self):
         shape = [0] * sum(len(digits) for digits in self.mode_radices)

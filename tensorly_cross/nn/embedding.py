@@ -11,6 +11,7 @@ from torch import nn
 
 from .._validation import check_choice
 from ..api import cross_interpolate, select_indices
+from ..lazy.quantics import QuanticsLayout
 from .encoded import EncodedTensor, default_encoder
 
 
@@ -104,11 +105,14 @@ class CrossEmbedding(nn.Module):
         ``"block"`` (default): the block cross reads every position for all ``F`` features,
         so the encoder runs once per position and the TT's last bond is ``F``; ``"als"``:
         the entry-wise ALS cross of the ``(*grid, F)`` tensor at rank ``rank``.
+    layout : {"tt", "quantics"}
+        The TT over the grid's modes, or over their binary digits (QTT; see
+        :class:`EncodedTensor`), whose index search reads fewer positions on large grids.
     """
 
     def __init__(self, encoder=None, patch_size=5, n_features=4, rank=3, head="probes",
                  n_outputs=8, stride=1, refresh_every=1, n_iter_max=4, grid_shape=None,
-                 random_state=0, method="block"):
+                 random_state=0, method="block", layout="tt"):
         super().__init__()
         self.encoder = encoder if encoder is not None else default_encoder(patch_size,
                                                                            n_features)
@@ -116,16 +120,20 @@ class CrossEmbedding(nn.Module):
         self.rank, self.refresh_every, self.n_iter_max = rank, refresh_every, n_iter_max
         self.random_state = random_state
         self.method = check_choice(method, "method", ("block", "als"))
+        self.layout = check_choice(layout, "layout", ("tt", "quantics"))
         self.head_kind = head if isinstance(head, str) else "custom"
         self.head = head if isinstance(head, nn.Module) else None
         self.n_outputs = n_outputs
         if grid_shape is not None:
-            self._build_head(tuple(grid_shape) + (n_features,))
+            shape = tuple(grid_shape) + (n_features,)
+            if self.layout == "quantics":
+                shape = QuanticsLayout.with_channels(grid_shape, n_features).quantics_shape
+            self._build_head(shape)
         self._indices = {}  # key -> (indices, age)
 
     def encoded(self, volume):
         return EncodedTensor(volume, self.encoder, self.patch_size, self.n_features,
-                             stride=self.stride)
+                             stride=self.stride, layout=self.layout)
 
     def tt(self, volume, key=None):
         """The differentiable TT of one volume's feature field (and its EncodedTensor).

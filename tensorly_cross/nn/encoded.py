@@ -7,6 +7,7 @@ from torch import nn
 
 from ..lazy.base import LazyTensor
 from ..lazy.cache import SortedKeys
+from ..lazy.quantics import QuanticsLayout
 from .patches import PatchGrid
 
 
@@ -46,6 +47,12 @@ class EncodedTensor(LazyTensor):
         Where the feature mode sits. With ``"first"`` and a TT rank ``r_1 = F`` after it,
         every later fiber asks each position for all ``F`` features at once (a block TT),
         so the encoder runs once for ``F`` entries.
+    layout : {"tt", "quantics"}
+        ``"quantics"``: the grid modes are split into their binary (then prime) digits, the
+        feature mode stays whole and last: shape ``(*digits, F)`` (``self.layout`` maps it;
+        ``qtt_to_tt(tt, self.layout)`` merges a grouped TT back to ``(*grid, F)``).
+    order : {"grouped", "interleaved"}
+        Digit order of the quantics layout.
 
     Attributes
     ----------
@@ -56,17 +63,26 @@ class EncodedTensor(LazyTensor):
     """
 
     def __init__(self, volume, encoder, patch_size, n_features, stride=1, padding="reflect",
-                 batch_size=4096, feature_axis="last"):
+                 batch_size=4096, feature_axis="last", layout="tt", order="grouped"):
         if tl.get_backend() != "pytorch":
             raise RuntimeError("EncodedTensor needs the TensorLy 'pytorch' backend: "
                                "tl.set_backend('pytorch').")
         self.patches = PatchGrid(volume, patch_size, stride, padding)
         if feature_axis not in ("last", "first"):
             raise ValueError(f"feature_axis must be 'last' or 'first', got {feature_axis!r}.")
+        if layout not in ("tt", "quantics"):
+            raise ValueError(f"layout must be 'tt' or 'quantics', got {layout!r}.")
+        if layout == "quantics" and feature_axis != "last":
+            raise ValueError("layout='quantics' keeps the features last: feature_axis='last'.")
         self.feature_axis = feature_axis
         grid = self.patches.grid_shape
         features = (int(n_features),)
-        super().__init__(features + grid if feature_axis == "first" else grid + features)
+        self.layout = (QuanticsLayout.with_channels(grid, n_features, order)
+                       if layout == "quantics" else None)
+        if self.layout is not None:
+            super().__init__(self.layout.quantics_shape)
+        else:
+            super().__init__(features + grid if feature_axis == "first" else grid + features)
         self.encoder = encoder
         self.n_features = int(n_features)
         self.batch_size = int(batch_size)
@@ -76,6 +92,8 @@ class EncodedTensor(LazyTensor):
         self._cached_features = None
 
     def _evaluate(self, indices):
+        if self.layout is not None:
+            indices = self.layout.to_original(indices)
         if self.feature_axis == "first":
             channels, points = indices[:, 0], indices[:, 1:]
         else:
