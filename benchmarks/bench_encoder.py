@@ -35,13 +35,18 @@ def main():
     grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
     volume = torch.as_tensor(blob_phantom(shape)(grid.reshape(-1, 3)).reshape(shape))
     rows = []
-    layouts = {"block cross (default)": ("last", "block", lambda r: r),
-               "features last": ("last", "als", lambda r: r),
-               "features first, r_1 = F": ("first", "als", lambda r: [1, args.features, r, r, 1])}
-    for (layout, (axis, method, ranks)), rank in itertools.product(
+    layouts = {
+        "block cross (default)": ("last", "block", lambda r: r, "tt"),
+        "block cross, quantics": ("last", "block", lambda r: r, "quantics"),
+        "features last": ("last", "als", lambda r: r, "tt"),
+        "features first, r_1 = F": ("first", "als", lambda r: [1, args.features, r, r, 1], "tt"),
+    }
+    for (layout, (axis, method, ranks, grid_layout)), rank in itertools.product(
             layouts.items(), [int(r) for r in args.ranks.split(",")]):
+        torch.manual_seed(0)  # the same encoder in every row
         encoder = default_encoder(5, args.features)
-        lazy = EncodedTensor(volume, encoder, 5, args.features, feature_axis=axis)
+        lazy = EncodedTensor(volume, encoder, 5, args.features, feature_axis=axis,
+                             layout=grid_layout)
         start = time.perf_counter()
         with torch.no_grad():
             indices, info = tlc.select_indices(lazy, rank=ranks(rank), method=method, tol=0.0,
@@ -80,6 +85,8 @@ def _relative_error(tt, lazy):
     exact = lazy.features(positions).reshape(*grid, lazy.n_features)
     if lazy.feature_axis == "first":
         exact = exact.permute(3, 0, 1, 2)
+    if lazy.layout is not None:
+        tt = tlc.qtt_to_tt(tt, lazy.layout)
     approx = tl.tt_to_tensor(tt)
     return float(torch.linalg.norm(approx - exact) / torch.linalg.norm(exact))
 
