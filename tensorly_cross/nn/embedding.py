@@ -26,17 +26,31 @@ def tt_inner(first, second):
 
 
 class TTProbeHead(nn.Module):
-    """``K`` learnable TT probes; features are ``<TT, probe_k> / sqrt(prod(shape))``."""
+    """``K`` learnable TT probes; features are ``<TT, probe_k> / sqrt(prod(shape))``.
 
-    def __init__(self, shape, n_probes, rank=2, generator=None):
+    ``init="mean"`` (default) starts every probe near ``ones (x) ... (x) ones (x) w_k`` (the
+    last mode being the channels): each feature is then a random mix of the channels'
+    means over the grid, the pooling a dense CNN would do, and training moves the probes
+    towards local patterns from there; with ``init="random"`` the probes start as random TTs,
+    random projections of the field that the encoder must first learn to survive.
+    """
+
+    def __init__(self, shape, n_probes, rank=2, generator=None, init="mean"):
         super().__init__()
+        if init not in ("mean", "random"):
+            raise ValueError(f"init must be 'mean' or 'random', got {init!r}.")
         ranks = [1] + [rank] * (len(shape) - 1) + [1]
         self.scale = float(torch.tensor(shape, dtype=torch.float64).prod().sqrt())
-        self.cores = nn.ParameterList([
-            nn.Parameter(torch.randn(n_probes, ranks[k], n, ranks[k + 1], generator=generator)
-                         / (n * ranks[k]) ** 0.5)
-            for k, n in enumerate(shape)
-        ])
+        cores = [torch.randn(n_probes, ranks[k], n, ranks[k + 1], generator=generator)
+                 / (n * ranks[k]) ** 0.5 for k, n in enumerate(shape)]
+        if init == "mean":
+            for k, n in enumerate(shape):
+                cores[k] *= 0.1
+                if k < len(shape) - 1:  # 1/sqrt(n) per grid mode: features ~ means / sqrt(F)
+                    cores[k][:, 0, :, 0] += n**-0.5
+                else:
+                    cores[k][:, 0, :, 0] += torch.randn(n_probes, n, generator=generator)
+        self.cores = nn.ParameterList([nn.Parameter(core) for core in cores])
 
     def forward(self, tt):
         n_probes = self.cores[0].shape[0]
