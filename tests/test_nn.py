@@ -222,6 +222,21 @@ def test_tt_inner_is_the_dense_inner_product_and_pca_is_gauge_invariant(seed):
     torch.testing.assert_close(head(list(first)), head(regauged))
 
 
+def test_mean_initialised_probes_start_as_channel_means():
+    from tensorly_cross.nn import TTProbeHead
+
+    shape, channel_means = (6, 5, 4, 3), torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    constant = [torch.ones(1, 6, 1), torch.ones(1, 5, 1), torch.ones(1, 4, 1),
+                channel_means.reshape(1, 3, 1)]
+    head = TTProbeHead(shape, 4, generator=torch.Generator().manual_seed(0)).double()
+    weights = head.cores[-1][:, 0, :, 0].detach()
+    expected = weights @ channel_means / 3**0.5
+    torch.testing.assert_close(head([c.double() for c in constant]).detach(), expected,
+                               rtol=0.2, atol=0.05)
+    with pytest.raises(ValueError, match="init"):
+        TTProbeHead(shape, 4, init="zeros")
+
+
 def test_a_tiny_training_run_lowers_its_loss():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
