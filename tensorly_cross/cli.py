@@ -54,7 +54,9 @@ def _parser():
     compress.add_argument("--quantics", action="store_true", help="cross in the QTT layout")
     compress.add_argument("--max-evals", type=int, default=None)
     compress.add_argument("--n-iter-max", type=int, default=20)
-    compress.add_argument("--cache-bytes", type=int, default=256 * 2**20)
+    compress.add_argument("--cache-bytes", type=int, default=None,
+                          help="chunk/page cache (default: 256 MiB of chunks, 64 MiB of "
+                               ".npy pages)")
     compress.add_argument("--scheduler", help="dask.distributed scheduler address")
     compress.add_argument("--dataset", help="HDF5 dataset path")
     compress.add_argument("--seed", type=int, default=0)

@@ -11,7 +11,7 @@ from .lazy.sources import SliceableSource
 VOLUME_SUFFIXES = (".zarr", ".h5", ".hdf5", ".npy", ".nii", ".nii.gz")
 
 
-def open_volume(path, dataset=None, cache_bytes=256 * 2**20, client=None):
+def open_volume(path, dataset=None, cache_bytes=None, client=None):
     """A lazy tensor reading a volume on disk, without loading it.
 
     Parameters
@@ -22,8 +22,10 @@ def open_volume(path, dataset=None, cache_bytes=256 * 2**20, client=None):
         (read page by page), ``.nii``/``.nii.gz`` (nibabel's lazy proxy, scaling applied).
     dataset : str, optional
         The HDF5 dataset path.
-    cache_bytes : int
-        Chunk cache of the :class:`DaskTensor` (zarr, HDF5, NIfTI).
+    cache_bytes : int or None
+        Chunk cache of the :class:`DaskTensor` (zarr, HDF5, NIfTI; default 256 MiB) or page
+        cache of the :class:`NpyTensor` (.npy; default 64 MiB). Bound it to bound memory:
+        it is the only buffer that grows with the volume.
     client : dask.distributed.Client, optional
         Read chunks on this cluster's workers (zarr, HDF5).
 
@@ -51,7 +53,7 @@ def open_volume(path, dataset=None, cache_bytes=256 * 2**20, client=None):
     if lower.endswith((".h5", ".hdf5")):
         return _open_hdf5(path, dataset, cache_bytes, client)
     if lower.endswith(".npy"):
-        return _open_npy(path)
+        return _open_npy(path, cache_bytes)
     if lower.endswith((".nii", ".nii.gz")):
         return _open_nifti(path, cache_bytes)
     raise ValueError(f"path {path!r} has an unsupported suffix; supported: "
@@ -66,7 +68,7 @@ def _open_zarr(path, cache_bytes, client):
         names = list(array.array_keys())
         raise ValueError(f"{path!r} is a zarr group, not an array; its arrays: {names}. "
                          f"Open one of them, e.g. '{path}/{names[0] if names else '...'}'.")
-    return DaskTensor(array, cache_bytes=cache_bytes, client=client)
+    return DaskTensor(array, client=client, **_cache(cache_bytes))
 
 
 def _open_hdf5(path, dataset, cache_bytes, client):
@@ -85,11 +87,16 @@ def _open_hdf5(path, dataset, cache_bytes, client):
     if dataset.strip("/") not in names:
         handle.close()
         raise KeyError(f"dataset {dataset!r} not found in {path!r}; datasets: {names}.")
-    return DaskTensor(handle[dataset], cache_bytes=cache_bytes, client=client)
+    return DaskTensor(handle[dataset], client=client, **_cache(cache_bytes))
 
 
-def _open_npy(path):
-    return NpyTensor(path)
+def _open_npy(path, cache_bytes):
+    return NpyTensor(path, **_cache(cache_bytes))
+
+
+def _cache(cache_bytes):
+    """The reader's own default unless a size is given."""
+    return {} if cache_bytes is None else {"cache_bytes": int(cache_bytes)}
 
 
 def _open_nifti(path, cache_bytes):
@@ -100,7 +107,7 @@ def _open_nifti(path, cache_bytes):
     dtype = np.result_type(image.get_data_dtype(), np.float64 if _is_scaled(proxy) else
                            image.get_data_dtype())
     source = SliceableSource(proxy, chunks=None, name=f"NIfTI {path!r}", dtype=dtype)
-    return DaskTensor(source, cache_bytes=cache_bytes)
+    return DaskTensor(source, **_cache(cache_bytes))
 
 
 def _is_scaled(proxy):

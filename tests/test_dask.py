@@ -130,6 +130,15 @@ def test_open_volume_errors_are_clear(tmp_path, volume_files):
         open_volume(tmp_path / "c.npy")
 
 
+def test_open_volume_bounds_every_reader_cache(volume_files):
+    _, paths = volume_files
+    for fmt in ("zarr v3", "zarr v2", "hdf5", "npy"):
+        assert open_volume(paths[fmt], cache_bytes=12345).cache.max_bytes == 12345
+    # Left out, each reader keeps its own default.
+    assert open_volume(paths["zarr v3"]).cache.max_bytes == 256 * 2**20
+    assert open_volume(paths["npy"]).cache.max_bytes == 64 * 2**20
+
+
 @pytest.fixture(scope="module")
 def thread_cluster():
     distributed = pytest.importorskip("distributed")
