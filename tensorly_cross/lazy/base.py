@@ -54,7 +54,11 @@ class LazyTensor:
         NonFiniteValueError
             If a value is NaN or inf; the exception names the first such multi-index.
         """
-        indices = check_indices(indices, self.shape)
+        return self.evaluate_checked(check_indices(indices, self.shape))
+
+    def evaluate_checked(self, indices):
+        """:meth:`evaluate` for indices that already passed ``check_indices`` (int64, in
+        range): what a cache in front of this tensor calls for its misses."""
         values = self._evaluate(indices)
         return check_values(values, indices, type(self).__name__)
 
@@ -92,8 +96,9 @@ def check_indices(indices, shape):
     indices = indices.astype(np.int64, copy=False)
     if indices.size:
         bounds = np.asarray(shape, dtype=np.int64)
-        outside = np.flatnonzero(((indices < 0) | (indices >= bounds)).any(axis=1))
-        if outside.size:
+        # Two reductions find whether anything is out of range; only then look for it.
+        if indices.min() < 0 or (indices.max(axis=0) >= bounds).any():
+            outside = np.flatnonzero(((indices < 0) | (indices >= bounds)).any(axis=1))
             bad = tuple(int(i) for i in indices[outside[0]])
             raise ValueError(f"index {bad} is out of range for a tensor of shape {shape}.")
     return indices

@@ -72,7 +72,9 @@ class EvaluationCache(LazyTensor):
         return 0 if self._keys is None else len(self._keys)
 
     def evaluate(self, indices):
-        indices = check_indices(indices, self.shape)
+        return self.evaluate_checked(check_indices(indices, self.shape))
+
+    def evaluate_checked(self, indices):
         n_requested = indices.shape[0]
         if n_requested == 0:
             return tl.tensor(np.zeros(0))
@@ -90,12 +92,12 @@ class EvaluationCache(LazyTensor):
 
     def pack(self, indices):
         """Packed keys of (m, d) multi-indices: int64, or a structured multi-word key."""
+        if len(self._word_modes) == 1:
+            return np.ravel_multi_index(tuple(indices.T), self.shape).astype(np.int64, copy=False)
         words = [
             np.ravel_multi_index(tuple(indices[:, modes].T), [self.shape[m] for m in modes])
             for modes in self._word_modes
         ]
-        if len(words) == 1:
-            return words[0].astype(np.int64, copy=False)
         packed = np.empty(indices.shape[0], dtype=[(f"w{k}", np.int64) for k in range(len(words))])
         for k, word in enumerate(words):
             packed[f"w{k}"] = word
@@ -121,7 +123,9 @@ class EvaluationCache(LazyTensor):
 
     def _compute(self, indices):
         start = time.perf_counter()
-        values = self.lazy.evaluate(indices)
+        # The misses are rows of an already checked batch: skip the second check.
+        evaluate = getattr(self.lazy, "evaluate_checked", self.lazy.evaluate)
+        values = evaluate(indices)
         self.counters.function_seconds += time.perf_counter() - start
         self.counters.calls += 1
         self.counters.unique += indices.shape[0]
