@@ -168,7 +168,7 @@ def main():
             met = "yes" if result["error"] <= problem.target else "NO"
             rows.append([problem.name, name, result["evals"],
                          f"{result['error']:.1e} (target {problem.target:.0e}: {met})",
-                         f"{result['wall']:.2f}", f"{result['wall'] - result['inside']:.2f}",
+                         f"{result['wall']:.3f}", f"{result['wall'] - result['inside']:.3f}",
                          result["rank"], result["note"], f"{result['evals'] / ours:.2f}"])
             print("  " + " | ".join(str(c) for c in rows[-1]), file=sys.stderr, flush=True)
     text = _harness.format_table(header, rows)
