@@ -84,6 +84,24 @@ def test_each_touched_chunk_is_read_once_and_warm_reads_none(volume_files, seed,
     assert lazy.chunks_read == len(touched) and lazy.chunk_hits == len(touched)
 
 
+@given(cached_chunks=st.integers(1, 17), seed=seeds)
+def test_a_batch_larger_than_the_cache_serves_every_cached_chunk(volume_files, cached_chunks,
+                                                                 seed):
+    # Every one of the 18 chunks is touched twice; a plain LRU in ascending chunk order
+    # would evict each cached chunk just before the second batch needs it.
+    volume, paths = volume_files
+    lazy = DaskTensor(zarr.open_array(paths["zarr v3"], mode="r"),
+                      cache_bytes=cached_chunks * 16**3 * 8)
+    rng = np.random.default_rng(seed)
+    points = np.stack([rng.integers(n, size=4000) for n in volume.shape], axis=1)
+    lazy.evaluate(points)
+    assert lazy.chunks_read == 18
+    held = len(lazy.cache)
+    values = host(lazy.evaluate(points[rng.permutation(len(points))]))
+    assert held >= 1 and lazy.chunk_hits == held and lazy.chunks_read == 36 - held
+    np.testing.assert_array_equal(np.sort(values), np.sort(volume[tuple(points.T)]))
+
+
 def test_a_zero_byte_cache_rereads(volume_files):
     volume, paths = volume_files
     lazy = DaskTensor(zarr.open_array(paths["zarr v3"], mode="r"), cache_bytes=0)

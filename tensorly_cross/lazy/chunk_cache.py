@@ -7,8 +7,9 @@ from collections import OrderedDict
 class ChunkCache:
     """Least-recently-used chunks, at most ``max_bytes`` of them (0 disables caching).
 
-    Note that a sweep whose working set exceeds ``max_bytes`` and visits chunks in the same
-    order every time evicts each chunk just before it is needed again (LRU thrashing):
+    A batch that touches more chunks than fit and visits them in the same order every time
+    would evict each chunk just before it is needed again (LRU thrashing); the
+    :class:`DaskTensor` therefore serves a batch's cached chunks first. Across batches,
     size the cache to a sweep's working set, or accept that cold reads repeat.
     """
 
@@ -36,6 +37,11 @@ class ChunkCache:
             while self.n_bytes > self.max_bytes:
                 _, evicted = self._chunks.popitem(last=False)
                 self.n_bytes -= evicted.nbytes
+
+    def __contains__(self, key):
+        """Whether ``key`` is cached (without touching its recency)."""
+        with self._lock:
+            return key in self._chunks
 
     def __len__(self):
         return len(self._chunks)

@@ -60,8 +60,9 @@ class DaskTensor(LazyTensor):
         chunk_ids, groups = self._group_by_chunk(indices)
         values = np.empty(indices.shape[0], dtype=np.float64)
         if self.client is None:
-            for chunk_id, members in zip(chunk_ids, groups, strict=True):
-                values[members] = self._gather_local(chunk_id, indices[members])
+            for position in self._hits_first(chunk_ids):
+                members = groups[position]
+                values[members] = self._gather_local(chunk_ids[position], indices[members])
         else:
             for members, gathered in self._gather_distributed(chunk_ids, groups, indices):
                 values[members] = gathered
@@ -75,6 +76,16 @@ class DaskTensor(LazyTensor):
         order = np.argsort(chunk_of_point, kind="stable")
         chunk_ids, starts = np.unique(chunk_of_point[order], return_index=True)
         return chunk_ids, np.split(order, starts[1:])
+
+    def _hits_first(self, chunk_ids):
+        """Batch order: cached chunks first, then the others, each in ascending order.
+
+        Reading the misses first would evict cached chunks that this very batch needs when
+        it touches more chunks than the cache holds (LRU thrashing); this order serves every
+        hit the cache holds at the start of the batch.
+        """
+        cached = np.array([int(chunk_id) in self.cache for chunk_id in chunk_ids], dtype=bool)
+        return np.concatenate([np.flatnonzero(cached), np.flatnonzero(~cached)])
 
     def chunk_slices(self, chunk_id):
         """The slices of one chunk, from its flat id."""
