@@ -3,11 +3,11 @@
 For a tensor ``A[i_0, ..., i_{d-1}, f]`` whose last mode indexes the channels of one
 vector-valued function (the features of an encoder at a grid position), the index sets
 live on the position modes only and every fiber is read for all ``F`` channels at once
-(Dolgov & Savostyanov's block TT-cross). The channel index travels with the core being
-updated: a left-to-right step keeps the ``r`` leading rows of the
-``(r_k n_k, r_{k+1} F)`` unfolding, a right-to-left step the ``r`` leading columns of the
-``(r_k F, n_k r_{k+1})`` one. One read of a position serves ``F`` entries, so an encoder
-runs once per position where an entry-wise cross would run it once per channel.
+(after Dolgov & Savostyanov's block TT-cross): a left-to-right step keeps the maxvol rows of
+the ``r`` leading singular directions of the ``(r_k n_k, r_{k+1} F)`` unfolding, so the
+channel index travels with the core being updated. One read of a position serves ``F``
+entries, so an encoder runs once per position where an entry-wise cross would run it once
+per channel.
 
 The left sets fix the bonds (``r_{k+1}`` rows each); a right set only probes the columns of a
 fiber block, each of its rows bringing ``F`` columns, so it holds ``r_{k+1}`` positions or
@@ -46,7 +46,8 @@ def block_ranks(rank, positions, channels):
 
 
 def block_random_indices(positions, rank, channels, rng):
-    """Random starting sets: left sets of the bonds' sizes, right sets as large as they can be."""
+    """Random starting sets: left sets of the bonds' sizes, right sets as large or as large as
+    the positions to their right allow."""
     d = len(positions)
     left = [random_distinct_multi_indices(positions[:k], rank[k], rng) for k in range(d)]
     right = [random_distinct_multi_indices(
