@@ -44,12 +44,7 @@ class TTProbeHead(nn.Module):
         cores = [torch.randn(n_probes, ranks[k], n, ranks[k + 1], generator=generator)
                  / (n * ranks[k]) ** 0.5 for k, n in enumerate(shape)]
         if init == "mean":
-            for k, n in enumerate(shape):
-                cores[k] *= 0.1
-                if k < len(shape) - 1:  # 1/sqrt(n) per grid mode: features ~ means / sqrt(F)
-                    cores[k][:, 0, :, 0] += n**-0.5
-                else:
-                    cores[k][:, 0, :, 0] += torch.randn(n_probes, n, generator=generator)
+            _start_at_channel_means(cores, generator)
         self.cores = nn.ParameterList([nn.Parameter(core) for core in cores])
 
     def forward(self, tt):
@@ -57,6 +52,18 @@ class TTProbeHead(nn.Module):
         return torch.stack([
             tt_inner(tt, [core[k].to(tt[0].dtype) for core in self.cores])
             for k in range(n_probes)]) / self.scale
+
+
+def _start_at_channel_means(cores, generator):
+    """Random probe cores -> a tenth of them plus ``n^-1/2`` on every grid mode and random
+    channel weights, all in rank slot 0: features start near ``channel means / sqrt(F)``."""
+    for k, core in enumerate(cores):
+        core *= 0.1
+        n_probes, _, size, _ = core.shape
+        if k < len(cores) - 1:
+            core[:, 0, :, 0] += size**-0.5
+        else:
+            core[:, 0, :, 0] += torch.randn(n_probes, size, generator=generator)
 
 
 class TTPCAHead(nn.Module):
