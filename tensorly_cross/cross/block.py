@@ -130,7 +130,7 @@ def _probe_positions(fibers, count, rng):
     Choosing by the unfolding that the next left-to-right step reads, rather than by its
     leading directions, keeps a direction of the bond that lives on a few positions (an
     edge, a border) in view: the leading-direction choice lost one for good (a plateau at
-    2e-2 on a QTT of a padded convolution that this choice recovers to 1e-15).
+    2e-2 on a QTT of a padded convolution that this choice recovers to 3e-15).
     """
     r_left, size, n_probes, n_channels = tl.shape(fibers)
     columns = pivot_rows(tl.transpose(tl.reshape(fibers, (r_left, -1))), rng)
