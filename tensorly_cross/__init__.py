@@ -15,6 +15,7 @@ from .lazy import (
     LazyTensor,
     QuanticsLayout,
     QuanticsTensor,
+    TransposedTensor,
     lazy_tensor,
     qtt_to_tt,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "RankDeficiencyWarning",
     "TTFileError",
     "TensorTrainCross",
+    "TransposedTensor",
     "__version__",
     "cross_interpolate",
     "lazy_tensor",

@@ -26,7 +26,8 @@ PIVOT_SEARCHES = ("auto", "rook", "full")
 
 def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=None,
              n_iter_max=50, val_size=1000, random_state=None, verbose=False, callback=None,
-             return_info=False, pivot_search="rook", shape=None, differentiable=False):
+             return_info=False, pivot_search="rook", shape=None, differentiable=False,
+             patience=2):
     """Tensor-train approximation of a tensor from a few adaptively chosen entries.
 
     Parameters
@@ -54,6 +55,11 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
         is the last complete sweep within it.
     n_iter_max : int, default 50
         Maximum number of sweeps (one sweep is one pass in one direction).
+    patience : int or None, default 2
+        Stop (``"stalled"``) after this many sweeps in a row that do not lower the held-out
+        error by 1%: at a fixed rank that is too small, further sweeps only re-read entries.
+        ``None`` never stops early. Either way the state returned is the sweep with the
+        lowest held-out error.
     val_size : int, default 1000
         Number of random held-out entries for the validation error (0 disables it).
     random_state : None, int, numpy RandomState or Generator
@@ -94,7 +100,7 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
     with _no_grad(differentiable):
         indices, cores, info = _select(tensor, rank, tol, method, max_rank, max_evals,
                                        n_iter_max, val_size, random_state, verbose, callback,
-                                       pivot_search, shape)
+                                       pivot_search, shape, patience)
     if differentiable:
         cores = assemble_cores(lazy_tensor(tensor, shape=shape), indices)
     tt = TTTensor(cores)
@@ -104,14 +110,16 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
 
 def select_indices(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=None,
                    n_iter_max=50, val_size=1000, random_state=None, verbose=False,
-                   callback=None, return_info=False, pivot_search="rook", shape=None):
+                   callback=None, return_info=False, pivot_search="rook", shape=None,
+                   patience=2):
     """The index search of :func:`tt_cross` alone: returns a :class:`CrossIndices`.
 
     Parameters are those of :func:`tt_cross`. Run it without gradient tracking; then
     :func:`cross_interpolate` builds the cores from the indices in one batched evaluation.
     """
     indices, _, info = _select(tensor, rank, tol, method, max_rank, max_evals, n_iter_max,
-                               val_size, random_state, verbose, callback, pivot_search, shape)
+                               val_size, random_state, verbose, callback, pivot_search, shape,
+                               patience)
     return (indices, info) if return_info else indices
 
 
@@ -156,7 +164,7 @@ def _no_grad(active):
 
 
 def _select(tensor, rank, tol, method, max_rank, max_evals, n_iter_max, val_size, random_state,
-            verbose, callback, pivot_search, shape):
+            verbose, callback, pivot_search, shape, patience):
     lazy = lazy_tensor(tensor, shape=shape)
     tol = check_float(tol, "tol", minimum=0.0)
     method = check_choice(method, "method", METHODS)
@@ -164,6 +172,8 @@ def _select(tensor, rank, tol, method, max_rank, max_evals, n_iter_max, val_size
     max_rank = check_int(max_rank, "max_rank", minimum=1)
     n_iter_max = check_int(n_iter_max, "n_iter_max", minimum=1)
     val_size = check_int(val_size, "val_size", minimum=0)
+    if patience is not None:
+        patience = check_int(patience, "patience", minimum=1)
     if max_evals is not None:
         max_evals = check_int(max_evals, "max_evals", minimum=1)
         if val_size >= max_evals:
@@ -197,7 +207,7 @@ def _select(tensor, rank, tol, method, max_rank, max_evals, n_iter_max, val_size
         half_sweep = TCISweeper(tol, caps, rng, pivot_search, validation.max_abs, info)
 
     indices, cores = run_sweeps(cache, indices, half_sweep, validation, info, tol, n_iter_max,
-                                callback, verbose, TTTensor)
+                                callback, verbose, TTTensor, patience)
     if cores is None:
         cores = _initial_cores_or_raise(cache, indices, max_evals)
     return indices, cores, info

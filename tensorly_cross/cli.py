@@ -127,11 +127,11 @@ def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=64, 
     progress = _progress(n_iter_max, "sweeps", quiet)
 
     def report(tt, info):
-        progress.set_postfix(rank=max(info.ranks[-1]), err=f"{info.val_error:.1e}")
+        progress.set_postfix(rank=max(info.ranks[-1]), err=f"{info.val_errors[-1]:.1e}")
         progress.update(1)
         if verbose:
             progress.write(f"sweep {info.n_sweeps}: ranks {info.ranks[-1]}, "
-                           f"evals {info.n_evals}, held-out error {info.val_error:.2e}")
+                           f"evals {info.n_evals}, held-out error {info.val_errors[-1]:.2e}")
         return False
 
     start = time.perf_counter()

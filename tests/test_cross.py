@@ -149,8 +149,35 @@ def test_callback_stops_the_sweeps(backend):
 def test_n_iter_max_bounds_the_sweeps(backend):
     dense = tl.tensor(np.random.default_rng(0).standard_normal((6, 6, 6)))
     _, info = tlc.tt_cross(dense, rank=2, tol=0.0, n_iter_max=3, random_state=0,
-                           return_info=True)
+                           return_info=True, patience=None)
     assert info.n_sweeps == 3 and info.stop_reason == "n_iter_max"
+
+
+@given(seed=seeds, patience=st.integers(1, 3), method=st.sampled_from(["als", "tci"]))
+def test_stalled_sweeps_stop_and_the_best_sweep_is_returned(backend, seed, patience, method):
+    dense = tl.tensor(np.random.default_rng(seed).standard_normal((7, 7, 7, 7)))
+    seen = []
+
+    def keep(tt, info):
+        seen.append([host(core) for core in tt])
+        return False
+
+    tt, info = tlc.tt_cross(dense, rank=2 if method == "als" else None, method=method,
+                            max_rank=3, tol=0.0, n_iter_max=100, patience=patience,
+                            callback=keep, random_state=seed, return_info=True)
+    errors = info.val_errors
+    assert info.stop_reason == "stalled" and info.n_sweeps < 100
+    reference = min(errors[: -patience])
+    assert all(error >= 0.99 * reference for error in errors[-patience:])
+    if info.n_sweeps > 1:  # the first sweep is never returned: its right sets are random
+        assert info.best_sweep > 1 and info.val_error == min(errors[1:])
+    for returned, kept in zip(tt, seen[info.best_sweep - 1], strict=True):
+        np.testing.assert_array_equal(host(returned), kept)
+
+
+def test_patience_is_validated(backend):
+    with pytest.raises(ValueError, match="patience must be >= 1"):
+        tlc.tt_cross(tl.tensor(np.ones((3, 3))), rank=1, patience=0)
 
 
 def test_too_large_rank_is_clipped_with_a_warning(backend):

@@ -4,23 +4,28 @@ import time
 
 from ..errors import EvaluationBudgetExceeded
 from .assemble import assemble_cores
+from .stopping import BestSweep
 
 
 def run_sweeps(cache, indices, half_sweep, validation, info, tol, n_iter_max, callback=None,
-               verbose=False, make_tt=None):
+               verbose=False, make_tt=None, patience=None):
     """Alternate sweep directions until a stopping rule fires.
 
     ``half_sweep(cache, indices, direction, cores)`` updates a copy of the index sets
     (``cores``: the current TT, None before the first sweep); the cores
-    are then assembled (from cached fibers) and validated. The result is always the last
-    *complete* state: a sweep cut short by the evaluation budget is discarded.
+    are then assembled (from cached fibers) and validated. A sweep cut short by the
+    evaluation budget is discarded. ``patience``: stop (``"stalled"``) after that many
+    sweeps in a row without a 1% lower held-out error (None: never).
 
     Returns
     -------
-    indices, cores : the last complete state (``cores`` is None if no sweep completed).
+    indices, cores : from the second sweep on, the complete state with the lowest held-out
+        error (the last one without held-out entries); else the first sweep's state;
+        ``cores`` is None if no sweep completed.
     """
     start = time.perf_counter()
     cores = None
+    best = BestSweep()
     info.stop_reason = "n_iter_max"
     for sweep in range(n_iter_max):
         direction = "lr" if sweep % 2 == 0 else "rl"
@@ -32,19 +37,33 @@ def run_sweeps(cache, indices, half_sweep, validation, info, tol, n_iter_max, ca
             info.stop_reason = "max_evals"
             break
         indices, cores = candidate, candidate_cores
-        _record(info, cache, indices, validation.error(cores))
+        error = validation.error(cores)
+        _record(info, cache, indices, error)
+        # Eligible from the second sweep: the first leaves the right sets random, and only
+        # with both families built from the tensor does the TT interpolate every fiber.
+        best.offer(info.n_sweeps, error, (indices, cores) if info.n_sweeps > 1 else None)
+        info.best_sweep = best.sweep or info.n_sweeps
         if verbose:
             print(f"sweep {info.n_sweeps}: ranks {indices.rank}, evals {info.n_evals}, "
-                  f"val_error {info.val_error:.3e}")
-        if info.val_error <= tol:
-            info.stop_reason = "tol"
-            break
-        if callback is not None and callback(make_tt(cores), info):
-            info.stop_reason = "callback"
+                  f"val_error {error:.3e}")
+        asked_to_stop = callback is not None and bool(callback(make_tt(cores), info))
+        reason = _stop_reason(error, tol, asked_to_stop, best.stale, patience)
+        if reason:
+            info.stop_reason = reason
             break
     info.update_counts(cache.counters)
     info.total_seconds += time.perf_counter() - start
-    return indices, cores
+    return best.state if best.state is not None else (indices, cores)
+
+
+def _stop_reason(error, tol, asked_to_stop, stale, patience):
+    if error <= tol:
+        return "tol"
+    if asked_to_stop:
+        return "callback"
+    if patience is not None and stale >= patience:
+        return "stalled"
+    return None
 
 
 def _record(info, cache, indices, val_error):

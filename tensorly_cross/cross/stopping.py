@@ -28,7 +28,10 @@ class CrossInfo:
     evals_per_sweep : list of int
         ``n_evals`` after each sweep.
     stop_reason : str
-        ``"tol"``, ``"max_evals"``, ``"n_iter_max"`` or ``"callback"``.
+        ``"tol"``, ``"stalled"``, ``"max_evals"``, ``"n_iter_max"`` or ``"callback"``.
+    best_sweep : int
+        The sweep whose state was returned (1-based): the one with the lowest held-out
+        error, the last one when there is no held-out set.
     n_sweeps : int
         Completed sweeps (one sweep = one pass in one direction).
     function_seconds, total_seconds : float
@@ -44,14 +47,15 @@ class CrossInfo:
     val_errors: list = field(default_factory=list)
     evals_per_sweep: list = field(default_factory=list)
     stop_reason: str = ""
+    best_sweep: int = 0
     n_sweeps: int = 0
     function_seconds: float = 0.0
     total_seconds: float = 0.0
 
     @property
     def val_error(self):
-        """The last validation error (``nan`` before the first sweep)."""
-        return self.val_errors[-1] if self.val_errors else float("nan")
+        """The held-out error of the returned state (``nan`` before the first sweep)."""
+        return self.val_errors[self.best_sweep - 1] if self.best_sweep else float("nan")
 
     def update_counts(self, counters):
         self.n_evals = counters.unique
@@ -94,3 +98,27 @@ class Validation:
         difference = tl.norm(tt_entries(cores, self.indices) - self.values)
         difference = float(to_host(difference))
         return difference / self.norm if self.norm > 0 else difference
+
+
+# A sweep "improves" when it lowers the held-out error by at least this fraction: below it,
+# the changes are noise of the held-out sample, not progress worth another sweep's reads.
+STALL_DECREASE = 0.01
+
+
+class BestSweep:
+    """The eligible sweep with the lowest held-out error, and how many sweeps have passed
+    since the error last fell by ``STALL_DECREASE`` (relative). Without held-out entries
+    (errors are ``nan``) the latest sweep is the best and nothing ever stalls."""
+
+    def __init__(self):
+        self.error = self.reference = float("inf")
+        self.state, self.sweep, self.stale = None, 0, 0
+
+    def offer(self, sweep, error, state=None):
+        """``state`` None: the sweep counts for stalling but cannot be returned."""
+        if state is not None and not error >= self.error:  # lower, or nan
+            self.error, self.state, self.sweep = error, state, sweep
+        if not error >= self.reference * (1.0 - STALL_DECREASE):
+            self.reference, self.stale = error, 0
+        else:
+            self.stale += 1

@@ -7,6 +7,7 @@ from .dask import DaskTensor
 from .dispatch import lazy_tensor
 from .function import FunctionTensor
 from .quantics import QuanticsLayout, QuanticsTensor, qtt_to_tt
+from .transpose import TransposedTensor
 
 __all__ = [
     "ArrayTensor",
@@ -17,6 +18,7 @@ __all__ = [
     "LazyTensor",
     "QuanticsLayout",
     "QuanticsTensor",
+    "TransposedTensor",
     "lazy_tensor",
     "qtt_to_tt",
 ]
