@@ -3,8 +3,10 @@
     python benchmarks/bench_volume.py [--size 1024] [--svd-size 512] [--ranks 8,16,32]
 
 Writes a float32 phantom of ``size^3`` once (``benchmarks/_data``: zarr with 64^3
-uncompressed chunks, and .npy), then for each format, layout (plain, quantics) and rank
-runs ``tt_cross`` in a fresh subprocess and reports: wall time, peak resident memory,
+uncompressed chunks, and .npy), then for each format, layout (plain; on the .npy also
+"plain xzy", the transposed view that puts the contiguous axis in the middle of the TT;
+quantics) and rank runs ``tt_cross`` in a fresh subprocess and reports: wall time, sweeps
+and why they stopped, peak resident memory,
 chunks and bytes read (zarr), 4 KiB pages touched (memmap: an upper bound on what the
 kernel reads), evaluations, held-out error on 10,000 random voxels. The baseline reads a
 ``svd-size^3`` volume whole and runs TensorLy's TT-SVD at the same ranks.
@@ -53,29 +55,43 @@ def write_phantom(size):
     return zarr_path, npy_path
 
 
+def _layouts():
+    import tensorly_cross as tlc
+
+    return {"plain": lambda lazy: lazy, "quantics": tlc.QuanticsTensor,
+            # C order: the contiguous axis as the middle TT mode (see TransposedTensor)
+            "plain xzy": lambda lazy: tlc.TransposedTensor(lazy, (0, 2, 1))}
+
+
 def run_cross(path, layout, rank):
     """One measurement; runs in its own process so that peak RSS is its own."""
     import tensorly_cross as tlc
 
     lazy = tlc.open_volume(path)
-    target = tlc.QuanticsTensor(lazy) if layout == "quantics" else lazy
+    target = _layouts()[layout](lazy)
     start = time.perf_counter()
     tt, info = tlc.tt_cross(target, rank=rank, tol=1e-3, n_iter_max=4, random_state=0,
                             return_info=True, val_size=1000)
     wall = time.perf_counter() - start
+    cost = _reads(lazy)  # before the held-out test entries below add their own reads
     rng = np.random.default_rng(7)
     test = np.stack([rng.integers(n, size=10_000) for n in lazy.shape], axis=1)
     exact = np.asarray(lazy.evaluate(test), dtype=np.float64)
-    query = target.layout.to_quantics(test) if layout == "quantics" else test
+    if layout == "quantics":
+        query = target.layout.to_quantics(test)
+    else:
+        query = target.from_original(test) if layout == "plain xzy" else test
     approx = np.asarray(tlc.tt_entries(tt, query))
-    result = dict(wall=wall, evals=info.n_evals, sweeps=info.n_sweeps,
+    result = dict(wall=wall, evals=info.n_evals, sweeps=f"{info.n_sweeps} ({info.stop_reason})",
                   error=float(np.linalg.norm(approx - exact) / np.linalg.norm(exact)),
-                  peak_rss=_peak_rss())
-    if hasattr(lazy, "chunks_read"):
-        result.update(chunks_read=f"{lazy.chunks_read} chunks", bytes_read=lazy.bytes_read)
-    else:  # .npy read page by page
-        result.update(chunks_read=f"{lazy.pages_read} pages", bytes_read=lazy.bytes_read)
+                  peak_rss=_peak_rss(), **cost)
     return result
+
+
+def _reads(lazy):
+    if hasattr(lazy, "chunks_read"):
+        return dict(chunks_read=f"{lazy.chunks_read} chunks", bytes_read=lazy.bytes_read)
+    return dict(chunks_read=f"{lazy.pages_read} pages", bytes_read=lazy.bytes_read)  # .npy
 
 
 def _peak_rss():
@@ -145,22 +161,25 @@ def main():
         zarr_path, npy_path = write_phantom(size)
         file_bytes = os.path.getsize(npy_path)
         for fmt, path in (("zarr 64^3", zarr_path), ("npy (pages)", npy_path)):
-            for layout in ("plain", "quantics"):
+            layouts = ("plain", "plain xzy", "quantics") if fmt.startswith("npy") else (
+                "plain", "quantics")
+            for layout in layouts:
                 for rank in ranks:
                     result = _spawn("--child", layout, "--path", path, "--rank", str(rank))
                     read = f"{result['bytes_read'] / file_bytes:.1%} ({result['chunks_read']})"
-                    rows.append([f"{size}^3", fmt, layout, rank, result["evals"], read,
+                    rows.append([f"{size}^3", fmt, layout, rank, result["evals"],
+                                 result["sweeps"], read,
                                  f"{result['peak_rss'] / 2**20:.0f} MiB",
                                  f"{result['wall']:.1f}", f"{result['error']:.3f}"])
                     print("  " + " | ".join(str(c) for c in rows[-1]), flush=True)
     for rank in ranks:
         result = _spawn("--child", "svd", "--svd-size", str(args.svd_size), "--rank", str(rank))
         rows.append([f"{args.svd_size}^3", "npy, read whole", "TT-SVD (TensorLy)", rank, "all",
-                     "100%", f"{result['peak_rss'] / 2**20:.0f} MiB", f"{result['wall']:.1f}",
+                     "-", "100%", f"{result['peak_rss'] / 2**20:.0f} MiB", f"{result['wall']:.1f}",
                      f"{result['error']:.3f}"])
         print("  " + " | ".join(str(c) for c in rows[-1]), flush=True)
     text = _harness.format_table(["volume", "format", "method", "rank", "evals",
-                                  "bytes read / file", "peak RSS", "wall s",
+                                  "sweeps (stop)", "bytes read / file", "peak RSS", "wall s",
                                   "held-out error"], rows)
     _harness.emit(text, args.out)
 
