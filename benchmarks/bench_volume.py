@@ -4,11 +4,11 @@
 
 Writes a float32 phantom of ``size^3`` once (``benchmarks/_data``: zarr with 64^3
 uncompressed chunks, and .npy), then for each format, layout (plain; on the .npy also
-"plain xzy", the transposed view that puts the contiguous axis in the middle of the TT;
-quantics) and rank runs ``tt_cross`` in a fresh subprocess and reports: wall time, sweeps
-and why they stopped, peak resident memory,
-chunks and bytes read (zarr), 4 KiB pages touched (memmap: an upper bound on what the
-kernel reads), evaluations, held-out error on 10,000 random voxels. The baseline reads a
+"plain xzy", the transposed view that puts the contiguous axis in the middle of the TT,
+and "plain xzy x2", the same with ``oversample=2``; quantics) and rank runs ``tt_cross`` in
+a fresh subprocess and reports: wall time, sweeps and why they stopped, peak resident
+memory, chunks and bytes read (zarr), 4 KiB pages touched (memmap: an upper bound on what
+the kernel reads), evaluations, held-out error on 10,000 random voxels. The baseline reads a
 ``svd-size^3`` volume whole and runs TensorLy's TT-SVD at the same ranks.
 """
 
@@ -68,10 +68,13 @@ def run_cross(path, layout, rank):
     import tensorly_cross as tlc
 
     lazy = tlc.open_volume(path)
+    oversample = 1.0
+    if layout.endswith(" x2"):  # "plain xzy x2": oversampled twice
+        layout, oversample = layout[:-3], 2.0
     target = _layouts()[layout](lazy)
     start = time.perf_counter()
     tt, info = tlc.tt_cross(target, rank=rank, tol=1e-3, n_iter_max=4, random_state=0,
-                            return_info=True, val_size=1000)
+                            return_info=True, val_size=1000, oversample=oversample)
     wall = time.perf_counter() - start
     cost = _reads(lazy)  # before the held-out test entries below add their own reads
     rng = np.random.default_rng(7)
@@ -161,8 +164,8 @@ def main():
         zarr_path, npy_path = write_phantom(size)
         file_bytes = os.path.getsize(npy_path)
         for fmt, path in (("zarr 64^3", zarr_path), ("npy (pages)", npy_path)):
-            layouts = ("plain", "plain xzy", "quantics") if fmt.startswith("npy") else (
-                "plain", "quantics")
+            layouts = ("plain", "plain xzy", "plain xzy x2", "quantics") if fmt.startswith(
+                "npy") else ("plain", "quantics")
             for layout in layouts:
                 for rank in ranks:
                     result = _spawn("--child", layout, "--path", path, "--rank", str(rank))

@@ -13,6 +13,7 @@ from .cross.block import BlockSweeper, block_random_indices, block_ranks
 from .cross.driver import run_sweeps
 from .cross.indices import CrossIndices, check_cross_indices
 from .cross.init import random_indices, single_pivot_indices
+from .cross.oversampled import OneChannel, drop_channel_core, is_one_channel
 from .cross.ranks import expand_rank
 from .cross.stopping import CrossInfo, Validation
 from .cross.tci import TCISweeper
@@ -27,7 +28,7 @@ PIVOT_SEARCHES = ("auto", "rook", "full")
 def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=None,
              n_iter_max=50, val_size=1000, random_state=None, verbose=False, callback=None,
              return_info=False, pivot_search="rook", shape=None, differentiable=False,
-             patience=2):
+             patience=2, oversample=1.0):
     """Tensor-train approximation of a tensor from a few adaptively chosen entries.
 
     Parameters
@@ -60,6 +61,12 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
         error by 1%: at a fixed rank that is too small, further sweeps only re-read entries.
         ``None`` never stops early. Either way the state returned is the sweep with the
         lowest held-out error.
+    oversample : float, default 1.0
+        Fixed-rank methods only: right index sets of ``ceil(oversample * r)`` multi-indices
+        instead of ``r``, and cores fitted to their fibers in least squares over all of them
+        (for ``"als"`` with ``oversample > 1``, the block cross of the tensor with one
+        channel). More entries per sweep for more accurate cores where interpolation
+        through ``r`` pivots is poor (sharp edges); exact at the true ranks either way.
     val_size : int, default 1000
         Number of random held-out entries for the validation error (0 disables it).
     random_state : None, int, numpy RandomState or Generator
@@ -100,9 +107,9 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
     with _no_grad(differentiable):
         indices, cores, info = _select(tensor, rank, tol, method, max_rank, max_evals,
                                        n_iter_max, val_size, random_state, verbose, callback,
-                                       pivot_search, shape, patience)
+                                       pivot_search, shape, patience, oversample)
     if differentiable:
-        cores = assemble_cores(lazy_tensor(tensor, shape=shape), indices)
+        cores = _assemble(lazy_tensor(tensor, shape=shape), indices)
     tt = TTTensor(cores)
     info.total_seconds = time.perf_counter() - start
     return (tt, info) if return_info else tt
@@ -111,7 +118,7 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
 def select_indices(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=None,
                    n_iter_max=50, val_size=1000, random_state=None, verbose=False,
                    callback=None, return_info=False, pivot_search="rook", shape=None,
-                   patience=2):
+                   patience=2, oversample=1.0):
     """The index search of :func:`tt_cross` alone: returns a :class:`CrossIndices`.
 
     Parameters are those of :func:`tt_cross`. Run it without gradient tracking; then
@@ -119,7 +126,7 @@ def select_indices(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_
     """
     indices, _, info = _select(tensor, rank, tol, method, max_rank, max_evals, n_iter_max,
                                val_size, random_state, verbose, callback, pivot_search, shape,
-                               patience)
+                               patience, oversample)
     return (indices, info) if return_info else indices
 
 
@@ -148,10 +155,16 @@ def cross_interpolate(tensor, indices, shape=None):
             f"indices must be a CrossIndices or its dict, got {type(indices).__name__}."
         )
     check_cross_indices(indices)
-    if indices.tensor_shape != tuple(lazy.shape):
+    if indices.tensor_shape != tuple(lazy.shape) and not is_one_channel(indices, lazy.shape):
         raise ValueError(f"indices are for shape {indices.tensor_shape}, the tensor has "
                          f"{lazy.shape}.")
-    return TTTensor(assemble_cores(lazy, indices))
+    return TTTensor(_assemble(lazy, indices))
+
+
+def _assemble(lazy, indices):
+    if is_one_channel(indices, lazy.shape):  # an oversampled ALS-cross
+        return drop_channel_core(assemble_cores(OneChannel(lazy), indices))
+    return assemble_cores(lazy, indices)
 
 
 def _no_grad(active):
@@ -164,10 +177,10 @@ def _no_grad(active):
 
 
 def _select(tensor, rank, tol, method, max_rank, max_evals, n_iter_max, val_size, random_state,
-            verbose, callback, pivot_search, shape, patience):
+            verbose, callback, pivot_search, shape, patience, oversample):
     lazy = lazy_tensor(tensor, shape=shape)
     tol = check_float(tol, "tol", minimum=0.0)
-    method = check_choice(method, "method", METHODS)
+    method = _check_method(method, rank, lazy, oversample)
     pivot_search = check_choice(pivot_search, "pivot_search", PIVOT_SEARCHES)
     max_rank = check_int(max_rank, "max_rank", minimum=1)
     n_iter_max = check_int(n_iter_max, "n_iter_max", minimum=1)
@@ -179,6 +192,27 @@ def _select(tensor, rank, tol, method, max_rank, max_evals, n_iter_max, val_size
         if val_size >= max_evals:
             raise ValueError(f"max_evals={max_evals} must exceed val_size={val_size}: "
                              "held-out entries count as evaluations.")
+    info = CrossInfo(method=method)
+    one_channel = method == "als" and oversample > 1
+    if one_channel:  # the oversampled ALS-cross is the block cross of one channel
+        lazy, method = OneChannel(lazy), "block"
+    finish = drop_channel_core if one_channel else list
+    rng = check_random_state(random_state)
+    cache = EvaluationCache(lazy, max_evals=max_evals)
+    validation = Validation(cache, val_size, rng, lazy.shape[-1] if method == "block" else None)
+    indices, half_sweep = _start(method, lazy, rank, max_rank, tol, pivot_search, oversample,
+                                 validation, info, rng)
+    indices, cores = run_sweeps(cache, indices, half_sweep, validation, info, tol, n_iter_max,
+                                callback, verbose, lambda cores: TTTensor(finish(cores)),
+                                patience)
+    if cores is None:
+        cores = _initial_cores_or_raise(cache, indices, max_evals)
+    return indices, finish(cores), info
+
+
+def _check_method(method, rank, lazy, oversample):
+    """The method that will run (``"auto"`` resolved), after checking what it needs."""
+    method = check_choice(method, "method", METHODS)
     if method == "auto":
         method = "tci" if rank is None else "als"
     if method in ("als", "block") and rank is None:
@@ -186,31 +220,25 @@ def _select(tensor, rank, tol, method, max_rank, max_evals, n_iter_max, val_size
     if method == "block" and lazy.ndim < 2:
         raise ValueError("method='block' needs a tensor with at least 2 modes (positions, "
                          f"then channels), got shape {lazy.shape}.")
-    rng = check_random_state(random_state)
-    cache = EvaluationCache(lazy, max_evals=max_evals)
-    info = CrossInfo(method=method)
-    block = lazy.shape[-1] if method == "block" else None
-    validation = Validation(cache, val_size, rng, block)
+    if check_float(oversample, "oversample", minimum=1.0) > 1 and method == "tci":
+        raise ValueError(f"oversample={oversample} needs a fixed-rank method ('als' or "
+                         "'block'); TCI chooses its own pivots.")
+    return method
 
+
+def _start(method, lazy, rank, max_rank, tol, pivot_search, oversample, validation, info, rng):
+    """Starting index sets and the half-sweep of ``method``."""
     if method == "als":
-        indices = random_indices(lazy.shape, expand_rank(rank, lazy.shape), rng)
-        half_sweep = ALSSweeper(rng)
-    elif method == "block":
-        positions = lazy.shape[:-1]
-        indices = block_random_indices(positions, block_ranks(rank, positions, block), block,
-                                       rng)
-        half_sweep = BlockSweeper(rng)
-    else:
-        caps = expand_rank(rank if rank is not None else max_rank, lazy.shape, warn=False)
-        pivot = validation.largest if validation.largest is not None else [0] * lazy.ndim
-        indices = single_pivot_indices(lazy.shape, pivot)
-        half_sweep = TCISweeper(tol, caps, rng, pivot_search, validation.max_abs, info)
-
-    indices, cores = run_sweeps(cache, indices, half_sweep, validation, info, tol, n_iter_max,
-                                callback, verbose, TTTensor, patience)
-    if cores is None:
-        cores = _initial_cores_or_raise(cache, indices, max_evals)
-    return indices, cores, info
+        return random_indices(lazy.shape, expand_rank(rank, lazy.shape), rng), ALSSweeper(rng)
+    if method == "block":
+        positions, channels = lazy.shape[:-1], lazy.shape[-1]
+        ranks = block_ranks(rank, positions, channels)
+        return (block_random_indices(positions, ranks, channels, rng, oversample),
+                BlockSweeper(rng, oversample))
+    caps = expand_rank(rank if rank is not None else max_rank, lazy.shape, warn=False)
+    pivot = validation.largest if validation.largest is not None else [0] * lazy.ndim
+    return (single_pivot_indices(lazy.shape, pivot),
+            TCISweeper(tol, caps, rng, pivot_search, validation.max_abs, info))
 
 
 def _initial_cores_or_raise(cache, indices, max_evals):

@@ -155,6 +155,21 @@ def test_block_cross_encodes_each_position_once_for_all_features():
     assert lazy.n_encoded - encoded == len(np.unique(read, axis=0))
 
 
+@pytest.mark.parametrize("method", ["block", "als"])
+def test_oversampled_embedding_probes_more_positions(method):
+    volume = _volume()
+    sizes = {}
+    for oversample in (1.0, 2.0):
+        embedding = CrossEmbedding(patch_size=3, n_features=4, rank=2, method=method,
+                                   n_iter_max=2, oversample=oversample).double()
+        tt, lazy = embedding.tt(volume, key="v")
+        assert tuple(tl.shape(tl.tt_to_tensor(tt))) == lazy.shape
+        indices = embedding._indices["v"][0]
+        sizes[oversample] = [block.shape[0] for block in indices.right[:-1]]
+    # rank 2 and every right set can hold 4 here (the smallest holds the 4 features)
+    assert sizes[2.0] == [2 * size for size in sizes[1.0]]
+
+
 class _FunctionalEncoder(torch.nn.Module):
     """A conv encoder whose weights are inputs (so gradcheck can perturb them)."""
 

@@ -10,10 +10,13 @@ entries, so an encoder runs once per position where an entry-wise cross would ru
 per channel.
 
 The left sets fix the bonds (``r_{k+1}`` rows each); a right set only probes the columns of a
-fiber block, each of its rows bringing ``F`` columns, so it holds ``r_{k+1}`` positions or
-all there are to its right if fewer: a bond can exceed the number of positions to its right,
-as a TT of ``(..., F)`` allows. A right-to-left step picks the positions of the maxvol
-columns of the ``(r_k, n_k r_{k+1} F)`` unfolding.
+fiber block, each of its rows bringing ``F`` columns, so it holds ``r_{k+1}`` positions (or
+``oversample`` times as many) or all there are to its right if fewer: a bond can exceed the
+number of positions to its right, as a TT of ``(..., F)`` allows. A right-to-left step picks
+the positions of the maxvol columns of the ``(r_k, n_k r_{k+1} F)`` unfolding, then random
+others up to the count. More probes make each core a least-squares fit over more columns
+rather than an interpolation of few: with one channel (``oversample.py``) this is how a
+scalar tensor's fixed-rank cross is oversampled.
 
 The TT is assembled with the channels in the last core, ``(r_{d-1}, n_{d-1}, F)``, followed by
 an identity ``(F, F, 1)`` core: a TTTensor of shape ``(n_0, ..., n_{d-1}, F)``.
@@ -45,13 +48,19 @@ def block_ranks(rank, positions, channels):
     return clipped
 
 
-def block_random_indices(positions, rank, channels, rng):
-    """Random starting sets: left sets of the bonds' sizes, right sets as large or as large as
-    the positions to their right allow."""
+def probe_count(bond, oversample):
+    """Positions in a right set: ``oversample`` times its bond, rounded up."""
+    return math.ceil(bond * oversample)
+
+
+def block_random_indices(positions, rank, channels, rng, oversample=1.0):
+    """Random starting sets: left sets of the bonds' sizes, right sets ``oversample`` times
+    as large or as large as the positions to their right allow."""
     d = len(positions)
     left = [random_distinct_multi_indices(positions[:k], rank[k], rng) for k in range(d)]
     right = [random_distinct_multi_indices(
-        positions[k + 1 :], min(rank[k + 1], math.prod(positions[k + 1 :])), rng)
+        positions[k + 1 :], min(probe_count(rank[k + 1], oversample),
+                                math.prod(positions[k + 1 :])), rng)
         for k in range(d)]
     return CrossIndices(tuple(positions), left, right, nested=None, block=int(channels))
 
@@ -62,8 +71,9 @@ def block_fiber_indices(indices, k):
     return cartesian_join(positions, mode_column(indices.block))
 
 
-def block_half_sweep(lazy, indices, direction, rng):
-    """Update the position index sets in place by one block-ALS half sweep."""
+def block_half_sweep(lazy, indices, direction, rng, oversample=1.0):
+    """Update the position index sets in place by one block-ALS half sweep; right sets get
+    ``oversample`` times their bond's positions."""
     shape, rank = indices.shape, indices.rank
     if direction == "lr":
         for k in range(indices.ndim - 1):
@@ -74,7 +84,8 @@ def block_half_sweep(lazy, indices, direction, rng):
     else:
         for k in range(indices.ndim - 1, 0, -1):
             candidates = cartesian_join(mode_column(shape[k]), indices.right[k])
-            probes = _probe_positions(_read(lazy, indices, k), rank[k], rng)
+            probes = _probe_positions(_read(lazy, indices, k),
+                                      probe_count(rank[k], oversample), rng)
             indices.right[k - 1] = candidates[probes]
     # The assembly interpolates on the left sets, nested since the first "lr" half sweep.
     indices.nested = "left"
@@ -157,8 +168,8 @@ def _row_interpolation(matrix, pivots, count):
 class BlockSweeper:
     """The block-ALS sweep in the driver's calling convention."""
 
-    def __init__(self, rng):
-        self.rng = rng
+    def __init__(self, rng, oversample=1.0):
+        self.rng, self.oversample = rng, oversample
 
     def __call__(self, lazy, indices, direction, cores):
-        block_half_sweep(lazy, indices, direction, self.rng)
+        block_half_sweep(lazy, indices, direction, self.rng, self.oversample)

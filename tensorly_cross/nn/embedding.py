@@ -129,17 +129,20 @@ class CrossEmbedding(nn.Module):
     layout : {"tt", "quantics"}
         The TT over the grid's modes, or over their binary digits (QTT; see
         :class:`EncodedTensor`), whose index search reads fewer positions on large grids.
+    oversample : float, default 1.0
+        Probe positions per bond, as a multiple of the rank (see :func:`tt_cross`): more
+        encoder runs, cores fitted over more of the field.
     """
 
     def __init__(self, encoder=None, patch_size=5, n_features=4, rank=3, head="probes",
                  n_outputs=8, stride=1, refresh_every=1, n_iter_max=4, grid_shape=None,
-                 random_state=0, method="block", layout="tt"):
+                 random_state=0, method="block", layout="tt", oversample=1.0):
         super().__init__()
         self.encoder = encoder if encoder is not None else default_encoder(patch_size,
                                                                            n_features)
         self.patch_size, self.n_features, self.stride = patch_size, n_features, stride
         self.rank, self.refresh_every, self.n_iter_max = rank, refresh_every, n_iter_max
-        self.random_state = random_state
+        self.random_state, self.oversample = random_state, oversample
         self.method = check_choice(method, "method", ("block", "als"))
         self.layout = check_choice(layout, "layout", ("tt", "quantics"))
         self.head_kind = head if isinstance(head, str) else "custom"
@@ -170,7 +173,8 @@ class CrossEmbedding(nn.Module):
             with torch.no_grad():
                 indices = select_indices(lazy, rank=self.rank, method=self.method, tol=0.0,
                                          n_iter_max=self.n_iter_max, val_size=0,
-                                         random_state=self.random_state)
+                                         random_state=self.random_state,
+                                         oversample=self.oversample)
             age = 0
         if key is not None:
             self._indices[key] = (indices, age + 1)
