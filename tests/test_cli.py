@@ -67,6 +67,20 @@ def test_compress_prints_a_summary_and_quantics_works(volumes, tmp_path):
     assert again.returncode == 0, again.stderr
 
 
+def test_oversampled_fixed_rank_compress_records_its_arguments(volumes, tmp_path):
+    from tensorly_cross import load_tt
+
+    _, paths = volumes
+    out = tmp_path / "o.tt.npz"
+    result = run("compress", paths["npy"], "-o", str(out), "--rank", "3", "--oversample", "2",
+                 "--patience", "0", "--n-iter-max", "3", "--quiet")
+    assert result.returncode == 0, result.stderr
+    tt, metadata = load_tt(out)
+    assert max(tt.rank) == 3 and metadata["stop_reason"] in ("tol", "n_iter_max")
+    assert metadata["arguments"]["oversample"] == 2.0
+    assert metadata["arguments"]["patience"] is None
+
+
 def test_existing_output_is_refused_without_force(volumes, tmp_path):
     _, paths = volumes
     out = tmp_path / "a.tt.npz"
@@ -84,6 +98,10 @@ def test_existing_output_is_refused_without_force(volumes, tmp_path):
         (["compress", "{hdf5}", "--dataset", "nope"], 1, "not found"),
         (["compress", "{npy}", "--rank", "0"], 2, "--rank must be >= 1"),
         (["compress", "{npy}", "--rank", "2", "--tol", "1e-3"], 2, "not allowed with"),
+        (["compress", "{npy}", "--oversample", "2"], 2, "--oversample needs --rank"),
+        (["compress", "{npy}", "--rank", "2", "--oversample", "0.5"], 1,
+         "oversample must be >= 1"),
+        (["compress", "{npy}", "--patience", "-1"], 2, "--patience must be >= 0"),
         (["info", "{npy}"], 1, "not a readable"),
         (["reconstruct", "missing.npz", "--png", "x.png"], 1, "does not exist"),
         ([], 2, ""),
