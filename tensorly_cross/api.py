@@ -57,10 +57,10 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
     n_iter_max : int, default 50
         Maximum number of sweeps (one sweep is one pass in one direction).
     patience : int or None, default 2
-        Stop (``"stalled"``) after this many sweeps in a row that do not lower the held-out
-        error by 1%: at a fixed rank that is too small, further sweeps only re-read entries.
-        ``None`` never stops early. Either way the state returned is the sweep with the
-        lowest held-out error.
+        Stop (``"stalled"``) after this many sweeps in a row that neither lower the held-out
+        error by 1% nor change the ranks: at a fixed rank that is too small, or at TCI's rank
+        cap, further sweeps only re-read entries. ``None`` never stops early. Either way the
+        state returned is the sweep with the lowest held-out error (from the second sweep).
     oversample : float, default 1.0
         Fixed-rank methods only: right index sets of ``ceil(oversample * r)`` multi-indices
         instead of ``r``, and cores fitted to their fibers in least squares over all of them

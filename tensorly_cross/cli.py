@@ -55,8 +55,8 @@ def _parser():
     compress.add_argument("--max-evals", type=int, default=None)
     compress.add_argument("--n-iter-max", type=int, default=20)
     compress.add_argument("--patience", type=int, default=2,
-                          help="stop after N sweeps without a 1%% lower held-out error "
-                               "(0: never)")
+                          help="stop after N sweeps without a 1%% lower held-out error or a "
+                               "rank change (0: never)")
     compress.add_argument("--oversample", type=float, default=1.0,
                           help="with --rank: right index sets OVERSAMPLE x the rank, cores "
                                "fitted in least squares (sharper volumes)")

@@ -169,6 +169,8 @@ def test_stalled_sweeps_stop_and_the_best_sweep_is_returned(backend, seed, patie
     assert info.stop_reason == "stalled" and info.n_sweeps < 100
     reference = min(errors[: -patience])
     assert all(error >= 0.99 * reference for error in errors[-patience:])
+    ranks = info.ranks[-patience - 1 :]  # and no rank changed in those sweeps
+    assert all(rank == ranks[0] for rank in ranks)
     if info.n_sweeps > 1:  # the first sweep is never returned: its right sets are random
         assert info.best_sweep > 1 and info.val_error == min(errors[1:])
     for returned, kept in zip(tt, seen[info.best_sweep - 1], strict=True):

@@ -15,7 +15,8 @@ def run_sweeps(cache, indices, half_sweep, validation, info, tol, n_iter_max, ca
     (``cores``: the current TT, None before the first sweep); the cores
     are then assembled (from cached fibers) and validated. A sweep cut short by the
     evaluation budget is discarded. ``patience``: stop (``"stalled"``) after that many
-    sweeps in a row without a 1% lower held-out error (None: never).
+    sweeps in a row that neither lower the held-out error by 1% nor change the ranks
+    (None: never).
 
     Returns
     -------
@@ -41,7 +42,8 @@ def run_sweeps(cache, indices, half_sweep, validation, info, tol, n_iter_max, ca
         _record(info, cache, indices, error)
         # Eligible from the second sweep: the first leaves the right sets random, and only
         # with both families built from the tensor does the TT interpolate every fiber.
-        best.offer(info.n_sweeps, error, (indices, cores) if info.n_sweeps > 1 else None)
+        best.offer(info.n_sweeps, error, (indices, cores) if info.n_sweeps > 1 else None,
+                   ranks_changed=len(info.ranks) > 1 and info.ranks[-1] != info.ranks[-2])
         info.best_sweep = best.sweep or info.n_sweeps
         if verbose:
             print(f"sweep {info.n_sweeps}: ranks {indices.rank}, evals {info.n_evals}, "

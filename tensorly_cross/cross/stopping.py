@@ -106,19 +106,22 @@ STALL_DECREASE = 0.01
 
 
 class BestSweep:
-    """The eligible sweep with the lowest held-out error, and how many sweeps have passed
-    since the error last fell by ``STALL_DECREASE`` (relative). Without held-out entries
-    (errors are ``nan``) the latest sweep is the best and nothing ever stalls."""
+    """The eligible sweep with the lowest held-out error, and how many sweeps in a row have
+    neither lowered that error by ``STALL_DECREASE`` (relative) nor changed the ranks.
+    Without held-out entries (errors are ``nan``) the latest sweep is the best and nothing
+    ever stalls."""
 
     def __init__(self):
         self.error = self.reference = float("inf")
         self.state, self.sweep, self.stale = None, 0, 0
 
-    def offer(self, sweep, error, state=None):
+    def offer(self, sweep, error, state=None, ranks_changed=False):
         """``state`` None: the sweep counts for stalling but cannot be returned."""
         if state is not None and not error >= self.error:  # lower, or nan
             self.error, self.state, self.sweep = error, state, sweep
         if not error >= self.reference * (1.0 - STALL_DECREASE):
             self.reference, self.stale = error, 0
+        elif ranks_changed:  # a rank-adaptive cross still adding pivots: not stalled
+            self.stale = 0
         else:
             self.stale += 1
