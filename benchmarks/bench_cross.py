@@ -129,9 +129,12 @@ def methods(problem):
         "tntorch adaptive": lambda *a: run_tntorch(problem, *a),
         "ttpy rect_cross": lambda *a: run_ttpy(problem, *a),
     }
-    if problem.true_rank:
-        r = problem.true_rank
+    r = problem.true_rank or problem.given_rank
+    if r:
         runners["tensorly-cross ALS (rank given)"] = lambda *a: run_ours(problem, *a, rank=r)
+        if problem.given_rank:  # no exact rank: least-squares cores over twice the probes
+            runners["tensorly-cross ALS x2 (rank given)"] = lambda *a: run_ours(
+                problem, *a, rank=r, oversample=2.0)
         runners["teneva (rank given)"] = lambda *a: run_teneva(problem, *a, rank=r)
         runners["tntorch (rank given)"] = lambda *a: run_tntorch(problem, *a, rank=r)
     return runners
