@@ -5,7 +5,8 @@
 Writes a float32 phantom of ``size^3`` once (``benchmarks/_data``: zarr with 64^3
 uncompressed chunks, and .npy), then for each format, layout (plain; on the .npy also
 "plain xzy", the transposed view that puts the contiguous axis in the middle of the TT,
-and "plain xzy x2", the same with ``oversample=2``; quantics) and rank runs ``tt_cross`` in
+"plain xzy s4", the same with ``max_slices=4``, and "plain xzy x2", with ``oversample=2``;
+quantics) and rank runs ``tt_cross`` in
 a fresh subprocess and reports: wall time, sweeps and why they stopped, peak resident
 memory, chunks and bytes read (zarr), 4 KiB pages touched (memmap: an upper bound on what
 the kernel reads), evaluations, held-out error on 10,000 random voxels. The baseline reads a
@@ -63,18 +64,26 @@ def _layouts():
             "plain xzy": lambda lazy: tlc.TransposedTensor(lazy, (0, 2, 1))}
 
 
+def _options(layout):
+    """"plain xzy x2" -> ("plain xzy", oversample=2); "plain xzy s4" -> max_slices=4."""
+    name, _, suffix = layout.rpartition(" ")
+    if suffix[:1] == "x" and suffix[1:].isdigit():
+        return name, dict(oversample=float(suffix[1:]))
+    if suffix[:1] == "s" and suffix[1:].isdigit():
+        return name, dict(max_slices=int(suffix[1:]))
+    return layout, {}
+
+
 def run_cross(path, layout, rank):
     """One measurement; runs in its own process so that peak RSS is its own."""
     import tensorly_cross as tlc
 
     lazy = tlc.open_volume(path)
-    oversample = 1.0
-    if layout.endswith(" x2"):  # "plain xzy x2": oversampled twice
-        layout, oversample = layout[:-3], 2.0
+    layout, options = _options(layout)
     target = _layouts()[layout](lazy)
     start = time.perf_counter()
     tt, info = tlc.tt_cross(target, rank=rank, tol=1e-3, n_iter_max=4, random_state=0,
-                            return_info=True, val_size=1000, oversample=oversample)
+                            return_info=True, val_size=1000, **options)
     wall = time.perf_counter() - start
     cost = _reads(lazy)  # before the held-out test entries below add their own reads
     rng = np.random.default_rng(7)
@@ -164,8 +173,8 @@ def main():
         zarr_path, npy_path = write_phantom(size)
         file_bytes = os.path.getsize(npy_path)
         for fmt, path in (("zarr 64^3", zarr_path), ("npy (pages)", npy_path)):
-            layouts = ("plain", "plain xzy", "plain xzy x2", "quantics") if fmt.startswith(
-                "npy") else ("plain", "quantics")
+            layouts = ("plain", "plain xzy", "plain xzy s4", "plain xzy x2", "quantics") if (
+                fmt.startswith("npy")) else ("plain", "quantics")
             for layout in layouts:
                 for rank in ranks:
                     result = _spawn("--child", layout, "--path", path, "--rank", str(rank))
