@@ -52,6 +52,11 @@ def _parser():
     compress.add_argument("--method", choices=["auto", "als", "tci"], default="auto")
     compress.add_argument("--max-rank", type=int, default=64)
     compress.add_argument("--quantics", action="store_true", help="cross in the QTT layout")
+    compress.add_argument("--axes", default=None,
+                          help="mode order of the TT, e.g. 0,2,1: on a C-ordered .npy the "
+                               "contiguous axis in the middle reads fewer pages")
+    compress.add_argument("--max-slices", type=int, default=None,
+                          help="with --rank: outer fibers in at most N slices (fewer pages)")
     compress.add_argument("--max-evals", type=int, default=None)
     compress.add_argument("--n-iter-max", type=int, default=20)
     compress.add_argument("--patience", type=int, default=2,
@@ -111,6 +116,9 @@ def _compress(args):
         raise UsageError(f"--patience must be >= 0, got {args.patience}.")
     if args.oversample != 1.0 and args.rank is None:
         raise UsageError("--oversample needs --rank (a fixed-rank cross).")
+    if args.max_slices is not None and args.rank is None:
+        raise UsageError("--max-slices needs --rank (a fixed-rank cross).")
+    axes = _parse_axes(args.axes, args.quantics)
     output = args.output or _default_output(args.input)
     if os.path.exists(output) and not args.force:
         raise FileExistsError(f"{output!r} exists; pass --force to replace it.")
@@ -122,7 +130,8 @@ def _compress(args):
                               max_evals=args.max_evals, n_iter_max=args.n_iter_max,
                               seed=args.seed, quiet=args.quiet, verbose=args.verbose,
                               source=args.input, force=args.force,
-                              patience=args.patience or None, oversample=args.oversample)
+                              patience=args.patience or None, oversample=args.oversample,
+                              axes=axes, max_slices=args.max_slices)
     if not args.quiet:
         print(format_summary(summary))
     return EXIT_OK
@@ -130,11 +139,16 @@ def _compress(args):
 
 def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=64, quantics=False,
                     max_evals=None, n_iter_max=20, seed=0, quiet=False, verbose=False,
-                    source=None, force=False, patience=2, oversample=1.0):
-    """Cross ``volume`` (a LazyTensor), save the TT with its metadata; returns a summary."""
+                    source=None, force=False, patience=2, oversample=1.0, axes=None,
+                    max_slices=None):
+    """Cross ``volume`` (a LazyTensor), save the TT with its metadata; returns a summary.
+
+    ``axes``: the TT's mode order (a permutation of the volume's axes; not with quantics).
+    """
     import tensorly_cross as tlc
 
-    target = tlc.QuanticsTensor(volume) if quantics else volume
+    target = tlc.TransposedTensor(volume, axes) if axes else volume
+    target = tlc.QuanticsTensor(target) if quantics else target
     progress = _progress(n_iter_max, "sweeps", quiet)
 
     def report(tt, info):
@@ -149,15 +163,17 @@ def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=64, 
     tt, info = tlc.tt_cross(target, rank=rank, tol=tol, method=method, max_rank=max_rank,
                             max_evals=max_evals, n_iter_max=n_iter_max, random_state=seed,
                             callback=report, return_info=True, patience=patience,
-                            oversample=oversample)
+                            oversample=oversample, max_slices=max_slices)
     progress.close()
     elapsed = time.perf_counter() - start
     metadata = dict(shape=list(volume.shape), source=source, val_error=info.val_error,
                     n_evals=info.n_evals, stop_reason=info.stop_reason,
                     quantics=_layout_meta(target) if quantics else None,
+                    axes=list(target.axes) if axes else None,
                     arguments=dict(tol=tol, rank=rank, method=method, max_rank=max_rank,
                                    max_evals=max_evals, n_iter_max=n_iter_max, seed=seed,
-                                   patience=patience, oversample=oversample),
+                                   patience=patience, oversample=oversample,
+                                   max_slices=max_slices),
                     library_version=tlc.__version__, seconds=elapsed)
     tlc.save_tt(output, tt, metadata, overwrite=force)
     summary = _tt_summary(tt, metadata)
@@ -165,6 +181,17 @@ def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=64, 
                    chunks_read=getattr(volume, "chunks_read", None), seconds=elapsed,
                    sweeps=info.n_sweeps, stop=info.stop_reason)
     return summary
+
+
+def _parse_axes(text, quantics):
+    if text is None:
+        return None
+    if quantics:
+        raise UsageError("--axes and --quantics do not combine; choose one.")
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError as error:
+        raise UsageError(f"--axes must be comma-separated integers, got {text!r}.") from error
 
 
 def _layout_meta(quantics_tensor):
@@ -275,6 +302,8 @@ def tt_slice(tt, metadata, axis, index):
     if metadata.get("quantics"):
         layout = tlc.QuanticsLayout.create(shape, metadata["quantics"]["order"])
         indices = layout.to_quantics(indices)
+    if metadata.get("axes"):  # the TT's modes are the volume's axes in this order
+        indices = indices[:, metadata["axes"]]
     values = tl.to_numpy(tlc.tt_entries(tt, indices))
     return np.asarray(values, dtype=np.float64).reshape(others)
 

@@ -81,6 +81,23 @@ def test_oversampled_fixed_rank_compress_records_its_arguments(volumes, tmp_path
     assert metadata["arguments"]["patience"] is None
 
 
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_transposed_sliced_compress_reconstructs_in_the_volume_axes(volumes, tmp_path, axis):
+    from tensorly_cross import load_tt
+
+    _, paths = volumes
+    out = tmp_path / "t.tt.npz"
+    result = run("compress", paths["npy"], "-o", str(out), "--rank", "8", "--axes", "0,2,1",
+                 "--max-slices", "2", "--quiet")
+    assert result.returncode == 0, result.stderr
+    tt, metadata = load_tt(out)
+    assert metadata["axes"] == [0, 2, 1] and tuple(tt.shape) == (24, 16, 20)
+    again = run("reconstruct", str(out), "--slice", f"{axis}=5", "-o", str(tmp_path / "s.npy"),
+                "--against", paths["npy"])
+    assert again.returncode == 0, again.stderr
+    assert float(again.stdout.split("relative error")[1]) < 0.05
+
+
 def test_existing_output_is_refused_without_force(volumes, tmp_path):
     _, paths = volumes
     out = tmp_path / "a.tt.npz"
@@ -102,6 +119,10 @@ def test_existing_output_is_refused_without_force(volumes, tmp_path):
         (["compress", "{npy}", "--rank", "2", "--oversample", "0.5"], 1,
          "oversample must be >= 1"),
         (["compress", "{npy}", "--patience", "-1"], 2, "--patience must be >= 0"),
+        (["compress", "{npy}", "--axes", "0,1,1", "--rank", "2"], 1,
+         "axes must be a permutation"),
+        (["compress", "{npy}", "--axes", "0,2,1", "--quantics"], 2, "do not combine"),
+        (["compress", "{npy}", "--max-slices", "2"], 2, "--max-slices needs --rank"),
         (["info", "{npy}"], 1, "not a readable"),
         (["reconstruct", "missing.npz", "--png", "x.png"], 1, "does not exist"),
         ([], 2, ""),
