@@ -5,8 +5,8 @@
 Writes a float32 phantom of ``size^3`` once (``benchmarks/_data``: zarr with 64^3
 uncompressed chunks, and .npy), then for each format, layout (plain; on the .npy also
 "plain xzy", the transposed view that puts the contiguous axis in the middle of the TT,
-"plain xzy s4", the same with ``max_slices=4``, and "plain xzy x2", with ``oversample=2``;
-quantics) and rank runs ``tt_cross`` in
+"plain xzy s4", the same with ``max_slices=4``, "plain xzy x2" with ``oversample=2``, and
+"plain xzy s4 x2" with both; quantics) and rank runs ``tt_cross`` in
 a fresh subprocess and reports: wall time, sweeps and why they stopped, peak resident
 memory, chunks and bytes read (zarr), 4 KiB pages touched (memmap: an upper bound on what
 the kernel reads), evaluations, held-out error on 10,000 random voxels. The baseline reads a
@@ -65,13 +65,15 @@ def _layouts():
 
 
 def _options(layout):
-    """"plain xzy x2" -> ("plain xzy", oversample=2); "plain xzy s4" -> max_slices=4."""
-    name, _, suffix = layout.rpartition(" ")
-    if suffix[:1] == "x" and suffix[1:].isdigit():
-        return name, dict(oversample=float(suffix[1:]))
-    if suffix[:1] == "s" and suffix[1:].isdigit():
-        return name, dict(max_slices=int(suffix[1:]))
-    return layout, {}
+    """"plain xzy s4 x2" -> ("plain xzy", max_slices=4, oversample=2)."""
+    words, options = layout.split(), {}
+    while words[-1][:1] in "sx" and words[-1][1:].isdigit():
+        word = words.pop()
+        if word[0] == "x":
+            options["oversample"] = float(word[1:])
+        else:
+            options["max_slices"] = int(word[1:])
+    return " ".join(words), options
 
 
 def run_cross(path, layout, rank):
@@ -173,8 +175,8 @@ def main():
         zarr_path, npy_path = write_phantom(size)
         file_bytes = os.path.getsize(npy_path)
         for fmt, path in (("zarr 64^3", zarr_path), ("npy (pages)", npy_path)):
-            layouts = ("plain", "plain xzy", "plain xzy s4", "plain xzy x2", "quantics") if (
-                fmt.startswith("npy")) else ("plain", "quantics")
+            layouts = ("plain", "plain xzy", "plain xzy s4", "plain xzy x2", "plain xzy s4 x2",
+                       "quantics") if fmt.startswith("npy") else ("plain", "quantics")
             for layout in layouts:
                 for rank in ranks:
                     result = _spawn("--child", layout, "--path", path, "--rank", str(rank))

@@ -69,7 +69,7 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
         channel). More entries per sweep for more accurate cores where interpolation
         through ``r`` pivots is poor (sharp edges); exact at the true ranks either way.
     max_slices : int or None
-        ``method="als"`` only: each new index set extends at most this many multi-indices
+        Fixed-rank methods only: each new index set extends at most this many multi-indices
         of the set it is nested in, so the fibers of a core lie in at most that many
         slices of the tensor. Out of core it bounds the pages or chunks a sweep reads:
         crossing a C-ordered ``.npy`` volume in the mode order ``(x, z, y)``
@@ -234,9 +234,9 @@ def _check_method(method, rank, lazy, oversample, max_slices):
                          "'block'); TCI chooses its own pivots.")
     if max_slices is not None:
         check_int(max_slices, "max_slices", minimum=1)
-        if method != "als" or oversample > 1:
-            raise ValueError(f"max_slices={max_slices} needs method='als' without "
-                             f"oversampling, got method={method!r}, oversample={oversample}.")
+        if method == "tci":
+            raise ValueError(f"max_slices={max_slices} needs a fixed-rank method ('als' or "
+                             "'block'); TCI chooses its own pivots.")
     return method
 
 
@@ -251,8 +251,8 @@ def _start(method, lazy, rank, max_rank, tol, pivot_search, oversample, max_slic
     if method == "block":
         positions, channels = lazy.shape[:-1], lazy.shape[-1]
         ranks = block_ranks(rank, positions, channels)
-        return (block_random_indices(positions, ranks, channels, rng, oversample),
-                BlockSweeper(rng, oversample))
+        return (block_random_indices(positions, ranks, channels, rng, oversample, max_slices),
+                BlockSweeper(rng, oversample, max_slices))
     caps = expand_rank(rank if rank is not None else max_rank, lazy.shape, warn=False)
     pivot = validation.largest if validation.largest is not None else [0] * lazy.ndim
     return (single_pivot_indices(lazy.shape, pivot),

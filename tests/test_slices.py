@@ -44,6 +44,32 @@ def test_every_set_extends_at_most_max_slices_parents(backend, shape, rank, max_
         assert _parents(indices.right[k - 1], d - k - 1, from_left=False) <= max_slices
 
 
+@given(problem=tt_problems(max_modes=4, max_size=8, max_rank=3), max_slices=st.integers(1, 3))
+def test_sliced_oversampled_cross_recovers_an_exact_rank_tt(backend, problem, max_slices):
+    shape, rank, seed = problem
+    cores = [tl.tensor(core) for core in random_tt_cores(shape, rank, seed)]
+    dense = host(tl.tt_to_tensor(cores))
+    tt = tlc.tt_cross(tl.tensor(dense), rank=list(rank), max_slices=max_slices, oversample=2.0,
+                      tol=1e-12, random_state=seed)
+    error = np.linalg.norm(host(tl.tt_to_tensor(tt)) - dense) / np.linalg.norm(dense)
+    assert error < 1e-10
+
+
+@given(shape=st.lists(st.integers(4, 6), min_size=3, max_size=5), rank=st.integers(2, 4),
+       max_slices=st.integers(2, 3), sweeps=st.integers(1, 4), seed=seeds)
+def test_oversampled_sets_extend_at_most_max_slices_parents(backend, shape, rank, max_slices,
+                                                            sweeps, seed):
+    dense = np.random.default_rng(seed).standard_normal(shape)
+    indices = tlc.select_indices(tl.tensor(dense), rank=rank, max_slices=max_slices,
+                                 oversample=2.0, tol=0.0, n_iter_max=sweeps, val_size=0,
+                                 random_state=seed)
+    d = len(shape)
+    assert indices.block == 1  # the block cross of one channel
+    for k in range(1, d - 1):
+        assert _parents(indices.left[k + 1], k, from_left=True) <= max_slices
+        assert _parents(indices.right[k - 1], d - k - 1, from_left=False) <= max_slices
+
+
 def test_a_sliced_sweep_reads_few_pages_of_a_npy_file(tmp_path):
     """C-ordered (X, Y, Z) with rows of one 4 KiB page, crossed in the order (X, Z, Y): a
     sweep reads <= 2 (c X + r^2 + c Y) pages (a row may straddle two), not ~2 r (X + Y)."""
@@ -73,8 +99,7 @@ def test_a_sliced_sweep_reads_few_pages_of_a_npy_file(tmp_path):
     [
         (dict(rank=2, max_slices=0), ValueError, "max_slices must be >= 1"),
         (dict(rank=2, max_slices=1.5), TypeError, "max_slices must be an integer"),
-        (dict(rank=None, max_slices=2), ValueError, "max_slices=2 needs method='als'"),
-        (dict(rank=2, max_slices=2, oversample=2.0), ValueError, "without oversampling"),
+        (dict(rank=None, max_slices=2), ValueError, "max_slices=2 needs a fixed-rank"),
     ],
 )
 def test_max_slices_is_validated(kwargs, error, message):

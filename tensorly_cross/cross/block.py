@@ -33,6 +33,7 @@ from .basis import pivot_rows, right_divide
 from .indices import CrossIndices, cartesian_join, fiber_indices, mode_column, positions_in
 from .init import clip_ranks, random_distinct_multi_indices
 from .ranks import expand_rank
+from .slices import in_few_slices, sliced_right_sets
 
 
 def block_ranks(rank, positions, channels):
@@ -53,15 +54,19 @@ def probe_count(bond, oversample):
     return math.ceil(bond * oversample)
 
 
-def block_random_indices(positions, rank, channels, rng, oversample=1.0):
+def block_random_indices(positions, rank, channels, rng, oversample=1.0, max_slices=None):
     """Random starting sets: left sets of the bonds' sizes, right sets ``oversample`` times
-    as large or as large as the positions to their right allow."""
+    as large or as large as the positions to their right allow (with ``max_slices``, each
+    extending at most that many rows of the next)."""
     d = len(positions)
     left = [random_distinct_multi_indices(positions[:k], rank[k], rng) for k in range(d)]
-    right = [random_distinct_multi_indices(
-        positions[k + 1 :], min(probe_count(rank[k + 1], oversample),
-                                math.prod(positions[k + 1 :])), rng)
-        for k in range(d)]
+    sizes = [min(probe_count(rank[k + 1], oversample), math.prod(positions[k + 1 :]))
+             for k in range(d)]
+    if max_slices is None:
+        right = [random_distinct_multi_indices(positions[k + 1 :], sizes[k], rng)
+                 for k in range(d)]
+    else:
+        right = sliced_right_sets(positions, sizes[:-1], max_slices, rng)
     return CrossIndices(tuple(positions), left, right, nested=None, block=int(channels))
 
 
@@ -71,22 +76,24 @@ def block_fiber_indices(indices, k):
     return cartesian_join(positions, mode_column(indices.block))
 
 
-def block_half_sweep(lazy, indices, direction, rng, oversample=1.0):
+def block_half_sweep(lazy, indices, direction, rng, oversample=1.0, max_slices=None):
     """Update the position index sets in place by one block-ALS half sweep; right sets get
-    ``oversample`` times their bond's positions."""
+    ``oversample`` times their bond's positions; ``max_slices`` as in ``slices.py``."""
     shape, rank = indices.shape, indices.rank
     if direction == "lr":
         for k in range(indices.ndim - 1):
-            fibers = _read(lazy, indices, k)
-            unfolded = tl.reshape(fibers, (rank[k] * shape[k], -1))
-            rows = _leading_rows(unfolded, rank[k + 1], rng)
+            unfolded = tl.reshape(_read(lazy, indices, k), (rank[k] * shape[k], -1))
+            parents = np.arange(rank[k] * shape[k]) // shape[k]
+            rows = in_few_slices(_leading_rows_among(unfolded, rank[k + 1], rng), parents,
+                                 max_slices)
             indices.left[k + 1] = cartesian_join(indices.left[k], mode_column(shape[k]))[rows]
     else:
         for k in range(indices.ndim - 1, 0, -1):
             candidates = cartesian_join(mode_column(shape[k]), indices.right[k])
-            probes = _probe_positions(_read(lazy, indices, k),
-                                      probe_count(rank[k], oversample), rng)
-            indices.right[k - 1] = candidates[probes]
+            parents = np.arange(candidates.shape[0]) % indices.right[k].shape[0]
+            choose = _probe_positions_among(_read(lazy, indices, k), parents,
+                                            probe_count(rank[k], oversample), rng)
+            indices.right[k - 1] = candidates[in_few_slices(choose, parents, max_slices)]
     # The assembly interpolates on the left sets, nested since the first "lr" half sweep.
     indices.nested = "left"
     return indices
@@ -121,6 +128,29 @@ def _read(lazy, indices, k):
     values = lazy.evaluate(block_fiber_indices(indices, k))
     probes = indices.right[k].shape[0]
     return tl.reshape(values, (indices.rank[k], indices.shape[k], probes, indices.block))
+
+
+def _leading_rows_among(unfolded, count, rng):
+    """``choose(allowed)`` for :func:`in_few_slices`: leading-direction rows."""
+
+    def choose(allowed):
+        matrix = unfolded if allowed is None else take_rows(unfolded, allowed)
+        return _leading_rows(matrix, count, rng)
+
+    return choose
+
+
+def _probe_positions_among(fibers, parents, count, rng):
+    """``choose(allowed)`` for :func:`in_few_slices`: probe positions, among the positions
+    of the allowed parents (all positions of those probes, so ``allowed`` is all of them)."""
+
+    def choose(allowed):
+        if allowed is None:
+            return _probe_positions(fibers, count, rng)
+        kept = np.unique(parents[allowed])
+        return _probe_positions(fibers[:, :, kept, :], count, rng)
+
+    return choose
 
 
 def _leading_rows(matrix, count, rng):
@@ -168,8 +198,8 @@ def _row_interpolation(matrix, pivots, count):
 class BlockSweeper:
     """The block-ALS sweep in the driver's calling convention."""
 
-    def __init__(self, rng, oversample=1.0):
-        self.rng, self.oversample = rng, oversample
+    def __init__(self, rng, oversample=1.0, max_slices=None):
+        self.rng, self.oversample, self.max_slices = rng, oversample, max_slices
 
     def __call__(self, lazy, indices, direction, cores):
-        block_half_sweep(lazy, indices, direction, self.rng, self.oversample)
+        block_half_sweep(lazy, indices, direction, self.rng, self.oversample, self.max_slices)

@@ -24,13 +24,15 @@ from .indices import CrossIndices, cartesian_join, mode_column
 from .init import random_distinct_multi_indices
 
 
-def pivots_in_few_slices(unfolded, parents, max_slices, rng):
-    """Maxvol rows of ``unfolded`` whose ``parents`` take at most ``max_slices`` values.
+def in_few_slices(choose, parents, max_slices):
+    """Rows chosen by ``choose`` whose ``parents`` take at most ``max_slices`` values.
 
-    ``parents[i]`` is the parent of candidate row ``i``. If the free choice already uses few
-    enough parents, or the allowed rows could not hold the rank, it is kept.
+    ``choose(allowed)`` picks rows among the candidates ``allowed`` (an ascending int64
+    array; ``None`` for all of them) and returns their positions in it; ``parents[i]`` is
+    the parent of candidate ``i``. If the free choice already uses few enough parents, or the
+    allowed rows are fewer than the rows to choose, the free choice is kept.
     """
-    rows = pivot_rows(unfolded, rng)
+    rows = choose(None)
     if max_slices is None:
         return rows
     used, counts = np.unique(parents[rows], return_counts=True)
@@ -40,19 +42,36 @@ def pivots_in_few_slices(unfolded, parents, max_slices, rng):
     allowed = np.flatnonzero(np.isin(parents, keep))
     if allowed.size < rows.size:
         return rows
-    return allowed[pivot_rows(take_rows(unfolded, allowed), rng)]
+    return allowed[choose(allowed)]
+
+
+def pivots_in_few_slices(unfolded, parents, max_slices, rng):
+    """Maxvol rows of ``unfolded`` (see :func:`in_few_slices`)."""
+
+    def choose(allowed):
+        return pivot_rows(unfolded if allowed is None else take_rows(unfolded, allowed), rng)
+
+    return in_few_slices(choose, parents, max_slices)
+
+
+def sliced_right_sets(shape, sizes, max_slices, rng):
+    """Random right sets, ``sizes[k]`` multi-indices in ``right[k]``, each extending at most
+    ``max_slices`` rows of the next set (or as many as its size needs)."""
+    d = len(shape)
+    right = [None] * (d - 1) + [np.zeros((1, 0), dtype=np.int64)]
+    for k in range(d - 1, 0, -1):
+        n_parents = min(right[k].shape[0], max(max_slices, math.ceil(sizes[k - 1] / shape[k])))
+        parents = rng.choice(right[k].shape[0], size=n_parents, replace=False)
+        candidates = cartesian_join(mode_column(shape[k]), right[k][np.sort(parents)])
+        chosen = rng.choice(candidates.shape[0], size=sizes[k - 1], replace=False)
+        right[k - 1] = candidates[np.sort(chosen)]
+    return right
 
 
 def sliced_random_indices(shape, rank, max_slices, rng):
-    """Random starting sets whose right sets extend at most ``max_slices`` parents each (or
-    as many as the bond needs); left sets are rebuilt by the first sweep."""
+    """Random starting sets of the ALS-cross whose right sets extend at most ``max_slices``
+    parents each; left sets are rebuilt by the first sweep."""
     d = len(shape)
     left = [random_distinct_multi_indices(shape[:k], rank[k], rng) for k in range(d)]
-    right = [None] * (d - 1) + [np.zeros((1, 0), dtype=np.int64)]
-    for k in range(d - 1, 0, -1):
-        n_parents = min(right[k].shape[0], max(max_slices, math.ceil(rank[k] / shape[k])))
-        parents = rng.choice(right[k].shape[0], size=n_parents, replace=False)
-        candidates = cartesian_join(mode_column(shape[k]), right[k][np.sort(parents)])
-        chosen = rng.choice(candidates.shape[0], size=rank[k], replace=False)
-        right[k - 1] = candidates[np.sort(chosen)]
+    right = sliced_right_sets(shape, rank[1:-1], max_slices, rng)
     return CrossIndices(tuple(shape), left, right, nested=None)
