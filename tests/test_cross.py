@@ -28,7 +28,7 @@ def test_fixed_rank_als_recovers_an_exact_rank_tt(backend, problem):
     assert relative_error_on_samples(tt, function, shape, seed) < 1e-10
 
 
-@given(problem=tt_problems(), search=st.sampled_from(["rook", "full"]))
+@given(problem=tt_problems(), search=st.sampled_from(["column", "rook", "full"]))
 def test_adaptive_tci_recovers_an_exact_rank_tt_without_a_rank(backend, problem, search):
     shape, rank, seed = problem
     function = tt_function(random_tt_cores(shape, rank, seed))

@@ -160,19 +160,40 @@ def positions_in(rows, candidates):
 
     Raises ValueError if a row is missing: the sets are not nested.
     """
+    positions, found = _find_rows(rows, candidates)
+    if not found.all():
+        raise ValueError("index sets are not nested: a pivot is not among the fibers' rows.")
+    return positions
+
+
+def positions_found(rows, candidates):
+    """Positions inside ``candidates`` of the rows of ``rows`` that it holds (in order)."""
+    positions, found = _find_rows(rows, candidates)
+    return positions[found]
+
+
+def _find_rows(rows, candidates):
+    """Candidate positions of each row, and whether the row was found there."""
     if candidates.shape[1] == 0:
         if rows.shape[0] > 1:
             raise ValueError("more than one empty multi-index in a set.")
-        return np.zeros(rows.shape[0], dtype=np.int64)
-    candidate_keys = as_row_keys(candidates)
-    row_keys = as_row_keys(rows)
+        return np.zeros(rows.shape[0], dtype=np.int64), np.ones(rows.shape[0], dtype=bool)
+    candidate_keys, row_keys = _comparable_keys(candidates, rows)
     order = np.argsort(candidate_keys)
     found = np.searchsorted(candidate_keys, row_keys, sorter=order)
-    found = np.minimum(found, len(order) - 1)
-    positions = order[found]
-    if not np.array_equal(candidate_keys[positions], row_keys):
-        raise ValueError("index sets are not nested: a pivot is not among the fibers' rows.")
-    return positions
+    positions = order[np.minimum(found, len(order) - 1)]
+    return positions, candidate_keys[positions] == row_keys
+
+
+def _comparable_keys(first, second):
+    """Rows of two (m, k) int64 arrays as scalars that compare like the rows: packed
+    integers where the index ranges allow (fast to sort), structured rows otherwise."""
+    if first.size and second.size:
+        sizes = np.maximum(first.max(axis=0), second.max(axis=0)) + 1
+        if float(np.prod(sizes.astype(np.float64))) < 2.0**62:
+            strides = np.cumprod(np.concatenate([sizes[1:], [1]])[::-1])[::-1]
+            return first @ strides, second @ strides
+    return as_row_keys(first), as_row_keys(second)
 
 
 def as_row_keys(block):

@@ -10,10 +10,14 @@ al. (2025), SciPost Phys. 18, 104, sec. 3.
 import numpy as np
 import tensorly as tl
 
-from .._backend import argmax_abs, to_host
+from .._backend import argmax_abs, take_rows, to_host
 
 
-def prrlu(matrix, abs_tol, max_rank, rng, search="rook", start_cols=(), max_moves=4):
+# Rook moves per pivot: each reads one more column and row; four settle almost every search.
+ROOK_MOVES = 4
+
+
+def prrlu(matrix, abs_tol, max_rank, rng, search="column", start_cols=(), kept=None):
     """Pivot rows and columns of a :class:`BondMatrix` (at least one pivot).
 
     Parameters
@@ -23,12 +27,20 @@ def prrlu(matrix, abs_tol, max_rank, rng, search="rook", start_cols=(), max_move
         Stop when the next pivot's modulus is ``<= abs_tol``.
     max_rank : int
     rng : numpy.random.Generator
-        Picks rook starting columns after ``start_cols`` run out.
-    search : {"rook", "full"}
-        ``"full"`` reads the whole matrix; ``"rook"`` reads one column and one row per
-        rook move.
+        Picks starting columns after ``start_cols`` run out.
+    search : {"column", "rook", "full"}
+        ``"full"`` reads the whole matrix. ``"column"`` reads one column, pivots on its
+        largest residual and reads that row (partial pivoting, as in adaptive cross
+        approximation); the search stops at a column whose residual is below
+        ``abs_tol``. ``"rook"`` goes on alternating column and row maxima until an entry
+        is the largest of both (up to :data:`ROOK_MOVES` moves).
     start_cols : sequence of int
-        Columns tried first as rook starts (the previous sweep's pivots).
+        Columns tried first as starts (the previous sweep's pivots).
+    kept : (rows, cols) of int arrays, optional
+        Pivot positions to keep (not with ``"full"``): the previous sweep's pivots that
+        lie in this matrix. Their rows and columns are read in two batched calls (usually
+        from the cache), eliminated largest residual first while above ``abs_tol``, and
+        the search only looks for pivots beyond them.
 
     Returns
     -------
@@ -37,7 +49,8 @@ def prrlu(matrix, abs_tol, max_rank, rng, search="rook", start_cols=(), max_move
     max_rank = min(max_rank, *matrix.shape)
     if search == "full":
         return _full_search(matrix.full(), abs_tol, max_rank)
-    return _rook_search(matrix, abs_tol, max_rank, rng, list(start_cols), max_moves)
+    moves = ROOK_MOVES if search == "rook" else 0
+    return _pivot_search(matrix, abs_tol, max_rank, rng, list(start_cols), moves, kept)
 
 
 def _full_search(block, abs_tol, max_rank):
@@ -78,16 +91,24 @@ class _Residual:
         self.right = None
 
     def column(self, col, pivot_rows):
-        values = self.matrix.column(col)
-        if self.left is not None:
-            values = values - tl.dot(self.left, self.right[:, col])
-        return _masked_abs(values, pivot_rows), values
+        values = self.correct_columns(tl.reshape(self.matrix.column(col), (-1, 1)), [col])
+        return _masked_abs(values[:, 0], pivot_rows), values[:, 0]
 
     def row(self, row, pivot_cols):
-        values = self.matrix.row(row)
-        if self.left is not None:
-            values = values - tl.dot(self.left[row], self.right)
+        values = self.correct_row(self.matrix.row(row), row)
         return _masked_abs(values, pivot_cols), values
+
+    def correct_columns(self, values, cols):
+        """Residual of the matrix columns ``cols`` whose entries are ``values`` (m, len)."""
+        if self.left is None:
+            return values
+        return values - tl.dot(self.left, self.right[:, list(cols)])
+
+    def correct_row(self, values, row):
+        """Residual of matrix row ``row`` whose entries are ``values``."""
+        if self.left is None:
+            return values
+        return values - tl.dot(self.left[row], self.right)
 
     def add(self, column, row, pivot):
         column = tl.reshape(column / pivot, (-1, 1))
@@ -106,18 +127,62 @@ def _masked_abs(values, excluded):
     return moduli
 
 
-def _rook_search(matrix, abs_tol, max_rank, rng, start_cols, max_moves):
+def _pivot_search(matrix, abs_tol, max_rank, rng, start_cols, moves, kept=None):
     residual = _Residual(matrix)
     rows, cols = [], []
+    if kept is not None:
+        _keep_pivots(residual, kept, abs_tol, max_rank, rows, cols)
     n_cols = matrix.shape[1]
-    for _ in range(max_rank):
+    for _ in range(max_rank - len(rows)):
         col = _next_start(start_cols, cols, n_cols, rng)
-        row, col, column, row_values = _rook_moves(residual, col, rows, cols, max_moves)
+        col_abs, column = residual.column(col, rows)
+        row = int(np.argmax(col_abs))
+        if moves == 0 and rows and col_abs[row] <= abs_tol:
+            break  # partial pivoting: this column decides, its row need not be read
+        row, col, column, row_values = _rook_moves(residual, row, col, col_abs, column, rows,
+                                                   cols, moves)
         pivot = column[row]
         if not _accept_pivot(pivot, row, col, rows, cols, abs_tol):
             break
         residual.add(column, row_values, pivot)
     return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+
+
+def _keep_pivots(residual, kept, abs_tol, max_rank, rows, cols):
+    """Take the kept pivots that stay above ``abs_tol``, largest residual first."""
+    kept_rows, kept_cols = (np.asarray(positions, dtype=np.int64) for positions in kept)
+    if not (kept_rows.size and kept_cols.size):
+        return
+    matrix = residual.matrix
+    columns = matrix.entries(np.arange(matrix.shape[0]), kept_cols)
+    row_block = matrix.entries(kept_rows, np.arange(matrix.shape[1]))
+    # Which kept pivots survive depends only on the block where they cross: eliminate it
+    # on the host, then build the residual's factors for the survivors in one solve.
+    chosen_rows, chosen_cols = _greedy_lu(to_host(take_rows(columns, kept_rows)), abs_tol,
+                                          max_rank)
+    if not chosen_rows:
+        return
+    chosen_columns = tl.transpose(take_rows(tl.transpose(columns), chosen_cols))
+    cross = take_rows(chosen_columns, kept_rows[chosen_rows])
+    residual.left = tl.transpose(tl.solve(tl.transpose(cross), tl.transpose(chosen_columns)))
+    residual.right = take_rows(row_block, chosen_rows)
+    rows.extend(int(row) for row in kept_rows[chosen_rows])
+    cols.extend(int(col) for col in kept_cols[chosen_cols])
+
+
+def _greedy_lu(block, abs_tol, max_rank):
+    """Full-pivoting LU of a small host matrix: the pivot positions above ``abs_tol``."""
+    block = np.array(block, dtype=np.promote_types(block.dtype, np.float64))
+    rows, cols = [], []
+    for _ in range(min(max_rank, *block.shape)):
+        i, j = np.unravel_index(int(np.argmax(np.abs(block))), block.shape)
+        pivot = block[i, j]
+        if abs(pivot) <= abs_tol or pivot == 0:
+            break
+        rows.append(int(i))
+        cols.append(int(j))
+        block -= np.outer(block[:, j], block[i] / pivot)
+    return rows, cols
 
 
 def _next_start(start_cols, cols, n_cols, rng):
@@ -129,12 +194,11 @@ def _next_start(start_cols, cols, n_cols, rng):
     return int(free[rng.integers(free.size)])
 
 
-def _rook_moves(residual, col, rows, cols, max_moves):
-    """Alternate column and row maxima until an entry is the largest in both."""
-    col_abs, column = residual.column(col, rows)
-    row = int(np.argmax(col_abs))
+def _rook_moves(residual, row, col, col_abs, column, rows, cols, moves):
+    """From the largest entry of a column read, alternate row and column maxima until an
+    entry is the largest in both (at most ``moves`` more columns)."""
     row_abs, row_values = residual.row(row, cols)
-    for _ in range(max_moves):
+    for _ in range(moves):
         best_col = int(np.argmax(row_abs))
         if row_abs[best_col] <= col_abs[row] or best_col == col:
             break

@@ -90,6 +90,7 @@ class Validation:
         self.norm = float(np.linalg.norm(host))
         self.max_abs = float(np.abs(host).max()) if size else 0.0
         self.largest = self.indices[int(np.argmax(np.abs(host)))] if size else None
+        self.eps = float(np.finfo(np.promote_types(host.dtype, np.float32)).eps)
 
     def error(self, cores):
         """Relative (absolute when the held-out values are all zero) 2-norm error."""

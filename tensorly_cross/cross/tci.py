@@ -8,15 +8,16 @@ data (Fernandez et al. 2025, "TCI2"; Savostyanov & Oseledets 2011 for DMRG-cross
 
 from .bond import BondMatrix, TransposedBondMatrix
 from .global_pivots import add_global_pivots
-from .indices import positions_in
+from .indices import positions_found, positions_in
 from .prrlu import prrlu
 
-# Bonds whose two modes have at most this many index pairs are searched in full by "auto":
-# a (2r x 2r) quantics block costs 4 r^2 entries read whole, rook search about 8 r^2.
+# Bonds whose two modes have at most this many index pairs are searched in full by "auto"
+# (column search elsewhere): a (2r x 2r) quantics block costs 4 r^2 entries read whole.
 FULL_SEARCH_PAIRS = 16
 
 
-def tci_half_sweep(lazy, indices, direction, abs_tol, max_rank, rng, search="rook", scale=None):
+def tci_half_sweep(lazy, indices, direction, abs_tol, max_rank, rng, search="column", scale=None,
+                   keep=True):
     """Update ``indices`` in place by one sweep; returns the largest modulus read.
 
     Parameters
@@ -25,26 +26,26 @@ def tci_half_sweep(lazy, indices, direction, abs_tol, max_rank, rng, search="roo
         ``abs_tol(scale) -> float``: the pivot tolerance given the largest modulus seen.
     max_rank : sequence of int
         Cap on each rank ``r_0..r_d``.
+    search : {"column", "rook", "full", "auto"}
     scale : float or None
         Largest modulus seen before this sweep.
+    keep : bool
+        On bonds of more than ``FULL_SEARCH_PAIRS`` index pairs, keep the previous pivots
+        that lie in the block (eliminated first, dropped when their residual falls below
+        the tolerance) and search only beyond them: a sweep then reads little more than
+        the new pivots' fibers.
     """
     shape, d = indices.shape, indices.ndim
     bonds = range(d - 1) if direction == "lr" else range(d - 2, -1, -1)
     scale = 0.0 if scale is None else scale
     for k in bonds:
         matrix = BondMatrix(lazy, indices.left[k], shape[k], shape[k + 1], indices.right[k + 1])
-        bond_search = search
-        if search == "auto":
-            bond_search = "full" if shape[k] * shape[k + 1] <= FULL_SEARCH_PAIRS else "rook"
-        if direction == "lr":
-            # Rook starts at last sweep's pivot columns: bond k-1 has just read them.
-            hints = _previous_pivots(indices.right[k], matrix.col_multi)
-            rows, cols = prrlu(matrix, abs_tol(scale), max_rank[k + 1], rng, bond_search,
-                               hints)
-        else:
-            hints = _previous_pivots(indices.left[k + 1], matrix.row_multi)
-            cols, rows = prrlu(TransposedBondMatrix(matrix), abs_tol(scale), max_rank[k + 1],
-                               rng, bond_search, hints)
+        small = shape[k] * shape[k + 1] <= FULL_SEARCH_PAIRS
+        bond_search = ("full" if small else "column") if search == "auto" else search
+        # Measured (bench_cross, bench_quantics): keeping pivots saves evaluations on bonds
+        # of large modes and costs some on quantics bonds, cheap to search afresh.
+        rows, cols = _bond_pivots(matrix, indices, k, direction, abs_tol(scale),
+                                  max_rank[k + 1], rng, bond_search, keep and not small)
         scale = max(scale, matrix.max_abs)
         indices.left[k + 1] = matrix.row_multi[rows]
         indices.right[k] = matrix.col_multi[cols]
@@ -52,8 +53,24 @@ def tci_half_sweep(lazy, indices, direction, abs_tol, max_rank, rng, search="roo
     return scale
 
 
+def _bond_pivots(matrix, indices, k, direction, abs_tol, max_rank, rng, search, keep):
+    """Pivot rows and columns of bond ``k``'s block; a right-to-left sweep searches the
+    transpose, so that its starts are the previous pivot rows (just read by bond k+1)."""
+    kept_rows = positions_found(indices.left[k + 1], matrix.row_multi) if keep else None
+    kept_cols = positions_found(indices.right[k], matrix.col_multi) if keep else None
+    if direction == "lr":
+        # Starts at last sweep's pivot columns: bond k-1 has just read them.
+        hints = _previous_pivots(indices.right[k], matrix.col_multi)
+        kept = (kept_rows, kept_cols) if keep else None
+        return prrlu(matrix, abs_tol, max_rank, rng, search, hints, kept)
+    hints = _previous_pivots(indices.left[k + 1], matrix.row_multi)
+    kept = (kept_cols, kept_rows) if keep else None
+    cols, rows = prrlu(TransposedBondMatrix(matrix), abs_tol, max_rank, rng, search, hints, kept)
+    return rows, cols
+
+
 def _previous_pivots(previous, candidates):
-    """Positions of last sweep's pivots among ``candidates`` (rook starts), if all present."""
+    """Positions of last sweep's pivots among ``candidates`` (search starts), if all present."""
     try:
         return positions_in(previous, candidates).tolist()
     except ValueError:
@@ -67,24 +84,32 @@ class TCISweeper:
     stall above the tolerance, and adds global pivots after a sweep that misses it.
     """
 
-    def __init__(self, tol, max_rank, rng, search, scale, info):
+    def __init__(self, tol, max_rank, rng, search, scale, info, keep=True, min_cut=0.0):
         self.tol, self.max_rank, self.rng, self.search = tol, max_rank, rng, search
+        self.keep = keep
         self.scale = scale
         self.info = info
         self.pivot_factor = 1.0
+        # Stalls lower the relative pivot cut, never below min_cut (nor below tol if that is
+        # lower): pivots at round-off level make the pivot blocks singular.
+        self.lowest_factor = min(1.0, min_cut / tol) if tol > 0 else 1.0
 
     def __call__(self, lazy, indices, direction, cores):
-        info = self.info
-        errors = info.val_errors
-        missed = bool(errors) and errors[-1] > self.tol
-        if missed and len(errors) >= 2 and errors[-1] > 0.5 * errors[-2]:
-            # Stalled above the tolerance. Pivots are cut at tol * max|A| (max-norm) while
-            # the stop is a 2-norm error: data with small features needs a lower cut.
-            self.pivot_factor *= 0.1
+        missed = self.lower_cut_if_stalled(self.info.val_errors)
         if missed and cores is not None:
             add_global_pivots(lazy, indices, cores, self.rng, self._abs_tol(self.scale))
         self.scale = tci_half_sweep(lazy, indices, direction, self._abs_tol, self.max_rank,
-                                    self.rng, self.search, self.scale)
+                                    self.rng, self.search, self.scale, self.keep)
+
+    def lower_cut_if_stalled(self, errors):
+        """Lower the pivot cut tenfold after a sweep that missed the tolerance without
+        halving the error; returns whether the last sweep missed it."""
+        missed = bool(errors) and errors[-1] > self.tol
+        if missed and len(errors) >= 2 and errors[-1] > 0.5 * errors[-2]:
+            # Pivots are cut at tol * max|A| (max-norm) while the stop is a 2-norm error:
+            # data with small features needs a lower cut.
+            self.pivot_factor = max(0.1 * self.pivot_factor, self.lowest_factor)
+        return missed
 
     def _abs_tol(self, scale):
         return self.tol * scale * self.pivot_factor
