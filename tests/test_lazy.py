@@ -88,6 +88,18 @@ def test_cache_is_emptied_when_full(backend):
     np.testing.assert_array_equal(host(values), [3.0, 9.0])
 
 
+def test_a_batch_of_hits_and_misses_that_fills_the_cache_keeps_its_values(backend):
+    cache = EvaluationCache(FunctionTensor(lambda idx: idx[:, 0] * 1.0, (100, 1)), max_entries=10)
+    cache.evaluate(np.arange(8).reshape(-1, 1) * np.array([[1, 0]]))
+    batch = np.array([[7, 0], [20, 0], [2, 0], [21, 0], [20, 0], [5, 0], [22, 0], [23, 0]])
+    values = cache.evaluate(batch)
+    np.testing.assert_array_equal(host(values), batch[:, 0] * 1.0)
+    assert len(cache) == 4  # the full cache was emptied; it holds the new entries
+    assert cache.counters.unique == 8 + 4
+    np.testing.assert_array_equal(host(cache.evaluate(batch[[1, 3]])), [20.0, 21.0])
+    assert cache.counters.unique == 12
+
+
 def test_on_grid_passes_coordinates(backend):
     grids = [np.linspace(0, 1, 5), np.array([10.0, 20.0])]
     tensor = FunctionTensor.on_grid(lambda x: x[:, 0] + x[:, 1], grids)

@@ -12,7 +12,6 @@ import tensorly as tl
 
 from .._backend import argmax_abs, take_rows, to_host
 
-
 # Rook moves per pivot: each reads one more column and row; four settle almost every search.
 ROOK_MOVES = 4
 

@@ -79,16 +79,37 @@ class EvaluationCache(LazyTensor):
         if n_requested == 0:
             return tl.tensor(np.zeros(0))
         keys = self.pack(indices)
-        unique_keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        known = self._lookup(unique_keys)
-        missing = np.flatnonzero(known < 0)
-        self._check_budget(missing.size)
+        slots = self._lookup(keys)
+        missing = np.flatnonzero(slots < 0)
+        n_new = 0
         if missing.size:
-            new_values = self._compute(indices[first[missing]])
-            known[missing] = self._store(unique_keys[missing], new_values)
+            # Only the misses are deduplicated: a batch served from the cache needs no sort.
+            new_keys, first, inverse = np.unique(keys[missing], return_index=True,
+                                                 return_inverse=True)
+            n_new = new_keys.shape[0]
+            self._check_budget(n_new)
+            new_values = self._compute(indices[missing[first]])
+            self.counters.requested += n_requested
+            self.counters.cache_hits += n_requested - n_new
+            if len(self) + n_new > self.max_entries:
+                return self._restart_with(slots, missing, inverse.reshape(-1), new_keys,
+                                          new_values)
+            slots[missing] = self._store(new_keys, new_values)[inverse.reshape(-1)]
+            return self._values.take(slots)
         self.counters.requested += n_requested
-        self.counters.cache_hits += n_requested - missing.size
-        return self._values.take(known[inverse.reshape(-1)])
+        self.counters.cache_hits += n_requested
+        return self._values.take(slots)
+
+    def _restart_with(self, slots, missing, inverse, new_keys, new_values):
+        """Empty the full cache, keep the new batch; the hits are taken out first."""
+        hits = np.flatnonzero(slots >= 0)
+        hit_values = self._values.take(slots[hits])
+        self._keys = self._values = None
+        self._store(new_keys, new_values)
+        order = np.empty(slots.shape[0], dtype=np.int64)
+        order[hits] = np.arange(hits.size)
+        order[missing] = hits.size + inverse
+        return take_rows(tl.concatenate([hit_values, new_values]), order)
 
     def pack(self, indices):
         """Packed keys of (m, d) multi-indices: int64, or a structured multi-word key."""
@@ -103,11 +124,11 @@ class EvaluationCache(LazyTensor):
             packed[f"w{k}"] = word
         return packed
 
-    def _lookup(self, unique_keys):
-        """Value slots of sorted unique keys; -1 where unknown."""
+    def _lookup(self, keys):
+        """Value slots of packed keys (any order, repeats allowed); -1 where unknown."""
         if self._keys is None:
-            return np.full(unique_keys.shape[0], -1, dtype=np.int64)
-        return self._keys.lookup(unique_keys)
+            return np.full(keys.shape[0], -1, dtype=np.int64)
+        return self._keys.lookup(keys)
 
     def keys(self):
         """Every cached key, sorted (packed as by :meth:`pack`)."""
@@ -133,8 +154,6 @@ class EvaluationCache(LazyTensor):
 
     def _store(self, new_keys, new_values):
         """Insert sorted ``new_keys``; returns the slots of their values."""
-        if self._keys is not None and len(self) + new_keys.shape[0] > self.max_entries:
-            self._keys = self._values = None
         if self._keys is None:
             self._keys, self._values = SortedKeys(), _ValueStore()
         slots = self._values.append(new_values)
