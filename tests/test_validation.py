@@ -1,0 +1,86 @@
+"""The held-out validation: read in two stages, the second only for narrow passes."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tensorly_cross as tlc
+from tensorly_cross import FunctionTensor
+from tensorly_cross.cross.stopping import FIRST_MIN, Validation
+from tensorly_cross.lazy.cache import EvaluationCache
+
+from .strategies import random_tt_cores, seeds, tt_function
+
+SHAPE, RANK = (6, 7, 8, 5), (1, 2, 3, 2, 1)
+
+
+def perturbed(seed, size):
+    """A rank-(2, 3, 2) TT plus ``size`` times a fixed pseudo-random sign per entry, and
+    the TT's cores: their held-out error is proportional to ``size``."""
+    cores = random_tt_cores(SHAPE, RANK, seed)
+    exact = tt_function(cores)
+
+    def function(indices):
+        signs = np.where(np.sin(indices @ np.array([12.9898, 78.233, 37.719, 4.581])) > 0,
+                         1.0, -1.0)
+        return exact(indices) + size * signs
+
+    return cores, EvaluationCache(FunctionTensor(function, SHAPE))
+
+
+@given(seed=seeds)
+def test_a_clear_pass_is_decided_on_the_first_stage(seed):
+    cores, cache = perturbed(seed, 0.0)
+    validation = Validation(cache, 1000, np.random.default_rng(seed), tol=1e-6)
+    assert validation.error(cores) < 1e-12
+    assert validation.n_read == cache.counters.requested == FIRST_MIN
+
+
+@given(seed=seeds)
+def test_a_narrow_pass_reads_the_second_stage(seed):
+    cores, cache = perturbed(seed, 1e-3)
+    first = Validation(cache, 1000, np.random.default_rng(seed), tol=1.0).error(cores)
+    # A tolerance just above the first stage's error: a pass, but not by a factor 100.
+    validation = Validation(cache, 1000, np.random.default_rng(seed), tol=1.5 * first)
+    error = validation.error(cores)
+    assert validation.n_read == 1000
+    full = Validation(cache, 1000, np.random.default_rng(seed), tol=0.0)
+    assert full.n_read == 1000
+    assert error == pytest.approx(full.error(cores), rel=1e-12)
+
+
+@given(seed=seeds)
+def test_a_miss_reads_no_more(seed):
+    cores, cache = perturbed(seed, 1e-3)
+    validation = Validation(cache, 1000, np.random.default_rng(seed), tol=1e-9)
+    assert validation.error(cores) > 1e-9
+    assert validation.n_read == FIRST_MIN
+
+
+def test_without_budget_for_the_second_stage_the_first_decides():
+    cores, cache = perturbed(0, 1e-3)
+    first = Validation(cache, 1000, np.random.default_rng(0), tol=1.0).error(cores)
+    cache.max_evals = cache.counters.unique + 10
+    validation = Validation(cache, 1000, np.random.default_rng(0), tol=1.5 * first)
+    assert validation.error(cores) == pytest.approx(first, rel=1e-12)
+    assert validation.n_read == FIRST_MIN
+
+
+@given(seed=seeds, n_channels=st.integers(2, 7))
+def test_block_stages_read_whole_positions(seed, n_channels):
+    cache = EvaluationCache(FunctionTensor(lambda idx: 1.0 + idx.sum(axis=1), (9, 8, n_channels)))
+    validation = Validation(cache, 1000, np.random.default_rng(seed), block=n_channels, tol=1e-3)
+    assert validation.n_read % n_channels == 0
+    assert FIRST_MIN <= validation.n_read < FIRST_MIN + n_channels
+
+
+def test_an_exact_recovery_counts_only_the_first_stage():
+    cores = random_tt_cores(SHAPE, RANK, 3)
+    tt, info = tlc.tt_cross(FunctionTensor(tt_function(cores), SHAPE), tol=1e-8,
+                            random_state=3, return_info=True)
+    _, with_all = tlc.tt_cross(FunctionTensor(tt_function(cores), SHAPE), tol=0.0,
+                               n_iter_max=info.n_sweeps, random_state=3, return_info=True)
+    assert info.val_errors[-1] < 1e-10
+    # Same sweeps, 800 fewer held-out entries (up to those the sweeps read anyway).
+    assert info.n_evals < with_all.n_evals - 500
