@@ -211,10 +211,13 @@ def summary_table(all_ratios):
     keys = ["evals vs best peer", "evals vs best rank-free peer", "wall vs fastest rank-free peer"]
     rows = [[name] + [f"{values[key]:.2f}" if key in values else "-" for key in keys]
             for name, values in all_ratios.items()]
-    geometric = [np.exp(np.mean(np.log([v[key] for v in all_ratios.values() if key in v])))
-                 if any(key in v for v in all_ratios.values()) else float("nan") for key in keys]
-    rows.append(["geometric mean"] + [f"{value:.2f}" for value in geometric])
-    return _harness.format_table(["problem (ours / peer)"] + keys, rows)
+    means = []
+    for key in keys:
+        found = [values[key] for values in all_ratios.values() if key in values]
+        means.append(f"{np.exp(np.mean(np.log(found))):.2f}" if found else "-")
+    rows.append(["geometric mean"] + means)
+    header = ["problem (ours / best peer that met the target)"] + keys
+    return _harness.format_table(header, rows)
 
 
 def main():

@@ -157,13 +157,34 @@ def test_open_volume_bounds_every_reader_cache(volume_files):
     assert open_volume(paths["npy"]).cache.max_bytes == 64 * 2**20
 
 
+def loopback_cluster(processes=False):
+    """A 2-worker LocalCluster whose every socket is on loopback: ``dashboard_address=None``
+    still serves the scheduler's HTTP endpoints on 0.0.0.0:8787, so both HTTP servers get
+    an explicit 127.0.0.1 address."""
+    distributed = pytest.importorskip("distributed")
+    return distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=processes,
+                                    host="127.0.0.1" if processes else None,
+                                    dashboard_address="127.0.0.1:0",
+                                    worker_dashboard_address="127.0.0.1:0")
+
+
+def _listening_hosts(server):
+    return {sock.getsockname()[0] for sock in server.http_server._sockets.values()}
+
+
 @pytest.fixture(scope="module")
 def thread_cluster():
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster:
+    with loopback_cluster() as cluster:
         with distributed.Client(cluster) as client:
             yield cluster, client
+
+
+def test_every_cluster_socket_is_on_loopback(thread_cluster):
+    cluster, client = thread_cluster
+    assert _listening_hosts(cluster.scheduler) == {"127.0.0.1"}
+    hosts = client.run(lambda dask_worker: sorted(_listening_hosts(dask_worker)))
+    assert all(found == ["127.0.0.1"] for found in hosts.values())
 
 
 def test_threaded_cluster_gives_the_local_tt(volume_files, thread_cluster):
@@ -181,8 +202,7 @@ def test_losing_a_worker_mid_run_gives_the_same_tt(volume_files, tmp_path):
     volume, paths = volume_files
     local = tlc.tt_cross(open_volume(paths["zarr v3"]), rank=4, tol=0.0, n_iter_max=4,
                          random_state=2)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster:
+    with loopback_cluster() as cluster:
         with distributed.Client(cluster) as client:
             def lose_a_worker(tt, info):
                 if info.n_sweeps == 1:
@@ -200,9 +220,10 @@ def test_losing_a_worker_mid_run_gives_the_same_tt(volume_files, tmp_path):
 def test_process_cluster_on_loopback_gives_the_local_tt(volume_files):
     distributed = pytest.importorskip("distributed")
     _, paths = volume_files
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as cluster:
+    with loopback_cluster(processes=True) as cluster:
         with distributed.Client(cluster) as client:
+            assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+            assert _listening_hosts(cluster.scheduler) == {"127.0.0.1"}
             on_cluster = tlc.tt_cross(open_volume(paths["hdf5"], client=client), rank=3,
                                       random_state=4)
     local = tlc.tt_cross(open_volume(paths["hdf5"]), rank=3, random_state=4)
