@@ -93,8 +93,8 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
         block whole. ``"auto"``: full search where the two modes of a bond have at most 16
         index pairs (quantics digits), column search elsewhere; it recovers
         piecewise-constant quantics data (boxes) exactly where the others stall. Measured on
-        ``benchmarks/bench_cross.py`` (median of 8 seeds), column search needs 0.44-0.78x
-        the evaluations of rook search, every problem still at its target. On bonds of
+        ``benchmarks/bench_cross.py`` (medians of 5 seeds), column search needs 0.53-0.70x
+        the evaluations of rook search for the same errors. On bonds of
         larger modes the previous sweep's pivots are kept and only new ones searched for.
     shape : tuple of int, optional
         Only for a callable ``tensor``.
