@@ -176,11 +176,17 @@ def all_finite(tensor):
 
 def take_rows(tensor, rows):
     """``tensor[rows]`` for host int64 ``rows``, on the tensor's own device."""
+    rows = np.asarray(rows, dtype=np.int64)  # JAX takes no list as an index
     if backend_name() == "pytorch":
         import torch
 
         return tensor[torch.as_tensor(rows, device=tensor.device)]
     return tensor[rows]
+
+
+def take_cols(tensor, cols):
+    """``tensor[:, cols]`` for host int64 ``cols`` (a 2-D tensor), on its own device."""
+    return tl.transpose(take_rows(tl.transpose(tensor), cols))
 
 
 def argmax_host(values):

@@ -77,9 +77,9 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
         rank 32, against 8.2% without. Still exact at the true ranks.
     val_size : int, default 1000
         Number of random held-out entries for the validation error (0 disables it). With
-        ``tol > 0`` a fifth of them (at least 200) are read first, and the rest only once a
-        sweep meets ``tol`` by less than a factor 100 on those: an exact recovery stops
-        without them.
+        ``tol > 0`` a fifth of them (at least 200) are read first, and the rest as soon as a
+        sweep does not meet ``tol`` by a factor 100 on those: an exact recovery stops
+        without them, every other decision uses them all.
     random_state : None, int, numpy RandomState or Generator
     verbose : bool
     callback : callable or None

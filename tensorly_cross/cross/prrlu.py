@@ -10,7 +10,7 @@ al. (2025), SciPost Phys. 18, 104, sec. 3.
 import numpy as np
 import tensorly as tl
 
-from .._backend import argmax_abs, take_rows, to_host
+from .._backend import argmax_abs, take_cols, take_rows, to_host
 
 # Rook moves per pivot: each reads one more column and row; four settle almost every search.
 ROOK_MOVES = 4
@@ -101,7 +101,7 @@ class _Residual:
         """Residual of the matrix columns ``cols`` whose entries are ``values`` (m, len)."""
         if self.left is None:
             return values
-        return values - tl.dot(self.left, self.right[:, list(cols)])
+        return values - tl.dot(self.left, take_cols(self.right, cols))
 
     def correct_row(self, values, row):
         """Residual of matrix row ``row`` whose entries are ``values``."""
@@ -161,7 +161,7 @@ def _keep_pivots(residual, kept, abs_tol, max_rank, rows, cols):
                                           max_rank)
     if not chosen_rows:
         return
-    chosen_columns = tl.transpose(take_rows(tl.transpose(columns), chosen_cols))
+    chosen_columns = take_cols(columns, chosen_cols)
     cross = take_rows(chosen_columns, kept_rows[chosen_rows])
     residual.left = tl.transpose(tl.solve(tl.transpose(cross), tl.transpose(chosen_columns)))
     residual.right = take_rows(row_block, chosen_rows)
