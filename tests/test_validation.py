@@ -84,3 +84,46 @@ def test_an_exact_recovery_counts_only_the_first_stage():
     assert info.val_errors[-1] < 1e-10
     # Same sweeps, 800 fewer held-out entries (up to those the sweeps read anyway).
     assert info.n_evals < with_all.n_evals - 500
+
+
+@given(seed=seeds)
+def test_a_confirmed_pass_adds_fresh_entries_once(seed):
+    cores, cache = perturbed(seed, 1e-3)
+    first = Validation(cache, 1000, np.random.default_rng(seed), tol=1.0).error(cores)
+    validation = Validation(cache, 1000, np.random.default_rng(seed), tol=1.5 * first)
+    validation.error(cores)
+    confirmed = validation.confirm(cores)
+    assert validation.n_read == len(validation.indices) == 2000
+    assert len(np.unique(validation.indices[:1000], axis=0)) <= 1000
+    # The confirmed error is the error on all 2000 entries, first and fresh ones together.
+    exact = tt_function(cores)(validation.indices)
+    values = exact + 1e-3 * np.where(
+        np.sin(validation.indices @ np.array([12.9898, 78.233, 37.719, 4.581])) > 0, 1.0, -1.0)
+    expected = np.linalg.norm(values - exact) / np.linalg.norm(values)
+    assert confirmed == pytest.approx(expected, rel=1e-9)
+    assert validation.confirm(cores) == pytest.approx(confirmed, rel=1e-12)
+    assert validation.n_read == 2000
+
+
+def test_a_clear_pass_needs_no_confirmation():
+    cores, cache = perturbed(0, 0.0)
+    validation = Validation(cache, 1000, np.random.default_rng(0), tol=1e-6)
+    validation.confirm(cores)
+    assert validation.n_read == FIRST_MIN
+
+
+def test_a_narrow_pass_at_a_fixed_rank_is_confirmed_and_one_below_the_cap_is_not():
+    cores, _ = perturbed(4, 1e-3)
+    _, cache = perturbed(4, 1e-3)
+    function = cache.lazy
+    # The error of the exact-rank TT is the noise: a tolerance of twice it passes narrowly.
+    noise = Validation(EvaluationCache(function), 1000, np.random.default_rng(9),
+                       tol=1.0).error(cores)
+    _, als = tlc.tt_cross(function, rank=list(RANK), tol=2 * noise, random_state=4,
+                          return_info=True)
+    assert als.stop_reason == "tol"
+    assert als.n_heldout == 2000  # the fixed-rank cross is always at its cap
+    _, tci = tlc.tt_cross(function, tol=2 * noise, max_rank=20, random_state=4,
+                          return_info=True)
+    assert tci.stop_reason == "tol" and max(tci.ranks[-1]) < 20
+    assert tci.n_heldout == 1000

@@ -16,7 +16,8 @@ def run_sweeps(cache, indices, half_sweep, validation, info, tol, n_iter_max, ca
     are then assembled (from cached fibers) and validated. A sweep cut short by the
     evaluation budget is discarded. ``patience``: stop (``"stalled"``) after that many
     sweeps in a row that neither lower the held-out error by 1% nor change the ranks
-    (None: never).
+    (None: never). A pass of the tolerance at the rank cap is confirmed on fresh held-out
+    entries first (:meth:`Validation.confirm`).
 
     Returns
     -------
@@ -39,7 +40,9 @@ def run_sweeps(cache, indices, half_sweep, validation, info, tol, n_iter_max, ca
             break
         indices, cores = candidate, candidate_cores
         error = validation.error(cores)
-        _record(info, cache, indices, error)
+        if error <= tol and _at_rank_cap(half_sweep, indices):
+            error = validation.confirm(cores)
+        _record(info, cache, indices, error, validation)
         # Eligible from the second sweep: the first leaves the right sets random, and only
         # with both families built from the tensor does the TT interpolate every fiber.
         best.offer(info.n_sweeps, error, (indices, cores) if info.n_sweeps > 1 else None,
@@ -58,6 +61,12 @@ def run_sweeps(cache, indices, half_sweep, validation, info, tol, n_iter_max, ca
     return best.state if best.state is not None else (indices, cores)
 
 
+def _at_rank_cap(half_sweep, indices):
+    """Whether more sweeps cannot raise the ranks (fixed-rank methods: always)."""
+    at_cap = getattr(half_sweep, "at_rank_cap", None)
+    return True if at_cap is None else at_cap(indices)
+
+
 def _stop_reason(error, tol, asked_to_stop, stale, patience):
     if error <= tol:
         return "tol"
@@ -68,8 +77,9 @@ def _stop_reason(error, tol, asked_to_stop, stale, patience):
     return None
 
 
-def _record(info, cache, indices, val_error):
+def _record(info, cache, indices, val_error, validation):
     info.update_counts(cache.counters)
+    info.n_heldout = validation.n_read
     info.n_sweeps += 1
     info.ranks.append(tuple(indices.rank))
     info.val_errors.append(val_error)

@@ -26,6 +26,10 @@ class CrossInfo:
         TT ranks after each sweep.
     val_errors : list of float
         Relative error on the held-out entries after each sweep.
+    n_heldout : int
+        Held-out entries read: a fifth of ``val_size`` after an exact recovery, all of them
+        otherwise, and ``val_size`` fresh ones more once a pass at the rank cap was
+        confirmed.
     evals_per_sweep : list of int
         ``n_evals`` after each sweep.
     stop_reason : str
@@ -46,6 +50,7 @@ class CrossInfo:
     n_calls: int = 0
     ranks: list = field(default_factory=list)
     val_errors: list = field(default_factory=list)
+    n_heldout: int = 0
     evals_per_sweep: list = field(default_factory=list)
     stop_reason: str = ""
     best_sweep: int = 0
@@ -88,18 +93,23 @@ class Validation:
     """
 
     def __init__(self, lazy, size, rng, block=None, tol=0.0):
-        shape = lazy.shape
-        if block:
-            n_positions = -(-size // block)
-            positions = np.stack([rng.integers(n, size=n_positions) for n in shape[:-1]], axis=1)
-            self.indices = cartesian_join(positions.astype(np.int64), mode_column(block))
-        else:
-            self.indices = np.stack([rng.integers(n, size=size) for n in shape], axis=1)
-        self.indices = self.indices.astype(np.int64)
-        self.lazy, self.tol, self.block = lazy, tol, block or 1
+        self.lazy, self.tol, self.rng = lazy, tol, rng
+        self.channels, self.block = block, block or 1
+        self.size, self.confirmed = size, False
+        self.indices = self._draw(size)
         total = self.indices.shape[0]
         first = max(FIRST_MIN, int(np.ceil(FIRST_SHARE * total))) if tol > 0 else total
         self._read(min(total, -(-first // self.block) * self.block))
+
+    def _draw(self, size):
+        """About ``size`` random multi-indices (whole positions for a block cross)."""
+        shape = self.lazy.shape
+        if self.channels:
+            n_positions = -(-size // self.block)
+            positions = np.stack([self.rng.integers(n, size=n_positions) for n in shape[:-1]],
+                                 axis=1)
+            return cartesian_join(positions.astype(np.int64), mode_column(self.block))
+        return np.stack([self.rng.integers(n, size=size) for n in shape], axis=1).astype(np.int64)
 
     def _read(self, count):
         """Evaluate the first ``count`` held-out entries (those read before are cached)."""
@@ -121,6 +131,28 @@ class Validation:
                 return error  # no budget left to confirm: the first stage decides
             error = self._error_on_read(cores)
         return error
+
+    def confirm(self, cores):
+        """The error after adding as many fresh held-out entries (once per run).
+
+        A pass that is not clear, reached where more sweeps cannot lower the error (at the
+        rank cap), may be a lucky draw of the held-out sample after many tries: the fresh
+        entries confirm it or not, and stay in the set for later sweeps.
+        """
+        error = self.error(cores)
+        if self.confirmed or error <= CLEAR_MARGIN * self.tol or self.values is None:
+            return error
+        fresh = self._draw(self.size)
+        indices = np.concatenate([self.indices, fresh])
+        previous = self.indices
+        self.indices = indices
+        try:
+            self._read(indices.shape[0])
+        except EvaluationBudgetExceeded:
+            self.indices = previous  # no budget left to confirm: the pass stands
+            return error
+        self.confirmed = True
+        return self._error_on_read(cores)
 
     def _error_on_read(self, cores):
         if self.values is None:

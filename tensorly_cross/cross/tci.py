@@ -9,6 +9,7 @@ data (Fernandez et al. 2025, "TCI2"; Savostyanov & Oseledets 2011 for DMRG-cross
 from .bond import BondMatrix, TransposedBondMatrix
 from .global_pivots import add_global_pivots
 from .indices import positions_found, positions_in
+from .init import clip_ranks
 from .prrlu import prrlu
 
 # Bonds whose two modes have at most this many index pairs are searched in full by "auto"
@@ -100,6 +101,14 @@ class TCISweeper:
             add_global_pivots(lazy, indices, cores, self.rng, self._abs_tol(self.scale))
         self.scale = tci_half_sweep(lazy, indices, direction, self._abs_tol, self.max_rank,
                                     self.rng, self.search, self.scale, self.keep)
+
+    def at_rank_cap(self, indices):
+        """Whether a bond has reached ``max_rank`` below the full rank of its unfolding (a
+        bond at full rank is exact, not capped)."""
+        d = indices.ndim
+        full = clip_ranks(indices.shape, [1] + [2**62] * (d - 1) + [1])
+        return any(rank >= cap and cap < limit for rank, cap, limit in
+                   zip(indices.rank[1:-1], self.max_rank[1:-1], full[1:-1], strict=True))
 
     def lower_cut_if_stalled(self, errors):
         """Lower the pivot cut tenfold after a sweep that missed the tolerance without
