@@ -79,7 +79,8 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
         Number of random held-out entries for the validation error (0 disables it). With
         ``tol > 0`` a fifth of them (at least 200) are read first, and the rest as soon as a
         sweep does not meet ``tol`` by a factor 100 on those: an exact recovery stops
-        without them, every other decision uses them all.
+        without them, every other decision uses them all. A narrow pass at the rank cap
+        (always, for a given ``rank``) is confirmed on ``val_size`` fresh entries first.
     random_state : None, int, numpy RandomState or Generator
     verbose : bool
     callback : callable or None
