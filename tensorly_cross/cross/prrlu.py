@@ -1,8 +1,9 @@
 """Partial rank-revealing LU of a lazily read matrix: which rows and columns to pivot on.
 
 ``M ~= M[:, J] M[I, J]^{-1} M[I, :]``: pivots are added one at a time, each the largest
-entry (full search) or a rook-optimal entry (largest in its row and its column) of the
-current residual, until the next pivot is below an absolute tolerance or the rank cap.
+entry of the current residual (full search), of one column of it (column search: partial
+pivoting, as in adaptive cross approximation) or an entry largest in its row and its
+column (rook search), until the next pivot is below an absolute tolerance or the rank cap.
 References: Dolgov & Savostyanov (2020), "Parallel cross interpolation..."; Fernandez et
 al. (2025), SciPost Phys. 18, 104, sec. 3.
 """
