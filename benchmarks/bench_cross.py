@@ -4,7 +4,7 @@ Run ``bash benchmarks/setup_peers.sh`` first (missing peers are reported and ski
 
     python benchmarks/bench_cross.py [--problems P1,P3] [--seeds 5] [--out FILE.md]
 
-For each problem and method, medians over ``--seeds`` random starts (default 5): distinct
+For each problem and method, medians over ``--seeds`` random starts (default 10): distinct
 evaluations at the stop, the relative error on 10,000 independent held-out entries, wall
 time, and overhead per evaluation (wall time minus time inside the function, over the
 evaluations); "met" counts the starts that reached the target. A closing table gives our
@@ -223,7 +223,7 @@ def summary_table(all_ratios):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", default="", help="comma-separated prefixes, e.g. P1,P3")
-    parser.add_argument("--seeds", type=int, default=5, help="random starts per method")
+    parser.add_argument("--seeds", type=int, default=10, help="random starts per method")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     controller = _harness.limit_threads()
