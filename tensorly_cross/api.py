@@ -94,7 +94,7 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
         block whole. ``"auto"``: full search where the two modes of a bond have at most 16
         index pairs (quantics digits), column search elsewhere; it recovers
         piecewise-constant quantics data (boxes) exactly where the others stall. Measured on
-        ``benchmarks/bench_cross.py`` (medians of 5 seeds), column search needs 0.53-0.70x
+        ``benchmarks/bench_cross.py`` (medians of 10 seeds), column search needs 0.54-0.78x
         the evaluations of rook search for the same errors. On bonds of
         larger modes the previous sweep's pivots are kept and only new ones searched for.
     shape : tuple of int, optional
