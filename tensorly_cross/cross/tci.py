@@ -8,7 +8,7 @@ data (Fernandez et al. 2025, "TCI2"; Savostyanov & Oseledets 2011 for DMRG-cross
 
 from .bond import BondMatrix, TransposedBondMatrix
 from .global_pivots import add_global_pivots
-from .indices import positions_found, positions_in
+from .indices import positions_found
 from .init import clip_ranks
 from .prrlu import prrlu
 
@@ -57,25 +57,18 @@ def tci_half_sweep(lazy, indices, direction, abs_tol, max_rank, rng, search="col
 def _bond_pivots(matrix, indices, k, direction, abs_tol, max_rank, rng, search, keep):
     """Pivot rows and columns of bond ``k``'s block; a right-to-left sweep searches the
     transpose, so that its starts are the previous pivot rows (just read by bond k+1)."""
-    kept_rows = positions_found(indices.left[k + 1], matrix.row_multi) if keep else None
-    kept_cols = positions_found(indices.right[k], matrix.col_multi) if keep else None
+    # Last sweep's pivots found in this block: kept pivots, and search starts when all are.
+    old_rows = positions_found(indices.left[k + 1], matrix.row_multi)
+    old_cols = positions_found(indices.right[k], matrix.col_multi)
     if direction == "lr":
         # Starts at last sweep's pivot columns: bond k-1 has just read them.
-        hints = _previous_pivots(indices.right[k], matrix.col_multi)
-        kept = (kept_rows, kept_cols) if keep else None
+        hints = old_cols.tolist() if len(old_cols) == len(indices.right[k]) else []
+        kept = (old_rows, old_cols) if keep else None
         return prrlu(matrix, abs_tol, max_rank, rng, search, hints, kept)
-    hints = _previous_pivots(indices.left[k + 1], matrix.row_multi)
-    kept = (kept_cols, kept_rows) if keep else None
+    hints = old_rows.tolist() if len(old_rows) == len(indices.left[k + 1]) else []
+    kept = (old_cols, old_rows) if keep else None
     cols, rows = prrlu(TransposedBondMatrix(matrix), abs_tol, max_rank, rng, search, hints, kept)
     return rows, cols
-
-
-def _previous_pivots(previous, candidates):
-    """Positions of last sweep's pivots among ``candidates`` (search starts), if all present."""
-    try:
-        return positions_in(previous, candidates).tolist()
-    except ValueError:
-        return []
 
 
 class TCISweeper:
