@@ -156,7 +156,8 @@ def _pivot_search(matrix, abs_tol, max_rank, rng, start_cols, moves, kept=None):
 
 def _keep_pivots(residual, kept, abs_tol, max_rank, rows, cols):
     """Take the kept pivots that stay above ``abs_tol``, largest residual first."""
-    kept_rows, kept_cols = (np.asarray(positions, dtype=np.int64) for positions in kept)
+    # Sorted positions read increasing keys, which the cache finds fastest.
+    kept_rows, kept_cols = (np.sort(np.asarray(positions, dtype=np.int64)) for positions in kept)
     if not (kept_rows.size and kept_cols.size):
         return
     matrix = residual.matrix

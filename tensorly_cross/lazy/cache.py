@@ -12,6 +12,8 @@ from .base import LazyTensor, check_indices
 
 # Largest product of mode sizes that one int64 key word can hold.
 _WORD_LIMIT = 2**63 - 1
+# Above every packed key word (a word holds at most _WORD_LIMIT - 1).
+_KEY_SENTINEL = np.iinfo(np.int64).max
 
 
 @dataclass
@@ -65,6 +67,8 @@ class EvaluationCache(LazyTensor):
         self.max_evals = max_evals
         self.counters = CacheCounters()
         self._word_modes = _split_into_words(self.shape)
+        self._key_strides = (_c_order_strides(self.shape) if len(self._word_modes) == 1
+                             else None)
         self._keys = None  # SortedKeys: packed key -> slot in self._values
         self._values = None  # _ValueStore
 
@@ -75,29 +79,38 @@ class EvaluationCache(LazyTensor):
         return self.evaluate_checked(check_indices(indices, self.shape))
 
     def evaluate_checked(self, indices):
-        n_requested = indices.shape[0]
-        if n_requested == 0:
+        if indices.shape[0] == 0:
             return tl.tensor(np.zeros(0))
-        keys = self.pack(indices)
+        return self.evaluate_keys(self.pack(indices), indices.__getitem__)
+
+    @property
+    def key_strides(self):
+        """int64 strides with ``pack(indices) == indices @ key_strides``, or None when keys
+        take several words: a caller that knows its keys can skip building multi-indices."""
+        return self._key_strides
+
+    def evaluate_keys(self, keys, multi_indices_at):
+        """Entries given by their packed keys (as :meth:`pack` makes them, in range).
+
+        ``multi_indices_at(positions)`` returns the (len(positions), d) multi-indices of
+        those positions of the batch: only the entries not cached are built and computed.
+        """
+        n_requested = keys.shape[0]
         slots = self._lookup(keys)
         missing = np.flatnonzero(slots < 0)
-        n_new = 0
-        if missing.size:
-            # Only the misses are deduplicated: a batch served from the cache needs no sort.
-            new_keys, first, inverse = np.unique(keys[missing], return_index=True,
-                                                 return_inverse=True)
-            n_new = new_keys.shape[0]
-            self._check_budget(n_new)
-            new_values = self._compute(indices[missing[first]])
-            self.counters.requested += n_requested
-            self.counters.cache_hits += n_requested - n_new
-            if len(self) + n_new > self.max_entries:
-                return self._restart_with(slots, missing, inverse.reshape(-1), new_keys,
-                                          new_values)
-            slots[missing] = self._store(new_keys, new_values)[inverse.reshape(-1)]
-            return self._values.take(slots)
         self.counters.requested += n_requested
-        self.counters.cache_hits += n_requested
+        if not missing.size:
+            self.counters.cache_hits += n_requested
+            return self._values.take(slots)
+        new_keys, first, inverse = _distinct(keys[missing])
+        n_new = new_keys.shape[0]
+        self._check_budget(n_new)
+        new_values = self._compute(multi_indices_at(missing[first]))
+        self.counters.cache_hits += n_requested - n_new
+        if len(self) + n_new > self.max_entries:
+            return self._restart_with(slots, missing, inverse, new_keys, new_values)
+        new_slots = self._store(new_keys, new_values)
+        slots[missing] = new_slots if inverse is None else new_slots[inverse]
         return self._values.take(slots)
 
     def _restart_with(self, slots, missing, inverse, new_keys, new_values):
@@ -108,7 +121,7 @@ class EvaluationCache(LazyTensor):
         self._store(new_keys, new_values)
         order = np.empty(slots.shape[0], dtype=np.int64)
         order[hits] = np.arange(hits.size)
-        order[missing] = hits.size + inverse
+        order[missing] = hits.size + (np.arange(missing.size) if inverse is None else inverse)
         return take_rows(tl.concatenate([hit_values, new_values]), order)
 
     def pack(self, indices):
@@ -164,47 +177,63 @@ class EvaluationCache(LazyTensor):
 class SortedKeys:
     """Sorted keys -> slots, in two levels so that inserting stays cheap as the cache grows.
 
-    New keys go into a small sorted level; when it outgrows an eighth of the main level the
-    two are merged (one sort). Each key is re-sorted O(log N) times in all, instead of the
-    whole array being shifted at every insertion.
+    New keys are merged into a small sorted level; when it outgrows an eighth of the main
+    level the two are merged. Each key is moved O(log N) times in all, instead of the whole
+    array being shifted at every insertion. Every level ends with a sentinel key above any
+    real key, so that a search never runs off its end.
     """
 
     def __init__(self):
-        self.levels = []  # [(keys, slots)], each sorted by key
+        self.levels = []  # [(keys, slots)], each sorted by key, sentinel last
 
     def __len__(self):
-        return sum(keys.shape[0] for keys, _ in self.levels)
+        return sum(keys.shape[0] - 1 for keys, _ in self.levels)
 
     def lookup(self, keys):
         slots = np.full(keys.shape[0], -1, dtype=np.int64)
         for level_keys, level_slots in self.levels:
             position = np.searchsorted(level_keys, keys)
-            inside = position < level_keys.shape[0]
-            hit = np.zeros_like(inside)
-            hit[inside] = level_keys[position[inside]] == keys[inside]
+            hit = level_keys[position] == keys
             slots[hit] = level_slots[position[hit]]
         return slots
 
     def insert(self, keys, slots):
-        if not self.levels:
-            self.levels = [(keys, slots)]
-            return
-        if len(self.levels) == 1:
-            self.levels.append((keys, slots))
+        """Add sorted, distinct ``keys`` (none present yet) with their ``slots``."""
+        if len(self.levels) < 2:
+            self.levels.append(_with_sentinel(keys, slots))
         else:
-            small_keys, small_slots = self.levels[1]
-            position = np.searchsorted(small_keys, keys)
-            self.levels[1] = (np.insert(small_keys, position, keys),
-                              np.insert(small_slots, position, slots))
-        main, small = self.levels
-        if small[0].shape[0] > max(4096, main[0].shape[0] // 8):
-            merged_keys = np.concatenate([main[0], small[0]])
-            order = np.argsort(merged_keys, kind="stable")
-            self.levels = [(merged_keys[order], np.concatenate([main[1], small[1]])[order])]
+            self.levels[1] = _merge_sorted(self.levels[1], keys, slots)
+        main, small = self.levels[0], self.levels[-1]
+        if len(self.levels) == 2 and small[0].shape[0] > max(4096, main[0].shape[0] // 8):
+            self.levels = [_merge_sorted(main, small[0][:-1], small[1][:-1])]
 
     def all_keys(self):
-        keys = np.concatenate([level_keys for level_keys, _ in self.levels])
-        return np.sort(keys)
+        return np.sort(np.concatenate([level_keys[:-1] for level_keys, _ in self.levels]))
+
+
+def _with_sentinel(keys, slots):
+    sentinel = np.empty(1, dtype=keys.dtype)
+    for name in keys.dtype.names or [None]:
+        if name is None:
+            sentinel[0] = _KEY_SENTINEL
+        else:
+            sentinel[name] = _KEY_SENTINEL
+    return np.concatenate([keys, sentinel]), np.concatenate([slots, [-1]])
+
+
+def _merge_sorted(level, keys, slots):
+    """A level with sorted ``keys`` merged in (one pass: no sort, no np.insert)."""
+    level_keys, level_slots = level
+    size = level_keys.shape[0] + keys.shape[0]
+    # The sentinel sorts last, so every new key lands before it.
+    destination = np.searchsorted(level_keys, keys) + np.arange(keys.shape[0])
+    is_new = np.zeros(size, dtype=bool)
+    is_new[destination] = True
+    merged_keys = np.empty(size, dtype=level_keys.dtype)
+    merged_slots = np.empty(size, dtype=np.int64)
+    merged_keys[destination], merged_slots[destination] = keys, slots
+    merged_keys[~is_new], merged_slots[~is_new] = level_keys, level_slots
+    return merged_keys, merged_slots
 
 
 class _ValueStore:
@@ -237,6 +266,24 @@ class _ValueStore:
 
 def _requires_grad(values):
     return bool(getattr(values, "requires_grad", False))
+
+
+def _distinct(keys):
+    """Sorted distinct keys, the positions of their first occurrences, and for each key
+    the position of its distinct key (None when the keys were already strictly increasing,
+    as a read of one bond's rows or columns in order is: no sort needed)."""
+    if keys.dtype.names is None and (keys.shape[0] < 2 or bool((keys[1:] > keys[:-1]).all())):
+        return keys, np.arange(keys.shape[0]), None
+    new_keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return new_keys, first, inverse.reshape(-1)
+
+
+def _c_order_strides(shape):
+    """Strides of a C-ordered array of ``shape``, in entries (int64)."""
+    strides = np.ones(len(shape), dtype=np.int64)
+    for mode in range(len(shape) - 2, -1, -1):
+        strides[mode] = strides[mode + 1] * shape[mode + 1]
+    return strides
 
 
 def _split_into_words(shape):
