@@ -10,6 +10,7 @@ deficient (an over-estimated rank) and is as well conditioned as maxvol/prrLU ma
 import numpy as np
 import tensorly as tl
 
+from .._backend import take_cols, take_rows
 from .basis import interpolation_matrix, right_divide
 from .block import assemble_block_cores
 from .indices import cartesian_join, fiber_indices, mode_column, positions_in
@@ -23,16 +24,18 @@ def assemble_cores(lazy, indices):
     """
     if indices.block:
         return assemble_block_cores(lazy, indices)
-    shape, d = indices.shape, indices.ndim
-    batches = [fiber_indices(indices.left[k], shape[k], indices.right[k]) for k in range(d)]
-    if indices.nested is None:
-        batches += [cartesian_join(indices.left[k + 1], indices.right[k]) for k in range(d - 1)]
-    sizes = [batch.shape[0] for batch in batches]
-    values = lazy.evaluate(np.concatenate(batches, axis=0))
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
-    pieces = [values[offsets[i] : offsets[i + 1]] for i in range(len(sizes))]
-    rank = indices.rank
-    fibers = [tl.reshape(pieces[k], (rank[k], shape[k], rank[k + 1])) for k in range(d)]
+    shape, d, rank = indices.shape, indices.ndim, indices.rank
+    strides = getattr(lazy, "key_strides", None)
+    if indices.nested is not None and strides is not None:
+        fibers = _fibers_by_key(lazy, indices, strides)
+    else:
+        batches = [fiber_indices(indices.left[k], shape[k], indices.right[k]) for k in range(d)]
+        if indices.nested is None:
+            batches += [cartesian_join(indices.left[k + 1], indices.right[k])
+                        for k in range(d - 1)]
+        pieces = _split(lazy.evaluate(np.concatenate(batches, axis=0)),
+                        [batch.shape[0] for batch in batches])
+        fibers = [tl.reshape(pieces[k], (rank[k], shape[k], rank[k + 1])) for k in range(d)]
     if indices.nested == "left":
         return _left_nested_cores(fibers, indices)
     if indices.nested == "right":
@@ -42,6 +45,42 @@ def assemble_cores(lazy, indices):
         right_divide(tl.reshape(fibers[k], (-1, rank[k + 1])), pivots[k], fibers[k].shape)
         for k in range(d - 1)
     ] + [fibers[-1]]
+
+
+def _split(values, sizes):
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    return [values[offsets[i] : offsets[i + 1]] for i in range(len(sizes))]
+
+
+def _fibers_by_key(lazy, indices, strides):
+    """The fibers ``C_k``, read in one call by packed key from an :class:`EvaluationCache`.
+
+    Each fiber is read with its index sets in increasing key order, so that the cache
+    finds the keys without sorting them (here they are usually all cached: a sweep has
+    just read them), and is put back in the sets' order after.
+    """
+    shape, d, rank = indices.shape, indices.ndim, indices.rank
+    orders = [(np.argsort(indices.left[k] @ strides[:k]),
+               np.argsort(indices.right[k] @ strides[k + 1 :])) for k in range(d)]
+    sorted_sets = [(indices.left[k][left], indices.right[k][right])
+                   for k, (left, right) in enumerate(orders)]
+    keys = [((left @ strides[:k])[:, None, None] + strides[k] * np.arange(shape[k])[:, None]
+             + right @ strides[k + 1 :]).reshape(-1) for k, (left, right) in enumerate(sorted_sets)]
+
+    def multi_indices_at(positions):
+        return np.concatenate([fiber_indices(left, shape[k], right)
+                               for k, (left, right) in enumerate(sorted_sets)])[positions]
+
+    pieces = _split(lazy.evaluate_keys(np.concatenate(keys), multi_indices_at),
+                    [block.shape[0] for block in keys])
+    fibers = []
+    for k, (left, right) in enumerate(orders):
+        unfolded = tl.reshape(pieces[k], (rank[k], shape[k] * rank[k + 1]))
+        unfolded = take_rows(unfolded, np.argsort(left))
+        unfolded = take_cols(tl.reshape(unfolded, (rank[k] * shape[k], rank[k + 1])),
+                             np.argsort(right))
+        fibers.append(tl.reshape(unfolded, (rank[k], shape[k], rank[k + 1])))
+    return fibers
 
 
 def _left_nested_cores(fibers, indices):
