@@ -78,14 +78,19 @@ def test_kept_pivots_in_a_zero_row_are_dropped(backend):
     assert rows.tolist() == [1] and cols.tolist() in ([2], [3])
 
 
-def test_kept_pivots_are_read_in_two_batched_calls(backend):
+@pytest.mark.parametrize("transposed", [False, True])
+def test_kept_pivots_are_read_in_one_batched_call(backend, transposed):
     dense, cache, matrix = low_rank_block(40, 30, 3, 1)
-    prrlu(matrix, 1e-10, 64, np.random.default_rng(1), "column",
-          kept=(np.array([0, 5, 9]), np.array([2, 4, 8])))
-    # Two calls for the kept columns and rows, then one column (residual below the cut):
+    if transposed:
+        matrix, dense = TransposedBondMatrix(matrix), dense.T
+    rows, cols = prrlu(matrix, 1e-10, 64, np.random.default_rng(1), "column",
+                       kept=(np.array([0, 5, 9]), np.array([2, 4, 8])))
+    # One call for the kept columns and rows, then one column (residual below the cut):
     # the search needs no row read to stop.
-    assert cache.counters.calls == 3
-    assert cache.counters.unique == 3 * 40 + 3 * 30 - 9 + 40 - 3
+    assert cache.counters.calls == 2
+    assert sorted(rows.tolist()) == [0, 5, 9] and sorted(cols.tolist()) == [2, 4, 8]
+    assert cross_error(dense, rows, cols) < 1e-9
+    assert cache.counters.unique == 3 * 40 + 3 * 30 - 9 + matrix.shape[0] - 3
 
 
 @given(block=blocks)

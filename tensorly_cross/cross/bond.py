@@ -40,41 +40,62 @@ class BondMatrix:
 
     def entries(self, rows, cols):
         """The submatrix ``[rows][:, cols]`` (host int arrays) as a backend tensor."""
-        if not (len(rows) and len(cols)):
-            return tl.reshape(self.lazy.evaluate_checked(np.zeros((0, self._n_modes()),
-                                                                  dtype=np.int64)),
-                              (len(rows), len(cols)))
+        return tl.reshape(self._read([(rows, cols)])[0], (len(rows), len(cols)))
+
+    def column(self, col):
+        return self._read([(np.arange(self.shape[0]), np.array([col]))])[0]
+
+    def row(self, row):
+        return self._read([(np.array([row]), np.arange(self.shape[1]))])[0]
+
+    def full(self):
+        return self.entries(np.arange(self.shape[0]), np.arange(self.shape[1]))
+
+    def crosses(self, rows, cols):
+        """``(M[:, cols], M[rows, :])`` in one batched evaluation."""
+        every_row, every_col = np.arange(self.shape[0]), np.arange(self.shape[1])
+        columns, row_block = self._read([(every_row, cols), (rows, every_col)])
+        return (tl.reshape(columns, (self.shape[0], len(cols))),
+                tl.reshape(row_block, (len(rows), self.shape[1])))
+
+    def _read(self, blocks):
+        """Flat values of each ``(rows, cols)`` block (C order), in one evaluation."""
+        sizes = [len(rows) * len(cols) for rows, cols in blocks]
         # The index sets were checked when made: skip the per-read range check.
-        if self._keys is None:
-            values = self.lazy.evaluate_checked(
-                cartesian_join(self.row_multi[rows], self.col_multi[cols]))
+        if self._keys is None or not sum(sizes):
+            values = self.lazy.evaluate_checked(np.concatenate(
+                [cartesian_join(self.row_multi[rows], self.col_multi[cols])
+                 for rows, cols in blocks]))
         else:
             row_keys, col_keys = self._keys
-            keys = (row_keys[rows][:, None] + col_keys[cols]).reshape(-1)
-            values = self.lazy.evaluate_keys(keys, self._multi_indices(rows, cols))
-        self.max_abs = max(self.max_abs, float(np.abs(to_host(values)).max()))
-        return tl.reshape(values, (len(rows), len(cols)))
+            keys = np.concatenate([(row_keys[rows][:, None] + col_keys[cols]).reshape(-1)
+                                   for rows, cols in blocks])
+            values = self.lazy.evaluate_keys(keys, self._multi_indices(blocks, sizes))
+        if sum(sizes):
+            self.max_abs = max(self.max_abs, float(np.abs(to_host(values)).max()))
+        if len(blocks) == 1:
+            return [values]
+        offsets = np.cumsum([0] + sizes)
+        return [values[offsets[i] : offsets[i + 1]] for i in range(len(blocks))]
 
-    def _multi_indices(self, rows, cols):
-        """``positions -> multi-indices`` of the entries of ``[rows][:, cols]`` (C order)."""
+    def _multi_indices(self, blocks, sizes):
+        """``positions -> multi-indices`` of the entries of the concatenated blocks."""
 
         def at(positions):
-            row, col = np.divmod(positions, len(cols))
-            return np.concatenate([self.row_multi[rows[row]], self.col_multi[cols[col]]], axis=1)
+            multi = np.empty((positions.shape[0], self._n_modes()), dtype=np.int64)
+            start = 0
+            for (rows, cols), size in zip(blocks, sizes, strict=True):
+                inside = (positions >= start) & (positions < start + size)
+                row, col = np.divmod(positions[inside] - start, len(cols))
+                multi[inside] = np.concatenate([self.row_multi[rows[row]],
+                                                self.col_multi[cols[col]]], axis=1)
+                start += size
+            return multi
 
         return at
 
     def _n_modes(self):
         return self.row_multi.shape[1] + self.col_multi.shape[1]
-
-    def column(self, col):
-        return self.entries(np.arange(self.shape[0]), np.array([col]))[:, 0]
-
-    def row(self, row):
-        return self.entries(np.array([row]), np.arange(self.shape[1]))[0]
-
-    def full(self):
-        return self.entries(np.arange(self.shape[0]), np.arange(self.shape[1]))
 
 
 def _sorted_by_key(multi, strides):
@@ -113,3 +134,7 @@ class TransposedBondMatrix:
 
     def full(self):
         return tl.transpose(self.matrix.full())
+
+    def crosses(self, rows, cols):
+        columns, row_block = self.matrix.crosses(cols, rows)
+        return tl.transpose(row_block), tl.transpose(columns)

@@ -38,7 +38,7 @@ def prrlu(matrix, abs_tol, max_rank, rng, search="column", start_cols=(), kept=N
         Columns tried first as starts (the previous sweep's pivots).
     kept : (rows, cols) of int arrays, optional
         Pivot positions to keep (not with ``"full"``): the previous sweep's pivots that
-        lie in this matrix. Their rows and columns are read in two batched calls (usually
+        lie in this matrix. Their rows and columns are read in one batched call (usually
         from the cache), eliminated largest residual first while above ``abs_tol``, and
         the search only looks for pivots beyond them.
 
@@ -91,24 +91,16 @@ class _Residual:
         self.right = None
 
     def column(self, col, pivot_rows):
-        values = self.correct_columns(tl.reshape(self.matrix.column(col), (-1, 1)), [col])
-        return _masked_abs(values[:, 0], pivot_rows), values[:, 0]
+        values = self.matrix.column(col)
+        if self.left is not None:
+            values = values - tl.dot(self.left, self.right[:, col])
+        return _masked_abs(values, pivot_rows), values
 
     def row(self, row, pivot_cols):
-        values = self.correct_row(self.matrix.row(row), row)
+        values = self.matrix.row(row)
+        if self.left is not None:
+            values = values - tl.dot(self.left[row], self.right)
         return _masked_abs(values, pivot_cols), values
-
-    def correct_columns(self, values, cols):
-        """Residual of the matrix columns ``cols`` whose entries are ``values`` (m, len)."""
-        if self.left is None:
-            return values
-        return values - tl.dot(self.left, take_cols(self.right, cols))
-
-    def correct_row(self, values, row):
-        """Residual of matrix row ``row`` whose entries are ``values``."""
-        if self.left is None:
-            return values
-        return values - tl.dot(self.left[row], self.right)
 
     def add(self, column, row, pivot):
         column = tl.reshape(column / pivot, (-1, 1))
@@ -161,8 +153,7 @@ def _keep_pivots(residual, kept, abs_tol, max_rank, rows, cols):
     if not (kept_rows.size and kept_cols.size):
         return
     matrix = residual.matrix
-    columns = matrix.entries(np.arange(matrix.shape[0]), kept_cols)
-    row_block = matrix.entries(kept_rows, np.arange(matrix.shape[1]))
+    columns, row_block = matrix.crosses(kept_rows, kept_cols)
     # Which kept pivots survive depends only on the block where they cross: eliminate it
     # on the host, then build the residual's factors for the survivors in one solve.
     chosen_rows, chosen_cols = _greedy_lu(to_host(take_rows(columns, kept_rows)), abs_tol,
