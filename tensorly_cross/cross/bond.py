@@ -82,17 +82,21 @@ class BondMatrix:
         """``positions -> multi-indices`` of the entries of the concatenated blocks."""
 
         def at(positions):
+            if len(blocks) == 1:
+                return self._block_multi_indices(*blocks[0], positions)
             multi = np.empty((positions.shape[0], self._n_modes()), dtype=np.int64)
             start = 0
             for (rows, cols), size in zip(blocks, sizes, strict=True):
                 inside = (positions >= start) & (positions < start + size)
-                row, col = np.divmod(positions[inside] - start, len(cols))
-                multi[inside] = np.concatenate([self.row_multi[rows[row]],
-                                                self.col_multi[cols[col]]], axis=1)
+                multi[inside] = self._block_multi_indices(rows, cols, positions[inside] - start)
                 start += size
             return multi
 
         return at
+
+    def _block_multi_indices(self, rows, cols, positions):
+        row, col = np.divmod(positions, len(cols))
+        return np.concatenate([self.row_multi[rows[row]], self.col_multi[cols[col]]], axis=1)
 
     def _n_modes(self):
         return self.row_multi.shape[1] + self.col_multi.shape[1]

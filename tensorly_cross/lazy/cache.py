@@ -110,6 +110,8 @@ class EvaluationCache(LazyTensor):
         if len(self) + n_new > self.max_entries:
             return self._restart_with(slots, missing, inverse, new_keys, new_values)
         new_slots = self._store(new_keys, new_values)
+        if inverse is None and missing.size == n_requested:
+            return new_values  # all new and distinct, in the batch's order
         slots[missing] = new_slots if inverse is None else new_slots[inverse]
         return self._values.take(slots)
 
