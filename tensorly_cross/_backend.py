@@ -184,6 +184,17 @@ def take_rows(tensor, rows):
     return tensor[rows]
 
 
+def contiguous(tensor):
+    """``tensor`` laid out in C order (a copy only when it is not): gathers of whole
+    slices then read consecutive memory instead of strides."""
+    name = backend_name()
+    if name == "numpy":
+        return np.ascontiguousarray(tensor)
+    if name == "pytorch":
+        return tensor.contiguous()
+    return tensor
+
+
 def take_cols(tensor, cols):
     """``tensor[:, cols]`` for host int64 ``cols`` (a 2-D tensor), on its own device."""
     return tl.transpose(take_rows(tl.transpose(tensor), cols))

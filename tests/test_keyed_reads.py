@@ -23,8 +23,11 @@ def nested_sets(shape, rng, nested):
     """Random index sets of ranks up to 3, nested on the ``nested`` side only."""
     d = len(shape)
     ranks = [1] + [int(rng.integers(1, 4)) for _ in range(d - 1)] + [1]
-    ranks = [min(r, int(np.prod(shape[:k])), int(np.prod(shape[k:])))
-             for k, r in enumerate(ranks)]
+    # A nested set extends the rows of its neighbour by one index: no more rows than that.
+    bonds = range(1, d) if nested == "left" else range(d - 1, 0, -1)
+    for k in bonds:
+        neighbour = ranks[k - 1] * shape[k - 1] if nested == "left" else ranks[k + 1] * shape[k]
+        ranks[k] = min(ranks[k], neighbour, int(np.prod(shape[:k])), int(np.prod(shape[k:])))
     left = [np.zeros((1, 0), dtype=np.int64)]
     right = [None] * d
     right[d - 1] = np.zeros((1, 0), dtype=np.int64)

@@ -58,11 +58,14 @@ def interpolation_matrix(matrix, pos):
     which is as well conditioned as the pivots allow and well defined for rank-deficient
     blocks; zero for a zero block.
     """
-    rank = column_rank(matrix)
     n_rows, n_cols = tl.shape(matrix)
+    # The matrix and the R of its QR share their singular values: the rank comes from the
+    # small R, and a full-rank matrix's basis is the Q already computed.
+    q_factor, r_factor = tl.qr(matrix)
+    rank = column_rank(r_factor)
     if rank == 0:
         return tl.zeros((n_rows, n_cols), **tl.context(matrix))
-    basis = column_basis(matrix, rank)
+    basis = q_factor if rank == n_cols else column_basis(matrix, rank)
     block = take_rows(basis, pos)
     if rank == n_cols:
         # Solve against the pivot block instead of inverting it: one differentiable op.
