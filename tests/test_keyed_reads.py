@@ -87,3 +87,24 @@ def test_bond_reads_by_key_give_the_block_entries(backend, shape, seed):
     for multi in (matrix.row_multi, matrix.col_multi):
         keys = np.ravel_multi_index(tuple(multi.T), [n + 1 for n in multi.max(axis=0)])
         assert (np.diff(keys) > 0).all()
+
+
+@given(seed=seeds, n_queries=st.integers(0, 6))
+def test_bond_positions_by_key_equal_a_search_by_multi_index(backend, seed, n_queries):
+    rng = np.random.default_rng(seed)
+    dense = rng.standard_normal((4, 3, 5, 4))
+    left = random_distinct_multi_indices((4,), 2, rng)
+    right = random_distinct_multi_indices((4,), 3, rng)
+    keyed = BondMatrix(EvaluationCache(ArrayTensor(tl.tensor(dense))), left, 3, 5, right)
+    plain = BondMatrix(ArrayTensor(tl.tensor(dense)), left, 3, 5, right)
+    # Queries in any order, some of them not among the block's rows or columns.
+    row_queries = np.stack([rng.integers(4, size=n_queries), rng.integers(3, size=n_queries)],
+                           axis=1)
+    col_queries = np.stack([rng.integers(5, size=n_queries), rng.integers(4, size=n_queries)],
+                           axis=1)
+    for matrix in (keyed, plain):
+        for queries, found, candidates in ((row_queries, matrix.row_positions, matrix.row_multi),
+                                           (col_queries, matrix.col_positions, matrix.col_multi)):
+            expected = [int(np.flatnonzero((candidates == query).all(axis=1))[0])
+                        for query in queries if (candidates == query).all(axis=1).any()]
+            assert found(queries).tolist() == expected

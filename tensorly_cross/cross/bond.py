@@ -4,7 +4,7 @@ import numpy as np
 import tensorly as tl
 
 from .._backend import to_host
-from .indices import cartesian_join, mode_column
+from .indices import cartesian_join, mode_column, positions_found
 
 
 class BondMatrix:
@@ -35,6 +35,7 @@ class BondMatrix:
             self.row_multi, row_keys = _sorted_by_key(row_multi, strides[:row_modes])
             self.col_multi, col_keys = _sorted_by_key(col_multi, strides[row_modes:])
             self._keys = (row_keys, col_keys)
+            self._strides = (strides[:row_modes], strides[row_modes:])
         self.shape = (self.row_multi.shape[0], self.col_multi.shape[0])
         self.max_abs = 0.0
 
@@ -97,6 +98,24 @@ class BondMatrix:
     def _block_multi_indices(self, rows, cols, positions):
         row, col = np.divmod(positions, len(cols))
         return np.concatenate([self.row_multi[rows[row]], self.col_multi[cols[col]]], axis=1)
+
+    def row_positions(self, multi):
+        """Positions among the rows of the row multi-indices in ``multi`` that are rows here
+        (in the order given)."""
+        return self._positions(multi, self.row_multi, 0)
+
+    def col_positions(self, multi):
+        """Positions among the columns of the column multi-indices in ``multi``."""
+        return self._positions(multi, self.col_multi, 1)
+
+    def _positions(self, multi, candidates, side):
+        if self._keys is None:
+            return positions_found(multi, candidates)
+        # Sorted keys: one binary search, no sort.
+        sorted_keys = self._keys[side]
+        keys = multi @ self._strides[side]
+        where = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.shape[0] - 1)
+        return where[sorted_keys[where] == keys]
 
     def _n_modes(self):
         return self.row_multi.shape[1] + self.col_multi.shape[1]

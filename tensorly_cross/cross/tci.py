@@ -8,7 +8,6 @@ data (Fernandez et al. 2025, "TCI2"; Savostyanov & Oseledets 2011 for DMRG-cross
 
 from .bond import BondMatrix, TransposedBondMatrix
 from .global_pivots import add_global_pivots
-from .indices import positions_found
 from .init import clip_ranks
 from .prrlu import prrlu
 
@@ -58,8 +57,8 @@ def _bond_pivots(matrix, indices, k, direction, abs_tol, max_rank, rng, search, 
     """Pivot rows and columns of bond ``k``'s block; a right-to-left sweep searches the
     transpose, so that its starts are the previous pivot rows (just read by bond k+1)."""
     # Last sweep's pivots found in this block: kept pivots, and search starts when all are.
-    old_rows = positions_found(indices.left[k + 1], matrix.row_multi)
-    old_cols = positions_found(indices.right[k], matrix.col_multi)
+    old_rows = matrix.row_positions(indices.left[k + 1])
+    old_cols = matrix.col_positions(indices.right[k])
     if direction == "lr":
         # Starts at last sweep's pivot columns: bond k-1 has just read them.
         hints = old_cols.tolist() if len(old_cols) == len(indices.right[k]) else []
