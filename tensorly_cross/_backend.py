@@ -15,7 +15,10 @@ def backend_name():
 
 
 def to_host(tensor):
-    """A NumPy copy of a backend tensor (detached from any autograd graph)."""
+    """A NumPy array of a backend tensor, detached from any autograd graph (a NumPy
+    array is returned as it is: treat the result as read-only)."""
+    if isinstance(tensor, np.ndarray):
+        return tensor  # already on the host: the NumPy backend's hot path, no dispatch
     if backend_name() == "pytorch":
         return tensor.detach().cpu().numpy()
     return tl.to_numpy(tensor)

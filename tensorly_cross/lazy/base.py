@@ -109,9 +109,9 @@ def check_values(values, indices, source):
     if not tl.is_tensor(values):
         values = tl.tensor(np.asarray(values))
     expected = (indices.shape[0],)
-    if tuple(tl.shape(values)) != expected:
+    if tuple(values.shape) != expected:
         raise ValueError(
-            f"{source} returned values of shape {tuple(tl.shape(values))} for "
+            f"{source} returned values of shape {tuple(values.shape)} for "
             f"{expected[0]} multi-indices; expected shape {expected}."
         )
     if not all_finite(values):

@@ -246,13 +246,13 @@ class _ValueStore:
         self.size = 0
 
     def append(self, values):
-        count = int(tl.shape(values)[0])
+        count = int(values.shape[0])
         slots = np.arange(self.size, self.size + count, dtype=np.int64)
         if self.buffer is None:
             self.buffer = values
         elif backend_name() in ("numpy", "pytorch") and not _requires_grad(values):
-            if self.size + count > tl.shape(self.buffer)[0]:
-                capacity = max(2 * tl.shape(self.buffer)[0], self.size + count)
+            if self.size + count > self.buffer.shape[0]:
+                capacity = max(2 * self.buffer.shape[0], self.size + count)
                 grown = tl.zeros((capacity,), **tl.context(self.buffer))
                 grown[: self.size] = self.buffer[: self.size]
                 self.buffer = grown
