@@ -2,10 +2,10 @@
 
 A two-site sweep only looks at entries whose prefixes and suffixes are already in the index
 sets; a feature elsewhere (a small bright object, a sharp edge) may never be seen. After a
-sweep that misses the tolerance, a few random probes are read (through the cache, counted),
-and the probes where the TT is furthest off join every index set as pivots, prefixes on
-the left and suffixes on the right, which keeps the sets nested (Fernandez et al. 2025,
-"global pivot search").
+sweep that stalls above the tolerance (misses it without halving the error), a few random
+probes are read (through the cache, counted), and the probes where the TT is furthest off
+join every index set as pivots, prefixes on the left and suffixes on the right, which
+keeps the sets nested (Fernandez et al. 2025, "global pivot search").
 """
 
 import numpy as np

@@ -46,8 +46,10 @@ class EvaluationCache(LazyTensor):
 
     Lookups are vectorised: multi-indices are packed into integer keys (one int64 word
     when the tensor has fewer than 2**63 entries, several words beyond), kept sorted, and
-    found with one ``searchsorted`` per batch. Each batch makes at most one call to the
-    wrapped tensor, for the entries not yet known.
+    found with one ``searchsorted`` per level and batch (:class:`SortedKeys`); a batch of
+    strictly increasing keys is neither sorted nor deduplicated again. Each batch makes at
+    most one call to the wrapped tensor, for the entries not yet known. Callers that know
+    their packed keys (:attr:`key_strides`) read by key with :meth:`evaluate_keys`.
 
     Parameters
     ----------
