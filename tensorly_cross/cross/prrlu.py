@@ -188,7 +188,9 @@ def _next_start(start_cols, cols, n_cols, rng):
         col = int(start_cols.pop(0))
         if col not in cols:
             return col
-    free = np.setdiff1d(np.arange(n_cols), cols)
+    free = np.ones(n_cols, dtype=bool)
+    free[cols] = False
+    free = np.flatnonzero(free)  # what np.setdiff1d gives, without its sorts
     return int(free[rng.integers(free.size)])
 
 
