@@ -10,7 +10,8 @@ from tensorly_cross import ArrayTensor
 from tensorly_cross.cross.assemble import assemble_cores
 from tensorly_cross.cross.bond import BondMatrix, TransposedBondMatrix
 from tensorly_cross.cross.indices import CrossIndices, cartesian_join, mode_column
-from tensorly_cross.cross.init import random_distinct_multi_indices
+from tensorly_cross.cross.init import random_distinct_multi_indices, single_pivot_indices
+from tensorly_cross.cross.tci import tci_half_sweep
 from tensorly_cross.lazy.cache import EvaluationCache
 
 from .conftest import host
@@ -108,3 +109,20 @@ def test_bond_positions_by_key_equal_a_search_by_multi_index(backend, seed, n_qu
             expected = [int(np.flatnonzero((candidates == query).all(axis=1))[0])
                         for query in queries if (candidates == query).all(axis=1).any()]
             assert found(queries).tolist() == expected
+
+
+@given(shape=st.lists(st.integers(2, 5), min_size=2, max_size=5).map(tuple), seed=seeds,
+       search=st.sampled_from(["column", "rook", "full"]))
+def test_a_tci_sweep_hands_over_the_fibers_of_its_sets(backend, shape, seed, search):
+    rng = np.random.default_rng(seed)
+    dense = rng.standard_normal(shape)
+    cache = EvaluationCache(ArrayTensor(tl.tensor(dense)))
+    indices = single_pivot_indices(shape, [0] * len(shape))
+    for direction in ("lr", "rl", "lr"):
+        _, fibers = tci_half_sweep(cache, indices, direction, lambda scale: 1e-12 * scale,
+                                   [1] + [4] * (len(shape) - 1) + [1], rng, search)
+        for k, fiber in enumerate(fibers):
+            left, right = indices.left[k], indices.right[k]
+            expected = np.stack([dense[tuple(a) + (slice(None),) + tuple(b)] for a in left
+                                 for b in right]).reshape(len(left), len(right), shape[k])
+            np.testing.assert_array_equal(host(fiber), expected.transpose(0, 2, 1))

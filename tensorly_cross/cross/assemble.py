@@ -16,35 +16,44 @@ from .block import assemble_block_cores
 from .indices import cartesian_join, fiber_indices, mode_column, positions_in
 
 
-def assemble_cores(lazy, indices):
+def assemble_cores(lazy, indices, fibers=None):
     """The TT cores interpolating ``lazy`` on ``indices`` (a :class:`CrossIndices`).
 
     All fibers (and, for non-nested sets, all pivot blocks) are read in ONE call to
     ``lazy.evaluate``; every operation after it is autograd-visible on PyTorch.
+    ``fibers``: the fibers ``A[left[k], :, right[k]]`` as ``(r_k, n_k, r_{k+1})`` tensors,
+    when the caller has them already (a TCI sweep reads them whole): no read then.
     """
     if indices.block:
         return assemble_block_cores(lazy, indices)
-    shape, d, rank = indices.shape, indices.ndim, indices.rank
-    strides = getattr(lazy, "key_strides", None)
-    if indices.nested is not None and strides is not None:
-        fibers = _fibers_by_key(lazy, indices, strides)
-    else:
-        batches = [fiber_indices(indices.left[k], shape[k], indices.right[k]) for k in range(d)]
-        if indices.nested is None:
-            batches += [cartesian_join(indices.left[k + 1], indices.right[k])
-                        for k in range(d - 1)]
-        pieces = _split(lazy.evaluate(np.concatenate(batches, axis=0)),
-                        [batch.shape[0] for batch in batches])
-        fibers = [tl.reshape(pieces[k], (rank[k], shape[k], rank[k + 1])) for k in range(d)]
+    if indices.nested is None or fibers is None or any(fiber is None for fiber in fibers):
+        fibers, pivots = _read(lazy, indices)
     if indices.nested == "left":
         return _left_nested_cores(fibers, indices)
     if indices.nested == "right":
         return _right_nested_cores(fibers, indices)
-    pivots = [tl.reshape(pieces[d + k], (rank[k + 1], rank[k + 1])) for k in range(d - 1)]
+    rank = indices.rank
     return [
         right_divide(tl.reshape(fibers[k], (-1, rank[k + 1])), pivots[k], fibers[k].shape)
-        for k in range(d - 1)
+        for k in range(indices.ndim - 1)
     ] + [fibers[-1]]
+
+
+def _read(lazy, indices):
+    """The fibers, and for non-nested sets the pivot blocks, in one batched read."""
+    shape, d, rank = indices.shape, indices.ndim, indices.rank
+    strides = getattr(lazy, "key_strides", None)
+    if indices.nested is not None and strides is not None:
+        return _fibers_by_key(lazy, indices, strides), None
+    batches = [fiber_indices(indices.left[k], shape[k], indices.right[k]) for k in range(d)]
+    if indices.nested is None:
+        batches += [cartesian_join(indices.left[k + 1], indices.right[k]) for k in range(d - 1)]
+    pieces = _split(lazy.evaluate(np.concatenate(batches, axis=0)),
+                    [batch.shape[0] for batch in batches])
+    fibers = [tl.reshape(pieces[k], (rank[k], shape[k], rank[k + 1])) for k in range(d)]
+    pivots = [tl.reshape(pieces[d + k], (rank[k + 1], rank[k + 1]))
+              for k in range(d - 1)] if indices.nested is None else None
+    return fibers, pivots
 
 
 def _split(values, sizes):

@@ -3,7 +3,7 @@
 import numpy as np
 import tensorly as tl
 
-from .._backend import to_host
+from .._backend import take_cols, take_rows, to_host
 from .indices import cartesian_join, mode_column, positions_found
 
 
@@ -28,26 +28,33 @@ class BondMatrix:
         row_multi = cartesian_join(left, mode_column(left_size))
         col_multi = cartesian_join(mode_column(right_size), right)
         if strides is None:
-            self.row_multi, self.col_multi = _sorted_rows(row_multi), _sorted_rows(col_multi)
             self._keys = None
+            row_order, col_order = _lexicographic_order(row_multi), _lexicographic_order(col_multi)
         else:
             row_modes = row_multi.shape[1]
-            self.row_multi, row_keys = _sorted_by_key(row_multi, strides[:row_modes])
-            self.col_multi, col_keys = _sorted_by_key(col_multi, strides[row_modes:])
-            self._keys = (row_keys, col_keys)
             self._strides = (strides[:row_modes], strides[row_modes:])
+            row_keys, col_keys = row_multi @ self._strides[0], col_multi @ self._strides[1]
+            row_order, col_order = np.argsort(row_keys), np.argsort(col_keys)
+            self._keys = (row_keys[row_order], col_keys[col_order])
+        self.row_multi, self.col_multi = row_multi[row_order], col_multi[col_order]
+        # Back from sorted positions to the joined sets' order, (left x mode) and (mode x right).
+        self._unsort = (np.argsort(row_order), np.argsort(col_order))
         self.shape = (self.row_multi.shape[0], self.col_multi.shape[0])
         self.max_abs = 0.0
+        # Whole columns and rows read so far, by position: a sweep's fibers come from them.
+        self._columns, self._rows = {}, {}
 
     def entries(self, rows, cols):
         """The submatrix ``[rows][:, cols]`` (host int arrays) as a backend tensor."""
         return tl.reshape(self._read([(rows, cols)])[0], (len(rows), len(cols)))
 
     def column(self, col):
-        return self._read([(np.arange(self.shape[0]), np.array([col]))])[0]
+        self._columns[col] = self._read([(np.arange(self.shape[0]), np.array([col]))])[0]
+        return self._columns[col]
 
     def row(self, row):
-        return self._read([(np.array([row]), np.arange(self.shape[1]))])[0]
+        self._rows[row] = self._read([(np.array([row]), np.arange(self.shape[1]))])[0]
+        return self._rows[row]
 
     def full(self):
         return self.entries(np.arange(self.shape[0]), np.arange(self.shape[1]))
@@ -56,8 +63,29 @@ class BondMatrix:
         """``(M[:, cols], M[rows, :])`` in one batched evaluation."""
         every_row, every_col = np.arange(self.shape[0]), np.arange(self.shape[1])
         columns, row_block = self._read([(every_row, cols), (rows, every_col)])
-        return (tl.reshape(columns, (self.shape[0], len(cols))),
-                tl.reshape(row_block, (len(rows), self.shape[1])))
+        columns = tl.reshape(columns, (self.shape[0], len(cols)))
+        row_block = tl.reshape(row_block, (len(rows), self.shape[1]))
+        self._columns.update((int(col), columns[:, i]) for i, col in enumerate(cols))
+        self._rows.update((int(row), row_block[i]) for i, row in enumerate(rows))
+        return columns, row_block
+
+    def column_fiber(self, cols, left_size):
+        """``A[left, :, right]`` as ``(r, left_size, len(cols))`` for the column positions
+        ``cols`` (right = their multi-indices), from the columns already read."""
+        values = [self._columns.get(int(col)) for col in cols]
+        block = (tl.stack(values, axis=1) if all(v is not None for v in values)
+                 else self.entries(np.arange(self.shape[0]), np.asarray(cols)))
+        block = take_rows(block, self._unsort[0])
+        return tl.reshape(block, (self.shape[0] // left_size, left_size, len(cols)))
+
+    def row_fiber(self, rows, right_size):
+        """``A[left, :, right]`` as ``(len(rows), right_size, r)`` for the row positions
+        ``rows`` (left = their multi-indices), from the rows already read."""
+        values = [self._rows.get(int(row)) for row in rows]
+        block = (tl.stack(values, axis=0) if all(v is not None for v in values)
+                 else self.entries(np.asarray(rows), np.arange(self.shape[1])))
+        block = take_cols(block, self._unsort[1])
+        return tl.reshape(block, (len(rows), right_size, self.shape[1] // right_size))
 
     def _read(self, blocks):
         """Flat values of each ``(rows, cols)`` block (C order), in one evaluation."""
@@ -121,14 +149,8 @@ class BondMatrix:
         return self.row_multi.shape[1] + self.col_multi.shape[1]
 
 
-def _sorted_by_key(multi, strides):
-    keys = multi @ strides
-    order = np.argsort(keys, kind="stable")
-    return multi[order], keys[order]
-
-
-def _sorted_rows(multi):
-    return multi[np.lexsort(multi.T[::-1])] if multi.shape[1] else multi
+def _lexicographic_order(multi):
+    return np.lexsort(multi.T[::-1]) if multi.shape[1] else np.arange(multi.shape[0])
 
 
 class TransposedBondMatrix:

@@ -12,8 +12,9 @@ def run_sweeps(cache, indices, half_sweep, validation, info, tol, n_iter_max, ca
     """Alternate sweep directions until a stopping rule fires.
 
     ``half_sweep(cache, indices, direction, cores)`` updates a copy of the index sets
-    (``cores``: the current TT, None before the first sweep); the cores
-    are then assembled (from cached fibers) and validated. A sweep cut short by the
+    (``cores``: the current TT, None before the first sweep) and may return the fibers it
+    read for them (else None); the cores are then assembled (from those fibers, or from
+    cached ones) and validated. A sweep cut short by the
     evaluation budget is discarded. ``patience``: stop (``"stalled"``) after that many
     sweeps in a row that neither lower the held-out error by 1% nor change the ranks
     (None: never). A pass of the tolerance at the rank cap is confirmed on fresh held-out
@@ -33,8 +34,8 @@ def run_sweeps(cache, indices, half_sweep, validation, info, tol, n_iter_max, ca
         direction = "lr" if sweep % 2 == 0 else "rl"
         candidate = indices.copy()
         try:
-            half_sweep(cache, candidate, direction, cores)
-            candidate_cores = assemble_cores(cache, candidate)
+            fibers = half_sweep(cache, candidate, direction, cores)
+            candidate_cores = assemble_cores(cache, candidate, fibers)
         except EvaluationBudgetExceeded:
             info.stop_reason = "max_evals"
             break

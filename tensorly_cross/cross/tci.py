@@ -18,7 +18,11 @@ FULL_SEARCH_PAIRS = 16
 
 def tci_half_sweep(lazy, indices, direction, abs_tol, max_rank, rng, search="column", scale=None,
                    keep=True):
-    """Update ``indices`` in place by one sweep; returns the largest modulus read.
+    """Update ``indices`` in place by one sweep.
+
+    Returns the largest modulus read, and the fibers ``A[left[k], :, right[k]]`` of the
+    updated sets, shaped ``(r_k, n_k, r_{k+1})``: the sweep has read each of them whole (its
+    pivots' columns and rows), so the assembly needs no second read.
 
     Parameters
     ----------
@@ -38,6 +42,7 @@ def tci_half_sweep(lazy, indices, direction, abs_tol, max_rank, rng, search="col
     shape, d = indices.shape, indices.ndim
     bonds = range(d - 1) if direction == "lr" else range(d - 2, -1, -1)
     scale = 0.0 if scale is None else scale
+    fibers = [None] * d
     for k in bonds:
         matrix = BondMatrix(lazy, indices.left[k], shape[k], shape[k + 1], indices.right[k + 1])
         small = shape[k] * shape[k + 1] <= FULL_SEARCH_PAIRS
@@ -49,8 +54,23 @@ def tci_half_sweep(lazy, indices, direction, abs_tol, max_rank, rng, search="col
         scale = max(scale, matrix.max_abs)
         indices.left[k + 1] = matrix.row_multi[rows]
         indices.right[k] = matrix.col_multi[cols]
+        _keep_fibers(fibers, matrix, rows, cols, k, shape, direction)
     indices.nested = "left" if direction == "lr" else "right"
-    return scale
+    return scale, fibers
+
+
+def _keep_fibers(fibers, matrix, rows, cols, k, shape, direction):
+    """The fibers that bond ``k`` fixes for the rest of the sweep: left to right, core
+    ``k``'s (``left[k]`` was fixed by bond ``k-1``), and the last core's at the last bond;
+    right to left, core ``k+1``'s, and the first core's at bond 0."""
+    if direction == "lr":
+        fibers[k] = matrix.column_fiber(cols, shape[k])
+        if k == len(shape) - 2:
+            fibers[k + 1] = matrix.row_fiber(rows, shape[k + 1])
+    else:
+        fibers[k + 1] = matrix.row_fiber(rows, shape[k + 1])
+        if k == 0:
+            fibers[0] = matrix.column_fiber(cols, shape[0])
 
 
 def _bond_pivots(matrix, indices, k, direction, abs_tol, max_rank, rng, search, keep):
@@ -93,8 +113,10 @@ class TCISweeper:
         # nothing (bench_cross, 10 starts: medians P2 60.0k -> 52.1k, P4 11.5k -> 9.7k).
         if self.lower_cut_if_stalled(self.info.val_errors) and cores is not None:
             add_global_pivots(lazy, indices, cores, self.rng, self._abs_tol(self.scale))
-        self.scale = tci_half_sweep(lazy, indices, direction, self._abs_tol, self.max_rank,
-                                    self.rng, self.search, self.scale, self.keep)
+        self.scale, fibers = tci_half_sweep(lazy, indices, direction, self._abs_tol,
+                                            self.max_rank, self.rng, self.search, self.scale,
+                                            self.keep)
+        return fibers
 
     def at_rank_cap(self, indices):
         """Whether a bond has reached ``max_rank`` below the full rank of its unfolding (a
