@@ -77,6 +77,9 @@ def test_cache_budget_is_never_exceeded(backend):
         cache.evaluate(np.array([[i, 1] for i in range(10)]))
     assert cache.counters.unique == 10
     cache.evaluate(np.array([[i, 0] for i in range(10)]))  # cached entries are free
+    # The refused batch counts nowhere: requested = computed + served from the cache.
+    assert cache.counters.requested == 20
+    assert cache.counters.requested == cache.counters.unique + cache.counters.cache_hits
 
 
 def test_cache_is_emptied_when_full(backend):

@@ -100,14 +100,15 @@ class EvaluationCache(LazyTensor):
         n_requested = keys.shape[0]
         slots = self._lookup(keys)
         missing = np.flatnonzero(slots < 0)
-        self.counters.requested += n_requested
         if not missing.size:
+            self.counters.requested += n_requested
             self.counters.cache_hits += n_requested
             return self._values.take(slots)
         new_keys, first, inverse = _distinct(keys[missing])
         n_new = new_keys.shape[0]
-        self._check_budget(n_new)
+        self._check_budget(n_new)  # a refused batch is not counted as requested
         new_values = self._compute(multi_indices_at(missing[first]))
+        self.counters.requested += n_requested
         self.counters.cache_hits += n_requested - n_new
         if len(self) + n_new > self.max_entries:
             return self._restart_with(slots, missing, inverse, new_keys, new_values)
