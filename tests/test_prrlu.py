@@ -93,6 +93,24 @@ def test_kept_pivots_are_read_in_one_batched_call(backend, transposed):
     assert cache.counters.unique == 3 * 40 + 3 * 30 - 9 + matrix.shape[0] - 3
 
 
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_columns_and_rows_read_whole_are_not_asked_of_the_cache_again(backend, transposed):
+    dense, cache, matrix = low_rank_block(12, 9, 2, 3)
+    if transposed:
+        matrix, dense = TransposedBondMatrix(matrix), dense.T
+    columns, row_block = matrix.crosses(np.array([1, 4]), np.array([0, 7]))
+    requested = cache.counters.requested
+    for col in (0, 7):
+        np.testing.assert_allclose(host(matrix.column(col)), dense[:, col])
+    for row in (1, 4):
+        np.testing.assert_allclose(host(matrix.row(row)), dense[row])
+    assert cache.counters.requested == requested
+    # A column not read before is read (once).
+    np.testing.assert_allclose(host(matrix.column(3)), dense[:, 3])
+    np.testing.assert_allclose(host(matrix.column(3)), dense[:, 3])
+    assert cache.counters.requested == requested + matrix.shape[0]
+
 @given(block=blocks)
 def test_column_search_reads_fewer_entries_than_rook_search(block):
     n_rows, n_cols, rank, seed = block

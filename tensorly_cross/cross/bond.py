@@ -49,11 +49,14 @@ class BondMatrix:
         return tl.reshape(self._read([(rows, cols)])[0], (len(rows), len(cols)))
 
     def column(self, col):
-        self._columns[col] = self._read([(np.arange(self.shape[0]), np.array([col]))])[0]
+        # A column read whole before (by crosses) is not looked up in the cache again.
+        if col not in self._columns:
+            self._columns[col] = self._read([(np.arange(self.shape[0]), np.array([col]))])[0]
         return self._columns[col]
 
     def row(self, row):
-        self._rows[row] = self._read([(np.array([row]), np.arange(self.shape[1]))])[0]
+        if row not in self._rows:
+            self._rows[row] = self._read([(np.array([row]), np.arange(self.shape[1]))])[0]
         return self._rows[row]
 
     def full(self):
