@@ -124,3 +124,12 @@ def check_values(values, indices, source):
             host[first],
         )
     return values
+
+
+def c_order_strides(shape):
+    """Strides of a C-ordered array of ``shape``, in entries (int64): also the weight of
+    each digit, most significant first, of a mixed-radix number with digits ``shape``."""
+    strides = np.ones(len(shape), dtype=np.int64)
+    for mode in range(len(shape) - 2, -1, -1):
+        strides[mode] = strides[mode + 1] * shape[mode + 1]
+    return strides

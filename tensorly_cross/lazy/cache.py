@@ -8,7 +8,7 @@ import tensorly as tl
 
 from .._backend import backend_name, take_rows
 from ..errors import EvaluationBudgetExceeded
-from .base import LazyTensor, check_indices
+from .base import LazyTensor, c_order_strides, check_indices
 
 # Largest product of mode sizes that one int64 key word can hold.
 _WORD_LIMIT = 2**63 - 1
@@ -69,7 +69,7 @@ class EvaluationCache(LazyTensor):
         self.max_evals = max_evals
         self.counters = CacheCounters()
         self._word_modes = _split_into_words(self.shape)
-        self._key_strides = (_c_order_strides(self.shape) if len(self._word_modes) == 1
+        self._key_strides = (c_order_strides(self.shape) if len(self._word_modes) == 1
                              else None)
         self._keys = None  # SortedKeys: packed key -> slot in self._values
         self._values = None  # _ValueStore
@@ -281,14 +281,6 @@ def _distinct(keys):
         return keys, np.arange(keys.shape[0]), None
     new_keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     return new_keys, first, inverse.reshape(-1)
-
-
-def _c_order_strides(shape):
-    """Strides of a C-ordered array of ``shape``, in entries (int64)."""
-    strides = np.ones(len(shape), dtype=np.int64)
-    for mode in range(len(shape) - 2, -1, -1):
-        strides[mode] = strides[mode + 1] * shape[mode + 1]
-    return strides
 
 
 def _split_into_words(shape):

@@ -12,7 +12,7 @@ import numpy as np
 import tensorly as tl
 from tensorly.tt_tensor import TTTensor
 
-from .base import LazyTensor
+from .base import LazyTensor, c_order_strides
 
 ORDERS = ("grouped", "interleaved")
 
@@ -96,7 +96,7 @@ class QuanticsLayout:
     def to_original(self, quantics_indices):
         """(m, D) quantics multi-indices -> (m, d) original multi-indices."""
         quantics_indices = np.asarray(quantics_indices, dtype=np.int64)
-        columns = [quantics_indices[:, positions] @ _place_values(digits)
+        columns = [quantics_indices[:, positions] @ c_order_strides(digits)
                    for digits, positions in zip(self.mode_radices, self.positions, strict=True)]
         return np.stack(columns, axis=1)
 
@@ -111,14 +111,6 @@ class QuanticsLayout:
                 result[:, position] = rest % digit
                 rest //= digit
         return result
-
-
-def _place_values(digits):
-    """Weight of each digit (most significant first) in the mode's index."""
-    weights = np.ones(len(digits), dtype=np.int64)
-    for level in range(len(digits) - 2, -1, -1):
-        weights[level] = weights[level + 1] * digits[level + 1]
-    return weights
 
 
 class QuanticsTensor(LazyTensor):
