@@ -19,6 +19,14 @@ settings.register_profile(
     max_examples=300,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+# A few examples per property (``--hypothesis-profile=quick``): CI's run of the JAX variants,
+# which compile every new shape.
+settings.register_profile(
+    "quick",
+    deadline=None,
+    max_examples=3,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 settings.load_profile("default")
 
 # TensorLy backend name -> the module that must be importable for it.
