@@ -217,12 +217,9 @@ class SortedKeys:
 
 
 def _with_sentinel(keys, slots):
-    sentinel = np.empty(1, dtype=keys.dtype)
-    for name in keys.dtype.names or [None]:
-        if name is None:
-            sentinel[0] = _KEY_SENTINEL
-        else:
-            sentinel[name] = _KEY_SENTINEL
+    words = len(keys.dtype.names or ()) or None  # a structured key: one sentinel per word
+    sentinel = np.array([(_KEY_SENTINEL,) * words if words else _KEY_SENTINEL],
+                        dtype=keys.dtype)
     return np.concatenate([keys, sentinel]), np.concatenate([slots, [-1]])
 
 
