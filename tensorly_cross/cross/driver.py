@@ -7,9 +7,11 @@ from .assemble import assemble_cores
 from .stopping import BestSweep
 
 
-def run_sweeps(cache, indices, half_sweep, validation, info, tol, n_iter_max, callback=None,
-               verbose=False, make_tt=None, patience=None):
+def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=None):
     """Alternate sweep directions until a stopping rule fires.
+
+    ``options`` (a :class:`~tensorly_cross.options.CrossOptions`) gives ``tol``,
+    ``n_iter_max``, ``callback``, ``verbose`` and ``patience``.
 
     ``half_sweep(cache, indices, direction, cores)`` updates a copy of the index sets
     (``cores``: the current TT, None before the first sweep) and may return the fibers it
@@ -26,11 +28,12 @@ def run_sweeps(cache, indices, half_sweep, validation, info, tol, n_iter_max, ca
         error (the last one without held-out entries); else the first sweep's state;
         ``cores`` is None if no sweep completed.
     """
+    tol, callback, patience = options.tol, options.callback, options.patience
     start = time.perf_counter()
     cores = None
     best = BestSweep()
     info.stop_reason = "n_iter_max"
-    for sweep in range(n_iter_max):
+    for sweep in range(options.n_iter_max):
         direction = "lr" if sweep % 2 == 0 else "rl"
         candidate = indices.copy()
         try:
@@ -49,7 +52,7 @@ def run_sweeps(cache, indices, half_sweep, validation, info, tol, n_iter_max, ca
         best.offer(info.n_sweeps, error, (indices, cores) if info.n_sweeps > 1 else None,
                    ranks_changed=len(info.ranks) > 1 and info.ranks[-1] != info.ranks[-2])
         info.best_sweep = best.sweep or info.n_sweeps
-        if verbose:
+        if options.verbose:
             print(f"sweep {info.n_sweeps}: ranks {indices.rank}, evals {info.n_evals}, "
                   f"val_error {error:.3e}")
         asked_to_stop = callback is not None and bool(callback(make_tt(cores), info))

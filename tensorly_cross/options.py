@@ -1,0 +1,164 @@
+"""The settings of one cross approximation, validated once into a frozen object.
+
+:func:`tensorly_cross.tt_cross` and :func:`tensorly_cross.select_indices` take the same
+keyword arguments; they are checked here, in one place, and the resulting
+:class:`CrossOptions` is what the rest of the library reads.
+"""
+
+from dataclasses import dataclass, replace
+
+from ._validation import check_choice, check_float, check_int
+
+METHODS = ("auto", "als", "tci", "block")
+PIVOT_SEARCHES = ("auto", "column", "rook", "full")
+
+# The parameters shared by tt_cross and select_indices, documented once (numpydoc).
+CROSS_PARAMETERS = """\
+rank : int, list of int or None
+        ``None``: rank-adaptive (TCI) up to ``max_rank``. An int or a TensorLy rank list
+        ``(1, r_1, ..., 1)``: the fixed rank of the ALS cross (``method="auto"``), or the
+        per-bond cap of TCI (``method="tci"``). Ranks above what the unfoldings can hold
+        are clipped with a warning.
+    tol : float, default 1e-6
+        Stop when the relative error on the held-out entries is ``<= tol``; TCI also uses
+        it as its pivot tolerance (relative to the largest entry seen).
+    method : {"auto", "als", "tci", "block"}
+        ``"auto"``: ``"tci"`` without a rank, ``"als"`` with one. ``"block"``: the fixed-rank
+        ALS cross of a vector-valued function, the tensor's last mode being its channels:
+        index sets cover the other modes and each position is read for all channels at
+        once (an encoder then runs once per position); ``rank`` has one entry per bond of
+        those modes and the TT's last bond is the number of channels.
+    max_rank : int, default 64
+        Rank cap of the adaptive method.
+    max_evals : int or None
+        Budget of distinct evaluations, validation included; never exceeded. The result
+        is the last complete sweep within it.
+    n_iter_max : int, default 50
+        Maximum number of sweeps (one sweep is one pass in one direction).
+    val_size : int, default 1000
+        Number of random held-out entries for the validation error (0 disables it). With
+        ``tol > 0`` a fifth of them (at least 200) are read first, and the rest as soon as a
+        sweep does not meet ``tol`` by a factor 100 on those: an exact recovery stops
+        without them, every other decision uses them all. A narrow pass at the rank cap
+        (always, for a given ``rank``) is confirmed on ``val_size`` fresh entries first.
+    random_state : None, int, numpy RandomState or Generator
+        Seed of every random choice: the same seed gives the same indices and result.
+    verbose : bool, default False
+        Print one line per sweep.
+    callback : callable or None
+        ``callback(tt, info) -> bool`` after each sweep; ``True`` stops.
+    return_info : bool, default False
+        Also return a :class:`CrossInfo`.
+    pivot_search : {"column", "rook", "full", "auto"}
+        TCI's pivot search in each two-site block. ``"column"`` (default): partial pivoting,
+        the largest residual of one column read, then its row; ``"rook"``: alternate
+        column and row maxima until an entry is the largest of both; ``"full"``: read every
+        block whole. ``"auto"``: full search where the two modes of a bond have at most 16
+        index pairs (quantics digits), column search elsewhere; it recovers
+        piecewise-constant quantics data (boxes) exactly where the others stall. Measured on
+        ``benchmarks/bench_cross.py`` (medians of 10 seeds), column search needs 0.54-0.78x
+        the evaluations of rook search for the same errors. On bonds of
+        larger modes the previous sweep's pivots are kept and only new ones searched for.
+    shape : tuple of int, optional
+        Only for a callable ``tensor``.
+    patience : int or None, default 2
+        Stop (``"stalled"``) after this many sweeps in a row that neither lower the held-out
+        error by 1% nor change the ranks: at a fixed rank that is too small, or at TCI's rank
+        cap, further sweeps only re-read entries. ``None`` never stops early. Either way the
+        state returned is the sweep with the lowest held-out error (from the second sweep).
+    oversample : float, default 1.0
+        Fixed-rank methods only: right index sets of ``ceil(oversample * r)`` multi-indices
+        instead of ``r``, and cores fitted to their fibers in least squares over all of them
+        (for ``"als"`` with ``oversample > 1``, the block cross of the tensor with one
+        channel). More entries per sweep for more accurate cores where interpolation
+        through ``r`` pivots is poor (sharp edges); exact at the true ranks either way.
+    max_slices : int or None
+        Fixed-rank methods only: each new index set extends at most this many multi-indices
+        of the set it is nested in, so the fibers of a core lie in at most that many
+        slices of the tensor. Out of core it bounds the pages or chunks a sweep reads:
+        crossing a C-ordered ``.npy`` volume in the mode order ``(x, z, y)``
+        (:class:`TransposedTensor`) with ``max_slices=4`` read 2.0% of a 1024^3 file at
+        rank 32, against 8.2% without. Still exact at the true ranks."""
+
+
+def share_cross_parameters(function):
+    """Put :data:`CROSS_PARAMETERS` where the docstring says ``{cross_parameters}``."""
+    function.__doc__ = function.__doc__.replace("{cross_parameters}", CROSS_PARAMETERS)
+    return function
+
+
+@dataclass(frozen=True)
+class CrossOptions:
+    """Validated settings of one cross approximation (see :func:`tt_cross`).
+
+    Build it with :func:`cross_options`, which checks every field and resolves
+    ``method="auto"``; the sweeps, the stopping rules and the assembly read it.
+    """
+
+    rank: object = None
+    tol: float = 1e-6
+    method: str = "auto"
+    max_rank: int = 64
+    max_evals: int | None = None
+    n_iter_max: int = 50
+    val_size: int = 1000
+    verbose: bool = False
+    callback: object = None
+    pivot_search: str = "column"
+    patience: int | None = 2
+    oversample: float = 1.0
+    max_slices: int | None = None
+
+    @property
+    def one_channel(self):
+        """The oversampled ALS-cross, run as the block cross of one channel."""
+        return self.method == "als" and self.oversample > 1
+
+
+def cross_options(shape, **settings):
+    """A :class:`CrossOptions` from keyword settings, each checked, for a tensor of
+    ``shape``; the messages name the argument and what is allowed."""
+    options = CrossOptions(**settings)
+    tol = check_float(options.tol, "tol", minimum=0.0)
+    method = _check_method(options, shape)
+    pivot_search = check_choice(options.pivot_search, "pivot_search", PIVOT_SEARCHES)
+    max_rank = check_int(options.max_rank, "max_rank", minimum=1)
+    n_iter_max = check_int(options.n_iter_max, "n_iter_max", minimum=1)
+    val_size = check_int(options.val_size, "val_size", minimum=0)
+    patience = options.patience
+    if patience is not None:
+        patience = check_int(patience, "patience", minimum=1)
+    max_evals = options.max_evals
+    if max_evals is not None:
+        max_evals = check_int(max_evals, "max_evals", minimum=1)
+        if val_size >= max_evals:
+            raise ValueError(f"max_evals={max_evals} must exceed val_size={val_size}: "
+                             "held-out entries count as evaluations.")
+    if options.callback is not None and not callable(options.callback):
+        raise TypeError(f"callback must be callable or None, got "
+                        f"{type(options.callback).__name__}.")
+    return replace(options, tol=tol, method=method, pivot_search=pivot_search,
+                   max_rank=max_rank, n_iter_max=n_iter_max, val_size=val_size,
+                   patience=patience, max_evals=max_evals, verbose=bool(options.verbose))
+
+
+def _check_method(options, shape):
+    """The method that will run (``"auto"`` resolved), after checking what it needs."""
+    method = check_choice(options.method, "method", METHODS)
+    rank, oversample, max_slices = options.rank, options.oversample, options.max_slices
+    if method == "auto":
+        method = "tci" if rank is None else "als"
+    if method in ("als", "block") and rank is None:
+        raise ValueError(f"rank is required for method={method!r} (the fixed TT rank).")
+    if method == "block" and len(shape) < 2:
+        raise ValueError("method='block' needs a tensor with at least 2 modes (positions, "
+                         f"then channels), got shape {tuple(shape)}.")
+    if check_float(oversample, "oversample", minimum=1.0) > 1 and method == "tci":
+        raise ValueError(f"oversample={oversample} needs a fixed-rank method ('als' or "
+                         "'block'); TCI chooses its own pivots.")
+    if max_slices is not None:
+        check_int(max_slices, "max_slices", minimum=1)
+        if method == "tci":
+            raise ValueError(f"max_slices={max_slices} needs a fixed-rank method ('als' or "
+                             "'block'); TCI chooses its own pivots.")
+    return method
