@@ -13,6 +13,7 @@ from .cross.block import BlockSweeper, block_random_indices, block_ranks
 from .cross.driver import run_sweeps
 from .cross.indices import CrossIndices, check_cross_indices
 from .cross.init import random_indices, single_pivot_indices
+from .cross.lsq import LSQSweeper, lsq_assemble
 from .cross.oversampled import OneChannel, drop_channel_core, is_one_channel
 from .cross.ranks import expand_rank
 from .cross.slices import sliced_random_indices
@@ -28,7 +29,7 @@ from .options import cross_options, share_cross_parameters
 def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=None,
              n_iter_max=50, val_size=1000, random_state=None, verbose=False, callback=None,
              return_info=False, pivot_search="column", shape=None, differentiable=False,
-             patience=2, oversample=1.0, max_slices=None):
+             patience=2, oversample=None, max_slices=None):
     """Tensor-train approximation of a tensor from a few adaptively chosen entries.
 
     Parameters
@@ -76,7 +77,7 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
 def select_indices(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=None,
                    n_iter_max=50, val_size=1000, random_state=None, verbose=False,
                    callback=None, return_info=False, pivot_search="column", shape=None,
-                   patience=2, oversample=1.0, max_slices=None):
+                   patience=2, oversample=None, max_slices=None):
     """The index search of :func:`tt_cross` alone: returns a :class:`CrossIndices`.
 
     Run it without gradient tracking; then :func:`cross_interpolate` builds the cores from
@@ -147,6 +148,8 @@ def cross_interpolate(tensor, indices, shape=None):
 
 
 def _assemble(lazy, indices):
+    if indices.ranks is not None:  # a least-squares cross
+        return lsq_assemble(lazy, indices)
     if is_one_channel(indices, lazy.shape):  # an oversampled ALS-cross
         return drop_channel_core(assemble_cores(OneChannel(lazy), indices))
     return assemble_cores(lazy, indices)
@@ -194,6 +197,11 @@ def _start(method, lazy, options, validation, info, rng):
         return (block_random_indices(positions, ranks, channels, rng, options.oversample,
                                      max_slices),
                 BlockSweeper(rng, options.oversample, max_slices))
+    if method == "lsq":
+        fixed = None if rank is None else expand_rank(rank, lazy.shape)
+        caps = fixed or expand_rank(options.max_rank, lazy.shape, warn=False)
+        sweeper = LSQSweeper(lazy.shape, options.tol, fixed, caps, options.oversample, rng)
+        return sweeper.start(rng), sweeper
     caps = expand_rank(rank if rank is not None else options.max_rank, lazy.shape, warn=False)
     pivot = validation.largest if validation.largest is not None else [0] * lazy.ndim
     return (single_pivot_indices(lazy.shape, pivot),

@@ -9,8 +9,11 @@ from dataclasses import dataclass, replace
 
 from ._validation import check_choice, check_float, check_int
 
-METHODS = ("auto", "als", "tci", "block")
+METHODS = ("auto", "als", "tci", "lsq", "block")
 PIVOT_SEARCHES = ("auto", "column", "rook", "full")
+# The least-squares cross's default oversampling (MNI152, rank 40, two sweeps: 1.5 reads 14%
+# of the voxels for a held-out error of 0.085, 2.0 reads 24% for 0.083).
+LSQ_OVERSAMPLE = 1.5
 
 # The parameters shared by tt_cross and select_indices, documented once (numpydoc).
 CROSS_PARAMETERS = """\
@@ -66,12 +69,15 @@ rank : int, list of int or None
         error by 1% nor change the ranks: at a fixed rank that is too small, or at TCI's rank
         cap, further sweeps only re-read entries. ``None`` never stops early. Either way the
         state returned is the sweep with the lowest held-out error (from the second sweep).
-    oversample : float, default 1.0
-        Fixed-rank methods only: right index sets of ``ceil(oversample * r)`` multi-indices
-        instead of ``r``, and cores fitted to their fibers in least squares over all of them
-        (for ``"als"`` with ``oversample > 1``, the block cross of the tensor with one
-        channel). More entries per sweep for more accurate cores where interpolation
-        through ``r`` pivots is poor (sharp edges); exact at the true ranks either way.
+    oversample : float or None
+        ``"lsq"`` (default 1.5): left and right index sets of ``ceil(oversample * r)``
+        multi-indices per bond of rank ``r`` (the outer sets four times as many).
+        ``"als"`` and ``"block"`` (default 1.0): right index sets of ``ceil(oversample * r)``
+        multi-indices instead of ``r``, and cores fitted to their fibers in least squares
+        over all of them (for ``"als"`` with ``oversample > 1``, the block cross of the
+        tensor with one channel). More entries per sweep for more accurate cores where
+        interpolation through ``r`` pivots is poor; exact at the true ranks either way.
+        Not for ``"tci"``.
     max_slices : int or None
         Fixed-rank methods only: each new index set extends at most this many multi-indices
         of the set it is nested in, so the fibers of a core lie in at most that many
@@ -106,7 +112,7 @@ class CrossOptions:
     callback: object = None
     pivot_search: str = "column"
     patience: int | None = 2
-    oversample: float = 1.0
+    oversample: float | None = None
     max_slices: int | None = None
 
     @property
@@ -137,15 +143,20 @@ def cross_options(shape, **settings):
     if options.callback is not None and not callable(options.callback):
         raise TypeError(f"callback must be callable or None, got "
                         f"{type(options.callback).__name__}.")
-    return replace(options, tol=tol, method=method, pivot_search=pivot_search,
-                   max_rank=max_rank, n_iter_max=n_iter_max, val_size=val_size,
-                   patience=patience, max_evals=max_evals, verbose=bool(options.verbose))
+    oversample = options.oversample
+    if oversample is None:
+        oversample = LSQ_OVERSAMPLE if method == "lsq" else 1.0
+    return replace(options, tol=tol, method=method, oversample=float(oversample),
+                   pivot_search=pivot_search, max_rank=max_rank, n_iter_max=n_iter_max,
+                   val_size=val_size, patience=patience, max_evals=max_evals,
+                   verbose=bool(options.verbose))
 
 
 def _check_method(options, shape):
     """The method that will run (``"auto"`` resolved), after checking what it needs."""
     method = check_choice(options.method, "method", METHODS)
     rank, oversample, max_slices = options.rank, options.oversample, options.max_slices
+    oversample = 1.0 if oversample is None else oversample
     if method == "auto":
         method = "tci" if rank is None else "als"
     if method in ("als", "block") and rank is None:
@@ -153,12 +164,15 @@ def _check_method(options, shape):
     if method == "block" and len(shape) < 2:
         raise ValueError("method='block' needs a tensor with at least 2 modes (positions, "
                          f"then channels), got shape {tuple(shape)}.")
+    if method == "lsq" and len(shape) < 2:
+        raise ValueError(f"method='lsq' needs a tensor with at least 2 modes, got shape "
+                         f"{tuple(shape)}.")
     if check_float(oversample, "oversample", minimum=1.0) > 1 and method == "tci":
         raise ValueError(f"oversample={oversample} needs a fixed-rank method ('als' or "
                          "'block'); TCI chooses its own pivots.")
     if max_slices is not None:
         check_int(max_slices, "max_slices", minimum=1)
-        if method == "tci":
+        if method in ("tci", "lsq"):
             raise ValueError(f"max_slices={max_slices} needs a fixed-rank method ('als' or "
                              "'block'); TCI chooses its own pivots.")
     return method

@@ -4,6 +4,7 @@ import time
 
 from ..errors import EvaluationBudgetExceeded
 from .assemble import assemble_cores
+from .confidence import held_out_squares, upper_bound
 from .stopping import BestSweep
 
 
@@ -37,26 +38,26 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
         direction = "lr" if sweep % 2 == 0 else "rl"
         candidate = indices.copy()
         try:
-            fibers = half_sweep(cache, candidate, direction, cores)
-            candidate_cores = assemble_cores(cache, candidate, fibers)
+            result = half_sweep(cache, candidate, direction, cores)
+            candidate_cores = _assemble(half_sweep, cache, candidate, result)
         except EvaluationBudgetExceeded:
             info.stop_reason = "max_evals"
             break
         indices, cores = candidate, candidate_cores
-        error = validation.error(cores)
-        if error <= tol and _at_rank_cap(half_sweep, indices):
-            error = validation.confirm(cores)
+        error, passed = _judge(half_sweep, validation, cores, indices, tol)
         _record(info, cache, indices, error, validation)
+        if hasattr(half_sweep, "record"):
+            half_sweep.record(error, passed)
         # Eligible from the second sweep: the first leaves the right sets random, and only
         # with both families built from the tensor does the TT interpolate every fiber.
         best.offer(info.n_sweeps, error, (indices, cores) if info.n_sweeps > 1 else None,
-                   ranks_changed=len(info.ranks) > 1 and info.ranks[-1] != info.ranks[-2])
+                   ranks_changed=_ranks_changed(half_sweep, info.ranks))
         info.best_sweep = best.sweep or info.n_sweeps
         if options.verbose:
             print(f"sweep {info.n_sweeps}: ranks {indices.rank}, evals {info.n_evals}, "
                   f"val_error {error:.3e}")
         asked_to_stop = callback is not None and bool(callback(make_tt(cores), info))
-        reason = _stop_reason(error, tol, asked_to_stop, best.stale, patience)
+        reason = _stop_reason(passed, asked_to_stop, best.stale, patience)
         if reason:
             info.stop_reason = reason
             break
@@ -65,14 +66,47 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
     return best.state if best.state is not None else (indices, cores)
 
 
+def _judge(half_sweep, validation, cores, indices, tol):
+    """The held-out error of a sweep's TT, and whether it meets ``tol``.
+
+    A pass at the rank cap is confirmed on fresh entries. A sweep that asks for a confident
+    pass (``confident_pass``: the least-squares cross) passes when the held-out error's upper
+    95% bound meets ``tol``.
+    """
+    error = validation.error(cores)
+    if error <= tol and _at_rank_cap(half_sweep, indices):
+        error = validation.confirm(cores)
+    if getattr(half_sweep, "confident_pass", False) and validation.values is not None:
+        squares = held_out_squares(validation, cores)
+        return error, error <= tol and upper_bound(error, squares) <= tol
+    return error, error <= tol
+
+
+def _assemble(half_sweep, cache, indices, result):
+    """The cores after a half sweep: by the sweep's own ``assemble`` (a least-squares cross
+    fits them as it goes), else interpolated on the index sets (from the fibers the sweep
+    returned, if any)."""
+    assemble = getattr(half_sweep, "assemble", None)
+    if assemble is not None:
+        return assemble(cache, indices, result)
+    return assemble_cores(cache, indices, result)
+
+
 def _at_rank_cap(half_sweep, indices):
     """Whether more sweeps cannot raise the ranks (fixed-rank methods: always)."""
     at_cap = getattr(half_sweep, "at_rank_cap", None)
     return True if at_cap is None else at_cap(indices)
 
 
-def _stop_reason(error, tol, asked_to_stop, stale, patience):
-    if error <= tol:
+def _ranks_changed(half_sweep, ranks):
+    """Whether the last sweep changed the ranks; a sweep whose ranks depend on its
+    direction (``compare_ranks_every``: 2) is compared with the last one in its direction."""
+    every = getattr(half_sweep, "compare_ranks_every", 1)
+    return len(ranks) > every and ranks[-1] != ranks[-1 - every]
+
+
+def _stop_reason(passed, asked_to_stop, stale, patience):
+    if passed:
         return "tol"
     if asked_to_stop:
         return "callback"

@@ -53,6 +53,9 @@ class CrossIndices:
         For a block (vector-valued) cross: the size ``F`` of the tensor's last mode, which
         the sets do not cover (it is read whole at every position); ``shape`` then holds
         the other modes only.
+    ranks : tuple of int or None
+        For a least-squares cross (``cross/lsq.py``): the TT ranks ``(1, r_1, ..., 1)``,
+        which its oversampled sets do not give by their sizes.
     """
 
     shape: tuple
@@ -61,6 +64,7 @@ class CrossIndices:
     nested: str | None = "left"
     meta: dict = field(default_factory=dict)
     block: int | None = None
+    ranks: tuple | None = None
 
     @property
     def ndim(self):
@@ -74,6 +78,8 @@ class CrossIndices:
     @property
     def rank(self):
         """TT ranks ``(1, r_1, ..., r_{d-1}, 1)``."""
+        if self.ranks is not None:
+            return tuple(self.ranks)
         # A block cross's right sets may be smaller than its bonds (they probe fibers whose
         # columns are multiplied by the channels); its left sets are the bonds.
         sets = self.left[1:] if self.block else self.right[:-1]
@@ -87,6 +93,7 @@ class CrossIndices:
             self.nested,
             dict(self.meta),
             self.block,
+            self.ranks,
         )
 
     def to_dict(self):
@@ -97,6 +104,7 @@ class CrossIndices:
             "right": [block.tolist() for block in self.right],
             "nested": self.nested,
             "block": self.block,
+            "ranks": None if self.ranks is None else list(self.ranks),
         }
 
     def to_json(self):
@@ -109,9 +117,10 @@ class CrossIndices:
         d = len(shape)
         left = [_as_block(block, k) for k, block in enumerate(data["left"])]
         right = [_as_block(block, d - k - 1) for k, block in enumerate(data["right"])]
-        block = data.get("block")
+        block, ranks = data.get("block"), data.get("ranks")
         indices = cls(shape, left, right, data.get("nested"),
-                      block=None if block is None else int(block))
+                      block=None if block is None else int(block),
+                      ranks=None if ranks is None else tuple(int(r) for r in ranks))
         check_cross_indices(indices)
         return indices
 
@@ -133,7 +142,7 @@ def check_cross_indices(indices):
     for k in range(d):
         if indices.left[k].shape[1] != k or indices.right[k].shape[1] != d - k - 1:
             raise ValueError(f"index set {k} has the wrong number of modes for shape {shape}.")
-        if k + 1 < d and not indices.block and (
+        if k + 1 < d and not indices.block and indices.ranks is None and (
                 indices.left[k + 1].shape[0] != indices.right[k].shape[0]):
             raise ValueError(
                 f"bond {k}: left[{k + 1}] has {indices.left[k + 1].shape[0]} rows but "
@@ -146,6 +155,9 @@ def check_cross_indices(indices):
         _check_range(indices.right[k - 1], shape[k:], f"right[{k - 1}]")
     if indices.block is not None and indices.block < 1:
         raise ValueError(f"block must be None or a positive size, got {indices.block}.")
+    if indices.ranks is not None and len(indices.ranks) != d + 1:
+        raise ValueError(f"ranks must have {d + 1} entries for shape {shape}, got "
+                         f"{len(indices.ranks)}.")
     if indices.nested not in ("left", "right", None):
         raise ValueError(f"nested must be 'left', 'right' or None, got {indices.nested!r}.")
 
@@ -170,6 +182,15 @@ def positions_found(rows, candidates):
     """Positions inside ``candidates`` of the rows of ``rows`` that it holds (in order)."""
     positions, found = _find_rows(rows, candidates)
     return positions[found]
+
+
+def rows_found(rows, candidates):
+    """Whether each row of ``rows`` is a row of ``candidates`` (both (m, k) int arrays)."""
+    if rows.shape[0] == 0 or candidates.shape[0] == 0:
+        return np.zeros(rows.shape[0], dtype=bool)
+    if rows.shape[1] == 0:  # the empty multi-index is in every set
+        return np.ones(rows.shape[0], dtype=bool)
+    return _find_rows(rows, candidates)[1]
 
 
 def _find_rows(rows, candidates):

@@ -1,0 +1,111 @@
+"""Least-squares refinement of a TT over every fiber block read so far (TT completion).
+
+Each sweep of a least-squares cross reads, for every core ``k``, the fibers
+``A[P, :, Q]`` of one pair of index sets. A sweep's own fit uses only its pairs; this step
+fits each core, in least squares, to the fibers of all the pairs recorded (``history``),
+with the other cores fixed (alternating least squares, one left-to-right pass):
+
+    min over G_k of  sum_s || L_s G_k[:, i, :] R_s - A[P_s, i, Q_s] ||^2   for every i,
+
+``L_s`` being the TT's left interface at ``P_s`` and ``R_s`` its right interface at
+``Q_s``. The fibers are complete along mode ``k``, so every slice ``i`` shares one normal
+matrix ``sum_s kron(L_s^T L_s, R_s R_s^T)`` of size ``(r_k r_{k+1})^2``: one Cholesky-like
+solve per core, whatever ``n_k``. Nothing new is read (the entries are in the cache).
+Cores with more than ``MAX_UNKNOWNS`` unknowns per slice keep the sweep's fit.
+"""
+
+import tensorly as tl
+
+from .._backend import take_rows
+from .indices import fiber_indices
+
+# Above this many unknowns per slice (r_k r_{k+1}) a normal matrix costs too much to solve
+# (4096: a 128 MiB matrix and ~2e10 flops).
+MAX_UNKNOWNS = 4096
+# Ridge, relative to the normal matrix's mean diagonal: keeps directions that no sample
+# constrains at zero instead of at round-off noise.
+RIDGE = 1e-10
+
+
+def refine_cores(lazy, cores, history):
+    """One left-to-right ALS pass over the fibers of ``history`` (a list of
+    ``(left_sets, right_sets)`` pairs, one per sweep); returns new cores."""
+    cores = list(cores)
+    d = len(cores)
+    for k in range(d):
+        r_left, n, r_right = tl.shape(cores[k])
+        if r_left * r_right <= MAX_UNKNOWNS:
+            cores[k] = _fit_core(lazy, cores, k, history)
+        if k < d - 1:
+            cores[k], cores[k + 1] = _orthogonalize_left(cores[k], cores[k + 1])
+    return cores
+
+
+def _fit_core(lazy, cores, k, history):
+    r_left, n, r_right = tl.shape(cores[k])
+    normal, rhs = None, None
+    seen = set()
+    for left_sets, right_sets in history:
+        pair = (left_sets[k].tobytes(), right_sets[k].tobytes())
+        if pair in seen:  # the same fibers twice would only weigh them twice
+            continue
+        seen.add(pair)
+        left = left_interface(cores, left_sets[k], k)  # (p, r_k)
+        right = right_interface(cores, right_sets[k], k)  # (r_{k+1}, q)
+        p, q = tl.shape(left)[0], tl.shape(right)[1]
+        fibers = lazy.evaluate(fiber_indices(left_sets[k], n, right_sets[k]))
+        fibers = tl.reshape(fibers, (p, n * q))
+        # L^T F_i R^T for every slice i: (r_k, n, r_{k+1}) -> (r_k r_{k+1}, n)
+        projected = tl.reshape(tl.dot(tl.transpose(left), fibers), (r_left * n, q))
+        projected = tl.reshape(tl.dot(projected, tl.transpose(right)), (r_left, n, r_right))
+        projected = tl.reshape(tl.transpose(projected, (0, 2, 1)), (r_left * r_right, n))
+        gram = tl.kron(tl.dot(tl.transpose(left), left), tl.dot(right, tl.transpose(right)))
+        normal = gram if normal is None else normal + gram
+        rhs = projected if rhs is None else rhs + projected
+    scale = float(tl.to_numpy(tl.sum(tl.diag(normal)))) / tl.shape(normal)[0]
+    ridge = RIDGE * (scale if scale > 0 else 1.0)
+    normal = normal + ridge * tl.eye(tl.shape(normal)[0], **tl.context(normal))
+    solution = tl.solve(normal, rhs)  # (r_k r_{k+1}, n)
+    return tl.transpose(tl.reshape(solution, (r_left, r_right, n)), (0, 2, 1))
+
+
+def _orthogonalize_left(core, following):
+    """``core`` made left-orthonormal by QR, its R factor moved into ``following``: the TT
+    is unchanged and the next fit's left interfaces are well conditioned."""
+    r_left, n, r_right = tl.shape(core)
+    q_factor, r_factor = tl.qr(tl.reshape(core, (r_left * n, r_right)))
+    rank = tl.shape(q_factor)[1]
+    r_next, n_next, r_after = tl.shape(following)
+    following = tl.reshape(tl.dot(r_factor, tl.reshape(following, (r_next, -1))),
+                           (rank, n_next, r_after))
+    return tl.reshape(q_factor, (r_left, n, rank)), following
+
+
+def left_interface(cores, multi_indices, k):
+    """The product of cores ``0..k-1`` at (m, k) multi-indices: an (m, r_k) tensor."""
+    m = multi_indices.shape[0]
+    result = None
+    for mode in range(k):
+        core = cores[mode]
+        picked = take_rows(tl.moveaxis(core, 1, 0), multi_indices[:, mode])  # (m, r, r')
+        result = picked[:, 0, :] if result is None else tl.matmul(result[:, None, :],
+                                                                   picked)[:, 0, :]
+    if result is None:
+        return tl.ones((m, 1), **tl.context(cores[0]))
+    return result
+
+
+def right_interface(cores, multi_indices, k):
+    """The product of cores ``k+1..d-1`` at (m, d-k-1) multi-indices: an (r_{k+1}, m)
+    tensor."""
+    d = len(cores)
+    m = multi_indices.shape[0]
+    result = None
+    for mode in range(d - 1, k, -1):
+        column = multi_indices[:, mode - k - 1]
+        picked = take_rows(tl.moveaxis(cores[mode], 1, 0), column)  # (m, r, r')
+        result = picked[:, :, 0] if result is None else tl.matmul(picked,
+                                                                  result[:, :, None])[:, :, 0]
+    if result is None:
+        return tl.ones((1, m), **tl.context(cores[0]))
+    return tl.transpose(result)
