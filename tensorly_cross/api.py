@@ -27,7 +27,7 @@ from .options import cross_options, share_cross_parameters
 
 @share_cross_parameters
 def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=None,
-             n_iter_max=50, val_size=1000, random_state=None, verbose=False, callback=None,
+             n_iter_max=50, val_size=None, random_state=None, verbose=False, callback=None,
              return_info=False, pivot_search="column", shape=None, differentiable=False,
              patience=2, oversample=None, max_slices=None):
     """Tensor-train approximation of a tensor from a few adaptively chosen entries.
@@ -75,7 +75,7 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
 
 @share_cross_parameters
 def select_indices(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=None,
-                   n_iter_max=50, val_size=1000, random_state=None, verbose=False,
+                   n_iter_max=50, val_size=None, random_state=None, verbose=False,
                    callback=None, return_info=False, pivot_search="column", shape=None,
                    patience=2, oversample=None, max_slices=None):
     """The index search of :func:`tt_cross` alone: returns a :class:`CrossIndices`.

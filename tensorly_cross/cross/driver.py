@@ -45,6 +45,8 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
             break
         indices, cores = candidate, candidate_cores
         error, passed = _judge(half_sweep, validation, cores, indices, tol)
+        if passed and hasattr(half_sweep, "trim"):
+            cores, error = half_sweep.trim(cores, indices, validation)
         _record(info, cache, indices, error, validation)
         if hasattr(half_sweep, "record"):
             half_sweep.record(error, passed)
@@ -99,10 +101,12 @@ def _at_rank_cap(half_sweep, indices):
 
 
 def _ranks_changed(half_sweep, ranks):
-    """Whether the last sweep changed the ranks; a sweep whose ranks depend on its
-    direction (``compare_ranks_every``: 2) is compared with the last one in its direction."""
-    every = getattr(half_sweep, "compare_ranks_every", 1)
-    return len(ranks) > every and ranks[-1] != ranks[-1 - every]
+    """Whether the last sweep changed the ranks (a sweep may define what counts:
+    ``ranks_progressed(ranks)``)."""
+    progressed = getattr(half_sweep, "ranks_progressed", None)
+    if progressed is not None:
+        return progressed(ranks)
+    return len(ranks) > 1 and ranks[-1] != ranks[-2]
 
 
 def _stop_reason(passed, asked_to_stop, stale, patience):

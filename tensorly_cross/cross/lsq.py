@@ -240,6 +240,10 @@ def truncation_rank(singular, delta, cap):
     return max(1, min(keep, cap))
 
 
+def _parameters(shape, rank):
+    return sum(rank[k] * size * rank[k + 1] for k, size in enumerate(shape))
+
+
 class LSQSweeper:
     """The least-squares cross in the driver's calling convention.
 
@@ -256,17 +260,14 @@ class LSQSweeper:
     """
 
     # The driver stops this cross on the held-out error's upper 95% bound (real data:
-    # residuals carried by a few edge voxels make a narrow pass on a sample unreliable), and
-    # compares ranks with the last sweep in the same direction (bonds are truncated on
-    # different samples in the two directions, so ranks alternate when they have settled).
+    # residuals carried by a few edge voxels make a narrow pass on a sample unreliable).
     confident_pass = True
-    compare_ranks_every = 2
 
     def __init__(self, shape, tol, ranks, max_rank, oversample, rng, kick=4, refine=True):
         self.shape, self.tol, self.ranks, self.max_rank = tuple(shape), tol, ranks, max_rank
         self.oversample, self.rng, self.kick = oversample, rng, kick
         self.delta_factor = TRUNCATION_MARGIN
-        self.passes, self.rank_history, self.history = [], [], []
+        self.errors, self.passes, self.rank_history, self.history = [], [], [], []
         self.refine = refine
 
     def set_size(self, bond, side, rank):
@@ -303,22 +304,49 @@ class LSQSweeper:
             cores = refine_cores(lazy, cores, self.history[-REFINE_SWEEPS:])
         return cores
 
+    def trim(self, cores, indices, validation):
+        """A passing TT rounded to the fewest parameters that still pass (rank-adaptive
+        only); ``indices.ranks`` follow. Returns the cores and their held-out error."""
+        from .confidence import held_out_squares, upper_bound
+        from .rounding import round_to_tolerance
+
+        def error_of(candidate):
+            squares = held_out_squares(validation, candidate)
+            return float(np.sqrt(squares.sum())) / validation.norm, squares
+
+        def passes(candidate):
+            error, squares = error_of(candidate)
+            return error <= self.tol and upper_bound(error, squares) <= self.tol
+
+        if self.ranks is None:
+            cores = round_to_tolerance(cores, passes, self.tol)
+            indices.ranks = (1,) + tuple(tl.shape(core)[2] for core in cores)
+        return cores, error_of(cores)[0]
+
     def assemble(self, lazy, indices, result):
         """The cores were fitted by the sweep itself."""
         return result
 
     def record(self, error, passed):
-        """Whether the last sweep met the tolerance (the driver calls this)."""
+        """The last sweep's held-out error and whether it met the tolerance (the driver
+        calls this)."""
+        self.errors.append(error)
         self.passes.append(bool(passed))
 
     def tighten(self):
-        """After a sweep that missed the tolerance with the ranks of the last sweep in its
-        direction (they have settled for this truncation), truncate less."""
-        if self.ranks is not None or not self.passes:
+        """After a sweep that missed the tolerance without lowering the best held-out error
+        so far by 1% (the sweeps have settled for this truncation), truncate less."""
+        if self.ranks is not None or len(self.errors) < 2 or self.passes[-1]:
             return
-        if not self.passes[-1] and len(self.rank_history) > 2 and (
-                self.rank_history[-1] == self.rank_history[-3]):
+        if not self.errors[-1] < 0.99 * min(self.errors[:-1]):
             self.delta_factor *= TIGHTEN
+
+    def ranks_progressed(self, ranks):
+        """Whether the last sweep grew the TT beyond every earlier one by 2% of parameters
+        (the driver's stall rule): truncation noise moves ranks both ways, growth is progress
+        of a rank-adaptive cross."""
+        sizes = [_parameters(self.shape, rank) for rank in ranks]
+        return len(sizes) > 1 and sizes[-1] > 1.02 * max(sizes[:-1])
 
     def at_rank_cap(self, indices):
         """Always: a pass of the tolerance is confirmed on fresh held-out entries, because
