@@ -1,0 +1,180 @@
+"""The least-squares cross (method="lsq"), its refinement and its rounding."""
+
+import numpy as np
+import pytest
+import tensorly as tl
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tensorly_cross as tlc
+from tensorly_cross import FunctionTensor
+from tensorly_cross.cross.confidence import relative_standard_error, upper_bound
+from tensorly_cross.cross.indices import fiber_indices
+from tensorly_cross.cross.lsq import truncation_rank
+from tensorly_cross.cross.refine import left_interface, refine_cores, right_interface
+from tensorly_cross.cross.rounding import round_cores, round_to_tolerance
+from tensorly_cross.cross.tt_entries import tt_entries
+
+from .conftest import host, to_backend
+from .strategies import random_tt_cores, relative_error_on_samples, seeds, tt_function, tt_problems
+
+
+@given(problem=tt_problems(max_modes=5, max_size=10, max_rank=4))
+def test_fixed_rank_lsq_recovers_an_exact_rank_tt(backend, problem):
+    shape, rank, seed = problem
+    function = tt_function(random_tt_cores(shape, rank, seed))
+    tt = tlc.tt_cross(FunctionTensor(function, shape), rank=list(rank), method="lsq",
+                      tol=1e-10, n_iter_max=4, random_state=seed)
+    assert relative_error_on_samples(tt, function, shape, seed) < 1e-8
+
+
+@given(problem=tt_problems(max_modes=5, max_size=10, max_rank=4))
+def test_adaptive_lsq_recovers_an_exact_rank_tt_at_its_ranks(backend, problem):
+    shape, rank, seed = problem
+    function = tt_function(random_tt_cores(shape, rank, seed))
+    tt, info = tlc.tt_cross(FunctionTensor(function, shape), method="lsq", tol=1e-8,
+                            random_state=seed, return_info=True)
+    assert relative_error_on_samples(tt, function, shape, seed) < 1e-6
+    assert info.stop_reason == "tol"
+    assert all(found <= true for found, true in zip(tt.rank, rank, strict=True))
+
+
+def _smooth_noisy(shape, seed, noise=0.02):
+    """A smooth tensor plus white noise: slowly decaying singular values, like real data."""
+    rng = np.random.default_rng(seed)
+    grids = np.meshgrid(*[np.linspace(0, 1, n) for n in shape], indexing="ij")
+    smooth = np.exp(-sum((g - 0.5) ** 2 for g in grids) * 8) + np.sin(3 * sum(grids))
+    return smooth + noise * rng.standard_normal(shape)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lsq_beats_interpolation_at_the_same_rank_on_noisy_data(seed):
+    dense = _smooth_noisy((40, 36, 32), seed)
+    rng = np.random.default_rng(seed + 10)
+    test = np.stack([rng.integers(n, size=5000) for n in dense.shape], axis=1)
+    truth = dense[tuple(test.T)]
+
+    def error(tt):
+        return np.linalg.norm(host(tt_entries(tt, test)) - truth) / np.linalg.norm(truth)
+
+    als = tlc.tt_cross(dense, rank=6, method="als", n_iter_max=4, random_state=seed)
+    lsq = tlc.tt_cross(dense, rank=6, method="lsq", n_iter_max=4, random_state=seed)
+    optimum = tl.decomposition.tensor_train(dense, [1, 6, 6, 1])
+    assert error(lsq) < error(als)
+    assert error(lsq) < 1.5 * error(optimum)
+
+
+def test_adaptive_lsq_meets_the_tolerance_on_independent_entries():
+    dense = _smooth_noisy((40, 36, 32), 3, noise=0.01)
+    tt, info = tlc.tt_cross(dense, method="lsq", tol=0.02, random_state=3, return_info=True)
+    assert info.stop_reason == "tol"
+    assert np.linalg.norm(tt.to_tensor() - dense) / np.linalg.norm(dense) <= 0.02
+
+
+def test_lsq_differentiable_assembly_matches_the_last_sweep_and_has_gradients():
+    torch = pytest.importorskip("torch")
+    with tl.backend_context("pytorch"):
+        dense = torch.tensor(_smooth_noisy((12, 10, 9), 0), requires_grad=True)
+        indices = tlc.select_indices(dense.detach(), rank=3, method="lsq", n_iter_max=2,
+                                     random_state=0, tol=0.0)
+        tt = tlc.cross_interpolate(dense, indices)
+        assert tt.rank == (1, 3, 3, 1)
+        loss = tl.sum(tt.to_tensor() ** 2)
+        loss.backward()
+        assert dense.grad is not None and float(dense.grad.abs().sum()) > 0
+        # Only the entries the fibers read carry gradient.
+        read = np.zeros(dense.shape, dtype=bool)
+        for k, size in enumerate(dense.shape):
+            fibers = fiber_indices(indices.left[k], size, indices.right[k])
+            read[tuple(fibers.T)] = True
+        assert float(dense.grad[torch.tensor(~read)].abs().sum()) == 0.0
+
+
+def test_lsq_indices_round_trip_through_json():
+    dense = _smooth_noisy((10, 9, 8), 1)
+    indices = tlc.select_indices(dense, rank=3, method="lsq", n_iter_max=2, random_state=1,
+                                 tol=0.0)
+    again = tlc.CrossIndices.from_json(indices.to_json())
+    assert again.ranks == indices.ranks
+    np.testing.assert_allclose(tlc.cross_interpolate(dense, again).to_tensor(),
+                               tlc.cross_interpolate(dense, indices).to_tensor())
+
+
+@given(problem=tt_problems(max_modes=4, max_size=6, max_rank=3), seed=seeds)
+def test_interfaces_multiply_to_the_tt_entries(backend, problem, seed):
+    shape, rank, _ = problem
+    cores = [to_backend(core) for core in random_tt_cores(shape, rank, seed)]
+    rng = np.random.default_rng(seed)
+    multi = np.stack([rng.integers(n, size=7) for n in shape], axis=1)
+    expected = host(tt_entries(cores, multi))
+    for k in range(len(shape)):
+        left = left_interface(cores, multi[:, :k], k)
+        right = right_interface(cores, multi[:, k + 1 :], k)
+        slices = tl.moveaxis(cores[k], 1, 0)
+        values = [host(tl.dot(tl.dot(left[m], slices[multi[m, k]]), right[:, m]))
+                  for m in range(multi.shape[0])]
+        np.testing.assert_allclose(np.ravel(values), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_refinement_fits_every_recorded_fiber_block_exactly_at_the_true_rank(backend):
+    shape, rank = (7, 6, 5), (1, 2, 3, 1)
+    exact = random_tt_cores(shape, rank, 0)
+    lazy = tlc.lazy_tensor(to_backend(tl.tt_to_tensor([tl.tensor(c) for c in exact])))
+    rng = np.random.default_rng(0)
+    history = [([np.zeros((1, 0), np.int64), rng.integers(7, size=(4, 1)),
+                 np.stack([rng.integers(7, size=5), rng.integers(6, size=5)], 1)],
+                [np.stack([rng.integers(6, size=6), rng.integers(5, size=6)], 1),
+                 rng.integers(5, size=(5, 1)), np.zeros((1, 0), np.int64)])]
+    start = [to_backend(c + 0.3 * rng.standard_normal(c.shape)) for c in exact]
+    cores = start
+    for _ in range(6):
+        cores = refine_cores(lazy, cores, history)
+    for k in range(3):
+        fibers = fiber_indices(history[0][0][k], shape[k], history[0][1][k])
+        np.testing.assert_allclose(host(tt_entries(cores, fibers)),
+                                   host(lazy.evaluate(fibers)), atol=1e-8)
+
+
+def test_truncation_rank_keeps_what_the_tail_exceeds():
+    singular = np.array([4.0, 2.0, 1.0, 0.5])
+    total = np.linalg.norm(singular)
+    assert truncation_rank(singular, 0.0, 4) == 4
+    assert truncation_rank(singular, np.linalg.norm(singular[2:]) / total, 4) == 2
+    assert truncation_rank(singular, 1.0, 4) == 1
+    assert truncation_rank(singular, 0.0, 3) == 3
+    assert truncation_rank(np.zeros(3), 0.1, 3) == 1
+
+
+@given(problem=tt_problems(max_modes=4, max_size=6, max_rank=4), seed=seeds,
+       delta=st.floats(0.0, 0.5))
+def test_rounding_stays_within_its_threshold(backend, problem, seed, delta):
+    shape, rank, _ = problem
+    cores = [to_backend(c) for c in random_tt_cores(shape, rank, seed)]
+    dense = host(tl.tt_to_tensor(cores))
+    rounded = round_cores(cores, delta)
+    error = np.linalg.norm(host(tl.tt_to_tensor(rounded)) - dense) / np.linalg.norm(dense)
+    assert error <= delta * (1 + 1e-8) + 1e-10
+    assert all(new <= old for new, old in zip((1,) + tuple(tl.shape(c)[2] for c in rounded),
+                                              rank, strict=True))
+
+
+def test_rounding_to_a_tolerance_returns_the_most_rounded_passing_tt():
+    main = tl.tt_to_tensor([tl.tensor(c) for c in random_tt_cores((8, 8, 8), (1, 2, 2, 1), 2)])
+    small = tl.tt_to_tensor([tl.tensor(c) for c in random_tt_cores((8, 8, 8), (1, 5, 5, 1), 3)])
+    dense = main + 0.01 * small
+    cores = tl.decomposition.tensor_train(dense, [1, 7, 7, 1]).factors
+
+    def passes(candidate):
+        return np.linalg.norm(tl.tt_to_tensor(candidate) - dense) <= 0.1 * np.linalg.norm(dense)
+
+    rounded = round_to_tolerance(cores, passes, 0.5)
+    assert passes(rounded)
+    assert sum(c.size for c in rounded) < sum(c.size for c in cores)
+
+
+def test_upper_bound_grows_with_uneven_residuals():
+    even = np.full(1000, 1.0)
+    uneven = np.zeros(1000)
+    uneven[:10] = 10.0
+    assert relative_standard_error(even) == 0.0
+    assert upper_bound(0.1, uneven) > upper_bound(0.1, even) == 0.1
