@@ -1,0 +1,101 @@
+"""The two passes: random range sketches of every mode, then the projected core.
+
+Pass 1 (modes compressed to ``l_k < n_k`` columns): ``Y_k = A_(k) Omega_k`` with a
+Khatri-Rao Gaussian ``Omega_k`` (column ``c`` is the outer product of one Gaussian vector per
+other mode), so each block adds ``block x_{m != k} G_{k,m}[rows_m]`` to the rows of ``Y_k``
+it covers, without forming ``Omega_k``. ``U_k`` is an orthonormal basis of ``Y_k``'s range
+(the randomized range finder of Halko, Martinsson & Tropp, with a structured test matrix).
+
+Pass 2: the Tucker core ``W = A x_k U_k^T`` (modes not compressed are kept as they are),
+block by block, and ``||A||^2``: then ``||A - W x_k U_k||^2 = ||A||^2 - ||W||^2`` exactly.
+"""
+
+import numpy as np
+
+
+def sketch_factors(shape, widths, rng):
+    """For each compressed mode ``k`` (``widths[k] < shape[k]``), one Gaussian
+    ``(n_m, widths[k])`` matrix per other mode ``m``; None for the others."""
+    factors = []
+    for k, width in enumerate(widths):
+        if width >= shape[k]:
+            factors.append(None)
+            continue
+        factors.append([None if m == k else rng.standard_normal((size, width))
+                        for m, size in enumerate(shape)])
+    return factors
+
+
+def sketch_start(shape, widths, factors):
+    """An empty pass-1 partial."""
+    def start():
+        partial = {"squares": np.zeros(())}
+        for k, mode_factors in enumerate(factors):
+            if mode_factors is not None:
+                partial[k] = np.zeros((shape[k], widths[k]))
+        return partial
+    return start
+
+
+def sketch_fold(factors):
+    """Pass 1: add one block to the range sketches (and to ``||A||^2``)."""
+    def fold(partial, slices, values):
+        partial["squares"] = partial["squares"] + np.sum(values * values)
+        for k, mode_factors in enumerate(factors):
+            if mode_factors is None:
+                continue
+            partial[k][slices[k]] += _contract_all_but(values, k, mode_factors, slices)
+    return fold
+
+
+def _contract_all_but(values, k, mode_factors, slices):
+    """``sum over the other modes of values * prod_m G_m[rows_m, c]``: (b_k, width)."""
+    width = mode_factors[(k + 1) % len(mode_factors)].shape[1]
+    current = np.moveaxis(values, k, 0)  # (b_k, other modes...)
+    others = [m for m in range(values.ndim) if m != k]
+    # The last other mode: a matrix product adds the column axis.
+    last = others[-1]
+    result = current @ mode_factors[last][slices[last]]  # (b_k, ..., width)
+    for m in reversed(others[:-1]):
+        rows = mode_factors[m][slices[m]]  # (b_m, width)
+        result = np.einsum("...mc,mc->...c", result, rows)
+    return result.reshape(values.shape[k], width)
+
+
+def range_bases(partial, shape, widths):
+    """Orthonormal ``(n_k, l_k)`` bases of the sketches' ranges; None where uncompressed."""
+    bases = []
+    for k in range(len(shape)):
+        if widths[k] >= shape[k]:
+            bases.append(None)
+            continue
+        basis, _ = np.linalg.qr(partial[k])
+        bases.append(basis)
+    return bases
+
+
+def core_start(shape, bases):
+    """An empty pass-2 partial: the core of the projection and ``||A||^2``."""
+    sizes = tuple(n if basis is None else basis.shape[1] for n, basis in zip(shape, bases,
+                                                                              strict=True))
+    def start():
+        return {"core": np.zeros(sizes), "squares": np.zeros(())}
+    return start
+
+
+def core_fold(bases):
+    """Pass 2: add one block's projection to the core."""
+    def fold(partial, slices, values):
+        partial["squares"] = partial["squares"] + np.sum(values * values)
+        projected = values
+        target = []
+        for k, basis in enumerate(bases):
+            if basis is None:
+                target.append(slices[k])
+                continue
+            # Contract mode k with U_k[rows]: the new axis goes last, then moves back.
+            projected = np.moveaxis(np.tensordot(projected, basis[slices[k]], axes=(k, 0)),
+                                    -1, k)
+            target.append(slice(None))
+        partial["core"][tuple(target)] += projected
+    return fold

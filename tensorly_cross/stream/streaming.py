@@ -1,0 +1,200 @@
+"""streaming_tt_svd: the TT of a whole stored volume, two passes, bounded memory."""
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorly as tl
+from tensorly.tt_tensor import TTTensor
+
+from .._validation import check_float, check_int, check_random_state
+from ..cross.ranks import expand_rank
+from .blocks import BLOCK_BYTES, map_reduce, plan_blocks, volume_source
+from .core_tt import tt_svd
+from .sketch import (
+    core_fold,
+    core_start,
+    range_bases,
+    sketch_factors,
+    sketch_fold,
+    sketch_start,
+)
+
+# The projected core holds at most this many float64 entries (128 MiB): it bounds the
+# sketch width of every compressed mode.
+MAX_CORE_ENTRIES = 2**24
+
+
+@dataclass
+class StreamInfo:
+    """What a streaming TT-SVD did.
+
+    Attributes
+    ----------
+    error : float
+        The relative Frobenius error of the TT, exact (not sampled): the projection's
+        ``||A||^2 - ||W||^2`` plus the energy the TT-SVD of the core dropped.
+    projection_error : float
+        The part due to the sketched bases alone.
+    widths : tuple of int
+        Columns kept per mode by the sketches (``n_k``: not compressed).
+    n_passes, n_blocks : int
+        Full reads of the volume, and blocks per read.
+    bytes_read : int
+        Bytes read as float64 over all passes.
+    ranks : tuple of int
+    seconds : float
+    """
+
+    error: float = float("nan")
+    projection_error: float = float("nan")
+    widths: tuple = ()
+    n_passes: int = 0
+    n_blocks: int = 0
+    bytes_read: int = 0
+    ranks: tuple = field(default_factory=tuple)
+    seconds: float = 0.0
+
+
+def streaming_tt_svd(volume, tol=None, rank=None, max_width=None, client=None,
+                     random_state=None, block_bytes=BLOCK_BYTES, return_info=False):
+    """TT of a stored volume from two full reads, chunk by chunk, in bounded memory.
+
+    Pass 1 sketches the range of every mode's unfolding (a random test matrix with
+    Khatri-Rao structure, never formed); pass 2 projects the volume on those ranges
+    (a Tucker core that fits in memory); the TT-SVD of the core then truncates to ``tol``
+    or ``rank``, and the bases are multiplied back in. The error is exact: both the
+    projection's and the truncation's are known without sampling. Modes no larger than
+    their sketch width are not compressed (a small volume: pass 1 is skipped and the
+    result is the TT-SVD of the volume itself).
+
+    Parameters
+    ----------
+    volume : str, path, lazy volume, zarr/h5py/dask array or NumPy array
+        A path is opened with :func:`tensorly_cross.open_volume` (``.npy`` is read in slabs).
+    tol : float, optional
+        Target relative Frobenius error (default 1e-3 when ``rank`` is None).
+    rank : int or list of int, optional
+        Fixed TT rank instead of a tolerance.
+    max_width : int, optional
+        Sketch width of the first and last modes (default: twice ``rank`` plus 10 when a
+        rank is given, else the mode's size). Modes are narrowed further, from the outside
+        in, until the projected core fits in ``2**24`` entries (128 MiB); inner modes stay
+        whole while it fits, because a TT's inner cores need many directions of their mode.
+    client : dask.distributed.Client, optional
+        Read and fold blocks on this cluster's workers (the source must pickle: zarr,
+        HDF5, ``.npy`` do); else in local threads.
+    random_state : None, int or numpy Generator
+    block_bytes : int, default 64 MiB
+        Largest block read at once (as float64), per thread or worker.
+    return_info : bool, default False
+        Also return a :class:`StreamInfo`.
+
+    Returns
+    -------
+    tt : tensorly.tt_tensor.TTTensor
+    info : StreamInfo
+        Only when ``return_info`` is True.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tensorly_cross.stream import streaming_tt_svd
+    >>> grid = np.linspace(0, 1, 30)
+    >>> volume = np.add.outer(np.add.outer(grid, grid), grid)
+    >>> tt, info = streaming_tt_svd(volume, tol=1e-8, return_info=True)
+    >>> tt.rank, info.error < 1e-8
+    ((1, 2, 2, 1), True)
+    """
+    start = time.perf_counter()
+    source = volume_source(volume)
+    shape = source.shape
+    tol, ranks = _check_target(tol, rank, shape)
+    block_bytes = check_int(block_bytes, "block_bytes", minimum=8)
+    widths = _widths(shape, ranks, max_width)
+    rng = check_random_state(random_state)
+    blocks = plan_blocks(source, block_bytes)
+    info = StreamInfo(widths=widths, n_blocks=len(blocks))
+    bases = _sketch_pass(source, blocks, widths, rng, client, info)
+    projected = map_reduce(source, blocks, core_fold(bases), core_start(shape, bases), client)
+    _count_pass(info, shape)
+    total = float(projected["squares"])
+    core = projected["core"]
+    kept = float(np.sum(core * core))
+    lost = max(total - kept, 0.0)
+    budget = 0.0 if tol is None else max(tol**2 * total - lost, 0.0)
+    threshold = math.sqrt(budget / max(len(shape) - 1, 1))
+    cores, dropped = tt_svd(core, threshold, ranks)
+    cores = [_expand(core_k, basis) for core_k, basis in zip(cores, bases, strict=True)]
+    info.projection_error = math.sqrt(lost / total) if total > 0 else 0.0
+    info.error = math.sqrt((lost + dropped) / total) if total > 0 else 0.0
+    info.ranks = (1,) + tuple(c.shape[2] for c in cores)
+    info.seconds = time.perf_counter() - start
+    if tol is not None and info.error > tol:
+        warnings.warn(f"the sketched bases alone leave a relative error of "
+                      f"{info.projection_error:.3g} > tol={tol}: raise max_width (now "
+                      f"{max(widths)}) to meet it.", stacklevel=2)
+    tt = TTTensor([tl.tensor(c) for c in cores])
+    return (tt, info) if return_info else tt
+
+
+def _check_target(tol, rank, shape):
+    if tol is not None and rank is not None:
+        raise ValueError("give tol or rank, not both.")
+    if rank is not None:
+        return None, expand_rank(rank, shape)
+    tol = 1e-3 if tol is None else check_float(tol, "tol", minimum=0.0)
+    return tol, None
+
+
+def _widths(shape, ranks, max_width):
+    """Sketch width per mode (``n_k``: not compressed).
+
+    The first and the last modes are narrowed to ``max_width`` (or ``2 max(rank) + 10``)
+    when given. A TT's inner cores need ``r_k r_{k+1}`` directions of their mode, which a
+    narrow Tucker basis would lose, so the core's entry budget is then met by narrowing
+    modes from the outside in, each pair as little as the budget allows.
+    """
+    d = len(shape)
+    widths = list(shape)
+    cap = None
+    if max_width is not None:
+        cap = check_int(max_width, "max_width", minimum=1)
+    elif ranks is not None:
+        cap = 2 * max(ranks) + 10
+    if cap is not None:
+        widths[0], widths[-1] = min(widths[0], cap), min(widths[-1], cap)
+    for depth in range((d + 1) // 2):
+        if math.prod(widths) <= MAX_CORE_ENTRIES:
+            break
+        pair = sorted({depth, d - 1 - depth})
+        others = math.prod(w for k, w in enumerate(widths) if k not in pair)
+        room = max(1, int((MAX_CORE_ENTRIES / others) ** (1.0 / len(pair))))
+        for k in pair:
+            widths[k] = min(widths[k], room)
+    return tuple(widths)
+
+
+def _sketch_pass(source, blocks, widths, rng, client, info):
+    shape = source.shape
+    if all(w >= n for w, n in zip(widths, shape, strict=True)):
+        return [None] * len(shape)
+    factors = sketch_factors(shape, widths, rng)
+    partial = map_reduce(source, blocks, sketch_fold(factors), sketch_start(shape, widths,
+                                                                             factors), client)
+    _count_pass(info, shape)
+    return range_bases(partial, shape, widths)
+
+
+def _count_pass(info, shape):
+    info.n_passes += 1
+    info.bytes_read += 8 * math.prod(shape)
+
+
+def _expand(core, basis):
+    """A core of the projected modes, multiplied back by its mode's basis."""
+    if basis is None:
+        return core
+    return np.einsum("anb,in->aib", core, basis)

@@ -1,0 +1,119 @@
+"""The read-everything path: streaming_tt_svd on arrays and files, locally and on a cluster."""
+
+import numpy as np
+import pytest
+import tensorly as tl
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tensorly_cross.stream import streaming_tt_svd
+from tensorly_cross.stream.blocks import plan_blocks, volume_source
+
+from .strategies import random_tt_cores, seeds
+from .test_dask import loopback_cluster
+
+zarr = pytest.importorskip("zarr")
+h5py = pytest.importorskip("h5py")
+
+
+def _noisy_low_rank(shape, rank, seed, noise=0.05):
+    cores = random_tt_cores(shape, (1, rank, rank, 1), seed)
+    dense = np.asarray(tl.tt_to_tensor([tl.tensor(c) for c in cores]))
+    rng = np.random.default_rng(seed)
+    return dense + noise * np.linalg.norm(dense) / np.sqrt(dense.size) * \
+        rng.standard_normal(shape)
+
+
+def _relative_error(tt, dense):
+    return float(np.linalg.norm(np.asarray(tt.to_tensor()) - dense) / np.linalg.norm(dense))
+
+
+@given(shape=st.tuples(*[st.integers(3, 12)] * 3), rank=st.integers(1, 3), seed=seeds)
+def test_an_exact_low_rank_volume_is_recovered(shape, rank, seed):
+    cores = random_tt_cores(shape, [1, min(rank, shape[0]), min(rank, shape[2]), 1], seed)
+    dense = np.asarray(tl.tt_to_tensor([tl.tensor(c) for c in cores]))
+    tt, info = streaming_tt_svd(dense, tol=1e-9, return_info=True)
+    assert _relative_error(tt, dense) < 1e-8
+    assert info.error < 1e-8
+
+
+@pytest.mark.parametrize("tol", [0.1, 0.3])
+def test_the_reported_error_is_the_true_error_and_meets_tol(tol):
+    dense = _noisy_low_rank((20, 18, 16), 4, 0, noise=0.05)
+    tt, info = streaming_tt_svd(dense, tol=tol, max_width=12, return_info=True)
+    assert info.error <= tol
+    np.testing.assert_allclose(info.error, _relative_error(tt, dense), rtol=1e-6)
+    assert info.n_passes == 2
+
+
+def test_a_tolerance_the_sketches_cannot_reach_is_reported():
+    dense = _noisy_low_rank((20, 18, 16), 4, 0, noise=0.5)
+    with pytest.warns(UserWarning, match="max_width"):
+        tt, info = streaming_tt_svd(dense, tol=0.05, max_width=6, return_info=True)
+    assert info.error > 0.05
+    np.testing.assert_allclose(info.error, _relative_error(tt, dense), rtol=1e-6)
+
+
+def test_uncompressed_modes_give_tensorlys_tt_svd_at_the_same_rank():
+    dense = _noisy_low_rank((15, 14, 13), 3, 1)
+    tt = streaming_tt_svd(dense, rank=[1, 3, 3, 1])
+    reference = tl.decomposition.tensor_train(tl.tensor(dense), [1, 3, 3, 1])
+    np.testing.assert_allclose(_relative_error(tt, dense), _relative_error(reference, dense),
+                               rtol=1e-8)
+
+
+def test_a_fixed_rank_gives_that_rank():
+    dense = _noisy_low_rank((20, 18, 16), 4, 2)
+    tt = streaming_tt_svd(dense, rank=3)
+    assert tt.rank == (1, 3, 3, 1)
+
+
+@pytest.fixture
+def files(tmp_path):
+    dense = _noisy_low_rank((24, 20, 18), 3, 3)
+    paths = {"zarr": str(tmp_path / "v.zarr"), "hdf5": str(tmp_path / "v.h5"),
+             "npy": str(tmp_path / "v.npy")}
+    array = zarr.create_array(paths["zarr"], shape=dense.shape, chunks=(8, 8, 8), dtype="f8")
+    array[:] = dense
+    with h5py.File(paths["hdf5"], "w") as handle:
+        handle.create_dataset("volume", data=dense, chunks=(5, 7, 6))
+    np.save(paths["npy"], dense)
+    return dense, paths
+
+
+def test_files_read_in_small_blocks_give_the_in_memory_result(files):
+    dense, paths = files
+    expected = streaming_tt_svd(dense, tol=0.05, max_width=10, random_state=0)
+    for path in paths.values():
+        tt = streaming_tt_svd(path, tol=0.05, max_width=10, random_state=0, block_bytes=4096)
+        np.testing.assert_allclose(np.asarray(tt.to_tensor()), np.asarray(expected.to_tensor()),
+                                   atol=1e-9)
+
+
+def test_blocks_cover_the_volume_once_and_follow_the_chunks(files):
+    _, paths = files
+    source = volume_source(paths["zarr"])
+    blocks = plan_blocks(source, block_bytes=8 * 8 * 8 * 20 * 8)
+    covered = np.zeros(source.shape, dtype=int)
+    for block in blocks:
+        covered[block] += 1
+        assert all(s.start % 8 == 0 for s in block)
+    assert (covered == 1).all()
+
+
+def test_a_dask_cluster_gives_the_local_result(files):
+    distributed = pytest.importorskip("distributed")
+    dense, paths = files
+    local = streaming_tt_svd(paths["zarr"], tol=0.05, max_width=10, random_state=0,
+                             block_bytes=8192)
+    with loopback_cluster() as cluster, distributed.Client(cluster) as client:
+        for path in (paths["zarr"], paths["hdf5"], paths["npy"]):
+            remote = streaming_tt_svd(path, tol=0.05, max_width=10, random_state=0,
+                                      block_bytes=8192, client=client)
+            np.testing.assert_allclose(np.asarray(remote.to_tensor()),
+                                       np.asarray(local.to_tensor()), atol=1e-9)
+
+
+def test_tol_and_rank_together_are_refused():
+    with pytest.raises(ValueError, match="tol or rank"):
+        streaming_tt_svd(np.ones((3, 3, 3)), tol=0.1, rank=2)
