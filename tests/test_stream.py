@@ -83,9 +83,9 @@ def files(tmp_path):
 
 def test_files_read_in_small_blocks_give_the_in_memory_result(files):
     dense, paths = files
-    expected = streaming_tt_svd(dense, tol=0.05, max_width=10, random_state=0)
+    expected = streaming_tt_svd(dense, tol=0.1, max_width=10, random_state=0)
     for path in paths.values():
-        tt = streaming_tt_svd(path, tol=0.05, max_width=10, random_state=0, block_bytes=4096)
+        tt = streaming_tt_svd(path, tol=0.1, max_width=10, random_state=0, block_bytes=4096)
         np.testing.assert_allclose(np.asarray(tt.to_tensor()), np.asarray(expected.to_tensor()),
                                    atol=1e-9)
 
@@ -104,11 +104,11 @@ def test_blocks_cover_the_volume_once_and_follow_the_chunks(files):
 def test_a_dask_cluster_gives_the_local_result(files):
     distributed = pytest.importorskip("distributed")
     dense, paths = files
-    local = streaming_tt_svd(paths["zarr"], tol=0.05, max_width=10, random_state=0,
+    local = streaming_tt_svd(paths["zarr"], tol=0.1, max_width=10, random_state=0,
                              block_bytes=8192)
     with loopback_cluster() as cluster, distributed.Client(cluster) as client:
         for path in (paths["zarr"], paths["hdf5"], paths["npy"]):
-            remote = streaming_tt_svd(path, tol=0.05, max_width=10, random_state=0,
+            remote = streaming_tt_svd(path, tol=0.1, max_width=10, random_state=0,
                                       block_bytes=8192, client=client)
             np.testing.assert_allclose(np.asarray(remote.to_tensor()),
                                        np.asarray(local.to_tensor()), atol=1e-9)

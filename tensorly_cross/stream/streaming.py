@@ -135,7 +135,7 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_width=None, client=None,
     if tol is not None and info.error > tol:
         warnings.warn(f"the sketched bases alone leave a relative error of "
                       f"{info.projection_error:.3g} > tol={tol}: raise max_width (now "
-                      f"{max(widths)}) to meet it.", stacklevel=2)
+                      f"{widths[0]}) to meet it.", stacklevel=2)
     tt = TTTensor([tl.tensor(c) for c in cores])
     return (tt, info) if return_info else tt
 
