@@ -60,10 +60,11 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
     """
     start = time.perf_counter()
     lazy = lazy_tensor(tensor, shape=shape)
-    options = cross_options(lazy.shape, rank=rank, tol=tol, method=method, max_rank=max_rank,
-                            max_evals=max_evals, n_iter_max=n_iter_max, val_size=val_size,
-                            verbose=verbose, callback=callback, pivot_search=pivot_search,
-                            patience=patience, oversample=oversample, max_slices=max_slices)
+    options = cross_options(lazy.shape, lazy.stored, rank=rank, tol=tol, method=method,
+                            max_rank=max_rank, max_evals=max_evals, n_iter_max=n_iter_max,
+                            val_size=val_size, verbose=verbose, callback=callback,
+                            pivot_search=pivot_search, patience=patience,
+                            oversample=oversample, max_slices=max_slices)
     with _no_grad(differentiable):
         indices, cores, info = _select(lazy, options, random_state)
     if differentiable:
@@ -108,10 +109,11 @@ def select_indices(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_
     True
     """
     lazy = lazy_tensor(tensor, shape=shape)
-    options = cross_options(lazy.shape, rank=rank, tol=tol, method=method, max_rank=max_rank,
-                            max_evals=max_evals, n_iter_max=n_iter_max, val_size=val_size,
-                            verbose=verbose, callback=callback, pivot_search=pivot_search,
-                            patience=patience, oversample=oversample, max_slices=max_slices)
+    options = cross_options(lazy.shape, lazy.stored, rank=rank, tol=tol, method=method,
+                            max_rank=max_rank, max_evals=max_evals, n_iter_max=n_iter_max,
+                            val_size=val_size, verbose=verbose, callback=callback,
+                            pivot_search=pivot_search, patience=patience,
+                            oversample=oversample, max_slices=max_slices)
     indices, _, info = _select(lazy, options, random_state)
     return (indices, info) if return_info else indices
 

@@ -27,8 +27,14 @@ rank : int, list of int or None
     tol : float, default 1e-6
         Stop when the relative error on the held-out entries is ``<= tol``; TCI also uses
         it as its pivot tolerance (relative to the largest entry seen).
-    method : {"auto", "als", "tci", "block"}
-        ``"auto"``: ``"tci"`` without a rank, ``"als"`` with one. ``"block"``: the fixed-rank
+    method : {"auto", "lsq", "tci", "als", "block"}
+        ``"auto"``: ``"lsq"`` on stored data (arrays, volumes: their singular values decay
+        slowly, and least squares is 2x more accurate per parameter there), else ``"tci"``
+        without a rank and ``"als"`` with one. ``"lsq"``: the least-squares cross,
+        rank-adaptive or fixed-rank (oversampled index sets, cores fitted in least squares
+        over them and refined over the last sweeps' fibers, ranks trimmed to ``tol``).
+        ``"tci"``: the rank-adaptive interpolating cross (prrLU pivots); ``"als"``: the
+        fixed-rank interpolating ALS cross of the paper. ``"block"``: the fixed-rank
         ALS cross of a vector-valued function, the tensor's last mode being its channels:
         index sets cover the other modes and each position is read for all channels at
         once (an encoder then runs once per position); ``rank`` has one entry per bond of
@@ -125,12 +131,13 @@ class CrossOptions:
         return self.method == "als" and self.oversample > 1
 
 
-def cross_options(shape, **settings):
+def cross_options(shape, stored=False, **settings):
     """A :class:`CrossOptions` from keyword settings, each checked, for a tensor of
-    ``shape``; the messages name the argument and what is allowed."""
+    ``shape`` (``stored``: stored data, see :attr:`LazyTensor.stored`); the messages name
+    the argument and what is allowed."""
     options = CrossOptions(**settings)
     tol = check_float(options.tol, "tol", minimum=0.0)
-    method = _check_method(options, shape)
+    method = _check_method(options, shape, stored)
     pivot_search = check_choice(options.pivot_search, "pivot_search", PIVOT_SEARCHES)
     max_rank = check_int(options.max_rank, "max_rank", minimum=1)
     n_iter_max = check_int(options.n_iter_max, "n_iter_max", minimum=1)
@@ -159,13 +166,21 @@ def cross_options(shape, **settings):
                    verbose=bool(options.verbose))
 
 
-def _check_method(options, shape):
+def _auto_method(rank, stored, ndim, oversample, max_slices):
+    """``"lsq"`` for stored data (where it applies), else the interpolating methods."""
+    lsq_applies = ndim >= 2 and max_slices is None and (oversample == 1.0 or rank is None)
+    if stored and lsq_applies:
+        return "lsq"
+    return "tci" if rank is None else "als"
+
+
+def _check_method(options, shape, stored):
     """The method that will run (``"auto"`` resolved), after checking what it needs."""
     method = check_choice(options.method, "method", METHODS)
     rank, oversample, max_slices = options.rank, options.oversample, options.max_slices
     oversample = 1.0 if oversample is None else oversample
     if method == "auto":
-        method = "tci" if rank is None else "als"
+        method = _auto_method(rank, stored, len(shape), oversample, max_slices)
     if method in ("als", "block") and rank is None:
         raise ValueError(f"rank is required for method={method!r} (the fixed TT rank).")
     if method == "block" and len(shape) < 2:

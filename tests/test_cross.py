@@ -43,7 +43,7 @@ def test_adaptive_tci_recovers_an_exact_rank_tt_without_a_rank(backend, problem,
 def test_als_interpolates_the_tensor_on_every_fiber(backend, shape, rank, seed):
     dense = np.random.default_rng(seed).standard_normal(shape)
     indices = tlc.select_indices(tl.tensor(dense), rank=rank, tol=0.0, n_iter_max=3,
-                                 random_state=seed)
+                                 random_state=seed, method="als")
     tt = host(tl.tt_to_tensor(tlc.cross_interpolate(tl.tensor(dense), indices)))
     from tensorly_cross.cross.indices import fiber_indices
 
@@ -203,7 +203,8 @@ def test_indices_round_trip_through_json_and_rebuild_the_same_tt(backend):
     [
         (dict(method="svd"), ValueError, "method must be one of"),
         (dict(method="als"), ValueError, "rank is required"),
-        (dict(max_evals=100), ValueError, "max_evals=100 must exceed val_size=1000"),
+        (dict(max_evals=100, val_size=1000), ValueError,
+         "max_evals=100 must exceed val_size=1000"),
         (dict(tol=-1.0), ValueError, "tol must be >= 0"),
         (dict(n_iter_max=0), ValueError, "n_iter_max must be >= 1"),
         (dict(pivot_search="diagonal"), ValueError, "pivot_search must be one of"),

@@ -93,7 +93,8 @@ def test_one_channel_view_reads_the_scalar_entries(backend):
     "kwargs, message",
     [
         (dict(rank=2, oversample=0.5), "oversample must be >= 1"),
-        (dict(rank=None, oversample=2.0), r"oversample=2.0 needs a fixed-rank method"),
+        (dict(rank=None, method="tci", oversample=2.0),
+         r"oversample=2.0 needs a fixed-rank method"),
     ],
 )
 def test_oversample_is_validated(kwargs, message):

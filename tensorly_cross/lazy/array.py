@@ -20,6 +20,8 @@ class ArrayTensor(LazyTensor):
         Anything with ``shape`` that can be indexed by integer arrays.
     """
 
+    stored = True
+
     def __init__(self, array):
         if not hasattr(array, "shape"):
             raise TypeError(f"array must have a shape, got {type(array).__name__}.")

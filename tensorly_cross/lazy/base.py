@@ -25,6 +25,14 @@ class LazyTensor:
         self.shape = check_shape(shape, "shape")
 
     @property
+    def stored(self):
+        """Whether the entries are stored data (an array, a file) rather than computed by a
+        function; a view of another lazy tensor (``.lazy``) is what that one is.
+        ``method="auto"`` runs the least-squares cross on stored data."""
+        inner = getattr(self, "lazy", None)
+        return bool(inner is not None and inner.stored)
+
+    @property
     def ndim(self):
         """Number of modes."""
         return len(self.shape)

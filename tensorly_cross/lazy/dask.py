@@ -44,6 +44,8 @@ class DaskTensor(LazyTensor):
         (local reads only; with a client the workers keep their own caches).
     """
 
+    stored = True
+
     def __init__(self, array, cache_bytes=256 * 2**20, client=None):
         self.source = as_chunk_source(array)
         super().__init__(self.source.shape)

@@ -32,6 +32,8 @@ class NpyTensor(LazyTensor):
     pages_read, bytes_read, page_hits : int
     """
 
+    stored = True
+
     def __init__(self, path, cache_bytes=64 * 2**20):
         self.path = os.fspath(path)
         header = np.load(self.path, mmap_mode="r", allow_pickle=False)

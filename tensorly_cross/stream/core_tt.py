@@ -9,8 +9,11 @@ which is several times faster and exact to ``sqrt(eps)`` of the largest singular
 
 import numpy as np
 
-# Wider than this many times its height, an unfolding is decomposed through its Gram matrix.
+# Wider than this many times its height, an unfolding is decomposed through its Gram matrix,
+# unless the threshold is below GRAM_FLOOR times the core's norm: Gram singular values are
+# exact only to about sqrt(eps) = 1.5e-8 of the largest.
 GRAM_ASPECT = 4
+GRAM_FLOOR = 1e-6
 
 
 def tt_svd(core, threshold, ranks=None):
@@ -19,11 +22,12 @@ def tt_svd(core, threshold, ranks=None):
     Returns the cores and the squared norm of everything dropped."""
     shape = core.shape
     d = len(shape)
+    use_gram = ranks is None and threshold >= GRAM_FLOOR * float(np.linalg.norm(core))
     rest = core.reshape(shape[0], -1)
     rank, cores, dropped = 1, [], 0.0
     for k in range(d - 1):
         rest = rest.reshape(rank * shape[k], -1)
-        left, singular = _left_singular(rest)
+        left, singular = _left_singular(rest, use_gram)
         keep = _rank(singular, threshold, None if ranks is None else ranks[k + 1])
         dropped += float(np.sum(singular[keep:] ** 2))
         cores.append(left[:, :keep].reshape(rank, shape[k], keep))
@@ -33,9 +37,9 @@ def tt_svd(core, threshold, ranks=None):
     return cores, dropped
 
 
-def _left_singular(matrix):
+def _left_singular(matrix, use_gram):
     rows, cols = matrix.shape
-    if cols > GRAM_ASPECT * rows:
+    if use_gram and cols > GRAM_ASPECT * rows:
         values, vectors = np.linalg.eigh(matrix @ matrix.T)
         order = np.argsort(values)[::-1]
         return vectors[:, order], np.sqrt(np.clip(values[order], 0.0, None))
