@@ -16,12 +16,14 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
 
     ``half_sweep(cache, indices, direction, cores)`` updates a copy of the index sets
     (``cores``: the current TT, None before the first sweep) and may return the fibers it
-    read for them (else None); the cores are then assembled (from those fibers, or from
-    cached ones) and validated. A sweep cut short by the
-    evaluation budget is discarded. ``patience``: stop (``"stalled"``) after that many
-    sweeps in a row that neither lower the held-out error by 1% nor change the ranks
-    (None: never). A pass of the tolerance at the rank cap is confirmed on fresh held-out
-    entries first (:meth:`Validation.confirm`).
+    read for them (else None); the cores are then assembled (by the sweep's own
+    ``assemble``, else from those fibers or cached ones) and validated. A sweep cut short
+    by the evaluation budget is discarded; so is a sweep whose held-out error is
+    ``DIVERGENCE`` times the lowest so far (``info.rolled_back``; the sweep is told by
+    ``diverged()``). ``patience``: stop (``"stalled"``) after that many sweeps in a row that
+    neither lower the held-out error by 1% nor change the ranks (None: never). A pass of
+    the tolerance at the rank cap is confirmed on fresh held-out entries first
+    (:meth:`Validation.confirm`).
 
     Returns
     -------
@@ -43,6 +45,7 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
         except EvaluationBudgetExceeded:
             info.stop_reason = "max_evals"
             break
+        previous = (indices, cores)
         indices, cores = candidate, candidate_cores
         error, passed = _judge(half_sweep, validation, cores, indices, tol)
         if passed and hasattr(half_sweep, "trim"):
@@ -50,10 +53,17 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
         _record(info, cache, indices, error, validation)
         if hasattr(half_sweep, "record"):
             half_sweep.record(error, passed)
+        diverged = _diverged(error, info.val_errors[:-1])
+        if diverged:
+            info.rolled_back.append(info.n_sweeps)
+            indices, cores = previous
+            if hasattr(half_sweep, "diverged"):
+                half_sweep.diverged()
         # Eligible from the second sweep: the first leaves the right sets random, and only
         # with both families built from the tensor does the TT interpolate every fiber.
-        best.offer(info.n_sweeps, error, (indices, cores) if info.n_sweeps > 1 else None,
-                   ranks_changed=_ranks_changed(half_sweep, info.ranks))
+        eligible = info.n_sweeps > 1 and not diverged
+        best.offer(info.n_sweeps, error, (indices, cores) if eligible else None,
+                   ranks_changed=not diverged and _ranks_changed(half_sweep, info.ranks))
         info.best_sweep = best.sweep or info.n_sweeps
         if options.verbose:
             print(f"sweep {info.n_sweeps}: ranks {indices.rank}, evals {info.n_evals}, "
@@ -66,6 +76,16 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
     info.update_counts(cache.counters)
     info.total_seconds += time.perf_counter() - start
     return best.state if best.state is not None else (indices, cores)
+
+
+# A sweep whose held-out error exceeds the lowest so far by this factor has diverged (near
+# singular pivot blocks): it is undone, and the next sweep starts from the state before it.
+DIVERGENCE = 10.0
+
+
+def _diverged(error, earlier):
+    finite = [e for e in earlier if e == e]
+    return bool(finite) and error > DIVERGENCE * min(finite) and min(finite) > 0
 
 
 def _judge(half_sweep, validation, cores, indices, tol):

@@ -41,6 +41,9 @@ class CrossInfo:
         Completed sweeps (one sweep = one pass in one direction).
     function_seconds, total_seconds : float
         Time inside the tensor's evaluations, and in the whole call.
+    rolled_back : list of int
+        Sweeps undone because their held-out error rose tenfold above the lowest so far
+        (a divergence); their errors stay in ``val_errors``.
     """
 
     method: str
@@ -57,6 +60,7 @@ class CrossInfo:
     n_sweeps: int = 0
     function_seconds: float = 0.0
     total_seconds: float = 0.0
+    rolled_back: list = field(default_factory=list)
 
     @property
     def val_error(self):

@@ -137,5 +137,9 @@ class TCISweeper:
             self.pivot_factor = max(0.1 * self.pivot_factor, self.lowest_factor)
         return stalled
 
+    def diverged(self):
+        """A sweep blew up (near-singular pivots, cut too low): raise the cut tenfold."""
+        self.pivot_factor = min(1.0, 10.0 * self.pivot_factor)
+
     def _abs_tol(self, scale):
         return self.tol * scale * self.pivot_factor
