@@ -1,0 +1,120 @@
+"""Which path compresses a stored volume for less: a cross, or reading everything.
+
+The cost of a stored volume is bytes off the storage, not entries: zarr and HDF5 decode
+whole chunks, a ``.npy`` file is read by 4 KiB pages, and a gzip NIfTI has to be
+decompressed from its start. A cross reads fibers (lines of voxels along one mode): a fiber
+costs the chunks or pages it crosses, so a few thousand fibers (a rank-30 least-squares
+cross reads about ``sweeps * (1.5 r)^2`` of them along its inner mode) can touch every chunk of
+a chunked store. :func:`choose_path` estimates the share of the storage a cross would read
+and takes the streaming TT-SVD (two full reads, exact error) when that share is large:
+then reading everything costs little more and is never wrong.
+"""
+
+import math
+from dataclasses import dataclass
+
+# A cross is chosen when it is expected to read less than this share of the storage.
+CROSS_SHARE = 0.25
+# Sweeps of a least-squares cross that the estimate assumes.
+SWEEPS = 4
+# The outer sets of the least-squares cross are this many times larger (cross/lsq.py).
+OUTER_FACTOR = 4
+PAGE = 4096
+
+
+@dataclass
+class PathChoice:
+    """The chosen path and why.
+
+    Attributes
+    ----------
+    method : {"stream", "lsq"}
+    reason : str
+    cross_share : float
+        Estimated share of the storage a least-squares cross would read (nan: unknown).
+    """
+
+    method: str
+    reason: str
+    cross_share: float = float("nan")
+
+
+def choose_path(volume, path=None, rank=None, max_rank=64, oversample=1.5):
+    """Choose between a least-squares cross and the streaming TT-SVD of ``volume``.
+
+    Parameters
+    ----------
+    volume : LazyTensor
+        The opened volume (:func:`tensorly_cross.open_volume`), possibly transposed.
+    path : str, optional
+        Its file: a gzip NIfTI is decompressed whole by any reader.
+    rank : int, optional
+        The fixed rank; otherwise ``max_rank`` bounds the estimate.
+    max_rank : int, default 64
+    oversample : float, default 1.5
+
+    Returns
+    -------
+    PathChoice
+    """
+    if path is not None and str(path).lower().endswith(".gz"):
+        return PathChoice("stream", "a gzip file is decompressed whole whatever is read")
+    geometry = storage_geometry(volume)
+    if geometry is None:
+        return PathChoice("lsq", "entries are read one by one at no storage cost")
+    r = rank if rank is not None else max_rank
+    share = cross_share(geometry, r, oversample)
+    if share > CROSS_SHARE:
+        return PathChoice("stream", f"a cross would read about {share:.0%} of the storage "
+                          f"(>{CROSS_SHARE:.0%}): reading it all twice costs little more and "
+                          "the error is exact", share)
+    return PathChoice("lsq", f"a cross should read about {share:.0%} of the storage", share)
+
+
+@dataclass
+class _Geometry:
+    shape: tuple
+    unit_shape: tuple  # voxels per storage unit along each mode (chunk, or page run)
+
+
+def storage_geometry(volume):
+    """Storage units (chunks; pages as runs along the contiguous mode) in the volume's mode
+    order, or None for data in memory."""
+    axes = getattr(volume, "axes", None)
+    base = getattr(volume, "lazy", volume) if axes is not None else volume
+    shape = tuple(base.shape)
+    source = getattr(base, "source", None)
+    if source is not None and getattr(source, "chunks", None) is not None:
+        unit = tuple(max(chunks) for chunks in source.chunks)
+    elif hasattr(base, "pages_read"):  # a .npy file read by pages (C order)
+        run = max(1, PAGE // max(getattr(base, "itemsize", 8), 1))
+        unit = (1,) * (len(shape) - 1) + (min(run, shape[-1]),)
+    else:
+        return None
+    if axes is not None:
+        shape = tuple(shape[a] for a in axes)
+        unit = tuple(unit[a] for a in axes)
+    return _Geometry(shape, unit)
+
+
+def cross_share(geometry, rank, oversample):
+    """Expected share of the storage units that ``SWEEPS`` sweeps of a least-squares cross
+    at ``rank`` read: per sweep, ``(oversample rank)^2`` fibers along each inner mode and
+    ``OUTER_FACTOR oversample rank`` along the first and last, at random positions."""
+    d = len(geometry.shape)
+    missed = 1.0
+    for mode in range(d):
+        outer = mode in (0, d - 1)
+        per_sweep = (OUTER_FACTOR * oversample * rank if outer
+                     else math.ceil(oversample * rank) ** 2)
+        missed *= 1.0 - _hit_share(geometry, mode, SWEEPS * per_sweep)
+    return 1.0 - missed
+
+
+def _hit_share(geometry, mode, fibers):
+    """Share of storage units hit by ``fibers`` random fibers along ``mode``: a fiber reads
+    every unit of its column of units along that mode."""
+    columns = math.prod(math.ceil(n / u) for k, (n, u) in
+                        enumerate(zip(geometry.shape, geometry.unit_shape, strict=True))
+                        if k != mode)
+    return 1.0 - math.exp(-fibers / max(columns, 1))

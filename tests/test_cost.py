@@ -1,0 +1,43 @@
+"""Choosing between a cross and the streaming TT-SVD for a stored volume."""
+
+import numpy as np
+import pytest
+
+import tensorly_cross as tlc
+from tensorly_cross.cost import _Geometry, choose_path, cross_share, storage_geometry
+
+zarr = pytest.importorskip("zarr")
+
+
+def test_gzip_files_are_always_streamed(tmp_path):
+    choice = choose_path(tlc.lazy_tensor(np.ones((4, 4, 4))), path=str(tmp_path / "a.nii.gz"))
+    assert choice.method == "stream" and "gzip" in choice.reason
+
+
+def test_arrays_in_memory_are_crossed():
+    assert choose_path(tlc.lazy_tensor(np.ones((8, 8, 8)))).method == "lsq"
+
+
+def test_small_chunks_of_a_large_volume_favour_the_cross_large_ones_the_stream():
+    fine = _Geometry((4096,) * 3, (8, 8, 8))
+    coarse = _Geometry((1024,) * 3, (64, 64, 64))
+    assert cross_share(fine, 8, 1.5) < 0.25 < cross_share(coarse, 8, 1.5)
+
+
+def test_the_share_grows_with_the_rank():
+    geometry = _Geometry((2048,) * 3, (16, 16, 16))
+    shares = [cross_share(geometry, rank, 1.5) for rank in (4, 16, 64)]
+    assert shares == sorted(shares) and 0.0 < shares[0] < shares[-1] <= 1.0
+
+
+def test_a_chunked_store_and_its_transposed_view_are_measured(tmp_path):
+    path = str(tmp_path / "v.zarr")
+    array = zarr.create_array(path, shape=(30, 40, 50), chunks=(10, 20, 25), dtype="f8")
+    array[:] = 1.0
+    volume = tlc.open_volume(path)
+    assert storage_geometry(volume).unit_shape == (10, 20, 25)
+    view = tlc.TransposedTensor(volume, (0, 2, 1))
+    geometry = storage_geometry(view)
+    assert geometry.shape == (30, 50, 40) and geometry.unit_shape == (10, 25, 20)
+    choice = choose_path(volume)
+    assert choice.method == "stream" and choice.cross_share > 0.25
