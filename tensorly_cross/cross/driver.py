@@ -5,6 +5,7 @@ import time
 from ..errors import EvaluationBudgetExceeded
 from .assemble import assemble_cores
 from .confidence import held_out_squares, upper_bound
+from .finish import refine_if_better
 from .stopping import BestSweep
 
 
@@ -23,7 +24,9 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
     ``diverged()``). ``patience``: stop (``"stalled"``) after that many sweeps in a row that
     neither lower the held-out error by 1% nor change the ranks (None: never). A pass of
     the tolerance at the rank cap is confirmed on fresh held-out entries first
-    (:meth:`Validation.confirm`).
+    (:meth:`Validation.confirm`). An interpolating cross that ends without meeting ``tol``
+    is refined in least squares over its last sweeps' fibers, where that pays
+    (``finish.py``).
 
     Returns
     -------
@@ -33,7 +36,7 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
     """
     tol, callback, patience = options.tol, options.callback, options.patience
     start = time.perf_counter()
-    cores = None
+    cores, passed, history = None, False, []
     best = BestSweep()
     info.stop_reason = "n_iter_max"
     for sweep in range(options.n_iter_max):
@@ -54,6 +57,9 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
         if hasattr(half_sweep, "record"):
             half_sweep.record(error, passed)
         diverged = _diverged(error, info.val_errors[:-1])
+        if not diverged:
+            history.append(([block.copy() for block in indices.left],
+                            [block.copy() for block in indices.right]))
         if diverged:
             info.rolled_back.append(info.n_sweeps)
             indices, cores = previous
@@ -73,9 +79,12 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
         if reason:
             info.stop_reason = reason
             break
+    state = best.state if best.state is not None else (indices, cores)
+    if not passed and not hasattr(half_sweep, "assemble"):  # interpolating crosses
+        state = refine_if_better(cache, state, history, validation, info)
     info.update_counts(cache.counters)
     info.total_seconds += time.perf_counter() - start
-    return best.state if best.state is not None else (indices, cores)
+    return state
 
 
 # A sweep whose held-out error exceeds the lowest so far by this factor has diverged (near

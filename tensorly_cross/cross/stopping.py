@@ -44,6 +44,10 @@ class CrossInfo:
     rolled_back : list of int
         Sweeps undone because their held-out error rose tenfold above the lowest so far
         (a divergence); their errors stay in ``val_errors``.
+    refined : bool
+        The last sweep is the least-squares refinement of an interpolating cross that
+        missed its tolerance (``cross/finish.py``): the TT no longer interpolates, and
+        :func:`cross_interpolate` on the indices rebuilds the unrefined one.
     """
 
     method: str
@@ -61,6 +65,7 @@ class CrossInfo:
     function_seconds: float = 0.0
     total_seconds: float = 0.0
     rolled_back: list = field(default_factory=list)
+    refined: bool = False
 
     @property
     def val_error(self):
