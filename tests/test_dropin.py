@@ -49,6 +49,14 @@ def test_class_fit_transform_recovers_a_low_rank_tensor(backend):
     assert "TensorTrainCross" in repr(estimator)
 
 
+def test_class_fit_returns_the_estimator_with_the_decomposition(backend):
+    tensor = np.add.outer(np.arange(4.0), np.arange(5.0))[:, :, None] * np.ones(3)
+    estimator = TensorTrainCross(rank=[1, 2, 2, 1], random_state=0)
+    assert estimator.fit(tl.tensor(tensor)) is estimator
+    np.testing.assert_allclose(host(estimator.to_tensor()), tensor, atol=1e-10)
+    assert repr(estimator) == "TensorTrainCross decomposition of rank [1, 2, 2, 1]."
+
+
 @pytest.mark.parametrize(
     "rank, message",
     [
