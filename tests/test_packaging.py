@@ -1,9 +1,13 @@
 """Packaging: stated floors are the tested ones, extras do not repeat requirements, the
-license ships."""
+license ships, and a missing torch is met with install instructions."""
 
+import importlib
 import re
+import sys
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -58,3 +62,13 @@ def test_the_license_file_is_shipped():
     assert PROJECT["license"] == "BSD-3-Clause"
     assert "BSD 3-Clause License" in (ROOT / PROJECT["license-files"][0]).read_text()
 
+
+def test_nn_without_torch_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # what an interpreter without torch sees
+    for name in [name for name in sys.modules if name.startswith("tensorly_cross.nn")]:
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(ImportError) as error:
+        importlib.import_module("tensorly_cross.nn")
+    message = str(error.value)
+    assert "--index-url https://download.pytorch.org/whl/cpu" in message
+    assert "not on PyPI" in message and "pip install '.[torch]'" in message
