@@ -57,12 +57,24 @@ plane = np.stack(np.meshgrid(np.arange(shape[1]), np.arange(shape[2]), indexing=
 plane = np.insert(plane.reshape(-1, 2), 0, index, axis=1)
 approx = tl.to_numpy(tlc.tt_entries(tt, target.from_original(plane))).reshape(shape[1:])
 original = np.load(path, mmap_mode="r")[index]
-figure, axes_ = plt.subplots(1, 3, figsize=(12, 3.2))
-for ax, (title, image) in zip(axes_, [("file", original), ("TT", approx),
-                                      ("|error|", np.abs(approx - original))], strict=True):
-    ax.imshow(image, aspect="auto", cmap="magma" if title == "|error|" else "gray")
+figure, axes_ = plt.subplots(1, 3, figsize=(13, 3.4))
+low, high = float(original.min()), float(original.max())
+panels = [("file", original, "gray", (low, high)), ("TT", approx, "gray", (low, high)),
+          ("|TT - file|", np.abs(approx - original), "magma", (None, None))]
+for ax, (title, image, cmap, (vmin, vmax)) in zip(axes_, panels, strict=True):
+    shown = ax.imshow(image, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
+    figure.colorbar(shown, ax=ax)
     ax.set_title(f"{title}, x = {index}")
+    ax.set_xlabel("z (contiguous axis)")
+    ax.set_ylabel("y")
 figure.tight_layout()
-plt.show()
 os.remove(path)
 os.rmdir(folder)
+
+# %%
+# Run as a script, the example saves its figure (the documentation shows it instead).
+if "__file__" in globals():
+    figure.savefig("out_of_core.png", dpi=120)
+    print("figure saved to out_of_core.png")
+    if plt.get_backend().lower() != "agg":  # an interactive session: show it too
+        plt.show()
