@@ -10,8 +10,18 @@ author = "tensorly-cross developers"
 extensions = ["sphinx.ext.autodoc", "sphinx.ext.autosummary", "numpydoc",
               "sphinx_gallery.gen_gallery"]
 autosummary_generate = True
+templates_path = ["_templates"]  # class pages list their own public methods
 numpydoc_show_class_members = False
-numpydoc_validation_checks = set()
+# numpydoc checks every documented name and method; with -W (CI) a finding fails the build.
+# GL08 no docstring, PR01/PR02 parameters missing from or unknown to the docstring, PR07
+# a parameter without description, RT01/RT03 no Returns section or no description there,
+# SS01/SS06 no summary or one longer than a line, GL02 closing quotes on the text's line.
+numpydoc_validation_checks = {"GL02", "GL08", "PR01", "PR02", "PR07", "RT01", "RT03", "SS01",
+                              "SS06"}
+# Not yet: open_volume (io.py), save_tt, load_tt and TTFileError (ttfile.py) are being
+# reworked on the CLI/TT-file branch, which completes their docstrings (and examples:
+# tests/test_docstrings.py reads this set too); remove this line when it lands.
+numpydoc_validation_exclude = {r"^tensorly_cross\.(open_volume|save_tt|load_tt|TTFileError)$"}
 html_theme = "alabaster"
 exclude_patterns = ["_build", "generated/*.examples"]
 sphinx_gallery_conf = {

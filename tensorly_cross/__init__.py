@@ -1,6 +1,7 @@
 """tensorly-cross: tensor-train cross approximation for TensorLy."""
 
 from .api import cross_interpolate, select_indices, tt_cross
+from .cost import PathChoice, choose_path
 from .cross import CrossIndices, CrossInfo
 from .cross.tt_entries import tt_entries
 from .decomposition import TensorTrainCross, tensor_train_cross
@@ -21,6 +22,7 @@ from .lazy import (
 )
 from .maxvol import maxvol
 from .rect_maxvol import rect_maxvol
+from .stream import StreamInfo, streaming_tt_svd
 from .ttfile import TTFileError, load_tt, save_tt
 
 __version__ = "0.1.0"
@@ -36,13 +38,16 @@ __all__ = [
     "FunctionTensor",
     "LazyTensor",
     "NonFiniteValueError",
+    "PathChoice",
     "QuanticsLayout",
     "QuanticsTensor",
     "RankDeficiencyWarning",
+    "StreamInfo",
     "TTFileError",
     "TensorTrainCross",
     "TransposedTensor",
     "__version__",
+    "choose_path",
     "cross_interpolate",
     "lazy_tensor",
     "load_tt",
@@ -52,6 +57,7 @@ __all__ = [
     "rect_maxvol",
     "save_tt",
     "select_indices",
+    "streaming_tt_svd",
     "tensor_train_cross",
     "tt_cross",
     "tt_entries",

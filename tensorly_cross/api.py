@@ -45,8 +45,14 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
     Returns
     -------
     tt : tensorly.tt_tensor.TTTensor
+        The approximation, in the active backend: the sweep with the lowest held-out error.
     info : CrossInfo
-        Only when ``return_info`` is True.
+        Only when ``return_info`` is True: evaluations, errors, ranks, stop reason.
+
+    See Also
+    --------
+    select_indices, cross_interpolate : The same in two phases.
+    tensor_train_cross : TensorLy's signature.
 
     Examples
     --------
@@ -93,6 +99,7 @@ def select_indices(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_
     Returns
     -------
     indices : CrossIndices
+        The index sets of the sweep with the lowest held-out error.
     info : CrossInfo
         Only when ``return_info`` is True.
 
@@ -127,13 +134,35 @@ def cross_interpolate(tensor, indices, shape=None):
 
     Parameters
     ----------
-    tensor : anything :func:`lazy_tensor` accepts
+    tensor : LazyTensor, tensor, array-like or callable
+        Anything :func:`lazy_tensor` accepts (a callable needs ``shape``).
     indices : CrossIndices or dict
         From :func:`select_indices` (or its ``to_dict()``).
+    shape : tuple of int, optional
+        Only for a callable ``tensor``.
 
     Returns
     -------
     tt : tensorly.tt_tensor.TTTensor
+        Equal to ``tensor`` on every fiber the index sets name (exact when ``tensor`` has
+        TT ranks at most those of ``indices``).
+
+    Raises
+    ------
+    TypeError
+        If ``indices`` is neither a :class:`CrossIndices` nor its dict.
+    ValueError
+        If the sets are inconsistent or were made for another shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import tensorly_cross as tlc
+    >>> f = lambda idx: np.exp(-idx.sum(axis=1) / 10.0)
+    >>> indices = tlc.select_indices(f, shape=(8, 8, 8), rank=1, random_state=0)
+    >>> tt = tlc.cross_interpolate(f, indices.to_dict(), shape=(8, 8, 8))
+    >>> bool(np.allclose(tlc.tt_entries(tt, [[1, 2, 3]]), np.exp(-0.6)))
+    True
     """
     lazy = lazy_tensor(tensor, shape=shape)
     if isinstance(indices, dict):

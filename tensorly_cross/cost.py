@@ -24,14 +24,23 @@ PAGE = 4096
 
 @dataclass
 class PathChoice:
-    """The chosen path and why.
+    """The chosen path and why (each parameter is an attribute of the same name).
 
-    Attributes
+    Parameters
     ----------
     method : {"stream", "lsq"}
+        ``"stream"``: :func:`tensorly_cross.streaming_tt_svd`; ``"lsq"``: the
+        least-squares cross.
     reason : str
+        Why, in words (the CLI prints it).
     cross_share : float
         Estimated share of the storage a least-squares cross would read (nan: unknown).
+
+    Examples
+    --------
+    >>> from tensorly_cross import PathChoice
+    >>> PathChoice("stream", "a gzip file is decompressed whole whatever is read").method
+    'stream'
     """
 
     method: str
@@ -51,11 +60,23 @@ def choose_path(volume, path=None, rank=None, max_rank=64, oversample=1.5):
     rank : int, optional
         The fixed rank; otherwise ``max_rank`` bounds the estimate.
     max_rank : int, default 64
+        The rank assumed for a rank-adaptive cross (the worst case it could reach).
     oversample : float, default 1.5
+        The oversampling of the least-squares cross's index sets.
 
     Returns
     -------
     PathChoice
+        The method, the reason, and the estimated share of the storage a cross would read.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import tensorly_cross as tlc
+    >>> tlc.choose_path(tlc.lazy_tensor(np.ones((8, 8, 8)))).method
+    'lsq'
+    >>> tlc.choose_path(tlc.lazy_tensor(np.ones((8, 8, 8))), path="scan.nii.gz").method
+    'stream'
     """
     if path is not None and str(path).lower().endswith(".gz"):
         return PathChoice("stream", "a gzip file is decompressed whole whatever is read")

@@ -3,12 +3,15 @@
 Same signature, argument semantics and rank errors as
 ``tensorly.contrib.decomposition.tensor_train_cross``, but the tensor is read entry by
 entry through the cross (never densified), and the stop is the held-out error.
+
+``TensorTrainCross`` writes out the two methods of TensorLy's ``DecompositionMixin``
+(``fit`` and ``__repr__``) instead of inheriting them: the mixin lives in the private
+module ``tensorly.decomposition._base_decomposition``, with no public import path.
 """
 
 import math
 
 import tensorly as tl
-from tensorly.decomposition._base_decomposition import DecompositionMixin
 
 from .api import tt_cross
 
@@ -28,16 +31,32 @@ def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_stat
     n_iter_max : int, default 100
         Maximum number of sweeps, each one left-to-right and one right-to-left pass.
     random_state : None, int or numpy RandomState
+        Seed of the random starting indices and held-out entries.
 
     Returns
     -------
     factors : tensorly.tt_tensor.TTTensor
+        The TT, on the tensor's backend; differentiable with respect to the tensor's
+        entries on PyTorch.
 
     Raises
     ------
     ValueError
         If ``len(rank) != ndim + 1``, the boundary ranks are not 1, or a rank exceeds the
         number of available column indices (TensorLy's messages).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import tensorly as tl
+    >>> from tensorly_cross import tensor_train_cross
+    >>> rng = np.random.default_rng(0)
+    >>> tensor = tl.tensor(np.einsum("i,j,k->ijk", *(rng.random(n) for n in (4, 5, 6))))
+    >>> factors = tensor_train_cross(tensor, rank=[1, 1, 1, 1], random_state=0)
+    >>> factors.rank
+    (1, 1, 1, 1)
+    >>> bool(np.allclose(tl.tt_to_tensor(factors), tensor))
+    True
     """
     shape = tuple(input_tensor.shape)
     rank = _tensorly_rank(rank, shape)
@@ -75,18 +94,35 @@ def _tensorly_rank(rank, shape):
     return rank
 
 
-class TensorTrainCross(DecompositionMixin):
+class TensorTrainCross:
     """TT decomposition by cross approximation, scikit-learn style.
 
     Parameters
     ----------
-    rank, tol, n_iter_max, random_state
-        Stored unchanged and passed to :func:`tensor_train_cross`.
+    rank : int or list of int
+        Maximal TT rank, as for :func:`tensor_train_cross`.
+    tol : float, default 1e-4
+        Held-out relative error at which to stop.
+    n_iter_max : int, default 100
+        Maximum number of sweeps (each a pass in both directions).
+    random_state : None, int or numpy RandomState
+        Seed of the random choices.
 
     Attributes
     ----------
     decomposition_ : tensorly.tt_tensor.TTTensor
-        Set by :meth:`fit_transform`.
+        Set by :meth:`fit` and :meth:`fit_transform`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tensorly_cross import TensorTrainCross
+    >>> tensor = np.add.outer(np.arange(4.0), np.arange(5.0))[:, :, None] * np.ones(3)
+    >>> estimator = TensorTrainCross(rank=[1, 2, 2, 1], random_state=0).fit(tensor)
+    >>> estimator
+    TensorTrainCross decomposition of rank [1, 2, 2, 1].
+    >>> bool(np.allclose(estimator.to_tensor(), tensor))
+    True
     """
 
     def __init__(self, rank, tol=1e-4, n_iter_max=100, random_state=None):
@@ -96,13 +132,49 @@ class TensorTrainCross(DecompositionMixin):
         self.random_state = random_state
 
     def fit_transform(self, tensor):
-        """Decompose ``tensor``; returns (and stores) the TT."""
+        """Decompose ``tensor``, store the TT in ``decomposition_`` and return it.
+
+        Parameters
+        ----------
+        tensor : tensor
+            Anything :func:`tensor_train_cross` accepts.
+
+        Returns
+        -------
+        factors : tensorly.tt_tensor.TTTensor
+            The TT, also stored as ``decomposition_``.
+        """
         self.decomposition_ = tensor_train_cross(
             tensor, rank=self.rank, tol=self.tol, n_iter_max=self.n_iter_max,
             random_state=self.random_state,
         )
         return self.decomposition_
 
+    def fit(self, tensor):
+        """Decompose ``tensor`` and store the TT in ``decomposition_``.
+
+        Parameters
+        ----------
+        tensor : tensor
+            Anything :func:`tensor_train_cross` accepts.
+
+        Returns
+        -------
+        self : TensorTrainCross
+            The fitted estimator.
+        """
+        self.fit_transform(tensor)
+        return self
+
     def to_tensor(self):
-        """The dense tensor of the fitted TT (only for tensors that fit in memory)."""
+        """Return the dense tensor of the fitted TT (for tensors that fit in memory).
+
+        Returns
+        -------
+        tensor : tensor
+            ``tl.tt_to_tensor(self.decomposition_)``.
+        """
         return tl.tt_to_tensor(self.decomposition_)
+
+    def __repr__(self):
+        return f"{type(self).__name__} decomposition of rank {self.rank}."

@@ -4,10 +4,23 @@
 class RankDeficiencyWarning(UserWarning):
     """A matrix handed to a pivoting kernel is numerically rank-deficient.
 
-    Attributes
+    Parameters
     ----------
+    message : str
+        What was detected, and what the kernel does instead.
     rank : int
-        The numerical rank that was detected.
+        The numerical rank that was detected; kept as the attribute ``rank``.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> from tensorly_cross import RankDeficiencyWarning, maxvol
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     rows, _ = maxvol(np.ones((6, 2)))
+    >>> caught[0].category is RankDeficiencyWarning, caught[0].message.rank
+    (True, 1)
     """
 
     def __init__(self, message, rank):
@@ -18,12 +31,26 @@ class RankDeficiencyWarning(UserWarning):
 class NonFiniteValueError(ValueError):
     """A lazy tensor produced NaN or inf.
 
-    Attributes
+    Parameters
     ----------
+    message : str
+        The error message; it names the multi-index and the value.
     index : tuple of int
-        The first multi-index (in request order) whose value was not finite.
+        The first multi-index (in request order) whose value was not finite; kept as the
+        attribute ``index``.
     value : complex or float
-        The offending value.
+        The offending value; kept as the attribute ``value``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tensorly_cross import FunctionTensor, NonFiniteValueError
+    >>> f = FunctionTensor(lambda idx: np.where(idx[:, 0] == 0, np.nan, 1.0), (4, 4))
+    >>> try:
+    ...     f.evaluate(np.array([[2, 1], [0, 3]]))
+    ... except NonFiniteValueError as error:
+    ...     print(error.index)
+    (0, 3)
     """
 
     def __init__(self, message, index, value):
@@ -35,10 +62,24 @@ class NonFiniteValueError(ValueError):
 class EvaluationBudgetExceeded(RuntimeError):
     """The next batch of evaluations would exceed ``max_evals``.
 
-    Attributes
+    Parameters
     ----------
+    message : str
+        The error message; it names ``max_evals`` and the counts.
     needed : int
-        The number of evaluations the batch would have brought the total to.
+        The number of evaluations the batch would have brought the total to; kept as the
+        attribute ``needed``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tensorly_cross import EvaluationBudgetExceeded, EvaluationCache, lazy_tensor
+    >>> cache = EvaluationCache(lazy_tensor(np.ones((4, 4))), max_evals=3)
+    >>> try:
+    ...     cache.evaluate(np.array([[0, 0], [1, 1], [2, 2], [3, 3]]))
+    ... except EvaluationBudgetExceeded as error:
+    ...     print(error.needed)
+    4
     """
 
     def __init__(self, message, needed):

@@ -58,6 +58,17 @@ def maxvol(matrix, tol=1.05, max_iter=100):
     ----------
     Goreinov, Oseledets, Savostyanov, Tyrtyshnikov, Zamarashkin (2010),
     "How to find a good submatrix".
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tensorly_cross import maxvol
+    >>> matrix = np.random.default_rng(0).standard_normal((1000, 8))
+    >>> rows, coefficients = maxvol(matrix, tol=1.05)
+    >>> rows.shape, bool(np.abs(coefficients).max() <= 1.05)
+    ((8,), True)
+    >>> bool(np.allclose(coefficients @ matrix[rows], matrix))
+    True
     """
     n_rows, n_cols = check_tall_matrix(matrix, "matrix")
     tol = check_float(tol, "tol", minimum=1.0)

@@ -69,7 +69,7 @@ rank : int, list of int or None
         block whole. ``"auto"``: full search where the two modes of a bond have at most 16
         index pairs (quantics digits), column search elsewhere; it recovers
         piecewise-constant quantics data (boxes) exactly where the others stall. Measured on
-        ``benchmarks/bench_cross.py`` (medians of 10 seeds), column search needs 0.54-0.78x
+        ``benchmarks/bench_cross.py`` (medians of 10 seeds), column search needs 0.54-0.72x
         the evaluations of rook search for the same errors. On bonds of
         larger modes the previous sweep's pivots are kept and only new ones searched for.
     shape : tuple of int, optional

@@ -60,6 +60,15 @@ def rect_maxvol(matrix, tol=1.1, min_add=0, max_add=None, maxvol_tol=1.05, maxvo
     ----------
     Mikhalev, Oseledets (2018), "Rectangular maximum-volume submatrices and their
     applications", Linear Algebra Appl. 538.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tensorly_cross import rect_maxvol
+    >>> matrix = np.random.default_rng(0).standard_normal((1000, 8))
+    >>> rows, coefficients = rect_maxvol(matrix, tol=1.1)
+    >>> bool(len(rows) >= 8), bool(np.linalg.norm(coefficients, axis=1).max() <= 1.1)
+    (True, True)
     """
     n_rows, n_cols = check_tall_matrix(matrix, "matrix")
     tol = check_float(tol, "tol", minimum=1.0)

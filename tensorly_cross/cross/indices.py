@@ -42,13 +42,20 @@ def fiber_indices(left, mode_size, right):
 class CrossIndices:
     """The index sets that define a cross interpolation; serialisable without pickle.
 
-    Attributes
+    :func:`select_indices` returns them and :func:`cross_interpolate` reads the tensor on
+    them; each parameter is an attribute of the same name.
+
+    Parameters
     ----------
     shape : tuple of int
+        The modes the sets cover.
     left, right : list of ndarray of int64
-        See the module docstring.
+        ``left[k]``: the ``(r_k, k)`` multi-indices over modes ``0..k-1``; ``right[k]``:
+        the ``(r_{k+1}, d-k-1)`` multi-indices over modes ``k+1..d-1``.
     nested : {"left", "right", None}
         Which family of sets is nested (decides how cores are assembled).
+    meta : dict
+        Free-form facts kept with the sets in memory (not serialised).
     block : int or None
         For a block (vector-valued) cross: the size ``F`` of the tensor's last mode, which
         the sets do not cover (it is read whole at every position); ``shape`` then holds
@@ -56,6 +63,17 @@ class CrossIndices:
     ranks : tuple of int or None
         For a least-squares cross (``cross/lsq.py``): the TT ranks ``(1, r_1, ..., 1)``,
         which its oversampled sets do not give by their sizes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tensorly_cross import CrossIndices, select_indices
+    >>> tensor = np.add.outer(np.arange(6.0), np.arange(5.0))
+    >>> indices = select_indices(tensor, rank=2, random_state=0)
+    >>> indices.rank, indices.tensor_shape
+    ((1, 2, 1), (6, 5))
+    >>> CrossIndices.from_json(indices.to_json()).rank
+    (1, 2, 1)
     """
 
     shape: tuple
@@ -68,6 +86,7 @@ class CrossIndices:
 
     @property
     def ndim(self):
+        """Number of modes the sets cover."""
         return len(self.shape)
 
     @property
@@ -86,6 +105,13 @@ class CrossIndices:
         return (1,) + tuple(int(block.shape[0]) for block in sets) + (1,)
 
     def copy(self):
+        """A deep copy (the index arrays and ``meta`` copied).
+
+        Returns
+        -------
+        indices : CrossIndices
+            Equal to this one, sharing no arrays with it.
+        """
         return CrossIndices(
             tuple(self.shape),
             [block.copy() for block in self.left],
@@ -97,7 +123,14 @@ class CrossIndices:
         )
 
     def to_dict(self):
-        """A JSON-serialisable dict (lists of ints)."""
+        """The sets as a JSON-serialisable dict.
+
+        Returns
+        -------
+        data : dict
+            ``shape``, ``left``, ``right`` (lists of ints), ``nested`` and ``block``;
+            :meth:`from_dict` reads it back.
+        """
         return {
             "shape": list(self.shape),
             "left": [block.tolist() for block in self.left],
@@ -108,11 +141,34 @@ class CrossIndices:
         }
 
     def to_json(self):
+        """The sets as a JSON string.
+
+        Returns
+        -------
+        text : str
+            ``json.dumps(self.to_dict())``; :meth:`from_json` reads it back.
+        """
         return json.dumps(self.to_dict())
 
     @classmethod
     def from_dict(cls, data):
-        """Rebuild and validate index sets from :meth:`to_dict` output."""
+        """Rebuild and validate index sets from :meth:`to_dict` output.
+
+        Parameters
+        ----------
+        data : dict
+            As :meth:`to_dict` returns it.
+
+        Returns
+        -------
+        indices : CrossIndices
+            Checked for consistent sizes, ranges and nesting.
+
+        Raises
+        ------
+        ValueError
+            If the sets are inconsistent.
+        """
         shape = tuple(int(size) for size in data["shape"])
         d = len(shape)
         left = [_as_block(block, k) for k, block in enumerate(data["left"])]
@@ -126,6 +182,18 @@ class CrossIndices:
 
     @classmethod
     def from_json(cls, text):
+        """Rebuild and validate index sets from :meth:`to_json` output.
+
+        Parameters
+        ----------
+        text : str
+            As :meth:`to_json` returns it.
+
+        Returns
+        -------
+        indices : CrossIndices
+            Checked as by :meth:`from_dict`.
+        """
         return cls.from_dict(json.loads(text))
 
 

@@ -13,11 +13,14 @@ from .tt_entries import tt_entries
 
 @dataclass
 class CrossInfo:
-    """What a cross approximation did.
+    """What a cross approximation did (``tt_cross(..., return_info=True)``).
 
-    Attributes
+    Each parameter is an attribute of the same name; the cross fills them in.
+
+    Parameters
     ----------
     method : str
+        The method that ran (``"auto"`` resolved).
     n_evals : int
         Distinct entries evaluated (validation included): the cost that matters.
     n_requested, n_cached, n_calls : int
@@ -48,6 +51,17 @@ class CrossInfo:
         The last sweep is the least-squares refinement of an interpolating cross that
         missed its tolerance (``cross/finish.py``): the TT no longer interpolates, and
         :func:`cross_interpolate` on the indices rebuilds the unrefined one.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tensorly_cross import FunctionTensor, tt_cross
+    >>> f = FunctionTensor(lambda idx: np.cos(idx.sum(axis=1) / 9.0), (32,) * 4)
+    >>> tt, info = tt_cross(f, tol=1e-8, random_state=0, return_info=True)
+    >>> info.method, info.stop_reason, bool(info.val_error < 1e-8)
+    ('tci', 'tol', True)
+    >>> info.n_evals == info.evals_per_sweep[-1]
+    True
     """
 
     method: str
@@ -73,6 +87,13 @@ class CrossInfo:
         return self.val_errors[self.best_sweep - 1] if self.best_sweep else float("nan")
 
     def update_counts(self, counters):
+        """Copy the counts of an evaluation cache into this record.
+
+        Parameters
+        ----------
+        counters : CacheCounters
+            The counters of the cache the cross read through.
+        """
         self.n_evals = counters.unique
         self.n_requested = counters.requested
         self.n_cached = counters.cache_hits
@@ -80,6 +101,13 @@ class CrossInfo:
         self.function_seconds = counters.function_seconds
 
     def to_dict(self):
+        """The record as a plain dict (for JSON or a table).
+
+        Returns
+        -------
+        data : dict
+            Every field by name.
+        """
         return asdict(self)
 
 

@@ -13,11 +13,22 @@ def tt_entries(cores, indices):
     ----------
     cores : TTTensor or list of tensors of shape (r_k, n_k, r_{k+1})
     indices : array-like of int, shape (m, d)
+        The multi-indices, one per row.
 
     Returns
     -------
     values : tensor of shape (m,)
         Costs ``O(m sum_k r_k r_{k+1})``; autograd-visible.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import tensorly as tl
+    >>> from tensorly_cross import tt_entries
+    >>> tensor = np.arange(24.0).reshape(2, 3, 4)
+    >>> tt = tl.decomposition.tensor_train(tl.tensor(tensor), rank=[1, 2, 4, 1])
+    >>> np.round(tt_entries(tt, [[0, 0, 1], [1, 2, 3]]), 8)
+    array([ 1., 23.])
     """
     indices = np.asarray(indices, dtype=np.int64)
     result = None

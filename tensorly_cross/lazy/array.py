@@ -8,16 +8,25 @@ from .base import LazyTensor
 
 
 class ArrayTensor(LazyTensor):
-    """A lazy view of an array: backend tensors (NumPy, PyTorch, JAX), ``np.memmap``, or
-    any array-like with NumPy fancy indexing or a zarr/dask-style ``vindex``.
+    """A lazy view of an array that is already somewhere (in memory, memory-mapped, on disk).
 
-    Reading is one gather per batch; nothing is copied up front. A PyTorch tensor that
-    requires grad keeps its graph: gradients reach exactly the entries that were read.
+    Backend tensors (NumPy, PyTorch, JAX), ``np.memmap``, or any array-like with NumPy
+    fancy indexing or a zarr/dask-style ``vindex``. Reading is one gather per batch;
+    nothing is copied up front. A PyTorch tensor that requires grad keeps its graph:
+    gradients reach exactly the entries that were read.
 
     Parameters
     ----------
     array : array-like
         Anything with ``shape`` that can be indexed by integer arrays.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tensorly_cross import ArrayTensor
+    >>> lazy = ArrayTensor(np.arange(12.0).reshape(3, 4))
+    >>> lazy.evaluate([[0, 1], [2, 3]])
+    array([ 1., 11.])
     """
 
     stored = True

@@ -19,6 +19,16 @@ class LazyTensor:
     ----------
     shape : tuple of int
         The size of each mode (every size >= 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tensorly_cross import LazyTensor
+    >>> class Sum(LazyTensor):
+    ...     def _evaluate(self, indices):
+    ...         return indices.sum(axis=1).astype(float)
+    >>> Sum((3, 4)).evaluate([[1, 2], [2, 3]])
+    array([3., 5.])
     """
 
     def __init__(self, shape):
@@ -26,9 +36,11 @@ class LazyTensor:
 
     @property
     def stored(self):
-        """Whether the entries are stored data (an array, a file) rather than computed by a
-        function; a view of another lazy tensor (``.lazy``) is what that one is.
-        ``method="auto"`` runs the least-squares cross on stored data."""
+        """Whether the entries are stored data rather than computed by a function.
+
+        Arrays and files are stored; a view of another lazy tensor (``.lazy``) is what that
+        one is. ``method="auto"`` runs the least-squares cross on stored data.
+        """
         inner = getattr(self, "lazy", None)
         return bool(inner is not None and inner.stored)
 
@@ -48,6 +60,7 @@ class LazyTensor:
         Parameters
         ----------
         indices : array-like of int, shape (m, ndim)
+            The multi-indices, one per row.
 
         Returns
         -------
@@ -65,8 +78,21 @@ class LazyTensor:
         return self.evaluate_checked(check_indices(indices, self.shape))
 
     def evaluate_checked(self, indices):
-        """:meth:`evaluate` for indices that already passed ``check_indices`` (int64, in
-        range): what a cache in front of this tensor calls for its misses."""
+        """Entries at multi-indices that are known to be valid, without checking them again.
+
+        What a cache in front of this tensor calls for its misses: the values are still
+        checked, the indices are not.
+
+        Parameters
+        ----------
+        indices : ndarray of int64, shape (m, ndim)
+            Multi-indices in range (as ``check_indices`` returns them).
+
+        Returns
+        -------
+        values : tensor of shape (m,)
+            In the active TensorLy backend.
+        """
         values = self._evaluate(indices)
         return check_values(values, indices, type(self).__name__)
 

@@ -18,9 +18,9 @@ _KEY_SENTINEL = np.iinfo(np.int64).max
 
 @dataclass
 class CacheCounters:
-    """What a cache has seen.
+    """What a cache has seen (each parameter is an attribute of the same name).
 
-    Attributes
+    Parameters
     ----------
     requested : int
         Entries asked for, duplicates included.
@@ -32,6 +32,17 @@ class CacheCounters:
         Batched calls made to the wrapped tensor.
     function_seconds : float
         Wall time spent inside those calls.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tensorly_cross import EvaluationCache, lazy_tensor
+    >>> cache = EvaluationCache(lazy_tensor(np.ones((4, 4))))
+    >>> _ = cache.evaluate([[0, 0], [1, 1], [0, 0]])
+    >>> _ = cache.evaluate([[1, 1], [2, 2]])
+    >>> c = cache.counters
+    >>> c.requested, c.unique, c.cache_hits, c.calls
+    (5, 3, 2, 2)
     """
 
     requested: int = 0
@@ -54,12 +65,27 @@ class EvaluationCache(LazyTensor):
     Parameters
     ----------
     lazy : LazyTensor
+        The tensor whose entries are computed (once each).
     max_entries : int, default 2**24
         When storing a batch would exceed this, the cache is emptied first (memory stays
         bounded at ``max_entries`` keys and values).
     max_evals : int or None
         A batch whose new entries would push :attr:`counters.unique` above this raises
         :class:`EvaluationBudgetExceeded` before anything is computed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tensorly_cross import EvaluationCache, FunctionTensor
+    >>> calls = []
+    >>> f = FunctionTensor(lambda idx: calls.append(len(idx)) or idx.sum(axis=1) * 1.0, (8, 8))
+    >>> cache = EvaluationCache(f)
+    >>> cache.evaluate([[1, 2], [3, 4]])
+    array([3., 7.])
+    >>> cache.evaluate([[3, 4], [5, 6]])
+    array([ 7., 11.])
+    >>> calls, len(cache)
+    ([2, 1], 3)
     """
 
     def __init__(self, lazy, max_entries=2**24, max_evals=None):
@@ -78,24 +104,69 @@ class EvaluationCache(LazyTensor):
         return 0 if self._keys is None else len(self._keys)
 
     def evaluate(self, indices):
+        """Entries at a batch of multi-indices; only the ones not cached are computed.
+
+        Parameters
+        ----------
+        indices : array-like of int, shape (m, ndim)
+            The multi-indices, one per row, repeats allowed.
+
+        Returns
+        -------
+        values : tensor of shape (m,)
+            In the active TensorLy backend.
+
+        Raises
+        ------
+        ValueError
+            If ``indices`` has the wrong shape or an index is out of range.
+        EvaluationBudgetExceeded
+            If the entries not yet cached would take the count above ``max_evals``.
+        """
         return self.evaluate_checked(check_indices(indices, self.shape))
 
     def evaluate_checked(self, indices):
+        """:meth:`evaluate` for multi-indices that are known to be valid.
+
+        Parameters
+        ----------
+        indices : ndarray of int64, shape (m, ndim)
+            Multi-indices in range.
+
+        Returns
+        -------
+        values : tensor of shape (m,)
+            In the active TensorLy backend.
+        """
         if indices.shape[0] == 0:
             return tl.tensor(np.zeros(0))
         return self.evaluate_keys(self.pack(indices), indices.__getitem__)
 
     @property
     def key_strides(self):
-        """int64 strides with ``pack(indices) == indices @ key_strides``, or None when keys
-        take several words: a caller that knows its keys can skip building multi-indices."""
+        """Strides with ``pack(indices) == indices @ key_strides``; None for multi-word keys.
+
+        int64; a caller that knows its keys this way reads by key with
+        :meth:`evaluate_keys` and skips building multi-indices.
+        """
         return self._key_strides
 
     def evaluate_keys(self, keys, multi_indices_at):
         """Entries given by their packed keys (as :meth:`pack` makes them, in range).
 
-        ``multi_indices_at(positions)`` returns the (len(positions), d) multi-indices of
-        those positions of the batch: only the entries not cached are built and computed.
+        Parameters
+        ----------
+        keys : ndarray
+            Packed keys of the batch (int64, or structured for multi-word keys).
+        multi_indices_at : callable
+            ``multi_indices_at(positions)`` returns the (len(positions), d) multi-indices
+            of those positions of the batch: only the entries not cached are built and
+            computed.
+
+        Returns
+        -------
+        values : tensor of shape (len(keys),)
+            In the active TensorLy backend.
         """
         n_requested = keys.shape[0]
         slots = self._lookup(keys)
@@ -130,7 +201,19 @@ class EvaluationCache(LazyTensor):
         return take_rows(tl.concatenate([hit_values, new_values]), order)
 
     def pack(self, indices):
-        """Packed keys of (m, d) multi-indices: int64, or a structured multi-word key."""
+        """Packed keys of multi-indices: the cache's lookup keys.
+
+        Parameters
+        ----------
+        indices : ndarray of int64, shape (m, d)
+            Multi-indices in range.
+
+        Returns
+        -------
+        keys : ndarray of shape (m,)
+            int64 (the C-order flat index) when the tensor has fewer than 2**63 entries;
+            otherwise a structured array of several int64 words.
+        """
         if len(self._word_modes) == 1:
             return np.ravel_multi_index(tuple(indices.T), self.shape).astype(np.int64, copy=False)
         words = [
@@ -149,7 +232,13 @@ class EvaluationCache(LazyTensor):
         return self._keys.lookup(keys)
 
     def keys(self):
-        """Every cached key, sorted (packed as by :meth:`pack`)."""
+        """Every cached key, sorted.
+
+        Returns
+        -------
+        keys : ndarray
+            Packed as by :meth:`pack`.
+        """
         return np.zeros(0, dtype=np.int64) if self._keys is None else self._keys.all_keys()
 
     def _check_budget(self, n_new):

@@ -42,6 +42,19 @@ class DaskTensor(LazyTensor):
     chunks_read, bytes_read, chunk_hits : int
         Chunks read from storage, their decoded bytes, and chunks served by the cache
         (local reads only; with a client the workers keep their own caches).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import zarr
+    >>> from tensorly_cross import DaskTensor
+    >>> array = zarr.zeros((64, 64), chunks=(16, 16), dtype="f8")  # in memory here
+    >>> array[:] = np.arange(64 * 64.0).reshape(64, 64)
+    >>> lazy = DaskTensor(array)
+    >>> lazy.evaluate([[0, 1], [17, 3], [0, 2]])
+    array([1.000e+00, 1.091e+03, 2.000e+00])
+    >>> lazy.chunks_read, lazy.chunk_hits
+    (2, 0)
     """
 
     stored = True
@@ -90,7 +103,18 @@ class DaskTensor(LazyTensor):
         return np.concatenate([np.flatnonzero(cached), np.flatnonzero(~cached)])
 
     def chunk_slices(self, chunk_id):
-        """The slices of one chunk, from its flat id."""
+        """The slices of one chunk, from its flat id.
+
+        Parameters
+        ----------
+        chunk_id : int
+            The chunk's position in the C-ordered grid of chunks.
+
+        Returns
+        -------
+        slices : tuple of slice
+            One slice per axis: the chunk's extent in the array.
+        """
         coords = np.unravel_index(int(chunk_id), self._grid)
         return tuple(slice(int(b[c]), int(b[c + 1])) for b, c in zip(self._bounds, coords,
                                                                          strict=True))

@@ -19,10 +19,24 @@ def lazy_tensor(obj, shape=None):
     shape : tuple of int, optional
         Only for callables.
 
+    Returns
+    -------
+    lazy : LazyTensor
+        ``obj`` itself, an :class:`ArrayTensor` or a :class:`FunctionTensor`.
+
     Raises
     ------
     TypeError
         If ``obj`` is none of the above, or a callable comes without ``shape``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tensorly_cross import lazy_tensor
+    >>> lazy_tensor(np.zeros((2, 3)))
+    ArrayTensor(shape=(2, 3))
+    >>> lazy_tensor(lambda idx: idx.sum(axis=1), shape=(4, 4, 4))
+    FunctionTensor(shape=(4, 4, 4))
     """
     if isinstance(obj, LazyTensor):
         return obj

@@ -14,6 +14,7 @@ class FunctionTensor(LazyTensor):
         ``function(indices) -> values``: ``indices`` is an (m, d) int64 NumPy array, the
         values an (m,) array or backend tensor.
     shape : tuple of int
+        The size of each mode.
 
     Examples
     --------
@@ -39,6 +40,21 @@ class FunctionTensor(LazyTensor):
             ``function(points) -> values``, ``points`` an (m, d) float array of coordinates.
         grids : sequence of 1-D arrays
             The coordinates along each mode.
+
+        Returns
+        -------
+        tensor : FunctionTensor
+            Of shape ``tuple(len(grid) for grid in grids)``; its ``grids`` attribute holds
+            the coordinates.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from tensorly_cross import FunctionTensor
+        >>> grid = np.linspace(0.0, 1.0, 5)
+        >>> f = FunctionTensor.on_grid(lambda x: x.sum(axis=1), [grid, grid])
+        >>> f.shape, f.evaluate([[4, 2]])
+        ((5, 5), array([1.5]))
         """
         grids = [np.asarray(grid, dtype=float).reshape(-1) for grid in grids]
         empty = [mode for mode, grid in enumerate(grids) if grid.size == 0]

@@ -40,7 +40,10 @@ def radices(size):
 class QuanticsLayout:
     """Where each original mode's digits sit in the quantics tensor.
 
-    Attributes
+    Build it with :meth:`create` (or :meth:`with_channels`); each parameter is an attribute
+    of the same name.
+
+    Parameters
     ----------
     shape : tuple of int
         The original shape.
@@ -51,6 +54,17 @@ class QuanticsLayout:
         Digits of each original mode, most significant first.
     positions : list of ndarray of int64
         Position of each of those digits among the quantics modes.
+
+    Examples
+    --------
+    >>> from tensorly_cross import QuanticsLayout
+    >>> layout = QuanticsLayout.create((8, 12))
+    >>> layout.mode_radices, layout.quantics_shape
+    ([[2, 2, 2], [2, 2, 3]], (2, 2, 2, 2, 2, 3))
+    >>> layout.to_quantics([[5, 7]])
+    array([[1, 0, 1, 1, 0, 1]])
+    >>> layout.to_original([[1, 0, 1, 1, 0, 1]])
+    array([[5, 7]])
     """
 
     shape: tuple
@@ -60,6 +74,20 @@ class QuanticsLayout:
 
     @classmethod
     def create(cls, shape, order="grouped"):
+        """The layout of a tensor of ``shape``: each mode split into its prime digits.
+
+        Parameters
+        ----------
+        shape : tuple of int
+            The original shape.
+        order : {"grouped", "interleaved"}, default "grouped"
+            Digit order (see the class docstring).
+
+        Returns
+        -------
+        layout : QuanticsLayout
+            Factors 2 first, then the other primes, most significant digit first.
+        """
         if order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {order!r}.")
         mode_radices = [radices(size) for size in shape]
@@ -78,8 +106,25 @@ class QuanticsLayout:
 
     @classmethod
     def with_channels(cls, shape, channels, order="grouped"):
-        """The layout of ``(*shape, channels)`` whose channel mode stays one digit, placed last
-        (the block mode of :func:`tensorly_cross.tt_cross` ``(..., method="block")``)."""
+        """The layout of ``(*shape, channels)`` whose channel mode stays one digit, last.
+
+        The channel mode is the block mode of :func:`tensorly_cross.tt_cross`
+        ``(..., method="block")``.
+
+        Parameters
+        ----------
+        shape : tuple of int
+            The grid's shape, whose modes are split into digits.
+        channels : int
+            Size of the channel mode, kept whole.
+        order : {"grouped", "interleaved"}, default "grouped"
+            Digit order of the grid's modes.
+
+        Returns
+        -------
+        layout : QuanticsLayout
+            Of the original shape ``(*shape, channels)``.
+        """
         grid = cls.create(shape, order)
         n_digits = len(grid.quantics_shape)
         return cls(grid.shape + (int(channels),), order, grid.mode_radices + [[int(channels)]],
@@ -87,6 +132,7 @@ class QuanticsLayout:
 
     @property
     def quantics_shape(self):
+        """The shape of the quantics tensor: every digit's radix, in quantics order."""
         shape = [0] * sum(len(digits) for digits in self.mode_radices)
         for digits, positions in zip(self.mode_radices, self.positions, strict=True):
             for digit, position in zip(digits, positions, strict=True):
@@ -94,14 +140,36 @@ class QuanticsLayout:
         return tuple(shape)
 
     def to_original(self, quantics_indices):
-        """(m, D) quantics multi-indices -> (m, d) original multi-indices."""
+        """Original multi-indices of quantics multi-indices.
+
+        Parameters
+        ----------
+        quantics_indices : array-like of int, shape (m, D)
+            Multi-indices over the ``D`` quantics modes.
+
+        Returns
+        -------
+        indices : ndarray of int64, shape (m, d)
+            The same entries over the ``d`` original modes.
+        """
         quantics_indices = np.asarray(quantics_indices, dtype=np.int64)
         columns = [quantics_indices[:, positions] @ c_order_strides(digits)
                    for digits, positions in zip(self.mode_radices, self.positions, strict=True)]
         return np.stack(columns, axis=1)
 
     def to_quantics(self, indices):
-        """(m, d) original multi-indices -> (m, D) quantics multi-indices."""
+        """Quantics multi-indices of original multi-indices.
+
+        Parameters
+        ----------
+        indices : array-like of int, shape (m, d)
+            Multi-indices over the ``d`` original modes.
+
+        Returns
+        -------
+        quantics_indices : ndarray of int64, shape (m, D)
+            The same entries over the ``D`` quantics modes.
+        """
         indices = np.asarray(indices, dtype=np.int64)
         result = np.empty((indices.shape[0], len(self.quantics_shape)), dtype=np.int64)
         for mode, (digits, positions) in enumerate(
@@ -121,6 +189,7 @@ class QuanticsTensor(LazyTensor):
     lazy : LazyTensor
         Anything with ``shape`` and ``evaluate``.
     order : {"grouped", "interleaved"}, default "grouped"
+        Digit order (see :class:`QuanticsLayout`); the view's ``layout`` maps indices.
 
     Examples
     --------
@@ -151,11 +220,28 @@ def qtt_to_tt(tt_q, layout):
     Parameters
     ----------
     tt_q : TTTensor or list of cores
+        A TT over the quantics modes of ``layout``.
     layout : QuanticsLayout or QuanticsTensor
+        The layout (or the tensor whose layout) ``tt_q`` was built on; grouped order.
 
     Returns
     -------
-    TTTensor of shape ``layout.shape``
+    tt : TTTensor
+        Of shape ``layout.shape``, one core per original mode.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tensorly_cross import FunctionTensor, QuanticsTensor, qtt_to_tt, tt_cross
+    >>> f = FunctionTensor(lambda idx: np.cos(idx[:, 0] / 7.0) + idx[:, 1], (16, 8))
+    >>> q = QuanticsTensor(f)
+    >>> tt_q = tt_cross(q, tol=1e-10, random_state=0)
+    >>> tt = qtt_to_tt(tt_q, q.layout)
+    >>> tt.shape
+    (16, 8)
+    >>> full = f.evaluate(np.indices((16, 8)).reshape(2, -1).T).reshape(16, 8)
+    >>> bool(np.allclose(tt.to_tensor(), full))
+    True
     """
     layout = getattr(layout, "layout", layout)
     if layout.order != "grouped":

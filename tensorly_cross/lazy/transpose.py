@@ -15,12 +15,14 @@ from .dispatch import lazy_tensor
 
 
 class TransposedTensor(LazyTensor):
-    """``lazy`` with its modes permuted: mode ``m`` of the view is mode ``axes[m]`` of
-    ``lazy`` (as ``numpy.transpose``). Nothing is copied; entries are read on demand.
+    """A lazy tensor with its modes permuted (as ``numpy.transpose``), nothing copied.
+
+    Mode ``m`` of the view is mode ``axes[m]`` of ``lazy``; entries are read on demand.
 
     Parameters
     ----------
     lazy : LazyTensor or anything :func:`lazy_tensor` accepts
+        The tensor to view.
     axes : sequence of int
         A permutation of ``range(lazy.ndim)``.
 
@@ -47,7 +49,18 @@ class TransposedTensor(LazyTensor):
         self.lazy = lazy
 
     def from_original(self, indices):
-        """Multi-indices of ``lazy`` as multi-indices of this view (to query its TT)."""
+        """Multi-indices of ``lazy`` as multi-indices of this view (to query its TT).
+
+        Parameters
+        ----------
+        indices : array-like of int, shape (m, ndim)
+            Multi-indices in the mode order of ``lazy``.
+
+        Returns
+        -------
+        view_indices : ndarray of int64, shape (m, ndim)
+            The same entries in the mode order of this view.
+        """
         return np.asarray(indices, dtype=np.int64)[:, self.axes]
 
     def _evaluate(self, indices):

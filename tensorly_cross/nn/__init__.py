@@ -6,8 +6,13 @@ Importing this package imports torch; nothing else in tensorly_cross does at imp
 try:
     import torch  # noqa: F401
 except ImportError as error:  # pragma: no cover - exercised only without torch
-    raise ImportError("tensorly_cross.nn needs PyTorch: pip install tensorly-cross[torch] "
-                      "(on CPU: pip install torch==2.13.0 first).") from error
+    raise ImportError(
+        "tensorly_cross.nn needs PyTorch. For the CPU build: pip install torch --index-url "
+        "https://download.pytorch.org/whl/cpu (a plain 'pip install torch' brings the CUDA "
+        "build on Linux; other builds: https://pytorch.org/get-started/locally/). "
+        "tensorly-cross is not on PyPI yet: from a clone of its repository, "
+        "pip install '.[torch]' keeps that torch (docs/installation.rst)."
+    ) from error
 
 from .embedding import CrossEmbedding, TTPCAHead, TTProbeHead, tt_inner
 from .encoded import EncodedTensor, default_encoder

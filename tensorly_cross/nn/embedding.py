@@ -16,7 +16,26 @@ from .encoded import EncodedTensor, default_encoder
 
 
 def tt_inner(first, second):
-    """``<A, B>`` of two TTs of the same shape, in ``O(d n r^3)`` (differentiable)."""
+    """Inner product ``<A, B>`` of two TTs of the same shape, in ``O(d n r^3)``.
+
+    Parameters
+    ----------
+    first, second : list of torch.Tensor
+        The cores of the two TTs, ``(r_k, n_k, r_{k+1})`` each, the same ``n_k``.
+
+    Returns
+    -------
+    inner : torch.Tensor
+        A scalar (0-d) tensor; differentiable with respect to both TTs' cores.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tensorly_cross.nn import tt_inner
+    >>> ones = [torch.ones(1, 3, 1, dtype=torch.float64)] * 2  # the all-ones 3 x 3 matrix
+    >>> float(tt_inner(ones, ones))
+    9.0
+    """
     result = None
     for core_a, core_b in zip(first, second, strict=True):
         # (ra, n, ra') x (rb, n, rb') contracted over n, then with the running (ra, rb).
@@ -28,6 +47,30 @@ def tt_inner(first, second):
 class TTProbeHead(nn.Module):
     """``K`` learnable TT probes; features are ``<TT, probe_k> / sqrt(prod(shape))``.
 
+    Parameters
+    ----------
+    shape : tuple of int
+        The shape of the TTs the head reads (channels last).
+    n_probes : int
+        Number of probes ``K``: the number of features.
+    rank : int, default 2
+        TT rank of every probe.
+    generator : torch.Generator or None
+        Source of the random start.
+    init : {"mean", "random"}, default "mean"
+        How the probes start (below).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tensorly_cross.nn import TTProbeHead
+    >>> head = TTProbeHead((4, 4, 2), n_probes=3, generator=torch.Generator().manual_seed(0))
+    >>> tt = [torch.ones(1, 4, 1), torch.ones(1, 4, 1), torch.ones(1, 2, 1)]
+    >>> head(tt).shape
+    torch.Size([3])
+
+    Notes
+    -----
     ``init="mean"`` (default) starts every probe near ``ones (x) ... (x) ones (x) w_k`` (the
     last mode being the channels): each feature is then a random mix of the channels'
     means over the grid, the pooling a dense CNN would do, and training moves the probes
@@ -48,6 +91,18 @@ class TTProbeHead(nn.Module):
         self.cores = nn.ParameterList([nn.Parameter(core) for core in cores])
 
     def forward(self, tt):
+        """Features of one TT: its inner products with the probes.
+
+        Parameters
+        ----------
+        tt : list of torch.Tensor
+            The cores of a TT of shape ``shape``.
+
+        Returns
+        -------
+        features : torch.Tensor of shape (n_probes,)
+            ``<tt, probe_k> / sqrt(prod(shape))``.
+        """
         n_probes = self.cores[0].shape[0]
         return torch.stack([
             tt_inner(tt, [core[k].to(tt[0].dtype) for core in self.cores])
@@ -73,6 +128,24 @@ class TTPCAHead(nn.Module):
     ``forward(tt)`` projects: ``<TT, TT_i>`` for every training TT, centred, times the
     eigenvectors scaled by ``1/sqrt(eigenvalue)``. Exact PCA in the full tensor space, never
     forming a full tensor, and invariant to each TT's gauge.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of principal components kept (at most the number of training TTs).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tensorly_cross.nn import TTPCAHead
+    >>> generator = torch.Generator().manual_seed(0)
+    >>> def random_tt():
+    ...     return [torch.randn(1, 5, 2, generator=generator),
+    ...             torch.randn(2, 3, 1, generator=generator)]
+    >>> tts = [random_tt() for _ in range(6)]
+    >>> head = TTPCAHead(n_components=2).fit(tts)
+    >>> head(tts[0]).shape
+    torch.Size([2])
     """
 
     def __init__(self, n_components):
@@ -82,6 +155,18 @@ class TTPCAHead(nn.Module):
 
     @torch.no_grad()
     def fit(self, tts):
+        """Fit the components on training TTs (kept, detached, for the projections).
+
+        Parameters
+        ----------
+        tts : list of list of torch.Tensor
+            The training TTs, each a list of cores, all of one shape.
+
+        Returns
+        -------
+        self : TTPCAHead
+            The fitted head.
+        """
         tts = [[core.detach() for core in tt] for tt in tts]
         gram = torch.stack([torch.stack([tt_inner(a, b) for b in tts]) for a in tts])
         n = gram.shape[0]
@@ -96,6 +181,23 @@ class TTPCAHead(nn.Module):
         return self
 
     def forward(self, tt):
+        """Coordinates of one TT on the fitted principal components.
+
+        Parameters
+        ----------
+        tt : list of torch.Tensor
+            The cores of a TT of the training TTs' shape.
+
+        Returns
+        -------
+        coordinates : torch.Tensor of shape (n_components,)
+            Differentiable with respect to ``tt``.
+
+        Raises
+        ------
+        RuntimeError
+            If :meth:`fit` has not run.
+        """
         if self.train_tts is None:
             raise RuntimeError("TTPCAHead.fit(training_tts) must run before forward.")
         kernel = torch.stack([tt_inner(tt, other) for other in self.train_tts])
@@ -111,17 +213,26 @@ class CrossEmbedding(nn.Module):
     encoder : nn.Module or None
         (m, 1, p, p, p) -> (m, F); ``None`` builds :func:`default_encoder`.
     patch_size, n_features, stride : int
+        Edge of the cubic patches, number of encoder features ``F``, and voxels between
+        grid positions (see :class:`EncodedTensor`).
     rank : int
         Fixed TT rank of the feature field (fixed, so every volume's TT has one shape).
     head : {"probes", "pca"} or nn.Module
         ``"probes"``: :class:`TTProbeHead` with ``n_outputs`` probes (learnable);
         ``"pca"``: :class:`TTPCAHead` (call :meth:`fit_pca` first).
     n_outputs : int
+        Number of features per volume (probes, or principal components).
     refresh_every : int, default 1
         Reuse a volume's indices for this many forward passes before selecting anew; only
         for volumes passed with a ``key`` (see :meth:`forward`).
     n_iter_max : int
         Sweeps of the index search.
+    grid_shape : tuple of int or None
+        The grid of positions, when known in advance: the head is then built here (and
+        its parameters exist before the first forward pass, e.g. for an optimizer);
+        otherwise on the first call.
+    random_state : None, int or numpy Generator
+        Seed of the index search (the same seed gives the same indices).
     method : {"block", "als"}
         ``"block"`` (default): the block cross reads every position for all ``F`` features,
         so the encoder runs once per position and the TT's last bond is ``F``; ``"als"``:
@@ -132,6 +243,20 @@ class CrossEmbedding(nn.Module):
     oversample : float, default 1.0
         Probe positions per bond, as a multiple of the rank (see :func:`tt_cross`): more
         encoder runs, cores fitted over more of the field.
+
+    Examples
+    --------
+    >>> import tensorly as tl
+    >>> import torch
+    >>> from tensorly_cross.nn import CrossEmbedding
+    >>> model = CrossEmbedding(patch_size=3, n_features=2, rank=2, n_outputs=3)
+    >>> with tl.backend_context("pytorch"):
+    ...     features = model(torch.rand(2, 1, 8, 8, 8))
+    >>> features.shape
+    torch.Size([2, 3])
+    >>> features.sum().backward()  # gradients reach the encoder through the patches read
+    >>> model.encoder[0].weight.grad is not None
+    True
     """
 
     def __init__(self, encoder=None, patch_size=5, n_features=4, rank=3, head="probes",
@@ -156,14 +281,38 @@ class CrossEmbedding(nn.Module):
         self._indices = {}  # key -> (indices, age)
 
     def encoded(self, volume):
+        """The lazy feature field of one volume (an :class:`EncodedTensor`).
+
+        Parameters
+        ----------
+        volume : torch.Tensor, numpy array or LazyTensor (3-D)
+            The volume whose patches the encoder reads.
+
+        Returns
+        -------
+        encoded : EncodedTensor
+            With this module's encoder, patch size, stride and layout.
+        """
         return EncodedTensor(volume, self.encoder, self.patch_size, self.n_features,
                              stride=self.stride, layout=self.layout)
 
     def tt(self, volume, key=None):
-        """The differentiable TT of one volume's feature field (and its EncodedTensor).
+        """The differentiable TT of one volume's feature field.
 
-        ``key`` (any hashable, e.g. the volume's index in a dataset) lets the indices be
-        reused for ``refresh_every`` calls; without it they are selected every time.
+        Parameters
+        ----------
+        volume : torch.Tensor, numpy array or LazyTensor
+            One volume, 3-D or ``(1, D, H, W)``.
+        key : hashable, optional
+            E.g. the volume's index in a dataset: its indices are then reused for
+            ``refresh_every`` calls; without a key they are selected every time.
+
+        Returns
+        -------
+        cores : list of torch.Tensor
+            The TT's cores, with gradient to the encoder's parameters.
+        encoded : EncodedTensor
+            The lazy feature field they were read from (its counters say what it cost).
         """
         if volume.ndim == 4:  # (1, D, H, W): a single channel
             volume = volume[0]
@@ -181,9 +330,19 @@ class CrossEmbedding(nn.Module):
         return list(cross_interpolate(lazy, indices)), lazy
 
     def forward(self, volumes, keys=None):
-        """Features of a batch of volumes, (B, 1, D, H, W) or a list of 3-D volumes.
+        """Features of a batch of volumes.
 
-        ``keys``: one hashable per volume to reuse its indices (``refresh_every``).
+        Parameters
+        ----------
+        volumes : torch.Tensor of shape (B, 1, D, H, W), or a sequence of 3-D volumes
+            The batch.
+        keys : sequence of hashable, optional
+            One per volume, to reuse its indices (``refresh_every``).
+
+        Returns
+        -------
+        features : torch.Tensor of shape (B, n_outputs)
+            The head's output for each volume.
         """
         keys = [None] * len(volumes) if keys is None else list(keys)
         features = []
@@ -195,7 +354,18 @@ class CrossEmbedding(nn.Module):
         return torch.stack(features)
 
     def fit_pca(self, volumes):
-        """Fit the TT-PCA head on training volumes (``head="pca"``)."""
+        """Fit the TT-PCA head on training volumes (``head="pca"``).
+
+        Parameters
+        ----------
+        volumes : sequence of volumes
+            The training volumes (as :meth:`tt` takes them).
+
+        Returns
+        -------
+        self : CrossEmbedding
+            With a fitted :class:`TTPCAHead`.
+        """
         with torch.no_grad():
             tts = [self.tt(volume)[0] for volume in volumes]
         self.head = TTPCAHead(self.n_outputs).fit(tts)

@@ -12,7 +12,30 @@ from .patches import PatchGrid
 
 
 def default_encoder(patch_size, n_features, width=8):
-    """A small 3D CNN whose receptive field is exactly one patch: (m, 1, p, p, p) -> (m, F)."""
+    """A small 3D CNN whose receptive field is exactly one patch: (m, 1, p, p, p) -> (m, F).
+
+    Parameters
+    ----------
+    patch_size : int
+        Edge ``p`` of the cubic patches (>= 3).
+    n_features : int
+        Number of output features ``F``.
+    width : int, default 8
+        Channels of the hidden layer.
+
+    Returns
+    -------
+    encoder : torch.nn.Sequential
+        A 3x3x3 convolution, GELU, then a convolution over the whole remaining patch.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tensorly_cross.nn import default_encoder
+    >>> encoder = default_encoder(patch_size=5, n_features=4)
+    >>> encoder(torch.zeros(10, 1, 5, 5, 5)).shape
+    torch.Size([10, 4])
+    """
     if patch_size < 3:
         raise ValueError(f"patch_size must be >= 3 for the default encoder, got {patch_size}.")
     return nn.Sequential(
@@ -22,11 +45,12 @@ def default_encoder(patch_size, n_features, width=8):
 
 
 class EncodedTensor(LazyTensor):
-    """Entry ``(g0, g1, g2, f)`` (or ``(f, g0, g1, g2)`` with ``feature_axis="first"``) is
-    feature ``f`` of ``encoder(patch at grid position g)``.
+    """The lazy feature field of an encoder over the patch grid of a volume.
 
-    The encoder runs once per unique position for all ``F`` features, in mini-batches; the
-    block cross (``method="block"``, features last) reads every position for all of them.
+    Entry ``(g0, g1, g2, f)`` (or ``(f, g0, g1, g2)`` with ``feature_axis="first"``) is
+    feature ``f`` of ``encoder(patch at grid position g)``. The encoder runs once per
+    unique position for all ``F`` features, in mini-batches; the block cross
+    (``method="block"``, features last) reads every position for all of them.
     Without gradient tracking (the index search) the features of every position seen are
     cached, so the cross's repeated requests cost nothing; with gradient tracking (the
     differentiable assembly) each call encodes afresh so that gradients reach the encoder
@@ -35,11 +59,15 @@ class EncodedTensor(LazyTensor):
     Parameters
     ----------
     volume : torch.Tensor, numpy array or LazyTensor (3-D)
+        The volume (any lazy volume is read patch by patch, on demand).
     encoder : torch.nn.Module
         Maps (m, 1, p, p, p) patches to (m, F) features.
     patch_size : int
+        Edge ``p`` of the cubic patches.
     n_features : int
+        Number of features ``F`` the encoder returns.
     stride : int, default 1
+        Voxels between neighbouring grid positions.
     padding : {"reflect", "edge", "zeros"}
     batch_size : int, default 4096
         Patches per encoder call.
@@ -60,6 +88,18 @@ class EncodedTensor(LazyTensor):
         Patches run through the encoder so far.
     n_encoder_calls : int
         Mini-batches run.
+
+    Examples
+    --------
+    >>> import tensorly as tl
+    >>> import torch
+    >>> from tensorly_cross.nn import EncodedTensor, default_encoder
+    >>> encoder = default_encoder(patch_size=3, n_features=2)
+    >>> with tl.backend_context("pytorch"):
+    ...     field = EncodedTensor(torch.rand(8, 8, 8), encoder, patch_size=3, n_features=2)
+    ...     values = field.evaluate([[0, 0, 0, 1], [0, 0, 0, 0], [7, 7, 7, 1]])
+    >>> field.shape, field.n_encoded  # two positions, each encoded once for both features
+    ((8, 8, 8, 2), 2)
     """
 
     def __init__(self, volume, encoder, patch_size, n_features, stride=1, padding="reflect",
@@ -105,7 +145,18 @@ class EncodedTensor(LazyTensor):
         return features[rows, cols]
 
     def features(self, positions):
-        """(u, F) encoder features at (u, 3) grid positions (cached without grad)."""
+        """Encoder features at grid positions (cached while gradients are off).
+
+        Parameters
+        ----------
+        positions : ndarray of int64, shape (u, 3)
+            Distinct grid positions.
+
+        Returns
+        -------
+        features : torch.Tensor of shape (u, F)
+            With gradient to the encoder when gradients are on.
+        """
         if torch.is_grad_enabled():
             return self._encode(positions)
         keys = np.ravel_multi_index(tuple(positions.T), self.patches.grid_shape)

@@ -23,7 +23,20 @@ class PatchGrid:
     patch_size : int
         Edge of the cubic patch (odd sizes centre exactly).
     stride : int, default 1
+        Voxels between neighbouring grid positions.
     padding : {"reflect", "edge", "zeros"}
+        How voxels outside the volume are filled.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tensorly_cross.nn import PatchGrid
+    >>> grid = PatchGrid(np.arange(64.0).reshape(4, 4, 4), patch_size=3, stride=2)
+    >>> grid.grid_shape
+    (2, 2, 2)
+    >>> patch = grid.patches([[1, 1, 1]])
+    >>> tuple(patch.shape), float(patch[0, 0, 1, 1, 1])
+    ((1, 1, 3, 3, 3), 42.0)
     """
 
     def __init__(self, volume, patch_size, stride=1, padding="reflect"):
@@ -41,7 +54,20 @@ class PatchGrid:
         self._offsets = np.arange(self.patch_size) - half
 
     def voxel_indices(self, positions):
-        """(m, p, p, p, 3) voxel multi-indices of the patches, and the in-volume mask."""
+        """Voxel multi-indices of the patches at grid positions, and where they are inside.
+
+        Parameters
+        ----------
+        positions : array-like of int, shape (m, 3)
+            Grid positions.
+
+        Returns
+        -------
+        voxels : ndarray of int64, shape (m, p, p, p, 3)
+            The voxel read for each patch entry (padding already applied).
+        inside : ndarray of bool, shape (m, p, p, p)
+            False where ``padding="zeros"`` fills the entry with 0.
+        """
         positions = np.asarray(positions, dtype=np.int64).reshape(-1, 3)
         centres = positions * self.stride
         axes = [centres[:, axis, None] + self._offsets[None, :] for axis in range(3)]
@@ -55,7 +81,22 @@ class PatchGrid:
         return grid, mask
 
     def patches(self, positions, device=None, dtype=torch.float32):
-        """Patches at (m, 3) grid positions, as an (m, 1, p, p, p) tensor."""
+        """Patches at grid positions, read in one batched call.
+
+        Parameters
+        ----------
+        positions : array-like of int, shape (m, 3)
+            Grid positions.
+        device : torch.device or None
+            Where to put the patches (default: where the values were read).
+        dtype : torch.dtype, default torch.float32
+            Their dtype.
+
+        Returns
+        -------
+        patches : torch.Tensor of shape (m, 1, p, p, p)
+            One channel per patch, ready for a 3D convolution.
+        """
         grid, mask = self.voxel_indices(positions)
         flat = grid.reshape(-1, 3)
         if isinstance(self.volume, LazyTensor):

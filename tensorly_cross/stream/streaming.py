@@ -29,9 +29,9 @@ MAX_CORE_ENTRIES = 2**24
 
 @dataclass
 class StreamInfo:
-    """What a streaming TT-SVD did.
+    """What a streaming TT-SVD did (each parameter is an attribute of the same name).
 
-    Attributes
+    Parameters
     ----------
     error : float
         The relative Frobenius error of the TT, exact (not sampled): the projection's
@@ -45,7 +45,17 @@ class StreamInfo:
     bytes_read : int
         Bytes read as float64 over all passes.
     ranks : tuple of int
+        The TT ranks.
     seconds : float
+        Wall time of the whole call.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tensorly_cross import streaming_tt_svd
+    >>> _, info = streaming_tt_svd(np.ones((6, 5, 4)), tol=1e-6, return_info=True)
+    >>> info.ranks, info.n_passes, info.widths
+    ((1, 1, 1, 1), 1, (6, 5, 4))
     """
 
     error: float = float("nan")
@@ -87,6 +97,7 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_width=None, client=None,
         Read and fold blocks on this cluster's workers (the source must pickle: zarr,
         HDF5, ``.npy`` do); else in local threads.
     random_state : None, int or numpy Generator
+        Seed of the sketches' random test matrices.
     block_bytes : int, default 64 MiB
         Largest block read at once (as float64), per thread or worker.
     return_info : bool, default False
@@ -95,13 +106,14 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_width=None, client=None,
     Returns
     -------
     tt : tensorly.tt_tensor.TTTensor
+        The TT, in the active TensorLy backend.
     info : StreamInfo
         Only when ``return_info`` is True.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from tensorly_cross.stream import streaming_tt_svd
+    >>> from tensorly_cross import streaming_tt_svd
     >>> grid = np.linspace(0, 1, 30)
     >>> volume = np.add.outer(np.add.outer(grid, grid), grid)
     >>> tt, info = streaming_tt_svd(volume, tol=1e-8, return_info=True)
