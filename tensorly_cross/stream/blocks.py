@@ -1,21 +1,25 @@
 """Blocks of a stored volume, and a map-reduce over them (threads, or a dask cluster).
 
 A block is a box of whole storage chunks (zarr and HDF5 decode whole chunks anyway) of at
-most ``block_bytes`` once read as float64; blocks are grouped into one task per worker
-thread, each task reads its blocks in turn and folds them into one partial result, and the
-partials are summed. Memory is then the partials plus one block per thread, whatever the
-volume's size.
+most ``block_bytes`` once read as float64. A block's contribution to the result is a list of
+updates ``(key, selection, array)``, added to ``result[key][selection]``. Local threads
+compute contributions in parallel and add them to one shared result under a lock; on a
+dask cluster, blocks are grouped into one task per worker thread, each task folds its
+blocks into its own partial result, and the partials are summed in place as they arrive.
+Memory is then the result (and, on a cluster, one partial in flight) plus one block per
+thread, whatever the volume's size.
 """
 
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..lazy.sources import ChunkSource, as_chunk_source
 
-BLOCK_BYTES = 64 * 2**20
+BLOCK_BYTES = 32 * 2**20
 
 
 class MemmapSource(ChunkSource):
@@ -81,43 +85,56 @@ def plan_blocks(source, block_bytes=BLOCK_BYTES):
     return blocks
 
 
-def map_reduce(source, blocks, fold, start, client=None, n_tasks=None):
-    """``sum over tasks of fold(partial, block_slices, values)`` over all blocks.
+def map_reduce(source, blocks, contribute, start, client=None, n_tasks=None):
+    """The sum over all blocks of their contributions, added into ``start()``.
 
-    ``start()`` makes an empty partial (a dict of arrays); each task folds its blocks into
-    its own partial; partials are added key by key. With ``client`` the tasks run on the
-    cluster's workers (which read the blocks themselves); else in threads.
+    ``contribute(slices, values)`` returns a block's updates ``(key, selection, array)``;
+    ``start()`` makes the empty result (a dict of arrays). With ``client`` the blocks are
+    read and folded on the cluster's workers; else in local threads.
     """
     if n_tasks is None:
         n_tasks = _n_workers(client)
     groups = [blocks[i::n_tasks] for i in range(min(n_tasks, len(blocks)))]
     if client is not None:
-        futures = [client.submit(_fold_group, source, group, fold, start, pure=False,
+        futures = [client.submit(_fold_group, source, group, contribute, start, pure=False,
                                  retries=3) for group in groups]
-        partials = (future.result() for future in futures)
-        return _add_all(partials)
+        total = start()
+        for future in futures:
+            _add_into(total, future.result())
+            future.release()
+        return total
+    total, lock = start(), threading.Lock()
+
+    def fold_group(group):
+        for slices in group:
+            updates = contribute(slices, _read(source, slices))
+            with lock:
+                _apply(total, updates)
+
     with ThreadPoolExecutor(max_workers=len(groups)) as pool:
-        return _add_all(pool.map(lambda group: _fold_group(source, group, fold, start),
-                                 groups))
+        list(pool.map(fold_group, groups))
+    return total
 
 
-def _fold_group(source, group, fold, start):
+def _read(source, slices):
+    return np.asarray(source.read(slices), dtype=np.float64)
+
+
+def _fold_group(source, group, contribute, start):
     partial = start()
     for slices in group:
-        values = np.asarray(source.read(slices), dtype=np.float64)
-        fold(partial, slices, values)
+        _apply(partial, contribute(slices, _read(source, slices)))
     return partial
 
 
-def _add_all(partials):
-    total = None
-    for partial in partials:
-        if total is None:
-            total = partial
-        else:
-            for key, value in partial.items():
-                total[key] = total[key] + value
-    return total
+def _apply(result, updates):
+    for key, selection, array in updates:
+        result[key][selection] += array
+
+
+def _add_into(total, partial):
+    for key, value in partial.items():
+        total[key] += value
 
 
 def _n_workers(client):

@@ -27,9 +27,9 @@ def sketch_factors(shape, widths, rng):
 
 
 def sketch_start(shape, widths, factors):
-    """An empty pass-1 partial."""
+    """An empty pass-1 result."""
     def start():
-        partial = {"squares": np.zeros(())}
+        partial = {"squares": np.zeros(1)}
         for k, mode_factors in enumerate(factors):
             if mode_factors is not None:
                 partial[k] = np.zeros((shape[k], widths[k]))
@@ -38,14 +38,15 @@ def sketch_start(shape, widths, factors):
 
 
 def sketch_fold(factors):
-    """Pass 1: add one block to the range sketches (and to ``||A||^2``)."""
-    def fold(partial, slices, values):
-        partial["squares"] = partial["squares"] + np.sum(values * values)
+    """Pass 1: one block's updates of the range sketches (and of ``||A||^2``)."""
+    def contribute(slices, values):
+        updates = [("squares", slice(None), np.vdot(values, values))]
         for k, mode_factors in enumerate(factors):
-            if mode_factors is None:
-                continue
-            partial[k][slices[k]] += _contract_all_but(values, k, mode_factors, slices)
-    return fold
+            if mode_factors is not None:
+                updates.append((k, slices[k], _contract_all_but(values, k, mode_factors,
+                                                                slices)))
+        return updates
+    return contribute
 
 
 def _contract_all_but(values, k, mode_factors, slices):
@@ -75,18 +76,17 @@ def range_bases(partial, shape, widths):
 
 
 def core_start(shape, bases):
-    """An empty pass-2 partial: the core of the projection and ``||A||^2``."""
+    """An empty pass-2 result: the core of the projection and ``||A||^2``."""
     sizes = tuple(n if basis is None else basis.shape[1] for n, basis in zip(shape, bases,
                                                                               strict=True))
     def start():
-        return {"core": np.zeros(sizes), "squares": np.zeros(())}
+        return {"core": np.zeros(sizes), "squares": np.zeros(1)}
     return start
 
 
 def core_fold(bases):
-    """Pass 2: add one block's projection to the core."""
-    def fold(partial, slices, values):
-        partial["squares"] = partial["squares"] + np.sum(values * values)
+    """Pass 2: one block's update of the core (its projection) and of ``||A||^2``."""
+    def contribute(slices, values):
         projected = values
         target = []
         for k, basis in enumerate(bases):
@@ -97,5 +97,6 @@ def core_fold(bases):
             projected = np.moveaxis(np.tensordot(projected, basis[slices[k]], axes=(k, 0)),
                                     -1, k)
             target.append(slice(None))
-        partial["core"][tuple(target)] += projected
-    return fold
+        return [("squares", slice(None), np.vdot(values, values)),
+                ("core", tuple(target), projected)]
+    return contribute

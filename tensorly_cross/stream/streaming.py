@@ -98,7 +98,7 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_width=None, client=None,
         HDF5, ``.npy`` do); else in local threads.
     random_state : None, int or numpy Generator
         Seed of the sketches' random test matrices.
-    block_bytes : int, default 64 MiB
+    block_bytes : int, default 32 MiB
         Largest block read at once (as float64), per thread or worker.
     return_info : bool, default False
         Also return a :class:`StreamInfo`.
@@ -132,9 +132,9 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_width=None, client=None,
     bases = _sketch_pass(source, blocks, widths, rng, client, info)
     projected = map_reduce(source, blocks, core_fold(bases), core_start(shape, bases), client)
     _count_pass(info, shape)
-    total = float(projected["squares"])
+    total = float(projected["squares"][0])
     core = projected["core"]
-    kept = float(np.sum(core * core))
+    kept = float(np.vdot(core, core))
     lost = max(total - kept, 0.0)
     budget = 0.0 if tol is None else max(tol**2 * total - lost, 0.0)
     threshold = math.sqrt(budget / max(len(shape) - 1, 1))
