@@ -225,7 +225,7 @@ def _select(tensor, rank, tol, method, max_rank, max_evals, n_iter_max, val_size
                                 callback, verbose, lambda cores: TTTensor(finish(cores)),
                                 patience)
     if cores is None:
-        cores = _initial_cores_or_raise(cache, indices, max_evals)
+        cores = _initial_cores_or_raise(cache, indices, max_evals, info)
     return indices, finish(cores), info
 
 
@@ -270,12 +270,14 @@ def _start(method, lazy, rank, max_rank, tol, pivot_search, oversample, max_slic
                        min_cut=100 * validation.eps))
 
 
-def _initial_cores_or_raise(cache, indices, max_evals):
+def _initial_cores_or_raise(cache, indices, max_evals, info):
     if indices.nested is not None:
         try:
             return assemble_cores(cache, indices)
         except EvaluationBudgetExceeded:
             pass
+        finally:  # the entries read here count too
+            info.update_counts(cache.counters)
     raise ValueError(
         f"max_evals={max_evals} is too small for one sweep at rank {indices.rank} "
         f"(already {cache.counters.unique} evaluations)."
