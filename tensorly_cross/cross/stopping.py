@@ -4,7 +4,6 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
-import tensorly as tl
 
 from .._backend import to_host
 from ..errors import EvaluationBudgetExceeded, UnseenStructureWarning

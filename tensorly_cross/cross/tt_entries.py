@@ -1,6 +1,5 @@
 """Entries of a tensor train at a batch of multi-indices."""
 
-import numpy as np
 import tensorly as tl
 
 from .._backend import contiguous, take_rows
