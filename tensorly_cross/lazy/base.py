@@ -117,13 +117,20 @@ NUMERIC_KINDS = "biufc"
 
 
 def check_values(values, indices, source):
-    """Values as an (m,) backend tensor, finite; raise with the offending multi-index."""
+    """Values as an (m,) floating backend tensor, finite; raise with the offending
+    multi-index. Bool and integer values become float64: the cores interpolate between
+    them, and integer arithmetic would truncate (or, for bools, fail)."""
     if isinstance(values, np.ndarray) or not tl.is_tensor(values):
         host = np.asarray(values)
         if host.dtype.kind not in NUMERIC_KINDS:  # strings, objects: no silent conversion
             raise TypeError(f"{source} returned values of dtype {host.dtype}; values must be "
                             "numbers (bool, integer, real or complex floating point).")
+        if host.dtype.kind in "biu":
+            values = host = host.astype(np.float64)
         values = values if tl.is_tensor(values) else tl.tensor(host)
+    elif _kind(values.dtype) in "biu":
+        context = {key: value for key, value in tl.context(values).items() if key != "dtype"}
+        values = tl.tensor(to_host(values).astype(np.float64), **context)
     expected = (indices.shape[0],)
     if tuple(values.shape) != expected:
         raise ValueError(
@@ -140,6 +147,18 @@ def check_values(values, indices, source):
             host[first],
         )
     return values
+
+
+def _kind(dtype):
+    """NumPy's kind letter of a backend dtype (``torch.int64`` -> ``"i"``); ``"f"`` for
+    floating types NumPy lacks (bfloat16)."""
+    try:
+        return np.dtype(dtype).kind
+    except TypeError:
+        try:
+            return np.dtype(str(dtype).rsplit(".", 1)[-1]).kind
+        except TypeError:
+            return "f"
 
 
 def c_order_strides(shape):
