@@ -75,7 +75,7 @@ def _full_search(block, abs_tol, max_rank):
 
 def _cut(abs_tol, scale):
     """``abs_tol``, raised to the round-off level of ``scale`` (the largest modulus read)."""
-    host = np.abs(to_host(scale))
+    host = np.abs(np.asarray(scale) if isinstance(scale, float | np.generic) else to_host(scale))
     eps = np.finfo(np.promote_types(host.dtype, np.float32)).eps
     return max(abs_tol, ROUND_OFF_PIVOT * float(eps) * float(host))
 
