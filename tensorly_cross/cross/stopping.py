@@ -141,7 +141,15 @@ class Validation:
         self.indices = self._draw(size)
         total = self.indices.shape[0]
         first = max(FIRST_MIN, int(np.ceil(FIRST_SHARE * total))) if tol > 0 else total
-        self._read(min(total, -(-first // self.block) * self.block))
+        count = min(total, -(-first // self.block) * self.block)
+        try:
+            self._read(count)
+        except EvaluationBudgetExceeded as error:  # before any sweep: the budget is too small
+            raise ValueError(
+                f"max_evals={getattr(lazy, 'max_evals', None)} is too small for the {count} "
+                f"held-out entries read first (val_size={size}"
+                + (f", whole positions of {self.block} channels" if self.channels else "")
+                + "); raise max_evals or lower val_size.") from error
 
     def _draw(self, size):
         """About ``size`` random multi-indices (whole positions for a block cross)."""
