@@ -234,9 +234,9 @@ def test_threads_crossing_one_shared_cache_all_get_accurate_tts():
     (lambda i: np.sin(0.1 * i.sum(axis=1)), (16, 16, 16, 16)),
     (lambda i: 1.0 / (1.0 + i.sum(axis=1)), (20, 20, 20, 20)),
 ])
-def test_tol_zero_with_the_default_tci_runs_to_a_result(function, shape):
-    tt, info = tlc.tt_cross(function, shape=shape, tol=0, random_state=0, n_iter_max=8,
-                            return_info=True)
+def test_tol_zero_with_the_default_tci_runs_to_a_result(backend, function, shape):
+    tt, info = tlc.tt_cross(lambda i: tl.tensor(function(i)), shape=shape, tol=0,
+                            random_state=0, n_iter_max=8, return_info=True)
     grid_samples = np.random.default_rng(1).integers(0, shape[0], size=(500, len(shape)))
     exact = function(grid_samples)
     error = np.linalg.norm(host(tlc.tt_entries(tt, grid_samples)) - exact)
@@ -250,6 +250,31 @@ def test_tol_zero_with_the_default_tci_runs_to_a_result(function, shape):
 def test_a_function_returning_strings_or_objects_raises_a_clear_type_error(values):
     with pytest.raises(TypeError, match="FunctionTensor returned values of dtype"):
         tlc.tt_cross(lambda indices: values(indices.shape[0]), shape=(4, 4))
+
+
+@pytest.mark.parametrize("method, rank", [("tci", None), ("als", 2), ("block", 2)])
+@pytest.mark.parametrize("dtype", [np.bool_, np.int16, np.int64])
+def test_integer_and_bool_values_give_floating_cores_that_interpolate(backend, method, rank,
+                                                                      dtype):
+    def function(indices):
+        return tl.tensor((7 * np.sin(0.3 * indices.sum(axis=1)) > 0.5).astype(dtype)
+                         if dtype == np.bool_ else
+                         np.round(7 * np.sin(0.3 * indices.sum(axis=1))).astype(dtype))
+
+    shape = (6, 5, 4)
+    tt, info = tlc.tt_cross(function, shape=shape, method=method, rank=rank, random_state=0,
+                            return_info=True)
+    assert all(host(core).dtype == np.float64 for core in tt)
+    if method == "tci":  # exact at full rank: every entry within round-off
+        grid = full_grid(shape)
+        exact = host(function(grid)).astype(np.float64)
+        np.testing.assert_allclose(host(tlc.tt_entries(tt, grid)), exact, atol=1e-9)
+
+
+def test_a_budget_below_the_first_held_out_read_is_a_value_error():
+    with pytest.raises(ValueError, match=r"max_evals=2 is too small for the 3 held-out "
+                                         r"entries.*whole positions of 3 channels"):
+        tlc.tt_cross(smooth, shape=(1, 3), method="block", rank=1, max_evals=2, val_size=1)
 
 
 def test_a_mode_too_large_for_fibers_is_refused_before_allocating():
