@@ -111,9 +111,10 @@ def check_result(tt, info, function, kwargs):
     assert 0 <= info.heldout_bound <= 1
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                               HealthCheck.function_scoped_fixture])
 @given(call=cross_calls())
-def test_tt_cross_returns_a_true_report_or_a_documented_error(call):
+def test_tt_cross_returns_a_true_report_or_a_documented_error(backend, call):
     shape, function, kwargs = call
     try:
         tt, info = tlc.tt_cross(function, shape=shape, return_info=True, **kwargs)
