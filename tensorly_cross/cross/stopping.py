@@ -190,10 +190,12 @@ class Validation:
         if self.warned or self.values is None:
             return
         self.warned = True
+        if not hasattr(self.lazy, "max_abs"):
+            return  # not read through a cache: what the cross read is not known here
         n_read, size = len(self.lazy), self.lazy.size
         if n_read >= size:
             return  # every entry was read: nothing is unseen
-        largest_read = float(self.lazy.max_abs()) if hasattr(self.lazy, "max_abs") else 0.0
+        largest_read = float(self.lazy.max_abs())
         bound = heldout_bound(self.n_read)
         if self.max_abs == 0:
             sign = (f"all {self.n_read} held-out entries are 0 (the error {error:.3g} is "
