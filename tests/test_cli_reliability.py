@@ -17,7 +17,7 @@ import pytest
 import tensorly as tl
 
 import tensorly_cross as tlc
-from tensorly_cross import cli
+from tensorly_cross import _reconstruct, cli
 from tensorly_cross.datasets import blob_phantom, write_volume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -224,8 +224,12 @@ def test_the_nifti_affine_and_header_are_kept_and_restored_in_the_whole_volume(t
 
 
 @pytest.mark.parametrize("layout", [[], ["--quantics"], ["--axes", "2,0,1"]])
-def test_reconstruct_writes_the_whole_volume_as_nifti_in_any_layout(blobs, tmp_path, layout):
+def test_reconstruct_writes_the_whole_volume_as_nifti_in_any_layout(blobs, tmp_path, layout,
+                                                                     monkeypatch):
     nibabel = pytest.importorskip("nibabel")
+    # Slabs of at most 1000 entries: 24 x 20 = 480 per index of the last axis, so the 16
+    # indices go out in 8 blocks of 2 (the path a large volume takes).
+    monkeypatch.setattr(_reconstruct, "BLOCK_ENTRIES", 1000)
     output = str(tmp_path / "b.tt.npz")
     rank = [] if layout == ["--quantics"] else ["--rank", "6"]
     assert cli.main(["compress", blobs, "-o", output, *rank, *layout, "-q",
