@@ -4,6 +4,8 @@ Every message names the argument, what it received and what is allowed.
 """
 
 import numbers
+import os
+import stat
 
 import tensorly as tl
 
@@ -77,3 +79,23 @@ def check_choice(value, name, allowed):
         options = ", ".join(repr(option) for option in allowed)
         raise ValueError(f"{name} must be one of {options}; got {value!r}.")
     return value
+
+
+def check_regular_file(path):
+    """Raise unless ``path`` is an existing regular file: reading a FIFO, socket or device
+    can block forever or never end.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If it is not a regular file (a folder, FIFO, socket or device).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"path {path!r} does not exist.") from None
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path!r} is not a regular file (a folder, FIFO, socket or device); "
+                         "only regular files are read.")

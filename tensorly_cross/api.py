@@ -210,7 +210,7 @@ def _select(lazy, options, random_state):
     indices, cores = run_sweeps(cache, indices, half_sweep, validation, info, options,
                                 lambda cores: TTTensor(finish(cores)))
     if cores is None:
-        cores = _initial_cores_or_raise(cache, indices, options.max_evals)
+        cores = _initial_cores_or_raise(cache, indices, options.max_evals, info)
     return indices, finish(cores), info
 
 
@@ -240,12 +240,14 @@ def _start(method, lazy, options, validation, info, rng):
                        min_cut=100 * validation.eps))
 
 
-def _initial_cores_or_raise(cache, indices, max_evals):
+def _initial_cores_or_raise(cache, indices, max_evals, info):
     if indices.nested is not None:
         try:
             return assemble_cores(cache, indices)
         except EvaluationBudgetExceeded:
             pass
+        finally:  # the entries read here count too
+            info.update_counts(cache.counters)
     raise ValueError(
         f"max_evals={max_evals} is too small for one sweep at rank {indices.rank} "
         f"(already {cache.counters.unique} evaluations)."

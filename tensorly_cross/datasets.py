@@ -28,22 +28,49 @@ def blob_phantom(shape=(256, 256, 256), n_blobs=12, seed=0):
 
 
 def write_volume(path, function, shape, chunks=(64, 64, 64)):
-    """Write ``function`` sampled on ``shape`` to a zarr array, slab by slab, atomically."""
+    """Write ``function`` sampled on ``shape`` to a zarr array, slab by slab, atomically.
+
+    The array is written under a unique temporary name in the same folder, every chunk
+    stored (none left out as fill value), then renamed to ``path``. Several writers of one
+    path (two ``tensorly-cross demo`` at once) never share a temporary folder; the first to
+    finish publishes, the others discard theirs and keep its volume.
+
+    Returns
+    -------
+    path : str
+    """
     import os
     import shutil
+    import tempfile
 
     import zarr
 
-    temporary = f"{path}.tmp"
-    shutil.rmtree(temporary, ignore_errors=True)
-    array = zarr.create_array(temporary, shape=shape, chunks=chunks, dtype="f4")
-    j, k = np.meshgrid(np.arange(shape[1]), np.arange(shape[2]), indexing="ij")
-    for start in range(0, shape[0], chunks[0]):
-        stop = min(start + chunks[0], shape[0])
-        slab = np.empty((stop - start, shape[1], shape[2]), dtype=np.float32)
-        for i in range(start, stop):
-            points = np.stack([np.full(j.size, i), j.ravel(), k.ravel()], axis=1)
-            slab[i - start] = function(points).reshape(shape[1], shape[2])
-        array[start:stop] = slab
-    os.replace(temporary, path)
+    folder = os.path.dirname(os.path.abspath(path))
+    temporary = tempfile.mkdtemp(dir=folder, prefix=f".{os.path.basename(path)}-",
+                                 suffix=".tmp")
+    try:
+        array = zarr.create_array(temporary, shape=shape, chunks=chunks, dtype="f4",
+                                  overwrite=True, config={"write_empty_chunks": True})
+        j, k = np.meshgrid(np.arange(shape[1]), np.arange(shape[2]), indexing="ij")
+        for start in range(0, shape[0], chunks[0]):
+            stop = min(start + chunks[0], shape[0])
+            slab = np.empty((stop - start, shape[1], shape[2]), dtype=np.float32)
+            for i in range(start, stop):
+                points = np.stack([np.full(j.size, i), j.ravel(), k.ravel()], axis=1)
+                slab[i - start] = function(points).reshape(shape[1], shape[2])
+            array[start:stop] = slab
+        _publish_folder(temporary, path)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
     return path
+
+
+def _publish_folder(temporary, path):
+    """Rename a complete folder to ``path``, unless another writer's is there already."""
+    import os
+
+    try:
+        os.rename(temporary, path)  # atomic; fails onto an existing, non-empty folder
+    except OSError:
+        if not os.path.isdir(path):
+            raise

@@ -10,10 +10,13 @@ module ``tensorly.decomposition._base_decomposition``, with no public import pat
 """
 
 import math
+import numbers
 
 import tensorly as tl
 
+from ._validation import check_int
 from .api import tt_cross
+from .lazy.base import LazyTensor
 
 
 def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_state=None):
@@ -41,6 +44,9 @@ def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_stat
 
     Raises
     ------
+    TypeError
+        If ``input_tensor`` is not a tensor (a list, None), or ``rank`` is not an int or a
+        list of ints (``2.0`` is refused).
     ValueError
         If ``len(rank) != ndim + 1``, the boundary ranks are not 1, or a rank exceeds the
         number of available column indices (TensorLy's messages).
@@ -58,20 +64,36 @@ def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_stat
     >>> bool(np.allclose(tl.tt_to_tensor(factors), tensor))
     True
     """
-    shape = tuple(input_tensor.shape)
+    shape = _input_shape(input_tensor)
     rank = _tensorly_rank(rank, shape)
+    n_iter_max = check_int(n_iter_max, "n_iter_max", minimum=1)
     # differentiable: the search runs without gradient, the cores come from one
     # autograd-visible read, so gradients are exact (TensorLy's own detaches an inverse).
     return tt_cross(input_tensor, rank=rank, tol=tol, method="als", n_iter_max=2 * n_iter_max,
                     random_state=random_state, differentiable=True)
 
 
+def _input_shape(input_tensor):
+    """The shape of a tensor, a LazyTensor or an array-like with integer-array indexing."""
+    if not (isinstance(input_tensor, LazyTensor) or tl.is_tensor(input_tensor)
+            or (hasattr(input_tensor, "shape") and hasattr(input_tensor, "__getitem__"))):
+        raise TypeError(f"input_tensor must be a tensor of the active TensorLy backend "
+                        f"({tl.get_backend()}) or a LazyTensor, got "
+                        f"{type(input_tensor).__name__}; convert it with tl.tensor(...).")
+    return tuple(input_tensor.shape)
+
+
 def _tensorly_rank(rank, shape):
     """TensorLy's rank checks, with its messages."""
     tensor_order = len(shape)
-    if isinstance(rank, int):
-        rank = [1] + [rank] * (tensor_order - 1) + [1]
-    elif tensor_order + 1 != len(rank):
+    if isinstance(rank, numbers.Integral) and not isinstance(rank, bool):
+        rank = [1] + [int(rank)] * (tensor_order - 1) + [1]
+    elif not isinstance(rank, list | tuple):
+        raise TypeError(f"rank must be an int or a list of tl.ndim(tensor) + 1 ints, got "
+                        f"{rank!r} ({type(rank).__name__}).")
+    else:
+        rank = [check_int(r, f"rank[{k}]") for k, r in enumerate(rank)]
+    if tensor_order + 1 != len(rank):
         raise ValueError(
             "Provided incorrect number of ranks. Should verify "
             f"len(rank) == tl.ndim(tensor)+1, but len(rank) = {len(rank)} "

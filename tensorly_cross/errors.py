@@ -28,6 +28,15 @@ class RankDeficiencyWarning(UserWarning):
         self.rank = rank
 
 
+class UnseenStructureWarning(UserWarning):
+    """A cross met its tolerance on held-out entries that show signs of structure they did
+    not sample: all zero, or far smaller than entries the cross read.
+
+    The held-out error only speaks for the entries drawn; see
+    :attr:`tensorly_cross.CrossInfo.heldout_bound`.
+    """
+
+
 class NonFiniteValueError(ValueError):
     """A lazy tensor produced NaN or inf.
 

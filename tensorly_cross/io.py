@@ -4,22 +4,26 @@ import os
 
 import numpy as np
 
+from ._validation import check_regular_file
 from .lazy.dask import DaskTensor
 from .lazy.npy import NpyTensor
-from .lazy.sources import SliceableSource
+from .lazy.sources import SliceableSource, ZarrSource
 
 VOLUME_SUFFIXES = (".zarr", ".h5", ".hdf5", ".npy", ".nii", ".nii.gz")
 
 
-def open_volume(path, dataset=None, cache_bytes=None, client=None):
+def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False):
     """A lazy tensor reading a volume on disk, without loading it.
 
     Parameters
     ----------
-    path : str or os.PathLike
+    path : str, os.PathLike or array
         ``.zarr`` (v2 or v3 array), ``.h5``/``.hdf5`` (with ``dataset``, or
         ``"file.h5:/group/name"``, or a file holding exactly one dataset), ``.npy``
         (read page by page), ``.nii``/``.nii.gz`` (nibabel's lazy proxy, scaling applied).
+        Files must be regular files (a FIFO or device is refused: reading could block).
+        An array already opened (a dask array, zarr array or h5py dataset) is read as it
+        is, chunk by chunk.
     dataset : str, optional
         The HDF5 dataset path.
     cache_bytes : int or None
@@ -28,10 +32,18 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None):
         it is the only buffer that grows with the volume.
     client : dask.distributed.Client, optional
         Read chunks on this cluster's workers (zarr, HDF5).
+    strict : bool, default False
+        zarr only. zarr reads a chunk that was never stored as the array's fill value, with
+        no error: a partly written array, or one whose chunks were lost, looks complete.
+        With ``strict=True`` an array with fewer stored chunks than its chunk grid holds is
+        refused. Arrays written with ``write_empty_chunks=False`` (zarr's default) leave out
+        chunks that are all fill value on purpose: strict mode refuses those too.
 
     Returns
     -------
     LazyTensor
+        For NIfTI, with the image's ``affine`` (4x4 ndarray) and ``nifti_header`` (its
+        nibabel header) as attributes.
 
     Raises
     ------
@@ -40,8 +52,12 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None):
     KeyError
         If the HDF5 dataset is missing (the message lists the datasets there are).
     ValueError
-        For an unknown suffix; TypeError for an unsupported dtype.
+        For an unknown suffix, a path that is not a regular file (or, for zarr, a folder),
+        zarr metadata that cannot be read (the message names the file), or, with
+        ``strict``, a zarr array with chunks missing. TypeError for an unsupported dtype.
     """
+    if not isinstance(path, str | bytes | os.PathLike):
+        return _open_array(path, cache_bytes, client, strict)
     path = os.fspath(path)
     if dataset is None and (".h5:" in path or ".hdf5:" in path):
         path, dataset = path.rsplit(":", 1)
@@ -49,26 +65,46 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None):
         raise FileNotFoundError(f"path {path!r} does not exist.")
     lower = path.lower().rstrip("/")
     if lower.endswith(".zarr"):
-        return _open_zarr(path, cache_bytes, client)
+        return _open_zarr(path, cache_bytes, client, strict)
+    if not lower.endswith(VOLUME_SUFFIXES):
+        raise ValueError(f"path {path!r} has an unsupported suffix; supported: "
+                         f"{', '.join(VOLUME_SUFFIXES)}.")
+    check_regular_file(path)
     if lower.endswith((".h5", ".hdf5")):
         return _open_hdf5(path, dataset, cache_bytes, client)
     if lower.endswith(".npy"):
         return _open_npy(path, cache_bytes)
-    if lower.endswith((".nii", ".nii.gz")):
-        return _open_nifti(path, cache_bytes)
-    raise ValueError(f"path {path!r} has an unsupported suffix; supported: "
-                     f"{', '.join(VOLUME_SUFFIXES)}.")
+    return _open_nifti(path, cache_bytes)
 
 
-def _open_zarr(path, cache_bytes, client):
+def _open_array(array, cache_bytes, client, strict):
+    """An opened array (dask, zarr, h5py): read chunk by chunk."""
+    if not (hasattr(array, "shape") and hasattr(array, "dtype")):
+        raise TypeError(f"path must be a str or os.PathLike, or an array (dask, zarr, h5py); "
+                        f"got {type(array).__name__}.")
+    if type(array).__module__.startswith("zarr."):
+        array = ZarrSource(array, strict=strict)
+    return DaskTensor(array, client=client, **_cache(cache_bytes))
+
+
+def _open_zarr(path, cache_bytes, client, strict):
     import zarr
 
-    array = zarr.open(path, mode="r")
+    if not os.path.isdir(path):
+        raise ValueError(f"{path!r} is not a folder; a .zarr volume is a folder holding a "
+                         "zarr.json (v3) or .zarray (v2).")
+    try:
+        array = zarr.open(path, mode="r")
+    except (ValueError, KeyError, TypeError) as error:  # a JSONDecodeError is a ValueError
+        files = [name for name in ("zarr.json", ".zarray", ".zattrs", ".zgroup")
+                 if os.path.exists(os.path.join(path, name))]
+        raise ValueError(f"{path!r}: its zarr metadata ({', '.join(files) or 'none found'}) "
+                         f"cannot be read: {type(error).__name__}: {error}") from error
     if not hasattr(array, "shape"):
         names = list(array.array_keys())
         raise ValueError(f"{path!r} is a zarr group, not an array; its arrays: {names}. "
                          f"Open one of them, e.g. '{path}/{names[0] if names else '...'}'.")
-    return DaskTensor(array, client=client, **_cache(cache_bytes))
+    return DaskTensor(ZarrSource(array, strict=strict), client=client, **_cache(cache_bytes))
 
 
 def _open_hdf5(path, dataset, cache_bytes, client):
@@ -107,7 +143,10 @@ def _open_nifti(path, cache_bytes):
     dtype = np.result_type(image.get_data_dtype(), np.float64 if _is_scaled(proxy) else
                            image.get_data_dtype())
     source = SliceableSource(proxy, chunks=None, name=f"NIfTI {path!r}", dtype=dtype)
-    return DaskTensor(source, **_cache(cache_bytes))
+    tensor = DaskTensor(source, **_cache(cache_bytes))
+    tensor.affine = np.asarray(image.affine, dtype=np.float64)
+    tensor.nifti_header = image.header
+    return tensor
 
 
 def _is_scaled(proxy):

@@ -1,4 +1,11 @@
-"""TT files: cores and metadata in one ``.npz``, written atomically, read without pickle."""
+"""TT files: cores and metadata in one ``.npz``, written atomically, read without pickle.
+
+A file is checked whole before its cores are read: the metadata must be a JSON object of
+this format and version, the cores exactly ``core_0 .. core_{n_cores-1}``, numeric, 3-D,
+chained into a TT whose ranks and mode sizes agree with the metadata, and the sizes their
+headers declare within ``max_bytes`` (an archive member inflates to what its header says:
+a forged header or a deflate bomb is refused before anything is allocated).
+"""
 
 import json
 import os
@@ -10,55 +17,101 @@ import tensorly as tl
 from tensorly.tt_tensor import TTTensor
 
 from ._backend import to_host
+from ._validation import check_regular_file
 
 FORMAT = "tensorly-cross-tt"
 FORMAT_VERSION = 1
+# Core dtypes a TT file may hold: numbers only (bool, ints, floats, complex).
+CORE_KINDS = "biufc"
+# Default bound on the bytes the cores of a file may inflate to when loaded.
+MAX_BYTES = 2**32
+# The metadata record is small JSON; a larger one is refused before it is read.
+MAX_META_BYTES = 2**24
 
 
 class TTFileError(ValueError):
-    """A file is not a readable tensorly-cross TT file (corrupt, foreign or unsafe)."""
+    """A file is not a readable tensorly-cross TT file (corrupt, foreign, inconsistent or
+    unsafe)."""
 
 
 def save_tt(path, tt, metadata=None, overwrite=False):
     """Write a TT and its metadata to ``path`` (``.npz``), atomically.
 
-    The file is written to a temporary name in the same folder and renamed over ``path``
-    only once complete, so an interrupted save never leaves a half-written file.
+    The file is written to a temporary name in the same folder and published under ``path``
+    only once complete, so an interrupted save never leaves a half-written file. Without
+    ``overwrite`` the publication is a hard link, which fails if ``path`` exists: of two
+    writers racing for one name, exactly one succeeds and the other gets FileExistsError.
 
     Parameters
     ----------
     path : str or os.PathLike
     tt : TTTensor or list of cores
+        Numeric 3-D cores of shapes ``(r_k, n_k, r_{k+1})`` with ``r_0 = r_d = 1``.
     metadata : dict, optional
         JSON-serialisable facts to keep (original shape, quantics layout, error, arguments).
+        ``shape``, ``quantics`` and ``axes``, when given, must agree with the cores (see
+        :func:`load_tt`).
     overwrite : bool, default False
+
+    Returns
+    -------
+    path : str
 
     Raises
     ------
     FileExistsError
         If ``path`` exists and ``overwrite`` is False.
+    TTFileError
+        If the cores or the metadata would make a file that :func:`load_tt` refuses.
+    TypeError
+        If ``metadata`` is not a dict or holds values JSON cannot represent.
     """
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path!r} exists; pass overwrite=True (--force) to replace it.")
-    cores = [to_host(core) for core in tt]
+    cores = [np.asarray(to_host(core)) for core in tt]
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}.")
     meta = dict(metadata or {})
-    meta.update(format=FORMAT, format_version=FORMAT_VERSION, n_cores=len(cores),
-                ranks=[1] + [int(core.shape[2]) for core in cores])
+    meta.update(format=FORMAT, format_version=FORMAT_VERSION, n_cores=len(cores))
+    where = f"save_tt({path!r})"
+    _check_cores([(core.shape, core.dtype) for core in cores], where)
+    meta["ranks"] = [1] + [int(core.shape[2]) for core in cores]
+    _check_meta_agrees(meta, [core.shape for core in cores], where)
+    try:
+        encoded = json.dumps(meta, allow_nan=True).encode()
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"metadata must be JSON-serialisable: {error}") from error
     arrays = {f"core_{k}": core for k, core in enumerate(cores)}
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    arrays["meta"] = np.frombuffer(encoded, dtype=np.uint8)
     folder = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tt-", suffix=".npz.tmp")
     try:
         with os.fdopen(handle, "wb") as stream:
             np.savez(stream, **arrays)
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; use the default
-        os.replace(temporary, path)
-    except BaseException:
+        _publish(temporary, path, overwrite)
+    finally:
         if os.path.exists(temporary):
             os.remove(temporary)
-        raise
     return path
+
+
+def _publish(temporary, path, overwrite):
+    """Give the complete file its name: replace, or link where the name must be new."""
+    if overwrite:
+        os.replace(temporary, path)
+        return
+    try:
+        # Atomic and exclusive: fails if the name exists, even if it appeared just now.
+        os.link(temporary, path)
+    except FileExistsError:
+        raise FileExistsError(f"{path!r} exists (another writer created it first); pass "
+                              "overwrite=True (--force) to replace it.") from None
+    except OSError:  # no hard links on this file system: claim the name exclusively
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        os.close(descriptor)
+        os.replace(temporary, path)
 
 
 def _umask():
@@ -67,8 +120,17 @@ def _umask():
     return mask
 
 
-def load_tt(path):
+def load_tt(path, max_bytes=MAX_BYTES):
     """Read a TT file written by :func:`save_tt`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A regular file (a FIFO or device is refused: reading it could block forever).
+    max_bytes : int or None, default 2**32 (4 GiB)
+        Refuse a file whose cores would take more memory than this once loaded (their
+        headers are read first, nothing is allocated for a refused file). ``None`` lifts the
+        bound: only for files you trust.
 
     Returns
     -------
@@ -81,41 +143,153 @@ def load_tt(path):
     FileNotFoundError
         If ``path`` does not exist.
     TTFileError
-        If the file is not a tensorly-cross TT file, is corrupt, or holds pickled objects
-        (never unpickled).
+        If the file is not a tensorly-cross TT file, is corrupt, holds pickled objects
+        (never unpickled) or non-numeric cores, is of a newer format version, has cores
+        that do not chain into a TT or disagree with its metadata (count, ranks, shape), or
+        would exceed ``max_bytes``.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"path {path!r} does not exist.")
+    try:
+        check_regular_file(path)
+    except ValueError as error:
+        raise TTFileError(str(error)) from None
+    where = f"{path!r} is not a readable tensorly-cross TT file"
+    if not zipfile.is_zipfile(path):
+        # Checked first: NumPy would try any other file as a pickle, and say so.
+        raise TTFileError(f"{where} (not a .npz archive).")
     try:
         archive = np.load(path, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise TTFileError(f"{path!r} is not a readable tensorly-cross TT file (not .npz).")
+            raise TTFileError(f"{where} (not .npz).")
         with archive:
-            meta = _read_meta(archive, path)
+            meta = _read_meta(archive, where)
+            headers = _core_headers(archive, meta["n_cores"], where)
+            _check_cores(headers, where)
+            _check_size(headers, max_bytes, where)
+            _check_meta_agrees(meta, [shape for shape, _ in headers], where)
             cores = [archive[f"core_{k}"] for k in range(meta["n_cores"])]
     except TTFileError:
         raise
     except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        raise TTFileError(f"{path!r} is not a readable tensorly-cross TT file: {error}") from error
-    _check_chain(cores, path)
+        raise TTFileError(f"{where}: {error}") from error
     return TTTensor([tl.tensor(core) for core in cores]), meta
 
 
-def _read_meta(archive, path):
+def _read_meta(archive, where):
+    """The metadata record: a JSON object of this format, a known version, ``n_cores``."""
     if "meta" not in archive.files:
-        raise TTFileError(f"{path!r} is not a tensorly-cross TT file (no metadata).")
-    meta = json.loads(bytes(archive["meta"]).decode())
+        raise TTFileError(f"{where} (no metadata).")
+    shape, dtype = _member_header(archive, "meta")
+    if dtype != np.uint8 or len(shape) != 1 or shape[0] > MAX_META_BYTES:
+        raise TTFileError(f"{where}: the metadata record is not a JSON text of at most "
+                          f"{MAX_META_BYTES} bytes (header: {dtype}, shape {shape}).")
+    try:
+        meta = json.loads(bytes(archive["meta"]).decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TTFileError(f"{where}: its metadata is not JSON ({error}).") from error
+    if not isinstance(meta, dict):
+        raise TTFileError(f"{where}: its metadata is a JSON {type(meta).__name__}, not an "
+                          "object.")
     if meta.get("format") != FORMAT:
-        raise TTFileError(f"{path!r} is not a tensorly-cross TT file (format "
-                          f"{meta.get('format')!r}).")
+        raise TTFileError(f"{where} (format {meta.get('format')!r}).")
+    version = meta.get("format_version")
+    if not _is_int(version) or not 1 <= version <= FORMAT_VERSION:
+        raise TTFileError(f"{where}: format_version {version!r}; this library reads versions "
+                          f"1 to {FORMAT_VERSION} (a newer file needs a newer tensorly-cross).")
+    n_cores = meta.get("n_cores")
+    if not _is_int(n_cores) or n_cores < 1:
+        raise TTFileError(f"{where}: n_cores must be an int >= 1, got {n_cores!r}.")
+    stored = sorted(name for name in archive.files if name.startswith("core_"))
+    expected = sorted(f"core_{k}" for k in range(n_cores))
+    if stored != expected:
+        raise TTFileError(f"{where}: n_cores={n_cores} but the file holds cores {stored}.")
     return meta
 
 
-def _check_chain(cores, path):
-    if not cores or any(core.ndim != 3 for core in cores):
-        raise TTFileError(f"{path!r}: cores must be 3-D arrays.")
-    ranks = [core.shape[0] for core in cores] + [cores[-1].shape[2]]
+def _core_headers(archive, n_cores, where):
+    return [_member_header(archive, f"core_{k}") for k in range(n_cores)]
+
+
+def _member_header(archive, name):
+    """``(shape, dtype)`` that the ``.npy`` header of an archive member declares, read
+    without reading (or allocating) the data."""
+    with archive.zip.open(f"{name}.npy") as stream:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"member {name!r} has .npy format version {version}, not 1.0 or "
+                             "2.0.")
+    return tuple(int(size) for size in shape), np.dtype(dtype)
+
+
+def _check_cores(headers, where):
+    """Numeric 3-D cores whose shapes chain into a TT (boundary ranks 1)."""
+    if not headers:
+        raise TTFileError(f"{where}: a TT needs at least one core.")
+    for k, (shape, dtype) in enumerate(headers):
+        if dtype.kind not in CORE_KINDS:
+            raise TTFileError(f"{where}: core {k} has dtype {dtype}; cores must be numbers "
+                              "(integer, real or complex floating point).")
+        if len(shape) != 3:
+            raise TTFileError(f"{where}: cores must be 3-D arrays; core {k} has shape {shape}.")
+    ranks = [shape[0] for shape, _ in headers] + [headers[-1][0][2]]
     if ranks[0] != 1 or ranks[-1] != 1 or any(
-            a.shape[2] != b.shape[0] for a, b in zip(cores, cores[1:], strict=False)):
-        raise TTFileError(f"{path!r}: core shapes do not chain into a TT.")
+            a[0][2] != b[0][0] for a, b in zip(headers, headers[1:], strict=False)):
+        raise TTFileError(f"{where}: core shapes {[shape for shape, _ in headers]} do not "
+                          "chain into a TT.")
+
+
+def _check_size(headers, max_bytes, where):
+    if max_bytes is None:
+        return
+    total = sum(int(np.prod(shape, dtype=object)) * dtype.itemsize for shape, dtype in headers)
+    if total > max_bytes:
+        raise TTFileError(f"{where}: its cores would take {total} bytes in memory, above "
+                          f"max_bytes={max_bytes}; pass a larger max_bytes (or None) if you "
+                          "trust the file.")
+
+
+def _check_meta_agrees(meta, core_shapes, where):
+    """The metadata's ranks, shape, quantics layout and axes describe these cores."""
+    ranks = [1] + [int(shape[2]) for shape in core_shapes]
+    if "ranks" in meta and meta["ranks"] != ranks:
+        raise TTFileError(f"{where}: its metadata says ranks {meta['ranks']}, the cores have "
+                          f"{ranks}.")
+    if meta.get("shape") is None:
+        return
+    shape = meta["shape"]
+    if not isinstance(shape, list) or not shape or not all(
+            _is_int(size) and size >= 1 for size in shape):
+        raise TTFileError(f"{where}: its metadata shape {shape!r} is not a list of positive "
+                          "ints.")
+    expected = _mode_sizes(meta, shape, where)
+    modes = [int(shape_k[1]) for shape_k in core_shapes]
+    if modes != expected:
+        raise TTFileError(f"{where}: its metadata (shape {shape}, quantics "
+                          f"{meta.get('quantics')!r}, axes {meta.get('axes')!r}) means TT "
+                          f"modes {expected}, the cores have {modes}.")
+
+
+def _mode_sizes(meta, shape, where):
+    """The TT mode sizes that a volume of ``shape`` has in the layout the metadata records."""
+    from .lazy.quantics import ORDERS, QuanticsLayout
+
+    quantics, axes = meta.get("quantics"), meta.get("axes")
+    if quantics is not None:
+        if not isinstance(quantics, dict) or quantics.get("order") not in ORDERS:
+            raise TTFileError(f"{where}: its quantics metadata {quantics!r} is not "
+                              f"{{'order': one of {ORDERS}, ...}}.")
+        return list(QuanticsLayout.create(shape, quantics["order"]).quantics_shape)
+    if axes is not None:
+        if not isinstance(axes, list) or sorted(axes) != list(range(len(shape))):
+            raise TTFileError(f"{where}: its metadata axes {axes!r} is not a permutation of "
+                              f"the {len(shape)} axes of shape {shape}.")
+        return [shape[axis] for axis in axes]
+    return list(shape)
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)

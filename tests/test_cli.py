@@ -13,9 +13,16 @@ zarr = pytest.importorskip("zarr")
 h5py = pytest.importorskip("h5py")
 
 
-def run(*args, cwd=None):
+# The package under test, whatever the subprocess's working folder (an installed copy
+# elsewhere must not answer instead).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*args, cwd=None, env=None):
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return subprocess.run([sys.executable, "-m", "tensorly_cross.cli", *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=600)
+                          capture_output=True, text=True, cwd=cwd, timeout=600, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -113,12 +120,12 @@ def test_existing_output_is_refused_without_force(volumes, tmp_path):
     [
         (["compress", "missing.zarr"], 1, "does not exist"),
         (["compress", "{hdf5}", "--dataset", "nope"], 1, "not found"),
-        (["compress", "{npy}", "--rank", "0"], 2, "--rank must be >= 1"),
+        (["compress", "{npy}", "--rank", "0"], 2, "argument --rank: must be >= 1"),
         (["compress", "{npy}", "--rank", "2", "--tol", "1e-3"], 2, "not allowed with"),
         (["compress", "{npy}", "--oversample", "2"], 2, "--oversample needs --rank"),
-        (["compress", "{npy}", "--rank", "2", "--oversample", "0.5"], 1,
-         "oversample must be >= 1"),
-        (["compress", "{npy}", "--patience", "-1"], 2, "--patience must be >= 0"),
+        (["compress", "{npy}", "--rank", "2", "--oversample", "0.5"], 2,
+         "argument --oversample: must be a finite number >= 1.0"),
+        (["compress", "{npy}", "--patience", "-1"], 2, "argument --patience: must be >= 0"),
         (["compress", "{npy}", "--axes", "0,1,1", "--rank", "2"], 1,
          "axes must be a permutation"),
         (["compress", "{npy}", "--axes", "0,2,1", "--quantics"], 2, "do not combine"),

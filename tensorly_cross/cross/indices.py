@@ -28,8 +28,19 @@ def cartesian_join(first, second):
     )
 
 
+# A cross reads whole fibers: every index of a mode, times the ranks on both sides. Above
+# this mode size one fiber's multi-indices alone take gigabytes; quantics digits are the way.
+MAX_MODE_SIZE = 2**26
+
+
 def mode_column(size):
     """The multi-indices ``0..size-1`` of one mode, as a (size, 1) int64 array."""
+    if size > MAX_MODE_SIZE:
+        raise ValueError(
+            f"the tensor's shape has a mode of size {size}, too large for a cross, which "
+            f"reads whole fibers of every mode (at most {MAX_MODE_SIZE} = 2**26 indices per "
+            "mode); split it into quantics digits with QuanticsTensor."
+        )
     return np.arange(size, dtype=np.int64).reshape(-1, 1)
 
 

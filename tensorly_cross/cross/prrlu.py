@@ -15,6 +15,10 @@ from .._backend import argmax_abs, take_cols, take_rows, to_host
 
 # Rook moves per pivot: each reads one more column and row; four settle almost every search.
 ROOK_MOVES = 4
+# A pivot within this many round-offs (machine epsilons) of the largest entry read is noise,
+# whatever ``abs_tol`` says: with ``tol=0`` the cut would be 0, round-off pivots would be
+# taken, and the pivot blocks they make are singular (LinAlgError in the solves).
+ROUND_OFF_PIVOT = 100
 
 
 def prrlu(matrix, abs_tol, max_rank, rng, search="column", start_cols=(), kept=None):
@@ -56,15 +60,24 @@ def prrlu(matrix, abs_tol, max_rank, rng, search="column", start_cols=(), kept=N
 def _full_search(block, abs_tol, max_rank):
     residual = tl.copy(block)
     rows, cols = [], []
+    cut = None
     for _ in range(max_rank):
         row, col = argmax_abs(residual)
         pivot = residual[row, col]
-        if not _accept_pivot(pivot, row, col, rows, cols, abs_tol):
+        cut = _cut(abs_tol, pivot) if cut is None else cut  # the first pivot is the largest
+        if not _accept_pivot(pivot, row, col, rows, cols, cut):
             break
         residual = residual - tl.reshape(residual[:, col], (-1, 1)) * tl.reshape(
             residual[row] / pivot, (1, -1)
         )
     return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+
+
+def _cut(abs_tol, scale):
+    """``abs_tol``, raised to the round-off level of ``scale`` (the largest modulus read)."""
+    host = np.abs(np.asarray(scale) if isinstance(scale, float | np.generic) else to_host(scale))
+    eps = np.finfo(np.promote_types(host.dtype, np.float32)).eps
+    return max(abs_tol, ROUND_OFF_PIVOT * float(eps) * float(host))
 
 
 def _accept_pivot(pivot, row, col, rows, cols, abs_tol):
@@ -129,12 +142,12 @@ def _pivot_search(matrix, abs_tol, max_rank, rng, start_cols, moves, kept=None):
         col = _next_start(start_cols, cols, n_cols, rng)
         col_abs, column = residual.column(col, rows)
         row = int(np.argmax(col_abs))
-        if moves == 0 and rows and col_abs[row] <= abs_tol:
+        if moves == 0 and rows and col_abs[row] <= _cut(abs_tol, matrix.max_abs):
             break  # partial pivoting: this column decides, its row need not be read
         row, col, column, row_values = _rook_moves(residual, row, col, col_abs, column, rows,
                                                    cols, moves)
         pivot = column[row]
-        if not _accept_pivot(pivot, row, col, rows, cols, abs_tol):
+        if not _accept_pivot(pivot, row, col, rows, cols, _cut(abs_tol, matrix.max_abs)):
             break
         if moves == 0 and not start_cols:
             # Chain as adaptive cross approximation does: read next the column where this
@@ -170,12 +183,13 @@ def _keep_pivots(residual, kept, abs_tol, max_rank, rows, cols):
 
 def _greedy_lu(block, abs_tol, max_rank):
     """Full-pivoting LU of a small host matrix: the pivot positions above ``abs_tol``."""
+    cut = _cut(abs_tol, np.abs(block).max()) if block.size else abs_tol
     block = np.array(block, dtype=np.promote_types(block.dtype, np.float64))
     rows, cols = [], []
     for _ in range(min(max_rank, *block.shape)):
         i, j = np.unravel_index(int(np.argmax(np.abs(block))), block.shape)
         pivot = block[i, j]
-        if abs(pivot) <= abs_tol or pivot == 0:
+        if abs(pivot) <= cut or pivot == 0:
             break
         rows.append(int(i))
         cols.append(int(j))

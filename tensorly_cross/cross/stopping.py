@@ -1,12 +1,12 @@
 """When to stop: held-out validation error, tolerance, budget, sweeps, callback; CrossInfo."""
 
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
-import tensorly as tl
 
 from .._backend import to_host
-from ..errors import EvaluationBudgetExceeded
+from ..errors import EvaluationBudgetExceeded, UnseenStructureWarning
 from .indices import cartesian_join, mode_column
 from .tt_entries import tt_entries
 
@@ -32,7 +32,7 @@ class CrossInfo:
     n_heldout : int
         Held-out entries read: a fifth of ``val_size`` after an exact recovery, all of them
         otherwise, and ``val_size`` fresh ones more once a pass at the rank cap was
-        confirmed.
+        confirmed. See :attr:`heldout_bound` for what they can and cannot show.
     evals_per_sweep : list of int
         ``n_evals`` after each sweep.
     stop_reason : str
@@ -51,6 +51,18 @@ class CrossInfo:
         The last sweep is the least-squares refinement of an interpolating cross that
         missed its tolerance (``cross/finish.py``): the TT no longer interpolates, and
         :func:`cross_interpolate` on the indices rebuilds the unrefined one.
+
+    Notes
+    -----
+    The held-out error is measured on ``n_heldout`` random entries, and sampling cannot see
+    what it never reads: a tensor that differs from the TT on a few entries only (one
+    spike in a smooth volume) can report ``val_error=0.0``. What the sample does bound is
+    the *fraction* of entries that could be off: if a fraction ``p`` of the entries were
+    off, the chance that none of ``N`` uniform random draws hits one is ``(1 - p)**N``.
+    :attr:`heldout_bound` is the ``p`` at which that chance falls to 5%,
+    ``1 - 0.05**(1/N)``, about ``3/N``: with 95% confidence, at most that fraction of the
+    entries could be off while none of the held-out entries is. For ``method="block"`` the
+    draws are whole positions (all channels at once): count ``N`` in positions.
 
     Examples
     --------
@@ -86,6 +98,18 @@ class CrossInfo:
         """The held-out error of the returned state (``nan`` before the first sweep)."""
         return self.val_errors[self.best_sweep - 1] if self.best_sweep else float("nan")
 
+    @property
+    def heldout_bound(self):
+        """Fraction of entries that could be off with none of the held-out entries off, at
+        95% confidence (``1 - 0.05**(1/n_heldout)``, about ``3/n_heldout``; 1.0 without
+        held-out entries): see the class notes."""
+        return heldout_bound(self.n_heldout)
+
+    def __repr__(self):
+        values = ", ".join(f"{item.name}={getattr(self, item.name)!r}" for item in fields(self))
+        return (f"CrossInfo({values}, val_error={self.val_error!r}, "
+                f"heldout_bound={self.heldout_bound:.3g})")
+
     def update_counts(self, counters):
         """Copy the counts of an evaluation cache into this record.
 
@@ -108,7 +132,20 @@ class CrossInfo:
         data : dict
             Every field by name.
         """
-        return asdict(self)
+        return dict(asdict(self), heldout_bound=self.heldout_bound)
+
+
+# Confidence of the held-out bound: at most this chance that a fraction heldout_bound(n) of
+# off entries leaves all n draws clean.
+HELDOUT_MISS_CHANCE = 0.05
+
+
+def heldout_bound(n_heldout):
+    """Fraction ``p`` of off entries that ``n_heldout`` uniform draws all miss with chance
+    5%: ``(1 - p)**n = 0.05`` (``1.0`` for no draws)."""
+    if n_heldout <= 0:
+        return 1.0
+    return float(-np.expm1(np.log(HELDOUT_MISS_CHANCE) / n_heldout))
 
 
 # Held-out entries are read in two stages: FIRST_SHARE of them (at least FIRST_MIN) at the
@@ -119,6 +156,11 @@ class CrossInfo:
 # the first stage alone, a noisy best-sweep choice cost the 1024^3 volume at rank 32 0.09
 # of held-out error (bench_volume, "plain xzy s4").
 FIRST_SHARE, FIRST_MIN, CLEAR_MARGIN = 0.2, 200, 0.01
+
+# A pass of the tolerance is suspect when the cross read an entry this many times larger
+# than every held-out entry: the held-out sample never saw that part of the tensor (a spike,
+# a small bright feature), so its error says nothing about it.
+UNSEEN_FACTOR = 100
 
 
 class Validation:
@@ -132,11 +174,19 @@ class Validation:
     def __init__(self, lazy, size, rng, block=None, tol=0.0):
         self.lazy, self.tol, self.rng = lazy, tol, rng
         self.channels, self.block = block, block or 1
-        self.size, self.confirmed = size, False
+        self.size, self.confirmed, self.warned = size, False, False
         self.indices = self._draw(size)
         total = self.indices.shape[0]
         first = max(FIRST_MIN, int(np.ceil(FIRST_SHARE * total))) if tol > 0 else total
-        self._read(min(total, -(-first // self.block) * self.block))
+        count = min(total, -(-first // self.block) * self.block)
+        try:
+            self._read(count)
+        except EvaluationBudgetExceeded as error:  # before any sweep: the budget is too small
+            raise ValueError(
+                f"max_evals={getattr(lazy, 'max_evals', None)} is too small for the {count} "
+                f"held-out entries read first (val_size={size}"
+                + (f", whole positions of {self.block} channels" if self.channels else "")
+                + "); raise max_evals or lower val_size.") from error
 
     def _draw(self, size):
         """About ``size`` random multi-indices (whole positions for a block cross)."""
@@ -153,7 +203,7 @@ class Validation:
         self.values = self.lazy.evaluate(self.indices[:count]) if count else None
         self.n_read = count
         host = to_host(self.values) if count else np.zeros(0)
-        self.norm = float(np.linalg.norm(host))
+        self.norm = scaled_norm(host)
         self.max_abs = float(np.abs(host).max()) if count else 0.0
         self.largest = self.indices[int(np.argmax(np.abs(host)))] if count else None
         self.eps = float(np.finfo(np.promote_types(host.dtype, np.float32)).eps)
@@ -167,7 +217,37 @@ class Validation:
             except EvaluationBudgetExceeded:
                 return error  # no budget left to confirm: the first stage decides
             error = self._error_on_read(cores)
+        if error <= self.tol:
+            self._warn_if_unseen(error)
         return error
+
+    def _warn_if_unseen(self, error):
+        """Warn (once) when a pass of the tolerance rests on a sample that shows signs of
+        structure it did not see: held-out values all zero, or far below what the cross read."""
+        if self.warned or self.values is None:
+            return
+        self.warned = True
+        if not hasattr(self.lazy, "max_abs"):
+            return  # not read through a cache: what the cross read is not known here
+        n_read, size = len(self.lazy), self.lazy.size
+        if n_read >= size:
+            return  # every entry was read: nothing is unseen
+        largest_read = float(self.lazy.max_abs())
+        bound = heldout_bound(self.n_read)
+        if self.max_abs == 0:
+            sign = (f"all {self.n_read} held-out entries are 0 (the error {error:.3g} is "
+                    "absolute, and an all-zero sample shows no scale)")
+        elif largest_read > UNSEEN_FACTOR * self.max_abs:
+            sign = (f"the cross read an entry of modulus {largest_read:.3g}, "
+                    f"{largest_read / self.max_abs:.3g}x the largest held-out one "
+                    f"({self.max_abs:.3g}): the held-out sample did not see that structure")
+        else:
+            return
+        warnings.warn(
+            f"held-out error {error:.3g} <= tol, but {sign}. {n_read} of {size} entries were "
+            f"read; with 95% confidence at most a fraction {bound:.3g} of the entries differ "
+            "from the TT unseen. Raise val_size, or check the result on the features you "
+            "know of.", UnseenStructureWarning, stacklevel=2)
 
     def confirm(self, cores):
         """The error after adding as many fresh held-out entries (once per run).
@@ -194,9 +274,19 @@ class Validation:
     def _error_on_read(self, cores):
         if self.values is None:
             return float("nan")
-        difference = tl.norm(tt_entries(cores, self.indices[: self.n_read]) - self.values)
-        difference = float(to_host(difference))
+        difference = tt_entries(cores, self.indices[: self.n_read]) - self.values
+        difference = scaled_norm(to_host(difference))
         return difference / self.norm if self.norm > 0 else difference
+
+
+def scaled_norm(values):
+    """The 2-norm of a host vector, computed on ``values / max|values|``: the squares of
+    entries near 1e300 overflow, and those of subnormal entries (1e-320) are 0."""
+    values = np.abs(np.asarray(values))
+    largest = float(values.max()) if values.size else 0.0
+    if largest == 0 or not np.isfinite(largest):
+        return largest
+    return largest * float(np.linalg.norm(values / largest))
 
 
 # A sweep "improves" when it lowers the held-out error by at least this fraction: below it,

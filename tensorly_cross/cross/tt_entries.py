@@ -1,9 +1,9 @@
 """Entries of a tensor train at a batch of multi-indices."""
 
-import numpy as np
 import tensorly as tl
 
 from .._backend import contiguous, take_rows
+from ..lazy.base import check_indices
 
 
 def tt_entries(cores, indices):
@@ -13,12 +13,19 @@ def tt_entries(cores, indices):
     ----------
     cores : TTTensor or list of tensors of shape (r_k, n_k, r_{k+1})
     indices : array-like of int, shape (m, d)
-        The multi-indices, one per row.
+        The multi-indices, one per row, every index within its mode
+        (``0 <= indices[:, k] < n_k``): negative indices are refused, not wrapped around.
 
     Returns
     -------
     values : tensor of shape (m,)
         Costs ``O(m sum_k r_k r_{k+1})``; autograd-visible.
+
+    Raises
+    ------
+    ValueError
+        If ``indices`` is not an (m, d) integer array, or an index is out of range (the
+        message names the first such multi-index).
 
     Examples
     --------
@@ -30,7 +37,11 @@ def tt_entries(cores, indices):
     >>> np.round(tt_entries(tt, [[0, 0, 1], [1, 2, 3]]), 8)
     array([ 1., 23.])
     """
-    indices = np.asarray(indices, dtype=np.int64)
+    shape = tuple(int(tl.shape(core)[1]) for core in cores)
+    try:
+        indices = check_indices(indices, shape)
+    except ValueError as error:
+        raise ValueError(f"tt_entries: {error}") from None
     result = None
     for mode, core in enumerate(cores):
         # (n_k, r_k, r_{k+1}) in C order, so that one gather picks each multi-index's

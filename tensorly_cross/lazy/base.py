@@ -1,6 +1,7 @@
 """The lazy-tensor interface: a shape and a batched ``evaluate(indices)``."""
 
 import math
+import operator
 
 import numpy as np
 import tensorly as tl
@@ -104,11 +105,17 @@ class LazyTensor:
 
 
 def check_shape(shape, name):
-    """A tuple of positive Python ints; raise otherwise."""
+    """A tuple of positive Python ints; raise otherwise (a float size is refused, never
+    truncated: ``(4.7, 4)`` is an error, not ``(4, 4)``)."""
     try:
-        shape = tuple(int(size) for size in shape)
+        sizes = list(shape)
     except TypeError as error:
         raise TypeError(f"{name} must be a sequence of ints, got {shape!r}.") from error
+    for mode, size in enumerate(sizes):
+        if isinstance(size, bool) or not hasattr(size, "__index__"):
+            raise TypeError(f"{name}[{mode}] must be an int, got {size!r} "
+                            f"({type(size).__name__}) in {name} {shape!r}.")
+    shape = tuple(operator.index(size) for size in sizes)
     if not shape:
         raise ValueError(f"{name} must have at least one mode, got {shape}.")
     bad = [mode for mode, size in enumerate(shape) if size < 1]
@@ -134,14 +141,30 @@ def check_indices(indices, shape):
         if indices.min() < 0 or (indices.max(axis=0) >= bounds).any():
             outside = np.flatnonzero(((indices < 0) | (indices >= bounds)).any(axis=1))
             bad = tuple(int(i) for i in indices[outside[0]])
-            raise ValueError(f"index {bad} is out of range for a tensor of shape {shape}.")
+            raise ValueError(f"indices: multi-index {bad} is out of range for a tensor of shape "
+                             f"{shape} (each index k in 0 <= k < n, no negative indices).")
     return indices
 
 
+# Value dtypes a lazy tensor may return: bool, signed and unsigned ints, floats, complex.
+NUMERIC_KINDS = "biufc"
+
+
 def check_values(values, indices, source):
-    """Values as an (m,) backend tensor, finite; raise with the offending multi-index."""
-    if not tl.is_tensor(values):
-        values = tl.tensor(np.asarray(values))
+    """Values as an (m,) floating backend tensor, finite; raise with the offending
+    multi-index. Bool and integer values become float64: the cores interpolate between
+    them, and integer arithmetic would truncate (or, for bools, fail)."""
+    if isinstance(values, np.ndarray) or not tl.is_tensor(values):
+        host = np.asarray(values)
+        if host.dtype.kind not in NUMERIC_KINDS:  # strings, objects: no silent conversion
+            raise TypeError(f"{source} returned values of dtype {host.dtype}; values must be "
+                            "numbers (bool, integer, real or complex floating point).")
+        if host.dtype.kind in "biu":
+            values = host = host.astype(np.float64)
+        values = values if tl.is_tensor(values) else tl.tensor(host)
+    elif _kind(values.dtype) in "biu":
+        context = {key: value for key, value in tl.context(values).items() if key != "dtype"}
+        values = tl.tensor(to_host(values).astype(np.float64), **context)
     expected = (indices.shape[0],)
     if tuple(values.shape) != expected:
         raise ValueError(
@@ -158,6 +181,18 @@ def check_values(values, indices, source):
             host[first],
         )
     return values
+
+
+def _kind(dtype):
+    """NumPy's kind letter of a backend dtype (``torch.int64`` -> ``"i"``); ``"f"`` for
+    floating types NumPy lacks (bfloat16)."""
+    try:
+        return np.dtype(dtype).kind
+    except TypeError:
+        try:
+            return np.dtype(str(dtype).rsplit(".", 1)[-1]).kind
+        except TypeError:
+            return "f"
 
 
 def c_order_strides(shape):

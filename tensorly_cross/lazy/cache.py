@@ -1,12 +1,13 @@
 """EvaluationCache: every entry is computed once; counters say what it cost."""
 
+import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import tensorly as tl
 
-from .._backend import backend_name, take_rows
+from .._backend import backend_name, take_rows, to_host
 from ..errors import EvaluationBudgetExceeded
 from .base import LazyTensor, c_order_strides, check_indices
 
@@ -62,6 +63,9 @@ class EvaluationCache(LazyTensor):
     most one call to the wrapped tensor, for the entries not yet known. Callers that know
     their packed keys (:attr:`key_strides`) read by key with :meth:`evaluate_keys`.
 
+    Thread-safe: batches from several threads are served one at a time (a lock around each
+    lookup, evaluation and insertion), so the keys, values and counters stay consistent.
+
     Parameters
     ----------
     lazy : LazyTensor
@@ -99,6 +103,9 @@ class EvaluationCache(LazyTensor):
                              else None)
         self._keys = None  # SortedKeys: packed key -> slot in self._values
         self._values = None  # _ValueStore
+        # Lookup, evaluation and insertion of a batch form one step: threads sharing the
+        # cache interleaved them and stored values under the wrong keys.
+        self._lock = threading.RLock()
 
     def __len__(self):
         return 0 if self._keys is None else len(self._keys)
@@ -168,6 +175,10 @@ class EvaluationCache(LazyTensor):
         values : tensor of shape (len(keys),)
             In the active TensorLy backend.
         """
+        with self._lock:
+            return self._evaluate_keys(keys, multi_indices_at)
+
+    def _evaluate_keys(self, keys, multi_indices_at):
         n_requested = keys.shape[0]
         slots = self._lookup(keys)
         missing = np.flatnonzero(slots < 0)
@@ -230,6 +241,13 @@ class EvaluationCache(LazyTensor):
         if self._keys is None:
             return np.full(keys.shape[0], -1, dtype=np.int64)
         return self._keys.lookup(keys)
+
+    def max_abs(self):
+        """The largest modulus among the cached values (0.0 when there are none)."""
+        with self._lock:
+            if self._values is None or not self._values.size:
+                return 0.0
+            return float(to_host(tl.max(tl.abs(self._values.buffer[: self._values.size]))))
 
     def keys(self):
         """Every cached key, sorted.

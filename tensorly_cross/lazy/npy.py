@@ -11,11 +11,13 @@ import os
 import numpy as np
 import tensorly as tl
 
+from .._validation import check_regular_file
 from .base import LazyTensor
 from .chunk_cache import ChunkCache
-from .sources import SUPPORTED_KINDS
+from .sources import SUPPORTED_KINDS, ChunkReadError
 
 PAGE = 4096
+NPY_MAGIC = b"\x93NUMPY"
 
 
 class NpyTensor(LazyTensor):
@@ -24,19 +26,31 @@ class NpyTensor(LazyTensor):
     Parameters
     ----------
     path : str or os.PathLike
+        A regular ``.npy`` file (a FIFO or device is refused: reading it could block).
     cache_bytes : int, default 64 MiB
         LRU of pages already read (0 disables it).
 
     Attributes
     ----------
     pages_read, bytes_read, page_hits : int
+
+    Raises
+    ------
+    ValueError
+        If the file is not a regular file, not a ``.npy`` file (no NPY magic string: it is
+        never read as a pickle), or shorter than its header declares.
+    TypeError
+        If its dtype is not bool, integer or real floating point (objects are refused).
+    ChunkReadError
+        From :meth:`evaluate`, if the file became shorter than its header declares after
+        it was opened (a page read short is an error, never zeros).
     """
 
     stored = True
 
     def __init__(self, path, cache_bytes=64 * 2**20):
         self.path = os.fspath(path)
-        header = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        header = _open_header(self.path)
         if header.dtype.kind not in SUPPORTED_KINDS:
             raise TypeError(f"{self.path!r} has dtype {header.dtype}; supported are bool, "
                             "integer and real floating-point arrays.")
@@ -48,6 +62,8 @@ class NpyTensor(LazyTensor):
         if PAGE % self.dtype.itemsize or self.offset % self.dtype.itemsize:
             raise TypeError(f"{self.path!r}: entries of {self.dtype.itemsize} bytes would "
                             "straddle pages.")
+        # Where the data ends: a page read short of it means the file shrank since.
+        self.end = self.offset + self.size * self.dtype.itemsize
         self.cache = ChunkCache(cache_bytes)
         self.pages_read = self.bytes_read = self.page_hits = 0
 
@@ -72,9 +88,32 @@ class NpyTensor(LazyTensor):
             self.page_hits += 1
             return block
         data = os.pread(descriptor, PAGE, page * PAGE)
+        expected = min(PAGE, self.end - page * PAGE)
+        if len(data) < expected:
+            raise ChunkReadError(
+                f"{self.path!r} is shorter than its header declares: page {page} read "
+                f"{len(data)} of {expected} bytes (the file was truncated after it was opened)."
+            )
         block = np.zeros(PAGE, dtype=np.uint8)
         block[: len(data)] = np.frombuffer(data, dtype=np.uint8)
         self.pages_read += 1
         self.bytes_read += len(data)
         self.cache.put(page, block)
         return block
+
+
+def _open_header(path):
+    """The memory-mapped array of a regular ``.npy`` file, only for its header; a clear
+    ValueError (naming the file) for anything else."""
+    check_regular_file(path)
+    with open(path, "rb") as handle:
+        magic = handle.read(len(NPY_MAGIC))
+    if magic != NPY_MAGIC:
+        # Without this check NumPy falls back to pickle and asks for allow_pickle=True.
+        raise ValueError(f"{path!r} is not a .npy file (it does not start with the NPY magic "
+                         "string).")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as error:
+        raise ValueError(f"{path!r} is not a readable .npy array: "
+                         f"{str(error).rstrip('.')}.") from error

@@ -55,15 +55,42 @@ def _normalise_chunks(chunks, shape):
     return result
 
 
-class ZarrSource(ChunkSource):
-    """A zarr array (v2 or v3); reads whole chunks, which is how zarr decodes them anyway."""
+class MissingChunksError(ValueError):
+    """A zarr array opened with ``strict=True`` has chunks that were never stored."""
 
-    def __init__(self, array):
+
+class ZarrSource(ChunkSource):
+    """A zarr array (v2 or v3); reads whole chunks, which is how zarr decodes them anyway.
+
+    Parameters
+    ----------
+    array : zarr.Array
+    strict : bool, default False
+        zarr returns the fill value for a chunk that is not stored, without an error. With
+        ``strict=True`` an array with fewer stored chunks than its grid holds is refused
+        (:class:`MissingChunksError`), so a partly written or damaged array is not read as
+        if it were complete. Counted by zarr's ``nchunks_initialized`` (by shard for
+        sharded arrays: an inner chunk missing inside a stored shard is not seen).
+    """
+
+    def __init__(self, array, strict=False):
         super().__init__(array.shape, array.dtype, array.chunks, f"zarr array {_zarr_name(array)}")
         self.array = array
+        if strict:
+            _check_all_chunks_stored(array, self.name)
 
     def _read(self, slices):
         return self.array[slices]
+
+
+def _check_all_chunks_stored(array, name):
+    stored, total = int(array.nchunks_initialized), int(array.nchunks)
+    if stored < total:
+        raise MissingChunksError(
+            f"{name} stores {stored} of its {total} chunks; the {total - stored} missing ones "
+            f"would read as the fill value {array.fill_value} (strict=True refuses this; "
+            "without it, missing chunks are read as fill values)."
+        )
 
 
 def _zarr_name(array):

@@ -1,0 +1,155 @@
+"""Sub-volumes of a saved TT in the volume's own axes, and whole volumes written as NIfTI.
+
+A TT file of the CLI records how its modes relate to the volume (``shape``, ``quantics``,
+``axes``). Here a selection of the volume (an index or a range per axis) is turned into the
+same selection of the TT's cores and contracted densely, which costs one pass over the
+selected entries times the ranks (point-wise ``tt_entries`` would cost the ranks squared per
+entry, and memory for ``m * r**2`` numbers). Only interleaved quantics layouts, whose digit
+cores cannot be merged per axis, fall back to point-wise evaluation in small batches.
+"""
+
+import base64
+import gzip
+import io
+import math
+import os
+import tempfile
+
+import numpy as np
+
+from ._backend import to_host
+
+# Entries evaluated per block when writing a whole volume: bounds memory (times the rank).
+BLOCK_ENTRIES = 2**22
+# Point-wise fallback: multi-indices per tt_entries call (it holds m * r**2 numbers).
+POINTWISE_BATCH = 2**12
+
+
+def volume_shape(tt, metadata):
+    """The shape of the volume a TT file describes (the TT's own shape without metadata)."""
+    shape = metadata.get("shape")
+    return tuple(shape) if shape is not None else tuple(int(core.shape[1]) for core in tt)
+
+
+def volume_values(tt, metadata, selection):
+    """The sub-volume ``volume[selection]`` as a float64 (or complex) NumPy array.
+
+    ``selection`` has one ``int`` or ``slice`` (step 1) per volume axis; an int drops its axis,
+    as NumPy indexing does.
+    """
+    shape = volume_shape(tt, metadata)
+    ranges = [range(*item.indices(n)) if isinstance(item, slice) else range(item, item + 1)
+              for item, n in zip(selection, shape, strict=True)]
+    cores, axes = _axis_cores(tt, metadata, shape)
+    if cores is None:
+        block = _pointwise(tt, metadata, shape, ranges)
+    else:
+        block = _contract([core[:, ranges[axis].start: ranges[axis].stop, :]
+                           for core, axis in zip(cores, axes, strict=True)])
+        block = np.transpose(block.reshape([len(ranges[a]) for a in axes]), np.argsort(axes))
+    dropped = tuple(axis for axis, item in enumerate(selection) if not isinstance(item, slice))
+    return block.reshape([len(r) for r in ranges]).squeeze(axis=dropped)
+
+
+def _axis_cores(tt, metadata, shape):
+    """Host cores whose modes are volume axes, and which axis each mode is (None, None for an
+    interleaved quantics layout)."""
+    cores = [np.asarray(to_host(core)) for core in tt]
+    quantics = metadata.get("quantics")
+    if quantics:
+        from .lazy.quantics import QuanticsLayout, qtt_to_tt
+
+        if quantics.get("order") != "grouped":
+            return None, None
+        layout = QuanticsLayout.create(shape, "grouped")
+        return [np.asarray(to_host(core)) for core in qtt_to_tt(cores, layout)], list(
+            range(len(shape)))
+    return cores, list(metadata.get("axes") or range(len(shape)))
+
+
+def _contract(cores):
+    """The dense tensor of a TT (C order over its modes), left to right."""
+    result = np.ones((1, 1))
+    for core in cores:
+        rank_in, size, rank_out = core.shape
+        result = (result.reshape(-1, rank_in) @ core.reshape(rank_in, size * rank_out))
+    return result.reshape(-1)
+
+
+def _pointwise(tt, metadata, shape, ranges):
+    from .cross.tt_entries import tt_entries
+    from .lazy.quantics import QuanticsLayout
+
+    grid = np.stack(np.meshgrid(*[np.asarray(r) for r in ranges], indexing="ij"), -1)
+    grid = grid.reshape(-1, len(shape))
+    layout = QuanticsLayout.create(shape, metadata["quantics"]["order"])
+    values = [to_host(tt_entries(tt, layout.to_quantics(grid[start: start + POINTWISE_BATCH])))
+              for start in range(0, grid.shape[0], POINTWISE_BATCH)]
+    return np.concatenate(values) if values else np.zeros(0)
+
+
+def nifti_metadata(volume):
+    """What a TT file keeps of a NIfTI input: its affine and header (base64), or None."""
+    affine = getattr(volume, "affine", None)
+    header = getattr(volume, "nifti_header", None)
+    if affine is None or header is None:
+        return None
+    return dict(affine=np.asarray(affine, dtype=float).tolist(),
+                header=base64.b64encode(header.binaryblock).decode("ascii"))
+
+
+def write_nifti(path, tt, metadata, dtype=None):
+    """Write the whole volume of a TT file as NIfTI (``.nii`` or ``.nii.gz``), atomically.
+
+    Slabs of the last axis (contiguous in NIfTI's Fortran order) are evaluated and written
+    one at a time, so memory stays bounded by :data:`BLOCK_ENTRIES` times the rank. The
+    affine and header of a NIfTI input (kept in the TT file) are restored; other inputs get
+    the identity affine.
+    """
+    import nibabel
+
+    shape = volume_shape(tt, metadata)
+    dtype = np.dtype(dtype or np.result_type(to_host(tt[0]).dtype, np.float32))
+    header = _nifti_header(nibabel, metadata, shape, dtype)
+    dtype = header.get_data_dtype()  # with the header's byte order (a kept header's)
+    slab = math.prod(shape[:-1])
+    step = max(1, BLOCK_ENTRIES // max(slab, 1))
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tt-", suffix=".nii.tmp")
+    os.close(handle)
+    try:
+        opener = gzip.open if path.lower().endswith(".gz") else open
+        with opener(temporary, "wb") as stream:
+            stream.write(header.binaryblock)
+            stream.write(b"\0" * (int(header["vox_offset"]) - len(header.binaryblock)))
+            for start in range(0, shape[-1], step):
+                selection = (slice(None),) * (len(shape) - 1) + (
+                    slice(start, min(start + step, shape[-1])),)
+                block = volume_values(tt, metadata, selection)
+                stream.write(np.asarray(block, dtype=dtype).ravel(order="F").tobytes())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def _nifti_header(nibabel, metadata, shape, dtype):
+    """A NIfTI-1 header for ``shape`` and ``dtype``: the input's, when the file kept it."""
+    kept = metadata.get("nifti") or {}
+    affine = np.asarray(kept.get("affine", np.eye(4)), dtype=float)
+    header = None
+    if kept.get("header"):
+        raw = base64.b64decode(kept["header"])
+        kind = nibabel.Nifti1Header if len(raw) == 348 else nibabel.Nifti2Header
+        header = kind.from_fileobj(io.BytesIO(raw))
+    if header is None or not isinstance(header, nibabel.Nifti1Header):
+        header = nibabel.Nifti1Header()
+    image = nibabel.Nifti1Image(np.zeros((1,) * len(shape), dtype=dtype), affine, header=header)
+    header = image.header
+    header.set_data_shape(shape)
+    header.set_data_dtype(dtype)
+    header.set_slope_inter(1.0, 0.0)  # values are written as they are, unscaled
+    header["vox_offset"] = 352
+    return header

@@ -1,0 +1,353 @@
+"""The CLI on bad flags, faults, interruptions and concurrent runs; exit codes; the TT file
+it writes (dtype, NIfTI affine) and what ``reconstruct`` makes of it, in any dimension.
+
+Argument checks run ``main`` in this process (argparse's own exit); runs that must not
+hang, or that need a signal, run in a subprocess with a timeout.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import tensorly as tl
+
+import tensorly_cross as tlc
+from tensorly_cross import _reconstruct, cli
+from tensorly_cross.datasets import blob_phantom, write_volume
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*args, env=None, timeout=300):
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return subprocess.run([sys.executable, "-m", "tensorly_cross.cli", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def grid_values(function, shape):
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    return function(grid.reshape(-1, len(shape))).reshape(shape)
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory):
+    """A smooth float32 volume as .npy (C order): it compresses well."""
+    path = tmp_path_factory.mktemp("v") / "blobs.npy"
+    np.save(path, grid_values(blob_phantom((24, 20, 16), n_blobs=3), (24, 20, 16)))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def noise(tmp_path_factory):
+    """Random float64 noise: it does not compress."""
+    path = tmp_path_factory.mktemp("v") / "noise.npy"
+    np.save(path, np.random.default_rng(0).standard_normal((12, 12, 12)))
+    return str(path)
+
+
+def nifti_path():
+    nibabel = pytest.importorskip("nibabel")
+    return os.path.join(os.path.dirname(nibabel.__file__), "tests", "data", "anatomical.nii")
+
+
+# --- arguments -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, flag, allowed", [
+    (["--max-rank", "0"], "--max-rank", "must be >= 1"),
+    (["--max-evals", "10"], "--max-evals", "must be >= 1001 (the 1000 held-out entries"),
+    (["--n-iter-max", "0"], "--n-iter-max", "must be >= 1"),
+    (["--rank", "2", "--max-slices", "0"], "--max-slices", "must be >= 1"),
+    (["--seed", "-1"], "--seed", "must be >= 0"),
+    (["--cache-bytes", "-1"], "--cache-bytes", "must be >= 0"),
+    (["--tol", "0"], "--tol", "must be a finite number > 0"),
+    (["--tol", "nan"], "--tol", "must be a finite number > 0"),
+    (["--max-rank", "two"], "--max-rank", "must be an integer"),
+])
+def test_out_of_range_numeric_flags_exit_2_naming_the_flag(blobs, capsys, args, flag, allowed):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["compress", blobs, *args])
+    assert caught.value.code == 2
+    error = capsys.readouterr().err
+    assert f"tensorly-cross compress: error: argument {flag}: {allowed}" in error
+
+
+def test_demo_size_below_16_exits_2(capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["demo", "--size", "8"])
+    assert caught.value.code == 2
+    assert "argument --size: must be >= 16, got 8" in capsys.readouterr().err
+
+
+def test_version_prints_the_library_version(capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out.strip() == f"tensorly-cross {tlc.__version__}"
+
+
+def test_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["compress", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("(default: 64)", "(default: 0.001)", "(default: 20)", "(default: input)"):
+        assert shown in text
+    assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_a_missing_output_folder_is_reported_before_the_cross(blobs, tmp_path, capsys):
+    output = str(tmp_path / "missing" / "x.tt.npz")
+    assert cli.main(["compress", blobs, "-o", output, "-v"]) == cli.EXIT_INPUT
+    captured = capsys.readouterr()
+    assert f"the folder of the output {output!r} does not exist" in captured.err
+    assert "sweep" not in captured.out + captured.err and ".tt-" not in captured.err
+
+
+def test_the_progress_bar_is_cleared_before_an_error(tmp_path, capsys):
+    path = tmp_path / "nan.npy"
+    np.save(path, np.full((8, 8, 8), np.nan))
+    assert cli.main(["compress", str(path), "-o", str(tmp_path / "x.tt.npz")]) == 1
+    err = capsys.readouterr().err
+    # The bar draws with carriage returns; the error must start a clean segment of its own.
+    segments = [part for line in err.split("\n") for part in line.split("\r") if part.strip()]
+    error_segments = [part for part in segments if "error:" in part]
+    assert error_segments and all(part.startswith("tensorly-cross compress: error:")
+                                  for part in error_segments)
+    assert "returned nan" in error_segments[0]
+
+
+def test_ctrl_c_ends_with_one_line(tmp_path):
+    path = tmp_path / "big_noise.npy"
+    np.save(path, np.random.default_rng(0).standard_normal((100, 100, 100)))
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tensorly_cross.cli", "compress", str(path), "-o",
+         str(tmp_path / "x.tt.npz"), "--tol", "1e-12", "--patience", "0", "--n-iter-max", "500",
+         "-v"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    seen = ""
+    while "sweep 1:" not in seen:  # interrupt in the middle of the cross (-v: on stdout)
+        line = process.stdout.readline()
+        assert line, f"the run ended before its first sweep: {seen}"
+        seen += line
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == 130  # 128 + SIGINT, as shells report it
+    assert "Traceback" not in rest
+    assert rest.strip().splitlines()[-1] == "tensorly-cross compress: interrupted"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_info_on_a_fifo_exits_1_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.tt.npz"
+    os.mkfifo(fifo)
+    result = run("info", fifo, timeout=60)
+    assert result.returncode == 1 and "not a regular file" in result.stderr
+
+
+# --- the tolerance, and what the run leaves ---------------------------------------------
+
+
+def test_a_missed_tol_exits_3_and_says_so_unless_accepted(noise, tmp_path, capsys):
+    output = str(tmp_path / "n.tt.npz")
+    args = ["compress", noise, "-o", output, "--tol", "1e-6", "--max-rank", "2", "-q"]
+    assert cli.main(args) == cli.EXIT_TOL_MISSED
+    err = capsys.readouterr().err
+    assert "error: --tol 1.0e-06 not met: held-out error" in err and "--accept-miss" in err
+    assert os.path.exists(output)  # written all the same
+    assert cli.main([*args, "--force", "--accept-miss"]) == cli.EXIT_OK
+    assert "warning: --tol 1.0e-06 not met" in capsys.readouterr().err
+
+
+def test_a_fixed_rank_run_has_no_tolerance_to_miss(noise, tmp_path, capsys):
+    output = str(tmp_path / "r.tt.npz")
+    assert cli.main(["compress", noise, "-o", output, "--rank", "2", "-q"]) == cli.EXIT_OK
+    assert "not met" not in capsys.readouterr().err
+
+
+def test_a_tt_file_larger_than_its_input_is_warned_about(noise, blobs, tmp_path, capsys):
+    cli.main(["compress", noise, "-o", str(tmp_path / "n.tt.npz"), "--rank", "12", "-q"])
+    assert "is larger than the input" in capsys.readouterr().err
+    assert cli.main(["compress", blobs, "-o", str(tmp_path / "b.tt.npz"), "--tol", "1e-2",
+                     "-q"]) == cli.EXIT_OK
+    assert "larger than the input" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stored, option, expected", [
+    (np.float32, "input", np.float32), (np.float64, "input", np.float64),
+    (np.int16, "input", np.float32), (np.int32, "input", np.float64),
+    (np.float32, "float64", np.float64), (np.float64, "float32", np.float32)])
+def test_cores_are_stored_in_the_input_floating_dtype_unless_asked(tmp_path, stored, option,
+                                                                    expected):
+    path = tmp_path / "v.npy"
+    np.save(path, (100 * grid_values(blob_phantom((12, 10, 8), n_blobs=2), (12, 10, 8)))
+            .astype(stored))
+    output = str(tmp_path / "v.tt.npz")
+    assert cli.main(["compress", str(path), "-o", output, "--rank", "3", "--dtype", option,
+                     "-q"]) == cli.EXIT_OK
+    tt, metadata = tlc.load_tt(output)
+    assert all(tl.to_numpy(core).dtype == expected for core in tt)
+    assert metadata["input_dtype"] == str(np.dtype(stored))
+
+
+def test_npy_reads_are_reported_in_pages(blobs, tmp_path, capsys):
+    cli.main(["compress", blobs, "-o", str(tmp_path / "b.tt.npz"), "--tol", "1e-2"])
+    out = capsys.readouterr().out
+    assert "pages" in out.split("bytes read")[1].splitlines()[0]
+    assert "None" not in out
+
+
+# --- NIfTI, and reconstruct in any dimension ---------------------------------------------
+
+
+def test_the_nifti_affine_and_header_are_kept_and_restored_in_the_whole_volume(tmp_path):
+    nibabel = pytest.importorskip("nibabel")
+    source = nifti_path()
+    image = nibabel.load(source)
+    output = str(tmp_path / "a.tt.npz")
+    assert cli.main(["compress", source, "-o", output, "--rank", "6", "-q"]) == cli.EXIT_OK
+    tt, metadata = tlc.load_tt(output)
+    np.testing.assert_array_equal(metadata["nifti"]["affine"], image.affine)
+    volume = str(tmp_path / "a.nii.gz")
+    assert cli.main(["reconstruct", output, "-o", volume]) == cli.EXIT_OK
+    written = nibabel.load(volume)
+    assert written.shape == image.shape
+    np.testing.assert_allclose(written.affine, image.affine, atol=1e-6)
+    assert written.header.get_zooms() == image.header.get_zooms()
+    np.testing.assert_allclose(written.get_fdata(), tl.to_numpy(tl.tt_to_tensor(tt)),
+                               rtol=1e-6, atol=1e-6 * np.abs(written.get_fdata()).max())
+
+
+@pytest.mark.parametrize("layout", [[], ["--quantics"], ["--axes", "2,0,1"]])
+def test_reconstruct_writes_the_whole_volume_as_nifti_in_any_layout(blobs, tmp_path, layout,
+                                                                     monkeypatch):
+    nibabel = pytest.importorskip("nibabel")
+    # Slabs of at most 1000 entries: 24 x 20 = 480 per index of the last axis, so the 16
+    # indices go out in 8 blocks of 2 (the path a large volume takes).
+    monkeypatch.setattr(_reconstruct, "BLOCK_ENTRIES", 1000)
+    output = str(tmp_path / "b.tt.npz")
+    rank = [] if layout == ["--quantics"] else ["--rank", "6"]
+    assert cli.main(["compress", blobs, "-o", output, *rank, *layout, "-q",
+                     "--accept-miss"]) == cli.EXIT_OK
+    tt, metadata = tlc.load_tt(output)
+    volume = str(tmp_path / "b.nii")
+    assert cli.main(["reconstruct", output, "-o", volume]) == cli.EXIT_OK
+    written = nibabel.load(volume)
+    np.testing.assert_array_equal(written.affine, np.eye(4))
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in written.shape], indexing="ij"), -1)
+    points = grid.reshape(-1, 3)[::97]
+    if metadata.get("quantics"):
+        layout_q = tlc.QuanticsLayout.create(written.shape, metadata["quantics"]["order"])
+        tt_points = layout_q.to_quantics(points)
+    elif metadata.get("axes"):
+        tt_points = points[:, metadata["axes"]]
+    else:
+        tt_points = points
+    pointwise = tl.to_numpy(tlc.tt_entries(tt, tt_points))
+    np.testing.assert_allclose(np.asarray(written.dataobj)[tuple(points.T)], pointwise,
+                               rtol=1e-5, atol=1e-6)
+    original = np.load(blobs)
+    error = np.linalg.norm(written.get_fdata() - original) / np.linalg.norm(original)
+    assert error < 0.05
+
+
+@pytest.mark.parametrize("shape, slice_arg", [((30,), None), ((9, 11), None),
+                                              ((6, 7, 8, 5), None), ((6, 7, 8, 5), "1=2,3=4")])
+def test_reconstruct_works_for_any_number_of_dimensions(tmp_path, capsys, shape, slice_arg):
+    rng = np.random.default_rng(0)
+    cores = [rng.standard_normal((1 if k == 0 else 2, n, 1 if k == len(shape) - 1 else 2))
+             for k, n in enumerate(shape)]
+    dense = tl.to_numpy(tl.tt_to_tensor(cores))
+    source = tmp_path / "v.npy"
+    np.save(source, dense)
+    output = str(tmp_path / "v.tt.npz")
+    tlc.save_tt(output, cores, {"shape": list(shape)})
+    args = ["reconstruct", output, "-o", str(tmp_path / "s.npy"), "--png",
+            str(tmp_path / "s.png"), "--against", str(source)]
+    if slice_arg:
+        args += ["--slice", slice_arg]
+    assert cli.main(args) == cli.EXIT_OK
+    assert float(capsys.readouterr().out.split("relative error")[1]) < 1e-10
+    image = np.load(tmp_path / "s.npy")
+    if len(shape) == 4:
+        fixed = dict(item.split("=") for item in (slice_arg or "0=3,1=3").split(","))
+        index = tuple(int(fixed[str(a)]) if str(a) in fixed else slice(None) for a in range(4))
+        np.testing.assert_allclose(image, dense[index], atol=1e-12)
+    else:
+        np.testing.assert_allclose(image, np.atleast_2d(dense), atol=1e-12)
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("slice_arg, message", [
+    ("0=1", "must fix 2 of the 4 axes"), ("0=1,0=2", "fixes axis 0 twice"),
+    ("0=99,1=1", "outside shape"), ("x", "AXIS=INDEX")])
+def test_reconstruct_checks_the_slice_of_any_tt(tmp_path, capsys, slice_arg, message):
+    output = str(tmp_path / "v.tt.npz")
+    tlc.save_tt(output, [np.ones((1, 6, 2)), np.ones((2, 7, 2)), np.ones((2, 8, 2)),
+                         np.ones((2, 5, 1))], {"shape": [6, 7, 8, 5]})
+    code = cli.main(["reconstruct", output, "--png", str(tmp_path / "s.png"), "--slice",
+                     slice_arg])
+    assert code == cli.EXIT_USAGE and message in capsys.readouterr().err
+
+
+def test_reconstruct_refuses_a_tt_whose_metadata_disagrees_with_its_cores(tmp_path, capsys):
+    path = tmp_path / "bad.tt.npz"
+    meta = {"format": "tensorly-cross-tt", "format_version": 1, "n_cores": 2, "shape": [5, 5, 5]}
+    np.savez(path, core_0=np.ones((1, 5, 2)), core_1=np.ones((2, 5, 1)),
+             meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+    code = cli.main(["reconstruct", str(path), "--png", str(tmp_path / "s.png")])
+    assert code == cli.EXIT_INPUT
+    assert "means TT modes [5, 5, 5], the cores have [5, 5]" in capsys.readouterr().err
+    assert not (tmp_path / "s.png").exists()
+
+
+# --- the demo, twice at once -------------------------------------------------------------
+
+
+def test_two_writers_of_one_volume_both_succeed_and_leave_it_whole(tmp_path):
+    shape = (16, 16, 16)
+    function = blob_phantom(shape, n_blobs=3)
+    both_writing = threading.Barrier(2, timeout=60)
+    errors = []
+
+    def slow(points):
+        if points[0, 0] == 0:  # the first slab: wait until the other writer is writing too
+            both_writing.wait()
+        return function(points)
+
+    def write():
+        try:
+            write_volume(str(tmp_path / "v.zarr"), slow, shape, chunks=(8, 8, 8))
+        except Exception as error:  # collected: a thread's exception would be lost
+            errors.append(error)
+
+    threads = [threading.Thread(target=write) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(os.listdir(tmp_path)) == ["v.zarr"]
+    volume = tlc.open_volume(tmp_path / "v.zarr", strict=True)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    np.testing.assert_array_equal(tl.to_numpy(volume.evaluate(grid.reshape(-1, 3))),
+                                  function(grid.reshape(-1, 3)).astype(np.float64))
+
+
+def test_two_demos_at_once_share_one_cache_honouring_xdg_cache_home(tmp_path):
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONPATH=ROOT)
+    command = [sys.executable, "-m", "tensorly_cross.cli", "demo", "--size", "32", "-q"]
+    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [process.communicate(timeout=300) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], results
+    workdir = tmp_path / "cache" / "tensorly-cross"
+    assert sorted(p.name for p in workdir.iterdir() if not p.name.startswith(".blobs")) == [
+        "blobs32.tt.npz", "blobs32.zarr", "blobs32_slice.png"]
+    assert not [p for p in workdir.iterdir() if p.name.endswith(".tmp")]
+    tlc.open_volume(workdir / "blobs32.zarr", strict=True)  # every chunk stored

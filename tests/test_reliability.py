@@ -1,0 +1,366 @@
+"""No silent wrong result, no crash, no hang: each case of the reliability audit (issue 15)."""
+
+import os
+import subprocess
+import sys
+import threading
+import warnings
+
+import numpy as np
+import pytest
+import tensorly as tl
+
+import tensorly_cross as tlc
+from tensorly_cross.cross.stopping import heldout_bound, scaled_norm
+from tensorly_cross.errors import UnseenStructureWarning
+from tensorly_cross.lazy.sources import ChunkReadError, MissingChunksError
+
+from .conftest import host
+
+
+class CountingFunction:
+    """A vectorised function that counts the entries it is asked for."""
+
+    def __init__(self, function):
+        self.function = function
+        self.received = 0
+
+    def __call__(self, indices):
+        self.received += indices.shape[0]
+        return self.function(indices)
+
+
+def smooth(indices):
+    return np.cos(0.3 * indices.sum(axis=1)) + 0.1 * indices[:, 0] ** 2
+
+
+def full_grid(shape):
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    return grid.reshape(-1, len(shape))
+
+
+# --- silent wrong results --------------------------------------------------------------
+
+
+def test_n_evals_counts_the_initial_cores_read_after_max_evals_stops_the_first_sweep():
+    function = CountingFunction(smooth)
+    _, info = tlc.tt_cross(function, shape=(4, 4), max_evals=10, val_size=0,
+                           pivot_search="full", return_info=True)
+    assert info.stop_reason == "max_evals"
+    assert info.n_evals == function.received > 0
+
+
+def test_held_out_error_of_huge_values_is_finite_and_the_run_stops_on_tol():
+    _, info = tlc.tt_cross(lambda i: 1e300 * (1.0 + np.sin(i.sum(axis=1))), shape=(10, 10, 10),
+                           random_state=0, n_iter_max=6, return_info=True)
+    assert all(np.isfinite(info.val_errors))
+    assert info.stop_reason == "tol"
+
+
+def test_held_out_error_of_subnormal_values_is_not_reported_as_zero():
+    def tiny(indices):
+        return 1e-320 * (1.0 + indices.sum(axis=1) % 3)
+
+    tt, info = tlc.tt_cross(tiny, shape=(10, 10, 10), random_state=0, n_iter_max=6,
+                            return_info=True)
+    # The first sweep (rank 1 from one pivot) cannot be exact: its error must show.
+    assert info.val_errors[0] > 0.1
+    grid = full_grid((10, 10, 10))
+    true_error = scaled_norm(host(tlc.tt_entries(tt, grid)) - tiny(grid)) / scaled_norm(
+        tiny(grid))
+    assert true_error <= max(10 * info.val_error, 1e-6)
+
+
+@pytest.mark.parametrize("values, norm", [([1e300, 1e300, -1e300], np.sqrt(3) * 1e300),
+                                         ([1e-320, 2e-320], np.sqrt(5) * 1e-320),
+                                         ([3.0, 4.0], 5.0), ([], 0.0)])
+def test_scaled_norm_is_the_two_norm_without_overflow_or_underflow(values, norm):
+    assert np.isclose(scaled_norm(np.asarray(values, dtype=float)), norm, rtol=1e-3, atol=0)
+
+
+def test_heldout_bound_is_the_95_percent_miss_fraction():
+    for n in (1, 10, 200, 1000, 10**6):
+        p = heldout_bound(n)
+        assert np.isclose((1 - p) ** n, 0.05)
+    assert np.isclose(heldout_bound(1000), 3e-3, rtol=0.01)
+    assert heldout_bound(0) == 1.0
+
+
+def test_cross_info_carries_the_held_out_size_and_bound_in_its_repr():
+    _, info = tlc.tt_cross(smooth, shape=(8, 8, 8), random_state=0, return_info=True)
+    assert info.n_heldout >= 200
+    assert info.heldout_bound == heldout_bound(info.n_heldout)
+    assert f"n_heldout={info.n_heldout}" in repr(info)
+    assert f"heldout_bound={info.heldout_bound:.3g}" in repr(info)
+    assert info.to_dict()["heldout_bound"] == info.heldout_bound
+
+
+def test_a_pass_on_an_all_zero_sample_warns_that_the_sample_shows_no_scale():
+    def one_entry(indices):
+        values = np.zeros(indices.shape[0])
+        values[(indices == [3, 5, 7]).all(axis=1)] = 1.0
+        return values
+
+    with pytest.warns(UnseenStructureWarning, match="held-out entries are 0") as record:
+        _, info = tlc.tt_cross(one_entry, shape=(30, 30, 30), random_state=0,
+                               return_info=True)
+    assert info.stop_reason == "tol"
+    assert f"{info.heldout_bound:.3g}" in str(record[0].message)
+
+
+class HiddenSpike:
+    """1 everywhere but 1001 at one entry: the first entry the cross reads that the first
+    stage of held-out entries (the first call) did not, fixed from then on."""
+
+    def __init__(self):
+        self.heldout, self.spot = None, None
+
+    def __call__(self, indices):
+        rows = [tuple(int(i) for i in row) for row in indices]
+        if self.heldout is None:
+            self.heldout = set(rows)
+        elif self.spot is None:
+            self.spot = next(row for row in rows if row not in self.heldout)
+        values = np.ones(indices.shape[0])
+        if self.spot is not None:
+            values[(indices == self.spot).all(axis=1)] += 1000.0
+        return values
+
+
+def test_a_pass_warns_when_the_cross_read_far_more_than_the_held_out_sample_saw():
+    with pytest.warns(UnseenStructureWarning, match="1e\\+03x the largest held-out"):
+        _, info = tlc.tt_cross(HiddenSpike(), shape=(30, 30, 30), random_state=0,
+                               return_info=True)
+    assert info.stop_reason == "tol"
+
+
+def test_no_unseen_structure_warning_on_a_smooth_tensor_or_one_read_whole():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnseenStructureWarning)
+        tlc.tt_cross(smooth, shape=(8, 8, 8), random_state=0)
+        tlc.tt_cross(np.zeros((4, 4)), random_state=0)  # every entry read: nothing unseen
+
+
+def test_a_float_mode_size_is_refused_not_truncated():
+    with pytest.raises(TypeError, match=r"shape\[0\] must be an int, got 4.7"):
+        tlc.FunctionTensor(smooth, (4.7, 4))
+    with pytest.raises(TypeError, match=r"shape\[0\] must be an int"):
+        tlc.tt_cross(smooth, shape=(4.7, 4))
+    assert tlc.FunctionTensor(smooth, (np.int64(4), 4)).shape == (4, 4)
+
+
+@pytest.mark.parametrize("index, message", [([[-1, 0]], r"\(-1, 0\) is out of range"),
+                                            ([[0, 3]], r"\(0, 3\) is out of range"),
+                                            ([[0.5, 0]], "must be integers"),
+                                            ([0, 0], r"shape \(m, 2\)")])
+def test_tt_entries_refuses_indices_outside_the_tensor(backend, index, message):
+    tt = tlc.tt_cross(tl.tensor(np.ones((3, 3))), rank=1, random_state=0)
+    with pytest.raises(ValueError, match=f"tt_entries: .*{message}"):
+        tlc.tt_entries(tt, index)
+
+
+def save_npy(path, array):
+    np.save(path, array)
+    return str(path)
+
+
+def test_a_npy_truncated_after_opening_raises_instead_of_reading_zeros(tmp_path):
+    path = save_npy(tmp_path / "v.npy", np.arange(1.0, 2001.0))
+    tensor = tlc.lazy.npy.NpyTensor(path, cache_bytes=0)
+    os.truncate(path, 4096)  # the header and the first ~500 values remain
+    with pytest.raises(ChunkReadError, match="truncated after it was opened"):
+        tensor.evaluate(np.array([[1999]]))
+    assert host(tensor.evaluate(np.array([[10]])))[0] == 11.0  # what is there still reads
+
+
+def test_threads_sharing_one_evaluation_cache_get_the_right_values():
+    shape = (40, 40, 40)
+
+    def linear(indices):
+        return indices @ np.array([1600.0, 40.0, 1.0])
+
+    cache = tlc.EvaluationCache(tlc.FunctionTensor(linear, shape))
+    wrong = []
+
+    def work(seed):
+        rng = np.random.default_rng(seed)
+        for _ in range(60):
+            indices = np.stack([rng.integers(n, size=100) for n in shape], axis=1)
+            wrong.append(int((host(cache.evaluate(indices)) != linear(indices)).sum()))
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(wrong) == 0
+    assert cache.counters.unique == len(cache)
+    keys = cache.keys()
+    stored = np.stack(np.unravel_index(keys, shape), axis=1)
+    assert np.array_equal(host(cache.evaluate(stored)), linear(stored))
+
+
+def test_threads_crossing_one_shared_cache_all_get_accurate_tts():
+    shape = (12, 12, 12, 12)
+
+    def function(indices):
+        return np.sin(0.1 * indices.sum(axis=1)) + 0.01 * indices[:, 0] * indices[:, 1]
+
+    rng = np.random.default_rng(99)
+    samples = np.stack([rng.integers(n, size=500) for n in shape], axis=1)
+    exact = function(samples)
+    for _ in range(5):  # a race shows in about half the rounds without the lock
+        cache = tlc.EvaluationCache(tlc.FunctionTensor(function, shape))
+        results = [None] * 4
+
+        def work(seed, cache=cache, results=results):
+            results[seed] = tlc.tt_cross(cache, tol=1e-8, random_state=seed)
+
+        threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for tt in results:
+            approx = host(tlc.tt_entries(tt, samples))
+            assert np.linalg.norm(approx - exact) / np.linalg.norm(exact) < 1e-6
+
+
+# --- crashes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("function, shape", [
+    (lambda i: i.sum(axis=1).astype(float), (8, 8, 8)),
+    (lambda i: np.sin(0.1 * i.sum(axis=1)), (16, 16, 16, 16)),
+    (lambda i: 1.0 / (1.0 + i.sum(axis=1)), (20, 20, 20, 20)),
+])
+def test_tol_zero_with_the_default_tci_runs_to_a_result(backend, function, shape):
+    tt, info = tlc.tt_cross(lambda i: tl.tensor(function(i)), shape=shape, tol=0,
+                            random_state=0, n_iter_max=8, return_info=True)
+    grid_samples = np.random.default_rng(1).integers(0, shape[0], size=(500, len(shape)))
+    exact = function(grid_samples)
+    error = np.linalg.norm(host(tlc.tt_entries(tt, grid_samples)) - exact)
+    assert error / np.linalg.norm(exact) < 1e-8
+    assert info.stop_reason in ("tol", "stalled", "n_iter_max")
+
+
+@pytest.mark.parametrize("values", [lambda m: np.array(["a"] * m),
+                                    lambda m: np.array([1.0] * m, dtype=object),
+                                    lambda m: ["x"] * m])
+def test_a_function_returning_strings_or_objects_raises_a_clear_type_error(values):
+    with pytest.raises(TypeError, match="FunctionTensor returned values of dtype"):
+        tlc.tt_cross(lambda indices: values(indices.shape[0]), shape=(4, 4))
+
+
+@pytest.mark.parametrize("method, rank", [("tci", None), ("als", 2), ("block", 2)])
+@pytest.mark.parametrize("dtype", [np.bool_, np.int16, np.int64])
+def test_integer_and_bool_values_give_floating_cores_that_interpolate(backend, method, rank,
+                                                                      dtype):
+    def function(indices):
+        return tl.tensor((7 * np.sin(0.3 * indices.sum(axis=1)) > 0.5).astype(dtype)
+                         if dtype == np.bool_ else
+                         np.round(7 * np.sin(0.3 * indices.sum(axis=1))).astype(dtype))
+
+    shape = (6, 5, 4)
+    tt, info = tlc.tt_cross(function, shape=shape, method=method, rank=rank, random_state=0,
+                            return_info=True)
+    assert all(host(core).dtype == np.float64 for core in tt)
+    if method == "tci":  # exact at full rank: every entry within round-off
+        grid = full_grid(shape)
+        exact = host(function(grid)).astype(np.float64)
+        np.testing.assert_allclose(host(tlc.tt_entries(tt, grid)), exact, atol=1e-9)
+
+
+def test_a_budget_below_the_first_held_out_read_is_a_value_error():
+    with pytest.raises(ValueError, match=r"max_evals=2 is too small for the 3 held-out "
+                                         r"entries.*whole positions of 3 channels"):
+        tlc.tt_cross(smooth, shape=(1, 3), method="block", rank=1, max_evals=2, val_size=1)
+
+
+def test_a_mode_too_large_for_fibers_is_refused_before_allocating():
+    for method, rank in (("tci", None), ("als", 2)):
+        with pytest.raises(ValueError, match="mode of size 1099511627776.*QuanticsTensor"):
+            tlc.tt_cross(lambda i: np.ones(i.shape[0]), shape=(2**40, 4, 3), method=method,
+                         rank=rank, random_state=0)
+
+
+@pytest.mark.parametrize("rank, error, message", [
+    (2.0, TypeError, "rank must be an int or a list"),
+    ([1, 2.5, 1], TypeError, r"rank\[1\] must be an integer"),
+    ("2", TypeError, "rank must be an int or a list"),
+])
+def test_tensor_train_cross_refuses_a_bad_rank_with_a_clear_message(rank, error, message):
+    with pytest.raises(error, match=message):
+        tlc.tensor_train_cross(tl.tensor(np.ones((4, 4, 4))), rank)
+
+
+def test_tensor_train_cross_takes_a_numpy_integer_rank(backend):
+    tensor = tl.tensor(np.random.default_rng(0).standard_normal((4, 4, 4)))
+    assert tlc.tensor_train_cross(tensor, np.int64(2), random_state=0).rank == (1, 2, 2, 1)
+
+
+@pytest.mark.parametrize("tensor", [None, [[1.0, 2.0], [3.0, 4.0]], "volume.npy"])
+def test_tensor_train_cross_refuses_what_is_not_a_tensor(tensor):
+    with pytest.raises(TypeError, match="input_tensor must be a tensor"):
+        tlc.tensor_train_cross(tensor, 2)
+
+
+def test_a_corrupt_zarr_json_names_the_file(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    path = tmp_path / "v.zarr"
+    zarr.create_array(str(path), shape=(8, 8), chunks=(4, 4), dtype="f4")[:] = 1.0
+    with open(path / "zarr.json", "a") as stream:
+        stream.write("garbage")
+    with pytest.raises(ValueError, match=r"v.zarr'.*zarr.json.*cannot be read"):
+        tlc.open_volume(path)
+
+
+@pytest.mark.parametrize("content", [os.urandom(5000), b"\x93NUMPY\x01\x00" + os.urandom(300)])
+def test_a_npy_of_random_bytes_is_refused_without_mentioning_pickle(tmp_path, content):
+    path = tmp_path / "noise.npy"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="noise.npy") as caught:
+        tlc.open_volume(path)
+    assert "pickle" not in str(caught.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_open_volume_refuses_a_fifo(tmp_path):
+    names = ["pipe.npy", "pipe.h5", "pipe.nii"]
+    for name in names:
+        os.mkfifo(tmp_path / name)
+    code = ("import sys, tensorly_cross as tlc\n"
+            "for path in sys.argv[1:]:\n"
+            "    try:\n        tlc.open_volume(path)\n"
+            "    except ValueError as error:\n        print(error)\n")
+    # In a subprocess with a timeout: a regression must fail, not hang the suite.
+    result = subprocess.run([sys.executable, "-c", code, *(str(tmp_path / n) for n in names)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.count("not a regular file") == len(names), result.stderr
+
+
+# --- opening volumes -------------------------------------------------------------------
+
+
+def test_open_volume_reads_a_dask_array():
+    da = pytest.importorskip("dask.array")
+    dense = np.random.default_rng(0).standard_normal((10, 12, 14))
+    volume = tlc.open_volume(da.from_array(dense, chunks=(5, 6, 7)))
+    indices = full_grid((10, 12, 14))[::37]
+    np.testing.assert_array_equal(host(volume.evaluate(indices)), dense[tuple(indices.T)])
+
+
+def test_zarr_strict_mode_refuses_missing_chunks_that_read_as_fill_values(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    path = str(tmp_path / "partial.zarr")
+    array = zarr.create_array(path, shape=(8, 8), chunks=(4, 4), dtype="f4", fill_value=0.0)
+    array[:4] = 1.0  # two of the four chunks written
+    lenient = tlc.open_volume(path)
+    assert host(lenient.evaluate(np.array([[7, 7]])))[0] == 0.0  # zarr's rule: fill value
+    with pytest.raises(MissingChunksError, match="stores 2 of its 4 chunks"):
+        tlc.open_volume(path, strict=True)
+    with pytest.raises(MissingChunksError):
+        tlc.open_volume(zarr.open_array(path, mode="r"), strict=True)
+    array[4:] = 2.0
+    complete = tlc.open_volume(path, strict=True)
+    assert host(complete.evaluate(np.array([[7, 7]])))[0] == 2.0
