@@ -178,3 +178,12 @@ def test_upper_bound_grows_with_uneven_residuals():
     uneven[:10] = 10.0
     assert relative_standard_error(even) == 0.0
     assert upper_bound(0.1, uneven) > upper_bound(0.1, even) == 0.1
+
+
+def test_the_standard_error_neither_overflows_nor_underflows():
+    uneven = np.zeros(1000)
+    uneven[:10] = 10.0
+    reference = relative_standard_error(uneven)
+    assert reference > 0
+    for scale in (1e300, 1e-315):
+        assert np.isclose(relative_standard_error(uneven * scale), reference)

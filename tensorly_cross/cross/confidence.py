@@ -17,24 +17,25 @@ from .tt_entries import tt_entries
 Z_95 = 1.645
 
 
-def held_out_squares(validation, cores):
-    """Squared residuals of ``cores`` on the held-out entries read (host)."""
+def held_out_residuals(validation, cores):
+    """Residuals of ``cores`` on the held-out entries read (host)."""
     held_out = validation.indices[: validation.n_read]
     predicted = to_host(tt_entries(cores, held_out))
-    return np.abs(predicted - to_host(validation.values)) ** 2
+    return np.abs(predicted - to_host(validation.values))
 
 
-def relative_standard_error(squares):
-    """Relative standard error of a held-out error from its squared residuals (0 when they
-    are all zero or fewer than two)."""
-    if squares.size < 2:
+def relative_standard_error(residuals):
+    """Relative standard error of a held-out error from its residuals (0 when they are all
+    zero or fewer than two); scaled first, so that huge or tiny values neither overflow nor
+    underflow."""
+    residuals = np.abs(np.asarray(residuals, dtype=np.float64))
+    largest = float(residuals.max()) if residuals.size else 0.0
+    if residuals.size < 2 or not largest > 0:
         return 0.0
-    total = float(np.sum(squares))
-    if not total > 0:
-        return 0.0
-    return float(np.std(squares) * np.sqrt(squares.size) / (2.0 * total))
+    squares = (residuals / largest) ** 2
+    return float(np.std(squares) * np.sqrt(squares.size) / (2.0 * np.sum(squares)))
 
 
-def upper_bound(error, squares, z=Z_95):
+def upper_bound(error, residuals, z=Z_95):
     """A one-sided upper confidence bound on a held-out error."""
-    return error * (1.0 + z * relative_standard_error(squares))
+    return error * (1.0 + z * relative_standard_error(residuals))

@@ -4,7 +4,7 @@ import time
 
 from ..errors import EvaluationBudgetExceeded
 from .assemble import assemble_cores
-from .confidence import held_out_squares, upper_bound
+from .confidence import held_out_residuals, upper_bound
 from .finish import refine_if_better
 from .stopping import BestSweep
 
@@ -108,8 +108,8 @@ def _judge(half_sweep, validation, cores, indices, tol):
     if error <= tol and _at_rank_cap(half_sweep, indices):
         error = validation.confirm(cores)
     if getattr(half_sweep, "confident_pass", False) and validation.values is not None:
-        squares = held_out_squares(validation, cores)
-        return error, error <= tol and upper_bound(error, squares) <= tol
+        residuals = held_out_residuals(validation, cores)
+        return error, error <= tol and upper_bound(error, residuals) <= tol
     return error, error <= tol
 
 

@@ -304,16 +304,17 @@ class LSQSweeper:
     def trim(self, cores, indices, validation):
         """A passing TT rounded to the fewest parameters that still pass (rank-adaptive
         only); ``indices.ranks`` follow. Returns the cores and their held-out error."""
-        from .confidence import held_out_squares, upper_bound
+        from .confidence import held_out_residuals, upper_bound
         from .rounding import round_to_tolerance
+        from .stopping import scaled_norm
 
         def error_of(candidate):
-            squares = held_out_squares(validation, candidate)
-            return float(np.sqrt(squares.sum())) / validation.norm, squares
+            residuals = held_out_residuals(validation, candidate)
+            return scaled_norm(residuals) / validation.norm, residuals
 
         def passes(candidate):
-            error, squares = error_of(candidate)
-            return error <= self.tol and upper_bound(error, squares) <= self.tol
+            error, residuals = error_of(candidate)
+            return error <= self.tol and upper_bound(error, residuals) <= self.tol
 
         if self.ranks is None:
             cores = round_to_tolerance(cores, passes, self.tol)
