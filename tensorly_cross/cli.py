@@ -108,8 +108,12 @@ def _parser():
                        help="target relative error on held-out voxels")
     compress.add_argument("--accept-miss", action="store_true",
                           help="exit 0 when the run ends above --tol (default: exit 3)")
-    compress.add_argument("--method", choices=["auto", "als", "tci"], default="auto",
-                          help="cross method")
+    compress.add_argument("--method", choices=["auto", "lsq", "tci", "als", "stream"],
+                          default="auto",
+                          help="'stream': read everything twice (streaming TT-SVD, exact "
+                               "error); 'lsq', 'tci', 'als': a cross; 'auto': the stream or "
+                               "the least-squares cross, from the storage (the choice and "
+                               "its reason are printed)")
     compress.add_argument("--max-rank", type=_int_at_least(1), default=64,
                           help="rank cap of the adaptive cross")
     compress.add_argument("--quantics", action="store_true", help="cross in the QTT layout")
@@ -198,7 +202,17 @@ def _compress(args):
     client = _client(args.scheduler)
     volume = tlc.open_volume(args.input, dataset=args.dataset, cache_bytes=args.cache_bytes,
                              client=client)
-    summary = compress_volume(volume, output, tol=args.tol, rank=args.rank, method=args.method,
+    method, reason = _choose_method(args, volume)
+    if not args.quiet:
+        print(f"method: {method} ({reason})")
+    if method == "stream":
+        summary = stream_volume(volume, output, tol=args.tol, rank=args.rank, client=client,
+                                seed=args.seed, source=args.input, force=args.force,
+                                dtype=args.dtype)
+        if not args.quiet:
+            print(format_summary(summary))
+        return _outcome(summary, args.rank is None, args.accept_miss)
+    summary = compress_volume(volume, output, tol=args.tol, rank=args.rank, method=method,
                               max_rank=args.max_rank, quantics=args.quantics,
                               max_evals=args.max_evals, n_iter_max=args.n_iter_max,
                               seed=args.seed, quiet=args.quiet, verbose=args.verbose,
@@ -208,6 +222,24 @@ def _compress(args):
     if not args.quiet:
         print(format_summary(summary))
     return _outcome(summary, args.rank is None, args.accept_miss)
+
+
+def _choose_method(args, volume):
+    """The method ``--method`` names, or for ``auto`` the cost model's choice (with why)."""
+    from .cost import choose_path
+
+    if args.method != "auto":
+        return args.method, "asked for"
+    cross_only = [flag for flag, given in [("--quantics", args.quantics),
+                                           ("--axes", args.axes is not None),
+                                           ("--max-slices", args.max_slices is not None),
+                                           ("--oversample", args.oversample != 1.0),
+                                           ("--max-evals", args.max_evals is not None)]
+                  if given]
+    if cross_only:
+        return "auto", f"{', '.join(cross_only)} ask for a cross"
+    choice = choose_path(volume, path=args.input, rank=args.rank, max_rank=args.max_rank)
+    return choice.method, choice.reason
 
 
 def _check_output(path, force):
@@ -246,13 +278,11 @@ def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=64, 
     """
     import tensorly_cross as tlc
 
-    from ._backend import to_host
     from ._reconstruct import nifti_metadata
 
     target = tlc.TransposedTensor(volume, axes) if axes else volume
     target = tlc.QuanticsTensor(target) if quantics else target
     input_dtype = _input_dtype(volume)
-    core_dtype = _core_dtype(dtype, input_dtype)
     start = time.perf_counter()
     with _progress(n_iter_max, "sweeps", quiet) as progress:
 
@@ -281,16 +311,58 @@ def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=64, 
                                    patience=patience, oversample=oversample,
                                    max_slices=max_slices, dtype=dtype),
                     library_version=tlc.__version__, seconds=elapsed)
-    cores = [np.asarray(to_host(core)).astype(core_dtype) for core in tt]
+    summary = _save(volume, output, tt, metadata, dtype, force)
+    summary.update(bytes_read=getattr(volume, "bytes_read", None),
+                   chunks_read=getattr(volume, "chunks_read", None),
+                   pages_read=getattr(volume, "pages_read", None),
+                   sweeps=info.n_sweeps, stop=info.stop_reason, tol=tol)
+    return summary
+
+
+def stream_volume(volume, output, tol, rank=None, client=None, seed=0, source=None,
+                  force=False, dtype="input"):
+    """Read ``volume`` whole twice (:func:`tensorly_cross.streaming_tt_svd`), save the TT
+    with its metadata; returns a summary like :func:`compress_volume`'s."""
+    import tensorly_cross as tlc
+
+    from ._reconstruct import nifti_metadata
+
+    start = time.perf_counter()
+    tt, info = tlc.streaming_tt_svd(volume, tol=None if rank is not None else tol, rank=rank,
+                                    client=client, random_state=seed, return_info=True)
+    met = rank is not None or info.error <= tol
+    metadata = dict(shape=list(volume.shape), source=source, method="stream",
+                    error=info.error, exact_error=True, stop_reason="tol" if met else "width",
+                    n_passes=info.n_passes, widths=list(info.widths),
+                    input_dtype=_dtype_name(_input_dtype(volume)),
+                    nifti=nifti_metadata(volume),
+                    arguments=dict(tol=tol, rank=rank, method="stream", seed=seed,
+                                   dtype=dtype),
+                    library_version=tlc.__version__, seconds=time.perf_counter() - start)
+    summary = _save(volume, output, tt, metadata, dtype, force)
+    summary.update(val_error=info.error, exact_error=True, bytes_read=info.bytes_read,
+                   passes=info.n_passes, sweeps=0, stop=metadata["stop_reason"], tol=tol)
+    return summary
+
+
+def _save(volume, output, tt, metadata, dtype, force):
+    """Store the cores (in the chosen dtype) and the metadata; the summary of the file."""
+    import tensorly_cross as tlc
+
+    from ._backend import to_host
+
+    input_dtype = _input_dtype(volume)
+    cores = [np.asarray(to_host(core)).astype(_core_dtype(dtype, input_dtype)) for core in tt]
     tlc.save_tt(output, cores, metadata, overwrite=force)
     summary = _tt_summary(cores, metadata)
-    summary.update(output=output, bytes_read=getattr(volume, "bytes_read", None),
-                   chunks_read=getattr(volume, "chunks_read", None),
-                   pages_read=getattr(volume, "pages_read", None), seconds=elapsed,
-                   sweeps=info.n_sweeps, stop=info.stop_reason, tol=tol,
+    summary.update(output=output, seconds=metadata["seconds"],
                    tt_bytes=os.path.getsize(output),
                    input_bytes=math.prod(volume.shape) * (input_dtype or np.dtype("f8")).itemsize)
     return summary
+
+
+def _dtype_name(dtype):
+    return None if dtype is None else str(dtype)
 
 
 def _input_dtype(volume):
@@ -338,7 +410,9 @@ def _tt_summary(tt, metadata):
     return dict(shape=shape, ranks=[1] + [int(core.shape[2]) for core in tt],
                 n_params=n_params, compression=entries / n_params,
                 n_evals=n_evals, fraction=(n_evals or 0) / entries,
-                val_error=metadata.get("val_error"), n_heldout=metadata.get("n_heldout"),
+                val_error=metadata.get("val_error", metadata.get("error")),
+                exact_error=bool(metadata.get("exact_error")),
+                n_heldout=metadata.get("n_heldout"),
                 heldout_bound=metadata.get("heldout_bound"),
                 quantics=metadata.get("quantics"), dtype=str(np.asarray(tt[0]).dtype))
 
@@ -357,16 +431,25 @@ def format_summary(summary):
             unit = f"{summary['chunks_read']} chunks"
         elif summary.get("pages_read") is not None:
             unit = f"{summary['pages_read']} pages"
+        elif summary.get("passes"):
+            unit = "whole passes"
         else:
             unit = "reads"
         lines.append(f"bytes read          {summary['bytes_read'] / 2**20:.1f} MiB in {unit}")
-    if summary.get("val_error") is not None:
+    if summary.get("exact_error"):
+        lines.append(f"relative error      {summary['val_error']:.3e} (exact: every voxel "
+                     "read)")
+    elif summary.get("val_error") is not None:
         heldout = ""
         if summary.get("n_heldout"):
             heldout = (f" on {summary['n_heldout']} held-out entries (95%: at most "
                        f"{summary['heldout_bound']:.2%} of the entries off unseen)")
         lines.append(f"held-out rel. error {summary['val_error']:.3e}{heldout}")
-    if summary.get("seconds") is not None:
+    if summary.get("seconds") is not None and summary.get("passes"):
+        passes = summary["passes"]
+        lines.append(f"time                {summary['seconds']:.1f} s "
+                     f"({passes} pass{'es' if passes != 1 else ''} over the volume)")
+    elif summary.get("seconds") is not None:
         lines.append(f"time                {summary['seconds']:.1f} s "
                      f"({summary['sweeps']} sweeps, stop: {summary['stop']})")
     if summary.get("output"):

@@ -1,0 +1,74 @@
+"""compress chooses between the streaming TT-SVD and a cross, says which and why."""
+
+import numpy as np
+import pytest
+
+import tensorly_cross as tlc
+
+from .test_cli import run
+
+nibabel = pytest.importorskip("nibabel")
+zarr = pytest.importorskip("zarr")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stream")
+    grids = np.meshgrid(*[np.linspace(0, 1, n) for n in (30, 26, 22)], indexing="ij")
+    rng = np.random.default_rng(0)
+    volume = (np.sin(3 * grids[0] + grids[1]) * np.cos(2 * grids[2])
+              + 0.02 * rng.standard_normal(grids[0].shape)).astype(np.float32)
+    paths = {"gz": str(folder / "v.nii.gz"), "zarr": str(folder / "v.zarr"),
+             "npy": str(folder / "v.npy")}
+    nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), paths["gz"])
+    zarr.create_array(paths["zarr"], shape=volume.shape, chunks=(16, 16, 16),
+                      dtype="f4")[:] = volume
+    np.save(paths["npy"], volume)
+    return volume, paths
+
+
+def _error(path, volume):
+    tt, _ = tlc.load_tt(path)
+    return np.linalg.norm(np.asarray(tt.to_tensor()) - volume) / np.linalg.norm(volume)
+
+
+def test_a_gzip_nifti_is_streamed_and_its_exact_error_reported(files, tmp_path):
+    volume, paths = files
+    out = tmp_path / "gz.tt.npz"
+    result = run("compress", paths["gz"], "-o", str(out), "--tol", "0.05")
+    assert result.returncode == 0, result.stderr
+    assert "method: stream (a gzip file" in result.stdout
+    assert "(exact: every voxel read)" in result.stdout
+    _, metadata = tlc.load_tt(str(out))
+    assert metadata["method"] == "stream" and metadata["exact_error"]
+    np.testing.assert_allclose(metadata["error"], _error(str(out), volume), rtol=1e-3)
+    assert metadata["error"] <= 0.05
+
+
+def test_the_method_can_be_forced_either_way(files, tmp_path):
+    volume, paths = files
+    cross = run("compress", paths["gz"], "-o", str(tmp_path / "a.tt.npz"), "--tol", "0.05",
+                "--method", "lsq", "--accept-miss")
+    assert cross.returncode == 0, cross.stderr
+    assert "method: lsq (asked for)" in cross.stdout
+    assert "held-out rel. error" in cross.stdout
+    stream = run("compress", paths["npy"], "-o", str(tmp_path / "b.tt.npz"), "--rank", "3",
+                 "--method", "stream", "--quiet")
+    assert stream.returncode == 0, stream.stderr
+    tt, _ = tlc.load_tt(str(tmp_path / "b.tt.npz"))
+    assert tt.rank == (1, 3, 3, 1)
+
+
+def test_cross_layouts_ask_for_a_cross(files, tmp_path):
+    _, paths = files
+    result = run("compress", paths["zarr"], "-o", str(tmp_path / "c.tt.npz"), "--tol", "0.05",
+                 "--axes", "0,2,1", "--accept-miss")
+    assert result.returncode == 0, result.stderr
+    assert "method: auto (--axes ask for a cross)" in result.stdout
+
+
+def test_a_chunked_store_that_a_cross_would_read_whole_is_streamed(files, tmp_path):
+    _, paths = files
+    result = run("compress", paths["zarr"], "-o", str(tmp_path / "d.tt.npz"), "--tol", "0.05")
+    assert result.returncode == 0, result.stderr
+    assert "method: stream (a cross would read about" in result.stdout
