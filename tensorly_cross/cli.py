@@ -168,15 +168,23 @@ def _parser():
     reconstruct.add_argument("--force", action="store_true", help="overwrite output files")
     reconstruct.set_defaults(handler=_reconstruct)
 
-    demo = commands.add_parser("demo", help="the embedded default: a procedural volume",
+    demo = commands.add_parser("demo", help="the embedded default: the MNI152 template "
+                               "where nilearn is installed, else a procedural volume",
                                formatter_class=formatter)
+    demo.add_argument("--volume", choices=["auto", "mni152", "procedural"], default="auto",
+                      help="'mni152': nilearn's MNI152 T1 template (a real MRI volume, "
+                           "shipped with nilearn); 'procedural': smooth Gaussian blobs; "
+                           "'auto': the template where nilearn is installed")
+    demo.add_argument("--method", choices=["auto", "lsq", "tci", "als", "stream"],
+                      default="auto", help="as for compress")
     demo.add_argument("--workdir", default=None,
                       help="where the volume, TT and PNG go (default: "
                            "$XDG_CACHE_HOME/tensorly-cross, else ~/.cache/tensorly-cross)")
     demo.add_argument("--size", type=_int_at_least(16), default=384,
-                      help="edge of the cubic volume")
-    demo.add_argument("--tol", type=_float_at_least(0, strict=True), default=1e-3,
-                      help="target relative error on held-out voxels")
+                      help="edge of the cubic procedural volume")
+    demo.add_argument("--tol", type=_float_at_least(0, strict=True), default=None,
+                      help="target relative error (default: 0.1 for the template, 1e-3 for "
+                           "the procedural volume)")
     demo.add_argument("--accept-miss", action="store_true",
                       help="exit 0 when the run ends above --tol (default: exit 3)")
     _verbosity(demo)
@@ -599,37 +607,82 @@ def demo_workdir():
 
 def _demo(args):
     import tensorly_cross as tlc
-    from tensorly_cross.datasets import blob_phantom, write_volume
 
     workdir = args.workdir or demo_workdir()
     os.makedirs(workdir, exist_ok=True)
-    shape = (args.size,) * 3
-    volume_path = os.path.join(workdir, f"blobs{args.size}.zarr")
+    name, shape, function, tol = _demo_volume(args)
+    volume_path = os.path.join(workdir, f"{name}.zarr")
     # One writer at a time: a second demo waits for the first's volume instead of writing
     # its own over it (and write_volume publishes atomically either way).
-    with _exclusive(os.path.join(workdir, f".blobs{args.size}.lock")):
+    with _exclusive(os.path.join(workdir, f".{name}.lock")):
         if not os.path.exists(volume_path):
+            from tensorly_cross.datasets import write_volume
+
             if not args.quiet:
                 print(f"writing the demo volume {shape} (float32, once) to {volume_path}")
-            write_volume(volume_path, blob_phantom(shape), shape, chunks=(32, 32, 32))
+            write_volume(volume_path, function, shape, chunks=(32, 32, 32))
     volume = tlc.open_volume(volume_path, strict=True)
-    output = os.path.join(workdir, f"blobs{args.size}.tt.npz")
-    summary = compress_volume(volume, output, tol=args.tol, quiet=args.quiet,
-                              verbose=args.verbose, source=volume_path, force=True)
+    output = os.path.join(workdir, f"{name}.tt.npz")
+    method, reason = _demo_method(args.method, volume, volume_path)
+    if not args.quiet:
+        print(f"method: {method} ({reason})")
+    if method == "stream":
+        summary = stream_volume(volume, output, tol=tol, source=volume_path, force=True)
+    else:
+        summary = compress_volume(volume, output, tol=tol, method=method, quiet=args.quiet,
+                                  verbose=args.verbose, source=volume_path, force=True)
     summary["bytes_total"] = math.prod(shape) * 4
+    png = _demo_picture(volume_path, output, name, shape, workdir)
+    if not args.quiet:
+        print(format_summary(summary))
+        if summary.get("bytes_read") is not None:
+            print(f"volume size         {summary['bytes_total'] / 2**20:.0f} MiB on disk "
+                  f"({summary['bytes_read'] / summary['bytes_total']:.1%} read)")
+        print(f"picture             {png}")
+    return _outcome(summary, True, args.accept_miss)
+
+
+def _demo_volume(args):
+    """(name, shape, function of multi-indices, tol) of the demo's volume."""
+    from tensorly_cross.datasets import blob_phantom
+
+    real = args.volume == "mni152"
+    if args.volume == "auto":
+        import importlib.util
+
+        real = importlib.util.find_spec("nilearn") is not None
+    if real:
+        from nilearn.datasets import load_mni152_template
+
+        template = np.asarray(load_mni152_template().get_fdata(), dtype=np.float32)
+        return ("mni152_t1", template.shape, lambda indices: template[tuple(indices.T)],
+                0.1 if args.tol is None else args.tol)
+    shape = (args.size,) * 3
+    return (f"blobs{args.size}", shape, blob_phantom(shape),
+            1e-3 if args.tol is None else args.tol)
+
+
+def _demo_method(method, volume, path):
+    if method != "auto":
+        return method, "asked for"
+    from .cost import choose_path
+
+    choice = choose_path(volume, path=path)
+    return choice.method, choice.reason
+
+
+def _demo_picture(volume_path, output, name, shape, workdir):
+    """The middle slice along the last axis: the original, the TT and the error map."""
+    import tensorly_cross as tlc
+
     tt, metadata = tlc.load_tt(output)
-    axis, index = 2, args.size // 2
+    axis, index = 2, shape[2] // 2
     image = tt_slice(tt, metadata, axis, index)
     selection = (slice(None), slice(None), index)
     original = _as_image(_volume_slice(tlc.open_volume(volume_path), selection))
-    png = os.path.join(workdir, f"blobs{args.size}_slice.png")
+    png = os.path.join(workdir, f"{name}_slice.png")
     write_png(png, image, original, title=f"demo volume {shape}, slice {axis}={index}")
-    if not args.quiet:
-        print(format_summary(summary))
-        print(f"volume size         {summary['bytes_total'] / 2**20:.0f} MiB on disk "
-              f"({summary['bytes_read'] / summary['bytes_total']:.1%} read)")
-        print(f"picture             {png}")
-    return _outcome(summary, True, args.accept_miss)
+    return png
 
 
 @contextlib.contextmanager

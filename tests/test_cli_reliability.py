@@ -341,7 +341,8 @@ def test_two_writers_of_one_volume_both_succeed_and_leave_it_whole(tmp_path):
 
 def test_two_demos_at_once_share_one_cache_honouring_xdg_cache_home(tmp_path):
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONPATH=ROOT)
-    command = [sys.executable, "-m", "tensorly_cross.cli", "demo", "--size", "32", "-q"]
+    command = [sys.executable, "-m", "tensorly_cross.cli", "demo", "--volume", "procedural",
+               "--size", "32", "-q"]
     processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [process.communicate(timeout=300) for process in processes]

@@ -72,3 +72,13 @@ def test_a_chunked_store_that_a_cross_would_read_whole_is_streamed(files, tmp_pa
     result = run("compress", paths["zarr"], "-o", str(tmp_path / "d.tt.npz"), "--tol", "0.05")
     assert result.returncode == 0, result.stderr
     assert "method: stream (a cross would read about" in result.stdout
+
+
+def test_the_demo_shows_the_mni152_template_where_nilearn_is_installed(tmp_path):
+    pytest.importorskip("nilearn")
+    result = run("demo", "--workdir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "(197, 233, 189)" in result.stdout and "method: stream" in result.stdout
+    tt, metadata = tlc.load_tt(str(tmp_path / "mni152_t1.tt.npz"))
+    assert metadata["error"] <= 0.1
+    assert (tmp_path / "mni152_t1_slice.png").read_bytes()[:4] == b"\x89PNG"

@@ -43,7 +43,7 @@ class StreamInfo:
     n_passes, n_blocks : int
         Full reads of the volume, and blocks per read.
     bytes_read : int
-        Bytes read as float64 over all passes.
+        Bytes read over all passes (in the volume's stored dtype).
     ranks : tuple of int
         The TT ranks.
     seconds : float
@@ -131,7 +131,7 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_width=None, client=None,
     info = StreamInfo(widths=widths, n_blocks=len(blocks))
     bases = _sketch_pass(source, blocks, widths, rng, client, info)
     projected = map_reduce(source, blocks, core_fold(bases), core_start(shape, bases), client)
-    _count_pass(info, shape)
+    _count_pass(info, source)
     total = float(projected["squares"][0])
     core = projected["core"]
     kept = float(np.vdot(core, core))
@@ -196,13 +196,13 @@ def _sketch_pass(source, blocks, widths, rng, client, info):
     factors = sketch_factors(shape, widths, rng)
     partial = map_reduce(source, blocks, sketch_fold(factors), sketch_start(shape, widths,
                                                                              factors), client)
-    _count_pass(info, shape)
+    _count_pass(info, source)
     return range_bases(partial, shape, widths)
 
 
-def _count_pass(info, shape):
+def _count_pass(info, source):
     info.n_passes += 1
-    info.bytes_read += 8 * math.prod(shape)
+    info.bytes_read += source.dtype.itemsize * math.prod(source.shape)
 
 
 def _expand(core, basis):
