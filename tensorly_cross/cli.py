@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -216,7 +217,7 @@ def _compress(args):
     if method == "stream":
         summary = stream_volume(volume, output, tol=args.tol, rank=args.rank, client=client,
                                 seed=args.seed, source=args.input, force=args.force,
-                                dtype=args.dtype)
+                                dtype=args.dtype, max_rank=args.max_rank)
         if not args.quiet:
             print(format_summary(summary))
         return _outcome(summary, args.rank is None, args.accept_miss)
@@ -268,8 +269,9 @@ def _outcome(summary, tol_driven, accept_miss):
               "compress at these settings.", file=sys.stderr)
     if not tol_driven or summary["stop"] == "tol":
         return EXIT_OK
+    kind = "exact error" if summary.get("exact_error") else "held-out error"
     print(f"{'warning' if accept_miss else 'error'}: --tol {summary['tol']:.1e} not met: "
-          f"held-out error {summary['val_error']:.2e} (stop: {summary['stop']}); the TT was "
+          f"{kind} {summary['val_error']:.2e} (stop: {summary['stop']}); the TT was "
           f"written to {summary['output']}. Raise --max-rank or --n-iter-max, or pass "
           "--accept-miss to accept it.", file=sys.stderr)
     return EXIT_OK if accept_miss else EXIT_TOL_MISSED
@@ -328,7 +330,7 @@ def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=64, 
 
 
 def stream_volume(volume, output, tol, rank=None, client=None, seed=0, source=None,
-                  force=False, dtype="input"):
+                  force=False, dtype="input", max_rank=None):
     """Read ``volume`` whole twice (:func:`tensorly_cross.streaming_tt_svd`), save the TT
     with its metadata; returns a summary like :func:`compress_volume`'s."""
     import tensorly_cross as tlc
@@ -336,16 +338,21 @@ def stream_volume(volume, output, tol, rank=None, client=None, seed=0, source=No
     from ._reconstruct import nifti_metadata
 
     start = time.perf_counter()
-    tt, info = tlc.streaming_tt_svd(volume, tol=None if rank is not None else tol, rank=rank,
-                                    client=client, random_state=seed, return_info=True)
+    with warnings.catch_warnings():  # a missed tolerance is reported by the exit code
+        warnings.simplefilter("ignore", UserWarning)
+        tt, info = tlc.streaming_tt_svd(volume, tol=None if rank is not None else tol,
+                                        rank=rank, client=client, random_state=seed,
+                                        max_rank=None if rank is not None else max_rank,
+                                        return_info=True)
     met = rank is not None or info.error <= tol
     metadata = dict(shape=list(volume.shape), source=source, method="stream",
-                    error=info.error, exact_error=True, stop_reason="tol" if met else "width",
+                    error=info.error, exact_error=True,
+                    stop_reason="tol" if met else info.limited_by,
                     n_passes=info.n_passes, widths=list(info.widths),
                     input_dtype=_dtype_name(_input_dtype(volume)),
                     nifti=nifti_metadata(volume),
                     arguments=dict(tol=tol, rank=rank, method="stream", seed=seed,
-                                   dtype=dtype),
+                                   dtype=dtype, max_rank=max_rank),
                     library_version=tlc.__version__, seconds=time.perf_counter() - start)
     summary = _save(volume, output, tt, metadata, dtype, force)
     summary.update(val_error=info.error, exact_error=True, bytes_read=info.bytes_read,

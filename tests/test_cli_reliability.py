@@ -112,7 +112,8 @@ def test_a_missing_output_folder_is_reported_before_the_cross(blobs, tmp_path, c
 def test_the_progress_bar_is_cleared_before_an_error(tmp_path, capsys):
     path = tmp_path / "nan.npy"
     np.save(path, np.full((8, 8, 8), np.nan))
-    assert cli.main(["compress", str(path), "-o", str(tmp_path / "x.tt.npz")]) == 1
+    assert cli.main(["compress", str(path), "-o", str(tmp_path / "x.tt.npz"),
+                     "--method", "tci"]) == 1
     err = capsys.readouterr().err
     # The bar draws with carriage returns; the error must start a clean segment of its own.
     segments = [part for line in err.split("\n") for part in line.split("\r") if part.strip()]
@@ -129,7 +130,8 @@ def test_ctrl_c_ends_with_one_line(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "tensorly_cross.cli", "compress", str(path), "-o",
          str(tmp_path / "x.tt.npz"), "--tol", "1e-12", "--patience", "0", "--n-iter-max", "500",
-         "-v"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+         "--method", "tci", "-v"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env=env)
     seen = ""
     while "sweep 1:" not in seen:  # interrupt in the middle of the cross (-v: on stdout)
         line = process.stdout.readline()
@@ -155,7 +157,8 @@ def test_info_on_a_fifo_exits_1_without_blocking(tmp_path):
 
 def test_a_missed_tol_exits_3_and_says_so_unless_accepted(noise, tmp_path, capsys):
     output = str(tmp_path / "n.tt.npz")
-    args = ["compress", noise, "-o", output, "--tol", "1e-6", "--max-rank", "2", "-q"]
+    args = ["compress", noise, "-o", output, "--tol", "1e-6", "--max-rank", "2", "-q",
+            "--method", "tci"]
     assert cli.main(args) == cli.EXIT_TOL_MISSED
     err = capsys.readouterr().err
     assert "error: --tol 1.0e-06 not met: held-out error" in err and "--accept-miss" in err
@@ -196,7 +199,8 @@ def test_cores_are_stored_in_the_input_floating_dtype_unless_asked(tmp_path, sto
 
 
 def test_npy_reads_are_reported_in_pages(blobs, tmp_path, capsys):
-    cli.main(["compress", blobs, "-o", str(tmp_path / "b.tt.npz"), "--tol", "1e-2"])
+    cli.main(["compress", blobs, "-o", str(tmp_path / "b.tt.npz"), "--tol", "1e-2",
+              "--method", "tci"])
     out = capsys.readouterr().out
     assert "pages" in out.split("bytes read")[1].splitlines()[0]
     assert "None" not in out

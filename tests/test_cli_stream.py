@@ -82,3 +82,11 @@ def test_the_demo_shows_the_mni152_template_where_nilearn_is_installed(tmp_path)
     tt, metadata = tlc.load_tt(str(tmp_path / "mni152_t1.tt.npz"))
     assert metadata["error"] <= 0.1
     assert (tmp_path / "mni152_t1_slice.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_stream_capped_by_max_rank_misses_the_tolerance_with_exit_3(files, tmp_path):
+    _, paths = files
+    result = run("compress", paths["gz"], "-o", str(tmp_path / "e.tt.npz"), "--tol", "1e-4",
+                 "--max-rank", "2", "-q")
+    assert result.returncode == 3
+    assert "not met: exact error" in result.stderr and "--accept-miss" in result.stderr

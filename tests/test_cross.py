@@ -165,12 +165,19 @@ def test_stalled_sweeps_stop_and_the_best_sweep_is_returned(backend, seed, patie
     tt, info = tlc.tt_cross(dense, rank=2 if method == "als" else None, method=method,
                             max_rank=3, tol=0.0, n_iter_max=100, patience=patience,
                             callback=keep, random_state=seed, return_info=True)
-    errors = info.val_errors
-    assert info.stop_reason == "stalled" and info.n_sweeps < 100
+    # A missed tolerance may end with a least-squares refinement: one more entry, after the
+    # sweeps, kept only when it lowers the held-out error.
+    swept = len(seen)
+    errors, all_ranks = info.val_errors[:swept], info.ranks[:swept]
+    assert info.stop_reason == "stalled" and swept < 100
     reference = min(errors[: -patience])
     assert all(error >= 0.99 * reference for error in errors[-patience:])
-    ranks = info.ranks[-patience - 1 :]  # and no rank changed in those sweeps
+    ranks = all_ranks[-patience - 1 :]  # and no rank changed in those sweeps
     assert all(rank == ranks[0] for rank in ranks)
+    if info.refined:
+        assert info.n_sweeps == swept + 1 and info.best_sweep == info.n_sweeps
+        assert info.val_error < 0.99 * min(errors[1:])
+        return
     if info.n_sweeps > 1:  # the first sweep is never returned: its right sets are random
         assert info.best_sweep > 1 and info.val_error == min(errors[1:])
     for returned, kept in zip(tt, seen[info.best_sweep - 1], strict=True):

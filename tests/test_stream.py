@@ -117,3 +117,21 @@ def test_a_dask_cluster_gives_the_local_result(files):
 def test_tol_and_rank_together_are_refused():
     with pytest.raises(ValueError, match="tol or rank"):
         streaming_tt_svd(np.ones((3, 3, 3)), tol=0.1, rank=2)
+
+
+def test_a_nan_voxel_is_reported_with_its_multi_index(files):
+    from tensorly_cross import NonFiniteValueError
+
+    dense, _ = files
+    broken = dense.copy()
+    broken[17, 3, 9] = np.nan
+    with pytest.raises(NonFiniteValueError, match=r"\(17, 3, 9\)") as caught:
+        streaming_tt_svd(broken, tol=0.1, block_bytes=4096)
+    assert caught.value.index == (17, 3, 9)
+
+
+def test_max_rank_caps_a_tolerance_driven_run_and_says_so():
+    dense = _noisy_low_rank((20, 18, 16), 4, 0, noise=0.05)
+    with pytest.warns(UserWarning, match="max_rank"):
+        tt, info = streaming_tt_svd(dense, tol=1e-3, max_rank=2, return_info=True)
+    assert max(tt.rank) == 2 and info.limited_by == "max_rank" and info.error > 1e-3

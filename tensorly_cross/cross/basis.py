@@ -67,6 +67,9 @@ def interpolation_matrix(matrix, pos):
         return tl.zeros((n_rows, n_cols), **tl.context(matrix))
     basis = q_factor if rank == n_cols else column_basis(matrix, rank)
     block = take_rows(basis, pos)
+    if np.linalg.cond(to_host(block)) >= _MAX_PIVOT_CONDITION:
+        # The pivots do not span the basis (degenerate values): a truncated pseudo-inverse.
+        return tl.dot(basis, _truncated_pinv(block))
     if rank == n_cols:
         # Solve against the pivot block instead of inverting it: one differentiable op.
         return tl.transpose(tl.solve(tl.transpose(block), tl.transpose(basis)))
@@ -75,18 +78,22 @@ def interpolation_matrix(matrix, pos):
     return tl.dot(basis, tl.solve(gram, tl.transpose(tl.conj(block))))
 
 
+def _truncated_pinv(block):
+    """The pseudo-inverse of ``block`` without its singular values below the largest over
+    ``_MAX_PIVOT_CONDITION`` (zero for a zero block)."""
+    left, singular, right = tl.svd(block, full_matrices=False)
+    host = to_host(singular)
+    kept = int(np.count_nonzero(host > (host[0] if host.size else 0) / _MAX_PIVOT_CONDITION))
+    if kept == 0:
+        return tl.zeros(tuple(reversed(tl.shape(block))), **tl.context(block))
+    return tl.dot(tl.transpose(tl.conj(right[:kept])) / singular[:kept],
+                  tl.transpose(tl.conj(left[:, :kept])))
+
+
 def right_divide(matrix, block, out_shape):
     """``matrix @ inv(block)`` by a solve; a guarded pseudo-inverse if ``block`` is singular."""
-    host_block = to_host(block)
-    if np.linalg.cond(host_block) < _MAX_PIVOT_CONDITION:
+    if np.linalg.cond(to_host(block)) < _MAX_PIVOT_CONDITION:
         result = tl.transpose(tl.solve(tl.transpose(block), tl.transpose(matrix)))
     else:
-        left, singular, right = tl.svd(block, full_matrices=False)
-        host_singular = to_host(singular)
-        kept = int(np.count_nonzero(host_singular > host_singular[0] / _MAX_PIVOT_CONDITION))
-        if kept == 0:
-            return tl.zeros(tuple(out_shape), **tl.context(matrix))
-        inverse = tl.dot(tl.transpose(tl.conj(right[:kept])) / singular[:kept],
-                         tl.transpose(tl.conj(left[:, :kept])))
-        result = tl.dot(matrix, inverse)
+        result = tl.dot(matrix, _truncated_pinv(block))
     return tl.reshape(result, tuple(out_shape))

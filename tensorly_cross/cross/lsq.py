@@ -310,7 +310,9 @@ class LSQSweeper:
 
         def error_of(candidate):
             residuals = held_out_residuals(validation, candidate)
-            return scaled_norm(residuals) / validation.norm, residuals
+            difference = scaled_norm(residuals)
+            norm = validation.norm
+            return (difference / norm if norm > 0 else difference), residuals
 
         def passes(candidate):
             error, residuals = error_of(candidate)

@@ -25,7 +25,7 @@ from .indices import fiber_indices
 MAX_UNKNOWNS = 2500
 # Ridge, relative to the normal matrix's mean diagonal: keeps directions that no sample
 # constrains at zero instead of at round-off noise.
-RIDGE = 1e-10
+RIDGE = 1e-13
 
 
 def refine_cores(lazy, cores, history):

@@ -100,9 +100,11 @@ class CrossInfo:
 
     @property
     def heldout_bound(self):
-        """Fraction of entries that could be off with none of the held-out entries off, at
-        95% confidence (``1 - 0.05**(1/n_heldout)``, about ``3/n_heldout``; 1.0 without
-        held-out entries): see the class notes."""
+        """Fraction of entries that could be off with none of the held-out entries off.
+
+        At 95% confidence: ``1 - 0.05**(1/n_heldout)``, about ``3/n_heldout``; 1.0 without
+        held-out entries (see the class notes).
+        """
         return heldout_bound(self.n_heldout)
 
     def __repr__(self):

@@ -243,7 +243,13 @@ class EvaluationCache(LazyTensor):
         return self._keys.lookup(keys)
 
     def max_abs(self):
-        """The largest modulus among the cached values (0.0 when there are none)."""
+        """The largest modulus among the cached values (0.0 when there are none).
+
+        Returns
+        -------
+        float
+            ``max |value|`` over every entry cached so far.
+        """
         with self._lock:
             if self._values is None or not self._values.size:
                 return 0.0

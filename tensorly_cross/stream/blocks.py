@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..errors import NonFiniteValueError
 from ..lazy.sources import ChunkSource, as_chunk_source
 
 BLOCK_BYTES = 32 * 2**20
@@ -117,7 +118,15 @@ def map_reduce(source, blocks, contribute, start, client=None, n_tasks=None):
 
 
 def _read(source, slices):
-    return np.asarray(source.read(slices), dtype=np.float64)
+    """A block as float64; a NaN or infinite voxel raises, naming its multi-index."""
+    values = np.asarray(source.read(slices), dtype=np.float64)
+    if not np.isfinite(values).all():
+        local = np.unravel_index(int(np.flatnonzero(~np.isfinite(values))[0]), values.shape)
+        index = tuple(int(s.start + i) for s, i in zip(slices, local, strict=True))
+        value = values[local]
+        raise NonFiniteValueError(f"{source.name} holds {value} at multi-index {index}; "
+                                  "values must be finite.", index, value)
+    return values
 
 
 def _fold_group(source, group, contribute, start):

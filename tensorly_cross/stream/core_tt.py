@@ -16,10 +16,11 @@ GRAM_ASPECT = 4
 GRAM_FLOOR = 1e-6
 
 
-def tt_svd(core, threshold, ranks=None):
+def tt_svd(core, threshold, ranks=None, max_rank=None):
     """TT cores of ``core`` (NumPy), each bond dropping singular values of norm at most
-    ``threshold`` (absolute), or keeping ``ranks[k]`` of them when ``ranks`` is given.
-    Returns the cores and the squared norm of everything dropped."""
+    ``threshold`` (absolute) and keeping at most ``max_rank``, or keeping ``ranks[k]`` of
+    them when ``ranks`` is given. Returns the cores and the squared norm of everything
+    dropped."""
     shape = core.shape
     d = len(shape)
     use_gram = ranks is None and threshold >= GRAM_FLOOR * float(np.linalg.norm(core))
@@ -29,6 +30,7 @@ def tt_svd(core, threshold, ranks=None):
         rest = rest.reshape(rank * shape[k], -1)
         left, singular = _left_singular(rest, use_gram)
         keep = _rank(singular, threshold, None if ranks is None else ranks[k + 1])
+        keep = keep if max_rank is None else min(keep, max_rank)
         dropped += float(np.sum(singular[keep:] ** 2))
         cores.append(left[:, :keep].reshape(rank, shape[k], keep))
         rest = left[:, :keep].T @ rest

@@ -48,6 +48,9 @@ class StreamInfo:
         The TT ranks.
     seconds : float
         Wall time of the whole call.
+    limited_by : str or None
+        What stopped a tolerance-driven run short of ``tol``: ``"max_rank"`` or
+        ``"max_width"``; None when it met ``tol``.
 
     Examples
     --------
@@ -66,9 +69,10 @@ class StreamInfo:
     bytes_read: int = 0
     ranks: tuple = field(default_factory=tuple)
     seconds: float = 0.0
+    limited_by: str | None = None
 
 
-def streaming_tt_svd(volume, tol=None, rank=None, max_width=None, client=None,
+def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None, client=None,
                      random_state=None, block_bytes=BLOCK_BYTES, return_info=False):
     """TT of a stored volume from two full reads, chunk by chunk, in bounded memory.
 
@@ -88,6 +92,9 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_width=None, client=None,
         Target relative Frobenius error (default 1e-3 when ``rank`` is None).
     rank : int or list of int, optional
         Fixed TT rank instead of a tolerance.
+    max_rank : int, optional
+        Cap on every rank of a tolerance-driven run (a run it stops short of ``tol`` warns
+        and reports ``limited_by="max_rank"``).
     max_width : int, optional
         Sketch width of the first and last modes (default: twice ``rank`` plus 10 when a
         rank is given, else the mode's size). Modes are narrowed further, from the outside
@@ -138,16 +145,20 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_width=None, client=None,
     lost = max(total - kept, 0.0)
     budget = 0.0 if tol is None else max(tol**2 * total - lost, 0.0)
     threshold = math.sqrt(budget / max(len(shape) - 1, 1))
-    cores, dropped = tt_svd(core, threshold, ranks)
+    caps = None if max_rank is None else check_int(max_rank, "max_rank", minimum=1)
+    cores, dropped = tt_svd(core, threshold, ranks, caps)
     cores = [_expand(core_k, basis) for core_k, basis in zip(cores, bases, strict=True)]
     info.projection_error = math.sqrt(lost / total) if total > 0 else 0.0
     info.error = math.sqrt((lost + dropped) / total) if total > 0 else 0.0
     info.ranks = (1,) + tuple(c.shape[2] for c in cores)
     info.seconds = time.perf_counter() - start
     if tol is not None and info.error > tol:
-        warnings.warn(f"the sketched bases alone leave a relative error of "
-                      f"{info.projection_error:.3g} > tol={tol}: raise max_width (now "
-                      f"{widths[0]}) to meet it.", stacklevel=2)
+        info.limited_by = "max_rank" if info.projection_error <= tol else "max_width"
+        remedy = (f"raise max_rank (now {caps})" if info.limited_by == "max_rank" else
+                  f"the sketched bases alone leave {info.projection_error:.3g}: raise "
+                  f"max_width (now {widths[0]})")
+        warnings.warn(f"relative error {info.error:.3g} > tol={tol}: {remedy} to meet it.",
+                      stacklevel=2)
     tt = TTTensor([tl.tensor(c) for c in cores])
     return (tt, info) if return_info else tt
 
