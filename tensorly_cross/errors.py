@@ -44,3 +44,12 @@ class EvaluationBudgetExceeded(RuntimeError):
     def __init__(self, message, needed):
         super().__init__(message)
         self.needed = needed
+
+
+class MaxTimeReached(RuntimeError):
+    """The run's ``max_time`` ran out before a batch of new evaluations.
+
+    The sweep loop catches it and stops with ``stop_reason="max_time"``; it reaches the
+    caller only when no sweep had completed (nothing to return). With a ``checkpoint``,
+    every entry evaluated so far is stored and a rerun resumes from them.
+    """

@@ -2,8 +2,9 @@
 
 import time
 
-from ..errors import EvaluationBudgetExceeded
+from ..errors import EvaluationBudgetExceeded, MaxTimeReached
 from .assemble import assemble_cores
+from .progress import SweepProgress
 from .stopping import BestSweep
 
 
@@ -11,16 +12,17 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
     """Alternate sweep directions until a stopping rule fires.
 
     ``options`` (a :class:`~tensorly_cross.options.CrossOptions`) gives ``tol``,
-    ``n_iter_max``, ``callback``, ``verbose`` and ``patience``.
+    ``n_iter_max``, ``callback``, ``verbose``, ``progress`` and ``patience``.
 
     ``half_sweep(cache, indices, direction, cores)`` updates a copy of the index sets
     (``cores``: the current TT, None before the first sweep) and may return the fibers it
     read for them (else None); the cores are then assembled (from those fibers, or from
-    cached ones) and validated. A sweep cut short by the
-    evaluation budget is discarded. ``patience``: stop (``"stalled"``) after that many
-    sweeps in a row that neither lower the held-out error by 1% nor change the ranks
-    (None: never). A pass of the tolerance at the rank cap is confirmed on fresh held-out
-    entries first (:meth:`Validation.confirm`).
+    cached ones) and validated. A sweep cut short by the evaluation budget, or by
+    ``max_time`` (:class:`MaxTimeReached` from the tensor before a batch, its validation
+    included), is discarded. ``patience``: stop (``"stalled"``) after that many sweeps in
+    a row that neither lower the held-out error by 1% nor change the ranks (None: never).
+    A pass of the tolerance at the rank cap is confirmed on fresh held-out entries first
+    (:meth:`Validation.confirm`).
 
     Returns
     -------
@@ -32,6 +34,7 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
     start = time.perf_counter()
     cores = None
     best = BestSweep()
+    progress = SweepProgress(options.n_iter_max, options.progress)
     info.stop_reason = "n_iter_max"
     for sweep in range(options.n_iter_max):
         direction = "lr" if sweep % 2 == 0 else "rl"
@@ -39,14 +42,18 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
         try:
             fibers = half_sweep(cache, candidate, direction, cores)
             candidate_cores = assemble_cores(cache, candidate, fibers)
+            error = validation.error(candidate_cores)
+            if error <= tol and _at_rank_cap(half_sweep, candidate):
+                error = validation.confirm(candidate_cores)
         except EvaluationBudgetExceeded:
             info.stop_reason = "max_evals"
             break
+        except MaxTimeReached:
+            info.stop_reason = "max_time"
+            break
         indices, cores = candidate, candidate_cores
-        error = validation.error(cores)
-        if error <= tol and _at_rank_cap(half_sweep, indices):
-            error = validation.confirm(cores)
         _record(info, cache, indices, error, validation)
+        progress.update(info)
         # Eligible from the second sweep: the first leaves the right sets random, and only
         # with both families built from the tensor does the TT interpolate every fiber.
         best.offer(info.n_sweeps, error, (indices, cores) if info.n_sweeps > 1 else None,
@@ -62,6 +69,7 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
             break
     info.update_counts(cache.counters)
     info.total_seconds += time.perf_counter() - start
+    progress.close(info)
     return best.state if best.state is not None else (indices, cores)
 
 

@@ -33,14 +33,25 @@ class CrossInfo:
     evals_per_sweep : list of int
         ``n_evals`` after each sweep.
     stop_reason : str
-        ``"tol"``, ``"stalled"``, ``"max_evals"``, ``"n_iter_max"`` or ``"callback"``.
+        ``"tol"``, ``"stalled"``, ``"max_evals"``, ``"max_time"``, ``"n_iter_max"`` or
+        ``"callback"``.
     best_sweep : int
         The sweep whose state was returned (1-based): the one with the lowest held-out
         error, the last one when there is no held-out set.
     n_sweeps : int
         Completed sweeps (one sweep = one pass in one direction).
-    function_seconds, total_seconds : float
-        Time inside the tensor's evaluations, and in the whole call.
+    n_restored : int
+        Entries read back from a ``checkpoint`` instead of evaluated (counted in
+        ``n_evals``; the function ran ``n_evals - n_restored`` times).
+    function_seconds : float
+        Time inside the function of a :class:`FunctionTensor` (with an executor: summed
+        over its chunks, where they ran); for other tensors, ``wait_seconds``.
+    wait_seconds : float
+        Wall time spent waiting for the tensor's evaluations (with an executor: for the
+        chunks to come back).
+    total_seconds : float
+        Wall time of the whole call; :attr:`overhead_seconds` is what the cross itself
+        took.
     """
 
     method: str
@@ -57,18 +68,25 @@ class CrossInfo:
     n_sweeps: int = 0
     function_seconds: float = 0.0
     total_seconds: float = 0.0
+    n_restored: int = 0
+    wait_seconds: float = 0.0
 
     @property
     def val_error(self):
         """The held-out error of the returned state (``nan`` before the first sweep)."""
         return self.val_errors[self.best_sweep - 1] if self.best_sweep else float("nan")
 
+    @property
+    def overhead_seconds(self):
+        """``total_seconds - wait_seconds``: the time of the cross itself."""
+        return self.total_seconds - self.wait_seconds
+
     def update_counts(self, counters):
         self.n_evals = counters.unique
         self.n_requested = counters.requested
         self.n_cached = counters.cache_hits
         self.n_calls = counters.calls
-        self.function_seconds = counters.function_seconds
+        self.function_seconds = self.wait_seconds = counters.function_seconds
 
     def to_dict(self):
         return asdict(self)
