@@ -13,13 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tensorly_cross as tlc
-from tensorly_cross.errors import MaxTimeReached
-from tensorly_cross.lazy.checkpoint import (
-    MAGIC,
-    CheckpointError,
-    CheckpointMismatchError,
-    CheckpointStore,
-)
+from tensorly_cross import CheckpointError, CheckpointMismatchError, MaxTimeReached
+from tensorly_cross.lazy.checkpoint import MAGIC, CheckpointStore
 
 from .conftest import host
 from .strategies import seeds

@@ -13,8 +13,9 @@ from tensorly_cross.cross.assemble import assemble_cores
 from tensorly_cross.cross.bond import BondMatrix
 from tensorly_cross.cross.indices import cartesian_join
 from tensorly_cross.cross.init import random_distinct_multi_indices
+from tensorly_cross.errors import KeyCollisionError
 from tensorly_cross.lazy.cache import EvaluationCache
-from tensorly_cross.lazy.keys import KeyCollisionError, KeyScheme
+from tensorly_cross.lazy.keys import KeyScheme
 
 from .conftest import host
 from .strategies import seeds

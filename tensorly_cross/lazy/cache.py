@@ -104,7 +104,7 @@ class EvaluationCache(LazyTensor):
         those positions of the batch: only the entries not cached are built and computed.
         ``checks``: ``multi_indices @ check_strides`` when keys are hashed (built from the
         multi-indices if not given); a key found with another check raises
-        :class:`~tensorly_cross.lazy.keys.KeyCollisionError`.
+        :class:`~tensorly_cross.errors.KeyCollisionError`.
         """
         n_requested = keys.shape[0]
         if checks is None and not self._scheme.exact:

@@ -28,6 +28,7 @@ import zlib
 import numpy as np
 
 from .._backend import to_host
+from ..errors import CheckpointError, CheckpointMismatchError
 from .base import LazyTensor, check_values
 from .keys import KeyScheme
 
@@ -36,14 +37,6 @@ FRAME_TAG = b"BTCH"
 FORMAT = 1
 _FRAME_HEAD = struct.Struct("<4sI4sI")  # tag, count, value dtype, CRC-32 of the payload
 _VALUE_DTYPES = ("<f8", "<f4", "<c16", "<c8")
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint file belongs to another tensor shape or other arguments."""
-
-
-class CheckpointError(ValueError):
-    """A file is not a tensorly-cross checkpoint, or its header is damaged."""
 
 
 def fingerprint(shape, arguments):

@@ -20,18 +20,11 @@ import math
 
 import numpy as np
 
+from ..errors import KeyCollisionError
 from .base import c_order_strides
 
 # Fixed seed: the same shape always gets the same weights (same keys, same run).
 _HASH_SEED = 0x7C3A_11E5
-
-
-class KeyCollisionError(RuntimeError):
-    """Two distinct multi-indices share a hashed 64-bit cache key (about 2**-64 per pair).
-
-    The run would otherwise serve one entry's value for the other; rerunning with another
-    ``random_state`` reads other entries.
-    """
 
 
 class KeyScheme:

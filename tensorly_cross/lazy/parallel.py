@@ -76,10 +76,8 @@ def evaluate_in_chunks(function, indices, executor, chunk_size=None):
     # Contiguous chunks: a chunk is a view, and a process pool pickles only its rows.
     chunks = [np.ascontiguousarray(indices[start:stop]) for start, stop in bounds]
     futures = _submit_all(executor, timed, chunks)
-    results = []
     try:
-        for number, (future, chunk) in enumerate(zip(futures, chunks, strict=True)):
-            results.append(_result(future, chunk, number, len(chunks)))
+        results = _gather(executor, futures, chunks)
     except BaseException:
         _cancel(executor, futures)
         raise
@@ -106,9 +104,24 @@ def _is_dask_client(executor):
 
 def _submit_all(executor, timed, chunks):
     if _is_dask_client(executor):
+        # One map and one gather per batch: each call to the scheduler is a round trip.
         # pure=False: a chunk is never merged with an equal-looking earlier task.
-        return [executor.submit(timed, chunk, pure=False) for chunk in chunks]
+        return executor.map(timed, chunks, pure=False)
     return [executor.submit(timed, chunk) for chunk in chunks]
+
+
+def _gather(executor, futures, chunks):
+    """The chunks' (values, seconds) in order; the first failing chunk's error, noted."""
+    if _is_dask_client(executor):
+        try:
+            return executor.gather(futures)
+        except Exception:
+            for number, future in enumerate(futures):  # which chunk failed first
+                if future.status == "error":
+                    _result(future, chunks[number], number, len(chunks))
+            raise
+    return [_result(future, chunk, number, len(chunks))
+            for number, (future, chunk) in enumerate(zip(futures, chunks, strict=True))]
 
 
 def _result(future, chunk, number, n_chunks):
