@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import tensorly_cross as tlc
 from tensorly_cross import FunctionTensor
+from tensorly_cross.cross import indices as indices_module
 from tensorly_cross.cross.assemble import assemble_cores
 from tensorly_cross.cross.bond import BondMatrix
 from tensorly_cross.cross.indices import cartesian_join
@@ -127,3 +128,21 @@ def test_tci_recovers_a_tt_of_two_to_the_80_entries(backend):
     approx = host(tlc.tt_entries(tt, test))
     assert np.linalg.norm(approx - function(test)) <= 1e-9 * np.linalg.norm(function(test))
     assert info.n_sweeps == 1
+
+
+@given(n_rows=st.integers(1, 40), seed=seeds, shared_hash=st.booleans())
+def test_rows_are_found_among_huge_candidates_even_when_hashes_are_shared(
+        monkeypatch, n_rows, seed, shared_hash):
+    rng = np.random.default_rng(seed)
+    candidates = np.unique(rng.integers(2**40, size=(n_rows, 3)), axis=0)
+    queries = np.concatenate([candidates[rng.permutation(len(candidates))[:3]],
+                              rng.integers(2**40, size=(2, 3))])
+    expected = [i for query in queries for i, row in enumerate(candidates)
+                if (row == query).all()]
+    with monkeypatch.context() as patch:
+        if shared_hash:  # every row under one hash: the structured keys must decide
+            patch.setattr(indices_module, "_hashed_keys",
+                          lambda first, second: (np.zeros(len(first), dtype=np.int64),
+                                                 np.zeros(len(second), dtype=np.int64)))
+        found = indices_module.positions_found(queries, candidates)
+    np.testing.assert_array_equal(found, expected)

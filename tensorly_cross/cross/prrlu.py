@@ -181,26 +181,44 @@ def _inconclusive(matrix, col, residual_max, cut):
 
 
 def _keep_pivots(residual, kept, cut, max_rank, rows, cols, max_growth=None):
-    """Take the kept pivots that stay above ``cut()`` (and within ``max_growth`` of their
-    columns' largest residuals), largest residual first."""
+    """Take the kept pivots that stay above ``cut()``, largest residual first; with
+    ``max_growth``, such that their interpolation coefficients stay within it."""
     # Sorted positions read increasing keys, which the cache finds fastest.
     kept_rows, kept_cols = (np.sort(np.asarray(positions, dtype=np.int64)) for positions in kept)
     if not (kept_rows.size and kept_cols.size):
         return
     matrix = residual.matrix
     columns, row_block = matrix.crosses(kept_rows, kept_cols)
-    # Which kept pivots survive depends only on their columns: eliminate them on the host,
-    # then build the residual's factors for the survivors in one solve.
-    chosen_rows, chosen_cols = _greedy_lu(to_host(columns), cut(), max_rank, kept_rows,
-                                          max_growth)
-    if not chosen_rows:
+    # Which kept pivots survive depends only on the block where they cross: eliminate it
+    # on the host, then build the residual's factors for the survivors in one solve.
+    host = to_host(columns)
+    chosen_rows, chosen_cols = _greedy_lu(host[kept_rows], cut(), max_rank)
+    left = _interpolation(columns, kept_rows, chosen_rows, chosen_cols)
+    if max_growth is not None and left is not None and _largest(left) > max_growth:
+        # Rare: a kept pivot far below its columns' largest residuals (a start pivot at
+        # d=80). Choose again, checking each pivot against its whole column.
+        chosen_rows, chosen_cols = _greedy_lu(host, cut(), max_rank, kept_rows, max_growth)
+        left = _interpolation(columns, kept_rows, chosen_rows, chosen_cols)
+    if left is None:
         return
-    chosen_columns = take_cols(columns, chosen_cols)
-    cross = take_rows(chosen_columns, kept_rows[chosen_rows])
-    residual.left = tl.transpose(tl.solve(tl.transpose(cross), tl.transpose(chosen_columns)))
+    residual.left = left
     residual.right = take_rows(row_block, chosen_rows)
     rows.extend(int(row) for row in kept_rows[chosen_rows])
     cols.extend(int(col) for col in kept_cols[chosen_cols])
+
+
+def _interpolation(columns, kept_rows, chosen_rows, chosen_cols):
+    """``C[:, J] C[I, J]^{-1}`` for the chosen kept pivots (None if there are none): the
+    residual's left factor, and the interpolation coefficients of its rows."""
+    if not chosen_rows:
+        return None
+    chosen_columns = take_cols(columns, chosen_cols)
+    cross = take_rows(chosen_columns, kept_rows[chosen_rows])
+    return tl.transpose(tl.solve(tl.transpose(cross), tl.transpose(chosen_columns)))
+
+
+def _largest(tensor):
+    return float(np.abs(to_host(tensor)).max())
 
 
 def _greedy_lu(block, abs_tol, max_rank, allowed_rows=None, max_growth=None):
