@@ -207,3 +207,21 @@ def test_progress_shows_a_bar_over_the_sweeps(capsys):
     shown = capsys.readouterr().err
     assert "tt_cross" in shown and "sweep" in shown
     assert "evals=" in shown and "val_error=" in shown and "stop=tol" in shown
+
+
+@pytest.mark.parametrize("settings", [dict(method="tci"), dict(rank=3),
+                                      dict(rank=3, oversample=2.0),
+                                      dict(rank=3, method="block")])
+def test_every_method_and_select_indices_resume(tmp_path, settings):
+    path = tmp_path / "method.ckpt"
+    first, second = Counting(), Counting()
+    shape = (12, 12, 12, 5)
+    indices, info = tlc.select_indices(tlc.FunctionTensor(first, shape), tol=1e-10,
+                                       random_state=5, checkpoint=path, return_info=True,
+                                       n_iter_max=4, **settings)
+    again, again_info = tlc.select_indices(tlc.FunctionTensor(second, shape), tol=1e-10,
+                                           random_state=5, checkpoint=path, return_info=True,
+                                           n_iter_max=4, **settings)
+    assert first.computed == info.n_evals > 0 and second.computed == 0
+    assert again_info.n_restored == again_info.n_evals == info.n_evals
+    assert again.to_dict() == indices.to_dict()
