@@ -6,6 +6,7 @@ One script, three measurements (each pins BLAS to one thread)::
     python benchmarks/bench_scale.py resume --out benchmarks/results/scale_resume.md
     python benchmarks/bench_scale.py large-d [--base TREE] --out benchmarks/results/scale_large_d.md
     python benchmarks/bench_scale.py cheap --out benchmarks/results/scale_cheap.md  # needs ttpy
+    python benchmarks/bench_scale.py counts --base TREE --out benchmarks/results/scale_counts.md
 
 ``parallel``: 1/sum(x) on [1, 2]^8 (n = 64, tol 1e-6, seed 0) behind 0.5 ms of ``time.sleep``
 per entry (an expensive function that releases the GIL), serial and on four executors: a
@@ -30,6 +31,11 @@ commit) come in the same table.
 fastest peer of ``bench_cross.py``, with the same oracle stop, its checks' time taken out)
 on P1-P5a, seeds 0-9, as ``bench_ab.py`` measures: the two alternate seed by seed, a seed's
 time is its minimum over ``--reps`` rounds, a problem's time the median over seeds.
+
+``counts``: median evaluations of the rank-free default on ``bench_cross.py``'s P1-P5a (seeds
+0-9) and on ``bench_quantics.py``'s smooth 1D and 3D functions at 2^10, 2^20 and 2^30 points
+per axis (seeds 0-7), and how many runs met their target on independent test entries; with
+``--base``, the same for another tree, to check that no problem needs more evaluations.
 """
 
 import argparse
@@ -94,13 +100,30 @@ def _executors(workers):
     }
 
 
+def _round_trip(executor, workers, rounds=20):
+    """Median seconds of one batch of ``workers`` chunks of a function that does nothing:
+    what every batch of a run pays on this executor besides its longest chunk."""
+    import tensorly_cross as tlc
+
+    if executor is None:
+        return None
+    lazy = tlc.FunctionTensor(SlowInverseSum(delay=0.0), (64,) * 8, executor=executor)
+    batch = np.zeros((8 * workers, 8), dtype=np.int64)
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        lazy.evaluate(batch)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def run_parallel(args):
     import tensorly_cross as tlc
 
     function = SlowInverseSum(delay=args.delay)
     settings = _executors(args.workers)
     walls = {name: [] for name in settings}
-    results = {}
+    results, trips = {}, {}
     for _ in range(args.reps):
         for name, make in settings.items():
             with make() as executor:
@@ -108,6 +131,7 @@ def run_parallel(args):
                 start = time.perf_counter()
                 tt, info = tlc.tt_cross(lazy, tol=1e-6, random_state=0, return_info=True)
                 walls[name].append(time.perf_counter() - start)
+                trips[name] = _round_trip(executor, args.workers)
             results[name] = (tt, info)
             print(f"  {name}: {walls[name][-1]:.2f} s", file=sys.stderr, flush=True)
     serial_tt, serial_info = results["serial"]
@@ -117,11 +141,13 @@ def run_parallel(args):
         same = all(np.array_equal(np.asarray(a), np.asarray(b))
                    for a, b in zip(tt, serial_tt, strict=True))
         wall = min(walls[name])
+        trip = "-" if trips[name] is None else f"{1e3 * trips[name]:.1f}"
         rows.append([name, info.n_evals, info.n_calls, f"{wall:.2f}", f"{wall / serial_wall:.3f}",
                      f"{info.function_seconds:.2f}", f"{info.wait_seconds:.2f}",
-                     f"{info.overhead_seconds:.2f}", "yes" if same else "NO"])
+                     f"{info.overhead_seconds:.2f}", trip, "yes" if same else "NO"])
     header = ["executor", "evals", "batches", f"wall s (min of {args.reps})", "wall / serial",
-              "function s (summed)", "waiting s", "overhead s", "same TT as serial"]
+              "function s (summed)", "waiting s", "overhead s",
+              "empty batch ms (median of 20)", "same TT as serial"]
     note = (f"1/sum(x), d=8, n=64, tol 1e-6, seed 0; {args.delay * 1e3:.1f} ms of sleep per "
             f"entry; {serial_info.n_evals} evaluations in {serial_info.n_calls} batches. "
             "Time columns are from the last rep.")
@@ -233,7 +259,7 @@ def _large_d_once(tree, d):
 def run_large_d(args):
     trees = {"this tree": ROOT}
     if args.base:
-        trees = {f"base ({args.base})": args.base, **trees}
+        trees = {f"base ({args.base_label or args.base})": args.base, **trees}
     dims = [int(d) for d in args.dims.split(",")]
     runs = {(tree, d): [] for tree in trees for d in dims}
     for _ in range(args.reps):
@@ -292,6 +318,82 @@ def run_cheap(args):
     return _harness.format_table(header, rows)
 
 
+# ----------------------------------------------------------------------------- counts
+
+COUNTS_CHILD = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import _harness
+_harness.limit_threads()
+import numpy as np
+import tensorly_cross as tlc
+import bench_quantics
+from problems import problems
+
+out = {}
+for problem in problems()[:5]:
+    rng = np.random.default_rng(12345)
+    test = np.stack([rng.integers(n, size=10_000) for n in problem.shape], axis=1)
+    exact = problem.function(test)
+    runs = []
+    for seed in range(10):
+        tt, info = tlc.tt_cross(tlc.FunctionTensor(problem.function, problem.shape),
+                                tol=problem.target, random_state=seed, return_info=True)
+        error = np.linalg.norm(np.asarray(tlc.tt_entries(tt, test)) - exact)
+        runs.append((int(info.n_evals), bool(error <= problem.target * np.linalg.norm(exact))))
+    out[problem.name] = runs
+smooth = (("smooth 1D", bench_quantics.smooth_1d), ("smooth 3D", bench_quantics.smooth_3d))
+for name, make in smooth:
+    for level in (10, 20, 30):
+        function, shape, tol = make(2**level)
+        rng = np.random.default_rng(99)
+        test = np.stack([rng.integers(n, size=10_000) for n in shape], axis=1)
+        exact = function(test)
+        runs = []
+        for seed in range(8):
+            lazy = tlc.QuanticsTensor(tlc.FunctionTensor(function, shape))
+            tt, info = tlc.tt_cross(lazy, tol=tol, max_rank=32, random_state=seed,
+                                    return_info=True, n_iter_max=12)
+            approx = np.asarray(tlc.tt_entries(tt, lazy.layout.to_quantics(test)))
+            error = np.linalg.norm(approx - exact)
+            runs.append((int(info.n_evals), bool(error <= tol * np.linalg.norm(exact))))
+        out[f"quantics {name} 2^{level}"] = runs
+print(json.dumps(out))
+"""
+
+
+def _counts_of(tree):
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree), OMP_NUM_THREADS="1")
+    output = subprocess.run([sys.executable, "-c", COUNTS_CHILD, HERE], cwd=tree, env=env,
+                            capture_output=True, text=True, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def run_counts(args):
+    trees = {"this tree": ROOT}
+    if args.base:
+        trees = {f"base ({args.base_label or args.base})": args.base, **trees}
+    counts = {tree: _counts_of(path) for tree, path in trees.items()}
+    rows = []
+    for problem in counts["this tree"]:
+        row = [problem]
+        for tree in trees:
+            runs = counts[tree][problem]
+            row += [f"{statistics.median(e for e, _ in runs):.0f}",
+                    f"{sum(met for _, met in runs)}/{len(runs)}"]
+        if args.base:
+            base = statistics.median(e for e, _ in counts[next(iter(trees))][problem])
+            now = statistics.median(e for e, _ in counts["this tree"][problem])
+            row.append(f"{now / base:.3f}")
+        rows.append(row)
+    header = ["problem"]
+    for tree in trees:
+        header += [f"{tree}: median evals", "met"]
+    if args.base:
+        header.append("this / base")
+    return _harness.format_table(header, rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -308,11 +410,15 @@ def main():
     cheap.add_argument("--problems", default="P1,P2,P3,P4,P5a")
     cheap.add_argument("--seeds", type=int, default=10)
     cheap.add_argument("--reps", type=int, default=5)
+    counts = commands.add_parser("counts")
+    counts.add_argument("--base", default=None, help="another source tree to compare")
+    counts.add_argument("--base-label", default=None, help="its name in the table")
     child = commands.add_parser("resume-child")
     child.add_argument("name")
     child.add_argument("path")
     child.add_argument("kill_after", type=int)
-    for command in (parallel, resume, large_d, cheap):
+    large_d.add_argument("--base-label", default=None, help="its name in the table")
+    for command in (parallel, resume, large_d, cheap, counts):
         command.add_argument("--out", default=None)
     args = parser.parse_args()
     controller = _harness.limit_threads()
@@ -320,7 +426,7 @@ def main():
         _resume_child(args.name, args.path, args.kill_after)
         return
     runner = {"parallel": run_parallel, "resume": run_resume, "large-d": run_large_d,
-              "cheap": run_cheap}
+              "cheap": run_cheap, "counts": run_counts}
     _harness.emit(runner[args.command](args), args.out)
     del controller
 

@@ -23,7 +23,7 @@ rank : int, list of int or None
         are clipped with a warning.
     tol : float, default 1e-6
         Stop when the relative error on the held-out entries is ``<= tol``; TCI also uses
-        it as its pivot tolerance (relative to the largest entry seen).
+        it as its pivot tolerance (relative to the largest entry read in each bond's block).
     method : {"auto", "als", "tci", "block"}
         ``"auto"``: ``"tci"`` without a rank, ``"als"`` with one. ``"block"``: the fixed-rank
         ALS cross of a vector-valued function, the tensor's last mode being its channels:
