@@ -267,6 +267,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", default="", help="comma-separated prefixes, e.g. P1,P3")
     parser.add_argument("--seeds", type=int, default=10, help="random starts per method")
+    parser.add_argument("--methods", default="",
+                        help="comma-separated substrings of the method names to run (ours, "
+                             "the reference of the ratios, always runs)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     controller = _harness.limit_threads()
@@ -282,7 +285,10 @@ def main():
         test = np.stack([rng.integers(n, size=N_TEST) for n in problem.shape], axis=1)
         exact = problem.function(test)
         results = {}
+        chosen = [m for m in args.methods.split(",") if m]
         for name, runner in methods(problem).items():
+            if chosen and name != OURS and not any(m in name for m in chosen):
+                continue
             result = run_seeds(runner, problem, test, exact, args.seeds)
             if result is None:
                 print(f"  {problem.name} {name}: skipped (not installed)", file=sys.stderr)
