@@ -4,7 +4,7 @@ hashes beyond, both linear in the multi-index so that bonds read by key."""
 import numpy as np
 import pytest
 import tensorly as tl
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tensorly_cross as tlc
@@ -77,6 +77,7 @@ def test_cache_beyond_two_to_the_63_gives_each_value_and_computes_it_once(
     assert function.computed == cache.counters.unique == len(distinct)
 
 
+@settings(max_examples=8)
 @given(seed=seeds)
 def test_bond_reads_and_assembly_by_hashed_key_give_the_entries(backend, seed):
     rng = np.random.default_rng(seed)
