@@ -4,11 +4,17 @@ Run ``bash benchmarks/setup_peers.sh`` first (missing peers are reported and ski
 
     python benchmarks/bench_cross.py [--problems P1,P3] [--seeds 5] [--out FILE.md]
 
-For each problem and method, medians over ``--seeds`` random starts (default 10): distinct
+For each problem and method, medians over ``--seeds`` random starts (default 10): the
 evaluations at the stop, the relative error on 10,000 independent held-out entries, wall
 time, and overhead per evaluation (wall time minus time inside the function, over the
 evaluations); "met" counts the starts that reached the target. A closing table gives our
 rank-free default against the best peer that met the target on most starts.
+
+Evaluations are counted three ways. "requested": the entries the method asked for, repeats
+included (ours and teneva's: of their caches; tntorch and ttpy have none, so of the
+function). "unique": the distinct multi-indices among them. "evals", the headline and the
+ratios: the entries the function computed, which is what a run costs: the unique ones for
+ours and teneva (cached), the requested ones for tntorch and ttpy.
 
 tensorly-cross stops by itself (tolerance = the target, on its own held-out set, whose
 evaluations and time are counted). teneva and ttpy are given an *oracle* stop: they are
@@ -29,19 +35,27 @@ N_TEST = 10_000
 
 
 class Counted:
-    """Wraps a problem's function: counts entries and time spent inside."""
+    """Wraps a problem's function: counts entries (all, and distinct) and time inside."""
 
-    def __init__(self, function):
-        self.function = function
+    def __init__(self, function, shape):
+        self.function, self.shape = function, shape
         self.entries = 0
         self.seconds = 0.0
+        self._keys = []
 
     def __call__(self, indices):
         start = time.perf_counter()
-        values = self.function(np.asarray(indices, dtype=np.int64))
+        indices = np.asarray(indices, dtype=np.int64)
+        values = self.function(indices)
         self.seconds += time.perf_counter() - start
         self.entries += len(values)
+        self._keys.append(np.ravel_multi_index(tuple(indices.T), self.shape))
         return values
+
+    @property
+    def unique(self):
+        """Distinct multi-indices computed."""
+        return int(np.unique(np.concatenate(self._keys)).size) if self._keys else 0
 
 
 class Timed:
@@ -64,20 +78,21 @@ def run_ours(problem, test, exact, seed, **kwargs):
     import tensorly_cross as tlc
     from tensorly_cross.cross.tt_entries import tt_entries
 
-    counted = Counted(problem.function)
+    counted = Counted(problem.function, problem.shape)
     start = time.perf_counter()
     tt, info = tlc.tt_cross(tlc.FunctionTensor(counted, problem.shape), tol=problem.target,
                             random_state=seed, return_info=True, **kwargs)
     wall = time.perf_counter() - start
     error = _relative(np.asarray(tt_entries(list(tt), test)), exact)
-    return dict(evals=info.n_evals, error=error, wall=wall, inside=counted.seconds,
-                rank=max(tt.rank), note=info.stop_reason)
+    return dict(evals=info.n_evals, requested=info.n_requested, unique=info.n_evals,
+                error=error, wall=wall, inside=counted.seconds, rank=max(tt.rank),
+                note=info.stop_reason)
 
 
 def run_teneva(problem, test, exact, seed, rank=None):
     import teneva
 
-    counted = Counted(problem.function)
+    counted = Counted(problem.function, problem.shape)
     info, cache = {}, {}
     start_rank = rank or 1
     y0 = teneva.rand(list(problem.shape), start_rank, seed=seed)
@@ -92,7 +107,8 @@ def run_teneva(problem, test, exact, seed, rank=None):
     finally:
         teneva.accuracy_on_data = oracle.function
     error = _relative(teneva.get_many(tt, test), exact)
-    return dict(evals=info["m"], error=error, wall=wall, inside=counted.seconds,
+    return dict(evals=info["m"], requested=info["m"] + info["m_cache"], unique=info["m"],
+                error=error, wall=wall, inside=counted.seconds,
                 rank=max(teneva.props.ranks(tt)) if hasattr(teneva, "props") else 0,
                 note=f"oracle stop: {info['stop']}")
 
@@ -101,7 +117,7 @@ def run_tntorch(problem, test, exact, seed, rank=None):
     import tntorch
     import torch
 
-    counted = Counted(problem.function)
+    counted = Counted(problem.function, problem.shape)
     torch.manual_seed(seed)  # its random start
     np.random.seed(seed)  # noqa: NPY002
 
@@ -111,15 +127,17 @@ def run_tntorch(problem, test, exact, seed, rank=None):
 
     domain = [torch.arange(n, dtype=torch.float64) for n in problem.shape]
     start = time.perf_counter()
-    # tntorch does not grow a rank-1 start (measured: it stays at rank 1), so its adaptive
-    # run starts at rank 4 and kicks by 3 per sweep (its defaults otherwise).
-    tt, info = tntorch.cross(function, domain=domain, ranks_tt=rank or 4,
+    # Adaptive: ranks_tt=None, so that tntorch grows its ranks by kickrank (3, its default)
+    # after every sweep. Given a starting rank it ignores kickrank and never grows: an
+    # earlier version of this table passed ranks_tt=4 and had tntorch stuck at rank 4.
+    tt, info = tntorch.cross(function, domain=domain, ranks_tt=rank,
                              kickrank=0 if rank else 3, eps=problem.target, verbose=False,
                              return_info=True, suppress_warnings=True)
     wall = time.perf_counter() - start
     approx = tt[torch.as_tensor(test)].numpy()
-    return dict(evals=counted.entries, error=_relative(approx, exact), wall=wall,
-                inside=counted.seconds, rank=max(tt.ranks_tt.tolist()), note="own stop, no cache")
+    return dict(evals=counted.entries, requested=counted.entries, unique=counted.unique,
+                error=_relative(approx, exact), wall=wall, inside=counted.seconds,
+                rank=max(tt.ranks_tt.tolist()), note="own stop, no cache")
 
 
 def run_ttpy(problem, test, exact, seed):
@@ -128,7 +146,7 @@ def run_ttpy(problem, test, exact, seed):
 
     from tensorly_cross import tt_entries
 
-    counted = Counted(problem.function)
+    counted = Counted(problem.function, problem.shape)
 
     def error(vector):
         return _relative(tt_entries(tt.vector.to_list(vector), test), exact)
@@ -141,7 +159,8 @@ def run_ttpy(problem, test, exact, seed):
     result = cross(counted, x0, nswp=60, eps=problem.target, verbose=False,
                    stop_fun=lambda old, new: oracle(new) <= problem.target)
     wall = time.perf_counter() - start - oracle.seconds
-    return dict(evals=counted.entries, error=error(result), wall=wall, inside=counted.seconds,
+    return dict(evals=counted.entries, requested=counted.entries, unique=counted.unique,
+                error=error(result), wall=wall, inside=counted.seconds,
                 rank=int(max(result.r)), note="oracle stop, no cache")
 
 
@@ -189,7 +208,7 @@ def run_seeds(runner, problem, test, exact, n_seeds):
     if not done:
         return dict(failed=results[0]["failed"])
     summary = {key: float(np.median([result[key] for result in done]))
-               for key in ("evals", "error", "wall", "inside", "rank")}
+               for key in ("evals", "requested", "unique", "error", "wall", "inside", "rank")}
     summary["met"] = sum(result["error"] <= problem.target for result in done)
     summary["runs"] = n_seeds
     summary["note"] = done[0]["note"] + (f"; {n_seeds - len(done)} crashed"
@@ -199,9 +218,10 @@ def run_seeds(runner, problem, test, exact, n_seeds):
 
 def table_row(problem, name, result, ours):
     if "failed" in result:
-        return [problem.name, name, "-", f"failed: {result['failed']}", "-", "-", "-", "-", "-",
-                "-"]
-    return [problem.name, name, int(result["evals"]), f"{result['error']:.1e}",
+        return [problem.name, name, "-", "-", "-", f"failed: {result['failed']}", "-", "-", "-",
+                "-", "-", "-"]
+    return [problem.name, name, int(result["evals"]), int(result["requested"]),
+            int(result["unique"]), f"{result['error']:.1e}",
             f"{result['met']}/{result['runs']}", f"{result['wall']:.3f}",
             f"{1e6 * (result['wall'] - result['inside']) / result['evals']:.2f}",
             int(result["rank"]), result["note"], f"{result['evals'] / ours:.2f}"]
@@ -247,11 +267,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", default="", help="comma-separated prefixes, e.g. P1,P3")
     parser.add_argument("--seeds", type=int, default=10, help="random starts per method")
+    parser.add_argument("--methods", default="",
+                        help="comma-separated substrings of the method names to run (ours, "
+                             "the reference of the ratios, always runs)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     controller = _harness.limit_threads()
     wanted = [p for p in args.problems.split(",") if p]
-    header = ["problem", "method", "evals", "held-out error", "met", "wall s",
+    header = ["problem", "method", "evals", "requested", "unique", "held-out error", "met",
+              "wall s",
               "overhead us/eval", "max rank", "stop", "evals / ours"]
     rows, all_ratios = [], {}
     for problem in problems():
@@ -261,7 +285,10 @@ def main():
         test = np.stack([rng.integers(n, size=N_TEST) for n in problem.shape], axis=1)
         exact = problem.function(test)
         results = {}
+        chosen = [m for m in args.methods.split(",") if m]
         for name, runner in methods(problem).items():
+            if chosen and name != OURS and not any(m in name for m in chosen):
+                continue
             result = run_seeds(runner, problem, test, exact, args.seeds)
             if result is None:
                 print(f"  {problem.name} {name}: skipped (not installed)", file=sys.stderr)

@@ -5,7 +5,15 @@ from .cost import PathChoice, choose_path
 from .cross import CrossIndices, CrossInfo
 from .cross.tt_entries import tt_entries
 from .decomposition import TensorTrainCross, tensor_train_cross
-from .errors import EvaluationBudgetExceeded, NonFiniteValueError, RankDeficiencyWarning
+from .errors import (
+    CheckpointError,
+    CheckpointMismatchError,
+    EvaluationBudgetExceeded,
+    KeyCollisionError,
+    MaxTimeReached,
+    NonFiniteValueError,
+    RankDeficiencyWarning,
+)
 from .io import open_volume
 from .lazy import (
     ArrayTensor,
@@ -30,13 +38,17 @@ __version__ = "0.1.0"
 __all__ = [
     "ArrayTensor",
     "CacheCounters",
+    "CheckpointError",
+    "CheckpointMismatchError",
     "CrossIndices",
     "CrossInfo",
     "DaskTensor",
     "EvaluationBudgetExceeded",
     "EvaluationCache",
     "FunctionTensor",
+    "KeyCollisionError",
     "LazyTensor",
+    "MaxTimeReached",
     "NonFiniteValueError",
     "PathChoice",
     "QuanticsLayout",

@@ -19,17 +19,20 @@ from .cross.ranks import expand_rank
 from .cross.slices import sliced_random_indices
 from .cross.stopping import CrossInfo, Validation
 from .cross.tci import TCISweeper
-from .errors import EvaluationBudgetExceeded
+from .errors import EvaluationBudgetExceeded, MaxTimeReached
 from .lazy.cache import EvaluationCache
+from .lazy.checkpoint import CheckpointedTensor, CheckpointStore
+from .lazy.deadline import DeadlineTensor
 from .lazy.dispatch import lazy_tensor
-from .options import cross_options, share_cross_parameters
+from .options import checkpoint_arguments, cross_options, share_cross_parameters
 
 
 @share_cross_parameters
 def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=None,
              n_iter_max=50, val_size=None, random_state=None, verbose=False, callback=None,
              return_info=False, pivot_search="column", shape=None, differentiable=False,
-             patience=2, oversample=None, max_slices=None):
+             patience=2, oversample=None, max_slices=None, checkpoint=None, max_time=None,
+             progress=False):
     """Tensor-train approximation of a tensor from a few adaptively chosen entries.
 
     Parameters
@@ -70,9 +73,10 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
                             max_rank=max_rank, max_evals=max_evals, n_iter_max=n_iter_max,
                             val_size=val_size, verbose=verbose, callback=callback,
                             pivot_search=pivot_search, patience=patience,
-                            oversample=oversample, max_slices=max_slices)
+                            oversample=oversample, max_slices=max_slices,
+                            checkpoint=checkpoint, max_time=max_time, progress=progress)
     with _no_grad(differentiable):
-        indices, cores, info = _select(lazy, options, random_state)
+        indices, cores, info = _select(lazy, options, random_state, start)
     if differentiable:
         cores = _assemble(lazy, indices)
     tt = TTTensor(cores)
@@ -84,7 +88,8 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
 def select_indices(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=None,
                    n_iter_max=50, val_size=None, random_state=None, verbose=False,
                    callback=None, return_info=False, pivot_search="column", shape=None,
-                   patience=2, oversample=None, max_slices=None):
+                   patience=2, oversample=None, max_slices=None, checkpoint=None,
+                   max_time=None, progress=False):
     """The index search of :func:`tt_cross` alone: returns a :class:`CrossIndices`.
 
     Run it without gradient tracking; then :func:`cross_interpolate` builds the cores from
@@ -115,13 +120,15 @@ def select_indices(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_
     >>> bool(np.allclose(tt.to_tensor(), tensor))
     True
     """
+    start = time.perf_counter()
     lazy = lazy_tensor(tensor, shape=shape)
     options = cross_options(lazy.shape, lazy.stored, rank=rank, tol=tol, method=method,
                             max_rank=max_rank, max_evals=max_evals, n_iter_max=n_iter_max,
                             val_size=val_size, verbose=verbose, callback=callback,
                             pivot_search=pivot_search, patience=patience,
-                            oversample=oversample, max_slices=max_slices)
-    indices, _, info = _select(lazy, options, random_state)
+                            oversample=oversample, max_slices=max_slices,
+                            checkpoint=checkpoint, max_time=max_time, progress=progress)
+    indices, _, info = _select(lazy, options, random_state, start)
     return (indices, info) if return_info else indices
 
 
@@ -195,23 +202,47 @@ def _no_grad(active):
     return contextlib.nullcontext()
 
 
-def _select(lazy, options, random_state):
+def _select(lazy, options, random_state, start):
     """Run the index search of ``options`` on ``lazy``: (indices, cores, info)."""
     info = CrossInfo(method=options.method)
     method = options.method
+    clock = lazy  # a FunctionTensor times its own function (and its executor's chunks)
+    inside = getattr(clock, "function_seconds", None)
     if options.one_channel:  # the oversampled ALS-cross is the block cross of one channel
         lazy, method = OneChannel(lazy), "block"
     finish = drop_channel_core if options.one_channel else list
     rng = check_random_state(random_state)
-    cache = EvaluationCache(lazy, max_evals=options.max_evals)
-    validation = Validation(cache, options.val_size, rng,
-                            lazy.shape[-1] if method == "block" else None, options.tol)
-    indices, half_sweep = _start(method, lazy, options, validation, info, rng)
-    indices, cores = run_sweeps(cache, indices, half_sweep, validation, info, options,
-                                lambda cores: TTTensor(finish(cores)))
-    if cores is None:
-        cores = _initial_cores_or_raise(cache, indices, options.max_evals, info)
+    source, store = _entry_source(lazy, options, random_state, start)
+    try:
+        cache = EvaluationCache(source, max_evals=options.max_evals)
+        validation = Validation(cache, options.val_size, rng,
+                                lazy.shape[-1] if method == "block" else None, options.tol)
+        indices, half_sweep = _start(method, lazy, options, validation, info, rng)
+        indices, cores = run_sweeps(cache, indices, half_sweep, validation, info, options,
+                                    lambda cores: TTTensor(finish(cores)))
+        if cores is None:
+            cores = _initial_cores_or_raise(cache, indices, options, info)
+    finally:
+        if store is not None:
+            store.close()
+    info.n_restored = getattr(source, "n_restored", 0)
+    if inside is not None:
+        info.function_seconds = clock.function_seconds - inside
     return indices, finish(cores), info
+
+
+def _entry_source(lazy, options, random_state, start):
+    """What the cache reads from: ``lazy``, behind a checkpoint and a deadline if asked;
+    and the checkpoint's store (None without one)."""
+    source, store = lazy, None
+    if options.max_time is not None:
+        source = DeadlineTensor(source, start + options.max_time, options.max_time)
+    if options.checkpoint is not None:
+        # Restored entries come before the deadline: only new evaluations wait on time.
+        store = CheckpointStore(options.checkpoint, lazy.shape,
+                                checkpoint_arguments(options, random_state, lazy))
+        source = CheckpointedTensor(source, store)
+    return source, store
 
 
 def _start(method, lazy, options, validation, info, rng):
@@ -240,7 +271,12 @@ def _start(method, lazy, options, validation, info, rng):
                        min_cut=100 * validation.eps))
 
 
-def _initial_cores_or_raise(cache, indices, max_evals, info):
+def _initial_cores_or_raise(cache, indices, options, info):
+    max_evals = options.max_evals
+    if info.stop_reason == "max_time":
+        resume = " (stored in the checkpoint: rerun to resume)" if options.checkpoint else ""
+        raise MaxTimeReached(f"max_time={options.max_time} s ran out before the first sweep "
+                             f"completed, after {cache.counters.unique} evaluations{resume}.")
     if indices.nested is not None:
         try:
             return assemble_cores(cache, indices)

@@ -94,3 +94,29 @@ class EvaluationBudgetExceeded(RuntimeError):
     def __init__(self, message, needed):
         super().__init__(message)
         self.needed = needed
+
+
+class MaxTimeReached(RuntimeError):
+    """The run's ``max_time`` ran out before a batch of new evaluations.
+
+    The sweep loop catches it and stops with ``stop_reason="max_time"``; it reaches the
+    caller only when no sweep had completed (nothing to return). With a ``checkpoint``,
+    every entry evaluated so far is stored and a rerun resumes from them.
+    """
+
+
+class CheckpointError(ValueError):
+    """A ``checkpoint`` file is not a tensorly-cross checkpoint, or its header is damaged."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A ``checkpoint`` file was written for another tensor shape or other arguments."""
+
+
+class KeyCollisionError(RuntimeError):
+    """Two distinct multi-indices share a hashed 64-bit cache key (about 2**-64 per pair).
+
+    Only tensors of 2**63 entries or more have hashed keys. The run would otherwise serve
+    one entry's value for the other; rerunning with another ``random_state`` reads other
+    entries.
+    """

@@ -5,7 +5,9 @@ keyword arguments; they are checked here, in one place, and the resulting
 :class:`CrossOptions` is what the rest of the library reads.
 """
 
-from dataclasses import dataclass, replace
+import numbers
+import os
+from dataclasses import dataclass, fields, replace
 
 from ._validation import check_choice, check_float, check_int
 
@@ -26,7 +28,7 @@ rank : int, list of int or None
         are clipped with a warning.
     tol : float, default 1e-6
         Stop when the relative error on the held-out entries is ``<= tol``; TCI also uses
-        it as its pivot tolerance (relative to the largest entry seen).
+        it as its pivot tolerance (relative to the largest entry read in each bond's block).
     method : {"auto", "lsq", "tci", "als", "block"}
         ``"auto"``: ``"lsq"`` on stored data (arrays, volumes: their singular values decay
         slowly, and least squares is 2x more accurate per parameter there), else ``"tci"``
@@ -94,7 +96,27 @@ rank : int, list of int or None
         slices of the tensor. Out of core it bounds the pages or chunks a sweep reads:
         crossing a C-ordered ``.npy`` volume in the mode order ``(x, z, y)``
         (:class:`TransposedTensor`) with ``max_slices=4`` read 2.0% of a 1024^3 file at
-        rank 32, against 8.2% without. Still exact at the true ranks."""
+        rank 32, against 8.2% without. Still exact at the true ranks.
+    checkpoint : str, os.PathLike or None
+        A file to which every evaluated entry is appended as it is computed (binary, no
+        pickle, flushed batch by batch; a record torn by a crash is detected and dropped).
+        A rerun with the same arguments reads the stored entries back instead of
+        evaluating them and returns the same TT as an uninterrupted run. Needs an int
+        ``random_state`` (the rerun must make the same choices). A file written for
+        another shape or other arguments is refused; only the budgets (``max_evals``,
+        ``n_iter_max``, ``max_time``) and the display settings may change, so a stopped
+        run continues with a larger budget.
+    max_time : float or None
+        Seconds. Once past, no new batch of evaluations starts: the run stops
+        (``"max_time"``) with the best sweep it has completed and validated. A batch in
+        flight runs to its end. With ``checkpoint``, a rerun resumes.
+    progress : bool, default False
+        A tqdm bar over the sweeps: evaluations, ranks, held-out error and time."""
+
+# Settings that do not change which entries a run reads before it stops: a checkpoint
+# written under other values of these is still the same run's.
+RESUMABLE_SETTINGS = ("max_evals", "n_iter_max", "max_time", "verbose", "callback",
+                      "checkpoint", "progress")
 
 
 def share_cross_parameters(function):
@@ -124,6 +146,9 @@ class CrossOptions:
     patience: int | None = 2
     oversample: float | None = None
     max_slices: int | None = None
+    checkpoint: object = None
+    max_time: float | None = None
+    progress: bool = False
 
     @property
     def one_channel(self):
@@ -157,13 +182,43 @@ def cross_options(shape, stored=False, **settings):
     if options.callback is not None and not callable(options.callback):
         raise TypeError(f"callback must be callable or None, got "
                         f"{type(options.callback).__name__}.")
+    max_time = options.max_time
+    if max_time is not None:
+        max_time = check_float(max_time, "max_time", minimum=0.0, strict=True)
+    checkpoint = options.checkpoint
+    if checkpoint is not None and not isinstance(checkpoint, str | os.PathLike):
+        raise TypeError(f"checkpoint must be a path (str or os.PathLike) or None, got "
+                        f"{type(checkpoint).__name__}.")
     oversample = options.oversample
     if oversample is None:
         oversample = LSQ_OVERSAMPLE if method == "lsq" else 1.0
     return replace(options, tol=tol, method=method, oversample=float(oversample),
                    pivot_search=pivot_search, max_rank=max_rank, n_iter_max=n_iter_max,
                    val_size=val_size, patience=patience, max_evals=max_evals,
-                   verbose=bool(options.verbose))
+                   verbose=bool(options.verbose), max_time=max_time,
+                   progress=bool(options.progress))
+
+
+def checkpoint_arguments(options, random_state, tensor):
+    """The JSON-able arguments a checkpoint is bound to: every setting but the budgets and
+    the display ones, the seed, and the kind of tensor; raise unless the seed is an int."""
+    if isinstance(random_state, bool) or not isinstance(random_state, numbers.Integral):
+        raise ValueError(f"checkpoint={os.fspath(options.checkpoint)!r} needs an int "
+                         f"random_state (a rerun must make the same random choices), got "
+                         f"{random_state!r}.")
+    arguments = {field.name: _as_json(getattr(options, field.name)) for field in fields(options)
+                 if field.name not in RESUMABLE_SETTINGS}
+    return dict(arguments, random_state=int(random_state), tensor=type(tensor).__name__)
+
+
+def _as_json(value):
+    if isinstance(value, bool | str | type(None)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return [_as_json(item) for item in value]  # a rank list
 
 
 def _auto_method(rank, stored, ndim, oversample, max_slices):

@@ -19,10 +19,12 @@ from .conftest import host
 from .strategies import seeds
 
 
-def low_rank_block(n_rows, n_cols, rank, seed):
+def low_rank_block(n_rows, n_cols, rank, seed, column_scales=None):
     """A (n_rows, n_cols) matrix of exact rank ``rank``, read as a one-row-prefix bond."""
     rng = np.random.default_rng(seed)
     dense = rng.standard_normal((n_rows, rank)) @ rng.standard_normal((rank, n_cols))
+    if column_scales is not None:
+        dense = dense * column_scales
     cache = EvaluationCache(FunctionTensor(lambda idx: tl.tensor(dense[idx[:, 0], idx[:, 1]]),
                                            (n_rows, n_cols)))
     empty = np.zeros((1, 0), dtype=np.int64)

@@ -73,14 +73,15 @@ def _fibers_by_key(lazy, indices, strides):
                np.argsort(indices.right[k] @ strides[k + 1 :])) for k in range(d)]
     sorted_sets = [(indices.left[k][left], indices.right[k][right])
                    for k, (left, right) in enumerate(orders)]
-    keys = [((left @ strides[:k])[:, None, None] + strides[k] * np.arange(shape[k])[:, None]
-             + right @ strides[k + 1 :]).reshape(-1) for k, (left, right) in enumerate(sorted_sets)]
+    keys = _fiber_keys(sorted_sets, shape, strides)
+    check = getattr(lazy, "check_strides", None)  # hashed keys: their second hash, alike
+    checks = None if check is None else np.concatenate(_fiber_keys(sorted_sets, shape, check))
 
     def multi_indices_at(positions):
         return np.concatenate([fiber_indices(left, shape[k], right)
                                for k, (left, right) in enumerate(sorted_sets)])[positions]
 
-    pieces = _split(lazy.evaluate_keys(np.concatenate(keys), multi_indices_at),
+    pieces = _split(lazy.evaluate_keys(np.concatenate(keys), multi_indices_at, checks),
                     [block.shape[0] for block in keys])
     fibers = []
     for k, (left, right) in enumerate(orders):
@@ -90,6 +91,12 @@ def _fibers_by_key(lazy, indices, strides):
                              np.argsort(right))
         fibers.append(tl.reshape(unfolded, (rank[k], shape[k], rank[k + 1])))
     return fibers
+
+
+def _fiber_keys(sorted_sets, shape, strides):
+    """Linear keys (``multi_index @ strides``) of each fiber's entries, in C order."""
+    return [((left @ strides[:k])[:, None, None] + strides[k] * np.arange(shape[k])[:, None]
+             + right @ strides[k + 1 :]).reshape(-1) for k, (left, right) in enumerate(sorted_sets)]
 
 
 def _left_nested_cores(fibers, indices):

@@ -28,7 +28,7 @@ class BondMatrix:
         row_multi = cartesian_join(left, mode_column(left_size))
         col_multi = cartesian_join(mode_column(right_size), right)
         if strides is None:
-            self._keys = None
+            self._keys = self._checks = None
             row_order, col_order = _lexicographic_order(row_multi), _lexicographic_order(col_multi)
         else:
             row_modes = row_multi.shape[1]
@@ -36,6 +36,11 @@ class BondMatrix:
             row_keys, col_keys = row_multi @ self._strides[0], col_multi @ self._strides[1]
             row_order, col_order = np.argsort(row_keys), np.argsort(col_keys)
             self._keys = (row_keys[row_order], col_keys[col_order])
+            # Hashed keys (2**63 entries or more) travel with a second hash, built alike.
+            check = getattr(lazy, "check_strides", None)
+            self._checks = None if check is None else (
+                (row_multi @ check[:row_modes])[row_order],
+                (col_multi @ check[row_modes:])[col_order])
         self.row_multi, self.col_multi = row_multi[row_order], col_multi[col_order]
         # Back from sorted positions to the joined sets' order, (left x mode) and (mode x right).
         self._unsort = (np.argsort(row_order), np.argsort(col_order))
@@ -100,9 +105,9 @@ class BondMatrix:
                  for rows, cols in blocks]))
         else:
             row_keys, col_keys = self._keys
-            keys = np.concatenate([(row_keys[rows][:, None] + col_keys[cols]).reshape(-1)
-                                   for rows, cols in blocks])
-            values = self.lazy.evaluate_keys(keys, self._multi_indices(blocks, sizes))
+            keys = _block_sums(self._keys, blocks)
+            checks = None if self._checks is None else _block_sums(self._checks, blocks)
+            values = self.lazy.evaluate_keys(keys, self._multi_indices(blocks, sizes), checks)
         if sum(sizes):
             self.max_abs = max(self.max_abs, float(np.abs(to_host(values)).max()))
         if len(blocks) == 1:
@@ -150,6 +155,14 @@ class BondMatrix:
 
     def _n_modes(self):
         return self.row_multi.shape[1] + self.col_multi.shape[1]
+
+
+def _block_sums(parts, blocks):
+    """``row_part[rows][:, None] + col_part[cols]`` of each block, flattened, concatenated:
+    the keys of the blocks' entries from a key's row and column parts."""
+    row_part, col_part = parts
+    return np.concatenate([(row_part[rows][:, None] + col_part[cols]).reshape(-1)
+                           for rows, cols in blocks])
 
 
 def _lexicographic_order(multi):

@@ -2,10 +2,11 @@
 
 import time
 
-from ..errors import EvaluationBudgetExceeded
+from ..errors import EvaluationBudgetExceeded, MaxTimeReached
 from .assemble import assemble_cores
 from .confidence import held_out_residuals, upper_bound
 from .finish import refine_if_better
+from .progress import SweepProgress
 from .stopping import BestSweep
 
 
@@ -13,17 +14,18 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
     """Alternate sweep directions until a stopping rule fires.
 
     ``options`` (a :class:`~tensorly_cross.options.CrossOptions`) gives ``tol``,
-    ``n_iter_max``, ``callback``, ``verbose`` and ``patience``.
+    ``n_iter_max``, ``callback``, ``verbose``, ``progress`` and ``patience``.
 
     ``half_sweep(cache, indices, direction, cores)`` updates a copy of the index sets
     (``cores``: the current TT, None before the first sweep) and may return the fibers it
     read for them (else None); the cores are then assembled (by the sweep's own
     ``assemble``, else from those fibers or cached ones) and validated. A sweep cut short
-    by the evaluation budget is discarded; so is a sweep whose held-out error is
-    ``DIVERGENCE`` times the lowest so far (``info.rolled_back``; the sweep is told by
-    ``diverged()``). ``patience``: stop (``"stalled"``) after that many sweeps in a row that
-    neither lower the held-out error by 1% nor change the ranks (None: never). A pass of
-    the tolerance at the rank cap is confirmed on fresh held-out entries first
+    by the evaluation budget, or by ``max_time`` (:class:`MaxTimeReached` from the tensor
+    before a batch, its validation included), is discarded; so is a sweep whose held-out
+    error is ``DIVERGENCE`` times the lowest so far (``info.rolled_back``; the sweep is
+    told by ``diverged()``). ``patience``: stop (``"stalled"``) after that many sweeps in a
+    row that neither lower the held-out error by 1% nor change the ranks (None: never). A
+    pass of the tolerance at the rank cap is confirmed on fresh held-out entries first
     (:meth:`Validation.confirm`). An interpolating cross that ends without meeting ``tol``
     is refined in least squares over its last sweeps' fibers, where that pays
     (``finish.py``).
@@ -38,33 +40,35 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
     start = time.perf_counter()
     cores, passed, history = None, False, []
     best = BestSweep()
+    progress = SweepProgress(options.n_iter_max, options.progress)
     info.stop_reason = "n_iter_max"
     for sweep in range(options.n_iter_max):
         direction = "lr" if sweep % 2 == 0 else "rl"
         candidate = indices.copy()
         try:
-            result = half_sweep(cache, candidate, direction, cores)
-            candidate_cores = _assemble(half_sweep, cache, candidate, result)
+            candidate_cores, error, passed = _sweep(half_sweep, cache, candidate, direction,
+                                                    cores, validation, tol)
         except EvaluationBudgetExceeded:
             info.stop_reason = "max_evals"
             break
+        except MaxTimeReached:
+            info.stop_reason = "max_time"
+            break
         previous = (indices, cores)
         indices, cores = candidate, candidate_cores
-        error, passed = _judge(half_sweep, validation, cores, indices, tol)
-        if passed and hasattr(half_sweep, "trim"):
-            cores, error = half_sweep.trim(cores, indices, validation)
         _record(info, cache, indices, error, validation)
+        progress.update(info)
         if hasattr(half_sweep, "record"):
             half_sweep.record(error, passed)
         diverged = _diverged(error, info.val_errors[:-1])
-        if not diverged:
-            history.append(([block.copy() for block in indices.left],
-                            [block.copy() for block in indices.right]))
         if diverged:
             info.rolled_back.append(info.n_sweeps)
             indices, cores = previous
             if hasattr(half_sweep, "diverged"):
                 half_sweep.diverged()
+        else:
+            history.append(([block.copy() for block in indices.left],
+                            [block.copy() for block in indices.right]))
         # Eligible from the second sweep: the first leaves the right sets random, and only
         # with both families built from the tensor does the TT interpolate every fiber.
         eligible = info.n_sweeps > 1 and not diverged
@@ -80,11 +84,23 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
             info.stop_reason = reason
             break
     state = best.state if best.state is not None else (indices, cores)
-    if not passed and not hasattr(half_sweep, "assemble"):  # interpolating crosses
+    interpolating = not hasattr(half_sweep, "assemble")
+    if interpolating and not passed and info.stop_reason != "max_time":
         state = refine_if_better(cache, state, history, validation, info)
     info.update_counts(cache.counters)
     info.total_seconds += time.perf_counter() - start
+    progress.close(info)
     return state
+
+
+def _sweep(half_sweep, cache, candidate, direction, cores, validation, tol):
+    """One half sweep: its cores, held-out error and pass (trimmed when it passes)."""
+    result = half_sweep(cache, candidate, direction, cores)
+    candidate_cores = _assemble(half_sweep, cache, candidate, result)
+    error, passed = _judge(half_sweep, validation, candidate_cores, candidate, tol)
+    if passed and hasattr(half_sweep, "trim"):
+        candidate_cores, error = half_sweep.trim(candidate_cores, candidate, validation)
+    return candidate_cores, error, passed
 
 
 # A sweep whose held-out error exceeds the lowest so far by this factor has diverged (near

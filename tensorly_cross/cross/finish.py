@@ -9,7 +9,7 @@ sweeps stopped short of the tolerance, and is kept only if the held-out error dr
 a run that met its tolerance is returned as it was, interpolation property included.
 """
 
-from ..errors import EvaluationBudgetExceeded
+from ..errors import EvaluationBudgetExceeded, MaxTimeReached
 from .refine import refine_cores
 
 # Sweeps whose fibers the final refinement fits, and the ALS passes it makes.
@@ -27,7 +27,7 @@ def refine_if_better(cache, state, history, validation, info):
     try:
         for _ in range(FINAL_PASSES):
             refined = refine_cores(cache, refined, history[-FINAL_SWEEPS:])
-    except EvaluationBudgetExceeded:  # fibers evicted from a full cache and no budget left
+    except (EvaluationBudgetExceeded, MaxTimeReached):  # evicted fibers, and no budget left
         return state
     error = validation.error(refined)
     if not error < 0.99 * best_error:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..lazy.keys import KeyScheme
+
 
 def cartesian_join(first, second):
     """All concatenations ``[a, b]`` of a row of ``first`` and a row of ``second``.
@@ -278,22 +280,41 @@ def _find_rows(rows, candidates):
         if rows.shape[0] > 1:
             raise ValueError("more than one empty multi-index in a set.")
         return np.zeros(rows.shape[0], dtype=np.int64), np.ones(rows.shape[0], dtype=bool)
-    candidate_keys, row_keys = _comparable_keys(candidates, rows)
+    if not (rows.shape[0] and candidates.shape[0]):
+        return np.zeros(rows.shape[0], dtype=np.int64), np.zeros(rows.shape[0], dtype=bool)
+    exact = _packed_keys(candidates, rows)
+    if exact is None:
+        # Index ranges beyond one int64: a 64-bit hash, sorted as fast, whose matches are
+        # checked row against row; only a shared hash (about 2**-64 a pair) needs the
+        # structured keys, slow to sort.
+        positions, found = _search(*_hashed_keys(candidates, rows))
+        equal = (candidates[positions] == rows).all(axis=1)
+        if not (found & ~equal).any():
+            return positions, found & equal
+        exact = as_row_keys(candidates), as_row_keys(rows)
+    return _search(*exact)
+
+
+def _search(candidate_keys, row_keys):
     order = np.argsort(candidate_keys)
     found = np.searchsorted(candidate_keys, row_keys, sorter=order)
     positions = order[np.minimum(found, len(order) - 1)]
     return positions, candidate_keys[positions] == row_keys
 
 
-def _comparable_keys(first, second):
-    """Rows of two (m, k) int64 arrays as scalars that compare like the rows: packed
-    integers where the index ranges allow (fast to sort), structured rows otherwise."""
-    if first.size and second.size:
-        sizes = np.maximum(first.max(axis=0), second.max(axis=0)) + 1
-        if float(np.prod(sizes.astype(np.float64))) < 2.0**62:
-            strides = np.cumprod(np.concatenate([sizes[1:], [1]])[::-1])[::-1]
-            return first @ strides, second @ strides
-    return as_row_keys(first), as_row_keys(second)
+def _packed_keys(first, second):
+    """Rows of two (m, k) int64 arrays as packed integers that compare like the rows, or
+    None where the index ranges do not fit one int64."""
+    sizes = np.maximum(first.max(axis=0), second.max(axis=0)) + 1
+    if float(np.prod(sizes.astype(np.float64))) < 2.0**62:
+        strides = np.cumprod(np.concatenate([sizes[1:], [1]])[::-1])[::-1]
+        return first @ strides, second @ strides
+    return None
+
+
+def _hashed_keys(first, second):
+    weights = KeyScheme((2**62,) * first.shape[1]).weights  # fixed random odd weights
+    return first @ weights, second @ weights
 
 
 def as_row_keys(block):

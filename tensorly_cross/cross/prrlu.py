@@ -21,14 +21,16 @@ ROOK_MOVES = 4
 ROUND_OFF_PIVOT = 100
 
 
-def prrlu(matrix, abs_tol, max_rank, rng, search="column", start_cols=(), kept=None):
+def prrlu(matrix, abs_tol, max_rank, rng, search="column", start_cols=(), kept=None,
+          max_kept_growth=None):
     """Pivot rows and columns of a :class:`BondMatrix` (at least one pivot).
 
     Parameters
     ----------
     matrix : BondMatrix
-    abs_tol : float
-        Stop when the next pivot's modulus is ``<= abs_tol``.
+    abs_tol : float or callable
+        Stop when the next pivot's modulus is ``<= abs_tol``. A callable is a cut that
+        follows the block: ``abs_tol(matrix.max_abs)``, the largest modulus read in it so far.
     max_rank : int
     rng : numpy.random.Generator
         Picks starting columns after ``start_cols`` run out.
@@ -36,7 +38,8 @@ def prrlu(matrix, abs_tol, max_rank, rng, search="column", start_cols=(), kept=N
         ``"full"`` reads the whole matrix. ``"column"`` reads one column, pivots on its
         largest residual and reads that row (partial pivoting, as in adaptive cross
         approximation); the search stops at a column whose residual is below
-        ``abs_tol``. ``"rook"`` goes on alternating column and row maxima until an entry
+        ``abs_tol``, unless the column is too small to tell (see :func:`_inconclusive`).
+        ``"rook"`` goes on alternating column and row maxima until an entry
         is the largest of both (up to :data:`ROOK_MOVES` moves).
     start_cols : sequence of int
         Columns tried first as starts (the previous sweep's pivots).
@@ -45,16 +48,31 @@ def prrlu(matrix, abs_tol, max_rank, rng, search="column", start_cols=(), kept=N
         lie in this matrix. Their rows and columns are read in one batched call (usually
         from the cache), eliminated largest residual first while above ``abs_tol``, and
         the search only looks for pivots beyond them.
+    max_kept_growth : float or None
+        A kept pivot must also be at least ``1 / max_kept_growth`` of the largest residual
+        of its column (the factor by which it can grow the interpolation coefficients and
+        round-off with them); the first that is not ends the kept ones.
 
     Returns
     -------
     rows, cols : ndarray of int64
     """
     max_rank = min(max_rank, *matrix.shape)
+    cut = _block_cut(abs_tol, matrix)
     if search == "full":
-        return _full_search(matrix.full(), abs_tol, max_rank)
+        block = matrix.full()
+        return _full_search(block, cut(), max_rank)
     moves = ROOK_MOVES if search == "rook" else 0
-    return _pivot_search(matrix, abs_tol, max_rank, rng, list(start_cols), moves, kept)
+    return _pivot_search(matrix, cut, max_rank, rng, list(start_cols), moves, kept,
+                         max_kept_growth)
+
+
+def _block_cut(abs_tol, matrix):
+    """The pivot cut as a function of what has been read: fixed, or following the block;
+    never below the round-off of the largest modulus read (``_cut``)."""
+    if callable(abs_tol):
+        return lambda: _cut(float(abs_tol(matrix.max_abs)), matrix.max_abs)
+    return lambda: _cut(abs_tol, matrix.max_abs)
 
 
 def _full_search(block, abs_tol, max_rank):
@@ -132,22 +150,27 @@ def _masked_abs(values, excluded):
     return moduli
 
 
-def _pivot_search(matrix, abs_tol, max_rank, rng, start_cols, moves, kept=None):
+def _pivot_search(matrix, cut, max_rank, rng, start_cols, moves, kept=None,
+                  max_kept_growth=None):
+    """Column or rook search; ``cut()`` is the pivot cut given what has been read."""
     residual = _Residual(matrix)
     rows, cols = [], []
     if kept is not None:
-        _keep_pivots(residual, kept, abs_tol, max_rank, rows, cols)
+        _keep_pivots(residual, kept, cut, max_rank, rows, cols, max_kept_growth)
     n_cols = matrix.shape[1]
     for _ in range(max_rank - len(rows)):
         col = _next_start(start_cols, cols, n_cols, rng)
         col_abs, column = residual.column(col, rows)
         row = int(np.argmax(col_abs))
-        if moves == 0 and rows and col_abs[row] <= _cut(abs_tol, matrix.max_abs):
-            break  # partial pivoting: this column decides, its row need not be read
+        column_moves = moves
+        if moves == 0 and rows and col_abs[row] <= cut():
+            if not _inconclusive(matrix, col, col_abs[row], cut()):
+                break  # partial pivoting: this column decides, its row need not be read
+            column_moves = 1  # a column too small to tell: ask its row
         row, col, column, row_values = _rook_moves(residual, row, col, col_abs, column, rows,
-                                                   cols, moves)
+                                                   cols, column_moves)
         pivot = column[row]
-        if not _accept_pivot(pivot, row, col, rows, cols, _cut(abs_tol, matrix.max_abs)):
+        if not _accept_pivot(pivot, row, col, rows, cols, cut()):
             break
         if moves == 0 and not start_cols:
             # Chain as adaptive cross approximation does: read next the column where this
@@ -159,8 +182,21 @@ def _pivot_search(matrix, abs_tol, max_rank, rng, start_cols, moves, kept=None):
     return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
 
 
-def _keep_pivots(residual, kept, abs_tol, max_rank, rows, cols):
-    """Take the kept pivots that stay above ``abs_tol``, largest residual first."""
+def _inconclusive(matrix, col, residual_max, cut):
+    """Whether a column below the cut is too small to end the search.
+
+    The cut is relative to the largest modulus read in the block. A column whose own
+    entries are far smaller (a random TT at d=80 spans 13 orders of magnitude, and a
+    random column is usually tiny) stays below it whatever the residual's rank: it only
+    decides if it is also captured relative to its own magnitude.
+    """
+    column_max = float(np.abs(to_host(matrix.column(col))).max())
+    return residual_max * matrix.max_abs > cut * column_max
+
+
+def _keep_pivots(residual, kept, cut, max_rank, rows, cols, max_growth=None):
+    """Take the kept pivots that stay above ``cut()``, largest residual first; with
+    ``max_growth``, such that their interpolation coefficients stay within it."""
     # Sorted positions read increasing keys, which the cache finds fastest.
     kept_rows, kept_cols = (np.sort(np.asarray(positions, dtype=np.int64)) for positions in kept)
     if not (kept_rows.size and kept_cols.size):
@@ -169,31 +205,58 @@ def _keep_pivots(residual, kept, abs_tol, max_rank, rows, cols):
     columns, row_block = matrix.crosses(kept_rows, kept_cols)
     # Which kept pivots survive depends only on the block where they cross: eliminate it
     # on the host, then build the residual's factors for the survivors in one solve.
-    chosen_rows, chosen_cols = _greedy_lu(to_host(take_rows(columns, kept_rows)), abs_tol,
-                                          max_rank)
-    if not chosen_rows:
+    host = to_host(columns)
+    chosen_rows, chosen_cols = _greedy_lu(host[kept_rows], cut(), max_rank)
+    left = _interpolation(columns, kept_rows, chosen_rows, chosen_cols)
+    if max_growth is not None and left is not None and _largest(left) > max_growth:
+        # Rare: a kept pivot far below its columns' largest residuals (a start pivot at
+        # d=80). Choose again, checking each pivot against its whole column.
+        chosen_rows, chosen_cols = _greedy_lu(host, cut(), max_rank, kept_rows, max_growth)
+        left = _interpolation(columns, kept_rows, chosen_rows, chosen_cols)
+    if left is None:
         return
-    chosen_columns = take_cols(columns, chosen_cols)
-    cross = take_rows(chosen_columns, kept_rows[chosen_rows])
-    residual.left = tl.transpose(tl.solve(tl.transpose(cross), tl.transpose(chosen_columns)))
+    residual.left = left
     residual.right = take_rows(row_block, chosen_rows)
     rows.extend(int(row) for row in kept_rows[chosen_rows])
     cols.extend(int(col) for col in kept_cols[chosen_cols])
 
 
-def _greedy_lu(block, abs_tol, max_rank):
-    """Full-pivoting LU of a small host matrix: the pivot positions above ``abs_tol``."""
-    cut = _cut(abs_tol, np.abs(block).max()) if block.size else abs_tol
+def _interpolation(columns, kept_rows, chosen_rows, chosen_cols):
+    """``C[:, J] C[I, J]^{-1}`` for the chosen kept pivots (None if there are none): the
+    residual's left factor, and the interpolation coefficients of its rows."""
+    if not chosen_rows:
+        return None
+    chosen_columns = take_cols(columns, chosen_cols)
+    cross = take_rows(chosen_columns, kept_rows[chosen_rows])
+    return tl.transpose(tl.solve(tl.transpose(cross), tl.transpose(chosen_columns)))
+
+
+def _largest(tensor):
+    return float(np.abs(to_host(tensor)).max())
+
+
+def _greedy_lu(block, abs_tol, max_rank, allowed_rows=None, max_growth=None):
+    """Full-pivoting LU of a small host matrix: the pivot positions above ``abs_tol``.
+
+    With ``allowed_rows``, pivots are taken among those rows only (returned as positions in
+    it), and with ``max_growth`` a pivot must also be at least ``1 / max_growth`` of the
+    largest residual of its column over all rows; the elimination stops at the first
+    pivot that is not.
+    """
     block = np.array(block, dtype=np.promote_types(block.dtype, np.float64))
+    allowed = np.arange(block.shape[0]) if allowed_rows is None else np.asarray(allowed_rows)
     rows, cols = [], []
-    for _ in range(min(max_rank, *block.shape)):
-        i, j = np.unravel_index(int(np.argmax(np.abs(block))), block.shape)
-        pivot = block[i, j]
-        if abs(pivot) <= cut or pivot == 0:
+    for _ in range(min(max_rank, allowed.size, block.shape[1])):
+        candidates = block[allowed]
+        i, j = np.unravel_index(int(np.argmax(np.abs(candidates))), candidates.shape)
+        pivot = candidates[i, j]
+        if abs(pivot) <= abs_tol or pivot == 0:
+            break
+        if max_growth is not None and abs(pivot) * max_growth < np.abs(block[:, j]).max():
             break
         rows.append(int(i))
         cols.append(int(j))
-        block -= np.outer(block[:, j], block[i] / pivot)
+        block -= np.outer(block[:, j], block[allowed[i]] / pivot)
     return rows, cols
 
 

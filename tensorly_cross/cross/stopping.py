@@ -36,14 +36,25 @@ class CrossInfo:
     evals_per_sweep : list of int
         ``n_evals`` after each sweep.
     stop_reason : str
-        ``"tol"``, ``"stalled"``, ``"max_evals"``, ``"n_iter_max"`` or ``"callback"``.
+        ``"tol"``, ``"stalled"``, ``"max_evals"``, ``"max_time"``, ``"n_iter_max"`` or
+        ``"callback"``.
     best_sweep : int
         The sweep whose state was returned (1-based): the one with the lowest held-out
         error, the last one when there is no held-out set.
     n_sweeps : int
         Completed sweeps (one sweep = one pass in one direction).
-    function_seconds, total_seconds : float
-        Time inside the tensor's evaluations, and in the whole call.
+    n_restored : int
+        Entries read back from a ``checkpoint`` instead of evaluated (counted in
+        ``n_evals``; the function ran ``n_evals - n_restored`` times).
+    function_seconds : float
+        Time inside the function of a :class:`FunctionTensor` (with an executor: summed
+        over its chunks, where they ran); for other tensors, ``wait_seconds``.
+    wait_seconds : float
+        Wall time spent waiting for the tensor's evaluations (with an executor: for the
+        chunks to come back).
+    total_seconds : float
+        Wall time of the whole call; :attr:`overhead_seconds` is what the cross itself
+        took.
     rolled_back : list of int
         Sweeps undone because their held-out error rose tenfold above the lowest so far
         (a divergence); their errors stay in ``val_errors``.
@@ -92,6 +103,8 @@ class CrossInfo:
     total_seconds: float = 0.0
     rolled_back: list = field(default_factory=list)
     refined: bool = False
+    n_restored: int = 0
+    wait_seconds: float = 0.0
 
     @property
     def val_error(self):
@@ -112,6 +125,11 @@ class CrossInfo:
         return (f"CrossInfo({values}, val_error={self.val_error!r}, "
                 f"heldout_bound={self.heldout_bound:.3g})")
 
+    @property
+    def overhead_seconds(self):
+        """``total_seconds - wait_seconds``: the time of the cross itself."""
+        return self.total_seconds - self.wait_seconds
+
     def update_counts(self, counters):
         """Copy the counts of an evaluation cache into this record.
 
@@ -124,7 +142,7 @@ class CrossInfo:
         self.n_requested = counters.requested
         self.n_cached = counters.cache_hits
         self.n_calls = counters.calls
-        self.function_seconds = counters.function_seconds
+        self.function_seconds = self.wait_seconds = counters.function_seconds
 
     def to_dict(self):
         """The record as a plain dict (for JSON or a table).

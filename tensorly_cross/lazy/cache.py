@@ -9,11 +9,10 @@ import tensorly as tl
 
 from .._backend import backend_name, take_rows, to_host
 from ..errors import EvaluationBudgetExceeded
-from .base import LazyTensor, c_order_strides, check_indices
+from .base import LazyTensor, check_indices
+from .keys import KeyScheme, verify_matches
 
-# Largest product of mode sizes that one int64 key word can hold.
-_WORD_LIMIT = 2**63 - 1
-# Above every packed key word (a word holds at most _WORD_LIMIT - 1).
+# Sorts last in every key level (a real key equal to it sorts before it: still found).
 _KEY_SENTINEL = np.iinfo(np.int64).max
 
 
@@ -56,10 +55,11 @@ class CacheCounters:
 class EvaluationCache(LazyTensor):
     """A lazy tensor that remembers every entry it has computed.
 
-    Lookups are vectorised: multi-indices are packed into integer keys (one int64 word
-    when the tensor has fewer than 2**63 entries, several words beyond), kept sorted, and
-    found with one ``searchsorted`` per level and batch (:class:`SortedKeys`); a batch of
-    strictly increasing keys is neither sorted nor deduplicated again. Each batch makes at
+    Lookups are vectorised: multi-indices are packed into int64 keys (flat positions while
+    the tensor has fewer than 2**63 entries, checked 64-bit hashes beyond: ``keys.py``),
+    kept sorted, and found with one ``searchsorted`` per level and batch
+    (:class:`SortedKeys`); a batch of strictly increasing keys is neither sorted nor
+    deduplicated again. Each batch makes at
     most one call to the wrapped tensor, for the entries not yet known. Callers that know
     their packed keys (:attr:`key_strides`) read by key with :meth:`evaluate_keys`.
 
@@ -98,11 +98,10 @@ class EvaluationCache(LazyTensor):
         self.max_entries = int(max_entries)
         self.max_evals = max_evals
         self.counters = CacheCounters()
-        self._word_modes = _split_into_words(self.shape)
-        self._key_strides = (c_order_strides(self.shape) if len(self._word_modes) == 1
-                             else None)
+        self._scheme = KeyScheme(self.shape)
         self._keys = None  # SortedKeys: packed key -> slot in self._values
         self._values = None  # _ValueStore
+        self._checks = None  # hashed keys: the second hash of each slot (_HostStore)
         # Lookup, evaluation and insertion of a batch form one step: threads sharing the
         # cache interleaved them and stored values under the wrong keys.
         self._lock = threading.RLock()
@@ -147,28 +146,41 @@ class EvaluationCache(LazyTensor):
         """
         if indices.shape[0] == 0:
             return tl.tensor(np.zeros(0))
-        return self.evaluate_keys(self.pack(indices), indices.__getitem__)
+        return self.evaluate_keys(self.pack(indices), indices.__getitem__,
+                                  self._scheme.checks(indices))
 
     @property
     def key_strides(self):
-        """Strides with ``pack(indices) == indices @ key_strides``; None for multi-word keys.
+        """int64 weights with ``pack(indices) == indices @ key_strides`` (wrapping).
 
-        int64; a caller that knows its keys this way reads by key with
-        :meth:`evaluate_keys` and skips building multi-indices.
+        A caller that knows its keys this way reads by key with :meth:`evaluate_keys` and
+        skips building multi-indices.
         """
-        return self._key_strides
+        return self._scheme.weights
 
-    def evaluate_keys(self, keys, multi_indices_at):
+    @property
+    def check_strides(self):
+        """Weights of the second hash that :meth:`evaluate_keys` wants as ``checks``.
+
+        None when keys are exact (fewer than 2**63 entries).
+        """
+        return self._scheme.check_weights
+
+    def evaluate_keys(self, keys, multi_indices_at, checks=None):
         """Entries given by their packed keys (as :meth:`pack` makes them, in range).
 
         Parameters
         ----------
-        keys : ndarray
-            Packed keys of the batch (int64, or structured for multi-word keys).
+        keys : ndarray of int64
+            Packed keys of the batch.
         multi_indices_at : callable
             ``multi_indices_at(positions)`` returns the (len(positions), d) multi-indices
             of those positions of the batch: only the entries not cached are built and
             computed.
+        checks : ndarray of int64, optional
+            ``multi_indices @ check_strides`` when keys are hashed (built from the
+            multi-indices if not given); a key found with another check raises
+            :class:`~tensorly_cross.errors.KeyCollisionError`.
 
         Returns
         -------
@@ -176,36 +188,46 @@ class EvaluationCache(LazyTensor):
             In the active TensorLy backend.
         """
         with self._lock:
-            return self._evaluate_keys(keys, multi_indices_at)
+            return self._evaluate_keys(keys, multi_indices_at, checks)
 
-    def _evaluate_keys(self, keys, multi_indices_at):
+    def _evaluate_keys(self, keys, multi_indices_at, checks):
         n_requested = keys.shape[0]
+        if checks is None and not self._scheme.exact:
+            checks = self._scheme.checks(multi_indices_at(np.arange(n_requested)))
         slots = self._lookup(keys)
+        if checks is not None and self._checks is not None:
+            hits = np.flatnonzero(slots >= 0)
+            verify_matches(self._checks.take(slots[hits]), checks[hits], multi_indices_at, hits)
         missing = np.flatnonzero(slots < 0)
         if not missing.size:
             self.counters.requested += n_requested
             self.counters.cache_hits += n_requested
             return self._values.take(slots)
         new_keys, first, inverse = _distinct(keys[missing])
+        new_checks = None
+        if checks is not None:
+            new_checks = checks[missing[first]]
+            if inverse is not None:  # repeats of a key within the batch: one entry each?
+                verify_matches(new_checks[inverse], checks[missing], multi_indices_at, missing)
         n_new = new_keys.shape[0]
         self._check_budget(n_new)  # a refused batch is not counted as requested
         new_values = self._compute(multi_indices_at(missing[first]))
         self.counters.requested += n_requested
         self.counters.cache_hits += n_requested - n_new
         if len(self) + n_new > self.max_entries:
-            return self._restart_with(slots, missing, inverse, new_keys, new_values)
-        new_slots = self._store(new_keys, new_values)
+            return self._restart_with(slots, missing, inverse, new_keys, new_values, new_checks)
+        new_slots = self._store(new_keys, new_values, new_checks)
         if inverse is None and missing.size == n_requested:
             return new_values  # all new and distinct, in the batch's order
         slots[missing] = new_slots if inverse is None else new_slots[inverse]
         return self._values.take(slots)
 
-    def _restart_with(self, slots, missing, inverse, new_keys, new_values):
+    def _restart_with(self, slots, missing, inverse, new_keys, new_values, new_checks):
         """Empty the full cache, keep the new batch; the hits are taken out first."""
         hits = np.flatnonzero(slots >= 0)
         hit_values = self._values.take(slots[hits])
-        self._keys = self._values = None
-        self._store(new_keys, new_values)
+        self._keys = self._values = self._checks = None
+        self._store(new_keys, new_values, new_checks)
         order = np.empty(slots.shape[0], dtype=np.int64)
         order[hits] = np.arange(hits.size)
         order[missing] = hits.size + (np.arange(missing.size) if inverse is None else inverse)
@@ -221,20 +243,10 @@ class EvaluationCache(LazyTensor):
 
         Returns
         -------
-        keys : ndarray of shape (m,)
-            int64 (the C-order flat index) when the tensor has fewer than 2**63 entries;
-            otherwise a structured array of several int64 words.
+        keys : ndarray of int64, shape (m,)
+            Flat positions, or hashes beyond 2**63 entries (``keys.py``).
         """
-        if len(self._word_modes) == 1:
-            return np.ravel_multi_index(tuple(indices.T), self.shape).astype(np.int64, copy=False)
-        words = [
-            np.ravel_multi_index(tuple(indices[:, modes].T), [self.shape[m] for m in modes])
-            for modes in self._word_modes
-        ]
-        packed = np.empty(indices.shape[0], dtype=[(f"w{k}", np.int64) for k in range(len(words))])
-        for k, word in enumerate(words):
-            packed[f"w{k}"] = word
-        return packed
+        return self._scheme.keys(indices)
 
     def _lookup(self, keys):
         """Value slots of packed keys (any order, repeats allowed); -1 where unknown."""
@@ -260,7 +272,7 @@ class EvaluationCache(LazyTensor):
 
         Returns
         -------
-        keys : ndarray
+        keys : ndarray of int64
             Packed as by :meth:`pack`.
         """
         return np.zeros(0, dtype=np.int64) if self._keys is None else self._keys.all_keys()
@@ -283,10 +295,13 @@ class EvaluationCache(LazyTensor):
         self.counters.unique += indices.shape[0]
         return values
 
-    def _store(self, new_keys, new_values):
+    def _store(self, new_keys, new_values, new_checks=None):
         """Insert sorted ``new_keys``; returns the slots of their values."""
         if self._keys is None:
             self._keys, self._values = SortedKeys(), _ValueStore()
+            self._checks = _HostStore() if new_checks is not None else None
+        if new_checks is not None:
+            self._checks.append(new_checks)
         slots = self._values.append(new_values)
         self._keys.insert(new_keys, slots)
         return slots
@@ -330,10 +345,7 @@ class SortedKeys:
 
 
 def _with_sentinel(keys, slots):
-    words = len(keys.dtype.names or ()) or None  # a structured key: one sentinel per word
-    sentinel = np.array([(_KEY_SENTINEL,) * words if words else _KEY_SENTINEL],
-                        dtype=keys.dtype)
-    return np.concatenate([keys, sentinel]), np.concatenate([slots, [-1]])
+    return np.concatenate([keys, [_KEY_SENTINEL]]), np.concatenate([slots, [-1]])
 
 
 def _merge_sorted(level, keys, slots):
@@ -379,6 +391,26 @@ class _ValueStore:
         return take_rows(self.buffer, slots)
 
 
+class _HostStore:
+    """An int64 host array that grows by doubling, read by slot."""
+
+    def __init__(self):
+        self.buffer = np.zeros(0, dtype=np.int64)
+        self.size = 0
+
+    def append(self, values):
+        end = self.size + values.shape[0]
+        if end > self.buffer.shape[0]:
+            grown = np.zeros(max(2 * self.buffer.shape[0], end), dtype=np.int64)
+            grown[: self.size] = self.buffer[: self.size]
+            self.buffer = grown
+        self.buffer[self.size : end] = values
+        self.size = end
+
+    def take(self, slots):
+        return self.buffer[slots]
+
+
 def _requires_grad(values):
     return bool(getattr(values, "requires_grad", False))
 
@@ -387,20 +419,7 @@ def _distinct(keys):
     """Sorted distinct keys, the positions of their first occurrences, and for each key
     the position of its distinct key (None when the keys were already strictly increasing,
     as a read of one bond's rows or columns in order is: no sort needed)."""
-    if keys.dtype.names is None and (keys.shape[0] < 2 or bool((keys[1:] > keys[:-1]).all())):
+    if keys.shape[0] < 2 or bool((keys[1:] > keys[:-1]).all()):
         return keys, np.arange(keys.shape[0]), None
     new_keys, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     return new_keys, first, inverse.reshape(-1)
-
-
-def _split_into_words(shape):
-    """Group consecutive modes so that each group's product of sizes fits one int64."""
-    groups, current, product = [], [], 1
-    for mode, size in enumerate(shape):
-        if current and product * size > _WORD_LIMIT:
-            groups.append(current)
-            current, product = [], 1
-        current.append(mode)
-        product *= size
-    groups.append(current)
-    return groups

@@ -1,8 +1,12 @@
 """FunctionTensor: entries computed by a vectorised Python function."""
 
+import time
+
 import numpy as np
 
+from .._validation import check_int
 from .base import LazyTensor
+from .parallel import check_executor, evaluate_in_chunks
 
 
 class FunctionTensor(LazyTensor):
@@ -15,6 +19,21 @@ class FunctionTensor(LazyTensor):
         values an (m,) array or backend tensor.
     shape : tuple of int
         The size of each mode.
+    executor : concurrent.futures.Executor, dask.distributed.Client or None
+        Where the function runs: each batch of entries is cut into chunks that run
+        concurrently there, and the values come back in order (the same values as a
+        serial call when the function computes each entry from its own multi-index).
+        A process pool or a cluster of processes needs a function that pickles. The
+        user's exceptions come back from the chunk that raised them, with a note naming
+        its multi-indices; NaN/inf are reported with their multi-index, as without.
+    chunk_size : int or None
+        Entries per chunk; None: one chunk per worker of the executor.
+
+    Attributes
+    ----------
+    function_seconds : float
+        Time spent inside ``function`` so far (with an executor, summed over the chunks,
+        as measured where they ran).
 
     Examples
     --------
@@ -24,14 +43,18 @@ class FunctionTensor(LazyTensor):
     array([1.        , 0.14285714])
     """
 
-    def __init__(self, function, shape):
+    def __init__(self, function, shape, executor=None, chunk_size=None):
         if not callable(function):
             raise TypeError(f"function must be callable, got {type(function).__name__}.")
         super().__init__(shape)
         self.function = function
+        self.executor = check_executor(executor)
+        self.chunk_size = (None if chunk_size is None
+                           else check_int(chunk_size, "chunk_size", minimum=1))
+        self.function_seconds = 0.0
 
     @classmethod
-    def on_grid(cls, function, grids):
+    def on_grid(cls, function, grids, executor=None, chunk_size=None):
         """A tensor of ``function`` sampled on the tensor-product grid ``grids``.
 
         Parameters
@@ -40,6 +63,8 @@ class FunctionTensor(LazyTensor):
             ``function(points) -> values``, ``points`` an (m, d) float array of coordinates.
         grids : sequence of 1-D arrays
             The coordinates along each mode.
+        executor, chunk_size : see :class:`FunctionTensor`
+            The chunks are mapped to coordinates where they run.
 
         Returns
         -------
@@ -60,12 +85,21 @@ class FunctionTensor(LazyTensor):
         empty = [mode for mode, grid in enumerate(grids) if grid.size == 0]
         if empty:
             raise ValueError(f"grids[{empty[0]}] is empty; every grid needs >= 1 point.")
-        tensor = cls(_GridFunction(function, grids), [grid.size for grid in grids])
+        tensor = cls(_GridFunction(function, grids), [grid.size for grid in grids],
+                     executor=executor, chunk_size=chunk_size)
         tensor.grids = grids
         return tensor
 
     def _evaluate(self, indices):
-        return self.function(indices)
+        if self.executor is not None:
+            values, seconds = evaluate_in_chunks(self.function, indices, self.executor,
+                                                 self.chunk_size)
+        else:
+            start = time.perf_counter()
+            values = self.function(indices)
+            seconds = time.perf_counter() - start
+        self.function_seconds += seconds
+        return values
 
 
 class _GridFunction:

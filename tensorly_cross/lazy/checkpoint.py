@@ -1,0 +1,236 @@
+"""Checkpoints: every evaluated entry appended to a file as it is computed, read back on a rerun.
+
+The file is a header, then frames, one per batch of new entries::
+
+    header  b"TLCCKPT1", uint32 n, n bytes of JSON {"format", "shape", "fingerprint",
+            "arguments"}, uint32 CRC-32 of the JSON
+    frame   b"BTCH", uint32 count, 4 bytes value dtype (e.g. b"<f8\\0"), uint32 CRC-32 of
+            the payload; payload: count x d int64 multi-indices, then count values
+
+Everything is little-endian binary: nothing is unpickled. The header is written to a
+temporary file and renamed into place, so a file that exists has a whole header; frames
+are appended and flushed one batch at a time, so a killed run loses at most the batch in
+flight. A frame cut short, or whose checksum fails (a write torn by a crash), ends the
+valid part: it is dropped with a warning, and the file is truncated there before new
+frames are appended.
+
+The fingerprint is a SHA-256 of the tensor's shape and the run's arguments: a checkpoint
+written for another shape or other arguments is refused (:class:`CheckpointMismatchError`).
+"""
+
+import hashlib
+import json
+import os
+import struct
+import warnings
+import zlib
+
+import numpy as np
+
+from .._backend import to_host
+from ..errors import CheckpointError, CheckpointMismatchError
+from .base import LazyTensor, check_values
+from .keys import KeyScheme
+
+MAGIC = b"TLCCKPT1"
+FRAME_TAG = b"BTCH"
+FORMAT = 1
+_FRAME_HEAD = struct.Struct("<4sI4sI")  # tag, count, value dtype, CRC-32 of the payload
+_VALUE_DTYPES = ("<f8", "<f4", "<c16", "<c8")
+
+
+def fingerprint(shape, arguments):
+    """SHA-256 (hex) of the shape and the JSON-able ``arguments``, key order aside."""
+    text = json.dumps({"shape": [int(n) for n in shape], "arguments": arguments},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class CheckpointStore:
+    """An append-only file of evaluated entries for one tensor shape and set of arguments.
+
+    Opening an existing file checks its fingerprint and reads its entries back
+    (:attr:`indices`, :attr:`values`); a torn last frame is dropped. New entries go to
+    :meth:`append`, one frame per call, flushed before it returns.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    shape : tuple of int
+    arguments : dict
+        JSON-able settings that must match for the entries to be reused.
+    """
+
+    def __init__(self, path, shape, arguments):
+        self.path = os.fspath(path)
+        self.shape = tuple(int(n) for n in shape)
+        self.arguments = arguments
+        self.fingerprint = fingerprint(self.shape, arguments)
+        if not os.path.exists(self.path):
+            _write_header_atomically(self.path, self._header())
+        self._file = open(self.path, "r+b")  # noqa: SIM115 -- open until close()
+        try:
+            self.indices, self.values, end = self._read_all()
+            self._file.truncate(end)  # drop a torn tail before appending after it
+            self._file.seek(end)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def __len__(self):
+        return self.indices.shape[0]
+
+    def append(self, indices, values):
+        """Write one frame of ``indices`` (m, d) int64 and their ``values``, and flush it."""
+        values = np.ascontiguousarray(to_host(values))
+        dtype = values.dtype.newbyteorder("<").str
+        if dtype not in _VALUE_DTYPES:
+            values, dtype = values.astype("<f8"), "<f8"  # ints, bools: stored as float64
+        payload = (np.ascontiguousarray(indices, dtype="<i8").tobytes()
+                   + values.astype(dtype, copy=False).tobytes())
+        head = _FRAME_HEAD.pack(FRAME_TAG, indices.shape[0], dtype.encode().ljust(4, b"\0"),
+                                zlib.crc32(payload))
+        self._file.write(head + payload)
+        self._file.flush()
+
+    def close(self):
+        """Flush to disk (fsync) and close; appending after this is an error."""
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def _header(self):
+        text = json.dumps({"format": FORMAT, "shape": list(self.shape),
+                           "fingerprint": self.fingerprint, "arguments": self.arguments},
+                          sort_keys=True).encode()
+        return MAGIC + struct.pack("<I", len(text)) + text + struct.pack("<I", zlib.crc32(text))
+
+    def _read_all(self):
+        """(indices, values, end of the valid frames) after checking the header."""
+        data = self._file.read()
+        offset = self._check_header(data)
+        d = len(self.shape)
+        indices, values = [np.zeros((0, d), dtype=np.int64)], []
+        while offset < len(data):
+            frame = _read_frame(data, offset, d)
+            if frame is None:
+                warnings.warn(f"checkpoint {self.path!r}: dropped a torn last frame "
+                              f"({len(data) - offset} bytes) after {offset} valid bytes.",
+                              stacklevel=4)
+                break
+            frame_indices, frame_values, offset = frame
+            indices.append(frame_indices)
+            values.append(frame_values)
+        values = np.concatenate(values) if values else np.zeros(0)
+        return np.concatenate(indices), values, offset
+
+    def _check_header(self, data):
+        """Offset of the first frame; raise unless the header is whole and matches."""
+        if data[: len(MAGIC)] != MAGIC or len(data) < len(MAGIC) + 4:
+            raise CheckpointError(f"checkpoint={self.path!r} is not a tensorly-cross "
+                                  "checkpoint (bad magic number).")
+        (size,) = struct.unpack_from("<I", data, len(MAGIC))
+        start = len(MAGIC) + 4
+        text = data[start : start + size]
+        crc = data[start + size : start + size + 4]
+        if len(crc) < 4 or struct.unpack("<I", crc)[0] != zlib.crc32(text):
+            raise CheckpointError(f"checkpoint={self.path!r}: its header is damaged.")
+        header = json.loads(text)
+        if header.get("fingerprint") != self.fingerprint:
+            raise CheckpointMismatchError(_mismatch(self.path, header, self.shape,
+                                                    self.arguments))
+        return start + size + 4
+
+
+def _read_frame(data, offset, d):
+    """(indices, values, next offset) of the frame at ``offset``, or None if it is torn."""
+    if offset + _FRAME_HEAD.size > len(data):
+        return None
+    tag, count, dtype, crc = _FRAME_HEAD.unpack_from(data, offset)
+    dtype = dtype.rstrip(b"\0").decode("ascii", "replace")
+    if tag != FRAME_TAG or dtype not in _VALUE_DTYPES:
+        return None
+    start = offset + _FRAME_HEAD.size
+    index_bytes = 8 * d * count
+    end = start + index_bytes + np.dtype(dtype).itemsize * count
+    payload = data[start:end]
+    if end > len(data) or zlib.crc32(payload) != crc:
+        return None
+    indices = np.frombuffer(payload, dtype="<i8", count=d * count).reshape(count, d)
+    values = np.frombuffer(payload, dtype=dtype, offset=index_bytes, count=count)
+    return indices.astype(np.int64), values.astype(np.dtype(dtype).newbyteorder("=")), end
+
+
+def _write_header_atomically(path, header):
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "wb") as handle:
+        handle.write(header)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _mismatch(path, header, shape, arguments):
+    """The message for a checkpoint of another run: which of shape and arguments differ."""
+    if list(header.get("shape", [])) != list(shape):
+        return (f"checkpoint={path!r} was written for a tensor of shape "
+                f"{tuple(header.get('shape', []))}, this one has shape {tuple(shape)}; "
+                "use another checkpoint path.")
+    stored = header.get("arguments", {})
+    differ = sorted(key for key in set(stored) | set(arguments)
+                    if stored.get(key) != arguments.get(key))
+    details = ", ".join(f"{key}={stored.get(key)!r} there, {arguments.get(key)!r} here"
+                        for key in differ)
+    return (f"checkpoint={path!r} was written with other arguments ({details}); rerun with "
+            "the same arguments to resume, or use another checkpoint path.")
+
+
+class CheckpointedTensor(LazyTensor):
+    """``lazy`` whose entries are first looked up in a :class:`CheckpointStore`.
+
+    Entries found there are read back instead of evaluated (:attr:`n_restored`); the
+    others are evaluated by ``lazy`` and appended to the store, one frame per batch,
+    before they are returned.
+    """
+
+    def __init__(self, lazy, store):
+        super().__init__(lazy.shape)
+        self.lazy, self.store = lazy, store
+        self.n_restored = 0
+        self._scheme = KeyScheme(self.shape)
+        keys = self._scheme.keys(store.indices)
+        order = np.argsort(keys, kind="stable")
+        self._keys, self._order = keys[order], order
+
+    def evaluate_checked(self, indices):
+        found, stored = self._find(indices)
+        if not found.any():
+            return self._evaluate_and_store(indices)
+        values = np.empty(indices.shape[0], dtype=self.store.values.dtype)
+        values[found] = self.store.values[stored]
+        self.n_restored += int(found.sum())
+        missing = np.flatnonzero(~found)
+        if missing.size:
+            fresh = to_host(self._evaluate_and_store(np.ascontiguousarray(indices[missing])))
+            values = values.astype(np.promote_types(values.dtype, fresh.dtype))
+            values[missing] = fresh
+        return check_values(values, indices, "checkpoint")  # as a backend tensor
+
+    def _evaluate_and_store(self, indices):
+        evaluate = getattr(self.lazy, "evaluate_checked", self.lazy.evaluate)
+        values = evaluate(indices)
+        self.store.append(indices, values)
+        return values
+
+    def _find(self, indices):
+        """Which multi-indices the store holds, and where (positions in its arrays)."""
+        if not self._keys.size:
+            return np.zeros(indices.shape[0], dtype=bool), None
+        keys = self._scheme.keys(indices)
+        where = np.minimum(np.searchsorted(self._keys, keys), self._keys.size - 1)
+        stored = self._order[where]
+        # Compare the multi-indices themselves: hashed keys may collide, and a stored
+        # entry is only served for its own multi-index.
+        found = (self._keys[where] == keys) & (self.store.indices[stored] == indices).all(axis=1)
+        return found, stored

@@ -1,0 +1,162 @@
+"""Parallel evaluation: a FunctionTensor's batches in chunks on an executor, values in order."""
+
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tensorly_cross as tlc
+from tensorly_cross import FunctionTensor, NonFiniteValueError
+from tensorly_cross.lazy.parallel import chunk_bounds
+
+from .conftest import host
+from .strategies import seeds
+from .test_dask import loopback_cluster
+
+GRID = np.linspace(1.0, 2.0, 32)
+
+
+def inverse_sum(indices):
+    """1 / sum(x) on [1, 2]^d: module level, so that a process pool can pickle it."""
+    return 1.0 / GRID[indices].sum(axis=1)
+
+
+def fails_beyond_30(indices):
+    if (indices[:, 0] > 30).any():
+        raise KeyError("no model for x0 > 30")
+    return indices.sum(axis=1).astype(float)
+
+
+def _same_tt(first, second):
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(host(a), host(b))
+
+
+@given(n_entries=st.integers(0, 200), n_chunks=st.integers(1, 9),
+       chunk_size=st.one_of(st.none(), st.integers(1, 50)))
+def test_chunks_cover_the_batch_in_order(n_entries, n_chunks, chunk_size):
+    bounds = chunk_bounds(n_entries, n_chunks, chunk_size)
+    covered = [i for start, stop in bounds for i in range(start, stop)]
+    assert covered == list(range(n_entries))
+    assert all(stop > start for start, stop in bounds)
+    if chunk_size is None and n_entries:
+        assert len(bounds) <= n_chunks
+    elif chunk_size is not None:
+        assert all(stop - start <= chunk_size for start, stop in bounds)
+
+
+@given(chunk_size=st.one_of(st.none(), st.integers(1, 40)), seed=seeds)
+def test_threads_give_the_serial_values_in_order(backend, chunk_size, seed):
+    indices = np.random.default_rng(seed).integers(32, size=(137, 4))
+    serial = FunctionTensor(inverse_sum, (32,) * 4).evaluate(indices)
+    with ThreadPoolExecutor(4) as executor:
+        parallel = FunctionTensor(inverse_sum, (32,) * 4, executor=executor,
+                                  chunk_size=chunk_size).evaluate(indices)
+    np.testing.assert_array_equal(host(parallel), host(serial))
+
+
+def test_tt_cross_on_threads_is_the_serial_tt(backend):
+    serial = tlc.tt_cross(FunctionTensor(inverse_sum, (32,) * 5), tol=1e-8, random_state=0)
+    with ThreadPoolExecutor(3) as executor:
+        parallel = tlc.tt_cross(FunctionTensor(inverse_sum, (32,) * 5, executor=executor),
+                                tol=1e-8, random_state=0)
+    _same_tt(parallel, serial)
+
+
+def test_on_grid_runs_on_the_executor(backend):
+    grids = [np.linspace(0.0, 1.0, 20)] * 4
+
+    def function(points):
+        return np.sin(points.sum(axis=1))
+
+    serial = tlc.tt_cross(FunctionTensor.on_grid(function, grids), tol=1e-10, random_state=1)
+    with ThreadPoolExecutor(2) as executor:
+        lazy = FunctionTensor.on_grid(function, grids, executor=executor, chunk_size=7)
+        parallel = tlc.tt_cross(lazy, tol=1e-10, random_state=1)
+    _same_tt(parallel, serial)
+
+
+def test_process_pool_gives_the_serial_tt():
+    serial = tlc.tt_cross(FunctionTensor(inverse_sum, (32,) * 4), tol=1e-6, random_state=2)
+    with ProcessPoolExecutor(2) as executor:
+        parallel = tlc.tt_cross(FunctionTensor(inverse_sum, (32,) * 4, executor=executor),
+                                tol=1e-6, random_state=2)
+    _same_tt(parallel, serial)
+
+
+def test_dask_client_gives_the_serial_tt():
+    distributed = pytest.importorskip("distributed")
+    serial = tlc.tt_cross(FunctionTensor(inverse_sum, (32,) * 5), tol=1e-8, random_state=3)
+    with loopback_cluster() as cluster, distributed.Client(cluster) as client:
+        lazy = FunctionTensor(inverse_sum, (32,) * 5, executor=client, chunk_size=64)
+        parallel, info = tlc.tt_cross(lazy, tol=1e-8, random_state=3, return_info=True)
+        with pytest.raises(KeyError, match="x0 > 30") as error:
+            FunctionTensor(fails_beyond_30, (32, 32), executor=client, chunk_size=2).evaluate(
+                np.array([[1, 2], [3, 4], [31, 5]]))
+    _same_tt(parallel, serial)
+    assert info.function_seconds > 0
+    assert "(31, 5) to (31, 5)" in str(error.value.__notes__)
+
+
+@pytest.mark.parametrize("make_executor", [lambda: ThreadPoolExecutor(3),
+                                           lambda: ProcessPoolExecutor(2)])
+def test_a_failing_chunk_raises_the_users_error_naming_its_multi_indices(make_executor):
+    lazy_indices = np.array([[1, 2], [3, 4], [5, 6], [31, 7], [8, 9]])
+    with make_executor() as executor:
+        lazy = FunctionTensor(fails_beyond_30, (32, 32), executor=executor, chunk_size=2)
+        with pytest.raises(KeyError, match="x0 > 30") as error:
+            lazy.evaluate(lazy_indices)
+    note = " ".join(error.value.__notes__)
+    assert "chunk 2 of 3" in note and "(5, 6) to (31, 7)" in note
+
+
+def test_non_finite_values_name_their_multi_index_on_an_executor(backend):
+    def function(indices):
+        values = indices.sum(axis=1).astype(float)
+        return np.where(indices[:, 1] == 7, np.nan, values)
+
+    with ThreadPoolExecutor(3) as executor:
+        lazy = FunctionTensor(function, (10, 10), executor=executor, chunk_size=3)
+        with pytest.raises(NonFiniteValueError, match=r"multi-index \(4, 7\)") as error:
+            lazy.evaluate(np.array([[0, 0], [1, 1], [2, 2], [3, 3], [4, 7], [5, 7]]))
+    assert error.value.index == (4, 7)
+
+
+def test_a_chunk_of_the_wrong_length_is_reported():
+    with ThreadPoolExecutor(2) as executor:
+        lazy = FunctionTensor(lambda idx: np.zeros(3), (10, 10), executor=executor,
+                              chunk_size=2)
+        with pytest.raises(ValueError, match=r"shape \(3,\) for a chunk of 2 multi-indices"):
+            lazy.evaluate(np.zeros((4, 2), dtype=np.int64))
+
+
+def test_bad_executor_and_chunk_size_are_rejected_by_name():
+    with pytest.raises(TypeError, match="executor must be .* no submit method"):
+        FunctionTensor(inverse_sum, (4, 4), executor=object())
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        FunctionTensor(inverse_sum, (4, 4), chunk_size=0)
+    with pytest.raises(TypeError, match="chunk_size must be an integer"):
+        FunctionTensor.on_grid(np.sum, [GRID, GRID], chunk_size=2.5)
+
+
+def test_info_splits_function_time_waiting_and_overhead():
+    def slow(indices):
+        time.sleep(0.002)
+        return inverse_sum(indices)
+
+    lazy = FunctionTensor(slow, (32,) * 4)
+    _, info = tlc.tt_cross(lazy, tol=1e-6, random_state=0, return_info=True)
+    # Each call sleeps 2 ms inside the function, which the wait encloses, which the
+    # whole call encloses.
+    assert info.function_seconds >= 0.002 * info.n_calls
+    assert info.function_seconds <= info.wait_seconds <= info.total_seconds
+    assert info.overhead_seconds == pytest.approx(info.total_seconds - info.wait_seconds)
+    with ThreadPoolExecutor(4) as executor:
+        lazy = FunctionTensor(slow, (32,) * 4, executor=executor, chunk_size=16)
+        _, info = tlc.tt_cross(lazy, tol=1e-6, random_state=0, return_info=True)
+    # Summed over the chunks, where they ran: at least 2 ms per chunk of each call.
+    assert info.function_seconds >= 0.002 * info.n_calls
+    assert info.wait_seconds <= info.total_seconds
