@@ -102,15 +102,55 @@ class MaxTimeReached(RuntimeError):
     The sweep loop catches it and stops with ``stop_reason="max_time"``; it reaches the
     caller only when no sweep had completed (nothing to return). With a ``checkpoint``,
     every entry evaluated so far is stored and a rerun resumes from them.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import tensorly_cross as tlc
+    >>> f = tlc.FunctionTensor(lambda idx: np.ones(len(idx)), (9, 9))
+    >>> try:  # no time at all: the first batch is never started
+    ...     tlc.tt_cross(f, max_time=1e-12, method="tci")
+    ... except tlc.MaxTimeReached as error:
+    ...     print(type(error).__name__)
+    MaxTimeReached
     """
 
 
 class CheckpointError(ValueError):
-    """A ``checkpoint`` file is not a tensorly-cross checkpoint, or its header is damaged."""
+    """A ``checkpoint`` file is not a tensorly-cross checkpoint, or its header is damaged.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import tensorly_cross as tlc
+    >>> path = os.path.join(tempfile.mkdtemp(), "run.ckpt")
+    >>> with open(path, "wb") as handle:
+    ...     _ = handle.write(b"not a checkpoint")
+    >>> try:
+    ...     tlc.tt_cross(np.ones((4, 4)), checkpoint=path, random_state=0)
+    ... except tlc.CheckpointError:
+    ...     print("refused")
+    refused
+    """
 
 
 class CheckpointMismatchError(ValueError):
-    """A ``checkpoint`` file was written for another tensor shape or other arguments."""
+    """A ``checkpoint`` file was written for another tensor shape or other arguments.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import tensorly_cross as tlc
+    >>> path = os.path.join(tempfile.mkdtemp(), "run.ckpt")
+    >>> _ = tlc.tt_cross(np.ones((4, 4)), checkpoint=path, random_state=0)
+    >>> try:
+    ...     tlc.tt_cross(np.ones((5, 4)), checkpoint=path, random_state=0)
+    ... except tlc.CheckpointMismatchError:
+    ...     print("refused")
+    refused
+    """
 
 
 class KeyCollisionError(RuntimeError):
@@ -119,4 +159,10 @@ class KeyCollisionError(RuntimeError):
     Only tensors of 2**63 entries or more have hashed keys. The run would otherwise serve
     one entry's value for the other; rerunning with another ``random_state`` reads other
     entries.
+
+    Examples
+    --------
+    >>> import tensorly_cross as tlc
+    >>> issubclass(tlc.KeyCollisionError, RuntimeError)
+    True
     """
