@@ -86,7 +86,8 @@ def run_ours(problem, test, exact, seed, **kwargs):
     error = _relative(np.asarray(tt_entries(list(tt), test)), exact)
     return dict(evals=info.n_evals, requested=info.n_requested, unique=info.n_evals,
                 error=error, wall=wall, inside=counted.seconds, rank=max(tt.rank),
-                note=info.stop_reason)
+                note=(info.stop_reason if info.method in ("tci", "als", "block")
+                      else f"{info.method}: {info.stop_reason}"))
 
 
 def run_teneva(problem, test, exact, seed, rank=None):

@@ -48,9 +48,11 @@ print(json.dumps(counts))
 
 def counts_of(tree):
     env = dict(os.environ, PYTHONPATH=os.path.abspath(tree), OMP_NUM_THREADS="1")
-    output = subprocess.run([sys.executable, "-c", CHILD, HERE], cwd=tree, env=env,
-                            capture_output=True, text=True, check=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    run = subprocess.run([sys.executable, "-c", CHILD, HERE], cwd=tree, env=env,
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"the counts of {tree} failed:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def main():

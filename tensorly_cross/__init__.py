@@ -13,6 +13,7 @@ from .errors import (
     MaxTimeReached,
     NonFiniteValueError,
     RankDeficiencyWarning,
+    UnseenStructureWarning,
 )
 from .io import open_volume
 from .lazy import (
@@ -54,6 +55,7 @@ __all__ = [
     "QuanticsLayout",
     "QuanticsTensor",
     "RankDeficiencyWarning",
+    "UnseenStructureWarning",
     "StreamInfo",
     "TTFileError",
     "TensorTrainCross",

@@ -24,6 +24,76 @@ def to_host(tensor):
     return tl.to_numpy(tensor)
 
 
+def svd(matrix, full_matrices=False):
+    """``tl.svd``, falling back to LAPACK's ``gesvd`` on the host where the default driver
+    (``gesdd``) does not converge: it fails on some matrices of few distinct values (the
+    fibers of a piecewise-constant phantom). NumPy and PyTorch raise there; JAX returns
+    NaNs, so a non-finite result of a finite matrix falls back too. The fallback carries
+    no gradient."""
+    try:
+        parts = tl.svd(matrix, full_matrices=full_matrices)
+    except (np.linalg.LinAlgError, RuntimeError) as error:
+        if not isinstance(error, np.linalg.LinAlgError) and "converge" not in str(error):
+            raise
+    else:
+        if backend_name() != "jax" or not _failed_silently(matrix, parts[1]):
+            return parts
+    left, singular, right = host_svd(to_host(matrix), full_matrices=full_matrices)
+    context = tl.context(matrix)
+    return tl.tensor(left, **context), tl.tensor(singular, **context), tl.tensor(right, **context)
+
+
+def _failed_silently(matrix, singular):
+    """Whether an SVD returned non-finite singular values for a finite matrix (False for
+    traced JAX values, which have none to check)."""
+    try:
+        singular, matrix = to_host(singular), to_host(matrix)
+    except TypeError:  # jax.errors.TracerArrayConversionError under jax.grad or jax.jit
+        return False
+    return not np.isfinite(singular).all() and np.isfinite(matrix).all()
+
+
+def host_svd(array, full_matrices=False, compute_uv=True):
+    """``np.linalg.svd`` of a host array, with the same ``gesvd`` fallback as :func:`svd`."""
+    try:
+        return np.linalg.svd(array, full_matrices=full_matrices, compute_uv=compute_uv)
+    except np.linalg.LinAlgError:
+        import scipy.linalg
+
+        return scipy.linalg.svd(array, full_matrices=full_matrices, compute_uv=compute_uv,
+                                lapack_driver="gesvd")
+
+
+def carries_gradient(tensor):
+    """Whether ``tensor`` may carry a gradient: a PyTorch tensor that requires one, or any
+    JAX array (a tracer under ``jax.grad`` looks like one); never a NumPy array."""
+    if isinstance(tensor, np.ndarray):
+        return False
+    name = backend_name()
+    if name == "pytorch":
+        return bool(tensor.requires_grad)
+    return name == "jax"
+
+
+def stop_gradient(tensor):
+    """``tensor`` cut from the autograd graph (the same values)."""
+    name = backend_name()
+    if name == "pytorch":
+        return tensor.detach()
+    if name == "jax":
+        import jax
+
+        return jax.lax.stop_gradient(tensor)
+    return tensor
+
+
+def straight_through(value, surrogate):
+    """``value`` in the forward pass, with the gradient of ``surrogate``: for a value
+    computed by a step whose own gradient is unstable (an SVD) and a surrogate that is
+    equal to first order."""
+    return stop_gradient(value) + (surrogate - stop_gradient(surrogate))
+
+
 def lu_pivot_rows(matrix):
     """Rows picked by LU with (tournament) partial pivoting of a tall matrix, and ``|diag(U)|``.
 

@@ -3,6 +3,7 @@
 import contextlib
 import time
 
+import tensorly as tl
 from tensorly.tt_tensor import TTTensor
 
 from ._backend import backend_name
@@ -11,6 +12,7 @@ from .cross.als import ALSSweeper
 from .cross.assemble import assemble_cores
 from .cross.block import BlockSweeper, block_random_indices, block_ranks
 from .cross.driver import run_sweeps
+from .cross.handover import hand_over, should_hand_over
 from .cross.indices import CrossIndices, check_cross_indices
 from .cross.init import random_indices, single_pivot_indices
 from .cross.lsq import LSQSweeper, lsq_assemble
@@ -75,10 +77,12 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
                             pivot_search=pivot_search, patience=patience,
                             oversample=oversample, max_slices=max_slices,
                             checkpoint=checkpoint, max_time=max_time, progress=progress)
-    with _no_grad(differentiable):
+    with _no_grad(differentiable), _search_backend() as on_host:
         indices, cores, info = _select(lazy, options, random_state, start)
     if differentiable:
         cores = _assemble(lazy, indices)
+    elif on_host:
+        cores = [tl.tensor(core) for core in cores]
     tt = TTTensor(cores)
     info.total_seconds = time.perf_counter() - start
     return (tt, info) if return_info else tt
@@ -128,7 +132,8 @@ def select_indices(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_
                             pivot_search=pivot_search, patience=patience,
                             oversample=oversample, max_slices=max_slices,
                             checkpoint=checkpoint, max_time=max_time, progress=progress)
-    indices, _, info = _select(lazy, options, random_state, start)
+    with _search_backend():
+        indices, _, info = _select(lazy, options, random_state, start)
     return (indices, info) if return_info else indices
 
 
@@ -202,6 +207,27 @@ def _no_grad(active):
     return contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def _search_backend():
+    """Run the index search with NumPy, on the host, when the active backend is JAX
+    (yields True then). JAX compiles every operation for every new shape it meets, and
+    the search's shapes change with every pivot: the same TCI took 307 s on JAX against
+    0.6 s on NumPy. The search carries no gradient, and its pivots live on the host
+    anyway; the cores come back to JAX (or are assembled there, ``differentiable=True``).
+    """
+    previous = backend_name()
+    if previous != "jax":
+        yield False
+        return
+    # Set and restored in this thread only (tl.backend_context would restore the global
+    # default too, switching other threads to JAX).
+    tl.set_backend("numpy", local_threadsafe=True)
+    try:
+        yield True
+    finally:
+        tl.set_backend(previous, local_threadsafe=True)
+
+
 def _select(lazy, options, random_state, start):
     """Run the index search of ``options`` on ``lazy``: (indices, cores, info)."""
     info = CrossInfo(method=options.method)
@@ -218,16 +244,21 @@ def _select(lazy, options, random_state, start):
         validation = Validation(cache, options.val_size, rng,
                                 lazy.shape[-1] if method == "block" else None, options.tol)
         indices, half_sweep = _start(method, lazy, options, validation, info, rng)
+        make_tt = lambda cores: TTTensor(finish(cores))  # noqa: E731
         indices, cores = run_sweeps(cache, indices, half_sweep, validation, info, options,
-                                    lambda cores: TTTensor(finish(cores)))
+                                    make_tt)
         if cores is None:
             cores = _initial_cores_or_raise(cache, indices, options, info)
+        if should_hand_over(options, info):
+            indices, cores, info = hand_over(cache, lazy.shape, options, rng,
+                                             (indices, cores, info), make_tt)
     finally:
         if store is not None:
             store.close()
     info.n_restored = getattr(source, "n_restored", 0)
     if inside is not None:
         info.function_seconds = clock.function_seconds - inside
+    info.total_seconds = time.perf_counter() - start  # the whole search (both runs of a handover)
     return indices, finish(cores), info
 
 

@@ -29,11 +29,27 @@ class RankDeficiencyWarning(UserWarning):
 
 
 class UnseenStructureWarning(UserWarning):
-    """A cross met its tolerance on held-out entries that show signs of structure they did
-    not sample: all zero, or far smaller than entries the cross read.
+    """A cross met its tolerance on held-out entries that miss structure the cross read.
+
+    The held-out entries are all zero, or far smaller than entries the cross read.
 
     The held-out error only speaks for the entries drawn; see
     :attr:`tensorly_cross.CrossInfo.heldout_bound`.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> import tensorly_cross as tlc
+    >>> values = np.zeros((16, 16, 16))
+    >>> values[3, 5, 7] = 1.0  # one entry that random held-out entries will likely miss
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error", tlc.UnseenStructureWarning)
+    ...     try:
+    ...         tlc.tt_cross(tlc.lazy_tensor(values), tol=1e-6, random_state=0, val_size=50)
+    ...     except tlc.UnseenStructureWarning:
+    ...         print("warned")
+    warned
     """
 
 

@@ -5,7 +5,15 @@ import warnings
 import numpy as np
 import tensorly as tl
 
-from ._backend import argmax_abs, lu_pivot_rows, subtract_outer_and_argmax_, take_rows, to_host
+from ._backend import (
+    argmax_abs,
+    host_svd,
+    lu_pivot_rows,
+    subtract_outer_and_argmax_,
+    svd,
+    take_rows,
+    to_host,
+)
 from ._validation import check_float, check_int, check_tall_matrix
 from .errors import RankDeficiencyWarning
 
@@ -104,7 +112,7 @@ ILL_CONDITIONED = 1e3
 
 def numerical_rank(triangular, n_rows):
     """Rank of ``A = QR`` from the singular values of ``R``: those above ``max(n, r) eps s_1``."""
-    singular = np.linalg.svd(to_host(triangular), compute_uv=False)
+    singular = host_svd(to_host(triangular), compute_uv=False)
     if singular.size == 0 or singular[0] == 0:
         return 0
     threshold = singular[0] * max(n_rows, singular.size) * np.finfo(singular.dtype).eps
@@ -135,7 +143,7 @@ def _coefficients(matrix, rows):
 def _pinv_coefficients(matrix, rows):
     """``B = matrix @ pinv(matrix[rows])`` through an SVD of the small pivot block."""
     pivot_block = take_rows(matrix, rows)
-    left, singular, right = tl.svd(pivot_block, full_matrices=False)
+    left, singular, right = svd(pivot_block, full_matrices=False)
     cutoff = tl.max(singular) * max(tl.shape(matrix)) * np.finfo(to_host(singular).dtype).eps
     kept = int(np.count_nonzero(to_host(singular) > to_host(cutoff)))
     if kept == 0:

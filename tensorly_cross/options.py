@@ -32,7 +32,10 @@ rank : int, list of int or None
     method : {"auto", "lsq", "tci", "als", "block"}
         ``"auto"``: ``"lsq"`` on stored data (arrays, volumes: their singular values decay
         slowly, and least squares is 2x more accurate per parameter there), else ``"tci"``
-        without a rank and ``"als"`` with one. ``"lsq"``: the least-squares cross,
+        without a rank and ``"als"`` with one. Where that TCI stalls short of ``tol``
+        (real data behind a callable), the least-squares cross continues on the same
+        cache and budget, and the better of the two is returned (``info.method`` is then
+        ``"tci+lsq"``). ``"lsq"``: the least-squares cross,
         rank-adaptive or fixed-rank (oversampled index sets, cores fitted in least squares
         over them and refined over the last sweeps' fibers, ranks trimmed to ``tol``).
         ``"tci"``: the rank-adaptive interpolating cross (prrLU pivots); ``"als"``: the
@@ -61,7 +64,8 @@ rank : int, list of int or None
     verbose : bool, default False
         Print one line per sweep.
     callback : callable or None
-        ``callback(tt, info) -> bool`` after each sweep; ``True`` stops.
+        ``callback(tt, info) -> bool`` after each sweep; ``True`` stops (under JAX, whose
+        search runs with NumPy, ``tt`` has NumPy cores).
     return_info : bool, default False
         Also return a :class:`CrossInfo`.
     pivot_search : {"column", "rook", "full", "auto"}
@@ -149,6 +153,9 @@ class CrossOptions:
     checkpoint: object = None
     max_time: float | None = None
     progress: bool = False
+    # Set by cross_options: "auto" resolved to TCI, which hands over to the least-squares
+    # cross where it stalls short of tol (cross/handover.py).
+    handover: bool = False
 
     @property
     def one_channel(self):
@@ -193,6 +200,7 @@ def cross_options(shape, stored=False, **settings):
     if oversample is None:
         oversample = LSQ_OVERSAMPLE if method == "lsq" else 1.0
     return replace(options, tol=tol, method=method, oversample=float(oversample),
+                   handover=options.method == "auto" and method == "tci",
                    pivot_search=pivot_search, max_rank=max_rank, n_iter_max=n_iter_max,
                    val_size=val_size, patience=patience, max_evals=max_evals,
                    verbose=bool(options.verbose), max_time=max_time,

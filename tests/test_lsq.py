@@ -187,3 +187,29 @@ def test_the_standard_error_neither_overflows_nor_underflows():
     assert reference > 0
     for scale in (1e300, 1e-315):
         assert np.isclose(relative_standard_error(uneven * scale), reference)
+
+
+@pytest.mark.parametrize("rank", [2, 5])
+def test_lsq_gradients_match_finite_differences_on_exactly_low_rank_data(rank):
+    # Rank 2 data: at rank 5 the fits have (numerically) zero, repeated singular values,
+    # where an SVD's own gradient is NaN.
+    torch = pytest.importorskip("torch")
+    grids = [torch.linspace(0, 1, n, dtype=torch.float64) for n in (9, 8, 7, 6)]
+    first = torch.exp(-sum(torch.meshgrid(*grids, indexing="ij")))
+    second = torch.cos(3 * grids[0])[:, None, None, None] * (1 + grids[3])[None, None, None, :]
+    weights = torch.as_tensor(np.random.default_rng(0).standard_normal(first.shape))
+    with tl.backend_context("pytorch"):
+        indices = tlc.select_indices(first + second, rank=rank, method="lsq", n_iter_max=2,
+                                     random_state=0, tol=0.0)
+
+        def loss(scale):
+            tt = tlc.cross_interpolate(scale * first + second, indices)
+            return tl.sum(tt.to_tensor() * weights)
+
+        scale = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+        loss(scale).backward()
+        step = 1e-6
+        with torch.no_grad():
+            numeric = (loss(scale + step) - loss(scale - step)) / (2 * step)
+    assert torch.isfinite(scale.grad)
+    np.testing.assert_allclose(float(scale.grad), float(numeric), rtol=1e-5)

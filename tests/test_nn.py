@@ -104,6 +104,7 @@ def test_quantics_layout_holds_the_same_entries(order, seed):
         EncodedTensor(volume, encoder, 3, 4, layout="quantics", feature_axis="first")
 
 
+@pytest.mark.filterwarnings("ignore:rank.*exceeds what the unfoldings")  # rank 16 caps every bond
 def test_block_cross_on_the_quantics_layout_merges_back_to_the_grid():
     # A linear encoder of a separable volume: the feature field's QTT ranks are at most 13
     # (zero padding puts part of it on the borders only: found through the probe choice).
@@ -272,3 +273,42 @@ def test_a_tiny_training_run_lowers_its_loss():
         optimiser.step()
         losses.append(loss.item())
     assert min(losses[-5:]) < 0.5 * losses[0]
+
+
+def test_features_of_unsorted_repeated_positions_match_their_sorted_features():
+    encoder = default_encoder(3, 2).double()
+    lazy = EncodedTensor(_volume(), encoder, 3, 2)
+    positions = np.array([[5, 4, 3], [0, 0, 0], [5, 4, 3], [11, 9, 8]])
+    with torch.no_grad():
+        features = lazy.features(positions)
+        expected = encoder(PatchGrid(_volume(), 3).patches(positions, dtype=torch.float64))
+        torch.testing.assert_close(features, expected)
+        torch.testing.assert_close(lazy.features(positions[::-1].copy()), expected.flip(0))
+    assert lazy.n_encoded == 3
+
+
+def test_an_empty_read_of_an_encoded_tensor_is_empty():
+    encoder = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3), torch.nn.Flatten()).double()
+    lazy = EncodedTensor(torch.rand(6, 6, 6, dtype=torch.float64), encoder, 3, 2)
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            assert tuple(lazy.features(np.zeros((0, 3), dtype=np.int64)).shape) == (0, 2)
+            assert tuple(lazy.evaluate(np.zeros((0, 4), dtype=np.int64)).shape) == (0,)
+
+
+def test_cached_features_follow_every_change_of_the_encoder():
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3), torch.nn.BatchNorm3d(2),
+                                  torch.nn.Flatten()).double().eval()
+    lazy = EncodedTensor(torch.rand(6, 6, 6, dtype=torch.float64), encoder, 3, 2)
+    positions = np.array([[1, 2, 3], [4, 0, 2]])
+    changes = [lambda: setattr(encoder[0].weight, "data", torch.randn_like(encoder[0].weight)),
+               lambda: encoder[1].running_mean.fill_(0.5),
+               lambda: encoder.__setitem__(0, torch.nn.Conv3d(1, 2, 3).double())]
+    for change in changes:
+        with torch.no_grad():
+            lazy.features(positions)  # cached
+            change()
+            torch.testing.assert_close(lazy.features(positions),
+                                       encoder(lazy.patches.patches(positions,
+                                                                    dtype=torch.float64)))

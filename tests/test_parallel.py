@@ -1,5 +1,6 @@
 """Parallel evaluation: a FunctionTensor's batches in chunks on an executor, values in order."""
 
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
@@ -79,9 +80,16 @@ def test_on_grid_runs_on_the_executor(backend):
     _same_tt(parallel, serial)
 
 
+def _process_pool(workers=2):
+    """Worker processes started by spawn: forking the test process, which runs threads
+    (zarr's, tqdm's, dask's), can leave a lock held in the child or, with OpenBLAS, hang
+    the parent's next BLAS call (seen once: blas_thread_init waiting forever)."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
 def test_process_pool_gives_the_serial_tt():
     serial = tlc.tt_cross(FunctionTensor(inverse_sum, (32,) * 4), tol=1e-6, random_state=2)
-    with ProcessPoolExecutor(2) as executor:
+    with _process_pool() as executor:
         parallel = tlc.tt_cross(FunctionTensor(inverse_sum, (32,) * 4, executor=executor),
                                 tol=1e-6, random_state=2)
     _same_tt(parallel, serial)
@@ -102,7 +110,7 @@ def test_dask_client_gives_the_serial_tt():
 
 
 @pytest.mark.parametrize("make_executor", [lambda: ThreadPoolExecutor(3),
-                                           lambda: ProcessPoolExecutor(2)])
+                                           _process_pool])
 def test_a_failing_chunk_raises_the_users_error_naming_its_multi_indices(make_executor):
     lazy_indices = np.array([[1, 2], [3, 4], [5, 6], [31, 7], [8, 9]])
     with make_executor() as executor:

@@ -294,6 +294,12 @@ def test_tensor_train_cross_refuses_a_bad_rank_with_a_clear_message(rank, error,
         tlc.tensor_train_cross(tl.tensor(np.ones((4, 4, 4))), rank)
 
 
+@pytest.mark.parametrize("rank", [[1, 2.7, 2, 1], [1, 2.0, 2, 1], [1, True, 2, 1]])
+def test_tt_cross_refuses_a_rank_list_of_non_integers_instead_of_truncating(rank):
+    with pytest.raises(TypeError, match=r"rank must be an int or a list of 4 ints"):
+        tlc.tt_cross(tlc.lazy_tensor(np.ones((4, 4, 4))), rank=rank, random_state=0)
+
+
 def test_tensor_train_cross_takes_a_numpy_integer_rank(backend):
     tensor = tl.tensor(np.random.default_rng(0).standard_normal((4, 4, 4)))
     assert tlc.tensor_train_cross(tensor, np.int64(2), random_state=0).rank == (1, 2, 2, 1)
@@ -364,3 +370,11 @@ def test_zarr_strict_mode_refuses_missing_chunks_that_read_as_fill_values(tmp_pa
     array[4:] = 2.0
     complete = tlc.open_volume(path, strict=True)
     assert host(complete.evaluate(np.array([[7, 7]])))[0] == 2.0
+
+
+@pytest.mark.parametrize("shapes", [[(2, 3, 2), (2, 4, 1)], [(1, 3, 2), (2, 4, 2)],
+                                    [(1, 3, 2), (3, 4, 1)], [(1, 3)]])
+def test_tt_entries_refuses_cores_that_do_not_form_a_tt(shapes):
+    cores = [np.ones(shape) for shape in shapes]
+    with pytest.raises(ValueError, match="cores"):
+        tlc.tt_entries(cores, [[0] * len(shapes)])

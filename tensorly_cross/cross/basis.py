@@ -10,7 +10,7 @@ cores it leads to are the same on every backend.
 import numpy as np
 import tensorly as tl
 
-from .._backend import take_rows, to_host
+from .._backend import host_svd, svd, take_rows, to_host
 from ..maxvol import maxvol
 
 # Singular values below this fraction of the largest count as rounding noise.
@@ -21,7 +21,7 @@ _MAX_PIVOT_CONDITION = 1e12
 
 def column_rank(matrix):
     """Numerical rank of a small (m, r) block, from its singular values (on the host)."""
-    singular = np.linalg.svd(to_host(matrix), compute_uv=False)
+    singular = host_svd(to_host(matrix), compute_uv=False)
     if singular.size == 0 or singular[0] == 0:
         return 0
     return int(np.count_nonzero(singular > singular[0] * RANK_RTOL))
@@ -33,7 +33,7 @@ def column_basis(matrix, rank=None):
     rank = column_rank(matrix) if rank is None else rank
     if rank == n_cols:
         return tl.qr(matrix)[0]
-    left = tl.svd(matrix, full_matrices=False)[0]
+    left = svd(matrix, full_matrices=False)[0]
     return left[:, :rank]
 
 
@@ -81,7 +81,7 @@ def interpolation_matrix(matrix, pos):
 def _truncated_pinv(block):
     """The pseudo-inverse of ``block`` without its singular values below the largest over
     ``_MAX_PIVOT_CONDITION`` (zero for a zero block)."""
-    left, singular, right = tl.svd(block, full_matrices=False)
+    left, singular, right = svd(block, full_matrices=False)
     host = to_host(singular)
     kept = int(np.count_nonzero(host > (host[0] if host.size else 0) / _MAX_PIVOT_CONDITION))
     if kept == 0:

@@ -28,7 +28,7 @@ import warnings
 import numpy as np
 import tensorly as tl
 
-from .._backend import take_rows
+from .._backend import svd, take_rows
 from .basis import pivot_rows, right_divide
 from .indices import CrossIndices, cartesian_join, fiber_indices, mode_column, positions_in
 from .init import clip_ranks, random_distinct_multi_indices
@@ -155,7 +155,7 @@ def _probe_positions_among(fibers, parents, count, rng):
 
 def _leading_rows(matrix, count, rng):
     """``count`` rows spanning the ``count`` leading left singular directions of ``matrix``."""
-    left, singular, _ = tl.svd(matrix, full_matrices=False)
+    left, singular, _ = svd(matrix, full_matrices=False)
     leading = left[:, :count] * singular[:count]
     missing = count - tl.shape(leading)[1]
     if missing > 0:  # fewer columns than the bond: zero columns, filled by random rows

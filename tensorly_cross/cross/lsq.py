@@ -26,7 +26,7 @@ import math
 import numpy as np
 import tensorly as tl
 
-from .._backend import take_rows, to_host
+from .._backend import carries_gradient, stop_gradient, straight_through, svd, take_rows, to_host
 from ..rect_maxvol import rect_maxvol
 from .basis import column_basis, column_rank
 from .indices import CrossIndices, cartesian_join, fiber_indices, mode_column, positions_in
@@ -192,20 +192,47 @@ def _right_to_left(source, indices, choose_rank, set_size, rng):
 
 def _pinv_times(matrix, rhs):
     """``pinv(matrix) @ rhs`` for a tall ``matrix`` (rows chosen by maxvol: well conditioned),
-    through its SVD so that a rank-deficient matrix does not blow up."""
-    left, singular, right = tl.svd(matrix, full_matrices=False)
+    through its SVD so that a rank-deficient matrix does not blow up.
+
+    The SVD's own gradient is NaN where singular values repeat (data of low rank), so a
+    gradient comes from the normal equations instead (the exact least-squares derivative)
+    or, for a rank-deficient ``matrix``, from ``pinv (rhs - matrix X)`` to first order.
+    """
+    left, singular, right = svd(stop_gradient(matrix), full_matrices=False)
     host = to_host(singular)
     kept = int(np.count_nonzero(host > (host[0] if host.size else 0) * PINV_RTOL))
     if kept == 0:
         return tl.zeros((tl.shape(matrix)[1], tl.shape(rhs)[1]), **tl.context(rhs))
     projected = tl.dot(tl.transpose(left[:, :kept]), rhs) / tl.reshape(singular[:kept], (-1, 1))
-    return tl.dot(tl.transpose(right[:kept]), projected)
+    solution = tl.dot(tl.transpose(right[:kept]), projected)
+    if not (carries_gradient(matrix) or carries_gradient(rhs)):
+        return solution
+    if kept == tl.shape(matrix)[1]:
+        gram = tl.dot(tl.transpose(matrix), matrix)
+        surrogate = tl.solve(gram, tl.dot(tl.transpose(matrix), rhs))
+    else:
+        fixed = stop_gradient(solution)
+        surrogate = fixed + _pinv_times(stop_gradient(matrix), rhs - tl.dot(matrix, fixed))
+    return straight_through(solution, surrogate)
 
 
 def _left_singular(matrix):
-    """Left singular vectors and singular values (host) of a matrix."""
-    left, singular, _ = tl.svd(matrix, full_matrices=False)
-    return left, to_host(singular)
+    """Left singular vectors and singular values (host) of a matrix.
+
+    With a gradient, the vectors carry that of ``matrix @ V / s`` (zero along singular
+    values below ``PINV_RTOL``): equal to first order up to a change of basis within their
+    span, which the next core undoes, where the SVD's own gradient is NaN for repeated
+    singular values.
+    """
+    left, singular, right_t = svd(stop_gradient(matrix), full_matrices=False)
+    host = to_host(singular)
+    if not carries_gradient(matrix):
+        return left, host
+    floor = (host[0] if host.size else 0) * PINV_RTOL
+    inverse = tl.tensor(np.where(host > floor, 1.0 / np.maximum(host, floor + 1e-300), 0.0),
+                        **tl.context(singular))
+    surrogate = tl.dot(matrix, tl.transpose(right_t) * tl.reshape(inverse, (1, -1)))
+    return straight_through(left, surrogate), host
 
 
 def _oversampled_rows(matrix, count, rng):

@@ -14,9 +14,13 @@ def expand_rank(rank, shape, name="rank", warn=True, clip=True):
         rank = [1] + [int(rank)] * (d - 1) + [1]
     else:
         try:
-            rank = [int(r) for r in rank]
+            rank = list(rank)
         except TypeError as error:
             raise TypeError(f"{name} must be an int or a list of {d + 1} ints.") from error
+        # int() would truncate 2.7 to 2 silently: only integers are ranks.
+        if not all(isinstance(r, numbers.Integral) and not isinstance(r, bool) for r in rank):
+            raise TypeError(f"{name} must be an int or a list of {d + 1} ints, got {rank!r}.")
+        rank = [int(r) for r in rank]
         if len(rank) != d + 1:
             raise ValueError(
                 f"{name} must have len(shape) + 1 = {d + 1} entries, got {len(rank)}."

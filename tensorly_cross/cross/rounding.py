@@ -11,7 +11,7 @@ import math
 import numpy as np
 import tensorly as tl
 
-from .._backend import to_host
+from .._backend import svd, to_host
 from .lsq import truncation_rank
 
 # Bisection steps on the rounding threshold.
@@ -27,7 +27,7 @@ def round_cores(cores, delta):
     threshold = delta / math.sqrt(max(d - 1, 1))
     for k in range(d - 1, 0, -1):
         r_left, n, r_right = tl.shape(cores[k])
-        left, singular, right = tl.svd(tl.reshape(cores[k], (r_left, n * r_right)),
+        left, singular, right = svd(tl.reshape(cores[k], (r_left, n * r_right)),
                                        full_matrices=False)
         host = to_host(singular)
         rank = truncation_rank(host, threshold * norm / max(float(np.linalg.norm(host)), 1e-300),

@@ -20,7 +20,9 @@ class CrossInfo:
     Parameters
     ----------
     method : str
-        The method that ran (``"auto"`` resolved).
+        The method that ran (``"auto"`` resolved; ``"tci+lsq"`` when a stalled TCI handed
+        over to the least-squares cross and its state was returned: the records then hold
+        both runs' sweeps, in order).
     n_evals : int
         Distinct entries evaluated (validation included): the cost that matters.
     n_requested, n_cached, n_calls : int

@@ -1,9 +1,15 @@
 """Entries of a tensor train at a batch of multi-indices."""
 
+import numpy as np
 import tensorly as tl
 
 from .._backend import contiguous, take_rows
 from ..lazy.base import check_indices
+
+# Work-block bound, in entries (32 MiB in float64): the batch is cut into chunks whose
+# running products ``(chunk, r_k)`` stay under a sixteenth of it, and a mode whose per-entry
+# core slices ``(chunk, r_k, r_{k+1})`` would exceed it is contracted value by value.
+WORK_ENTRIES = 2**22
 
 
 def tt_entries(cores, indices):
@@ -19,13 +25,14 @@ def tt_entries(cores, indices):
     Returns
     -------
     values : tensor of shape (m,)
-        Costs ``O(m sum_k r_k r_{k+1})``; autograd-visible.
+        Costs ``O(m sum_k r_k r_{k+1})`` operations in bounded memory (chunks of entries,
+        see :data:`WORK_ENTRIES`); autograd-visible.
 
     Raises
     ------
     ValueError
-        If ``indices`` is not an (m, d) integer array, or an index is out of range (the
-        message names the first such multi-index).
+        If ``indices`` is not an (m, d) integer array, an index is out of range (the
+        message names the first such multi-index), or the cores do not form a TT.
 
     Examples
     --------
@@ -37,19 +44,63 @@ def tt_entries(cores, indices):
     >>> np.round(tt_entries(tt, [[0, 0, 1], [1, 2, 3]]), 8)
     array([ 1., 23.])
     """
+    _check_ranks(cores)
     shape = tuple(int(tl.shape(core)[1]) for core in cores)
     try:
         indices = check_indices(indices, shape)
     except ValueError as error:
         raise ValueError(f"tt_entries: {error}") from None
+    chunk = _chunk_size(cores)
+    values = [_chunk_entries(cores, indices[start : start + chunk])
+              for start in range(0, max(indices.shape[0], 1), chunk)]
+    return values[0] if len(values) == 1 else tl.concatenate(values, axis=0)
+
+
+def _check_ranks(cores):
+    """Boundary ranks 1 and matching neighbours (else entries would be silently wrong)."""
+    shapes = [tuple(tl.shape(core)) for core in cores]
+    if not shapes or any(len(shape) != 3 for shape in shapes):
+        raise ValueError(f"tt_entries: cores must be 3-D (r_k, n_k, r_k+1), got {shapes}.")
+    ranks = [shapes[0][0]] + [shape[2] for shape in shapes]
+    mismatch = [k for k in range(len(shapes) - 1) if shapes[k][2] != shapes[k + 1][0]]
+    if ranks[0] != 1 or ranks[-1] != 1 or mismatch:
+        raise ValueError(f"tt_entries: cores do not form a TT (boundary ranks 1, each core's "
+                         f"last rank the next one's first), got core shapes {shapes}.")
+
+
+def _chunk_size(cores):
+    largest_rank = max(max(tl.shape(core)[0], tl.shape(core)[2]) for core in cores)
+    return max(1, WORK_ENTRIES // (16 * largest_rank))
+
+
+def _chunk_entries(cores, indices):
     result = None
     for mode, core in enumerate(cores):
+        result = _contract_mode(result, core, indices[:, mode])
+    return result[:, 0]
+
+
+def _contract_mode(result, core, mode_indices):
+    """``result[j] @ core[:, mode_indices[j], :]`` for every entry ``j`` (``result`` None:
+    the first core's rows)."""
+    r_left, _, r_right = tl.shape(core)
+    if result is None:  # r_0 = 1: rows of the first core, (m, r_1)
+        return take_rows(contiguous(core[0]), mode_indices)
+    if mode_indices.shape[0] * r_left * r_right <= WORK_ENTRIES:
         # (n_k, r_k, r_{k+1}) in C order, so that one gather picks each multi-index's
         # slice from consecutive memory (2-3x faster than from the strided view).
-        picked = take_rows(contiguous(tl.moveaxis(core, 1, 0)), indices[:, mode])
-        if result is None:
-            result = picked[:, 0, :]
-        else:
-            # A batch of (1, r_k) @ (r_k, r_{k+1}) products: faster than einsum here.
-            result = tl.matmul(result[:, None, :], picked)[:, 0, :]
-    return result[:, 0]
+        picked = take_rows(contiguous(tl.moveaxis(core, 1, 0)), mode_indices)
+        # A batch of (1, r_k) @ (r_k, r_{k+1}) products: faster than einsum here.
+        return tl.matmul(result[:, None, :], picked)[:, 0, :]
+    return _contract_by_value(result, core, mode_indices)
+
+
+def _contract_by_value(result, core, mode_indices):
+    """The entries grouped by their index in this mode: one ``(m_i, r_k) @ (r_k, r_{k+1})``
+    product per index value present (at most ``n_k``), no per-entry slice of the core."""
+    order = np.argsort(mode_indices, kind="stable")
+    values, starts = np.unique(mode_indices[order], return_index=True)
+    bounds = np.append(starts, order.shape[0])
+    pieces = [tl.dot(take_rows(result, order[start:stop]), core[:, int(value), :])
+              for value, start, stop in zip(values, bounds[:-1], bounds[1:], strict=True)]
+    return take_rows(tl.concatenate(pieces, axis=0), np.argsort(order, kind="stable"))

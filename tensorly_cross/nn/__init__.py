@@ -1,4 +1,5 @@
-"""PyTorch encoder integration: patches, encoded tensors, CrossEmbedding and TT heads.
+"""PyTorch encoder integration: patches, encoded tensors, CrossEmbedding and TT heads,
+datasets of volumes and a training recipe.
 
 Importing this package imports torch; nothing else in tensorly_cross does at import time.
 """
@@ -14,9 +15,15 @@ except ImportError as error:  # pragma: no cover - exercised only without torch
         "pip install '.[torch]' keeps that torch (docs/installation.rst)."
     ) from error
 
-from .embedding import CrossEmbedding, TTPCAHead, TTProbeHead, tt_inner
+from .dataset import VolumeDataset
+from .dense import DenseEmbedding
+from .embedding import CrossEmbedding
 from .encoded import EncodedTensor, default_encoder
+from .heads import TTPCAHead, TTProbeHead, tt_inner, tt_inner_many
+from .lockstep import LockstepEncoder, device_batch_size
+from .mni152 import mni152_crops
 from .patches import PatchGrid
 
-__all__ = ["CrossEmbedding", "EncodedTensor", "PatchGrid", "TTPCAHead", "TTProbeHead",
-           "default_encoder", "tt_inner"]
+__all__ = ["CrossEmbedding", "DenseEmbedding", "EncodedTensor", "LockstepEncoder",
+           "PatchGrid", "TTPCAHead", "TTProbeHead", "VolumeDataset", "default_encoder",
+           "device_batch_size", "mni152_crops", "tt_inner", "tt_inner_many"]

@@ -3,206 +3,24 @@
 Per volume: the indices of a TT of the encoder's feature field are selected without
 gradient, the cores are rebuilt from one differentiable read, and a head turns the TT into
 features that do not depend on the TT gauge: inner products with learnable TT probes, or
-the coordinates on a TT-PCA basis fitted on training TTs (the paper's head).
+the coordinates on a TT-PCA basis fitted on training TTs (the paper's head). The volumes of
+a batch are searched and read in lockstep (:mod:`.lockstep`): one encoder call per step of
+the search for the whole batch, and one for the differentiable read.
 """
+
+import functools
+import time
+import warnings
 
 import torch
 from torch import nn
 
-from .._validation import check_choice
+from .._validation import check_choice, check_int
 from ..api import cross_interpolate, select_indices
 from ..lazy.quantics import QuanticsLayout
 from .encoded import EncodedTensor, default_encoder
-
-
-def tt_inner(first, second):
-    """Inner product ``<A, B>`` of two TTs of the same shape, in ``O(d n r^3)``.
-
-    Parameters
-    ----------
-    first, second : list of torch.Tensor
-        The cores of the two TTs, ``(r_k, n_k, r_{k+1})`` each, the same ``n_k``.
-
-    Returns
-    -------
-    inner : torch.Tensor
-        A scalar (0-d) tensor; differentiable with respect to both TTs' cores.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from tensorly_cross.nn import tt_inner
-    >>> ones = [torch.ones(1, 3, 1, dtype=torch.float64)] * 2  # the all-ones 3 x 3 matrix
-    >>> float(tt_inner(ones, ones))
-    9.0
-    """
-    result = None
-    for core_a, core_b in zip(first, second, strict=True):
-        # (ra, n, ra') x (rb, n, rb') contracted over n, then with the running (ra, rb).
-        pair = torch.einsum("inj,knl->ikjl", core_a, core_b)
-        result = pair[0, 0] if result is None else torch.einsum("ik,ikjl->jl", result, pair)
-    return result.reshape(())
-
-
-class TTProbeHead(nn.Module):
-    """``K`` learnable TT probes; features are ``<TT, probe_k> / sqrt(prod(shape))``.
-
-    Parameters
-    ----------
-    shape : tuple of int
-        The shape of the TTs the head reads (channels last).
-    n_probes : int
-        Number of probes ``K``: the number of features.
-    rank : int, default 2
-        TT rank of every probe.
-    generator : torch.Generator or None
-        Source of the random start.
-    init : {"mean", "random"}, default "mean"
-        How the probes start (below).
-
-    Examples
-    --------
-    >>> import torch
-    >>> from tensorly_cross.nn import TTProbeHead
-    >>> head = TTProbeHead((4, 4, 2), n_probes=3, generator=torch.Generator().manual_seed(0))
-    >>> tt = [torch.ones(1, 4, 1), torch.ones(1, 4, 1), torch.ones(1, 2, 1)]
-    >>> head(tt).shape
-    torch.Size([3])
-
-    Notes
-    -----
-    ``init="mean"`` (default) starts every probe near ``ones (x) ... (x) ones (x) w_k`` (the
-    last mode being the channels): each feature is then a random mix of the channels'
-    means over the grid, the pooling a dense CNN would do, and training moves the probes
-    towards local patterns from there; with ``init="random"`` the probes start as random TTs,
-    random projections of the field that the encoder must first learn to survive.
-    """
-
-    def __init__(self, shape, n_probes, rank=2, generator=None, init="mean"):
-        super().__init__()
-        if init not in ("mean", "random"):
-            raise ValueError(f"init must be 'mean' or 'random', got {init!r}.")
-        ranks = [1] + [rank] * (len(shape) - 1) + [1]
-        self.scale = float(torch.tensor(shape, dtype=torch.float64).prod().sqrt())
-        cores = [torch.randn(n_probes, ranks[k], n, ranks[k + 1], generator=generator)
-                 / (n * ranks[k]) ** 0.5 for k, n in enumerate(shape)]
-        if init == "mean":
-            _start_at_channel_means(cores, generator)
-        self.cores = nn.ParameterList([nn.Parameter(core) for core in cores])
-
-    def forward(self, tt):
-        """Features of one TT: its inner products with the probes.
-
-        Parameters
-        ----------
-        tt : list of torch.Tensor
-            The cores of a TT of shape ``shape``.
-
-        Returns
-        -------
-        features : torch.Tensor of shape (n_probes,)
-            ``<tt, probe_k> / sqrt(prod(shape))``.
-        """
-        n_probes = self.cores[0].shape[0]
-        return torch.stack([
-            tt_inner(tt, [core[k].to(tt[0].dtype) for core in self.cores])
-            for k in range(n_probes)]) / self.scale
-
-
-def _start_at_channel_means(cores, generator):
-    """Random probe cores -> a tenth of them plus ``n^-1/2`` on every grid mode and random
-    channel weights, all in rank slot 0: features start near ``channel means / sqrt(F)``."""
-    for k, core in enumerate(cores):
-        core *= 0.1
-        n_probes, _, size, _ = core.shape
-        if k < len(cores) - 1:
-            core[:, 0, :, 0] += size**-0.5
-        else:
-            core[:, 0, :, 0] += torch.randn(n_probes, size, generator=generator)
-
-
-class TTPCAHead(nn.Module):
-    """Coordinates on the principal components of training TTs (kernel PCA, TT inner product).
-
-    ``fit(tts)`` keeps the training TTs and the eigenvectors of their centred Gram matrix;
-    ``forward(tt)`` projects: ``<TT, TT_i>`` for every training TT, centred, times the
-    eigenvectors scaled by ``1/sqrt(eigenvalue)``. Exact PCA in the full tensor space, never
-    forming a full tensor, and invariant to each TT's gauge.
-
-    Parameters
-    ----------
-    n_components : int
-        Number of principal components kept (at most the number of training TTs).
-
-    Examples
-    --------
-    >>> import torch
-    >>> from tensorly_cross.nn import TTPCAHead
-    >>> generator = torch.Generator().manual_seed(0)
-    >>> def random_tt():
-    ...     return [torch.randn(1, 5, 2, generator=generator),
-    ...             torch.randn(2, 3, 1, generator=generator)]
-    >>> tts = [random_tt() for _ in range(6)]
-    >>> head = TTPCAHead(n_components=2).fit(tts)
-    >>> head(tts[0]).shape
-    torch.Size([2])
-    """
-
-    def __init__(self, n_components):
-        super().__init__()
-        self.n_components = int(n_components)
-        self.train_tts = None
-
-    @torch.no_grad()
-    def fit(self, tts):
-        """Fit the components on training TTs (kept, detached, for the projections).
-
-        Parameters
-        ----------
-        tts : list of list of torch.Tensor
-            The training TTs, each a list of cores, all of one shape.
-
-        Returns
-        -------
-        self : TTPCAHead
-            The fitted head.
-        """
-        tts = [[core.detach() for core in tt] for tt in tts]
-        gram = torch.stack([torch.stack([tt_inner(a, b) for b in tts]) for a in tts])
-        n = gram.shape[0]
-        centring = torch.eye(n, dtype=gram.dtype) - 1.0 / n
-        values, vectors = torch.linalg.eigh(centring @ gram @ centring)
-        keep = min(self.n_components, n)
-        values, vectors = values.flip(0)[:keep], vectors.flip(1)[:, :keep]
-        self.register_buffer("row_means", gram.mean(dim=0))
-        self.register_buffer("grand_mean", gram.mean())
-        self.register_buffer("projection", vectors / values.clamp_min(1e-12).sqrt())
-        self.train_tts = tts
-        return self
-
-    def forward(self, tt):
-        """Coordinates of one TT on the fitted principal components.
-
-        Parameters
-        ----------
-        tt : list of torch.Tensor
-            The cores of a TT of the training TTs' shape.
-
-        Returns
-        -------
-        coordinates : torch.Tensor of shape (n_components,)
-            Differentiable with respect to ``tt``.
-
-        Raises
-        ------
-        RuntimeError
-            If :meth:`fit` has not run.
-        """
-        if self.train_tts is None:
-            raise RuntimeError("TTPCAHead.fit(training_tts) must run before forward.")
-        kernel = torch.stack([tt_inner(tt, other) for other in self.train_tts])
-        centred = kernel - self.row_means - kernel.mean() + self.grand_mean
-        return centred @ self.projection.to(centred.dtype)
+from .heads import TTPCAHead, TTProbeHead
+from .lockstep import LockstepEncoder, device_batch_size
 
 
 class CrossEmbedding(nn.Module):
@@ -214,25 +32,35 @@ class CrossEmbedding(nn.Module):
         (m, 1, p, p, p) -> (m, F); ``None`` builds :func:`default_encoder`.
     patch_size, n_features, stride : int
         Edge of the cubic patches, number of encoder features ``F``, and voxels between
-        grid positions (see :class:`EncodedTensor`).
-    rank : int
-        Fixed TT rank of the feature field (fixed, so every volume's TT has one shape).
+        neighbouring grid positions (see :class:`EncodedTensor`).
+    rank : int or list of int
+        TT rank of the feature field, fixed so that every volume's TT has one shape. An int
+        caps every bond (the bonds near the ends hold less where the grid is small there:
+        quantics digits of size 2); a list gives each bond and is clipped, with one warning
+        per module, where an unfolding cannot hold it.
     head : {"probes", "pca"} or nn.Module
         ``"probes"``: :class:`TTProbeHead` with ``n_outputs`` probes (learnable);
         ``"pca"``: :class:`TTPCAHead` (call :meth:`fit_pca` first).
     n_outputs : int
-        Number of features per volume (probes, or principal components).
+        Features per volume: the number of probes (``"probes"``) or of principal
+        components (``"pca"``, at most the number of training volumes); unused with a
+        module as ``head``.
     refresh_every : int, default 1
         Reuse a volume's indices for this many forward passes before selecting anew; only
-        for volumes passed with a ``key`` (see :meth:`forward`).
+        for volumes passed with a ``key`` (see :meth:`forward`). A keyed volume's patches
+        are kept too (``patch_cache_bytes``), so a pass that reuses its indices reads no
+        voxel: it only runs the encoder, once, on the patches of its fibers. A key names
+        one volume: pass the same volume with it every time.
     n_iter_max : int
         Sweeps of the index search.
-    grid_shape : tuple of int or None
-        The grid of positions, when known in advance: the head is then built here (and
-        its parameters exist before the first forward pass, e.g. for an optimizer);
-        otherwise on the first call.
-    random_state : None, int or numpy Generator
-        Seed of the index search (the same seed gives the same indices).
+    volume_shape, grid_shape : tuple of 3 ints, optional
+        The shape of the volumes (or of their grid of patch positions,
+        ``ceil(volume_shape / stride)``). With either, the probe head exists from
+        construction (its parameters can go to an optimiser, its ``state_dict`` is
+        complete); without, it is built by the first forward pass, or by
+        ``load_state_dict`` from the saved shapes.
+    random_state : int
+        Seed of every index search (the same volume gets the same indices).
     method : {"block", "als"}
         ``"block"`` (default): the block cross reads every position for all ``F`` features,
         so the encoder runs once per position and the TT's last bond is ``F``; ``"als"``:
@@ -243,6 +71,24 @@ class CrossEmbedding(nn.Module):
     oversample : float, default 1.0
         Probe positions per bond, as a multiple of the rank (see :func:`tt_cross`): more
         encoder runs, cores fitted over more of the field.
+    max_batch : int or "auto"
+        Most patches per encoder call; ``"auto"``: :func:`device_batch_size` for the
+        encoder's device, measured once.
+    probe_rank : int, default 2
+        TT rank of each probe of the ``"probes"`` head.
+    patch_cache_bytes : int, default 32 MiB
+        Patches kept per keyed volume (and, within one pass, per volume) for the reads
+        that follow its search.
+
+    Attributes
+    ----------
+    counters : dict
+        Since construction (or :meth:`reset_counters`): ``encoder_calls``,
+        ``patches_encoded``, ``searches`` (volumes whose indices were selected),
+        ``lockstep_rounds``, ``forward_calls``, ``volumes`` (volumes passed), and the wall
+        seconds of the index searches (``search_seconds``) and of the differentiable
+        reads (``read_seconds``), encoder calls included; the head and the backward pass
+        are the rest of a step.
 
     Examples
     --------
@@ -261,8 +107,20 @@ class CrossEmbedding(nn.Module):
 
     def __init__(self, encoder=None, patch_size=5, n_features=4, rank=3, head="probes",
                  n_outputs=8, stride=1, refresh_every=1, n_iter_max=4, grid_shape=None,
-                 random_state=0, method="block", layout="tt", oversample=1.0):
+                 random_state=0, method="block", layout="tt", oversample=1.0,
+                 volume_shape=None, max_batch="auto", probe_rank=2,
+                 patch_cache_bytes=32 * 2**20):
         super().__init__()
+        patch_size, n_features, stride, n_outputs, refresh_every, n_iter_max, probe_rank = (
+            check_int(value, name, minimum=1) for value, name in (
+                (patch_size, "patch_size"), (n_features, "n_features"), (stride, "stride"),
+                (n_outputs, "n_outputs"), (refresh_every, "refresh_every"),
+                (n_iter_max, "n_iter_max"), (probe_rank, "probe_rank")))
+        patch_cache_bytes = check_int(patch_cache_bytes, "patch_cache_bytes", minimum=0)
+        if isinstance(rank, (list, tuple)):  # checked against the field's shape later
+            rank = [check_int(r, f"rank[{k}]", minimum=1) for k, r in enumerate(rank)]
+        else:
+            rank = check_int(rank, "rank", minimum=1)
         self.encoder = encoder if encoder is not None else default_encoder(patch_size,
                                                                            n_features)
         self.patch_size, self.n_features, self.stride = patch_size, n_features, stride
@@ -270,110 +128,321 @@ class CrossEmbedding(nn.Module):
         self.random_state, self.oversample = random_state, oversample
         self.method = check_choice(method, "method", ("block", "als"))
         self.layout = check_choice(layout, "layout", ("tt", "quantics"))
-        self.head_kind = head if isinstance(head, str) else "custom"
-        self.head = head if isinstance(head, nn.Module) else None
+        if not (max_batch == "auto" or (isinstance(max_batch, int) and max_batch >= 1)):
+            raise ValueError(f"max_batch must be 'auto' or a positive int, got {max_batch!r}.")
+        self.max_batch, self.probe_rank = max_batch, probe_rank
+        self.patch_cache_bytes = patch_cache_bytes
+        if isinstance(head, str):
+            self.head_kind = check_choice(head, "head", ("probes", "pca"))
+            self.head = TTPCAHead(n_outputs) if head == "pca" else None
+        elif isinstance(head, nn.Module):
+            self.head_kind, self.head = "custom", head
+        else:
+            raise TypeError(f"head must be 'probes', 'pca' or an nn.Module, got "
+                            f"{type(head).__name__}.")
         self.n_outputs = n_outputs
-        if grid_shape is not None:
-            shape = tuple(grid_shape) + (n_features,)
-            if self.layout == "quantics":
-                shape = QuanticsLayout.with_channels(grid_shape, n_features).quantics_shape
-            self._build_head(shape)
-        self._indices = {}  # key -> (indices, age)
+        if volume_shape is not None and grid_shape is None:
+            grid_shape = tuple(-(-int(n) // int(stride)) for n in volume_shape)
+        self.grid_shape = None if grid_shape is None else tuple(int(n) for n in grid_shape)
+        if self.grid_shape is not None and self.head is None:
+            self._build_probe_head(self.tt_shape(self.grid_shape))
+        self._indices = {}  # key -> (indices, age, patches cut so far)
+        self._rank_warned = False
+        self._batch_sizes = {}  # device -> patches per encoder call
+        self.reset_counters()
+        self.register_load_state_dict_pre_hook(_build_head_from_state)
 
-    def encoded(self, volume):
-        """The lazy feature field of one volume (an :class:`EncodedTensor`).
+    def tt_shape(self, grid_shape):
+        """The shape of the TTs this module builds for a grid of patch positions.
+
+        Parameters
+        ----------
+        grid_shape : tuple of 3 ints
+            The grid of patch positions, ``ceil(volume_shape / stride)``.
+
+        Returns
+        -------
+        shape : tuple of int
+            ``(*grid_shape, n_features)``, or with ``layout="quantics"`` the grid's digits
+            followed by ``n_features``.
+        """
+        if self.layout == "quantics":
+            return QuanticsLayout.with_channels(grid_shape, self.n_features).quantics_shape
+        return tuple(grid_shape) + (self.n_features,)
+
+    def clear_cache(self):
+        """Forget every keyed volume's indices and patches."""
+        self._indices.clear()
+
+    def reset_counters(self):
+        """Set every entry of :attr:`counters` to zero."""
+        self.counters = dict(encoder_calls=0, patches_encoded=0, searches=0,
+                             lockstep_rounds=0, forward_calls=0, volumes=0,
+                             search_seconds=0.0, read_seconds=0.0)
+
+    def encoded(self, volume, encode=None):
+        """The lazy feature field of one 3-D volume (an :class:`EncodedTensor`).
 
         Parameters
         ----------
         volume : torch.Tensor, numpy array or LazyTensor (3-D)
             The volume whose patches the encoder reads.
+        encode : callable, optional
+            ``encode(patches) -> (m, F) features``, called in place of the encoder (e.g.
+            :meth:`LockstepEncoder.encode`); ``None``: the encoder itself.
 
         Returns
         -------
         encoded : EncodedTensor
-            With this module's encoder, patch size, stride and layout.
+            With this module's encoder, patch size, number of features, stride, layout
+            and ``patch_cache_bytes``.
         """
         return EncodedTensor(volume, self.encoder, self.patch_size, self.n_features,
-                             stride=self.stride, layout=self.layout)
+                             stride=self.stride, layout=self.layout, encode=encode,
+                             patch_cache_bytes=self.patch_cache_bytes)
 
     def tt(self, volume, key=None):
-        """The differentiable TT of one volume's feature field.
+        """The differentiable TT of one volume's feature field (and its EncodedTensor).
 
         Parameters
         ----------
         volume : torch.Tensor, numpy array or LazyTensor
             One volume, 3-D or ``(1, D, H, W)``.
         key : hashable, optional
-            E.g. the volume's index in a dataset: its indices are then reused for
-            ``refresh_every`` calls; without a key they are selected every time.
+            E.g. the volume's index in a dataset: its indices (and patches) are then kept
+            and reused for ``refresh_every`` calls; without a key they are selected every
+            time.
 
         Returns
         -------
         cores : list of torch.Tensor
-            The TT's cores, with gradient to the encoder's parameters.
+            The TT's cores, with gradient to the encoder's parameters (when gradients are
+            enabled).
         encoded : EncodedTensor
             The lazy feature field they were read from (its counters say what it cost).
+
+        Raises
+        ------
+        ValueError
+            If ``volume`` is neither 3-D nor ``(1, D, H, W)``.
         """
-        if volume.ndim == 4:  # (1, D, H, W): a single channel
-            volume = volume[0]
-        lazy = self.encoded(volume)
-        indices, age = self._indices.get(key, (None, self.refresh_every))
-        if indices is None or age >= self.refresh_every:
-            with torch.no_grad():
-                indices = select_indices(lazy, rank=self.rank, method=self.method, tol=0.0,
-                                         n_iter_max=self.n_iter_max, val_size=0,
-                                         random_state=self.random_state,
-                                         oversample=self.oversample)
-            age = 0
-        if key is not None:
-            self._indices[key] = (indices, age + 1)
-        return list(cross_interpolate(lazy, indices)), lazy
+        tts, lazies = self._tts([volume], [key])
+        return tts[0], lazies[0]
 
     def forward(self, volumes, keys=None):
-        """Features of a batch of volumes.
+        """Features of a batch of volumes; the searches and the reads run in lockstep.
 
         Parameters
         ----------
-        volumes : torch.Tensor of shape (B, 1, D, H, W), or a sequence of 3-D volumes
-            The batch.
+        volumes : torch.Tensor of shape (B, 1, D, H, W), or a sequence of volumes
+            The batch; a sequence holds 3-D or ``(1, D, H, W)`` volumes (tensors, arrays
+            or lazy tensors such as :func:`tensorly_cross.open_volume`'s).
         keys : sequence of hashable, optional
-            One per volume, to reuse its indices (``refresh_every``).
+            One per volume, to reuse its indices (``refresh_every``); ``None`` entries are
+            not kept.
 
         Returns
         -------
         features : torch.Tensor of shape (B, n_outputs)
-            The head's output for each volume.
-        """
-        keys = [None] * len(volumes) if keys is None else list(keys)
-        features = []
-        for volume, key in zip(volumes, keys, strict=True):
-            tt, _ = self.tt(volume, key)
-            if self.head is None:
-                self._build_head(tuple(core.shape[1] for core in tt))
-            features.append(self.head(tt))
-        return torch.stack(features)
+            The head's output for each volume, stacked (the ``"pca"`` head gives at most
+            as many columns as it had training volumes).
 
-    def fit_pca(self, volumes):
-        """Fit the TT-PCA head on training volumes (``head="pca"``).
+        Raises
+        ------
+        ValueError
+            If ``keys`` does not have one entry per volume, or a volume is neither 3-D
+            nor ``(1, D, H, W)``.
+        RuntimeError
+            If ``head="pca"`` and :meth:`fit_pca` has not run.
+        """
+        tts, _ = self._tts(volumes, _keys_per_volume(keys, volumes))
+        if self.head is None:
+            self._build_probe_head(tuple(int(core.shape[1]) for core in tts[0]))
+        return torch.stack([self.head(tt) for tt in tts])
+
+    def fit_pca(self, volumes, keys=None, batch_size=8):
+        """Fit the TT-PCA head on training volumes (``head="pca"``), without gradient.
 
         Parameters
         ----------
         volumes : sequence of volumes
-            The training volumes (as :meth:`tt` takes them).
+            At least 2 training volumes, as :meth:`forward` takes them.
+        keys : sequence of hashable, optional
+            As in :meth:`forward` (these searches count towards ``refresh_every``).
+        batch_size : int, default 8
+            Volumes searched and read in lockstep at a time.
 
         Returns
         -------
         self : CrossEmbedding
-            With a fitted :class:`TTPCAHead`.
+            With its :class:`TTPCAHead` fitted.
+
+        Raises
+        ------
+        RuntimeError
+            If the head is not a :class:`TTPCAHead`.
+        ValueError
+            If fewer than 2 volumes are given, ``keys`` does not have one entry per volume,
+            or ``batch_size`` is not a positive int.
         """
+        if not isinstance(self.head, TTPCAHead):
+            raise RuntimeError("fit_pca needs head='pca'.")
+        keys = _keys_per_volume(keys, volumes)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+        tts = []
         with torch.no_grad():
-            tts = [self.tt(volume)[0] for volume in volumes]
-        self.head = TTPCAHead(self.n_outputs).fit(tts)
+            for start in range(0, len(volumes), batch_size):
+                tts += self._tts(volumes[start : start + batch_size],
+                                 keys[start : start + batch_size])[0]
+        self.head.fit(tts)
         return self
 
-    def _build_head(self, shape):
-        if self.head_kind == "probes":
-            device = next(self.encoder.parameters()).device
-            self.head = TTProbeHead(shape, self.n_outputs).to(device)
-        elif self.head_kind == "pca":
-            raise RuntimeError("head='pca' needs fit_pca(training_volumes) before forward.")
+    def _tts(self, volumes, keys):
+        """Differentiable TTs of the volumes: searches, then reads, each in lockstep."""
+        lockstep = LockstepEncoder(self.encoder, self.n_features, self._max_batch())
+        lazies = [self._encoded_for(volume, key, lockstep) for volume, key in
+                  zip(volumes, keys, strict=True)]
+        start = time.perf_counter()
+        indices = self._indices_of(lazies, keys, lockstep)
+        searched = time.perf_counter()
+        tts = lockstep.run([functools.partial(_cores, lazy, found)
+                            for lazy, found in zip(lazies, indices, strict=True)])
+        self.counters["search_seconds"] += searched - start
+        self.counters["read_seconds"] += time.perf_counter() - searched
+        self._count(lockstep)
+        self.counters["volumes"] += len(volumes)
+        return tts, lazies
+
+    def _encoded_for(self, volume, key, lockstep):
+        """The volume's EncodedTensor; a keyed volume's patches cut in earlier passes are
+        handed over to it (the volume's reader, and its cache, live for one pass only)."""
+        lazy = self.encoded(_three_dimensional(volume), lockstep.encode)
+        kept = self._indices.get(key)
+        if key is not None and kept is not None:
+            lazy.adopt_patches(kept[2])
+        return lazy
+
+    def _indices_of(self, lazies, keys, lockstep):
+        """Each volume's indices: kept for its key while fresh, else searched (all the
+        searches in lockstep, without gradient)."""
+        found = [self._fresh_indices(key) for key in keys]
+        missing = [k for k, indices in enumerate(found) if indices is None]
+        with torch.no_grad():
+            searched = lockstep.run([functools.partial(self._search, lazies[k])
+                                     for k in missing])
+        for k, indices in zip(missing, searched, strict=True):
+            found[k] = indices
+        for k, key in enumerate(keys):
+            if key is not None:
+                age = 0 if k in missing else self._indices[key][1]
+                self._indices[key] = (found[k], age + 1, lazies[k].cut_patches)
+        self.counters["searches"] += len(missing)
+        return found
+
+    def _fresh_indices(self, key):
+        indices, age, _ = self._indices.get(key, (None, self.refresh_every, None))
+        return indices if age < self.refresh_every else None
+
+    def _search(self, lazy):
+        return select_indices(lazy, rank=self._feasible_rank(lazy.shape), method=self.method,
+                              tol=0.0, n_iter_max=self.n_iter_max, val_size=0,
+                              random_state=self.random_state, oversample=self.oversample)
+
+    def _feasible_rank(self, shape):
+        """The rank list the search runs at: an int caps each bond silently, a clipped
+        list warns once per module."""
+        block = self.method == "block"
+        modes = len(shape) - 1 if block else len(shape)
+        if isinstance(self.rank, int):
+            requested = [1] + [self.rank] * (modes - 1) + [1]
+        else:
+            requested = [int(r) for r in self.rank]
+        feasible = _clip_rank(shape, requested, block)
+        if feasible != requested and not isinstance(self.rank, int) and not self._rank_warned:
+            self._rank_warned = True
+            warnings.warn(f"rank {tuple(requested)} exceeds what the unfoldings of the "
+                          f"feature field, shape {tuple(shape)}, can hold; using "
+                          f"{tuple(feasible)} (warned once per module).", stacklevel=4)
+        return feasible
+
+    def _max_batch(self):
+        if self.max_batch != "auto":
+            return self.max_batch
+        parameter = next(self.encoder.parameters(), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+        if device not in self._batch_sizes:
+            self._batch_sizes[device] = device_batch_size(self.encoder, self.patch_size)
+        return self._batch_sizes[device]
+
+    def _count(self, lockstep):
+        self.counters["encoder_calls"] += lockstep.n_calls
+        self.counters["patches_encoded"] += lockstep.n_patches
+        self.counters["lockstep_rounds"] += lockstep.n_rounds
+        self.counters["forward_calls"] += 1
+
+    def _build_head_for(self, volume_shape):
+        """The probe head for volumes of ``volume_shape``, unless there is a head already
+        (so that an optimiser made next holds its parameters)."""
+        if self.head is None and self.head_kind == "probes":
+            grid = tuple(-(-int(n) // self.stride) for n in volume_shape[-3:])
+            self._build_probe_head(self.tt_shape(grid))
+
+    def _build_probe_head(self, shape, n_probes=None, rank=None):
+        if self.head_kind != "probes":
+            raise RuntimeError(f"head={self.head_kind!r} is not built from a shape.")
+        parameter = next(self.encoder.parameters(), None)
+        head = TTProbeHead(shape, n_probes or self.n_outputs, rank=rank or self.probe_rank)
+        if parameter is not None:  # the head follows the module's device and dtype
+            head = head.to(device=parameter.device, dtype=parameter.dtype)
+        self.head = head
+
+
+def _cores(lazy, indices):
+    return list(cross_interpolate(lazy, indices))
+
+
+def _three_dimensional(volume):
+    if tuple(volume.shape)[:1] == (1,) and len(volume.shape) == 4:  # (1, D, H, W)
+        return volume[0]
+    if len(volume.shape) != 3:
+        raise ValueError(f"each volume must be 3-D or (1, D, H, W), got shape "
+                         f"{tuple(volume.shape)}.")
+    return volume
+
+
+def _clip_rank(shape, rank, block):
+    """``rank`` clipped to what the unfoldings can hold (``r_{k+1} <= r_k n_k`` and
+    ``r_k <= n_k r_{k+1}``); for the block cross the channels ride in the last core."""
+    if len(rank) != (len(shape) if block else len(shape) + 1):
+        modes = len(shape) - 1 if block else len(shape)
+        raise ValueError(f"rank must have {modes + 1} entries for a feature field of shape "
+                         f"{tuple(shape)}, got {len(rank)}.")
+    full = list(rank[:-1]) + [shape[-1], 1] if block else list(rank)
+    for k in range(len(shape)):
+        full[k + 1] = min(full[k + 1], full[k] * shape[k])
+    for k in reversed(range(len(shape))):
+        full[k] = min(full[k], shape[k] * full[k + 1])
+    return full[:-2] + [1] if block else full
+
+
+def _build_head_from_state(module, state_dict, prefix, *_):
+    """Before a load into a module whose probe head is not built yet: build it with the
+    saved shapes, so that a fresh module accepts a trained state."""
+    if module.head is not None or module.head_kind != "probes":
+        return
+    saved = [state_dict[key] for key in sorted(
+        (key for key in state_dict if key.startswith(prefix + "head.cores.")),
+        key=lambda key: int(key.rsplit(".", 1)[1]))]
+    if saved:
+        shape = tuple(int(core.shape[2]) for core in saved)
+        module._build_probe_head(shape, int(saved[0].shape[0]), int(saved[0].shape[3]))
+
+
+def _keys_per_volume(keys, volumes):
+    """``keys`` as a list with one entry per volume (``None`` for each when not given)."""
+    keys = [None] * len(volumes) if keys is None else list(keys)
+    if len(keys) != len(volumes):
+        raise ValueError(f"keys must have one entry per volume ({len(volumes)}), got "
+                         f"{len(keys)}.")
+    return keys

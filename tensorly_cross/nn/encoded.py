@@ -11,33 +11,55 @@ from ..lazy.quantics import QuanticsLayout
 from .patches import PatchGrid
 
 
-def default_encoder(patch_size, n_features, width=8):
+def default_encoder(patch_size, n_features, width=8, pooled=False):
     """A small 3D CNN whose receptive field is exactly one patch: (m, 1, p, p, p) -> (m, F).
+
+    ``pooled=False``: a 3^3 convolution, GELU, then a ``(p-2)^3`` convolution to the
+    features. ``pooled=True``: a 3^3 convolution, GELU, a pointwise layer to the features,
+    then their mean over the patch: the features of a patch are the mean local features of
+    its ``(p-2)^3`` interior, so with ``stride = patch_size - 2`` the interiors tile the
+    volume (but for one border layer) and the mean of the feature field is, to that layer,
+    the mean over every voxel that a dense CNN pools; and the field is smooth (every value
+    an average over a tile), which a low-rank TT approximates far better than the field
+    of single voxels.
 
     Parameters
     ----------
     patch_size : int
-        Edge ``p`` of the cubic patches (>= 3).
+        Edge ``p`` of the cubic patches it reads (at least 3).
     n_features : int
-        Number of output features ``F``.
+        Features ``F`` per patch.
     width : int, default 8
         Channels of the hidden layer.
+    pooled : bool, default False
+        The second layer: a ``(p-2)^3`` convolution (``False``), or a pointwise layer and
+        the mean over the patch's interior (``True``).
 
     Returns
     -------
     encoder : torch.nn.Sequential
-        A 3x3x3 convolution, GELU, then a convolution over the whole remaining patch.
+        Maps ``(m, 1, p, p, p)`` patches to ``(m, F)`` features.
+
+    Raises
+    ------
+    ValueError
+        If ``patch_size`` is less than 3.
 
     Examples
     --------
     >>> import torch
     >>> from tensorly_cross.nn import default_encoder
     >>> encoder = default_encoder(patch_size=5, n_features=4)
-    >>> encoder(torch.zeros(10, 1, 5, 5, 5)).shape
-    torch.Size([10, 4])
+    >>> encoder(torch.zeros(2, 1, 5, 5, 5)).shape
+    torch.Size([2, 4])
     """
     if patch_size < 3:
         raise ValueError(f"patch_size must be >= 3 for the default encoder, got {patch_size}.")
+    if pooled:
+        return nn.Sequential(
+            nn.Conv3d(1, width, kernel_size=3), nn.GELU(),
+            nn.Conv3d(width, n_features, kernel_size=1), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+        )
     return nn.Sequential(
         nn.Conv3d(1, width, kernel_size=3), nn.GELU(),
         nn.Conv3d(width, n_features, kernel_size=patch_size - 2), nn.Flatten(),
@@ -45,29 +67,34 @@ def default_encoder(patch_size, n_features, width=8):
 
 
 class EncodedTensor(LazyTensor):
-    """The lazy feature field of an encoder over the patch grid of a volume.
+    """The feature field of an encoder over a volume's patch grid, as a lazy tensor.
 
     Entry ``(g0, g1, g2, f)`` (or ``(f, g0, g1, g2)`` with ``feature_axis="first"``) is
-    feature ``f`` of ``encoder(patch at grid position g)``. The encoder runs once per
-    unique position for all ``F`` features, in mini-batches; the block cross
-    (``method="block"``, features last) reads every position for all of them.
+    feature ``f`` of ``encoder(patch at grid position g)``.
+
+    The encoder runs once per unique position for all ``F`` features, in mini-batches; the
+    block cross (``method="block"``, features last) reads every position for all of them.
     Without gradient tracking (the index search) the features of every position seen are
     cached, so the cross's repeated requests cost nothing; with gradient tracking (the
     differentiable assembly) each call encodes afresh so that gradients reach the encoder
-    through exactly the patches read.
+    through exactly the patches read, re-using the patches cut during the search (no
+    voxel is read twice). Cached features are dropped as soon as one of the encoder's
+    parameters changes (an optimiser step, a loaded state): they are reused only while
+    they are what the encoder would compute.
 
     Parameters
     ----------
     volume : torch.Tensor, numpy array or LazyTensor (3-D)
-        The volume (any lazy volume is read patch by patch, on demand).
+        The volume; a lazy one is read only at the voxels of the patches encoded.
     encoder : torch.nn.Module
         Maps (m, 1, p, p, p) patches to (m, F) features.
     patch_size : int
-        Edge ``p`` of the cubic patches.
+        Edge ``p`` of the cubic patches (see :class:`PatchGrid`).
     n_features : int
-        Number of features ``F`` the encoder returns.
+        Features ``F`` per patch: the size of the feature mode.
     stride : int, default 1
-        Voxels between neighbouring grid positions.
+        Voxels between neighbouring grid positions; the grid has
+        ``ceil(volume.shape / stride)`` positions per axis.
     padding : {"reflect", "edge", "zeros"}
     batch_size : int, default 4096
         Patches per encoder call.
@@ -81,6 +108,12 @@ class EncodedTensor(LazyTensor):
         ``qtt_to_tt(tt, self.layout)`` merges a grouped TT back to ``(*grid, F)``).
     order : {"grouped", "interleaved"}
         Digit order of the quantics layout.
+    encode : callable or None
+        ``encode(patches) -> (m, F) features`` in place of calling ``encoder`` in
+        mini-batches (:class:`LockstepEncoder.encode` batches several volumes' calls).
+    patch_cache_bytes : int, default 256 MiB
+        Patches cut without gradient are kept (up to this size) for the differentiable
+        read; 0 keeps none.
 
     Attributes
     ----------
@@ -91,19 +124,25 @@ class EncodedTensor(LazyTensor):
 
     Examples
     --------
+    >>> import numpy as np
     >>> import tensorly as tl
     >>> import torch
     >>> from tensorly_cross.nn import EncodedTensor, default_encoder
     >>> encoder = default_encoder(patch_size=3, n_features=2)
     >>> with tl.backend_context("pytorch"):
-    ...     field = EncodedTensor(torch.rand(8, 8, 8), encoder, patch_size=3, n_features=2)
-    ...     values = field.evaluate([[0, 0, 0, 1], [0, 0, 0, 0], [7, 7, 7, 1]])
-    >>> field.shape, field.n_encoded  # two positions, each encoded once for both features
-    ((8, 8, 8, 2), 2)
+    ...     field = EncodedTensor(torch.rand(6, 6, 6), encoder, patch_size=3, n_features=2,
+    ...                           stride=2)
+    ...     entries = field.evaluate(np.array([[1, 2, 0, 1]]))  # feature 1 at (1, 2, 0)
+    >>> field.shape
+    (3, 3, 3, 2)
+    >>> patch = field.patches.patches([[1, 2, 0]])  # centred on voxel (2, 4, 0)
+    >>> bool(torch.allclose(entries, encoder(patch)[:, 1]))
+    True
     """
 
     def __init__(self, volume, encoder, patch_size, n_features, stride=1, padding="reflect",
-                 batch_size=4096, feature_axis="last", layout="tt", order="grouped"):
+                 batch_size=4096, feature_axis="last", layout="tt", order="grouped",
+                 encode=None, patch_cache_bytes=256 * 2**20):
         if tl.get_backend() != "pytorch":
             raise RuntimeError("EncodedTensor needs the TensorLy 'pytorch' backend: "
                                "tl.set_backend('pytorch').")
@@ -126,10 +165,13 @@ class EncodedTensor(LazyTensor):
         self.encoder = encoder
         self.n_features = int(n_features)
         self.batch_size = int(batch_size)
+        self.encode = encode
+        self.patch_cache_bytes = int(patch_cache_bytes)
         self.n_encoded = 0
         self.n_encoder_calls = 0
-        self._cached_positions = None  # SortedKeys: flat position id -> row of features
-        self._cached_features = None
+        self._features = _KeyedRows()  # flat position id -> features (without gradient)
+        self._patches = _KeyedRows(self.patch_cache_bytes)  # flat position id -> patch
+        self._parameter_versions = None
 
     def _evaluate(self, indices):
         if self.layout is not None:
@@ -145,59 +187,162 @@ class EncodedTensor(LazyTensor):
         return features[rows, cols]
 
     def features(self, positions):
-        """Encoder features at grid positions (cached while gradients are off).
+        """Encoder features at grid positions, all ``F`` of them per position.
+
+        Without gradient tracking the features of every position seen are cached (and
+        reused while the encoder's parameters are unchanged); with it, each call encodes
+        afresh so that gradients reach the encoder.
 
         Parameters
         ----------
-        positions : ndarray of int64, shape (u, 3)
-            Distinct grid positions.
+        positions : array-like of int, shape (u, 3)
+            Grid positions (repeats allowed).
 
         Returns
         -------
         features : torch.Tensor of shape (u, F)
-            With gradient to the encoder when gradients are on.
+            Row ``i`` holds the features of the patch at ``positions[i]``.
         """
-        if torch.is_grad_enabled():
-            return self._encode(positions)
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1, 3)
         keys = np.ravel_multi_index(tuple(positions.T), self.patches.grid_shape)
-        known = self._lookup(keys)
+        if keys.shape[0] > 1 and not (np.diff(keys) > 0).all():  # the caches need sorted keys
+            keys, first, back = np.unique(keys, return_index=True, return_inverse=True)
+            rows = self._distinct_features(positions[first], keys)
+            return rows[torch.as_tensor(back.reshape(-1), device=rows.device)]
+        return self._distinct_features(positions, keys)
+
+    def _distinct_features(self, positions, keys):
+        """Features of distinct positions whose keys are increasing."""
+        if positions.shape[0] == 0:
+            device, dtype = _parameters_device_dtype(self.encoder, self.patches.volume)
+            return torch.zeros((0, self.n_features), dtype=dtype, device=device)
+        self._drop_stale_features()
+        if torch.is_grad_enabled():
+            return self._encode(positions, self._patches_of(positions, keys))
+        known = self._features.lookup(keys)
         missing = known < 0
         if missing.any():
-            self._store(keys[missing], self._encode(positions[missing]).detach())
-            known = self._lookup(keys)
-        return self._cached_features[torch.as_tensor(known, device=self._cached_features.device)]
+            new = self._encode(positions[missing], self._patches_of(positions[missing],
+                                                                    keys[missing]))
+            self._features.add(keys[missing], new.detach())
+            known = self._features.lookup(keys)
+        return self._features.rows(known)
+
+    @property
+    def cut_patches(self):
+        """The patches cut so far (to hand to a later EncodedTensor of the same volume)."""
+        return self._patches
+
+    def adopt_patches(self, patches):
+        """Take over the patches another EncodedTensor of this volume cut.
+
+        Nothing changes when they are on another device, or of another dtype, than the
+        patches this tensor would cut now (those of the encoder's parameters). Adopted,
+        the store is shared, not copied: patches cut later are added to it, within this
+        tensor's ``patch_cache_bytes``.
+
+        Parameters
+        ----------
+        patches : object
+            The other tensor's :attr:`cut_patches`; it must have cut them from the same
+            volume with the same patch size, stride and padding.
+        """
+        device, dtype = _parameters_device_dtype(self.encoder, self.patches.volume)
+        if any(rows.device != device or rows.dtype != dtype for rows in patches._rows):
+            return
+        patches.max_bytes = self._patches.max_bytes
+        self._patches = patches
 
     def clear_cache(self):
-        """Forget cached features (call after the encoder's parameters change)."""
-        self._cached_positions = self._cached_features = None
+        """Forget cached features and patches."""
+        self._features.clear()
+        self._patches.clear()
 
-    def _encode(self, positions):
-        outputs = []
+    def _patches_of(self, positions, keys):
+        """Patches of distinct positions: cached ones taken, the others cut (and cached
+        while within ``patch_cache_bytes``)."""
+        known = self._patches.lookup(keys)
+        missing = known < 0
+        if not missing.any():
+            return self._patches.rows(known)
         device, dtype = _parameters_device_dtype(self.encoder, self.patches.volume)
+        cut = self.patches.patches(positions[missing], device=device, dtype=dtype)
+        self._patches.add(keys[missing], cut)
+        if not (~missing).any():
+            return cut
+        patches = cut.new_empty((len(positions),) + tuple(cut.shape[1:]))
+        patches[torch.as_tensor(np.flatnonzero(missing), device=cut.device)] = cut
+        patches[torch.as_tensor(np.flatnonzero(~missing), device=cut.device)] = \
+            self._patches.rows(known[~missing])
+        return patches
+
+    def _encode(self, positions, patches):
+        """Features of the positions, from their patches."""
+        self.n_encoded += len(positions)
+        if self.encode is not None:
+            self.n_encoder_calls += 1
+            return self.encode(patches).reshape(len(positions), self.n_features)
+        outputs = []
         for start in range(0, len(positions), self.batch_size):
-            batch = self.patches.patches(positions[start : start + self.batch_size],
-                                         device=device, dtype=dtype)
+            batch = patches[start : start + self.batch_size]
             outputs.append(self.encoder(batch).reshape(len(batch), self.n_features))
             self.n_encoder_calls += 1
-        self.n_encoded += len(positions)
-        return torch.cat(outputs) if outputs else torch.zeros((0, self.n_features),
-                                                              device=device, dtype=dtype)
+        return torch.cat(outputs) if outputs else patches.new_zeros((0, self.n_features))
 
-    def _lookup(self, keys):
-        if self._cached_positions is None:
+    def _drop_stale_features(self):
+        """Cached features are valid for the encoder state they were computed with
+        (patches do not depend on the encoder: they stay)."""
+        versions = _encoder_state(self.encoder)
+        if versions != self._parameter_versions:
+            self._features.clear()
+        self._parameter_versions = versions
+
+
+def _encoder_state(encoder):
+    """What the encoder's outputs depend on besides its input: each parameter's and
+    buffer's identity, storage, in-place version, dtype and device (``.data =`` and
+    ``.to()`` replace the storage without a new version; an optimiser step and
+    ``load_state_dict`` bump the version), and the train/eval mode of every module."""
+    tensors = [*encoder.parameters(), *encoder.buffers()]
+    return (tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device) for t in tensors),
+            tuple(module.training for module in encoder.modules()))
+
+
+class _KeyedRows:
+    """Rows of a tensor stored by integer key (sorted-key lookup), optionally within a
+    byte budget (rows that would exceed it are not stored)."""
+
+    def __init__(self, max_bytes=None):
+        self.max_bytes = max_bytes
+        self.clear()
+
+    def clear(self):
+        self._keys, self._rows, self.nbytes = SortedKeys(), [], 0
+        self._count, self._joined = 0, None
+
+    def lookup(self, keys):
+        """Slot of each key, -1 where absent."""
+        if self._count == 0:
             return np.full(keys.shape[0], -1, dtype=np.int64)
-        return self._cached_positions.lookup(keys)
+        return self._keys.lookup(keys)
 
-    def _store(self, keys, features):
-        """Cache features of new positions; ``keys`` sorted (they come from np.unique)."""
-        if self._cached_positions is None:
-            self._cached_positions, self._cached_features = SortedKeys(), features
-            slots = np.arange(keys.shape[0], dtype=np.int64)
-        else:
-            slots = np.arange(len(self._cached_positions),
-                              len(self._cached_positions) + keys.shape[0], dtype=np.int64)
-            self._cached_features = torch.cat([self._cached_features, features])
-        self._cached_positions.insert(keys, slots)
+    def add(self, keys, rows):
+        """Store rows of new, sorted, distinct keys (skipped past the byte budget)."""
+        size = rows.numel() * rows.element_size()
+        if self.max_bytes is not None and self.nbytes + size > self.max_bytes:
+            return
+        self._keys.insert(keys, np.arange(self._count, self._count + keys.shape[0],
+                                          dtype=np.int64))
+        self._rows.append(rows)
+        self._count += keys.shape[0]
+        self.nbytes += size
+        self._joined = None
+
+    def rows(self, slots):
+        if self._joined is None:
+            self._joined = torch.cat(self._rows) if len(self._rows) > 1 else self._rows[0]
+            self._rows = [self._joined]
+        return self._joined[torch.as_tensor(slots, device=self._joined.device)]
 
 
 def _parameters_device_dtype(module, volume):

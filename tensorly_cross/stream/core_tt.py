@@ -9,6 +9,8 @@ which is several times faster and exact to ``sqrt(eps)`` of the largest singular
 
 import numpy as np
 
+from .._backend import host_svd
+
 # Wider than this many times its height, an unfolding is decomposed through its Gram matrix,
 # unless the threshold is below GRAM_FLOOR times the core's norm: Gram singular values are
 # exact only to about sqrt(eps) = 1.5e-8 of the largest.
@@ -45,7 +47,7 @@ def _left_singular(matrix, use_gram):
         values, vectors = np.linalg.eigh(matrix @ matrix.T)
         order = np.argsort(values)[::-1]
         return vectors[:, order], np.sqrt(np.clip(values[order], 0.0, None))
-    left, singular, _ = np.linalg.svd(matrix, full_matrices=False)
+    left, singular, _ = host_svd(matrix, full_matrices=False)
     return left, singular
 
 

@@ -1,0 +1,270 @@
+"""VolumeDataset: volumes on disk (or in memory) with their targets, read lazily."""
+
+import os
+
+import numpy as np
+import torch
+
+from .._backend import to_host
+from ..io import VOLUME_SUFFIXES, open_volume
+from ..lazy.base import LazyTensor
+from ..lazy.npy import NpyTensor
+
+
+class VolumeDataset(torch.utils.data.Dataset):
+    """Volumes and regression/classification targets, for :class:`CrossEmbedding` training.
+
+    Item ``i`` is ``(volume, target)``. A volume given by path (``.nii``/``.nii.gz``,
+    ``.zarr``, ``.npy``, ``.h5``/``.hdf5``, or ``"file.h5:/dataset"``) is opened with
+    :func:`tensorly_cross.open_volume` when the item is read: a lazy tensor, of which a
+    cross reads only the patches it needs. Arrays and tensors are returned as they are
+    (but for a channel axis, below).
+
+    Parameters
+    ----------
+    volumes : sequence of path, ndarray or torch.Tensor
+        3-D volumes (a 4-D volume's first or last axis of size 1, a channel, is dropped
+        when read).
+    targets : array-like, shape (n,) or (n, t)
+        One finite target (or row of ``t`` targets) per volume, stored as float32.
+    cache_bytes : int or None
+        Chunk or page cache of each opened volume (see :func:`open_volume`).
+    in_memory : bool, default False
+        Read each path's whole volume into a float32 tensor on first access and keep it:
+        for volumes that fit, and for the dense baseline, which reads every voxel anyway.
+
+    Raises
+    ------
+    ValueError
+        If ``volumes`` and ``targets`` differ in length, a target is not finite, or a path
+        has an unsupported suffix.
+    FileNotFoundError
+        If a path does not exist.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tensorly_cross.nn import VolumeDataset
+    >>> volumes = [np.full((4, 4, 4), k, dtype=np.float32) for k in range(4)]
+    >>> data = VolumeDataset(volumes, [0.0, 0.1, 0.2, 0.3])
+    >>> volume, target = data[2]
+    >>> volume.shape, round(float(target), 6)
+    ((4, 4, 4), 0.2)
+    >>> train, test = data.split(0.75, seed=0)
+    >>> len(train), len(test)
+    (3, 1)
+
+    Files are opened lazily when read (``open_volume``):
+
+    >>> data = VolumeDataset(["a.nii.gz", "b.nii.gz"], [0.3, 0.5])  # doctest: +SKIP
+    """
+
+    def __init__(self, volumes, targets, cache_bytes=None, in_memory=False):
+        self.volumes = list(volumes)
+        self.targets = torch.as_tensor(np.asarray(targets, dtype=np.float32))
+        if self.targets.ndim not in (1, 2) or self.targets.shape[0] != len(self.volumes):
+            raise ValueError(f"targets must have shape (n,) or (n, t) with n = "
+                             f"len(volumes) = {len(self.volumes)}, got "
+                             f"{tuple(self.targets.shape)}.")
+        if not torch.isfinite(self.targets).all():
+            bad = int(torch.nonzero(~torch.isfinite(self.targets.reshape(len(self), -1)))[0, 0])
+            raise ValueError(f"targets[{bad}] is not finite.")
+        for item in self.volumes:
+            if isinstance(item, (str, os.PathLike)):
+                _check_path(item)
+        self.cache_bytes, self.in_memory = cache_bytes, bool(in_memory)
+        self._loaded = {}
+
+    def __len__(self):
+        return len(self.volumes)
+
+    def __getitem__(self, index):
+        return self.volume(index), self.targets[index]
+
+    def volume(self, index):
+        """Volume ``index``: a lazy tensor for a path, else the array or tensor itself.
+
+        Parameters
+        ----------
+        index : int
+            Position of the volume in this dataset.
+
+        Returns
+        -------
+        volume : LazyTensor, ndarray or torch.Tensor
+            3-D (a channel axis of size 1 dropped). A path gives a lazy tensor, or with
+            ``in_memory=True`` a float32 tensor read whole on first access and kept.
+
+        Raises
+        ------
+        ValueError
+            If the volume is neither 3-D nor 4-D with an axis of size 1 first or last.
+        """
+        item = self.volumes[index]
+        if not isinstance(item, (str, os.PathLike)):
+            return _drop_channel(item)
+        if index in self._loaded:
+            return self._loaded[index]
+        lazy = open_volume(item, cache_bytes=self.cache_bytes)
+        if not self.in_memory:
+            return _drop_channel(lazy)
+        self._loaded[index] = _drop_channel(_read_whole(lazy))
+        return self._loaded[index]
+
+    def subset(self, indices):
+        """A dataset of the items at ``indices`` (same options).
+
+        Parameters
+        ----------
+        indices : array-like of int
+            Positions of the items in this dataset, in the order wanted.
+
+        Returns
+        -------
+        subset : VolumeDataset
+            With the same ``cache_bytes`` and ``in_memory``; volumes already read whole
+            are shared, not read again.
+        """
+        indices = [int(i) for i in np.asarray(indices).reshape(-1)]
+        subset = VolumeDataset([self.volumes[i] for i in indices],
+                               self.targets[indices].numpy(), self.cache_bytes, self.in_memory)
+        subset._loaded = {new: self._loaded[old] for new, old in enumerate(indices)
+                          if old in self._loaded}
+        return subset
+
+    def split(self, train_fraction, seed=0):
+        """A random split into a training and a test dataset.
+
+        Parameters
+        ----------
+        train_fraction : float
+            In ``(0, 1)``: ``round(train_fraction * n)`` items go to training.
+        seed : int, default 0
+            Seed of the permutation (``numpy.random.default_rng``).
+
+        Returns
+        -------
+        train, test : VolumeDataset
+            Disjoint subsets covering every item.
+
+        Raises
+        ------
+        ValueError
+            If ``train_fraction`` is not in ``(0, 1)``.
+        """
+        if not 0.0 < train_fraction < 1.0:
+            raise ValueError(f"train_fraction must lie in (0, 1), got {train_fraction}.")
+        order = np.random.default_rng(seed).permutation(len(self))
+        cut = int(round(train_fraction * len(self)))
+        return self.subset(order[:cut]), self.subset(order[cut:])
+
+    def folds(self, n_folds, seed=0):
+        """The ``(train, test)`` pairs of a shuffled k-fold split.
+
+        Parameters
+        ----------
+        n_folds : int
+            Number of folds, in ``[2, len(self)]``.
+        seed : int, default 0
+            Seed of the permutation (``numpy.random.default_rng``).
+
+        Returns
+        -------
+        folds : list of (VolumeDataset, VolumeDataset)
+            ``n_folds`` pairs; each item is in exactly one test set, and the test sets'
+            sizes differ by at most one.
+
+        Raises
+        ------
+        ValueError
+            If ``n_folds`` is not an int in ``[2, len(self)]``.
+        """
+        if int(n_folds) != n_folds or not 2 <= n_folds <= len(self):
+            raise ValueError(f"n_folds must be an int in [2, {len(self)}], got {n_folds!r}.")
+        order = np.random.default_rng(seed).permutation(len(self))
+        parts = np.array_split(order, int(n_folds))
+        return [(self.subset(np.concatenate(parts[:k] + parts[k + 1:])), self.subset(part))
+                for k, part in enumerate(parts)]
+
+    def batches(self, batch_size, shuffle=False, seed=None):
+        """Batches of volumes and targets, for a training loop.
+
+        Parameters
+        ----------
+        batch_size : int
+            Items per batch (the last batch may hold fewer).
+        shuffle : bool, default False
+            Visit the items in a random order instead of in order.
+        seed : int, optional
+            Seed of that order; ``None``: a fresh one each call.
+
+        Yields
+        ------
+        indices : list of int
+            Positions of the batch's items in this dataset: they serve as
+            :class:`CrossEmbedding` keys.
+        volumes : list
+            The volumes, as :meth:`volume` returns them.
+        targets : torch.Tensor of shape (b,) or (b, t)
+            Their targets.
+
+        Raises
+        ------
+        ValueError
+            If ``batch_size`` is not a positive int.
+        """
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+        order = (np.random.default_rng(seed).permutation(len(self)) if shuffle
+                 else np.arange(len(self)))
+        for start in range(0, len(self), int(batch_size)):
+            chosen = [int(i) for i in order[start : start + int(batch_size)]]
+            yield chosen, [self.volume(i) for i in chosen], self.targets[chosen]
+
+
+def _check_path(path):
+    text = os.fspath(path)
+    base = text.rsplit(":", 1)[0] if (".h5:" in text or ".hdf5:" in text) else text
+    if not base.lower().rstrip("/").endswith(VOLUME_SUFFIXES):
+        raise ValueError(f"volume path {text!r} has an unsupported suffix; supported: "
+                         f"{', '.join(VOLUME_SUFFIXES)}.")
+    if not os.path.exists(base):
+        raise FileNotFoundError(f"volume path {text!r} does not exist.")
+
+
+def _drop_channel(volume):
+    """A 3-D volume: a leading or trailing axis of size 1 (a channel, NIfTI's 4th) dropped."""
+    shape = tuple(int(n) for n in volume.shape)
+    if len(shape) == 4 and 1 in (shape[0], shape[-1]):
+        axis = 0 if shape[0] == 1 else 3
+        if isinstance(volume, LazyTensor):
+            return _WithoutAxis(volume, axis)
+        return volume[0] if axis == 0 else volume[..., 0]
+    if len(shape) != 3:
+        raise ValueError(f"volumes must be 3-D (or 4-D with one axis of size 1 first or "
+                         f"last), got shape {shape}.")
+    return volume
+
+
+class _WithoutAxis(LazyTensor):
+    """A lazy tensor with one axis of size 1 removed (it reads index 0 there)."""
+
+    def __init__(self, lazy, axis):
+        super().__init__(tuple(n for k, n in enumerate(lazy.shape) if k != axis))
+        self.lazy, self.axis = lazy, axis
+
+    def _evaluate(self, indices):
+        return self.lazy.evaluate(np.insert(indices, self.axis, 0, axis=1))
+
+
+def _read_whole(lazy):
+    """A lazy volume read in full, as a float32 tensor."""
+    if isinstance(lazy, NpyTensor):
+        return torch.as_tensor(np.load(lazy.path, mmap_mode="r").astype(np.float32))
+    source = getattr(lazy, "source", None)
+    if source is not None and hasattr(source, "read"):
+        whole = source.read(tuple(slice(0, n) for n in source.shape))
+        return torch.as_tensor(np.asarray(whole, dtype=np.float32))
+    positions = np.stack(np.unravel_index(np.arange(lazy.size), lazy.shape), axis=1)
+    values = np.asarray(to_host(lazy.evaluate(positions)), dtype=np.float32)
+    return torch.as_tensor(values.reshape(lazy.shape))

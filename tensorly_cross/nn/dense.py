@@ -1,0 +1,99 @@
+"""DenseEmbedding: the baseline that applies the same encoder at every position, then pools."""
+
+import numpy as np
+import torch
+from torch import nn
+
+from .patches import PADDINGS
+
+_TORCH_PADDING = {"reflect": "reflect", "edge": "replicate", "zeros": "constant"}
+
+
+class DenseEmbedding(nn.Module):
+    """Mean over the whole volume of an encoder's features at every position (a dense CNN).
+
+    The encoder's convolutional body (the encoder without its trailing
+    ``AdaptiveAvgPool3d``/``Flatten``) runs over the padded volume in one call, so the
+    features it averages are those of every patch the encoder would see (with pooling
+    inside the encoder, the average of its local features over every voxel).
+
+    Parameters
+    ----------
+    encoder : nn.Sequential
+        A :func:`default_encoder` (or any ``Sequential`` of 3-D convolutions and
+        pointwise layers, optionally ending in ``AdaptiveAvgPool3d(1)`` and ``Flatten``).
+    padding : {"reflect", "edge", "zeros"}
+        As :class:`PatchGrid` pads patches at the borders.
+
+    Notes
+    -----
+    It reads every voxel into memory: for the volumes that fit (see
+    ``benchmarks/bench_nn_training.py`` for where it stops fitting).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> from tensorly_cross.nn import DenseEmbedding, PatchGrid, default_encoder
+    >>> encoder = default_encoder(patch_size=3, n_features=2)
+    >>> volumes = torch.rand(2, 1, 5, 5, 5)
+    >>> features = DenseEmbedding(encoder)(volumes)
+    >>> features.shape
+    torch.Size([2, 2])
+    >>> every_patch = PatchGrid(volumes[0, 0], patch_size=3).patches(list(np.ndindex(5, 5, 5)))
+    >>> bool(torch.allclose(features[0], encoder(every_patch).mean(dim=0), atol=1e-6))
+    True
+    """
+
+    def __init__(self, encoder, padding="reflect"):
+        super().__init__()
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}.")
+        self.encoder, self.padding = encoder, padding
+        layers = list(encoder)
+        while layers and isinstance(layers[-1], (nn.Flatten, nn.AdaptiveAvgPool3d)):
+            layers.pop()
+        self._body = layers
+        self.halo = sum((layer.kernel_size[0] - 1) * layer.dilation[0] for layer in layers
+                        if isinstance(layer, nn.Conv3d)) // 2
+
+    def forward(self, volumes, keys=None):
+        """Mean features of a batch of volumes, computed in one pass of the encoder's body.
+
+        Parameters
+        ----------
+        volumes : torch.Tensor of shape (B, 1, D, H, W), or a sequence of 3-D volumes
+            The batch, all of one shape (tensors or arrays, moved to the encoder's device
+            and dtype).
+        keys : object, optional
+            Accepted and ignored (the interface of :class:`CrossEmbedding`).
+
+        Returns
+        -------
+        features : torch.Tensor of shape (B, F)
+            The mean over every voxel of the encoder's features there.
+
+        Raises
+        ------
+        TypeError
+            If a volume is lazy (not in memory).
+        """
+        parameter = next(self.encoder.parameters())
+        batch = torch.stack([_as_tensor(v).to(device=parameter.device, dtype=parameter.dtype)
+                             for v in volumes])
+        if batch.ndim == 4:
+            batch = batch[:, None]
+        features = nn.functional.pad(batch, (self.halo,) * 6,
+                                     mode=_TORCH_PADDING[self.padding])
+        for layer in self._body:
+            features = layer(features)
+        return features.mean(dim=(2, 3, 4))
+
+
+def _as_tensor(volume):
+    if isinstance(volume, torch.Tensor):
+        return volume
+    if hasattr(volume, "evaluate"):
+        raise TypeError("DenseEmbedding needs volumes in memory (tensors or arrays); read "
+                        "lazy volumes whole first, e.g. VolumeDataset(..., in_memory=True).")
+    return torch.as_tensor(np.asarray(volume))

@@ -1,0 +1,160 @@
+"""A real-data regression task: grey-matter fraction of transformed crops of MNI152.
+
+Each crop of nilearn's MNI152 template (1 mm, shipped with nilearn: nothing is downloaded)
+is resampled on a ``size^3`` grid after a random rotation, scale and centre, then given a
+random intensity change, a smooth multiplicative bias field and Gaussian noise. Its target
+is the crop's grey-matter fraction: the mean of nilearn's grey-matter probability map (the
+map its grey-matter mask is thresholded and dilated from) resampled with the same transform.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from .dataset import VolumeDataset
+
+MAX_ANGLE = np.pi / 6  # rotations up to 30 degrees about a random axis
+SCALES = (0.8, 1.25)  # mm per voxel of the crop
+GAINS, OFFSETS = (0.6, 1.5), (-0.15, 0.15)
+BIAS, NOISE = 0.3, 0.04  # bias-field amplitude (log scale), noise std (template max: 1)
+
+
+def mni152_crops(n_volumes, size, seed=0, directory=None):
+    """Transformed crops of the MNI152 template and their grey-matter fractions.
+
+    Parameters
+    ----------
+    n_volumes : int
+        Number of crops.
+    size : int
+        Edge of each crop in voxels (a crop spans ``size`` times 0.8-1.25 mm).
+    seed : int, default 0
+        Crops and targets are a function of ``(seed, size)``: the same seed at two sizes
+        gives two different sets of crops.
+    directory : str or os.PathLike, optional
+        Write each crop to ``directory/crop_XXX.npy`` (float32; written atomically) and
+        the targets to ``targets.json``, then return a dataset that reads them lazily.
+        Crops already there for the same parameters are reused. ``None``: in memory.
+
+    Returns
+    -------
+    dataset : VolumeDataset
+        ``(volume, target)`` pairs; the target is a float in ``[0, 1]``.
+
+    Raises
+    ------
+    ValueError
+        If ``n_volumes`` or ``size`` is not a positive int.
+
+    Examples
+    --------
+    >>> from tensorly_cross.nn import mni152_crops
+    >>> # loading nilearn and its template takes seconds: the doctest skips the lines below
+    >>> data = mni152_crops(2, size=8)  # doctest: +SKIP
+    >>> volume, target = data[0]  # doctest: +SKIP
+    >>> volume.shape, 0.0 <= float(target) <= 1.0  # doctest: +SKIP
+    ((8, 8, 8), True)
+    """
+    n_volumes, size = _positive_int(n_volumes, "n_volumes"), _positive_int(size, "size")
+    parameters = dict(n_volumes=n_volumes, size=size, seed=int(seed), version=2)
+    if directory is not None:
+        cached = _load_manifest(directory, parameters)
+        if cached is not None:
+            return cached
+    template, grey = _mni152_arrays()
+    rng = np.random.default_rng([int(seed), size])
+    volumes, targets = [], []
+    for number in range(n_volumes):
+        crop, target = _crop(template, grey, size, rng)
+        targets.append(target)
+        if directory is None:
+            volumes.append(crop)
+        else:
+            volumes.append(_save_atomically(directory, f"crop_{number:03d}.npy", crop))
+    if directory is not None:
+        _write_manifest(directory, parameters, volumes, targets)
+    return VolumeDataset(volumes, np.asarray(targets, dtype=np.float32))
+
+
+def _positive_int(value, name):
+    if int(value) != value or int(value) < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    return int(value)
+
+
+def _mni152_arrays():
+    try:
+        from nilearn import datasets
+    except ImportError as error:  # pragma: no cover - exercised only without nilearn
+        raise ImportError("mni152_crops needs nilearn (pip install nilearn); it ships the "
+                          "MNI152 template, nothing is downloaded.") from error
+    template = datasets.load_mni152_template(resolution=1).get_fdata(dtype=np.float32)
+    grey = datasets.load_mni152_gm_template(resolution=1).get_fdata(dtype=np.float32)
+    return template / template.max(), grey
+
+
+def _crop(template, grey, size, rng):
+    """One transformed crop (float32) and its grey-matter fraction."""
+    from scipy.ndimage import map_coordinates
+
+    brain = np.argwhere(template[::4, ::4, ::4] > 0.3) * 4
+    centre = brain[rng.integers(len(brain))] + rng.uniform(-2, 2, size=3)
+    rotation = _random_rotation(rng) * rng.uniform(*SCALES)
+    gain, offset = rng.uniform(*GAINS), rng.uniform(*OFFSETS)
+    bias_coefficients = rng.normal(0.0, BIAS, size=(3, 3))  # 1, x, x^2 per axis
+    axis = (np.arange(size) - (size - 1) / 2) / size
+    crop = np.empty((size,) * 3, dtype=np.float32)
+    covered = 0.0
+    for i in range(size):  # one slice at a time: bounded memory at 256^3 and beyond
+        local = np.stack(np.meshgrid([axis[i]], axis, axis, indexing="ij"), -1).reshape(-1, 3)
+        points = (local * size) @ rotation.T + centre
+        values = map_coordinates(template, points.T, order=1, cval=0.0)
+        covered += float(map_coordinates(grey, points.T, order=1, cval=0.0).sum())
+        bias = np.exp(sum(bias_coefficients[a, 1] * local[:, a]
+                          + bias_coefficients[a, 2] * (local[:, a] ** 2 - 1 / 12)
+                          for a in range(3)))
+        noisy = gain * values * bias + offset + rng.normal(0.0, NOISE, size=values.shape)
+        crop[i] = noisy.reshape(size, size).astype(np.float32)
+    return crop, covered / size**3
+
+
+def _random_rotation(rng):
+    """A rotation about a uniformly random axis by an angle up to MAX_ANGLE (Rodrigues)."""
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    angle = rng.uniform(-MAX_ANGLE, MAX_ANGLE)
+    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
+
+
+def _save_atomically(directory, name, array):
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, name)
+    temporary = path + ".tmp.npy"
+    np.save(temporary, array)
+    os.replace(temporary, path)
+    return path
+
+
+def _write_manifest(directory, parameters, paths, targets):
+    manifest = dict(parameters, files=[os.path.basename(p) for p in paths],
+                    targets=[float(t) for t in targets])
+    path = os.path.join(directory, "targets.json")
+    with open(path + ".tmp", "w") as handle:
+        json.dump(manifest, handle)
+    os.replace(path + ".tmp", path)
+
+
+def _load_manifest(directory, parameters):
+    path = os.path.join(directory, "targets.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        manifest = json.load(handle)
+    if any(manifest.get(key) != value for key, value in parameters.items()):
+        return None
+    files = [os.path.join(directory, name) for name in manifest["files"]]
+    if not all(os.path.exists(file) for file in files):
+        return None
+    return VolumeDataset(files, np.asarray(manifest["targets"], dtype=np.float32))

@@ -1,0 +1,190 @@
+"""A training recipe: regression on volumes with any embedding, evaluation, k-fold.
+
+The recipe is the same for :class:`CrossEmbedding` and the dense baseline
+(:class:`DenseEmbedding`), so that their comparison measures the embeddings only:
+features standardised by ``BatchNorm1d`` (no affine part; optional), a linear readout,
+targets standardised with the training set's mean and scale, Adam, mean squared error.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class Regressor(nn.Module):
+    """``embedding`` -> standardised features -> linear readout, in target units.
+
+    Parameters
+    ----------
+    embedding : nn.Module
+        ``embedding(volumes, keys=None) -> (B, n_inputs)`` (:class:`CrossEmbedding`,
+        :class:`DenseEmbedding`).
+    n_inputs : int
+        Features the embedding returns.
+    n_targets : int, default 1
+    normalize : bool, default True
+        Standardise the features with ``BatchNorm1d`` (no affine part): features of
+        different scales and offsets (TT-PCA coordinates, probes) train at one rate. Its
+        running statistics lag behind features that move fast over few steps, and batches
+        of a few volumes make its batch statistics noisy: ``False`` for short runs on small
+        batches (the readout then sees the features as they are).
+    """
+
+    def __init__(self, embedding, n_inputs, n_targets=1, normalize=True):
+        super().__init__()
+        self.embedding = embedding
+        self.norm = nn.BatchNorm1d(n_inputs, affine=False) if normalize else nn.Identity()
+        self.readout = nn.Linear(n_inputs, n_targets)
+        self.register_buffer("target_mean", torch.zeros(n_targets))
+        self.register_buffer("target_scale", torch.ones(n_targets))
+
+    def set_target_scale(self, targets):
+        """Predict targets as ``mean + scale * readout``, with the given targets' statistics."""
+        targets = torch.as_tensor(targets).reshape(len(targets), -1)
+        self.target_mean.copy_(targets.mean(dim=0))
+        self.target_scale.copy_(targets.std(dim=0).clamp_min(1e-12) if len(targets) > 1
+                                else torch.ones_like(self.target_scale))
+
+    def forward(self, volumes, keys=None):
+        standardised = self.readout(self.norm(self.embedding(volumes, keys=keys)))
+        prediction = self.target_mean + self.target_scale * standardised.to(self.target_mean)
+        return prediction[:, 0] if prediction.shape[1] == 1 else prediction
+
+
+@dataclass
+class TrainingLog:
+    """What a :func:`fit` run did.
+
+    Attributes
+    ----------
+    losses : list of float
+        Mean training loss of each epoch (standardised targets).
+    seconds : list of float
+        Wall time of each epoch (training steps only).
+    cpu_seconds : list of float
+        CPU time of the process in each epoch (all threads): the work done, which other
+        processes on a shared machine do not inflate as they do wall time.
+    steps : int
+        Optimiser steps.
+    test_rmse : list of float
+        Test RMSE after each epoch (when a test set was given).
+    """
+
+    losses: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)
+    cpu_seconds: list = field(default_factory=list)
+    steps: int = 0
+    test_rmse: list = field(default_factory=list)
+
+    @property
+    def total_seconds(self):
+        return float(sum(self.seconds))
+
+    @property
+    def total_cpu_seconds(self):
+        return float(sum(self.cpu_seconds))
+
+
+def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callback=None):
+    """Train a :class:`Regressor` on a :class:`VolumeDataset`.
+
+    Each training volume's position in ``train`` is its key, so a
+    :class:`CrossEmbedding` with ``refresh_every > 1`` reuses its indices across epochs. A
+    TT-PCA head (``head="pca"``) is fitted on the training volumes at the start of every
+    epoch, with the encoder of that moment (as the paper's code does).
+
+    Parameters
+    ----------
+    model : Regressor
+    train : VolumeDataset
+    epochs, batch_size : int
+    lr : float
+        Adam's learning rate.
+    seed : int
+        Shuffling (and nothing else: seed torch yourself for the weights).
+    test : VolumeDataset, optional
+        Evaluated after every epoch (not counted in the epoch's time).
+    callback : callable, optional
+        ``callback(epoch, log)`` after every epoch; ``True`` stops training.
+
+    Returns
+    -------
+    TrainingLog
+    """
+    if int(epochs) != epochs or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}.")
+    model.set_target_scale(train.targets)
+    if hasattr(model.embedding, "_build_head_for") and len(train):
+        # A head built by the first forward pass would miss the optimiser made here.
+        model.embedding._build_head_for(tuple(train.volume(0).shape))
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    log = TrainingLog()
+    for epoch in range(int(epochs)):
+        _refit_pca(model.embedding, train)
+        model.train()
+        start, cpu_start, losses = time.perf_counter(), time.process_time(), []
+        for keys, volumes, targets in train.batches(batch_size, shuffle=True,
+                                                    seed=seed * 100_003 + epoch):
+            if len(keys) < 2 and isinstance(model.norm, nn.BatchNorm1d):
+                # BatchNorm needs two samples: a lone remainder waits for the next epoch
+                continue
+            optimiser.zero_grad()
+            loss = _standardised_loss(model, model(volumes, keys=keys), targets)
+            loss.backward()
+            optimiser.step()
+            losses.append(loss.item())
+            log.steps += 1
+        log.seconds.append(time.perf_counter() - start)
+        log.cpu_seconds.append(time.process_time() - cpu_start)
+        log.losses.append(float(np.mean(losses)) if losses else float("nan"))
+        if test is not None:
+            log.test_rmse.append(rmse(model, test, batch_size))
+        if callback is not None and callback(epoch, log):
+            break
+    return log
+
+
+def _refit_pca(embedding, train):
+    from .heads import TTPCAHead
+
+    if isinstance(getattr(embedding, "head", None), TTPCAHead):
+        embedding.fit_pca([train.volume(k) for k in range(len(train))], keys=range(len(train)))
+
+
+def _standardised_loss(model, predictions, targets):
+    targets = targets.to(predictions).reshape(predictions.shape)
+    scale = model.target_scale if predictions.ndim > 1 else model.target_scale[0]
+    return torch.mean(((predictions - targets) / scale) ** 2)
+
+
+@torch.no_grad()
+def predict(model, dataset, batch_size=8):
+    """Predictions for every item of a dataset (eval mode; no keys: fresh indices)."""
+    model.eval()
+    outputs = [model(volumes) for _, volumes, _ in dataset.batches(batch_size)]
+    return torch.cat(outputs).cpu()
+
+
+def rmse(model, dataset, batch_size=8):
+    """Root mean squared error of the model's predictions on a dataset."""
+    errors = predict(model, dataset, batch_size) - dataset.targets.reshape(len(dataset), -1) \
+        .squeeze(1)
+    return float(errors.double().pow(2).mean().sqrt())
+
+
+def cross_validate(build_model, dataset, n_folds=5, seed=0, **fit_options):
+    """Test RMSE of each of ``n_folds`` folds, each model built fresh by ``build_model()``.
+
+    Returns
+    -------
+    list of float
+    """
+    scores = []
+    for train, test in dataset.folds(n_folds, seed=seed):
+        model = build_model()
+        fit(model, train, seed=seed, **fit_options)
+        scores.append(rmse(model, test))
+    return scores
