@@ -13,6 +13,7 @@ from .errors import (
     MaxTimeReached,
     NonFiniteValueError,
     RankDeficiencyWarning,
+    ToleranceNotMetWarning,
     UnseenStructureWarning,
 )
 from .io import open_volume
@@ -55,6 +56,7 @@ __all__ = [
     "QuanticsLayout",
     "QuanticsTensor",
     "RankDeficiencyWarning",
+    "ToleranceNotMetWarning",
     "UnseenStructureWarning",
     "StreamInfo",
     "TTFileError",

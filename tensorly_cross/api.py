@@ -16,6 +16,7 @@ from .cross.handover import hand_over, should_hand_over
 from .cross.indices import CrossIndices, check_cross_indices
 from .cross.init import random_indices, single_pivot_indices
 from .cross.lsq import LSQSweeper, lsq_assemble
+from .cross.missed import warn_if_missed
 from .cross.oversampled import OneChannel, drop_channel_core, is_one_channel
 from .cross.ranks import expand_rank
 from .cross.slices import sliced_random_indices
@@ -259,6 +260,7 @@ def _select(lazy, options, random_state, start):
     if inside is not None:
         info.function_seconds = clock.function_seconds - inside
     info.total_seconds = time.perf_counter() - start  # the whole search (both runs of a handover)
+    warn_if_missed(options, info)
     return indices, finish(cores), info
 
 

@@ -304,10 +304,13 @@ def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=64, 
                                f"evals {info.n_evals}, held-out error {info.val_errors[-1]:.2e}")
             return False
 
-        tt, info = tlc.tt_cross(target, rank=rank, tol=tol, method=method, max_rank=max_rank,
-                                max_evals=max_evals, n_iter_max=n_iter_max, random_state=seed,
-                                callback=report, return_info=True, patience=patience,
-                                oversample=oversample, max_slices=max_slices)
+        with warnings.catch_warnings():  # a missed tolerance is reported by the exit code
+            warnings.simplefilter("ignore", tlc.ToleranceNotMetWarning)
+            tt, info = tlc.tt_cross(target, rank=rank, tol=tol, method=method,
+                                    max_rank=max_rank, max_evals=max_evals,
+                                    n_iter_max=n_iter_max, random_state=seed, callback=report,
+                                    return_info=True, patience=patience,
+                                    oversample=oversample, max_slices=max_slices)
     elapsed = time.perf_counter() - start
     metadata = dict(shape=list(volume.shape), source=source, val_error=info.val_error,
                     n_heldout=info.n_heldout, heldout_bound=info.heldout_bound,

@@ -53,6 +53,42 @@ class UnseenStructureWarning(UserWarning):
     """
 
 
+class ToleranceNotMetWarning(UserWarning):
+    """A rank-adaptive cross ended with its held-out error above ``tol``.
+
+    Raised as a warning, not an error: the TT returned is the best state found, and may be
+    all a budget allows. The message names the stop reason and what to change. A run with
+    a given ``rank`` never issues it (there the rank is the target, ``tol`` an early stop).
+
+    Parameters
+    ----------
+    message : str
+        The error, the tolerance, why the run stopped and what to try.
+    error : float
+        The held-out error of the TT returned; kept as the attribute ``error``.
+    tol : float
+        The tolerance missed; kept as the attribute ``tol``.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> import tensorly_cross as tlc
+    >>> noise = np.random.default_rng(0).standard_normal((12, 12, 12))  # no low rank
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     tt = tlc.tt_cross(noise, tol=0.01, max_rank=3, random_state=0)
+    >>> missed = [w.message for w in caught if w.category is tlc.ToleranceNotMetWarning]
+    >>> missed[0].tol, bool(missed[0].error > 0.01)
+    (0.01, True)
+    """
+
+    def __init__(self, message, error, tol):
+        super().__init__(message)
+        self.error = error
+        self.tol = tol
+
+
 class NonFiniteValueError(ValueError):
     """A lazy tensor produced NaN or inf.
 
