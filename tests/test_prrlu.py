@@ -175,3 +175,22 @@ def test_block_values_are_on_the_backend(backend):
     column = matrix.column(1)
     assert host(column).shape == (5,)
     assert type(column) is type(tl.tensor(np.zeros(1)))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_column_search_moves_on_from_a_pivot_far_below_its_row(seed):
+    # Rank 3, with column 2 within 1e-6 of the span of columns 0 and 1: started there, column
+    # search meets a third pivot of ~1e-6 next to row entries of ~1, a pivot block of
+    # condition ~1e6, and a round-off residual that a tight cut takes as a fourth pivot.
+    rng = np.random.default_rng(seed)
+    left, right = rng.standard_normal((40, 3)), rng.standard_normal((3, 30))
+    right[:, 2] = right[:, 0] + right[:, 1] + 1e-6 * np.array([0.0, 0.0, 1.0])
+    dense = left @ right
+    cache = EvaluationCache(FunctionTensor(lambda idx: dense[idx[:, 0], idx[:, 1]], (40, 30)))
+    empty = np.zeros((1, 0), dtype=np.int64)
+    matrix = BondMatrix(cache, empty, 40, 30, empty)
+    cut = 1e-12 * np.abs(dense).max()
+    rows, cols = prrlu(matrix, cut, 10, np.random.default_rng(0), "column", [0, 1, 2],
+                       max_kept_growth=16.0)
+    assert len(rows) == 3
+    assert np.linalg.cond(dense[np.ix_(rows, cols)]) < 1e4
