@@ -1,5 +1,7 @@
 """The least-squares cross (method="lsq"), its refinement and its rounding."""
 
+import warnings
+
 import numpy as np
 import pytest
 import tensorly as tl
@@ -213,3 +215,30 @@ def test_lsq_gradients_match_finite_differences_on_exactly_low_rank_data(rank):
             numeric = (loss(scale + step) - loss(scale - step)) / (2 * step)
     assert torch.isfinite(scale.grad)
     np.testing.assert_allclose(float(scale.grad), float(numeric), rtol=1e-5)
+
+
+def _noisy_low_rank(seed=0):
+    rng = np.random.default_rng(seed)
+    tensor = np.einsum("ir,jr,kr->ijk", *[rng.standard_normal((n, 4)) for n in (14, 15, 16)])
+    return tensor + 0.05 * np.abs(tensor).max() * rng.standard_normal(tensor.shape)
+
+
+@given(exponent=st.integers(-1000, 1000), method=st.sampled_from(["lsq", "als"]))
+def test_the_least_squares_fits_do_not_depend_on_the_data_scale(exponent, method):
+    # Scaled by a power of two every operation is exact: a scale-invariant cross returns
+    # the same ranks and held-out error at any scale (at 2^660 the squared singular values
+    # overflowed and the least-squares cross truncated to rank 1 with error 0.44; the
+    # final refinement's normal equations overflowed too).
+    tensor = _noisy_low_rank()
+    kwargs = dict(rank=3) if method == "als" else dict(tol=0.2)
+
+    def run(scale):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return tlc.tt_cross(tensor * scale, method=method, random_state=0,
+                                return_info=True, **kwargs)
+
+    (tt, info), (reference, reference_info) = run(2.0**exponent), run(1.0)
+    assert tt.rank == reference.rank
+    assert info.val_error == pytest.approx(reference_info.val_error, rel=1e-9)
+    assert info.refined == reference_info.refined

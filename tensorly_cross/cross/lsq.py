@@ -259,7 +259,10 @@ def truncation_rank(singular, delta, cap):
     at least 1 and at most ``cap``."""
     if singular.size == 0 or singular[0] == 0:
         return 1
-    tails = np.sqrt(np.cumsum((singular**2)[::-1]))[::-1]  # tails[j]: norm of s[j:]
+    # Relative to the largest before squaring: data of modulus 1e200 (or 1e-200) would
+    # overflow (underflow) and truncate to rank 1.
+    relative = np.asarray(singular, dtype=np.float64) / singular[0]
+    tails = np.sqrt(np.cumsum((relative**2)[::-1]))[::-1]  # tails[j]: norm of s[j:]
     keep = int(np.count_nonzero(tails > delta * tails[0]))
     return max(1, min(keep, cap))
 

@@ -5,7 +5,6 @@ when it asks (``return_info=True``): MNI152 crossed with ``method="tci"`` at ``t
 returned a TT with held-out error 0.23 and said nothing.
 """
 
-import math
 import warnings
 
 from ..errors import ToleranceNotMetWarning
@@ -29,7 +28,9 @@ def warn_if_missed(options, info):
     if options.rank is not None or not tol > 0 or info.stop_reason == "callback":
         return
     unchecked = not info.n_heldout and options.val_size > 0 and info.stop_reason in _HINTS
-    if not (unchecked or (info.n_heldout and math.isfinite(error) and error > tol)):
+    # NaN included: a TT whose held-out error is not a number has not met anything.
+    missed = info.n_heldout and not error <= tol
+    if not (unchecked or missed):
         return
     ranks = info.ranks[info.best_sweep - 1] if info.best_sweep else ()
     hints = "; ".join(_hints(options, info, max(ranks, default=1)))

@@ -14,9 +14,10 @@ solve per core, whatever ``n_k``. Nothing new is read (the entries are in the ca
 Cores with more than ``MAX_UNKNOWNS`` unknowns per slice keep the sweep's fit.
 """
 
+import numpy as np
 import tensorly as tl
 
-from .._backend import take_rows
+from .._backend import take_rows, to_host
 from .indices import fiber_indices
 
 # Above this many unknowns per slice (r_k r_{k+1}, 50 x 50) a core keeps the sweep's fit: its
@@ -44,17 +45,16 @@ def refine_cores(lazy, cores, history):
 
 def _fit_core(lazy, cores, k, history):
     r_left, n, r_right = tl.shape(cores[k])
-    normal, rhs = None, None
-    seen = set()
-    for left_sets, right_sets in history:
-        pair = (left_sets[k].tobytes(), right_sets[k].tobytes())
-        if pair in seen:  # the same fibers twice would only weigh them twice
-            continue
-        seen.add(pair)
-        left = left_interface(cores, left_sets[k], k)  # (p, r_k)
-        right = right_interface(cores, right_sets[k], k)  # (r_{k+1}, q)
+    normal, rhs, scales = None, None, None
+    for left, fibers, right in _distinct_blocks(lazy, cores, k, history):
+        if scales is None:
+            # Powers of two taken from the first block (exact, the same for every block):
+            # the normal matrix squares the interfaces, which overflows for data near 1e160
+            # and underflows near 1e-160 unless they are brought near 1 first.
+            scales = [_power_of_two(part) for part in (left, fibers, right)]
+        left, fibers, right = (part / scale for part, scale in
+                               zip((left, fibers, right), scales, strict=True))
         p, q = tl.shape(left)[0], tl.shape(right)[1]
-        fibers = lazy.evaluate(fiber_indices(left_sets[k], n, right_sets[k]))
         fibers = tl.reshape(fibers, (p, n * q))
         # L^T F_i R^T for every slice i: (r_k, n, r_{k+1}) -> (r_k r_{k+1}, n)
         projected = tl.reshape(tl.dot(tl.transpose(left), fibers), (r_left * n, q))
@@ -66,8 +66,32 @@ def _fit_core(lazy, cores, k, history):
     scale = float(tl.to_numpy(tl.sum(tl.diag(normal)))) / tl.shape(normal)[0]
     ridge = RIDGE * (scale if scale > 0 else 1.0)
     normal = normal + ridge * tl.eye(tl.shape(normal)[0], **tl.context(normal))
-    solution = tl.solve(normal, rhs)  # (r_k r_{k+1}, n)
+    solution = tl.solve(normal, rhs)  # (r_k r_{k+1}, n), for the scaled blocks
+    solution = solution * (scales[1] / (scales[0] * scales[2]))
     return tl.transpose(tl.reshape(solution, (r_left, r_right, n)), (0, 2, 1))
+
+
+def _distinct_blocks(lazy, cores, k, history):
+    """``(L, F, R)`` per distinct pair of sets of core ``k`` in ``history``: the left
+    interface (p, r_k), the fibers read (p * n_k * q) and the right interface (r_{k+1}, q)."""
+    n = tl.shape(cores[k])[1]
+    seen = set()
+    for left_sets, right_sets in history:
+        pair = (left_sets[k].tobytes(), right_sets[k].tobytes())
+        if pair in seen:  # the same fibers twice would only weigh them twice
+            continue
+        seen.add(pair)
+        fibers = lazy.evaluate(fiber_indices(left_sets[k], n, right_sets[k]))
+        yield (left_interface(cores, left_sets[k], k), fibers,
+               right_interface(cores, right_sets[k], k))
+
+
+def _power_of_two(tensor):
+    """The power of two nearest the largest modulus of ``tensor`` (1.0 for a zero one)."""
+    largest = float(np.abs(to_host(tensor)).max()) if np.prod(tl.shape(tensor)) else 0.0
+    if not (largest > 0 and np.isfinite(largest)):
+        return 1.0
+    return float(np.ldexp(1.0, int(np.frexp(largest)[1])))
 
 
 def _orthogonalize_left(core, following):

@@ -8,11 +8,11 @@ the excess).
 
 import math
 
-import numpy as np
 import tensorly as tl
 
 from .._backend import svd, to_host
 from .lsq import truncation_rank
+from .stopping import scaled_norm
 
 # Bisection steps on the rounding threshold.
 ROUNDING_STEPS = 12
@@ -23,15 +23,16 @@ def round_cores(cores, delta):
     sqrt(d - 1)`` (relative error ``<= delta`` in all)."""
     cores = _left_orthogonal(list(cores))
     d = len(cores)
-    norm = float(to_host(tl.norm(cores[-1])))
+    norm = scaled_norm(to_host(cores[-1]).ravel())  # no overflow of squares near 1e160
     threshold = delta / math.sqrt(max(d - 1, 1))
     for k in range(d - 1, 0, -1):
         r_left, n, r_right = tl.shape(cores[k])
         left, singular, right = svd(tl.reshape(cores[k], (r_left, n * r_right)),
                                        full_matrices=False)
         host = to_host(singular)
-        rank = truncation_rank(host, threshold * norm / max(float(np.linalg.norm(host)), 1e-300),
-                               host.size)
+        host_norm = scaled_norm(host)
+        relative = threshold * norm / host_norm if host_norm > 0 else 0.0
+        rank = truncation_rank(host, relative, host.size)
         cores[k] = tl.reshape(right[:rank], (rank, n, r_right))
         factor = left[:, :rank] * tl.reshape(singular[:rank], (1, -1))
         r_prev, n_prev, _ = tl.shape(cores[k - 1])
