@@ -255,3 +255,27 @@ def test_tci_finds_a_distant_narrow_feature_through_global_pivots(seed):
     exact = function(grid[around_far])
     approx = host(tlc.tt_entries(tt, around_far))
     assert np.linalg.norm(approx - exact) / np.linalg.norm(exact) < 1e-6
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d["right"].__setitem__(0, [d["right"][0][0]] * 3), "holds a multi-index twice"),
+    (lambda d: d["left"].__setitem__(1, [d["left"][1][0]] * 3), "holds a multi-index twice"),
+    (lambda d: d.pop("right"), "missing: \\['right'\\]"),
+    (lambda d: d.__setitem__("shape", [8, 9.5, 10]), "integers >= 1"),
+    (lambda d: d.__setitem__("shape", [8, 0, 10]), "integers >= 1"),
+])
+def test_edited_index_sets_are_refused_not_interpolated_through(edit, message):
+    # A duplicated pivot made the pivot block singular: rank (1, 3, 3, 1) with 35% error.
+    dense = np.random.default_rng(0).standard_normal((8, 9, 10))
+    data = tlc.select_indices(dense, rank=3, method="als", random_state=0).to_dict()
+    edit(data)
+    with pytest.raises(ValueError, match=message):
+        tlc.cross_interpolate(dense, data)
+
+
+def test_least_squares_ranks_must_be_positive_with_unit_boundaries():
+    dense = np.random.default_rng(0).standard_normal((8, 9, 10))
+    data = tlc.select_indices(dense, rank=2, method="lsq", random_state=0).to_dict()
+    for ranks in ([1, 0, 2, 1], [3, 2, 2, 3]):
+        with pytest.raises(ValueError, match="ranks must be positive"):
+            CrossIndices.from_dict({**data, "ranks": ranks})

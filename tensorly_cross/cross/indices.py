@@ -182,7 +182,11 @@ class CrossIndices:
         ValueError
             If the sets are inconsistent.
         """
-        shape = tuple(int(size) for size in data["shape"])
+        missing = [key for key in ("shape", "left", "right") if key not in data]
+        if missing:
+            raise ValueError(f"index sets need the keys 'shape', 'left' and 'right' (as "
+                             f"to_dict() writes them); missing: {missing}.")
+        shape = tuple(_as_size(size) for size in data["shape"])
         d = len(shape)
         left = [_as_block(block, k) for k, block in enumerate(data["left"])]
         right = [_as_block(block, d - k - 1) for k, block in enumerate(data["right"])]
@@ -239,8 +243,31 @@ def check_cross_indices(indices):
     if indices.ranks is not None and len(indices.ranks) != d + 1:
         raise ValueError(f"ranks must have {d + 1} entries for shape {shape}, got "
                          f"{len(indices.ranks)}.")
+    if indices.ranks is not None and (min(indices.ranks) < 1 or indices.ranks[0] != 1
+                                      or indices.ranks[-1] != 1):
+        raise ValueError(f"ranks must be positive with ranks[0] = ranks[-1] = 1, got "
+                         f"{tuple(indices.ranks)}.")
+    _check_distinct(indices)
     if indices.nested not in ("left", "right", None):
         raise ValueError(f"nested must be 'left', 'right' or None, got {indices.nested!r}.")
+
+
+def _check_distinct(indices):
+    """A multi-index twice in one set makes the pivot block singular: a TT through
+    ``r`` rows that are only ``r - 1`` (35% error, and no warning, before this check)."""
+    for name, sets in (("left", indices.left), ("right", indices.right)):
+        for k, block in enumerate(sets):
+            if block.shape[0] > 1 and block.shape[1] and (
+                    np.unique(block, axis=0).shape[0] < block.shape[0]):
+                raise ValueError(f"{name}[{k}] holds a multi-index twice; the rows of an "
+                                 "index set must be distinct.")
+
+
+def _as_size(size):
+    """A mode size from a dict: an integer >= 1 (7.9 is not silently 7)."""
+    if isinstance(size, bool) or int(size) != size or size < 1:
+        raise ValueError(f"shape entries must be integers >= 1, got {size!r}.")
+    return int(size)
 
 
 def _check_range(block, sizes, name):
