@@ -5,6 +5,7 @@ keyword arguments; they are checked here, in one place, and the resulting
 :class:`CrossOptions` is what the rest of the library reads.
 """
 
+import math
 import numbers
 import os
 from dataclasses import dataclass, fields, replace
@@ -59,6 +60,7 @@ rank : int, list of int or None
         sweep does not meet ``tol`` by a factor 100 on those: an exact recovery stops
         without them, every other decision uses them all. A narrow pass at the rank cap
         (always, for a given ``rank``) is confirmed on ``val_size`` fresh entries first.
+        Drawn with replacement; capped at the number of entries (or the default, if larger).
     random_state : None, int, numpy RandomState or Generator
         Seed of every random choice: the same seed gives the same indices and result.
     verbose : bool, default False
@@ -173,10 +175,14 @@ def cross_options(shape, stored=False, **settings):
     pivot_search = check_choice(options.pivot_search, "pivot_search", PIVOT_SEARCHES)
     max_rank = check_int(options.max_rank, "max_rank", minimum=1)
     n_iter_max = check_int(options.n_iter_max, "n_iter_max", minimum=1)
+    default_val_size = LSQ_VAL_SIZE if method == "lsq" else 1000
     val_size = options.val_size
     if val_size is None:
-        val_size = LSQ_VAL_SIZE if method == "lsq" else 1000
-    val_size = check_int(val_size, "val_size", minimum=0)
+        val_size = default_val_size
+    # Drawn with replacement: more draws than entries tell little more, and val_size=10**9
+    # on a 2x2 tensor took minutes and tens of GB. The default is never capped.
+    val_size = min(check_int(val_size, "val_size", minimum=0),
+                   max(math.prod(shape), default_val_size))
     patience = options.patience
     if patience is not None:
         patience = check_int(patience, "patience", minimum=1)

@@ -34,3 +34,16 @@ def test_options_are_frozen_and_auto_is_resolved():
 def test_an_unknown_setting_is_refused():
     with pytest.raises(TypeError):
         CrossOptions(rnak=3)
+
+
+@pytest.mark.parametrize(("shape", "method", "asked", "expected"), [
+    ((2, 2), "tci", 10**9, 1000),          # capped at the default, which exceeds 4 entries
+    ((50, 50), "tci", 10**9, 2500),         # capped at the number of entries
+    ((50, 50), "tci", 1500, 1500),          # below both: as asked
+    ((2, 2), "lsq", None, 4000),            # the default is never capped
+])
+def test_val_size_is_capped_at_the_entries_or_the_default(shape, method, asked, expected):
+    # Held-out entries are drawn with replacement: val_size=10**9 on a 2x2 tensor took
+    # minutes and tens of GB.
+    options = cross_options(shape, stored=True, method=method, val_size=asked)
+    assert options.val_size == expected
