@@ -52,6 +52,9 @@ def check_tall_matrix(matrix, name="matrix"):
         raise ValueError(
             f"{name} must have at least as many rows as columns (n >= r), got shape {shape}."
         )
+    if str(getattr(matrix, "dtype", "")).endswith("float16"):
+        raise TypeError(f"{name} has dtype {matrix.dtype}, which LAPACK does not support; "
+                        "cast it to float32 or float64 first.")
     if not all_finite(matrix):
         raise ValueError(f"{name} holds NaN or infinite entries; maxvol needs finite values.")
     return n_rows, n_cols
@@ -61,8 +64,12 @@ def check_random_state(random_state, name="random_state"):
     """A NumPy Generator from None, an int, a RandomState or a Generator (deterministic)."""
     import numpy as np
 
-    if random_state is None or isinstance(random_state, numbers.Integral):
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {random_state}.")
         return np.random.default_rng(random_state)
+    if random_state is None:
+        return np.random.default_rng()
     if isinstance(random_state, np.random.Generator):
         return random_state
     if isinstance(random_state, np.random.RandomState):

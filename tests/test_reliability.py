@@ -378,3 +378,55 @@ def test_tt_entries_refuses_cores_that_do_not_form_a_tt(shapes):
     cores = [np.ones(shape) for shape in shapes]
     with pytest.raises(ValueError, match="cores"):
         tlc.tt_entries(cores, [[0] * len(shapes)])
+
+
+# --- inputs the fuzzing of the public API found crashing ------------------------------
+
+
+def _rank3(shape=(8, 9, 10), seed=0):
+    rng = np.random.default_rng(seed)
+    return np.einsum("ir,jr,kr->ijk", *[rng.standard_normal((n, 3)) for n in shape])
+
+
+def _relative_error(tt, dense):
+    cores = [np.asarray(host(core), dtype=np.float64) for core in tt.factors]
+    with tl.backend_context("numpy"):
+        return np.linalg.norm(tl.tt_to_tensor(cores) - dense) / np.linalg.norm(dense)
+
+
+@pytest.mark.parametrize("make", [
+    lambda x: x.astype(np.float16),
+    lambda x: __import__("torch").tensor(x).half(),
+    lambda x: __import__("torch").tensor(x).bfloat16(),
+    lambda x: __import__("torch").tensor(x, requires_grad=True),
+], ids=["numpy float16", "torch float16", "torch bfloat16", "torch requires_grad"])
+def test_half_precision_and_grad_tensors_are_crossed_on_any_backend(backend, make):
+    # float16 reached LAPACK ("array type float16 is unsupported"); a PyTorch tensor that
+    # requires grad could not become NumPy under the numpy backend.
+    pytest.importorskip("torch")
+    dense = _rank3()
+    tt = tlc.tt_cross(make(dense), tol=1e-2, random_state=0)
+    assert tt.rank == (1, 3, 3, 1)
+    assert _relative_error(tt, dense) < 1e-2  # half precision: 3 digits
+
+
+def test_a_callable_returning_float16_is_widened():
+    dense = _rank3()
+    tt = tlc.tt_cross(lambda idx: dense[tuple(idx.T)].astype(np.float16), shape=dense.shape,
+                      tol=1e-2, random_state=0)
+    assert tt.rank == (1, 3, 3, 1) and _relative_error(tt, dense) < 1e-2
+
+
+def test_maxvol_names_half_precision_and_random_state_must_be_non_negative():
+    with pytest.raises(TypeError, match="float16, which LAPACK does not support"):
+        tlc.maxvol(np.ones((5, 2), dtype=np.float16))
+    with pytest.raises(ValueError, match="random_state must be a non-negative int"):
+        tlc.tt_cross(np.ones((3, 3)), random_state=-1)
+
+
+def test_quantics_view_of_an_array_and_of_a_bare_callable():
+    dense = np.random.default_rng(0).standard_normal((16, 16))
+    tt = tlc.tt_cross(tlc.QuanticsTensor(dense), tol=1e-10, random_state=0)
+    assert _relative_error(tlc.qtt_to_tt(tt, tlc.QuanticsTensor(dense).layout), dense) < 1e-9
+    with pytest.raises(TypeError, match="FunctionTensor\\(function, shape\\)"):
+        tlc.QuanticsTensor(lambda idx: idx.sum(axis=1))

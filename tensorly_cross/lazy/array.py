@@ -48,4 +48,6 @@ class ArrayTensor(LazyTensor):
             return self.array[columns]
         if hasattr(self.array, "vindex"):  # zarr and dask arrays: point-wise selection
             return np.asarray(self.array.vindex[columns])
+        if hasattr(self.array, "detach"):  # a PyTorch tensor under another backend
+            return self.array[columns]  # check_values detaches and widens it
         return np.asarray(self.array[columns])

@@ -155,16 +155,20 @@ def check_values(values, indices, source):
     multi-index. Bool and integer values become float64: the cores interpolate between
     them, and integer arithmetic would truncate (or, for bools, fail)."""
     if isinstance(values, np.ndarray) or not tl.is_tensor(values):
-        host = np.asarray(values)
+        host = _host_numbers(values)
         if host.dtype.kind not in NUMERIC_KINDS:  # strings, objects: no silent conversion
             raise TypeError(f"{source} returned values of dtype {host.dtype}; values must be "
                             "numbers (bool, integer, real or complex floating point).")
         if host.dtype.kind in "biu":
-            values = host = host.astype(np.float64)
-        values = values if tl.is_tensor(values) else tl.tensor(host)
+            host = host.astype(np.float64)
+        elif host.dtype.kind == "f" and host.dtype.itemsize < 4:
+            host = host.astype(np.float32)  # LAPACK has no half precision
+        values = values if tl.is_tensor(values) and host is values else tl.tensor(host)
     elif _kind(values.dtype) in "biu":
         context = {key: value for key, value in tl.context(values).items() if key != "dtype"}
         values = tl.tensor(to_host(values).astype(np.float64), **context)
+    elif str(values.dtype).endswith("float16"):  # float16, bfloat16: no LAPACK for them
+        values = values.float() if hasattr(values, "float") else values.astype("float32")
     expected = (indices.shape[0],)
     if tuple(values.shape) != expected:
         raise ValueError(
@@ -181,6 +185,18 @@ def check_values(values, indices, source):
             host[first],
         )
     return values
+
+
+def _host_numbers(values):
+    """A NumPy array of values that are not a tensor of the active backend: lists, arrays,
+    and PyTorch tensors under another backend (detached: a NumPy TT carries no gradient;
+    half precision widened, which NumPy may not hold)."""
+    if hasattr(values, "detach") and hasattr(values, "cpu"):
+        values = values.detach().cpu()
+        if str(values.dtype).endswith("float16"):
+            values = values.float()
+        return values.numpy()
+    return np.asarray(values)
 
 
 def _kind(dtype):

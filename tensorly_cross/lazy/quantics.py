@@ -13,6 +13,7 @@ import tensorly as tl
 from tensorly.tt_tensor import TTTensor
 
 from .base import LazyTensor, c_order_strides
+from .dispatch import lazy_tensor
 
 ORDERS = ("grouped", "interleaved")
 
@@ -186,8 +187,9 @@ class QuanticsTensor(LazyTensor):
 
     Parameters
     ----------
-    lazy : LazyTensor
-        Anything with ``shape`` and ``evaluate``.
+    lazy : LazyTensor or anything :func:`lazy_tensor` accepts
+        An array or tensor is read in memory; a callable needs wrapping in a
+        :class:`FunctionTensor` (its shape).
     order : {"grouped", "interleaved"}, default "grouped"
         Digit order (see :class:`QuanticsLayout`); the view's ``layout`` maps indices.
 
@@ -202,6 +204,10 @@ class QuanticsTensor(LazyTensor):
     """
 
     def __init__(self, lazy, order="grouped"):
+        if callable(lazy) and not isinstance(lazy, LazyTensor):
+            raise TypeError("QuanticsTensor needs the shape of a callable: wrap it, as in "
+                            "QuanticsTensor(FunctionTensor(function, shape)).")
+        lazy = lazy_tensor(lazy)
         self.layout = QuanticsLayout.create(lazy.shape, order)
         super().__init__(self.layout.quantics_shape)
         self.lazy = lazy
