@@ -510,7 +510,7 @@ def _reconstruct(args):
     where = ",".join(f"{axis}={index}" for axis, index in sorted(fixed.items())) or "all"
     if whole:
         write_nifti(args.output, tt, metadata)
-    image = _as_image(volume_values(tt, metadata, selection))
+    image = _as_slice(volume_values(tt, metadata, selection))
     if args.output and not whole:
         np.save(args.output, image, allow_pickle=False)
     original = None
@@ -522,6 +522,9 @@ def _reconstruct(args):
         error = np.linalg.norm(image - original) / max(np.linalg.norm(original), 1e-300)
         print(f"slice {where}: relative error {error:.3e}")
     if args.png:
+        if np.iscomplexobj(image):
+            print(f"tensorly-cross reconstruct: the TT is complex: {args.png} shows the "
+                  "modulus |TT| (-o OUT.npy keeps the complex values).", file=sys.stderr)
         write_png(args.png, image, original, title=f"{os.path.basename(args.file)} {where}")
     return EXIT_OK
 
@@ -556,6 +559,12 @@ def _as_image(values):
     return np.atleast_2d(values.astype(np.float64))
 
 
+def _as_slice(values):
+    """A 2-D float64 array, complex128 for a complex TT (a 1-D volume becomes one row)."""
+    values = np.atleast_2d(np.asarray(values))
+    return values.astype(np.complex128 if np.iscomplexobj(values) else np.float64)
+
+
 def tt_slice(tt, metadata, axis, index):
     """One 2-D slice (``axis`` fixed at ``index``) of a 3-D volume's TT (any layout)."""
     from ._reconstruct import volume_shape, volume_values
@@ -577,7 +586,8 @@ def _volume_slice(volume, selection):
 
 
 def write_png(path, image, original=None, title=""):
-    """The slice, or the original, the TT slice and the error map side by side."""
+    """The slice, or the original, the TT slice and the error map side by side; a complex
+    slice is shown as its modulus (titled ``|TT|``), its error map from the complex values."""
     import tempfile
 
     import matplotlib
@@ -585,8 +595,9 @@ def write_png(path, image, original=None, title=""):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("TT", image)] if original is None else [
-        ("original", original), ("TT", image), ("|error|", np.abs(image - original))]
+    tt_panel = ("|TT|", np.abs(image)) if np.iscomplexobj(image) else ("TT", image)
+    panels = [tt_panel] if original is None else [
+        ("original", original), tt_panel, ("|error|", np.abs(image - original))]
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
     for ax, (name, data) in zip(axes[0], panels, strict=True):
         shown = ax.imshow(data, cmap="magma" if name == "|error|" else "gray", aspect="auto")

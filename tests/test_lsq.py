@@ -242,3 +242,34 @@ def test_the_least_squares_fits_do_not_depend_on_the_data_scale(exponent, method
     assert tt.rank == reference.rank
     assert info.val_error == pytest.approx(reference_info.val_error, rel=1e-9)
     assert info.refined == reference_info.refined
+
+
+@given(seed=seeds, method_rank=st.sampled_from([("lsq", None), ("lsq", 3), ("auto", None)]))
+def test_complex_data_is_fitted_in_least_squares(backend, seed, method_rank):
+    # The fits used transposes, not conjugate transposes: complex data crashed the
+    # refinement (float() of a complex trace) and would have been fitted wrongly.
+    method, rank = method_rank
+    rng = np.random.default_rng(seed)
+    factors = [rng.standard_normal((n, 3)) + 1j * rng.standard_normal((n, 3)) for n in (9, 10, 11)]
+    dense = np.einsum("ir,jr,kr->ijk", *factors)
+    tt = tlc.tt_cross(to_backend(dense), rank=rank, tol=1e-10, method=method, random_state=seed)
+    approx = host(tl.tt_to_tensor(tt))
+    assert np.linalg.norm(approx - dense) <= 1e-9 * np.linalg.norm(dense)
+
+
+def test_complex_noisy_data_comes_as_close_to_tt_svd_as_real_data():
+    from tensorly.decomposition import tensor_train
+
+    rng = np.random.default_rng(0)
+    ratios = []
+    for imaginary in (0.0, 1.0):
+        factors = [rng.standard_normal((n, 4)) + imaginary * 1j * rng.standard_normal((n, 4))
+                   for n in (20, 21, 22)]
+        dense = np.einsum("ir,jr,kr->ijk", *factors)
+        noise = rng.standard_normal(dense.shape) + imaginary * 1j * rng.standard_normal(dense.shape)
+        dense = dense + 0.03 * np.abs(dense).max() * noise
+        best = tl.tt_to_tensor(tensor_train(dense, rank=[1, 4, 4, 1]))
+        tt = tlc.tt_cross(dense, rank=4, method="lsq", random_state=0)
+        ratios.append(np.linalg.norm(tl.tt_to_tensor(tt) - dense)
+                      / np.linalg.norm(best - dense))
+    assert ratios[1] < 1.25 and ratios[1] < 1.1 * ratios[0]

@@ -203,13 +203,14 @@ def _pinv_times(matrix, rhs):
     kept = int(np.count_nonzero(host > (host[0] if host.size else 0) * PINV_RTOL))
     if kept == 0:
         return tl.zeros((tl.shape(matrix)[1], tl.shape(rhs)[1]), **tl.context(rhs))
-    projected = tl.dot(tl.transpose(left[:, :kept]), rhs) / tl.reshape(singular[:kept], (-1, 1))
-    solution = tl.dot(tl.transpose(right[:kept]), projected)
+    # pinv = V S^-1 U^H (conjugate transposes: complex data too).
+    projected = tl.dot(_adjoint(left[:, :kept]), rhs) / tl.reshape(singular[:kept], (-1, 1))
+    solution = tl.dot(_adjoint(right[:kept]), projected)
     if not (carries_gradient(matrix) or carries_gradient(rhs)):
         return solution
     if kept == tl.shape(matrix)[1]:
-        gram = tl.dot(tl.transpose(matrix), matrix)
-        surrogate = tl.solve(gram, tl.dot(tl.transpose(matrix), rhs))
+        gram = tl.dot(_adjoint(matrix), matrix)
+        surrogate = tl.solve(gram, tl.dot(_adjoint(matrix), rhs))
     else:
         fixed = stop_gradient(solution)
         surrogate = fixed + _pinv_times(stop_gradient(matrix), rhs - tl.dot(matrix, fixed))
@@ -231,8 +232,13 @@ def _left_singular(matrix):
     floor = (host[0] if host.size else 0) * PINV_RTOL
     inverse = tl.tensor(np.where(host > floor, 1.0 / np.maximum(host, floor + 1e-300), 0.0),
                         **tl.context(singular))
-    surrogate = tl.dot(matrix, tl.transpose(right_t) * tl.reshape(inverse, (1, -1)))
+    surrogate = tl.dot(matrix, _adjoint(right_t) * tl.reshape(inverse, (1, -1)))
     return straight_through(left, surrogate), host
+
+
+def _adjoint(matrix):
+    """The conjugate transpose (the transpose of real data)."""
+    return tl.transpose(tl.conj(matrix))
 
 
 def _oversampled_rows(matrix, count, rng):

@@ -56,19 +56,25 @@ def _fit_core(lazy, cores, k, history):
                                zip((left, fibers, right), scales, strict=True))
         p, q = tl.shape(left)[0], tl.shape(right)[1]
         fibers = tl.reshape(fibers, (p, n * q))
-        # L^T F_i R^T for every slice i: (r_k, n, r_{k+1}) -> (r_k r_{k+1}, n)
-        projected = tl.reshape(tl.dot(tl.transpose(left), fibers), (r_left * n, q))
-        projected = tl.reshape(tl.dot(projected, tl.transpose(right)), (r_left, n, r_right))
+        # L^H F_i R^H for every slice i: (r_k, n, r_{k+1}) -> (r_k r_{k+1}, n); conjugate
+        # transposes, so that complex data is fitted in least squares too.
+        projected = tl.reshape(tl.dot(_adjoint(left), fibers), (r_left * n, q))
+        projected = tl.reshape(tl.dot(projected, _adjoint(right)), (r_left, n, r_right))
         projected = tl.reshape(tl.transpose(projected, (0, 2, 1)), (r_left * r_right, n))
-        gram = tl.kron(tl.dot(tl.transpose(left), left), tl.dot(right, tl.transpose(right)))
+        # vec(A G B) = kron(A, B^T) vec(G) in C order: B^T of R R^H is conj(R R^H).
+        gram = tl.kron(tl.dot(_adjoint(left), left), tl.conj(tl.dot(right, _adjoint(right))))
         normal = gram if normal is None else normal + gram
         rhs = projected if rhs is None else rhs + projected
-    scale = float(tl.to_numpy(tl.sum(tl.diag(normal)))) / tl.shape(normal)[0]
+    scale = float(np.real(to_host(tl.sum(tl.diag(normal))))) / tl.shape(normal)[0]
     ridge = RIDGE * (scale if scale > 0 else 1.0)
     normal = normal + ridge * tl.eye(tl.shape(normal)[0], **tl.context(normal))
     solution = tl.solve(normal, rhs)  # (r_k r_{k+1}, n), for the scaled blocks
     solution = solution * (scales[1] / (scales[0] * scales[2]))
     return tl.transpose(tl.reshape(solution, (r_left, r_right, n)), (0, 2, 1))
+
+
+def _adjoint(matrix):
+    return tl.transpose(tl.conj(matrix))
 
 
 def _distinct_blocks(lazy, cores, k, history):

@@ -8,6 +8,11 @@ dask cluster, blocks are grouped into one task per worker thread, each task fold
 blocks into its own partial result, and the partials are summed in place as they arrive.
 Memory is then the result (and, on a cluster, one partial in flight) plus one block per
 thread, whatever the volume's size.
+
+Every block is scaled by a power of two (exact) to a largest modulus in ``[1/2, 1)`` before
+its contribution is computed, and results are held at the largest scale seen so far
+(:class:`ScaledSums`): sums of squares of values near ``1e-200`` or ``1e160`` would
+otherwise underflow to zero or overflow to infinity.
 """
 
 import math
@@ -21,6 +26,9 @@ from ..errors import NonFiniteValueError
 from ..lazy.sources import ChunkSource, as_chunk_source
 
 BLOCK_BYTES = 32 * 2**20
+# Keys of the results whose updates are sums of squares of the values (degree 2); every
+# other key is linear in the values.
+QUADRATIC_KEYS = frozenset({"squares"})
 
 
 class MemmapSource(ChunkSource):
@@ -91,7 +99,9 @@ def map_reduce(source, blocks, contribute, start, client=None, n_tasks=None):
 
     ``contribute(slices, values)`` returns a block's updates ``(key, selection, array)``;
     ``start()`` makes the empty result (a dict of arrays). With ``client`` the blocks are
-    read and folded on the cluster's workers; else in local threads.
+    read and folded on the cluster's workers; else in local threads. ``values`` are the
+    block scaled by a power of two; the sums come back as a :class:`ScaledSums`, whose
+    ``exponent`` says by how much they are scaled.
     """
     if n_tasks is None:
         n_tasks = _n_workers(client)
@@ -99,27 +109,103 @@ def map_reduce(source, blocks, contribute, start, client=None, n_tasks=None):
     if client is not None:
         futures = [client.submit(_fold_group, source, group, contribute, start, pure=False,
                                  retries=3) for group in groups]
-        total = start()
+        total = ScaledSums(start())
         for future in futures:
-            _add_into(total, future.result())
+            total.merge(future.result())
             future.release()
         return total
-    total, lock = start(), threading.Lock()
+    total, lock = ScaledSums(start()), threading.Lock()
 
     def fold_group(group):
         for slices in group:
-            updates = contribute(slices, _read(source, slices))
+            values, exponent = _read_scaled(source, slices)
+            if exponent is None:
+                continue
+            updates = contribute(slices, values)
             with lock:
-                _apply(total, updates)
+                total.add(updates, exponent)
 
     with ThreadPoolExecutor(max_workers=len(groups)) as pool:
         list(pool.map(fold_group, groups))
     return total
 
 
-def _read(source, slices):
-    """A block as float64; a NaN or infinite voxel raises, naming its multi-index."""
-    values = np.asarray(source.read(slices), dtype=np.float64)
+class ScaledSums:
+    """Sums of block contributions, held at one power-of-two scale.
+
+    Parameters
+    ----------
+    arrays : dict
+        The sums, each scaled by ``2**(-degree * exponent)``: degree 2 for the keys in
+        ``QUADRATIC_KEYS``, 1 for the others.
+
+    Attributes
+    ----------
+    exponent : int or None
+        The scale; None while every block added was zero (the sums are then zero).
+    """
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+        self.exponent = None
+
+    def __getitem__(self, key):
+        return self.arrays[key]
+
+    def add(self, updates, exponent):
+        """Add a block's updates ``(key, selection, array)``, computed at ``2**-exponent``."""
+        shift = self._align(exponent)
+        for key, selection, array in updates:
+            self.arrays[key][selection] += _ldexp(array, _degree(key) * shift)
+
+    def merge(self, other):
+        """Add another :class:`ScaledSums` (a partial result from a worker) into this one."""
+        if other.exponent is None:
+            return
+        shift = self._align(other.exponent)
+        for key, value in other.arrays.items():
+            self.arrays[key] += _ldexp(value, _degree(key) * shift)
+
+    def _align(self, exponent):
+        """Make the scale at least ``exponent``, rescaling the sums held in place; returns
+        the (non-positive) shift that brings a sum at ``exponent`` to the scale. What
+        underflows in a shift is below ``2**-1074`` of the largest block: negligible."""
+        if self.exponent is None:
+            self.exponent = exponent
+        elif exponent > self.exponent:
+            for key, value in self.arrays.items():
+                np.ldexp(value, _degree(key) * (self.exponent - exponent), out=value)
+            self.exponent = exponent
+        return exponent - self.exponent
+
+
+def _degree(key):
+    return 2 if key in QUADRATIC_KEYS else 1
+
+
+def _ldexp(array, shift):
+    return array if shift == 0 else np.ldexp(array, shift)
+
+
+def _read_scaled(source, slices):
+    """A block times ``2**-exponent``, its largest modulus in ``[1/2, 1)``, and
+    ``exponent``; ``(None, None)`` for an all-zero block, which adds nothing to any sum."""
+    raw = source.read(slices)
+    values = _check_finite(source, slices, np.asarray(raw, dtype=np.float64))
+    if values.size == 0:
+        return None, None
+    # Two reductions rather than np.abs: no temporary copy of the block.
+    peak = max(float(values.max()), -float(values.min()))
+    if peak == 0.0:
+        return None, None
+    exponent = math.frexp(peak)[1]
+    # In place only into the float64 copy made here, never into the source's own memory.
+    owned = values is not raw and not np.may_share_memory(values, raw)
+    return np.ldexp(values, -exponent, out=values if owned else None), exponent
+
+
+def _check_finite(source, slices, values):
+    """``values``; a NaN or infinite voxel raises, naming its multi-index."""
     if not np.isfinite(values).all():
         local = np.unravel_index(int(np.flatnonzero(~np.isfinite(values))[0]), values.shape)
         index = tuple(int(s.start + i) for s, i in zip(slices, local, strict=True))
@@ -130,20 +216,12 @@ def _read(source, slices):
 
 
 def _fold_group(source, group, contribute, start):
-    partial = start()
+    partial = ScaledSums(start())
     for slices in group:
-        _apply(partial, contribute(slices, _read(source, slices)))
+        values, exponent = _read_scaled(source, slices)
+        if exponent is not None:
+            partial.add(contribute(slices, values), exponent)
     return partial
-
-
-def _apply(result, updates):
-    for key, selection, array in updates:
-        result[key][selection] += array
-
-
-def _add_into(total, partial):
-    for key, value in partial.items():
-        total[key] += value
 
 
 def _n_workers(client):

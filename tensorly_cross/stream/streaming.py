@@ -84,6 +84,11 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
     their sketch width are not compressed (a small volume: pass 1 is skipped and the
     result is the TT-SVD of the volume itself).
 
+    Each block is scaled by a power of two before it enters any sum (of squares, of
+    products), so the result is scale-invariant: the volume times ``s`` gives ``s`` times the
+    TT (the same ranks and error) for any ``s`` float64 holds, from about ``1e-300`` to
+    ``1e300``.
+
     Parameters
     ----------
     volume : str, path, lazy volume, zarr/h5py/dask array or NumPy array
@@ -148,6 +153,7 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
     caps = None if max_rank is None else check_int(max_rank, "max_rank", minimum=1)
     cores, dropped = tt_svd(core, threshold, ranks, caps)
     cores = [_expand(core_k, basis) for core_k, basis in zip(cores, bases, strict=True)]
+    cores = _unscale(cores, projected.exponent)
     info.projection_error = math.sqrt(lost / total) if total > 0 else 0.0
     info.error = math.sqrt((lost + dropped) / total) if total > 0 else 0.0
     info.ranks = (1,) + tuple(c.shape[2] for c in cores)
@@ -214,6 +220,37 @@ def _sketch_pass(source, blocks, widths, rng, client, info):
 def _count_pass(info, source):
     info.n_passes += 1
     info.bytes_read += source.dtype.itemsize * math.prod(source.shape)
+
+
+def _unscale(cores, exponent):
+    """The TT times ``2**exponent``, undoing the blocks' scaling (exactly: a power of two).
+
+    The last core takes it all, the others being orthonormal. Where that overflows (a
+    volume whose norm is near the float64 limit) or rounds the core (values near the
+    subnormal range), it is spread evenly over all cores instead.
+    """
+    if exponent is None:  # an all-zero volume: the TT is zero, at any scale
+        return cores
+    with np.errstate(over="ignore", under="ignore"):
+        last = np.ldexp(cores[-1], exponent)
+        if _exact(last, cores[-1], exponent):
+            return cores[:-1] + [last]
+        share, rest = divmod(exponent, len(cores))
+        cores = [np.ldexp(core, share + (rest if k == len(cores) - 1 else 0))
+                 for k, core in enumerate(cores)]
+    if not all(np.isfinite(core).all() for core in cores):
+        raise OverflowError(f"the volume's TT has entries beyond the float64 range "
+                            f"(largest value about 2**{exponent}): scale the volume down.")
+    return cores
+
+
+def _exact(scaled, core, exponent):
+    """Whether ``scaled = core * 2**exponent`` is finite and lost at most a unit roundoff
+    of ``core``'s norm (the TT's relative error, its other cores being orthonormal)."""
+    if not np.isfinite(scaled).all():
+        return False
+    lost = np.linalg.norm(np.ldexp(scaled, -exponent) - core)
+    return lost <= 2.0**-53 * np.linalg.norm(core)
 
 
 def _expand(core, basis):
