@@ -205,6 +205,8 @@ def _compress(args):
         raise UsageError("--oversample needs --rank (a fixed-rank cross).")
     if args.max_slices is not None and args.rank is None:
         raise UsageError("--max-slices needs --rank (a fixed-rank cross).")
+    if args.method in ("als", "block") and args.rank is None:
+        raise UsageError(f"--method {args.method} needs --rank (a fixed-rank cross).")
     axes = _parse_axes(args.axes, args.quantics)
     output = args.output or _default_output(args.input)
     _check_output(output, args.force)

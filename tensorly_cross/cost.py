@@ -11,7 +11,10 @@ then reading everything costs little more and is never wrong.
 """
 
 import math
+import os
 from dataclasses import dataclass
+
+from ._validation import check_float, check_int
 
 # A cross is chosen when it is expected to read less than this share of the storage.
 CROSS_SHARE = 0.25
@@ -53,8 +56,9 @@ def choose_path(volume, path=None, rank=None, max_rank=64, oversample=1.5):
 
     Parameters
     ----------
-    volume : LazyTensor
-        The opened volume (:func:`tensorly_cross.open_volume`), possibly transposed.
+    volume : LazyTensor, str or os.PathLike
+        The opened volume (:func:`tensorly_cross.open_volume`), possibly transposed, or
+        the path of a volume file (then opened, and ``path`` defaults to it).
     path : str, optional
         Its file: a gzip NIfTI is decompressed whole by any reader.
     rank : int, optional
@@ -78,6 +82,14 @@ def choose_path(volume, path=None, rank=None, max_rank=64, oversample=1.5):
     >>> tlc.choose_path(tlc.lazy_tensor(np.ones((8, 8, 8))), path="scan.nii.gz").method
     'stream'
     """
+    if isinstance(volume, str | os.PathLike):
+        from .io import open_volume
+
+        path = volume if path is None else path
+        volume = open_volume(volume)
+    rank = None if rank is None else check_int(rank, "rank", minimum=1)
+    max_rank = check_int(max_rank, "max_rank", minimum=1)
+    oversample = check_float(oversample, "oversample", minimum=1.0)
     if path is not None and str(path).lower().endswith(".gz"):
         return PathChoice("stream", "a gzip file is decompressed whole whatever is read")
     geometry = storage_geometry(volume)

@@ -97,7 +97,7 @@ def _tensorly_rank(rank, shape):
         raise ValueError(
             "Provided incorrect number of ranks. Should verify "
             f"len(rank) == tl.ndim(tensor)+1, but len(rank) = {len(rank)} "
-            f"while tl.ndim(tensor) + 1  = {tensor_order}"
+            f"while tl.ndim(tensor) + 1  = {tensor_order + 1}"
         )
     rank = list(rank)
     for end in (0, -1):

@@ -58,7 +58,7 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False)
     """
     if not isinstance(path, str | bytes | os.PathLike):
         return _open_array(path, cache_bytes, client, strict)
-    path = os.fspath(path)
+    path = os.fsdecode(path)  # str, bytes or os.PathLike
     if dataset is None and (".h5:" in path or ".hdf5:" in path):
         path, dataset = path.rsplit(":", 1)
     if not os.path.exists(path):

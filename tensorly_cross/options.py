@@ -111,7 +111,9 @@ rank : int, list of int or None
         ``random_state`` (the rerun must make the same choices). A file written for
         another shape or other arguments is refused; only the budgets (``max_evals``,
         ``n_iter_max``, ``max_time``) and the display settings may change, so a stopped
-        run continues with a larger budget.
+        run continues with a larger budget. The function itself cannot be checked (only
+        the tensor's class): after changing the function, or the data behind it, use a
+        new checkpoint file, or the stored entries of the old one come back.
     max_time : float or None
         Seconds. Once past, no new batch of evaluations starts: the run stops
         (``"max_time"``) with the best sweep it has completed and validated. A batch in

@@ -69,6 +69,8 @@ def save_tt(path, tt, metadata=None, overwrite=False):
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path!r} exists; pass overwrite=True (--force) to replace it.")
+    if not isinstance(tt, list | tuple) and not hasattr(tt, "factors"):
+        raise TypeError(f"tt must be a TTTensor or a list of cores, got {type(tt).__name__}.")
     cores = [np.asarray(to_host(core)) for core in tt]
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}.")

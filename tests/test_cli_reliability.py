@@ -359,3 +359,10 @@ def test_two_demos_at_once_share_one_cache_honouring_xdg_cache_home(tmp_path):
         "blobs32.tt.npz", "blobs32.zarr", "blobs32_slice.png"]
     assert not [p for p in workdir.iterdir() if p.name.endswith(".tmp")]
     tlc.open_volume(workdir / "blobs32.zarr", strict=True)  # every chunk stored
+
+
+def test_a_fixed_rank_method_without_rank_is_a_usage_error(tmp_path, capsys):
+    path = tmp_path / "v.npy"
+    np.save(path, np.ones((6, 6, 6)))
+    code = cli.main(["compress", str(path), "-o", str(tmp_path / "v.tt.npz"), "--method", "als"])
+    assert code == cli.EXIT_USAGE and "--method als needs --rank" in capsys.readouterr().err

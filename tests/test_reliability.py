@@ -430,3 +430,33 @@ def test_quantics_view_of_an_array_and_of_a_bare_callable():
     assert _relative_error(tlc.qtt_to_tt(tt, tlc.QuanticsTensor(dense).layout), dense) < 1e-9
     with pytest.raises(TypeError, match="FunctionTensor\\(function, shape\\)"):
         tlc.QuanticsTensor(lambda idx: idx.sum(axis=1))
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda: tlc.tt_cross(lambda idx: idx.sum(axis=1) * 1.0, shape=(10**20, 2)), ValueError,
+     "exceeds the int64 range"),
+    (lambda: tlc.tt_cross(np.ma.masked_array(np.ones((4, 4)), mask=np.eye(4))), TypeError,
+     "masked array"),
+    (lambda: tlc.tt_cross(np.ones((4, 4)), shape=(5, 5)), ValueError, "does not match"),
+    (lambda: tlc.save_tt("never-written.tt.npz", None), TypeError, "TTTensor or a list"),
+    (lambda: tlc.streaming_tt_svd(np.array(1.0), tol=0.1), ValueError, "at least one mode"),
+    (lambda: tlc.choose_path(tlc.lazy_tensor(np.ones((8, 8))), max_rank=-1), ValueError,
+     "max_rank"),
+    (lambda: tlc.tensor_train_cross(np.ones((3, 4, 5)), rank=[1, 2, 2]), ValueError,
+     "len\\(rank\\) = 3 while tl.ndim\\(tensor\\) \\+ 1  = 4"),
+])
+def test_more_bad_inputs_get_a_clear_exception(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_a_checkpoint_path_that_is_a_directory_is_named(tmp_path):
+    with pytest.raises(tlc.CheckpointError, match="is a directory"):
+        tlc.tt_cross(np.ones((4, 4)), checkpoint=tmp_path, random_state=0)
+
+
+def test_choose_path_and_open_volume_take_paths_as_str_or_bytes(tmp_path):
+    path = tmp_path / "v.npy"
+    np.save(path, np.ones((8, 8, 8)))
+    assert tlc.choose_path(str(path)).method in ("lsq", "stream")
+    assert tlc.open_volume(os.fsencode(path)).shape == (8, 8, 8)

@@ -121,6 +121,10 @@ def check_shape(shape, name):
     bad = [mode for mode, size in enumerate(shape) if size < 1]
     if bad:
         raise ValueError(f"{name}[{bad[0]}]={shape[bad[0]]} must be >= 1 (shape {shape}).")
+    huge = [mode for mode, size in enumerate(shape) if size > np.iinfo(np.int64).max]
+    if huge:  # multi-indices are int64
+        raise ValueError(f"{name}[{huge[0]}]={shape[huge[0]]} exceeds the int64 range of "
+                         f"indices (at most 2**63 - 1 per mode; shape {shape}).")
     return shape
 
 

@@ -63,6 +63,9 @@ class CheckpointStore:
 
     def __init__(self, path, shape, arguments):
         self.path = os.fspath(path)
+        if os.path.isdir(self.path):
+            raise CheckpointError(f"checkpoint={self.path!r} is a directory; give a file path "
+                                  "(created if missing), e.g. a file in that directory.")
         self.shape = tuple(int(n) for n in shape)
         self.arguments = arguments
         self.fingerprint = fingerprint(self.shape, arguments)

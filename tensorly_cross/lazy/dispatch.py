@@ -1,5 +1,7 @@
 """lazy_tensor(obj): one entry point that turns what users have into a LazyTensor."""
 
+import numpy as np
+
 from .array import ArrayTensor
 from .base import LazyTensor
 from .function import FunctionTensor
@@ -17,7 +19,7 @@ def lazy_tensor(obj, shape=None):
         - a callable on (m, d) integer multi-indices becomes a :class:`FunctionTensor`
           (``shape`` is then required).
     shape : tuple of int, optional
-        Only for callables.
+        Only for callables (for anything else it must match the shape, if given).
 
     Returns
     -------
@@ -27,7 +29,9 @@ def lazy_tensor(obj, shape=None):
     Raises
     ------
     TypeError
-        If ``obj`` is none of the above, or a callable comes without ``shape``.
+        If ``obj`` is none of the above, a masked array, or a callable without ``shape``.
+    ValueError
+        If ``shape`` differs from the shape of an array or lazy tensor.
 
     Examples
     --------
@@ -38,8 +42,15 @@ def lazy_tensor(obj, shape=None):
     >>> lazy_tensor(lambda idx: idx.sum(axis=1), shape=(4, 4, 4))
     FunctionTensor(shape=(4, 4, 4))
     """
+    if shape is not None and not callable(obj) and hasattr(obj, "shape") and (
+            tuple(shape) != tuple(obj.shape)):
+        raise ValueError(f"shape={tuple(shape)} does not match the shape {tuple(obj.shape)} "
+                         "of the tensor given (shape is only needed for a callable).")
     if isinstance(obj, LazyTensor):
         return obj
+    if isinstance(obj, np.ma.MaskedArray):
+        raise TypeError("obj is a masked array: a cross reads raw entries, masked or not. "
+                        "Fill the masked entries first (obj.filled(value)).")
     if hasattr(obj, "shape") and hasattr(obj, "__getitem__"):
         return ArrayTensor(obj)
     if callable(obj):

@@ -134,7 +134,9 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
     """
     start = time.perf_counter()
     source = volume_source(volume)
-    shape = source.shape
+    shape = tuple(source.shape)
+    if not shape:
+        raise ValueError("volume must have at least one mode; got a 0-D array (a scalar).")
     tol, ranks = _check_target(tol, rank, shape)
     block_bytes = check_int(block_bytes, "block_bytes", minimum=8)
     widths = _widths(shape, ranks, max_width)
