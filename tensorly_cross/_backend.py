@@ -20,7 +20,8 @@ def to_host(tensor):
     if isinstance(tensor, np.ndarray):
         return tensor  # already on the host: the NumPy backend's hot path, no dispatch
     if backend_name() == "pytorch":
-        return tensor.detach().cpu().numpy()
+        # resolve_conj: a tl.conj of a complex tensor is a lazy view NumPy cannot read.
+        return tensor.detach().cpu().resolve_conj().numpy()
     return tl.to_numpy(tensor)
 
 

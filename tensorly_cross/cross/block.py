@@ -190,9 +190,12 @@ def _unique_in_order(values):
 
 
 def _row_interpolation(matrix, pivots, count):
-    """``matrix @ pinv(matrix[pivots])`` through a QR of the (count, m) pivot rows' transpose."""
-    q, r = tl.qr(tl.transpose(take_rows(matrix, pivots)))
-    return right_divide(tl.dot(matrix, q), tl.transpose(r), (tl.shape(matrix)[0], count))
+    """``matrix @ pinv(matrix[pivots])`` through a QR of the (count, m) pivot rows'
+    conjugate transpose: ``P^H = Q R`` gives ``pinv(P) = Q R^-H`` (plain transposes gave
+    a wrong TT, error 1.1, on complex data)."""
+    q, r = tl.qr(tl.transpose(tl.conj(take_rows(matrix, pivots))))
+    return right_divide(tl.dot(matrix, q), tl.transpose(tl.conj(r)),
+                        (tl.shape(matrix)[0], count))
 
 
 class BlockSweeper:
