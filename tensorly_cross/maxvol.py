@@ -85,6 +85,14 @@ def maxvol(matrix, tol=1.05, max_iter=100):
         return np.zeros(0, dtype=np.int64), matrix[:, :0]
 
     rows, pivot_sizes, candidates = lu_pivot_rows(matrix)
+    largest = float(pivot_sizes.max())
+    if largest > 0 and not SAFE_SCALE[0] < largest < SAFE_SCALE[1]:
+        # The coefficients do not depend on the matrix's scale: bring it near 1 by a power
+        # of two (exact), since subnormal entries (1e-310) gave NaN coefficients.
+        shift = -int(np.frexp(largest)[1])
+        for part in (shift // 2, shift - shift // 2):  # 2**1029 overflows as one factor
+            matrix = matrix * float(np.ldexp(1.0, part))
+        rows, pivot_sizes, candidates = lu_pivot_rows(matrix)
     if pivot_sizes.max() == 0 or pivot_sizes.max() > ILL_CONDITIONED * pivot_sizes.min():
         # Ill-conditioned or rank-deficient. maxvol only depends on the column space: with
         # A = QR, A inv(A[rows]) = Q inv(Q[rows]) and Q carries none of cond(A) into the
@@ -106,6 +114,9 @@ def maxvol(matrix, tol=1.05, max_iter=100):
     return rows, coefficients
 
 
+# Largest LU pivot outside this range: the matrix is rescaled first (round-off would
+# leave the normal range in the solves).
+SAFE_SCALE = (2.0**-500, 2.0**500)
 # Ratio of LU pivot sizes above which maxvol works on an orthonormal basis instead.
 ILL_CONDITIONED = 1e3
 

@@ -8,7 +8,7 @@ import tensorly as tl
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tensorly_cross import RankDeficiencyWarning, maxvol
+from tensorly_cross import RankDeficiencyWarning, maxvol, rect_maxvol
 from tensorly_cross._backend import TOURNAMENT_BYTES
 
 from .conftest import host, to_backend
@@ -142,3 +142,15 @@ def test_no_warning_on_full_rank_input(backend):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         maxvol(to_backend(matrix))
+
+
+@given(exponent=st.integers(-1040, 1000), seed=seeds)
+def test_maxvol_is_scale_invariant_down_to_subnormal_matrices(exponent, seed):
+    # Subnormal entries (1e-310) gave NaN coefficients, and rect_maxvol then every row.
+    matrix = np.random.default_rng(seed).standard_normal((40, 5)) * 2.0**exponent
+    rows, coefficients = maxvol(matrix)
+    assert np.isfinite(coefficients).all() and len(set(rows.tolist())) == 5
+    assert np.abs(coefficients).max() <= 1.05 + 1e-8
+    np.testing.assert_allclose(coefficients[rows], np.eye(5), atol=1e-8)
+    rect_rows, rect_coefficients = rect_maxvol(matrix)
+    assert np.isfinite(rect_coefficients).all() and len(rect_rows) < 40
