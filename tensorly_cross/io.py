@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from ._validation import check_regular_file
+from ._validation import check_int, check_regular_file
 from .lazy.dask import DaskTensor
 from .lazy.npy import NpyTensor
 from .lazy.sources import SliceableSource, ZarrSource
@@ -56,6 +56,8 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False)
         zarr metadata that cannot be read (the message names the file), or, with
         ``strict``, a zarr array with chunks missing. TypeError for an unsupported dtype.
     """
+    if cache_bytes is not None:
+        cache_bytes = check_int(cache_bytes, "cache_bytes", minimum=0)
     if not isinstance(path, str | bytes | os.PathLike):
         return _open_array(path, cache_bytes, client, strict)
     path = os.fsdecode(path)  # str, bytes or os.PathLike

@@ -446,6 +446,14 @@ def test_quantics_view_of_an_array_and_of_a_bare_callable():
      "max_rank"),
     (lambda: tlc.tensor_train_cross(np.ones((3, 4, 5)), rank=[1, 2, 2]), ValueError,
      "len\\(rank\\) = 3 while tl.ndim\\(tensor\\) \\+ 1  = 4"),
+    # One grid, not a list of grids: it was read as five one-point modes.
+    (lambda: tlc.FunctionTensor.on_grid(np.sum, np.linspace(0, 1, 5)), TypeError,
+     "for a single mode pass \\[grid\\]"),
+    (lambda: tlc.FunctionTensor.on_grid(np.sum, [np.ones((5, 1))]), ValueError, "must be 1-D"),
+    (lambda: tlc.FunctionTensor.on_grid(np.sum, [np.ones(5) * 1j]), TypeError, "real numbers"),
+    (lambda: tlc.TransposedTensor(np.ones((2, 3, 4)), (0.0, 2.0, 1.0)), ValueError,
+     "permutation"),
+    (lambda: tlc.open_volume(np.ones((3, 3)), cache_bytes=-1), ValueError, "cache_bytes"),
 ])
 def test_more_bad_inputs_get_a_clear_exception(call, error, message):
     with pytest.raises(error, match=message):

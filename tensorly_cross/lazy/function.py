@@ -81,7 +81,7 @@ class FunctionTensor(LazyTensor):
         >>> f.shape, f.evaluate([[4, 2]])
         ((5, 5), array([1.5]))
         """
-        grids = [np.asarray(grid, dtype=float).reshape(-1) for grid in grids]
+        grids = _check_grids(grids)
         empty = [mode for mode, grid in enumerate(grids) if grid.size == 0]
         if empty:
             raise ValueError(f"grids[{empty[0]}] is empty; every grid needs >= 1 point.")
@@ -100,6 +100,23 @@ class FunctionTensor(LazyTensor):
             seconds = time.perf_counter() - start
         self.function_seconds += seconds
         return values
+
+
+def _check_grids(grids):
+    """The grids as 1-D float arrays; a lone 1-D array of numbers (one mode's grid, not a
+    sequence of grids) would be read as that many one-point modes, so it is refused."""
+    if isinstance(grids, np.ndarray) and grids.ndim == 1 and grids.dtype != object:
+        raise TypeError("grids must be a sequence of 1-D arrays, one per mode; for a single "
+                        "mode pass [grid].")
+    checked = []
+    for mode, grid in enumerate(grids):
+        grid = np.asarray(grid)
+        if grid.ndim != 1:
+            raise ValueError(f"grids[{mode}] must be 1-D, got shape {grid.shape}.")
+        if grid.dtype.kind not in "biuf":
+            raise TypeError(f"grids[{mode}] must hold real numbers, got dtype {grid.dtype}.")
+        checked.append(grid.astype(float))
+    return checked
 
 
 class _GridFunction:

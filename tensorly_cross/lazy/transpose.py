@@ -40,7 +40,8 @@ class TransposedTensor(LazyTensor):
     def __init__(self, lazy, axes):
         lazy = lazy_tensor(lazy)
         axes = np.asarray(axes)
-        if axes.ndim != 1 or sorted(axes.tolist()) != list(range(lazy.ndim)):
+        if axes.ndim != 1 or axes.dtype.kind not in "iu" or (
+                sorted(axes.tolist()) != list(range(lazy.ndim))):
             raise ValueError(f"axes must be a permutation of range({lazy.ndim}), got "
                              f"{np.asarray(axes).tolist()}.")
         self.axes = tuple(int(axis) for axis in axes)
