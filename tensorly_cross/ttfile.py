@@ -261,6 +261,10 @@ def _check_meta_agrees(meta, core_shapes, where):
         raise TTFileError(f"{where}: its metadata says ranks {meta['ranks']}, the cores have "
                           f"{ranks}.")
     if meta.get("shape") is None:
+        layout = [key for key in ("quantics", "axes") if meta.get(key) is not None]
+        if layout:  # a layout says how the TT's modes map to a shape it must name
+            raise TTFileError(f"{where}: its metadata gives {layout[0]!r} without 'shape', "
+                              "the volume's shape that layout maps to.")
         return
     shape = meta["shape"]
     if not isinstance(shape, list) or not shape or not all(

@@ -188,3 +188,12 @@ def test_a_crc_error_in_a_core_is_a_tt_file_error(tmp_path):
     with pytest.raises(TTFileError, match="c.npz"):
         load_tt(path)
 
+
+
+@pytest.mark.parametrize("metadata", [{"axes": [0, 0, 0]}, {"quantics": {"x": 1}},
+                                      {"axes": [2, 1, 0]}])
+def test_a_layout_without_the_shape_it_maps_to_is_refused(tmp_path, metadata):
+    # Saved and loaded before; reconstruct then failed with a reshape error.
+    tt = random_tt((3, 4, 5), rank=[1, 2, 2, 1], random_state=0)
+    with pytest.raises(TTFileError, match="without 'shape'"):
+        save_tt(tmp_path / "m.tt.npz", tt, metadata=metadata)
