@@ -218,7 +218,7 @@ def test_indices_round_trip_through_json_and_rebuild_the_same_tt(backend):
         (dict(tol=-1.0), ValueError, "tol must be >= 0"),
         (dict(n_iter_max=0), ValueError, "n_iter_max must be >= 1"),
         (dict(pivot_search="diagonal"), ValueError, "pivot_search must be one of"),
-        (dict(rank=[1, 2, 1]), ValueError, "rank must have len"),
+        (dict(rank=[1, 2, 1]), ValueError, "rank must have 4 entries"),
         (dict(random_state="seed"), TypeError, "random_state must be"),
     ],
 )

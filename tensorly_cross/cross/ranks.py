@@ -23,7 +23,8 @@ def expand_rank(rank, shape, name="rank", warn=True, clip=True):
         rank = [int(r) for r in rank]
         if len(rank) != d + 1:
             raise ValueError(
-                f"{name} must have len(shape) + 1 = {d + 1} entries, got {len(rank)}."
+                f"{name} must have {d + 1} entries, (1, r_1, ..., r_{d - 1}, 1) for the {d} "
+                f"modes it covers {tuple(shape)}; got {len(rank)}."
             )
         if rank[0] != 1 or rank[-1] != 1:
             raise ValueError(f"{name}[0] and {name}[-1] must be 1, got {rank[0]} and {rank[-1]}.")
