@@ -74,9 +74,10 @@ def check_random_state(random_state, name="random_state"):
         return random_state
     if isinstance(random_state, np.random.RandomState):
         return np.random.default_rng(random_state.randint(0, 2**31 - 1))
+    hint = " (a bool is not a seed)" if isinstance(random_state, bool) else ""
     raise TypeError(
         f"{name} must be None, an int, a numpy RandomState or Generator; "
-        f"got {type(random_state).__name__}."
+        f"got {type(random_state).__name__}{hint}."
     )
 
 

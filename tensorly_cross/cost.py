@@ -82,7 +82,7 @@ def choose_path(volume, path=None, rank=None, max_rank=64, oversample=1.5):
     >>> tlc.choose_path(tlc.lazy_tensor(np.ones((8, 8, 8))), path="scan.nii.gz").method
     'stream'
     """
-    if isinstance(volume, str | os.PathLike):
+    if isinstance(volume, str | bytes | os.PathLike):
         from .io import open_volume
 
         path = volume if path is None else path

@@ -192,7 +192,9 @@ def cross_options(shape, stored=False, **settings):
     if max_evals is not None:
         max_evals = check_int(max_evals, "max_evals", minimum=1)
         if val_size >= max_evals:
-            raise ValueError(f"max_evals={max_evals} must exceed val_size={val_size}: "
+            asked = ("" if options.val_size in (None, val_size)
+                     else f" (val_size={options.val_size}, capped)")
+            raise ValueError(f"max_evals={max_evals} must exceed val_size={val_size}{asked}: "
                              "held-out entries count as evaluations.")
     if options.callback is not None and not callable(options.callback):
         raise TypeError(f"callback must be callable or None, got "

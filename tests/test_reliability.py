@@ -449,7 +449,7 @@ def test_quantics_view_of_an_array_and_of_a_bare_callable():
     # One grid, not a list of grids: it was read as five one-point modes.
     (lambda: tlc.FunctionTensor.on_grid(np.sum, np.linspace(0, 1, 5)), TypeError,
      "for a single mode pass \\[grid\\]"),
-    (lambda: tlc.FunctionTensor.on_grid(np.sum, [np.ones((5, 1))]), ValueError, "must be 1-D"),
+    (lambda: tlc.FunctionTensor.on_grid(np.sum, [np.ones((5, 2))]), ValueError, "must be 1-D"),
     (lambda: tlc.FunctionTensor.on_grid(np.sum, [np.ones(5) * 1j]), TypeError, "real numbers"),
     (lambda: tlc.TransposedTensor(np.ones((2, 3, 4)), (0.0, 2.0, 1.0)), ValueError,
      "permutation"),
@@ -487,3 +487,10 @@ def test_every_method_recovers_a_complex_tensor_of_its_rank(backend, kwargs, see
     tt = tlc.tt_cross(tl.tensor(dense), random_state=seed, **kwargs)
     error = np.linalg.norm(host(tl.tt_to_tensor(tt)) - dense) / np.linalg.norm(dense)
     assert error < 1e-9
+
+
+def test_scalar_and_column_grids_still_make_modes():
+    grid = np.linspace(0.0, 1.0, 5)
+    tensor = tlc.FunctionTensor.on_grid(lambda x: x.sum(axis=1), [grid, 0.5, grid[:, None]])
+    assert tensor.shape == (5, 1, 5)
+    assert tensor.evaluate([[4, 0, 2]])[0] == pytest.approx(2.0)

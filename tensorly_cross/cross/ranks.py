@@ -23,8 +23,8 @@ def expand_rank(rank, shape, name="rank", warn=True, clip=True):
         rank = [int(r) for r in rank]
         if len(rank) != d + 1:
             raise ValueError(
-                f"{name} must have {d + 1} entries, (1, r_1, ..., r_{d - 1}, 1) for the {d} "
-                f"modes it covers {tuple(shape)}; got {len(rank)}."
+                f"{name} must have {d + 1} entries, {_rank_pattern(d)} for the {d} "
+                f"mode(s) it covers {tuple(shape)}; got {len(rank)}."
             )
         if rank[0] != 1 or rank[-1] != 1:
             raise ValueError(f"{name}[0] and {name}[-1] must be 1, got {rank[0]} and {rank[-1]}.")
@@ -42,3 +42,9 @@ def expand_rank(rank, shape, name="rank", warn=True, clip=True):
             stacklevel=3,
         )
     return clipped
+
+
+def _rank_pattern(d):
+    """``(1, r_1, ..., r_{d-1}, 1)`` written out for ``d`` modes."""
+    inner = {1: [], 2: ["r_1"], 3: ["r_1", "r_2"]}.get(d, ["r_1", "...", f"r_{d - 1}"])
+    return "(" + ", ".join(["1", *inner, "1"]) + ")"

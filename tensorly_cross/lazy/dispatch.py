@@ -43,7 +43,7 @@ def lazy_tensor(obj, shape=None):
     FunctionTensor(shape=(4, 4, 4))
     """
     if shape is not None and not callable(obj) and hasattr(obj, "shape") and (
-            tuple(shape) != tuple(obj.shape)):
+            tuple(np.atleast_1d(shape).tolist()) != tuple(obj.shape)):
         raise ValueError(f"shape={tuple(shape)} does not match the shape {tuple(obj.shape)} "
                          "of the tensor given (shape is only needed for a callable).")
     if isinstance(obj, LazyTensor):

@@ -103,19 +103,22 @@ class FunctionTensor(LazyTensor):
 
 
 def _check_grids(grids):
-    """The grids as 1-D float arrays; a lone 1-D array of numbers (one mode's grid, not a
-    sequence of grids) would be read as that many one-point modes, so it is refused."""
-    if isinstance(grids, np.ndarray) and grids.ndim == 1 and grids.dtype != object:
+    """The grids as 1-D float arrays. A scalar is a one-point grid and an (n, 1) column a
+    grid of n points; a lone 1-D array of numbers (one mode's grid, not a sequence of
+    grids) would be read as that many one-point modes, so it is refused, as are grids
+    spread over two axes and complex ones."""
+    members = [np.asarray(grid) for grid in grids]
+    if len(members) > 1 and all(member.ndim == 0 for member in members):
         raise TypeError("grids must be a sequence of 1-D arrays, one per mode; for a single "
                         "mode pass [grid].")
     checked = []
-    for mode, grid in enumerate(grids):
-        grid = np.asarray(grid)
-        if grid.ndim != 1:
-            raise ValueError(f"grids[{mode}] must be 1-D, got shape {grid.shape}.")
+    for mode, grid in enumerate(members):
+        if grid.size != max(grid.shape, default=1):
+            raise ValueError(f"grids[{mode}] must be 1-D (or a single row or column), got "
+                             f"shape {grid.shape}.")
         if grid.dtype.kind not in "biuf":
             raise TypeError(f"grids[{mode}] must hold real numbers, got dtype {grid.dtype}.")
-        checked.append(grid.astype(float))
+        checked.append(grid.astype(float).reshape(-1))
     return checked
 
 

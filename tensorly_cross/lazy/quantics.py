@@ -207,7 +207,11 @@ class QuanticsTensor(LazyTensor):
         if callable(lazy) and not isinstance(lazy, LazyTensor):
             raise TypeError("QuanticsTensor needs the shape of a callable: wrap it, as in "
                             "QuanticsTensor(FunctionTensor(function, shape)).")
-        lazy = lazy_tensor(lazy)
+        try:
+            lazy = lazy_tensor(lazy)
+        except TypeError as error:
+            raise TypeError(f"lazy must be a LazyTensor, an array or a tensor; got "
+                            f"{type(lazy).__name__}.") from error
         self.layout = QuanticsLayout.create(lazy.shape, order)
         super().__init__(self.layout.quantics_shape)
         self.lazy = lazy
