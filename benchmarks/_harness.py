@@ -22,6 +22,18 @@ def limit_threads():
     return threadpool_limits(limits=1)
 
 
+def peak_rss():
+    """This process's peak resident memory in bytes (VmHWM): unlike ru_maxrss it is not
+    inherited from the parent across exec. File-backed memmap pages count too."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def median_time(function, repeats=5):
     """Median wall time of ``repeats`` calls, and the last call's result."""
     times, result = [], None

@@ -16,16 +16,12 @@ import subprocess
 import sys
 import time
 
+from _harness import peak_rss
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "_data")
 
 
-def _peak_rss():
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _child(kind, size, stride, cache_mib):
@@ -53,7 +49,7 @@ def _child(kind, size, stride, cache_mib):
     optimiser = torch.optim.SGD(model.parameters(), lr=1e-3)
     loss.backward()
     optimiser.step()
-    print(json.dumps(dict(peak=_peak_rss(), seconds=time.perf_counter() - start)))
+    print(json.dumps(dict(peak=peak_rss(), seconds=time.perf_counter() - start)))
 
 
 def main():

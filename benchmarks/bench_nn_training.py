@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 
+from _harness import peak_rss
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "_data")
 
@@ -44,12 +46,6 @@ PRESETS = {
 }
 
 
-def _peak_rss():
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _build(kind, options):
@@ -96,7 +92,7 @@ def _child(kind, seed, args):
     counters = getattr(model.embedding, "counters", {})
     return dict(rmse=rmse(model, test), seconds=log.total_seconds,
                 cpu_seconds=log.total_cpu_seconds, steps=log.steps,
-                peak=_peak_rss(), encoder_calls=counters.get("encoder_calls"),
+                peak=peak_rss(), encoder_calls=counters.get("encoder_calls"),
                 searches=counters.get("searches"),
                 patches=counters.get("patches_encoded"),
                 rounds=counters.get("lockstep_rounds"))
@@ -120,7 +116,7 @@ def _timed_steps(model, train, steps, batch_size):
         cpu.append(time.process_time() - cpu_start)
     counters = getattr(model.embedding, "counters", {})
     return dict(step_seconds=sum(wall[1:]) / steps, step_cpu_seconds=sum(cpu[1:]) / steps,
-                peak=_peak_rss(), steps=steps + 1, encoder_calls=counters.get("encoder_calls"))
+                peak=peak_rss(), steps=steps + 1, encoder_calls=counters.get("encoder_calls"))
 
 
 def _baselines(args):

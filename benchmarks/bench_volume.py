@@ -16,12 +16,12 @@ the kernel reads), evaluations, held-out error on 10,000 random voxels. The base
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 
 import numpy as np
+from _harness import peak_rss
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "_data")
@@ -98,7 +98,7 @@ def run_cross(path, layout, rank):
     approx = np.asarray(tlc.tt_entries(tt, query))
     result = dict(wall=wall, evals=info.n_evals, sweeps=f"{info.n_sweeps} ({info.stop_reason})",
                   error=float(np.linalg.norm(approx - exact) / np.linalg.norm(exact)),
-                  peak_rss=_peak_rss(), **cost)
+                  peak_rss=peak_rss(), **cost)
     return result
 
 
@@ -108,14 +108,6 @@ def _reads(lazy):
     return dict(chunks_read=f"{lazy.pages_read} pages", bytes_read=lazy.bytes_read)  # .npy
 
 
-def _peak_rss():
-    """This process's peak resident memory (VmHWM): unlike ru_maxrss it is not inherited
-    from the parent across exec. File-backed memmap pages count too."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def run_svd(size, rank):
@@ -135,7 +127,7 @@ def run_svd(size, rank):
     approx = np.asarray(tl.tt_to_tensor(tt))[tuple(test.T)]
     return dict(wall=wall, read=read, error=float(np.linalg.norm(approx - exact)
                                                    / np.linalg.norm(exact)),
-                peak_rss=_peak_rss())
+                peak_rss=peak_rss())
 
 
 def _child(args):
