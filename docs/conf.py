@@ -18,10 +18,6 @@ numpydoc_show_class_members = False
 # SS01/SS06 no summary or one longer than a line, GL02 closing quotes on the text's line.
 numpydoc_validation_checks = {"GL02", "GL08", "PR01", "PR02", "PR07", "RT01", "RT03", "SS01",
                               "SS06"}
-# Not yet: open_volume (io.py), save_tt, load_tt and TTFileError (ttfile.py) are being
-# reworked on the CLI/TT-file branch, which completes their docstrings (and examples:
-# tests/test_docstrings.py reads this set too); remove this line when it lands.
-numpydoc_validation_exclude = {r"^tensorly_cross\.(open_volume|save_tt|load_tt|TTFileError)$"}
 html_theme = "alabaster"
 exclude_patterns = ["_build", "generated/*.examples"]
 sphinx_gallery_conf = {

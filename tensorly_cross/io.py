@@ -55,6 +55,21 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False)
         For an unknown suffix, a path that is not a regular file (or, for zarr, a folder),
         zarr metadata that cannot be read (the message names the file), or, with
         ``strict``, a zarr array with chunks missing. TypeError for an unsupported dtype.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import tensorly_cross as tlc
+    >>> path = os.path.join(tempfile.mkdtemp(), "volume.npy")
+    >>> grid = np.linspace(0.0, 1.0, 32)
+    >>> np.save(path, np.add.outer(np.add.outer(grid, grid), grid))
+    >>> volume = tlc.open_volume(path)
+    >>> volume.shape
+    (32, 32, 32)
+    >>> tt = tlc.tt_cross(volume, tol=1e-6, random_state=0)
+    >>> tt.rank
+    (1, 2, 2, 1)
     """
     if cache_bytes is not None:
         cache_bytes = check_int(cache_bytes, "cache_bytes", minimum=0)

@@ -30,8 +30,24 @@ MAX_META_BYTES = 2**24
 
 
 class TTFileError(ValueError):
-    """A file is not a readable tensorly-cross TT file (corrupt, foreign, inconsistent or
-    unsafe)."""
+    """A file is not a readable tensorly-cross TT file.
+
+    Raised by :func:`load_tt` for a corrupt, foreign, inconsistent or unsafe file, and by
+    :func:`save_tt` for cores or metadata that would make such a file.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import tensorly_cross as tlc
+    >>> path = os.path.join(tempfile.mkdtemp(), "not_a_tt.npz")
+    >>> with open(path, "wb") as stream:
+    ...     _ = stream.write(b"plain bytes")
+    >>> try:
+    ...     tlc.load_tt(path)
+    ... except tlc.TTFileError:
+    ...     print("refused")
+    refused
+    """
 
 
 def save_tt(path, tt, metadata=None, overwrite=False):
@@ -45,6 +61,7 @@ def save_tt(path, tt, metadata=None, overwrite=False):
     Parameters
     ----------
     path : str or os.PathLike
+        The file to write (``.npz`` by convention; its folder must exist).
     tt : TTTensor or list of cores
         Numeric 3-D cores of shapes ``(r_k, n_k, r_{k+1})`` with ``r_0 = r_d = 1``.
     metadata : dict, optional
@@ -52,10 +69,12 @@ def save_tt(path, tt, metadata=None, overwrite=False):
         ``shape``, ``quantics`` and ``axes``, when given, must agree with the cores (see
         :func:`load_tt`).
     overwrite : bool, default False
+        Replace an existing file (atomically: readers see the old file or the new one).
 
     Returns
     -------
     path : str
+        ``path``, as a string.
 
     Raises
     ------
@@ -65,6 +84,18 @@ def save_tt(path, tt, metadata=None, overwrite=False):
         If the cores or the metadata would make a file that :func:`load_tt` refuses.
     TypeError
         If ``metadata`` is not a dict or holds values JSON cannot represent.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import tensorly_cross as tlc
+    >>> cores = [np.ones((1, 4, 2)), np.ones((2, 5, 1))]
+    >>> path = tlc.save_tt(os.path.join(tempfile.mkdtemp(), "ones.tt.npz"), cores,
+    ...                    {"source": "example"})
+    >>> tt, metadata = tlc.load_tt(path)
+    >>> tt.rank, metadata["source"]
+    ((1, 2, 1), 'example')
     """
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
@@ -139,6 +170,8 @@ def load_tt(path, max_bytes=MAX_BYTES):
     tt : TTTensor
         Cores in the active TensorLy backend.
     metadata : dict
+        What :func:`save_tt` was given, plus the file's format fields (``format``,
+        ``format_version``, ``n_cores``, ``ranks``).
 
     Raises
     ------
@@ -149,6 +182,17 @@ def load_tt(path, max_bytes=MAX_BYTES):
         (never unpickled) or non-numeric cores, is of a newer format version, has cores
         that do not chain into a TT or disagree with its metadata (count, ranks, shape), or
         would exceed ``max_bytes``.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import tensorly_cross as tlc
+    >>> path = os.path.join(tempfile.mkdtemp(), "ranks.tt.npz")
+    >>> _ = tlc.save_tt(path, [np.ones((1, 3, 2)), np.ones((2, 3, 1))], {"shape": [3, 3]})
+    >>> tt, metadata = tlc.load_tt(path)
+    >>> metadata["ranks"], metadata["shape"]
+    ([1, 2, 1], [3, 3])
     """
     path = os.fspath(path)
     try:

@@ -1,0 +1,42 @@
+"""The ``tensorly-cross`` command: compress volumes into TT files, inspect and view them.
+
+Exit codes: 0 success; 1 an input could not be used (missing file, bad dataset, corrupt TT
+file, missing output folder); 2 bad command-line arguments; 3 the run ended without meeting
+``--tol`` (the TT file is written all the same; ``--accept-miss`` exits 0 instead); 130
+interrupted (Ctrl-C).
+
+One module per subcommand (:mod:`.compress`, :mod:`.summary` for ``info``,
+:mod:`.reconstruct`, :mod:`.demo`), the argument parser in :mod:`._parser`, and what they
+share (exit codes, output checks, the progress bar) in :mod:`._common`.
+"""
+
+import sys
+
+from ._common import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TOL_MISSED, EXIT_USAGE, UsageError
+from .compress import compress_volume, stream_volume
+from .summary import format_summary
+
+__all__ = ["main", "compress_volume", "stream_volume", "format_summary", "UsageError",
+           "EXIT_OK", "EXIT_INPUT", "EXIT_USAGE", "EXIT_TOL_MISSED", "EXIT_INTERRUPTED"]
+
+
+def main(argv=None):
+    from ._parser import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.handler(args)
+    except UsageError as error:
+        print(f"tensorly-cross {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"tensorly-cross {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError, TypeError, OSError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"tensorly-cross {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_INPUT

@@ -1,0 +1,212 @@
+"""``tensorly-cross compress``: a cross or a streaming TT-SVD of a stored volume, saved
+with its metadata (shape, layout, NIfTI affine, the run's arguments and outcome)."""
+
+import math
+import os
+import time
+import warnings
+
+import numpy as np
+
+from ._common import UsageError, check_output, default_output, open_client, progress_bar
+from .summary import format_summary, outcome, tt_summary
+
+# tt_cross's default number of held-out entries: they count as evaluations.
+VAL_SIZE = 1000
+
+
+def run_compress(args):
+    import tensorly_cross as tlc
+
+    if args.oversample != 1.0 and args.rank is None:
+        raise UsageError("--oversample needs --rank (a fixed-rank cross).")
+    if args.max_slices is not None and args.rank is None:
+        raise UsageError("--max-slices needs --rank (a fixed-rank cross).")
+    if args.method in ("als", "block") and args.rank is None:
+        raise UsageError(f"--method {args.method} needs --rank (a fixed-rank cross).")
+    axes = _parse_axes(args.axes, args.quantics)
+    output = args.output or default_output(args.input)
+    check_output(output, args.force)
+    client = open_client(args.scheduler)
+    volume = tlc.open_volume(args.input, dataset=args.dataset, cache_bytes=args.cache_bytes,
+                             client=client)
+    method, reason = _choose_method(args, volume)
+    if not args.quiet:
+        print(f"method: {method} ({reason})")
+    if method == "stream":
+        summary = stream_volume(volume, output, tol=args.tol, rank=args.rank, client=client,
+                                seed=args.seed, source=args.input, force=args.force,
+                                dtype=args.dtype, max_rank=args.max_rank)
+        if not args.quiet:
+            print(format_summary(summary))
+        return outcome(summary, args.rank is None, args.accept_miss)
+    summary = compress_volume(volume, output, tol=args.tol, rank=args.rank, method=method,
+                              max_rank=args.max_rank, quantics=args.quantics,
+                              max_evals=args.max_evals, n_iter_max=args.n_iter_max,
+                              seed=args.seed, quiet=args.quiet, verbose=args.verbose,
+                              source=args.input, force=args.force,
+                              patience=args.patience or None, oversample=args.oversample,
+                              axes=axes, max_slices=args.max_slices, dtype=args.dtype)
+    if not args.quiet:
+        print(format_summary(summary))
+    return outcome(summary, args.rank is None, args.accept_miss)
+
+
+def _choose_method(args, volume):
+    """The method ``--method`` names, or for ``auto`` the cost model's choice (with why)."""
+    from ..cost import choose_path
+
+    if args.method != "auto":
+        return args.method, "asked for"
+    cross_only = [flag for flag, given in [("--quantics", args.quantics),
+                                           ("--axes", args.axes is not None),
+                                           ("--max-slices", args.max_slices is not None),
+                                           ("--oversample", args.oversample != 1.0),
+                                           ("--max-evals", args.max_evals is not None)]
+                  if given]
+    if cross_only:
+        return "auto", f"{', '.join(cross_only)} ask for a cross"
+    choice = choose_path(volume, path=args.input, rank=args.rank, max_rank=args.max_rank)
+    return choice.method, choice.reason
+
+
+def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=64, quantics=False,
+                    max_evals=None, n_iter_max=20, seed=0, quiet=False, verbose=False,
+                    source=None, force=False, patience=2, oversample=1.0, axes=None,
+                    max_slices=None, dtype="input"):
+    """Cross ``volume`` (a LazyTensor), save the TT with its metadata; returns a summary.
+
+    ``axes``: the TT's mode order (a permutation of the volume's axes; not with quantics).
+    ``dtype``: of the stored cores, ``"input"`` for the input's floating dtype.
+    """
+    import tensorly_cross as tlc
+
+    from .._reconstruct import nifti_metadata
+
+    target = tlc.TransposedTensor(volume, axes) if axes else volume
+    target = tlc.QuanticsTensor(target) if quantics else target
+    input_dtype = _input_dtype(volume)
+    start = time.perf_counter()
+    with progress_bar(n_iter_max, "sweeps", quiet) as progress:
+
+        def report(tt, info):
+            progress.set_postfix(rank=max(info.ranks[-1]), err=f"{info.val_errors[-1]:.1e}")
+            progress.update(1)
+            if verbose:
+                progress.write(f"sweep {info.n_sweeps}: ranks {info.ranks[-1]}, "
+                               f"evals {info.n_evals}, held-out error {info.val_errors[-1]:.2e}")
+            return False
+
+        with warnings.catch_warnings():  # a missed tolerance is reported by the exit code
+            warnings.simplefilter("ignore", tlc.ToleranceNotMetWarning)
+            tt, info = tlc.tt_cross(target, rank=rank, tol=tol, method=method,
+                                    max_rank=max_rank, max_evals=max_evals,
+                                    n_iter_max=n_iter_max, random_state=seed, callback=report,
+                                    return_info=True, patience=patience,
+                                    oversample=oversample, max_slices=max_slices)
+    elapsed = time.perf_counter() - start
+    metadata = dict(shape=list(volume.shape), source=source, val_error=info.val_error,
+                    n_heldout=info.n_heldout, heldout_bound=info.heldout_bound,
+                    n_evals=info.n_evals, stop_reason=info.stop_reason,
+                    quantics=_layout_meta(target) if quantics else None,
+                    axes=list(target.axes) if axes else None,
+                    input_dtype=None if input_dtype is None else str(input_dtype),
+                    nifti=nifti_metadata(volume),
+                    arguments=dict(tol=tol, rank=rank, method=method, max_rank=max_rank,
+                                   max_evals=max_evals, n_iter_max=n_iter_max, seed=seed,
+                                   patience=patience, oversample=oversample,
+                                   max_slices=max_slices, dtype=dtype),
+                    library_version=tlc.__version__, seconds=elapsed)
+    summary = _save(volume, output, tt, metadata, dtype, force)
+    summary.update(bytes_read=getattr(volume, "bytes_read", None),
+                   chunks_read=getattr(volume, "chunks_read", None),
+                   pages_read=getattr(volume, "pages_read", None),
+                   sweeps=info.n_sweeps, stop=info.stop_reason, tol=tol)
+    return summary
+
+
+def stream_volume(volume, output, tol, rank=None, client=None, seed=0, source=None,
+                  force=False, dtype="input", max_rank=None):
+    """Read ``volume`` whole twice (:func:`tensorly_cross.streaming_tt_svd`), save the TT
+    with its metadata; returns a summary like :func:`compress_volume`'s."""
+    import tensorly_cross as tlc
+
+    from .._reconstruct import nifti_metadata
+
+    start = time.perf_counter()
+    with warnings.catch_warnings():  # a missed tolerance is reported by the exit code
+        warnings.simplefilter("ignore", UserWarning)
+        tt, info = tlc.streaming_tt_svd(volume, tol=None if rank is not None else tol,
+                                        rank=rank, client=client, random_state=seed,
+                                        max_rank=None if rank is not None else max_rank,
+                                        return_info=True)
+    met = rank is not None or info.error <= tol
+    metadata = dict(shape=list(volume.shape), source=source, method="stream",
+                    error=info.error, exact_error=True,
+                    stop_reason="tol" if met else info.limited_by,
+                    n_passes=info.n_passes, widths=list(info.widths),
+                    input_dtype=_dtype_name(_input_dtype(volume)),
+                    nifti=nifti_metadata(volume),
+                    arguments=dict(tol=tol, rank=rank, method="stream", seed=seed,
+                                   dtype=dtype, max_rank=max_rank),
+                    library_version=tlc.__version__, seconds=time.perf_counter() - start)
+    summary = _save(volume, output, tt, metadata, dtype, force)
+    summary.update(val_error=info.error, exact_error=True, bytes_read=info.bytes_read,
+                   passes=info.n_passes, sweeps=0, stop=metadata["stop_reason"], tol=tol)
+    return summary
+
+
+def _save(volume, output, tt, metadata, dtype, force):
+    """Store the cores (in the chosen dtype) and the metadata; the summary of the file."""
+    import tensorly_cross as tlc
+
+    from .._backend import to_host
+
+    input_dtype = _input_dtype(volume)
+    cores = [np.asarray(to_host(core)).astype(_core_dtype(dtype, input_dtype)) for core in tt]
+    tlc.save_tt(output, cores, metadata, overwrite=force)
+    summary = tt_summary(cores, metadata)
+    summary.update(output=output, seconds=metadata["seconds"],
+                   tt_bytes=os.path.getsize(output),
+                   input_bytes=math.prod(volume.shape) * (input_dtype or np.dtype("f8")).itemsize)
+    return summary
+
+
+def _dtype_name(dtype):
+    return None if dtype is None else str(dtype)
+
+
+def _input_dtype(volume):
+    """The dtype a volume is stored in (None when it does not say)."""
+    dtype = getattr(volume, "dtype", None)
+    if dtype is None:
+        dtype = getattr(getattr(volume, "source", None), "dtype", None)
+    return None if dtype is None else np.dtype(dtype)
+
+
+def _core_dtype(choice, input_dtype):
+    """The dtype of the stored cores: the input's floating dtype unless another is asked."""
+    if choice != "input":
+        return np.dtype(choice)
+    if input_dtype is None:
+        return np.dtype(np.float64)
+    if input_dtype.kind == "f":
+        return np.dtype(np.float32) if input_dtype.itemsize <= 4 else np.dtype(np.float64)
+    return np.dtype(np.float32) if input_dtype.itemsize <= 2 else np.dtype(np.float64)
+
+
+def _parse_axes(text, quantics):
+    if text is None:
+        return None
+    if quantics:
+        raise UsageError("--axes and --quantics do not combine; choose one.")
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError as error:
+        raise UsageError(f"--axes must be comma-separated integers, got {text!r}.") from error
+
+
+def _layout_meta(quantics_tensor):
+    layout = quantics_tensor.layout
+    return dict(order=layout.order, shape=list(layout.shape))
+

@@ -1,0 +1,116 @@
+"""``tensorly-cross demo``: the embedded default volume (the MNI152 template where nilearn
+is installed, else a procedural one), compressed, with a picture of a slice."""
+
+import contextlib
+import math
+import os
+
+import numpy as np
+
+from .compress import compress_volume, stream_volume
+from .reconstruct import as_image, tt_slice, volume_slice, write_png
+from .summary import format_summary, outcome
+
+
+def demo_workdir():
+    """``$XDG_CACHE_HOME/tensorly-cross``, else ``~/.cache/tensorly-cross``."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "tensorly-cross")
+
+
+def run_demo(args):
+    import tensorly_cross as tlc
+
+    workdir = args.workdir or demo_workdir()
+    os.makedirs(workdir, exist_ok=True)
+    name, shape, function, tol = _demo_volume(args)
+    volume_path = os.path.join(workdir, f"{name}.zarr")
+    # One writer at a time: a second demo waits for the first's volume instead of writing
+    # its own over it (and write_volume publishes atomically either way).
+    with _exclusive(os.path.join(workdir, f".{name}.lock")):
+        if not os.path.exists(volume_path):
+            from tensorly_cross.datasets import write_volume
+
+            if not args.quiet:
+                print(f"writing the demo volume {shape} (float32, once) to {volume_path}")
+            write_volume(volume_path, function, shape, chunks=(32, 32, 32))
+    volume = tlc.open_volume(volume_path, strict=True)
+    output = os.path.join(workdir, f"{name}.tt.npz")
+    method, reason = _demo_method(args.method, volume, volume_path)
+    if not args.quiet:
+        print(f"method: {method} ({reason})")
+    if method == "stream":
+        summary = stream_volume(volume, output, tol=tol, source=volume_path, force=True)
+    else:
+        summary = compress_volume(volume, output, tol=tol, method=method, quiet=args.quiet,
+                                  verbose=args.verbose, source=volume_path, force=True)
+    summary["bytes_total"] = math.prod(shape) * 4
+    png = _demo_picture(volume_path, output, name, shape, workdir)
+    if not args.quiet:
+        print(format_summary(summary))
+        if summary.get("bytes_read") is not None:
+            print(f"volume size         {summary['bytes_total'] / 2**20:.0f} MiB on disk "
+                  f"({summary['bytes_read'] / summary['bytes_total']:.1%} read)")
+        print(f"picture             {png}")
+    return outcome(summary, True, args.accept_miss)
+
+
+def _demo_volume(args):
+    """(name, shape, function of multi-indices, tol) of the demo's volume."""
+    from tensorly_cross.datasets import blob_phantom
+
+    real = args.volume == "mni152"
+    if args.volume == "auto":
+        import importlib.util
+
+        real = importlib.util.find_spec("nilearn") is not None
+    if real:
+        from nilearn.datasets import load_mni152_template
+
+        template = np.asarray(load_mni152_template().get_fdata(), dtype=np.float32)
+        return ("mni152_t1", template.shape, lambda indices: template[tuple(indices.T)],
+                0.1 if args.tol is None else args.tol)
+    shape = (args.size,) * 3
+    return (f"blobs{args.size}", shape, blob_phantom(shape),
+            1e-3 if args.tol is None else args.tol)
+
+
+def _demo_method(method, volume, path):
+    if method != "auto":
+        return method, "asked for"
+    from ..cost import choose_path
+
+    choice = choose_path(volume, path=path)
+    return choice.method, choice.reason
+
+
+def _demo_picture(volume_path, output, name, shape, workdir):
+    """The middle slice along the last axis: the original, the TT and the error map."""
+    import tensorly_cross as tlc
+
+    tt, metadata = tlc.load_tt(output)
+    axis, index = 2, shape[2] // 2
+    image = tt_slice(tt, metadata, axis, index)
+    selection = (slice(None), slice(None), index)
+    original = as_image(volume_slice(tlc.open_volume(volume_path), selection))
+    png = os.path.join(workdir, f"{name}_slice.png")
+    write_png(png, image, original, title=f"demo volume {shape}, slice {axis}={index}")
+    return png
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path):
+    """An exclusive advisory lock on ``lock_path`` (POSIX; elsewhere no lock, and the
+    atomic publication alone keeps the volume whole)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+

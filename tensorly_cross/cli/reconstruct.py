@@ -1,0 +1,141 @@
+"""``tensorly-cross reconstruct``: slices (PNG, .npy) or the whole volume (NIfTI) of a
+TT file, side by side with the original."""
+
+import os
+import sys
+
+import numpy as np
+
+from ._common import EXIT_OK, UsageError, check_output
+
+
+def run_reconstruct(args):
+    import tensorly_cross as tlc
+
+    from .._reconstruct import volume_shape, volume_values, write_nifti
+
+    if not (args.png or args.output):
+        raise UsageError("give --png and/or -o/--output.")
+    whole = bool(args.output) and args.output.lower().endswith((".nii", ".nii.gz"))
+    if args.output and not whole and not args.output.lower().endswith(".npy"):
+        raise UsageError(f"-o/--output must end in .npy (a slice) or .nii/.nii.gz (the whole "
+                         f"volume), got {args.output!r}.")
+    for path in (args.png, args.output):
+        if path:
+            check_output(path, args.force)
+    tt, metadata = tlc.load_tt(args.file)
+    shape = volume_shape(tt, metadata)
+    fixed = _parse_slice(args.slice, shape)
+    selection = tuple(fixed.get(axis, slice(None)) for axis in range(len(shape)))
+    where = ",".join(f"{axis}={index}" for axis, index in sorted(fixed.items())) or "all"
+    if whole:
+        write_nifti(args.output, tt, metadata)
+    image = _as_slice(volume_values(tt, metadata, selection))
+    if args.output and not whole:
+        np.save(args.output, image, allow_pickle=False)
+    original = None
+    if args.against:
+        volume = tlc.open_volume(args.against, dataset=args.dataset)
+        if tuple(volume.shape) != shape:
+            raise ValueError(f"--against has shape {volume.shape}, the TT has {shape}.")
+        original = as_image(volume_slice(volume, selection))
+        error = np.linalg.norm(image - original) / max(np.linalg.norm(original), 1e-300)
+        print(f"slice {where}: relative error {error:.3e}")
+    if args.png:
+        if np.iscomplexobj(image):
+            print(f"tensorly-cross reconstruct: the TT is complex: {args.png} shows the "
+                  "modulus |TT| (-o OUT.npy keeps the complex values).", file=sys.stderr)
+        write_png(args.png, image, original, title=f"{os.path.basename(args.file)} {where}")
+    return EXIT_OK
+
+
+def _parse_slice(text, shape):
+    """``{axis: index}`` for the fixed axes: all but two (a 1-D or 2-D volume: none)."""
+    n_fixed = max(len(shape) - 2, 0)
+    if text is None:
+        return {axis: shape[axis] // 2 for axis in range(n_fixed)}
+    fixed = {}
+    for part in text.split(","):
+        try:
+            axis, index = (int(item) for item in part.split("="))
+        except ValueError as error:
+            raise UsageError(f"--slice must be AXIS=INDEX[,AXIS=INDEX...], got {text!r}.") \
+                from error
+        if not 0 <= axis < len(shape) or not 0 <= index < shape[axis]:
+            raise UsageError(f"--slice {part} is outside shape {shape}.")
+        if axis in fixed:
+            raise UsageError(f"--slice fixes axis {axis} twice.")
+        fixed[axis] = index
+    if len(fixed) != n_fixed:
+        raise UsageError(f"--slice must fix {n_fixed} of the {len(shape)} axes of shape {shape} "
+                         f"(a slice is 2-D), got {len(fixed)}.")
+    return fixed
+
+
+def as_image(values):
+    """A 2-D float64 array (a 1-D volume becomes one row)."""
+    values = np.asarray(values)
+    values = values.real if np.iscomplexobj(values) else values
+    return np.atleast_2d(values.astype(np.float64))
+
+
+def _as_slice(values):
+    """A 2-D float64 array, complex128 for a complex TT (a 1-D volume becomes one row)."""
+    values = np.atleast_2d(np.asarray(values))
+    return values.astype(np.complex128 if np.iscomplexobj(values) else np.float64)
+
+
+def tt_slice(tt, metadata, axis, index):
+    """One 2-D slice (``axis`` fixed at ``index``) of a 3-D volume's TT (any layout)."""
+    from .._reconstruct import volume_shape, volume_values
+
+    shape = volume_shape(tt, metadata)
+    selection = tuple(index if k == axis else slice(None) for k in range(len(shape)))
+    return as_image(volume_values(tt, metadata, selection))
+
+
+def volume_slice(volume, selection):
+    import tensorly as tl
+
+    ranges = [np.arange(n)[item] for item, n in zip(selection, volume.shape, strict=True)]
+    grid = np.stack(np.meshgrid(*[np.atleast_1d(r) for r in ranges], indexing="ij"), -1)
+    values = np.asarray(tl.to_numpy(volume.evaluate(grid.reshape(-1, len(ranges)))))
+    kept = [np.size(r) for r, item in zip(ranges, selection, strict=True)
+            if isinstance(item, slice)]
+    return values.astype(np.float64).reshape(kept)
+
+
+def write_png(path, image, original=None, title=""):
+    """The slice, or the original, the TT slice and the error map side by side; a complex
+    slice is shown as its modulus (titled ``|TT|``), its error map from the complex values."""
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tt_panel = ("|TT|", np.abs(image)) if np.iscomplexobj(image) else ("TT", image)
+    panels = [tt_panel] if original is None else [
+        ("original", original), tt_panel, ("|error|", np.abs(image - original))]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+    for ax, (name, data) in zip(axes[0], panels, strict=True):
+        shown = ax.imshow(data, cmap="magma" if name == "|error|" else "gray", aspect="auto")
+        ax.set_title(name)
+        ax.axis("off")
+        figure.colorbar(shown, ax=ax, fraction=0.046)
+    figure.suptitle(title)
+    figure.tight_layout()
+    # A unique temporary name: two runs writing the same PNG must not share one.
+    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                                         prefix=".png-", suffix=".png")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            figure.savefig(stream, dpi=100, format="png")
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    finally:
+        plt.close(figure)
+        if os.path.exists(temporary):
+            os.remove(temporary)
+

@@ -1,0 +1,96 @@
+"""``tensorly-cross info``, the summary printed after a run, and a run's exit code."""
+
+import math
+import sys
+
+import numpy as np
+
+from ._common import EXIT_OK, EXIT_TOL_MISSED
+
+
+def tt_summary(tt, metadata):
+    from .._reconstruct import volume_shape
+
+    shape = volume_shape(tt, metadata)
+    n_params = sum(int(np.prod(core.shape)) for core in tt)
+    entries = math.prod(shape)
+    n_evals = metadata.get("n_evals")
+    return dict(shape=shape, ranks=[1] + [int(core.shape[2]) for core in tt],
+                n_params=n_params, compression=entries / n_params,
+                n_evals=n_evals, fraction=(n_evals or 0) / entries,
+                val_error=metadata.get("val_error", metadata.get("error")),
+                exact_error=bool(metadata.get("exact_error")),
+                n_heldout=metadata.get("n_heldout"),
+                heldout_bound=metadata.get("heldout_bound"),
+                quantics=metadata.get("quantics"), dtype=str(np.asarray(tt[0]).dtype))
+
+
+def format_summary(summary):
+    lines = [f"shape               {tuple(summary['shape'])}",
+             f"TT ranks            {tuple(summary['ranks'])}"
+             + ("  (quantics layout)" if summary.get("quantics") else ""),
+             f"parameters          {summary['n_params']} {summary.get('dtype', '')} "
+             f"(compression {summary['compression']:.1f}x)"]
+    if summary.get("n_evals") is not None:
+        lines.append(f"entries evaluated   {summary['n_evals']} "
+                     f"({summary['fraction']:.3%} of the volume)")
+    if summary.get("bytes_read") is not None:
+        if summary.get("chunks_read") is not None:
+            unit = f"{summary['chunks_read']} chunks"
+        elif summary.get("pages_read") is not None:
+            unit = f"{summary['pages_read']} pages"
+        elif summary.get("passes"):
+            unit = "whole passes"
+        else:
+            unit = "reads"
+        lines.append(f"bytes read          {summary['bytes_read'] / 2**20:.1f} MiB in {unit}")
+    if summary.get("exact_error"):
+        lines.append(f"relative error      {summary['val_error']:.3e} (exact: every voxel "
+                     "read)")
+    elif summary.get("val_error") is not None:
+        heldout = ""
+        if summary.get("n_heldout"):
+            heldout = (f" on {summary['n_heldout']} held-out entries (95%: at most "
+                       f"{summary['heldout_bound']:.2%} of the entries off unseen)")
+        lines.append(f"held-out rel. error {summary['val_error']:.3e}{heldout}")
+    if summary.get("seconds") is not None and summary.get("passes"):
+        passes = summary["passes"]
+        lines.append(f"time                {summary['seconds']:.1f} s "
+                     f"({passes} pass{'es' if passes != 1 else ''} over the volume)")
+    elif summary.get("seconds") is not None:
+        lines.append(f"time                {summary['seconds']:.1f} s "
+                     f"({summary['sweeps']} sweeps, stop: {summary['stop']})")
+    if summary.get("output"):
+        lines.append(f"written             {summary['output']}")
+    return "\n".join(lines)
+
+
+def outcome(summary, tol_driven, accept_miss):
+    """Warnings after a run, and its exit code: a missed --tol is not a success."""
+    if summary["tt_bytes"] > summary["input_bytes"]:
+        print(f"warning: the TT file ({summary['tt_bytes'] / 2**20:.2f} MiB) is larger than the "
+              f"input ({summary['input_bytes'] / 2**20:.2f} MiB): this volume does not "
+              "compress at these settings.", file=sys.stderr)
+    if not tol_driven or summary["stop"] == "tol":
+        return EXIT_OK
+    kind = "exact error" if summary.get("exact_error") else "held-out error"
+    print(f"{'warning' if accept_miss else 'error'}: --tol {summary['tol']:.1e} not met: "
+          f"{kind} {summary['val_error']:.2e} (stop: {summary['stop']}); the TT was "
+          f"written to {summary['output']}. Raise --max-rank or --n-iter-max, or pass "
+          "--accept-miss to accept it.", file=sys.stderr)
+    return EXIT_OK if accept_miss else EXIT_TOL_MISSED
+
+
+def run_info(args):
+    import tensorly_cross as tlc
+
+    tt, metadata = tlc.load_tt(args.file)
+    summary = tt_summary(list(tt), metadata)
+    print(format_summary(summary))
+    if metadata.get("source"):
+        print(f"source              {metadata['source']}")
+    if metadata.get("nifti"):
+        print("NIfTI               affine and header kept")
+    print(f"library version     {metadata.get('library_version')}")
+    return EXIT_OK
+
