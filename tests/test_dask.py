@@ -197,6 +197,24 @@ def test_threaded_cluster_gives_the_local_tt(volume_files, thread_cluster):
         _same_tt(on_cluster, local)
 
 
+def test_cli_scheduler_gives_the_local_tt_and_disconnects(volume_files, thread_cluster,
+                                                          tmp_path, capsys):
+    from tensorly_cross import cli
+
+    _, paths = volume_files
+    cluster, _ = thread_cluster
+    clients_before = set(cluster.scheduler.clients)
+    outputs = {name: str(tmp_path / f"{name}.tt.npz") for name in ("cluster", "local")}
+    for name, extra in (("cluster", ["--scheduler", cluster.scheduler_address]),
+                        ("local", [])):
+        code = cli.main(["compress", paths["zarr v3"], "-o", outputs[name], "--rank", "4",
+                         "--method", "als", "--quiet", *extra])
+        assert code == cli.EXIT_OK, capsys.readouterr().err
+    _same_tt(tlc.load_tt(outputs["cluster"])[0], tlc.load_tt(outputs["local"])[0])
+    # The command's client said goodbye: only the fixture's own remain.
+    assert set(cluster.scheduler.clients) == clients_before
+
+
 def test_losing_a_worker_mid_run_gives_the_same_tt(volume_files, tmp_path):
     distributed = pytest.importorskip("distributed")
     volume, paths = volume_files

@@ -22,6 +22,7 @@ def check_output(path, force):
 
 
 def default_output(path):
+    """``INPUT`` stem + ``.tt.npz``, in the current folder."""
     stem = os.path.basename(os.path.normpath(path))
     for suffix in (".nii.gz", ".zarr", ".hdf5", ".h5", ".npy", ".nii"):
         if stem.lower().endswith(suffix):
@@ -30,12 +31,17 @@ def default_output(path):
     return stem.split(":")[0] + ".tt.npz"
 
 
+@contextlib.contextmanager
 def open_client(address):
+    """A ``dask.distributed.Client`` connected to ``address`` (None without one), closed on
+    the way out (closing disconnects: the cluster itself keeps running)."""
     if not address:
-        return None
+        yield None
+        return
     from distributed import Client
 
-    return Client(address)
+    with Client(address) as client:
+        yield client
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ VAL_SIZE = 1000
 
 
 def run_compress(args):
+    """``tensorly-cross compress``: check the arguments, open the volume, run, report."""
     import tensorly_cross as tlc
 
     if args.oversample != 1.0 and args.rank is None:
@@ -27,26 +28,25 @@ def run_compress(args):
     axes = _parse_axes(args.axes, args.quantics)
     output = args.output or default_output(args.input)
     check_output(output, args.force)
-    client = open_client(args.scheduler)
-    volume = tlc.open_volume(args.input, dataset=args.dataset, cache_bytes=args.cache_bytes,
-                             client=client)
-    method, reason = _choose_method(args, volume)
-    if not args.quiet:
-        print(f"method: {method} ({reason})")
-    if method == "stream":
-        summary = stream_volume(volume, output, tol=args.tol, rank=args.rank, client=client,
-                                seed=args.seed, source=args.input, force=args.force,
-                                dtype=args.dtype, max_rank=args.max_rank)
+    with open_client(args.scheduler) as client:
+        volume = tlc.open_volume(args.input, dataset=args.dataset,
+                                 cache_bytes=args.cache_bytes, client=client)
+        method, reason = _choose_method(args, volume)
         if not args.quiet:
-            print(format_summary(summary))
-        return outcome(summary, args.rank is None, args.accept_miss)
-    summary = compress_volume(volume, output, tol=args.tol, rank=args.rank, method=method,
-                              max_rank=args.max_rank, quantics=args.quantics,
-                              max_evals=args.max_evals, n_iter_max=args.n_iter_max,
-                              seed=args.seed, quiet=args.quiet, verbose=args.verbose,
-                              source=args.input, force=args.force,
-                              patience=args.patience or None, oversample=args.oversample,
-                              axes=axes, max_slices=args.max_slices, dtype=args.dtype)
+            print(f"method: {method} ({reason})")
+        if method == "stream":
+            summary = stream_volume(volume, output, tol=args.tol, rank=args.rank,
+                                    client=client, seed=args.seed, source=args.input,
+                                    force=args.force, dtype=args.dtype,
+                                    max_rank=args.max_rank)
+        else:
+            summary = compress_volume(
+                volume, output, tol=args.tol, rank=args.rank, method=method,
+                max_rank=args.max_rank, quantics=args.quantics, max_evals=args.max_evals,
+                n_iter_max=args.n_iter_max, seed=args.seed, quiet=args.quiet,
+                verbose=args.verbose, source=args.input, force=args.force,
+                patience=args.patience or None, oversample=args.oversample, axes=axes,
+                max_slices=args.max_slices, dtype=args.dtype)
     if not args.quiet:
         print(format_summary(summary))
     return outcome(summary, args.rank is None, args.accept_miss)
