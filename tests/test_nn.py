@@ -238,6 +238,28 @@ def test_tt_inner_is_the_dense_inner_product_and_pca_is_gauge_invariant(seed):
     torch.testing.assert_close(head(list(first)), head(regauged))
 
 
+@given(seed=seeds)
+def test_a_pca_refit_keeps_the_coordinates_a_readout_was_trained_on(seed):
+    shape, rank = (4, 3, 5), [1, 2, 2, 1]
+    tts = [list(tl.random.random_tt(shape, rank=rank, random_state=seed % 1000 + s))
+           for s in range(6)]
+    head = TTPCAHead(3).fit(tts)
+    before = torch.stack([head(tt) for tt in tts])
+    # Flip and rotate the fitted components: a refit on the same TTs must follow them
+    # (eigh alone would return its own signs and basis).
+    angle = torch.tensor(0.3 + seed % 5, dtype=torch.float64)
+    rotation = torch.eye(3, dtype=torch.float64)
+    rotation[:2, :2] = torch.stack([torch.stack([angle.cos(), -angle.sin()]),
+                                    torch.stack([angle.sin(), angle.cos()])])
+    head.projection = head.projection @ (rotation @ torch.diag(torch.tensor([-1.0, 1, -1],
+                                                                   dtype=torch.float64)))
+    turned = torch.stack([head(tt) for tt in tts])
+    head.fit(tts)
+    torch.testing.assert_close(torch.stack([head(tt) for tt in tts]), turned)
+    # Still whitened principal coordinates: the same Gram as the first fit's.
+    torch.testing.assert_close(turned @ turned.T, before @ before.T)
+
+
 def test_mean_initialised_probes_start_as_channel_means():
     from tensorly_cross.nn import TTProbeHead
 

@@ -207,6 +207,12 @@ class TTPCAHead(nn.Module):
     def fit(self, tts):
         """Fit the components on training TTs (kept, detached, for the projections).
 
+        A refit (same number of TTs and components) keeps the coordinates continuous: the
+        new components are rotated (an orthogonal Procrustes fit) to give the training TTs
+        the coordinates the previous components gave them, as far as the new span allows,
+        so that a readout trained on the old coordinates still applies. Signs of
+        eigenvectors, and bases of near-equal eigenvalues, no longer flip between refits.
+
         Parameters
         ----------
         tts : list of list of torch.Tensor
@@ -230,11 +236,15 @@ class TTPCAHead(nn.Module):
         gram = torch.stack([tt_inner_many(tt, stacked) for tt in tts])
         n = gram.shape[0]
         centring = torch.eye(n, dtype=gram.dtype, device=gram.device) - 1.0 / n
-        values, vectors = torch.linalg.eigh(centring @ gram @ centring)
+        centred = centring @ gram @ centring
+        values, vectors = torch.linalg.eigh(centred)
         keep = min(self.n_components, n)
         values, vectors = values.flip(0)[:keep], vectors.flip(1)[:, :keep]
-        self._set_state(stacked, gram.mean(dim=0), gram.mean(),
-                        vectors / values.clamp_min(1e-12 * values[0].clamp_min(1e-300)).sqrt())
+        projection = vectors / values.clamp_min(1e-12 * values[0].clamp_min(1e-300)).sqrt()
+        if self.fitted and self.projection.shape == projection.shape:
+            previous = torch.stack([self(tt) for tt in tts])  # the new TTs, old components
+            projection = projection @ _procrustes(centred @ projection, previous)
+        self._set_state(stacked, gram.mean(dim=0), gram.mean(), projection)
         return self
 
     def forward(self, tt):
@@ -274,6 +284,17 @@ class TTPCAHead(nn.Module):
             delattr(self, f"train_core_{k}")
         self.n_modes = len(stacked)
         self.row_means, self.grand_mean, self.projection = row_means, grand_mean, projection
+
+
+def _procrustes(coordinates, previous):
+    """The orthogonal ``Q`` that brings ``coordinates @ Q`` closest to ``previous``.
+
+    An eigenvector's sign, or the basis of a near-degenerate eigenspace, is arbitrary: a
+    refit would otherwise flip or rotate the coordinates under a readout trained on the old
+    ones. ``Q`` keeps them whitened and makes the refit continue where the last fit was.
+    """
+    left, _, right_t = torch.linalg.svd(coordinates.T @ previous.to(coordinates.dtype))
+    return left @ right_t
 
 
 def _resize_pca_buffers(module, state_dict, prefix, *_):
