@@ -14,7 +14,7 @@ from .cross.block import BlockSweeper, block_random_indices, block_ranks
 from .cross.driver import run_sweeps
 from .cross.handover import hand_over, should_hand_over
 from .cross.indices import CrossIndices, check_cross_indices
-from .cross.init import random_indices, single_pivot_indices
+from .cross.init import random_indices, single_pivot_indices, start_pivot
 from .cross.lsq import LSQSweeper, lsq_assemble
 from .cross.missed import warn_if_missed
 from .cross.oversampled import OneChannel, drop_channel_core, is_one_channel
@@ -244,7 +244,7 @@ def _select(lazy, options, random_state, start):
         cache = EvaluationCache(source, max_evals=options.max_evals)
         validation = Validation(cache, options.val_size, rng,
                                 lazy.shape[-1] if method == "block" else None, options.tol)
-        indices, half_sweep = _start(method, lazy, options, validation, info, rng)
+        indices, half_sweep = _start(method, lazy, cache, options, validation, info, rng)
         make_tt = lambda cores: TTTensor(finish(cores))  # noqa: E731
         indices, cores = run_sweeps(cache, indices, half_sweep, validation, info, options,
                                     make_tt)
@@ -278,7 +278,7 @@ def _entry_source(lazy, options, random_state, start):
     return source, store
 
 
-def _start(method, lazy, options, validation, info, rng):
+def _start(method, lazy, cache, options, validation, info, rng):
     """Starting index sets and the half-sweep of ``method``."""
     rank, max_slices = options.rank, options.max_slices
     if method == "als":
@@ -298,10 +298,11 @@ def _start(method, lazy, options, validation, info, rng):
         sweeper = LSQSweeper(lazy.shape, options.tol, fixed, caps, options.oversample, rng)
         return sweeper.start(rng), sweeper
     caps = expand_rank(rank if rank is not None else options.max_rank, lazy.shape, warn=False)
-    pivot = validation.largest if validation.largest is not None else [0] * lazy.ndim
+    pivot, max_abs = start_pivot(cache, validation, rng)
     return (single_pivot_indices(lazy.shape, pivot),
-            TCISweeper(options.tol, caps, rng, options.pivot_search, validation.max_abs, info,
+            TCISweeper(options.tol, caps, rng, options.pivot_search, max_abs, info,
                        min_cut=100 * validation.eps))
+
 
 
 def _initial_cores_or_raise(cache, indices, options, info):

@@ -52,6 +52,23 @@ def test_n_evals_counts_the_initial_cores_read_after_max_evals_stops_the_first_s
     assert info.n_evals == function.received > 0
 
 
+@pytest.mark.parametrize("method", ["tci", "auto"])
+def test_without_held_out_entries_the_tci_does_not_start_on_a_zero_background(method):
+    # A blob on an exactly zero background, as an image's: the corner (0, 0, 0) is zero.
+    shape = (24, 20, 22)
+    centre = np.array([12.0, 10.0, 11.0])
+
+    def blob(indices):
+        radius2 = (((indices - centre) / 4.0) ** 2).sum(axis=1)
+        return np.where(radius2 < 4.0, np.exp(-radius2), 0.0)
+
+    tt = tlc.tt_cross(tlc.FunctionTensor(blob, shape), tol=1e-3, method=method, val_size=0,
+                      n_iter_max=4, random_state=0)
+    exact = blob(full_grid(shape))
+    error = np.linalg.norm(host(tlc.tt_entries(tt, full_grid(shape))) - exact)
+    assert error <= 0.05 * np.linalg.norm(exact)  # all-zero before: error 1.0
+
+
 def test_held_out_error_of_huge_values_is_finite_and_the_run_stops_on_tol():
     _, info = tlc.tt_cross(lambda i: 1e300 * (1.0 + np.sin(i.sum(axis=1))), shape=(10, 10, 10),
                            random_state=0, n_iter_max=6, return_info=True)

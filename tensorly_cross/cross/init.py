@@ -4,7 +4,11 @@ import math
 
 import numpy as np
 
+from .._backend import to_host
 from .indices import CrossIndices
+
+# Random entries probed for the TCI's first pivot when there are no held-out entries.
+START_PROBE = 200
 
 
 def random_distinct_multi_indices(sizes, count, rng, max_rounds=100):
@@ -51,3 +55,20 @@ def clip_ranks(shape, rank):
     for k in reversed(range(len(shape))):
         rank[k] = min(rank[k], shape[k] * rank[k + 1])
     return rank
+
+
+def start_pivot(cache, validation, rng):
+    """The TCI's first pivot and the largest modulus seen so far.
+
+    The largest held-out entry; without held-out entries (``val_size=0``) the largest of
+    ``START_PROBE`` random ones (fewer under a small ``max_evals``): a fixed corner is zero in any image with a background, and
+    a TCI started on a zero pivot finds nothing to interpolate.
+    """
+    if validation.largest is not None:
+        return validation.largest, validation.max_abs
+    # At most a tenth of a budget: the sweeps need the rest.
+    size = START_PROBE if cache.max_evals is None else max(1, min(START_PROBE,
+                                                                   cache.max_evals // 10))
+    probe = np.stack([rng.integers(n, size=size) for n in cache.shape], axis=1)
+    values = np.abs(to_host(cache.evaluate(probe.astype(np.int64))))
+    return probe[int(np.argmax(values))], float(values.max())
