@@ -268,6 +268,8 @@ def _check_method(options, shape, stored):
     if max_slices is not None:
         check_int(max_slices, "max_slices", minimum=1)
         if method in ("tci", "lsq"):
-            raise ValueError(f"max_slices={max_slices} needs a fixed-rank method ('als' or "
-                             "'block'); TCI chooses its own pivots.")
+            why = ("TCI chooses its own pivots" if method == "tci" else
+                   "the least-squares cross draws its own oversampled index sets")
+            raise ValueError(f"max_slices={max_slices} needs method 'als' or 'block', not "
+                             f"{method!r}: {why}.")
     return method

@@ -366,3 +366,27 @@ def test_a_fixed_rank_method_without_rank_is_a_usage_error(tmp_path, capsys):
     np.save(path, np.ones((6, 6, 6)))
     code = cli.main(["compress", str(path), "-o", str(tmp_path / "v.tt.npz"), "--method", "als"])
     assert code == cli.EXIT_USAGE and "--method als needs --rank" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max-evals", "2000"], "--max-evals 2000 is too small for the least-squares cross"),
+    (["--rank", "4", "--max-slices", "2", "--method", "lsq"],
+     "--max-slices needs --method als or auto"),
+    (["--rank", "4", "--oversample", "2", "--method", "tci"],
+     "--oversample needs --method als or auto"),
+    (["--axes", "0,0,1"], "--axes must be a permutation of the volume's 3 axes"),
+    (["--axes", "0,1"], "--axes must be a permutation of the volume's 3 axes")])
+def test_settings_a_run_would_refuse_are_usage_errors_in_the_command_s_terms(
+        blobs, tmp_path, capsys, flags, message):
+    output = tmp_path / "v.tt.npz"
+    code = cli.main(["compress", blobs, "-o", str(output), "--quiet", *flags])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_USAGE and message in err, err
+    assert "val_size" not in err and not output.exists()
+
+
+def test_an_accepted_miss_does_not_suggest_accepting_it(noise, tmp_path, capsys):
+    code = cli.main(["compress", noise, "-o", str(tmp_path / "n.tt.npz"), "--quiet",
+                     "--method", "stream", "--max-rank", "2", "--accept-miss"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_OK and "not met" in err and "--accept-miss" not in err

@@ -90,3 +90,21 @@ def test_a_stream_capped_by_max_rank_misses_the_tolerance_with_exit_3(files, tmp
                  "--max-rank", "2", "-q")
     assert result.returncode == 3
     assert "not met: exact error" in result.stderr and "--accept-miss" in result.stderr
+
+
+def test_compress_runs_the_library_s_cross_with_its_defaults(files, tmp_path, capsys):
+    # The command's lsq cross is tt_cross's: the same oversampling (1.5 unless --oversample
+    # is given), so the same TT as the API at the command's settings.
+    from tensorly_cross import cli
+
+    volume, paths = files
+    out = str(tmp_path / "lsq.tt.npz")
+    code = cli.main(["compress", paths["npy"], "-o", out, "--tol", "0.05", "--method", "lsq",
+                     "--quiet", "--accept-miss"])
+    assert code == cli.EXIT_OK, capsys.readouterr().err
+    stored, _ = tlc.load_tt(out)
+    api = tlc.tt_cross(tlc.open_volume(paths["npy"]), tol=0.05, method="lsq", max_rank=64,
+                       n_iter_max=20, patience=2, random_state=0)
+    assert stored.rank == api.rank
+    for saved, core in zip(stored, api, strict=True):
+        np.testing.assert_array_equal(np.asarray(saved), np.asarray(core).astype(np.float32))

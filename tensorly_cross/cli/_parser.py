@@ -106,9 +106,10 @@ def _add_compress(commands, formatter):
     compress.add_argument("--patience", type=_int_at_least(0), default=2,
                           help="stop after N sweeps without a 1%% lower held-out error or a "
                                "rank change (0: never)")
-    compress.add_argument("--oversample", type=_float_at_least(1.0), default=1.0,
+    compress.add_argument("--oversample", type=_float_at_least(1.0), default=None,
                           help="with --rank: right index sets OVERSAMPLE x the rank, cores "
-                               "fitted in least squares (sharper volumes)")
+                               "fitted in least squares (sharper volumes); default: the "
+                               "method's own (1.5 for 'lsq', 1 for 'als')")
     compress.add_argument("--cache-bytes", type=_int_at_least(0), default=None,
                           help="chunk/page cache (default: 256 MiB of chunks, 64 MiB of "
                                ".npy pages)")

@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 
+from ..options import LSQ_VAL_SIZE
 from ._common import UsageError, check_output, default_output, open_client, progress_bar
 from .summary import format_summary, outcome, tt_summary
 
@@ -19,19 +20,25 @@ def run_compress(args):
     """``tensorly-cross compress``: check the arguments, open the volume, run, report."""
     import tensorly_cross as tlc
 
-    if args.oversample != 1.0 and args.rank is None:
+    if args.oversample is not None and args.rank is None:
         raise UsageError("--oversample needs --rank (a fixed-rank cross).")
     if args.max_slices is not None and args.rank is None:
         raise UsageError("--max-slices needs --rank (a fixed-rank cross).")
     if args.method in ("als", "block") and args.rank is None:
         raise UsageError(f"--method {args.method} needs --rank (a fixed-rank cross).")
+    for flag, given in (("--max-slices", args.max_slices), ("--oversample", args.oversample)):
+        if given is not None and args.method in ("lsq", "tci"):
+            raise UsageError(f"{flag} needs --method als or auto (the fixed-rank ALS "
+                             f"cross), not {args.method}.")
     axes = _parse_axes(args.axes, args.quantics)
     output = args.output or default_output(args.input)
     check_output(output, args.force)
     with open_client(args.scheduler) as client:
         volume = tlc.open_volume(args.input, dataset=args.dataset,
                                  cache_bytes=args.cache_bytes, client=client)
+        _check_axes(axes, volume.ndim)
         method, reason = _choose_method(args, volume)
+        _check_max_evals(args, method, volume.ndim)
         if not args.quiet:
             print(f"method: {method} ({reason})")
         if method == "stream":
@@ -61,7 +68,7 @@ def _choose_method(args, volume):
     cross_only = [flag for flag, given in [("--quantics", args.quantics),
                                            ("--axes", args.axes is not None),
                                            ("--max-slices", args.max_slices is not None),
-                                           ("--oversample", args.oversample != 1.0),
+                                           ("--oversample", args.oversample is not None),
                                            ("--max-evals", args.max_evals is not None)]
                   if given]
     if cross_only:
@@ -72,7 +79,7 @@ def _choose_method(args, volume):
 
 def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=64, quantics=False,
                     max_evals=None, n_iter_max=20, seed=0, quiet=False, verbose=False,
-                    source=None, force=False, patience=2, oversample=1.0, axes=None,
+                    source=None, force=False, patience=2, oversample=None, axes=None,
                     max_slices=None, dtype="input"):
     """Cross ``volume`` (a LazyTensor), save the TT with its metadata; returns a summary.
 
@@ -204,6 +211,23 @@ def _parse_axes(text, quantics):
         return tuple(int(part) for part in text.split(","))
     except ValueError as error:
         raise UsageError(f"--axes must be comma-separated integers, got {text!r}.") from error
+
+
+def _check_axes(axes, ndim):
+    if axes is not None and sorted(axes) != list(range(ndim)):
+        raise UsageError(f"--axes must be a permutation of the volume's {ndim} axes "
+                         f"(0 to {ndim - 1}, each once), got {','.join(map(str, axes))}.")
+
+
+def _check_max_evals(args, method, ndim):
+    """A budget the held-out entries alone would exhaust is a bad argument, said in the
+    command's terms (it has no --val-size)."""
+    lsq = method == "lsq" or (method == "auto" and ndim >= 2 and args.max_slices is None)
+    if lsq and args.max_evals is not None and args.max_evals <= LSQ_VAL_SIZE:
+        raise UsageError(f"--max-evals {args.max_evals} is too small for the least-squares "
+                         f"cross: its {LSQ_VAL_SIZE} held-out entries count as evaluations. "
+                         f"Give more than {LSQ_VAL_SIZE}, or --method tci ({VAL_SIZE} "
+                         "held-out entries).")
 
 
 def _layout_meta(quantics_tensor):

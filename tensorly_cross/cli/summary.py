@@ -76,8 +76,8 @@ def outcome(summary, tol_driven, accept_miss):
     kind = "exact error" if summary.get("exact_error") else "held-out error"
     print(f"{'warning' if accept_miss else 'error'}: --tol {summary['tol']:.1e} not met: "
           f"{kind} {summary['val_error']:.2e} (stop: {summary['stop']}); the TT was "
-          f"written to {summary['output']}. Raise --max-rank or --n-iter-max, or pass "
-          "--accept-miss to accept it.", file=sys.stderr)
+          f"written to {summary['output']}. Raise --max-rank or --n-iter-max"
+          + ("." if accept_miss else ", or pass --accept-miss to accept it."), file=sys.stderr)
     return EXIT_OK if accept_miss else EXIT_TOL_MISSED
 
 

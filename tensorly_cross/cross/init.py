@@ -61,8 +61,9 @@ def start_pivot(cache, validation, rng):
     """The TCI's first pivot and the largest modulus seen so far.
 
     The largest held-out entry; without held-out entries (``val_size=0``) the largest of
-    ``START_PROBE`` random ones (fewer under a small ``max_evals``): a fixed corner is zero in any image with a background, and
-    a TCI started on a zero pivot finds nothing to interpolate.
+    ``START_PROBE`` random ones (fewer under a small ``max_evals``): a fixed corner is zero
+    in any image with a background, and a TCI started on a zero pivot finds nothing to
+    interpolate.
     """
     if validation.largest is not None:
         return validation.largest, validation.max_abs
