@@ -31,9 +31,13 @@ def run(*args, env=None, timeout=300):
                           capture_output=True, text=True, env=env, timeout=timeout)
 
 
-def grid_values(function, shape):
+def grid_indices(shape):
     grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
-    return function(grid.reshape(-1, len(shape))).reshape(shape)
+    return grid.reshape(-1, len(shape))
+
+
+def grid_values(function, shape):
+    return function(grid_indices(shape)).reshape(shape)
 
 
 @pytest.fixture(scope="module")
@@ -390,3 +394,28 @@ def test_an_accepted_miss_does_not_suggest_accepting_it(noise, tmp_path, capsys)
                      "--method", "stream", "--max-rank", "2", "--accept-miss"])
     err = capsys.readouterr().err
     assert code == cli.EXIT_OK and "not met" in err and "--accept-miss" not in err
+
+
+@pytest.mark.parametrize("method", ["stream", "tci"])
+def test_the_recorded_error_is_the_stored_tt_s_after_rounding_its_cores(tmp_path, capsys,
+                                                                        method):
+    x = np.linspace(1.0, 2.0, 30)
+    volume = 1.0 / (x[:, None, None] + x[None, :, None] ** 2 + x[None, None, :] ** 3)
+    path = tmp_path / "smooth.npy"
+    np.save(path, volume)
+    codes, metadata = {}, {}
+    for dtype in ("float32", "float64"):
+        output = str(tmp_path / f"{dtype}.tt.npz")
+        codes[dtype] = cli.main(["compress", str(path), "-o", output, "--tol", "1e-9",
+                                 "--dtype", dtype, "--method", method, "--quiet"])
+        tt, metadata[dtype] = tlc.load_tt(output)
+        stored = np.asarray(tlc.tt_entries([np.asarray(c, np.float64) for c in tt],
+                                           grid_indices(volume.shape)))
+        true_error = np.linalg.norm(stored - volume.ravel()) / np.linalg.norm(volume)
+        recorded = metadata[dtype].get("error", metadata[dtype].get("val_error"))
+        assert recorded == pytest.approx(true_error, rel=0.5, abs=1e-11)
+    # float32 cores cannot hold 1e-9: said, and the exit code says the tol was missed.
+    assert codes == {"float32": cli.EXIT_TOL_MISSED, "float64": cli.EXIT_OK}
+    assert metadata["float32"]["stop_reason"] == "dtype"
+    assert "rounding_error" not in metadata["float64"]
+    assert "--dtype float64" in capsys.readouterr().err

@@ -128,7 +128,7 @@ def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=64, 
     summary.update(bytes_read=getattr(volume, "bytes_read", None),
                    chunks_read=getattr(volume, "chunks_read", None),
                    pages_read=getattr(volume, "pages_read", None),
-                   sweeps=info.n_sweeps, stop=info.stop_reason, tol=tol)
+                   sweeps=info.n_sweeps, stop=metadata["stop_reason"], tol=tol)
     return summary
 
 
@@ -158,7 +158,7 @@ def stream_volume(volume, output, tol, rank=None, client=None, seed=0, source=No
                                    dtype=dtype, max_rank=max_rank),
                     library_version=tlc.__version__, seconds=time.perf_counter() - start)
     summary = _save(volume, output, tt, metadata, dtype, force)
-    summary.update(val_error=info.error, exact_error=True, bytes_read=info.bytes_read,
+    summary.update(val_error=metadata["error"], exact_error=True, bytes_read=info.bytes_read,
                    passes=info.n_passes, sweeps=0, stop=metadata["stop_reason"], tol=tol)
     return summary
 
@@ -170,13 +170,46 @@ def _save(volume, output, tt, metadata, dtype, force):
     from .._backend import to_host
 
     input_dtype = _input_dtype(volume)
-    cores = [np.asarray(to_host(core)).astype(_core_dtype(dtype, input_dtype)) for core in tt]
+    computed = [np.asarray(to_host(core)) for core in tt]
+    cores = [core.astype(_core_dtype(dtype, input_dtype)) for core in computed]
+    _account_for_rounding(metadata, _rounding_error(computed, cores))
     tlc.save_tt(output, cores, metadata, overwrite=force)
     summary = tt_summary(cores, metadata)
     summary.update(output=output, seconds=metadata["seconds"],
                    tt_bytes=os.path.getsize(output),
                    input_bytes=math.prod(volume.shape) * (input_dtype or np.dtype("f8")).itemsize)
     return summary
+
+
+def _rounding_error(computed, stored, n_samples=10_000):
+    """Relative change of the TT's entries from storing its cores in a narrower dtype,
+    on random entries (0.0 when nothing was rounded)."""
+    if all(a.dtype == b.dtype for a, b in zip(computed, stored, strict=True)):
+        return 0.0
+    from ..cross.tt_entries import tt_entries
+
+    rng = np.random.default_rng(0)
+    indices = np.stack([rng.integers(core.shape[1], size=n_samples) for core in computed],
+                       axis=1)
+    exact = np.asarray(tt_entries(computed, indices))
+    change = np.asarray(tt_entries([core.astype(a.dtype) for core, a in
+                                    zip(stored, computed, strict=True)], indices)) - exact
+    return float(np.linalg.norm(change) / max(np.linalg.norm(exact), 1e-300))
+
+
+def _account_for_rounding(metadata, rounding):
+    """The recorded error describes the stored TT: the computed TT's error plus the
+    rounding of its cores; a tolerance met only before rounding is a miss."""
+    if not rounding:
+        return
+    key = "error" if "error" in metadata else "val_error"
+    if metadata.get(key) is None:
+        return
+    metadata["rounding_error"] = rounding
+    metadata[key] = float(metadata[key]) + rounding
+    tol = metadata["arguments"].get("tol")
+    if metadata.get("stop_reason") == "tol" and tol is not None and metadata[key] > tol:
+        metadata["stop_reason"] = "dtype"
 
 
 def _dtype_name(dtype):

@@ -20,6 +20,7 @@ def tt_summary(tt, metadata):
                 n_evals=n_evals, fraction=(n_evals or 0) / entries,
                 val_error=metadata.get("val_error", metadata.get("error")),
                 exact_error=bool(metadata.get("exact_error")),
+                rounding_error=metadata.get("rounding_error"),
                 n_heldout=metadata.get("n_heldout"),
                 heldout_bound=metadata.get("heldout_bound"),
                 quantics=metadata.get("quantics"), dtype=str(np.asarray(tt[0]).dtype))
@@ -53,6 +54,10 @@ def format_summary(summary):
             heldout = (f" on {summary['n_heldout']} held-out entries (95%: at most "
                        f"{summary['heldout_bound']:.2%} of the entries off unseen)")
         lines.append(f"held-out rel. error {summary['val_error']:.3e}{heldout}")
+    rounding = summary.get("rounding_error")
+    if rounding and summary.get("val_error") and rounding > 0.01 * summary["val_error"]:
+        lines.append(f"                    of which about {rounding:.1e} from storing the "
+                     f"cores as {summary.get('dtype')} (--dtype)")
     if summary.get("seconds") is not None and summary.get("passes"):
         passes = summary["passes"]
         lines.append(f"time                {summary['seconds']:.1f} s "
@@ -76,9 +81,16 @@ def outcome(summary, tol_driven, accept_miss):
     kind = "exact error" if summary.get("exact_error") else "held-out error"
     print(f"{'warning' if accept_miss else 'error'}: --tol {summary['tol']:.1e} not met: "
           f"{kind} {summary['val_error']:.2e} (stop: {summary['stop']}); the TT was "
-          f"written to {summary['output']}. Raise --max-rank or --n-iter-max"
+          f"written to {summary['output']}. " + _remedy(summary["stop"])
           + ("." if accept_miss else ", or pass --accept-miss to accept it."), file=sys.stderr)
     return EXIT_OK if accept_miss else EXIT_TOL_MISSED
+
+
+def _remedy(stop):
+    if stop == "dtype":
+        return ("Its error was below --tol before its cores were rounded to the stored "
+                "dtype: pass --dtype float64")
+    return "Raise --max-rank or --n-iter-max"
 
 
 def run_info(args):
