@@ -136,7 +136,14 @@ def write_nifti(path, tt, metadata, dtype=None):
 
 
 def _nifti_header(nibabel, metadata, shape, dtype):
-    """A NIfTI-1 header for ``shape`` and ``dtype``: the input's, when the file kept it."""
+    """A NIfTI header for ``shape`` and ``dtype``: the input's, when the file kept it.
+
+    NIfTI-1 (the input's kind, or the default) unless an axis is longer than its 16-bit
+    fields hold (32767): NIfTI-2 then. Either holds at most 7 axes.
+    """
+    if len(shape) > 7:
+        raise ValueError(f"NIfTI holds at most 7 axes; this TT's volume has {len(shape)} "
+                         f"{tuple(shape)}: write slices (-o OUT.npy) instead.")
     kept = metadata.get("nifti") or {}
     affine = np.asarray(kept.get("affine", np.eye(4)), dtype=float)
     header = None
@@ -144,12 +151,13 @@ def _nifti_header(nibabel, metadata, shape, dtype):
         raw = base64.b64decode(kept["header"])
         kind = nibabel.Nifti1Header if len(raw) == 348 else nibabel.Nifti2Header
         header = kind.from_fileobj(io.BytesIO(raw))
-    if header is None or not isinstance(header, nibabel.Nifti1Header):
-        header = nibabel.Nifti1Header()
-    image = nibabel.Nifti1Image(np.zeros((1,) * len(shape), dtype=dtype), affine, header=header)
+    wide = max(shape) > 32767 or isinstance(header, nibabel.Nifti2Header)
+    image_class = nibabel.Nifti2Image if wide else nibabel.Nifti1Image
+    # A kept header of the other kind is converted by the image (nibabel's from_header).
+    image = image_class(np.zeros((1,) * len(shape), dtype=dtype), affine, header=header)
     header = image.header
     header.set_data_shape(shape)
     header.set_data_dtype(dtype)
     header.set_slope_inter(1.0, 0.0)  # values are written as they are, unscaled
-    header["vox_offset"] = 352
+    header["vox_offset"] = type(header).single_vox_offset
     return header

@@ -155,7 +155,13 @@ def _cache(cache_bytes):
 def _open_nifti(path, cache_bytes):
     import nibabel
 
-    image = nibabel.load(path)
+    try:
+        image = nibabel.load(path)
+    except (nibabel.filebasedimages.ImageFileError, EOFError, OSError) as error:
+        raise ValueError(f"{path!r} is not a NIfTI file nibabel can read: {error}") from error
+    if not isinstance(image, nibabel.Nifti1Image):  # Nifti2Image derives from it
+        raise ValueError(f"{path!r} is a {type(image).__name__}, not a NIfTI volume (CIFTI "
+                         "and other NIfTI-based formats are not volumes on a grid).")
     proxy = image.dataobj
     dtype = np.result_type(image.get_data_dtype(), np.float64 if _is_scaled(proxy) else
                            image.get_data_dtype())

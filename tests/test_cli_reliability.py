@@ -419,3 +419,38 @@ def test_the_recorded_error_is_the_stored_tt_s_after_rounding_its_cores(tmp_path
     assert metadata["float32"]["stop_reason"] == "dtype"
     assert "rounding_error" not in metadata["float64"]
     assert "--dtype float64" in capsys.readouterr().err
+
+
+def test_a_nifti_2_input_comes_back_as_nifti_2_without_header_warnings(tmp_path, capfd):
+    nibabel = pytest.importorskip("nibabel")
+    volume = grid_values(blob_phantom((12, 10, 8), n_blobs=2), (12, 10, 8)).astype(np.float32)
+    affine = np.diag([2.0, 3.0, 4.0, 1.0])
+    affine[:3, 3] = [5.0, -6.0, 7.0]
+    source = str(tmp_path / "n2.nii")
+    nibabel.save(nibabel.Nifti2Image(volume, affine), source)
+    output, back = str(tmp_path / "n2.tt.npz"), str(tmp_path / "back.nii.gz")
+    assert cli.main(["compress", source, "-o", output, "--rank", "6", "-q"]) == cli.EXIT_OK
+    capfd.readouterr()
+    assert cli.main(["reconstruct", output, "-o", back]) == cli.EXIT_OK
+    assert "sizeof_hdr" not in capfd.readouterr().err  # a NIfTI-2 header fed to NIfTI-1
+    written = nibabel.load(back)
+    assert isinstance(written, nibabel.Nifti2Image)
+    np.testing.assert_array_equal(written.affine, affine)
+
+
+@pytest.mark.parametrize("shape, kind", [((40000, 3), "Nifti2Image"), ((2,) * 8, None)])
+def test_reconstruct_to_nifti_beyond_nifti_1_s_fields(tmp_path, capsys, shape, kind):
+    nibabel = pytest.importorskip("nibabel")
+    cores = [np.ones((1, n, 1)) * (k + 1) for k, n in enumerate(shape)]
+    output, volume = str(tmp_path / "v.tt.npz"), str(tmp_path / "v.nii")
+    tlc.save_tt(output, cores, {"shape": list(shape)})
+    code = cli.main(["reconstruct", output, "-o", volume])
+    if kind is None:  # 8 axes: no NIfTI holds them, said in one line
+        assert code == cli.EXIT_INPUT
+        assert "NIfTI holds at most 7 axes" in capsys.readouterr().err
+        assert not os.path.exists(volume)
+        return
+    assert code == cli.EXIT_OK  # an axis past 32767: NIfTI-2's 64-bit fields
+    written = nibabel.load(volume)
+    assert type(written).__name__ == kind and written.shape == shape
+    np.testing.assert_array_equal(np.asarray(written.dataobj), np.full(shape, 2.0))

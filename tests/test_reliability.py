@@ -511,3 +511,19 @@ def test_scalar_and_column_grids_still_make_modes():
     tensor = tlc.FunctionTensor.on_grid(lambda x: x.sum(axis=1), [grid, 0.5, grid[:, None]])
     assert tensor.shape == (5, 1, 5)
     assert tensor.evaluate([[4, 0, 2]])[0] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"hello", "is not a NIfTI file nibabel can read"),
+    (b"", "is not a NIfTI file nibabel can read"),
+    ("cifti", "is a Cifti2Image, not a NIfTI volume")])
+def test_open_volume_refuses_what_nibabel_cannot_read_as_a_volume(tmp_path, content, message):
+    nibabel = pytest.importorskip("nibabel")
+    if content == "cifti":  # nibabel's own CIFTI-2 test file: NIfTI-2 on disk, not a grid
+        path = os.path.join(os.path.dirname(nibabel.__file__), "tests", "data",
+                            "row_major.dconn.nii")
+    else:
+        path = tmp_path / "bad.nii.gz"
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        tlc.open_volume(path)

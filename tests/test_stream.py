@@ -6,6 +6,7 @@ import tensorly as tl
 from hypothesis import given
 from hypothesis import strategies as st
 
+import tensorly_cross as tlc
 from tensorly_cross.stream import streaming_tt_svd
 from tensorly_cross.stream.blocks import plan_blocks, volume_source
 
@@ -78,13 +79,16 @@ def files(tmp_path):
     with h5py.File(paths["hdf5"], "w") as handle:
         handle.create_dataset("volume", data=dense, chunks=(5, 7, 6))
     np.save(paths["npy"], dense)
+    paths["NPY"] = str(tmp_path / "UPPER.NPY")  # open_volume takes any case: so must this
+    with open(paths["NPY"], "wb") as stream:  # np.save would append ".npy" to the name
+        np.save(stream, dense)
     return dense, paths
 
 
 def test_files_read_in_small_blocks_give_the_in_memory_result(files):
     dense, paths = files
     expected = streaming_tt_svd(dense, tol=0.1, max_width=10, random_state=0)
-    for path in paths.values():
+    for path in [*paths.values(), *(tlc.open_volume(path) for path in paths.values())]:
         tt = streaming_tt_svd(path, tol=0.1, max_width=10, random_state=0, block_bytes=4096)
         np.testing.assert_allclose(np.asarray(tt.to_tensor()), np.asarray(expected.to_tensor()),
                                    atol=1e-9)

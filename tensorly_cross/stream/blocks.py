@@ -54,10 +54,10 @@ def volume_source(volume):
     if isinstance(source, ChunkSource):
         return source
     path = getattr(volume, "path", None)
-    if path is not None and str(path).endswith(".npy"):
+    if path is not None and str(path).lower().endswith(".npy"):
         return MemmapSource(path)
     if isinstance(volume, str | os.PathLike):
-        if os.fspath(volume).endswith(".npy"):
+        if os.fspath(volume).lower().endswith(".npy"):  # as open_volume: any case
             return MemmapSource(volume)
         from ..io import open_volume
 
