@@ -8,6 +8,7 @@ a forged header or a deflate bomb is refused before anything is allocated).
 """
 
 import json
+import numbers
 import os
 import tempfile
 import zipfile
@@ -106,6 +107,11 @@ def save_tt(path, tt, metadata=None, overwrite=False):
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}.")
     meta = dict(metadata or {})
+    for key in ("shape", "axes"):  # a tuple (an array's shape) is stored as JSON's list
+        if isinstance(meta.get(key), tuple):
+            meta[key] = [int(item) if isinstance(item, numbers.Integral)
+                         and not isinstance(item, bool) else item
+                         for item in meta[key]]
     meta.update(format=FORMAT, format_version=FORMAT_VERSION, n_cores=len(cores))
     where = f"save_tt({path!r})"
     _check_cores([(core.shape, core.dtype) for core in cores], where)
@@ -334,7 +340,8 @@ def _mode_sizes(meta, shape, where):
                               f"{{'order': one of {ORDERS}, ...}}.")
         return list(QuanticsLayout.create(shape, quantics["order"]).quantics_shape)
     if axes is not None:
-        if not isinstance(axes, list) or sorted(axes) != list(range(len(shape))):
+        if (not isinstance(axes, list) or not all(_is_int(axis) for axis in axes)
+                or sorted(axes) != list(range(len(shape)))):
             raise TTFileError(f"{where}: its metadata axes {axes!r} is not a permutation of "
                               f"the {len(shape)} axes of shape {shape}.")
         return [shape[axis] for axis in axes]

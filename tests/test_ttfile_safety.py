@@ -42,6 +42,7 @@ def valid_meta(n_cores=3, **extra):
         (valid_meta(n_cores="3"), "n_cores must be an int"),
         (valid_meta(shape=[3, 4, 6]), r"means TT modes \[3, 4, 6\], the cores have \[3, 4, 5\]"),
         (valid_meta(shape=[5, 4, 3], axes=[0, 1, 1]), "axes"),
+        (valid_meta(shape=[5, 3, 4], axes=[1, 2.0, 0]), "not a permutation"),  # TypeError
         (valid_meta(ranks=[1, 3, 2, 1]), r"ranks \[1, 3, 2, 1\]"),
         ([1, 2, 3], "JSON list, not an object"),
         ('"text"', "JSON str, not an object"),
@@ -197,3 +198,12 @@ def test_a_layout_without_the_shape_it_maps_to_is_refused(tmp_path, metadata):
     tt = random_tt((3, 4, 5), rank=[1, 2, 2, 1], random_state=0)
     with pytest.raises(TTFileError, match="without 'shape'"):
         save_tt(tmp_path / "m.tt.npz", tt, metadata=metadata)
+
+
+def test_an_array_s_shape_and_tuple_axes_are_saved_as_json_lists(tmp_path):
+    tt = random_tt((3, 4, 5), rank=[1, 2, 2, 1], random_state=0)
+    volume_shape = np.zeros((4, 5, 3)).shape  # a tuple, as every array gives it
+    path = save_tt(tmp_path / "t.tt.npz", tt, metadata={"shape": volume_shape,
+                                                        "axes": (2, 0, 1)})
+    _, metadata = load_tt(path)
+    assert metadata["shape"] == [4, 5, 3] and metadata["axes"] == [2, 0, 1]
