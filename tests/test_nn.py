@@ -201,6 +201,24 @@ def test_gradcheck_with_respect_to_encoder_parameters():
     assert torch.autograd.gradcheck(loss, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
+@pytest.mark.parametrize("patch_cache_bytes", [0, 2000, 32 * 2**20])
+def test_a_volume_that_requires_grad_gets_the_finite_difference_gradient(patch_cache_bytes):
+    # A learnable layer in front of the embedding: its gradient comes through the patches
+    # read with grad, whatever the patch cache kept from the search (None or partial before).
+    raw = torch.as_tensor(np.random.default_rng(0).random((1, 12, 12, 12)))
+    torch.manual_seed(1)
+    module = CrossEmbedding(patch_size=3, n_features=2, rank=2, n_outputs=2, stride=2,
+                            n_iter_max=2, patch_cache_bytes=patch_cache_bytes).double()
+    gain = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    module([gain * raw], keys=[0]).sum().backward()
+    with torch.no_grad():  # the same indices (key 0), so a smooth function of the gain
+        step = 1e-6
+        difference = (module([(2 + step) * raw], keys=[0]).sum()
+                      - module([(2 - step) * raw], keys=[0]).sum()) / (2 * step)
+    assert gain.grad is not None
+    torch.testing.assert_close(gain.grad, difference, rtol=1e-5, atol=1e-9)
+
+
 def test_only_voxels_of_sampled_patches_get_gradient():
     volume = _volume().requires_grad_(True)
     encoder = default_encoder(3, 2).double()

@@ -10,6 +10,7 @@ import tensorly as tl
 
 torch = pytest.importorskip("torch")
 
+import tensorly_cross as tlc  # noqa: E402
 from tensorly_cross.nn import CrossEmbedding, TTPCAHead  # noqa: E402
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
@@ -181,3 +182,40 @@ def test_non_positive_sizes_are_reported_by_name(option):
 def test_fit_pca_refuses_bad_keys_and_batch_sizes_naming_the_argument(arguments, message):
     with pytest.raises(ValueError, match=message):
         _embedding(head="pca").fit_pca(_volumes(3), **arguments)
+
+
+def test_keys_given_as_tensors_match_by_value():
+    # A DataLoader yields its indices as a tensor: each key must still find its entry.
+    model = _embedding(refresh_every=100)
+    volumes = _volumes(2)
+    with torch.no_grad():
+        for _ in range(3):
+            model(volumes, keys=torch.tensor([0, 1]))
+    assert model.counters["searches"] == 2 and len(model._indices) == 2
+    with pytest.raises(TypeError, match="each key must be one value"):
+        model(volumes, keys=[torch.tensor([0, 1]), 2])
+
+
+def test_another_volume_under_a_kept_key_is_read_from_itself():
+    # An augmented crop, or another dataset's volume at the same position, under a key whose
+    # patches were kept: its features are its own (they were the first volume's before).
+    model = _embedding(refresh_every=100)
+    first, second = _volumes(2)
+    with torch.no_grad():
+        model([first], keys=[0])
+        kept = model([second], keys=[0])  # the indices of key 0, the patches of `second`
+        indices = model._indices[0][0]
+        lazy = model.encoded(second)
+        expected = model.head(list(tlc.cross_interpolate(lazy, indices)))
+    torch.testing.assert_close(kept[0], expected)
+
+
+def test_fit_starts_from_no_kept_keys():
+    from tensorly_cross.nn import VolumeDataset
+    from tensorly_cross.nn.training import Regressor, fit
+
+    model = Regressor(_embedding(refresh_every=100, volume_shape=(8, 8, 8)), 3)
+    model.embedding([torch.zeros(8, 8, 8)], keys=[0])  # a pass of someone else's data
+    train = VolumeDataset(_volumes(4), np.arange(4.0))
+    fit(model, train, epochs=1, batch_size=2)
+    assert model.embedding.counters["searches"] == 1 + 4  # every volume searched afresh

@@ -107,7 +107,9 @@ class VolumeDataset(torch.utils.data.Dataset):
             return self._loaded[index]
         lazy = open_volume(item, cache_bytes=self.cache_bytes)
         if not self.in_memory:
-            return _drop_channel(lazy)
+            volume = _drop_channel(lazy)
+            volume.source_path = os.fspath(item)  # one file, one volume, pass after pass
+            return volume
         self._loaded[index] = _drop_channel(_read_whole(lazy))
         return self._loaded[index]
 

@@ -20,6 +20,7 @@ from ..api import cross_interpolate, select_indices
 from ..lazy.quantics import QuanticsLayout
 from .encoded import EncodedTensor, default_encoder
 from .heads import TTPCAHead, TTProbeHead
+from .keyed import key_value, volume_fingerprint
 from .lockstep import LockstepEncoder, device_batch_size
 
 
@@ -146,7 +147,7 @@ class CrossEmbedding(nn.Module):
         self.grid_shape = None if grid_shape is None else tuple(int(n) for n in grid_shape)
         if self.grid_shape is not None and self.head is None:
             self._build_probe_head(self.tt_shape(self.grid_shape))
-        self._indices = {}  # key -> (indices, age, patches cut so far)
+        self._indices = {}  # key -> (indices, age, patches cut so far, fingerprint)
         self._rank_warned = False
         self._batch_sizes = {}  # device -> patches per encoder call
         self.reset_counters()
@@ -318,8 +319,9 @@ class CrossEmbedding(nn.Module):
         """The volume's EncodedTensor; a keyed volume's patches cut in earlier passes are
         handed over to it (the volume's reader, and its cache, live for one pass only)."""
         lazy = self.encoded(_three_dimensional(volume), lockstep.encode)
+        lazy.fingerprint = volume_fingerprint(volume) if key is not None else None
         kept = self._indices.get(key)
-        if key is not None and kept is not None:
+        if key is not None and kept is not None and kept[3] == lazy.fingerprint:
             lazy.adopt_patches(kept[2])
         return lazy
 
@@ -336,12 +338,13 @@ class CrossEmbedding(nn.Module):
         for k, key in enumerate(keys):
             if key is not None:
                 age = 0 if k in missing else self._indices[key][1]
-                self._indices[key] = (found[k], age + 1, lazies[k].cut_patches)
+                self._indices[key] = (found[k], age + 1, lazies[k].cut_patches,
+                                      lazies[k].fingerprint)
         self.counters["searches"] += len(missing)
         return found
 
     def _fresh_indices(self, key):
-        indices, age, _ = self._indices.get(key, (None, self.refresh_every, None))
+        indices, age, _, _ = self._indices.get(key, (None, self.refresh_every, None, None))
         return indices if age < self.refresh_every else None
 
     def _search(self, lazy):
@@ -441,8 +444,9 @@ def _build_head_from_state(module, state_dict, prefix, *_):
 
 def _keys_per_volume(keys, volumes):
     """``keys`` as a list with one entry per volume (``None`` for each when not given)."""
-    keys = [None] * len(volumes) if keys is None else list(keys)
+    keys = [None] * len(volumes) if keys is None else [key_value(key) for key in keys]
     if len(keys) != len(volumes):
         raise ValueError(f"keys must have one entry per volume ({len(volumes)}), got "
                          f"{len(keys)}.")
     return keys
+

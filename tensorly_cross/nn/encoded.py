@@ -260,12 +260,18 @@ class EncodedTensor(LazyTensor):
 
     def _patches_of(self, positions, keys):
         """Patches of distinct positions: cached ones taken, the others cut (and cached
-        while within ``patch_cache_bytes``)."""
+        while within ``patch_cache_bytes``).
+
+        A volume that requires grad is cut afresh whenever grad is on: a patch cut during the
+        search (no grad) has no history, and one cut with grad must not outlive its graph.
+        """
+        device, dtype = _parameters_device_dtype(self.encoder, self.patches.volume)
+        if torch.is_grad_enabled() and getattr(self.patches.volume, "requires_grad", False):
+            return self.patches.patches(positions, device=device, dtype=dtype)
         known = self._patches.lookup(keys)
         missing = known < 0
         if not missing.any():
             return self._patches.rows(known)
-        device, dtype = _parameters_device_dtype(self.encoder, self.patches.volume)
         cut = self.patches.patches(positions[missing], device=device, dtype=dtype)
         self._patches.add(keys[missing], cut)
         if not (~missing).any():

@@ -117,6 +117,9 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
     if int(epochs) != epochs or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}.")
     model.set_target_scale(train.targets)
+    if hasattr(model.embedding, "clear_cache"):
+        # Keys are positions in ``train``: indices kept under them belong to other data.
+        model.embedding.clear_cache()
     if hasattr(model.embedding, "_build_head_for") and len(train):
         # A head built by the first forward pass would miss the optimiser made here.
         model.embedding._build_head_for(tuple(train.volume(0).shape))
