@@ -53,6 +53,22 @@ def test_items_read_lazily_hold_the_volume_and_its_target(tmp_path, kind):
     np.testing.assert_array_equal(whole.numpy(), arrays[0])
 
 
+@pytest.mark.parametrize("kind", ["npy", "zarr", "h5", "nifti"])
+def test_items_pickle_for_dataloader_workers(tmp_path, kind):
+    # A DataLoader with workers pickles every item: a chunk cache's lock did not pickle
+    # (the workers raised, the main process waited forever).
+    import pickle
+
+    array = _volume(3)
+    data = VolumeDataset([_write(tmp_path, kind, array)], [0.5])
+    volume, _ = data[0]
+    volume.evaluate(np.zeros((1, 3), dtype=np.int64))  # a chunk or page in its cache
+    copy = pickle.loads(pickle.dumps(volume))
+    indices = np.array([[0, 0, 0], [5, 4, 3], [2, 1, 3]])
+    np.testing.assert_allclose(np.asarray(copy.evaluate(indices)), array[tuple(indices.T)],
+                               rtol=1e-6)
+
+
 def test_a_nifti_volume_with_a_trailing_axis_of_one_is_three_dimensional(tmp_path):
     array = _volume(0)
     path = _write(tmp_path, "nifti", array[..., None])

@@ -50,3 +50,11 @@ class ChunkCache:
         with self._lock:
             self._chunks.clear()
             self.n_bytes = 0
+
+    def __getstate__(self):
+        """An empty cache of the same size: a lock does not pickle, and a copy sent to a
+        worker process (a DataLoader's) reads its own chunks."""
+        return {"max_bytes": self.max_bytes}
+
+    def __setstate__(self, state):
+        self.__init__(state["max_bytes"])

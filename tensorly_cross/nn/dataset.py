@@ -18,7 +18,9 @@ class VolumeDataset(torch.utils.data.Dataset):
     ``.zarr``, ``.npy``, ``.h5``/``.hdf5``, or ``"file.h5:/dataset"``) is opened with
     :func:`tensorly_cross.open_volume` when the item is read: a lazy tensor, of which a
     cross reads only the patches it needs. Arrays and tensors are returned as they are
-    (but for a channel axis, below).
+    (but for a channel axis, below). Items pickle (a lazy volume's cache travels empty), so a
+    ``DataLoader`` with worker processes can hand them out; lazy volumes are not tensors,
+    so give it a ``collate_fn`` that keeps them in a list (or use :meth:`batches`).
 
     Parameters
     ----------
