@@ -274,7 +274,7 @@ def test_a_pca_refit_keeps_the_coordinates_a_readout_was_trained_on(seed):
     turned = torch.stack([head(tt) for tt in tts])
     head.fit(tts)
     torch.testing.assert_close(torch.stack([head(tt) for tt in tts]), turned)
-    # Still whitened principal coordinates: the same Gram as the first fit's.
+    # The same principal coordinates up to that rotation: the same Gram as the first fit's.
     torch.testing.assert_close(turned @ turned.T, before @ before.T)
 
 
@@ -352,3 +352,17 @@ def test_cached_features_follow_every_change_of_the_encoder():
             torch.testing.assert_close(lazy.features(positions),
                                        encoder(lazy.patches.patches(positions,
                                                                     dtype=torch.float64)))
+
+
+def test_pca_components_beyond_the_span_of_the_training_tts_are_zero():
+    # 4 centred TTs span 3 directions: a 4th component was round-off scaled by 1e6-1e8.
+    shape, rank = (4, 3, 5), [1, 2, 2, 1]
+    tts = [list(tl.random.random_tt(shape, rank=rank, random_state=s)) for s in range(4)]
+    for dtype in (torch.float32, torch.float64):
+        head = TTPCAHead(4).fit([[core.to(dtype) for core in tt] for tt in tts])
+        coordinates = torch.stack([head([core.to(dtype) for core in tt]) for tt in tts])
+        assert torch.all(coordinates[:, 3] == 0)
+        # principal coordinates: orthogonal columns (variances = the eigenvalues)
+        gram = coordinates[:, :3].T @ coordinates[:, :3]
+        off_diagonal = gram - torch.diag(torch.diagonal(gram))
+        assert float(off_diagonal.abs().max()) <= 1e-4 * float(gram.diagonal().max())

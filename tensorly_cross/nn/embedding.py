@@ -44,7 +44,7 @@ class CrossEmbedding(nn.Module):
         ``"pca"``: :class:`TTPCAHead` (call :meth:`fit_pca` first).
     n_outputs : int
         Features per volume: the number of probes (``"probes"``) or of principal
-        components (``"pca"``, at most the number of training volumes); unused with a
+        components (``"pca"``: ``n`` training volumes give ``n - 1``; any more are 0); unused with a
         module as ``head``.
     refresh_every : int, default 1
         Reuse a volume's indices for this many forward passes before selecting anew; only

@@ -167,7 +167,8 @@ class TTPCAHead(nn.Module):
     Parameters
     ----------
     n_components : int
-        Number of principal components kept (at most the number of training TTs).
+        Number of principal components kept. ``n`` training TTs span ``n - 1`` directions
+        once centred: components beyond those (eigenvalues at round-off level) give 0.
 
     Examples
     --------
@@ -240,7 +241,11 @@ class TTPCAHead(nn.Module):
         values, vectors = torch.linalg.eigh(centred)
         keep = min(self.n_components, n)
         values, vectors = values.flip(0)[:keep], vectors.flip(1)[:, :keep]
-        projection = vectors / values.clamp_min(1e-12 * values[0].clamp_min(1e-300)).sqrt()
+        # n centred TTs span at most n - 1 directions: a component of eigenvalue at
+        # round-off level is noise blown up by 1/sqrt(eigenvalue), so it gets coordinate 0.
+        floor = n * torch.finfo(values.dtype).eps * values[0].clamp_min(1e-300)
+        projection = torch.where(values > floor, vectors / values.clamp_min(floor).sqrt(),
+                                 torch.zeros_like(vectors))
         if self.fitted and self.projection.shape == projection.shape:
             previous = torch.stack([self(tt) for tt in tts])  # the new TTs, old components
             projection = projection @ _procrustes(centred @ projection, previous)
@@ -291,7 +296,8 @@ def _procrustes(coordinates, previous):
 
     An eigenvector's sign, or the basis of a near-degenerate eigenspace, is arbitrary: a
     refit would otherwise flip or rotate the coordinates under a readout trained on the old
-    ones. ``Q`` keeps them whitened and makes the refit continue where the last fit was.
+    ones. ``Q`` keeps their lengths and angles and makes the refit continue where the last
+    fit was.
     """
     left, _, right_t = torch.linalg.svd(coordinates.T @ previous.to(coordinates.dtype))
     return left @ right_t
