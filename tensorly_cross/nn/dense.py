@@ -54,8 +54,11 @@ class DenseEmbedding(nn.Module):
         while layers and isinstance(layers[-1], (nn.Flatten, nn.AdaptiveAvgPool3d)):
             layers.pop()
         self._body = layers
-        self.halo = sum((layer.kernel_size[0] - 1) * layer.dilation[0] for layer in layers
-                        if isinstance(layer, nn.Conv3d)) // 2
+        shrink = sum((layer.kernel_size[0] - 1) * layer.dilation[0] for layer in layers
+                     if isinstance(layer, nn.Conv3d))
+        # As PatchGrid centres a patch: (p - 1) // 2 voxels before it, p // 2 after (an even
+        # patch is off-centre), so that the body's output has one position per voxel.
+        self.halo = (shrink // 2, shrink - shrink // 2)
 
     def forward(self, volumes, keys=None):
         """Mean features of a batch of volumes, computed in one pass of the encoder's body.
@@ -83,8 +86,7 @@ class DenseEmbedding(nn.Module):
                              for v in volumes])
         if batch.ndim == 4:
             batch = batch[:, None]
-        features = nn.functional.pad(batch, (self.halo,) * 6,
-                                     mode=_TORCH_PADDING[self.padding])
+        features = nn.functional.pad(batch, self.halo * 3, mode=_TORCH_PADDING[self.padding])
         for layer in self._body:
             features = layer(features)
         return features.mean(dim=(2, 3, 4))
