@@ -21,8 +21,17 @@ def to_host(tensor):
         return tensor  # already on the host: the NumPy backend's hot path, no dispatch
     if backend_name() == "pytorch":
         # resolve_conj: a tl.conj of a complex tensor is a lazy view NumPy cannot read.
-        return tensor.detach().cpu().resolve_conj().numpy()
+        host = tensor.detach().cpu().resolve_conj()
+        if host.dtype == _bfloat16():
+            host = host.float()  # autocast's bfloat16 has no NumPy dtype: exact in float32
+        return host.numpy()
     return tl.to_numpy(tensor)
+
+
+def _bfloat16():
+    import torch
+
+    return torch.bfloat16
 
 
 def svd(matrix, full_matrices=False):

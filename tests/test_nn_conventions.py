@@ -219,3 +219,12 @@ def test_fit_starts_from_no_kept_keys():
     train = VolumeDataset(_volumes(4), np.arange(4.0))
     fit(model, train, epochs=1, batch_size=2)
     assert model.embedding.counters["searches"] == 1 + 4  # every volume searched afresh
+
+
+def test_a_forward_pass_runs_under_cpu_autocast():
+    # autocast("cpu") computes in bfloat16, which NumPy has no dtype for: the search's host
+    # copies raised "unsupported ScalarType BFloat16" before.
+    model = _embedding()
+    with torch.autocast("cpu"):
+        features = model(_volumes(2))
+    assert features.shape == (2, 3) and torch.isfinite(features.float()).all()
