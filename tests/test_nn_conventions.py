@@ -228,3 +228,19 @@ def test_a_forward_pass_runs_under_cpu_autocast():
     with torch.autocast("cpu"):
         features = model(_volumes(2))
     assert features.shape == (2, 3) and torch.isfinite(features.float()).all()
+
+
+@pytest.mark.parametrize("layout", ["tt", "quantics"])
+def test_a_volume_of_another_shape_is_refused_before_any_search(layout):
+    # (16, 16, 8) against a head for (8, 16, 16): in the quantics layout both grids have the
+    # same digits, and the probes read a permuted grid without a word before.
+    model = _embedding(layout=layout, stride=2)
+    model(_volumes(1, shape=(8, 16, 16)))
+    for batch in ([_volumes(1, shape=(16, 16, 8))[0]],
+                  _volumes(1, shape=(8, 16, 16)) + _volumes(1, shape=(8, 8, 8))):
+        searches = model.counters["searches"]
+        with pytest.raises(ValueError, match="one module takes one volume shape"):
+            model(batch)
+        assert model.counters["searches"] == searches
+    with pytest.raises(ValueError, match="volumes is empty"):
+        model([])

@@ -251,15 +251,42 @@ class CrossEmbedding(nn.Module):
         Raises
         ------
         ValueError
-            If ``keys`` does not have one entry per volume, or a volume is neither 3-D
-            nor ``(1, D, H, W)``.
+            If ``volumes`` is empty, ``keys`` does not have one entry per volume, a volume
+            is neither 3-D nor ``(1, D, H, W)``, or its grid of patch positions is not the
+            one the head is for (``volume_shape``, the first batch's, or a loaded head's).
+        TypeError
+            If a key is not one hashable value.
         RuntimeError
             If ``head="pca"`` and :meth:`fit_pca` has not run.
         """
-        tts, _ = self._tts(volumes, _keys_per_volume(keys, volumes))
+        keys = _keys_per_volume(keys, volumes)
+        grid = self._check_shapes(volumes)
+        tts, _ = self._tts(volumes, keys)
         if self.head is None:
             self._build_probe_head(tuple(int(core.shape[1]) for core in tts[0]))
+            self.grid_shape = grid  # two grids can have the same quantics digits
         return torch.stack([self.head(tt) for tt in tts])
+
+    def _check_shapes(self, volumes):
+        """Every volume of the batch gives TTs of the head's shape (before any search);
+        returns the batch's grid of patch positions."""
+        if len(volumes) == 0:
+            raise ValueError("volumes is empty: a batch needs at least one volume.")
+        grids = [tuple(-(-int(n) // self.stride) for n in _three_dimensional(volume).shape)
+                 for volume in volumes]
+        expected = self.grid_shape or grids[0]
+        head_shape = _head_tt_shape(self.head)
+        for k, grid in enumerate(grids):
+            if grid != expected or (head_shape is not None
+                                    and self.tt_shape(grid) != head_shape):
+                wanted = (f"grid {expected}" if head_shape is None or self.grid_shape
+                          else f"TT shape {head_shape}")
+                raise ValueError(
+                    f"volume {k} of the batch, shape {tuple(volumes[k].shape)}, gives a grid "
+                    f"of patch positions {grid} (TT shape {self.tt_shape(grid)}); this "
+                    f"module's head is for {wanted}: one module takes one volume shape "
+                    "(crop or resample the volumes).")
+        return expected
 
     def fit_pca(self, volumes, keys=None, batch_size=8):
         """Fit the TT-PCA head on training volumes (``head="pca"``), without gradient.
@@ -390,6 +417,7 @@ class CrossEmbedding(nn.Module):
         if self.head is None and self.head_kind == "probes":
             grid = tuple(-(-int(n) // self.stride) for n in volume_shape[-3:])
             self._build_probe_head(self.tt_shape(grid))
+            self.grid_shape = grid
 
     def _build_probe_head(self, shape, n_probes=None, rank=None):
         if self.head_kind != "probes":
@@ -399,6 +427,15 @@ class CrossEmbedding(nn.Module):
         if parameter is not None:  # the head follows the module's device and dtype
             head = head.to(device=parameter.device, dtype=parameter.dtype)
         self.head = head
+
+
+def _head_tt_shape(head):
+    """The TT shape a built head takes (None: no head yet, or one that does not say)."""
+    if isinstance(head, TTProbeHead):
+        return tuple(head.shape)
+    if isinstance(head, TTPCAHead) and head.fitted:
+        return tuple(int(cores.shape[2]) for cores in head.train_cores)
+    return None
 
 
 def _cores(lazy, indices):
