@@ -244,3 +244,13 @@ def test_a_volume_of_another_shape_is_refused_before_any_search(layout):
         assert model.counters["searches"] == searches
     with pytest.raises(ValueError, match="volumes is empty"):
         model([])
+
+
+def test_a_pca_state_loads_in_the_module_s_own_dtype():
+    fitted = _embedding(head="pca").double().fit_pca([v.double() for v in _volumes(4)])
+    fresh = _embedding(head="pca")  # float32, like every tensor load_state_dict copies into
+    fresh.load_state_dict(fitted.state_dict())
+    assert all(buffer.dtype == torch.float32 for buffer in fresh.head.buffers())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(_volumes(2)).double(), fitted(_volumes(2)),
+                                   rtol=1e-3, atol=1e-3)

@@ -67,7 +67,11 @@ def test_fit_learns_a_mean_intensity_target(kind):
     log = fit(model, train, epochs=6, batch_size=3, lr=3e-2, test=test)
     assert len(log.losses) == 6 and log.steps == 18 and len(log.test_rmse) == 6
     assert log.losses[-1] < log.losses[0]
+    assert model.training  # evaluating the test set leaves the mode as it was
     assert rmse(model, test) < 0.5 * before
+    model.eval()
+    rmse(model, test)
+    assert not model.training
     assert float(model.target_mean) == pytest.approx(float(train.targets.mean()), rel=1e-6)
 
 

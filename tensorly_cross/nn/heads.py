@@ -309,11 +309,11 @@ def _resize_pca_buffers(module, state_dict, prefix, *_):
     keys = [key for key in state_dict if key.startswith(prefix + "train_core_")]
     if not keys:
         return
-    device = module.projection.device
+    # In the module's own device and dtype, as load_state_dict copies every other tensor.
+    device, dtype = module.projection.device, module.projection.dtype
 
     def empty(name):
-        saved = state_dict[prefix + name]
-        return torch.empty(saved.shape, dtype=saved.dtype, device=device)
+        return torch.empty(state_dict[prefix + name].shape, dtype=dtype, device=device)
 
     module._set_state([empty(f"train_core_{k}") for k in range(len(keys))], empty("row_means"),
                       empty("grand_mean"), empty("projection"))

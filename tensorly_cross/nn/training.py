@@ -165,9 +165,15 @@ def _standardised_loss(model, predictions, targets):
 
 @torch.no_grad()
 def predict(model, dataset, batch_size=8):
-    """Predictions for every item of a dataset (eval mode; no keys: fresh indices)."""
+    """Predictions for every item of a dataset (in eval mode, without gradient; no keys:
+    fresh indices). The model is left in the mode it was in."""
+    was_training = model.training
     model.eval()
-    outputs = [model(volumes) for _, volumes, _ in dataset.batches(batch_size)]
+    try:
+        with torch.no_grad():
+            outputs = [model(volumes) for _, volumes, _ in dataset.batches(batch_size)]
+    finally:
+        model.train(was_training)
     return torch.cat(outputs).cpu()
 
 
