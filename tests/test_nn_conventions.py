@@ -254,3 +254,15 @@ def test_a_pca_state_loads_in_the_module_s_own_dtype():
     with torch.no_grad():
         torch.testing.assert_close(fresh(_volumes(2)).double(), fitted(_volumes(2)),
                                    rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("module_patch, encoder_options, message", [
+    (3, dict(patch_size=3, n_features=3), r"returned shape \(\d+, 3\)"),
+    (5, dict(patch_size=3, n_features=2), r"patches of shape \(1, 5, 5, 5\)")])
+def test_an_encoder_that_does_not_fit_the_module_is_named(module_patch, encoder_options,
+                                                          message):
+    from tensorly_cross.nn import default_encoder
+
+    model = _embedding(patch_size=module_patch, encoder=default_encoder(**encoder_options))
+    with pytest.raises(ValueError, match=message):
+        model(_volumes(2))

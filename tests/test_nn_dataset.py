@@ -111,6 +111,10 @@ def test_bad_input_is_reported_by_name(tmp_path):
         VolumeDataset([tmp_path / "volume.txt"], [1.0])
     with pytest.raises(ValueError, match="3-D"):
         VolumeDataset([np.zeros((2, 3))], [1.0]).volume(0)
+    four_d = tmp_path / "rgb.npy"
+    np.save(four_d, np.zeros((4, 4, 4, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"item 1 \(.*rgb\.npy'\): volumes must be 3-D"):
+        VolumeDataset([_volume(0), four_d], [1.0, 2.0])[1]
     data = VolumeDataset([_volume(0), _volume(1)], [1.0, 2.0])
     with pytest.raises(ValueError, match="n_folds"):
         data.folds(3)
@@ -147,3 +151,11 @@ def test_a_volume_read_whole_is_read_once_and_shared_with_subsets(tmp_path):
     assert data.volume(2) is first
     assert subset.volume(0) is first
     np.testing.assert_array_equal(subset.volume(1).numpy(), arrays[0])
+
+
+def test_a_bytes_path_is_read_like_a_str_path(tmp_path):
+    path = tmp_path / "v.npy"
+    np.save(path, _volume(4))
+    volume, _ = VolumeDataset([bytes(path)], [0.5])[0]
+    np.testing.assert_allclose(np.asarray(volume.evaluate(np.zeros((1, 3), dtype=np.int64))),
+                               _volume(4)[:1, :1, :1].ravel())

@@ -71,6 +71,9 @@ class VolumeDataset(torch.utils.data.Dataset):
         if not torch.isfinite(self.targets).all():
             bad = int(torch.nonzero(~torch.isfinite(self.targets.reshape(len(self), -1)))[0, 0])
             raise ValueError(f"targets[{bad}] is not finite.")
+        # A bytes path, as open_volume takes it, is decoded once here.
+        self.volumes = [os.fsdecode(item) if isinstance(item, bytes) else item
+                        for item in self.volumes]
         for item in self.volumes:
             if isinstance(item, (str, os.PathLike)):
                 _check_path(item)
@@ -103,6 +106,13 @@ class VolumeDataset(torch.utils.data.Dataset):
             If the volume is neither 3-D nor 4-D with an axis of size 1 first or last.
         """
         item = self.volumes[index]
+        try:
+            return self._volume(index, item)
+        except ValueError as error:  # name the item among the many a dataset holds
+            where = f" ({os.fspath(item)!r})" if isinstance(item, (str, os.PathLike)) else ""
+            raise ValueError(f"VolumeDataset item {index}{where}: {error}") from error
+
+    def _volume(self, index, item):
         if not isinstance(item, (str, os.PathLike)):
             return _drop_channel(item)
         if index in self._loaded:

@@ -8,7 +8,7 @@ from torch import nn
 from ..lazy.base import LazyTensor
 from ..lazy.cache import SortedKeys
 from ..lazy.quantics import QuanticsLayout
-from .patches import PatchGrid
+from .patches import PatchGrid, encode_patches
 
 
 def default_encoder(patch_size, n_features, width=8, pooled=False):
@@ -291,7 +291,7 @@ class EncodedTensor(LazyTensor):
         outputs = []
         for start in range(0, len(positions), self.batch_size):
             batch = patches[start : start + self.batch_size]
-            outputs.append(self.encoder(batch).reshape(len(batch), self.n_features))
+            outputs.append(encode_patches(self.encoder, batch, self.n_features))
             self.n_encoder_calls += 1
         return torch.cat(outputs) if outputs else patches.new_zeros((0, self.n_features))
 

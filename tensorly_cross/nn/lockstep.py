@@ -18,6 +18,8 @@ import threading
 import tensorly as tl
 import torch
 
+from .patches import encode_patches
+
 
 class LockstepEncoder:
     """Batches the encoder calls of concurrent cross runs (see the module docstring).
@@ -192,7 +194,7 @@ class LockstepEncoder:
         outputs = []
         for start in range(0, patches.shape[0], self.max_batch):
             chunk = patches[start : start + self.max_batch]
-            outputs.append(self.encoder(chunk).reshape(chunk.shape[0], self.n_features))
+            outputs.append(encode_patches(self.encoder, chunk, self.n_features))
             self.n_calls += 1
         self.n_patches += patches.shape[0]
         self.n_rounds += 1

@@ -129,3 +129,15 @@ def _host(values):
     from .._backend import to_host
 
     return to_host(values)
+
+
+def encode_patches(encoder, patches, n_features):
+    """``encoder(patches)`` as ``(m, n_features)``, or a ValueError that says what the
+    encoder returned for what it was given (a bare reshape error otherwise)."""
+    output = encoder(patches)
+    if output.numel() != patches.shape[0] * n_features:
+        raise ValueError(
+            f"the encoder returned shape {tuple(output.shape)} for {patches.shape[0]} patches "
+            f"of shape {tuple(patches.shape[1:])}; expected {patches.shape[0]} rows of "
+            f"n_features={n_features}: check n_features and patch_size against the encoder.")
+    return output.reshape(patches.shape[0], n_features)
