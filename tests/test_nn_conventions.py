@@ -266,3 +266,18 @@ def test_an_encoder_that_does_not_fit_the_module_is_named(module_patch, encoder_
     model = _embedding(patch_size=module_patch, encoder=default_encoder(**encoder_options))
     with pytest.raises(ValueError, match=message):
         model(_volumes(2))
+
+
+@pytest.mark.parametrize("layout", ["tt", "quantics"])
+def test_nan_in_a_volume_is_named_by_batch_item_grid_position_and_voxel(layout):
+    from tensorly_cross import NonFiniteValueError
+
+    volumes = _volumes(3, shape=(16, 16, 16))
+    volumes[2][4:12, 4:12, 4:12] = float("nan")
+    model = _embedding(layout=layout, stride=2)
+    with pytest.raises(NonFiniteValueError, match="grid position") as caught:
+        model(volumes, keys=["a", "b", "c"])
+    assert "in volume 2 of the batch (key 'c')" in caught.value.__notes__
+    centre = [int(n) for n in caught.value.args[0].split("centred at voxel (")[1]
+              .split(")")[0].split(",")]
+    assert all(4 - 1 <= c <= 11 + 1 for c in centre)  # the patch touches the NaN block

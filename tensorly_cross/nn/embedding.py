@@ -17,6 +17,7 @@ from torch import nn
 
 from .._validation import check_choice, check_int
 from ..api import cross_interpolate, select_indices
+from ..errors import NonFiniteValueError
 from ..lazy.quantics import QuanticsLayout
 from .encoded import EncodedTensor, default_encoder
 from .heads import TTPCAHead, TTProbeHead
@@ -334,8 +335,9 @@ class CrossEmbedding(nn.Module):
         start = time.perf_counter()
         indices = self._indices_of(lazies, keys, lockstep)
         searched = time.perf_counter()
-        tts = lockstep.run([functools.partial(_cores, lazy, found)
-                            for lazy, found in zip(lazies, indices, strict=True)])
+        tts = lockstep.run([_naming(k, keys[k], functools.partial(_cores, lazy, found))
+                            for k, (lazy, found) in enumerate(zip(lazies, indices,
+                                                                  strict=True))])
         self.counters["search_seconds"] += searched - start
         self.counters["read_seconds"] += time.perf_counter() - searched
         self._count(lockstep)
@@ -358,7 +360,8 @@ class CrossEmbedding(nn.Module):
         found = [self._fresh_indices(key) for key in keys]
         missing = [k for k, indices in enumerate(found) if indices is None]
         with torch.no_grad():
-            searched = lockstep.run([functools.partial(self._search, lazies[k])
+            searched = lockstep.run([_naming(k, keys[k], functools.partial(self._search,
+                                                                            lazies[k]))
                                      for k in missing])
         for k, indices in zip(missing, searched, strict=True):
             found[k] = indices
@@ -427,6 +430,20 @@ class CrossEmbedding(nn.Module):
         if parameter is not None:  # the head follows the module's device and dtype
             head = head.to(device=parameter.device, dtype=parameter.dtype)
         self.head = head
+
+
+def _naming(number, key, function):
+    """``function``, whose NaN/inf error says which volume of the batch it was about."""
+
+    def run():
+        try:
+            return function()
+        except NonFiniteValueError as error:
+            error.add_note(f"in volume {number} of the batch"
+                           + ("" if key is None else f" (key {key!r})"))
+            raise
+
+    return run
 
 
 def _head_tt_shape(head):

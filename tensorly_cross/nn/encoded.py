@@ -5,6 +5,7 @@ import tensorly as tl
 import torch
 from torch import nn
 
+from ..errors import NonFiniteValueError
 from ..lazy.base import LazyTensor
 from ..lazy.cache import SortedKeys
 from ..lazy.quantics import QuanticsLayout
@@ -182,6 +183,7 @@ class EncodedTensor(LazyTensor):
             channels, points = indices[:, 3], indices[:, :3]
         positions, features_of = np.unique(points, axis=0, return_inverse=True)
         features = self.features(positions)
+        _check_finite_features(features, positions, self.patches)
         rows = torch.as_tensor(features_of.reshape(-1), device=features.device)
         cols = torch.as_tensor(channels, device=features.device)
         return features[rows, cols]
@@ -349,6 +351,22 @@ class _KeyedRows:
             self._joined = torch.cat(self._rows) if len(self._rows) > 1 else self._rows[0]
             self._rows = [self._joined]
         return self._joined[torch.as_tensor(slots, device=self._joined.device)]
+
+
+def _check_finite_features(features, positions, patches):
+    """Raise where the encoder gave NaN or inf, in the volume's terms: the grid position
+    and the patch's centre voxel (a quantics layout's digits would say little)."""
+    finite = torch.isfinite(features).all(dim=1)
+    if bool(finite.all()):
+        return
+    row = int(torch.nonzero(~finite)[0, 0])
+    position = tuple(int(g) for g in positions[row])
+    centre = tuple(g * patches.stride for g in position)
+    value = float(features[row][~torch.isfinite(features[row])][0])
+    raise NonFiniteValueError(
+        f"the encoder returned {value} for the patch at grid position {position}, centred "
+        f"at voxel {centre} of the volume (patch_size {patches.patch_size}): is there NaN or "
+        "inf in the volume there?", position, value)
 
 
 def _parameters_device_dtype(module, volume):
