@@ -91,6 +91,7 @@ def test_a_clipped_rank_list_warns_once_per_module_and_an_int_rank_never():
         listed(volumes)
     clipping = [w for w in caught if "exceeds" in str(w.message)]
     assert len(clipping) == 1 and "once per module" in str(clipping[0].message)
+    assert clipping[0].filename == __file__  # the caller's line, not a lockstep thread's
     capped = _embedding(layout="quantics", rank=6)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -9,6 +9,8 @@ the search for the whole batch, and one for the differentiable read.
 """
 
 import functools
+import os
+import sys
 import time
 import warnings
 
@@ -360,9 +362,10 @@ class CrossEmbedding(nn.Module):
         found = [self._fresh_indices(key) for key in keys]
         missing = [k for k, indices in enumerate(found) if indices is None]
         with torch.no_grad():
-            searched = lockstep.run([_naming(k, keys[k], functools.partial(self._search,
-                                                                            lazies[k]))
-                                     for k in missing])
+            # Ranks in this thread: a clipping warning points at the caller, not a worker.
+            ranks = [self._feasible_rank(lazies[k].shape) for k in missing]
+            searched = lockstep.run([_naming(k, keys[k], functools.partial(
+                self._search, lazies[k], rank)) for k, rank in zip(missing, ranks, strict=True)])
         for k, indices in zip(missing, searched, strict=True):
             found[k] = indices
         for k, key in enumerate(keys):
@@ -377,8 +380,8 @@ class CrossEmbedding(nn.Module):
         indices, age, _, _ = self._indices.get(key, (None, self.refresh_every, None, None))
         return indices if age < self.refresh_every else None
 
-    def _search(self, lazy):
-        return select_indices(lazy, rank=self._feasible_rank(lazy.shape), method=self.method,
+    def _search(self, lazy, rank):
+        return select_indices(lazy, rank=rank, method=self.method,
                               tol=0.0, n_iter_max=self.n_iter_max, val_size=0,
                               random_state=self.random_state, oversample=self.oversample)
 
@@ -396,7 +399,8 @@ class CrossEmbedding(nn.Module):
             self._rank_warned = True
             warnings.warn(f"rank {tuple(requested)} exceeds what the unfoldings of the "
                           f"feature field, shape {tuple(shape)}, can hold; using "
-                          f"{tuple(feasible)} (warned once per module).", stacklevel=4)
+                          f"{tuple(feasible)} (warned once per module).",
+                          stacklevel=_outside_stacklevel())
         return feasible
 
     def _max_batch(self):
@@ -430,6 +434,17 @@ class CrossEmbedding(nn.Module):
         if parameter is not None:  # the head follows the module's device and dtype
             head = head.to(device=parameter.device, dtype=parameter.dtype)
         self.head = head
+
+
+def _outside_stacklevel():
+    """The ``stacklevel`` of the first frame outside this package and torch: the line of
+    the user's code that called the module."""
+    inside = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+              os.path.dirname(os.path.abspath(torch.__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _naming(number, key, function):
