@@ -282,3 +282,10 @@ def test_nan_in_a_volume_is_named_by_batch_item_grid_position_and_voxel(layout):
     centre = [int(n) for n in caught.value.args[0].split("centred at voxel (")[1]
               .split(")")[0].split(",")]
     assert all(4 - 1 <= c <= 11 + 1 for c in centre)  # the patch touches the NaN block
+
+
+def test_reprs_show_the_settings():
+    model = _embedding(volume_shape=(8, 8, 8), layout="quantics")
+    text = repr(model)
+    assert "patch_size=3" in text and "layout='quantics'" in text and "n_probes=3" in text
+    assert repr(TTPCAHead(4)) == "TTPCAHead(n_components=4, fitted=False)"

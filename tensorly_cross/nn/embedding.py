@@ -156,6 +156,13 @@ class CrossEmbedding(nn.Module):
         self.reset_counters()
         self.register_load_state_dict_pre_hook(_build_head_from_state)
 
+    def extra_repr(self):
+        return (f"patch_size={self.patch_size}, n_features={self.n_features}, "
+                f"stride={self.stride}, rank={self.rank}, layout={self.layout!r}, "
+                f"method={self.method!r}, head={self.head_kind!r}, "
+                f"refresh_every={self.refresh_every}, n_iter_max={self.n_iter_max}, "
+                f"grid_shape={self.grid_shape}")
+
     def tt_shape(self, grid_shape):
         """The shape of the TTs this module builds for a grid of patch positions.
 

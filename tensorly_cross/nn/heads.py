@@ -123,6 +123,10 @@ class TTProbeHead(nn.Module):
         """The shape of the TTs the probes read."""
         return tuple(int(core.shape[2]) for core in self.cores)
 
+    def extra_repr(self):
+        ranks = tuple(int(core.shape[1]) for core in self.cores) + (int(self.cores[-1].shape[3]),)
+        return f"shape={self.shape}, n_probes={int(self.cores[0].shape[0])}, ranks={ranks}"
+
     def forward(self, tt):
         """Features of one TT: its inner products with the probes.
 
@@ -193,6 +197,9 @@ class TTPCAHead(nn.Module):
         for name in ("row_means", "grand_mean", "projection"):
             self.register_buffer(name, torch.zeros(0))
         self.register_load_state_dict_pre_hook(_resize_pca_buffers)
+
+    def extra_repr(self):
+        return f"n_components={self.n_components}, fitted={self.fitted}"
 
     @property
     def fitted(self):
