@@ -454,3 +454,14 @@ def test_reconstruct_to_nifti_beyond_nifti_1_s_fields(tmp_path, capsys, shape, k
     written = nibabel.load(volume)
     assert type(written).__name__ == kind and written.shape == shape
     np.testing.assert_array_equal(np.asarray(written.dataobj), np.full(shape, 2.0))
+
+
+def test_library_warnings_are_one_line_above_the_progress_bar(tmp_path, capsys):
+    path = tmp_path / "zeros.npy"
+    np.save(path, np.zeros((20, 18, 16), dtype=np.float32))
+    code = cli.main(["compress", str(path), "-o", str(tmp_path / "z.tt.npz"), "--method",
+                     "lsq", "--tol", "0.1"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_OK
+    assert "warning: held-out error 0 <= tol" in err and "(UnseenStructureWarning)" in err
+    assert "stopping.py" not in err and "_warn_if_unseen" not in err  # no source lines

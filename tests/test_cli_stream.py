@@ -64,7 +64,7 @@ def test_cross_layouts_ask_for_a_cross(files, tmp_path):
     result = run("compress", paths["zarr"], "-o", str(tmp_path / "c.tt.npz"), "--tol", "0.05",
                  "--axes", "0,2,1", "--accept-miss")
     assert result.returncode == 0, result.stderr
-    assert "method: auto (--axes ask for a cross)" in result.stdout
+    assert "method: auto (--axes asks for a cross; tt_cross chooses which)" in result.stdout
 
 
 def test_a_chunked_store_that_a_cross_would_read_whole_is_streamed(files, tmp_path):

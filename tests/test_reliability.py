@@ -527,3 +527,12 @@ def test_open_volume_refuses_what_nibabel_cannot_read_as_a_volume(tmp_path, cont
         path.write_bytes(content)
     with pytest.raises(ValueError, match=message):
         tlc.open_volume(path)
+
+
+def test_an_empty_hdf5_dataset_is_refused_by_its_shape(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    path = tmp_path / "empty.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("v", shape=(0, 4, 4), dtype="f4")
+    with pytest.raises(ValueError, match=r"shape\[0\]=0 must be >= 1"):
+        tlc.open_volume(path)  # "chunks[0]=0" before

@@ -3,6 +3,7 @@
 import contextlib
 import os
 import sys
+import warnings
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_TOL_MISSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -47,12 +48,19 @@ def open_client(address):
 @contextlib.contextmanager
 def progress_bar(total, unit, quiet):
     """A progress bar on stderr, cleared on the way out, errors and Ctrl-C included: the
-    message that follows starts on a clean line."""
+    message that follows starts on a clean line. Warnings raised meanwhile are written
+    above the bar, one line each (``warning: ...``), not over it with a source line."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, unit=unit, disable=quiet, leave=False, file=sys.stderr)
-    try:
-        yield bar
-    finally:
-        bar.close()
+
+    def show(message, category, *_, **__):
+        bar.write(f"warning: {message} ({category.__name__})", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        try:
+            yield bar
+        finally:
+            bar.close()
 

@@ -72,7 +72,8 @@ def _choose_method(args, volume):
                                            ("--max-evals", args.max_evals is not None)]
                   if given]
     if cross_only:
-        return "auto", f"{', '.join(cross_only)} ask for a cross"
+        verb = "asks" if len(cross_only) == 1 else "ask"
+        return "auto", f"{', '.join(cross_only)} {verb} for a cross; tt_cross chooses which"
     choice = choose_path(volume, path=args.input, rank=args.rank, max_rank=args.max_rank)
     return choice.method, choice.reason
 

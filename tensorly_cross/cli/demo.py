@@ -49,7 +49,7 @@ def run_demo(args):
     if not args.quiet:
         print(format_summary(summary))
         if summary.get("bytes_read") is not None:
-            print(f"volume size         {summary['bytes_total'] / 2**20:.0f} MiB on disk "
+            print(f"volume size         {summary['bytes_total'] / 2**20:.1f} MiB of float32 "
                   f"({summary['bytes_read'] / summary['bytes_total']:.1%} read)")
         print(f"picture             {png}")
     return outcome(summary, True, args.accept_miss)

@@ -40,6 +40,9 @@ class ChunkSource:
 
 def _normalise_chunks(chunks, shape):
     """Per-axis tuples of chunk sizes, from dask-style tuples or a regular chunk shape."""
+    for axis, size in enumerate(shape):
+        if int(size) < 1:  # before the chunks: an empty axis gives an empty chunk too
+            raise ValueError(f"shape[{axis}]={size} must be >= 1 (the array is empty).")
     if chunks is None:
         chunks = tuple(min(n, 64) for n in shape)
     result = []
