@@ -157,6 +157,13 @@ class CrossEmbedding(nn.Module):
         self.register_load_state_dict_pre_hook(_build_head_from_state)
 
     def extra_repr(self):
+        """The settings shown by ``repr``.
+
+        Returns
+        -------
+        text : str
+            ``name=value`` pairs, comma-separated.
+        """
         return (f"patch_size={self.patch_size}, n_features={self.n_features}, "
                 f"stride={self.stride}, rank={self.rank}, layout={self.layout!r}, "
                 f"method={self.method!r}, head={self.head_kind!r}, "

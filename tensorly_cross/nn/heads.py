@@ -124,6 +124,13 @@ class TTProbeHead(nn.Module):
         return tuple(int(core.shape[2]) for core in self.cores)
 
     def extra_repr(self):
+        """The settings shown by ``repr``.
+
+        Returns
+        -------
+        text : str
+            ``name=value`` pairs, comma-separated.
+        """
         ranks = tuple(int(core.shape[1]) for core in self.cores) + (int(self.cores[-1].shape[3]),)
         return f"shape={self.shape}, n_probes={int(self.cores[0].shape[0])}, ranks={ranks}"
 
@@ -199,6 +206,13 @@ class TTPCAHead(nn.Module):
         self.register_load_state_dict_pre_hook(_resize_pca_buffers)
 
     def extra_repr(self):
+        """The settings shown by ``repr``.
+
+        Returns
+        -------
+        text : str
+            ``name=value`` pairs, comma-separated.
+        """
         return f"n_components={self.n_components}, fitted={self.fitted}"
 
     @property
