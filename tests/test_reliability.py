@@ -97,6 +97,34 @@ def test_scaled_norm_is_the_two_norm_without_overflow_or_underflow(values, norm)
     assert np.isclose(scaled_norm(np.asarray(values, dtype=float)), norm, rtol=1e-3, atol=0)
 
 
+@given(exponent=st.integers(-300, 300), seed=st.integers(0, 2**16))
+def test_the_relative_held_out_error_does_not_overflow_where_the_norms_do(exponent, seed):
+    # 1000 values near 1e307 have a 2-norm past float64's range: the ratio came out 0 (a
+    # wrong TT passed any tolerance). It is the ratio of the unscaled vectors at any scale.
+    from tensorly_cross.cross.stopping import _scaled_parts, relative_norm
+
+    rng = np.random.default_rng(seed)
+    reference, difference = rng.standard_normal(1000), 1e-3 * rng.standard_normal(1000)
+    expected = np.linalg.norm(difference) / np.linalg.norm(reference)
+    for scale in (10.0 ** exponent, 1e307):
+        got = relative_norm(difference * scale, _scaled_parts(reference * scale))
+        assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_an_alss_held_out_error_near_the_top_of_float64_is_not_zero():
+    shape = (12, 11, 10, 9)
+
+    def near_the_top(indices):
+        x = indices / np.array(shape, float)
+        return 1e307 * (1.0 / (1 + 10 * np.sum(x**2, 1)) + np.sin(7 * x[:, 0] * x[:, 3]))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tt, info = tlc.tt_cross(near_the_top, shape=shape, rank=4, tol=1e-8, random_state=0,
+                                return_info=True)
+    assert info.stop_reason != "tol" and info.val_error > 1e-3  # 0.0 and "tol" before
+
+
 def test_heldout_bound_is_the_95_percent_miss_fraction():
     for n in (1, 10, 200, 1000, 10**6):
         p = heldout_bound(n)

@@ -369,13 +369,9 @@ class LSQSweeper:
         only); ``indices.ranks`` follow. Returns the cores and their held-out error."""
         from .confidence import held_out_residuals, upper_bound
         from .rounding import round_to_tolerance
-        from .stopping import scaled_norm
-
         def error_of(candidate):
             residuals = held_out_residuals(validation, candidate)
-            difference = scaled_norm(residuals)
-            norm = validation.norm
-            return (difference / norm if norm > 0 else difference), residuals
+            return validation.relative(residuals), residuals
 
         def passes(candidate):
             error, residuals = error_of(candidate)

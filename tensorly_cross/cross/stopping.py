@@ -225,7 +225,7 @@ class Validation:
         self.values = self.lazy.evaluate(self.indices[:count]) if count else None
         self.n_read = count
         host = to_host(self.values) if count else np.zeros(0)
-        self.norm = scaled_norm(host)
+        self.scaled = _scaled_parts(host)
         self.max_abs = float(np.abs(host).max()) if count else 0.0
         self.largest = self.indices[int(np.argmax(np.abs(host)))] if count else None
         self.eps = float(np.finfo(np.promote_types(host.dtype, np.float32)).eps)
@@ -297,8 +297,35 @@ class Validation:
         if self.values is None:
             return float("nan")
         difference = tt_entries(cores, self.indices[: self.n_read]) - self.values
-        difference = scaled_norm(to_host(difference))
-        return difference / self.norm if self.norm > 0 else difference
+        return self.relative(to_host(difference))
+
+    def relative(self, difference):
+        """``||difference|| / ||held-out values||``, absolute when the values are all 0."""
+        return relative_norm(difference, self.scaled)
+
+
+def _scaled_parts(values):
+    """``(m, n)`` with ``||values|| = m * n``: ``m = max|values|``, ``n`` in ``[1, sqrt(len)]``
+    (``(0, 0)`` for zeros); neither overflows where the norm itself would."""
+    values = np.abs(np.asarray(values))
+    largest = float(values.max()) if values.size else 0.0
+    if largest == 0 or not np.isfinite(largest):
+        return largest, largest
+    return largest, float(np.linalg.norm(values / largest))
+
+
+def relative_norm(difference, reference):
+    """``||difference|| / ||reference||`` (``reference`` as :func:`_scaled_parts` gives it),
+    formed as ``(m_d / m_r) * (n_d / n_r)``: near 1e307 both norms overflow to inf and
+    their ratio was 0 (a wrong TT passing any tolerance). Absolute when the reference is
+    all zero."""
+    top, spread = _scaled_parts(difference)
+    reference_top, reference_spread = reference
+    if reference_top == 0:
+        return top * spread
+    if top == 0:
+        return 0.0
+    return (top / reference_top) * (spread / reference_spread)
 
 
 def scaled_norm(values):
