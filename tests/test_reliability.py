@@ -564,3 +564,20 @@ def test_an_empty_hdf5_dataset_is_refused_by_its_shape(tmp_path):
         handle.create_dataset("v", shape=(0, 4, 4), dtype="f4")
     with pytest.raises(ValueError, match=r"shape\[0\]=0 must be >= 1"):
         tlc.open_volume(path)  # "chunks[0]=0" before
+
+
+def test_the_tci_start_pivot_leaves_the_held_out_sample():
+    # The TT interpolates its start pivot: taken from the held-out entries and left there,
+    # it showed an error of 0 (a run with val_size=1 passed tol 1e-8 at a true error 0.66).
+    from tensorly_cross.cross.init import start_pivot
+    from tensorly_cross.cross.stopping import Validation
+    from tensorly_cross.lazy.cache import EvaluationCache
+
+    cache = EvaluationCache(tlc.FunctionTensor(smooth, (6, 7, 8)))
+    rng = np.random.default_rng(0)
+    validation = Validation(cache, 300, rng)
+    before = validation.n_read
+    pivot, _ = start_pivot(cache, validation, rng)
+    kept = validation.indices[: validation.n_read]
+    assert not np.all(kept == pivot, axis=1).any() and validation.n_read < before
+    assert validation.largest is None or not np.array_equal(validation.largest, pivot)

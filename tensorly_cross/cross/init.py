@@ -60,13 +60,15 @@ def clip_ranks(shape, rank):
 def start_pivot(cache, validation, rng):
     """The TCI's first pivot and the largest modulus seen so far.
 
-    The largest held-out entry; without held-out entries (``val_size=0``) the largest of
-    ``START_PROBE`` random ones (fewer under a small ``max_evals``): a fixed corner is zero
-    in any image with a background, and a TCI started on a zero pivot finds nothing to
-    interpolate.
+    The largest held-out entry (then no longer held out); without held-out entries
+    (``val_size=0``) the largest of ``START_PROBE`` random ones (fewer under a small
+    ``max_evals``): a fixed corner is zero in any image with a background, and a TCI
+    started on a zero pivot finds nothing to interpolate.
     """
     if validation.largest is not None:
-        return validation.largest, validation.max_abs
+        pivot, max_abs = validation.largest, validation.max_abs
+        validation.exclude(pivot)  # held-out entries never build the TT
+        return pivot, max_abs
     # At most a tenth of a budget: the sweeps need the rest.
     size = START_PROBE if cache.max_evals is None else max(1, min(START_PROBE,
                                                                    cache.max_evals // 10))

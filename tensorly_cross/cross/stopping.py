@@ -220,6 +220,15 @@ class Validation:
             return cartesian_join(positions.astype(np.int64), mode_column(self.block))
         return np.stack([self.rng.integers(n, size=size) for n in shape], axis=1).astype(np.int64)
 
+    def exclude(self, multi_index):
+        """Drop every held-out draw of the entry ``multi_index`` (the TCI's start pivot,
+        chosen from them: the TT interpolates it, so it would show an error of 0 on an
+        entry that built the TT). The entries read stay cached: nothing is read again."""
+        keep = ~np.all(self.indices == np.asarray(multi_index, dtype=np.int64), axis=1)
+        count = int(keep[: self.n_read].sum())
+        self.indices = self.indices[keep]
+        self._read(count)
+
     def _read(self, count):
         """Evaluate the first ``count`` held-out entries (those read before are cached)."""
         self.values = self.lazy.evaluate(self.indices[:count]) if count else None
