@@ -87,3 +87,21 @@ def test_auto_pivot_search_recovers_boxes_in_quantics_layout():
     dense = host(tl.tt_to_tensor(qtt_to_tt(tt, lazy)))
     grid = np.stack(np.meshgrid(*[np.arange(32)] * 3, indexing="ij"), -1).reshape(-1, 3)
     np.testing.assert_allclose(dense.reshape(-1), boxes(grid), atol=1e-9)
+
+
+@pytest.mark.parametrize("indices", [[[16, 3]], [[-1, 0]], [[0, 8]], [[1.5, 2]], [[1, 2, 3]]])
+def test_layout_maps_refuse_indices_that_would_name_another_entry(indices):
+    # They wrapped around, truncated or ignored a column, and tt_entries then read the TT at
+    # another entry without a word.
+    layout = tlc.QuanticsLayout.create((16, 8))
+    with pytest.raises(ValueError, match="indices"):
+        layout.to_quantics(indices)
+    with pytest.raises(ValueError, match="out of range"):
+        layout.to_original([[2] + [0] * (len(layout.quantics_shape) - 1)])
+
+
+def test_transposed_view_refuses_out_of_range_and_float_indices():
+    view = tlc.TransposedTensor(np.zeros((3, 4, 5)), (0, 2, 1))
+    for bad in ([[3, 0, 0]], [[1.7, 2, 3]], [[0, 0]]):
+        with pytest.raises(ValueError, match="indices"):
+            view.from_original(bad)

@@ -12,7 +12,7 @@ import numpy as np
 import tensorly as tl
 from tensorly.tt_tensor import TTTensor
 
-from .base import LazyTensor, c_order_strides
+from .base import LazyTensor, c_order_strides, check_indices
 from .dispatch import lazy_tensor
 
 ORDERS = ("grouped", "interleaved")
@@ -153,7 +153,8 @@ class QuanticsLayout:
         indices : ndarray of int64, shape (m, d)
             The same entries over the ``d`` original modes.
         """
-        quantics_indices = np.asarray(quantics_indices, dtype=np.int64)
+        # Checked: a digit past its radix, or a negative one, would name another entry.
+        quantics_indices = check_indices(quantics_indices, self.quantics_shape)
         columns = [quantics_indices[:, positions] @ c_order_strides(digits)
                    for digits, positions in zip(self.mode_radices, self.positions, strict=True)]
         return np.stack(columns, axis=1)
@@ -171,7 +172,7 @@ class QuanticsLayout:
         quantics_indices : ndarray of int64, shape (m, D)
             The same entries over the ``D`` quantics modes.
         """
-        indices = np.asarray(indices, dtype=np.int64)
+        indices = check_indices(indices, self.shape)  # out of range would wrap around
         result = np.empty((indices.shape[0], len(self.quantics_shape)), dtype=np.int64)
         for mode, (digits, positions) in enumerate(
                 zip(self.mode_radices, self.positions, strict=True)):
