@@ -581,3 +581,22 @@ def test_the_tci_start_pivot_leaves_the_held_out_sample():
     kept = validation.indices[: validation.n_read]
     assert not np.all(kept == pivot, axis=1).any() and validation.n_read < before
     assert validation.largest is None or not np.array_equal(validation.largest, pivot)
+
+
+def test_masked_arrays_are_refused_wherever_they_come_in():
+    masked = np.ma.masked_array(np.ones((4, 5)), mask=np.eye(4, 5, dtype=bool))
+    with pytest.raises(TypeError, match="masked"):
+        tlc.ArrayTensor(masked)
+    returning = tlc.FunctionTensor(lambda i: np.ma.masked_array(np.ones(len(i)),
+                                                                mask=np.ones(len(i))), (4, 5))
+    with pytest.raises(TypeError, match="masked"):
+        returning.evaluate(np.zeros((2, 2), dtype=np.int64))
+
+
+def test_long_double_values_are_computed_in_double():
+    # LAPACK has no long double: the cross raised "array type float128 is unsupported".
+    exact = tlc.tt_cross(smooth, shape=(6, 7, 8), tol=1e-10, random_state=0)
+    wide = tlc.tt_cross(lambda i: smooth(i).astype(np.longdouble), shape=(6, 7, 8),
+                        tol=1e-10, random_state=0)
+    for a, b in zip(exact, wide, strict=True):
+        np.testing.assert_array_equal(host(a), host(b))

@@ -34,6 +34,9 @@ class ArrayTensor(LazyTensor):
     def __init__(self, array):
         if not hasattr(array, "shape"):
             raise TypeError(f"array must have a shape, got {type(array).__name__}.")
+        if isinstance(array, np.ma.MaskedArray):  # as tt_cross refuses one
+            raise TypeError("array is a masked array; a cross reads raw entries, masked or "
+                            "not: pass array.filled(value) or the data.")
         super().__init__(tuple(array.shape))
         self.array = array
 

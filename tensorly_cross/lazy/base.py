@@ -158,6 +158,9 @@ def check_values(values, indices, source):
     """Values as an (m,) floating backend tensor, finite; raise with the offending
     multi-index. Bool and integer values become float64: the cores interpolate between
     them, and integer arithmetic would truncate (or, for bools, fail)."""
+    if isinstance(values, np.ma.MaskedArray):
+        raise TypeError(f"{source} returned a masked array; a cross reads raw entries, masked "
+                        "or not: fill the masked ones (values.filled(...)) or return them.")
     if isinstance(values, np.ndarray) or not tl.is_tensor(values):
         host = _host_numbers(values)
         if host.dtype.kind not in NUMERIC_KINDS:  # strings, objects: no silent conversion
@@ -167,6 +170,10 @@ def check_values(values, indices, source):
             host = host.astype(np.float64)
         elif host.dtype.kind == "f" and host.dtype.itemsize < 4:
             host = host.astype(np.float32)  # LAPACK has no half precision
+        elif host.dtype.kind in "fc" and host.dtype.itemsize > (8 if host.dtype.kind == "f"
+                                                                else 16):
+            host = host.astype(np.float64 if host.dtype.kind == "f" else np.complex128)
+            # nor long double: rounded to double, the widest LAPACK computes in
         values = values if tl.is_tensor(values) and host is values else tl.tensor(host)
     elif _kind(values.dtype) in "biu":
         context = {key: value for key, value in tl.context(values).items() if key != "dtype"}
