@@ -128,3 +128,16 @@ def test_gradcheck_through_the_block_assembly():
         mask[tuple(read.T)] = True
         assert np.all(dense.grad.numpy()[~mask] == 0)
         assert np.any(dense.grad.numpy()[mask] != 0)
+
+
+def test_the_held_out_bound_of_a_block_cross_counts_positions():
+    # Its draws are whole positions: 25 positions of 8 channels bound the off fraction at
+    # 11%, not at the 1.5% that 200 independent entries would.
+    from tensorly_cross.cross.stopping import heldout_bound
+
+    shape = (6, 7, 5, 8)
+    function = tlc.FunctionTensor(lambda i: np.cos(0.3 * i.sum(axis=1)), shape)
+    _, info = tlc.tt_cross(function, rank=3, method="block", val_size=200, random_state=0,
+                           n_iter_max=2, return_info=True)
+    assert info.heldout_group == 8 and info.n_heldout % 8 == 0
+    assert info.heldout_bound == pytest.approx(heldout_bound(info.n_heldout // 8))

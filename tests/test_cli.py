@@ -126,7 +126,7 @@ def test_existing_output_is_refused_without_force(volumes, tmp_path):
         (["compress", "{npy}", "--rank", "2", "--oversample", "0.5"], 2,
          "argument --oversample: must be a finite number >= 1.0"),
         (["compress", "{npy}", "--patience", "-1"], 2, "argument --patience: must be >= 0"),
-        (["compress", "{npy}", "--axes", "0,1,1", "--rank", "2"], 1,
+        (["compress", "{npy}", "--axes", "0,1,1", "--rank", "2"], 2,
          "axes must be a permutation"),
         (["compress", "{npy}", "--axes", "0,2,1", "--quantics"], 2, "do not combine"),
         (["compress", "{npy}", "--max-slices", "2"], 2, "--max-slices needs --rank"),

@@ -167,6 +167,7 @@ def _stop_reason(passed, asked_to_stop, stale, patience):
 def _record(info, cache, indices, val_error, validation):
     info.update_counts(cache.counters)
     info.n_heldout = validation.n_read
+    info.heldout_group = validation.block
     info.n_sweeps += 1
     info.ranks.append(tuple(indices.rank))
     info.val_errors.append(val_error)

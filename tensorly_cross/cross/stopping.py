@@ -35,6 +35,9 @@ class CrossInfo:
         Held-out entries read: a fifth of ``val_size`` after an exact recovery, all of them
         otherwise, and ``val_size`` fresh ones more once a pass at the rank cap was
         confirmed. See :attr:`heldout_bound` for what they can and cannot show.
+    heldout_group : int
+        Held-out entries per independent draw: 1, or the channels of a block cross, whose
+        draws are whole positions (``n_heldout / heldout_group`` positions).
     evals_per_sweep : list of int
         ``n_evals`` after each sweep.
     stop_reason : str
@@ -97,6 +100,7 @@ class CrossInfo:
     ranks: list = field(default_factory=list)
     val_errors: list = field(default_factory=list)
     n_heldout: int = 0
+    heldout_group: int = 1
     evals_per_sweep: list = field(default_factory=list)
     stop_reason: str = ""
     best_sweep: int = 0
@@ -117,10 +121,11 @@ class CrossInfo:
     def heldout_bound(self):
         """Fraction of entries that could be off with none of the held-out entries off.
 
-        At 95% confidence: ``1 - 0.05**(1/n_heldout)``, about ``3/n_heldout``; 1.0 without
-        held-out entries (see the class notes).
+        At 95% confidence: ``1 - 0.05**(1/N)``, about ``3/N``, with ``N`` the independent
+        draws (``n_heldout / heldout_group``); 1.0 without held-out entries (see the class
+        notes).
         """
-        return heldout_bound(self.n_heldout)
+        return heldout_bound(self.n_heldout // max(1, self.heldout_group))
 
     def __repr__(self):
         values = ", ".join(f"{item.name}={getattr(self, item.name)!r}" for item in fields(self))
@@ -264,7 +269,7 @@ class Validation:
         if n_read >= size:
             return  # every entry was read: nothing is unseen
         largest_read = float(self.lazy.max_abs())
-        bound = heldout_bound(self.n_read)
+        bound = heldout_bound(self.n_read // self.block)  # independent draws: positions
         if self.max_abs == 0:
             sign = (f"all {self.n_read} held-out entries are 0 (the error {error:.3g} is "
                     "absolute, and an all-zero sample shows no scale)")
