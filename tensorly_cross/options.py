@@ -191,11 +191,14 @@ def cross_options(shape, stored=False, **settings):
     max_evals = options.max_evals
     if max_evals is not None:
         max_evals = check_int(max_evals, "max_evals", minimum=1)
-        if val_size >= max_evals:
+        # Draws repeat on a small tensor: they read at most all of its entries.
+        if min(val_size, math.prod(shape)) >= max_evals:
             asked = ("" if options.val_size in (None, val_size)
                      else f" (val_size={options.val_size}, capped)")
-            raise ValueError(f"max_evals={max_evals} must exceed val_size={val_size}{asked}: "
-                             "held-out entries count as evaluations.")
+            small = (f", which read all {math.prod(shape)} entries of this tensor"
+                     if math.prod(shape) <= val_size else "")
+            raise ValueError(f"max_evals={max_evals} must exceed val_size={val_size}{asked}"
+                             f"{small}: held-out entries count as evaluations.")
     if options.callback is not None and not callable(options.callback):
         raise TypeError(f"callback must be callable or None, got "
                         f"{type(options.callback).__name__}.")

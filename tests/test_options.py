@@ -47,3 +47,13 @@ def test_val_size_is_capped_at_the_entries_or_the_default(shape, method, asked, 
     # minutes and tens of GB.
     options = cross_options(shape, stored=True, method=method, val_size=asked)
     assert options.val_size == expected
+
+
+def test_a_budget_above_a_small_tensor_s_size_is_not_refused_for_its_held_out_draws():
+    # 30 entries: the default 4000 (1000) held-out draws read at most 30 of them.
+    full = np.arange(30.0).reshape(5, 6)
+    for method in ("auto", "tci"):
+        tt = tlc.tt_cross(full, max_evals=100, method=method, random_state=0)
+        np.testing.assert_allclose(np.asarray(tt.to_tensor()), full, atol=1e-9)
+    with pytest.raises(ValueError, match="max_evals=20 must exceed"):
+        tlc.tt_cross(full, max_evals=20)
