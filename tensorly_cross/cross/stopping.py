@@ -24,7 +24,9 @@ class CrossInfo:
         over to the least-squares cross and its state was returned: the records then hold
         both runs' sweeps, in order).
     n_evals : int
-        Distinct entries evaluated (validation included): the cost that matters.
+        Entries evaluated (validation included): the cost that matters. Each distinct
+        entry counts once while the evaluation cache holds it (up to 2**24 entries; past
+        that the cache starts afresh and a repeat is evaluated again).
     n_requested, n_cached, n_calls : int
         Entries asked for (with repeats), served from the cache, and batched calls made.
     ranks : list of tuple
