@@ -130,6 +130,28 @@ def test_a_frame_with_a_bad_checksum_is_dropped(tmp_path):
     reopened.close()
 
 
+def test_damage_before_valid_frames_is_refused_and_the_file_left_alone(tmp_path):
+    # A crash tears the last frame only: a bad frame with frames after it is damage, and
+    # truncating there (as for a torn tail) destroyed every later entry.
+    path = tmp_path / "flip.ckpt"
+    store = CheckpointStore(path, (5, 5), {})
+    for k in range(3):
+        store.append(np.array([[k, k]]), np.array([0.5 + k]))
+    store.close()
+    data = bytearray(path.read_bytes())
+    first_value = len(data) - 2 * (16 + 16 + 8) - 1  # the first frame's last byte
+    data[first_value] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="is damaged: the frame at byte"):
+        CheckpointStore(path, (5, 5), {})
+    assert path.read_bytes() == bytes(data)
+
+
+def test_a_checkpoint_in_a_missing_folder_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="its folder .* does not exist"):
+        run(Counting(), checkpoint=tmp_path / "no" / "run.ckpt")
+
+
 @given(dtype=st.sampled_from(["f8", "f4", "c16", "c8", "i4"]), seed=seeds)
 def test_values_come_back_exactly(tmp_path_factory, dtype, seed):
     path = tmp_path_factory.mktemp("dtype") / "values.ckpt"

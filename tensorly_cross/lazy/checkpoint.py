@@ -66,6 +66,10 @@ class CheckpointStore:
         if os.path.isdir(self.path):
             raise CheckpointError(f"checkpoint={self.path!r} is a directory; give a file path "
                                   "(created if missing), e.g. a file in that directory.")
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            raise CheckpointError(f"checkpoint={self.path!r}: its folder {folder!r} does not "
+                                  "exist (the file is created, not its folders).")
         self.shape = tuple(int(n) for n in shape)
         self.arguments = arguments
         self.fingerprint = fingerprint(self.shape, arguments)
@@ -117,6 +121,13 @@ class CheckpointStore:
         indices, values = [np.zeros((0, d), dtype=np.int64)], []
         while offset < len(data):
             frame = _read_frame(data, offset, d)
+            if frame is None and _frame_end(data, offset, d) < len(data):
+                # Valid-looking data follows: not a write the crash cut short, but damage;
+                # truncating here would destroy every later frame.
+                raise CheckpointError(
+                    f"checkpoint={self.path!r} is damaged: the frame at byte {offset} fails "
+                    f"its checksum, and {len(data) - offset} bytes follow it. Nothing was "
+                    "changed; move the file aside to start afresh.")
             if frame is None:
                 warnings.warn(f"checkpoint {self.path!r}: dropped a torn last frame "
                               f"({len(data) - offset} bytes) after {offset} valid bytes.",
@@ -163,6 +174,18 @@ def _read_frame(data, offset, d):
     indices = np.frombuffer(payload, dtype="<i8", count=d * count).reshape(count, d)
     values = np.frombuffer(payload, dtype=dtype, offset=index_bytes, count=count)
     return indices.astype(np.int64), values.astype(np.dtype(dtype).newbyteorder("=")), end
+
+
+def _frame_end(data, offset, d):
+    """Where the frame at ``offset`` says it ends (the file's end if its head is torn or
+    unreadable): a torn frame is the last thing in the file."""
+    if offset + _FRAME_HEAD.size > len(data):
+        return len(data)
+    tag, count, dtype, _ = _FRAME_HEAD.unpack_from(data, offset)
+    dtype = dtype.rstrip(b"\0").decode("ascii", "replace")
+    if tag != FRAME_TAG or dtype not in _VALUE_DTYPES:
+        return len(data)
+    return offset + _FRAME_HEAD.size + (8 * d + np.dtype(dtype).itemsize) * count
 
 
 def _write_header_atomically(path, header):
