@@ -1,6 +1,7 @@
 """The settings object: one validation for tt_cross and select_indices, one docstring."""
 
 import inspect
+import re
 
 import numpy as np
 import pytest
@@ -57,3 +58,10 @@ def test_a_budget_above_a_small_tensor_s_size_is_not_refused_for_its_held_out_dr
         np.testing.assert_allclose(np.asarray(tt.to_tensor()), full, atol=1e-9)
     with pytest.raises(ValueError, match="max_evals=20 must exceed"):
         tlc.tt_cross(full, max_evals=20)
+
+
+@pytest.mark.parametrize("rank, shown", [(2.0, "got 2.0 (float)"), (True, "got True (bool)"),
+                                         ("2", "got '2'")])
+def test_a_rank_of_the_wrong_type_is_shown_as_given(rank, shown):
+    with pytest.raises(TypeError, match=re.escape(shown)):
+        tlc.tt_cross(np.ones((3, 4, 5)), rank=rank)

@@ -13,10 +13,13 @@ def expand_rank(rank, shape, name="rank", warn=True, clip=True):
     if isinstance(rank, numbers.Integral) and not isinstance(rank, bool):
         rank = [1] + [int(rank)] * (d - 1) + [1]
     else:
+        if isinstance(rank, str | bytes):  # list("2") would be ["2"]
+            raise TypeError(f"{name} must be an int or a list of {d + 1} ints, got {rank!r}.")
         try:
             rank = list(rank)
         except TypeError as error:
-            raise TypeError(f"{name} must be an int or a list of {d + 1} ints.") from error
+            raise TypeError(f"{name} must be an int or a list of {d + 1} ints, got "
+                            f"{rank!r} ({type(rank).__name__}).") from error
         # int() would truncate 2.7 to 2 silently: only integers are ranks.
         if not all(isinstance(r, numbers.Integral) and not isinstance(r, bool) for r in rank):
             raise TypeError(f"{name} must be an int or a list of {d + 1} ints, got {rank!r}.")
