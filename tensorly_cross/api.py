@@ -157,8 +157,11 @@ def cross_interpolate(tensor, indices, shape=None):
     Returns
     -------
     tt : tensorly.tt_tensor.TTTensor
-        Equal to ``tensor`` on every fiber the index sets name (exact when ``tensor`` has
-        TT ranks at most those of ``indices``).
+        Equal to ``tensor`` on every fiber the index sets name when the other family of
+        sets is nested too (exact when ``tensor`` has TT ranks at most those of
+        ``indices``). A TCI stopped at its rank cap can leave a right set not nested in
+        the next (``right[k]`` not among ``[n_{k+1}] x right[k+1]``): the fibers of core
+        ``k`` and of the cores before it are then approximated, not interpolated.
 
     Raises
     ------
