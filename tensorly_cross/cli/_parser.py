@@ -78,7 +78,8 @@ def _add_compress(commands, formatter):
     compress.add_argument("-o", "--output",
                           help="TT file to write (default: INPUT stem + .tt.npz)")
     group = compress.add_mutually_exclusive_group()
-    group.add_argument("--rank", type=_int_at_least(1), help="fixed TT rank (ALS-cross)")
+    group.add_argument("--rank", type=_int_at_least(1),
+                       help="fixed TT rank (of the stream or the cross that --method picks)")
     group.add_argument("--tol", type=_float_at_least(0, strict=True), default=1e-3,
                        help="target relative error on held-out voxels")
     compress.add_argument("--accept-miss", action="store_true",

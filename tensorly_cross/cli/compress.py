@@ -30,6 +30,11 @@ def run_compress(args):
         if given is not None and args.method in ("lsq", "tci"):
             raise UsageError(f"{flag} needs --method als or auto (the fixed-rank ALS "
                              f"cross), not {args.method}.")
+    if args.method == "stream":
+        asked = _cross_only_flags(args)
+        if asked:
+            raise UsageError(f"{', '.join(asked)} ask{'s' if len(asked) == 1 else ''} for a "
+                             "cross; --method stream reads the volume whole.")
     axes = _parse_axes(args.axes, args.quantics)
     output = args.output or default_output(args.input)
     check_output(output, args.force)
@@ -65,12 +70,7 @@ def _choose_method(args, volume):
 
     if args.method != "auto":
         return args.method, "asked for"
-    cross_only = [flag for flag, given in [("--quantics", args.quantics),
-                                           ("--axes", args.axes is not None),
-                                           ("--max-slices", args.max_slices is not None),
-                                           ("--oversample", args.oversample is not None),
-                                           ("--max-evals", args.max_evals is not None)]
-                  if given]
+    cross_only = _cross_only_flags(args)
     if cross_only:
         verb = "asks" if len(cross_only) == 1 else "ask"
         return "auto", f"{', '.join(cross_only)} {verb} for a cross; tt_cross chooses which"
@@ -245,6 +245,15 @@ def _parse_axes(text, quantics):
         return tuple(int(part) for part in text.split(","))
     except ValueError as error:
         raise UsageError(f"--axes must be comma-separated integers, got {text!r}.") from error
+
+
+def _cross_only_flags(args):
+    """The flags given that only a cross uses."""
+    return [flag for flag, given in [("--quantics", args.quantics),
+                                     ("--axes", args.axes is not None),
+                                     ("--max-slices", args.max_slices is not None),
+                                     ("--oversample", args.oversample is not None),
+                                     ("--max-evals", args.max_evals is not None)] if given]
 
 
 def _check_axes(axes, ndim):
