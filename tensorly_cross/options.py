@@ -23,10 +23,11 @@ LSQ_VAL_SIZE = 4000
 # The parameters shared by tt_cross and select_indices, documented once (numpydoc).
 CROSS_PARAMETERS = """\
 rank : int, list of int or None
-        ``None``: rank-adaptive (TCI) up to ``max_rank``. An int or a TensorLy rank list
-        ``(1, r_1, ..., 1)``: the fixed rank of the ALS cross (``method="auto"``), or the
-        per-bond cap of TCI (``method="tci"``). Ranks above what the unfoldings can hold
-        are clipped with a warning.
+        ``None``: rank-adaptive (TCI on functions, the least-squares cross on stored
+        data) up to ``max_rank``. An int or a TensorLy rank list ``(1, r_1, ..., 1)``: the
+        fixed rank of the cross (``method="auto"``: the least-squares cross on stored
+        data, the ALS cross on functions), or the per-bond cap of TCI (``method="tci"``).
+        Ranks above what the unfoldings can hold are clipped with a warning.
     tol : float, default 1e-6
         Stop when the relative error on the held-out entries is ``<= tol``; TCI also uses
         it as its pivot tolerance (relative to the largest entry read in each bond's block).
@@ -77,8 +78,8 @@ rank : int, list of int or None
         block whole. ``"auto"``: full search where the two modes of a bond have at most 16
         index pairs (quantics digits), column search elsewhere; it recovers
         piecewise-constant quantics data (boxes) exactly where the others stall. Measured on
-        ``benchmarks/bench_cross.py`` (medians of 10 seeds), column search needs 0.54-0.72x
-        the evaluations of rook search for the same errors. On bonds of
+        ``benchmarks/bench_cross.py`` (P1-P5a, 10 seeds each: ``results/cross.md``), column
+        search needs 0.53-0.74x the evaluations of rook search for the same errors. On bonds of
         larger modes the previous sweep's pivots are kept and only new ones searched for.
     shape : tuple of int, optional
         Only for a callable ``tensor``.
