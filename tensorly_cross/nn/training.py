@@ -25,6 +25,7 @@ class Regressor(nn.Module):
     n_inputs : int
         Features the embedding returns.
     n_targets : int, default 1
+        Targets per volume (outputs of the readout).
     normalize : bool, default True
         Standardise the features with ``BatchNorm1d`` (no affine part): features of
         different scales and offsets (TT-PCA coordinates, probes) train at one rate. Its
@@ -42,13 +43,33 @@ class Regressor(nn.Module):
         self.register_buffer("target_scale", torch.ones(n_targets))
 
     def set_target_scale(self, targets):
-        """Predict targets as ``mean + scale * readout``, with the given targets' statistics."""
+        """Predict targets as ``mean + scale * readout``, with the given targets' statistics.
+
+        Parameters
+        ----------
+        targets : array-like, shape (n,) or (n, t)
+            The training targets.
+        """
         targets = torch.as_tensor(targets).reshape(len(targets), -1)
         self.target_mean.copy_(targets.mean(dim=0))
         self.target_scale.copy_(targets.std(dim=0).clamp_min(1e-12) if len(targets) > 1
                                 else torch.ones_like(self.target_scale))
 
     def forward(self, volumes, keys=None):
+        """Predictions for a batch of volumes, in target units.
+
+        Parameters
+        ----------
+        volumes : torch.Tensor or sequence of volumes
+            As the embedding takes them.
+        keys : sequence of hashable, optional
+            Passed to the embedding (index reuse across steps).
+
+        Returns
+        -------
+        predictions : torch.Tensor
+            ``(B,)`` for one target, ``(B, t)`` for ``t``.
+        """
         standardised = self.readout(self.norm(self.embedding(volumes, keys=keys)))
         prediction = self.target_mean + self.target_scale * standardised.to(self.target_mean)
         return prediction[:, 0] if prediction.shape[1] == 1 else prediction
@@ -99,8 +120,13 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
     Parameters
     ----------
     model : Regressor
+        Trained in place.
     train : VolumeDataset
-    epochs, batch_size : int
+        The training volumes and targets (keys: their positions).
+    epochs : int, default 15
+        Passes over ``train``.
+    batch_size : int, default 8
+        Volumes per step.
     lr : float
         Adam's learning rate.
     seed : int
@@ -112,7 +138,8 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
 
     Returns
     -------
-    TrainingLog
+    log : TrainingLog
+        Per-epoch losses, times and (with ``test``) test RMSE.
     """
     if int(epochs) != epochs or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}.")
@@ -165,8 +192,25 @@ def _standardised_loss(model, predictions, targets):
 
 @torch.no_grad()
 def predict(model, dataset, batch_size=8):
-    """Predictions for every item of a dataset (in eval mode, without gradient; no keys:
-    fresh indices). The model is left in the mode it was in."""
+    """Predictions for every item of a dataset.
+
+    In eval mode, without gradient, and without keys (fresh indices for every volume); the
+    model is left in the mode it was in.
+
+    Parameters
+    ----------
+    model : Regressor
+        The model to evaluate.
+    dataset : VolumeDataset
+        The volumes to predict for (targets unused).
+    batch_size : int, default 8
+        Volumes per forward pass.
+
+    Returns
+    -------
+    predictions : torch.Tensor
+        On the CPU: ``(n,)`` for one target, ``(n, t)`` for ``t``.
+    """
     was_training = model.training
     model.eval()
     try:
@@ -178,7 +222,22 @@ def predict(model, dataset, batch_size=8):
 
 
 def rmse(model, dataset, batch_size=8):
-    """Root mean squared error of the model's predictions on a dataset."""
+    """Root mean squared error of the model's predictions on a dataset.
+
+    Parameters
+    ----------
+    model : Regressor
+        The model to evaluate.
+    dataset : VolumeDataset
+        The volumes and their targets.
+    batch_size : int, default 8
+        Volumes per forward pass (see :func:`predict`).
+
+    Returns
+    -------
+    rmse : float
+        Over every item and target.
+    """
     errors = predict(model, dataset, batch_size) - dataset.targets.reshape(len(dataset), -1) \
         .squeeze(1)
     return float(errors.double().pow(2).mean().sqrt())
@@ -187,9 +246,23 @@ def rmse(model, dataset, batch_size=8):
 def cross_validate(build_model, dataset, n_folds=5, seed=0, **fit_options):
     """Test RMSE of each of ``n_folds`` folds, each model built fresh by ``build_model()``.
 
+    Parameters
+    ----------
+    build_model : callable
+        ``build_model() -> Regressor``, a fresh model for each fold.
+    dataset : VolumeDataset
+        Split into ``n_folds`` folds (:meth:`VolumeDataset.folds`).
+    n_folds : int, default 5
+        Folds, each the test set once.
+    seed : int, default 0
+        Of the folds and of :func:`fit`'s shuffling.
+    **fit_options
+        Passed to :func:`fit` (``epochs``, ``batch_size``, ``lr``, ...).
+
     Returns
     -------
-    list of float
+    scores : list of float
+        The test RMSE of each fold, in fold order.
     """
     scores = []
     for train, test in dataset.folds(n_folds, seed=seed):
