@@ -291,7 +291,8 @@ def _start(method, lazy, cache, options, validation, info, rng):
         return start, ALSSweeper(rng, max_slices)
     if method == "block":
         positions, channels = lazy.shape[:-1], lazy.shape[-1]
-        ranks = block_ranks(rank, positions, channels)
+        shown = tuple(lazy.lazy.shape) if isinstance(lazy, OneChannel) else None
+        ranks = block_ranks(rank, positions, channels, shown)
         return (block_random_indices(positions, ranks, channels, rng, options.oversample,
                                      max_slices),
                 BlockSweeper(rng, options.oversample, max_slices))

@@ -100,3 +100,10 @@ def test_one_channel_view_reads_the_scalar_entries(backend):
 def test_oversample_is_validated(kwargs, message):
     with pytest.raises(ValueError, match=message):
         tlc.tt_cross(tl.tensor(np.ones((3, 4, 5))), **kwargs)
+
+
+def test_a_clipped_rank_of_the_oversampled_cross_names_the_user_s_shape():
+    # The one-channel view's shape (5, 6, 1, 1) leaked into the message.
+    with pytest.warns(UserWarning, match=r"a tensor of shape \(5, 6, 1\) can hold"):
+        tlc.tt_cross(lambda i: np.cos(0.1 * i.sum(axis=1)), shape=(5, 6, 1), rank=2,
+                     method="als", oversample=2, random_state=0)

@@ -36,15 +36,17 @@ from .ranks import expand_rank
 from .slices import in_few_slices, sliced_right_sets
 
 
-def block_ranks(rank, positions, channels):
+def block_ranks(rank, positions, channels, shown_shape=None):
     """Bond ranks ``(1, r_1, ..., r_{d-1}, 1)`` over the position modes, clipped (with a
-    warning) to what the unfoldings of the ``(*positions, channels)`` tensor can hold."""
+    warning) to what the unfoldings of the ``(*positions, channels)`` tensor can hold;
+    ``shown_shape``: the shape the warning names (the user's, for a one-channel view)."""
     requested = expand_rank(rank, positions, clip=False)
     clipped = clip_ranks(tuple(positions) + (channels,), requested[:-1] + [channels, 1])
     clipped = clipped[:-2] + [1]
     if clipped != requested:
         warnings.warn(f"rank {tuple(requested)} exceeds what the unfoldings of a tensor of "
-                      f"shape {(*positions, channels)} can hold; using rank {tuple(clipped)}.",
+                      f"shape {shown_shape or (*positions, channels)} can hold; using rank "
+                      f"{tuple(clipped)}.",
                       stacklevel=3)
     return clipped
 
