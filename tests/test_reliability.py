@@ -135,7 +135,7 @@ def test_heldout_bound_is_the_95_percent_miss_fraction():
 
 def test_cross_info_carries_the_held_out_size_and_bound_in_its_repr():
     _, info = tlc.tt_cross(smooth, shape=(8, 8, 8), random_state=0, return_info=True)
-    assert info.n_heldout >= 200
+    assert info.n_heldout >= 199  # a fifth of 1000, less the TCI start pivot
     assert info.heldout_bound == heldout_bound(info.n_heldout)
     assert f"n_heldout={info.n_heldout}" in repr(info)
     assert f"heldout_bound={info.heldout_bound:.3g}" in repr(info)
