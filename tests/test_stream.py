@@ -1,5 +1,7 @@
 """The read-everything path: streaming_tt_svd on arrays and files, locally and on a cluster."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorly as tl
@@ -139,3 +141,41 @@ def test_max_rank_caps_a_tolerance_driven_run_and_says_so():
     with pytest.warns(UserWarning, match="max_rank"):
         tt, info = streaming_tt_svd(dense, tol=1e-3, max_rank=2, return_info=True)
     assert max(tt.rank) == 2 and info.limited_by == "max_rank" and info.error > 1e-3
+
+
+@pytest.mark.parametrize("options", [dict(rank=1), dict(tol=1e-3, max_width=2)])
+def test_a_vector_is_its_own_one_core_tt(options):
+    vector = np.sin(np.arange(50.0))  # crashed with AttributeError in the sketch before
+    tt, info = streaming_tt_svd(vector, return_info=True, **options)
+    np.testing.assert_array_equal(np.asarray(tt.to_tensor()), vector)
+    assert info.error == 0.0
+
+
+def test_a_npy_path_is_read_in_blocks_of_block_bytes_and_a_fifo_refused(files, tmp_path):
+    dense, paths = files  # 24 x 20 x 18 float64: 2880 bytes per slab of the first axis
+    _, info = streaming_tt_svd(paths["npy"], rank=3, block_bytes=9000, return_info=True)
+    assert info.n_blocks == 8  # 3 slabs each (one 32 MiB block before: the bound ignored)
+    fifo = tmp_path / "pipe.npy"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):  # it blocked forever
+        streaming_tt_svd(fifo, rank=2)
+
+
+def test_without_sched_getaffinity_the_local_pool_uses_cpu_count(files, monkeypatch):
+    dense, _ = files  # macOS has no os.sched_getaffinity
+    expected = streaming_tt_svd(dense, rank=3, random_state=0)
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    got = streaming_tt_svd(dense, rank=3, random_state=0, block_bytes=4096)
+    np.testing.assert_allclose(np.asarray(got.to_tensor()), np.asarray(expected.to_tensor()),
+                               atol=1e-9)
+
+
+def test_a_lowered_fixed_rank_and_unknown_chunks_are_said():
+    dask_array = pytest.importorskip("dask.array")
+    volume = np.random.default_rng(0).standard_normal((17, 13, 11))
+    with pytest.warns(UserWarning, match=r"rank \(1, 5, 5, 1\) was asked for"):
+        streaming_tt_svd(volume, rank=5, max_rank=2)
+    masked = dask_array.from_array(volume, chunks=5)
+    masked = masked[masked[:, 0, 0] > 0]  # chunk sizes unknown (NaN)
+    with pytest.raises(ValueError, match="compute_chunk_sizes"):
+        streaming_tt_svd(masked, rank=2)

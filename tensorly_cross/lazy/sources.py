@@ -159,6 +159,10 @@ def as_chunk_source(obj):
     if kind.startswith("h5py."):
         return H5Source(obj)
     if kind.startswith("dask.array"):
+        if any(np.isnan(size) for sizes in obj.chunks for size in sizes):
+            raise ValueError(f"the dask array of shape {obj.shape} has chunks of unknown size "
+                             "(NaN, after a boolean mask, say): call its "
+                             "compute_chunk_sizes() first.")
         store = _store_behind(obj)
         return as_chunk_source(store) if store is not None else DaskSource(obj)
     if hasattr(obj, "shape") and hasattr(obj, "__getitem__") and hasattr(obj, "dtype"):

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .._validation import check_regular_file
 from ..errors import NonFiniteValueError
 from ..lazy.sources import ChunkSource, as_chunk_source
 
@@ -37,7 +38,12 @@ class MemmapSource(ChunkSource):
 
     def __init__(self, path, block_bytes=BLOCK_BYTES):
         self.path = os.fspath(path)
-        array = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        check_regular_file(self.path)  # a FIFO would block the read forever
+        try:
+            array = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as error:
+            raise ValueError(f".npy {self.path!r} cannot be read as an array file: "
+                             f"{error}") from error
         slowest = 0 if not array.flags.f_contiguous or array.ndim == 1 else array.ndim - 1
         chunks = list(array.shape)
         layer = array.size // array.shape[slowest] * 8
@@ -48,17 +54,18 @@ class MemmapSource(ChunkSource):
         return np.load(self.path, mmap_mode="r", allow_pickle=False)[slices]
 
 
-def volume_source(volume):
-    """The :class:`ChunkSource` behind a path, a lazy volume or an array."""
+def volume_source(volume, block_bytes=BLOCK_BYTES):
+    """The :class:`ChunkSource` behind a path, a lazy volume or an array (a ``.npy`` file
+    in slabs of at most ``block_bytes``)."""
     source = getattr(volume, "source", None)
     if isinstance(source, ChunkSource):
         return source
     path = getattr(volume, "path", None)
     if path is not None and str(path).lower().endswith(".npy"):
-        return MemmapSource(path)
+        return MemmapSource(path, block_bytes)
     if isinstance(volume, str | os.PathLike):
         if os.fspath(volume).lower().endswith(".npy"):  # as open_volume: any case
-            return MemmapSource(volume)
+            return MemmapSource(volume, block_bytes)
         from ..io import open_volume
 
         return volume_source(open_volume(volume))
@@ -225,7 +232,8 @@ def _fold_group(source, group, contribute, start):
 
 
 def _n_workers(client):
-    if client is None:
-        return max(1, len(os.sched_getaffinity(0)))
+    if client is None:  # the CPUs this process may use (sched_getaffinity: Linux only)
+        affinity = getattr(os, "sched_getaffinity", None)
+        return max(1, len(affinity(0)) if affinity else os.cpu_count() or 1)
     return max(1, sum(worker.get("nthreads", 1)
                       for worker in client.scheduler_info()["workers"].values()))

@@ -133,12 +133,12 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
     ((1, 2, 2, 1), True)
     """
     start = time.perf_counter()
-    source = volume_source(volume)
+    block_bytes = check_int(block_bytes, "block_bytes", minimum=8)
+    source = volume_source(volume, block_bytes)
     shape = tuple(source.shape)
     if not shape:
         raise ValueError("volume must have at least one mode; got a 0-D array (a scalar).")
     tol, ranks = _check_target(tol, rank, shape)
-    block_bytes = check_int(block_bytes, "block_bytes", minimum=8)
     widths = _widths(shape, ranks, max_width)
     rng = check_random_state(random_state)
     blocks = plan_blocks(source, block_bytes)
@@ -160,6 +160,10 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
     info.error = math.sqrt((lost + dropped) / total) if total > 0 else 0.0
     info.ranks = (1,) + tuple(c.shape[2] for c in cores)
     info.seconds = time.perf_counter() - start
+    if ranks is not None and tuple(info.ranks) != tuple(ranks):
+        warnings.warn(f"rank {tuple(ranks)} was asked for; the TT has ranks {info.ranks} "
+                      f"(lowered by max_rank={max_rank} or the sketch widths "
+                      f"{tuple(widths)}).", stacklevel=2)
     if tol is not None and info.error > tol:
         info.limited_by = "max_rank" if info.projection_error <= tol else "max_width"
         remedy = (f"raise max_rank (now {caps})" if info.limited_by == "max_rank" else
@@ -193,6 +197,8 @@ def _widths(shape, ranks, max_width):
     cap = None
     if max_width is not None:
         cap = check_int(max_width, "max_width", minimum=1)
+    if d == 1:  # a vector is its own one-core TT: nothing to sketch
+        return tuple(widths)
     elif ranks is not None:
         cap = 2 * max(ranks) + 10
     if cap is not None:
