@@ -121,13 +121,27 @@ def storage_geometry(volume):
         unit = tuple(max(chunks) for chunks in source.chunks)
     elif hasattr(base, "pages_read"):  # a .npy file read by pages (C order)
         run = max(1, PAGE // max(getattr(base, "itemsize", 8), 1))
-        unit = (1,) * (len(shape) - 1) + (min(run, shape[-1]),)
+        unit = _page_block(shape, run)
     else:
         return None
     if axes is not None:
         shape = tuple(shape[a] for a in axes)
         unit = tuple(unit[a] for a in axes)
     return _Geometry(shape, unit)
+
+
+def _page_block(shape, run):
+    """The voxels a page of ``run`` C-ordered entries spans along each mode: a run of the
+    last mode, and where the last mode is shorter than the run, whole rows of it over as
+    many rows of the modes before (a (400, 400, 8) float64 file: 64 rows of 8 per page)."""
+    unit = [1] * len(shape)
+    left = run
+    for mode in range(len(shape) - 1, -1, -1):
+        unit[mode] = max(1, min(left, shape[mode]))
+        left //= max(shape[mode], 1)
+        if left < 1:
+            break
+    return tuple(unit)
 
 
 def cross_share(geometry, rank, oversample):
