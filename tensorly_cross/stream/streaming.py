@@ -35,7 +35,11 @@ class StreamInfo:
     ----------
     error : float
         The relative Frobenius error of the TT, exact (not sampled): the projection's
-        ``||A||^2 - ||W||^2`` plus the energy the TT-SVD of the core dropped.
+        ``||A||^2 - ||W||^2`` plus the energy the TT-SVD of the core dropped. That
+        difference of squares resolves errors down to about ``1e-7`` (the square root of
+        round-off): below, an exact low-rank volume read in several blocks can report
+        ``1e-8``, so a ``tol`` under ``1e-6`` may be reported missed (and keep more rank
+        than needed) on a TT that meets it; give ``rank=`` instead.
     projection_error : float
         The part due to the sketched bases alone.
     widths : tuple of int
