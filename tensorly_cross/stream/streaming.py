@@ -105,8 +105,9 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
         Cap on every rank of a tolerance-driven run (a run it stops short of ``tol`` warns
         and reports ``limited_by="max_rank"``).
     max_width : int, optional
-        Sketch width of the first and last modes (default: twice ``rank`` plus 10 when a
-        rank is given, else the mode's size). Modes are narrowed further, from the outside
+        Sketch width of the first and last modes (default: the mode's size, or twice
+        ``rank`` plus 10 when a rank is given for a volume of more than ``2**24``
+        entries). Modes are narrowed further, from the outside
         in, until the projected core fits in ``2**24`` entries (128 MiB); inner modes stay
         whole while it fits, because a TT's inner cores need many directions of their mode.
     client : dask.distributed.Client, optional
@@ -203,8 +204,8 @@ def _widths(shape, ranks, max_width):
         cap = check_int(max_width, "max_width", minimum=1)
     if d == 1:  # a vector is its own one-core TT: nothing to sketch
         return tuple(widths)
-    elif ranks is not None:
-        cap = 2 * max(ranks) + 10
+    elif ranks is not None and math.prod(shape) > MAX_CORE_ENTRIES:
+        cap = 2 * max(ranks) + 10  # a volume within the budget is not sketched: TT-SVD
     if cap is not None:
         widths[0], widths[-1] = min(widths[0], cap), min(widths[-1], cap)
     for depth in range((d + 1) // 2):
