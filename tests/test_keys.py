@@ -15,7 +15,7 @@ from tensorly_cross.cross.bond import BondMatrix
 from tensorly_cross.cross.indices import cartesian_join
 from tensorly_cross.cross.init import random_distinct_multi_indices
 from tensorly_cross.errors import KeyCollisionError
-from tensorly_cross.lazy.cache import EvaluationCache
+from tensorly_cross.lazy.cache import EvaluationCache, _distinct
 from tensorly_cross.lazy.keys import KeyScheme
 
 from .conftest import host
@@ -75,6 +75,22 @@ def test_cache_beyond_two_to_the_63_gives_each_value_and_computes_it_once(
     np.testing.assert_array_equal(first, host(Counted()(batch)))
     np.testing.assert_array_equal(second, first[::-1])
     assert function.computed == cache.counters.unique == len(distinct)
+
+
+@given(size=st.integers(1, 200), spread=st.integers(1, 80), seed=seeds)
+def test_distinct_keys_agree_with_numpy_unique(size, spread, seed):
+    # Hashed keys come unordered and repeated: the one-sort path must give np.unique's
+    # sorted keys, first occurrences and inverse.
+    rng = np.random.default_rng(seed)
+    keys = (rng.integers(-spread, spread, size=size) * 2**56).astype(np.int64)
+    new_keys, first, inverse = _distinct(keys)
+    expected = np.unique(keys, return_index=True, return_inverse=True)
+    np.testing.assert_array_equal(new_keys, expected[0])
+    np.testing.assert_array_equal(first, expected[1])
+    if inverse is None:  # only for keys already strictly increasing
+        np.testing.assert_array_equal(keys, new_keys)
+    else:
+        np.testing.assert_array_equal(inverse, expected[2].reshape(-1))
 
 
 @settings(max_examples=8)
