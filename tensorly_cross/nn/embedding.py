@@ -25,6 +25,7 @@ from .encoded import EncodedTensor, default_encoder
 from .heads import TTPCAHead, TTProbeHead
 from .keyed import key_value, volume_fingerprint
 from .lockstep import LockstepEncoder, device_batch_size
+from .patches import patch_grid
 
 
 class CrossEmbedding(nn.Module):
@@ -146,7 +147,7 @@ class CrossEmbedding(nn.Module):
                             f"{type(head).__name__}.")
         self.n_outputs = n_outputs
         if volume_shape is not None and grid_shape is None:
-            grid_shape = tuple(-(-int(n) // int(stride)) for n in volume_shape)
+            grid_shape = patch_grid(volume_shape, stride)
         self.grid_shape = None if grid_shape is None else tuple(int(n) for n in grid_shape)
         if self.grid_shape is not None and self.head is None:
             self._build_probe_head(self.tt_shape(self.grid_shape))
@@ -289,8 +290,7 @@ class CrossEmbedding(nn.Module):
         returns the batch's grid of patch positions."""
         if len(volumes) == 0:
             raise ValueError("volumes is empty: a batch needs at least one volume.")
-        grids = [tuple(-(-int(n) // self.stride) for n in _three_dimensional(volume).shape)
-                 for volume in volumes]
+        grids = [patch_grid(_three_dimensional(volume).shape, self.stride) for volume in volumes]
         expected = self.grid_shape or grids[0]
         head_shape = _head_tt_shape(self.head)
         for k, grid in enumerate(grids):
@@ -436,7 +436,7 @@ class CrossEmbedding(nn.Module):
         """The probe head for volumes of ``volume_shape``, unless there is a head already
         (so that an optimiser made next holds its parameters)."""
         if self.head is None and self.head_kind == "probes":
-            grid = tuple(-(-int(n) // self.stride) for n in volume_shape[-3:])
+            grid = patch_grid(volume_shape[-3:], self.stride)
             self._build_probe_head(self.tt_shape(grid))
             self.grid_shape = grid
 

@@ -8,6 +8,12 @@ from ..lazy.base import LazyTensor
 PADDINGS = ("reflect", "edge", "zeros")
 
 
+def patch_grid(volume_shape, stride):
+    """The grid of patch positions over a volume: ``ceil(volume_shape / stride)`` per axis
+    (a position every ``stride`` voxels, the last one inside the volume)."""
+    return tuple(-(-int(n) // int(stride)) for n in volume_shape)
+
+
 class PatchGrid:
     """Patches of a volume on a regular grid of positions.
 
@@ -49,7 +55,7 @@ class PatchGrid:
         if len(self.shape) != 3:
             raise ValueError(f"volume must be 3-D, got shape {self.shape}.")
         self.patch_size, self.stride, self.padding = int(patch_size), int(stride), padding
-        self.grid_shape = tuple(-(-n // self.stride) for n in self.shape)
+        self.grid_shape = patch_grid(self.shape, self.stride)
         half = (self.patch_size - 1) // 2
         self._offsets = np.arange(self.patch_size) - half
 
