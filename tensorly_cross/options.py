@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, fields, replace
 
 from ._validation import check_choice, check_float, check_int
+from .cross.ranks import expand_rank
 
 METHODS = ("auto", "als", "tci", "lsq", "block")
 PIVOT_SEARCHES = ("auto", "column", "rook", "full")
@@ -230,6 +231,9 @@ def checkpoint_arguments(options, random_state, tensor):
                          f"{random_state!r}.")
     arguments = {field.name: _as_json(getattr(options, field.name)) for field in fields(options)
                  if field.name not in RESUMABLE_SETTINGS}
+    # rank=4 and rank=[1, 4, 4, 4, 1] are one run: bind the written-out list.
+    if options.rank is not None and options.method != "block":
+        arguments["rank"] = expand_rank(options.rank, tensor.shape, warn=False, clip=False)
     return dict(arguments, random_state=int(random_state), tensor=type(tensor).__name__)
 
 

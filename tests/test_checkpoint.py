@@ -183,6 +183,18 @@ def test_another_shape_or_other_arguments_are_refused(tmp_path):
     assert function.computed == 0
 
 
+def test_a_rank_written_out_resumes_a_checkpoint_of_the_same_rank(tmp_path):
+    path, shape = tmp_path / "run.ckpt", (12, 12, 12, 12)
+    first_function = Counting()
+    first, _ = run(first_function, shape=shape, rank=3, checkpoint=path)
+    function = Counting()
+    second, _ = run(function, shape=shape, rank=(1, 3, 3, 3, 1), checkpoint=path)
+    assert first_function.computed > 0 and function.computed == 0
+    assert_same_tt(second, first)
+    with pytest.raises(CheckpointMismatchError, match="rank"):
+        run(Counting(), shape=shape, rank=[1, 3, 4, 3, 1], checkpoint=path)
+
+
 def test_bad_checkpoint_arguments_are_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match="needs an int random_state"):
         run(Counting(), checkpoint=tmp_path / "a.ckpt", random_state=None)
