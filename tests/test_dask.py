@@ -67,6 +67,21 @@ def test_nifti_from_nibabel_test_data_matches_in_memory(backend):
     _same_tt(out_of_core, in_memory)
 
 
+def test_a_scaled_nifti_counts_the_bytes_it_stores(tmp_path):
+    nibabel = pytest.importorskip("nibabel")
+    stored = np.arange(6 * 5 * 4, dtype=np.int16).reshape(6, 5, 4)
+    image = nibabel.Nifti1Image(stored, np.eye(4))
+    image.header.set_slope_inter(0.5, 3.0)  # read back as float64
+    path = str(tmp_path / "scaled.nii")
+    nibabel.save(image, path)
+    lazy = open_volume(path)
+    values = host(lazy.evaluate(np.array([[1, 2, 3]])))
+    np.testing.assert_allclose(values, [0.5 * stored[1, 2, 3] + 3.0])
+    assert lazy.bytes_read == stored.nbytes  # the whole file is one chunk, of int16
+    _, info = tlc.streaming_tt_svd(open_volume(path), rank=2, return_info=True)
+    assert info.bytes_read == info.n_passes * stored.nbytes
+
+
 @given(seed=seeds, n_points=st.integers(1, 3000))
 def test_each_touched_chunk_is_read_once_and_warm_reads_none(volume_files, seed, n_points):
     volume, paths = volume_files

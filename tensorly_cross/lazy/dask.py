@@ -40,7 +40,8 @@ class DaskTensor(LazyTensor):
     Attributes
     ----------
     chunks_read, bytes_read, chunk_hits : int
-        Chunks read from storage, their decoded bytes, and chunks served by the cache
+        Chunks read from storage, their bytes as stored (uncompressed: a scaled NIfTI
+        counts its int16, not the float64 it reads back as), and chunks served by the cache
         (local reads only; with a client the workers keep their own caches).
 
     Examples
@@ -125,7 +126,7 @@ class DaskTensor(LazyTensor):
         if block is None:
             block = self.source.read(slices)
             self.chunks_read += 1
-            self.bytes_read += block.nbytes
+            self.bytes_read += block.size * self.source.stored_itemsize
             self.cache.put(int(chunk_id), block)
         else:
             self.chunk_hits += 1

@@ -15,11 +15,16 @@ class ChunkReadError(OSError):
 
 
 class ChunkSource:
-    """Base class: ``shape``, ``dtype``, ``chunks`` (a tuple of per-axis chunk sizes)."""
+    """Base class: ``shape``, ``dtype``, ``chunks`` (a tuple of per-axis chunk sizes).
 
-    def __init__(self, shape, dtype, chunks, name):
+    ``stored_itemsize`` is the bytes per entry in storage, which byte counts use: a scaled
+    NIfTI stores int16 that read back as float64.
+    """
+
+    def __init__(self, shape, dtype, chunks, name, stored_dtype=None):
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
+        self.stored_itemsize = np.dtype(stored_dtype or self.dtype).itemsize
         if self.dtype.kind not in SUPPORTED_KINDS:
             raise TypeError(f"{name} has dtype {self.dtype}; supported are bool, integer and "
                             "real floating-point arrays.")
@@ -140,9 +145,10 @@ class DaskSource(ChunkSource):
 class SliceableSource(ChunkSource):
     """Anything sliceable with basic slices (nibabel's ArrayProxy, np.memmap, ...)."""
 
-    def __init__(self, array, chunks=None, name=None, dtype=None):
+    def __init__(self, array, chunks=None, name=None, dtype=None, stored_dtype=None):
         dtype = dtype if dtype is not None else array.dtype
-        super().__init__(array.shape, dtype, chunks, name or type(array).__name__)
+        super().__init__(array.shape, dtype, chunks, name or type(array).__name__,
+                         stored_dtype=stored_dtype)
         self.array = array
 
     def _read(self, slices):

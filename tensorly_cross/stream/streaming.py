@@ -232,7 +232,7 @@ def _sketch_pass(source, blocks, widths, rng, client, info):
 
 def _count_pass(info, source):
     info.n_passes += 1
-    info.bytes_read += source.dtype.itemsize * math.prod(source.shape)
+    info.bytes_read += source.stored_itemsize * math.prod(source.shape)
 
 
 def _unscale(cores, exponent):
