@@ -10,21 +10,41 @@ cores it leads to are the same on every backend.
 import numpy as np
 import tensorly as tl
 
-from .._backend import host_svd, svd, take_rows, to_host
+from .._backend import carries_gradient, host_svd, svd, take_rows, to_host
 from ..maxvol import maxvol
 
-# Singular values below this fraction of the largest count as rounding noise.
+# Singular values below this fraction of the largest count as rounding noise (float64;
+# lower precisions use ROUND_OFF_RANK machine epsilons, see ``rank_rtol``).
 RANK_RTOL = 1e-12
-# Above this condition number a pivot block is inverted by a truncated pseudo-inverse.
+ROUND_OFF_RANK = 100
+# Above this condition number a pivot block is inverted by a truncated pseudo-inverse
+# (float64; lower precisions keep about three digits, see ``max_condition``).
 _MAX_PIVOT_CONDITION = 1e12
+
+
+def rank_rtol(dtype):
+    """The relative singular-value cut of :func:`column_rank` for data of ``dtype``: a
+    float32 block of exact rank 1 has round-off singular values near 1e-7, far above the
+    float64 cut, and taken as rank they made the solves blow up and autograd return NaN."""
+    return max(RANK_RTOL, ROUND_OFF_RANK * _eps(dtype))
+
+
+def max_condition(dtype):
+    """The largest condition number of a pivot block solved as is, for data of ``dtype``."""
+    return min(_MAX_PIVOT_CONDITION, 1e-3 / _eps(dtype))
+
+
+def _eps(dtype):
+    return float(np.finfo(np.promote_types(np.dtype(dtype), np.float32)).eps)
 
 
 def column_rank(matrix):
     """Numerical rank of a small (m, r) block, from its singular values (on the host)."""
-    singular = host_svd(to_host(matrix), compute_uv=False)
+    host = to_host(matrix)
+    singular = host_svd(host, compute_uv=False)
     if singular.size == 0 or singular[0] == 0:
         return 0
-    return int(np.count_nonzero(singular > singular[0] * RANK_RTOL))
+    return int(np.count_nonzero(singular > singular[0] * rank_rtol(host.dtype)))
 
 
 def column_basis(matrix, rank=None):
@@ -33,8 +53,20 @@ def column_basis(matrix, rank=None):
     rank = column_rank(matrix) if rank is None else rank
     if rank == n_cols:
         return tl.qr(matrix)[0]
+    if carries_gradient(matrix):
+        return _differentiable_basis(matrix, rank)
     left = svd(matrix, full_matrices=False)[0]
     return left[:, :rank]
+
+
+def _differentiable_basis(matrix, rank):
+    """``matrix @ V_k / s_k`` with the leading right singular vectors and values held fixed:
+    the same basis as the SVD's ``U_k`` (to round-off), whose span moves with ``matrix``
+    to first order; the gradient of a rank-deficient SVD divides by differences of its
+    repeated zero singular values (NaN, which reached every encoder weight)."""
+    _, singular, right = host_svd(to_host(matrix), full_matrices=False)
+    fixed = np.conj(right[:rank]).T / singular[:rank]
+    return tl.dot(matrix, tl.tensor(fixed, **tl.context(matrix)))
 
 
 def pivot_rows(matrix, rng):
@@ -67,9 +99,9 @@ def interpolation_matrix(matrix, pos):
         return tl.zeros((n_rows, n_cols), **tl.context(matrix))
     basis = q_factor if rank == n_cols else column_basis(matrix, rank)
     block = take_rows(basis, pos)
-    if np.linalg.cond(to_host(block)) >= _MAX_PIVOT_CONDITION:
+    if np.linalg.cond(to_host(block)) >= max_condition(to_host(block).dtype):
         # The pivots do not span the basis (degenerate values): a truncated pseudo-inverse.
-        return tl.dot(basis, _truncated_pinv(block))
+        return tl.dot(basis, truncated_pinv(block))
     if rank == n_cols:
         # Solve against the pivot block instead of inverting it: one differentiable op.
         return tl.transpose(tl.solve(tl.transpose(block), tl.transpose(basis)))
@@ -78,22 +110,32 @@ def interpolation_matrix(matrix, pos):
     return tl.dot(basis, tl.solve(gram, tl.transpose(tl.conj(block))))
 
 
-def _truncated_pinv(block):
+def truncated_pinv(block):
     """The pseudo-inverse of ``block`` without its singular values below the largest over
-    ``_MAX_PIVOT_CONDITION`` (zero for a zero block)."""
-    left, singular, right = svd(block, full_matrices=False)
-    host = to_host(singular)
-    kept = int(np.count_nonzero(host > (host[0] if host.size else 0) / _MAX_PIVOT_CONDITION))
+    :func:`max_condition` (zero for a zero block).
+
+    The singular vectors come from a host SVD and are held fixed: ``V_k (U_k^H B V_k)^-1
+    U_k^H`` is the truncated pseudo-inverse (to round-off) and differentiable through the
+    small well-conditioned middle block, where a differentiable SVD of a singular block
+    gives NaN gradients.
+    """
+    host = to_host(block)
+    left, singular, right = host_svd(host, full_matrices=False)
+    cut = (singular[0] if singular.size else 0) / max_condition(host.dtype)
+    kept = int(np.count_nonzero(singular > cut))
     if kept == 0:
         return tl.zeros(tuple(reversed(tl.shape(block))), **tl.context(block))
-    return tl.dot(tl.transpose(tl.conj(right[:kept])) / singular[:kept],
-                  tl.transpose(tl.conj(left[:, :kept])))
+    context = tl.context(block)
+    left_fixed = tl.tensor(np.conj(left[:, :kept]).T, **context)  # U_k^H
+    right_fixed = tl.tensor(np.conj(right[:kept]).T, **context)  # V_k
+    middle = tl.dot(tl.dot(left_fixed, block), right_fixed)  # ~ diag(s_k)
+    return tl.dot(right_fixed, tl.solve(middle, left_fixed))
 
 
 def right_divide(matrix, block, out_shape):
     """``matrix @ inv(block)`` by a solve; a guarded pseudo-inverse if ``block`` is singular."""
-    if np.linalg.cond(to_host(block)) < _MAX_PIVOT_CONDITION:
+    if np.linalg.cond(to_host(block)) < max_condition(to_host(block).dtype):
         result = tl.transpose(tl.solve(tl.transpose(block), tl.transpose(matrix)))
     else:
-        result = tl.dot(matrix, _truncated_pinv(block))
+        result = tl.dot(matrix, truncated_pinv(block))
     return tl.reshape(result, tuple(out_shape))

@@ -28,8 +28,8 @@ import warnings
 import numpy as np
 import tensorly as tl
 
-from .._backend import svd, take_rows
-from .basis import pivot_rows, right_divide
+from .._backend import svd, take_rows, to_host
+from .basis import max_condition, pivot_rows, right_divide, truncated_pinv
 from .indices import CrossIndices, cartesian_join, fiber_indices, mode_column, positions_in
 from .init import clip_ranks, random_distinct_multi_indices
 from .ranks import expand_rank
@@ -195,7 +195,12 @@ def _row_interpolation(matrix, pivots, count):
     """``matrix @ pinv(matrix[pivots])`` through a QR of the (count, m) pivot rows'
     conjugate transpose: ``P^H = Q R`` gives ``pinv(P) = Q R^-H`` (plain transposes gave
     a wrong TT, error 1.1, on complex data)."""
-    q, r = tl.qr(tl.transpose(tl.conj(take_rows(matrix, pivots))))
+    chosen = take_rows(matrix, pivots)
+    host = to_host(chosen)
+    if np.linalg.cond(host) >= max_condition(host.dtype):
+        # Singular pivot rows (a constant field): QR's gradient would be NaN there.
+        return tl.reshape(tl.dot(matrix, truncated_pinv(chosen)), (tl.shape(matrix)[0], count))
+    q, r = tl.qr(tl.transpose(tl.conj(chosen)))
     return right_divide(tl.dot(matrix, q), tl.transpose(tl.conj(r)),
                         (tl.shape(matrix)[0], count))
 

@@ -45,7 +45,7 @@ class BondMatrix:
         # Back from sorted positions to the joined sets' order, (left x mode) and (mode x right).
         self._unsort = (np.argsort(row_order), np.argsort(col_order))
         self.shape = (self.row_multi.shape[0], self.col_multi.shape[0])
-        self.max_abs = 0.0
+        self.max_abs, self.dtype = 0.0, None  # the largest modulus read, and its dtype
         # Whole columns and rows read so far, by position: a sweep's fibers come from them.
         self._columns, self._rows = {}, {}
 
@@ -109,7 +109,9 @@ class BondMatrix:
             checks = None if self._checks is None else _block_sums(self._checks, blocks)
             values = self.lazy.evaluate_keys(keys, self._multi_indices(blocks, sizes), checks)
         if sum(sizes):
-            self.max_abs = max(self.max_abs, float(np.abs(to_host(values)).max()))
+            host = to_host(values)
+            self.max_abs = max(self.max_abs, float(np.abs(host).max()))
+            self.dtype = host.dtype
         if len(blocks) == 1:
             return [values]
         offsets = np.cumsum([0] + sizes)
@@ -183,6 +185,10 @@ class TransposedBondMatrix:
     @property
     def max_abs(self):
         return self.matrix.max_abs
+
+    @property
+    def dtype(self):
+        return self.matrix.dtype
 
     def entries(self, rows, cols):
         return tl.transpose(self.matrix.entries(cols, rows))

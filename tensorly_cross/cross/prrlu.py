@@ -70,9 +70,10 @@ def prrlu(matrix, abs_tol, max_rank, rng, search="column", start_cols=(), kept=N
 def _block_cut(abs_tol, matrix):
     """The pivot cut as a function of what has been read: fixed, or following the block;
     never below the round-off of the largest modulus read (``_cut``)."""
+    # max_abs is a Python float: the round-off level is that of the values read.
     if callable(abs_tol):
-        return lambda: _cut(float(abs_tol(matrix.max_abs)), matrix.max_abs)
-    return lambda: _cut(abs_tol, matrix.max_abs)
+        return lambda: _cut(float(abs_tol(matrix.max_abs)), matrix.max_abs, matrix.dtype)
+    return lambda: _cut(abs_tol, matrix.max_abs, matrix.dtype)
 
 
 def _full_search(block, abs_tol, max_rank):
@@ -91,10 +92,11 @@ def _full_search(block, abs_tol, max_rank):
     return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
 
 
-def _cut(abs_tol, scale):
-    """``abs_tol``, raised to the round-off level of ``scale`` (the largest modulus read)."""
+def _cut(abs_tol, scale, dtype=None):
+    """``abs_tol``, raised to the round-off level of ``scale`` (the largest modulus read),
+    in ``dtype`` (default: the scale's own)."""
     host = np.abs(np.asarray(scale) if isinstance(scale, float | np.generic) else to_host(scale))
-    eps = np.finfo(np.promote_types(host.dtype, np.float32)).eps
+    eps = np.finfo(np.promote_types(dtype or host.dtype, np.float32)).eps
     return max(abs_tol, ROUND_OFF_PIVOT * float(eps) * float(host))
 
 
