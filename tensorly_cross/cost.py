@@ -14,6 +14,8 @@ import math
 import os
 from dataclasses import dataclass
 
+import numpy as np
+
 from ._validation import check_float, check_int
 
 # A cross is chosen when it is expected to read less than this share of the storage.
@@ -119,9 +121,12 @@ def storage_geometry(volume):
     source = getattr(base, "source", None)
     if source is not None and getattr(source, "chunks", None) is not None:
         unit = tuple(max(chunks) for chunks in source.chunks)
-    elif hasattr(base, "pages_read"):  # a .npy file read by pages (C order)
-        run = max(1, PAGE // max(getattr(base, "itemsize", 8), 1))
-        unit = _page_block(shape, run)
+    elif hasattr(base, "pages_read"):  # a .npy file read by pages
+        run = max(1, PAGE // np.dtype(base.dtype).itemsize)  # a uint8 page holds 4096
+        if getattr(base, "order", "C") == "F":  # pages run along the first mode
+            unit = _page_block(shape[::-1], run)[::-1]
+        else:
+            unit = _page_block(shape, run)
     else:
         return None
     if axes is not None:

@@ -55,3 +55,18 @@ def test_a_npy_page_spans_rows_of_a_short_last_mode(tmp_path):
     np.save(path, np.random.default_rng(0).random((400, 400, 8)))
     choice = tlc.choose_path(tlc.open_volume(path), rank=2)
     assert choice.method == "stream" and choice.cross_share > 0.9
+
+
+
+@pytest.mark.parametrize(("dtype", "order", "unit"), [
+    (np.uint8, "C", (2, 48, 40)), (np.float64, "C", (1, 12, 40)),
+    (np.uint8, "F", (64, 48, 1)), (np.float32, "F", (64, 16, 1))])
+def test_a_npy_page_holds_entries_of_the_file_s_own_size_and_order(tmp_path, dtype, order,
+                                                                   unit):
+    # Every .npy was costed as 8 bytes per entry in C order: a uint8 file's pages hold 8x
+    # more voxels than modelled (estimated 15% of the file, read 33%).
+    path = tmp_path / "volume.npy"
+    array = np.lib.format.open_memmap(path, "w+", dtype, (64, 48, 40),
+                                      fortran_order=order == "F")
+    del array
+    assert storage_geometry(tlc.open_volume(path)).unit_shape == unit
