@@ -87,8 +87,10 @@ rank : int, list of int or None
     patience : int or None, default 2
         Stop (``"stalled"``) after this many sweeps in a row that neither lower the held-out
         error by 1% nor change the ranks: at a fixed rank that is too small, or at TCI's rank
-        cap, further sweeps only re-read entries. ``None`` never stops early. Either way the
-        state returned is the sweep with the lowest held-out error (from the second sweep).
+        cap, further sweeps only re-read entries. Without held-out entries (``val_size=0``),
+        sweeps that leave every index set as it was (a fixed point). ``None`` never stops
+        early. Either way the state returned is the sweep with the lowest held-out error
+        (from the second sweep).
     oversample : float or None
         ``"lsq"`` (default 1.5): left and right index sets of ``ceil(oversample * r)``
         multi-indices per bond of rank ``r`` (the outer sets four times as many).

@@ -127,3 +127,40 @@ def test_a_narrow_pass_at_a_fixed_rank_is_confirmed_and_one_below_the_cap_is_not
                           return_info=True)
     assert tci.stop_reason == "tol" and max(tci.ranks[-1]) < 20
     assert tci.n_heldout == 1000 - 1  # all drawn but the start pivot, which left the sample
+
+
+def _inverse_sum(indices):
+    return 1.0 / (1.0 + indices.sum(axis=1))
+
+
+@pytest.mark.parametrize("method", ["tci", "als"])
+def test_without_held_out_entries_the_sweeps_stop_at_a_fixed_point(method):
+    # val_size=0 used to run every one of n_iter_max=50 sweeps, re-reading the same fibers.
+    shape = (8, 8, 8, 8)
+    rank = None if method == "tci" else 3
+    settings = dict(rank=rank, method=method, val_size=0, random_state=0, return_info=True)
+    tt, info = tlc.tt_cross(FunctionTensor(_inverse_sum, shape), **settings)
+    every, _ = tlc.tt_cross(FunctionTensor(_inverse_sum, shape), patience=None, **settings)
+    assert info.stop_reason == "stalled" and info.n_sweeps < 12
+    rng = np.random.default_rng(1)
+    test = np.stack([rng.integers(8, size=500) for _ in shape], axis=1)
+
+    def error(result):
+        return np.linalg.norm(np.asarray(tlc.tt_entries(result, test)) - _inverse_sum(test))
+
+    assert error(tt) <= 1.0001 * error(every)  # what 50 sweeps would have given
+
+
+@pytest.mark.parametrize("tensor", [np.full((1, 1), 3.0), "val_size=1"])
+def test_a_tolerance_left_unchecked_is_reported_as_such(tensor):
+    # With nothing left to hold out (the one draw was the start pivot), the warning said
+    # "the TT returned is the starting one" after sweeps that had built it.
+    if isinstance(tensor, str):
+        tensor, settings = FunctionTensor(_inverse_sum, (8, 8, 8, 8)), {"val_size": 1}
+    else:
+        settings = {}
+    with pytest.warns(tlc.ToleranceNotMetWarning, match="no held-out entry was left") as caught:
+        _, info = tlc.tt_cross(tensor, method="tci", random_state=0, return_info=True,
+                               **settings)
+    assert "starting one" not in str(caught[0].message)
+    assert info.n_heldout == 0 and info.stop_reason == "stalled"

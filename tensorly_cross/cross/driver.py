@@ -2,6 +2,8 @@
 
 import time
 
+import numpy as np
+
 from ..errors import EvaluationBudgetExceeded, MaxTimeReached
 from .assemble import assemble_cores
 from .confidence import held_out_residuals, upper_bound
@@ -73,7 +75,8 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
         # with both families built from the tensor does the TT interpolate every fiber.
         eligible = info.n_sweeps > 1 and not diverged
         best.offer(info.n_sweeps, error, (indices, cores) if eligible else None,
-                   ranks_changed=not diverged and _ranks_changed(half_sweep, info.ranks))
+                   ranks_changed=not diverged and _ranks_changed(half_sweep, info.ranks),
+                   settled=not diverged and _settled(history))
         info.best_sweep = best.sweep or info.n_sweeps
         if options.verbose:
             print(f"sweep {info.n_sweeps}: ranks {indices.rank}, evals {info.n_evals}, "
@@ -152,6 +155,15 @@ def _ranks_changed(half_sweep, ranks):
     if progressed is not None:
         return progressed(ranks)
     return len(ranks) > 1 and ranks[-1] != ranks[-2]
+
+
+def _settled(history):
+    """Whether the last sweep left every index set as the one before left it."""
+    if len(history) < 2:
+        return False
+    return all(len(now) == len(before) and all(np.array_equal(a, b) for a, b in
+                                               zip(now, before, strict=True))
+               for now, before in zip(history[-1], history[-2], strict=True))
 
 
 def _stop_reason(passed, asked_to_stop, stale, patience):

@@ -27,17 +27,24 @@ def warn_if_missed(options, info):
     error, tol = info.val_error, options.tol
     if options.rank is not None or not tol > 0 or info.stop_reason == "callback":
         return
-    unchecked = not info.n_heldout and options.val_size > 0 and info.stop_reason in _HINTS
+    unchecked = not info.n_heldout and options.val_size > 0
     # NaN included: a TT whose held-out error is not a number has not met anything.
     missed = info.n_heldout and not error <= tol
     if not (unchecked or missed):
         return
     ranks = info.ranks[info.best_sweep - 1] if info.best_sweep else ()
     hints = "; ".join(_hints(options, info, max(ranks, default=1)))
-    if unchecked:
+    if unchecked and not info.n_sweeps:
         message = (f"tol={tol:g} not checked: {info.stop_reason} stopped the run before "
                    f"its first sweep was judged on held-out entries ({info.n_evals} "
                    f"evaluations); the TT returned is the starting one. Try: {hints}.")
+    elif unchecked:
+        # val_size=1 on a tiny tensor: the one draw was the start pivot, which is excluded.
+        message = (f"tol={tol:g} not checked: no held-out entry was left to check it on "
+                   f"(val_size={options.val_size}; the start pivot is never held out), after "
+                   f"{info.n_sweeps} sweeps and {info.n_evals} evaluations (stopped: "
+                   f"{info.stop_reason}). Try: a larger val_size, or on a tensor this small, "
+                   "checking the TT against its entries.")
     else:
         message = (f"tol={tol:g} not met: held-out error {error:.3g} on {info.n_heldout} "
                    f"entries (method {info.method!r}, stopped: {info.stop_reason}, "

@@ -362,18 +362,21 @@ STALL_DECREASE = 0.01
 class BestSweep:
     """The eligible sweep with the lowest held-out error, and how many sweeps in a row have
     neither lowered that error by ``STALL_DECREASE`` (relative) nor changed the ranks.
-    Without held-out entries (errors are ``nan``) the latest sweep is the best and nothing
-    ever stalls."""
+    Without held-out entries (errors are ``nan``) the latest sweep is the best, and a
+    sweep stalls when it left every index set as it was (``settled``): the next ones would
+    only repeat it."""
 
     def __init__(self):
         self.error = self.reference = float("inf")
         self.state, self.sweep, self.stale = None, 0, 0
 
-    def offer(self, sweep, error, state=None, ranks_changed=False):
+    def offer(self, sweep, error, state=None, ranks_changed=False, settled=False):
         """``state`` None: the sweep counts for stalling but cannot be returned."""
         if state is not None and not error >= self.error:  # lower, or nan
             self.error, self.state, self.sweep = error, state, sweep
-        if not error >= self.reference * (1.0 - STALL_DECREASE):
+        if error != error:  # no held-out entries: only a fixed point of the sweeps stalls
+            self.stale = self.stale + 1 if settled else 0
+        elif not error >= self.reference * (1.0 - STALL_DECREASE):
             self.reference, self.stale = error, 0
         elif ranks_changed:  # a rank-adaptive cross still adding pivots: not stalled
             self.stale = 0
