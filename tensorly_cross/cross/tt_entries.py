@@ -58,6 +58,10 @@ def tt_entries(cores, indices):
 
 def _check_ranks(cores):
     """Boundary ranks 1 and matching neighbours (else entries would be silently wrong)."""
+    other, tt_tensor = _factorized_kinds()
+    if isinstance(cores, other) or not isinstance(cores, list | tuple | tt_tensor):
+        raise TypeError(f"tt_entries: cores must be a TTTensor or a list of 3-D cores, got "
+                        f"{type(cores).__name__}.")
     shapes = [tuple(tl.shape(core)) for core in cores]
     if not shapes or any(len(shape) != 3 for shape in shapes):
         raise ValueError(f"tt_entries: cores must be 3-D (r_k, n_k, r_k+1), got {shapes}.")
@@ -104,3 +108,13 @@ def _contract_by_value(result, core, mode_indices):
     pieces = [tl.dot(take_rows(result, order[start:stop]), core[:, int(value), :])
               for value, start, stop in zip(values, bounds[:-1], bounds[1:], strict=True)]
     return take_rows(tl.concatenate(pieces, axis=0), np.argsort(order, kind="stable"))
+
+
+def _factorized_kinds():
+    """TensorLy's factorized tensors that are not TTs (a CPTensor is a tuple too), and
+    the TT class."""
+    from tensorly.cp_tensor import CPTensor
+    from tensorly.tt_tensor import TTTensor
+    from tensorly.tucker_tensor import TuckerTensor
+
+    return (CPTensor, TuckerTensor), TTTensor

@@ -130,6 +130,8 @@ def check_shape(shape, name):
 
 def check_indices(indices, shape):
     """An (m, d) int64 host array of in-range multi-indices; raise otherwise."""
+    if isinstance(indices, np.ma.MaskedArray):  # np.asarray would read the masked values
+        raise TypeError("indices is a masked array: pass the multi-indices to read, unmasked.")
     indices = np.asarray(indices)
     if indices.ndim != 2 or indices.shape[1] != len(shape):
         raise ValueError(
@@ -138,6 +140,10 @@ def check_indices(indices, shape):
         )
     if indices.size and not np.issubdtype(indices.dtype, np.integer):
         raise ValueError(f"indices must be integers, got dtype {indices.dtype}.")
+    if indices.size and indices.dtype.kind == "u" and indices.max() > np.iinfo(np.int64).max:
+        # int64 would wrap it to a negative index, named wrong in the message below.
+        raise ValueError(f"indices: {int(indices.max())} is out of range for a tensor of "
+                         f"shape {shape}.")
     indices = indices.astype(np.int64, copy=False)
     if indices.size:
         bounds = np.asarray(shape, dtype=np.int64)

@@ -17,7 +17,9 @@ def lazy_tensor(obj, shape=None):
         - a tensor of any TensorLy backend, a NumPy array or memmap, or any array-like with
           integer-array indexing (zarr, dask) becomes an :class:`ArrayTensor`;
         - a callable on (m, d) integer multi-indices becomes a :class:`FunctionTensor`
-          (``shape`` is then required).
+          (``shape`` is then required);
+        - a TensorLy ``TTTensor`` becomes a :class:`FunctionTensor` of its entries (a cross
+          of it rounds it to lower ranks without forming it).
     shape : tuple of int, optional
         Only for callables (for anything else it must match the shape, if given).
 
@@ -29,7 +31,8 @@ def lazy_tensor(obj, shape=None):
     Raises
     ------
     TypeError
-        If ``obj`` is none of the above, a masked array, or a callable without ``shape``.
+        If ``obj`` is none of the above, a masked array, a sparse matrix, a pandas object,
+        another factorized tensor (CP, Tucker), or a callable without ``shape``.
     ValueError
         If ``shape`` differs from the shape of an array or lazy tensor.
 
@@ -51,6 +54,12 @@ def lazy_tensor(obj, shape=None):
     if isinstance(obj, np.ma.MaskedArray):
         raise TypeError("obj is a masked array: a cross reads raw entries, masked or not. "
                         "Fill the masked entries first (obj.filled(value)).")
+    if isinstance(obj, np.matrix):  # its rows index as 2-D matrices, not entries
+        return ArrayTensor(np.asarray(obj))
+    factorized = _factorized_tensor(obj)
+    if factorized is not None:
+        return factorized
+    _refuse_non_arrays(obj)
     if hasattr(obj, "shape") and hasattr(obj, "__getitem__"):
         return ArrayTensor(obj)
     if callable(obj):
@@ -60,3 +69,40 @@ def lazy_tensor(obj, shape=None):
     raise TypeError(
         f"obj must be a LazyTensor, an array or tensor, or a callable; got {type(obj).__name__}."
     )
+
+
+def _factorized_tensor(obj):
+    """A lazy TTTensor (its entries by :func:`tt_entries`); TypeError for the other kinds
+    of TensorLy factorized tensors; None for anything else."""
+    from tensorly.cp_tensor import CPTensor
+    from tensorly.tt_tensor import TTTensor
+    from tensorly.tucker_tensor import TuckerTensor
+
+    if isinstance(obj, TTTensor):
+        return FunctionTensor(_TTEntries(obj), tuple(int(n) for n in obj.shape))
+    if isinstance(obj, CPTensor | TuckerTensor):
+        raise TypeError(f"obj is a TensorLy {type(obj).__name__}: pass obj.to_tensor() (if it "
+                        "fits in memory) or a callable that computes its entries.")
+    return None
+
+
+def _refuse_non_arrays(obj):
+    """Objects with a shape whose ``[...]`` is not integer-array indexing of entries."""
+    module = type(obj).__module__
+    if module.startswith("scipy.sparse"):
+        raise TypeError(f"obj is a scipy.sparse {type(obj).__name__}: pass obj.toarray() (if "
+                        "it fits in memory) or a callable that reads its entries.")
+    if module.startswith("pandas"):
+        raise TypeError(f"obj is a pandas {type(obj).__name__}: pass obj.to_numpy().")
+
+
+class _TTEntries:
+    """The entries of a TT at multi-indices (a picklable callable)."""
+
+    def __init__(self, tt):
+        self.tt = tt
+
+    def __call__(self, indices):
+        from ..cross.tt_entries import tt_entries
+
+        return tt_entries(self.tt, indices)

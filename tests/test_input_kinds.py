@@ -1,0 +1,52 @@
+"""What users hand to tt_cross and tt_entries besides arrays and callables: TensorLy's
+factorized tensors, np.matrix, sparse matrices, pandas objects, masked and unsigned indices.
+Each is read correctly or refused by name, never crashed on deep inside."""
+
+import numpy as np
+import pytest
+import tensorly as tl
+
+import tensorly_cross as tlc
+
+
+def test_a_tt_tensor_is_crossed_through_its_entries():
+    tt = tl.random.random_tt((4, 5, 6), rank=[1, 2, 3, 1], random_state=0)
+    dense = tl.tt_to_tensor(tt)
+    for result in (tlc.tt_cross(tt, random_state=0),
+                   tlc.tensor_train_cross(tt, [1, 2, 3, 1], random_state=0)):
+        np.testing.assert_allclose(tl.tt_to_tensor(result), dense, atol=1e-10 * abs(dense).max())
+
+
+def test_other_factorized_tensors_are_refused_by_kind():
+    cp = tl.random.random_cp((4, 5, 6), 2, random_state=0)
+    tucker = tl.random.random_tucker((4, 5, 6), [2, 2, 2], random_state=0)
+    for tensor, kind in ((cp, "CPTensor"), (tucker, "TuckerTensor")):
+        with pytest.raises(TypeError, match=f"TensorLy {kind}: pass obj.to_tensor"):
+            tlc.tt_cross(tensor)
+        with pytest.raises(TypeError, match=f"got {kind}"):
+            tlc.tt_entries(tensor, [[0, 0, 0]])
+    with pytest.raises(TypeError, match="got NoneType"):
+        tlc.tt_entries(None, [[0, 0]])
+
+
+def test_a_numpy_matrix_is_read_as_its_array():
+    matrix = np.matrix(np.outer(np.arange(1.0, 5.0), np.arange(1.0, 6.0)))
+    tt = tlc.tt_cross(matrix, rank=1, random_state=0)
+    np.testing.assert_allclose(tl.tt_to_tensor(tt), np.asarray(matrix), rtol=1e-12)
+
+
+def test_sparse_and_pandas_inputs_are_refused_with_the_conversion_to_make():
+    sparse = pytest.importorskip("scipy.sparse")
+    with pytest.raises(TypeError, match=r"scipy.sparse csr_matrix: pass obj.toarray\(\)"):
+        tlc.tt_cross(sparse.csr_matrix(np.ones((4, 4))))
+    pandas = pytest.importorskip("pandas")
+    with pytest.raises(TypeError, match=r"pandas DataFrame: pass obj.to_numpy\(\)"):
+        tlc.tt_cross(pandas.DataFrame(np.ones((4, 4))))
+
+
+def test_masked_and_huge_unsigned_indices_are_refused():
+    tt = tl.random.random_tt((4, 5, 6), rank=[1, 2, 2, 1], random_state=0)
+    with pytest.raises(TypeError, match="masked array"):
+        tlc.tt_entries(tt, np.ma.array([[0, 1, 2]], mask=[[0, 1, 0]]))
+    with pytest.raises(ValueError, match="18446744073709551615 is out of range"):
+        tlc.tt_entries(tt, np.array([[2**64 - 1, 0, 0]], dtype=np.uint64))
