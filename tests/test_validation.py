@@ -164,3 +164,13 @@ def test_a_tolerance_left_unchecked_is_reported_as_such(tensor):
                                **settings)
     assert "starting one" not in str(caught[0].message)
     assert info.n_heldout == 0 and info.stop_reason == "stalled"
+
+
+def test_entries_at_the_edge_of_float64_are_refused_by_name():
+    # 1e308 times a cosine: any sum of two entries overflows, and every fit crashed deep
+    # inside (scipy's "array must not contain infs or NaNs", LinAlgError).
+    grid = np.arange(5)
+    tensor = 1e308 * np.cos(0.3 * np.add.outer(np.add.outer(grid, grid), grid))
+    with pytest.raises(ValueError, match=r"the entry at \(0, 0, 0\) has modulus 1e\+308"):
+        tlc.tt_cross(tensor, random_state=0)
+    tlc.tt_cross(tensor / 10, random_state=0)  # 1e307: still fitted

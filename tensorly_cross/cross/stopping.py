@@ -244,6 +244,12 @@ class Validation:
         self.scaled = _scaled_parts(host)
         self.max_abs = float(np.abs(host).max()) if count else 0.0
         self.largest = self.indices[int(np.argmax(np.abs(host)))] if count else None
+        if self.max_abs > OVERFLOW_LIMIT:
+            raise ValueError(
+                f"the entry at {tuple(int(i) for i in self.largest)} has modulus "
+                f"{self.max_abs:.3g}, within a factor 4 of float64's largest: sums of such "
+                "entries overflow in any fit. Scale the tensor (by a power of two, say 2**-64, "
+                "which is exact) and the TT back.")
         self.eps = float(np.finfo(np.promote_types(host.dtype, np.float32)).eps)
 
     def error(self, cores):
@@ -357,6 +363,9 @@ def scaled_norm(values):
 # A sweep "improves" when it lowers the held-out error by at least this fraction: below it,
 # the changes are noise of the held-out sample, not progress worth another sweep's reads.
 STALL_DECREASE = 0.01
+# Held-out moduli above this (2**1022, about 4.5e307) are refused: a few such entries summed
+# overflow float64 (1e308 times a cosine crashed every interpolating and least-squares fit).
+OVERFLOW_LIMIT = 2.0**1022
 
 
 class BestSweep:
