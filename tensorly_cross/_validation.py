@@ -7,6 +7,7 @@ import numbers
 import os
 import stat
 
+import numpy as np
 import tensorly as tl
 
 from ._backend import all_finite
@@ -79,6 +80,14 @@ def check_random_state(random_state, name="random_state"):
         f"{name} must be None, an int, a numpy RandomState or Generator; "
         f"got {type(random_state).__name__}{hint}."
     )
+
+
+def check_bool(value, name):
+    """``value`` as a bool if it is one (NumPy's too); raise TypeError otherwise: ``"no"``
+    and other truthy objects are not silently taken for True."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r:.40}.")
 
 
 def check_choice(value, name, allowed):

@@ -10,7 +10,7 @@ import numbers
 import os
 from dataclasses import dataclass, fields, replace
 
-from ._validation import check_choice, check_float, check_int
+from ._validation import check_bool, check_choice, check_float, check_int
 from .cross.ranks import expand_rank
 
 METHODS = ("auto", "als", "tci", "lsq", "block")
@@ -220,8 +220,8 @@ def cross_options(shape, stored=False, **settings):
                    handover=options.method == "auto" and method == "tci",
                    pivot_search=pivot_search, max_rank=max_rank, n_iter_max=n_iter_max,
                    val_size=val_size, patience=patience, max_evals=max_evals,
-                   verbose=bool(options.verbose), max_time=max_time,
-                   progress=bool(options.progress))
+                   verbose=check_bool(options.verbose, "verbose"), max_time=max_time,
+                   progress=check_bool(options.progress, "progress"))
 
 
 def checkpoint_arguments(options, random_state, tensor):

@@ -149,6 +149,15 @@ def test_callback_stops_the_sweeps(backend):
     assert seen == [1, 2] and info.stop_reason == "callback"
 
 
+def test_a_callback_answer_that_is_not_a_bool_is_refused(backend):
+    dense = tl.tensor(np.random.default_rng(0).standard_normal((6, 6, 6)))
+    _, info = tlc.tt_cross(dense, rank=2, callback=lambda tt, info: np.bool_(True),
+                           random_state=0, return_info=True)
+    assert info.stop_reason == "callback"
+    with pytest.raises(TypeError, match="callback must return True"):
+        tlc.tt_cross(dense, rank=2, callback=lambda tt, info: np.array([1, 0]), random_state=0)
+
+
 def test_n_iter_max_bounds_the_sweeps(backend):
     dense = tl.tensor(np.random.default_rng(0).standard_normal((6, 6, 6)))
     _, info = tlc.tt_cross(dense, rank=2, tol=0.0, n_iter_max=3, random_state=0,

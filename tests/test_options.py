@@ -24,6 +24,14 @@ def test_a_callback_that_is_not_callable_is_refused(function):
         function(np.ones((3, 3)), rank=1, callback=3)
 
 
+@pytest.mark.parametrize("flag", ["verbose", "progress"])
+def test_flags_are_bools_not_anything_truthy(flag):
+    # verbose="no" printed every sweep.
+    with pytest.raises(TypeError, match=f"{flag} must be True or False, got str 'no'"):
+        tlc.tt_cross(np.ones((3, 3)), rank=1, **{flag: "no"})
+    tlc.tt_cross(np.ones((3, 3)), rank=1, **{flag: np.bool_(False)})
+
+
 def test_options_are_frozen_and_auto_is_resolved():
     options = cross_options((4, 4), rank=None, tol=1e-3)
     assert options.method == "tci"

@@ -81,7 +81,7 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
         if options.verbose:
             print(f"sweep {info.n_sweeps}: ranks {indices.rank}, evals {info.n_evals}, "
                   f"val_error {error:.3e}")
-        asked_to_stop = callback is not None and bool(callback(make_tt(cores), info))
+        asked_to_stop = callback is not None and _asks_to_stop(callback(make_tt(cores), info))
         reason = _stop_reason(passed, asked_to_stop, best.stale, patience)
         if reason:
             info.stop_reason = reason
@@ -155,6 +155,14 @@ def _ranks_changed(half_sweep, ranks):
     if progressed is not None:
         return progressed(ranks)
     return len(ranks) > 1 and ranks[-1] != ranks[-2]
+
+
+def _asks_to_stop(answer):
+    """A callback's answer as a bool: None and bools (NumPy's too) only."""
+    if answer is None or isinstance(answer, bool | np.bool_):
+        return bool(answer)
+    raise TypeError(f"callback must return True (stop), False or None; got "
+                    f"{type(answer).__name__} {answer!r:.60}.")
 
 
 def _settled(history):
