@@ -116,6 +116,9 @@ def _tensorly_rank(rank, shape):
     return rank
 
 
+_ESTIMATOR_PARAMETERS = ("rank", "tol", "n_iter_max", "random_state")
+
+
 class TensorTrainCross:
     """TT decomposition by cross approximation, scikit-learn style.
 
@@ -196,7 +199,51 @@ class TensorTrainCross:
         tensor : tensor
             ``tl.tt_to_tensor(self.decomposition_)``.
         """
+        if not hasattr(self, "decomposition_"):
+            raise RuntimeError(f"this {type(self).__name__} is not fitted yet: call fit(tensor) "
+                               "first.")
         return tl.tt_to_tensor(self.decomposition_)
+
+    def get_params(self, deep=True):
+        """The constructor's parameters (scikit-learn's estimator protocol: ``clone`` works).
+
+        Parameters
+        ----------
+        deep : bool, default True
+            Unused: no parameter is itself an estimator.
+
+        Returns
+        -------
+        params : dict
+            ``rank``, ``tol``, ``n_iter_max`` and ``random_state``.
+        """
+        return {name: getattr(self, name) for name in _ESTIMATOR_PARAMETERS}
+
+    def set_params(self, **params):
+        """Set constructor parameters by name (scikit-learn's estimator protocol).
+
+        Parameters
+        ----------
+        **params
+            Any of ``rank``, ``tol``, ``n_iter_max`` and ``random_state``.
+
+        Returns
+        -------
+        self : TensorTrainCross
+            The estimator, with the new parameters.
+
+        Raises
+        ------
+        ValueError
+            For a name that is not a parameter.
+        """
+        unknown = sorted(set(params) - set(_ESTIMATOR_PARAMETERS))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no parameter {unknown[0]!r}; its "
+                             f"parameters are {', '.join(_ESTIMATOR_PARAMETERS)}.")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
 
     def __repr__(self):
         return f"{type(self).__name__} decomposition of rank {self.rank}."

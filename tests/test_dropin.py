@@ -49,6 +49,20 @@ def test_class_fit_transform_recovers_a_low_rank_tensor(backend):
     assert "TensorTrainCross" in repr(estimator)
 
 
+def test_the_class_follows_scikit_learn_s_estimator_protocol():
+    estimator = TensorTrainCross(rank=[1, 2, 2, 1], tol=1e-3, random_state=0)
+    with pytest.raises(RuntimeError, match="not fitted yet: call fit"):
+        estimator.to_tensor()
+    assert estimator.get_params() == dict(rank=[1, 2, 2, 1], tol=1e-3, n_iter_max=100,
+                                          random_state=0)
+    assert estimator.set_params(tol=1e-5) is estimator and estimator.tol == 1e-5
+    with pytest.raises(ValueError, match="no parameter 'rnak'"):
+        estimator.set_params(rnak=2)
+    base = pytest.importorskip("sklearn.base")
+    copy = base.clone(estimator)
+    assert copy is not estimator and copy.get_params() == estimator.get_params()
+
+
 def test_class_fit_returns_the_estimator_with_the_decomposition(backend):
     tensor = np.add.outer(np.arange(4.0), np.arange(5.0))[:, :, None] * np.ones(3)
     estimator = TensorTrainCross(rank=[1, 2, 2, 1], random_state=0)
