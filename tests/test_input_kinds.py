@@ -50,3 +50,16 @@ def test_masked_and_huge_unsigned_indices_are_refused():
         tlc.tt_entries(tt, np.ma.array([[0, 1, 2]], mask=[[0, 1, 0]]))
     with pytest.raises(ValueError, match="18446744073709551615 is out of range"):
         tlc.tt_entries(tt, np.array([[2**64 - 1, 0, 0]], dtype=np.uint64))
+
+
+def test_cache_arguments_are_checked_by_name():
+    from tensorly_cross.lazy.cache import EvaluationCache
+
+    with pytest.raises(TypeError, match=r"cache_bytes must be an integer, got 'x'"):
+        tlc.DaskTensor(np.ones((4, 4)), cache_bytes="x")
+    with pytest.raises(ValueError, match="cache_bytes must be >= 0, got -5"):
+        tlc.DaskTensor(np.ones((4, 4)), cache_bytes=-5)
+    with pytest.raises(TypeError, match="lazy must be a LazyTensor"):
+        EvaluationCache(np.ones((3, 3)))
+    with pytest.raises(TypeError, match="max_evals must be an integer, got 1.5"):
+        EvaluationCache(tlc.lazy_tensor(np.ones((3, 3))), max_evals=1.5)

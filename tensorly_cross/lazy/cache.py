@@ -8,6 +8,7 @@ import numpy as np
 import tensorly as tl
 
 from .._backend import backend_name, take_rows, to_host
+from .._validation import check_int
 from ..errors import EvaluationBudgetExceeded
 from .base import LazyTensor, check_indices
 from .keys import KeyScheme, verify_matches
@@ -93,10 +94,14 @@ class EvaluationCache(LazyTensor):
     """
 
     def __init__(self, lazy, max_entries=2**24, max_evals=None):
+        if not isinstance(lazy, LazyTensor):
+            raise TypeError(f"lazy must be a LazyTensor (lazy_tensor(obj) makes one from an "
+                            f"array or a callable), got {type(lazy).__name__}.")
         super().__init__(lazy.shape)
         self.lazy = lazy
-        self.max_entries = int(max_entries)
-        self.max_evals = max_evals
+        self.max_entries = check_int(max_entries, "max_entries", minimum=1)
+        self.max_evals = None if max_evals is None else check_int(max_evals, "max_evals",
+                                                                   minimum=0)
         self.counters = CacheCounters()
         self._scheme = KeyScheme(self.shape)
         self._keys = None  # SortedKeys: packed key -> slot in self._values

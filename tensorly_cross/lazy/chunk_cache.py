@@ -3,6 +3,8 @@
 import threading
 from collections import OrderedDict
 
+from .._validation import check_int
+
 
 class ChunkCache:
     """Least-recently-used chunks, at most ``max_bytes`` of them (0 disables caching).
@@ -14,7 +16,7 @@ class ChunkCache:
     """
 
     def __init__(self, max_bytes):
-        self.max_bytes = int(max_bytes)
+        self.max_bytes = check_int(max_bytes, "cache_bytes", minimum=0)
         self.n_bytes = 0
         self._chunks = OrderedDict()
         self._lock = threading.Lock()

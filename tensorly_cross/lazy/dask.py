@@ -64,7 +64,7 @@ class DaskTensor(LazyTensor):
         self.source = as_chunk_source(array)
         super().__init__(self.source.shape)
         self.cache = ChunkCache(cache_bytes)
-        self.cache_bytes = int(cache_bytes)
+        self.cache_bytes = self.cache.max_bytes
         self.client = client
         self.chunks_read = self.bytes_read = self.chunk_hits = 0
         self._bounds = [np.concatenate([[0], np.cumsum(c)]).astype(np.int64)
