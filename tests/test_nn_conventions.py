@@ -64,7 +64,7 @@ def test_the_pca_head_state_is_buffers_and_restores_into_a_fresh_module():
     volumes = _volumes(5)
     fitted = _embedding(head="pca").fit_pca(volumes[:4])
     names = set(dict(fitted.named_buffers()))
-    assert {"head.projection", "head.row_means", "head.grand_mean", "head.train_core_0"} <= names
+    assert {"head.projection", "head.centred_row_means", "head.train_core_0"} <= names
     assert not [name for name, _ in fitted.head.named_parameters()]
     fresh = _embedding(head="pca")
     with pytest.raises(RuntimeError, match="fit"):

@@ -1,5 +1,6 @@
 """VolumeDataset: volumes on disk (or in memory) with their targets, read lazily."""
 
+import operator
 import os
 
 import numpy as np
@@ -63,20 +64,16 @@ class VolumeDataset(torch.utils.data.Dataset):
 
     def __init__(self, volumes, targets, cache_bytes=None, in_memory=False):
         self.volumes = list(volumes)
-        self.targets = torch.as_tensor(np.asarray(targets, dtype=np.float32))
-        if self.targets.ndim not in (1, 2) or self.targets.shape[0] != len(self.volumes):
-            raise ValueError(f"targets must have shape (n,) or (n, t) with n = "
-                             f"len(volumes) = {len(self.volumes)}, got "
-                             f"{tuple(self.targets.shape)}.")
-        if not torch.isfinite(self.targets).all():
-            bad = int(torch.nonzero(~torch.isfinite(self.targets.reshape(len(self), -1)))[0, 0])
-            raise ValueError(f"targets[{bad}] is not finite.")
+        self.targets = _float32_targets(targets, len(self.volumes))
         # A bytes path, as open_volume takes it, is decoded once here.
         self.volumes = [os.fsdecode(item) if isinstance(item, bytes) else item
                         for item in self.volumes]
-        for item in self.volumes:
+        for k, item in enumerate(self.volumes):
             if isinstance(item, (str, os.PathLike)):
                 _check_path(item)
+            elif not isinstance(item, np.ndarray | torch.Tensor | LazyTensor):
+                raise TypeError(f"volumes[{k}] must be a path, a NumPy array, a torch.Tensor "
+                                f"or a lazy tensor, got {type(item).__name__}.")
         self.cache_bytes, self.in_memory = cache_bytes, bool(in_memory)
         self._loaded = {}
 
@@ -84,6 +81,36 @@ class VolumeDataset(torch.utils.data.Dataset):
         return len(self.volumes)
 
     def __getitem__(self, index):
+        """Item ``index``: ``(volume, target)``.
+
+        Parameters
+        ----------
+        index : int
+            Position of the item (negative counts from the end, as for a list).
+
+        Returns
+        -------
+        volume : LazyTensor, ndarray or torch.Tensor
+            As :meth:`volume` returns it.
+        target : torch.Tensor
+            Its target, 0-d (or ``(t,)``).
+
+        Raises
+        ------
+        TypeError
+            If ``index`` is not an int (a slice: use :meth:`subset`).
+        IndexError
+            If ``index`` is out of range.
+        """
+        try:  # an int, a NumPy int, or a one-element integer tensor a sampler gave
+            if isinstance(index, bool):
+                raise TypeError
+            index = operator.index(index)
+        except TypeError:
+            raise TypeError(f"index must be an int, got {type(index).__name__} {index!r} "
+                            "(several items: VolumeDataset.subset(indices)).") from None
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} is out of range for {len(self)} items.")
         return self.volume(index), self.targets[index]
 
     def volume(self, index):
@@ -164,12 +191,16 @@ class VolumeDataset(torch.utils.data.Dataset):
         Raises
         ------
         ValueError
-            If ``train_fraction`` is not in ``(0, 1)``.
+            If ``train_fraction`` is not in ``(0, 1)``, or leaves one side empty.
         """
         if not 0.0 < train_fraction < 1.0:
             raise ValueError(f"train_fraction must lie in (0, 1), got {train_fraction}.")
         order = np.random.default_rng(seed).permutation(len(self))
         cut = int(round(train_fraction * len(self)))
+        if not 0 < cut < len(self):
+            raise ValueError(f"train_fraction={train_fraction} of {len(self)} items gives "
+                             f"{cut} training and {len(self) - cut} test items: both need at "
+                             "least one.")
         return self.subset(order[:cut]), self.subset(order[cut:])
 
     def folds(self, n_folds, seed=0):
@@ -236,6 +267,21 @@ class VolumeDataset(torch.utils.data.Dataset):
             yield chosen, [self.volume(i) for i in chosen], self.targets[chosen]
 
 
+def _float32_targets(targets, n_volumes):
+    """Targets as a float32 ``(n,)`` or ``(n, t)`` tensor, each finite and within float32's
+    range (checked before the cast, which would turn 1e300 into inf with only a warning)."""
+    values = np.asarray(targets, dtype=np.float64)
+    if values.ndim not in (1, 2) or values.shape[0] != n_volumes:
+        raise ValueError(f"targets must have shape (n,) or (n, t) with n = len(volumes) = "
+                         f"{n_volumes}, got {values.shape}.")
+    bad = ~np.isfinite(values) | (np.abs(values) > np.finfo(np.float32).max)
+    if bad.any():
+        row = int(np.argwhere(bad)[0, 0])
+        raise ValueError(f"targets[{row}] must be finite and within float32's range "
+                         f"(|t| <= {np.finfo(np.float32).max:.3g}), got {values[row]}.")
+    return torch.as_tensor(values.astype(np.float32))
+
+
 def _check_path(path):
     text = os.fspath(path)
     base = text.rsplit(":", 1)[0] if (".h5:" in text or ".hdf5:" in text) else text
@@ -252,7 +298,7 @@ def _drop_channel(volume):
     if len(shape) == 4 and 1 in (shape[0], shape[-1]):
         axis = 0 if shape[0] == 1 else 3
         if isinstance(volume, LazyTensor):
-            return _WithoutAxis(volume, axis)
+            return WithoutAxis(volume, axis)
         return volume[0] if axis == 0 else volume[..., 0]
     if len(shape) != 3:
         raise ValueError(f"volumes must be 3-D (or 4-D with one axis of size 1 first or "
@@ -260,7 +306,7 @@ def _drop_channel(volume):
     return volume
 
 
-class _WithoutAxis(LazyTensor):
+class WithoutAxis(LazyTensor):
     """A lazy tensor with one axis of size 1 removed (it reads index 0 there)."""
 
     def __init__(self, lazy, axis):

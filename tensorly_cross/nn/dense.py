@@ -4,6 +4,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import NonFiniteValueError
 from .patches import PADDINGS
 
 _TORCH_PADDING = {"reflect": "reflect", "edge": "replicate", "zeros": "constant"}
@@ -21,9 +22,17 @@ class DenseEmbedding(nn.Module):
     ----------
     encoder : nn.Sequential
         A :func:`default_encoder` (or any ``Sequential`` of 3-D convolutions and
-        pointwise layers, optionally ending in ``AdaptiveAvgPool3d(1)`` and ``Flatten``).
+        pointwise layers, optionally ending in ``AdaptiveAvgPool3d(1)`` and ``Flatten``),
+        with parameters.
     padding : {"reflect", "edge", "zeros"}
         As :class:`PatchGrid` pads patches at the borders.
+
+    Raises
+    ------
+    TypeError
+        If ``encoder`` is not an ``nn.Sequential``.
+    ValueError
+        If ``encoder`` has no parameters, or ``padding`` is not one of the three.
 
     Notes
     -----
@@ -49,6 +58,12 @@ class DenseEmbedding(nn.Module):
         super().__init__()
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}.")
+        if not isinstance(encoder, nn.Sequential):
+            raise TypeError(f"encoder must be an nn.Sequential (its layers run over the whole "
+                            f"volume), got {type(encoder).__name__}.")
+        if next(encoder.parameters(), None) is None:
+            raise ValueError("encoder has no parameters: DenseEmbedding takes the device and "
+                             "dtype of the volumes from them.")
         self.encoder, self.padding = encoder, padding
         layers = list(encoder)
         while layers and isinstance(layers[-1], (nn.Flatten, nn.AdaptiveAvgPool3d)):
@@ -65,9 +80,9 @@ class DenseEmbedding(nn.Module):
 
         Parameters
         ----------
-        volumes : torch.Tensor of shape (B, 1, D, H, W), or a sequence of 3-D volumes
-            The batch, all of one shape (tensors or arrays, moved to the encoder's device
-            and dtype).
+        volumes : torch.Tensor of shape (B, 1, D, H, W), or a sequence of volumes
+            The batch: 3-D or ``(1, D, H, W)`` volumes of one shape (tensors or arrays,
+            moved to the encoder's device and dtype).
         keys : object, optional
             Accepted and ignored (the interface of :class:`CrossEmbedding`).
 
@@ -79,17 +94,57 @@ class DenseEmbedding(nn.Module):
         Raises
         ------
         TypeError
-            If a volume is lazy (not in memory).
+            If ``volumes`` is a single volume or not a batch, or a volume is lazy (not in
+            memory).
+        ValueError
+            If the volumes are not all 3-D (or ``(1, D, H, W)``) of one shape.
+        NonFiniteValueError
+            If a volume holds NaN or inf (named by its place in the batch and its voxel).
         """
-        parameter = next(self.encoder.parameters())
-        batch = torch.stack([_as_tensor(v).to(device=parameter.device, dtype=parameter.dtype)
-                             for v in volumes])
-        if batch.ndim == 4:
-            batch = batch[:, None]
+        batch = self._batch(volumes)
+        _check_finite_volumes(batch)
         features = nn.functional.pad(batch, self.halo * 3, mode=_TORCH_PADDING[self.padding])
         for layer in self._body:
             features = layer(features)
         return features.mean(dim=(2, 3, 4))
+
+    def _batch(self, volumes):
+        """The volumes as one ``(B, 1, D, H, W)`` tensor on the encoder's device and dtype."""
+        if isinstance(volumes, torch.Tensor | np.ndarray) and volumes.ndim < 4:
+            raise TypeError(f"volumes must be a batch, (B, 1, D, H, W) or a sequence of "
+                            f"volumes, got one tensor of shape {tuple(volumes.shape)} (pass "
+                            "[volume]).")
+        parameter = next(self.encoder.parameters())
+        tensors = [_three_dimensional(_as_tensor(v), k) for k, v in enumerate(volumes)]
+        shapes = {tuple(t.shape) for t in tensors}
+        if len(shapes) > 1:
+            raise ValueError(f"the volumes of a batch must have one shape, got "
+                             f"{sorted(shapes)}.")
+        batch = torch.stack([t.to(device=parameter.device, dtype=parameter.dtype)
+                             for t in tensors])
+        return batch[:, None]
+
+
+def _three_dimensional(volume, number):
+    """The volume as 3-D: a leading channel of size 1 dropped."""
+    if volume.ndim == 4 and volume.shape[0] == 1:
+        return volume[0]
+    if volume.ndim != 3:
+        raise ValueError(f"volume {number} of the batch must be 3-D or (1, D, H, W), got "
+                         f"shape {tuple(volume.shape)}.")
+    return volume
+
+
+def _check_finite_volumes(batch):
+    """Raise as CrossEmbedding does where a volume holds NaN or inf (the mean would be NaN
+    without a word)."""
+    finite = torch.isfinite(batch)
+    if bool(finite.all()):
+        return
+    number, _, *voxel = (int(i) for i in torch.nonzero(~finite)[0])
+    value = float(batch[(number, 0, *voxel)])
+    raise NonFiniteValueError(f"volume {number} of the batch holds {value} at voxel "
+                              f"{tuple(voxel)}.", tuple(voxel), value)
 
 
 def _as_tensor(volume):

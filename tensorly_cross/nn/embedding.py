@@ -13,14 +13,18 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from .._validation import check_choice, check_int
 from ..api import cross_interpolate, select_indices
 from ..errors import NonFiniteValueError
+from ..lazy.base import LazyTensor
 from ..lazy.quantics import QuanticsLayout
+from .dataset import WithoutAxis
 from .encoded import EncodedTensor, default_encoder
 from .heads import TTPCAHead, TTProbeHead
 from .keyed import key_value, volume_fingerprint
@@ -48,8 +52,8 @@ class CrossEmbedding(nn.Module):
         ``"pca"``: :class:`TTPCAHead` (call :meth:`fit_pca` first).
     n_outputs : int
         Features per volume: the number of probes (``"probes"``) or of principal
-        components (``"pca"``: ``n`` training volumes give ``n - 1``; any more are 0); unused with a
-        module as ``head``.
+        components (``"pca"``: always ``n_outputs`` columns; ``n`` training volumes span
+        ``n - 1`` of them, any more are 0); unused with a module as ``head``.
     refresh_every : int, default 1
         Reuse a volume's indices for this many forward passes before selecting anew; only
         for volumes passed with a ``key`` (see :meth:`forward`). A keyed volume's patches
@@ -58,9 +62,10 @@ class CrossEmbedding(nn.Module):
         one volume: pass the same volume with it every time.
     n_iter_max : int
         Sweeps of the index search.
-    volume_shape, grid_shape : tuple of 3 ints, optional
-        The shape of the volumes (or of their grid of patch positions,
-        ``ceil(volume_shape / stride)``). With either, the probe head exists from
+    volume_shape, grid_shape : tuple of 3 positive ints, optional
+        The shape of the volumes (``(1, D, H, W)`` is taken as ``(D, H, W)``), or of their
+        grid of patch positions, ``ceil(volume_shape / stride)`` (both: they must agree).
+        With either, the probe head exists from
         construction (its parameters can go to an optimiser, its ``state_dict`` is
         complete); without, it is built by the first forward pass, or by
         ``load_state_dict`` from the saved shapes.
@@ -126,6 +131,9 @@ class CrossEmbedding(nn.Module):
             rank = [check_int(r, f"rank[{k}]", minimum=1) for k, r in enumerate(rank)]
         else:
             rank = check_int(rank, "rank", minimum=1)
+        if encoder is not None and not isinstance(encoder, nn.Module):
+            raise TypeError(f"encoder must be a torch.nn.Module (or None for the default "
+                            f"encoder), got {type(encoder).__name__}.")
         self.encoder = encoder if encoder is not None else default_encoder(patch_size,
                                                                            n_features)
         self.patch_size, self.n_features, self.stride = patch_size, n_features, stride
@@ -133,8 +141,12 @@ class CrossEmbedding(nn.Module):
         self.random_state, self.oversample = random_state, oversample
         self.method = check_choice(method, "method", ("block", "als"))
         self.layout = check_choice(layout, "layout", ("tt", "quantics"))
-        if not (max_batch == "auto" or (isinstance(max_batch, int) and max_batch >= 1)):
-            raise ValueError(f"max_batch must be 'auto' or a positive int, got {max_batch!r}.")
+        if isinstance(max_batch, str):
+            if max_batch != "auto":
+                raise ValueError(f"max_batch must be 'auto' or a positive int, got "
+                                 f"{max_batch!r}.")
+        else:
+            max_batch = check_int(max_batch, "max_batch", minimum=1)
         self.max_batch, self.probe_rank = max_batch, probe_rank
         self.patch_cache_bytes = patch_cache_bytes
         if isinstance(head, str):
@@ -146,9 +158,7 @@ class CrossEmbedding(nn.Module):
             raise TypeError(f"head must be 'probes', 'pca' or an nn.Module, got "
                             f"{type(head).__name__}.")
         self.n_outputs = n_outputs
-        if volume_shape is not None and grid_shape is None:
-            grid_shape = patch_grid(volume_shape, stride)
-        self.grid_shape = None if grid_shape is None else tuple(int(n) for n in grid_shape)
+        self.grid_shape = _grid_of(volume_shape, grid_shape, stride)
         if self.grid_shape is not None and self.head is None:
             self._build_probe_head(self.tt_shape(self.grid_shape))
         self._indices = {}  # key -> (indices, age, patches cut so far, fingerprint)
@@ -156,6 +166,44 @@ class CrossEmbedding(nn.Module):
         self._batch_sizes = {}  # device -> patches per encoder call
         self.reset_counters()
         self.register_load_state_dict_pre_hook(_build_head_from_state)
+
+    def get_extra_state(self):
+        """What ``state_dict`` saves besides tensors: the grid of patch positions.
+
+        The head's shape does not say which grid it is for: two grids can have the same
+        quantics digits.
+
+        Returns
+        -------
+        state : dict
+            ``{"grid_shape": tuple of 3 ints or None}``.
+        """
+        return {"grid_shape": self.grid_shape}
+
+    def set_extra_state(self, state):
+        """Restore the grid of patch positions from a saved state.
+
+        The counterpart of :meth:`get_extra_state`.
+
+        Parameters
+        ----------
+        state : dict
+            As :meth:`get_extra_state` returns it; a ``None`` grid leaves this module's.
+
+        Raises
+        ------
+        ValueError
+            If the saved grid is not the one this module was built for.
+        """
+        saved = state.get("grid_shape") if isinstance(state, dict) else None
+        if saved is None:
+            return
+        saved = tuple(int(n) for n in saved)
+        if self.grid_shape is not None and self.grid_shape != saved:
+            raise ValueError(f"the state was saved for a grid of patch positions {saved}; "
+                             f"this module was built for {self.grid_shape} (volume_shape or "
+                             "grid_shape).")
+        self.grid_shape = saved
 
     def extra_repr(self):
         """The settings shown by ``repr``.
@@ -245,7 +293,7 @@ class CrossEmbedding(nn.Module):
         ValueError
             If ``volume`` is neither 3-D nor ``(1, D, H, W)``.
         """
-        tts, lazies = self._tts([volume], [key])
+        tts, lazies = self._tts([volume], _keys_per_volume([key], [volume]))
         return tts[0], lazies[0]
 
     def forward(self, volumes, keys=None):
@@ -263,17 +311,19 @@ class CrossEmbedding(nn.Module):
         Returns
         -------
         features : torch.Tensor of shape (B, n_outputs)
-            The head's output for each volume, stacked (the ``"pca"`` head gives at most
-            as many columns as it had training volumes).
+            The head's output for each volume, stacked (the ``"pca"`` head's components
+            beyond what its training volumes span are 0).
 
         Raises
         ------
         ValueError
-            If ``volumes`` is empty, ``keys`` does not have one entry per volume, a volume
-            is neither 3-D nor ``(1, D, H, W)``, or its grid of patch positions is not the
-            one the head is for (``volume_shape``, the first batch's, or a loaded head's).
+            If ``volumes`` is empty, ``keys`` does not have one entry per volume or names
+            one twice, a volume is neither 3-D nor ``(1, D, H, W)``, or its grid of patch
+            positions is not the one the head is for (``volume_shape``, the first batch's,
+            the grid :meth:`fit_pca` ran on, or a loaded state's).
         TypeError
-            If a key is not one hashable value.
+            If ``volumes`` is not a tensor or a sequence of tensors, arrays or lazy
+            tensors, a volume is complex, or a key is not one hashable value.
         RuntimeError
             If ``head="pca"`` and :meth:`fit_pca` has not run.
         """
@@ -288,8 +338,7 @@ class CrossEmbedding(nn.Module):
     def _check_shapes(self, volumes):
         """Every volume of the batch gives TTs of the head's shape (before any search);
         returns the batch's grid of patch positions."""
-        if len(volumes) == 0:
-            raise ValueError("volumes is empty: a batch needs at least one volume.")
+        _check_volumes(volumes)
         grids = [patch_grid(_three_dimensional(volume).shape, self.stride) for volume in volumes]
         expected = self.grid_shape or grids[0]
         head_shape = _head_tt_shape(self.head)
@@ -328,19 +377,24 @@ class CrossEmbedding(nn.Module):
             If the head is not a :class:`TTPCAHead`.
         ValueError
             If fewer than 2 volumes are given, ``keys`` does not have one entry per volume,
-            or ``batch_size`` is not a positive int.
+            ``batch_size`` is not a positive int, or the volumes' grid of patch positions
+            is not one grid, or not the module's (``volume_shape``, or an earlier fit's).
         """
         if not isinstance(self.head, TTPCAHead):
             raise RuntimeError("fit_pca needs head='pca'.")
         keys = _keys_per_volume(keys, volumes)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+        grid = self._check_shapes(volumes)
+        if len(volumes) < 2:
+            raise ValueError(f"fit_pca needs at least 2 volumes, got {len(volumes)}.")
         tts = []
         with torch.no_grad():
             for start in range(0, len(volumes), batch_size):
                 tts += self._tts(volumes[start : start + batch_size],
                                  keys[start : start + batch_size])[0]
         self.head.fit(tts)
+        self.grid_shape = grid  # two grids can have the same quantics digits
         return self
 
     def _tts(self, volumes, keys):
@@ -444,9 +498,11 @@ class CrossEmbedding(nn.Module):
         if self.head_kind != "probes":
             raise RuntimeError(f"head={self.head_kind!r} is not built from a shape.")
         parameter = next(self.encoder.parameters(), None)
-        head = TTProbeHead(shape, n_probes or self.n_outputs, rank=rank or self.probe_rank)
-        if parameter is not None:  # the head follows the module's device and dtype
-            head = head.to(device=parameter.device, dtype=parameter.dtype)
+        # A head built by a pass under torch.inference_mode must still train afterwards.
+        with torch.inference_mode(False):
+            head = TTProbeHead(shape, n_probes or self.n_outputs, rank=rank or self.probe_rank)
+            if parameter is not None:  # the head follows the module's device and dtype
+                head = head.to(device=parameter.device, dtype=parameter.dtype)
         self.head = head
 
 
@@ -489,8 +545,9 @@ def _cores(lazy, indices):
 
 
 def _three_dimensional(volume):
+    """The 3-D volume: a leading axis of size 1 dropped (lazily for a lazy volume)."""
     if tuple(volume.shape)[:1] == (1,) and len(volume.shape) == 4:  # (1, D, H, W)
-        return volume[0]
+        return WithoutAxis(volume, 0) if isinstance(volume, LazyTensor) else volume[0]
     if len(volume.shape) != 3:
         raise ValueError(f"each volume must be 3-D or (1, D, H, W), got shape "
                          f"{tuple(volume.shape)}.")
@@ -514,7 +571,9 @@ def _clip_rank(shape, rank, block):
 
 def _build_head_from_state(module, state_dict, prefix, *_):
     """Before a load into a module whose probe head is not built yet: build it with the
-    saved shapes, so that a fresh module accepts a trained state."""
+    saved shapes, so that a fresh module accepts a trained state. A state saved before the
+    grid of patch positions was kept loads too (the module keeps its own grid)."""
+    state_dict.setdefault(prefix + "_extra_state", {"grid_shape": None})
     if module.head is not None or module.head_kind != "probes":
         return
     saved = [state_dict[key] for key in sorted(
@@ -526,10 +585,71 @@ def _build_head_from_state(module, state_dict, prefix, *_):
 
 
 def _keys_per_volume(keys, volumes):
-    """``keys`` as a list with one entry per volume (``None`` for each when not given)."""
-    keys = [None] * len(volumes) if keys is None else [key_value(key) for key in keys]
+    """``keys`` as a list with one entry per volume (``None`` for each when not given); a key
+    names one volume, so a batch holds it once."""
+    _check_volumes(volumes)
+    if keys is None:
+        return [None] * len(volumes)
+    if isinstance(keys, str | bytes) or not isinstance(
+            keys, Sequence | torch.Tensor | np.ndarray | range):
+        raise TypeError(f"keys must be a sequence with one key per volume (a list, a tensor of "
+                        f"indices), got {type(keys).__name__}.")
+    keys = [key_value(key) for key in keys]
     if len(keys) != len(volumes):
         raise ValueError(f"keys must have one entry per volume ({len(volumes)}), got "
                          f"{len(keys)}.")
+    seen = set()
+    for key in keys:
+        if key is not None and key in seen:
+            raise ValueError(f"keys holds {key!r} twice: a key names one volume, so one batch "
+                             "cannot hold it twice.")
+        seen.add(key)
     return keys
+
+
+def _check_volumes(volumes):
+    """A batch: a tensor or array of volumes, or a non-empty sequence of tensors, arrays or
+    lazy tensors (anything else would fail deep inside the search)."""
+    if isinstance(volumes, str | bytes) or not isinstance(
+            volumes, Sequence | torch.Tensor | np.ndarray):
+        raise TypeError(f"volumes must be a tensor of shape (B, 1, D, H, W) or a sequence of "
+                        f"volumes, got {type(volumes).__name__}.")
+    if len(volumes) == 0:
+        raise ValueError("volumes is empty: a batch needs at least one volume.")
+    for k, volume in enumerate(volumes):
+        if not isinstance(volume, torch.Tensor | np.ndarray | LazyTensor):
+            raise TypeError(f"volumes[{k}] must be a torch.Tensor, a NumPy array or a lazy "
+                            f"tensor (e.g. tensorly_cross.open_volume's), got "
+                            f"{type(volume).__name__}.")
+
+
+def _grid_of(volume_shape, grid_shape, stride):
+    """The grid of patch positions that ``volume_shape`` or ``grid_shape`` gives (None for
+    neither), after checking them."""
+    if volume_shape is not None:
+        volume_shape = _positive_shape(volume_shape, "volume_shape", allow_channel=True)
+    if grid_shape is not None:
+        grid_shape = _positive_shape(grid_shape, "grid_shape")
+    if volume_shape is None:
+        return grid_shape
+    grid = patch_grid(volume_shape, stride)
+    if grid_shape is not None and grid_shape != grid:
+        raise ValueError(f"volume_shape {volume_shape} gives a grid of patch positions {grid} "
+                         f"at stride {stride}, but grid_shape is {grid_shape}: give one of "
+                         "them, or two that agree.")
+    return grid
+
+
+def _positive_shape(shape, name, allow_channel=False):
+    """``shape`` as a tuple of 3 positive ints (a leading 1 dropped where allowed)."""
+    if not isinstance(shape, Sequence | torch.Size) or isinstance(shape, str):
+        raise TypeError(f"{name} must be a tuple of 3 positive ints, got "
+                        f"{type(shape).__name__} {shape!r}.")
+    shape = tuple(shape)
+    if allow_channel and len(shape) == 4 and shape[0] == 1:  # (1, D, H, W), as volumes come
+        shape = shape[1:]
+    if len(shape) != 3:
+        allowed = " (or (1, D, H, W))" if allow_channel else ""
+        raise ValueError(f"{name} must have 3 entries{allowed}, got {shape!r}.")
+    return tuple(check_int(n, f"{name}[{k}]", minimum=1) for k, n in enumerate(shape))
 

@@ -5,11 +5,13 @@ import tensorly as tl
 import torch
 from torch import nn
 
+from .._validation import check_int
 from ..errors import NonFiniteValueError
 from ..lazy.base import LazyTensor
 from ..lazy.cache import SortedKeys
 from ..lazy.quantics import QuanticsLayout
-from .patches import PatchGrid, encode_patches
+from .keyed import content_digest
+from .patches import PatchGrid, check_positions, encode_patches
 
 
 def default_encoder(patch_size, n_features, width=8, pooled=False):
@@ -80,7 +82,8 @@ class EncodedTensor(LazyTensor):
     differentiable assembly) each call encodes afresh so that gradients reach the encoder
     through exactly the patches read, re-using the patches cut during the search (no
     voxel is read twice). Cached features are dropped as soon as one of the encoder's
-    parameters changes (an optimiser step, a loaded state): they are reused only while
+    parameters changes (an optimiser step, a loaded state, an in-place edit through
+    ``.data``): they are reused only while
     they are what the encoder would compute.
 
     Parameters
@@ -116,6 +119,16 @@ class EncodedTensor(LazyTensor):
         Patches cut without gradient are kept (up to this size) for the differentiable
         read; 0 keeps none.
 
+    Raises
+    ------
+    TypeError
+        If ``encoder`` is not an ``nn.Module``, ``volume`` is not a tensor, array or lazy
+        tensor (or is complex), or a size is not an int.
+    ValueError
+        If a size is out of range (``n_features``, ``batch_size``, ``patch_size`` and
+        ``stride`` at least 1, ``patch_cache_bytes`` at least 0), or an option is not one of
+        its choices.
+
     Attributes
     ----------
     n_encoded : int
@@ -147,6 +160,11 @@ class EncodedTensor(LazyTensor):
         if tl.get_backend() != "pytorch":
             raise RuntimeError("EncodedTensor needs the TensorLy 'pytorch' backend: "
                                "tl.set_backend('pytorch').")
+        if not isinstance(encoder, nn.Module):
+            raise TypeError(f"encoder must be a torch.nn.Module, got {type(encoder).__name__}.")
+        n_features = check_int(n_features, "n_features", minimum=1)
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
+        patch_cache_bytes = check_int(patch_cache_bytes, "patch_cache_bytes", minimum=0)
         self.patches = PatchGrid(volume, patch_size, stride, padding)
         if feature_axis not in ("last", "first"):
             raise ValueError(f"feature_axis must be 'last' or 'first', got {feature_axis!r}.")
@@ -198,14 +216,19 @@ class EncodedTensor(LazyTensor):
         Parameters
         ----------
         positions : array-like of int, shape (u, 3)
-            Grid positions (repeats allowed).
+            Grid positions (repeats allowed), each in ``0 <= g < grid_shape``.
 
         Returns
         -------
         features : torch.Tensor of shape (u, F)
             Row ``i`` holds the features of the patch at ``positions[i]``.
+
+        Raises
+        ------
+        ValueError
+            If ``positions`` is not an ``(u, 3)`` array of ints inside the grid.
         """
-        positions = np.asarray(positions, dtype=np.int64).reshape(-1, 3)
+        positions = check_positions(positions, self.patches.grid_shape)
         keys = np.ravel_multi_index(tuple(positions.T), self.patches.grid_shape)
         if keys.shape[0] > 1 and not (np.diff(keys) > 0).all():  # the caches need sorted keys
             keys, first, back = np.unique(keys, return_index=True, return_inverse=True)
@@ -310,9 +333,13 @@ def _encoder_state(encoder):
     """What the encoder's outputs depend on besides its input: each parameter's and
     buffer's identity, storage, in-place version, dtype and device (``.data =`` and
     ``.to()`` replace the storage without a new version; an optimiser step and
-    ``load_state_dict`` bump the version), and the train/eval mode of every module."""
+    ``load_state_dict`` bump the version), a SHA-256 of their values (an in-place edit
+    through ``.data``, e.g. ``weight.data.mul_(2)``, bumps no version), and the train/eval
+    mode of every module. Encoders are small: hashing their values costs far less than one
+    encoder call."""
     tensors = [*encoder.parameters(), *encoder.buffers()]
     return (tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device) for t in tensors),
+            content_digest(*tensors),
             tuple(module.training for module in encoder.modules()))
 
 

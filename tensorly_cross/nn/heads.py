@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from .._validation import check_int
+
 
 def tt_inner(first, second):
     """Inner product ``<A, B>`` of two TTs of the same shape, in ``O(d n r^3)``.
@@ -25,7 +27,20 @@ def tt_inner(first, second):
     >>> ones = [torch.ones(1, 3, 1, dtype=torch.float64)] * 2  # the all-ones 3 x 3 matrix
     >>> float(tt_inner(ones, ones))
     9.0
+
+    Raises
+    ------
+    ValueError
+        If either is not a TT (3-D cores, boundary ranks 1, matching bonds), or their mode
+        sizes differ.
+    TypeError
+        If their cores differ in dtype.
     """
+    shape = tt_shape(first, "first")
+    if tt_shape(second, "second") != shape:
+        raise ValueError(f"first and second must have the same mode sizes, got {shape} and "
+                         f"{tt_shape(second, 'second')}.")
+    _check_one_dtype(first, second, "first", "second")
     result = None
     for core_a, core_b in zip(first, second, strict=True):
         # (ra, n, ra') x (rb, n, rb') contracted over n, then with the running (ra, rb).
@@ -60,7 +75,20 @@ def tt_inner_many(tt, stacked):
     >>> stacked = [torch.stack([core, 2 * core]) for core in ones]  # ones, and 4 * ones
     >>> tt_inner_many(ones, stacked)
     tensor([ 9., 36.], dtype=torch.float64)
+
+    Raises
+    ------
+    ValueError
+        If ``tt`` is not a TT, or ``stacked`` is not a stack of TTs of its mode sizes.
+    TypeError
+        If their cores differ in dtype.
     """
+    shape = tt_shape(tt, "tt")
+    stacked_shape = _stacked_shape(stacked)
+    if stacked_shape != shape:
+        raise ValueError(f"stacked must hold TTs of tt's mode sizes {shape}, got "
+                         f"{stacked_shape}.")
+    _check_one_dtype(tt, stacked, "tt", "stacked")
     result = None
     for core, cores in zip(tt, stacked, strict=True):
         # running (K, a, b) with a over the TT's bond, b over the stack's bond
@@ -69,6 +97,65 @@ def tt_inner_many(tt, stacked):
         else:
             result = torch.einsum("kab,anj,kbnl->kjl", result, core, cores)
     return result.reshape(-1)
+
+
+def tt_shape(cores, name="tt"):
+    """The mode sizes of a TT, after checking that it is one.
+
+    Parameters
+    ----------
+    cores : sequence of torch.Tensor
+        ``(r_k, n_k, r_{k+1})`` each, boundary ranks 1, each bond matching its neighbour's.
+    name : str
+        How the error names the argument.
+
+    Returns
+    -------
+    shape : tuple of int
+        ``(n_1, ..., n_d)``.
+
+    Raises
+    ------
+    ValueError
+        If ``cores`` is empty, a core is not a 3-D tensor, a boundary rank is not 1 or two
+        neighbouring bonds differ.
+    """
+    if not isinstance(cores, (list, tuple)) or len(cores) == 0:
+        raise ValueError(f"{name} must be a non-empty list of TT cores, got "
+                         f"{type(cores).__name__}"
+                         + (" of length 0." if isinstance(cores, (list, tuple)) else "."))
+    for k, core in enumerate(cores):
+        if not isinstance(core, torch.Tensor) or core.ndim != 3:
+            got = (f"shape {tuple(core.shape)}" if isinstance(core, torch.Tensor)
+                   else type(core).__name__)
+            raise ValueError(f"{name}[{k}] must be a 3-D tensor (r_k, n_k, r_k+1), got {got}.")
+    ranks = [int(cores[0].shape[0])] + [int(core.shape[2]) for core in cores]
+    if ranks[0] != 1 or ranks[-1] != 1:
+        raise ValueError(f"{name} must have boundary ranks 1, got {ranks[0]} and {ranks[-1]}.")
+    for k in range(1, len(cores)):
+        if int(cores[k].shape[0]) != ranks[k]:
+            raise ValueError(f"{name}[{k}] has left rank {int(cores[k].shape[0])}, but "
+                             f"{name}[{k - 1}] has right rank {ranks[k]}.")
+    return tuple(int(core.shape[1]) for core in cores)
+
+
+def _stacked_shape(stacked):
+    """Mode sizes of a stack of TTs (4-D cores ``(K, s_k, n_k, s_{k+1})``), checked."""
+    if not isinstance(stacked, (list, tuple)) or len(stacked) == 0 or any(
+            not isinstance(cores, torch.Tensor) or cores.ndim != 4 for cores in stacked):
+        raise ValueError("stacked must be a non-empty list of 4-D tensors "
+                         "(K, s_k, n_k, s_k+1).")
+    if len({int(cores.shape[0]) for cores in stacked}) != 1:
+        raise ValueError(f"stacked must hold the same number of TTs in every mode, got "
+                         f"{[int(cores.shape[0]) for cores in stacked]}.")
+    return tt_shape([cores[0] for cores in stacked], "stacked")
+
+
+def _check_one_dtype(first, second, first_name, second_name):
+    dtypes = {core.dtype for core in first} | {core.dtype for core in second}
+    if len(dtypes) > 1:
+        raise TypeError(f"{first_name} and {second_name} must have cores of one dtype, got "
+                        f"{sorted(str(dtype) for dtype in dtypes)}.")
 
 
 class TTProbeHead(nn.Module):
@@ -109,8 +196,12 @@ class TTProbeHead(nn.Module):
         super().__init__()
         if init not in ("mean", "random"):
             raise ValueError(f"init must be 'mean' or 'random', got {init!r}.")
-        shape = tuple(int(n) for n in shape)
-        ranks = [1] + [int(rank)] * (len(shape) - 1) + [1]
+        if not isinstance(shape, (list, tuple)) or len(shape) == 0:
+            raise ValueError(f"shape must be a non-empty tuple of mode sizes, got {shape!r}.")
+        shape = tuple(check_int(n, f"shape[{k}]", minimum=1) for k, n in enumerate(shape))
+        n_probes = check_int(n_probes, "n_probes", minimum=1)
+        rank = check_int(rank, "rank", minimum=1)
+        ranks = [1] + [rank] * (len(shape) - 1) + [1]
         self.scale = float(torch.tensor(shape, dtype=torch.float64).prod().sqrt())
         cores = [torch.randn(n_probes, ranks[k], n, ranks[k + 1], generator=generator)
                  / (n * ranks[k]) ** 0.5 for k, n in enumerate(shape)]
@@ -147,7 +238,15 @@ class TTProbeHead(nn.Module):
         features : torch.Tensor of shape (n_probes,)
             ``<tt, probe_k> / sqrt(prod(shape))``, in ``tt``'s dtype; differentiable with
             respect to ``tt`` and the probes.
+
+        Raises
+        ------
+        ValueError
+            If ``tt`` is not a TT of shape :attr:`shape`.
         """
+        if tt_shape(tt) != self.shape:
+            raise ValueError(f"tt has mode sizes {tt_shape(tt)}; this head's probes read "
+                             f"TTs of shape {self.shape}.")
         return tt_inner_many(tt, [core.to(tt[0].dtype) for core in self.cores]) / self.scale
 
 
@@ -171,15 +270,24 @@ class TTPCAHead(nn.Module):
     eigenvectors scaled by ``1/sqrt(eigenvalue)``. Exact PCA in the full tensor space, never
     forming a full tensor, and invariant to each TT's gauge.
 
-    All of its state is buffers (the training TTs' cores stacked per mode, the Gram
-    statistics, the projection): ``state_dict`` saves it, ``load_state_dict`` restores it
-    into a fresh, unfitted head, and ``.to(device, dtype)`` moves it.
+    The inner products are computed in float64 whatever the TTs' dtype: centring subtracts
+    the training TTs' common part, whose squared norm is far larger than the variation
+    between volumes, and float32 round-off of that part would swamp the variation (a
+    float32 module's coordinates were off by 18% of float64's for volumes that differ by
+    1%).
+
+    All of its state is buffers (the training TTs' cores stacked per mode, the centred row
+    means of the Gram matrix, the projection): ``state_dict`` saves it, ``load_state_dict``
+    restores it into a fresh, unfitted head, and ``.to(device, dtype)`` moves it.
 
     Parameters
     ----------
     n_components : int
-        Number of principal components kept. ``n`` training TTs span ``n - 1`` directions
-        once centred: components beyond those (eigenvalues at round-off level) give 0.
+        Number of principal components: the number of coordinates. ``n`` training TTs span
+        at most ``n - 1`` directions once centred; a component beyond those, or whose
+        eigenvalue is at the round-off level of the Gram matrix (relative to the largest
+        squared norm of a training TT), gives 0. Identical training TTs thus give all-zero
+        coordinates.
 
     Examples
     --------
@@ -197,11 +305,9 @@ class TTPCAHead(nn.Module):
 
     def __init__(self, n_components):
         super().__init__()
-        if int(n_components) != n_components or n_components < 1:
-            raise ValueError(f"n_components must be a positive int, got {n_components!r}.")
-        self.n_components = int(n_components)
+        self.n_components = check_int(n_components, "n_components", minimum=1)
         self.n_modes = 0
-        for name in ("row_means", "grand_mean", "projection"):
+        for name in ("centred_row_means", "projection"):
             self.register_buffer(name, torch.zeros(0))
         self.register_load_state_dict_pre_hook(_resize_pca_buffers)
 
@@ -239,7 +345,7 @@ class TTPCAHead(nn.Module):
         ----------
         tts : list of list of torch.Tensor
             At least 2 training TTs, each a list of cores, all with the same core shapes
-            (they are stacked per mode).
+            (they are stacked per mode) and one dtype, that of the buffers kept.
 
         Returns
         -------
@@ -249,28 +355,32 @@ class TTPCAHead(nn.Module):
         Raises
         ------
         ValueError
-            If fewer than 2 TTs are given.
+            If fewer than 2 TTs are given, one is not a TT, their core shapes differ, or
+            one holds NaN or inf.
         """
         tts = [[core.detach() for core in tt] for tt in tts]
         if len(tts) < 2:
             raise ValueError(f"TTPCAHead.fit needs at least 2 TTs, got {len(tts)}.")
+        _check_training_tts(tts)
         stacked = [torch.stack(cores) for cores in zip(*tts, strict=True)]
-        gram = torch.stack([tt_inner_many(tt, stacked) for tt in tts])
+        exact = [cores.to(torch.float64) for cores in stacked]
+        gram = torch.stack([tt_inner_many([core[k] for core in exact], exact)
+                            for k in range(len(tts))])
         n = gram.shape[0]
         centring = torch.eye(n, dtype=gram.dtype, device=gram.device) - 1.0 / n
         centred = centring @ gram @ centring
-        values, vectors = torch.linalg.eigh(centred)
-        keep = min(self.n_components, n)
-        values, vectors = values.flip(0)[:keep], vectors.flip(1)[:, :keep]
-        # n centred TTs span at most n - 1 directions: a component of eigenvalue at
-        # round-off level is noise blown up by 1/sqrt(eigenvalue), so it gets coordinate 0.
-        floor = n * torch.finfo(values.dtype).eps * values[0].clamp_min(1e-300)
-        projection = torch.where(values > floor, vectors / values.clamp_min(floor).sqrt(),
-                                 torch.zeros_like(vectors))
-        if self.fitted and self.projection.shape == projection.shape:
-            previous = torch.stack([self(tt) for tt in tts])  # the new TTs, old components
-            projection = projection @ _procrustes(centred @ projection, previous)
-        self._set_state(stacked, gram.mean(dim=0), gram.mean(), projection)
+        projection, live = _principal_projection(centred, gram, self.n_components)
+        if self.fitted and self.projection.shape == projection.shape and live > 0:
+            # the new TTs, the old components; only the live components are rotated, so
+            # that those beyond them stay 0
+            previous = torch.stack([self(tt) for tt in tts]).to(projection.dtype)
+            projection[:, :live] = projection[:, :live] @ _procrustes(
+                centred @ projection[:, :live], previous[:, :live])
+        centred_row_means = gram.mean(dim=0) - gram.mean()
+        dtype = stacked[0].dtype
+        with torch.inference_mode(False):  # buffers fitted under inference_mode serve training
+            self._set_state([cores.clone() for cores in stacked],
+                            centred_row_means.to(dtype).clone(), projection.to(dtype).clone())
         return self
 
     def forward(self, tt):
@@ -283,25 +393,34 @@ class TTPCAHead(nn.Module):
 
         Returns
         -------
-        coordinates : torch.Tensor of shape (k,)
-            ``k = min(n_components, number of training TTs)``; differentiable with respect
-            to ``tt``.
+        coordinates : torch.Tensor of shape (n_components,)
+            In ``tt``'s dtype; components beyond those the training TTs span are 0.
+            Differentiable with respect to ``tt``.
 
         Raises
         ------
         RuntimeError
             If the head is not fitted (neither :meth:`fit` nor a fitted state loaded).
+        ValueError
+            If ``tt`` is not a TT of the training TTs' shape, or holds NaN or inf.
         """
         if not self.fitted:
             raise RuntimeError("TTPCAHead.fit(training_tts) must run before forward "
                                "(or load a fitted state_dict).")
-        cores = [core.to(tt[0].dtype) for core in self.train_cores]
-        kernel = tt_inner_many(tt, cores)
-        centred = kernel - self.row_means.to(kernel.dtype) - kernel.mean() \
-            + self.grand_mean.to(kernel.dtype)
-        return centred @ self.projection.to(centred.dtype)
+        shape = tuple(int(cores.shape[2]) for cores in self.train_cores)
+        if tt_shape(tt) != shape:
+            raise ValueError(f"tt has mode sizes {tt_shape(tt)}; this head was fitted on "
+                             f"TTs of shape {shape}.")
+        kernel = tt_inner_many([core.to(torch.float64) for core in tt],
+                               [cores.to(torch.float64) for cores in self.train_cores])
+        if not bool(torch.isfinite(kernel).all()):
+            raise ValueError("tt holds NaN or inf: its inner products with the training TTs "
+                             "are not finite.")
+        # <TT - mean TT, TT_i - mean TT>: the common part cancels in float64 first
+        centred = kernel - kernel.mean() - self.centred_row_means.to(torch.float64)
+        return (centred @ self.projection.to(torch.float64)).to(tt[0].dtype)
 
-    def _set_state(self, stacked, row_means, grand_mean, projection):
+    def _set_state(self, stacked, centred_row_means, projection):
         for k in range(self.n_modes, len(stacked)):
             self.register_buffer(f"train_core_{k}", None)
         for k, cores in enumerate(stacked):
@@ -309,7 +428,50 @@ class TTPCAHead(nn.Module):
         for k in range(len(stacked), self.n_modes):
             delattr(self, f"train_core_{k}")
         self.n_modes = len(stacked)
-        self.row_means, self.grand_mean, self.projection = row_means, grand_mean, projection
+        self.centred_row_means, self.projection = centred_row_means, projection
+
+
+# Headroom over the float64 round-off of one Gram entry (eps times the largest squared
+# norm): the contractions of cross-built cores cancel terms larger than their result.
+_ROUND_OFF_HEADROOM = 1000.0
+
+
+def _principal_projection(centred, gram, n_components):
+    """``(n, n_components)`` eigenvectors scaled by ``1/sqrt(eigenvalue)``, largest first,
+    and how many of them are live.
+
+    A component whose eigenvalue is at the round-off level of the Gram matrix (relative to
+    its largest diagonal entry, the largest squared norm of a training TT, not to the
+    largest eigenvalue, which is round-off itself when the training TTs are equal) is
+    noise that ``1/sqrt(eigenvalue)`` would blow up: its column is 0, as is every column
+    past the ``n`` eigenvectors.
+    """
+    n = centred.shape[0]
+    values, vectors = torch.linalg.eigh(centred)
+    keep = min(n_components, n)
+    values, vectors = values.flip(0)[:keep], vectors.flip(1)[:, :keep]
+    scale = gram.diagonal().abs().max()
+    floor = _ROUND_OFF_HEADROOM * n * torch.finfo(gram.dtype).eps * scale
+    live = int((values > floor).sum())
+    projection = torch.zeros((n, n_components), dtype=centred.dtype, device=centred.device)
+    projection[:, :live] = vectors[:, :live] / values[:live].sqrt()
+    return projection, live
+
+
+def _check_training_tts(tts):
+    """Every training TT is a TT, with the first one's core shapes and dtype, and finite."""
+    for k, tt in enumerate(tts):
+        tt_shape(tt, f"tts[{k}]")
+        core_shapes = [tuple(core.shape) for core in tt]
+        first_shapes = [tuple(core.shape) for core in tts[0]]
+        if core_shapes != first_shapes:
+            raise ValueError(f"tts[{k}] has core shapes {core_shapes}, tts[0] has "
+                             f"{first_shapes}: the training TTs are stacked per mode, so "
+                             "they need the same core shapes (ranks included).")
+        _check_one_dtype(tts[0], tt, "tts[0]", f"tts[{k}]")
+        for j, core in enumerate(tt):
+            if not bool(torch.isfinite(core).all()):
+                raise ValueError(f"tts[{k}] holds NaN or inf (in core {j}).")
 
 
 def _procrustes(coordinates, previous):
@@ -326,15 +488,20 @@ def _procrustes(coordinates, previous):
 
 def _resize_pca_buffers(module, state_dict, prefix, *_):
     """Before a load: give the head buffers of the saved shapes, so that a fresh head (or
-    one fitted on other data) accepts a fitted state."""
+    one fitted on other data) accepts a fitted state. A state saved before the centred row
+    means were kept (``row_means`` and ``grand_mean``) is converted to them."""
     keys = [key for key in state_dict if key.startswith(prefix + "train_core_")]
     if not keys:
         return
+    if prefix + "row_means" in state_dict and prefix + "centred_row_means" not in state_dict:
+        row_means = state_dict.pop(prefix + "row_means").to(torch.float64)
+        grand_mean = state_dict.pop(prefix + "grand_mean").to(torch.float64)
+        state_dict[prefix + "centred_row_means"] = row_means - grand_mean
     # In the module's own device and dtype, as load_state_dict copies every other tensor.
     device, dtype = module.projection.device, module.projection.dtype
 
     def empty(name):
         return torch.empty(state_dict[prefix + name].shape, dtype=dtype, device=device)
 
-    module._set_state([empty(f"train_core_{k}") for k in range(len(keys))], empty("row_means"),
-                      empty("grand_mean"), empty("projection"))
+    module._set_state([empty(f"train_core_{k}") for k in range(len(keys))],
+                      empty("centred_row_means"), empty("projection"))

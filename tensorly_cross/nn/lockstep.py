@@ -7,7 +7,9 @@ their patches over and waits; once every run still going waits too (or has finis
 calling thread encodes all the patches handed over in one encoder call (more only past
 ``max_batch`` patches) and gives each run its rows. A batch of ``B`` volumes thus makes the
 encoder calls of one volume instead of ``B`` times as many, while every run chooses exactly
-the indices it would choose alone (the runs share nothing but the encoder calls).
+the indices it would choose alone (the runs share nothing but the encoder calls), as long
+as the encoder's output for a patch does not depend on the other patches of its call
+(``BatchNorm`` in train mode does: it normalises with the call's statistics).
 
 The encoder runs in the calling thread, under its gradient mode: gradients of the
 differentiable reads flow as they would without threads.

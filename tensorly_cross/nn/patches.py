@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from ..lazy.base import LazyTensor
+from .._validation import check_int
+from ..lazy.base import LazyTensor, check_indices
 
 PADDINGS = ("reflect", "edge", "zeros")
 
@@ -24,14 +25,23 @@ class PatchGrid:
     Parameters
     ----------
     volume : torch.Tensor, numpy array, or LazyTensor
-        A 3-D volume in memory, or any lazy tensor (``open_volume``, ``DaskTensor``):
+        A real 3-D volume in memory, or any lazy tensor (``open_volume``, ``DaskTensor``):
         then only the voxels of the requested patches are read, in one batched call.
     patch_size : int
-        Edge of the cubic patch (odd sizes centre exactly).
+        Edge of the cubic patch, at least 1 (odd sizes centre exactly).
     stride : int, default 1
-        Voxels between neighbouring grid positions.
+        Voxels between neighbouring grid positions, at least 1.
     padding : {"reflect", "edge", "zeros"}
         How voxels outside the volume are filled.
+
+    Raises
+    ------
+    TypeError
+        If ``volume`` is not a tensor, array or lazy tensor, or is complex, or
+        ``patch_size`` or ``stride`` is not an int.
+    ValueError
+        If ``volume`` is not 3-D, ``patch_size`` or ``stride`` is below 1, or ``padding`` is
+        not one of the three.
 
     Examples
     --------
@@ -48,13 +58,14 @@ class PatchGrid:
     def __init__(self, volume, patch_size, stride=1, padding="reflect"):
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}.")
-        if int(patch_size) < 1 or int(stride) < 1:
-            raise ValueError(f"patch_size and stride must be >= 1, got {patch_size}, {stride}.")
+        patch_size = check_int(patch_size, "patch_size", minimum=1)
+        stride = check_int(stride, "stride", minimum=1)
+        _check_real_volume(volume)
         self.volume = volume
         self.shape = tuple(int(n) for n in volume.shape)
         if len(self.shape) != 3:
             raise ValueError(f"volume must be 3-D, got shape {self.shape}.")
-        self.patch_size, self.stride, self.padding = int(patch_size), int(stride), padding
+        self.patch_size, self.stride, self.padding = patch_size, stride, padding
         self.grid_shape = patch_grid(self.shape, self.stride)
         half = (self.patch_size - 1) // 2
         self._offsets = np.arange(self.patch_size) - half
@@ -65,7 +76,7 @@ class PatchGrid:
         Parameters
         ----------
         positions : array-like of int, shape (m, 3)
-            Grid positions.
+            Grid positions, each in ``0 <= g < grid_shape``.
 
         Returns
         -------
@@ -73,8 +84,13 @@ class PatchGrid:
             The voxel read for each patch entry (padding already applied).
         inside : ndarray of bool, shape (m, p, p, p)
             False where ``padding="zeros"`` fills the entry with 0.
+
+        Raises
+        ------
+        ValueError
+            If ``positions`` is not an ``(m, 3)`` array of ints inside the grid.
         """
-        positions = np.asarray(positions, dtype=np.int64).reshape(-1, 3)
+        positions = check_positions(positions, self.grid_shape)
         centres = positions * self.stride
         axes = [centres[:, axis, None] + self._offsets[None, :] for axis in range(3)]
         inside = [np.ones_like(a, dtype=bool) for a in axes]
@@ -92,7 +108,7 @@ class PatchGrid:
         Parameters
         ----------
         positions : array-like of int, shape (m, 3)
-            Grid positions.
+            Grid positions, each in ``0 <= g < grid_shape``.
         device : torch.device or None
             Where to put the patches (default: where the values were read).
         dtype : torch.dtype, default torch.float32
@@ -102,6 +118,11 @@ class PatchGrid:
         -------
         patches : torch.Tensor of shape (m, 1, p, p, p)
             One channel per patch, ready for a 3D convolution.
+
+        Raises
+        ------
+        ValueError
+            If ``positions`` is not an ``(m, 3)`` array of ints inside the grid.
         """
         grid, mask = self.voxel_indices(positions)
         flat = grid.reshape(-1, 3)
@@ -111,11 +132,54 @@ class PatchGrid:
             index = torch.as_tensor(flat, device=self.volume.device)
             values = self.volume[index[:, 0], index[:, 1], index[:, 2]]
         else:
-            values = torch.as_tensor(np.asarray(self.volume)[tuple(flat.T)])
+            values = torch.as_tensor(self.volume[tuple(flat.T)])
         device = device if device is not None else values.device
         values = values.to(device=device, dtype=dtype).reshape(mask.shape)
         values = values * torch.as_tensor(mask, device=device, dtype=dtype)
         return values.unsqueeze(1)
+
+
+def check_positions(positions, grid_shape):
+    """Grid positions as an ``(m, 3)`` int64 array inside the grid; raise otherwise (a float
+    position would be truncated, one outside the grid folded back in by the padding).
+
+    Parameters
+    ----------
+    positions : array-like of int, shape (m, 3)
+        The positions to check.
+    grid_shape : tuple of 3 ints
+        The grid they index.
+
+    Returns
+    -------
+    positions : ndarray of int64, shape (m, 3)
+
+    Raises
+    ------
+    ValueError
+        If ``positions`` does not have shape ``(m, 3)``, holds non-integers, or a position
+        outside ``0 <= g < grid_shape``.
+    """
+    try:
+        return check_indices(positions, tuple(grid_shape))
+    except ValueError as error:
+        raise ValueError(f"positions (grid positions into the grid {tuple(grid_shape)}): "
+                         f"{error}") from None
+
+
+def _check_real_volume(volume):
+    """A volume PatchGrid can cut: a tensor, array or lazy tensor of real values."""
+    if not isinstance(volume, torch.Tensor | np.ndarray | LazyTensor):
+        raise TypeError(f"volume must be a torch.Tensor, a NumPy array or a lazy tensor (e.g. "
+                        f"tensorly_cross.open_volume's), got {type(volume).__name__}.")
+    if isinstance(volume, torch.Tensor):
+        complex_valued = volume.is_complex()
+    else:  # a lazy tensor need not say its dtype
+        dtype = getattr(volume, "dtype", None)
+        complex_valued = isinstance(dtype, np.dtype) and dtype.kind == "c"
+    if complex_valued:
+        raise TypeError(f"volume is complex ({volume.dtype}); patches are real: pass its real "
+                        "part or its magnitude (volume.real, abs(volume)).")
 
 
 def _pad_index(index, size, padding):

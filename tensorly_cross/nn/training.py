@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._validation import check_int
+
 
 class Regressor(nn.Module):
     """``embedding`` -> standardised features -> linear readout, in target units.
@@ -36,6 +38,9 @@ class Regressor(nn.Module):
 
     def __init__(self, embedding, n_inputs, n_targets=1, normalize=True):
         super().__init__()
+        n_inputs = check_int(n_inputs, "n_inputs", minimum=1)
+        n_targets = check_int(n_targets, "n_targets", minimum=1)
+        self.n_inputs, self.n_targets = n_inputs, n_targets
         self.embedding = embedding
         self.norm = nn.BatchNorm1d(n_inputs, affine=False) if normalize else nn.Identity()
         self.readout = nn.Linear(n_inputs, n_targets)
@@ -69,8 +74,18 @@ class Regressor(nn.Module):
         -------
         predictions : torch.Tensor
             ``(B,)`` for one target, ``(B, t)`` for ``t``.
+
+        Raises
+        ------
+        ValueError
+            If the embedding does not return ``(B, n_inputs)`` features.
         """
-        standardised = self.readout(self.norm(self.embedding(volumes, keys=keys)))
+        features = self.embedding(volumes, keys=keys)
+        if features.ndim != 2 or features.shape[1] != self.n_inputs:
+            raise ValueError(f"the embedding returned features of shape "
+                             f"{tuple(features.shape)}; this Regressor was built with "
+                             f"n_inputs={self.n_inputs} (features per volume).")
+        standardised = self.readout(self.norm(features))
         prediction = self.target_mean + self.target_scale * standardised.to(self.target_mean)
         return prediction[:, 0] if prediction.shape[1] == 1 else prediction
 
@@ -140,9 +155,20 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
     -------
     log : TrainingLog
         Per-epoch losses, times and (with ``test``) test RMSE.
+
+    Raises
+    ------
+    TypeError
+        If ``train`` (or ``test``) is not a :class:`VolumeDataset`.
+    ValueError
+        If ``epochs`` is not a non-negative int, ``batch_size`` not a positive int,
+        ``train`` is empty, its targets per volume are not the model's ``n_targets``, or
+        the model standardises its features (``normalize=True``, ``BatchNorm1d``) and a
+        step would see one volume only: ``batch_size=1``, or one training volume.
     """
     if int(epochs) != epochs or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}.")
+    _check_training_data(model, train, test, batch_size)
     model.set_target_scale(train.targets)
     if hasattr(model.embedding, "clear_cache"):
         # Keys are positions in ``train``: indices kept under them belong to other data.
@@ -175,6 +201,31 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
         if callback is not None and callback(epoch, log):
             break
     return log
+
+
+def _check_training_data(model, train, test, batch_size):
+    """Refuse what would train nothing, or fail in the first step with a shape error."""
+    from .dataset import VolumeDataset
+
+    for name, data in (("train", train), ("test", test)):
+        if data is not None and not isinstance(data, VolumeDataset):
+            raise TypeError(f"{name} must be a VolumeDataset (volumes and their targets), "
+                            f"got {type(data).__name__}.")
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    if len(train) == 0:
+        raise ValueError("train is empty: fit needs at least one training volume.")
+    for name, data in (("train", train), ("test", test)):
+        width = 1 if data is None or data.targets.ndim == 1 else int(data.targets.shape[1])
+        if data is not None and width != model.readout.out_features:
+            raise ValueError(f"{name} has {width} target(s) per volume; the model predicts "
+                             f"n_targets={model.readout.out_features}.")
+    if isinstance(model.norm, nn.BatchNorm1d) and min(int(batch_size), len(train)) < 2:
+        # BatchNorm's batch statistics need two volumes: every step would be skipped.
+        raise ValueError(f"batch_size={batch_size} with {len(train)} training volume(s) gives "
+                         "steps of one volume, which a Regressor with normalize=True "
+                         "(BatchNorm1d) cannot train on: use batch_size >= 2 and at least 2 "
+                         "training volumes, or Regressor(..., normalize=False).")
 
 
 def _refit_pca(embedding, train):

@@ -1,0 +1,134 @@
+"""TT heads: PCA coordinates free of round-off, always ``n_components`` of them, old saved
+states, and TT arguments checked by name."""
+
+import numpy as np
+import pytest
+import tensorly as tl
+
+torch = pytest.importorskip("torch")
+
+from tensorly_cross.nn import (  # noqa: E402
+    CrossEmbedding,
+    TTPCAHead,
+    TTProbeHead,
+    VolumeDataset,
+    tt_inner,
+    tt_inner_many,
+)
+from tensorly_cross.nn.training import Regressor, fit  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def pytorch_backend():
+    with tl.backend_context("pytorch"):
+        yield
+
+
+def _random_tt(seed, dtype=torch.float32):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(1, 4, 2, generator=generator, dtype=dtype),
+            torch.randn(2, 3, 1, generator=generator, dtype=dtype)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_identical_training_tts_give_zero_coordinates(dtype):
+    # The cut was relative to the largest eigenvalue, itself round-off here: [-8, 0] before.
+    tt = _random_tt(0, dtype)
+    head = TTPCAHead(2).fit([tt, tt, tt])
+    assert torch.all(head(tt) == 0)
+    assert torch.all(head(_random_tt(1, dtype)) == 0)  # no direction to project on
+
+
+def test_float32_pca_coordinates_agree_with_float64_for_volumes_that_differ_by_one_percent():
+    # The centred Gram matrix cancels the volumes' common part: in float32 its round-off
+    # was 18% of the coordinates.
+    generator = torch.Generator().manual_seed(0)
+    base = torch.rand(10, 10, 10, generator=generator, dtype=torch.float64)
+    volumes = [base + 1e-2 * torch.rand(10, 10, 10, generator=generator, dtype=torch.float64)
+               for _ in range(6)]
+    coordinates = {}
+    for dtype in (torch.float32, torch.float64):
+        torch.manual_seed(0)
+        model = CrossEmbedding(patch_size=3, n_features=2, rank=3, n_outputs=3, n_iter_max=2,
+                               head="pca").to(dtype)
+        batch = [volume.to(dtype) for volume in volumes]
+        model.fit_pca(batch, keys=range(6))
+        with torch.no_grad():
+            coordinates[dtype] = model(batch, keys=range(6)).double()
+    exact, single = coordinates[torch.float64], coordinates[torch.float32]
+    signs = torch.sign((exact * single).sum(dim=0))
+    signs[signs == 0] = 1
+    assert float((exact - single * signs).abs().max()) <= 1e-3 * float(exact.abs().max())
+
+
+def test_the_pca_head_gives_n_outputs_columns_with_few_training_volumes():
+    volumes = [np.random.default_rng(k).random((8, 8, 8)).astype(np.float32) for k in range(6)]
+    torch.manual_seed(0)
+    embedding = CrossEmbedding(patch_size=3, n_features=2, rank=2, n_outputs=8, n_iter_max=2,
+                               head="pca")
+    embedding.fit_pca(volumes[:3])
+    features = embedding(volumes[:2])
+    assert features.shape == (2, 8) and torch.all(features[:, 2:] == 0)
+    model = Regressor(embedding, n_inputs=8)  # refit on 6 volumes: 5 live columns of 8
+    log = fit(model, VolumeDataset(volumes, np.arange(6) * 0.1), epochs=1, batch_size=2)
+    assert log.steps == 3
+
+
+def test_a_pca_refit_keeps_components_beyond_the_span_at_zero():
+    tts = [_random_tt(seed, torch.float64) for seed in range(3)]
+    head = TTPCAHead(4).fit(tts)
+    head.fit([_random_tt(seed + 10, torch.float64) for seed in range(3)])  # rotated refit
+    coordinates = torch.stack([head(tt) for tt in tts])
+    assert torch.all(coordinates[:, 2:] == 0)
+
+
+def test_a_pca_state_saved_with_row_means_and_grand_mean_loads():
+    tts = [_random_tt(seed, torch.float64) for seed in range(4)]
+    head = TTPCAHead(2).fit(tts)
+    state = head.state_dict()
+    grand_mean = torch.tensor(7.0, dtype=torch.float64)
+    state["row_means"] = state.pop("centred_row_means") + grand_mean
+    state["grand_mean"] = grand_mean
+    old = TTPCAHead(2).double()
+    old.load_state_dict(state)
+    torch.testing.assert_close(old(tts[0]), head(tts[0]))
+
+
+def test_nan_in_a_tt_is_named_by_the_pca_head():
+    head = TTPCAHead(2).fit([_random_tt(seed) for seed in range(3)])
+    broken = [torch.full((1, 4, 2), float("nan")), torch.randn(2, 3, 1)]
+    with pytest.raises(ValueError, match=r"tts\[1\] holds NaN or inf \(in core 0\)"):
+        TTPCAHead(2).fit([_random_tt(0), broken])
+    with pytest.raises(ValueError, match="tt holds NaN or inf"):
+        head(broken)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: TTProbeHead((), 3), ValueError, "shape must be a non-empty tuple"),
+    (lambda: TTProbeHead((4, 4, 2), 0), ValueError, "n_probes must be >= 1"),
+    (lambda: TTProbeHead((4, 4, 2), 3, rank=0), ValueError, "rank must be >= 1"),
+    (lambda: TTProbeHead((4, 4, 2), 2.5), TypeError, "n_probes"),
+    (lambda: TTProbeHead((4, 4, 2), 3)([torch.ones(1, 4, 1), torch.ones(1, 5, 1),
+                                        torch.ones(1, 2, 1)]),
+     ValueError, r"tt has mode sizes \(4, 5, 2\)"),
+    (lambda: tt_inner([torch.ones(1, 3, 1)], [torch.ones(1, 4, 1)]),
+     ValueError, "first and second must have the same mode sizes"),
+    (lambda: tt_inner([torch.ones(1, 3, 1)] * 2, [torch.ones(1, 3, 1)]),
+     ValueError, "same mode sizes"),
+    (lambda: tt_inner([], []), ValueError, "first must be a non-empty list"),
+    (lambda: tt_inner([torch.ones(1, 3, 2)], [torch.ones(1, 3, 1)]),
+     ValueError, "boundary ranks 1"),
+    (lambda: tt_inner([torch.ones(1, 3, 1)], [torch.ones(1, 3, 1, dtype=torch.float64)]),
+     TypeError, "one dtype"),
+    (lambda: tt_inner_many([torch.ones(1, 3, 1)], [torch.ones(2, 1, 4, 1)]),
+     ValueError, "stacked must hold TTs of tt's mode sizes"),
+    (lambda: TTPCAHead(2.5), TypeError, "n_components"),
+    (lambda: TTPCAHead(2).fit([_random_tt(0), [torch.randn(1, 4, 3), torch.randn(3, 3, 1)]]),
+     ValueError, r"tts\[1\] has core shapes"),
+    (lambda: TTPCAHead(2).fit([_random_tt(0), _random_tt(1)])(
+        [torch.randn(1, 5, 2), torch.randn(2, 3, 1)]),
+     ValueError, r"tt has mode sizes \(5, 3\)"),
+])
+def test_tt_arguments_are_checked_by_name(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
