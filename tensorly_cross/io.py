@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from ._validation import check_int, check_regular_file
+from ._validation import check_bool, check_int, check_regular_file
 from .lazy.dask import DaskTensor
 from .lazy.npy import NpyTensor
 from .lazy.sources import SliceableSource, ZarrSource
@@ -18,7 +18,8 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False)
     Parameters
     ----------
     path : str, os.PathLike or array
-        ``.zarr`` (v2 or v3 array), ``.h5``/``.hdf5`` (with ``dataset``, or
+        ``.zarr`` (v2 or v3 array, or an array inside a zarr group: ``group.zarr/name``),
+        ``.h5``/``.hdf5`` (with ``dataset``, or
         ``"file.h5:/group/name"``, or a file holding exactly one dataset), ``.npy``
         (read page by page), ``.nii``/``.nii.gz`` (nibabel's lazy proxy, scaling applied).
         Files must be regular files (a FIFO or device is refused: reading could block).
@@ -53,8 +54,10 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False)
         If the HDF5 dataset is missing (the message lists the datasets there are).
     ValueError
         For an unknown suffix, a path that is not a regular file (or, for zarr, a folder),
-        zarr metadata that cannot be read (the message names the file), or, with
-        ``strict``, a zarr array with chunks missing. TypeError for an unsupported dtype.
+        zarr metadata or an HDF5 file that cannot be read (the message names the file), or,
+        with ``strict``, a zarr array with chunks missing.
+    TypeError
+        For an unsupported dtype, or a ``strict`` that is not a bool.
 
     Examples
     --------
@@ -73,6 +76,7 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False)
     """
     if cache_bytes is not None:
         cache_bytes = check_int(cache_bytes, "cache_bytes", minimum=0)
+    strict = check_bool(strict, "strict")
     if not isinstance(path, str | bytes | os.PathLike):
         return _open_array(path, cache_bytes, client, strict)
     path = os.fsdecode(path)  # str, bytes or os.PathLike
@@ -81,7 +85,7 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False)
     if not os.path.exists(path):
         raise FileNotFoundError(f"path {path!r} does not exist.")
     lower = path.lower().rstrip("/")
-    if lower.endswith(".zarr"):
+    if lower.endswith(".zarr") or _inside_zarr(path):
         return _open_zarr(path, cache_bytes, client, strict)
     if not lower.endswith(VOLUME_SUFFIXES):
         raise ValueError(f"path {path!r} has an unsupported suffix; supported: "
@@ -102,6 +106,12 @@ def _open_array(array, cache_bytes, client, strict):
     if type(array).__module__.startswith("zarr."):
         array = ZarrSource(array, strict=strict)
     return DaskTensor(array, client=client, **_cache(cache_bytes))
+
+
+def _inside_zarr(path):
+    """Whether ``path`` is a folder inside a ``.zarr`` folder: an array of a zarr group."""
+    parents = os.path.normpath(os.path.abspath(path)).split(os.sep)[:-1]
+    return os.path.isdir(path) and any(part.lower().endswith(".zarr") for part in parents)
 
 
 def _open_zarr(path, cache_bytes, client, strict):
@@ -127,7 +137,10 @@ def _open_zarr(path, cache_bytes, client, strict):
 def _open_hdf5(path, dataset, cache_bytes, client):
     import h5py
 
-    handle = h5py.File(path, "r")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:  # h5py's message names neither the file nor what it expected
+        raise ValueError(f"{path!r} is not an HDF5 file h5py can read: {error}") from error
     names = []
     handle.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset)
                       else None)

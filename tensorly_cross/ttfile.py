@@ -5,6 +5,13 @@ this format and version, the cores exactly ``core_0 .. core_{n_cores-1}``, numer
 chained into a TT whose ranks and mode sizes agree with the metadata, and the sizes their
 headers declare within ``max_bytes`` (an archive member inflates to what its header says:
 a forged header or a deflate bomb is refused before anything is allocated).
+
+Limits of the format, checked by :func:`save_tt` and :func:`load_tt` alike: every mode size
+and rank is at least 1 (a TT with an empty mode or a zero rank holds no entries); the
+metadata's ``shape`` is a list of at most ``n_cores`` ints in ``[1, 2**63 - 1]`` (modes are
+indexed by int64); the metadata is at most ``MAX_META_BYTES`` of JSON, its
+keys strings, and ``format``, ``format_version``, ``n_cores`` and ``ranks`` are the file's
+own. A forged header therefore costs no more to refuse than a valid one costs to read.
 """
 
 import json
@@ -18,7 +25,7 @@ import tensorly as tl
 from tensorly.tt_tensor import TTTensor
 
 from ._backend import to_host
-from ._validation import check_regular_file
+from ._validation import check_bool, check_int, check_regular_file
 
 FORMAT = "tensorly-cross-tt"
 FORMAT_VERSION = 1
@@ -28,6 +35,10 @@ CORE_KINDS = "biufc"
 MAX_BYTES = 2**32
 # The metadata record is small JSON; a larger one is refused before it is read.
 MAX_META_BYTES = 2**24
+# Metadata keys the file format sets itself (save_tt refuses other values for them).
+RESERVED_KEYS = ("format", "format_version", "n_cores", "ranks")
+# A mode is indexed by int64: its size is at most this.
+MAX_MODE_SIZE = 2**63 - 1
 
 
 class TTFileError(ValueError):
@@ -66,9 +77,12 @@ def save_tt(path, tt, metadata=None, overwrite=False):
     tt : TTTensor or list of cores
         Numeric 3-D cores of shapes ``(r_k, n_k, r_{k+1})`` with ``r_0 = r_d = 1``.
     metadata : dict, optional
-        JSON-serialisable facts to keep (original shape, quantics layout, error, arguments).
+        JSON-serialisable facts to keep (original shape, quantics layout, error, arguments),
+        with str keys (JSON has no others), at most ``MAX_META_BYTES`` (16 MiB) as JSON.
         ``shape``, ``quantics`` and ``axes``, when given, must agree with the cores (see
-        :func:`load_tt`).
+        :func:`load_tt`). ``format``, ``format_version``, ``n_cores`` and ``ranks`` are set
+        by the file itself: they may be given (as :func:`load_tt` returns them) only with
+        the values the file gets.
     overwrite : bool, default False
         Replace an existing file (atomically: readers see the old file or the new one).
 
@@ -81,10 +95,19 @@ def save_tt(path, tt, metadata=None, overwrite=False):
     ------
     FileExistsError
         If ``path`` exists and ``overwrite`` is False.
+    FileNotFoundError
+        If the folder of ``path`` does not exist.
+    IsADirectoryError
+        If ``path`` is a directory.
     TTFileError
-        If the cores or the metadata would make a file that :func:`load_tt` refuses.
+        If the cores or the metadata would make a file that :func:`load_tt` refuses (a
+        mode size or rank of 0, metadata over ``MAX_META_BYTES``, a reserved key with
+        another value than the file's).
     TypeError
-        If ``metadata`` is not a dict or holds values JSON cannot represent.
+        If ``metadata`` is not a dict, holds values JSON cannot represent or keys that are
+        not str, or if ``overwrite`` is not a bool.
+    ValueError
+        If ``path`` is empty.
 
     Examples
     --------
@@ -98,7 +121,8 @@ def save_tt(path, tt, metadata=None, overwrite=False):
     >>> tt.rank, metadata["source"]
     ((1, 2, 1), 'example')
     """
-    path = os.fspath(path)
+    path = _check_target(path)
+    overwrite = check_bool(overwrite, "overwrite")
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path!r} exists; pass overwrite=True (--force) to replace it.")
     if not isinstance(tt, list | tuple) and not hasattr(tt, "factors"):
@@ -107,24 +131,88 @@ def save_tt(path, tt, metadata=None, overwrite=False):
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}.")
     meta = dict(metadata or {})
+    where = f"save_tt({path!r})"
+    reserved = {key: meta.pop(key) for key in RESERVED_KEYS if key in meta}
     for key in ("shape", "axes"):  # a tuple (an array's shape) is stored as JSON's list
         if isinstance(meta.get(key), tuple):
             meta[key] = [int(item) if isinstance(item, numbers.Integral)
                          and not isinstance(item, bool) else item
                          for item in meta[key]]
     meta.update(format=FORMAT, format_version=FORMAT_VERSION, n_cores=len(cores))
-    where = f"save_tt({path!r})"
     _check_cores([(core.shape, core.dtype) for core in cores], where)
     meta["ranks"] = [1] + [int(core.shape[2]) for core in cores]
+    _check_reserved(reserved, meta, where)
     _check_meta_agrees(meta, [core.shape for core in cores], where)
+    encoded = _encode_meta(meta, where)
+    arrays = {f"core_{k}": core for k, core in enumerate(cores)}
+    arrays["meta"] = np.frombuffer(encoded, dtype=np.uint8)
+    _write_atomically(path, arrays, overwrite)
+    return path
+
+
+def _check_target(path):
+    """``path`` as a str naming a file that can be created: refused by name, before the
+    temporary file (whose name the user never gave) is involved."""
+    if not isinstance(path, str | bytes | os.PathLike):
+        raise TypeError(f"path must be a str, bytes or os.PathLike, got "
+                        f"{type(path).__name__}.")
+    path = os.fsdecode(path)
+    if not path:
+        raise ValueError("path must name a file, got ''.")
+    if os.path.isdir(path) or path.endswith(("/", os.sep)):
+        raise IsADirectoryError(f"path {path!r} names a directory; give a file path (e.g. "
+                                "a .tt.npz file in that directory).")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"path {path!r}: its folder {folder!r} does not exist (the "
+                                "file is created, not its folders).")
+    return path
+
+
+def _check_reserved(given, meta, where):
+    """Reserved keys the caller gave must say what the file says (as load_tt's metadata
+    does): another value would be silently replaced."""
+    for key, value in given.items():
+        if type(value) is not type(meta[key]) or value != meta[key]:
+            raise TTFileError(f"{where}: metadata key {key!r} is set by the file format "
+                              f"(reserved: {', '.join(RESERVED_KEYS)}); it is {meta[key]!r} "
+                              f"for these cores, got {value!r}. Store it under another key.")
+
+
+def _encode_meta(meta, where):
+    """The metadata as JSON bytes; refused if JSON would change it or load_tt refuse it."""
     try:
         encoded = json.dumps(meta, allow_nan=True).encode()
     except (TypeError, ValueError) as error:
         raise TypeError(f"metadata must be JSON-serialisable: {error}") from error
-    arrays = {f"core_{k}": core for k, core in enumerate(cores)}
-    arrays["meta"] = np.frombuffer(encoded, dtype=np.uint8)
+    _check_str_keys(meta, "metadata")  # after dumps: it has ruled out circular references
+    if len(encoded) > MAX_META_BYTES:
+        raise TTFileError(f"{where}: the metadata takes {len(encoded)} bytes as JSON, above "
+                          f"the {MAX_META_BYTES} bytes load_tt reads; store large data as "
+                          "a file of its own.")
+    return encoded
+
+
+def _check_str_keys(value, name):
+    """JSON turns an int or other key into a str: it would come back as another key."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{name} keys must be str (JSON has no others), got "
+                                f"{key!r} ({type(key).__name__}).")
+            _check_str_keys(item, f"{name}[{key!r}]")
+    elif isinstance(value, list | tuple):
+        for k, item in enumerate(value):
+            _check_str_keys(item, f"{name}[{k}]")
+
+
+def _write_atomically(path, arrays, overwrite):
+    """Write ``arrays`` to a temporary file beside ``path``, then publish it there."""
     folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tt-", suffix=".npz.tmp")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tt-", suffix=".npz.tmp")
+    except OSError as error:  # name the file asked for, not the temporary one
+        raise type(error)(error.errno, f"cannot write {path!r}: {error.strerror}") from error
     try:
         with os.fdopen(handle, "wb") as stream:
             np.savez(stream, **arrays)
@@ -133,7 +221,6 @@ def save_tt(path, tt, metadata=None, overwrite=False):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
-    return path
 
 
 def _publish(temporary, path, overwrite):
@@ -166,7 +253,7 @@ def load_tt(path, max_bytes=MAX_BYTES):
     ----------
     path : str or os.PathLike
         A regular file (a FIFO or device is refused: reading it could block forever).
-    max_bytes : int or None, default 2**32 (4 GiB)
+    max_bytes : int >= 1 or None, default 2**32 (4 GiB)
         Refuse a file whose cores would take more memory than this once loaded (their
         headers are read first, nothing is allocated for a refused file). ``None`` lifts the
         bound: only for files you trust.
@@ -183,6 +270,8 @@ def load_tt(path, max_bytes=MAX_BYTES):
     ------
     FileNotFoundError
         If ``path`` does not exist.
+    TypeError, ValueError
+        If ``max_bytes`` is not None or an int >= 1.
     TTFileError
         If the file is not a tensorly-cross TT file, is corrupt, holds pickled objects
         (never unpickled) or non-numeric cores, is of a newer format version, has cores
@@ -200,7 +289,9 @@ def load_tt(path, max_bytes=MAX_BYTES):
     >>> metadata["ranks"], metadata["shape"]
     ([1, 2, 1], [3, 3])
     """
-    path = os.fspath(path)
+    path = os.fsdecode(path)
+    if max_bytes is not None:
+        max_bytes = check_int(max_bytes, "max_bytes", minimum=1)
     try:
         check_regular_file(path)
     except ValueError as error:
@@ -287,6 +378,10 @@ def _check_cores(headers, where):
                               "(integer, real or complex floating point).")
         if len(shape) != 3:
             raise TTFileError(f"{where}: cores must be 3-D arrays; core {k} has shape {shape}.")
+        if min(shape) < 1:
+            raise TTFileError(f"{where}: core {k} has shape {shape}; every mode size and rank "
+                              "must be >= 1 (a TT with an empty mode or a zero rank holds no "
+                              "entries).")
     ranks = [shape[0] for shape, _ in headers] + [headers[-1][0][2]]
     if ranks[0] != 1 or ranks[-1] != 1 or any(
             a[0][2] != b[0][0] for a, b in zip(headers, headers[1:], strict=False)):
@@ -318,10 +413,10 @@ def _check_meta_agrees(meta, core_shapes, where):
         return
     shape = meta["shape"]
     if not isinstance(shape, list) or not shape or not all(
-            _is_int(size) and size >= 1 for size in shape):
-        raise TTFileError(f"{where}: its metadata shape {shape!r} is not a list of positive "
-                          "ints.")
-    expected = _mode_sizes(meta, shape, where)
+            _is_int(size) and 1 <= size <= MAX_MODE_SIZE for size in shape):
+        raise TTFileError(f"{where}: its metadata shape {_short(shape)} is not a list of ints "
+                          "in [1, 2**63 - 1] (int64 indices).")
+    expected = _mode_sizes(meta, shape, len(core_shapes), where)
     modes = [int(shape_k[1]) for shape_k in core_shapes]
     if modes != expected:
         raise TTFileError(f"{where}: its metadata (shape {shape}, quantics "
@@ -329,7 +424,7 @@ def _check_meta_agrees(meta, core_shapes, where):
                           f"modes {expected}, the cores have {modes}.")
 
 
-def _mode_sizes(meta, shape, where):
+def _mode_sizes(meta, shape, n_cores, where):
     """The TT mode sizes that a volume of ``shape`` has in the layout the metadata records."""
     from .lazy.quantics import ORDERS, QuanticsLayout
 
@@ -338,7 +433,16 @@ def _mode_sizes(meta, shape, where):
         if not isinstance(quantics, dict) or quantics.get("order") not in ORDERS:
             raise TTFileError(f"{where}: its quantics metadata {quantics!r} is not "
                               f"{{'order': one of {ORDERS}, ...}}.")
-        return list(QuanticsLayout.create(shape, quantics["order"]).quantics_shape)
+        if len(shape) > n_cores:
+            # Checked before the layout is worked out (a factorisation per mode): each mode
+            # has one digit at least, hence one core.
+            raise TTFileError(f"{where}: its metadata shape has {len(shape)} modes, more "
+                              f"than its {n_cores} cores, in a quantics layout.")
+        try:
+            return list(QuanticsLayout.create(shape, quantics["order"]).quantics_shape)
+        except ValueError as error:
+            raise TTFileError(f"{where}: its metadata shape has no quantics layout: "
+                              f"{error}") from error
     if axes is not None:
         if (not isinstance(axes, list) or not all(_is_int(axis) for axis in axes)
                 or sorted(axes) != list(range(len(shape)))):
@@ -346,6 +450,12 @@ def _mode_sizes(meta, shape, where):
                               f"the {len(shape)} axes of shape {shape}.")
         return [shape[axis] for axis in axes]
     return list(shape)
+
+
+def _short(value, limit=200):
+    """``repr(value)``, cut to ``limit`` characters: a forged record can be megabytes."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _is_int(value):

@@ -3,9 +3,11 @@ killed or timed-out run resumed without re-evaluating what is stored."""
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -145,6 +147,47 @@ def test_damage_before_valid_frames_is_refused_and_the_file_left_alone(tmp_path)
     with pytest.raises(CheckpointError, match="is damaged: the frame at byte"):
         CheckpointStore(path, (5, 5), {})
     assert path.read_bytes() == bytes(data)
+
+
+@pytest.mark.parametrize("byte, name", [(0, "tag"), (7, "count")])
+def test_a_damaged_frame_head_before_valid_frames_is_refused(tmp_path, byte, name):
+    # A flipped bit in a frame's tag or count made the frame unreadable and was taken for
+    # a torn tail: every later frame was dropped and the file truncated.
+    path = tmp_path / f"{name}.ckpt"
+    store = CheckpointStore(path, (5, 5), {})
+    for k in range(3):
+        store.append(np.array([[k, k]]), np.array([0.5 + k]))
+    store.close()
+    data = bytearray(path.read_bytes())
+    first_frame = len(data) - 3 * (16 + 16 + 8)
+    data[first_frame + byte] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="is damaged: the frame at byte"):
+        CheckpointStore(path, (5, 5), {})
+    assert path.read_bytes() == bytes(data)
+
+
+def test_a_torn_frame_head_at_the_end_is_dropped(tmp_path):
+    path = tmp_path / "head.ckpt"
+    store = CheckpointStore(path, (5, 5), {})
+    store.append(np.array([[1, 2]]), np.array([0.5]))
+    store.close()
+    with open(path, "ab") as handle:
+        handle.write(b"BTC")  # a crash three bytes into the next frame's head
+    with pytest.warns(UserWarning, match="dropped a torn last frame"):
+        reopened = CheckpointStore(path, (5, 5), {})
+    np.testing.assert_array_equal(reopened.indices, [[1, 2]])
+    reopened.close()
+
+
+@pytest.mark.parametrize("text, what", [(b"not json", "not JSON"),
+                                        (b"[1, 2]", "a JSON list")])
+def test_a_header_that_is_not_a_json_object_is_refused_by_path(tmp_path, text, what):
+    path = tmp_path / "header.ckpt"
+    path.write_bytes(MAGIC + struct.pack("<I", len(text)) + text
+                     + struct.pack("<I", zlib.crc32(text)))
+    with pytest.raises(CheckpointError, match=f"header.ckpt.*{what}"):
+        CheckpointStore(path, (5, 5), {})
 
 
 def test_a_checkpoint_in_a_missing_folder_is_named(tmp_path):

@@ -76,6 +76,40 @@ def test_unknown_order_is_rejected():
         QuanticsLayout.create((4,), "zigzag")
 
 
+@pytest.mark.parametrize("shape, error, message", [
+    ((0,), ValueError, r"shape\[0\] must be an int in \[1, 2\*\*63 - 1\]"),  # looped forever
+    ((4, -4), ValueError, r"shape\[1\] must be an int in"),  # was accepted
+    ((4.5,), TypeError, r"shape\[0\] must be an int, got 4.5"),  # was truncated to 4
+    ((4.0,), TypeError, r"shape\[0\] must be an int"),
+    ((True,), TypeError, r"shape\[0\] must be an int"),
+    ((2**63,), ValueError, r"shape\[0\] must be an int in"),
+    ((), ValueError, "at least one mode"),
+])
+def test_layout_refuses_shapes_that_are_not_positive_ints(shape, error, message):
+    with pytest.raises(error, match=message):
+        QuanticsLayout.create(shape)
+
+
+def test_layout_refuses_a_channel_count_that_is_not_a_positive_int():
+    with pytest.raises(ValueError, match="channels must be an int in"):
+        QuanticsLayout.with_channels((4,), 0)
+
+
+@pytest.mark.parametrize("size", [2**61 - 1, 10**12 + 39, 2**127 - 1 >> 64, 2**63 - 1])
+def test_sizes_with_large_prime_factors_factor_at_once(size):
+    # Trial division up to sqrt(size) hung on a prime near 2**61 (a forged TT file's shape).
+    digits = radices(size)
+    assert math.prod(digits) == size
+    assert all(digit < 2**16 for digit in digits[:-1])
+    lazy = QuanticsTensor(tlc.FunctionTensor(lambda idx: np.ones(len(idx)), (size,)))
+    assert math.prod(lazy.shape) == size
+
+
+def test_prime_factors_below_the_bound_get_digits_of_their_own():
+    assert radices(4 * 1031 * 1033 * 65521) == [2, 2, 1031, 1033, 65521]
+    assert radices(3 * 65537 * 65539) == [3, 65537 * 65539]  # both above 2**16: one digit
+
+
 def test_auto_pivot_search_recovers_boxes_in_quantics_layout():
     def boxes(indices):
         first = np.all((indices >= [5, 8, 10]) & (indices < [15, 22, 17]), axis=1) * 1.0

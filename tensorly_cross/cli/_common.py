@@ -12,14 +12,43 @@ class UsageError(Exception):
     """A combination of arguments that argparse cannot check by itself."""
 
 
-def check_output(path, force):
-    """Refuse an output before any work: its folder must exist, the file only with force."""
+def check_output(path, force, inputs=()):
+    """Refuse an output before any work: its folder must exist, it must be neither a
+    folder nor one of ``inputs`` (which writing it would destroy), and an existing file is
+    replaced only with force."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"the folder of the output {path!r} does not exist "
                                 f"({folder!r}).")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"the output {path!r} is a directory; give a file path (e.g. "
+                                "a file in that directory).")
+    for source in inputs:
+        if source and same_file(path, source_file(source)):
+            raise UsageError(f"the output {path!r} is the input {source!r}: writing it would "
+                             "destroy the input; give another output path.")
     if os.path.exists(path) and not force:
         raise FileExistsError(f"{path!r} exists; pass --force to replace it.")
+
+
+def source_file(path):
+    """The file of an input path, without an HDF5 ``:dataset`` suffix."""
+    lower = path.lower()
+    if ".h5:" in lower or ".hdf5:" in lower:
+        return path.rsplit(":", 1)[0]
+    return path
+
+
+def is_hdf5(path):
+    return source_file(path).lower().endswith((".h5", ".hdf5"))
+
+
+def same_file(first, second):
+    """Whether two paths name one file: the same inode where both exist (hard and symbolic
+    links included), else the same resolved path."""
+    if os.path.exists(first) and os.path.exists(second):
+        return os.path.samefile(first, second)
+    return os.path.realpath(first) == os.path.realpath(second)
 
 
 def default_output(path):

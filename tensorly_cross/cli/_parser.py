@@ -161,8 +161,10 @@ def _add_demo(commands, formatter):
                       help="'mni152': nilearn's MNI152 T1 template (a real MRI volume, "
                            "shipped with nilearn); 'procedural': smooth Gaussian blobs; "
                            "'auto': the template where nilearn is installed")
-    demo.add_argument("--method", choices=["auto", "lsq", "tci", "als", "stream"],
-                      default="auto", help="as for compress")
+    # No "als": it needs a fixed --rank, and the demo runs to a tolerance.
+    demo.add_argument("--method", choices=["auto", "lsq", "tci", "stream"],
+                      default="auto", help="as for compress (its 'als' needs --rank, "
+                                           "which the demo, run to --tol, does not take)")
     demo.add_argument("--workdir", default=None,
                       help="where the volume, TT and PNG go (default: "
                            "$XDG_CACHE_HOME/tensorly-cross, else ~/.cache/tensorly-cross)")
@@ -173,6 +175,9 @@ def _add_demo(commands, formatter):
                            "the procedural volume)")
     demo.add_argument("--accept-miss", action="store_true",
                       help="exit 0 when the run ends above --tol (default: exit 3)")
+    demo.add_argument("--dtype", choices=["input", "float32", "float64"], default="input",
+                      help="dtype of the stored cores, as for compress ('input': float32, "
+                           "the demo volume's)")
     _verbosity(demo)
     demo.set_defaults(handler=run_demo)
 

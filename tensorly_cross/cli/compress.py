@@ -1,6 +1,7 @@
 """``tensorly-cross compress``: a cross or a streaming TT-SVD of a stored volume, saved
 with its metadata (shape, layout, NIfTI affine, the run's arguments and outcome)."""
 
+import contextlib
 import math
 import os
 import time
@@ -9,7 +10,14 @@ import warnings
 import numpy as np
 
 from ..options import LSQ_VAL_SIZE
-from ._common import UsageError, check_output, default_output, open_client, progress_bar
+from ._common import (
+    UsageError,
+    check_output,
+    default_output,
+    is_hdf5,
+    open_client,
+    progress_bar,
+)
 from .summary import format_summary, outcome, tt_summary
 
 # tt_cross's default number of held-out entries: they count as evaluations.
@@ -35,9 +43,12 @@ def run_compress(args):
         if asked:
             raise UsageError(f"{', '.join(asked)} ask{'s' if len(asked) == 1 else ''} for a "
                              "cross; --method stream reads the volume whole.")
+    if args.dataset is not None and not is_hdf5(args.input):
+        raise UsageError(f"--dataset names an HDF5 dataset; the input {args.input!r} is not "
+                         ".h5/.hdf5.")
     axes = _parse_axes(args.axes, args.quantics)
     output = args.output or default_output(args.input)
-    check_output(output, args.force)
+    check_output(output, args.force, inputs=[args.input])
     with open_client(args.scheduler) as client:
         volume = tlc.open_volume(args.input, dataset=args.dataset,
                                  cache_bytes=args.cache_bytes, client=client)
@@ -105,7 +116,8 @@ def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=64, 
                                f"evals {info.n_evals}, held-out error {info.val_errors[-1]:.2e}")
             return False
 
-        with warnings.catch_warnings():  # a missed tolerance is reported by the exit code
+        with warnings.catch_warnings(), _budget_in_flag_terms(max_evals):
+            # A missed tolerance is reported by the exit code, not a warning.
             warnings.simplefilter("ignore", tlc.ToleranceNotMetWarning)
             tt, info = tlc.tt_cross(target, rank=rank, tol=tol, method=method,
                                     max_rank=max_rank, max_evals=max_evals,
@@ -131,6 +143,22 @@ def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=64, 
                    pages_read=getattr(volume, "pages_read", None),
                    sweeps=info.n_sweeps, stop=metadata["stop_reason"], tol=tol)
     return summary
+
+
+@contextlib.contextmanager
+def _budget_in_flag_terms(max_evals):
+    """tt_cross's "max_evals=N is too small" in the command's terms: it has no max_evals=
+    or val_size= to give. Still exit 1 (documented): what is too small depends on the
+    volume, not on the flag alone."""
+    try:
+        yield
+    except ValueError as error:
+        text = str(error)
+        if max_evals is None or not text.startswith(f"max_evals={max_evals} is too small"):
+            raise
+        text = text.replace(f"max_evals={max_evals}", f"--max-evals {max_evals}", 1)
+        text = text.replace("; raise max_evals or lower val_size.", ".").rstrip(".")
+        raise ValueError(f"{text}; give a larger --max-evals.") from error
 
 
 def stream_volume(volume, output, tol, rank=None, client=None, seed=0, source=None,

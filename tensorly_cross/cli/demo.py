@@ -40,10 +40,12 @@ def run_demo(args):
     if not args.quiet:
         print(f"method: {method} ({reason})")
     if method == "stream":
-        summary = stream_volume(volume, output, tol=tol, source=volume_path, force=True)
+        summary = stream_volume(volume, output, tol=tol, source=volume_path, force=True,
+                                dtype=args.dtype)
     else:
         summary = compress_volume(volume, output, tol=tol, method=method, quiet=args.quiet,
-                                  verbose=args.verbose, source=volume_path, force=True)
+                                  verbose=args.verbose, source=volume_path, force=True,
+                                  dtype=args.dtype)
     summary["bytes_total"] = math.prod(shape) * 4
     png = _demo_picture(volume_path, output, name, shape, workdir)
     if not args.quiet:

@@ -1,12 +1,13 @@
 """``tensorly-cross reconstruct``: slices (PNG, .npy) or the whole volume (NIfTI) of a
 TT file, side by side with the original."""
 
+import base64
 import os
 import sys
 
 import numpy as np
 
-from ._common import EXIT_OK, UsageError, check_output
+from ._common import EXIT_OK, UsageError, check_output, is_hdf5, same_file
 
 
 def run_reconstruct(args):
@@ -20,15 +21,21 @@ def run_reconstruct(args):
     if args.output and not whole and not args.output.lower().endswith(".npy"):
         raise UsageError(f"-o/--output must end in .npy (a slice) or .nii/.nii.gz (the whole "
                          f"volume), got {args.output!r}.")
+    if args.dataset is not None and not (args.against and is_hdf5(args.against)):
+        raise UsageError("--dataset names the HDF5 dataset of --against; give it with an "
+                         ".h5/.hdf5 --against only.")
+    if args.png and args.output and same_file(args.png, args.output):
+        raise UsageError(f"--png and -o/--output name one file ({args.png!r}); give two.")
     for path in (args.png, args.output):
         if path:
-            check_output(path, args.force)
+            check_output(path, args.force, inputs=[args.file, args.against])
     tt, metadata = tlc.load_tt(args.file)
     shape = volume_shape(tt, metadata)
     fixed = _parse_slice(args.slice, shape)
     selection = tuple(fixed.get(axis, slice(None)) for axis in range(len(shape)))
     where = ",".join(f"{axis}={index}" for axis, index in sorted(fixed.items())) or "all"
     if whole:
+        _check_nifti_metadata(metadata.get("nifti"), args.file)
         write_nifti(args.output, tt, metadata)
     image = _as_slice(volume_values(tt, metadata, selection))
     if args.output and not whole:
@@ -47,6 +54,42 @@ def run_reconstruct(args):
                   "modulus |TT| (-o OUT.npy keeps the complex values).", file=sys.stderr)
         write_png(args.png, image, original, title=f"{os.path.basename(args.file)} {where}")
     return EXIT_OK
+
+
+def _check_nifti_metadata(nifti, path):
+    """What the file kept of a NIfTI input must be usable: a 4x4 finite affine and base64
+    header text, as compress writes them (a file edited by hand may hold anything)."""
+    if nifti is None:
+        return
+    problem = None
+    if not isinstance(nifti, dict):
+        problem = f"a JSON {type(nifti).__name__}, not an object"
+    elif "affine" in nifti and not _is_affine(nifti["affine"]):
+        problem = f"its affine {nifti['affine']!r} is not a 4x4 list of finite numbers"
+    elif nifti.get("header") is not None and not _is_nifti_header(nifti["header"]):
+        problem = (f"its header {str(nifti['header'])[:60]!r} is not the base64 text of a "
+                   "NIfTI-1 or NIfTI-2 header")
+    if problem:
+        raise ValueError(f"{path!r}: its 'nifti' metadata is unusable ({problem}); write "
+                         "slices (-o OUT.npy) instead, or fix the file's metadata.")
+
+
+def _is_affine(value):
+    try:
+        affine = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return False
+    return affine.shape == (4, 4) and bool(np.isfinite(affine).all())
+
+
+def _is_nifti_header(value):
+    """Base64 text of 348 (NIfTI-1) or 540 (NIfTI-2) bytes."""
+    if not isinstance(value, str):
+        return False
+    try:
+        return len(base64.b64decode(value, validate=True)) in (348, 540)
+    except ValueError:  # binascii.Error
+        return False
 
 
 def _parse_slice(text, shape):

@@ -1,6 +1,7 @@
 """``tensorly-cross info``, the summary printed after a run, and a run's exit code."""
 
 import math
+import numbers
 import sys
 
 import numpy as np
@@ -17,13 +18,23 @@ def tt_summary(tt, metadata):
     n_evals = metadata.get("n_evals")
     return dict(shape=shape, ranks=[1] + [int(core.shape[2]) for core in tt],
                 n_params=n_params, compression=entries / n_params,
-                n_evals=n_evals, fraction=(n_evals or 0) / entries,
+                n_evals=n_evals, fraction=n_evals / entries if _is_number(n_evals) else None,
                 val_error=metadata.get("val_error", metadata.get("error")),
                 exact_error=bool(metadata.get("exact_error")),
                 rounding_error=metadata.get("rounding_error"),
                 n_heldout=metadata.get("n_heldout"),
                 heldout_bound=metadata.get("heldout_bound"),
                 quantics=metadata.get("quantics"), dtype=str(np.asarray(tt[0]).dtype))
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _number(value, spec):
+    """``value`` formatted with ``spec`` if it is a number; else as it is (a TT file's
+    metadata is the user's: a field written by hand is shown, not a traceback)."""
+    return format(value, spec) if _is_number(value) else str(value)
 
 
 def format_summary(summary):
@@ -33,8 +44,9 @@ def format_summary(summary):
              f"parameters          {summary['n_params']} {summary.get('dtype', '')} "
              f"(compression {summary['compression']:.1f}x)"]
     if summary.get("n_evals") is not None:
-        lines.append(f"entries evaluated   {summary['n_evals']} "
-                     f"({summary['fraction']:.3%} of the volume)")
+        fraction = summary.get("fraction")
+        lines.append(f"entries evaluated   {summary['n_evals']}"
+                     + (f" ({fraction:.3%} of the volume)" if fraction is not None else ""))
     if summary.get("bytes_read") is not None:
         if summary.get("chunks_read") is not None:
             unit = f"{summary['chunks_read']} chunks"
@@ -46,24 +58,25 @@ def format_summary(summary):
             unit = "reads"
         lines.append(f"bytes read          {summary['bytes_read'] / 2**20:.1f} MiB in {unit}")
     if summary.get("exact_error"):
-        lines.append(f"relative error      {summary['val_error']:.3e} (exact: every voxel "
-                     "read)")
+        lines.append(f"relative error      {_number(summary['val_error'], '.3e')} (exact: "
+                     "every voxel read)")
     elif summary.get("val_error") is not None:
         heldout = ""
         if summary.get("n_heldout"):
             heldout = (f" on {summary['n_heldout']} held-out entries (95%: at most "
-                       f"{summary['heldout_bound']:.2%} of the entries off unseen)")
-        lines.append(f"held-out rel. error {summary['val_error']:.3e}{heldout}")
-    rounding = summary.get("rounding_error")
-    if rounding and summary.get("val_error") and rounding > 0.01 * summary["val_error"]:
+                       f"{_number(summary.get('heldout_bound'), '.2%')} of the entries off "
+                       "unseen)")
+        lines.append(f"held-out rel. error {_number(summary['val_error'], '.3e')}{heldout}")
+    rounding, error = summary.get("rounding_error"), summary.get("val_error")
+    if _is_number(rounding) and _is_number(error) and rounding and rounding > 0.01 * error:
         lines.append(f"                    of which about {rounding:.1e} from storing the "
                      f"cores as {summary.get('dtype')} (--dtype)")
     if summary.get("seconds") is not None and summary.get("passes"):
         passes = summary["passes"]
-        lines.append(f"time                {summary['seconds']:.1f} s "
+        lines.append(f"time                {_number(summary['seconds'], '.1f')} s "
                      f"({passes} pass{'es' if passes != 1 else ''} over the volume)")
     elif summary.get("seconds") is not None:
-        lines.append(f"time                {summary['seconds']:.1f} s "
+        lines.append(f"time                {_number(summary['seconds'], '.1f')} s "
                      f"({summary['sweeps']} sweeps, stop: {summary['stop']})")
     if summary.get("output"):
         lines.append(f"written             {summary['output']}")

@@ -10,9 +10,11 @@ The file is a header, then frames, one per batch of new entries::
 Everything is little-endian binary: nothing is unpickled. The header is written to a
 temporary file and renamed into place, so a file that exists has a whole header; frames
 are appended and flushed one batch at a time, so a killed run loses at most the batch in
-flight. A frame cut short, or whose checksum fails (a write torn by a crash), ends the
-valid part: it is dropped with a warning, and the file is truncated there before new
-frames are appended.
+flight. A last frame cut short, or whose checksum fails (a write torn by a crash), ends
+the valid part: it is dropped with a warning, and the file is truncated there before new
+frames are appended. An unreadable frame (bad tag, count or checksum) that is not the
+last (a valid frame follows it, or its own whole head says more does) is damage, not a
+torn write: it is refused (:class:`CheckpointError`) and the file left as it is.
 
 The fingerprint is a SHA-256 of the tensor's shape and the run's arguments: a checkpoint
 written for another shape or other arguments is refused (:class:`CheckpointMismatchError`).
@@ -121,13 +123,14 @@ class CheckpointStore:
         indices, values = [np.zeros((0, d), dtype=np.int64)], []
         while offset < len(data):
             frame = _read_frame(data, offset, d)
-            if frame is None and _frame_end(data, offset, d) < len(data):
-                # Valid-looking data follows: not a write the crash cut short, but damage;
-                # truncating here would destroy every later frame.
+            if frame is None and not _is_torn_tail(data, offset, d):
+                # Not a write the crash cut short, but damage: truncating here would destroy
+                # every later frame.
                 raise CheckpointError(
-                    f"checkpoint={self.path!r} is damaged: the frame at byte {offset} fails "
-                    f"its checksum, and {len(data) - offset} bytes follow it. Nothing was "
-                    "changed; move the file aside to start afresh.")
+                    f"checkpoint={self.path!r} is damaged: the frame at byte {offset} is "
+                    f"unreadable (bad tag, count or checksum) but not the file's last: "
+                    f"{len(data) - offset} bytes follow it, and a crash tears the last frame "
+                    "only. Nothing was changed; move the file aside to start afresh.")
             if frame is None:
                 warnings.warn(f"checkpoint {self.path!r}: dropped a torn last frame "
                               f"({len(data) - offset} bytes) after {offset} valid bytes.",
@@ -150,7 +153,14 @@ class CheckpointStore:
         crc = data[start + size : start + size + 4]
         if len(crc) < 4 or struct.unpack("<I", crc)[0] != zlib.crc32(text):
             raise CheckpointError(f"checkpoint={self.path!r}: its header is damaged.")
-        header = json.loads(text)
+        try:
+            header = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise CheckpointError(f"checkpoint={self.path!r}: its header is not JSON "
+                                  f"({error}).") from error
+        if not isinstance(header, dict):
+            raise CheckpointError(f"checkpoint={self.path!r}: its header is a JSON "
+                                  f"{type(header).__name__}, not an object.")
         if header.get("fingerprint") != self.fingerprint:
             raise CheckpointMismatchError(_mismatch(self.path, header, self.shape,
                                                     self.arguments))
@@ -176,9 +186,27 @@ def _read_frame(data, offset, d):
     return indices.astype(np.int64), values.astype(np.dtype(dtype).newbyteorder("=")), end
 
 
+def _is_torn_tail(data, offset, d):
+    """Whether the unreadable frame at ``offset`` is the last write, cut short by a crash.
+
+    A crash tears only the frame in flight, so nothing valid follows a torn frame. Damage
+    elsewhere (a flipped bit in a tag, count or payload) leaves later frames intact: a frame
+    whose whole head says it ends before the file does, or any later offset that parses as
+    a frame with a matching checksum, means the bytes at ``offset`` are damage, not a tail.
+    """
+    if _frame_end(data, offset, d) < len(data):
+        return False
+    start = data.find(FRAME_TAG, offset + 1)
+    while start != -1:
+        if _read_frame(data, start, d) is not None:
+            return False
+        start = data.find(FRAME_TAG, start + 1)
+    return True
+
+
 def _frame_end(data, offset, d):
     """Where the frame at ``offset`` says it ends (the file's end if its head is torn or
-    unreadable): a torn frame is the last thing in the file."""
+    unreadable)."""
     if offset + _FRAME_HEAD.size > len(data):
         return len(data)
     tag, count, dtype, _ = _FRAME_HEAD.unpack_from(data, offset)

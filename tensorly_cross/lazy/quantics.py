@@ -4,8 +4,15 @@ A mode of size ``N = 2^a p_1 ... p_k`` becomes ``a`` binary digits followed by o
 leftover prime factor, most significant digit first, so sizes that are not powers of two
 need no padding. Smooth functions have small ranks in this layout, and a cross over it
 reads a number of entries that grows with ``log N`` (Khoromskij 2011; Oseledets 2010).
+
+Only prime factors below ``2**16`` are split off; what remains (a large prime, or a
+product of primes above ``2**16``) is one last digit. A digit that large gains nothing
+from the layout, and the bound keeps factoring any mode size (below ``2**63``: int64
+indices) to a few microseconds, even for a forged file's.
 """
 
+import functools
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,25 +23,55 @@ from .base import LazyTensor, c_order_strides, check_indices
 from .dispatch import lazy_tensor
 
 ORDERS = ("grouped", "interleaved")
+# Prime factors below this are split into digits of their own; see the module docstring.
+FACTOR_BOUND = 2**16
+# A mode's indices are int64.
+MAX_MODE_SIZE = 2**63 - 1
 
 
 def radices(size):
-    """Digits of one mode: ``2`` as often as it divides ``size``, then its other primes."""
+    """Digits of one mode: ``2`` as often as it divides ``size``, then its other primes
+    below ``FACTOR_BOUND`` in increasing order, then what remains (if not 1) as one digit.
+
+    ``size`` is an int in ``[1, MAX_MODE_SIZE]`` (see :func:`check_mode_size`).
+    """
     if size == 1:
         return [1]
     digits, rest = [], int(size)
     while rest % 2 == 0:
         digits.append(2)
         rest //= 2
-    factor = 3
-    while factor * factor <= rest:
+    # One vectorised pass finds which small primes divide the rest: a trial division up to
+    # sqrt(size) in Python took minutes for a prime near 2**61.
+    primes = _odd_primes_below(FACTOR_BOUND)
+    for factor in primes[np.asarray(rest, dtype=np.int64) % primes == 0].tolist():
         while rest % factor == 0:
             digits.append(factor)
             rest //= factor
-        factor += 2
     if rest > 1:
         digits.append(rest)
     return digits
+
+
+def check_mode_size(size, name):
+    """``size`` as a Python int in ``[1, MAX_MODE_SIZE]``; raise naming ``name`` otherwise."""
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {size!r} ({type(size).__name__}).")
+    if not 1 <= size <= MAX_MODE_SIZE:
+        raise ValueError(f"{name} must be an int in [1, 2**63 - 1] (int64 indices), got "
+                         f"{size}.")
+    return int(size)
+
+
+@functools.cache
+def _odd_primes_below(bound):
+    """The odd primes below ``bound``, as an int64 array (a sieve of Eratosthenes)."""
+    is_prime = np.ones(bound, dtype=bool)
+    is_prime[:2] = False
+    for factor in range(2, int(bound**0.5) + 1):
+        if is_prime[factor]:
+            is_prime[factor * factor :: factor] = False
+    return np.flatnonzero(is_prime)[1:].astype(np.int64)
 
 
 @dataclass
@@ -88,9 +125,20 @@ class QuanticsLayout:
         -------
         layout : QuanticsLayout
             Factors 2 first, then the other primes, most significant digit first.
+
+        Raises
+        ------
+        TypeError
+            If a mode size is not an int (a float such as 4.5 or 4.0 included).
+        ValueError
+            If ``shape`` is empty, a mode size is outside ``[1, 2**63 - 1]``, or ``order``
+            is unknown.
         """
         if order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {order!r}.")
+        shape = tuple(check_mode_size(size, f"shape[{k}]") for k, size in enumerate(shape))
+        if not shape:
+            raise ValueError("shape must have at least one mode, got ().")
         mode_radices = [radices(size) for size in shape]
         slots = []  # (original mode, digit level) in quantics order
         if order == "grouped":
@@ -103,7 +151,7 @@ class QuanticsLayout:
         positions = [np.zeros(len(digits), dtype=np.int64) for digits in mode_radices]
         for position, (mode, level) in enumerate(slots):
             positions[mode][level] = position
-        return cls(tuple(int(s) for s in shape), order, mode_radices, positions)
+        return cls(shape, order, mode_radices, positions)
 
     @classmethod
     def with_channels(cls, shape, channels, order="grouped"):
@@ -126,6 +174,7 @@ class QuanticsLayout:
         layout : QuanticsLayout
             Of the original shape ``(*shape, channels)``.
         """
+        channels = check_mode_size(channels, "channels")
         grid = cls.create(shape, order)
         n_digits = len(grid.quantics_shape)
         return cls(grid.shape + (int(channels),), order, grid.mode_radices + [[int(channels)]],

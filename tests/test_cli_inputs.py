@@ -1,0 +1,44 @@
+"""Inputs the CLI (and open_volume under it) cannot read are named; advice given works."""
+
+import numpy as np
+import pytest
+import tensorly as tl
+
+import tensorly_cross as tlc
+from tensorly_cross import cli
+
+zarr = pytest.importorskip("zarr")
+
+
+def test_a_file_that_is_not_hdf5_is_named(tmp_path, capsys):
+    path = tmp_path / "fake.h5"
+    path.write_bytes(b"not an HDF5 file at all")
+    with pytest.raises(ValueError, match=f"{str(path)!r} is not an HDF5 file"):
+        tlc.open_volume(path)
+    assert cli.main(["compress", str(path), "-o", str(tmp_path / "x.tt.npz")]) == \
+        cli.EXIT_INPUT
+    assert f"{str(path)!r} is not an HDF5 file" in capsys.readouterr().err
+
+
+def test_the_array_a_zarr_group_error_points_to_opens(tmp_path, capsys):
+    group_path = tmp_path / "grp.zarr"
+    group = zarr.open_group(str(group_path), mode="w")
+    values = np.add.outer(np.arange(6.0), np.arange(5.0))
+    group.create_array("a", shape=values.shape, dtype="f8")[:] = values
+    with pytest.raises(ValueError, match="is a zarr group") as caught:
+        tlc.open_volume(group_path)
+    advised = str(caught.value).split("e.g. '")[1].split("'")[0]
+    volume = tlc.open_volume(advised)
+    assert volume.shape == (6, 5)
+    np.testing.assert_array_equal(tl.to_numpy(volume.evaluate(np.array([[2, 3]]))), [5.0])
+    output = tmp_path / "a.tt.npz"
+    assert cli.main(["compress", advised, "-o", str(output), "-q"]) == cli.EXIT_OK
+    assert output.exists()
+
+
+@pytest.mark.parametrize("strict", ["no", 1, None])
+def test_strict_must_be_a_bool(tmp_path, strict):
+    path = tmp_path / "v.zarr"
+    zarr.open_array(str(path), mode="w", shape=(4, 4), dtype="f8")[:] = 1.0
+    with pytest.raises(TypeError, match="strict must be True or False"):
+        tlc.open_volume(path, strict=strict)

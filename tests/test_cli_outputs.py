@@ -1,0 +1,120 @@
+"""The CLI refuses outputs it would destroy or cannot write, advice it cannot follow, and
+shows a TT file's hand-written metadata instead of failing on it."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tensorly_cross import cli, save_tt
+from tensorly_cross.cli._parser import build_parser
+
+
+@pytest.fixture
+def volume(tmp_path):
+    """A smooth 24^3 float64 volume as .npy."""
+    grid = np.linspace(0.0, 1.0, 24)
+    path = tmp_path / "v.npy"
+    np.save(path, np.add.outer(np.add.outer(np.sin(3 * grid), grid**2), np.cos(2 * grid)))
+    return path
+
+
+@pytest.fixture
+def tt_file(tmp_path):
+    rng = np.random.default_rng(0)
+    cores = [rng.standard_normal((1, 4, 2)), rng.standard_normal((2, 5, 2)),
+             rng.standard_normal((2, 6, 1))]
+    return save_tt(tmp_path / "t.tt.npz", cores, {"shape": [4, 5, 6]})
+
+
+@pytest.mark.parametrize("spelling", ["same", "dot", "symlink"])
+def test_compress_refuses_to_write_over_its_input(volume, capsys, spelling):
+    output = {"same": str(volume), "dot": os.path.join(str(volume.parent), ".", "v.npy"),
+              "symlink": str(volume.parent / "link.npy")}[spelling]
+    if spelling == "symlink":
+        os.symlink(volume, output)
+    before = volume.read_bytes()
+    assert cli.main(["compress", str(volume), "-o", output, "--force", "-q"]) == cli.EXIT_USAGE
+    assert "is the input" in capsys.readouterr().err
+    assert volume.read_bytes() == before
+
+
+def test_compress_to_an_existing_directory_names_it(volume, tmp_path, capsys):
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    assert cli.main(["compress", str(volume), "-o", str(folder), "--force", "-q"]) == \
+        cli.EXIT_INPUT
+    assert f"the output {str(folder)!r} is a directory" in capsys.readouterr().err
+
+
+def test_reconstruct_to_an_existing_directory_names_it(tt_file, tmp_path, capsys):
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    assert cli.main(["reconstruct", tt_file, "--png", str(folder), "--force"]) == \
+        cli.EXIT_INPUT
+    error = capsys.readouterr().err
+    assert f"the output {str(folder)!r} is a directory" in error and ".png-" not in error
+
+
+def test_a_dataset_for_a_file_that_is_not_hdf5_exits_2(volume, tmp_path, capsys):
+    output = str(tmp_path / "x.tt.npz")
+    assert cli.main(["compress", str(volume), "-o", output, "--dataset", "foo"]) == \
+        cli.EXIT_USAGE
+    assert "--dataset names an HDF5 dataset" in capsys.readouterr().err
+    assert not os.path.exists(output)
+
+
+def test_a_budget_too_small_for_a_sweep_is_reported_as_the_flag(volume, tmp_path, capsys):
+    args = ["compress", str(volume), "-o", str(tmp_path / "x.tt.npz"), "--max-evals",
+            "4001", "--method", "lsq", "--tol", "1e-12", "-q"]
+    assert cli.main(args) == cli.EXIT_INPUT
+    error = capsys.readouterr().err
+    assert "--max-evals 4001 is too small" in error and "max_evals=" not in error
+
+
+def test_info_shows_hand_written_metadata_as_it_is(tt_file, tmp_path, capsys):
+    tt_path = save_tt(tmp_path / "w.tt.npz", [np.ones((1, 4, 1))],
+                      {"val_error": "abc", "n_evals": "many", "source": 5,
+                       "rounding_error": "x", "n_heldout": 3, "heldout_bound": "y"})
+    assert cli.main(["info", tt_path]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert "held-out rel. error abc" in out and "entries evaluated   many" in out
+
+
+@pytest.mark.parametrize("nifti, problem", [({"affine": "x"}, "its affine 'x'"),
+                                            ({"affine": np.eye(3).tolist()}, "its affine"),
+                                            ({"header": "!!"}, "its header"),
+                                            ([1, 2], "a JSON list")])
+def test_unusable_nifti_metadata_is_named_before_writing(tmp_path, capsys, nifti, problem):
+    tt_path = save_tt(tmp_path / "n.tt.npz", [np.ones((1, 4, 2)), np.ones((2, 5, 1))],
+                      {"nifti": nifti})
+    output = tmp_path / "out.nii.gz"
+    assert cli.main(["reconstruct", tt_path, "-o", str(output)]) == cli.EXIT_INPUT
+    error = capsys.readouterr().err
+    assert f"{tt_path!r}: its 'nifti' metadata is unusable ({problem}" in error
+    assert not output.exists()
+
+
+def test_a_tt_file_with_a_zero_size_mode_is_refused_not_a_traceback(tmp_path, capsys):
+    path = tmp_path / "z.tt.npz"
+    meta = {"format": "tensorly-cross-tt", "format_version": 1, "n_cores": 1}
+    np.savez(path, core_0=np.ones((1, 0, 1)),
+             meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+    for command in (["info", str(path)], ["reconstruct", str(path), "-o",
+                                           str(tmp_path / "z.npy")]):
+        assert cli.main(command) == cli.EXIT_INPUT
+        assert "every mode size and rank must be >= 1" in capsys.readouterr().err
+
+
+def test_the_demo_offers_no_method_that_needs_a_rank(capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["demo", "--method", "als"])
+    assert caught.value.code == cli.EXIT_USAGE
+    assert "argument --method: invalid choice: 'als'" in capsys.readouterr().err
+
+
+def test_the_demo_takes_the_dtype_its_advice_names():
+    # A missed --tol from rounding advises "pass --dtype float64": the demo must take it.
+    args = build_parser().parse_args(["demo", "--dtype", "float64"])
+    assert args.dtype == "float64"
