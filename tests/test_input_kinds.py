@@ -63,3 +63,20 @@ def test_cache_arguments_are_checked_by_name():
         EvaluationCache(np.ones((3, 3)))
     with pytest.raises(TypeError, match="max_evals must be an integer, got 1.5"):
         EvaluationCache(tlc.lazy_tensor(np.ones((3, 3))), max_evals=1.5)
+
+
+def test_index_set_records_and_quantics_layouts_of_the_wrong_kind_are_named():
+    tensor = np.random.default_rng(0).random((4, 5, 6))
+    record = tlc.select_indices(tensor, rank=2, random_state=0).to_dict()
+    for key in ("shape", "left", "right"):
+        with pytest.raises(ValueError, match=f"index sets' '{key}' must be a list"):
+            tlc.cross_interpolate(tensor, dict(record, **{key: None}))
+    with pytest.raises(TypeError, match="index sets must be a dict"):
+        tlc.CrossIndices.from_dict([record])
+    lazy = tlc.QuanticsTensor(tlc.FunctionTensor(lambda i: np.cos(i[:, 0] / 5.0), (16,)))
+    tt_q = tlc.tt_cross(lazy, tol=1e-8, random_state=0)
+    with pytest.raises(TypeError, match="layout must be a QuanticsLayout"):
+        tlc.qtt_to_tt(tt_q, None)
+    twelve = tlc.QuanticsLayout.create((12,))  # digits 2, 2, 3
+    with pytest.raises(ValueError, match="are not the layout's quantics modes"):
+        tlc.qtt_to_tt([np.ones((1, 2, 1))] * 3, twelve)  # three cores, but of size 2

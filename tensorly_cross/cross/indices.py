@@ -182,10 +182,17 @@ class CrossIndices:
         ValueError
             If the sets are inconsistent.
         """
+        if not isinstance(data, dict):
+            raise TypeError(f"index sets must be a dict (as to_dict() writes them), got "
+                            f"{type(data).__name__}.")
         missing = [key for key in ("shape", "left", "right") if key not in data]
         if missing:
             raise ValueError(f"index sets need the keys 'shape', 'left' and 'right' (as "
                              f"to_dict() writes them); missing: {missing}.")
+        for key in ("shape", "left", "right"):
+            if not isinstance(data[key], list | tuple | np.ndarray):
+                raise ValueError(f"index sets' {key!r} must be a list (as to_dict() writes "
+                                 f"it), got {type(data[key]).__name__}.")
         shape = tuple(_as_size(size) for size in data["shape"])
         d = len(shape)
         left = [_as_block(block, k) for k, block in enumerate(data["left"])]

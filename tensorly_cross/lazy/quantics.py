@@ -304,6 +304,9 @@ def qtt_to_tt(tt_q, layout):
     True
     """
     layout = getattr(layout, "layout", layout)
+    if not isinstance(layout, QuanticsLayout):
+        raise TypeError(f"layout must be a QuanticsLayout or a QuanticsTensor, got "
+                        f"{type(layout).__name__}.")
     if layout.order != "grouped":
         raise ValueError("qtt_to_tt needs order='grouped' (interleaved digits of different "
                          "modes cannot be contracted into one core per mode).")
@@ -311,6 +314,10 @@ def qtt_to_tt(tt_q, layout):
     if len(cores) != len(layout.quantics_shape):
         raise ValueError(f"tt_q has {len(cores)} cores; the layout has "
                          f"{len(layout.quantics_shape)} quantics modes.")
+    sizes = tuple(int(tl.shape(core)[1]) for core in cores)
+    if sizes != tuple(layout.quantics_shape):
+        raise ValueError(f"tt_q's mode sizes {sizes} are not the layout's quantics modes "
+                         f"{tuple(layout.quantics_shape)}.")
     merged = []
     for positions, size in zip(layout.positions, layout.shape, strict=True):
         core = cores[positions[0]]
