@@ -19,7 +19,8 @@ def to_host(tensor):
     array is returned as it is: treat the result as read-only)."""
     if isinstance(tensor, np.ndarray):
         return tensor  # already on the host: the NumPy backend's hot path, no dispatch
-    if backend_name() == "pytorch":
+    # A torch tensor under another backend too (save_tt of torch cores that require grad).
+    if backend_name() == "pytorch" or type(tensor).__module__.startswith("torch"):
         # resolve_conj: a tl.conj of a complex tensor is a lazy view NumPy cannot read.
         host = tensor.detach().cpu().resolve_conj()
         if host.dtype == _bfloat16():

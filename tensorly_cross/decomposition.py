@@ -80,7 +80,11 @@ def _input_shape(input_tensor):
         raise TypeError(f"input_tensor must be a tensor of the active TensorLy backend "
                         f"({tl.get_backend()}) or a LazyTensor, got "
                         f"{type(input_tensor).__name__}; convert it with tl.tensor(...).")
-    return tuple(input_tensor.shape)
+    shape = tuple(input_tensor.shape)
+    if not shape:
+        raise ValueError("input_tensor is 0-d (a scalar): a tensor train needs at least one "
+                         "mode.")
+    return shape
 
 
 def _tensorly_rank(rank, shape):

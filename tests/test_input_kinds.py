@@ -80,3 +80,15 @@ def test_index_set_records_and_quantics_layouts_of_the_wrong_kind_are_named():
     twelve = tlc.QuanticsLayout.create((12,))  # digits 2, 2, 3
     with pytest.raises(ValueError, match="are not the layout's quantics modes"):
         tlc.qtt_to_tt([np.ones((1, 2, 1))] * 3, twelve)  # three cores, but of size 2
+
+
+def test_a_scalar_and_torch_cores_that_require_grad_under_numpy(tmp_path):
+    with pytest.raises(ValueError, match="input_tensor is 0-d"):
+        tlc.tensor_train_cross(np.array(3.0), 1)
+    torch = pytest.importorskip("torch")
+    cores = [torch.ones((1, 3, 2), dtype=torch.float64, requires_grad=True),
+             torch.ones((2, 3, 1), dtype=torch.float64)]
+    with tl.backend_context("numpy"):  # numpy() of a tensor that requires grad raised
+        path = tlc.save_tt(tmp_path / "torch.tt.npz", cores)
+        loaded, _ = tlc.load_tt(path)
+    np.testing.assert_array_equal(loaded[0], np.ones((1, 3, 2)))
