@@ -12,8 +12,10 @@ torch = pytest.importorskip("torch")
 
 import tensorly_cross as tlc  # noqa: E402
 from tensorly_cross.lazy.base import LazyTensor  # noqa: E402
-from tensorly_cross.nn import CrossEmbedding, EncodedTensor, default_encoder  # noqa: E402
+from tensorly_cross.nn import EncodedTensor, default_encoder  # noqa: E402
 from tensorly_cross.nn.keyed import volume_fingerprint  # noqa: E402
+
+from .nn_helpers import small_embedding  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -23,9 +25,7 @@ def pytorch_backend():
 
 
 def _embedding(**options):
-    torch.manual_seed(0)
-    defaults = dict(patch_size=3, n_features=2, rank=2, n_outputs=3, n_iter_max=2)
-    return CrossEmbedding(**dict(defaults, **options))
+    return small_embedding(**dict(dict(n_iter_max=2), **options))
 
 
 def _fresh_features(volume):

@@ -10,7 +10,8 @@ import tensorly as tl
 torch = pytest.importorskip("torch")
 
 import tensorly_cross as tlc  # noqa: E402
-from tensorly_cross.nn import CrossEmbedding  # noqa: E402
+
+from .nn_helpers import small_embedding  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -19,10 +20,7 @@ def pytorch_backend():
         yield
 
 
-def _embedding(**options):
-    torch.manual_seed(0)
-    defaults = dict(patch_size=3, n_features=2, rank=2, n_outputs=3, n_iter_max=1)
-    return CrossEmbedding(**dict(defaults, **options))
+_embedding = small_embedding
 
 
 def test_a_loaded_quantics_module_refuses_a_permuted_grid():

@@ -8,7 +8,6 @@ torch = pytest.importorskip("torch")
 
 from tensorly_cross.errors import NonFiniteValueError  # noqa: E402
 from tensorly_cross.nn import (  # noqa: E402
-    CrossEmbedding,
     DenseEmbedding,
     EncodedTensor,
     PatchGrid,
@@ -17,6 +16,8 @@ from tensorly_cross.nn import (  # noqa: E402
 )
 from tensorly_cross.nn.training import Regressor, fit  # noqa: E402
 
+from .nn_helpers import small_embedding  # noqa: E402
+
 
 @pytest.fixture(autouse=True)
 def pytorch_backend():
@@ -24,10 +25,7 @@ def pytorch_backend():
         yield
 
 
-def _embedding(**options):
-    torch.manual_seed(0)
-    defaults = dict(patch_size=3, n_features=2, rank=2, n_outputs=3, n_iter_max=1)
-    return CrossEmbedding(**dict(defaults, **options))
+_embedding = small_embedding
 
 
 def _data(count=6):
