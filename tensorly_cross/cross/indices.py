@@ -11,6 +11,7 @@ Sets are *left-nested* when every row of ``left[k+1]`` extends a row of ``left[k
 index, *right-nested* symmetrically. A left-to-right sweep leaves them left-nested.
 """
 
+import functools
 import json
 from dataclasses import dataclass, field
 
@@ -347,8 +348,17 @@ def _packed_keys(first, second):
 
 
 def _hashed_keys(first, second):
-    weights = KeyScheme((2**62,) * first.shape[1]).weights  # fixed random odd weights
+    weights = _hash_weights(first.shape[1])
     return first @ weights, second @ weights
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_weights(n_modes):
+    """Fixed random odd weights for ``n_modes`` (made once: drawing them anew on every
+    search was 2% of a d=80 cross's overhead). Read-only, as the cache shares them."""
+    weights = KeyScheme((2**62,) * n_modes).weights
+    weights.flags.writeable = False
+    return weights
 
 
 def as_row_keys(block):
