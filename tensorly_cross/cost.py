@@ -61,7 +61,7 @@ def choose_path(volume, path=None, rank=None, max_rank=64, oversample=1.5):
     volume : LazyTensor, str or os.PathLike
         The opened volume (:func:`tensorly_cross.open_volume`), possibly transposed, or
         the path of a volume file (then opened, and ``path`` defaults to it).
-    path : str, optional
+    path : str or os.PathLike, optional
         Its file: a gzip NIfTI is decompressed whole by any reader.
     rank : int, optional
         The fixed rank; otherwise ``max_rank`` bounds the estimate.
@@ -89,12 +89,24 @@ def choose_path(volume, path=None, rank=None, max_rank=64, oversample=1.5):
 
         path = volume if path is None else path
         volume = open_volume(volume)
+    if not hasattr(volume, "shape"):
+        raise TypeError(f"volume must be a lazy tensor (open_volume, lazy_tensor), an array, "
+                        f"or a path; got {type(volume).__name__}.")
+    if path is not None and not isinstance(path, str | bytes | os.PathLike):
+        raise TypeError(f"path must be a str, bytes or os.PathLike, or None; got {path!r} "
+                        f"({type(path).__name__}).")
     rank = None if rank is None else check_int(rank, "rank", minimum=1)
     max_rank = check_int(max_rank, "max_rank", minimum=1)
     oversample = check_float(oversample, "oversample", minimum=1.0)
-    if path is not None and str(path).lower().endswith(".gz"):
+    if path is not None and os.fsdecode(path).lower().endswith(".gz"):
         return PathChoice("stream", "a gzip file is decompressed whole whatever is read")
     geometry = storage_geometry(volume)
+    if geometry is None and getattr(volume, "lazy", None) is not None and volume.stored:
+        # A quantics view, say: its reads of the storage are not modelled, and claiming
+        # they cost nothing would be false.
+        return PathChoice("lsq", f"a {type(volume).__name__} of stored data: what a cross "
+                          "reads of the storage is not estimated; the streaming TT-SVD "
+                          "cannot read this view")
     if geometry is None:
         return PathChoice("lsq", "entries are read one by one at no storage cost")
     r = rank if rank is not None else max_rank
@@ -157,8 +169,10 @@ def cross_share(geometry, rank, oversample):
     missed = 1.0
     for mode in range(d):
         outer = mode in (0, d - 1)
-        per_sweep = (OUTER_FACTOR * oversample * rank if outer
-                     else math.ceil(oversample * rank) ** 2)
+        # In floats, which saturate at inf: a huge rank or oversample reads everything,
+        # where exact ints would overflow the division in _hit_share.
+        side = float(oversample) * float(rank)
+        per_sweep = OUTER_FACTOR * side if outer else float(math.ceil(side)) * math.ceil(side)
         missed *= 1.0 - _hit_share(geometry, mode, SWEEPS * per_sweep)
     return 1.0 - missed
 

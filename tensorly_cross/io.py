@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from ._validation import check_bool, check_int, check_regular_file
-from .lazy.dask import DaskTensor
+from .lazy.dask import DaskTensor, check_client
 from .lazy.npy import NpyTensor
 from .lazy.sources import SliceableSource, ZarrSource
 
@@ -57,7 +57,8 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False)
         zarr metadata or an HDF5 file that cannot be read (the message names the file), or,
         with ``strict``, a zarr array with chunks missing.
     TypeError
-        For an unsupported dtype, or a ``strict`` that is not a bool.
+        For an unsupported dtype, a ``strict`` that is not a bool, a ``dataset`` that is not
+        a str, or a ``client`` that is not a dask.distributed Client.
 
     Examples
     --------
@@ -77,6 +78,10 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False)
     if cache_bytes is not None:
         cache_bytes = check_int(cache_bytes, "cache_bytes", minimum=0)
     strict = check_bool(strict, "strict")
+    client = check_client(client)
+    if dataset is not None and not isinstance(dataset, str):
+        raise TypeError(f"dataset must be a str (the HDF5 dataset path, e.g. '/group/name') "
+                        f"or None, got {dataset!r} ({type(dataset).__name__}).")
     if not isinstance(path, str | bytes | os.PathLike):
         return _open_array(path, cache_bytes, client, strict)
     path = os.fsdecode(path)  # str, bytes or os.PathLike

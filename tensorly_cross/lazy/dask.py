@@ -8,7 +8,9 @@ serves it next time.
 """
 
 import threading
+import uuid
 import zlib
+from collections import OrderedDict
 
 import numpy as np
 import tensorly as tl
@@ -19,7 +21,10 @@ from .sources import as_chunk_source
 
 # Index arrays above this many entries are scattered to the cluster, not put in the graph.
 _SCATTER_ENTRIES = 50_000
-_WORKER_CACHES = {}
+# Chunk caches a worker keeps, one per DaskTensor, least recently used dropped first: each
+# holds up to its tensor's cache_bytes, and nothing tells a worker a tensor is gone.
+_MAX_WORKER_CACHES = 4
+_WORKER_CACHES = OrderedDict()
 _WORKER_LOCK = threading.Lock()
 
 
@@ -65,12 +70,14 @@ class DaskTensor(LazyTensor):
         super().__init__(self.source.shape)
         self.cache = ChunkCache(cache_bytes)
         self.cache_bytes = self.cache.max_bytes
-        self.client = client
+        self.client = check_client(client)
         self.chunks_read = self.bytes_read = self.chunk_hits = 0
         self._bounds = [np.concatenate([[0], np.cumsum(c)]).astype(np.int64)
                         for c in self.source.chunks]
         self._grid = tuple(len(c) for c in self.source.chunks)
-        self._token = f"{self.source.name}:{id(self)}"
+        # Unique for ever: id(self) is reused once this tensor is collected, and a new
+        # tensor of a rewritten file would then be served the old file's cached chunks.
+        self._token = f"{self.source.name}:{uuid.uuid4().hex}"
 
     def _evaluate(self, indices):
         chunk_ids, groups = self._group_by_chunk(indices)
@@ -134,7 +141,7 @@ class DaskTensor(LazyTensor):
         return block[tuple(local.T)]
 
     def _gather_distributed(self, chunk_ids, groups, indices):
-        workers = sorted(self.client.scheduler_info()["workers"])
+        workers = client_workers(self.client)
         futures = []
         for chunk_id, members in zip(chunk_ids, groups, strict=True):
             slices = self.chunk_slices(chunk_id)
@@ -157,9 +164,64 @@ class DaskTensor(LazyTensor):
 def _worker_gather(source, token, chunk_id, slices, local, cache_bytes):
     """Runs on a worker: read (or reuse) one chunk and gather points from it."""
     with _WORKER_LOCK:
-        cache = _WORKER_CACHES.setdefault(token, ChunkCache(cache_bytes))
+        cache = _WORKER_CACHES.get(token)
+        if cache is None:
+            cache = _WORKER_CACHES[token] = ChunkCache(cache_bytes)
+            while len(_WORKER_CACHES) > _MAX_WORKER_CACHES:
+                _WORKER_CACHES.popitem(last=False)
+        _WORKER_CACHES.move_to_end(token)
     block = cache.get(chunk_id)
     if block is None:
         block = source.read(slices)
         cache.put(chunk_id, block)
     return np.asarray(block[tuple(np.asarray(local).T)], dtype=np.float64)
+
+
+def check_client(client):
+    """``client`` if it is None or looks like a ``dask.distributed.Client``; raise otherwise.
+
+    Parameters
+    ----------
+    client : dask.distributed.Client or None
+        The cluster to read on.
+
+    Returns
+    -------
+    client : dask.distributed.Client or None
+        The same object.
+
+    Raises
+    ------
+    TypeError
+        If ``client`` has no ``submit`` and ``scheduler_info`` methods.
+    """
+    if client is None or all(callable(getattr(client, name, None))
+                             for name in ("submit", "scheduler_info")):
+        return client
+    raise TypeError(f"client must be a dask.distributed.Client or None, got "
+                    f"{type(client).__name__}.")
+
+
+def client_workers(client):
+    """The addresses of ``client``'s workers, sorted.
+
+    Parameters
+    ----------
+    client : dask.distributed.Client
+        A connected client.
+
+    Returns
+    -------
+    workers : list of str
+        At least one address.
+
+    Raises
+    ------
+    ValueError
+        If the cluster has no workers (or the client is closed): nothing could run there.
+    """
+    workers = sorted((client.scheduler_info() or {}).get("workers", {}))
+    if not workers:
+        raise ValueError(f"client {client!r} has no workers (is it closed, or its cluster "
+                         "scaled to zero?); pass a connected client or client=None.")
+    return workers

@@ -14,9 +14,11 @@ import tensorly as tl
 from .._validation import check_regular_file
 from .base import LazyTensor
 from .chunk_cache import ChunkCache
-from .sources import SUPPORTED_KINDS, ChunkReadError
+from .sources import SUPPORTED_KINDS, ChunkReadError, FileStamp
 
 PAGE = 4096
+# Pages gathered at once in one batch (16 MiB).
+BATCH_PAGES = 4096
 NPY_MAGIC = b"\x93NUMPY"
 
 
@@ -54,6 +56,9 @@ class NpyTensor(LazyTensor):
         if header.dtype.kind not in SUPPORTED_KINDS:
             raise TypeError(f"{self.path!r} has dtype {header.dtype}; supported are bool, "
                             "integer and real floating-point arrays.")
+        if header.ndim == 0 or header.size == 0:  # LazyTensor's own message names no file
+            raise ValueError(f"{self.path!r} holds an array of shape {header.shape}; a volume "
+                             "has at least one mode and every mode size >= 1.")
         super().__init__(header.shape)
         self.dtype = header.dtype
         self.offset = int(header.offset)
@@ -66,21 +71,51 @@ class NpyTensor(LazyTensor):
         self.end = self.offset + self.size * self.dtype.itemsize
         self.cache = ChunkCache(cache_bytes)
         self.pages_read = self.bytes_read = self.page_hits = 0
+        # Pages cached from one version of the file must not be mixed with another's.
+        self.stamp = FileStamp(self.path, repr(self.path))
+        with open(self.path, "rb") as handle:
+            self.header = handle.read(self.offset)
 
     def _evaluate(self, indices):
+        if indices.shape[0] == 0:
+            return tl.tensor(np.zeros(0))
         flat = np.ravel_multi_index(tuple(indices.T), self.shape, order=self.order)
         byte_offsets = self.offset + flat * self.dtype.itemsize
         pages, where = np.unique(byte_offsets // PAGE, return_inverse=True)
-        buffer = np.empty((pages.size, PAGE), dtype=np.uint8)
-        with open(self.path, "rb") as handle:
+        where = where.reshape(-1)
+        within = (byte_offsets % PAGE) // self.dtype.itemsize
+        values = np.empty(flat.shape[0], dtype=np.float64)
+        order = np.argsort(where, kind="stable")
+        ends = np.searchsorted(where[order], np.arange(0, pages.size, BATCH_PAGES)[1:])
+        with _open_again(self.path) as handle:
             descriptor = handle.fileno()
+            self._check_unchanged(descriptor)
             if hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_RANDOM)
-            for slot, page in enumerate(pages):
-                buffer[slot] = self._page(descriptor, int(page))
-        within = (byte_offsets % PAGE) // self.dtype.itemsize
-        values = buffer.view(self.dtype)[where.reshape(-1), within]
-        return tl.tensor(values.astype(np.float64))
+            # A few MiB of pages at a time: the batch's buffer, not only the cache, stays
+            # bounded whatever the number of distinct pages it touches.
+            for first, members in zip(range(0, pages.size, BATCH_PAGES),
+                                      np.split(order, ends), strict=True):
+                group = pages[first:first + BATCH_PAGES]
+                buffer = np.stack([self._page(descriptor, int(page)) for page in group])
+                values[members] = buffer.view(self.dtype)[where[members] - first,
+                                                          within[members]]
+        return tl.tensor(values)
+
+    def _check_unchanged(self, descriptor):
+        """Since it was opened, the file may only have been truncated (its short pages then
+        raise) or rewritten with the same header: its cached pages are dropped. A file whose
+        header changed (another shape, dtype or order) raises ChunkReadError."""
+        now = self.stamp.current(descriptor)
+        if now == self.stamp.stamp:
+            return
+        if os.pread(descriptor, self.offset, 0) != self.header:
+            raise ChunkReadError(
+                f"{self.path!r} was rewritten after it was opened: its header no longer "
+                f"declares shape {self.shape} and dtype {self.dtype}. Open it again."
+            )
+        self.cache.clear()
+        self.stamp.stamp = now
 
     def _page(self, descriptor, page):
         block = self.cache.get(page)
@@ -100,6 +135,14 @@ class NpyTensor(LazyTensor):
         self.bytes_read += len(data)
         self.cache.put(page, block)
         return block
+
+
+def _open_again(path):
+    """The file, opened for reading; ChunkReadError (naming it) if it is gone."""
+    try:
+        return open(path, "rb")
+    except FileNotFoundError as error:
+        raise ChunkReadError(f"{path!r} was deleted after it was opened.") from error
 
 
 def _open_header(path):

@@ -129,13 +129,17 @@ class QuanticsLayout:
         Raises
         ------
         TypeError
-            If a mode size is not an int (a float such as 4.5 or 4.0 included).
+            If ``shape`` is not a sequence, or a mode size is not an int (a float such as
+            4.5 or 4.0 included).
         ValueError
             If ``shape`` is empty, a mode size is outside ``[1, 2**63 - 1]``, or ``order``
             is unknown.
         """
         if order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {order!r}.")
+        if isinstance(shape, str | bytes) or not hasattr(shape, "__iter__"):
+            raise TypeError(f"shape must be a sequence of ints, got {shape!r} "
+                            f"({type(shape).__name__}).")
         shape = tuple(check_mode_size(size, f"shape[{k}]") for k, size in enumerate(shape))
         if not shape:
             raise ValueError("shape must have at least one mode, got ().")

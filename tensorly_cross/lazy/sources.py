@@ -5,6 +5,8 @@ slices) as a NumPy array. They pickle without open file handles, so dask.distrib
 workers can read chunks themselves.
 """
 
+import os
+
 import numpy as np
 
 SUPPORTED_KINDS = "biuf"  # bool, signed and unsigned ints, floats
@@ -28,26 +30,43 @@ class ChunkSource:
         if self.dtype.kind not in SUPPORTED_KINDS:
             raise TypeError(f"{name} has dtype {self.dtype}; supported are bool, integer and "
                             "real floating-point arrays.")
-        self.chunks = tuple(_normalise_chunks(chunks, self.shape))
+        if not self.shape:  # LazyTensor would refuse it too, without naming the source
+            raise ValueError(f"{name} holds a 0-d array (a scalar); a volume has at least "
+                             "one mode.")
+        self.chunks = tuple(_normalise_chunks(chunks, self.shape, name))
         self.name = name
 
     def read(self, slices):
+        bounds = ", ".join(f"{s.start}:{s.stop}" for s in slices)
         try:
-            return np.asarray(self._read(slices))
+            block = np.asarray(self._read(slices))
+        except ChunkReadError:  # already names the file and what went wrong
+            raise
         except Exception as error:
-            bounds = ", ".join(f"{s.start}:{s.stop}" for s in slices)
             raise ChunkReadError(f"reading chunk [{bounds}] of {self.name} failed: "
                                  f"{type(error).__name__}: {error}") from error
+        # A reader that lies (a dask block function, a proxy) must not be gathered from:
+        # a short block fails deep inside with an IndexError, a complex one loses its
+        # imaginary part without a word.
+        expected = tuple(s.stop - s.start for s in slices)
+        if block.shape != expected or block.dtype.kind not in SUPPORTED_KINDS:
+            raise ChunkReadError(
+                f"reading chunk [{bounds}] of {self.name} returned an array of shape "
+                f"{block.shape} and dtype {block.dtype}; expected shape {expected} and a bool, "
+                "integer or real floating-point dtype."
+            )
+        return block
 
     def _read(self, slices):
         raise NotImplementedError
 
 
-def _normalise_chunks(chunks, shape):
+def _normalise_chunks(chunks, shape, name):
     """Per-axis tuples of chunk sizes, from dask-style tuples or a regular chunk shape."""
     for axis, size in enumerate(shape):
         if int(size) < 1:  # before the chunks: an empty axis gives an empty chunk too
-            raise ValueError(f"shape[{axis}]={size} must be >= 1 (the array is empty).")
+            raise ValueError(f"{name} has shape {shape}: shape[{axis}]={size} must be >= 1 "
+                             "(the array is empty).")
     if chunks is None:
         chunks = tuple(min(n, 64) for n in shape)
     result = []
@@ -65,6 +84,51 @@ def _normalise_chunks(chunks, shape):
 
 class MissingChunksError(ValueError):
     """A zarr array opened with ``strict=True`` has chunks that were never stored."""
+
+
+class FileStamp:
+    """What identifies a file's contents when it was opened: device, inode, size and
+    modification time. A later read that finds another stamp would mix two versions of
+    the data (pages or chunks read before, and after, the file changed).
+
+    Parameters
+    ----------
+    path : str
+        The file.
+    name : str
+        How messages name it.
+    """
+
+    def __init__(self, path, name):
+        self.path = path
+        self.name = name
+        self.stamp = _stamp(os.stat(path))
+
+    def check(self, descriptor=None):
+        """Raise :class:`ChunkReadError` if the file changed or vanished since it was opened.
+
+        Parameters
+        ----------
+        descriptor : int, optional
+            An open descriptor of the file, checked instead of the path (what was read).
+        """
+        if self.current(descriptor) != self.stamp:
+            raise ChunkReadError(
+                f"{self.name} changed after it was opened (its inode, size or modification "
+                "time differ): open it again; reading on would mix two versions of its data."
+            )
+
+
+    def current(self, descriptor=None):
+        """The file's stamp now (of ``descriptor`` if given); ChunkReadError if it is gone."""
+        try:
+            return _stamp(os.fstat(descriptor) if descriptor is not None else os.stat(self.path))
+        except FileNotFoundError as error:
+            raise ChunkReadError(f"{self.name} was deleted after it was opened.") from error
+
+
+def _stamp(status):
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
 
 
 class ZarrSource(ChunkSource):
@@ -116,6 +180,9 @@ class H5Source(ChunkSource):
         self.filename = dataset.file.filename
         self.dataset_name = dataset.name
         self._dataset = dataset
+        # In-memory files (driver="core") have no file on disk to stamp.
+        self._stamp = (FileStamp(self.filename, self.name) if os.path.isfile(self.filename)
+                       else None)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -123,6 +190,8 @@ class H5Source(ChunkSource):
         return state
 
     def _read(self, slices):
+        if self._stamp is not None:  # reopened by name on a worker: maybe another file
+            self._stamp.check()
         if self._dataset is None or not self._dataset.id.valid:
             import h5py
 
@@ -178,11 +247,25 @@ def as_chunk_source(obj):
 
 
 def _store_behind(array):
-    """The zarr array or h5py dataset a dask array was made from, if it is that simple."""
-    graph = dict(array.__dask_graph__())
-    stores = [value for value in graph.values()
+    """The zarr array or h5py dataset a dask array was made from, if it is that simple.
+
+    Only materialized layers are searched: materializing a lazy (Blockwise) layer lists
+    every chunk's task, which never ends for a virtual array of trillions of chunks.
+    """
+    graph = array.__dask_graph__()
+    layers = getattr(graph, "layers", None)
+    if layers is None:  # a plain dict graph is materialized already
+        layers = {"graph": graph}
+    n_tasks = sum(len(layer) for layer in layers.values())
+    if n_tasks != array.npartitions + 1:
+        return None
+    stores = [value for layer in layers.values() if _is_materialized(layer)
+              for value in dict(layer).values()
               if type(value).__module__.startswith(("zarr.", "h5py."))
               and tuple(getattr(value, "shape", ())) == tuple(array.shape)]
-    if len(stores) == 1 and len(graph) == array.npartitions + 1:
-        return stores[0]
-    return None
+    return stores[0] if len(stores) == 1 else None
+
+
+def _is_materialized(layer):
+    is_materialized = getattr(layer, "is_materialized", None)
+    return True if is_materialized is None else bool(is_materialized())

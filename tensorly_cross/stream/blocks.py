@@ -24,7 +24,9 @@ import numpy as np
 
 from .._validation import check_regular_file
 from ..errors import NonFiniteValueError
-from ..lazy.sources import ChunkSource, as_chunk_source
+from ..lazy.base import LazyTensor
+from ..lazy.dask import client_workers
+from ..lazy.sources import ChunkSource, FileStamp, as_chunk_source
 
 BLOCK_BYTES = 32 * 2**20
 # Keys of the results whose updates are sums of squares of the values (degree 2); every
@@ -44,13 +46,20 @@ class MemmapSource(ChunkSource):
         except (ValueError, OSError, EOFError) as error:
             raise ValueError(f".npy {self.path!r} cannot be read as an array file: "
                              f"{error}") from error
+        if array.ndim == 0 or array.size == 0:  # the chunking below divides by the sizes
+            raise ValueError(f".npy {self.path!r} holds an array of shape {array.shape}; a "
+                             "volume has at least one mode and every mode size >= 1.")
         slowest = 0 if not array.flags.f_contiguous or array.ndim == 1 else array.ndim - 1
         chunks = list(array.shape)
         layer = array.size // array.shape[slowest] * 8
         chunks[slowest] = max(1, min(array.shape[slowest], block_bytes // max(layer, 1)))
         super().__init__(array.shape, array.dtype, chunks, f".npy {self.path!r}")
+        # Two passes over two versions of a file would give a TT of neither, and an error
+        # computed from both: any change since it was opened raises.
+        self.stamp = FileStamp(self.path, self.name)
 
     def _read(self, slices):
+        self.stamp.check()
         return np.load(self.path, mmap_mode="r", allow_pickle=False)[slices]
 
 
@@ -63,13 +72,53 @@ def volume_source(volume, block_bytes=BLOCK_BYTES):
     path = getattr(volume, "path", None)
     if path is not None and str(path).lower().endswith(".npy"):
         return MemmapSource(path, block_bytes)
-    if isinstance(volume, str | os.PathLike):
-        if os.fspath(volume).lower().endswith(".npy"):  # as open_volume: any case
-            return MemmapSource(volume, block_bytes)
+    if isinstance(volume, str | bytes | os.PathLike):
+        if os.fsdecode(volume).lower().endswith(".npy"):  # as open_volume: any case
+            return MemmapSource(os.fsdecode(volume), block_bytes)
         from ..io import open_volume
 
         return volume_source(open_volume(volume))
+    axes = getattr(volume, "axes", None)
+    if isinstance(volume, LazyTensor) and axes is not None and hasattr(volume, "lazy"):
+        return TransposedSource(volume_source(volume.lazy, block_bytes), axes)
+    if isinstance(volume, LazyTensor) and hasattr(volume, "array"):  # an ArrayTensor
+        return volume_source(volume.array, block_bytes)
+    if isinstance(volume, LazyTensor):
+        what = ("a view of stored data that cannot be read in blocks (stream the volume "
+                "itself)" if volume.stored else "computed, not stored")
+        raise TypeError(f"volume is a {type(volume).__name__}, whose entries are {what}: "
+                        "streaming reads a stored volume (a path, an opened volume, or a "
+                        "NumPy, zarr, h5py or dask array); use tt_cross for this one.")
+    if not (hasattr(volume, "shape") and hasattr(volume, "dtype")):
+        raise TypeError(f"volume must be a path, an opened volume, or a NumPy, zarr, h5py or "
+                        f"dask array; got {type(volume).__name__}.")
     return as_chunk_source(volume)
+
+
+class TransposedSource(ChunkSource):
+    """Another source with its axes permuted (as ``numpy.transpose``): what a streaming
+    TT-SVD of a :class:`~tensorly_cross.lazy.transpose.TransposedTensor` reads.
+
+    Parameters
+    ----------
+    source : ChunkSource
+        The source in its own axis order.
+    axes : sequence of int
+        Axis ``m`` of this source is axis ``axes[m]`` of ``source``.
+    """
+
+    def __init__(self, source, axes):
+        self.base = source
+        self.axes = tuple(int(axis) for axis in axes)
+        super().__init__([source.shape[a] for a in self.axes], source.dtype,
+                         [source.chunks[a] for a in self.axes], source.name)
+        self.stored_itemsize = source.stored_itemsize
+
+    def _read(self, slices):
+        inner = [None] * len(slices)
+        for position, axis in enumerate(self.axes):
+            inner[axis] = slices[position]
+        return np.transpose(self.base._read(tuple(inner)), self.axes)
 
 
 def plan_blocks(source, block_bytes=BLOCK_BYTES):
@@ -235,5 +284,6 @@ def _n_workers(client):
     if client is None:  # the CPUs this process may use (sched_getaffinity: Linux only)
         affinity = getattr(os, "sched_getaffinity", None)
         return max(1, len(affinity(0)) if affinity else os.cpu_count() or 1)
+    client_workers(client)  # a closed client, or no workers: a clear error, not a KeyError
     return max(1, sum(worker.get("nthreads", 1)
                       for worker in client.scheduler_info()["workers"].values()))

@@ -1,6 +1,7 @@
 """streaming_tt_svd: the TT of a whole stored volume, two passes, bounded memory."""
 
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -9,8 +10,9 @@ import numpy as np
 import tensorly as tl
 from tensorly.tt_tensor import TTTensor
 
-from .._validation import check_float, check_int, check_random_state
+from .._validation import check_bool, check_float, check_int, check_random_state
 from ..cross.ranks import expand_rank
+from ..lazy.dask import check_client
 from .blocks import BLOCK_BYTES, map_reduce, plan_blocks, volume_source
 from .core_tt import tt_svd
 from .sketch import (
@@ -98,7 +100,8 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
     volume : str, path, lazy volume, zarr/h5py/dask array or NumPy array
         A path is opened with :func:`tensorly_cross.open_volume` (``.npy`` is read in slabs).
     tol : float, optional
-        Target relative Frobenius error (default 1e-3 when ``rank`` is None).
+        Target relative Frobenius error, in ``[0, 1)`` (default 1e-3 when ``rank`` is
+        None).
     rank : int or list of int, optional
         Fixed TT rank instead of a tolerance.
     max_rank : int, optional
@@ -127,6 +130,21 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
     info : StreamInfo
         Only when ``return_info`` is True.
 
+    Raises
+    ------
+    ValueError
+        For an argument out of range (``tol`` outside ``[0, 1)``, a rank below 1, ...), a
+        volume with no mode or an empty one, or a client without workers.
+    TypeError
+        For an argument of the wrong type, or a volume that is not stored data.
+    MemoryError
+        Before any read, if the sketches and the projected core would not fit in this
+        machine's memory (lower ``max_width``).
+    NonFiniteValueError
+        If the volume holds NaN or inf (the message names the first multi-index found).
+    ChunkReadError
+        If a chunk cannot be read, or a ``.npy`` or HDF5 file changed after it was opened.
+
     Examples
     --------
     >>> import numpy as np
@@ -139,12 +157,17 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
     """
     start = time.perf_counter()
     block_bytes = check_int(block_bytes, "block_bytes", minimum=8)
+    # Every argument is checked before the first of two full reads, not after them.
+    caps = None if max_rank is None else check_int(max_rank, "max_rank", minimum=1)
+    return_info = check_bool(return_info, "return_info")
+    client = check_client(client)
     source = volume_source(volume, block_bytes)
     shape = tuple(source.shape)
     if not shape:
         raise ValueError("volume must have at least one mode; got a 0-D array (a scalar).")
     tol, ranks = _check_target(tol, rank, shape)
     widths = _widths(shape, ranks, max_width)
+    _check_memory(shape, widths)
     rng = check_random_state(random_state)
     blocks = plan_blocks(source, block_bytes)
     info = StreamInfo(widths=widths, n_blocks=len(blocks))
@@ -157,7 +180,6 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
     lost = max(total - kept, 0.0)
     budget = 0.0 if tol is None else max(tol**2 * total - lost, 0.0)
     threshold = math.sqrt(budget / max(len(shape) - 1, 1))
-    caps = None if max_rank is None else check_int(max_rank, "max_rank", minimum=1)
     cores, dropped = tt_svd(core, threshold, ranks, caps)
     cores = [_expand(core_k, basis) for core_k, basis in zip(cores, bases, strict=True)]
     cores = _unscale(cores, projected.exponent)
@@ -186,6 +208,8 @@ def _check_target(tol, rank, shape):
     if rank is not None:
         return None, expand_rank(rank, shape)
     tol = 1e-3 if tol is None else check_float(tol, "tol", minimum=0.0)
+    if tol >= 1.0:  # a relative error of 1 is the zero tensor's: no tolerance at all
+        raise ValueError(f"tol must be in [0, 1) (a relative error), got {tol}.")
     return tol, None
 
 
@@ -208,6 +232,10 @@ def _widths(shape, ranks, max_width):
         cap = 2 * max(ranks) + 10  # a volume within the budget is not sketched: TT-SVD
     if cap is not None:
         widths[0], widths[-1] = min(widths[0], cap), min(widths[-1], cap)
+    # A mode's unfolding has rank at most the product of the other sizes: a wider sketch
+    # adds nothing but memory ((2, 2**26) would otherwise sketch 2**26 x 4096 numbers).
+    total = math.prod(shape)
+    widths = [min(width, total // size) for width, size in zip(widths, shape, strict=True)]
     for depth in range((d + 1) // 2):
         if math.prod(widths) <= MAX_CORE_ENTRIES:
             break
@@ -217,6 +245,29 @@ def _widths(shape, ranks, max_width):
         for k in pair:
             widths[k] = min(widths[k], room)
     return tuple(widths)
+
+
+def _check_memory(shape, widths):
+    """Raise MemoryError, before any read, if the sketches, their random test matrices and
+    the projected core need more than this machine's memory."""
+    compressed = [k for k, (w, n) in enumerate(zip(widths, shape, strict=True)) if w < n]
+    entries = math.prod(widths) + sum(widths[k] * sum(shape) for k in compressed)
+    physical = _physical_memory()
+    if physical is not None and 8 * entries > physical:
+        raise MemoryError(
+            f"a streaming TT-SVD of a volume of shape {shape} with sketch widths "
+            f"{tuple(widths)} needs about {8 * entries / 2**30:.3g} GiB for its sketches and "
+            f"projected core; this machine has {physical / 2**30:.3g} GiB. Lower max_width "
+            "(or give a smaller rank), or use tt_cross."
+        )
+
+
+def _physical_memory():
+    """Bytes of physical memory, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _sketch_pass(source, blocks, widths, rng, client, info):
