@@ -30,8 +30,9 @@ rank : int, list of int or None
         data, the ALS cross on functions), or the per-bond cap of TCI (``method="tci"``).
         Ranks above what the unfoldings can hold are clipped with a warning.
     tol : float, default 1e-6
-        Stop when the relative error on the held-out entries is ``<= tol``; TCI also uses
-        it as its pivot tolerance (relative to the largest entry read in each bond's block).
+        In ``[0, 1)``. Stop when the relative error on the held-out entries is
+        ``<= tol``; TCI also uses it as its pivot tolerance (relative to the largest entry
+        read in each bond's block).
     method : {"auto", "lsq", "tci", "als", "block"}
         ``"auto"``: ``"lsq"`` on stored data (arrays, volumes: their singular values decay
         slowly, and least squares is 2x more accurate per parameter there), else ``"tci"``
@@ -177,6 +178,8 @@ def cross_options(shape, stored=False, **settings):
     the argument and what is allowed."""
     options = CrossOptions(**settings)
     tol = check_float(options.tol, "tol", minimum=0.0)
+    if tol >= 1.0:  # a relative error of 1 is the zero tensor's: nothing would be asked
+        raise ValueError(f"tol must be in [0, 1) (a relative error), got {tol}.")
     method = _check_method(options, shape, stored)
     pivot_search = check_choice(options.pivot_search, "pivot_search", PIVOT_SEARCHES)
     max_rank = check_int(options.max_rank, "max_rank", minimum=1)

@@ -73,6 +73,7 @@ def nifti_path():
     (["--cache-bytes", "-1"], "--cache-bytes", "must be >= 0"),
     (["--tol", "0"], "--tol", "must be a finite number > 0"),
     (["--tol", "nan"], "--tol", "must be a finite number > 0"),
+    (["--tol", "1"], "--tol", "must be below 1, got 1"),
     (["--max-rank", "two"], "--max-rank", "must be an integer"),
 ])
 def test_out_of_range_numeric_flags_exit_2_naming_the_flag(blobs, capsys, args, flag, allowed):

@@ -73,3 +73,12 @@ def test_a_budget_above_a_small_tensor_s_size_is_not_refused_for_its_held_out_dr
 def test_a_rank_of_the_wrong_type_is_shown_as_given(rank, shown):
     with pytest.raises(TypeError, match=re.escape(shown)):
         tlc.tt_cross(np.ones((3, 4, 5)), rank=rank)
+
+
+@pytest.mark.parametrize("function", [tlc.tt_cross, tlc.select_indices])
+@pytest.mark.parametrize("tol", [1.0, 2.5])
+def test_a_tolerance_of_one_or_more_is_refused(function, tol):
+    # tol is a relative error: 1 is met by the zero tensor, so tol=2.0 "succeeded" at
+    # once (streaming_tt_svd already refused it).
+    with pytest.raises(ValueError, match=r"tol must be in \[0, 1\)"):
+        function(np.ones((3, 3)), tol=tol)

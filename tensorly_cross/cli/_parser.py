@@ -24,8 +24,9 @@ def _int_at_least(minimum, why=""):
     return parse
 
 
-def _float_at_least(minimum, strict=False):
-    """An argparse type: a finite float ``>= minimum`` (``> minimum`` if ``strict``)."""
+def _float_at_least(minimum, strict=False, below=None):
+    """An argparse type: a finite float ``>= minimum`` (``> minimum`` if ``strict``), and
+    ``< below`` if given."""
 
     def parse(text):
         try:
@@ -36,6 +37,8 @@ def _float_at_least(minimum, strict=False):
             relation = ">" if strict else ">="
             raise argparse.ArgumentTypeError(f"must be a finite number {relation} {minimum}, "
                                              f"got {text}")
+        if below is not None and value >= below:
+            raise argparse.ArgumentTypeError(f"must be below {below}, got {text}")
         return value
 
     return parse
@@ -80,7 +83,7 @@ def _add_compress(commands, formatter):
     group = compress.add_mutually_exclusive_group()
     group.add_argument("--rank", type=_int_at_least(1),
                        help="fixed TT rank (of the stream or the cross that --method picks)")
-    group.add_argument("--tol", type=_float_at_least(0, strict=True), default=1e-3,
+    group.add_argument("--tol", type=_float_at_least(0, strict=True, below=1), default=1e-3,
                        help="target relative error on held-out voxels")
     compress.add_argument("--accept-miss", action="store_true",
                           help="exit 0 when the run ends above --tol (default: exit 3)")
@@ -170,7 +173,7 @@ def _add_demo(commands, formatter):
                            "$XDG_CACHE_HOME/tensorly-cross, else ~/.cache/tensorly-cross)")
     demo.add_argument("--size", type=_int_at_least(16), default=384,
                       help="edge of the cubic procedural volume")
-    demo.add_argument("--tol", type=_float_at_least(0, strict=True), default=None,
+    demo.add_argument("--tol", type=_float_at_least(0, strict=True, below=1), default=None,
                       help="target relative error (default: 0.1 for the template, 1e-3 for "
                            "the procedural volume)")
     demo.add_argument("--accept-miss", action="store_true",
