@@ -390,3 +390,16 @@ def test_a_stored_array_with_no_entries_is_refused_naming_the_file(tmp_path, kin
     with pytest.raises(ValueError, match=says) as caught:
         open_volume(path)
     assert "scan." in str(caught.value)
+
+
+@pytest.mark.parametrize(("max_width", "says"), [
+    (None, r"budget of 64 entries narrowed the sketches to widths \("),
+    (1, r"raise max_width \(now 1\)"),
+])
+def test_stream_missing_tol_blames_what_narrowed_the_sketches(monkeypatch, max_width, says):
+    # With max_width=None the warning said "raise max_width (now 1)": a setting the user
+    # never gave, and raising it would not have helped (the core budget had narrowed them).
+    monkeypatch.setattr(streaming, "MAX_CORE_ENTRIES", 64)
+    volume = np.random.default_rng(0).standard_normal((2,) * 8)
+    with pytest.warns(UserWarning, match=says):
+        streaming_tt_svd(volume, tol=1e-6, max_width=max_width)

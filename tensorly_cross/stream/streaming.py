@@ -194,12 +194,23 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
     if tol is not None and info.error > tol:
         info.limited_by = "max_rank" if info.projection_error <= tol else "max_width"
         remedy = (f"raise max_rank (now {caps})" if info.limited_by == "max_rank" else
-                  f"the sketched bases alone leave {info.projection_error:.3g}: raise "
-                  f"max_width (now {widths[0]})")
+                  _width_remedy(info.projection_error, widths, max_width))
         warnings.warn(f"relative error {info.error:.3g} > tol={tol}: {remedy} to meet it.",
                       stacklevel=2)
     tt = TTTensor([tl.tensor(c) for c in cores])
     return (tt, info) if return_info else tt
+
+
+def _width_remedy(projection_error, widths, max_width):
+    """What to change when the sketched bases alone miss ``tol``: ``max_width`` where it
+    narrowed them, else the budget of the projected core (which nothing raises)."""
+    if max_width is not None:
+        return (f"the sketched bases alone leave {projection_error:.3g}: raise max_width "
+                f"(now {max_width})")
+    return (f"the sketched bases alone leave {projection_error:.3g}: the projected core's "
+            f"budget of {MAX_CORE_ENTRIES} entries narrowed the sketches to widths "
+            f"{tuple(widths)}; a volume of fewer, larger modes (or tensorly's in-memory "
+            "tensor_train) is needed")
 
 
 def _check_target(tol, rank, shape):
