@@ -26,7 +26,7 @@ from .errors import EvaluationBudgetExceeded, MaxTimeReached
 from .lazy.cache import EvaluationCache
 from .lazy.checkpoint import CheckpointedTensor, CheckpointStore
 from .lazy.deadline import DeadlineTensor
-from .lazy.dispatch import lazy_tensor
+from .lazy.dispatch import as_lazy
 from .options import checkpoint_arguments, cross_options, share_cross_parameters
 
 
@@ -71,7 +71,7 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
     (1, 2, 2, 2, 2, 2, 1)
     """
     start = time.perf_counter()
-    lazy = lazy_tensor(tensor, shape=shape)
+    lazy = as_lazy(tensor, shape, "tensor")
     options = cross_options(lazy.shape, lazy.stored, rank=rank, tol=tol, method=method,
                             max_rank=max_rank, max_evals=max_evals, n_iter_max=n_iter_max,
                             val_size=val_size, verbose=verbose, callback=callback,
@@ -126,7 +126,7 @@ def select_indices(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_
     True
     """
     start = time.perf_counter()
-    lazy = lazy_tensor(tensor, shape=shape)
+    lazy = as_lazy(tensor, shape, "tensor")
     options = cross_options(lazy.shape, lazy.stored, rank=rank, tol=tol, method=method,
                             max_rank=max_rank, max_evals=max_evals, n_iter_max=n_iter_max,
                             val_size=val_size, verbose=verbose, callback=callback,
@@ -180,7 +180,7 @@ def cross_interpolate(tensor, indices, shape=None):
     >>> bool(np.allclose(tlc.tt_entries(tt, [[1, 2, 3]]), np.exp(-0.6)))
     True
     """
-    lazy = lazy_tensor(tensor, shape=shape)
+    lazy = as_lazy(tensor, shape, "tensor")
     if isinstance(indices, dict):
         indices = CrossIndices.from_dict(indices)
     if not isinstance(indices, CrossIndices):

@@ -21,7 +21,7 @@ def test_other_factorized_tensors_are_refused_by_kind():
     cp = tl.random.random_cp((4, 5, 6), 2, random_state=0)
     tucker = tl.random.random_tucker((4, 5, 6), [2, 2, 2], random_state=0)
     for tensor, kind in ((cp, "CPTensor"), (tucker, "TuckerTensor")):
-        with pytest.raises(TypeError, match=f"TensorLy {kind}: pass obj.to_tensor"):
+        with pytest.raises(TypeError, match=f"tensor is a TensorLy {kind}: pass tensor.to_tensor"):
             tlc.tt_cross(tensor)
         with pytest.raises(TypeError, match=f"got {kind}"):
             tlc.tt_entries(tensor, [[0, 0, 0]])
@@ -37,10 +37,11 @@ def test_a_numpy_matrix_is_read_as_its_array():
 
 def test_sparse_and_pandas_inputs_are_refused_with_the_conversion_to_make():
     sparse = pytest.importorskip("scipy.sparse")
-    with pytest.raises(TypeError, match=r"scipy.sparse csr_matrix: pass obj.toarray\(\)"):
+    with pytest.raises(TypeError,
+                       match=r"tensor is a scipy.sparse csr_matrix: pass tensor.toarray\(\)"):
         tlc.tt_cross(sparse.csr_matrix(np.ones((4, 4))))
     pandas = pytest.importorskip("pandas")
-    with pytest.raises(TypeError, match=r"pandas DataFrame: pass obj.to_numpy\(\)"):
+    with pytest.raises(TypeError, match=r"tensor is a pandas DataFrame: pass tensor.to_numpy\(\)"):
         tlc.tt_cross(pandas.DataFrame(np.ones((4, 4))))
 
 
@@ -92,3 +93,15 @@ def test_a_scalar_and_torch_cores_that_require_grad_under_numpy(tmp_path):
         path = tlc.save_tt(tmp_path / "torch.tt.npz", cores)
         loaded, _ = tlc.load_tt(path)
     np.testing.assert_array_equal(loaded[0], np.ones((1, 3, 2)))
+
+
+@pytest.mark.parametrize("function", [tlc.tt_cross, tlc.select_indices])
+def test_a_path_is_refused_with_how_to_open_it(function, tmp_path):
+    # "obj must be a LazyTensor ...; got str": the argument is called tensor, and a user who
+    # passes a file name needs to hear about open_volume.
+    path = str(tmp_path / "scan.nii.gz")
+    with pytest.raises(TypeError, match=r"tensor must be a LazyTensor.*got str\. To read the "
+                                        r"volume stored at .*scan\.nii\.gz.*open_volume\(path\)"):
+        function(path, tol=0.1)
+    with pytest.raises(TypeError, match="shape is required when tensor is a callable"):
+        function(lambda idx: idx.sum(axis=1), tol=0.1)

@@ -151,3 +151,24 @@ def test_dispatch_errors_name_the_argument():
         lazy_tensor(42)
     with pytest.raises(ValueError, match=r"shape\[1\]=0 must be >= 1"):
         FunctionTensor(lambda idx: idx, (3, 0))
+
+
+@pytest.mark.parametrize("executor", [None, "threads"])
+def test_a_function_of_d_scalars_gets_a_note_on_the_calling_convention(executor):
+    # FunctionTensor(lambda i, j, k: ...) failed with "<lambda>() missing 2 required
+    # positional arguments" and nothing said how the function is called.
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(2) if executor else None
+    try:
+        f = FunctionTensor(lambda i, j, k: i + j + k, (4, 4, 4), executor=pool)
+        with pytest.raises(TypeError, match="missing 2 required") as caught:
+            f.evaluate([[0, 1, 2]])
+        assert any("once per batch with one (m, d) array" in note
+                   for note in caught.value.__notes__)
+        wrapped = FunctionTensor(lambda rows: np.array([sum(row) for row in rows]),
+                                     (4, 4, 4), executor=pool)
+        np.testing.assert_array_equal(wrapped.evaluate([[0, 1, 2], [3, 3, 3]]), [3.0, 9.0])
+    finally:
+        if pool is not None:
+            pool.shutdown()

@@ -1,5 +1,7 @@
 """lazy_tensor(obj): one entry point that turns what users have into a LazyTensor."""
 
+import os
+
 import numpy as np
 
 from .array import ArrayTensor
@@ -45,6 +47,12 @@ def lazy_tensor(obj, shape=None):
     >>> lazy_tensor(lambda idx: idx.sum(axis=1), shape=(4, 4, 4))
     FunctionTensor(shape=(4, 4, 4))
     """
+    return as_lazy(obj, shape, "obj")
+
+
+def as_lazy(obj, shape=None, name="obj"):
+    """:func:`lazy_tensor`, whose messages call ``obj`` by the caller's argument ``name``
+    (``tt_cross``'s is ``tensor``)."""
     if shape is not None and not callable(obj) and hasattr(obj, "shape") and (
             tuple(np.atleast_1d(shape).tolist()) != tuple(obj.shape)):
         raise ValueError(f"shape={tuple(shape)} does not match the shape {tuple(obj.shape)} "
@@ -52,26 +60,34 @@ def lazy_tensor(obj, shape=None):
     if isinstance(obj, LazyTensor):
         return obj
     if isinstance(obj, np.ma.MaskedArray):
-        raise TypeError("obj is a masked array: a cross reads raw entries, masked or not. "
-                        "Fill the masked entries first (obj.filled(value)).")
+        raise TypeError(f"{name} is a masked array: a cross reads raw entries, masked or not. "
+                        f"Fill the masked entries first ({name}.filled(value)).")
     if isinstance(obj, np.matrix):  # its rows index as 2-D matrices, not entries
         return ArrayTensor(np.asarray(obj))
-    factorized = _factorized_tensor(obj)
+    factorized = _factorized_tensor(obj, name)
     if factorized is not None:
         return factorized
-    _refuse_non_arrays(obj)
+    _refuse_non_arrays(obj, name)
     if hasattr(obj, "shape") and hasattr(obj, "__getitem__"):
         return ArrayTensor(obj)
     if callable(obj):
         if shape is None:
-            raise TypeError("shape is required when obj is a callable (the tensor's mode sizes).")
+            raise TypeError(f"shape is required when {name} is a callable (the tensor's mode "
+                            "sizes).")
         return FunctionTensor(obj, shape)
-    raise TypeError(
-        f"obj must be a LazyTensor, an array or tensor, or a callable; got {type(obj).__name__}."
-    )
+    raise TypeError(f"{name} must be a LazyTensor, an array or tensor, or a callable; got "
+                    f"{type(obj).__name__}.{_path_hint(obj)}")
 
 
-def _factorized_tensor(obj):
+def _path_hint(obj):
+    """For a path: how to read the file it names (a cross never opens files by itself)."""
+    if isinstance(obj, str | bytes | os.PathLike):
+        return (f" To read the volume stored at {obj!r}, pass tensorly_cross.open_volume(path) "
+                "(zarr, HDF5, .npy, NIfTI).")
+    return ""
+
+
+def _factorized_tensor(obj, name):
     """A lazy TTTensor (its entries by :func:`tt_entries`); TypeError for the other kinds
     of TensorLy factorized tensors; None for anything else."""
     from tensorly.cp_tensor import CPTensor
@@ -81,19 +97,19 @@ def _factorized_tensor(obj):
     if isinstance(obj, TTTensor):
         return FunctionTensor(_TTEntries(obj), tuple(int(n) for n in obj.shape))
     if isinstance(obj, CPTensor | TuckerTensor):
-        raise TypeError(f"obj is a TensorLy {type(obj).__name__}: pass obj.to_tensor() (if it "
-                        "fits in memory) or a callable that computes its entries.")
+        raise TypeError(f"{name} is a TensorLy {type(obj).__name__}: pass {name}.to_tensor() "
+                        "(if it fits in memory) or a callable that computes its entries.")
     return None
 
 
-def _refuse_non_arrays(obj):
+def _refuse_non_arrays(obj, name):
     """Objects with a shape whose ``[...]`` is not integer-array indexing of entries."""
     module = type(obj).__module__
     if module.startswith("scipy.sparse"):
-        raise TypeError(f"obj is a scipy.sparse {type(obj).__name__}: pass obj.toarray() (if "
-                        "it fits in memory) or a callable that reads its entries.")
+        raise TypeError(f"{name} is a scipy.sparse {type(obj).__name__}: pass {name}.toarray() "
+                        "(if it fits in memory) or a callable that reads its entries.")
     if module.startswith("pandas"):
-        raise TypeError(f"obj is a pandas {type(obj).__name__}: pass obj.to_numpy().")
+        raise TypeError(f"{name} is a pandas {type(obj).__name__}: pass {name}.to_numpy().")
 
 
 class _TTEntries:

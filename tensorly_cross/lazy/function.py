@@ -8,6 +8,14 @@ from .._validation import check_int
 from .base import LazyTensor
 from .parallel import check_executor, evaluate_in_chunks
 
+# Added to a TypeError raised by the user's function.
+CALLING_CONVENTION = (
+    "FunctionTensor calls the function once per batch with one (m, d) array, a row per "
+    "entry (int64 multi-indices; coordinates for FunctionTensor.on_grid), and expects m "
+    "values back; not once per entry with d scalars. Vectorise it, or wrap it: "
+    "lambda rows: np.array([f(*row) for row in rows])."
+)
+
 
 class FunctionTensor(LazyTensor):
     """A tensor whose entries a function computes, a batch of multi-indices at a time.
@@ -91,13 +99,18 @@ class FunctionTensor(LazyTensor):
         return tensor
 
     def _evaluate(self, indices):
-        if self.executor is not None:
-            values, seconds = evaluate_in_chunks(self.function, indices, self.executor,
-                                                 self.chunk_size)
-        else:
-            start = time.perf_counter()
-            values = self.function(indices)
-            seconds = time.perf_counter() - start
+        try:
+            if self.executor is not None:
+                values, seconds = evaluate_in_chunks(self.function, indices, self.executor,
+                                                     self.chunk_size)
+            else:
+                start = time.perf_counter()
+                values = self.function(indices)
+                seconds = time.perf_counter() - start
+        except TypeError as error:
+            # The usual one: a function of d scalars, f(i, j, k), called with one array.
+            error.add_note(CALLING_CONVENTION)
+            raise
         self.function_seconds += seconds
         return values
 
