@@ -98,9 +98,33 @@ def nifti_metadata(volume):
                 header=base64.b64encode(header.binaryblock).decode("ascii"))
 
 
-def write_nifti(path, tt, metadata, dtype=None):
-    """Write the whole volume of a TT file as NIfTI (``.nii`` or ``.nii.gz``), atomically.
+def write_nifti(path, tt, metadata, dtype=None, fixed=None):
+    """Write the volume of a TT file, or one slab of it, as NIfTI (``.nii``/``.nii.gz``).
 
+    Parameters
+    ----------
+    path : str
+        The file to write, atomically (temporary file, then rename).
+    tt : list of array
+        The TT's cores.
+    metadata : dict
+        The TT file's metadata (``shape``, layout, ``nifti``).
+    dtype : numpy dtype, optional
+        Of the written voxels (default: the cores' floating dtype, at least float32).
+    fixed : dict of int to int, optional
+        ``{axis: index}``: write only the slab with these axes fixed, each kept as an axis
+        of length 1, and the affine moved to the slab's first voxel (see
+        :func:`slab_affine`), so that the slab lies where it lay in the volume.
+
+    Returns
+    -------
+    shape : tuple of int
+        The shape written.
+    dtype : numpy dtype
+        The dtype written.
+
+    Notes
+    -----
     Slabs of the last axis (contiguous in NIfTI's Fortran order) are evaluated and written
     one at a time, so memory stays bounded by :data:`BLOCK_ENTRIES` times the rank. The
     affine and header of a NIfTI input (kept in the TT file) are restored; other inputs get
@@ -108,9 +132,11 @@ def write_nifti(path, tt, metadata, dtype=None):
     """
     import nibabel
 
-    shape = volume_shape(tt, metadata)
+    box = _box(volume_shape(tt, metadata), fixed or {})
+    shape = tuple(part.stop - part.start for part in box)
     dtype = np.dtype(dtype or np.result_type(to_host(tt[0]).dtype, np.float32))
-    header = _nifti_header(nibabel, metadata, shape, dtype)
+    header = _nifti_header(nibabel, metadata, shape, dtype,
+                           offset=[part.start for part in box])
     dtype = header.get_data_dtype()  # with the header's byte order (a kept header's)
     slab = math.prod(shape[:-1])
     step = max(1, BLOCK_ENTRIES // max(slab, 1))
@@ -122,9 +148,9 @@ def write_nifti(path, tt, metadata, dtype=None):
         with opener(temporary, "wb") as stream:
             stream.write(header.binaryblock)
             stream.write(b"\0" * (int(header["vox_offset"]) - len(header.binaryblock)))
+            last = box[-1].start
             for start in range(0, shape[-1], step):
-                selection = (slice(None),) * (len(shape) - 1) + (
-                    slice(start, min(start + step, shape[-1])),)
+                selection = (*box[:-1], slice(last + start, last + min(start + step, shape[-1])))
                 block = volume_values(tt, metadata, selection)
                 stream.write(np.asarray(block, dtype=dtype).ravel(order="F").tobytes())
         os.chmod(temporary, 0o644)
@@ -132,20 +158,52 @@ def write_nifti(path, tt, metadata, dtype=None):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
-    return path
+    return shape, dtype
 
 
-def _nifti_header(nibabel, metadata, shape, dtype):
+def _box(shape, fixed):
+    """One slice per axis: ``index:index + 1`` for a fixed axis (kept, of length 1: a NIfTI
+    slab stays 3-D, so viewers overlay it on the volume), else the whole axis."""
+    return tuple(slice(fixed[axis], fixed[axis] + 1) if axis in fixed else slice(0, size)
+                 for axis, size in enumerate(shape))
+
+
+def slab_affine(affine, offset):
+    """The affine of the sub-volume whose voxel 0 is voxel ``offset`` of the volume.
+
+    Parameters
+    ----------
+    affine : array-like, shape (4, 4)
+        The volume's voxel-to-world affine.
+    offset : sequence of int
+        The sub-volume's first voxel, in the volume's voxel indices (one per axis).
+
+    Returns
+    -------
+    numpy.ndarray, shape (4, 4)
+        The same voxel-to-world map, translated by ``affine[:3, :3] @ offset``: each voxel
+        keeps its world position. Axes past the third (time, ...) have no place in the
+        affine and do not move it.
+    """
+    affine = np.array(affine, dtype=float)
+    spatial = np.zeros(3)
+    spatial[: min(3, len(offset))] = list(offset)[:3]
+    affine[:3, 3] += affine[:3, :3] @ spatial
+    return affine
+
+
+def _nifti_header(nibabel, metadata, shape, dtype, offset=None):
     """A NIfTI header for ``shape`` and ``dtype``: the input's, when the file kept it.
 
     NIfTI-1 (the input's kind, or the default) unless an axis is longer than its 16-bit
-    fields hold (32767): NIfTI-2 then. Either holds at most 7 axes.
+    fields hold (32767): NIfTI-2 then. Either holds at most 7 axes. ``offset``: the first
+    voxel of a slab in the volume (its affine is moved there).
     """
     if len(shape) > 7:
         raise ValueError(f"NIfTI holds at most 7 axes; this TT's volume has {len(shape)} "
                          f"{tuple(shape)}: write slices (-o OUT.npy) instead.")
     kept = metadata.get("nifti") or {}
-    affine = np.asarray(kept.get("affine", np.eye(4)), dtype=float)
+    affine = slab_affine(kept.get("affine", np.eye(4)), offset or ())
     header = None
     if kept.get("header"):
         raw = base64.b64decode(kept["header"])
@@ -155,9 +213,25 @@ def _nifti_header(nibabel, metadata, shape, dtype):
     image_class = nibabel.Nifti2Image if wide else nibabel.Nifti1Image
     # A kept header of the other kind is converted by the image (nibabel's from_header).
     image = image_class(np.zeros((1,) * len(shape), dtype=dtype), affine, header=header)
+    if header is not None and any(offset or ()):
+        _keep_form_codes(image.header, header, affine)
     header = image.header
     header.set_data_shape(shape)
     header.set_data_dtype(dtype)
     header.set_slope_inter(1.0, 0.0)  # values are written as they are, unscaled
     header["vox_offset"] = type(header).single_vox_offset
     return header
+
+
+def _keep_form_codes(header, kept, affine):
+    """Set ``affine`` as ``header``'s sform and qform with the codes of ``kept``.
+
+    An image given an affine that its header does not hold (a slab's, moved) sets it as
+    sform 'aligned' and qform 'unknown'; a slab lies in the input's space, so it keeps the
+    input's codes (say 'mni'). A code 0 is left as the image set it: it would leave the
+    moved affine unused.
+    """
+    for set_form, code in ((header.set_sform, kept["sform_code"]),
+                           (header.set_qform, kept["qform_code"])):
+        if code:
+            set_form(affine, code=int(code))

@@ -206,8 +206,19 @@ def _save(volume, output, tt, metadata, dtype, force):
     summary = tt_summary(cores, metadata)
     summary.update(output=output, seconds=metadata["seconds"],
                    tt_bytes=os.path.getsize(output),
-                   input_bytes=math.prod(volume.shape) * (input_dtype or np.dtype("f8")).itemsize)
+                   input_bytes=math.prod(volume.shape) * (input_dtype or np.dtype("f8")).itemsize,
+                   file_bytes=_disk_bytes(metadata.get("source")))
     return summary
+
+
+def _disk_bytes(path):
+    """Bytes a file, or a folder (a zarr store), takes on disk; None without a path."""
+    if not isinstance(path, str) or not os.path.exists(path):
+        return None
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(folder, name))
+               for folder, _, names in os.walk(path) for name in names)
 
 
 def _rounding_error(computed, stored, n_samples=10_000):
@@ -246,10 +257,14 @@ def _dtype_name(dtype):
 
 
 def _input_dtype(volume):
-    """The dtype a volume is stored in (None when it does not say)."""
-    dtype = getattr(volume, "dtype", None)
+    """The dtype a volume is stored in (None when it does not say): for a scaled NIfTI the
+    stored integers', not the float64 they read back as (they hold no more precision)."""
+    source = getattr(volume, "source", None)
+    dtype = getattr(source, "stored_dtype", None)
     if dtype is None:
-        dtype = getattr(getattr(volume, "source", None), "dtype", None)
+        dtype = getattr(volume, "dtype", None)
+    if dtype is None:
+        dtype = getattr(source, "dtype", None)
     return None if dtype is None else np.dtype(dtype)
 
 

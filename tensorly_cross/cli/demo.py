@@ -7,9 +7,15 @@ import os
 
 import numpy as np
 
+from ._common import UsageError
 from .compress import compress_volume, stream_volume
 from .reconstruct import as_image, tt_slice, volume_slice, write_png
 from .summary import format_summary, outcome
+
+# After "method: stream" chosen by the cost model: the stream reads every voxel, so the
+# demo shows no cross (the library's point); say how to see one.
+STREAM_HINT = ("hint: the stream reads the whole volume; --method lsq shows a cross, which "
+               "reads a fraction of it")
 
 
 def demo_workdir():
@@ -23,7 +29,9 @@ def run_demo(args):
 
     workdir = args.workdir or demo_workdir()
     os.makedirs(workdir, exist_ok=True)
-    name, shape, function, tol = _demo_volume(args)
+    name, shape, function, tol, why = _demo_volume(args)
+    if not args.quiet:  # which volume, and why: a fallback must not go unsaid
+        print(f"volume: {why}")
     volume_path = os.path.join(workdir, f"{name}.zarr")
     # One writer at a time: a second demo waits for the first's volume instead of writing
     # its own over it (and write_volume publishes atomically either way).
@@ -39,6 +47,8 @@ def run_demo(args):
     method, reason = _demo_method(args.method, volume, volume_path)
     if not args.quiet:
         print(f"method: {method} ({reason})")
+        if method == "stream" and args.method == "auto":
+            print(STREAM_HINT)
     if method == "stream":
         summary = stream_volume(volume, output, tol=tol, source=volume_path, force=True,
                                 dtype=args.dtype)
@@ -58,23 +68,44 @@ def run_demo(args):
 
 
 def _demo_volume(args):
-    """(name, shape, function of multi-indices, tol) of the demo's volume."""
+    """The demo's volume.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The demo's arguments (``volume``, ``size``, ``tol``).
+
+    Returns
+    -------
+    tuple
+        ``(name, shape, function of multi-indices, tol, why)``, ``why`` saying which volume
+        and why it was chosen (printed: with nilearn missing, ``auto`` falls back to a
+        larger, slower procedural volume, which a user should know).
+    """
+    import importlib.util
+
     from tensorly_cross.datasets import blob_phantom
 
-    real = args.volume == "mni152"
-    if args.volume == "auto":
-        import importlib.util
-
-        real = importlib.util.find_spec("nilearn") is not None
-    if real:
+    installed = importlib.util.find_spec("nilearn") is not None
+    if args.volume == "mni152" and not installed:
+        raise UsageError("--volume mni152 needs nilearn (pip install nilearn), which is not "
+                         "installed; --volume procedural needs nothing.")
+    if args.volume == "mni152" or (args.volume == "auto" and installed):
         from nilearn.datasets import load_mni152_template
 
         template = np.asarray(load_mni152_template().get_fdata(), dtype=np.float32)
+        why = ("asked for" if args.volume == "mni152" else
+               "nilearn is installed; --volume procedural for the procedural one")
         return ("mni152_t1", template.shape, lambda indices: template[tuple(indices.T)],
-                0.1 if args.tol is None else args.tol)
+                0.1 if args.tol is None else args.tol,
+                f"nilearn's MNI152 T1 template, shape {template.shape} ({why})")
     shape = (args.size,) * 3
+    why = ("asked for" if args.volume == "procedural" else
+           "nilearn is not installed; pip install nilearn for the MNI152 T1 template")
     return (f"blobs{args.size}", shape, blob_phantom(shape),
-            1e-3 if args.tol is None else args.tol)
+            1e-3 if args.tol is None else args.tol,
+            f"the procedural {args.size}^3 volume of Gaussian blobs, "
+            f"{math.prod(shape) * 4 / 2**20:.3g} MiB of float32 ({why})")
 
 
 def _demo_method(method, volume, path):

@@ -11,16 +11,49 @@ from ._common import EXIT_OK, UsageError, check_output, is_hdf5, same_file
 
 
 def run_reconstruct(args):
+    """``tensorly-cross reconstruct``: check the arguments, write each output asked for and
+    report it on one line (as ``compress`` ends with ``written``), then the slice's error."""
     import tensorly_cross as tlc
 
-    from .._reconstruct import volume_shape, volume_values, write_nifti
+    from .._reconstruct import volume_shape, volume_values
 
+    nifti = _check_arguments(args)
+    tt, metadata = tlc.load_tt(args.file)
+    shape = volume_shape(tt, metadata)
+    fixed = _parse_slice(args.slice, shape)
+    selection = tuple(fixed.get(axis, slice(None)) for axis in range(len(shape)))
+    where = ",".join(f"{axis}={index}" for axis, index in sorted(fixed.items())) or "all"
+    # Checked before anything is written: a wrong --against leaves no output behind.
+    volume = _open_against(args, shape)
+    reports = []
+    if nifti:
+        reports.append(_write_nifti(args, tt, metadata, fixed, where))
+    image = _as_slice(volume_values(tt, metadata, selection))
+    if args.output and not nifti:
+        np.save(args.output, image, allow_pickle=False)
+        reports.append(written_line(args.output, image.shape, image.dtype, where))
+    original = None if volume is None else as_image(volume_slice(volume, selection))
+    if args.png:
+        if np.iscomplexobj(image):
+            print(f"tensorly-cross reconstruct: the TT is complex: {args.png} shows the "
+                  "modulus |TT| (-o OUT.npy keeps the complex values).", file=sys.stderr)
+        write_png(args.png, image, original, title=f"{os.path.basename(args.file)} {where}")
+        reports.append(written_line(args.png, image.shape, "PNG", where))
+    print("\n".join(reports))
+    if original is not None:  # last: scripts read the number at the end of the output
+        error = np.linalg.norm(image - original) / max(np.linalg.norm(original), 1e-300)
+        print(f"slice {where}: relative error {error:.3e}")
+    return EXIT_OK
+
+
+def _check_arguments(args):
+    """Refuse what cannot be done before any work; whether -o is a NIfTI."""
     if not (args.png or args.output):
         raise UsageError("give --png and/or -o/--output.")
-    whole = bool(args.output) and args.output.lower().endswith((".nii", ".nii.gz"))
-    if args.output and not whole and not args.output.lower().endswith(".npy"):
+    nifti = bool(args.output) and args.output.lower().endswith((".nii", ".nii.gz"))
+    if args.output and not nifti and not args.output.lower().endswith(".npy"):
         raise UsageError(f"-o/--output must end in .npy (a slice) or .nii/.nii.gz (the whole "
-                         f"volume), got {args.output!r}.")
+                         f"volume, or with --slice its slab), got {args.output!r}.")
     if args.dataset is not None and not (args.against and is_hdf5(args.against)):
         raise UsageError("--dataset names the HDF5 dataset of --against; give it with an "
                          ".h5/.hdf5 --against only.")
@@ -29,31 +62,60 @@ def run_reconstruct(args):
     for path in (args.png, args.output):
         if path:
             check_output(path, args.force, inputs=[args.file, args.against])
-    tt, metadata = tlc.load_tt(args.file)
-    shape = volume_shape(tt, metadata)
-    fixed = _parse_slice(args.slice, shape)
-    selection = tuple(fixed.get(axis, slice(None)) for axis in range(len(shape)))
-    where = ",".join(f"{axis}={index}" for axis, index in sorted(fixed.items())) or "all"
-    if whole:
-        _check_nifti_metadata(metadata.get("nifti"), args.file)
-        write_nifti(args.output, tt, metadata)
-    image = _as_slice(volume_values(tt, metadata, selection))
-    if args.output and not whole:
-        np.save(args.output, image, allow_pickle=False)
-    original = None
-    if args.against:
-        volume = tlc.open_volume(args.against, dataset=args.dataset)
-        if tuple(volume.shape) != shape:
-            raise ValueError(f"--against has shape {volume.shape}, the TT has {shape}.")
-        original = as_image(volume_slice(volume, selection))
-        error = np.linalg.norm(image - original) / max(np.linalg.norm(original), 1e-300)
-        print(f"slice {where}: relative error {error:.3e}")
-    if args.png:
-        if np.iscomplexobj(image):
-            print(f"tensorly-cross reconstruct: the TT is complex: {args.png} shows the "
-                  "modulus |TT| (-o OUT.npy keeps the complex values).", file=sys.stderr)
-        write_png(args.png, image, original, title=f"{os.path.basename(args.file)} {where}")
-    return EXIT_OK
+    return nifti
+
+
+def _open_against(args, shape):
+    """The ``--against`` volume (None without one), of the TT's shape."""
+    import tensorly_cross as tlc
+
+    if not args.against:
+        return None
+    volume = tlc.open_volume(args.against, dataset=args.dataset)
+    if tuple(volume.shape) != shape:
+        raise ValueError(f"--against has shape {volume.shape}, the TT has {shape}.")
+    return volume
+
+
+def _write_nifti(args, tt, metadata, fixed, where):
+    """Write -o OUT.nii[.gz]: the whole volume, or with --slice the slab it names.
+
+    An explicit ``--slice`` is honoured rather than refused or ignored: the user asked for
+    that slice, and a slab of one voxel's thickness whose affine is moved to its first
+    voxel (as nibabel's ``img.slicer[:, :, k:k + 1]`` does) is well defined, overlays the
+    original in any viewer, and costs one slice's evaluations instead of the volume's.
+    Without ``--slice``, the whole volume (the default slice is the PNG's, not a request).
+    """
+    from .._reconstruct import write_nifti
+
+    _check_nifti_metadata(metadata.get("nifti"), args.file)
+    slab = args.slice is not None
+    shape, dtype = write_nifti(args.output, tt, metadata, fixed=fixed if slab else None)
+    return written_line(args.output, shape, dtype, where if slab else "all")
+
+
+def written_line(path, shape, kind, where="all"):
+    """The line that reports a written file, in the style of compress's summary.
+
+    Parameters
+    ----------
+    path : str
+        The file written.
+    shape : tuple of int
+        The shape of what it holds.
+    kind : str or numpy dtype
+        Its dtype (or its format, ``"PNG"``).
+    where : str
+        The slice it holds (``"all"``: the whole volume, not said).
+
+    Returns
+    -------
+    str
+        ``written             PATH (slice 2=10, shape (91, 109, 1), float32)``.
+    """
+    kind = kind if isinstance(kind, str) else np.dtype(kind).name  # '>f4' is float32 too
+    what = ("" if where == "all" else f"slice {where}, ") + f"shape {tuple(shape)}, {kind}"
+    return f"{'written':<20}{path} ({what})"
 
 
 def _check_nifti_metadata(nifti, path):
@@ -150,7 +212,13 @@ def volume_slice(volume, selection):
 
 def write_png(path, image, original=None, title=""):
     """The slice, or the original, the TT slice and the error map side by side; a complex
-    slice is shown as its modulus (titled ``|TT|``), its error map from the complex values."""
+    slice is shown as its modulus (titled ``|TT|``), its error map from the complex values.
+
+    The original and the TT share one grey scale (:func:`shared_limits`): with a scale each,
+    equal greys would not mean equal values, and the TT's error would not show. The error
+    map has its own scale and colour map. Each slice is shown transposed with its origin
+    at the bottom left (:func:`_show`), for every axis alike.
+    """
     import tempfile
 
     import matplotlib
@@ -161,9 +229,13 @@ def write_png(path, image, original=None, title=""):
     tt_panel = ("|TT|", np.abs(image)) if np.iscomplexobj(image) else ("TT", image)
     panels = [tt_panel] if original is None else [
         ("original", original), tt_panel, ("|error|", np.abs(image - original))]
+    limits = shared_limits(*[data for name, data in panels if name != "|error|"])
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
     for ax, (name, data) in zip(axes[0], panels, strict=True):
-        shown = ax.imshow(data, cmap="magma" if name == "|error|" else "gray", aspect="auto")
+        if name == "|error|":
+            shown = _show(ax, data, cmap="magma")
+        else:
+            shown = _show(ax, data, cmap="gray", vmin=limits[0], vmax=limits[1])
         ax.set_title(name)
         ax.axis("off")
         figure.colorbar(shown, ax=ax, fraction=0.046)
@@ -182,3 +254,32 @@ def write_png(path, image, original=None, title=""):
         if os.path.exists(temporary):
             os.remove(temporary)
 
+
+
+def shared_limits(*images):
+    """One ``(vmin, vmax)`` for all ``images``: their finite values' range.
+
+    Parameters
+    ----------
+    *images : array-like
+        Real images (the original slice, the TT's).
+
+    Returns
+    -------
+    tuple
+        ``(vmin, vmax)`` as floats, or ``(None, None)`` (matplotlib's own) where no value
+        is finite.
+    """
+    values = np.concatenate([np.ravel(np.asarray(image, dtype=float)) for image in images])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None, None
+    return float(values.min()), float(values.max())
+
+
+def _show(ax, data, **style):
+    """``imshow`` of a slice ``data[i, j]`` with ``i`` across and ``j`` up (transposed,
+    origin at the bottom left), as radiological and neurological viewers show NIfTI
+    slices: a sagittal slice (axis 0 fixed) has the front to the side, the top up, not
+    turned by 90 degrees as ``imshow``'s rows-down default shows it."""
+    return ax.imshow(np.asarray(data).T, origin="lower", aspect="auto", **style)

@@ -19,14 +19,16 @@ class ChunkReadError(OSError):
 class ChunkSource:
     """Base class: ``shape``, ``dtype``, ``chunks`` (a tuple of per-axis chunk sizes).
 
-    ``stored_itemsize`` is the bytes per entry in storage, which byte counts use: a scaled
-    NIfTI stores int16 that read back as float64.
+    ``stored_dtype`` is the dtype in storage, and ``stored_itemsize`` its bytes per entry,
+    which byte counts use: a scaled NIfTI stores int16 (or uint8) that read back as
+    float64, with no more precision than the stored integers.
     """
 
     def __init__(self, shape, dtype, chunks, name, stored_dtype=None):
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
-        self.stored_itemsize = np.dtype(stored_dtype or self.dtype).itemsize
+        self.stored_dtype = np.dtype(stored_dtype or self.dtype)
+        self.stored_itemsize = self.stored_dtype.itemsize
         if self.dtype.kind not in SUPPORTED_KINDS:
             raise TypeError(f"{name} has dtype {self.dtype}; supported are bool, integer and "
                             "real floating-point arrays.")

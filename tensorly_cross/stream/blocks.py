@@ -112,7 +112,7 @@ class TransposedSource(ChunkSource):
         self.axes = tuple(int(axis) for axis in axes)
         super().__init__([source.shape[a] for a in self.axes], source.dtype,
                          [source.chunks[a] for a in self.axes], source.name)
-        self.stored_itemsize = source.stored_itemsize
+        self.stored_dtype, self.stored_itemsize = source.stored_dtype, source.stored_itemsize
 
     def _read(self, slices):
         inner = [None] * len(slices)
