@@ -287,6 +287,36 @@ def _oversampled_rows(matrix, count, rng):
     return rows[:count]
 
 
+class _TrimTest:
+    """Whether a rounding of a passing TT still passes, without the rounding being chosen
+    on the entries that report its error.
+
+    The rounding is bisected (12 candidates), so the one kept is the most rounded that the
+    held-out sample lets pass: its error on that sample is biased low. On MNI152 in the
+    quantics layout at ``tol=0.2`` it reported 0.193 for a true 0.206. Where a
+    confirmation added fresh held-out entries, a candidate must also pass there: the
+    original entries' upper 95% bound, and the fresh entries' own error, each ``<= tol``.
+    """
+
+    def __init__(self, validation, tol):
+        self.validation, self.tol = validation, tol
+        end = validation.n_read
+        fresh = validation.fresh_from
+        self.parts = ([slice(0, end)] if fresh is None or not 0 < fresh < end
+                      else [slice(0, fresh), slice(fresh, end)])
+
+    def __call__(self, candidate):
+        from .confidence import held_out_residuals, upper_bound
+
+        residuals = held_out_residuals(self.validation, candidate)
+        chosen_on = self.parts[0]
+        error = self.validation.relative_on(residuals, chosen_on)
+        if error > self.tol or upper_bound(error, residuals[chosen_on]) > self.tol:
+            return False
+        return all(self.validation.relative_on(residuals, part) <= self.tol
+                   for part in self.parts[1:])
+
+
 def truncation_rank(singular, delta, cap):
     """The smallest rank whose discarded singular values have norm ``<= delta * ||s||``,
     at least 1 and at most ``cap``."""
@@ -367,20 +397,13 @@ class LSQSweeper:
     def trim(self, cores, indices, validation):
         """A passing TT rounded to the fewest parameters that still pass (rank-adaptive
         only); ``indices.ranks`` follow. Returns the cores and their held-out error."""
-        from .confidence import held_out_residuals, upper_bound
+        from .confidence import held_out_residuals
         from .rounding import round_to_tolerance
-        def error_of(candidate):
-            residuals = held_out_residuals(validation, candidate)
-            return validation.relative(residuals), residuals
-
-        def passes(candidate):
-            error, residuals = error_of(candidate)
-            return error <= self.tol and upper_bound(error, residuals) <= self.tol
 
         if self.ranks is None:
-            cores = round_to_tolerance(cores, passes, self.tol)
+            cores = round_to_tolerance(cores, _TrimTest(validation, self.tol), self.tol)
             indices.ranks = (1,) + tuple(tl.shape(core)[2] for core in cores)
-        return cores, error_of(cores)[0]
+        return cores, validation.relative(held_out_residuals(validation, cores))
 
     def assemble(self, lazy, indices, result):
         """The cores were fitted by the sweep itself."""

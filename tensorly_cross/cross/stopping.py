@@ -204,6 +204,7 @@ class Validation:
         self.lazy, self.tol, self.rng = lazy, tol, rng
         self.channels, self.block = block, block or 1
         self.size, self.confirmed, self.warned = size, False, False
+        self.fresh_from = None  # after a confirmation: where its fresh entries start
         self.indices = self._draw(size)
         total = self.indices.shape[0]
         first = max(FIRST_MIN, int(np.ceil(FIRST_SHARE * total))) if tol > 0 else total
@@ -312,8 +313,14 @@ class Validation:
         except EvaluationBudgetExceeded:
             self.indices = previous  # no budget left to confirm: the pass stands
             return error
-        self.confirmed = True
+        self.confirmed, self.fresh_from = True, previous.shape[0]
         return self._error_on_read(cores)
+
+    def relative_on(self, residuals, part):
+        """The relative error of ``residuals`` (of every entry read) on the entries
+        ``part`` (a slice) alone: ``||residuals[part]|| / ||values[part]||``."""
+        return relative_norm(np.asarray(residuals)[part],
+                             _scaled_parts(to_host(self.values)[part]))
 
     def _error_on_read(self, cores):
         if self.values is None:
