@@ -5,6 +5,8 @@ in-place rank-1 update. Both sit on the hot path of maxvol, so each backend gets
 native LAPACK/BLAS call here; everything else in the package uses ``tl.*`` only.
 """
 
+import sys
+
 import numpy as np
 import tensorly as tl
 
@@ -16,9 +18,18 @@ def backend_name():
 
 def to_host(tensor):
     """A NumPy array of a backend tensor, detached from any autograd graph (a NumPy
-    array is returned as it is: treat the result as read-only)."""
+    array is returned as it is: treat the result as read-only).
+
+    Raises
+    ------
+    TypeError
+        For a traced JAX value (under ``jax.grad``, ``jax.jit``, ``jax.vmap``).
+    ValueError
+        For a PyTorch tensor on the ``meta`` device.
+    """
     if isinstance(tensor, np.ndarray):
         return tensor  # already on the host: the NumPy backend's hot path, no dispatch
+    check_concrete(tensor, "a tensor")
     # A torch tensor under another backend too (save_tt of torch cores that require grad).
     if backend_name() == "pytorch" or type(tensor).__module__.startswith("torch"):
         # resolve_conj: a tl.conj of a complex tensor is a lazy view NumPy cannot read.
@@ -27,6 +38,49 @@ def to_host(tensor):
             host = host.float()  # autocast's bfloat16 has no NumPy dtype: exact in float32
         return host.numpy()
     return tl.to_numpy(tensor)
+
+
+def check_concrete(tensor, name):
+    """Raise unless ``tensor`` holds values that can be read: a PyTorch tensor on the
+    ``meta`` device holds a shape only, and a traced JAX value (under ``jax.grad`` or
+    ``jax.jit``) none either; both used to fail deep inside, with the backend's message.
+
+    Raises
+    ------
+    TypeError
+        For a traced JAX value: pivots are chosen from concrete values on the host, so
+        ``jax.grad``/``jax.jit`` cannot trace through (the PyTorch backend's
+        ``differentiable=True`` gives gradients).
+    ValueError
+        For a PyTorch tensor on the ``meta`` device.
+    """
+    if getattr(tensor, "is_meta", False):
+        raise ValueError(
+            f"{name} is a PyTorch tensor on the 'meta' device, which holds a shape "
+            "but no values; move it to a real device first (.to('cpu'))."
+        )
+    if is_traced(tensor):
+        raise TypeError(
+            f"{name} is a traced JAX value (under jax.grad, jax.jit or jax.vmap): "
+            "tensorly-cross picks its pivots from concrete values on the host, so "
+            "it cannot be traced; call it outside the transformation (gradients: "
+            "the PyTorch backend with differentiable=True)."
+        )
+
+
+def is_traced(tensor):
+    """Whether ``tensor`` is a JAX tracer (without importing JAX when it is not loaded)."""
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(tensor, jax.core.Tracer)
+
+
+def dtype_kind(tensor):
+    """NumPy's kind letter of a backend tensor's dtype (``torch.int64`` -> ``"i"``); ``"f"``
+    for floating types NumPy lacks (bfloat16)."""
+    try:
+        return np.dtype(str(tensor.dtype).rsplit(".", 1)[-1]).kind
+    except TypeError:
+        return "f"
 
 
 def _bfloat16():
@@ -253,6 +307,7 @@ def all_finite(tensor):
     if name == "pytorch":
         import torch
 
+        check_concrete(tensor, "a tensor")  # bool() of a meta tensor fails deep in torch
         return bool(torch.isfinite(tensor).all())
     # inf * 0 and nan * 0 are nan, finite * 0 is 0: one reduction, any backend.
     return bool(to_host(tl.sum(tl.abs(tensor) * 0)) == 0)
@@ -264,6 +319,8 @@ def take_rows(tensor, rows):
     if backend_name() == "pytorch":
         import torch
 
+        # A read-only array (np.asarray of a JAX array) made torch warn on every call.
+        rows = np.require(rows, requirements="W")
         return tensor[torch.as_tensor(rows, device=tensor.device)]
     return tensor[rows]
 

@@ -14,6 +14,7 @@ import numbers
 
 import tensorly as tl
 
+from ._backend import check_concrete
 from ._validation import check_int
 from .api import tt_cross
 from .lazy.base import LazyTensor
@@ -27,8 +28,8 @@ def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_stat
     input_tensor : tensor
         Any TensorLy-backend tensor (or anything :func:`tensorly_cross.lazy_tensor` reads).
     rank : int or list of int
-        Maximal TT rank: an int ``r`` (meaning ``[1, r, ..., r, 1]``) or a list of
-        ``ndim + 1`` ints with ``rank[0] == rank[-1] == 1``.
+        Maximal TT rank: an int ``r`` (meaning ``[1, r, ..., r, 1]``) or a list (or 1-D
+        integer array) of ``ndim + 1`` ints with ``rank[0] == rank[-1] == 1``.
     tol : float, default 1e-4
         Stop when the relative error on 1000 held-out entries is below ``tol``.
     n_iter_max : int, default 100
@@ -45,11 +46,13 @@ def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_stat
     Raises
     ------
     TypeError
-        If ``input_tensor`` is not a tensor (a list, None), or ``rank`` is not an int or a
-        list of ints (``2.0`` is refused).
+        If ``input_tensor`` is not a tensor (a list, None) or is a traced JAX value (under
+        ``jax.grad``/``jax.jit``), or ``rank`` is not an int or a list of ints (``2.0`` is
+        refused).
     ValueError
         If ``len(rank) != ndim + 1``, the boundary ranks are not 1, or a rank exceeds the
-        number of available column indices (TensorLy's messages).
+        number of available column indices (TensorLy's messages), or ``input_tensor`` is a
+        PyTorch tensor on the ``meta`` device.
 
     Examples
     --------
@@ -80,6 +83,10 @@ def _input_shape(input_tensor):
         raise TypeError(f"input_tensor must be a tensor of the active TensorLy backend "
                         f"({tl.get_backend()}) or a LazyTensor, got "
                         f"{type(input_tensor).__name__}; convert it with tl.tensor(...).")
+    if not isinstance(input_tensor, LazyTensor):
+        # A meta tensor or a JAX tracer has no entries to read: refused here by name, not
+        # deep in the first read.
+        check_concrete(input_tensor, "input_tensor")
     shape = tuple(input_tensor.shape)
     if not shape:
         raise ValueError("input_tensor is 0-d (a scalar): a tensor train needs at least one "
@@ -90,6 +97,10 @@ def _input_shape(input_tensor):
 def _tensorly_rank(rank, shape):
     """TensorLy's rank checks, with its messages."""
     tensor_order = len(shape)
+    if getattr(rank, "ndim", None) == 1 and hasattr(rank, "tolist"):
+        # A 1-D array of ranks (NumPy, PyTorch, JAX): TensorLy takes it through len() and
+        # list(); its entries are checked as ints below (a float array is refused).
+        rank = rank.tolist()
     if isinstance(rank, numbers.Integral) and not isinstance(rank, bool):
         rank = [1] + [int(rank)] * (tensor_order - 1) + [1]
     elif not isinstance(rank, list | tuple):

@@ -7,8 +7,13 @@ import tensorly as tl
 
 from ._backend import (
     argmax_abs,
+    backend_name,
+    carries_gradient,
+    check_concrete,
+    dtype_kind,
     host_svd,
     lu_pivot_rows,
+    stop_gradient,
     subtract_outer_and_argmax_,
     svd,
     take_rows,
@@ -25,7 +30,8 @@ def maxvol(matrix, tol=1.05, max_iter=100):
     ----------
     matrix : tensor of shape (n, r), n >= r
         Any TensorLy-backend tensor (real or complex); the coefficients live on its backend,
-        device and dtype.
+        device and dtype (float64 for an integer or bool matrix, on every backend). On
+        PyTorch, the coefficients of a matrix that requires grad are differentiable.
     tol : float, default 1.05
         Stop when every coefficient satisfies ``|B[i, j]| <= tol``; must be >= 1.
     max_iter : int, default 100
@@ -40,9 +46,12 @@ def maxvol(matrix, tol=1.05, max_iter=100):
 
     Raises
     ------
+    TypeError
+        If ``matrix`` is not a tensor of the active backend, is half precision, or is a
+        traced JAX value (under ``jax.grad``/``jax.jit``: the rows are chosen on the host).
     ValueError
-        If ``matrix`` is not 2-D, has fewer rows than columns, or holds NaN/inf, or if
-        ``tol < 1`` or ``max_iter < 0``.
+        If ``matrix`` is not 2-D, has fewer rows than columns, holds NaN/inf or is on
+        PyTorch's ``meta`` device, or if ``tol < 1`` or ``max_iter < 0``.
 
     Warns
     -----
@@ -78,20 +87,61 @@ def maxvol(matrix, tol=1.05, max_iter=100):
     >>> bool(np.allclose(coefficients @ matrix[rows], matrix))
     True
     """
+    matrix = as_floating(matrix, "matrix")
     n_rows, n_cols = check_tall_matrix(matrix, "matrix")
     tol = check_float(tol, "tol", minimum=1.0)
     max_iter = check_int(max_iter, "max_iter", minimum=0)
     if n_cols == 0:
         return np.zeros(0, dtype=np.int64), matrix[:, :0]
+    if not (carries_gradient(matrix) and backend_name() == "pytorch"):
+        rows, coefficients, _ = _select_rows(matrix, tol, max_iter)
+        return rows, coefficients
+    # Swaps update B in place (rank-1 corrections autograd cannot replay; their graph would
+    # also hold O(max_iter n r) memory): pick the rows without gradient, then redo the
+    # final B = A inv(A[rows]) by the same route, in autograd-visible operations.
+    rows, _, route = _select_rows(stop_gradient(matrix), tol, max_iter)
+    return rows, _route_coefficients(matrix, rows, route)
 
+
+def as_floating(matrix, name):
+    """``matrix`` itself if floating point, else as float64 on its device (one dtype on
+    every backend: PyTorch's LU refused integers, JAX made float32 of a bool matrix).
+
+    Raises
+    ------
+    TypeError
+        If ``matrix`` is not a tensor of the active backend, or is a traced JAX value.
+    ValueError
+        If ``matrix`` is a PyTorch tensor on the ``meta`` device.
+    """
+    if not tl.is_tensor(matrix):
+        raise TypeError(
+            f"{name} must be a tensor of the active TensorLy backend ({tl.get_backend()}), "
+            f"got {type(matrix).__name__}."
+        )
+    check_concrete(matrix, name)
+    if dtype_kind(matrix) not in "biu":
+        return matrix
+    context = {
+        key: value
+        for key, value in tl.context(matrix).items()
+        if key not in ("dtype", "requires_grad")
+    }
+    return tl.tensor(to_host(matrix).astype(np.float64), **context)
+
+
+def _select_rows(matrix, tol, max_iter):
+    """The maxvol rows, their coefficients, and the route ``(shift, kind)`` that computed
+    them (see :func:`_route_coefficients`)."""
+    n_rows, n_cols = tl.shape(matrix)
+    shift, kind = 0, "direct"
     rows, pivot_sizes, candidates = lu_pivot_rows(matrix)
     largest = float(pivot_sizes.max())
     if largest > 0 and not SAFE_SCALE[0] < largest < SAFE_SCALE[1]:
         # The coefficients do not depend on the matrix's scale: bring it near 1 by a power
         # of two (exact), since subnormal entries (1e-310) gave NaN coefficients.
         shift = -int(np.frexp(largest)[1])
-        for part in (shift // 2, shift - shift // 2):  # 2**1029 overflows as one factor
-            matrix = matrix * float(np.ldexp(1.0, part))
+        matrix = _rescale(matrix, shift)
         rows, pivot_sizes, candidates = lu_pivot_rows(matrix)
     if pivot_sizes.max() == 0 or pivot_sizes.max() > ILL_CONDITIONED * pivot_sizes.min():
         # Ill-conditioned or rank-deficient. maxvol only depends on the column space: with
@@ -101,8 +151,8 @@ def maxvol(matrix, tol=1.05, max_iter=100):
         rank = numerical_rank(triangular, n_rows)
         if rank < n_cols:
             _warn_rank_deficient(n_rows, n_cols, rank)
-            return rows, _pinv_coefficients(matrix, rows)
-        matrix = basis
+            return rows, _pinv_coefficients(matrix, rows), (shift, "pinv")
+        matrix, kind = basis, "basis"
         rows, _, candidates = lu_pivot_rows(matrix)
     if candidates is not None:
         rows = _polish_on_candidates(matrix, rows, candidates, tol, max_iter)
@@ -111,7 +161,28 @@ def maxvol(matrix, tol=1.05, max_iter=100):
     if n_swaps > n_cols:
         # Many rank-1 updates accumulate rounding error; one fresh solve removes it.
         coefficients = _coefficients(matrix, rows)
-    return rows, coefficients
+    return rows, coefficients, (shift, kind)
+
+
+def _rescale(matrix, shift):
+    """``matrix * 2**shift``, exact, in two factors (``2**1029`` overflows as one)."""
+    for part in (shift // 2, shift - shift // 2):
+        if part:
+            matrix = matrix * float(np.ldexp(1.0, part))
+    return matrix
+
+
+def _route_coefficients(matrix, rows, route):
+    """The coefficients of ``rows`` computed as :func:`_select_rows` did, without its
+    in-place swaps: ``route = (shift, kind)``, ``kind`` one of ``"direct"`` (a solve against
+    the pivot block), ``"basis"`` (the same on the Q of a QR) or ``"pinv"`` (rank-deficient)."""
+    shift, kind = route
+    matrix = _rescale(matrix, shift)
+    if kind == "pinv":
+        return _pinv_coefficients(matrix, rows)
+    if kind == "basis":
+        matrix = tl.qr(matrix)[0]
+    return _coefficients(matrix, rows)
 
 
 # Largest LU pivot outside this range: the matrix is rescaled first (round-off would

@@ -5,10 +5,10 @@ import warnings
 import numpy as np
 import tensorly as tl
 
-from ._backend import argmax_host, take_rows, to_host
+from ._backend import argmax_host, stop_gradient, take_rows, to_host
 from ._validation import check_float, check_int, check_tall_matrix
 from .errors import RankDeficiencyWarning
-from .maxvol import maxvol
+from .maxvol import as_floating, maxvol
 
 
 def rect_maxvol(matrix, tol=1.1, min_add=0, max_add=None, maxvol_tol=1.05, maxvol_iter=100):
@@ -20,7 +20,7 @@ def rect_maxvol(matrix, tol=1.1, min_add=0, max_add=None, maxvol_tol=1.05, maxvo
     Parameters
     ----------
     matrix : tensor of shape (n, r), n >= r
-        Any TensorLy-backend tensor (real or complex).
+        Any TensorLy-backend tensor (real or complex; integer and bool as float64).
     tol : float, default 1.1
         Stop adding rows once ``max_i ||B[i]||_2 <= tol``; must be >= 1.
     min_add : int, default 0
@@ -35,7 +35,8 @@ def rect_maxvol(matrix, tol=1.1, min_add=0, max_add=None, maxvol_tol=1.05, maxvo
     rows : ndarray of int64, shape (k,)
         Distinct rows: the ``r`` maxvol rows first, then the added rows in order.
     coefficients : tensor of shape (n, k)
-        ``B = matrix @ pinv(matrix[rows])``, so ``matrix ~= B @ matrix[rows]``.
+        ``B = matrix @ pinv(matrix[rows])``, so ``matrix ~= B @ matrix[rows]``; on PyTorch,
+        differentiable with respect to a ``matrix`` that requires grad.
 
     Raises
     ------
@@ -70,6 +71,7 @@ def rect_maxvol(matrix, tol=1.1, min_add=0, max_add=None, maxvol_tol=1.05, maxvo
     >>> bool(len(rows) >= 8), bool(np.linalg.norm(coefficients, axis=1).max() <= 1.1)
     (True, True)
     """
+    matrix = as_floating(matrix, "matrix")
     n_rows, n_cols = check_tall_matrix(matrix, "matrix")
     tol = check_float(tol, "tol", minimum=1.0)
     min_add = check_int(min_add, "min_add", minimum=0, maximum=n_rows - n_cols)
@@ -95,7 +97,8 @@ def _add_rows(square_coefficients, rows, tol, min_add, max_add):
     as the identity and only grows, so it is well conditioned; we keep ``M^{-1}`` by
     Sherman-Morrison and never touch an ``(n, k)`` array until the end.
     """
-    base = square_coefficients
+    # The selection needs no gradient; the result is recomputed from the tensors below.
+    base = stop_gradient(square_coefficients)
     n_cols = tl.shape(base)[1]
     gram_inverse = tl.eye(n_cols, **tl.context(base))
     sq_norms = to_host(tl.sum(tl.abs(base) ** 2, axis=1)).astype(np.float64)
@@ -114,5 +117,17 @@ def _add_rows(square_coefficients, rows, tol, min_add, max_add):
         ) / denominator
         rows.append(row)
     rows = np.asarray(rows, dtype=np.int64)
-    chosen = take_rows(base, rows)
-    return rows, tl.dot(base, tl.dot(gram_inverse, tl.transpose(tl.conj(chosen))))
+    return rows, _rectangular_coefficients(square_coefficients, rows)
+
+
+def _rectangular_coefficients(base, rows):
+    """``B0 M^{-1} S^H`` with ``S = B0[rows]`` and ``M = S^H S``, by one solve.
+
+    ``M >= I`` (``S`` holds the identity rows of the square start), so the solve is well
+    conditioned; unlike the Sherman-Morrison ``M^{-1}`` of the loop, whose denominators are
+    host floats, every step is autograd-visible (the gradient missed their dependence on
+    the matrix) and free of the updates' accumulated rounding.
+    """
+    chosen_adjoint = tl.transpose(tl.conj(take_rows(base, rows)))
+    gram = tl.dot(chosen_adjoint, take_rows(base, rows))
+    return tl.dot(base, tl.solve(gram, chosen_adjoint))

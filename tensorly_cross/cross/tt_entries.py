@@ -1,9 +1,11 @@
 """Entries of a tensor train at a batch of multi-indices."""
 
+import functools
+
 import numpy as np
 import tensorly as tl
 
-from .._backend import contiguous, take_rows
+from .._backend import backend_name, check_concrete, contiguous, take_rows, to_host
 from ..lazy.base import check_indices
 
 # Work-block bound, in entries (32 MiB in float64): the batch is cut into chunks whose
@@ -30,9 +32,18 @@ def tt_entries(cores, indices):
 
     Raises
     ------
+    TypeError
+        If ``cores`` is not a TTTensor or a list of tensors.
     ValueError
         If ``indices`` is not an (m, d) integer array, an index is out of range (the
-        message names the first such multi-index), or the cores do not form a TT.
+        message names the first such multi-index), the cores do not form a TT, or
+        ``indices`` is a PyTorch tensor on the ``meta`` device.
+
+    Notes
+    -----
+    Cores of another backend are copied to the active one (without their gradient), and
+    cores of different dtypes are promoted to a common one (as NumPy and JAX do; PyTorch's
+    matmul refused them).
 
     Examples
     --------
@@ -45,9 +56,10 @@ def tt_entries(cores, indices):
     array([ 1., 23.])
     """
     _check_ranks(cores)
+    cores = _common_dtype([_in_backend(core, k) for k, core in enumerate(cores)])
     shape = tuple(int(tl.shape(core)[1]) for core in cores)
     try:
-        indices = check_indices(indices, shape)
+        indices = check_indices(_host_indices(indices), shape)
     except ValueError as error:
         raise ValueError(f"tt_entries: {error}") from None
     chunk = _chunk_size(cores)
@@ -62,6 +74,12 @@ def _check_ranks(cores):
     if isinstance(cores, other) or not isinstance(cores, list | tuple | tt_tensor):
         raise TypeError(f"tt_entries: cores must be a TTTensor or a list of 3-D cores, got "
                         f"{type(cores).__name__}.")
+    shapeless = [k for k, core in enumerate(cores) if not hasattr(core, "shape")]
+    if shapeless:
+        raise TypeError(
+            f"tt_entries: cores must be tensors (r_k, n_k, r_k+1); "
+            f"cores[{shapeless[0]}] is a {type(cores[shapeless[0]]).__name__}."
+        )
     shapes = [tuple(tl.shape(core)) for core in cores]
     if not shapes or any(len(shape) != 3 for shape in shapes):
         raise ValueError(f"tt_entries: cores must be 3-D (r_k, n_k, r_k+1), got {shapes}.")
@@ -70,6 +88,39 @@ def _check_ranks(cores):
     if ranks[0] != 1 or ranks[-1] != 1 or mismatch:
         raise ValueError(f"tt_entries: cores do not form a TT (boundary ranks 1, each core's "
                          f"last rank the next one's first), got core shapes {shapes}.")
+
+
+def _in_backend(core, k):
+    """``core`` as a tensor of the active backend: another backend's tensor (a JAX core
+    under the NumPy search of a JAX cross, a PyTorch core under NumPy) is copied over
+    through the host, where it crashed deep in the products."""
+    if tl.is_tensor(core):
+        return core
+    if hasattr(core, "detach") and hasattr(core, "cpu"):  # torch, under another backend
+        check_concrete(core, f"tt_entries: cores[{k}]")
+        return tl.tensor(core.detach().cpu().resolve_conj().numpy())
+    return tl.tensor(np.asarray(core))
+
+
+def _common_dtype(cores):
+    """The cores, cast to their common dtype where they differ (on PyTorch only: NumPy and
+    JAX promote in the products themselves)."""
+    dtypes = {core.dtype for core in cores}
+    if len(dtypes) == 1 or backend_name() != "pytorch":
+        return cores
+    import torch
+
+    common = functools.reduce(torch.promote_types, dtypes)
+    return [core.to(common) for core in cores]  # autograd-visible
+
+
+def _host_indices(indices):
+    """``indices`` readable by NumPy: a PyTorch tensor detached and on the CPU (NumPy
+    refused one that requires grad or lives on a GPU); a meta tensor refused by name."""
+    if hasattr(indices, "detach") and hasattr(indices, "cpu"):
+        check_concrete(indices, "indices")
+        return to_host(indices)
+    return indices
 
 
 def _chunk_size(cores):
