@@ -47,6 +47,8 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
         Search the indices without gradient tracking, then build the cores from one fresh
         batched read through autograd-visible operations (:func:`cross_interpolate`):
         gradients reach the entries that were read, or the parameters that produced them.
+        First derivatives only for ``method="lsq"``: its cores' bases are differentiated
+        through a surrogate equal to first order, so second derivatives are not exact.
 
     Returns
     -------

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 
+from .._backend import check_concrete
 from .array import ArrayTensor
 from .base import LazyTensor
 from .function import FunctionTensor
@@ -69,6 +70,7 @@ def as_lazy(obj, shape=None, name="obj"):
         return factorized
     _refuse_non_arrays(obj, name)
     if hasattr(obj, "shape") and hasattr(obj, "__getitem__"):
+        check_concrete(obj, name)  # a meta tensor or a JAX tracer failed deep in a read
         return ArrayTensor(obj)
     if callable(obj):
         if shape is None:
