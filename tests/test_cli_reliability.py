@@ -518,3 +518,13 @@ def test_a_stream_that_misses_tol_suggests_only_what_helps_it(noise, tmp_path, c
     err = capsys.readouterr().err
     assert code == cli.EXIT_TOL_MISSED and "Raise --max-rank" in err
     assert "--n-iter-max" not in err  # the stream has no sweeps
+
+
+def test_an_unknown_flag_is_reported_with_the_subcommand_s_usage(blobs, capsys):
+    # It printed the top-level usage ("tensorly-cross [-h] [--version] {compress,...}").
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["compress", blobs, "--tolerance", "0.1"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: tensorly-cross compress")
+    assert "tensorly-cross compress: error: unrecognized arguments: --tolerance 0.1" in err

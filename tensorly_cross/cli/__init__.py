@@ -24,7 +24,12 @@ def main(argv=None):
     from ._parser import build_parser
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # The subcommand's parser says it, with its own usage line (the top-level one
+        # showed "tensorly-cross [-h] [--version] {compress,...}", which helps no one).
+        command = parser.subcommands.get(args.command, parser)
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

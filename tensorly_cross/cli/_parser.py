@@ -70,6 +70,7 @@ def build_parser():
     _add_info(commands, formatter)
     _add_reconstruct(commands, formatter)
     _add_demo(commands, formatter)
+    parser.subcommands = dict(commands.choices)  # name -> its parser, for its own errors
     return parser
 
 
