@@ -483,6 +483,7 @@ def test_a_scaled_integer_nifti_is_stored_in_float32(tmp_path):
     tt, metadata = tlc.load_tt(output)
     assert all(tl.to_numpy(core).dtype == np.float32 for core in tt)
     assert metadata["input_dtype"] == "uint8"
+    assert metadata["method"] == "lsq"  # the method that ran, as the stream's files say
 
 
 def test_a_tt_file_larger_than_the_gzipped_input_is_warned_about(tmp_path, capsys):

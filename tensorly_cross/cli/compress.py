@@ -125,7 +125,9 @@ def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=64, 
                                     return_info=True, patience=patience,
                                     oversample=oversample, max_slices=max_slices)
     elapsed = time.perf_counter() - start
-    metadata = dict(shape=list(volume.shape), source=source, val_error=info.val_error,
+    # "method": the one that ran (auto resolves to one), as the stream's files record it.
+    metadata = dict(shape=list(volume.shape), source=source, method=info.method,
+                    val_error=info.val_error,
                     n_heldout=info.n_heldout, heldout_bound=info.heldout_bound,
                     n_evals=info.n_evals, stop_reason=info.stop_reason,
                     quantics=_layout_meta(target) if quantics else None,
