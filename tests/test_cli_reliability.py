@@ -479,11 +479,13 @@ def test_a_scaled_integer_nifti_is_stored_in_float32(tmp_path):
     path = str(tmp_path / "scaled.nii.gz")
     image.to_filename(path)
     output = str(tmp_path / "scaled.tt.npz")
-    assert cli.main(["compress", path, "-o", output, "--rank", "3", "-q"]) == cli.EXIT_OK
-    tt, metadata = tlc.load_tt(output)
-    assert all(tl.to_numpy(core).dtype == np.float32 for core in tt)
-    assert metadata["input_dtype"] == "uint8"
-    assert metadata["method"] == "lsq"  # the method that ran, as the stream's files say
+    for method in ("stream", "lsq"):
+        assert cli.main(["compress", path, "-o", output, "--rank", "3", "--method", method,
+                         "--force", "-q"]) == cli.EXIT_OK
+        tt, metadata = tlc.load_tt(output)
+        assert all(tl.to_numpy(core).dtype == np.float32 for core in tt)
+        assert metadata["input_dtype"] == "uint8"
+        assert metadata["method"] == method  # only the stream's files said it
 
 
 def test_a_tt_file_larger_than_the_gzipped_input_is_warned_about(tmp_path, capsys):
