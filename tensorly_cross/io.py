@@ -1,6 +1,7 @@
 """Opening volumes by path: zarr, HDF5, npy (memory-mapped) and NIfTI, as lazy tensors."""
 
 import os
+import warnings
 
 import numpy as np
 
@@ -32,7 +33,8 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False)
         cache of the :class:`NpyTensor` (.npy; default 64 MiB). Bound it to bound memory:
         it is the only buffer that grows with the volume.
     client : dask.distributed.Client, optional
-        Read chunks on this cluster's workers (zarr, HDF5).
+        Read chunks on this cluster's workers (zarr, HDF5; for .npy and NIfTI files a
+        warning says it is not used).
     strict : bool, default False
         zarr only. zarr reads a chunk that was never stored as the array's fill value, with
         no error: a partly written array, or one whose chunks were lost, looks complete.
@@ -98,6 +100,10 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False)
     check_regular_file(path)
     if lower.endswith((".h5", ".hdf5")):
         return _open_hdf5(path, dataset, cache_bytes, client)
+    if client is not None:  # said, not silently dropped: the user expects the workers
+        warnings.warn(f"client is not used for {os.path.basename(path)!r}: .npy and NIfTI "
+                      "files are read in this process (zarr and HDF5 on the workers).",
+                      UserWarning, stacklevel=2)
     if lower.endswith(".npy"):
         return _open_npy(path, cache_bytes)
     return _open_nifti(path, cache_bytes)
