@@ -14,7 +14,7 @@ import tensorly as tl
 from .._validation import check_regular_file
 from .base import LazyTensor
 from .chunk_cache import ChunkCache
-from .sources import SUPPORTED_KINDS, ChunkReadError, FileStamp
+from .sources import SUPPORTED_KINDS, ChunkReadError, FileStamp, refuse_empty
 
 PAGE = 4096
 # Pages gathered at once in one batch (16 MiB).
@@ -56,9 +56,7 @@ class NpyTensor(LazyTensor):
         if header.dtype.kind not in SUPPORTED_KINDS:
             raise TypeError(f"{self.path!r} has dtype {header.dtype}; supported are bool, "
                             "integer and real floating-point arrays.")
-        if header.ndim == 0 or header.size == 0:  # LazyTensor's own message names no file
-            raise ValueError(f"{self.path!r} holds an array of shape {header.shape}; a volume "
-                             "has at least one mode and every mode size >= 1.")
+        refuse_empty(header.shape, repr(self.path))
         super().__init__(header.shape)
         self.dtype = header.dtype
         self.offset = int(header.offset)
@@ -87,7 +85,7 @@ class NpyTensor(LazyTensor):
         values = np.empty(flat.shape[0], dtype=np.float64)
         order = np.argsort(where, kind="stable")
         ends = np.searchsorted(where[order], np.arange(0, pages.size, BATCH_PAGES)[1:])
-        with _open_again(self.path) as handle:
+        with self.stamp.open() as handle:
             descriptor = handle.fileno()
             self._check_unchanged(descriptor)
             if hasattr(os, "posix_fadvise"):
@@ -135,14 +133,6 @@ class NpyTensor(LazyTensor):
         self.bytes_read += len(data)
         self.cache.put(page, block)
         return block
-
-
-def _open_again(path):
-    """The file, opened for reading; ChunkReadError (naming it) if it is gone."""
-    try:
-        return open(path, "rb")
-    except FileNotFoundError as error:
-        raise ChunkReadError(f"{path!r} was deleted after it was opened.") from error
 
 
 def _open_header(path):

@@ -39,13 +39,12 @@ class ChunkSource:
         self.name = name
 
     def read(self, slices):
-        bounds = ", ".join(f"{s.start}:{s.stop}" for s in slices)
         try:
             block = np.asarray(self._read(slices))
         except ChunkReadError:  # already names the file and what went wrong
             raise
         except Exception as error:
-            raise ChunkReadError(f"reading chunk [{bounds}] of {self.name} failed: "
+            raise ChunkReadError(f"reading chunk [{_bounds(slices)}] of {self.name} failed: "
                                  f"{type(error).__name__}: {error}") from error
         # A reader that lies (a dask block function, a proxy) must not be gathered from:
         # a short block fails deep inside with an IndexError, a complex one loses its
@@ -53,7 +52,7 @@ class ChunkSource:
         expected = tuple(s.stop - s.start for s in slices)
         if block.shape != expected or block.dtype.kind not in SUPPORTED_KINDS:
             raise ChunkReadError(
-                f"reading chunk [{bounds}] of {self.name} returned an array of shape "
+                f"reading chunk [{_bounds(slices)}] of {self.name} returned an array of shape "
                 f"{block.shape} and dtype {block.dtype}; expected shape {expected} and a bool, "
                 "integer or real floating-point dtype."
             )
@@ -120,6 +119,12 @@ class FileStamp:
                 "time differ): open it again; reading on would mix two versions of its data."
             )
 
+    def open(self):
+        """The file, opened for binary reading; :class:`ChunkReadError` if it is gone."""
+        try:
+            return open(self.path, "rb")
+        except FileNotFoundError as error:
+            raise ChunkReadError(f"{self.name} was deleted after it was opened.") from error
 
     def current(self, descriptor=None):
         """The file's stamp now (of ``descriptor`` if given); ChunkReadError if it is gone."""
@@ -127,6 +132,19 @@ class FileStamp:
             return _stamp(os.fstat(descriptor) if descriptor is not None else os.stat(self.path))
         except FileNotFoundError as error:
             raise ChunkReadError(f"{self.name} was deleted after it was opened.") from error
+
+
+def _bounds(slices):
+    """``start:stop`` of each slice, for messages (built only when one is raised)."""
+    return ", ".join(f"{part.start}:{part.stop}" for part in slices)
+
+
+def refuse_empty(shape, name):
+    """Raise ValueError, naming the file, for an array with no mode or an empty one
+    (``LazyTensor``'s own message names no file, and chunking divides by the sizes)."""
+    if not shape or 0 in tuple(shape):
+        raise ValueError(f"{name} holds an array of shape {tuple(shape)}; a volume has at "
+                         "least one mode and every mode size >= 1.")
 
 
 def _stamp(status):

@@ -26,7 +26,7 @@ from .._validation import check_regular_file
 from ..errors import NonFiniteValueError
 from ..lazy.base import LazyTensor
 from ..lazy.dask import client_workers
-from ..lazy.sources import ChunkSource, FileStamp, as_chunk_source
+from ..lazy.sources import ChunkSource, FileStamp, as_chunk_source, refuse_empty
 
 BLOCK_BYTES = 32 * 2**20
 # Keys of the results whose updates are sums of squares of the values (degree 2); every
@@ -46,9 +46,7 @@ class MemmapSource(ChunkSource):
         except (ValueError, OSError, EOFError) as error:
             raise ValueError(f".npy {self.path!r} cannot be read as an array file: "
                              f"{error}") from error
-        if array.ndim == 0 or array.size == 0:  # the chunking below divides by the sizes
-            raise ValueError(f".npy {self.path!r} holds an array of shape {array.shape}; a "
-                             "volume has at least one mode and every mode size >= 1.")
+        refuse_empty(array.shape, f".npy {self.path!r}")
         slowest = 0 if not array.flags.f_contiguous or array.ndim == 1 else array.ndim - 1
         chunks = list(array.shape)
         layer = array.size // array.shape[slowest] * 8
