@@ -168,3 +168,39 @@ def test_info_splits_function_time_waiting_and_overhead():
     # Summed over the chunks, where they ran: at least 2 ms per chunk of each call.
     assert info.function_seconds >= 0.002 * info.n_calls
     assert info.wait_seconds <= info.total_seconds
+
+
+def test_the_scheduler_is_asked_for_its_workers_once_a_second_not_per_batch(monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    from tensorly_cross.lazy import parallel
+
+    batch = np.arange(40, dtype=np.int64).reshape(20, 2) % 32
+    with loopback_cluster() as cluster, distributed.Client(cluster) as client:
+        asked = []
+        ask = client.nthreads
+        monkeypatch.setattr(client, "nthreads", lambda: asked.append(1) or ask())
+        lazy = FunctionTensor(inverse_sum, (32, 32), executor=client)
+        for _ in range(4):
+            np.testing.assert_allclose(host(lazy.evaluate(batch)), inverse_sum(batch))
+        assert len(asked) == 1  # a round trip per batch cost a sixth of a batch's time
+        monkeypatch.setattr(parallel, "WORKER_COUNT_SECONDS", -1.0)  # trusted no longer
+        lazy.evaluate(batch)
+        assert len(asked) == 2
+
+
+def test_another_executor_is_asked_for_its_own_workers():
+    sizes = []
+
+    def recording(indices):
+        sizes.append(indices.shape[0])
+        return inverse_sum(indices)
+
+    batch = np.zeros((12, 2), dtype=np.int64)
+    with ThreadPoolExecutor(2) as two, ThreadPoolExecutor(3) as three:
+        lazy = FunctionTensor(recording, (32, 32), executor=two)
+        lazy.evaluate(batch)
+        assert sorted(sizes) == [6, 6]
+        sizes.clear()
+        lazy.executor = three
+        lazy.evaluate(batch)
+        assert sorted(sizes) == [4, 4, 4]

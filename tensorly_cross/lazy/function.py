@@ -6,7 +6,7 @@ import numpy as np
 
 from .._validation import check_int
 from .base import LazyTensor
-from .parallel import check_executor, evaluate_in_chunks
+from .parallel import WorkerCount, check_executor, evaluate_in_chunks
 
 # Added to a TypeError raised by the user's function.
 CALLING_CONVENTION = (
@@ -60,6 +60,7 @@ class FunctionTensor(LazyTensor):
         self.chunk_size = (None if chunk_size is None
                            else check_int(chunk_size, "chunk_size", minimum=1))
         self.function_seconds = 0.0
+        self._workers = WorkerCount()
 
     @classmethod
     def on_grid(cls, function, grids, executor=None, chunk_size=None):
@@ -101,8 +102,9 @@ class FunctionTensor(LazyTensor):
     def _evaluate(self, indices):
         try:
             if self.executor is not None:
+                workers = None if self.chunk_size else self._workers(self.executor)
                 values, seconds = evaluate_in_chunks(self.function, indices, self.executor,
-                                                     self.chunk_size)
+                                                     self.chunk_size, workers)
             else:
                 start = time.perf_counter()
                 values = self.function(indices)
