@@ -101,17 +101,40 @@ def test_columns_and_rows_read_whole_are_not_asked_of_the_cache_again(backend, t
     dense, cache, matrix = low_rank_block(12, 9, 2, 3)
     if transposed:
         matrix, dense = TransposedBondMatrix(matrix), dense.T
-    columns, row_block = matrix.crosses(np.array([1, 4]), np.array([0, 7]))
+    columns, row_block = matrix.crosses(np.array([1, 4]), np.array([0, 7]), more_cols=[5],
+                                        more_rows=[2])
+    np.testing.assert_allclose(host(columns), dense[:, [0, 7]])
+    np.testing.assert_allclose(host(row_block), dense[[1, 4]])
     requested = cache.counters.requested
-    for col in (0, 7):
+    for col in (0, 7, 5):
         np.testing.assert_allclose(host(matrix.column(col)), dense[:, col])
-    for row in (1, 4):
+    for row in (1, 4, 2):
         np.testing.assert_allclose(host(matrix.row(row)), dense[row])
     assert cache.counters.requested == requested
     # A column not read before is read (once).
     np.testing.assert_allclose(host(matrix.column(3)), dense[:, 3])
     np.testing.assert_allclose(host(matrix.column(3)), dense[:, 3])
     assert cache.counters.requested == requested + matrix.shape[0]
+
+@given(n_rows=st.integers(6, 30), n_cols=st.integers(6, 30), rank=st.integers(2, 4),
+       seed=seeds)
+def test_a_single_kept_pivot_is_read_with_the_searchs_first_column(n_rows, n_cols, rank,
+                                                                   seed):
+    """The first sweep keeps one pivot per bond (the start pivot): the random column the
+    search reads next comes in the same call, the very column it would have drawn."""
+    dense, cache, matrix = low_rank_block(n_rows, n_cols, rank, seed)
+    row, col = np.unravel_index(np.abs(dense).argmax(), dense.shape)
+    kept = (np.array([row]), np.array([col]))
+    rows, cols = prrlu(matrix, 1e-10 * np.abs(dense).max(), 64, np.random.default_rng(seed),
+                       "column", kept=kept)
+    assert len(rows) == rank and cross_error(dense, rows, cols) < 1e-8
+    # Calls: the crosses with the first column, then a row per pivot and a column per
+    # pivot after the first, and the column that ends the search (2 * rank before).
+    assert cache.counters.calls == 2 * rank - 1
+    # The drawn column is the one a search drawing after its kept pivot takes.
+    free = np.delete(np.arange(n_cols), col)
+    assert cols[1] == free[np.random.default_rng(seed).integers(free.size)]
+
 
 @given(block=blocks)
 def test_column_search_reads_fewer_entries_than_rook_search(block):

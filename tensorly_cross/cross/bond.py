@@ -67,14 +67,22 @@ class BondMatrix:
     def full(self):
         return self.entries(np.arange(self.shape[0]), np.arange(self.shape[1]))
 
-    def crosses(self, rows, cols):
-        """``(M[:, cols], M[rows, :])`` in one batched evaluation."""
+    def crosses(self, rows, cols, more_cols=(), more_rows=()):
+        """``(M[:, cols], M[rows, :])`` in one batched evaluation, which also reads the
+        columns ``more_cols`` and rows ``more_rows`` for later :meth:`column` and
+        :meth:`row` calls (a search's first column: one batch less)."""
         every_row, every_col = np.arange(self.shape[0]), np.arange(self.shape[1])
-        columns, row_block = self._read([(every_row, cols), (rows, every_col)])
-        columns = tl.reshape(columns, (self.shape[0], len(cols)))
-        row_block = tl.reshape(row_block, (len(rows), self.shape[1]))
-        self._columns.update((int(col), columns[:, i]) for i, col in enumerate(cols))
-        self._rows.update((int(row), row_block[i]) for i, row in enumerate(rows))
+        all_cols = np.concatenate([cols, np.asarray(more_cols, dtype=np.int64)])
+        all_rows = np.concatenate([rows, np.asarray(more_rows, dtype=np.int64)])
+        columns, row_block = self._read([(every_row, all_cols), (all_rows, every_col)])
+        columns = tl.reshape(columns, (self.shape[0], len(all_cols)))
+        row_block = tl.reshape(row_block, (len(all_rows), self.shape[1]))
+        self._columns.update((int(col), columns[:, i]) for i, col in enumerate(all_cols))
+        self._rows.update((int(row), row_block[i]) for i, row in enumerate(all_rows))
+        if len(all_cols) > len(cols):
+            columns = columns[:, : len(cols)]
+        if len(all_rows) > len(rows):
+            row_block = row_block[: len(rows)]
         return columns, row_block
 
     def column_fiber(self, cols, left_size):
@@ -202,6 +210,6 @@ class TransposedBondMatrix:
     def full(self):
         return tl.transpose(self.matrix.full())
 
-    def crosses(self, rows, cols):
-        columns, row_block = self.matrix.crosses(cols, rows)
+    def crosses(self, rows, cols, more_cols=(), more_rows=()):
+        columns, row_block = self.matrix.crosses(cols, rows, more_rows, more_cols)
         return tl.transpose(row_block), tl.transpose(columns)

@@ -157,11 +157,13 @@ def _pivot_search(matrix, cut, max_rank, rng, start_cols, moves, kept=None,
     """Column or rook search; ``cut()`` is the pivot cut given what has been read."""
     residual = _Residual(matrix)
     rows, cols = [], []
-    if kept is not None:
-        _keep_pivots(residual, kept, cut, max_rank, rows, cols, max_kept_growth)
     n_cols = matrix.shape[1]
+    drawn = []
+    if kept is not None:
+        drawn = _first_random_col(kept, start_cols, max_rank, n_cols, rng)
+        _keep_pivots(residual, kept, cut, max_rank, rows, cols, max_kept_growth, drawn)
     for _ in range(max_rank - len(rows)):
-        col = _next_start(start_cols, cols, n_cols, rng)
+        col = _next_start(start_cols, cols, n_cols, rng, drawn)
         col_abs, column = residual.column(col, rows)
         row = int(np.argmax(col_abs))
         column_moves = moves
@@ -196,15 +198,36 @@ def _inconclusive(matrix, col, residual_max, cut):
     return residual_max * matrix.max_abs > cut * column_max
 
 
-def _keep_pivots(residual, kept, cut, max_rank, rows, cols, max_growth=None):
+def _first_random_col(kept, start_cols, max_rank, n_cols, rng):
+    """The search's first random column, drawn ahead so that it is read with the kept
+    pivots' crosses: one batch less per bond (with an executor, a round of chunks less).
+
+    The search draws it only after taking every kept pivot (a kept pivot not taken is
+    the next start, and the search chains from there): drawn ahead only for a single
+    kept pivot (the first sweep's: its start pivot, the largest of many random
+    entries), below ``max_rank`` and with no other start column; drawn among the other
+    columns, it is then the very column the search would draw (and a wasted read in the
+    rare case that the pivot is dropped). Returns ``[col]`` or ``[]``.
+    """
+    kept_rows, kept_cols = (np.unique(np.asarray(positions, dtype=np.int64))
+                            for positions in kept)
+    if not kept_rows.size == kept_cols.size == 1 or max_rank < 2 or n_cols < 2:
+        return []
+    if any(col != kept_cols[0] for col in start_cols):
+        return []
+    return [_next_start([], kept_cols, n_cols, rng)]
+
+
+def _keep_pivots(residual, kept, cut, max_rank, rows, cols, max_growth=None, more_cols=()):
     """Take the kept pivots that stay above ``cut()``, largest residual first; with
-    ``max_growth``, such that their interpolation coefficients stay within it."""
+    ``max_growth``, such that their interpolation coefficients stay within it.
+    ``more_cols`` are read in the same batch (the search's first column)."""
     # Sorted positions read increasing keys, which the cache finds fastest.
     kept_rows, kept_cols = (np.sort(np.asarray(positions, dtype=np.int64)) for positions in kept)
     if not (kept_rows.size and kept_cols.size):
         return
     matrix = residual.matrix
-    columns, row_block = matrix.crosses(kept_rows, kept_cols)
+    columns, row_block = matrix.crosses(kept_rows, kept_cols, more_cols)
     # Which kept pivots survive depends only on the block where they cross: eliminate it
     # on the host, then build the residual's factors for the survivors in one solve.
     host = to_host(columns)
@@ -262,9 +285,15 @@ def _greedy_lu(block, abs_tol, max_rank, allowed_rows=None, max_growth=None):
     return rows, cols
 
 
-def _next_start(start_cols, cols, n_cols, rng):
+def _next_start(start_cols, cols, n_cols, rng, drawn=()):
+    """The next start column: the first of ``start_cols`` not pivoted yet, else a random
+    one (``drawn`` holds one drawn ahead, used once)."""
     while start_cols:
         col = int(start_cols.pop(0))
+        if col not in cols:
+            return col
+    if drawn:
+        col = int(drawn.pop())
         if col not in cols:
             return col
     free = np.ones(n_cols, dtype=bool)
