@@ -13,6 +13,7 @@ from .errors import (
     MaxTimeReached,
     NonFiniteValueError,
     RankDeficiencyWarning,
+    SubnormalValuesWarning,
     ToleranceNotMetWarning,
     UnseenStructureWarning,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "QuanticsTensor",
     "RankDeficiencyWarning",
     "ToleranceNotMetWarning",
+    "SubnormalValuesWarning",
     "UnseenStructureWarning",
     "StreamInfo",
     "TTFileError",

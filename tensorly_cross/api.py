@@ -21,6 +21,7 @@ from .cross.oversampled import OneChannel, drop_channel_core, is_one_channel
 from .cross.ranks import expand_rank
 from .cross.slices import sliced_random_indices
 from .cross.stopping import CrossInfo, Validation
+from .cross.subnormal import warn_if_subnormal
 from .cross.tci import TCISweeper
 from .errors import EvaluationBudgetExceeded, MaxTimeReached
 from .lazy.cache import EvaluationCache
@@ -265,6 +266,7 @@ def _select(lazy, options, random_state, start):
     if inside is not None:
         info.function_seconds = clock.function_seconds - inside
     info.total_seconds = time.perf_counter() - start  # the whole search (both runs of a handover)
+    warn_if_subnormal(cache)
     warn_if_missed(options, info)
     return indices, finish(cores), info
 

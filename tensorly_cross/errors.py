@@ -53,6 +53,29 @@ class UnseenStructureWarning(UserWarning):
     """
 
 
+class SubnormalValuesWarning(UserWarning):
+    """Every value a cross read is subnormal: below the smallest normal float of its dtype.
+
+    Such values keep only a few significant digits (about 3 near 1e-320 in float64), so
+    neither the TT nor its held-out error means anything beyond them, and dividing by
+    them may have made NumPy print RuntimeWarnings (overflow, invalid value). Scale the
+    function by a constant and divide the TT by it afterwards.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> import tensorly_cross as tlc
+    >>> grid = np.linspace(1.0, 2.0, 16)
+    >>> tiny = tlc.FunctionTensor(lambda idx: 1e-320 / grid[idx].sum(axis=1), (16,) * 3)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = tlc.tt_cross(tiny, rank=2, random_state=0)
+    >>> any(issubclass(w.category, tlc.SubnormalValuesWarning) for w in caught)
+    True
+    """
+
+
 class ToleranceNotMetWarning(UserWarning):
     """A rank-adaptive cross ended with its held-out error above ``tol``.
 

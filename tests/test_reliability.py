@@ -80,14 +80,35 @@ def test_held_out_error_of_subnormal_values_is_not_reported_as_zero():
     def tiny(indices):
         return 1e-320 * (1.0 + indices.sum(axis=1) % 3)
 
-    tt, info = tlc.tt_cross(tiny, shape=(10, 10, 10), random_state=0, n_iter_max=6,
-                            return_info=True)
+    with pytest.warns(tlc.SubnormalValuesWarning, match="about 4 significant digits"):
+        tt, info = tlc.tt_cross(tiny, shape=(10, 10, 10), random_state=0, n_iter_max=6,
+                                return_info=True)
     # The first sweep (rank 1 from one pivot) cannot be exact: its error must show.
     assert info.val_errors[0] > 0.1
     grid = full_grid((10, 10, 10))
     true_error = scaled_norm(host(tlc.tt_entries(tt, grid)) - tiny(grid)) / scaled_norm(
         tiny(grid))
     assert true_error <= max(10 * info.val_error, 1e-6)
+
+
+@given(exponent=st.integers(-330, -250), dtype=st.sampled_from(["float32", "float64"]),
+       seed=st.integers(0, 2**16))
+def test_subnormal_values_and_only_they_are_warned_of(exponent, dtype, seed):
+    """Values below the smallest normal float keep a few digits: a cross on them says so;
+    normal values, however small, and all-zero tensors give no such warning."""
+    dtype = np.dtype(dtype)
+    offset = 0 if dtype == np.float64 else 270  # float32's range: subnormal below 1.2e-38
+    scale = 10.0 ** (exponent + offset)
+    values = (np.random.default_rng(seed).uniform(1.0, 2.0, (6, 7, 5)) * scale).astype(dtype)
+    subnormal = 0 < np.abs(values).max() < np.finfo(dtype).smallest_normal
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tlc.tt_cross(tlc.lazy_tensor(values), rank=2, random_state=0)
+        tlc.tt_cross(tlc.lazy_tensor(np.zeros((4, 4, 4), dtype=dtype)), rank=1, random_state=0)
+    warned = [w for w in caught if issubclass(w.category, tlc.SubnormalValuesWarning)]
+    assert len(warned) == int(subnormal)
+    if warned:
+        assert str(dtype) in str(warned[0].message)
 
 
 @pytest.mark.parametrize("values, norm", [([1e300, 1e300, -1e300], np.sqrt(3) * 1e300),

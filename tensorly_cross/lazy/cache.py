@@ -272,6 +272,20 @@ class EvaluationCache(LazyTensor):
                 return 0.0
             return float(to_host(tl.max(tl.abs(self._values.buffer[: self._values.size]))))
 
+    def value_dtype(self):
+        """The NumPy dtype of the cached values (None before any is cached).
+
+        Returns
+        -------
+        numpy.dtype or None
+            The dtype the values have on the host (for a backend tensor, that of its
+            NumPy copy).
+        """
+        with self._lock:
+            if self._values is None or not self._values.size:
+                return None
+            return to_host(self._values.buffer[:1]).dtype
+
     def keys(self):
         """Every cached key, sorted.
 
