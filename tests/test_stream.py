@@ -35,9 +35,11 @@ def _relative_error(tt, dense):
 def test_an_exact_low_rank_volume_is_recovered(shape, rank, seed):
     cores = random_tt_cores(shape, [1, min(rank, shape[0]), min(rank, shape[2]), 1], seed)
     dense = np.asarray(tl.tt_to_tensor([tl.tensor(c) for c in cores]))
-    tt, info = streaming_tt_svd(dense, tol=1e-9, return_info=True)
+    tt, info = streaming_tt_svd(dense, tol=1e-9, random_state=seed, return_info=True)
     assert _relative_error(tt, dense) < 1e-8
-    assert info.error < 1e-8
+    # The reported error is a difference of squared norms: it resolves down to about the
+    # square root of round-off (StreamInfo.error), and read 1.35e-8 once (a flaky < 1e-8).
+    assert info.error < 1e-7
 
 
 @pytest.mark.parametrize("tol", [0.1, 0.3])
