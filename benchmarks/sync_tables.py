@@ -19,7 +19,7 @@ import sys
 DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
 NOTE = "copied by ``python benchmarks/sync_tables.py``"
 # A results table's first line: an include of it, or the comment over its copy.
-HEAD = re.compile(r"^(?P<indent> *)\.\. (?:literalinclude::|results:) "
+HEAD = re.compile(r"^(?P<indent> *)\.\. (?P<kind>literalinclude::|results:) "
                   r"(?P<path>\S*benchmarks/results/[^\s,]+)")
 
 
@@ -34,15 +34,16 @@ def synced(text, folder=DOCS):
             i += 1
             continue
         indent = head["indent"]
-        i = _end_of_table(lines, i + 1, len(indent))
+        i = _end_of_table(lines, i + 1, len(indent), head["kind"] == "results:")
         out.extend(_table_block(indent, head["path"], folder))
     return "\n".join(out) + "\n"
 
 
-def _end_of_table(lines, i, width):
-    """Past an include's options, or a comment's copied block, and the blank lines after."""
+def _end_of_table(lines, i, width, copied):
+    """Past an include's options, or a comment's copied block (``copied``), and the blank
+    lines after: a code block that follows an include is the page's own, and stays."""
     i = _past_indented(lines, i, width)
-    if i < len(lines) and lines[i] == " " * width + ".. code:: text":
+    if copied and i < len(lines) and lines[i] == " " * width + ".. code:: text":
         i = _past_indented(lines, i + 1, width)
     return i
 
@@ -58,7 +59,7 @@ def _indent(line):
 
 
 def _table_block(indent, path, folder):
-    table = (folder / path).read_text().rstrip("\n").splitlines()
+    table = (folder / path).read_text().rstrip("\n").splitlines() or ["(empty)"]
     body = [indent + "   " + line if line.strip() else "" for line in table]
     return [f"{indent}.. results: {path}, {NOTE}", "", f"{indent}.. code:: text", "", *body, ""]
 

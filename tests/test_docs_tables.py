@@ -46,3 +46,16 @@ def test_an_include_becomes_a_copy_that_follows_its_file(tmp_path):
     refreshed = sync_tables.synced(copied, folder)
     assert "| 3 | 4 |" in refreshed and "| 1 | 2 |" not in refreshed and "note" not in refreshed
     assert refreshed.endswith("\n  More of the item.\n\nAfter.\n")
+
+
+def test_a_pages_own_code_block_after_an_include_stays_and_an_empty_file_says_so(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "e.md").write_text("")
+    page = (".. literalinclude:: ../benchmarks/results/e.md\n   :language: text\n\n"
+            ".. code:: text\n\n   the page's own example\n\nAfter.\n")
+    copied = sync_tables.synced(page, folder)
+    assert copied.count(".. code:: text") == 2 and "   the page's own example\n" in copied
+    assert ".. code:: text\n\n   (empty)\n" in copied  # a code block with no content is an error
+    assert sync_tables.synced(copied, folder) == copied

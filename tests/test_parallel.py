@@ -1,6 +1,7 @@
 """Parallel evaluation: a FunctionTensor's batches in chunks on an executor, values in order."""
 
 import multiprocessing
+import pickle
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
@@ -204,3 +205,7 @@ def test_another_executor_is_asked_for_its_own_workers():
         lazy.executor = three
         lazy.evaluate(batch)
         assert sorted(sizes) == [4, 4, 4]
+    # Without its executor the tensor pickles again: the count did not keep the pool.
+    lazy.executor = None
+    lazy.function = inverse_sum
+    assert pickle.loads(pickle.dumps(lazy)).evaluate(batch).shape == (12,)

@@ -136,6 +136,20 @@ def test_a_single_kept_pivot_is_read_with_the_searchs_first_column(n_rows, n_col
     assert cols[1] == free[np.random.default_rng(seed).integers(free.size)]
 
 
+def test_a_column_read_ahead_does_not_raise_the_cut_the_kept_pivot_is_judged_by():
+    """The column drawn ahead counts in the block's scale only once the search takes it:
+    with a 1e7 entry in it and a cut relative to the block's largest, the kept pivot
+    (1.7) was dropped for it (other pivots, one more batch than without the read ahead)."""
+    dense, cache, matrix = low_rank_block(20, 20, 3, 1)
+    dense[7, 5] = 1e7
+    free = np.delete(np.arange(20), 2)
+    seed = next(s for s in range(1000) if free[np.random.default_rng(s).integers(19)] == 5)
+    rows, cols = prrlu(matrix, lambda largest: 1e-6 * largest, 64, np.random.default_rng(seed),
+                       "column", start_cols=[2], kept=(np.array([0]), np.array([2])))
+    assert rows.tolist() == [0, 7] and cols.tolist() == [2, 5]
+    assert cache.counters.calls == 4 and cache.counters.requested == 120
+
+
 @given(block=blocks)
 def test_column_search_reads_fewer_entries_than_rook_search(block):
     n_rows, n_cols, rank, seed = block

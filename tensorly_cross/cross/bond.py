@@ -48,6 +48,8 @@ class BondMatrix:
         self.max_abs, self.dtype = 0.0, None  # the largest modulus read, and its dtype
         # Whole columns and rows read so far, by position: a sweep's fibers come from them.
         self._columns, self._rows = {}, {}
+        # Read ahead with a crosses batch, not handed out yet (nor counted in max_abs).
+        self._ahead_columns, self._ahead_rows = {}, {}
 
     def entries(self, rows, cols):
         """The submatrix ``[rows][:, cols]`` (host int arrays) as a backend tensor."""
@@ -56,12 +58,18 @@ class BondMatrix:
     def column(self, col):
         # A column read whole before (by crosses) is not looked up in the cache again.
         if col not in self._columns:
-            self._columns[col] = self._read([(np.arange(self.shape[0]), np.array([col]))])[0]
+            ahead = self._ahead_columns.pop(col, None)
+            self._columns[col] = (
+                self._read([(np.arange(self.shape[0]), np.array([col]))])[0] if ahead is None
+                else self._scaled(ahead))
         return self._columns[col]
 
     def row(self, row):
         if row not in self._rows:
-            self._rows[row] = self._read([(np.array([row]), np.arange(self.shape[1]))])[0]
+            ahead = self._ahead_rows.pop(row, None)
+            self._rows[row] = (
+                self._read([(np.array([row]), np.arange(self.shape[1]))])[0] if ahead is None
+                else self._scaled(ahead))
         return self._rows[row]
 
     def full(self):
@@ -69,20 +77,25 @@ class BondMatrix:
 
     def crosses(self, rows, cols, more_cols=(), more_rows=()):
         """``(M[:, cols], M[rows, :])`` in one batched evaluation, which also reads the
-        columns ``more_cols`` and rows ``more_rows`` for later :meth:`column` and
-        :meth:`row` calls (a search's first column: one batch less)."""
+        columns ``more_cols`` and rows ``more_rows`` ahead for later :meth:`column` and
+        :meth:`row` calls (a search's first column: one batch less). Those count in
+        :attr:`max_abs` only when handed out, as if read then: the pivots of ``rows`` and
+        ``cols`` are judged by the scale of their own crosses."""
         every_row, every_col = np.arange(self.shape[0]), np.arange(self.shape[1])
-        all_cols = np.concatenate([cols, np.asarray(more_cols, dtype=np.int64)])
-        all_rows = np.concatenate([rows, np.asarray(more_rows, dtype=np.int64)])
-        columns, row_block = self._read([(every_row, all_cols), (all_rows, every_col)])
-        columns = tl.reshape(columns, (self.shape[0], len(all_cols)))
-        row_block = tl.reshape(row_block, (len(all_rows), self.shape[1]))
-        self._columns.update((int(col), columns[:, i]) for i, col in enumerate(all_cols))
-        self._rows.update((int(row), row_block[i]) for i, row in enumerate(all_rows))
-        if len(all_cols) > len(cols):
-            columns = columns[:, : len(cols)]
-        if len(all_rows) > len(rows):
-            row_block = row_block[: len(rows)]
+        more_cols = np.asarray(more_cols, dtype=np.int64)
+        more_rows = np.asarray(more_rows, dtype=np.int64)
+        columns, row_block, ahead_columns, ahead_rows = self._read(
+            [(every_row, cols), (rows, every_col), (every_row, more_cols),
+             (more_rows, every_col)], n_scaled=2)
+        columns = tl.reshape(columns, (self.shape[0], len(cols)))
+        row_block = tl.reshape(row_block, (len(rows), self.shape[1]))
+        self._columns.update((int(col), columns[:, i]) for i, col in enumerate(cols))
+        self._rows.update((int(row), row_block[i]) for i, row in enumerate(rows))
+        ahead_columns = tl.reshape(ahead_columns, (self.shape[0], len(more_cols)))
+        ahead_rows = tl.reshape(ahead_rows, (len(more_rows), self.shape[1]))
+        self._ahead_columns.update((int(col), ahead_columns[:, i])
+                                   for i, col in enumerate(more_cols))
+        self._ahead_rows.update((int(row), ahead_rows[i]) for i, row in enumerate(more_rows))
         return columns, row_block
 
     def column_fiber(self, cols, left_size):
@@ -103,8 +116,9 @@ class BondMatrix:
         block = take_cols(block, self._unsort[1])
         return tl.reshape(block, (len(rows), right_size, self.shape[1] // right_size))
 
-    def _read(self, blocks):
-        """Flat values of each ``(rows, cols)`` block (C order), in one evaluation."""
+    def _read(self, blocks, n_scaled=None):
+        """Flat values of each ``(rows, cols)`` block (C order), in one evaluation; the
+        first ``n_scaled`` blocks (default: all) count in :attr:`max_abs`."""
         sizes = [len(rows) * len(cols) for rows, cols in blocks]
         # The index sets were checked when made: skip the per-read range check.
         if self._keys is None or not sum(sizes):
@@ -116,14 +130,20 @@ class BondMatrix:
             keys = _block_sums(self._keys, blocks)
             checks = None if self._checks is None else _block_sums(self._checks, blocks)
             values = self.lazy.evaluate_keys(keys, self._multi_indices(blocks, sizes), checks)
-        if sum(sizes):
-            host = to_host(values)
-            self.max_abs = max(self.max_abs, float(np.abs(host).max()))
-            self.dtype = host.dtype
+        scaled = sum(sizes[:n_scaled])
+        if scaled:
+            self._scaled(values if scaled == sum(sizes) else values[:scaled])
         if len(blocks) == 1:
             return [values]
         offsets = np.cumsum([0] + sizes)
         return [values[offsets[i] : offsets[i + 1]] for i in range(len(blocks))]
+
+    def _scaled(self, values):
+        """``values``, after counting them in :attr:`max_abs` (and taking their dtype)."""
+        host = to_host(values)
+        self.max_abs = max(self.max_abs, float(np.abs(host).max()))
+        self.dtype = host.dtype
+        return values
 
     def _multi_indices(self, blocks, sizes):
         """``positions -> multi-indices`` of the entries of the concatenated blocks."""

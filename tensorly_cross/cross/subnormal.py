@@ -23,14 +23,16 @@ def warn_if_subnormal(cache):
     if not 0.0 < scale < float(floats.smallest_normal):
         return
     # A subnormal x has log2(x / smallest subnormal) significant bits.
-    digits = math.log10(scale / float(floats.smallest_subnormal))
+    digits = max(0.0, math.log10(scale / float(floats.smallest_subnormal)))
     # A power of ten that makes the values normal without coming near the largest float.
-    factor = 10.0 ** min(math.ceil(-math.log10(scale)), math.floor(math.log10(floats.max)) - 8)
+    exponent = min(math.ceil(-math.log10(scale)), math.floor(math.log10(floats.max)) - 8)
+    factor = 10.0 ** max(exponent, 1)
     message = (
         f"every value read is subnormal: the largest modulus is {scale:.2e}, below "
         f"{dtype}'s smallest normal number {float(floats.smallest_normal):.2e}, so the values "
-        f"keep about {digits:.0f} significant digits, and neither the TT nor its held-out "
-        "error means more (any RuntimeWarning from NumPy on the way came from dividing by "
+        f"keep about {digits:.0f} significant digits (a normal {dtype} keeps "
+        f"{floats.precision}), and neither the TT nor its held-out error means more (any "
+        "RuntimeWarning from NumPy on the way came from dividing by "
         f"them). Compute the function scaled by a constant (e.g. {factor:.0e}) so that its "
         "values are normal, and divide the TT by it.")
     warnings.warn(message, SubnormalValuesWarning, stacklevel=4)

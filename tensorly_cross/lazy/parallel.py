@@ -42,15 +42,17 @@ def executor_workers(executor):
 
 class WorkerCount:
     """:func:`executor_workers`, asked again only after :data:`WORKER_COUNT_SECONDS` (or
-    for another executor)."""
+    for another executor). It keeps the executor's ``id``, not the executor: a tensor
+    whose executor was removed neither keeps it alive nor fails to pickle for it."""
 
     def __init__(self):
-        self._executor, self._count, self._asked = None, None, -math.inf
+        self._executor_id, self._count, self._asked = None, None, -math.inf
 
     def __call__(self, executor):
         now = time.monotonic()
-        if executor is not self._executor or now - self._asked > WORKER_COUNT_SECONDS:
-            self._executor, self._count, self._asked = executor, executor_workers(executor), now
+        if id(executor) != self._executor_id or now - self._asked > WORKER_COUNT_SECONDS:
+            self._count, self._asked = executor_workers(executor), now
+            self._executor_id = id(executor)
         return self._count
 
 
