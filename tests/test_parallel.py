@@ -2,6 +2,7 @@
 
 import multiprocessing
 import pickle
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 import tensorly_cross as tlc
 from tensorly_cross import FunctionTensor, NonFiniteValueError
 from tensorly_cross.lazy.parallel import chunk_bounds
+from tensorly_cross.lazy.worker_groups import group_chunks
 
 from .conftest import host
 from .strategies import seeds
@@ -209,3 +211,77 @@ def test_another_executor_is_asked_for_its_own_workers():
     lazy.executor = None
     lazy.function = inverse_sum
     assert pickle.loads(pickle.dumps(lazy)).evaluate(batch).shape == (12,)
+
+
+@given(n_chunks=st.integers(0, 40),
+       threads=st.lists(st.integers(1, 8), min_size=1, max_size=5))
+def test_chunk_groups_cover_the_chunks_in_order_in_proportion_to_threads(n_chunks, threads):
+    workers = [(f"worker-{number}", count) for number, count in enumerate(threads)]
+    groups = group_chunks(n_chunks, workers)
+    assert [i for *_, start, stop in groups for i in range(start, stop)] == list(range(n_chunks))
+    total = sum(threads)
+    for address, count, start, stop in groups:
+        assert (address, count) in workers
+        assert abs((stop - start) - n_chunks * count / total) < 1
+
+
+def _threaded_cluster(n_workers, threads):
+    distributed = pytest.importorskip("distributed")
+    return distributed.LocalCluster(n_workers=n_workers, threads_per_worker=threads,
+                                    processes=False, dashboard_address="127.0.0.1:0",
+                                    worker_dashboard_address="127.0.0.1:0")
+
+
+# Module level: dask pickles a task's function even for a cluster of threads.
+_FOUR_AT_ONCE = threading.Barrier(4, timeout=20)
+
+
+def inverse_sum_four_at_once(indices):
+    """inverse_sum, once four chunks are in it at once: run one after another, the barrier
+    breaks."""
+    _FOUR_AT_ONCE.wait()
+    return inverse_sum(indices)
+
+
+def test_a_dask_worker_runs_its_chunks_as_one_task_on_all_its_threads():
+    distributed = pytest.importorskip("distributed")
+    _FOUR_AT_ONCE.reset()
+    batch = np.arange(32, dtype=np.int64).reshape(16, 2)
+    with _threaded_cluster(1, 4) as cluster, distributed.Client(cluster) as client:
+        lazy = FunctionTensor(inverse_sum_four_at_once, (32, 32), executor=client)
+        with distributed.get_task_stream(client) as tasks:
+            values = lazy.evaluate(batch)
+    np.testing.assert_array_equal(host(values), inverse_sum(batch))
+    assert len(tasks.data) == 1  # one task of 4 chunks, not 4 tasks
+
+
+def test_each_dask_worker_gets_one_task_and_errors_count_chunks_across_workers():
+    distributed = pytest.importorskip("distributed")
+    batch = np.array([[i, i] for i in range(12)])
+    batch[9, 0] = 31
+    with _threaded_cluster(2, 2) as cluster, distributed.Client(cluster) as client:
+        lazy = FunctionTensor(inverse_sum, (32, 32), executor=client)
+        with distributed.get_task_stream(client) as tasks:
+            np.testing.assert_array_equal(host(lazy.evaluate(batch)), inverse_sum(batch))
+        assert sorted(task["worker"] for task in tasks.data) == sorted(
+            cluster.scheduler_info["workers"])
+        failing = FunctionTensor(fails_beyond_30, (32, 32), executor=client)
+        with pytest.raises(KeyError, match="x0 > 30") as error:
+            failing.evaluate(batch)
+    # 4 chunks of 3 (two per worker); the fourth, on the second worker, holds (31, 9).
+    assert "chunk 4 of 4: 3 multi-indices from (31, 9) to (11, 11)" in " ".join(
+        error.value.__notes__)
+
+
+def test_a_worker_process_runs_its_group_on_its_own_threads():
+    distributed = pytest.importorskip("distributed")
+    batch = np.random.default_rng(4).integers(32, size=(50, 3))
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                                  host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                  worker_dashboard_address="127.0.0.1:0") as cluster:
+        with distributed.Client(cluster) as client:
+            lazy = FunctionTensor(inverse_sum, (32,) * 3, executor=client)
+            with distributed.get_task_stream(client) as tasks:
+                values = lazy.evaluate(batch)
+    np.testing.assert_array_equal(host(values), inverse_sum(batch))
+    assert len(tasks.data) == 1

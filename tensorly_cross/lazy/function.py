@@ -35,7 +35,8 @@ class FunctionTensor(LazyTensor):
         user's exceptions come back from the chunk that raised them, with a note naming
         its multi-indices; NaN/inf are reported with their multi-index, as without.
     chunk_size : int or None
-        Entries per chunk; None: one chunk per worker of the executor.
+        Entries per chunk; None: one chunk per thread of the executor. On a dask
+        client each worker gets one task per batch, holding its threads' chunks.
 
     Attributes
     ----------
@@ -102,9 +103,9 @@ class FunctionTensor(LazyTensor):
     def _evaluate(self, indices):
         try:
             if self.executor is not None:
-                workers = None if self.chunk_size else self._workers(self.executor)
                 values, seconds = evaluate_in_chunks(self.function, indices, self.executor,
-                                                     self.chunk_size, workers)
+                                                     self.chunk_size,
+                                                     self._workers(self.executor))
             else:
                 start = time.perf_counter()
                 values = self.function(indices)

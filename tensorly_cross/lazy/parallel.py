@@ -16,6 +16,9 @@ import time
 import numpy as np
 import tensorly as tl
 
+from .chunk_result import as_tuple, noted_result
+from .worker_groups import submit_groups
+
 # How long a count of the executor's workers is trusted. Asking a dask scheduler is a
 # round trip: asked before every batch, it added about 5 ms to a batch of 8 chunks that
 # otherwise costs 20-25 ms (bench_scale.py parallel, a LocalCluster of 8 threads: 3.37 s
@@ -33,11 +36,16 @@ def check_executor(executor):
 
 
 def executor_workers(executor):
-    """How many chunks ``executor`` runs at once (its workers, or its threads for dask)."""
+    """Each worker of ``executor`` and the chunks it runs at once: a tuple of
+    ``(address, threads)``. A ``concurrent.futures`` executor counts as one worker (address
+    None) with its pool's size; a dask client lists its workers (one with address None and
+    one thread while it has none)."""
     if _is_dask_client(executor):
-        return max(1, sum(executor.nthreads().values()))
+        workers = sorted((address, max(1, int(threads)))
+                         for address, threads in executor.nthreads().items())
+        return tuple(workers) or ((None, 1),)
     workers = getattr(executor, "_max_workers", None)  # ThreadPool- and ProcessPoolExecutor
-    return int(workers) if workers else os.cpu_count() or 1
+    return ((None, int(workers) if workers else os.cpu_count() or 1),)
 
 
 class WorkerCount:
@@ -46,14 +54,14 @@ class WorkerCount:
     whose executor was removed neither keeps it alive nor fails to pickle for it."""
 
     def __init__(self):
-        self._executor_id, self._count, self._asked = None, None, -math.inf
+        self._executor_id, self._workers, self._asked = None, None, -math.inf
 
     def __call__(self, executor):
         now = time.monotonic()
         if id(executor) != self._executor_id or now - self._asked > WORKER_COUNT_SECONDS:
-            self._count, self._asked = executor_workers(executor), now
+            self._workers, self._asked = executor_workers(executor), now
             self._executor_id = id(executor)
-        return self._count
+        return self._workers
 
 
 def chunk_bounds(n_entries, n_chunks=None, chunk_size=None):
@@ -65,7 +73,7 @@ def chunk_bounds(n_entries, n_chunks=None, chunk_size=None):
     return [(start, min(start + chunk_size, n_entries)) for start in starts]
 
 
-def evaluate_in_chunks(function, indices, executor, chunk_size=None, n_workers=None):
+def evaluate_in_chunks(function, indices, executor, chunk_size=None, workers=None):
     """``function(indices)`` computed chunk by chunk on ``executor``, in request order.
 
     Parameters
@@ -76,9 +84,11 @@ def evaluate_in_chunks(function, indices, executor, chunk_size=None, n_workers=N
     indices : ndarray of int64, shape (m, d)
     executor : concurrent.futures.Executor or dask.distributed.Client
     chunk_size : int or None
-        Entries per chunk; None: as many chunks as the executor has workers.
-    n_workers : int or None
-        The executor's workers, if known (None: asked, a round trip for dask).
+        Entries per chunk; None: as many chunks as the executor has threads.
+    workers : tuple of (str or None, int), or None
+        :func:`executor_workers` of the executor, if known (None: asked, a round trip for
+        dask). A dask client gets one task per worker, holding that worker's share of the
+        chunks (see :mod:`.worker_groups`).
 
     Returns
     -------
@@ -93,15 +103,16 @@ def evaluate_in_chunks(function, indices, executor, chunk_size=None, n_workers=N
     Exception
         The first failing chunk's own exception, with a note naming its multi-indices.
     """
-    if n_workers is None and chunk_size is None:
-        n_workers = executor_workers(executor)
-    bounds = chunk_bounds(indices.shape[0], n_workers, chunk_size)
+    if workers is None:
+        workers = executor_workers(executor)
+    n_threads = sum(threads for _, threads in workers)
+    bounds = chunk_bounds(indices.shape[0], n_threads, chunk_size)
     timed = _TimedCall(function)
     if not bounds:  # an empty batch: nothing to distribute
         return timed(indices)
     # Contiguous chunks: a chunk is a view, and a process pool pickles only its rows.
     chunks = [np.ascontiguousarray(indices[start:stop]) for start, stop in bounds]
-    futures = _submit_all(executor, timed, chunks)
+    futures = _submit_all(executor, timed, chunks, workers)
     try:
         results = _gather(executor, futures, chunks)
     except BaseException:
@@ -128,36 +139,19 @@ def _is_dask_client(executor):
     return type(executor).__module__.startswith("distributed") and hasattr(executor, "gather")
 
 
-def _submit_all(executor, timed, chunks):
+def _submit_all(executor, timed, chunks, workers):
     if _is_dask_client(executor):
-        # One map and one gather per batch: each call to the scheduler is a round trip.
-        # pure=False: a chunk is never merged with an equal-looking earlier task.
-        return executor.map(timed, chunks, pure=False)
+        return submit_groups(executor, timed, chunks, workers)
     return [executor.submit(timed, chunk) for chunk in chunks]
 
 
 def _gather(executor, futures, chunks):
-    """The chunks' (values, seconds) in order; the first failing chunk's error, noted."""
+    """The chunks' (values, seconds) in order; the first failing chunk's error, noted (a
+    dask group notes its own, where it ran)."""
     if _is_dask_client(executor):
-        try:
-            return executor.gather(futures)
-        except Exception:
-            for number, future in enumerate(futures):  # which chunk failed first
-                if future.status == "error":
-                    _result(future, chunks[number], number, len(chunks))
-            raise
-    return [_result(future, chunk, number, len(chunks))
+        return [result for group in executor.gather(futures) for result in group]
+    return [noted_result(future.result, chunk, number, len(chunks))
             for number, (future, chunk) in enumerate(zip(futures, chunks, strict=True))]
-
-
-def _result(future, chunk, number, n_chunks):
-    try:
-        return future.result()
-    except Exception as error:
-        error.add_note(f"raised by the function on chunk {number + 1} of {n_chunks}: "
-                       f"{chunk.shape[0]} multi-indices from {_as_tuple(chunk[0])} to "
-                       f"{_as_tuple(chunk[-1])} (chunk_size=1 names the very entry)")
-        raise
 
 
 def _cancel(executor, futures):
@@ -172,7 +166,7 @@ def _check_chunk(values, chunk):
     if tuple(np.shape(values)) != (chunk.shape[0],):
         raise ValueError(
             f"the function returned values of shape {tuple(np.shape(values))} for a chunk of "
-            f"{chunk.shape[0]} multi-indices (from {_as_tuple(chunk[0])}); expected shape "
+            f"{chunk.shape[0]} multi-indices (from {as_tuple(chunk[0])}); expected shape "
             f"({chunk.shape[0]},)."
         )
     return values
@@ -185,7 +179,3 @@ def _concatenate(values):
         return np.concatenate(values)
     return tl.concatenate([part if tl.is_tensor(part) else tl.tensor(np.asarray(part))
                            for part in values])
-
-
-def _as_tuple(multi_index):
-    return tuple(int(i) for i in multi_index)
