@@ -70,7 +70,7 @@ def check_random_state(random_state, name="random_state"):
             raise ValueError(f"{name} must be a non-negative int, got {random_state}.")
         return np.random.default_rng(random_state)
     if random_state is None:
-        return np.random.default_rng()
+        return fresh_generator()
     if isinstance(random_state, np.random.Generator):
         return random_state
     if isinstance(random_state, np.random.RandomState):
@@ -80,6 +80,14 @@ def check_random_state(random_state, name="random_state"):
         f"{name} must be None, an int, a numpy RandomState or Generator; "
         f"got {type(random_state).__name__}{hint}."
     )
+
+
+def fresh_generator():
+    """The generator of ``random_state=None``: seeded from the operating system's entropy.
+    (The test suite replaces it with a fixed sequence per test, so that CI reproduces.)"""
+    import numpy as np
+
+    return np.random.default_rng()
 
 
 def check_bool(value, name):

@@ -174,3 +174,10 @@ def test_entries_at_the_edge_of_float64_are_refused_by_name():
     with pytest.raises(ValueError, match=r"the entry at \(0, 0, 0\) has modulus 1e\+308"):
         tlc.tt_cross(tensor, random_state=0)
     tlc.tt_cross(tensor / 10, random_state=0)  # 1e307: still fitted
+
+
+def test_unseeded_generators_differ_from_call_to_call():
+    from tensorly_cross._validation import check_random_state
+
+    first, second = (check_random_state(None).integers(2**62, size=4) for _ in range(2))
+    assert not np.array_equal(first, second)
