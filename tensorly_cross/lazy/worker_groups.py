@@ -6,8 +6,7 @@ one chunk 11 ms; with 15 ms of sleep in each chunk, 34-40 ms as 8 tasks against 
 as one task that runs the 8 chunks on 8 threads itself (``bench_scale.py parallel``
 measures the whole run). So a worker gets one task holding the chunks its threads would
 have run, and the task runs them on a thread pool of the worker's size in the worker's
-process. A worker of one thread
-(a cluster of processes) runs its one chunk directly, as before.
+process. A worker of one thread (a cluster of processes) runs its one chunk directly.
 """
 
 import threading
