@@ -109,7 +109,7 @@ def test_dask_client_gives_the_serial_tt():
                 np.array([[1, 2], [3, 4], [31, 5]]))
     _same_tt(parallel, serial)
     assert info.function_seconds > 0
-    assert "(31, 5) to (31, 5)" in str(error.value.__notes__)
+    assert "chunk 2 of 2: 1 multi-index, (31, 5)" in str(error.value.__notes__)
 
 
 @pytest.mark.parametrize("make_executor", [lambda: ThreadPoolExecutor(3),
@@ -285,3 +285,133 @@ def test_a_worker_process_runs_its_group_on_its_own_threads():
                 values = lazy.evaluate(batch)
     np.testing.assert_array_equal(host(values), inverse_sum(batch))
     assert len(tasks.data) == 1
+
+
+def _within_a_worker(indices):
+    """inverse_sum, after asking dask for the worker running it (module level: dask pickles
+    the function)."""
+    distributed = pytest.importorskip("distributed")
+    assert distributed.get_worker() is not None
+    return inverse_sum(indices)
+
+
+class _HoldsALock(Exception):
+    """An exception that does not pickle: dask sends it back as a plain Exception."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def _raises_unpicklable(indices):
+    if (indices[:, 0] > 30).any():
+        raise _HoldsALock("no model for x0 > 30")
+    return inverse_sum(indices)
+
+
+_RELEASE_SLOW_CHUNK = threading.Event()
+
+
+def _first_slow_then_failing(indices):
+    """The chunk holding row 0 waits (up to 60 s) for the test to let it go, then fails in
+    its own way; the chunk holding x0 > 30 fails at once."""
+    if indices[0, 0] == 0:
+        released = _RELEASE_SLOW_CHUNK.wait(60)
+        raise RuntimeError(f"the slow chunk ran to its end (released: {released})")
+    return fails_beyond_30(indices)
+
+
+@pytest.mark.parametrize("layout", [(1, 4), (2, 2)], ids=["1x4", "2x2"])
+def test_every_thread_of_every_worker_runs_a_chunk_at_once(layout):
+    distributed = pytest.importorskip("distributed")
+    _FOUR_AT_ONCE.reset()
+    batch = np.arange(32, dtype=np.int64).reshape(16, 2)
+    # The workers of a cluster of threads share a process: one pool each, not one per size.
+    with _threaded_cluster(*layout) as cluster, distributed.Client(cluster) as client:
+        lazy = FunctionTensor(inverse_sum_four_at_once, (32, 32), executor=client)
+        np.testing.assert_array_equal(host(lazy.evaluate(batch)), inverse_sum(batch))
+
+
+def test_the_function_runs_in_its_workers_context():
+    distributed = pytest.importorskip("distributed")
+    batch = np.arange(16, dtype=np.int64).reshape(8, 2)
+    with _threaded_cluster(1, 2) as cluster, distributed.Client(cluster) as client:
+        lazy = FunctionTensor(_within_a_worker, (32, 32), executor=client)
+        np.testing.assert_array_equal(host(lazy.evaluate(batch)), inverse_sum(batch))
+
+
+def test_an_exception_dask_cannot_send_back_is_still_noted():
+    distributed = pytest.importorskip("distributed")
+    batch = np.array([[i, i] for i in range(8)])
+    batch[6, 0] = 31
+    with _threaded_cluster(2, 1) as cluster, distributed.Client(cluster) as client:
+        lazy = FunctionTensor(_raises_unpicklable, (32, 32), executor=client)
+        with pytest.raises(Exception, match="x0 > 30") as error:
+            lazy.evaluate(batch)
+    assert "chunk 2 of 2: 4 multi-indices from (4, 4) to (7, 7)" in " ".join(
+        error.value.__notes__)
+
+
+@pytest.mark.parametrize("on_dask", [False, True], ids=["threads", "dask"])
+def test_a_failing_chunk_does_not_wait_for_a_slower_one_before_it(on_dask):
+    distributed = pytest.importorskip("distributed") if on_dask else None
+    _RELEASE_SLOW_CHUNK.clear()
+    batch = np.array([[0, 1], [2, 3], [31, 4], [5, 6]])
+    with (_threaded_cluster(1, 2) if on_dask else ThreadPoolExecutor(2)) as executor:
+        client = distributed.Client(executor) if on_dask else executor
+        try:
+            lazy = FunctionTensor(_first_slow_then_failing, (32, 32), executor=client)
+            with pytest.raises(KeyError, match="x0 > 30") as error:
+                lazy.evaluate(batch)  # the slow chunk's RuntimeError, were it waited for
+        finally:
+            _RELEASE_SLOW_CHUNK.set()
+            if on_dask:
+                client.close()
+    assert "chunk 2 of 2: 2 multi-indices from (31, 4) to (5, 6)" in " ".join(
+        error.value.__notes__)
+
+
+def test_a_function_that_does_not_pickle_is_named_as_such():
+    distributed = pytest.importorskip("distributed")
+    lock = threading.Lock()
+
+    def holds_a_lock(indices):
+        with lock:
+            return inverse_sum(indices)
+
+    with _threaded_cluster(1, 1) as cluster, distributed.Client(cluster) as client:
+        lazy = FunctionTensor(holds_a_lock, (32, 32), executor=client)
+        with pytest.raises(TypeError) as error:
+            lazy.evaluate(np.zeros((3, 2), dtype=np.int64))
+    note = " ".join(error.value.__notes__)
+    assert "could not pickle the function" in note and "d scalars" not in note
+
+
+_RUNNING = {"now": 0, "most": 0}
+_RUNNING_LOCK = threading.Lock()
+
+
+def _counting_at_once(indices):
+    with _RUNNING_LOCK:
+        _RUNNING["now"] += 1
+        _RUNNING["most"] = max(_RUNNING["most"], _RUNNING["now"])
+    time.sleep(0.05)
+    with _RUNNING_LOCK:
+        _RUNNING["now"] -= 1
+    return inverse_sum(indices)
+
+
+def test_a_group_runs_no_more_chunks_at_once_than_its_worker_has_threads():
+    distributed = pytest.importorskip("distributed")
+    from tensorly_cross.lazy.parallel import _TimedCall
+    from tensorly_cross.lazy.worker_groups import run_group
+
+    _RUNNING.update(now=0, most=0)
+    chunks = [np.full((2, 2), number, dtype=np.int64) for number in range(3)]
+    # A group sized for 3 threads that the scheduler placed on a worker of 2.
+    with _threaded_cluster(1, 2) as cluster, distributed.Client(cluster) as client:
+        results = client.submit(run_group, _TimedCall(_counting_at_once), chunks, 0, 3,
+                                pure=False).result()
+    assert [values.tolist() for values, _ in results] == [
+        inverse_sum(chunk).tolist() for chunk in chunks]
+    assert _RUNNING["most"] == 2

@@ -1,5 +1,10 @@
 """A chunk's result, its exception noted with the multi-indices it was computing."""
 
+from concurrent.futures import FIRST_EXCEPTION, Future, wait
+
+# How every note on a chunk's exception starts (a client adds its own when one is missing).
+NOTE_PREFIX = "raised by the function on chunk"
+
 
 def noted_result(result, chunk, number, n_chunks):
     """``result()``; an exception it raises gets a note naming ``chunk``'s multi-indices.
@@ -17,10 +22,51 @@ def noted_result(result, chunk, number, n_chunks):
     try:
         return result()
     except Exception as error:
-        error.add_note(f"raised by the function on chunk {number + 1} of {n_chunks}: "
-                       f"{chunk.shape[0]} multi-indices from {as_tuple(chunk[0])} to "
-                       f"{as_tuple(chunk[-1])} (chunk_size=1 names the very entry)")
+        error.add_note(f"{NOTE_PREFIX} {number + 1} of {n_chunks}: {span(chunk)} "
+                       "(chunk_size=1 names the very entry)")
         raise
+
+
+def span(chunk):
+    """``m multi-indices from (...) to (...)``, for messages."""
+    if chunk.shape[0] == 1:
+        return f"1 multi-index, {as_tuple(chunk[0])}"
+    return (f"{chunk.shape[0]} multi-indices from {as_tuple(chunk[0])} to "
+            f"{as_tuple(chunk[-1])}")
+
+
+def results_in_order(futures, chunks, first_number=0, n_chunks=None):
+    """The results of one future per chunk, in order.
+
+    As soon as a chunk fails, the others are cancelled (those not yet running) and the
+    failure of the lowest-numbered failed chunk is raised, noted: an error does not wait
+    for slower chunks before it.
+
+    Parameters
+    ----------
+    futures : list of concurrent.futures.Future
+    chunks : list of ndarray of int64
+    first_number : int
+        The first chunk's position in its batch, from 0.
+    n_chunks : int or None
+        The chunks in the batch (None: ``len(chunks)``).
+
+    Returns
+    -------
+    list
+    """
+    n_chunks = len(chunks) if n_chunks is None else n_chunks
+    if all(isinstance(future, Future) for future in futures):  # else: wait in order
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [number for number, future in enumerate(futures)
+                  if future in done and not future.cancelled() and future.exception()]
+        if failed:
+            for future in futures:
+                future.cancel()
+            futures, chunks, first_number = (futures[failed[0]:], chunks[failed[0]:],
+                                             first_number + failed[0])
+    return [noted_result(future.result, chunk, first_number + number, n_chunks)
+            for number, (future, chunk) in enumerate(zip(futures, chunks, strict=True))]
 
 
 def as_tuple(multi_index):

@@ -16,6 +16,14 @@ CALLING_CONVENTION = (
     "lambda rows: np.array([f(*row) for row in rows])."
 )
 
+# Added to a TypeError from pickling the function for an executor.
+PICKLING = (
+    "The executor could not pickle the function (or what it holds) to send it to its "
+    "workers: dask does so even for a cluster of threads, a process pool always. Define "
+    "the function at module level, keep locks, open files and clients out of what it "
+    "holds, or evaluate serially (executor=None)."
+)
+
 
 class FunctionTensor(LazyTensor):
     """A tensor whose entries a function computes, a batch of multi-indices at a time.
@@ -111,11 +119,17 @@ class FunctionTensor(LazyTensor):
                 values = self.function(indices)
                 seconds = time.perf_counter() - start
         except TypeError as error:
-            # The usual one: a function of d scalars, f(i, j, k), called with one array.
-            error.add_note(CALLING_CONVENTION)
+            # The usual one: a function of d scalars, f(i, j, k), called with one array;
+            # with an executor, also a function it could not pickle.
+            error.add_note(PICKLING if _is_pickling_error(error) else CALLING_CONVENTION)
             raise
         self.function_seconds += seconds
         return values
+
+
+def _is_pickling_error(error):
+    text = str(error).lower()
+    return "pickle" in text or "serializ" in text
 
 
 def _check_grids(grids):

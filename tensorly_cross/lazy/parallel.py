@@ -16,8 +16,8 @@ import time
 import numpy as np
 import tensorly as tl
 
-from .chunk_result import as_tuple, noted_result
-from .worker_groups import submit_groups
+from .chunk_result import as_tuple, results_in_order
+from .worker_groups import gather_groups, submit_groups
 
 # How long a count of the executor's workers is trusted. Asking a dask scheduler is a
 # round trip: asked before every batch, it added about 5 ms to a batch of 8 chunks that
@@ -114,7 +114,7 @@ def evaluate_in_chunks(function, indices, executor, chunk_size=None, workers=Non
     chunks = [np.ascontiguousarray(indices[start:stop]) for start, stop in bounds]
     futures = _submit_all(executor, timed, chunks, workers)
     try:
-        results = _gather(executor, futures, chunks)
+        results = _gather(executor, futures, chunks, workers)
     except BaseException:
         _cancel(executor, futures)
         raise
@@ -145,13 +145,12 @@ def _submit_all(executor, timed, chunks, workers):
     return [executor.submit(timed, chunk) for chunk in chunks]
 
 
-def _gather(executor, futures, chunks):
+def _gather(executor, futures, chunks, workers):
     """The chunks' (values, seconds) in order; the first failing chunk's error, noted (a
     dask group notes its own, where it ran)."""
     if _is_dask_client(executor):
-        return [result for group in executor.gather(futures) for result in group]
-    return [noted_result(future.result, chunk, number, len(chunks))
-            for number, (future, chunk) in enumerate(zip(futures, chunks, strict=True))]
+        return gather_groups(executor, futures, chunks, workers)
+    return results_in_order(futures, chunks)
 
 
 def _cancel(executor, futures):

@@ -5,18 +5,23 @@ Every dask task pays a fixed cost in the client, the scheduler and the worker. O
 one chunk 11 ms; with 15 ms of sleep in each chunk, 34-40 ms as 8 tasks against 26-27 ms
 as one task that runs the 8 chunks on 8 threads itself (``bench_scale.py parallel``
 measures the whole run). So a worker gets one task holding the chunks its threads would
-have run, and the task runs them on a thread pool of the worker's size in the worker's
-process. A worker of one thread (a cluster of processes) runs its one chunk directly.
+have run, and the task runs them on a thread pool of the size of the worker it runs on,
+kept with that worker. A worker of one thread (a cluster of processes) runs its chunks
+directly.
 """
 
+import contextvars
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
-from .chunk_result import noted_result
+import numpy as np
 
-# One pool per size in each process that runs groups (a dask worker process, or the
-# client's process for a cluster of threads); threads are kept between batches.
-_POOLS = {}
+from .chunk_result import NOTE_PREFIX, noted_result, results_in_order, span
+
+# Worker -> its pool. The workers of a cluster of threads share one process, so a pool per
+# worker, not per process; it goes (and its idle threads end) with the worker object.
+_POOLS = weakref.WeakKeyDictionary()
 _POOLS_LOCK = threading.Lock()
 
 
@@ -56,33 +61,72 @@ def submit_groups(client, timed, chunks, workers):
     # pure=False: a group is never merged with an equal-looking earlier task.
     return client.map(run_group, [timed] * len(groups),
                       [chunks[start:stop] for _, _, start, stop in groups],
-                      [threads for _, threads, _, _ in groups],
                       [start for _, _, start, _ in groups],
                       [len(chunks)] * len(groups), pure=False)
 
 
-def run_group(timed, chunks, threads, first_number, n_chunks):
-    """The ``(values, seconds)`` of each chunk, run on up to ``threads`` threads here.
+def gather_groups(client, futures, chunks, workers):
+    """The chunks' ``(values, seconds)`` in order, from :func:`submit_groups`' futures.
+
+    A group notes its failing chunk where it ran; when that note did not survive the trip
+    (dask sends an exception it cannot pickle as a plain one), the group's range is noted
+    here.
+    """
+    try:
+        return [result for group in client.gather(futures) for result in group]
+    except Exception as error:
+        if not any(note.startswith(NOTE_PREFIX) for note in getattr(error, "__notes__", ())):
+            groups = group_chunks(len(chunks), workers)
+            failed = [number for number, future in enumerate(futures)
+                      if future.status == "error"][:1]
+            for number in failed:
+                start, stop = groups[number][2:]
+                which = f" {stop}" if stop - start == 1 else f"s {start + 1}-{stop}"
+                error.add_note(f"{NOTE_PREFIX}{which} of {len(chunks)}: "
+                               f"{span(np.concatenate(chunks[start:stop]))}")
+        raise
+
+
+def run_group(timed, chunks, first_number, n_chunks):
+    """The ``(values, seconds)`` of each chunk, run on the threads of the worker running it.
 
     The first failing chunk's exception is raised with a note naming its multi-indices
     (its number counts from ``first_number`` out of ``n_chunks``).
     """
+    worker = _current_worker()
+    threads = _worker_threads(worker)
     if len(chunks) == 1 or threads == 1:
         return [noted_result(lambda chunk=chunk: timed(chunk), chunk, first_number + number,
                              n_chunks) for number, chunk in enumerate(chunks)]
-    pool = _pool(min(threads, len(chunks)))
-    futures = [pool.submit(timed, chunk) for chunk in chunks]
+    pool = _pool(worker, threads)
+    # Each chunk in a copy of this task's context: distributed.get_worker() and other
+    # context variables still work inside the function.
+    futures = [pool.submit(contextvars.copy_context().run, timed, chunk) for chunk in chunks]
+    return results_in_order(futures, chunks, first_number, n_chunks)
+
+
+def _current_worker():
     try:
-        return [noted_result(future.result, chunk, first_number + number, n_chunks)
-                for number, (future, chunk) in enumerate(zip(futures, chunks, strict=True))]
-    except BaseException:
-        for future in futures:
-            future.cancel()
-        raise
+        from distributed import get_worker
+
+        return get_worker()
+    except (ImportError, ValueError):  # called outside a dask worker
+        return None
 
 
-def _pool(size):
+def _worker_threads(worker):
+    """The threads of the worker running the group (not those it was sized for: the
+    scheduler may place it elsewhere), so that it never runs more chunks at once than
+    ``threads_per_worker`` allows."""
+    threads = getattr(getattr(worker, "state", None), "nthreads", None)
+    return max(1, int(threads)) if threads else 1
+
+
+def _pool(worker, threads):
     with _POOLS_LOCK:
-        if size not in _POOLS:
-            _POOLS[size] = ThreadPoolExecutor(size, thread_name_prefix="tensorly-cross")
-        return _POOLS[size]
+        pool = _POOLS.get(worker)
+        if pool is None:
+            pool = _POOLS[worker] = ThreadPoolExecutor(threads,
+                                                       thread_name_prefix="tensorly-cross")
+        return pool
+
