@@ -415,3 +415,40 @@ def test_a_group_runs_no_more_chunks_at_once_than_its_worker_has_threads():
     assert [values.tolist() for values, _ in results] == [
         inverse_sum(chunk).tolist() for chunk in chunks]
     assert _RUNNING["most"] == 2
+
+
+class _Stop(BaseException):
+    """Not an Exception: a dask worker does not report it."""
+
+
+def _stops_at_7(indices):
+    if (indices[:, 0] == 7).any():
+        raise _Stop("stop at 7")
+    return inverse_sum(indices)
+
+
+def test_a_base_exception_in_a_dask_task_comes_back_instead_of_hanging():
+    distributed = pytest.importorskip("distributed")
+    batch = np.array([[i, i] for i in range(12)])
+    with _threaded_cluster(1, 2) as cluster, distributed.Client(cluster) as client:
+        lazy = FunctionTensor(_stops_at_7, (32, 32), executor=client)
+        outcome = []
+        # In a daemon thread: a hang fails the test after a minute, and does not block exit.
+        caller = threading.Thread(target=lambda: outcome.append(_raised(lazy.evaluate, batch)),
+                                  daemon=True)
+        caller.start()
+        caller.join(60)
+        assert outcome, "the evaluation hung"
+        error = outcome[0]
+        assert isinstance(error, RuntimeError) and "raised _Stop: stop at 7" in str(error)
+        np.testing.assert_array_equal(host(lazy.evaluate(batch[:3])), inverse_sum(batch[:3]))
+    assert "chunks 1-2 of 2: 12 multi-indices from (0, 0) to (11, 11)" in " ".join(
+        error.__notes__)
+
+
+def _raised(call, *args):
+    try:
+        call(*args)
+    except Exception as error:
+        return error
+    return None

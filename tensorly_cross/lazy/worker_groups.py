@@ -93,6 +93,20 @@ def run_group(timed, chunks, first_number, n_chunks):
     The first failing chunk's exception is raised with a note naming its multi-indices
     (its number counts from ``first_number`` out of ``n_chunks``).
     """
+    try:
+        return _run_chunks(timed, chunks, first_number, n_chunks)
+    except Exception:
+        raise
+    except BaseException as error:
+        # A dask worker never reports a task's SystemExit or other BaseException: the
+        # client waited for it forever. Sent as an Exception that says what it was.
+        aborted = RuntimeError(f"the function raised {type(error).__name__}: {error}")
+        aborted.add_note(f"{NOTE_PREFIX}s {first_number + 1}-{first_number + len(chunks)} "
+                         f"of {n_chunks}: {span(np.concatenate(chunks))}")
+        raise aborted from error
+
+
+def _run_chunks(timed, chunks, first_number, n_chunks):
     worker = _current_worker()
     threads = _worker_threads(worker)
     if len(chunks) == 1 or threads == 1:
