@@ -8,7 +8,7 @@ import numpy as np
 from ._validation import check_bool, check_int, check_regular_file
 from .lazy.dask import DaskTensor, check_client
 from .lazy.npy import NpyTensor
-from .lazy.sources import SliceableSource, ZarrSource
+from .lazy.sources import H5Source, SliceableSource, ZarrSource
 
 VOLUME_SUFFIXES = (".zarr", ".h5", ".hdf5", ".npy", ".nii", ".nii.gz")
 
@@ -36,11 +36,13 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False)
         Read chunks on this cluster's workers (zarr, HDF5; for .npy and NIfTI files a
         warning says it is not used).
     strict : bool, default False
-        zarr only. zarr reads a chunk that was never stored as the array's fill value, with
-        no error: a partly written array, or one whose chunks were lost, looks complete.
-        With ``strict=True`` an array with fewer stored chunks than its chunk grid holds is
-        refused. Arrays written with ``write_empty_chunks=False`` (zarr's default) leave out
-        chunks that are all fill value on purpose: strict mode refuses those too.
+        zarr and HDF5. Both read a chunk that was never stored as the fill value, with no
+        error: a partly written array, or one whose chunks were lost, looks complete. With
+        ``strict=True`` an array with fewer stored chunks than its chunk grid holds (an HDF5
+        contiguous dataset: one never written) is refused. zarr arrays written with
+        ``write_empty_chunks=False`` (zarr's default) leave out chunks that are all fill
+        value on purpose: strict mode refuses those too. Not used for .npy and NIfTI files,
+        which hold every entry.
 
     Returns
     -------
@@ -57,7 +59,7 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False)
     ValueError
         For an unknown suffix, a path that is not a regular file (or, for zarr, a folder),
         zarr metadata or an HDF5 file that cannot be read (the message names the file), or,
-        with ``strict``, a zarr array with chunks missing.
+        with ``strict``, a zarr array or HDF5 dataset with chunks missing.
     TypeError
         For an unsupported dtype, a ``strict`` that is not a bool, a ``dataset`` that is not
         a str, or a ``client`` that is not a dask.distributed Client.
@@ -99,7 +101,7 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False)
                          f"{', '.join(VOLUME_SUFFIXES)}.")
     check_regular_file(path)
     if lower.endswith((".h5", ".hdf5")):
-        return _open_hdf5(path, dataset, cache_bytes, client)
+        return _open_hdf5(path, dataset, cache_bytes, client, strict)
     if client is not None:  # said, not silently dropped: the user expects the workers
         warnings.warn(f"client is not used for {os.path.basename(path)!r}: .npy and NIfTI "
                       "files are read in this process (zarr and HDF5 on the workers).",
@@ -116,6 +118,8 @@ def _open_array(array, cache_bytes, client, strict):
                         f"got {type(array).__name__}.")
     if type(array).__module__.startswith("zarr."):
         array = ZarrSource(array, strict=strict)
+    elif type(array).__module__.startswith("h5py."):
+        array = H5Source(array, strict=strict)
     return DaskTensor(array, client=client, **_cache(cache_bytes))
 
 
@@ -145,7 +149,7 @@ def _open_zarr(path, cache_bytes, client, strict):
     return DaskTensor(ZarrSource(array, strict=strict), client=client, **_cache(cache_bytes))
 
 
-def _open_hdf5(path, dataset, cache_bytes, client):
+def _open_hdf5(path, dataset, cache_bytes, client, strict):
     import h5py
 
     try:
@@ -164,7 +168,12 @@ def _open_hdf5(path, dataset, cache_bytes, client):
     if dataset.strip("/") not in names:
         handle.close()
         raise KeyError(f"dataset {dataset!r} not found in {path!r}; datasets: {names}.")
-    return DaskTensor(handle[dataset], client=client, **_cache(cache_bytes))
+    try:
+        source = H5Source(handle[dataset], strict=strict)
+    except ValueError:
+        handle.close()
+        raise
+    return DaskTensor(source, client=client, **_cache(cache_bytes))
 
 
 def _open_npy(path, cache_bytes):

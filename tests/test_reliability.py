@@ -440,6 +440,47 @@ def test_zarr_strict_mode_refuses_missing_chunks_that_read_as_fill_values(tmp_pa
     assert host(complete.evaluate(np.array([[7, 7]])))[0] == 2.0
 
 
+def test_hdf5_strict_mode_refuses_missing_chunks_that_read_as_fill_values(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    pytest.importorskip("dask")
+    path = str(tmp_path / "partial.h5")
+    with h5py.File(path, "w") as handle:
+        dataset = handle.create_dataset("v", shape=(8, 8), chunks=(4, 4), dtype="f4",
+                                        fillvalue=0.0)
+        dataset[:4] = 1.0  # two of the four chunks written
+        handle.create_dataset("never", shape=(8, 8), dtype="f4")  # contiguous, unwritten
+        handle.create_dataset("whole", data=np.ones((8, 8)))  # contiguous, written
+        handle.create_dataset("full", data=np.full((8, 8), 2.0), chunks=(4, 4))
+    lenient = tlc.open_volume(path, dataset="v")
+    assert host(lenient.evaluate(np.array([[7, 7]])))[0] == 0.0  # HDF5's rule: fill value
+    with pytest.raises(MissingChunksError, match="stores 2 of its 4 chunks"):
+        tlc.open_volume(path, dataset="v", strict=True)
+    with pytest.raises(MissingChunksError, match="never written"):
+        tlc.open_volume(f"{path}:/never", strict=True)
+    with h5py.File(path, "r") as handle:  # an opened dataset, too
+        with pytest.raises(MissingChunksError, match="stores 2 of its 4 chunks"):
+            tlc.open_volume(handle["v"], strict=True)
+    assert host(tlc.open_volume(path, dataset="whole", strict=True).evaluate(
+        np.array([[7, 7]])))[0] == 1.0
+    complete = tlc.open_volume(path, dataset="full", strict=True)  # every chunk written
+    assert host(complete.evaluate(np.array([[7, 7]])))[0] == 2.0
+
+
+def test_hdf5_strict_mode_refuses_a_virtual_dataset_it_cannot_check(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    pytest.importorskip("dask")
+    source, path = str(tmp_path / "source.h5"), str(tmp_path / "virtual.h5")
+    with h5py.File(source, "w") as handle:
+        handle.create_dataset("v", data=np.ones((4, 4)))
+    layout = h5py.VirtualLayout(shape=(4, 4), dtype="f8")
+    layout[:] = h5py.VirtualSource(source, "v", shape=(4, 4))
+    with h5py.File(path, "w") as handle:
+        handle.create_virtual_dataset("v", layout)
+    assert host(tlc.open_volume(path).evaluate(np.array([[3, 3]])))[0] == 1.0
+    with pytest.raises(ValueError, match="virtual dataset"):
+        tlc.open_volume(path, strict=True)
+
+
 @pytest.mark.parametrize("shapes", [[(2, 3, 2), (2, 4, 1)], [(1, 3, 2), (2, 4, 2)],
                                     [(1, 3, 2), (3, 4, 1)], [(1, 3)]])
 def test_tt_entries_refuses_cores_that_do_not_form_a_tt(shapes):

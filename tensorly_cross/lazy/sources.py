@@ -5,6 +5,7 @@ slices) as a NumPy array. They pickle without open file handles, so dask.distrib
 workers can read chunks themselves.
 """
 
+import math
 import os
 
 import numpy as np
@@ -84,7 +85,8 @@ def _normalise_chunks(chunks, shape, name):
 
 
 class MissingChunksError(ValueError):
-    """A zarr array opened with ``strict=True`` has chunks that were never stored."""
+    """A zarr array or HDF5 dataset opened with ``strict=True`` has chunks that were never
+    stored."""
 
 
 class FileStamp:
@@ -192,11 +194,24 @@ def _zarr_name(array):
 
 
 class H5Source(ChunkSource):
-    """An h5py dataset, reopened by file name and dataset path where it is read."""
+    """An h5py dataset, reopened by file name and dataset path where it is read.
 
-    def __init__(self, dataset):
+    Parameters
+    ----------
+    dataset : h5py.Dataset
+    strict : bool, default False
+        HDF5 reads a chunk that was never written as the dataset's fill value, without an
+        error. With ``strict=True`` a chunked dataset with fewer chunks allocated than its
+        grid holds, or a contiguous one never written, is refused
+        (:class:`MissingChunksError`); a virtual dataset, whose sources are other files,
+        cannot be checked and is refused with a ValueError.
+    """
+
+    def __init__(self, dataset, strict=False):
         super().__init__(dataset.shape, dataset.dtype, dataset.chunks,
                          f"HDF5 '{dataset.file.filename}' dataset {dataset.name}")
+        if strict:
+            _check_h5_chunks_stored(dataset, self.name)
         self.filename = dataset.file.filename
         self.dataset_name = dataset.name
         self._dataset = dataset
@@ -217,6 +232,26 @@ class H5Source(ChunkSource):
 
             self._dataset = h5py.File(self.filename, "r")[self.dataset_name]
         return self._dataset[slices]
+
+
+def _check_h5_chunks_stored(dataset, name):
+    if dataset.is_virtual:
+        raise ValueError(f"{name} is a virtual dataset: its data sit in other files, which "
+                         "strict=True cannot check; open it without strict.")
+    fill = f"would read as the fill value {dataset.fillvalue}"
+    if dataset.chunks is None:  # contiguous (or compact): storage is there once written
+        if dataset.id.get_storage_size() == 0:
+            raise MissingChunksError(f"{name} was never written: every entry {fill} "
+                                     "(strict=True refuses this).")
+        return
+    stored = int(dataset.id.get_num_chunks())
+    total = math.prod(-(-size // chunk) for size, chunk in zip(dataset.shape, dataset.chunks,
+                                                               strict=True))
+    if stored < total:
+        raise MissingChunksError(
+            f"{name} stores {stored} of its {total} chunks; the {total - stored} missing ones "
+            f"{fill} (strict=True refuses this; without it, missing chunks are read as fill "
+            "values).")
 
 
 class DaskSource(ChunkSource):
