@@ -36,6 +36,18 @@ def test_the_array_a_zarr_group_error_points_to_opens(tmp_path, capsys):
     assert output.exists()
 
 
+def test_compress_strict_refuses_a_partly_written_volume(tmp_path, capsys):
+    h5py = pytest.importorskip("h5py")
+    path = tmp_path / "partial.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("v", shape=(16, 16), chunks=(8, 8), dtype="f4")[:8] = 1.0
+    output = tmp_path / "partial.tt.npz"
+    assert cli.main(["compress", str(path), "-o", str(output), "--strict", "-q"]) == \
+        cli.EXIT_INPUT
+    assert "stores 2 of its 4 chunks" in capsys.readouterr().err and not output.exists()
+    assert cli.main(["compress", str(path), "-o", str(output), "-q"]) == cli.EXIT_OK
+
+
 @pytest.mark.parametrize("strict", ["no", 1, None])
 def test_strict_must_be_a_bool(tmp_path, strict):
     path = tmp_path / "v.zarr"

@@ -127,6 +127,9 @@ def _add_compress(commands, formatter):
                                "dtype (float32 for integers of 16 bits or fewer, else float64)")
     compress.add_argument("--scheduler", help="dask.distributed scheduler address")
     compress.add_argument("--dataset", help="HDF5 dataset path")
+    compress.add_argument("--strict", action="store_true",
+                          help="refuse a zarr or HDF5 input with chunks never stored (they "
+                               "read as the fill value: a partly written volume)")
     compress.add_argument("--seed", type=_int_at_least(0), default=0,
                           help="random seed of the cross")
     compress.add_argument("--force", action="store_true", help="overwrite the output file")

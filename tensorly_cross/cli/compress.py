@@ -51,7 +51,8 @@ def run_compress(args):
     check_output(output, args.force, inputs=[args.input])
     with open_client(args.scheduler) as client:
         volume = tlc.open_volume(args.input, dataset=args.dataset,
-                                 cache_bytes=args.cache_bytes, client=client)
+                                 cache_bytes=args.cache_bytes, client=client,
+                                 strict=args.strict)
         _check_axes(axes, volume.ndim)
         method, reason = _choose_method(args, volume)
         _check_max_evals(args, method, volume.ndim)
