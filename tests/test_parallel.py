@@ -386,6 +386,13 @@ def test_a_function_that_does_not_pickle_is_named_as_such():
     note = " ".join(error.value.__notes__)
     assert "could not pickle the function" in note and "d scalars" not in note
 
+    def says_pickle(indices):  # no executor, nothing pickled: the usual advice
+        raise TypeError("cannot pickle this argument")
+
+    with pytest.raises(TypeError) as error:
+        FunctionTensor(says_pickle, (32, 32)).evaluate(np.zeros((3, 2), dtype=np.int64))
+    assert "d scalars" in " ".join(error.value.__notes__)
+
 
 _RUNNING = {"now": 0, "most": 0}
 _RUNNING_LOCK = threading.Lock()

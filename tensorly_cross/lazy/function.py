@@ -121,7 +121,8 @@ class FunctionTensor(LazyTensor):
         except TypeError as error:
             # The usual one: a function of d scalars, f(i, j, k), called with one array;
             # with an executor, also a function it could not pickle.
-            error.add_note(PICKLING if _is_pickling_error(error) else CALLING_CONVENTION)
+            pickling = self.executor is not None and _is_pickling_error(error)
+            error.add_note(PICKLING if pickling else CALLING_CONVENTION)
             raise
         self.function_seconds += seconds
         return values

@@ -53,9 +53,11 @@ def group_chunks(n_chunks, workers):
 def submit_groups(client, timed, chunks, workers):
     """One future per worker group; each resolves to its chunks' ``(values, seconds)``.
 
-    The groups go in one ``map`` (one message to the scheduler), not pinned: a ``submit``
-    per worker sent the second one up to 10 ms later (the client batches its messages),
-    and the scheduler gives idle workers a task each.
+    The groups go in one ``map`` (one message to the scheduler), not pinned: pinning needs
+    a ``submit`` per worker, and the client sends its messages in batches at most every
+    10 ms (distributed's ``BatchedSend``: read in its source, not measured here), so the
+    later ones could wait that long. Unpinned, the scheduler gave idle workers a task
+    each (40 of 40 batches on 2 workers of 2 threads).
     """
     groups = group_chunks(len(chunks), workers)
     # pure=False: a group is never merged with an equal-looking earlier task.
