@@ -32,10 +32,15 @@ fastest peer of ``bench_cross.py``, with the same oracle stop, its checks' time 
 on P1-P5a, seeds 0-9, as ``bench_ab.py`` measures: the two alternate seed by seed, a seed's
 time is its minimum over ``--reps`` rounds, a problem's time the median over seeds.
 
+``parallel``, ``large-d`` and ``cheap`` run each TCI pivot search of ``--searches`` (default
+``column,batched``: the default column search, and batched search, which reads a round of
+pivots' columns and rows per batch).
+
 ``counts``: median evaluations of the rank-free default on ``bench_cross.py``'s P1-P5a (seeds
 0-9) and on ``bench_quantics.py``'s smooth 1D and 3D functions at 2^10, 2^20 and 2^30 points
 per axis (seeds 0-7), and how many runs met their target on independent test entries; with
-``--base``, the same for another tree, to check that no problem needs more evaluations.
+``--base``, the same for another tree, to check that no problem needs more evaluations; with
+``--searches column,batched``, the same for batched search, in this tree.
 """
 
 import argparse
@@ -122,35 +127,40 @@ def run_parallel(args):
 
     function = SlowInverseSum(delay=args.delay)
     settings = _executors(args.workers)
-    walls = {name: [] for name in settings}
+    searches = args.searches.split(",")
+    walls = {(name, search): [] for name in settings for search in searches}
     results, trips = {}, {}
     for _ in range(args.reps):
         for name, make in settings.items():
             with make() as executor:
-                lazy = tlc.FunctionTensor(function, (64,) * 8, executor=executor)
-                start = time.perf_counter()
-                tt, info = tlc.tt_cross(lazy, tol=1e-6, random_state=0, return_info=True)
-                walls[name].append(time.perf_counter() - start)
+                for search in searches:
+                    lazy = tlc.FunctionTensor(function, (64,) * 8, executor=executor)
+                    start = time.perf_counter()
+                    tt, info = tlc.tt_cross(lazy, tol=1e-6, random_state=0, return_info=True,
+                                            pivot_search=search)
+                    walls[name, search].append(time.perf_counter() - start)
+                    results[name, search] = (tt, info)
+                    print(f"  {name}, {search}: {walls[name, search][-1]:.2f} s",
+                          file=sys.stderr, flush=True)
                 trips[name] = _round_trip(executor, args.workers)
-            results[name] = (tt, info)
-            print(f"  {name}: {walls[name][-1]:.2f} s", file=sys.stderr, flush=True)
-    serial_tt, serial_info = results["serial"]
-    serial_wall = min(walls["serial"])
+    serial_wall = min(walls["serial", searches[0]])
     rows = []
-    for name, (tt, info) in results.items():
+    for (name, search), (tt, info) in results.items():
+        serial_tt = results["serial", search][0]
         same = all(np.array_equal(np.asarray(a), np.asarray(b))
                    for a, b in zip(tt, serial_tt, strict=True))
-        wall = min(walls[name])
+        wall = min(walls[name, search])
         trip = "-" if trips[name] is None else f"{1e3 * trips[name]:.1f}"
-        rows.append([name, info.n_evals, info.n_calls, f"{wall:.2f}", f"{wall / serial_wall:.3f}",
-                     f"{info.function_seconds:.2f}", f"{info.wait_seconds:.2f}",
-                     f"{info.overhead_seconds:.2f}", trip, "yes" if same else "NO"])
-    header = ["executor", "evals", "batches", f"wall s (min of {args.reps})", "wall / serial",
-              "function s (summed)", "waiting s", "overhead s",
-              "empty batch ms (median of 20)", "same TT as serial"]
+        rows.append([name, search, info.n_evals, info.n_calls, f"{wall:.2f}",
+                     f"{wall / serial_wall:.3f}", f"{info.function_seconds:.2f}",
+                     f"{info.wait_seconds:.2f}", f"{info.overhead_seconds:.2f}", trip,
+                     "yes" if same else "NO"])
+    header = ["executor", "pivot search", "evals", "batches", f"wall s (min of {args.reps})",
+              f"wall / serial {searches[0]}", "function s (summed)", "waiting s",
+              "overhead s", "empty batch ms (median of 20)",
+              "same TT as serial (same search)"]
     note = (f"1/sum(x), d=8, n=64, tol 1e-6, seed 0; {args.delay * 1e3:.1f} ms of sleep per "
-            f"entry; {serial_info.n_evals} evaluations in {serial_info.n_calls} batches. "
-            "Time columns are from the last rep.")
+            "entry. Time columns are from the last rep.")
     return _harness.format_table(header, rows) + "\n\n" + note
 
 
@@ -242,17 +252,18 @@ def timed(indices):
 
 start = time.perf_counter()
 tt, info = tlc.tt_cross(tlc.FunctionTensor(timed, shape), tol=1e-8, random_state=0,
-                        return_info=True)
+                        return_info=True, pivot_search=sys.argv[3])
 wall = time.perf_counter() - start
 print(json.dumps(dict(evals=info.n_evals, wall=wall, inside=inside[0], errors=info.val_errors,
-                      sweeps=info.n_sweeps, heldout=info.n_heldout)))
+                      sweeps=info.n_sweeps, heldout=info.n_heldout, batches=info.n_calls)))
 """
 
 
-def _large_d_once(tree, d):
+def _large_d_once(tree, d, search):
     env = dict(os.environ, PYTHONPATH=os.path.abspath(tree), OMP_NUM_THREADS="1")
-    output = subprocess.run([sys.executable, "-c", LARGE_D_CHILD, str(d), HERE], cwd=tree,
-                            env=env, capture_output=True, text=True, check=True).stdout
+    output = subprocess.run([sys.executable, "-c", LARGE_D_CHILD, str(d), HERE, search],
+                            cwd=tree, env=env, capture_output=True, text=True,
+                            check=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
@@ -261,26 +272,29 @@ def run_large_d(args):
     if args.base:
         trees = {f"base ({args.base_label or args.base})": args.base, **trees}
     dims = [int(d) for d in args.dims.split(",")]
-    runs = {(tree, d): [] for tree in trees for d in dims}
+    searches = args.searches.split(",")
+    runs = {(tree, search, d): [] for tree in trees for search in searches for d in dims}
     for _ in range(args.reps):
         for d in dims:
             for tree, path in trees.items():
-                runs[tree, d].append(_large_d_once(path, d))
-                last = runs[tree, d][-1]
-                print(f"  {tree} d={d}: {last['evals']} evals, "
-                      f"{1e6 * (last['wall'] - last['inside']) / last['evals']:.2f} us/eval",
-                      file=sys.stderr, flush=True)
+                for search in searches:
+                    runs[tree, search, d].append(_large_d_once(path, d, search))
+                    last = runs[tree, search, d][-1]
+                    print(f"  {tree} {search} d={d}: {last['evals']} evals, "
+                          f"{1e6 * (last['wall'] - last['inside']) / last['evals']:.2f} "
+                          "us/eval", file=sys.stderr, flush=True)
     rows = []
-    for (tree, d), results in runs.items():
+    for (tree, search, d), results in runs.items():
         parameters = (d - 2) * 8 * 16 * 8 + 2 * 16 * 8 - (d - 1) * 64
         overheads = [1e6 * (r["wall"] - r["inside"]) / r["evals"] for r in results]
         first = results[0]
-        rows.append([tree, d, first["evals"], parameters, f"{first['evals'] / parameters:.2f}",
-                     first["sweeps"], " ".join(f"{e:.1e}" for e in first["errors"]),
+        rows.append([tree, search, d, first["evals"], first["batches"], parameters,
+                     f"{first['evals'] / parameters:.2f}", first["sweeps"],
+                     " ".join(f"{e:.1e}" for e in first["errors"]),
                      f"{min(overheads):.2f}", f"{statistics.median(overheads):.2f}"])
-    header = ["tree", "d", "evals", "parameters", "evals / parameters", "sweeps",
-              "held-out error per sweep", f"overhead us/eval (min of {args.reps})",
-              "overhead us/eval (median)"]
+    header = ["tree", "pivot search", "d", "evals", "batches", "parameters",
+              "evals / parameters", "sweeps", "held-out error per sweep",
+              f"overhead us/eval (min of {args.reps})", "overhead us/eval (median)"]
     return _harness.format_table(header, rows)
 
 
@@ -293,28 +307,36 @@ def run_cheap(args):
 
     wanted = args.problems.split(",")
     chosen = [p for p in problems() if p.name.split()[0] in wanted]
-    walls = {(p.name, who): {} for p in chosen for who in ("ours", "ttpy")}
+    searches = args.searches.split(",")
+    runners = {search: (lambda *a, search=search: run_ours(*a, pivot_search=search))
+               for search in searches}
+    runners["ttpy"] = run_ttpy
+    walls = {(p.name, who): {} for p in chosen for who in runners}
     for _ in range(args.reps):
         for problem in chosen:
             rng = np.random.default_rng(12345)
             test = np.stack([rng.integers(n, size=N_TEST) for n in problem.shape], axis=1)
             exact = problem.function(test)
             for seed in range(args.seeds):
-                for who, runner in (("ours", run_ours), ("ttpy", run_ttpy)):
+                for who, runner in runners.items():
                     wall = runner(problem, test, exact, seed)["wall"]
                     times = walls[problem.name, who]
                     times[seed] = min(times.get(seed, np.inf), wall)
         print("  round done", file=sys.stderr, flush=True)
-    rows, ratios = [], []
+    rows, ratios = [], {search: [] for search in searches}
     for problem in chosen:
-        ours = float(np.median(list(walls[problem.name, "ours"].values())))
         ttpy = float(np.median(list(walls[problem.name, "ttpy"].values())))
-        ratios.append(ours / ttpy)
-        rows.append([problem.name, f"{1e3 * ours:.1f}", f"{1e3 * ttpy:.1f}",
-                     f"{ours / ttpy:.2f}"])
-    rows.append(["geometric mean", "", "", f"{np.exp(np.mean(np.log(ratios))):.2f}"])
-    header = ["problem", f"ours ms (median of seeds, min of {args.reps})", "ttpy ms",
-              "ours / ttpy"]
+        ours = {search: float(np.median(list(walls[problem.name, search].values())))
+                for search in searches}
+        for search in searches:
+            ratios[search].append(ours[search] / ttpy)
+        rows.append([problem.name, *(f"{1e3 * ours[s]:.1f}" for s in searches),
+                     f"{1e3 * ttpy:.1f}", *(f"{ours[s] / ttpy:.2f}" for s in searches)])
+    rows.append(["geometric mean", *([""] * (len(searches) + 1)),
+                 *(f"{np.exp(np.mean(np.log(ratios[s]))):.2f}" for s in searches)])
+    header = ["problem", *(f"ours, {s} search: ms (median of seeds, min of {args.reps})"
+                           for s in searches), "ttpy ms",
+              *(f"ours, {s} / ttpy" for s in searches)]
     return _harness.format_table(header, rows)
 
 
@@ -338,7 +360,8 @@ for problem in problems()[:5]:
     runs = []
     for seed in range(10):
         tt, info = tlc.tt_cross(tlc.FunctionTensor(problem.function, problem.shape),
-                                tol=problem.target, random_state=seed, return_info=True)
+                                tol=problem.target, random_state=seed, return_info=True,
+                                pivot_search=sys.argv[2])
         error = np.linalg.norm(np.asarray(tlc.tt_entries(tt, test)) - exact)
         runs.append((int(info.n_evals), bool(error <= problem.target * np.linalg.norm(exact))))
     out[problem.name] = runs
@@ -353,7 +376,8 @@ for name, make in smooth:
         for seed in range(8):
             lazy = tlc.QuanticsTensor(tlc.FunctionTensor(function, shape))
             tt, info = tlc.tt_cross(lazy, tol=tol, max_rank=32, random_state=seed,
-                                    return_info=True, n_iter_max=12)
+                                    return_info=True, n_iter_max=12,
+                                    pivot_search=sys.argv[2])
             approx = np.asarray(tlc.tt_entries(tt, lazy.layout.to_quantics(test)))
             error = np.linalg.norm(approx - exact)
             runs.append((int(info.n_evals), bool(error <= tol * np.linalg.norm(exact))))
@@ -362,18 +386,21 @@ print(json.dumps(out))
 """
 
 
-def _counts_of(tree):
+def _counts_of(tree, search):
     env = dict(os.environ, PYTHONPATH=os.path.abspath(tree), OMP_NUM_THREADS="1")
-    output = subprocess.run([sys.executable, "-c", COUNTS_CHILD, HERE], cwd=tree, env=env,
-                            capture_output=True, text=True, check=True).stdout
+    output = subprocess.run([sys.executable, "-c", COUNTS_CHILD, HERE, search], cwd=tree,
+                            env=env, capture_output=True, text=True, check=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
 def run_counts(args):
-    trees = {"this tree": ROOT}
+    """Each tree with the first of ``--searches``, and this tree with the others."""
+    searches = args.searches.split(",")
+    trees = {"this tree": (ROOT, searches[0])}
     if args.base:
-        trees = {f"base ({args.base_label or args.base})": args.base, **trees}
-    counts = {tree: _counts_of(path) for tree, path in trees.items()}
+        trees = {f"base ({args.base_label or args.base})": (args.base, searches[0]), **trees}
+    trees.update({f"this tree, {search} search": (ROOT, search) for search in searches[1:]})
+    counts = {tree: _counts_of(*where) for tree, where in trees.items()}
     rows = []
     for problem in counts["this tree"]:
         row = [problem]
@@ -385,12 +412,17 @@ def run_counts(args):
             base = statistics.median(e for e, _ in counts[next(iter(trees))][problem])
             now = statistics.median(e for e, _ in counts["this tree"][problem])
             row.append(f"{now / base:.3f}")
+        column = statistics.median(e for e, _ in counts["this tree"][problem])
+        for search in searches[1:]:
+            other = counts[f"this tree, {search} search"][problem]
+            row.append(f"{statistics.median(e for e, _ in other) / column:.3f}")
         rows.append(row)
     header = ["problem"]
     for tree in trees:
         header += [f"{tree}: median evals", "met"]
     if args.base:
         header.append("this / base")
+    header += [f"{search} / {searches[0]}" for search in searches[1:]]
     return _harness.format_table(header, rows)
 
 
@@ -420,6 +452,11 @@ def main():
     large_d.add_argument("--base-label", default=None, help="its name in the table")
     for command in (parallel, resume, large_d, cheap, counts):
         command.add_argument("--out", default=None)
+    counts.add_argument("--searches", default="column",
+                        help="the first for every tree, the others for this tree")
+    for command in (parallel, large_d, cheap):
+        command.add_argument("--searches", default="column,batched",
+                             help="TCI pivot searches to run, comma-separated")
     args = parser.parse_args()
     controller = _harness.limit_threads()
     if args.command == "resume-child":

@@ -14,7 +14,7 @@ from ._validation import check_bool, check_choice, check_float, check_int
 from .cross.ranks import expand_rank
 
 METHODS = ("auto", "als", "tci", "lsq", "block")
-PIVOT_SEARCHES = ("auto", "column", "rook", "full")
+PIVOT_SEARCHES = ("auto", "column", "rook", "full", "batched")
 # The least-squares cross's default oversampling (MNI152, rank 40, two sweeps: 1.5 reads 14%
 # of the voxels for a held-out error of 0.085, 2.0 reads 24% for 0.083).
 LSQ_OVERSAMPLE = 1.5

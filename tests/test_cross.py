@@ -28,7 +28,7 @@ def test_fixed_rank_als_recovers_an_exact_rank_tt(backend, problem):
     assert relative_error_on_samples(tt, function, shape, seed) < 1e-10
 
 
-@given(problem=tt_problems(), search=st.sampled_from(["column", "rook", "full"]))
+@given(problem=tt_problems(), search=st.sampled_from(["column", "rook", "full", "batched"]))
 # Column search once took an ill-conditioned third pivot on a rank-3 block, and the round-off
 # it left as a fourth (rank 4 at a bond of rank 3).
 @example(problem=((17, 14, 6, 13, 15, 3), (1, 5, 4, 6, 3, 3, 1), 4294967294), search="column")

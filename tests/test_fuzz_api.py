@@ -75,7 +75,7 @@ def cross_calls(draw):
         max_evals=draw(st.one_of(st.none(), st.integers(1, 3000))),
         n_iter_max=draw(st.integers(1, 6)),
         val_size=draw(st.sampled_from([0, 1, 10, 100])),
-        pivot_search=draw(st.sampled_from(["column", "rook", "full", "auto"])),
+        pivot_search=draw(st.sampled_from(["column", "rook", "full", "auto", "batched"])),
         patience=draw(st.one_of(st.none(), st.integers(1, 3))),
         oversample=draw(st.sampled_from([1.0, 1.5, 2.0])),
         max_slices=draw(st.one_of(st.none(), st.integers(1, 3))),

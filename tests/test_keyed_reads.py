@@ -112,7 +112,7 @@ def test_bond_positions_by_key_equal_a_search_by_multi_index(backend, seed, n_qu
 
 
 @given(shape=st.lists(st.integers(2, 5), min_size=2, max_size=5).map(tuple), seed=seeds,
-       search=st.sampled_from(["column", "rook", "full"]))
+       search=st.sampled_from(["column", "rook", "full", "batched"]))
 def test_a_tci_sweep_hands_over_the_fibers_of_its_sets(backend, shape, seed, search):
     rng = np.random.default_rng(seed)
     dense = rng.standard_normal(shape)

@@ -40,7 +40,7 @@ def cross_error(dense, rows, cols):
 blocks = st.tuples(st.integers(4, 30), st.integers(4, 30), st.integers(1, 4), seeds)
 
 
-@given(block=blocks, search=st.sampled_from(["column", "rook", "full"]))
+@given(block=blocks, search=st.sampled_from(["column", "rook", "full", "batched"]))
 def test_every_search_finds_the_rank_and_reproduces_the_block(backend, block, search):
     n_rows, n_cols, rank, seed = block
     dense, _, matrix = low_rank_block(n_rows, n_cols, rank, seed)
@@ -50,14 +50,14 @@ def test_every_search_finds_the_rank_and_reproduces_the_block(backend, block, se
     assert cross_error(dense, rows, cols) < 1e-9
 
 
-@given(block=blocks, n_kept=st.integers(1, 6))
-def test_kept_pivots_are_taken_while_above_tolerance(backend, block, n_kept):
+@given(block=blocks, n_kept=st.integers(1, 6), search=st.sampled_from(["column", "batched"]))
+def test_kept_pivots_are_taken_while_above_tolerance(backend, block, n_kept, search):
     n_rows, n_cols, rank, seed = block
     dense, _, matrix = low_rank_block(n_rows, n_cols, rank, seed)
     rng = np.random.default_rng(seed)
     kept_rows = rng.permutation(n_rows)[: min(n_kept, n_rows)]
     kept_cols = rng.permutation(n_cols)[: min(n_kept, n_cols)]
-    rows, cols = prrlu(matrix, 1e-10 * np.abs(dense).max(), 64, rng, "column",
+    rows, cols = prrlu(matrix, 1e-10 * np.abs(dense).max(), 64, rng, search,
                        kept=(kept_rows, kept_cols))
     # Random kept pivots on a generic rank-r block: min(r, kept) of them survive, the
     # search adds the rest, and the cross is still exact.

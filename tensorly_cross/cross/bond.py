@@ -75,6 +75,24 @@ class BondMatrix:
     def full(self):
         return self.entries(np.arange(self.shape[0]), np.arange(self.shape[1]))
 
+    def columns(self, cols):
+        """``M[:, cols]`` as a backend tensor; the columns not read yet come in one batch."""
+        unread = sorted({int(c) for c in cols} - self._columns.keys() - self._ahead_columns.keys())
+        if unread:
+            block = tl.reshape(self._read([(np.arange(self.shape[0]), np.array(unread))])[0],
+                               (self.shape[0], len(unread)))
+            self._columns.update((col, block[:, i]) for i, col in enumerate(unread))
+        return tl.stack([self.column(int(col)) for col in cols], axis=1)
+
+    def rows(self, rows):
+        """``M[rows, :]`` as a backend tensor; the rows not read yet come in one batch."""
+        unread = sorted({int(r) for r in rows} - self._rows.keys() - self._ahead_rows.keys())
+        if unread:
+            block = tl.reshape(self._read([(np.array(unread), np.arange(self.shape[1]))])[0],
+                               (len(unread), self.shape[1]))
+            self._rows.update((row, block[i]) for i, row in enumerate(unread))
+        return tl.stack([self.row(int(row)) for row in rows], axis=0)
+
     def crosses(self, rows, cols, more_cols=(), more_rows=()):
         """``(M[:, cols], M[rows, :])`` in one batched evaluation, which also reads the
         columns ``more_cols`` and rows ``more_rows`` ahead for later :meth:`column` and
@@ -229,6 +247,12 @@ class TransposedBondMatrix:
 
     def full(self):
         return tl.transpose(self.matrix.full())
+
+    def columns(self, cols):
+        return tl.transpose(self.matrix.rows(cols))
+
+    def rows(self, rows):
+        return tl.transpose(self.matrix.columns(rows))
 
     def crosses(self, rows, cols, more_cols=(), more_rows=()):
         columns, row_block = self.matrix.crosses(cols, rows, more_rows, more_cols)

@@ -22,7 +22,7 @@ ROUND_OFF_PIVOT = 100
 
 
 def prrlu(matrix, abs_tol, max_rank, rng, search="column", start_cols=(), kept=None,
-          max_kept_growth=None):
+          max_kept_growth=None, rank_hint=1):
     """Pivot rows and columns of a :class:`BondMatrix` (at least one pivot).
 
     Parameters
@@ -34,13 +34,14 @@ def prrlu(matrix, abs_tol, max_rank, rng, search="column", start_cols=(), kept=N
     max_rank : int
     rng : numpy.random.Generator
         Picks starting columns after ``start_cols`` run out.
-    search : {"column", "rook", "full"}
+    search : {"column", "rook", "full", "batched"}
         ``"full"`` reads the whole matrix. ``"column"`` reads one column, pivots on its
         largest residual and reads that row (partial pivoting, as in adaptive cross
         approximation); the search stops at a column whose residual is below
         ``abs_tol``, unless the column is too small to tell (see :func:`_inconclusive`).
         ``"rook"`` goes on alternating column and row maxima until an entry
-        is the largest of both (up to :data:`ROOK_MOVES` moves).
+        is the largest of both (up to :data:`ROOK_MOVES` moves). ``"batched"``: column
+        search in rounds of columns and rows read in one batch each (``batched_search.py``).
     start_cols : sequence of int
         Columns tried first as starts (the previous sweep's pivots).
     kept : (rows, cols) of int arrays, optional
@@ -62,6 +63,12 @@ def prrlu(matrix, abs_tol, max_rank, rng, search="column", start_cols=(), kept=N
     if search == "full":
         block = matrix.full()
         return _full_search(block, cut(), max_rank)
+    if search == "batched":
+        # Imported here: the batched search is built from this module's parts.
+        from .batched_search import batched_search
+
+        return batched_search(matrix, cut, max_rank, rng, list(start_cols), kept,
+                              max_kept_growth, rank_hint)
     moves = ROOK_MOVES if search == "rook" else 0
     return _pivot_search(matrix, cut, max_rank, rng, list(start_cols), moves, kept,
                          max_kept_growth)

@@ -88,15 +88,20 @@ def _bond_pivots(matrix, indices, k, direction, abs_tol, max_rank, rng, search, 
     # Last sweep's pivots found in this block: kept pivots, and search starts when all are.
     old_rows = matrix.row_positions(indices.left[k + 1])
     old_cols = matrix.col_positions(indices.right[k])
+    # The rank this bond is expected to reach: its own in the last sweep, or that of the
+    # bond this sweep has just passed (batched search reads that many columns at once).
+    neighbour = indices.left[k] if direction == "lr" else indices.right[k + 1]
+    hint = max(len(indices.left[k + 1]), len(neighbour))
     if direction == "lr":
         # Starts at last sweep's pivot columns: bond k-1 has just read them.
         hints = old_cols.tolist() if len(old_cols) == len(indices.right[k]) else []
         kept = (old_rows, old_cols) if keep else None
-        return prrlu(matrix, abs_tol, max_rank, rng, search, hints, kept, max_kept_growth)
+        return prrlu(matrix, abs_tol, max_rank, rng, search, hints, kept, max_kept_growth,
+                     hint)
     hints = old_rows.tolist() if len(old_rows) == len(indices.left[k + 1]) else []
     kept = (old_cols, old_rows) if keep else None
     cols, rows = prrlu(TransposedBondMatrix(matrix), abs_tol, max_rank, rng, search, hints, kept,
-                       max_kept_growth)
+                       max_kept_growth, hint)
     return rows, cols
 
 
