@@ -440,6 +440,32 @@ def test_a_group_runs_no_more_chunks_at_once_than_its_worker_has_threads():
     assert _RUNNING["most"] == 2
 
 
+def _pool_of_this_worker(indices):
+    from distributed import get_worker
+
+    from tensorly_cross.lazy.worker_groups import _POOLS
+
+    _POOLS_SEEN.append(_POOLS[get_worker()])
+    return inverse_sum(indices)
+
+
+_POOLS_SEEN = []
+
+
+def test_closing_a_worker_shuts_its_chunk_pool_down():
+    distributed = pytest.importorskip("distributed")
+    _POOLS_SEEN.clear()
+    with _threaded_cluster(1, 2) as cluster, distributed.Client(cluster) as client:
+        lazy = FunctionTensor(_pool_of_this_worker, (32, 32), executor=client)
+        np.testing.assert_array_equal(host(lazy.evaluate(np.eye(2, dtype=np.int64))),
+                                      inverse_sum(np.eye(2, dtype=np.int64)))
+        pool = _POOLS_SEEN[0]
+        assert not pool._shutdown and pool._threads
+    # distributed keeps the closed worker object alive; its pool must not outlive it.
+    assert pool._shutdown
+    assert not any(thread.is_alive() for thread in pool._threads)
+
+
 class _Stop(BaseException):
     """Not an Exception: a dask worker does not report it."""
 

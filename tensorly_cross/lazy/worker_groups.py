@@ -20,8 +20,11 @@ import numpy as np
 from .chunk_result import NOTE_PREFIX, noted_result, results_in_order, span
 
 # Worker -> its pool. The workers of a cluster of threads share one process, so a pool per
-# worker, not per process; it goes (and its idle threads end) with the worker object.
+# worker, not per process. The worker also lists it among its executors, so that closing
+# the worker shuts the pool down: distributed keeps closed workers alive until exit
+# (functools.cache of their handlers), so the weak key alone left their threads idle.
 _POOLS = weakref.WeakKeyDictionary()
+POOL_NAME = "tensorly-cross"
 _POOLS_LOCK = threading.Lock()
 
 
@@ -142,7 +145,19 @@ def _pool(worker, threads):
     with _POOLS_LOCK:
         pool = _POOLS.get(worker)
         if pool is None:
-            pool = _POOLS[worker] = ThreadPoolExecutor(threads,
-                                                       thread_name_prefix="tensorly-cross")
+            pool = _POOLS[worker] = _worker_pool_class()(threads, thread_name_prefix=POOL_NAME)
+            executors = getattr(worker, "executors", None)
+            if isinstance(executors, dict):
+                executors[POOL_NAME] = pool
         return pool
+
+
+def _worker_pool_class():
+    """distributed's thread pool, whose shutdown at the worker's close has a timeout (a
+    chunk that hangs does not hang the close); the standard one outside distributed."""
+    try:
+        from distributed.threadpoolexecutor import ThreadPoolExecutor as WorkerPool
+    except ImportError:
+        return ThreadPoolExecutor
+    return WorkerPool
 
