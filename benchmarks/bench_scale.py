@@ -273,11 +273,13 @@ def run_large_d(args):
         trees = {f"base ({args.base_label or args.base})": args.base, **trees}
     dims = [int(d) for d in args.dims.split(",")]
     searches = args.searches.split(",")
-    runs = {(tree, search, d): [] for tree in trees for search in searches for d in dims}
+    # Another tree runs the first search only (it may not know the others).
+    runs = {(tree, search, d): [] for tree in trees
+            for search in (searches if tree == "this tree" else searches[:1]) for d in dims}
     for _ in range(args.reps):
         for d in dims:
             for tree, path in trees.items():
-                for search in searches:
+                for search in (searches if tree == "this tree" else searches[:1]):
                     runs[tree, search, d].append(_large_d_once(path, d, search))
                     last = runs[tree, search, d][-1]
                     print(f"  {tree} {search} d={d}: {last['evals']} evals, "

@@ -73,7 +73,7 @@ rank : int, list of int or None
         search runs with NumPy, ``tt`` has NumPy cores).
     return_info : bool, default False
         Also return a :class:`CrossInfo`.
-    pivot_search : {"column", "rook", "full", "auto"}
+    pivot_search : {"column", "rook", "full", "auto", "batched"}
         TCI's pivot search in each two-site block. ``"column"`` (default): partial pivoting,
         the largest residual of one column read, then its row; ``"rook"``: alternate
         column and row maxima until an entry is the largest of both; ``"full"``: read every
@@ -83,6 +83,12 @@ rank : int, list of int or None
         ``benchmarks/bench_cross.py`` (P1-P5a, 10 seeds each: ``results/cross.md``), column
         search needs 0.53-0.74x the evaluations of rook search for the same errors. On bonds of
         larger modes the previous sweep's pivots are kept and only new ones searched for.
+        ``"batched"``: column search in rounds, each reading its columns in one batch and
+        their pivots' rows in another, a round as wide as the rank the neighbouring bond
+        reached: fewer, larger batches (a rank-8 TT at d=80: 270 instead of 1,235) for a
+        few more evaluations; for cheap functions, where every batch costs more in
+        bookkeeping than in the function, and for executors, where every batch is a round
+        of chunks (``docs/scale.rst``).
     shape : tuple of int, optional
         Only for a callable ``tensor``.
     patience : int or None, default 2
