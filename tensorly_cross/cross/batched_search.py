@@ -14,11 +14,14 @@ instead of 2r. The price is the last round's columns: the search ends, as column
 does, at the first column below the cut, and the columns read after it are wasted.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 import tensorly as tl
 
 from .._backend import take_cols, to_host
 from .prrlu import (
+    ROOK_MOVES,
     _accept_pivot,
     _inconclusive,
     _keep_pivots,
@@ -34,8 +37,9 @@ def batched_search(matrix, cut, max_rank, rng, start_cols, kept=None, max_kept_g
 
     ``rank_hint`` is the rank the bond is expected to reach (its own in the last sweep, or
     the bond's just before it in this sweep): once the first round has shown where the
-    residual points, the next reads as many columns as the hint still lacks, plus one
-    that ends the search where the hint is right.
+    residual points, the next reads the columns the hint still lacks (at most twice the
+    pivots found so far, so that a wrong hint costs little), plus one that ends the
+    search where the hint is right.
 
     Returns
     -------
@@ -50,25 +54,34 @@ def batched_search(matrix, cut, max_rank, rng, start_cols, kept=None, max_kept_g
     # The first round is one column, as column search starts: a wide first round of
     # random columns took 1.6-1.9x the evaluations on bench_cross's P4 (10 starts).
     scores, width = None, 1
-    # Bounded: a round takes a pivot, or ends the search, or (a column too small to tell,
-    # a poor pivot) moves on to the columns its rows point at.
-    for _ in range(2 * max_rank):
+    probed = set()  # columns too small to tell, whose rows were read: not candidates again
+    poor_moves = 0  # rook moves since the last pivot taken (column search allows 4)
+    # Bounded: a round takes a pivot, ends the search, probes new columns, or makes one
+    # of at most ROOK_MOVES rook moves per pivot.
+    for _ in range(3 * max_rank + ROOK_MOVES):
         room = max_rank - len(rows)
-        if room <= 0:
+        candidates = _candidates(start_cols, scores, drawn, set(cols) | probed,
+                                 min(width, room), matrix.shape[1], rng)
+        if not candidates:
             break
-        candidates = _candidates(start_cols, scores, drawn, cols, min(width, room),
-                                 matrix.shape[1], rng)
-        scores, ended = _round(residual, candidates, rows, cols, cut, max_kept_growth)
-        if ended:
+        n_before = len(rows)
+        outcome = _round(residual, candidates, rows, cols, cut, max_kept_growth,
+                         accept_poor=poor_moves >= ROOK_MOVES)
+        if outcome.ended:
             break
-        width = _next_width(len(rows), rank_hint)
+        probed.update(outcome.probed)
+        poor_moves = 0 if len(rows) > n_before else poor_moves + outcome.moved
+        scores, width = outcome.scores, _next_width(len(rows), rank_hint)
     return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
 
 
 def _next_width(rank, hint):
-    """Columns of the next round: what the hint still lacks and one more (the column
-    that ends the search), or, past the hint, twice the pivots taken beyond it."""
-    return max(hint - rank + 1, 2 * (rank - hint), 1)
+    """Columns of the next round: what the hint still lacks, at most twice the rank so
+    far, and one more (the column that ends the search); past the hint, twice the
+    pivots taken beyond it."""
+    if rank < hint:
+        return min(hint - rank, 2 * rank) + 1
+    return max(2 * (rank - hint), 1)
 
 
 def _column_ahead(kept, max_rank, n_cols, rng):
@@ -81,10 +94,10 @@ def _column_ahead(kept, max_rank, n_cols, rng):
     return [_next_start([], kept_cols, n_cols, rng)]
 
 
-def _candidates(start_cols, scores, drawn, cols, count, n_cols, rng):
-    """The round's columns: the starts not pivoted yet, then the columns of largest
-    ``scores`` (the residual rows of the last round), then random ones."""
-    chosen, taken = [], set(cols)
+def _candidates(start_cols, scores, drawn, excluded, count, n_cols, rng):
+    """The round's columns (none of ``excluded``): the starts not pivoted yet, then the
+    columns of largest ``scores`` (the residual rows of the last round), then random."""
+    chosen, taken = [], set(excluded)
 
     def choose(col):
         if col not in taken and len(chosen) < count:
@@ -102,35 +115,46 @@ def _candidates(start_cols, scores, drawn, cols, count, n_cols, rng):
     return chosen
 
 
-def _round(residual, candidates, rows, cols, cut, max_growth):
-    """Read ``candidates`` and their pivots' rows (one batch each); take the pivots.
+@dataclass
+class _Outcome:
+    """What a round did: the column scores for the next round (the largest residual of
+    each column over the rows read), whether the search ends, whether it made a rook
+    move (a poor pivot), and the columns it probed."""
 
-    Returns the column scores for the next round (the largest residual of each column
-    over the rows read, pivots at -1) and whether the search ends.
-    """
+    scores: np.ndarray
+    ended: bool
+    moved: bool = False
+    probed: tuple = ()
+
+
+def _round(residual, candidates, rows, cols, cut, max_growth, accept_poor):
+    """Read ``candidates`` and their pivots' rows (one batch each); take the pivots."""
     matrix = residual.matrix
     block = _residual_columns(residual, candidates)
     picks, probes, ended = _column_pivots(matrix, block, candidates, rows, cut)
     if picks or probes:
-        matrix.rows([row for row, _ in picks] + probes)
-    scores = np.full(matrix.shape[1], -1.0)
+        matrix.rows([row for row, _ in picks + probes])
+    outcome = _Outcome(np.full(matrix.shape[1], -1.0), ended, probed=[c for _, c in probes])
     for row, col in picks:
         col_abs, column = residual.column(col, rows)
         row_abs, row_values = residual.row(row, cols)
-        if rows and _poor_pivot(col_abs[row], row_abs.max(), max_growth):
-            # Its row's largest residual is read next (the rook move of column search).
-            np.maximum(scores, row_abs, out=scores)
-            ended = False
+        if not accept_poor and _poor_pivot(col_abs[row], row_abs.max(), max_growth):
+            # A pivot far below its row's largest residual: that row alone points the
+            # next round (the rook move of column search).
+            return _Outcome(row_abs.copy(), False, moved=True, probed=outcome.probed)
+        if rows and col_abs[row] <= cut():
+            # Above the cut when picked, below it now that this round's rows have raised
+            # the largest modulus read (and the cut with it): the next round judges again.
+            outcome.ended = False
             break
         if not _accept_pivot(column[row], row, col, rows, cols, cut()):
-            ended = True
-            break
-        np.maximum(scores, row_abs, out=scores)
+            return _Outcome(outcome.scores, True)  # a zero first pivot: rank 1, no more
+        np.maximum(outcome.scores, row_abs, out=outcome.scores)
         residual.add(column, row_values, column[row])
-    for row in probes:  # columns too small to tell: their rows point the next round
-        np.maximum(scores, residual.row(row, cols)[0], out=scores)
-    scores[cols] = -1.0
-    return scores, ended
+    for row, _ in probes:  # columns too small to tell: their rows point the next round
+        np.maximum(outcome.scores, residual.row(row, cols)[0], out=outcome.scores)
+    outcome.scores[cols] = -1.0
+    return outcome
 
 
 def _residual_columns(residual, cols):
@@ -144,8 +168,8 @@ def _residual_columns(residual, cols):
 
 def _column_pivots(matrix, block, candidates, rows, cut):
     """Partial pivoting through the residual columns ``block``, in order: the pivots
-    ``(row, col)``, the rows to read for columns too small to tell, and whether a column
-    below the cut ended the search (column search's stop, at the same column)."""
+    ``(row, col)``, the ``(row, col)`` of columns too small to tell (their rows are read),
+    and whether a column below the cut ended the search (column search's stop)."""
     picks, probes, excluded = [], [], list(rows)
     for j, col in enumerate(candidates):
         moduli = np.abs(block[:, j])
@@ -153,12 +177,12 @@ def _column_pivots(matrix, block, candidates, rows, cut):
         row = int(np.argmax(moduli))
         if excluded and moduli[row] <= cut():
             if _inconclusive(matrix, col, moduli[row], cut()):
-                probes.append(row)
+                probes.append((row, col))
                 continue
             return picks, probes, True
         picks.append((row, col))
         excluded.append(row)
-        if moduli[row] == 0:  # the first pivot of a zero block: rank 1, nothing more
-            return picks, probes, True
+        if moduli[row] == 0:  # a zero first column: its row decides (a rook move or the end)
+            return picks, probes, False
         block -= np.outer(block[:, j] / block[row, j], block[row])
     return picks, probes, False
