@@ -84,11 +84,11 @@ rank : int, list of int or None
         search needs 0.53-0.74x the evaluations of rook search for the same errors. On bonds of
         larger modes the previous sweep's pivots are kept and only new ones searched for.
         ``"batched"``: column search in rounds, each reading its columns in one batch and
-        their pivots' rows in another, a round as wide as the rank the neighbouring bond
-        reached: fewer, larger batches (a rank-8 TT at d=80: 270 instead of 1,235) for a
-        few more evaluations; for cheap functions, where every batch costs more in
-        bookkeeping than in the function, and for executors, where every batch is a round
-        of chunks (``docs/scale.rst``).
+        their pivots' rows in another, a round sized by the rank the neighbouring bond
+        reached: fewer, larger batches where a bond gains many pivots in one search (a
+        rank-8 TT at d=80: 427 instead of 1,235; with an executor, each batch is a round
+        of chunks), as many where ranks grow a pivot or two per sweep, and 0.99-1.19x the
+        column search's evaluations on the benchmark problems (``docs/scale.rst``).
     shape : tuple of int, optional
         Only for a callable ``tensor``.
     patience : int or None, default 2
