@@ -8,10 +8,11 @@ bookkeeping than in the function, and over an executor every read is a round of 
 Batched search reads a round of columns at once, takes their pivots by partial pivoting
 on the round's residual columns (the rows column search would take for those columns),
 reads those rows at once, and ranks the next round's columns by the largest residual of
-the rows just read (column search's chain, widened). The round after one in which every
-column gave a pivot is twice as wide, so a bond of rank r takes about 2 log2(r) reads
-instead of 2r. The price is the last round's columns: the search ends, as column search
-does, at the first column below the cut, and the columns read after it are wasted.
+the rows just read (column search's chain, widened). A round reads the columns the bond
+still lacks to reach the rank its neighbour reached, at most twice the pivots found so
+far, plus one: a rank-8 block whose hint is right takes 6 reads (ranks 1, 4, 8) where
+column search takes 17. The price is the last round's columns: the search ends, as column
+search does, at the first column below the cut, and the columns read after it are wasted.
 """
 
 from dataclasses import dataclass
@@ -134,7 +135,8 @@ def _round(residual, candidates, rows, cols, cut, max_growth, accept_poor):
     picks, probes, ended = _column_pivots(matrix, block, candidates, rows, cut)
     if picks or probes:
         matrix.rows([row for row, _ in picks + probes])
-    outcome = _Outcome(np.full(matrix.shape[1], -1.0), ended, probed=[c for _, c in probes])
+    outcome = _Outcome(np.full(matrix.shape[1], -1.0), ended,
+                       probed=tuple(c for _, c in probes))
     for row, col in picks:
         col_abs, column = residual.column(col, rows)
         row_abs, row_values = residual.row(row, cols)

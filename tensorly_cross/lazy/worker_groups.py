@@ -160,4 +160,3 @@ def _worker_pool_class():
     except ImportError:
         return ThreadPoolExecutor
     return WorkerPool
-
