@@ -2,6 +2,7 @@
 
 import hashlib
 import importlib.util
+import sys
 
 import numpy as np
 import pytest
@@ -49,6 +50,10 @@ def _seeded_entropy(request, monkeypatch):
     sequence = np.random.SeedSequence(int.from_bytes(digest[:16], "little"))
     monkeypatch.setattr(_validation, "fresh_generator",
                         lambda: np.random.default_rng(sequence.spawn(1)[0]))
+    # torch's global generator too (a module's initial weights, torch.randn in a test):
+    # what one test draws no longer depends on which tests ran before it.
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(int.from_bytes(digest[16:24], "little"))
 
 
 # TensorLy backend name -> the module that must be importable for it.
