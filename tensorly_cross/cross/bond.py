@@ -144,10 +144,14 @@ class BondMatrix:
                 [cartesian_join(self.row_multi[rows], self.col_multi[cols])
                  for rows, cols in blocks]))
         else:
-            row_keys, col_keys = self._keys
-            keys = _block_sums(self._keys, blocks)
-            checks = None if self._checks is None else _block_sums(self._checks, blocks)
-            values = self.lazy.evaluate_keys(keys, self._multi_indices(blocks, sizes), checks)
+            # Empty blocks (a crosses read with nothing read ahead) add nothing to the
+            # values but a mask each to the lookup of multi-indices: left out.
+            filled = [(block, size) for block, size in zip(blocks, sizes, strict=True) if size]
+            read, read_sizes = [block for block, _ in filled], [size for _, size in filled]
+            keys = _block_sums(self._keys, read)
+            checks = None if self._checks is None else _block_sums(self._checks, read)
+            values = self.lazy.evaluate_keys(keys, self._multi_indices(read, read_sizes),
+                                             checks)
         scaled = sum(sizes[:n_scaled])
         if scaled:
             self._scaled(values if scaled == sum(sizes) else values[:scaled])
