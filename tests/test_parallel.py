@@ -466,6 +466,30 @@ def test_closing_a_worker_shuts_its_chunk_pool_down():
     assert not any(thread.is_alive() for thread in pool._threads)
 
 
+class _WorkerBeingClosed:
+    """What ``_pool`` sees of a dask worker: its executors, iterated by its close."""
+
+    def __init__(self):
+        self.state = type("State", (), {"nthreads": 2})()
+        self.executors = {"default": ThreadPoolExecutor(1)}
+
+
+def test_a_chunk_pool_made_while_the_worker_closes_does_not_break_its_close():
+    from tensorly_cross.lazy.worker_groups import POOL_NAME, _pool
+
+    worker = _WorkerBeingClosed()
+    # Worker.close walks its executors with awaits in between; a group's first chunk
+    # made the pool then, from a task thread, and the walk raised "dictionary changed
+    # size during iteration".
+    closing = iter(worker.executors.values())
+    next(closing).shutdown()
+    pool = _pool(worker, 2)
+    assert list(closing) == []
+    assert worker.executors[POOL_NAME] is pool
+    assert _pool(worker, 2) is pool
+    pool.shutdown()
+
+
 class _Stop(BaseException):
     """Not an Exception: a dask worker does not report it."""
 

@@ -148,7 +148,11 @@ def _pool(worker, threads):
             pool = _POOLS[worker] = _worker_pool_class()(threads, thread_name_prefix=POOL_NAME)
             executors = getattr(worker, "executors", None)
             if isinstance(executors, dict):
-                executors[POOL_NAME] = pool
+                # A new dict, not an insertion: Worker.close iterates over the executors
+                # with awaits in between, and a task thread inserting then broke its loop
+                # ("dictionary changed size during iteration"). A close under way shuts
+                # the old dict's executors down; a pool made during it stays idle.
+                worker.executors = {**executors, POOL_NAME: pool}
         return pool
 
 
