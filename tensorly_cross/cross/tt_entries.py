@@ -5,7 +5,7 @@ import functools
 import numpy as np
 import tensorly as tl
 
-from .._backend import backend_name, check_concrete, contiguous, take_rows, to_host
+from .._backend import backend_name, check_concrete, contiguous, dtype_kind, take_rows, to_host
 from ..lazy.base import check_indices
 
 # Work-block bound, in entries (32 MiB in float64): the batch is cut into chunks whose
@@ -104,7 +104,8 @@ def _in_backend(core, k):
 
 def _common_dtype(cores):
     """The cores, cast to their common dtype where they differ (on PyTorch only: NumPy and
-    JAX promote in the products themselves)."""
+    JAX promote in the products themselves), and bool or integer cores to float64."""
+    cores = [_floating(core) for core in cores]
     dtypes = {core.dtype for core in cores}
     if len(dtypes) == 1 or backend_name() != "pytorch":
         return cores
@@ -112,6 +113,17 @@ def _common_dtype(cores):
 
     common = functools.reduce(torch.promote_types, dtypes)
     return [core.to(common) for core in cores]  # autograd-visible
+
+
+def _floating(core):
+    """A bool or integer core as float64: products in its own dtype were logical (bool
+    matmul: 1*1 + 1*1 gave True) or wrapped around (uint8: 200*2 + 200*2 gave 32), and
+    PyTorch had no bool matmul. Such cores carry no gradient: the host copy loses none."""
+    if dtype_kind(core) not in "biu":
+        return core
+    # The dtype follows the float64 host copy (tl.float64 is NumPy's on every backend).
+    context = {key: value for key, value in tl.context(core).items() if key != "dtype"}
+    return tl.tensor(to_host(core).astype(np.float64), **context)
 
 
 def _host_indices(indices):

@@ -392,6 +392,8 @@ class _ValueStore:
     def append(self, values):
         count = int(values.shape[0])
         slots = np.arange(self.size, self.size + count, dtype=np.int64)
+        if self.buffer is not None and values.dtype != self.buffer.dtype:
+            self._promote(values)
         if self.buffer is None:
             self.buffer = values
         elif backend_name() in ("numpy", "pytorch") and not _requires_grad(values):
@@ -405,6 +407,16 @@ class _ValueStore:
             self.buffer = tl.concatenate([self.buffer[: self.size], values])
         self.size += count
         return slots
+
+    def _promote(self, values):
+        """Widen the buffer to hold ``values`` too: a function may return a real batch, then
+        a complex one (``np.emath.sqrt``), or float32, then float64; writing the later
+        values into the first batch's dtype dropped their imaginary parts (a wrong real TT
+        that met its tolerance) or rounded them."""
+        # Concatenation promotes as each backend does (NumPy, PyTorch, JAX alike).
+        widened = tl.concatenate([self.buffer[:0], values[:0]])
+        if widened.dtype != self.buffer.dtype:
+            self.buffer = tl.concatenate([self.buffer, widened])
 
     def take(self, slots):
         return take_rows(self.buffer, slots)
