@@ -3,8 +3,8 @@ Quick start: a tensor train from a few entries
 ==============================================
 
 ``tt_cross`` builds a tensor-train (TT) approximation of a tensor that is never formed:
-here a function on a 64^10 grid (1.2e18 entries), of which the cross reads a few
-thousand. The rank is found adaptively (TCI with partial rank-revealing LU); the stop is
+here a function on a 64^10 grid (1.2e18 entries), of which the cross reads 14,321
+(seed 0). The rank is found adaptively (TCI with partial rank-revealing LU); the stop is
 the relative error on held-out entries.
 """
 

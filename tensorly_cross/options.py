@@ -258,9 +258,14 @@ def _as_json(value):
     return [_as_json(item) for item in value]  # a rank list
 
 
-def _auto_method(rank, stored, ndim, oversample, max_slices):
-    """``"lsq"`` for stored data (where it applies), else the interpolating methods."""
-    lsq_applies = ndim >= 2 and max_slices is None and (oversample == 1.0 or rank is None)
+def _auto_method(rank, stored, ndim, max_slices):
+    """``"lsq"`` for stored data (where it applies), else the interpolating methods.
+
+    ``oversample`` does not change the choice: the least-squares cross oversamples too, and
+    switching stored data to the ALS cross for it made results worse (MNI152 at rank 16:
+    held-out error 0.228 with ``oversample=2`` against 0.149 without).
+    """
+    lsq_applies = ndim >= 2 and max_slices is None
     if stored and lsq_applies:
         return "lsq"
     return "tci" if rank is None else "als"
@@ -272,7 +277,7 @@ def _check_method(options, shape, stored):
     rank, oversample, max_slices = options.rank, options.oversample, options.max_slices
     oversample = 1.0 if oversample is None else oversample
     if method == "auto":
-        method = _auto_method(rank, stored, len(shape), oversample, max_slices)
+        method = _auto_method(rank, stored, len(shape), max_slices)
     if method in ("als", "block") and rank is None:
         raise ValueError(f"rank is required for method={method!r} (the fixed TT rank).")
     if method == "block" and len(shape) < 2:

@@ -88,6 +88,31 @@ def test_oversampled_fixed_rank_compress_records_its_arguments(volumes, tmp_path
     assert metadata["arguments"]["patience"] is None
 
 
+def test_oversampling_applies_to_the_least_squares_cross(volumes, tmp_path):
+    # --oversample was refused with --method lsq, and under auto it switched to the ALS
+    # cross, less accurate on stored volumes.
+    from tensorly_cross import load_tt
+
+    _, paths = volumes
+    for method in ("lsq", "auto"):
+        out = tmp_path / f"{method}.tt.npz"
+        result = run("compress", paths["npy"], "-o", str(out), "--rank", "3", "--method",
+                     method, "--oversample", "2", "--n-iter-max", "2", "--quiet")
+        assert result.returncode in (0, 3), result.stderr
+        _, metadata = load_tt(out)
+        assert metadata["method"] == "lsq" and metadata["arguments"]["oversample"] == 2.0
+
+
+def test_reconstruct_writes_a_1d_volume_in_its_own_shape(tmp_path):
+    path = tmp_path / "line.npy"
+    np.save(path, np.linspace(0.0, 1.0, 24))
+    assert run("compress", str(path), "-o", str(tmp_path / "l.tt.npz"), "-q",
+               "--accept-miss").returncode == 0
+    result = run("reconstruct", str(tmp_path / "l.tt.npz"), "-o", str(tmp_path / "r.npy"))
+    assert result.returncode == 0, result.stderr
+    assert np.load(tmp_path / "r.npy").shape == (24,)  # was (1, 24)
+
+
 @pytest.mark.parametrize("axis", [0, 1, 2])
 def test_transposed_sliced_compress_reconstructs_in_the_volume_axes(volumes, tmp_path, axis):
     from tensorly_cross import load_tt
@@ -122,7 +147,8 @@ def test_existing_output_is_refused_without_force(volumes, tmp_path):
         (["compress", "{hdf5}", "--dataset", "nope"], 1, "not found"),
         (["compress", "{npy}", "--rank", "0"], 2, "argument --rank: must be >= 1"),
         (["compress", "{npy}", "--rank", "2", "--tol", "1e-3"], 2, "not allowed with"),
-        (["compress", "{npy}", "--oversample", "2"], 2, "--oversample needs --rank"),
+        (["compress", "{npy}", "--oversample", "2", "--method", "tci"], 2,
+         "--oversample needs --method lsq, als or auto"),
         (["compress", "{npy}", "--rank", "2", "--oversample", "0.5"], 2,
          "argument --oversample: must be a finite number >= 1.0"),
         (["compress", "{npy}", "--patience", "-1"], 2, "argument --patience: must be >= 0"),

@@ -378,7 +378,7 @@ def test_a_fixed_rank_method_without_rank_is_a_usage_error(tmp_path, capsys):
     (["--rank", "4", "--max-slices", "2", "--method", "lsq"],
      "--max-slices needs --method als or auto"),
     (["--rank", "4", "--oversample", "2", "--method", "tci"],
-     "--oversample needs --method als or auto"),
+     "--oversample needs --method lsq, als or auto"),
     (["--axes", "0,0,1"], "--axes must be a permutation of the volume's 3 axes"),
     (["--axes", "0,1"], "--axes must be a permutation of the volume's 3 axes")])
 def test_settings_a_run_would_refuse_are_usage_errors_in_the_command_s_terms(

@@ -108,3 +108,13 @@ def test_compress_runs_the_library_s_cross_with_its_defaults(files, tmp_path, ca
     assert stored.rank == api.rank
     for saved, core in zip(stored, api, strict=True):
         np.testing.assert_array_equal(np.asarray(saved), np.asarray(core).astype(np.float32))
+
+
+def test_a_stream_with_a_rank_it_cannot_hold_says_so(files, tmp_path):
+    # The stream path silenced every UserWarning, so the clipped rank went unsaid (the
+    # cross path shows it).
+    _, paths = files
+    result = run("compress", paths["gz"], "-o", str(tmp_path / "r.tt.npz"), "--rank", "1000",
+                 "--method", "stream", "-q")
+    assert result.returncode == 0, result.stderr
+    assert "warning: rank[1]=1000 exceeds what the unfoldings" in result.stderr

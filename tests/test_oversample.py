@@ -27,8 +27,8 @@ def _dense_tt(shape, rank, seed):
 def test_oversampled_cross_recovers_an_exact_rank_tt(backend, problem, oversample):
     shape, rank, seed = problem
     dense = _dense_tt(shape, rank, seed)
-    tt = tlc.tt_cross(tl.tensor(dense), rank=list(rank), oversample=oversample, tol=1e-12,
-                      random_state=seed)
+    tt = tlc.tt_cross(tl.tensor(dense), rank=list(rank), method="als", oversample=oversample,
+                      tol=1e-12, random_state=seed)
     assert tt.rank == tuple(rank) and tuple(tt.shape) == shape
     error = np.linalg.norm(host(tl.tt_to_tensor(tt)) - dense) / np.linalg.norm(dense)
     assert error < 1e-10
@@ -40,8 +40,9 @@ def test_oversampled_cross_recovers_an_exact_rank_tt(backend, problem, oversampl
 def test_right_sets_are_oversampled_and_the_last_fibers_are_exact(backend, shape, rank,
                                                                   oversample, sweeps, seed):
     dense = np.random.default_rng(seed).standard_normal(shape)
-    indices = tlc.select_indices(tl.tensor(dense), rank=rank, oversample=oversample, tol=0.0,
-                                 n_iter_max=sweeps, val_size=0, random_state=seed)
+    indices = tlc.select_indices(tl.tensor(dense), rank=rank, method="als",
+                                 oversample=oversample, tol=0.0, n_iter_max=sweeps, val_size=0,
+                                 random_state=seed)
     assert indices.block == 1 and indices.shape == tuple(shape)
     for k in range(len(shape) - 1):
         expected = min(math.ceil(indices.rank[k + 1] * oversample), math.prod(shape[k + 1 :]))
@@ -57,7 +58,8 @@ def test_right_sets_are_oversampled_and_the_last_fibers_are_exact(backend, shape
 @given(seed=seeds)
 def test_two_phases_and_json_give_the_same_tt(backend, seed):
     dense = tl.tensor(np.random.default_rng(seed).standard_normal((5, 6, 7)))
-    kwargs = dict(rank=3, oversample=2.0, tol=0.0, n_iter_max=3, random_state=seed)
+    kwargs = dict(rank=3, method="als", oversample=2.0, tol=0.0, n_iter_max=3,
+                  random_state=seed)
     tt = tlc.tt_cross(dense, **kwargs)
     indices = CrossIndices.from_json(tlc.select_indices(dense, **kwargs).to_json())
     for direct, rebuilt in zip(tt, tlc.cross_interpolate(dense, indices), strict=True):
@@ -71,7 +73,8 @@ def test_only_read_entries_receive_gradient():
         dense = (base + 1e-3 * torch.randn(6, 5, 4, dtype=torch.float64,
                                            generator=torch.Generator().manual_seed(0)))
         dense.requires_grad_(True)
-        kwargs = dict(rank=2, oversample=2.0, random_state=0, val_size=0, n_iter_max=2)
+        kwargs = dict(rank=2, method="als", oversample=2.0, random_state=0, val_size=0,
+                      n_iter_max=2)
         tt = tlc.tt_cross(dense, differentiable=True, **kwargs)
         tl.tt_to_tensor(tt).sum().backward()
         indices = tlc.select_indices(dense.detach(), **kwargs)
@@ -80,6 +83,19 @@ def test_only_read_entries_receive_gradient():
     mask[tuple(read.T)] = True
     gradient = dense.grad.numpy()
     assert np.all(gradient[~mask] == 0) and np.any(gradient[mask] != 0)
+
+
+@pytest.mark.parametrize("stored", [True, False])
+def test_auto_keeps_the_least_squares_cross_on_stored_data_when_oversampled(stored):
+    # oversample= used to switch stored data to the ALS cross, which the least-squares cross
+    # beats there (MNI152 at rank 16: held-out error 0.228 against 0.149).
+    dense = _dense_tt((6, 7, 8), (1, 2, 2, 1), 0)
+    tensor = tl.tensor(dense) if stored else tlc.FunctionTensor(
+        lambda indices: dense[tuple(indices.T)], dense.shape)
+    tt, info = tlc.tt_cross(tensor, rank=2, oversample=2.0, random_state=0, return_info=True)
+    assert info.method == ("lsq" if stored else "als")
+    error = np.linalg.norm(host(tl.tt_to_tensor(tt)) - dense) / np.linalg.norm(dense)
+    assert error < 1e-10
 
 
 def test_one_channel_view_reads_the_scalar_entries(backend):

@@ -3,6 +3,7 @@
 import argparse
 import math
 
+from ..options import LSQ_VAL_SIZE
 from .compress import VAL_SIZE, run_compress
 from .demo import run_demo
 from .reconstruct import run_reconstruct
@@ -94,7 +95,7 @@ def _add_compress(commands, formatter):
                           help="exit 0 when the run ends above --tol (default: exit 3)")
     compress.add_argument("--method", choices=["auto", "lsq", "tci", "als", "stream"],
                           default="auto",
-                          help="'stream': read everything twice (streaming TT-SVD, exact "
+                          help="'stream': read everything, at most twice (streaming TT-SVD, exact "
                                "error); 'lsq', 'tci', 'als': a cross; 'auto': the stream or "
                                "the least-squares cross, from the storage (the choice and "
                                "its reason are printed)")
@@ -108,7 +109,9 @@ def _add_compress(commands, formatter):
                           help="with --rank: outer fibers in at most N slices (fewer pages)")
     compress.add_argument("--max-evals", default=None,
                           type=_int_at_least(VAL_SIZE + 1, f" (the {VAL_SIZE} held-out "
-                                                            "entries count as evaluations)"),
+                                                            "entries count as evaluations; "
+                                                            "the least-squares cross, the "
+                                                            f"default, holds out {LSQ_VAL_SIZE})"),
                           help="budget of distinct entries read")
     compress.add_argument("--n-iter-max", type=_int_at_least(1), default=20,
                           help="maximum number of sweeps")
@@ -116,9 +119,9 @@ def _add_compress(commands, formatter):
                           help="stop after N sweeps without a 1%% lower held-out error or a "
                                "rank change (0: never)")
     compress.add_argument("--oversample", type=_float_at_least(1.0), default=None,
-                          help="with --rank: right index sets OVERSAMPLE x the rank, cores "
-                               "fitted in least squares (sharper volumes); default: the "
-                               "method's own (1.5 for 'lsq', 1 for 'als')")
+                          help="index sets OVERSAMPLE x the rank, cores fitted in least "
+                               "squares over all of them (sharper volumes; not with tci); "
+                               "default: the method's own (1.5 for 'lsq', 1 for 'als')")
     compress.add_argument("--cache-bytes", type=_int_at_least(0), default=None,
                           help="chunk/page cache (default: 256 MiB of chunks, 64 MiB of "
                                ".npy pages)")

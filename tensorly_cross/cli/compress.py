@@ -28,16 +28,16 @@ def run_compress(args):
     """``tensorly-cross compress``: check the arguments, open the volume, run, report."""
     import tensorly_cross as tlc
 
-    if args.oversample is not None and args.rank is None:
-        raise UsageError("--oversample needs --rank (a fixed-rank cross).")
     if args.max_slices is not None and args.rank is None:
         raise UsageError("--max-slices needs --rank (a fixed-rank cross).")
     if args.method in ("als", "block") and args.rank is None:
         raise UsageError(f"--method {args.method} needs --rank (a fixed-rank cross).")
-    for flag, given in (("--max-slices", args.max_slices), ("--oversample", args.oversample)):
-        if given is not None and args.method in ("lsq", "tci"):
-            raise UsageError(f"{flag} needs --method als or auto (the fixed-rank ALS "
-                             f"cross), not {args.method}.")
+    if args.max_slices is not None and args.method in ("lsq", "tci"):
+        raise UsageError(f"--max-slices needs --method als or auto (the fixed-rank ALS "
+                         f"cross), not {args.method}.")
+    if args.oversample is not None and args.method == "tci":
+        raise UsageError("--oversample needs --method lsq, als or auto (a cross that fits "
+                         "its cores over more entries), not tci.")
     if args.method == "stream":
         asked = _cross_only_flags(args)
         if asked:
@@ -166,15 +166,18 @@ def _budget_in_flag_terms(max_evals):
 
 def stream_volume(volume, output, tol, rank=None, client=None, seed=0, source=None,
                   force=False, dtype="input", max_rank=None):
-    """Read ``volume`` whole twice (:func:`tensorly_cross.streaming_tt_svd`), save the TT
+    """Read ``volume`` whole, at most twice (:func:`tensorly_cross.streaming_tt_svd`), save the TT
     with its metadata; returns a summary like :func:`compress_volume`'s."""
     import tensorly_cross as tlc
 
     from .._reconstruct import nifti_metadata
 
     start = time.perf_counter()
-    with warnings.catch_warnings():  # a missed tolerance is reported by the exit code
-        warnings.simplefilter("ignore", UserWarning)
+    # A missed tolerance is reported by the exit code; other warnings (a clipped --rank)
+    # are shown as on the cross path, one line each (the bar itself stays hidden).
+    with progress_bar(None, "passes", quiet=True), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"relative error .* > tol=",
+                                category=UserWarning)
         tt, info = tlc.streaming_tt_svd(volume, tol=None if rank is not None else tol,
                                         rank=rank, client=client, random_state=seed,
                                         max_rank=None if rank is not None else max_rank,

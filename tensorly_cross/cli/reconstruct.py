@@ -28,10 +28,12 @@ def run_reconstruct(args):
     reports = []
     if nifti:
         reports.append(_write_nifti(args, tt, metadata, fixed, where))
-    image = _as_slice(volume_values(tt, metadata, selection))
+    values = _typed(volume_values(tt, metadata, selection))
+    image = np.atleast_2d(values)  # a 1-D volume is shown and compared as one row
     if args.output and not nifti:
-        np.save(args.output, image, allow_pickle=False)
-        reports.append(written_line(args.output, image.shape, image.dtype, where))
+        # In the volume's own shape: a 1-D volume was written as (1, n).
+        np.save(args.output, values, allow_pickle=False)
+        reports.append(written_line(args.output, values.shape, values.dtype, where))
     original = None if volume is None else as_image(volume_slice(volume, selection))
     if args.png:
         if np.iscomplexobj(image):
@@ -184,9 +186,9 @@ def as_image(values):
     return np.atleast_2d(values.astype(np.float64))
 
 
-def _as_slice(values):
-    """A 2-D float64 array, complex128 for a complex TT (a 1-D volume becomes one row)."""
-    values = np.atleast_2d(np.asarray(values))
+def _typed(values):
+    """A float64 array, complex128 for a complex TT."""
+    values = np.asarray(values)
     return values.astype(np.complex128 if np.iscomplexobj(values) else np.float64)
 
 
