@@ -84,8 +84,10 @@ def cases():
             "TT-SVD, rank 32": ("svd", dict(rank=32)),
         }),
         ("phantom 256^3 .npy, C order", (256,) * 3, "npy", 0.3, {
-            "ALS, rank 16": (plain, dict(rank=16)),
-            "ALS, rank 16, order (x, z, y)": (xzy, dict(rank=16)),
+            # A file is stored data: with a rank and no max_slices, method="auto" runs the
+            # least-squares cross there.
+            "least-squares (auto), rank 16": (plain, dict(rank=16)),
+            "least-squares (auto), rank 16, order (x, z, y)": (xzy, dict(rank=16)),
             "ALS, rank 16, order (x, z, y), max_slices=4": (xzy, dict(rank=16, max_slices=4)),
             "ALS, rank 16, order (x, z, y), max_slices=4, oversample=2": (
                 xzy, dict(rank=16, max_slices=4, oversample=2)),
