@@ -7,7 +7,7 @@ import tensorly as tl
 from tensorly.tt_tensor import TTTensor
 
 from ._backend import backend_name
-from ._validation import check_random_state
+from ._validation import check_bool, check_random_state
 from .cross.als import ALSSweeper
 from .cross.assemble import assemble_cores
 from .cross.block import BlockSweeper, block_random_indices, block_ranks
@@ -74,6 +74,9 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
     (1, 2, 2, 2, 2, 2, 1)
     """
     start = time.perf_counter()
+    # "no" and other truthy objects were taken for True.
+    return_info = check_bool(return_info, "return_info")
+    differentiable = check_bool(differentiable, "differentiable")
     lazy = as_lazy(tensor, shape, "tensor")
     options = cross_options(lazy.shape, lazy.stored, rank=rank, tol=tol, method=method,
                             max_rank=max_rank, max_evals=max_evals, n_iter_max=n_iter_max,
@@ -129,6 +132,7 @@ def select_indices(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_
     True
     """
     start = time.perf_counter()
+    return_info = check_bool(return_info, "return_info")
     lazy = as_lazy(tensor, shape, "tensor")
     options = cross_options(lazy.shape, lazy.stored, rank=rank, tol=tol, method=method,
                             max_rank=max_rank, max_evals=max_evals, n_iter_max=n_iter_max,

@@ -77,6 +77,9 @@ def rect_maxvol(matrix, tol=1.1, min_add=0, max_add=None, maxvol_tol=1.05, maxvo
     min_add = check_int(min_add, "min_add", minimum=0, maximum=n_rows - n_cols)
     max_add = n_rows - n_cols if max_add is None else max_add
     max_add = check_int(max_add, "max_add", minimum=min_add, maximum=n_rows - n_cols)
+    # Checked here, by their own names: maxvol's messages said "tol" for them.
+    maxvol_tol = check_float(maxvol_tol, "maxvol_tol", minimum=1.0)
+    maxvol_iter = check_int(maxvol_iter, "maxvol_iter", minimum=0)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RankDeficiencyWarning)

@@ -662,3 +662,54 @@ def test_long_double_values_are_computed_in_double():
                         tol=1e-10, random_state=0)
     for a, b in zip(exact, wide, strict=True):
         np.testing.assert_array_equal(host(a), host(b))
+
+
+def _index_sets():
+    tensor = np.add.outer(np.arange(6.0), np.arange(7.0))
+    return tlc.select_indices(tensor, rank=1, random_state=0).to_dict()
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(left=[[[]], [[2.7]]]), r"left\[1\] must be a list of multi-indices of 1 integers"),
+    (dict(left=[None, None]), r"left\[0\] must be a list of multi-indices"),
+    (dict(left=[[[]], [[2**70]]]), r"integers each \(int64\)"),
+    (dict(left=[[[]], [[1, 2]]]), r"got an array of shape \(1, 2\)"),
+    (dict(shape=[None, 7]), "shape entries must be integers >= 1, got None"),
+    (dict(shape=[float("nan"), 7]), "shape entries must be integers >= 1, got nan"),
+])
+def test_index_sets_from_a_dict_are_refused_unless_integral(change, message):
+    # 2.7 was read as 2; None and 2**70 failed inside NumPy (TypeError, OverflowError).
+    with pytest.raises(ValueError, match=message):
+        tlc.CrossIndices.from_dict(dict(_index_sets(), **change))
+
+
+def test_index_sets_from_a_dict_take_integral_floats():
+    data = _index_sets()
+    floats = [[float(index) for index in row] for row in data["left"][1]]
+    rebuilt = tlc.CrossIndices.from_dict(dict(data, left=[[[]], floats]))
+    assert rebuilt.left[1].dtype == np.int64 and rebuilt.left[1].tolist() == data["left"][1]
+
+
+def test_rect_maxvol_names_its_own_maxvol_arguments():
+    matrix = np.random.default_rng(0).standard_normal((8, 3))
+    with pytest.raises(ValueError, match="maxvol_tol must be >= 1.0, got 0.5"):
+        tlc.rect_maxvol(matrix, maxvol_tol=0.5)
+    with pytest.raises(ValueError, match="maxvol_iter must be >= 0"):
+        tlc.rect_maxvol(matrix, maxvol_iter=-1)
+
+
+def test_an_empty_file_is_a_new_checkpoint(tmp_path):
+    # What tempfile.mkstemp leaves was refused as "bad magic number".
+    path = tmp_path / "run.ckpt"
+    path.touch()
+    function = lambda indices: 1.0 / (1.0 + indices.sum(axis=1))  # noqa: E731
+    first = tlc.tt_cross(function, shape=(6, 6), checkpoint=path, random_state=0)
+    again = tlc.tt_cross(function, shape=(6, 6), checkpoint=path, random_state=0)
+    assert path.stat().st_size > 0 and first.rank == again.rank
+
+
+@pytest.mark.parametrize("flag", ["return_info", "differentiable"])
+def test_flags_are_booleans(flag):
+    # "no" was taken for True.
+    with pytest.raises(TypeError, match=f"{flag} must be True or False, got str 'no'"):
+        tlc.tt_cross(np.ones((4, 5)), random_state=0, **{flag: "no"})

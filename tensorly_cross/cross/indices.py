@@ -13,6 +13,8 @@ index, *right-nested* symmetrically. A left-to-right sweep leaves them left-nest
 
 import functools
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -196,8 +198,9 @@ class CrossIndices:
                                  f"it), got {type(data[key]).__name__}.")
         shape = tuple(_as_size(size) for size in data["shape"])
         d = len(shape)
-        left = [_as_block(block, k) for k, block in enumerate(data["left"])]
-        right = [_as_block(block, d - k - 1) for k, block in enumerate(data["right"])]
+        left = [_as_block(block, k, f"left[{k}]") for k, block in enumerate(data["left"])]
+        right = [_as_block(block, d - k - 1, f"right[{k}]")
+                 for k, block in enumerate(data["right"])]
         block, ranks = data.get("block"), data.get("ranks")
         indices = cls(shape, left, right, data.get("nested"),
                       block=None if block is None else int(block),
@@ -222,9 +225,34 @@ class CrossIndices:
         return cls.from_dict(json.loads(text))
 
 
-def _as_block(rows, n_modes):
-    """A list of multi-indices as an (m, n_modes) int64 array (m >= 1 even when n_modes = 0)."""
-    return np.asarray(rows, dtype=np.int64).reshape(len(rows), n_modes)
+def _as_block(rows, n_modes, name):
+    """A list of multi-indices as an (m, n_modes) int64 array (m >= 1 even when n_modes = 0).
+
+    Indices must be integers (2.0 is one): an int64 cast read 2.7 as 2, and None or 2**70
+    failed inside NumPy.
+    """
+    wanted = f"{name} must be a list of multi-indices of {n_modes} integers each"
+    try:
+        values = np.asarray(rows)
+        count = len(rows)
+    except (TypeError, ValueError):  # None, or ragged lists
+        raise ValueError(f"{wanted}, got {rows!r:.80}.") from None
+    if values.size and not _integral(values):
+        raise ValueError(f"{wanted} (int64), got {values.dtype} values such as "
+                         f"{values.reshape(-1)[:1].tolist()[0]!r:.40}.")
+    if values.size != count * n_modes:
+        raise ValueError(f"{wanted}, got an array of shape {values.shape}.")
+    return values.astype(np.int64).reshape(count, n_modes)
+
+
+def _integral(values):
+    """Whether an array holds integers that fit int64 (integral floats included)."""
+    if values.dtype.kind in "iu":
+        return values.dtype.kind == "i" or bool((values <= np.iinfo(np.int64).max).all())
+    if values.dtype.kind != "f":
+        return False  # object (None, ints beyond int64), strings, bools
+    return bool((np.isfinite(values) & (values == np.trunc(values))
+                 & (np.abs(values) < 2.0**63)).all())
 
 
 def check_cross_indices(indices):
@@ -273,7 +301,8 @@ def _check_distinct(indices):
 
 def _as_size(size):
     """A mode size from a dict: an integer >= 1 (7.9 is not silently 7)."""
-    if isinstance(size, bool) or int(size) != size or size < 1:
+    if (isinstance(size, bool) or not isinstance(size, numbers.Real)
+            or not math.isfinite(size) or int(size) != size or size < 1):
         raise ValueError(f"shape entries must be integers >= 1, got {size!r}.")
     return int(size)
 

@@ -75,7 +75,9 @@ class CheckpointStore:
         self.shape = tuple(int(n) for n in shape)
         self.arguments = arguments
         self.fingerprint = fingerprint(self.shape, arguments)
-        if not os.path.exists(self.path):
+        # An empty file is new too: the header is written whole or not at all, so an empty
+        # file never held a checkpoint (it is what tempfile.mkstemp leaves).
+        if not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
             _write_header_atomically(self.path, self._header())
         self._file = open(self.path, "r+b")  # noqa: SIM115 -- open until close()
         try:
