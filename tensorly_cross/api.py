@@ -2,6 +2,7 @@
 
 import contextlib
 import time
+import warnings
 
 import tensorly as tl
 from tensorly.tt_tensor import TTTensor
@@ -23,7 +24,7 @@ from .cross.slices import sliced_random_indices
 from .cross.stopping import CrossInfo, Validation
 from .cross.subnormal import warn_if_subnormal
 from .cross.tci import TCISweeper
-from .errors import EvaluationBudgetExceeded, MaxTimeReached
+from .errors import EvaluationBudgetExceeded, MaxTimeReached, RankDeficiencyWarning
 from .lazy.cache import EvaluationCache
 from .lazy.checkpoint import CheckpointedTensor, CheckpointStore
 from .lazy.deadline import DeadlineTensor
@@ -198,15 +199,33 @@ def cross_interpolate(tensor, indices, shape=None):
     if indices.tensor_shape != tuple(lazy.shape) and not is_one_channel(indices, lazy.shape):
         raise ValueError(f"indices are for shape {indices.tensor_shape}, the tensor has "
                          f"{lazy.shape}.")
-    return TTTensor(_assemble(lazy, indices))
+    singular = []
+    cores = _assemble(lazy, indices, singular)
+    _warn_if_singular(singular)
+    return TTTensor(cores)
 
 
-def _assemble(lazy, indices):
+def _warn_if_singular(singular):
+    """Warn of bonds whose pivots do not span their fibers on this tensor: the TT misses
+    the fibers it was read from (by the tensor's largest entries, without a word)."""
+    if singular:
+        bond, pivot_rank, fiber_rank = singular[0]
+        message = (
+            f"cross_interpolate: at bond{'s' if len(singular) > 1 else ''} "
+            f"{', '.join(str(found[0]) for found in singular)} the pivots do not span the "
+            f"fibers of this tensor (bond {bond}: pivot rank {pivot_rank}, fiber rank "
+            f"{fiber_rank}), so the TT does not interpolate the fibers it was read from. "
+            "Were the index sets chosen on other data? Choose them on this tensor "
+            "(select_indices).")
+        warnings.warn(RankDeficiencyWarning(message, pivot_rank), stacklevel=3)
+
+
+def _assemble(lazy, indices, singular=None):
     if indices.ranks is not None:  # a least-squares cross
         return lsq_assemble(lazy, indices)
     if is_one_channel(indices, lazy.shape):  # an oversampled ALS-cross
         return drop_channel_core(assemble_cores(OneChannel(lazy), indices))
-    return assemble_cores(lazy, indices)
+    return assemble_cores(lazy, indices, singular=singular)
 
 
 def _no_grad(active):

@@ -16,22 +16,24 @@ from .block import assemble_block_cores
 from .indices import cartesian_join, fiber_indices, mode_column, positions_in
 
 
-def assemble_cores(lazy, indices, fibers=None):
+def assemble_cores(lazy, indices, fibers=None, singular=None):
     """The TT cores interpolating ``lazy`` on ``indices`` (a :class:`CrossIndices`).
 
     All fibers (and, for non-nested sets, all pivot blocks) are read in ONE call to
     ``lazy.evaluate``; every operation after it is autograd-visible on PyTorch.
     ``fibers``: the fibers ``A[left[k], :, right[k]]`` as ``(r_k, n_k, r_{k+1})`` tensors,
     when the caller has them already (a TCI sweep reads them whole): no read then.
+    ``singular``: a list, appended ``(bond, pivot rank, fiber rank)`` for each bond of
+    nested sets whose pivots do not span its fibers (the cores do not interpolate there).
     """
     if indices.block:
         return assemble_block_cores(lazy, indices)
     if indices.nested is None or fibers is None or any(fiber is None for fiber in fibers):
         fibers, pivots = _read(lazy, indices)
     if indices.nested == "left":
-        return _left_nested_cores(fibers, indices)
+        return _left_nested_cores(fibers, indices, singular)
     if indices.nested == "right":
-        return _right_nested_cores(fibers, indices)
+        return _right_nested_cores(fibers, indices, singular)
     rank = indices.rank
     return [
         right_divide(tl.reshape(fibers[k], (-1, rank[k + 1])), pivots[k], fibers[k].shape)
@@ -99,29 +101,35 @@ def _fiber_keys(sorted_sets, shape, strides):
              + right @ strides[k + 1 :]).reshape(-1) for k, (left, right) in enumerate(sorted_sets)]
 
 
-def _left_nested_cores(fibers, indices):
+def _left_nested_cores(fibers, indices, singular=None):
     cores = []
     for k, fiber in enumerate(fibers[:-1]):
         r_left, size, r_right = tl.shape(fiber)
         rows = cartesian_join(indices.left[k], mode_column(size))
         pos = positions_in(indices.left[k + 1], rows)
-        core = _interpolating_basis(tl.reshape(fiber, (r_left * size, r_right)), pos)
+        core = _interpolating_basis(tl.reshape(fiber, (r_left * size, r_right)), pos,
+                                    k, singular)
         cores.append(tl.reshape(core, (r_left, size, r_right)))
     return cores + [fibers[-1]]
 
 
-def _right_nested_cores(fibers, indices):
+def _right_nested_cores(fibers, indices, singular=None):
     cores = [fibers[0]]
     for k in range(1, len(fibers)):
         r_left, size, r_right = tl.shape(fibers[k])
         cols = cartesian_join(mode_column(size), indices.right[k])
         pos = positions_in(indices.right[k - 1], cols)
         unfolded = tl.transpose(tl.reshape(fibers[k], (r_left, size * r_right)))
-        core = tl.transpose(_interpolating_basis(unfolded, pos))
+        core = tl.transpose(_interpolating_basis(unfolded, pos, k - 1, singular))
         cores.append(tl.reshape(core, (r_left, size, r_right)))
     return cores
 
 
-def _interpolating_basis(matrix, pos):
-    """``matrix @ pinv(matrix[pos])`` through an orthonormal basis of its column space."""
-    return interpolation_matrix(matrix, pos)
+def _interpolating_basis(matrix, pos, bond, singular):
+    """``matrix @ pinv(matrix[pos])`` through an orthonormal basis of its column space;
+    a bond whose pivots do not span it is noted in ``singular`` (a list, or None)."""
+    found = None if singular is None else []
+    core = interpolation_matrix(matrix, pos, found)
+    if found:
+        singular.append((bond, *found[0]))
+    return core

@@ -83,12 +83,14 @@ def pivot_rows(matrix, rng):
     return rows.astype(np.int64)
 
 
-def interpolation_matrix(matrix, pos):
+def interpolation_matrix(matrix, pos, singular=None):
     """``B`` with ``B[pos] ~ I`` and ``matrix = B @ matrix[pos]``: ``matrix @ pinv(matrix[pos])``.
 
     Computed on an orthonormal basis of the column space (``basis @ pinv(basis[pos])``),
     which is as well conditioned as the pivots allow and well defined for rank-deficient
-    blocks; zero for a zero block.
+    blocks; zero for a zero block. Where the rows ``pos`` do not span that basis, ``B`` is
+    a truncated pseudo-inverse's and ``matrix = B @ matrix[pos]`` fails; a list given as
+    ``singular`` is then appended ``(rank of the pivot rows, rank of the matrix)``.
     """
     n_rows, n_cols = tl.shape(matrix)
     # The matrix and the R of its QR share their singular values: the rank comes from the
@@ -101,6 +103,8 @@ def interpolation_matrix(matrix, pos):
     block = take_rows(basis, pos)
     if np.linalg.cond(to_host(block)) >= max_condition(to_host(block).dtype):
         # The pivots do not span the basis (degenerate values): a truncated pseudo-inverse.
+        if singular is not None:
+            singular.append((column_rank(block), rank))
         return tl.dot(basis, truncated_pinv(block))
     if rank == n_cols:
         # Solve against the pivot block instead of inverting it: one differentiable op.

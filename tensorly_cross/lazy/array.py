@@ -6,6 +6,13 @@ import tensorly as tl
 from .._backend import backend_name
 from .base import LazyTensor
 
+# Why an ArrayTensor cannot read an h5py dataset, and what can.
+H5PY_POINTS = (
+    "ArrayTensor cannot read an h5py Dataset: h5py has no integer-array (point-wise) "
+    "indexing. Pass the dataset itself to tt_cross or lazy_tensor, or "
+    "tensorly_cross.open_volume(dataset), which read it chunk by chunk."
+)
+
 
 class ArrayTensor(LazyTensor):
     """A lazy view of an array that is already somewhere (in memory, memory-mapped, on disk).
@@ -49,6 +56,8 @@ class ArrayTensor(LazyTensor):
                 device = self.array.device
                 columns = tuple(torch.as_tensor(column, device=device) for column in columns)
             return self.array[columns]
+        if type(self.array).__module__.startswith("h5py."):
+            raise TypeError(H5PY_POINTS)  # h5py's own message names neither cause nor cure
         if hasattr(self.array, "vindex"):  # zarr and dask arrays: point-wise selection
             return np.asarray(self.array.vindex[columns])
         if hasattr(self.array, "detach"):  # a PyTorch tensor under another backend

@@ -1,5 +1,6 @@
 """A chunk's result, its exception noted with the multi-indices it was computing."""
 
+import pickle
 from concurrent.futures import FIRST_EXCEPTION, Future, wait
 
 # How every note on a chunk's exception starts (a client adds its own when one is missing).
@@ -22,9 +23,27 @@ def noted_result(result, chunk, number, n_chunks):
     try:
         return result()
     except Exception as error:
-        error.add_note(f"{NOTE_PREFIX} {number + 1} of {n_chunks}: {span(chunk)} "
-                       "(chunk_size=1 names the very entry)")
+        if is_pickling_error(error):  # the function may never have run: do not blame it
+            error.add_note(f"raised by pickling chunk {number + 1} of {n_chunks} ({span(chunk)}) "
+                           "for the executor: the function, its arguments or its values "
+                           "could not be sent between processes")
+        else:
+            error.add_note(f"{NOTE_PREFIX} {number + 1} of {n_chunks}: {span(chunk)} "
+                           "(chunk_size=1 names the very entry)")
         raise
+
+
+def is_pickling_error(error):
+    """Whether ``error`` is a failure to pickle (or unpickle) what goes to or comes from an
+    executor's workers. Which type it is depends on the Python version and on what failed:
+    ``pickle.PicklingError`` (a lambda of ``__main__``), AttributeError ("Can't pickle
+    local object"), TypeError ("cannot pickle '_thread.lock' object", dask's "Could not
+    serialize object")."""
+    if isinstance(error, pickle.PicklingError | pickle.UnpicklingError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, TypeError | AttributeError) and (
+        "pickl" in text or "serializ" in text or "local object" in text)
 
 
 def span(chunk):

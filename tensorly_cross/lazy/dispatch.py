@@ -7,7 +7,9 @@ import numpy as np
 from .._backend import check_concrete
 from .array import ArrayTensor
 from .base import LazyTensor
+from .dask import DaskTensor
 from .function import FunctionTensor
+from .sources import H5Source
 
 
 def lazy_tensor(obj, shape=None):
@@ -19,6 +21,8 @@ def lazy_tensor(obj, shape=None):
         - a :class:`LazyTensor` is returned as is;
         - a tensor of any TensorLy backend, a NumPy array or memmap, or any array-like with
           integer-array indexing (zarr, dask) becomes an :class:`ArrayTensor`;
+        - an h5py ``Dataset``, which has no integer-array indexing, is read chunk by chunk,
+          as ``open_volume(dataset)`` reads it (a :class:`DaskTensor`);
         - a callable on (m, d) integer multi-indices becomes a :class:`FunctionTensor`
           (``shape`` is then required);
         - a TensorLy ``TTTensor`` becomes a :class:`FunctionTensor` of its entries (a cross
@@ -29,7 +33,8 @@ def lazy_tensor(obj, shape=None):
     Returns
     -------
     lazy : LazyTensor
-        ``obj`` itself, an :class:`ArrayTensor` or a :class:`FunctionTensor`.
+        ``obj`` itself, an :class:`ArrayTensor`, a :class:`DaskTensor` (h5py) or a
+        :class:`FunctionTensor`.
 
     Raises
     ------
@@ -69,6 +74,8 @@ def as_lazy(obj, shape=None, name="obj"):
     if factorized is not None:
         return factorized
     _refuse_non_arrays(obj, name)
+    if _is_h5py_dataset(obj):  # its [...] takes one sorted index list, not point lists
+        return DaskTensor(H5Source(obj))
     if hasattr(obj, "shape") and hasattr(obj, "__getitem__"):
         check_concrete(obj, name)  # a meta tensor or a JAX tracer failed deep in a read
         return ArrayTensor(obj)
@@ -87,6 +94,12 @@ def _path_hint(obj):
         return (f" To read the volume stored at {obj!r}, pass tensorly_cross.open_volume(path) "
                 "(zarr, HDF5, .npy, NIfTI).")
     return ""
+
+
+def _is_h5py_dataset(obj):
+    """Whether ``obj`` is an h5py dataset, told by its type's module: h5py is not imported
+    for it (a dataset exists only if h5py was imported already)."""
+    return type(obj).__module__.startswith("h5py.") and hasattr(obj, "shape")
 
 
 def _factorized_tensor(obj, name):

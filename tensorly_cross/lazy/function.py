@@ -6,6 +6,7 @@ import numpy as np
 
 from .._validation import check_int
 from .base import LazyTensor
+from .chunk_result import is_pickling_error
 from .parallel import WorkerCount, check_executor, evaluate_in_chunks
 
 # Added to a TypeError raised by the user's function.
@@ -16,12 +17,13 @@ CALLING_CONVENTION = (
     "lambda rows: np.array([f(*row) for row in rows])."
 )
 
-# Added to a TypeError from pickling the function for an executor.
+# Added to an error from pickling the function, or its values, for an executor.
 PICKLING = (
     "The executor could not pickle the function (or what it holds) to send it to its "
-    "workers: dask does so even for a cluster of threads, a process pool always. Define "
-    "the function at module level, keep locks, open files and clients out of what it "
-    "holds, or evaluate serially (executor=None)."
+    "workers, or the values it returned to send them back: dask does so even for a "
+    "cluster of threads, a process pool always. Define the function at module level (not "
+    "a lambda or a function defined inside another), keep locks, open files and clients "
+    "out of what it holds, return NumPy arrays, or evaluate serially (executor=None)."
 )
 
 
@@ -118,19 +120,17 @@ class FunctionTensor(LazyTensor):
                 start = time.perf_counter()
                 values = self.function(indices)
                 seconds = time.perf_counter() - start
-        except TypeError as error:
-            # The usual one: a function of d scalars, f(i, j, k), called with one array;
-            # with an executor, also a function it could not pickle.
-            pickling = self.executor is not None and _is_pickling_error(error)
-            error.add_note(PICKLING if pickling else CALLING_CONVENTION)
+        except Exception as error:
+            # With an executor: a function (or values) it could not pickle, which is a
+            # PicklingError, an AttributeError or a TypeError depending on what failed.
+            if self.executor is not None and is_pickling_error(error):
+                error.add_note(PICKLING)
+            elif isinstance(error, TypeError):
+                # The usual one: a function of d scalars, f(i, j, k), called with one array.
+                error.add_note(CALLING_CONVENTION)
             raise
         self.function_seconds += seconds
         return values
-
-
-def _is_pickling_error(error):
-    text = str(error).lower()
-    return "pickle" in text or "serializ" in text
 
 
 def _check_grids(grids):

@@ -16,6 +16,7 @@ import time
 import numpy as np
 import tensorly as tl
 
+from .base import _host_numbers
 from .chunk_result import as_tuple, results_in_order
 from .worker_groups import gather_groups, submit_groups
 
@@ -41,11 +42,21 @@ def executor_workers(executor):
     None) with its pool's size; a dask client lists its workers (one with address None and
     one thread while it has none)."""
     if _is_dask_client(executor):
+        _check_open(executor)
         workers = sorted((address, max(1, int(threads)))
                          for address, threads in executor.nthreads().items())
         return tuple(workers) or ((None, 1),)
     workers = getattr(executor, "_max_workers", None)  # ThreadPool- and ProcessPoolExecutor
     return ((None, int(workers) if workers else os.cpu_count() or 1),)
+
+
+def _check_open(client):
+    """Raise ValueError for a closed dask client: asked for its workers, it fails deep in
+    distributed (an AttributeError on its scheduler, which is None)."""
+    if getattr(client, "status", None) in ("closing", "closed"):
+        raise ValueError(f"executor {client!r} has no workers (is it closed, or its cluster "
+                         "shut down?); pass a connected dask client, a "
+                         "concurrent.futures executor, or executor=None.")
 
 
 class WorkerCount:
@@ -172,9 +183,12 @@ def _check_chunk(values, chunk):
 
 
 def _concatenate(values):
+    """The chunks' values as one: a chunk that is not a backend tensor is read as a serial
+    call's values are (``_host_numbers``: ``np.asarray`` fails on a PyTorch tensor that
+    requires grad, under another backend)."""
     if len(values) == 1:
         return values[0]
     if all(isinstance(part, np.ndarray) for part in values):
         return np.concatenate(values)
-    return tl.concatenate([part if tl.is_tensor(part) else tl.tensor(np.asarray(part))
+    return tl.concatenate([part if tl.is_tensor(part) else tl.tensor(_host_numbers(part))
                            for part in values])

@@ -318,6 +318,7 @@ def qtt_to_tt(tt_q, layout):
     if len(cores) != len(layout.quantics_shape):
         raise ValueError(f"tt_q has {len(cores)} cores; the layout has "
                          f"{len(layout.quantics_shape)} quantics modes.")
+    _check_chain(cores)
     sizes = tuple(int(tl.shape(core)[1]) for core in cores)
     if sizes != tuple(layout.quantics_shape):
         raise ValueError(f"tt_q's mode sizes {sizes} are not the layout's quantics modes "
@@ -332,3 +333,22 @@ def qtt_to_tt(tt_q, layout):
                               (r_left, -1, tl.shape(nxt)[2]))
         merged.append(tl.reshape(core, (tl.shape(core)[0], size, tl.shape(core)[2])))
     return TTTensor(merged)
+
+
+def _check_chain(cores):
+    """Raise ValueError unless ``cores`` are 3-D and each one's right rank is the next
+    one's left rank: contracted as they are, a mismatch failed deep in the backend."""
+    for number, core in enumerate(cores):
+        if len(tl.shape(core)) != 3:
+            raise ValueError(f"tt_q's core {number} has shape {tuple(tl.shape(core))}; TT cores "
+                             "are 3-D, (left rank, mode size, right rank).")
+    for number in range(1, len(cores)):
+        right, left = int(tl.shape(cores[number - 1])[2]), int(tl.shape(cores[number])[0])
+        if right != left:
+            raise ValueError(f"tt_q's ranks do not chain: core {number - 1} has right rank "
+                             f"{right} but core {number} has left rank {left}; each core's "
+                             "right rank must equal the next core's left rank.")
+    ends = int(tl.shape(cores[0])[0]), int(tl.shape(cores[-1])[2])
+    if ends != (1, 1):
+        raise ValueError(f"tt_q's first core has left rank {ends[0]} and its last core right "
+                         f"rank {ends[1]}; both must be 1.")

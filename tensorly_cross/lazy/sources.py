@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from .._backend import check_concrete, to_host
+
 SUPPORTED_KINDS = "biuf"  # bool, signed and unsigned ints, floats
 
 
@@ -267,16 +269,40 @@ class DaskSource(ChunkSource):
 
 
 class SliceableSource(ChunkSource):
-    """Anything sliceable with basic slices (nibabel's ArrayProxy, np.memmap, ...)."""
+    """Anything sliceable with basic slices (nibabel's ArrayProxy, np.memmap, a PyTorch
+    tensor, ...). A PyTorch tensor is read to host NumPy arrays (detached, off its device;
+    bfloat16 widened to float32), its dtype given as NumPy's."""
 
     def __init__(self, array, chunks=None, name=None, dtype=None, stored_dtype=None):
-        dtype = dtype if dtype is not None else array.dtype
+        dtype = dtype if dtype is not None else _host_dtype(array)
         super().__init__(array.shape, dtype, chunks, name or type(array).__name__,
                          stored_dtype=stored_dtype)
         self.array = array
 
     def _read(self, slices):
-        return self.array[slices]
+        return _on_host(self.array[slices])
+
+
+def _is_torch(array):
+    """Whether ``array`` is a PyTorch tensor (without importing torch when it is not)."""
+    return type(array).__module__.startswith("torch")
+
+
+def _host_dtype(array):
+    """NumPy's dtype of ``array``'s entries once on the host: ``np.dtype`` cannot read a
+    PyTorch dtype (``torch.float64``)."""
+    if not _is_torch(array):
+        return array.dtype
+    import torch
+
+    check_concrete(array, "volume")  # a meta tensor holds no values to stream
+    return to_host(torch.empty(0, dtype=array.dtype)).dtype
+
+
+def _on_host(block):
+    """A block as NumPy can read it: ``np.asarray`` fails on a PyTorch tensor that requires
+    grad or lives on a GPU."""
+    return to_host(block) if _is_torch(block) else block
 
 
 def as_chunk_source(obj):
