@@ -158,6 +158,7 @@ def test_existing_output_is_refused_without_force(volumes, tmp_path):
         (["compress", "{npy}", "--max-slices", "2"], 2, "--max-slices needs --rank"),
         (["info", "{npy}"], 1, "not a readable"),
         (["reconstruct", "missing.npz", "--png", "x.png"], 1, "does not exist"),
+        (["reconstruct", "missing.npz", "--png", "x.jpg"], 2, "give a path ending in .png"),
         ([], 2, ""),
     ],
 )

@@ -49,7 +49,7 @@ def test_compress_to_an_existing_directory_names_it(volume, tmp_path, capsys):
 
 
 def test_reconstruct_to_an_existing_directory_names_it(tt_file, tmp_path, capsys):
-    folder = tmp_path / "adir"
+    folder = tmp_path / "adir.png"
     folder.mkdir()
     assert cli.main(["reconstruct", tt_file, "--png", str(folder), "--force"]) == \
         cli.EXIT_INPUT

@@ -291,7 +291,8 @@ def test_reconstruct_works_for_any_number_of_dimensions(tmp_path, capsys, shape,
         index = tuple(int(fixed[str(a)]) if str(a) in fixed else slice(None) for a in range(4))
         np.testing.assert_allclose(image, dense[index], atol=1e-12)
     else:
-        np.testing.assert_allclose(image, np.atleast_2d(dense), atol=1e-12)
+        np.testing.assert_allclose(image, dense, atol=1e-12)  # in the volume's own shape
+        assert image.shape == dense.shape
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
 
 

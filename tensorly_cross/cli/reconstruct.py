@@ -56,6 +56,10 @@ def _check_arguments(args):
     if args.output and not nifti and not args.output.lower().endswith(".npy"):
         raise UsageError(f"-o/--output must end in .npy (a slice) or .nii/.nii.gz (the whole "
                          f"volume, or with --slice its slab), got {args.output!r}.")
+    if args.png and not args.png.lower().endswith(".png"):
+        # PNG bytes under another suffix (x.jpg) mislead every viewer that trusts it.
+        raise UsageError(f"--png writes a PNG image: give a path ending in .png, got "
+                         f"{args.png!r}.")
     if args.dataset is not None and not (args.against and is_hdf5(args.against)):
         raise UsageError("--dataset names the HDF5 dataset of --against; give it with an "
                          ".h5/.hdf5 --against only.")
