@@ -1,5 +1,7 @@
 """The held-out validation: read in two stages, the second for all but clear passes."""
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -10,6 +12,7 @@ from tensorly_cross import FunctionTensor
 from tensorly_cross.cross.stopping import FIRST_MIN, Validation
 from tensorly_cross.lazy.cache import EvaluationCache
 
+from .conftest import host
 from .strategies import random_tt_cores, seeds, tt_function
 
 SHAPE, RANK = (6, 7, 8, 5), (1, 2, 3, 2, 1)
@@ -151,19 +154,33 @@ def test_without_held_out_entries_the_sweeps_stop_at_a_fixed_point(method):
     assert error(tt) <= 1.0001 * error(every)  # what 50 sweeps would have given
 
 
-@pytest.mark.parametrize("tensor", [np.full((1, 1), 3.0), "val_size=1"])
-def test_a_tolerance_left_unchecked_is_reported_as_such(tensor):
+def test_a_tolerance_left_unchecked_is_reported_as_such():
     # With nothing left to hold out (the one draw was the start pivot), the warning said
     # "the TT returned is the starting one" after sweeps that had built it.
-    if isinstance(tensor, str):
-        tensor, settings = FunctionTensor(_inverse_sum, (8, 8, 8, 8)), {"val_size": 1}
-    else:
-        settings = {}
+    tensor = FunctionTensor(_inverse_sum, (8, 8, 8, 8))
     with pytest.warns(tlc.ToleranceNotMetWarning, match="no held-out entry was left") as caught:
         _, info = tlc.tt_cross(tensor, method="tci", random_state=0, return_info=True,
-                               **settings)
+                               val_size=1)
     assert "starting one" not in str(caught[0].message)
     assert info.n_heldout == 0 and info.stop_reason == "stalled"
+
+
+@given(seed=seeds, method=st.sampled_from(["tci", "als"]))
+def test_a_tensor_read_whole_is_judged_on_every_entry(seed, method):
+    # Zero but at one corner: a full-rank ALS cross read all 256 entries and returned a
+    # zero TT whose held-out error (on zeros) was 0, stop "tol"; a 1 x 1 tensor, whose
+    # one draw was the start pivot, was reported as unchecked.
+    for tensor in (np.full((1, 1), 3.0), np.zeros((4, 4, 4, 4))):
+        tensor[(-1,) * tensor.ndim] = 3.0
+        rank = None if method == "tci" else 16
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rank clipped, unseen structure
+            tt, info = tlc.tt_cross(tensor, method=method, rank=rank, random_state=seed,
+                                    return_info=True)
+        true_error = np.linalg.norm(host(tt.to_tensor()) - tensor) / np.linalg.norm(tensor)
+        if info.n_evals == tensor.size:  # (a TCI that reads less warns of unseen structure)
+            assert info.val_error == pytest.approx(true_error, abs=1e-12)
+            assert info.stop_reason != "tol" or true_error <= 1e-6
 
 
 def test_entries_at_the_edge_of_float64_are_refused_by_name():

@@ -186,6 +186,10 @@ def heldout_bound(n_heldout):
 # of held-out error (bench_volume, "plain xzy s4").
 FIRST_SHARE, FIRST_MIN, CLEAR_MARGIN = 0.2, 200, 0.01
 
+# Tensors of at most this many entries, once read whole, are judged on every entry (the
+# TT at 2**20 entries: a fraction of a second).
+EXACT_SIZE = 2**20
+
 # A pass of the tolerance is suspect when the cross read an entry this many times larger
 # than every held-out entry: the held-out sample never saw that part of the tensor (a spike,
 # a small bright feature), so its error says nothing about it.
@@ -254,7 +258,11 @@ class Validation:
         self.eps = float(np.finfo(np.promote_types(host.dtype, np.float32)).eps)
 
     def error(self, cores):
-        """Relative (absolute when the held-out values are all zero) 2-norm error."""
+        """Relative (absolute when the held-out values are all zero) 2-norm error; exact,
+        over every entry, once the cross has read them all (see :data:`EXACT_SIZE`)."""
+        exact = self._error_on_every_entry(cores)
+        if exact is not None:
+            return exact
         error = self._error_on_read(cores)
         if error > CLEAR_MARGIN * self.tol and self.n_read < self.indices.shape[0]:
             try:
@@ -265,6 +273,20 @@ class Validation:
         if error <= self.tol:
             self._warn_if_unseen(error)
         return error
+
+    def _error_on_every_entry(self, cores):
+        """The error over the whole tensor when the cache holds every entry (None otherwise):
+        no entry is unseen then, and a held-out sample could only hide what was read. A
+        tensor zero but at one entry, read whole by a full-rank ALS cross, gave a zero TT
+        whose held-out error (999 zeros) was 0."""
+        lazy = self.lazy
+        size = getattr(lazy, "size", None)
+        if not hasattr(lazy, "max_abs") or size is None or size > EXACT_SIZE or len(lazy) < size:
+            return None
+        every = np.indices(lazy.shape).reshape(len(lazy.shape), -1).T.astype(np.int64)
+        values = to_host(lazy.evaluate(every))  # all cached: nothing is evaluated again
+        difference = to_host(tt_entries(cores, every)) - values
+        return relative_norm(difference, _scaled_parts(values))
 
     def _warn_if_unseen(self, error):
         """Warn (once) when a pass of the tolerance rests on a sample that shows signs of
