@@ -26,3 +26,8 @@ sphinx_gallery_conf = {
     "filename_pattern": r"plot_",
     "download_all_examples": False,
 }
+
+# Base classes that autodoc's :show-inheritance: names, documented by PyTorch (no
+# intersphinx here: the build reads nothing from the network).
+nitpick_ignore = [("py:class", "torch.nn.modules.module.Module"),
+                  ("py:class", "torch.utils.data.dataset.Dataset")]

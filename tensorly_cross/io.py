@@ -30,7 +30,7 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False)
         The HDF5 dataset path.
     cache_bytes : int or None
         Chunk cache of the :class:`DaskTensor` (zarr, HDF5, NIfTI; default 256 MiB) or page
-        cache of the :class:`NpyTensor` (.npy; default 64 MiB). Bound it to bound memory:
+        cache of the ``NpyTensor`` (.npy; default 64 MiB). Bound it to bound memory:
         it is the only buffer that grows with the volume.
     client : dask.distributed.Client, optional
         Read chunks on this cluster's workers (zarr, HDF5; for .npy and NIfTI files a

@@ -28,7 +28,7 @@ def tt_entries(cores, indices):
     -------
     values : tensor of shape (m,)
         Costs ``O(m sum_k r_k r_{k+1})`` operations in bounded memory (chunks of entries,
-        see :data:`WORK_ENTRIES`); autograd-visible.
+        see ``WORK_ENTRIES``); autograd-visible.
 
     Raises
     ------

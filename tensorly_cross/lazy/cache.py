@@ -59,7 +59,7 @@ class EvaluationCache(LazyTensor):
     Lookups are vectorised: multi-indices are packed into int64 keys (flat positions while
     the tensor has fewer than 2**63 entries, checked 64-bit hashes beyond: ``keys.py``),
     kept sorted, and found with one ``searchsorted`` per level and batch
-    (:class:`SortedKeys`); a batch of strictly increasing keys is neither sorted nor
+    (``SortedKeys``); a batch of strictly increasing keys is neither sorted nor
     deduplicated again. Each batch makes at
     most one call to the wrapped tensor, for the entries not yet known. Callers that know
     their packed keys (:attr:`key_strides`) read by key with :meth:`evaluate_keys`.
@@ -75,7 +75,7 @@ class EvaluationCache(LazyTensor):
         When storing a batch would exceed this, the cache is emptied first (memory stays
         bounded at ``max_entries`` keys and values).
     max_evals : int or None
-        A batch whose new entries would push :attr:`counters.unique` above this raises
+        A batch whose new entries would push ``counters.unique`` above this raises
         :class:`EvaluationBudgetExceeded` before anything is computed.
 
     Examples

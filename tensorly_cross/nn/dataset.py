@@ -31,7 +31,7 @@ class VolumeDataset(torch.utils.data.Dataset):
     targets : array-like, shape (n,) or (n, t)
         One finite target (or row of ``t`` targets) per volume, stored as float32.
     cache_bytes : int or None
-        Chunk or page cache of each opened volume (see :func:`open_volume`).
+        Chunk or page cache of each opened volume (see :func:`~tensorly_cross.open_volume`).
     in_memory : bool, default False
         Read each path's whole volume into a float32 tensor on first access and keep it:
         for volumes that fit, and for the dense baseline, which reads every voxel anyway.

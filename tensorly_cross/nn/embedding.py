@@ -79,8 +79,9 @@ class CrossEmbedding(nn.Module):
         The TT over the grid's modes, or over their binary digits (QTT; see
         :class:`EncodedTensor`), whose index search reads fewer positions on large grids.
     oversample : float, default 1.0
-        Probe positions per bond, as a multiple of the rank (see :func:`tt_cross`): more
-        encoder runs, cores fitted over more of the field.
+        Probe positions per bond, as a multiple of the rank (see
+        :func:`~tensorly_cross.tt_cross`): more encoder runs, cores fitted over more of the
+        field.
     max_batch : int or "auto"
         Most patches per encoder call; ``"auto"``: :func:`device_batch_size` for the
         encoder's device, measured once.
@@ -242,7 +243,7 @@ class CrossEmbedding(nn.Module):
         self._indices.clear()
 
     def reset_counters(self):
-        """Set every entry of :attr:`counters` to zero."""
+        """Set every entry of ``counters`` to zero."""
         self.counters = dict(encoder_calls=0, patches_encoded=0, searches=0,
                              lockstep_rounds=0, forward_calls=0, volumes=0,
                              search_seconds=0.0, read_seconds=0.0)

@@ -18,7 +18,7 @@ def patch_grid(volume_shape, stride):
 class PatchGrid:
     """Patches of a volume on a regular grid of positions.
 
-    Position ``g`` (a multi-index into :attr:`grid_shape`) is the patch centred on voxel
+    Position ``g`` (a multi-index into ``grid_shape``) is the patch centred on voxel
     ``g * stride``. Voxels outside the volume are filled by ``padding``: ``"reflect"``
     (mirror without repeating the edge), ``"edge"`` (repeat the edge) or ``"zeros"``.
 

@@ -1,7 +1,7 @@
 """A training recipe: regression on volumes with any embedding, evaluation, k-fold.
 
-The recipe is the same for :class:`CrossEmbedding` and the dense baseline
-(:class:`DenseEmbedding`), so that their comparison measures the embeddings only:
+The recipe is the same for :class:`~tensorly_cross.nn.CrossEmbedding` and the dense baseline
+(:class:`~tensorly_cross.nn.DenseEmbedding`), so that their comparison measures the embeddings only:
 features standardised by ``BatchNorm1d`` (no affine part; optional), a linear readout,
 targets standardised with the training set's mean and scale, Adam, mean squared error.
 """
@@ -22,8 +22,9 @@ class Regressor(nn.Module):
     Parameters
     ----------
     embedding : nn.Module
-        ``embedding(volumes, keys=None) -> (B, n_inputs)`` (:class:`CrossEmbedding`,
-        :class:`DenseEmbedding`).
+        ``embedding(volumes, keys=None) -> (B, n_inputs)``
+        (:class:`~tensorly_cross.nn.CrossEmbedding`,
+        :class:`~tensorly_cross.nn.DenseEmbedding`).
     n_inputs : int
         Features the embedding returns.
     n_targets : int, default 1
@@ -92,9 +93,9 @@ class Regressor(nn.Module):
 
 @dataclass
 class TrainingLog:
-    """What a :func:`fit` run did.
+    """What a :func:`fit` run did (each parameter is an attribute of the same name).
 
-    Attributes
+    Parameters
     ----------
     losses : list of float
         Mean training loss of each epoch (standardised targets).
@@ -117,18 +118,21 @@ class TrainingLog:
 
     @property
     def total_seconds(self):
+        """Wall time of all epochs, in seconds (training steps only)."""
         return float(sum(self.seconds))
 
     @property
     def total_cpu_seconds(self):
+        """CPU time of all epochs, in seconds (all threads)."""
         return float(sum(self.cpu_seconds))
 
 
 def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callback=None):
-    """Train a :class:`Regressor` on a :class:`VolumeDataset`.
+    """Train a :class:`Regressor` on a :class:`~tensorly_cross.nn.VolumeDataset`.
 
     Each training volume's position in ``train`` is its key, so a
-    :class:`CrossEmbedding` with ``refresh_every > 1`` reuses its indices across epochs. A
+    :class:`~tensorly_cross.nn.CrossEmbedding` with ``refresh_every > 1`` reuses its
+    indices across epochs. A
     TT-PCA head (``head="pca"``) is fitted on the training volumes at the start of every
     epoch, with the encoder of that moment (as the paper's code does).
 
@@ -159,7 +163,7 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
     Raises
     ------
     TypeError
-        If ``train`` (or ``test``) is not a :class:`VolumeDataset`.
+        If ``train`` (or ``test``) is not a :class:`~tensorly_cross.nn.VolumeDataset`.
     ValueError
         If ``epochs`` is not a non-negative int, ``batch_size`` not a positive int,
         ``train`` is empty, its targets per volume are not the model's ``n_targets``, or
@@ -302,7 +306,7 @@ def cross_validate(build_model, dataset, n_folds=5, seed=0, **fit_options):
     build_model : callable
         ``build_model() -> Regressor``, a fresh model for each fold.
     dataset : VolumeDataset
-        Split into ``n_folds`` folds (:meth:`VolumeDataset.folds`).
+        Split into ``n_folds`` folds (:meth:`~tensorly_cross.nn.VolumeDataset.folds`).
     n_folds : int, default 5
         Folds, each the test set once.
     seed : int, default 0
