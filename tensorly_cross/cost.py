@@ -113,8 +113,8 @@ def choose_path(volume, path=None, rank=None, max_rank=64, oversample=1.5):
     share = cross_share(geometry, r, oversample)
     if share > CROSS_SHARE:
         return PathChoice("stream", f"a cross would read about {share:.0%} of the storage "
-                          f"(>{CROSS_SHARE:.0%}): reading it all twice costs little more and "
-                          "the error is exact", share)
+                          f"(>{CROSS_SHARE:.0%}): reading it all, at most twice, costs little more "
+                          "and the error is exact", share)
     return PathChoice("lsq", f"a cross should read about {share:.0%} of the storage", share)
 
 
