@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from .._backend import to_host
+from .._validation import check_int
 from ..io import VOLUME_SUFFIXES, open_volume
 from ..lazy.base import LazyTensor
 from ..lazy.npy import NpyTensor
@@ -27,9 +28,11 @@ class VolumeDataset(torch.utils.data.Dataset):
     ----------
     volumes : sequence of path, ndarray or torch.Tensor
         3-D volumes (a 4-D volume's first or last axis of size 1, a channel, is dropped
-        when read).
+        when read). A list even for one volume: a single path is refused, not split
+        into characters.
     targets : array-like, shape (n,) or (n, t)
-        One finite target (or row of ``t`` targets) per volume, stored as float32.
+        One finite target (or row of ``t`` targets) per volume, stored as float32 (a
+        copy: a torch tensor is detached, as targets take no gradient).
     cache_bytes : int or None
         Chunk or page cache of each opened volume (see :func:`~tensorly_cross.open_volume`).
     in_memory : bool, default False
@@ -38,6 +41,9 @@ class VolumeDataset(torch.utils.data.Dataset):
 
     Raises
     ------
+    TypeError
+        If ``volumes`` is a single path (wrap it in a list), or an item is neither a path,
+        an array, a tensor nor a lazy tensor.
     ValueError
         If ``volumes`` and ``targets`` differ in length, a target is not finite, or a path
         has an unsupported suffix.
@@ -63,6 +69,11 @@ class VolumeDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, volumes, targets, cache_bytes=None, in_memory=False):
+        if isinstance(volumes, (str, bytes, os.PathLike)):
+            # list() would split a str into characters, each taken for a path
+            raise TypeError(f"volumes must be a sequence of volumes (paths, arrays or "
+                            f"tensors), got the single path {os.fsdecode(volumes)!r}: "
+                            "for one volume, pass a list, [path].")
         self.volumes = list(volumes)
         self.targets = _float32_targets(targets, len(self.volumes))
         # A bytes path, as open_volume takes it, is decoded once here.
@@ -165,13 +176,27 @@ class VolumeDataset(torch.utils.data.Dataset):
         subset : VolumeDataset
             With the same ``cache_bytes`` and ``in_memory``; volumes already read whole
             are shared, not read again.
+
+        Raises
+        ------
+        IndexError
+            If an index is out of range (negative ones count from the end, as for
+            :meth:`__getitem__`).
         """
-        indices = [int(i) for i in np.asarray(indices).reshape(-1)]
+        indices = [self._position(int(i)) for i in np.asarray(indices).reshape(-1)]
         subset = VolumeDataset([self.volumes[i] for i in indices],
                                self.targets[indices].numpy(), self.cache_bytes, self.in_memory)
         subset._loaded = {new: self._loaded[old] for new, old in enumerate(indices)
                           if old in self._loaded}
         return subset
+
+    def _position(self, index):
+        """``index`` as a position in ``[0, len)``; an IndexError naming both otherwise."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} is out of range for a dataset of {len(self)} "
+                             f"items (allowed: {-len(self)} to {len(self) - 1}).")
+        # non-negative, so that volumes read whole (kept by position) are found
+        return index % len(self)
 
     def split(self, train_fraction, seed=0):
         """A random split into a training and a test dataset.
@@ -255,21 +280,26 @@ class VolumeDataset(torch.utils.data.Dataset):
 
         Raises
         ------
+        TypeError
+            If ``batch_size`` is not an int.
         ValueError
-            If ``batch_size`` is not a positive int.
+            If ``batch_size`` is below 1.
         """
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
         order = (np.random.default_rng(seed).permutation(len(self)) if shuffle
                  else np.arange(len(self)))
-        for start in range(0, len(self), int(batch_size)):
-            chosen = [int(i) for i in order[start : start + int(batch_size)]]
+        for start in range(0, len(self), batch_size):
+            chosen = [int(i) for i in order[start : start + batch_size]]
             yield chosen, [self.volume(i) for i in chosen], self.targets[chosen]
 
 
 def _float32_targets(targets, n_volumes):
     """Targets as a float32 ``(n,)`` or ``(n, t)`` tensor, each finite and within float32's
     range (checked before the cast, which would turn 1e300 into inf with only a warning)."""
+    if isinstance(targets, torch.Tensor):
+        # Targets are data, not a graph: NumPy cannot read a tensor that requires grad
+        # (or one on a GPU), and the float32 copy kept here would not carry it anyway.
+        targets = targets.detach().cpu()
     values = np.asarray(targets, dtype=np.float64)
     if values.ndim not in (1, 2) or values.shape[0] != n_volumes:
         raise ValueError(f"targets must have shape (n,) or (n, t) with n = len(volumes) = "

@@ -35,6 +35,14 @@ class Regressor(nn.Module):
         running statistics lag behind features that move fast over few steps, and batches
         of a few volumes make its batch statistics noisy: ``False`` for short runs on small
         batches (the readout then sees the features as they are).
+
+    Notes
+    -----
+    The features are cast to the readout's dtype before the norm and the readout: a
+    float16 or bfloat16 :class:`~tensorly_cross.nn.CrossEmbedding` returns float32
+    features, which a Regressor moved to that dtype (``model.to(torch.bfloat16)``)
+    could not otherwise take. A float32 or float64 Regressor, whose embedding returns
+    features of its own dtype, is unchanged by the cast.
     """
 
     def __init__(self, embedding, n_inputs, n_targets=1, normalize=True):
@@ -86,6 +94,9 @@ class Regressor(nn.Module):
             raise ValueError(f"the embedding returned features of shape "
                              f"{tuple(features.shape)}; this Regressor was built with "
                              f"n_inputs={self.n_inputs} (features per volume).")
+        # A half-precision embedding returns float32 features (its documented output);
+        # the norm and readout refuse mixed dtypes, so the features take theirs.
+        features = features.to(self.readout.weight.dtype)
         standardised = self.readout(self.norm(features))
         prediction = self.target_mean + self.target_scale * standardised.to(self.target_mean)
         return prediction[:, 0] if prediction.shape[1] == 1 else prediction
@@ -163,15 +174,16 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
     Raises
     ------
     TypeError
-        If ``train`` (or ``test``) is not a :class:`~tensorly_cross.nn.VolumeDataset`.
+        If ``train`` (or ``test``) is not a :class:`~tensorly_cross.nn.VolumeDataset`, or
+        ``epochs`` or ``batch_size`` is not an int.
     ValueError
-        If ``epochs`` is not a non-negative int, ``batch_size`` not a positive int,
-        ``train`` is empty, its targets per volume are not the model's ``n_targets``, or
-        the model standardises its features (``normalize=True``, ``BatchNorm1d``) and a
-        step would see one volume only: ``batch_size=1``, or one training volume.
+        If ``epochs`` is negative, ``batch_size`` is below 1, ``train`` is empty, its
+        targets per volume are not the model's ``n_targets``, or the model standardises
+        its features (``normalize=True``, ``BatchNorm1d``) and a step would see one volume
+        only: ``batch_size=1``, or one training volume.
     """
-    if int(epochs) != epochs or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}.")
+    epochs = check_int(epochs, "epochs", minimum=0)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     _check_training_data(model, train, test, batch_size)
     model.set_target_scale(train.targets)
     if hasattr(model.embedding, "clear_cache"):
@@ -182,7 +194,7 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
         model.embedding._build_head_for(tuple(train.volume(0).shape))
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     log = TrainingLog()
-    for epoch in range(int(epochs)):
+    for epoch in range(epochs):
         _refit_pca(model.embedding, train)
         model.train()
         start, cpu_start, losses = time.perf_counter(), time.process_time(), []
@@ -215,8 +227,6 @@ def _check_training_data(model, train, test, batch_size):
         if data is not None and not isinstance(data, VolumeDataset):
             raise TypeError(f"{name} must be a VolumeDataset (volumes and their targets), "
                             f"got {type(data).__name__}.")
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
     if len(train) == 0:
         raise ValueError("train is empty: fit needs at least one training volume.")
     for name, data in (("train", train), ("test", test)):
@@ -224,7 +234,7 @@ def _check_training_data(model, train, test, batch_size):
         if data is not None and width != model.readout.out_features:
             raise ValueError(f"{name} has {width} target(s) per volume; the model predicts "
                              f"n_targets={model.readout.out_features}.")
-    if isinstance(model.norm, nn.BatchNorm1d) and min(int(batch_size), len(train)) < 2:
+    if isinstance(model.norm, nn.BatchNorm1d) and min(batch_size, len(train)) < 2:
         # BatchNorm's batch statistics need two volumes: every step would be skipped.
         raise ValueError(f"batch_size={batch_size} with {len(train)} training volume(s) gives "
                          "steps of one volume, which a Regressor with normalize=True "
@@ -240,9 +250,31 @@ def _refit_pca(embedding, train):
 
 
 def _standardised_loss(model, predictions, targets):
-    targets = targets.to(predictions).reshape(predictions.shape)
+    targets = _targets_like(predictions, targets.to(predictions), "the batch")
     scale = model.target_scale if predictions.ndim > 1 else model.target_scale[0]
     return torch.mean(((predictions - targets) / scale) ** 2)
+
+
+def _targets_like(predictions, targets, where):
+    """``targets`` in the shape of ``predictions``; a ValueError naming both if they differ.
+
+    ``(n,)`` and ``(n, 1)`` are one target per volume either way. Anything else must match
+    exactly: broadcasting ``(n,)`` against ``(n, t)`` (or ``(1, t)`` against ``(1,)``)
+    would give a loss or RMSE over pairs that do not belong together, with no error.
+    """
+    count = len(predictions)
+    if len(targets) != count or \
+            predictions.reshape(count, -1).shape != targets.reshape(len(targets), -1).shape:
+        raise ValueError(f"the model's predictions have shape {tuple(predictions.shape)} but "
+                         f"the targets of {where} have shape {tuple(targets.shape)}: the "
+                         "model must predict one value per target of each volume (its "
+                         "n_targets must be the targets' width).")
+    return targets.reshape(predictions.shape)
+
+
+def _check_not_empty(dataset, caller):
+    if len(dataset) == 0:
+        raise ValueError(f"dataset is empty: {caller} needs at least one volume.")
 
 
 @torch.no_grad()
@@ -265,7 +297,14 @@ def predict(model, dataset, batch_size=8):
     -------
     predictions : torch.Tensor
         On the CPU: ``(n,)`` for one target, ``(n, t)`` for ``t``.
+
+    Raises
+    ------
+    ValueError
+        If ``dataset`` is empty (as :func:`fit` refuses an empty ``train``: an empty
+        result would make :func:`rmse` a NaN with no word of why).
     """
+    _check_not_empty(dataset, "predict")
     was_training = model.training
     model.eval()
     try:
@@ -292,9 +331,16 @@ def rmse(model, dataset, batch_size=8):
     -------
     rmse : float
         Over every item and target.
+
+    Raises
+    ------
+    ValueError
+        If ``dataset`` is empty, or the model's predictions do not have the shape of its
+        targets (a model with another ``n_targets``).
     """
-    errors = predict(model, dataset, batch_size) - dataset.targets.reshape(len(dataset), -1) \
-        .squeeze(1)
+    _check_not_empty(dataset, "rmse")
+    predictions = predict(model, dataset, batch_size)
+    errors = predictions - _targets_like(predictions, dataset.targets, "the dataset")
     return float(errors.double().pow(2).mean().sqrt())
 
 
@@ -318,6 +364,12 @@ def cross_validate(build_model, dataset, n_folds=5, seed=0, **fit_options):
     -------
     scores : list of float
         The test RMSE of each fold, in fold order.
+
+    Raises
+    ------
+    ValueError
+        As :func:`fit` and :func:`rmse` do (for instance if the models' ``n_targets`` is
+        not the targets' width).
     """
     scores = []
     for train, test in dataset.folds(n_folds, seed=seed):
