@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ..errors import NonFiniteValueError
-from .patches import PADDINGS
+from .patches import PADDINGS, _pad_index, native_byte_order
 
 _TORCH_PADDING = {"reflect": "reflect", "edge": "replicate", "zeros": "constant"}
 
@@ -21,18 +21,24 @@ class DenseEmbedding(nn.Module):
     Parameters
     ----------
     encoder : nn.Sequential
-        A :func:`default_encoder` (or any ``Sequential`` of 3-D convolutions and
+        A :func:`default_encoder` (or any ``Sequential``, nested ones included, of 3-D
+        convolutions with stride 1 and padding 0, of any kernel sizes and dilations, and
         pointwise layers, optionally ending in ``AdaptiveAvgPool3d(1)`` and ``Flatten``),
-        with parameters.
+        with parameters. Padded or strided convolutions and poolings inside are refused:
+        run over the whole volume they would not give one position per voxel, nor the
+        features the encoder gives a patch.
     padding : {"reflect", "edge", "zeros"}
-        As :class:`PatchGrid` pads patches at the borders.
+        As :class:`PatchGrid` pads patches at the borders (``"reflect"`` reflects again and
+        again where an axis of the volume is not longer than the border, as PatchGrid does).
 
     Raises
     ------
     TypeError
         If ``encoder`` is not an ``nn.Sequential``.
     ValueError
-        If ``encoder`` has no parameters, or ``padding`` is not one of the three.
+        If ``encoder`` has no parameters, or a layer it cannot run over the whole volume
+        (a padded or strided convolution, a pooling before the end, a block of layers of its
+        own), or ``padding`` is not one of the three.
 
     Notes
     -----
@@ -69,11 +75,12 @@ class DenseEmbedding(nn.Module):
         while layers and isinstance(layers[-1], (nn.Flatten, nn.AdaptiveAvgPool3d)):
             layers.pop()
         self._body = layers
-        shrink = sum((layer.kernel_size[0] - 1) * layer.dilation[0] for layer in layers
-                     if isinstance(layer, nn.Conv3d))
+        shrink = _body_shrink(layers)
         # As PatchGrid centres a patch: (p - 1) // 2 voxels before it, p // 2 after (an even
         # patch is off-centre), so that the body's output has one position per voxel.
-        self.halo = (shrink // 2, shrink - shrink // 2)
+        self.halo = tuple((n // 2, n - n // 2) for n in shrink)  # per axis: before, after
+        # nn.functional.pad's order: the last axis first
+        self._pad = tuple(side for before_after in reversed(self.halo) for side in before_after)
 
     def forward(self, volumes, keys=None):
         """Mean features of a batch of volumes, computed in one pass of the encoder's body.
@@ -103,10 +110,24 @@ class DenseEmbedding(nn.Module):
         """
         batch = self._batch(volumes)
         _check_finite_volumes(batch)
-        features = nn.functional.pad(batch, self.halo * 3, mode=_TORCH_PADDING[self.padding])
+        features = self._padded(batch)
         for layer in self._body:
             features = layer(features)
         return features.mean(dim=(2, 3, 4))
+
+    def _padded(self, batch):
+        """The batch with its border: torch's padding, or, for ``"reflect"`` on an axis not
+        longer than its border (torch refuses it), PatchGrid's, which reflects again and
+        again (and repeats a single voxel), as CrossEmbedding pads the same volume."""
+        size = batch.shape[2:]
+        if self.padding == "reflect" and any(max(halo) >= n for halo, n in
+                                             zip(self.halo, size, strict=True)):
+            for axis, ((before, after), n) in enumerate(zip(self.halo, size, strict=True)):
+                index, _ = _pad_index(np.arange(-before, n + after), n, "reflect")
+                batch = batch.index_select(2 + axis, torch.as_tensor(index,
+                                                                     device=batch.device))
+            return batch
+        return nn.functional.pad(batch, self._pad, mode=_TORCH_PADDING[self.padding])
 
     def _batch(self, volumes):
         """The volumes as one ``(B, 1, D, H, W)`` tensor on the encoder's device and dtype."""
@@ -153,4 +174,60 @@ def _as_tensor(volume):
     if hasattr(volume, "evaluate"):
         raise TypeError("DenseEmbedding needs volumes in memory (tensors or arrays); read "
                         "lazy volumes whole first, e.g. VolumeDataset(..., in_memory=True).")
-    return torch.as_tensor(np.asarray(volume))
+    return torch.as_tensor(native_byte_order(np.asarray(volume)))
+
+
+# Layers that mix positions other than as a stride-1 convolution does: run over the whole
+# volume, their output has no longer one position per voxel.
+_SPATIAL = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
+            nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
+            nn.modules.pooling._LPPoolNd, nn.modules.conv._ConvTransposeNd, nn.Upsample,
+            nn.Flatten, nn.Unflatten, nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def _body_shrink(layers):
+    """Voxels the body's stride-1, unpadded 3-D convolutions take off each axis,
+    ``sum(dilation * (kernel_size - 1))``: the border that gives one output per voxel.
+
+    Raises
+    ------
+    ValueError
+        For a layer the border cannot account for: a padded or strided convolution (its
+        output is not one position per voxel, and in a patch its padding fills other
+        values than the volume's neighbours), a pooling, or a block with layers of its own.
+    """
+    shrink = np.zeros(3, dtype=np.int64)
+    for name, layer in _flat(layers, "encoder"):
+        if isinstance(layer, nn.Conv3d):
+            _check_dense_conv(layer, name)
+            shrink += np.asarray(layer.dilation) * (np.asarray(layer.kernel_size) - 1)
+        elif isinstance(layer, _SPATIAL) or next(layer.children(), None) is not None:
+            raise ValueError(
+                f"{name} ({layer!r}) cannot run over the whole volume: "
+                "DenseEmbedding takes 3-D convolutions with stride 1 and no padding, and "
+                "pointwise layers (activations, normalisations), optionally followed by "
+                "AdaptiveAvgPool3d(1) and Flatten at the end.")
+    return tuple(int(n) for n in shrink)
+
+
+def _flat(layers, name):
+    """``(name, layer)`` for each layer, nested Sequentials opened (they run in order):
+    ``encoder[1][0]`` is layer 0 of the Sequential at ``encoder[1]``."""
+    for number, layer in enumerate(layers):
+        if isinstance(layer, nn.Sequential):
+            yield from _flat(layer, f"{name}[{number}]")
+        else:
+            yield f"{name}[{number}]", layer
+
+
+def _check_dense_conv(conv, name):
+    """A convolution whose output over the volume has one position per voxel of its
+    input less its kernel's reach: stride 1, no padding."""
+    unpadded = conv.padding == "valid" or (not isinstance(conv.padding, str)
+                                           and not any(conv.padding))
+    if tuple(conv.stride) != (1, 1, 1) or not unpadded:
+        raise ValueError(
+            f"{name} ({conv!r}) has stride {tuple(conv.stride)} and padding "
+            f"{conv.padding!r}: DenseEmbedding takes convolutions with stride 1 and padding 0 "
+            "(it pads the volume itself, with its padding argument, so that the features at "
+            "every voxel are those of the patch centred there).")

@@ -141,6 +141,8 @@ class CrossEmbedding(nn.Module):
         self.rank, self.refresh_every, self.n_iter_max = rank, refresh_every, n_iter_max
         self.random_state, self.oversample = random_state, oversample
         self.method = check_choice(method, "method", ("block", "als"))
+        if isinstance(rank, list):
+            _check_end_ranks(rank, self.method)
         self.layout = check_choice(layout, "layout", ("tt", "quantics"))
         if isinstance(max_batch, str):
             if max_batch != "auto":
@@ -505,6 +507,18 @@ class CrossEmbedding(nn.Module):
             if parameter is not None:  # the head follows the module's device and dtype
                 head = head.to(device=parameter.device, dtype=parameter.dtype)
         self.head = head
+
+
+def _check_end_ranks(rank, method):
+    """A TT's boundary ranks are 1: checked here, before a clipping warning about the inner
+    bonds (the search would refuse them only after it). The block cross clips a last entry
+    above 1 (its last core carries the features) with that warning, as it always has."""
+    ends = (rank[0],) if method == "block" else (rank[0], rank[-1])
+    if len(rank) < 2 or any(r != 1 for r in ends):
+        which = ("first entry (the TT's boundary rank) is" if method == "block" else
+                 "first and last entries (the TT's boundary ranks) are")
+        raise ValueError(f"rank must be a list of at least 2 ints whose {which} 1 "
+                         f"(method={method!r}), got {list(rank)}.")
 
 
 def _outside_stacklevel():

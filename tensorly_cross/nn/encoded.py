@@ -11,7 +11,7 @@ from ..lazy.base import LazyTensor
 from ..lazy.cache import SortedKeys
 from ..lazy.quantics import QuanticsLayout
 from .keyed import content_digest
-from .patches import PatchGrid, check_positions, encode_patches
+from .patches import PatchGrid, check_features, check_positions, encode_patches
 
 
 def default_encoder(patch_size, n_features, width=8, pooled=False):
@@ -83,8 +83,10 @@ class EncodedTensor(LazyTensor):
     through exactly the patches read, re-using the patches cut during the search (no
     voxel is read twice). Cached features are dropped as soon as one of the encoder's
     parameters changes (an optimiser step, a loaded state, an in-place edit through
-    ``.data``): they are reused only while
-    they are what the encoder would compute.
+    ``.data``), or a layer is added, removed or replaced (``encoder[1] = nn.ReLU()``): they
+    are reused only while they are what the encoder would compute. What the cache cannot
+    see is a change of a layer's plain attributes (``GELU.approximate``, ``Dropout.p``) or of
+    its hooks: call :meth:`clear_cache` after one.
 
     Parameters
     ----------
@@ -312,7 +314,7 @@ class EncodedTensor(LazyTensor):
         self.n_encoded += len(positions)
         if self.encode is not None:
             self.n_encoder_calls += 1
-            return self.encode(patches).reshape(len(positions), self.n_features)
+            return check_features(self.encode(patches), patches, self.n_features)
         outputs = []
         for start in range(0, len(positions), self.batch_size):
             batch = patches[start : start + self.batch_size]
@@ -334,13 +336,15 @@ def _encoder_state(encoder):
     buffer's identity, storage, in-place version, dtype and device (``.data =`` and
     ``.to()`` replace the storage without a new version; an optimiser step and
     ``load_state_dict`` bump the version), a SHA-256 of their values (an in-place edit
-    through ``.data``, e.g. ``weight.data.mul_(2)``, bumps no version), and the train/eval
-    mode of every module. Encoders are small: hashing their values costs far less than one
-    encoder call."""
+    through ``.data``, e.g. ``weight.data.mul_(2)``, bumps no version), the train/eval
+    mode of every module, and the modules themselves by name: a parameter-free layer
+    swapped (GELU for ReLU) changes the outputs and no tensor. The modules are held, not
+    their ``id``: a new module cannot take the address of one that is gone. Encoders are
+    small: hashing their values costs far less than one encoder call."""
     tensors = [*encoder.parameters(), *encoder.buffers()]
     return (tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device) for t in tensors),
             content_digest(*tensors),
-            tuple(module.training for module in encoder.modules()))
+            tuple((name, module, module.training) for name, module in encoder.named_modules()))
 
 
 class _KeyedRows:

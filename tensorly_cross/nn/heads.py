@@ -335,11 +335,13 @@ class TTPCAHead(nn.Module):
     def fit(self, tts):
         """Fit the components on training TTs (kept, detached, for the projections).
 
-        A refit (same number of TTs and components) keeps the coordinates continuous: the
-        new components are rotated (an orthogonal Procrustes fit) to give the training TTs
-        the coordinates the previous components gave them, as far as the new span allows,
-        so that a readout trained on the old coordinates still applies. Signs of
-        eigenvectors, and bases of near-equal eigenvalues, no longer flip between refits.
+        A refit (same number of TTs and components, TTs of the same mode sizes) keeps the
+        coordinates continuous: the new components are rotated (an orthogonal Procrustes
+        fit) to give the training TTs the coordinates the previous components gave them, as
+        far as the new span allows, so that a readout trained on the old coordinates still
+        applies. Signs of eigenvectors, and bases of near-equal eigenvalues, no longer flip
+        between refits. A refit on TTs of other mode sizes starts afresh, as a first fit
+        does (the previous components cannot give them coordinates).
 
         Parameters
         ----------
@@ -370,7 +372,7 @@ class TTPCAHead(nn.Module):
         centring = torch.eye(n, dtype=gram.dtype, device=gram.device) - 1.0 / n
         centred = centring @ gram @ centring
         projection, live = _principal_projection(centred, gram, self.n_components)
-        if self.fitted and self.projection.shape == projection.shape and live > 0:
+        if self._continues(tts, projection) and live > 0:
             # the new TTs, the old components; only the live components are rotated, so
             # that those beyond them stay 0
             previous = torch.stack([self(tt) for tt in tts]).to(projection.dtype)
@@ -419,6 +421,14 @@ class TTPCAHead(nn.Module):
         # <TT - mean TT, TT_i - mean TT>: the common part cancels in float64 first
         centred = kernel - kernel.mean() - self.centred_row_means.to(torch.float64)
         return (centred @ self.projection.to(torch.float64)).to(tt[0].dtype)
+
+    def _continues(self, tts, projection):
+        """Whether this fit refits the last one, whose coordinates it then keeps: the same
+        number of TTs and components, and TTs of the shape the last fit took."""
+        if not self.fitted or self.projection.shape != projection.shape:
+            return False
+        fitted_shape = tuple(int(cores.shape[2]) for cores in self.train_cores)
+        return tt_shape(tts[0]) == fitted_shape
 
     def _set_state(self, stacked, centred_row_means, projection):
         for k in range(self.n_modes, len(stacked)):

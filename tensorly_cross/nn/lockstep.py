@@ -31,7 +31,8 @@ class LockstepEncoder:
     encoder : torch.nn.Module
         Maps ``(m, 1, p, p, p)`` patches to ``(m, F)`` features.
     n_features : int
-        Features ``F`` per patch (the encoder's outputs are reshaped to ``(m, F)``).
+        Features ``F`` per patch (the encoder must return ``(m, F)``, or that with
+        trailing axes of size 1; any other shape is a ValueError).
     max_batch : int
         Most patches per encoder call (size it to the device: :func:`device_batch_size`).
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+from torch import nn
 
 from .._validation import check_int
 from ..lazy.base import LazyTensor, check_indices
@@ -127,12 +128,13 @@ class PatchGrid:
         grid, mask = self.voxel_indices(positions)
         flat = grid.reshape(-1, 3)
         if isinstance(self.volume, LazyTensor):
-            values = torch.as_tensor(np.asarray(_host(self.volume.evaluate(flat))))
+            values = torch.as_tensor(native_byte_order(np.asarray(
+                _host(self.volume.evaluate(flat)))))
         elif isinstance(self.volume, torch.Tensor):
             index = torch.as_tensor(flat, device=self.volume.device)
             values = self.volume[index[:, 0], index[:, 1], index[:, 2]]
         else:
-            values = torch.as_tensor(self.volume[tuple(flat.T)])
+            values = torch.as_tensor(native_byte_order(self.volume[tuple(flat.T)]))
         device = device if device is not None else values.device
         values = values.to(device=device, dtype=dtype).reshape(mask.shape)
         values = values * torch.as_tensor(mask, device=device, dtype=dtype)
@@ -182,6 +184,24 @@ def _check_real_volume(volume):
                         "part or its magnitude (volume.real, abs(volume)).")
 
 
+def native_byte_order(array):
+    """``array`` in the machine's byte order (torch refuses any other), with the same values:
+    a big-endian NIfTI's ``dataobj`` or a ``'>f4'`` ``.npy`` is big-endian on most machines.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+
+    Returns
+    -------
+    array : numpy.ndarray
+        ``array`` itself when already native, else a converted copy.
+    """
+    if array.dtype.isnative:
+        return array
+    return array.astype(array.dtype.newbyteorder("="))
+
+
 def _pad_index(index, size, padding):
     """Map out-of-range voxel indices into the volume; ``inside`` is False where a
     ``"zeros"`` padding must blank the voxel."""
@@ -203,11 +223,103 @@ def _host(values):
 
 def encode_patches(encoder, patches, n_features):
     """``encoder(patches)`` as ``(m, n_features)``, or a ValueError that says what the
-    encoder returned for what it was given (a bare reshape error otherwise)."""
-    output = encoder(patches)
-    if output.numel() != patches.shape[0] * n_features:
+    encoder returned for what it was given (a bare reshape error, or rows silently mixed,
+    otherwise).
+
+    Parameters
+    ----------
+    encoder : callable
+        Maps ``(m, 1, p, p, p)`` patches to ``(m, n_features)`` features; trailing axes of
+        size 1 (``(m, n_features, 1, 1, 1)``, a convolution without ``Flatten``) are
+        accepted too.
+    patches : torch.Tensor of shape (m, 1, p, p, p)
+        The patches.
+    n_features : int
+        Features per patch.
+
+    Returns
+    -------
+    features : torch.Tensor of shape (m, n_features)
+
+    Raises
+    ------
+    ValueError
+        If the encoder's kernels do not fit in the patches, or it returns another shape
+        (e.g. ``(n_features, m)``: features first).
+    """
+    try:
+        output = encoder(patches)
+    except RuntimeError as error:
+        if not _patch_too_small(error):
+            raise
         raise ValueError(
-            f"the encoder returned shape {tuple(output.shape)} for {patches.shape[0]} patches "
-            f"of shape {tuple(patches.shape[1:])}; expected {patches.shape[0]} rows of "
-            f"n_features={n_features}: check n_features and patch_size against the encoder.")
-    return output.reshape(patches.shape[0], n_features)
+            f"the encoder cannot read {patches.shape[0]} patches of shape "
+            f"{tuple(patches.shape[1:])} (patch_size={patches.shape[-1]}): its kernels do not "
+            f"fit in them{_needs(encoder)}. Check patch_size against the encoder "
+            f"(torch: {error})") from error
+    return check_features(output, patches, n_features)
+
+
+def check_features(output, patches, n_features):
+    """The encoder's ``output`` for ``patches`` as ``(m, n_features)``; a ValueError unless its
+    shape is ``(m, n_features)`` or that with trailing axes of size 1. Checking only the
+    number of elements would take ``(n_features, m)`` (features first) and mix the features
+    of different patches without a word.
+
+    Parameters
+    ----------
+    output : torch.Tensor
+        What the encoder (or an ``encode`` callable) returned.
+    patches : torch.Tensor of shape (m, 1, p, p, p)
+        What it was given.
+    n_features : int
+        Features per patch.
+
+    Returns
+    -------
+    features : torch.Tensor of shape (m, n_features)
+
+    Raises
+    ------
+    ValueError
+        If ``output`` has another shape (naming the shape got and the one expected).
+    """
+    m, shape = patches.shape[0], tuple(output.shape)
+    if shape[:2] != (m, n_features) or any(n != 1 for n in shape[2:]):
+        raise ValueError(
+            f"the encoder returned shape {shape} for {m} patches of shape "
+            f"{tuple(patches.shape[1:])}; expected ({m}, {n_features}) (one row of "
+            f"n_features={n_features} per patch, optionally followed by axes of size 1): "
+            "check n_features and patch_size against the encoder, and that it returns the "
+            "patches first.")
+    return output.reshape(m, n_features)
+
+
+# torch's messages when a convolution's or pooling's kernel is larger than its input
+_TOO_SMALL = ("Kernel size can't be greater than actual input size", "Output size is too small")
+
+
+def _patch_too_small(error):
+    return any(text in str(error) for text in _TOO_SMALL)
+
+
+def _needs(encoder):
+    """``": it needs patches of at least N voxels"`` where N can be worked out (a chain of
+    3-D convolutions, poolings and layers without children, in nested Sequentials), else
+    ``""``."""
+    if not isinstance(encoder, nn.Sequential):
+        return ""
+    layers = [m for m in encoder.modules() if not isinstance(m, nn.Sequential)]
+    if any(next(layer.children(), None) is not None for layer in layers):
+        return ""  # a block of its own: the order of its layers is its forward's
+    size = np.ones(3, dtype=np.int64)  # smallest input, per axis, for one output position
+    for layer in reversed(layers):
+        if not isinstance(layer, nn.Conv3d | nn.MaxPool3d | nn.AvgPool3d):
+            continue
+        if isinstance(layer.padding, str):  # "same" or "valid" on a convolution
+            return ""
+        kernel, stride, padding, dilation = (
+            np.broadcast_to(np.asarray(getattr(layer, name, 1)), 3)
+            for name in ("kernel_size", "stride", "padding", "dilation"))
+        size = np.maximum((size - 1) * stride + dilation * (kernel - 1) + 1 - 2 * padding, 1)
+    return f": it needs patches of at least {tuple(int(n) for n in size)} voxels"
