@@ -164,3 +164,12 @@ def test_subset_with_negative_indices_shares_volumes_read_whole(tmp_path):
     subset = data.subset([-1, 0])
     assert subset.volume(0) is last
     assert float(subset.targets[0]) == 2.0
+
+
+@pytest.mark.parametrize("n_folds", [None, "3", float("nan"), True])
+def test_folds_names_a_fold_count_that_is_not_an_int(n_folds):
+    # None, "3" and nan raised bare TypeErrors and ValueErrors from int().
+    data = VolumeDataset(_volumes(4), np.arange(4.0))
+    with pytest.raises(ValueError, match=r"n_folds must be an int in \[2, 4\]"):
+        data.folds(n_folds)
+    assert len(data.folds(2.0)) == 2

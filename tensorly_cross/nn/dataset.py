@@ -1,5 +1,6 @@
 """VolumeDataset: volumes on disk (or in memory) with their targets, read lazily."""
 
+import numbers
 import operator
 import os
 
@@ -249,7 +250,10 @@ class VolumeDataset(torch.utils.data.Dataset):
         ValueError
             If ``n_folds`` is not an int in ``[2, len(self)]``.
         """
-        if int(n_folds) != n_folds or not 2 <= n_folds <= len(self):
+        # None, strings and nan raised bare TypeErrors and ValueErrors from int().
+        integral = (isinstance(n_folds, numbers.Integral) and not isinstance(n_folds, bool)
+                    or isinstance(n_folds, float) and n_folds.is_integer())
+        if not integral or not 2 <= n_folds <= len(self):
             raise ValueError(f"n_folds must be an int in [2, {len(self)}], got {n_folds!r}.")
         order = np.random.default_rng(seed).permutation(len(self))
         parts = np.array_split(order, int(n_folds))
