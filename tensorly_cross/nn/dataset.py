@@ -182,7 +182,7 @@ class VolumeDataset(torch.utils.data.Dataset):
         ------
         IndexError
             If an index is out of range (negative ones count from the end, as for
-            :meth:`__getitem__`).
+            ``__getitem__``).
         """
         indices = [self._position(int(i)) for i in np.asarray(indices).reshape(-1)]
         subset = VolumeDataset([self.volumes[i] for i in indices],
