@@ -198,3 +198,16 @@ def test_unseeded_generators_differ_from_call_to_call():
 
     first, second = (check_random_state(None).integers(2**62, size=4) for _ in range(2))
     assert not np.array_equal(first, second)
+
+
+@pytest.mark.parametrize("shape", [(1,), (1, 1), (1, 1, 1)])
+def test_a_one_entry_tensor_meets_tol_without_a_warning(shape):
+    # Nothing is left to hold out, but the cross read the whole tensor: its error is known
+    # (0), so "tol not checked" would be false.
+    values = np.full(shape, 3.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tt, info = tlc.tt_cross(values, tol=1e-10, method="tci", return_info=True)
+    assert info.val_error == 0.0
+    assert np.array_equal(host(tlc.tt_entries(list(tt), np.zeros((1, len(shape)), int))),
+                          [3.0])

@@ -20,14 +20,18 @@ _LSQ_HINT = ('on images and volumes, method="lsq" (the least-squares cross) fits
              'interpolating methods stall on')
 
 
-def warn_if_missed(options, info):
+def warn_if_missed(options, info, read_whole=False):
     """Warn (:class:`ToleranceNotMetWarning`) when a rank-adaptive run returns a TT whose
     held-out error exceeds ``options.tol``, or one that a budget stopped before any
-    held-out check; not when the callback stopped it (the caller decided)."""
+    held-out check; not when the callback stopped it (the caller decided).
+
+    ``read_whole``: the cross read every entry, so its error was measured on all of them
+    (a one-entry tensor leaves none to hold out, yet its error is known exactly).
+    """
     error, tol = info.val_error, options.tol
     if options.rank is not None or not tol > 0 or info.stop_reason == "callback":
         return
-    unchecked = not info.n_heldout and options.val_size > 0
+    unchecked = not info.n_heldout and options.val_size > 0 and not read_whole
     # NaN included: a TT whose held-out error is not a number has not met anything.
     missed = info.n_heldout and not error <= tol
     if not (unchecked or missed):
