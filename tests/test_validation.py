@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+import tensorly as tl
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -211,3 +212,16 @@ def test_a_one_entry_tensor_meets_tol_without_a_warning(shape):
     assert info.val_error == 0.0
     assert np.array_equal(host(tlc.tt_entries(list(tt), np.zeros((1, len(shape)), int))),
                           [3.0])
+
+
+@pytest.mark.parametrize("method", ["auto", "lsq", "tci"])
+def test_val_size_zero_on_a_tensor_read_whole_judges_it_exactly(method):
+    # The least-squares cross read this small tensor whole and passed on its exact error,
+    # then tried to round the TT on held-out entries that val_size=0 had not drawn.
+    rng = np.random.default_rng(0)
+    cores = [rng.standard_normal(shape) for shape in [(1, 6, 3), (3, 7, 3), (3, 8, 1)]]
+    values = tl.tt_to_tensor(cores)
+    tt, info = tlc.tt_cross(values, val_size=0, method=method, return_info=True)
+    # TCI reads a part: without held-out entries it stops at a fixed point.
+    assert info.stop_reason == ("stalled" if method == "tci" else "tol")
+    assert np.linalg.norm(host(tl.tt_to_tensor(tt)) - values) <= 1e-10 * np.linalg.norm(values)

@@ -400,6 +400,11 @@ class LSQSweeper:
         from .confidence import held_out_residuals
         from .rounding import round_to_tolerance
 
+        if validation.values is None:
+            # val_size=0 on a tensor read whole: its exact error passed, and no held-out
+            # sample is left to judge a rounding on (rounding on the entries that fitted
+            # the cores would pass them all).
+            return cores, validation.error(cores)
         if self.ranks is None:
             cores = round_to_tolerance(cores, _TrimTest(validation, self.tol), self.tol)
             indices.ranks = (1,) + tuple(tl.shape(core)[2] for core in cores)
