@@ -172,3 +172,19 @@ def test_a_function_of_d_scalars_gets_a_note_on_the_calling_convention(executor)
     finally:
         if pool is not None:
             pool.shutdown()
+
+
+def test_an_exception_of_a_serial_function_names_the_batch_it_was_computing():
+    # Executors' chunks were noted with their multi-indices; a serial call was not, and
+    # nothing said where in the tensor the function failed.
+    def fails_on_row_3(indices):
+        if (indices[:, 0] == 3).any():
+            raise ZeroDivisionError("boom")
+        return np.ones(len(indices))
+
+    f = FunctionTensor(fails_on_row_3, (5, 6))
+    f.evaluate([[0, 0], [1, 2]])
+    with pytest.raises(ZeroDivisionError, match="boom") as caught:
+        f.evaluate([[2, 0], [3, 1], [4, 5]])
+    assert caught.value.__notes__ == [
+        "raised by the function on a batch of 3 multi-indices from (2, 0) to (4, 5)"]

@@ -6,7 +6,7 @@ import numpy as np
 
 from .._validation import check_int
 from .base import LazyTensor
-from .chunk_result import is_pickling_error
+from .chunk_result import is_pickling_error, span
 from .parallel import WorkerCount, check_executor, evaluate_in_chunks
 
 # Added to a TypeError raised by the user's function.
@@ -128,6 +128,9 @@ class FunctionTensor(LazyTensor):
             elif isinstance(error, TypeError):
                 # The usual one: a function of d scalars, f(i, j, k), called with one array.
                 error.add_note(CALLING_CONVENTION)
+            if self.executor is None:
+                # Which call failed (an executor's chunks note their own).
+                error.add_note(f"raised by the function on a batch of {span(indices)}")
             raise
         self.function_seconds += seconds
         return values
