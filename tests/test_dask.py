@@ -282,3 +282,24 @@ def test_npy_pages_give_the_entries_and_count_each_page_once(tmp_path_factory, o
     assert lazy.pages_read == pages.size
     lazy.evaluate(points)
     assert lazy.pages_read == pages.size and lazy.page_hits == pages.size
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "hdf5", "npy"])
+def test_a_float32_file_gives_the_tt_of_its_array_cast_to_float64(tmp_path, fmt):
+    # Files are read as float64 (documented in guarantees.rst); the default method and a
+    # volume that is not low-rank, so that the least-squares sweeps decide the result.
+    rng = np.random.default_rng(0)
+    volume = (smooth_volume((24, 20, 18)) + 0.05 * rng.standard_normal((24, 20, 18)))
+    volume = volume.astype(np.float32)
+    path = str(tmp_path / {"zarr": "v.zarr", "hdf5": "v.h5", "npy": "v.npy"}[fmt])
+    if fmt == "zarr":
+        zarr.create_array(path, shape=volume.shape, chunks=(8, 8, 8), dtype="f4")[:] = volume
+    elif fmt == "hdf5":
+        with h5py.File(path, "w") as handle:
+            handle.create_dataset("v", data=volume, chunks=(5, 6, 7))
+    else:
+        np.save(path, volume)
+    out_of_core = tlc.tt_cross(open_volume(path), tol=0.05, random_state=1)
+    in_memory = tlc.tt_cross(volume.astype(np.float64), tol=0.05, random_state=1)
+    assert all(host(core).dtype == np.float64 for core in out_of_core)
+    _same_tt(out_of_core, in_memory)
