@@ -11,7 +11,7 @@ cores cannot be merged per axis, fall back to point-wise evaluation in small bat
 import base64
 import gzip
 import io
-import math
+import numbers
 import os
 import tempfile
 
@@ -35,11 +35,24 @@ def volume_values(tt, metadata, selection):
     """The sub-volume ``volume[selection]`` as a float64 (or complex) NumPy array.
 
     ``selection`` has one ``int`` or ``slice`` (step 1) per volume axis; an int drops its axis,
-    as NumPy indexing does.
+    and a negative one counts from the end, as NumPy indexing does.
+
+    Raises
+    ------
+    IndexError
+        For an index outside its axis.
+    ValueError
+        For a selection of another length than the volume's axes, or a slice whose step is
+        not 1 (it would be ignored).
+    TypeError
+        For an item that is neither an int nor a slice.
     """
     shape = volume_shape(tt, metadata)
-    ranges = [range(*item.indices(n)) if isinstance(item, slice) else range(item, item + 1)
-              for item, n in zip(selection, shape, strict=True)]
+    if len(selection) != len(shape):
+        raise ValueError(f"selection must have one int or slice per axis of the volume's "
+                         f"shape {shape}; got {len(selection)}: {selection!r}.")
+    ranges = [_axis_range(item, n, axis)
+              for axis, (item, n) in enumerate(zip(selection, shape, strict=True))]
     cores, axes = _axis_cores(tt, metadata, shape)
     if cores is None:
         block = _pointwise(tt, metadata, shape, ranges)
@@ -49,6 +62,22 @@ def volume_values(tt, metadata, selection):
         block = np.transpose(block.reshape([len(ranges[a]) for a in axes]), np.argsort(axes))
     dropped = tuple(axis for axis, item in enumerate(selection) if not isinstance(item, slice))
     return block.reshape([len(r) for r in ranges]).squeeze(axis=dropped)
+
+
+def _axis_range(item, size, axis):
+    """The indices ``selection[axis]`` takes of an axis of ``size``, as a step-1 range."""
+    if isinstance(item, slice):
+        indices = range(*item.indices(size))
+        if indices.step != 1:  # core slicing below takes start:stop only
+            raise ValueError(f"selection[{axis}]={item!r} must have step 1 (or None).")
+        return indices
+    if isinstance(item, bool) or not isinstance(item, numbers.Integral):
+        raise TypeError(f"selection[{axis}] must be an int or a slice, got {item!r} "
+                        f"({type(item).__name__}).")
+    if not -size <= item < size:
+        raise IndexError(f"selection[{axis}]={item} is outside axis {axis} of size {size}.")
+    index = int(item) % size
+    return range(index, index + 1)
 
 
 def _axis_cores(tt, metadata, shape):
@@ -125,7 +154,8 @@ def write_nifti(path, tt, metadata, dtype=None, fixed=None):
 
     Notes
     -----
-    Slabs of the last axis (contiguous in NIfTI's Fortran order) are evaluated and written
+    Blocks of at most :data:`BLOCK_ENTRIES` entries, contiguous in NIfTI's Fortran order
+    (runs of slabs of the last axis, or runs within a larger slab), are evaluated and written
     one at a time, so memory stays bounded by :data:`BLOCK_ENTRIES` times the rank. The
     affine and header of a NIfTI input (kept in the TT file) are restored; other inputs get
     the identity affine.
@@ -138,8 +168,6 @@ def write_nifti(path, tt, metadata, dtype=None, fixed=None):
     header = _nifti_header(nibabel, metadata, shape, dtype,
                            offset=[part.start for part in box])
     dtype = header.get_data_dtype()  # with the header's byte order (a kept header's)
-    slab = math.prod(shape[:-1])
-    step = max(1, BLOCK_ENTRIES // max(slab, 1))
     folder = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tt-", suffix=".nii.tmp")
     os.close(handle)
@@ -148,9 +176,7 @@ def write_nifti(path, tt, metadata, dtype=None, fixed=None):
         with opener(temporary, "wb") as stream:
             stream.write(header.binaryblock)
             stream.write(b"\0" * (int(header["vox_offset"]) - len(header.binaryblock)))
-            last = box[-1].start
-            for start in range(0, shape[-1], step):
-                selection = (*box[:-1], slice(last + start, last + min(start + step, shape[-1])))
+            for selection in _fortran_blocks(box, BLOCK_ENTRIES):
                 block = volume_values(tt, metadata, selection)
                 stream.write(np.asarray(block, dtype=dtype).ravel(order="F").tobytes())
         os.chmod(temporary, 0o644)
@@ -159,6 +185,33 @@ def write_nifti(path, tt, metadata, dtype=None, fixed=None):
         if os.path.exists(temporary):
             os.remove(temporary)
     return shape, dtype
+
+
+def _fortran_blocks(box, budget):
+    """Sub-boxes of ``box`` (one slice per axis) of at most ``budget`` entries, in the order
+    that writes the box in Fortran order (NIfTI's) when each is written in Fortran order.
+
+    The fastest axes are whole, one axis is cut into runs, the slower ones take one index
+    each (slowest outermost): while a slab of the last axis fits, these are runs of whole
+    slabs; a larger slab (a (8192, 8192, 100) volume's) is cut too.
+    """
+    sizes = [part.stop - part.start for part in box]
+    inner, cut = 1, len(box)
+    for axis, size in enumerate(sizes):
+        if inner * size > budget:
+            cut = axis
+            break
+        inner *= size
+    if cut == len(box):  # the whole box fits
+        yield tuple(box)
+        return
+    step = max(1, budget // inner)
+    for outer in np.ndindex(*sizes[cut + 1:][::-1]):  # C order over reversed axes: Fortran's
+        slower = tuple(slice(box[cut + 1 + k].start + i, box[cut + 1 + k].start + i + 1)
+                       for k, i in enumerate(outer[::-1]))
+        for start in range(box[cut].start, box[cut].stop, step):
+            run = slice(start, min(start + step, box[cut].stop))
+            yield (*box[:cut], run, *slower)
 
 
 def _box(shape, fixed):

@@ -58,9 +58,11 @@ def choose_path(volume, path=None, rank=None, max_rank=64, oversample=1.5):
 
     Parameters
     ----------
-    volume : LazyTensor, str or os.PathLike
-        The opened volume (:func:`tensorly_cross.open_volume`), possibly transposed, or
-        the path of a volume file (then opened, and ``path`` defaults to it).
+    volume : LazyTensor, array, str or os.PathLike
+        The opened volume (:func:`tensorly_cross.open_volume`), possibly transposed, an
+        array (a zarr array or h5py dataset is measured by its chunks, as opened; NumPy
+        data is in memory), or the path of a volume file (then opened, and ``path``
+        defaults to it).
     path : str or os.PathLike, optional
         Its file: a gzip NIfTI is decompressed whole by any reader.
     rank : int, optional
@@ -131,6 +133,8 @@ def storage_geometry(volume):
     base = getattr(volume, "lazy", volume) if axes is not None else volume
     shape = tuple(base.shape)
     source = getattr(base, "source", None)
+    if source is None:
+        source = _store_of(getattr(base, "array", base))
     if source is not None and getattr(source, "chunks", None) is not None:
         unit = tuple(max(chunks) for chunks in source.chunks)
     elif hasattr(base, "pages_read"):  # a .npy file read by pages
@@ -145,6 +149,21 @@ def storage_geometry(volume):
         shape = tuple(shape[a] for a in axes)
         unit = tuple(unit[a] for a in axes)
     return _Geometry(shape, unit)
+
+
+def _store_of(array):
+    """The chunk source of a zarr array or h5py dataset given as it is (or inside an
+    ArrayTensor, or behind a dask array), else None: a cross reads such a store by whole
+    chunks, as it reads the same store opened with ``open_volume``, never for free."""
+    from .lazy.sources import H5Source, ZarrSource, as_chunk_source
+
+    if not type(array).__module__.startswith(("zarr.", "h5py.", "dask.array")):
+        return None  # NumPy (or another backend's) data in memory
+    try:
+        source = as_chunk_source(array)
+    except ValueError:  # a dask array of unknown chunk sizes: nothing to measure
+        return None
+    return source if isinstance(source, ZarrSource | H5Source) else None
 
 
 def _page_block(shape, run):
@@ -171,10 +190,19 @@ def cross_share(geometry, rank, oversample):
         outer = mode in (0, d - 1)
         # In floats, which saturate at inf: a huge rank or oversample reads everything,
         # where exact ints would overflow the division in _hit_share.
-        side = float(oversample) * float(rank)
-        per_sweep = OUTER_FACTOR * side if outer else float(math.ceil(side)) * math.ceil(side)
+        side = float(oversample) * _saturating_float(rank)
+        whole = math.ceil(side) if math.isfinite(side) else side  # ceil(inf) raises
+        per_sweep = OUTER_FACTOR * side if outer else float(whole) * whole
         missed *= 1.0 - _hit_share(geometry, mode, SWEEPS * per_sweep)
     return 1.0 - missed
+
+
+def _saturating_float(value):
+    """``float(value)``, or inf for an int beyond float64's range (``float`` raises)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def _hit_share(geometry, mode, fibers):

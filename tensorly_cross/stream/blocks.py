@@ -47,10 +47,8 @@ class MemmapSource(ChunkSource):
             raise ValueError(f".npy {self.path!r} cannot be read as an array file: "
                              f"{error}") from error
         refuse_empty(array.shape, f".npy {self.path!r}")
-        slowest = 0 if not array.flags.f_contiguous or array.ndim == 1 else array.ndim - 1
-        chunks = list(array.shape)
-        layer = array.size // array.shape[slowest] * 8
-        chunks[slowest] = max(1, min(array.shape[slowest], block_bytes // max(layer, 1)))
+        fortran = array.flags.f_contiguous and array.ndim > 1
+        chunks = _slab_chunks(array.shape, fortran, block_bytes)
         super().__init__(array.shape, array.dtype, chunks, f".npy {self.path!r}")
         # Two passes over two versions of a file would give a TT of neither, and an error
         # computed from both: any change since it was opened raises.
@@ -59,6 +57,24 @@ class MemmapSource(ChunkSource):
     def _read(self, slices):
         self.stamp.check()
         return np.load(self.path, mmap_mode="r", allow_pickle=False)[slices]
+
+
+def _slab_chunks(shape, fortran, block_bytes):
+    """Chunks of at most ``block_bytes`` (as float64) that are contiguous runs of a file in
+    C (or Fortran) order: the fastest axes whole, one axis cut, the slower ones one index.
+
+    Cutting the slowest axis alone would read a whole layer at once however large it is
+    (a ``(2, 10**9)`` file: 8 GB a block); while a layer fits, this is that cut.
+    """
+    axes = list(range(len(shape)))  # slowest to fastest in the file
+    chunks = [1] * len(shape)
+    inner = 8  # bytes of one entry as float64
+    for axis in (axes if fortran else reversed(axes)):
+        chunks[axis] = max(1, min(shape[axis], block_bytes // inner))
+        if chunks[axis] < shape[axis]:
+            break
+        inner *= shape[axis]
+    return chunks
 
 
 def volume_source(volume, block_bytes=BLOCK_BYTES):

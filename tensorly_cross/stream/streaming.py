@@ -189,8 +189,8 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
     info.seconds = time.perf_counter() - start
     if ranks is not None and tuple(info.ranks) != tuple(ranks):
         warnings.warn(f"rank {tuple(ranks)} was asked for; the TT has ranks {info.ranks} "
-                      f"(lowered by max_rank={max_rank} or the sketch widths "
-                      f"{tuple(widths)}).", stacklevel=2)
+                      f"(lowered by {_lowered_by(ranks, info.ranks, widths, caps)}).",
+                      stacklevel=2)
     if tol is not None and info.error > tol:
         info.limited_by = "max_rank" if info.projection_error <= tol else "max_width"
         remedy = (f"raise max_rank (now {caps})" if info.limited_by == "max_rank" else
@@ -199,6 +199,24 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
                       stacklevel=2)
     tt = TTTensor([tl.tensor(c) for c in cores])
     return (tt, info) if return_info else tt
+
+
+def _lowered_by(ranks, got, widths, caps):
+    """What lowered a fixed rank: ``max_rank``, the sketch widths (a bond's rank is at most
+    the product of the widths on either side of it), or else the volume itself, whose
+    unfoldings have fewer nonzero singular values than asked for."""
+    causes = []
+    if caps is not None and max(ranks) > caps:
+        causes.append(f"max_rank={caps}")
+    bounds = [min(math.prod(widths[:k]), math.prod(widths[k:])) for k in range(1, len(widths))]
+    if any(bound < rank for bound, rank in zip(bounds, ranks[1:-1], strict=True)):
+        causes.append(f"the sketch widths {tuple(widths)}")
+    limits = [min(rank, bound, caps or rank) for rank, bound in zip(ranks[1:-1], bounds,
+                                                                      strict=True)]
+    if any(have < limit for have, limit in zip(got[1:-1], limits, strict=True)):
+        causes.append("the volume's own ranks (its unfoldings have fewer nonzero singular "
+                      "values)")
+    return " and ".join(causes) or f"the sketch widths {tuple(widths)}"
 
 
 def _width_remedy(projection_error, widths, max_width):
@@ -227,10 +245,11 @@ def _check_target(tol, rank, shape):
 def _widths(shape, ranks, max_width):
     """Sketch width per mode (``n_k``: not compressed).
 
-    The first and the last modes are narrowed to ``max_width`` (or ``2 max(rank) + 10``)
-    when given. A TT's inner cores need ``r_k r_{k+1}`` directions of their mode, which a
-    narrow Tucker basis would lose, so the core's entry budget is then met by narrowing
-    modes from the outside in, each pair as little as the budget allows.
+    The first and the last modes are narrowed to ``max_width`` when given (else to
+    ``2 max(rank) + 10`` for a fixed rank on a volume over the core's budget). A TT's inner
+    cores need ``r_k r_{k+1}`` directions of their mode, which a narrow Tucker basis would
+    lose, so the core's entry budget is then met by narrowing modes from the outside in,
+    each pair as little as the budget allows.
     """
     d = len(shape)
     widths = list(shape)
@@ -239,8 +258,10 @@ def _widths(shape, ranks, max_width):
         cap = check_int(max_width, "max_width", minimum=1)
     if d == 1:  # a vector is its own one-core TT: nothing to sketch
         return tuple(widths)
-    elif ranks is not None and math.prod(shape) > MAX_CORE_ENTRIES:
-        cap = 2 * max(ranks) + 10  # a volume within the budget is not sketched: TT-SVD
+    elif cap is None and ranks is not None and math.prod(shape) > MAX_CORE_ENTRIES:
+        # The default only: a max_width the user gave is kept. A volume within the
+        # budget is not sketched: TT-SVD.
+        cap = 2 * max(ranks) + 10
     if cap is not None:
         widths[0], widths[-1] = min(widths[0], cap), min(widths[-1], cap)
     # A mode's unfolding has rank at most the product of the other sizes: a wider sketch
