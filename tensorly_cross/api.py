@@ -49,6 +49,10 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
         Search the indices without gradient tracking, then build the cores from one fresh
         batched read through autograd-visible operations (:func:`cross_interpolate`):
         gradients reach the entries that were read, or the parameters that produced them.
+        That read cannot repeat a least-squares refinement or rounding, so the search does
+        neither: the TT returned is the one its held-out error and stop reason describe
+        (the least-squares cross's, unrounded, may have more parameters than without
+        gradient; an interpolating cross that misses ``tol`` is not refined).
         First derivatives only for ``method="lsq"``: its cores' bases are differentiated
         through a surrogate equal to first order, so second derivatives are not exact.
 
@@ -84,7 +88,8 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
                             val_size=val_size, verbose=verbose, callback=callback,
                             pivot_search=pivot_search, patience=patience,
                             oversample=oversample, max_slices=max_slices,
-                            checkpoint=checkpoint, max_time=max_time, progress=progress)
+                            checkpoint=checkpoint, max_time=max_time, progress=progress,
+                            refine=not differentiable)
     with _no_grad(differentiable), _search_backend() as on_host:
         indices, cores, info = _select(lazy, options, random_state, start)
     if differentiable:
@@ -326,7 +331,8 @@ def _start(method, lazy, cache, options, validation, info, rng):
     if method == "lsq":
         fixed = None if rank is None else expand_rank(rank, lazy.shape)
         caps = fixed or expand_rank(options.max_rank, lazy.shape, warn=False)
-        sweeper = LSQSweeper(lazy.shape, options.tol, fixed, caps, options.oversample, rng)
+        sweeper = LSQSweeper(lazy.shape, options.tol, fixed, caps, options.oversample, rng,
+                             refine=options.refine)
         return sweeper.start(rng), sweeper
     caps = expand_rank(rank if rank is not None else options.max_rank, lazy.shape, warn=False)
     pivot, max_abs = start_pivot(cache, validation, rng)

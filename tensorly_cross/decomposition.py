@@ -12,12 +12,14 @@ module ``tensorly.decomposition._base_decomposition``, with no public import pat
 import math
 import numbers
 
+import numpy as np
 import tensorly as tl
 
 from ._backend import check_concrete
 from ._validation import check_int
 from .api import tt_cross
 from .lazy.base import LazyTensor
+from .lazy.dispatch import as_lazy
 
 
 def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_state=None):
@@ -35,7 +37,9 @@ def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_stat
     n_iter_max : int, default 100
         Maximum number of sweeps, each one left-to-right and one right-to-left pass.
     random_state : None, int or numpy RandomState
-        Seed of the random starting indices and held-out entries.
+        Seed of the random starting indices and held-out entries; ``None`` draws from
+        NumPy's global random state, as TensorLy's does (``np.random.seed`` then makes a
+        run reproducible).
 
     Returns
     -------
@@ -51,8 +55,8 @@ def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_stat
         refused).
     ValueError
         If ``len(rank) != ndim + 1``, the boundary ranks are not 1, or a rank exceeds the
-        number of available column indices (TensorLy's messages), or ``input_tensor`` is a
-        PyTorch tensor on the ``meta`` device.
+        number of available column indices (TensorLy's messages), or ``input_tensor`` is
+        0-d, has a mode of size 0 or is a PyTorch tensor on the ``meta`` device.
 
     Examples
     --------
@@ -70,9 +74,16 @@ def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_stat
     shape = _input_shape(input_tensor)
     rank = _tensorly_rank(rank, shape)
     n_iter_max = check_int(n_iter_max, "n_iter_max", minimum=1)
+    # Read here, so that a refusal (a DataFrame, a sparse or masked matrix) names this
+    # function's argument; tt_cross's messages said "tensor".
+    lazy = as_lazy(input_tensor, None, "input_tensor")
     # differentiable: the search runs without gradient, the cores come from one
     # autograd-visible read, so gradients are exact (TensorLy's own detaches an inverse).
-    return tt_cross(input_tensor, rank=rank, tol=tol, method="als", n_iter_max=2 * n_iter_max,
+    if random_state is None:
+        # TensorLy's None (tl.check_random_state): NumPy's global RandomState, which
+        # np.random.seed controls; tt_cross's None drew fresh OS entropy instead.
+        random_state = np.random.mtrand._rand
+    return tt_cross(lazy, rank=rank, tol=tol, method="als", n_iter_max=2 * n_iter_max,
                     random_state=random_state, differentiable=True)
 
 
@@ -80,9 +91,12 @@ def _input_shape(input_tensor):
     """The shape of a tensor, a LazyTensor or an array-like with integer-array indexing."""
     if not (isinstance(input_tensor, LazyTensor) or tl.is_tensor(input_tensor)
             or (hasattr(input_tensor, "shape") and hasattr(input_tensor, "__getitem__"))):
+        # A function of multi-indices has no shape here: tt_cross takes it with one.
+        hint = ("pass a function of multi-indices to tensorly_cross.tt_cross(f, shape=...)"
+                if callable(input_tensor) else "convert it with tl.tensor(...)")
         raise TypeError(f"input_tensor must be a tensor of the active TensorLy backend "
                         f"({tl.get_backend()}) or a LazyTensor, got "
-                        f"{type(input_tensor).__name__}; convert it with tl.tensor(...).")
+                        f"{type(input_tensor).__name__}; {hint}.")
     if not isinstance(input_tensor, LazyTensor):
         # A meta tensor or a JAX tracer has no entries to read: refused here by name, not
         # deep in the first read.
@@ -91,6 +105,9 @@ def _input_shape(input_tensor):
     if not shape:
         raise ValueError("input_tensor is 0-d (a scalar): a tensor train needs at least one "
                          "mode.")
+    if 0 in shape:  # named here: tt_cross's message named a "shape" this function has not
+        raise ValueError(f"input_tensor has shape {shape}, with an empty mode; every mode "
+                         "size must be >= 1.")
     return shape
 
 
@@ -146,7 +163,7 @@ class TensorTrainCross:
     n_iter_max : int, default 100
         Maximum number of sweeps (each a pass in both directions).
     random_state : None, int or numpy RandomState
-        Seed of the random choices.
+        Seed of the random choices (``None``: NumPy's global random state).
 
     Attributes
     ----------

@@ -229,7 +229,9 @@ def _pinv_coefficients(matrix, rows):
     cutoff = tl.max(singular) * max(tl.shape(matrix)) * np.finfo(to_host(singular).dtype).eps
     kept = int(np.count_nonzero(to_host(singular) > to_host(cutoff)))
     if kept == 0:
-        return tl.zeros(tl.shape(matrix), **tl.context(matrix))
+        # A zero matrix: B = 0, derived from the matrix so that it stays in its autograd
+        # graph (tl.zeros with its context made a detached leaf that required grad).
+        return matrix * 0
     # pinv(P) = V_k diag(1/s_k) U_k^H
     projected = tl.dot(matrix, tl.transpose(tl.conj(right[:kept])))
     return tl.dot(projected / singular[:kept], tl.transpose(tl.conj(left[:, :kept])))

@@ -171,6 +171,10 @@ class CrossOptions:
     # Set by cross_options: "auto" resolved to TCI, which hands over to the least-squares
     # cross where it stalls short of tol (cross/handover.py).
     handover: bool = False
+    # False under differentiable=True: the TT returned is rebuilt from the index sets, which
+    # cannot repeat a least-squares refinement or rounding, so the search does neither and
+    # judges (and reports) the very fits it returns.
+    refine: bool = True
 
     @property
     def one_channel(self):
@@ -242,6 +246,8 @@ def checkpoint_arguments(options, random_state, tensor):
                          f"{random_state!r}.")
     arguments = {field.name: _as_json(getattr(options, field.name)) for field in fields(options)
                  if field.name not in RESUMABLE_SETTINGS}
+    if options.refine:
+        del arguments["refine"]  # the default: as checkpoints written before it existed
     # rank=4 and rank=[1, 4, 4, 4, 1] are one run: bind the written-out list.
     if options.rank is not None and options.method != "block":
         arguments["rank"] = expand_rank(options.rank, tensor.shape, warn=False, clip=False)

@@ -88,7 +88,7 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
             break
     state = best.state if best.state is not None else (indices, cores)
     interpolating = not hasattr(half_sweep, "assemble")
-    if interpolating and not passed and info.stop_reason != "max_time":
+    if interpolating and not passed and info.stop_reason != "max_time" and options.refine:
         state = refine_if_better(cache, state, history, validation, info)
     info.update_counts(cache.counters)
     info.total_seconds += time.perf_counter() - start

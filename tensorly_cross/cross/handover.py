@@ -68,7 +68,7 @@ def hand_over(cache, shape, options, rng, state, make_tt):
         validation = Validation(cache, lsq_options.val_size, rng, None, options.tol)
         sweeper = LSQSweeper(shape, options.tol, None,
                              expand_rank(options.max_rank, shape, warn=False),
-                             lsq_options.oversample, rng)
+                             lsq_options.oversample, rng, refine=options.refine)
         indices, cores = run_sweeps(cache, sweeper.start(rng), sweeper, validation, lsq_info,
                                     lsq_options, make_tt)
     except MaxTimeReached:

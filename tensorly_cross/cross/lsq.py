@@ -202,7 +202,9 @@ def _pinv_times(matrix, rhs):
     host = to_host(singular)
     kept = int(np.count_nonzero(host > (host[0] if host.size else 0) * PINV_RTOL))
     if kept == 0:
-        return tl.zeros((tl.shape(matrix)[1], tl.shape(rhs)[1]), **tl.context(rhs))
+        # pinv(0) = 0; a product keeps the zeros in the autograd graph (tl.zeros with the
+        # rhs's context made a detached leaf that required grad).
+        return tl.dot(_adjoint(matrix), rhs) * 0
     # pinv = V S^-1 U^H (conjugate transposes: complex data too).
     projected = tl.dot(_adjoint(left[:, :kept]), rhs) / tl.reshape(singular[:kept], (-1, 1))
     solution = tl.dot(_adjoint(right[:kept]), projected)
@@ -347,6 +349,10 @@ class LSQSweeper:
     oversample : float
         Inner sets hold ``ceil(oversample * r)`` multi-indices (plus ``kick`` when
         rank-adaptive); the outer ones ``OUTER_FACTOR`` times as many.
+    refine : bool
+        Refine each sweep's cores over the last sweeps' fibers, and round a passing TT
+        (:meth:`trim`). False where the TT returned is rebuilt from the index sets
+        (:func:`lsq_assemble`, ``differentiable=True``), which repeats neither.
     """
 
     # The driver stops this cross on the held-out error's upper 95% bound (real data:
@@ -400,7 +406,8 @@ class LSQSweeper:
         from .confidence import held_out_residuals
         from .rounding import round_to_tolerance
 
-        if validation.values is None:
+        if validation.values is None or not self.refine:
+            # Not refined: the TT is rebuilt at these ranks (lsq_assemble), unrounded. Or
             # val_size=0 on a tensor read whole: its exact error passed, and no held-out
             # sample is left to judge a rounding on (rounding on the entries that fitted
             # the cores would pass them all).

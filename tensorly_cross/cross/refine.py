@@ -27,6 +27,10 @@ MAX_UNKNOWNS = 2500
 # Ridge, relative to the normal matrix's mean diagonal: keeps directions that no sample
 # constrains at zero instead of at round-off noise.
 RIDGE = 1e-13
+# ... and at least this many machine epsilons of the data's dtype: 1e-13 is below float32's
+# resolution (1.2e-7), so a float32 normal matrix of rank-deficient interfaces (ALS asked
+# for more rank than the data has) stayed exactly singular and PyTorch's solve raised.
+RIDGE_EPS = 100
 
 
 def refine_cores(lazy, cores, history):
@@ -65,8 +69,10 @@ def _fit_core(lazy, cores, k, history):
         gram = tl.kron(tl.dot(_adjoint(left), left), tl.conj(tl.dot(right, _adjoint(right))))
         normal = gram if normal is None else normal + gram
         rhs = projected if rhs is None else rhs + projected
-    scale = float(np.real(to_host(tl.sum(tl.diag(normal))))) / tl.shape(normal)[0]
-    ridge = RIDGE * (scale if scale > 0 else 1.0)
+    trace = to_host(tl.sum(tl.diag(normal)))
+    scale = float(np.real(trace)) / tl.shape(normal)[0]
+    relative = max(RIDGE, RIDGE_EPS * float(np.finfo(trace.dtype).eps))
+    ridge = relative * (scale if scale > 0 else 1.0)
     normal = normal + ridge * tl.eye(tl.shape(normal)[0], **tl.context(normal))
     solution = tl.solve(normal, rhs)  # (r_k r_{k+1}, n), for the scaled blocks
     solution = solution * (scales[1] / (scales[0] * scales[2]))

@@ -68,7 +68,8 @@ class CrossInfo:
     refined : bool
         The last sweep is the least-squares refinement of an interpolating cross that
         missed its tolerance (``cross/finish.py``): the TT no longer interpolates, and
-        :func:`cross_interpolate` on the indices rebuilds the unrefined one.
+        :func:`cross_interpolate` on the indices rebuilds the unrefined one. Never with
+        ``differentiable=True``, which returns what it can rebuild with gradient.
 
     Notes
     -----
