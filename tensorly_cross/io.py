@@ -89,7 +89,8 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False)
     if not isinstance(path, str | bytes | os.PathLike):
         return _open_array(path, cache_bytes, client, strict)
     path = os.fsdecode(path)  # str, bytes or os.PathLike
-    if dataset is None and (".h5:" in path or ".hdf5:" in path):
+    if dataset is None and (".h5:" in path or ".hdf5:" in path) and not os.path.exists(path):
+        # Only a path that is not a file itself: ':' is a valid character in file names.
         path, dataset = path.rsplit(":", 1)
     if not os.path.exists(path):
         raise FileNotFoundError(f"path {path!r} does not exist.")
@@ -165,7 +166,9 @@ def _open_hdf5(path, dataset, cache_bytes, client, strict):
             raise KeyError(f"{path!r} holds {len(names)} datasets {names}; pass dataset=... "
                            "or 'file.h5:/name'.")
         dataset = names[0]
-    if dataset.strip("/") not in names:
+    # Looked up, not only searched among the datasets visited: visititems does not follow
+    # soft or external links, through which h5py opens a dataset all the same.
+    if not isinstance(handle.get(dataset), h5py.Dataset):
         handle.close()
         raise KeyError(f"dataset {dataset!r} not found in {path!r}; datasets: {names}.")
     try:

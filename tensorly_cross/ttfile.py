@@ -37,6 +37,8 @@ MAX_BYTES = 2**32
 MAX_META_BYTES = 2**24
 # Metadata keys the file format sets itself (save_tt refuses other values for them).
 RESERVED_KEYS = ("format", "format_version", "n_cores", "ranks")
+# Zip compression methods zipfile reads (save_tt writes stored members).
+ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 # A mode is indexed by int64: its size is at most this.
 MAX_MODE_SIZE = 2**63 - 1
 
@@ -216,11 +218,30 @@ def _write_atomically(path, arrays, overwrite):
     try:
         with os.fdopen(handle, "wb") as stream:
             np.savez(stream, **arrays)
+            # On disk before it gets the name: else a power loss can leave the name on an
+            # empty or partial file (the rename reaching the disk before the data).
+            stream.flush()
+            os.fsync(stream.fileno())
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; use the default
         _publish(temporary, path, overwrite)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+    _sync_folder(folder)
+
+
+def _sync_folder(folder):
+    """Make the new name itself durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:  # Windows, or no read permission on the folder
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:  # some file systems refuse fsync on a folder
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def _publish(temporary, path, overwrite):
@@ -305,17 +326,40 @@ def load_tt(path, max_bytes=MAX_BYTES):
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise TTFileError(f"{where} (not .npz).")
         with archive:
+            _check_members(archive.zip, where)
             meta = _read_meta(archive, where)
             headers = _core_headers(archive, meta["n_cores"], where)
             _check_cores(headers, where)
             _check_size(headers, max_bytes, where)
             _check_meta_agrees(meta, [shape for shape, _ in headers], where)
-            cores = [archive[f"core_{k}"] for k in range(meta["n_cores"])]
+            cores = [_native(archive[f"core_{k}"]) for k in range(meta["n_cores"])]
     except TTFileError:
         raise
-    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as error:
+    except (ValueError, OSError, KeyError, EOFError, NotImplementedError,
+            zipfile.BadZipFile) as error:
         raise TTFileError(f"{where}: {error}") from error
     return TTTensor([tl.tensor(core) for core in cores]), meta
+
+
+def _native(core):
+    """``core`` in the machine's byte order: a file may hold big-endian cores (written on
+    such a machine, or from such arrays), which PyTorch refuses to convert."""
+    if core.dtype.isnative:
+        return core
+    return core.astype(core.dtype.newbyteorder("="))
+
+
+def _check_members(archive, where):
+    """Refuse members zipfile cannot read: encrypted ones (it raised RuntimeError) or
+    compressed by a method it lacks (NotImplementedError), neither naming the file."""
+    for info in archive.infolist():
+        if info.flag_bits & 0x1:
+            raise TTFileError(f"{where}: its member {_short(info.filename)} is encrypted (save_tt "
+                              "never encrypts).")
+        if info.compress_type not in ZIP_METHODS:
+            raise TTFileError(f"{where}: its member {_short(info.filename)} is compressed with zip "
+                              f"method {info.compress_type}; readable are stored, deflate, "
+                              "bzip2 and lzma.")
 
 
 def _read_meta(archive, where):

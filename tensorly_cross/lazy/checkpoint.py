@@ -16,6 +16,10 @@ frames are appended. An unreadable frame (bad tag, count or checksum) that is no
 last (a valid frame follows it, or its own whole head says more does) is damage, not a
 torn write: it is refused (:class:`CheckpointError`) and the file left as it is.
 
+A store holds an exclusive advisory lock on its file (POSIX ``flock``) until it is closed:
+two runs on one checkpoint each wrote at their own offset, over each other's frames, and
+the entries of one were silently lost. The second run is refused instead.
+
 The fingerprint is a SHA-256 of the tensor's shape and the run's arguments: a checkpoint
 written for another shape or other arguments is refused (:class:`CheckpointMismatchError`).
 """
@@ -24,8 +28,14 @@ import hashlib
 import json
 import os
 import struct
+import uuid
 import warnings
 import zlib
+
+try:  # POSIX: an advisory lock keeps two runs from appending to one file
+    import fcntl
+except ImportError:  # pragma: no cover -- Windows: no lock
+    fcntl = None
 
 import numpy as np
 
@@ -81,10 +91,12 @@ class CheckpointStore:
             _write_header_atomically(self.path, self._header())
         self._file = open(self.path, "r+b")  # noqa: SIM115 -- open until close()
         try:
+            _lock(self._file, self.path)  # before reading: another run may be appending
             self.indices, self.values, end = self._read_all()
             self._file.truncate(end)  # drop a torn tail before appending after it
             self._file.seek(end)
         except BaseException:
+            _unlock(self._file)
             self._file.close()
             raise
 
@@ -109,6 +121,7 @@ class CheckpointStore:
         if not self._file.closed:
             self._file.flush()
             os.fsync(self._file.fileno())
+            _unlock(self._file)
             self._file.close()
 
     def _header(self):
@@ -218,13 +231,73 @@ def _frame_end(data, offset, d):
     return offset + _FRAME_HEAD.size + (8 * d + np.dtype(dtype).itemsize) * count
 
 
+def _lock(handle, path):
+    """Take an exclusive lock on the open checkpoint, or raise: another run holds it."""
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise CheckpointError(
+            f"checkpoint={path!r} is in use by another run (it holds the file's lock): two "
+            "runs appending to one checkpoint overwrite each other's entries. Wait for it "
+            "to finish, or use another checkpoint path.") from None
+    except OSError:  # pragma: no cover -- a file system without locks (some NFS mounts)
+        pass
+
+
+def _unlock(handle):
+    """Release the lock explicitly: a process forked while the file was open (a process
+    pool's worker) shares its open file description, and closing ours would not release
+    a lock that description still holds."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        except OSError:  # pragma: no cover -- not locked (a file system without locks)
+            pass
+
+
 def _write_header_atomically(path, header):
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "wb") as handle:
-        handle.write(header)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    """Create ``path`` holding ``header`` whole, or leave it as another run created it.
+
+    The header goes to a uniquely named temporary file (two runs in one process no longer
+    share a name), synced, then published: a hard link where ``path`` is new, so that of
+    two runs creating it at once the second does not replace the file the first already
+    appends to; a replace where ``path`` is an empty file (nothing to lose).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    # Unique per call; created with mode 0o666 so that the umask gives the default mode
+    # (mkstemp's 0o600, widened by reading the umask, would set it to 0 for other threads).
+    temporary = os.path.join(folder, f".ckpt-{uuid.uuid4().hex}.tmp")
+    try:
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as error:  # name the file asked for, not the temporary one
+        raise type(error)(error.errno, f"cannot create checkpoint={path!r}: "
+                          f"{error.strerror}") from error
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(header)
+            stream.flush()
+            os.fsync(stream.fileno())
+        if not os.path.lexists(path):
+            _link_if_new(temporary, path)
+        elif not os.path.exists(path) or os.path.getsize(path) == 0:
+            # An empty file (what mkstemp leaves) or a dangling link: nothing to lose.
+            os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def _link_if_new(temporary, path):
+    """Publish ``temporary`` as ``path`` unless another run created ``path`` meanwhile."""
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        pass  # another run created it just now: its header is checked when read
+    except OSError:  # no hard links on this file system
+        os.replace(temporary, path)
+
 
 
 def _mismatch(path, header, shape, arguments):

@@ -1,7 +1,8 @@
 """A chunk's result, its exception noted with the multi-indices it was computing."""
 
 import pickle
-from concurrent.futures import FIRST_EXCEPTION, Future, wait
+import threading
+from concurrent.futures import CancelledError, Future
 
 # How every note on a chunk's exception starts (a client adds its own when one is missing).
 NOTE_PREFIX = "raised by the function on chunk"
@@ -22,6 +23,11 @@ def noted_result(result, chunk, number, n_chunks):
     """
     try:
         return result()
+    except CancelledError as error:  # the function never ran on it: do not blame it
+        error.add_note(f"chunk {number + 1} of {n_chunks} ({span(chunk)}) was cancelled "
+                       "before it ran: its executor was shut down (or its future "
+                       "cancelled) while the batch waited for it")
+        raise
     except Exception as error:
         if is_pickling_error(error):  # the function may never have run: do not blame it
             error.add_note(f"raised by pickling chunk {number + 1} of {n_chunks} ({span(chunk)}) "
@@ -76,9 +82,8 @@ def results_in_order(futures, chunks, first_number=0, n_chunks=None):
     """
     n_chunks = len(chunks) if n_chunks is None else n_chunks
     if all(isinstance(future, Future) for future in futures):  # else: wait in order
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [number for number, future in enumerate(futures)
-                  if future in done and not future.cancelled() and future.exception()]
+        wait_for_first_failure(futures)
+        failed = [number for number, future in enumerate(futures) if _failed(future)]
         if failed:
             for future in futures:
                 future.cancel()
@@ -86,6 +91,32 @@ def results_in_order(futures, chunks, first_number=0, n_chunks=None):
                                              first_number + failed[0])
     return [noted_result(future.result, chunk, first_number + number, n_chunks)
             for number, (future, chunk) in enumerate(zip(futures, chunks, strict=True))]
+
+
+def wait_for_first_failure(futures, poll_seconds=1.0):
+    """Return once every future is done (cancelled counts) or one has raised.
+
+    ``concurrent.futures.wait`` is not used: a future cancelled by
+    ``executor.shutdown(cancel_futures=True)`` never notifies it, and a batch waited for
+    such a chunk forever. Done-callbacks do run on cancellation.
+    """
+    condition = threading.Condition()
+
+    def wake(_):
+        with condition:
+            condition.notify_all()
+
+    for future in futures:
+        future.add_done_callback(wake)  # runs at once for a future already done
+    with condition:
+        while not (all(future.done() for future in futures)
+                   or any(_failed(future) for future in futures)):
+            condition.wait(poll_seconds)  # bounded: a signal is handled between waits
+
+
+def _failed(future):
+    """Whether ``future`` finished by raising (not: is running, cancelled or succeeded)."""
+    return future.done() and not future.cancelled() and future.exception() is not None
 
 
 def as_tuple(multi_index):

@@ -16,6 +16,7 @@ import time
 import numpy as np
 import tensorly as tl
 
+from .._validation import check_int
 from .base import _host_numbers
 from .chunk_result import as_tuple, results_in_order
 from .worker_groups import gather_groups, submit_groups
@@ -114,6 +115,8 @@ def evaluate_in_chunks(function, indices, executor, chunk_size=None, workers=Non
     Exception
         The first failing chunk's own exception, with a note naming its multi-indices.
     """
+    if chunk_size is not None:  # 0 made empty chunks: no values, and no error
+        chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
     if workers is None:
         workers = executor_workers(executor)
     n_threads = sum(threads for _, threads in workers)
@@ -153,7 +156,20 @@ def _is_dask_client(executor):
 def _submit_all(executor, timed, chunks, workers):
     if _is_dask_client(executor):
         return submit_groups(executor, timed, chunks, workers)
-    return [executor.submit(timed, chunk) for chunk in chunks]
+    futures = []
+    try:
+        for chunk in chunks:
+            future = executor.submit(timed, chunk)
+            if not callable(getattr(future, "result", None)):
+                raise TypeError(f"executor.submit returned {type(future).__name__}, not a "
+                                "future (an object with a result() method); executor must "
+                                "be a concurrent.futures.Executor or a dask Client.")
+            futures.append(future)
+    except BaseException:
+        # The chunks submitted so far would run for nothing (their batch has failed).
+        _cancel(executor, futures)
+        raise
+    return futures
 
 
 def _gather(executor, futures, chunks, workers):
@@ -169,7 +185,8 @@ def _cancel(executor, futures):
         executor.cancel(futures)
     else:
         for future in futures:
-            future.cancel()
+            if callable(getattr(future, "cancel", None)):
+                future.cancel()
 
 
 def _check_chunk(values, chunk):
