@@ -42,6 +42,7 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
     start = time.perf_counter()
     cores, passed, history = None, False, []
     best = BestSweep()
+    current = 0  # the sweep whose state (indices, cores) holds: not one rolled back
     progress = SweepProgress(options.n_iter_max, options.progress)
     info.stop_reason = "n_iter_max"
     for sweep in range(options.n_iter_max):
@@ -69,6 +70,7 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
             if hasattr(half_sweep, "diverged"):
                 half_sweep.diverged()
         else:
+            current = info.n_sweeps
             history.append(([block.copy() for block in indices.left],
                             [block.copy() for block in indices.right]))
         # Eligible from the second sweep: the first leaves the right sets random, and only
@@ -77,7 +79,9 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
         best.offer(info.n_sweeps, error, (indices, cores) if eligible else None,
                    ranks_changed=not diverged and _ranks_changed(half_sweep, info.ranks),
                    settled=not diverged and _settled(history))
-        info.best_sweep = best.sweep or info.n_sweeps
+        # Before an eligible sweep the state returned is the current one: after a rollback,
+        # the sweep before it (n_sweeps reported the diverged sweep's error and ranks).
+        info.best_sweep = best.sweep or current
         if options.verbose:
             print(f"sweep {info.n_sweeps}: ranks {indices.rank}, evals {info.n_evals}, "
                   f"val_error {error:.3e}")
