@@ -118,3 +118,13 @@ def test_the_demo_takes_the_dtype_its_advice_names():
     # A missed --tol from rounding advises "pass --dtype float64": the demo must take it.
     args = build_parser().parse_args(["demo", "--dtype", "float64"])
     assert args.dtype == "float64"
+
+
+@pytest.mark.parametrize(("sweeps", "said"),
+                         [(1, "(1 sweep, stop: tol)"), (3, "(3 sweeps, stop: tol)")])
+def test_the_summary_counts_sweeps_in_words(sweeps, said):
+    from tensorly_cross.cli.summary import format_summary
+
+    summary = {"shape": (4, 4), "ranks": (1, 2, 1), "n_params": 16, "compression": 1.0,
+               "seconds": 0.5, "sweeps": sweeps, "stop": "tol"}
+    assert said in format_summary(summary)

@@ -78,8 +78,9 @@ def format_summary(summary):
         lines.append(f"time                {_number(summary['seconds'], '.1f')} s "
                      f"({passes} pass{'es' if passes != 1 else ''} over the volume)")
     elif summary.get("seconds") is not None:
+        sweeps = summary["sweeps"]
         lines.append(f"time                {_number(summary['seconds'], '.1f')} s "
-                     f"({summary['sweeps']} sweeps, stop: {summary['stop']})")
+                     f"({sweeps} sweep{'s' if sweeps != 1 else ''}, stop: {summary['stop']})")
     if summary.get("output"):
         lines.append(f"written             {summary['output']}")
     return "\n".join(lines)
