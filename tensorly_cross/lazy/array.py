@@ -1,5 +1,7 @@
 """ArrayTensor: entries read from an array that is already somewhere."""
 
+import math
+
 import numpy as np
 import tensorly as tl
 
@@ -44,6 +46,7 @@ class ArrayTensor(LazyTensor):
         if isinstance(array, np.ma.MaskedArray):  # as tt_cross refuses one
             raise TypeError("array is a masked array; a cross reads raw entries, masked or "
                             "not: pass array.filled(value) or the data.")
+        _refuse_unknown_sizes(array.shape)
         super().__init__(tuple(array.shape))
         self.array = array
 
@@ -63,3 +66,12 @@ class ArrayTensor(LazyTensor):
         if hasattr(self.array, "detach"):  # a PyTorch tensor under another backend
             return self.array[columns]  # check_values detaches and widens it
         return np.asarray(self.array[columns])
+
+
+def _refuse_unknown_sizes(shape):
+    """Raise ValueError for a shape with sizes not known yet (NaN: a dask array after a
+    boolean mask), which the shape check would call a float that is not an int."""
+    if any(isinstance(size, float) and math.isnan(size) for size in shape):
+        raise ValueError(f"array has shape {tuple(shape)}, of unknown size along some modes "
+                         "(NaN: a dask array after a boolean mask, say); call its "
+                         "compute_chunk_sizes() first.")

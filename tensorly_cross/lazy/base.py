@@ -172,6 +172,8 @@ def check_values(values, indices, source):
         if host.dtype.kind not in NUMERIC_KINDS:  # strings, objects: no silent conversion
             raise TypeError(f"{source} returned values of dtype {host.dtype}; values must be "
                             "numbers (bool, integer, real or complex floating point).")
+        if not host.dtype.isnative:  # FITS, foreign .npy: PyTorch and JAX refuse them
+            host = host.astype(host.dtype.newbyteorder("="))
         if host.dtype.kind in "biu":
             host = host.astype(np.float64)
         elif host.dtype.kind == "f" and host.dtype.itemsize < 4:

@@ -230,7 +230,8 @@ class EvaluationCache(LazyTensor):
     def _restart_with(self, slots, missing, inverse, new_keys, new_values, new_checks):
         """Empty the full cache, keep the new batch; the hits are taken out first."""
         hits = np.flatnonzero(slots >= 0)
-        hit_values = self._values.take(slots[hits])
+        # No hits when nothing was cached yet (a first batch above max_entries): no store.
+        hit_values = self._values.take(slots[hits]) if hits.size else new_values[:0]
         self._keys = self._values = self._checks = None
         self._store(new_keys, new_values, new_checks)
         order = np.empty(slots.shape[0], dtype=np.int64)
@@ -395,7 +396,9 @@ class _ValueStore:
         if self.buffer is not None and values.dtype != self.buffer.dtype:
             self._promote(values)
         if self.buffer is None:
-            self.buffer = values
+            # A copy: the values may be the caller's array (returned to it as they are) or
+            # a view of a buffer the function writes its next batch into.
+            self.buffer = tl.copy(values)
         elif backend_name() in ("numpy", "pytorch") and not _requires_grad(values):
             if self.size + count > self.buffer.shape[0]:
                 capacity = max(2 * self.buffer.shape[0], self.size + count)

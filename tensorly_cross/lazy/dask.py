@@ -98,7 +98,8 @@ class DaskTensor(LazyTensor):
         chunk_of_point = np.ravel_multi_index(tuple(coords), self._grid)
         order = np.argsort(chunk_of_point, kind="stable")
         chunk_ids, starts = np.unique(chunk_of_point[order], return_index=True)
-        return chunk_ids, np.split(order, starts[1:])
+        # No chunk, no group: np.split of an empty batch gives one empty group.
+        return chunk_ids, np.split(order, starts[1:]) if chunk_ids.size else []
 
     def _hits_first(self, chunk_ids):
         """Batch order: cached chunks first, then the others, each in ascending order.

@@ -88,6 +88,29 @@ def as_lazy(obj, shape=None, name="obj"):
                     f"{type(obj).__name__}.{_path_hint(obj)}")
 
 
+def view_source(lazy, view, arguments):
+    """The tensor a view (``QuanticsTensor``, ``TransposedTensor``) reads, from its ``lazy``
+    argument, named so in messages; a callable is refused: a view cannot give its shape.
+
+    Parameters
+    ----------
+    lazy : LazyTensor or anything :func:`lazy_tensor` accepts but a callable
+        The view's argument.
+    view : str
+        The view's class name.
+    arguments : str
+        Its other arguments as the message writes them (``""`` or ``", axes"``).
+
+    Returns
+    -------
+    LazyTensor
+    """
+    if callable(lazy) and not isinstance(lazy, LazyTensor):
+        raise TypeError(f"{view} needs the shape of a callable: wrap it, as in "
+                        f"{view}(FunctionTensor(function, shape){arguments}).")
+    return as_lazy(lazy, name="lazy")
+
+
 def _path_hint(obj):
     """For a path: how to read the file it names (a cross never opens files by itself)."""
     if isinstance(obj, str | bytes | os.PathLike):
@@ -125,6 +148,18 @@ def _refuse_non_arrays(obj, name):
                         "(if it fits in memory) or a callable that reads its entries.")
     if module.startswith("pandas"):
         raise TypeError(f"{name} is a pandas {type(obj).__name__}: pass {name}.to_numpy().")
+    if module.startswith("nibabel."):  # an image, or its dataobj: no point-wise indexing
+        raise TypeError(f"{name} is a nibabel {type(obj).__name__}, whose entries cannot be "
+                        f"read point by point: pass tensorly_cross.open_volume(path) for its "
+                        f"file{_nibabel_file(obj)} (read chunk by chunk, scaling applied), or "
+                        "the image's get_fdata() if it fits in memory.")
+
+
+def _nibabel_file(obj):
+    """`` (path)`` of the file behind a nibabel image or array proxy, if it names one."""
+    get_filename = getattr(obj, "get_filename", None)
+    path = get_filename() if callable(get_filename) else getattr(obj, "file_like", None)
+    return f" ({os.fspath(path)!r})" if isinstance(path, str | os.PathLike) else ""
 
 
 class _TTEntries:

@@ -20,7 +20,7 @@ import tensorly as tl
 from tensorly.tt_tensor import TTTensor
 
 from .base import LazyTensor, c_order_strides, check_indices
-from .dispatch import lazy_tensor
+from .dispatch import view_source
 
 ORDERS = ("grouped", "interleaved")
 # Prime factors below this are split into digits of their own; see the module docstring.
@@ -258,14 +258,7 @@ class QuanticsTensor(LazyTensor):
     """
 
     def __init__(self, lazy, order="grouped"):
-        if callable(lazy) and not isinstance(lazy, LazyTensor):
-            raise TypeError("QuanticsTensor needs the shape of a callable: wrap it, as in "
-                            "QuanticsTensor(FunctionTensor(function, shape)).")
-        try:
-            lazy = lazy_tensor(lazy)
-        except TypeError as error:
-            raise TypeError(f"lazy must be a LazyTensor, an array or a tensor; got "
-                            f"{type(lazy).__name__}.") from error
+        lazy = view_source(lazy, "QuanticsTensor", "")
         self.layout = QuanticsLayout.create(lazy.shape, order)
         super().__init__(self.layout.quantics_shape)
         self.lazy = lazy

@@ -39,6 +39,7 @@ class ChunkSource:
             raise ValueError(f"{name} holds a 0-d array (a scalar); a volume has at least "
                              "one mode.")
         self.chunks = tuple(_normalise_chunks(chunks, self.shape, name))
+        check_chunk_count(self.chunks, name)
         self.name = name
 
     def read(self, slices):
@@ -84,6 +85,25 @@ def _normalise_chunks(chunks, shape, name):
         full, rest = divmod(size, chunk)
         result.append((chunk,) * full + ((rest,) if rest else ()))
     return result
+
+
+def check_chunk_count(chunks, name):
+    """Raise ValueError, naming the array, if its grid holds 2**63 chunks or more: a chunk
+    is known by its int64 position in the grid (and Python's ``len`` of a dask graph of
+    that many tasks overflows, naming nothing).
+
+    Parameters
+    ----------
+    chunks : sequence of sequence of int
+        The chunk sizes along each axis.
+    name : str
+        How the message names the array.
+    """
+    n_chunks = math.prod(len(sizes) for sizes in chunks)
+    if n_chunks > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} has {n_chunks} chunks (about 2**{n_chunks.bit_length() - 1}); "
+                         "at most 2**63 - 1 can be told apart: rechunk it into fewer, larger "
+                         "chunks.")
 
 
 class MissingChunksError(ValueError):
@@ -319,6 +339,7 @@ def as_chunk_source(obj):
             raise ValueError(f"the dask array of shape {obj.shape} has chunks of unknown size "
                              "(NaN, after a boolean mask, say): call its "
                              "compute_chunk_sizes() first.")
+        check_chunk_count(obj.chunks, f"dask array {obj.name}")  # before len() of its graph
         store = _store_behind(obj)
         return as_chunk_source(store) if store is not None else DaskSource(obj)
     if hasattr(obj, "shape") and hasattr(obj, "__getitem__") and hasattr(obj, "dtype"):
@@ -330,7 +351,7 @@ def as_chunk_source(obj):
 def _store_behind(array):
     """The zarr array or h5py dataset a dask array was made from, if it is that simple.
 
-    Only materialized layers are searched: materializing a lazy (Blockwise) layer lists
+    A lazy (Blockwise) layer is judged by its one task, never materialized: that lists
     every chunk's task, which never ends for a virtual array of trillions of chunks.
     """
     graph = array.__dask_graph__()
@@ -340,11 +361,30 @@ def _store_behind(array):
     n_tasks = sum(len(layer) for layer in layers.values())
     if n_tasks != array.npartitions + 1:
         return None
-    stores = [value for layer in layers.values() if _is_materialized(layer)
-              for value in dict(layer).values()
-              if type(value).__module__.startswith(("zarr.", "h5py."))
-              and tuple(getattr(value, "shape", ())) == tuple(array.shape)]
-    return stores[0] if len(stores) == 1 else None
+    # Every task but the store must only read a region of it: one that computes from it
+    # (a hand-made graph, a fused one) gives other values than the store holds.
+    stores, reads_only = [], True
+    for layer in layers.values():
+        if not _is_materialized(layer):  # a Blockwise layer: one task for all its chunks
+            reads_only = reads_only and _is_getter(getattr(layer, "task", None))
+            continue
+        for value in dict(layer).values():
+            if (type(value).__module__.startswith(("zarr.", "h5py."))
+                    and tuple(getattr(value, "shape", ())) == tuple(array.shape)):
+                stores.append(value)
+            else:
+                reads_only = reads_only and _is_getter(value)
+    return stores[0] if len(stores) == 1 and reads_only else None
+
+
+def _is_getter(task):
+    """Whether a graph value is one of dask's ``from_array`` reads of a region."""
+    from dask.array.core import getter, getter_inline, getter_nofancy
+
+    func = getattr(task, "func", None)
+    if func is None and isinstance(task, tuple) and task:
+        func = task[0]  # an old-style task: (function, *arguments)
+    return any(func is known for known in (getter, getter_inline, getter_nofancy))
 
 
 def _is_materialized(layer):

@@ -11,7 +11,7 @@ their index sets name (measured on a 1024^3 .npy: 1.6-2.6x fewer pages read).
 import numpy as np
 
 from .base import LazyTensor, check_indices
-from .dispatch import lazy_tensor
+from .dispatch import view_source
 
 
 class TransposedTensor(LazyTensor):
@@ -38,7 +38,7 @@ class TransposedTensor(LazyTensor):
     """
 
     def __init__(self, lazy, axes):
-        lazy = lazy_tensor(lazy)
+        lazy = view_source(lazy, "TransposedTensor", ", axes")
         axes = np.asarray(axes)
         if axes.ndim != 1 or axes.dtype.kind not in "iu" or (
                 sorted(axes.tolist()) != list(range(lazy.ndim))):
