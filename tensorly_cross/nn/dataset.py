@@ -131,7 +131,7 @@ class VolumeDataset(torch.utils.data.Dataset):
         Parameters
         ----------
         index : int
-            Position of the volume in this dataset.
+            Position of the volume in this dataset (negative counts from the end).
 
         Returns
         -------
@@ -141,9 +141,13 @@ class VolumeDataset(torch.utils.data.Dataset):
 
         Raises
         ------
+        IndexError
+            If ``index`` is out of range.
         ValueError
             If the volume is neither 3-D nor 4-D with an axis of size 1 first or last.
         """
+        # A negative index is its position: a volume read whole is kept under one key.
+        index = self._position(operator.index(index))
         item = self.volumes[index]
         try:
             return self._volume(index, item)

@@ -72,7 +72,7 @@ class DenseEmbedding(nn.Module):
                              "dtype of the volumes from them.")
         self.encoder, self.padding = encoder, padding
         layers = list(encoder)
-        while layers and isinstance(layers[-1], (nn.Flatten, nn.AdaptiveAvgPool3d)):
+        while layers and (isinstance(layers[-1], nn.Flatten) or _pools_to_one(layers[-1])):
             layers.pop()
         self._body = layers
         shrink = _body_shrink(layers)
@@ -144,6 +144,16 @@ class DenseEmbedding(nn.Module):
         batch = torch.stack([t.to(device=parameter.device, dtype=parameter.dtype)
                              for t in tensors])
         return batch[:, None]
+
+
+def _pools_to_one(layer):
+    """Whether ``layer`` is an ``AdaptiveAvgPool3d`` to one position: the mean the forward pass
+    takes itself. One to more positions gives the encoder more features than its channels
+    (``AdaptiveAvgPool3d(2)``: 8 per channel); it stays in the body, which refuses it."""
+    if not isinstance(layer, nn.AdaptiveAvgPool3d):
+        return False
+    size = layer.output_size
+    return all(n == 1 for n in (size if isinstance(size, tuple | list) else (size,) * 3))
 
 
 def _three_dimensional(volume, number):

@@ -332,6 +332,10 @@ class CrossEmbedding(nn.Module):
         """
         keys = _keys_per_volume(keys, volumes)
         grid = self._check_shapes(volumes)
+        if isinstance(self.head, TTPCAHead) and not self.head.fitted:
+            # now, not after every volume's search and read (minutes on large volumes)
+            raise RuntimeError("head='pca' needs fit_pca(training_volumes) (or a fitted "
+                               "state_dict loaded) before forward.")
         tts, _ = self._tts(volumes, keys)
         if self.head is None:
             self._build_probe_head(tuple(int(core.shape[1]) for core in tts[0]))
@@ -587,8 +591,13 @@ def _clip_rank(shape, rank, block):
 def _build_head_from_state(module, state_dict, prefix, *_):
     """Before a load into a module whose probe head is not built yet: build it with the
     saved shapes, so that a fresh module accepts a trained state. A state saved before the
-    grid of patch positions was kept loads too (the module keeps its own grid)."""
+    grid of patch positions was kept loads too (the module keeps its own grid). A head
+    built, or resized, from the state has the state's number of outputs: ``n_outputs`` says
+    so (a PCA head refitted later keeps that many components)."""
     state_dict.setdefault(prefix + "_extra_state", {"grid_shape": None})
+    projection = state_dict.get(prefix + "head.projection")
+    if module.head_kind == "pca" and projection is not None and projection.ndim == 2:
+        module.n_outputs = int(projection.shape[1])
     if module.head is not None or module.head_kind != "probes":
         return
     saved = [state_dict[key] for key in sorted(
@@ -597,6 +606,7 @@ def _build_head_from_state(module, state_dict, prefix, *_):
     if saved:
         shape = tuple(int(core.shape[2]) for core in saved)
         module._build_probe_head(shape, int(saved[0].shape[0]), int(saved[0].shape[3]))
+        module.n_outputs = int(saved[0].shape[0])
 
 
 def _keys_per_volume(keys, volumes):
@@ -629,6 +639,10 @@ def _check_volumes(volumes):
             volumes, Sequence | torch.Tensor | np.ndarray):
         raise TypeError(f"volumes must be a tensor of shape (B, 1, D, H, W) or a sequence of "
                         f"volumes, got {type(volumes).__name__}.")
+    if isinstance(volumes, torch.Tensor | np.ndarray) and volumes.ndim == 3:
+        # iterated, one volume would pass as a batch of 2-D slices, refused as "not 3-D"
+        raise ValueError(f"volumes must be a batch, (B, 1, D, H, W) or a sequence of volumes, "
+                         f"got one volume of shape {tuple(volumes.shape)} (pass [volume]).")
     if len(volumes) == 0:
         raise ValueError("volumes is empty: a batch needs at least one volume.")
     for k, volume in enumerate(volumes):

@@ -278,7 +278,8 @@ class TTPCAHead(nn.Module):
 
     All of its state is buffers (the training TTs' cores stacked per mode, the centred row
     means of the Gram matrix, the projection): ``state_dict`` saves it, ``load_state_dict``
-    restores it into a fresh, unfitted head, and ``.to(device, dtype)`` moves it.
+    restores it into a fresh, unfitted head (``n_components`` included: later refits keep
+    the saved number), and ``.to(device, dtype)`` moves it.
 
     Parameters
     ----------
@@ -515,3 +516,6 @@ def _resize_pca_buffers(module, state_dict, prefix, *_):
 
     module._set_state([empty(f"train_core_{k}") for k in range(len(keys))],
                       empty("centred_row_means"), empty("projection"))
+    # The saved components, not the constructor's: a refit must keep the loaded width.
+    if module.projection.ndim == 2:
+        module.n_components = int(module.projection.shape[1])
