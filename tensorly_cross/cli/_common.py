@@ -12,6 +12,13 @@ class UsageError(Exception):
     """A combination of arguments that argparse cannot check by itself."""
 
 
+def check_given(flag, path):
+    """Refuse an empty path given to ``flag`` (``-o "$OUT"`` with ``OUT`` unset), which
+    would read as the flag not given: a default output, or "give --png and/or -o"."""
+    if path is not None and not path.strip():
+        raise UsageError(f"{flag} is empty; give a file path.")
+
+
 def check_output(path, force, inputs=()):
     """Refuse an output before any work: its folder must exist, it must be neither a
     folder nor one of ``inputs`` (which writing it would destroy), and an existing file is
@@ -29,6 +36,64 @@ def check_output(path, force, inputs=()):
                              "destroy the input; give another output path.")
     if os.path.exists(path) and not force:
         raise FileExistsError(f"{path!r} exists; pass --force to replace it.")
+
+
+def open_input(path, flag="--dataset", **options):
+    """:func:`tensorly_cross.open_volume`, its advice in the command's terms.
+
+    Parameters
+    ----------
+    path : str
+        The volume (an HDF5 one as ``file.h5`` or ``file.h5:/name``).
+    flag : str
+        The command's flag for the HDF5 dataset.
+    **options
+        Passed to :func:`tensorly_cross.open_volume`.
+
+    Returns
+    -------
+    LazyTensor
+        The volume.
+
+    Raises
+    ------
+    KeyError
+        An HDF5 file of several datasets and none named: the library says ``pass
+        dataset=...``, a keyword the command line has no way to give; here ``--dataset``.
+    """
+    import tensorly_cross as tlc
+
+    try:
+        return tlc.open_volume(path, **options)
+    except KeyError as error:
+        text = str(error.args[0]) if error.args else ""
+        if "pass dataset=..." not in text:
+            raise
+        raise KeyError(text.replace("pass dataset=...", f"pass {flag} NAME")) from error
+
+
+def check_dataset_once(path, dataset, what="the input"):
+    """Refuse an HDF5 dataset named twice, as ``file.h5:/a`` and ``--dataset b``.
+
+    Parameters
+    ----------
+    path : str
+        The volume's path, maybe with a ``:dataset`` suffix.
+    dataset : str or None
+        ``--dataset``.
+    what : str
+        How the message names ``path`` (``"the input"``, ``"--against"``).
+
+    Raises
+    ------
+    UsageError
+        If both name a dataset: the library would read ``file.h5:/a`` as a file name and
+        say it does not exist, of a file that exists.
+    """
+    if dataset is not None and source_file(path) != path:
+        raise UsageError(f"{what} {path!r} names its dataset, and --dataset names "
+                         f"{dataset!r}: name it once (FILE.h5:/NAME or FILE.h5 --dataset "
+                         "NAME).")
 
 
 def source_file(path):

@@ -199,6 +199,9 @@ def _add_demo(commands, formatter):
 
 
 def _verbosity(parser):
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress, no summary")
-    parser.add_argument("-v", "--verbose", action="store_true", help="one line per sweep")
+    """``-q`` or ``-v``, not both: the synopsis says ``[-q | -v]``, and together --quiet
+    printed every sweep (tqdm's write shows through a hidden bar)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true", help="no progress, no summary")
+    group.add_argument("-v", "--verbose", action="store_true", help="one line per sweep")
 

@@ -12,10 +12,13 @@ import numpy as np
 from ..options import LSQ_VAL_SIZE
 from ._common import (
     UsageError,
+    check_dataset_once,
+    check_given,
     check_output,
     default_output,
     is_hdf5,
     open_client,
+    open_input,
     progress_bar,
 )
 from .summary import format_summary, outcome, tt_summary
@@ -26,8 +29,6 @@ VAL_SIZE = 1000
 
 def run_compress(args):
     """``tensorly-cross compress``: check the arguments, open the volume, run, report."""
-    import tensorly_cross as tlc
-
     if args.max_slices is not None and args.rank is None:
         raise UsageError("--max-slices needs --rank (a fixed-rank cross).")
     if args.method in ("als", "block") and args.rank is None:
@@ -46,13 +47,14 @@ def run_compress(args):
     if args.dataset is not None and not is_hdf5(args.input):
         raise UsageError(f"--dataset names an HDF5 dataset; the input {args.input!r} is not "
                          ".h5/.hdf5.")
+    check_dataset_once(args.input, args.dataset)
+    check_given("-o/--output", args.output)
     axes = _parse_axes(args.axes, args.quantics)
     output = args.output or default_output(args.input)
     check_output(output, args.force, inputs=[args.input])
     with open_client(args.scheduler) as client:
-        volume = tlc.open_volume(args.input, dataset=args.dataset,
-                                 cache_bytes=args.cache_bytes, client=client,
-                                 strict=args.strict)
+        volume = open_input(args.input, dataset=args.dataset, cache_bytes=args.cache_bytes,
+                            client=client, strict=args.strict)
         _check_axes(axes, volume.ndim)
         method, reason = _choose_method(args, volume)
         _check_max_evals(args, method, volume.ndim)

@@ -28,6 +28,10 @@ def run_demo(args):
     import tensorly_cross as tlc
 
     workdir = args.workdir or demo_workdir()
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        # os.makedirs said only "[Errno 17] File exists", naming neither flag nor fix.
+        raise NotADirectoryError(f"--workdir {workdir!r} is not a folder; give a folder "
+                                 "(it is created if missing).")
     os.makedirs(workdir, exist_ok=True)
     name, shape, function, tol, why = _demo_volume(args)
     if not args.quiet:  # which volume, and why: a fallback must not go unsaid

@@ -4,10 +4,20 @@ TT file, side by side with the original."""
 import base64
 import os
 import sys
+import tempfile
 
 import numpy as np
 
-from ._common import EXIT_OK, UsageError, check_output, is_hdf5, same_file
+from ._common import (
+    EXIT_OK,
+    UsageError,
+    check_dataset_once,
+    check_given,
+    check_output,
+    is_hdf5,
+    open_input,
+    same_file,
+)
 
 
 def run_reconstruct(args):
@@ -32,7 +42,7 @@ def run_reconstruct(args):
     image = np.atleast_2d(values)  # a 1-D volume is shown and compared as one row
     if args.output and not nifti:
         # In the volume's own shape: a 1-D volume was written as (1, n).
-        np.save(args.output, values, allow_pickle=False)
+        save_npy(args.output, values)
         reports.append(written_line(args.output, values.shape, values.dtype, where))
     original = None if volume is None else as_image(volume_slice(volume, selection))
     if args.png:
@@ -50,6 +60,8 @@ def run_reconstruct(args):
 
 def _check_arguments(args):
     """Refuse what cannot be done before any work; whether -o is a NIfTI."""
+    check_given("--png", args.png)
+    check_given("-o/--output", args.output)
     if not (args.png or args.output):
         raise UsageError("give --png and/or -o/--output.")
     nifti = bool(args.output) and args.output.lower().endswith((".nii", ".nii.gz"))
@@ -63,6 +75,8 @@ def _check_arguments(args):
     if args.dataset is not None and not (args.against and is_hdf5(args.against)):
         raise UsageError("--dataset names the HDF5 dataset of --against; give it with an "
                          ".h5/.hdf5 --against only.")
+    if args.against:
+        check_dataset_once(args.against, args.dataset, "--against")
     if args.png and args.output and same_file(args.png, args.output):
         raise UsageError(f"--png and -o/--output name one file ({args.png!r}); give two.")
     for path in (args.png, args.output):
@@ -73,11 +87,9 @@ def _check_arguments(args):
 
 def _open_against(args, shape):
     """The ``--against`` volume (None without one), of the TT's shape."""
-    import tensorly_cross as tlc
-
     if not args.against:
         return None
-    volume = tlc.open_volume(args.against, dataset=args.dataset)
+    volume = open_input(args.against, dataset=args.dataset)
     if tuple(volume.shape) != shape:
         raise ValueError(f"--against has shape {volume.shape}, the TT has {shape}.")
     return volume
@@ -98,6 +110,31 @@ def _write_nifti(args, tt, metadata, fixed, where):
     slab = args.slice is not None
     shape, dtype = write_nifti(args.output, tt, metadata, fixed=fixed if slab else None)
     return written_line(args.output, shape, dtype, where if slab else "all")
+
+
+def save_npy(path, values):
+    """Write ``values`` to ``path`` as .npy, atomically, under exactly that name.
+
+    Parameters
+    ----------
+    path : str
+        The file to write. ``np.save(path)`` would append ``.npy`` to ``OUT.NPY`` (its
+        suffix test is case-sensitive) and write a partial file when interrupted; here a
+        temporary file in the same folder is renamed to ``path`` once complete, as for the
+        PNG and NIfTI outputs.
+    values : numpy.ndarray
+        The array to store (no pickled objects).
+    """
+    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                                         prefix=".npy-", suffix=".npy.tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.save(stream, values, allow_pickle=False)
+        os.chmod(temporary, 0o644)  # mkstemp's 0o600 would hide it from other users
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def written_line(path, shape, kind, where="all"):
@@ -225,8 +262,6 @@ def write_png(path, image, original=None, title=""):
     map has its own scale and colour map. Each slice is shown transposed with its origin
     at the bottom left (:func:`_show`), for every axis alike.
     """
-    import tempfile
-
     import matplotlib
 
     matplotlib.use("Agg")

@@ -102,16 +102,41 @@ def outcome(summary, tol_driven, accept_miss):
 def _warn_if_larger(summary):
     """Warn when the TT file is larger than the volume's voxels, or than its file on disk
     (a compressed .nii.gz or zarr store can be several times smaller than its voxels)."""
-    tt_mib = summary["tt_bytes"] / 2**20
     if summary["tt_bytes"] > summary["input_bytes"]:
-        print(f"warning: the TT file ({tt_mib:.2f} MiB) is larger than the input "
-              f"({summary['input_bytes'] / 2**20:.2f} MiB): this volume does not "
-              "compress at these settings.", file=sys.stderr)
+        tt_size, input_size, exact = _sizes(summary["tt_bytes"], summary["input_bytes"])
+        print(f"warning: the TT file ({tt_size}) is larger than the input ({input_size})"
+              f"{exact}: this volume does not compress at these settings.", file=sys.stderr)
     elif summary.get("file_bytes") and summary["tt_bytes"] > summary["file_bytes"]:
-        print(f"warning: the TT file ({tt_mib:.2f} MiB) is larger than the input file "
-              f"({summary['file_bytes'] / 2**20:.2f} MiB on disk, compressed): keeping the "
+        tt_size, file_size, exact = _sizes(summary["tt_bytes"], summary["file_bytes"])
+        print(f"warning: the TT file ({tt_size}) is larger than the input file "
+              f"({file_size} on disk, compressed){exact}: keeping the "
               "input as it is stores it in less space; a TT pays for its random access to "
               "entries and slices, or at a larger --tol.", file=sys.stderr)
+
+
+def _sizes(larger, smaller):
+    """Two sizes in MiB, and where MiB with two decimals shows them equal or the smaller
+    as nothing (a small volume's ``(0.00 MiB) is larger than the input (0.00 MiB)``),
+    both in a unit that tells them apart.
+
+    Parameters
+    ----------
+    larger, smaller : int
+        Sizes in bytes.
+
+    Returns
+    -------
+    tuple of str
+        ``("0.01 MiB", "0.01 MiB", ", 12.09 KiB against 7.36 KiB")``; the last is empty
+        where the MiB tell them apart.
+    """
+    in_mib = [f"{size / 2**20:.2f} MiB" for size in (larger, smaller)]
+    if in_mib[0] != in_mib[1] and in_mib[1] != "0.00 MiB":
+        return in_mib[0], in_mib[1], ""
+    exact = [f"{size / 2**10:.2f} KiB" for size in (larger, smaller)]
+    if exact[0] == exact[1]:
+        exact = [f"{size} bytes" for size in (larger, smaller)]
+    return in_mib[0], in_mib[1], f", {exact[0]} against {exact[1]}"
 
 
 def _remedy(stop, passes=None):
@@ -120,6 +145,8 @@ def _remedy(stop, passes=None):
                 "dtype: pass --dtype float64")
     if passes:  # the streaming TT-SVD: no sweeps to add
         return "Raise --max-rank"
+    if stop == "max_evals":  # the budget ran out: more rank or sweeps would need more of it
+        return "Raise --max-evals"
     return "Raise --max-rank or --n-iter-max"
 
 
