@@ -9,6 +9,7 @@ cores cannot be merged per axis, fall back to point-wise evaluation in small bat
 """
 
 import base64
+import contextlib
 import gzip
 import io
 import numbers
@@ -172,8 +173,7 @@ def write_nifti(path, tt, metadata, dtype=None, fixed=None):
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tt-", suffix=".nii.tmp")
     os.close(handle)
     try:
-        opener = gzip.open if path.lower().endswith(".gz") else open
-        with opener(temporary, "wb") as stream:
+        with _output_stream(temporary, path) as stream:
             stream.write(header.binaryblock)
             stream.write(b"\0" * (int(header["vox_offset"]) - len(header.binaryblock)))
             for selection in _fortran_blocks(box, BLOCK_ENTRIES):
@@ -185,6 +185,20 @@ def write_nifti(path, tt, metadata, dtype=None, fixed=None):
         if os.path.exists(temporary):
             os.remove(temporary)
     return shape, dtype
+
+
+@contextlib.contextmanager
+def _output_stream(temporary, path):
+    """A binary stream into ``temporary``, gzip-compressed for a ``.gz`` ``path``, whose
+    gzip header names ``path``'s file (it named the temporary one, which ``gunzip -N``
+    restored)."""
+    with open(temporary, "wb") as raw:
+        if not path.lower().endswith(".gz"):
+            yield raw
+            return
+        name = os.path.basename(path)[: -len(".gz")]
+        with gzip.GzipFile(filename=name, mode="wb", fileobj=raw) as stream:
+            yield stream
 
 
 def _fortran_blocks(box, budget):

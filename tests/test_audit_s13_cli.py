@@ -179,3 +179,17 @@ def test_an_empty_output_path_is_refused(volume, tt_file, tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert argv[-2] in err and "empty" in err
     assert sorted(path.name for path in tmp_path.iterdir()) == before
+
+
+def test_a_reconstructed_nii_gz_names_itself_in_its_gzip_header(tt_file, tmp_path):
+    """The gzip header held the temporary file's name (``.tt-XXXX.nii.tmp``), which
+    ``gunzip -N`` restores; it holds the output's own name now, and the volume reads back."""
+    nibabel = pytest.importorskip("nibabel")
+    output = tmp_path / "out.nii.gz"
+    assert cli.main(["reconstruct", str(tt_file), "-o", str(output)]) == cli.EXIT_OK
+    header = output.read_bytes()
+    flags = header[3]
+    assert flags & 0x08  # FNAME: a name is stored after the 10-byte header
+    stored = header[10:header.index(b"\0", 10)].decode()
+    assert stored == "out.nii"
+    assert nibabel.load(output).shape == (24, 24, 24)
