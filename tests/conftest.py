@@ -87,3 +87,11 @@ def host(tensor):
     from tensorly_cross._backend import to_host
 
     return to_host(tensor)
+
+
+@pytest.fixture
+def pytorch_backend():
+    """The PyTorch backend for one test, the previous one restored after (the nn and
+    gradient modules use it on every test: ``pytest.mark.usefixtures``)."""
+    with tl.backend_context("pytorch"):
+        yield

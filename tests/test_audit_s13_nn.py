@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pytest
-import tensorly as tl
 
 torch = pytest.importorskip("torch")
 
@@ -17,11 +16,7 @@ from tensorly_cross.nn import (  # noqa: E402
     default_encoder,
 )
 
-
-@pytest.fixture(autouse=True)
-def pytorch_backend():
-    with tl.backend_context("pytorch"):
-        yield
+pytestmark = pytest.mark.usefixtures("pytorch_backend")
 
 
 def _volumes(count, shape=(12, 12, 12)):

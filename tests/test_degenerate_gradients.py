@@ -16,12 +16,6 @@ from .strategies import seeds
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture
-def pytorch_backend():
-    with tl.backend_context("pytorch"):
-        yield
-
-
 def _rank_one(shape, seed, dtype):
     rng = np.random.default_rng(seed)
     factors = [rng.uniform(0.5, 1.5, size=n) for n in shape]

@@ -21,12 +21,6 @@ def device(request):
     return torch.device(request.param)
 
 
-@pytest.fixture
-def pytorch_backend():
-    with tl.backend_context("pytorch"):
-        yield
-
-
 def _low_rank_dense(shape, seed, device="cpu"):
     rng = np.random.default_rng(seed)
     cores = [rng.standard_normal((r0, n, r1)) for r0, n, r1 in zip(

@@ -20,11 +20,7 @@ from tensorly_cross.nn import (  # noqa: E402
 
 from .strategies import seeds  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def pytorch_backend():
-    with tl.backend_context("pytorch"):
-        yield
+pytestmark = pytest.mark.usefixtures("pytorch_backend")
 
 
 def _volume(shape=(12, 10, 9), seed=0):

@@ -6,7 +6,6 @@ import warnings
 
 import numpy as np
 import pytest
-import tensorly as tl
 
 torch = pytest.importorskip("torch")
 
@@ -17,10 +16,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
 
 
-@pytest.fixture(autouse=True)
-def pytorch_backend():
-    with tl.backend_context("pytorch"):
-        yield
+pytestmark = pytest.mark.usefixtures("pytorch_backend")
 
 
 def _volumes(count=3, shape=(8, 8, 8), seed=0):

@@ -3,7 +3,6 @@ states, and TT arguments checked by name."""
 
 import numpy as np
 import pytest
-import tensorly as tl
 
 torch = pytest.importorskip("torch")
 
@@ -17,11 +16,7 @@ from tensorly_cross.nn import (  # noqa: E402
 )
 from tensorly_cross.nn.training import Regressor, fit  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def pytorch_backend():
-    with tl.backend_context("pytorch"):
-        yield
+pytestmark = pytest.mark.usefixtures("pytorch_backend")
 
 
 def _random_tt(seed, dtype=torch.float32):

@@ -5,7 +5,6 @@ import warnings
 
 import numpy as np
 import pytest
-import tensorly as tl
 
 torch = pytest.importorskip("torch")
 
@@ -20,11 +19,7 @@ from tensorly_cross.nn import (  # noqa: E402
     default_encoder,
 )
 
-
-@pytest.fixture(autouse=True)
-def pytorch_backend():
-    with tl.backend_context("pytorch"):
-        yield
+pytestmark = pytest.mark.usefixtures("pytorch_backend")
 
 
 def _volume(shape=(10, 10, 10), seed=0, dtype=np.float32):

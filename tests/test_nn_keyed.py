@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pytest
-import tensorly as tl
 
 torch = pytest.importorskip("torch")
 
@@ -17,11 +16,7 @@ from tensorly_cross.nn.keyed import volume_fingerprint  # noqa: E402
 
 from .nn_helpers import small_embedding  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def pytorch_backend():
-    with tl.backend_context("pytorch"):
-        yield
+pytestmark = pytest.mark.usefixtures("pytorch_backend")
 
 
 def _embedding(**options):

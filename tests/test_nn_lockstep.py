@@ -3,7 +3,6 @@ indices, TTs and gradients as one volume at a time."""
 
 import numpy as np
 import pytest
-import tensorly as tl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,11 +19,7 @@ from tensorly_cross.nn import (  # noqa: E402
 
 from .strategies import seeds  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def pytorch_backend():
-    with tl.backend_context("pytorch"):
-        yield
+pytestmark = pytest.mark.usefixtures("pytorch_backend")
 
 
 class CountingEncoder(torch.nn.Module):

@@ -5,7 +5,6 @@ import io
 
 import numpy as np
 import pytest
-import tensorly as tl
 
 torch = pytest.importorskip("torch")
 
@@ -13,11 +12,7 @@ import tensorly_cross as tlc  # noqa: E402
 
 from .nn_helpers import small_embedding  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def pytorch_backend():
-    with tl.backend_context("pytorch"):
-        yield
+pytestmark = pytest.mark.usefixtures("pytorch_backend")
 
 
 _embedding = small_embedding

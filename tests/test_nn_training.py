@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import tensorly as tl
 
 torch = pytest.importorskip("torch")
 
@@ -10,11 +9,7 @@ from tensorly_cross.nn import CrossEmbedding, PatchGrid, VolumeDataset, default_
 from tensorly_cross.nn.dense import DenseEmbedding  # noqa: E402
 from tensorly_cross.nn.training import Regressor, cross_validate, fit, rmse  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def pytorch_backend():
-    with tl.backend_context("pytorch"):
-        yield
+pytestmark = pytest.mark.usefixtures("pytorch_backend")
 
 
 @pytest.mark.parametrize("pooled", [False, True])

@@ -8,7 +8,6 @@ import re
 
 import numpy as np
 import pytest
-import tensorly as tl
 
 torch = pytest.importorskip("torch")
 
@@ -20,11 +19,7 @@ from tensorly_cross.nn import (  # noqa: E402
 )
 from tensorly_cross.nn.training import Regressor, fit, predict, rmse  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def pytorch_backend():
-    with tl.backend_context("pytorch"):
-        yield
+pytestmark = pytest.mark.usefixtures("pytorch_backend")
 
 
 def _volumes(count, size=8, seed=0):

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import tensorly as tl
 
 torch = pytest.importorskip("torch")
 
@@ -18,11 +17,7 @@ from tensorly_cross.nn.training import Regressor, fit  # noqa: E402
 
 from .nn_helpers import small_embedding  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def pytorch_backend():
-    with tl.backend_context("pytorch"):
-        yield
+pytestmark = pytest.mark.usefixtures("pytorch_backend")
 
 
 _embedding = small_embedding
