@@ -59,14 +59,21 @@ def write_volume(path, function, shape, chunks=(64, 64, 64)):
                 points = np.stack([np.full(j.size, i), j.ravel(), k.ravel()], axis=1)
                 slab[i - start] = function(points).reshape(shape[1], shape[2])
             array[start:stop] = slab
-        _publish_folder(temporary, path)
+        _publish_folder(temporary, path, tuple(shape))
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     return path
 
 
-def _publish_folder(temporary, path):
-    """Rename a complete folder to ``path``, unless another writer's is there already."""
+def _publish_folder(temporary, path, shape):
+    """Rename a complete folder to ``path``, unless another writer's is there already.
+
+    Raises
+    ------
+    FileExistsError
+        If the volume already at ``path`` has another shape: it is not another writer's
+        copy of this one, and returning its path handed the caller the wrong data.
+    """
     import os
 
     try:
@@ -74,3 +81,18 @@ def _publish_folder(temporary, path):
     except OSError:
         if not os.path.isdir(path):
             raise
+        existing = _stored_shape(path)
+        if existing != shape:
+            held = "no zarr array" if existing is None else f"a volume of shape {existing}"
+            raise FileExistsError(f"{path!r} already holds {held}, not one of shape {shape}; "
+                                  "remove it or write to another path.") from None
+
+
+def _stored_shape(path):
+    """The shape of the zarr array at ``path``; None where none can be read."""
+    import zarr
+
+    try:
+        return tuple(zarr.open_array(path, mode="r").shape)
+    except Exception:  # noqa: BLE001 - not a zarr array: no shape to compare
+        return None

@@ -5,6 +5,7 @@ keyword arguments; they are checked here, in one place, and the resulting
 :class:`CrossOptions` is what the rest of the library reads.
 """
 
+import copy
 import math
 import numbers
 import os
@@ -70,7 +71,8 @@ rank : int, list of int or None
         Print one line per sweep.
     callback : callable or None
         ``callback(tt, info) -> bool`` after each sweep; ``True`` stops (under JAX, whose
-        search runs with NumPy, ``tt`` has NumPy cores).
+        search runs with NumPy, ``tt`` has NumPy cores). ``info`` is a copy of the record
+        at that sweep: keeping or editing it does not touch the run's.
     return_info : bool, default False
         Also return a :class:`CrossInfo`.
     pivot_search : {"column", "rook", "full", "auto", "batched"}
@@ -219,6 +221,9 @@ def cross_options(shape, stored=False, **settings):
     if options.callback is not None and not callable(options.callback):
         raise TypeError(f"callback must be callable or None, got "
                         f"{type(options.callback).__name__}.")
+    callback = options.callback
+    if callback is not None and not isinstance(callback, SweepCallback):
+        callback = SweepCallback(callback)
     max_time = options.max_time
     if max_time is not None:
         max_time = check_float(max_time, "max_time", minimum=0.0, strict=True)
@@ -226,6 +231,10 @@ def cross_options(shape, stored=False, **settings):
     if checkpoint is not None and not isinstance(checkpoint, str | os.PathLike):
         raise TypeError(f"checkpoint must be a path (str or os.PathLike) or None, got "
                         f"{type(checkpoint).__name__}.")
+    if checkpoint is not None and not os.fspath(checkpoint):
+        # "" failed only once the search had started, renaming a temporary file to "".
+        raise ValueError("checkpoint must name a file (created if missing) or be None, "
+                         "got ''.")
     oversample = options.oversample
     if oversample is None:
         oversample = LSQ_OVERSAMPLE if method == "lsq" else 1.0
@@ -234,7 +243,27 @@ def cross_options(shape, stored=False, **settings):
                    pivot_search=pivot_search, max_rank=max_rank, n_iter_max=n_iter_max,
                    val_size=val_size, patience=patience, max_evals=max_evals,
                    verbose=check_bool(options.verbose, "verbose"), max_time=max_time,
+                   callback=callback,
                    progress=check_bool(options.progress, "progress"))
+
+
+class SweepCallback:
+    """The user's ``callback(tt, info)``, called with a copy of the record of the sweep.
+
+    The live :class:`CrossInfo` is the run's own: records kept per sweep all became the
+    final one, and a callback that edited one (cleared ``ranks``) crashed the run after it.
+
+    Parameters
+    ----------
+    function : callable
+        ``function(tt, info) -> bool or None``.
+    """
+
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, tt, info):
+        return self.function(tt, copy.deepcopy(info))
 
 
 def checkpoint_arguments(options, random_state, tensor):

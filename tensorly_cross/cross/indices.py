@@ -202,9 +202,14 @@ class CrossIndices:
         right = [_as_block(block, d - k - 1, f"right[{k}]")
                  for k, block in enumerate(data["right"])]
         block, ranks = data.get("block"), data.get("ranks")
+        # Checked as the shape is: int() read block=2.7 as 2 and ranks [1, 2.5, 1] as 2s.
+        if ranks is not None and not isinstance(ranks, list | tuple | np.ndarray):
+            raise ValueError(f"index sets' 'ranks' must be a list or None, got "
+                             f"{type(ranks).__name__}.")
         indices = cls(shape, left, right, data.get("nested"),
-                      block=None if block is None else int(block),
-                      ranks=None if ranks is None else tuple(int(r) for r in ranks))
+                      block=None if block is None else _as_integer(block, "block"),
+                      ranks=None if ranks is None else tuple(_as_integer(r, "ranks")
+                                                             for r in ranks))
         check_cross_indices(indices)
         return indices
 
@@ -305,6 +310,15 @@ def _as_size(size):
             or not math.isfinite(size) or int(size) != size or size < 1):
         raise ValueError(f"shape entries must be integers >= 1, got {size!r}.")
     return int(size)
+
+
+def _as_integer(value, name):
+    """``block`` or a rank from a dict as an int (8.0 is 8); its range is checked with the
+    sets (:func:`check_cross_indices`)."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or int(value) != value):
+        raise ValueError(f"{name}: expected an integer, got {value!r}.")
+    return int(value)
 
 
 def _check_range(block, sizes, name):

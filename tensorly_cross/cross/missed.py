@@ -31,7 +31,10 @@ def warn_if_missed(options, info, read_whole=False):
     error, tol = info.val_error, options.tol
     if options.rank is not None or not tol > 0 or info.stop_reason == "callback":
         return
-    unchecked = not info.n_heldout and options.val_size > 0 and not read_whole
+    # A run stopped before its first sweep returns the starting TT: unchecked whatever
+    # val_size says (with val_size=0 it was returned silently).
+    unchecked = (not info.n_heldout and (options.val_size > 0 or not info.n_sweeps)
+                 and not read_whole)
     # NaN included: a TT whose held-out error is not a number has not met anything.
     missed = info.n_heldout and not error <= tol
     if not (unchecked or missed):

@@ -30,7 +30,9 @@ class CrossInfo:
     n_requested, n_cached, n_calls : int
         Entries asked for (with repeats), served from the cache, and batched calls made.
     ranks : list of tuple
-        TT ranks after each sweep.
+        TT ranks after each sweep. For ``method="block"``, the ranks of the bonds between
+        positions, as ``rank`` gives them: the TT's are these with the channels inserted
+        before the last 1 (``(1, r_1, ..., r_{d-2}, F, 1)``).
     val_errors : list of float
         Relative error on the held-out entries after each sweep.
     n_heldout : int
@@ -47,7 +49,8 @@ class CrossInfo:
         ``"callback"``.
     best_sweep : int
         The sweep whose state was returned (1-based): the one with the lowest held-out
-        error, the last one when there is no held-out set.
+        error, the last one when there is no held-out set; 0 when no sweep completed (a
+        budget stopped the first one: the starting TT is returned, ``val_error`` is nan).
     n_sweeps : int
         Completed sweeps (one sweep = one pass in one direction).
     n_restored : int
