@@ -30,14 +30,24 @@ def to_host(tensor):
     if isinstance(tensor, np.ndarray):
         return tensor  # already on the host: the NumPy backend's hot path, no dispatch
     check_concrete(tensor, "a tensor")
-    # A torch tensor under another backend too (save_tt of torch cores that require grad).
-    if backend_name() == "pytorch" or type(tensor).__module__.startswith("torch"):
-        # resolve_conj: a tl.conj of a complex tensor is a lazy view NumPy cannot read.
-        host = tensor.detach().cpu().resolve_conj()
+    # Dispatch on the tensor's own type, not on the active backend: a torch tensor under
+    # another backend (save_tt of torch cores that require grad, a subclass of
+    # torch.Tensor defined outside torch), and a JAX array or list under PyTorch.
+    if is_torch_tensor(tensor):
+        # resolve_conj/resolve_neg: a tl.conj of a complex tensor, and the .imag of one,
+        # are lazy views (conjugate or negative bit) that .numpy() refuses to read.
+        host = tensor.detach().cpu().resolve_conj().resolve_neg()
         if host.dtype == _bfloat16():
             host = host.float()  # autocast's bfloat16 has no NumPy dtype: exact in float32
         return host.numpy()
     return tl.to_numpy(tensor)
+
+
+def is_torch_tensor(tensor):
+    """Whether ``tensor`` is a PyTorch tensor, subclasses included (without importing
+    PyTorch when it is not loaded)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(tensor, torch.Tensor)
 
 
 def check_concrete(tensor, name):
@@ -104,7 +114,10 @@ def svd(matrix, full_matrices=False):
         if backend_name() != "jax" or not _failed_silently(matrix, parts[1]):
             return parts
     left, singular, right = host_svd(to_host(matrix), full_matrices=full_matrices)
-    context = tl.context(matrix)
+    # No requires_grad: leaves that required it took the gradient meant for ``matrix``
+    # (backward ran, matrix.grad stayed None); constants say that none flows here.
+    context = {key: value for key, value in tl.context(matrix).items()
+               if key != "requires_grad"}
     return tl.tensor(left, **context), tl.tensor(singular, **context), tl.tensor(right, **context)
 
 
@@ -287,6 +300,10 @@ def _numpy_subtract_outer_(matrix, column, row):
     # a C-ordered (n, r) matrix is the Fortran-ordered (r, n) transpose, so update that.
     from scipy.linalg import blas
 
+    if not (matrix.dtype.isnative and matrix.flags.aligned and matrix.flags.writeable):
+        # f2py would hand ger a native-order or aligned copy (its update lost, the stale
+        # matrix returned) or write into memory marked read-only: return a new array.
+        return matrix - np.multiply.outer(column, row)
     if matrix.dtype.char in "fdFD" and (matrix.flags.f_contiguous or matrix.flags.c_contiguous):
         (ger,) = blas.get_blas_funcs(("geru",) if matrix.dtype.kind == "c" else ("ger",),
                                      (matrix,))

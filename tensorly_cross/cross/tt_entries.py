@@ -98,7 +98,7 @@ def _in_backend(core, k):
         return core
     if hasattr(core, "detach") and hasattr(core, "cpu"):  # torch, under another backend
         check_concrete(core, f"tt_entries: cores[{k}]")
-        return tl.tensor(core.detach().cpu().resolve_conj().numpy())
+        return tl.tensor(to_host(core))  # detached, conjugate and negative views resolved
     return tl.tensor(np.asarray(core))
 
 

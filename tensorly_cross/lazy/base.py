@@ -211,10 +211,9 @@ def _host_numbers(values):
     and PyTorch tensors under another backend (detached: a NumPy TT carries no gradient;
     half precision widened, which NumPy may not hold)."""
     if hasattr(values, "detach") and hasattr(values, "cpu"):
-        values = values.detach().cpu()
-        if str(values.dtype).endswith("float16"):
-            values = values.float()
-        return values.numpy()
+        # to_host resolves conjugate and negative views (.numpy() refuses them) and names
+        # a meta-device tensor; float16 is widened by check_values.
+        return to_host(values)
     return np.asarray(values)
 
 
