@@ -78,8 +78,22 @@ def _run_in_thread(target):
 def test_chunks_cancelled_by_an_executor_shutdown_raise_instead_of_hanging():
     # shutdown(cancel_futures=True) cancels queued futures without notifying wait(): the
     # batch waited for them forever.
-    executor = ThreadPoolExecutor(1)
-    started, release = threading.Event(), threading.Event()
+    submitted_all, started, release = threading.Event(), threading.Event(), threading.Event()
+
+    class CountingPool(ThreadPoolExecutor):
+        """Says when the batch's 4 chunks are all queued: a shutdown before that made
+        submit raise instead (a race this test lost on a loaded machine)."""
+
+        submitted = 0
+
+        def submit(self, *args, **kwargs):
+            future = super().submit(*args, **kwargs)
+            self.submitted += 1
+            if self.submitted == 4:
+                submitted_all.set()
+            return future
+
+    executor = CountingPool(1)
 
     def blocking(indices):
         started.set()
@@ -91,6 +105,7 @@ def test_chunks_cancelled_by_an_executor_shutdown_raise_instead_of_hanging():
 
     def cancel_then_release():
         started.wait(5.0)
+        submitted_all.wait(5.0)
         executor.shutdown(wait=False, cancel_futures=True)
         release.set()
 
