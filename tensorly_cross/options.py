@@ -91,6 +91,7 @@ rank : int, list of int or None
         rank-8 TT at d=80: 427 instead of 1,235; with an executor, each batch is a round
         of chunks), as many where ranks grow a pivot or two per sweep, and 0.99-1.19x the
         column search's evaluations on the benchmark problems (``docs/scale.rst``).
+        Any other value than ``"column"`` with another method raises a ValueError.
     shape : tuple of int, optional
         Only for a callable ``tensor``.
     patience : int or None, default 2
@@ -192,8 +193,8 @@ def cross_options(shape, stored=False, **settings):
     tol = check_float(options.tol, "tol", minimum=0.0)
     if tol >= 1.0:  # a relative error of 1 is the zero tensor's: nothing would be asked
         raise ValueError(f"tol must be in [0, 1) (a relative error), got {tol}.")
-    method = _check_method(options, shape, stored)
     pivot_search = check_choice(options.pivot_search, "pivot_search", PIVOT_SEARCHES)
+    method = _check_method(options, shape, stored)
     max_rank = check_int(options.max_rank, "max_rank", minimum=1)
     n_iter_max = check_int(options.n_iter_max, "n_iter_max", minimum=1)
     default_val_size = LSQ_VAL_SIZE if method == "lsq" else 1000
@@ -324,6 +325,13 @@ def _check_method(options, shape, stored):
     if check_float(oversample, "oversample", minimum=1.0) > 1 and method == "tci":
         raise ValueError(f"oversample={oversample} needs a fixed-rank method ('als' or "
                          "'block'); TCI chooses its own pivots.")
+    pivot_search = options.pivot_search
+    if method != "tci" and pivot_search != "column":
+        # Only TCI searches pivots: the other methods ignored the setting without a word.
+        chosen = " (method='auto' chose it)" if options.method == "auto" else ""
+        raise ValueError(f"pivot_search={pivot_search!r} applies to method='tci' only, "
+                         f"not {method!r}{chosen}: pass method='tci', or leave "
+                         "pivot_search at 'column'.")
     if max_slices is not None:
         check_int(max_slices, "max_slices", minimum=1)
         if method in ("tci", "lsq"):
