@@ -1,5 +1,7 @@
 """DenseEmbedding: the baseline that applies the same encoder at every position, then pools."""
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import nn
@@ -102,9 +104,10 @@ class DenseEmbedding(nn.Module):
         ------
         TypeError
             If ``volumes`` is a single volume or not a batch, or a volume is lazy (not in
-            memory).
+            memory), complex, or neither a tensor nor an array.
         ValueError
-            If the volumes are not all 3-D (or ``(1, D, H, W)``) of one shape.
+            If ``volumes`` is empty, or the volumes are not all 3-D (or ``(1, D, H, W)``)
+            of one shape.
         NonFiniteValueError
             If a volume holds NaN or inf (named by its place in the batch and its voxel).
         """
@@ -135,8 +138,14 @@ class DenseEmbedding(nn.Module):
             raise TypeError(f"volumes must be a batch, (B, 1, D, H, W) or a sequence of "
                             f"volumes, got one tensor of shape {tuple(volumes.shape)} (pass "
                             "[volume]).")
+        if isinstance(volumes, str | bytes) or not isinstance(
+                volumes, Sequence | torch.Tensor | np.ndarray):
+            raise TypeError(f"volumes must be a tensor of shape (B, 1, D, H, W) or a sequence "
+                            f"of volumes, got {type(volumes).__name__}.")
+        if len(volumes) == 0:  # torch.stack refused it deep inside
+            raise ValueError("volumes is empty: a batch needs at least one volume.")
         parameter = next(self.encoder.parameters())
-        tensors = [_three_dimensional(_as_tensor(v), k) for k, v in enumerate(volumes)]
+        tensors = [_three_dimensional(_as_tensor(v, k), k) for k, v in enumerate(volumes)]
         shapes = {tuple(t.shape) for t in tensors}
         if len(shapes) > 1:
             raise ValueError(f"the volumes of a batch must have one shape, got "
@@ -178,13 +187,23 @@ def _check_finite_volumes(batch):
                               f"{tuple(voxel)}.", tuple(voxel), value)
 
 
-def _as_tensor(volume):
-    if isinstance(volume, torch.Tensor):
-        return volume
+def _as_tensor(volume, number):
+    """Volume ``number`` of the batch as a real tensor (a complex one, cast to the encoder's
+    dtype, lost its imaginary part with only torch's warning; CrossEmbedding refuses it)."""
     if hasattr(volume, "evaluate"):
         raise TypeError("DenseEmbedding needs volumes in memory (tensors or arrays); read "
                         "lazy volumes whole first, e.g. VolumeDataset(..., in_memory=True).")
-    return torch.as_tensor(native_byte_order(np.asarray(volume)))
+    if not isinstance(volume, torch.Tensor):
+        array = np.asarray(volume)
+        if array.dtype.kind not in "biufc":  # a str, None, objects: torch's message said less
+            raise TypeError(f"volume {number} of the batch must be a tensor or an array of "
+                            f"numbers, got {type(volume).__name__} of dtype {array.dtype}.")
+        volume = torch.as_tensor(native_byte_order(array))
+    if volume.is_complex():
+        raise TypeError(f"volume {number} of the batch is complex ({volume.dtype}); volumes "
+                        "are real: pass its real part or its magnitude (volume.real, "
+                        "abs(volume)).")
+    return volume
 
 
 # Layers that mix positions other than as a stride-1 convolution does: run over the whole

@@ -45,8 +45,10 @@ def default_encoder(patch_size, n_features, width=8, pooled=False):
 
     Raises
     ------
+    TypeError
+        If ``patch_size``, ``n_features`` or ``width`` is not an int.
     ValueError
-        If ``patch_size`` is less than 3.
+        If ``patch_size`` is less than 3, or ``n_features`` or ``width`` less than 1.
 
     Examples
     --------
@@ -56,8 +58,12 @@ def default_encoder(patch_size, n_features, width=8, pooled=False):
     >>> encoder(torch.zeros(2, 1, 5, 5, 5)).shape
     torch.Size([2, 4])
     """
+    # Checked here: None or a float failed deep inside torch's Conv3d, naming neither.
+    patch_size = check_int(patch_size, "patch_size")
     if patch_size < 3:
         raise ValueError(f"patch_size must be >= 3 for the default encoder, got {patch_size}.")
+    n_features = check_int(n_features, "n_features", minimum=1)
+    width = check_int(width, "width", minimum=1)
     if pooled:
         return nn.Sequential(
             nn.Conv3d(1, width, kernel_size=3), nn.GELU(),

@@ -20,6 +20,7 @@ import threading
 import tensorly as tl
 import torch
 
+from .._validation import check_int
 from .patches import encode_patches
 
 
@@ -35,6 +36,13 @@ class LockstepEncoder:
         trailing axes of size 1; any other shape is a ValueError).
     max_batch : int
         Most patches per encoder call (size it to the device: :func:`device_batch_size`).
+
+    Raises
+    ------
+    TypeError
+        If ``n_features`` or ``max_batch`` is not an int.
+    ValueError
+        If ``n_features`` or ``max_batch`` is below 1.
 
     Attributes
     ----------
@@ -62,9 +70,10 @@ class LockstepEncoder:
     """
 
     def __init__(self, encoder, n_features, max_batch):
-        if int(max_batch) != max_batch or max_batch < 1:
-            raise ValueError(f"max_batch must be a positive int, got {max_batch!r}.")
-        self.encoder, self.n_features, self.max_batch = encoder, int(n_features), int(max_batch)
+        # None or a str failed inside int() with a message that named neither argument.
+        max_batch = check_int(max_batch, "max_batch", minimum=1)
+        n_features = check_int(n_features, "n_features", minimum=1)
+        self.encoder, self.n_features, self.max_batch = encoder, n_features, max_batch
         self.n_calls = self.n_patches = self.n_rounds = 0
         self._condition = threading.Condition()
         self._local = threading.local()
@@ -201,9 +210,10 @@ class LockstepEncoder:
             self.n_calls += 1
         self.n_patches += patches.shape[0]
         self.n_rounds += 1
-        features = torch.cat(outputs) if len(outputs) != 1 else outputs[0]
-        if not outputs:
+        if not outputs:  # no patch at all: torch.cat refuses an empty list
             features = patches.new_zeros((0, self.n_features))
+        else:
+            features = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
         return list(torch.split(features, sizes))
 
 
