@@ -1,16 +1,33 @@
 """Procedural volumes: the embedded default data (nothing is downloaded)."""
 
+import numbers
+
 import numpy as np
 
 
 def blob_phantom(shape=(256, 256, 256), n_blobs=12, seed=0):
     """A smooth 3D phantom: a sum of anisotropic Gaussian blobs, as a function of indices.
 
+    Parameters
+    ----------
+    shape : tuple of 3 ints, default (256, 256, 256)
+        The volume's shape (every size >= 1).
+    n_blobs : int, default 12
+        How many blobs.
+    seed : int, default 0
+        Seed of their centres, widths and weights.
+
     Returns
     -------
     function : callable
         ``function(indices) -> values`` for (m, 3) int multi-indices (float32 values).
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``shape`` is not 3 ints >= 1.
     """
+    shape = _three_sizes(shape, "shape")
     rng = np.random.default_rng(seed)
     centres = rng.uniform(0.2, 0.8, size=(n_blobs, 3))
     widths = rng.uniform(0.05, 0.2, size=(n_blobs, 3))
@@ -33,11 +50,29 @@ def write_volume(path, function, shape, chunks=(64, 64, 64)):
     The array is written under a unique temporary name in the same folder, every chunk
     stored (none left out as fill value), then renamed to ``path``. Several writers of one
     path (two ``tensorly-cross demo`` at once) never share a temporary folder; the first to
-    finish publishes, the others discard theirs and keep its volume.
+    finish publishes, the others discard theirs and keep its volume, if it holds the same
+    values.
+
+    Parameters
+    ----------
+    path : str
+        The zarr folder to create.
+    function : callable
+        ``function(indices) -> values`` for (m, 3) int multi-indices.
+    shape, chunks : tuple of 3 ints
+        The volume's shape and its chunks' (every size >= 1).
 
     Returns
     -------
     path : str
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``shape`` or ``chunks`` is not 3 ints >= 1.
+    FileExistsError
+        If ``path`` already holds something else than this volume (another shape, other
+        values, or no zarr array).
     """
     import os
     import shutil
@@ -45,6 +80,7 @@ def write_volume(path, function, shape, chunks=(64, 64, 64)):
 
     import zarr
 
+    shape, chunks = _three_sizes(shape, "shape"), _three_sizes(chunks, "chunks")
     folder = os.path.dirname(os.path.abspath(path))
     temporary = tempfile.mkdtemp(dir=folder, prefix=f".{os.path.basename(path)}-",
                                  suffix=".tmp")
@@ -86,6 +122,39 @@ def _publish_folder(temporary, path, shape):
             held = "no zarr array" if existing is None else f"a volume of shape {existing}"
             raise FileExistsError(f"{path!r} already holds {held}, not one of shape {shape}; "
                                   "remove it or write to another path.") from None
+        if not _same_values(temporary, path):
+            # Another writer's copy of this volume holds these values; a volume of another
+            # function (or seed) does not, and returning its path handed over its data.
+            raise FileExistsError(f"{path!r} already holds a volume of shape {shape} with other "
+                                  "values than this function's; remove it or write to "
+                                  "another path.") from None
+
+
+def _same_values(first, second):
+    """Whether two zarr arrays of one shape hold the same values (compared slab by slab:
+    memory stays bounded as when they were written)."""
+    import zarr
+
+    first, second = zarr.open_array(first, mode="r"), zarr.open_array(second, mode="r")
+    step = max(1, first.chunks[0])
+    return all(np.array_equal(first[start:start + step], second[start:start + step],
+                              equal_nan=True)
+               for start in range(0, first.shape[0], step))
+
+
+def _three_sizes(sizes, name):
+    """``sizes`` as a tuple of 3 Python ints >= 1; raise naming ``name`` otherwise (a 2-D
+    or 4-D shape failed deep in zarr or NumPy)."""
+    try:
+        sizes = tuple(sizes)
+    except TypeError:
+        raise TypeError(f"{name} must be 3 ints >= 1, got {sizes!r}.") from None
+    if not all(isinstance(size, numbers.Integral) and not isinstance(size, bool)
+               for size in sizes):
+        raise TypeError(f"{name} must be 3 ints >= 1, got {sizes!r}.")
+    if len(sizes) != 3 or min(sizes) < 1:
+        raise ValueError(f"{name} must be 3 ints >= 1 (a 3-D volume), got {sizes!r}.")
+    return tuple(int(size) for size in sizes)
 
 
 def _stored_shape(path):

@@ -8,7 +8,7 @@ import numpy as np
 from ._validation import check_bool, check_int, check_regular_file
 from .lazy.dask import DaskTensor, check_client
 from .lazy.npy import NpyTensor
-from .lazy.sources import H5Source, SliceableSource, ZarrSource
+from .lazy.sources import H5Source, SliceableSource, ZarrSource, as_chunk_source
 
 VOLUME_SUFFIXES = (".zarr", ".h5", ".hdf5", ".npy", ".nii", ".nii.gz")
 
@@ -89,8 +89,10 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False)
     if not isinstance(path, str | bytes | os.PathLike):
         return _open_array(path, cache_bytes, client, strict)
     path = os.fsdecode(path)  # str, bytes or os.PathLike
-    if dataset is None and (".h5:" in path or ".hdf5:" in path) and not os.path.exists(path):
+    if (dataset is None and (".h5:" in path.lower() or ".hdf5:" in path.lower())
+            and not os.path.exists(path)):
         # Only a path that is not a file itself: ':' is a valid character in file names.
+        # Any case, as the suffix itself (and the command line's FILE.H5:/NAME) is read.
         path, dataset = path.rsplit(":", 1)
     if not os.path.exists(path):
         raise FileNotFoundError(f"path {path!r} does not exist.")
@@ -117,6 +119,14 @@ def _open_array(array, cache_bytes, client, strict):
     if not (hasattr(array, "shape") and hasattr(array, "dtype")):
         raise TypeError(f"path must be a str or os.PathLike, or an array (dask, zarr, h5py); "
                         f"got {type(array).__name__}.")
+    if type(array).__module__.startswith("dask.") and strict:
+        # Read from its store when it is a plain view of one: strict checks that store
+        # (a computed dask array has no chunks missing).
+        source = as_chunk_source(array)
+        if isinstance(source, ZarrSource):
+            array = source.array
+        elif isinstance(source, H5Source):
+            array = source._dataset
     if type(array).__module__.startswith("zarr."):
         array = ZarrSource(array, strict=strict)
     elif type(array).__module__.startswith("h5py."):

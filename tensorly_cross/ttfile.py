@@ -17,12 +17,14 @@ own. A forged header therefore costs no more to refuse than a valid one costs to
 import json
 import numbers
 import os
-import tempfile
+import uuid
 import zipfile
 
 import numpy as np
 import tensorly as tl
+from tensorly.cp_tensor import CPTensor
 from tensorly.tt_tensor import TTTensor
+from tensorly.tucker_tensor import TuckerTensor
 
 from ._backend import to_host
 from ._validation import check_bool, check_int, check_regular_file
@@ -129,6 +131,9 @@ def save_tt(path, tt, metadata=None, overwrite=False):
         raise FileExistsError(f"{path!r} exists; pass overwrite=True (--force) to replace it.")
     if not isinstance(tt, list | tuple) and not hasattr(tt, "factors"):
         raise TypeError(f"tt must be a TTTensor or a list of cores, got {type(tt).__name__}.")
+    if isinstance(tt, CPTensor | TuckerTensor):  # they have factors too, not TT cores
+        raise TypeError(f"tt is a TensorLy {type(tt).__name__}, not a TT: pass a TTTensor or "
+                        "a list of TT cores.")
     cores = [np.asarray(to_host(core)) for core in tt]
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}.")
@@ -211,8 +216,12 @@ def _check_str_keys(value, name):
 def _write_atomically(path, arrays, overwrite):
     """Write ``arrays`` to a temporary file beside ``path``, then publish it there."""
     folder = os.path.dirname(os.path.abspath(path))
+    # Unique per call, created with mode 0o666 as open() creates files, so that the umask
+    # gives the default mode: reading the umask (os.umask) set it to 0 meanwhile for every
+    # thread, whose new files were then world-writable.
+    temporary = os.path.join(folder, f".tt-{uuid.uuid4().hex}.npz.tmp")
     try:
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tt-", suffix=".npz.tmp")
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as error:  # name the file asked for, not the temporary one
         raise type(error)(error.errno, f"cannot write {path!r}: {error.strerror}") from error
     try:
@@ -222,7 +231,6 @@ def _write_atomically(path, arrays, overwrite):
             # empty or partial file (the rename reaching the disk before the data).
             stream.flush()
             os.fsync(stream.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; use the default
         _publish(temporary, path, overwrite)
     finally:
         if os.path.exists(temporary):
@@ -259,12 +267,6 @@ def _publish(temporary, path, overwrite):
         descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         os.close(descriptor)
         os.replace(temporary, path)
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def load_tt(path, max_bytes=MAX_BYTES):

@@ -117,13 +117,14 @@ def same_file(first, second):
 
 
 def default_output(path):
-    """``INPUT`` stem + ``.tt.npz``, in the current folder."""
-    stem = os.path.basename(os.path.normpath(path))
+    """``INPUT`` stem + ``.tt.npz``, in the current folder (of the file: an HDF5 input's
+    ``:/group/name`` suffix is no part of it)."""
+    stem = os.path.basename(os.path.normpath(source_file(path)))
     for suffix in (".nii.gz", ".zarr", ".hdf5", ".h5", ".npy", ".nii"):
         if stem.lower().endswith(suffix):
             stem = stem[: -len(suffix)]
             break
-    return stem.split(":")[0] + ".tt.npz"
+    return stem + ".tt.npz"
 
 
 @contextlib.contextmanager

@@ -143,9 +143,11 @@ def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=64, 
                                    max_slices=max_slices, dtype=dtype),
                     library_version=tlc.__version__, seconds=elapsed)
     summary = _save(volume, output, tt, metadata, dtype, force)
-    summary.update(bytes_read=getattr(volume, "bytes_read", None),
+    # On a cluster the workers read the chunks: the volume's own counts stay at 0.
+    remote = getattr(volume, "client", None) is not None
+    summary.update(bytes_read=None if remote else getattr(volume, "bytes_read", None),
                    chunks_read=getattr(volume, "chunks_read", None),
-                   pages_read=getattr(volume, "pages_read", None),
+                   pages_read=getattr(volume, "pages_read", None), read_remotely=remote,
                    sweeps=info.n_sweeps, stop=metadata["stop_reason"], tol=tol)
     return summary
 

@@ -4,7 +4,7 @@ TT file, side by side with the original."""
 import base64
 import os
 import sys
-import tempfile
+import uuid
 
 import numpy as np
 
@@ -125,12 +125,37 @@ def save_npy(path, values):
     values : numpy.ndarray
         The array to store (no pickled objects).
     """
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                                         prefix=".npy-", suffix=".npy.tmp")
+    write_atomically(path, lambda stream: np.save(stream, values, allow_pickle=False))
+
+
+def write_atomically(path, write):
+    """Write ``path`` through ``write(stream)``: to a unique temporary file beside it,
+    synced, then renamed to ``path`` (readers see the old file or the whole new one, and a
+    power loss leaves no empty file under the name).
+
+    The temporary file is created with mode 0o666 as ``open`` creates files, so that the
+    umask gives its mode: a fixed 0o644 made slices of scans world-readable under a
+    private umask (077), and reading the umask (``os.umask``) changes it for every thread
+    meanwhile.
+
+    Parameters
+    ----------
+    path : str
+        The file to write.
+    write : callable
+        ``write(stream)`` writes the contents to a binary stream.
+    """
+    temporary = os.path.join(os.path.dirname(os.path.abspath(path)),
+                             f".reconstruct-{uuid.uuid4().hex}.tmp")
     try:
-        with os.fdopen(handle, "wb") as stream:
-            np.save(stream, values, allow_pickle=False)
-        os.chmod(temporary, 0o644)  # mkstemp's 0o600 would hide it from other users
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as error:  # name the file asked for, not the temporary one
+        raise type(error)(error.errno, f"cannot write {path!r}: {error.strerror}") from error
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
@@ -282,18 +307,10 @@ def write_png(path, image, original=None, title=""):
         figure.colorbar(shown, ax=ax, fraction=0.046)
     figure.suptitle(title)
     figure.tight_layout()
-    # A unique temporary name: two runs writing the same PNG must not share one.
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                                         prefix=".png-", suffix=".png")
     try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, dpi=100, format="png")
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
+        write_atomically(path, lambda stream: figure.savefig(stream, dpi=100, format="png"))
     finally:
         plt.close(figure)
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 

@@ -47,7 +47,9 @@ def format_summary(summary):
         fraction = summary.get("fraction")
         lines.append(f"entries evaluated   {summary['n_evals']}"
                      + (f" ({fraction:.3%} of the volume)" if fraction is not None else ""))
-    if summary.get("bytes_read") is not None:
+    if summary.get("read_remotely"):
+        lines.append("bytes read          on the cluster's workers (not counted here)")
+    elif summary.get("bytes_read") is not None:
         if summary.get("chunks_read") is not None:
             unit = f"{summary['chunks_read']} chunks"
         elif summary.get("pages_read") is not None:

@@ -46,6 +46,12 @@ class ArrayTensor(LazyTensor):
         if isinstance(array, np.ma.MaskedArray):  # as tt_cross refuses one
             raise TypeError("array is a masked array; a cross reads raw entries, masked or "
                             "not: pass array.filled(value) or the data.")
+        if type(array).__module__.startswith("scipy.sparse"):  # as lazy_tensor refuses one
+            raise TypeError(f"array is a scipy.sparse {type(array).__name__}: pass "
+                            "array.toarray() (if it fits in memory) or a FunctionTensor that "
+                            "reads its entries.")
+        if isinstance(array, np.matrix):  # two index arrays give a (1, m) matrix, not m values
+            array = np.asarray(array)
         _refuse_unknown_sizes(array.shape)
         super().__init__(tuple(array.shape))
         self.array = array

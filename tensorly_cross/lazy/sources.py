@@ -330,6 +330,10 @@ def as_chunk_source(obj):
     if isinstance(obj, ChunkSource):
         return obj
     kind = f"{type(obj).__module__}.{type(obj).__name__}"
+    if kind.startswith(("zarr.", "h5py.")) and not hasattr(obj, "shape"):
+        # A group (or an HDF5 file) failed deep in the source: it has no shape.
+        raise TypeError(f"cannot read chunks from {kind}: a group of arrays, not an array; "
+                        "pass one of its arrays (group['name']).")
     if kind.startswith("zarr."):
         return ZarrSource(obj)
     if kind.startswith("h5py."):
@@ -361,20 +365,43 @@ def _store_behind(array):
     n_tasks = sum(len(layer) for layer in layers.values())
     if n_tasks != array.npartitions + 1:
         return None
-    # Every task but the store must only read a region of it: one that computes from it
-    # (a hand-made graph, a fused one) gives other values than the store holds.
+    # Every task but the store must only read its own chunk's region of it: one that
+    # computes from it, or reads another region (a hand-made graph, a fused one), gives
+    # other values than the store holds there.
+    edges = [np.cumsum((0, *sizes)) for sizes in array.chunks]
     stores, reads_only = [], True
     for layer in layers.values():
         if not _is_materialized(layer):  # a Blockwise layer: one task for all its chunks
             reads_only = reads_only and _is_getter(getattr(layer, "task", None))
             continue
-        for value in dict(layer).values():
+        for key, value in dict(layer).items():
             if (type(value).__module__.startswith(("zarr.", "h5py."))
                     and tuple(getattr(value, "shape", ())) == tuple(array.shape)):
                 stores.append(value)
             else:
-                reads_only = reads_only and _is_getter(value)
+                reads_only = reads_only and _is_getter(value) and _reads_its_chunk(key, value,
+                                                                                   edges)
     return stores[0] if len(stores) == 1 and reads_only else None
+
+
+def _reads_its_chunk(key, task, edges):
+    """Whether a getter keyed ``(name, *block)`` reads exactly that block of its store
+    (``edges``: the chunk boundaries along each axis). Getters of other regions (a
+    hand-made graph, slicing such as ``x[::-1]`` fused into them) make an array of the
+    store's shape with other values: read from the store, they were wrong."""
+    block = key[1:] if isinstance(key, tuple) else ()
+    arguments = task.args if hasattr(task, "args") else task[1:]  # after the function
+    region = arguments[1] if len(arguments) > 1 else None
+    region = getattr(region, "value", region)  # a task-spec DataNode holds the slices
+    if len(block) != len(edges) or not isinstance(region, tuple) or len(region) != len(block):
+        return False
+    for part, number, bounds in zip(region, block, edges, strict=True):
+        if not (isinstance(part, slice) and isinstance(number, int | np.integer)
+                and 0 <= number < len(bounds) - 1):
+            return False
+        if part.indices(int(bounds[-1])) != (int(bounds[number]), int(bounds[number + 1]), 1):
+            return False
+    return True
 
 
 def _is_getter(task):
