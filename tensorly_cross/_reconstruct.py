@@ -14,10 +14,10 @@ import gzip
 import io
 import numbers
 import os
-import tempfile
 
 import numpy as np
 
+from ._atomic import write_atomically
 from ._backend import to_host
 
 # Entries evaluated per block when writing a whole volume: bounds memory (times the rank).
@@ -169,36 +169,30 @@ def write_nifti(path, tt, metadata, dtype=None, fixed=None):
     header = _nifti_header(nibabel, metadata, shape, dtype,
                            offset=[part.start for part in box])
     dtype = header.get_data_dtype()  # with the header's byte order (a kept header's)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tt-", suffix=".nii.tmp")
-    os.close(handle)
-    try:
-        with _output_stream(temporary, path) as stream:
+
+    def write(raw):
+        with _output_stream(raw, path) as stream:
             stream.write(header.binaryblock)
             stream.write(b"\0" * (int(header["vox_offset"]) - len(header.binaryblock)))
             for selection in _fortran_blocks(box, BLOCK_ENTRIES):
                 block = volume_values(tt, metadata, selection)
                 stream.write(np.asarray(block, dtype=dtype).ravel(order="F").tobytes())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+
+    # Mode from the umask (a fixed 0o644 published private scans), synced before renaming.
+    write_atomically(path, write)
     return shape, dtype
 
 
 @contextlib.contextmanager
-def _output_stream(temporary, path):
-    """A binary stream into ``temporary``, gzip-compressed for a ``.gz`` ``path``, whose
-    gzip header names ``path``'s file (it named the temporary one, which ``gunzip -N``
-    restored)."""
-    with open(temporary, "wb") as raw:
-        if not path.lower().endswith(".gz"):
-            yield raw
-            return
-        name = os.path.basename(path)[: -len(".gz")]
-        with gzip.GzipFile(filename=name, mode="wb", fileobj=raw) as stream:
-            yield stream
+def _output_stream(raw, path):
+    """``raw``, or a gzip stream into it for a ``.gz`` ``path``, whose gzip header names
+    ``path``'s file (it named the temporary one, which ``gunzip -N`` restored)."""
+    if not path.lower().endswith(".gz"):
+        yield raw
+        return
+    name = os.path.basename(path)[: -len(".gz")]
+    with gzip.GzipFile(filename=name, mode="wb", fileobj=raw) as stream:
+        yield stream
 
 
 def _fortran_blocks(box, budget):

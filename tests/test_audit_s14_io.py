@@ -281,3 +281,27 @@ def test_reconstruct_outputs_follow_the_umask(tmp_path, capsys):
         os.umask(previous)
     for name in ("s.npy", "s.png"):
         assert os.stat(tmp_path / name).st_mode & 0o777 == 0o600, name
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_reconstruct_nifti_follows_the_umask(tmp_path, suffix):
+    # write_nifti made its output 0o644 whatever the umask, as the slices were.
+    grid = np.linspace(0.0, 1.0, 10)
+    volume = tmp_path / "v.npy"
+    np.save(volume, np.add.outer(np.add.outer(grid, grid), grid))
+    tt_file = tmp_path / "v.tt.npz"
+    assert cli.main(["compress", str(volume), "-o", str(tt_file), "--method", "stream",
+                     "--tol", "1e-6", "-q"]) == cli.EXIT_OK
+    out = tmp_path / f"r{suffix}"
+    previous = os.umask(0o077)
+    try:
+        assert cli.main(["reconstruct", str(tt_file), "-o", str(out)]) == cli.EXIT_OK
+    finally:
+        os.umask(previous)
+    assert os.stat(out).st_mode & 0o777 == 0o600
+    import nibabel
+
+    np.testing.assert_allclose(np.asarray(nibabel.load(out).get_fdata()),
+                               np.load(volume), atol=1e-5)
+    assert [name for name in os.listdir(tmp_path) if name.endswith(".tmp")] == []
