@@ -5,15 +5,17 @@ import warnings
 
 import numpy as np
 
-from ._validation import check_bool, check_int, check_regular_file
+from ._validation import check_bool, check_float, check_int, check_regular_file
 from .lazy.dask import DaskTensor, check_client
+from .lazy.filled import with_fill_nan
 from .lazy.npy import NpyTensor
 from .lazy.sources import H5Source, SliceableSource, ZarrSource, as_chunk_source
 
 VOLUME_SUFFIXES = (".zarr", ".h5", ".hdf5", ".npy", ".nii", ".nii.gz")
 
 
-def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False):
+def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False,
+                fill_nan=None):
     """A lazy tensor reading a volume on disk, without loading it.
 
     Parameters
@@ -43,6 +45,11 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False)
         ``write_empty_chunks=False`` (zarr's default) leave out chunks that are all fill
         value on purpose: strict mode refuses those too. Not used for .npy and NIfTI files,
         which hold every entry.
+    fill_nan : float or None
+        Read NaN voxels as this value, on every path (a cross's reads, the streaming TT-SVD,
+        dask workers). Statistical maps and masked scans often hold NaN outside the brain,
+        which every reader refuses by default (a :class:`NonFiniteValueError` naming the
+        voxel); ``fill_nan=0.0`` reads that background as 0. Infinities still raise.
 
     Returns
     -------
@@ -62,7 +69,8 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False)
         with ``strict``, a zarr array or HDF5 dataset with chunks missing.
     TypeError
         For an unsupported dtype, a ``strict`` that is not a bool, a ``dataset`` that is not
-        a str, or a ``client`` that is not a dask.distributed Client.
+        a str, a ``client`` that is not a dask.distributed Client, or a ``fill_nan`` that is
+        not a real number.
 
     Examples
     --------
@@ -81,11 +89,19 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False)
     """
     if cache_bytes is not None:
         cache_bytes = check_int(cache_bytes, "cache_bytes", minimum=0)
+    if fill_nan is not None:
+        fill_nan = check_float(fill_nan, "fill_nan")
     strict = check_bool(strict, "strict")
     client = check_client(client)
     if dataset is not None and not isinstance(dataset, str):
         raise TypeError(f"dataset must be a str (the HDF5 dataset path, e.g. '/group/name') "
                         f"or None, got {dataset!r} ({type(dataset).__name__}).")
+    volume = _open(path, dataset, cache_bytes, client, strict)
+    return volume if fill_nan is None else with_fill_nan(volume, fill_nan)
+
+
+def _open(path, dataset, cache_bytes, client, strict):
+    """The lazy tensor of :func:`open_volume` (arguments checked)."""
     if not isinstance(path, str | bytes | os.PathLike):
         return _open_array(path, cache_bytes, client, strict)
     path = os.fsdecode(path)  # str, bytes or os.PathLike

@@ -12,6 +12,7 @@ share (exit codes, output checks, the progress bar) in :mod:`._common`.
 
 import sys
 
+from ..errors import NonFiniteValueError
 from ._common import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TOL_MISSED, EXIT_USAGE, UsageError
 from .compress import compress_volume, stream_volume
 from .summary import format_summary
@@ -43,5 +44,16 @@ def main(argv=None):
         return EXIT_INTERRUPTED
     except (FileNotFoundError, FileExistsError, KeyError, ValueError, TypeError, OSError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"tensorly-cross {args.command}: error: {message}", file=sys.stderr)
+        print(f"tensorly-cross {args.command}: error: {message}{_hint(args, error)}",
+              file=sys.stderr)
         return EXIT_INPUT
+
+
+def _hint(args, error):
+    """What the command line offers for ``error``: a volume whose background is NaN
+    (statistical maps, masked scans) compresses with ``--fill-nan``."""
+    value = getattr(error, "value", None)
+    if (args.command == "compress" and isinstance(error, NonFiniteValueError)
+            and isinstance(value, float) and value != value):
+        return " (--fill-nan VALUE reads NaN voxels as VALUE, e.g. 0 for a background)"
+    return ""

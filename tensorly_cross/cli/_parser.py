@@ -45,6 +45,17 @@ def _float_at_least(minimum, strict=False, below=None):
     return parse
 
 
+def _finite_float(text):
+    """An argparse type: any finite float."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Defaults in the help, except the uninformative ones (None, a switch's False)."""
 
@@ -133,6 +144,10 @@ def _add_compress(commands, formatter):
     compress.add_argument("--strict", action="store_true",
                           help="refuse a zarr or HDF5 input with chunks never stored (they "
                                "read as the fill value: a partly written volume)")
+    compress.add_argument("--fill-nan", type=_finite_float, default=None,
+                          metavar="VALUE",
+                          help="read NaN voxels as VALUE (a background of NaN outside the "
+                               "brain: --fill-nan 0); without it a NaN is an error")
     compress.add_argument("--seed", type=_int_at_least(0), default=0,
                           help="random seed of the cross")
     compress.add_argument("--force", action="store_true", help="overwrite the output file")

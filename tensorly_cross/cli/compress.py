@@ -54,7 +54,7 @@ def run_compress(args):
     check_output(output, args.force, inputs=[args.input])
     with open_client(args.scheduler) as client:
         volume = open_input(args.input, dataset=args.dataset, cache_bytes=args.cache_bytes,
-                            client=client, strict=args.strict)
+                            client=client, strict=args.strict, fill_nan=args.fill_nan)
         _check_axes(axes, volume.ndim)
         method, reason = _choose_method(args, volume)
         _check_max_evals(args, method, volume.ndim)
@@ -140,7 +140,8 @@ def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=64, 
                     arguments=dict(tol=tol, rank=rank, method=method, max_rank=max_rank,
                                    max_evals=max_evals, n_iter_max=n_iter_max, seed=seed,
                                    patience=patience, oversample=oversample,
-                                   max_slices=max_slices, dtype=dtype),
+                                   max_slices=max_slices, dtype=dtype,
+                                   fill_nan=getattr(volume, "fill_nan", None)),
                     library_version=tlc.__version__, seconds=elapsed)
     summary = _save(volume, output, tt, metadata, dtype, force)
     # On a cluster the workers read the chunks: the volume's own counts stay at 0.
@@ -194,7 +195,8 @@ def stream_volume(volume, output, tol, rank=None, client=None, seed=0, source=No
                     input_dtype=_dtype_name(_input_dtype(volume)),
                     nifti=nifti_metadata(volume),
                     arguments=dict(tol=tol, rank=rank, method="stream", seed=seed,
-                                   dtype=dtype, max_rank=max_rank),
+                                   dtype=dtype, max_rank=max_rank,
+                                   fill_nan=getattr(volume, "fill_nan", None)),
                     library_version=tlc.__version__, seconds=time.perf_counter() - start)
     summary = _save(volume, output, tt, metadata, dtype, force)
     summary.update(val_error=metadata["error"], exact_error=True, bytes_read=info.bytes_read,

@@ -160,6 +160,9 @@ def run_info(args):
     print(format_summary(summary))
     if metadata.get("source"):
         print(f"source              {metadata['source']}")
+    fill = (metadata.get("arguments") or {}).get("fill_nan")
+    if isinstance(fill, int | float) and not isinstance(fill, bool):
+        print(f"NaN voxels read as  {fill:g} (--fill-nan)")
     if metadata.get("nifti"):
         print("NIfTI               affine and header kept")
     print(f"library version     {metadata.get('library_version')}")

@@ -14,6 +14,7 @@ import tensorly as tl
 from .._validation import check_regular_file
 from .base import LazyTensor
 from .chunk_cache import ChunkCache
+from .filled import fill_nan
 from .sources import SUPPORTED_KINDS, ChunkReadError, FileStamp, refuse_empty
 
 PAGE = 4096
@@ -31,6 +32,8 @@ class NpyTensor(LazyTensor):
         A regular ``.npy`` file (a FIFO or device is refused: reading it could block).
     cache_bytes : int, default 64 MiB
         LRU of pages already read (0 disables it).
+    fill_nan : float or None
+        What NaN entries read as (None: a NaN raises, naming its multi-index).
 
     Attributes
     ----------
@@ -50,8 +53,9 @@ class NpyTensor(LazyTensor):
 
     stored = True
 
-    def __init__(self, path, cache_bytes=64 * 2**20):
+    def __init__(self, path, cache_bytes=64 * 2**20, fill_nan=None):
         self.path = os.fspath(path)
+        self.fill_nan = fill_nan
         header = _open_header(self.path)
         if header.dtype.kind not in SUPPORTED_KINDS:
             raise TypeError(f"{self.path!r} has dtype {header.dtype}; supported are bool, "
@@ -98,7 +102,7 @@ class NpyTensor(LazyTensor):
                 buffer = np.stack([self._page(descriptor, int(page)) for page in group])
                 values[members] = buffer.view(self.dtype)[where[members] - first,
                                                           within[members]]
-        return tl.tensor(values)
+        return tl.tensor(fill_nan(values, self.fill_nan))
 
     def _check_unchanged(self, descriptor):
         """Since it was opened, the file may only have been truncated (its short pages then

@@ -26,6 +26,7 @@ from .._validation import check_regular_file
 from ..errors import NonFiniteValueError
 from ..lazy.base import LazyTensor
 from ..lazy.dask import client_workers
+from ..lazy.filled import FilledSource
 from ..lazy.sources import ChunkSource, FileStamp, as_chunk_source, refuse_empty
 
 BLOCK_BYTES = 32 * 2**20
@@ -85,7 +86,9 @@ def volume_source(volume, block_bytes=BLOCK_BYTES):
         return source
     path = getattr(volume, "path", None)
     if path is not None and str(path).lower().endswith(".npy"):
-        return MemmapSource(path, block_bytes)
+        fill = getattr(volume, "fill_nan", None)  # open_volume(..., fill_nan=) of a .npy
+        source = MemmapSource(path, block_bytes)
+        return source if fill is None else FilledSource(source, fill)
     if isinstance(volume, str | bytes | os.PathLike):
         if os.fsdecode(volume).lower().endswith(".npy"):  # as open_volume: any case
             return MemmapSource(os.fsdecode(volume), block_bytes)

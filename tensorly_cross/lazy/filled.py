@@ -1,0 +1,52 @@
+"""NaN voxels read as a given value: the background of many NIfTI maps is NaN.
+
+A statistical map or a masked scan often holds NaN outside the brain. Every reader refuses
+NaN (a :class:`~tensorly_cross.NonFiniteValueError` naming the voxel), so such a volume
+could not be compressed at all; ``open_volume(path, fill_nan=0.0)`` reads its NaN voxels
+as 0 instead, on every path (the cross's gathers, the streaming TT-SVD's blocks, dask
+workers). Infinities still raise: they are not a background.
+"""
+
+import numpy as np
+
+from .sources import ChunkSource
+
+
+def fill_nan(values, value):
+    """``values`` (a float64 NumPy array) with its NaN entries replaced by ``value``, in
+    place; ``value`` None leaves them."""
+    if value is not None:
+        values[np.isnan(values)] = value
+    return values
+
+
+class FilledSource(ChunkSource):
+    """Another source whose NaN entries read as ``value``.
+
+    Parameters
+    ----------
+    source : ChunkSource
+        The source read.
+    value : float
+        What its NaN entries read as.
+    """
+
+    def __init__(self, source, value):
+        self.base, self.value = source, float(value)
+        super().__init__(source.shape, source.dtype, source.chunks, source.name,
+                         stored_dtype=source.stored_dtype)
+
+    def _read(self, slices):
+        block = np.asarray(self.base._read(slices))
+        if block.dtype.kind != "f":  # integers and bools hold no NaN
+            return block
+        return fill_nan(np.array(block, dtype=np.float64), self.value)
+
+
+def with_fill_nan(volume, value):
+    """``volume`` (an :class:`NpyTensor` or a :class:`DaskTensor`, as ``open_volume``
+    makes them) reading its NaN entries as ``value``; ``volume.fill_nan`` records it."""
+    if hasattr(volume, "source"):  # a DaskTensor: its source, which workers read too
+        volume.source = FilledSource(volume.source, value)
+    volume.fill_nan = value  # an NpyTensor fills the pages it gathers
+    return volume
