@@ -142,3 +142,17 @@ def test_compress_of_a_nan_volume_says_how_to_fill_it(tmp_path, capsys):
     assert cli.main(["compress", path, "-o", str(tmp_path / "v.tt.npz"), "-q"]) == \
         cli.EXIT_INPUT
     assert "--fill-nan VALUE" in capsys.readouterr().err
+
+
+def test_reconstruct_against_reads_the_input_as_compress_filled_it(tmp_path, capsys):
+    # The TT approximates the filled volume: --against read the NaN input unfilled and
+    # stopped on its first NaN voxel.
+    volume = _masked_volume()
+    path = _write(tmp_path, "npy", volume)
+    output = tmp_path / "v.tt.npz"
+    assert cli.main(["compress", path, "-o", str(output), "--fill-nan", "0", "--method",
+                     "stream", "--tol", "1e-6", "-q"]) == cli.EXIT_OK
+    assert cli.main(["reconstruct", str(output), "--against", path, "--slice", "2=11",
+                     "-o", str(tmp_path / "s.npy")]) == cli.EXIT_OK
+    error = float(capsys.readouterr().out.split("relative error")[1].split()[0])
+    assert error < 1e-5

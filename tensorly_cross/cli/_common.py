@@ -159,3 +159,22 @@ def progress_bar(total, unit, quiet):
         finally:
             bar.close()
 
+
+def fill_nan_of(metadata):
+    """The ``--fill-nan`` value a TT file was compressed with (None: none, or a file of
+    another origin whose value is not a number).
+
+    Parameters
+    ----------
+    metadata : dict
+        The TT file's metadata.
+
+    Returns
+    -------
+    float or None
+    """
+    arguments = metadata.get("arguments")
+    value = arguments.get("fill_nan") if isinstance(arguments, dict) else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None

@@ -14,6 +14,7 @@ from ._common import (
     check_dataset_once,
     check_given,
     check_output,
+    fill_nan_of,
     is_hdf5,
     open_input,
     same_file,
@@ -34,7 +35,7 @@ def run_reconstruct(args):
     selection = tuple(fixed.get(axis, slice(None)) for axis in range(len(shape)))
     where = ",".join(f"{axis}={index}" for axis, index in sorted(fixed.items())) or "all"
     # Checked before anything is written: a wrong --against leaves no output behind.
-    volume = _open_against(args, shape)
+    volume = _open_against(args, shape, fill_nan_of(metadata))
     reports = []
     if nifti:
         reports.append(_write_nifti(args, tt, metadata, fixed, where))
@@ -85,11 +86,12 @@ def _check_arguments(args):
     return nifti
 
 
-def _open_against(args, shape):
-    """The ``--against`` volume (None without one), of the TT's shape."""
+def _open_against(args, shape, fill_nan=None):
+    """The ``--against`` volume (None without one), of the TT's shape, its NaN voxels read
+    as the TT's were (``compress --fill-nan``)."""
     if not args.against:
         return None
-    volume = open_input(args.against, dataset=args.dataset)
+    volume = open_input(args.against, dataset=args.dataset, fill_nan=fill_nan)
     if tuple(volume.shape) != shape:
         raise ValueError(f"--against has shape {volume.shape}, the TT has {shape}.")
     return volume

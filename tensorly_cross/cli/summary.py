@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from ._common import EXIT_OK, EXIT_TOL_MISSED
+from ._common import EXIT_OK, EXIT_TOL_MISSED, fill_nan_of
 
 
 def tt_summary(tt, metadata):
@@ -160,8 +160,8 @@ def run_info(args):
     print(format_summary(summary))
     if metadata.get("source"):
         print(f"source              {metadata['source']}")
-    fill = (metadata.get("arguments") or {}).get("fill_nan")
-    if isinstance(fill, int | float) and not isinstance(fill, bool):
+    fill = fill_nan_of(metadata)
+    if fill is not None:
         print(f"NaN voxels read as  {fill:g} (--fill-nan)")
     if metadata.get("nifti"):
         print("NIfTI               affine and header kept")
