@@ -42,6 +42,8 @@ import numpy as np
 from .._backend import to_host
 from ..errors import CheckpointError, CheckpointMismatchError
 from .base import LazyTensor, check_values
+from .chunk_result import FINISHED
+from .deadline import DeadlineTensor
 from .keys import KeyScheme
 
 MAGIC = b"TLCCKPT1"
@@ -337,7 +339,7 @@ class CheckpointedTensor(LazyTensor):
         if not found.any():
             return self._evaluate_and_store(indices)
         values = np.empty(indices.shape[0], dtype=self.store.values.dtype)
-        values[found] = self.store.values[stored]
+        values[found] = self.store.values[stored[found]]
         self.n_restored += int(found.sum())
         missing = np.flatnonzero(~found)
         if missing.size:
@@ -348,9 +350,28 @@ class CheckpointedTensor(LazyTensor):
 
     def _evaluate_and_store(self, indices):
         evaluate = getattr(self.lazy, "evaluate_checked", self.lazy.evaluate)
-        values = evaluate(indices)
+        try:
+            values = evaluate(indices)
+        except BaseException as error:
+            self._store_finished(getattr(error, FINISHED, None))
+            raise
         self.store.append(indices, values)
         return values
+
+    def _store_finished(self, finished):
+        """Keep the finished chunks of a batch that failed (an executor's), so that a rerun
+        does not evaluate them again; only those of the tensor this store stands over (a
+        layout in between, such as quantics, asks for other multi-indices), and only
+        values that pass the checks every read passes."""
+        if finished is None or finished.source is not _evaluating(self.lazy):
+            return
+        try:
+            values = np.concatenate([to_host(check_values(part, np.empty((len(part), 0)),
+                                                          "function"))
+                                     for part in finished.values])
+        except (ValueError, TypeError):  # NaN, strings, mixed kinds: not kept
+            return
+        self.store.append(finished.indices, values)
 
     def _find(self, indices):
         """Which multi-indices the store holds, and where (positions in its arrays)."""
@@ -363,3 +384,10 @@ class CheckpointedTensor(LazyTensor):
         # entry is only served for its own multi-index.
         found = (self._keys[where] == keys) & (self.store.indices[stored] == indices).all(axis=1)
         return found, stored
+
+
+def _evaluating(lazy):
+    """The tensor that evaluates for ``lazy``: itself, or the one behind its deadline."""
+    while isinstance(lazy, DeadlineTensor):
+        lazy = lazy.lazy
+    return lazy

@@ -4,6 +4,8 @@ import pickle
 import threading
 from concurrent.futures import CancelledError, Future
 
+import numpy as np
+
 # How every note on a chunk's exception starts (a client adds its own when one is missing).
 NOTE_PREFIX = "raised by the function on chunk"
 
@@ -122,3 +124,42 @@ def _failed(future):
 def as_tuple(multi_index):
     """A multi-index as a tuple of Python ints (for messages)."""
     return tuple(int(i) for i in multi_index)
+
+
+# The attribute under which a failed batch's exception carries its finished chunks.
+FINISHED = "tensorly_cross_finished"
+
+
+class FinishedChunks:
+    """The chunks of a failed batch that had finished, carried by its exception (attribute
+    :data:`FINISHED`) so that a checkpoint keeps them: after hours of chunks, one failure
+    (a node lost, Ctrl-C) cost them all, and a rerun evaluated them again.
+
+    Parameters
+    ----------
+    indices : ndarray of int64, shape (m, d)
+        Their multi-indices, as given to the function.
+    values : list
+        Each finished chunk's raw values, in the order of ``indices``.
+    source : object or None
+        The tensor that evaluated them (set by it): only a checkpoint directly over that
+        tensor may keep them, in the multi-indices it was asked for.
+    """
+
+    def __init__(self, indices, values, source=None):
+        self.indices, self.values, self.source = indices, values, source
+
+
+def attach_finished(error, chunks, results):
+    """Attach the ``chunks`` whose ``results`` (``(values, seconds)``, or None for a chunk
+    that did not finish) are known to ``error``, as a :class:`FinishedChunks`."""
+    done = [(chunk, result[0]) for chunk, result in zip(chunks, results, strict=True)
+            if result is not None and np.shape(result[0]) == (chunk.shape[0],)]
+    if not done:
+        return
+    finished = FinishedChunks(np.concatenate([chunk for chunk, _ in done]),
+                              [values for _, values in done])
+    try:
+        setattr(error, FINISHED, finished)
+    except AttributeError:  # an exception class with __slots__: nothing kept, as before
+        pass

@@ -6,7 +6,7 @@ import numpy as np
 
 from .._validation import check_int
 from .base import LazyTensor
-from .chunk_result import is_pickling_error, span
+from .chunk_result import FINISHED, is_pickling_error, span
 from .parallel import WorkerCount, check_executor, evaluate_in_chunks
 
 # Added to a TypeError raised by the user's function.
@@ -120,7 +120,12 @@ class FunctionTensor(LazyTensor):
                 start = time.perf_counter()
                 values = self.function(indices)
                 seconds = time.perf_counter() - start
-        except Exception as error:
+        except BaseException as error:
+            finished = getattr(error, FINISHED, None)
+            if finished is not None:  # a checkpoint over this very tensor may keep them
+                finished.source = self
+            if not isinstance(error, Exception):  # Ctrl-C: no note, only the chunks
+                raise
             # With an executor: a function (or values) it could not pickle, which is a
             # PicklingError, an AttributeError or a TypeError depending on what failed.
             if self.executor is not None and is_pickling_error(error):
