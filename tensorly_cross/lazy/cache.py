@@ -72,8 +72,9 @@ class EvaluationCache(LazyTensor):
     lazy : LazyTensor
         The tensor whose entries are computed (once each).
     max_entries : int, default 2**24
-        When storing a batch would exceed this, the cache is emptied first (memory stays
-        bounded at ``max_entries`` keys and values).
+        When storing a batch would exceed this, the cache is emptied first. Memory stays
+        bounded by the larger of ``max_entries`` and one batch (a batch is stored whole,
+        even one larger than ``max_entries``), times two: the buffers double as they grow.
     max_evals : int or None
         A batch whose new entries would push ``counters.unique`` above this raises
         :class:`EvaluationBudgetExceeded` before anything is computed.
