@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tensorly_cross.nn import (  # noqa: E402
+    CrossEmbedding,
     DenseEmbedding,
     LockstepEncoder,
     default_encoder,
@@ -130,3 +131,21 @@ def test_default_encoder_names_a_bad_argument(arguments, error, name):
 def test_default_encoder_still_takes_numpy_ints(pooled):
     encoder = default_encoder(np.int64(4), np.int32(3), width=np.int16(5), pooled=pooled)
     assert tuple(encoder(torch.zeros(2, 1, 4, 4, 4)).shape) == (2, 3)
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    (dict(oversample=0.5), ValueError), (dict(oversample="2"), TypeError),
+    (dict(oversample=float("nan")), ValueError), (dict(random_state=-1), ValueError),
+    (dict(random_state="seed"), TypeError), (dict(random_state=1.5), TypeError)])
+def test_cross_embedding_checks_oversample_and_random_state_when_built(kwargs, error):
+    # Both were checked only by the first forward pass's index search.
+    name = next(iter(kwargs))
+    with pytest.raises(error, match=name):
+        CrossEmbedding(**kwargs)
+
+
+def test_cross_embedding_keeps_a_generator_as_given():
+    generator = np.random.default_rng(3)
+    state = generator.bit_generator.state
+    module = CrossEmbedding(random_state=generator)
+    assert module.random_state is generator and generator.bit_generator.state == state

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import check_choice, check_int
+from .._validation import check_choice, check_float, check_int, check_random_state
 from ..api import cross_interpolate, select_indices
 from ..errors import NonFiniteValueError
 from ..lazy.base import LazyTensor
@@ -139,7 +139,12 @@ class CrossEmbedding(nn.Module):
                                                                            n_features)
         self.patch_size, self.n_features, self.stride = patch_size, n_features, stride
         self.rank, self.refresh_every, self.n_iter_max = rank, refresh_every, n_iter_max
-        self.random_state, self.oversample = random_state, oversample
+        # Checked here, not at the first forward pass; a RandomState or Generator is kept
+        # as given (checking it would draw from it).
+        if not isinstance(random_state, np.random.RandomState | np.random.Generator):
+            check_random_state(random_state)
+        self.random_state = random_state
+        self.oversample = check_float(oversample, "oversample", minimum=1.0)
         self.method = check_choice(method, "method", ("block", "als"))
         if isinstance(rank, list):
             _check_end_ranks(rank, self.method)
