@@ -99,8 +99,10 @@ def check_bool(value, name):
 
 
 def check_choice(value, name, allowed):
-    """``value`` if it is one of ``allowed``; raise ValueError naming the options."""
-    if value not in allowed:
+    """``value`` if it is one of ``allowed`` (strings); raise ValueError naming the options."""
+    # A string first: ``in`` compared a NumPy array elementwise and raised NumPy's "truth
+    # value of an array ... is ambiguous", which names neither the argument nor the options.
+    if not isinstance(value, str) or value not in allowed:
         options = ", ".join(repr(option) for option in allowed)
         raise ValueError(f"{name} must be one of {options}; got {value!r}.")
     return value

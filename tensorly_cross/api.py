@@ -110,7 +110,10 @@ def select_indices(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_
     """The index search of :func:`tt_cross` alone: returns a :class:`CrossIndices`.
 
     Run it without gradient tracking; then :func:`cross_interpolate` builds the cores from
-    the indices in one batched evaluation.
+    the indices in one batched evaluation. As with ``tt_cross(..., differentiable=True)``,
+    the search neither refines nor rounds what :func:`cross_interpolate` cannot repeat:
+    the held-out error and stop reason it reports are those of the TT rebuilt from the
+    indices.
 
     Parameters
     ----------
@@ -145,7 +148,8 @@ def select_indices(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_
                             val_size=val_size, verbose=verbose, callback=callback,
                             pivot_search=pivot_search, patience=patience,
                             oversample=oversample, max_slices=max_slices,
-                            checkpoint=checkpoint, max_time=max_time, progress=progress)
+                            checkpoint=checkpoint, max_time=max_time, progress=progress,
+                            refine=False)
     with _search_backend():
         indices, _, info = _select(lazy, options, random_state, start)
     return (indices, info) if return_info else indices

@@ -64,7 +64,9 @@ rank : int, list of int or None
         sweep does not meet ``tol`` by a factor 100 on those: an exact recovery stops
         without them, every other decision uses them all. A narrow pass at the rank cap
         (always, for a given ``rank``) is confirmed on ``val_size`` fresh entries first.
-        Drawn with replacement; capped at the number of entries (or the default, if larger).
+        A tensor of at most 2**20 entries, once the cross has read them all, is judged on
+        its exact error over every entry instead. Drawn with replacement; capped at the
+        number of entries (or the default, if larger).
     random_state : None, int, numpy RandomState or Generator
         Seed of every random choice: the same seed gives the same indices and result.
     verbose : bool, default False
@@ -119,7 +121,8 @@ rank : int, list of int or None
         rank 32, against 8.2% without. Still exact at the true ranks.
     checkpoint : str, os.PathLike or None
         A file to which every evaluated entry is appended as it is computed (binary, no
-        pickle, flushed batch by batch; a record torn by a crash is detected and dropped).
+        pickle, flushed batch by batch; a record torn by a crash is detected and dropped;
+        with an executor, the finished chunks of a batch that failed are kept too).
         A rerun with the same arguments reads the stored entries back instead of
         evaluating them and returns the same TT as an uninterrupted run. Needs an int
         ``random_state`` (the rerun must make the same choices). A file written for
