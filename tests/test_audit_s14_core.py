@@ -85,3 +85,14 @@ def test_select_indices_reports_the_tt_that_cross_interpolate_rebuilds(seed):
     assert info.stop_reason == "tol" and true_error <= 0.05
     assert abs(true_error - info.val_error) <= 0.1 * true_error
     assert tuple(rebuilt.rank) == info.ranks[info.best_sweep - 1]
+
+
+def test_a_dict_whose_ranks_exceed_its_index_sets_is_refused():
+    # cross_interpolate rebuilt ranks (1, 4, 6, 1) while indices.rank said (1, 50, 50, 1).
+    tensor = np.random.default_rng(0).standard_normal((4, 6, 5))
+    indices = tlc.select_indices(tensor, method="lsq", tol=0.5, random_state=0)
+    data = indices.to_dict()
+    assert tlc.CrossIndices.from_dict(data).rank == indices.rank
+    data["ranks"] = [1, 50, 50, 1]
+    with pytest.raises(ValueError, match="ranks\\[1\\]=50 exceeds"):
+        tlc.CrossIndices.from_dict(data)

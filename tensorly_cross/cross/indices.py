@@ -288,9 +288,22 @@ def check_cross_indices(indices):
                                       or indices.ranks[-1] != 1):
         raise ValueError(f"ranks must be positive with ranks[0] = ranks[-1] = 1, got "
                          f"{tuple(indices.ranks)}.")
+    if indices.ranks is not None:
+        _check_ranks_fit(indices)
     _check_distinct(indices)
     if indices.nested not in ("left", "right", None):
         raise ValueError(f"nested must be 'left', 'right' or None, got {indices.nested!r}.")
+
+
+def _check_ranks_fit(indices):
+    """A least-squares cross's bond ``k`` cannot have a rank above the multi-indices of
+    ``left[k]`` or ``right[k - 1]``: a dict that said so rebuilt a TT of smaller ranks than
+    ``indices.rank`` claimed."""
+    for k in range(1, indices.ndim):
+        room = min(indices.left[k].shape[0], indices.right[k - 1].shape[0])
+        if indices.ranks[k] > room:
+            raise ValueError(f"ranks[{k}]={indices.ranks[k]} exceeds the {room} multi-indices "
+                             f"of left[{k}] or right[{k - 1}], which bound that bond's rank.")
 
 
 def _check_distinct(indices):
