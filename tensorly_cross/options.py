@@ -55,7 +55,10 @@ rank : int, list of int or None
         Budget of distinct evaluations, validation included; never exceeded. The result
         is the last complete sweep within it.
     n_iter_max : int, default 50
-        Maximum number of sweeps (one sweep is one pass in one direction).
+        Maximum number of sweeps (one sweep is one pass in one direction). A final
+        least-squares refinement of a run that missed ``tol`` reads nothing new but is
+        recorded as one more sweep (``info.refined``), so ``info.n_sweeps`` can be
+        ``n_iter_max + 1``.
     val_size : int or None
         Number of random held-out entries for the validation error (0 disables it);
         default 1000, and 4000 for ``"lsq"`` (it stops on the error's upper confidence
