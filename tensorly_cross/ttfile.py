@@ -17,7 +17,6 @@ own. A forged header therefore costs no more to refuse than a valid one costs to
 import json
 import numbers
 import os
-import uuid
 import zipfile
 
 import numpy as np
@@ -26,6 +25,7 @@ from tensorly.cp_tensor import CPTensor
 from tensorly.tt_tensor import TTTensor
 from tensorly.tucker_tensor import TuckerTensor
 
+from ._atomic import write_atomically
 from ._backend import to_host
 from ._validation import check_bool, check_int, check_regular_file
 
@@ -215,41 +215,8 @@ def _check_str_keys(value, name):
 
 def _write_atomically(path, arrays, overwrite):
     """Write ``arrays`` to a temporary file beside ``path``, then publish it there."""
-    folder = os.path.dirname(os.path.abspath(path))
-    # Unique per call, created with mode 0o666 as open() creates files, so that the umask
-    # gives the default mode: reading the umask (os.umask) set it to 0 meanwhile for every
-    # thread, whose new files were then world-writable.
-    temporary = os.path.join(folder, f".tt-{uuid.uuid4().hex}.npz.tmp")
-    try:
-        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as error:  # name the file asked for, not the temporary one
-        raise type(error)(error.errno, f"cannot write {path!r}: {error.strerror}") from error
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-            # On disk before it gets the name: else a power loss can leave the name on an
-            # empty or partial file (the rename reaching the disk before the data).
-            stream.flush()
-            os.fsync(stream.fileno())
-        _publish(temporary, path, overwrite)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    _sync_folder(folder)
-
-
-def _sync_folder(folder):
-    """Make the new name itself durable (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:  # Windows, or no read permission on the folder
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:  # some file systems refuse fsync on a folder
-        pass
-    finally:
-        os.close(descriptor)
+    write_atomically(path, lambda stream: np.savez(stream, **arrays),
+                     publish=lambda temporary, target: _publish(temporary, target, overwrite))
 
 
 def _publish(temporary, path, overwrite):
