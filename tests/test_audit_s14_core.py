@@ -12,6 +12,7 @@ import tensorly as tl
 import tensorly_cross as tlc
 
 from .strategies import random_tt_cores
+from .test_audit_s13_engine import _smooth_noisy
 
 
 def _dense(shape, ranks, seed):
@@ -64,12 +65,6 @@ def test_a_choice_given_as_an_array_is_refused_by_its_name(argument):
 
 
 # -- api.py: select_indices reports the TT that cross_interpolate rebuilds ---------------
-
-
-def _smooth_noisy():
-    grid = np.linspace(0, 1, 12)
-    dense = 1 / (1 + np.add.outer(np.add.outer(grid, grid), grid)[..., None] + grid)
-    return dense + 0.01 * np.random.default_rng(0).standard_normal(dense.shape)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

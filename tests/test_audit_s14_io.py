@@ -263,16 +263,22 @@ def test_compress_on_a_cluster_does_not_report_zero_bytes_read(tmp_path, cluster
     assert re.search(r"bytes read +on the cluster's workers", printed)
 
 
+def _compressed_ramp(folder):
+    """A 10^3 ramp saved as .npy and compressed exactly (stream): (volume path, TT path)."""
+    grid = np.linspace(0.0, 1.0, 10)
+    volume = folder / "v.npy"
+    np.save(volume, np.add.outer(np.add.outer(grid, grid), grid))
+    tt_file = folder / "v.tt.npz"
+    assert cli.main(["compress", str(volume), "-o", str(tt_file), "--method", "stream",
+                     "--tol", "1e-6", "-q"]) == cli.EXIT_OK
+    return volume, tt_file
+
+
 @pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
 def test_reconstruct_outputs_follow_the_umask(tmp_path, capsys):
     # The slice (.npy) and the PNG were made world-readable (0o644) whatever the umask: a
     # user keeping scans private (umask 077) published slices of them.
-    grid = np.linspace(0.0, 1.0, 10)
-    volume = tmp_path / "v.npy"
-    np.save(volume, np.add.outer(np.add.outer(grid, grid), grid))
-    tt_file = tmp_path / "v.tt.npz"
-    assert cli.main(["compress", str(volume), "-o", str(tt_file), "--method", "stream",
-                     "-q"]) == cli.EXIT_OK
+    _, tt_file = _compressed_ramp(tmp_path)
     previous = os.umask(0o077)
     try:
         assert cli.main(["reconstruct", str(tt_file), "-o", str(tmp_path / "s.npy"),
@@ -287,12 +293,7 @@ def test_reconstruct_outputs_follow_the_umask(tmp_path, capsys):
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
 def test_reconstruct_nifti_follows_the_umask(tmp_path, suffix):
     # write_nifti made its output 0o644 whatever the umask, as the slices were.
-    grid = np.linspace(0.0, 1.0, 10)
-    volume = tmp_path / "v.npy"
-    np.save(volume, np.add.outer(np.add.outer(grid, grid), grid))
-    tt_file = tmp_path / "v.tt.npz"
-    assert cli.main(["compress", str(volume), "-o", str(tt_file), "--method", "stream",
-                     "--tol", "1e-6", "-q"]) == cli.EXIT_OK
+    volume, tt_file = _compressed_ramp(tmp_path)
     out = tmp_path / f"r{suffix}"
     previous = os.umask(0o077)
     try:
