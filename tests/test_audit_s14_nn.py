@@ -149,3 +149,17 @@ def test_cross_embedding_keeps_a_generator_as_given():
     state = generator.bit_generator.state
     module = CrossEmbedding(random_state=generator)
     assert module.random_state is generator and generator.bit_generator.state == state
+
+
+@pytest.mark.parametrize("n_volumes, size, error", [
+    (None, 8, TypeError), (2, "8", TypeError), (True, 8, TypeError),
+    (2, float("inf"), ValueError), (2, 8.5, ValueError), (0, 8, ValueError)])
+def test_mni152_crops_checks_its_counts_by_name(n_volumes, size, error):
+    # None failed inside int() ("int() argument must be ..."), True passed as 1, and inf
+    # raised an OverflowError.
+    from tensorly_cross.nn.mni152 import mni152_crops
+
+    name = "n_volumes" if not isinstance(n_volumes, int) or n_volumes < 1 or \
+        isinstance(n_volumes, bool) else "size"
+    with pytest.raises(error, match=name):
+        mni152_crops(n_volumes, size)

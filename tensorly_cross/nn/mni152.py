@@ -8,6 +8,8 @@ map its grey-matter mask is thresholded and dilated from) resampled with the sam
 """
 
 import json
+import math
+import numbers
 import os
 
 import numpy as np
@@ -44,8 +46,10 @@ def mni152_crops(n_volumes, size, seed=0, directory=None):
 
     Raises
     ------
+    TypeError
+        If ``n_volumes`` or ``size`` is not a number.
     ValueError
-        If ``n_volumes`` or ``size`` is not a positive int.
+        If ``n_volumes`` or ``size`` is not a positive whole number.
 
     Examples
     --------
@@ -78,7 +82,12 @@ def mni152_crops(n_volumes, size, seed=0, directory=None):
 
 
 def _positive_int(value, name):
-    if int(value) != value or int(value) < 1:
+    """``value`` as an int >= 1 (a whole float such as 8.0 too); None, a str or a bool
+    failed inside ``int()`` (a TypeError naming neither argument) or passed as 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a positive int, got {value!r} "
+                        f"({type(value).__name__}).")
+    if not math.isfinite(value) or int(value) != value or int(value) < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}.")
     return int(value)
 
