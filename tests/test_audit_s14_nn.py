@@ -163,3 +163,8 @@ def test_mni152_crops_checks_its_counts_by_name(n_volumes, size, error):
         isinstance(n_volumes, bool) else "size"
     with pytest.raises(error, match=name):
         mni152_crops(n_volumes, size)
+
+
+def test_cross_embedding_still_takes_oversample_none():
+    # None (the method's default, as select_indices takes it) worked before the checks.
+    assert CrossEmbedding(oversample=None).oversample is None

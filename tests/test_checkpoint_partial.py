@@ -2,6 +2,7 @@
 hours of chunks, one failure (a lost node, a transient error, Ctrl-C) cost them all, and
 the rerun evaluated them again."""
 
+import pickle
 import struct
 import threading
 import time
@@ -172,3 +173,88 @@ def test_a_dask_batch_keeps_the_groups_that_finished(tmp_path):
     assert len(entries & rerun.computed()) <= len(entries) - 4 * CHUNK
     reference, _ = _run(Recording(), tmp_path / "reference.ckpt")
     assert_same_tt(tt, reference)
+
+
+# -- a review's findings: chunks claimed by the wrong tensor, unpicklable errors, odd futures
+
+
+def test_a_function_calling_a_parallel_tensor_does_not_claim_its_chunks(tmp_path):
+    # The outer (serial) function's error carried the inner tensor's finished chunks, which
+    # the checkpoint stored as the outer's: g where it should hold 2 g, a wrong resumed TT.
+    inner_calls, lock = [0], threading.Lock()
+
+    def g(indices):
+        with lock:
+            inner_calls[0] += 1
+            fail = inner_calls[0] == 3
+        if fail:
+            time.sleep(0.2)
+            raise RuntimeError("transient failure")
+        return 1.0 / (1.0 + indices.sum(axis=1))
+
+    points = np.array([(i, j) for i in range(10) for j in range(4)], dtype=np.int64)
+    path = tmp_path / "nested.ckpt"
+    with ThreadPoolExecutor(4) as executor:
+        inner = tlc.FunctionTensor(g, (10, 10), executor=executor, chunk_size=5)
+        outer = tlc.FunctionTensor(lambda idx: 2.0 * np.asarray(inner.evaluate(idx)),
+                                   (10, 10))
+        store = CheckpointStore(path, (10, 10), {"test": 2})
+        with pytest.raises(RuntimeError, match="transient failure"):
+            CheckpointedTensor(outer, store).evaluate_checked(points)
+        store.close()
+    store = CheckpointStore(path, (10, 10), {"test": 2})
+    np.testing.assert_array_equal(store.values, 2.0 / (1.0 + store.indices.sum(axis=1)))
+    store.close()
+
+
+def test_an_error_that_carried_finished_chunks_still_pickles():
+    # Its finished chunks held the tensor and its executor: pickling the error (a process
+    # pool returning it, a dask client) failed on a queue instead of the user's error.
+    def f(indices):
+        if (indices[:, 0] == 3).any():
+            time.sleep(0.2)
+            raise RuntimeError("bad entry in my model")
+        return indices.sum(axis=1) + 1.0
+
+    with ThreadPoolExecutor(4) as executor:
+        lazy = tlc.FunctionTensor(f, (10, 10), executor=executor, chunk_size=5)
+        with pytest.raises(RuntimeError) as caught:
+            lazy.evaluate(np.array([(i, j) for i in range(10) for j in range(2)]))
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert type(copy) is RuntimeError and str(copy) == "bad entry in my model"
+
+
+class _MinimalFuture:
+    """A future with ``result`` and ``done`` only (all ``evaluate_in_chunks`` needs)."""
+
+    def __init__(self, function, argument):
+        try:
+            self._value, self._error = function(argument), None
+        except Exception as error:  # noqa: BLE001 -- raised again by result()
+            self._value, self._error = None, error
+
+    def done(self):
+        return True
+
+    def result(self):
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class _MinimalExecutor:
+    def submit(self, function, argument):
+        return _MinimalFuture(function, argument)
+
+
+def test_a_minimal_executor_still_raises_the_functions_own_error():
+    # Collecting the finished chunks asked its futures for cancelled(): an AttributeError
+    # replaced the user's error.
+    def f(indices):
+        if (indices[:, 0] == 3).any():
+            raise RuntimeError("my real error")
+        return indices.sum(axis=1) + 1.0
+
+    lazy = tlc.FunctionTensor(f, (10, 10), executor=_MinimalExecutor(), chunk_size=5)
+    with pytest.raises(RuntimeError, match="my real error"):
+        lazy.evaluate(np.array([(i, j) for i in range(10) for j in range(2)]))

@@ -156,3 +156,27 @@ def test_reconstruct_against_reads_the_input_as_compress_filled_it(tmp_path, cap
                      "-o", str(tmp_path / "s.npy")]) == cli.EXIT_OK
     error = float(capsys.readouterr().out.split("relative error")[1].split()[0])
     assert error < 1e-5
+
+
+def test_a_filled_float32_block_stays_float32_and_the_source_is_untouched():
+    # Every float block was copied to float64, doubling the chunk cache's memory for
+    # float32 volumes, NaN or not.
+    from tensorly_cross.lazy.filled import FilledSource
+    from tensorly_cross.lazy.sources import as_chunk_source
+
+    volume = _masked_volume()
+    source = FilledSource(as_chunk_source(volume), 0.0)
+    whole = tuple(slice(0, n) for n in volume.shape)
+    block = source.read(whole)
+    assert block.dtype == np.float32 and not np.isnan(block).any()
+    assert np.isnan(volume).any()  # the array read is not filled in place
+    clean = tuple(slice(0, 2) for _ in volume.shape)
+    assert source.read(clean).dtype == np.float32
+
+
+def test_an_npy_tensor_checks_fill_nan_itself(tmp_path):
+    from tensorly_cross.lazy.npy import NpyTensor
+
+    path = _write(tmp_path, "npy", _masked_volume())
+    with pytest.raises(ValueError, match="fill_nan"):
+        NpyTensor(path, fill_nan=float("nan"))

@@ -354,6 +354,11 @@ class CheckpointedTensor(LazyTensor):
             values = evaluate(indices)
         except BaseException as error:
             self._store_finished(getattr(error, FINISHED, None))
+            if hasattr(error, FINISHED):  # stored or not ours: not kept alive with the error
+                try:
+                    delattr(error, FINISHED)
+                except AttributeError:
+                    pass
             raise
         self.store.append(indices, values)
         return values

@@ -2,6 +2,7 @@
 
 import pickle
 import threading
+import weakref
 from concurrent.futures import CancelledError, Future
 
 import numpy as np
@@ -135,31 +136,55 @@ class FinishedChunks:
     :data:`FINISHED`) so that a checkpoint keeps them: after hours of chunks, one failure
     (a node lost, Ctrl-C) cost them all, and a rerun evaluated them again.
 
+    It pickles as None: an exception is pickled with its attributes (to a process pool's
+    caller, a dask client), and the user's error must travel as it did before, not fail
+    on the tensor and executor behind these chunks.
+
     Parameters
     ----------
     indices : ndarray of int64, shape (m, d)
         Their multi-indices, as given to the function.
     values : list
         Each finished chunk's raw values, in the order of ``indices``.
-    source : object or None
-        The tensor that evaluated them (set by it): only a checkpoint directly over that
-        tensor may keep them, in the multi-indices it was asked for.
     """
 
-    def __init__(self, indices, values, source=None):
-        self.indices, self.values, self.source = indices, values, source
+    def __init__(self, indices, values):
+        self.indices, self.values = indices, values
+        self._source = None
+
+    @property
+    def source(self):
+        """The tensor that evaluated them (None until it claims them; held weakly): only a
+        checkpoint directly over that tensor may keep them, in the multi-indices it was
+        asked for."""
+        return None if self._source is None else self._source()
+
+    def claim(self, tensor):
+        """Record ``tensor`` as the evaluator, unless one already did: a function that
+        calls another tensor must not pass that tensor's chunks off as its own."""
+        if self._source is None:
+            self._source = weakref.ref(tensor)
+
+    def __reduce__(self):
+        return _nothing, ()
+
+
+def _nothing():
+    return None
 
 
 def attach_finished(error, chunks, results):
     """Attach the ``chunks`` whose ``results`` (``(values, seconds)``, or None for a chunk
-    that did not finish) are known to ``error``, as a :class:`FinishedChunks`."""
+    that did not finish) are known to ``error``, as a :class:`FinishedChunks`; without
+    any, remove what an inner evaluation attached (those chunks are not these)."""
     done = [(chunk, result[0]) for chunk, result in zip(chunks, results, strict=True)
             if result is not None and np.shape(result[0]) == (chunk.shape[0],)]
-    if not done:
-        return
-    finished = FinishedChunks(np.concatenate([chunk for chunk, _ in done]),
-                              [values for _, values in done])
+    finished = (FinishedChunks(np.concatenate([chunk for chunk, _ in done]),
+                               [values for _, values in done]) if done else None)
     try:
-        setattr(error, FINISHED, finished)
+        if finished is not None:
+            setattr(error, FINISHED, finished)
+        elif hasattr(error, FINISHED):
+            delattr(error, FINISHED)
     except AttributeError:  # an exception class with __slots__: nothing kept, as before
         pass

@@ -40,7 +40,12 @@ class FilledSource(ChunkSource):
         block = np.asarray(self.base._read(slices))
         if block.dtype.kind != "f":  # integers and bools hold no NaN
             return block
-        return fill_nan(np.array(block, dtype=np.float64), self.value)
+        missing = np.isnan(block)
+        if not missing.any():  # as read: no copy, and float32 stays float32 in the caches
+            return block
+        block = np.array(block)  # never into the source's own memory
+        block[missing] = self.value
+        return block
 
 
 def with_fill_nan(volume, value):

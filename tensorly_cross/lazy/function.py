@@ -122,8 +122,8 @@ class FunctionTensor(LazyTensor):
                 seconds = time.perf_counter() - start
         except BaseException as error:
             finished = getattr(error, FINISHED, None)
-            if finished is not None:  # a checkpoint over this very tensor may keep them
-                finished.source = self
+            if finished is not None and self.executor is not None:
+                finished.claim(self)  # a checkpoint over this very tensor may keep them
             if not isinstance(error, Exception):  # Ctrl-C: no note, only the chunks
                 raise
             # With an executor: a function (or values) it could not pickle, which is a

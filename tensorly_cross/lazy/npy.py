@@ -11,7 +11,7 @@ import os
 import numpy as np
 import tensorly as tl
 
-from .._validation import check_regular_file
+from .._validation import check_float, check_regular_file
 from .base import LazyTensor
 from .chunk_cache import ChunkCache
 from .filled import fill_nan
@@ -55,7 +55,7 @@ class NpyTensor(LazyTensor):
 
     def __init__(self, path, cache_bytes=64 * 2**20, fill_nan=None):
         self.path = os.fspath(path)
-        self.fill_nan = fill_nan
+        self.fill_nan = None if fill_nan is None else check_float(fill_nan, "fill_nan")
         header = _open_header(self.path)
         if header.dtype.kind not in SUPPORTED_KINDS:
             raise TypeError(f"{self.path!r} has dtype {header.dtype}; supported are bool, "

@@ -130,8 +130,13 @@ def evaluate_in_chunks(function, indices, executor, chunk_size=None, workers=Non
     try:
         results = _gather(executor, futures, chunks, workers)
     except BaseException as error:
-        # Collected first: cancelling a dask future releases its result too.
-        attach_finished(error, chunks, _finished_results(executor, futures, chunks, workers))
+        # Collected first: cancelling a dask future releases its result too. Never in the
+        # way of the user's error: an odd future only loses its chunks.
+        try:
+            attach_finished(error, chunks,
+                            _finished_results(executor, futures, chunks, workers))
+        except Exception:  # noqa: BLE001
+            pass
         _cancel(executor, futures)
         raise
     values = [_check_chunk(values, chunk) for (values, _), chunk in
@@ -199,10 +204,13 @@ def _finished_results(executor, futures, chunks, workers):
 
 
 def _succeeded(future):
-    """Whether a future (of any executor: ``done`` may be missing) finished without error."""
-    if not (callable(getattr(future, "done", None)) and future.done()):
+    """Whether a future finished without error (False where it cannot tell: an executor's
+    futures need only ``result``)."""
+    done, cancelled, exception = (getattr(future, name, None)
+                                  for name in ("done", "cancelled", "exception"))
+    if not (callable(done) and callable(cancelled) and callable(exception)):
         return False
-    return not future.cancelled() and future.exception() is None
+    return done() and not cancelled() and exception() is None
 
 
 def _cancel(executor, futures):

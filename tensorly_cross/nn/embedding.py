@@ -78,10 +78,10 @@ class CrossEmbedding(nn.Module):
     layout : {"tt", "quantics"}
         The TT over the grid's modes, or over their binary digits (QTT; see
         :class:`EncodedTensor`), whose index search reads fewer positions on large grids.
-    oversample : float, default 1.0
+    oversample : float or None, default 1.0
         Probe positions per bond, as a multiple of the rank (see
         :func:`~tensorly_cross.tt_cross`): more encoder runs, cores fitted over more of the
-        field.
+        field. None: the method's own default (1.0).
     max_batch : int or "auto"
         Most patches per encoder call; ``"auto"``: :func:`device_batch_size` for the
         encoder's device, measured once.
@@ -144,7 +144,9 @@ class CrossEmbedding(nn.Module):
         if not isinstance(random_state, np.random.RandomState | np.random.Generator):
             check_random_state(random_state)
         self.random_state = random_state
-        self.oversample = check_float(oversample, "oversample", minimum=1.0)
+        # None: the method's own default, as select_indices takes it.
+        self.oversample = (None if oversample is None
+                           else check_float(oversample, "oversample", minimum=1.0))
         self.method = check_choice(method, "method", ("block", "als"))
         if isinstance(rank, list):
             _check_end_ranks(rank, self.method)
