@@ -42,7 +42,7 @@ import numpy as np
 from .._backend import to_host
 from ..errors import CheckpointError, CheckpointMismatchError
 from .base import LazyTensor, check_values
-from .chunk_result import FINISHED
+from .chunk_result import take_finished
 from .deadline import DeadlineTensor
 from .keys import KeyScheme
 
@@ -353,12 +353,7 @@ class CheckpointedTensor(LazyTensor):
         try:
             values = evaluate(indices)
         except BaseException as error:
-            self._store_finished(getattr(error, FINISHED, None))
-            if hasattr(error, FINISHED):  # stored or not ours: not kept alive with the error
-                try:
-                    delattr(error, FINISHED)
-                except AttributeError:
-                    pass
+            self._store_finished(take_finished(error))
             raise
         self.store.append(indices, values)
         return values

@@ -181,10 +181,22 @@ def attach_finished(error, chunks, results):
             if result is not None and np.shape(result[0]) == (chunk.shape[0],)]
     finished = (FinishedChunks(np.concatenate([chunk for chunk, _ in done]),
                                [values for _, values in done]) if done else None)
+    if finished is None:
+        take_finished(error)
+        return
     try:
-        if finished is not None:
-            setattr(error, FINISHED, finished)
-        elif hasattr(error, FINISHED):
-            delattr(error, FINISHED)
+        setattr(error, FINISHED, finished)
     except AttributeError:  # an exception class with __slots__: nothing kept, as before
         pass
+
+
+def take_finished(error):
+    """The :class:`FinishedChunks` ``error`` carries (None if none), removed from it: once
+    handled they are not kept alive with the error."""
+    finished = getattr(error, FINISHED, None)
+    if finished is not None:
+        try:
+            delattr(error, FINISHED)
+        except AttributeError:  # a class attribute of that name, not ours to remove
+            pass
+    return finished

@@ -13,7 +13,7 @@ from .sources import ChunkSource
 
 
 def fill_nan(values, value):
-    """``values`` (a float64 NumPy array) with its NaN entries replaced by ``value``, in
+    """``values`` (a floating NumPy array) with its NaN entries replaced by ``value``, in
     place; ``value`` None leaves them."""
     if value is not None:
         values[np.isnan(values)] = value
@@ -38,14 +38,11 @@ class FilledSource(ChunkSource):
 
     def _read(self, slices):
         block = np.asarray(self.base._read(slices))
-        if block.dtype.kind != "f":  # integers and bools hold no NaN
+        # Integers and bools hold no NaN; a block without NaN is returned as read (no copy,
+        # and float32 stays float32 in the caches); a copy is filled, never the source.
+        if block.dtype.kind != "f" or not np.isnan(block).any():
             return block
-        missing = np.isnan(block)
-        if not missing.any():  # as read: no copy, and float32 stays float32 in the caches
-            return block
-        block = np.array(block)  # never into the source's own memory
-        block[missing] = self.value
-        return block
+        return fill_nan(np.array(block), self.value)
 
 
 def with_fill_nan(volume, value):
