@@ -38,6 +38,11 @@ def check_float(value, name, minimum=None, strict=False):
     return value
 
 
+# Floating dtypes that no backend's LAPACK takes: half precision and NumPy's long double
+# (float128 on x86-64 Linux: numpy.linalg raised "array type float128 is unsupported").
+_NOT_LAPACK = ("float16", "float96", "float128", "complex192", "complex256")
+
+
 def check_tall_matrix(matrix, name="matrix"):
     """Shape ``(n, r)`` of a 2-D, finite tensor with ``n >= r``; raise ValueError otherwise."""
     if not tl.is_tensor(matrix):
@@ -53,7 +58,7 @@ def check_tall_matrix(matrix, name="matrix"):
         raise ValueError(
             f"{name} must have at least as many rows as columns (n >= r), got shape {shape}."
         )
-    if str(getattr(matrix, "dtype", "")).endswith("float16"):
+    if str(getattr(matrix, "dtype", "")).endswith(_NOT_LAPACK):
         raise TypeError(f"{name} has dtype {matrix.dtype}, which LAPACK does not support; "
                         "cast it to float32 or float64 first.")
     if not all_finite(matrix):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validation import check_float, check_int
+from .lazy.sources import refuse_closed_hdf5
 
 # A cross is chosen when it is expected to read less than this share of the storage.
 CROSS_SHARE = 0.25
@@ -91,6 +92,7 @@ def choose_path(volume, path=None, rank=None, max_rank=64, oversample=1.5):
 
         path = volume if path is None else path
         volume = open_volume(volume)
+    refuse_closed_hdf5(volume, "volume")
     if not hasattr(volume, "shape"):
         raise TypeError(f"volume must be a lazy tensor (open_volume, lazy_tensor), an array, "
                         f"or a path; got {type(volume).__name__}.")

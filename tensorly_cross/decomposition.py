@@ -20,6 +20,7 @@ from ._validation import check_int
 from .api import tt_cross
 from .lazy.base import LazyTensor
 from .lazy.dispatch import as_lazy
+from .lazy.sources import refuse_closed_hdf5
 
 
 def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_state=None):
@@ -89,6 +90,7 @@ def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_stat
 
 def _input_shape(input_tensor):
     """The shape of a tensor, a LazyTensor or an array-like with integer-array indexing."""
+    refuse_closed_hdf5(input_tensor, "input_tensor")
     if not (isinstance(input_tensor, LazyTensor) or tl.is_tensor(input_tensor)
             or (hasattr(input_tensor, "shape") and hasattr(input_tensor, "__getitem__"))):
         # A function of multi-indices has no shape here: tt_cross takes it with one.

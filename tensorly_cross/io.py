@@ -9,7 +9,13 @@ from ._validation import check_bool, check_float, check_int, check_regular_file
 from .lazy.dask import DaskTensor, check_client
 from .lazy.filled import with_fill_nan
 from .lazy.npy import NpyTensor
-from .lazy.sources import H5Source, SliceableSource, ZarrSource, as_chunk_source
+from .lazy.sources import (
+    H5Source,
+    SliceableSource,
+    ZarrSource,
+    as_chunk_source,
+    refuse_closed_hdf5,
+)
 
 VOLUME_SUFFIXES = (".zarr", ".h5", ".hdf5", ".npy", ".nii", ".nii.gz")
 
@@ -36,7 +42,8 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False,
         it is the only buffer that grows with the volume.
     client : dask.distributed.Client, optional
         Read chunks on this cluster's workers (zarr, HDF5; for .npy and NIfTI files a
-        warning says it is not used).
+        warning says that the cross does not use it: pass the client to
+        :func:`streaming_tt_svd` instead, which reads their blocks on the workers).
     strict : bool, default False
         zarr and HDF5. Both read a chunk that was never stored as the fill value, with no
         error: a partly written array, or one whose chunks were lost, looks complete. With
@@ -49,7 +56,9 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False,
         Read NaN voxels as this value, on every path (a cross's reads, the streaming TT-SVD,
         dask workers). Statistical maps and masked scans often hold NaN outside the brain,
         which every reader refuses by default (a :class:`NonFiniteValueError` naming the
-        voxel); ``fill_nan=0.0`` reads that background as 0. Infinities still raise.
+        voxel); ``fill_nan=0.0`` reads that background as 0. Infinities still raise. A
+        value that the stored floating dtype cannot hold exactly (``0.1`` in a float16
+        volume, ``1e39`` in a float32 one) makes the volume read as float64.
 
     Returns
     -------
@@ -132,6 +141,7 @@ def _open(path, dataset, cache_bytes, client, strict):
 
 def _open_array(array, cache_bytes, client, strict):
     """An opened array (dask, zarr, h5py): read chunk by chunk."""
+    refuse_closed_hdf5(array, "path")
     if not (hasattr(array, "shape") and hasattr(array, "dtype")):
         raise TypeError(f"path must be a str or os.PathLike, or an array (dask, zarr, h5py); "
                         f"got {type(array).__name__}.")

@@ -120,6 +120,9 @@ def as_floating(matrix, name):
             f"got {type(matrix).__name__}."
         )
     check_concrete(matrix, name)
+    if isinstance(matrix, np.matrix):
+        # Its rows index as (1, r) matrices: the swaps failed with an IndexError.
+        matrix = np.asarray(matrix)
     if dtype_kind(matrix) not in "biu":
         return matrix
     context = {

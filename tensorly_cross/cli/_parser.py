@@ -139,7 +139,10 @@ def _add_compress(commands, formatter):
     compress.add_argument("--dtype", choices=["input", "float32", "float64"], default="input",
                           help="dtype of the stored cores; 'input': the input's floating "
                                "dtype (float32 for integers of 16 bits or fewer, else float64)")
-    compress.add_argument("--scheduler", help="dask.distributed scheduler address")
+    compress.add_argument("--scheduler",
+                          help="dask.distributed scheduler address: the workers read the "
+                               "chunks (a .npy or NIfTI input: for the stream only; the "
+                               "cross reads those in this process)")
     compress.add_argument("--dataset", help="HDF5 dataset path")
     compress.add_argument("--strict", action="store_true",
                           help="refuse a zarr or HDF5 input with chunks never stored (they "

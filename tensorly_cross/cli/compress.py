@@ -4,6 +4,7 @@ with its metadata (shape, layout, NIfTI affine, the run's arguments and outcome)
 import contextlib
 import math
 import os
+import sys
 import time
 import warnings
 
@@ -53,13 +54,23 @@ def run_compress(args):
     output = args.output or default_output(args.input)
     check_output(output, args.force, inputs=[args.input])
     with open_client(args.scheduler) as client:
+        # The cross reads .npy and NIfTI files in this process, the stream on the workers:
+        # which one runs is known only below, so the client is not given to open_volume
+        # (it would warn that the workers are not used, also before a stream that uses them).
+        in_process = _read_in_process(args.input)
         volume = open_input(args.input, dataset=args.dataset, cache_bytes=args.cache_bytes,
-                            client=client, strict=args.strict, fill_nan=args.fill_nan)
+                            client=None if in_process else client, strict=args.strict,
+                            fill_nan=args.fill_nan)
         _check_axes(axes, volume.ndim)
         method, reason = _choose_method(args, volume)
         _check_max_evals(args, method, volume.ndim)
         if not args.quiet:
             print(f"method: {method} ({reason})")
+        if in_process and client is not None and method != "stream":
+            print(f"warning: --scheduler is not used by the cross for "
+                  f"{os.path.basename(args.input)!r}: it reads .npy and NIfTI files in this "
+                  "process (--method stream sends their blocks to the workers).",
+                  file=sys.stderr)
         if method == "stream":
             summary = stream_volume(volume, output, tol=args.tol, rank=args.rank,
                                     client=client, seed=args.seed, source=args.input,
@@ -76,6 +87,13 @@ def run_compress(args):
     if not args.quiet:
         print(format_summary(summary))
     return outcome(summary, args.rank is None, args.accept_miss)
+
+
+def _read_in_process(path):
+    """Whether the cross reads ``path`` in this process whatever the client (a ``.npy`` or
+    NIfTI file; zarr and HDF5 are read on the workers)."""
+    lower = path.lower()
+    return os.path.isfile(path) and lower.endswith((".npy", ".nii", ".nii.gz"))
 
 
 def _choose_method(args, volume):

@@ -265,6 +265,7 @@ def check_cross_indices(indices):
     shape, d = indices.shape, len(indices.shape)
     if len(indices.left) != d or len(indices.right) != d:
         raise ValueError(f"indices need {d} left and {d} right sets for shape {shape}.")
+    _check_blocks(indices)
     for k in range(d):
         if indices.left[k].shape[1] != k or indices.right[k].shape[1] != d - k - 1:
             raise ValueError(f"index set {k} has the wrong number of modes for shape {shape}.")
@@ -332,6 +333,19 @@ def _as_integer(value, name):
             or not math.isfinite(value) or int(value) != value):
         raise ValueError(f"{name}: expected an integer, got {value!r}.")
     return int(value)
+
+
+def _check_blocks(indices):
+    """Each set a 2-D NumPy integer array: a hand-built :class:`CrossIndices` of lists or
+    1-D arrays failed deep inside (``.shape[1]`` of a list, of a 1-D array)."""
+    for side in ("left", "right"):
+        for k, block in enumerate(getattr(indices, side)):
+            if not (isinstance(block, np.ndarray) and block.ndim == 2
+                    and block.dtype.kind in "iu"):
+                got = (f"{block.ndim}-D {block.dtype} array" if isinstance(block, np.ndarray)
+                       else type(block).__name__)
+                raise TypeError(f"indices.{side}[{k}] must be a 2-D NumPy integer array "
+                                f"(one multi-index per row), got a {got}.")
 
 
 def _check_range(block, sizes, name):

@@ -17,7 +17,7 @@ import tensorly as tl
 
 from .base import LazyTensor
 from .chunk_cache import ChunkCache
-from .sources import as_chunk_source
+from .sources import as_chunk_source, read_retrying
 
 # Index arrays above this many entries are scattered to the cluster, not put in the graph.
 _SCATTER_ENTRIES = 50_000
@@ -154,8 +154,7 @@ class DaskTensor(LazyTensor):
             worker = workers[zlib.crc32(f"{self._token}:{chunk_id}".encode()) % len(workers)]
             future = self.client.submit(
                 _worker_gather, self.source, self._token, int(chunk_id), slices, local,
-                self.cache_bytes, workers=[worker], allow_other_workers=True, retries=3,
-                pure=False,
+                self.cache_bytes, workers=[worker], allow_other_workers=True, pure=False,
             )
             futures.append((members, future))
         for members, future in futures:
@@ -173,7 +172,7 @@ def _worker_gather(source, token, chunk_id, slices, local, cache_bytes):
         _WORKER_CACHES.move_to_end(token)
     block = cache.get(chunk_id)
     if block is None:
-        block = source.read(slices)
+        block = read_retrying(source, slices)
         cache.put(chunk_id, block)
     return np.asarray(block[tuple(np.asarray(local).T)], dtype=np.float64)
 

@@ -9,7 +9,7 @@ from .array import ArrayTensor
 from .base import LazyTensor
 from .dask import DaskTensor
 from .function import FunctionTensor
-from .sources import H5Source
+from .sources import H5Source, refuse_closed_hdf5
 
 
 def lazy_tensor(obj, shape=None):
@@ -59,6 +59,7 @@ def lazy_tensor(obj, shape=None):
 def as_lazy(obj, shape=None, name="obj"):
     """:func:`lazy_tensor`, whose messages call ``obj`` by the caller's argument ``name``
     (``tt_cross``'s is ``tensor``)."""
+    refuse_closed_hdf5(obj, name)
     if shape is not None and not callable(obj) and hasattr(obj, "shape") and (
             tuple(np.atleast_1d(shape).tolist()) != tuple(obj.shape)):
         raise ValueError(f"shape={tuple(shape)} does not match the shape {tuple(obj.shape)} "

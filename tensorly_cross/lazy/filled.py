@@ -33,16 +33,34 @@ class FilledSource(ChunkSource):
 
     def __init__(self, source, value):
         self.base, self.value = source, float(value)
-        super().__init__(source.shape, source.dtype, source.chunks, source.name,
-                         stored_dtype=source.stored_dtype)
+        super().__init__(source.shape, _holding(source.dtype, self.value), source.chunks,
+                         source.name, stored_dtype=source.stored_dtype)
+        self.promoted = self.dtype != source.dtype
 
     def _read(self, slices):
         block = np.asarray(self.base._read(slices))
         # Integers and bools hold no NaN; a block without NaN is returned as read (no copy,
         # and float32 stays float32 in the caches); a copy is filled, never the source.
-        if block.dtype.kind != "f" or not np.isnan(block).any():
+        if block.dtype.kind != "f":
+            return block
+        if self.promoted:
+            return fill_nan(block.astype(np.float64), self.value)
+        if not np.isnan(block).any():
             return block
         return fill_nan(np.array(block), self.value)
+
+
+def _holding(dtype, value):
+    """``dtype``, or float64 where a floating ``dtype`` cannot hold ``value`` exactly: a
+    float16 volume filled with 1e5 read inf (then refused as a non-finite voxel), one
+    filled with 0.1 read 0.0999755859375, while the ``.npy`` gathers (in float64) read
+    the value itself."""
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        return dtype
+    with np.errstate(over="ignore", under="ignore"):
+        exact = float(dtype.type(value)) == value
+    return dtype if exact else np.dtype(np.float64)
 
 
 def with_fill_nan(volume, value):

@@ -19,6 +19,26 @@ class ChunkReadError(OSError):
     """Reading one chunk failed; the message names the source and the chunk."""
 
 
+# A chunk read that fails with an I/O error (a network file system's hiccup) is tried this
+# many times in all; any other error (a changed file, a corrupt chunk, a NaN voxel) is raised
+# at once. dask's retries=3 re-ran every failure, a NaN voxel's too: each block of the
+# group read four times and four worker tracebacks logged before the same error came back.
+READ_ATTEMPTS = 4
+
+
+def read_retrying(source, slices):
+    """``source.read(slices)``, tried again (at most ``READ_ATTEMPTS`` in all) where it
+    failed with an :class:`OSError` underneath. Worker loss needs nothing here: the
+    scheduler reruns a lost worker's tasks elsewhere."""
+    for _ in range(READ_ATTEMPTS - 1):
+        try:
+            return source.read(slices)
+        except ChunkReadError as error:
+            if not isinstance(error.__cause__, OSError):
+                raise
+    return source.read(slices)
+
+
 class ChunkSource:
     """Base class: ``shape``, ``dtype``, ``chunks`` (a tuple of per-axis chunk sizes).
 
@@ -325,10 +345,23 @@ def _on_host(block):
     return to_host(block) if _is_torch(block) else block
 
 
+def refuse_closed_hdf5(obj, name):
+    """Raise ValueError if ``obj`` is an h5py object whose file was closed: its ``shape``
+    raised h5py's bare RuntimeError ("identifier is not of specified type") wherever it
+    was read first."""
+    if not type(obj).__module__.startswith("h5py."):
+        return
+    handle = getattr(obj, "id", None)
+    if handle is not None and not getattr(handle, "valid", True):
+        raise ValueError(f"{name} is an h5py {type(obj).__name__} of a closed file; open the "
+                         "file again (h5py.File(path, 'r')[name]) or pass the file's path.")
+
+
 def as_chunk_source(obj):
     """The best :class:`ChunkSource` for ``obj``: its store when it has one."""
     if isinstance(obj, ChunkSource):
         return obj
+    refuse_closed_hdf5(obj, "the array")
     kind = f"{type(obj).__module__}.{type(obj).__name__}"
     if kind.startswith(("zarr.", "h5py.")) and not hasattr(obj, "shape"):
         # A group (or an HDF5 file) failed deep in the source: it has no shape.

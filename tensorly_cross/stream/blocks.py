@@ -27,7 +27,15 @@ from ..errors import NonFiniteValueError
 from ..lazy.base import LazyTensor
 from ..lazy.dask import client_workers
 from ..lazy.filled import FilledSource
-from ..lazy.sources import ChunkSource, FileStamp, as_chunk_source, refuse_empty
+from ..lazy.npy import NpyTensor
+from ..lazy.sources import (
+    ChunkSource,
+    FileStamp,
+    as_chunk_source,
+    read_retrying,
+    refuse_closed_hdf5,
+    refuse_empty,
+)
 
 BLOCK_BYTES = 32 * 2**20
 # Keys of the results whose updates are sums of squares of the values (degree 2); every
@@ -81,13 +89,13 @@ def _slab_chunks(shape, fortran, block_bytes):
 def volume_source(volume, block_bytes=BLOCK_BYTES):
     """The :class:`ChunkSource` behind a path, a lazy volume or an array (a ``.npy`` file
     in slabs of at most ``block_bytes``)."""
+    refuse_closed_hdf5(volume, "volume")
     source = getattr(volume, "source", None)
     if isinstance(source, ChunkSource):
         return source
-    path = getattr(volume, "path", None)
-    if path is not None and str(path).lower().endswith(".npy"):
-        fill = getattr(volume, "fill_nan", None)  # open_volume(..., fill_nan=) of a .npy
-        source = MemmapSource(path, block_bytes)
+    if isinstance(volume, NpyTensor):  # by type: its file may have another suffix
+        fill = volume.fill_nan  # open_volume(..., fill_nan=) of a .npy
+        source = MemmapSource(volume.path, block_bytes)
         return source if fill is None else FilledSource(source, fill)
     if isinstance(volume, str | bytes | os.PathLike):
         if os.fsdecode(volume).lower().endswith(".npy"):  # as open_volume: any case
@@ -180,8 +188,8 @@ def map_reduce(source, blocks, contribute, start, client=None, n_tasks=None):
         n_tasks = _n_workers(client)
     groups = [blocks[i::n_tasks] for i in range(min(n_tasks, len(blocks)))]
     if client is not None:
-        futures = [client.submit(_fold_group, source, group, contribute, start, pure=False,
-                                 retries=3) for group in groups]
+        futures = [client.submit(_fold_group, source, group, contribute, start, pure=False)
+                   for group in groups]
         total = ScaledSums(start())
         for future in futures:
             total.merge(future.result())
@@ -263,7 +271,7 @@ def _ldexp(array, shift):
 def _read_scaled(source, slices):
     """A block times ``2**-exponent``, its largest modulus in ``[1/2, 1)``, and
     ``exponent``; ``(None, None)`` for an all-zero block, which adds nothing to any sum."""
-    raw = source.read(slices)
+    raw = read_retrying(source, slices)
     values = _check_finite(source, slices, np.asarray(raw, dtype=np.float64))
     if values.size == 0:
         return None, None
