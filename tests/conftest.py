@@ -95,3 +95,12 @@ def pytorch_backend():
     gradient modules use it on every test: ``pytest.mark.usefixtures``)."""
     with tl.backend_context("pytorch"):
         yield
+
+
+@pytest.fixture(scope="module")
+def loopback_cluster():
+    """An in-process dask.distributed cluster (no socket beyond loopback, no dashboard)."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as local:
+        yield local

@@ -9,19 +9,11 @@ from hypothesis import strategies as st
 from tensorly_cross.lazy import ArrayTensor, DaskTensor, EvaluationCache, FunctionTensor
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as local:
-        yield local
-
-
 @pytest.fixture
-def client(cluster):
+def client(loopback_cluster):
     import distributed
 
-    with distributed.Client(cluster) as connected:
+    with distributed.Client(loopback_cluster) as connected:
         yield connected
 
 

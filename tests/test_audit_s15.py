@@ -21,15 +21,6 @@ from tensorly_cross.lazy.sources import ChunkSource
 da = pytest.importorskip("dask.array")
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """An in-process cluster whose every socket is on loopback."""
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                  dashboard_address=None) as local:
-        yield local
-
-
 # -- maxvol, rect_maxvol ---------------------------------------------------------------
 
 
@@ -214,28 +205,28 @@ class _CountingSource(ChunkSource):
         return self.volume[slices]
 
 
-def test_a_nan_voxel_is_read_once_on_a_cluster(cluster):
+def test_a_nan_voxel_is_read_once_on_a_cluster(loopback_cluster):
     # dask's retries=3 reran the group: every block read 4 times, 4 worker tracebacks.
     from distributed import Client
 
     volume = np.random.default_rng(3).random((8, 8, 8))
     volume[1, 2, 3] = np.nan
     source = _CountingSource(volume)
-    with Client(cluster) as client, pytest.raises(tlc.NonFiniteValueError,
+    with Client(loopback_cluster) as client, pytest.raises(tlc.NonFiniteValueError,
                                                   match=r"\(1, 2, 3\)"):
         tlc.streaming_tt_svd(source, rank=2, client=client)
     assert max(source.reads.values()) == 1
 
 
 @pytest.mark.parametrize("on_cluster", [False, True])
-def test_transient_read_errors_are_retried_to_the_same_tt(cluster, on_cluster):
+def test_transient_read_errors_are_retried_to_the_same_tt(loopback_cluster, on_cluster):
     from distributed import Client
 
     volume = np.random.default_rng(4).random((8, 8, 8))
     expected = tlc.streaming_tt_svd(_CountingSource(volume), rank=3, random_state=0)
     flaky = _CountingSource(volume, flaky=2)
     if on_cluster:
-        with Client(cluster) as client:
+        with Client(loopback_cluster) as client:
             tt = tlc.streaming_tt_svd(flaky, rank=3, random_state=0, client=client)
     else:
         tt = tlc.streaming_tt_svd(flaky, rank=3, random_state=0)
@@ -261,22 +252,22 @@ def _npy(folder):
 
 
 def test_compress_streams_an_npy_on_the_workers_without_a_false_warning(
-        tmp_path, cluster, capsys):
+        tmp_path, loopback_cluster, capsys):
     # open_volume warned "client is not used ... read in this process", then the stream
     # sent the .npy's blocks to the workers.
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         assert cli.main(["compress", str(_npy(tmp_path)), "-o", str(tmp_path / "s.tt.npz"),
-                         "--method", "stream", "--scheduler", cluster.scheduler_address,
+                         "--method", "stream", "--scheduler", loopback_cluster.scheduler_address,
                          "-q"]) == cli.EXIT_OK
     assert not any("not used" in str(w.message) for w in record)
     assert "not used" not in capsys.readouterr().err
 
 
 def test_compress_says_the_cross_of_an_npy_does_not_use_the_scheduler(
-        tmp_path, cluster, capsys):
+        tmp_path, loopback_cluster, capsys):
     assert cli.main(["compress", str(_npy(tmp_path)), "-o", str(tmp_path / "c.tt.npz"),
-                     "--method", "lsq", "--scheduler", cluster.scheduler_address,
+                     "--method", "lsq", "--scheduler", loopback_cluster.scheduler_address,
                      "--tol", "1e-6"]) == cli.EXIT_OK
     err = capsys.readouterr().err
     assert "warning: --scheduler is not used by the cross for 'v.npy'" in err
