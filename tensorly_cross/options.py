@@ -66,7 +66,9 @@ rank : int, list of int or None
         ``tol > 0`` a fifth of them (at least 200) are read first, and the rest as soon as a
         sweep does not meet ``tol`` by a factor 100 on those: an exact recovery stops
         without them, every other decision uses them all. A narrow pass at the rank cap
-        (always, for a given ``rank``) is confirmed on ``val_size`` fresh entries first.
+        (always, for a given ``rank``) is confirmed on ``val_size`` fresh entries first;
+        on stored data (arrays, volumes) every pass of ``"tci"`` and ``"als"`` is, a clear
+        one too, and must hold on the error's upper 95% bound (as ``"lsq"``'s does).
         A tensor of at most 2**20 entries, once the cross has read them all, is judged on
         its exact error over every entry instead. Drawn with replacement; capped at the
         number of entries (or the default, if larger).

@@ -15,6 +15,8 @@ _HINTS = {
     "max_time": "raise max_time (with a checkpoint, a rerun resumes where this one stopped)",
     "n_iter_max": "raise n_iter_max",
 }
+# Stops of a run whose held-out error is below tol without a pass (a "tol" stop passed).
+_HINTS_UNSURE = ("stalled", "n_iter_max", "max_evals", "max_time")
 # Where interpolating sweeps stall on data whose singular values decay slowly.
 _LSQ_HINT = ('on images and volumes, method="lsq" (the least-squares cross) fits what the '
              'interpolating methods stall on')
@@ -37,7 +39,10 @@ def warn_if_missed(options, info, read_whole=False):
                  and not read_whole)
     # NaN included: a TT whose held-out error is not a number has not met anything.
     missed = info.n_heldout and not error <= tol
-    if not (unchecked or missed):
+    # Below tol on the sample, yet never passed: not with confidence (its upper 95% bound
+    # above tol: the error sits on a few entries), or not on the fresh entries.
+    unsure = bool(info.n_heldout) and error <= tol and info.stop_reason in _HINTS_UNSURE
+    if not (unchecked or missed or unsure):
         return
     ranks = info.ranks[info.best_sweep - 1] if info.best_sweep else ()
     hints = "; ".join(_hints(options, info, max(ranks, default=1)))
@@ -52,6 +57,12 @@ def warn_if_missed(options, info, read_whole=False):
                    f"{info.n_sweeps} sweeps and {info.n_evals} evaluations (stopped: "
                    f"{info.stop_reason}). Try: a larger val_size, or on a tensor this small, "
                    "checking the TT against its entries.")
+    elif unsure:
+        message = (f"tol={tol:g} not met with confidence: held-out error {error:.3g} on "
+                   f"{info.n_heldout} entries, but on too few of them to be sure (its upper "
+                   f"95% bound exceeds tol: the error sits on a few entries; method "
+                   f"{info.method!r}, stopped: {info.stop_reason}, {info.n_sweeps} sweeps). "
+                   f"To get closer: {hints}.")
     else:
         message = (f"tol={tol:g} not met: held-out error {error:.3g} on {info.n_heldout} "
                    f"entries (method {info.method!r}, stopped: {info.stop_reason}, "

@@ -212,6 +212,8 @@ class Validation:
         self.lazy, self.tol, self.rng = lazy, tol, rng
         self.channels, self.block = block, block or 1
         self.size, self.confirmed, self.warned = size, False, False
+        # Stored data confirms even a clear pass (see confirm): fresh reads cost little there.
+        self.stored = bool(getattr(lazy, "stored", False))
         self.fresh_from = None  # after a confirmation: where its fresh entries start
         self._every = None  # (every multi-index, its value) once the cache holds them all
         self.indices = self._draw(size)
@@ -329,13 +331,18 @@ class Validation:
 
         A pass that is not clear, reached where more sweeps cannot lower the error (at the
         rank cap), may be a lucky draw of the held-out sample after many tries: the fresh
-        entries confirm it or not, and stay in the set for later sweeps.
+        entries confirm it or not, and stay in the set for later sweeps. On stored data a
+        clear pass is confirmed too: an interpolating cross of a piecewise-constant volume
+        is exact on most entries and off by the whole contrast on a few (a binary mask at
+        tol 0.05: 0.1-0.5% of the voxels off, a true error of 0.08-0.16, while its first
+        200 held-out entries were all exact: "tol" reported at 1e-15).
         """
         exact = self.exact_error(cores)
         if exact is not None:
             return exact  # every entry read: fresh draws could only hide the exact error
         error = self.error(cores)
-        if self.confirmed or error <= CLEAR_MARGIN * self.tol or self.values is None:
+        clear = error <= CLEAR_MARGIN * self.tol and not self.stored
+        if self.confirmed or clear or self.values is None:
             return error
         fresh = self._draw(self.size)
         indices = np.concatenate([self.indices, fresh])
