@@ -99,8 +99,10 @@ def pytorch_backend():
 
 @pytest.fixture(scope="module")
 def loopback_cluster():
-    """An in-process dask.distributed cluster (no socket beyond loopback, no dashboard)."""
+    """An in-process dask.distributed cluster whose every socket is on loopback
+    (``dashboard_address=None`` still served the scheduler's HTTP endpoints on 0.0.0.0)."""
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                  dashboard_address=None) as local:
+                                  dashboard_address="127.0.0.1:0",
+                                  worker_dashboard_address="127.0.0.1:0") as local:
         yield local

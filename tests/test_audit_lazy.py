@@ -136,17 +136,15 @@ def test_values_a_dask_worker_process_cannot_send_back_do_not_blame_the_function
 # B5 ---------------------------------------------------------------------------------------
 
 
-def test_a_closed_dask_client_as_executor_is_refused_with_a_message():
+def test_a_closed_dask_client_as_executor_is_refused_with_a_message(loopback_cluster):
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(processes=False, dashboard_address=None, n_workers=1,
-                                  threads_per_worker=1) as cluster:
-        client = distributed.Client(cluster)
-        lazy = FunctionTensor(inverse_sum, (8, 8), executor=client)
-        np.testing.assert_array_equal(host(lazy.evaluate([[1, 2]])), [0.25])
-        client.close()
-        lazy = FunctionTensor(inverse_sum, (8, 8), executor=client)
-        with pytest.raises(ValueError, match=r"executor .* has no workers \(is it closed"):
-            lazy.evaluate([[1, 2]])
+    client = distributed.Client(loopback_cluster)  # closed here, the cluster left running
+    lazy = FunctionTensor(inverse_sum, (8, 8), executor=client)
+    np.testing.assert_array_equal(host(lazy.evaluate([[1, 2]])), [0.25])
+    client.close()
+    lazy = FunctionTensor(inverse_sum, (8, 8), executor=client)
+    with pytest.raises(ValueError, match=r"executor .* has no workers \(is it closed"):
+        lazy.evaluate([[1, 2]])
 
 
 # B6 ---------------------------------------------------------------------------------------

@@ -407,13 +407,11 @@ def test_stream_missing_tol_blames_what_narrowed_the_sketches(monkeypatch, max_w
         streaming_tt_svd(volume, tol=1e-6, max_width=max_width)
 
 
-def test_a_client_for_a_npy_file_is_not_dropped_silently(tmp_path):
+def test_a_client_for_a_npy_file_is_not_dropped_silently(tmp_path, loopback_cluster):
     # open_volume(path.npy, client=...) read in this process without a word.
     distributed = pytest.importorskip("distributed")
     path = save_npy(tmp_path / "v.npy", np.arange(24.0).reshape(2, 3, 4))
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+    with distributed.Client(loopback_cluster) as client:
         with pytest.warns(UserWarning, match=r"client is not used for 'v.npy'"):
             lazy = open_volume(path, client=client)
     assert np.asarray(lazy.evaluate([[1, 2, 3]]))[0] == 23.0

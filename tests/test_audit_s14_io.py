@@ -34,16 +34,6 @@ def _all_entries(lazy):
     return np.asarray(lazy.evaluate(indices)).reshape(lazy.shape)
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """An in-process cluster whose every socket is on loopback."""
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                  dashboard_address="127.0.0.1:0",
-                                  worker_dashboard_address="127.0.0.1:0") as local:
-        yield local
-
-
 # --- dask arrays over a store ------------------------------------------------------------
 
 
@@ -252,12 +242,13 @@ def test_compress_names_the_default_output_after_the_hdf5_file_not_its_dataset(
     assert not (tmp_path / "data.tt.npz").exists()
 
 
-def test_compress_on_a_cluster_does_not_report_zero_bytes_read(tmp_path, cluster, capsys):
+def test_compress_on_a_cluster_does_not_report_zero_bytes_read(tmp_path, loopback_cluster,
+                                                               capsys):
     # The workers read the chunks, the summary said "bytes read 0.0 MiB in 0 chunks".
     _zarr_volume(tmp_path / "v.zarr", (12, 12, 12), (6, 6, 6))
     output = tmp_path / "v.tt.npz"
     assert cli.main(["compress", str(tmp_path / "v.zarr"), "-o", str(output), "--method",
-                     "lsq", "--scheduler", cluster.scheduler_address]) == cli.EXIT_OK
+                     "lsq", "--scheduler", loopback_cluster.scheduler_address]) == cli.EXIT_OK
     printed = capsys.readouterr().out
     assert "in 0 chunks" not in printed
     assert re.search(r"bytes read +on the cluster's workers", printed)
