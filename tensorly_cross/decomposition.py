@@ -279,5 +279,15 @@ class TensorTrainCross:
             setattr(self, name, value)
         return self
 
+    def __sklearn_tags__(self):
+        # scikit-learn >= 1.6 asks every estimator for its tags (is_regressor, check
+        # utilities): without them they failed with an AttributeError. Not a classifier,
+        # regressor or transformer of 2-D data: a decomposition of a tensor, which sklearn
+        # does not validate.
+        from sklearn.utils import Tags, TargetTags
+
+        return Tags(estimator_type=None, target_tags=TargetTags(required=False),
+                    no_validation=True)
+
     def __repr__(self):
         return f"{type(self).__name__} decomposition of rank {self.rank}."

@@ -324,3 +324,15 @@ def test_a_clear_pass_of_a_function_is_not_confirmed():
     _, info = tlc.tt_cross(low_rank, shape=shape, tol=1e-6, method="tci", random_state=0,
                            return_info=True)
     assert info.stop_reason == "tol" and info.n_heldout < 400
+
+
+# -- scikit-learn's tag utilities ---------------------------------------------------------
+
+
+def test_the_estimator_answers_scikit_learns_tag_utilities():
+    # sklearn >= 1.6: is_regressor(...) raised AttributeError (no __sklearn_tags__).
+    base = pytest.importorskip("sklearn.base")
+    estimator = tlc.TensorTrainCross(rank=3)
+    assert not base.is_regressor(estimator) and not base.is_classifier(estimator)
+    clone = base.clone(estimator)
+    assert clone.get_params() == estimator.get_params()
