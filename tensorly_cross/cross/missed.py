@@ -15,8 +15,8 @@ _HINTS = {
     "max_time": "raise max_time (with a checkpoint, a rerun resumes where this one stopped)",
     "n_iter_max": "raise n_iter_max",
 }
-# Stops of a run whose held-out error is below tol without a pass (a "tol" stop passed).
-_HINTS_UNSURE = ("stalled", "n_iter_max", "max_evals", "max_time")
+# Stops that leave a held-out error below tol without a pass (a pass stops on "tol").
+_STOPS_WITHOUT_PASS = ("stalled", "n_iter_max", "max_evals", "max_time")
 # Where interpolating sweeps stall on data whose singular values decay slowly.
 _LSQ_HINT = ('on images and volumes, method="lsq" (the least-squares cross) fits what the '
              'interpolating methods stall on')
@@ -41,7 +41,7 @@ def warn_if_missed(options, info, read_whole=False):
     missed = info.n_heldout and not error <= tol
     # Below tol on the sample, yet never passed: not with confidence (its upper 95% bound
     # above tol: the error sits on a few entries), or not on the fresh entries.
-    unsure = bool(info.n_heldout) and error <= tol and info.stop_reason in _HINTS_UNSURE
+    unsure = bool(info.n_heldout) and error <= tol and info.stop_reason in _STOPS_WITHOUT_PASS
     if not (unchecked or missed or unsure):
         return
     ranks = info.ranks[info.best_sweep - 1] if info.best_sweep else ()
