@@ -20,6 +20,7 @@ from .cross.lsq import LSQSweeper, lsq_assemble
 from .cross.missed import warn_if_missed
 from .cross.oversampled import OneChannel, drop_channel_core, is_one_channel
 from .cross.ranks import expand_rank
+from .cross.size_one import SizeOneModes
 from .cross.slices import sliced_random_indices
 from .cross.stopping import CrossInfo, Validation
 from .cross.subnormal import warn_if_subnormal
@@ -277,7 +278,12 @@ def _select(lazy, options, random_state, start):
         lazy, method = OneChannel(lazy), "block"
     finish = drop_channel_core if options.one_channel else list
     rng = check_random_state(random_state)
-    source, store = _entry_source(lazy, options, random_state, start)
+    entries, store = _entry_source(lazy, options, random_state, start)
+    source, size_one = entries, SizeOneModes.for_method(lazy.shape, method)
+    if size_one is not None:
+        lazy, source, options = (size_one.view(lazy), size_one.view(entries),
+                                 size_one.options(options))
+        finish = size_one.cores
     try:
         cache = EvaluationCache(source, max_evals=options.max_evals)
         validation = Validation(cache, options.val_size, rng,
@@ -294,12 +300,14 @@ def _select(lazy, options, random_state, start):
     finally:
         if store is not None:
             store.close()
-    info.n_restored = getattr(source, "n_restored", 0)
+    info.n_restored = getattr(entries, "n_restored", 0)
     if inside is not None:
         info.function_seconds = clock.function_seconds - inside
     info.total_seconds = time.perf_counter() - start  # the whole search (both runs of a handover)
     warn_if_subnormal(cache)
     warn_if_missed(options, info, read_whole=len(cache) >= cache.size)
+    if size_one is not None:
+        indices, info = size_one.indices(indices), size_one.info(info)
     return indices, finish(cores), info
 
 
