@@ -57,6 +57,7 @@ class FunctionTensor(LazyTensor):
     Examples
     --------
     >>> import numpy as np
+    >>> from tensorly_cross import FunctionTensor
     >>> hilbert = FunctionTensor(lambda idx: 1.0 / (1.0 + idx.sum(axis=1)), (50, 50, 50))
     >>> hilbert.evaluate(np.array([[0, 0, 0], [1, 2, 3]]))
     array([1.        , 0.14285714])

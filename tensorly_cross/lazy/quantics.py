@@ -250,7 +250,7 @@ class QuanticsTensor(LazyTensor):
     Examples
     --------
     >>> import numpy as np
-    >>> from tensorly_cross import FunctionTensor
+    >>> from tensorly_cross import FunctionTensor, QuanticsTensor
     >>> f = FunctionTensor(lambda idx: np.exp(-idx[:, 0] / 500.0), (2**20,))
     >>> q = QuanticsTensor(f)
     >>> q.shape[:4], len(q.shape)

@@ -19,6 +19,7 @@ class SqueezedTensor(LazyTensor):
     --------
     >>> import numpy as np
     >>> from tensorly_cross import ArrayTensor
+    >>> from tensorly_cross.lazy.squeezed import SqueezedTensor
     >>> view = SqueezedTensor(ArrayTensor(np.arange(6.0).reshape(2, 1, 3)), [0, 2])
     >>> view.shape, float(view.evaluate([[1, 2]])[0])
     ((2, 3), 5.0)

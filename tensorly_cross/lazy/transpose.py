@@ -29,7 +29,7 @@ class TransposedTensor(LazyTensor):
     Examples
     --------
     >>> import numpy as np
-    >>> from tensorly_cross import ArrayTensor
+    >>> from tensorly_cross import ArrayTensor, TransposedTensor
     >>> view = TransposedTensor(ArrayTensor(np.arange(24.0).reshape(2, 3, 4)), (0, 2, 1))
     >>> view.shape
     (2, 4, 3)
