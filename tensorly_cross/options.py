@@ -67,8 +67,10 @@ rank : int, list of int or None
         sweep does not meet ``tol`` by a factor 100 on those: an exact recovery stops
         without them, every other decision uses them all. A narrow pass at the rank cap
         (always, for a given ``rank``) is confirmed on ``val_size`` fresh entries first;
-        on stored data (arrays, volumes) every pass of ``"tci"`` and ``"als"`` is, a clear
-        one too, and must hold on the error's upper 95% bound (as ``"lsq"``'s does).
+        on stored data (arrays, volumes), and where one value holds a tenth of the held-out
+        entries (a mask, a background, a piecewise-constant function), every pass of
+        ``"tci"`` and ``"als"`` is, a clear one too, and must hold on the error's upper 95%
+        bound (as ``"lsq"``'s does).
         A tensor of at most 2**20 entries, once the cross has read them all, is judged on
         its exact error over every entry instead. Drawn with replacement; capped at the
         number of entries (or the default, if larger).

@@ -466,7 +466,7 @@ def test_library_warnings_are_one_line_above_the_progress_bar(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == cli.EXIT_OK
     assert "warning: held-out error 0 <= tol" in err and "(UnseenStructureWarning)" in err
-    assert "stopping.py" not in err and "_warn_if_unseen" not in err  # no source lines
+    assert "driver.py" not in err and "warn_if_unseen" not in err  # no source lines
 
 
 def test_a_scaled_integer_nifti_is_stored_in_float32(tmp_path):

@@ -125,23 +125,26 @@ def _judge(half_sweep, validation, cores, indices, tol):
 
     A pass at the rank cap is confirmed on fresh entries. A sweep that asks for a confident
     pass (``confident_pass``: the least-squares cross) passes when the held-out error's upper
-    95% bound meets ``tol``. On stored data the interpolating crosses do both, for every
-    pass: a volume is never exactly of low rank, and their TT of a piecewise-constant one is
-    exact on most entries and off by the whole contrast on a few, which a held-out sample
-    under-counts (a binary mask at tol 0.05: "tol" on 200 exact held-out entries, true
-    error 0.09).
+    95% bound meets ``tol``. On stored data, and on held-out values that sit on a few levels
+    (``Validation.guarded``), the interpolating crosses do both, for every pass: a volume is
+    never exactly of low rank, and their TT of a piecewise-constant tensor is exact on most
+    entries and off by the whole contrast on a few, which a held-out sample under-counts (a
+    binary mask at tol 0.05: "tol" on 200 exact held-out entries, true error 0.09).
     """
     error = validation.error(cores)
     confident = getattr(half_sweep, "confident_pass", False)
     # The least-squares cross's confident pass is its confirmation; an interpolating one
-    # confirms every pass on stored data, fresh reads being cheap there.
+    # confirms every pass on stored or levelled data.
     if error <= tol and (_at_rank_cap(half_sweep, indices)
-                         or (validation.stored and not confident)):
+                         or (validation.guarded and not confident)):
         error = validation.confirm(cores)
-    if (confident or validation.stored) and validation.values is not None:
+    passed = error <= tol
+    if (confident or validation.guarded) and validation.values is not None:
         residuals = held_out_residuals(validation, cores)
-        return error, error <= tol and upper_bound(error, residuals) <= tol
-    return error, error <= tol
+        passed = passed and upper_bound(error, residuals) <= tol
+    if passed:
+        validation.warn_if_unseen(error)
+    return error, passed
 
 
 def _assemble(half_sweep, cache, indices, result):
