@@ -202,10 +202,11 @@ UNSEEN_FACTOR = 100
 # Held-out values sit on levels when one value holds at least this share of them (and they
 # are at least LEVELS_MIN): a mask, a background, a quantized or piecewise-constant
 # function. An interpolating cross of such data is exact on most entries and off by a whole
-# step on a few, which a sample under-counts: through a callable, a 16^3 binary ball in the
-# quantics layout stopped on "tol" at 1e-2 with 998 exact held-out entries and a true error
-# of 0.24. A smooth function's most common value holds few draws, even where values repeat
-# (functions of sum(x)): 13 and 14 of 1000 for bench_cross's P3 and P4, 1 for P1, P2, P5a.
+# step on a few, which a sample under-counts: through a callable, a 32^3 binary ball in the
+# interleaved quantics layout stopped on "tol" at 1e-2 with a true error of up to 0.169
+# unguarded, 0.066 guarded (benchmarks/bench_levels.py). A smooth function's most common
+# value holds few draws, even where values repeat (functions of sum(x)): 13 and 14 of 1000
+# for bench_cross's P3 and P4, 1 for P1, P2, P5a; the phantom P5b's background holds 733.
 LEVEL_SHARE, LEVELS_MIN = 0.1, 50
 
 
