@@ -43,6 +43,28 @@ def to_host(tensor):
     return tl.to_numpy(tensor)
 
 
+def widened(tensor):
+    """``tensor`` in double precision (float32 to float64, complex64 to complex128) on its
+    own backend, device and autograd graph; unchanged when it is double already, and under
+    JAX without ``jax_enable_x64`` (which has no double precision to widen to)."""
+    if is_torch_tensor(tensor):
+        torch = sys.modules["torch"]
+        return tensor.to(torch.promote_types(tensor.dtype, torch.float64))
+    if isinstance(tensor, np.ndarray):
+        return tensor.astype(np.promote_types(tensor.dtype, np.float64), copy=False)
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(tensor, jax.Array) and jax.config.jax_enable_x64:
+        return tensor.astype(jax.numpy.promote_types(tensor.dtype, jax.numpy.float64))
+    return tensor
+
+
+def narrowed(tensor, like):
+    """``tensor`` back in the dtype of ``like`` (the inverse of :func:`widened`)."""
+    if is_torch_tensor(tensor):
+        return tensor.to(like.dtype)
+    return tensor.astype(like.dtype) if hasattr(tensor, "astype") else tensor
+
+
 def is_torch_tensor(tensor):
     """Whether ``tensor`` is a PyTorch tensor, subclasses included (without importing
     PyTorch when it is not loaded)."""

@@ -58,6 +58,10 @@ def check_tall_matrix(matrix, name="matrix"):
         raise ValueError(
             f"{name} must have at least as many rows as columns (n >= r), got shape {shape}."
         )
+    kind = getattr(getattr(matrix, "dtype", None), "kind", "f")  # NumPy dtypes have a kind
+    if kind not in "biufc":
+        raise TypeError(f"{name} has dtype {matrix.dtype}; maxvol needs numbers (bool, integer, "
+                        "real or complex floating point).")
     if str(getattr(matrix, "dtype", "")).endswith(_NOT_LAPACK):
         raise TypeError(f"{name} has dtype {matrix.dtype}, which LAPACK does not support; "
                         "cast it to float32 or float64 first.")

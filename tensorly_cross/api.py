@@ -15,7 +15,7 @@ from .cross.block import BlockSweeper, block_random_indices, block_ranks
 from .cross.driver import run_sweeps
 from .cross.handover import hand_over, should_hand_over
 from .cross.indices import CrossIndices, check_cross_indices
-from .cross.init import random_indices, single_pivot_indices, start_pivot
+from .cross.init import random_indices, single_pivot_indices, start_pivot, through_largest
 from .cross.lsq import LSQSweeper, lsq_assemble
 from .cross.missed import warn_if_missed
 from .cross.oversampled import OneChannel, drop_channel_core, is_one_channel
@@ -28,6 +28,7 @@ from .cross.tci import TCISweeper
 from .errors import EvaluationBudgetExceeded, MaxTimeReached, RankDeficiencyWarning
 from .lazy.cache import EvaluationCache
 from .lazy.checkpoint import CheckpointedTensor, CheckpointStore
+from .lazy.counted import CountedTensor
 from .lazy.deadline import DeadlineTensor
 from .lazy.dispatch import as_lazy
 from .options import checkpoint_arguments, cross_options, share_cross_parameters
@@ -56,6 +57,8 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
         gradient; an interpolating cross that misses ``tol`` is not refined).
         First derivatives only for ``method="lsq"``: its cores' bases are differentiated
         through a surrogate equal to first order, so second derivatives are not exact.
+        The fresh read is counted in ``info.n_evals``; ``max_evals`` bounds the search
+        only (a ``RuntimeWarning`` when the read goes past it).
 
     Returns
     -------
@@ -94,7 +97,7 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
     with _no_grad(differentiable), _search_backend() as on_host:
         indices, cores, info = _select(lazy, options, random_state, start)
     if differentiable:
-        cores = _assemble(lazy, indices)
+        cores = _assemble_counted(lazy, indices, info, options.max_evals)
     elif on_host:
         cores = [tl.tensor(core) for core in cores]
     tt = TTTensor(cores)
@@ -238,6 +241,22 @@ def _assemble(lazy, indices, singular=None):
     return assemble_cores(lazy, indices, singular=singular)
 
 
+def _assemble_counted(lazy, indices, info, max_evals):
+    """The cores from one fresh, autograd-visible read, counted in ``info.n_evals`` (the
+    cache never sees it); a warning where that read takes the count past ``max_evals``,
+    which bounds the search only: gradients need the entries read again."""
+    counted = CountedTensor(lazy)
+    cores = _assemble(counted, indices)
+    info.n_evals += counted.n_evaluated
+    if max_evals is not None and info.n_evals > max_evals:
+        warnings.warn(f"max_evals={max_evals} bounds the index search; differentiable=True "
+                      f"then read the cores' {counted.n_evaluated} entries again, through "
+                      f"autograd, for {info.n_evals} evaluations in all (info.n_evals). "
+                      "Lower max_evals by that read to stay within a budget.",
+                      RuntimeWarning, stacklevel=3)
+    return cores
+
+
 def _no_grad(active):
     """``torch.no_grad()`` on the PyTorch backend when ``active``; a no-op otherwise."""
     if active and backend_name() == "pytorch":
@@ -330,22 +349,26 @@ def _start(method, lazy, cache, options, validation, info, rng):
     rank, max_slices = options.rank, options.max_slices
     if method == "als":
         ranks = expand_rank(rank, lazy.shape)
-        start = (random_indices(lazy.shape, ranks, rng) if max_slices is None
-                 else sliced_random_indices(lazy.shape, ranks, max_slices, rng))
+        if max_slices is not None:  # slices of their own: a pivot's would add one
+            return sliced_random_indices(lazy.shape, ranks, max_slices, rng), ALSSweeper(
+                rng, max_slices)
+        start = through_largest(random_indices(lazy.shape, ranks, rng), validation)
         return start, ALSSweeper(rng, max_slices)
     if method == "block":
         positions, channels = lazy.shape[:-1], lazy.shape[-1]
         shown = tuple(lazy.lazy.shape) if isinstance(lazy, OneChannel) else None
         ranks = block_ranks(rank, positions, channels, shown)
-        return (block_random_indices(positions, ranks, channels, rng, options.oversample,
-                                     max_slices),
-                BlockSweeper(rng, options.oversample, max_slices))
+        start = block_random_indices(positions, ranks, channels, rng, options.oversample,
+                                     max_slices)
+        if shown is not None and max_slices is None:  # the oversampled ALS cross
+            start = through_largest(start, validation, drop=1)  # its pivot's channel
+        return start, BlockSweeper(rng, options.oversample, max_slices)
     if method == "lsq":
         fixed = None if rank is None else expand_rank(rank, lazy.shape)
         caps = fixed or expand_rank(options.max_rank, lazy.shape, warn=False)
         sweeper = LSQSweeper(lazy.shape, options.tol, fixed, caps, options.oversample, rng,
                              refine=options.refine)
-        return sweeper.start(rng), sweeper
+        return sweeper.start(rng), sweeper  # oversampled sets, grown by rank: no need
     caps = expand_rank(rank if rank is not None else options.max_rank, lazy.shape, warn=False)
     pivot, max_abs = start_pivot(cache, validation, rng)
     return (single_pivot_indices(lazy.shape, pivot),

@@ -81,7 +81,9 @@ class ToleranceNotMetWarning(UserWarning):
 
     Raised as a warning, not an error: the TT returned is the best state found, and may be
     all a budget allows. The message names the stop reason and what to change. A run with
-    a given ``rank`` never issues it (there the rank is the target, ``tol`` an early stop).
+    a given ``rank`` (the target there, ``tol`` an early stop) issues it only when its TT
+    is no better than the zero tensor (held-out error 1 or more), and TCI with ``rank=``
+    (a per-bond cap) as a rank-adaptive run.
 
     Parameters
     ----------

@@ -11,6 +11,9 @@ import numbers
 import os
 from dataclasses import dataclass, fields, replace
 
+import tensorly as tl
+from tensorly.tt_tensor import TTTensor
+
 from ._validation import check_bool, check_choice, check_float, check_int
 from .cross.ranks import expand_rank
 
@@ -261,10 +264,12 @@ def cross_options(shape, stored=False, **settings):
 
 
 class SweepCallback:
-    """The user's ``callback(tt, info)``, called with a copy of the record of the sweep.
+    """The user's ``callback(tt, info)``, called with copies of the sweep's TT and record.
 
     The live :class:`CrossInfo` is the run's own: records kept per sweep all became the
     final one, and a callback that edited one (cleared ``ranks``) crashed the run after it.
+    The cores are the run's own too: a callback that normalised them in place
+    (``core /= abs(core).max()``) left a TT with error 0.107 reported as 2.9e-16.
 
     Parameters
     ----------
@@ -276,7 +281,8 @@ class SweepCallback:
         self.function = function
 
     def __call__(self, tt, info):
-        return self.function(tt, copy.deepcopy(info))
+        own = TTTensor([tl.copy(core) for core in tt.factors])
+        return self.function(own, copy.deepcopy(info))
 
 
 def checkpoint_arguments(options, random_state, tensor):
@@ -349,6 +355,8 @@ def _check_method(options, shape, stored):
         if method in ("tci", "lsq"):
             why = ("TCI chooses its own pivots" if method == "tci" else
                    "the least-squares cross draws its own oversampled index sets")
+            chosen = (" (method='auto' chose it without a rank: pass rank= for the ALS "
+                      "cross)" if options.method == "auto" else "")
             raise ValueError(f"max_slices={max_slices} needs method 'als' or 'block', not "
-                             f"{method!r}: {why}.")
+                             f"{method!r}{chosen}: {why}.")
     return method

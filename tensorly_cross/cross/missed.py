@@ -23,15 +23,21 @@ _LSQ_HINT = ('on images and volumes, method="lsq" (the least-squares cross) fits
 
 
 def warn_if_missed(options, info, read_whole=False):
-    """Warn (:class:`ToleranceNotMetWarning`) when a rank-adaptive run returns a TT whose
-    held-out error exceeds ``options.tol``, or one that a budget stopped before any
-    held-out check; not when the callback stopped it (the caller decided).
+    """Warn (:class:`ToleranceNotMetWarning`) when a rank-adaptive run (TCI with ``rank=``
+    included: a cap) returns a TT whose held-out error exceeds ``options.tol``, or one that
+    a budget stopped before any held-out check, and when a fixed-rank run's TT is no
+    better than zero; not when the callback stopped it (the caller decided).
 
     ``read_whole``: the cross read every entry, so its error was measured on all of them
     (a one-entry tensor leaves none to hold out, yet its error is known exactly).
     """
     error, tol = info.val_error, options.tol
-    if options.rank is not None or not tol > 0 or info.stop_reason == "callback":
+    if info.stop_reason == "callback":
+        return
+    if options.rank is not None and options.method != "tci":  # TCI's rank is only a cap
+        _warn_if_nothing_found(options, info)
+        return
+    if not tol > 0:
         return
     # A run stopped before its first sweep returns the starting TT: unchecked whatever
     # val_size says (with val_size=0 it was returned silently).
@@ -71,9 +77,29 @@ def warn_if_missed(options, info, read_whole=False):
     warnings.warn(ToleranceNotMetWarning(message, error, tol), stacklevel=4)
 
 
+def _warn_if_nothing_found(options, info):
+    """A fixed rank is the target and ``tol`` only an early stop, so missing it is no
+    news; but a held-out error of 1 or more is the zero TT's or worse. Random starting
+    sets that miss a small nonzero region read zeros only, and the TT stays zero whatever
+    the rank (the start goes through the largest held-out entry, but the held-out sample
+    can miss such a region too)."""
+    error = info.val_error
+    if not info.n_heldout or error < 1:
+        return
+    message = (f"the rank-{options.rank} cross found no approximation: held-out error "
+               f"{error:.3g} on {info.n_heldout} entries, no better than the zero tensor's 1 "
+               f"(method {info.method!r}, stopped: {info.stop_reason}). Its fibers may have "
+               "missed where the tensor is nonzero (a sparse or localised tensor): try "
+               "method=\"tci\" (rank-adaptive, it starts from the largest entry it finds), "
+               "a larger val_size, or another random_state.")
+    warnings.warn(ToleranceNotMetWarning(message, error, options.tol), stacklevel=5)
+
+
 def _hints(options, info, largest_rank):
     hints = []
-    if largest_rank >= options.max_rank:
+    if options.rank is not None:  # TCI's per-bond cap
+        hints.append(f"raise rank (TCI's per-bond cap, rank={options.rank})")
+    elif largest_rank >= options.max_rank:
         hints.append(f"raise max_rank (the ranks reached max_rank={options.max_rank})")
     if info.stop_reason in _HINTS:
         hints.append(_HINTS[info.stop_reason])

@@ -250,6 +250,17 @@ class Validation:
             return cartesian_join(positions.astype(np.int64), mode_column(self.block))
         return np.stack([self.rng.integers(n, size=size) for n in shape], axis=1).astype(np.int64)
 
+    def read_all_if_zero(self):
+        """Read the second stage now when every first-stage entry is 0: on a tensor that
+        is zero but in a small region, a start needs a nonzero entry to go through (see
+        ``through_pivot``), and the rest of the held-out draws is read by the first miss
+        anyway. Within a budget too small for them, the first stage stays."""
+        if self.max_abs == 0 and 0 < self.n_read < self.indices.shape[0]:
+            try:
+                self._read(self.indices.shape[0])
+            except EvaluationBudgetExceeded:
+                pass
+
     def exclude(self, multi_index):
         """Drop every held-out draw of the entry ``multi_index`` (the TCI's start pivot,
         chosen from them: the TT interpolates it, so it would show an error of 0 on an
@@ -268,6 +279,7 @@ class Validation:
         self.levelled = self.levelled or _on_levels(host)
         self.max_abs = float(np.abs(host).max()) if count else 0.0
         self.largest = self.indices[int(np.argmax(np.abs(host)))] if count else None
+        self.zero_share = float(np.mean(host == 0)) if count else 0.0
         if self.max_abs > OVERFLOW_LIMIT:
             raise ValueError(
                 f"the entry at {tuple(int(i) for i in self.largest)} has modulus "

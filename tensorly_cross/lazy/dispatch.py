@@ -62,7 +62,7 @@ def as_lazy(obj, shape=None, name="obj"):
     refuse_closed_hdf5(obj, name)
     if shape is not None and not callable(obj) and hasattr(obj, "shape") and (
             tuple(np.atleast_1d(shape).tolist()) != tuple(obj.shape)):
-        raise ValueError(f"shape={tuple(shape)} does not match the shape {tuple(obj.shape)} "
+        raise ValueError(f"shape={shape!r} does not match the shape {tuple(obj.shape)} "
                          "of the tensor given (shape is only needed for a callable).")
     if isinstance(obj, LazyTensor):
         return obj

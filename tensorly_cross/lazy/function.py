@@ -4,6 +4,7 @@ import time
 
 import numpy as np
 
+from .._backend import is_torch_tensor, to_host
 from .._validation import check_int
 from .base import LazyTensor
 from .chunk_result import FINISHED, is_pickling_error, span
@@ -147,7 +148,9 @@ def _check_grids(grids):
     grid of n points; a lone 1-D array of numbers (one mode's grid, not a sequence of
     grids) would be read as that many one-point modes, so it is refused, as are grids
     spread over two axes and complex ones."""
-    members = [np.asarray(grid) for grid in grids]
+    # to_host: a torch grid that requires grad refuses np.asarray (its points are constants
+    # of the grid here, not parameters: gradients reach a function's own parameters).
+    members = [to_host(grid) if is_torch_tensor(grid) else np.asarray(grid) for grid in grids]
     if len(members) > 1 and all(member.ndim == 0 for member in members):
         raise TypeError("grids must be a sequence of 1-D arrays, one per mode; for a single "
                         "mode pass [grid].")

@@ -39,11 +39,13 @@ class TransposedTensor(LazyTensor):
 
     def __init__(self, lazy, axes):
         lazy = view_source(lazy, "TransposedTensor", ", axes")
-        axes = np.asarray(axes)
-        if axes.ndim != 1 or axes.dtype.kind not in "iu" or (
+        # True and False would pass as 1 and 0 once in an int array.
+        flags = np.ndim(axes) == 1 and any(isinstance(a, bool | np.bool_) for a in axes)
+        given, axes = axes, np.asarray(axes)
+        if flags or axes.ndim != 1 or axes.dtype.kind not in "iu" or (
                 sorted(axes.tolist()) != list(range(lazy.ndim))):
-            raise ValueError(f"axes must be a permutation of range({lazy.ndim}), got "
-                             f"{np.asarray(axes).tolist()}.")
+            raise ValueError(f"axes must be a permutation of range({lazy.ndim}) (ints), got "
+                             f"{given!r}.")
         self.axes = tuple(int(axis) for axis in axes)
         self.inverse = np.argsort(axes)
         super().__init__(tuple(lazy.shape[axis] for axis in self.axes))

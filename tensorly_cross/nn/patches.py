@@ -182,6 +182,9 @@ def _check_real_volume(volume):
     if complex_valued:
         raise TypeError(f"volume is complex ({volume.dtype}); patches are real: pass its real "
                         "part or its magnitude (volume.real, abs(volume)).")
+    if isinstance(volume, np.ndarray) and volume.dtype.kind not in "biuf":
+        raise TypeError(f"volume has dtype {volume.dtype}; patches need bool, integer or real "
+                        "floating-point values.")
 
 
 def native_byte_order(array):

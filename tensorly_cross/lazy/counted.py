@@ -1,0 +1,25 @@
+"""A lazy tensor that counts the entries it is asked for: reads that no cache sees."""
+
+from .base import LazyTensor
+
+
+class CountedTensor(LazyTensor):
+    """``lazy``, with ``n_evaluated`` the number of entries asked of it so far.
+
+    ``tt_cross(..., differentiable=True)`` reads its cores once more after the search,
+    fresh and through autograd, past the evaluation cache: this is how that read is
+    counted in :attr:`CrossInfo.n_evals <tensorly_cross.CrossInfo>`.
+    """
+
+    def __init__(self, lazy):
+        super().__init__(lazy.shape)
+        self.lazy, self.n_evaluated = lazy, 0
+
+    @property
+    def stored(self):
+        return self.lazy.stored
+
+    def evaluate_checked(self, indices):
+        self.n_evaluated += int(indices.shape[0])
+        evaluate = getattr(self.lazy, "evaluate_checked", self.lazy.evaluate)
+        return evaluate(indices)

@@ -1,0 +1,74 @@
+"""Session 18's audit of the core API: what a callback may do to the TT it is shown, and
+messages that name the argument instead of failing inside NumPy or torch."""
+
+import numpy as np
+import pytest
+import tensorly as tl
+
+import tensorly_cross as tlc
+
+
+def test_a_callback_that_edits_its_tt_in_place_leaves_the_result_alone():
+    """Normalising the cores in place (for a plot) left a TT with error 0.107 reported as
+    2.9e-16."""
+    shape = (8, 9, 10)
+    function = lambda indices: 1.0 / (1.0 + indices.sum(axis=1))  # noqa: E731
+    dense = function(np.indices(shape).reshape(3, -1).T).reshape(shape)
+
+    def normalise(tt, info):
+        for core in tt:
+            core /= np.abs(core).max()
+
+    tt, info = tlc.tt_cross(function, shape=shape, tol=1e-12, random_state=0, return_info=True,
+                            callback=normalise)
+    error = np.linalg.norm(tl.tt_to_tensor(tt) - dense) / np.linalg.norm(dense)
+    assert error < 1e-10 and info.val_error < 1e-10
+
+
+def test_a_scalar_shape_beside_an_array_is_named():
+    with pytest.raises(ValueError, match="shape=6 does not match the shape"):
+        tlc.tt_cross(np.ones((2, 3)), shape=6)
+
+
+@pytest.mark.parametrize("function", [tlc.maxvol, tlc.rect_maxvol])
+def test_maxvol_of_an_object_matrix_names_its_dtype(function):
+    with pytest.raises(TypeError, match="matrix has dtype object"):
+        function(np.eye(4, 2).astype(object))
+
+
+def test_transposed_axes_must_be_ints_not_flags():
+    with pytest.raises(ValueError, match=r"\(True, False, 2\)"):
+        tlc.TransposedTensor(np.zeros((2, 3, 4)), (True, False, 2))
+
+
+def test_a_torch_grid_that_requires_grad_is_read_as_points():
+    torch = pytest.importorskip("torch")
+    grid = torch.linspace(0, 1, 5, requires_grad=True)
+    tensor = tlc.FunctionTensor.on_grid(lambda points: points.sum(axis=1), [grid, grid])
+    np.testing.assert_allclose(tl.to_numpy(tensor.evaluate([[1, 2]])), [0.75])
+
+
+def test_patches_of_an_object_volume_are_refused_by_name():
+    pytest.importorskip("torch")
+    from tensorly_cross.nn import PatchGrid
+
+    with pytest.raises(TypeError, match="volume has dtype object"):
+        PatchGrid(np.zeros((4, 4, 4), object), 3)
+
+
+def test_the_cli_says_why_a_tol_below_its_error_was_not_met(capsys):
+    """A held-out error under --tol that never passed (its 95% bound was above) read as
+    "--tol 1.0e-01 not met: held-out error 9.73e-02", a contradiction on its face."""
+    from tensorly_cross.cli.summary import outcome
+
+    summary = {"tol": 0.1, "val_error": 0.0973, "stop": "max_evals", "output": "x.tt.npz",
+               "tt_bytes": 1, "input_bytes": 2}
+    assert outcome(summary, tol_driven=True, accept_miss=True) == 0
+    assert "not met with confidence (the upper 95% bound" in capsys.readouterr().err
+    outcome(dict(summary, val_error=0.2), tol_driven=True, accept_miss=True)
+    assert "with confidence" not in capsys.readouterr().err
+
+
+def test_max_slices_under_auto_says_auto_chose_the_method():
+    with pytest.raises(ValueError, match="method='auto' chose it without a rank"):
+        tlc.tt_cross(np.ones((4, 5, 6)), tol=0.1, max_slices=4)
