@@ -392,6 +392,16 @@ def _initial_cores_or_raise(cache, indices, options, info):
             info.update_counts(cache.counters)
     raise ValueError(
         f"max_evals={max_evals} is too small for one sweep at rank {indices.rank} "
-        f"(already {cache.counters.unique} evaluations)."
+        f"(already {cache.counters.unique} evaluations; the first sweep reads up to about "
+        f"{min(_sweep_size(indices), cache.size - cache.counters.unique)} more): raise "
+        "max_evals."
     )
+
+
+def _sweep_size(indices):
+    """About how many entries one sweep of ``indices`` reads: the fibers of every bond,
+    the left sets taken as large as the right sets before them (the first sweep builds
+    them)."""
+    right = [block.shape[0] for block in indices.right]
+    return sum((right[k - 1] if k else 1) * n * right[k] for k, n in enumerate(indices.shape))
 

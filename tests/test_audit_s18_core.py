@@ -72,3 +72,54 @@ def test_the_cli_says_why_a_tol_below_its_error_was_not_met(capsys):
 def test_max_slices_under_auto_says_auto_chose_the_method():
     with pytest.raises(ValueError, match="method='auto' chose it without a rank"):
         tlc.tt_cross(np.ones((4, 5, 6)), tol=0.1, max_slices=4)
+
+
+def test_the_summary_of_a_volume_read_whole_does_not_call_its_error_a_sample():
+    from tensorly_cross.cli.summary import format_summary
+
+    summary = {"shape": (4, 5, 7), "ranks": (1, 4, 5, 1), "n_params": 125,
+               "compression": 1.12, "n_evals": 140, "fraction": 1.0, "val_error": 1e-15,
+               "n_heldout": 794, "heldout_bound": 0.004}
+    text = format_summary(summary)
+    assert "exact: every voxel was read" in text and "a sample" not in text
+    assert "a sample" in format_summary(dict(summary, n_evals=70, fraction=0.5))
+
+
+def test_png_slices_have_square_voxels():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tensorly_cross.cli.reconstruct import _show
+
+    figure, ax = plt.subplots()
+    try:
+        _show(ax, np.zeros((233, 189)))
+        assert ax.get_aspect() == 1.0  # "auto" drew a 233x189 slice square
+    finally:
+        plt.close(figure)
+
+
+def test_no_progress_bar_is_drawn_into_a_pipe(tmp_path):
+    """Its carriage-return updates filled logs with one line per refresh."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "v.npy"
+    x = np.linspace(0, 1, 20)
+    np.save(path, np.exp(-np.add.outer(np.add.outer(x, x), x)))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
+    result = subprocess.run([sys.executable, "-m", "tensorly_cross.cli", "compress", str(path),
+                             "-o", str(tmp_path / "v.tt.npz"), "--method", "lsq"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr
+
+
+def test_a_budget_too_small_for_a_sweep_says_how_much_a_sweep_reads():
+    x = np.linspace(0, 1, 30)
+    volume = np.exp(-np.add.outer(np.add.outer(x, x), x))
+    volume = volume + 0.01 * np.random.default_rng(0).standard_normal(volume.shape)
+    with pytest.raises(ValueError, match=r"the first sweep reads up to about \d+ more\): raise"):
+        tlc.tt_cross(volume, tol=1e-3, max_evals=8000, method="lsq", random_state=0)

@@ -147,7 +147,10 @@ def progress_bar(total, unit, quiet):
     above the bar, one line each (``warning: ...``), not over it with a source line."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, unit=unit, disable=quiet, leave=False, file=sys.stderr)
+    # None: no bar where stderr is not a terminal (a log file, a pipe), whose \r updates
+    # would fill it with one line per refresh.
+    bar = tqdm(total=total, unit=unit, disable=True if quiet else None, leave=False,
+               file=sys.stderr)
 
     def show(message, category, *_, **__):
         bar.write(f"warning: {message} ({category.__name__})", file=sys.stderr)

@@ -307,5 +307,6 @@ def _show(ax, data, **style):
     """``imshow`` of a slice ``data[i, j]`` with ``i`` across and ``j`` up (transposed,
     origin at the bottom left), as radiological and neurological viewers show NIfTI
     slices: a sagittal slice (axis 0 fixed) has the front to the side, the top up, not
-    turned by 90 degrees as ``imshow``'s rows-down default shows it."""
-    return ax.imshow(np.asarray(data).T, origin="lower", aspect="auto", **style)
+    turned by 90 degrees as ``imshow``'s rows-down default shows it. Square pixels (one
+    voxel each): "auto" drew a 233x189 sagittal slice square, squeezing the head."""
+    return ax.imshow(np.asarray(data).T, origin="lower", aspect="equal", **style)

@@ -27,6 +27,15 @@ def tt_summary(tt, metadata):
                 quantics=metadata.get("quantics"), dtype=str(np.asarray(tt[0]).dtype))
 
 
+def _read_whole(summary):
+    """Whether the cross read every voxel of a volume small enough for its error to have
+    been computed on all of them (``EXACT_SIZE``): no sample was left to describe."""
+    from ..cross.stopping import EXACT_SIZE
+
+    fraction, entries = summary.get("fraction"), math.prod(summary.get("shape") or (0,))
+    return _is_number(fraction) and fraction >= 1 and 0 < entries <= EXACT_SIZE
+
+
 def _is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -64,7 +73,9 @@ def format_summary(summary):
                      "every voxel read)")
     elif summary.get("val_error") is not None:
         heldout = ""
-        if summary.get("n_heldout"):
+        if _read_whole(summary):
+            heldout = " (exact: every voxel was read)"
+        elif summary.get("n_heldout"):
             # Not "95%: at most 0.04% of the entries off", which read as a claim that the
             # TT is wrong at 0.04% of the voxels: it is what a sample cannot see.
             heldout = (f" on {summary['n_heldout']} random entries (a sample: structure in "
