@@ -43,6 +43,20 @@ def to_host(tensor):
     return tl.to_numpy(tensor)
 
 
+def check_backend_kept(expected, who):
+    """Raise (restoring ``expected``) when ``who`` switched TensorLy's active backend: the
+    run's tensors are ``expected``'s, and the next operation on them failed deep inside
+    TensorLy (``abs(): argument 'input' must be Tensor, not numpy.ndarray``), leaving the
+    backend switched."""
+    now = tl.get_backend()
+    if now != expected:
+        tl.set_backend(expected)
+        raise RuntimeError(f"{who} switched TensorLy's backend from {expected!r} to {now!r} "
+                           "during the cross, which runs on the backend active when it was "
+                           f"called (restored to {expected!r}). Switch back before "
+                           "returning, or use tl.backend_context(...) inside it.")
+
+
 def widened(tensor):
     """``tensor`` in double precision (float32 to float64, complex64 to complex128) on its
     own backend, device and autograd graph; unchanged when it is double already, and under

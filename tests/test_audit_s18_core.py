@@ -123,3 +123,17 @@ def test_a_budget_too_small_for_a_sweep_says_how_much_a_sweep_reads():
     volume = volume + 0.01 * np.random.default_rng(0).standard_normal(volume.shape)
     with pytest.raises(ValueError, match=r"the first sweep reads up to about \d+ more\): raise"):
         tlc.tt_cross(volume, tol=1e-3, max_evals=8000, method="lsq", random_state=0)
+
+
+@pytest.mark.parametrize("where", ["callback", "function"])
+def test_switching_the_backend_mid_run_is_refused_and_undone(where):
+    pytest.importorskip("torch")
+    switch = lambda *args: tl.set_backend("pytorch")  # noqa: E731
+    function = lambda indices: 1.0 / (1.0 + indices.sum(axis=1))  # noqa: E731
+    if where == "function":
+        function = lambda indices: switch() or 1.0 / (1.0 + indices.sum(axis=1))  # noqa: E731
+    with tl.backend_context("numpy"):
+        with pytest.raises(RuntimeError, match=f"the {where} switched TensorLy's backend"):
+            tlc.tt_cross(function, shape=(6, 7, 8), tol=1e-10, random_state=0,
+                         callback=switch if where == "callback" else None)
+        assert tl.get_backend() == "numpy"

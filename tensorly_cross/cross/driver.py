@@ -3,7 +3,9 @@
 import time
 
 import numpy as np
+import tensorly as tl
 
+from .._backend import check_backend_kept
 from ..errors import EvaluationBudgetExceeded, MaxTimeReached
 from .assemble import assemble_cores
 from .confidence import held_out_residuals, upper_bound
@@ -85,7 +87,8 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
         if options.verbose:
             print(f"sweep {info.n_sweeps}: ranks {indices.rank}, evals {info.n_evals}, "
                   f"val_error {error:.3e}")
-        asked_to_stop = callback is not None and _asks_to_stop(callback(make_tt(cores), info))
+        asked_to_stop = callback is not None and _asks_to_stop(_call(callback, cores, info,
+                                                                     make_tt))
         reason = _stop_reason(passed, asked_to_stop, best.stale, patience)
         if reason:
             info.stop_reason = reason
@@ -170,6 +173,14 @@ def _ranks_changed(half_sweep, ranks):
     if progressed is not None:
         return progressed(ranks)
     return len(ranks) > 1 and ranks[-1] != ranks[-2]
+
+
+def _call(callback, cores, info, make_tt):
+    """The user's callback, which must leave the active backend as it found it."""
+    backend = tl.get_backend()
+    answer = callback(make_tt(cores), info)
+    check_backend_kept(backend, "the callback")
+    return answer
 
 
 def _asks_to_stop(answer):
