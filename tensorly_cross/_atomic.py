@@ -1,6 +1,7 @@
 """Atomic file writes: readers see the old file or the whole new one, never a part."""
 
 import os
+import stat
 import uuid
 
 
@@ -14,6 +15,10 @@ def write_atomically(path, write, publish=os.replace):
     private umask (077), and reading the umask (``os.umask``) changes it for every thread
     meanwhile.
 
+    A symbolic link is written through: its target gets the new file, and the link stays
+    (a rename over the link replaced it with a file and left the target as it was). A
+    FIFO, socket or device is refused rather than replaced by a file.
+
     Parameters
     ----------
     path : str
@@ -21,10 +26,17 @@ def write_atomically(path, write, publish=os.replace):
     write : callable
         ``write(stream)`` writes the contents to a binary stream.
     publish : callable, default os.replace
-        ``publish(temporary, path)`` gives the complete file its name (a TT file that must
-        not replace another links it instead).
+        ``publish(temporary, target)`` gives the complete file its name, ``path`` or the
+        file a link there points to (a TT file that must not replace another links it
+        instead).
+
+    Raises
+    ------
+    ValueError
+        If ``path`` (or its link's target) exists and is not a regular file.
     """
-    folder = os.path.dirname(os.path.abspath(path))
+    target = destination(path)
+    folder = os.path.dirname(target)
     temporary = os.path.join(folder, f".tensorly-cross-{uuid.uuid4().hex}.tmp")
     try:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -37,11 +49,37 @@ def write_atomically(path, write, publish=os.replace):
             # empty or partial file (the rename reaching the disk before the data).
             stream.flush()
             os.fsync(stream.fileno())
-        publish(temporary, path)
+        publish(temporary, target)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
     _sync_folder(folder)
+
+
+def destination(path):
+    """The file that a write to ``path`` gives its contents: ``path``, or the target of the
+    symbolic link ``path`` is (resolved whole, a link to a link included).
+
+    Parameters
+    ----------
+    path : str
+        The file to write.
+
+    Returns
+    -------
+    target : str
+        An absolute path, with no symbolic link in it.
+
+    Raises
+    ------
+    ValueError
+        If the target exists and is not a regular file (a folder, FIFO, socket or device).
+    """
+    target = os.path.realpath(path)
+    if os.path.exists(target) and not stat.S_ISREG(os.stat(target).st_mode):
+        raise ValueError(f"{path!r} is not a regular file (a folder, FIFO, socket or device): "
+                         "it would be replaced by a file; give the path of a file.")
+    return target
 
 
 def _sync_folder(folder):

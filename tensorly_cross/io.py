@@ -1,4 +1,4 @@
-"""Opening volumes by path: zarr, HDF5, npy (memory-mapped) and NIfTI, as lazy tensors."""
+"""Opening volumes by path: zarr, HDF5, npy (read page by page) and NIfTI, as lazy tensors."""
 
 import os
 import warnings
@@ -198,21 +198,58 @@ def _open_hdf5(path, dataset, cache_bytes, client, strict):
                       else None)
     if dataset is None:
         if len(names) != 1:
+            broken = _unresolved_links(handle)
             handle.close()
-            raise KeyError(f"{path!r} holds {len(names)} datasets {names}; pass dataset=... "
-                           "or 'file.h5:/name'.")
+            raise KeyError(f"{path!r} holds {len(names)} datasets {names}{broken}; pass "
+                           "dataset=... or 'file.h5:/name'.")
         dataset = names[0]
     # Looked up, not only searched among the datasets visited: visititems does not follow
     # soft or external links, through which h5py opens a dataset all the same.
     if not isinstance(handle.get(dataset), h5py.Dataset):
+        broken = _unresolved_links(handle)
         handle.close()
-        raise KeyError(f"dataset {dataset!r} not found in {path!r}; datasets: {names}.")
+        raise KeyError(f"dataset {dataset!r} not found in {path!r}; datasets: "
+                       f"{names}{broken}.")
     try:
         source = H5Source(handle[dataset], strict=strict)
     except ValueError:
         handle.close()
         raise
     return DaskTensor(source, client=client, **_cache(cache_bytes))
+
+
+def _unresolved_links(handle):
+    """For a message: the soft and external links of an HDF5 file that lead nowhere (a
+    target file or object missing), which ``visititems`` skips without a word; "" if none.
+    """
+    import h5py
+
+    groups = [handle]
+    handle.visititems(lambda name, obj: groups.append(obj) if isinstance(obj, h5py.Group)
+                      else None)
+    broken = []
+    for group in groups:
+        for key in group:
+            link = group.get(key, getlink=True)
+            if isinstance(link, h5py.SoftLink | h5py.ExternalLink) and _target(group, key) is None:
+                broken.append(f"{group.name.rstrip('/')}/{key} -> {_link_text(link)}")
+    if not broken:
+        return ""
+    return f" (links that could not be resolved: {', '.join(broken)})"
+
+
+def _target(group, key):
+    """What the link ``key`` of ``group`` leads to, or None where it leads nowhere."""
+    try:
+        return group.get(key)
+    except (KeyError, OSError, ValueError):  # h5py raises for some broken external links
+        return None
+
+
+def _link_text(link):
+    """``link``'s target as a message shows it."""
+    filename = getattr(link, "filename", None)
+    return f"{link.path!r} in {filename!r}" if filename else repr(link.path)
 
 
 def _open_npy(path, cache_bytes):
@@ -228,7 +265,11 @@ def _open_nifti(path, cache_bytes):
     import nibabel
 
     try:
-        image = nibabel.load(path)
+        # Not memory-mapped: a chunk read whole was a view into nibabel's map, kept in the
+        # chunk cache, and a file truncated meanwhile killed the process with SIGBUS on
+        # its next use. Unmapped, a chunk is read from the file (only its own bytes, for
+        # an uncompressed .nii) into memory of its own: truncation is a ChunkReadError.
+        image = nibabel.load(path, mmap=False)
     except (nibabel.filebasedimages.ImageFileError, EOFError, OSError) as error:
         raise ValueError(f"{path!r} is not a NIfTI file nibabel can read: {error}") from error
     if not isinstance(image, nibabel.Nifti1Image):  # Nifti2Image derives from it

@@ -77,9 +77,11 @@ def save_tt(path, tt, metadata=None, overwrite=False):
     Parameters
     ----------
     path : str or os.PathLike
-        The file to write (``.npz`` by convention; its folder must exist).
+        The file to write (``.npz`` by convention; its folder must exist). A symbolic link
+        is written through: its target gets the file and the link stays.
     tt : TTTensor or list of cores
-        Numeric 3-D cores of shapes ``(r_k, n_k, r_{k+1})`` with ``r_0 = r_d = 1``.
+        Numeric 3-D cores of shapes ``(r_k, n_k, r_{k+1})`` with ``r_0 = r_d = 1``, every
+        entry finite.
     metadata : dict, optional
         JSON-serialisable facts to keep (original shape, quantics layout, error, arguments),
         with str keys (JSON has no others), at most ``MAX_META_BYTES`` (16 MiB) as JSON.
@@ -111,7 +113,8 @@ def save_tt(path, tt, metadata=None, overwrite=False):
         If ``metadata`` is not a dict, holds values JSON cannot represent or keys that are
         not str, or if ``overwrite`` is not a bool.
     ValueError
-        If ``path`` is empty.
+        If ``path`` is empty, or it (or the target of its link) is a FIFO, socket or
+        device; or if a core holds NaN or inf (the message names the core and how many).
 
     Examples
     --------
@@ -147,6 +150,7 @@ def save_tt(path, tt, metadata=None, overwrite=False):
                          for item in meta[key]]
     meta.update(format=FORMAT, format_version=FORMAT_VERSION, n_cores=len(cores))
     _check_cores([(core.shape, core.dtype) for core in cores], where)
+    _check_finite(cores, where)
     meta["ranks"] = [1] + [int(core.shape[2]) for core in cores]
     _check_reserved(reserved, meta, where)
     _check_meta_agrees(meta, [core.shape for core in cores], where)
@@ -174,6 +178,22 @@ def _check_target(path):
         raise FileNotFoundError(f"path {path!r}: its folder {folder!r} does not exist (the "
                                 "file is created, not its folders).")
     return path
+
+
+def _check_finite(cores, where):
+    """Refuse a core holding NaN or inf: every entry of the TT it is part of would be
+    unusable, and a file that says nothing of it passes for a result."""
+    for k, core in enumerate(cores):
+        if core.dtype.kind not in "fc":  # bool and integer cores are finite
+            continue
+        count = core.size - int(np.count_nonzero(np.isfinite(core)))
+        if count:
+            raise ValueError(
+                f"{where}: core {k} (shape {core.shape}, {core.dtype}) holds {count} "
+                f"non-finite entr{'y' if count == 1 else 'ies'} (NaN or inf); a TT file "
+                "holds finite cores. Cores cast to a narrower dtype overflow past its "
+                "largest value (float32: 3.4e38): keep them in float64 (the command "
+                "line's --dtype float64).")
 
 
 def _check_reserved(given, meta, where):
@@ -260,6 +280,8 @@ def load_tt(path, max_bytes=MAX_BYTES):
     ------
     FileNotFoundError
         If ``path`` does not exist.
+    OSError
+        If the file cannot be read (no permission, an I/O error); the message names it.
     TypeError, ValueError
         If ``max_bytes`` is not None or an int >= 1.
     TTFileError
@@ -287,7 +309,7 @@ def load_tt(path, max_bytes=MAX_BYTES):
     except ValueError as error:
         raise TTFileError(str(error)) from None
     where = f"{path!r} is not a readable tensorly-cross TT file"
-    if not zipfile.is_zipfile(path):
+    if not _is_zip(path):
         # Checked first: NumPy would try any other file as a pickle, and say so.
         raise TTFileError(f"{where} (not a .npz archive).")
     try:
@@ -308,6 +330,18 @@ def load_tt(path, max_bytes=MAX_BYTES):
             zipfile.BadZipFile) as error:
         raise TTFileError(f"{where}: {error}") from error
     return TTTensor([tl.tensor(core) for core in cores]), meta
+
+
+def _is_zip(path):
+    """Whether ``path`` is a zip archive; an OSError (no permission to read it, an I/O
+    error), which ``zipfile.is_zipfile`` swallows into "not a zip", is raised naming it."""
+    try:
+        with open(path, "rb") as stream:
+            stream.read(1)  # a read error, raised here rather than lost below
+            return zipfile.is_zipfile(stream)
+    except OSError as error:
+        raise type(error)(error.errno, f"cannot read TT file {path!r}: "
+                          f"{error.strerror}") from error
 
 
 def _native(core):

@@ -100,7 +100,8 @@ def test_a_sliced_sweep_reads_few_pages_of_a_npy_file(tmp_path):
         (dict(rank=2, max_slices=0), ValueError, "max_slices must be >= 1"),
         (dict(rank=2, max_slices=1.5), TypeError, "max_slices must be an integer"),
         (dict(rank=None, max_slices=2), ValueError,
-         "max_slices=2 needs method 'als' or 'block', not 'tci': TCI chooses"),
+         r"max_slices=2 needs method 'als' or 'block', not 'tci' \(method='auto' chose it "
+         r"without a rank: pass rank= for the ALS cross\): TCI chooses"),
         (dict(rank=2, method="lsq", max_slices=2), ValueError,
          "not 'lsq': the least-squares cross draws"),
     ],

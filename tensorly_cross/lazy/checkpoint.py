@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover -- Windows: no lock
 
 import numpy as np
 
+from .._atomic import destination
 from .._backend import to_host
 from ..errors import CheckpointError, CheckpointMismatchError
 from .base import LazyTensor, check_values
@@ -87,11 +88,12 @@ class CheckpointStore:
         self.shape = tuple(int(n) for n in shape)
         self.arguments = arguments
         self.fingerprint = fingerprint(self.shape, arguments)
+        target = _checkpoint_file(self.path)
         # An empty file is new too: the header is written whole or not at all, so an empty
         # file never held a checkpoint (it is what tempfile.mkstemp leaves).
-        if not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
-            _write_header_atomically(self.path, self._header())
-        self._file = open(self.path, "r+b")  # noqa: SIM115 -- open until close()
+        if not os.path.exists(target) or os.path.getsize(target) == 0:
+            _write_header_atomically(target, self._header(), self.path)
+        self._file = _open_for_appending(target, self.path)
         try:
             _lock(self._file, self.path)  # before reading: another run may be appending
             self.indices, self.values, end = self._read_all()
@@ -233,6 +235,31 @@ def _frame_end(data, offset, d):
     return offset + _FRAME_HEAD.size + (8 * d + np.dtype(dtype).itemsize) * count
 
 
+def _checkpoint_file(path):
+    """The file behind ``path``: the target of a symbolic link, which is written through
+    and stays a link (a checkpoint kept on shared storage); a FIFO, socket or device is
+    refused, which the header's rename would have replaced with a file."""
+    try:
+        return destination(path)
+    except ValueError as error:
+        raise CheckpointError(f"checkpoint={path!r} is not a regular file (a FIFO, socket or "
+                              "device); a checkpoint is a file that is read back and "
+                              "appended to: give a file path (created if missing).") from error
+
+
+def _open_for_appending(target, path):
+    """The checkpoint file open for reading and appending; an OSError that says why a
+    checkpoint must be writable, where a bare "Permission denied" left it unclear."""
+    try:
+        return open(target, "r+b")  # noqa: SIM115 -- open until close()
+    except OSError as error:
+        raise type(error)(error.errno, f"checkpoint={path!r} cannot be opened for reading "
+                          f"and writing ({error.strerror}): a run reads the stored entries "
+                          "back, appends the ones it evaluates and cuts off a torn last "
+                          "frame, even a run that only replays. Make it readable and "
+                          "writable (chmod u+rw), or resume from a writable copy.") from error
+
+
 def _lock(handle, path):
     """Take an exclusive lock on the open checkpoint, or raise: another run holds it."""
     if fcntl is None:
@@ -259,22 +286,24 @@ def _unlock(handle):
             pass
 
 
-def _write_header_atomically(path, header):
+def _write_header_atomically(path, header, name=None):
     """Create ``path`` holding ``header`` whole, or leave it as another run created it.
 
     The header goes to a uniquely named temporary file (two runs in one process no longer
     share a name), synced, then published: a hard link where ``path`` is new, so that of
     two runs creating it at once the second does not replace the file the first already
-    appends to; a replace where ``path`` is an empty file (nothing to lose).
+    appends to; a replace where ``path`` is an empty file (nothing to lose). Messages name
+    ``name`` (the path the user gave, a link to ``path``, say), ``path`` by default.
     """
     folder = os.path.dirname(os.path.abspath(path))
     # Unique per call; created with mode 0o666 so that the umask gives the default mode
     # (mkstemp's 0o600, widened by reading the umask, would set it to 0 for other threads).
-    temporary = os.path.join(folder, f".ckpt-{uuid.uuid4().hex}.tmp")
+    # Named as every temporary file of this library (_atomic.py), which the docs name.
+    temporary = os.path.join(folder, f".tensorly-cross-{uuid.uuid4().hex}.tmp")
     try:
         handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as error:  # name the file asked for, not the temporary one
-        raise type(error)(error.errno, f"cannot create checkpoint={path!r}: "
+        raise type(error)(error.errno, f"cannot create checkpoint={name or path!r}: "
                           f"{error.strerror}") from error
     try:
         with os.fdopen(handle, "wb") as stream:

@@ -12,7 +12,7 @@ import numpy as np
 import tensorly as tl
 
 from .._validation import check_float, check_regular_file
-from .base import LazyTensor
+from .base import LazyTensor, check_values
 from .chunk_cache import ChunkCache
 from .filled import fill_nan
 from .sources import SUPPORTED_KINDS, ChunkReadError, FileStamp, refuse_empty
@@ -77,6 +77,12 @@ class NpyTensor(LazyTensor):
         self.stamp = FileStamp(self.path, repr(self.path))
         with open(self.path, "rb") as handle:
             self.header = handle.read(self.offset)
+
+    def evaluate_checked(self, indices):
+        """The entries at valid multi-indices; a NaN or inf raises, naming the file."""
+        # Named by its file, not by the class alone: "NpyTensor returned nan" left the
+        # user to find which of their volumes it was.
+        return check_values(self._evaluate(indices), indices, f"NpyTensor {self.path!r}")
 
     def _evaluate(self, indices):
         if indices.shape[0] == 0:
@@ -154,3 +160,6 @@ def _open_header(path):
     except ValueError as error:
         raise ValueError(f"{path!r} is not a readable .npy array: "
                          f"{str(error).rstrip('.')}.") from error
+    except OverflowError as error:  # NumPy's memory map of a negative byte count
+        raise ValueError(f"{path!r} is not a readable .npy array: its header declares a "
+                         f"negative size ({error}).") from error

@@ -68,7 +68,7 @@ class ChunkSource:
         except ChunkReadError:  # already names the file and what went wrong
             raise
         except Exception as error:
-            raise ChunkReadError(f"reading chunk [{_bounds(slices)}] of {self.name} failed: "
+            raise ChunkReadError(f"reading {self._describe(slices)} of {self.name} failed: "
                                  f"{type(error).__name__}: {error}") from error
         # A reader that lies (a dask block function, a proxy) must not be gathered from:
         # a short block fails deep inside with an IndexError, a complex one loses its
@@ -76,7 +76,7 @@ class ChunkSource:
         expected = tuple(s.stop - s.start for s in slices)
         if block.shape != expected or block.dtype.kind not in SUPPORTED_KINDS:
             raise ChunkReadError(
-                f"reading chunk [{_bounds(slices)}] of {self.name} returned an array of shape "
+                f"reading {self._describe(slices)} of {self.name} returned an array of shape "
                 f"{block.shape} and dtype {block.dtype}; expected shape {expected} and a bool, "
                 "integer or real floating-point dtype."
             )
@@ -84,6 +84,23 @@ class ChunkSource:
 
     def _read(self, slices):
         raise NotImplementedError
+
+    def _describe(self, slices):
+        """What ``slices`` read, for messages: a chunk, or a block of several (the
+        streaming TT-SVD reads a block of chunks at once, which zarr or HDF5 decode one by
+        one: the failing chunk is one of them)."""
+        count = math.prod(_chunks_within(sizes, part)
+                          for sizes, part in zip(self.chunks, slices, strict=True))
+        if count == 1:
+            return f"chunk [{_bounds(slices)}]"
+        return f"block [{_bounds(slices)}] ({count} chunks)"
+
+
+def _chunks_within(sizes, part):
+    """How many of the chunks of sizes ``sizes`` along an axis the slice ``part`` meets."""
+    bounds = np.cumsum((0, *sizes))
+    first = int(np.searchsorted(bounds, part.start, side="right")) - 1
+    return max(1, int(np.searchsorted(bounds, part.stop, side="left")) - first)
 
 
 def _normalise_chunks(chunks, shape, name):

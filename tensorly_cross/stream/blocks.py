@@ -29,6 +29,7 @@ from ..lazy.dask import client_workers
 from ..lazy.filled import FilledSource
 from ..lazy.npy import NpyTensor
 from ..lazy.sources import (
+    ChunkReadError,
     ChunkSource,
     FileStamp,
     as_chunk_source,
@@ -45,7 +46,12 @@ QUADRATIC_KEYS = frozenset({"squares"})
 
 class MemmapSource(ChunkSource):
     """A ``.npy`` file read in slabs along its slowest axis, reopened where it is read (so
-    that it pickles to dask workers without the data)."""
+    that it pickles to dask workers without the data).
+
+    A block is read with ``os.preadv`` into memory of its own, never returned as a view of
+    a memory map: the pages of a view are read only when the block is used, and a file
+    truncated in between killed the process with SIGBUS instead of raising.
+    """
 
     def __init__(self, path, block_bytes=BLOCK_BYTES):
         self.path = os.fspath(path)
@@ -55,17 +61,82 @@ class MemmapSource(ChunkSource):
         except (ValueError, OSError, EOFError) as error:
             raise ValueError(f".npy {self.path!r} cannot be read as an array file: "
                              f"{error}") from error
+        except OverflowError as error:  # NumPy's memory map of a negative byte count
+            raise ValueError(f".npy {self.path!r} cannot be read as an array file: its "
+                             f"header declares a negative size ({error}).") from error
         refuse_empty(array.shape, f".npy {self.path!r}")
         fortran = array.flags.f_contiguous and array.ndim > 1
         chunks = _slab_chunks(array.shape, fortran, block_bytes)
         super().__init__(array.shape, array.dtype, chunks, f".npy {self.path!r}")
+        self.fortran, self.offset = fortran, int(array.offset)
+        del array  # unmapped: only its header was needed
         # Two passes over two versions of a file would give a TT of neither, and an error
         # computed from both: any change since it was opened raises.
         self.stamp = FileStamp(self.path, self.name)
 
     def _read(self, slices):
-        self.stamp.check()
-        return np.load(self.path, mmap_mode="r", allow_pickle=False)[slices]
+        with self.stamp.open() as handle:
+            self.stamp.check(handle.fileno())  # the file this descriptor reads
+            return self._read_box(handle.fileno(), slices)
+
+    def _read_box(self, descriptor, slices):
+        """The box ``slices`` of the file, read one contiguous run of it at a time."""
+        # A Fortran-ordered file is the C-ordered file of the reversed shape.
+        shape, box = (self.shape[::-1], slices[::-1]) if self.fortran else (self.shape, slices)
+        block = np.empty([part.stop - part.start for part in box], dtype=self.dtype)
+        buffer = block.reshape(-1).view(np.uint8)
+        itemsize, position = self.dtype.itemsize, 0
+        for first, count in _contiguous_runs(shape, box):
+            size, offset = count * itemsize, self.offset + first * itemsize
+            done = _read_into(descriptor, buffer[position : position + size], offset)
+            if done < size:  # never zeros for what the file no longer holds
+                raise ChunkReadError(
+                    f"reading {self._describe(slices)} of {self.name}: the file is shorter "
+                    f"than its header declares (it ends at byte {offset + done}; it was "
+                    "truncated after it was opened). Open it again.")
+            position += size
+        return block.T if self.fortran else block
+
+
+def _contiguous_runs(shape, box):
+    """``(first entry, number of entries)`` of the contiguous runs of a C-ordered array of
+    ``shape`` that the box (a tuple of slices) covers, in the box's own C order.
+
+    The whole trailing axes and the first partial one before them form one run per index
+    of the axes before: a block of whole slabs is a single run, or one per slab.
+    """
+    extents = [part.stop - part.start for part in box]
+    split = len(shape) - 1
+    while split > 0 and extents[split] == shape[split]:
+        split -= 1
+    strides = [math.prod(shape[axis + 1:]) for axis in range(len(shape))]
+    run = math.prod(extents[split:])
+    start = box[split].start * strides[split]
+    for outer in np.ndindex(*extents[:split]):
+        yield start + sum((part.start + int(i)) * stride for part, i, stride
+                          in zip(box[:split], outer, strides[:split], strict=True)), run
+
+
+def _read_into(descriptor, buffer, offset):
+    """Fill ``buffer`` (writable bytes) from the file at ``offset``; the bytes read, fewer
+    than asked only where the file ends first."""
+    done = 0
+    while done < buffer.size:  # a read may return less than asked, short of the end
+        count = _pread_into(descriptor, buffer[done:], offset + done)
+        if count == 0:
+            break
+        done += count
+    return done
+
+
+def _pread_into(descriptor, buffer, offset):
+    """Bytes read into ``buffer`` at ``offset``: straight into it where the platform has
+    ``os.preadv`` (no copy of the block), else through ``os.pread``."""
+    if hasattr(os, "preadv"):
+        return os.preadv(descriptor, [buffer], offset)
+    data = os.pread(descriptor, buffer.size, offset)
+    buffer[: len(data)] = np.frombuffer(data, dtype=np.uint8)
+    return len(data)
 
 
 def _slab_chunks(shape, fortran, block_bytes):
