@@ -95,7 +95,15 @@ class LazyTensor:
             In the active TensorLy backend.
         """
         values = self._evaluate(indices)
-        return check_values(values, indices, type(self).__name__)
+        return check_values(values, indices, self.described_as)
+
+    @property
+    def described_as(self):
+        """How messages name this tensor.
+
+        Its class; a stored volume adds its file, so that a NaN names the volume it is in.
+        """
+        return type(self).__name__
 
     def _evaluate(self, indices):
         raise NotImplementedError

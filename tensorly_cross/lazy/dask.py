@@ -15,7 +15,7 @@ from collections import OrderedDict
 import numpy as np
 import tensorly as tl
 
-from .base import LazyTensor, check_values
+from .base import LazyTensor
 from .chunk_cache import ChunkCache
 from .sources import as_chunk_source, read_retrying
 
@@ -79,23 +79,10 @@ class DaskTensor(LazyTensor):
         # tensor of a rewritten file would then be served the old file's cached chunks.
         self._token = f"{self.source.name}:{uuid.uuid4().hex}"
 
-    def evaluate_checked(self, indices):
-        """Entries at valid multi-indices; a NaN or inf raises, naming the volume.
-
-        Parameters
-        ----------
-        indices : ndarray of int64, shape (m, ndim)
-            Multi-indices in range (as ``check_indices`` returns them).
-
-        Returns
-        -------
-        values : tensor of shape (m,)
-            In the active TensorLy backend.
-        """
-        # Named by its store, not by the class alone: "DaskTensor returned nan" left the
-        # user to find which of their volumes it was.
-        return check_values(self._evaluate(indices), indices,
-                            f"DaskTensor of {self.source.name}")
+    @property
+    def described_as(self):
+        """How messages name this tensor: with the store it reads."""
+        return f"DaskTensor of {self.source.name}"
 
     def _evaluate(self, indices):
         chunk_ids, groups = self._group_by_chunk(indices)

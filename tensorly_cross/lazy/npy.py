@@ -12,7 +12,7 @@ import numpy as np
 import tensorly as tl
 
 from .._validation import check_float, check_regular_file
-from .base import LazyTensor, check_values
+from .base import LazyTensor
 from .chunk_cache import ChunkCache
 from .filled import fill_nan
 from .sources import SUPPORTED_KINDS, ChunkReadError, FileStamp, refuse_empty
@@ -78,11 +78,10 @@ class NpyTensor(LazyTensor):
         with open(self.path, "rb") as handle:
             self.header = handle.read(self.offset)
 
-    def evaluate_checked(self, indices):
-        """The entries at valid multi-indices; a NaN or inf raises, naming the file."""
-        # Named by its file, not by the class alone: "NpyTensor returned nan" left the
-        # user to find which of their volumes it was.
-        return check_values(self._evaluate(indices), indices, f"NpyTensor {self.path!r}")
+    @property
+    def described_as(self):
+        """How messages name this tensor: with its file."""
+        return f"NpyTensor {self.path!r}"
 
     def _evaluate(self, indices):
         if indices.shape[0] == 0:
