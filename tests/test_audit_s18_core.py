@@ -1,6 +1,8 @@
 """Session 18's audit of the core API: what a callback may do to the TT it is shown, and
 messages that name the argument instead of failing inside NumPy or torch."""
 
+import warnings
+
 import numpy as np
 import pytest
 import tensorly as tl
@@ -137,3 +139,22 @@ def test_switching_the_backend_mid_run_is_refused_and_undone(where):
             tlc.tt_cross(function, shape=(6, 7, 8), tol=1e-10, random_state=0,
                          callback=switch if where == "callback" else None)
         assert tl.get_backend() == "numpy"
+
+
+def test_info_says_whether_the_file_met_its_tolerance(tmp_path, capsys):
+    """A TT written past a missed --tol (--accept-miss) looked like any other in `info`."""
+    from tensorly_cross import cli
+
+    x = np.linspace(0, 1, 16)
+    volume = np.exp(-np.add.outer(np.add.outer(x, x), x))
+    volume = volume + 0.05 * np.random.default_rng(0).standard_normal(volume.shape)
+    path = tmp_path / "v.npy"
+    np.save(path, volume)
+    output = str(tmp_path / "v.tt.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cli.main(["compress", str(path), "-o", output, "--tol", "1e-3", "--max-rank", "2",
+                  "--method", "tci", "-q", "--accept-miss"])
+    capsys.readouterr()
+    assert cli.main(["info", output]) == 0
+    assert "(--tol 0.001 NOT met)" in capsys.readouterr().out

@@ -179,6 +179,24 @@ def run_info(args):
         print(f"NaN voxels read as  {fill:g} (--fill-nan)")
     if metadata.get("nifti"):
         print("NIfTI               affine and header kept")
+    outcome_line = _stop_line(metadata)
+    if outcome_line:
+        print(outcome_line)
     print(f"library version     {metadata.get('library_version')}")
     return EXIT_OK
+
+
+def _stop_line(metadata):
+    """Why the run that wrote the file stopped, and whether it met its --tol: a TT that
+    missed its tolerance (written with --accept-miss, or exit 3) looked like any other."""
+    stop = metadata.get("stop_reason")
+    if not isinstance(stop, str):
+        return ""
+    arguments = metadata.get("arguments")
+    arguments = arguments if isinstance(arguments, dict) else {}
+    tol = arguments.get("tol")
+    line = f"stopped by          {stop}"
+    if _is_number(tol) and arguments.get("rank") is None:  # with a rank, tol is a stop only
+        line += f" (--tol {tol:g} {'met' if stop == 'tol' else 'NOT met'})"
+    return line
 
