@@ -43,18 +43,30 @@ def to_host(tensor):
     return tl.to_numpy(tensor)
 
 
-def check_backend_kept(expected, who):
-    """Raise (restoring ``expected``) when ``who`` switched TensorLy's active backend: the
-    run's tensors are ``expected``'s, and the next operation on them failed deep inside
-    TensorLy (``abs(): argument 'input' must be Tensor, not numpy.ndarray``), leaving the
-    backend switched."""
+def backend_state():
+    """A snapshot of TensorLy's backends: the calling thread's, and the process-wide one
+    (what new threads get), for :func:`check_backend_kept`."""
+    manager = tl.backend.BackendManager
+    # The process-wide backend has no public getter; None where TensorLy renamed it.
+    return manager.current_backend(), getattr(manager, "_backend", None)
+
+
+def check_backend_kept(state, who):
+    """Raise (restoring both backends of ``state``) when ``who`` switched TensorLy's active
+    backend: the run's tensors are the snapshot's, and the next operation on them failed
+    deep inside TensorLy (``abs(): argument 'input' must be Tensor, not numpy.ndarray``),
+    leaving the backend switched."""
+    thread, process = state
     now = tl.get_backend()
-    if now != expected:
-        tl.set_backend(expected)
-        raise RuntimeError(f"{who} switched TensorLy's backend from {expected!r} to {now!r} "
-                           "during the cross, which runs on the backend active when it was "
-                           f"called (restored to {expected!r}). Switch back before "
-                           "returning, or use tl.backend_context(...) inside it.")
+    if now == thread.backend_name:
+        return
+    if process is not None:
+        tl.set_backend(process)  # the process-wide backend (and this thread's) first ...
+    tl.set_backend(thread, local_threadsafe=True)  # ... then this thread's own, if other
+    raise RuntimeError(f"{who} switched TensorLy's backend from {thread.backend_name!r} to "
+                       f"{now!r} during the cross, which runs on the backend active when it "
+                       f"was called (restored). Switch back before returning, or use "
+                       "tl.backend_context(...) inside it.")
 
 
 def widened(tensor):

@@ -40,7 +40,8 @@ def check_float(value, name, minimum=None, strict=False):
 
 # Floating dtypes that no backend's LAPACK takes: half precision and NumPy's long double
 # (float128 on x86-64 Linux: numpy.linalg raised "array type float128 is unsupported").
-_NOT_LAPACK = ("float16", "float96", "float128", "complex192", "complex256")
+_NOT_LAPACK = ("float16", "float96", "float128", "complex192", "complex256", "bfloat16",
+               "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")
 
 
 def check_tall_matrix(matrix, name="matrix"):
@@ -58,13 +59,13 @@ def check_tall_matrix(matrix, name="matrix"):
         raise ValueError(
             f"{name} must have at least as many rows as columns (n >= r), got shape {shape}."
         )
-    kind = getattr(getattr(matrix, "dtype", None), "kind", "f")  # NumPy dtypes have a kind
-    if kind not in "biufc":
-        raise TypeError(f"{name} has dtype {matrix.dtype}; maxvol needs numbers (bool, integer, "
-                        "real or complex floating point).")
     if str(getattr(matrix, "dtype", "")).endswith(_NOT_LAPACK):
         raise TypeError(f"{name} has dtype {matrix.dtype}, which LAPACK does not support; "
                         "cast it to float32 or float64 first.")
+    # Objects, strings and dates (ml_dtypes' bfloat16 and float8 are kind "V": numbers).
+    if getattr(getattr(matrix, "dtype", None), "kind", "f") in "OUSMm":
+        raise TypeError(f"{name} has dtype {matrix.dtype}; maxvol needs numbers (bool, integer, "
+                        "real or complex floating point).")
     if not all_finite(matrix):
         raise ValueError(f"{name} holds NaN or infinite entries; maxvol needs finite values.")
     return n_rows, n_cols

@@ -401,7 +401,8 @@ def _initial_cores_or_raise(cache, indices, options, info):
 def _sweep_size(indices):
     """About how many entries one sweep of ``indices`` reads: the fibers of every bond,
     the left sets taken as large as the right sets before them (the first sweep builds
-    them)."""
+    them), times the channels a block cross reads at every position."""
     right = [block.shape[0] for block in indices.right]
-    return sum((right[k - 1] if k else 1) * n * right[k] for k, n in enumerate(indices.shape))
+    fibers = sum((right[k - 1] if k else 1) * n * right[k] for k, n in enumerate(indices.shape))
+    return (indices.block or 1) * fibers
 

@@ -158,3 +158,37 @@ def test_info_says_whether_the_file_met_its_tolerance(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["info", output]) == 0
     assert "(--tol 0.001 NOT met)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method, extra", [("block", {"rank": 4}), ("als", {"rank": 4}),
+                                           ("lsq", {})])
+def test_the_budget_a_failed_sweep_names_is_enough(method, extra):
+    """The block cross's estimate left out its channels: 480 named, 2,400 needed."""
+    import re
+
+    grid = np.linspace(0, 1, 20)
+    tensor = np.exp(-np.add.outer(np.add.outer(np.add.outer(grid, grid), grid),
+                                  np.linspace(0, 1, 5)))
+    kwargs = dict(method=method, val_size=100, random_state=0, **extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="raise max_evals") as caught:
+            tlc.tt_cross(tensor, max_evals=300, **kwargs)
+        already, more = map(int, re.search(r"already (\d+) evaluations; the first sweep reads "
+                                           r"up to about (\d+) more", str(caught.value)).groups())
+        tlc.tt_cross(tensor, max_evals=already + more, **kwargs)  # no ValueError
+
+
+def test_a_switched_backend_is_restored_for_new_threads_too():
+    import threading
+
+    pytest.importorskip("torch")
+    seen = []
+    with tl.backend_context("numpy"):
+        with pytest.raises(RuntimeError, match="switched TensorLy's backend"):
+            tlc.tt_cross(lambda i: 1.0 / (1.0 + i.sum(axis=1)), shape=(5, 6, 7), tol=1e-10,
+                         random_state=0, callback=lambda *a: tl.set_backend("pytorch"))
+        thread = threading.Thread(target=lambda: seen.append(tl.get_backend()))
+        thread.start()
+        thread.join()
+    assert seen == ["numpy"]

@@ -3,9 +3,8 @@
 import time
 
 import numpy as np
-import tensorly as tl
 
-from .._backend import check_backend_kept
+from .._backend import backend_state, check_backend_kept
 from ..errors import EvaluationBudgetExceeded, MaxTimeReached
 from .assemble import assemble_cores
 from .confidence import held_out_residuals, upper_bound
@@ -177,9 +176,9 @@ def _ranks_changed(half_sweep, ranks):
 
 def _call(callback, cores, info, make_tt):
     """The user's callback, which must leave the active backend as it found it."""
-    backend = tl.get_backend()
+    backends = backend_state()
     answer = callback(make_tt(cores), info)
-    check_backend_kept(backend, "the callback")
+    check_backend_kept(backends, "the callback")
     return answer
 
 

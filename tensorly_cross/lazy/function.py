@@ -3,9 +3,8 @@
 import time
 
 import numpy as np
-import tensorly as tl
 
-from .._backend import check_backend_kept, is_torch_tensor, to_host
+from .._backend import backend_state, check_backend_kept, is_torch_tensor, to_host
 from .._validation import check_int
 from .base import LazyTensor
 from .chunk_result import FINISHED, is_pickling_error, span
@@ -120,10 +119,10 @@ class FunctionTensor(LazyTensor):
                                                      self.chunk_size,
                                                      self._workers(self.executor))
             else:
-                start, backend = time.perf_counter(), tl.get_backend()
+                start, backends = time.perf_counter(), backend_state()
                 values = self.function(indices)
                 seconds = time.perf_counter() - start
-                check_backend_kept(backend, "the function")
+                check_backend_kept(backends, "the function")
         except BaseException as error:
             finished = getattr(error, FINISHED, None)
             if finished is not None and self.executor is not None:
