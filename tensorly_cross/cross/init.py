@@ -55,11 +55,11 @@ def single_pivot_indices(shape, pivot):
 def through_pivot(indices, pivot):
     """Make every starting right set of ``indices`` hold ``pivot``'s suffix (in place).
 
-    A fixed-rank or least-squares start from random sets alone reads only zeros on a
-    tensor that is zero outside a small region (a lesion, a sparse array): its first sweep
-    then finds nothing and the TT stays zero whatever the rank. Through the largest
-    held-out entry, the first sweep's fibers cross the nonzero region, and the sets it
-    builds keep the pivot's prefix from bond to bond.
+    A fixed-rank start from random sets alone reads only zeros on a tensor that is zero
+    outside a small region (a lesion, a sparse array): its first sweep then finds nothing
+    and the TT stays zero whatever the rank. Through the largest held-out entry, the first
+    sweep's fibers cross the nonzero region, and the sets it builds keep the pivot's prefix
+    from bond to bond.
     """
     pivot = np.asarray(pivot, dtype=np.int64)
     for k, block in enumerate(indices.right):
@@ -74,9 +74,10 @@ def through_largest(indices, validation, drop=0):
     held-out entry (less its last ``drop`` modes: a block cross's sets are over
     positions), which is then no longer held out (the first sweep reads it).
 
-    Unchanged where most held-out entries are nonzero: random sets do not read zeros only
-    there, and moving them would change every seed's result on data where they work
-    (exactly low-rank functions too, where some random sets are degenerate and others not).
+    Unchanged unless ``SPARSE_SHARE`` of the held-out entries are 0: random sets do not
+    read zeros only elsewhere, and moving them would change every seed's result on data
+    where they work (exactly low-rank functions too, where some random sets are degenerate
+    and others not).
     """
     validation.read_all_if_zero()
     if not validation.max_abs or validation.zero_share < SPARSE_SHARE:
