@@ -187,9 +187,11 @@ def cross_interpolate(tensor, indices, shape=None):
     Raises
     ------
     TypeError
-        If ``indices`` is neither a :class:`CrossIndices` nor its dict.
+        If ``indices`` is neither a :class:`CrossIndices` nor its dict, or a hand-built
+        one's ``shape``, ``block`` or ``ranks`` are not integers, or its sets are not 2-D
+        integer arrays that cast safely to int64.
     ValueError
-        If the sets are inconsistent or were made for another shape.
+        If the sets are inconsistent, have no mode, or were made for another shape.
 
     Examples
     --------

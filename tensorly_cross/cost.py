@@ -78,6 +78,14 @@ def choose_path(volume, path=None, rank=None, max_rank=64, oversample=1.5):
     PathChoice
         The method, the reason, and the estimated share of the storage a cross would read.
 
+    Raises
+    ------
+    TypeError
+        If ``volume`` has no shape, ``path`` is not a path, or ``rank``, ``max_rank`` or
+        ``oversample`` is not a number of the right kind.
+    ValueError
+        If ``volume`` has no mode or an empty one, or a number is out of range.
+
     Examples
     --------
     >>> import numpy as np
@@ -96,6 +104,11 @@ def choose_path(volume, path=None, rank=None, max_rank=64, oversample=1.5):
     if not hasattr(volume, "shape"):
         raise TypeError(f"volume must be a lazy tensor (open_volume, lazy_tensor), an array, "
                         f"or a path; got {type(volume).__name__}.")
+    shape = tuple(volume.shape)
+    if not shape or 0 in shape:
+        # Nothing to compress: an empty zarr array was a "lsq" choice "at no storage cost".
+        raise ValueError(f"volume has shape {shape}; a volume has at least one mode and "
+                         "every mode size >= 1.")
     if path is not None and not isinstance(path, str | bytes | os.PathLike):
         raise TypeError(f"path must be a str, bytes or os.PathLike, or None; got {path!r} "
                         f"({type(path).__name__}).")

@@ -70,3 +70,15 @@ def test_a_npy_page_holds_entries_of_the_file_s_own_size_and_order(tmp_path, dty
                                       fortran_order=order == "F")
     del array
     assert storage_geometry(tlc.open_volume(path)).unit_shape == unit
+
+
+@pytest.mark.parametrize("shape", [(), (0, 4), (3, 0, 2)])
+def test_a_volume_with_no_mode_or_an_empty_one_is_refused(tmp_path, shape):
+    # A 0-d array, or an empty zarr array, got a "lsq" choice ("entries are read one by
+    # one at no storage cost") for a volume that neither path can compress.
+    store = zarr.open_array(str(tmp_path / "v.zarr"), mode="w", shape=shape or (1,),
+                            chunks=tuple(max(n, 1) for n in shape) or (1,), dtype="f8")
+    for volume in ((np.ones(shape), store) if shape else (np.array(1.0),)):
+        with pytest.raises(ValueError, match=r"volume has shape .*at least one mode and "
+                                             r"every mode size >= 1"):
+            choose_path(volume)

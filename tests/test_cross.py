@@ -288,3 +288,65 @@ def test_least_squares_ranks_must_be_positive_with_unit_boundaries():
     for ranks in ([1, 0, 2, 1], [3, 2, 2, 3]):
         with pytest.raises(ValueError, match="ranks must be positive"):
             CrossIndices.from_dict({**data, "ranks": ranks})
+
+
+def test_index_sets_of_no_mode_are_refused_by_name():
+    # from_dict({"shape": [], ...}) failed with an IndexError (left[0] of no sets).
+    for data in ({"shape": [], "left": [], "right": []},
+                 {"shape": [], "left": [[[]]], "right": [[[]]]}):
+        with pytest.raises(ValueError, match="'shape' must have at least one mode"):
+            CrossIndices.from_dict(data)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (dict(shape=(4.0, 5.0, 6.0)), r"indices.shape must hold integers, got 4.0"),
+    (dict(ranks=(1, 1.5, 1, 1)), r"indices.ranks must hold integers, got 1.5"),
+    (dict(shape=(4, 5), block=6.0), r"indices.block must hold integers, got 6.0"),
+    (dict(shape=(4, 5), block="6"), r"indices.block must hold integers, got '6'"),
+    (dict(shape=4), r"indices.shape must be a tuple of ints"),
+])
+def test_hand_built_index_sets_with_sizes_that_are_not_integers_are_named(change, message):
+    # A float shape failed in NumPy's reshape, a float rank in a slice ("slice indices
+    # must be integers"), a string block in a comparison: none named the attribute.
+    dense = np.einsum("i,j,k->ijk", np.arange(1.0, 5.0), np.arange(1.0, 6.0),
+                      np.arange(1.0, 7.0))
+    indices = tlc.select_indices(dense, rank=1, method="als", random_state=0)
+    fields = dict(shape=indices.shape, left=indices.left, right=indices.right,
+                  nested=indices.nested)
+    if "block" in change:
+        fields.update(left=indices.left[:2], right=[indices.right[0][:, :1],
+                                                    indices.right[2]])
+    fields.update(change)
+    with pytest.raises(TypeError, match=message):
+        tlc.cross_interpolate(dense, CrossIndices(**fields))
+
+
+def test_uint64_index_sets_are_refused_by_name_not_as_float64():
+    # uint64 joined to int64 columns promotes to float64: the refusal said "indices must
+    # be integers, got dtype float64", a dtype none of the sets had.
+    dense = np.einsum("i,j,k->ijk", np.arange(1.0, 5.0), np.arange(1.0, 6.0),
+                      np.arange(1.0, 7.0))
+    indices = tlc.select_indices(dense, rank=1, method="als", random_state=0)
+    unsigned = CrossIndices(indices.shape, [b.astype(np.uint64) for b in indices.left],
+                            [b.astype(np.uint64) for b in indices.right], indices.nested)
+    with pytest.raises(TypeError, match=r"indices.left\[0\] .*casts safely to int64.* "
+                                        r"uint64"):
+        tlc.cross_interpolate(dense, unsigned)
+    narrow = CrossIndices(indices.shape, [b.astype(np.uint32) for b in indices.left],
+                          [b.astype(np.uint32) for b in indices.right], indices.nested)
+    np.testing.assert_allclose(tlc.tt_entries(tlc.cross_interpolate(dense, narrow),
+                                              [[3, 4, 5]]), [120.0])
+
+
+def test_hand_built_index_sets_of_numpy_integers_serialise_to_json():
+    # to_json failed with json's "Object of type int64 is not JSON serializable".
+    dense = np.einsum("i,j,k->ijk", np.arange(1.0, 5.0), np.arange(1.0, 6.0),
+                      np.arange(1.0, 7.0))
+    indices = tlc.select_indices(dense, rank=1, method="lsq", random_state=0)
+    hand = CrossIndices(np.array(indices.shape), indices.left, indices.right,
+                        indices.nested, ranks=tuple(np.array(indices.ranks)))
+    restored = CrossIndices.from_json(hand.to_json())
+    assert restored.tensor_shape == (4, 5, 6) and restored.rank == indices.rank
+    block = tlc.select_indices(dense, rank=1, method="block", random_state=0)
+    block.block = np.int64(block.block)
+    assert CrossIndices.from_json(block.to_json()).block == 6

@@ -139,3 +139,12 @@ def test_transposed_view_refuses_out_of_range_and_float_indices():
     for bad in ([[3, 0, 0]], [[1.7, 2, 3]], [[0, 0]]):
         with pytest.raises(ValueError, match="indices"):
             view.from_original(bad)
+
+
+@pytest.mark.parametrize("tt_q", [np.ones((3, 1, 2, 1)), None,
+                                  tl.cp_tensor.CPTensor((np.ones(1), [np.ones((2, 1))] * 3))])
+def test_qtt_to_tt_refuses_what_is_not_a_tt(tt_q):
+    # A dense (3, 1, 2, 1) array was split into three (1, 2, 1) "cores" and merged into a
+    # TT of shape (8,) without a word; None failed in list() ("not iterable").
+    with pytest.raises(TypeError, match="tt_q must be a TTTensor or a list of 3-D cores"):
+        qtt_to_tt(tt_q, QuanticsLayout.create((8,)))

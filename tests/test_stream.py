@@ -194,3 +194,14 @@ def test_a_fixed_rank_on_a_volume_within_the_budget_is_tensorlys_tt_svd(files):
     assert info.error == pytest.approx(_relative_error(tt, dense), rel=1e-6)
     assert info.error == pytest.approx(
         float(np.linalg.norm(np.asarray(reference) - dense) / np.linalg.norm(dense)), rel=1e-6)
+
+
+def test_a_masked_array_is_refused_not_read_with_its_masked_entries():
+    # Its raw data was read, masked entries included: the TT held 1e6 where the mask hid
+    # it, without a word (tt_cross refuses masked arrays).
+    data = np.random.default_rng(0).random((6, 5, 4))
+    data[0, 0, 0] = 1e6
+    masked = np.ma.masked_array(data, mask=np.zeros(data.shape, dtype=bool))
+    masked[0, 0, 0] = np.ma.masked
+    with pytest.raises(TypeError, match=r"volume is a masked array.*volume.filled"):
+        streaming_tt_svd(masked, tol=1e-6)

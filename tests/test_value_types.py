@@ -70,3 +70,14 @@ def test_tt_entries_of_bool_and_integer_cores_are_the_exact_sums(backend, dtype,
     exact = np.einsum("aib,bjc,ckd->ijk", *[core.astype(np.float64) for core in cores])
     values = tlc.tt_entries([tl.tensor(core) for core in cores], indices)
     np.testing.assert_array_equal(host(values), exact.reshape(-1))
+
+
+@pytest.mark.parametrize("dtype", [object, str, "datetime64[s]"])
+def test_tt_entries_refuses_cores_that_do_not_hold_numbers(dtype):
+    # A string core failed in NumPy's matmul ("did not contain a loop with signature"),
+    # naming no core; an object core returned an array of Python objects.
+    cores = [np.ones(shape) for shape in [(1, 3, 2), (2, 4, 1)]]
+    cores[1] = cores[1].astype(np.int64).astype(dtype)
+    with pytest.raises(TypeError, match=r"tt_entries: cores\[1\] has dtype .*cores must "
+                                        r"hold numbers"):
+        tlc.tt_entries(cores, [[0, 0]])

@@ -147,13 +147,15 @@ class CrossIndices:
             ``shape``, ``left``, ``right`` (lists of ints), ``nested`` and ``block``;
             :meth:`from_dict` reads it back.
         """
+        # int(): NumPy integers (a hand-built shape, np.array([4, 5, 6])) are not JSON
+        # serialisable, and to_json failed on them.
         return {
-            "shape": list(self.shape),
+            "shape": [int(size) for size in self.shape],
             "left": [block.tolist() for block in self.left],
             "right": [block.tolist() for block in self.right],
             "nested": self.nested,
-            "block": self.block,
-            "ranks": None if self.ranks is None else list(self.ranks),
+            "block": None if self.block is None else int(self.block),
+            "ranks": None if self.ranks is None else [int(rank) for rank in self.ranks],
         }
 
     def to_json(self):
@@ -197,6 +199,8 @@ class CrossIndices:
                 raise ValueError(f"index sets' {key!r} must be a list (as to_dict() writes "
                                  f"it), got {type(data[key]).__name__}.")
         shape = tuple(_as_size(size) for size in data["shape"])
+        if not shape:  # before the sets, whose modes it counts (d - k - 1 < 0)
+            raise ValueError("index sets' 'shape' must have at least one mode, got [].")
         d = len(shape)
         left = [_as_block(block, k, f"left[{k}]") for k, block in enumerate(data["left"])]
         right = [_as_block(block, d - k - 1, f"right[{k}]")
@@ -262,6 +266,7 @@ def _integral(values):
 
 def check_cross_indices(indices):
     """Raise ValueError unless the sets have consistent sizes, ranges and nesting."""
+    _check_sizes(indices)
     shape, d = indices.shape, len(indices.shape)
     if len(indices.left) != d or len(indices.right) != d:
         raise ValueError(f"indices need {d} left and {d} right sets for shape {shape}.")
@@ -335,17 +340,46 @@ def _as_integer(value, name):
     return int(value)
 
 
+def _check_sizes(indices):
+    """``shape``, ``block`` and ``ranks`` of a hand-built :class:`CrossIndices` as integers
+    (``from_dict`` converts its own): a shape of floats failed in NumPy's reshape, a float
+    rank in a slice and a string block in a comparison; an empty shape (no mode) failed
+    with an IndexError."""
+    for name in ("shape", "ranks"):
+        value = getattr(indices, name)
+        if not (isinstance(value, tuple | list | np.ndarray)
+                or (name == "ranks" and value is None)):
+            raise TypeError(f"indices.{name} must be a tuple of ints, got {value!r:.60} "
+                            f"({type(value).__name__}).")
+    if not len(indices.shape):
+        raise ValueError("indices.shape must have at least one mode, got ().")
+    ranks = () if indices.ranks is None else indices.ranks  # an array has no truth value
+    for name, values in (("shape", indices.shape), ("ranks", ranks),
+                         ("block", () if indices.block is None else (indices.block,))):
+        wrong = [value for value in values
+                 if isinstance(value, bool) or not isinstance(value, numbers.Integral)]
+        if wrong:
+            raise TypeError(f"indices.{name} must hold integers, got {wrong[0]!r} "
+                            f"({type(wrong[0]).__name__}).")
+    if min(indices.shape) < 1:
+        raise ValueError(f"indices.shape must hold mode sizes >= 1, got "
+                         f"{tuple(indices.shape)}.")
+
+
 def _check_blocks(indices):
     """Each set a 2-D NumPy integer array: a hand-built :class:`CrossIndices` of lists or
     1-D arrays failed deep inside (``.shape[1]`` of a list, of a 1-D array)."""
     for side in ("left", "right"):
         for k, block in enumerate(getattr(indices, side)):
+            # Cast safely to int64 too: uint64 sets joined to int64 columns made float64
+            # multi-indices, refused as "got dtype float64", a dtype no set had.
             if not (isinstance(block, np.ndarray) and block.ndim == 2
-                    and block.dtype.kind in "iu"):
+                    and block.dtype.kind in "iu" and np.can_cast(block.dtype, np.int64)):
                 got = (f"{block.ndim}-D {block.dtype} array" if isinstance(block, np.ndarray)
                        else type(block).__name__)
                 raise TypeError(f"indices.{side}[{k}] must be a 2-D NumPy integer array "
-                                f"(one multi-index per row), got a {got}.")
+                                f"that casts safely to int64 (one multi-index per row), "
+                                f"got a {got}.")
 
 
 def _check_range(block, sizes, name):

@@ -33,7 +33,8 @@ def tt_entries(cores, indices):
     Raises
     ------
     TypeError
-        If ``cores`` is not a TTTensor or a list of tensors.
+        If ``cores`` is not a TTTensor or a list of tensors, or a core holds objects,
+        strings or dates.
     ValueError
         If ``indices`` is not an (m, d) integer array, an index is out of range (the
         message names the first such multi-index), the cores do not form a TT, or
@@ -95,11 +96,21 @@ def _in_backend(core, k):
     under the NumPy search of a JAX cross, a PyTorch core under NumPy) is copied over
     through the host, where it crashed deep in the products."""
     if tl.is_tensor(core):
-        return core
+        return _numeric(core, k)
     if hasattr(core, "detach") and hasattr(core, "cpu"):  # torch, under another backend
         check_concrete(core, f"tt_entries: cores[{k}]")
         return tl.tensor(to_host(core))  # detached, conjugate and negative views resolved
-    return tl.tensor(np.asarray(core))
+    return _numeric(tl.tensor(np.asarray(core)), k)
+
+
+def _numeric(core, k):
+    """``core``, unless it holds objects, strings or dates: a string core failed in
+    NumPy's matmul ("did not contain a loop with signature"), an object core returned an
+    object array."""
+    if dtype_kind(core) in "OUSMm":
+        raise TypeError(f"tt_entries: cores[{k}] has dtype {core.dtype}; cores must hold "
+                        "numbers (bool, integer, real or complex floating point).")
+    return core
 
 
 def _common_dtype(cores):

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorly as tl
+from tensorly.cp_tensor import CPTensor
 from tensorly.tt_tensor import TTTensor
+from tensorly.tucker_tensor import TuckerTensor
 
 from .base import LazyTensor, c_order_strides, check_indices
 from .dispatch import view_source
@@ -286,6 +288,14 @@ def qtt_to_tt(tt_q, layout):
     tt : TTTensor
         Of shape ``layout.shape``, one core per original mode.
 
+    Raises
+    ------
+    TypeError
+        If ``tt_q`` is not a TTTensor or a list of cores, or ``layout`` is not a layout.
+    ValueError
+        If the layout is interleaved, or the cores do not form a TT over its quantics
+        modes.
+
     Examples
     --------
     >>> import numpy as np
@@ -307,6 +317,12 @@ def qtt_to_tt(tt_q, layout):
     if layout.order != "grouped":
         raise ValueError("qtt_to_tt needs order='grouped' (interleaved digits of different "
                          "modes cannot be contracted into one core per mode).")
+    # As tt_entries takes them: a dense array was split into its slices (a 4-D one of
+    # shape (D, 1, 2, 1) made a TT of D (1, 2, 1) "cores") and None failed in list().
+    other = isinstance(tt_q, CPTensor | TuckerTensor)  # tuples too
+    if other or not isinstance(tt_q, TTTensor | list | tuple):
+        raise TypeError(f"tt_q must be a TTTensor or a list of 3-D cores, got "
+                        f"{type(tt_q).__name__}.")
     cores = list(tt_q)
     if len(cores) != len(layout.quantics_shape):
         raise ValueError(f"tt_q has {len(cores)} cores; the layout has "

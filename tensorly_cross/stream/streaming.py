@@ -136,7 +136,8 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
         For an argument out of range (``tol`` outside ``[0, 1)``, a rank below 1, ...), a
         volume with no mode or an empty one, or a client without workers.
     TypeError
-        For an argument of the wrong type, or a volume that is not stored data.
+        For an argument of the wrong type, or a volume that is not stored data (a masked
+        array included: its masked entries would be read).
     MemoryError
         Before any read, if the sketches and the projected core would not fit in this
         machine's memory (lower ``max_width``).
