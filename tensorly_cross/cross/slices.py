@@ -10,8 +10,8 @@ tensor usually has rank ``r`` itself, so few slices suffice to pick good pivots.
 Why: out of core, a page or chunk holds a run of one contiguous axis. On a C-ordered volume
 ``(X, Y, Z)`` crossed in the mode order ``(X, Z, Y)`` (``TransposedTensor``), the outer cores'
 fibers read ``c X + c Y`` pages a sweep instead of ``r X + r Y``, and the middle core's
-``r^2`` (measured on a 1024^3 .npy at rank 32: 2.0% of the file with ``c = 4`` against 8.2%,
-for a held-out error of 0.74 against 0.87).
+``r^2`` (measured on a 1024^3 .npy at rank 32: 1.7% of the file with ``c = 4`` against 8.2%,
+for a held-out error of 0.62 against 0.64).
 """
 
 import math
