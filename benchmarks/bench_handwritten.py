@@ -24,7 +24,6 @@ Every comparison runs side by side in one invocation; read the ratios.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -314,7 +313,7 @@ def npy_replay(path, reader, batches_path):
     for indices in batches:
         total += float(np.sum(read(indices)))
     wall = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _harness.peak_rss() / 2**20  # VmHWM: ru_maxrss carries the parent's over exec
     print(json.dumps(dict(wall=wall, peak=peak, before=before, checksum=total)))
 
 

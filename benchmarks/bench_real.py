@@ -203,14 +203,17 @@ def memory_run(size):
                     + 0.05 * rng.standard_normal((x.shape[0], size, size)).astype(np.float32))
             array[start : start + 64] = slab
         os.replace(path + ".tmp", path)
-    code = ("import json, resource, time; from tensorly_cross.stream import streaming_tt_svd; "
+    # The child's own peak (VmHWM): ru_maxrss carries the parent's over exec, and a parent
+    # that had just written the volume reported 1533 MiB where the stream peaked at 730.
+    code = ("import json, sys, time; sys.path.insert(0, sys.argv[1]); import _harness; "
+            "from tensorly_cross.stream import streaming_tt_svd; "
             f"t = time.perf_counter(); tt, info = streaming_tt_svd({path!r}, tol=0.15, "
             "return_info=True); "
             "print(json.dumps([info.error, info.ranks, info.widths, info.n_passes, "
-            "time.perf_counter() - t, "
-            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024]))")
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True).stdout.strip().splitlines()[-1]
+            "time.perf_counter() - t, _harness.peak_rss() // 2**20]))")
+    here = os.path.dirname(os.path.abspath(__file__))
+    output = subprocess.run([sys.executable, "-c", code, here], capture_output=True,
+                            text=True, check=True).stdout.strip().splitlines()[-1]
     error, ranks, widths, passes, seconds, peak = json.loads(output)
     header = ["volume", "exact error", "ranks", "sketch widths", "passes", "wall s",
               "peak RSS MiB"]

@@ -205,3 +205,36 @@ def test_a_masked_array_is_refused_not_read_with_its_masked_entries():
     masked[0, 0, 0] = np.ma.masked
     with pytest.raises(TypeError, match=r"volume is a masked array.*volume.filled"):
         streaming_tt_svd(masked, tol=1e-6)
+
+
+@given(block=st.lists(st.integers(1, 9), min_size=2, max_size=4), width=st.integers(1, 6),
+       seed=seeds)
+def test_a_blocks_sketch_and_projection_equal_their_dense_definitions(block, width, seed):
+    """Both passes' kernels on a block at an offset, whichever contraction order they pick
+    (the Khatri-Rao product where the mode sketched is the block's longest, the shrinking
+    modes first in the projection): Y_k rows and the core's update, against einsums of the
+    whole Gaussian and basis factors."""
+    from tensorly_cross.stream.sketch import core_fold, sketch_factors, sketch_fold
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(size + 3 for size in block)
+    slices = tuple(slice(2, 2 + size) for size in block)
+    values = rng.standard_normal(block)
+    factors = sketch_factors(shape, [width] * len(shape), rng)
+    letters = "abcd"[: len(block)]
+    for k, update in [(key, array) for key, _, array in sketch_fold(factors)(slices, values)
+                      if key != "squares"]:
+        others = [m for m in range(len(block)) if m != k]
+        rows = [factors[k][m][slices[m]] for m in others]
+        spec = f"{letters},{','.join(letters[m] + 'z' for m in others)}->{letters[k]}z"
+        np.testing.assert_allclose(update, np.einsum(spec, values, *rows), atol=1e-10)
+    bases = [None if k == 0 else np.linalg.qr(rng.standard_normal((n, min(width, n))))[0]
+             for k, n in enumerate(shape)]
+    updates = dict((key, (selection, array))
+                   for key, selection, array in core_fold(bases)(slices, values))
+    selection, core = updates["core"]
+    expected = values
+    for k in range(1, len(block)):
+        expected = np.moveaxis(np.tensordot(expected, bases[k][slices[k]], axes=(k, 0)), -1, k)
+    assert selection[0] == slices[0]
+    np.testing.assert_allclose(core, expected, atol=1e-10)
