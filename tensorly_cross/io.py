@@ -11,7 +11,7 @@ from .lazy.filled import with_fill_nan
 from .lazy.npy import NpyTensor
 from .lazy.sources import (
     H5Source,
-    SliceableSource,
+    NiftiSource,
     ZarrSource,
     as_chunk_source,
     refuse_closed_hdf5,
@@ -278,8 +278,7 @@ def _open_nifti(path, cache_bytes):
     proxy = image.dataobj
     dtype = np.result_type(image.get_data_dtype(), np.float64 if _is_scaled(proxy) else
                            image.get_data_dtype())
-    source = SliceableSource(proxy, chunks=None, name=f"NIfTI {path!r}", dtype=dtype,
-                             stored_dtype=image.get_data_dtype())
+    source = NiftiSource(proxy, path, dtype=dtype, stored_dtype=image.get_data_dtype())
     tensor = DaskTensor(source, **_cache(cache_bytes))
     tensor.affine = np.asarray(image.affine, dtype=np.float64)
     tensor.nifti_header = image.header

@@ -110,19 +110,17 @@ class NpyTensor(LazyTensor):
         return tl.tensor(fill_nan(values, self.fill_nan))
 
     def _check_unchanged(self, descriptor):
-        """Since it was opened, the file may only have been truncated (its short pages then
-        raise) or rewritten with the same header: its cached pages are dropped. A file whose
-        header changed (another shape, dtype or order) raises ChunkReadError."""
-        now = self.stamp.current(descriptor)
-        if now == self.stamp.stamp:
+        """Raise ChunkReadError if the file changed since it was opened: entries read
+        before and after (in this tensor's caches, or in a TT under construction) would
+        mix two versions of the data. A truncation alone is caught by the short pages."""
+        if self.stamp.current(descriptor) == self.stamp.stamp:
             return
         if os.pread(descriptor, self.offset, 0) != self.header:
             raise ChunkReadError(
                 f"{self.path!r} was rewritten after it was opened: its header no longer "
                 f"declares shape {self.shape} and dtype {self.dtype}. Open it again."
             )
-        self.cache.clear()
-        self.stamp.stamp = now
+        self.stamp.check(descriptor)
 
     def _page(self, descriptor, page):
         block = self.cache.get(page)

@@ -340,6 +340,30 @@ class SliceableSource(ChunkSource):
         return _on_host(self.array[slices])
 
 
+class NiftiSource(SliceableSource):
+    """A NIfTI image's array proxy, which reopens the file by name on every read: each
+    read first checks that the file is the one opened (a file rewritten meanwhile would
+    otherwise mix both versions in one TT).
+
+    Parameters
+    ----------
+    proxy : nibabel.arrayproxy.ArrayProxy
+    path : str
+        The file the proxy reads.
+    dtype, stored_dtype : numpy.dtype
+        What a read returns (float64 when the image is scaled), and what the file stores.
+    """
+
+    def __init__(self, proxy, path, dtype, stored_dtype):
+        name = f"NIfTI {path!r}"
+        super().__init__(proxy, chunks=None, name=name, dtype=dtype, stored_dtype=stored_dtype)
+        self._stamp = FileStamp(path, name)
+
+    def _read(self, slices):
+        self._stamp.check()
+        return super()._read(slices)
+
+
 def _is_torch(array):
     """Whether ``array`` is a PyTorch tensor (without importing torch when it is not)."""
     return type(array).__module__.startswith("torch")
