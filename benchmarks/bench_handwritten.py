@@ -16,7 +16,8 @@
   (``np.load(mmap_mode="r")``): the batches one cross (rank 16; plain layout, and the
   layout docs/choosing.rst recommends for .npy) reads from bench_volume's 512^3 float32
   phantom are recorded, then replayed by each reader in a fresh process (peak resident
-  memory, time).
+  memory, time). ``--base TREE`` adds the page reader of
+  another source tree (e.g. ``git archive`` of an earlier commit) to the same replays.
 
 Every comparison runs side by side in one invocation; read the ratios.
 """
@@ -325,26 +326,35 @@ def _resident_mib():
     return float("nan")
 
 
-def _json_of(*arguments):
+def _json_of(*arguments, tree=None):
+    """Run this script with ``arguments`` in a fresh process (importing tensorly_cross from
+    ``tree`` when given, e.g. a ``git archive`` of an earlier commit); its JSON line."""
+    env = None if tree is None else dict(os.environ, PYTHONPATH=os.path.abspath(tree))
     output = subprocess.run([sys.executable, __file__, *arguments], check=True,
-                            capture_output=True, text=True).stdout
+                            capture_output=True, text=True, env=env).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 
-def measure_npy(repeats, size=512, rank=16):
+def measure_npy(repeats, size=512, rank=16, base=None):
     from bench_volume import write_phantom
 
     _, path = write_phantom(size)  # benchmarks/_data/phantom{size}.npy, written once
     folder = tempfile.mkdtemp(prefix="bench-npy-")
     batches = os.path.join(folder, "batches.npz")
+    base_label = os.path.basename(os.path.normpath(base)) if base else None
     rows = []
     try:
         for layout in ("plain", "xzy s4"):
             cross = _json_of("--npy-record", path, str(rank), layout, batches)
-            results = {"pages (open_volume, ours)": [], "memmap (np.load mmap_mode='r')": []}
+            readers = {"pages (open_volume, ours)": ("pages", None),
+                       "memmap (np.load mmap_mode='r')": ("memmap", None)}
+            if base:
+                readers[f"pages (open_volume, {base_label})"] = ("pages", base)
+            results = {name: [] for name in readers}
             for _ in range(repeats):
-                for name, reader in zip(results, ("pages", "memmap"), strict=True):
-                    results[name].append(_json_of("--npy-replay", path, reader, batches))
+                for name, (reader, tree) in readers.items():
+                    results[name].append(_json_of("--npy-replay", path, reader, batches,
+                                                  tree=tree))
             checksums = {run["checksum"] for runs in results.values() for run in runs}
             assert len(checksums) == 1, checksums  # the same values read
             for name, runs in results.items():
@@ -377,12 +387,15 @@ def main():
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--base", default=None,
+                        help="npy: also replay with the page reader of this source tree")
     args = parser.parse_args()
     controller = _harness.limit_threads()
     sections = []
     for part in args.parts.split(","):
         repeats = 2 if part == "npy" else args.repeats
-        table = PARTS[part](repeats)
+        table = (measure_npy(repeats, base=args.base) if part == "npy" else
+                 PARTS[part](repeats))
         print(f"## {part}\n\n{table}\n", flush=True)
         sections.append(f"## {part}\n\n{table}")
     _harness.emit("\n\n".join(sections), args.out)

@@ -58,7 +58,9 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
         First derivatives only for ``method="lsq"``: its cores' bases are differentiated
         through a surrogate equal to first order, so second derivatives are not exact.
         The fresh read is counted in ``info.n_evals``; ``max_evals`` bounds the search
-        only (a ``RuntimeWarning`` when the read goes past it).
+        only (a ``RuntimeWarning`` when the read goes past it). Gradients need the PyTorch
+        (or JAX) backend: a tensor that requires grad under the NumPy backend raises a
+        ValueError.
 
     Returns
     -------
@@ -86,6 +88,8 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
     # "no" and other truthy objects were taken for True.
     return_info = check_bool(return_info, "return_info")
     differentiable = check_bool(differentiable, "differentiable")
+    if differentiable:
+        _refuse_gradient_on_numpy(tensor, "tt_cross(..., differentiable=True)")
     lazy = as_lazy(tensor, shape, "tensor")
     options = cross_options(lazy.shape, lazy.stored, rank=rank, tol=tol, method=method,
                             max_rank=max_rank, max_evals=max_evals, n_iter_max=n_iter_max,
@@ -191,7 +195,9 @@ def cross_interpolate(tensor, indices, shape=None):
         one's ``shape``, ``block`` or ``ranks`` are not integers, or its sets are not 2-D
         integer arrays that cast safely to int64.
     ValueError
-        If the sets are inconsistent, have no mode, or were made for another shape.
+        If the sets are inconsistent, have no mode, or were made for another shape; or
+        ``tensor`` requires grad while the active backend is NumPy (whose cores carry no
+        gradient: ``tl.set_backend("pytorch")`` first).
 
     Examples
     --------
@@ -203,6 +209,7 @@ def cross_interpolate(tensor, indices, shape=None):
     >>> bool(np.allclose(tlc.tt_entries(tt, [[1, 2, 3]]), np.exp(-0.6)))
     True
     """
+    _refuse_gradient_on_numpy(tensor, "cross_interpolate")
     lazy = as_lazy(tensor, shape, "tensor")
     if isinstance(indices, dict):
         indices = CrossIndices.from_dict(indices)
@@ -257,6 +264,16 @@ def _assemble_counted(lazy, indices, info, max_evals):
                       "Lower max_evals by that read to stay within a budget.",
                       RuntimeWarning, stacklevel=3)
     return cores
+
+
+def _refuse_gradient_on_numpy(tensor, caller):
+    """A tensor that requires grad, read under the NumPy backend, would give cores that are
+    NumPy arrays: the gradient asked for would be lost without a word."""
+    if getattr(tensor, "requires_grad", False) and backend_name() == "numpy":
+        raise ValueError(f"{caller}: tensor requires grad, but the active TensorLy backend "
+                         "is 'numpy', whose cores carry no gradient. Call "
+                         "tl.set_backend('pytorch') (or use tl.backend_context('pytorch')) "
+                         "first.")
 
 
 def _no_grad(active):

@@ -35,7 +35,7 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False,
         An array already opened (a dask array, zarr array or h5py dataset) is read as it
         is, chunk by chunk.
     dataset : str, optional
-        The HDF5 dataset path.
+        The HDF5 dataset path (a ValueError for any other volume, which has none).
     cache_bytes : int or None
         Chunk cache of the :class:`DaskTensor` (zarr, HDF5, NIfTI; default 256 MiB) or page
         cache of the ``NpyTensor`` (.npy; default 64 MiB). Bound it to bound memory:
@@ -74,8 +74,9 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False,
         If the HDF5 dataset is missing (the message lists the datasets there are).
     ValueError
         For an unknown suffix, a path that is not a regular file (or, for zarr, a folder),
-        zarr metadata or an HDF5 file that cannot be read (the message names the file), or,
-        with ``strict``, a zarr array or HDF5 dataset with chunks missing.
+        zarr metadata or an HDF5 file that cannot be read (the message names the file), a
+        ``dataset`` for a volume that is not an HDF5 file, or, with ``strict``, a zarr
+        array or HDF5 dataset with chunks missing.
     TypeError
         For an unsupported dtype, a ``strict`` that is not a bool, a ``dataset`` that is not
         a str, a ``client`` that is not a dask.distributed Client, or a ``fill_nan`` that is
@@ -112,6 +113,7 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False,
 def _open(path, dataset, cache_bytes, client, strict):
     """The lazy tensor of :func:`open_volume` (arguments checked)."""
     if not isinstance(path, str | bytes | os.PathLike):
+        _refuse_dataset(dataset, "an array")
         return _open_array(path, cache_bytes, client, strict)
     path = os.fsdecode(path)  # str, bytes or os.PathLike
     if (dataset is None and (".h5:" in path.lower() or ".hdf5:" in path.lower())
@@ -123,6 +125,8 @@ def _open(path, dataset, cache_bytes, client, strict):
         raise FileNotFoundError(f"path {path!r} does not exist.")
     lower = path.lower().rstrip("/")
     if lower.endswith(".zarr") or _inside_zarr(path):
+        _refuse_dataset(dataset, f"the zarr store {path!r} (an array in a zarr group is "
+                                 "opened by its path, 'store.zarr/name')")
         return _open_zarr(path, cache_bytes, client, strict)
     if not lower.endswith(VOLUME_SUFFIXES):
         raise ValueError(f"path {path!r} has an unsupported suffix; supported: "
@@ -130,6 +134,7 @@ def _open(path, dataset, cache_bytes, client, strict):
     check_regular_file(path)
     if lower.endswith((".h5", ".hdf5")):
         return _open_hdf5(path, dataset, cache_bytes, client, strict)
+    _refuse_dataset(dataset, repr(path))
     if client is not None:  # said, not silently dropped: the user expects the workers
         warnings.warn(f"client is not used for {os.path.basename(path)!r}: .npy and NIfTI "
                       "files are read in this process (zarr and HDF5 on the workers).",
@@ -137,6 +142,13 @@ def _open(path, dataset, cache_bytes, client, strict):
     if lower.endswith(".npy"):
         return _open_npy(path, cache_bytes)
     return _open_nifti(path, cache_bytes)
+
+
+def _refuse_dataset(dataset, what):
+    """``dataset`` names an HDF5 dataset: given for anything else it would be ignored."""
+    if dataset is not None:
+        raise ValueError(f"dataset={dataset!r} names an HDF5 dataset, but the volume is "
+                         f"{what}, not an HDF5 file: drop dataset.")
 
 
 def _open_array(array, cache_bytes, client, strict):

@@ -143,8 +143,9 @@ def save_tt(path, tt, metadata=None, overwrite=False):
     meta = dict(metadata or {})
     where = f"save_tt({path!r})"
     reserved = {key: meta.pop(key) for key in RESERVED_KEYS if key in meta}
-    for key in ("shape", "axes"):  # a tuple (an array's shape) is stored as JSON's list
-        if isinstance(meta.get(key), tuple):
+    for key in ("shape", "axes"):  # a tuple (an array's shape) is stored as JSON's list,
+        # and NumPy ints (e.g. from an array's sizes) as Python ints, in a list as in a tuple
+        if isinstance(meta.get(key), list | tuple):
             meta[key] = [int(item) if isinstance(item, numbers.Integral)
                          and not isinstance(item, bool) else item
                          for item in meta[key]]

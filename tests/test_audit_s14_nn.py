@@ -144,11 +144,12 @@ def test_cross_embedding_checks_oversample_and_random_state_when_built(kwargs, e
         CrossEmbedding(**kwargs)
 
 
-def test_cross_embedding_keeps_a_generator_as_given():
-    generator = np.random.default_rng(3)
-    state = generator.bit_generator.state
-    module = CrossEmbedding(random_state=generator)
-    assert module.random_state is generator and generator.bit_generator.state == state
+def test_cross_embedding_takes_one_seed_from_a_generator():
+    # Kept as given, one generator was shared by the threads of a batch's searches, and
+    # the features changed from run to run (audit s20, tests/test_audit_s20_nn.py).
+    seeds = [CrossEmbedding(random_state=np.random.default_rng(3)).random_state
+             for _ in range(2)]
+    assert isinstance(seeds[0], int) and seeds[0] == seeds[1]
 
 
 @pytest.mark.parametrize("n_volumes, size, error", [

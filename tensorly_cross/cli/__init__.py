@@ -42,6 +42,13 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"tensorly-cross {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except MemoryError as error:
+        advice = (" the slice does not fit: read the entries you need in Python "
+                  "(tensorly_cross.tt_entries)" if args.command == "reconstruct"
+                  else " use a smaller volume or settings")
+        print(f"tensorly-cross {args.command}: error: not enough memory for this run "
+              f"({error or 'MemoryError'});{advice}.", file=sys.stderr)
+        return EXIT_INPUT
     except (FileNotFoundError, FileExistsError, KeyError, ValueError, TypeError, OSError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"tensorly-cross {args.command}: error: {message}{_hint(args, error)}",

@@ -34,6 +34,10 @@ def check_output(path, force, inputs=()):
         if source and same_file(path, source_file(source)):
             raise UsageError(f"the output {path!r} is the input {source!r}: writing it would "
                              "destroy the input; give another output path.")
+        if source and _inside_folder(path, source_file(source)):
+            raise UsageError(f"the output {path!r} is inside the input {source!r} (a store "
+                             "folder): writing it would damage the input; give a path "
+                             "outside it.")
     if os.path.exists(path) and not force:
         raise FileExistsError(f"{path!r} exists; pass --force to replace it.")
 
@@ -106,6 +110,14 @@ def source_file(path):
 
 def is_hdf5(path):
     return source_file(path).lower().endswith((".h5", ".hdf5"))
+
+
+def _inside_folder(path, folder):
+    """Whether ``path`` lies under the folder ``folder`` (a zarr store), links resolved."""
+    if not os.path.isdir(folder):
+        return False
+    folder = os.path.realpath(folder)
+    return os.path.commonpath([os.path.realpath(path), folder]) == folder
 
 
 def same_file(first, second):

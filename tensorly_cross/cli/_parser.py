@@ -4,8 +4,8 @@ import argparse
 import math
 
 from ..options import LSQ_VAL_SIZE
-from .compress import VAL_SIZE, run_compress
-from .demo import run_demo
+from .compress import MAX_RANK, N_ITER_MAX, PATIENCE, VAL_SIZE, run_compress
+from .demo import DEMO_SIZE, run_demo
 from .reconstruct import run_reconstruct
 from .summary import run_info
 
@@ -110,7 +110,7 @@ def _add_compress(commands, formatter):
                                "error); 'lsq', 'tci', 'als': a cross; 'auto': the stream or "
                                "the least-squares cross, from the storage (the choice and "
                                "its reason are printed)")
-    compress.add_argument("--max-rank", type=_int_at_least(1), default=64,
+    compress.add_argument("--max-rank", type=_int_at_least(1), default=MAX_RANK,
                           help="rank cap of the adaptive cross and of the stream")
     compress.add_argument("--quantics", action="store_true", help="cross in the QTT layout")
     compress.add_argument("--axes", default=None,
@@ -124,9 +124,9 @@ def _add_compress(commands, formatter):
                                                             "the least-squares cross, the "
                                                             f"default, holds out {LSQ_VAL_SIZE})"),
                           help="budget of distinct entries read")
-    compress.add_argument("--n-iter-max", type=_int_at_least(1), default=20,
+    compress.add_argument("--n-iter-max", type=_int_at_least(1), default=N_ITER_MAX,
                           help="maximum number of sweeps")
-    compress.add_argument("--patience", type=_int_at_least(0), default=2,
+    compress.add_argument("--patience", type=_int_at_least(0), default=PATIENCE,
                           help="stop after N sweeps without a 1%% lower held-out error or a "
                                "rank change (0: never)")
     compress.add_argument("--oversample", type=_float_at_least(1.0), default=None,
@@ -202,8 +202,9 @@ def _add_demo(commands, formatter):
     demo.add_argument("--workdir", default=None,
                       help="where the volume, TT and PNG go (default: "
                            "$XDG_CACHE_HOME/tensorly-cross, else ~/.cache/tensorly-cross)")
-    demo.add_argument("--size", type=_int_at_least(16), default=384,
-                      help="edge of the cubic procedural volume")
+    demo.add_argument("--size", type=_int_at_least(16), default=DEMO_SIZE,
+                      help="edge of the cubic procedural volume (another value than the "
+                           "default asks for that volume under --volume auto)")
     demo.add_argument("--tol", type=_float_at_least(0, strict=True, below=1), default=None,
                       help="target relative error (default: 0.1 for the template, 1e-3 for "
                            "the procedural volume)")

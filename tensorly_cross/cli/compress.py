@@ -40,8 +40,11 @@ def run_compress(args):
     if args.oversample is not None and args.method == "tci":
         raise UsageError("--oversample needs --method lsq, als or auto (a cross that fits "
                          "its cores over more entries), not tci.")
+    if args.rank is not None and args.max_rank != MAX_RANK:
+        raise UsageError(f"--max-rank {args.max_rank} caps the ranks that --tol asks for; "
+                         f"--rank {args.rank} fixes them: give one of the two.")
     if args.method == "stream":
-        asked = _cross_only_flags(args)
+        asked = _cross_only_flags(args) + _sweep_flags(args)
         if asked:
             raise UsageError(f"{', '.join(asked)} ask{'s' if len(asked) == 1 else ''} for a "
                              "cross; --method stream reads the volume whole.")
@@ -71,14 +74,17 @@ def run_compress(args):
                   f"{os.path.basename(args.input)!r}: it reads .npy and NIfTI files in this "
                   "process (--method stream sends their blocks to the workers).",
                   file=sys.stderr)
+        # --rank: no tolerance (argparse still holds --tol's default, which would stop the
+        # cross early and cap TCI's ranks far below the rank asked for).
+        tol = args.tol if args.rank is None else None
         if method == "stream":
-            summary = stream_volume(volume, output, tol=args.tol, rank=args.rank,
+            summary = stream_volume(volume, output, tol=tol, rank=args.rank,
                                     client=client, seed=args.seed, source=args.input,
                                     force=args.force, dtype=args.dtype,
                                     max_rank=args.max_rank)
         else:
             summary = compress_volume(
-                volume, output, tol=args.tol, rank=args.rank, method=method,
+                volume, output, tol=tol, rank=args.rank, method=method,
                 max_rank=args.max_rank, quantics=args.quantics, max_evals=args.max_evals,
                 n_iter_max=args.n_iter_max, seed=args.seed, quiet=args.quiet,
                 verbose=args.verbose, source=args.input, force=args.force,
@@ -110,11 +116,20 @@ def _choose_method(args, volume):
     return choice.method, choice.reason
 
 
+# tt_cross's own default tolerance, for a cross at a fixed --rank.
+FIXED_RANK_TOL = 1e-6
+# Defaults of --n-iter-max, --patience and --max-rank.
+N_ITER_MAX, PATIENCE, MAX_RANK = 20, 2, 64
+
+
 def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=64, quantics=False,
                     max_evals=None, n_iter_max=20, seed=0, quiet=False, verbose=False,
                     source=None, force=False, patience=2, oversample=None, axes=None,
                     max_slices=None, dtype="input"):
     """Cross ``volume`` (a LazyTensor), save the TT with its metadata; returns a summary.
+
+    ``tol``: None with a ``rank``, which then runs as ``tt_cross(volume, rank=rank)`` does
+    (its default tolerance, below what a real volume reaches at a fixed rank).
 
     ``axes``: the TT's mode order (a permutation of the volume's axes; not with quantics).
     ``dtype``: of the stored cores, ``"input"`` for the input's floating dtype.
@@ -140,7 +155,8 @@ def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=64, 
         with warnings.catch_warnings(), _budget_in_flag_terms(max_evals):
             # A missed tolerance is reported by the exit code, not a warning.
             warnings.simplefilter("ignore", tlc.ToleranceNotMetWarning)
-            tt, info = tlc.tt_cross(target, rank=rank, tol=tol, method=method,
+            tt, info = tlc.tt_cross(target, rank=rank,
+                                    tol=FIXED_RANK_TOL if tol is None else tol, method=method,
                                     max_rank=max_rank, max_evals=max_evals,
                                     n_iter_max=n_iter_max, random_state=seed, callback=report,
                                     return_info=True, patience=patience,
@@ -183,7 +199,9 @@ def _budget_in_flag_terms(max_evals):
         if max_evals is None or not text.startswith(f"max_evals={max_evals} is too small"):
             raise
         text = text.replace(f"max_evals={max_evals}", f"--max-evals {max_evals}", 1)
-        text = text.replace("; raise max_evals or lower val_size.", ".").rstrip(".")
+        for advice in ("; raise max_evals or lower val_size.", ": raise max_evals."):
+            text = text.replace(advice, ".")  # the library's advice, in its own terms
+        text = text.rstrip(".")
         raise ValueError(f"{text}; give a larger --max-evals.") from error
 
 
@@ -205,10 +223,11 @@ def stream_volume(volume, output, tol, rank=None, client=None, seed=0, source=No
                                         rank=rank, client=client, random_state=seed,
                                         max_rank=None if rank is not None else max_rank,
                                         return_info=True)
-    met = rank is not None or info.error <= tol
+    met = rank is None and info.error <= tol
     metadata = dict(shape=list(volume.shape), source=source, method="stream",
                     error=info.error, exact_error=True,
-                    stop_reason="tol" if met else info.limited_by,
+                    stop_reason="rank" if rank is not None else
+                    ("tol" if met else info.limited_by),
                     n_passes=info.n_passes, widths=list(info.widths),
                     input_dtype=_dtype_name(_input_dtype(volume)),
                     nifti=nifti_metadata(volume),
@@ -230,7 +249,8 @@ def _save(volume, output, tt, metadata, dtype, force):
 
     input_dtype = _input_dtype(volume)
     computed = [np.asarray(to_host(core)) for core in tt]
-    cores = [core.astype(_core_dtype(dtype, input_dtype)) for core in computed]
+    with np.errstate(over="ignore"):  # cores beyond float32: save_tt refuses them by name
+        cores = [core.astype(_core_dtype(dtype, input_dtype)) for core in computed]
     _account_for_rounding(metadata, _rounding_error(computed, cores))
     tlc.save_tt(output, cores, metadata, overwrite=force)
     summary = tt_summary(cores, metadata)
@@ -327,6 +347,14 @@ def _cross_only_flags(args):
                                      ("--max-slices", args.max_slices is not None),
                                      ("--oversample", args.oversample is not None),
                                      ("--max-evals", args.max_evals is not None)] if given]
+
+
+def _sweep_flags(args):
+    """The sweep settings given other values than their defaults: the stream has no
+    sweeps (under ``--method auto`` they apply if a cross is chosen, and do not choose)."""
+    return [flag for flag, value, default in [("--n-iter-max", args.n_iter_max, N_ITER_MAX),
+                                              ("--patience", args.patience, PATIENCE)]
+            if value != default]
 
 
 def _check_axes(axes, ndim):

@@ -71,6 +71,10 @@ def run_demo(args):
     return outcome(summary, True, args.accept_miss)
 
 
+# Default of --size: the edge of the procedural volume.
+DEMO_SIZE = 384
+
+
 def _demo_volume(args):
     """The demo's volume.
 
@@ -94,7 +98,12 @@ def _demo_volume(args):
     if args.volume == "mni152" and not installed:
         raise UsageError("--volume mni152 needs nilearn (pip install nilearn), which is not "
                          "installed; --volume procedural needs nothing.")
-    if args.volume == "mni152" or (args.volume == "auto" and installed):
+    sized = args.size != DEMO_SIZE  # --size is the procedural volume's edge
+    if args.volume == "mni152" and sized:
+        raise UsageError(f"--size {args.size} sets the procedural volume's edge; the MNI152 "
+                         "template has its own shape (197x233x189): drop --size, or pass "
+                         "--volume procedural.")
+    if args.volume == "mni152" or (args.volume == "auto" and installed and not sized):
         from nilearn.datasets import load_mni152_template
 
         template = np.asarray(load_mni152_template().get_fdata(), dtype=np.float32)
@@ -105,6 +114,7 @@ def _demo_volume(args):
                 f"nilearn's MNI152 T1 template, shape {template.shape} ({why})")
     shape = (args.size,) * 3
     why = ("asked for" if args.volume == "procedural" else
+           f"--size {args.size} asks for it" if sized else
            "nilearn is not installed; pip install nilearn for the MNI152 T1 template")
     return (f"blobs{args.size}", shape, blob_phantom(shape),
             1e-3 if args.tol is None else args.tol,

@@ -212,7 +212,11 @@ def _inconclusive(matrix, col, residual_max, cut):
     decides if it is also captured relative to its own magnitude.
     """
     column_max = float(np.abs(to_host(matrix.column(col))).max())
-    return residual_max * matrix.max_abs > cut * column_max
+    if matrix.max_abs == 0:
+        return False
+    # residual_max * max_abs > cut * column_max, without the product that overflows near
+    # 1e306 (column_max <= max_abs: the column was read).
+    return residual_max > cut * (column_max / matrix.max_abs)
 
 
 def _first_random_col(kept, start_cols, max_rank, n_cols, rng):
@@ -349,5 +353,6 @@ def _rook_moves(residual, row, col, col_abs, column, rows, cols, moves, max_grow
 
 
 def _poor_pivot(pivot_abs, row_max, max_growth):
-    """Whether a pivot is below its row's largest residual by more than ``max_growth``."""
-    return max_growth is not None and row_max > max_growth * pivot_abs
+    """Whether a pivot is below its row's largest residual by more than ``max_growth``
+    (compared as a ratio: ``max_growth * pivot_abs`` overflows for entries near 1e306)."""
+    return max_growth is not None and row_max / max_growth > pivot_abs

@@ -69,8 +69,12 @@ class CrossEmbedding(nn.Module):
         construction (its parameters can go to an optimiser, its ``state_dict`` is
         complete); without, it is built by the first forward pass, or by
         ``load_state_dict`` from the saved shapes.
-    random_state : int
-        Seed of every index search (the same volume gets the same indices).
+    random_state : int, numpy RandomState or Generator, or None
+        Seed of every index search (the same volume gets the same indices). A RandomState
+        or Generator gives one seed, drawn from it here: a generator shared by the
+        searches of a batch (run in threads) would hand out its draws in the threads'
+        order, and the features would change from run to run. None: a fresh seed per
+        search, so the indices change from call to call.
     method : {"block", "als"}
         ``"block"`` (default): the block cross reads every position for all ``F`` features,
         so the encoder runs once per position and the TT's last bond is ``F``; ``"als"``:
@@ -139,10 +143,10 @@ class CrossEmbedding(nn.Module):
                                                                            n_features)
         self.patch_size, self.n_features, self.stride = patch_size, n_features, stride
         self.rank, self.refresh_every, self.n_iter_max = rank, refresh_every, n_iter_max
-        # Checked here, not at the first forward pass; a RandomState or Generator is kept
-        # as given (checking it would draw from it).
-        if not isinstance(random_state, np.random.RandomState | np.random.Generator):
-            check_random_state(random_state)
+        # Checked here, not at the first forward pass.
+        generator = check_random_state(random_state)
+        if isinstance(random_state, np.random.RandomState | np.random.Generator):
+            random_state = int(generator.integers(2**63 - 1))
         self.random_state = random_state
         # None: the method's own default, as select_indices takes it.
         self.oversample = (None if oversample is None
@@ -346,7 +350,9 @@ class CrossEmbedding(nn.Module):
         tts, _ = self._tts(volumes, keys)
         if self.head is None:
             self._build_probe_head(tuple(int(core.shape[1]) for core in tts[0]))
-            self.grid_shape = grid  # two grids can have the same quantics digits
+        # Every head, a module given as head too, is for the first batch's grid from now
+        # on (two grids can have the same quantics digits).
+        self.grid_shape = self.grid_shape or grid
         return torch.stack([self.head(tt) for tt in tts])
 
     def _check_shapes(self, volumes):
@@ -370,6 +376,11 @@ class CrossEmbedding(nn.Module):
 
     def fit_pca(self, volumes, keys=None, batch_size=8):
         """Fit the TT-PCA head on training volumes (``head="pca"``), without gradient.
+
+        The encoder runs in eval mode, as at inference (dropout off, BatchNorm on its
+        running statistics, which the fit leaves as they are); the module's mode is
+        restored afterwards. In train mode the basis would carry one draw of dropout, and
+        eval-mode features of the very training volumes would not be centred on it.
 
         Parameters
         ----------
@@ -402,11 +413,15 @@ class CrossEmbedding(nn.Module):
         grid = self._check_shapes(volumes)
         if len(volumes) < 2:
             raise ValueError(f"fit_pca needs at least 2 volumes, got {len(volumes)}.")
-        tts = []
-        with torch.no_grad():
-            for start in range(0, len(volumes), batch_size):
-                tts += self._tts(volumes[start : start + batch_size],
-                                 keys[start : start + batch_size])[0]
+        tts, was_training = [], self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                for start in range(0, len(volumes), batch_size):
+                    tts += self._tts(volumes[start : start + batch_size],
+                                     keys[start : start + batch_size])[0]
+        finally:
+            self.train(was_training)
         self.head.fit(tts)
         self.grid_shape = grid  # two grids can have the same quantics digits
         return self

@@ -308,7 +308,9 @@ class EncodedTensor(LazyTensor):
         cut = self.patches.patches(positions[missing], device=device, dtype=dtype)
         self._patches.add(keys[missing], cut)
         if not (~missing).any():
-            return cut
+            # Not the cached rows themselves: an encoder may change its input in place
+            # (x.mul_(3)), and later passes would read the changed patches.
+            return cut.clone()
         patches = cut.new_empty((len(positions),) + tuple(cut.shape[1:]))
         patches[torch.as_tensor(np.flatnonzero(missing), device=cut.device)] = cut
         patches[torch.as_tensor(np.flatnonzero(~missing), device=cut.device)] = \

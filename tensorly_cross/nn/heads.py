@@ -9,6 +9,9 @@ from .._validation import check_int
 def tt_inner(first, second):
     """Inner product ``<A, B>`` of two TTs of the same shape, in ``O(d n r^3)``.
 
+    For complex TTs the first is conjugated (``sum conj(A) * B``), so that ``<A, A>`` is
+    the squared norm.
+
     Parameters
     ----------
     first, second : list of torch.Tensor
@@ -42,7 +45,7 @@ def tt_inner(first, second):
                          f"{tt_shape(second, 'second')}.")
     _check_one_dtype(first, second, "first", "second")
     result = None
-    for core_a, core_b in zip(first, second, strict=True):
+    for core_a, core_b in zip(_conjugated(first), second, strict=True):
         # (ra, n, ra') x (rb, n, rb') contracted over n, then with the running (ra, rb).
         pair = torch.einsum("inj,knl->ikjl", core_a, core_b)
         result = pair[0, 0] if result is None else torch.einsum("ik,ikjl->jl", result, pair)
@@ -52,7 +55,8 @@ def tt_inner(first, second):
 def tt_inner_many(tt, stacked):
     """``<TT, S_k>`` for every TT ``S_k`` of a stack, in one batched contraction per mode.
 
-    The same values as ``K`` separate :func:`tt_inner` calls, in ``d`` contractions.
+    The same values as ``K`` separate :func:`tt_inner` calls (``tt`` conjugated when
+    complex), in ``d`` contractions.
 
     Parameters
     ----------
@@ -90,13 +94,18 @@ def tt_inner_many(tt, stacked):
                          f"{stacked_shape}.")
     _check_one_dtype(tt, stacked, "tt", "stacked")
     result = None
-    for core, cores in zip(tt, stacked, strict=True):
+    for core, cores in zip(_conjugated(tt), stacked, strict=True):
         # running (K, a, b) with a over the TT's bond, b over the stack's bond
         if result is None:
             result = torch.einsum("inj,kbnl->kjl", core, cores)
         else:
             result = torch.einsum("kab,anj,kbnl->kjl", result, core, cores)
     return result.reshape(-1)
+
+
+def _conjugated(cores):
+    """The complex conjugates of complex cores (lazily, as views); real cores as they are."""
+    return [core.conj() if core.is_complex() else core for core in cores]
 
 
 def tt_shape(cores, name="tt"):
