@@ -127,3 +127,24 @@ def test_save_tt_takes_numpy_ints_in_a_list_as_in_a_tuple(tmp_path):
     for name, shape in (("a", (np.int64(3), np.int64(4))), ("b", [np.int64(3), np.int64(4)])):
         tlc.save_tt(tmp_path / f"{name}.npz", cores, {"shape": shape})
         assert tlc.load_tt(tmp_path / f"{name}.npz")[1]["shape"] == [3, 4]
+
+
+def test_demo_with_a_size_under_auto_runs_the_procedural_volume(tmp_path, capsys):
+    # With nilearn installed, --size was ignored and the 197x233x189 template ran.
+    pytest.importorskip("nilearn")
+    assert cli.main(["demo", "--size", "16", "--workdir", str(tmp_path), "-q"]) == cli.EXIT_OK
+    assert cli.main(["demo", "--size", "16", "--workdir", str(tmp_path)]) == cli.EXIT_OK
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("volume: the procedural 16^3 volume") and "--size 16" in first
+
+
+@pytest.mark.parametrize("dtype, exact", [("float64", True), ("float32", False)])
+def test_the_stream_says_exact_only_where_no_rounding_was_estimated(tmp_path, capsys,
+                                                                    dtype, exact):
+    path = tmp_path / "v.npy"
+    np.save(path, _smooth(noise=0.01).astype(dtype))
+    assert cli.main(["compress", str(path), "-o", str(tmp_path / "s.tt.npz"), "--method",
+                     "stream", "--tol", "0.05"]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert ("(exact: every voxel read)" in out) == exact
+    assert ("plus the cores' rounding" in out) == (not exact)

@@ -238,7 +238,9 @@ def test_a_npy_truncated_after_opening_raises_instead_of_reading_zeros(tmp_path)
     os.truncate(path, 4096)  # the header and the first ~500 values remain
     with pytest.raises(ChunkReadError, match="truncated after it was opened"):
         tensor.evaluate(np.array([[1999]]))
-    assert host(tensor.evaluate(np.array([[10]])))[0] == 11.0  # what is there still reads
+    # Nor what is left: entries read before the cut may be of another version (s20).
+    with pytest.raises(ChunkReadError, match="truncated after it was opened"):
+        tensor.evaluate(np.array([[10]]))
 
 
 def test_threads_sharing_one_evaluation_cache_get_the_right_values():

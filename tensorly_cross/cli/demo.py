@@ -114,8 +114,8 @@ def _demo_volume(args):
                 f"nilearn's MNI152 T1 template, shape {template.shape} ({why})")
     shape = (args.size,) * 3
     why = ("asked for" if args.volume == "procedural" else
-           f"--size {args.size} asks for it" if sized else
-           "nilearn is not installed; pip install nilearn for the MNI152 T1 template")
+           "nilearn is not installed; pip install nilearn for the MNI152 T1 template"
+           if not installed else f"--size {args.size} asks for it")
     return (f"blobs{args.size}", shape, blob_phantom(shape),
             1e-3 if args.tol is None else args.tol,
             f"the procedural {args.size}^3 volume of Gaussian blobs, "

@@ -69,8 +69,10 @@ def format_summary(summary):
             unit = "reads"
         lines.append(f"bytes read          {summary['bytes_read'] / 2**20:.1f} MiB in {unit}")
     if summary.get("exact_error"):
-        lines.append(f"relative error      {_number(summary['val_error'], '.3e')} (exact: "
-                     "every voxel read)")
+        # The stored cores' rounding is estimated on a sample: a bound, not exact.
+        how = ("every voxel read, plus the cores' rounding to the stored dtype estimated "
+               "on a sample" if summary.get("rounding_error") else "exact: every voxel read")
+        lines.append(f"relative error      {_number(summary['val_error'], '.3e')} ({how})")
     elif summary.get("val_error") is not None:
         heldout = ""
         if _read_whole(summary):

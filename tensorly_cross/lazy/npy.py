@@ -112,13 +112,21 @@ class NpyTensor(LazyTensor):
     def _check_unchanged(self, descriptor):
         """Raise ChunkReadError if the file changed since it was opened: entries read
         before and after (in this tensor's caches, or in a TT under construction) would
-        mix two versions of the data. A truncation alone is caught by the short pages."""
-        if self.stamp.current(descriptor) == self.stamp.stamp:
+        mix two versions of the data. The message says how: another header, a file cut
+        short, or other contents."""
+        now = self.stamp.current(descriptor)
+        if now == self.stamp.stamp:
             return
         if os.pread(descriptor, self.offset, 0) != self.header:
             raise ChunkReadError(
                 f"{self.path!r} was rewritten after it was opened: its header no longer "
                 f"declares shape {self.shape} and dtype {self.dtype}. Open it again."
+            )
+        size = now[2]  # the stamp is (device, inode, size, mtime)
+        if size < self.end:
+            raise ChunkReadError(
+                f"{self.path!r} is shorter than its header declares: {size} of {self.end} "
+                "bytes (the file was truncated after it was opened)."
             )
         self.stamp.check(descriptor)
 
