@@ -136,3 +136,27 @@ def check_regular_file(path):
     if not stat.S_ISREG(mode):
         raise ValueError(f"{path!r} is not a regular file (a folder, FIFO, socket or device); "
                          "only regular files are read.")
+
+
+def outside_stacklevel(*also_inside):
+    """The ``stacklevel`` for ``warnings.warn``, called from the function that warns: that
+    of the first frame outside this package (and the folders ``also_inside``, e.g.
+    torch's), the user's line, whatever the depth of the calls in between.
+
+    Parameters
+    ----------
+    *also_inside : str
+        Folders whose frames are skipped too.
+
+    Returns
+    -------
+    stacklevel : int
+    """
+    import os
+    import sys
+
+    inside = (os.path.dirname(os.path.abspath(__file__)), *also_inside)
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -59,8 +59,8 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
         through a surrogate equal to first order, so second derivatives are not exact.
         The fresh read is counted in ``info.n_evals``; ``max_evals`` bounds the search
         only (a ``RuntimeWarning`` when the read goes past it). Gradients need the PyTorch
-        (or JAX) backend: a tensor that requires grad under the NumPy backend raises a
-        ValueError.
+        backend (``jax.grad`` cannot trace the index search, and is refused): a tensor
+        that requires grad under the NumPy backend raises a ValueError.
 
     Returns
     -------

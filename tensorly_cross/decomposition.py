@@ -57,7 +57,15 @@ def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_stat
     ValueError
         If ``len(rank) != ndim + 1``, the boundary ranks are not 1, or a rank exceeds the
         number of available column indices (TensorLy's messages), or ``input_tensor`` is
-        0-d, has a mode of size 0 or is a PyTorch tensor on the ``meta`` device.
+        0-d, has a mode of size 0 or is a PyTorch tensor on the ``meta`` device; or
+        ``tol`` is not in ``[0, 1)``.
+
+    Notes
+    -----
+    Where it differs from TensorLy 0.10's: it returns a ``TTTensor`` where TensorLy's
+    returns a plain list of the cores (indexing, iteration, ``len`` and
+    ``tl.tt_to_tensor`` work on both; ``list(factors)`` gives the list), and ``tol`` must
+    be below 1 (a relative error of 1 is the zero tensor's; TensorLy's accepts any).
 
     Examples
     --------

@@ -25,6 +25,9 @@ LSQ_OVERSAMPLE = 1.5
 # ... and its default held-out sample.
 LSQ_VAL_SIZE = 4000
 
+# max_rank's default: a cap that rank= is allowed to exceed without a word.
+DEFAULT_MAX_RANK = 64
+
 # The parameters shared by tt_cross and select_indices, documented once (numpydoc).
 CROSS_PARAMETERS = """\
 rank : int, list of int or None
@@ -53,7 +56,8 @@ rank : int, list of int or None
         once (an encoder then runs once per position); ``rank`` has one entry per bond of
         those modes and the TT's last bond is the number of channels.
     max_rank : int, default 64
-        Rank cap of the adaptive method.
+        Rank cap of the adaptive method; with ``rank`` it is not used, and a ``max_rank``
+        other than the default below that rank is refused (the two contradict).
     max_evals : int or None
         Budget of distinct evaluations, validation included; never exceeded. The result
         is the last complete sweep within it.
@@ -146,7 +150,10 @@ rank : int, list of int or None
     max_time : float or None
         Seconds. Once past, no new batch of evaluations starts: the run stops
         (``"max_time"``) with the best sweep it has completed and validated. A batch in
-        flight runs to its end. With ``checkpoint``, a rerun resumes.
+        flight runs to its end, and so does the linear algebra of the sweep it belongs
+        to (the clock is checked before reads, not inside a factorisation: a
+        least-squares half sweep at rank 64 can add seconds). With ``checkpoint``, a
+        rerun resumes.
     progress : bool, default False
         A tqdm bar over the sweeps: evaluations, ranks, held-out error and time."""
 
@@ -173,7 +180,7 @@ class CrossOptions:
     rank: object = None
     tol: float = 1e-6
     method: str = "auto"
-    max_rank: int = 64
+    max_rank: int = DEFAULT_MAX_RANK
     max_evals: int | None = None
     n_iter_max: int = 50
     val_size: int | None = None
@@ -211,6 +218,7 @@ def cross_options(shape, stored=False, **settings):
     pivot_search = check_choice(options.pivot_search, "pivot_search", PIVOT_SEARCHES)
     method = _check_method(options, shape, stored)
     max_rank = check_int(options.max_rank, "max_rank", minimum=1)
+    _check_rank_within(options.rank, max_rank)
     n_iter_max = check_int(options.n_iter_max, "n_iter_max", minimum=1)
     default_val_size = LSQ_VAL_SIZE if method == "lsq" else 1000
     val_size = options.val_size
@@ -299,7 +307,49 @@ def checkpoint_arguments(options, random_state, tensor):
     # rank=4 and rank=[1, 4, 4, 4, 1] are one run: bind the written-out list.
     if options.rank is not None and options.method != "block":
         arguments["rank"] = expand_rank(options.rank, tensor.shape, warn=False, clip=False)
+    views = _views_of(tensor)
+    if views:  # absent for a plain tensor: as checkpoints written before it existed
+        arguments["views"] = views
     return dict(arguments, random_state=int(random_state), tensor=type(tensor).__name__)
+
+
+def _views_of(tensor):
+    """The views between ``tensor`` and its data, outermost first: quantics digits (their
+    order and the shape they split), transposed axes, squeezed modes. A checkpoint stores
+    the view's multi-indices: under another view the same ones name other entries (a
+    checkpoint of the grouped digits, read back as interleaved ones, gave a TT with error
+    1.34 reported as 6e-9)."""
+    from .lazy.quantics import QuanticsTensor
+    from .lazy.squeezed import SqueezedTensor
+    from .lazy.transpose import TransposedTensor
+
+    views = []
+    while True:
+        if isinstance(tensor, QuanticsTensor):
+            views.append({"quantics": tensor.layout.order,
+                          "shape": [int(n) for n in tensor.layout.shape]})
+        elif isinstance(tensor, TransposedTensor):
+            views.append({"axes": list(tensor.axes)})
+        elif isinstance(tensor, SqueezedTensor):
+            views.append({"kept": list(tensor.kept)})
+        else:
+            return views
+        tensor = tensor.lazy
+
+
+def _check_rank_within(rank, max_rank):
+    """A fixed rank above an explicit ``max_rank`` contradicts it: the run would return
+    ranks above the cap asked for, without a word (the default cap stays silent)."""
+    if max_rank == DEFAULT_MAX_RANK or rank is None:
+        return
+    ranks = [rank] if isinstance(rank, numbers.Integral) else rank
+    if not isinstance(ranks, list | tuple) or not all(
+            isinstance(r, numbers.Integral) for r in ranks):
+        return  # the rank's own check says what is wrong with it
+    if max(ranks, default=0) > max_rank:
+        raise ValueError(f"rank={rank!r} exceeds max_rank={max_rank}: rank fixes the ranks "
+                         "(TCI's: caps them), max_rank caps the rank-adaptive methods; "
+                         "give one of the two.")
 
 
 def _as_json(value):

@@ -96,6 +96,8 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
     interpolating = not hasattr(half_sweep, "assemble")
     if interpolating and not passed and info.stop_reason != "max_time" and options.refine:
         state = refine_if_better(cache, state, history, validation, info)
+        if info.refined and _refined_passes(validation, state[1], options.tol, info):
+            info.stop_reason = "tol"
     info.update_counts(cache.counters)
     info.total_seconds += time.perf_counter() - start
     progress.close(info)
@@ -147,6 +149,22 @@ def _judge(half_sweep, validation, cores, indices, tol):
     if passed:
         validation.warn_if_unseen(error)
     return error, passed
+
+
+def _refined_passes(validation, cores, tol, info):
+    """Whether the refined TT meets ``tol``, judged as a least-squares cross's sweep is
+    (confirmed on fresh entries, then on its upper 95% bound): unjudged, a refined TT below
+    tol kept the stop reason of the sweeps before it, and was warned of as a miss whose
+    bound exceeded tol though no bound had been taken."""
+    if validation.values is None or not info.val_errors[-1] <= tol:
+        return False
+    try:
+        error = validation.confirm(cores)
+    except MaxTimeReached:  # no time left to confirm: judged on the entries held out
+        error = info.val_errors[-1]
+    info.val_errors[-1] = error
+    info.n_heldout = validation.n_read
+    return error <= tol and upper_bound(error, held_out_residuals(validation, cores)) <= tol
 
 
 def _assemble(half_sweep, cache, indices, result):

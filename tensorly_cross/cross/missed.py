@@ -64,11 +64,16 @@ def warn_if_missed(options, info, read_whole=False):
                    f"{info.stop_reason}). Try: a larger val_size, or on a tensor this small, "
                    "checking the TT against its entries.")
     elif unsure:
+        # A larger sample narrows the bound: on a mask the error is spread along every
+        # edge, and more rank (the other hints) only adds parameters.
+        hints = "; ".join([f"a larger val_size (now {options.val_size}: more held-out "
+                           "entries narrow the bound)",
+                           *_hints(options, info, max(ranks, default=1))])
         message = (f"tol={tol:g} not met with confidence: held-out error {error:.3g} on "
                    f"{info.n_heldout} entries, but on too few of them to be sure (its upper "
-                   f"95% bound exceeds tol: the error sits on a few entries; method "
-                   f"{info.method!r}, stopped: {info.stop_reason}, {info.n_sweeps} sweeps). "
-                   f"To get closer: {hints}.")
+                   f"95% bound exceeds tol: the sample is too small, or the error sits on a "
+                   f"few entries; method {info.method!r}, stopped: {info.stop_reason}, "
+                   f"{info.n_sweeps} sweeps). To be sure, or get closer: {hints}.")
     else:
         message = (f"tol={tol:g} not met: held-out error {error:.3g} on {info.n_heldout} "
                    f"entries (method {info.method!r}, stopped: {info.stop_reason}, "

@@ -3,6 +3,7 @@
 import numbers
 import warnings
 
+from .._validation import outside_stacklevel
 from .init import clip_ranks
 
 
@@ -42,7 +43,7 @@ def expand_rank(rank, shape, name="rank", warn=True, clip=True):
         warnings.warn(
             f"{name}[{changed}]={rank[changed]} exceeds what the unfoldings of a tensor of "
             f"shape {tuple(shape)} can hold; using rank {tuple(clipped)}.",
-            stacklevel=3,
+            stacklevel=outside_stacklevel(),  # the caller's line, at any call depth
         )
     return clipped
 

@@ -10,7 +10,6 @@ the search for the whole batch, and one for the differentiable read.
 
 import functools
 import os
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -19,7 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import check_choice, check_float, check_int, check_random_state
+from .._validation import (
+    check_choice,
+    check_float,
+    check_int,
+    check_random_state,
+    outside_stacklevel,
+)
 from ..api import cross_interpolate, select_indices
 from ..errors import NonFiniteValueError
 from ..lazy.base import LazyTensor
@@ -550,12 +555,7 @@ def _check_end_ranks(rank, method):
 def _outside_stacklevel():
     """The ``stacklevel`` of the first frame outside this package and torch: the line of
     the user's code that called the module."""
-    inside = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-              os.path.dirname(os.path.abspath(torch.__file__)))
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(inside):
-        frame, level = frame.f_back, level + 1
-    return level
+    return outside_stacklevel(os.path.dirname(os.path.abspath(torch.__file__))) - 1
 
 
 def _naming(number, key, function):
