@@ -129,6 +129,13 @@ def test_the_progress_bar_is_cleared_before_an_error(tmp_path, capsys):
     assert "returned nan" in error_segments[0]
 
 
+def _default_sigint():
+    """In the child: SIGINT's default disposition. A suite run in the background (``&``
+    in a shell without job control) ignores SIGINT, the child inherits that, and Python
+    then installs no KeyboardInterrupt handler: the run went on to its 500 sweeps."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_ends_with_one_line(tmp_path):
     path = tmp_path / "big_noise.npy"
     np.save(path, np.random.default_rng(0).standard_normal((100, 100, 100)))
@@ -137,7 +144,7 @@ def test_ctrl_c_ends_with_one_line(tmp_path):
         [sys.executable, "-m", "tensorly_cross.cli", "compress", str(path), "-o",
          str(tmp_path / "x.tt.npz"), "--tol", "1e-12", "--patience", "0", "--n-iter-max", "500",
          "--method", "tci", "-v"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        env=env)
+        env=env, preexec_fn=_default_sigint)
     seen = ""
     while "sweep 1:" not in seen:  # interrupt in the middle of the cross (-v: on stdout)
         line = process.stdout.readline()
