@@ -63,11 +63,6 @@ def test_choose_path_measures_the_chunks_of_a_stored_array_given_as_is(tmp_path,
     assert choice.cross_share == pytest.approx(opened.cross_share)
 
 
-def test_choose_path_still_crosses_numpy_arrays_in_memory():
-    assert choose_path(np.ones((64, 64, 64))).method == "lsq"
-    assert choose_path(tlc.lazy_tensor(np.ones((64, 64, 64)))).method == "lsq"
-
-
 # --- streaming ---------------------------------------------------------------------------
 
 

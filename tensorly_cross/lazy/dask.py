@@ -225,7 +225,11 @@ def client_workers(client):
     ValueError
         If the cluster has no workers (or the client is closed): nothing could run there.
     """
-    workers = sorted((client.scheduler_info() or {}).get("workers", {}))
+    try:
+        info = client.scheduler_info() or {}
+    except RuntimeError:  # distributed 2026: "IOLoop is closed" from a closed client
+        info = {}
+    workers = sorted(info.get("workers", {}))
     if not workers:
         raise ValueError(f"client {client!r} has no workers (is it closed, or its cluster "
                          "scaled to zero?); pass a connected client or client=None.")

@@ -357,6 +357,7 @@ class NiftiSource(SliceableSource):
     def __init__(self, proxy, path, dtype, stored_dtype):
         name = f"NIfTI {path!r}"
         super().__init__(proxy, chunks=None, name=name, dtype=dtype, stored_dtype=stored_dtype)
+        self.path = path
         self._stamp = FileStamp(path, name)
 
     def _read(self, slices):

@@ -115,7 +115,8 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
         whole while it fits, because a TT's inner cores need many directions of their mode.
     client : dask.distributed.Client, optional
         Read and fold blocks on this cluster's workers (the source must pickle: zarr,
-        HDF5, ``.npy`` do); else in local threads.
+        HDF5, ``.npy`` do); else in local threads. Default: the client a volume was
+        opened with (``open_volume(path, client=...)``), if any.
     random_state : None, int or numpy Generator
         Seed of the sketches' random test matrices.
     block_bytes : int, default 32 MiB
@@ -161,7 +162,8 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
     # Every argument is checked before the first of two full reads, not after them.
     caps = None if max_rank is None else check_int(max_rank, "max_rank", minimum=1)
     return_info = check_bool(return_info, "return_info")
-    client = check_client(client)
+    # A volume opened on a cluster is read there, as its point reads are.
+    client = check_client(client if client is not None else _opened_with(volume))
     source = volume_source(volume, block_bytes)
     shape = tuple(source.shape)
     if not shape:
@@ -243,6 +245,16 @@ def _check_target(tol, rank, shape):
     return tol, None
 
 
+def _opened_with(volume):
+    """The client of an opened volume, through views of it (transposed); else None."""
+    while volume is not None:
+        client = getattr(volume, "client", None)
+        if client is not None:
+            return client
+        volume = getattr(volume, "lazy", None)
+    return None
+
+
 def _widths(shape, ranks, max_width):
     """Sketch width per mode (``n_k``: not compressed).
 
@@ -267,8 +279,11 @@ def _widths(shape, ranks, max_width):
         widths[0], widths[-1] = min(widths[0], cap), min(widths[-1], cap)
     # A mode's unfolding has rank at most the product of the other sizes: a wider sketch
     # adds nothing but memory ((2, 2**26) would otherwise sketch 2**26 x 4096 numbers).
-    total = math.prod(shape)
-    widths = [min(width, total // size) for width, size in zip(widths, shape, strict=True)]
+    # Only over the budget: within it the core is taken whole, in one pass (a tall
+    # (8, 20000) volume was read twice to sketch a mode it could hold).
+    if math.prod(widths) > MAX_CORE_ENTRIES:
+        total = math.prod(shape)
+        widths = [min(width, total // size) for width, size in zip(widths, shape, strict=True)]
     for depth in range((d + 1) // 2):
         if math.prod(widths) <= MAX_CORE_ENTRIES:
             break
