@@ -44,7 +44,7 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
 
     Parameters
     ----------
-    tensor : LazyTensor, tensor, array-like or callable
+    tensor : LazyTensor, tensor, array (not a list) or callable
         Anything :func:`lazy_tensor` accepts (a callable needs ``shape``).
     {cross_parameters}
     differentiable : bool, default False
@@ -60,7 +60,7 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
         The fresh read is counted in ``info.n_evals``; ``max_evals`` bounds the search
         only (a ``RuntimeWarning`` when the read goes past it). Gradients need the PyTorch
         backend (``jax.grad`` cannot trace the index search, and is refused): a tensor
-        that requires grad under the NumPy backend raises a ValueError.
+        that requires grad under another backend raises a ValueError.
 
     Returns
     -------
@@ -89,7 +89,7 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
     return_info = check_bool(return_info, "return_info")
     differentiable = check_bool(differentiable, "differentiable")
     if differentiable:
-        _refuse_gradient_on_numpy(tensor, "tt_cross(..., differentiable=True)")
+        refuse_lost_gradient(tensor, "tt_cross(..., differentiable=True)")
     lazy = as_lazy(tensor, shape, "tensor")
     options = cross_options(lazy.shape, lazy.stored, rank=rank, tol=tol, method=method,
                             max_rank=max_rank, max_evals=max_evals, n_iter_max=n_iter_max,
@@ -125,7 +125,7 @@ def select_indices(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_
 
     Parameters
     ----------
-    tensor : LazyTensor, tensor, array-like or callable
+    tensor : LazyTensor, tensor, array (not a list) or callable
         Anything :func:`lazy_tensor` accepts (a callable needs ``shape``).
     {cross_parameters}
 
@@ -172,7 +172,7 @@ def cross_interpolate(tensor, indices, shape=None):
 
     Parameters
     ----------
-    tensor : LazyTensor, tensor, array-like or callable
+    tensor : LazyTensor, tensor, array (not a list) or callable
         Anything :func:`lazy_tensor` accepts (a callable needs ``shape``).
     indices : CrossIndices or dict
         From :func:`select_indices` (or its ``to_dict()``).
@@ -196,8 +196,8 @@ def cross_interpolate(tensor, indices, shape=None):
         integer arrays that cast safely to int64.
     ValueError
         If the sets are inconsistent, have no mode, or were made for another shape; or
-        ``tensor`` requires grad while the active backend is NumPy (whose cores carry no
-        gradient: ``tl.set_backend("pytorch")`` first).
+        ``tensor`` requires grad while the active backend is not PyTorch (whose cores
+        would carry no gradient: ``tl.set_backend("pytorch")`` first).
 
     Examples
     --------
@@ -209,7 +209,7 @@ def cross_interpolate(tensor, indices, shape=None):
     >>> bool(np.allclose(tlc.tt_entries(tt, [[1, 2, 3]]), np.exp(-0.6)))
     True
     """
-    _refuse_gradient_on_numpy(tensor, "cross_interpolate")
+    refuse_lost_gradient(tensor, "cross_interpolate")
     lazy = as_lazy(tensor, shape, "tensor")
     if isinstance(indices, dict):
         indices = CrossIndices.from_dict(indices)
@@ -266,14 +266,14 @@ def _assemble_counted(lazy, indices, info, max_evals):
     return cores
 
 
-def _refuse_gradient_on_numpy(tensor, caller):
-    """A tensor that requires grad, read under the NumPy backend, would give cores that are
-    NumPy arrays: the gradient asked for would be lost without a word."""
-    if getattr(tensor, "requires_grad", False) and backend_name() == "numpy":
+def refuse_lost_gradient(tensor, caller):
+    """A PyTorch tensor that requires grad, read under another backend (NumPy, JAX), would
+    give cores of that backend: the gradient asked for would be lost without a word."""
+    if getattr(tensor, "requires_grad", False) and backend_name() != "pytorch":
         raise ValueError(f"{caller}: tensor requires grad, but the active TensorLy backend "
-                         "is 'numpy', whose cores carry no gradient. Call "
-                         "tl.set_backend('pytorch') (or use tl.backend_context('pytorch')) "
-                         "first.")
+                         f"is {backend_name()!r}, whose cores carry no PyTorch gradient. "
+                         "Call tl.set_backend('pytorch') (or use "
+                         "tl.backend_context('pytorch')) first.")
 
 
 def _no_grad(active):

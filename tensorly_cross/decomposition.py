@@ -17,7 +17,7 @@ import tensorly as tl
 
 from ._backend import check_concrete
 from ._validation import check_int
-from .api import tt_cross
+from .api import refuse_lost_gradient, tt_cross
 from .lazy.base import LazyTensor
 from .lazy.dispatch import as_lazy
 from .lazy.sources import refuse_closed_hdf5
@@ -45,8 +45,9 @@ def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_stat
     Returns
     -------
     factors : tensorly.tt_tensor.TTTensor
-        The TT, on the tensor's backend; differentiable with respect to the tensor's
-        entries on PyTorch.
+        The TT, on the active backend; differentiable with respect to the tensor's
+        entries on PyTorch (a tensor that requires grad under another backend raises a
+        ValueError).
 
     Raises
     ------
@@ -80,6 +81,7 @@ def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_stat
     >>> bool(np.allclose(tl.tt_to_tensor(factors), tensor))
     True
     """
+    refuse_lost_gradient(input_tensor, "tensor_train_cross")  # before it is wrapped
     shape = _input_shape(input_tensor)
     rank = _tensorly_rank(rank, shape)
     n_iter_max = check_int(n_iter_max, "n_iter_max", minimum=1)
@@ -104,8 +106,8 @@ def _input_shape(input_tensor):
         # A function of multi-indices has no shape here: tt_cross takes it with one.
         hint = ("pass a function of multi-indices to tensorly_cross.tt_cross(f, shape=...)"
                 if callable(input_tensor) else "convert it with tl.tensor(...)")
-        raise TypeError(f"input_tensor must be a tensor of the active TensorLy backend "
-                        f"({tl.get_backend()}) or a LazyTensor, got "
+        raise TypeError(f"input_tensor must be a tensor (of any TensorLy backend: NumPy, "
+                        f"PyTorch, JAX) or a LazyTensor, got "
                         f"{type(input_tensor).__name__}; {hint}.")
     if not isinstance(input_tensor, LazyTensor):
         # A meta tensor or a JAX tracer has no entries to read: refused here by name, not

@@ -127,3 +127,25 @@ def test_a_module_as_head_takes_one_grid_as_the_built_in_heads():
     module(_volumes(1, size=12))
     with pytest.raises(ValueError, match="one module takes one volume shape"):
         module(_volumes(1, size=10))
+
+
+def test_the_drop_in_refuses_a_tensor_that_requires_grad_under_another_backend():
+    # tensor_train_cross wrapped the tensor before the check: NumPy cores, no word.
+    data = torch.rand(5, 6, 7, dtype=torch.float64, requires_grad=True)
+    with tl.backend_context("numpy"):
+        with pytest.raises(ValueError, match="tensor_train_cross: tensor requires grad"):
+            tlc.tensor_train_cross(data, rank=2, random_state=0)
+
+
+def test_qtt_to_tt_gives_cores_of_the_active_backend_only():
+    function = tlc.FunctionTensor(lambda i: np.cos(i[:, 0] / 3.0) + i[:, 1], (2, 16))
+    quantics = tlc.QuanticsTensor(function)
+    torch_tt = tlc.tt_cross(quantics, tol=1e-10, random_state=0)  # the pytorch fixture
+    with tl.backend_context("numpy"):
+        numpy_tt = tlc.qtt_to_tt(torch_tt, quantics.layout)
+        assert all(isinstance(core, np.ndarray) for core in numpy_tt)  # one was torch
+        numpy_dense = tl.tt_to_tensor(numpy_tt)
+        numpy_q = tlc.tt_cross(quantics, tol=1e-10, random_state=0)
+    back = tlc.qtt_to_tt(list(numpy_q), quantics.layout)  # crashed in tensordot
+    assert all(isinstance(core, torch.Tensor) for core in back)
+    assert np.allclose(numpy_dense, tl.tt_to_tensor(back).numpy(), atol=1e-8)

@@ -57,7 +57,7 @@ def tt_entries(cores, indices):
     array([ 1., 23.])
     """
     _check_ranks(cores)
-    cores = _common_dtype([_in_backend(core, k) for k, core in enumerate(cores)])
+    cores = _common_dtype([core_in_backend(core, k) for k, core in enumerate(cores)])
     shape = tuple(int(tl.shape(core)[1]) for core in cores)
     try:
         indices = check_indices(_host_indices(indices), shape)
@@ -91,24 +91,25 @@ def _check_ranks(cores):
                          f"last rank the next one's first), got core shapes {shapes}.")
 
 
-def _in_backend(core, k):
+def core_in_backend(core, k, where="tt_entries"):
     """``core`` as a tensor of the active backend: another backend's tensor (a JAX core
     under the NumPy search of a JAX cross, a PyTorch core under NumPy) is copied over
-    through the host, where it crashed deep in the products."""
+    through the host, where it crashed deep in the products. ``where`` names the caller
+    in messages."""
     if tl.is_tensor(core):
-        return _numeric(core, k)
+        return _numeric(core, k, where)
     if hasattr(core, "detach") and hasattr(core, "cpu"):  # torch, under another backend
-        check_concrete(core, f"tt_entries: cores[{k}]")
+        check_concrete(core, f"{where}: cores[{k}]")
         return tl.tensor(to_host(core))  # detached, conjugate and negative views resolved
-    return _numeric(tl.tensor(np.asarray(core)), k)
+    return _numeric(tl.tensor(np.asarray(core)), k, where)
 
 
-def _numeric(core, k):
+def _numeric(core, k, where):
     """``core``, unless it holds objects, strings or dates: a string core failed in
     NumPy's matmul ("did not contain a loop with signature"), an object core returned an
     object array."""
     if dtype_kind(core) in "OUSMm":
-        raise TypeError(f"tt_entries: cores[{k}] has dtype {core.dtype}; cores must hold "
+        raise TypeError(f"{where}: cores[{k}] has dtype {core.dtype}; cores must hold "
                         "numbers (bool, integer, real or complex floating point).")
     return core
 

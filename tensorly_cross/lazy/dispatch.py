@@ -17,7 +17,7 @@ def lazy_tensor(obj, shape=None):
 
     Parameters
     ----------
-    obj : LazyTensor, array-like or callable
+    obj : LazyTensor, array (not a list) or callable
         - a :class:`LazyTensor` is returned as is;
         - a tensor of any TensorLy backend, a NumPy array or memmap, or any array-like with
           integer-array indexing (zarr, dask) becomes an :class:`ArrayTensor`;

@@ -323,7 +323,11 @@ def qtt_to_tt(tt_q, layout):
     if other or not isinstance(tt_q, TTTensor | list | tuple):
         raise TypeError(f"tt_q must be a TTTensor or a list of 3-D cores, got "
                         f"{type(tt_q).__name__}.")
-    cores = list(tt_q)
+    # In the active backend, as tt_entries takes them: a PyTorch TT under NumPy kept its
+    # single-digit modes' cores in torch (a TT of two backends), or crashed in tensordot.
+    from ..cross.tt_entries import core_in_backend
+
+    cores = [core_in_backend(core, k, "qtt_to_tt") for k, core in enumerate(tt_q)]
     if len(cores) != len(layout.quantics_shape):
         raise ValueError(f"tt_q has {len(cores)} cores; the layout has "
                          f"{len(layout.quantics_shape)} quantics modes.")
