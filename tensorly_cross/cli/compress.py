@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 
-from ..options import LSQ_VAL_SIZE
+from ..options import DEFAULT_MAX_RANK, LSQ_VAL_SIZE
 from ._common import (
     UsageError,
     check_dataset_once,
@@ -118,13 +118,15 @@ def _choose_method(args, volume):
 
 # tt_cross's own default tolerance, for a cross at a fixed --rank.
 FIXED_RANK_TOL = 1e-6
-# Defaults of --n-iter-max, --patience and --max-rank.
-N_ITER_MAX, PATIENCE, MAX_RANK = 20, 2, 64
+# Defaults of --n-iter-max and --patience; --max-rank's is the library's.
+N_ITER_MAX, PATIENCE = 20, 2
+MAX_RANK = DEFAULT_MAX_RANK
 
 
-def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=64, quantics=False,
-                    max_evals=None, n_iter_max=20, seed=0, quiet=False, verbose=False,
-                    source=None, force=False, patience=2, oversample=None, axes=None,
+def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=MAX_RANK,
+                    quantics=False, max_evals=None, n_iter_max=N_ITER_MAX, seed=0,
+                    quiet=False, verbose=False, source=None, force=False,
+                    patience=PATIENCE, oversample=None, axes=None,
                     max_slices=None, dtype="input"):
     """Cross ``volume`` (a LazyTensor), save the TT with its metadata; returns a summary.
 
