@@ -311,6 +311,9 @@ def test_refinement_fits_a_core_in_least_squares_over_every_recorded_pair(imagin
                  if m < 3 else np.zeros((1, 0), np.int64) for m in range(4)]
         history.append(([block.astype(np.int64) for block in left],
                         [block.astype(np.int64) for block in right]))
+    # The core being refitted is a fit of the same data (its scale): the ridge pulls
+    # towards it where the samples leave a direction free.
+    cores[k] = cores[k] * scale
     fitted = _fit_core(tlc.lazy_tensor(dense * scale), cores, k, history) / scale
     for i in range(shape[k]):
         systems, targets = [], []
@@ -323,6 +326,25 @@ def test_refinement_fits_a_core_in_least_squares_over_every_recorded_pair(imagin
             targets.append(fibers[:, i, :].reshape(-1))
         expected = np.linalg.lstsq(np.vstack(systems), np.concatenate(targets), rcond=None)[0]
         np.testing.assert_allclose(fitted[:, i, :].reshape(-1), expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("varying", [False, True], ids=["constant", "first-mode"])
+def test_a_fixed_rank_above_the_datas_keeps_an_exact_fit_exact(seed, varying):
+    # A rank asked above the data's leaves directions that the sets read do not constrain
+    # (the interfaces there have a lower rank than over the whole tensor). The refinement's
+    # ridge, pulling to zero, set them to the right-hand side's round-off over the ridge,
+    # and the rest of the TT relied on them: a constant 12x10x8x2 array at rank 3 or 6
+    # ended "stalled" at 0.29, an array varying along its first mode only at 0.22-0.75,
+    # where the sweep's own fit was exact.
+    rng = np.random.default_rng(seed)
+    profile = rng.uniform(0.5, 1.5, 12) if varying else np.full(12, 2.5)
+    dense = np.broadcast_to(profile[:, None, None, None], (12, 10, 8, 2)).copy()
+    for rank in (3, 6):
+        tt, info = tlc.tt_cross(dense, rank=rank, random_state=seed, return_info=True)
+        assert info.method == "lsq" and info.stop_reason == "tol"
+        error = np.linalg.norm(tl.tt_to_tensor(tt) - dense) / np.linalg.norm(dense)
+        assert error < 1e-10
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
