@@ -86,14 +86,14 @@ def _block_cut(abs_tol, matrix):
 
 
 def _full_search(block, abs_tol, max_rank):
+    # abs_tol is the cut taken after the block was read: already at the round-off level of
+    # its largest modulus, which is the first pivot.
     residual = tl.copy(block)
     rows, cols = [], []
-    cut = None
     for _ in range(max_rank):
         row, col = argmax_abs(residual)
         pivot = residual[row, col]
-        cut = _cut(abs_tol, pivot) if cut is None else cut  # the first pivot is the largest
-        if not _accept_pivot(pivot, row, col, rows, cols, cut):
+        if not _accept_pivot(pivot, row, col, rows, cols, abs_tol):
             break
         residual = residual - tl.reshape(residual[:, col], (-1, 1)) * tl.reshape(
             residual[row] / pivot, (1, -1)
