@@ -1,13 +1,18 @@
 """Checkpoints and max_time: every entry appended as it is computed, a torn tail dropped, a
 killed or timed-out run resumed without re-evaluating what is stored."""
 
+import contextlib
+import json
+import multiprocessing
 import os
 import signal
 import struct
 import subprocess
 import sys
 import time
+import warnings
 import zlib
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -83,6 +88,55 @@ def test_a_run_killed_mid_way_resumes_from_its_checkpoint(tmp_path):
     assert resumed_function.computed <= 0.45 * uninterrupted
     assert info.n_restored + resumed_function.computed == info.n_evals
     assert_same_tt(resumed, reference, rtol=1e-10)
+
+
+class KillsItsParent:
+    """1/sum(x) in a process pool's worker, which records its pid and kills the process
+    that runs the cross (SIGKILL, as the OOM killer does) once the workers have made
+    ``calls`` calls."""
+
+    def __init__(self, pids, calls=4):
+        self.pids, self.calls = pids, calls
+
+    def __call__(self, indices):
+        with open(self.pids, "a") as stream:
+            stream.write(f"{os.getpid()}\n")
+        with open(self.pids) as stream:
+            if len(stream.readlines()) > self.calls:
+                os.kill(os.getppid(), signal.SIGKILL)
+        return 1.0 / GRID[indices].sum(axis=1)
+
+
+def killed_from_a_worker(path, pids):
+    """The child process of the orphaned-workers test: a run on a forked process pool."""
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(2, mp_context=context) as executor:
+        tlc.tt_cross(tlc.FunctionTensor(KillsItsParent(pids), SHAPE, executor=executor),
+                     tol=1e-6, random_state=0, checkpoint=path)
+
+
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="POSIX fork")
+def test_workers_that_outlive_a_killed_run_do_not_hold_its_checkpoint(tmp_path):
+    """A process pool forked during a run shares the checkpoint's open file, and its lock:
+    once the run was killed, its orphaned workers (which never exit) held the lock, and
+    every rerun was refused as "in use by another run"."""
+    path, pids = tmp_path / "orphans.ckpt", tmp_path / "pids"
+    child = (f"import sys; sys.path.insert(0, {ROOT!r}); from tests.test_checkpoint import "
+             f"killed_from_a_worker; killed_from_a_worker({str(path)!r}, {str(pids)!r})")
+    # Its output goes to a file: the orphans keep a pipe open, and reading it would hang.
+    with open(tmp_path / "log", "wb") as log:
+        result = subprocess.run([sys.executable, "-c", child], cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT, timeout=300)
+    try:
+        assert result.returncode == -signal.SIGKILL, (tmp_path / "log").read_text()[-2000:]
+        resumed_function = Counting()
+        _, info = run(resumed_function, checkpoint=path)
+        assert info.n_restored > 0
+        assert info.n_restored + resumed_function.computed == info.n_evals
+    finally:  # the orphaned workers
+        for pid in {int(line) for line in pids.read_text().split()}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _frames(store, rng, count, d):
@@ -302,3 +356,68 @@ def test_every_method_and_select_indices_resume(tmp_path, settings):
     assert first.computed == info.n_evals > 0 and second.computed == 0
     assert again_info.n_restored == again_info.n_evals == info.n_evals
     assert again.to_dict() == indices.to_dict()
+
+
+def _asymmetric(indices):
+    return 1.0 / (1.0 + indices[:, 0] + 2.0 * indices[:, 1] + 5.0 * indices[:, 2])
+
+
+@pytest.mark.parametrize("first, second, differs", [
+    (lambda f: tlc.QuanticsTensor(f, "grouped"), lambda f: tlc.QuanticsTensor(f, "interleaved"),
+     "views="),
+    (lambda f: tlc.TransposedTensor(f, (0, 2, 1)), lambda f: tlc.TransposedTensor(f, (2, 1, 0)),
+     "views="),
+    (lambda f: f, lambda f: tlc.ArrayTensor(np.zeros(f.shape)), "tensor="),
+])
+def test_the_oversampled_als_cross_refuses_a_checkpoint_of_another_view(tmp_path, first,
+                                                                         second, differs):
+    """rank= with oversample > 1 runs the block cross of a one-channel wrapper, which hid
+    the views and the kind of tensor behind it from the fingerprint: a checkpoint of the
+    grouped digits resumed under the interleaved ones gave a TT with error 0.64 reported
+    as 0.039."""
+    function = tlc.FunctionTensor(_asymmetric, (16, 16, 16))
+    path = tmp_path / "oversampled.ckpt"
+    settings = dict(method="als", rank=3, oversample=2.0, tol=1e-12, random_state=0,
+                    n_iter_max=4, checkpoint=path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tlc.ToleranceNotMetWarning)
+        tlc.tt_cross(first(function), **settings)
+        _, info = tlc.tt_cross(first(function), return_info=True, **settings)
+        assert info.n_restored == info.n_evals > 0  # the same view resumes
+        with pytest.raises(CheckpointMismatchError, match=differs):
+            tlc.tt_cross(second(function), **settings)
+
+
+def _one_based(indices):
+    """1/sum(x) of a model that takes 1-based multi-indices, shifted in place."""
+    indices += 1
+    return 1.0 / GRID[indices - 1].sum(axis=1)
+
+
+@pytest.mark.parametrize("executor", [None, "threads"])
+def test_a_function_that_changes_its_multi_indices_in_place_is_stored_right(tmp_path,
+                                                                             executor):
+    """The function was handed the very array whose multi-indices the checkpoint then
+    stored its values under: shifted in place, every stored pair was wrong, and the rerun
+    returned a TT with error 0.14 (1e-12 uninterrupted)."""
+    path, shape = tmp_path / "shifted.ckpt", (64,) * 4
+    with ThreadPoolExecutor(3) if executor else contextlib.nullcontext() as pool:
+        tensor = tlc.FunctionTensor(_one_based, shape, executor=pool)
+        first, _ = run(_one_based, shape, checkpoint=path) if pool is None else (
+            tlc.tt_cross(tensor, tol=1e-6, random_state=0, checkpoint=path), None)
+    store = CheckpointStore(path, shape, _stored_arguments(path))
+    try:
+        assert len(store) > 0 and store.indices.max() < 64  # 1-based: 64 appeared
+        np.testing.assert_array_equal(store.values, 1.0 / GRID[store.indices].sum(axis=1))
+    finally:
+        store.close()
+    second, info = run(_one_based, shape, checkpoint=path)
+    assert info.n_restored == info.n_evals
+    assert_same_tt(second, first)
+
+
+def _stored_arguments(path):
+    """The arguments in a checkpoint's header."""
+    data = path.read_bytes()
+    (size,) = struct.unpack_from("<I", data, len(MAGIC))
+    return json.loads(data[len(MAGIC) + 4 : len(MAGIC) + 4 + size])["arguments"]

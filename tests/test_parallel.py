@@ -525,3 +525,54 @@ def _raised(call, *args):
     except Exception as error:
         return error
     return None
+
+
+def _shifts_in_place(indices):
+    """NaN at the origin, found after shifting the multi-indices in place (1-based)."""
+    indices += 1
+    values = 1.0 / indices.sum(axis=1)
+    values[(indices == 1).all(axis=1)] = np.nan
+    return values
+
+
+@pytest.mark.parametrize("executor", [None, "threads"])
+def test_a_non_finite_value_names_its_multi_index_when_the_function_shifts_them(executor):
+    """The NaN was reported at the multi-index the function had shifted in place,
+    (1, 1, 1), not at (0, 0, 0), where it is."""
+    with ThreadPoolExecutor(2) if executor else _no_executor() as pool:
+        tensor = FunctionTensor(_shifts_in_place, (4, 4, 4), executor=pool, chunk_size=1)
+        with pytest.raises(NonFiniteValueError, match=r"\(0, 0, 0\)") as raised:
+            tensor.evaluate([[2, 2, 2], [0, 0, 0]])
+    assert raised.value.index == (0, 0, 0)
+
+
+class _no_executor:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _sleepy(indices):
+    time.sleep(0.02)
+    return indices.sum(axis=1) * 1.0
+
+
+def test_a_dask_client_closed_during_a_batch_says_so():
+    """The batch's own error (its tasks cancelled) was replaced by the ClosedClientError of
+    cancelling them on the closed client: "Client is closed. Can't send cancel-keys
+    message", which named neither the batch nor what happened."""
+    distributed = pytest.importorskip("distributed")
+    with loopback_cluster() as cluster, distributed.Client(cluster) as client:
+        lazy = FunctionTensor(_sleepy, (100, 100), executor=client, chunk_size=1)
+        batch = np.stack([np.arange(100), np.arange(100)], axis=1)  # 50 rounds of 20 ms
+        closer = threading.Timer(0.3, client.close)
+        closer.start()
+        try:
+            with pytest.raises(Exception) as raised:
+                lazy.evaluate(batch)
+        finally:
+            closer.join()
+    assert not isinstance(raised.value, distributed.client.ClosedClientError)
+    assert "client was closed" in " ".join(getattr(raised.value, "__notes__", []))

@@ -30,6 +30,7 @@ import os
 import struct
 import uuid
 import warnings
+import weakref
 import zlib
 
 try:  # POSIX: an advisory lock keeps two runs from appending to one file
@@ -94,6 +95,7 @@ class CheckpointStore:
         if not os.path.exists(target) or os.path.getsize(target) == 0:
             _write_header_atomically(target, self._header(), self.path)
         self._file = _open_for_appending(target, self.path)
+        _OPEN_STORES.add(self)  # a process forked from now on lets go of the file
         try:
             _lock(self._file, self.path)  # before reading: another run may be appending
             self.indices, self.values, end = self._read_all()
@@ -284,6 +286,38 @@ def _unlock(handle):
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         except OSError:  # pragma: no cover -- not locked (a file system without locks)
             pass
+
+
+# The stores open in this process, whose files a forked child lets go of.
+_OPEN_STORES = weakref.WeakSet()
+
+
+def _release_in_child():
+    """In a child forked while checkpoints are open, point their descriptors at
+    ``os.devnull``, without unlocking.
+
+    A child made by ``fork`` (a ``ProcessPoolExecutor``'s worker, started by the run's first
+    batch) shares each open file description, and the lock with it. Once the run was
+    killed (SIGKILL, the OOM killer), its orphaned workers, which outlive it, held the lock,
+    and every rerun was refused as "in use by another run". Unlocking here would release
+    the parent's lock; closing the descriptor only lets the lock go with the parent.
+    """
+    for store in list(_OPEN_STORES):
+        handle = getattr(store, "_file", None)
+        if handle is None or handle.closed:
+            continue
+        try:
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(null, handle.fileno(), inheritable=False)
+            finally:
+                os.close(null)
+        except OSError:  # pragma: no cover -- nothing to let go of
+            pass
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_release_in_child)
 
 
 def _write_header_atomically(path, header, name=None):

@@ -34,8 +34,8 @@ class FunctionTensor(LazyTensor):
     Parameters
     ----------
     function : callable
-        ``function(indices) -> values``: ``indices`` is an (m, d) int64 NumPy array, the
-        values an (m,) array or backend tensor.
+        ``function(indices) -> values``: ``indices`` is an (m, d) int64 NumPy array (its
+        own copy: it may change it in place), the values an (m,) array or backend tensor.
     shape : tuple of int
         The size of each mode.
     executor : concurrent.futures.Executor, dask.distributed.Client or None
@@ -120,7 +120,10 @@ class FunctionTensor(LazyTensor):
                                                      self._workers(self.executor))
             else:
                 start, backends = time.perf_counter(), backend_state()
-                values = self.function(indices)
+                # A copy: a function that shifts its multi-indices in place (``idx += 1``,
+                # 1-based for a Fortran model) changed the ones a checkpoint then stored
+                # its values under, and a NaN was reported at the shifted multi-index.
+                values = self.function(indices.copy())
                 seconds = time.perf_counter() - start
                 check_backend_kept(backends, "the function")
         except BaseException as error:

@@ -137,7 +137,10 @@ def evaluate_in_chunks(function, indices, executor, chunk_size=None, workers=Non
                             _finished_results(executor, futures, chunks, workers))
         except Exception:  # noqa: BLE001
             pass
-        _cancel(executor, futures)
+        try:
+            _cancel(executor, futures)
+        except Exception:  # noqa: BLE001 -- a closed dask client cannot cancel: its
+            pass  # ClosedClientError ("Can't send cancel-keys message") hid the batch's
         raise
     values = [_check_chunk(values, chunk) for (values, _), chunk in
               zip(results, chunks, strict=True)]
@@ -152,7 +155,9 @@ class _TimedCall:
 
     def __call__(self, chunk):
         start = time.perf_counter()
-        values = self.function(chunk)
+        # A copy: in a thread a chunk is a view of the batch, whose multi-indices a
+        # checkpoint stores the values under (see FunctionTensor).
+        values = self.function(chunk.copy())
         return values, time.perf_counter() - start
 
 

@@ -13,7 +13,7 @@ directly.
 import contextvars
 import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 
 import numpy as np
 
@@ -79,6 +79,12 @@ def gather_groups(client, futures, chunks, workers):
     """
     try:
         return [result for group in client.gather(futures) for result in group]
+    except CancelledError as error:  # the function never finished them: do not blame it
+        error.add_note(f"the batch ({len(chunks)} chunk{'s' if len(chunks) > 1 else ''}, "
+                       f"{span(np.concatenate(chunks))}) was cancelled before it finished: "
+                       "the dask client was closed, or its cluster shut down, while the "
+                       "batch waited for it")
+        raise
     except Exception as error:
         if not any(note.startswith(NOTE_PREFIX) for note in getattr(error, "__notes__", ())):
             groups = group_chunks(len(chunks), workers)
