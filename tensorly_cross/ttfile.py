@@ -151,7 +151,9 @@ def save_tt(path, tt, metadata=None, overwrite=False):
                          for item in meta[key]]
     meta.update(format=FORMAT, format_version=FORMAT_VERSION, n_cores=len(cores))
     _check_cores([(core.shape, core.dtype) for core in cores], where)
-    _check_finite(cores, where)
+    _check_finite(cores, where, advice=(
+        " Cores cast to a narrower dtype overflow past its largest value (float32: "
+        "3.4e38): keep them in float64 (the command line's --dtype float64)."))
     meta["ranks"] = [1] + [int(core.shape[2]) for core in cores]
     _check_reserved(reserved, meta, where)
     _check_meta_agrees(meta, [core.shape for core in cores], where)
@@ -181,7 +183,7 @@ def _check_target(path):
     return path
 
 
-def _check_finite(cores, where):
+def _check_finite(cores, where, advice=""):
     """Refuse a core holding NaN or inf: every entry of the TT it is part of would be
     unusable, and a file that says nothing of it passes for a result."""
     for k, core in enumerate(cores):
@@ -192,9 +194,7 @@ def _check_finite(cores, where):
             raise ValueError(
                 f"{where}: core {k} (shape {core.shape}, {core.dtype}) holds {count} "
                 f"non-finite entr{'y' if count == 1 else 'ies'} (NaN or inf); a TT file "
-                "holds finite cores. Cores cast to a narrower dtype overflow past its "
-                "largest value (float32: 3.4e38): keep them in float64 (the command "
-                "line's --dtype float64).")
+                f"holds finite cores.{advice}")
 
 
 def _check_reserved(given, meta, where):
@@ -287,8 +287,9 @@ def load_tt(path, max_bytes=MAX_BYTES):
         If ``max_bytes`` is not None or an int >= 1.
     TTFileError
         If the file is not a tensorly-cross TT file, is corrupt, holds pickled objects
-        (never unpickled) or non-numeric cores, is of a newer format version, has cores
-        that do not chain into a TT or disagree with its metadata (count, ranks, shape), or
+        (never unpickled), non-numeric or non-finite (NaN, inf) cores, is of a newer
+        format version, has cores that do not chain into a TT or disagree with its
+        metadata (count, ranks, shape), or
         would exceed ``max_bytes``.
 
     Examples
@@ -325,6 +326,9 @@ def load_tt(path, max_bytes=MAX_BYTES):
             _check_size(headers, max_bytes, where)
             _check_meta_agrees(meta, [shape for shape, _ in headers], where)
             cores = [_native(archive[f"core_{k}"]) for k in range(meta["n_cores"])]
+            # As save_tt refuses to write them: a file from elsewhere (or edited) with NaN
+            # or inf gave a TT whose every entry through that core was unusable.
+            _check_finite(cores, where)
     except TTFileError:
         raise
     except (ValueError, OSError, KeyError, EOFError, NotImplementedError,

@@ -75,6 +75,18 @@ def test_non_numeric_cores_are_refused(tmp_path, dtype):
         load_tt(path)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_cores_are_refused_on_loading_as_on_saving(tmp_path, bad):
+    # save_tt refuses such cores; a file written elsewhere (or edited) loaded silently,
+    # and every entry through the core was unusable.
+    cores = valid_cores()
+    cores[1] = cores[1].astype(np.float64)
+    cores[1].flat[3] = bad
+    path = write_npz(tmp_path / "n.npz", valid_meta(), cores)
+    with pytest.raises(TTFileError, match=r"core 1 .* holds 1 non-finite entry"):
+        load_tt(path)
+
+
 @pytest.mark.parametrize(
     "cores, metadata, message",
     [
