@@ -404,15 +404,6 @@ def positions_found(rows, candidates):
     return positions[found]
 
 
-def rows_found(rows, candidates):
-    """Whether each row of ``rows`` is a row of ``candidates`` (both (m, k) int arrays)."""
-    if rows.shape[0] == 0 or candidates.shape[0] == 0:
-        return np.zeros(rows.shape[0], dtype=bool)
-    if rows.shape[1] == 0:  # the empty multi-index is in every set
-        return np.ones(rows.shape[0], dtype=bool)
-    return _find_rows(rows, candidates)[1]
-
-
 def _find_rows(rows, candidates):
     """Candidate positions of each row, and whether the row was found there."""
     if candidates.shape[1] == 0:

@@ -37,6 +37,8 @@ def radices(size):
 
     ``size`` is an int in ``[1, MAX_MODE_SIZE]`` (see :func:`check_mode_size`).
     """
+    if size < 1:  # the loop below would never end on 0 (0 % 2 == 0)
+        raise ValueError(f"radices: size must be >= 1, got {size}.")
     if size == 1:
         return [1]
     digits, rest = [], int(size)
