@@ -574,5 +574,6 @@ def test_a_dask_client_closed_during_a_batch_says_so():
                 lazy.evaluate(batch)
         finally:
             closer.join()
-    assert not isinstance(raised.value, distributed.client.ClosedClientError)
+    # ClosedClientError is absent from older distributed releases (then nothing to rule out).
+    assert not isinstance(raised.value, getattr(distributed.client, "ClosedClientError", ()))
     assert "client was closed" in " ".join(getattr(raised.value, "__notes__", []))
