@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validation import check_float, check_int
+from .lazy.base import views_of
 from .lazy.sources import refuse_closed_hdf5
 from .options import LSQ_VAL_SIZE
 
@@ -146,12 +147,10 @@ def choose_path(volume, path=None, rank=None, max_rank=64, oversample=1.5):
 def _file_of(volume):
     """The file an opened volume reads (through views of it), or None: a gzip NIfTI
     opened first is decompressed whole all the same."""
-    while volume is not None:
-        source = getattr(volume, "source", None)
-        path = getattr(source, "path", None) or getattr(volume, "path", None)
+    for view in views_of(volume):
+        path = getattr(getattr(view, "source", None), "path", None) or getattr(view, "path", None)
         if isinstance(path, str | bytes | os.PathLike):
             return path
-        volume = getattr(volume, "lazy", None)
     return None
 
 

@@ -188,3 +188,16 @@ def test_an_exception_of_a_serial_function_names_the_batch_it_was_computing():
         f.evaluate([[2, 0], [3, 1], [4, 5]])
     assert caught.value.__notes__ == [
         "raised by the function on a batch of 3 multi-indices from (2, 0) to (4, 5)"]
+
+
+def test_views_of_walks_down_every_view_to_the_source():
+    from tensorly_cross import QuanticsTensor
+    from tensorly_cross.lazy.base import views_of
+    from tensorly_cross.lazy.transpose import TransposedTensor
+
+    source = ArrayTensor(np.zeros((4, 8)))
+    transposed = TransposedTensor(source, (1, 0))
+    quantics = QuanticsTensor(transposed)
+    assert list(views_of(quantics)) == [quantics, transposed, source]
+    assert list(views_of(source)) == [source]
+    assert list(views_of(None)) == []

@@ -112,6 +112,24 @@ class LazyTensor:
         return f"{type(self).__name__}(shape={self.shape})"
 
 
+def views_of(volume):
+    """``volume``, then the tensor each view wraps (its ``.lazy``), down to the source.
+
+    Parameters
+    ----------
+    volume : object
+        A lazy tensor, or anything else (which yields itself alone).
+
+    Yields
+    ------
+    object
+        ``volume``, ``volume.lazy``, ``volume.lazy.lazy``, ... while there is one.
+    """
+    while volume is not None:
+        yield volume
+        volume = getattr(volume, "lazy", None)
+
+
 def check_shape(shape, name):
     """A tuple of positive Python ints; raise otherwise (a float size is refused, never
     truncated: ``(4.7, 4)`` is an error, not ``(4, 4)``)."""

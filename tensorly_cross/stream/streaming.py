@@ -12,6 +12,7 @@ from tensorly.tt_tensor import TTTensor
 
 from .._validation import check_bool, check_float, check_int, check_random_state
 from ..cross.ranks import expand_rank
+from ..lazy.base import views_of
 from ..lazy.dask import check_client
 from .blocks import BLOCK_BYTES, map_reduce, plan_blocks, volume_source
 from .core_tt import tt_svd
@@ -247,12 +248,8 @@ def _check_target(tol, rank, shape):
 
 def _opened_with(volume):
     """The client of an opened volume, through views of it (transposed); else None."""
-    while volume is not None:
-        client = getattr(volume, "client", None)
-        if client is not None:
-            return client
-        volume = getattr(volume, "lazy", None)
-    return None
+    clients = (getattr(view, "client", None) for view in views_of(volume))
+    return next((client for client in clients if client is not None), None)
 
 
 def _widths(shape, ranks, max_width):
