@@ -106,13 +106,18 @@ def test_a_shared_hashed_key_read_by_key_without_checks_is_detected():
 # Mutant: a frame whose own head says it ends before the file does no longer taken for
 # damage (``_frame_end(...) < len(data)`` dropped): with the next frame's tag damaged too,
 # the file was taken for a torn tail and truncated, its last frame lost.
-def test_a_damaged_frame_whose_head_says_more_follows_is_refused(tmp_path):
-    path = tmp_path / "two.ckpt"
+def _two_frame_checkpoint(path):
+    """The bytes of a checkpoint of two one-entry frames (each 16 + 16 + 8 bytes)."""
     store = CheckpointStore(path, (5, 5), {})
     store.append(np.array([[1, 2]]), np.array([0.5]))
     store.append(np.array([[3, 4]]), np.array([0.25]))
     store.close()
-    data = bytearray(path.read_bytes())
+    return bytearray(path.read_bytes())
+
+
+def test_a_damaged_frame_whose_head_says_more_follows_is_refused(tmp_path):
+    path = tmp_path / "two.ckpt"
+    data = _two_frame_checkpoint(path)
     frame = 16 + 16 + 8
     first, second = len(data) - 2 * frame, len(data) - frame
     data[first + 16] ^= 0x01  # the first frame's payload: its checksum fails
@@ -186,11 +191,7 @@ def test_a_header_damaged_outside_its_fingerprint_is_refused(tmp_path):
 # (b"<f8" read as b"<b8") raised NumPy's TypeError instead of the checkpoint's refusal.
 def test_a_frame_with_a_damaged_dtype_field_is_refused_as_damage(tmp_path):
     path = tmp_path / "dtype.ckpt"
-    store = CheckpointStore(path, (5, 5), {})
-    store.append(np.array([[1, 2]]), np.array([0.5]))
-    store.append(np.array([[3, 4]]), np.array([0.25]))
-    store.close()
-    data = bytearray(path.read_bytes())
+    data = _two_frame_checkpoint(path)
     first = len(data) - 2 * (16 + 16 + 8)
     assert data[first + 8 : first + 11] == b"<f8"
     data[first + 9] ^= 0x04  # b"<b8"

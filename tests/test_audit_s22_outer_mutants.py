@@ -155,26 +155,33 @@ def _counting_tensor(shape, seed=0, noise=None):
     return FunctionTensor(function, shape), asked
 
 
-# Mutant: ``n_iter_max`` passed on as the number of sweeps, not of sweep pairs (TensorLy's
-# iteration is one left-to-right and one right-to-left pass).
-def test_tensor_train_cross_iterations_are_pairs_of_sweeps():
+def _entries_asked(runs, noise=None):
+    """Entries each run (name -> callable of the tensor) asks of a fresh counting tensor
+    (20^3, NumPy backend, warnings silenced)."""
     import tensorly as tl
 
-    from tensorly_cross import tensor_train_cross, tt_cross
-
     counts = {}
-    for name, run in [
-            ("pairs", lambda t: tensor_train_cross(t, rank=2, tol=1e-12, n_iter_max=1,
-                                                   random_state=0)),
-            ("two", lambda t: tt_cross(t, rank=2, tol=1e-12, method="als", n_iter_max=2,
-                                       random_state=0, differentiable=True)),
-            ("one", lambda t: tt_cross(t, rank=2, tol=1e-12, method="als", n_iter_max=1,
-                                       random_state=0, differentiable=True))]:
-        tensor, asked = _counting_tensor((20, 20, 20))
+    for name, run in runs.items():
+        tensor, asked = _counting_tensor((20, 20, 20), noise=noise)
         with tl.backend_context("numpy"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             run(tensor)
         counts[name] = sum(asked)
+    return counts
+
+
+# Mutant: ``n_iter_max`` passed on as the number of sweeps, not of sweep pairs (TensorLy's
+# iteration is one left-to-right and one right-to-left pass).
+def test_tensor_train_cross_iterations_are_pairs_of_sweeps():
+    from tensorly_cross import tensor_train_cross, tt_cross
+
+    counts = _entries_asked({
+        "pairs": lambda t: tensor_train_cross(t, rank=2, tol=1e-12, n_iter_max=1,
+                                              random_state=0),
+        "two": lambda t: tt_cross(t, rank=2, tol=1e-12, method="als", n_iter_max=2,
+                                  random_state=0, differentiable=True),
+        "one": lambda t: tt_cross(t, rank=2, tol=1e-12, method="als", n_iter_max=1,
+                                  random_state=0, differentiable=True)})
     assert counts["pairs"] == counts["two"] != counts["one"]
 
 
@@ -201,23 +208,15 @@ def test_tensor_train_cross_none_seed_is_numpys_global_random_state():
 # Mutant: ``tol`` not passed on (the default 1e-4 used whatever was asked): a rank-2 tensor
 # plus 1e-3 noise meets 1e-2 at once, never 1e-4.
 def test_tensor_train_cross_stops_at_the_tol_it_is_given():
-    import tensorly as tl
-
     from tensorly_cross import tensor_train_cross, tt_cross
 
-    counts = {}
-    for name, run in [
-            ("given", lambda t: tensor_train_cross(t, rank=2, tol=1e-2, n_iter_max=5,
-                                                   random_state=0)),
-            ("same", lambda t: tt_cross(t, rank=2, tol=1e-2, method="als", n_iter_max=10,
-                                        random_state=0, differentiable=True)),
-            ("default", lambda t: tt_cross(t, rank=2, tol=1e-4, method="als", n_iter_max=10,
-                                           random_state=0, differentiable=True))]:
-        tensor, asked = _counting_tensor((20, 20, 20), noise=1e-3)
-        with tl.backend_context("numpy"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            run(tensor)
-        counts[name] = sum(asked)
+    counts = _entries_asked({
+        "given": lambda t: tensor_train_cross(t, rank=2, tol=1e-2, n_iter_max=5,
+                                              random_state=0),
+        "same": lambda t: tt_cross(t, rank=2, tol=1e-2, method="als", n_iter_max=10,
+                                   random_state=0, differentiable=True),
+        "default": lambda t: tt_cross(t, rank=2, tol=1e-4, method="als", n_iter_max=10,
+                                      random_state=0, differentiable=True)}, noise=1e-3)
     assert counts["given"] == counts["same"] != counts["default"]
 
 
