@@ -144,7 +144,8 @@ rank : int, list of int or None
         ``random_state`` (the rerun must make the same choices). A file written for
         another shape or other arguments is refused; only the budgets (``max_evals``,
         ``n_iter_max``, ``max_time``) and the display settings may change, so a stopped
-        run continues with a larger budget. The function itself cannot be checked (only
+        run continues with a larger budget. The tensor's views and a volume's
+        ``fill_nan`` are checked too. The function itself cannot be checked (only
         the tensor's class): after changing the function, or the data behind it, use a
         new checkpoint file, or the stored entries of the old one come back.
     max_time : float or None
@@ -318,6 +319,11 @@ def checkpoint_arguments(options, random_state, tensor):
     views = _views_of(tensor)
     if views:  # absent for a plain tensor: as checkpoints written before it existed
         arguments["views"] = views
+    # Entries are stored as read, NaN already filled: under another fill the restored
+    # voxels kept the first fill's value, the new ones took the second's (a TT of neither).
+    fill = _fill_nan_of(tensor)
+    if fill is not None:  # absent without a fill: as checkpoints written before it existed
+        arguments["fill_nan"] = fill
     return dict(arguments, random_state=int(random_state), tensor=type(tensor).__name__)
 
 
@@ -343,6 +349,14 @@ def _views_of(tensor):
         else:
             return views
         tensor = tensor.lazy
+
+
+def _fill_nan_of(tensor):
+    """The value NaN entries read as, below every view (None: NaN is refused)."""
+    from .lazy.base import views_of
+
+    fills = [getattr(view, "fill_nan", None) for view in views_of(tensor)]
+    return next((float(fill) for fill in fills if fill is not None), None)
 
 
 def _check_rank_within(rank, max_rank):

@@ -421,3 +421,25 @@ def _stored_arguments(path):
     data = path.read_bytes()
     (size,) = struct.unpack_from("<I", data, len(MAGIC))
     return json.loads(data[len(MAGIC) + 4 : len(MAGIC) + 4 + size])["arguments"]
+
+
+@pytest.mark.parametrize("second_fill", [None, 5.0])
+def test_a_checkpoint_of_another_nan_fill_is_refused(tmp_path, second_fill):
+    """The checkpoint stores entries as read, NaN voxels already filled: resumed under
+    another ``fill_nan`` it served the first fill's values for the restored voxels and the
+    second's for the new ones (a TT of neither volume), or, with no fill, NaN voxels read
+    as 0 where the volume itself raises."""
+    volume = np.add.outer(np.add.outer(np.arange(12.0), np.arange(12.0)), np.arange(12.0))
+    volume[:4, :4, :4] = np.nan
+    np.save(tmp_path / "nan.npy", volume)
+    path = tmp_path / "filled.ckpt"
+    settings = dict(rank=3, tol=1e-12, random_state=0, n_iter_max=3, checkpoint=path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tlc.ToleranceNotMetWarning)
+        tlc.tt_cross(tlc.open_volume(tmp_path / "nan.npy", fill_nan=0.0), **settings)
+        _, info = tlc.tt_cross(tlc.open_volume(tmp_path / "nan.npy", fill_nan=0.0),
+                               return_info=True, **settings)
+        assert info.n_restored == info.n_evals > 0  # the same fill resumes
+        with pytest.raises(CheckpointMismatchError, match="fill_nan"):
+            tlc.tt_cross(tlc.open_volume(tmp_path / "nan.npy", fill_nan=second_fill),
+                         **settings)
