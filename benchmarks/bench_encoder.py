@@ -1,6 +1,6 @@
 """Encoder evaluations per cross: once per patch (ours) vs once per requested entry.
 
-    python benchmarks/bench_encoder.py [--size 64] [--features 16] [--rank 8]
+    python benchmarks/bench_encoder.py [--size 64] [--features 16] [--ranks 4,8,16]
 
 The paper's public code runs the encoder once per requested (position, channel) entry; here
 the encoder runs once per unique position for all channels, and positions are cached

@@ -1,6 +1,7 @@
 """What a TT of the feature field keeps of what a dense CNN pools: the channel means.
 
-    python benchmarks/bench_nn_field.py --size 64 --volumes 12 --out results/nn_field_64.md
+    python benchmarks/bench_nn_field.py --size 64 --volumes 12 \
+        --out benchmarks/results/nn_field_64.md
 
 A dense CNN with mean pooling sees each volume through the means of its feature channels.
 For one fixed (seeded, untrained) encoder and MNI152-derived crops, this compares the means

@@ -2,7 +2,7 @@
 
     git archive 55df060 | (mkdir -p /tmp/base && tar -x -C /tmp/base)
     python benchmarks/bench_nn_step.py /tmp/base . --labels "main 55df060,issue-17" \
-        --out results/nn_step_64.md
+        --out benchmarks/results/nn_step_64.md
 
 Issue 17's configuration (``layout="quantics", rank=6, n_features=8, patch_size=5``, 8
 probes, 4 sweeps) on a batch of 8 MNI152-derived crops at 64^3 (in memory): forward,

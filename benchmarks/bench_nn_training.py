@@ -1,6 +1,7 @@
 """Training on MNI152-derived volumes: CrossEmbedding vs the same encoder applied densely.
 
-    python benchmarks/bench_nn_training.py --size 64 --seeds 0,1,2 --out results/nn_training_64.md
+    python benchmarks/bench_nn_training.py --size 64 --seeds 0,1,2 \
+        --out benchmarks/results/nn_training_64.md
 
 The task (:func:`tensorly_cross.nn.mni152_crops`): crops of nilearn's MNI152 template with a
 random rotation, scale, intensity change, bias field and noise; the target is the crop's

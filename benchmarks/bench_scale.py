@@ -1,6 +1,6 @@
 """Expensive functions at scale: parallel evaluation, resume after a crash, large d.
 
-One script, three measurements (each pins BLAS to one thread)::
+One script, five measurements (each pins BLAS to one thread)::
 
     python benchmarks/bench_scale.py parallel --out benchmarks/results/scale_parallel.md
     python benchmarks/bench_scale.py resume --out benchmarks/results/scale_resume.md
@@ -9,7 +9,7 @@ One script, three measurements (each pins BLAS to one thread)::
     python benchmarks/bench_scale.py counts --base TREE --out benchmarks/results/scale_counts.md
 
 ``parallel``: 1/sum(x) on [1, 2]^8 (n = 64, tol 1e-6, seed 0) behind 0.5 ms of ``time.sleep``
-per entry (an expensive function that releases the GIL), serial and on four executors: a
+per entry (an expensive function that releases the GIL), serial and on three executors: a
 ``ThreadPoolExecutor(8)``, a ``LocalCluster`` of 8 threads in this process, and one of 8
 single-thread worker processes (every socket on loopback). Runs alternate between the
 settings, each setting's wall time is its minimum over ``--reps``, and every setting must
