@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import tensorly_cross as tlc
 from tensorly_cross import FunctionTensor
-from tensorly_cross.cross.confidence import relative_standard_error, upper_bound
+from tensorly_cross.cross.confidence import upper_bound
 from tensorly_cross.cross.indices import fiber_indices
 from tensorly_cross.cross.lsq import truncation_rank
 from tensorly_cross.cross.refine import left_interface, refine_cores, right_interface
@@ -174,21 +174,49 @@ def test_rounding_to_a_tolerance_returns_the_most_rounded_passing_tt():
     assert sum(c.size for c in rounded) < sum(c.size for c in cores)
 
 
-def test_upper_bound_grows_with_uneven_residuals():
+def test_upper_bound_grows_with_uneven_residuals_and_uneven_values():
     even = np.full(1000, 1.0)
     uneven = np.zeros(1000)
     uneven[:10] = 10.0
-    assert relative_standard_error(even) == 0.0
+    assert upper_bound(0.1, even) == upper_bound(0.1, even, even) == 0.1
     assert upper_bound(0.1, uneven) > upper_bound(0.1, even) == 0.1
+    # Residuals in proportion to the values: the ratio is known, the residuals' spread
+    # alone sets the bound.
+    assert upper_bound(0.1, 0.1 * uneven, uneven) == upper_bound(0.1, uneven)
+    # Even residuals over a background of zeros: the values' norm is what is uncertain.
+    background = np.where(np.arange(1000) < 200, 1.0, 0.0)
+    assert upper_bound(0.1, even, background) > upper_bound(0.1, even) == 0.1
 
 
-def test_the_standard_error_neither_overflows_nor_underflows():
-    uneven = np.zeros(1000)
-    uneven[:10] = 10.0
-    reference = relative_standard_error(uneven)
-    assert reference > 0
-    for scale in (1e300, 1e-315):
-        assert np.isclose(relative_standard_error(uneven * scale), reference)
+def test_the_upper_bound_neither_overflows_nor_underflows():
+    rng = np.random.default_rng(0)
+    residuals, values = rng.exponential(size=(2, 1000)) ** 3
+    reference = upper_bound(0.1, residuals, values)
+    assert reference > 0.1
+    for residual_scale in (1e300, 1e-315):
+        for value_scale in (1e300, 1e-315):
+            assert np.isclose(upper_bound(0.1, residuals * residual_scale,
+                                          values * value_scale), reference)
+
+
+def test_the_upper_bound_covers_the_error_of_a_cross():
+    """Resamples of 1,000 held-out entries of a rank-3 cross of a smooth 40^3 tensor: the
+    bound of the residuals' spread alone, with a normal quantile, covered the true error
+    in 88.7% of them; with the values' spread and the skewness correction, 93.4%."""
+    grid = np.linspace(0.0, 1.0, 40)
+    data = (np.exp(-np.add.outer(np.add.outer(grid, 2 * grid), grid**2))
+            + 0.3 * np.sin(7 * np.add.outer(np.add.outer(grid, grid), grid)))
+    tt = tlc.tt_cross(data, rank=3, random_state=0)
+    residuals = np.abs(tl.tt_to_tensor(tt) - data).ravel()
+    values = np.abs(data).ravel()
+    true = np.linalg.norm(residuals) / np.linalg.norm(values)
+    rng = np.random.default_rng(1)
+    covered = []
+    for _ in range(2000):
+        sample = rng.integers(0, values.size, 1000)
+        error = np.linalg.norm(residuals[sample]) / np.linalg.norm(values[sample])
+        covered.append(true <= upper_bound(error, residuals[sample], values[sample]))
+    assert np.mean(covered) >= 0.915
 
 
 @pytest.mark.parametrize("rank", [2, 5])

@@ -7,7 +7,7 @@ import numpy as np
 from .._backend import backend_state, check_backend_kept
 from ..errors import EvaluationBudgetExceeded, MaxTimeReached
 from .assemble import assemble_cores
-from .confidence import held_out_residuals, upper_bound
+from .confidence import held_out_residuals, held_out_values, upper_bound
 from .finish import refine_if_better
 from .progress import SweepProgress
 from .stopping import BestSweep
@@ -142,12 +142,12 @@ def _judge(half_sweep, validation, cores, indices, tol):
     if error <= tol and (_at_rank_cap(half_sweep, indices)
                          or (validation.guarded and not confident)):
         error = validation.confirm(cores)
-    passed = error <= tol
+    passed, residuals = error <= tol, None
     if (confident or validation.guarded) and validation.values is not None:
         residuals = held_out_residuals(validation, cores)
-        passed = passed and upper_bound(error, residuals) <= tol
+        passed = passed and upper_bound(error, residuals, held_out_values(validation)) <= tol
     if passed:
-        validation.warn_if_unseen(error)
+        validation.warn_if_unseen(error, residuals)
     return error, passed
 
 
@@ -164,7 +164,8 @@ def _refined_passes(validation, cores, tol, info):
         error = info.val_errors[-1]
     info.val_errors[-1] = error
     info.n_heldout = validation.n_read
-    return error <= tol and upper_bound(error, held_out_residuals(validation, cores)) <= tol
+    residuals = held_out_residuals(validation, cores)
+    return error <= tol and upper_bound(error, residuals, held_out_values(validation)) <= tol
 
 
 def _assemble(half_sweep, cache, indices, result):

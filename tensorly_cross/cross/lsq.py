@@ -309,7 +309,7 @@ class _TrimTest:
                       else [slice(0, fresh), slice(fresh, end)])
 
     def __call__(self, candidate):
-        from .confidence import held_out_residuals, upper_bound
+        from .confidence import held_out_residuals, held_out_values, upper_bound
 
         exact = self.validation.exact_error(candidate)
         if exact is not None:  # every entry read: no sample to be biased on
@@ -317,7 +317,8 @@ class _TrimTest:
         residuals = held_out_residuals(self.validation, candidate)
         chosen_on = self.parts[0]
         error = self.validation.relative_on(residuals, chosen_on)
-        if error > self.tol or upper_bound(error, residuals[chosen_on]) > self.tol:
+        values = held_out_values(self.validation)[chosen_on]
+        if error > self.tol or upper_bound(error, residuals[chosen_on], values) > self.tol:
             return False
         return all(self.validation.relative_on(residuals, part) <= self.tol
                    for part in self.parts[1:])
