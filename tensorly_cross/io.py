@@ -1,6 +1,7 @@
 """Opening volumes by path: zarr, HDF5, npy (read page by page) and NIfTI, as lazy tensors."""
 
 import os
+import re
 import warnings
 
 import numpy as np
@@ -110,6 +111,15 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False,
     return volume if fill_nan is None else with_fill_nan(volume, fill_nan)
 
 
+def _split_hdf5_path(path):
+    """``(file, dataset)`` of ``FILE.h5:/NAME``, split after the first ``.h5`` or ``.hdf5``
+    whose file exists (else the first): a dataset's name may hold ':' too (split at the
+    last ':', ``n.h5:/a:b`` looked for a file ``n.h5:/a``)."""
+    ends = sorted(match.end() for match in re.finditer(r"\.(h5|hdf5):", path, re.IGNORECASE))
+    files = [(path[: end - 1], path[end:]) for end in ends]
+    return next((pair for pair in files if os.path.isfile(pair[0])), files[0])
+
+
 def _open(path, dataset, cache_bytes, client, strict):
     """The lazy tensor of :func:`open_volume` (arguments checked)."""
     if not isinstance(path, str | bytes | os.PathLike):
@@ -120,7 +130,7 @@ def _open(path, dataset, cache_bytes, client, strict):
             and not os.path.exists(path)):
         # Only a path that is not a file itself: ':' is a valid character in file names.
         # Any case, as the suffix itself (and the command line's FILE.H5:/NAME) is read.
-        path, dataset = path.rsplit(":", 1)
+        path, dataset = _split_hdf5_path(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"path {path!r} does not exist.")
     lower = path.lower().rstrip("/")

@@ -218,6 +218,35 @@ def test_an_existing_path_with_h5_colon_in_a_folder_name_is_opened(tmp_path):
     np.testing.assert_array_equal(np.asarray(volume.evaluate(np.array([[2, 3]]))), [11.0])
 
 
+def test_an_hdf5_dataset_whose_name_holds_a_colon_is_opened_by_its_path(tmp_path):
+    # "n.h5:/a:b" was split at the last colon: "path 'n.h5:/a' does not exist".
+    path = tmp_path / "n.h5"
+    with h5py.File(path, "w") as handle:
+        handle["a:b"] = np.arange(6.0).reshape(2, 3)
+        handle["a"] = np.zeros((2, 3))
+    volume = tlc.open_volume(f"{path}:/a:b")
+    np.testing.assert_array_equal(np.asarray(volume.evaluate(np.array([[1, 2]]))), [5.0])
+    # A folder named like an HDF5 file with a colon: the file that exists is split at.
+    folder = tmp_path / "x.h5:y"
+    folder.mkdir()
+    with h5py.File(folder / "m.hdf5", "w") as handle:
+        handle["v"] = np.arange(6.0).reshape(3, 2)
+    volume = tlc.open_volume(f"{folder / 'm.hdf5'}:/v")
+    np.testing.assert_array_equal(np.asarray(volume.evaluate(np.array([[2, 1]]))), [5.0])
+
+
+def test_a_zarr_array_at_the_store_root_is_named_by_its_store_alone(tmp_path):
+    # Messages read "zarr array '/x/b.zarr' / returned nan": a stray "/" for the root.
+    zarr = pytest.importorskip("zarr")
+    from tensorly_cross.lazy.sources import _zarr_name
+
+    root = zarr.create_array(str(tmp_path / "b.zarr"), shape=(4,), dtype="f8")
+    assert _zarr_name(root) == f"'{tmp_path / 'b.zarr'}'"
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    inner = group.create_array("v", shape=(4,), dtype="f8")
+    assert _zarr_name(inner) == f"'{tmp_path / 'g.zarr'}' v"
+
+
 def test_an_hdf5_dataset_reached_by_a_soft_link_is_opened(tmp_path):
     path = tmp_path / "linked.h5"
     with h5py.File(path, "w") as handle:

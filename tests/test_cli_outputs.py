@@ -82,6 +82,22 @@ def test_info_shows_hand_written_metadata_as_it_is(tt_file, tmp_path, capsys):
     assert "held-out rel. error abc" in out and "entries evaluated   many" in out
 
 
+def test_info_names_the_mode_order_and_no_missing_library_version(tmp_path, capsys):
+    # A file of save_tt printed "library version     None"; the --axes order of a
+    # compressed file was recorded but not shown.
+    plain = save_tt(tmp_path / "p.tt.npz", [np.ones((1, 4, 1))])
+    assert cli.main(["info", plain]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert "library version" not in out and "mode order" not in out
+    cores = [np.ones((1, 4, 1)), np.ones((1, 3, 1)), np.ones((1, 2, 1))]
+    ordered = save_tt(tmp_path / "o.tt.npz", cores,
+                      {"axes": [0, 2, 1], "shape": [4, 2, 3], "library_version": "9.9"})
+    assert cli.main(["info", ordered]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert "mode order          the source's axes (0, 2, 1) (--axes)" in out
+    assert "library version     9.9" in out
+
+
 @pytest.mark.parametrize("nifti, problem", [({"affine": "x"}, "its affine 'x'"),
                                             ({"affine": np.eye(3).tolist()}, "its affine"),
                                             ({"header": "!!"}, "its header"),

@@ -181,10 +181,14 @@ def run_info(args):
         print(f"NaN voxels read as  {fill:g} (--fill-nan)")
     if metadata.get("nifti"):
         print("NIfTI               affine and header kept")
+    axes = metadata.get("axes")
+    if isinstance(axes, list) and axes != sorted(axes):  # compress --axes
+        print(f"mode order          the source's axes {tuple(axes)} (--axes)")
     outcome_line = _stop_line(metadata)
     if outcome_line:
         print(outcome_line)
-    print(f"library version     {metadata.get('library_version')}")
+    if metadata.get("library_version"):  # absent from a file of save_tt
+        print(f"library version     {metadata['library_version']}")
     return EXIT_OK
 
 

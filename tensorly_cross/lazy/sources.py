@@ -249,7 +249,9 @@ def _check_all_chunks_stored(array, name):
 def _zarr_name(array):
     store = getattr(array, "store", None)
     root = getattr(store, "root", None) or getattr(store, "path", None) or store
-    return f"'{root}' {array.path or '/'}".strip()
+    # An array at the store's root has no path of its own: the store names it (a "/"
+    # after the store read as a stray character in messages).
+    return f"'{root}' {array.path}".strip() if array.path else f"'{root}'"
 
 
 class H5Source(ChunkSource):
