@@ -90,6 +90,15 @@ def _widening(squares, weights, z):
     return float(np.sqrt(upper / ratio))
 
 
+def residual_carriers(residuals):
+    """How many entries carry the residual: ``(sum r^2)^2 / sum r^4`` (inf without
+    residuals, or where every one is 0)."""
+    squares = _scaled_squares(() if residuals is None else residuals)
+    if not squares.any():
+        return np.inf
+    return float(np.sum(squares) ** 2 / np.sum(squares**2))
+
+
 def _scaled_squares(moduli):
     """``(|x| / max|x|)^2`` on the host (zeros where every entry is 0)."""
     moduli = np.abs(np.asarray(moduli, dtype=np.float64))

@@ -7,6 +7,7 @@ import numpy as np
 
 from .._backend import to_host
 from ..errors import EvaluationBudgetExceeded, UnseenStructureWarning
+from .confidence import residual_carriers
 from .indices import cartesian_join, mode_column
 from .tt_entries import tt_entries
 
@@ -352,8 +353,9 @@ class Validation:
             sign = (f"the cross read an entry of modulus {largest_read:.3g}, "
                     f"{largest_read / self.max_abs:.3g}x the largest held-out one "
                     f"({self.max_abs:.3g}): the held-out sample did not see that structure")
-        elif error > CLEAR_MARGIN * self.tol and _carriers(residuals) < FEW_CARRIERS:
-            sign = (f"about {_carriers(residuals):.0f} of its {self.n_read} held-out entries "
+        elif (error > CLEAR_MARGIN * self.tol
+              and (carriers := residual_carriers(residuals)) < FEW_CARRIERS):
+            sign = (f"about {carriers:.0f} of its {self.n_read} held-out entries "
                     "carry the residual, too few for the error's upper 95% bound to hold")
         else:
             return
@@ -423,19 +425,6 @@ class Validation:
     def relative(self, difference):
         """``||difference|| / ||held-out values||``, absolute when the values are all 0."""
         return relative_norm(difference, self.scaled)
-
-
-def _carriers(residuals):
-    """How many entries carry the residual: ``(sum r^2)^2 / sum r^4`` (inf without
-    residuals, or where every one is 0)."""
-    if residuals is None:
-        return np.inf
-    squares = np.abs(np.asarray(residuals, dtype=np.float64))
-    largest = float(squares.max()) if squares.size else 0.0
-    if not largest > 0:
-        return np.inf
-    squares = (squares / largest) ** 2
-    return float(np.sum(squares) ** 2 / np.sum(squares**2))
 
 
 def _scaled_parts(values):
