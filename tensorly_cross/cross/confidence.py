@@ -14,7 +14,7 @@ alone and cover less: the wider of the two is taken.
 Measured on 2,000 resamples of the residuals of least-squares TTs of MNI152 (every third
 voxel, tol 0.1 and 0.2) and of a smooth 40^3 tensor at rank 3: the bound covered the true
 error in 92-95% of samples of 1,000-4,000 entries (the residuals' spread alone, with a
-normal quantile: 88-93%), and in only 76-92% at 50-200 entries, where a few voxels carry
+normal quantile: 88-94%), and in only 76-92% at 50-200 entries, where a few voxels carry
 the residual and a sample that misses them looks both small and sure: ``val_size`` below
 about 1,000 gives a bound that under-covers on real volumes. ``tests/test_lsq.py`` keeps a
 coverage test.
