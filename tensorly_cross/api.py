@@ -14,7 +14,7 @@ from .cross.assemble import assemble_cores
 from .cross.block import BlockSweeper, block_random_indices, block_ranks
 from .cross.driver import run_sweeps
 from .cross.handover import hand_over, should_hand_over
-from .cross.indices import CrossIndices, check_cross_indices
+from .cross.indices import CrossIndices, check_cross_indices, check_mode_sizes
 from .cross.init import random_indices, single_pivot_indices, start_pivot, through_largest
 from .cross.lsq import LSQSweeper, lsq_assemble
 from .cross.missed import warn_if_missed
@@ -218,6 +218,7 @@ def cross_interpolate(tensor, indices, shape=None):
             f"indices must be a CrossIndices or its dict, got {type(indices).__name__}."
         )
     check_cross_indices(indices)
+    check_mode_sizes(lazy.shape)
     if indices.tensor_shape != tuple(lazy.shape) and not is_one_channel(indices, lazy.shape):
         raise ValueError(f"indices are for shape {indices.tensor_shape}, the tensor has "
                          f"{lazy.shape}.")

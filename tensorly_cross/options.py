@@ -15,6 +15,7 @@ import tensorly as tl
 from tensorly.tt_tensor import TTTensor
 
 from ._validation import check_bool, check_choice, check_float, check_int
+from .cross.indices import check_mode_sizes
 from .cross.ranks import expand_rank
 
 METHODS = ("auto", "als", "tci", "lsq", "block")
@@ -218,6 +219,7 @@ def cross_options(shape, stored=False, **settings):
     ``shape`` (``stored``: stored data, see :attr:`LazyTensor.stored`); the messages name
     the argument and what is allowed."""
     options = CrossOptions(**settings)
+    check_mode_sizes(shape)
     tol = check_float(options.tol, "tol", minimum=0.0)
     if tol >= 1.0:  # a relative error of 1 is the zero tensor's: nothing would be asked
         raise ValueError(f"tol must be in [0, 1) (a relative error), got {tol}.")

@@ -33,6 +33,7 @@ from .basis import max_condition, pivot_rows, right_divide, truncated_pinv
 from .indices import CrossIndices, cartesian_join, fiber_indices, mode_column, positions_in
 from .init import clip_ranks, random_distinct_multi_indices
 from .ranks import expand_rank
+from .scaling import exponent_of, times_power_of_two
 from .slices import in_few_slices, sliced_right_sets
 
 
@@ -194,7 +195,10 @@ def _unique_in_order(values):
 def _row_interpolation(matrix, pivots, count):
     """``matrix @ pinv(matrix[pivots])`` through a QR of the (count, m) pivot rows'
     conjugate transpose: ``P^H = Q R`` gives ``pinv(P) = Q R^-H`` (plain transposes gave
-    a wrong TT, error 1.1, on complex data)."""
+    a wrong TT, error 1.1, on complex data). The result does not change when both are
+    scaled alike, so they are brought near 1 first: the QR's R of subnormal rows has an
+    inverse beyond float64's range."""
+    matrix = times_power_of_two(matrix, -exponent_of(take_rows(matrix, pivots)))
     chosen = take_rows(matrix, pivots)
     host = to_host(chosen)
     if np.linalg.cond(host) >= max_condition(host.dtype):

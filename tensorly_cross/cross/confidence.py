@@ -100,7 +100,8 @@ def residual_carriers(residuals):
 
 
 def _scaled_squares(moduli):
-    """``(|x| / max|x|)^2`` on the host (zeros where every entry is 0)."""
-    moduli = np.abs(np.asarray(moduli, dtype=np.float64))
+    """``(|x| / max|x|)^2`` on the host (zeros where every entry is 0); ``x`` may be
+    complex (the modulus is taken before the cast, which would keep the real parts)."""
+    moduli = np.abs(np.asarray(moduli)).astype(np.float64)
     largest = float(moduli.max()) if moduli.size else 0.0
     return (moduli / largest) ** 2 if largest > 0 else np.zeros(moduli.shape)

@@ -38,14 +38,21 @@ def cartesian_join(first, second):
 MAX_MODE_SIZE = 2**26
 
 
+def check_mode_sizes(shape):
+    """Raise, before anything is allocated, if a mode of ``shape`` is too large for a cross."""
+    for size in shape:
+        if size > MAX_MODE_SIZE:
+            raise ValueError(
+                f"the tensor's shape has a mode of size {size}, too large for a cross, which "
+                f"reads whole fibers of every mode (at most {MAX_MODE_SIZE} = 2**26 indices "
+                "per mode); split it into quantics digits with QuanticsTensor (a prime size "
+                "stays one digit: pad the tensor to a size with small factors)."
+            )
+
+
 def mode_column(size):
     """The multi-indices ``0..size-1`` of one mode, as a (size, 1) int64 array."""
-    if size > MAX_MODE_SIZE:
-        raise ValueError(
-            f"the tensor's shape has a mode of size {size}, too large for a cross, which "
-            f"reads whole fibers of every mode (at most {MAX_MODE_SIZE} = 2**26 indices per "
-            "mode); split it into quantics digits with QuanticsTensor."
-        )
+    check_mode_sizes((size,))
     return np.arange(size, dtype=np.int64).reshape(-1, 1)
 
 
@@ -246,12 +253,22 @@ def _as_block(rows, n_modes, name):
         count = len(rows)
     except (TypeError, ValueError):  # None, or ragged lists
         raise ValueError(f"{wanted}, got {rows!r:.80}.") from None
+    if _holds_bool(rows):  # NumPy reads [[True, 6]] as ints: nothing is coerced silently
+        raise ValueError(f"{wanted} (int64), got a bool value (True or False) in a "
+                         "multi-index.")
     if values.size and not _integral(values):
         raise ValueError(f"{wanted} (int64), got {values.dtype} values such as "
                          f"{values.reshape(-1)[:1].tolist()[0]!r:.40}.")
     if values.size != count * n_modes:
         raise ValueError(f"{wanted}, got an array of shape {values.shape}.")
     return values.astype(np.int64).reshape(count, n_modes)
+
+
+def _holds_bool(rows):
+    """Whether a list of multi-indices (lists or tuples of numbers) holds a bool."""
+    return isinstance(rows, list | tuple) and any(
+        isinstance(value, bool | np.bool_) for row in rows if isinstance(row, list | tuple)
+        for value in row)
 
 
 def _integral(values):

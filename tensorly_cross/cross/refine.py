@@ -19,6 +19,7 @@ import tensorly as tl
 
 from .._backend import narrowed, take_rows, to_host, widened
 from .indices import fiber_indices
+from .scaling import exponent_of, times_power_of_two
 
 # Above this many unknowns per slice (r_k r_{k+1}, 50 x 50) a core keeps the sweep's fit: its
 # normal matrix (48 MiB here, 128 MiB at 64 x 64) is built once per recorded sweep and solved
@@ -58,12 +59,12 @@ def _fit_core(lazy, cores, k, history):
             # Powers of two taken from the first block (exact, the same for every block):
             # the normal matrix squares the interfaces, which overflows for data near 1e160
             # and underflows near 1e-160 unless they are brought near 1 first.
-            scales = [_power_of_two(part) for part in (left, fibers, right)]
+            scales = [exponent_of(part) for part in (left, fibers, right)]
         # In double precision: the normal matrix squares the interfaces' condition, and
         # float32 (complex64) ones stalled a float32 array's error at 3.4e-4 whatever tol,
         # against 1.4e-5 (float32's own level) with the fit in float64.
-        left, fibers, right = (widened(part) / scale for part, scale in
-                               zip((left, fibers, right), scales, strict=True))
+        left, fibers, right = (times_power_of_two(widened(part), -scale) for part, scale
+                               in zip((left, fibers, right), scales, strict=True))
         p, q = tl.shape(left)[0], tl.shape(right)[1]
         fibers = tl.reshape(fibers, (p, n * q))
         # L^H F_i R^H for every slice i: (r_k, n, r_{k+1}) -> (r_k r_{k+1}, n); conjugate
@@ -81,10 +82,10 @@ def _fit_core(lazy, cores, k, history):
     ridge = relative * (scale if scale > 0 else 1.0)
     normal = normal + ridge * tl.eye(tl.shape(normal)[0], **tl.context(normal))
     # The current core in the scaled blocks' units, as (r_k r_{k+1}, n) like the solution.
-    current = widened(cores[k]) * ((scales[0] * scales[2]) / scales[1])
+    current = times_power_of_two(widened(cores[k]), scales[0] + scales[2] - scales[1])
     current = tl.reshape(tl.transpose(current, (0, 2, 1)), (r_left * r_right, n))
     solution = tl.solve(normal, rhs + ridge * current)  # (r_k r_{k+1}, n), scaled blocks
-    solution = solution * (scales[1] / (scales[0] * scales[2]))
+    solution = times_power_of_two(solution, scales[1] - scales[0] - scales[2])
     core = tl.transpose(tl.reshape(solution, (r_left, r_right, n)), (0, 2, 1))
     return narrowed(core, cores[k])
 
@@ -106,14 +107,6 @@ def _distinct_blocks(lazy, cores, k, history):
         fibers = lazy.evaluate(fiber_indices(left_sets[k], n, right_sets[k]))
         yield (left_interface(cores, left_sets[k], k), fibers,
                right_interface(cores, right_sets[k], k))
-
-
-def _power_of_two(tensor):
-    """The power of two nearest the largest modulus of ``tensor`` (1.0 for a zero one)."""
-    largest = float(np.abs(to_host(tensor)).max()) if np.prod(tl.shape(tensor)) else 0.0
-    if not (largest > 0 and np.isfinite(largest)):
-        return 1.0
-    return float(np.ldexp(1.0, int(np.frexp(largest)[1])))
 
 
 def _orthogonalize_left(core, following):
