@@ -76,6 +76,49 @@ def test_a_file_rewritten_with_its_old_modification_time_is_another_volume(tmp_p
     assert volume_fingerprint(tlc.open_volume(str(path))) != before
 
 
+def _memmap(tmp_path, mode="r"):
+    path = tmp_path / "v.npy"
+    if not path.exists():
+        np.save(path, np.random.default_rng(2).random((12, 12, 12)).astype(np.float32))
+    return np.load(path, mmap_mode=mode)
+
+
+@pytest.mark.parametrize("view", ["crop", "flip"])
+def test_a_view_of_a_memmap_under_a_key_is_cut_from_itself(tmp_path, view):
+    # Views of one memmap share its file and shape: the first view's patches served all.
+    volume = _memmap(tmp_path)
+    if view == "crop":
+        first, second = volume[0:8, 0:8, 0:8], volume[4:12, 4:12, 4:12]
+    else:
+        first, second = volume, np.flip(volume, axis=0)
+    model = _embedding()
+    with torch.no_grad():
+        model([first], keys=[0])
+        torch.testing.assert_close(model([second], keys=[0]),
+                                   _fresh_features(np.array(second)))
+
+
+@pytest.mark.parametrize("mode", ["c", "r+"])
+def test_a_writable_memmap_edited_in_place_under_a_key_is_cut_afresh(tmp_path, mode):
+    # Mode "c" never writes the file; a second "r+" edit leaves its modification time.
+    volume = _memmap(tmp_path, mode)
+    model = _embedding()
+    with torch.no_grad():
+        model([volume], keys=[0])
+        volume *= 3.0
+        model([volume], keys=[0])
+        volume *= 2.0
+        torch.testing.assert_close(model([volume], keys=[0]),
+                                   _fresh_features(np.array(volume)))
+
+
+def test_a_read_only_memmap_is_fingerprinted_by_its_file_not_its_voxels(tmp_path):
+    first, again = _memmap(tmp_path), _memmap(tmp_path)
+    assert volume_fingerprint(first) == volume_fingerprint(again)
+    assert volume_fingerprint(first)[2] == os.fspath(tmp_path / "v.npy")
+    assert volume_fingerprint(first[1:]) != volume_fingerprint(first[:-1])
+
+
 class _Lazy(LazyTensor):
     def __init__(self, values):
         super().__init__(values.shape)

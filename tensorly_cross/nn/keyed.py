@@ -2,6 +2,7 @@
 the volume under a key is still the one whose patches were kept."""
 
 import hashlib
+import mmap
 import os
 
 import numpy as np
@@ -35,11 +36,16 @@ def volume_fingerprint(volume):
       fingerprint. It reads the whole volume once per keyed pass (a CUDA tensor is copied
       to the host for it): about 7 ms for 128^3 float32 voxels, small next to the
       encoder's step.
-    * A volume on disk (a lazy tensor or ``np.memmap`` with a ``source_path``, ``path`` or
-      ``filename``, as :class:`VolumeDataset` and ``open_volume`` give for ``.npy``): its
-      type, shape, path, and the file's size and modification time (``st_mtime_ns``); no
+    * A volume on disk (a lazy tensor or read-only ``np.memmap`` with a ``source_path``,
+      ``path`` or ``filename``, as :class:`VolumeDataset` and ``open_volume`` give for
+      ``.npy``): its type, shape, path, and the file's size and modification time
+      (``st_mtime_ns``); a memmap also by its dtype and its window on the file (byte
+      offset and strides), so that a crop or flip of one memmap is another volume. No
       voxel is read. A file rewritten between passes is another volume; a zarr folder's
       time changes only when chunk files are added or removed, not when one is rewritten.
+    * A writable ``np.memmap`` (opened with mode ``"c"``, ``"r+"`` or ``"w+"``): as a
+      volume in memory, by content, since its memory changes without the file (``"c"``
+      never writes back, ``"r+"`` pages already dirty leave the modification time alone).
     * Any other volume (a lazy tensor without a path): its identity. The volume is kept
       alive by the fingerprint, so another object cannot reuse its ``id``; changing its
       content in place under the same key is not detected: pass a new object, or call
@@ -56,7 +62,12 @@ def volume_fingerprint(volume):
         Equal for two calls exactly when the patches of the first may serve the second.
     """
     path = _file_of(volume)
-    if path is not None:
+    if path is not None and isinstance(volume, np.memmap):
+        window = _memmap_window(volume)
+        if window is not None:
+            return (type(volume).__name__, tuple(volume.shape), path, _file_stamp(path),
+                    str(volume.dtype), window)
+    elif path is not None:
         return type(volume).__name__, tuple(volume.shape), path, _file_stamp(path)
     if isinstance(volume, torch.Tensor | np.ndarray):
         return (type(volume).__name__, tuple(volume.shape), str(volume.dtype),
@@ -94,6 +105,24 @@ def _file_of(volume):
     path = (getattr(volume, "source_path", None) or getattr(volume, "path", None)
             or getattr(volume, "filename", None))
     return None if path is None else os.fspath(path)
+
+
+def _memmap_window(volume):
+    """``(byte offset in the file, strides)`` of a read-only memmap's view; None for a
+    writable one (its memory may differ from the file) or a view whose mapping is not found.
+
+    Every view of one memmap (a crop, a flip) shares its ``filename`` and, often, its
+    shape; ``volume.offset`` is the offset of the memmap first opened, copied unchanged to
+    its views, so the view's own offset comes from its data pointer."""
+    if volume.flags.writeable or getattr(volume, "mode", "r") != "r":
+        return None
+    root = volume
+    while isinstance(root, np.ndarray) and not isinstance(root.base, mmap.mmap):
+        root = root.base
+    if not isinstance(root, np.memmap):
+        return None
+    start = volume.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    return root.offset + start, volume.strides
 
 
 def _file_stamp(path):
