@@ -101,17 +101,39 @@ def interpolation_matrix(matrix, pos, singular=None):
         return tl.zeros((n_rows, n_cols), **tl.context(matrix))
     basis = q_factor if rank == n_cols else column_basis(matrix, rank)
     block = take_rows(basis, pos)
-    if np.linalg.cond(to_host(block)) >= max_condition(to_host(block).dtype):
+    condition = np.linalg.cond(to_host(block))
+    limit = max_condition(to_host(block).dtype)
+    if condition >= limit:
         # The pivots do not span the basis (degenerate values): a truncated pseudo-inverse.
         if singular is not None:
             singular.append((column_rank(block), rank))
         return tl.dot(basis, truncated_pinv(block))
+    if rank < n_cols and condition**2 >= limit:
+        # The normal equations below would square the condition number: singular.
+        return _pivot_pinv_interpolation(matrix, pos, rank, singular)
     if rank == n_cols:
         # Solve against the pivot block instead of inverting it: one differentiable op.
         return tl.transpose(tl.solve(tl.transpose(block), tl.transpose(basis)))
     # pinv of the (r, rank) block through the normal equations of a well-conditioned basis.
     gram = tl.dot(tl.transpose(tl.conj(block)), block)
     return tl.dot(basis, tl.solve(gram, tl.transpose(tl.conj(block))))
+
+
+def _pivot_pinv_interpolation(matrix, pos, rank, singular):
+    """``matrix @ pinv(matrix[pos])``, truncated as :func:`truncated_pinv`, for a
+    rank-deficient matrix whose basis rows at ``pos`` are too ill-conditioned for the
+    normal equations (which square their condition number).
+
+    Such a basis block comes from indices chosen on slightly other data. The basis is
+    accurate only to round-off over the matrix's smallest singular value, so its pivot rows
+    can see a direction through that noise alone, and its pseudo-inverse amplifies it; the
+    pivot rows of the matrix itself carry no such noise. Where they span fewer than
+    ``rank`` directions, ``(kept, rank)`` is appended to ``singular`` (a list, or None).
+    """
+    pinv, kept = _cut_pinv(take_rows(matrix, pos))
+    if kept < rank and singular is not None:
+        singular.append((kept, rank))
+    return tl.dot(matrix, pinv)
 
 
 def truncated_pinv(block):
@@ -123,17 +145,22 @@ def truncated_pinv(block):
     small well-conditioned middle block, where a differentiable SVD of a singular block
     gives NaN gradients.
     """
+    return _cut_pinv(block)[0]
+
+
+def _cut_pinv(block):
+    """:func:`truncated_pinv`, and how many singular values it kept."""
     host = to_host(block)
     left, singular, right = host_svd(host, full_matrices=False)
     cut = (singular[0] if singular.size else 0) / max_condition(host.dtype)
     kept = int(np.count_nonzero(singular > cut))
     if kept == 0:
-        return tl.zeros(tuple(reversed(tl.shape(block))), **tl.context(block))
+        return tl.zeros(tuple(reversed(tl.shape(block))), **tl.context(block)), 0
     context = tl.context(block)
     left_fixed = tl.tensor(np.conj(left[:, :kept]).T, **context)  # U_k^H
     right_fixed = tl.tensor(np.conj(right[:kept]).T, **context)  # V_k
     middle = tl.dot(tl.dot(left_fixed, block), right_fixed)  # ~ diag(s_k)
-    return tl.dot(right_fixed, tl.solve(middle, left_fixed))
+    return tl.dot(right_fixed, tl.solve(middle, left_fixed)), kept
 
 
 def right_divide(matrix, block, out_shape):
