@@ -350,6 +350,42 @@ def test_cached_features_follow_every_change_of_the_encoder():
                                                                     dtype=torch.float64)))
 
 
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("change", ["in place", "new storage"])
+def test_cached_patches_follow_a_change_of_the_torch_volume(grad, change):
+    # The patches cut before volume.mul_(5) were served for good, with grad on too.
+    torch.manual_seed(0)
+    encoder = default_encoder(3, 2).double()
+    volume = torch.rand(8, 8, 8, dtype=torch.float64)
+    lazy = EncodedTensor(volume, encoder, patch_size=3, n_features=2, stride=2)
+    positions = np.array([[1, 2, 0], [3, 3, 3]])
+    with torch.no_grad():
+        lazy.features(positions)  # patches and features cached
+        if change == "in place":
+            volume.mul_(5.0)
+        else:
+            volume.data = torch.rand(8, 8, 8, dtype=torch.float64)
+    with torch.set_grad_enabled(grad):
+        features = lazy.features(positions)
+    expected = encoder(PatchGrid(volume, 3, 2).patches(positions, dtype=torch.float64))
+    torch.testing.assert_close(features.detach(), expected.detach())
+
+
+def test_a_tt_of_an_encoded_tensor_reads_the_volume_as_it_is_now():
+    torch.manual_seed(0)
+    encoder = default_encoder(3, 2)
+    volume = torch.rand(8, 8, 8)
+    lazy = EncodedTensor(volume, encoder, patch_size=3, n_features=2, stride=2)
+    index = np.array([[1, 2, 0, 1]])
+    with torch.no_grad():
+        lazy.evaluate(index)
+    volume.mul_(5.0)
+    tt = tlc.tt_cross(lazy, rank=2, method="als", differentiable=True, random_state=0)
+    with torch.no_grad():
+        expected = encoder(lazy.patches.patches([[1, 2, 0]]))[0, 1]
+    torch.testing.assert_close(tlc.tt_entries(tt, index)[0].detach(), expected)
+
+
 def test_pca_components_beyond_the_span_of_the_training_tts_are_zero():
     # 4 centred TTs span 3 directions: a 4th component was round-off scaled by 1e6-1e8.
     shape, rank = (4, 3, 5), [1, 2, 2, 1]

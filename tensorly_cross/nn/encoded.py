@@ -90,9 +90,13 @@ class EncodedTensor(LazyTensor):
     voxel is read twice). Cached features are dropped as soon as one of the encoder's
     parameters changes (an optimiser step, a loaded state, an in-place edit through
     ``.data``), or a layer is added, removed or replaced (``encoder[1] = nn.ReLU()``): they
-    are reused only while they are what the encoder would compute. What the cache cannot
-    see is a change of a layer's plain attributes (``GELU.approximate``, ``Dropout.p``) or of
-    its hooks: call :meth:`clear_cache` after one.
+    are reused only while they are what the encoder would compute. Cached patches and
+    features are dropped too when a torch volume changes in place (``volume.mul_(5)``, seen
+    by its version counter) or its storage is replaced (``volume.data = ...``). What the
+    caches cannot see is a change of a layer's plain attributes (``GELU.approximate``,
+    ``Dropout.p``) or of its hooks, an in-place change of a NumPy or lazy volume, or of a
+    torch volume's memory through a NumPy view or ``.data`` (reading every voxel on every
+    call to tell would cost more than the cache saves): call :meth:`clear_cache` after one.
 
     Parameters
     ----------
@@ -199,6 +203,8 @@ class EncodedTensor(LazyTensor):
         self._features = _KeyedRows()  # flat position id -> features (without gradient)
         self._patches = _KeyedRows(self.patch_cache_bytes)  # flat position id -> patch
         self._parameter_versions = None
+        # Recorded now: patches adopted from an earlier pass were matched to this volume.
+        self._volume_state = _volume_state(self.patches.volume)
 
     def _evaluate(self, indices):
         if self.layout is not None:
@@ -249,6 +255,7 @@ class EncodedTensor(LazyTensor):
         if positions.shape[0] == 0:
             device, dtype = _parameters_device_dtype(self.encoder, self.patches.volume)
             return torch.zeros((0, self.n_features), dtype=dtype, device=device)
+        self._drop_stale_cuts()
         self._drop_stale_features()
         if torch.is_grad_enabled():
             return self._encode(positions, self._patches_of(positions, keys))
@@ -330,6 +337,14 @@ class EncodedTensor(LazyTensor):
             self.n_encoder_calls += 1
         return torch.cat(outputs) if outputs else patches.new_zeros((0, self.n_features))
 
+    def _drop_stale_cuts(self):
+        """Cached patches, and the features encoded from them, are valid for the voxels
+        they were cut from: a torch volume changed in place since drops both."""
+        state = _volume_state(self.patches.volume)
+        if state != self._volume_state:
+            self.clear_cache()
+        self._volume_state = state
+
     def _drop_stale_features(self):
         """Cached features are valid for the encoder state they were computed with
         (patches do not depend on the encoder: they stay)."""
@@ -337,6 +352,19 @@ class EncodedTensor(LazyTensor):
         if versions != self._parameter_versions:
             self._features.clear()
         self._parameter_versions = versions
+
+
+def _volume_state(volume):
+    """What tells cheaply that a torch volume's voxels may have changed: its storage and
+    in-place version (``mul_``, ``copy_``, an index assignment, also through a view); None
+    for a NumPy or lazy volume, whose in-place changes no counter records."""
+    if not isinstance(volume, torch.Tensor):
+        return None
+    try:
+        version = volume._version
+    except RuntimeError:  # an inference tensor keeps no version counter (nor may change)
+        version = None
+    return volume.data_ptr(), version
 
 
 def _encoder_state(encoder):
