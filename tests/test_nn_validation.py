@@ -156,3 +156,30 @@ def test_bad_arguments_to_the_embedding_and_encoded_tensor_are_named(call, error
 
 def test_a_numpy_int_max_batch_is_an_int():
     assert _embedding(max_batch=np.int64(4)).max_batch == 4
+
+
+_META = "on the 'meta' device, which holds a shape but no values"
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: _embedding()(torch.rand(2, 1, 8, 8, 8, device="meta")), r"volumes\[0\] is"),
+    (lambda: _embedding()([torch.rand(8, 8, 8), torch.rand(8, 8, 8, device="meta")],
+                          keys=[0, 1]), r"volumes\[1\] is"),
+    (lambda: _embedding(encoder=default_encoder(3, 2).to("meta"))(torch.rand(1, 1, 8, 8, 8)),
+     "CrossEmbedding's 'encoder.0.weight' is"),
+    (lambda: _embedding().to("meta")(torch.rand(1, 1, 8, 8, 8)),
+     "CrossEmbedding's 'encoder.0.weight' is"),
+    (lambda: DenseEmbedding(default_encoder(3, 2))(torch.rand(2, 1, 6, 6, 6, device="meta")),
+     r"volumes\[0\] is"),
+    (lambda: DenseEmbedding(default_encoder(3, 2).to("meta"))(torch.rand(1, 1, 6, 6, 6)),
+     "DenseEmbedding's 'encoder.0.weight' is"),
+    (lambda: EncodedTensor(torch.rand(4, 4, 4, device="meta"), default_encoder(3, 2), 3, 2),
+     "volume is"),
+    (lambda: EncodedTensor(torch.rand(4, 4, 4), default_encoder(3, 2).to("meta"), 3, 2),
+     "encoder's '0.weight' is"),
+    (lambda: PatchGrid(torch.rand(4, 4, 4, device="meta"), 3), "volume is"),
+])
+def test_a_volume_or_module_on_the_meta_device_is_refused_by_name(call, message):
+    # torch's bare "Cannot copy out of meta tensor; no data!" came from deep in the search.
+    with pytest.raises(ValueError, match=f"{message} a PyTorch tensor {_META}"):
+        call()

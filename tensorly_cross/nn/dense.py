@@ -6,8 +6,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._backend import check_concrete
 from ..errors import NonFiniteValueError
-from .patches import PADDINGS, _pad_index, native_byte_order
+from .patches import PADDINGS, _pad_index, check_concrete_module, native_byte_order
 
 _TORCH_PADDING = {"reflect": "reflect", "edge": "replicate", "zeros": "constant"}
 
@@ -106,8 +107,9 @@ class DenseEmbedding(nn.Module):
             If ``volumes`` is a single volume or not a batch, or a volume is lazy (not in
             memory), complex, or neither a tensor nor an array.
         ValueError
-            If ``volumes`` is empty, or the volumes are not all 3-D (or ``(1, D, H, W)``)
-            of one shape.
+            If ``volumes`` is empty, a volume or a parameter of the module is on the
+            ``meta`` device, or the volumes are not all 3-D (or ``(1, D, H, W)``) of one
+            shape.
         NonFiniteValueError
             If a volume holds NaN or inf (named by its place in the batch and its voxel).
         """
@@ -144,6 +146,7 @@ class DenseEmbedding(nn.Module):
                             f"of volumes, got {type(volumes).__name__}.")
         if len(volumes) == 0:  # torch.stack refused it deep inside
             raise ValueError("volumes is empty: a batch needs at least one volume.")
+        check_concrete_module(self, "DenseEmbedding")
         parameter = next(self.encoder.parameters())
         tensors = [_three_dimensional(_as_tensor(v, k), k) for k, v in enumerate(volumes)]
         shapes = {tuple(t.shape) for t in tensors}
@@ -193,6 +196,7 @@ def _as_tensor(volume, number):
     if hasattr(volume, "evaluate"):
         raise TypeError("DenseEmbedding needs volumes in memory (tensors or arrays); read "
                         "lazy volumes whole first, e.g. VolumeDataset(..., in_memory=True).")
+    check_concrete(volume, f"volumes[{number}]")
     if not isinstance(volume, torch.Tensor):
         array = np.asarray(volume)
         if array.dtype.kind not in "biufc":  # a str, None, objects: torch's message said less

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._backend import check_concrete
 from .._validation import (
     check_choice,
     check_float,
@@ -34,7 +35,7 @@ from .encoded import EncodedTensor, default_encoder
 from .heads import TTPCAHead, TTProbeHead
 from .keyed import key_value, volume_fingerprint
 from .lockstep import LockstepEncoder, device_batch_size
-from .patches import patch_grid
+from .patches import check_concrete_module, patch_grid
 
 
 class CrossEmbedding(nn.Module):
@@ -337,7 +338,8 @@ class CrossEmbedding(nn.Module):
         ------
         ValueError
             If ``volumes`` is empty, ``keys`` does not have one entry per volume or names
-            one twice, a volume is neither 3-D nor ``(1, D, H, W)``, or its grid of patch
+            one twice, a volume or a parameter of the module is on the ``meta`` device, a
+            volume is neither 3-D nor ``(1, D, H, W)``, or its grid of patch
             positions is not the one the head is for (``volume_shape``, the first batch's,
             the grid :meth:`fit_pca` ran on, or a loaded state's).
         TypeError
@@ -364,6 +366,7 @@ class CrossEmbedding(nn.Module):
         """Every volume of the batch gives TTs of the head's shape (before any search);
         returns the batch's grid of patch positions."""
         _check_volumes(volumes)
+        check_concrete_module(self, "CrossEmbedding")
         grids = [patch_grid(_three_dimensional(volume).shape, self.stride) for volume in volumes]
         expected = self.grid_shape or grids[0]
         head_shape = _head_tt_shape(self.head)
@@ -672,6 +675,7 @@ def _check_volumes(volumes):
             raise TypeError(f"volumes[{k}] must be a torch.Tensor, a NumPy array or a lazy "
                             f"tensor (e.g. tensorly_cross.open_volume's), got "
                             f"{type(volume).__name__}.")
+        check_concrete(volume, f"volumes[{k}]")
 
 
 def _grid_of(volume_shape, grid_shape, stride):

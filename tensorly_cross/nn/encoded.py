@@ -11,7 +11,13 @@ from ..lazy.base import LazyTensor
 from ..lazy.cache import SortedKeys
 from ..lazy.quantics import QuanticsLayout
 from .keyed import content_digest
-from .patches import PatchGrid, check_features, check_positions, encode_patches
+from .patches import (
+    PatchGrid,
+    check_concrete_module,
+    check_features,
+    check_positions,
+    encode_patches,
+)
 
 
 def default_encoder(patch_size, n_features, width=8, pooled=False):
@@ -138,8 +144,8 @@ class EncodedTensor(LazyTensor):
         tensor (or is complex), or a size is not an int.
     ValueError
         If a size is out of range (``n_features``, ``batch_size``, ``patch_size`` and
-        ``stride`` at least 1, ``patch_cache_bytes`` at least 0), or an option is not one of
-        its choices.
+        ``stride`` at least 1, ``patch_cache_bytes`` at least 0), an option is not one of
+        its choices, or the volume or a parameter of the encoder is on the ``meta`` device.
 
     Attributes
     ----------
@@ -174,6 +180,7 @@ class EncodedTensor(LazyTensor):
                                "tl.set_backend('pytorch').")
         if not isinstance(encoder, nn.Module):
             raise TypeError(f"encoder must be a torch.nn.Module, got {type(encoder).__name__}.")
+        check_concrete_module(encoder, "encoder")
         n_features = check_int(n_features, "n_features", minimum=1)
         batch_size = check_int(batch_size, "batch_size", minimum=1)
         patch_cache_bytes = check_int(patch_cache_bytes, "patch_cache_bytes", minimum=0)

@@ -4,6 +4,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._backend import check_concrete
 from .._validation import check_int
 from ..lazy.base import LazyTensor, check_indices
 
@@ -41,8 +42,8 @@ class PatchGrid:
         If ``volume`` is not a tensor, array or lazy tensor, or is complex, or
         ``patch_size`` or ``stride`` is not an int.
     ValueError
-        If ``volume`` is not 3-D, ``patch_size`` or ``stride`` is below 1, or ``padding`` is
-        not one of the three.
+        If ``volume`` is not 3-D or is on the ``meta`` device, ``patch_size`` or ``stride``
+        is below 1, or ``padding`` is not one of the three.
 
     Examples
     --------
@@ -174,6 +175,7 @@ def _check_real_volume(volume):
     if not isinstance(volume, torch.Tensor | np.ndarray | LazyTensor):
         raise TypeError(f"volume must be a torch.Tensor, a NumPy array or a lazy tensor (e.g. "
                         f"tensorly_cross.open_volume's), got {type(volume).__name__}.")
+    check_concrete(volume, "volume")  # torch's "Cannot copy out of meta tensor" named nothing
     if isinstance(volume, torch.Tensor):
         complex_valued = volume.is_complex()
     else:  # a lazy tensor need not say its dtype
@@ -185,6 +187,14 @@ def _check_real_volume(volume):
     if isinstance(volume, np.ndarray) and volume.dtype.kind not in "biuf":
         raise TypeError(f"volume has dtype {volume.dtype}; patches need bool, integer or real "
                         "floating-point values.")
+
+
+def check_concrete_module(module, name):
+    """Raise a ``ValueError`` naming the first parameter or buffer of ``module`` on the
+    ``meta`` device (``module.to("meta")``), as :func:`check_concrete` does for a volume: the
+    encoder failed deep inside the search with torch's bare ``NotImplementedError``."""
+    for tensor_name, tensor in (*module.named_parameters(), *module.named_buffers()):
+        check_concrete(tensor, f"{name}'s {tensor_name!r}")
 
 
 def native_byte_order(array):
