@@ -183,3 +183,26 @@ def test_a_volume_or_module_on_the_meta_device_is_refused_by_name(call, message)
     # torch's bare "Cannot copy out of meta tensor; no data!" came from deep in the search.
     with pytest.raises(ValueError, match=f"{message} a PyTorch tensor {_META}"):
         call()
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("nan bias", r"whose voxels are all finite: the encoder's '0.bias' holds NaN or inf"),
+    ("overflow", "whose voxels are all finite: the encoder itself overflows"),
+])
+def test_non_finite_features_of_a_finite_volume_name_the_encoder(fault, message):
+    # A NaN bias after a diverged step was reported as NaN in the volume, at a random voxel.
+    model = _embedding()
+    with torch.no_grad():
+        if fault == "nan bias":
+            model.encoder[0].bias[0] = float("nan")
+        else:
+            model.encoder[0].weight.fill_(3e38)  # finite, but its sums are not
+    with pytest.raises(NonFiniteValueError, match=message):
+        model(torch.rand(1, 1, 8, 8, 8) + 1.0)
+
+
+def test_non_finite_features_of_a_nan_voxel_name_the_volume():
+    volume = torch.rand(1, 1, 8, 8, 8)
+    volume[0, 0, 2:6, 2:6, 2:6] = float("nan")  # a block: the search reads few patches
+    with pytest.raises(NonFiniteValueError, match="is there NaN or inf in the volume there"):
+        _embedding()(volume)

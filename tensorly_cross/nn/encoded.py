@@ -222,7 +222,7 @@ class EncodedTensor(LazyTensor):
             channels, points = indices[:, 3], indices[:, :3]
         positions, features_of = np.unique(points, axis=0, return_inverse=True)
         features = self.features(positions)
-        _check_finite_features(features, positions, self.patches)
+        _check_finite_features(features, positions, self.patches, self.encoder)
         rows = torch.as_tensor(features_of.reshape(-1), device=features.device)
         cols = torch.as_tensor(channels, device=features.device)
         return features[rows, cols]
@@ -427,9 +427,10 @@ class _KeyedRows:
         return self._joined[torch.as_tensor(slots, device=self._joined.device)]
 
 
-def _check_finite_features(features, positions, patches):
+def _check_finite_features(features, positions, patches, encoder):
     """Raise where the encoder gave NaN or inf, in the volume's terms: the grid position
-    and the patch's centre voxel (a quantics layout's digits would say little)."""
+    and the patch's centre voxel (a quantics layout's digits would say little), and the
+    cause: the volume there, or, for a finite patch, the encoder itself."""
     finite = torch.isfinite(features).all(dim=1)
     if bool(finite.all()):
         return
@@ -437,10 +438,26 @@ def _check_finite_features(features, positions, patches):
     position = tuple(int(g) for g in positions[row])
     centre = tuple(g * patches.stride for g in position)
     value = float(features[row][~torch.isfinite(features[row])][0])
-    raise NonFiniteValueError(
-        f"the encoder returned {value} for the patch at grid position {position}, centred "
-        f"at voxel {centre} of the volume (patch_size {patches.patch_size}): is there NaN or "
-        "inf in the volume there?", position, value)
+    where = (f"the encoder returned {value} for the patch at grid position {position}, "
+             f"centred at voxel {centre} of the volume (patch_size {patches.patch_size})")
+    # Re-cut in float64 (one patch): float32 would overflow large finite voxels to inf.
+    patch = patches.patches([position], dtype=torch.float64)
+    if not bool(torch.isfinite(patch).all()):
+        raise NonFiniteValueError(f"{where}: is there NaN or inf in the volume there?",
+                                  position, value)
+    raise NonFiniteValueError(f"{where}, whose voxels are all finite: {_encoder_fault(encoder)}",
+                              position, value)
+
+
+def _encoder_fault(encoder):
+    """What in the encoder gives non-finite features for a finite patch: its first NaN or
+    inf parameter or buffer (a diverged optimiser step), else an overflow in its layers."""
+    for name, tensor in (*encoder.named_parameters(), *encoder.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return (f"the encoder's {name!r} holds NaN or inf (a diverged optimiser step?); "
+                    "reload a finite state or lower the learning rate.")
+    return ("the encoder itself overflows or divides by zero on it (all its parameters "
+            "are finite): check its layers, or its dtype's range.")
 
 
 def _parameters_device_dtype(module, volume):
