@@ -144,3 +144,91 @@ def test_the_summary_counts_sweeps_in_words(sweeps, said):
     summary = {"shape": (4, 4), "ranks": (1, 2, 1), "n_params": 16, "compression": 1.0,
                "seconds": 0.5, "sweeps": sweeps, "stop": "tol"}
     assert said in format_summary(summary)
+
+
+@pytest.fixture
+def unread(monkeypatch):
+    """Fail a test that opens the volume: an output refusal must come before any reading."""
+    import tensorly_cross
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the volume was opened before the output was refused")
+
+    monkeypatch.setattr(tensorly_cross, "open_volume", refuse)
+
+
+def _refused_before_reading(volume, output, capsys):
+    """Exit code and the one-line message of ``compress volume -o output --force``."""
+    code = cli.main(["compress", str(volume), "-o", str(output), "--force", "-q"])
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    return code, error
+
+
+def test_a_trailing_slash_on_a_missing_folder_is_refused_before_reading(
+        volume, tmp_path, capsys, unread):
+    output = str(tmp_path / "newdir") + "/"
+    code, error = _refused_before_reading(volume, output, capsys)
+    assert code == cli.EXIT_INPUT
+    assert f"the output {output!r} ends in '/': it names a folder, which does not exist" \
+        in error
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_fifo_output_is_refused_before_reading(volume, tmp_path, capsys, unread):
+    output = tmp_path / "fifo.npz"
+    os.mkfifo(output)
+    code, error = _refused_before_reading(volume, output, capsys)
+    assert code == cli.EXIT_INPUT and "is not a regular file" in error
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/null"), reason="a POSIX device")
+def test_a_device_output_is_refused_before_reading(volume, capsys, unread):
+    code, error = _refused_before_reading(volume, "/dev/null", capsys)
+    assert code == cli.EXIT_INPUT and "'/dev/null' is not a regular file" in error
+
+
+def test_a_dangling_link_output_is_refused_before_reading(volume, tmp_path, capsys, unread):
+    output = tmp_path / "dangling.npz"
+    os.symlink(tmp_path / "missing" / "x.npz", output)
+    code, error = _refused_before_reading(volume, output, capsys)
+    assert code == cli.EXIT_INPUT
+    assert "whose folder does not exist" in error and str(output) in error
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                    reason="root writes into read-only folders")
+def test_an_output_in_an_unwritable_folder_is_refused_before_reading(
+        volume, tmp_path, capsys, unread):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        code, error = _refused_before_reading(volume, folder / "x.npz", capsys)
+    finally:
+        folder.chmod(0o700)
+    assert code == cli.EXIT_INPUT and "cannot write" in error
+    assert os.listdir(folder) == []
+
+
+def test_an_output_that_root_cannot_write_either_is_refused_before_reading(
+        volume, capsys, monkeypatch, unread):
+    # As root (containers, CI) permissions do not refuse: the probe's own failure does.
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if flags & os.O_CREAT and ".tensorly-cross-" in str(path):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    code, error = _refused_before_reading(volume, volume.parent / "x.npz", capsys)
+    assert code == cli.EXIT_INPUT
+    assert f"cannot write {str(volume.parent / 'x.npz')!r}: Permission denied" in error
+
+
+def test_the_writability_probe_leaves_nothing_behind(volume, tmp_path):
+    output = tmp_path / "x.tt.npz"
+    assert cli.main(["compress", str(volume), "-o", str(output), "-q", "--tol", "0.1"]) == \
+        cli.EXIT_OK
+    assert sorted(os.listdir(tmp_path)) == ["v.npy", "x.tt.npz"]

@@ -3,7 +3,10 @@
 import contextlib
 import os
 import sys
+import uuid
 import warnings
+
+from .._atomic import destination
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_TOL_MISSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -20,9 +23,33 @@ def check_given(flag, path):
 
 
 def check_output(path, force, inputs=()):
-    """Refuse an output before any work: its folder must exist, it must be neither a
-    folder nor one of ``inputs`` (which writing it would destroy), and an existing file is
-    replaced only with force."""
+    """Refuse an output before any work: what writing it at the end would refuse (after
+    a run that can take hours) is refused here instead.
+
+    Parameters
+    ----------
+    path : str
+        The output file.
+    force : bool
+        Whether an existing file may be replaced.
+    inputs : sequence of str
+        The command's inputs (None entries skipped), which writing ``path`` would destroy.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the output's folder (or, for a symbolic link, its target's folder) does not exist.
+    IsADirectoryError
+        If ``path`` is a folder, or ends in ``/`` (names a folder that does not exist).
+    ValueError
+        If ``path`` (or its link's target) is a FIFO, socket or device.
+    PermissionError
+        If the folder the file would be written in cannot be written.
+    UsageError
+        If ``path`` is one of ``inputs``, or lies inside a zarr input's folder.
+    FileExistsError
+        If ``path`` exists and ``force`` is not given.
+    """
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"the folder of the output {path!r} does not exist "
@@ -30,6 +57,18 @@ def check_output(path, force, inputs=()):
     if os.path.isdir(path):
         raise IsADirectoryError(f"the output {path!r} is a directory; give a file path (e.g. "
                                 "a file in that directory).")
+    if path.endswith(("/", os.sep)):
+        raise IsADirectoryError(f"the output {path!r} ends in '/': it names a folder, which "
+                                "does not exist; give a file path.")
+    _check_inputs_kept(path, inputs)
+    target = destination(path)  # a FIFO, socket or device: refused (ValueError)
+    _check_writable(path, target)
+    if os.path.exists(path) and not force:
+        raise FileExistsError(f"{path!r} exists; pass --force to replace it.")
+
+
+def _check_inputs_kept(path, inputs):
+    """Refuse an output that is one of ``inputs`` or lies inside a zarr input's folder."""
     for source in inputs:
         if source and same_file(path, source_file(source)):
             raise UsageError(f"the output {path!r} is the input {source!r}: writing it would "
@@ -38,8 +77,26 @@ def check_output(path, force, inputs=()):
             raise UsageError(f"the output {path!r} is inside the input {source!r} (a store "
                              "folder): writing it would damage the input; give a path "
                              "outside it.")
-    if os.path.exists(path) and not force:
-        raise FileExistsError(f"{path!r} exists; pass --force to replace it.")
+
+
+def _check_writable(path, target):
+    """Refuse an output whose file (a link's target) cannot be created in its folder.
+
+    Tried by creating and removing a temporary file there, named as the library's own
+    (``.tensorly-cross-<hex>.tmp``): ``os.access`` says yes to root where the file
+    system still refuses (``/sys``), and the write itself is the only sure test.
+    """
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"the output {path!r} is a link to {target!r}, whose folder "
+                                "does not exist; give another output path.")
+    probe = os.path.join(folder, f".tensorly-cross-{uuid.uuid4().hex}.tmp")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as error:
+        raise type(error)(error.errno, f"cannot write {path!r}: {error.strerror} (in "
+                          f"{folder!r})") from None
+    os.remove(probe)
 
 
 def open_input(path, flag="--dataset", **options):
