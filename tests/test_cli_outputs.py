@@ -232,3 +232,24 @@ def test_the_writability_probe_leaves_nothing_behind(volume, tmp_path):
     assert cli.main(["compress", str(volume), "-o", str(output), "-q", "--tol", "0.1"]) == \
         cli.EXIT_OK
     assert sorted(os.listdir(tmp_path)) == ["v.npy", "x.tt.npz"]
+
+
+@pytest.mark.parametrize("where", ["sub/x.npz", "x.npz"])
+def test_an_output_anywhere_in_a_zarr_inputs_store_exits_2(tmp_path, capsys, where):
+    zarr = pytest.importorskip("zarr")
+    group = zarr.open_group(str(tmp_path / "grp.zarr"), mode="w")
+    group.create_array("sub/vol", shape=(8, 8, 8), chunks=(4, 4, 4), dtype="f4")[:] = 1.0
+    output = tmp_path / "grp.zarr" / where
+    args = ["compress", str(tmp_path / "grp.zarr" / "sub" / "vol"), "-o", str(output), "-q"]
+    assert cli.main(args) == cli.EXIT_USAGE
+    assert "is inside the input" in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_an_output_beside_a_zarr_store_is_written(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    group = zarr.open_group(str(tmp_path / "grp.zarr"), mode="w")
+    group.create_array("sub/vol", shape=(8, 8, 8), chunks=(4, 4, 4), dtype="f4")[:] = 1.0
+    output = tmp_path / "grp.zarr.tt.npz"
+    args = ["compress", str(tmp_path / "grp.zarr" / "sub" / "vol"), "-o", str(output), "-q"]
+    assert cli.main(args) == cli.EXIT_OK and output.exists()

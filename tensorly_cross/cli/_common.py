@@ -46,7 +46,7 @@ def check_output(path, force, inputs=()):
     PermissionError
         If the folder the file would be written in cannot be written.
     UsageError
-        If ``path`` is one of ``inputs``, or lies inside a zarr input's folder.
+        If ``path`` is one of ``inputs``, or lies inside a zarr input's store.
     FileExistsError
         If ``path`` exists and ``force`` is not given.
     """
@@ -68,12 +68,12 @@ def check_output(path, force, inputs=()):
 
 
 def _check_inputs_kept(path, inputs):
-    """Refuse an output that is one of ``inputs`` or lies inside a zarr input's folder."""
+    """Refuse an output that is one of ``inputs`` or lies inside a zarr input's store."""
     for source in inputs:
         if source and same_file(path, source_file(source)):
             raise UsageError(f"the output {path!r} is the input {source!r}: writing it would "
                              "destroy the input; give another output path.")
-        if source and _inside_folder(path, source_file(source)):
+        if source and _inside_folder(path, zarr_store_root(source_file(source))):
             raise UsageError(f"the output {path!r} is inside the input {source!r} (a store "
                              "folder): writing it would damage the input; give a path "
                              "outside it.")
@@ -175,6 +175,22 @@ def _inside_folder(path, folder):
         return False
     folder = os.path.realpath(folder)
     return os.path.commonpath([os.path.realpath(path), folder]) == folder
+
+
+def zarr_store_root(path):
+    """The store a zarr input's folder lies in: its innermost ``.zarr`` folder (``grp.zarr``
+    for ``grp.zarr/sub/vol``), else ``path`` itself (a file, or a folder in no ``.zarr``).
+
+    An output anywhere in the store damages the hierarchy, not only one in the array's own
+    folder: zarr then warns, on every listing, of an object it does not recognise.
+    """
+    if not os.path.isdir(path):
+        return path
+    parts = os.path.abspath(path).split(os.sep)
+    for depth in range(len(parts), 0, -1):
+        if parts[depth - 1].lower().endswith(".zarr"):
+            return os.sep.join(parts[:depth]) or os.sep
+    return path
 
 
 def same_file(first, second):
