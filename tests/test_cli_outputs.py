@@ -253,3 +253,21 @@ def test_an_output_beside_a_zarr_store_is_written(tmp_path):
     output = tmp_path / "grp.zarr.tt.npz"
     args = ["compress", str(tmp_path / "grp.zarr" / "sub" / "vol"), "-o", str(output), "-q"]
     assert cli.main(args) == cli.EXIT_OK and output.exists()
+
+
+def test_float32_cores_beyond_range_are_refused_in_one_line_without_warnings(
+        tmp_path, capsys):
+    import warnings
+
+    grid = np.linspace(0.0, 1.0, 16)
+    path = tmp_path / "huge.npy"
+    np.save(path, 1e300 * (np.add.outer(np.add.outer(grid, grid), grid) + 1))
+    output = tmp_path / "out.npz"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = cli.main(["compress", str(path), "-o", str(output), "-q", "--dtype",
+                         "float32"])
+    assert code == cli.EXIT_INPUT and not output.exists()
+    assert [str(w.message) for w in caught if w.category is RuntimeWarning] == []
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "non-finite" in error

@@ -253,7 +253,11 @@ def _save(volume, output, tt, metadata, dtype, force):
     computed = [np.asarray(to_host(core)) for core in tt]
     with np.errstate(over="ignore"):  # cores beyond float32: save_tt refuses them by name
         cores = [core.astype(_core_dtype(dtype, input_dtype)) for core in computed]
-    _account_for_rounding(metadata, _rounding_error(computed, cores))
+    # Cores that overflowed float32 make the estimate inf/nan: NumPy's warnings about it
+    # would precede save_tt's one-line refusal, which names the problem.
+    with np.errstate(all="ignore"):
+        rounding = _rounding_error(computed, cores)
+    _account_for_rounding(metadata, rounding)
     tlc.save_tt(output, cores, metadata, overwrite=force)
     summary = tt_summary(cores, metadata)
     summary.update(output=output, seconds=metadata["seconds"],
