@@ -265,6 +265,41 @@ def _nifti_header(nibabel, metadata, shape, dtype, offset=None):
                          f"{tuple(shape)}: write slices (-o OUT.npy) instead.")
     kept = metadata.get("nifti") or {}
     affine = slab_affine(kept.get("affine", np.eye(4)), offset or ())
+    # nibabel logs each problem of a header on stderr, and NumPy warns of the division by
+    # a singular affine's zero zooms, before raising: the error alone says it.
+    with _nibabel_log_off(nibabel), np.errstate(all="ignore"):
+        try:
+            header = _kept_image(nibabel, kept, shape, dtype, affine, offset).header
+        except nibabel.spatialimages.HeaderDataError as error:
+            # Its text may span lines (an affine that cannot be decomposed is printed).
+            reason = str(error).strip().splitlines()[0].rstrip(":") if str(error) else "?"
+            raise NiftiMetadataError(f"nibabel cannot use it: {reason}") from None
+    header.set_data_shape(shape)
+    header.set_data_dtype(dtype)
+    header.set_slope_inter(1.0, 0.0)  # values are written as they are, unscaled
+    header["vox_offset"] = type(header).single_vox_offset
+    return header
+
+
+@contextlib.contextmanager
+def _nibabel_log_off(nibabel):
+    """nibabel's header log silenced: disabled, not its handlers removed (nibabel's own
+    ``LoggingOutputSuppressor``), after which logging's last-resort handler prints it."""
+    logger = nibabel.imageglobals.logger
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
+
+
+class NiftiMetadataError(ValueError):
+    """The NIfTI header or affine a TT file kept is one nibabel refuses (a file edited by
+    hand, or forged): its message says why, the caller names the file."""
+
+
+def _kept_image(nibabel, kept, shape, dtype, affine, offset):
+    """A NIfTI image of one voxel carrying the kept header (if any) and ``affine``."""
     header = None
     if kept.get("header"):
         raw = base64.b64decode(kept["header"])
@@ -276,12 +311,7 @@ def _nifti_header(nibabel, metadata, shape, dtype, offset=None):
     image = image_class(np.zeros((1,) * len(shape), dtype=dtype), affine, header=header)
     if header is not None and any(offset or ()):
         _keep_form_codes(image.header, header, affine)
-    header = image.header
-    header.set_data_shape(shape)
-    header.set_data_dtype(dtype)
-    header.set_slope_inter(1.0, 0.0)  # values are written as they are, unscaled
-    header["vox_offset"] = type(header).single_vox_offset
-    return header
+    return image
 
 
 def _keep_form_codes(header, kept, affine):

@@ -271,3 +271,22 @@ def test_float32_cores_beyond_range_are_refused_in_one_line_without_warnings(
     assert [str(w.message) for w in caught if w.category is RuntimeWarning] == []
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "non-finite" in error
+
+
+@pytest.mark.parametrize("nifti, problem", [
+    ({"affine": np.eye(4).tolist(), "header": "A" * 464},  # 348 zero bytes
+     "nibabel cannot use it: data code 0 not supported"),
+    ({"affine": [[0.0] * 4] * 3 + [[0.0, 0.0, 0.0, 1.0]]},
+     "nibabel cannot use it: Could not decompose affine")])
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_nifti_metadata_nibabel_refuses_is_named_in_one_line(tmp_path, capsys, caplog,
+                                                            nifti, problem, suffix):
+    tt_path = save_tt(tmp_path / "n.tt.npz", [np.ones((1, 4, 2)), np.ones((2, 5, 1))],
+                      {"nifti": nifti})
+    output = tmp_path / f"out{suffix}"
+    assert cli.main(["reconstruct", tt_path, "-o", str(output)]) == cli.EXIT_INPUT
+    error = capsys.readouterr().err
+    assert f"{tt_path!r}: its 'nifti' metadata is unusable ({problem})" in error
+    assert error.count("\n") == 1
+    assert not [record for record in caplog.records if record.name.startswith("nibabel")]
+    assert not output.exists() and os.listdir(tmp_path) == ["n.tt.npz"]

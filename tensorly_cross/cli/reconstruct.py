@@ -115,11 +115,14 @@ def _write_nifti(args, tt, metadata, fixed, where):
     original in any viewer, and costs one slice's evaluations instead of the volume's.
     Without ``--slice``, the whole volume (the default slice is the PNG's, not a request).
     """
-    from .._reconstruct import write_nifti
+    from .._reconstruct import NiftiMetadataError, write_nifti
 
     _check_nifti_metadata(metadata.get("nifti"), args.file)
     slab = args.slice is not None
-    shape, dtype = write_nifti(args.output, tt, metadata, fixed=fixed if slab else None)
+    try:
+        shape, dtype = write_nifti(args.output, tt, metadata, fixed=fixed if slab else None)
+    except NiftiMetadataError as error:  # raised before anything is written
+        raise ValueError(_unusable_nifti(args.file, error)) from None
     return written_line(args.output, shape, dtype, where if slab else "all")
 
 
@@ -177,8 +180,13 @@ def _check_nifti_metadata(nifti, path):
         problem = (f"its header {str(nifti['header'])[:60]!r} is not the base64 text of a "
                    "NIfTI-1 or NIfTI-2 header")
     if problem:
-        raise ValueError(f"{path!r}: its 'nifti' metadata is unusable ({problem}); write "
-                         "slices (-o OUT.npy) instead, or fix the file's metadata.")
+        raise ValueError(_unusable_nifti(path, problem))
+
+
+def _unusable_nifti(path, problem):
+    """The refusal of a TT file's kept NIfTI metadata, naming the file and the problem."""
+    return (f"{path!r}: its 'nifti' metadata is unusable ({problem}); write slices "
+            "(-o OUT.npy) instead, or fix the file's metadata.")
 
 
 def _is_affine(value):
