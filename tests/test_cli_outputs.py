@@ -290,3 +290,47 @@ def test_nifti_metadata_nibabel_refuses_is_named_in_one_line(tmp_path, capsys, c
     assert error.count("\n") == 1
     assert not [record for record in caplog.records if record.name.startswith("nibabel")]
     assert not output.exists() and os.listdir(tmp_path) == ["n.tt.npz"]
+
+
+def _run_with_stdout_closed(args, cwd, lines_read=0):
+    """Run the command with its stdout a pipe whose reader goes after ``lines_read`` lines
+    (``| head -1`` exiting); its exit code and stderr."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    process = subprocess.Popen([sys.executable, "-m", "tensorly_cross.cli", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
+                               env=env)
+    for _ in range(lines_read):
+        process.stdout.readline()
+    process.stdout.close()  # the command's next write meets EPIPE
+    error = process.stderr.read().decode()
+    return process.wait(timeout=300), error
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGPIPE and its exit code are POSIX")
+def test_compress_piped_to_head_exits_141_quietly_with_the_file_written(volume, tmp_path):
+    # The reader takes the "method:" line and goes: the summary finds the pipe closed.
+    output = tmp_path / "out.tt.npz"
+    code, error = _run_with_stdout_closed(
+        ["compress", str(volume), "-o", str(output), "--tol", "0.1"], tmp_path, 1)
+    assert (code, error) == (cli.EXIT_STDOUT_CLOSED, "") and output.exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGPIPE and its exit code are POSIX")
+def test_compress_whose_reader_is_gone_stops_quietly_at_its_first_line(volume, tmp_path):
+    # As a command killed by SIGPIPE: stopped before the work, and no file left behind.
+    code, error = _run_with_stdout_closed(
+        ["compress", str(volume), "-o", str(tmp_path / "out.tt.npz"), "--tol", "0.1"],
+        tmp_path)
+    assert (code, error) == (cli.EXIT_STDOUT_CLOSED, "")
+    assert sorted(os.listdir(tmp_path)) == ["v.npy"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGPIPE and its exit code are POSIX")
+def test_info_into_a_closed_pipe_exits_141_quietly(tt_file, tmp_path):
+    assert _run_with_stdout_closed(["info", tt_file], tmp_path) == \
+        (cli.EXIT_STDOUT_CLOSED, "")

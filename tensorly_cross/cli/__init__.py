@@ -3,22 +3,33 @@
 Exit codes: 0 success; 1 an input could not be used (missing file, bad dataset, corrupt TT
 file, missing output folder); 2 bad command-line arguments; 3 the run ended without meeting
 ``--tol`` (the TT file is written all the same; ``--accept-miss`` exits 0 instead); 130
-interrupted (Ctrl-C).
+interrupted (Ctrl-C); 141 stdout closed early (``| head -1``), quietly, as a command
+killed by SIGPIPE.
 
 One module per subcommand (:mod:`.compress`, :mod:`.summary` for ``info``,
 :mod:`.reconstruct`, :mod:`.demo`), the argument parser in :mod:`._parser`, and what they
 share (exit codes, output checks, the progress bar) in :mod:`._common`.
 """
 
+import os
 import sys
 
 from ..errors import NonFiniteValueError
-from ._common import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TOL_MISSED, EXIT_USAGE, UsageError
+from ._common import (
+    EXIT_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_STDOUT_CLOSED,
+    EXIT_TOL_MISSED,
+    EXIT_USAGE,
+    UsageError,
+)
 from .compress import compress_volume, stream_volume
 from .summary import format_summary
 
 __all__ = ["main", "compress_volume", "stream_volume", "format_summary", "UsageError",
-           "EXIT_OK", "EXIT_INPUT", "EXIT_USAGE", "EXIT_TOL_MISSED", "EXIT_INTERRUPTED"]
+           "EXIT_OK", "EXIT_INPUT", "EXIT_USAGE", "EXIT_TOL_MISSED", "EXIT_INTERRUPTED",
+           "EXIT_STDOUT_CLOSED"]
 
 
 def main(argv=None):
@@ -35,7 +46,9 @@ def main(argv=None):
         parser.print_help()
         return EXIT_USAGE
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # a closed pipe is met here, not in the interpreter's exit
+        return code
     except UsageError as error:
         print(f"tensorly-cross {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -50,6 +63,9 @@ def main(argv=None):
               f"({error or 'MemoryError'});{advice}.", file=sys.stderr)
         return EXIT_INPUT
     except (FileNotFoundError, FileExistsError, KeyError, ValueError, TypeError, OSError) as error:
+        # Another broken pipe (a scheduler's connection) is reported as any OSError.
+        if isinstance(error, BrokenPipeError) and _stdout_closed():
+            return _quit_on_closed_stdout()
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"tensorly-cross {args.command}: error: {message}{_hint(args, error)}",
               file=sys.stderr)
@@ -64,3 +80,29 @@ def _hint(args, error):
             and isinstance(value, float) and value != value):
         return " (--fill-nan VALUE reads NaN voxels as VALUE, e.g. 0 for a background)"
     return ""
+
+
+def _stdout_closed():
+    """Whether stdout is a pipe whose reader has gone (``| head -1`` exited): a
+    BrokenPipeError from elsewhere (a socket) is an error to report."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), no file descriptor
+        return True
+
+
+def _quit_on_closed_stdout():
+    """Exit as a command killed by SIGPIPE does, without a message: the reader asked for
+    no more output. Python's exit would flush stdout again and print "Exception ignored"
+    (the Python docs' recipe): stdout is pointed at the null device first."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (AttributeError, OSError, ValueError):  # stdout without a file descriptor
+        pass
+    return EXIT_STDOUT_CLOSED
