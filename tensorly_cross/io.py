@@ -202,10 +202,32 @@ def _open_zarr(path, cache_bytes, client, strict):
         raise ValueError(f"{path!r}: its zarr metadata ({', '.join(files) or 'none found'}) "
                          f"cannot be read: {type(error).__name__}: {error}") from error
     if not hasattr(array, "shape"):
-        names = list(array.array_keys())
-        raise ValueError(f"{path!r} is a zarr group, not an array; its arrays: {names}. "
-                         f"Open one of them, e.g. '{path}/{names[0] if names else '...'}'.")
+        names = _group_arrays(array)
+        raise ValueError(f"{path!r} is a zarr group, not an array; its arrays: "
+                         f"{_listed(names)}. Open one of them, e.g. "
+                         f"'{path}/{names[0] if names else '...'}'.")
     return DaskTensor(ZarrSource(array, strict=strict), client=client, **_cache(cache_bytes))
+
+
+# Names a message lists at most: a group of thousands would fill the screen.
+LISTED_NAMES = 10
+
+
+def _group_arrays(group):
+    """The paths of a zarr group's arrays, its sub-groups' included (``sub/vol``): listing
+    only its own said ``[]`` of a group whose arrays all sit in sub-groups. Sorted: the
+    store lists them in no fixed order."""
+    members = getattr(group, "members", None)
+    if members is None:  # zarr 2
+        return sorted(name for name, _ in group.arrays(recurse=True))
+    return sorted(name for name, member in members(max_depth=None) if hasattr(member, "shape"))
+
+
+def _listed(names):
+    """``names`` for a message: the first :data:`LISTED_NAMES`, and how many more."""
+    shown = repr(list(names[:LISTED_NAMES]))
+    more = len(names) - LISTED_NAMES
+    return shown if more <= 0 else f"{shown[:-1]}, ... and {more} more]"
 
 
 def _open_hdf5(path, dataset, cache_bytes, client, strict):
@@ -218,12 +240,15 @@ def _open_hdf5(path, dataset, cache_bytes, client, strict):
     names = []
     handle.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset)
                       else None)
+    # visititems does not follow soft or external links: a file whose datasets are all
+    # reached through links (an index file of external links) held "0 datasets".
+    names = names or _linked_datasets(handle)
     if dataset is None:
         if len(names) != 1:
             broken = _unresolved_links(handle)
             handle.close()
-            raise KeyError(f"{path!r} holds {len(names)} datasets {names}{broken}; pass "
-                           "dataset=... or 'file.h5:/name'.")
+            raise KeyError(f"{path!r} holds {len(names)} datasets {_listed(names)}{broken}; "
+                           "pass dataset=... or 'file.h5:/name'.")
         dataset = names[0]
     # Looked up, not only searched among the datasets visited: visititems does not follow
     # soft or external links, through which h5py opens a dataset all the same.
@@ -231,7 +256,7 @@ def _open_hdf5(path, dataset, cache_bytes, client, strict):
         broken = _unresolved_links(handle)
         handle.close()
         raise KeyError(f"dataset {dataset!r} not found in {path!r}; datasets: "
-                       f"{names}{broken}.")
+                       f"{_listed(names)}{broken}.")
     try:
         source = H5Source(handle[dataset], strict=strict)
     except ValueError:
@@ -258,6 +283,20 @@ def _unresolved_links(handle):
     if not broken:
         return ""
     return f" (links that could not be resolved: {', '.join(broken)})"
+
+
+def _linked_datasets(handle):
+    """The paths of the datasets an HDF5 file reaches through its soft and external links
+    (which ``visititems`` does not follow), in its own groups."""
+    import h5py
+
+    groups = [handle]
+    handle.visititems(lambda name, obj: groups.append(obj) if isinstance(obj, h5py.Group)
+                      else None)
+    return [f"{group.name.rstrip('/')}/{key}".lstrip("/") for group in groups
+            for key in group
+            if not isinstance(group.get(key, getlink=True), h5py.HardLink)
+            and isinstance(_target(group, key), h5py.Dataset)]
 
 
 def _target(group, key):

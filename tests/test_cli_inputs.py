@@ -54,3 +54,32 @@ def test_strict_must_be_a_bool(tmp_path, strict):
     zarr.open_array(str(path), mode="w", shape=(4, 4), dtype="f8")[:] = 1.0
     with pytest.raises(TypeError, match="strict must be True or False"):
         tlc.open_volume(path, strict=strict)
+
+
+def test_a_group_whose_arrays_sit_in_sub_groups_lists_them(tmp_path):
+    group = zarr.open_group(str(tmp_path / "grp.zarr"), mode="w")
+    group.create_array("sub/vol", shape=(4, 4), dtype="f4")
+    path = str(tmp_path / "grp.zarr")
+    with pytest.raises(ValueError, match=r"its arrays: \['sub/vol'\]\. Open one of them, "
+                                         r"e\.g\. '.*grp\.zarr/sub/vol'"):
+        tlc.open_volume(path)
+
+
+def test_a_group_of_many_arrays_lists_the_first_ten(tmp_path):
+    group = zarr.open_group(str(tmp_path / "grp.zarr"), mode="w")
+    for k in range(12):
+        group.create_array(f"a{k:02d}", shape=(2,), dtype="f4")
+    with pytest.raises(ValueError, match=r"'a09', \.\.\. and 2 more\]"):
+        tlc.open_volume(str(tmp_path / "grp.zarr"))
+
+
+def test_an_hdf5_dataset_reached_only_through_a_link_is_opened(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    values = np.arange(24.0).reshape(2, 3, 4)
+    with h5py.File(tmp_path / "data.h5", "w") as handle:
+        handle["vol"] = values
+    with h5py.File(tmp_path / "index.h5", "w") as handle:
+        handle["linked"] = h5py.ExternalLink("data.h5", "/vol")
+    volume = tlc.open_volume(str(tmp_path / "index.h5"))
+    assert volume.shape == (2, 3, 4)
+    assert float(tl.to_numpy(volume.evaluate(np.array([[1, 2, 3]])))[0]) == values[1, 2, 3]
