@@ -238,3 +238,28 @@ def test_a_blocks_sketch_and_projection_equal_their_dense_definitions(block, wid
         expected = np.moveaxis(np.tensordot(expected, bases[k][slices[k]], axes=(k, 0)), -1, k)
     assert selection[0] == slices[0]
     np.testing.assert_allclose(core, expected, atol=1e-10)
+
+
+def test_a_source_the_workers_cannot_be_sent_is_refused_before_reading(tmp_path):
+    # A dask view of an open h5py dataset does not pickle: distributed failed with an
+    # unreadable TypeError and chained tracebacks.
+    distributed = pytest.importorskip("distributed")
+    h5py = pytest.importorskip("h5py")
+    dask_array = pytest.importorskip("dask.array")
+    import tensorly_cross as tlc
+
+    with h5py.File(tmp_path / "v.h5", "w") as handle:
+        handle.create_dataset("vol", data=np.random.default_rng(0).random((8, 8, 8)),
+                              chunks=(4, 4, 4))
+    with h5py.File(tmp_path / "v.h5", "r") as handle, \
+            distributed.LocalCluster(n_workers=1, processes=False,
+                                     dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        view = dask_array.from_array(handle["vol"], chunks=(4, 4, 4)).T
+        with pytest.raises(ValueError, match=r"client: the volume cannot be sent to the "
+                                             r"workers .*pass client=None"):
+            tlc.streaming_tt_svd(view, tol=0.5, client=client)
+        opened = tlc.open_volume(view, client=client)
+        with pytest.raises(ValueError, match=r"open it without client"):
+            tlc.streaming_tt_svd(opened, tol=0.5)
+        assert tlc.streaming_tt_svd(view, tol=0.5).rank[0] == 1  # locally: fine

@@ -117,7 +117,9 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
         whole while it fits, because a TT's inner cores need many directions of their mode.
     client : dask.distributed.Client, optional
         Read and fold blocks on this cluster's workers (the source must pickle: zarr,
-        HDF5, ``.npy`` do); else in local threads. Default: the client a volume was
+        HDF5, ``.npy`` opened by path do; one that does not, such as a dask array over an
+        open h5py dataset, raises ValueError before any block is read); else in local
+        threads. Default: the client a volume was
         opened with (``open_volume(path, client=...)``), if any.
     random_state : None, int or numpy Generator
         Seed of the sketches' random test matrices.
@@ -137,7 +139,8 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
     ------
     ValueError
         For an argument out of range (``tol`` outside ``[0, 1)``, a rank below 1, ...), a
-        volume with no mode or an empty one, or a client without workers.
+        volume with no mode or an empty one, a client without workers, or a volume that
+        cannot be sent to the client's workers (it does not pickle).
     TypeError
         For an argument of the wrong type, or a volume that is not stored data (a masked
         array included: its masked entries would be read).
@@ -165,8 +168,11 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
     caps = None if max_rank is None else check_int(max_rank, "max_rank", minimum=1)
     return_info = check_bool(return_info, "return_info")
     # A volume opened on a cluster is read there, as its point reads are.
-    client = check_client(client if client is not None else _opened_with(volume))
+    given = client is not None
+    client = check_client(client if given else _opened_with(volume))
     source = volume_source(volume, block_bytes)
+    if client is not None:
+        _check_sendable(source, given)
     shape = tuple(source.shape)
     if not shape:
         raise ValueError("volume must have at least one mode; got a 0-D array (a scalar).")
@@ -245,6 +251,40 @@ def _check_target(tol, rank, shape):
     if tol >= 1.0:  # a relative error of 1 is the zero tensor's: no tolerance at all
         raise ValueError(f"tol must be in [0, 1) (a relative error), got {tol}.")
     return tol, None
+
+
+def _check_sendable(source, given):
+    """Refuse, before any block is submitted, a source the workers cannot be sent.
+
+    A dask array over an open h5py dataset (``da.from_array(f["vol"]).T``), or any source
+    holding an object that does not pickle, failed in distributed's serializer with an
+    unreadable ``TypeError`` and several chained tracebacks. Pickled here once, its large
+    buffers out of band (pickle protocol 5): not copied, so an in-memory array costs no
+    second copy.
+
+    Parameters
+    ----------
+    source : object
+        What the workers would read blocks from.
+    given : bool
+        Whether ``client`` was passed, or is the one the volume was opened with.
+
+    Raises
+    ------
+    ValueError
+        If ``source`` cannot be pickled, naming ``client`` and what to do instead.
+    """
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(source, protocol=5, buffer_callback=lambda buffer: False)
+    except Exception as error:  # pickle raises TypeError, PicklingError, and more
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        advice = ("pass client=None to read it in local threads" if given else
+                  "open it without client (open_volume(array)) to read it in local threads")
+        raise ValueError(f"client: the volume cannot be sent to the workers ({reason}); "
+                         f"{advice}, or open the file by its path (open_volume('file.h5', "
+                         "client=...)) so that the workers open it themselves.") from None
 
 
 def _opened_with(volume):
