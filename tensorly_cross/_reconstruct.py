@@ -270,8 +270,9 @@ def _nifti_header(nibabel, metadata, shape, dtype, offset=None):
     with _nibabel_log_off(nibabel), np.errstate(all="ignore"):
         try:
             header = _kept_image(nibabel, kept, shape, dtype, affine, offset).header
-        except nibabel.spatialimages.HeaderDataError as error:
-            # Its text may span lines (an affine that cannot be decomposed is printed).
+        except (nibabel.spatialimages.HeaderDataError, np.linalg.LinAlgError) as error:
+            # Its text may span lines (an affine that cannot be decomposed is printed); older
+            # nibabel and NumPy (the floors) fail on a zero affine in the SVD instead.
             reason = str(error).strip().splitlines()[0].rstrip(":") if str(error) else "?"
             raise NiftiMetadataError(f"nibabel cannot use it: {reason}") from None
     header.set_data_shape(shape)

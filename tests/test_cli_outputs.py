@@ -3,6 +3,7 @@ shows a TT file's hand-written metadata instead of failing on it."""
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -277,7 +278,8 @@ def test_float32_cores_beyond_range_are_refused_in_one_line_without_warnings(
     ({"affine": np.eye(4).tolist(), "header": "A" * 464},  # 348 zero bytes
      "nibabel cannot use it: data code 0 not supported"),
     ({"affine": [[0.0] * 4] * 3 + [[0.0, 0.0, 0.0, 1.0]]},
-     "nibabel cannot use it: Could not decompose affine")])
+     # "SVD did not converge" with the floors' nibabel and NumPy
+     "nibabel cannot use it: (Could not decompose affine|SVD did not converge)")])
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
 def test_nifti_metadata_nibabel_refuses_is_named_in_one_line(tmp_path, capsys, caplog,
                                                             nifti, problem, suffix):
@@ -286,7 +288,8 @@ def test_nifti_metadata_nibabel_refuses_is_named_in_one_line(tmp_path, capsys, c
     output = tmp_path / f"out{suffix}"
     assert cli.main(["reconstruct", tt_path, "-o", str(output)]) == cli.EXIT_INPUT
     error = capsys.readouterr().err
-    assert f"{tt_path!r}: its 'nifti' metadata is unusable ({problem})" in error
+    assert re.search(re.escape(f"{tt_path!r}: its 'nifti' metadata is unusable (")
+                     + problem + r"\)", error)
     assert error.count("\n") == 1
     assert not [record for record in caplog.records if record.name.startswith("nibabel")]
     assert not output.exists() and os.listdir(tmp_path) == ["n.tt.npz"]
