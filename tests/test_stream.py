@@ -253,7 +253,8 @@ def test_a_source_the_workers_cannot_be_sent_is_refused_before_reading(tmp_path)
                               chunks=(4, 4, 4))
     with h5py.File(tmp_path / "v.h5", "r") as handle, \
             distributed.LocalCluster(n_workers=1, processes=False,
-                                     dashboard_address=None) as cluster, \
+                                     dashboard_address="127.0.0.1:0",
+                                     worker_dashboard_address="127.0.0.1:0") as cluster, \
             distributed.Client(cluster) as client:
         view = dask_array.from_array(handle["vol"], chunks=(4, 4, 4)).T
         with pytest.raises(ValueError, match=r"client: the volume cannot be sent to the "
