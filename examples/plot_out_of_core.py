@@ -9,10 +9,11 @@ stored data ``method="auto"`` runs the least-squares cross, whose oversampled fi
 mode order helps less) reads the volume in its own order, with the contiguous axis as the
 middle TT mode (``TransposedTensor``), and with the outer fibers kept in 4 slices
 (``max_slices=4``). The volume (a sum of 8 separable blobs)
-has TT rank 8 in every mode order, so each cross meets its tolerance after one sweep; they
-differ in the pages they read. Some of those pages hold the cross's held-out voxels, read
-wherever they fall. On the 1024^3 benchmark phantom the sliced, transposed cross reads
-1-2% of the file at ranks 8-32 (see :doc:`/choosing` and the benchmarks page).
+has TT rank 8 in every mode order, so each cross meets its tolerance within two sweeps (one
+in the transposed order); they differ in the pages they read. Some of those pages hold the
+cross's held-out voxels, read wherever they fall. On the 1024^3 benchmark phantom the
+sliced, transposed cross reads 1-2% of the file at ranks 8-32 (see :doc:`/choosing` and the
+benchmarks page).
 """
 
 import os

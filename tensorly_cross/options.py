@@ -122,7 +122,8 @@ rank : int, list of int or None
         cap, further sweeps only re-read entries. Without held-out entries (``val_size=0``),
         sweeps that leave every index set as it was (a fixed point). ``None`` never stops
         early. Either way the state returned is the sweep with the lowest held-out error
-        (from the second sweep).
+        (from the second sweep; the first when it meets ``tol`` or no later one
+        completes).
     oversample : float or None
         ``"lsq"`` (default 1.5): left and right index sets of ``ceil(oversample * r)``
         multi-indices per bond of rank ``r`` (the outer sets four times as many).
