@@ -109,6 +109,15 @@ class NpyTensor(LazyTensor):
                                                           within[members]]
         return tl.tensor(fill_nan(values, self.fill_nan))
 
+    def check_unchanged(self):
+        """Raise :class:`ChunkReadError` if the file changed since this tensor opened it.
+
+        What reads the file by its path instead of through this tensor (the streaming
+        TT-SVD) calls it first, so that it reads the version this tensor was opened on.
+        """
+        with self.stamp.open() as handle:
+            self._check_unchanged(handle.fileno())
+
     def _check_unchanged(self, descriptor):
         """Raise ChunkReadError if the file changed since it was opened: entries read
         before and after (in this tensor's caches, or in a TT under construction) would

@@ -166,7 +166,11 @@ def volume_source(volume, block_bytes=BLOCK_BYTES):
         return source
     if isinstance(volume, NpyTensor):  # by type: its file may have another suffix
         fill = volume.fill_nan  # open_volume(..., fill_nan=) of a .npy
+        # The file is reopened by path: the version the tensor was opened on, or an error
+        # (a file rewritten since, even with another shape, was streamed without a word).
+        volume.check_unchanged()
         source = MemmapSource(volume.path, block_bytes)
+        source.stamp = volume.stamp  # every block then checks that same version
         return source if fill is None else FilledSource(source, fill)
     if isinstance(volume, str | bytes | os.PathLike):
         if os.fsdecode(volume).lower().endswith(".npy"):  # as open_volume: any case
