@@ -421,8 +421,11 @@ def _check_method(options, shape, stored):
         raise ValueError(f"method='lsq' needs a tensor with at least 2 modes, got shape "
                          f"{tuple(shape)}.")
     if check_float(oversample, "oversample", minimum=1.0) > 1 and method == "tci":
+        chosen = (" (method='auto' chose it without a rank: pass rank= for the oversampled "
+                  "ALS cross, or method='lsq')" if options.method == "auto" else "")
         raise ValueError(f"oversample={oversample} needs a fixed-rank method ('als' or "
-                         "'block'); TCI chooses its own pivots.")
+                         f"'block', with rank=) or the least-squares cross ('lsq'), not "
+                         f"'tci'{chosen}: TCI chooses its own pivots.")
     pivot_search = options.pivot_search
     if method != "tci" and pivot_search != "column":
         # Only TCI searches pivots: the other methods ignored the setting without a word.

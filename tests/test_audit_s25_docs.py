@@ -45,3 +45,15 @@ def test_streaming_an_unchanged_opened_npy_still_works(tmp_path):
     np.save(path, np.add.outer(np.add.outer(grid, grid), grid))
     tt, info = tlc.streaming_tt_svd(tlc.open_volume(path), tol=1e-8, return_info=True)
     assert tt.rank == (1, 2, 2, 1) and info.error < 1e-8
+
+
+def test_oversample_refused_for_tci_names_every_method_that_takes_it():
+    """``tt_cross(f, oversample=2)`` on a function said the option "needs a fixed-rank
+    method ('als' or 'block')": the least-squares cross, which oversamples without a rank,
+    was left out, and nothing said that method='auto' had chosen TCI for want of a rank."""
+    function = lambda idx: 1.0 / (1.0 + idx.sum(axis=1))  # noqa: E731
+    with pytest.raises(ValueError, match=r"'lsq'.*method='auto' chose it.*pass rank="):
+        tlc.tt_cross(function, shape=(8, 8, 8), oversample=2)
+    with pytest.raises(ValueError, match=r"'lsq'") as caught:
+        tlc.tt_cross(function, shape=(8, 8, 8), oversample=2, method="tci")
+    assert "auto" not in str(caught.value)
