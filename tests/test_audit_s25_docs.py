@@ -57,3 +57,14 @@ def test_oversample_refused_for_tci_names_every_method_that_takes_it():
     with pytest.raises(ValueError, match=r"'lsq'") as caught:
         tlc.tt_cross(function, shape=(8, 8, 8), oversample=2, method="tci")
     assert "auto" not in str(caught.value)
+
+
+def test_a_streaming_run_that_misses_tol_warns_tolerance_not_met():
+    """The user guide's way to make a miss an error, ``warnings.simplefilter("error",
+    ToleranceNotMetWarning)``, let a streaming TT-SVD stopped short of ``tol`` by
+    ``max_rank`` through: it warned a plain UserWarning."""
+    noise = np.random.default_rng(0).standard_normal((10, 10, 10))
+    with pytest.warns(tlc.ToleranceNotMetWarning, match="max_rank") as caught:
+        tlc.streaming_tt_svd(noise, tol=0.1, max_rank=2)
+    missed = [w.message for w in caught if w.category is tlc.ToleranceNotMetWarning]
+    assert missed[0].tol == 0.1 and missed[0].error > 0.1

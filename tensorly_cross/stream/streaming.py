@@ -12,6 +12,7 @@ from tensorly.tt_tensor import TTTensor
 
 from .._validation import check_bool, check_float, check_int, check_random_state
 from ..cross.ranks import expand_rank
+from ..errors import ToleranceNotMetWarning
 from ..lazy.base import views_of
 from ..lazy.dask import check_client
 from .blocks import BLOCK_BYTES, map_reduce, plan_blocks, volume_source
@@ -106,8 +107,9 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
     rank : int or list of int, optional
         Fixed TT rank instead of a tolerance.
     max_rank : int, optional
-        Cap on every rank of a tolerance-driven run (a run it stops short of ``tol`` warns
-        and reports ``limited_by="max_rank"``).
+        Cap on every rank of a tolerance-driven run (a run it stops short of ``tol`` warns,
+        :class:`~tensorly_cross.ToleranceNotMetWarning`, and reports
+        ``limited_by="max_rank"``).
     max_width : int, optional
         Sketch width of the first and last modes (default: the mode's size, or twice
         ``rank`` plus 10 when a rank is given for a volume of more than ``2**24``
@@ -206,8 +208,9 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
         info.limited_by = "max_rank" if info.projection_error <= tol else "max_width"
         remedy = (f"raise max_rank (now {caps})" if info.limited_by == "max_rank" else
                   _width_remedy(info.projection_error, widths, max_width))
-        warnings.warn(f"relative error {info.error:.3g} > tol={tol}: {remedy} to meet it.",
-                      stacklevel=2)
+        # The crosses' class for a miss: one filter turns every missed tol into an error.
+        message = f"relative error {info.error:.3g} > tol={tol}: {remedy} to meet it."
+        warnings.warn(ToleranceNotMetWarning(message, info.error, tol), stacklevel=2)
     tt = TTTensor([tl.tensor(c) for c in cores])
     return (tt, info) if return_info else tt
 
