@@ -80,11 +80,11 @@ class ToleranceNotMetWarning(UserWarning):
     """A rank-adaptive cross ended with its held-out error above ``tol``.
 
     A streaming TT-SVD that ``max_rank`` or ``max_width`` kept above ``tol`` (its exact
-    error) issues it too. Raised as a warning, not an error: the TT returned is the best state found, and may be
-    all a budget allows. The message names the stop reason and what to change. A run with
-    a given ``rank`` (the target there, ``tol`` an early stop) issues it only when its TT
-    is no better than the zero tensor (held-out error 1 or more), and TCI with ``rank=``
-    (a per-bond cap) as a rank-adaptive run.
+    error) issues it too. Raised as a warning, not an error: the TT returned is the best
+    state found, and may be all a budget allows. The message names the stop reason and what
+    to change. A run with a given ``rank`` (the target there, ``tol`` an early stop) issues
+    it only when its TT is no better than the zero tensor (held-out error 1 or more), and
+    TCI with ``rank=`` (a per-bond cap) as a rank-adaptive run.
 
     Parameters
     ----------

@@ -5,6 +5,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -338,6 +339,15 @@ def test_progress_shows_a_bar_over_the_sweeps(capsys):
     shown = capsys.readouterr().err
     assert "tt_cross" in shown and "sweep" in shown
     assert "evals=" in shown and "val_error=" in shown and "stop=tol" in shown
+
+
+def test_verbose_lines_clear_the_bar_instead_of_printing_onto_it(capsys):
+    """With both on, each sweep's line goes through tqdm, which first clears the bar (a
+    carriage return, blanks, a carriage return) so the line is not printed onto it."""
+    _, info = run(Counting(), shape=(64,) * 5, progress=True, verbose=True)
+    shown = capsys.readouterr()
+    assert shown.out.count("sweep ") == info.n_sweeps
+    assert len(re.findall(r"\r {20,}\r", shown.err)) >= info.n_sweeps
 
 
 @pytest.mark.parametrize("settings", [dict(method="tci"), dict(rank=3),

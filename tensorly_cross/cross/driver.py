@@ -84,8 +84,8 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
         # the sweep before it (n_sweeps reported the diverged sweep's error and ranks).
         info.best_sweep = best.sweep or current
         if options.verbose:
-            print(f"sweep {info.n_sweeps}: ranks {indices.rank}, evals {info.n_evals}, "
-                  f"val_error {error:.3e}")
+            progress.write(f"sweep {info.n_sweeps}: ranks {indices.rank}, "
+                           f"evals {info.n_evals}, val_error {error:.3e}")
         asked_to_stop = callback is not None and _asks_to_stop(_call(callback, cores, info,
                                                                      make_tt))
         reason = _stop_reason(passed, asked_to_stop, best.stale, patience)

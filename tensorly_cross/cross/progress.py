@@ -22,6 +22,13 @@ class SweepProgress:
                                  val_error=f"{info.val_errors[-1]:.2e}", refresh=False)
             self.bar.update(1)
 
+    def write(self, line):
+        """Print ``line`` (``verbose=True``'s sweep lines) above the bar, not onto it."""
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line)
+
     def close(self, info):
         """Show the returned sweep's figures and the stop reason, and close the bar."""
         if self.bar is not None:
