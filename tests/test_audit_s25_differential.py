@@ -59,3 +59,62 @@ def test_exact_low_rank_data_at_tol_zero_is_recovered_at_most_at_its_ranks(shape
         assert all(got <= true for got, true in zip(tt.rank, ranks, strict=True)), (
             method, tt.rank, ranks)
         assert _relative_error(tt, tensor) < 1e-10
+
+
+def _same_tt(first, second):
+    (tt, info), (other, other_info) = first, second
+    assert tt.rank == other.rank
+    for core, other_core in zip(tt.factors, other.factors, strict=True):
+        np.testing.assert_array_equal(tl.to_numpy(core), tl.to_numpy(other_core))
+    assert (info.n_evals, info.n_sweeps, info.stop_reason) == (
+        other_info.n_evals, other_info.n_sweeps, other_info.stop_reason)
+
+
+def _noisy_smooth(shape, seed):
+    grid = np.indices(shape)
+    noise = np.random.default_rng(seed).standard_normal(shape)
+    return np.sin(grid.sum(0) / 3.0) + 1.0 / (1.0 + grid[0] * grid[-1]) + 1e-3 * noise
+
+
+@settings(max_examples=6, deadline=None)
+@given(shape=st.lists(st.integers(3, 9), min_size=3, max_size=3), seed=st.integers(0, 2**16),
+       method=st.sampled_from(["lsq", "tci", "als"]))
+def test_every_kind_of_stored_volume_gives_the_tt_of_its_float64_array(tmp_path_factory, shape,
+                                                                      seed, method):
+    """A .npy, zarr or HDF5 file opened by path, and the h5py dataset itself, are read as
+    float64: bit for bit the cross of the array in memory (docs/guarantees.rst)."""
+    import h5py
+    import zarr
+
+    folder = tmp_path_factory.mktemp("volumes")
+    array = _noisy_smooth(tuple(shape), seed).astype(np.float32)
+    np.save(folder / "v.npy", array)
+    store = zarr.open(str(folder / "v.zarr"), mode="w", shape=array.shape, dtype="f4",
+                      chunks=(2, 3, 4))
+    store[...] = array
+    with h5py.File(folder / "v.h5", "w") as handle:
+        handle.create_dataset("x", data=array, chunks=(3, 2, 2))
+    options = dict(method=method, tol=1e-5, random_state=seed, return_info=True,
+                   rank=3 if method == "als" else None)
+    expected = tlc.tt_cross(array.astype(np.float64), **options)
+    for path in ("v.npy", "v.zarr", "v.h5:x"):
+        _same_tt(tlc.tt_cross(tlc.open_volume(str(folder / path)), **options), expected)
+    with h5py.File(folder / "v.h5", "r") as handle:
+        _same_tt(tlc.tt_cross(handle["x"], **options), expected)
+
+
+@settings(max_examples=6, deadline=None)
+@given(shape=st.lists(st.sampled_from([2, 3, 4, 6, 8]), min_size=2, max_size=3),
+       seed=st.integers(0, 2**16), method=st.sampled_from(["lsq", "tci", "als"]),
+       order=st.sampled_from(["grouped", "interleaved"]))
+def test_views_give_the_tt_of_the_data_permuted_by_hand(shape, seed, method, order):
+    array = _noisy_smooth(tuple(shape), seed)
+    options = dict(method=method, tol=1e-6, random_state=seed, return_info=True,
+                   rank=2 if method == "als" else None)
+    axes = tuple(np.random.default_rng(seed).permutation(len(shape)).tolist())
+    _same_tt(tlc.tt_cross(tlc.TransposedTensor(array, axes), **options),
+             tlc.tt_cross(np.ascontiguousarray(array.transpose(axes)), **options))
+    view = tlc.QuanticsTensor(array, order=order)
+    digits = np.stack(np.unravel_index(np.arange(array.size), view.shape), axis=1)
+    by_hand = array[tuple(view.layout.to_original(digits).T)].reshape(view.shape)
+    _same_tt(tlc.tt_cross(view, **options), tlc.tt_cross(by_hand, **options))
