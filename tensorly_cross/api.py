@@ -195,9 +195,10 @@ def cross_interpolate(tensor, indices, shape=None):
         one's ``shape``, ``block`` or ``ranks`` are not integers, or its sets are not 2-D
         integer arrays that cast safely to int64.
     ValueError
-        If the sets are inconsistent, have no mode, or were made for another shape; or
-        ``tensor`` requires grad while the active backend is not PyTorch (whose cores
-        would carry no gradient: ``tl.set_backend("pytorch")`` first).
+        If the sets are inconsistent, have no mode, hold no multi-index (an empty set),
+        or were made for another shape; or ``tensor`` requires grad while the active
+        backend is not PyTorch (whose cores would carry no gradient:
+        ``tl.set_backend("pytorch")`` first).
 
     Examples
     --------

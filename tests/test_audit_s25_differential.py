@@ -118,3 +118,21 @@ def test_views_give_the_tt_of_the_data_permuted_by_hand(shape, seed, method, ord
     digits = np.stack(np.unravel_index(np.arange(array.size), view.shape), axis=1)
     by_hand = array[tuple(view.layout.to_original(digits).T)].reshape(view.shape)
     _same_tt(tlc.tt_cross(view, **options), tlc.tt_cross(by_hand, **options))
+
+
+# Before: a set emptied in a saved dict (a bond of rank 0) was taken: interpolating methods
+# rebuilt the zero TT, of ranks (1, 3, 0, 1), without a word; a block cross's failed in
+# NumPy ("LinAlgError: cond is not defined on empty arrays").
+@pytest.mark.parametrize("method", ["als", "tci", "block", "lsq"])
+def test_an_empty_index_set_is_refused_by_name(method):
+    tensor = np.sin(np.indices((5, 6, 7)).sum(0) / 3.0)
+    indices = tlc.select_indices(tensor, method=method, random_state=0,
+                                 rank=3 if method in ("als", "block") else None)
+    saved = indices.to_dict()
+    saved["right"][1] = np.zeros((0, 1), dtype=np.int64)
+    if method in ("als", "tci"):  # the bond's two sets agree, as its rank
+        saved["left"][2] = np.zeros((0, 2), dtype=np.int64)
+    if method == "block":
+        saved["right"][0] = np.zeros((0, 1), dtype=np.int64)
+    with pytest.raises(ValueError, match=r"(left|right)\[\d\] holds no multi-index"):
+        tlc.cross_interpolate(tensor, saved)

@@ -288,6 +288,7 @@ def check_cross_indices(indices):
     if len(indices.left) != d or len(indices.right) != d:
         raise ValueError(f"indices need {d} left and {d} right sets for shape {shape}.")
     _check_blocks(indices)
+    _check_not_empty(indices)
     for k in range(d):
         if indices.left[k].shape[1] != k or indices.right[k].shape[1] != d - k - 1:
             raise ValueError(f"index set {k} has the wrong number of modes for shape {shape}.")
@@ -327,6 +328,16 @@ def _check_ranks_fit(indices):
         if indices.ranks[k] > room:
             raise ValueError(f"ranks[{k}]={indices.ranks[k]} exceeds the {room} multi-indices "
                              f"of left[{k}] or right[{k - 1}], which bound that bond's rank.")
+
+
+def _check_not_empty(indices):
+    """A set of no multi-index is a bond of rank 0: the interpolating crosses rebuilt the
+    zero TT from it without a word, and a block cross failed in NumPy's ``cond``."""
+    for name, sets in (("left", indices.left), ("right", indices.right)):
+        for k, block in enumerate(sets):
+            if block.shape[0] == 0:
+                raise ValueError(f"{name}[{k}] holds no multi-index; every index set needs at "
+                                 "least one (a bond's rank is at least 1).")
 
 
 def _check_distinct(indices):
