@@ -136,3 +136,40 @@ def test_an_empty_index_set_is_refused_by_name(method):
         saved["right"][0] = np.zeros((0, 1), dtype=np.int64)
     with pytest.raises(ValueError, match=r"(left|right)\[\d\] holds no multi-index"):
         tlc.cross_interpolate(tensor, saved)
+
+
+class _CountedArray(tlc.ArrayTensor):
+    """An array that records every multi-index a cross asks it for."""
+
+    def __init__(self, array):
+        super().__init__(array)
+        self.read = []
+
+    def _evaluate(self, indices):
+        self.read.append(np.array(indices, copy=True))
+        return super()._evaluate(indices)
+
+
+@settings(max_examples=12, deadline=None)
+@given(shape=st.lists(st.integers(2, 10), min_size=2, max_size=4), seed=st.integers(0, 2**16),
+       method=st.sampled_from(["lsq", "auto", "tci", "als"]), share=st.floats(0.02, 1.2),
+       val_size=st.sampled_from([None, 0, 20]), view=st.sampled_from([None, "quantics"]))
+def test_stored_data_is_read_within_max_evals_each_entry_once(shape, seed, method, share,
+                                                             val_size, view):
+    """tests/test_fuzz_api.py counts a function's reads, not the least-squares cross's
+    (the default on stored data) nor those through a view."""
+    counted = _CountedArray(_noisy_smooth(tuple(shape), seed))
+    tensor = counted if view is None else tlc.QuanticsTensor(counted)
+    max_evals = max(1, int(share * min(counted.size, 3000)))
+    try:
+        tt, info = tlc.tt_cross(tensor, method=method, tol=1e-6, max_evals=max_evals,
+                                val_size=val_size, random_state=seed, return_info=True,
+                                rank=2 if method == "als" else None)
+    except ValueError:  # max_evals too small for a sweep, or not above val_size
+        tt = info = None
+    read = np.concatenate(counted.read) if counted.read else np.zeros((0, len(shape)))
+    assert read.shape[0] <= max_evals
+    assert np.unique(read, axis=0).shape[0] == read.shape[0]
+    if info is not None:
+        assert info.n_evals == read.shape[0]
+        assert all(np.isfinite(tl.to_numpy(core)).all() for core in tt.factors)
