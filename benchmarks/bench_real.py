@@ -74,7 +74,7 @@ def smallest_tt_svd(volume, tol):
     from tensorly_cross.stream.core_tt import tt_svd
 
     threshold = tol * np.linalg.norm(volume) / np.sqrt(volume.ndim - 1)
-    cores, _ = tt_svd(volume, threshold)
+    cores, _, _ = tt_svd(volume, threshold)
     return parameters(cores), tuple(core.shape[2] for core in cores[:-1])
 
 

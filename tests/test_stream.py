@@ -1,6 +1,7 @@
 """The read-everything path: streaming_tt_svd on arrays and files, locally and on a cluster."""
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -264,3 +265,18 @@ def test_a_source_the_workers_cannot_be_sent_is_refused_before_reading(tmp_path)
         with pytest.raises(ValueError, match=r"open it without client"):
             tlc.streaming_tt_svd(opened, tol=0.5)
         assert tlc.streaming_tt_svd(view, tol=0.5).rank[0] == 1  # locally: fine
+
+
+def test_tol_zero_keeps_no_round_off_as_rank():
+    """At tol=0 a rank-1 volume came back at ranks (20, 22): the round-off of its SVDs was
+    kept as rank. Round-off is never kept, and tol=0 is then met at the data's precision
+    without a warning; a full-rank volume keeps every rank."""
+    rng = np.random.default_rng(0)
+    rank_one = np.einsum("i,j,k->ijk", rng.random(20), rng.random(21), rng.random(22))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tt, info = streaming_tt_svd(rank_one, tol=0, return_info=True)
+    assert tt.rank == (1, 1, 1, 1) and info.error < 1e-14
+    full = rng.standard_normal((6, 7, 8))
+    tt, info = streaming_tt_svd(full, tol=0, return_info=True)
+    assert tt.rank == (1, 6, 8, 1) and info.error < 1e-14

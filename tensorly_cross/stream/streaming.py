@@ -193,7 +193,7 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
     lost = max(total - kept, 0.0)
     budget = 0.0 if tol is None else max(tol**2 * total - lost, 0.0)
     threshold = math.sqrt(budget / max(len(shape) - 1, 1))
-    cores, dropped = tt_svd(core, threshold, ranks, caps)
+    cores, dropped, round_off = tt_svd(core, threshold, ranks, caps)
     cores = [_expand(core_k, basis) for core_k, basis in zip(cores, bases, strict=True)]
     cores = _unscale(cores, projected.exponent)
     info.projection_error = math.sqrt(lost / total) if total > 0 else 0.0
@@ -204,7 +204,9 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
         warnings.warn(f"rank {tuple(ranks)} was asked for; the TT has ranks {info.ranks} "
                       f"(lowered by {_lowered_by(ranks, info.ranks, widths, caps)}).",
                       stacklevel=2)
-    if tol is not None and info.error > tol:
+    # Round-off is never kept as rank, so tol=0 is met at the data's precision.
+    beyond_round_off = math.sqrt(max(lost + dropped - round_off, 0.0) / total) if total else 0.0
+    if tol is not None and beyond_round_off > tol:
         info.limited_by = "max_rank" if info.projection_error <= tol else "max_width"
         remedy = (f"raise max_rank (now {caps})" if info.limited_by == "max_rank" else
                   _width_remedy(info.projection_error, widths, max_width))
