@@ -98,9 +98,9 @@ class CheckpointStore:
         _OPEN_STORES.add(self)  # a process forked from now on lets go of the file
         try:
             _lock(self._file, self.path)  # before reading: another run may be appending
-            self.indices, self.values, end = self._read_all()
-            self._file.truncate(end)  # drop a torn tail before appending after it
-            self._file.seek(end)
+            self.indices, self.values, self._end = self._read_all()
+            self._file.truncate(self._end)  # drop a torn tail before appending after it
+            self._file.seek(self._end)
         except BaseException:
             _unlock(self._file)
             self._file.close()
@@ -110,7 +110,7 @@ class CheckpointStore:
         return self.indices.shape[0]
 
     def append(self, indices, values):
-        """Write one frame of ``indices`` (m, d) int64 and their ``values``, and flush it."""
+        """Write one frame of ``indices`` (m, d) int64 and their ``values`` through to the file."""
         values = np.ascontiguousarray(to_host(values))
         dtype = values.dtype.newbyteorder("<").str
         if dtype not in _VALUE_DTYPES:
@@ -119,16 +119,36 @@ class CheckpointStore:
                    + values.astype(dtype, copy=False).tobytes())
         head = _FRAME_HEAD.pack(FRAME_TAG, indices.shape[0], dtype.encode().ljust(4, b"\0"),
                                 zlib.crc32(payload))
-        self._file.write(head + payload)
-        self._file.flush()
+        try:
+            _write_all(self._file, head + payload)
+        except OSError as error:  # a full disk, a quota, a file size limit
+            self._cut_back()
+            raise type(error)(error.errno, f"checkpoint={self.path!r}: a batch of "
+                              f"{indices.shape[0]} entries could not be appended "
+                              f"({error.strerror}); the entries stored before it are kept: "
+                              "free space and rerun to resume.") from error
+        self._end += len(head) + len(payload)
 
     def close(self):
-        """Flush to disk (fsync) and close; appending after this is an error."""
+        """Sync to disk (fsync), release the lock and close; appending after this is an
+        error. The lock is released even where the sync fails: a store whose write failed
+        (a full disk) stays referenced by the traceback, and its lock refused the rerun."""
         if not self._file.closed:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            _unlock(self._file)
-            self._file.close()
+            try:
+                os.fsync(self._file.fileno())
+            finally:
+                _unlock(self._file)
+                self._file.close()
+
+    def _cut_back(self):
+        """Truncate a frame written in part to the end of the last whole one, if the file
+        system lets us: a frame torn mid-file would be refused as damage once another
+        frame followed it."""
+        try:
+            self._file.truncate(self._end)
+            self._file.seek(self._end)
+        except OSError:  # left as a torn tail, which a rerun drops
+            pass
 
     def _header(self):
         text = json.dumps({"format": FORMAT, "shape": list(self.shape),
@@ -253,13 +273,22 @@ def _open_for_appending(target, path):
     """The checkpoint file open for reading and appending; an OSError that says why a
     checkpoint must be writable, where a bare "Permission denied" left it unclear."""
     try:
-        return open(target, "r+b")  # noqa: SIM115 -- open until close()
+        # Unbuffered: each frame is written whole or fails at once; a buffered file kept a
+        # failed write's bytes and raised again on closing (a full disk).
+        return open(target, "r+b", buffering=0)  # noqa: SIM115 -- open until close()
     except OSError as error:
         raise type(error)(error.errno, f"checkpoint={path!r} cannot be opened for reading "
                           f"and writing ({error.strerror}): a run reads the stored entries "
                           "back, appends the ones it evaluates and cuts off a torn last "
                           "frame, even a run that only replays. Make it readable and "
                           "writable (chmod u+rw), or resume from a writable copy.") from error
+
+
+def _write_all(handle, data):
+    """Write ``data`` to the unbuffered ``handle``, which may take part of it per call."""
+    view = memoryview(data)
+    while view:
+        view = view[handle.write(view):]
 
 
 def _lock(handle, path):
