@@ -63,3 +63,31 @@ def test_a_checkpoint_that_fills_the_disk_is_named_and_released_for_a_rerun(tmp_
     with np.load(path + ".npz") as resumed:
         for k, core in enumerate(_reference_cores()):
             np.testing.assert_allclose(resumed[f"arr_{k}"], core, rtol=0, atol=1e-12)
+
+
+class RemovesItsCheckpoint:
+    """1/sum(x) that deletes the run's checkpoint on its ``at``-th call (a temporary-file
+    cleaner, or a user tidying up what they take for a finished run's file)."""
+
+    def __init__(self, path, at=5):
+        self.path, self.at, self.calls = path, at, 0
+
+    def __call__(self, indices):
+        self.calls += 1
+        if self.calls == self.at:
+            os.remove(self.path)
+        return 1.0 / np.linspace(1.0, 2.0, 16)[indices].sum(axis=1)
+
+
+def test_a_checkpoint_removed_during_the_run_is_warned_about(tmp_path):
+    """The store appended on to its open file after the file had been deleted: every
+    entry went to a file no name reached, lost at the end of the run, and nothing said so
+    (a rerun after a kill started afresh, hours later)."""
+    import tensorly_cross as tlc
+
+    path = str(tmp_path / "removed.ckpt")
+    function = tlc.FunctionTensor(RemovesItsCheckpoint(path), (16,) * 6)
+    with pytest.warns(UserWarning, match="removed") as record:
+        tlc.tt_cross(function, tol=1e-8, random_state=0, checkpoint=path)
+    removed = [str(w.message) for w in record if "removed" in str(w.message)]
+    assert len(removed) == 1 and path in removed[0]

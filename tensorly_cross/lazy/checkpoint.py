@@ -95,6 +95,7 @@ class CheckpointStore:
         if not os.path.exists(target) or os.path.getsize(target) == 0:
             _write_header_atomically(target, self._header(), self.path)
         self._file = _open_for_appending(target, self.path)
+        self._removed_warned = False
         _OPEN_STORES.add(self)  # a process forked from now on lets go of the file
         try:
             _lock(self._file, self.path)  # before reading: another run may be appending
@@ -128,6 +129,7 @@ class CheckpointStore:
                               f"({error.strerror}); the entries stored before it are kept: "
                               "free space and rerun to resume.") from error
         self._end += len(head) + len(payload)
+        self._warn_if_removed()
 
     def close(self):
         """Sync to disk (fsync), release the lock and close; appending after this is an
@@ -139,6 +141,18 @@ class CheckpointStore:
             finally:
                 _unlock(self._file)
                 self._file.close()
+
+    def _warn_if_removed(self):
+        """Warn, once, when the file has lost its last name (deleted, or replaced by a
+        rename): appending on, the entries went to a file nothing reached, lost at the
+        end of the run, and a rerun started afresh without a word."""
+        if self._removed_warned or os.fstat(self._file.fileno()).st_nlink > 0:
+            return
+        self._removed_warned = True
+        warnings.warn(f"checkpoint {self.path!r} was removed (or replaced) during the run: "
+                      "the entries evaluated from now on are not kept on disk, and a rerun "
+                      "starts afresh. Keep the file until the run has finished.",
+                      stacklevel=2)
 
     def _cut_back(self):
         """Truncate a frame written in part to the end of the last whole one, if the file
