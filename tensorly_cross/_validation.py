@@ -29,7 +29,11 @@ def check_float(value, name, minimum=None, strict=False):
     """``value`` as a finite Python float, ``> minimum`` if strict else ``>= minimum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__}).")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int past float's range (10**400): not finite either
+        raise ValueError(f"{name} must be finite, got an int beyond the range of a float "
+                         "(about 1.8e308).") from None
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"{name} must be finite, got {value}.")
     if minimum is not None and (value <= minimum if strict else value < minimum):

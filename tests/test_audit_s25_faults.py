@@ -91,3 +91,13 @@ def test_a_checkpoint_removed_during_the_run_is_warned_about(tmp_path):
         tlc.tt_cross(function, tol=1e-8, random_state=0, checkpoint=path)
     removed = [str(w.message) for w in record if "removed" in str(w.message)]
     assert len(removed) == 1 and path in removed[0]
+
+
+@pytest.mark.parametrize("name", ["max_time", "tol"])
+def test_an_int_too_large_for_a_float_is_refused_by_name(name):
+    """max_time=10**400 (an int past float's range) raised a bare OverflowError, "int too
+    large to convert to float", naming no argument."""
+    import tensorly_cross as tlc
+
+    with pytest.raises(ValueError, match=name):
+        tlc.tt_cross(np.ones((4, 4)), random_state=0, **{name: 10**400})
