@@ -101,3 +101,33 @@ def test_an_int_too_large_for_a_float_is_refused_by_name(name):
 
     with pytest.raises(ValueError, match=name):
         tlc.tt_cross(np.ones((4, 4)), random_state=0, **{name: 10**400})
+
+
+def kill_own_worker(indices):
+    """Kill the process-pool worker this runs in (as the OOM killer, or a Ctrl-C sent to
+    the terminal's whole process group, does)."""
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_dead_process_pool_worker_is_not_blamed_on_the_function_s_entries():
+    """A worker killed under the run (the OOM killer, Ctrl-C reaching the pool's processes)
+    breaks the pool: BrokenProcessPool came noted "raised by the function on chunk 1 of 1:
+    ... (chunk_size=1 names the very entry)", sending the user to hunt for a bad entry;
+    the note now says the worker died and the executor cannot be used again."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    import tensorly_cross as tlc
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context) as executor:
+        tensor = tlc.FunctionTensor(kill_own_worker, (4, 4), executor=executor)
+        with pytest.raises(BrokenProcessPool) as caught:
+            tensor.evaluate(np.array([[0, 0], [1, 1]]))
+    notes = " ".join(getattr(caught.value, "__notes__", []))
+    assert "raised by the function" not in notes
+    assert "died" in notes and "new executor" in notes
