@@ -141,6 +141,21 @@ def test_mni152_crops_are_reproducible_and_cached_on_disk(tmp_path):
         mni152_crops(3, 0)
 
 
+def test_mni152_crops_write_through_unique_temporary_files(tmp_path):
+    """The cache was written through fixed names (crop_000.npy.tmp.npy, targets.json.tmp):
+    two processes filling one folder wrote into each other's file, and a leftover at such
+    a name (here a folder) made every later run fail. Now the names are unique."""
+    pytest.importorskip("nilearn")
+    from tensorly_cross.nn import mni152_crops
+
+    (tmp_path / "crop_000.npy.tmp.npy").mkdir()
+    (tmp_path / "targets.json.tmp").mkdir()
+    cached = mni152_crops(2, 12, seed=4, directory=tmp_path)
+    np.testing.assert_array_equal(np.load(cached.volumes[0]),
+                                  mni152_crops(2, 12, seed=4).volume(0))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tensorly-cross-")]
+
+
 def test_a_volume_read_whole_is_read_once_and_shared_with_subsets(tmp_path):
     arrays = [_volume(0), _volume(1), _volume(2)]
     paths = [_write(tmp_path, "npy", array, f"v{k}") for k, array in enumerate(arrays)]

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from .._atomic import write_atomically
 from .dataset import VolumeDataset
 
 MAX_ANGLE = np.pi / 6  # rotations up to 30 degrees about a random axis
@@ -138,21 +139,19 @@ def _random_rotation(rng):
 
 
 def _save_atomically(directory, name, array):
+    # Through a unique, synced temporary file: a fixed ".tmp" name let two processes
+    # filling the same cache folder write into each other's file.
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, name)
-    temporary = path + ".tmp.npy"
-    np.save(temporary, array)
-    os.replace(temporary, path)
+    write_atomically(path, lambda stream: np.save(stream, array, allow_pickle=False))
     return path
 
 
 def _write_manifest(directory, parameters, paths, targets):
     manifest = dict(parameters, files=[os.path.basename(p) for p in paths],
                     targets=[float(t) for t in targets])
-    path = os.path.join(directory, "targets.json")
-    with open(path + ".tmp", "w") as handle:
-        json.dump(manifest, handle)
-    os.replace(path + ".tmp", path)
+    text = json.dumps(manifest).encode()
+    write_atomically(os.path.join(directory, "targets.json"), lambda stream: stream.write(text))
 
 
 def _load_manifest(directory, parameters):
