@@ -318,13 +318,14 @@ def _select(lazy, options, random_state, start):
         lazy, method = OneChannel(lazy), "block"
     finish = drop_channel_core if options.one_channel else list
     rng = check_random_state(random_state)
+    size_one = SizeOneModes.for_method(lazy.shape, method)
     entries, store = _entry_source(lazy, options, random_state, start)
-    source, size_one = entries, SizeOneModes.for_method(lazy.shape, method)
-    if size_one is not None:
-        lazy, source, options = (size_one.view(lazy), size_one.view(entries),
-                                 size_one.options(options))
-        finish = size_one.cores
-    try:
+    try:  # from here on the checkpoint is closed (and unlocked) whatever happens
+        source = entries
+        if size_one is not None:
+            lazy, source, options = (size_one.view(lazy), size_one.view(entries),
+                                     size_one.options(options))
+            finish = size_one.cores
         cache = EvaluationCache(source, max_evals=options.max_evals)
         validation = Validation(cache, options.val_size, rng,
                                 lazy.shape[-1] if method == "block" else None, options.tol)
