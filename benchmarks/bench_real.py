@@ -15,10 +15,10 @@ Volumes (all shipped by the installed packages, nothing downloaded):
 Every error is relative, on 20,000 random voxels drawn independently of every method.
 The reference is TensorLy's TT-SVD (``tensorly.decomposition.tensor_train``) of the volume
 in memory, at the same ranks; "smallest TT-SVD meeting tol" is the sequential TT-SVD with
-the truncation ``tol / sqrt(d - 1)`` per bond (which meets ``tol``), its parameter count
-the yardstick for rank-adaptive runs. "read" is the share of voxels evaluated (unique);
-the streaming path reads every voxel once per pass. One BLAS thread; times are medians of
-the seeds, and ratios are taken within this run.
+the fewest parameters whose exact error is at most ``tol`` (every first-bond rank tried),
+its parameter count the yardstick for rank-adaptive runs. "read" is the share of voxels
+evaluated (unique); the streaming path reads every voxel once per pass. One BLAS thread;
+times are medians of the seeds, and ratios are taken within this run.
 """
 
 import argparse
@@ -69,13 +69,33 @@ def parameters(tt):
 
 
 def smallest_tt_svd(volume, tol):
-    """Parameters and ranks of the sequential TT-SVD with per-bond truncation
-    ``tol / sqrt(d - 1)`` (it meets ``tol``)."""
-    from tensorly_cross.stream.core_tt import tt_svd
+    """Parameters and ranks of the smallest sequential TT-SVD of a 3D ``volume`` whose
+    exact relative error is at most ``tol``.
 
-    threshold = tol * np.linalg.norm(volume) / np.sqrt(volume.ndim - 1)
-    cores, _, _ = tt_svd(volume, threshold)
-    return parameters(cores), tuple(core.shape[2] for core in cores[:-1])
+    The per-bond rule ``tol / sqrt(d - 1)`` meets ``tol`` but splits the error evenly
+    between the bonds, which is not the smallest: on MNI152 T1 at ``tol=0.3`` it keeps
+    ranks (4, 3), 1.38x the parameters of (2, 4). So every first-bond rank is tried, the
+    second bond taking what the error budget leaves."""
+    n1, n2, n3 = volume.shape
+    budget = tol**2 * float(np.sum(volume**2))
+    unfolding = volume.reshape(n1, -1)
+    left, singular, _ = np.linalg.svd(unfolding, full_matrices=False)
+    tails = np.append(np.cumsum(singular[::-1] ** 2)[::-1], 0.0)  # tails[r]: dropped at rank r
+    projected = (left.T @ unfolding).reshape(-1, n2, n3)
+    gram, best = np.zeros((n3, n3)), None  # gram: of the second unfolding at rank r1
+    for r1 in range(1, n1 + 1):
+        if best is not None and n1 * r1 + r1 * n2 + n3 >= best[0]:
+            break  # even a second rank of 1 costs more from here on
+        gram += projected[r1 - 1].T @ projected[r1 - 1]
+        if tails[r1] > budget:
+            continue
+        second = np.clip(np.linalg.eigvalsh(gram)[::-1], 0.0, None)  # squared singular values
+        second_tails = np.append(np.cumsum(second[::-1])[::-1], 0.0)
+        r2 = int(np.flatnonzero(tails[r1] + second_tails <= budget)[0])
+        size = n1 * r1 + r1 * n2 * r2 + r2 * n3
+        if best is None or size < best[0]:
+            best = (size, (r1, r2))
+    return best
 
 
 def tensorly_tt_svd(volume, rank):
