@@ -1,4 +1,4 @@
-"""Real volumes: TT-cross and the read-everything path against TT-SVD, the optimum.
+"""Real volumes: TT-cross and the read-everything path against TT-SVD (quasi-optimal).
 
     python benchmarks/bench_real.py [--out benchmarks/results/real.md] [--seeds 0,1,2]
     python benchmarks/bench_real.py --memory 1024   # peak memory of the streaming path
