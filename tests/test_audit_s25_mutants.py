@@ -1,0 +1,129 @@
+"""Mutation audit (s25): properties of modules that earlier mutation rounds did not cover,
+each written to kill a hand-made mutant that the existing tests let survive."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorly as tl
+
+import tensorly_cross as tlc
+from tensorly_cross.cross.global_pivots import add_global_pivots
+from tensorly_cross.cross.init import single_pivot_indices
+from tensorly_cross.lazy.array import ArrayTensor
+
+# --- global_pivots -------------------------------------------------------------------------
+
+FEATURE_SHAPE = (8, 8, 8, 8)
+
+
+def _corner_feature():
+    """Zero but for the corner where every index is >= 4 (1/16 of the entries)."""
+    dense = np.zeros(FEATURE_SHAPE)
+    dense[4:, 4:, 4:, 4:] = 1.0
+    return dense
+
+
+def _zero_tt(shape):
+    return [tl.zeros((1, n, 1)) for n in shape]
+
+
+def _contains(block, row):
+    return bool((block == np.asarray(row)).all(axis=1).any())
+
+
+def test_global_pivots_join_every_index_set_and_keep_them_nested():
+    indices = single_pivot_indices(FEATURE_SHAPE, (0, 0, 0, 0))
+    added = add_global_pivots(ArrayTensor(_corner_feature()), indices,
+                              _zero_tt(FEATURE_SHAPE), np.random.default_rng(0), abs_tol=0.5)
+    # 200 probes, 1/16 of them in the corner: the default two pivots are found there.
+    assert added == 2
+    pivots = indices.left[-1]
+    in_corner = [row for row in pivots if (row >= 4).all()]
+    assert len(in_corner) == 2
+    for k in range(1, indices.ndim):
+        for row in indices.left[k]:  # left-nested: each prefix extends one of left[k - 1]
+            assert _contains(indices.left[k - 1], row[:-1])
+        for row in indices.right[k - 1]:  # right-nested likewise
+            assert _contains(indices.right[k], row[1:])
+    corner_pivot = indices.left[-1][-1]
+    last = np.concatenate([corner_pivot, indices.right[-2][-1]])
+    assert (last >= 4).all()
+    for k in range(1, indices.ndim):
+        assert _contains(indices.left[k], last[:k])
+        assert _contains(indices.right[k - 1], last[k:])
+
+
+def test_global_pivots_are_added_only_where_the_error_exceeds_the_tolerance():
+    dense = 0.8 * _corner_feature()
+    lazy = ArrayTensor(dense)
+    for abs_tol, expected in ((0.7, 2), (0.9, 0)):
+        indices = single_pivot_indices(FEATURE_SHAPE, (0, 0, 0, 0))
+        added = add_global_pivots(lazy, indices, _zero_tt(FEATURE_SHAPE),
+                                  np.random.default_rng(0), abs_tol=abs_tol)
+        assert added == expected
+        assert indices.left[-1].shape[0] == 1 + expected
+
+
+# --- batched_search ------------------------------------------------------------------------
+
+
+def test_batched_search_with_a_right_hint_takes_six_reads_on_a_rank_8_block():
+    # The module's own figure: ranks 1, 4, 8, a column and a row per round: 6 reads. A round
+    # that picked its pivots on columns not cleared of the earlier pivots took a 7th.
+    from tensorly_cross.cross.prrlu import prrlu
+
+    from .test_prrlu import cross_error, low_rank_block
+
+    for seed in range(4):
+        dense, cache, matrix = low_rank_block(40, 40, 8, seed)
+        rows, cols = prrlu(matrix, 1e-10 * np.abs(dense).max(), 64,
+                           np.random.default_rng(seed), "batched", rank_hint=8)
+        assert len(rows) == 8 and cross_error(dense, rows, cols) < 1e-9
+        assert cache.counters.calls == 6
+
+
+# --- handover ------------------------------------------------------------------------------
+
+
+def _anatomical_callable():
+    nibabel = pytest.importorskip("nibabel")
+    from nibabel.testing import data_path
+
+    image = nibabel.load(os.path.join(data_path, "anatomical.nii"))
+    data = np.asarray(image.dataobj, dtype=np.float64)
+    return data, lambda indices: data[tuple(np.asarray(indices).T)]
+
+
+@pytest.mark.filterwarnings("ignore::tensorly_cross.ToleranceNotMetWarning")
+def test_the_handover_holds_out_the_least_squares_sample_and_keeps_n_iter_max():
+    data, function = _anatomical_callable()
+    settings = dict(shape=data.shape, tol=0.1, max_rank=16, random_state=0, return_info=True)
+    _, tci_info = tlc.tt_cross(function, method="tci", **settings)
+    _, info = tlc.tt_cross(function, **settings)
+    assert info.method == "tci+lsq"
+    # The returned state's run held out the least-squares cross's own sample (4,000 at
+    # least), not TCI's 1,000.
+    assert info.n_heldout >= 4000 > tci_info.n_heldout
+    # One sweep left after TCI's: the least-squares cross makes that one, no more.
+    _, info = tlc.tt_cross(function, n_iter_max=tci_info.n_sweeps + 1, **settings)
+    assert info.n_sweeps == tci_info.n_sweeps + 1 and info.stop_reason == "n_iter_max"
+
+
+def test_a_tci_stall_at_a_small_error_still_hands_over():
+    # TCI stalls at 3e-3 on a smooth function with noise 1e-3 (tol 1e-4): above round-off,
+    # so the least-squares cross gets its turn, and comes closer.
+    grid = np.linspace(0, 1, 24)
+    x = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"))
+    data = 1 / (1 + x.sum(0)) + 1e-3 * np.random.default_rng(0).standard_normal(x.shape[1:])
+
+    def function(indices):
+        return data[tuple(np.asarray(indices).T)]
+
+    settings = dict(shape=data.shape, tol=1e-4, max_rank=8, random_state=0, return_info=True)
+    with pytest.warns(tlc.ToleranceNotMetWarning):
+        _, tci_info = tlc.tt_cross(function, method="tci", **settings)
+    assert tci_info.stop_reason == "stalled" and 1e-3 < tci_info.val_error < 1e-2
+    with pytest.warns(tlc.ToleranceNotMetWarning):
+        _, info = tlc.tt_cross(function, **settings)
+    assert info.method == "tci+lsq" and info.val_error < tci_info.val_error
