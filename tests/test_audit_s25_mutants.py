@@ -127,3 +127,28 @@ def test_a_tci_stall_at_a_small_error_still_hands_over():
     with pytest.warns(tlc.ToleranceNotMetWarning):
         _, info = tlc.tt_cross(function, **settings)
     assert info.method == "tci+lsq" and info.val_error < tci_info.val_error
+
+
+# --- subnormal -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("dtype", "scale"), [("complex128", 1e-315), ("float32", 2e-45),
+                                              ("float64", 5e-324)])
+def test_subnormal_values_are_warned_of_with_a_factor_that_makes_them_normal(dtype, scale):
+    import re
+    import warnings
+
+    values = np.full((4, 5, 3), scale, dtype=dtype)
+    if np.dtype(dtype).kind == "c":
+        values = values * (1 + 1j)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tlc.tt_cross(tlc.lazy_tensor(values), rank=1, random_state=0)
+    warned = [w for w in caught if issubclass(w.category, tlc.SubnormalValuesWarning)]
+    assert len(warned) == 1 and warned[0].filename == __file__  # the caller's line
+    factor = float(re.search(r"e\.g\. ([0-9.e+]+)\)", str(warned[0].message)).group(1))
+    floats = np.finfo(dtype)
+    # The suggested factor is a number of this dtype that makes the values normal.
+    assert factor < float(floats.max)
+    largest = float(np.abs(values).max())
+    assert float(floats.smallest_normal) <= factor * largest < float(floats.max)
