@@ -152,3 +152,24 @@ def test_subnormal_values_are_warned_of_with_a_factor_that_makes_them_normal(dty
     assert factor < float(floats.max)
     largest = float(np.abs(values).max())
     assert float(floats.smallest_normal) <= factor * largest < float(floats.max)
+
+
+# --- progress ------------------------------------------------------------------------------
+
+
+def test_the_progress_bar_counts_sweeps_out_of_n_iter_max_and_closes(capsys):
+    from tensorly_cross import FunctionTensor
+
+    def function(indices):
+        return 1.0 / np.sum(1.0 + np.asarray(indices, dtype=float) / 63.0, axis=1)
+
+    _, info = tlc.tt_cross(FunctionTensor(function, (64,) * 5), tol=1e-6, random_state=0,
+                           n_iter_max=37, return_info=True, progress=True)
+    shown = capsys.readouterr().err
+    import re
+
+    # One step a sweep, out of n_iter_max.
+    assert [int(n) for n in re.findall(r"(\d+)/37", shown)][-1] == info.n_sweeps
+    assert f"rank={max(info.ranks[-1])}," in shown  # the largest bond, not a boundary 1
+    final = shown.rstrip("\n").split("\r")[-1]
+    assert f"stop={info.stop_reason}" in final and shown.endswith("\n")  # closed
