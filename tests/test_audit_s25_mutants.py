@@ -173,3 +173,21 @@ def test_the_progress_bar_counts_sweeps_out_of_n_iter_max_and_closes(capsys):
     assert f"rank={max(info.ranks[-1])}," in shown  # the largest bond, not a boundary 1
     final = shown.rstrip("\n").split("\r")[-1]
     assert f"stop={info.stop_reason}" in final and shown.endswith("\n")  # closed
+
+
+# --- block (its scaling of the pivot rows) -------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("scale", [1e-300, 1e-310, 1e300])
+@pytest.mark.parametrize("settings", [dict(oversample=2.0), dict(method="block")])
+def test_block_and_oversampled_crosses_recover_a_tt_at_any_scale(scale, settings):
+    rng = np.random.default_rng(0)
+    dense = tl.tt_to_tensor([rng.standard_normal(s) for s in [(1, 6, 3), (3, 7, 3), (3, 5, 1)]])
+    if settings.get("method") == "block":
+        dense = dense[..., None] * np.array([1.0, 2.0])
+    tt = tlc.tt_cross(tlc.lazy_tensor(dense * scale), rank=3, random_state=0, tol=0.0,
+                      n_iter_max=4, **settings)
+    # Compared at unit scale: the TT's entries, divided back.
+    approx = np.asarray(tl.tt_to_tensor([tl.to_numpy(core) for core in tt])) / scale
+    assert np.linalg.norm(approx - dense) <= 1e-8 * np.linalg.norm(dense)
