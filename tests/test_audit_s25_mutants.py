@@ -191,3 +191,15 @@ def test_block_and_oversampled_crosses_recover_a_tt_at_any_scale(scale, settings
     # Compared at unit scale: the TT's entries, divided back.
     approx = np.asarray(tl.tt_to_tensor([tl.to_numpy(core) for core in tt])) / scale
     assert np.linalg.norm(approx - dense) <= 1e-8 * np.linalg.norm(dense)
+
+
+def test_block_sets_are_left_nested_after_a_cross():
+    # The assembly interpolates on the left sets, nested since the first left-to-right half
+    # sweep: the sets a block cross returns say so (and keep saying so through JSON).
+    rng = np.random.default_rng(0)
+    dense = tl.tt_to_tensor([rng.standard_normal(s) for s in [(1, 6, 3), (3, 7, 3), (3, 5, 1)]])
+    dense = dense[..., None] * np.array([1.0, 2.0])
+    indices = tlc.select_indices(tlc.lazy_tensor(dense), rank=3, method="block", tol=0.0,
+                                 n_iter_max=2, random_state=0)
+    assert indices.nested == "left"
+    assert tlc.CrossIndices.from_json(indices.to_json()).nested == "left"
