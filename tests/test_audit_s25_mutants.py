@@ -203,3 +203,17 @@ def test_block_sets_are_left_nested_after_a_cross():
                                  n_iter_max=2, random_state=0)
     assert indices.nested == "left"
     assert tlc.CrossIndices.from_json(indices.to_json()).nested == "left"
+
+
+@pytest.mark.parametrize("settings", [dict(oversample=2.0), dict(method="block")])
+def test_block_and_oversampled_crosses_recover_a_complex_tt(settings):
+    rng = np.random.default_rng(1)
+    shapes = [(1, 6, 3), (3, 7, 3), (3, 5, 1)]
+    dense = tl.tt_to_tensor([rng.standard_normal(s) + 1j * rng.standard_normal(s)
+                             for s in shapes])
+    if settings.get("method") == "block":
+        dense = dense[..., None] * np.array([1.0, 2.0 - 1.0j])
+    tt = tlc.tt_cross(tlc.lazy_tensor(dense), rank=3, random_state=0, tol=0.0, n_iter_max=4,
+                      **settings)
+    approx = np.asarray(tl.tt_to_tensor([tl.to_numpy(core) for core in tt]))
+    assert np.linalg.norm(approx - dense) <= 1e-8 * np.linalg.norm(dense)
