@@ -217,3 +217,49 @@ def test_block_and_oversampled_crosses_recover_a_complex_tt(settings):
                       **settings)
     approx = np.asarray(tl.tt_to_tensor([tl.to_numpy(core) for core in tt]))
     assert np.linalg.norm(approx - dense) <= 1e-8 * np.linalg.norm(dense)
+
+
+def test_block_sets_of_several_channels_are_refused_for_a_tensor_without_them():
+    rng = np.random.default_rng(0)
+    dense = tl.tt_to_tensor([rng.standard_normal(s) for s in [(1, 6, 3), (3, 7, 3), (3, 5, 1)]])
+    channels = dense[..., None] * np.array([1.0, 2.0])
+    indices = tlc.select_indices(tlc.lazy_tensor(channels), rank=3, method="block", tol=0.0,
+                                 n_iter_max=2, random_state=0)
+    # Sets over the positions of a 2-channel tensor are not a one-channel view's.
+    with pytest.raises(ValueError, match="indices are for shape"):
+        tlc.cross_interpolate(tlc.lazy_tensor(dense), indices)
+
+
+# --- missed --------------------------------------------------------------------------------
+
+
+def _warnings_of(options, info):
+    import warnings
+
+    from tensorly_cross.cross.missed import warn_if_missed
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_if_missed(options, info)
+    return [str(w.message) for w in caught if w.category is tlc.ToleranceNotMetWarning]
+
+
+@pytest.mark.parametrize(("error", "stop", "tol", "expected"), [
+    (float("nan"), "tol", 1e-3, "not met: held-out error nan"),  # NaN has met nothing
+    (5e-4, "n_iter_max", 1e-3, "not met with confidence"),  # below tol, never passed
+    (5e-4, "stalled", 1e-3, "not met with confidence"),
+    (5e-4, "tol", 1e-3, None),  # passed
+    (5e-2, "n_iter_max", 0.0, None),  # tol=0: no target to miss
+])
+def test_the_missed_tolerance_warning_cases(error, stop, tol, expected):
+    from tensorly_cross.cross.stopping import CrossInfo
+    from tensorly_cross.options import cross_options
+
+    options = cross_options((8, 8, 8), tol=tol, method="tci")
+    info = CrossInfo(method="tci", val_errors=[error], ranks=[(1, 3, 3, 1)], n_sweeps=1,
+                     best_sweep=1, stop_reason=stop, n_heldout=500)
+    messages = _warnings_of(options, info)
+    if expected is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and expected in messages[0]
