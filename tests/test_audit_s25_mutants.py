@@ -263,3 +263,30 @@ def test_the_missed_tolerance_warning_cases(error, stop, tol, expected):
         assert messages == []
     else:
         assert len(messages) == 1 and expected in messages[0]
+
+
+def test_a_one_entry_tensor_read_whole_is_not_warned_of():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tt, info = tlc.tt_cross(lambda indices: np.full(len(indices), 3.0), shape=(1, 1, 1),
+                                tol=1e-6, return_info=True)
+    assert not [w for w in caught if w.category is tlc.ToleranceNotMetWarning]
+    assert np.isclose(float(np.asarray(tl.tt_to_tensor(list(tt))).ravel()[0]), 3.0)
+
+
+# --- init ----------------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::tensorly_cross.ToleranceNotMetWarning")
+def test_tcis_start_probe_takes_at_most_a_tenth_of_a_small_budget():
+    sizes = []
+
+    def function(indices):
+        sizes.append(len(indices))
+        return 1.0 / (1.0 + np.asarray(indices).sum(axis=1))
+
+    tlc.tt_cross(function, shape=(16,) * 4, val_size=0, max_evals=400, tol=1e-8,
+                 method="tci", random_state=0)
+    assert sizes[0] <= 40  # the start probe: 200 random entries, or a tenth of max_evals
