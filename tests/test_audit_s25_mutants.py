@@ -290,3 +290,60 @@ def test_tcis_start_probe_takes_at_most_a_tenth_of_a_small_budget():
     tlc.tt_cross(function, shape=(16,) * 4, val_size=0, max_evals=400, tol=1e-8,
                  method="tci", random_state=0)
     assert sizes[0] <= 40  # the start probe: 200 random entries, or a tenth of max_evals
+
+
+@pytest.mark.filterwarnings("ignore::tensorly_cross.ToleranceNotMetWarning")
+def test_tci_without_held_out_entries_starts_from_the_largest_probe():
+    dense = _corner_feature()
+
+    def function(indices):
+        return dense[tuple(np.asarray(indices).T)]
+
+    tt = tlc.tt_cross(function, shape=FEATURE_SHAPE, val_size=0, tol=1e-10, method="tci",
+                      random_state=0)
+    # A start in the zero background finds nothing to interpolate: the TT would be zero.
+    approx = np.asarray(tl.tt_to_tensor([tl.to_numpy(core) for core in tt]))
+    assert np.linalg.norm(approx - dense) <= 1e-8 * np.linalg.norm(dense)
+
+
+@pytest.mark.filterwarnings("ignore::tensorly_cross.ToleranceNotMetWarning")
+def test_tcis_start_pivot_is_not_held_out():
+    data, function = _anatomical_callable()
+    _, info = tlc.tt_cross(function, shape=data.shape, tol=0.1, max_rank=16, method="tci",
+                           val_size=1000, random_state=0, return_info=True)
+    assert info.n_heldout == 999  # the largest held-out entry became the start pivot
+
+
+# --- slices --------------------------------------------------------------------------------
+
+
+def test_in_few_slices_keeps_the_free_choice_or_rechooses_among_the_most_used_parents():
+    from tensorly_cross.cross.slices import in_few_slices
+
+    parents = np.array([0, 0, 0, 1, 1, 2, 2, 3])
+
+    def choose(allowed):  # the free choice: rows 0, 1, 3, 5; among allowed ones: the first
+        return np.array([0, 1, 3, 5]) if allowed is None else np.arange(2)
+
+    free = np.array([0, 1, 3, 5])  # parents 0, 0, 1, 2
+    assert in_few_slices(choose, parents, None).tolist() == free.tolist()
+    # Without max_slices the free choice stands, though one parent would hold its rows.
+    assert in_few_slices(lambda a: np.array([0, 3]) if a is None else np.arange(2),
+                         parents, None).tolist() == [0, 3]
+    assert in_few_slices(choose, parents, 3).tolist() == free.tolist()  # 3 parents: few enough
+    # Two parents allowed: 0 (used twice) and the first of those used once (1).
+    assert in_few_slices(lambda a: free if a is None else np.arange(4),
+                         parents, 2).tolist() == [0, 1, 2, 3]
+    # One parent: 0, the one used most; its three rows are fewer than the four to choose.
+    assert in_few_slices(lambda a: free if a is None else np.arange(4),
+                         parents, 1).tolist() == free.tolist()
+
+
+def test_sliced_right_sets_of_a_rank_above_the_mode_size_extend_enough_parents():
+    rng = np.random.default_rng(0)
+    dense = tl.tt_to_tensor([rng.standard_normal(s)
+                             for s in [(1, 4, 4), (4, 4, 6), (6, 4, 4), (4, 4, 1)]])
+    tt = tlc.tt_cross(tlc.lazy_tensor(dense), rank=[1, 4, 6, 4, 1], max_slices=1, tol=1e-12,
+                      random_state=0, n_iter_max=6)
+    approx = np.asarray(tl.tt_to_tensor([tl.to_numpy(core) for core in tt]))
+    assert np.linalg.norm(approx - dense) <= 1e-8 * np.linalg.norm(dense)
