@@ -347,3 +347,42 @@ def test_sliced_right_sets_of_a_rank_above_the_mode_size_extend_enough_parents()
                       random_state=0, n_iter_max=6)
     approx = np.asarray(tl.tt_to_tensor([tl.to_numpy(core) for core in tt]))
     assert np.linalg.norm(approx - dense) <= 1e-8 * np.linalg.norm(dense)
+
+
+# --- confidence ----------------------------------------------------------------------------
+
+
+def test_upper_bound_of_one_held_out_entry_is_the_error_without_numpy_warnings():
+    import warnings
+
+    from tensorly_cross.cross.confidence import upper_bound
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "degrees of freedom <= 0" from a spread of one
+        assert upper_bound(0.5, np.array([0.3]), np.array([0.6])) == 0.5
+
+
+def test_upper_bound_follows_halls_skewness_corrected_quantile():
+    from tensorly_cross.cross.confidence import upper_bound
+
+    residuals = np.array([0.1, 0.2, 0.1, 0.9, 0.3, 0.2, 0.1, 0.15])
+    squares = (residuals / residuals.max()) ** 2
+    n, z = squares.size, 1.645
+    error = np.sqrt(np.mean(residuals**2))  # values' norm taken as known (weights 1)
+    linear = squares - squares.mean()
+    skew = np.mean(linear**3) / np.std(linear) ** 3
+    quantile = z + skew * (2 * z**2 + 1) / (6 * np.sqrt(n))  # the module's formula
+    upper = squares.mean() + quantile * np.std(linear, ddof=1) / np.sqrt(n)
+    expected = error * np.sqrt(upper / squares.mean())
+    assert np.isclose(upper_bound(error, residuals), expected, rtol=1e-12)
+
+
+def test_upper_bound_is_never_below_the_error_however_skewed():
+    from tensorly_cross.cross.confidence import upper_bound
+
+    # One residual far below the others: a strong left skew, whose correction at a high
+    # quantile (z = 3) would take the quantile below 0 unless it is floored there.
+    residuals = np.ones(100)
+    residuals[0] = 0.0
+    error = float(np.sqrt(np.mean(residuals**2)))
+    assert upper_bound(error, residuals, z=3.0) >= error
