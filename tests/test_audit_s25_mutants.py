@@ -386,3 +386,33 @@ def test_upper_bound_is_never_below_the_error_however_skewed():
     residuals[0] = 0.0
     error = float(np.sqrt(np.mean(residuals**2)))
     assert upper_bound(error, residuals, z=3.0) >= error
+
+
+def test_residual_carriers_count_the_entries_that_carry_the_residual():
+    from tensorly_cross.cross.confidence import residual_carriers
+
+    assert np.isclose(residual_carriers(np.full(7, 0.3)), 7.0)
+    assert np.isclose(residual_carriers(np.array([0.0, 2.0, 0.0, 0.0])), 1.0)
+    assert np.isclose(residual_carriers(np.array([1.0, 1.0, 1e-9])), 2.0)
+    assert residual_carriers(np.zeros(3)) == np.inf
+
+
+def test_upper_bound_on_all_zero_values_treats_the_error_as_absolute():
+    from tensorly_cross.cross.confidence import upper_bound
+
+    residuals = np.array([0.1, 0.2, 0.1, 0.9, 0.3, 0.2, 0.1, 0.15])
+    error = float(np.sqrt(np.mean(residuals**2)))
+    bound = upper_bound(error, residuals, np.zeros(residuals.size))
+    assert np.isfinite(bound) and bound == upper_bound(error, residuals)
+
+
+def test_upper_bound_weighs_complex_values_by_their_moduli():
+    from tensorly_cross.cross.confidence import upper_bound
+
+    residuals = np.array([0.1, 0.2, 0.1, 0.9, 0.3, 0.2, 0.1, 0.15])
+    values = np.array([5.0, 5.0, 5.0, 0.1, 5.0, 5.0, 5.0, 5.0])
+    error = 0.2
+    bound = upper_bound(error, residuals, values)
+    assert bound != upper_bound(error, residuals)  # the values' spread counts
+    for phase in (1j, np.exp(0.7j)):
+        assert np.isclose(upper_bound(error, residuals * phase, values * phase), bound)
