@@ -416,3 +416,14 @@ def test_upper_bound_weighs_complex_values_by_their_moduli():
     assert bound != upper_bound(error, residuals)  # the values' spread counts
     for phase in (1j, np.exp(0.7j)):
         assert np.isclose(upper_bound(error, residuals * phase, values * phase), bound)
+
+
+@pytest.mark.parametrize("max_slices", [None, 2])
+def test_oversampled_right_sets_hold_oversample_times_their_bond_with_max_slices(max_slices):
+    rng = np.random.default_rng(0)
+    dense = tl.tt_to_tensor([rng.standard_normal(s)
+                             for s in [(1, 6, 3), (3, 7, 3), (3, 8, 3), (3, 5, 1)]])
+    indices = tlc.select_indices(tlc.lazy_tensor(dense), rank=3, method="als", oversample=2.0,
+                                 tol=0.0, max_slices=max_slices, n_iter_max=3, random_state=0)
+    # Six probes (2 x 3) wherever the positions to the right allow as many.
+    assert [block.shape[0] for block in indices.right[:-1]] == [6, 6, 5]
