@@ -427,3 +427,73 @@ def test_oversampled_right_sets_hold_oversample_times_their_bond_with_max_slices
                                  tol=0.0, max_slices=max_slices, n_iter_max=3, random_state=0)
     # Six probes (2 x 3) wherever the positions to the right allow as many.
     assert [block.shape[0] for block in indices.right[:-1]] == [6, 6, 5]
+
+
+# --- rounding ------------------------------------------------------------------------------
+
+
+def _padded_tt():
+    """An exact rank-(1, 2, 2, 2, 1) TT stored at ranks (1, 6, 6, 6, 1) (TT-SVD, no cut)."""
+    from .strategies import random_tt_cores
+
+    cores = random_tt_cores((6, 7, 6, 5), (1, 2, 2, 2, 1), 4)
+    dense = tl.tt_to_tensor([tl.tensor(c) for c in cores])
+    rng = np.random.default_rng(0)
+    padded = []
+    for k, core in enumerate(cores):  # pad every bond with zero directions, then mix them
+        r_left, n, r_right = core.shape
+        left, right = (1 if k == 0 else 6), (1 if k == len(cores) - 1 else 6)
+        big = np.zeros((left, n, right))
+        big[:r_left, :, :r_right] = core
+        padded.append(big)
+    for k in range(len(padded) - 1):  # an invertible mix on each bond keeps the tensor
+        mix = rng.standard_normal((padded[k].shape[2],) * 2) + 3 * np.eye(padded[k].shape[2])
+        padded[k] = np.einsum("anb,bc->anc", padded[k], mix)
+        padded[k + 1] = np.einsum("cb,bnd->cnd", np.linalg.inv(mix), padded[k + 1])
+    return [tl.tensor(c) for c in padded], dense
+
+
+def test_rounding_cuts_every_bond_of_a_padded_tt_to_its_rank():
+    from tensorly_cross.cross.rounding import round_cores
+
+    cores, dense = _padded_tt()
+    rounded = round_cores(cores, 1e-8)
+    assert [int(tl.shape(c)[2]) for c in rounded] == [2, 2, 2, 1]
+    error = np.linalg.norm(tl.to_numpy(tl.tt_to_tensor(rounded)) - tl.to_numpy(dense))
+    assert error <= 1e-8 * np.linalg.norm(tl.to_numpy(dense))
+
+
+def _halving_spectrum():
+    """A 3-way tensor whose rank-one terms halve one by one (8 x 8 x 8)."""
+    rng = np.random.default_rng(0)
+    return sum(0.5**j * np.einsum("i,j,k->ijk", *[rng.standard_normal(8) for _ in range(3)])
+               for j in range(7))
+
+
+def test_rounding_keeps_the_relative_error_within_delta_over_all_bonds():
+    from tensorly_cross.cross.rounding import round_cores
+
+    dense = _halving_spectrum()
+    cores = tl.decomposition.tensor_train(dense, [1, 8, 8, 1]).factors
+    for delta in np.linspace(0.0, 1.0, 101):
+        rounded = tl.tt_to_tensor(round_cores(cores, delta))
+        assert np.linalg.norm(rounded - dense) <= (delta + 1e-12) * np.linalg.norm(dense)
+
+
+@pytest.mark.parametrize("largest", [0.25, 0.5])
+def test_rounding_to_a_tolerance_finds_the_threshold_a_fine_grid_finds(largest):
+    from tensorly_cross.cross.rounding import round_cores, round_to_tolerance
+
+    dense = _halving_spectrum()  # each threshold step drops a little more
+    cores = tl.decomposition.tensor_train(dense, [1, 8, 8, 1]).factors
+
+    def passes(candidate):
+        return np.linalg.norm(tl.tt_to_tensor(candidate) - dense) <= 0.115 * np.linalg.norm(dense)
+
+    def size(candidate):
+        return sum(int(np.prod(tl.shape(c))) for c in candidate)
+
+    best = min(size(round_cores(cores, t)) for t in np.linspace(0, largest, 401)
+               if passes(round_cores(cores, t)))
+    rounded = round_to_tolerance(cores, passes, largest)
+    assert passes(rounded) and size(rounded) == best < size(cores)
