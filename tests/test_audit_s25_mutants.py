@@ -497,3 +497,17 @@ def test_rounding_to_a_tolerance_finds_the_threshold_a_fine_grid_finds(largest):
                if passes(round_cores(cores, t)))
     rounded = round_to_tolerance(cores, passes, largest)
     assert passes(rounded) and size(rounded) == best < size(cores)
+
+
+def test_after_a_handover_the_val_size_hint_names_the_sample_the_returned_run_drew():
+    # The least-squares cross draws max(val_size, 4000) held-out entries: its "not met with
+    # confidence" warning named TCI's val_size (1000), and raising val_size to 2000, as that
+    # suggested, would not have changed the sample.
+    data, function = _anatomical_callable()
+    settings = dict(shape=data.shape, tol=0.1, max_rank=16, random_state=0, return_info=True)
+    _, tci_info = tlc.tt_cross(function, method="tci", **{**settings, "tol": 0.1})
+    with pytest.warns(tlc.ToleranceNotMetWarning, match="not met with confidence") as caught:
+        _, info = tlc.tt_cross(function, n_iter_max=tci_info.n_sweeps + 1, **settings)
+    assert info.method == "tci+lsq"
+    message = str(caught[0].message)
+    assert "val_size (now 4000" in message and "now 1000" not in message

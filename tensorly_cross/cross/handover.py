@@ -83,6 +83,13 @@ def hand_over(cache, shape, options, rng, state, make_tt):
     return (indices, cores, info) if won else (tci_indices, tci_cores, info)
 
 
+def returned_val_size(options, info):
+    """The ``val_size`` the run whose state ``info`` describes drew its held-out entries
+    with: the least-squares cross's own after a handover it won, ``options.val_size``
+    otherwise (a hint to raise val_size must name the sample that was drawn)."""
+    return _lsq_options(options, 0).val_size if info.method == "tci+lsq" else options.val_size
+
+
 def _lsq_options(options, sweeps_done):
     return replace(options, method="lsq", oversample=LSQ_OVERSAMPLE,
                    val_size=max(options.val_size, LSQ_VAL_SIZE),

@@ -8,6 +8,7 @@ returned a TT with held-out error 0.23 and said nothing.
 import warnings
 
 from ..errors import ToleranceNotMetWarning
+from .handover import returned_val_size
 
 # What to change, per stop reason.
 _HINTS = {
@@ -66,8 +67,9 @@ def warn_if_missed(options, info, read_whole=False):
     elif unsure:
         # A larger sample narrows the bound: on a mask the error is spread along every
         # edge, and more rank (the other hints) only adds parameters.
-        hints = "; ".join([f"a larger val_size (now {options.val_size}: more held-out "
-                           "entries narrow the bound)",
+        val_size = returned_val_size(options, info)
+        hints = "; ".join([f"a larger val_size (now {val_size}: more held-out entries "
+                           "narrow the bound)",
                            *_hints(options, info, max(ranks, default=1))])
         message = (f"tol={tol:g} not met with confidence: held-out error {error:.3g} on "
                    f"{info.n_heldout} entries, but on too few of them to be sure (its upper "
