@@ -505,7 +505,8 @@ def test_after_a_handover_the_val_size_hint_names_the_sample_the_returned_run_dr
     # suggested, would not have changed the sample.
     data, function = _anatomical_callable()
     settings = dict(shape=data.shape, tol=0.1, max_rank=16, random_state=0, return_info=True)
-    _, tci_info = tlc.tt_cross(function, method="tci", **{**settings, "tol": 0.1})
+    with pytest.warns(tlc.ToleranceNotMetWarning):  # TCI stalls at 0.18
+        _, tci_info = tlc.tt_cross(function, method="tci", **settings)
     with pytest.warns(tlc.ToleranceNotMetWarning, match="not met with confidence") as caught:
         _, info = tlc.tt_cross(function, n_iter_max=tci_info.n_sweeps + 1, **settings)
     assert info.method == "tci+lsq"
