@@ -83,6 +83,24 @@ def test_batched_search_with_a_right_hint_takes_six_reads_on_a_rank_8_block():
         assert cache.counters.calls == 6
 
 
+def test_a_settled_bond_with_its_kept_pivots_takes_one_read():
+    # The module's claim: where every kept pivot stays and the rank has settled, the column
+    # read with the kept pivots' crosses ends the search, and the bond takes one read.
+    from tensorly_cross.cross.prrlu import prrlu
+
+    from .test_prrlu import cross_error, low_rank_block
+
+    for seed in range(3):
+        dense, _, matrix = low_rank_block(30, 30, 5, seed)
+        cut = 1e-10 * np.abs(dense).max()
+        kept = prrlu(matrix, cut, 64, np.random.default_rng(seed), "batched", rank_hint=5)
+        dense, cache, matrix = low_rank_block(30, 30, 5, seed)  # the next sweep's bond
+        rows, cols = prrlu(matrix, cut, 64, np.random.default_rng(seed + 1), "batched",
+                           kept=kept, max_kept_growth=16.0, rank_hint=5)
+        assert len(rows) == 5 and cross_error(dense, rows, cols) < 1e-9
+        assert cache.counters.calls == 1
+
+
 # --- handover ------------------------------------------------------------------------------
 
 
