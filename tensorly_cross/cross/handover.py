@@ -87,7 +87,7 @@ def returned_val_size(options, info):
     """The ``val_size`` the run whose state ``info`` describes drew its held-out entries
     with: the least-squares cross's own after a handover it won, ``options.val_size``
     otherwise (a hint to raise val_size must name the sample that was drawn)."""
-    return _lsq_options(options, 0).val_size if info.method == "tci+lsq" else options.val_size
+    return max(options.val_size, LSQ_VAL_SIZE) if info.method == "tci+lsq" else options.val_size
 
 
 def _lsq_options(options, sweeps_done):

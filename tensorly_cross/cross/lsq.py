@@ -51,12 +51,12 @@ START_RANK = 16
 REFINE_SWEEPS = 6
 # Singular values below this fraction of the largest are rounding noise in a pseudo-inverse.
 PINV_RTOL = 1e-12
-# Singular values of a fit within this many machine epsilons of the largest are its
-# round-off: those past the true rank of random low-rank TTs (float32, float64, complex;
-# slices scaled by up to 1e3) measured 0.5-1.8 epsilons, while a smooth float32 array's
-# fifth value, which takes its error from 2.4e-6 to 6.4e-7, lies at 10. At a tol below the
-# data's precision (tol=0) the truncation kept the round-off as rank: a rank-1 array came
-# back at ranks (7, 42, 6), no more accurate than at rank 1.
+# Singular values of a fit within this many float64 epsilons of the largest are its
+# round-off: those past the true rank of random low-rank float64 and complex TTs measured
+# 0.5-1.8 epsilons. At a tol below the data's precision (tol=0) the truncation kept the
+# round-off as rank: a rank-1 array came back at ranks (7, 42, 6), no more accurate than at
+# rank 1. Float64's epsilon even for float32 data: with float32's, a component that float32
+# data stores exactly at 2e-7 of the largest (on its own support) was dropped at tol=1e-7.
 ROUND_OFF_SINGULAR = 4
 
 
@@ -334,7 +334,7 @@ class _TrimTest:
 def truncation_rank(singular, delta, cap):
     """The smallest rank whose discarded singular values have norm ``<= delta * ||s||``,
     at least 1 and at most ``cap``; singular values within round-off of the largest
-    (:data:`ROUND_OFF_SINGULAR` epsilons of their dtype) are never kept."""
+    (:data:`ROUND_OFF_SINGULAR` float64 epsilons) are never kept."""
     if singular.size == 0 or singular[0] == 0:
         return 1
     # Relative to the largest before squaring: data of modulus 1e200 (or 1e-200) would
@@ -342,8 +342,7 @@ def truncation_rank(singular, delta, cap):
     relative = np.asarray(singular, dtype=np.float64) / singular[0]
     tails = np.sqrt(np.cumsum((relative**2)[::-1]))[::-1]  # tails[j]: norm of s[j:]
     keep = int(np.count_nonzero(tails > delta * tails[0]))
-    dtype = np.promote_types(np.asarray(singular).dtype, np.float32)  # float16: float32's
-    noise = ROUND_OFF_SINGULAR * float(np.finfo(dtype).eps)
+    noise = ROUND_OFF_SINGULAR * float(np.finfo(np.float64).eps)
     return max(1, min(keep, int(np.count_nonzero(relative > noise)), cap))
 
 

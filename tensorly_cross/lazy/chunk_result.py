@@ -31,12 +31,13 @@ def noted_result(result, chunk, number, n_chunks):
                        "before it ran: its executor was shut down (or its future "
                        "cancelled) while the batch waited for it")
         raise
-    except BrokenExecutor as error:  # its worker died: the entries need not be why
-        error.add_note(f"chunk {number + 1} of {n_chunks} ({span(chunk)}) was lost with a "
-                       "worker of the executor, which died (killed by the OOM killer or a "
+    except BrokenExecutor as error:  # the executor broke: the entries need not be why
+        error.add_note(f"chunk {number + 1} of {n_chunks} ({span(chunk)}) was lost with the "
+                       "executor, which broke (a worker died: killed by the OOM killer or a "
                        "signal, such as Ctrl-C sent to the terminal's processes, or a crash "
-                       "in native code); the executor runs nothing more: make a new executor "
-                       "to rerun (with a checkpoint, the rerun resumes)")
+                       "in native code; or a worker's initializer failed); it runs nothing "
+                       "more: make a new executor to rerun (with a checkpoint, the rerun "
+                       "resumes)")
         raise
     except Exception as error:
         if is_pickling_error(error):  # the function may never have run: do not blame it

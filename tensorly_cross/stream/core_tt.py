@@ -25,8 +25,9 @@ ROUND_OFF_SINGULAR = 4
 def tt_svd(core, threshold, ranks=None, max_rank=None):
     """TT cores of ``core`` (NumPy), each bond dropping singular values of norm at most
     ``threshold`` (absolute) and keeping at most ``max_rank``, or keeping ``ranks[k]`` of
-    them when ``ranks`` is given. Returns the cores and the squared norm of everything
-    dropped."""
+    them when ``ranks`` is given; without ``ranks``, singular values at round-off
+    (:data:`ROUND_OFF_SINGULAR`) are dropped too. Returns the cores, the squared norm of
+    everything dropped, and the part of it dropped as round-off only."""
     shape = core.shape
     d = len(shape)
     use_gram = ranks is None and threshold >= GRAM_FLOOR * float(np.linalg.norm(core))
