@@ -31,8 +31,8 @@ def check_float(value, name, minimum=None, strict=False):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__}).")
     try:
         value = float(value)
-    except OverflowError:  # an int past float's range (10**400): not finite either
-        raise ValueError(f"{name} must be finite, got an int beyond the range of a float "
+    except OverflowError:  # an int (or Fraction) past float's range, 10**400: not finite
+        raise ValueError(f"{name} must be finite, got a number beyond the range of a float "
                          "(about 1.8e308).") from None
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"{name} must be finite, got {value}.")

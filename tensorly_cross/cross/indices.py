@@ -192,7 +192,7 @@ class CrossIndices:
         Raises
         ------
         ValueError
-            If the sets are inconsistent.
+            If the sets are inconsistent, or one holds no multi-index.
         """
         if not isinstance(data, dict):
             raise TypeError(f"index sets must be a dict (as to_dict() writes them), got "
@@ -336,8 +336,8 @@ def _check_not_empty(indices):
     for name, sets in (("left", indices.left), ("right", indices.right)):
         for k, block in enumerate(sets):
             if block.shape[0] == 0:
-                raise ValueError(f"{name}[{k}] holds no multi-index; every index set needs at "
-                                 "least one (a bond's rank is at least 1).")
+                raise ValueError(f"indices: {name}[{k}] holds no multi-index; every index "
+                                 "set needs at least one (a bond's rank is at least 1).")
 
 
 def _check_distinct(indices):
