@@ -7,8 +7,7 @@ import tensorly as tl
 
 from .._backend import backend_state, check_backend_kept, is_torch_tensor, to_host
 from .._validation import check_int
-from ..errors import NonFiniteValueError
-from .base import LazyTensor, _host_numbers, check_values
+from .base import LazyTensor, _host_numbers
 from .chunk_result import FINISHED, FinishedChunks, is_pickling_error, span
 from .parallel import WorkerCount, check_executor, evaluate_in_chunks
 
@@ -114,30 +113,7 @@ class FunctionTensor(LazyTensor):
         tensor.grids = grids
         return tensor
 
-    def evaluate_checked(self, indices):
-        """Entries at multi-indices known to be valid, their values checked.
-
-        As :meth:`LazyTensor.evaluate_checked`; the NonFiniteValueError that a NaN or inf
-        raises carries the batch's finite entries, for a checkpoint to keep.
-
-        Parameters
-        ----------
-        indices : ndarray of int64, shape (m, ndim)
-            Multi-indices in range.
-
-        Returns
-        -------
-        values : tensor of shape (m,)
-            In the active TensorLy backend.
-        """
-        values = self._evaluate(indices)
-        try:
-            return check_values(values, indices, self.described_as)
-        except NonFiniteValueError as error:
-            self._attach_finite(error, indices, values)
-            raise
-
-    def _attach_finite(self, error, indices, values):
+    def _keep_finite(self, error, indices, values):
         """Attach the batch's finite entries to ``error``, as an executor's finished chunks
         are to a chunk's exception, so that a checkpoint over this tensor keeps them: one
         NaN lost the whole batch, hours of chunks, and the rerun evaluated them again."""
