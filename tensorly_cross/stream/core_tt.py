@@ -10,16 +10,13 @@ which is several times faster and exact to ``sqrt(eps)`` of the largest singular
 import numpy as np
 
 from .._backend import host_svd
+from ..cross.lsq import ROUND_OFF_SINGULAR
 
 # Wider than this many times its height, an unfolding is decomposed through its Gram matrix,
 # unless the threshold is below GRAM_FLOOR times the core's norm: Gram singular values are
 # exact only to about sqrt(eps) = 1.5e-8 of the largest.
 GRAM_ASPECT = 4
 GRAM_FLOOR = 1e-6
-# Singular values within this many machine epsilons of an unfolding's largest are round-off,
-# never kept by a tolerance (the least-squares cross's rule, cross/lsq.py): at tol=0 a
-# rank-1 volume came back at ranks (20, 22), no more accurate than at rank 1.
-ROUND_OFF_SINGULAR = 4
 
 
 def tt_svd(core, threshold, ranks=None, max_rank=None):
@@ -51,10 +48,12 @@ def tt_svd(core, threshold, ranks=None, max_rank=None):
 
 
 def _above_round_off(singular):
-    """How many singular values lie above round-off (at least 1)."""
+    """How many singular values lie above round-off (at least 1): the least-squares
+    cross's rule, per unfolding (at tol=0 a rank-1 volume came back at ranks (20, 22), no
+    more accurate than at rank 1)."""
     if singular.size == 0:
         return 1
-    noise = ROUND_OFF_SINGULAR * float(np.finfo(singular.dtype).eps) * float(singular[0])
+    noise = ROUND_OFF_SINGULAR * float(np.finfo(np.float64).eps) * float(singular[0])
     return max(1, int(np.count_nonzero(singular > noise)))
 
 
