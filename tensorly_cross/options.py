@@ -159,10 +159,12 @@ rank : int, list of int or None
     max_time : float or None
         Seconds. Once past, no new batch of evaluations starts: the run stops
         (``"max_time"``) with the best sweep it has completed and validated. A batch in
-        flight runs to its end, and so does the linear algebra of the sweep it belongs
-        to (the clock is checked before reads, not inside a factorisation: a
-        least-squares half sweep at rank 64 can add seconds). With ``checkpoint``, a
-        rerun resumes.
+        flight runs to its end unless it runs in chunks (a
+        :class:`~tensorly_cross.FunctionTensor` with an ``executor`` or a ``chunk_size``:
+        it stops at the deadline, its finished chunks kept by a checkpoint). The linear
+        algebra of a sweep runs to its end (the clock is checked before reads, not
+        inside a factorisation: a least-squares half sweep at rank 64 can add seconds).
+        With ``checkpoint``, a rerun resumes.
     progress : bool, default False
         A tqdm bar over the sweeps: evaluations, ranks, held-out error and time."""
 

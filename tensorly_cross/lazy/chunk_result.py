@@ -71,7 +71,7 @@ def span(chunk):
             f"{as_tuple(chunk[-1])}")
 
 
-def results_in_order(futures, chunks, first_number=0, n_chunks=None):
+def results_in_order(futures, chunks, first_number=0, n_chunks=None, deadline=None):
     """The results of one future per chunk, in order.
 
     As soon as a chunk fails, the others are cancelled (those not yet running) and the
@@ -86,6 +86,9 @@ def results_in_order(futures, chunks, first_number=0, n_chunks=None):
         The first chunk's position in its batch, from 0.
     n_chunks : int or None
         The chunks in the batch (None: ``len(chunks)``).
+    deadline : Deadline or None
+        Past it, :class:`~tensorly_cross.errors.MaxTimeReached` is raised without waiting
+        for the chunks still running (futures of ``concurrent.futures`` only).
 
     Returns
     -------
@@ -93,7 +96,10 @@ def results_in_order(futures, chunks, first_number=0, n_chunks=None):
     """
     n_chunks = len(chunks) if n_chunks is None else n_chunks
     if all(isinstance(future, Future) for future in futures):  # else: wait in order
-        wait_for_first_failure(futures)
+        if not wait_for_first_failure(futures, deadline=deadline):
+            unfinished = sum(not future.done() for future in futures)
+            raise deadline.reached(f"with {unfinished} of {len(futures)} chunks of a batch "
+                                   "still to finish")
         failed = [number for number, future in enumerate(futures) if _failed(future)]
         if failed:
             for future in futures:
@@ -104,8 +110,10 @@ def results_in_order(futures, chunks, first_number=0, n_chunks=None):
             for number, (future, chunk) in enumerate(zip(futures, chunks, strict=True))]
 
 
-def wait_for_first_failure(futures, poll_seconds=1.0):
-    """Return once every future is done (cancelled counts) or one has raised.
+def wait_for_first_failure(futures, poll_seconds=1.0, deadline=None):
+    """Return once every future is done (cancelled counts) or one has raised: True; or
+    once ``deadline`` (a :class:`~tensorly_cross.lazy.deadline.Deadline`) has passed
+    before that: False.
 
     ``concurrent.futures.wait`` is not used: a future cancelled by
     ``executor.shutdown(cancel_futures=True)`` never notifies it, and a batch waited for
@@ -122,7 +130,11 @@ def wait_for_first_failure(futures, poll_seconds=1.0):
     with condition:
         while not (all(future.done() for future in futures)
                    or any(_failed(future) for future in futures)):
-            condition.wait(poll_seconds)  # bounded: a signal is handled between waits
+            wait = poll_seconds if deadline is None else min(poll_seconds, deadline.remaining())
+            if wait <= 0:
+                return False
+            condition.wait(wait)  # bounded: a signal is handled between waits
+    return True
 
 
 def _failed(future):

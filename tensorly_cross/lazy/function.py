@@ -7,9 +7,25 @@ import tensorly as tl
 
 from .._backend import backend_state, check_backend_kept, is_torch_tensor, to_host
 from .._validation import check_int
+from ..errors import MaxTimeReached
 from .base import LazyTensor, _host_numbers
-from .chunk_result import FINISHED, FinishedChunks, is_pickling_error, span
-from .parallel import WorkerCount, check_executor, evaluate_in_chunks
+from .chunk_result import (
+    FINISHED,
+    FinishedChunks,
+    attach_finished,
+    is_pickling_error,
+    noted_result,
+    span,
+)
+from .deadline import current_deadline, no_deadline
+from .parallel import (
+    WorkerCount,
+    check_chunk_values,
+    check_executor,
+    chunk_bounds,
+    concatenate_chunks,
+    evaluate_in_chunks,
+)
 
 # Added to a TypeError raised by the user's function.
 CALLING_CONVENTION = (
@@ -49,6 +65,10 @@ class FunctionTensor(LazyTensor):
     chunk_size : int or None
         Entries per chunk; None: one chunk per thread of the executor. On a dask
         client each worker gets one task per batch, holding its threads' chunks.
+        Without an executor, a batch larger than ``chunk_size`` is evaluated in
+        successive calls of at most that many entries: ``max_time`` is then checked
+        between them, and with a ``checkpoint`` the chunks finished before an error or
+        Ctrl-C are kept (one call per batch, the default, keeps none of a failed batch).
 
     Attributes
     ----------
@@ -125,22 +145,20 @@ class FunctionTensor(LazyTensor):
             setattr(error, FINISHED, finished)
 
     def _evaluate(self, indices):
+        deadline = current_deadline()
+        chunked = self.executor is None and self._serial_chunks(indices)
         try:
             if self.executor is not None:
                 values, seconds = evaluate_in_chunks(self.function, indices, self.executor,
                                                      self.chunk_size,
-                                                     self._workers(self.executor))
+                                                     self._workers(self.executor), deadline)
+            elif chunked:
+                values, seconds = self._evaluate_chunks(indices, deadline)
             else:
-                start, backends = time.perf_counter(), backend_state()
-                # A copy: a function that shifts its multi-indices in place (``idx += 1``,
-                # 1-based for a Fortran model) changed the ones a checkpoint then stored
-                # its values under, and a NaN was reported at the shifted multi-index.
-                values = self.function(indices.copy())
-                seconds = time.perf_counter() - start
-                check_backend_kept(backends, "the function")
+                values, seconds = self._call(indices)
         except BaseException as error:
             finished = getattr(error, FINISHED, None)
-            if finished is not None and self.executor is not None:
+            if finished is not None and (self.executor is not None or chunked):
                 finished.claim(self)  # a checkpoint over this very tensor may keep them
             if not isinstance(error, Exception):  # Ctrl-C: no note, only the chunks
                 raise
@@ -151,12 +169,51 @@ class FunctionTensor(LazyTensor):
             elif isinstance(error, TypeError):
                 # The usual one: a function of d scalars, f(i, j, k), called with one array.
                 error.add_note(CALLING_CONVENTION)
-            if self.executor is None:
-                # Which call failed (an executor's chunks note their own).
+            if self.executor is None and not chunked and not isinstance(error, MaxTimeReached):
+                # Which call failed (an executor's chunks, and serial ones, note their own).
                 error.add_note(f"raised by the function on a batch of {span(indices)}")
             raise
         self.function_seconds += seconds
         return values
+
+    def _serial_chunks(self, indices):
+        """The chunks of a serial batch (more than one only with a ``chunk_size`` below the
+        batch's size): bounds of ``indices``, or None for one call."""
+        if self.chunk_size is None or indices.shape[0] <= self.chunk_size:
+            return None
+        return chunk_bounds(indices.shape[0], chunk_size=self.chunk_size)
+
+    def _call(self, indices):
+        """One call of the function in this thread: its values and the seconds it took."""
+        start, backends = time.perf_counter(), backend_state()
+        # A copy: a function that shifts its multi-indices in place (``idx += 1``, 1-based
+        # for a Fortran model) changed the ones a checkpoint then stored its values under,
+        # and a NaN was reported at the shifted multi-index.
+        with no_deadline():
+            values = self.function(indices.copy())
+        seconds = time.perf_counter() - start
+        check_backend_kept(backends, "the function")
+        return values, seconds
+
+    def _evaluate_chunks(self, indices, deadline):
+        """The batch ``chunk_size`` entries per call, in order. Past ``deadline`` no further
+        chunk starts (MaxTimeReached), and an error or Ctrl-C carries the chunks finished
+        before it: a checkpoint keeps them, so a long serial batch is not lost whole."""
+        chunks = [indices[start:stop] for start, stop in self._serial_chunks(indices)]
+        results = []
+        try:
+            for number, chunk in enumerate(chunks):
+                if number and deadline is not None and deadline.passed():
+                    raise deadline.reached(f"after {number} of {len(chunks)} chunks of a "
+                                           f"batch of {indices.shape[0]} evaluations")
+                results.append(noted_result(lambda chunk=chunk: self._call(chunk), chunk,
+                                            number, len(chunks)))
+        except BaseException as error:
+            attach_finished(error, chunks, results + [None] * (len(chunks) - len(results)))
+            raise
+        values = [check_chunk_values(values, chunk)
+                  for (values, _), chunk in zip(results, chunks, strict=True)]
+        return concatenate_chunks(values), sum(seconds for _, seconds in results)
 
 
 def _check_grids(grids):

@@ -85,7 +85,8 @@ def chunk_bounds(n_entries, n_chunks=None, chunk_size=None):
     return [(start, min(start + chunk_size, n_entries)) for start in starts]
 
 
-def evaluate_in_chunks(function, indices, executor, chunk_size=None, workers=None):
+def evaluate_in_chunks(function, indices, executor, chunk_size=None, workers=None,
+                       deadline=None):
     """``function(indices)`` computed chunk by chunk on ``executor``, in request order.
 
     Parameters
@@ -101,6 +102,11 @@ def evaluate_in_chunks(function, indices, executor, chunk_size=None, workers=Non
         :func:`executor_workers` of the executor, if known (None: asked, a round trip for
         dask). A dask client gets one task per worker, holding that worker's share of the
         chunks (see :mod:`.worker_groups`).
+    deadline : Deadline or None
+        Past it, the chunks not finished are cancelled and
+        :class:`~tensorly_cross.errors.MaxTimeReached` is raised, carrying the finished
+        ones (for a checkpoint). A chunk already running on a thread or in a process
+        pool cannot be stopped: it finishes in the background, its values dropped.
 
     Returns
     -------
@@ -112,6 +118,8 @@ def evaluate_in_chunks(function, indices, executor, chunk_size=None, workers=Non
     ------
     ValueError
         If a chunk's values do not have one entry per multi-index.
+    MaxTimeReached
+        If ``deadline`` passed before every chunk finished.
     Exception
         The first failing chunk's own exception, with a note naming its multi-indices.
     """
@@ -128,7 +136,7 @@ def evaluate_in_chunks(function, indices, executor, chunk_size=None, workers=Non
     chunks = [np.ascontiguousarray(indices[start:stop]) for start, stop in bounds]
     futures = _submit_all(executor, timed, chunks, workers)
     try:
-        results = _gather(executor, futures, chunks, workers)
+        results = _gather(executor, futures, chunks, workers, deadline)
     except BaseException as error:
         # Collected first: cancelling a dask future releases its result too. Never in the
         # way of the user's error: an odd future only loses its chunks.
@@ -142,9 +150,9 @@ def evaluate_in_chunks(function, indices, executor, chunk_size=None, workers=Non
         except Exception:  # noqa: BLE001 -- a closed dask client cannot cancel: its
             pass  # ClosedClientError ("Can't send cancel-keys message") hid the batch's
         raise
-    values = [_check_chunk(values, chunk) for (values, _), chunk in
+    values = [check_chunk_values(values, chunk) for (values, _), chunk in
               zip(results, chunks, strict=True)]
-    return _concatenate(values), sum(seconds for _, seconds in results)
+    return concatenate_chunks(values), sum(seconds for _, seconds in results)
 
 
 class _TimedCall:
@@ -184,12 +192,12 @@ def _submit_all(executor, timed, chunks, workers):
     return futures
 
 
-def _gather(executor, futures, chunks, workers):
+def _gather(executor, futures, chunks, workers, deadline=None):
     """The chunks' (values, seconds) in order; the first failing chunk's error, noted (a
-    dask group notes its own, where it ran)."""
+    dask group notes its own, where it ran); MaxTimeReached once past ``deadline``."""
     if _is_dask_client(executor):
-        return gather_groups(executor, futures, chunks, workers)
-    return results_in_order(futures, chunks)
+        return gather_groups(executor, futures, chunks, workers, deadline)
+    return results_in_order(futures, chunks, deadline=deadline)
 
 
 def _finished_results(executor, futures, chunks, workers):
@@ -227,7 +235,7 @@ def _cancel(executor, futures):
                 future.cancel()
 
 
-def _check_chunk(values, chunk):
+def check_chunk_values(values, chunk):
     if tuple(np.shape(values)) != (chunk.shape[0],):
         raise ValueError(
             f"the function returned values of shape {tuple(np.shape(values))} for a chunk of "
@@ -237,7 +245,7 @@ def _check_chunk(values, chunk):
     return values
 
 
-def _concatenate(values):
+def concatenate_chunks(values):
     """The chunks' values as one: a chunk that is not a backend tensor is read as a serial
     call's values are (``_host_numbers``: ``np.asarray`` fails on a PyTorch tensor that
     requires grad, under another backend)."""

@@ -70,13 +70,16 @@ def submit_groups(client, timed, chunks, workers):
                       [len(chunks)] * len(groups), pure=False)
 
 
-def gather_groups(client, futures, chunks, workers):
+def gather_groups(client, futures, chunks, workers, deadline=None):
     """The chunks' ``(values, seconds)`` in order, from :func:`submit_groups`' futures.
 
     A group notes its failing chunk where it ran; when that note did not survive the trip
     (dask sends an exception it cannot pickle as a plain one), the group's range is noted
-    here.
+    here. Past ``deadline`` (a :class:`~tensorly_cross.lazy.deadline.Deadline`), the
+    groups still running are left to the caller to cancel: MaxTimeReached.
     """
+    if deadline is not None:
+        _wait_until(futures, deadline)
     try:
         return [result for group in client.gather(futures) for result in group]
     except CancelledError as error:  # the function never finished them: do not blame it
@@ -96,6 +99,21 @@ def gather_groups(client, futures, chunks, workers):
                 error.add_note(f"{NOTE_PREFIX}{which} of {len(chunks)}: "
                                f"{span(np.concatenate(chunks[start:stop]))}")
         raise
+
+
+def _wait_until(futures, deadline):
+    """Return once every future is done or one has failed; raise MaxTimeReached once past
+    ``deadline`` before that."""
+    from distributed import as_completed
+
+    try:
+        for future in as_completed(futures, timeout=max(0.0, deadline.remaining())):
+            if future.status == "error":
+                return  # gathered at once: its error is the batch's
+    except TimeoutError:  # distributed's TimeoutError is the built-in one
+        unfinished = sum(not future.done() for future in futures)
+        raise deadline.reached(f"with {unfinished} of {len(futures)} dask tasks of a batch "
+                               "still to finish") from None
 
 
 def run_group(timed, chunks, first_number, n_chunks):

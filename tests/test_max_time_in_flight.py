@@ -1,0 +1,166 @@
+"""``max_time`` stops a batch in flight when the batch runs in chunks (on an executor, or
+serially with a ``chunk_size``): before, a batch started just before the deadline ran to
+its end, hours late for an expensive function. The finished chunks stay in the
+checkpoint, and a rerun resumes from them."""
+
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import tensorly_cross as tlc
+from tensorly_cross.errors import MaxTimeReached
+
+from .test_checkpoint import assert_same_tt
+
+SHAPE = (12,) * 4
+CHUNK = 40
+
+
+def smooth(indices):
+    return 1.0 / (4.0 + indices.sum(axis=1))
+
+
+_GATES = {}  # key -> state: shared by the copies dask pickles (even on a cluster of threads)
+
+
+class Gated:
+    """``smooth``, whose calls after the first ``free`` wait for :meth:`open` (at most
+    ``limit`` seconds); it counts the calls that started and those that returned. Its
+    state lives at module level, so that an executor's pickled copies share it."""
+
+    def __init__(self, free, limit=60.0):
+        self.key, self.free, self.limit = uuid.uuid4().hex, free, limit
+        _GATES[self.key] = {"release": threading.Event(), "lock": threading.Lock(),
+                            "started": 0, "returned": 0}
+
+    def __call__(self, indices):
+        state = _GATES[self.key]
+        with state["lock"]:
+            state["started"] += 1
+            gated = state["started"] > self.free
+        if gated:
+            state["release"].wait(self.limit)
+        with state["lock"]:
+            state["returned"] += 1
+        return smooth(indices)
+
+    def open(self):
+        _GATES[self.key]["release"].set()
+
+    def all_returned(self):
+        state = _GATES[self.key]
+        return state["returned"] == state["started"]
+
+
+def _cross(lazy, **kwargs):
+    return tlc.tt_cross(lazy, tol=1e-8, random_state=0, return_info=True, **kwargs)
+
+
+def _resumed_matches_uninterrupted(path):
+    counted = []
+    rerun = tlc.FunctionTensor(lambda idx: (counted.append(len(idx)), smooth(idx))[1], SHAPE)
+    tt, info = _cross(rerun, checkpoint=path)
+    reference, _ = _cross(tlc.FunctionTensor(smooth, SHAPE))
+    assert_same_tt(tt, reference)
+    return info
+
+
+def test_an_executor_batch_stops_at_the_deadline_and_keeps_its_finished_chunks(tmp_path):
+    path = tmp_path / "run.ckpt"
+    function = Gated(free=3)
+    with ThreadPoolExecutor(2) as executor:
+        lazy = tlc.FunctionTensor(function, SHAPE, executor=executor, chunk_size=CHUNK)
+        try:
+            with pytest.raises(MaxTimeReached, match="still to finish"):
+                _cross(lazy, max_time=0.5, checkpoint=path)
+            # Raised while the gated chunks still wait: the batch was not waited for.
+            assert not function.all_returned()
+        finally:
+            function.open()
+    info = _resumed_matches_uninterrupted(path)
+    assert info.n_restored >= 3 * CHUNK - 1  # the chunks that finished (one may be short)
+
+
+def test_a_serial_batch_in_chunks_stops_between_chunks(tmp_path):
+    path = tmp_path / "run.ckpt"
+    calls = []
+
+    def slow(indices):  # from its third call on, each call outlasts max_time
+        calls.append(len(indices))
+        if len(calls) >= 3:
+            time.sleep(0.3)
+        return smooth(indices)
+
+    lazy = tlc.FunctionTensor(slow, SHAPE, chunk_size=CHUNK)
+    with pytest.raises(MaxTimeReached, match="chunks of a batch"):
+        _cross(lazy, max_time=0.2, checkpoint=path)
+    assert len(calls) <= 3  # the deadline had passed when the third call returned
+    info = _resumed_matches_uninterrupted(path)
+    assert info.n_restored == sum(calls)
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_a_serial_batch_in_chunks_keeps_its_finished_chunks_on_an_error(tmp_path, error):
+    path = tmp_path / "run.ckpt"
+    calls = []
+
+    def failing(indices):  # fails on a batch's second chunk (after a whole first one)
+        calls.append(len(indices))
+        if len(calls) >= 2 and calls[-2] == CHUNK:
+            raise error("transient failure")
+        return smooth(indices)
+
+    lazy = tlc.FunctionTensor(failing, SHAPE, chunk_size=CHUNK)
+    with pytest.raises(error) as raised:
+        _cross(lazy, checkpoint=path)
+    if error is RuntimeError:  # the failing chunk is named
+        assert any("chunk 2 of" in note for note in raised.value.__notes__)
+    assert max(calls) <= CHUNK
+    info = _resumed_matches_uninterrupted(path)
+    assert info.n_restored == sum(calls[:-1])  # the failed batch's first chunk included
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 1000])
+def test_serial_chunks_give_the_tt_of_one_call_per_batch(chunk_size):
+    chunked, _ = _cross(tlc.FunctionTensor(smooth, SHAPE, chunk_size=chunk_size))
+    whole, _ = _cross(tlc.FunctionTensor(smooth, SHAPE))
+    assert_same_tt(chunked, whole)
+
+
+def test_a_serial_chunk_with_the_wrong_number_of_values_is_named():
+    lazy = tlc.FunctionTensor(lambda idx: smooth(idx)[:-1], SHAPE, chunk_size=CHUNK)
+    with pytest.raises(ValueError, match="for a chunk of"):
+        lazy.evaluate(np.zeros((3 * CHUNK, 4), dtype=np.int64))
+
+
+def test_a_dask_batch_stops_at_the_deadline(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from .test_dask import loopback_cluster
+
+    function = Gated(free=0, limit=30.0)
+    with loopback_cluster() as cluster, distributed.Client(cluster) as client:
+        lazy = tlc.FunctionTensor(function, SHAPE, executor=client, chunk_size=CHUNK)
+        try:
+            with pytest.raises(MaxTimeReached, match="dask tasks of a batch"):
+                _cross(lazy, max_time=0.5, checkpoint=tmp_path / "run.ckpt")
+            assert not function.all_returned()
+        finally:
+            function.open()
+
+
+def test_a_function_running_its_own_cross_is_not_under_the_outer_deadline():
+    inner_stops = []
+
+    def nested(indices):
+        inner = tlc.FunctionTensor(smooth, (6, 6), chunk_size=5)
+        _, info = tlc.tt_cross(inner, tol=1e-8, random_state=0, return_info=True)
+        inner_stops.append(info.stop_reason)
+        return smooth(indices)
+
+    lazy = tlc.FunctionTensor(nested, (6, 6, 6), chunk_size=10_000)
+    _cross(lazy, max_time=3600.0)
+    assert inner_stops and set(inner_stops) == {"tol"}
