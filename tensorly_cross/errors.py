@@ -175,8 +175,9 @@ class EvaluationBudgetExceeded(RuntimeError):
 
 
 class MaxTimeReached(RuntimeError):
-    """The run's ``max_time`` ran out before a batch of new evaluations, or while a batch
-    in chunks was in flight (its finished chunks are kept by a checkpoint).
+    """The run's ``max_time`` ran out before a batch of new evaluations, or during one.
+
+    A batch in chunks stops part way (its finished chunks are kept by a checkpoint).
 
     The sweep loop catches it and stops with ``stop_reason="max_time"``; it reaches the
     caller only when no sweep had completed (nothing to return). With a ``checkpoint``,
