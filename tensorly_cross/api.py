@@ -346,7 +346,7 @@ def _select(lazy, options, random_state, start):
         info.function_seconds = clock.function_seconds - inside
     info.total_seconds = time.perf_counter() - start  # the whole search (both runs of a handover)
     warn_if_subnormal(cache)
-    warn_if_missed(options, info, read_whole=len(cache) >= cache.size)
+    warn_if_missed(options, info, read_fraction=len(cache) / cache.size)
     if size_one is not None:
         indices, info = size_one.indices(indices), size_one.info(info)
     return indices, finish(cores), info

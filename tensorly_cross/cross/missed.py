@@ -21,18 +21,24 @@ _STOPS_WITHOUT_PASS = ("stalled", "n_iter_max", "max_evals", "max_time")
 # Where interpolating sweeps stall on data whose singular values decay slowly.
 _LSQ_HINT = ('on images and volumes, method="lsq" (the least-squares cross) fits what the '
              'interpolating methods stall on')
+# The share of the entries read past which reading every entry once costs about as much:
+# MNI152 T1 at tol=0.05 stalled after reading 43% of its voxels in 22 s, where the
+# streaming TT-SVD read them all and met tol in 0.7 s (benchmarks/results/real_tolerances.md).
+READ_MOST = 0.25
 
 
-def warn_if_missed(options, info, read_whole=False):
+def warn_if_missed(options, info, read_fraction=0.0):
     """Warn (:class:`ToleranceNotMetWarning`) when a rank-adaptive run (TCI with ``rank=``
     included: a cap) returns a TT whose held-out error exceeds ``options.tol``, or one that
     a budget stopped before any held-out check, and when a fixed-rank run's TT is no
     better than zero; not when the callback stopped it (the caller decided).
 
-    ``read_whole``: the cross read every entry, so its error was measured on all of them
-    (a one-entry tensor leaves none to hold out, yet its error is known exactly).
+    ``read_fraction``: the share of the tensor's entries the cross read. At 1 its error
+    was measured on all of them (a one-entry tensor leaves none to hold out, yet its error
+    is known exactly); from :data:`READ_MOST` on, the hints name a TT-SVD of everything.
     """
     error, tol = info.val_error, options.tol
+    read_whole = read_fraction >= 1
     if info.stop_reason == "callback":
         return
     if options.rank is not None and options.method != "tci":  # TCI's rank is only a cap
@@ -52,7 +58,7 @@ def warn_if_missed(options, info, read_whole=False):
     if not (unchecked or missed or unsure):
         return
     ranks = info.ranks[info.best_sweep - 1] if info.best_sweep else ()
-    hints = "; ".join(_hints(options, info, max(ranks, default=1)))
+    hints = "; ".join(_hints(options, info, max(ranks, default=1), read_fraction))
     if unchecked and not info.n_sweeps:
         message = (f"tol={tol:g} not checked: {info.stop_reason} stopped the run before "
                    f"its first sweep was judged on held-out entries ({info.n_evals} "
@@ -70,7 +76,7 @@ def warn_if_missed(options, info, read_whole=False):
         val_size = returned_val_size(options, info)
         hints = "; ".join([f"a larger val_size (now {val_size}: more held-out entries "
                            "narrow the bound)",
-                           *_hints(options, info, max(ranks, default=1))])
+                           *_hints(options, info, max(ranks, default=1), read_fraction)])
         message = (f"tol={tol:g} not met with confidence: held-out error {error:.3g} on "
                    f"{info.n_heldout} entries, but on too few of them to be sure (its upper "
                    f"95% bound exceeds tol: the sample is too small, or the error sits on a "
@@ -102,7 +108,7 @@ def _warn_if_nothing_found(options, info):
     warnings.warn(ToleranceNotMetWarning(message, error, options.tol), stacklevel=5)
 
 
-def _hints(options, info, largest_rank):
+def _hints(options, info, largest_rank, read_fraction=0.0):
     hints = []
     if options.rank is not None:  # TCI's per-bond cap
         hints.append(f"raise rank (TCI's per-bond cap, rank={options.rank})")
@@ -112,6 +118,10 @@ def _hints(options, info, largest_rank):
         hints.append(_HINTS[info.stop_reason])
     if info.method in ("tci", "als"):
         hints.append(_LSQ_HINT)
+    if read_fraction >= READ_MOST:
+        hints.append(f"it read {read_fraction:.0%} of the entries: a TT-SVD of all of them "
+                     "reads each once and meets tol by construction (streaming_tt_svd "
+                     "for a stored volume, chunk by chunk in bounded memory)")
     if not hints:
         hints.append("a higher tol, or a budget for more sweeps (patience)")
     return hints
