@@ -1,6 +1,7 @@
 """TT rank arguments: validation, expansion and clipping (as TensorLy does)."""
 
 import numbers
+import operator
 import warnings
 
 from .._validation import outside_stacklevel
@@ -11,8 +12,8 @@ def expand_rank(rank, shape, name="rank", warn=True, clip=True):
     """``(1, r_1, ..., r_{d-1}, 1)`` from an int or a list, clipped (with a warning if ``warn``)
     unless ``clip`` is False."""
     d = len(shape)
-    if isinstance(rank, numbers.Integral) and not isinstance(rank, bool):
-        rank = [1] + [int(rank)] * (d - 1) + [1]
+    if _integer(rank) is not None:
+        rank = [1] + [_integer(rank)] * (d - 1) + [1]
     else:
         if isinstance(rank, str | bytes):  # list("2") would be ["2"]
             raise TypeError(f"{name} must be an int or a list of {d + 1} ints, got {rank!r}.")
@@ -22,9 +23,9 @@ def expand_rank(rank, shape, name="rank", warn=True, clip=True):
             raise TypeError(f"{name} must be an int or a list of {d + 1} ints, got "
                             f"{rank!r} ({type(rank).__name__}).") from error
         # int() would truncate 2.7 to 2 silently: only integers are ranks.
-        if not all(isinstance(r, numbers.Integral) and not isinstance(r, bool) for r in rank):
+        if any(_integer(r) is None for r in rank):
             raise TypeError(f"{name} must be an int or a list of {d + 1} ints, got {rank!r}.")
-        rank = [int(r) for r in rank]
+        rank = [_integer(r) for r in rank]
         if len(rank) != d + 1:
             raise ValueError(
                 f"{name} must have {d + 1} entries, {_rank_pattern(d)} for the {d} "
@@ -46,6 +47,21 @@ def expand_rank(rank, shape, name="rank", warn=True, clip=True):
             stacklevel=outside_stacklevel(),  # the caller's line, at any call depth
         )
     return clipped
+
+
+def _integer(value):
+    """``value`` as an int if it is an integer: Python's, NumPy's, or a 0-d integer tensor
+    of a backend (``tl.tensor([1, 4, 1])`` iterates into those); None otherwise (a bool,
+    2.7, a float tensor)."""
+    if isinstance(value, numbers.Integral):
+        return None if isinstance(value, bool) else int(value)
+    dtype = getattr(value, "dtype", None)
+    if getattr(value, "ndim", None) != 0 or "int" not in str(dtype):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def _rank_pattern(d):
