@@ -173,8 +173,9 @@ class VolumeDataset(torch.utils.data.Dataset):
 
         Parameters
         ----------
-        indices : array-like of int
-            Positions of the items in this dataset, in the order wanted.
+        indices : array-like of int, array-like of bool, or slice
+            Positions of the items in this dataset, in the order wanted; or a boolean mask
+            with one entry per item (``data.subset(data.targets > 0.5)``); or a slice.
 
         Returns
         -------
@@ -186,14 +187,35 @@ class VolumeDataset(torch.utils.data.Dataset):
         ------
         IndexError
             If an index is out of range (negative ones count from the end, as for
-            ``__getitem__``).
+            ``__getitem__``), or a mask does not have one entry per item.
+        TypeError
+            If ``indices`` holds values that are neither ints nor bools (a float such as
+            ``1.7`` is refused, not truncated).
         """
-        indices = [self._position(int(i)) for i in np.asarray(indices).reshape(-1)]
+        indices = self._selected(indices)
         subset = VolumeDataset([self.volumes[i] for i in indices],
                                self.targets[indices].numpy(), self.cache_bytes, self.in_memory)
         subset._loaded = {new: self._loaded[old] for new, old in enumerate(indices)
                           if old in self._loaded}
         return subset
+
+    def _selected(self, indices):
+        """The positions ``indices`` selects (see :meth:`subset`)."""
+        if isinstance(indices, slice):
+            return list(range(len(self))[indices])
+        if isinstance(indices, torch.Tensor):
+            indices = indices.detach().cpu().numpy()
+        chosen = np.asarray(indices).reshape(-1)
+        if chosen.dtype == bool:
+            # NumPy's meaning of a mask: int() read its entries as the positions 0 and 1.
+            if chosen.shape[0] != len(self):
+                raise IndexError(f"a boolean mask must have one entry per item ({len(self)} "
+                                 f"items), got {chosen.shape[0]}.")
+            return [int(i) for i in np.flatnonzero(chosen)]
+        if chosen.size and chosen.dtype.kind not in "iu":
+            raise TypeError(f"indices must be ints (or a boolean mask, or a slice), got "
+                            f"{chosen.dtype} values such as {chosen[0].item()!r}.")
+        return [self._position(int(i)) for i in chosen]
 
     def _position(self, index):
         """``index`` as a position in ``[0, len)``; an IndexError naming both otherwise."""
