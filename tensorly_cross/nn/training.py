@@ -369,11 +369,32 @@ def cross_validate(build_model, dataset, n_folds=5, seed=0, **fit_options):
     ------
     ValueError
         As :func:`fit` and :func:`rmse` do (for instance if the models' ``n_targets`` is
-        not the targets' width).
+        not the targets' width), or if a fold's model shares a trainable parameter with an
+        earlier fold's (one encoder built outside ``build_model``): it would start from
+        weights trained on this fold's test volumes. A frozen one
+        (``requires_grad_(False)``) may be shared.
     """
-    scores = []
-    for train, test in dataset.folds(n_folds, seed=seed):
+    scores, trained = [], {}  # id of a trainable parameter -> (fold, parameter), kept alive
+    for fold, (train, test) in enumerate(dataset.folds(n_folds, seed=seed)):
         model = build_model()
+        _check_fresh(model, fold, trained)
         fit(model, train, seed=seed, **fit_options)
         scores.append(rmse(model, test))
     return scores
+
+
+def _check_fresh(model, fold, trained):
+    """Refuse a model that shares a trainable parameter with an earlier fold's model (and
+    record its own in ``trained``): a fold's test volumes are another fold's training
+    volumes, so a carried-over weight gives test scores on volumes it has seen."""
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if id(parameter) in trained:
+            earlier = trained[id(parameter)][0]
+            raise ValueError(f"build_model returned, for fold {fold}, a model whose "
+                             f"parameter {name!r} is the one the model of fold {earlier} "
+                             "trained: that model's training volumes include this fold's "
+                             "test volumes. Build every part (the encoder too) inside "
+                             "build_model, or freeze a shared one (requires_grad_(False)).")
+        trained[id(parameter)] = fold, parameter
