@@ -33,7 +33,7 @@ from ..lazy.quantics import QuanticsLayout
 from .dataset import WithoutAxis
 from .encoded import EncodedTensor, default_encoder
 from .heads import TTPCAHead, TTProbeHead
-from .keyed import key_value, volume_fingerprint
+from .keyed import _file_of, key_value, volume_fingerprint
 from .lockstep import LockstepEncoder, device_batch_size
 from .patches import check_concrete_module, patch_grid
 
@@ -349,7 +349,7 @@ class CrossEmbedding(nn.Module):
             If ``head="pca"`` and :meth:`fit_pca` has not run.
         """
         keys = _keys_per_volume(keys, volumes)
-        grid = self._check_shapes(volumes)
+        grid = self._check_shapes(volumes, keys)
         if isinstance(self.head, TTPCAHead) and not self.head.fitted:
             # now, not after every volume's search and read (minutes on large volumes)
             raise RuntimeError("head='pca' needs fit_pca(training_volumes) (or a fitted "
@@ -362,7 +362,7 @@ class CrossEmbedding(nn.Module):
         self.grid_shape = self.grid_shape or grid
         return torch.stack([self.head(tt) for tt in tts])
 
-    def _check_shapes(self, volumes):
+    def _check_shapes(self, volumes, keys):
         """Every volume of the batch gives TTs of the head's shape (before any search);
         returns the batch's grid of patch positions."""
         _check_volumes(volumes)
@@ -376,7 +376,8 @@ class CrossEmbedding(nn.Module):
                 wanted = (f"grid {expected}" if head_shape is None or self.grid_shape
                           else f"TT shape {head_shape}")
                 raise ValueError(
-                    f"volume {k} of the batch, shape {tuple(volumes[k].shape)}, gives a grid "
+                    f"{_volume_named(k, volumes[k], keys[k])}, shape "
+                    f"{tuple(volumes[k].shape)}, gives a grid "
                     f"of patch positions {grid} (TT shape {self.tt_shape(grid)}); this "
                     f"module's head is for {wanted}: one module takes one volume shape "
                     "(crop or resample the volumes).")
@@ -418,7 +419,7 @@ class CrossEmbedding(nn.Module):
         keys = _keys_per_volume(keys, volumes)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-        grid = self._check_shapes(volumes)
+        grid = self._check_shapes(volumes, keys)
         if len(volumes) < 2:
             raise ValueError(f"fit_pca needs at least 2 volumes, got {len(volumes)}.")
         tts, was_training = [], self.training
@@ -573,6 +574,16 @@ def _naming(number, key, function):
             raise
 
     return run
+
+
+def _volume_named(number, volume, key):
+    """Volume ``number`` of a batch, with its key and file where known: in a shuffled
+    batch of a dataset's volumes, its place alone does not say which volume it is."""
+    known = [f"key {key!r}"] if key is not None else []
+    path = _file_of(volume)
+    if path is not None:
+        known.append(f"file {path!r}")
+    return f"volume {number} of the batch" + (f" ({', '.join(known)})" if known else "")
 
 
 def _head_tt_shape(head):
