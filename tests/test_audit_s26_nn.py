@@ -94,3 +94,26 @@ def test_a_volume_of_another_shape_in_a_shuffled_batch_is_named_by_its_file(tmp_
     with pytest.raises(ValueError, match="subject_3.npy"):
         fit(model, data, epochs=1, batch_size=4)
     assert tl.get_backend() == "pytorch"
+
+
+@pytest.mark.parametrize("targets", [["AD", "CN"], np.array(["1.5", "2"]),
+                                     torch.tensor([1 + 1j, 2 + 0j]), [1 + 2j, 3.0],
+                                     [np.datetime64("2020-01-01")] * 2, [None, 1.0]])
+def test_targets_that_are_not_real_numbers_are_refused_by_name(targets):
+    # before: NumPy's "could not convert string to float: 'AD'" (class labels), a complex
+    # tensor's imaginary part dropped with only a ComplexWarning, dates read as day counts
+    with pytest.raises(TypeError, match="targets must be real numbers"):
+        VolumeDataset(_constant_volumes(2), targets)
+
+
+def test_ragged_targets_are_refused_by_name():
+    with pytest.raises(ValueError, match="targets must have shape"):
+        VolumeDataset(_constant_volumes(2), [[1.0, 2.0], [3.0]])
+
+
+def test_targets_in_any_real_dtype_are_still_taken():
+    for targets in (torch.tensor([1.0, 2.0], dtype=torch.bfloat16),  # before: a bare TypeError
+                    torch.tensor([True, False]), np.array([1, 2], dtype=np.uint8),
+                    [torch.tensor(1.0), torch.tensor(2.0)]):
+        data = VolumeDataset(_constant_volumes(2), targets)
+        assert data.targets.dtype == torch.float32 and data.targets.shape == (2,)

@@ -32,7 +32,7 @@ class VolumeDataset(torch.utils.data.Dataset):
         when read). A list even for one volume: a single path is refused, not split
         into characters.
     targets : array-like, shape (n,) or (n, t)
-        One finite target (or row of ``t`` targets) per volume, stored as float32 (a
+        One finite real target (or row of ``t`` targets) per volume, stored as float32 (a
         copy: a torch tensor is detached, as targets take no gradient).
     cache_bytes : int or None
         Chunk or page cache of each opened volume (see :func:`~tensorly_cross.open_volume`).
@@ -43,8 +43,9 @@ class VolumeDataset(torch.utils.data.Dataset):
     Raises
     ------
     TypeError
-        If ``volumes`` is a single path (wrap it in a list), or an item is neither a path,
-        an array, a tensor nor a lazy tensor.
+        If ``volumes`` is a single path (wrap it in a list), an item is neither a path,
+        an array, a tensor nor a lazy tensor, or ``targets`` holds values that are not
+        real numbers (strings such as class labels, complex numbers, dates, None).
     ValueError
         If ``volumes`` and ``targets`` differ in length, a target is not finite, or a path
         has an unsupported suffix.
@@ -324,13 +325,29 @@ class VolumeDataset(torch.utils.data.Dataset):
 
 
 def _float32_targets(targets, n_volumes):
-    """Targets as a float32 ``(n,)`` or ``(n, t)`` tensor, each finite and within float32's
-    range (checked before the cast, which would turn 1e300 into inf with only a warning)."""
+    """Targets as a float32 ``(n,)`` or ``(n, t)`` tensor, each a real number, finite and
+    within float32's range (checked before the cast, which would turn 1e300 into inf with
+    only a warning)."""
     if isinstance(targets, torch.Tensor):
         # Targets are data, not a graph: NumPy cannot read a tensor that requires grad
-        # (or one on a GPU), and the float32 copy kept here would not carry it anyway.
+        # (or one on a GPU, or in bfloat16), and the float32 copy kept here would not
+        # carry it anyway.
         targets = targets.detach().cpu()
-    values = np.asarray(targets, dtype=np.float64)
+        if targets.dtype in (torch.bfloat16, torch.float16):
+            targets = targets.float()
+    try:
+        values = np.asarray(targets)
+    except ValueError:  # NumPy's "inhomogeneous shape" named neither targets nor volumes
+        raise ValueError(f"targets must have shape (n,) or (n, t) with n = len(volumes) = "
+                         f"{n_volumes}: its rows have different lengths.") from None
+    if values.dtype.kind not in "biuf":
+        # A cast to float64 failed on class labels with NumPy's bare "could not convert
+        # string to float", dropped a complex imaginary part and read dates as day counts.
+        example = values.reshape(-1)[0] if values.size else None
+        raise TypeError(f"targets must be real numbers (bool, int or float), got "
+                        f"{values.dtype} values such as {example!r}: encode class labels "
+                        "as numbers first.")
+    values = values.astype(np.float64)
     if values.ndim not in (1, 2) or values.shape[0] != n_volumes:
         raise ValueError(f"targets must have shape (n,) or (n, t) with n = len(volumes) = "
                          f"{n_volumes}, got {values.shape}.")
