@@ -117,3 +117,47 @@ def test_targets_in_any_real_dtype_are_still_taken():
                     [torch.tensor(1.0), torch.tensor(2.0)]):
         data = VolumeDataset(_constant_volumes(2), targets)
         assert data.targets.dtype == torch.float32 and data.targets.shape == (2,)
+
+
+def _tiny_dense_data():
+    rng = np.random.default_rng(0)
+    return VolumeDataset(list(rng.random((4, 5, 5, 5), dtype=np.float32)), rng.random(4))
+
+
+@pytest.mark.parametrize("options, error, name", [
+    (dict(seed=None), TypeError, "seed"), (dict(seed=1.5), TypeError, "seed"),
+    (dict(seed="a"), TypeError, "seed"), (dict(seed=-1), ValueError, "seed"),
+    (dict(lr="x"), TypeError, "lr"), (dict(lr=float("nan")), ValueError, "lr")])
+def test_fit_names_a_bad_seed_or_learning_rate(options, error, name):
+    from tensorly_cross.nn import DenseEmbedding
+
+    model = Regressor(DenseEmbedding(default_encoder(3, 2, width=2, pooled=True)), 2,
+                      normalize=False)
+    # before: NumPy's and Python's bare errors ("unsupported operand type(s) for *:
+    # 'NoneType' and 'int'"), raised once the first epoch began (after a PCA refit)
+    with pytest.raises(error, match=name):
+        fit(model, _tiny_dense_data(), epochs=1, batch_size=2, **options)
+
+
+@pytest.mark.parametrize("call, error, name", [
+    (lambda data: data.split(0.5, seed="a"), TypeError, "seed"),
+    (lambda data: data.split(0.5, seed=1.5), TypeError, "seed"),
+    (lambda data: data.split(0.5, seed=-1), ValueError, "seed"),
+    (lambda data: data.split("0.5"), TypeError, "train_fraction"),
+    (lambda data: data.folds(2, seed="a"), TypeError, "seed"),
+    (lambda data: data.folds(2, seed=-1), ValueError, "seed"),
+    (lambda data: list(data.batches(2, shuffle=True, seed=1.5)), TypeError, "seed"),
+    (lambda data: cross_validate(None, data, n_folds=2, seed=None), TypeError, "seed")])
+def test_dataset_splits_name_a_bad_seed_or_fraction(call, error, name):
+    # before: "SeedSequence expects int or sequence of ints for entropy not a", "'<' not
+    # supported between instances of 'float' and 'str'", "expected non-negative integer"
+    with pytest.raises(error, match=name):
+        call(_tiny_dense_data())
+
+
+def test_dataset_splits_still_take_numpy_int_seeds_and_batches_a_fresh_one():
+    data = _tiny_dense_data()
+    assert len(data.split(np.float32(0.5), seed=np.int64(3))[0]) == 2
+    assert len(data.folds(2, seed=np.int64(3))) == 2
+    assert sorted(k for keys, _, _ in data.batches(3, shuffle=True) for k in keys) == \
+        [0, 1, 2, 3]

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .._backend import to_host
-from .._validation import check_int
+from .._validation import check_float, check_int
 from ..io import VOLUME_SUFFIXES, open_volume
 from ..lazy.base import LazyTensor
 from ..lazy.npy import NpyTensor
@@ -243,9 +243,14 @@ class VolumeDataset(torch.utils.data.Dataset):
 
         Raises
         ------
+        TypeError
+            If ``train_fraction`` is not a real number or ``seed`` not an int.
         ValueError
-            If ``train_fraction`` is not in ``(0, 1)``, or leaves one side empty.
+            If ``train_fraction`` is not in ``(0, 1)``, or leaves one side empty, or
+            ``seed`` is negative.
         """
+        train_fraction = check_float(train_fraction, "train_fraction")
+        seed = check_int(seed, "seed", minimum=0)
         if not 0.0 < train_fraction < 1.0:
             raise ValueError(f"train_fraction must lie in (0, 1), got {train_fraction}.")
         order = np.random.default_rng(seed).permutation(len(self))
@@ -275,8 +280,11 @@ class VolumeDataset(torch.utils.data.Dataset):
         Raises
         ------
         ValueError
-            If ``n_folds`` is not an int in ``[2, len(self)]``.
+            If ``n_folds`` is not an int in ``[2, len(self)]``, or ``seed`` is negative.
+        TypeError
+            If ``seed`` is not an int.
         """
+        seed = check_int(seed, "seed", minimum=0)
         # None, strings and nan raised bare TypeErrors and ValueErrors from int().
         integral = (isinstance(n_folds, numbers.Integral) and not isinstance(n_folds, bool)
                     or isinstance(n_folds, float) and n_folds.is_integer())
@@ -312,11 +320,13 @@ class VolumeDataset(torch.utils.data.Dataset):
         Raises
         ------
         TypeError
-            If ``batch_size`` is not an int.
+            If ``batch_size``, or a ``seed`` other than None, is not an int.
         ValueError
-            If ``batch_size`` is below 1.
+            If ``batch_size`` is below 1, or ``seed`` negative.
         """
         batch_size = check_int(batch_size, "batch_size", minimum=1)
+        if seed is not None:
+            seed = check_int(seed, "seed", minimum=0)
         order = (np.random.default_rng(seed).permutation(len(self)) if shuffle
                  else np.arange(len(self)))
         for start in range(0, len(self), batch_size):

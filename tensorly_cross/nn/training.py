@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import check_int
+from .._validation import check_float, check_int
 
 
 class Regressor(nn.Module):
@@ -174,16 +174,20 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
     Raises
     ------
     TypeError
-        If ``train`` (or ``test``) is not a :class:`~tensorly_cross.nn.VolumeDataset`, or
-        ``epochs`` or ``batch_size`` is not an int.
+        If ``train`` (or ``test``) is not a :class:`~tensorly_cross.nn.VolumeDataset`,
+        ``epochs``, ``batch_size`` or ``seed`` is not an int, or ``lr`` not a number.
     ValueError
-        If ``epochs`` is negative, ``batch_size`` is below 1, ``train`` is empty, its
+        If ``epochs`` or ``seed`` is negative, ``lr`` is not a finite positive number,
+        ``batch_size`` is below 1, ``train`` is empty, its
         targets per volume are not the model's ``n_targets``, or the model standardises
         its features (``normalize=True``, ``BatchNorm1d``) and a step would see one volume
         only: ``batch_size=1``, or one training volume.
     """
     epochs = check_int(epochs, "epochs", minimum=0)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
+    # Checked now: a bad seed failed in NumPy once the first epoch began (after a PCA refit).
+    seed = check_int(seed, "seed", minimum=0)
+    lr = check_float(lr, "lr", minimum=0.0, strict=True)
     _check_training_data(model, train, test, batch_size)
     model.set_target_scale(train.targets)
     if hasattr(model.embedding, "clear_cache"):
@@ -372,8 +376,11 @@ def cross_validate(build_model, dataset, n_folds=5, seed=0, **fit_options):
         not the targets' width), or if a fold's model shares a trainable parameter with an
         earlier fold's (one encoder built outside ``build_model``): it would start from
         weights trained on this fold's test volumes. A frozen one
-        (``requires_grad_(False)``) may be shared.
+        (``requires_grad_(False)``) may be shared; or if ``seed`` is negative.
+    TypeError
+        If ``seed`` is not an int.
     """
+    seed = check_int(seed, "seed", minimum=0)  # fit would refuse it after the first fold's build
     scores, trained = [], {}  # id of a trainable parameter -> (fold, parameter), kept alive
     for fold, (train, test) in enumerate(dataset.folds(n_folds, seed=seed)):
         model = build_model()
