@@ -7,6 +7,7 @@ targets standardised with the training set's mean and scale, Adam, mean squared 
 """
 
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -381,7 +382,7 @@ def cross_validate(build_model, dataset, n_folds=5, seed=0, **fit_options):
         If ``seed`` is not an int.
     """
     seed = check_int(seed, "seed", minimum=0)  # fit would refuse it after the first fold's build
-    scores, trained = [], {}  # id of a trainable parameter -> (fold, parameter), kept alive
+    scores, trained = [], {}  # id of a trainable parameter -> (fold, weak reference)
     for fold, (train, test) in enumerate(dataset.folds(n_folds, seed=seed)):
         model = build_model()
         _check_fresh(model, fold, trained)
@@ -397,11 +398,12 @@ def _check_fresh(model, fold, trained):
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        if id(parameter) in trained:
-            earlier = trained[id(parameter)][0]
+        earlier, reference = trained.get(id(parameter), (None, None))
+        # The weak reference tells the same parameter from a new one at a freed address.
+        if reference is not None and reference() is parameter:
             raise ValueError(f"build_model returned, for fold {fold}, a model whose "
                              f"parameter {name!r} is the one the model of fold {earlier} "
                              "trained: that model's training volumes include this fold's "
                              "test volumes. Build every part (the encoder too) inside "
                              "build_model, or freeze a shared one (requires_grad_(False)).")
-        trained[id(parameter)] = fold, parameter
+        trained[id(parameter)] = fold, weakref.ref(parameter)
