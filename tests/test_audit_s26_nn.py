@@ -161,3 +161,33 @@ def test_dataset_splits_still_take_numpy_int_seeds_and_batches_a_fresh_one():
     assert len(data.folds(2, seed=np.int64(3))) == 2
     assert sorted(k for keys, _, _ in data.batches(3, shuffle=True) for k in keys) == \
         [0, 1, 2, 3]
+
+
+def test_a_copy_or_pickle_of_a_trained_embedding_leaves_its_kept_patches_behind():
+    import copy
+    import io
+
+    rng = np.random.default_rng(0)
+    data = VolumeDataset(list(rng.random((4, 12, 12, 12), dtype=np.float32)), rng.random(4))
+    torch.manual_seed(0)
+    model = Regressor(CrossEmbedding(default_encoder(5, 2, width=2, pooled=True),
+                                     patch_size=5, n_features=2, rank=2, stride=1,
+                                     n_iter_max=1, n_outputs=2, refresh_every=3,
+                                     volume_shape=(12, 12, 12)), 2, normalize=False)
+    fit(model, data, epochs=1, batch_size=2)
+    kept = sum(entry[2].nbytes for entry in model.embedding._indices.values())
+    assert kept > 100_000  # the patches of every training volume
+    saved = io.BytesIO()
+    torch.save(model, saved)
+    # before: a checkpoint of the whole model (and every copy.deepcopy of the best epoch's)
+    # held every training volume's kept patches, gigabytes for a large dataset
+    assert saved.tell() < kept / 2
+    duplicate = copy.deepcopy(model)
+    assert duplicate.embedding._indices == {} and len(model.embedding._indices) == 4
+    with torch.no_grad():
+        volumes = [data.volume(k) for k in range(4)]
+        assert torch.equal(duplicate(volumes), model(volumes))
+    saved.seek(0)
+    restored = torch.load(saved, weights_only=False)
+    with torch.no_grad():
+        assert torch.equal(restored(volumes), model(volumes))

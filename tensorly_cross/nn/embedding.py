@@ -187,6 +187,21 @@ class CrossEmbedding(nn.Module):
         self.reset_counters()
         self.register_load_state_dict_pre_hook(_build_head_from_state)
 
+    def __getstate__(self):
+        """What pickling and ``copy.deepcopy`` take: all but the keyed volumes' indices and
+        patches, run-time caches that a copy rebuilds on its first keyed pass (they held
+        every training volume's patches, gigabytes for a large training set, in each
+        whole-model checkpoint and each copy of the best epoch's model).
+
+        Returns
+        -------
+        state : dict
+            The module's attributes, with no keyed volume kept.
+        """
+        state = super().__getstate__()
+        state["_indices"] = {}
+        return state
+
     def get_extra_state(self):
         """What ``state_dict`` saves besides tensors: the grid of patch positions.
 
