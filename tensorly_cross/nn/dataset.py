@@ -25,6 +25,11 @@ class VolumeDataset(torch.utils.data.Dataset):
     ``DataLoader`` with worker processes can hand them out; lazy volumes are not tensors,
     so give it a ``collate_fn`` that keeps them in a list (or use :meth:`batches`).
 
+    A volume is its stored voxel array: a NIfTI's affine (orientation, voxel size) is not
+    applied, so a volume stored flipped or at another resolution is read as it is stored.
+    Reorient and resample the volumes to one grid first (e.g. with nibabel's
+    ``as_closest_canonical`` and nilearn's ``resample_to_img``).
+
     Parameters
     ----------
     volumes : sequence of path, ndarray or torch.Tensor
