@@ -114,7 +114,8 @@ def test_ragged_targets_are_refused_by_name():
 def test_targets_in_any_real_dtype_are_still_taken():
     for targets in (torch.tensor([1.0, 2.0], dtype=torch.bfloat16),  # before: a bare TypeError
                     torch.tensor([True, False]), np.array([1, 2], dtype=np.uint8),
-                    [torch.tensor(1.0), torch.tensor(2.0)]):
+                    [torch.tensor(1.0), torch.tensor(2.0)],
+                    np.array([1.5, 2], dtype=object)):  # a mixed pandas frame's column
         data = VolumeDataset(_constant_volumes(2), targets)
         assert data.targets.dtype == torch.float32 and data.targets.shape == (2,)
 

@@ -355,10 +355,16 @@ def _float32_targets(targets, n_volumes):
     except ValueError:  # NumPy's "inhomogeneous shape" named neither targets nor volumes
         raise ValueError(f"targets must have shape (n,) or (n, t) with n = len(volumes) = "
                          f"{n_volumes}: its rows have different lengths.") from None
-    if values.dtype.kind not in "biuf":
-        # A cast to float64 failed on class labels with NumPy's bare "could not convert
-        # string to float", dropped a complex imaginary part and read dates as day counts.
-        example = values.reshape(-1)[0] if values.size else None
+    # An object array of real numbers (a column of a mixed pandas frame's .values) is
+    # numbers; a cast to float64 of anything else failed on class labels with NumPy's
+    # bare "could not convert string to float", dropped a complex imaginary part and read
+    # dates as day counts.
+    real_objects = values.dtype == object and all(isinstance(value, numbers.Real)
+                                                  for value in values.flat)
+    if values.dtype.kind not in "biuf" and not real_objects:
+        example = next((value for value in values.flat
+                        if not isinstance(value, numbers.Real)), None)
+        example = example.item() if isinstance(example, np.generic) else example
         raise TypeError(f"targets must be real numbers (bool, int or float), got "
                         f"{values.dtype} values such as {example!r}: encode class labels "
                         "as numbers first.")
