@@ -374,10 +374,10 @@ def cross_validate(build_model, dataset, n_folds=5, seed=0, **fit_options):
     ------
     ValueError
         As :func:`fit` and :func:`rmse` do (for instance if the models' ``n_targets`` is
-        not the targets' width), or if a fold's model shares a trainable parameter with an
-        earlier fold's (one encoder built outside ``build_model``): it would start from
-        weights trained on this fold's test volumes. A frozen one
-        (``requires_grad_(False)``) may be shared; or if ``seed`` is negative.
+        not the targets' width); if ``seed`` is negative; or if a fold's model shares a
+        trainable parameter with an earlier fold's (one encoder built outside
+        ``build_model``), which would start from weights trained on this fold's test
+        volumes (a frozen one, ``requires_grad_(False)``, may be shared).
     TypeError
         If ``seed`` is not an int.
     """
