@@ -311,19 +311,22 @@ def _kept_image(nibabel, kept, shape, dtype, affine, offset):
     # A kept header of the other kind is converted by the image (nibabel's from_header).
     image = image_class(np.zeros((1,) * len(shape), dtype=dtype), affine, header=header)
     if header is not None and any(offset or ()):
-        _keep_form_codes(image.header, header, affine)
+        _keep_form_codes(image.header, header, affine, offset)
     return image
 
 
-def _keep_form_codes(header, kept, affine):
-    """Set ``affine`` as ``header``'s sform and qform with the codes of ``kept``.
+def _keep_form_codes(header, kept, affine, offset):
+    """Set ``header``'s sform to ``affine`` and its qform to ``kept``'s own qform moved by
+    ``offset``, each with the code ``kept`` gives it.
 
     An image given an affine that its header does not hold (a slab's, moved) sets it as
     sform 'aligned' and qform 'unknown'; a slab lies in the input's space, so it keeps the
-    input's codes (say 'mni'). A code 0 is left as the image set it: it would leave the
-    moved affine unused.
+    input's codes (say 'mni'). The qform is the input's own, moved as the sform is: an
+    input's qform (scanner) may differ from its sform (MNI), and the sform under the
+    qform's code placed the slab elsewhere for a viewer that reads the qform. A code 0 is
+    left as the image set it: it would leave the moved affine unused.
     """
-    for set_form, code in ((header.set_sform, kept["sform_code"]),
-                           (header.set_qform, kept["qform_code"])):
-        if code:
-            set_form(affine, code=int(code))
+    if kept["sform_code"]:
+        header.set_sform(affine, code=int(kept["sform_code"]))
+    if kept["qform_code"]:
+        header.set_qform(slab_affine(kept.get_qform(), offset), code=int(kept["qform_code"]))
