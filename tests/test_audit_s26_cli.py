@@ -39,3 +39,21 @@ def test_a_nifti_slab_keeps_the_inputs_own_qform_moved_not_its_sform(tmp_path):
         np.testing.assert_allclose(written[:3, :3], kept[:3, :3], err_msg=form)
         np.testing.assert_allclose(written[:3, 3], kept[:3, 3] + kept[:3, :3] @ offset,
                                    err_msg=form)
+
+
+@pytest.mark.parametrize("name", ["out.nii.gz", "out.NII", "out.npy", "out.png", "out.h5",
+                                  "out.zarr"])
+def test_compress_refuses_an_output_named_as_another_format(tmp_path, capsys, name):
+    """``compress v.nii -o out.nii.gz`` wrote the TT's zip archive under a NIfTI name
+    (exit 0): every viewer then failed on it, and ``np.load('out.npy')`` gave an archive,
+    not an array. ``reconstruct`` already refuses a PNG under another suffix; now
+    ``compress`` refuses a volume's or a picture's suffix (exit 2) and names the command
+    that writes one, before any work."""
+    source = tmp_path / "v.npy"
+    np.save(source, _smooth())
+    output = tmp_path / name
+    code = cli.main(["compress", str(source), "-o", str(output), "-q"])
+    assert code == cli.EXIT_USAGE
+    error = capsys.readouterr().err
+    assert "TT file" in error and "reconstruct" in error
+    assert not output.exists()

@@ -92,7 +92,8 @@ def _add_compress(commands, formatter):
                                    formatter_class=formatter)
     compress.add_argument("input", help=".zarr, .h5/.hdf5[:dataset], .npy or .nii/.nii.gz")
     compress.add_argument("-o", "--output",
-                          help="TT file to write (default: INPUT stem + .tt.npz)")
+                          help="TT file to write, a .npz archive (default: INPUT stem + "
+                               ".tt.npz; not .nii, .npy, .png, .zarr, .h5)")
     group = compress.add_mutually_exclusive_group()
     group.add_argument("--rank", type=_int_at_least(1),
                        help="fixed TT rank (of the stream or the cross that --method picks)")

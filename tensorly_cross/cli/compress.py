@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 
+from ..io import VOLUME_SUFFIXES
 from ..options import DEFAULT_MAX_RANK, LSQ_VAL_SIZE
 from ._common import (
     UsageError,
@@ -56,6 +57,7 @@ def run_compress(args):
     axes = _parse_axes(args.axes, args.quantics)
     output = args.output or default_output(args.input)
     check_output(output, args.force, inputs=[args.input])
+    _check_tt_suffix(output)
     with open_client(args.scheduler) as client:
         # The cross reads .npy and NIfTI files in this process, the stream on the workers:
         # which one runs is known only below, so the client is not given to open_volume
@@ -93,6 +95,24 @@ def run_compress(args):
     if not args.quiet:
         print(format_summary(summary))
     return outcome(summary, args.rank is None, args.accept_miss)
+
+
+# Suffixes of the files compress reads and reconstruct writes: a TT file (a zip archive)
+# under one of them is taken for that format by every program that trusts the name.
+FOREIGN_SUFFIXES = (*VOLUME_SUFFIXES, ".png")
+
+
+def _check_tt_suffix(output):
+    """Refuse an output named as a volume or a picture (``out.nii.gz``, ``out.npy``): the TT
+    file written under it is a zip archive, which viewers fail on and ``np.load`` reads as
+    an archive, not an array."""
+    lower = output.lower().rstrip("/")
+    suffix = next((suffix for suffix in FOREIGN_SUFFIXES if lower.endswith(suffix)), None)
+    if suffix is not None:
+        raise UsageError(f"-o/--output {output!r} ends in {suffix}, but compress writes a TT "
+                         "file (a .npz archive: give OUT.tt.npz); reconstruct then writes "
+                         "from it slices (--png OUT.png, -o OUT.npy) or the volume (-o "
+                         "OUT.nii.gz).")
 
 
 def _read_in_process(path):
