@@ -292,6 +292,16 @@ def load_tt(path, max_bytes=MAX_BYTES):
         metadata (count, ranks, shape), or
         would exceed ``max_bytes``.
 
+    Notes
+    -----
+    ``tt`` is the TT as it was computed, in its own mode order. A file of ``tensorly-cross
+    compress --axes`` (metadata ``axes``) holds the volume's axes in that order, and one of
+    ``--quantics`` (metadata ``quantics``) one mode per digit: ``tl.tt_to_tensor(tt)`` is
+    then the volume transposed, or reshaped, silently so for a cube. The volume in its own
+    axes is ``np.transpose(tl.tt_to_tensor(tt), np.argsort(metadata["axes"]))``, or
+    ``qtt_to_tt(tt, QuanticsLayout.create(metadata["shape"]))`` for a grouped quantics
+    layout; ``tensorly-cross reconstruct`` does this for every layout.
+
     Examples
     --------
     >>> import os, tempfile
