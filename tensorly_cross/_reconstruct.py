@@ -140,7 +140,8 @@ def write_nifti(path, tt, metadata, dtype=None, fixed=None):
     metadata : dict
         The TT file's metadata (``shape``, layout, ``nifti``).
     dtype : numpy dtype, optional
-        Of the written voxels (default: the cores' floating dtype, at least float32).
+        Of the written voxels (default: the floating dtype that holds every core's values,
+        at least float32).
     fixed : dict of int to int, optional
         ``{axis: index}``: write only the slab with these axes fixed, each kept as an axis
         of length 1, and the affine moved to the slab's first voxel (see
@@ -165,7 +166,9 @@ def write_nifti(path, tt, metadata, dtype=None, fixed=None):
 
     box = _box(volume_shape(tt, metadata), fixed or {})
     shape = tuple(part.stop - part.start for part in box)
-    dtype = np.dtype(dtype or np.result_type(to_host(tt[0]).dtype, np.float32))
+    # Every core's dtype: the first one's alone (float32) dropped a later complex core's
+    # imaginary part, or turned a float64 core's values beyond float32 into inf.
+    dtype = np.dtype(dtype or np.result_type(*[to_host(core).dtype for core in tt], np.float32))
     header = _nifti_header(nibabel, metadata, shape, dtype,
                            offset=[part.start for part in box])
     dtype = header.get_data_dtype()  # with the header's byte order (a kept header's)

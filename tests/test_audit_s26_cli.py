@@ -57,3 +57,29 @@ def test_compress_refuses_an_output_named_as_another_format(tmp_path, capsys, na
     error = capsys.readouterr().err
     assert "TT file" in error and "reconstruct" in error
     assert not output.exists()
+
+
+@pytest.mark.parametrize("kind", ["complex", "float64"])
+def test_a_nifti_of_a_tt_is_written_in_the_dtype_of_all_its_cores(tmp_path, kind):
+    """A TT file whose first core is float32 and a later one complex (or float64 holding
+    values beyond float32): ``reconstruct -o OUT.nii`` wrote float32, from the first
+    core's dtype alone, dropping the imaginary part (or writing inf) with exit 0. Now the
+    NIfTI's dtype holds every core's values."""
+    nibabel = pytest.importorskip("nibabel")
+    import tensorly as tl
+
+    import tensorly_cross as tlc
+
+    rng = np.random.default_rng(0)
+    cores = [rng.standard_normal((1, 4, 2)).astype(np.float32), rng.standard_normal((2, 5, 2)),
+             rng.standard_normal((2, 6, 1))]
+    if kind == "complex":
+        cores[1] = cores[1] + 1j * rng.standard_normal((2, 5, 2))
+    else:
+        cores[1] = cores[1] * 1e40
+    path, output = str(tmp_path / "t.tt.npz"), str(tmp_path / "v.nii")
+    tlc.save_tt(path, cores, {"shape": [4, 5, 6]})
+    assert cli.main(["reconstruct", path, "-o", output]) == cli.EXIT_OK
+    written = np.asarray(nibabel.load(output).dataobj)
+    dense = np.asarray(tl.to_numpy(tl.tt_to_tensor([tl.tensor(core) for core in cores])))
+    np.testing.assert_allclose(written, dense, rtol=1e-6)
