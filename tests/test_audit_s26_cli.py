@@ -2,10 +2,18 @@
 scaled integers, big-endian and Fortran-ordered .npy, zarr and HDF5): what a user reads
 back after ``compress`` then ``reconstruct``. Each test failed before its fix."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 
 from tensorly_cross import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SHAPE = (12, 10, 8)
 
@@ -83,3 +91,36 @@ def test_a_nifti_of_a_tt_is_written_in_the_dtype_of_all_its_cores(tmp_path, kind
     written = np.asarray(nibabel.load(output).dataobj)
     dense = np.asarray(tl.to_numpy(tl.tt_to_tensor([tl.tensor(core) for core in cores])))
     np.testing.assert_allclose(written, dense, rtol=1e-6)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX")
+def test_a_terminated_reconstruct_leaves_no_temporary_file(tmp_path):
+    """SIGTERM (``timeout``, ``kill``, a job scheduler's time limit) while a whole NIfTI
+    is written: Python's default handler ended the process on the spot, leaving the
+    hidden ``.tensorly-cross-<hex>.tmp`` of gigabytes that the docs say only SIGKILL or a
+    power cut leaves. Now SIGTERM ends the command as Ctrl-C does, its files cleaned up:
+    one line, exit 143 (128 + SIGTERM)."""
+    import tensorly_cross as tlc
+
+    shape = (20000, 20000, 1000)  # 1.6 TB of float32: still writing when terminated
+    tlc.save_tt(tmp_path / "huge.tt.npz", [np.ones((1, n, 1)) for n in shape],
+                {"shape": list(shape)})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tensorly_cross.cli", "reconstruct",
+         str(tmp_path / "huge.tt.npz"), "-o", str(tmp_path / "huge.nii")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".tensorly-cross-*.tmp")):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the write never started"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, error = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143, error
+    assert error.strip().splitlines()[-1] == "tensorly-cross reconstruct: terminated"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["huge.tt.npz"]

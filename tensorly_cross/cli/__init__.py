@@ -4,15 +4,18 @@ Exit codes: 0 success; 1 an input could not be used (missing file, bad dataset, 
 file, missing output folder); 2 bad command-line arguments; 3 the run ended without meeting
 ``--tol`` (the TT file is written all the same; ``--accept-miss`` exits 0 instead); 130
 interrupted (Ctrl-C); 141 stdout closed early (``| head -1``), quietly, as a command
-killed by SIGPIPE.
+killed by SIGPIPE; 143 terminated (SIGTERM), its temporary files removed.
 
 One module per subcommand (:mod:`.compress`, :mod:`.summary` for ``info``,
 :mod:`.reconstruct`, :mod:`.demo`), the argument parser in :mod:`._parser`, and what they
 share (exit codes, output checks, the progress bar) in :mod:`._common`.
 """
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 
 from ..errors import NonFiniteValueError
 from ._common import (
@@ -20,6 +23,7 @@ from ._common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_STDOUT_CLOSED,
+    EXIT_TERMINATED,
     EXIT_TOL_MISSED,
     EXIT_USAGE,
     UsageError,
@@ -29,7 +33,7 @@ from .summary import format_summary
 
 __all__ = ["main", "compress_volume", "stream_volume", "format_summary", "UsageError",
            "EXIT_OK", "EXIT_INPUT", "EXIT_USAGE", "EXIT_TOL_MISSED", "EXIT_INTERRUPTED",
-           "EXIT_STDOUT_CLOSED"]
+           "EXIT_STDOUT_CLOSED", "EXIT_TERMINATED"]
 
 
 def main(argv=None):
@@ -46,9 +50,13 @@ def main(argv=None):
         parser.print_help()
         return EXIT_USAGE
     try:
-        code = args.handler(args)
+        with _terminate_as_an_exception():
+            code = args.handler(args)
         sys.stdout.flush()  # a closed pipe is met here, not in the interpreter's exit
         return code
+    except Terminated:
+        print(f"tensorly-cross {args.command}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except UsageError as error:
         print(f"tensorly-cross {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -70,6 +78,32 @@ def main(argv=None):
         print(f"tensorly-cross {args.command}: error: {message}{_hint(args, error)}",
               file=sys.stderr)
         return EXIT_INPUT
+
+
+class Terminated(BaseException):
+    """SIGTERM received: a BaseException, as KeyboardInterrupt is, so that no ``except
+    Exception`` on the way swallows it and every ``finally`` runs."""
+
+
+@contextlib.contextmanager
+def _terminate_as_an_exception():
+    """Turn SIGTERM (``timeout``, ``kill``, a job scheduler's time limit) into
+    :class:`Terminated` while the command runs. Python's default ends the process on the
+    spot, skipping the ``finally`` blocks that remove a write's temporary file: a
+    terminated ``reconstruct -o OUT.nii`` left gigabytes in a hidden file. Only in the
+    main thread (the only one that may set a handler); the previous handler is restored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _hint(args, error):

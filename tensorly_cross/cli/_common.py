@@ -11,6 +11,8 @@ from .._atomic import destination
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_TOL_MISSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe.
 EXIT_STDOUT_CLOSED = 141
+# 128 + SIGTERM, as a shell reports a command it terminated.
+EXIT_TERMINATED = 143
 
 
 class UsageError(Exception):

@@ -74,7 +74,7 @@ def build_parser():
         prog="tensorly-cross", formatter_class=formatter,
         description="Tensor-train cross approximation of volumes that may not fit in memory.",
         epilog="Exit codes: 0 success, 1 unusable input, 2 bad arguments, 3 --tol not met "
-               "(see --accept-miss), 130 interrupted.")
+               "(see --accept-miss), 130 interrupted, 143 terminated (SIGTERM).")
     parser.add_argument("--version", action="version", version=f"tensorly-cross {__version__}")
     commands = parser.add_subparsers(dest="command")
 
