@@ -1,6 +1,8 @@
-"""Audit s26 of the command line's data fidelity on real files (NIfTI with qform and sform,
-scaled integers, big-endian and Fortran-ordered .npy, zarr and HDF5): what a user reads
-back after ``compress`` then ``reconstruct``. Each test failed before its fix."""
+"""Audit s26 of the command line's data fidelity: what a user reads back after ``compress``
+then ``reconstruct`` (a NIfTI slab's qform, a NIfTI of cores of mixed dtypes), an output
+named as another format, and a command terminated mid-write. Each test failed before its
+fix (scaled, big-endian, 4-D and 2-D NIfTI, Fortran-ordered, big-endian, float16, int8 and
+bool .npy, zarr and HDF5 inputs round-tripped correctly)."""
 
 import os
 import signal
