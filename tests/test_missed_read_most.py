@@ -35,3 +35,21 @@ def test_a_miss_after_reading_little_does_not(seed):
     message, info = _missed_message(noise, tol=0.01, max_rank=2, method="tci")
     assert info.n_evals < 0.25 * noise.size
     assert "TT-SVD" not in message
+
+
+@pytest.mark.parametrize("error, tol, shown", [(1.0000004e-6, 1e-6, "1.0000004e-06"),
+                                               (0.0511, 0.05, "0.0511"),
+                                               (0.05000000000000001, 0.05,
+                                                "0.05000000000000001")])
+def test_a_missed_error_is_shown_with_the_digits_that_tell_it_from_tol(error, tol, shown):
+    # At 3 digits, an error just above 1e-06 read "held-out error 1e-06" in a message
+    # saying that tol=1e-06 was not met.
+    from tensorly_cross.cross.missed import warn_if_missed
+    from tensorly_cross.cross.stopping import CrossInfo
+    from tensorly_cross.options import cross_options
+
+    options = cross_options((8, 8, 8), tol=tol, method="tci")
+    info = CrossInfo(method="tci", val_errors=[error], ranks=[(1, 4, 4, 1)], n_sweeps=2,
+                     best_sweep=1, stop_reason="max_time", n_heldout=999)
+    with pytest.warns(ToleranceNotMetWarning, match=f"held-out error {shown} on"):
+        warn_if_missed(options, info)

@@ -77,17 +77,28 @@ def warn_if_missed(options, info, read_fraction=0.0):
         hints = "; ".join([f"a larger val_size (now {val_size}: more held-out entries "
                            "narrow the bound)",
                            *_hints(options, info, max(ranks, default=1), read_fraction)])
-        message = (f"tol={tol:g} not met with confidence: held-out error {error:.3g} on "
-                   f"{info.n_heldout} entries, but on too few of them to be sure (its upper "
-                   f"95% bound exceeds tol: the sample is too small, or the error sits on a "
-                   f"few entries; method {info.method!r}, stopped: {info.stop_reason}, "
+        message = (f"tol={tol:g} not met with confidence: held-out error "
+                   f"{_beside(error, tol)} on {info.n_heldout} entries, but on too few of "
+                   f"them to be sure (its upper 95% bound exceeds tol: the sample is too "
+                   f"small, or the error sits on a few entries; method {info.method!r}, "
+                   f"stopped: {info.stop_reason}, "
                    f"{info.n_sweeps} sweeps). To be sure, or get closer: {hints}.")
     else:
-        message = (f"tol={tol:g} not met: held-out error {error:.3g} on {info.n_heldout} "
-                   f"entries (method {info.method!r}, stopped: {info.stop_reason}, "
-                   f"{info.n_sweeps} sweeps, largest rank {max(ranks, default=1)}). To get "
-                   f"closer: {hints}.")
+        message = (f"tol={tol:g} not met: held-out error {_beside(error, tol)} on "
+                   f"{info.n_heldout} entries (method {info.method!r}, stopped: "
+                   f"{info.stop_reason}, {info.n_sweeps} sweeps, largest rank "
+                   f"{max(ranks, default=1)}). To get closer: {hints}.")
     warnings.warn(ToleranceNotMetWarning(message, error, tol), stacklevel=4)
+
+
+def _beside(error, tol):
+    """``error`` with the digits that tell it from ``tol``: at 3 digits an error just above
+    1e-06 read "held-out error 1e-06" in a message saying that tol=1e-06 was not met."""
+    for digits in (3, 6, 10, 17):
+        text = f"{error:.{digits}g}"
+        if float(text) != tol or error == tol:
+            return text
+    return repr(error)
 
 
 def _warn_if_nothing_found(options, info):
