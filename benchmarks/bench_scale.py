@@ -1,9 +1,10 @@
 """Expensive functions at scale: parallel evaluation, resume after a crash, large d.
 
-One script, five measurements (each pins BLAS to one thread)::
+One script, six measurements (each pins BLAS to one thread)::
 
     python benchmarks/bench_scale.py parallel --out benchmarks/results/scale_parallel.md
     python benchmarks/bench_scale.py resume --out benchmarks/results/scale_resume.md
+    python benchmarks/bench_scale.py max-time --delay 0.005 --max-times 0.3,1.5,3 --out benchmarks/results/scale_max_time.md
     python benchmarks/bench_scale.py large-d [--base TREE] --out benchmarks/results/scale_large_d.md
     python benchmarks/bench_scale.py cheap --out benchmarks/results/scale_cheap.md  # needs ttpy
     python benchmarks/bench_scale.py counts --base TREE --out benchmarks/results/scale_counts.md
@@ -14,6 +15,11 @@ per entry (an expensive function that releases the GIL), serial and on three exe
 single-thread worker processes (every socket on loopback). Runs alternate between the
 settings, each setting's wall time is its minimum over ``--reps``, and every setting must
 return the serial TT bit for bit.
+
+``max-time``: the ``parallel`` problem stopped by ``max_time`` (0.3, 0.7 and 1.5 s) with a
+checkpoint: serially in one call per batch, serially with ``chunk_size=16``, and on a
+``ThreadPoolExecutor(8)`` and a ``LocalCluster`` of 8 threads; how far past ``max_time``
+each run went, and how many entries its rerun read back from the checkpoint.
 
 ``resume``: each problem runs uninterrupted, then in a child process whose function kills
 it (SIGKILL) once it has evaluated 60% of the uninterrupted count, then again with the
@@ -161,6 +167,60 @@ def run_parallel(args):
               "same TT as serial (same search)"]
     note = (f"1/sum(x), d=8, n=64, tol 1e-6, seed 0; {args.delay * 1e3:.1f} ms of sleep per "
             "entry. Time columns are from the last rep.")
+    return _harness.format_table(header, rows) + "\n\n" + note
+
+
+# ---------------------------------------------------------------------------- max time
+
+
+def _max_time_once(executor, chunk_size, max_time, path, delay):
+    """One run stopped by ``max_time`` with a checkpoint, then its rerun without one; the
+    wall time past ``max_time`` and what the rerun restored."""
+    import tensorly_cross as tlc
+
+    function = SlowInverseSum(delay=delay)
+    lazy = tlc.FunctionTensor(function, (64,) * 8, executor=executor, chunk_size=chunk_size)
+    if os.path.exists(path):
+        os.remove(path)
+    start = time.perf_counter()
+    try:
+        _, info = tlc.tt_cross(lazy, tol=1e-6, random_state=0, return_info=True,
+                               max_time=max_time, checkpoint=path)
+        stop = info.stop_reason
+    except tlc.MaxTimeReached:
+        stop = "MaxTimeReached"
+    wall = time.perf_counter() - start
+    rerun = tlc.FunctionTensor(SlowInverseSum(delay=0.0), (64,) * 8)
+    _, rerun_info = tlc.tt_cross(rerun, tol=1e-6, random_state=0, return_info=True,
+                                 checkpoint=path)
+    return wall, stop, rerun_info.n_restored
+
+
+def run_max_time(args):
+    """How far past ``max_time`` a run goes: one call per batch, serial chunks, executors."""
+    import tempfile
+
+    executors = _executors(args.workers)
+    settings = [("serial", None), ("serial", args.chunk_size),
+                (f"ThreadPoolExecutor({args.workers})", None),
+                (f"dask LocalCluster, {args.workers} threads", None)]
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "run.ckpt")
+        for name, chunk_size in settings:
+            with executors[name]() as executor:
+                for max_time in [float(t) for t in args.max_times.split(",")]:
+                    wall, stop, restored = _max_time_once(executor, chunk_size, max_time,
+                                                          path, args.delay)
+                    rows.append([name, chunk_size or "-", f"{max_time:.2f}", f"{wall:.3f}",
+                                 f"{wall - max_time:+.3f}", stop, restored])
+                    print("  " + " | ".join(str(c) for c in rows[-1]), file=sys.stderr,
+                          flush=True)
+    header = ["executor", "chunk_size", "max_time s", "wall s", "past max_time s", "stop",
+              "restored by the rerun"]
+    note = (f"1/sum(x), d=8, n=64, tol 1e-6, seed 0; {args.delay * 1e3:.1f} ms of sleep per "
+            "entry; a checkpoint in every run. Serial without chunk_size evaluates a batch "
+            "in one call, which runs to its end.")
     return _harness.format_table(header, rows) + "\n\n" + note
 
 
@@ -436,6 +496,11 @@ def main():
     parallel.add_argument("--delay", type=float, default=5e-4, help="seconds per entry")
     parallel.add_argument("--reps", type=int, default=3)
     resume = commands.add_parser("resume")
+    max_time = commands.add_parser("max-time")
+    max_time.add_argument("--workers", type=int, default=8)
+    max_time.add_argument("--delay", type=float, default=5e-4, help="seconds per entry")
+    max_time.add_argument("--chunk-size", type=int, default=16)
+    max_time.add_argument("--max-times", default="0.3,0.7,1.5")
     large_d = commands.add_parser("large-d")
     large_d.add_argument("--dims", default="10,20,40,80")
     large_d.add_argument("--reps", type=int, default=3)
@@ -452,7 +517,7 @@ def main():
     child.add_argument("path")
     child.add_argument("kill_after", type=int)
     large_d.add_argument("--base-label", default=None, help="its name in the table")
-    for command in (parallel, resume, large_d, cheap, counts):
+    for command in (parallel, resume, max_time, large_d, cheap, counts):
         command.add_argument("--out", default=None)
     counts.add_argument("--searches", default="column",
                         help="the first for every tree, the others for this tree")
@@ -464,7 +529,8 @@ def main():
     if args.command == "resume-child":
         _resume_child(args.name, args.path, args.kill_after)
         return
-    runner = {"parallel": run_parallel, "resume": run_resume, "large-d": run_large_d,
+    runner = {"parallel": run_parallel, "resume": run_resume, "max-time": run_max_time,
+              "large-d": run_large_d,
               "cheap": run_cheap, "counts": run_counts}
     _harness.emit(runner[args.command](args), args.out)
     del controller
