@@ -4,7 +4,7 @@ One script, six measurements (each pins BLAS to one thread)::
 
     python benchmarks/bench_scale.py parallel --out benchmarks/results/scale_parallel.md
     python benchmarks/bench_scale.py resume --out benchmarks/results/scale_resume.md
-    python benchmarks/bench_scale.py max-time --delay 0.005 --max-times 0.3,1.5,3 --out benchmarks/results/scale_max_time.md
+    python benchmarks/bench_scale.py max-time --out benchmarks/results/scale_max_time.md
     python benchmarks/bench_scale.py large-d [--base TREE] --out benchmarks/results/scale_large_d.md
     python benchmarks/bench_scale.py cheap --out benchmarks/results/scale_cheap.md  # needs ttpy
     python benchmarks/bench_scale.py counts --base TREE --out benchmarks/results/scale_counts.md
@@ -16,10 +16,11 @@ single-thread worker processes (every socket on loopback). Runs alternate betwee
 settings, each setting's wall time is its minimum over ``--reps``, and every setting must
 return the serial TT bit for bit.
 
-``max-time``: the ``parallel`` problem stopped by ``max_time`` (0.3, 0.7 and 1.5 s) with a
-checkpoint: serially in one call per batch, serially with ``chunk_size=16``, and on a
-``ThreadPoolExecutor(8)`` and a ``LocalCluster`` of 8 threads; how far past ``max_time``
-each run went, and how many entries its rerun read back from the checkpoint.
+``max-time``: the ``parallel`` problem, at 5 ms per entry, stopped by ``max_time`` (0.3,
+1.5 and 3 s) with a checkpoint: serially in one call per batch, serially with
+``chunk_size=16``, and on a ``ThreadPoolExecutor(8)`` and a ``LocalCluster`` of 8 threads;
+how far past ``max_time`` each run went, and how many entries its rerun read back from the
+checkpoint.
 
 ``resume``: each problem runs uninterrupted, then in a child process whose function kills
 it (SIGKILL) once it has evaluated 60% of the uninterrupted count, then again with the
@@ -498,9 +499,9 @@ def main():
     resume = commands.add_parser("resume")
     max_time = commands.add_parser("max-time")
     max_time.add_argument("--workers", type=int, default=8)
-    max_time.add_argument("--delay", type=float, default=5e-4, help="seconds per entry")
+    max_time.add_argument("--delay", type=float, default=5e-3, help="seconds per entry")
     max_time.add_argument("--chunk-size", type=int, default=16)
-    max_time.add_argument("--max-times", default="0.3,0.7,1.5")
+    max_time.add_argument("--max-times", default="0.3,1.5,3")
     large_d = commands.add_parser("large-d")
     large_d.add_argument("--dims", default="10,20,40,80")
     large_d.add_argument("--reps", type=int, default=3)
