@@ -231,15 +231,19 @@ class VolumeDataset(torch.utils.data.Dataset):
         # non-negative, so that volumes read whole (kept by position) are found
         return index % len(self)
 
-    def split(self, train_fraction, seed=0):
+    def split(self, train_fraction, seed=0, groups=None):
         """A random split into a training and a test dataset.
 
         Parameters
         ----------
         train_fraction : float
-            In ``(0, 1)``: ``round(train_fraction * n)`` items go to training.
+            In ``(0, 1)``: ``round(train_fraction * n)`` items go to training (with
+            ``groups``, as near to it as whole groups allow).
         seed : int, default 0
             Seed of the permutation (``numpy.random.default_rng``).
+        groups : array-like of shape (n,), optional
+            A label per item (a subject's id): the items of one label go to the same side,
+            so that two scans of one subject are never one in training and one in test.
 
         Returns
         -------
@@ -252,13 +256,16 @@ class VolumeDataset(torch.utils.data.Dataset):
             If ``train_fraction`` is not a real number or ``seed`` not an int.
         ValueError
             If ``train_fraction`` is not in ``(0, 1)``, or leaves one side empty, or
-            ``seed`` is negative.
+            ``seed`` is negative, or ``groups`` does not hold one label per item.
         """
         train_fraction = check_float(train_fraction, "train_fraction")
         seed = check_int(seed, "seed", minimum=0)
         if not 0.0 < train_fraction < 1.0:
             raise ValueError(f"train_fraction must lie in (0, 1), got {train_fraction}.")
-        order = np.random.default_rng(seed).permutation(len(self))
+        rng = np.random.default_rng(seed)
+        if groups is not None:
+            return self._grouped_split(train_fraction, rng, _group_members(groups, len(self)))
+        order = rng.permutation(len(self))
         cut = int(round(train_fraction * len(self)))
         if not 0 < cut < len(self):
             raise ValueError(f"train_fraction={train_fraction} of {len(self)} items gives "
@@ -266,26 +273,46 @@ class VolumeDataset(torch.utils.data.Dataset):
                              "least one.")
         return self.subset(order[:cut]), self.subset(order[cut:])
 
-    def folds(self, n_folds, seed=0):
+    def _grouped_split(self, train_fraction, rng, members):
+        """:meth:`split` by whole groups (``members``: each group's item positions), in a
+        random order: cut where the training items come nearest ``train_fraction``."""
+        if len(members) < 2:
+            raise ValueError("groups holds a single label: a split by groups needs at least "
+                             "two, one for each side.")
+        shuffled = [members[k] for k in rng.permutation(len(members))]
+        counts = np.cumsum([part.size for part in shuffled])[:-1]  # both sides non-empty
+        cut = int(np.argmin(np.abs(counts - train_fraction * len(self)))) + 1
+        return (self.subset(np.concatenate(shuffled[:cut])),
+                self.subset(np.concatenate(shuffled[cut:])))
+
+    def folds(self, n_folds, seed=0, groups=None):
         """The ``(train, test)`` pairs of a shuffled k-fold split.
 
         Parameters
         ----------
         n_folds : int
-            Number of folds, in ``[2, len(self)]``.
+            Number of folds, in ``[2, len(self)]`` (with ``groups``, at most the number of
+            labels).
         seed : int, default 0
             Seed of the permutation (``numpy.random.default_rng``).
+        groups : array-like of shape (n,), optional
+            A label per item (a subject's id): the items of one label are in the same test
+            set, so that no fold trains on one scan of a subject and tests on another.
+            Groups go, largest first (ties in random order), to the fold with the fewest
+            items so far.
 
         Returns
         -------
         folds : list of (VolumeDataset, VolumeDataset)
             ``n_folds`` pairs; each item is in exactly one test set, and the test sets'
-            sizes differ by at most one.
+            sizes differ by at most one (with ``groups``, by at most the largest group).
 
         Raises
         ------
         ValueError
-            If ``n_folds`` is not an int in ``[2, len(self)]``, or ``seed`` is negative.
+            If ``n_folds`` is not an int in ``[2, len(self)]`` (or above the number of
+            labels in ``groups``), ``seed`` is negative, or ``groups`` does not hold one
+            label per item.
         TypeError
             If ``seed`` is not an int.
         """
@@ -295,8 +322,11 @@ class VolumeDataset(torch.utils.data.Dataset):
                     or isinstance(n_folds, float) and n_folds.is_integer())
         if not integral or not 2 <= n_folds <= len(self):
             raise ValueError(f"n_folds must be an int in [2, {len(self)}], got {n_folds!r}.")
-        order = np.random.default_rng(seed).permutation(len(self))
-        parts = np.array_split(order, int(n_folds))
+        rng = np.random.default_rng(seed)
+        if groups is None:
+            parts = np.array_split(rng.permutation(len(self)), int(n_folds))
+        else:
+            parts = _grouped_parts(_group_members(groups, len(self)), int(n_folds), rng)
         return [(self.subset(np.concatenate(parts[:k] + parts[k + 1:])), self.subset(part))
                 for k, part in enumerate(parts)]
 
@@ -337,6 +367,37 @@ class VolumeDataset(torch.utils.data.Dataset):
         for start in range(0, len(self), batch_size):
             chosen = [int(i) for i in order[start : start + batch_size]]
             yield chosen, [self.volume(i) for i in chosen], self.targets[chosen]
+
+
+def _group_members(groups, n_items):
+    """Each label's item positions (a list of int64 arrays, in the labels' sorted order)."""
+    labels = to_host(groups) if isinstance(groups, torch.Tensor) else np.asarray(groups)
+    if labels.ndim != 1 or labels.shape[0] != n_items:
+        raise ValueError(f"groups must hold one label per item ({n_items}), got shape "
+                         f"{labels.shape}.")
+    try:
+        _, inverse = np.unique(labels, return_inverse=True)
+    except TypeError as error:  # labels NumPy cannot order, such as None beside strings
+        raise TypeError(f"groups must hold labels of one kind (ints or strings), got "
+                        f"{labels.dtype} values such as {labels[0]!r}.") from error
+    inverse = inverse.reshape(-1)
+    return [np.flatnonzero(inverse == k) for k in range(int(inverse.max()) + 1)]
+
+
+def _grouped_parts(members, n_folds, rng):
+    """``n_folds`` test sets of whole groups: largest group first (ties in random order),
+    each to the test set with the fewest items so far."""
+    if n_folds > len(members):
+        raise ValueError(f"n_folds={n_folds} is more than the {len(members)} labels in "
+                         "groups: each fold's test set needs a group of its own.")
+    shuffled = [members[k] for k in rng.permutation(len(members))]
+    parts = [[] for _ in range(n_folds)]
+    sizes = np.zeros(n_folds, dtype=np.int64)
+    for group in sorted(shuffled, key=lambda part: -part.size):  # stable: ties stay shuffled
+        fold = int(np.argmin(sizes))
+        parts[fold].append(group)
+        sizes[fold] += group.size
+    return [np.sort(np.concatenate(part)) for part in parts]
 
 
 def _float32_targets(targets, n_volumes):

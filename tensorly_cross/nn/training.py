@@ -349,7 +349,7 @@ def rmse(model, dataset, batch_size=8):
     return float(errors.double().pow(2).mean().sqrt())
 
 
-def cross_validate(build_model, dataset, n_folds=5, seed=0, **fit_options):
+def cross_validate(build_model, dataset, n_folds=5, seed=0, groups=None, **fit_options):
     """Test RMSE of each of ``n_folds`` folds, each model built fresh by ``build_model()``.
 
     Parameters
@@ -362,6 +362,9 @@ def cross_validate(build_model, dataset, n_folds=5, seed=0, **fit_options):
         Folds, each the test set once.
     seed : int, default 0
         Of the folds and of :func:`fit`'s shuffling.
+    groups : array-like of shape (n,), optional
+        A label per volume (a subject's id): a subject's volumes share a test set (see
+        :meth:`~tensorly_cross.nn.VolumeDataset.folds`).
     **fit_options
         Passed to :func:`fit` (``epochs``, ``batch_size``, ``lr``, ...).
 
@@ -383,7 +386,7 @@ def cross_validate(build_model, dataset, n_folds=5, seed=0, **fit_options):
     """
     seed = check_int(seed, "seed", minimum=0)  # fit would refuse it after the first fold's build
     scores, trained = [], {}  # id of a trainable parameter -> (fold, weak reference)
-    for fold, (train, test) in enumerate(dataset.folds(n_folds, seed=seed)):
+    for fold, (train, test) in enumerate(dataset.folds(n_folds, seed=seed, groups=groups)):
         model = build_model()
         _check_fresh(model, fold, trained)
         fit(model, train, seed=seed, **fit_options)
