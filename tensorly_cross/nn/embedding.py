@@ -377,9 +377,10 @@ class CrossEmbedding(nn.Module):
         self.grid_shape = self.grid_shape or grid
         return torch.stack([self.head(tt) for tt in tts])
 
-    def _check_shapes(self, volumes, keys):
+    def _check_shapes(self, volumes, keys, where="the batch"):
         """Every volume of the batch gives TTs of the head's shape (before any search);
-        returns the batch's grid of patch positions."""
+        returns the batch's grid of patch positions. ``where``: what the volumes are, for
+        the message (``fit`` checks whole datasets before training)."""
         _check_volumes(volumes)
         check_concrete_module(self, "CrossEmbedding")
         grids = [patch_grid(_three_dimensional(volume).shape, self.stride) for volume in volumes]
@@ -391,7 +392,7 @@ class CrossEmbedding(nn.Module):
                 wanted = (f"grid {expected}" if head_shape is None or self.grid_shape
                           else f"TT shape {head_shape}")
                 raise ValueError(
-                    f"{_volume_named(k, volumes[k], keys[k])}, shape "
+                    f"{_volume_named(k, volumes[k], keys[k], where)}, shape "
                     f"{tuple(volumes[k].shape)}, gives a grid "
                     f"of patch positions {grid} (TT shape {self.tt_shape(grid)}); this "
                     f"module's head is for {wanted}: one module takes one volume shape "
@@ -591,14 +592,14 @@ def _naming(number, key, function):
     return run
 
 
-def _volume_named(number, volume, key):
-    """Volume ``number`` of a batch, with its key and file where known: in a shuffled
-    batch of a dataset's volumes, its place alone does not say which volume it is."""
+def _volume_named(number, volume, key, where="the batch"):
+    """Volume ``number`` of ``where`` (a batch), with its key and file where known: in a
+    shuffled batch of a dataset's volumes, its place alone does not say which it is."""
     known = [f"key {key!r}"] if key is not None else []
     path = _file_of(volume)
     if path is not None:
         known.append(f"file {path!r}")
-    return f"volume {number} of the batch" + (f" ({', '.join(known)})" if known else "")
+    return f"volume {number} of {where}" + (f" ({', '.join(known)})" if known else "")
 
 
 def _head_tt_shape(head):

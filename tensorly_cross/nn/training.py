@@ -182,7 +182,9 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
         ``batch_size`` is below 1, ``train`` is empty, its
         targets per volume are not the model's ``n_targets``, or the model standardises
         its features (``normalize=True``, ``BatchNorm1d``) and a step would see one volume
-        only: ``batch_size=1``, or one training volume.
+        only: ``batch_size=1``, or one training volume; or, for a
+        :class:`~tensorly_cross.nn.CrossEmbedding` (one volume shape), if a training or
+        test volume's shape is not the others' (checked from the headers, before training).
     """
     epochs = check_int(epochs, "epochs", minimum=0)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
@@ -197,6 +199,7 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
     if hasattr(model.embedding, "_build_head_for") and len(train):
         # A head built by the first forward pass would miss the optimiser made here.
         model.embedding._build_head_for(tuple(train.volume(0).shape))
+    _check_volume_shapes(model.embedding, train, test)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     log = TrainingLog()
     for epoch in range(epochs):
@@ -245,6 +248,18 @@ def _check_training_data(model, train, test, batch_size):
                          "steps of one volume, which a Regressor with normalize=True "
                          "(BatchNorm1d) cannot train on: use batch_size >= 2 and at least 2 "
                          "training volumes, or Regressor(..., normalize=False).")
+
+
+def _check_volume_shapes(embedding, train, test):
+    """Every volume's shape against the embedding's one grid, from the volumes' headers,
+    before the first step: a volume of another shape failed only when its batch came up,
+    epochs into a run. A dense embedding takes any shape (it has no such check)."""
+    if not hasattr(embedding, "_check_shapes"):
+        return
+    for name, data in (("train", train), ("test", test)):
+        if data is not None and len(data):
+            embedding._check_shapes([data.volume(k) for k in range(len(data))],
+                                    list(range(len(data))), where=name)
 
 
 def _refit_pca(embedding, train):
