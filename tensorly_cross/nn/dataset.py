@@ -11,6 +11,7 @@ from .._backend import to_host
 from .._validation import check_float, check_int
 from ..io import VOLUME_SUFFIXES, open_volume
 from ..lazy.base import LazyTensor
+from ..lazy.filled import fill_nan
 from ..lazy.npy import NpyTensor
 
 
@@ -44,6 +45,11 @@ class VolumeDataset(torch.utils.data.Dataset):
     in_memory : bool, default False
         Read each path's whole volume into a float32 tensor on first access and keep it:
         for volumes that fit, and for the dense baseline, which reads every voxel anyway.
+    fill_nan : float or None
+        Read the NaN voxels of each path's volume as this value (see
+        :func:`~tensorly_cross.open_volume`): statistical maps and masked scans hold NaN
+        outside the brain, which every read refuses by default, naming the voxel.
+        Arrays and tensors are taken as they are.
 
     Raises
     ------
@@ -75,7 +81,7 @@ class VolumeDataset(torch.utils.data.Dataset):
     >>> data = VolumeDataset(["a.nii.gz", "b.nii.gz"], [0.3, 0.5])  # doctest: +SKIP
     """
 
-    def __init__(self, volumes, targets, cache_bytes=None, in_memory=False):
+    def __init__(self, volumes, targets, cache_bytes=None, in_memory=False, fill_nan=None):
         if isinstance(volumes, (str, bytes, os.PathLike)):
             # list() would split a str into characters, each taken for a path
             raise TypeError(f"volumes must be a sequence of volumes (paths, arrays or "
@@ -93,6 +99,7 @@ class VolumeDataset(torch.utils.data.Dataset):
                 raise TypeError(f"volumes[{k}] must be a path, a NumPy array, a torch.Tensor "
                                 f"or a lazy tensor, got {type(item).__name__}.")
         self.cache_bytes, self.in_memory = cache_bytes, bool(in_memory)
+        self.fill_nan = None if fill_nan is None else check_float(fill_nan, "fill_nan")
         self._loaded = {}
 
     def __len__(self):
@@ -166,7 +173,7 @@ class VolumeDataset(torch.utils.data.Dataset):
             return _drop_channel(item)
         if index in self._loaded:
             return self._loaded[index]
-        lazy = open_volume(item, cache_bytes=self.cache_bytes)
+        lazy = open_volume(item, cache_bytes=self.cache_bytes, fill_nan=self.fill_nan)
         if not self.in_memory:
             volume = _drop_channel(lazy)
             volume.source_path = os.fspath(item)  # one file, one volume, pass after pass
@@ -200,7 +207,8 @@ class VolumeDataset(torch.utils.data.Dataset):
         """
         indices = self._selected(indices)
         subset = VolumeDataset([self.volumes[i] for i in indices],
-                               self.targets[indices].numpy(), self.cache_bytes, self.in_memory)
+                               self.targets[indices].numpy(), self.cache_bytes, self.in_memory,
+                               self.fill_nan)
         subset._loaded = {new: self._loaded[old] for new, old in enumerate(indices)
                           if old in self._loaded}
         return subset
@@ -479,7 +487,9 @@ class WithoutAxis(LazyTensor):
 def _read_whole(lazy):
     """A lazy volume read in full, as a float32 tensor."""
     if isinstance(lazy, NpyTensor):
-        return torch.as_tensor(np.load(lazy.path, mmap_mode="r").astype(np.float32))
+        # NaN is filled here: an NpyTensor fills only the pages its own gathers read.
+        whole = np.load(lazy.path, mmap_mode="r").astype(np.float32)
+        return torch.as_tensor(fill_nan(whole, getattr(lazy, "fill_nan", None)))
     source = getattr(lazy, "source", None)
     if source is not None and hasattr(source, "read"):
         whole = source.read(tuple(slice(0, n) for n in source.shape))
