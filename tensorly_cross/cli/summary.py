@@ -161,6 +161,10 @@ def _remedy(stop, passes=None):
     if stop == "dtype":
         return ("Its error was below --tol before its cores were rounded to the stored "
                 "dtype: pass --dtype float64")
+    if stop == "max_width":  # the stream's sketches, narrowed by its core budget
+        return ("The stream's sketches were narrowed to fit its projected core in memory, "
+                "which alone leaves an error above --tol (more rank cannot meet it): give "
+                "a larger --tol, or try a cross (--method lsq)")
     if passes:  # the streaming TT-SVD: no sweeps to add
         return "Raise --max-rank"
     if stop == "max_evals":  # the budget ran out: more rank or sweeps would need more of it

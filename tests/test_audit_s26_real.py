@@ -1,0 +1,37 @@
+"""Audit s26, real volumes: what a run reports against the true error over every voxel.
+
+The volumes are nilearn's MNI152 T1 template, downsampled (skipped without nilearn).
+"""
+
+import numpy as np
+import pytest
+
+from tensorly_cross import cli
+from tensorly_cross.stream import streaming
+
+nilearn_datasets = pytest.importorskip("nilearn.datasets")
+
+
+@pytest.fixture(scope="module")
+def t1_every_fourth_voxel():
+    """MNI152's T1 template at a quarter resolution (50x59x48), float32."""
+    image = nilearn_datasets.load_mni152_template()
+    return np.asarray(image.get_fdata()[::4, ::4, ::4], dtype=np.float32)
+
+
+def test_a_stream_narrowed_by_its_core_budget_is_not_told_to_raise_max_rank(
+        t1_every_fourth_voxel, tmp_path, monkeypatch, capsys):
+    # The stream's core budget (2**24 entries, lowered here so that a small volume meets
+    # it) narrowed the sketches, which alone left an error above --tol: stop "max_width".
+    # compress hid the library's warning that said so and advised "Raise --max-rank",
+    # which cannot help: the rank is already capped by the narrowed widths.
+    monkeypatch.setattr(streaming, "MAX_CORE_ENTRIES", 8 * 59 * 8)
+    path = tmp_path / "t1.npy"
+    np.save(path, t1_every_fourth_voxel)
+    code = cli.main(["compress", str(path), "-o", str(tmp_path / "t1.tt.npz"), "--method",
+                     "stream", "--tol", "0.1", "--max-rank", "1000", "-q"])
+    assert code == cli.EXIT_TOL_MISSED
+    message = capsys.readouterr().err
+    assert "(stop: max_width)" in message
+    assert "Raise --max-rank" not in message
+    assert "--tol" in message.split("the TT was written to")[1]
