@@ -35,3 +35,19 @@ def test_a_stream_narrowed_by_its_core_budget_is_not_told_to_raise_max_rank(
     assert "(stop: max_width)" in message
     assert "Raise --max-rank" not in message
     assert "--tol" in message.split("the TT was written to")[1]
+
+
+@pytest.mark.parametrize(("dtype", "exact"), [(np.float64, True), (np.float32, False)])
+def test_a_cross_read_whole_says_exact_only_where_no_rounding_was_estimated(
+        t1_every_fourth_voxel, tmp_path, capsys, dtype, exact):
+    # A cross that read every voxel of a float32 crop said "(exact: every voxel was read)"
+    # though the error it printed included the float32 cores' rounding, estimated on a
+    # sample (the stream's summary already said so).
+    path = tmp_path / "crop.npy"
+    np.save(path, t1_every_fourth_voxel[20:30, 20:30, 20:30].astype(dtype))
+    assert cli.main(["compress", str(path), "-o", str(tmp_path / "c.tt.npz"), "--method",
+                     "lsq", "--tol", "0.05"]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert "(100.000% of the volume)" in out
+    assert ("(exact: every voxel was read)" in out) == exact
+    assert ("plus the cores' rounding" in out) == (not exact)

@@ -76,7 +76,10 @@ def format_summary(summary):
     elif summary.get("val_error") is not None:
         heldout = ""
         if _read_whole(summary):
-            heldout = " (exact: every voxel was read)"
+            # As for the stream: the cores' rounding is estimated on a sample, not exact.
+            heldout = (" (every voxel was read, plus the cores' rounding to the stored dtype "
+                       "estimated on a sample)" if summary.get("rounding_error")
+                       else " (exact: every voxel was read)")
         elif summary.get("n_heldout"):
             # Not "95%: at most 0.04% of the entries off", which read as a claim that the
             # TT is wrong at 0.04% of the voxels: it is what a sample cannot see.
