@@ -51,3 +51,19 @@ def test_a_cross_read_whole_says_exact_only_where_no_rounding_was_estimated(
     assert "(100.000% of the volume)" in out
     assert ("(exact: every voxel was read)" in out) == exact
     assert ("plus the cores' rounding" in out) == (not exact)
+
+
+@pytest.mark.parametrize("where", [(..., None), (None,)])
+def test_a_mode_of_size_one_does_not_tighten_the_stream(t1_every_fourth_voxel, where):
+    # NIfTI maps and masks are often stored 4-D with one volume, (X, Y, Z, 1). The stream
+    # split tol over the d - 1 = 3 bonds, one of them beside the size-1 mode only (rank 1,
+    # nothing to drop): error 0.077 for tol 0.1, with 34% more parameters than the same
+    # volume in 3-D got.
+    from tensorly_cross import streaming_tt_svd
+
+    volume = t1_every_fourth_voxel.astype(np.float64)
+    tt3, info3 = streaming_tt_svd(volume, tol=0.1, return_info=True)
+    tt4, info4 = streaming_tt_svd(volume[where], tol=0.1, return_info=True)
+    assert [r for r in info4.ranks if r > 1] == [r for r in info3.ranks if r > 1]
+    assert info4.error == pytest.approx(info3.error, rel=1e-9)
+    assert info4.error <= 0.1
