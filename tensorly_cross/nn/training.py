@@ -178,7 +178,7 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
         If ``train`` (or ``test``) is not a :class:`~tensorly_cross.nn.VolumeDataset`,
         ``epochs``, ``batch_size`` or ``seed`` is not an int, or ``lr`` not a number.
     ValueError
-        If ``epochs`` or ``seed`` is negative, ``lr`` is not a finite positive number,
+        If ``epochs`` or ``seed`` is negative, ``lr`` is not a finite number >= 0,
         ``batch_size`` is below 1, ``train`` is empty, its
         targets per volume are not the model's ``n_targets``, or the model standardises
         its features (``normalize=True``, ``BatchNorm1d``) and a step would see one volume
@@ -190,7 +190,7 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     # Checked now: a bad seed failed in NumPy once the first epoch began (after a PCA refit).
     seed = check_int(seed, "seed", minimum=0)
-    lr = check_float(lr, "lr", minimum=0.0, strict=True)
+    lr = check_float(lr, "lr", minimum=0.0)  # 0 is taken, as Adam takes it: a frozen pass
     _check_training_data(model, train, test, batch_size)
     model.set_target_scale(train.targets)
     if hasattr(model.embedding, "clear_cache"):
