@@ -99,6 +99,8 @@ class LazyTensor:
             return check_values(values, indices, self.described_as)
         except NonFiniteValueError as error:
             self._keep_finite(error, indices, values)
+            if self.stored and np.isnan(error.value):  # stored data: a masked background
+                error.add_note(NAN_BACKGROUND)
             raise
 
     def _keep_finite(self, error, indices, values):
@@ -192,6 +194,14 @@ def check_indices(indices, shape):
 
 # Value dtypes a lazy tensor may return: bool, signed and unsigned ints, floats, complex.
 NUMERIC_KINDS = "biufc"
+
+
+# Noted on a NaN read from stored data: the usual cause, and its remedy.
+NAN_BACKGROUND = (
+    "Masked scans and statistical maps hold NaN outside the brain: "
+    "tensorly_cross.open_volume(path_or_array, fill_nan=0.0) reads such voxels as 0 "
+    "(infinities still raise)."
+)
 
 
 def check_values(values, indices, source):
