@@ -163,7 +163,7 @@ def _refined_passes(validation, cores, tol, info):
     except MaxTimeReached:  # no time left to confirm: judged on the entries held out
         error = info.val_errors[-1]
     info.val_errors[-1] = error
-    info.n_heldout = validation.n_read
+    info.n_heldout, info.n_fresh = validation.n_read, validation.n_fresh
     residuals = held_out_residuals(validation, cores)
     return error <= tol and upper_bound(error, residuals, held_out_values(validation)) <= tol
 
@@ -230,7 +230,7 @@ def _stop_reason(passed, asked_to_stop, stale, patience):
 
 def _record(info, cache, indices, val_error, validation):
     info.update_counts(cache.counters)
-    info.n_heldout = validation.n_read
+    info.n_heldout, info.n_fresh = validation.n_read, validation.n_fresh
     info.heldout_group = validation.block
     info.n_sweeps += 1
     info.ranks.append(tuple(indices.rank))

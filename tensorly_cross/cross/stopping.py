@@ -43,6 +43,11 @@ class CrossInfo:
     heldout_group : int
         Held-out entries per independent draw: 1, or the channels of a block cross, whose
         draws are whole positions (``n_heldout / heldout_group`` positions).
+    n_fresh : int
+        Of ``n_heldout``, the fresh entries a confirmation added (0 without one): the
+        entries drawn first judged every sweep before the pass, and the pass is the first
+        sweep they let through, so only the fresh ones are one test (:attr:`heldout_bound`
+        counts them alone).
     evals_per_sweep : list of int
         ``n_evals`` after each sweep.
     stop_reason : str
@@ -108,6 +113,7 @@ class CrossInfo:
     val_errors: list = field(default_factory=list)
     n_heldout: int = 0
     heldout_group: int = 1
+    n_fresh: int = 0
     evals_per_sweep: list = field(default_factory=list)
     stop_reason: str = ""
     best_sweep: int = 0
@@ -129,10 +135,10 @@ class CrossInfo:
         """Fraction of entries that could be off with none of the held-out entries off.
 
         At 95% confidence: ``1 - 0.05**(1/N)``, about ``3/N``, with ``N`` the independent
-        draws (``n_heldout / heldout_group``); 1.0 without held-out entries (see the class
-        notes).
+        draws (``n_heldout / heldout_group``; after a confirmation, its ``n_fresh`` entries
+        alone); 1.0 without held-out entries (see the class notes).
         """
-        return heldout_bound(self.n_heldout // max(1, self.heldout_group))
+        return heldout_bound((self.n_fresh or self.n_heldout) // max(1, self.heldout_group))
 
     def __repr__(self):
         values = ", ".join(f"{item.name}={getattr(self, item.name)!r}" for item in fields(self))
@@ -345,7 +351,7 @@ class Validation:
         if n_read >= size:
             return  # every entry was read: nothing is unseen
         largest_read = float(self.lazy.max_abs())
-        bound = heldout_bound(self.n_read // self.block)  # independent draws: positions
+        bound = heldout_bound(self.n_independent // self.block)  # draws: positions
         if self.max_abs == 0:
             sign = (f"all {self.n_read} held-out entries are 0 (the error {error:.3g} is "
                     "absolute, and an all-zero sample shows no scale)")
@@ -364,6 +370,19 @@ class Validation:
             f"read; with 95% confidence at most a fraction {bound:.3g} of the entries differ "
             "from the TT unseen. Raise val_size, or check the result on the features you "
             "know of.", UnseenStructureWarning, stacklevel=2)
+
+    @property
+    def n_fresh(self):
+        """The held-out entries a confirmation added (0 before one)."""
+        return 0 if self.fresh_from is None else self.n_read - self.fresh_from
+
+    @property
+    def n_independent(self):
+        """The held-out entries that are one test of the pass: after a confirmation its
+        fresh entries alone (the first ones chose the sweep that passed: on MNI152's brain
+        mask, TCI passed with 0.23-0.25% of the voxels off, where 1,999 held-out entries
+        bound 0.15% and the 1,000 fresh ones 0.3%), else every one read."""
+        return self.n_fresh or self.n_read
 
     @property
     def guarded(self):
