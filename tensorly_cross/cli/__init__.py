@@ -91,8 +91,12 @@ def _terminate_as_an_exception():
     :class:`Terminated` while the command runs. Python's default ends the process on the
     spot, skipping the ``finally`` blocks that remove a write's temporary file: a
     terminated ``reconstruct -o OUT.nii`` left gigabytes in a hidden file. Only in the
-    main thread (the only one that may set a handler); the previous handler is restored."""
-    if threading.current_thread() is not threading.main_thread():
+    main thread (the only one that may set a handler), and only over the default action: a
+    program embedding :func:`main` with a handler of its own must still get its SIGTERM,
+    and a process started with SIGTERM ignored must still ignore it. The default is
+    restored."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
         yield
         return
 

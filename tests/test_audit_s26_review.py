@@ -1,0 +1,127 @@
+"""Review of session 26's changes: regressions they brought in.
+
+- max_time on a dask client that is not the default one (``Client(...,
+  set_as_default=False)``, or a second client) failed every batch with distributed's
+  "No clients found" (its ``as_completed`` waits on the default client's loop).
+- The deadline of a run leaked into a nested run without ``max_time`` (a tensor whose
+  entries each run a cross of their own): the inner run's chunked function raised the
+  outer run's MaxTimeReached.
+- ``main()`` replaced a SIGTERM handler it did not own: a program embedding it with its
+  own handler never saw its SIGTERM (the command returned 143 and the program went on),
+  and a process started with SIGTERM ignored was ended by it.
+"""
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import tensorly_cross as tlc
+from tensorly_cross import cli
+
+
+def _smooth(indices):
+    return 1.0 / (1.0 + indices.sum(axis=1))
+
+
+def test_max_time_on_a_dask_client_that_is_not_the_default():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        lazy = tlc.FunctionTensor(_smooth, (8, 8, 8), executor=client)
+        tt, info = tlc.tt_cross(lazy, rank=2, max_time=60, random_state=0,
+                                return_info=True)
+    assert info.stop_reason != "max_time"
+    assert info.n_evals > 0
+
+
+class _CrossPerBatch(tlc.LazyTensor):
+    """Entries whose every batch first runs a cross of its own, without max_time, on a
+    function evaluated in chunks; the outer run's deadline passes meanwhile."""
+
+    def __init__(self):
+        super().__init__((5, 5, 5))
+        self.inner_stops = []
+
+    def _evaluate(self, indices):
+        time.sleep(0.25)
+        inner = tlc.FunctionTensor(_smooth, (6, 6, 6), chunk_size=4)
+        _, info = tlc.tt_cross(inner, rank=2, random_state=0, return_info=True)
+        self.inner_stops.append(info.stop_reason)
+        return _smooth(indices)
+
+
+def test_a_nested_run_without_max_time_is_not_stopped_by_the_outer_runs():
+    lazy = _CrossPerBatch()
+    with pytest.raises(tlc.MaxTimeReached, match="before the first sweep"):
+        tlc.tt_cross(lazy, rank=2, random_state=0, max_time=0.1)
+    assert lazy.inner_stops and "max_time" not in lazy.inner_stops
+
+
+def _terminate_while_writing(tmp_path, then):
+    """Run ``reconstruct`` of a huge NIfTI in this process; once its temporary file exists,
+    send this process SIGTERM, then call ``then()`` (from another thread). Returns main's
+    exit code and what the thread saw as SIGTERM's handler during the command. ``then``
+    is not called once the command has ended (its signal would reach pytest)."""
+    shape = (20000, 20000, 1000)  # 1.6 TB of float32: still writing when terminated
+    tlc.save_tt(tmp_path / "huge.tt.npz", [np.ones((1, n, 1)) for n in shape],
+                {"shape": list(shape)})
+    seen, ended = {}, threading.Event()
+
+    def signal_it():
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".tensorly-cross-*.tmp")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        seen["handler"] = signal.getsignal(signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.3)
+        if not ended.is_set():
+            then()
+
+    thread = threading.Thread(target=signal_it)
+    thread.start()
+    try:
+        code = cli.main(["reconstruct", str(tmp_path / "huge.tt.npz"), "-o",
+                         str(tmp_path / "huge.nii")])
+    finally:
+        ended.set()
+        thread.join()
+    return code, seen["handler"]
+
+
+class _Shutdown(BaseException):
+    pass
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_main_keeps_an_embedding_programs_own_sigterm_handler(tmp_path):
+    received = []
+
+    def shutdown(signum, frame):
+        received.append(signum)
+        raise _Shutdown
+
+    previous = signal.signal(signal.SIGTERM, shutdown)
+    try:
+        with pytest.raises(_Shutdown):
+            _terminate_while_writing(tmp_path, then=lambda: None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert received == [signal.SIGTERM]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["huge.tt.npz"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_main_keeps_sigterm_ignored_when_it_was(tmp_path):
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        code, handler = _terminate_while_writing(
+            tmp_path, then=lambda: os.kill(os.getpid(), signal.SIGINT))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert handler is signal.SIG_IGN
+    assert code == cli.EXIT_INTERRUPTED  # ended by the Ctrl-C, not by the ignored SIGTERM
