@@ -79,7 +79,7 @@ def gather_groups(client, futures, chunks, workers, deadline=None):
     groups still running are left to the caller to cancel: MaxTimeReached.
     """
     if deadline is not None:
-        _wait_until(futures, deadline)
+        _wait_until(client, futures, deadline)
     try:
         return [result for group in client.gather(futures) for result in group]
     except CancelledError as error:  # the function never finished them: do not blame it
@@ -101,13 +101,16 @@ def gather_groups(client, futures, chunks, workers, deadline=None):
         raise
 
 
-def _wait_until(futures, deadline):
-    """Return once every future is done or one has failed; raise MaxTimeReached once past
-    ``deadline`` before that."""
+def _wait_until(client, futures, deadline):
+    """Return once every future of ``client`` is done or one has failed; raise
+    MaxTimeReached once past ``deadline`` before that."""
     from distributed import as_completed
 
+    # On the client's own loop: as_completed takes the default client's, and failed with
+    # "No clients found" for a client made with set_as_default=False.
+    waiting = as_completed(futures, loop=client.loop, timeout=max(0.0, deadline.remaining()))
     try:
-        for future in as_completed(futures, timeout=max(0.0, deadline.remaining())):
+        for future in waiting:
             if future.status == "error":
                 return  # gathered at once: its error is the batch's
     except TimeoutError:  # distributed's TimeoutError is the built-in one
