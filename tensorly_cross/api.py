@@ -29,7 +29,7 @@ from .errors import EvaluationBudgetExceeded, MaxTimeReached, RankDeficiencyWarn
 from .lazy.cache import EvaluationCache
 from .lazy.checkpoint import CheckpointedTensor, CheckpointStore
 from .lazy.counted import CountedTensor
-from .lazy.deadline import DeadlineTensor
+from .lazy.deadline import DeadlineTensor, no_deadline
 from .lazy.dispatch import as_lazy
 from .options import checkpoint_arguments, cross_options, share_cross_parameters
 
@@ -98,7 +98,7 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
                             oversample=oversample, max_slices=max_slices,
                             checkpoint=checkpoint, max_time=max_time, progress=progress,
                             refine=not differentiable)
-    with _no_grad(differentiable), _search_backend() as on_host:
+    with _no_grad(differentiable), _search_backend() as on_host, no_deadline():
         indices, cores, info = _select(lazy, options, random_state, start)
     if differentiable:
         cores = _assemble_counted(lazy, indices, info, options.max_evals)
@@ -158,7 +158,7 @@ def select_indices(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_
                             oversample=oversample, max_slices=max_slices,
                             checkpoint=checkpoint, max_time=max_time, progress=progress,
                             refine=False)
-    with _search_backend():
+    with _search_backend(), no_deadline():
         indices, _, info = _select(lazy, options, random_state, start)
     return (indices, info) if return_info else indices
 
@@ -245,11 +245,12 @@ def _warn_if_singular(singular):
 
 
 def _assemble(lazy, indices, singular=None):
-    if indices.ranks is not None:  # a least-squares cross
-        return lsq_assemble(lazy, indices)
-    if is_one_channel(indices, lazy.shape):  # an oversampled ALS-cross
-        return drop_channel_core(assemble_cores(OneChannel(lazy), indices))
-    return assemble_cores(lazy, indices, singular=singular)
+    with no_deadline():
+        if indices.ranks is not None:  # a least-squares cross
+            return lsq_assemble(lazy, indices)
+        if is_one_channel(indices, lazy.shape):  # an oversampled ALS-cross
+            return drop_channel_core(assemble_cores(OneChannel(lazy), indices))
+        return assemble_cores(lazy, indices, singular=singular)
 
 
 def _assemble_counted(lazy, indices, info, max_evals):

@@ -40,8 +40,11 @@ def current_deadline():
 
 class no_deadline:  # noqa: N801 -- used as a function: ``with no_deadline():``
     """No deadline inside: the user's function may run a cross of its own, whose
-    evaluations are not this run's. A class, not ``contextlib.contextmanager``: it wraps
-    every call of the function, and a generator's context costs a few microseconds."""
+    evaluations are not this run's; and every run (``tt_cross``, ``select_indices``,
+    ``cross_interpolate``) starts with none but its own ``max_time``, though it may be
+    called from inside another run's evaluation (by a user's LazyTensor). A class, not
+    ``contextlib.contextmanager``: it wraps every call of the function, and a generator's
+    context costs a few microseconds."""
 
     def __enter__(self):
         self._token = _CURRENT.set(None)
