@@ -206,14 +206,25 @@ class FunctionTensor(LazyTensor):
                 if number and deadline is not None and deadline.passed():
                     raise deadline.reached(f"after {number} of {len(chunks)} chunks of a "
                                            f"batch of {indices.shape[0]} evaluations")
-                results.append(noted_result(lambda chunk=chunk: self._call(chunk), chunk,
-                                            number, len(chunks)))
+                values, seconds = noted_result(lambda chunk=chunk: self._call(chunk), chunk,
+                                               number, len(chunks))
+                results.append((_own_copy(values), seconds))
         except BaseException as error:
             attach_finished(error, chunks, results + [None] * (len(chunks) - len(results)))
             raise
         values = [check_chunk_values(values, chunk)
                   for (values, _), chunk in zip(results, chunks, strict=True)]
         return concatenate_chunks(values), sum(seconds for _, seconds in results)
+
+
+def _own_copy(values):
+    """A chunk's values, copied when they are an array or tensor: a function may return
+    one output buffer that it refills on every call (a wrapped model's), and the batch,
+    put together after its last chunk, held that chunk's values in every chunk's place."""
+    if isinstance(values, np.ndarray):
+        return values.copy()
+    clone = getattr(values, "clone", None)  # a PyTorch tensor (JAX arrays are immutable)
+    return clone() if callable(clone) else values
 
 
 def _check_grids(grids):
