@@ -328,9 +328,13 @@ def _select(lazy, options, random_state, start):
                                      size_one.options(options))
             finish = size_one.cores
         cache = EvaluationCache(source, max_evals=options.max_evals)
-        validation = Validation(cache, options.val_size, rng,
-                                lazy.shape[-1] if method == "block" else None, options.tol)
-        indices, half_sweep = _start(method, lazy, cache, options, validation, info, rng)
+        try:
+            validation = Validation(cache, options.val_size, rng,
+                                    lazy.shape[-1] if method == "block" else None, options.tol)
+            indices, half_sweep = _start(method, lazy, cache, options, validation, info, rng)
+        except MaxTimeReached as error:  # in the start's reads (its held-out entries, say)
+            raise MaxTimeReached(f"{str(error).rstrip('.')}, before the first sweep "
+                                 f"completed{_resume_hint(options)}.") from error
         make_tt = lambda cores: TTTensor(finish(cores))  # noqa: E731
         indices, cores = run_sweeps(cache, indices, half_sweep, validation, info, options,
                                     make_tt)
@@ -402,12 +406,17 @@ def _start(method, lazy, cache, options, validation, info, rng):
 
 
 
+def _resume_hint(options):
+    """What a MaxTimeReached before the first sweep adds: where the entries read are."""
+    return " (stored in the checkpoint: rerun to resume)" if options.checkpoint else ""
+
+
 def _initial_cores_or_raise(cache, indices, options, info):
     max_evals = options.max_evals
     if info.stop_reason == "max_time":
-        resume = " (stored in the checkpoint: rerun to resume)" if options.checkpoint else ""
         raise MaxTimeReached(f"max_time={options.max_time} s ran out before the first sweep "
-                             f"completed, after {cache.counters.unique} evaluations{resume}.")
+                             f"completed, after {cache.counters.unique} evaluations"
+                             f"{_resume_hint(options)}.")
     if indices.nested is not None:
         try:
             return assemble_cores(cache, indices)

@@ -141,3 +141,19 @@ def test_serial_chunks_of_a_function_that_refills_one_output_buffer():
     indices = np.array([[i, j, 0] for i in range(4) for j in range(4)])
     values = tlc.FunctionTensor(refills, (4, 4, 4), chunk_size=4).evaluate(indices)
     np.testing.assert_allclose(values, _smooth(indices))
+
+
+def test_max_time_in_the_first_batch_in_chunks_says_the_checkpoint_resumes(tmp_path):
+    """The deadline met inside the run's first batch (its held-out entries), which chunks
+    now stop at: the MaxTimeReached that reached the caller spoke only of chunks ('reached
+    after 3 of 42 chunks of a batch'), not that no sweep completed nor that the
+    checkpoint holds what was read, as it does for a deadline met in a sweep."""
+
+    def slow(indices):
+        time.sleep(0.05)
+        return _smooth(indices)
+
+    lazy = tlc.FunctionTensor(slow, (8, 8, 8), chunk_size=4)
+    with pytest.raises(tlc.MaxTimeReached, match="before the first sweep.*rerun to resume"):
+        tlc.tt_cross(lazy, rank=2, random_state=0, max_time=0.12,
+                     checkpoint=str(tmp_path / "run.ckpt"))
