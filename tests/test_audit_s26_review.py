@@ -157,3 +157,19 @@ def test_max_time_in_the_first_batch_in_chunks_says_the_checkpoint_resumes(tmp_p
     with pytest.raises(tlc.MaxTimeReached, match="before the first sweep.*rerun to resume"):
         tlc.tt_cross(lazy, rank=2, random_state=0, max_time=0.12,
                      checkpoint=str(tmp_path / "run.ckpt"))
+
+
+def test_a_serial_chunk_with_the_wrong_number_of_values_stops_the_batch_there():
+    """Serial chunks were checked once every chunk had run: a function returning one value
+    too few ran every other chunk of the batch (hours of them) before the ValueError,
+    where one call per batch failed after that call."""
+    calls = []
+
+    def one_short(indices):
+        calls.append(len(indices))
+        return _smooth(indices)[:-1]
+
+    lazy = tlc.FunctionTensor(one_short, (8, 8, 8), chunk_size=4)
+    with pytest.raises(ValueError, match="for a chunk of 4"):
+        lazy.evaluate(np.zeros((40, 3), dtype=np.int64))
+    assert calls == [4]

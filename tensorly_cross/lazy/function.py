@@ -208,13 +208,13 @@ class FunctionTensor(LazyTensor):
                                            f"batch of {indices.shape[0]} evaluations")
                 values, seconds = noted_result(lambda chunk=chunk: self._call(chunk), chunk,
                                                number, len(chunks))
-                results.append((_own_copy(values), seconds))
+                # Checked now: values of the wrong shape stop the batch at their chunk.
+                results.append((check_chunk_values(_own_copy(values), chunk), seconds))
         except BaseException as error:
             attach_finished(error, chunks, results + [None] * (len(chunks) - len(results)))
             raise
-        values = [check_chunk_values(values, chunk)
-                  for (values, _), chunk in zip(results, chunks, strict=True)]
-        return concatenate_chunks(values), sum(seconds for _, seconds in results)
+        return (concatenate_chunks([values for values, _ in results]),
+                sum(seconds for _, seconds in results))
 
 
 def _own_copy(values):
