@@ -12,8 +12,9 @@ def expand_rank(rank, shape, name="rank", warn=True, clip=True):
     """``(1, r_1, ..., r_{d-1}, 1)`` from an int or a list, clipped (with a warning if ``warn``)
     unless ``clip`` is False."""
     d = len(shape)
-    if _integer(rank) is not None:
-        rank = [1] + [_integer(rank)] * (d - 1) + [1]
+    single = _integer(rank)
+    if single is not None:
+        rank = [1] + [single] * (d - 1) + [1]
     else:
         if isinstance(rank, str | bytes):  # list("2") would be ["2"]
             raise TypeError(f"{name} must be an int or a list of {d + 1} ints, got {rank!r}.")

@@ -25,6 +25,7 @@ class Deadline:
         return self.at - time.perf_counter()
 
     def passed(self):
+        """Whether the deadline is past."""
         return self.remaining() < 0
 
     def reached(self, what):

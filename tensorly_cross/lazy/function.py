@@ -146,7 +146,7 @@ class FunctionTensor(LazyTensor):
 
     def _evaluate(self, indices):
         deadline = current_deadline()
-        chunked = self.executor is None and self._serial_chunks(indices)
+        chunked = self.executor is None and self._serial_chunks(indices) is not None
         try:
             if self.executor is not None:
                 values, seconds = evaluate_in_chunks(self.function, indices, self.executor,
