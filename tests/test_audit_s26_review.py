@@ -9,6 +9,11 @@
 - ``main()`` replaced a SIGTERM handler it did not own: a program embedding it with its
   own handler never saw its SIGTERM (the command returned 143 and the program went on),
   and a process started with SIGTERM ignored was ended by it.
+- Serial chunks (``chunk_size`` without an executor) of a function that refills one
+  output buffer all held the last chunk's values; a chunk with the wrong number of values
+  was found only after every other chunk had run.
+- A deadline met in a run's first batch, which chunks now stop in, raised a
+  MaxTimeReached that said neither that no sweep completed nor that a rerun resumes.
 """
 
 import os
