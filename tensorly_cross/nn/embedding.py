@@ -33,7 +33,7 @@ from ..lazy.quantics import QuanticsLayout
 from .dataset import WithoutAxis
 from .encoded import EncodedTensor, default_encoder
 from .heads import TTPCAHead, TTProbeHead
-from .keyed import _file_of, key_value, volume_fingerprint
+from .keyed import file_of, key_value, volume_fingerprint
 from .lockstep import LockstepEncoder, device_batch_size
 from .patches import check_concrete_module, patch_grid
 
@@ -596,7 +596,7 @@ def _volume_named(number, volume, key, where="the batch"):
     """Volume ``number`` of ``where`` (a batch), with its key and file where known: in a
     shuffled batch of a dataset's volumes, its place alone does not say which it is."""
     known = [f"key {key!r}"] if key is not None else []
-    path = _file_of(volume)
+    path = file_of(volume)
     if path is not None:
         known.append(f"file {path!r}")
     return f"volume {number} of {where}" + (f" ({', '.join(known)})" if known else "")

@@ -61,7 +61,7 @@ def volume_fingerprint(volume):
     fingerprint : tuple
         Equal for two calls exactly when the patches of the first may serve the second.
     """
-    path = _file_of(volume)
+    path = file_of(volume)
     if path is not None and isinstance(volume, np.memmap):
         window = _memmap_window(volume)
         if window is not None:
@@ -97,7 +97,7 @@ def content_digest(*tensors):
     return hasher.digest()
 
 
-def _file_of(volume):
+def file_of(volume):
     """The file a volume reads from, or None for a volume in memory (or without a path)."""
     if isinstance(volume, torch.Tensor) or (isinstance(volume, np.ndarray)
                                             and not isinstance(volume, np.memmap)):
