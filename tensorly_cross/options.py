@@ -16,7 +16,7 @@ from tensorly.tt_tensor import TTTensor
 
 from ._validation import check_bool, check_choice, check_float, check_int
 from .cross.indices import check_mode_sizes
-from .cross.ranks import expand_rank
+from .cross.ranks import expand_rank, plain_rank
 
 METHODS = ("auto", "als", "tci", "lsq", "block")
 PIVOT_SEARCHES = ("auto", "column", "rook", "full", "batched")
@@ -224,6 +224,9 @@ def cross_options(shape, stored=False, **settings):
     ``shape`` (``stored``: stored data, see :attr:`LazyTensor.stored`); the messages name
     the argument and what is allowed."""
     options = CrossOptions(**settings)
+    # Ranks as a backend's integer tensor, as plain ints: JSON (a checkpoint's header) and
+    # the max_rank check did not read a tensor's entries.
+    options = replace(options, rank=plain_rank(options.rank))
     check_mode_sizes(shape)
     tol = check_float(options.tol, "tol", minimum=0.0)
     if tol >= 1.0:  # a relative error of 1 is the zero tensor's: nothing would be asked

@@ -178,3 +178,20 @@ def test_a_serial_chunk_with_the_wrong_number_of_values_stops_the_batch_there():
     with pytest.raises(ValueError, match="for a chunk of 4"):
         lazy.evaluate(np.zeros((40, 3), dtype=np.int64))
     assert calls == [4]
+
+
+@pytest.mark.parametrize("as_tensor", ["torch 1-d", "torch 0-d", "list of torch 0-d"])
+def test_ranks_as_tensors_with_a_checkpoint_and_a_max_rank(tmp_path, as_tensor):
+    """Ranks as a backend's integer tensor, newly taken: with a checkpoint, the run failed
+    with a bare 'TypeError: iteration over a 0-d tensor' (the checkpoint's JSON header);
+    and a fixed rank above an explicit max_rank, refused for a list, was let through."""
+    torch = pytest.importorskip("torch")
+    rank = {"torch 1-d": torch.tensor([1, 3, 3, 1]), "torch 0-d": torch.tensor(3),
+            "list of torch 0-d": [1, torch.tensor(3), torch.tensor(3), 1]}[as_tensor]
+    lazy = tlc.FunctionTensor(_smooth, (6, 6, 6))
+    got = tlc.tt_cross(lazy, rank=rank, random_state=0, checkpoint=str(tmp_path / "c"))
+    again = tlc.tt_cross(lazy, rank=[1, 3, 3, 1], random_state=0,
+                         checkpoint=str(tmp_path / "c"))  # the same run: it resumes
+    assert tuple(got.rank) == tuple(again.rank) == (1, 3, 3, 1)
+    with pytest.raises(ValueError, match="exceeds max_rank=2"):
+        tlc.tt_cross(lazy, rank=rank, max_rank=2, random_state=0)

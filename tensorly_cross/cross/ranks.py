@@ -50,6 +50,21 @@ def expand_rank(rank, shape, name="rank", warn=True, clip=True):
     return clipped
 
 
+def plain_rank(rank):
+    """``rank`` with integer tensors and NumPy integers as Python ints: an int, or a list of
+    ints where every entry is an integer (a 1-d tensor, or a list of 0-d ones). Then a
+    checkpoint writes it, ``max_rank`` is compared with it and messages show it as they do a
+    list of ints. Anything else is returned as given, for :func:`expand_rank` to name."""
+    single = _integer(rank)
+    if single is not None:
+        return single
+    if isinstance(rank, list | tuple) or getattr(rank, "ndim", None) == 1:
+        ranks = [_integer(r) for r in rank]
+        if None not in ranks:  # a list stays a list and a tuple a tuple, as messages echo it
+            return type(rank)(ranks) if isinstance(rank, list | tuple) else ranks
+    return rank
+
+
 def _integer(value):
     """``value`` as an int if it is an integer: Python's, NumPy's, or a 0-d integer tensor
     of a backend (``tl.tensor([1, 4, 1])`` iterates into those); None otherwise (a bool,
