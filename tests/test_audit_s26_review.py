@@ -195,3 +195,16 @@ def test_ranks_as_tensors_with_a_checkpoint_and_a_max_rank(tmp_path, as_tensor):
     assert tuple(got.rank) == tuple(again.rank) == (1, 3, 3, 1)
     with pytest.raises(ValueError, match="exceeds max_rank=2"):
         tlc.tt_cross(lazy, rank=rank, max_rank=2, random_state=0)
+
+
+def test_decimal_targets_are_still_taken():
+    """Targets as ``decimal.Decimal`` (pandas' read_sql of a NUMERIC column): taken before
+    the real-number check, then refused as 'not real numbers ... encode class labels as
+    numbers first' (a Decimal is a number, but not a ``numbers.Real``)."""
+    import decimal
+
+    from tensorly_cross.nn import VolumeDataset
+
+    volumes = [np.zeros((4, 4, 4)), np.ones((4, 4, 4))]
+    data = VolumeDataset(volumes, [decimal.Decimal("1.5"), decimal.Decimal("2")])
+    assert data.targets.tolist() == [1.5, 2.0]

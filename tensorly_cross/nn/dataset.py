@@ -408,6 +408,14 @@ def _grouped_parts(members, n_folds, rng):
     return [np.sort(np.concatenate(part)) for part in parts]
 
 
+def _is_real(value):
+    """Whether ``value`` is a real number: a ``numbers.Real``, or a number that is not
+    complex, such as ``decimal.Decimal`` (pandas' read_sql of a NUMERIC column), which
+    ``numbers.Real`` does not include."""
+    return isinstance(value, numbers.Real) or (isinstance(value, numbers.Number)
+                                               and not isinstance(value, numbers.Complex))
+
+
 def _float32_targets(targets, n_volumes):
     """Targets as a float32 ``(n,)`` or ``(n, t)`` tensor, each a real number, finite and
     within float32's range (checked before the cast, which would turn 1e300 into inf with
@@ -428,11 +436,9 @@ def _float32_targets(targets, n_volumes):
     # numbers; a cast to float64 of anything else failed on class labels with NumPy's
     # bare "could not convert string to float", dropped a complex imaginary part and read
     # dates as day counts.
-    real_objects = values.dtype == object and all(isinstance(value, numbers.Real)
-                                                  for value in values.flat)
+    real_objects = values.dtype == object and all(_is_real(value) for value in values.flat)
     if values.dtype.kind not in "biuf" and not real_objects:
-        example = next((value for value in values.flat
-                        if not isinstance(value, numbers.Real)), None)
+        example = next((value for value in values.flat if not _is_real(value)), None)
         example = example.item() if isinstance(example, np.generic) else example
         raise TypeError(f"targets must be real numbers (bool, int or float), got "
                         f"{values.dtype} values such as {example!r}: encode class labels "
