@@ -208,3 +208,15 @@ def test_decimal_targets_are_still_taken():
     volumes = [np.zeros((4, 4, 4)), np.ones((4, 4, 4))]
     data = VolumeDataset(volumes, [decimal.Decimal("1.5"), decimal.Decimal("2")])
     assert data.targets.tolist() == [1.5, 2.0]
+
+
+def test_subset_takes_an_object_array_of_ints_and_names_a_bad_entry():
+    """An object array of ints (a pandas column of mixed types' values): taken before the
+    new index check, then refused with a bare AttributeError ("'int' object has no
+    attribute 'item'") raised while writing the refusal."""
+    from tensorly_cross.nn import VolumeDataset
+
+    data = VolumeDataset([np.zeros((4, 4, 4))] * 3, [0.0, 1.0, 2.0])
+    assert data.subset(np.array([0, 2], dtype=object)).targets.tolist() == [0.0, 2.0]
+    with pytest.raises(TypeError, match="indices must be ints.*such as 'a'"):
+        data.subset(np.array([0, "a"], dtype=object))

@@ -226,9 +226,12 @@ class VolumeDataset(torch.utils.data.Dataset):
                 raise IndexError(f"a boolean mask must have one entry per item ({len(self)} "
                                  f"items), got {chosen.shape[0]}.")
             return [int(i) for i in np.flatnonzero(chosen)]
-        if chosen.size and chosen.dtype.kind not in "iu":
-            raise TypeError(f"indices must be ints (or a boolean mask, or a slice), got "
-                            f"{chosen.dtype} values such as {chosen[0].item()!r}.")
+        if chosen.dtype.kind not in "iu":  # an object array of ints is ints too
+            example = next((i for i in chosen if not _is_int(i)), None)
+            if example is not None:
+                example = example.item() if isinstance(example, np.generic) else example
+                raise TypeError(f"indices must be ints (or a boolean mask, or a slice), got "
+                                f"{chosen.dtype} values such as {example!r}.")
         return [self._position(int(i)) for i in chosen]
 
     def _position(self, index):
@@ -406,6 +409,11 @@ def _grouped_parts(members, n_folds, rng):
         parts[fold].append(group)
         sizes[fold] += group.size
     return [np.sort(np.concatenate(part)) for part in parts]
+
+
+def _is_int(value):
+    """Whether ``value`` is an integer (Python's or NumPy's), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _is_real(value):
