@@ -225,12 +225,39 @@ def client_workers(client):
     ValueError
         If the cluster has no workers (or the client is closed): nothing could run there.
     """
-    try:
-        info = client.scheduler_info() or {}
-    except RuntimeError:  # distributed 2026: "IOLoop is closed" from a closed client
-        info = {}
-    workers = sorted(info.get("workers", {}))
-    if not workers:
+    return sorted(client_threads(client))
+
+
+def client_threads(client):
+    """The threads of each of ``client``'s workers, as asked of the scheduler.
+
+    ``client.scheduler_info()`` is not asked: it returns the client's cached identity,
+    which the client's periodic refresh (every 2 s, listing no worker) can overwrite
+    between the fresh query and its return, so a cluster with workers looked empty.
+
+    Parameters
+    ----------
+    client : dask.distributed.Client
+        A connected client.
+
+    Returns
+    -------
+    threads : dict
+        Worker address to its number of threads; at least one worker.
+
+    Raises
+    ------
+    ValueError
+        If the cluster has no workers (or the client is closed): nothing could run there.
+    """
+    threads = {}
+    # A closed client has no scheduler to ask (an AttributeError deep in distributed).
+    if getattr(client, "status", "running") not in ("closing", "closed"):
+        try:
+            threads = dict(client.nthreads())
+        except RuntimeError:  # distributed 2026: "IOLoop is closed" from a closed client
+            threads = {}
+    if not threads:
         raise ValueError(f"client {client!r} has no workers (is it closed, or its cluster "
                          "scaled to zero?); pass a connected client or client=None.")
-    return workers
+    return threads

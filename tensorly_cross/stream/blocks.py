@@ -25,7 +25,7 @@ import numpy as np
 from .._validation import check_regular_file
 from ..errors import NonFiniteValueError
 from ..lazy.base import LazyTensor
-from ..lazy.dask import client_workers
+from ..lazy.dask import client_threads
 from ..lazy.filled import FilledSource
 from ..lazy.npy import NpyTensor
 from ..lazy.sources import (
@@ -389,6 +389,5 @@ def _n_workers(client):
     if client is None:  # the CPUs this process may use (sched_getaffinity: Linux only)
         affinity = getattr(os, "sched_getaffinity", None)
         return max(1, len(affinity(0)) if affinity else os.cpu_count() or 1)
-    client_workers(client)  # a closed client, or no workers: a clear error, not a KeyError
-    return max(1, sum(worker.get("nthreads", 1)
-                      for worker in client.scheduler_info()["workers"].values()))
+    # A closed client, or no workers: a clear error, not a KeyError.
+    return max(1, sum(max(1, int(threads)) for threads in client_threads(client).values()))
