@@ -43,3 +43,42 @@ def test_the_stream_counts_the_workers_of_a_cluster_that_has_them(client_refresh
     for _ in range(60):
         tt = streaming_tt_svd(volume, rank=2, client=client_refreshing_often)
         assert len(tt) == 2
+
+
+@pytest.fixture
+def client(loopback_cluster):
+    with distributed.Client(loopback_cluster) as connected:
+        yield connected
+
+
+def in_memory_hdf5_over_another_file(tmp_path, volume):
+    """An HDF5 file held in memory (driver="core", no backing store) whose name is that
+    of a file on disk holding other data (ones)."""
+    h5py = pytest.importorskip("h5py")
+    path = tmp_path / "volume.h5"
+    with h5py.File(path, "w") as on_disk:
+        on_disk.create_dataset("x", data=np.ones_like(volume), chunks=(3, 3, 3))
+    in_memory = h5py.File(path, "w", driver="core", backing_store=False)
+    in_memory.create_dataset("x", data=volume, chunks=(3, 3, 3))
+    return in_memory["x"]
+
+
+def test_an_in_memory_hdf5_file_is_not_read_from_the_disk_file_of_its_name(tmp_path, client):
+    # Before: the workers reopened the dataset by its file's name and read the file on
+    # disk (all ones): a distributed cross returned a rank-1 TT of ones, the stream
+    # ranks (1, 1, 1, 1), both without a word. Now both are refused before any read.
+    from tensorly_cross import open_volume, tt_cross
+
+    volume = np.random.default_rng(0).standard_normal((6, 7, 5))
+    dataset = in_memory_hdf5_over_another_file(tmp_path, volume)
+    with pytest.raises(ValueError, match="client: .*held in memory"):
+        tt_cross(open_volume(dataset, client=client), rank=2, random_state=0)
+    with pytest.raises(ValueError, match="client: .*held in memory"):
+        streaming_tt_svd(dataset, rank=2, client=client)
+    # Without a client it is read in this process, from memory.
+    crossed = tt_cross(open_volume(dataset), rank=2, random_state=0, n_iter_max=2)
+    reference = tt_cross(volume, rank=2, random_state=0, n_iter_max=2)
+    assert all(np.array_equal(a, b) for a, b in zip(reference, crossed, strict=True))
+    reference = streaming_tt_svd(volume, rank=2, random_state=0)
+    streamed = streaming_tt_svd(dataset, rank=2, random_state=0)
+    assert all(np.allclose(a, b) for a, b in zip(reference, streamed, strict=True))

@@ -279,8 +279,11 @@ class H5Source(ChunkSource):
         # In-memory files (driver="core") have no file on disk to stamp.
         self._stamp = (FileStamp(self.filename, self.name) if os.path.isfile(self.filename)
                        else None)
+        self.held_in_memory = _held_in_memory(dataset.file, self.name)
 
     def __getstate__(self):
+        if self.held_in_memory:
+            raise TypeError(self.held_in_memory)
         state = dict(self.__dict__)
         state["_dataset"] = None  # h5py handles do not pickle; reopen on the worker
         return state
@@ -293,6 +296,31 @@ class H5Source(ChunkSource):
 
             self._dataset = h5py.File(self.filename, "r")[self.dataset_name]
         return self._dataset[slices]
+
+
+def _held_in_memory(file, name):
+    """Why ``file``'s data cannot be read by reopening it by name (a worker's way), or None.
+
+    A file-like object has no name on disk; an in-memory file (``driver="core"``) opened
+    for writing holds data its file on disk (if any: one of the same name, with other
+    data) does not, and reopened by that name it was read from that other file.
+    """
+    driver = file.driver
+    if driver == "fileobj" or (driver == "core" and (file.mode != "r"
+                                                     or not os.path.isfile(file.filename))):
+        return (f"{name} is held in memory (h5py driver {driver!r}): a worker reopens the "
+                "file by its name, and the file of that name on disk, if any, holds other "
+                "data; write it to disk and open it by its path")
+    return None
+
+
+def refuse_in_memory_hdf5(source):
+    """Raise ValueError if the workers of a client cannot read ``source`` (an in-memory
+    HDF5 file, :func:`_held_in_memory`); any other source passes."""
+    reason = getattr(source, "held_in_memory", None)
+    if reason:
+        raise ValueError(f"client: the volume cannot be sent to the workers ({reason}); "
+                         "or pass client=None to read it in local threads.")
 
 
 def _check_h5_chunks_stored(dataset, name):
