@@ -82,3 +82,26 @@ def test_an_in_memory_hdf5_file_is_not_read_from_the_disk_file_of_its_name(tmp_p
     reference = streaming_tt_svd(volume, rank=2, random_state=0)
     streamed = streaming_tt_svd(dataset, rank=2, random_state=0)
     assert all(np.allclose(a, b) for a, b in zip(reference, streamed, strict=True))
+
+
+def test_a_zarr_zip_store_still_being_written_is_not_read_as_fill_values(tmp_path, client):
+    # Before: the workers reopened the ZipStore by its path, whose zip file is complete only
+    # once the store is closed: every chunk read as the fill value (0), and a distributed
+    # cross or stream returned a rank-1 TT of zeros without a word. Now both are refused.
+    zarr = pytest.importorskip("zarr")
+    from zarr.storage import ZipStore
+
+    from tensorly_cross import open_volume, tt_cross
+
+    volume = np.random.default_rng(1).standard_normal((6, 7, 5))
+    store = ZipStore(tmp_path / "volume.zip", mode="w")
+    array = zarr.create_array(store, shape=volume.shape, chunks=(3, 3, 3), dtype="f8")
+    array[...] = volume
+    with pytest.raises(ValueError, match="client: .*ZipStore opened for writing"):
+        tt_cross(open_volume(array, client=client), rank=2, random_state=0)
+    with pytest.raises(ValueError, match="client: .*ZipStore opened for writing"):
+        streaming_tt_svd(array, rank=2, client=client)
+    crossed = tt_cross(open_volume(array), rank=2, random_state=0, n_iter_max=2)
+    reference = tt_cross(volume, rank=2, random_state=0, n_iter_max=2)
+    assert all(np.array_equal(a, b) for a, b in zip(reference, crossed, strict=True))
+    store.close()

@@ -17,7 +17,7 @@ import tensorly as tl
 
 from .base import LazyTensor
 from .chunk_cache import ChunkCache
-from .sources import as_chunk_source, read_retrying, refuse_in_memory_hdf5
+from .sources import as_chunk_source, read_retrying, refuse_unsendable
 
 # Index arrays above this many entries are scattered to the cluster, not put in the graph.
 _SCATTER_ENTRIES = 50_000
@@ -71,8 +71,8 @@ class DaskTensor(LazyTensor):
         self.cache = ChunkCache(cache_bytes)
         self.cache_bytes = self.cache.max_bytes
         self.client = check_client(client)
-        if self.client is not None:  # its workers reopen an HDF5 file by name
-            refuse_in_memory_hdf5(self.source)
+        if self.client is not None:  # its workers reopen the file
+            refuse_unsendable(self.source)
         self.chunks_read = self.bytes_read = self.chunk_hits = 0
         self._bounds = [np.concatenate([[0], np.cumsum(c)]).astype(np.int64)
                         for c in self.source.chunks]

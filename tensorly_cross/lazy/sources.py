@@ -231,9 +231,27 @@ class ZarrSource(ChunkSource):
         self.array = array
         if strict:
             _check_all_chunks_stored(array, self.name)
+        self.unsendable = _zip_being_written(array, self.name)
+
+    def __getstate__(self):
+        if self.unsendable:
+            raise TypeError(self.unsendable)
+        return dict(self.__dict__)
 
     def _read(self, slices):
         return self.array[slices]
+
+
+def _zip_being_written(array, name):
+    """Why ``array``'s store cannot be reopened elsewhere (a worker's way), or None: a
+    ZipStore opened for writing, whose zip file is complete only once it is closed
+    (reopened by path, every chunk read as the fill value)."""
+    store = getattr(array, "store", None)
+    if type(store).__name__ == "ZipStore" and not getattr(store, "read_only", True):
+        return (f"{name} is in a ZipStore opened for writing: its zip file is complete "
+                "only once the store is closed, and a worker reopening it reads fill values; "
+                "close the store and open the file again")
+    return None
 
 
 def _check_all_chunks_stored(array, name):
@@ -279,11 +297,11 @@ class H5Source(ChunkSource):
         # In-memory files (driver="core") have no file on disk to stamp.
         self._stamp = (FileStamp(self.filename, self.name) if os.path.isfile(self.filename)
                        else None)
-        self.held_in_memory = _held_in_memory(dataset.file, self.name)
+        self.unsendable = _held_in_memory(dataset.file, self.name)
 
     def __getstate__(self):
-        if self.held_in_memory:
-            raise TypeError(self.held_in_memory)
+        if self.unsendable:
+            raise TypeError(self.unsendable)
         state = dict(self.__dict__)
         state["_dataset"] = None  # h5py handles do not pickle; reopen on the worker
         return state
@@ -314,10 +332,11 @@ def _held_in_memory(file, name):
     return None
 
 
-def refuse_in_memory_hdf5(source):
-    """Raise ValueError if the workers of a client cannot read ``source`` (an in-memory
-    HDF5 file, :func:`_held_in_memory`); any other source passes."""
-    reason = getattr(source, "held_in_memory", None)
+def refuse_unsendable(source):
+    """Raise ValueError if the workers of a client cannot read ``source``: an in-memory
+    HDF5 file (:func:`_held_in_memory`) or a zarr ZipStore still being written
+    (:func:`_zip_being_written`); any other source passes."""
+    reason = getattr(source, "unsendable", None)
     if reason:
         raise ValueError(f"client: the volume cannot be sent to the workers ({reason}); "
                          "or pass client=None to read it in local threads.")
