@@ -2,7 +2,8 @@
 
 A cross or a streaming TT-SVD of a volume opened on a dask cluster must return what the
 same call returns on the array in memory; a cluster with workers must never be taken for
-one without.
+one without, and a volume whose workers would reopen another file by its name (an HDF5 file
+held in memory, a zarr ZipStore still being written) is refused rather than read wrong.
 """
 
 import numpy as np
