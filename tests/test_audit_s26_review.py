@@ -203,6 +203,7 @@ def test_decimal_targets_are_still_taken():
     numbers first' (a Decimal is a number, but not a ``numbers.Real``)."""
     import decimal
 
+    pytest.importorskip("torch")
     from tensorly_cross.nn import VolumeDataset
 
     volumes = [np.zeros((4, 4, 4)), np.ones((4, 4, 4))]
@@ -214,6 +215,7 @@ def test_subset_takes_an_object_array_of_ints_and_names_a_bad_entry():
     """An object array of ints (a pandas column of mixed types' values): taken before the
     new index check, then refused with a bare AttributeError ("'int' object has no
     attribute 'item'") raised while writing the refusal."""
+    pytest.importorskip("torch")
     from tensorly_cross.nn import VolumeDataset
 
     data = VolumeDataset([np.zeros((4, 4, 4))] * 3, [0.0, 1.0, 2.0])
