@@ -38,11 +38,15 @@ def write_atomically(path, write, publish=os.replace):
     target = destination(path)
     folder = os.path.dirname(target)
     temporary = os.path.join(folder, f".tensorly-cross-{uuid.uuid4().hex}.tmp")
+    # Created inside the try: a signal handled between the creation and the try (Ctrl-C,
+    # a SIGTERM turned into an exception) left the file behind, its cleanup never reached.
+    # The name is this call's own (a fresh uuid), so removing it can remove nothing else.
     try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as error:  # name the file asked for, not the temporary one
-        raise type(error)(error.errno, f"cannot write {path!r}: {error.strerror}") from error
-    try:
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except OSError as error:  # name the file asked for, not the temporary one
+            raise type(error)(error.errno,
+                              f"cannot write {path!r}: {error.strerror}") from error
         with os.fdopen(descriptor, "wb") as stream:
             write(stream)
             # On disk before it gets the name: else a power loss can leave the name on an

@@ -95,12 +95,15 @@ def _check_writable(path, target):
         raise FileNotFoundError(f"the output {path!r} is a link to {target!r}, whose folder "
                                 "does not exist; give another output path.")
     probe = os.path.join(folder, f".tensorly-cross-{uuid.uuid4().hex}.tmp")
-    try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except OSError as error:
-        raise type(error)(error.errno, f"cannot write {path!r}: {error.strerror} (in "
-                          f"{folder!r})") from None
-    os.remove(probe)
+    try:  # removed in finally: a Ctrl-C right after the creation left it behind
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as error:
+            raise type(error)(error.errno, f"cannot write {path!r}: {error.strerror} (in "
+                              f"{folder!r})") from None
+    finally:
+        if os.path.exists(probe):
+            os.remove(probe)
 
 
 def open_input(path, flag="--dataset", **options):

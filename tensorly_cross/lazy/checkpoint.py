@@ -377,12 +377,12 @@ def _write_header_atomically(path, header, name=None):
     # (mkstemp's 0o600, widened by reading the umask, would set it to 0 for other threads).
     # Named as every temporary file of this library (_atomic.py), which the docs name.
     temporary = os.path.join(folder, f".tensorly-cross-{uuid.uuid4().hex}.tmp")
-    try:
-        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as error:  # name the file asked for, not the temporary one
-        raise type(error)(error.errno, f"cannot create checkpoint={name or path!r}: "
-                          f"{error.strerror}") from error
-    try:
+    try:  # created inside it: a Ctrl-C right after the creation still removes it
+        try:
+            handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except OSError as error:  # name the file asked for, not the temporary one
+            raise type(error)(error.errno, f"cannot create checkpoint={name or path!r}: "
+                              f"{error.strerror}") from error
         with os.fdopen(handle, "wb") as stream:
             stream.write(header)
             stream.flush()
