@@ -149,7 +149,7 @@ class DaskTensor(LazyTensor):
         return block[tuple(local.T)]
 
     def _gather_distributed(self, chunk_ids, groups, indices):
-        workers = client_workers(self.client)
+        workers = sorted(client_threads(self.client))  # addresses, in a stable order
         futures = []
         for chunk_id, members in zip(chunk_ids, groups, strict=True):
             slices = self.chunk_slices(chunk_id)
@@ -207,27 +207,6 @@ def check_client(client):
         return client
     raise TypeError(f"client must be a dask.distributed.Client or None, got "
                     f"{type(client).__name__}.")
-
-
-def client_workers(client):
-    """The addresses of ``client``'s workers, sorted.
-
-    Parameters
-    ----------
-    client : dask.distributed.Client
-        A connected client.
-
-    Returns
-    -------
-    workers : list of str
-        At least one address.
-
-    Raises
-    ------
-    ValueError
-        If the cluster has no workers (or the client is closed): nothing could run there.
-    """
-    return sorted(client_threads(client))
 
 
 def client_threads(client):
