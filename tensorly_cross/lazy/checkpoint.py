@@ -44,8 +44,7 @@ from .._atomic import destination
 from .._backend import to_host
 from ..errors import CheckpointError, CheckpointMismatchError
 from .base import LazyTensor, check_values
-from .chunk_result import take_finished
-from .deadline import DeadlineTensor
+from .chunk_result import FINISHED, evaluating_tensor
 from .keys import KeyScheme
 
 MAGIC = b"TLCCKPT1"
@@ -431,6 +430,8 @@ class CheckpointedTensor(LazyTensor):
     before they are returned.
     """
 
+    passes_batches_through = True  # the misses go to ``lazy`` as asked (see evaluating_tensor)
+
     def __init__(self, lazy, store):
         super().__init__(lazy.shape)
         self.lazy, self.store = lazy, store
@@ -459,7 +460,8 @@ class CheckpointedTensor(LazyTensor):
         try:
             values = evaluate(indices)
         except BaseException as error:
-            self._store_finished(take_finished(error))
+            # Left on the error: the cache above counts them in n_evals, then drops them.
+            self._store_finished(getattr(error, FINISHED, None))
             raise
         self.store.append(indices, values)
         return values
@@ -469,7 +471,7 @@ class CheckpointedTensor(LazyTensor):
         does not evaluate them again; only those of the tensor this store stands over (a
         layout in between, such as quantics, asks for other multi-indices), and only
         values that pass the checks every read passes."""
-        if finished is None or finished.source is not _evaluating(self.lazy):
+        if finished is None or finished.source is not evaluating_tensor(self.lazy):
             return
         try:
             values = np.concatenate([to_host(check_values(part, np.empty((len(part), 0)),
@@ -491,9 +493,3 @@ class CheckpointedTensor(LazyTensor):
         found = (self._keys[where] == keys) & (self.store.indices[stored] == indices).all(axis=1)
         return found, stored
 
-
-def _evaluating(lazy):
-    """The tensor that evaluates for ``lazy``: itself, or the one behind its deadline."""
-    while isinstance(lazy, DeadlineTensor):
-        lazy = lazy.lazy
-    return lazy

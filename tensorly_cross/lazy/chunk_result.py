@@ -166,10 +166,12 @@ class FinishedChunks:
         Their multi-indices, as given to the function.
     values : list
         Each finished chunk's raw values, in the order of ``indices``.
+    seconds : float
+        The time the function took on them (counted in the run's time inside it).
     """
 
-    def __init__(self, indices, values):
-        self.indices, self.values = indices, values
+    def __init__(self, indices, values, seconds=0.0):
+        self.indices, self.values, self.seconds = indices, values, seconds
         self._source = None
 
     @property
@@ -197,10 +199,11 @@ def attach_finished(error, chunks, results):
     """Attach the ``chunks`` whose ``results`` (``(values, seconds)``, or None for a chunk
     that did not finish) are known to ``error``, as a :class:`FinishedChunks`; without
     any, remove what an inner evaluation attached (those chunks are not these)."""
-    done = [(chunk, result[0]) for chunk, result in zip(chunks, results, strict=True)
+    done = [(chunk, result) for chunk, result in zip(chunks, results, strict=True)
             if result is not None and np.shape(result[0]) == (chunk.shape[0],)]
     finished = (FinishedChunks(np.concatenate([chunk for chunk, _ in done]),
-                               [values for _, values in done]) if done else None)
+                               [values for _, (values, _) in done],
+                               sum(seconds for _, (_, seconds) in done)) if done else None)
     if finished is None:
         take_finished(error)
         return
@@ -208,6 +211,16 @@ def attach_finished(error, chunks, results):
         setattr(error, FINISHED, finished)
     except AttributeError:  # an exception class with __slots__: nothing kept, as before
         pass
+
+
+def evaluating_tensor(lazy):
+    """The tensor that evaluates ``lazy``'s batches: ``lazy``, or the one behind the
+    wrappers that pass batches through unchanged (a deadline, a checkpoint), which say so
+    with a true ``passes_batches_through``. Finished chunks claimed by it are entries of
+    the batches asked of ``lazy`` (a layout in between asks for other ones)."""
+    while getattr(lazy, "passes_batches_through", False):
+        lazy = lazy.lazy
+    return lazy
 
 
 def take_finished(error):

@@ -64,6 +64,8 @@ class DeadlineTensor(LazyTensor):
     by a checkpoint (:func:`current_deadline` tells it the deadline).
     """
 
+    passes_batches_through = True  # batches go to ``lazy`` as asked (see evaluating_tensor)
+
     def __init__(self, lazy, deadline, max_time):
         super().__init__(lazy.shape)
         self.lazy, self.deadline, self.max_time = lazy, deadline, max_time

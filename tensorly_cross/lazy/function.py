@@ -160,6 +160,7 @@ class FunctionTensor(LazyTensor):
             finished = getattr(error, FINISHED, None)
             if finished is not None and (self.executor is not None or chunked):
                 finished.claim(self)  # a checkpoint over this very tensor may keep them
+                self.function_seconds += finished.seconds
             if not isinstance(error, Exception):  # Ctrl-C: no note, only the chunks
                 raise
             # With an executor: a function (or values) it could not pickle, which is a
