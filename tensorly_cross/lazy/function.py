@@ -25,6 +25,7 @@ from .parallel import (
     chunk_bounds,
     concatenate_chunks,
     evaluate_in_chunks,
+    own_copy,
 )
 
 # Added to a TypeError raised by the user's function.
@@ -210,22 +211,12 @@ class FunctionTensor(LazyTensor):
                 values, seconds = noted_result(lambda chunk=chunk: self._call(chunk), chunk,
                                                number, len(chunks))
                 # Checked now: values of the wrong shape stop the batch at their chunk.
-                results.append((check_chunk_values(_own_copy(values), chunk), seconds))
+                results.append((check_chunk_values(own_copy(values), chunk), seconds))
         except BaseException as error:
             attach_finished(error, chunks, results + [None] * (len(chunks) - len(results)))
             raise
         return (concatenate_chunks([values for values, _ in results]),
                 sum(seconds for _, seconds in results))
-
-
-def _own_copy(values):
-    """A chunk's values, copied when they are an array or tensor: a function may return
-    one output buffer that it refills on every call (a wrapped model's), and the batch,
-    put together after its last chunk, held that chunk's values in every chunk's place."""
-    if isinstance(values, np.ndarray):
-        return values.copy()
-    clone = getattr(values, "clone", None)  # a PyTorch tensor (JAX arrays are immutable)
-    return clone() if callable(clone) else values
 
 
 def _check_grids(grids):

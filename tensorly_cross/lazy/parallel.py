@@ -166,7 +166,19 @@ class _TimedCall:
         # A copy: in a thread a chunk is a view of the batch, whose multi-indices a
         # checkpoint stores the values under (see FunctionTensor).
         values = self.function(chunk.copy())
-        return values, time.perf_counter() - start
+        # A copy of the values too: the chunks a thread runs one after another would all
+        # hold the one buffer a function may refill on every call (see own_copy).
+        return own_copy(values), time.perf_counter() - start
+
+
+def own_copy(values):
+    """A chunk's values, copied when they are an array or tensor: a function may return
+    one output buffer that it refills on every call (a wrapped model's), and the batch,
+    put together after its last chunk, held that chunk's values in every chunk's place."""
+    if isinstance(values, np.ndarray):
+        return values.copy()
+    clone = getattr(values, "clone", None)  # a PyTorch tensor (JAX arrays are immutable)
+    return clone() if callable(clone) else values
 
 
 def _is_dask_client(executor):
