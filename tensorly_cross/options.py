@@ -6,11 +6,13 @@ keyword arguments; they are checked here, in one place, and the resulting
 """
 
 import copy
+import hashlib
 import math
 import numbers
 import os
 from dataclasses import dataclass, fields, replace
 
+import numpy as np
 import tensorly as tl
 from tensorly.tt_tensor import TTTensor
 
@@ -152,10 +154,11 @@ rank : int, list of int or None
         ``random_state`` (the rerun must make the same choices). A file written for
         another shape or other arguments is refused; only the budgets (``max_evals``,
         ``n_iter_max``, ``max_time``) and the display settings may change, so a stopped
-        run continues with a larger budget. The tensor's views and a volume's
-        ``fill_nan`` are checked too. The function itself cannot be checked (only
-        the tensor's class): after changing the function, or the data behind it, use a
-        new checkpoint file, or the stored entries of the old one come back.
+        run continues with a larger budget. The tensor's views, a volume's
+        ``fill_nan`` and the coordinates of ``FunctionTensor.on_grid`` are checked too.
+        The function itself cannot be checked (only the tensor's class): after changing
+        the function, or the data behind it, use a new checkpoint file, or the stored
+        entries of the old one come back.
     max_time : float or None
         Seconds. Once past, no new batch of evaluations starts: the run stops
         (``"max_time"``) with the best sweep it has completed and validated. A batch in
@@ -339,6 +342,12 @@ def checkpoint_arguments(options, random_state, tensor):
     fill = _fill_nan_of(tensor)
     if fill is not None:  # absent without a fill: as checkpoints written before it existed
         arguments["fill_nan"] = fill
+    # The entries of FunctionTensor.on_grid are its function at the grids' points: on
+    # another domain with as many points, the stored values were read back as the new
+    # domain's, mixed with its fresh ones (a TT of neither).
+    grids = _grids_of(tensor)
+    if grids is not None:  # absent off a grid: as checkpoints written before it existed
+        arguments["grids"] = grids
     return dict(arguments, random_state=int(random_state), tensor=type(tensor).__name__)
 
 
@@ -372,6 +381,23 @@ def _fill_nan_of(tensor):
 
     fills = [getattr(view, "fill_nan", None) for view in views_of(tensor)]
     return next((float(fill) for fill in fills if fill is not None), None)
+
+
+def _grids_of(tensor):
+    """SHA-256 (hex) of the coordinates of a :meth:`FunctionTensor.on_grid` below every
+    view (None for any other tensor)."""
+    from .lazy.base import views_of
+    from .lazy.function import FunctionTensor
+
+    for view in views_of(tensor):
+        grids = getattr(view, "grids", None) if isinstance(view, FunctionTensor) else None
+        if grids is not None:
+            digest = hashlib.sha256()
+            for grid in grids:  # each grid's length first: [a, b] + [c] is not [a] + [b, c]
+                points = np.asarray(grid, dtype="<f8").reshape(-1)
+                digest.update(np.array(points.size, dtype="<i8").tobytes() + points.tobytes())
+            return digest.hexdigest()
+    return None
 
 
 def _check_rank_within(rank, max_rank):

@@ -42,3 +42,25 @@ def test_executor_chunks_keep_their_values_when_the_function_reuses_its_buffer(w
     with ThreadPoolExecutor(workers) as executor:
         lazy = tlc.FunctionTensor(BufferedModel(), SHAPE, executor=executor, chunk_size=10)
         np.testing.assert_array_equal(lazy.evaluate(indices), expected)
+
+
+def _bump(points):
+    return np.exp(-(points**2).sum(axis=1))
+
+
+def test_checkpoint_of_other_grid_coordinates_is_refused(tmp_path):
+    # Before: the fingerprint saw the shape and "FunctionTensor" only, so a rerun on
+    # another domain with as many points per mode read the first domain's values back for
+    # the entries stored and mixed them with the new domain's, without a word.
+    path = tmp_path / "run.ckpt"
+    grid = np.linspace(0.0, 1.0, 9)
+    first = tlc.FunctionTensor.on_grid(_bump, [grid] * 3)
+    tlc.tt_cross(first, tol=1e-6, random_state=0, checkpoint=path)
+    wider = tlc.FunctionTensor.on_grid(_bump, [2.0 * grid] * 3)
+    with pytest.raises(tlc.CheckpointMismatchError, match="grids"):
+        tlc.tt_cross(wider, tol=1e-6, random_state=0, checkpoint=path)
+    # The same grids (made anew) resume: every entry is read back.
+    same = tlc.FunctionTensor.on_grid(_bump, [np.linspace(0.0, 1.0, 9)] * 3)
+    _, info = tlc.tt_cross(same, tol=1e-6, random_state=0, checkpoint=path,
+                           return_info=True)
+    assert info.n_restored == info.n_evals > 0
