@@ -64,3 +64,16 @@ def test_checkpoint_of_other_grid_coordinates_is_refused(tmp_path):
     _, info = tlc.tt_cross(same, tol=1e-6, random_state=0, checkpoint=path,
                            return_info=True)
     assert info.n_restored == info.n_evals > 0
+
+
+def test_executor_shut_down_before_the_run_is_named():
+    # Before: a bare "cannot schedule new futures after shutdown" from concurrent.futures,
+    # which named neither the executor argument nor the usual cause (a `with` block that
+    # ended before the run).
+    with ThreadPoolExecutor(2) as executor:
+        lazy = tlc.FunctionTensor(lambda idx: idx.sum(axis=1) * 1.0, SHAPE, executor=executor)
+    with pytest.raises(RuntimeError, match="after shutdown") as caught:
+        tlc.tt_cross(lazy, random_state=0)
+    notes = " ".join(getattr(caught.value, "__notes__", []))
+    assert "executor (ThreadPoolExecutor) was shut down" in notes
+    assert "executor=None" in notes

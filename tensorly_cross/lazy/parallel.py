@@ -191,7 +191,7 @@ def _submit_all(executor, timed, chunks, workers):
     futures = []
     try:
         for chunk in chunks:
-            future = executor.submit(timed, chunk)
+            future = _submit(executor, timed, chunk)
             if not callable(getattr(future, "result", None)):
                 raise TypeError(f"executor.submit returned {type(future).__name__}, not a "
                                 "future (an object with a result() method); executor must "
@@ -202,6 +202,22 @@ def _submit_all(executor, timed, chunks, workers):
         _cancel(executor, futures)
         raise
     return futures
+
+
+def _submit(executor, timed, chunk):
+    """``executor.submit(timed, chunk)``; a shut-down executor's refusal noted: its bare
+    "cannot schedule new futures after shutdown" named neither the argument nor the usual
+    cause, a ``with`` block that ended before the run."""
+    try:
+        return executor.submit(timed, chunk)
+    except RuntimeError as error:
+        if "shutdown" in str(error):
+            error.add_note(f"the FunctionTensor's executor ({type(executor).__name__}) was "
+                           "shut down before this batch: a `with` block around it ended "
+                           "before the run did, or shutdown() was called. Run inside the "
+                           "block, make the FunctionTensor with a running executor, or "
+                           "evaluate serially (executor=None).")
+        raise
 
 
 def _gather(executor, futures, chunks, workers, deadline=None):
