@@ -254,12 +254,18 @@ def _assemble(lazy, indices, singular=None):
 
 
 def _assemble_counted(lazy, indices, info, max_evals):
-    """The cores from one fresh, autograd-visible read, counted in ``info.n_evals`` (the
-    cache never sees it); a warning where that read takes the count past ``max_evals``,
-    which bounds the search only: gradients need the entries read again."""
+    """The cores from one fresh, autograd-visible read, counted in ``info.n_evals`` and
+    timed in its ``wait_seconds`` and ``function_seconds`` (the cache never sees it); a
+    warning where that read takes the count past ``max_evals``, which bounds the search
+    only: gradients need the entries read again."""
+    inside = getattr(lazy, "function_seconds", None)  # a FunctionTensor times its function
     counted = CountedTensor(lazy)
     cores = _assemble(counted, indices)
     info.n_evals += counted.n_evaluated
+    # Timed as the search's reads are (it was counted as overhead: "the cross itself").
+    info.wait_seconds += counted.wait_seconds
+    info.function_seconds += (counted.wait_seconds if inside is None
+                              else lazy.function_seconds - inside)
     if max_evals is not None and info.n_evals > max_evals:
         warnings.warn(f"max_evals={max_evals} bounds the index search; differentiable=True "
                       f"then read the cores' {counted.n_evaluated} entries again, through "

@@ -1,10 +1,13 @@
 """A lazy tensor that counts the entries it is asked for: reads that no cache sees."""
 
+import time
+
 from .base import LazyTensor
 
 
 class CountedTensor(LazyTensor):
-    """``lazy``, with ``n_evaluated`` the number of entries asked of it so far.
+    """``lazy``, with ``n_evaluated`` the number of entries asked of it so far and
+    ``wait_seconds`` the time its evaluations took.
 
     ``tt_cross(..., differentiable=True)`` reads its cores once more after the search,
     fresh and through autograd, past the evaluation cache: this is how that read is
@@ -13,7 +16,7 @@ class CountedTensor(LazyTensor):
 
     def __init__(self, lazy):
         super().__init__(lazy.shape)
-        self.lazy, self.n_evaluated = lazy, 0
+        self.lazy, self.n_evaluated, self.wait_seconds = lazy, 0, 0.0
 
     @property
     def stored(self):
@@ -22,4 +25,8 @@ class CountedTensor(LazyTensor):
     def evaluate_checked(self, indices):
         self.n_evaluated += int(indices.shape[0])
         evaluate = getattr(self.lazy, "evaluate_checked", self.lazy.evaluate)
-        return evaluate(indices)
+        start = time.perf_counter()
+        try:
+            return evaluate(indices)
+        finally:
+            self.wait_seconds += time.perf_counter() - start
