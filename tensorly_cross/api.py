@@ -31,6 +31,7 @@ from .lazy.checkpoint import CheckpointedTensor, CheckpointStore
 from .lazy.counted import CountedTensor
 from .lazy.deadline import DeadlineTensor, no_deadline
 from .lazy.dispatch import as_lazy
+from .lazy.function import FunctionClock
 from .options import checkpoint_arguments, cross_options, share_cross_parameters
 
 
@@ -258,14 +259,13 @@ def _assemble_counted(lazy, indices, info, max_evals):
     timed in its ``wait_seconds`` and ``function_seconds`` (the cache never sees it); a
     warning where that read takes the count past ``max_evals``, which bounds the search
     only: gradients need the entries read again."""
-    inside = getattr(lazy, "function_seconds", None)  # a FunctionTensor times its function
     counted = CountedTensor(lazy)
-    cores = _assemble(counted, indices)
+    with FunctionClock(lazy) as clock:  # a FunctionTensor times its own function
+        cores = _assemble(counted, indices)
     info.n_evals += counted.n_evaluated
     # Timed as the search's reads are (it was counted as overhead: "the cross itself").
     info.wait_seconds += counted.wait_seconds
-    info.function_seconds += (counted.wait_seconds if inside is None
-                              else lazy.function_seconds - inside)
+    info.function_seconds += clock.seconds if clock.timed else counted.wait_seconds
     if max_evals is not None and info.n_evals > max_evals:
         warnings.warn(f"max_evals={max_evals} bounds the index search; differentiable=True "
                       f"then read the cores' {counted.n_evaluated} entries again, through "
@@ -319,8 +319,8 @@ def _select(lazy, options, random_state, start):
     """Run the index search of ``options`` on ``lazy``: (indices, cores, info)."""
     info = CrossInfo(method=options.method)
     method = options.method
-    clock = lazy  # a FunctionTensor times its own function (and its executor's chunks)
-    inside = getattr(clock, "function_seconds", None)
+    # A FunctionTensor times its own function (and its executor's chunks), for this run.
+    clock = FunctionClock(lazy)
     if options.one_channel:  # the oversampled ALS-cross is the block cross of one channel
         lazy, method = OneChannel(lazy), "block"
     finish = drop_channel_core if options.one_channel else list
@@ -328,33 +328,36 @@ def _select(lazy, options, random_state, start):
     size_one = SizeOneModes.for_method(lazy.shape, method)
     entries, store = _entry_source(lazy, options, random_state, start)
     try:  # from here on the checkpoint is closed (and unlocked) whatever happens
-        source = entries
-        if size_one is not None:
-            lazy, source, options = (size_one.view(lazy), size_one.view(entries),
-                                     size_one.options(options))
-            finish = size_one.cores
-        cache = EvaluationCache(source, max_evals=options.max_evals)
-        try:
-            validation = Validation(cache, options.val_size, rng,
-                                    lazy.shape[-1] if method == "block" else None, options.tol)
-            indices, half_sweep = _start(method, lazy, cache, options, validation, info, rng)
-        except MaxTimeReached as error:  # in the start's reads (its held-out entries, say)
-            raise MaxTimeReached(f"{str(error).rstrip('.')}, before the first sweep "
-                                 f"completed{_resume_hint(options)}.") from error
-        make_tt = lambda cores: TTTensor(finish(cores))  # noqa: E731
-        indices, cores = run_sweeps(cache, indices, half_sweep, validation, info, options,
-                                    make_tt)
-        if cores is None:
-            cores = _initial_cores_or_raise(cache, indices, options, info)
-        if should_hand_over(options, info):
-            indices, cores, info = hand_over(cache, lazy.shape, options, rng,
-                                             (indices, cores, info), make_tt)
+        with clock:
+            source = entries
+            if size_one is not None:
+                lazy, source, options = (size_one.view(lazy), size_one.view(entries),
+                                         size_one.options(options))
+                finish = size_one.cores
+            cache = EvaluationCache(source, max_evals=options.max_evals)
+            try:
+                validation = Validation(cache, options.val_size, rng,
+                                        lazy.shape[-1] if method == "block" else None,
+                                        options.tol)
+                indices, half_sweep = _start(method, lazy, cache, options, validation, info,
+                                             rng)
+            except MaxTimeReached as error:  # in the start's reads (its held-out entries)
+                raise MaxTimeReached(f"{str(error).rstrip('.')}, before the first sweep "
+                                     f"completed{_resume_hint(options)}.") from error
+            make_tt = lambda cores: TTTensor(finish(cores))  # noqa: E731
+            indices, cores = run_sweeps(cache, indices, half_sweep, validation, info,
+                                        options, make_tt)
+            if cores is None:
+                cores = _initial_cores_or_raise(cache, indices, options, info)
+            if should_hand_over(options, info):
+                indices, cores, info = hand_over(cache, lazy.shape, options, rng,
+                                                 (indices, cores, info), make_tt)
     finally:
         if store is not None:
             store.close()
     info.n_restored = getattr(entries, "n_restored", 0)
-    if inside is not None:
-        info.function_seconds = clock.function_seconds - inside
+    if clock.timed:
+        info.function_seconds = clock.seconds
     info.total_seconds = time.perf_counter() - start  # the whole search (both runs of a handover)
     warn_if_subnormal(cache)
     warn_if_missed(options, info, read_fraction=len(cache) / cache.size)

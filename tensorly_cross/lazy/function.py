@@ -1,5 +1,6 @@
 """FunctionTensor: entries computed by a vectorised Python function."""
 
+import contextvars
 import time
 
 import numpy as np
@@ -44,6 +45,41 @@ PICKLING = (
     "a lambda or a function defined inside another), keep locks, open files and clients "
     "out of what it holds, return NumPy arrays, or evaluate serially (executor=None)."
 )
+
+
+# The clock of the run evaluating in this context (see FunctionClock).
+_RUN_CLOCK = contextvars.ContextVar("tensorly_cross_function_clock", default=None)
+
+
+class FunctionClock:
+    """The seconds one run's :class:`FunctionTensor` spends in its function: its own
+    ``function_seconds`` counts every run's, and two runs sharing the tensor from two
+    threads each reported both runs' time. Used as ``with FunctionClock(tensor):``
+    around the run (a context variable: each thread, each run, its own clock)."""
+
+    def __init__(self, tensor):
+        self.tensor, self.seconds, self._token = tensor, 0.0, None
+
+    @property
+    def timed(self):
+        """Whether the tensor times its function (a FunctionTensor); else ``seconds``
+        stays 0 and a run reports its waits instead."""
+        return isinstance(self.tensor, FunctionTensor)
+
+    def __enter__(self):
+        self._token = _RUN_CLOCK.set(self)
+        return self
+
+    def __exit__(self, *exc_info):
+        _RUN_CLOCK.reset(self._token)
+
+    @staticmethod
+    def add(tensor, seconds):
+        """Count ``seconds`` spent in ``tensor``'s function to the current run's clock, if
+        it times that tensor (not another one the function evaluates itself)."""
+        clock = _RUN_CLOCK.get()
+        if clock is not None and clock.tensor is tensor:
+            clock.seconds += seconds
 
 
 class FunctionTensor(LazyTensor):
@@ -176,6 +212,7 @@ class FunctionTensor(LazyTensor):
                 error.add_note(f"raised by the function on a batch of {span(indices)}")
             raise
         self.function_seconds += seconds
+        FunctionClock.add(self, seconds)
         return values
 
     def _serial_chunks(self, indices):
