@@ -27,7 +27,9 @@ def check_int(value, name, minimum=None, maximum=None):
 
 def check_float(value, name, minimum=None, strict=False):
     """``value`` as a finite Python float, ``> minimum`` if strict else ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    # np.timedelta64 registers as an integer but float() refuses it: max_time=
+    # np.timedelta64(5, "s") failed with "float() argument must be ... not 'datetime.timedelta'".
+    if isinstance(value, bool | np.timedelta64) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__}).")
     try:
         value = float(value)

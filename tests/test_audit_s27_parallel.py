@@ -138,3 +138,12 @@ def test_runs_sharing_a_function_tensor_time_their_own_calls(differentiable):
         thread.join()
     for info in infos.values():
         assert 0.0 < info.function_seconds <= info.wait_seconds <= info.total_seconds
+
+
+def test_max_time_as_a_timedelta64_is_refused_by_name():
+    # Before: np.timedelta64 passed the "real number" check (NumPy registers it as an
+    # integer) and float() then failed with "float() argument must be a string or a real
+    # number, not 'datetime.timedelta'", naming neither max_time nor what it takes.
+    lazy = tlc.FunctionTensor(lambda idx: 1.0 / (1.0 + idx.sum(axis=1)), SHAPE)
+    with pytest.raises(TypeError, match="max_time must be a real number"):
+        tlc.tt_cross(lazy, random_state=0, max_time=np.timedelta64(5, "s"))
