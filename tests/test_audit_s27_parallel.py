@@ -147,3 +147,29 @@ def test_max_time_as_a_timedelta64_is_refused_by_name():
     lazy = tlc.FunctionTensor(lambda idx: 1.0 / (1.0 + idx.sum(axis=1)), SHAPE)
     with pytest.raises(TypeError, match="max_time must be a real number"):
         tlc.tt_cross(lazy, random_state=0, max_time=np.timedelta64(5, "s"))
+
+
+class NanAfter:
+    """1/(1+sum), with a NaN in the batch numbered ``bad_call`` (from 1)."""
+
+    def __init__(self, bad_call):
+        self.bad_call, self.calls = bad_call, 0
+
+    def __call__(self, indices):
+        self.calls += 1
+        values = 1.0 / (1.0 + indices.sum(axis=1))
+        if self.calls == self.bad_call:
+            values[0] = np.nan
+        return values
+
+
+def test_progress_bar_is_closed_when_the_run_raises(capsys):
+    tqdm = pytest.importorskip("tqdm").tqdm
+    # Before: an error (here a NaN in the second sweep) or Ctrl-C left the bar open: the
+    # traceback kept it alive, half-drawn, and what was printed next went onto its line.
+    lazy = tlc.FunctionTensor(NanAfter(bad_call=40), (8, 8, 8, 8))
+    with pytest.raises(tlc.NonFiniteValueError) as caught:
+        tlc.tt_cross(lazy, tol=1e-12, random_state=0, progress=True)
+    assert caught.value is not None  # the traceback (and the bar, if open) is still alive
+    assert not [bar for bar in tqdm._instances if bar.desc == "tt_cross"]
+    assert capsys.readouterr().err.endswith("\n")

@@ -39,12 +39,24 @@ def run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt=No
         error (the last one without held-out entries); else the first sweep's state;
         ``cores`` is None if no sweep completed.
     """
+    progress = SweepProgress(options.n_iter_max, options.progress)
+    try:
+        return _run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt,
+                           progress)
+    except BaseException:
+        # An error or Ctrl-C: the bar is closed where it stood. Left open, the traceback
+        # kept it alive, half drawn, and what was printed next went onto its line.
+        progress.abandon()
+        raise
+
+
+def _run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt, progress):
+    """:func:`run_sweeps`, its bar ``progress`` given."""
     tol, callback, patience = options.tol, options.callback, options.patience
     start = time.perf_counter()
     cores, passed, history = None, False, []
     best = BestSweep()
     current = 0  # the sweep whose state (indices, cores) holds: not one rolled back
-    progress = SweepProgress(options.n_iter_max, options.progress)
     info.stop_reason = "n_iter_max"
     for sweep in range(options.n_iter_max):
         direction = "lr" if sweep % 2 == 0 else "rl"

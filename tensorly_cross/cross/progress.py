@@ -36,3 +36,8 @@ class SweepProgress:
                                  best_sweep=info.best_sweep, stop=info.stop_reason,
                                  refresh=False)
             self.bar.close()
+
+    def abandon(self):
+        """Close the bar as it stands (the run raised: there is no result to show)."""
+        if self.bar is not None:
+            self.bar.close()
