@@ -173,3 +173,36 @@ def test_progress_bar_is_closed_when_the_run_raises(capsys):
     assert caught.value is not None  # the traceback (and the bar, if open) is still alive
     assert not [bar for bar in tqdm._instances if bar.desc == "tt_cross"]
     assert capsys.readouterr().err.endswith("\n")
+
+
+class ShortOnCall:
+    """1/(1+sum), one value short on the call numbered ``bad_call`` (from 1)."""
+
+    def __init__(self, bad_call=None):
+        self.bad_call, self.calls = bad_call, 0
+
+    def __call__(self, indices):
+        self.calls += 1
+        values = 1.0 / (1.0 + indices.sum(axis=1))
+        return values[:-1] if self.calls == self.bad_call else values
+
+
+@pytest.mark.parametrize("threads", [None, 1])
+def test_chunk_of_the_wrong_length_keeps_the_finished_chunks(tmp_path, threads):
+    # The run's first batch is two chunks of at most 100; the second comes back short.
+    # Before: serially the first chunk was kept by the checkpoint, on an executor it was
+    # lost (the values' shapes were checked after the batch's chunks had been gathered,
+    # where no finished chunk is attached to the error).
+    path = tmp_path / "run.ckpt"
+    executor = None if threads is None else ThreadPoolExecutor(threads)
+    try:
+        lazy = tlc.FunctionTensor(ShortOnCall(bad_call=2), (8,) * 4, executor=executor,
+                                  chunk_size=100)
+        with pytest.raises(ValueError, match="for a chunk of"):
+            tlc.tt_cross(lazy, random_state=0, checkpoint=path)
+    finally:
+        if executor is not None:
+            executor.shutdown()
+    _, info = tlc.tt_cross(tlc.FunctionTensor(ShortOnCall(), (8,) * 4), random_state=0,
+                           checkpoint=path, return_info=True)
+    assert info.n_restored == 100

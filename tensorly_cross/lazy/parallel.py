@@ -137,6 +137,10 @@ def evaluate_in_chunks(function, indices, executor, chunk_size=None, workers=Non
     futures = _submit_all(executor, timed, chunks, workers)
     try:
         results = _gather(executor, futures, chunks, workers, deadline)
+        # Checked inside: a chunk of the wrong shape fails the batch with the others kept,
+        # as serially (they were lost, checked after the batch was gathered).
+        values = [check_chunk_values(values, chunk) for (values, _), chunk in
+                  zip(results, chunks, strict=True)]
     except BaseException as error:
         # Collected first: cancelling a dask future releases its result too. Never in the
         # way of the user's error: an odd future only loses its chunks.
@@ -150,8 +154,6 @@ def evaluate_in_chunks(function, indices, executor, chunk_size=None, workers=Non
         except Exception:  # noqa: BLE001 -- a closed dask client cannot cancel: its
             pass  # ClosedClientError ("Can't send cancel-keys message") hid the batch's
         raise
-    values = [check_chunk_values(values, chunk) for (values, _), chunk in
-              zip(results, chunks, strict=True)]
     return concatenate_chunks(values), sum(seconds for _, seconds in results)
 
 
