@@ -197,7 +197,7 @@ class FunctionTensor(LazyTensor):
             finished = getattr(error, FINISHED, None)
             if finished is not None and (self.executor is not None or chunked):
                 finished.claim(self)  # a checkpoint over this very tensor may keep them
-                self.function_seconds += finished.seconds
+                self._count_seconds(finished.seconds)  # computed, and counted in n_evals
             if not isinstance(error, Exception):  # Ctrl-C: no note, only the chunks
                 raise
             # With an executor: a function (or values) it could not pickle, which is a
@@ -211,9 +211,13 @@ class FunctionTensor(LazyTensor):
                 # Which call failed (an executor's chunks, and serial ones, note their own).
                 error.add_note(f"raised by the function on a batch of {span(indices)}")
             raise
+        self._count_seconds(seconds)
+        return values
+
+    def _count_seconds(self, seconds):
+        """Count ``seconds`` spent in the function, here and on the current run's clock."""
         self.function_seconds += seconds
         FunctionClock.add(self, seconds)
-        return values
 
     def _serial_chunks(self, indices):
         """The chunks of a serial batch (more than one only with a ``chunk_size`` below the
