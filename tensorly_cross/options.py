@@ -160,7 +160,7 @@ rank : int, list of int or None
         the function, or the data behind it, use a new checkpoint file, or the stored
         entries of the old one come back.
     max_time : float or None
-        Seconds. Once past, no new batch of evaluations starts: the run stops
+        Seconds (None or ``inf``: no limit). Once past, no new batch of evaluations starts: the run stops
         (``"max_time"``) with the best sweep it has completed and validated. A batch in
         flight runs to its end unless it runs in chunks (a
         :class:`~tensorly_cross.FunctionTensor` with an ``executor`` or a ``chunk_size``:
@@ -268,6 +268,8 @@ def cross_options(shape, stored=False, **settings):
     if callback is not None and not isinstance(callback, SweepCallback):
         callback = SweepCallback(callback)
     max_time = options.max_time
+    if _is_positive_infinity(max_time):
+        max_time = None  # no limit, as None: refused as "must be finite" before
     if max_time is not None:
         max_time = check_float(max_time, "max_time", minimum=0.0, strict=True)
     checkpoint = options.checkpoint
@@ -476,3 +478,9 @@ def _check_method(options, shape, stored):
             raise ValueError(f"max_slices={max_slices} needs method 'als' or 'block', not "
                              f"{method!r}{chosen}: {why}.")
     return method
+
+
+def _is_positive_infinity(value):
+    """Whether ``value`` is a real +inf (a float, NumPy's or Python's)."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool | np.timedelta64)
+            and value == float("inf"))

@@ -258,3 +258,27 @@ def test_a_minimal_executor_still_raises_the_functions_own_error():
     lazy = tlc.FunctionTensor(f, (10, 10), executor=_MinimalExecutor(), chunk_size=5)
     with pytest.raises(RuntimeError, match="my real error"):
         lazy.evaluate(np.array([(i, j) for i in range(10) for j in range(2)]))
+
+
+def test_a_finished_chunk_with_a_nan_does_not_lose_the_clean_ones(tmp_path):
+    """A batch that fails in its third chunk, whose second chunk held a NaN: the first
+    chunk is kept (before, the NaN made the checkpoint refuse every finished chunk)."""
+    path = tmp_path / "run.ckpt"
+    calls = []
+
+    def nan_then_fail(indices):
+        calls.append(indices.copy())
+        values = 1.0 / (1.0 + indices.sum(axis=1))
+        if len(calls) == 2:
+            values[0] = np.nan
+        if len(calls) == 3:
+            raise RuntimeError("transient failure")
+        return values
+
+    lazy = tlc.FunctionTensor(nan_then_fail, SHAPE, chunk_size=CHUNK)
+    with pytest.raises(RuntimeError, match="transient"):
+        tlc.tt_cross(lazy, tol=1e-8, random_state=0, checkpoint=path)
+    rerun = tlc.FunctionTensor(lambda idx: 1.0 / (1.0 + idx.sum(axis=1)), SHAPE)
+    _, info = tlc.tt_cross(rerun, tol=1e-8, random_state=0, checkpoint=path,
+                           return_info=True)
+    assert info.n_restored == len(calls[0])

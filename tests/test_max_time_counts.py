@@ -4,6 +4,7 @@ but the cache never stored them, and the count left them out."""
 
 import time
 
+import numpy as np
 import pytest
 
 import tensorly_cross as tlc
@@ -55,3 +56,10 @@ def test_n_evals_counts_the_finished_chunks_of_a_stopped_batch(tmp_path, checkpo
     assert info.stop_reason == "max_time"
     assert info.n_evals == len(function.seen)
     assert info.function_seconds >= 1.0  # the slow chunk's time counts too
+
+
+def test_max_time_inf_means_no_limit():
+    tt, info = _cross(SlowAfter(), max_time=float("inf"))
+    reference, _ = _cross(SlowAfter())
+    assert info.stop_reason == "tol"
+    assert [np.array_equal(a, b) for a, b in zip(tt, reference, strict=True)] == [True] * 4

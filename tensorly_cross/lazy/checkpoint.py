@@ -470,16 +470,21 @@ class CheckpointedTensor(LazyTensor):
         """Keep the finished chunks of a batch that failed (an executor's), so that a rerun
         does not evaluate them again; only those of the tensor this store stands over (a
         layout in between, such as quantics, asks for other multi-indices), and only
-        values that pass the checks every read passes."""
+        values that pass the checks every read passes, chunk by chunk (one chunk with a
+        NaN lost its batch's other finished chunks too)."""
         if finished is None or finished.source is not evaluating_tensor(self.lazy):
             return
-        try:
-            values = np.concatenate([to_host(check_values(part, np.empty((len(part), 0)),
-                                                          "function"))
-                                     for part in finished.values])
-        except (ValueError, TypeError):  # NaN, strings, mixed kinds: not kept
-            return
-        self.store.append(finished.indices, values)
+        ends = np.cumsum([len(part) for part in finished.values])
+        kept_indices, kept_values = [], []
+        for part, stop in zip(finished.values, ends, strict=True):
+            try:
+                values = to_host(check_values(part, np.empty((len(part), 0)), "function"))
+            except (ValueError, TypeError):  # NaN, strings, mixed kinds: not kept
+                continue
+            kept_indices.append(finished.indices[stop - len(part) : stop])
+            kept_values.append(values)
+        if kept_values:
+            self.store.append(np.concatenate(kept_indices), np.concatenate(kept_values))
 
     def _find(self, indices):
         """Which multi-indices the store holds, and where (positions in its arrays)."""
