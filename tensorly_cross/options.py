@@ -160,8 +160,8 @@ rank : int, list of int or None
         the function, or the data behind it, use a new checkpoint file, or the stored
         entries of the old one come back.
     max_time : float or None
-        Seconds (None or ``inf``: no limit). Once past, no new batch of evaluations starts: the run stops
-        (``"max_time"``) with the best sweep it has completed and validated. A batch in
+        Seconds (None or ``inf``: no limit). Once past, no new batch of evaluations
+        starts: the run stops (``"max_time"``) with the best sweep it has completed and validated. A batch in
         flight runs to its end unless it runs in chunks (a
         :class:`~tensorly_cross.FunctionTensor` with an ``executor`` or a ``chunk_size``:
         it stops at the deadline, serially once the chunk then running returns, its
