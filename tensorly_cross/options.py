@@ -161,13 +161,13 @@ rank : int, list of int or None
         entries of the old one come back.
     max_time : float or None
         Seconds (None or ``inf``: no limit). Once past, no new batch of evaluations
-        starts: the run stops (``"max_time"``) with the best sweep it has completed and validated. A batch in
-        flight runs to its end unless it runs in chunks (a
+        starts: the run stops (``"max_time"``) with the best sweep it has completed and
+        validated. A batch in flight runs to its end unless it runs in chunks (a
         :class:`~tensorly_cross.FunctionTensor` with an ``executor`` or a ``chunk_size``:
         it stops at the deadline, serially once the chunk then running returns, its
-        finished chunks kept by a checkpoint). The linear
-        algebra of a sweep runs to its end (the clock is checked before reads, not
-        inside a factorisation: a least-squares half sweep at rank 64 can add seconds).
+        finished chunks kept by a checkpoint). The linear algebra of a sweep runs to its
+        end (the clock is checked before reads, not inside a factorisation: a
+        least-squares half sweep at rank 64 can add seconds).
         With ``checkpoint``, a rerun resumes.
     progress : bool, default False
         A tqdm bar over the sweeps: evaluations, ranks, held-out error and time."""
