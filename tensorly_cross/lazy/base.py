@@ -13,7 +13,8 @@ from ..errors import NonFiniteValueError
 class LazyTensor:
     """A tensor known only through batched evaluation of its entries.
 
-    Subclasses set ``shape`` and implement ``_evaluate(indices)``; users call
+    Subclasses set ``shape`` (by ``super().__init__(shape)`` or ``self.shape = ...``,
+    checked either way) and implement ``_evaluate(indices)``; users call
     :meth:`evaluate`, which validates the request and the values that come back.
 
     Parameters
@@ -33,7 +34,23 @@ class LazyTensor:
     """
 
     def __init__(self, shape):
-        self.shape = check_shape(shape, "shape")
+        self.shape = shape
+
+    @property
+    def shape(self):
+        """The size of each mode: a tuple of ints, each >= 1."""
+        try:
+            return self._shape
+        except AttributeError:
+            raise AttributeError(f"{type(self).__name__} has no shape: a LazyTensor subclass "
+                                 "sets it, by super().__init__(shape) or self.shape = "
+                                 "...") from None
+
+    @shape.setter
+    def shape(self, shape):
+        # Checked wherever it is set: a subclass that set an array (or None) kept it, and
+        # the crosses failed deep inside (NumPy's "truth value of an array is ambiguous").
+        self._shape = check_shape(shape, "shape")
 
     @property
     def stored(self):
@@ -116,7 +133,13 @@ class LazyTensor:
         return type(self).__name__
 
     def _evaluate(self, indices):
-        raise NotImplementedError
+        # A subclass that overrides evaluate instead is never called by a cross, which
+        # reads through evaluate_checked: it got a NotImplementedError without a word.
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement _evaluate(indices), which computes a "
+            "LazyTensor's entries (evaluate checks the request and the values around it, "
+            "and a cross calls it through evaluate_checked): define _evaluate, not evaluate."
+        )
 
     def __repr__(self):
         return f"{type(self).__name__}(shape={self.shape})"

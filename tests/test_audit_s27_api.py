@@ -1,0 +1,90 @@
+"""Audit s27 of the public API as a new user meets it: a LazyTensor subclass written the
+way the user guide describes the interface (a ``shape`` and ``evaluate``) failed with a
+bare NotImplementedError from inside the cache; one that set its ``shape`` to an array
+crashed in the ALS cross's start, and one that set None or nothing failed deep in the
+cross; ``load_tt`` and ``FunctionTensor.on_grid`` answered a wrong argument with Python's
+message, naming neither it nor what is allowed. Each test failed before its fix."""
+
+import numpy as np
+import pytest
+
+import tensorly_cross as tlc
+
+
+def _rank_two(indices):
+    """cos of the sum of the indices: TT rank 2 everywhere."""
+    return np.cos(np.asarray(indices).sum(axis=1) / 5.0)
+
+
+class _EvaluateOnly(tlc.LazyTensor):
+    """The interface as the user guide words it: a shape and ``evaluate(indices)``."""
+
+    def evaluate(self, indices):
+        return _rank_two(indices)
+
+
+class _SetsItsShape(tlc.LazyTensor):
+    """A subclass that sets ``shape`` itself, as the class docstring allows."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def _evaluate(self, indices):
+        return _rank_two(indices)
+
+
+class _NoShape(tlc.LazyTensor):
+    def __init__(self):
+        pass
+
+    def _evaluate(self, indices):
+        return _rank_two(indices)
+
+
+def test_a_subclass_that_overrides_evaluate_is_told_to_implement_evaluate_underscore():
+    # Before: NotImplementedError() with no message, raised from the cache's first read.
+    with pytest.raises(NotImplementedError, match=r"_EvaluateOnly.*_evaluate\(indices\)"):
+        tlc.tt_cross(_EvaluateOnly((6, 7, 8)), tol=1e-8, random_state=0)
+
+
+@pytest.mark.parametrize("method", ["als", "tci", "lsq"])
+def test_a_shape_set_as_an_array_is_read_as_a_tuple_of_ints(method):
+    # Before: the ALS cross's start failed with NumPy's "truth value of an empty array is
+    # ambiguous"; the shape stayed an array for every reader.
+    lazy = _SetsItsShape(np.array([6, 7, 8]))
+    assert lazy.shape == (6, 7, 8) and all(type(size) is int for size in lazy.shape)
+    rank = None if method == "tci" else 2
+    tt = tlc.tt_cross(lazy, rank=rank, method=method, tol=1e-10, random_state=0)
+    indices = np.indices((6, 7, 8)).reshape(3, -1).T
+    np.testing.assert_allclose(tlc.tt_entries(tt, indices), _rank_two(indices), atol=1e-9)
+
+
+@pytest.mark.parametrize(("shape", "error", "message"), [
+    (None, TypeError, "shape must be a sequence of ints"),
+    ("abc", TypeError, r"shape\[0\] must be an int"),
+    ((6, 0, 8), ValueError, r"shape\[1\]=0 must be >= 1"),
+])
+def test_a_shape_set_by_a_subclass_is_checked_where_it_is_set(shape, error, message):
+    # Before: accepted, then "'NoneType' object is not iterable" (or a str compared with
+    # an int) deep in the cross's shape checks.
+    with pytest.raises(error, match=message):
+        _SetsItsShape(shape)
+
+
+def test_a_subclass_that_never_sets_its_shape_is_told_how_to():
+    with pytest.raises(AttributeError, match=r"_NoShape has no shape.*super\(\).__init__"):
+        tlc.tt_cross(_NoShape(), random_state=0)
+
+
+@pytest.mark.parametrize("path", [None, 5, 2.5])
+def test_load_tt_names_its_path_argument(path):
+    # Before: os.fsdecode's "expected str, bytes or os.PathLike object, not NoneType".
+    with pytest.raises(TypeError, match="path must be a str, bytes or os.PathLike"):
+        tlc.load_tt(path)
+
+
+@pytest.mark.parametrize("grids", [None, 3.0])
+def test_on_grid_names_its_grids_argument(grids):
+    # Before: "'NoneType' object is not iterable" from the loop over the grids.
+    with pytest.raises(TypeError, match="grids must be a sequence of 1-D arrays"):
+        tlc.FunctionTensor.on_grid(lambda points: points.sum(axis=1), grids)
