@@ -284,7 +284,8 @@ def load_tt(path, max_bytes=MAX_BYTES):
     OSError
         If the file cannot be read (no permission, an I/O error); the message names it.
     TypeError, ValueError
-        If ``max_bytes`` is not None or an int >= 1.
+        If ``path`` is not a str, bytes or os.PathLike, or ``max_bytes`` is not None or an
+        int >= 1.
     TTFileError
         If the file is not a tensorly-cross TT file, is corrupt, holds pickled objects
         (never unpickled), non-numeric or non-finite (NaN, inf) cores, is of a newer
@@ -313,6 +314,8 @@ def load_tt(path, max_bytes=MAX_BYTES):
     >>> metadata["ranks"], metadata["shape"]
     ([1, 2, 1], [3, 3])
     """
+    if not isinstance(path, str | bytes | os.PathLike):  # os.fsdecode's message named neither
+        raise TypeError(f"path must be a str, bytes or os.PathLike, got {type(path).__name__}.")
     path = os.fsdecode(path)
     if max_bytes is not None:
         max_bytes = check_int(max_bytes, "max_bytes", minimum=1)

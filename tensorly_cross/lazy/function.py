@@ -265,6 +265,10 @@ def _check_grids(grids):
     grid of n points; a lone 1-D array of numbers (one mode's grid, not a sequence of
     grids) would be read as that many one-point modes, so it is refused, as are grids
     spread over two axes and complex ones."""
+    if isinstance(grids, str | bytes) or not hasattr(grids, "__iter__"):
+        # Named here: the loop below failed with "'NoneType' object is not iterable".
+        raise TypeError(f"grids must be a sequence of 1-D arrays, one per mode; got "
+                        f"{type(grids).__name__}.")
     # to_host: a torch grid that requires grad refuses np.asarray (its points are constants
     # of the grid here, not parameters: gradients reach a function's own parameters).
     members = [to_host(grid) if is_torch_tensor(grid) else np.asarray(grid) for grid in grids]
