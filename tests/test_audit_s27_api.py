@@ -2,7 +2,7 @@
 way the user guide describes the interface (a ``shape`` and ``evaluate``) failed with a
 bare NotImplementedError from inside the cache; one that set its ``shape`` to an array
 crashed in the ALS cross's start, and one that set None or nothing failed deep in the
-cross; ``load_tt`` and ``FunctionTensor.on_grid`` answered a wrong argument with Python's
+cross; one with an attribute of its own named ``lazy`` failed every cross; ``load_tt`` and ``FunctionTensor.on_grid`` answered a wrong argument with Python's
 message, naming neither it nor what is allowed. Each test failed before its fix."""
 
 import numpy as np
@@ -88,3 +88,25 @@ def test_on_grid_names_its_grids_argument(grids):
     # Before: "'NoneType' object is not iterable" from the loop over the grids.
     with pytest.raises(TypeError, match="grids must be a sequence of 1-D arrays"):
         tlc.FunctionTensor.on_grid(lambda points: points.sum(axis=1), grids)
+
+
+class _HoldsAnAttributeNamedLazy(tlc.LazyTensor):
+    """A subclass whose own attribute is called ``lazy`` (the views' name for their
+    tensor): here the array it reads."""
+
+    def __init__(self, array):
+        super().__init__(array.shape)
+        self.lazy = array
+
+    def _evaluate(self, indices):
+        return self.lazy[tuple(indices.T)]
+
+
+@pytest.mark.parametrize("rank", [None, 2])
+def test_a_subclass_attribute_named_lazy_is_not_taken_for_a_view(rank):
+    # Before: every cross failed with "'numpy.ndarray' object has no attribute 'stored'".
+    array = _rank_two(np.indices((6, 7, 8)).reshape(3, -1).T).reshape(6, 7, 8)
+    lazy = _HoldsAnAttributeNamedLazy(array)
+    assert lazy.stored is False
+    tt = tlc.tt_cross(lazy, rank=rank, tol=1e-10, random_state=0)
+    np.testing.assert_allclose(tt.to_tensor(), array, atol=1e-9)

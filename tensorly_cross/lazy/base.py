@@ -60,7 +60,9 @@ class LazyTensor:
         one is. ``method="auto"`` runs the least-squares cross on stored data.
         """
         inner = getattr(self, "lazy", None)
-        return bool(inner is not None and inner.stored)
+        # Only a LazyTensor is a view's tensor: a subclass's own attribute of that name (an
+        # array it wraps, a flag) failed every cross ("'bool' object has no attribute").
+        return bool(isinstance(inner, LazyTensor) and inner.stored)
 
     @property
     def ndim(self):
