@@ -2,8 +2,9 @@
 way the user guide describes the interface (a ``shape`` and ``evaluate``) failed with a
 bare NotImplementedError from inside the cache; one that set its ``shape`` to an array
 crashed in the ALS cross's start, and one that set None or nothing failed deep in the
-cross; one with an attribute of its own named ``lazy`` failed every cross; ``load_tt`` and ``FunctionTensor.on_grid`` answered a wrong argument with Python's
-message, naming neither it nor what is allowed. Each test failed before its fix."""
+cross; one with an attribute of its own named ``lazy`` failed every cross; ``load_tt`` and
+``FunctionTensor.on_grid`` answered a wrong argument with Python's message, naming
+neither it nor what is allowed. Each test failed before its fix."""
 
 import numpy as np
 import pytest
