@@ -157,10 +157,13 @@ def _select_rows(matrix, tol, max_iter):
             return rows, _pinv_coefficients(matrix, rows), (shift, "pinv")
         matrix, kind = basis, "basis"
         rows, _, candidates = lu_pivot_rows(matrix)
+    polish_swaps = 0
     if candidates is not None:
-        rows = _polish_on_candidates(matrix, rows, candidates, tol, max_iter)
+        rows, polish_swaps = _polish_on_candidates(matrix, rows, candidates, tol, max_iter)
     coefficients = _coefficients(matrix, rows)
-    rows, coefficients, n_swaps = _swap_until_dominant(coefficients, rows, tol, max_iter)
+    # One budget for both stages: each had max_iter swaps, twice the bound documented.
+    rows, coefficients, n_swaps = _swap_until_dominant(coefficients, rows, tol,
+                                                       max_iter - polish_swaps)
     if n_swaps > n_cols:
         # Many rank-1 updates accumulate rounding error; one fresh solve removes it.
         coefficients = _coefficients(matrix, rows)
@@ -245,12 +248,14 @@ def _polish_on_candidates(matrix, rows, candidates, tol, max_iter):
 
     The finalists hold most of the maxvol rows; swaps among them cost
     ``O(len(candidates) r)`` instead of ``O(n r)`` and leave few for the full matrix.
+    Returns the rows and the number of swaps made (at most ``max_iter``).
     """
     finalists = take_rows(matrix, candidates)
     order = np.argsort(candidates)
     local = order[np.searchsorted(candidates, rows, sorter=order)]
-    local, _, _ = _swap_until_dominant(_coefficients(finalists, local), local, tol, max_iter)
-    return candidates[local]
+    local, _, n_swaps = _swap_until_dominant(_coefficients(finalists, local), local, tol,
+                                             max_iter)
+    return candidates[local], n_swaps
 
 
 def _swap_until_dominant(coefficients, rows, tol, max_iter):

@@ -111,3 +111,16 @@ def test_a_subclass_attribute_named_lazy_is_not_taken_for_a_view(rank):
     assert lazy.stored is False
     tt = tlc.tt_cross(lazy, rank=rank, tol=1e-10, random_state=0)
     np.testing.assert_allclose(tt.to_tensor(), array, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 3, 4])
+@pytest.mark.parametrize("max_iter", [1, 2])
+def test_maxvol_makes_at_most_max_iter_swaps_on_a_tall_matrix(seed, max_iter):
+    # Before: above about 2**17 / r rows the LU pivots come from a tournament, whose
+    # finalists were polished with up to max_iter swaps and the whole matrix then with
+    # max_iter more: 2 rows changed for max_iter=1, where the docstring bounds the swaps.
+    matrix = np.random.default_rng(seed).standard_normal((50000, 6))
+    lu_rows, _ = tlc.maxvol(matrix, max_iter=0)
+    rows, coefficients = tlc.maxvol(matrix, tol=1.0001, max_iter=max_iter)
+    assert len(set(rows.tolist()) - set(lu_rows.tolist())) <= max_iter
+    np.testing.assert_allclose(coefficients @ matrix[rows], matrix, atol=1e-10)
