@@ -3,8 +3,9 @@ way the user guide describes the interface (a ``shape`` and ``evaluate``) failed
 bare NotImplementedError from inside the cache; one that set its ``shape`` to an array
 crashed in the ALS cross's start, and one that set None or nothing failed deep in the
 cross; one with an attribute of its own named ``lazy`` failed every cross; ``load_tt`` and
-``FunctionTensor.on_grid`` answered a wrong argument with Python's message, naming
-neither it nor what is allowed. Each test failed before its fix."""
+``FunctionTensor.on_grid`` answered a wrong argument with Python's message, and
+``QuanticsTensor`` an array ``order`` with NumPy's, naming neither it nor what is allowed;
+``maxvol`` made twice ``max_iter`` swaps on tall matrices. Each test failed before its fix."""
 
 import numpy as np
 import pytest
@@ -124,3 +125,10 @@ def test_maxvol_makes_at_most_max_iter_swaps_on_a_tall_matrix(seed, max_iter):
     rows, coefficients = tlc.maxvol(matrix, tol=1.0001, max_iter=max_iter)
     assert len(set(rows.tolist()) - set(lu_rows.tolist())) <= max_iter
     np.testing.assert_allclose(coefficients @ matrix[rows], matrix, atol=1e-10)
+
+
+@pytest.mark.parametrize("order", [np.array(["grouped", "interleaved"]), ["grouped"], 0])
+def test_a_quantics_order_that_is_not_a_string_is_refused_by_name(order):
+    # Before: an array failed with NumPy's "truth value of an array ... is ambiguous".
+    with pytest.raises(ValueError, match="order must be one of 'grouped', 'interleaved'"):
+        tlc.QuanticsTensor(np.ones((4, 6)), order=order)

@@ -21,6 +21,7 @@ from tensorly.cp_tensor import CPTensor
 from tensorly.tt_tensor import TTTensor
 from tensorly.tucker_tensor import TuckerTensor
 
+from .._validation import check_choice
 from .base import LazyTensor, c_order_strides, check_indices
 from .dispatch import view_source
 
@@ -139,8 +140,9 @@ class QuanticsLayout:
             If ``shape`` is empty, a mode size is outside ``[1, 2**63 - 1]``, or ``order``
             is unknown.
         """
-        if order not in ORDERS:
-            raise ValueError(f"order must be one of {ORDERS}, got {order!r}.")
+        # check_choice: ``in`` compared an array elementwise (NumPy's "truth value of an
+        # array ... is ambiguous", naming neither the argument nor the options).
+        order = check_choice(order, "order", ORDERS)
         if isinstance(shape, str | bytes) or not hasattr(shape, "__iter__"):
             raise TypeError(f"shape must be a sequence of ints, got {shape!r} "
                             f"({type(shape).__name__}).")
