@@ -37,7 +37,7 @@ def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_stat
         Stop when the relative error on 1000 held-out entries is below ``tol``.
     n_iter_max : int, default 100
         Maximum number of sweeps, each one left-to-right and one right-to-left pass.
-    random_state : None, int or numpy RandomState
+    random_state : None, int, numpy RandomState or Generator
         Seed of the random starting indices and held-out entries; ``None`` draws from
         NumPy's global random state, as TensorLy's does (``np.random.seed`` then makes a
         run reproducible).
@@ -66,7 +66,12 @@ def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_stat
     Where it differs from TensorLy 0.10's: it returns a ``TTTensor`` where TensorLy's
     returns a plain list of the cores (indexing, iteration, ``len`` and
     ``tl.tt_to_tensor`` work on both; ``list(factors)`` gives the list), and ``tol`` must
-    be below 1 (a relative error of 1 is the zero tensor's; TensorLy's accepts any).
+    be below 1 (a relative error of 1 is the zero tensor's; TensorLy's accepts any). It
+    accepts what TensorLy's refuses in three places: an int ``rank`` other than 1
+    (TensorLy's repeats it at the boundaries too, then refuses them), a NumPy integer
+    ``random_state`` or a ``numpy.random.Generator``, and a rank above the rows of its
+    unfolding, the product of the mode sizes before it (clipped with a warning;
+    TensorLy's fails with an IndexError).
 
     Examples
     --------
@@ -174,7 +179,7 @@ class TensorTrainCross:
         Held-out relative error at which to stop.
     n_iter_max : int, default 100
         Maximum number of sweeps (each a pass in both directions).
-    random_state : None, int or numpy RandomState
+    random_state : None, int, numpy RandomState or Generator
         Seed of the random choices (``None``: NumPy's global random state).
 
     Attributes
