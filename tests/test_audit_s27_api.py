@@ -5,7 +5,9 @@ crashed in the ALS cross's start, and one that set None or nothing failed deep i
 cross; one with an attribute of its own named ``lazy`` failed every cross; ``load_tt`` and
 ``FunctionTensor.on_grid`` answered a wrong argument with Python's message, and
 ``QuanticsTensor`` an array ``order`` with NumPy's, naming neither it nor what is allowed;
-``maxvol`` made twice ``max_iter`` swaps on tall matrices. Each test failed before its fix."""
+an array without entries (0-d, an empty mode) was refused naming a ``shape`` argument the
+caller had not given; ``maxvol`` made twice ``max_iter`` swaps on tall matrices. Each test
+failed before its fix."""
 
 import numpy as np
 import pytest
@@ -132,3 +134,18 @@ def test_a_quantics_order_that_is_not_a_string_is_refused_by_name(order):
     # Before: an array failed with NumPy's "truth value of an array ... is ambiguous".
     with pytest.raises(ValueError, match="order must be one of 'grouped', 'interleaved'"):
         tlc.QuanticsTensor(np.ones((4, 6)), order=order)
+
+
+@pytest.mark.parametrize(("call", "name"), [
+    (lambda array: tlc.tt_cross(array), "tensor"),
+    (lambda array: tlc.select_indices(array), "tensor"),
+    (lambda array: tlc.lazy_tensor(array), "obj"),
+    (lambda array: tlc.QuanticsTensor(array), "lazy"),
+])
+def test_an_array_without_entries_is_refused_by_the_argument_s_name(call, name):
+    # Before: "shape must have at least one mode, got ()" and "shape[1]=0 must be >= 1",
+    # naming tt_cross's shape argument (for callables), which the caller had not given.
+    with pytest.raises(ValueError, match=f"^{name} is 0-d"):
+        call(np.array(3.0))
+    with pytest.raises(ValueError, match=rf"^{name} has shape \(3, 0, 2\), with an empty mode"):
+        call(np.zeros((3, 0, 2)))

@@ -79,6 +79,7 @@ def as_lazy(obj, shape=None, name="obj"):
         return DaskTensor(H5Source(obj))
     if hasattr(obj, "shape") and hasattr(obj, "__getitem__"):
         check_concrete(obj, name)  # a meta tensor or a JAX tracer failed deep in a read
+        _refuse_no_entries(obj, name)
         return ArrayTensor(obj)
     if callable(obj):
         if shape is None:
@@ -110,6 +111,18 @@ def view_source(lazy, view, arguments):
         raise TypeError(f"{view} needs the shape of a callable: wrap it, as in "
                         f"{view}(FunctionTensor(function, shape){arguments}).")
     return as_lazy(lazy, name="lazy")
+
+
+def _refuse_no_entries(array, name):
+    """Raise ValueError, naming ``name``, for a 0-d array or one with an empty mode: the
+    shape check of ArrayTensor named a ``shape`` argument (tt_cross's, for callables) that
+    the caller had not given."""
+    shape = tuple(array.shape)
+    if not shape:
+        raise ValueError(f"{name} is 0-d (a scalar): a tensor train needs at least one mode.")
+    if 0 in shape:
+        raise ValueError(f"{name} has shape {shape}, with an empty mode; every mode size must "
+                         "be >= 1.")
 
 
 def _path_hint(obj):
