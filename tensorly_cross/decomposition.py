@@ -11,6 +11,7 @@ module ``tensorly.decomposition._base_decomposition``, with no public import pat
 
 import math
 import numbers
+import os
 
 import numpy as np
 import tensorly as tl
@@ -108,9 +109,15 @@ def _input_shape(input_tensor):
     refuse_closed_hdf5(input_tensor, "input_tensor")
     if not (isinstance(input_tensor, LazyTensor) or tl.is_tensor(input_tensor)
             or (hasattr(input_tensor, "shape") and hasattr(input_tensor, "__getitem__"))):
-        # A function of multi-indices has no shape here: tt_cross takes it with one.
-        hint = ("pass a function of multi-indices to tensorly_cross.tt_cross(f, shape=...)"
-                if callable(input_tensor) else "convert it with tl.tensor(...)")
+        # A function of multi-indices has no shape here: tt_cross takes it with one. A path
+        # is opened by open_volume (tl.tensor of a file name, as the hint said, is no tensor).
+        if callable(input_tensor):
+            hint = "pass a function of multi-indices to tensorly_cross.tt_cross(f, shape=...)"
+        elif isinstance(input_tensor, str | bytes | os.PathLike):
+            hint = (f"to read the volume stored at {input_tensor!r}, pass "
+                    "tensorly_cross.open_volume(path) (zarr, HDF5, .npy, NIfTI)")
+        else:
+            hint = "convert it with tl.tensor(...)"
         raise TypeError(f"input_tensor must be a tensor (of any TensorLy backend: NumPy, "
                         f"PyTorch, JAX) or a LazyTensor, got "
                         f"{type(input_tensor).__name__}; {hint}.")

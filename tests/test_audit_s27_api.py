@@ -6,7 +6,8 @@ cross; one with an attribute of its own named ``lazy`` failed every cross; ``loa
 ``FunctionTensor.on_grid`` answered a wrong argument with Python's message, and
 ``QuanticsTensor`` an array ``order`` with NumPy's, naming neither it nor what is allowed;
 an array without entries (0-d, an empty mode) was refused naming a ``shape`` argument the
-caller had not given; ``maxvol`` made twice ``max_iter`` swaps on tall matrices. Each test
+caller had not given, and the TensorLy drop-in told to convert a path with ``tl.tensor``;
+``maxvol`` made twice ``max_iter`` swaps on tall matrices. Each test
 failed before its fix."""
 
 import numpy as np
@@ -149,3 +150,16 @@ def test_an_array_without_entries_is_refused_by_the_argument_s_name(call, name):
         call(np.array(3.0))
     with pytest.raises(ValueError, match=rf"^{name} has shape \(3, 0, 2\), with an empty mode"):
         call(np.zeros((3, 0, 2)))
+
+
+@pytest.mark.parametrize("fit", [lambda path: tlc.tensor_train_cross(path, rank=2),
+                                 lambda path: tlc.TensorTrainCross(rank=2).fit(path)])
+def test_the_drop_in_given_a_path_points_to_open_volume(tmp_path, fit):
+    # Before: "convert it with tl.tensor(...)", of a file name.
+    path = tmp_path / "scan.npy"
+    np.save(path, np.ones((4, 5, 6)))
+    for given in (str(path), path):
+        with pytest.raises(TypeError, match=r"input_tensor must be a tensor.*open_volume"):
+            fit(given)
+    tt = tlc.tensor_train_cross(tlc.open_volume(path), rank=1, random_state=0)
+    np.testing.assert_allclose(tt.to_tensor(), np.ones((4, 5, 6)))
