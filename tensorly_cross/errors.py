@@ -1,6 +1,15 @@
 """Warnings and exceptions that users of tensorly-cross can meet and catch."""
 
 
+def _reduce(error, *values):
+    """What pickle rebuilds ``error`` from: its class, its message and the ``values`` its
+    ``__init__`` takes after it, and its attributes (notes included). The default passes
+    ``args`` alone, so unpickling an error whose ``__init__`` takes more failed: raised in a
+    process pool's worker (a function that runs a cross of its own), it broke the pool
+    ("BrokenProcessPool"), and the error itself was lost."""
+    return type(error), (error.args[0] if error.args else "", *values), error.__dict__
+
+
 class RankDeficiencyWarning(UserWarning):
     """A matrix handed to a pivoting kernel is numerically rank-deficient.
 
@@ -26,6 +35,9 @@ class RankDeficiencyWarning(UserWarning):
     def __init__(self, message, rank):
         super().__init__(message)
         self.rank = rank
+
+    def __reduce__(self):
+        return _reduce(self, self.rank)
 
 
 class UnseenStructureWarning(UserWarning):
@@ -114,6 +126,9 @@ class ToleranceNotMetWarning(UserWarning):
         self.error = error
         self.tol = tol
 
+    def __reduce__(self):
+        return _reduce(self, self.error, self.tol)
+
 
 class NonFiniteValueError(ValueError):
     """A lazy tensor produced NaN or inf.
@@ -145,6 +160,9 @@ class NonFiniteValueError(ValueError):
         self.index = index
         self.value = value
 
+    def __reduce__(self):
+        return _reduce(self, self.index, self.value)
+
 
 class EvaluationBudgetExceeded(RuntimeError):
     """The next batch of evaluations would exceed ``max_evals``.
@@ -172,6 +190,9 @@ class EvaluationBudgetExceeded(RuntimeError):
     def __init__(self, message, needed):
         super().__init__(message)
         self.needed = needed
+
+    def __reduce__(self):
+        return _reduce(self, self.needed)
 
 
 class MaxTimeReached(RuntimeError):

@@ -7,8 +7,13 @@ cross; one with an attribute of its own named ``lazy`` failed every cross; ``loa
 ``QuanticsTensor`` an array ``order`` with NumPy's, naming neither it nor what is allowed;
 an array without entries (0-d, an empty mode) was refused naming a ``shape`` argument the
 caller had not given, and the TensorLy drop-in told to convert a path with ``tl.tensor``;
-``maxvol`` made twice ``max_iter`` swaps on tall matrices. Each test
-failed before its fix."""
+``maxvol`` made twice ``max_iter`` swaps on tall matrices; four errors and warnings with
+attributes could not be unpickled, so one raised in a process pool's worker broke the pool.
+Each test failed before its fix."""
+
+import multiprocessing
+import pickle
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
@@ -163,3 +168,37 @@ def test_the_drop_in_given_a_path_points_to_open_volume(tmp_path, fit):
             fit(given)
     tt = tlc.tensor_train_cross(tlc.open_volume(path), rank=1, random_state=0)
     np.testing.assert_allclose(tt.to_tensor(), np.ones((4, 5, 6)))
+
+
+_ERRORS = [
+    tlc.NonFiniteValueError("nan at (1, 2)", (1, 2), float("inf")),
+    tlc.EvaluationBudgetExceeded("max_evals=3", needed=5),
+    tlc.RankDeficiencyWarning("rank 1 < 2", 1),
+    tlc.ToleranceNotMetWarning("0.5 > tol", 0.5, 0.1),
+]
+
+
+@pytest.mark.parametrize("error", _ERRORS, ids=lambda error: type(error).__name__)
+def test_errors_with_attributes_survive_pickling(error):
+    # Before: unpickling called __init__ with the message alone (a TypeError).
+    error.add_note("a note")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error) and str(copy) == str(error)
+    assert vars(copy) == vars(error) and copy.__notes__ == ["a note"]
+
+
+def _reads_past_its_budget(indices):
+    """A function whose entries come from a lazy tensor of its own, read past a budget."""
+    cache = tlc.EvaluationCache(tlc.lazy_tensor(np.ones((4, 4))), max_evals=1)
+    return cache.evaluate([[0, 0], [1, 1]])
+
+
+def test_a_worker_s_budget_error_reaches_the_caller_of_a_process_pool():
+    # Before: the worker's EvaluationBudgetExceeded could not be unpickled, and the pool
+    # broke ("BrokenProcessPool: a process ... terminated abruptly"), the error lost.
+    context = multiprocessing.get_context("spawn")  # no fork of a threaded test process
+    with ProcessPoolExecutor(1, mp_context=context) as executor:
+        lazy = tlc.FunctionTensor(_reads_past_its_budget, (4, 4), executor=executor)
+        with pytest.raises(tlc.EvaluationBudgetExceeded, match="max_evals=1") as caught:
+            lazy.evaluate([[0, 0], [1, 1]])
+    assert caught.value.needed == 2
