@@ -8,7 +8,8 @@ cross; one with an attribute of its own named ``lazy`` failed every cross; ``loa
 an array without entries (0-d, an empty mode) was refused naming a ``shape`` argument the
 caller had not given, and the TensorLy drop-in told to convert a path with ``tl.tensor``;
 ``maxvol`` made twice ``max_iter`` swaps on tall matrices; four errors and warnings with
-attributes could not be unpickled, so one raised in a process pool's worker broke the pool.
+attributes could not be unpickled, so one raised in a process pool's worker broke the pool;
+``==`` of two equal QuanticsLayouts or CrossIndices raised NumPy's ambiguous-truth error.
 Each test failed before its fix."""
 
 import multiprocessing
@@ -202,3 +203,27 @@ def test_a_worker_s_budget_error_reaches_the_caller_of_a_process_pool():
         with pytest.raises(tlc.EvaluationBudgetExceeded, match="max_evals=1") as caught:
             lazy.evaluate([[0, 0], [1, 1]])
     assert caught.value.needed == 2
+
+
+
+def test_equal_quantics_layouts_compare_equal():
+    # Before: == raised NumPy's "truth value of an array ... is ambiguous".
+    layout = tlc.QuanticsLayout.create((8, 12))
+    assert layout == tlc.QuanticsLayout.create((8, 12))
+    assert layout == tlc.QuanticsTensor(np.ones((8, 12))).layout
+    assert layout != tlc.QuanticsLayout.create((8, 12), order="interleaved")
+    assert layout != tlc.QuanticsLayout.create((12, 8))
+    assert layout != tlc.QuanticsLayout.with_channels((8, 12), 1)
+    assert layout != (8, 12)
+
+
+@pytest.mark.parametrize("kwargs", [{"rank": 2, "method": "als"}, {"rank": 2},
+                                    {"tol": 1e-8, "method": "tci"}])
+def test_cross_indices_compare_equal_to_their_json_round_trip(kwargs):
+    # Before: == raised NumPy's "truth value of an empty array is ambiguous".
+    tensor = np.add.outer(np.add.outer(np.arange(6.0), np.arange(7.0)), np.arange(5.0))
+    indices = tlc.select_indices(tensor, random_state=0, **kwargs)
+    assert indices == indices.copy()
+    assert indices == tlc.CrossIndices.from_json(indices.to_json())
+    other = tlc.select_indices(tensor, rank=1, method="als", random_state=0)
+    assert indices != other and indices != indices.to_dict()

@@ -78,7 +78,8 @@ class CrossIndices:
     nested : {"left", "right", None}
         Which family of sets is nested (decides how cores are assembled).
     meta : dict
-        Free-form facts kept with the sets in memory (not serialised).
+        Free-form facts kept with the sets in memory (not serialised, and not compared by
+        ``==``, which compares the sets as :meth:`to_dict` writes them).
     block : int or None
         For a block (vector-valued) cross: the size ``F`` of the tensor's last mode, which
         the sets do not cover (it is read whole at every position); ``shape`` then holds
@@ -144,6 +145,14 @@ class CrossIndices:
             self.block,
             self.ranks,
         )
+
+    def __eq__(self, other):
+        # The same sets, as to_dict writes them (so a JSON round trip compares equal; meta,
+        # not serialised, is not compared). The dataclass's own == compared lists of
+        # arrays, and raised NumPy's "truth value of an array ... is ambiguous".
+        if not isinstance(other, CrossIndices):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
 
     def to_dict(self):
         """The sets as a JSON-serialisable dict.

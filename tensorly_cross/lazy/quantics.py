@@ -115,6 +115,16 @@ class QuanticsLayout:
     mode_radices: list
     positions: list
 
+    def __eq__(self, other):
+        # The dataclass's own == compared the lists of position arrays, and raised NumPy's
+        # "truth value of an array ... is ambiguous" for two equal layouts.
+        if not isinstance(other, QuanticsLayout):
+            return NotImplemented
+        return (tuple(self.shape), self.order, self.mode_radices) == (
+            tuple(other.shape), other.order, other.mode_radices) and [
+            positions.tolist() for positions in self.positions] == [
+            positions.tolist() for positions in other.positions]
+
     @classmethod
     def create(cls, shape, order="grouped"):
         """The layout of a tensor of ``shape``: each mode split into its prime digits.
