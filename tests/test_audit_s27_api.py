@@ -9,9 +9,11 @@ an array without entries (0-d, an empty mode) was refused naming a ``shape`` arg
 caller had not given, and the TensorLy drop-in told to convert a path with ``tl.tensor``;
 ``maxvol`` made twice ``max_iter`` swaps on tall matrices; four errors and warnings with
 attributes could not be unpickled, so one raised in a process pool's worker broke the pool;
-``==`` of two equal QuanticsLayouts or CrossIndices raised NumPy's ambiguous-truth error.
-Each test failed before its fix."""
+``==`` of two equal QuanticsLayouts or CrossIndices raised NumPy's ambiguous-truth error;
+an EvaluationCache could be neither pickled nor deep-copied (its lock). Each test failed
+before its fix."""
 
+import copy
 import multiprocessing
 import pickle
 from concurrent.futures import ProcessPoolExecutor
@@ -227,3 +229,17 @@ def test_cross_indices_compare_equal_to_their_json_round_trip(kwargs):
     assert indices == tlc.CrossIndices.from_json(indices.to_json())
     other = tlc.select_indices(tensor, rank=1, method="als", random_state=0)
     assert indices != other and indices != indices.to_dict()
+
+
+
+@pytest.mark.parametrize("copy_of", [lambda cache: pickle.loads(pickle.dumps(cache)),
+                                     copy.deepcopy])
+def test_an_evaluation_cache_copies_with_its_entries(copy_of):
+    # Before: TypeError "cannot pickle '_thread.RLock' object".
+    cache = tlc.EvaluationCache(tlc.FunctionTensor(_rank_two, (6, 7, 8)))
+    cache.evaluate([[1, 2, 3], [4, 5, 6]])
+    copied = copy_of(cache)
+    np.testing.assert_array_equal(copied.evaluate([[4, 5, 6], [0, 0, 1]]),
+                                  _rank_two([[4, 5, 6], [0, 0, 1]]))
+    assert copied.counters.unique == 3 and copied.counters.cache_hits == 1
+    assert cache.counters.unique == 2 and len(cache) == 2

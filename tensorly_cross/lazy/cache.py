@@ -116,6 +116,18 @@ class EvaluationCache(LazyTensor):
     def __len__(self):
         return 0 if self._keys is None else len(self._keys)
 
+    def __getstate__(self):
+        # Without the lock, which pickles nowhere: pickle and copy.deepcopy failed with
+        # "cannot pickle '_thread.RLock' object" (a cache sent to a process pool's worker
+        # with the function that reads it, or a snapshot). A copy gets a lock of its own.
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
     def evaluate(self, indices):
         """Entries at a batch of multi-indices; only the ones not cached are computed.
 
