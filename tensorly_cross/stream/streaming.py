@@ -41,9 +41,10 @@ class StreamInfo:
         The relative Frobenius error of the TT, exact (not sampled): the projection's
         ``||A||^2 - ||W||^2`` plus the energy the TT-SVD of the core dropped. That
         difference of squares resolves errors down to about ``1e-7`` (the square root of
-        round-off): below, an exact low-rank volume read in several blocks can report
+        round-off): below, an exact low-rank volume sketched in two passes can report
         ``1e-8``, so a ``tol`` under ``1e-6`` may be reported missed (and keep more rank
-        than needed) on a TT that meets it; give ``rank=`` instead.
+        than needed) on a TT that meets it; give ``rank=`` instead. A volume read once (no
+        mode sketched) is its own core: no projection, and no such floor.
     projection_error : float
         The part due to the sketched bases alone.
     widths : tuple of int
@@ -187,9 +188,12 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
     bases = _sketch_pass(source, blocks, widths, rng, client, info)
     projected = map_reduce(source, blocks, core_fold(bases), core_start(shape, bases), client)
     _count_pass(info, source)
-    total = float(projected["squares"][0])
     core = projected["core"]
     kept = float(np.vdot(core, core))
+    # Nothing projected, the core is the volume and loses nothing: its blocks' sums of
+    # squares differ from its own by round-off, which read as a projection error of 1e-8.
+    projected_any = any(basis is not None for basis in bases)
+    total = float(projected["squares"][0]) if projected_any else kept
     lost = max(total - kept, 0.0)
     budget = 0.0 if tol is None else max(tol**2 * total - lost, 0.0)
     threshold = math.sqrt(budget / _bonds_that_truncate(core.shape))
