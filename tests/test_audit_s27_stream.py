@@ -30,3 +30,18 @@ def test_a_volume_read_in_many_blocks_but_not_sketched_has_no_projection_error()
     assert info.n_passes == 1 and info.n_blocks == n
     assert info.projection_error == 0.0 and info.limited_by is None
     assert info.error <= 1e-10 and tt.rank == (1, 2, 2, 1)
+
+
+def test_a_stream_that_meets_tol_at_the_data_s_precision_exits_0_with_stop_tol(tmp_path,
+                                                                            capsys):
+    # The library meets a tol below round-off (round-off is never kept as rank); the CLI
+    # compared the error itself with --tol: a constant volume at --tol 1e-17 exited 3 with
+    # "stop: None" and "Raise --max-rank", and info had no "stopped by" line.
+    from tensorly_cross import cli
+
+    path, out = str(tmp_path / "c.npy"), str(tmp_path / "c.tt.npz")
+    np.save(path, np.full((4, 5, 6), 3.0))
+    code = cli.main(["compress", path, "-o", out, "--tol", "1e-17", "--method", "stream",
+                     "-q"])
+    assert code == 0, capsys.readouterr().err
+    assert tlc.load_tt(out)[1]["stop_reason"] == "tol"
