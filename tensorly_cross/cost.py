@@ -86,7 +86,8 @@ def choose_path(volume, path=None, rank=None, max_rank=64, oversample=1.5):
         If ``volume`` has no shape, ``path`` is not a path, or ``rank``, ``max_rank`` or
         ``oversample`` is not a number of the right kind.
     ValueError
-        If ``volume`` has no mode or an empty one, or a number is out of range.
+        If ``volume`` has no mode or an empty one, or a number is out of range, or for a
+        dask array whose chunks cannot be read (unknown sizes, or too many to count).
 
     Examples
     --------
@@ -193,10 +194,9 @@ def _store_of(array):
 
     if not type(array).__module__.startswith(("zarr.", "h5py.", "dask.array")):
         return None  # NumPy (or another backend's) data in memory
-    try:
-        source = as_chunk_source(array)
-    except ValueError:  # a dask array of unknown chunk sizes: nothing to measure
-        return None
+    # A dask array of unknown chunk sizes, or of more chunks than can be counted, raises as
+    # the stream and the cross do (it was "an array in memory", and streamed into the error).
+    source = as_chunk_source(array)
     if isinstance(source, ZarrSource | H5Source):
         return source
     # A dask array without a store behind it is computed chunk by chunk as well.

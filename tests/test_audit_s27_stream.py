@@ -45,3 +45,18 @@ def test_a_stream_that_meets_tol_at_the_data_s_precision_exits_0_with_stop_tol(t
                      "-q"])
     assert code == 0, capsys.readouterr().err
     assert tlc.load_tt(out)[1]["stop_reason"] == "tol"
+
+
+def test_choose_path_refuses_a_dask_array_whose_chunks_cannot_be_read_as_the_stream_does():
+    # Its chunks unknown (after a boolean mask), a dask array was "an array in memory ...
+    # read whole at no storage cost": "stream", which then raised; a virtual one of 2**83
+    # chunks alike. Now choose_path raises the stream's own ValueError.
+    dask_array = pytest.importorskip("dask.array")
+    ones = dask_array.ones((10, 10, 10), chunks=5)
+    masked = ones[ones[:, 0, 0] > 0]
+    huge = dask_array.zeros((10**6,) * 6, chunks=64)
+    for volume, says in [(masked, "compute_chunk_sizes"), (huge, "rechunk")]:
+        with pytest.raises(ValueError, match=says):
+            tlc.streaming_tt_svd(volume)
+        with pytest.raises(ValueError, match=says):
+            tlc.choose_path(volume)
