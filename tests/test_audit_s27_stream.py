@@ -60,3 +60,21 @@ def test_choose_path_refuses_a_dask_array_whose_chunks_cannot_be_read_as_the_str
             tlc.streaming_tt_svd(volume)
         with pytest.raises(ValueError, match=says):
             tlc.choose_path(volume)
+
+
+def test_the_times_the_cost_model_quotes_are_those_of_the_tables_it_cites():
+    # The reason printed for an array in memory, and docs/choosing.rst, kept "0.3-0.7 s
+    # against 0.5-13 s" after the table in docs/real_volumes.rst was rerun (0.4-1.1 s
+    # against 1.6-22 s).
+    import os
+    import re
+
+    docs = os.path.join(os.path.dirname(__file__), os.pardir, "docs")
+    with open(os.path.join(docs, "real_volumes.rst"), encoding="utf-8") as handle:
+        real_volumes = " ".join(handle.read().split())
+    with open(os.path.join(docs, "choosing.rst"), encoding="utf-8") as handle:
+        choosing = " ".join(handle.read().split())
+    reason = tlc.choose_path(np.ones((4, 4, 4))).reason
+    stream, cross = re.search(r"\(([\d.-]+) s against ([\d.-]+) s\)", reason).groups()
+    assert f"({stream} s against {cross} s" in real_volumes
+    assert f"took {stream} s" in choosing and f"cross took {cross} s" in choosing
