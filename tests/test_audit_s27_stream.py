@@ -78,3 +78,24 @@ def test_the_times_the_cost_model_quotes_are_those_of_the_tables_it_cites():
     stream, cross = re.search(r"\(([\d.-]+) s against ([\d.-]+) s\)", reason).groups()
     assert f"({stream} s against {cross} s" in real_volumes
     assert f"took {stream} s" in choosing and f"cross took {cross} s" in choosing
+
+
+def test_reconstruct_against_a_zero_slice_prints_no_made_up_relative_error(tmp_path, capsys):
+    # A TT with round-off (1e-19) where the original slice is zero printed "relative
+    # error 1.000e+281": ||TT|| over the 1e-300 floor. The relative error of a nonzero
+    # slice against a zero one is inf; stderr says why and gives the largest |TT| there.
+    from tensorly_cross import cli
+
+    cores = [np.ones((1, 3, 1)), np.array([1.0, 1e-19]).reshape(1, 2, 1), np.ones((1, 2, 1))]
+    path, original = str(tmp_path / "t.tt.npz"), str(tmp_path / "v.npy")
+    tlc.save_tt(path, cores)
+    volume = np.ones((3, 2, 2))
+    volume[:, 1, :] = 0.0
+    np.save(original, volume)
+    common = [path, "--against", original, "-o", str(tmp_path / "s.npy"), "--force"]
+    assert cli.main(["reconstruct", *common, "--slice", "1=1"]) == 0
+    out, err = capsys.readouterr()
+    assert float(out.split("relative error")[1]) == np.inf
+    assert "zero" in err and "1e-19" in err
+    assert cli.main(["reconstruct", *common, "--slice", "1=0"]) == 0  # unchanged elsewhere
+    assert float(capsys.readouterr().out.split("relative error")[1]) < 1e-15

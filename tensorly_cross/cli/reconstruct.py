@@ -2,6 +2,7 @@
 TT file, side by side with the original."""
 
 import base64
+import math
 import os
 import sys
 
@@ -54,18 +55,34 @@ def run_reconstruct(args):
         reports.append(written_line(args.png, image.shape, "PNG", where))
     print("\n".join(reports))
     if original is not None:  # last: scripts read the number at the end of the output
+        _note_zero_original(image, original, where)
         print(f"slice {where}: relative error {_relative_error(image, original):.3e}")
     return EXIT_OK
 
 
 def _relative_error(image, original):
     """``||image - original|| / ||original||``, both divided by their largest modulus first:
-    the squares of voxels beyond about 1e154 overflow, and the error read nan."""
+    the squares of voxels beyond about 1e154 overflow, and the error read nan. Against a
+    zero original: 0 for a zero image, else inf (a floor on the norm gave 1e+281 for a TT
+    of round-off, 1e-19, where the original slice is zero)."""
     scale = max(float(np.abs(image).max(initial=0)), float(np.abs(original).max(initial=0)))
     if scale == 0 or not np.isfinite(scale):
         scale = 1.0
     image, original = image / scale, original / scale
-    return float(np.linalg.norm(image - original) / max(np.linalg.norm(original), 1e-300))
+    difference, norm = float(np.linalg.norm(image - original)), float(np.linalg.norm(original))
+    if norm == 0:
+        return math.inf if difference else 0.0
+    return difference / norm
+
+
+def _note_zero_original(image, original, where):
+    """On stderr: where the original slice is zero and the TT's is not, its relative error
+    is inf whatever the TT's values; say how large they are."""
+    largest = float(np.abs(image).max(initial=0))
+    if not np.any(original) and largest > 0:
+        print(f"tensorly-cross reconstruct: the original slice {where} is zero: any nonzero TT "
+              f"value makes its relative error inf; the largest |TT| there is {largest:.3g}.",
+              file=sys.stderr)
 
 
 def _check_arguments(args):
