@@ -99,3 +99,19 @@ def test_reconstruct_against_a_zero_slice_prints_no_made_up_relative_error(tmp_p
     assert "zero" in err and "1e-19" in err
     assert cli.main(["reconstruct", *common, "--slice", "1=0"]) == 0  # unchanged elsewhere
     assert float(capsys.readouterr().out.split("relative error")[1]) < 1e-15
+
+
+def test_the_memory_check_counts_the_copies_numpy_s_qr_makes_of_a_sketch():
+    # A (n, 8) volume sketched to widths (8, 8): its mode-0 sketch is n x 8, and NumPy's QR
+    # of it holds four more copies at once (a 2**22 x 8 sketch: 256 MiB, the QR 1 GiB
+    # more). The check counted the sketch once: a sketch of half the machine's memory
+    # passed it, and the run was killed for memory after a full read.
+    from tensorly_cross.stream.streaming import _check_memory, _physical_memory
+
+    physical = _physical_memory()
+    if physical is None:
+        pytest.skip("the OS does not say how much memory this machine has")
+    n = physical // (8 * 8 * 2)  # the sketch: half the memory, as float64
+    with pytest.raises(MemoryError, match="GiB"):
+        _check_memory((n, 8), (8, 8))
+    _check_memory((n // 100, 8), (8, 8))  # a fiftieth of it fits

@@ -342,18 +342,26 @@ def _widths(shape, ranks, max_width):
     return tuple(widths)
 
 
+# NumPy's QR of an (n, l) sketch holds this many more (n, l) arrays at its peak, its
+# result included (measured: 1 GiB for a 2**22 x 8 sketch of 256 MiB).
+QR_COPIES = 4
+
+
 def _check_memory(shape, widths):
-    """Raise MemoryError, before any read, if the sketches, their random test matrices and
-    the projected core need more than this machine's memory."""
+    """Raise MemoryError, before any read, if the sketches, their random test matrices,
+    their QR and the projected core need more than this machine's memory."""
     compressed = [k for k, (w, n) in enumerate(zip(widths, shape, strict=True)) if w < n]
-    entries = math.prod(widths) + sum(widths[k] * sum(shape) for k in compressed)
+    sketches = [widths[k] * shape[k] for k in compressed]
+    # The bases are kept from one QR to the next; the QR's working copies are freed.
+    entries = (math.prod(widths) + sum(widths[k] * sum(shape) for k in compressed)
+               + sum(sketches) + (QR_COPIES - 1) * max(sketches, default=0))
     physical = _physical_memory()
     if physical is not None and 8 * entries > physical:
         raise MemoryError(
             f"a streaming TT-SVD of a volume of shape {shape} with sketch widths "
-            f"{tuple(widths)} needs about {8 * entries / 2**30:.3g} GiB for its sketches and "
-            f"projected core; this machine has {physical / 2**30:.3g} GiB. Lower max_width "
-            "(or give a smaller rank), or use tt_cross."
+            f"{tuple(widths)} needs about {8 * entries / 2**30:.3g} GiB for its sketches, "
+            f"their QR and the projected core; this machine has {physical / 2**30:.3g} GiB. "
+            "Lower max_width (or give a smaller rank), or use tt_cross."
         )
 
 
