@@ -123,7 +123,8 @@ def choose_path(volume, path=None, rank=None, max_rank=64, oversample=1.5):
     if path is not None and os.fsdecode(path).lower().endswith(".gz"):
         return PathChoice("stream", "a gzip file is decompressed whole whatever is read")
     geometry = storage_geometry(volume)
-    if geometry is None and getattr(volume, "lazy", None) is not None and volume.stored:
+    if geometry is None and getattr(_untransposed(volume), "lazy", None) is not None \
+            and volume.stored:
         # A quantics view, say: its reads of the storage are not modelled, and claiming
         # they cost nothing would be false.
         return PathChoice("lsq", f"a {type(volume).__name__} of stored data: what a cross "
@@ -143,6 +144,14 @@ def choose_path(volume, path=None, rank=None, max_rank=64, oversample=1.5):
                           f"(>{CROSS_SHARE:.0%}): reading it all, at most twice, costs little more "
                           "and the error is exact", share)
     return PathChoice("lsq", f"a cross should read about {share:.0%} of the storage", share)
+
+
+def _untransposed(volume):
+    """The volume under its transpositions, which the stream reads as it reads the volume
+    (a transposed array in memory was "a view the streaming TT-SVD cannot read")."""
+    while getattr(volume, "axes", None) is not None and getattr(volume, "lazy", None) is not None:
+        volume = volume.lazy
+    return volume
 
 
 def _file_of(volume):

@@ -115,3 +115,17 @@ def test_the_memory_check_counts_the_copies_numpy_s_qr_makes_of_a_sketch():
     with pytest.raises(MemoryError, match="GiB"):
         _check_memory((n, 8), (8, 8))
     _check_memory((n // 100, 8), (8, 8))  # a fiftieth of it fits
+
+
+def test_a_transposed_array_in_memory_is_streamed_as_the_array_is():
+    # It was "lsq": "a TransposedTensor of stored data: ... the streaming TT-SVD cannot read
+    # this view", which it reads (as the array itself, "stream": in memory).
+    values = np.random.default_rng(0).standard_normal((6, 7, 8))
+    view = tlc.TransposedTensor(tlc.lazy_tensor(values), (0, 2, 1))
+    choice = tlc.choose_path(view)
+    assert choice.method == "stream" and "in memory" in choice.reason
+    assert tlc.streaming_tt_svd(view, tol=0.5).shape == (6, 8, 7)
+    # Views the stream cannot read still ask for a cross.
+    quantics = tlc.QuanticsTensor(tlc.lazy_tensor(np.ones((4, 4, 4))))
+    assert tlc.choose_path(quantics).method == "lsq"
+    assert tlc.choose_path(tlc.TransposedTensor(quantics, (1, 0, 2, 3, 4, 5))).method == "lsq"
