@@ -148,3 +148,29 @@ def test_docs_cli_quotes_the_share_of_npy_pages_the_cost_model_estimates(dtype, 
     with open(docs, encoding="utf-8") as handle:
         text = " ".join(handle.read().split())
     assert f"{share}%" in text
+
+
+def _slow_copy(block):
+    import time
+
+    time.sleep(0.02)
+    return block.copy()
+
+
+def test_a_stream_that_fails_on_a_cluster_leaves_no_task_reading_there():
+    # A NaN in the first block raised at once, but the other task went on reading its
+    # blocks, and the partial results stayed on the workers, for as long as the error (its
+    # traceback holds them: a notebook keeps the last one) lived.
+    distributed = pytest.importorskip("distributed")
+    dask_array = pytest.importorskip("dask.array")
+    values = np.ones((40, 8, 8))
+    values[0, 0, 0] = np.nan
+    volume = dask_array.from_array(values, chunks=(1, 8, 8)).map_blocks(_slow_copy)
+    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=2,
+                                  dashboard_address="127.0.0.1:0",
+                                  worker_dashboard_address="127.0.0.1:0") as cluster, \
+            distributed.Client(cluster) as client:
+        with pytest.raises(tlc.NonFiniteValueError, match=r"\(0, 0, 0\)") as caught:
+            tlc.streaming_tt_svd(volume, client=client, block_bytes=8 * 64)
+        assert caught.value is not None  # the traceback is alive, as a notebook keeps it
+        assert not client.who_has() and not any(client.processing().values())

@@ -271,9 +271,15 @@ def map_reduce(source, blocks, contribute, start, client=None, n_tasks=None):
         futures = [client.submit(_fold_group, source, group, contribute, start, pure=False)
                    for group in groups]
         total = ScaledSums(start())
-        for future in futures:
-            total.merge(future.result())
-            future.release()
+        try:
+            for future in futures:
+                total.merge(future.result())
+                future.release()
+        except BaseException:
+            # A block that raised (a NaN, a failed read) or an interrupt: the other tasks
+            # would go on reading their blocks for as long as the error's traceback lives.
+            client.cancel(futures)
+            raise
         return total
     total, lock = ScaledSums(start()), threading.Lock()
 
