@@ -174,3 +174,34 @@ def test_a_stream_that_fails_on_a_cluster_leaves_no_task_reading_there():
             tlc.streaming_tt_svd(volume, client=client, block_bytes=8 * 64)
         assert caught.value is not None  # the traceback is alive, as a notebook keeps it
         assert not client.who_has() and not any(client.processing().values())
+
+
+def test_a_block_that_raises_stops_the_local_threads_reading_the_others():
+    # The threads went on reading every block of their groups before the error surfaced:
+    # a NaN in the first block of a volume was reported after a whole pass, and Ctrl-C
+    # waited for it alike. Now each thread stops at its next block.
+    dask_array = pytest.importorskip("dask.array")
+    from tensorly_cross.lazy.sources import as_chunk_source
+    from tensorly_cross.stream.blocks import map_reduce, plan_blocks
+    from tensorly_cross.stream.sketch import core_fold, core_start
+
+    reads = []
+
+    def counted(block):
+        import time
+
+        reads.append(1)
+        time.sleep(0.01)
+        return block.copy()
+
+    values = np.ones((60, 4, 4))
+    values[0, 0, 0] = np.nan
+    source = as_chunk_source(dask_array.from_array(values, chunks=(1, 4, 4))
+                             .map_blocks(counted))
+    blocks = plan_blocks(source, block_bytes=8 * 16)
+    assert len(blocks) == 60
+    bases = [None] * 3
+    with pytest.raises(tlc.NonFiniteValueError, match=r"\(0, 0, 0\)"):
+        map_reduce(source, blocks, core_fold(bases), core_start(values.shape, bases),
+                   n_tasks=2)
+    assert len(reads) < 10

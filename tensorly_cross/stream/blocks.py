@@ -282,18 +282,31 @@ def map_reduce(source, blocks, contribute, start, client=None, n_tasks=None):
             raise
         return total
     total, lock = ScaledSums(start()), threading.Lock()
+    # Set when a block raises, or the caller is interrupted: the other threads stop at their
+    # next block (the pool's exit waits for them; they read their whole groups before).
+    stop = threading.Event()
 
     def fold_group(group):
-        for slices in group:
-            values, exponent = _read_scaled(source, slices)
-            if exponent is None:
-                continue
-            updates = contribute(slices, values)
-            with lock:
-                total.add(updates, exponent)
+        try:
+            for slices in group:
+                if stop.is_set():
+                    return
+                values, exponent = _read_scaled(source, slices)
+                if exponent is None:
+                    continue
+                updates = contribute(slices, values)
+                with lock:
+                    total.add(updates, exponent)
+        except BaseException:
+            stop.set()
+            raise
 
     with ThreadPoolExecutor(max_workers=len(groups)) as pool:
-        list(pool.map(fold_group, groups))
+        try:
+            list(pool.map(fold_group, groups))
+        except BaseException:
+            stop.set()
+            raise
     return total
 
 
