@@ -5,7 +5,7 @@ import tensorly as tl
 import torch
 from torch import nn
 
-from .._validation import check_int
+from .._validation import check_choice, check_int
 from ..errors import NonFiniteValueError
 from ..lazy.base import LazyTensor
 from ..lazy.cache import SortedKeys
@@ -185,10 +185,8 @@ class EncodedTensor(LazyTensor):
         batch_size = check_int(batch_size, "batch_size", minimum=1)
         patch_cache_bytes = check_int(patch_cache_bytes, "patch_cache_bytes", minimum=0)
         self.patches = PatchGrid(volume, patch_size, stride, padding)
-        if feature_axis not in ("last", "first"):
-            raise ValueError(f"feature_axis must be 'last' or 'first', got {feature_axis!r}.")
-        if layout not in ("tt", "quantics"):
-            raise ValueError(f"layout must be 'tt' or 'quantics', got {layout!r}.")
+        check_choice(feature_axis, "feature_axis", ("last", "first"))
+        check_choice(layout, "layout", ("tt", "quantics"))
         if layout == "quantics" and feature_axis != "last":
             raise ValueError("layout='quantics' keeps the features last: feature_axis='last'.")
         self.feature_axis = feature_axis

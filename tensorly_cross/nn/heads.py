@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from .._validation import check_int
+from .._validation import check_choice, check_int
 
 
 def tt_inner(first, second):
@@ -203,8 +203,7 @@ class TTProbeHead(nn.Module):
 
     def __init__(self, shape, n_probes, rank=2, generator=None, init="mean"):
         super().__init__()
-        if init not in ("mean", "random"):
-            raise ValueError(f"init must be 'mean' or 'random', got {init!r}.")
+        check_choice(init, "init", ("mean", "random"))
         if not isinstance(shape, (list, tuple)) or len(shape) == 0:
             raise ValueError(f"shape must be a non-empty tuple of mode sizes, got {shape!r}.")
         shape = tuple(check_int(n, f"shape[{k}]", minimum=1) for k, n in enumerate(shape))

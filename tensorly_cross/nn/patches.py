@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .._backend import check_concrete
-from .._validation import check_int
+from .._validation import check_choice, check_int
 from ..lazy.base import LazyTensor, check_indices
 
 PADDINGS = ("reflect", "edge", "zeros")
@@ -58,8 +58,7 @@ class PatchGrid:
     """
 
     def __init__(self, volume, patch_size, stride=1, padding="reflect"):
-        if padding not in PADDINGS:
-            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}.")
+        check_choice(padding, "padding", PADDINGS)
         patch_size = check_int(patch_size, "patch_size", minimum=1)
         stride = check_int(stride, "stride", minimum=1)
         _check_real_volume(volume)
