@@ -37,9 +37,7 @@ def to_host(tensor):
         # resolve_conj/resolve_neg: a tl.conj of a complex tensor, and the .imag of one,
         # are lazy views (conjugate or negative bit) that .numpy() refuses to read.
         host = tensor.detach().cpu().resolve_conj().resolve_neg()
-        if host.dtype == _bfloat16():
-            host = host.float()  # autocast's bfloat16 has no NumPy dtype: exact in float32
-        return host.numpy()
+        return numpy_dtype(host).numpy()
     return tl.to_numpy(tensor)
 
 
@@ -141,10 +139,17 @@ def dtype_kind(tensor):
         return "f"
 
 
-def _bfloat16():
-    import torch
-
-    return torch.bfloat16
+def numpy_dtype(tensor):
+    """A PyTorch tensor in a dtype NumPy has, widened exactly where NumPy lacks its own:
+    bfloat16 (autocast's) and the float8 types (a quantized model's) to float32, complex32
+    to complex64 (``.numpy()`` raised "Got unsupported ScalarType"); others unchanged."""
+    torch = sys.modules["torch"]
+    if tensor.dtype == torch.complex32:
+        return tensor.to(torch.complex64)
+    if tensor.dtype == torch.bfloat16 or (tensor.dtype.is_floating_point
+                                          and tensor.dtype.itemsize < 2):
+        return tensor.float()
+    return tensor
 
 
 def svd(matrix, full_matrices=False):

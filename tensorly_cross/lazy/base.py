@@ -6,7 +6,7 @@ import operator
 import numpy as np
 import tensorly as tl
 
-from .._backend import all_finite, to_host
+from .._backend import all_finite, numpy_dtype, to_host
 from ..errors import NonFiniteValueError
 
 
@@ -238,6 +238,8 @@ def check_values(values, indices, source):
                         "or not: fill the masked ones (values.filled(...)) or return them.")
     if isinstance(values, np.ndarray) or not tl.is_tensor(values):
         host = _host_numbers(values)
+        if host.dtype.kind == "V" and _low_precision(host.dtype):
+            host = host.astype(np.float32)  # ml_dtypes' bfloat16 and float8 (JAX's): exact
         if host.dtype.kind not in NUMERIC_KINDS:  # strings, objects: no silent conversion
             raise TypeError(f"{source} returned values of dtype {host.dtype}; values must be "
                             "numbers (bool, integer, real or complex floating point).")
@@ -255,8 +257,10 @@ def check_values(values, indices, source):
     elif _kind(values.dtype) in "biu":
         context = {key: value for key, value in tl.context(values).items() if key != "dtype"}
         values = tl.tensor(to_host(values).astype(np.float64), **context)
-    elif str(values.dtype).endswith("float16"):  # float16, bfloat16: no LAPACK for them
+    elif _low_precision(values.dtype):  # no LAPACK for them: widened, exactly
         values = values.float() if hasattr(values, "float") else values.astype("float32")
+    elif str(values.dtype) == "torch.complex32":  # nor for PyTorch's complex half
+        values = numpy_dtype(values)
     expected = (indices.shape[0],)
     if tuple(values.shape) != expected:
         raise ValueError(
@@ -284,6 +288,14 @@ def _host_numbers(values):
         # a meta-device tensor; float16 is widened by check_values.
         return to_host(values)
     return np.asarray(values)
+
+
+def _low_precision(dtype):
+    """Whether ``dtype`` (of any backend) is a real floating type that LAPACK lacks: half
+    precision, bfloat16 and the 8- and 4-bit floats (PyTorch's, and ml_dtypes' that JAX
+    uses, NumPy's kind "V")."""
+    name = str(dtype).rsplit(".", 1)[-1]
+    return name.endswith("float16") or name.startswith(("float8", "float4"))
 
 
 def _kind(dtype):

@@ -1,0 +1,116 @@
+"""Audit (session 27) of backends and dtypes across the engine: values of the floating types
+NumPy lacks (JAX's bfloat16 and float8, PyTorch's float8 and complex32), and TensorLy's
+backend after a JAX cross whose function enters ``tl.backend_context``.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import tensorly as tl
+
+import tensorly_cross as tlc
+
+BACKENDS = ["numpy", "pytorch", "jax"]
+
+
+def _rank_one(complex_valued=False):
+    rng = np.random.default_rng(0)
+    factors = [rng.uniform(0.5, 2.0, n) for n in (4, 5, 6)]
+    if complex_valued:
+        factors[0] = factors[0] * np.exp(1j * rng.uniform(0, 2 * np.pi, 4))
+    return np.einsum("i,j,k->ijk", *factors)
+
+
+def _backend(name):
+    if name != "numpy":
+        pytest.importorskip({"pytorch": "torch", "jax": "jax"}[name])
+    if name == "jax":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    return tl.backend_context(name)
+
+
+def _host(tensor):
+    return np.asarray(tl.to_numpy(tensor))
+
+
+def _cross(tensor, shape=None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a rank-1 TT of rounded data: no news here
+        return tlc.tt_cross(tensor, shape=shape, rank=1, method="als", random_state=0)
+
+
+# --- JAX's bfloat16 and float8 (ml_dtypes, NumPy kind "V") --------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", ["bfloat16", "float8_e4m3fn"])
+@pytest.mark.parametrize("how", ["array", "function"])
+def test_jax_low_precision_values_are_read_as_float32(backend, dtype, how):
+    """JAX's bfloat16 (its usual half precision) was refused, under every backend, the JAX
+    backend included, as "values of dtype bfloat16; values must be numbers (bool, integer,
+    real or complex floating point)": NumPy sees ml_dtypes' types as kind "V"."""
+    jnp = pytest.importorskip("jax.numpy")
+    data = _rank_one()
+    with _backend(backend):
+        stored = jnp.asarray(data, dtype=getattr(jnp, dtype))
+        if how == "array":
+            tt = _cross(stored)
+        else:
+            tt = _cross(lambda idx: stored[tuple(np.asarray(idx).T)], shape=data.shape)
+        assert {str(core.dtype).rsplit(".", 1)[-1] for core in tt.factors} == {"float32"}
+        exact = np.asarray(stored.astype(jnp.float32), dtype=np.float64)
+        # The rounded values are of rank 1 no more: within their own precision.
+        assert np.allclose(_host(tt.to_tensor()), exact, rtol=0.05 if dtype == "bfloat16" else 0.3)
+
+
+# --- PyTorch's float8 and complex32 ---------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("how", ["tensor", "function"])
+def test_torch_float8_values_are_read_as_float32(backend, how):
+    """Under NumPy and JAX: TypeError "Got unsupported ScalarType Float8_e4m3fn" from
+    ``.numpy()``; under PyTorch: NotImplementedError '"isfinite" not implemented for
+    'Float8_e4m3fn''."""
+    torch = pytest.importorskip("torch")
+    data = _rank_one()
+    with _backend(backend):
+        stored = torch.tensor(data).to(torch.float8_e4m3fn)
+        if how == "tensor":
+            tt = _cross(stored)
+        else:
+            tt = _cross(lambda idx: stored[tuple(torch.as_tensor(idx).T)], shape=data.shape)
+        assert {str(core.dtype).rsplit(".", 1)[-1] for core in tt.factors} == {"float32"}
+        exact = stored.float().double().numpy()
+        assert np.allclose(_host(tt.to_tensor()), exact, rtol=0.3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_torch_complex32_values_keep_their_imaginary_part(backend):
+    """Under NumPy and JAX: TypeError "Got unsupported ScalarType ComplexHalf"; now
+    complex64 cores, the imaginary part kept."""
+    torch = pytest.importorskip("torch")
+    data = _rank_one(complex_valued=True)
+    with _backend(backend), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch: "ComplexHalf is experimental"
+        stored = torch.tensor(data).to(torch.complex32)
+        tt = _cross(stored)
+        exact = stored.to(torch.complex128).numpy()
+        assert {str(core.dtype).rsplit(".", 1)[-1] for core in tt.factors} == {"complex64"}
+        assert np.allclose(_host(tt.to_tensor()), exact, rtol=0.01)
+
+
+@pytest.mark.parametrize("dtype", ["complex32", "float8_e8m0fnu"])
+@pytest.mark.parametrize("select", [tlc.maxvol, tlc.rect_maxvol])
+def test_maxvol_refuses_torch_dtypes_without_lapack_by_name(dtype, select):
+    """NotImplementedError '"lu_cpu" not implemented for 'ComplexHalf'' from deep inside
+    the LU: the dtypes without LAPACK were listed one by one, and these were missing."""
+    torch = pytest.importorskip("torch")
+    matrix = torch.tensor(np.random.default_rng(0).uniform(1, 2, (20, 3)))
+    with _backend("pytorch"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch: "ComplexHalf is experimental"
+        with pytest.raises(TypeError, match=f"matrix has dtype torch.{dtype}, which LAPACK"):
+            select(matrix.to(getattr(torch, dtype)))
