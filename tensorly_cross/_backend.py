@@ -57,6 +57,7 @@ def check_backend_kept(state, who):
     thread, process = state
     now = tl.get_backend()
     if now == thread.backend_name:
+        _restore_process_backend(process, thread)
         return
     if process is not None:
         tl.set_backend(process)  # the process-wide backend (and this thread's) first ...
@@ -65,6 +66,19 @@ def check_backend_kept(state, who):
                        f"{now!r} during the cross, which runs on the backend active when it "
                        f"was called (restored). Switch back before returning, or use "
                        "tl.backend_context(...) inside it.")
+
+
+def _restore_process_backend(process, thread):
+    """Put back the process-wide backend ``process`` where a call left it switched to this
+    thread's backend ``thread``: ``tl.backend_context`` restores, on leaving, the backend it
+    found in this thread as every thread's default. A function that entered one during a
+    JAX cross (whose search runs in NumPy, in this thread only) left new threads on NumPy."""
+    now = getattr(tl.backend.BackendManager, "_backend", None)
+    if process is None or now is None or now.backend_name == process.backend_name:
+        return
+    if now.backend_name == thread.backend_name:
+        tl.set_backend(process)  # every thread's default (and, for now, this thread's) ...
+        tl.set_backend(thread, local_threadsafe=True)  # ... then this thread's own again
 
 
 def widened(tensor):

@@ -3,6 +3,7 @@ NumPy lacks (JAX's bfloat16 and float8, PyTorch's float8 and complex32), and Ten
 backend after a JAX cross whose function enters ``tl.backend_context``.
 """
 
+import threading
 import warnings
 
 import numpy as np
@@ -114,3 +115,32 @@ def test_maxvol_refuses_torch_dtypes_without_lapack_by_name(dtype, select):
         warnings.simplefilter("ignore", UserWarning)  # torch: "ComplexHalf is experimental"
         with pytest.raises(TypeError, match=f"matrix has dtype torch.{dtype}, which LAPACK"):
             select(matrix.to(getattr(torch, dtype)))
+
+
+# --- the process-wide backend after a JAX cross ---------------------------------------
+
+
+def _backend_of_a_new_thread():
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(tl.get_backend()))
+    thread.start()
+    thread.join()
+    return seen[0]
+
+
+def test_a_function_entering_backend_context_leaves_the_process_backend_to_jax():
+    """A JAX cross searches in NumPy, set in its own thread only; a function that entered
+    ``tl.backend_context`` (as the library's own message advises) restored, on leaving,
+    that thread's NumPy as every thread's default: after the cross new threads ran NumPy."""
+    pytest.importorskip("jax")
+
+    def function(indices):
+        with tl.backend_context("jax"):
+            return tl.exp(-tl.tensor(indices.sum(axis=1) / 10.0))
+
+    with _backend("jax"):
+        assert _backend_of_a_new_thread() == "jax"
+        tt = _cross(function, shape=(4, 5, 6))
+        assert tl.get_backend() == "jax"
+        assert _backend_of_a_new_thread() == "jax"
+    assert np.allclose(_host(tt.to_tensor()), np.exp(-np.indices((4, 5, 6)).sum(axis=0) / 10))
