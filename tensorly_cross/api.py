@@ -26,6 +26,7 @@ from .cross.stopping import CrossInfo, Validation
 from .cross.subnormal import warn_if_subnormal
 from .cross.tci import TCISweeper
 from .errors import EvaluationBudgetExceeded, MaxTimeReached, RankDeficiencyWarning
+from .lazy.base import views_of
 from .lazy.cache import EvaluationCache
 from .lazy.checkpoint import CheckpointedTensor, CheckpointStore
 from .lazy.counted import CountedTensor
@@ -61,7 +62,8 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
         The fresh read is counted in ``info.n_evals``; ``max_evals`` bounds the search
         only (a ``RuntimeWarning`` when the read goes past it). Gradients need the PyTorch
         backend (``jax.grad`` cannot trace the index search, and is refused): a tensor
-        that requires grad under another backend raises a ValueError.
+        that requires grad under another backend raises a ValueError, as does a lazy view
+        of one or a TTTensor whose cores require grad.
 
     Returns
     -------
@@ -197,8 +199,9 @@ def cross_interpolate(tensor, indices, shape=None):
         integer arrays that cast safely to int64.
     ValueError
         If the sets are inconsistent, have no mode, hold no multi-index (an empty set),
-        or were made for another shape; or ``tensor`` requires grad while the active
-        backend is not PyTorch (whose cores would carry no gradient:
+        or were made for another shape; or ``tensor`` requires grad (or is a lazy view of
+        a tensor, or a TTTensor of cores, that does) while the active backend is not
+        PyTorch (whose cores would carry no gradient:
         ``tl.set_backend("pytorch")`` first).
 
     Examples
@@ -278,11 +281,25 @@ def _assemble_counted(lazy, indices, info, max_evals):
 def refuse_lost_gradient(tensor, caller):
     """A PyTorch tensor that requires grad, read under another backend (NumPy, JAX), would
     give cores of that backend: the gradient asked for would be lost without a word."""
-    if getattr(tensor, "requires_grad", False) and backend_name() != "pytorch":
+    if backend_name() != "pytorch" and _requires_grad(tensor):
         raise ValueError(f"{caller}: tensor requires grad, but the active TensorLy backend "
                          f"is {backend_name()!r}, whose cores carry no PyTorch gradient. "
                          "Call tl.set_backend('pytorch') (or use "
                          "tl.backend_context('pytorch')) first.")
+
+
+def _requires_grad(tensor):
+    """Whether ``tensor`` is, or reads, a PyTorch tensor that requires grad: the array of a
+    lazy tensor or of the views over it (``QuanticsTensor(x)``), or a core of a TTTensor
+    (also through ``lazy_tensor``); these lost their gradient silently where ``x`` did not."""
+    for view in views_of(tensor):
+        held = [view, getattr(view, "array", None)]
+        for tt in (view, getattr(getattr(view, "function", None), "tt", None)):
+            if isinstance(tt, TTTensor):
+                held.extend(tt.factors)
+        if any(getattr(part, "requires_grad", False) for part in held):
+            return True
+    return False
 
 
 def _no_grad(active):

@@ -144,3 +144,56 @@ def test_a_function_entering_backend_context_leaves_the_process_backend_to_jax()
         assert tl.get_backend() == "jax"
         assert _backend_of_a_new_thread() == "jax"
     assert np.allclose(_host(tt.to_tensor()), np.exp(-np.indices((4, 5, 6)).sum(axis=0) / 10))
+
+
+# --- a gradient asked for under NumPy or JAX, through a wrapper -----------------------
+
+
+def _wrapped_tensors_that_require_grad(torch):
+    """What a cross reads from a PyTorch tensor that requires grad, by kind of wrapper."""
+    rng = np.random.default_rng(0)
+    dense = torch.tensor(_rank_one(), requires_grad=True)
+    cores = [torch.tensor(rng.standard_normal(shape), requires_grad=True)
+             for shape in ((1, 4, 2), (2, 5, 2), (2, 6, 1))]
+    from tensorly.tt_tensor import TTTensor
+
+    return {
+        "ArrayTensor": tlc.ArrayTensor(dense),
+        "QuanticsTensor": tlc.QuanticsTensor(torch.tensor(np.ones((4, 8)), requires_grad=True)),
+        "TransposedTensor": tlc.TransposedTensor(dense, (2, 0, 1)),
+        "TTTensor": TTTensor(cores),
+        "lazy TTTensor": tlc.lazy_tensor(TTTensor(cores)),
+    }
+
+
+WRAPPERS = ["ArrayTensor", "QuanticsTensor", "TransposedTensor", "TTTensor", "lazy TTTensor"]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+@pytest.mark.parametrize("wrapper", WRAPPERS)
+def test_a_wrapped_tensor_that_requires_grad_is_refused_where_its_gradient_is_lost(
+        backend, wrapper):
+    """``tt_cross(x, differentiable=True)`` of a tensor that requires grad raises under NumPy
+    and JAX (a NumPy or JAX TT carries no PyTorch gradient); the same tensor in a lazy view,
+    or the cores of a TTTensor, returned a TT without gradient, without a word."""
+    torch = pytest.importorskip("torch")
+    with _backend(backend):
+        tensor = _wrapped_tensors_that_require_grad(torch)[wrapper]
+        with pytest.raises(ValueError, match="requires grad, but the active TensorLy backend"):
+            tlc.tt_cross(tensor, rank=1, method="als", random_state=0, differentiable=True)
+        with pytest.raises(ValueError, match="requires grad, but the active TensorLy backend"):
+            tlc.tensor_train_cross(tensor, rank=1, random_state=0)
+        indices = tlc.select_indices(tensor, rank=1, method="als", random_state=0)
+        with pytest.raises(ValueError, match="requires grad, but the active TensorLy backend"):
+            tlc.cross_interpolate(tensor, indices)
+
+
+@pytest.mark.parametrize("wrapper", WRAPPERS)
+def test_a_wrapped_tensor_that_requires_grad_gets_its_gradient_under_pytorch(wrapper):
+    """The same wrappers under PyTorch: the cores carry the gradient (the refusal above must
+    not reach them)."""
+    torch = pytest.importorskip("torch")
+    with _backend("pytorch"):
+        tensor = _wrapped_tensors_that_require_grad(torch)[wrapper]
+        tt = tlc.tt_cross(tensor, rank=1, method="als", random_state=0, differentiable=True)
+        assert all(core.requires_grad for core in tt.factors)
