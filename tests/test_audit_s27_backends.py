@@ -197,3 +197,36 @@ def test_a_wrapped_tensor_that_requires_grad_gets_its_gradient_under_pytorch(wra
         tensor = _wrapped_tensors_that_require_grad(torch)[wrapper]
         tt = tlc.tt_cross(tensor, rank=1, method="als", random_state=0, differentiable=True)
         assert all(core.requires_grad for core in tt.factors)
+
+
+# --- PyTorch tensors without integer-array indexing -----------------------------------
+
+
+def _torch_without_point_indexing(torch, kind):
+    dense = torch.tensor(_rank_one())
+    if kind == "sparse_coo":
+        return dense.to_sparse()
+    if kind == "sparse_csr":
+        return dense[:, :, 0].to_sparse_csr()
+    return torch.nested.nested_tensor([dense[0], dense[1]])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "pytorch"])
+@pytest.mark.parametrize("kind", ["sparse_coo", "sparse_csr", "nested"])
+def test_sparse_and_nested_torch_tensors_are_refused_by_name(backend, kind):
+    """A scipy.sparse matrix is refused with the conversion to make; a sparse PyTorch
+    tensor failed deep in torch ("Could not run 'aten::index.Tensor' with arguments from
+    the 'SparseCPU' backend", "Sparse CSR tensors do not have strides"), a nested one with
+    "Internal error: NestedTensorImpl doesn't support sizes. Please file an issue"."""
+    torch = pytest.importorskip("torch")
+    with _backend(backend), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch: nested/CSR are "prototype"
+        tensor = _torch_without_point_indexing(torch, kind)
+        hint = "to_padded_tensor" if kind == "nested" else "to_dense"
+        with pytest.raises(TypeError, match=f"tensor is a .*PyTorch tensor.*{hint}"):
+            tlc.tt_cross(tensor, rank=1, method="als", random_state=0)
+        with pytest.raises(TypeError, match=f"array is a .*PyTorch tensor.*{hint}"):
+            tlc.ArrayTensor(tensor)
+        if kind != "nested":  # whose shape the drop-in reads first: torch's own error
+            with pytest.raises(TypeError, match=f"input_tensor is a .*PyTorch tensor.*{hint}"):
+                tlc.tensor_train_cross(tensor, rank=1, random_state=0)

@@ -1,11 +1,12 @@
 """ArrayTensor: entries read from an array that is already somewhere."""
 
 import math
+import sys
 
 import numpy as np
 import tensorly as tl
 
-from .._backend import backend_name
+from .._backend import backend_name, is_torch_tensor
 from .base import LazyTensor
 
 # Why an ArrayTensor cannot read an h5py dataset, and what can.
@@ -41,6 +42,7 @@ class ArrayTensor(LazyTensor):
     stored = True
 
     def __init__(self, array):
+        refuse_unindexable_torch(array, "array")  # first: a nested tensor has no shape
         if not hasattr(array, "shape"):
             raise TypeError(f"array must have a shape, got {type(array).__name__}.")
         if isinstance(array, np.ma.MaskedArray):  # as tt_cross refuses one
@@ -72,6 +74,23 @@ class ArrayTensor(LazyTensor):
         if hasattr(self.array, "detach"):  # a PyTorch tensor under another backend
             return self.array[columns]  # check_values detaches and widens it
         return np.asarray(self.array[columns])
+
+
+def refuse_unindexable_torch(array, name):
+    """Raise TypeError for a PyTorch tensor without integer-array indexing of entries, as
+    for a scipy.sparse matrix: a sparse one failed deep in torch ("Could not run
+    'aten::index.Tensor' with arguments from the 'SparseCPU' backend"), a nested one on
+    its shape ("Internal error: NestedTensorImpl doesn't support sizes")."""
+    if not is_torch_tensor(array):
+        return
+    if array.is_nested:
+        raise TypeError(f"{name} is a nested PyTorch tensor, whose entries have no common "
+                        f"shape: pass torch.nested.to_padded_tensor({name}, 0.0), or a "
+                        "callable that reads its entries.")
+    if array.layout != sys.modules["torch"].strided:
+        raise TypeError(f"{name} is a PyTorch tensor of layout {array.layout}, which has no "
+                        f"point-wise indexing: pass {name}.to_dense() (if it fits in "
+                        "memory) or a callable that reads its entries.")
 
 
 def _refuse_unknown_sizes(shape):

@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from .._backend import check_concrete
-from .array import ArrayTensor
+from .array import ArrayTensor, refuse_unindexable_torch
 from .base import LazyTensor
 from .dask import DaskTensor
 from .function import FunctionTensor
@@ -39,8 +39,9 @@ def lazy_tensor(obj, shape=None):
     Raises
     ------
     TypeError
-        If ``obj`` is none of the above, a masked array, a sparse matrix, a pandas object,
-        another factorized tensor (CP, Tucker), or a callable without ``shape``.
+        If ``obj`` is none of the above, a masked array, a sparse matrix or PyTorch
+        tensor, a nested PyTorch tensor, a pandas object, another factorized tensor (CP,
+        Tucker), or a callable without ``shape``.
     ValueError
         If ``shape`` differs from the shape of an array or lazy tensor.
 
@@ -156,6 +157,7 @@ def _factorized_tensor(obj, name):
 
 def _refuse_non_arrays(obj, name):
     """Objects with a shape whose ``[...]`` is not integer-array indexing of entries."""
+    refuse_unindexable_torch(obj, name)
     module = type(obj).__module__
     if module.startswith("scipy.sparse"):
         raise TypeError(f"{name} is a scipy.sparse {type(obj).__name__}: pass {name}.toarray() "
