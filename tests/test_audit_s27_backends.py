@@ -230,3 +230,31 @@ def test_sparse_and_nested_torch_tensors_are_refused_by_name(backend, kind):
         if kind != "nested":  # whose shape the drop-in reads first: torch's own error
             with pytest.raises(TypeError, match=f"input_tensor is a .*PyTorch tensor.*{hint}"):
                 tlc.tensor_train_cross(tensor, rank=1, random_state=0)
+
+
+# --- mode sizes given as PyTorch or JAX scalars ---------------------------------------
+
+
+def _scalars(kind):
+    if kind == "torch":
+        torch = pytest.importorskip("torch")
+        return torch.tensor(True), torch.tensor(4.0), torch.tensor(4)
+    jnp = pytest.importorskip("jax.numpy")
+    return jnp.array(True), jnp.array(4.0), jnp.array(4)
+
+
+@pytest.mark.parametrize("kind", ["torch", "jax"])
+def test_bool_and_float_scalar_mode_sizes_are_refused_by_name(kind):
+    """A PyTorch bool scalar as a mode size was read as 1 (its ``__index__``), where
+    ``True`` and ``np.True_`` are refused; float scalars raised torch's or JAX's own
+    TypeError ("only integer tensors of a single element can be converted to an index"),
+    which named no argument."""
+    true, four_float, four = _scalars(kind)
+
+    def function(indices):
+        return np.ones(indices.shape[0])
+
+    for bad in (true, four_float):
+        with pytest.raises(TypeError, match=r"shape\[0\] must be an int, got"):
+            tlc.tt_cross(function, shape=[bad, 5], rank=1, method="als", random_state=0)
+    assert tlc.FunctionTensor(function, [four, 5]).shape == (4, 5)

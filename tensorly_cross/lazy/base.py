@@ -173,7 +173,7 @@ def check_shape(shape, name):
     except TypeError as error:
         raise TypeError(f"{name} must be a sequence of ints, got {shape!r}.") from error
     for mode, size in enumerate(sizes):
-        if isinstance(size, bool) or not hasattr(size, "__index__"):
+        if not _is_size(size):
             raise TypeError(f"{name}[{mode}] must be an int, got {size!r} "
                             f"({type(size).__name__}) in {name} {shape!r}.")
     shape = tuple(operator.index(size) for size in sizes)
@@ -187,6 +187,19 @@ def check_shape(shape, name):
         raise ValueError(f"{name}[{huge[0]}]={shape[huge[0]]} exceeds the int64 range of "
                          f"indices (at most 2**63 - 1 per mode; shape {shape}).")
     return shape
+
+
+def _is_size(size):
+    """Whether ``size`` is an integer (Python, NumPy, or a PyTorch or JAX integer scalar):
+    not a bool of any kind (a PyTorch bool scalar's ``__index__`` gave 1), nor a float
+    (whose ``__index__`` raised PyTorch's or JAX's own message, naming no argument)."""
+    if isinstance(size, bool) or "bool" in str(getattr(size, "dtype", "")):
+        return False
+    try:
+        operator.index(size)
+    except TypeError:
+        return False
+    return True
 
 
 def check_indices(indices, shape):
