@@ -258,3 +258,28 @@ def test_bool_and_float_scalar_mode_sizes_are_refused_by_name(kind):
         with pytest.raises(TypeError, match=r"shape\[0\] must be an int, got"):
             tlc.tt_cross(function, shape=[bad, 5], rank=1, method="als", random_state=0)
     assert tlc.FunctionTensor(function, [four, 5]).shape == (4, 5)
+
+
+# --- a function whose values require grad in some batches only ------------------------
+
+
+def test_a_batch_without_gradient_after_one_with_it_is_cached():
+    """Under PyTorch the cache wrote later batches into its buffer in place; a buffer that
+    held values requiring grad grew into ``tl.zeros(..., requires_grad=True)``, a leaf, and
+    the write raised "a view of a leaf Variable that requires grad is being used in an
+    in-place operation" (a function whose values depend on a parameter in some batches
+    only: a background short-cut, a batch served from its own cache)."""
+    torch = pytest.importorskip("torch")
+    data = _rank_one()
+    weight = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    calls = []
+
+    def function(indices):
+        values = torch.tensor(data[tuple(np.asarray(indices).T)])
+        calls.append(len(indices))
+        return values * weight if len(calls) == 1 else values * 2.0
+
+    with _backend("pytorch"):
+        tt = _cross(function, shape=data.shape)
+        assert np.allclose(_host(tt.to_tensor().detach()), 2.0 * data)
+    assert len(calls) > 1

@@ -429,7 +429,10 @@ class _ValueStore:
             # A copy: the values may be the caller's array (returned to it as they are) or
             # a view of a buffer the function writes its next batch into.
             self.buffer = tl.copy(values)
-        elif backend_name() in ("numpy", "pytorch") and not _requires_grad(values):
+        elif backend_name() in ("numpy", "pytorch") and not (_requires_grad(values)
+                                                             or _requires_grad(self.buffer)):
+            # In place only without autograd: a buffer that requires grad grew into a leaf
+            # (tl.zeros with its context), which refused the write of the next batch.
             if self.size + count > self.buffer.shape[0]:
                 capacity = max(2 * self.buffer.shape[0], self.size + count)
                 grown = tl.zeros((capacity,), **tl.context(self.buffer))
