@@ -120,7 +120,8 @@ def check_concrete(tensor, name):
     TypeError
         For a traced JAX value: pivots are chosen from concrete values on the host, so
         ``jax.grad``/``jax.jit`` cannot trace through (the PyTorch backend's
-        ``differentiable=True`` gives gradients).
+        ``differentiable=True`` gives gradients); likewise for a PyTorch tensor under a
+        ``torch.func`` transform (autograd gives the gradients).
     ValueError
         For a PyTorch tensor on the ``meta`` device.
     """
@@ -129,6 +130,13 @@ def check_concrete(tensor, name):
             f"{name} is a PyTorch tensor on the 'meta' device, which holds a shape "
             "but no values; move it to a real device first (.to('cpu'))."
         )
+    if is_functorch_wrapped(tensor):
+        raise TypeError(
+            f"{name} is a PyTorch tensor under a torch.func transform (grad, vmap, jacrev), "
+            "which has no storage to read: tensorly-cross picks its pivots from values on "
+            "the host. Use autograd instead: x.requires_grad_(), then backward() of a loss "
+            "of the TT (tt_cross(..., differentiable=True) or cross_interpolate)."
+        )
     if is_traced(tensor):
         raise TypeError(
             f"{name} is a traced JAX value (under jax.grad, jax.jit or jax.vmap): "
@@ -136,6 +144,17 @@ def check_concrete(tensor, name):
             "it cannot be traced; call it outside the transformation (gradients: "
             "the PyTorch backend with differentiable=True)."
         )
+
+
+def is_functorch_wrapped(tensor):
+    """Whether ``tensor`` is a PyTorch tensor wrapped by a ``torch.func`` transform (its
+    values have no storage: ``.numpy()`` failed with "Cannot access data pointer of Tensor
+    that doesn't have storage"); False where PyTorch lacks the (private) check."""
+    if not is_torch_tensor(tensor):
+        return False
+    functorch = getattr(sys.modules["torch"]._C, "_functorch", None)
+    is_wrapped = getattr(functorch, "is_functorch_wrapped_tensor", None)
+    return bool(is_wrapped(tensor)) if is_wrapped is not None else False
 
 
 def is_traced(tensor):

@@ -283,3 +283,33 @@ def test_a_batch_without_gradient_after_one_with_it_is_cached():
         tt = _cross(function, shape=data.shape)
         assert np.allclose(_host(tt.to_tensor().detach()), 2.0 * data)
     assert len(calls) > 1
+
+
+# --- torch.func transforms ------------------------------------------------------------
+
+
+def _under_torch_func(torch):
+    rng = np.random.default_rng(0)
+    dense = torch.tensor(_rank_one())
+    with _backend("numpy"):
+        indices = tlc.select_indices(_rank_one(), rank=1, method="als", random_state=0)
+    return {
+        "tt_cross": (lambda x: tlc.tt_cross(x, rank=1, method="als", random_state=0,
+                                            differentiable=True).to_tensor().sum(), dense),
+        "cross_interpolate": (lambda x: tlc.cross_interpolate(x, indices).to_tensor().sum(),
+                              dense),
+        "maxvol": (lambda a: tlc.maxvol(a)[1].sum(), torch.tensor(rng.standard_normal((9, 3)))),
+    }
+
+
+@pytest.mark.parametrize("name", ["tt_cross", "cross_interpolate", "maxvol"])
+def test_a_torch_func_transform_is_refused_by_name(name):
+    """Under ``torch.func.grad`` (or ``vmap``, ``jacrev``) the tensors are functorch
+    wrappers without storage: the first host read failed with "Cannot access data pointer
+    of Tensor that doesn't have storage", where a traced JAX value is refused by name."""
+    torch = pytest.importorskip("torch")
+    with _backend("pytorch"):
+        function, argument = _under_torch_func(torch)[name]
+        with pytest.raises(TypeError, match="torch.func transform .*requires_grad"):
+            torch.func.grad(function)(argument)
+        function(argument.clone().requires_grad_()).backward()  # autograd: the way that works
