@@ -23,7 +23,8 @@ def to_host(tensor):
     Raises
     ------
     TypeError
-        For a traced JAX value (under ``jax.grad``, ``jax.jit``, ``jax.vmap``).
+        For a traced JAX value (under ``jax.grad``, ``jax.jit``, ``jax.vmap``), or a
+        PyTorch tensor under a ``torch.func`` transform.
     ValueError
         For a PyTorch tensor on the ``meta`` device.
     """
