@@ -1,6 +1,9 @@
 """Audit (session 27) of backends and dtypes across the engine: values of the floating types
-NumPy lacks (JAX's bfloat16 and float8, PyTorch's float8 and complex32), and TensorLy's
-backend after a JAX cross whose function enters ``tl.backend_context``.
+NumPy lacks (JAX's bfloat16 and float8, PyTorch's float8 and complex32), TensorLy's
+backend after a JAX cross whose function enters ``tl.backend_context``, gradients lost
+through wrappers under NumPy and JAX, sparse and nested PyTorch tensors, mode sizes given as
+PyTorch or JAX scalars, a cache fed batches with and without gradient, and ``torch.func``
+transforms. Torch and JAX are skipped where they are not installed.
 """
 
 import threading
