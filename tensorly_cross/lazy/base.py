@@ -10,6 +10,34 @@ from .._backend import all_finite, numpy_dtype, to_host
 from ..errors import NonFiniteValueError
 
 
+class _CheckedShape:
+    """``LazyTensor.shape``: checked by :func:`check_shape` wherever it is set, and kept in
+    the instance's ``__dict__`` under its own name, as a plain attribute was.
+
+    Not a property, for two reasons. A property kept it in ``self._shape``, which a
+    subclass's own ``_shape`` (the array it reshapes) replaced without a word. And a
+    property is a class attribute: a dataclass subclass with a ``shape`` field took it for
+    the field's default, and failed where a field without a default followed
+    ("non-default argument follows default argument"); read on the class, this one raises
+    AttributeError, which dataclasses read as "no default".
+    """
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            raise AttributeError(f"shape is an attribute of {owner.__name__} instances.")
+        try:
+            return instance.__dict__["shape"]
+        except KeyError:
+            raise AttributeError(f"{type(instance).__name__} has no shape: a LazyTensor "
+                                 "subclass sets it, by super().__init__(shape) or "
+                                 "self.shape = ...") from None
+
+    def __set__(self, instance, shape):
+        # Checked wherever it is set: a subclass that set an array (or None) kept it, and
+        # the crosses failed deep inside (NumPy's "truth value of an array is ambiguous").
+        instance.__dict__["shape"] = check_shape(shape, "shape")
+
+
 class LazyTensor:
     """A tensor known only through batched evaluation of its entries.
 
@@ -33,24 +61,10 @@ class LazyTensor:
     array([3., 5.])
     """
 
+    shape = _CheckedShape()  # the size of each mode: a tuple of ints, each >= 1
+
     def __init__(self, shape):
         self.shape = shape
-
-    @property
-    def shape(self):
-        """The size of each mode: a tuple of ints, each >= 1."""
-        try:
-            return self._shape
-        except AttributeError:
-            raise AttributeError(f"{type(self).__name__} has no shape: a LazyTensor subclass "
-                                 "sets it, by super().__init__(shape) or self.shape = "
-                                 "...") from None
-
-    @shape.setter
-    def shape(self, shape):
-        # Checked wherever it is set: a subclass that set an array (or None) kept it, and
-        # the crosses failed deep inside (NumPy's "truth value of an array is ambiguous").
-        self._shape = check_shape(shape, "shape")
 
     @property
     def stored(self):
