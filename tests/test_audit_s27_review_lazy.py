@@ -6,6 +6,8 @@ changed the tensor's shape, and a dataclass subclass with a ``shape`` field took
 property object for that field's default, so a field after it failed at class creation
 ("non-default argument follows default argument"). Each test failed before its fix."""
 
+import copy
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,3 +50,33 @@ def test_a_dataclass_subclass_with_a_shape_field_is_made_and_checked():
     indices = np.indices((6, 7, 8)).reshape(3, -1).T
     np.testing.assert_allclose(tlc.tt_entries(tt, indices), lazy.evaluate(indices),
                                atol=1e-9)
+
+
+def test_a_shallow_copy_of_a_cache_serves_its_batches_one_at_a_time_with_the_cache():
+    # Before: copy.copy gave the copy a lock of its own (the one pickling makes) while it
+    # shared the cache's keys, values and counters: batches on the cache and on its copy
+    # from two threads ran, and were stored, at the same time.
+    entered, release = threading.Event(), threading.Event()
+    active, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow_sum(indices):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        entered.set()
+        release.wait(0.5)  # the first batch holds the cache until the copy's one waits
+        with lock:
+            active[0] -= 1
+        return indices.sum(axis=1) * 1.0
+
+    cache = tlc.EvaluationCache(tlc.FunctionTensor(slow_sum, (8, 8)))
+    shallow = copy.copy(cache)
+    first = threading.Thread(target=cache.evaluate, args=([[1, 2]],))
+    first.start()
+    entered.wait(5)
+    second = threading.Thread(target=shallow.evaluate, args=([[3, 4]],))
+    second.start()
+    first.join(5)
+    second.join(5)
+    assert most[0] == 1

@@ -128,6 +128,14 @@ class EvaluationCache(LazyTensor):
         self.__dict__.update(state)
         self._lock = threading.RLock()
 
+    def __copy__(self):
+        # A shallow copy shares the values and counters, so it shares their lock too: with
+        # one of its own (what __setstate__ gives), batches on the cache and on its copy
+        # from two threads ran, and were stored, at the same time.
+        clone = type(self).__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
     def evaluate(self, indices):
         """Entries at a batch of multi-indices; only the ones not cached are computed.
 
