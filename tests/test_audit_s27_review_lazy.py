@@ -4,13 +4,16 @@
 attribute of its own named ``_shape`` (the shape of the array it reshapes) silently
 changed the tensor's shape, and a dataclass subclass with a ``shape`` field took the
 property object for that field's default, so a field after it failed at class creation
-("non-default argument follows default argument"). Each test failed before its fix."""
+("non-default argument follows default argument"; frozen, an instance could not be
+made). A shallow copy of an EvaluationCache got a lock of its own once the cache pickled,
+while it shared the cache's values. Each test failed before its fix."""
 
 import copy
 import threading
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 import tensorly_cross as tlc
 
@@ -33,10 +36,12 @@ def test_a_subclass_attribute_named_underscore_shape_leaves_the_shape_alone():
     assert lazy.evaluate([[1, 2, 3]]) == 24.0
 
 
-def test_a_dataclass_subclass_with_a_shape_field_is_made_and_checked():
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_dataclass_subclass_with_a_shape_field_is_made_and_checked(frozen):
     # Before: TypeError "non-default argument 'scale' follows default argument" where the
-    # class was defined.
-    @dataclass
+    # class was defined; frozen, FrozenInstanceError "cannot assign to field '_shape'"
+    # where an instance was made.
+    @dataclass(frozen=frozen)
     class Scaled(tlc.LazyTensor):
         shape: tuple
         scale: float
