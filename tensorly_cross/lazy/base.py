@@ -50,6 +50,11 @@ class LazyTensor:
     shape : tuple of int
         The size of each mode (every size >= 1).
 
+    Attributes
+    ----------
+    shape : tuple of int
+        The size of each mode: a tuple of ints, each >= 1 (checked wherever it is set).
+
     Examples
     --------
     >>> import numpy as np
