@@ -123,7 +123,7 @@ def choose_path(volume, path=None, rank=None, max_rank=64, oversample=1.5):
     if path is not None and os.fsdecode(path).lower().endswith(".gz"):
         return PathChoice("stream", "a gzip file is decompressed whole whatever is read")
     geometry = storage_geometry(volume)
-    if geometry is None and getattr(_untransposed(volume), "lazy", None) is not None \
+    if geometry is None and getattr(_untransposed(volume)[0], "lazy", None) is not None \
             and volume.stored:
         # A quantics view, say: its reads of the storage are not modelled, and claiming
         # they cost nothing would be false.
@@ -148,10 +148,14 @@ def choose_path(volume, path=None, rank=None, max_rank=64, oversample=1.5):
 
 def _untransposed(volume):
     """The volume under its transpositions, which the stream reads as it reads the volume
-    (a transposed array in memory was "a view the streaming TT-SVD cannot read")."""
+    (a transposed array in memory was "a view the streaming TT-SVD cannot read"), and the
+    permutation they compose: mode ``m`` of ``volume`` is mode ``axes[m]`` of the one
+    returned (None where ``volume`` is not transposed)."""
+    axes = None
     while getattr(volume, "axes", None) is not None and getattr(volume, "lazy", None) is not None:
+        axes = volume.axes if axes is None else tuple(volume.axes[a] for a in axes)
         volume = volume.lazy
-    return volume
+    return volume, axes
 
 
 def _file_of(volume):
@@ -173,8 +177,9 @@ class _Geometry:
 def storage_geometry(volume):
     """Storage units (chunks; pages as runs along the contiguous mode) in the volume's mode
     order, or None for data in memory."""
-    axes = getattr(volume, "axes", None)
-    base = getattr(volume, "lazy", volume) if axes is not None else volume
+    # Every transposition, not the outer one only: a store transposed twice was taken for
+    # data in memory ("read whole at no storage cost").
+    base, axes = _untransposed(volume)
     shape = tuple(base.shape)
     source = getattr(base, "source", None)
     if source is None:
