@@ -278,7 +278,7 @@ def map_reduce(source, blocks, contribute, start, client=None, n_tasks=None):
         except BaseException:
             # A block that raised (a NaN, a failed read) or an interrupt: the other tasks
             # would go on reading their blocks for as long as the error's traceback lives.
-            client.cancel(futures)
+            _cancel_quietly(client, futures)
             raise
         return total
     total, lock = ScaledSums(start()), threading.Lock()
@@ -308,6 +308,17 @@ def map_reduce(source, blocks, contribute, start, client=None, n_tasks=None):
             stop.set()
             raise
     return total
+
+
+def _cancel_quietly(client, futures):
+    """Cancel ``futures`` where the client still can; never raise: the caller re-raises
+    the run's own error, which a failed cancellation replaced (a client closed during
+    the run raised "Client is closed. Can't send cancel-keys message" instead of the
+    cancelled futures' error)."""
+    try:
+        client.cancel(futures)
+    except Exception:  # a closed client: its futures are cancelled already
+        pass
 
 
 class ScaledSums:
