@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .._backend import check_concrete
+from .._validation import check_choice
 from ..errors import NonFiniteValueError
 from .patches import PADDINGS, _pad_index, check_concrete_module, native_byte_order
 
@@ -65,8 +66,7 @@ class DenseEmbedding(nn.Module):
 
     def __init__(self, encoder, padding="reflect"):
         super().__init__()
-        if padding not in PADDINGS:
-            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}.")
+        check_choice(padding, "padding", PADDINGS)
         if not isinstance(encoder, nn.Sequential):
             raise TypeError(f"encoder must be an nn.Sequential (its layers run over the whole "
                             f"volume), got {type(encoder).__name__}.")
