@@ -75,3 +75,41 @@ def test_dense_embedding_names_an_array_given_for_padding():
 
     with pytest.raises(ValueError, match="padding must be one of 'reflect'"):
         DenseEmbedding(default_encoder(3, 2), padding=np.array(["reflect", "edge"]))
+
+
+class _LoggedSlowArray:
+    """A sliceable array that appends a byte to a log file per read and takes 20 ms: the
+    log counts the reads wherever the workers run them."""
+
+    def __init__(self, values, log):
+        self.values, self.log = values, log
+        self.shape, self.dtype, self.ndim = values.shape, values.dtype, values.ndim
+
+    def __getitem__(self, key):
+        with open(self.log, "ab") as handle:
+            handle.write(b"x")
+        time.sleep(0.02)
+        return self.values[key]
+
+
+def test_a_failed_stream_on_a_cluster_stops_the_reads_of_the_other_tasks(tmp_path):
+    # fdeb2ab cancelled the other tasks' futures, but a cancelled task's thread runs on: a
+    # task folds a whole group of blocks, and the other group was read to its end (a NaN in
+    # the first block of a store: 151 of 156 blocks read after it). Its test read a
+    # dask array, whose reads stopped with the futures. Now each task stops at its next
+    # block once it is cancelled.
+    distributed = pytest.importorskip("distributed")
+    import os
+
+    log = str(tmp_path / "reads.log")
+    values = np.ones((10000, 8, 8), dtype=np.float32)  # 2.5 MiB sent: 78 blocks a task
+    values[0, 0, 0] = np.nan
+    volume = _LoggedSlowArray(values, log)
+    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=2,
+                                  dashboard_address="127.0.0.1:0",
+                                  worker_dashboard_address="127.0.0.1:0") as cluster, \
+            distributed.Client(cluster) as client:
+        with pytest.raises(tlc.NonFiniteValueError, match=r"\(0, 0, 0\)"):
+            tlc.streaming_tt_svd(volume, client=client, block_bytes=8 * 64)
+        time.sleep(1.0)  # 50 blocks' time
+        assert os.path.getsize(log) < 20

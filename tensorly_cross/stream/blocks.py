@@ -409,10 +409,26 @@ def _check_finite(source, slices, values):
 def _fold_group(source, group, contribute, start):
     partial = ScaledSums(start())
     for slices in group:
+        if _task_cancelled():  # its partial would be dropped: stop reading
+            return partial
         values, exponent = _read_scaled(source, slices)
         if exponent is not None:
             partial.add(contribute(slices, values), exponent)
     return partial
+
+
+def _task_cancelled():
+    """Whether the dask task running this thread was cancelled (another block failed, or the
+    caller was interrupted). Cancelling a task does not stop the thread that runs it: the
+    other tasks read their whole groups of blocks after the error. False outside a task."""
+    try:
+        from distributed import get_worker
+        from distributed.worker import thread_state
+
+        task = get_worker().state.tasks.get(thread_state.key)
+    except (ImportError, ValueError, AttributeError):  # not a worker's task
+        return False
+    return task is not None and task.state == "cancelled"
 
 
 def _n_workers(client):
