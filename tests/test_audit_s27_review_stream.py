@@ -113,3 +113,21 @@ def test_a_failed_stream_on_a_cluster_stops_the_reads_of_the_other_tasks(tmp_pat
             tlc.streaming_tt_svd(volume, client=client, block_bytes=8 * 64)
         time.sleep(1.0)  # 50 blocks' time
         assert os.path.getsize(log) < 20
+
+
+def test_the_dtype_remedy_does_not_say_the_error_was_below_a_tol_met_at_round_off(tmp_path,
+                                                                                  capsys):
+    # Since the CLI takes the stream's verdict (c0aab1d), --tol 1e-17 is met on a constant
+    # volume at an error of 1.8e-16; rounded to float32 it is a "dtype" miss whose remedy
+    # said "Its error was below --tol before its cores were rounded", which it was not.
+    from tensorly_cross import cli
+
+    path, out = str(tmp_path / "c.npy"), str(tmp_path / "c.tt.npz")
+    np.save(path, np.full((4, 5, 6), 3.0, dtype=np.float32))
+    code = cli.main(["compress", path, "-o", out, "--tol", "1e-17", "--method", "stream",
+                     "-q"])
+    err = capsys.readouterr().err
+    metadata = tlc.load_tt(out)[1]
+    assert code == 3 and metadata["stop_reason"] == "dtype"
+    assert metadata["error"] - metadata["rounding_error"] > 1e-17  # not below it
+    assert "was below --tol" not in err and "--dtype float64" in err

@@ -162,7 +162,9 @@ def _sizes(larger, smaller):
 
 def _remedy(stop, passes=None):
     if stop == "dtype":
-        return ("Its error was below --tol before its cores were rounded to the stored "
+        # "Met", not "below": the stream meets a --tol under round-off at the data's
+        # precision (a constant volume at --tol 1e-17, error 1.8e-16).
+        return ("Its error met --tol before its cores were rounded to the stored "
                 "dtype: pass --dtype float64")
     if stop == "max_width":  # the stream's sketches, narrowed by its core budget
         return ("The stream's sketches were narrowed to fit its projected core in memory, "
