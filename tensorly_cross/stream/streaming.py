@@ -148,8 +148,8 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
         For an argument of the wrong type, or a volume that is not stored data (a masked
         array included: its masked entries would be read).
     MemoryError
-        Before any read, if the sketches and the projected core would not fit in this
-        machine's memory (lower ``max_width``).
+        Before any read, if the sketches (with the working copies of their QR) and the
+        projected core would not fit in this machine's memory (lower ``max_width``).
     NonFiniteValueError
         If the volume holds NaN or inf (the message names the first multi-index found).
     ChunkReadError
