@@ -9,6 +9,8 @@ import pytest
 
 import tensorly_cross as tlc
 
+from .test_audit_s27_stream import _slow_copy
+
 
 def test_choose_path_models_a_volume_transposed_twice_as_once():
     # A 4096^3 zarr store (256 GiB), transposed once, is a cross (6% of its chunks);
@@ -35,11 +37,6 @@ def test_choose_path_models_a_volume_transposed_twice_as_once():
     # View mode m is the inner view's mode (0, 2, 1)[m], the store's (1, 0, 2)[that].
     assert storage_geometry(view).unit_shape == (chunks[1], chunks[2], chunks[0])
     assert view.shape == skewed.shape  # all 64: the units alone tell the orders apart
-
-
-def _slow_copy(block):
-    time.sleep(0.02)
-    return block.copy()
 
 
 def test_a_stream_whose_client_is_closed_raises_the_run_s_error_not_the_cancel_s():
