@@ -255,6 +255,8 @@ def encode_patches(encoder, patches, n_features):
 
     Raises
     ------
+    TypeError
+        If the encoder returns something other than a tensor.
     ValueError
         If the encoder's kernels do not fit in the patches, or it returns another shape
         (e.g. ``(n_features, m)``: features first).
@@ -293,9 +295,18 @@ def check_features(output, patches, n_features):
 
     Raises
     ------
+    TypeError
+        If ``output`` is not a tensor (a tuple of features and more, a dict, None).
     ValueError
         If ``output`` has another shape (naming the shape got and the one expected).
     """
+    if not isinstance(output, torch.Tensor):
+        # output.shape failed with a bare AttributeError that named neither the encoder
+        # nor what it should return
+        raise TypeError(f"the encoder returned a {type(output).__name__} for "
+                        f"{patches.shape[0]} patches; it must return one torch.Tensor of "
+                        f"features, ({patches.shape[0]}, {n_features}) (for an encoder that "
+                        "returns more, wrap it in a module that returns the features only).")
     m, shape = patches.shape[0], tuple(output.shape)
     if shape[:2] != (m, n_features) or any(n != 1 for n in shape[2:]):
         raise ValueError(

@@ -1,0 +1,90 @@
+"""Audit 28 of the encoder module (tensorly_cross.nn), as a machine-learning user drives it.
+
+* An encoder that returns something other than a tensor (a tuple of features and an
+  auxiliary output, a dict, None: a forward that forgot its ``return``) failed deep in the
+  shape check with a bare ``AttributeError: 'tuple' object has no attribute 'shape'``; it is
+  now a TypeError that says what the encoder returned and what it must return.
+* ``mni152_crops`` read its ``seed`` with ``int()``: ``seed=1.5`` and ``seed=True`` gave
+  seed 1's crops without a word, and NumPy refused a negative seed with "expected
+  non-negative integer", naming no argument. The seed is now checked by name (a whole
+  number >= 0, as ``n_volumes`` and ``size`` are).
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+tl = pytest.importorskip("tensorly")
+
+from torch import nn  # noqa: E402
+
+from tensorly_cross.nn import (  # noqa: E402
+    CrossEmbedding,
+    EncodedTensor,
+    default_encoder,
+    mni152_crops,
+)
+
+
+class _Returns(nn.Module):
+    """The default encoder, whose output ``wrap`` turns into something else."""
+
+    def __init__(self, wrap):
+        super().__init__()
+        self.body, self.wrap = default_encoder(3, 2), wrap
+
+    def forward(self, patches):
+        return self.wrap(self.body(patches))
+
+
+_NOT_TENSORS = {
+    "tuple": lambda features: (features, features.mean()),
+    "dict": lambda features: {"features": features},
+    "None": lambda features: None,
+    "ndarray": lambda features: features.detach().numpy(),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_NOT_TENSORS))
+@pytest.mark.parametrize("n_volumes", [1, 2])
+def test_an_encoder_that_returns_no_tensor_is_named(kind, n_volumes):
+    model = CrossEmbedding(_Returns(_NOT_TENSORS[kind]), patch_size=3, n_features=2, rank=2,
+                           n_outputs=3, n_iter_max=1)
+    with tl.backend_context("pytorch"), pytest.raises(TypeError, match="the encoder returned a"):
+        model(torch.rand(n_volumes, 1, 5, 6, 4))
+
+
+def test_an_encoded_tensor_whose_encoder_returns_no_tensor_is_named():
+    encoder = _Returns(_NOT_TENSORS["tuple"])
+    with tl.backend_context("pytorch"):
+        field = EncodedTensor(torch.rand(5, 6, 4), encoder, patch_size=3, n_features=2)
+        with pytest.raises(TypeError, match=r"returned a tuple .* one torch\.Tensor"):
+            field.evaluate(np.array([[0, 1, 2, 1]]))
+
+
+def test_an_encoder_that_returns_a_tensor_is_still_taken():
+    model = CrossEmbedding(_Returns(lambda features: features), patch_size=3, n_features=2,
+                           rank=2, n_outputs=3, n_iter_max=1)
+    with tl.backend_context("pytorch"):
+        assert model(torch.rand(2, 1, 5, 6, 4)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("seed, error", [(1.5, ValueError), (True, TypeError),
+                                         (-1, ValueError), (None, TypeError),
+                                         ("1", TypeError), (float("nan"), ValueError)])
+def test_mni152_crops_checks_its_seed_by_name(seed, error):
+    with pytest.raises(error, match="seed"):
+        mni152_crops(1, 4, seed=seed)
+
+
+@pytest.mark.parametrize("seed", [3, np.int64(3), 3.0])
+def test_mni152_crops_still_takes_whole_seeds(tmp_path, seed):
+    # A manifest of seed 3's crops: the cache answers before the template is loaded.
+    np.save(tmp_path / "crop_000.npy", np.zeros((4, 4, 4), dtype=np.float32))
+    manifest = dict(n_volumes=1, size=4, seed=3, version=2, files=["crop_000.npy"],
+                    targets=[0.25])
+    (tmp_path / "targets.json").write_text(json.dumps(manifest))
+    data = mni152_crops(1, 4, seed=seed, directory=tmp_path)
+    assert float(data.targets[0]) == 0.25
