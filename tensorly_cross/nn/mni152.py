@@ -33,8 +33,8 @@ def mni152_crops(n_volumes, size, seed=0, directory=None):
     size : int
         Edge of each crop in voxels (a crop spans ``size`` times 0.8-1.25 mm).
     seed : int, default 0
-        Crops and targets are a function of ``(seed, size)``: the same seed at two sizes
-        gives two different sets of crops.
+        At least 0. Crops and targets are a function of ``(seed, size)``: the same seed
+        at two sizes gives two different sets of crops.
     directory : str or os.PathLike, optional
         Write each crop to ``directory/crop_XXX.npy`` (float32; written atomically) and
         the targets to ``targets.json``, then return a dataset that reads them lazily.
@@ -48,9 +48,10 @@ def mni152_crops(n_volumes, size, seed=0, directory=None):
     Raises
     ------
     TypeError
-        If ``n_volumes`` or ``size`` is not a number.
+        If ``n_volumes``, ``size`` or ``seed`` is not a number.
     ValueError
-        If ``n_volumes`` or ``size`` is not a positive whole number.
+        If ``n_volumes`` or ``size`` is not a positive whole number, or ``seed`` a
+        non-negative one.
 
     Examples
     --------
@@ -62,13 +63,16 @@ def mni152_crops(n_volumes, size, seed=0, directory=None):
     ((8, 8, 8), True)
     """
     n_volumes, size = _positive_int(n_volumes, "n_volumes"), _positive_int(size, "size")
-    parameters = dict(n_volumes=n_volumes, size=size, seed=int(seed), version=2)
+    # Checked: int() read seed=1.5 and seed=True as 1 (seed 1's crops, without a word) and
+    # NumPy refused a negative seed with a message that did not name it.
+    seed = _positive_int(seed, "seed", minimum=0)
+    parameters = dict(n_volumes=n_volumes, size=size, seed=seed, version=2)
     if directory is not None:
         cached = _load_manifest(directory, parameters)
         if cached is not None:
             return cached
     template, grey = _mni152_arrays()
-    rng = np.random.default_rng([int(seed), size])
+    rng = np.random.default_rng([seed, size])
     volumes, targets = [], []
     for number in range(n_volumes):
         crop, target = _crop(template, grey, size, rng)
@@ -82,14 +86,14 @@ def mni152_crops(n_volumes, size, seed=0, directory=None):
     return VolumeDataset(volumes, np.asarray(targets, dtype=np.float32))
 
 
-def _positive_int(value, name):
-    """``value`` as an int >= 1 (a whole float such as 8.0 too); None, a str or a bool
-    failed inside ``int()`` (a TypeError naming neither argument) or passed as 1."""
+def _positive_int(value, name, minimum=1):
+    """``value`` as an int >= ``minimum`` (a whole float such as 8.0 too); None, a str or a
+    bool failed inside ``int()`` (a TypeError naming neither argument) or passed as 1."""
+    kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a positive int, got {value!r} "
-                        f"({type(value).__name__}).")
-    if not math.isfinite(value) or int(value) != value or int(value) < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        raise TypeError(f"{name} must be {kind}, got {value!r} ({type(value).__name__}).")
+    if not math.isfinite(value) or int(value) != value or int(value) < minimum:
+        raise ValueError(f"{name} must be {kind}, got {value!r}.")
     return int(value)
 
 
