@@ -8,6 +8,11 @@
   seed 1's crops without a word, and NumPy refused a negative seed with "expected
   non-negative integer", naming no argument. The seed is now checked by name (a whole
   number >= 0, as ``n_volumes`` and ``size`` are).
+* An encoder with a BatchNorm after its last convolution (one value per channel and patch)
+  failed in train mode, on some volume shapes only, with torch's bare "Expected more than 1
+  value per channel when training": the cross asks the encoder for the patches a step
+  needs, often one. The error now says so, and what to do (BatchNorm in eval mode, or
+  GroupNorm), as docs/pipeline.rst advises.
 """
 
 import json
@@ -88,3 +93,24 @@ def test_mni152_crops_still_takes_whole_seeds(tmp_path, seed):
     (tmp_path / "targets.json").write_text(json.dumps(manifest))
     data = mni152_crops(1, 4, seed=seed, directory=tmp_path)
     assert float(data.targets[0]) == 0.25
+
+
+def _batchnorm_last(train):
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Conv3d(1, 4, 3), nn.GELU(), nn.Conv3d(4, 2, 3), nn.BatchNorm3d(2),
+                            nn.Flatten())
+    return CrossEmbedding(encoder.train(train), patch_size=5, n_features=2, rank=2,
+                          n_outputs=2, stride=2)
+
+
+def test_a_batchnorm_given_one_patch_in_train_mode_is_explained():
+    # A 6^3 volume at stride 2: a step of the search asks for a single new patch.
+    with tl.backend_context("pytorch"), \
+            pytest.raises(ValueError, match="BatchNorm.*eval mode.*GroupNorm"):
+        _batchnorm_last(train=True)([torch.rand(6, 6, 6)])
+
+
+def test_a_batchnorm_in_eval_mode_still_reads_one_patch_at_a_time():
+    model = _batchnorm_last(train=True).eval()
+    with tl.backend_context("pytorch"):
+        assert model([torch.rand(6, 6, 6)]).shape == (1, 2)

@@ -258,11 +258,23 @@ def encode_patches(encoder, patches, n_features):
     TypeError
         If the encoder returns something other than a tensor.
     ValueError
-        If the encoder's kernels do not fit in the patches, or it returns another shape
-        (e.g. ``(n_features, m)``: features first).
+        If the encoder's kernels do not fit in the patches, a BatchNorm in train mode is
+        given a call of one patch, or the encoder returns another shape (e.g.
+        ``(n_features, m)``: features first).
     """
     try:
         output = encoder(patches)
+    except ValueError as error:
+        if _BATCH_OF_ONE not in str(error):
+            raise
+        # The cross asks for as few patches as a step needs, often one: torch's message
+        # named neither the call's size nor why it had one patch.
+        raise ValueError(
+            f"the encoder cannot read a call of {patches.shape[0]} patch in train mode: a "
+            "BatchNorm in it needs more than one value per channel, and the cross asks for "
+            "the patches each of its steps needs, which may be one. Put the encoder's "
+            "BatchNorm layers in eval mode, or use a per-sample normalisation such as "
+            f"GroupNorm (docs/pipeline.rst) (torch: {error})") from error
     except RuntimeError as error:
         if not _patch_too_small(error):
             raise
@@ -317,6 +329,9 @@ def check_features(output, patches, n_features):
             "patches first.")
     return output.reshape(m, n_features)
 
+
+# torch's message when a BatchNorm in train mode gets one value per channel
+_BATCH_OF_ONE = "Expected more than 1 value per channel when training"
 
 # torch's messages when a convolution's or pooling's kernel is larger than its input
 _TOO_SMALL = ("Kernel size can't be greater than actual input size", "Output size is too small")
