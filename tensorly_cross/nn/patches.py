@@ -260,7 +260,7 @@ def encode_patches(encoder, patches, n_features):
     ValueError
         If the encoder's kernels do not fit in the patches, a BatchNorm in train mode is
         given a call of one patch, or the encoder returns another shape (e.g.
-        ``(n_features, m)``: features first).
+        ``(n_features, m)``: features first) or features on another device.
     """
     try:
         output = encoder(patches)
@@ -310,7 +310,8 @@ def check_features(output, patches, n_features):
     TypeError
         If ``output`` is not a tensor (a tuple of features and more, a dict, None).
     ValueError
-        If ``output`` has another shape (naming the shape got and the one expected).
+        If ``output`` has another shape (naming the shape got and the one expected), or is
+        on another device than ``patches``.
     """
     if not isinstance(output, torch.Tensor):
         # output.shape failed with a bare AttributeError that named neither the encoder
@@ -319,6 +320,12 @@ def check_features(output, patches, n_features):
                         f"{patches.shape[0]} patches; it must return one torch.Tensor of "
                         f"features, ({patches.shape[0]}, {n_features}) (for an encoder that "
                         "returns more, wrap it in a module that returns the features only).")
+    if output.device != patches.device:
+        # The TT read from them, and the head on the module's device, would meet in a bare
+        # "Expected all tensors to be on the same device" (or a meta tensor's .item()).
+        raise ValueError(f"the encoder returned features on {output.device} for patches on "
+                         f"{patches.device}: it must return them on the device of its "
+                         "input (the patches follow the encoder's parameters).")
     m, shape = patches.shape[0], tuple(output.shape)
     if shape[:2] != (m, n_features) or any(n != 1 for n in shape[2:]):
         raise ValueError(
