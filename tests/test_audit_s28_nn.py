@@ -13,6 +13,14 @@
   value per channel when training": the cross asks the encoder for the patches a step
   needs, often one. The error now says so, and what to do (BatchNorm in eval mode, or
   GroupNorm), as docs/pipeline.rst advises.
+* An encoder that returned its features on another device than its patches (``.cpu()`` at
+  the end of a CUDA encoder) failed in the head with torch's bare "Expected all tensors to be
+  on the same device" (on CPU, a meta output failed in ``.item()``); it is now a ValueError
+  naming both devices.
+* With an encoder without parameters (fixed filters: a pooling), the probe head built by the
+  first pass went to the CPU in float32 whatever the volumes: on CUDA volumes the pass
+  failed with a device error that ``model.cuda()`` could not prevent (the head did not
+  exist yet). Such a head now follows the TT it reads.
 """
 
 import json
@@ -114,3 +122,52 @@ def test_a_batchnorm_in_eval_mode_still_reads_one_patch_at_a_time():
     model = _batchnorm_last(train=True).eval()
     with tl.backend_context("pytorch"):
         assert model([torch.rand(6, 6, 6)]).shape == (1, 2)
+
+
+class _MetaOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = default_encoder(3, 2)
+
+    def forward(self, patches):
+        return self.body(patches).to("meta")
+
+
+@pytest.mark.parametrize("n_volumes", [1, 2])
+def test_features_on_another_device_than_the_patches_are_named(n_volumes):
+    model = CrossEmbedding(_MetaOutput(), patch_size=3, n_features=2, rank=2, n_outputs=2,
+                           n_iter_max=1)
+    with tl.backend_context("pytorch"), \
+            pytest.raises(ValueError, match="features on meta for patches on cpu"):
+        model(torch.rand(n_volumes, 1, 5, 5, 5))
+
+
+def _parameter_free(**options):
+    encoder = nn.Sequential(nn.AvgPool3d(3), nn.Flatten())
+    return CrossEmbedding(encoder, patch_size=3, n_features=1, rank=2, n_outputs=2,
+                          n_iter_max=1, **options)
+
+
+def test_the_head_of_a_parameter_free_encoder_follows_the_tt_it_reads():
+    model = _parameter_free()
+    with tl.backend_context("pytorch"):
+        features = model(torch.rand(2, 1, 5, 5, 5, dtype=torch.float64))
+    assert features.dtype == torch.float64
+    assert all(core.dtype == torch.float64 for core in model.head.cores)
+
+
+def test_a_head_built_at_construction_still_follows_the_module():
+    model = _parameter_free(volume_shape=(5, 5, 5)).double()
+    assert all(core.dtype == torch.float64 for core in model.head.cores)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_parameter_free_encoder_reads_cuda_volumes_into_a_cuda_head():
+    model = _parameter_free().cuda()
+    volumes = torch.rand(2, 1, 5, 5, 5, device="cuda")
+    with tl.backend_context("pytorch"):
+        features = model(volumes)
+    features.sum().backward()
+    assert features.device.type == "cuda"
+    assert all(core.grad is not None and core.device.type == "cuda"
+               for core in model.head.cores)

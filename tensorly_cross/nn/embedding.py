@@ -371,7 +371,8 @@ class CrossEmbedding(nn.Module):
                                "state_dict loaded) before forward.")
         tts, _ = self._tts(volumes, keys)
         if self.head is None:
-            self._build_probe_head(tuple(int(core.shape[1]) for core in tts[0]))
+            self._build_probe_head(tuple(int(core.shape[1]) for core in tts[0]),
+                                   like=tts[0][0])
         # Every head, a module given as head too, is for the first batch's grid from now
         # on (two grids can have the same quantics digits).
         self.grid_shape = self.grid_shape or grid
@@ -548,15 +549,20 @@ class CrossEmbedding(nn.Module):
             self._build_probe_head(self.tt_shape(grid))
             self.grid_shape = grid
 
-    def _build_probe_head(self, shape, n_probes=None, rank=None):
+    def _build_probe_head(self, shape, n_probes=None, rank=None, like=None):
+        """The probe head for TTs of ``shape``, on the encoder's device and dtype; for an
+        encoder without parameters, on those of ``like`` (a core of the TT it will read)
+        where given: the patches, and so the TT, followed the volume there, and a head left
+        on the CPU met a CUDA TT in a bare device error that ``model.cuda()``, run before
+        the head existed, could not prevent."""
         if self.head_kind != "probes":
             raise RuntimeError(f"head={self.head_kind!r} is not built from a shape.")
-        parameter = next(self.encoder.parameters(), None)
+        reference = next(self.encoder.parameters(), like)
         # A head built by a pass under torch.inference_mode must still train afterwards.
         with torch.inference_mode(False):
             head = TTProbeHead(shape, n_probes or self.n_outputs, rank=rank or self.probe_rank)
-            if parameter is not None:  # the head follows the module's device and dtype
-                head = head.to(device=parameter.device, dtype=parameter.dtype)
+            if reference is not None:  # the head follows the module's device and dtype
+                head = head.to(device=reference.device, dtype=reference.dtype)
         self.head = head
 
 
