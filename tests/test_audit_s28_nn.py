@@ -21,6 +21,11 @@
   first pass went to the CPU in float32 whatever the volumes: on CUDA volumes the pass
   failed with a device error that ``model.cuda()`` could not prevent (the head did not
   exist yet). Such a head now follows the TT it reads.
+* ``mni152_crops(..., directory=d)`` with another seed or size than the crops already in
+  ``d`` wrote its crops over theirs (the same ``crop_XXX.npy`` names): a training set made
+  there with seed 0 then read, under its own targets, the test set's crops of seed 1 (the
+  test crops leaked into training with wrong targets, silently). Such a directory is now
+  refused; another ``n_volumes`` (the same crops, more or fewer) is still rewritten.
 """
 
 import json
@@ -171,3 +176,31 @@ def test_a_parameter_free_encoder_reads_cuda_volumes_into_a_cuda_head():
     assert features.device.type == "cuda"
     assert all(core.grad is not None and core.device.type == "cuda"
                for core in model.head.cores)
+
+
+def _fake_crops(directory, **parameters):
+    """A manifest of crops, as mni152_crops writes one (no template needed to read it)."""
+    manifest = dict(dict(n_volumes=1, size=4, seed=0, version=2), **parameters)
+    names = [f"crop_{k:03d}.npy" for k in range(manifest["n_volumes"])]
+    for name in names:
+        np.save(directory / name, np.full((manifest["size"],) * 3, 7.0, dtype=np.float32))
+    manifest.update(files=names, targets=[0.5] * len(names))
+    (directory / "targets.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("other", [dict(seed=1), dict(size=5), dict(seed=1, n_volumes=2)])
+def test_mni152_crops_refuses_a_directory_of_another_seed_or_size(tmp_path, other):
+    _fake_crops(tmp_path)
+    data = mni152_crops(1, 4, seed=0, directory=tmp_path)  # the cache, as it is
+    call = dict(dict(n_volumes=1, size=4, seed=0), **other)
+    with pytest.raises(ValueError, match="holds the crops of seed 0 and size 4"):
+        mni152_crops(call["n_volumes"], call["size"], seed=call["seed"], directory=tmp_path)
+    assert np.all(np.load(data.volumes[0]) == 7.0)  # the crops of seed 0 are still there
+
+
+def test_mni152_crops_still_rewrites_a_directory_for_another_count(tmp_path):
+    pytest.importorskip("nilearn")
+    _fake_crops(tmp_path, n_volumes=2)
+    data = mni152_crops(1, 4, seed=0, directory=tmp_path)
+    assert len(data) == 1 and np.load(data.volumes[0]).shape == (4, 4, 4)
+    assert not np.all(np.load(data.volumes[0]) == 7.0)  # written afresh

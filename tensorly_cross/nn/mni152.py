@@ -38,7 +38,9 @@ def mni152_crops(n_volumes, size, seed=0, directory=None):
     directory : str or os.PathLike, optional
         Write each crop to ``directory/crop_XXX.npy`` (float32; written atomically) and
         the targets to ``targets.json``, then return a dataset that reads them lazily.
-        Crops already there for the same parameters are reused. ``None``: in memory.
+        Crops already there for the same parameters are reused; a directory holding the
+        crops of another seed or size is refused (one directory per seed and size).
+        ``None``: in memory.
 
     Returns
     -------
@@ -51,7 +53,7 @@ def mni152_crops(n_volumes, size, seed=0, directory=None):
         If ``n_volumes``, ``size`` or ``seed`` is not a number.
     ValueError
         If ``n_volumes`` or ``size`` is not a positive whole number, or ``seed`` a
-        non-negative one.
+        non-negative one, or ``directory`` holds the crops of another seed or size.
 
     Examples
     --------
@@ -71,6 +73,7 @@ def mni152_crops(n_volumes, size, seed=0, directory=None):
         cached = _load_manifest(directory, parameters)
         if cached is not None:
             return cached
+        _refuse_other_crops(directory, parameters)
     template, grey = _mni152_arrays()
     rng = np.random.default_rng([seed, size])
     volumes, targets = [], []
@@ -156,6 +159,30 @@ def _write_manifest(directory, parameters, paths, targets):
                     targets=[float(t) for t in targets])
     text = json.dumps(manifest).encode()
     write_atomically(os.path.join(directory, "targets.json"), lambda stream: stream.write(text))
+
+
+def _refuse_other_crops(directory, parameters):
+    """Raise if ``directory`` holds the crops of another seed or size: writing these over
+    them (the same file names) changed the volumes of a dataset made from them, which then
+    read this call's crops under its own targets (a test set made into the training set's
+    folder with another seed became the first training volumes, under their targets).
+    Another ``n_volumes`` (the same crops, more or fewer of them) or an older version of
+    the crops is rewritten."""
+    path = os.path.join(directory, "targets.json")
+    try:
+        with open(path) as handle:
+            manifest = json.load(handle)
+    except (OSError, ValueError):  # none, or not a manifest of ours: nothing to keep
+        return
+    if not isinstance(manifest, dict) or manifest.get("version") != parameters["version"]:
+        return
+    other = {key: manifest.get(key) for key in ("seed", "size")}
+    if other != {key: parameters[key] for key in ("seed", "size")}:
+        raise ValueError(f"directory {os.fspath(directory)!r} holds the crops of seed "
+                         f"{other['seed']!r} and size {other['size']!r} ({path}); writing "
+                         f"those of seed {parameters['seed']} and size {parameters['size']} "
+                         "over them would change the volumes of every dataset made from "
+                         "them: give each seed and size a directory of its own.")
 
 
 def _load_manifest(directory, parameters):
