@@ -26,6 +26,9 @@
   there with seed 0 then read, under its own targets, the test set's crops of seed 1 (the
   test crops leaked into training with wrong targets, silently). Such a directory is now
   refused; another ``n_volumes`` (the same crops, more or fewer) is still rewritten.
+* ``fit`` of a Regressor whose ``n_inputs`` is not its CrossEmbedding's ``n_outputs``
+  failed only in the first step, after the index searches of the PCA fit over every
+  training volume (minutes on large volumes); it is now refused before any search.
 """
 
 import json
@@ -41,9 +44,11 @@ from torch import nn  # noqa: E402
 from tensorly_cross.nn import (  # noqa: E402
     CrossEmbedding,
     EncodedTensor,
+    VolumeDataset,
     default_encoder,
     mni152_crops,
 )
+from tensorly_cross.nn.training import Regressor, fit  # noqa: E402
 
 
 class _Returns(nn.Module):
@@ -204,3 +209,27 @@ def test_mni152_crops_still_rewrites_a_directory_for_another_count(tmp_path):
     data = mni152_crops(1, 4, seed=0, directory=tmp_path)
     assert len(data) == 1 and np.load(data.volumes[0]).shape == (4, 4, 4)
     assert not np.all(np.load(data.volumes[0]) == 7.0)  # written afresh
+
+
+def _small_dataset():
+    rng = np.random.default_rng(0)
+    return VolumeDataset([rng.random((6, 6, 6)).astype(np.float32) for _ in range(4)],
+                         np.arange(4.0))
+
+
+@pytest.mark.parametrize("head", ["probes", "pca"])
+def test_fit_refuses_a_regressor_of_another_width_before_any_search(head):
+    embedding = CrossEmbedding(default_encoder(3, 2), patch_size=3, n_features=2, rank=2,
+                               head=head, n_outputs=5, n_iter_max=1)
+    with tl.backend_context("pytorch"), \
+            pytest.raises(ValueError, match="n_outputs=5 .* n_inputs=4"):
+        fit(Regressor(embedding, 4), _small_dataset(), epochs=1, batch_size=2)
+    assert embedding.counters["searches"] == 0
+
+
+def test_fit_still_trains_a_regressor_of_the_embedding_s_width():
+    embedding = CrossEmbedding(default_encoder(3, 2), patch_size=3, n_features=2, rank=2,
+                               n_outputs=3, n_iter_max=1)
+    with tl.backend_context("pytorch"):
+        log = fit(Regressor(embedding, 3), _small_dataset(), epochs=1, batch_size=2)
+    assert log.steps == 2

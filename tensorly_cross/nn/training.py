@@ -180,7 +180,9 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
     ValueError
         If ``epochs`` or ``seed`` is negative, ``lr`` is not a finite number >= 0,
         ``batch_size`` is below 1, ``train`` is empty, its
-        targets per volume are not the model's ``n_targets``, or the model standardises
+        targets per volume are not the model's ``n_targets``, a
+        :class:`~tensorly_cross.nn.CrossEmbedding`'s ``n_outputs`` is not the model's
+        ``n_inputs`` (checked before any search), or the model standardises
         its features (``normalize=True``, ``BatchNorm1d``) and a step would see one volume
         only: ``batch_size=1``, or one training volume; or, for a
         :class:`~tensorly_cross.nn.CrossEmbedding` (one volume shape), if a training or
@@ -200,6 +202,7 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
         # A head built by the first forward pass would miss the optimiser made here.
         model.embedding._build_head_for(tuple(train.volume(0).shape))
     _check_volume_shapes(model.embedding, train, test)
+    _check_feature_width(model)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     log = TrainingLog()
     for epoch in range(epochs):
@@ -248,6 +251,20 @@ def _check_training_data(model, train, test, batch_size):
                          "steps of one volume, which a Regressor with normalize=True "
                          "(BatchNorm1d) cannot train on: use batch_size >= 2 and at least 2 "
                          "training volumes, or Regressor(..., normalize=False).")
+
+
+def _check_feature_width(model):
+    """A :class:`~tensorly_cross.nn.CrossEmbedding` with a built-in head gives
+    ``n_outputs`` features a volume: a Regressor built for another number failed only in
+    the first step, after the index searches of a PCA fit over every training volume."""
+    embedding = model.embedding
+    if getattr(embedding, "head_kind", None) not in ("probes", "pca"):
+        return  # a dense embedding or a head of the user's: known from the first step only
+    if embedding.n_outputs != model.n_inputs:
+        raise ValueError(f"the embedding gives n_outputs={embedding.n_outputs} features per "
+                         f"volume (head={embedding.head_kind!r}), but the model was built "
+                         f"with n_inputs={model.n_inputs}: build the Regressor with "
+                         "n_inputs=embedding.n_outputs.")
 
 
 def _check_volume_shapes(embedding, train, test):
