@@ -20,7 +20,8 @@
 * With an encoder without parameters (fixed filters: a pooling), the probe head built by the
   first pass went to the CPU in float32 whatever the volumes: on CUDA volumes the pass
   failed with a device error that ``model.cuda()`` could not prevent (the head did not
-  exist yet). Such a head now follows the TT it reads.
+  exist yet); ``fit``, which builds the head before its first step, did the same. Such a
+  head now follows the TT it reads (or, in ``fit``, the first training volume's device).
 * ``mni152_crops(..., directory=d)`` with another seed or size than the crops already in
   ``d`` wrote its crops over theirs (the same ``crop_XXX.npy`` names): a training set made
   there with seed 0 then read, under its own targets, the test set's crops of seed 1 (the
@@ -233,3 +234,21 @@ def test_fit_still_trains_a_regressor_of_the_embedding_s_width():
     with tl.backend_context("pytorch"):
         log = fit(Regressor(embedding, 3), _small_dataset(), epochs=1, batch_size=2)
     assert log.steps == 2
+
+
+def test_fit_trains_a_parameter_free_encoder_on_torch_volumes():
+    volumes = [torch.rand(6, 6, 6, dtype=torch.float64) * (1 + k) for k in range(4)]
+    model = Regressor(_parameter_free(), 2, normalize=False)
+    with tl.backend_context("pytorch"):
+        log = fit(model, VolumeDataset(volumes, np.arange(4.0)), epochs=2, batch_size=2)
+    assert log.steps == 4 and np.isfinite(log.losses).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fit_builds_the_head_of_a_parameter_free_encoder_on_the_volumes_device():
+    volumes = [torch.rand(6, 6, 6, device="cuda") * (1 + k) for k in range(4)]
+    model = Regressor(_parameter_free(), 2, normalize=False).cuda()
+    with tl.backend_context("pytorch"):
+        log = fit(model, VolumeDataset(volumes, np.arange(4.0)), epochs=2, batch_size=2)
+    assert log.steps == 4
+    assert all(core.device.type == "cuda" for core in model.embedding.head.cores)

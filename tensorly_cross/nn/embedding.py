@@ -541,12 +541,15 @@ class CrossEmbedding(nn.Module):
         self.counters["lockstep_rounds"] += lockstep.n_rounds
         self.counters["forward_calls"] += 1
 
-    def _build_head_for(self, volume_shape):
-        """The probe head for volumes of ``volume_shape``, unless there is a head already
-        (so that an optimiser made next holds its parameters)."""
+    def _build_head_for(self, volume):
+        """The probe head for volumes of ``volume``'s shape, unless there is a head already
+        (so that an optimiser made next holds its parameters); on a torch volume's device
+        where the encoder has no parameters (its patches, and TT, are there)."""
         if self.head is None and self.head_kind == "probes":
-            grid = patch_grid(volume_shape[-3:], self.stride)
-            self._build_probe_head(self.tt_shape(grid))
+            grid = patch_grid(tuple(volume.shape)[-3:], self.stride)
+            like = (torch.empty(0, device=volume.device) if isinstance(volume, torch.Tensor)
+                    else None)
+            self._build_probe_head(self.tt_shape(grid), like=like)
             self.grid_shape = grid
 
     def _build_probe_head(self, shape, n_probes=None, rank=None, like=None):

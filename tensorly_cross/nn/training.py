@@ -200,7 +200,7 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
         model.embedding.clear_cache()
     if hasattr(model.embedding, "_build_head_for") and len(train):
         # A head built by the first forward pass would miss the optimiser made here.
-        model.embedding._build_head_for(tuple(train.volume(0).shape))
+        model.embedding._build_head_for(train.volume(0))
     _check_volume_shapes(model.embedding, train, test)
     _check_feature_width(model)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
