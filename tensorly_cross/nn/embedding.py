@@ -554,10 +554,10 @@ class CrossEmbedding(nn.Module):
 
     def _build_probe_head(self, shape, n_probes=None, rank=None, like=None):
         """The probe head for TTs of ``shape``, on the encoder's device and dtype; for an
-        encoder without parameters, on those of ``like`` (a core of the TT it will read)
-        where given: the patches, and so the TT, followed the volume there, and a head left
-        on the CPU met a CUDA TT in a bare device error that ``model.cuda()``, run before
-        the head existed, could not prevent."""
+        encoder without parameters, on those of ``like`` where given (a core of the TT it
+        will read, or a tensor on the volumes' device): the patches, and so the TT, follow
+        the volume there, and a head left on the CPU met a CUDA TT in a bare device error
+        that ``model.cuda()``, run before the head existed, could not prevent."""
         if self.head_kind != "probes":
             raise RuntimeError(f"head={self.head_kind!r} is not built from a shape.")
         reference = next(self.encoder.parameters(), like)
