@@ -30,6 +30,10 @@
 * ``fit`` of a Regressor whose ``n_inputs`` is not its CrossEmbedding's ``n_outputs``
   failed only in the first step, after the index searches of the PCA fit over every
   training volume (minutes on large volumes); it is now refused before any search.
+* A lazy view of a volume that requires grad (``lazy_tensor(x)``, ``TransposedTensor``: a
+  learnable layer in front, then a view) lost its gradient without a word: its patches were
+  read through the host, and the differentiable read took the search's cached patches,
+  which have no history. Its patches now carry the gradient, as the volume's own do.
 """
 
 import json
@@ -42,6 +46,7 @@ tl = pytest.importorskip("tensorly")
 
 from torch import nn  # noqa: E402
 
+import tensorly_cross as tlc  # noqa: E402
 from tensorly_cross.nn import (  # noqa: E402
     CrossEmbedding,
     EncodedTensor,
@@ -252,3 +257,24 @@ def test_fit_builds_the_head_of_a_parameter_free_encoder_on_the_volumes_device()
         log = fit(model, VolumeDataset(volumes, np.arange(4.0)), epochs=2, batch_size=2)
     assert log.steps == 4
     assert all(core.device.type == "cuda" for core in model.embedding.head.cores)
+
+
+def _volume_gradient(make_volume, layout):
+    torch.manual_seed(0)
+    volume = torch.rand(5, 6, 4, dtype=torch.float64, requires_grad=True)
+    model = CrossEmbedding(default_encoder(3, 2), patch_size=3, n_features=2, rank=2,
+                           n_outputs=2, layout=layout, n_iter_max=1).double()
+    with tl.backend_context("pytorch"):
+        model([make_volume(volume)]).sum().backward()
+    return volume.grad
+
+
+@pytest.mark.parametrize("layout", ["tt", "quantics"])
+@pytest.mark.parametrize("view, same", [
+    (lambda x: tlc.lazy_tensor(x), lambda x: x),
+    (lambda x: tlc.TransposedTensor(tlc.lazy_tensor(x), (0, 2, 1)), lambda x: x.permute(0, 2, 1)),
+])
+def test_a_lazy_view_of_a_volume_that_requires_grad_passes_the_gradient_on(layout, view, same):
+    through_view = _volume_gradient(view, layout)
+    assert through_view is not None and bool(through_view.abs().sum() > 0)
+    torch.testing.assert_close(through_view, _volume_gradient(same, layout))

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .._validation import check_choice, check_int
+from ..api import _requires_grad
 from ..errors import NonFiniteValueError
 from ..lazy.base import LazyTensor
 from ..lazy.cache import SortedKeys
@@ -311,7 +312,8 @@ class EncodedTensor(LazyTensor):
         search (no grad) has no history, and one cut with grad must not outlive its graph.
         """
         device, dtype = _parameters_device_dtype(self.encoder, self.patches.volume)
-        if torch.is_grad_enabled() and getattr(self.patches.volume, "requires_grad", False):
+        # _requires_grad sees through lazy views (lazy_tensor(x), TransposedTensor) too
+        if torch.is_grad_enabled() and _requires_grad(self.patches.volume):
             return self.patches.patches(positions, device=device, dtype=dtype)
         known = self._patches.lookup(keys)
         missing = known < 0

@@ -128,8 +128,11 @@ class PatchGrid:
         grid, mask = self.voxel_indices(positions)
         flat = grid.reshape(-1, 3)
         if isinstance(self.volume, LazyTensor):
-            values = torch.as_tensor(native_byte_order(np.asarray(
-                _host(self.volume.evaluate(flat)))))
+            values = self.volume.evaluate(flat)
+            # A lazy view of a tensor that requires grad reads a tensor with its history:
+            # through the host it lost the gradient without a word.
+            if not (isinstance(values, torch.Tensor) and values.requires_grad):
+                values = torch.as_tensor(native_byte_order(np.asarray(_host(values))))
         elif isinstance(self.volume, torch.Tensor):
             index = torch.as_tensor(flat, device=self.volume.device)
             values = self.volume[index[:, 0], index[:, 1], index[:, 2]]
