@@ -34,9 +34,13 @@
   learnable layer in front, then a view) lost its gradient without a word: its patches were
   read through the host, and the differentiable read took the search's cached patches,
   which have no history. Its patches now carry the gradient, as the volume's own do.
+* DenseEmbedding reported a finite voxel beyond its encoder's dtype (100000.0 for a float16
+  encoder, 1e300 for float32) as the volume holding inf; it now names the value and the
+  dtype.
 """
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -47,8 +51,10 @@ tl = pytest.importorskip("tensorly")
 from torch import nn  # noqa: E402
 
 import tensorly_cross as tlc  # noqa: E402
+from tensorly_cross.errors import NonFiniteValueError  # noqa: E402
 from tensorly_cross.nn import (  # noqa: E402
     CrossEmbedding,
+    DenseEmbedding,
     EncodedTensor,
     VolumeDataset,
     default_encoder,
@@ -278,3 +284,20 @@ def test_a_lazy_view_of_a_volume_that_requires_grad_passes_the_gradient_on(layou
     through_view = _volume_gradient(view, layout)
     assert through_view is not None and bool(through_view.abs().sum() > 0)
     torch.testing.assert_close(through_view, _volume_gradient(same, layout))
+
+
+@pytest.mark.parametrize("dtype, value", [(torch.float16, 1e5), (torch.float32, 1e300)])
+def test_the_dense_embedding_names_a_voxel_beyond_its_dtype(dtype, value):
+    volume = np.ones((5, 5, 5))
+    volume[2, 3, 1] = value
+    embedding = DenseEmbedding(default_encoder(3, 2).to(dtype))
+    with pytest.raises(NonFiniteValueError, match=rf"holds {re.escape(str(value))} at voxel "
+                                                  rf"\(2, 3, 1\), beyond the range of .*{dtype}"):
+        embedding([np.ones((5, 5, 5)), volume])
+
+
+def test_the_dense_embedding_still_names_nan_in_a_volume():
+    volume = np.ones((5, 5, 5), dtype=np.float32)
+    volume[1, 1, 1] = np.nan
+    with pytest.raises(NonFiniteValueError, match=r"volume 0 of the batch holds nan at voxel"):
+        DenseEmbedding(default_encoder(3, 2))([volume])

@@ -111,10 +111,10 @@ class DenseEmbedding(nn.Module):
             ``meta`` device, or the volumes are not all 3-D (or ``(1, D, H, W)``) of one
             shape.
         NonFiniteValueError
-            If a volume holds NaN or inf (named by its place in the batch and its voxel).
+            If a volume holds NaN or inf (named by its place in the batch and its voxel),
+            or a value beyond the range of the encoder's dtype (float16: 65504).
         """
         batch = self._batch(volumes)
-        _check_finite_volumes(batch)
         features = self._padded(batch)
         for layer in self._body:
             features = layer(features)
@@ -155,6 +155,7 @@ class DenseEmbedding(nn.Module):
                              f"{sorted(shapes)}.")
         batch = torch.stack([t.to(device=parameter.device, dtype=parameter.dtype)
                              for t in tensors])
+        _check_finite_volumes(batch, tensors)
         return batch[:, None]
 
 
@@ -178,14 +179,23 @@ def _three_dimensional(volume, number):
     return volume
 
 
-def _check_finite_volumes(batch):
+def _check_finite_volumes(batch, volumes):
     """Raise as CrossEmbedding does where a volume holds NaN or inf (the mean would be NaN
-    without a word)."""
+    without a word); ``batch`` is ``volumes`` cast to the encoder's dtype. A finite voxel
+    beyond that dtype's range (100000.0 for a float16 encoder) was reported as the volume
+    holding inf: it is named with its value and the dtype."""
     finite = torch.isfinite(batch)
     if bool(finite.all()):
         return
-    number, _, *voxel = (int(i) for i in torch.nonzero(~finite)[0])
-    value = float(batch[(number, 0, *voxel)])
+    number, *voxel = (int(i) for i in torch.nonzero(~finite)[0])
+    value = float(batch[(number, *voxel)])
+    stored = volumes[number][tuple(voxel)]
+    if bool(torch.isfinite(stored)):
+        raise NonFiniteValueError(
+            f"volume {number} of the batch holds {float(stored)} at voxel {tuple(voxel)}, "
+            f"beyond the range of the encoder's dtype {batch.dtype} (largest "
+            f"{torch.finfo(batch.dtype).max:.6g}): scale the volumes, or run the encoder in "
+            "a wider dtype.", tuple(voxel), value)
     raise NonFiniteValueError(f"volume {number} of the batch holds {value} at voxel "
                               f"{tuple(voxel)}.", tuple(voxel), value)
 
