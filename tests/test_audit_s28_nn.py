@@ -36,7 +36,8 @@
   which have no history. Its patches now carry the gradient, as the volume's own do.
 * DenseEmbedding reported a finite voxel beyond its encoder's dtype (100000.0 for a float16
   encoder, 1e300 for float32) as the volume holding inf; it now names the value and the
-  dtype.
+  dtype. CrossEmbedding blamed the same voxel on the encoder ("the encoder itself
+  overflows"); it now names the voxel's value and the dtype patches are cut in.
 """
 
 import json
@@ -301,3 +302,14 @@ def test_the_dense_embedding_still_names_nan_in_a_volume():
     volume[1, 1, 1] = np.nan
     with pytest.raises(NonFiniteValueError, match=r"volume 0 of the batch holds nan at voxel"):
         DenseEmbedding(default_encoder(3, 2))([volume])
+
+
+@pytest.mark.parametrize("dtype, value", [(torch.float16, 1e5), (torch.float32, 1e300)])
+def test_the_cross_embedding_names_a_voxel_beyond_the_patches_dtype(dtype, value):
+    volume = np.ones((6, 6, 6))
+    volume[2, 3, 4] = value
+    model = CrossEmbedding(default_encoder(3, 2), patch_size=3, n_features=2, rank=2,
+                           n_outputs=2, n_iter_max=1).to(dtype)
+    with tl.backend_context("pytorch"), pytest.raises(
+            NonFiniteValueError, match=rf"a voxel of {re.escape(str(value))} .*{dtype}"):
+        model([volume])

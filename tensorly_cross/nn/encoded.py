@@ -445,6 +445,16 @@ def _check_finite_features(features, positions, patches, encoder):
     if not bool(torch.isfinite(patch).all()):
         raise NonFiniteValueError(f"{where}: is there NaN or inf in the volume there?",
                                   position, value)
+    # Patches are cut in the encoder's dtype: a finite voxel beyond its range (100000.0 in
+    # float16) reached the encoder as inf, which was blamed on the encoder's layers.
+    dtype = _parameters_device_dtype(encoder, patches.volume)[1]
+    largest = float(patch.abs().max())
+    if dtype.is_floating_point and largest > torch.finfo(dtype).max:
+        raise NonFiniteValueError(
+            f"{where}: the patch holds a voxel of {largest} (in absolute value), beyond the "
+            f"range of the dtype patches are cut in, {dtype} (largest "
+            f"{torch.finfo(dtype).max:.6g}): scale the volume, or run the encoder in a wider "
+            "dtype.", position, value)
     raise NonFiniteValueError(f"{where}, whose voxels are all finite: {_encoder_fault(encoder)}",
                               position, value)
 
