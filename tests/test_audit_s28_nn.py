@@ -38,6 +38,8 @@
   encoder, 1e300 for float32) as the volume holding inf; it now names the value and the
   dtype. CrossEmbedding blamed the same voxel on the encoder ("the encoder itself
   overflows"); it now names the voxel's value and the dtype patches are cut in.
+* ``fit(..., test=<an empty dataset>)`` trained a whole epoch before ``rmse`` refused the
+  empty test set; it is now refused before training.
 """
 
 import json
@@ -313,3 +315,12 @@ def test_the_cross_embedding_names_a_voxel_beyond_the_patches_dtype(dtype, value
     with tl.backend_context("pytorch"), pytest.raises(
             NonFiniteValueError, match=rf"a voxel of {re.escape(str(value))} .*{dtype}"):
         model([volume])
+
+
+def test_fit_refuses_an_empty_test_set_before_training():
+    data = _small_dataset()
+    model = Regressor(DenseEmbedding(default_encoder(3, 2)), 2)
+    before = [parameter.detach().clone() for parameter in model.parameters()]
+    with pytest.raises(ValueError, match="test is empty"):
+        fit(model, data, epochs=1, batch_size=2, test=data.subset([]))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

@@ -179,7 +179,7 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
         ``epochs``, ``batch_size`` or ``seed`` is not an int, or ``lr`` not a number.
     ValueError
         If ``epochs`` or ``seed`` is negative, ``lr`` is not a finite number >= 0,
-        ``batch_size`` is below 1, ``train`` is empty, its
+        ``batch_size`` is below 1, ``train`` or ``test`` is empty, its
         targets per volume are not the model's ``n_targets``, a
         :class:`~tensorly_cross.nn.CrossEmbedding`'s ``n_outputs`` is not the model's
         ``n_inputs`` (checked before any search), or the model standardises
@@ -240,6 +240,9 @@ def _check_training_data(model, train, test, batch_size):
                             f"got {type(data).__name__}.")
     if len(train) == 0:
         raise ValueError("train is empty: fit needs at least one training volume.")
+    if test is not None and len(test) == 0:
+        # rmse refused it only after the first epoch's training
+        raise ValueError("test is empty: pass at least one test volume, or test=None.")
     for name, data in (("train", train), ("test", test)):
         width = 1 if data is None or data.targets.ndim == 1 else int(data.targets.shape[1])
         if data is not None and width != model.readout.out_features:
