@@ -75,9 +75,9 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False,
         If the HDF5 dataset is missing (the message lists the datasets there are).
     ValueError
         For an unknown suffix, a path that is not a regular file (or, for zarr, a folder),
-        zarr metadata or an HDF5 file that cannot be read (the message names the file), a
-        ``dataset`` for a volume that is not an HDF5 file, or, with ``strict``, a zarr
-        array or HDF5 dataset with chunks missing.
+        zarr metadata, an HDF5 file or a NIfTI header that cannot be read (the message
+        names the file), a ``dataset`` for a volume that is not an HDF5 file, or, with
+        ``strict``, a zarr array or HDF5 dataset with chunks missing.
     TypeError
         For an unsupported dtype, a ``strict`` that is not a bool, a ``dataset`` that is not
         a str, a ``client`` that is not a dask.distributed Client, or a ``fill_nan`` that is
@@ -331,7 +331,10 @@ def _open_nifti(path, cache_bytes):
         # its next use. Unmapped, a chunk is read from the file (only its own bytes, for
         # an uncompressed .nii) into memory of its own: truncation is a ChunkReadError.
         image = nibabel.load(path, mmap=False)
-    except (nibabel.filebasedimages.ImageFileError, EOFError, OSError) as error:
+    except (nibabel.filebasedimages.ImageFileError, EOFError, OSError,
+            # A header field nibabel refuses (an unknown datatype code, a vox_offset inside
+            # the header, a slope without a valid intercept): its message names no file.
+            nibabel.spatialimages.HeaderDataError) as error:
         raise ValueError(f"{path!r} is not a NIfTI file nibabel can read: {error}") from error
     if not isinstance(image, nibabel.Nifti1Image):  # Nifti2Image derives from it
         raise ValueError(f"{path!r} is a {type(image).__name__}, not a NIfTI volume (CIFTI "

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from tensorly_cross import TTFileError, load_tt
+from tensorly_cross import TTFileError, load_tt, open_volume
 
 zarr = pytest.importorskip("zarr")
 h5py = pytest.importorskip("h5py")
@@ -26,6 +26,23 @@ def _zarr_volume(path, values, zarr_format):
                               dtype=values.dtype, zarr_format=zarr_format, overwrite=True)
     array[:] = values
     return path
+
+
+@pytest.mark.parametrize("field, value", [("datatype", 1234), ("vox_offset", -1000.0),
+                                          ("scl_inter", np.nan)])
+def test_a_nifti_header_nibabel_rejects_is_a_value_error_naming_the_file(
+        tmp_path, field, value):
+    # Before: nibabel's HeaderDataError ("data code 1234 not recognized"), naming no file.
+    nibabel = pytest.importorskip("nibabel")
+    image = nibabel.Nifti1Image(np.ones((4, 4, 4), dtype=np.int16), np.eye(4))
+    image.header.set_slope_inter(2.0, 1.0)
+    path = tmp_path / "damaged.nii"
+    nibabel.save(image, path)
+    image.header[field] = value  # written raw: nibabel would refuse to save it
+    with open(path, "r+b") as stream:
+        stream.write(image.header.binaryblock)
+    with pytest.raises(ValueError, match="damaged.nii"):
+        open_volume(path)
 
 
 def test_a_forged_core_count_is_refused_at_once(tmp_path):
