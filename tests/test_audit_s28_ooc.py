@@ -28,6 +28,14 @@ def _zarr_volume(path, values, zarr_format):
     return path
 
 
+def test_an_hdf5_dataset_with_a_null_dataspace_is_refused_naming_it(tmp_path):
+    # Before: TypeError "'NoneType' object is not iterable", naming nothing.
+    with h5py.File(tmp_path / "null.h5", "w") as handle:
+        handle.create_dataset("nothing", data=h5py.Empty("f4"))
+    with pytest.raises(ValueError, match="nothing.*no shape"):
+        open_volume(tmp_path / "null.h5")
+
+
 @pytest.mark.parametrize("field, value", [("datatype", 1234), ("vox_offset", -1000.0),
                                           ("scl_inter", np.nan)])
 def test_a_nifti_header_nibabel_rejects_is_a_value_error_naming_the_file(

@@ -48,6 +48,9 @@ class ChunkSource:
     """
 
     def __init__(self, shape, dtype, chunks, name, stored_dtype=None):
+        if shape is None:  # an HDF5 dataset with a null dataspace: tuple(None) named nothing
+            raise ValueError(f"{name} has no shape (a null dataspace, h5py.Empty): it holds "
+                             "no entries; a volume has at least one mode.")
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
         self.stored_dtype = np.dtype(stored_dtype or self.dtype)
