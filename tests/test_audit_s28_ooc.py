@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tensorly_cross import TTFileError, load_tt, open_volume
+from tensorly_cross.lazy.npy import NpyTensor
 
 zarr = pytest.importorskip("zarr")
 h5py = pytest.importorskip("h5py")
@@ -50,6 +51,17 @@ def test_a_nifti_header_nibabel_rejects_is_a_value_error_naming_the_file(
     with open(path, "r+b") as stream:
         stream.write(image.header.binaryblock)
     with pytest.raises(ValueError, match="damaged.nii"):
+        open_volume(path)
+
+
+def test_a_npy_of_objects_is_refused_with_the_documented_type_error(tmp_path):
+    # Before: a ValueError "Array can't be memory-mapped: Python objects in dtype"; the
+    # docstring promises a TypeError naming the dtype (objects are never unpickled).
+    path = tmp_path / "objects.npy"
+    np.save(path, np.array([{"a": 1}, 2], dtype=object), allow_pickle=True)
+    with pytest.raises(TypeError, match="object"):
+        NpyTensor(path)
+    with pytest.raises(TypeError, match="object"):
         open_volume(path)
 
 

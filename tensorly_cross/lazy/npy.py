@@ -165,10 +165,17 @@ def _open_header(path):
     check_regular_file(path)
     with open(path, "rb") as handle:
         magic = handle.read(len(NPY_MAGIC))
-    if magic != NPY_MAGIC:
-        # Without this check NumPy falls back to pickle and asks for allow_pickle=True.
-        raise ValueError(f"{path!r} is not a .npy file (it does not start with the NPY magic "
-                         "string).")
+        if magic != NPY_MAGIC:
+            # Without this check NumPy falls back to pickle and asks for allow_pickle=True.
+            raise ValueError(f"{path!r} is not a .npy file (it does not start with the NPY "
+                             "magic string).")
+        handle.seek(0)
+        dtype = _declared_dtype(handle)
+    if dtype is not None and dtype.hasobject:
+        # Refused by its dtype, as NpyTensor documents: NumPy's memory map said only
+        # "Array can't be memory-mapped: Python objects in dtype" (a ValueError).
+        raise TypeError(f"{path!r} has dtype {dtype} (Python objects, never unpickled); "
+                        "supported are bool, integer and real floating-point arrays.")
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as error:
@@ -177,3 +184,17 @@ def _open_header(path):
     except OverflowError as error:  # NumPy's memory map of a negative byte count
         raise ValueError(f"{path!r} is not a readable .npy array: its header declares a "
                          f"negative size ({error}).") from error
+
+
+def _declared_dtype(handle):
+    """The dtype the header of the .npy file open in ``handle`` declares (format 1.0 or
+    2.0), or None where it cannot be read so (``np.load`` then names what is wrong)."""
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            return np.lib.format.read_array_header_1_0(handle)[2]
+        if version == (2, 0):
+            return np.lib.format.read_array_header_2_0(handle)[2]
+    except ValueError:
+        pass
+    return None
