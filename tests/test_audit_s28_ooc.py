@@ -10,6 +10,7 @@ objects), and a forged TT file must cost no more to refuse than a valid one to r
 
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -17,6 +18,7 @@ import pytest
 
 from tensorly_cross import TTFileError, load_tt, open_volume
 from tensorly_cross.lazy.npy import NpyTensor
+from tensorly_cross.lazy.sources import ChunkReadError
 
 zarr = pytest.importorskip("zarr")
 h5py = pytest.importorskip("h5py")
@@ -27,6 +29,45 @@ def _zarr_volume(path, values, zarr_format):
                               dtype=values.dtype, zarr_format=zarr_format, overwrite=True)
     array[:] = values
     return path
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_zarr_store_deleted_after_opening_raises_instead_of_reading_fill_values(
+        tmp_path, zarr_format, strict):
+    # Before: every read of a store removed after open_volume returned the fill value
+    # (zeros here), strict or not: a cross of it gave a TT of zeros, no error.
+    values = np.arange(1.0, 217.0).reshape(6, 6, 6)
+    path = _zarr_volume(tmp_path / "volume.zarr", values, zarr_format)
+    volume = open_volume(path, strict=strict, cache_bytes=0)
+    assert volume.evaluate([[5, 5, 5]])[0] == 216.0
+    shutil.rmtree(path)
+    with pytest.raises(ChunkReadError, match="volume.zarr"):
+        volume.evaluate([[0, 0, 0]])
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_zarr_store_rewritten_after_opening_raises_instead_of_mixing_versions(
+        tmp_path, zarr_format):
+    # Before: an array rewritten in place (same shape and chunks, other values) was read
+    # chunk by chunk from the new version after chunks of the old one: a TT of both.
+    values = np.arange(1.0, 217.0).reshape(6, 6, 6)
+    path = _zarr_volume(tmp_path / "volume.zarr", values, zarr_format)
+    volume = open_volume(path, cache_bytes=0)
+    assert volume.evaluate([[0, 0, 0]])[0] == 1.0
+    time.sleep(0.01)  # a new modification time, even on a coarse clock
+    _zarr_volume(path, -values, zarr_format)
+    with pytest.raises(ChunkReadError, match="changed after it was opened"):
+        volume.evaluate([[5, 5, 5]])
+
+
+def test_a_zarr_store_left_alone_reads_as_in_memory(tmp_path):
+    values = np.arange(1.0, 217.0).reshape(6, 6, 6).astype(">f4")
+    path = _zarr_volume(tmp_path / "dir with space é" / "volume.zarr", values, 2)
+    volume = open_volume(path, cache_bytes=0)
+    indices = np.array(list(np.ndindex(values.shape)))
+    np.testing.assert_array_equal(volume.evaluate(indices), values.ravel().astype(float))
+    assert volume.chunks_read == 8
 
 
 def test_an_hdf5_dataset_with_a_null_dataspace_is_refused_naming_it(tmp_path):
