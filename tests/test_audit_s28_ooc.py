@@ -10,6 +10,7 @@ objects), and a forged TT file must cost no more to refuse than a valid one to r
 
 import json
 import os
+import pickle
 import shutil
 import time
 
@@ -68,6 +69,22 @@ def test_a_zarr_store_left_alone_reads_as_in_memory(tmp_path):
     indices = np.array(list(np.ndindex(values.shape)))
     np.testing.assert_array_equal(volume.evaluate(indices), values.ravel().astype(float))
     assert volume.chunks_read == 8
+
+
+def test_an_hdf5_soft_link_to_an_external_link_is_reopened_as_the_same_dataset(tmp_path):
+    # Before: h5py names such a dataset by the soft link's path ("/alias") in the external
+    # file; reopened there by that name (a pickled copy, as a dask worker or a process
+    # pool gets it) it read the external file's own "/alias", another dataset, silently.
+    with h5py.File(tmp_path / "data.h5", "w") as handle:
+        handle["group/values"] = np.arange(6.0)
+        handle["alias"] = -np.ones(6)
+    with h5py.File(tmp_path / "index.h5", "w") as handle:
+        handle["external"] = h5py.ExternalLink("data.h5", "/group/values")
+        handle["alias"] = h5py.SoftLink("/external")
+    volume = open_volume(tmp_path / "index.h5", dataset="alias", cache_bytes=0)
+    np.testing.assert_array_equal(volume.evaluate([[0], [5]]), [0.0, 5.0])
+    copy = pickle.loads(pickle.dumps(volume))
+    np.testing.assert_array_equal(copy.evaluate([[0], [5]]), [0.0, 5.0])
 
 
 def test_an_hdf5_dataset_with_a_null_dataspace_is_refused_naming_it(tmp_path):

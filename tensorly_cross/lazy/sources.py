@@ -315,12 +315,14 @@ class H5Source(ChunkSource):
         if strict:
             _check_h5_chunks_stored(dataset, self.name)
         self.filename = dataset.file.filename
-        self.dataset_name = dataset.name
+        self.dataset_name = _reopenable_name(dataset)
         self._dataset = dataset
         # In-memory files (driver="core") have no file on disk to stamp.
         self._stamp = (FileStamp(self.filename, self.name) if os.path.isfile(self.filename)
                        else None)
-        self.unsendable = _held_in_memory(dataset.file, self.name)
+        self.unsendable = _held_in_memory(dataset.file, self.name) or (
+            None if self.dataset_name is not None else
+            f"{self.name} has no path in its file {self.filename!r} to reopen it by")
 
     def __getstate__(self):
         if self.unsendable:
@@ -337,6 +339,30 @@ class H5Source(ChunkSource):
 
             self._dataset = h5py.File(self.filename, "r")[self.dataset_name]
         return self._dataset[slices]
+
+
+def _reopenable_name(dataset):
+    """The path that opens ``dataset`` again in its own file (``dataset.file``), or None.
+
+    h5py names a dataset reached through a soft link to an external link by the soft
+    link's path, which in the external file (the dataset's own) leads to another dataset
+    or to none: a worker, or any pickled copy, reopening it by that name read other
+    values. Such a dataset is looked up among its file's objects instead.
+    """
+    file = dataset.file
+    name = dataset.name
+    if name is not None and _opened(file, name) == dataset:
+        return name
+    found = file.visititems(lambda path, obj: path if obj == dataset else None)
+    return None if found is None else f"/{found}"
+
+
+def _opened(file, name):
+    """``file[name]``, or None where ``name`` leads nowhere (a broken link)."""
+    try:
+        return file.get(name)
+    except (KeyError, OSError, ValueError):
+        return None
 
 
 def _held_in_memory(file, name):
