@@ -135,3 +135,15 @@ def test_a_forged_core_count_is_refused_at_once(tmp_path):
         load_tt(path)
     assert time.perf_counter() - start < 1.0
     assert os.path.exists(path)
+
+
+def test_a_zarr_chunk_shape_of_zero_is_refused_naming_the_array(tmp_path):
+    # Before: "chunks[0]=0 must be >= 1.", naming neither the array nor its file (zarr
+    # itself opens such a zarr.json).
+    path = tmp_path / "zero.zarr"
+    zarr.create_array(str(path), shape=(4, 4), chunks=(2, 2), dtype="f4")[:] = 1.0
+    metadata = json.loads((path / "zarr.json").read_text())
+    metadata["chunk_grid"]["configuration"]["chunk_shape"] = [0, 2]
+    (path / "zarr.json").write_text(json.dumps(metadata))
+    with pytest.raises(ValueError, match=r"zero\.zarr.*chunks\[0\]=0"):
+        open_volume(path)

@@ -121,7 +121,7 @@ def _normalise_chunks(chunks, shape, name):
             continue
         chunk = int(chunk)
         if chunk < 1:
-            raise ValueError(f"chunks[{axis}]={chunk} must be >= 1.")
+            raise ValueError(f"{name} has chunks[{axis}]={chunk}; chunk sizes must be >= 1.")
         full, rest = divmod(size, chunk)
         result.append((chunk,) * full + ((rest,) if rest else ()))
     return result
