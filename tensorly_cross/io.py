@@ -133,6 +133,10 @@ def _open(path, dataset, cache_bytes, client, strict):
         path, dataset = _split_hdf5_path(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"path {path!r} does not exist.")
+    # Kept absolute: every read checks (or reopens) the file by its path, and a relative
+    # one named another file, or none ("deleted after it was opened"), once the working
+    # directory changed (a notebook's %cd, a worker started elsewhere).
+    path = os.path.join(os.getcwd(), path)  # not normalised: "link/.." is the OS's to resolve
     lower = path.lower().rstrip("/")
     if lower.endswith(".zarr") or _inside_zarr(path):
         _refuse_dataset(dataset, f"the zarr store {path!r} (an array in a zarr group is "

@@ -147,3 +147,26 @@ def test_a_zarr_chunk_shape_of_zero_is_refused_naming_the_array(tmp_path):
     (path / "zarr.json").write_text(json.dumps(metadata))
     with pytest.raises(ValueError, match=r"zero\.zarr.*chunks\[0\]=0"):
         open_volume(path)
+
+
+@pytest.mark.parametrize("name", ["volume.npy", "volume.h5", "volume.zarr", "volume.nii"])
+def test_a_volume_opened_by_a_relative_path_reads_after_a_change_of_directory(
+        tmp_path, monkeypatch, name):
+    # Before: the relative path was kept, and after os.chdir (a notebook's %cd) every read
+    # raised "'volume.npy' was deleted after it was opened" - the file was still there.
+    values = np.arange(24.0).reshape(2, 3, 4)
+    monkeypatch.chdir(tmp_path)
+    if name.endswith(".npy"):
+        np.save(name, values)
+    elif name.endswith(".h5"):
+        with h5py.File(name, "w") as handle:
+            handle["values"] = values
+    elif name.endswith(".zarr"):
+        zarr.create_array(name, shape=values.shape, dtype="f8")[:] = values
+    else:
+        nibabel = pytest.importorskip("nibabel")
+        nibabel.save(nibabel.Nifti1Image(values, np.eye(4)), name)
+    volume = open_volume(name, cache_bytes=0)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    np.testing.assert_array_equal(volume.evaluate([[1, 2, 3], [0, 0, 1]]), [23.0, 1.0])
