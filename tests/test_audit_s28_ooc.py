@@ -170,3 +170,19 @@ def test_a_volume_opened_by_a_relative_path_reads_after_a_change_of_directory(
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     np.testing.assert_array_equal(volume.evaluate([[1, 2, 3], [0, 0, 1]]), [23.0, 1.0])
+
+
+def test_an_hdf5_dataset_of_a_file_opened_by_a_relative_path_reads_after_a_chdir(
+        tmp_path, monkeypatch):
+    # Before: H5Source kept h5py's relative file name and checked the file by it before
+    # each read: after os.chdir every read raised "was deleted after it was opened", and
+    # a pickled copy (a worker's) reopened whatever file had that name in the new folder.
+    monkeypatch.chdir(tmp_path)
+    with h5py.File("volume.h5", "w") as handle:
+        handle["values"] = np.arange(24.0).reshape(2, 3, 4)
+    volume = open_volume(h5py.File("volume.h5", "r")["values"], cache_bytes=0)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    np.testing.assert_array_equal(volume.evaluate([[1, 2, 3]]), [23.0])
+    copy = pickle.loads(pickle.dumps(volume))
+    np.testing.assert_array_equal(copy.evaluate([[1, 2, 3]]), [23.0])

@@ -314,7 +314,7 @@ class H5Source(ChunkSource):
                          f"HDF5 '{dataset.file.filename}' dataset {dataset.name}")
         if strict:
             _check_h5_chunks_stored(dataset, self.name)
-        self.filename = dataset.file.filename
+        self.filename = _on_disk_name(dataset.file.filename)
         self.dataset_name = _reopenable_name(dataset)
         self._dataset = dataset
         # In-memory files (driver="core") have no file on disk to stamp.
@@ -339,6 +339,15 @@ class H5Source(ChunkSource):
 
             self._dataset = h5py.File(self.filename, "r")[self.dataset_name]
         return self._dataset[slices]
+
+
+def _on_disk_name(filename):
+    """``filename`` made absolute where it names a file on disk: the file is checked, and
+    reopened on workers, by this name, which a change of working directory would point
+    elsewhere (to no file, or another). Other names (an in-memory file's) stay as given."""
+    if not os.path.isfile(filename):
+        return filename
+    return os.path.join(os.getcwd(), filename)  # not normalised: "link/.." is the OS's
 
 
 def _reopenable_name(dataset):
