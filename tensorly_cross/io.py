@@ -263,8 +263,8 @@ def _open_hdf5(path, dataset, cache_bytes, client, strict):
                        f"{_listed(names)}{broken}.")
     try:
         source = H5Source(handle[dataset], strict=strict)
-    except ValueError:
-        handle.close()
+    except Exception:  # a refused dtype too: the exception kept (a notebook's last one)
+        handle.close()  # held the file open, and rewriting it failed ("already open")
         raise
     return DaskTensor(source, client=client, **_cache(cache_bytes))
 

@@ -186,3 +186,18 @@ def test_an_hdf5_dataset_of_a_file_opened_by_a_relative_path_reads_after_a_chdir
     np.testing.assert_array_equal(volume.evaluate([[1, 2, 3]]), [23.0])
     copy = pickle.loads(pickle.dumps(volume))
     np.testing.assert_array_equal(copy.evaluate([[1, 2, 3]]), [23.0])
+
+
+def test_an_hdf5_file_refused_for_its_dtype_is_closed_and_can_be_rewritten(tmp_path):
+    # Before: only a ValueError closed the file; a refused dtype (TypeError) left it open
+    # for as long as the exception lived (a notebook keeps the last one), and rewriting
+    # the file failed: "unable to truncate a file which is already open".
+    path = tmp_path / "complex.h5"
+    with h5py.File(path, "w") as handle:
+        handle["values"] = np.zeros((3, 3), dtype=complex)
+    with pytest.raises(TypeError, match="complex128") as refused:
+        open_volume(path)
+    with h5py.File(path, "w") as handle:  # the fix: real values, written over it
+        handle["values"] = np.ones((3, 3))
+    assert refused.value is not None  # the exception (and its traceback) still lives
+    np.testing.assert_array_equal(open_volume(path).evaluate([[2, 2]]), [1.0])
