@@ -201,3 +201,17 @@ def test_an_hdf5_file_refused_for_its_dtype_is_closed_and_can_be_rewritten(tmp_p
         handle["values"] = np.ones((3, 3))
     assert refused.value is not None  # the exception (and its traceback) still lives
     np.testing.assert_array_equal(open_volume(path).evaluate([[2, 2]]), [1.0])
+
+
+def test_a_zarr_array_crossed_directly_raises_once_its_store_is_deleted(tmp_path):
+    # Before: tt_cross(zarr.open(path)) reads through ArrayTensor (zarr's vindex), which
+    # checked nothing: with the store deleted it returned a TT of zeros, rank 1.
+    from tensorly_cross import lazy_tensor
+
+    values = np.arange(1.0, 217.0).reshape(6, 6, 6)
+    path = _zarr_volume(tmp_path / "volume.zarr", values, 3)
+    lazy = lazy_tensor(zarr.open(str(path), mode="r"))
+    assert lazy.evaluate([[5, 5, 5]])[0] == 216.0
+    shutil.rmtree(path)
+    with pytest.raises(ChunkReadError, match="volume.zarr.*deleted"):
+        lazy.evaluate([[0, 0, 0]])

@@ -8,6 +8,7 @@ import tensorly as tl
 
 from .._backend import backend_name, is_torch_tensor
 from .base import LazyTensor
+from .sources import zarr_stamp
 
 # Why an ArrayTensor cannot read an h5py dataset, and what can.
 H5PY_POINTS = (
@@ -57,8 +58,12 @@ class ArrayTensor(LazyTensor):
         _refuse_unknown_sizes(array.shape)
         super().__init__(tuple(array.shape))
         self.array = array
+        # As a zarr array opened by path is read: zarr reads a deleted store as fill values.
+        self._stamp = zarr_stamp(array) if type(array).__module__.startswith("zarr.") else None
 
     def _evaluate(self, indices):
+        if self._stamp is not None:
+            self._stamp.check()
         columns = tuple(indices.T)
         if tl.is_tensor(self.array):
             if backend_name() == "pytorch":

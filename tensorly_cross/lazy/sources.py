@@ -235,7 +235,7 @@ class ZarrSource(ChunkSource):
         if strict:
             _check_all_chunks_stored(array, self.name)
         self.unsendable = _zip_being_written(array, self.name)
-        self._stamp = _metadata_stamp(array, self.name)
+        self._stamp = zarr_stamp(array)
 
     def __getstate__(self):
         if self.unsendable:
@@ -248,21 +248,22 @@ class ZarrSource(ChunkSource):
         return self.array[slices]
 
 
-def _metadata_stamp(array, name):
-    """A :class:`FileStamp` of the metadata document (``zarr.json`` or ``.zarray``) of an
-    array in a local folder, or None for other stores.
+def zarr_stamp(array):
+    """A :class:`FileStamp` of the metadata document (``zarr.json`` or ``.zarray``) of a
+    zarr array in a local folder, or None for other stores.
 
     zarr reads every chunk of a store deleted after it was opened as the fill value,
     without an error, and an array written anew in its place (which rewrites its metadata)
     chunk by chunk from the new version: reads check the stamp first, as for the other
     files. Values written into the same array (its metadata unchanged) are not seen.
     """
-    root = getattr(getattr(array, "store", None), "root", None)
-    if type(array.store).__name__ != "LocalStore" or root is None:
+    store = getattr(array, "store", None)
+    root = getattr(store, "root", None)
+    if type(store).__name__ != "LocalStore" or root is None:
         return None
     document = "zarr.json" if array.metadata.zarr_format == 3 else ".zarray"
     path = os.path.join(os.fspath(root), array.path, document)
-    return FileStamp(path, name) if os.path.isfile(path) else None
+    return FileStamp(path, f"zarr array {_zarr_name(array)}") if os.path.isfile(path) else None
 
 
 def _zip_being_written(array, name):
