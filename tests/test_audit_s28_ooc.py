@@ -1,11 +1,13 @@
 """Audit s28 of out-of-core inputs and TT files, on real files: each test pins one defect.
 
 A volume must read what the file it was opened on holds, or raise naming the file: a zarr
-store deleted or rewritten after opening read fill values (zeros) without a word, and an
-HDF5 dataset reached through a soft link to an external link was reopened elsewhere (a
-dask worker, a pickled copy) as another dataset. Damaged files must be refused by name
-(a NIfTI header nibabel rejects, an HDF5 dataset with a null dataspace, a ``.npy`` of
-objects), and a forged TT file must cost no more to refuse than a valid one to read.
+store deleted or rewritten after opening read fill values (zeros) without a word, opened
+by path or crossed directly; an HDF5 dataset reached through a soft link to an external
+link was reopened elsewhere (a dask worker, a pickled copy) as another dataset; a volume
+opened by a relative path claimed its file deleted after a change of directory. Damaged
+files must be refused by name (a NIfTI header nibabel rejects, an HDF5 dataset with a null
+dataspace, a zarr chunk shape of 0, a ``.npy`` of objects) and an HDF5 file refused must
+be closed; a forged TT file must cost no more to refuse than a valid one to read.
 """
 
 import json
