@@ -24,7 +24,6 @@ from tensorly_cross.lazy.npy import NpyTensor
 from tensorly_cross.lazy.sources import ChunkReadError
 
 zarr = pytest.importorskip("zarr")
-h5py = pytest.importorskip("h5py")
 
 
 def _zarr_volume(path, values, zarr_format):
@@ -77,6 +76,7 @@ def test_an_hdf5_soft_link_to_an_external_link_is_reopened_as_the_same_dataset(t
     # Before: h5py names such a dataset by the soft link's path ("/alias") in the external
     # file; reopened there by that name (a pickled copy, as a dask worker or a process
     # pool gets it) it read the external file's own "/alias", another dataset, silently.
+    h5py = pytest.importorskip("h5py")
     with h5py.File(tmp_path / "data.h5", "w") as handle:
         handle["group/values"] = np.arange(6.0)
         handle["alias"] = -np.ones(6)
@@ -91,6 +91,7 @@ def test_an_hdf5_soft_link_to_an_external_link_is_reopened_as_the_same_dataset(t
 
 def test_an_hdf5_dataset_with_a_null_dataspace_is_refused_naming_it(tmp_path):
     # Before: TypeError "'NoneType' object is not iterable", naming nothing.
+    h5py = pytest.importorskip("h5py")
     with h5py.File(tmp_path / "null.h5", "w") as handle:
         handle.create_dataset("nothing", data=h5py.Empty("f4"))
     with pytest.raises(ValueError, match="nothing.*no shape"):
@@ -161,6 +162,7 @@ def test_a_volume_opened_by_a_relative_path_reads_after_a_change_of_directory(
     if name.endswith(".npy"):
         np.save(name, values)
     elif name.endswith(".h5"):
+        h5py = pytest.importorskip("h5py")
         with h5py.File(name, "w") as handle:
             handle["values"] = values
     elif name.endswith(".zarr"):
@@ -179,6 +181,7 @@ def test_an_hdf5_dataset_of_a_file_opened_by_a_relative_path_reads_after_a_chdir
     # Before: H5Source kept h5py's relative file name and checked the file by it before
     # each read: after os.chdir every read raised "was deleted after it was opened", and
     # a pickled copy (a worker's) reopened whatever file had that name in the new folder.
+    h5py = pytest.importorskip("h5py")
     monkeypatch.chdir(tmp_path)
     with h5py.File("volume.h5", "w") as handle:
         handle["values"] = np.arange(24.0).reshape(2, 3, 4)
@@ -194,6 +197,7 @@ def test_an_hdf5_file_refused_for_its_dtype_is_closed_and_can_be_rewritten(tmp_p
     # Before: only a ValueError closed the file; a refused dtype (TypeError) left it open
     # for as long as the exception lived (a notebook keeps the last one), and rewriting
     # the file failed: "unable to truncate a file which is already open".
+    h5py = pytest.importorskip("h5py")
     path = tmp_path / "complex.h5"
     with h5py.File(path, "w") as handle:
         handle["values"] = np.zeros((3, 3), dtype=complex)
