@@ -1,0 +1,124 @@
+"""Mutation audit (s28): the stopping rules, options, checkpoints and chunked evaluation
+changed in sessions 26-27, each test written to kill a hand-made mutant that the existing
+tests let survive (the comment above each test names it)."""
+
+import numpy as np
+import pytest
+
+import tensorly_cross as tlc
+
+
+def _cosine(shape):
+    """An exact TT of rank 2: crosses recover it to round-off."""
+    return tlc.FunctionTensor(lambda idx: np.cos(idx.sum(axis=1) / 9.0), shape)
+
+
+# Mutant (stopping.Validation): the first stage of held-out entries as
+# min(FIRST_MIN, ...) instead of max(...): a val_size of 2000 read 200 first, not a fifth.
+def test_an_exact_recovery_reads_a_fifth_of_the_held_out_entries():
+    _, info = tlc.tt_cross(_cosine((16,) * 4), tol=1e-8, val_size=2000, random_state=0,
+                           return_info=True)
+    assert info.stop_reason == "tol"
+    # A fifth of val_size, less the draws of the start pivot (never held out).
+    assert 390 <= info.n_heldout <= 400
+
+
+# Mutant (checkpoint.CheckpointStore): only a missing file is new, not an empty one: an
+# empty file (what tempfile.mkstemp leaves) was refused as "not a checkpoint".
+def test_an_empty_file_is_a_new_checkpoint_and_resumes(tmp_path):
+    path = tmp_path / "run.ckpt"
+    path.write_bytes(b"")
+    settings = dict(tol=1e-8, random_state=0, return_info=True, checkpoint=path)
+    first, info = tlc.tt_cross(_cosine((8,) * 3), **settings)
+    assert info.n_restored == 0 and path.stat().st_size > 0
+    again, rerun = tlc.tt_cross(_cosine((8,) * 3), **settings)
+    assert rerun.n_restored == rerun.n_evals == info.n_evals
+    assert all(np.array_equal(a, b) for a, b in zip(first.factors, again.factors, strict=True))
+
+
+# Mutant (function._evaluate_chunks): the deadline checked from the third chunk on
+# (``number > 1``), not from the second: a chunk started after max_time had passed.
+def test_serial_chunks_stop_at_the_deadline_after_the_chunk_then_running():
+    import time
+
+    calls = []
+
+    def slow(idx):
+        calls.append(idx.shape[0])
+        time.sleep(1.2)  # past max_time: no further chunk of the batch may start
+        return np.ones(idx.shape[0])
+
+    tensor = tlc.FunctionTensor(slow, (8,) * 3, chunk_size=50)
+    with pytest.raises(tlc.errors.MaxTimeReached, match="after 1 of"):
+        tlc.tt_cross(tensor, tol=1e-6, val_size=400, random_state=0, max_time=1.0)
+    assert calls == [50]
+
+
+class _HiddenSpike:
+    """1 everywhere but ``1 + height`` at the first entry the cross reads that the first
+    stage of held-out entries (the first call) did not (as in test_reliability)."""
+
+    def __init__(self, height):
+        self.height, self.heldout, self.spot = height, None, None
+
+    def __call__(self, indices):
+        rows = [tuple(int(i) for i in row) for row in indices]
+        if self.heldout is None:
+            self.heldout = set(rows)
+        elif self.spot is None:
+            self.spot = next(row for row in rows if row not in self.heldout)
+        values = np.ones(indices.shape[0])
+        if self.spot is not None:
+            values[(indices == self.spot).all(axis=1)] += self.height
+        return values
+
+
+# Mutant (stopping.warn_if_unseen): the unseen-entry factor raised from UNSEEN_FACTOR (100)
+# to 1000: a read entry 201 times every held-out one passed "tol" without a word.
+def test_a_pass_warns_of_an_entry_read_a_hundred_times_the_held_out_ones():
+    from tensorly_cross.errors import UnseenStructureWarning
+
+    with pytest.warns(UnseenStructureWarning, match="201x the largest held-out"):
+        _, info = tlc.tt_cross(_HiddenSpike(200.0), shape=(30, 30, 30), random_state=0,
+                               return_info=True)
+    assert info.stop_reason == "tol"
+
+
+# Mutant (chunk_result.results_in_order): the error of the last failed chunk raised, not
+# the lowest-numbered one's.
+def test_of_several_failed_chunks_the_lowest_numbered_ones_error_is_raised():
+    from concurrent.futures import Future
+
+    from tensorly_cross.lazy.chunk_result import results_in_order
+
+    futures = [Future() for _ in range(3)]
+    futures[0].set_exception(ValueError("chunk zero"))
+    futures[1].set_result(np.ones(2))
+    futures[2].set_exception(ValueError("chunk two"))
+    chunks = [np.full((2, 3), k, dtype=np.int64) for k in range(3)]
+    with pytest.raises(ValueError, match="chunk zero") as caught:
+        results_in_order(futures, chunks, first_number=4, n_chunks=9)
+    assert "chunk 5 of 9" in "\n".join(caught.value.__notes__)
+
+
+# Mutant (chunk_result.FinishedChunks.claim): a later claim replaced the first: a function
+# that evaluates another tensor could pass that tensor's finished chunks off as its own.
+def test_finished_chunks_keep_their_first_claimant():
+    from tensorly_cross.lazy.chunk_result import FinishedChunks
+
+    inner, outer = _cosine((4, 4)), _cosine((4, 4))
+    finished = FinishedChunks(np.zeros((1, 2), dtype=np.int64), [np.ones(1)])
+    finished.claim(inner)
+    finished.claim(outer)
+    assert finished.source is inner
+
+
+# Mutant (chunk_result.attach_finished): without a finished chunk of its own, a batch's
+# error kept the finished chunks an inner evaluation had attached (those are not its own).
+def test_a_batch_without_finished_chunks_drops_those_an_inner_evaluation_attached():
+    from tensorly_cross.lazy.chunk_result import FINISHED, FinishedChunks, attach_finished
+
+    error = RuntimeError("inner")
+    setattr(error, FINISHED, FinishedChunks(np.zeros((1, 2), dtype=np.int64), [np.ones(1)]))
+    attach_finished(error, [np.zeros((2, 2), dtype=np.int64)], [None])
+    assert getattr(error, FINISHED, None) is None
