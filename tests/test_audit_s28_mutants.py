@@ -122,3 +122,77 @@ def test_a_batch_without_finished_chunks_drops_those_an_inner_evaluation_attache
     setattr(error, FINISHED, FinishedChunks(np.zeros((1, 2), dtype=np.int64), [np.ones(1)]))
     attach_finished(error, [np.zeros((2, 2), dtype=np.int64)], [None])
     assert getattr(error, FINISHED, None) is None
+
+
+# Mutant (parallel.evaluate_in_chunks): the seconds inside the function as the longest
+# chunk's, not summed over the chunks as function_seconds is documented.
+def test_function_seconds_with_an_executor_sum_over_the_chunks():
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    def slow(idx):
+        time.sleep(0.1)
+        return np.ones(idx.shape[0])
+
+    with ThreadPoolExecutor(4) as pool:
+        tensor = tlc.FunctionTensor(slow, (10, 10), executor=pool, chunk_size=10)
+        tensor.evaluate(np.stack([np.arange(40) // 10, np.arange(40) % 10], axis=1))
+    assert tensor.function_seconds >= 0.35  # four chunks of 0.1 s each, run at once
+
+
+_POISONED = {}  # key -> multi-index that fails once: shared by the copies dask pickles
+
+
+class _FailsOnce:
+    """1 + sum(x), but the chunk holding ``_POISONED[key]`` sleeps, then raises (once)."""
+
+    def __init__(self, key, poison):
+        self.key = key
+        _POISONED[key] = np.asarray(poison)
+
+    def __call__(self, indices):
+        import time
+
+        poison = _POISONED.get(self.key)
+        if poison is not None and (indices == poison).all(axis=1).any():
+            _POISONED.pop(self.key, None)
+            time.sleep(0.5)  # the other worker's group finishes first
+            raise RuntimeError("transient failure")
+        return 1.0 + indices.sum(axis=1)
+
+
+# Mutant (parallel._finished_results): a finished dask group's results put back one chunk
+# short (``results[start:stop - 1]``): its last chunk was lost to the checkpoint.
+def test_a_finished_dask_group_is_kept_whole_by_the_checkpoint(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from tensorly_cross.lazy.checkpoint import CheckpointedTensor, CheckpointStore
+
+    from .test_dask import loopback_cluster  # two workers of one thread, on loopback
+
+    chunk, shape = 4, (8, 8)
+    batch = np.stack([np.arange(16) // 8, np.arange(16) % 8], axis=1).astype(np.int64)
+    with loopback_cluster() as cluster, distributed.Client(cluster) as client:
+        function = _FailsOnce("dask-group", batch[-1])  # in the second worker's group
+        lazy = tlc.FunctionTensor(function, shape, executor=client, chunk_size=chunk)
+        store = CheckpointStore(tmp_path / "run.ckpt", shape, {})
+        try:
+            with pytest.raises(RuntimeError, match="transient failure"):
+                CheckpointedTensor(lazy, store).evaluate(batch)
+        finally:
+            store.close()
+    kept = CheckpointStore(tmp_path / "run.ckpt", shape, {})  # the entries read back
+    kept.close()
+    # The first worker's group, chunks 0 and 1, finished: both are kept.
+    np.testing.assert_array_equal(kept.indices, batch[: 2 * chunk])
+    np.testing.assert_array_equal(kept.values, 1.0 + batch[: 2 * chunk].sum(axis=1))
+
+
+# Mutant (api._entry_source): the deadline put in front of the checkpoint instead of behind
+# it: a rerun past max_time was refused even the entries it only read back.
+def test_a_rerun_replays_its_checkpoint_whatever_max_time(tmp_path):
+    settings = dict(tol=1e-8, random_state=0, return_info=True, checkpoint=tmp_path / "c")
+    first, info = tlc.tt_cross(_cosine((8,) * 3), **settings)
+    again, rerun = tlc.tt_cross(_cosine((8,) * 3), max_time=1e-9, **settings)
+    assert rerun.stop_reason == info.stop_reason == "tol"
+    assert rerun.n_restored == rerun.n_evals == info.n_evals
+    assert all(np.array_equal(a, b) for a, b in zip(first.factors, again.factors, strict=True))
