@@ -196,3 +196,52 @@ def test_a_rerun_replays_its_checkpoint_whatever_max_time(tmp_path):
     assert rerun.stop_reason == info.stop_reason == "tol"
     assert rerun.n_restored == rerun.n_evals == info.n_evals
     assert all(np.array_equal(a, b) for a, b in zip(first.factors, again.factors, strict=True))
+
+
+# Mutants (api._assemble_counted): warned only past max_evals plus the fresh read itself,
+# and the fresh read left out of n_evals:
+# a differentiable run that read past max_evals said nothing.
+def test_a_differentiable_read_past_max_evals_warns():
+    settings = dict(tol=1e-8, val_size=300, random_state=0, return_info=True)
+    _, search = tlc.select_indices(_cosine((16,) * 4), **settings)
+    with pytest.warns(RuntimeWarning, match=f"max_evals={search.n_evals} bounds the index"):
+        _, info = tlc.tt_cross(_cosine((16,) * 4), differentiable=True,
+                               max_evals=search.n_evals, **settings)
+    assert info.n_evals > search.n_evals  # the search, then the cores' fresh read
+
+
+# Mutant (options.checkpoint_arguments): the rank bound as given, not written out: a rerun
+# of rank=2 as rank=[1, 2, 2, 1] (the same run) was refused.
+def test_a_checkpoint_binds_the_written_out_rank(tmp_path):
+    settings = dict(method="als", tol=1e-8, random_state=0, return_info=True,
+                    checkpoint=tmp_path / "c")
+    _, info = tlc.tt_cross(_cosine((8,) * 3), rank=2, **settings)
+    _, rerun = tlc.tt_cross(_cosine((8,) * 3), rank=[1, 2, 2, 1], **settings)
+    assert rerun.n_restored == rerun.n_evals == info.n_evals
+
+
+# Mutants (options._check_rank_within): the default max_rank enforced on a fixed rank (it
+# is allowed to exceed it without a word), and a rank equal to an explicit max_rank refused.
+def test_a_fixed_rank_may_exceed_the_default_max_rank_and_equal_an_explicit_one():
+    from tensorly_cross.options import DEFAULT_MAX_RANK, cross_options
+
+    shape = (200, 200, 200)
+    assert cross_options(shape, rank=DEFAULT_MAX_RANK + 16).rank == DEFAULT_MAX_RANK + 16
+    assert cross_options(shape, rank=[1, 8, 8, 1], max_rank=8).max_rank == 8
+    with pytest.raises(ValueError, match="exceeds max_rank=8"):
+        cross_options(shape, rank=9, max_rank=8)
+
+
+# Mutant (driver._stop_reason): the callback's stop taking precedence over a pass: a sweep
+# that met tol, after which the callback also asked to stop, reported "callback".
+def test_a_pass_stops_on_tol_even_where_the_callback_also_asks_to_stop():
+    seen = []
+
+    def stop_always(tt, info):
+        seen.append(info.n_sweeps)
+        return True
+
+    _, info = tlc.tt_cross(_cosine((16,) * 4), tol=1e-8, random_state=0, return_info=True,
+                           callback=stop_always)
+    assert seen == [1] and info.n_sweeps == 1
+    assert info.stop_reason == "tol" and info.val_error <= 1e-8
