@@ -2,6 +2,8 @@
 changed in sessions 26-27, each test written to kill a hand-made mutant that the existing
 tests let survive (the comment above each test names it)."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -245,3 +247,69 @@ def test_a_pass_stops_on_tol_even_where_the_callback_also_asks_to_stop():
                            callback=stop_always)
     assert seen == [1] and info.n_sweeps == 1
     assert info.stop_reason == "tol" and info.val_error <= 1e-8
+
+
+# Mutant (options._auto_method): the least-squares cross chosen from 3 modes on, not 2: a
+# stored matrix went to TCI (rank-adaptive) or the ALS cross (rank=) under "auto".
+@pytest.mark.parametrize("rank", [None, 2])
+def test_auto_runs_the_least_squares_cross_on_a_stored_matrix(rank):
+    matrix = np.add.outer(np.arange(12.0), np.arange(10.0))
+    _, info = tlc.tt_cross(matrix, rank=rank, random_state=0, return_info=True)
+    assert info.method == "lsq"
+
+
+def _missed_warnings(info, **settings):
+    """The ToleranceNotMetWarning messages ``warn_if_missed`` gives for ``info``."""
+    from tensorly_cross.cross.missed import warn_if_missed
+    from tensorly_cross.options import cross_options
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_if_missed(cross_options((8, 8, 8), **settings), info)
+    return [str(w.message) for w in caught if w.category is tlc.ToleranceNotMetWarning]
+
+
+# Mutant (missed._STOPS_WITHOUT_PASS): "max_time" left out: a run stopped on max_time whose
+# sample was below tol, but never passed, was returned without a word.
+def test_a_max_time_stop_below_tol_without_a_pass_is_warned_of():
+    from tensorly_cross.cross.stopping import CrossInfo
+
+    info = CrossInfo(method="tci", val_errors=[5e-4], ranks=[(1, 3, 3, 1)], n_sweeps=1,
+                     best_sweep=1, stop_reason="max_time", n_heldout=500)
+    messages = _missed_warnings(info, tol=1e-3, method="tci")
+    assert len(messages) == 1 and "not met with confidence" in messages[0]
+    assert "raise max_time" in messages[0]
+
+
+# Mutant (missed.warn_if_missed): the ranks of the last sweep named, not of the sweep
+# returned: the message said the largest rank 5 (and to raise max_rank=5) of a TT of rank 3.
+def test_the_missed_tolerance_warning_names_the_ranks_of_the_sweep_returned():
+    from tensorly_cross.cross.stopping import CrossInfo
+
+    info = CrossInfo(method="tci", val_errors=[0.5, 0.6], ranks=[(1, 3, 3, 1), (1, 5, 5, 1)],
+                     n_sweeps=2, best_sweep=1, stop_reason="stalled", n_heldout=500)
+    messages = _missed_warnings(info, tol=1e-3, method="tci", max_rank=5)
+    assert len(messages) == 1 and "largest rank 3" in messages[0]
+    assert "raise max_rank" not in messages[0]
+
+
+# Mutant (missed.warn_if_missed): TCI with rank= taken for a fixed-rank run, whose missed
+# tol is no news: TCI's rank is only a cap, and a TT far above tol came back silently.
+def test_tci_capped_by_rank_warns_when_it_misses_tol():
+    wavy = tlc.FunctionTensor(lambda idx: np.sin(idx[:, 0] * idx[:, 1] * idx[:, 2] / 7.0),
+                              (12, 12, 12))
+    with pytest.warns(tlc.ToleranceNotMetWarning, match="raise rank"):
+        _, info = tlc.tt_cross(wavy, method="tci", rank=1, tol=1e-8, random_state=0,
+                               return_info=True)
+    assert info.val_error > 1e-8
+
+
+# Mutant (missed.warn_if_missed): "not checked" only with val_size > 0: a run with
+# val_size=0 that a budget stopped before its first sweep returned the starting TT silently.
+def test_a_budget_stop_before_the_first_sweep_warns_even_without_held_out_entries():
+    from tensorly_cross.cross.stopping import CrossInfo
+
+    info = CrossInfo(method="tci", ranks=[], n_sweeps=0, best_sweep=0,
+                     stop_reason="max_evals", n_heldout=0, n_evals=150)
+    messages = _missed_warnings(info, tol=1e-3, method="tci", val_size=0)
+    assert len(messages) == 1 and "before its first sweep" in messages[0]
