@@ -313,3 +313,12 @@ def test_a_budget_stop_before_the_first_sweep_warns_even_without_held_out_entrie
                      stop_reason="max_evals", n_heldout=0, n_evals=150)
     messages = _missed_warnings(info, tol=1e-3, method="tci", val_size=0)
     assert len(messages) == 1 and "before its first sweep" in messages[0]
+
+
+# Mutant (api._sweep_size): the fibers of bond k counted without the left set's size
+# (right[k - 1]): a budget too small for one sweep named 112 entries for a sweep of 192.
+def test_a_budget_too_small_for_one_sweep_names_the_entries_a_sweep_reads():
+    # ALS at rank 2 on 16^4: fibers 16*2 + 2*16*2 + 2*16*2 + 2*16 = 192.
+    with pytest.raises(ValueError, match="reads up to about 192 more"):
+        tlc.tt_cross(_cosine((16,) * 4), method="als", rank=2, val_size=0, max_evals=20,
+                     random_state=0)
