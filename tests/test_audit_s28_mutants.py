@@ -322,3 +322,17 @@ def test_a_budget_too_small_for_one_sweep_names_the_entries_a_sweep_reads():
     with pytest.raises(ValueError, match="reads up to about 192 more"):
         tlc.tt_cross(_cosine((16,) * 4), method="als", rank=2, val_size=0, max_evals=20,
                      random_state=0)
+
+
+# Mutant (driver._run_sweeps): the first sweep eligible as the best: its right sets are
+# still random (the TT interpolates only once both families come from the tensor), yet a
+# first sweep of lower held-out error than the later ones was returned.
+@pytest.mark.filterwarnings("ignore::tensorly_cross.ToleranceNotMetWarning")
+def test_the_first_sweep_is_not_returned_once_a_later_one_completed():
+    wavy = tlc.FunctionTensor(lambda idx: np.sin(idx[:, 0] * idx[:, 1] * idx[:, 2] / 7.0),
+                              (10, 10, 10))
+    _, info = tlc.tt_cross(wavy, method="als", rank=1, tol=1e-9, n_iter_max=4, patience=None,
+                           random_state=2, return_info=True)
+    assert info.val_errors[0] < min(info.val_errors[1:])  # the case this test is about
+    assert info.best_sweep >= 2
+    assert info.val_error == min(info.val_errors[1:])
