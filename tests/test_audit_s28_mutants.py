@@ -200,9 +200,9 @@ def test_a_rerun_replays_its_checkpoint_whatever_max_time(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(first.factors, again.factors, strict=True))
 
 
-# Mutants (api._assemble_counted): warned only past max_evals plus the fresh read itself,
-# and the fresh read left out of n_evals:
-# a differentiable run that read past max_evals said nothing.
+# Mutants (api._assemble_counted): the warning given only past max_evals plus the fresh
+# read itself (a differentiable run that read past max_evals said nothing), and the fresh
+# read left out of n_evals.
 def test_a_differentiable_read_past_max_evals_warns():
     settings = dict(tol=1e-8, val_size=300, random_state=0, return_info=True)
     _, search = tlc.select_indices(_cosine((16,) * 4), **settings)
@@ -336,3 +336,14 @@ def test_the_first_sweep_is_not_returned_once_a_later_one_completed():
     assert info.val_errors[0] < min(info.val_errors[1:])  # the case this test is about
     assert info.best_sweep >= 2
     assert info.val_error == min(info.val_errors[1:])
+
+
+# Mutant (indices._check_ranks_fit): a least-squares rank one above the multi-indices that
+# bound its bond let through (the TT rebuilt had smaller ranks than the dict claimed).
+def test_a_least_squares_rank_above_its_sets_is_refused():
+    matrix = np.add.outer(np.arange(6.0), np.arange(5.0)) ** 2
+    data = tlc.select_indices(matrix, rank=2, method="lsq", random_state=0).to_dict()
+    room = min(len(data["left"][1]), len(data["right"][0]))  # 5: right[0]'s rows
+    with pytest.raises(ValueError, match=f"ranks\\[1\\]={room + 1} exceeds the {room}"):
+        tlc.cross_interpolate(matrix, dict(data, ranks=[1, room + 1, 1]))
+
