@@ -347,3 +347,17 @@ def test_a_least_squares_rank_above_its_sets_is_refused():
     with pytest.raises(ValueError, match=f"ranks\\[1\\]={room + 1} exceeds the {room}"):
         tlc.cross_interpolate(matrix, dict(data, ranks=[1, room + 1, 1]))
 
+
+
+# Mutants (indices._as_size, indices._integral): a fractional mode size read as its integer
+# part (7.9 as 7), and a float index of 2**63 or more let through to the int64 cast (which
+# wraps it): both from a dict, both refused by name.
+def test_a_dict_with_a_fractional_size_or_an_index_beyond_int64_is_refused():
+    data = tlc.select_indices(np.add.outer(np.arange(8.0), np.arange(5.0)), rank=1,
+                              method="als", random_state=0).to_dict()
+    with pytest.raises(ValueError, match="shape entries must be integers >= 1, got 7.9"):
+        tlc.CrossIndices.from_dict(dict(data, shape=[7.9, 5]))
+    left = list(data["left"])
+    left[1] = [[2.0**63]]
+    with pytest.raises(ValueError, match=r"left\[1\] must be a list of multi-indices"):
+        tlc.CrossIndices.from_dict(dict(data, left=left))
