@@ -14,6 +14,7 @@ from .lazy.sources import (
     H5Source,
     NiftiSource,
     ZarrSource,
+    absolute_path,
     as_chunk_source,
     refuse_closed_hdf5,
 )
@@ -135,8 +136,8 @@ def _open(path, dataset, cache_bytes, client, strict):
         raise FileNotFoundError(f"path {path!r} does not exist.")
     # Kept absolute: every read checks (or reopens) the file by its path, and a relative
     # one named another file, or none ("deleted after it was opened"), once the working
-    # directory changed (a notebook's %cd, a worker started elsewhere).
-    path = os.path.join(os.getcwd(), path)  # not normalised: "link/.." is the OS's to resolve
+    # directory changed (a notebook's %cd, a worker started elsewhere). Not normalised.
+    path = absolute_path(path)
     lower = path.lower().rstrip("/")
     if lower.endswith(".zarr") or _inside_zarr(path):
         _refuse_dataset(dataset, f"the zarr store {path!r} (an array in a zarr group is "

@@ -15,7 +15,13 @@ from .._validation import check_float, check_regular_file
 from .base import LazyTensor
 from .chunk_cache import ChunkCache
 from .filled import fill_nan
-from .sources import SUPPORTED_KINDS, ChunkReadError, FileStamp, refuse_empty
+from .sources import (
+    SUPPORTED_KINDS,
+    ChunkReadError,
+    FileStamp,
+    absolute_path,
+    refuse_empty,
+)
 
 PAGE = 4096
 # Pages gathered at once in one batch (16 MiB).
@@ -54,7 +60,9 @@ class NpyTensor(LazyTensor):
     stored = True
 
     def __init__(self, path, cache_bytes=64 * 2**20, fill_nan=None):
-        self.path = os.fspath(path)
+        # Absolute: every page read reopens the file by this path, which a change of
+        # working directory pointed elsewhere ("deleted after it was opened").
+        self.path = absolute_path(path)
         self.fill_nan = None if fill_nan is None else check_float(fill_nan, "fill_nan")
         header = _open_header(self.path)
         if header.dtype.kind not in SUPPORTED_KINDS:

@@ -346,9 +346,20 @@ def _on_disk_name(filename):
     """``filename`` made absolute where it names a file on disk: the file is checked, and
     reopened on workers, by this name, which a change of working directory would point
     elsewhere (to no file, or another). Other names (an in-memory file's) stay as given."""
-    if not os.path.isfile(filename):
-        return filename
-    return os.path.join(os.getcwd(), filename)  # not normalised: "link/.." is the OS's
+    return absolute_path(filename) if os.path.isfile(filename) else filename
+
+
+def absolute_path(path):
+    """``path`` (str or bytes) joined to the working directory where it is relative.
+
+    Not normalised, as ``os.path.abspath`` would: "link/.." is the OS's to resolve. An
+    absolute path is returned as given, without asking for the working directory, which
+    may have been deleted (``os.getcwd`` then raises FileNotFoundError, naming nothing).
+    """
+    path = os.fspath(path)
+    if os.path.isabs(path):
+        return path
+    return os.path.join(os.getcwd() if isinstance(path, str) else os.getcwdb(), path)
 
 
 def _reopenable_name(dataset):

@@ -1,0 +1,75 @@
+"""Review of audit s28's out-of-core changes (absolute paths, zarr metadata stamps).
+
+Making a volume's path absolute called ``os.getcwd()`` for every path, an absolute one
+too: a process whose working directory was deleted (a scratch folder cleaned up, a
+notebook started in a temporary directory) could open no volume at all, a bare
+``FileNotFoundError`` naming nothing. ``NpyTensor`` opened by a relative path still
+claimed its file deleted after a change of directory.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from tensorly_cross import open_volume
+from tensorly_cross.lazy.npy import NpyTensor
+
+VALUES = np.arange(24.0).reshape(2, 3, 4)
+
+
+def _write(path):
+    """Write ``VALUES`` to ``path`` in the format its suffix names."""
+    name = os.fspath(path)
+    if name.endswith(".npy"):
+        np.save(name, VALUES)
+    elif name.endswith(".h5"):
+        h5py = pytest.importorskip("h5py")
+        with h5py.File(name, "w") as handle:
+            handle["values"] = VALUES
+    elif name.endswith(".zarr"):
+        zarr = pytest.importorskip("zarr")
+        zarr.create_array(name, shape=VALUES.shape, dtype="f8")[:] = VALUES
+    else:
+        nibabel = pytest.importorskip("nibabel")
+        nibabel.save(nibabel.Nifti1Image(VALUES, np.eye(4)), name)
+
+
+def _in_a_deleted_directory(tmp_path, monkeypatch):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()  # os.getcwd() now raises FileNotFoundError
+
+
+@pytest.mark.parametrize("name", ["volume.npy", "volume.h5", "volume.zarr", "volume.nii"])
+def test_an_absolute_path_opens_while_the_working_directory_is_deleted(
+        tmp_path, monkeypatch, name):
+    # Before: FileNotFoundError "[Errno 2] No such file or directory" from os.getcwd(),
+    # naming nothing, for a path that needs no working directory at all.
+    path = tmp_path / name
+    _write(path)
+    _in_a_deleted_directory(tmp_path, monkeypatch)
+    volume = open_volume(path, cache_bytes=0)
+    np.testing.assert_array_equal(volume.evaluate([[1, 2, 3]]), [23.0])
+
+
+def test_an_hdf5_dataset_opens_while_the_working_directory_is_deleted(tmp_path, monkeypatch):
+    h5py = pytest.importorskip("h5py")
+    _write(tmp_path / "volume.h5")
+    _in_a_deleted_directory(tmp_path, monkeypatch)
+    with h5py.File(tmp_path / "volume.h5", "r") as handle:
+        volume = open_volume(handle["values"], cache_bytes=0)
+        np.testing.assert_array_equal(volume.evaluate([[1, 2, 3]]), [23.0])
+
+
+def test_a_npy_tensor_opened_by_a_relative_path_reads_after_a_change_of_directory(
+        tmp_path, monkeypatch):
+    # Before: "'volume.npy' was deleted after it was opened", the file still there (the
+    # fix for open_volume's relative paths left NpyTensor's own).
+    monkeypatch.chdir(tmp_path)
+    _write("volume.npy")
+    volume = NpyTensor("volume.npy")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    np.testing.assert_array_equal(volume.evaluate([[1, 2, 3]]), [23.0])
