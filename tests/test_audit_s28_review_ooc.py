@@ -4,7 +4,9 @@ Making a volume's path absolute called ``os.getcwd()`` for every path, an absolu
 too: a process whose working directory was deleted (a scratch folder cleaned up, a
 notebook started in a temporary directory) could open no volume at all, a bare
 ``FileNotFoundError`` naming nothing. ``NpyTensor`` opened by a relative path still
-claimed its file deleted after a change of directory.
+claimed its file deleted after a change of directory, and a zarr array opened by a
+relative path (whose store zarr itself reads by that path) was said to be "deleted" when
+only the working directory changed.
 """
 
 import os
@@ -12,8 +14,9 @@ import os
 import numpy as np
 import pytest
 
-from tensorly_cross import open_volume
+from tensorly_cross import lazy_tensor, open_volume
 from tensorly_cross.lazy.npy import NpyTensor
+from tensorly_cross.lazy.sources import ChunkReadError
 
 VALUES = np.arange(24.0).reshape(2, 3, 4)
 
@@ -73,3 +76,22 @@ def test_a_npy_tensor_opened_by_a_relative_path_reads_after_a_change_of_director
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     np.testing.assert_array_equal(volume.evaluate([[1, 2, 3]]), [23.0])
+
+
+@pytest.mark.parametrize("another_store_there", [False, True])
+def test_a_zarr_array_opened_by_a_relative_path_names_the_change_of_directory(
+        tmp_path, monkeypatch, another_store_there):
+    # zarr reads the store by its relative path, in whatever directory is current: the
+    # read must fail, but "deleted after it was opened" (the store still there) sent the
+    # user looking for who deleted it.
+    zarr = pytest.importorskip("zarr")
+    monkeypatch.chdir(tmp_path)
+    _write("volume.zarr")
+    lazy = lazy_tensor(zarr.open_array("volume.zarr", mode="r"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    if another_store_there:
+        _write("volume.zarr")
+    moved = "working directory changed.*relative path 'volume.zarr"
+    with pytest.raises(ChunkReadError, match=moved):
+        lazy.evaluate([[1, 2, 3]])

@@ -181,6 +181,7 @@ class FileStamp:
             raise ChunkReadError(
                 f"{self.name} changed after it was opened (its inode, size or modification "
                 "time differ): open it again; reading on would mix two versions of its data."
+                f"{self._relative_hint()}"
             )
 
     def open(self):
@@ -188,14 +189,24 @@ class FileStamp:
         try:
             return open(self.path, "rb")
         except FileNotFoundError as error:
-            raise ChunkReadError(f"{self.name} was deleted after it was opened.") from error
+            raise ChunkReadError(f"{self.name} was deleted after it was opened."
+                                 f"{self._relative_hint()}") from error
 
     def current(self, descriptor=None):
         """The file's stamp now (of ``descriptor`` if given); ChunkReadError if it is gone."""
         try:
             return _stamp(os.fstat(descriptor) if descriptor is not None else os.stat(self.path))
         except FileNotFoundError as error:
-            raise ChunkReadError(f"{self.name} was deleted after it was opened.") from error
+            raise ChunkReadError(f"{self.name} was deleted after it was opened."
+                                 f"{self._relative_hint()}") from error
+
+    def _relative_hint(self):
+        """For messages: a relative path (a zarr store opened so, which zarr reads by that
+        path) names another file, or none, once the working directory changed."""
+        if os.path.isabs(self.path):
+            return ""
+        return (f" Or the working directory changed: it was opened by the relative path "
+                f"{os.fsdecode(self.path)!r}; open it by an absolute path.")
 
 
 def _bounds(slices):
