@@ -6,6 +6,7 @@ from torch import nn
 
 from .._backend import check_concrete
 from .._validation import check_choice, check_int
+from ..api import _requires_grad
 from ..lazy.base import LazyTensor, check_indices
 
 PADDINGS = ("reflect", "edge", "zeros")
@@ -130,8 +131,11 @@ class PatchGrid:
         if isinstance(self.volume, LazyTensor):
             values = self.volume.evaluate(flat)
             # A lazy view of a tensor that requires grad reads a tensor with its history:
-            # through the host it lost the gradient without a word.
-            if not (isinstance(values, torch.Tensor) and values.requires_grad):
+            # through the host it lost the gradient without a word. Only for the volumes
+            # that EncodedTensor cuts afresh (_requires_grad): a callable's values with a
+            # history would carry it only where its patch cache missed.
+            if not (isinstance(values, torch.Tensor) and values.requires_grad
+                    and _requires_grad(self.volume)):
                 values = torch.as_tensor(native_byte_order(np.asarray(_host(values))))
         elif isinstance(self.volume, torch.Tensor):
             index = torch.as_tensor(flat, device=self.volume.device)
