@@ -276,10 +276,11 @@ def encode_patches(encoder, patches, n_features):
             raise
         # The cross asks for as few patches as a step needs, often one: torch's message
         # named neither the call's size nor why it had one patch.
+        count = patches.shape[0]
         raise ValueError(
-            f"the encoder cannot read a call of {patches.shape[0]} patch in train mode: a "
-            "BatchNorm in it needs more than one value per channel, and the cross asks for "
-            "the patches each of its steps needs, which may be one. Put the encoder's "
+            f"the encoder cannot read a call of {count} patch{'es' * (count != 1)} in train "
+            "mode: a BatchNorm in it needs more than one value per channel, and the cross "
+            "asks for the patches each of its steps needs, which may be one. Put the encoder's "
             "BatchNorm layers in eval mode, or use a per-sample normalisation such as "
             f"GroupNorm (docs/pipeline.rst) (torch: {error})") from error
     except RuntimeError as error:
