@@ -44,6 +44,14 @@ def test_a_sweep_exactly_at_the_divergence_factor_is_kept():
     assert _diverged(np.nextafter(DIVERGENCE * 0.5, np.inf), [0.5, float("nan")])
 
 
+# Mutant (driver._diverged): ``min(finite) > 0`` dropped: after an exact sweep (held-out
+# error 0) every later sweep with a round-off error was undone as diverged.
+def test_a_round_off_error_after_an_exact_sweep_is_no_divergence():
+    from tensorly_cross.cross.driver import _diverged
+
+    assert not _diverged(1e-16, [0.0])
+
+
 # Mutant (_validation.check_bool): NumPy's bool refused (``isinstance(value, bool)`` only),
 # though a flag read from an array is one.
 def test_a_numpy_bool_flag_is_taken():
@@ -52,3 +60,85 @@ def test_a_numpy_bool_flag_is_taken():
     assert info.n_sweeps >= 1
     with pytest.raises(TypeError, match="return_info must be True or False, got str"):
         tlc.tt_cross(_cosine, rank=2, shape=(5, 5, 5), return_info="yes")
+
+
+# Mutant (lazy.base.check_values): the last non-finite value named, not the first, as
+# ``evaluate`` documents ("the exception names the first such multi-index").
+def test_of_several_non_finite_values_the_first_is_named():
+    def function(indices):
+        values = indices.sum(axis=1).astype(float)
+        values[indices[:, 0] == 3] = np.inf
+        values[indices[:, 0] == 1] = np.nan
+        return values
+
+    tensor = tlc.FunctionTensor(function, (4, 5))
+    with pytest.raises(tlc.NonFiniteValueError, match=r"inf at multi-index \(3, 2\)") as error:
+        tensor.evaluate(np.array([[0, 0], [3, 2], [1, 1], [2, 2]]))
+    assert error.value.index == (3, 2) and error.value.value == np.inf
+
+
+def _blowing_up_at(call):
+    """The real ALS sweep whose ``call``-th assembly is scaled by 1e3 (near-singular pivot
+    blocks would do that)."""
+    from tensorly_cross.cross.als import ALSSweeper
+    from tensorly_cross.cross.assemble import assemble_cores
+
+    class BlowsUp(ALSSweeper):
+        calls = 0
+
+        def assemble(self, cache, indices, result):
+            self.calls += 1
+            cores = assemble_cores(cache, indices, result)
+            return [cores[0] * 1e3] + cores[1:] if self.calls == call else cores
+
+    return BlowsUp
+
+
+def _run_als(sweeper_class, n_iter_max):
+    import tensorly as tl
+
+    from tensorly_cross.cross.driver import run_sweeps
+    from tensorly_cross.cross.init import random_indices
+    from tensorly_cross.cross.stopping import CrossInfo, Validation
+    from tensorly_cross.lazy.cache import EvaluationCache
+    from tensorly_cross.options import cross_options
+
+    rng = np.random.default_rng(0)
+    dense = rng.standard_normal((6, 7, 8)) + 5.0
+    lazy = tlc.lazy_tensor(tl.tensor(dense))
+    options = cross_options(lazy.shape, rank=3, method="als", tol=0.0, n_iter_max=n_iter_max,
+                            patience=None)
+    cache = EvaluationCache(lazy)
+    info = CrossInfo(method="als")
+    _, cores = run_sweeps(cache, random_indices(lazy.shape, [1, 3, 3, 1], rng),
+                          sweeper_class(rng), Validation(cache, 200, rng), info, options)
+    error = np.linalg.norm(tl.to_numpy(tl.tt_to_tensor(cores)) - dense) / np.linalg.norm(dense)
+    return info, error
+
+
+# Mutant (driver): the rollback's ``indices, cores = previous`` dropped: a diverged last
+# sweep, with no eligible sweep to return instead, was returned (the docstring: "is
+# discarded"), its error 1e3 times the one reported.
+def test_a_diverged_last_sweep_is_not_returned_when_no_sweep_is_eligible():
+    info, error = _run_als(_blowing_up_at(2), n_iter_max=2)
+    assert info.rolled_back == [2]
+    assert info.best_sweep == 1
+    assert error < 2 * info.val_error
+
+
+# Mutant (_validation.outside_stacklevel): the level not counted up the frames, so that a
+# warning named the library's line instead of the caller's ("the caller's line, at any
+# call depth").
+def test_a_clipped_rank_warning_names_the_callers_line():
+    with pytest.warns(UserWarning, match="exceeds what the unfoldings") as record:
+        tlc.tt_cross(_cosine, rank=[1, 9, 9, 1], shape=(3, 3, 3), random_state=0)
+    assert record[0].filename == __file__
+
+
+# Mutant (_validation.check_tall_matrix): dates and durations (kinds "M", "m") taken for
+# numbers; maxvol then failed inside NumPy, naming no argument.
+@pytest.mark.parametrize("dtype", ["datetime64[s]", "timedelta64[s]"])
+def test_maxvol_refuses_a_matrix_of_dates_by_name(dtype):
+    matrix = np.arange(12).reshape(4, 3).astype(dtype)
+    with pytest.raises(TypeError, match="matrix has dtype .*maxvol needs numbers"):
+        tlc.maxvol(matrix)
