@@ -142,3 +142,56 @@ def test_maxvol_refuses_a_matrix_of_dates_by_name(dtype):
     matrix = np.arange(12).reshape(4, 3).astype(dtype)
     with pytest.raises(TypeError, match="matrix has dtype .*maxvol needs numbers"):
         tlc.maxvol(matrix)
+
+
+# Mutant (driver._ranks_changed): the last ranks compared with the first sweep's, not the
+# sweep before: a rank-adaptive cross whose ranks grew once never stalled again.
+def test_ranks_that_grew_once_and_then_held_are_unchanged():
+    from tensorly_cross.cross.driver import _ranks_changed
+
+    assert _ranks_changed(object(), [(1, 2, 1), (1, 3, 1)])
+    assert not _ranks_changed(object(), [(1, 2, 1), (1, 3, 1), (1, 3, 1)])
+
+
+# Mutant (driver._settled): ``any`` set of a family unchanged for ``all``: without held-out
+# entries a sweep that still moved one bond's sets counted as a fixed point (stalled).
+def test_a_sweep_that_moved_one_bonds_sets_is_not_settled():
+    from tensorly_cross.cross.driver import _settled
+
+    left = [np.array([[0], [1]]), np.array([[0, 1], [1, 2]])]
+    right = [np.array([[2], [3]]), np.array([[1, 1], [2, 0]])]
+    moved = [right[0], np.array([[1, 1], [2, 1]])]  # the second bond's set moved
+    assert _settled([(left, right), (left, right)])
+    assert not _settled([(left, right), (left, moved)])
+
+
+# Mutant (lazy.base.check_values): bools kept as bools ("biu" -> "iu"), though "bool and
+# integer values become float64: the cores interpolate between them".
+def test_bool_values_become_float64():
+    tensor = tlc.FunctionTensor(lambda indices: indices.sum(axis=1) % 2 == 0, (3, 4))
+    values = tensor.evaluate(np.array([[0, 0], [0, 1]]))
+    assert values.dtype == np.float64
+    np.testing.assert_array_equal(values, [1.0, 0.0])
+
+
+# Mutant (_validation): the "float4" prefix dropped from what LAPACK lacks: a 4-bit float
+# matrix reached maxvol's LU and failed there, naming no argument.
+def test_maxvol_refuses_a_four_bit_float_matrix_by_name():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    matrix = np.eye(4, 3).astype(ml_dtypes.float4_e2m1fn)
+    with pytest.raises(TypeError, match="matrix has dtype float4_e2m1fn, which LAPACK"):
+        tlc.maxvol(matrix)
+
+
+# Mutant (lazy.base.check_values): a backend tensor of bools kept as bools ("biu" -> "iu"
+# for backend tensors), where integers became float64.
+def test_a_torch_bool_tensor_of_values_becomes_float64():
+    torch = pytest.importorskip("torch")
+    import tensorly as tl
+
+    with tl.backend_context("pytorch"):
+        tensor = tlc.FunctionTensor(
+            lambda indices: torch.as_tensor(indices.sum(axis=1) % 2 == 0), (3, 4))
+        values = tensor.evaluate(np.array([[0, 0], [0, 1]]))
+        assert values.dtype == torch.float64
+        assert values.tolist() == [1.0, 0.0]
