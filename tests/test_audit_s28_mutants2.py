@@ -195,3 +195,35 @@ def test_a_torch_bool_tensor_of_values_becomes_float64():
         values = tensor.evaluate(np.array([[0, 0], [0, 1]]))
         assert values.dtype == torch.float64
         assert values.tolist() == [1.0, 0.0]
+
+
+# Mutant (lazy.base.check_indices): the quick range test ``max >= bound`` as ``>``: an
+# index equal to its mode's size, the others in range, reached the tensor unchecked.
+def test_an_index_equal_to_its_modes_size_is_out_of_range():
+    tensor = tlc.FunctionTensor(lambda indices: indices.sum(axis=1).astype(float), (4, 5))
+    with pytest.raises(ValueError, match=r"multi-index \(1, 5\) is out of range"):
+        tensor.evaluate([[0, 0], [1, 5]])
+
+
+# Mutant (lazy.base.check_shape): ``size >= 2**63 - 1`` refused, though the message allows
+# "at most 2**63 - 1 per mode" (the largest int64 index is 2**63 - 2).
+def test_a_mode_of_the_largest_int64_size_is_taken():
+    tensor = tlc.FunctionTensor(lambda indices: indices[:, 0] * 0.0, (2**63 - 1, 2))
+    assert tensor.shape == (2**63 - 1, 2)
+    with pytest.raises(ValueError, match="exceeds the int64 range"):
+        tlc.FunctionTensor(lambda indices: indices[:, 0] * 0.0, (2**63, 2))
+
+
+# Mutant (lazy.base.check_indices): ``indices.size and`` dropped from the dtype test: an
+# empty batch (NumPy's default float64, np.empty((0, d))) was refused as not integers.
+def test_an_empty_float_batch_reads_nothing():
+    tensor = tlc.FunctionTensor(lambda indices: indices.sum(axis=1).astype(float), (4, 5))
+    assert tensor.evaluate(np.empty((0, 2))).shape == (0,)
+
+
+# Mutant (lazy.base._is_size): the test of a bool dtype dropped: PyTorch's bool scalar,
+# whose __index__ gives 1, was taken for a mode of size 1.
+def test_a_torch_bool_mode_size_is_refused_by_name():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=r"shape\[0\] must be an int, got tensor\(True\)"):
+        tlc.FunctionTensor(lambda indices: indices[:, 0] * 0.0, (torch.tensor(True), 3))
