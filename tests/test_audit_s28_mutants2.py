@@ -77,9 +77,9 @@ def test_of_several_non_finite_values_the_first_is_named():
     assert error.value.index == (3, 2) and error.value.value == np.inf
 
 
-def _blowing_up_at(call):
-    """The real ALS sweep whose ``call``-th assembly is scaled by 1e3 (near-singular pivot
-    blocks would do that)."""
+def _blowing_up_at(call, factor=1e3):
+    """The real ALS sweep whose ``call``-th assembly is scaled by ``factor`` (near-singular
+    pivot blocks would do that)."""
     from tensorly_cross.cross.als import ALSSweeper
     from tensorly_cross.cross.assemble import assemble_cores
 
@@ -89,7 +89,7 @@ def _blowing_up_at(call):
         def assemble(self, cache, indices, result):
             self.calls += 1
             cores = assemble_cores(cache, indices, result)
-            return [cores[0] * 1e3] + cores[1:] if self.calls == call else cores
+            return [cores[0] * factor] + cores[1:] if self.calls == call else cores
 
     return BlowsUp
 
@@ -227,3 +227,13 @@ def test_a_torch_bool_mode_size_is_refused_by_name():
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match=r"shape\[0\] must be an int, got tensor\(True\)"):
         tlc.FunctionTensor(lambda indices: indices[:, 0] * 0.0, (torch.tensor(True), 3))
+
+
+# Mutant (driver): the last sweep's state returned instead of the best one's: a last sweep
+# worse than an earlier one (but not diverged) was returned, with the best one's error
+# reported as ``val_error``.
+def test_the_best_sweep_is_returned_when_a_later_one_is_worse():
+    info, error = _run_als(_blowing_up_at(4, factor=1.5), n_iter_max=4)
+    assert not info.rolled_back and info.val_errors[3] > info.val_errors[2]
+    assert info.best_sweep < 4
+    assert error < 1.5 * info.val_error
