@@ -237,3 +237,37 @@ def test_the_best_sweep_is_returned_when_a_later_one_is_worse():
     assert not info.rolled_back and info.val_errors[3] > info.val_errors[2]
     assert info.best_sweep < 4
     assert error < 1.5 * info.val_error
+
+
+# Mutants (lazy.base.check_values): half precision kept (the float16 branch dropped), and
+# ml_dtypes' bfloat16 (NumPy kind "V") not widened (its branch dropped, or only an exact
+# "float16" taken for low precision): LAPACK has neither; both become float32, exactly.
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_low_precision_values_become_float32(dtype):
+    if dtype == "bfloat16":
+        dtype = pytest.importorskip("ml_dtypes").bfloat16
+    tensor = tlc.FunctionTensor(
+        lambda indices: (indices.sum(axis=1) / 4).astype(dtype), (3, 4))
+    values = tensor.evaluate(np.array([[0, 1], [2, 3]]))
+    assert values.dtype == np.float32
+    np.testing.assert_array_equal(values, [0.25, 1.25])
+
+
+# Mutant (lazy.base.check_values): a masked array of values read as its raw data.
+def test_masked_values_are_refused_by_name():
+    tensor = tlc.FunctionTensor(
+        lambda indices: np.ma.masked_less(indices.sum(axis=1).astype(float), 1), (3, 4))
+    with pytest.raises(TypeError, match="FunctionTensor returned a masked array"):
+        tensor.evaluate(np.array([[0, 0], [2, 3]]))
+
+
+# Mutant (lazy.base.LazyTensor.stored): any ``lazy`` attribute taken for a view's tensor: a
+# subclass's own flag of that name failed ("'bool' object has no attribute 'stored'").
+def test_a_subclass_flag_named_lazy_is_not_a_view():
+    class Flagged(tlc.LazyTensor):
+        lazy = True
+
+        def _evaluate(self, indices):
+            return indices.sum(axis=1).astype(float)
+
+    assert Flagged((3, 4)).stored is False
