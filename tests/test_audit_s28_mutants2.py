@@ -271,3 +271,46 @@ def test_a_subclass_flag_named_lazy_is_not_a_view():
             return indices.sum(axis=1).astype(float)
 
     assert Flagged((3, 4)).stored is False
+
+
+# Mutant (lazy.base.check_indices): a masked array of indices read with its masked rows.
+def test_masked_indices_are_refused_by_name():
+    tensor = tlc.FunctionTensor(lambda indices: indices.sum(axis=1).astype(float), (4, 5))
+    indices = np.ma.masked_array([[0, 0], [3, 9]], mask=[[False, False], [True, True]])
+    with pytest.raises(TypeError, match="indices is a masked array"):
+        tensor.evaluate(indices)
+
+
+# Mutant (lazy.base.check_values): PyTorch's complex32 kept (its branch dropped), which no
+# LAPACK takes: it becomes complex64.
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+def test_torch_complex_half_values_are_widened():
+    torch = pytest.importorskip("torch")
+    import tensorly as tl
+
+    with tl.backend_context("pytorch"):
+        tensor = tlc.FunctionTensor(
+            lambda indices: torch.as_tensor(indices.sum(axis=1) / 4, dtype=torch.complex32),
+            (3, 4))
+        values = tensor.evaluate(np.array([[0, 1], [2, 3]]))
+        assert values.dtype == torch.complex64
+        assert values.tolist() == [0.25 + 0j, 1.25 + 0j]
+
+
+# Mutant (lazy.base.evaluate_checked): the ``_keep_finite`` hook not called: a function's
+# batch that met one NaN lost its finite entries, which a checkpoint keeps.
+def test_a_batch_with_a_nan_carries_its_finite_entries():
+    from tensorly_cross.lazy.chunk_result import FINISHED
+
+    def function(indices):
+        values = indices.sum(axis=1).astype(float)
+        values[indices[:, 0] == 2] = np.nan
+        return values
+
+    tensor = tlc.FunctionTensor(function, (4, 5))
+    with pytest.raises(tlc.NonFiniteValueError) as error:
+        tensor.evaluate(np.array([[0, 1], [2, 2], [3, 4]]))
+    finished = getattr(error.value, FINISHED)
+    np.testing.assert_array_equal(finished.indices, [[0, 1], [3, 4]])
+    np.testing.assert_array_equal(np.concatenate(finished.values), [1.0, 7.0])
+    assert finished.source is tensor
