@@ -94,7 +94,7 @@ def _blowing_up_at(call, factor=1e3):
     return BlowsUp
 
 
-def _run_als(sweeper_class, n_iter_max):
+def _run_als(sweeper_class, n_iter_max, patience=None):
     import tensorly as tl
 
     from tensorly_cross.cross.driver import run_sweeps
@@ -107,7 +107,7 @@ def _run_als(sweeper_class, n_iter_max):
     dense = rng.standard_normal((6, 7, 8)) + 5.0
     lazy = tlc.lazy_tensor(tl.tensor(dense))
     options = cross_options(lazy.shape, rank=3, method="als", tol=0.0, n_iter_max=n_iter_max,
-                            patience=None)
+                            patience=patience)
     cache = EvaluationCache(lazy)
     info = CrossInfo(method="als")
     _, cores = run_sweeps(cache, random_indices(lazy.shape, [1, 3, 3, 1], rng),
@@ -314,3 +314,18 @@ def test_a_batch_with_a_nan_carries_its_finite_entries():
     np.testing.assert_array_equal(finished.indices, [[0, 1], [3, 4]])
     np.testing.assert_array_equal(np.concatenate(finished.values), [1.0, 7.0])
     assert finished.source is tensor
+
+
+# Mutant (driver): ``ranks_changed`` taken from a diverged sweep too (``not diverged and``
+# dropped): a sweep that was undone, its ranks with it, reset the count of stalled sweeps,
+# and ``patience`` did not stop the run.
+def test_a_diverged_sweeps_ranks_do_not_reset_the_stall_count():
+    class RanksOnDivergence(_blowing_up_at(3)):
+        """Its third sweep diverges, and reports ranks that progressed."""
+
+        def ranks_progressed(self, ranks):
+            return self.calls == 3
+
+    info, _ = _run_als(RanksOnDivergence, n_iter_max=6, patience=2)
+    assert info.rolled_back == [3]
+    assert info.stop_reason == "stalled" and info.n_sweeps == 3
