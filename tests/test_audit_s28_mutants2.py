@@ -329,3 +329,13 @@ def test_a_diverged_sweeps_ranks_do_not_reset_the_stall_count():
     info, _ = _run_als(RanksOnDivergence, n_iter_max=6, patience=2)
     assert info.rolled_back == [3]
     assert info.stop_reason == "stalled" and info.n_sweeps == 3
+
+
+# Mutant (stopping.heldout_bound): ``n_heldout < 0``: no held-out entries divided by zero,
+# which gave 1.0 only through NumPy's "divide by zero" RuntimeWarning, shown to the user.
+def test_the_bound_without_held_out_entries_is_one_without_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert tlc.CrossInfo(method="tci").heldout_bound == 1.0
