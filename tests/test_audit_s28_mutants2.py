@@ -339,3 +339,12 @@ def test_the_bound_without_held_out_entries_is_one_without_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert tlc.CrossInfo(method="tci").heldout_bound == 1.0
+
+
+# Mutant (stopping._scaled_parts): the ``isfinite`` test dropped: a TT that overflowed to
+# inf on a held-out entry had an error of nan (read as "no held-out entries"), not inf.
+def test_an_overflowed_tt_has_an_infinite_held_out_error():
+    from tensorly_cross.cross.stopping import _scaled_parts, relative_norm
+
+    assert relative_norm(np.array([np.inf, 1.0]), _scaled_parts(np.array([1.0, 2.0]))) \
+        == np.inf
