@@ -348,3 +348,28 @@ def test_an_overflowed_tt_has_an_infinite_held_out_error():
 
     assert relative_norm(np.array([np.inf, 1.0]), _scaled_parts(np.array([1.0, 2.0]))) \
         == np.inf
+
+
+# Mutant (stopping.Validation.confirm): ``and not self.guarded`` dropped from a clear pass:
+# on stored data an exact-looking pass was no longer confirmed on fresh entries ("on
+# stored data a clear pass is confirmed too").
+def test_a_clear_pass_on_stored_data_is_confirmed_on_fresh_entries():
+    rng = np.random.default_rng(0)
+    array = sum(np.einsum("i,j,k->ijk", *(rng.standard_normal(n) for n in (30, 31, 32)))
+                for _ in range(2))
+    _, info = tlc.tt_cross(tlc.lazy_tensor(array), method="tci", tol=1e-6, random_state=0,
+                           return_info=True)
+    assert info.stop_reason == "tol" and info.val_error < 1e-10
+    assert info.n_fresh > 0
+
+
+# Mutant (stopping._on_levels): ``>`` for ``>=``: held-out values of which exactly
+# LEVEL_SHARE sit on one level were not taken as levelled.
+def test_values_with_exactly_the_level_share_on_one_value_are_levelled():
+    from tensorly_cross.cross.stopping import LEVEL_SHARE, LEVELS_MIN, _on_levels
+
+    values = np.arange(1.0, LEVELS_MIN * 2 + 1)
+    values[: int(LEVEL_SHARE * values.shape[0])] = 0.0
+    assert _on_levels(values)
+    values[0] = -1.0
+    assert not _on_levels(values)
