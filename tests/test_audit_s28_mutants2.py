@@ -373,3 +373,22 @@ def test_values_with_exactly_the_level_share_on_one_value_are_levelled():
     assert _on_levels(values)
     values[0] = -1.0
     assert not _on_levels(values)
+    # Mutant: ``<=`` for ``< LEVELS_MIN``: exactly LEVELS_MIN values were never levelled.
+    values = np.arange(1.0, LEVELS_MIN + 1)
+    values[: int(np.ceil(LEVEL_SHARE * LEVELS_MIN))] = 0.0
+    assert _on_levels(values)
+
+
+# Mutant (stopping.Validation.n_independent): every entry read counted after a
+# confirmation, where its fresh entries alone are one test of the pass.
+def test_after_a_confirmation_only_the_fresh_entries_are_independent():
+    from tensorly_cross.cross.stopping import Validation
+    from tensorly_cross.lazy.cache import EvaluationCache
+
+    shape = (6, 7, 8)
+    tt = tlc.tt_cross(_cosine, rank=2, shape=shape, random_state=0)
+    cache = EvaluationCache(tlc.FunctionTensor(_cosine, shape))
+    validation = Validation(cache, 300, np.random.default_rng(1), tol=1e-300)
+    validation.confirm(tt.factors)
+    assert 0 < validation.n_fresh < validation.n_read
+    assert validation.n_independent == validation.n_fresh
