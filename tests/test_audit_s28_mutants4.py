@@ -1,0 +1,115 @@
+"""Mutation audit 28 (4) of the nn module: tests that kill hand-made mutants of
+``tensorly_cross/nn/encoded.py`` and ``keyed.py`` that the earlier tests let through.
+
+Each test names the mutant it kills; each asserts documented behaviour (docstrings).
+"""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+tl = pytest.importorskip("tensorly")
+
+from tensorly_cross.nn import EncodedTensor, default_encoder  # noqa: E402
+from tensorly_cross.nn.keyed import key_value, volume_fingerprint  # noqa: E402
+
+_POSITIONS = np.array([[0, 0, 0], [1, 2, 3], [3, 1, 0]])
+
+
+def _field(volume=None, **options):
+    torch.manual_seed(0)
+    volume = torch.rand(4, 4, 4) if volume is None else volume
+    return EncodedTensor(volume, default_encoder(3, 2), patch_size=3, n_features=2, **options)
+
+
+def test_an_encoder_that_scales_its_input_in_place_leaves_the_cached_patches_alone():
+    # Mutant: ``_patches_of`` returns the freshly cut (and cached) patches themselves,
+    # not a clone; an encoder's ``x.mul_(3)`` then changed the cached patches.
+    def scaling_encode(patches):
+        patches.mul_(3)
+        return patches.reshape(len(patches), -1)[:, :2]
+
+    with tl.backend_context("pytorch"):
+        field = _field(encode=scaling_encode)
+        first = field.features(_POSITIONS)  # grad on: cut, cached, encoded
+        second = field.features(_POSITIONS)  # grad on: from the patch cache
+    torch.testing.assert_close(second, first)
+
+
+def test_patches_that_fill_the_budget_exactly_are_kept():
+    # Mutant: ``_KeyedRows.add`` skips rows when ``nbytes + size >= max_bytes``; the
+    # docstring keeps every row that does not exceed the budget.
+    with tl.backend_context("pytorch"):
+        unlimited = _field()
+        with torch.no_grad():
+            unlimited.features(_POSITIONS)
+        size = unlimited.cut_patches.nbytes
+        assert size > 0
+        exact = _field(patch_cache_bytes=size)
+        with torch.no_grad():
+            exact.features(_POSITIONS)
+    assert exact.cut_patches.nbytes == size
+
+
+def test_an_encode_callable_counts_its_calls():
+    # Mutant: ``_encode`` leaves ``n_encoder_calls`` alone when ``encode`` is given.
+    with tl.backend_context("pytorch"):
+        field = _field(encode=lambda patches: patches.reshape(len(patches), -1)[:, :2])
+        with torch.no_grad():
+            field.features(_POSITIONS)
+    assert (field.n_encoded, field.n_encoder_calls) == (3, 1)
+
+
+def test_patches_of_another_dtype_are_not_adopted():
+    # Mutant: ``adopt_patches`` compares only the device; float64 patches then reached a
+    # float32 encoder (the docstring: nothing changes for another dtype).
+    with tl.backend_context("pytorch"):
+        donor = _field()
+        donor.encoder.double()
+        with torch.no_grad():
+            donor.features(_POSITIONS)
+        assert donor.cut_patches.nbytes > 0
+        field = _field()
+        field.adopt_patches(donor.cut_patches)
+        assert field.cut_patches is not donor.cut_patches
+        with torch.no_grad():
+            assert field.features(_POSITIONS).dtype == torch.float32
+
+
+def test_a_volume_that_requires_grad_fills_the_patch_cache_without_grad():
+    # Mutant: ``_patches_of`` cuts afresh whenever the volume requires grad, grad on or
+    # off; the docstring cuts afresh only "whenever grad is on".
+    volume = torch.rand(4, 4, 4, requires_grad=True)
+    with tl.backend_context("pytorch"):
+        field = _field(volume)
+        with torch.no_grad():
+            field.features(_POSITIONS)
+    assert field.cut_patches.nbytes > 0
+
+
+def _memmap(tmp_path, shape=(4, 4, 4)):
+    path = tmp_path / "v.npy"
+    np.save(path, np.arange(np.prod(shape), dtype=np.float32).reshape(shape))
+    return np.load(path, mmap_mode="r")
+
+
+def test_a_memmap_viewed_as_another_dtype_is_another_volume(tmp_path):
+    # Mutant: the memmap fingerprint drops the dtype (same file, window and shape).
+    volume = _memmap(tmp_path)
+    assert volume_fingerprint(volume) != volume_fingerprint(volume.view(np.int32))
+
+
+def test_a_transposed_memmap_is_another_volume(tmp_path):
+    # Mutant: the memmap window drops the strides; a transposed cube has the same start,
+    # shape and file.
+    volume = _memmap(tmp_path)
+    assert volume_fingerprint(volume) != volume_fingerprint(volume.transpose(2, 1, 0))
+
+
+def test_an_empty_array_key_is_refused_as_not_one_value():
+    # Mutant: ``key_value`` refuses only arrays of more than one element; an empty one then
+    # fell through to ``.item()`` with NumPy's bare ValueError.
+    with pytest.raises(TypeError, match="each key must be one value"):
+        key_value(np.array([], dtype=np.int64))
+    with pytest.raises(TypeError, match="each key must be one value"):
+        key_value(torch.zeros(0, dtype=torch.int64))
