@@ -113,3 +113,42 @@ def test_an_empty_array_key_is_refused_as_not_one_value():
         key_value(np.array([], dtype=np.int64))
     with pytest.raises(TypeError, match="each key must be one value"):
         key_value(torch.zeros(0, dtype=torch.int64))
+
+
+def test_one_lockstep_round_serves_every_waiting_job():
+    # Mutant: ``_encode_all`` no longer counts ``n_rounds``.
+    from tensorly_cross.nn import LockstepEncoder
+
+    lockstep = LockstepEncoder(default_encoder(3, 2), n_features=2, max_batch=1024)
+    patches = torch.rand(4, 1, 3, 3, 3)
+    with torch.no_grad():
+        lockstep.run([lambda: lockstep.encode(patches[:1]), lambda: lockstep.encode(patches[1:])])
+    assert (lockstep.n_rounds, lockstep.n_calls, lockstep.n_patches) == (1, 1, 4)
+
+
+def test_lockstep_raises_the_error_of_the_first_failing_job_in_order():
+    # Mutant: ``run`` raises the last job's error; the docstring says the first, in the
+    # order of ``jobs``.
+    from tensorly_cross.nn import LockstepEncoder
+
+    lockstep = LockstepEncoder(default_encoder(3, 2), n_features=2, max_batch=1024)
+
+    def failing(message):
+        def job():
+            raise KeyError(message)
+        return job
+
+    with pytest.raises(KeyError, match="first"):
+        lockstep.run([lambda: 1, failing("first"), failing("second")])
+
+
+def test_a_rank_is_clipped_from_the_left_as_well_as_from_the_right():
+    # Mutant: ``_clip_rank`` drops its left-to-right pass (``r_{k+1} <= r_k n_k``); a
+    # first mode of 2 then allowed r_1 = 10.
+    from tensorly_cross.nn.embedding import _clip_rank
+
+    shape = (2, 50, 50, 2)
+    rank = _clip_rank(shape, [1, 10, 10, 10, 1], block=False)
+    assert rank == [1, 2, 10, 2, 1]
+    for k, n in enumerate(shape):
+        assert rank[k + 1] <= rank[k] * n and rank[k] <= n * rank[k + 1]
