@@ -152,3 +152,80 @@ def test_a_rank_is_clipped_from_the_left_as_well_as_from_the_right():
     assert rank == [1, 2, 10, 2, 1]
     for k, n in enumerate(shape):
         assert rank[k + 1] <= rank[k] * n and rank[k] <= n * rank[k + 1]
+
+
+def _volumes_dataset(count, size=6, seed=0):
+    from tensorly_cross.nn import VolumeDataset
+
+    rng = np.random.default_rng(seed)
+    volumes = [rng.standard_normal((size,) * 3).astype(np.float32) for _ in range(count)]
+    return VolumeDataset(volumes, rng.uniform(-1, 1, size=count).astype(np.float32))
+
+
+def _dense_regressor(n_targets=1):
+    from tensorly_cross.nn import DenseEmbedding
+    from tensorly_cross.nn.training import Regressor
+
+    torch.manual_seed(0)
+    return Regressor(DenseEmbedding(default_encoder(3, 2, pooled=True)), 2, n_targets)
+
+
+def test_two_targets_set_their_standard_deviation_as_scale():
+    # Mutant: ``set_target_scale`` keeps the scale at 1 unless more than two targets.
+    model = _dense_regressor()
+    model.set_target_scale([0.0, 4.0])
+    torch.testing.assert_close(model.target_scale, torch.tensor([float(np.sqrt(8.0))]))
+    torch.testing.assert_close(model.target_mean, torch.tensor([2.0]))
+
+
+def test_each_target_column_is_standardised_by_its_own_scale():
+    # Mutant: ``_standardised_loss`` divides every column by the first target's scale.
+    from tensorly_cross.nn.training import _standardised_loss
+
+    model = _dense_regressor(n_targets=2)
+    model.set_target_scale([[0.0, 0.0], [2.0, 20.0]])
+    predictions = torch.tensor([[1.0, 10.0]])
+    loss = _standardised_loss(model, predictions, torch.zeros(1, 2))
+    scale = float(model.target_scale[0])
+    torch.testing.assert_close(loss, torch.tensor((1.0 / scale) ** 2))
+
+
+def test_fit_skips_a_lone_remainder_batch_under_batch_norm():
+    # Mutant: ``fit`` skips only empty batches; a batch of one volume then reached
+    # BatchNorm1d in training mode, which refuses it.
+    from tensorly_cross.nn.training import fit
+
+    model = _dense_regressor()
+    log = fit(model, _volumes_dataset(3), epochs=1, batch_size=2)
+    assert log.steps == 1
+
+
+def test_fit_forgets_the_indices_kept_under_keys_of_other_data():
+    # Mutant: ``fit`` no longer clears the embedding's cache; keys are positions in the
+    # training set, so indices kept for another data set's volume 0 served this one's.
+    from tensorly_cross.nn import CrossEmbedding
+    from tensorly_cross.nn.training import Regressor, fit
+
+    torch.manual_seed(0)
+    embedding = CrossEmbedding(default_encoder(3, 2), patch_size=3, n_features=2, rank=2,
+                               n_outputs=2, n_iter_max=1, refresh_every=5)
+    model = Regressor(embedding, 2)
+    other = _volumes_dataset(2, seed=1)
+    with tl.backend_context("pytorch"), torch.no_grad():
+        model.eval()
+        model([other.volume(0), other.volume(1)], keys=[0, 1])
+    assert len(embedding._indices) == 2
+    with tl.backend_context("pytorch"):
+        fit(model, _volumes_dataset(2), epochs=0)
+    assert len(embedding._indices) == 0
+
+
+def test_cross_validate_lets_folds_share_a_frozen_parameter():
+    # Mutant: ``_check_fresh`` refuses every shared parameter, frozen ones too (its
+    # docstring and cross_validate's allow a frozen, ``requires_grad_(False)``, one).
+    from tensorly_cross.nn.training import _check_fresh
+
+    shared = torch.nn.Linear(2, 2).requires_grad_(False)
+    trained = {}
+    _check_fresh(torch.nn.Sequential(shared, torch.nn.Linear(2, 1)), 0, trained)
+    _check_fresh(torch.nn.Sequential(shared, torch.nn.Linear(2, 1)), 1, trained)
