@@ -229,3 +229,30 @@ def test_cross_validate_lets_folds_share_a_frozen_parameter():
     trained = {}
     _check_fresh(torch.nn.Sequential(shared, torch.nn.Linear(2, 1)), 0, trained)
     _check_fresh(torch.nn.Sequential(shared, torch.nn.Linear(2, 1)), 1, trained)
+
+
+def test_a_split_that_leaves_no_training_item_is_refused():
+    # Mutant: ``split`` accepts a cut of 0 (``0 <= cut``): 0.1 of 3 items gave an empty
+    # training set without a word.
+    with pytest.raises(ValueError, match="both need at"):
+        _volumes_dataset(3, size=3).split(0.1)
+
+
+def test_a_target_beyond_float32_range_is_refused():
+    # Mutant: the target check keeps only ``isfinite``; 1e39 then became inf in float32.
+    from tensorly_cross.nn import VolumeDataset
+
+    volume = np.zeros((3, 3, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"targets\[1\] must be finite and within float32"):
+        VolumeDataset([volume, volume], np.array([0.0, 1e39]))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_grouped_folds_place_the_largest_group_first_and_count_items(seed):
+    # Mutants: ``_grouped_parts`` visits groups unsorted, or counts groups instead of
+    # items; groups of sizes 3, 1, 1, 1, 1, 1 then gave test sets of 5 and 3 items, where
+    # the largest first, each to the fold with the fewest items, gives 4 and 4.
+    data = _volumes_dataset(8, size=3)
+    groups = [0, 0, 0, 1, 2, 3, 4, 5]
+    sizes = sorted(len(test) for _, test in data.folds(2, seed=seed, groups=groups))
+    assert sizes == [4, 4]
