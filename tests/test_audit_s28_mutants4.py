@@ -256,3 +256,46 @@ def test_grouped_folds_place_the_largest_group_first_and_count_items(seed):
     groups = [0, 0, 0, 1, 2, 3, 4, 5]
     sizes = sorted(len(test) for _, test in data.folds(2, seed=seed, groups=groups))
     assert sizes == [4, 4]
+
+
+def _random_tts(count, shape, seed=0, rank=2):
+    generator = torch.Generator().manual_seed(seed)
+    ranks = [1] + [rank] * (len(shape) - 1) + [1]
+    return [[torch.randn(ranks[k], n, ranks[k + 1], generator=generator, dtype=torch.float64)
+             for k, n in enumerate(shape)] for _ in range(count)]
+
+
+def test_tt_inner_of_a_complex_tt_with_itself_is_its_squared_norm():
+    # Mutant: ``tt_inner`` no longer conjugates the first TT (``sum conj(A) * B``).
+    from tensorly_cross.nn import tt_inner
+
+    generator = torch.Generator().manual_seed(0)
+    tt = [torch.randn(1, 3, 2, dtype=torch.complex128, generator=generator),
+          torch.randn(2, 4, 1, dtype=torch.complex128, generator=generator)]
+    dense = torch.einsum("aib,bjc->ij", *tt)
+    torch.testing.assert_close(tt_inner(tt, tt), dense.abs().pow(2).sum().to(torch.complex128))
+
+
+def test_a_pca_refit_on_tts_of_other_mode_sizes_starts_afresh():
+    # Mutant: ``_continues`` ignores the mode sizes; the refit then asked the old
+    # components for coordinates of TTs of another shape and failed.
+    from tensorly_cross.nn import TTPCAHead
+
+    head = TTPCAHead(2).fit(_random_tts(4, (3, 4)))
+    other = _random_tts(4, (5, 2), seed=1)
+    refit = head.fit(other)
+    fresh = TTPCAHead(2).fit(other)
+    torch.testing.assert_close(refit(other[0]), fresh(other[0]))
+
+
+def test_a_pca_refit_on_another_number_of_tts_starts_afresh():
+    # Mutant: ``_continues`` ignores the projection's shape (number of TTs); the refit
+    # then rotated the new components towards coordinates of other training TTs.
+    from tensorly_cross.nn import TTPCAHead
+
+    head = TTPCAHead(2).fit(_random_tts(3, (3, 4)))
+    other = _random_tts(5, (3, 4), seed=1)
+    refit = head.fit(other)
+    fresh = TTPCAHead(2).fit(other)
+    for tt in other:
+        torch.testing.assert_close(refit(tt), fresh(tt))
