@@ -299,3 +299,16 @@ def test_a_pca_refit_on_another_number_of_tts_starts_afresh():
     fresh = TTPCAHead(2).fit(other)
     for tt in other:
         torch.testing.assert_close(refit(tt), fresh(tt))
+
+
+def test_a_rewritten_hdf5_file_gives_its_dataset_another_fingerprint(tmp_path):
+    # Mutant: ``_file_stamp`` stats only the whole path; an HDF5 ``"file.h5:/dataset"``
+    # path is no file, so the stamp was None before and after the file was rewritten.
+    from types import SimpleNamespace
+
+    path = tmp_path / "v.h5"
+    path.write_bytes(b"0" * 10)
+    volume = SimpleNamespace(shape=(2, 2, 2), source_path=f"{path}:/data")
+    before = volume_fingerprint(volume)
+    path.write_bytes(b"0" * 20)
+    assert volume_fingerprint(volume) != before
