@@ -1,0 +1,78 @@
+"""Session 28, mutation audit of the read-everything path and the CLI (third round).
+
+Each test kills a hand-made mutant that survived the existing tests; the comment names it.
+"""
+
+import numpy as np
+
+from tensorly_cross import save_tt
+from tensorly_cross.cli.summary import _stop_line, format_summary, run_info
+from tensorly_cross.cross.stopping import EXACT_SIZE
+
+
+def _summary(**fields):
+    base = dict(shape=(4, 4), ranks=(1, 2, 1), n_params=16, compression=1.0, dtype="float64")
+    base.update(fields)
+    return base
+
+
+def test_a_cross_that_read_exactly_every_voxel_says_so():
+    # Mutant: `fraction >= 1` -> `fraction > 1` in _read_whole (a cross that evaluated
+    # exactly the volume's entries, fraction 1.0, was described as a sample).
+    text = format_summary(_summary(shape=(8, 8), n_evals=64, fraction=1.0, val_error=1e-9,
+                                   n_heldout=50, heldout_bound=0.06))
+    assert "exact: every voxel was read" in text
+    assert "random entries" not in text
+
+
+def test_a_volume_larger_than_exact_size_read_whole_is_still_a_sample():
+    # The other side of the _read_whole boundary: above EXACT_SIZE the error was held out.
+    text = format_summary(_summary(shape=(EXACT_SIZE + 1,), n_evals=EXACT_SIZE + 1,
+                                   fraction=1.0, val_error=1e-3, n_heldout=50,
+                                   heldout_bound=0.06))
+    assert "on 50 random entries" in text
+
+
+def test_the_rounding_share_is_shown_above_one_percent_of_the_error():
+    # Mutant: `rounding > 0.01 * error` -> `rounding > 0.1 * error` (a rounding of 5% of
+    # the error, worth a --dtype hint, went unmentioned).
+    text = format_summary(_summary(val_error=1e-3, rounding_error=5e-5, dtype="float16",
+                                   exact_error=True))
+    assert "of which about 5.0e-05 from storing the cores as float16" in text
+    small = format_summary(_summary(val_error=1e-3, rounding_error=5e-6, exact_error=True))
+    assert "of which about" not in small
+
+
+def test_zero_passes_is_plural_and_one_pass_singular():
+    # Mutant: `passes != 1` -> `passes > 1`; and the singular for one pass.
+    one = format_summary(_summary(seconds=1.0, passes=1))
+    two = format_summary(_summary(seconds=1.0, passes=2))
+    assert "(1 pass over the volume)" in one
+    assert "(2 passes over the volume)" in two
+
+
+def test_with_a_rank_tol_is_a_stop_not_a_target_so_no_met_claim():
+    # Mutant: dropped `arguments.get("rank") is None` in _stop_line (a run with --rank
+    # and --tol was said to have "NOT met" a tol that only served as a stop).
+    with_rank = _stop_line({"stop_reason": "max_rank",
+                            "arguments": {"tol": 1e-3, "rank": 8}})
+    assert with_rank == "stopped by          max_rank"
+    without = _stop_line({"stop_reason": "max_rank", "arguments": {"tol": 1e-3}})
+    assert without.endswith("(--tol 0.001 NOT met)")
+
+
+class _Args:
+    def __init__(self, file):
+        self.file = file
+
+
+def test_info_names_the_mode_order_only_when_axes_were_permuted(tmp_path, capsys):
+    # Mutant: `axes != sorted(axes)` dropped in run_info (every file with the identity
+    # --axes got a "mode order" line, as if its modes had been permuted).
+    rng = np.random.default_rng(0)
+    tt = [rng.standard_normal((1, 3, 2)), rng.standard_normal((2, 4, 1))]
+    for axes, shape, shown in (([0, 1], [3, 4], False), ([1, 0], [4, 3], True)):
+        path = tmp_path / f"tt_{axes[0]}.npz"
+        save_tt(path, tt, {"axes": axes, "shape": shape})
+        run_info(_Args(str(path)))
+        assert ("mode order" in capsys.readouterr().out) is shown
