@@ -43,8 +43,9 @@ def test_the_rounding_share_is_shown_above_one_percent_of_the_error():
     assert "of which about" not in small
 
 
-def test_zero_passes_is_plural_and_one_pass_singular():
-    # Mutant: `passes != 1` -> `passes > 1`; and the singular for one pass.
+def test_one_pass_is_singular_and_two_plural():
+    # The plural of the passes line (`passes != 1` -> `passes > 1` is equivalent: 0 passes
+    # takes the sweeps branch).
     one = format_summary(_summary(seconds=1.0, passes=1))
     two = format_summary(_summary(seconds=1.0, passes=2))
     assert "(1 pass over the volume)" in one
@@ -76,3 +77,24 @@ def test_info_names_the_mode_order_only_when_axes_were_permuted(tmp_path, capsys
         save_tt(path, tt, {"axes": axes, "shape": shape})
         run_info(_Args(str(path)))
         assert ("mode order" in capsys.readouterr().out) is shown
+
+
+def test_a_quantics_view_of_a_function_is_not_called_stored_data():
+    # Mutant: `and volume.stored` dropped from choose_path's quantics-view branch (a view of
+    # entries computed one by one was "a QuanticsTensor of stored data").
+    import tensorly_cross as tlc
+
+    function = tlc.FunctionTensor(lambda idx: np.exp(-idx.sum(axis=1) / 8.0), (8, 8, 8))
+    choice = tlc.choose_path(tlc.QuanticsTensor(function))
+    assert choice.method == "lsq"
+    assert "computed one by one" in choice.reason and "stored data" not in choice.reason
+
+
+def test_any_gzip_file_is_streamed(tmp_path):
+    # Mutant: `endswith(".gz")` -> `endswith(".nii.gz")` (choose_path's `path`: a gzip
+    # file is decompressed whole whatever is read, an Analyze .img.gz as a .nii.gz).
+    import tensorly_cross as tlc
+
+    function = tlc.FunctionTensor(lambda idx: np.exp(-idx.sum(axis=1) / 8.0), (8, 8, 8))
+    choice = tlc.choose_path(function, path=str(tmp_path / "volume.img.gz"))
+    assert choice.method == "stream" and "gzip" in choice.reason
