@@ -98,3 +98,42 @@ def test_any_gzip_file_is_streamed(tmp_path):
     function = tlc.FunctionTensor(lambda idx: np.exp(-idx.sum(axis=1) / 8.0), (8, 8, 8))
     choice = tlc.choose_path(function, path=str(tmp_path / "volume.img.gz"))
     assert choice.method == "stream" and "gzip" in choice.reason
+
+
+def _run_summary(**fields):
+    base = dict(stop="max_rank", tol=1e-3, val_error=5e-4, output="out.npz",
+                tt_bytes=100, input_bytes=1000, file_bytes=None)
+    base.update(fields)
+    return base
+
+
+def test_an_exact_error_below_tol_is_not_blamed_on_a_95_percent_bound(capsys):
+    # Mutant: `not summary.get("exact_error")` dropped from outcome's `unsure` (an exact
+    # error has no 95% bound: "not met with confidence" was said of the stream's error).
+    from tensorly_cross.cli.summary import outcome
+
+    assert outcome(_run_summary(exact_error=True, stop="max_width"), True, False) == 3
+    assert "with confidence" not in capsys.readouterr().err
+    assert outcome(_run_summary(), True, False) == 3
+    assert "with confidence" in capsys.readouterr().err
+
+
+def test_a_missed_tol_of_the_stream_advises_max_rank_only():
+    # Mutant: `if passes:` dropped in _remedy (the streaming TT-SVD, which has no sweeps,
+    # was told to raise --n-iter-max).
+    from tensorly_cross.cli.summary import _remedy
+
+    assert _remedy("max_rank", passes=2) == "Raise --max-rank"
+    assert "--n-iter-max" in _remedy("max_rank")
+
+
+def test_a_tt_file_as_large_as_its_input_is_no_warning(capsys):
+    # Mutants: `tt_bytes > input_bytes` / `tt_bytes > file_bytes` -> `>=` (a TT exactly
+    # as large as its input was reported as "larger than the input").
+    from tensorly_cross.cli.summary import outcome
+
+    outcome(_run_summary(tt_bytes=1000, input_bytes=1000), False, False)
+    outcome(_run_summary(tt_bytes=500, file_bytes=500), False, False)
+    assert "larger" not in capsys.readouterr().err
+    outcome(_run_summary(tt_bytes=501, file_bytes=500), False, False)
+    assert "larger than the input file" in capsys.readouterr().err
