@@ -137,3 +137,34 @@ def test_a_tt_file_as_large_as_its_input_is_no_warning(capsys):
     assert "larger" not in capsys.readouterr().err
     outcome(_run_summary(tt_bytes=501, file_bytes=500), False, False)
     assert "larger than the input file" in capsys.readouterr().err
+
+
+def test_a_mode_sketched_to_its_full_size_gets_no_sketch():
+    # Mutant: `width >= shape[k]` -> `width > shape[k]` in sketch_factors (a mode as wide
+    # as its sketch is kept whole, as range_bases does: its Gaussian factors were drawn,
+    # contracted against every block in pass 1, and thrown away).
+    from tensorly_cross.stream.sketch import sketch_factors
+
+    factors = sketch_factors((4, 5, 6), (4, 3, 6), np.random.default_rng(0))
+    assert factors[0] is None and factors[2] is None
+    assert [None if f is None else f.shape for f in factors[1]] == [(4, 3), None, (6, 3)]
+
+
+def test_a_max_rank_equal_to_the_asked_rank_is_not_blamed():
+    # Mutant: `max(ranks) > caps` -> `>=` in _lowered_by (a max_rank equal to the asked
+    # rank, which lowered nothing, was named as a cause).
+    from tensorly_cross.stream.streaming import _lowered_by
+
+    cause = _lowered_by((1, 3, 1), (1, 2, 1), (4, 4), 3)
+    assert cause.startswith("the volume's own ranks") and "max_rank" not in cause
+    assert _lowered_by((1, 4, 1), (1, 3, 1), (4, 4), 3).startswith("max_rank=3")
+
+
+def test_a_leading_mode_of_size_one_takes_no_share_of_the_budget():
+    # Mutant: `1 < left` -> `1 <= left` in _bonds_that_truncate (a (1, X, Y) volume's
+    # first bond has rank 1 and drops nothing, as a trailing mode of size 1's does).
+    from tensorly_cross.stream.streaming import _bonds_that_truncate
+
+    assert _bonds_that_truncate((1, 4, 5)) == 1
+    assert _bonds_that_truncate((4, 5, 1)) == 1
+    assert _bonds_that_truncate((3, 4, 5)) == 2
