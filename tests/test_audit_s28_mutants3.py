@@ -168,3 +168,24 @@ def test_a_leading_mode_of_size_one_takes_no_share_of_the_budget():
     assert _bonds_that_truncate((1, 4, 5)) == 1
     assert _bonds_that_truncate((4, 5, 1)) == 1
     assert _bonds_that_truncate((3, 4, 5)) == 2
+
+
+def test_a_box_of_whole_slabs_is_one_contiguous_run():
+    # Mutant: `split > 0` -> `split > 1` in _contiguous_runs (a block of whole slabs was
+    # read as one run per slab, not "a single run" as documented).
+    from tensorly_cross.stream.blocks import _contiguous_runs
+
+    box = (slice(1, 3), slice(0, 4), slice(0, 5))
+    assert list(_contiguous_runs((3, 4, 5), box)) == [(20, 40)]
+    part = (slice(1, 3), slice(1, 3), slice(0, 5))
+    assert list(_contiguous_runs((3, 4, 5), part)) == [(25, 10), (45, 10)]
+
+
+def test_slab_chunks_keep_the_fastest_axes_whole_while_they_fit():
+    # Mutant: `chunks[axis] < shape[axis]` -> `<=` in _slab_chunks (every block was cut
+    # after the fastest axis: a small .npy was read one row at a time).
+    from tensorly_cross.stream.blocks import _slab_chunks
+
+    assert _slab_chunks((3, 4, 5), False, 10**6) == [3, 4, 5]
+    assert _slab_chunks((3, 4, 5), True, 10**6) == [3, 4, 5]
+    assert _slab_chunks((3, 4, 5), False, 8 * 40) == [2, 4, 5]
