@@ -189,3 +189,25 @@ def test_slab_chunks_keep_the_fastest_axes_whole_while_they_fit():
     assert _slab_chunks((3, 4, 5), False, 10**6) == [3, 4, 5]
     assert _slab_chunks((3, 4, 5), True, 10**6) == [3, 4, 5]
     assert _slab_chunks((3, 4, 5), False, 8 * 40) == [2, 4, 5]
+
+
+def test_reconstruct_error_against_a_zero_slice_is_inf_or_zero():
+    # Mutant: `math.inf if difference else 0.0` -> `0.0` in _relative_error (a nonzero TT
+    # slice against a zero original read as exact).
+    from tensorly_cross.cli.reconstruct import _relative_error
+
+    zero = np.zeros((3, 3))
+    assert _relative_error(np.full((3, 3), 1e-19), zero) == float("inf")
+    assert _relative_error(zero, zero) == 0.0
+
+
+def test_a_zero_tt_slice_against_a_zero_original_is_no_note(capsys):
+    # Mutant: `and largest > 0` dropped in _note_zero_original (a zero TT slice, error 0,
+    # was told its error is inf).
+    from tensorly_cross.cli.reconstruct import _note_zero_original
+
+    zero = np.zeros((3, 3))
+    _note_zero_original(zero, zero, "2=1")
+    assert capsys.readouterr().err == ""
+    _note_zero_original(np.full((3, 3), 2.0), zero, "2=1")
+    assert "largest |TT| there is 2" in capsys.readouterr().err
