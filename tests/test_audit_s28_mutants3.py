@@ -211,3 +211,12 @@ def test_a_zero_tt_slice_against_a_zero_original_is_no_note(capsys):
     assert capsys.readouterr().err == ""
     _note_zero_original(np.full((3, 3), 2.0), zero, "2=1")
     assert "largest |TT| there is 2" in capsys.readouterr().err
+
+
+def test_a_boolean_fill_nan_in_metadata_is_not_a_fill_value():
+    # Mutant: `not isinstance(value, bool)` dropped in fill_nan_of (a hand-written
+    # "fill_nan": true was shown as "NaN voxels read as 1").
+    from tensorly_cross.cli._common import fill_nan_of
+
+    assert fill_nan_of({"arguments": {"fill_nan": True}}) is None
+    assert fill_nan_of({"arguments": {"fill_nan": 0}}) == 0.0
