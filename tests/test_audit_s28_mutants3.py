@@ -220,3 +220,17 @@ def test_a_boolean_fill_nan_in_metadata_is_not_a_fill_value():
 
     assert fill_nan_of({"arguments": {"fill_nan": True}}) is None
     assert fill_nan_of({"arguments": {"fill_nan": 0}}) == 0.0
+
+
+def test_an_error_equal_to_tol_after_rounding_still_meets_it():
+    # Mutant: `metadata[key] > tol` -> `>=` in compress's _account_for_rounding (a stored
+    # TT whose error, rounding included, equals --tol was a "dtype" miss; --tol is met at
+    # an error at most tol, as for every stop).
+    from tensorly_cross.cli.compress import _account_for_rounding
+
+    met = {"error": 5e-4, "stop_reason": "tol", "arguments": {"tol": 1e-3}}
+    _account_for_rounding(met, 5e-4)
+    assert met["error"] == 1e-3 and met["stop_reason"] == "tol"
+    missed = {"val_error": 6e-4, "stop_reason": "tol", "arguments": {"tol": 1e-3}}
+    _account_for_rounding(missed, 5e-4)
+    assert missed["stop_reason"] == "dtype"
