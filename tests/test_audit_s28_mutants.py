@@ -9,6 +9,8 @@ import pytest
 
 import tensorly_cross as tlc
 
+from .test_reliability import HiddenSpike
+
 
 def _cosine(shape):
     """An exact TT of rank 2: crosses recover it to round-off."""
@@ -56,32 +58,13 @@ def test_serial_chunks_stop_at_the_deadline_after_the_chunk_then_running():
     assert calls == [50]
 
 
-class _HiddenSpike:
-    """1 everywhere but ``1 + height`` at the first entry the cross reads that the first
-    stage of held-out entries (the first call) did not (as in test_reliability)."""
-
-    def __init__(self, height):
-        self.height, self.heldout, self.spot = height, None, None
-
-    def __call__(self, indices):
-        rows = [tuple(int(i) for i in row) for row in indices]
-        if self.heldout is None:
-            self.heldout = set(rows)
-        elif self.spot is None:
-            self.spot = next(row for row in rows if row not in self.heldout)
-        values = np.ones(indices.shape[0])
-        if self.spot is not None:
-            values[(indices == self.spot).all(axis=1)] += self.height
-        return values
-
-
 # Mutant (stopping.warn_if_unseen): the unseen-entry factor raised from UNSEEN_FACTOR (100)
 # to 1000: a read entry 201 times every held-out one passed "tol" without a word.
 def test_a_pass_warns_of_an_entry_read_a_hundred_times_the_held_out_ones():
     from tensorly_cross.errors import UnseenStructureWarning
 
     with pytest.warns(UnseenStructureWarning, match="201x the largest held-out"):
-        _, info = tlc.tt_cross(_HiddenSpike(200.0), shape=(30, 30, 30), random_state=0,
+        _, info = tlc.tt_cross(HiddenSpike(200.0), shape=(30, 30, 30), random_state=0,
                                return_info=True)
     assert info.stop_reason == "tol"
 

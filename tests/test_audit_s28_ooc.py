@@ -160,24 +160,32 @@ def test_a_zarr_chunk_shape_of_zero_is_refused_naming_the_array(tmp_path):
         open_volume(path)
 
 
+VALUES = np.arange(24.0).reshape(2, 3, 4)
+
+
+def write_volume(path):
+    """Write ``VALUES`` to ``path`` in the format its suffix names."""
+    name = os.fspath(path)
+    if name.endswith(".npy"):
+        np.save(name, VALUES)
+    elif name.endswith(".h5"):
+        h5py = pytest.importorskip("h5py")
+        with h5py.File(name, "w") as handle:
+            handle["values"] = VALUES
+    elif name.endswith(".zarr"):
+        zarr.create_array(name, shape=VALUES.shape, dtype="f8")[:] = VALUES
+    else:
+        nibabel = pytest.importorskip("nibabel")
+        nibabel.save(nibabel.Nifti1Image(VALUES, np.eye(4)), name)
+
+
 @pytest.mark.parametrize("name", ["volume.npy", "volume.h5", "volume.zarr", "volume.nii"])
 def test_a_volume_opened_by_a_relative_path_reads_after_a_change_of_directory(
         tmp_path, monkeypatch, name):
     # Before: the relative path was kept, and after os.chdir (a notebook's %cd) every read
     # raised "'volume.npy' was deleted after it was opened" - the file was still there.
-    values = np.arange(24.0).reshape(2, 3, 4)
     monkeypatch.chdir(tmp_path)
-    if name.endswith(".npy"):
-        np.save(name, values)
-    elif name.endswith(".h5"):
-        h5py = pytest.importorskip("h5py")
-        with h5py.File(name, "w") as handle:
-            handle["values"] = values
-    elif name.endswith(".zarr"):
-        zarr.create_array(name, shape=values.shape, dtype="f8")[:] = values
-    else:
-        nibabel = pytest.importorskip("nibabel")
-        nibabel.save(nibabel.Nifti1Image(values, np.eye(4)), name)
+    write_volume(name)
     volume = open_volume(name, cache_bytes=0)
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")

@@ -9,7 +9,6 @@ relative path (whose store zarr itself reads by that path) was said to be "delet
 only the working directory changed.
 """
 
-import os
 
 import numpy as np
 import pytest
@@ -18,24 +17,7 @@ from tensorly_cross import lazy_tensor, open_volume
 from tensorly_cross.lazy.npy import NpyTensor
 from tensorly_cross.lazy.sources import ChunkReadError
 
-VALUES = np.arange(24.0).reshape(2, 3, 4)
-
-
-def _write(path):
-    """Write ``VALUES`` to ``path`` in the format its suffix names."""
-    name = os.fspath(path)
-    if name.endswith(".npy"):
-        np.save(name, VALUES)
-    elif name.endswith(".h5"):
-        h5py = pytest.importorskip("h5py")
-        with h5py.File(name, "w") as handle:
-            handle["values"] = VALUES
-    elif name.endswith(".zarr"):
-        zarr = pytest.importorskip("zarr")
-        zarr.create_array(name, shape=VALUES.shape, dtype="f8")[:] = VALUES
-    else:
-        nibabel = pytest.importorskip("nibabel")
-        nibabel.save(nibabel.Nifti1Image(VALUES, np.eye(4)), name)
+from .test_audit_s28_ooc import write_volume as _write
 
 
 def _in_a_deleted_directory(tmp_path, monkeypatch):

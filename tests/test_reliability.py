@@ -177,11 +177,12 @@ def test_a_pass_on_an_all_zero_sample_warns_that_the_sample_shows_no_scale():
 
 
 class HiddenSpike:
-    """1 everywhere but 1001 at one entry: the first entry the cross reads that the first
-    stage of held-out entries (the first call) did not, fixed from then on."""
+    """1 everywhere but ``1 + height`` (1001 by default) at one entry: the first entry the
+    cross reads that the first stage of held-out entries (the first call) did not, fixed
+    from then on."""
 
-    def __init__(self):
-        self.heldout, self.spot = None, None
+    def __init__(self, height=1000.0):
+        self.height, self.heldout, self.spot = height, None, None
 
     def __call__(self, indices):
         rows = [tuple(int(i) for i in row) for row in indices]
@@ -191,7 +192,7 @@ class HiddenSpike:
             self.spot = next(row for row in rows if row not in self.heldout)
         values = np.ones(indices.shape[0])
         if self.spot is not None:
-            values[(indices == self.spot).all(axis=1)] += 1000.0
+            values[(indices == self.spot).all(axis=1)] += self.height
         return values
 
 
