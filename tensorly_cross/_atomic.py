@@ -1,5 +1,6 @@
 """Atomic file writes: readers see the old file or the whole new one, never a part."""
 
+import contextlib
 import os
 import stat
 import uuid
@@ -13,7 +14,8 @@ def write_atomically(path, write, publish=os.replace):
     The temporary file is created with mode 0o666 as ``open`` creates files, so that the
     umask gives its mode: a fixed 0o644 made slices of scans world-readable under a
     private umask (077), and reading the umask (``os.umask``) changes it for every thread
-    meanwhile.
+    meanwhile. A file replaced keeps its mode instead: ``overwrite``/``--force`` over a
+    file made private (``chmod 600``) made it world-readable under the default umask.
 
     A symbolic link is written through: its target gets the new file, and the link stays
     (a rename over the link replaced it with a file and left the target as it was). A
@@ -48,6 +50,7 @@ def write_atomically(path, write, publish=os.replace):
             raise type(error)(error.errno,
                               f"cannot write {path!r}: {error.strerror}") from error
         with os.fdopen(descriptor, "wb") as stream:
+            _keep_mode(stream.fileno(), target)
             write(stream)
             # On disk before it gets the name: else a power loss can leave the name on an
             # empty or partial file (the rename reaching the disk before the data).
@@ -58,6 +61,19 @@ def write_atomically(path, write, publish=os.replace):
         if os.path.exists(temporary):
             os.remove(temporary)
     _sync_folder(folder)
+
+
+def _keep_mode(descriptor, target):
+    """Give the new file the read/write/execute bits of the file it replaces, if any (POSIX;
+    not its set-id bits, which a file of another owner's could pass to ours)."""
+    if not hasattr(os, "fchmod"):  # Windows: no POSIX modes to keep
+        return
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode) & 0o777
+    except FileNotFoundError:  # a new file: the umask's mode
+        return
+    with contextlib.suppress(OSError):  # a file system without modes (FAT, some shares)
+        os.fchmod(descriptor, mode)
 
 
 def destination(path):
