@@ -4,6 +4,8 @@ import numbers
 
 import numpy as np
 
+from ._validation import check_int
+
 
 def blob_phantom(shape=(256, 256, 256), n_blobs=12, seed=0):
     """A smooth 3D phantom: a sum of anisotropic Gaussian blobs, as a function of indices.
@@ -12,9 +14,9 @@ def blob_phantom(shape=(256, 256, 256), n_blobs=12, seed=0):
     ----------
     shape : tuple of 3 ints, default (256, 256, 256)
         The volume's shape (every size >= 1).
-    n_blobs : int, default 12
+    n_blobs : int >= 0, default 12
         How many blobs.
-    seed : int, default 0
+    seed : int >= 0, default 0
         Seed of their centres, widths and weights.
 
     Returns
@@ -25,9 +27,13 @@ def blob_phantom(shape=(256, 256, 256), n_blobs=12, seed=0):
     Raises
     ------
     TypeError, ValueError
-        If ``shape`` is not 3 ints >= 1.
+        If ``shape`` is not 3 ints >= 1, or ``n_blobs`` or ``seed`` is not an int >= 0.
     """
     shape = _three_sizes(shape, "shape")
+    # Named here: NumPy's refusals ("negative dimensions are not allowed", "SeedSequence
+    # expects int ...") named neither argument.
+    n_blobs = check_int(n_blobs, "n_blobs", minimum=0)
+    seed = check_int(seed, "seed", minimum=0)
     rng = np.random.default_rng(seed)
     centres = rng.uniform(0.2, 0.8, size=(n_blobs, 3))
     widths = rng.uniform(0.05, 0.2, size=(n_blobs, 3))

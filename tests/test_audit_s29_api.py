@@ -57,3 +57,20 @@ def test_reconstruct_force_over_a_private_slice_keeps_it_private(tmp_path, capsy
         os.umask(previous)
     assert os.stat(out).st_mode & 0o777 == 0o600
     assert np.load(out).shape == (6, 6)
+
+
+# --- the procedural phantom's arguments --------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, error, name", [
+    (dict(n_blobs=-1), ValueError, "n_blobs"),  # "negative dimensions are not allowed"
+    (dict(n_blobs=2.5), TypeError, "n_blobs"),  # "'float' object cannot be interpreted..."
+    (dict(n_blobs=None), TypeError, "n_blobs"),
+    (dict(seed=-1), ValueError, "seed"),  # "expected non-negative integer"
+    (dict(seed=1.5), TypeError, "seed"),  # "SeedSequence expects int or sequence of ints"
+])
+def test_blob_phantom_names_a_bad_count_or_seed(kwargs, error, name):
+    from tensorly_cross.datasets import blob_phantom
+
+    with pytest.raises(error, match=f"^{name} must be"):
+        blob_phantom((4, 4, 4), **kwargs)
