@@ -33,6 +33,9 @@ FORMAT = "tensorly-cross-tt"
 FORMAT_VERSION = 1
 # Core dtypes a TT file may hold: numbers only (bool, ints, floats, complex).
 CORE_KINDS = "biufc"
+# Bytes of the widest portable float and complex: NumPy's long double ("<f16") is an 80-bit
+# float padded on x86 and an IEEE quad on other machines, the same header for other numbers.
+MAX_FLOAT_BYTES = {"f": 8, "c": 16}
 # Default bound on the bytes the cores of a file may inflate to when loaded.
 MAX_BYTES = 2**32
 # The metadata record is small JSON; a larger one is refused before it is read.
@@ -81,7 +84,7 @@ def save_tt(path, tt, metadata=None, overwrite=False):
         is written through: its target gets the file and the link stays.
     tt : TTTensor or list of cores
         Numeric 3-D cores of shapes ``(r_k, n_k, r_{k+1})`` with ``r_0 = r_d = 1``, every
-        entry finite.
+        entry finite (at most float64 or complex128: a long double is not portable).
     metadata : dict, optional
         JSON-serialisable facts to keep (original shape, quantics layout, error, arguments),
         with str keys (JSON has no others), at most ``MAX_META_BYTES`` (16 MiB) as JSON.
@@ -107,8 +110,8 @@ def save_tt(path, tt, metadata=None, overwrite=False):
         If ``path`` is a directory.
     TTFileError
         If the cores or the metadata would make a file that :func:`load_tt` refuses (a
-        mode size or rank of 0, metadata over ``MAX_META_BYTES``, a reserved key with
-        another value than the file's).
+        mode size or rank of 0, long double cores, metadata over ``MAX_META_BYTES``, a
+        reserved key with another value than the file's).
     TypeError
         If ``metadata`` is not a dict, holds values JSON cannot represent or keys that are
         not str, or if ``overwrite`` is not a bool.
@@ -288,10 +291,9 @@ def load_tt(path, max_bytes=MAX_BYTES):
         int >= 1.
     TTFileError
         If the file is not a tensorly-cross TT file, is corrupt, holds pickled objects
-        (never unpickled), non-numeric or non-finite (NaN, inf) cores, is of a newer
-        format version, has cores that do not chain into a TT or disagree with its
-        metadata (count, ranks, shape), or
-        would exceed ``max_bytes``.
+        (never unpickled), non-numeric, long double or non-finite (NaN, inf) cores, is of
+        a newer format version, has cores that do not chain into a TT or disagree with its
+        metadata (count, ranks, shape), or would exceed ``max_bytes``.
 
     Notes
     -----
@@ -442,6 +444,11 @@ def _check_cores(headers, where):
         if dtype.kind not in CORE_KINDS:
             raise TTFileError(f"{where}: core {k} has dtype {dtype}; cores must be numbers "
                               "(integer, real or complex floating point).")
+        if dtype.kind in "fc" and dtype.itemsize > MAX_FLOAT_BYTES[dtype.kind]:
+            raise TTFileError(f"{where}: core {k} has dtype {dtype}, NumPy's long double, "
+                              "whose bytes mean an 80-bit float on x86 and a 128-bit one "
+                              "elsewhere: not portable (nor read by PyTorch). Store float64 "
+                              "(complex128) cores.")
         if len(shape) != 3:
             raise TTFileError(f"{where}: cores must be 3-D arrays; core {k} has shape {shape}.")
         if min(shape) < 1:

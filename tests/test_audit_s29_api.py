@@ -74,3 +74,30 @@ def test_blob_phantom_names_a_bad_count_or_seed(kwargs, error, name):
 
     with pytest.raises(error, match=f"^{name} must be"):
         blob_phantom((4, 4, 4), **kwargs)
+
+
+# --- TT files: cores of extended precision ------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.longdouble, np.clongdouble])
+def test_save_tt_refuses_extended_precision_cores_as_not_portable(tmp_path, dtype):
+    # A long double's bytes mean an 80-bit x86 float on one machine and an IEEE quad on
+    # another (both "<f16"): a file of them was read elsewhere as other numbers, without a
+    # word, and the PyTorch backend failed on it with a bare TypeError.
+    if np.dtype(dtype).itemsize <= np.dtype(np.complex128 if dtype is np.clongdouble
+                                            else np.float64).itemsize:
+        pytest.skip("long double is double here")
+    with pytest.raises(tlc.TTFileError, match="core 0 has dtype .*float64"):
+        tlc.save_tt(tmp_path / "a.tt.npz", [np.ones((1, 3, 1), dtype=dtype)])
+    assert os.listdir(tmp_path) == []
+
+
+def test_load_tt_refuses_a_file_of_extended_precision_cores(tmp_path):
+    from .test_ttfile_safety import valid_meta, write_npz
+
+    path = write_npz(tmp_path / "a.npz", valid_meta(n_cores=1),
+                     [np.ones((1, 3, 1), dtype=np.longdouble)])
+    if np.dtype(np.longdouble).itemsize <= 8:
+        pytest.skip("long double is double here")
+    with pytest.raises(tlc.TTFileError, match="core 0 has dtype"):
+        tlc.load_tt(path)
