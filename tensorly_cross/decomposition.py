@@ -60,7 +60,8 @@ def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_stat
         If ``len(rank) != ndim + 1``, the boundary ranks are not 1, or a rank exceeds the
         number of available column indices (TensorLy's messages), or ``input_tensor`` is
         0-d, has a mode of size 0 or is a PyTorch tensor on the ``meta`` device; or
-        ``tol`` is not in ``[0, 1)``.
+        ``tol`` is not in ``[0, 1)``; or an entry read is NaN or infinite
+        (:class:`NonFiniteValueError`, naming it: TensorLy's returns NaN cores).
 
     Notes
     -----
