@@ -32,8 +32,9 @@ def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_stat
     input_tensor : tensor
         Any TensorLy-backend tensor (or anything :func:`tensorly_cross.lazy_tensor` reads).
     rank : int or list of int
-        Maximal TT rank: an int ``r`` (meaning ``[1, r, ..., r, 1]``) or a list (or 1-D
-        integer array) of ``ndim + 1`` ints with ``rank[0] == rank[-1] == 1``.
+        Maximal TT rank: an int ``r`` (``[1, r, ..., r, 1]``, each clipped with a warning
+        to what the tensor's unfoldings can hold) or a list (or 1-D integer array) of
+        ``ndim + 1`` ints with ``rank[0] == rank[-1] == 1``.
     tol : float, default 1e-4
         Stop when the relative error on 1000 held-out entries is below ``tol``.
     n_iter_max : int, default 100
@@ -57,10 +58,10 @@ def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_stat
         ``jax.grad``/``jax.jit``), or ``rank`` is not an int or a list of ints (``2.0`` is
         refused).
     ValueError
-        If ``len(rank) != ndim + 1``, the boundary ranks are not 1, or a rank exceeds the
-        number of available column indices (TensorLy's messages), or ``input_tensor`` is
-        0-d, has a mode of size 0 or is a PyTorch tensor on the ``meta`` device; or
-        ``tol`` is not in ``[0, 1)``; or an entry read is NaN or infinite
+        If ``len(rank) != ndim + 1``, the boundary ranks are not 1, or a rank in the list
+        exceeds the number of available column indices (TensorLy's messages), or
+        ``input_tensor`` is 0-d, has a mode of size 0 or is a PyTorch tensor on the
+        ``meta`` device; or ``tol`` is not in ``[0, 1)``; or an entry read is NaN or infinite
         (:class:`NonFiniteValueError`, naming it: TensorLy's returns NaN cores).
 
     Notes
@@ -70,7 +71,8 @@ def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_stat
     ``tl.tt_to_tensor`` work on both; ``list(factors)`` gives the list), and ``tol`` must
     be below 1 (a relative error of 1 is the zero tensor's; TensorLy's accepts any). It
     accepts what TensorLy's refuses in three places: an int ``rank`` other than 1
-    (TensorLy's repeats it at the boundaries too, then refuses them), a NumPy integer
+    (TensorLy's repeats it at the boundaries too, then refuses them; here a cap, clipped
+    on both sides of every bond as TensorLy's ``tensor_train`` clips it), a NumPy integer
     ``random_state`` or a ``numpy.random.Generator``, and a rank above the rows of its
     unfolding, the product of the mode sizes before it (clipped with a warning;
     TensorLy's fails with an IndexError).
@@ -144,8 +146,12 @@ def _tensorly_rank(rank, shape):
         # list(); its entries are checked as ints below (a float array is refused).
         rank = rank.tolist()
     if isinstance(rank, numbers.Integral) and not isinstance(rank, bool):
-        rank = [1] + [int(rank)] * (tensor_order - 1) + [1]
-    elif not isinstance(rank, list | tuple):
+        # A cap for every bond, as TensorLy's tensor_train takes an int (its cross refuses
+        # every int but 1, so no message of its to keep): tt_cross clips it, with a
+        # warning, where an unfolding has fewer rows or columns. The column check below
+        # refused an (8, 8, 3) tensor at rank=5 and clipped a (3, 8, 8) one.
+        return [1] + [int(rank)] * (tensor_order - 1) + [1]
+    if not isinstance(rank, list | tuple):
         raise TypeError(f"rank must be an int or a list of tl.ndim(tensor) + 1 ints, got "
                         f"{rank!r} ({type(rank).__name__}).")
     else:

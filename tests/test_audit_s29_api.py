@@ -101,3 +101,30 @@ def test_load_tt_refuses_a_file_of_extended_precision_cores(tmp_path):
         pytest.skip("long double is double here")
     with pytest.raises(tlc.TTFileError, match="core 0 has dtype"):
         tlc.load_tt(path)
+
+
+# --- the drop-in: an int rank caps every bond, on either side ------------------------------
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8), (8, 8, 3)])
+def test_an_int_rank_above_a_short_mode_is_clipped_on_either_side(shape):
+    # rank=5 on a (3, 8, 8) tensor was clipped at the first bond (3 rows) with a warning,
+    # but on an (8, 8, 3) tensor (an RGB image) refused: "rank[2]=5 exceeds the number of
+    # available column indices (3)". An int is a cap (TensorLy's tensor_train clips it on
+    # both sides, and TensorLy's cross refuses every int but 1): clipped alike now.
+    rng = np.random.default_rng(0)
+    tensor = np.einsum("i,j,k->ijk", *(rng.random(n) for n in shape))
+    with pytest.warns(UserWarning, match="exceeds what the unfoldings"):
+        tt = tlc.tensor_train_cross(tensor, rank=5, random_state=0)
+    assert max(tt.rank[1:-1]) <= 5 and min(tt.rank[1], tt.rank[-2]) == 3
+    import tensorly as tl
+
+    np.testing.assert_allclose(tl.tt_to_tensor(tt), tensor, atol=1e-10)
+    with pytest.warns(UserWarning, match="exceeds what the unfoldings"):
+        estimator = tlc.TensorTrainCross(rank=5, random_state=0).fit(tensor)
+    np.testing.assert_allclose(estimator.to_tensor(), tensor, atol=1e-10)
+
+
+def test_a_list_rank_above_the_columns_keeps_tensorly_s_refusal():
+    with pytest.raises(ValueError, match="exceeds the number of available column indices"):
+        tlc.tensor_train_cross(np.ones((8, 8, 3)), rank=[1, 5, 5, 1])
