@@ -219,13 +219,16 @@ class TensorTrainCross:
         self.n_iter_max = n_iter_max
         self.random_state = random_state
 
-    def fit_transform(self, tensor):
+    def fit_transform(self, tensor, y=None):
         """Decompose ``tensor``, store the TT in ``decomposition_`` and return it.
 
         Parameters
         ----------
         tensor : tensor
             Anything :func:`tensor_train_cross` accepts.
+        y : None
+            Ignored: scikit-learn passes ``y=None`` to unsupervised estimators (a
+            ``Pipeline`` does), which failed without it.
 
         Returns
         -------
@@ -238,13 +241,15 @@ class TensorTrainCross:
         )
         return self.decomposition_
 
-    def fit(self, tensor):
+    def fit(self, tensor, y=None):
         """Decompose ``tensor`` and store the TT in ``decomposition_``.
 
         Parameters
         ----------
         tensor : tensor
             Anything :func:`tensor_train_cross` accepts.
+        y : None
+            Ignored (scikit-learn's convention for unsupervised estimators).
 
         Returns
         -------

@@ -128,3 +128,21 @@ def test_an_int_rank_above_a_short_mode_is_clipped_on_either_side(shape):
 def test_a_list_rank_above_the_columns_keeps_tensorly_s_refusal():
     with pytest.raises(ValueError, match="exceeds the number of available column indices"):
         tlc.tensor_train_cross(np.ones((8, 8, 3)), rank=[1, 5, 5, 1])
+
+
+# --- the scikit-learn style class: fit(X, y=None) ------------------------------------------
+
+
+def test_the_estimator_takes_scikit_learn_s_ignored_y():
+    # scikit-learn calls fit(X, y) and fit_transform(X, y) with y=None for unsupervised
+    # estimators (Pipeline, its estimator checks): both failed with "fit() takes 2
+    # positional arguments but 3 were given".
+    tensor = np.add.outer(np.arange(4.0), np.arange(5.0))[:, :, None] * np.ones(3)
+    estimator = tlc.TensorTrainCross(rank=[1, 2, 2, 1], random_state=0)
+    assert estimator.fit(tensor, None) is estimator
+    factors = estimator.fit_transform(tensor, None)
+    assert factors is estimator.decomposition_
+    np.testing.assert_allclose(estimator.to_tensor(), tensor, atol=1e-10)
+    pipeline = pytest.importorskip("sklearn.pipeline")
+    fitted = pipeline.make_pipeline(tlc.TensorTrainCross(rank=2, random_state=0)).fit(tensor)
+    np.testing.assert_allclose(fitted[-1].to_tensor(), tensor, atol=1e-10)
