@@ -26,7 +26,7 @@ from tensorly.tt_tensor import TTTensor
 from tensorly.tucker_tensor import TuckerTensor
 
 from ._atomic import write_atomically
-from ._backend import to_host
+from ._backend import check_concrete, to_host
 from ._validation import check_bool, check_int, check_regular_file
 
 FORMAT = "tensorly-cross-tt"
@@ -114,10 +114,11 @@ def save_tt(path, tt, metadata=None, overwrite=False):
         reserved key with another value than the file's).
     TypeError
         If ``metadata`` is not a dict, holds values JSON cannot represent or keys that are
-        not str, or if ``overwrite`` is not a bool.
+        not str, or if ``overwrite`` is not a bool, or a core is a traced JAX value.
     ValueError
         If ``path`` is empty, or it (or the target of its link) is a FIFO, socket or
-        device; or if a core holds NaN or inf (the message names the core and how many).
+        device; or if a core holds NaN or inf (the message names the core and how many),
+        or is a PyTorch tensor on the ``meta`` device.
 
     Examples
     --------
@@ -140,6 +141,8 @@ def save_tt(path, tt, metadata=None, overwrite=False):
     if isinstance(tt, CPTensor | TuckerTensor):  # they have factors too, not TT cores
         raise TypeError(f"tt is a TensorLy {type(tt).__name__}, not a TT: pass a TTTensor or "
                         "a list of TT cores.")
+    for k, core in enumerate(tt):  # named here: to_host's message said "a tensor"
+        check_concrete(core, f"tt core {k}")
     cores = [np.asarray(to_host(core)) for core in tt]
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}.")

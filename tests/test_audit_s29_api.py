@@ -146,3 +146,13 @@ def test_the_estimator_takes_scikit_learn_s_ignored_y():
     pipeline = pytest.importorskip("sklearn.pipeline")
     fitted = pipeline.make_pipeline(tlc.TensorTrainCross(rank=2, random_state=0)).fit(tensor)
     np.testing.assert_allclose(fitted[-1].to_tensor(), tensor, atol=1e-10)
+
+
+def test_save_tt_names_the_core_on_the_meta_device(tmp_path):
+    # It said "a tensor is a PyTorch tensor on the 'meta' device": which one, of which
+    # argument, went unsaid.
+    torch = pytest.importorskip("torch")
+    cores = [torch.ones((1, 3, 2)), torch.ones((2, 4, 1), device="meta")]
+    with pytest.raises(ValueError, match="^tt core 1 is a PyTorch tensor on the 'meta'"):
+        tlc.save_tt(tmp_path / "a.tt.npz", cores)
+    assert os.listdir(tmp_path) == []
