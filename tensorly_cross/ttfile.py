@@ -36,6 +36,9 @@ CORE_KINDS = "biufc"
 # Bytes of the widest portable float and complex: NumPy's long double ("<f16") is an 80-bit
 # float padded on x86 and an IEEE quad on other machines, the same header for other numbers.
 MAX_FLOAT_BYTES = {"f": 8, "c": 16}
+# ml_dtypes' floats narrower than float16 or of other layout (bfloat16, float8_e4m3fn, ...),
+# which float32 holds exactly.
+LOW_PRECISION_FLOATS = ("bfloat16", "float8", "float6", "float4")
 # Default bound on the bytes the cores of a file may inflate to when loaded.
 MAX_BYTES = 2**32
 # The metadata record is small JSON; a larger one is refused before it is read.
@@ -84,7 +87,8 @@ def save_tt(path, tt, metadata=None, overwrite=False):
         is written through: its target gets the file and the link stays.
     tt : TTTensor or list of cores
         Numeric 3-D cores of shapes ``(r_k, n_k, r_{k+1})`` with ``r_0 = r_d = 1``, every
-        entry finite (at most float64 or complex128: a long double is not portable).
+        entry finite (at most float64 or complex128: a long double is not portable;
+        bfloat16 and float8 cores, of PyTorch or JAX, are stored as float32).
     metadata : dict, optional
         JSON-serialisable facts to keep (original shape, quantics layout, error, arguments),
         with str keys (JSON has no others), at most ``MAX_META_BYTES`` (16 MiB) as JSON.
@@ -143,7 +147,7 @@ def save_tt(path, tt, metadata=None, overwrite=False):
                         "a list of TT cores.")
     for k, core in enumerate(tt):  # named here: to_host's message said "a tensor"
         check_concrete(core, f"tt core {k}")
-    cores = [np.asarray(to_host(core)) for core in tt]
+    cores = [_widened(np.asarray(to_host(core))) for core in tt]
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}.")
     meta = dict(metadata or {})
@@ -168,6 +172,16 @@ def save_tt(path, tt, metadata=None, overwrite=False):
     arrays["meta"] = np.frombuffer(encoded, dtype=np.uint8)
     _write_atomically(path, arrays, overwrite)
     return path
+
+
+def _widened(core):
+    """``core`` in float32 if it holds ml_dtypes' low-precision floats (JAX's bfloat16,
+    the float8 types: NumPy kind "V"), exactly, as ``to_host`` widens PyTorch's: a JAX
+    bfloat16 TT was refused as "not numbers" where a PyTorch one was saved."""
+    if (core.dtype.kind == "V" and core.dtype.names is None
+            and core.dtype.name.startswith(LOW_PRECISION_FLOATS)):
+        return core.astype(np.float32)
+    return core
 
 
 def _check_target(path):

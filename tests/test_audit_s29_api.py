@@ -156,3 +156,18 @@ def test_save_tt_names_the_core_on_the_meta_device(tmp_path):
     with pytest.raises(ValueError, match="^tt core 1 is a PyTorch tensor on the 'meta'"):
         tlc.save_tt(tmp_path / "a.tt.npz", cores)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["bfloat16", "float8_e4m3fn"])
+def test_save_tt_widens_low_precision_floats_as_it_does_pytorch_s(tmp_path, name):
+    # A PyTorch bfloat16 TT was saved (widened to float32), a JAX one (ml_dtypes' bfloat16,
+    # NumPy kind "V") refused: "dtype bfloat16; cores must be numbers (integer, real or
+    # complex floating point)", which it is.
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    values = [np.array([[[0.5, -1.5], [2.0, 0.25], [3.0, -0.125]]]), np.ones((2, 4, 1))]
+    cores = [core.astype(getattr(ml_dtypes, name)) for core in values]
+    tlc.save_tt(tmp_path / "a.tt.npz", cores)
+    tt, _ = tlc.load_tt(tmp_path / "a.tt.npz")
+    assert [core.dtype for core in tt] == [np.float32, np.float32]
+    for loaded, core in zip(tt, values, strict=True):
+        np.testing.assert_array_equal(np.asarray(loaded), core)
