@@ -114,8 +114,9 @@ def save_tt(path, tt, metadata=None, overwrite=False):
         If ``path`` is a directory.
     TTFileError
         If the cores or the metadata would make a file that :func:`load_tt` refuses (a
-        mode size or rank of 0, long double cores, metadata over ``MAX_META_BYTES``, a
-        reserved key with another value than the file's).
+        mode size or rank of 0, long double cores or cores of a dtype that is not
+        NumPy's own and not a low-precision float (ml_dtypes' int4, complex32), metadata
+        over ``MAX_META_BYTES``, a reserved key with another value than the file's).
     TypeError
         If ``metadata`` is not a dict, holds values JSON cannot represent or keys that are
         not str, or if ``overwrite`` is not a bool, or a core is a traced JAX value.
@@ -176,10 +177,11 @@ def save_tt(path, tt, metadata=None, overwrite=False):
 
 def _widened(core):
     """``core`` in float32 if it holds ml_dtypes' low-precision floats (JAX's bfloat16,
-    the float8 types: NumPy kind "V"), exactly, as ``to_host`` widens PyTorch's: a JAX
-    bfloat16 TT was refused as "not numbers" where a PyTorch one was saved."""
-    if (core.dtype.kind == "V" and core.dtype.names is None
-            and core.dtype.name.startswith(LOW_PRECISION_FLOATS)):
+    the float8 types), exactly, as ``to_host`` widens PyTorch's: a JAX bfloat16 TT was
+    refused as "not numbers" where a PyTorch one was saved."""
+    # A type registered outside NumPy (isbuiltin 2), not the kind: ml_dtypes gives
+    # float8_e5m2 kind "f" and the others "V", and NumPy's float64 starts with "float6".
+    if core.dtype.isbuiltin == 2 and core.dtype.name.startswith(LOW_PRECISION_FLOATS):
         return core.astype(np.float32)
     return core
 
@@ -458,6 +460,10 @@ def _check_cores(headers, where):
     if not headers:
         raise TTFileError(f"{where}: a TT needs at least one core.")
     for k, (shape, dtype) in enumerate(headers):
+        if dtype.isbuiltin == 2:  # e.g. ml_dtypes' complex32: saved, then unreadable
+            raise TTFileError(f"{where}: core {k} has dtype {dtype}, not one of NumPy's own, "
+                              "which a .npy file cannot describe; convert it to a NumPy "
+                              "dtype (float32, float64, int8, ...).")
         if dtype.kind not in CORE_KINDS:
             raise TTFileError(f"{where}: core {k} has dtype {dtype}; cores must be numbers "
                               "(integer, real or complex floating point).")

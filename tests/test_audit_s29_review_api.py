@@ -1,0 +1,38 @@
+"""Review of audit s29's API changes (atomic writes keep the replaced file's mode, TT files
+of low-precision floats): holes those changes left.
+
+Each test failed before its fix (the Windows one on Python >= 3.13 under Windows only).
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+import tensorly_cross as tlc
+
+# --- TT files of ml_dtypes' floats: JAX's float8_e5m2 ------------------------------------
+
+
+def test_save_tt_widens_float8_e5m2_which_ml_dtypes_gives_numpy_s_float_kind(tmp_path):
+    # ml_dtypes registers float8_e5m2 with kind "f" (the other float8 types: "V"), so it
+    # was not widened: save_tt wrote a file of "<f1" cores that load_tt (and np.load)
+    # then refused, "descr is not a valid dtype descriptor".
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    values = np.array([[[0.5, -1.5], [2.0, 0.25], [3.0, -0.125]]])
+    path = tmp_path / "a.tt.npz"
+    tlc.save_tt(path, [values.astype(ml_dtypes.float8_e5m2), np.ones((2, 4, 1))])
+    tt, _ = tlc.load_tt(path)
+    assert tt[0].dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(tt[0]), values)
+
+
+@pytest.mark.parametrize("name", ["complex32", "int4"])
+def test_save_tt_refuses_other_ml_dtypes_types_by_name(tmp_path, name):
+    # ml_dtypes' complex32 (kind "c") was written into a file load_tt refused; its int4 was
+    # refused as "not numbers". Neither has a .npy description: refused, naming the dtype.
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    core = np.ones((1, 3, 1)).astype(getattr(ml_dtypes, name))
+    with pytest.raises(tlc.TTFileError, match=f"core 0 has dtype {name}, .*not one of NumPy"):
+        tlc.save_tt(tmp_path / "a.tt.npz", [core])
+    assert os.listdir(tmp_path) == []
