@@ -50,7 +50,7 @@ def write_atomically(path, write, publish=os.replace):
             raise type(error)(error.errno,
                               f"cannot write {path!r}: {error.strerror}") from error
         with os.fdopen(descriptor, "wb") as stream:
-            _keep_mode(stream.fileno(), target)
+            keep_mode(stream.fileno(), target)
             write(stream)
             # On disk before it gets the name: else a power loss can leave the name on an
             # empty or partial file (the rename reaching the disk before the data).
@@ -63,7 +63,7 @@ def write_atomically(path, write, publish=os.replace):
     _sync_folder(folder)
 
 
-def _keep_mode(descriptor, target):
+def keep_mode(descriptor, target):
     """Give the new file the read/write/execute bits of the file it replaces, if any (POSIX;
     not its set-id bits, which a file of another owner's could pass to ours)."""
     if not hasattr(os, "fchmod"):  # Windows: no POSIX modes to keep

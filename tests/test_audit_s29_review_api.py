@@ -5,11 +5,17 @@ Each test failed before its fix (the Windows one on Python >= 3.13 under Windows
 """
 
 import os
+import tempfile
 
 import numpy as np
 import pytest
 
 import tensorly_cross as tlc
+
+
+def _temporary_files(folder):
+    return [name for name in os.listdir(folder) if name.startswith(".tensorly-cross-")]
+
 
 # --- TT files of ml_dtypes' floats: JAX's float8_e5m2 ------------------------------------
 
@@ -36,3 +42,23 @@ def test_save_tt_refuses_other_ml_dtypes_types_by_name(tmp_path, name):
     with pytest.raises(tlc.TTFileError, match=f"core 0 has dtype {name}, .*not one of NumPy"):
         tlc.save_tt(tmp_path / "a.tt.npz", [core])
     assert os.listdir(tmp_path) == []
+
+
+# --- a checkpoint given as a private empty file (tempfile.mkstemp) -----------------------
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_a_checkpoint_in_a_mkstemp_file_stays_private(tmp_path):
+    # mkstemp creates the file with mode 0o600; the checkpoint's header replaced it with a
+    # file of the umask's mode (0o644): the entries of the tensor became world-readable.
+    descriptor, path = tempfile.mkstemp(dir=tmp_path, suffix=".ckpt")
+    os.close(descriptor)
+    previous = os.umask(0o022)
+    try:
+        tlc.tt_cross(lambda index: np.sum(index, axis=1).astype(float), shape=(4, 4, 4),
+                     rank=2, random_state=0, checkpoint=path)
+    finally:
+        os.umask(previous)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert os.path.getsize(path) > 0
+    assert _temporary_files(tmp_path) == []

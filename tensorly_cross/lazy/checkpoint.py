@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover -- Windows: no lock
 
 import numpy as np
 
-from .._atomic import destination
+from .._atomic import destination, keep_mode
 from .._backend import to_host
 from ..errors import CheckpointError, CheckpointMismatchError
 from .base import LazyTensor, check_values
@@ -383,6 +383,9 @@ def _write_header_atomically(path, header, name=None):
             raise type(error)(error.errno, f"cannot create checkpoint={name or path!r}: "
                               f"{error.strerror}") from error
         with os.fdopen(handle, "wb") as stream:
+            # An empty file replaced keeps its mode: mkstemp's 0o600 became the umask's
+            # (0o644), the tensor's entries world-readable.
+            keep_mode(stream.fileno(), path)
             stream.write(header)
             stream.flush()
             os.fsync(stream.fileno())
