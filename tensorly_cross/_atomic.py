@@ -66,7 +66,10 @@ def write_atomically(path, write, publish=os.replace):
 def keep_mode(descriptor, target):
     """Give the new file the read/write/execute bits of the file it replaces, if any (POSIX;
     not its set-id bits, which a file of another owner's could pass to ours)."""
-    if not hasattr(os, "fchmod"):  # Windows: no POSIX modes to keep
+    # Not by hasattr(os, "fchmod"): Python >= 3.13 has it on Windows, where it sets the
+    # read-only attribute, which made the temporary file undeletable when the replace
+    # onto a read-only file failed (Windows deletes no read-only file).
+    if os.name != "posix":  # Windows: no POSIX modes to keep
         return
     try:
         mode = stat.S_IMODE(os.stat(target).st_mode) & 0o777

@@ -62,3 +62,22 @@ def test_a_checkpoint_in_a_mkstemp_file_stays_private(tmp_path):
     assert os.stat(path).st_mode & 0o777 == 0o600
     assert os.path.getsize(path) > 0
     assert _temporary_files(tmp_path) == []
+
+
+# --- Windows: a read-only file is not copied onto the temporary file ----------------------
+
+
+@pytest.mark.skipif(os.name != "nt", reason="Windows' read-only attribute")
+def test_replacing_a_read_only_file_on_windows_leaves_no_temporary_file(tmp_path):
+    # Python >= 3.13 has os.fchmod on Windows, where it sets the read-only attribute: the
+    # temporary file became read-only, the replace onto the read-only file failed, and
+    # removing the temporary file failed too (Windows refuses to delete a read-only file).
+    path = tmp_path / "a.tt.npz"
+    tlc.save_tt(path, [np.ones((1, 3, 1))])
+    os.chmod(path, 0o444)
+    try:
+        with pytest.raises(PermissionError):
+            tlc.save_tt(path, [np.full((1, 3, 1), 2.0)], overwrite=True)
+        assert _temporary_files(tmp_path) == []
+    finally:
+        os.chmod(path, 0o666)
