@@ -14,6 +14,7 @@ import numpy as np
 import tensorly as tl
 
 from .._backend import argmax_abs, take_cols, take_rows, to_host
+from .scaling import exponent_of, times_power_of_two
 
 # Rook moves per pivot: each reads one more column and row; four settle almost every search.
 ROOK_MOVES = 4
@@ -270,11 +271,19 @@ def _keep_pivots(residual, kept, cut, max_rank, rows, cols, max_growth=None, mor
 
 def _interpolation(columns, kept_rows, chosen_rows, chosen_cols):
     """``C[:, J] C[I, J]^{-1}`` for the chosen kept pivots (None if there are none): the
-    residual's left factor, and the interpolation coefficients of its rows."""
+    residual's left factor, and the interpolation coefficients of its rows.
+
+    The result does not change when ``C`` is scaled, so it is brought near 1 first (by a
+    power of two, exactly): the LU of a cross of subnormal values (data near 2**-1040)
+    raised LinAlgError ("Singular matrix") on a block that is not singular.
+    """
     if not chosen_rows:
         return None
     chosen_columns = take_cols(columns, chosen_cols)
     cross = take_rows(chosen_columns, kept_rows[chosen_rows])
+    exponent = exponent_of(cross)
+    chosen_columns = times_power_of_two(chosen_columns, -exponent)
+    cross = times_power_of_two(cross, -exponent)
     return tl.transpose(tl.solve(tl.transpose(cross), tl.transpose(chosen_columns)))
 
 
