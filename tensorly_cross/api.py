@@ -258,14 +258,18 @@ def _assemble(lazy, indices, singular=None):
 
 
 def _assemble_counted(lazy, indices, info, max_evals):
-    """The cores from one fresh, autograd-visible read, counted in ``info.n_evals`` and
-    timed in its ``wait_seconds`` and ``function_seconds`` (the cache never sees it); a
-    warning where that read takes the count past ``max_evals``, which bounds the search
-    only: gradients need the entries read again."""
+    """The cores from one fresh, autograd-visible read, counted in ``info.n_evals``,
+    ``n_requested`` and ``n_calls`` and timed in its ``wait_seconds`` and
+    ``function_seconds`` (the cache never sees it); a warning where that read takes the
+    count past ``max_evals``, which bounds the search only: gradients need the entries
+    read again."""
     counted = CountedTensor(lazy)
     with FunctionClock(lazy) as clock:  # a FunctionTensor times its own function
         cores = _assemble(counted, indices)
     info.n_evals += counted.n_evaluated
+    # Asked for and computed, none from the cache: n_requested - n_cached stays n_evals.
+    info.n_requested += counted.n_evaluated
+    info.n_calls += counted.n_calls
     # Timed as the search's reads are (it was counted as overhead: "the cross itself").
     info.wait_seconds += counted.wait_seconds
     info.function_seconds += clock.seconds if clock.timed else counted.wait_seconds

@@ -35,3 +35,27 @@ def test_tci_of_subnormal_data_keeps_its_pivots_without_a_singular_solve(search,
     expected = np.linalg.norm(np.asarray(reference.to_tensor()) - array) / np.linalg.norm(array)
     # Subnormal values keep fewer digits (about 9 at 2**-1060): the same TT to those.
     assert error < max(2 * expected, 1e-2)
+
+
+@pytest.mark.parametrize("method, extra", [("tci", {}), ("als", {"rank": 2}),
+                                           ("lsq", {}), ("block", {"rank": 2})])
+def test_the_differentiable_read_is_counted_as_asked_for_and_as_a_call(method, extra):
+    # The fresh read after the search was added to n_evals only: n_requested stayed the
+    # search's, so n_requested - n_cached (entries computed, CacheCounters' definition) no
+    # longer gave n_evals, and n_calls missed the batched call that made the read.
+    def function(indices):
+        return 1.0 / (1.0 + indices.sum(axis=1))
+
+    shape = (6, 5, 4)
+    _, search = tlc.select_indices(function, shape=shape, method=method, random_state=0,
+                                   return_info=True, **extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tlc.ToleranceNotMetWarning)
+        _, info = tlc.tt_cross(function, shape=shape, method=method, random_state=0,
+                               return_info=True, differentiable=True, **extra)
+    read = info.n_evals - search.n_evals
+    assert read > 0
+    assert info.n_cached == search.n_cached
+    assert info.n_requested == search.n_requested + read
+    assert info.n_requested - info.n_cached == info.n_evals
+    assert info.n_calls == search.n_calls + 1  # the cores come from ONE batched read

@@ -6,8 +6,8 @@ from .base import LazyTensor
 
 
 class CountedTensor(LazyTensor):
-    """``lazy``, with ``n_evaluated`` the number of entries asked of it so far and
-    ``wait_seconds`` the time its evaluations took.
+    """``lazy``, with ``n_evaluated`` the number of entries asked of it so far, ``n_calls``
+    the batched calls that asked for them and ``wait_seconds`` the time they took.
 
     ``tt_cross(..., differentiable=True)`` reads its cores once more after the search,
     fresh and through autograd, past the evaluation cache: this is how that read is
@@ -16,7 +16,7 @@ class CountedTensor(LazyTensor):
 
     def __init__(self, lazy):
         super().__init__(lazy.shape)
-        self.lazy, self.n_evaluated, self.wait_seconds = lazy, 0, 0.0
+        self.lazy, self.n_evaluated, self.n_calls, self.wait_seconds = lazy, 0, 0, 0.0
 
     @property
     def stored(self):
@@ -24,6 +24,7 @@ class CountedTensor(LazyTensor):
 
     def evaluate_checked(self, indices):
         self.n_evaluated += int(indices.shape[0])
+        self.n_calls += 1
         evaluate = getattr(self.lazy, "evaluate_checked", self.lazy.evaluate)
         start = time.perf_counter()
         try:
