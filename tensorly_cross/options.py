@@ -64,7 +64,8 @@ rank : int, list of int or None
         other than the default below that rank is refused (the two contradict).
     max_evals : int or None
         Budget of distinct evaluations, validation included; never exceeded. The result
-        is the last complete sweep within it.
+        is the complete sweep within it with the lowest held-out error (as ``patience``
+        says), not necessarily the last one.
     n_iter_max : int, default 50
         Maximum number of sweeps (one sweep is one pass in one direction). A final
         least-squares refinement of a run that missed ``tol`` reads nothing new but is

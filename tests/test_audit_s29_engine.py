@@ -90,3 +90,19 @@ def test_a_power_of_two_of_a_single_precision_array_is_applied_exactly(dtype):
     scaled = times_power_of_two(values, -exponent)
     assert np.isfinite(scaled).all() and 0.5 <= np.abs(scaled).max() < 1
     np.testing.assert_array_equal(times_power_of_two(scaled, exponent), values)
+
+
+def test_a_budget_stop_returns_the_best_complete_sweep_as_documented():
+    # max_evals's docs said "the result is the last complete sweep within it"; the run
+    # returns the one with the lowest held-out error (sweep 4 of 5 here), as patience and
+    # the Returns section say. The docs now say so.
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((12, 12, 12)) * 0.05
+    array = noise + np.einsum("i,j,k->ijk", *(rng.random(12) for _ in range(3)))
+    tt, info = tlc.tt_cross(array, method="lsq", rank=2, val_size=100, max_evals=720,
+                            random_state=0, return_info=True)
+    assert info.stop_reason == "max_evals"
+    assert info.val_error == min(info.val_errors[1:]) < info.val_errors[-1]
+    assert info.best_sweep < info.n_sweeps
+    assert "last complete sweep" not in tlc.tt_cross.__doc__
+    assert "lowest held-out error" in tlc.tt_cross.__doc__.split("max_evals :")[1][:300]
