@@ -139,7 +139,9 @@ rank : int, list of int or None
     max_slices : int or None
         Fixed-rank methods only: each new index set extends at most this many multi-indices
         of the set it is nested in, so the fibers of a core lie in at most that many
-        slices of the tensor. Out of core it bounds the pages or chunks a sweep reads:
+        slices of the tensor; a set larger than those multi-indices extend (a rank above
+        ``max_slices`` times the mode's size, as on quantics digits) is chosen freely
+        instead. Out of core it bounds the pages or chunks a sweep reads:
         crossing a C-ordered ``.npy`` volume in the mode order ``(x, z, y)``
         (:class:`TransposedTensor`) with ``max_slices=4`` read 1.7% of a 1024^3 file at
         rank 32, against 8.2% without. Still exact at the true ranks.

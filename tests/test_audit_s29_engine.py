@@ -106,3 +106,21 @@ def test_a_budget_stop_returns_the_best_complete_sweep_as_documented():
     assert info.best_sweep < info.n_sweeps
     assert "last complete sweep" not in tlc.tt_cross.__doc__
     assert "lowest held-out error" in tlc.tt_cross.__doc__.split("max_evals :")[1][:300]
+
+
+def _parents(child, n_parent_modes, from_left):
+    part = child[:, :n_parent_modes] if from_left else child[:, child.shape[1] - n_parent_modes:]
+    return np.unique(part, axis=0).shape[0]
+
+
+def test_max_slices_docs_say_where_a_set_is_chosen_freely():
+    # The docs said every set extends at most max_slices parents; one of rank 4 over
+    # modes of size 2 cannot (one parent extends 2 multi-indices), and is chosen freely
+    # (slices.in_few_slices, a design decision): 4 parents at max_slices=1. They say so now.
+    dense = np.random.default_rng(0).standard_normal((2,) * 6)
+    indices = tlc.select_indices(dense, rank=[1, 2, 4, 4, 4, 2, 1], max_slices=1,
+                                 method="als", random_state=0)
+    widest = max(_parents(indices.left[k + 1], k, from_left=True) for k in range(1, 5))
+    assert indices.rank[3] == 4 and widest > 1
+    docs = tlc.tt_cross.__doc__.split("max_slices :")[1].split("checkpoint :")[0]
+    assert "chosen freely" in " ".join(docs.split())
