@@ -124,3 +124,19 @@ def test_max_slices_docs_say_where_a_set_is_chosen_freely():
     assert indices.rank[3] == 4 and widest > 1
     docs = tlc.tt_cross.__doc__.split("max_slices :")[1].split("checkpoint :")[0]
     assert "chosen freely" in " ".join(docs.split())
+
+
+@pytest.mark.parametrize("search", ["column", "rook", "batched", "full"])
+def test_tci_of_data_of_a_few_subnormal_units_stops_at_their_round_off(search):
+    # Values of at most 8 units of the last place (2**-1070 times a cosine): the pivot
+    # cut, 100 epsilons of the largest modulus, underflowed to 0, so pivots of a unit or
+    # two of rounding were taken and the kept pivots' cross was exactly singular (bare
+    # LinAlgError with rook search). The cut is now never below 100 units of the last
+    # place: such data, which keep about one digit, give a finite TT.
+    grid = np.indices((9, 10, 11)).astype(float)
+    array = np.ldexp(np.where(grid[1] < 3, 0.0, np.cos(grid.sum(axis=0) / 4)), -1070)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tlc.SubnormalValuesWarning)  # documented, expected
+        warnings.simplefilter("ignore", tlc.ToleranceNotMetWarning)  # one digit: expected
+        tt = tlc.tt_cross(array, method="tci", pivot_search=search, random_state=0)
+    assert np.isfinite(np.ldexp(np.asarray(tt.to_tensor()), 1070)).all()

@@ -106,9 +106,17 @@ def _cut(abs_tol, scale, dtype=None):
     """``abs_tol``, raised to the round-off level of ``scale`` (the largest modulus read),
     in ``dtype`` (default: the scale's own)."""
     if isinstance(scale, float):  # max_abs, on every cut: no NumPy scalar needed
-        return max(abs_tol, ROUND_OFF_PIVOT * _eps(dtype or np.float64) * abs(scale))
+        return max(abs_tol, ROUND_OFF_PIVOT * _round_off(abs(scale), dtype or np.float64))
     host = np.abs(np.asarray(scale) if isinstance(scale, np.generic) else to_host(scale))
-    return max(abs_tol, ROUND_OFF_PIVOT * _eps(dtype or host.dtype) * float(host))
+    return max(abs_tol, ROUND_OFF_PIVOT * _round_off(float(host), dtype or host.dtype))
+
+
+def _round_off(scale, dtype):
+    """The rounding error of a value of modulus ``scale`` in ``dtype``: its epsilon times
+    it, and never below the smallest subnormal. Below the smallest normal number rounding
+    is absolute: a cut of 100 epsilons of data of a few subnormal units underflowed to 0,
+    and pivots of a unit or two of rounding made singular pivot blocks (LinAlgError)."""
+    return max(_eps(dtype) * scale, _smallest_subnormal(dtype))
 
 
 @functools.lru_cache(maxsize=16)
@@ -116,6 +124,12 @@ def _eps(dtype):
     """Machine epsilon of ``dtype`` (float32 at least), as a Python float: ``np.finfo`` on
     every pivot cut was 2% of a cheap cross's time."""
     return float(np.finfo(np.promote_types(dtype, np.float32)).eps)
+
+
+@functools.lru_cache(maxsize=16)
+def _smallest_subnormal(dtype):
+    """The smallest positive value of ``dtype`` (float32 at least), as a Python float."""
+    return float(np.finfo(np.promote_types(dtype, np.float32)).smallest_subnormal)
 
 
 def _accept_pivot(pivot, row, col, rows, cols, abs_tol):
