@@ -63,7 +63,8 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
         only (a ``RuntimeWarning`` when the read goes past it). Gradients need the PyTorch
         backend (``jax.grad`` cannot trace the index search, and is refused): a tensor
         that requires grad under another backend raises a ValueError, as does a lazy view
-        of one or a TTTensor whose cores require grad.
+        of one or a TTTensor whose cores require grad; so does, under any backend,
+        ``open_volume(x)`` of one, which reads it detached (pass ``x`` itself).
 
     Returns
     -------
@@ -202,7 +203,8 @@ def cross_interpolate(tensor, indices, shape=None):
         or were made for another shape; or ``tensor`` requires grad (or is a lazy view of
         a tensor, or a TTTensor of cores, that does) while the active backend is not
         PyTorch (whose cores would carry no gradient:
-        ``tl.set_backend("pytorch")`` first).
+        ``tl.set_backend("pytorch")`` first); or ``tensor`` reads one chunk by chunk,
+        detached (``open_volume(x)``: pass ``x`` itself), under any backend.
 
     Examples
     --------
@@ -284,7 +286,14 @@ def _assemble_counted(lazy, indices, info, max_evals):
 
 def refuse_lost_gradient(tensor, caller):
     """A PyTorch tensor that requires grad, read under another backend (NumPy, JAX), would
-    give cores of that backend: the gradient asked for would be lost without a word."""
+    give cores of that backend: the gradient asked for would be lost without a word; as
+    would one read chunk by chunk (``open_volume(x)``), detached on the host."""
+    if _read_detached(tensor):
+        raise ValueError(f"{caller}: tensor reads a PyTorch tensor that requires grad chunk "
+                         "by chunk (open_volume, DaskTensor), which reads it detached on the "
+                         "host: its cores would carry no gradient. Pass the tensor itself (or "
+                         "lazy_tensor(x)) under the PyTorch backend; to read NaN as a value, "
+                         "torch.nan_to_num(x, nan=value).")
     if backend_name() != "pytorch" and _requires_grad(tensor):
         raise ValueError(f"{caller}: tensor requires grad, but the active TensorLy backend "
                          f"is {backend_name()!r}, whose cores carry no PyTorch gradient. "
@@ -303,6 +312,18 @@ def _requires_grad(tensor):
                 held.extend(tt.factors)
         if any(getattr(part, "requires_grad", False) for part in held):
             return True
+    return False
+
+
+def _read_detached(tensor):
+    """Whether ``tensor``, or a view of it, reads a PyTorch tensor that requires grad through
+    a chunk source (a :class:`DaskTensor`'s, a ``FilledSource`` over it), which detaches it."""
+    for view in views_of(tensor):
+        source = getattr(view, "source", None)
+        while source is not None:
+            if getattr(getattr(source, "array", None), "requires_grad", False):
+                return True
+            source = getattr(source, "base", None)  # a FilledSource's
     return False
 
 

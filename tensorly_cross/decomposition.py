@@ -49,7 +49,7 @@ def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_stat
     factors : tensorly.tt_tensor.TTTensor
         The TT, on the active backend; differentiable with respect to the tensor's
         entries on PyTorch (a tensor that requires grad under another backend raises a
-        ValueError).
+        ValueError, as does ``open_volume(x)`` of one, which reads it detached).
 
     Raises
     ------
