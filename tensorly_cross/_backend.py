@@ -5,10 +5,34 @@ in-place rank-1 update. Both sit on the hot path of maxvol, so each backend gets
 native LAPACK/BLAS call here; everything else in the package uses ``tl.*`` only.
 """
 
+import functools
 import sys
 
 import numpy as np
 import tensorly as tl
+
+
+def eager_under_torch_compile(function):
+    """``function``, run eagerly (a graph break) where ``torch.compile`` traces it.
+
+    A cross searches its indices on concrete values, on the host (NumPy), which TorchDynamo
+    cannot trace: it failed deep inside ("cumsum_out_cpu" not implemented for 'Bool').
+    Eager, the cores keep their gradient. torch is not imported here: a cross never needs it.
+    """
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        torch = sys.modules.get("torch")
+        if torch is not None and _is_compiling(torch):
+            return torch.compiler.disable(function)(*args, **kwargs)
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+def _is_compiling(torch):
+    """Whether TorchDynamo is tracing (``torch.compiler.is_compiling`` from PyTorch 2.3)."""
+    is_compiling = getattr(torch.compiler, "is_compiling", None)
+    return bool(is_compiling() if is_compiling is not None else torch._dynamo.is_compiling())
 
 
 def backend_name():

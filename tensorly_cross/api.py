@@ -7,7 +7,7 @@ import warnings
 import tensorly as tl
 from tensorly.tt_tensor import TTTensor
 
-from ._backend import backend_name
+from ._backend import backend_name, eager_under_torch_compile
 from ._validation import check_bool, check_random_state
 from .cross.als import ALSSweeper
 from .cross.assemble import assemble_cores
@@ -36,6 +36,7 @@ from .lazy.function import FunctionClock
 from .options import checkpoint_arguments, cross_options, share_cross_parameters
 
 
+@eager_under_torch_compile
 @share_cross_parameters
 def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=None,
              n_iter_max=50, val_size=None, random_state=None, verbose=False, callback=None,
@@ -113,6 +114,7 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
     return (tt, info) if return_info else tt
 
 
+@eager_under_torch_compile
 @share_cross_parameters
 def select_indices(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=None,
                    n_iter_max=50, val_size=None, random_state=None, verbose=False,
@@ -167,6 +169,7 @@ def select_indices(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_
     return (indices, info) if return_info else indices
 
 
+@eager_under_torch_compile
 def cross_interpolate(tensor, indices, shape=None):
     """The TT that interpolates ``tensor`` on ``indices``, from ONE batched evaluation.
 

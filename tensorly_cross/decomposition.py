@@ -16,7 +16,7 @@ import os
 import numpy as np
 import tensorly as tl
 
-from ._backend import check_concrete
+from ._backend import check_concrete, eager_under_torch_compile
 from ._validation import check_int
 from .api import refuse_lost_gradient, tt_cross
 from .lazy.base import LazyTensor
@@ -24,6 +24,7 @@ from .lazy.dispatch import as_lazy
 from .lazy.sources import refuse_closed_hdf5
 
 
+@eager_under_torch_compile
 def tensor_train_cross(input_tensor, rank, tol=1e-4, n_iter_max=100, random_state=None):
     """TT decomposition by cross approximation (fixed rank, maxvol ALS-cross).
 

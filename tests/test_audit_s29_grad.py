@@ -37,3 +37,34 @@ def test_an_opened_tensor_that_requires_grad_is_refused_where_its_gradient_is_lo
         # Without gradient asked for, the opened tensor is read as before.
         tt = tlc.tt_cross(opened, rank=2, method="als", random_state=0)
         assert not any(getattr(core, "requires_grad", False) for core in tt.factors)
+
+
+def test_torch_compile_runs_the_cross_eagerly_with_its_gradient(pytorch_backend):
+    """``torch.compile`` of a loss that calls the cross traced into its index search (host
+    NumPy): every entry point failed inside TorchDynamo ("cumsum_out_cpu" not implemented
+    for 'Bool', "Cannot interpret 'torch.float64' as a data type"). The cross now runs
+    eagerly there (a graph break), with the value and gradient it has without compile."""
+    torch = pytest.importorskip("torch")
+    torch._dynamo.reset()
+    dense = _field(torch)
+    indices = tlc.select_indices(dense, rank=2, method="als", random_state=0)
+    calls = {
+        "tt_cross": lambda x: tlc.tt_cross(x, rank=2, method="als", random_state=0,
+                                           differentiable=True),
+        "cross_interpolate": lambda x: tlc.cross_interpolate(x, indices),
+    }
+    for name, call in calls.items():
+        def loss(x, call=call):
+            return call(x).factors[1].sum()
+
+        compiled = torch.compile(loss, backend="eager")  # TorchDynamo only: fast
+        variable = dense.clone().requires_grad_(True)
+        value = compiled(variable)
+        value.backward()
+        eager = dense.clone().requires_grad_(True)
+        loss(eager).backward()
+        assert float(value.detach()) == pytest.approx(float(loss(dense)), rel=1e-12), name
+        np.testing.assert_allclose(variable.grad.numpy(), eager.grad.numpy(), rtol=1e-12)
+    compiled = torch.compile(lambda x: x.sum() + len(tlc.select_indices(
+        x, rank=2, method="als", random_state=0).left), backend="eager")
+    assert float(compiled(dense)) == pytest.approx(float(dense.sum()) + 3)
