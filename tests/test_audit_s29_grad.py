@@ -68,3 +68,23 @@ def test_torch_compile_runs_the_cross_eagerly_with_its_gradient(pytorch_backend)
     compiled = torch.compile(lambda x: x.sum() + len(tlc.select_indices(
         x, rank=2, method="als", random_state=0).left), backend="eager")
     assert float(compiled(dense)) == pytest.approx(float(dense.sum()) + 3)
+
+
+def test_the_pca_head_refuses_complex_tts_whose_imaginary_part_it_dropped():
+    """``TTPCAHead`` computes its inner products in float64: complex TTs (a complex cross's)
+    were cast to real, their imaginary parts dropped with only PyTorch's casting warning,
+    and their coordinates silently wrong. They are refused by name now."""
+    torch = pytest.importorskip("torch")
+    from tensorly_cross.nn import TTPCAHead
+
+    generator = torch.Generator().manual_seed(0)
+
+    def random_tt(dtype):
+        return [torch.randn(1, 5, 2, generator=generator, dtype=dtype),
+                torch.randn(2, 3, 1, generator=generator, dtype=dtype)]
+
+    with pytest.raises(TypeError, match="complex"):
+        TTPCAHead(n_components=2).fit([random_tt(torch.complex128) for _ in range(4)])
+    head = TTPCAHead(n_components=2).fit([random_tt(torch.float64) for _ in range(4)])
+    with pytest.raises(TypeError, match="complex"):
+        head(random_tt(torch.complex128))

@@ -368,6 +368,8 @@ class TTPCAHead(nn.Module):
         ValueError
             If fewer than 2 TTs are given, one is not a TT, their core shapes differ, or
             one holds NaN or inf.
+        TypeError
+            If the TTs are complex (their inner products are taken in float64).
         """
         tts = [[core.detach() for core in tt] for tt in tts]
         if len(tts) < 2:
@@ -414,6 +416,8 @@ class TTPCAHead(nn.Module):
             If the head is not fitted (neither :meth:`fit` nor a fitted state loaded).
         ValueError
             If ``tt`` is not a TT of the training TTs' shape, or holds NaN or inf.
+        TypeError
+            If ``tt`` is complex.
         """
         if not self.fitted:
             raise RuntimeError("TTPCAHead.fit(training_tts) must run before forward "
@@ -422,6 +426,7 @@ class TTPCAHead(nn.Module):
         if tt_shape(tt) != shape:
             raise ValueError(f"tt has mode sizes {tt_shape(tt)}; this head was fitted on "
                              f"TTs of shape {shape}.")
+        _refuse_complex(tt, "tt")
         kernel = tt_inner_many([core.to(torch.float64) for core in tt],
                                [cores.to(torch.float64) for cores in self.train_cores])
         if not bool(torch.isfinite(kernel).all()):
@@ -488,9 +493,18 @@ def _check_training_tts(tts):
                              f"{first_shapes}: the training TTs are stacked per mode, so "
                              "they need the same core shapes (ranks included).")
         _check_one_dtype(tts[0], tt, "tts[0]", f"tts[{k}]")
+        _refuse_complex(tt, f"tts[{k}]")
         for j, core in enumerate(tt):
             if not bool(torch.isfinite(core).all()):
                 raise ValueError(f"tts[{k}] holds NaN or inf (in core {j}).")
+
+
+def _refuse_complex(tt, name):
+    """Raise TypeError for a complex TT: its inner products are taken in float64, which
+    dropped the imaginary parts (with only PyTorch's casting warning)."""
+    if any(core.is_complex() for core in tt):
+        raise TypeError(f"{name} is complex ({tt[0].dtype}); TTPCAHead reads real TTs: "
+                        "cross the real and imaginary parts as two channels instead.")
 
 
 def _procrustes(coordinates, previous):
