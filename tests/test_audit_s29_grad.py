@@ -88,3 +88,36 @@ def test_the_pca_head_refuses_complex_tts_whose_imaginary_part_it_dropped():
     head = TTPCAHead(n_components=2).fit([random_tt(torch.float64) for _ in range(4)])
     with pytest.raises(TypeError, match="complex"):
         head(random_tt(torch.complex128))
+
+
+def test_an_executor_runs_the_index_search_without_gradient(pytorch_backend):
+    """``tt_cross(..., differentiable=True)`` searches under ``torch.no_grad()``, which is
+    thread-local: a FunctionTensor's executor threads ran every search batch with autograd
+    on, so the cache held values with graphs (and grew by concatenation, not in place).
+    Only the final read records a graph now, as without an executor, and the gradient is
+    the same."""
+    torch = pytest.importorskip("torch")
+    from concurrent.futures import ThreadPoolExecutor
+
+    grid = torch.linspace(0, 1, 12, dtype=torch.float64)
+    reads = []
+
+    def make_tensor(weights, executor):
+        def function(indices):
+            reads.append((torch.is_grad_enabled(), len(indices)))
+            return torch.exp(grid[torch.as_tensor(indices)] @ weights)
+
+        return tlc.FunctionTensor(function, (12, 12, 12), executor=executor, chunk_size=16)
+
+    gradients, with_grad = [], []
+    with ThreadPoolExecutor(2) as pool:
+        for executor in (None, pool):
+            reads.clear()
+            weights = torch.tensor([0.3, -0.2, 0.5], dtype=torch.float64, requires_grad=True)
+            tt = tlc.tt_cross(make_tensor(weights, executor), rank=2, method="als",
+                              random_state=0, differentiable=True)
+            tt.to_tensor().sum().backward()
+            gradients.append(weights.grad.numpy())
+            with_grad.append(sum(size for enabled, size in reads if enabled))
+    assert with_grad[1] == with_grad[0]  # the cores' fresh read only
+    np.testing.assert_allclose(gradients[1], gradients[0], rtol=1e-12)

@@ -9,8 +9,10 @@ column decides the row, the row the next column), so a run makes as many rounds 
 as it has batches, each as long as its largest chunk.
 """
 
+import contextlib
 import math
 import os
+import sys
 import time
 
 import numpy as np
@@ -158,12 +160,20 @@ def evaluate_in_chunks(function, indices, executor, chunk_size=None, workers=Non
 
 
 class _TimedCall:
-    """``function`` returning its values and the seconds it took (picklable if it is)."""
+    """``function`` returning its values and the seconds it took (picklable if it is), run
+    in the caller's PyTorch grad mode: ``torch.no_grad()`` is thread-local, and the index
+    search of ``differentiable=True`` ran in the executor's threads with autograd on (its
+    cached values held graphs)."""
 
     def __init__(self, function):
         self.function = function
+        self.grad_enabled = _caller_grad_mode()
 
     def __call__(self, chunk):
+        with _grad_mode(self.grad_enabled):
+            return self._timed(chunk)
+
+    def _timed(self, chunk):
         start = time.perf_counter()
         # A copy: in a thread a chunk is a view of the batch, whose multi-indices a
         # checkpoint stores the values under (see FunctionTensor).
@@ -171,6 +181,20 @@ class _TimedCall:
         # A copy of the values too: the chunks a thread runs one after another would all
         # hold the one buffer a function may refill on every call (see own_copy).
         return own_copy(values), time.perf_counter() - start
+
+
+def _caller_grad_mode():
+    """PyTorch's grad mode in this thread; None where torch was never imported."""
+    torch = sys.modules.get("torch")
+    return None if torch is None else torch.is_grad_enabled()
+
+
+def _grad_mode(enabled):
+    """``torch.set_grad_enabled(enabled)`` where torch is imported here; else a no-op."""
+    torch = sys.modules.get("torch")
+    if enabled is None or torch is None:
+        return contextlib.nullcontext()
+    return torch.set_grad_enabled(enabled)
 
 
 def own_copy(values):
