@@ -121,3 +121,52 @@ def test_an_executor_runs_the_index_search_without_gradient(pytorch_backend):
             with_grad.append(sum(size for enabled, size in reads if enabled))
     assert with_grad[1] == with_grad[0]  # the cores' fresh read only
     np.testing.assert_allclose(gradients[1], gradients[0], rtol=1e-12)
+
+
+def test_least_squares_assembly_with_gradient_of_a_rank_deficient_interface(pytorch_backend):
+    """Indices of a least-squares cross reused on a tensor that is zero on most of their
+    fibers (a background, a mask): with gradient, the pseudo-inverse of the rank-deficient
+    interface recursed without end (RecursionError), where the same read without gradient
+    gave the TT. Now the same TT, with finite gradients."""
+    torch = pytest.importorskip("torch")
+    dense = torch.randn((6, 5, 7, 4), generator=torch.Generator().manual_seed(0),
+                        dtype=torch.float64)
+    indices = tlc.select_indices(dense, rank=3, method="lsq", random_state=0)
+    mask = torch.zeros(5, dtype=torch.float64)
+    mask[0] = 1.0
+    masked = dense * mask[None, :, None, None]
+    without_gradient = tlc.cross_interpolate(masked, indices).to_tensor()
+    variable = masked.clone().requires_grad_(True)
+    values = tlc.cross_interpolate(variable, indices).to_tensor()
+    np.testing.assert_allclose(values.detach().numpy(), without_gradient.numpy(), atol=1e-12)
+    values.sum().backward()
+    assert torch.isfinite(variable.grad).all()
+
+
+@pytest.mark.filterwarnings("ignore::tensorly_cross.SubnormalValuesWarning")
+@pytest.mark.parametrize("exponent", [1000, -1030])
+def test_least_squares_cross_with_gradient_of_data_near_the_float64_limits(pytorch_backend,
+                                                                          exponent):
+    """The least-squares cross holds data up to 2**1022 and down in the subnormals
+    (docs/guarantees.rst), but with gradient its fits formed normal equations ``A^H A``,
+    which overflowed (underflowed) and failed in SciPy ("array must not contain infs or
+    NaNs"). Now the TT and gradient are those of the data at scale 1, times the scale."""
+    torch = pytest.importorskip("torch")
+    from tensorly_cross.cross.scaling import times_power_of_two
+
+    rng = np.random.default_rng(0)
+    dense = torch.tensor(rng.standard_normal((6, 5, 7, 4)))
+    probe = torch.tensor(rng.standard_normal(dense.shape))
+    results = []
+    for data in (dense, times_power_of_two(dense, exponent)):
+        variable = data.clone().requires_grad_(True)
+        tt = tlc.tt_cross(variable, rank=2, method="lsq", random_state=0,
+                          differentiable=True)
+        values = tt.to_tensor()
+        (values * probe).sum().backward()
+        results.append((values.detach(), variable.grad))
+    (values, gradient), (scaled_values, scaled_gradient) = results
+    np.testing.assert_allclose(times_power_of_two(scaled_values, -exponent).numpy(),
+                               values.numpy(), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(scaled_gradient.numpy(), gradient.numpy(), rtol=1e-9,
+                               atol=1e-9)

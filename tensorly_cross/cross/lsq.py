@@ -32,6 +32,7 @@ from .basis import column_basis, column_rank
 from .indices import CrossIndices, cartesian_join, fiber_indices, mode_column, positions_in
 from .init import random_distinct_multi_indices
 from .refine import refine_cores
+from .scaling import times_power_of_two
 
 # Sets whose fibers are cheap (those of the first and the last core, ``n_k`` entries per
 # multi-index) hold this many times more multi-indices than inner sets: the bases of the
@@ -202,8 +203,10 @@ def _pinv_times(matrix, rhs):
     through its SVD so that a rank-deficient matrix does not blow up.
 
     The SVD's own gradient is NaN where singular values repeat (data of low rank), so a
-    gradient comes from the normal equations instead (the exact least-squares derivative)
-    or, for a rank-deficient ``matrix``, from ``pinv (rhs - matrix X)`` to first order.
+    gradient comes from the normal equations instead (the exact least-squares derivative),
+    formed on ``matrix`` scaled by a power of two (``A^H A`` overflowed near 2**512 and
+    underflowed in the subnormals), or, for a rank-deficient ``matrix``, from
+    ``pinv (rhs - matrix X)`` to first order.
     """
     left, singular, right = svd(stop_gradient(matrix), full_matrices=False)
     host = to_host(singular)
@@ -212,18 +215,29 @@ def _pinv_times(matrix, rhs):
         # pinv(0) = 0; a product keeps the zeros in the autograd graph (tl.zeros with the
         # rhs's context made a detached leaf that required grad).
         return tl.dot(_adjoint(matrix), rhs) * 0
-    # pinv = V S^-1 U^H (conjugate transposes: complex data too).
-    projected = tl.dot(_adjoint(left[:, :kept]), rhs) / tl.reshape(singular[:kept], (-1, 1))
-    solution = tl.dot(_adjoint(right[:kept]), projected)
+    factors = left[:, :kept], singular[:kept], right[:kept]
+    solution = _fixed_pinv_times(factors, rhs)
     if not (carries_gradient(matrix) or carries_gradient(rhs)):
         return solution
     if kept == tl.shape(matrix)[1]:
-        gram = tl.dot(_adjoint(matrix), matrix)
-        surrogate = tl.solve(gram, tl.dot(_adjoint(matrix), rhs))
+        exponent = -int(np.frexp(host[0])[1])  # brings the largest singular value near 1
+        scaled = times_power_of_two(matrix, exponent)
+        gram = tl.dot(_adjoint(scaled), scaled)
+        surrogate = tl.solve(gram, tl.dot(_adjoint(scaled), times_power_of_two(rhs, exponent)))
     else:
+        # The pseudo-inverse held fixed (a recursion through _pinv_times, with rhs carrying
+        # gradient, never ended).
         fixed = stop_gradient(solution)
-        surrogate = fixed + _pinv_times(stop_gradient(matrix), rhs - tl.dot(matrix, fixed))
+        surrogate = fixed + _fixed_pinv_times(factors, rhs - tl.dot(matrix, fixed))
     return straight_through(solution, surrogate)
+
+
+def _fixed_pinv_times(factors, rhs):
+    """``V S^-1 U^H rhs`` from the kept SVD factors ``(U, s, V^H)`` (conjugate transposes:
+    complex data too); the gradient flows through ``rhs`` only."""
+    left, singular, right = factors
+    projected = tl.dot(_adjoint(left), rhs) / tl.reshape(singular, (-1, 1))
+    return tl.dot(_adjoint(right), projected)
 
 
 def _left_singular(matrix):
@@ -242,6 +256,20 @@ def _left_singular(matrix):
     host = to_host(singular)
     if not carries_gradient(matrix):
         return left, host
+    surrogate = _left_singular_derivative(matrix, left, singular, right_t)
+    return straight_through(left, surrogate), host
+
+
+def _left_singular_derivative(matrix, left, singular, right_t):
+    """The surrogate of :func:`_left_singular`, whose derivative is that of ``left``.
+
+    Formed on ``matrix`` scaled by a power of two that brings its largest singular value
+    near 1 (``left`` is the same): the products ``U^H A V S`` squared data near 2**512 to
+    inf, and ``S^-1`` of subnormal data overflowed, so the cross failed in SciPy.
+    """
+    host = to_host(singular)
+    exponent = -int(np.frexp(host[0])[1]) if host.size and host[0] > 0 else 0
+    matrix, host = times_power_of_two(matrix, exponent), np.ldexp(host, exponent)
     floor = (host[0] if host.size else 0) * PINV_RTOL
     inverse = np.where(host > floor, 1.0 / np.maximum(host, floor + 1e-300), 0.0)
     context = tl.context(singular)
@@ -258,7 +286,7 @@ def _left_singular(matrix):
     largest = float(host[0]) if host.size and host[0] > 0 else 1.0
     gap_inverse = tl.tensor(_relative_gap_inverse(host, floor) / largest, **context)
     within = tl.dot(left, (mixed / largest) * gap_inverse)
-    return straight_through(left, outside + within), host
+    return outside + within
 
 
 def _relative_gap_inverse(singular, floor):
