@@ -170,3 +170,26 @@ def test_least_squares_cross_with_gradient_of_data_near_the_float64_limits(pytor
                                values.numpy(), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(scaled_gradient.numpy(), gradient.numpy(), rtol=1e-9,
                                atol=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore::tensorly_cross.SubnormalValuesWarning")
+@pytest.mark.parametrize("method", ["tci", "als"])
+def test_interpolating_cross_with_gradient_of_subnormal_data_of_lower_rank(pytorch_backend,
+                                                                          method):
+    """A field of rank 1 read at rank 3, in the subnormals: without gradient the TT was
+    right; with gradient the basis of its singular fiber blocks divided by subnormal
+    singular values (inf), and the TT came back NaN (a rank-2 field: "SVD did not
+    converge"). Now the same TT, with finite gradients."""
+    torch = pytest.importorskip("torch")
+    from tensorly_cross.cross.scaling import times_power_of_two
+
+    grids = [torch.linspace(0.5, 1.5, n, dtype=torch.float64) for n in (5, 4, 6, 3)]
+    field = times_power_of_two(torch.einsum("i,j,k,l->ijkl", *grids), -1030)
+    expected = tlc.tt_cross(field, rank=3, method=method, random_state=0).to_tensor()
+    variable = field.clone().requires_grad_(True)
+    values = tlc.tt_cross(variable, rank=3, method=method, random_state=0,
+                          differentiable=True).to_tensor()
+    np.testing.assert_allclose(times_power_of_two(values.detach(), 1030).numpy(),
+                               times_power_of_two(expected, 1030).numpy(), rtol=1e-10)
+    values.sum().backward()
+    assert torch.isfinite(variable.grad).all()

@@ -12,6 +12,7 @@ import tensorly as tl
 
 from .._backend import carries_gradient, host_svd, svd, take_rows, to_host
 from ..maxvol import maxvol
+from .scaling import times_power_of_two
 
 # Singular values below this fraction of the largest count as rounding noise (float64;
 # lower precisions use ROUND_OFF_RANK machine epsilons, see ``rank_rtol``).
@@ -63,10 +64,13 @@ def _differentiable_basis(matrix, rank):
     """``matrix @ V_k / s_k`` with the leading right singular vectors and values held fixed:
     the same basis as the SVD's ``U_k`` (to round-off), whose span moves with ``matrix``
     to first order; the gradient of a rank-deficient SVD divides by differences of its
-    repeated zero singular values (NaN, which reached every encoder weight)."""
+    repeated zero singular values (NaN, which reached every encoder weight). Formed on
+    ``matrix`` scaled by a power of two (exact): ``1 / s_k`` of subnormal data overflowed."""
     _, singular, right = host_svd(to_host(matrix), full_matrices=False)
-    fixed = np.conj(right[:rank]).T / singular[:rank]
-    return tl.dot(matrix, tl.tensor(fixed, **tl.context(matrix)))
+    exponent = -int(np.frexp(singular[0])[1]) if singular.size and singular[0] > 0 else 0
+    fixed = np.conj(right[:rank]).T / np.ldexp(singular[:rank], exponent)
+    scaled = times_power_of_two(matrix, exponent)
+    return tl.dot(scaled, tl.tensor(fixed, **tl.context(matrix)))
 
 
 def pivot_rows(matrix, rng):
