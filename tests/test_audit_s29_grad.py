@@ -193,3 +193,24 @@ def test_interpolating_cross_with_gradient_of_subnormal_data_of_lower_rank(pytor
                                times_power_of_two(expected, 1030).numpy(), rtol=1e-10)
     values.sum().backward()
     assert torch.isfinite(variable.grad).all()
+
+
+def test_qtt_to_tt_promotes_cores_of_mixed_dtypes_as_tt_entries_does(pytorch_backend):
+    """``qtt_to_tt`` takes its cores "as tt_entries takes them", but a float32 core among
+    float64 ones failed in PyTorch's tensordot ("both inputs should have same dtype"),
+    where ``tt_entries`` promotes them. Now promoted too, and the gradient reaches the
+    float32 core."""
+    torch = pytest.importorskip("torch")
+    generator = torch.Generator().manual_seed(0)
+    layout = tlc.QuanticsLayout.create((4, 6))
+    shapes = [(1, 2, 2), (2, 2, 2), (2, 2, 2), (2, 3, 1)]
+    cores = [torch.randn(shape, generator=generator, dtype=torch.float64) for shape in shapes]
+    cores[0] = cores[0].float().requires_grad_(True)
+    tt = tlc.qtt_to_tt(cores, layout)
+    indices = np.indices((4, 6)).reshape(2, -1).T
+    expected = tlc.tt_entries(cores, layout.to_quantics(indices))
+    values = tlc.tt_entries(tt, indices)
+    assert values.dtype == torch.float64
+    np.testing.assert_allclose(values.detach().numpy(), expected.detach().numpy(), rtol=1e-12)
+    values.sum().backward()
+    assert cores[0].grad is not None and cores[0].grad.dtype == torch.float32

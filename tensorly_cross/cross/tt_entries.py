@@ -57,7 +57,7 @@ def tt_entries(cores, indices):
     array([ 1., 23.])
     """
     _check_ranks(cores)
-    cores = _common_dtype([core_in_backend(core, k) for k, core in enumerate(cores)])
+    cores = common_dtype([core_in_backend(core, k) for k, core in enumerate(cores)])
     shape = tuple(int(tl.shape(core)[1]) for core in cores)
     try:
         indices = check_indices(_host_indices(indices), shape)
@@ -114,7 +114,7 @@ def _numeric(core, k, where):
     return core
 
 
-def _common_dtype(cores):
+def common_dtype(cores):
     """The cores, cast to their common dtype where they differ (on PyTorch only: NumPy and
     JAX promote in the products themselves), and bool or integer cores to float64."""
     cores = [_floating(core) for core in cores]

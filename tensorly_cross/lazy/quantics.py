@@ -339,13 +339,16 @@ def qtt_to_tt(tt_q, layout):
                         f"{type(tt_q).__name__}.")
     # In the active backend, as tt_entries takes them: a PyTorch TT under NumPy kept its
     # single-digit modes' cores in torch (a TT of two backends), or crashed in tensordot.
-    from ..cross.tt_entries import core_in_backend
+    # Promoted to one dtype too, as tt_entries does: PyTorch's tensordot refused a float32
+    # core among float64 ones.
+    from ..cross.tt_entries import common_dtype, core_in_backend
 
     cores = [core_in_backend(core, k, "qtt_to_tt") for k, core in enumerate(tt_q)]
     if len(cores) != len(layout.quantics_shape):
         raise ValueError(f"tt_q has {len(cores)} cores; the layout has "
                          f"{len(layout.quantics_shape)} quantics modes.")
     _check_chain(cores)
+    cores = common_dtype(cores)
     sizes = tuple(int(tl.shape(core)[1]) for core in cores)
     if sizes != tuple(layout.quantics_shape):
         raise ValueError(f"tt_q's mode sizes {sizes} are not the layout's quantics modes "
