@@ -45,3 +45,61 @@ def test_the_dense_baseline_refuses_a_block_of_layers_of_its_own():
     encoder = nn.Sequential(Block(), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten())
     with pytest.raises(ValueError, match=r"(?s)encoder\[0\].*cannot run over the whole volume"):
         DenseEmbedding(encoder)
+
+
+def test_the_dense_baseline_refuses_a_linear_layer_inside_its_body():
+    # Mutant: nn.Linear dropped from the layers refused. Run over the padded volume it mixes
+    # (and resizes) the last axis: features of positions that are no voxel's, no error.
+    pytest.importorskip("torch")
+    from torch import nn
+
+    from tensorly_cross.nn import DenseEmbedding
+
+    encoder = nn.Sequential(nn.Conv3d(1, 2, 3), nn.Linear(7, 7), nn.AdaptiveAvgPool3d(1),
+                            nn.Flatten())
+    with pytest.raises(ValueError, match=r"encoder\[1\] \(Linear.*cannot run over the whole"):
+        DenseEmbedding(encoder)
+
+
+# -- nn/mni152.py --------------------------------------------------------------------------
+
+
+def _crops_manifest(directory, **parameters):
+    """A directory of constant (7.0) crops and their manifest, as mni152_crops writes them."""
+    import json
+
+    manifest = dict(dict(n_volumes=1, size=4, seed=0, version=2), **parameters)
+    names = [f"crop_{k:03d}.npy" for k in range(manifest["n_volumes"])]
+    for name in names:
+        np.save(directory / name, np.full((manifest["size"],) * 3, 7.0, dtype=np.float32))
+    manifest.update(files=names, targets=[0.5] * len(names))
+    (directory / "targets.json").write_text(json.dumps(manifest))
+    return names
+
+
+def test_mni152_crops_rewrites_the_crops_of_an_older_version_whatever_their_seed(tmp_path):
+    # Mutant: the version no longer gates the refusal, so a directory of the crops of an
+    # older version (documented: "rewritten") but of another seed was refused.
+    pytest.importorskip("torch")
+    pytest.importorskip("nilearn")
+    from tensorly_cross.nn import mni152_crops
+
+    _crops_manifest(tmp_path, version=1, seed=3)
+    data = mni152_crops(1, 4, seed=0, directory=tmp_path)
+    volume = np.load(data.volumes[0])
+    assert volume.shape == (4, 4, 4) and not np.all(volume == 7.0)  # written afresh
+
+
+def test_mni152_crops_writes_again_a_crop_missing_from_its_directory(tmp_path):
+    # Mutant: the manifest is trusted without checking that its files are there: the
+    # dataset returned named a deleted crop, and failed only when read.
+    pytest.importorskip("torch")
+    pytest.importorskip("nilearn")
+    from tensorly_cross.nn import mni152_crops
+
+    (name,) = _crops_manifest(tmp_path)
+    (tmp_path / name).unlink()
+    data = mni152_crops(1, 4, seed=0, directory=tmp_path)
+    volume, target = data[0]
+    assert tuple(volume.shape) == (4, 4, 4) and 0.0 <= float(target) <= 1.0
+    assert (tmp_path / name).exists()
