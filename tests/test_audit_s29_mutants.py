@@ -103,3 +103,25 @@ def test_mni152_crops_writes_again_a_crop_missing_from_its_directory(tmp_path):
     volume, target = data[0]
     assert tuple(volume.shape) == (4, 4, 4) and 0.0 <= float(target) <= 1.0
     assert (tmp_path / name).exists()
+
+
+# -- cli/compress.py -----------------------------------------------------------------------
+
+
+def _compress(tmp_path, capsys, *flags):
+    """``tensorly-cross compress`` run in this process on a small .npy: (exit code, stderr)."""
+    from tensorly_cross.cli import main
+
+    path = tmp_path / "volume.npy"
+    np.save(path, np.random.default_rng(0).random((6, 6, 6)))
+    code = main(["compress", str(path), "-o", str(tmp_path / "out.tt.npz"), "-q", *flags])
+    return code, capsys.readouterr().err
+
+
+def test_compress_refuses_max_slices_with_tci_by_its_flags(tmp_path, capsys):
+    # Mutant: only --method lsq is refused with --max-slices; TCI (which has no slice
+    # budget) was then run, or failed in the library's terms, not the command's.
+    code, err = _compress(tmp_path, capsys, "--rank", "2", "--max-slices", "2",
+                          "--method", "tci")
+    assert code == 2
+    assert "--max-slices needs --method als or auto" in err and "not tci" in err
