@@ -125,3 +125,11 @@ def test_compress_refuses_max_slices_with_tci_by_its_flags(tmp_path, capsys):
                           "--method", "tci")
     assert code == 2
     assert "--max-slices needs --method als or auto" in err and "not tci" in err
+
+
+def test_compress_refuses_dataset_for_a_file_other_than_hdf5_as_a_usage_error(tmp_path, capsys):
+    # Mutant: the command's own check dropped; the library refused it later, as an input
+    # error (exit 1, not 2) naming its own argument ("dataset='vol'"), not the flag.
+    code, err = _compress(tmp_path, capsys, "--dataset", "vol")
+    assert code == 2
+    assert "--dataset names an HDF5 dataset" in err and "is not .h5/.hdf5" in err
