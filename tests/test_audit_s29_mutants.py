@@ -133,3 +133,11 @@ def test_compress_refuses_dataset_for_a_file_other_than_hdf5_as_a_usage_error(tm
     code, err = _compress(tmp_path, capsys, "--dataset", "vol")
     assert code == 2
     assert "--dataset names an HDF5 dataset" in err and "is not .h5/.hdf5" in err
+
+
+def test_compress_refuses_axes_that_repeat_one_beside_all_the_others(tmp_path, capsys):
+    # Mutant: --axes checked as a set, so "0,1,2,2" (every axis, one twice) passed the
+    # command's check and failed later, in the library's terms (exit 1).
+    code, err = _compress(tmp_path, capsys, "--axes", "0,1,2,2", "--rank", "2")
+    assert code == 2
+    assert "--axes must be a permutation of the volume's 3 axes" in err
