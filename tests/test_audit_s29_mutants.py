@@ -108,12 +108,12 @@ def test_mni152_crops_writes_again_a_crop_missing_from_its_directory(tmp_path):
 # -- cli/compress.py -----------------------------------------------------------------------
 
 
-def _compress(tmp_path, capsys, *flags):
+def _compress(tmp_path, capsys, *flags, shape=(6, 6, 6)):
     """``tensorly-cross compress`` run in this process on a small .npy: (exit code, stderr)."""
     from tensorly_cross.cli import main
 
     path = tmp_path / "volume.npy"
-    np.save(path, np.random.default_rng(0).random((6, 6, 6)))
+    np.save(path, np.random.default_rng(0).random(shape))
     code = main(["compress", str(path), "-o", str(tmp_path / "out.tt.npz"), "-q", *flags])
     return code, capsys.readouterr().err
 
@@ -141,3 +141,21 @@ def test_compress_refuses_axes_that_repeat_one_beside_all_the_others(tmp_path, c
     code, err = _compress(tmp_path, capsys, "--axes", "0,1,2,2", "--rank", "2")
     assert code == 2
     assert "--axes must be a permutation of the volume's 3 axes" in err
+
+
+def test_compress_refuses_a_budget_the_held_out_entries_exhaust_on_a_2d_image(tmp_path, capsys):
+    # Mutant: ``ndim > 2`` for the least-squares cross that auto runs: on an image the
+    # budget went unchecked, and the library refused it later (exit 1, its own terms).
+    code, err = _compress(tmp_path, capsys, "--max-evals", "2000", shape=(64, 64))
+    assert code == 2
+    assert "--max-evals 2000 is too small for the least-squares cross" in err
+
+
+def test_compress_refuses_a_budget_equal_to_the_held_out_entries(tmp_path, capsys):
+    # Mutant: ``max_evals < LSQ_VAL_SIZE``: a budget of exactly the 4000 held-out entries
+    # leaves none for the cross ("Give more than 4000").
+    from tensorly_cross.options import LSQ_VAL_SIZE
+
+    code, err = _compress(tmp_path, capsys, "--max-evals", str(LSQ_VAL_SIZE))
+    assert code == 2
+    assert f"--max-evals {LSQ_VAL_SIZE} is too small for the least-squares cross" in err
