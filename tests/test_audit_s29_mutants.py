@@ -159,3 +159,21 @@ def test_compress_refuses_a_budget_equal_to_the_held_out_entries(tmp_path, capsy
     code, err = _compress(tmp_path, capsys, "--max-evals", str(LSQ_VAL_SIZE))
     assert code == 2
     assert f"--max-evals {LSQ_VAL_SIZE} is too small for the least-squares cross" in err
+
+
+def test_compress_says_the_cross_of_a_gzipped_nifti_does_not_use_the_scheduler(
+        tmp_path, loopback_cluster, capsys):
+    # Mutant: ".nii.gz" left out of the files the cross reads in this process: no warning
+    # that --scheduler goes unused for it (as for .nii and .npy).
+    nibabel = pytest.importorskip("nibabel")
+    from tensorly_cross.cli import main
+
+    grid = np.linspace(0, 1, 8)
+    path = tmp_path / "v.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(np.add.outer(np.add.outer(grid, grid), grid),
+                                     np.eye(4)), str(path))
+    code = main(["compress", str(path), "-o", str(tmp_path / "c.tt.npz"), "--method", "tci",
+                 "--scheduler", loopback_cluster.scheduler_address, "--tol", "1e-6", "-q"])
+    assert code == 0
+    assert "warning: --scheduler is not used by the cross for 'v.nii.gz'" in \
+        capsys.readouterr().err
