@@ -177,3 +177,22 @@ def test_compress_says_the_cross_of_a_gzipped_nifti_does_not_use_the_scheduler(
     assert code == 0
     assert "warning: --scheduler is not used by the cross for 'v.nii.gz'" in \
         capsys.readouterr().err
+
+
+# -- stream/streaming.py -------------------------------------------------------------------
+
+
+def test_the_memory_check_counts_the_test_matrices_and_every_copy_the_qr_holds():
+    # Mutants: the random test matrices (width x sum(shape) per sketched mode) left out of
+    # the estimate, or one QR working copy fewer: an (n, 8) volume sketched at widths (8, 8)
+    # needs 40 n entries (sketch 8n, its test matrix 8n, three more copies in the QR);
+    # counted as 32 n, one needing 10/9 of the machine passed the check, to be killed for
+    # memory after a full read.
+    from tensorly_cross.stream.streaming import _check_memory, _physical_memory
+
+    physical = _physical_memory()
+    if physical is None:
+        pytest.skip("the OS does not say how much memory this machine has")
+    n = physical // (8 * 36)  # 40 n float64 entries: 10/9 of the memory; 32 n: 8/9
+    with pytest.raises(MemoryError, match="Lower max_width"):
+        _check_memory((n, 8), (8, 8))
