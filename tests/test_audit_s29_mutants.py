@@ -196,3 +196,17 @@ def test_the_memory_check_counts_the_test_matrices_and_every_copy_the_qr_holds()
     n = physical // (8 * 36)  # 40 n float64 entries: 10/9 of the memory; 32 n: 8/9
     with pytest.raises(MemoryError, match="Lower max_width"):
         _check_memory((n, 8), (8, 8))
+
+
+def test_a_fixed_rank_volume_filling_the_core_budget_exactly_is_read_once(monkeypatch):
+    # Mutant: the default outer width 2 max(rank) + 10 applied from a smaller size than
+    # the budget (``>=``, or half of it): a volume within the budget was sketched (two
+    # reads, an approximate basis) instead of taken whole (documented: "A volume within the
+    # budget is not sketched: TT-SVD").
+    from tensorly_cross import streaming_tt_svd
+    from tensorly_cross.stream import streaming
+
+    monkeypatch.setattr(streaming, "MAX_CORE_ENTRIES", 20 * 20 * 15)
+    volume = np.random.default_rng(0).standard_normal((20, 20, 15))
+    _, info = streaming_tt_svd(volume, rank=2, random_state=0, return_info=True)
+    assert info.widths == (20, 20, 15) and info.n_passes == 1
