@@ -210,3 +210,17 @@ def test_a_fixed_rank_volume_filling_the_core_budget_exactly_is_read_once(monkey
     volume = np.random.default_rng(0).standard_normal((20, 20, 15))
     _, info = streaming_tt_svd(volume, rank=2, random_state=0, return_info=True)
     assert info.widths == (20, 20, 15) and info.n_passes == 1
+
+
+# -- lazy/worker_groups.py -----------------------------------------------------------------
+
+
+def test_a_worker_left_without_chunks_gets_no_group():
+    # Mutant: ``stop >= start``: a worker whose share rounds to no chunk still got a group
+    # (an empty dask task per idle worker, each paying the fixed cost the groups save).
+    from tensorly_cross.lazy.worker_groups import group_chunks
+
+    workers = [("a", 1), ("b", 1), ("c", 1)]
+    assert group_chunks(1, workers) == [("c", 1, 0, 1)]
+    assert group_chunks(0, workers) == []
+    assert all(stop > start for *_, start, stop in group_chunks(2, workers))
