@@ -224,3 +224,31 @@ def test_a_worker_left_without_chunks_gets_no_group():
     assert group_chunks(1, workers) == [("c", 1, 0, 1)]
     assert group_chunks(0, workers) == []
     assert all(stop > start for *_, start, stop in group_chunks(2, workers))
+
+
+def _fails_beyond_30(indices):
+    """Module level: dask pickles a task's function even for a cluster of threads."""
+    if (indices[:, 0] > 30).any():
+        raise KeyError("no model for x0 > 30")
+    return indices.sum(axis=1).astype(float)
+
+
+def test_a_failing_chunk_on_a_dask_worker_is_named_once():
+    # Mutant: the group's range noted even when the chunk's own note survived the trip:
+    # the error then named two culprits, "chunk 4 of 4" and "chunks 3-4 of 4".
+    distributed = pytest.importorskip("distributed")
+    from tensorly_cross import FunctionTensor
+    from tensorly_cross.lazy.chunk_result import NOTE_PREFIX
+
+    batch = np.array([[i, i] for i in range(12)])
+    batch[9, 0] = 31
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=False,
+                                  dashboard_address="127.0.0.1:0",
+                                  worker_dashboard_address="127.0.0.1:0") as cluster, \
+            distributed.Client(cluster) as client:
+        failing = FunctionTensor(_fails_beyond_30, (32, 32), executor=client)
+        with pytest.raises(KeyError, match="x0 > 30") as error:
+            failing.evaluate(batch)
+    notes = [note for note in error.value.__notes__ if note.startswith(NOTE_PREFIX)]
+    assert len(notes) == 1
+    assert notes[0].startswith(f"{NOTE_PREFIX} 4 of 4: 3 multi-indices from (31, 9) to (11, 11)")
