@@ -252,3 +252,34 @@ def test_a_failing_chunk_on_a_dask_worker_is_named_once():
     notes = [note for note in error.value.__notes__ if note.startswith(NOTE_PREFIX)]
     assert len(notes) == 1
     assert notes[0].startswith(f"{NOTE_PREFIX} 4 of 4: 3 multi-indices from (31, 9) to (11, 11)")
+
+
+def _slow_or_fails(indices):
+    """Fails at once on x0 > 30; else takes 2 s."""
+    import time
+
+    if (indices[:, 0] > 30).any():
+        raise KeyError("no model for x0 > 30")
+    time.sleep(2.0)
+    return indices.sum(axis=1).astype(float)
+
+
+def test_a_failing_dask_group_raises_its_error_before_a_slower_group_meets_the_deadline():
+    # Mutant: the wait for the groups goes on past a failed one (``continue``, not
+    # ``return``): the slower group then ran into max_time, and the function's own error
+    # came back as MaxTimeReached ("1 of 2 dask tasks still to finish"), a stop, not a bug.
+    import time
+
+    distributed = pytest.importorskip("distributed")
+    from tensorly_cross.lazy.deadline import Deadline
+    from tensorly_cross.lazy.parallel import evaluate_in_chunks
+
+    batch = np.array([[i, i] for i in range(4)])
+    batch[3, 0] = 31  # in the second chunk, run by the second worker
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address="127.0.0.1:0",
+                                  worker_dashboard_address="127.0.0.1:0") as cluster, \
+            distributed.Client(cluster) as client:
+        with pytest.raises(KeyError, match="x0 > 30"):
+            evaluate_in_chunks(_slow_or_fails, batch, client,
+                               deadline=Deadline(time.perf_counter() + 1.0, 1.0))
