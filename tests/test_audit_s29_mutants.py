@@ -283,3 +283,29 @@ def test_a_failing_dask_group_raises_its_error_before_a_slower_group_meets_the_d
         with pytest.raises(KeyError, match="x0 > 30"):
             evaluate_in_chunks(_slow_or_fails, batch, client,
                                deadline=Deadline(time.perf_counter() + 1.0, 1.0))
+
+
+# -- lazy/dask.py --------------------------------------------------------------------------
+
+
+def test_a_dask_tensor_spreads_its_chunks_over_the_workers():
+    # Mutant: every chunk pinned to the first worker (not by its hash): the reads of a
+    # batch ran one worker's threads only, and its cache held every chunk.
+    distributed = pytest.importorskip("distributed")
+    zarr = pytest.importorskip("zarr")
+    from tensorly_cross import DaskTensor
+
+    array = zarr.zeros((64, 64), chunks=(8, 8), dtype="f8")
+    array[:] = np.arange(64 * 64.0).reshape(64, 64)
+    points = np.array([[i, j] for i in range(0, 64, 8) for j in range(0, 64, 8)])
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address="127.0.0.1:0",
+                                  worker_dashboard_address="127.0.0.1:0") as cluster, \
+            distributed.Client(cluster) as client:
+        lazy = DaskTensor(array, client=client)
+        with distributed.get_task_stream(client) as tasks:
+            values = lazy.evaluate(points)
+        workers = {task["worker"] for task in tasks.data}
+    np.testing.assert_array_equal(np.asarray(values), points[:, 0] * 64.0 + points[:, 1])
+    # 64 chunks hashed to 2 workers: all on one has probability 2**-63
+    assert len(workers) == 2
