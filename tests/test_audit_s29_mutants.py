@@ -309,3 +309,24 @@ def test_a_dask_tensor_spreads_its_chunks_over_the_workers():
     np.testing.assert_array_equal(np.asarray(values), points[:, 0] * 64.0 + points[:, 1])
     # 64 chunks hashed to 2 workers: all on one has probability 2**-63
     assert len(workers) == 2
+
+
+def test_a_worker_drops_its_least_recently_used_chunk_cache_first(monkeypatch):
+    # Mutant: a cache used again is not moved to the end: the worker dropped the oldest
+    # cache made (first in, first out), though its tensor was the one in use.
+    from collections import OrderedDict
+
+    from tensorly_cross.lazy import dask as lazy_dask
+
+    monkeypatch.setattr(lazy_dask, "_WORKER_CACHES", OrderedDict())
+    source = lazy_dask.DaskTensor(np.arange(16.0).reshape(4, 4)).source
+    block = (slice(0, 4), slice(0, 4))
+
+    def read(token):
+        return lazy_dask._worker_gather(source, token, 0, block, np.array([[1, 2]]), 2**20)
+
+    for token in ("a", "b", "c", "d"):
+        read(token)
+    assert read("a")[0] == 6.0  # "a" used again: the most recent
+    read("e")  # one cache too many: the least recently used ("b") goes
+    assert list(lazy_dask._WORKER_CACHES) == ["c", "d", "a", "e"]
