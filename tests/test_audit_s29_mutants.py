@@ -330,3 +330,34 @@ def test_a_worker_drops_its_least_recently_used_chunk_cache_first(monkeypatch):
     assert read("a")[0] == 6.0  # "a" used again: the most recent
     read("e")  # one cache too many: the least recently used ("b") goes
     assert list(lazy_dask._WORKER_CACHES) == ["c", "d", "a", "e"]
+
+
+# -- cross/driver.py, cross/finish.py, cross/refine.py: the refinement -----------------------
+
+
+def _noisy(shape, seed):
+    """A smooth tensor plus noise: no low rank meets a small tol, so the cross refines."""
+    rng = np.random.default_rng(seed)
+    grids = np.meshgrid(*[np.linspace(0, 1, n) for n in shape], indexing="ij")
+    return (np.sin(4 * sum(grids)) + np.exp(-3 * grids[0] * grids[2])
+            + 0.05 * rng.standard_normal(shape))
+
+
+def test_a_run_stopped_by_max_time_returns_its_best_sweep_unrefined():
+    # Mutant: the least-squares refinement also ran after a max_time stop: past the time
+    # allowed, the run added a sweep (info.refined) that no sweep had validated, where
+    # max_time is documented to return "the best sweep it has completed and validated".
+    import time
+
+    import tensorly_cross as tlc
+
+    def past_the_deadline_after_two_sweeps(tt, info):
+        if info.n_sweeps == 2:
+            time.sleep(1.2)
+
+    dense = _noisy((30, 28, 26), 0)
+    _, info = tlc.tt_cross(dense, rank=5, method="als", tol=1e-6, random_state=0,
+                           return_info=True, max_time=1.0,
+                           callback=past_the_deadline_after_two_sweeps)
+    assert info.stop_reason == "max_time"
+    assert not info.refined and info.n_sweeps == len(info.val_errors) <= 2
