@@ -361,3 +361,27 @@ def test_a_run_stopped_by_max_time_returns_its_best_sweep_unrefined():
                            callback=past_the_deadline_after_two_sweeps)
     assert info.stop_reason == "max_time"
     assert not info.refined and info.n_sweeps == len(info.val_errors) <= 2
+
+
+def test_a_refinement_meeting_tol_past_max_time_is_judged_without_fresh_entries():
+    # Mutant: MaxTimeReached not caught around the refined TT's confirmation: a run whose
+    # refinement met tol once max_time had passed raised it out of tt_cross (documented:
+    # a run past max_time stops and returns), where it is judged on the entries held out.
+    import time
+
+    import tensorly_cross as tlc
+
+    dense = _noisy((30, 28, 26), 0)
+    _, plain = tlc.tt_cross(dense, rank=5, method="als", tol=1e-6, random_state=0,
+                            return_info=True, n_iter_max=2)
+    assert plain.refined
+    tol = 1.02 * plain.val_errors[-1]  # met by the refinement, by no sweep
+
+    def past_the_deadline_in_the_last_sweep(tt, info):
+        if info.n_sweeps == 2:
+            time.sleep(1.2)
+
+    _, info = tlc.tt_cross(dense, rank=5, method="als", tol=tol, random_state=0,
+                           return_info=True, max_time=1.0, n_iter_max=2,
+                           callback=past_the_deadline_in_the_last_sweep)
+    assert info.refined and info.val_errors[-1] == plain.val_errors[-1]
