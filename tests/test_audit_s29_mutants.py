@@ -385,3 +385,16 @@ def test_a_refinement_meeting_tol_past_max_time_is_judged_without_fresh_entries(
                            return_info=True, max_time=1.0, n_iter_max=2,
                            callback=past_the_deadline_in_the_last_sweep)
     assert info.refined and info.val_errors[-1] == plain.val_errors[-1]
+
+
+def test_the_refinement_of_a_tensor_scaled_by_a_power_of_two_is_the_same_refinement():
+    # Mutant: the ridge pulls towards the current core in the data's units, not in the
+    # scaled blocks' (refine.py brings them near 1 by powers of two): for data near 1e120
+    # the pull outweighed the fit and the refinement was dropped (refined False).
+    import tensorly_cross as tlc
+
+    dense = _noisy((30, 28, 26), 0)
+    runs = [tlc.tt_cross(np.ldexp(dense, exponent), rank=5, method="als", tol=1e-6,
+                         random_state=0, return_info=True)[1] for exponent in (0, 400)]
+    assert all(info.refined for info in runs)
+    assert runs[1].val_errors[-1] == pytest.approx(runs[0].val_errors[-1], rel=1e-9)
