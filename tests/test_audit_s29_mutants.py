@@ -398,3 +398,28 @@ def test_the_refinement_of_a_tensor_scaled_by_a_power_of_two_is_the_same_refinem
                          random_state=0, return_info=True)[1] for exponent in (0, 400)]
     assert all(info.refined for info in runs)
     assert runs[1].val_errors[-1] == pytest.approx(runs[0].val_errors[-1], rel=1e-9)
+
+
+# -- cross/stopping.py: Validation.warn_if_unseen --------------------------------------------
+
+
+def test_the_unseen_structure_warning_of_a_block_cross_bounds_positions_not_channels():
+    # Mutant: the bound in the warning counts every held-out channel as a draw, not every
+    # position (3 channels: 0.003 claimed where the held-out positions bound 0.009).
+    import re
+    import warnings
+
+    import tensorly_cross as tlc
+    from tensorly_cross.cross.stopping import heldout_bound
+    from tensorly_cross.errors import UnseenStructureWarning
+
+    from .test_reliability import HiddenSpike
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, info = tlc.tt_cross(HiddenSpike(), shape=(30, 30, 3), method="block", rank=2,
+                               random_state=0, return_info=True)
+    (message,) = [str(w.message) for w in caught if w.category is UnseenStructureWarning]
+    claimed = float(re.search(r"at most a fraction (\S+) of the entries", message)[1])
+    drawn = info.n_fresh or info.n_heldout  # held-out channel values, 3 per position
+    assert claimed == pytest.approx(heldout_bound(drawn // 3), rel=1e-2)
