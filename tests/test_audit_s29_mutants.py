@@ -179,6 +179,24 @@ def test_compress_says_the_cross_of_a_gzipped_nifti_does_not_use_the_scheduler(
         capsys.readouterr().err
 
 
+
+@pytest.mark.parametrize("dtype, stored", [(np.int16, np.float32), (np.int32, np.float64)])
+def test_compress_stores_integer_volumes_in_the_documented_core_dtype(tmp_path, capsys, dtype,
+                                                                    stored):
+    # Mutant: ``itemsize <= 1``: an int16 volume (a CT, most NIfTI) was stored in float64
+    # cores, twice the file, where --dtype's help says "float32 for integers of 16 bits or
+    # fewer".
+    from tensorly_cross import load_tt
+    from tensorly_cross.cli import main
+
+    grid = np.arange(8)
+    path = tmp_path / "v.npy"
+    np.save(path, np.add.outer(np.add.outer(grid, grid), grid).astype(dtype))
+    output = tmp_path / "v.tt.npz"
+    assert main(["compress", str(path), "-o", str(output), "--method", "stream", "-q"]) == 0
+    tt, _ = load_tt(str(output))
+    assert all(np.asarray(core).dtype == stored for core in tt.factors)
+
 # -- stream/streaming.py -------------------------------------------------------------------
 
 
