@@ -441,3 +441,25 @@ def test_the_unseen_structure_warning_of_a_block_cross_bounds_positions_not_chan
     claimed = float(re.search(r"at most a fraction (\S+) of the entries", message)[1])
     drawn = info.n_fresh or info.n_heldout  # held-out channel values, 3 per position
     assert claimed == pytest.approx(heldout_bound(drawn // 3), rel=1e-2)
+
+
+def test_the_unseen_structure_warning_is_given_once_per_validation():
+    # Mutant: ``self.warned`` no longer checked: each pass judged (the held-out error's,
+    # then the driver's once the pass is decided) warned again ("Warn (once)").
+    import warnings
+
+    import tensorly_cross as tlc
+    from tensorly_cross.cross.stopping import Validation
+    from tensorly_cross.errors import UnseenStructureWarning
+    from tensorly_cross.lazy.cache import EvaluationCache
+
+    from .test_reliability import HiddenSpike
+
+    cache = EvaluationCache(tlc.FunctionTensor(HiddenSpike(), (30, 30, 30)))
+    validation = Validation(cache, 1000, np.random.default_rng(0), None, 1e-3)
+    cache.evaluate(np.indices((30, 30, 2)).reshape(3, -1).T.astype(np.int64))  # the spike
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        validation.warn_if_unseen(1e-4)
+        validation.warn_if_unseen(1e-4)
+    assert [w.category for w in caught] == [UnseenStructureWarning]
