@@ -8,7 +8,7 @@ import tensorly as tl
 from tensorly.tt_tensor import TTTensor
 
 from ._backend import backend_name, eager_under_torch_compile
-from ._validation import check_bool, check_random_state
+from ._validation import check_bool, check_random_state, outside_stacklevel
 from .cross.als import ALSSweeper
 from .cross.assemble import assemble_cores
 from .cross.block import BlockSweeper, block_random_indices, block_ranks
@@ -254,7 +254,7 @@ def _warn_if_singular(singular):
             f"{fiber_rank}), so the TT does not interpolate the fibers it was read from. "
             "Were the index sets chosen on other data? Choose them on this tensor "
             "(select_indices).")
-        warnings.warn(RankDeficiencyWarning(message, pivot_rank), stacklevel=3)
+        warnings.warn(RankDeficiencyWarning(message, pivot_rank), stacklevel=outside_stacklevel())
 
 
 def _assemble(lazy, indices, singular=None):
@@ -287,7 +287,7 @@ def _assemble_counted(lazy, indices, info, max_evals):
                       f"then read the cores' {counted.n_evaluated} entries again, through "
                       f"autograd, for {info.n_evals} evaluations in all (info.n_evals). "
                       "Lower max_evals by that read to stay within a budget.",
-                      RuntimeWarning, stacklevel=3)
+                      RuntimeWarning, stacklevel=outside_stacklevel())
     return cores
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import tensorly as tl
 
 from .._backend import svd, take_rows, to_host
+from .._validation import outside_stacklevel
 from .basis import max_condition, pivot_rows, right_divide, truncated_pinv
 from .indices import CrossIndices, cartesian_join, fiber_indices, mode_column, positions_in
 from .init import clip_ranks, random_distinct_multi_indices
@@ -48,7 +49,7 @@ def block_ranks(rank, positions, channels, shown_shape=None):
         warnings.warn(f"rank {tuple(requested)} exceeds what the unfoldings of a tensor of "
                       f"shape {shown_shape or (*positions, channels)} can hold; using rank "
                       f"{tuple(clipped)}.",
-                      stacklevel=3)
+                      stacklevel=outside_stacklevel())
     return clipped
 
 

@@ -7,6 +7,7 @@ returned a TT with held-out error 0.23 and said nothing.
 
 import warnings
 
+from .._validation import outside_stacklevel
 from ..errors import ToleranceNotMetWarning
 from .handover import returned_val_size
 
@@ -88,7 +89,7 @@ def warn_if_missed(options, info, read_fraction=0.0):
                    f"{info.n_heldout} entries (method {info.method!r}, stopped: "
                    f"{info.stop_reason}, {info.n_sweeps} sweeps, largest rank "
                    f"{max(ranks, default=1)}). To get closer: {hints}.")
-    warnings.warn(ToleranceNotMetWarning(message, error, tol), stacklevel=4)
+    warnings.warn(ToleranceNotMetWarning(message, error, tol), stacklevel=outside_stacklevel())
 
 
 def _beside(error, tol):
@@ -116,7 +117,8 @@ def _warn_if_nothing_found(options, info):
                "missed where the tensor is nonzero (a sparse or localised tensor): try "
                "method=\"tci\" (rank-adaptive, it starts from the largest entry it finds), "
                "a larger val_size, or another random_state.")
-    warnings.warn(ToleranceNotMetWarning(message, error, options.tol), stacklevel=5)
+    warnings.warn(ToleranceNotMetWarning(message, error, options.tol),
+                  stacklevel=outside_stacklevel())
 
 
 def _hints(options, info, largest_rank, read_fraction=0.0):

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 
 from .._backend import to_host
+from .._validation import outside_stacklevel
 from ..errors import EvaluationBudgetExceeded, UnseenStructureWarning
 from .confidence import residual_carriers
 from .indices import cartesian_join, mode_column
@@ -369,7 +370,7 @@ class Validation:
             f"held-out error {error:.3g} <= tol, but {sign}. {n_read} of {size} entries were "
             f"read; with 95% confidence at most a fraction {bound:.3g} of the entries differ "
             "from the TT unseen. Raise val_size, or check the result on the features you "
-            "know of.", UnseenStructureWarning, stacklevel=2)
+            "know of.", UnseenStructureWarning, stacklevel=outside_stacklevel())
 
     @property
     def n_fresh(self):

@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 
+from .._validation import outside_stacklevel
 from ..errors import SubnormalValuesWarning
 
 
@@ -35,4 +36,4 @@ def warn_if_subnormal(cache):
         "RuntimeWarning from NumPy on the way came from dividing by "
         f"them). Compute the function scaled by a constant (e.g. {factor:.0e}) so that its "
         "values are normal, and divide the TT by it.")
-    warnings.warn(message, SubnormalValuesWarning, stacklevel=4)
+    warnings.warn(message, SubnormalValuesWarning, stacklevel=outside_stacklevel())

@@ -42,6 +42,7 @@ import numpy as np
 
 from .._atomic import destination, keep_mode
 from .._backend import to_host
+from .._validation import outside_stacklevel
 from ..errors import CheckpointError, CheckpointMismatchError
 from .base import LazyTensor, check_values
 from .chunk_result import FINISHED, evaluating_tensor
@@ -151,7 +152,7 @@ class CheckpointStore:
         warnings.warn(f"checkpoint {self.path!r} was removed (or replaced) during the run: "
                       "the entries evaluated from now on are not kept on disk, and a rerun "
                       "starts afresh. Keep the file until the run has finished.",
-                      stacklevel=2)
+                      stacklevel=outside_stacklevel())
 
     def _cut_back(self):
         """Truncate a frame written in part to the end of the last whole one, if the file
@@ -188,7 +189,7 @@ class CheckpointStore:
             if frame is None:
                 warnings.warn(f"checkpoint {self.path!r}: dropped a torn last frame "
                               f"({len(data) - offset} bytes) after {offset} valid bytes.",
-                              stacklevel=4)
+                              stacklevel=outside_stacklevel())
                 break
             frame_indices, frame_values, offset = frame
             indices.append(frame_indices)
