@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._backend import check_concrete
+from .._backend import check_concrete, eager_under_torch_compile
 from .._validation import (
     check_choice,
     check_float,
@@ -452,8 +452,11 @@ class CrossEmbedding(nn.Module):
         self.grid_shape = grid  # two grids can have the same quantics digits
         return self
 
+    @eager_under_torch_compile
     def _tts(self, volumes, keys):
-        """Differentiable TTs of the volumes: searches, then reads, each in lockstep."""
+        """Differentiable TTs of the volumes: searches, then reads, each in lockstep (eager
+        under ``torch.compile``: TorchDynamo cannot trace the host index search, nor the
+        threads that run it)."""
         lockstep = LockstepEncoder(self.encoder, self.n_features, self._max_batch())
         lazies = [self._encoded_for(volume, key, lockstep) for volume, key in
                   zip(volumes, keys, strict=True)]
