@@ -32,7 +32,7 @@ from .lazy.checkpoint import CheckpointedTensor, CheckpointStore
 from .lazy.counted import CountedTensor
 from .lazy.deadline import DeadlineTensor, no_deadline
 from .lazy.dispatch import as_lazy
-from .lazy.function import FunctionClock
+from .lazy.function import FunctionClock, graph_kept_reads
 from .options import checkpoint_arguments, cross_options, share_cross_parameters
 
 
@@ -258,7 +258,7 @@ def _warn_if_singular(singular):
 
 
 def _assemble(lazy, indices, singular=None):
-    with no_deadline():
+    with no_deadline(), graph_kept_reads():
         if indices.ranks is not None:  # a least-squares cross
             return lsq_assemble(lazy, indices)
         if is_one_channel(indices, lazy.shape):  # an oversampled ALS-cross

@@ -1,5 +1,7 @@
 """FunctionTensor: entries computed by a vectorised Python function."""
 
+import concurrent.futures
+import contextlib
 import contextvars
 import time
 
@@ -21,6 +23,7 @@ from .chunk_result import (
 from .deadline import current_deadline, no_deadline
 from .parallel import (
     WorkerCount,
+    caller_grad_mode,
     check_chunk_values,
     check_executor,
     chunk_bounds,
@@ -45,6 +48,26 @@ PICKLING = (
     "a lambda or a function defined inside another), keep locks, open files and clients "
     "out of what it holds, return NumPy arrays, or evaluate serially (executor=None)."
 )
+
+
+# Set around a read whose values must keep autograd's graph (see graph_kept_reads).
+_GRAPH_KEPT = contextvars.ContextVar("tensorly_cross_graph_kept", default=False)
+
+
+@contextlib.contextmanager
+def graph_kept_reads():
+    """Reads inside keep autograd's graph where PyTorch records one (its backend active,
+    grad enabled): the cores' fresh read of :func:`~tensorly_cross.cross_interpolate` (and
+    of ``differentiable=True``). There a
+    :class:`FunctionTensor` evaluates in this thread, or on a thread pool, never on another
+    executor: a dask worker computed from its own copy of the function's parameters (sent
+    by value), so the cores required grad but the gradient never reached the parameters
+    (``.grad`` None, without a word)."""
+    token = _GRAPH_KEPT.set(tl.get_backend() == "pytorch" and bool(caller_grad_mode()))
+    try:
+        yield
+    finally:
+        _GRAPH_KEPT.reset(token)
 
 
 # The clock of the run evaluating in this context (see FunctionClock).
@@ -99,6 +122,10 @@ class FunctionTensor(LazyTensor):
         A process pool or a cluster of processes needs a function that pickles. The
         user's exceptions come back from the chunk that raised them, with a note naming
         its multi-indices; NaN/inf are reported with their multi-index, as without.
+        The cores' autograd-visible read (``cross_interpolate``, ``differentiable=True``
+        under PyTorch with grad enabled) runs in the caller's thread unless the executor
+        is a ``ThreadPoolExecutor``: elsewhere the function runs on a copy of its
+        parameters, which the gradient would never reach. The search uses the executor.
     chunk_size : int or None
         Entries per chunk; None: one chunk per thread of the executor. On a dask
         client each worker gets one task per batch, holding its threads' chunks.
@@ -183,36 +210,45 @@ class FunctionTensor(LazyTensor):
 
     def _evaluate(self, indices):
         deadline = current_deadline()
-        chunked = self.executor is None and self._serial_chunks(indices) is not None
+        executor = self._read_executor()
+        chunked = executor is None and self._serial_chunks(indices) is not None
         try:
-            if self.executor is not None:
-                values, seconds = evaluate_in_chunks(self.function, indices, self.executor,
+            if executor is not None:
+                values, seconds = evaluate_in_chunks(self.function, indices, executor,
                                                      self.chunk_size,
-                                                     self._workers(self.executor), deadline)
+                                                     self._workers(executor), deadline)
             elif chunked:
                 values, seconds = self._evaluate_chunks(indices, deadline)
             else:
                 values, seconds = self._call(indices)
         except BaseException as error:
             finished = getattr(error, FINISHED, None)
-            if finished is not None and (self.executor is not None or chunked):
+            if finished is not None and (executor is not None or chunked):
                 finished.claim(self)  # a checkpoint over this very tensor may keep them
                 self._count_seconds(finished.seconds)  # computed, and counted in n_evals
             if not isinstance(error, Exception):  # Ctrl-C: no note, only the chunks
                 raise
             # With an executor: a function (or values) it could not pickle, which is a
             # PicklingError, an AttributeError or a TypeError depending on what failed.
-            if self.executor is not None and is_pickling_error(error):
+            if executor is not None and is_pickling_error(error):
                 error.add_note(PICKLING)
             elif isinstance(error, TypeError):
                 # The usual one: a function of d scalars, f(i, j, k), called with one array.
                 error.add_note(CALLING_CONVENTION)
-            if self.executor is None and not chunked and not isinstance(error, MaxTimeReached):
+            if executor is None and not chunked and not isinstance(error, MaxTimeReached):
                 # Which call failed (an executor's chunks, and serial ones, note their own).
                 error.add_note(f"raised by the function on a batch of {span(indices)}")
             raise
         self._count_seconds(seconds)
         return values
+
+    def _read_executor(self):
+        """The executor of this read: none inside :func:`graph_kept_reads`, unless it is a
+        thread pool (whose threads share the caller's tensors, and so the graph)."""
+        if _GRAPH_KEPT.get() and not isinstance(self.executor,
+                                                concurrent.futures.ThreadPoolExecutor):
+            return None
+        return self.executor
 
     def _count_seconds(self, seconds):
         """Count ``seconds`` spent in the function, here and on the current run's clock."""

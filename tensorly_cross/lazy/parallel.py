@@ -167,7 +167,7 @@ class _TimedCall:
 
     def __init__(self, function):
         self.function = function
-        self.grad_enabled = _caller_grad_mode()
+        self.grad_enabled = caller_grad_mode()
 
     def __call__(self, chunk):
         with _grad_mode(self.grad_enabled):
@@ -183,7 +183,7 @@ class _TimedCall:
         return own_copy(values), time.perf_counter() - start
 
 
-def _caller_grad_mode():
+def caller_grad_mode():
     """PyTorch's grad mode in this thread; None where torch was never imported."""
     torch = sys.modules.get("torch")
     return None if torch is None else torch.is_grad_enabled()
