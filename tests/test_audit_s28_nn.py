@@ -65,6 +65,8 @@ from tensorly_cross.nn import (  # noqa: E402
 )
 from tensorly_cross.nn.training import Regressor, fit  # noqa: E402
 
+from .nn_helpers import crops_manifest  # noqa: E402
+
 
 class _Returns(nn.Module):
     """The default encoder, whose output ``wrap`` turns into something else."""
@@ -198,19 +200,9 @@ def test_a_parameter_free_encoder_reads_cuda_volumes_into_a_cuda_head():
                for core in model.head.cores)
 
 
-def _fake_crops(directory, **parameters):
-    """A manifest of crops, as mni152_crops writes one (no template needed to read it)."""
-    manifest = dict(dict(n_volumes=1, size=4, seed=0, version=2), **parameters)
-    names = [f"crop_{k:03d}.npy" for k in range(manifest["n_volumes"])]
-    for name in names:
-        np.save(directory / name, np.full((manifest["size"],) * 3, 7.0, dtype=np.float32))
-    manifest.update(files=names, targets=[0.5] * len(names))
-    (directory / "targets.json").write_text(json.dumps(manifest))
-
-
 @pytest.mark.parametrize("other", [dict(seed=1), dict(size=5), dict(seed=1, n_volumes=2)])
 def test_mni152_crops_refuses_a_directory_of_another_seed_or_size(tmp_path, other):
-    _fake_crops(tmp_path)
+    crops_manifest(tmp_path)
     data = mni152_crops(1, 4, seed=0, directory=tmp_path)  # the cache, as it is
     call = dict(dict(n_volumes=1, size=4, seed=0), **other)
     with pytest.raises(ValueError, match="holds the crops of seed 0 and size 4"):
@@ -220,7 +212,7 @@ def test_mni152_crops_refuses_a_directory_of_another_seed_or_size(tmp_path, othe
 
 def test_mni152_crops_still_rewrites_a_directory_for_another_count(tmp_path):
     pytest.importorskip("nilearn")
-    _fake_crops(tmp_path, n_volumes=2)
+    crops_manifest(tmp_path, n_volumes=2)
     data = mni152_crops(1, 4, seed=0, directory=tmp_path)
     assert len(data) == 1 and np.load(data.volumes[0]).shape == (4, 4, 4)
     assert not np.all(np.load(data.volumes[0]) == 7.0)  # written afresh

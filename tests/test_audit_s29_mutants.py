@@ -9,6 +9,8 @@ Each test names the mutant it kills; each asserts documented behaviour.
 import numpy as np
 import pytest
 
+from .nn_helpers import crops_manifest
+
 # -- nn/dense.py ---------------------------------------------------------------------------
 
 
@@ -64,19 +66,6 @@ def test_the_dense_baseline_refuses_a_linear_layer_inside_its_body():
 # -- nn/mni152.py --------------------------------------------------------------------------
 
 
-def _crops_manifest(directory, **parameters):
-    """A directory of constant (7.0) crops and their manifest, as mni152_crops writes them."""
-    import json
-
-    manifest = dict(dict(n_volumes=1, size=4, seed=0, version=2), **parameters)
-    names = [f"crop_{k:03d}.npy" for k in range(manifest["n_volumes"])]
-    for name in names:
-        np.save(directory / name, np.full((manifest["size"],) * 3, 7.0, dtype=np.float32))
-    manifest.update(files=names, targets=[0.5] * len(names))
-    (directory / "targets.json").write_text(json.dumps(manifest))
-    return names
-
-
 def test_mni152_crops_rewrites_the_crops_of_an_older_version_whatever_their_seed(tmp_path):
     # Mutant: the version no longer gates the refusal, so a directory of the crops of an
     # older version (documented: "rewritten") but of another seed was refused.
@@ -84,7 +73,7 @@ def test_mni152_crops_rewrites_the_crops_of_an_older_version_whatever_their_seed
     pytest.importorskip("nilearn")
     from tensorly_cross.nn import mni152_crops
 
-    _crops_manifest(tmp_path, version=1, seed=3)
+    crops_manifest(tmp_path, version=1, seed=3)
     data = mni152_crops(1, 4, seed=0, directory=tmp_path)
     volume = np.load(data.volumes[0])
     assert volume.shape == (4, 4, 4) and not np.all(volume == 7.0)  # written afresh
@@ -97,7 +86,7 @@ def test_mni152_crops_writes_again_a_crop_missing_from_its_directory(tmp_path):
     pytest.importorskip("nilearn")
     from tensorly_cross.nn import mni152_crops
 
-    (name,) = _crops_manifest(tmp_path)
+    (name,) = crops_manifest(tmp_path)
     (tmp_path / name).unlink()
     data = mni152_crops(1, 4, seed=0, directory=tmp_path)
     volume, target = data[0]
