@@ -12,7 +12,7 @@ import tensorly as tl
 
 from .._backend import carries_gradient, host_svd, svd, take_rows, to_host
 from ..maxvol import maxvol
-from .scaling import times_power_of_two
+from .scaling import exponent_of, times_power_of_two
 
 # Singular values below this fraction of the largest count as rounding noise (float64;
 # lower precisions use ROUND_OFF_RANK machine epsilons, see ``rank_rtol``).
@@ -67,7 +67,7 @@ def _differentiable_basis(matrix, rank):
     repeated zero singular values (NaN, which reached every encoder weight). Formed on
     ``matrix`` scaled by a power of two (exact): ``1 / s_k`` of subnormal data overflowed."""
     _, singular, right = host_svd(to_host(matrix), full_matrices=False)
-    exponent = -int(np.frexp(singular[0])[1]) if singular.size and singular[0] > 0 else 0
+    exponent = -exponent_of(singular)  # brings the largest singular value near 1
     fixed = np.conj(right[:rank]).T / np.ldexp(singular[:rank], exponent)
     scaled = times_power_of_two(matrix, exponent)
     return tl.dot(scaled, tl.tensor(fixed, **tl.context(matrix)))

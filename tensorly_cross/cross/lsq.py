@@ -32,7 +32,7 @@ from .basis import column_basis, column_rank
 from .indices import CrossIndices, cartesian_join, fiber_indices, mode_column, positions_in
 from .init import random_distinct_multi_indices
 from .refine import refine_cores
-from .scaling import times_power_of_two
+from .scaling import exponent_of, times_power_of_two
 
 # Sets whose fibers are cheap (those of the first and the last core, ``n_k`` entries per
 # multi-index) hold this many times more multi-indices than inner sets: the bases of the
@@ -220,7 +220,7 @@ def _pinv_times(matrix, rhs):
     if not (carries_gradient(matrix) or carries_gradient(rhs)):
         return solution
     if kept == tl.shape(matrix)[1]:
-        exponent = -int(np.frexp(host[0])[1])  # brings the largest singular value near 1
+        exponent = -exponent_of(host)  # brings the largest singular value near 1
         scaled = times_power_of_two(matrix, exponent)
         gram = tl.dot(_adjoint(scaled), scaled)
         surrogate = tl.solve(gram, tl.dot(_adjoint(scaled), times_power_of_two(rhs, exponent)))
@@ -268,7 +268,7 @@ def _left_singular_derivative(matrix, left, singular, right_t):
     inf, and ``S^-1`` of subnormal data overflowed, so the cross failed in SciPy.
     """
     host = to_host(singular)
-    exponent = -int(np.frexp(host[0])[1]) if host.size and host[0] > 0 else 0
+    exponent = -exponent_of(host)
     matrix, host = times_power_of_two(matrix, exponent), np.ldexp(host, exponent)
     floor = (host[0] if host.size else 0) * PINV_RTOL
     inverse = np.where(host > floor, 1.0 / np.maximum(host, floor + 1e-300), 0.0)
