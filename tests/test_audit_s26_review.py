@@ -67,11 +67,28 @@ def test_a_nested_run_without_max_time_is_not_stopped_by_the_outer_runs():
     assert lazy.inner_stops and "max_time" not in lazy.inner_stops
 
 
-def _terminate_while_writing(tmp_path, then):
-    """Run ``reconstruct`` of a huge NIfTI in this process; once its temporary file exists,
-    send this process SIGTERM, then call ``then()`` (from another thread). Returns main's
-    exit code and what the thread saw as SIGTERM's handler during the command. ``then``
-    is not called once the command has ended (its signal would reach pytest)."""
+def _paced_writes(monkeypatch):
+    """Small blocks, each after a pause (at most about 24 MB a second on disk): the write of
+    1.6 TB, unpaced, ran until the disk was full (ENOSPC, exit code 1) on a loaded machine
+    before the signals were handled. The write still lasts far longer than they take."""
+    from tensorly_cross import _reconstruct
+
+    values = _reconstruct.volume_values
+
+    def paced(*args):
+        time.sleep(0.01)
+        return values(*args)
+
+    monkeypatch.setattr(_reconstruct, "BLOCK_ENTRIES", 2**16)
+    monkeypatch.setattr(_reconstruct, "volume_values", paced)
+
+
+def _terminate_while_writing(tmp_path, then, monkeypatch):
+    """Run ``reconstruct`` of a huge NIfTI in this process, paced; once its temporary file
+    exists, send this process SIGTERM, then call ``then()`` (from another thread). Returns
+    main's exit code and what the thread saw as SIGTERM's handler during the command.
+    ``then`` is not called once the command has ended (its signal would reach pytest)."""
+    _paced_writes(monkeypatch)
     shape = (20000, 20000, 1000)  # 1.6 TB of float32: still writing when terminated
     tlc.save_tt(tmp_path / "huge.tt.npz", [np.ones((1, n, 1)) for n in shape],
                 {"shape": list(shape)})
@@ -103,7 +120,7 @@ class _Shutdown(BaseException):
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
-def test_main_keeps_an_embedding_programs_own_sigterm_handler(tmp_path):
+def test_main_keeps_an_embedding_programs_own_sigterm_handler(tmp_path, monkeypatch):
     received = []
 
     def shutdown(signum, frame):
@@ -113,7 +130,7 @@ def test_main_keeps_an_embedding_programs_own_sigterm_handler(tmp_path):
     previous = signal.signal(signal.SIGTERM, shutdown)
     try:
         with pytest.raises(_Shutdown):
-            _terminate_while_writing(tmp_path, then=lambda: None)
+            _terminate_while_writing(tmp_path, then=lambda: None, monkeypatch=monkeypatch)
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert received == [signal.SIGTERM]
@@ -121,11 +138,11 @@ def test_main_keeps_an_embedding_programs_own_sigterm_handler(tmp_path):
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
-def test_main_keeps_sigterm_ignored_when_it_was(tmp_path):
+def test_main_keeps_sigterm_ignored_when_it_was(tmp_path, monkeypatch):
     previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         code, handler = _terminate_while_writing(
-            tmp_path, then=lambda: os.kill(os.getpid(), signal.SIGINT))
+            tmp_path, then=lambda: os.kill(os.getpid(), signal.SIGINT), monkeypatch=monkeypatch)
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert handler is signal.SIG_IGN
