@@ -139,12 +139,16 @@ def test_main_keeps_an_embedding_programs_own_sigterm_handler(tmp_path, monkeypa
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 def test_main_keeps_sigterm_ignored_when_it_was(tmp_path, monkeypatch):
+    # Ctrl-C must raise KeyboardInterrupt here: a shell without job control starts its
+    # background jobs (`cmd &` in a script) with SIGINT ignored, and the write went on.
+    interrupt = signal.signal(signal.SIGINT, signal.default_int_handler)
     previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         code, handler = _terminate_while_writing(
             tmp_path, then=lambda: os.kill(os.getpid(), signal.SIGINT), monkeypatch=monkeypatch)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, interrupt)
     assert handler is signal.SIG_IGN
     assert code == cli.EXIT_INTERRUPTED  # ended by the Ctrl-C, not by the ignored SIGTERM
 
