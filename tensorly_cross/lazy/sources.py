@@ -290,13 +290,32 @@ def _zip_being_written(array, name):
 
 
 def _check_all_chunks_stored(array, name):
-    stored, total = int(array.nchunks_initialized), int(array.nchunks)
+    stored, total, unit = _stored_objects(array)
     if stored < total:
         raise MissingChunksError(
-            f"{name} stores {stored} of its {total} chunks; the {total - stored} missing ones "
+            f"{name} stores {stored} of its {total} {unit}; the {total - stored} missing ones "
             f"would read as the fill value {array.fill_value} (strict=True refuses this; "
             "without it, missing chunks are read as fill values)."
         )
+
+
+def _stored_objects(array):
+    """``(stored, total, unit)``: how many of a zarr array's chunks (``unit`` "chunks"), or
+    of a sharded one's shards ("shards"), are stored, and how many its grid holds.
+
+    zarr counts a sharded array's stored chunks as every inner chunk of each stored shard,
+    those past the array's edge included, against the inner chunks inside the array: an
+    array missing whole edge shards counted more chunks stored than its grid holds. Shards
+    are counted instead (zarr's count divided by the inner chunks of one shard).
+    """
+    shards = getattr(array, "shards", None)  # None unsharded (and in zarr 2)
+    if shards is None:
+        return int(array.nchunks_initialized), int(array.nchunks), "chunks"
+    per_shard = math.prod(shard // chunk for shard, chunk in zip(shards, array.chunks,
+                                                                   strict=True))
+    total = math.prod(-(-size // shard) for size, shard in zip(array.shape, shards,
+                                                                 strict=True))
+    return int(array.nchunks_initialized) // per_shard, total, "shards"
 
 
 def _zarr_name(array):
