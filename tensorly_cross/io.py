@@ -1,5 +1,6 @@
 """Opening volumes by path: zarr, HDF5, npy (read page by page) and NIfTI, as lazy tensors."""
 
+import math
 import os
 import re
 import warnings
@@ -77,8 +78,9 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False,
     ValueError
         For an unknown suffix, a path that is not a regular file (or, for zarr, a folder),
         zarr metadata, an HDF5 file or a NIfTI header that cannot be read (the message
-        names the file), a ``dataset`` for a volume that is not an HDF5 file, or, with
-        ``strict``, a zarr array or HDF5 dataset with chunks missing.
+        names the file), an uncompressed NIfTI file shorter than its header declares, a
+        ``dataset`` for a volume that is not an HDF5 file, or, with ``strict``, a zarr
+        array or HDF5 dataset with chunks missing.
     TypeError
         For an unsupported dtype, a ``strict`` that is not a bool, a ``dataset`` that is not
         a str, a ``client`` that is not a dask.distributed Client, or a ``fill_nan`` that is
@@ -345,6 +347,7 @@ def _open_nifti(path, cache_bytes):
         raise ValueError(f"{path!r} is a {type(image).__name__}, not a NIfTI volume (CIFTI "
                          "and other NIfTI-based formats are not volumes on a grid).")
     proxy = image.dataobj
+    _refuse_short_nifti(path, proxy)
     dtype = np.result_type(image.get_data_dtype(), np.float64 if _is_scaled(proxy) else
                            image.get_data_dtype())
     source = NiftiSource(proxy, path, dtype=dtype, stored_dtype=image.get_data_dtype())
@@ -352,6 +355,20 @@ def _open_nifti(path, cache_bytes):
     tensor.affine = np.asarray(image.affine, dtype=np.float64)
     tensor.nifti_header = image.header
     return tensor
+
+
+def _refuse_short_nifti(path, proxy):
+    """Raise ValueError, naming the file, if an uncompressed NIfTI file ends before the
+    data its header declares: it was read chunk by chunk until the first chunk past the
+    end failed, after a cross or a streaming pass had read every chunk before it. (A
+    ``.nii.gz`` file's data size is known only once decompressed: its reads still fail.)"""
+    if path.lower().endswith(".gz"):
+        return
+    expected = int(proxy.offset) + math.prod(proxy.shape) * np.dtype(proxy.dtype).itemsize
+    size = os.path.getsize(path)
+    if size < expected:
+        raise ValueError(f"{path!r} is shorter than its header declares: {size} of "
+                         f"{expected} bytes (a truncated or partly copied file).")
 
 
 def _is_scaled(proxy):

@@ -34,3 +34,30 @@ def test_strict_opens_a_sharded_zarr_array_with_every_shard_stored(tmp_path):
     array[:] = _volume()
     volume = tlc.open_volume(str(path), strict=True)
     assert volume.evaluate([[8, 7, 6]])[0] == _volume()[8, 7, 6]
+
+
+def test_a_truncated_nifti_is_refused_when_opened_naming_the_file(tmp_path):
+    # Before: it opened, and the first chunk read past the end failed, once a cross or the
+    # streaming TT-SVD had read every chunk before it (as .npy files, refused at once).
+    nibabel = pytest.importorskip("nibabel")
+    path = tmp_path / "cut.nii"
+    nibabel.save(nibabel.Nifti1Image(_volume().astype(np.float32), np.eye(4)), path)
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size - 100)
+    with pytest.raises(ValueError, match=r"cut\.nii.*shorter than its header declares"):
+        tlc.open_volume(str(path))
+    with pytest.raises(ValueError, match=r"cut\.nii.*shorter than its header declares"):
+        tlc.streaming_tt_svd(str(path), rank=1)
+
+
+def test_a_nifti_longer_than_its_header_declares_reads_as_in_memory(tmp_path):
+    nibabel = pytest.importorskip("nibabel")
+    path = tmp_path / "long.nii"
+    nibabel.save(nibabel.Nifti1Image(_volume().astype(np.float32), np.eye(4)), path)
+    with open(path, "ab") as handle:
+        handle.write(b"\0" * 100)
+    expected = nibabel.load(path).get_fdata()
+    lazy = tlc.tt_cross(tlc.open_volume(str(path)), rank=3, random_state=0)
+    dense = tlc.tt_cross(expected, rank=3, random_state=0)
+    for ours, theirs in zip(lazy.factors, dense.factors, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
