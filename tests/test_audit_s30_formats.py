@@ -61,3 +61,45 @@ def test_a_nifti_longer_than_its_header_declares_reads_as_in_memory(tmp_path):
     dense = tlc.tt_cross(expected, rank=3, random_state=0)
     for ours, theirs in zip(lazy.factors, dense.factors, strict=True):
         np.testing.assert_array_equal(ours, theirs)
+
+
+def _hdf5_with_filter(path, filter_id):
+    """A gzip-compressed HDF5 dataset whose pipeline names filter ``filter_id`` instead
+    (its 2-byte id patched in the file): how a file compressed with a plugin (blosc, zstd,
+    ...) looks to an HDF5 library without that plugin."""
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("x", data=_volume(), chunks=(3, 4, 7), compression="gzip")
+    data = bytearray(path.read_bytes())
+    name = data.find(b"deflate\x00")
+    assert data[name - 8:name - 6] == (1).to_bytes(2, "little")  # the filter id of gzip
+    data[name - 8:name - 6] = filter_id.to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+
+
+def test_an_hdf5_dataset_needing_a_missing_filter_plugin_is_refused_when_opened(tmp_path):
+    # Before: it opened, and the first chunk read raised h5py's "can't open directory
+    # (/usr/local/lib/plugin)", naming neither the filter nor a cure.
+    h5py = pytest.importorskip("h5py")
+    if h5py.h5z.filter_avail(32001):
+        pytest.skip("the blosc filter is registered here")
+    path = tmp_path / "blosc.h5"
+    _hdf5_with_filter(path, 32001)
+    with pytest.raises(ValueError, match=r"blosc\.h5.*filter 32001.*not available"):
+        tlc.open_volume(str(path))
+    with pytest.raises(ValueError, match=r"filter 32001.*hdf5plugin"):
+        tlc.streaming_tt_svd(str(path), rank=1)
+    with h5py.File(path, "r") as handle, pytest.raises(ValueError, match="filter 32001"):
+        tlc.tt_cross(handle["x"], rank=2)
+
+
+def test_an_hdf5_dataset_whose_filters_are_available_reads_as_in_memory(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    path = tmp_path / "gzip.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("x", data=_volume(), chunks=(3, 4, 7), compression="gzip",
+                              shuffle=True, fletcher32=True)
+    lazy = tlc.tt_cross(tlc.open_volume(str(path)), rank=3, random_state=0)
+    dense = tlc.tt_cross(_volume(), rank=3, random_state=0)
+    for ours, theirs in zip(lazy.factors, dense.factors, strict=True):
+        np.testing.assert_array_equal(ours, theirs)

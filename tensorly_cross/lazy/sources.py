@@ -343,6 +343,7 @@ class H5Source(ChunkSource):
     def __init__(self, dataset, strict=False):
         super().__init__(dataset.shape, dataset.dtype, dataset.chunks,
                          f"HDF5 '{dataset.file.filename}' dataset {dataset.name}")
+        _refuse_missing_filters(dataset, self.name)
         if strict:
             _check_h5_chunks_stored(dataset, self.name)
         self.filename = _on_disk_name(dataset.file.filename)
@@ -370,6 +371,38 @@ class H5Source(ChunkSource):
 
             self._dataset = h5py.File(self.filename, "r")[self.dataset_name]
         return self._dataset[slices]
+
+
+def _refuse_missing_filters(dataset, name):
+    """Raise ValueError if the chunks of ``dataset`` were written through a filter that this
+    HDF5 library lacks (a compression plugin: blosc, zstd, bitshuffle, ...): every chunk
+    read failed, after the file opened without a word, with h5py's "can't open directory
+    (.../plugin)", which names neither the filter nor a cure.
+
+    Judged by the first stored chunk's filter mask: a filter marked optional that the
+    writer lacked too was skipped, and its chunks read without it.
+    """
+    import h5py
+
+    if dataset.chunks is None or dataset.is_virtual:  # filters need chunks
+        return
+    plist = dataset.id.get_create_plist()
+    missing = [(number, plist.get_filter(number)) for number in range(plist.get_nfilters())
+               if not h5py.h5z.filter_avail(plist.get_filter(number)[0])]
+    if not missing or dataset.id.get_num_chunks() == 0:  # no chunk: all fill value
+        return
+    # Bit i set: filter i was skipped. (HDF5 before 1.10.5 cannot tell: taken as applied.)
+    chunk_info = getattr(dataset.id, "get_chunk_info", None)
+    mask = chunk_info(0).filter_mask if chunk_info is not None else 0
+    applied = [(code, label) for number, (code, _, _, label) in missing
+               if not mask & (1 << number)]
+    if applied:
+        filters = ", ".join(f"filter {code} ({os.fsdecode(label) or 'unnamed'})"
+                            for code, label in applied)
+        raise ValueError(f"{name} was compressed with {filters}, not available in this "
+                         "HDF5 library: no chunk can be read. Register it first (import "
+                         "hdf5plugin, which provides blosc, zstd, lz4, bitshuffle and "
+                         "others, or set HDF5_PLUGIN_PATH to the plugin's folder).")
 
 
 def _on_disk_name(filename):
