@@ -103,3 +103,70 @@ def test_an_hdf5_dataset_whose_filters_are_available_reads_as_in_memory(tmp_path
     dense = tlc.tt_cross(_volume(), rank=3, random_state=0)
     for ours, theirs in zip(lazy.factors, dense.factors, strict=True):
         np.testing.assert_array_equal(ours, theirs)
+
+
+def _hdf5_with_raw_file(folder):
+    """An HDF5 dataset kept in an external raw file (``external=``), named relatively."""
+    h5py = pytest.importorskip("h5py")
+    path = folder / "outer.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("x", shape=(9, 8, 7), dtype="f8",
+                              external=[("raw.bin", 0, _volume().nbytes)])
+        handle["x"][...] = _volume()
+    return path, folder / "raw.bin"
+
+
+def test_an_hdf5_raw_file_cut_short_is_refused_not_read_as_zeros(tmp_path, monkeypatch):
+    # HDF5 reads the bytes a raw file no longer holds as zeros, without an error: the cross
+    # compressed a volume whose last rows were zero.
+    monkeypatch.chdir(tmp_path)  # HDF5 finds a relative raw file from the working directory
+    path, raw = _hdf5_with_raw_file(tmp_path)
+    with open(raw, "r+b") as handle:
+        handle.truncate(raw.stat().st_size - 8 * 56)
+    with pytest.raises(ValueError, match=r"raw\.bin.*shorter"):
+        tlc.open_volume(str(path))
+
+
+def test_an_hdf5_raw_file_missing_is_refused_when_opened_naming_it(tmp_path, monkeypatch):
+    # Before: it opened, and every read failed with "unable to open external raw data
+    # file", naming no file.
+    monkeypatch.chdir(tmp_path)
+    path, raw = _hdf5_with_raw_file(tmp_path)
+    raw.unlink()
+    with pytest.raises(ValueError, match=r"raw\.bin.*does not exist"):
+        tlc.open_volume(str(path))
+
+
+def test_an_hdf5_raw_file_is_not_looked_for_in_another_working_directory(tmp_path,
+                                                                        monkeypatch):
+    # HDF5 looks for a relative raw file from the working directory of each read: after a
+    # chdir the cross read another file of that name without a word (or failed, "unable to
+    # open external raw data file", naming none).
+    from tensorly_cross.lazy.sources import ChunkReadError
+
+    monkeypatch.chdir(tmp_path)
+    path, _ = _hdf5_with_raw_file(tmp_path)
+    volume = tlc.open_volume(str(path))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "raw.bin").write_bytes(np.zeros(9 * 8 * 7).tobytes())  # another of the name
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(ChunkReadError, match="working directory"):
+        volume.evaluate([[0, 0, 0]])
+    monkeypatch.chdir(tmp_path)
+    lazy = tlc.tt_cross(volume, rank=3, random_state=0)
+    dense = tlc.tt_cross(_volume(), rank=3, random_state=0)
+    for ours, theirs in zip(lazy.factors, dense.factors, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_an_hdf5_raw_file_rewritten_after_opening_is_an_error(tmp_path, monkeypatch):
+    # Only the HDF5 file was stamped: a raw file rewritten meanwhile mixed two versions.
+    from tensorly_cross.lazy.sources import ChunkReadError
+
+    monkeypatch.chdir(tmp_path)
+    path, raw = _hdf5_with_raw_file(tmp_path)
+    volume = tlc.open_volume(str(path))
+    raw.write_bytes((2.0 * _volume()).tobytes())
+    with pytest.raises(ChunkReadError, match=r"raw\.bin.*changed"):
+        volume.evaluate([[0, 0, 0]])

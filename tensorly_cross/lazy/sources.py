@@ -338,6 +338,15 @@ class H5Source(ChunkSource):
         grid holds, or a contiguous one never written, is refused
         (:class:`MissingChunksError`); a virtual dataset, whose sources are other files,
         cannot be checked and is refused with a ValueError.
+
+    Raises
+    ------
+    ValueError
+        If the dataset was compressed with a filter this HDF5 library lacks, or keeps its
+        data in an external raw file (``external=``) that is missing or shorter than the
+        data (HDF5 reads the bytes missing as zeros). Reads raise
+        :class:`ChunkReadError` once the HDF5 file or a raw file changed, or the working
+        directory that relative raw files are found from.
     """
 
     def __init__(self, dataset, strict=False):
@@ -352,6 +361,9 @@ class H5Source(ChunkSource):
         # In-memory files (driver="core") have no file on disk to stamp.
         self._stamp = (FileStamp(self.filename, self.name) if os.path.isfile(self.filename)
                        else None)
+        raw_files, self._raw_cwd = _checked_raw_files(dataset, self.name)
+        self._raw_stamps = [FileStamp(path, f"{self.name}'s external raw file {path!r}")
+                            for path in raw_files]
         self.unsendable = _held_in_memory(dataset.file, self.name) or (
             None if self.dataset_name is not None else
             f"{self.name} has no path in its file {self.filename!r} to reopen it by")
@@ -366,11 +378,84 @@ class H5Source(ChunkSource):
     def _read(self, slices):
         if self._stamp is not None:  # reopened by name on a worker: maybe another file
             self._stamp.check()
+        self._check_raw_files()
         if self._dataset is None or not self._dataset.id.valid:
             import h5py
 
             self._dataset = h5py.File(self.filename, "r")[self.dataset_name]
         return self._dataset[slices]
+
+    def _check_raw_files(self):
+        """Raise ChunkReadError if an external raw file changed since it was opened, or if
+        HDF5 would now look for one elsewhere: it finds a relative one from the working
+        directory of each read (after a chdir, or on a worker started elsewhere, it read
+        another file of that name, or failed naming none)."""
+        for stamp in self._raw_stamps:
+            stamp.check()
+        if self._raw_cwd is not None and _working_directory() != self._raw_cwd:
+            raise ChunkReadError(
+                f"{self.name} keeps its data in external raw files named relative to the "
+                f"working directory, {self._raw_cwd!r} when it was opened and "
+                f"{_working_directory()!r} now, from which HDF5 would read other files or "
+                "none: read it from that directory (or set HDF5_EXTFILE_PREFIX to it).")
+
+
+def _working_directory():
+    """``os.getcwd()``, or None where it was deleted (os.getcwd raises then)."""
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        return None
+
+
+def _checked_raw_files(dataset, name):
+    """The absolute paths of the external raw files ``dataset`` keeps its data in
+    (``create_dataset(..., external=...)``), as this process's HDF5 finds them now, and
+    the working directory where HDF5 finds one of them from it (else None).
+
+    Raise ValueError, naming the file, where one does not exist (every read failed with
+    "unable to open external raw data file", naming none), or is shorter than the data
+    it should hold: HDF5 reads the bytes missing as zeros, without an error.
+    """
+    plist = dataset.id.get_create_plist()
+    count = plist.get_external_count()
+    if count == 0:
+        return [], None
+    prefix = _raw_prefix(dataset)
+    # The dataset's bytes fill the raw files' segments in order; later ones may stay unused.
+    remaining = dataset.id.get_type().get_size() * math.prod(dataset.shape)
+    paths, from_cwd = [], False
+    for number in range(count):
+        raw, offset, size = plist.get_external(number)
+        raw = os.fsdecode(raw)
+        from_cwd = from_cwd or not (os.path.isabs(raw) or os.path.isabs(prefix))
+        path = absolute_path(os.path.join(prefix, raw))  # raw itself where it is absolute
+        needed = min(int(size), remaining)
+        remaining -= needed
+        if not needed:
+            continue
+        if not os.path.isfile(path):
+            raise ValueError(f"{name} keeps its data in the external raw file {raw!r}, and "
+                             f"{path!r} does not exist (HDF5 looks for a relative one from "
+                             "the working directory, or HDF5_EXTFILE_PREFIX).")
+        if os.path.getsize(path) < offset + needed:
+            raise ValueError(f"{name} keeps its data in the external raw file {path!r}, which "
+                             f"is shorter than the data: {os.path.getsize(path)} bytes, "
+                             f"{offset + needed} needed (HDF5 would read the rest as zeros).")
+        paths.append(path)
+    return paths, (os.getcwd() if from_cwd else None)
+
+
+def _raw_prefix(dataset):
+    """The folder HDF5 resolves ``dataset``'s relative raw file names from, as HDF5 does:
+    HDF5_EXTFILE_PREFIX, else the dataset's access property, ``${ORIGIN}`` standing for
+    the HDF5 file's own folder; "" (the working directory) if neither is set."""
+    prefix = os.environ.get("HDF5_EXTFILE_PREFIX") or os.fsdecode(
+        dataset.id.get_access_plist().get_efile_prefix() or b"")
+    origin = "${ORIGIN}"
+    if prefix.startswith(origin):
+        prefix = os.path.dirname(dataset.file.filename) + prefix[len(origin):]
+    return "" if prefix == "." else prefix
 
 
 def _refuse_missing_filters(dataset, name):
