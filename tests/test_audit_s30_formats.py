@@ -170,3 +170,39 @@ def test_an_hdf5_raw_file_rewritten_after_opening_is_an_error(tmp_path, monkeypa
     raw.write_bytes((2.0 * _volume()).tobytes())
     with pytest.raises(ChunkReadError, match=r"raw\.bin.*changed"):
         volume.evaluate([[0, 0, 0]])
+
+
+def _virtual_dataset(folder):
+    """A virtual dataset ``v`` of ``vds.h5`` whose two halves sit in ``src0.h5`` and
+    ``src1.h5`` (named relatively: HDF5 finds them next to ``vds.h5``)."""
+    h5py = pytest.importorskip("h5py")
+    layout = h5py.VirtualLayout(shape=(9, 8, 7), dtype="f8")
+    for number, rows in enumerate((slice(0, 4), slice(4, 9))):
+        with h5py.File(folder / f"src{number}.h5", "w") as handle:
+            handle["d"] = _volume()[rows]
+        layout[rows] = h5py.VirtualSource(f"src{number}.h5", "d",
+                                          shape=_volume()[rows].shape)
+    with h5py.File(folder / "vds.h5", "w") as handle:
+        handle.create_virtual_dataset("v", layout, fillvalue=-1.0)
+    return folder / "vds.h5"
+
+
+def test_a_virtual_dataset_whose_source_file_is_missing_is_refused(tmp_path, monkeypatch):
+    # HDF5 reads the region of a missing source file as the fill value, without an error:
+    # the cross compressed a volume of -1 where the file was gone.
+    monkeypatch.chdir(tmp_path)
+    path = _virtual_dataset(tmp_path)
+    (tmp_path / "src1.h5").unlink()
+    with pytest.raises(ValueError, match=r"src1\.h5.*missing"):
+        tlc.open_volume(str(path))
+
+
+def test_a_virtual_dataset_with_its_sources_reads_as_in_memory(tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the sources are found next to the virtual file
+    path = _virtual_dataset(tmp_path)
+    lazy = tlc.tt_cross(tlc.open_volume(str(path)), rank=3, random_state=0)
+    dense = tlc.tt_cross(_volume(), rank=3, random_state=0)
+    for ours, theirs in zip(lazy.factors, dense.factors, strict=True):
+        np.testing.assert_array_equal(ours, theirs)

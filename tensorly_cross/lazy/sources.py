@@ -353,6 +353,7 @@ class H5Source(ChunkSource):
         super().__init__(dataset.shape, dataset.dtype, dataset.chunks,
                          f"HDF5 '{dataset.file.filename}' dataset {dataset.name}")
         _refuse_missing_filters(dataset, self.name)
+        _refuse_missing_sources(dataset, self.name)
         if strict:
             _check_h5_chunks_stored(dataset, self.name)
         self.filename = _on_disk_name(dataset.file.filename)
@@ -488,6 +489,47 @@ def _refuse_missing_filters(dataset, name):
                          "HDF5 library: no chunk can be read. Register it first (import "
                          "hdf5plugin, which provides blosc, zstd, lz4, bitshuffle and "
                          "others, or set HDF5_PLUGIN_PATH to the plugin's folder).")
+
+
+def _refuse_missing_sources(dataset, name):
+    """Raise ValueError if a source file of the virtual dataset ``dataset`` is missing:
+    HDF5 reads its region as the fill value, without an error.
+
+    A source file is looked for where HDF5 looks: HDF5_VDS_PREFIX, the dataset's virtual
+    prefix, the virtual file's own folder, then the working directory (``${ORIGIN}`` in a
+    prefix is the virtual file's folder). Names with printf-style patterns (``%b``, of
+    unlimited virtual datasets) are left to HDF5. Only the files are checked, not the
+    datasets in them.
+    """
+    if not dataset.is_virtual:
+        return
+    filename = dataset.file.filename
+    folder = os.path.dirname(filename)
+    prefixes = [os.environ.get("HDF5_VDS_PREFIX", ""),
+                os.fsdecode(dataset.id.get_access_plist().get_virtual_prefix() or b"")]
+    prefixes = [folder + prefix[len("${ORIGIN}"):] if prefix.startswith("${ORIGIN}")
+                else prefix for prefix in prefixes if prefix]
+    missing, seen = [], {".", ""}
+    for source in dataset.virtual_sources():
+        source_file = source.file_name
+        if source_file in seen or "%" in source_file:
+            continue
+        seen.add(source_file)
+        candidates = [os.path.join(prefix, source_file) for prefix in (*prefixes, folder)]
+        if not any(os.path.isfile(path) for path in (*candidates, source_file)):
+            missing.append(source_file)
+    if missing:
+        raise ValueError(f"{name} is a virtual dataset whose source files {_few(missing)} are "
+                         f"missing (looked for next to {filename!r} and in the working "
+                         "directory): HDF5 would read their regions as the fill value "
+                         f"{dataset.fillvalue}. Put them back, or open the file from where "
+                         "they are.")
+
+
+def _few(names, shown=5):
+    """``names`` for a message: the first ``shown``, and how many more."""
+    more = len(names) - shown
+    return repr(names[:shown]) + (f" (and {more} more)" if more > 0 else "")
 
 
 def _on_disk_name(filename):
