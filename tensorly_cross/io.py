@@ -17,6 +17,7 @@ from .lazy.sources import (
     ZarrSource,
     absolute_path,
     as_chunk_source,
+    h5py_source,
     refuse_closed_hdf5,
 )
 
@@ -185,7 +186,7 @@ def _open_array(array, cache_bytes, client, strict):
     if type(array).__module__.startswith("zarr."):
         array = ZarrSource(array, strict=strict)
     elif type(array).__module__.startswith("h5py."):
-        array = H5Source(array, strict=strict)
+        array = h5py_source(array, strict=strict)
     return DaskTensor(array, client=client, **_cache(cache_bytes))
 
 

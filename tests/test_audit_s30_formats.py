@@ -206,3 +206,30 @@ def test_a_virtual_dataset_with_its_sources_reads_as_in_memory(tmp_path, monkeyp
     dense = tlc.tt_cross(_volume(), rank=3, random_state=0)
     for ours, theirs in zip(lazy.factors, dense.factors, strict=True):
         np.testing.assert_array_equal(ours, theirs)
+
+
+def test_h5py_views_of_a_dataset_read_as_in_memory(tmp_path):
+    # dataset.astype(...) and dataset.fields(...) are h5py's own views: each failed with
+    # "'AsTypeView' object has no attribute 'chunks'" (an AttributeError from deep inside).
+    h5py = pytest.importorskip("h5py")
+    path = tmp_path / "views.h5"
+    record = np.zeros(_volume().shape, dtype=[("a", "f8"), ("b", "i4")])
+    record["a"] = _volume()
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("x", data=_volume(), chunks=(3, 4, 7))
+        handle.create_dataset("r", data=record, chunks=(3, 4, 7))
+        handle.create_dataset("s", data=["ab", "cd"])
+    with h5py.File(path, "r") as handle:
+        for view in (handle["x"].astype("f4"), handle["r"].fields("a")):
+            expected = np.asarray(view[...], dtype=np.float64)
+            dense = tlc.tt_cross(expected, rank=3, random_state=0)
+            streamed = tlc.streaming_tt_svd(expected, rank=2, random_state=0)
+            for result in (tlc.tt_cross(view, rank=3, random_state=0),
+                           tlc.tt_cross(tlc.open_volume(view), rank=3, random_state=0)):
+                for ours, theirs in zip(result.factors, dense.factors, strict=True):
+                    np.testing.assert_array_equal(ours, theirs)
+            ours = tlc.streaming_tt_svd(view, rank=2, random_state=0)
+            for core, theirs in zip(ours.factors, streamed.factors, strict=True):
+                np.testing.assert_array_equal(core, theirs)
+        with pytest.raises(TypeError, match="dtype object"):  # strings: by their dtype
+            tlc.open_volume(handle["s"].asstr())

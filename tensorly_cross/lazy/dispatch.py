@@ -9,7 +9,7 @@ from .array import ArrayTensor, refuse_unindexable_torch
 from .base import LazyTensor
 from .dask import DaskTensor
 from .function import FunctionTensor
-from .sources import H5Source, refuse_closed_hdf5
+from .sources import h5py_source, refuse_closed_hdf5
 
 
 def lazy_tensor(obj, shape=None):
@@ -77,7 +77,7 @@ def as_lazy(obj, shape=None, name="obj"):
         return factorized
     _refuse_non_arrays(obj, name)
     if _is_h5py_dataset(obj):  # its [...] takes one sorted index list, not point lists
-        return DaskTensor(H5Source(obj))
+        return DaskTensor(h5py_source(obj))
     if hasattr(obj, "shape") and hasattr(obj, "__getitem__"):
         check_concrete(obj, name)  # a meta tensor or a JAX tracer failed deep in a read
         _refuse_no_entries(obj, name)

@@ -721,7 +721,7 @@ def as_chunk_source(obj):
     if kind.startswith("zarr."):
         return ZarrSource(obj)
     if kind.startswith("h5py."):
-        return H5Source(obj)
+        return h5py_source(obj)
     if kind.startswith("dask.array"):
         if any(np.isnan(size) for sizes in obj.chunks for size in sizes):
             raise ValueError(f"the dask array of shape {obj.shape} has chunks of unknown size "
@@ -734,6 +734,42 @@ def as_chunk_source(obj):
         return SliceableSource(obj)
     raise TypeError(f"cannot read chunks from {kind}; expected a dask array, a zarr array, "
                     "an h5py dataset or a sliceable array.")
+
+
+def h5py_source(obj, strict=False):
+    """The :class:`ChunkSource` of an h5py dataset, or of one of h5py's views of a dataset
+    (``dataset.astype(dtype)``, ``dataset.fields(name)``, ``dataset.asstr()``), which has
+    a shape, a dtype and slicing, but none of a dataset's other attributes: each failed
+    deep inside ("'AsTypeView' object has no attribute 'chunks'"). A view is read through
+    itself, chunked as its dataset; its dataset is checked as :class:`H5Source` checks one
+    (a filter missing, a virtual source missing, and with ``strict`` chunks missing).
+
+    Parameters
+    ----------
+    obj : h5py.Dataset or a view of one
+    strict : bool, default False
+        As for :class:`H5Source`.
+    """
+    import h5py
+
+    if isinstance(obj, h5py.Dataset):
+        return H5Source(obj, strict=strict)
+    dataset = getattr(obj, "_dset", None)  # where h5py's views keep their dataset
+    if not isinstance(dataset, h5py.Dataset) or not hasattr(obj, "shape"):
+        raise TypeError(f"cannot read chunks from h5py {type(obj).__name__}; expected an h5py "
+                        "Dataset (or a view of one, such as dataset.astype(dtype)).")
+    refuse_closed_hdf5(dataset, "the array")
+    name = (f"HDF5 '{dataset.file.filename}' dataset {dataset.name} (an h5py "
+            f"{type(obj).__name__})")
+    # First: its dtype (strings, objects) is refused before any check reads the file.
+    source = SliceableSource(obj, chunks=dataset.chunks, name=name)
+    _refuse_missing_filters(dataset, name)
+    _refuse_missing_sources(dataset, name)
+    if strict:
+        _check_h5_chunks_stored(dataset, name)
+    source.unsendable = (f"{name} is an h5py view of a dataset, which does not pickle; pass "
+                         "the dataset itself, or its file's path")
+    return source
 
 
 def _store_behind(array):
