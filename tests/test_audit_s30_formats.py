@@ -233,3 +233,38 @@ def test_h5py_views_of_a_dataset_read_as_in_memory(tmp_path):
                 np.testing.assert_array_equal(core, theirs)
         with pytest.raises(TypeError, match="dtype object"):  # strings: by their dtype
             tlc.open_volume(handle["s"].asstr())
+
+
+def _npy_with_header(path, header):
+    """A .npy file (format 1.0) whose header text is ``header``, padded as NumPy pads it."""
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    with open(path, "wb") as stream:
+        stream.write(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little"))
+        stream.write(header.encode("latin1") + b"\0" * 1024)
+
+
+@pytest.mark.parametrize("header", [
+    "{'descr': '<f8', ",  # cut short: NumPy's tokenizer raised tokenize.TokenError
+    "{'descr': '<f8', 'fortran_order': False, 'shape': (2, (3,",
+])
+def test_a_npy_header_cut_short_is_a_value_error_naming_the_file(tmp_path, header):
+    from tensorly_cross.stream.blocks import volume_source
+
+    path = tmp_path / "cut.npy"
+    _npy_with_header(path, header)
+    for open_it in (tlc.open_volume, volume_source):  # the cross's reader, the stream's
+        with pytest.raises(ValueError, match=r"cut\.npy"):
+            open_it(str(path))
+
+
+def test_a_npy_header_declaring_a_size_too_large_says_so(tmp_path):
+    # Before: "its header declares a negative size" for a positive one too large to map.
+    from tensorly_cross.stream.blocks import volume_source
+
+    path = tmp_path / "huge.npy"
+    _npy_with_header(path, "{'descr': '<f8', 'fortran_order': False, "
+                           "'shape': (99999999999999999999,), }")
+    for open_it in (tlc.open_volume, volume_source):
+        with pytest.raises(ValueError, match=r"huge\.npy.*too large") as caught:
+            open_it(str(path))
+        assert "negative" not in str(caught.value)

@@ -7,6 +7,7 @@ resident memory stays bounded and ``bytes_read`` is exactly what came off the di
 """
 
 import os
+import tokenize
 
 import numpy as np
 import tensorly as tl
@@ -184,14 +185,38 @@ def _open_header(path):
         # "Array can't be memory-mapped: Python objects in dtype" (a ValueError).
         raise TypeError(f"{path!r} has dtype {dtype} (Python objects, never unpickled); "
                         "supported are bool, integer and real floating-point arrays.")
+    return map_npy(path, repr(path))
+
+
+# What NumPy raises for a malformed header: its tokenizer raises TokenError (not a
+# ValueError) for one cut short, "{'descr': '<f8', " say.
+HEADER_ERRORS = (ValueError, EOFError, SyntaxError, tokenize.TokenError)
+
+
+def map_npy(path, name):
+    """``np.load(path, mmap_mode="r")``, for the header of a ``.npy`` file (nothing is
+    read); a ValueError naming it for any header NumPy cannot read.
+
+    Parameters
+    ----------
+    path : str
+        The file.
+    name : str
+        How the message names it.
+    """
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as error:
-        raise ValueError(f"{path!r} is not a readable .npy array: "
+    except HEADER_ERRORS as error:
+        raise ValueError(f"{name} is not a readable .npy array: "
                          f"{str(error).rstrip('.')}.") from error
-    except OverflowError as error:  # NumPy's memory map of a negative byte count
-        raise ValueError(f"{path!r} is not a readable .npy array: its header declares a "
-                         f"negative size ({error}).") from error
+    except OverflowError as error:  # NumPy's memory map of a negative or huge byte count
+        raise ValueError(f"{name} is not a readable .npy array: its header declares a "
+                         f"{_size_problem(error)} ({error}).") from error
+
+
+def _size_problem(error):
+    """What an OverflowError of NumPy's memory map says of the size declared."""
+    return "size too large to map" if "too large" in str(error) else "negative size"
 
 
 def _declared_dtype(handle):
@@ -203,6 +228,6 @@ def _declared_dtype(handle):
             return np.lib.format.read_array_header_1_0(handle)[2]
         if version == (2, 0):
             return np.lib.format.read_array_header_2_0(handle)[2]
-    except ValueError:
+    except HEADER_ERRORS:
         pass
     return None

@@ -27,7 +27,7 @@ from ..errors import NonFiniteValueError
 from ..lazy.base import LazyTensor
 from ..lazy.dask import client_threads
 from ..lazy.filled import FilledSource
-from ..lazy.npy import NpyTensor
+from ..lazy.npy import NpyTensor, map_npy
 from ..lazy.sources import (
     ChunkReadError,
     ChunkSource,
@@ -57,13 +57,10 @@ class MemmapSource(ChunkSource):
         self.path = os.fspath(path)
         check_regular_file(self.path)  # a FIFO would block the read forever
         try:
-            array = np.load(self.path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError, EOFError) as error:
+            array = map_npy(self.path, f".npy {self.path!r}")
+        except OSError as error:
             raise ValueError(f".npy {self.path!r} cannot be read as an array file: "
                              f"{error}") from error
-        except OverflowError as error:  # NumPy's memory map of a negative byte count
-            raise ValueError(f".npy {self.path!r} cannot be read as an array file: its "
-                             f"header declares a negative size ({error}).") from error
         refuse_empty(array.shape, f".npy {self.path!r}")
         fortran = array.flags.f_contiguous and array.ndim > 1
         chunks = _slab_chunks(array.shape, fortran, block_bytes)
