@@ -19,6 +19,7 @@ from .lazy.sources import (
     as_chunk_source,
     h5py_source,
     refuse_closed_hdf5,
+    refuse_masked,
 )
 
 VOLUME_SUFFIXES = (".zarr", ".h5", ".hdf5", ".npy", ".nii", ".nii.gz")
@@ -172,6 +173,7 @@ def _refuse_dataset(dataset, what):
 def _open_array(array, cache_bytes, client, strict):
     """An opened array (dask, zarr, h5py): read chunk by chunk."""
     refuse_closed_hdf5(array, "path")
+    refuse_masked(array, "path")
     if not (hasattr(array, "shape") and hasattr(array, "dtype")):
         raise TypeError(f"path must be a str or os.PathLike, or an array (dask, zarr, h5py); "
                         f"got {type(array).__name__}.")

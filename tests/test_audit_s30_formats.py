@@ -268,3 +268,42 @@ def test_a_npy_header_declaring_a_size_too_large_says_so(tmp_path):
         with pytest.raises(ValueError, match=r"huge\.npy.*too large") as caught:
             open_it(str(path))
         assert "negative" not in str(caught.value)
+
+
+def _masked_dask():
+    da = pytest.importorskip("dask.array")
+    data = da.from_array(_volume(), chunks=(3, 4, 7))
+    return da.ma.masked_array(data, mask=data > 40.0)
+
+
+@pytest.mark.parametrize("read", [
+    lambda x: tlc.tt_cross(x, rank=2, random_state=0),
+    lambda x: tlc.open_volume(x),
+    lambda x: tlc.streaming_tt_svd(x, rank=2, random_state=0),
+    lambda x: tlc.DaskTensor(x),
+])
+def test_a_dask_array_of_masked_chunks_is_refused_as_a_masked_array_is(read):
+    # Before: every reader dropped the mask and crossed the masked entries' raw values,
+    # where a NumPy masked array is refused.
+    with pytest.raises(TypeError, match="masked"):
+        read(_masked_dask())
+
+
+def test_open_volume_refuses_a_numpy_masked_array_as_tt_cross_does():
+    # Before: open_volume(masked) read the raw entries, masked or not, without a word.
+    masked = np.ma.masked_array(_volume(), mask=_volume() > 40.0)
+    with pytest.raises(TypeError, match="masked"):
+        tlc.open_volume(masked)
+
+
+def test_a_chunk_read_as_a_masked_array_is_an_error_naming_the_chunk():
+    # A reader whose blocks come back masked (a dask array whose meta says otherwise):
+    # the mask was dropped by np.asarray.
+    da = pytest.importorskip("dask.array")
+    from tensorly_cross.lazy.sources import ChunkReadError
+
+    data = da.from_array(_volume(), chunks=(3, 4, 7))
+    masked = data.map_blocks(lambda block: np.ma.masked_greater(block, 40.0),
+                             meta=np.empty((0, 0, 0)))
+    with pytest.raises(ChunkReadError, match=r"chunk \[.*masked"):
+        tlc.tt_cross(tlc.open_volume(masked), rank=2, random_state=0)

@@ -8,7 +8,7 @@ import tensorly as tl
 
 from .._backend import backend_name, is_torch_tensor
 from .base import LazyTensor
-from .sources import zarr_stamp
+from .sources import refuse_masked, zarr_stamp
 
 # Why an ArrayTensor cannot read an h5py dataset, and what can.
 H5PY_POINTS = (
@@ -46,9 +46,7 @@ class ArrayTensor(LazyTensor):
         refuse_unindexable_torch(array, "array")  # first: a nested tensor has no shape
         if not hasattr(array, "shape"):
             raise TypeError(f"array must have a shape, got {type(array).__name__}.")
-        if isinstance(array, np.ma.MaskedArray):  # as tt_cross refuses one
-            raise TypeError("array is a masked array; a cross reads raw entries, masked or "
-                            "not: pass array.filled(value) or the data.")
+        refuse_masked(array, "array")  # as tt_cross refuses one
         if type(array).__module__.startswith("scipy.sparse"):  # as lazy_tensor refuses one
             raise TypeError(f"array is a scipy.sparse {type(array).__name__}: pass "
                             "array.toarray() (if it fits in memory) or a FunctionTensor that "

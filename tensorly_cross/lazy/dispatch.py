@@ -9,7 +9,7 @@ from .array import ArrayTensor, refuse_unindexable_torch
 from .base import LazyTensor
 from .dask import DaskTensor
 from .function import FunctionTensor
-from .sources import h5py_source, refuse_closed_hdf5
+from .sources import h5py_source, refuse_closed_hdf5, refuse_masked
 
 
 def lazy_tensor(obj, shape=None):
@@ -67,9 +67,7 @@ def as_lazy(obj, shape=None, name="obj"):
                          "of the tensor given (shape is only needed for a callable).")
     if isinstance(obj, LazyTensor):
         return obj
-    if isinstance(obj, np.ma.MaskedArray):
-        raise TypeError(f"{name} is a masked array: a cross reads raw entries, masked or not. "
-                        f"Fill the masked entries first ({name}.filled(value)).")
+    refuse_masked(obj, name)
     if isinstance(obj, np.matrix):  # its rows index as 2-D matrices, not entries
         return ArrayTensor(np.asarray(obj))
     factorized = _factorized_tensor(obj, name)

@@ -67,7 +67,13 @@ class ChunkSource:
 
     def read(self, slices):
         try:
-            block = np.asarray(self._read(slices))
+            block = self._read(slices)
+            if isinstance(block, np.ma.MaskedArray):  # np.asarray would drop its mask
+                raise ChunkReadError(
+                    f"reading {self._describe(slices)} of {self.name} returned a masked "
+                    "array; a cross reads raw entries, masked or not: fill the masked "
+                    "entries first.")
+            block = np.asarray(block)
         except ChunkReadError:  # already names the file and what went wrong
             raise
         except Exception as error:
@@ -696,6 +702,28 @@ def _on_host(block):
     return to_host(block) if _is_torch(block) else block
 
 
+def refuse_masked(obj, name):
+    """Raise TypeError if ``obj`` is a masked array, or a dask array of masked chunks
+    (``dask.array.ma``): a cross reads raw entries, masked or not, and ``np.asarray``
+    drops a mask without a word.
+
+    Parameters
+    ----------
+    obj : object
+        What was passed.
+    name : str
+        The argument, as messages name it.
+    """
+    if isinstance(obj, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array: a cross reads raw entries, masked or not. "
+                        f"Fill the masked entries first ({name}.filled(value)).")
+    if (type(obj).__module__.startswith("dask.array")
+            and isinstance(getattr(obj, "_meta", None), np.ma.MaskedArray)):
+        raise TypeError(f"{name} is a dask array of masked chunks (dask.array.ma): a cross "
+                        "reads raw entries, masked or not. Fill the masked entries first "
+                        f"(dask.array.ma.filled({name}, value)).")
+
+
 def refuse_closed_hdf5(obj, name):
     """Raise ValueError if ``obj`` is an h5py object whose file was closed: its ``shape``
     raised h5py's bare RuntimeError ("identifier is not of specified type") wherever it
@@ -713,6 +741,7 @@ def as_chunk_source(obj):
     if isinstance(obj, ChunkSource):
         return obj
     refuse_closed_hdf5(obj, "the array")
+    refuse_masked(obj, "the array")
     kind = f"{type(obj).__module__}.{type(obj).__name__}"
     if kind.startswith(("zarr.", "h5py.")) and not hasattr(obj, "shape"):
         # A group (or an HDF5 file) failed deep in the source: it has no shape.

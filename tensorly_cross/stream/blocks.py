@@ -36,6 +36,7 @@ from ..lazy.sources import (
     read_retrying,
     refuse_closed_hdf5,
     refuse_empty,
+    refuse_masked,
 )
 
 BLOCK_BYTES = 32 * 2**20
@@ -189,11 +190,9 @@ def volume_source(volume, block_bytes=BLOCK_BYTES):
     if not (hasattr(volume, "shape") and hasattr(volume, "dtype")):
         raise TypeError(f"volume must be a path, an opened volume, or a NumPy, zarr, h5py or "
                         f"dask array; got {type(volume).__name__}.")
-    if isinstance(volume, np.ma.MaskedArray):
-        # Its raw data was read, masked entries included, into the TT and its error; the
-        # cross (lazy_tensor) refuses it alike.
-        raise TypeError("volume is a masked array: streaming reads raw entries, masked or "
-                        "not. Fill the masked entries first (volume.filled(value)).")
+    # Its raw data was read, masked entries included, into the TT and its error; the
+    # cross (lazy_tensor) refuses it alike.
+    refuse_masked(volume, "volume")
     return as_chunk_source(volume)
 
 
