@@ -307,3 +307,5 @@ def test_a_chunk_read_as_a_masked_array_is_an_error_naming_the_chunk():
                              meta=np.empty((0, 0, 0)))
     with pytest.raises(ChunkReadError, match=r"chunk \[.*masked"):
         tlc.tt_cross(tlc.open_volume(masked), rank=2, random_state=0)
+    with pytest.raises(ChunkReadError, match=r"chunk \[.*masked"):  # filled: asarray'd first
+        tlc.tt_cross(tlc.open_volume(masked, fill_nan=0.0), rank=2, random_state=0)

@@ -38,7 +38,10 @@ class FilledSource(ChunkSource):
         self.promoted = self.dtype != source.dtype
 
     def _read(self, slices):
-        block = np.asarray(self.base._read(slices))
+        block = self.base._read(slices)
+        if isinstance(block, np.ma.MaskedArray):  # refused by read(): asarray drops the mask
+            return block
+        block = np.asarray(block)
         # Integers and bools hold no NaN; a block without NaN is returned as read (no copy,
         # and float32 stays float32 in the caches); a copy is filled, never the source.
         if block.dtype.kind != "f":
