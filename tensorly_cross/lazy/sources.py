@@ -435,12 +435,12 @@ def _checked_raw_files(dataset, name):
     for number in range(count):
         raw, offset, size = plist.get_external(number)
         raw = os.fsdecode(raw)
-        from_cwd = from_cwd or not (os.path.isabs(raw) or os.path.isabs(prefix))
-        path = absolute_path(os.path.join(prefix, raw))  # raw itself where it is absolute
         needed = min(int(size), remaining)
         remaining -= needed
         if not needed:
             continue
+        from_cwd = from_cwd or not (os.path.isabs(raw) or os.path.isabs(prefix))
+        path = absolute_path(os.path.join(prefix, raw))  # raw itself where it is absolute
         if not os.path.isfile(path):
             raise ValueError(f"{name} keeps its data in the external raw file {raw!r}, and "
                              f"{path!r} does not exist (HDF5 looks for a relative one from "
@@ -521,7 +521,10 @@ def _refuse_missing_sources(dataset, name):
         if source_file in seen or "%" in source_file:
             continue
         seen.add(source_file)
-        candidates = [os.path.join(prefix, source_file) for prefix in (*prefixes, folder)]
+        # An absolute name that is not found is looked for by its base name too.
+        names = {source_file, os.path.basename(source_file)}
+        candidates = [os.path.join(prefix, source) for prefix in (*prefixes, folder)
+                      for source in names]
         if not any(os.path.isfile(path) for path in (*candidates, source_file)):
             missing.append(source_file)
     if missing:
