@@ -309,3 +309,25 @@ def test_a_chunk_read_as_a_masked_array_is_an_error_naming_the_chunk():
         tlc.tt_cross(tlc.open_volume(masked), rank=2, random_state=0)
     with pytest.raises(ChunkReadError, match=r"chunk \[.*masked"):  # filled: asarray'd first
         tlc.tt_cross(tlc.open_volume(masked, fill_nan=0.0), rank=2, random_state=0)
+
+
+def test_a_virtual_dataset_moved_with_its_absolutely_named_sources_still_opens(tmp_path):
+    # HDF5 looks for a source named by an absolute path by its base name next to the
+    # virtual file too: the missing-source check must not refuse what HDF5 reads.
+    h5py = pytest.importorskip("h5py")
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    layout = h5py.VirtualLayout(shape=(9, 8, 7), dtype="f8")
+    for number, rows in enumerate((slice(0, 4), slice(4, 9))):
+        with h5py.File(first / f"src{number}.h5", "w") as handle:
+            handle["d"] = _volume()[rows]
+        layout[rows] = h5py.VirtualSource(str(first / f"src{number}.h5"), "d",
+                                          shape=_volume()[rows].shape)
+    with h5py.File(first / "vds.h5", "w") as handle:
+        handle.create_virtual_dataset("v", layout, fillvalue=-1.0)
+    for name in ("vds.h5", "src0.h5", "src1.h5"):
+        (first / name).rename(second / name)
+    volume = tlc.open_volume(str(second / "vds.h5"))
+    np.testing.assert_array_equal(volume.evaluate([[0, 0, 0], [8, 7, 6]]),
+                                  _volume()[[0, 8], [0, 7], [0, 6]])
