@@ -207,8 +207,9 @@ def map_npy(path, name):
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except HEADER_ERRORS as error:
-        raise ValueError(f"{name} is not a readable .npy array: "
-                         f"{str(error).rstrip('.')}.") from error
+        reason = (f"its header is cut short or malformed ({error.args[0]})"
+                  if isinstance(error, tokenize.TokenError) else str(error).rstrip("."))
+        raise ValueError(f"{name} is not a readable .npy array: {reason}.") from error
     except OverflowError as error:  # NumPy's memory map of a negative or huge byte count
         raise ValueError(f"{name} is not a readable .npy array: its header declares a "
                          f"{_size_problem(error)} ({error}).") from error
