@@ -1,6 +1,8 @@
 """Audit s30 of the out-of-core formats: real files in tmp_path, read lazily, must give the
 in-memory result or be refused clearly, naming the file. Each test failed before its fix."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -331,3 +333,20 @@ def test_a_virtual_dataset_moved_with_its_absolutely_named_sources_still_opens(t
     volume = tlc.open_volume(str(second / "vds.h5"))
     np.testing.assert_array_equal(volume.evaluate([[0, 0, 0], [8, 7, 6]]),
                                   _volume()[[0, 8], [0, 7], [0, 6]])
+
+
+def test_an_h5py_view_notices_its_file_changed_as_a_dataset_does(tmp_path):
+    # A dataset's reads check its file's stamp; a view's (dataset.astype) read on.
+    h5py = pytest.importorskip("h5py")
+    from tensorly_cross.lazy.sources import ChunkReadError
+
+    path = tmp_path / "views.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("x", data=_volume(), chunks=(3, 4, 7))
+    with h5py.File(path, "r") as handle:
+        volume = tlc.open_volume(handle["x"].astype("f4"))
+        volume.evaluate([[0, 0, 0]])
+        status = path.stat()
+        os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns + 10**9))  # rewritten
+        with pytest.raises(ChunkReadError, match=r"views\.h5.*changed"):
+            volume.evaluate([[8, 7, 6]])

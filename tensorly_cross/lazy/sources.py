@@ -794,14 +794,38 @@ def h5py_source(obj, strict=False):
     name = (f"HDF5 '{dataset.file.filename}' dataset {dataset.name} (an h5py "
             f"{type(obj).__name__})")
     # First: its dtype (strings, objects) is refused before any check reads the file.
-    source = SliceableSource(obj, chunks=dataset.chunks, name=name)
+    source = H5ViewSource(obj, dataset, name)
     _refuse_missing_filters(dataset, name)
     _refuse_missing_sources(dataset, name)
     if strict:
         _check_h5_chunks_stored(dataset, name)
-    source.unsendable = (f"{name} is an h5py view of a dataset, which does not pickle; pass "
-                         "the dataset itself, or its file's path")
     return source
+
+
+class H5ViewSource(SliceableSource):
+    """One of h5py's views of a dataset, read through itself, chunked as its dataset;
+    each read checks that the file is the one opened, as :class:`H5Source` does.
+
+    Parameters
+    ----------
+    view : h5py view (``dataset.astype(dtype)``, ``dataset.fields(name)``, ...)
+    dataset : h5py.Dataset
+        The dataset it views.
+    name : str
+        How messages name it.
+    """
+
+    def __init__(self, view, dataset, name):
+        super().__init__(view, chunks=dataset.chunks, name=name)
+        filename = _on_disk_name(dataset.file.filename)
+        self._stamp = FileStamp(filename, name) if os.path.isfile(filename) else None
+        self.unsendable = (f"{name} is an h5py view of a dataset, which does not pickle; "
+                           "pass the dataset itself, or its file's path")
+
+    def _read(self, slices):
+        if self._stamp is not None:
+            self._stamp.check()
+        return super()._read(slices)
 
 
 def _store_behind(array):
