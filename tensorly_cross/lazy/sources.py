@@ -460,8 +460,8 @@ def _raw_prefix(dataset):
     prefix = os.environ.get("HDF5_EXTFILE_PREFIX") or os.fsdecode(
         dataset.id.get_access_plist().get_efile_prefix() or b"")
     origin = "${ORIGIN}"
-    if prefix.startswith(origin):
-        prefix = os.path.dirname(dataset.file.filename) + prefix[len(origin):]
+    if prefix.startswith(origin):  # HDF5 made the file's folder absolute when it opened it
+        prefix = os.path.dirname(absolute_path(dataset.file.filename)) + prefix[len(origin):]
     return "" if prefix == "." else prefix
 
 
