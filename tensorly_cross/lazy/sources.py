@@ -510,7 +510,7 @@ def _refuse_missing_sources(dataset, name):
     if not dataset.is_virtual:
         return
     filename = dataset.file.filename
-    folder = os.path.dirname(filename)
+    folder = os.path.dirname(absolute_path(filename))  # absolute, as HDF5 makes it
     prefixes = [os.environ.get("HDF5_VDS_PREFIX", ""),
                 os.fsdecode(dataset.id.get_access_plist().get_virtual_prefix() or b"")]
     prefixes = [folder + prefix[len("${ORIGIN}"):] if prefix.startswith("${ORIGIN}")
