@@ -24,7 +24,7 @@ import numpy as np
 
 from .._validation import check_regular_file
 from ..errors import NonFiniteValueError
-from ..lazy.base import LazyTensor
+from ..lazy.base import NAN_BACKGROUND, LazyTensor
 from ..lazy.dask import client_threads
 from ..lazy.filled import FilledSource
 from ..lazy.npy import NpyTensor, map_npy
@@ -397,8 +397,11 @@ def _check_finite(source, slices, values):
         local = np.unravel_index(int(np.flatnonzero(~np.isfinite(values))[0]), values.shape)
         index = tuple(int(s.start + i) for s, i in zip(slices, local, strict=True))
         value = values[local]
-        raise NonFiniteValueError(f"{source.name} holds {value} at multi-index {index}; "
-                                  "values must be finite.", index, value)
+        error = NonFiniteValueError(f"{source.name} holds {value} at multi-index {index}; "
+                                    "values must be finite.", index, value)
+        if np.isnan(value):  # the stream reads stored data: a masked background, as a cross
+            error.add_note(NAN_BACKGROUND)  # reading it notes (LazyTensor.evaluate_checked)
+        raise error
     return values
 
 

@@ -1,0 +1,50 @@
+"""Session 30, a new user's path through the docs on real volumes (nibabel's and
+nilearn's files): what the snippets and the command line do on real-world quirks."""
+
+import numpy as np
+import pytest
+
+import tensorly_cross as tlc
+
+
+def _nan_volume():
+    volume = np.random.default_rng(0).random((6, 7, 8)).astype(np.float32)
+    volume[:2] = np.nan  # a masked background
+    return volume
+
+
+def _fill_nan_noted(error):
+    return any("fill_nan" in note for note in getattr(error.value, "__notes__", []))
+
+
+def test_streaming_nan_in_a_npy_file_names_fill_nan(tmp_path):
+    # tt_cross(open_volume(path)) notes fill_nan on a NaN voxel; the README's other read of
+    # a stored volume, streaming_tt_svd(path), raised the bare "values must be finite".
+    path = tmp_path / "map.npy"
+    np.save(path, _nan_volume())
+    with pytest.raises(tlc.NonFiniteValueError) as error:
+        tlc.streaming_tt_svd(str(path), tol=0.1)
+    assert _fill_nan_noted(error)
+
+
+def test_streaming_nan_in_a_nifti_file_names_fill_nan(tmp_path):
+    nibabel = pytest.importorskip("nibabel")
+    path = tmp_path / "map.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(_nan_volume(), np.eye(4)), path)
+    with pytest.raises(tlc.NonFiniteValueError) as error:
+        tlc.streaming_tt_svd(str(path), tol=0.1)
+    assert _fill_nan_noted(error)
+    # and the remedy it names works
+    tt = tlc.streaming_tt_svd(tlc.open_volume(str(path), fill_nan=0.0), tol=0.1)
+    assert tt.rank[0] == 1
+
+
+def test_streaming_inf_is_not_sent_to_fill_nan(tmp_path):
+    volume = _nan_volume()
+    volume[:2] = 1.0
+    volume[3, 3, 3] = np.inf  # an overflow, not a background: fill_nan would not help
+    path = tmp_path / "overflow.npy"
+    np.save(path, volume)
+    with pytest.raises(tlc.NonFiniteValueError) as error:
+        tlc.streaming_tt_svd(str(path), tol=0.1)
+    assert not _fill_nan_noted(error)
