@@ -48,3 +48,44 @@ def test_streaming_inf_is_not_sent_to_fill_nan(tmp_path):
     with pytest.raises(tlc.NonFiniteValueError) as error:
         tlc.streaming_tt_svd(str(path), tol=0.1)
     assert not _fill_nan_noted(error)
+
+
+def _nan_dataset(tmp_path, in_memory):
+    nibabel = pytest.importorskip("nibabel")
+    from tensorly_cross.nn import VolumeDataset
+
+    path = tmp_path / "zmap.nii"
+    volume = np.random.default_rng(1).random((12, 12, 12)).astype(np.float32)
+    volume[:3] = np.nan
+    nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), path)
+    return VolumeDataset([str(path)], [0.0], in_memory=in_memory)
+
+
+def test_a_nan_map_in_a_volume_dataset_names_its_remedy_for_the_cross_model(tmp_path):
+    # docs/pipeline.rst: such maps need VolumeDataset(..., fill_nan=0.0); the error's note
+    # named open_volume's fill_nan only, which a VolumeDataset user does not call.
+    torch = pytest.importorskip("torch")
+    import tensorly as tl
+
+    from tensorly_cross.nn import CrossEmbedding, default_encoder
+
+    data = _nan_dataset(tmp_path, in_memory=False)
+    torch.manual_seed(0)
+    embedding = CrossEmbedding(default_encoder(4, 2, pooled=True), patch_size=4, stride=2,
+                               n_features=2, rank=2, layout="tt", n_iter_max=1)
+    with tl.backend_context("pytorch"), pytest.raises(tlc.NonFiniteValueError) as error:
+        embedding([data[0][0]])
+    assert any("VolumeDataset(..., fill_nan=" in note for note in error.value.__notes__)
+
+
+def test_a_nan_map_in_a_volume_dataset_names_its_remedy_for_the_dense_model(tmp_path):
+    torch = pytest.importorskip("torch")
+    from tensorly_cross.nn import default_encoder
+    from tensorly_cross.nn.dense import DenseEmbedding
+
+    data = _nan_dataset(tmp_path, in_memory=True)
+    torch.manual_seed(0)
+    with pytest.raises(tlc.NonFiniteValueError, match=r"voxel \(0, 0, 0\)") as error:
+        DenseEmbedding(default_encoder(4, 2, pooled=True))([data[0][0]])
+    assert any("VolumeDataset(..., fill_nan=" in note
+               for note in getattr(error.value, "__notes__", []))

@@ -256,7 +256,8 @@ NUMERIC_KINDS = "biufc"
 # Noted on a NaN read from stored data: the usual cause, and its remedy.
 NAN_BACKGROUND = (
     "Masked scans and statistical maps hold NaN outside the brain: "
-    "tensorly_cross.open_volume(path_or_array, fill_nan=0.0) reads such voxels as 0 "
+    "tensorly_cross.open_volume(path_or_array, fill_nan=0.0), or for training "
+    "tensorly_cross.nn.VolumeDataset(..., fill_nan=0.0), reads such voxels as 0 "
     "(infinities still raise)."
 )
 

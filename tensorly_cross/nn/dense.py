@@ -9,6 +9,7 @@ from torch import nn
 from .._backend import check_concrete
 from .._validation import check_choice
 from ..errors import NonFiniteValueError
+from ..lazy.base import NAN_BACKGROUND
 from .patches import PADDINGS, _pad_index, check_concrete_module, native_byte_order
 
 _TORCH_PADDING = {"reflect": "reflect", "edge": "replicate", "zeros": "constant"}
@@ -196,8 +197,11 @@ def _check_finite_volumes(batch, volumes):
             f"beyond the range of the encoder's dtype {batch.dtype} (largest "
             f"{torch.finfo(batch.dtype).max:.6g}): scale the volumes, or run the encoder in "
             "a wider dtype.", tuple(voxel), value)
-    raise NonFiniteValueError(f"volume {number} of the batch holds {value} at voxel "
-                              f"{tuple(voxel)}.", tuple(voxel), value)
+    error = NonFiniteValueError(f"volume {number} of the batch holds {value} at voxel "
+                                f"{tuple(voxel)}.", tuple(voxel), value)
+    if value != value:  # NaN: a masked background, noted as the cross model's reads note it
+        error.add_note(NAN_BACKGROUND)
+    raise error
 
 
 def _as_tensor(volume, number):
