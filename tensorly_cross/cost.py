@@ -18,6 +18,7 @@ import numpy as np
 
 from ._validation import check_float, check_int
 from .lazy.base import views_of
+from .lazy.dispatch import refuse_nibabel_image
 from .lazy.sources import refuse_closed_hdf5
 from .options import LSQ_VAL_SIZE
 
@@ -105,6 +106,7 @@ def choose_path(volume, path=None, rank=None, max_rank=64, oversample=1.5):
         path = volume if path is None else path
         volume = open_volume(volume)
     refuse_closed_hdf5(volume, "volume")
+    refuse_nibabel_image(volume, "volume")
     if not hasattr(volume, "shape"):
         raise TypeError(f"volume must be a lazy tensor (open_volume, lazy_tensor), an array, "
                         f"or a path; got {type(volume).__name__}.")

@@ -9,6 +9,7 @@ import numpy as np
 
 from ._validation import check_bool, check_float, check_int, check_regular_file
 from .lazy.dask import DaskTensor, check_client
+from .lazy.dispatch import refuse_nibabel_image
 from .lazy.filled import with_fill_nan
 from .lazy.npy import NpyTensor
 from .lazy.sources import (
@@ -174,6 +175,7 @@ def _open_array(array, cache_bytes, client, strict):
     """An opened array (dask, zarr, h5py): read chunk by chunk."""
     refuse_closed_hdf5(array, "path")
     refuse_masked(array, "path")
+    refuse_nibabel_image(array, "path")
     if not (hasattr(array, "shape") and hasattr(array, "dtype")):
         raise TypeError(f"path must be a str or os.PathLike, or an array (dask, zarr, h5py); "
                         f"got {type(array).__name__}.")

@@ -89,3 +89,35 @@ def test_a_nan_map_in_a_volume_dataset_names_its_remedy_for_the_dense_model(tmp_
         DenseEmbedding(default_encoder(4, 2, pooled=True))([data[0][0]])
     assert any("VolumeDataset(..., fill_nan=" in note
                for note in getattr(error.value, "__notes__", []))
+
+
+def _nibabel_image(tmp_path):
+    nibabel = pytest.importorskip("nibabel")
+    path = tmp_path / "scan.nii.gz"
+    volume = np.random.default_rng(2).random((6, 7, 8)).astype(np.float32)
+    nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), path)
+    return nibabel.load(path), str(path)
+
+
+def test_choose_path_refuses_a_nibabel_image_as_tt_cross_does(tmp_path):
+    # nilearn's load_mni152_template() and nibabel.load() give images: choose_path took one
+    # for "an array in memory" (even one backed by a gzip file) and said "stream", which
+    # streaming_tt_svd then refused; tt_cross refuses it naming open_volume(path).
+    image, path = _nibabel_image(tmp_path)
+    with pytest.raises(TypeError, match=r"volume is a nibabel Nifti1Image.*open_volume"):
+        tlc.choose_path(image)
+    assert tlc.choose_path(path).method == "stream"  # its file: the gzip reason
+    with pytest.raises(TypeError, match=r"tensor is a nibabel Nifti1Image"):
+        tlc.tt_cross(image, tol=0.1)
+
+
+@pytest.mark.parametrize("call", [
+    lambda image: tlc.open_volume(image),
+    lambda image: tlc.streaming_tt_svd(image, tol=0.1),
+], ids=["open_volume", "streaming_tt_svd"])
+def test_a_nibabel_image_is_refused_with_its_remedy(tmp_path, call):
+    # open_volume and streaming_tt_svd said only that an image is not a path or an array.
+    image, path = _nibabel_image(tmp_path)
+    with pytest.raises(TypeError, match=r"nibabel Nifti1Image.*open_volume\(path\)") as error:
+        call(image)
+    assert "scan.nii.gz" in str(error.value)  # the file it came from

@@ -163,10 +163,23 @@ def _refuse_non_arrays(obj, name):
     if module.startswith("pandas"):
         raise TypeError(f"{name} is a pandas {type(obj).__name__}: pass {name}.to_numpy().")
     if module.startswith("nibabel."):  # an image, or its dataobj: no point-wise indexing
-        raise TypeError(f"{name} is a nibabel {type(obj).__name__}, whose entries cannot be "
-                        f"read point by point: pass tensorly_cross.open_volume(path) for its "
-                        f"file{_nibabel_file(obj)} (read chunk by chunk, scaling applied), or "
-                        "the image's get_fdata() if it fits in memory.")
+        raise TypeError(_nibabel_refusal(obj, name))
+
+
+def refuse_nibabel_image(obj, name):
+    """A nibabel image (``nibabel.load``, nilearn's templates) where a volume is expected:
+    refused naming ``name`` and the remedy, as :func:`lazy_tensor` does. It has a shape, so
+    it passed for an array (``choose_path`` called it one in memory, even on a gzip file);
+    its ``dataobj`` is left to the caller (``streaming_tt_svd`` reads a proxy in slabs)."""
+    if type(obj).__module__.startswith("nibabel.") and hasattr(obj, "dataobj"):
+        raise TypeError(_nibabel_refusal(obj, name))
+
+
+def _nibabel_refusal(obj, name):
+    return (f"{name} is a nibabel {type(obj).__name__}, whose entries cannot be read point "
+            f"by point: pass tensorly_cross.open_volume(path) for its file"
+            f"{_nibabel_file(obj)} (read chunk by chunk, scaling applied), or the image's "
+            "get_fdata() if it fits in memory.")
 
 
 def _nibabel_file(obj):

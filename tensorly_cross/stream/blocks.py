@@ -26,6 +26,7 @@ from .._validation import check_regular_file
 from ..errors import NonFiniteValueError
 from ..lazy.base import NAN_BACKGROUND, LazyTensor
 from ..lazy.dask import client_threads
+from ..lazy.dispatch import refuse_nibabel_image
 from ..lazy.filled import FilledSource
 from ..lazy.npy import NpyTensor, map_npy
 from ..lazy.sources import (
@@ -187,6 +188,7 @@ def volume_source(volume, block_bytes=BLOCK_BYTES):
         raise TypeError(f"volume is a {type(volume).__name__}, whose entries are {what}: "
                         "streaming reads a stored volume (a path, an opened volume, or a "
                         "NumPy, zarr, h5py or dask array); use tt_cross for this one.")
+    refuse_nibabel_image(volume, "volume")
     if not (hasattr(volume, "shape") and hasattr(volume, "dtype")):
         raise TypeError(f"volume must be a path, an opened volume, or a NumPy, zarr, h5py or "
                         f"dask array; got {type(volume).__name__}.")
