@@ -84,8 +84,9 @@ def choose_path(volume, path=None, rank=None, max_rank=64, oversample=1.5):
     Raises
     ------
     TypeError
-        If ``volume`` has no shape, ``path`` is not a path, or ``rank``, ``max_rank`` or
-        ``oversample`` is not a number of the right kind.
+        If ``volume`` has no shape or is a nibabel image (pass its file), ``path`` is not
+        a path, or ``rank``, ``max_rank`` or ``oversample`` is not a number of the right
+        kind.
     ValueError
         If ``volume`` has no mode or an empty one, or a number is out of range, or for a
         dask array whose chunks cannot be read (unknown sizes, or too many to count).

@@ -85,9 +85,9 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False,
         ``dataset`` for a volume that is not an HDF5 file, or, with ``strict``, a zarr
         array or HDF5 dataset with chunks missing.
     TypeError
-        For an unsupported dtype, a ``strict`` that is not a bool, a ``dataset`` that is not
-        a str, a ``client`` that is not a dask.distributed Client, or a ``fill_nan`` that is
-        not a real number.
+        For an unsupported dtype, a nibabel image (pass its file's path), a ``strict``
+        that is not a bool, a ``dataset`` that is not a str, a ``client`` that is not a
+        dask.distributed Client, or a ``fill_nan`` that is not a real number.
 
     Examples
     --------
