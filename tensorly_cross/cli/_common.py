@@ -232,6 +232,22 @@ def open_client(address):
         yield client
 
 
+# Library advice in a warning that names an argument the command line has no flag for,
+# and what the command line offers instead.
+LIBRARY_ADVICE = {
+    "Raise val_size, or check the result on the features you know of.":
+        "Check the TT where it matters (reconstruct FILE --against INPUT --slice ...), or "
+        "pass --method stream for an exact error.",
+}
+
+
+def in_flag_terms(message):
+    """``message`` with the library's advice replaced by the command line's."""
+    for advice, flags in LIBRARY_ADVICE.items():
+        message = message.replace(advice, flags)
+    return message
+
+
 @contextlib.contextmanager
 def progress_bar(total, unit, quiet):
     """A progress bar on stderr, cleared on the way out, errors and Ctrl-C included: the
@@ -245,7 +261,8 @@ def progress_bar(total, unit, quiet):
                file=sys.stderr)
 
     def show(message, category, *_, **__):
-        bar.write(f"warning: {message} ({category.__name__})", file=sys.stderr)
+        bar.write(f"warning: {in_flag_terms(str(message))} ({category.__name__})",
+                  file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.showwarning = show
