@@ -91,8 +91,11 @@ def test_refit_core_is_the_ridge_regularised_least_squares_fit(seed, weak):
         rhs = (left.T @ dense[:, i, :] @ right.T).ravel()
         expected = np.linalg.solve(normal + rho * np.eye(normal.shape[0]),
                                    rhs + rho * cores[k][:, i, :].ravel())
-        np.testing.assert_allclose(fitted[:, i, :].ravel(), expected, rtol=1e-4,
-                                   atol=1e-6 * np.abs(expected).max())
+        # Norm-wise: the system's condition (about 1 / weak**2) lets round-off move single
+        # entries by 1e-4 between BLAS builds (0.2% norm-wise at most over 40 seeds on an
+        # AMD EPYC's OpenBLAS); both mutants move the fit by more than 100%.
+        deviation = np.linalg.norm(fitted[:, i, :].ravel() - expected)
+        assert deviation <= 0.05 * np.linalg.norm(expected)
 
 
 # Mutant: no QR between the fits (``_orthogonalize_left`` skipped): the next core is fitted
