@@ -53,7 +53,8 @@ def mni152_crops(n_volumes, size, seed=0, directory=None):
         If ``n_volumes``, ``size`` or ``seed`` is not a number.
     ValueError
         If ``n_volumes`` or ``size`` is not a positive whole number, or ``seed`` a
-        non-negative one, or ``directory`` holds the crops of another seed or size.
+        non-negative one, or ``directory`` holds the crops of another seed or size, or a
+        ``targets.json`` that is not a JSON object (not a manifest of this function's).
 
     Examples
     --------
@@ -169,13 +170,9 @@ def _refuse_other_crops(directory, parameters):
     Another ``n_volumes`` (the same crops, more or fewer of them) or an older version of
     the crops is rewritten."""
     path = os.path.join(directory, "targets.json")
-    try:
-        with open(path) as handle:
-            manifest = json.load(handle)
-    except (OSError, ValueError):  # none, or not a manifest of ours: nothing to keep
-        return
-    if not isinstance(manifest, dict) or manifest.get("version") != parameters["version"]:
-        return
+    manifest = _read_manifest(directory)
+    if manifest is None or manifest.get("version") != parameters["version"]:
+        return  # none, or an older version of the crops: nothing to keep
     other = {key: manifest.get(key) for key in ("seed", "size")}
     if other != {key: parameters[key] for key in ("seed", "size")}:
         raise ValueError(f"directory {os.fspath(directory)!r} holds the crops of seed "
@@ -185,12 +182,35 @@ def _refuse_other_crops(directory, parameters):
                          "them: give each seed and size a directory of its own.")
 
 
-def _load_manifest(directory, parameters):
+def _read_manifest(directory):
+    """The manifest in ``directory`` (a dict), or None where there is none (or the
+    directory cannot be read: creating it says why).
+
+    A ``targets.json`` that is not a JSON object cannot be this function's manifest (it is
+    written atomically, never torn): it is refused, not written over. It crashed with a
+    bare ``AttributeError`` or ``JSONDecodeError`` that named neither the file nor what to
+    do."""
     path = os.path.join(directory, "targets.json")
-    if not os.path.exists(path):
+    try:
+        with open(path) as handle:
+            text = handle.read()
+    except OSError:
         return None
-    with open(path) as handle:
-        manifest = json.load(handle)
+    try:
+        manifest = json.loads(text)
+    except ValueError:
+        manifest = None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"directory {os.fspath(directory)!r} holds {path}, which is not a "
+                         "manifest of mni152_crops (a JSON object): give the crops a "
+                         "directory of their own, or remove that file.")
+    return manifest
+
+
+def _load_manifest(directory, parameters):
+    manifest = _read_manifest(directory)
+    if manifest is None:
+        return None
     if any(manifest.get(key) != value for key, value in parameters.items()):
         return None
     files = [os.path.join(directory, name) for name in manifest["files"]]
