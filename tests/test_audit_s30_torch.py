@@ -3,13 +3,17 @@
 * ``mni152_crops(..., directory=d)`` where ``d/targets.json`` is not a manifest it wrote (a
   JSON list, or no JSON at all) crashed with a bare ``AttributeError`` (``'list' object has
   no attribute 'get'``) or ``JSONDecodeError``, naming neither the file nor the directory.
+* ``VolumeDataset(..., in_memory="no")`` read every volume whole (``bool("no")`` is True),
+  and a bad ``cache_bytes`` (a str, a negative number) was accepted, to fail only when a
+  volume was first read (an in-memory volume never: it was silently ignored).
 """
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from tensorly_cross.nn import mni152_crops  # noqa: E402
+from tensorly_cross.nn import VolumeDataset, mni152_crops  # noqa: E402
 
 
 @pytest.mark.parametrize("content", ["[1, 2]", "{not json", '"crops"'],
@@ -20,3 +24,18 @@ def test_a_targets_file_that_is_not_a_manifest_is_refused_by_name(tmp_path, cont
     with pytest.raises(ValueError, match="targets.json.*not a manifest"):
         mni152_crops(1, 4, directory=tmp_path)
     assert path.read_text() == content  # the file is left as it was
+
+
+@pytest.mark.parametrize("in_memory", ["no", 0.0, None])
+def test_in_memory_must_be_a_bool(tmp_path, in_memory):
+    path = tmp_path / "v.npy"
+    np.save(path, np.zeros((3, 3, 3), dtype=np.float32))
+    with pytest.raises(TypeError, match="in_memory must be True or False"):
+        VolumeDataset([str(path)], [0.0], in_memory=in_memory)
+
+
+@pytest.mark.parametrize("cache_bytes, error", [("big", TypeError), (-1, ValueError),
+                                                (1.5, TypeError)])
+def test_cache_bytes_is_checked_when_the_dataset_is_made(cache_bytes, error):
+    with pytest.raises(error, match="cache_bytes"):
+        VolumeDataset([np.zeros((3, 3, 3))], [0.0], cache_bytes=cache_bytes)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .._backend import to_host
-from .._validation import check_float, check_int
+from .._validation import check_bool, check_float, check_int
 from ..io import VOLUME_SUFFIXES, open_volume
 from ..lazy.base import LazyTensor
 from ..lazy.filled import fill_nan
@@ -55,11 +55,12 @@ class VolumeDataset(torch.utils.data.Dataset):
     ------
     TypeError
         If ``volumes`` is a single path (wrap it in a list), an item is neither a path,
-        an array, a tensor nor a lazy tensor, or ``targets`` holds values that are not
-        real numbers (strings such as class labels, complex numbers, dates, None).
+        an array, a tensor nor a lazy tensor, ``targets`` holds values that are not
+        real numbers (strings such as class labels, complex numbers, dates, None),
+        ``in_memory`` is not a bool or ``cache_bytes`` not an int (or None).
     ValueError
-        If ``volumes`` and ``targets`` differ in length, a target is not finite, or a path
-        has an unsupported suffix.
+        If ``volumes`` and ``targets`` differ in length, a target is not finite, a path
+        has an unsupported suffix, or ``cache_bytes`` is negative.
     FileNotFoundError
         If a path does not exist.
 
@@ -98,7 +99,11 @@ class VolumeDataset(torch.utils.data.Dataset):
             elif not isinstance(item, np.ndarray | torch.Tensor | LazyTensor):
                 raise TypeError(f"volumes[{k}] must be a path, a NumPy array, a torch.Tensor "
                                 f"or a lazy tensor, got {type(item).__name__}.")
-        self.cache_bytes, self.in_memory = cache_bytes, bool(in_memory)
+        # Checked now: bool("no") read every volume whole, and a bad cache_bytes failed only
+        # when a path was first read (and was never seen for arrays).
+        self.in_memory = check_bool(in_memory, "in_memory")
+        self.cache_bytes = (None if cache_bytes is None
+                            else check_int(cache_bytes, "cache_bytes", minimum=0))
         self.fill_nan = None if fill_nan is None else check_float(fill_nan, "fill_nan")
         self._loaded = {}
 
