@@ -39,3 +39,18 @@ def test_in_memory_must_be_a_bool(tmp_path, in_memory):
 def test_cache_bytes_is_checked_when_the_dataset_is_made(cache_bytes, error):
     with pytest.raises(error, match="cache_bytes"):
         VolumeDataset([np.zeros((3, 3, 3))], [0.0], cache_bytes=cache_bytes)
+
+
+@pytest.mark.parametrize("shuffle", ["no", 1, None])
+def test_batches_shuffle_must_be_a_bool(shuffle):
+    # "no" is truthy: the items came back shuffled
+    data = VolumeDataset([np.zeros((3, 3, 3))] * 4, [0.0, 1.0, 2.0, 3.0])
+    with pytest.raises(TypeError, match="shuffle must be True or False"):
+        next(data.batches(2, shuffle=shuffle))
+
+
+@pytest.mark.parametrize("volumes", [None, 5])
+def test_volumes_that_are_not_a_sequence_are_refused_by_name(volumes):
+    # list(None) raised "'NoneType' object is not iterable", naming no argument
+    with pytest.raises(TypeError, match="volumes must be a sequence"):
+        VolumeDataset(volumes, [0.0])

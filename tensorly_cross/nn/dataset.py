@@ -3,6 +3,7 @@
 import numbers
 import operator
 import os
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -88,6 +89,10 @@ class VolumeDataset(torch.utils.data.Dataset):
             raise TypeError(f"volumes must be a sequence of volumes (paths, arrays or "
                             f"tensors), got the single path {os.fsdecode(volumes)!r}: "
                             "for one volume, pass a list, [path].")
+        if not isinstance(volumes, Iterable):
+            # list() raised "'NoneType' object is not iterable", naming no argument
+            raise TypeError(f"volumes must be a sequence of volumes (paths, arrays or "
+                            f"tensors), got {type(volumes).__name__}.")
         self.volumes = list(volumes)
         self.targets = _float32_targets(targets, len(self.volumes))
         # A bytes path, as open_volume takes it, is decoded once here.
@@ -371,11 +376,13 @@ class VolumeDataset(torch.utils.data.Dataset):
         Raises
         ------
         TypeError
-            If ``batch_size``, or a ``seed`` other than None, is not an int.
+            If ``batch_size``, or a ``seed`` other than None, is not an int, or
+            ``shuffle`` is not a bool.
         ValueError
             If ``batch_size`` is below 1, or ``seed`` negative.
         """
         batch_size = check_int(batch_size, "batch_size", minimum=1)
+        shuffle = check_bool(shuffle, "shuffle")  # "no" is truthy: it shuffled
         if seed is not None:
             seed = check_int(seed, "seed", minimum=0)
         order = (np.random.default_rng(seed).permutation(len(self)) if shuffle
