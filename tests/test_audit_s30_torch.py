@@ -1,4 +1,10 @@
-"""Audit (session 30) of the torch path: datasets given bad arguments.
+"""Audit (session 30) of the torch path: gradients through an EvaluationCache, and datasets
+given bad arguments.
+
+* ``tt_cross(EvaluationCache(f), ..., differentiable=True)`` (and ``cross_interpolate`` of a
+  cache the search filled) built the cores from the values the search had cached without
+  gradient: the cores did not require grad and ``.grad`` of the function's parameters
+  stayed None, without a word (``loss * w`` still trained ``w``).
 
 * ``mni152_crops(..., directory=d)`` where ``d/targets.json`` is not a manifest it wrote (a
   JSON list, or no JSON at all) crashed with a bare ``AttributeError`` (``'list' object has
@@ -13,7 +19,48 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import tensorly as tl  # noqa: E402
+
+import tensorly_cross as tlc  # noqa: E402
 from tensorly_cross.nn import VolumeDataset, mni152_crops  # noqa: E402
+
+
+def _function(theta):
+    """A function tensor whose entries depend on the parameter ``theta`` (2 entries)."""
+    def entries(indices):
+        x = torch.as_tensor(indices, dtype=torch.float64)
+        return torch.exp(-theta[0] * x[:, 0] / 6) * torch.cos(theta[1] * x[:, 1] / 5 + x[:, 2] / 7)
+
+    return tlc.FunctionTensor(entries, (6, 5, 7))
+
+
+@pytest.mark.parametrize("method", ["als", "tci", "lsq"])
+def test_a_cached_tensor_passes_the_gradient_to_the_function_parameters(method):
+    options = dict(rank=3, method=method, random_state=0, tol=0.0, n_iter_max=3)
+    with tl.backend_context("pytorch"):
+        expected = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+        tlc.tt_cross(_function(expected), differentiable=True, **options).to_tensor().sum() \
+            .backward()
+        theta = expected.detach().clone().requires_grad_(True)
+        cache = tlc.EvaluationCache(_function(theta))
+        tt = tlc.tt_cross(cache, differentiable=True, **options)
+        assert all(core.requires_grad for core in tt)
+        tt.to_tensor().sum().backward()
+        torch.testing.assert_close(theta.grad, expected.grad)
+
+        # the two phases, the search filling the cache without gradient
+        theta.grad = None
+        with torch.no_grad():
+            indices = tlc.select_indices(cache, **options)
+        tlc.cross_interpolate(cache, indices).to_tensor().sum().backward()
+        torch.testing.assert_close(theta.grad, expected.grad)
+
+        # a training step changed theta: the read with gradient computes the entries anew
+        with torch.no_grad():
+            theta.mul_(1.1)
+        tt = tlc.cross_interpolate(cache, indices)
+        fresh = tlc.cross_interpolate(_function(theta.detach()), indices)
+        torch.testing.assert_close(tt.to_tensor().detach(), fresh.to_tensor())
 
 
 @pytest.mark.parametrize("content", ["[1, 2]", "{not json", '"crops"'],

@@ -12,6 +12,7 @@ from .._validation import check_int
 from ..errors import EvaluationBudgetExceeded
 from .base import LazyTensor, check_indices
 from .chunk_result import evaluating_tensor, take_finished
+from .function import reading_with_graph
 from .keys import KeyScheme, verify_matches
 
 # Sorts last in every key level (a real key equal to it sorts before it: still found).
@@ -67,6 +68,12 @@ class EvaluationCache(LazyTensor):
 
     Thread-safe: batches from several threads are served one at a time (a lock around each
     lookup, evaluation and insertion), so the keys, values and counters stay consistent.
+
+    Under PyTorch, the cores' read with gradient (:func:`~tensorly_cross.cross_interpolate`
+    with grad enabled, ``tt_cross(..., differentiable=True)``) computes its entries afresh
+    and stores none: the values cached by the index search carry no gradient, and ones
+    stored with it would outlive their step. Those entries count as evaluations
+    (``counters.unique``) but are not bounded by ``max_evals``.
 
     Parameters
     ----------
@@ -219,6 +226,8 @@ class EvaluationCache(LazyTensor):
 
     def _evaluate_keys(self, keys, multi_indices_at, checks):
         n_requested = keys.shape[0]
+        if reading_with_graph():
+            return self._read_with_graph(n_requested, multi_indices_at)
         if checks is None and not self._scheme.exact:
             checks = self._scheme.checks(multi_indices_at(np.arange(n_requested)))
         slots = self._lookup(keys)
@@ -248,6 +257,18 @@ class EvaluationCache(LazyTensor):
             return new_values  # all new and distinct, in the batch's order
         slots[missing] = new_slots if inverse is None else new_slots[inverse]
         return self._values.take(slots)
+
+    def _read_with_graph(self, n_requested, multi_indices_at):
+        """Every entry of the batch computed afresh and none stored: the cores' read with
+        gradient (``cross_interpolate``, ``differentiable=True``). The values the index
+        search cached carry no graph (it ran without gradient), and values stored with
+        one would outlive their step's graph and parameters: the cores were built from the
+        cached values, and the function's parameters got no gradient, without a word.
+        Counted as evaluations; ``max_evals`` bounds the cached reads only, as
+        ``tt_cross``'s bounds its search."""
+        values = self._compute(multi_indices_at(np.arange(n_requested)))
+        self.counters.requested += n_requested
+        return values
 
     def _restart_with(self, slots, missing, inverse, new_keys, new_values, new_checks):
         """Empty the full cache, keep the new batch; the hits are taken out first."""

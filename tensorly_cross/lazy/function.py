@@ -70,6 +70,12 @@ def graph_kept_reads():
         _GRAPH_KEPT.reset(token)
 
 
+def reading_with_graph():
+    """Whether this read must keep autograd's graph (inside :func:`graph_kept_reads`, grad
+    still enabled): values computed earlier, without it, would not carry the gradient."""
+    return _GRAPH_KEPT.get() and bool(caller_grad_mode())
+
+
 # The clock of the run evaluating in this context (see FunctionClock).
 _RUN_CLOCK = contextvars.ContextVar("tensorly_cross_function_clock", default=None)
 
