@@ -63,6 +63,27 @@ def test_a_cached_tensor_passes_the_gradient_to_the_function_parameters(method):
         torch.testing.assert_close(tt.to_tensor().detach(), fresh.to_tensor())
 
 
+def test_a_cached_volume_passes_the_gradient_through_the_patches():
+    # The search cached the voxels without gradient; PatchGrid read them back detached, and
+    # the volume's .grad stayed None.
+    from tensorly_cross.nn import EncodedTensor, default_encoder
+
+    torch.manual_seed(0)
+    encoder = default_encoder(3, 2).double()
+    raw = torch.rand(5, 6, 7, dtype=torch.float64)
+    options = dict(rank=[1, 2, 2, 2, 1], method="als", tol=0.0, n_iter_max=2, random_state=0,
+                   differentiable=True)
+    gradients = []
+    with tl.backend_context("pytorch"):
+        for wrap in (tlc.ArrayTensor, lambda v: tlc.EvaluationCache(tlc.ArrayTensor(v))):
+            volume = raw.clone().requires_grad_(True)
+            field = EncodedTensor(wrap(volume), encoder, 3, 2, stride=2)
+            tlc.tt_cross(field, **options).to_tensor().sum().backward()
+            assert volume.grad is not None
+            gradients.append(volume.grad)
+    torch.testing.assert_close(gradients[1], gradients[0])
+
+
 @pytest.mark.parametrize("content", ["[1, 2]", "{not json", '"crops"'],
                          ids=["list", "not-json", "string"])
 def test_a_targets_file_that_is_not_a_manifest_is_refused_by_name(tmp_path, content):
