@@ -3,6 +3,7 @@
 import concurrent.futures
 import contextlib
 import contextvars
+import functools
 import time
 
 import numpy as np
@@ -203,6 +204,16 @@ class FunctionTensor(LazyTensor):
         tensor.grids = grids
         return tensor
 
+    @property
+    def described_as(self):
+        """How messages name this tensor: ``FunctionTensor of <the function's name>``.
+
+        The class alone named the wrapper that :func:`tt_cross` makes of a callable, never
+        the callable itself: a run over several functions did not say which returned the
+        wrong shape or a NaN.
+        """
+        return f"{type(self).__name__} of {function_name(self.function)}"
+
     def _keep_finite(self, error, indices, values):
         """Attach the batch's finite entries to ``error``, as an executor's finished chunks
         are to a chunk's exception, so that a checkpoint over this tensor keeps them: one
@@ -326,6 +337,20 @@ def _check_grids(grids):
             raise TypeError(f"grids[{mode}] must hold real numbers, got dtype {grid.dtype}.")
         checked.append(grid.astype(float).reshape(-1))
     return checked
+
+
+def function_name(function):
+    """A short name of ``function`` for messages: its qualified name (``energy``,
+    ``Model.predict``, ``<lambda>``; not the functions it is defined in), that of the
+    function a ``functools.partial`` or :meth:`FunctionTensor.on_grid` wraps, or the class
+    of a callable object."""
+    while isinstance(function, functools.partial | _GridFunction):
+        function = function.func if isinstance(function, functools.partial) else function.function
+    name = getattr(function, "__qualname__", None) or getattr(function, "__name__", None)
+    if not isinstance(name, str):
+        name = type(function).__qualname__
+    # A function defined inside another: its own name, not the enclosing one's.
+    return name.rsplit(".<locals>.", 1)[-1]
 
 
 class _GridFunction:
