@@ -50,3 +50,20 @@ def test_a_grid_functions_bad_values_name_the_users_function_not_the_grid_wrappe
     tensor = tlc.FunctionTensor.on_grid(potential, [grid, grid])
     with pytest.raises(tlc.NonFiniteValueError, match="FunctionTensor of potential returned inf"):
         tlc.tt_cross(tensor, random_state=0)
+
+
+@pytest.mark.parametrize("chunks", [{"chunk_size": 7}, {"executor": "threads"}])
+def test_a_chunked_functions_wrong_shape_names_the_function(chunks):
+    # In chunks (serially or on an executor) the message said "the function returned
+    # values of shape (8,) for a chunk of 7 multi-indices", which function unsaid.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def energy_of_state(indices):
+        return np.ones(indices.shape[0] + 1)
+
+    with ThreadPoolExecutor(2) as pool:
+        options = {"executor": pool} if "executor" in chunks else chunks
+        tensor = tlc.FunctionTensor(energy_of_state, (4, 5, 6), **options)
+        with pytest.raises(ValueError, match="function energy_of_state returned values of "
+                                             r"shape \(\d+,\) for a chunk"):
+            tlc.tt_cross(tensor, random_state=0)

@@ -214,6 +214,11 @@ class FunctionTensor(LazyTensor):
         """
         return f"{type(self).__name__} of {function_name(self.function)}"
 
+    @property
+    def _function_named(self):
+        """``the function <name>``: how a chunk's message names the function."""
+        return f"the function {function_name(self.function)}"
+
     def _keep_finite(self, error, indices, values):
         """Attach the batch's finite entries to ``error``, as an executor's finished chunks
         are to a chunk's exception, so that a checkpoint over this tensor keeps them: one
@@ -233,7 +238,8 @@ class FunctionTensor(LazyTensor):
             if executor is not None:
                 values, seconds = evaluate_in_chunks(self.function, indices, executor,
                                                      self.chunk_size,
-                                                     self._workers(executor), deadline)
+                                                     self._workers(executor), deadline,
+                                                     self._function_named)
             elif chunked:
                 values, seconds = self._evaluate_chunks(indices, deadline)
             else:
@@ -305,7 +311,8 @@ class FunctionTensor(LazyTensor):
                 values, seconds = noted_result(lambda chunk=chunk: self._call(chunk), chunk,
                                                number, len(chunks))
                 # Checked now: values of the wrong shape stop the batch at their chunk.
-                results.append((check_chunk_values(own_copy(values), chunk), seconds))
+                results.append((check_chunk_values(own_copy(values), chunk,
+                                                   self._function_named), seconds))
         except BaseException as error:
             attach_finished(error, chunks, results + [None] * (len(chunks) - len(results)))
             raise

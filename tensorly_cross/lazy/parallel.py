@@ -88,7 +88,7 @@ def chunk_bounds(n_entries, n_chunks=None, chunk_size=None):
 
 
 def evaluate_in_chunks(function, indices, executor, chunk_size=None, workers=None,
-                       deadline=None):
+                       deadline=None, name="the function"):
     """``function(indices)`` computed chunk by chunk on ``executor``, in request order.
 
     Parameters
@@ -109,6 +109,8 @@ def evaluate_in_chunks(function, indices, executor, chunk_size=None, workers=Non
         :class:`~tensorly_cross.errors.MaxTimeReached` is raised, carrying the finished
         ones (for a checkpoint). A chunk already running on a thread or in a process
         pool cannot be stopped: it finishes in the background, its values dropped.
+    name : str, default "the function"
+        How a message about a chunk's values names ``function``.
 
     Returns
     -------
@@ -141,7 +143,7 @@ def evaluate_in_chunks(function, indices, executor, chunk_size=None, workers=Non
         results = _gather(executor, futures, chunks, workers, deadline)
         # Checked inside: a chunk of the wrong shape fails the batch with the others kept,
         # as serially (they were lost, checked after the batch was gathered).
-        values = [check_chunk_values(values, chunk) for (values, _), chunk in
+        values = [check_chunk_values(values, chunk, name) for (values, _), chunk in
                   zip(results, chunks, strict=True)]
     except BaseException as error:
         # Collected first: cancelling a dask future releases its result too. Never in the
@@ -289,10 +291,12 @@ def _cancel(executor, futures):
                 future.cancel()
 
 
-def check_chunk_values(values, chunk):
+def check_chunk_values(values, chunk, name="the function"):
+    """``values`` if they hold one entry per multi-index of ``chunk``; raise a ValueError
+    naming the function (``name``) and the chunk otherwise."""
     if tuple(np.shape(values)) != (chunk.shape[0],):
         raise ValueError(
-            f"the function returned values of shape {tuple(np.shape(values))} for a chunk of "
+            f"{name} returned values of shape {tuple(np.shape(values))} for a chunk of "
             f"{chunk.shape[0]} multi-indices (from {as_tuple(chunk[0])}); expected shape "
             f"({chunk.shape[0]},)."
         )
