@@ -76,6 +76,18 @@ def test_a_chunked_functions_wrong_shape_names_the_function(chunks):
             tlc.tt_cross(tensor, random_state=0)
 
 
+
+def test_a_tttensor_with_a_nan_core_is_named_as_a_tt_not_by_an_internal_class():
+    # Its entries are read through a FunctionTensor of a private wrapper: naming the
+    # function must not show that wrapper's class ("FunctionTensor of _TTEntries").
+    from tensorly.tt_tensor import TTTensor
+
+    cores = [np.ones((1, 3, 2)), np.ones((2, 4, 1))]
+    cores[1][0, 2, 0] = np.nan
+    with pytest.raises(tlc.NonFiniteValueError, match="TTTensor's entries returned nan") as raised:
+        tlc.tt_cross(TTTensor(cores), random_state=0)
+    assert "_TTEntries" not in str(raised.value)
+
 # Every method and pivot search, as tt_cross takes them (rank filled in per problem).
 CONFIGS = [{"method": "tci", "pivot_search": search}
            for search in ("column", "rook", "full", "auto", "batched")] + [

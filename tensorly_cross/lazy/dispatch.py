@@ -192,6 +192,9 @@ def _nibabel_file(obj):
 class _TTEntries:
     """The entries of a TT at multi-indices (a picklable callable)."""
 
+    # How messages name it (see function_name): not by this private class.
+    message_name = "a TTTensor's entries"
+
     def __init__(self, tt):
         self.tt = tt
 

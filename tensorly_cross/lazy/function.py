@@ -350,10 +350,11 @@ def function_name(function):
     """A short name of ``function`` for messages: its qualified name (``energy``,
     ``Model.predict``, ``<lambda>``; not the functions it is defined in), that of the
     function a ``functools.partial`` or :meth:`FunctionTensor.on_grid` wraps, or the class
-    of a callable object."""
+    of a callable object; the library's own wrappers give theirs (``message_name``)."""
     while isinstance(function, functools.partial | _GridFunction):
         function = function.func if isinstance(function, functools.partial) else function.function
-    name = getattr(function, "__qualname__", None) or getattr(function, "__name__", None)
+    name = (getattr(function, "message_name", None) or getattr(function, "__qualname__", None)
+            or getattr(function, "__name__", None))
     if not isinstance(name, str):
         name = type(function).__qualname__
     # A function defined inside another: its own name, not the enclosing one's.
