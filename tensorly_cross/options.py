@@ -150,8 +150,8 @@ rank : int, list of int or None
         pickle, flushed batch by batch; a record torn by a crash is detected and dropped;
         with an executor, the finished chunks of a batch that failed are kept too, a dask
         worker's only when its whole group finished, and of a function's batch that met a
-        NaN or inf, its finite entries; none under a view that changes the multi-indices:
-        ``QuanticsTensor``, ``TransposedTensor``).
+        NaN or inf, its finite entries, through ``QuanticsTensor`` and
+        ``TransposedTensor`` too, which hand them up in their own multi-indices).
         A rerun with the same arguments reads the stored entries back instead of
         evaluating them and returns the same TT as an uninterrupted run. Needs an int
         ``random_state`` (the rerun must make the same choices). A file written for

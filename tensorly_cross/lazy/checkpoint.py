@@ -473,7 +473,8 @@ class CheckpointedTensor(LazyTensor):
     def _store_finished(self, finished):
         """Keep the finished chunks of a batch that failed (an executor's), so that a rerun
         does not evaluate them again; only those of the tensor this store stands over (a
-        layout in between, such as quantics, asks for other multi-indices), and only
+        view in between, such as quantics, asks for other multi-indices: it hands them up
+        in its own, see ``finished_seen_through``), and only
         values that pass the checks every read passes, chunk by chunk (one chunk with a
         NaN lost its batch's other finished chunks too)."""
         if finished is None or finished.source is not evaluating_tensor(self.lazy):

@@ -23,6 +23,7 @@ from tensorly.tucker_tensor import TuckerTensor
 
 from .._validation import check_choice
 from .base import LazyTensor, c_order_strides, check_indices
+from .chunk_result import finished_seen_through
 from .dispatch import view_source
 
 ORDERS = ("grouped", "interleaved")
@@ -280,7 +281,10 @@ class QuanticsTensor(LazyTensor):
         self.lazy = lazy
 
     def _evaluate(self, indices):
-        return self.lazy.evaluate(self.layout.to_original(indices))
+        # A failed batch's finished chunks go up in this view's digits (see
+        # finished_seen_through): a cache counts them, a checkpoint keeps them.
+        with finished_seen_through(self, self.layout.to_quantics):
+            return self.lazy.evaluate(self.layout.to_original(indices))
 
 
 def qtt_to_tt(tt_q, layout):

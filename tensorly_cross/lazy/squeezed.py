@@ -3,6 +3,7 @@
 import numpy as np
 
 from .base import LazyTensor
+from .chunk_result import finished_seen_through
 
 
 class SqueezedTensor(LazyTensor):
@@ -38,4 +39,6 @@ class SqueezedTensor(LazyTensor):
     def _evaluate(self, indices):
         full = np.zeros((indices.shape[0], self.lazy.ndim), dtype=np.int64)
         full[:, self.kept] = indices
-        return self.lazy.evaluate_checked(full)
+        # A failed batch's finished chunks go up without the dropped modes.
+        with finished_seen_through(self, lambda inner: inner[:, self.kept]):
+            return self.lazy.evaluate_checked(full)
