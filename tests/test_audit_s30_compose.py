@@ -91,3 +91,28 @@ def test_checkpoint_keeps_finished_chunks_through_a_view(tmp_path, view_name):
     assert info.n_evals == len(first) + len(second)
     for core, expected_core in zip(tt.factors, expected.factors, strict=True):
         np.testing.assert_array_equal(core, expected_core)
+
+
+@pytest.mark.parametrize("suffix", ["npy", "zarr"])
+def test_streaming_a_transposed_volume_names_the_stored_voxel_of_a_nan(tmp_path, suffix):
+    # tt_cross of a TransposedTensor names a NaN by the volume's own multi-index (as
+    # test_transpose promises); streaming_tt_svd of the same view named the view's, in a
+    # message saying the file "holds nan at" it: the file held a finite value there.
+    dense = np.random.default_rng(0).standard_normal((6, 10, 9))
+    dense[4, 7, 5] = np.nan
+    path = tmp_path / f"volume.{suffix}"
+    if suffix == "npy":
+        np.save(path, dense)
+    else:
+        zarr = pytest.importorskip("zarr")
+        stored = zarr.open(str(path), mode="w", shape=dense.shape, chunks=(3, 4, 4),
+                           dtype="f8")
+        stored[...] = dense
+    view = TransposedTensor(tlc.open_volume(path), (2, 0, 1))
+    with pytest.raises(tlc.NonFiniteValueError) as crossed:
+        tlc.tt_cross(view, tol=1e-6, random_state=0, method="lsq")
+    with pytest.raises(tlc.NonFiniteValueError, match=r"holds nan at multi-index \(4, 7, 5\)"
+                       ) as streamed:
+        tlc.streaming_tt_svd(view, tol=1e-6)
+    assert crossed.value.index == streamed.value.index == (4, 7, 5)
+    assert "(5, 4, 7)" in str(streamed.value)  # the view's multi-index, named as such

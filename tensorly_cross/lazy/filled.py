@@ -37,6 +37,9 @@ class FilledSource(ChunkSource):
                          source.name, stored_dtype=source.stored_dtype)
         self.promoted = self.dtype != source.dtype
 
+    def stored_index(self, index):
+        return self.base.stored_index(index)
+
     def _read(self, slices):
         block = self.base._read(slices)
         if isinstance(block, np.ma.MaskedArray):  # refused by read(): asarray drops the mask

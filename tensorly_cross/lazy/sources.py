@@ -94,6 +94,11 @@ class ChunkSource:
     def _read(self, slices):
         raise NotImplementedError
 
+    def stored_index(self, index):
+        """The multi-index, in the stored volume's own axis order, of this source's
+        ``index`` (a tuple of ints): itself, but for a view that reorders the axes."""
+        return index
+
     def _describe(self, slices):
         """What ``slices`` read, for messages: a chunk, or a block of several (the
         streaming TT-SVD reads a block of chunks at once, which zarr or HDF5 decode one by

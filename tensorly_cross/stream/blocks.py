@@ -218,10 +218,17 @@ class TransposedSource(ChunkSource):
         self.stored_dtype, self.stored_itemsize = source.stored_dtype, source.stored_itemsize
 
     def _read(self, slices):
-        inner = [None] * len(slices)
+        return np.transpose(self.base._read(self._inner(slices)), self.axes)
+
+    def stored_index(self, index):
+        return self.base.stored_index(self._inner(index))
+
+    def _inner(self, per_axis):
+        """``per_axis`` (slices, or a multi-index) of this source in ``source``'s order."""
+        inner = [None] * len(per_axis)
         for position, axis in enumerate(self.axes):
-            inner[axis] = slices[position]
-        return np.transpose(self.base._read(tuple(inner)), self.axes)
+            inner[axis] = per_axis[position]
+        return tuple(inner)
 
 
 def plan_blocks(source, block_bytes=BLOCK_BYTES):
@@ -399,8 +406,12 @@ def _check_finite(source, slices, values):
         local = np.unravel_index(int(np.flatnonzero(~np.isfinite(values))[0]), values.shape)
         index = tuple(int(s.start + i) for s, i in zip(slices, local, strict=True))
         value = values[local]
-        error = NonFiniteValueError(f"{source.name} holds {value} at multi-index {index}; "
-                                    "values must be finite.", index, value)
+        # Named in the stored volume's axes, as a cross of the same view names it: the
+        # view's own multi-index (a TransposedTensor's) was not where the file holds it.
+        stored = source.stored_index(index)
+        seen = "" if stored == index else f" (multi-index {index} of the transposed view)"
+        error = NonFiniteValueError(f"{source.name} holds {value} at multi-index {stored}"
+                                    f"{seen}; values must be finite.", stored, value)
         if np.isnan(value):  # the stream reads stored data: a masked background, as a cross
             error.add_note(NAN_BACKGROUND)  # reading it notes (LazyTensor.evaluate_checked)
         raise error
