@@ -116,3 +116,37 @@ def test_streaming_a_transposed_volume_names_the_stored_voxel_of_a_nan(tmp_path,
         tlc.streaming_tt_svd(view, tol=1e-6)
     assert crossed.value.index == streamed.value.index == (4, 7, 5)
     assert "(5, 4, 7)" in str(streamed.value)  # the view's multi-index, named as such
+
+
+def test_oversampled_als_keeps_and_counts_finished_chunks(tmp_path):
+    # method="als" with oversample > 1 runs on a one-channel view of the tensor: the
+    # finished chunks of a failed batch were neither kept by the checkpoint nor counted,
+    # even without a view of the user's.
+    dense = _low_rank()
+    settings = dict(rank=2, method="als", oversample=2, random_state=4)
+    reference = FailingFunction(dense)
+    expected = tlc.tt_cross(FunctionTensor(reference, SHAPE), **settings)
+    function = FailingFunction(dense, fail_at=12)
+    path = tmp_path / "als.ckpt"
+    with pytest.raises(RuntimeError, match="lost a node"):
+        tlc.tt_cross(FunctionTensor(function, SHAPE, chunk_size=5), checkpoint=path, **settings)
+    first = {tuple(row) for row in np.concatenate(function.computed)}
+    rerun = FailingFunction(dense)
+    tt, info = tlc.tt_cross(FunctionTensor(rerun, SHAPE, chunk_size=5), checkpoint=path,
+                            return_info=True, **settings)
+    second = {tuple(row) for row in np.concatenate(rerun.computed)}
+    assert not first & second
+    assert info.n_restored == len(first)
+    for core, expected_core in zip(tt.factors, expected.factors, strict=True):
+        np.testing.assert_array_equal(core, expected_core)
+
+
+def test_oversampled_als_cache_counts_finished_chunks():
+    from tensorly_cross.cross.oversampled import OneChannel
+
+    function = FailingFunction(_low_rank(), fail_at=4)
+    cache = EvaluationCache(OneChannel(FunctionTensor(function, SHAPE, chunk_size=5)))
+    indices = np.stack(np.unravel_index(np.arange(0, 400, 7), cache.shape), axis=1)
+    with pytest.raises(RuntimeError, match="lost a node"):
+        cache.evaluate(indices)
+    assert cache.counters.unique == function.n_computed == 15
