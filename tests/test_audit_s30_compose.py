@@ -6,6 +6,7 @@ import pytest
 
 import tensorly_cross as tlc
 from tensorly_cross import EvaluationCache, FunctionTensor, QuanticsTensor, TransposedTensor
+from tensorly_cross.lazy.sources import ChunkReadError
 from tensorly_cross.lazy.squeezed import SqueezedTensor
 
 SHAPE = (6, 10, 9)
@@ -150,3 +151,19 @@ def test_oversampled_als_cache_counts_finished_chunks():
     with pytest.raises(RuntimeError, match="lost a node"):
         cache.evaluate(indices)
     assert cache.counters.unique == function.n_computed == 15
+
+
+def test_streaming_a_transposed_volume_names_the_stored_block_of_a_failed_read(tmp_path):
+    # A chunk that fails to decode: the stream of a TransposedTensor named the block in
+    # the view's axes ("block [0:9, 0:6, 0:10] of zarr array ...", past the array's first
+    # axis of 6) where the cross names the stored chunk.
+    zarr = pytest.importorskip("zarr")
+    path = tmp_path / "volume.zarr"
+    stored = zarr.open(str(path), mode="w", shape=SHAPE, chunks=(3, 4, 4), dtype="f8")
+    stored[...] = _low_rank()
+    chunk_files = sorted(name for name in path.rglob("*") if name.is_file()
+                         and not name.name.startswith((".z", "zarr.json")))
+    chunk_files[-1].write_bytes(b"not a compressed chunk")
+    view = TransposedTensor(tlc.open_volume(path), (2, 0, 1))
+    with pytest.raises(ChunkReadError, match=r"block \[0:6, 0:10, 0:9\] \(18 chunks\)"):
+        tlc.streaming_tt_svd(view, tol=1e-6)

@@ -223,6 +223,10 @@ class TransposedSource(ChunkSource):
     def stored_index(self, index):
         return self.base.stored_index(self._inner(index))
 
+    def _describe(self, slices):
+        # In the stored volume's axes, which the message names (its chunks are there).
+        return self.base._describe(self._inner(slices))
+
     def _inner(self, per_axis):
         """``per_axis`` (slices, or a multi-index) of this source in ``source``'s order."""
         inner = [None] * len(per_axis)
