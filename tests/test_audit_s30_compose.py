@@ -195,3 +195,19 @@ def test_checkpoint_sees_views_below_a_view_of_the_users(tmp_path, first, second
     with pytest.raises(tlc.CheckpointMismatchError, match="views"):
         tlc.tt_cross(Doubled(second(tlc.ArrayTensor(dense))), tol=1e-10, random_state=0,
                      checkpoint=path)
+
+
+@pytest.mark.parametrize("view_name", ["transposed", "quantics_of_transposed"])
+def test_function_seconds_through_a_view_are_the_functions(view_name):
+    # CrossInfo.function_seconds is the time inside a FunctionTensor's function (summed
+    # over an executor's chunks); through a view the run reported its waits instead.
+    from concurrent.futures import ThreadPoolExecutor
+
+    dense = _low_rank()
+    with ThreadPoolExecutor(2) as executor:
+        tensor = FunctionTensor(FailingFunction(dense), SHAPE, executor=executor,
+                                chunk_size=7)
+        _, info = tlc.tt_cross(VIEWS[view_name](tensor), tol=1e-10, random_state=0,
+                               return_info=True)
+    assert tensor.function_seconds > 0
+    assert info.function_seconds == pytest.approx(tensor.function_seconds, rel=1e-9)

@@ -64,8 +64,9 @@ class CrossInfo:
         Entries read back from a ``checkpoint`` instead of evaluated (counted in
         ``n_evals``; the function ran ``n_evals - n_restored`` times).
     function_seconds : float
-        Time inside the function of a :class:`FunctionTensor` (with an executor: summed
-        over its chunks, where they ran); for other tensors, ``wait_seconds``.
+        Time inside the function of a :class:`FunctionTensor`, also one seen through
+        views (``QuanticsTensor(FunctionTensor(...))``; with an executor: summed over its
+        chunks, where they ran); for other tensors, ``wait_seconds``.
     wait_seconds : float
         Wall time spent waiting for the tensor's evaluations (with an executor: for the
         chunks to come back).

@@ -12,7 +12,7 @@ import tensorly as tl
 from .._backend import backend_state, check_backend_kept, is_torch_tensor, to_host
 from .._validation import check_int
 from ..errors import MaxTimeReached
-from .base import LazyTensor, _host_numbers
+from .base import LazyTensor, _host_numbers, views_of
 from .chunk_result import (
     FINISHED,
     FinishedChunks,
@@ -88,7 +88,10 @@ class FunctionClock:
     around the run (a context variable: each thread, each run, its own clock)."""
 
     def __init__(self, tensor):
-        self.tensor, self.seconds, self._token = tensor, 0.0, None
+        # The FunctionTensor below the views (QuanticsTensor(FunctionTensor(...))): timed
+        # at the top only, a view's run reported its waits, not its function's time.
+        functions = (view for view in views_of(tensor) if isinstance(view, FunctionTensor))
+        self.tensor, self.seconds, self._token = next(functions, tensor), 0.0, None
 
     @property
     def timed(self):
