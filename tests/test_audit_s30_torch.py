@@ -84,6 +84,28 @@ def test_a_cached_volume_passes_the_gradient_through_the_patches():
     torch.testing.assert_close(gradients[1], gradients[0])
 
 
+@pytest.mark.parametrize("method", ["als", "tci", "lsq"])
+def test_a_cache_of_values_without_graph_is_read_back_not_recomputed(method):
+    # The fix above recomputed every entry of a read with gradient, also where the function
+    # gives values without a graph (a NumPy function under the PyTorch backend, grad
+    # enabled, as torch runs by default): cross_interpolate of a filled cache, meant as
+    # "the cores in one batched read" of what the search read, evaluated them all again.
+    grid = np.linspace(1.0, 2.0, 6)
+    cache = tlc.EvaluationCache(tlc.FunctionTensor(
+        lambda i: 1.0 / grid[i].sum(axis=1), (6, 6, 6, 6)))
+    options = dict(rank=3, method=method, random_state=0, tol=0.0, n_iter_max=3)
+    with tl.backend_context("pytorch"):
+        indices = tlc.select_indices(cache, **options)
+        evaluated, calls = cache.counters.unique, cache.counters.calls
+        tt = tlc.cross_interpolate(cache, indices)
+        # One entry per read, to learn whether fresh values carry a graph (they do not).
+        assert cache.counters.unique - evaluated <= cache.counters.calls - calls
+        reference = tlc.cross_interpolate(tlc.FunctionTensor(
+            lambda i: 1.0 / grid[i].sum(axis=1), (6, 6, 6, 6)), indices)
+        for core, expected in zip(tt, reference, strict=True):
+            torch.testing.assert_close(core, expected)
+
+
 @pytest.mark.parametrize("content", ["[1, 2]", "{not json", '"crops"'],
                          ids=["list", "not-json", "string"])
 def test_a_targets_file_that_is_not_a_manifest_is_refused_by_name(tmp_path, content):

@@ -70,10 +70,12 @@ class EvaluationCache(LazyTensor):
     lookup, evaluation and insertion), so the keys, values and counters stay consistent.
 
     Under PyTorch, the cores' read with gradient (:func:`~tensorly_cross.cross_interpolate`
-    with grad enabled, ``tt_cross(..., differentiable=True)``) computes its entries afresh
-    and stores none: the values cached by the index search carry no gradient, and ones
-    stored with it would outlive their step. Those entries count as evaluations
-    (``counters.unique``) but are not bounded by ``max_evals``.
+    with grad enabled, ``tt_cross(..., differentiable=True)``) computes one entry of each
+    batch afresh; where it carries autograd's graph, the whole batch is computed afresh
+    and none of it stored: the values cached by the index search carry no gradient, and
+    ones stored with it would outlive their step. Those entries count as evaluations
+    (``counters.unique``) but are not bounded by ``max_evals``. Values without a graph (a
+    NumPy function) are read from the cache, for one fresh entry per batch.
 
     Parameters
     ----------
@@ -226,7 +228,8 @@ class EvaluationCache(LazyTensor):
 
     def _evaluate_keys(self, keys, multi_indices_at, checks):
         n_requested = keys.shape[0]
-        if reading_with_graph():
+        if n_requested and reading_with_graph() and self._fresh_values_keep_graph(
+                multi_indices_at):
             return self._read_with_graph(n_requested, multi_indices_at)
         if checks is None and not self._scheme.exact:
             checks = self._scheme.checks(multi_indices_at(np.arange(n_requested)))
@@ -257,6 +260,16 @@ class EvaluationCache(LazyTensor):
             return new_values  # all new and distinct, in the batch's order
         slots[missing] = new_slots if inverse is None else new_slots[inverse]
         return self._values.take(slots)
+
+    def _fresh_values_keep_graph(self, multi_indices_at):
+        """Whether the tensor's values, computed now, carry autograd's graph: the batch's
+        first entry computed afresh (counted as one evaluation). Where they do not (a NumPy
+        function under the PyTorch backend, grad enabled as torch runs by default), the
+        cached values are as good, and the read costs that one entry, not the whole batch
+        again."""
+        probe = self._compute(multi_indices_at(np.arange(1)))
+        self.counters.requested += 1
+        return bool(getattr(probe, "requires_grad", False))
 
     def _read_with_graph(self, n_requested, multi_indices_at):
         """Every entry of the batch computed afresh and none stored: the cores' read with
