@@ -363,19 +363,14 @@ class H5Source(ChunkSource):
     def __init__(self, dataset, strict=False):
         super().__init__(dataset.shape, dataset.dtype, dataset.chunks,
                          f"HDF5 '{dataset.file.filename}' dataset {dataset.name}")
-        _refuse_missing_filters(dataset, self.name)
-        _refuse_missing_sources(dataset, self.name)
-        if strict:
-            _check_h5_chunks_stored(dataset, self.name)
+        _check_h5_dataset(dataset, self.name, strict)
         self.filename = _on_disk_name(dataset.file.filename)
         self.dataset_name = _reopenable_name(dataset)
         self._dataset = dataset
         # In-memory files (driver="core") have no file on disk to stamp.
         self._stamp = (FileStamp(self.filename, self.name) if os.path.isfile(self.filename)
                        else None)
-        raw_files, self._raw_cwd = _checked_raw_files(dataset, self.name)
-        self._raw_stamps = [FileStamp(path, f"{self.name}'s external raw file {path!r}")
-                            for path in raw_files]
+        self._raw_files = ExternalRawFiles(dataset, self.name)
         self.unsendable = _held_in_memory(dataset.file, self.name) or (
             None if self.dataset_name is not None else
             f"{self.name} has no path in its file {self.filename!r} to reopen it by")
@@ -390,24 +385,52 @@ class H5Source(ChunkSource):
     def _read(self, slices):
         if self._stamp is not None:  # reopened by name on a worker: maybe another file
             self._stamp.check()
-        self._check_raw_files()
+        self._raw_files.check()
         if self._dataset is None or not self._dataset.id.valid:
             import h5py
 
             self._dataset = h5py.File(self.filename, "r")[self.dataset_name]
         return self._dataset[slices]
 
-    def _check_raw_files(self):
-        """Raise ChunkReadError if an external raw file changed since it was opened, or if
-        HDF5 would now look for one elsewhere: it finds a relative one from the working
+
+def _check_h5_dataset(dataset, name, strict):
+    """What opening ``dataset`` (or a view of it) refuses, whatever reads it: a filter
+    missing, a virtual source missing, and with ``strict`` chunks missing."""
+    _refuse_missing_filters(dataset, name)
+    _refuse_missing_sources(dataset, name)
+    if strict:
+        _check_h5_chunks_stored(dataset, name)
+
+
+class ExternalRawFiles:
+    """The external raw files (``create_dataset(..., external=...)``) an HDF5 dataset
+    keeps its data in, checked when opened (:func:`_checked_raw_files`) and stamped for
+    its reads; none for any other dataset, whose check costs nothing.
+
+    Parameters
+    ----------
+    dataset : h5py.Dataset
+    name : str
+        How messages name the dataset.
+    """
+
+    def __init__(self, dataset, name):
+        self.name = name
+        paths, self.cwd = _checked_raw_files(dataset, name)
+        self.stamps = [FileStamp(path, f"{name}'s external raw file {path!r}")
+                       for path in paths]
+
+    def check(self):
+        """Raise ChunkReadError if a raw file changed since it was opened, or if HDF5
+        would now look for one elsewhere: it finds a relative one from the working
         directory of each read (after a chdir, or on a worker started elsewhere, it read
         another file of that name, or failed naming none)."""
-        for stamp in self._raw_stamps:
+        for stamp in self.stamps:
             stamp.check()
-        if self._raw_cwd is not None and _working_directory() != self._raw_cwd:
+        if self.cwd is not None and _working_directory() != self.cwd:
             raise ChunkReadError(
                 f"{self.name} keeps its data in external raw files named relative to the "
-                f"working directory, {self._raw_cwd!r} when it was opened and "
+                f"working directory, {self.cwd!r} when it was opened and "
                 f"{_working_directory()!r} now, from which HDF5 would read other files or "
                 "none: read it from that directory (or set HDF5_EXTFILE_PREFIX to it).")
 
@@ -779,7 +802,8 @@ def h5py_source(obj, strict=False):
     a shape, a dtype and slicing, but none of a dataset's other attributes: each failed
     deep inside ("'AsTypeView' object has no attribute 'chunks'"). A view is read through
     itself, chunked as its dataset; its dataset is checked as :class:`H5Source` checks one
-    (a filter missing, a virtual source missing, and with ``strict`` chunks missing).
+    (a filter missing, a virtual source missing, an external raw file missing or short, and
+    with ``strict`` chunks missing).
 
     Parameters
     ----------
@@ -798,18 +822,14 @@ def h5py_source(obj, strict=False):
     refuse_closed_hdf5(dataset, "the array")
     name = (f"HDF5 '{dataset.file.filename}' dataset {dataset.name} (an h5py "
             f"{type(obj).__name__})")
-    # First: its dtype (strings, objects) is refused before any check reads the file.
-    source = H5ViewSource(obj, dataset, name)
-    _refuse_missing_filters(dataset, name)
-    _refuse_missing_sources(dataset, name)
-    if strict:
-        _check_h5_chunks_stored(dataset, name)
-    return source
+    # Its dtype (strings, objects) is refused first, before any check reads the file.
+    return H5ViewSource(obj, dataset, name, strict)
 
 
 class H5ViewSource(SliceableSource):
     """One of h5py's views of a dataset, read through itself, chunked as its dataset;
-    each read checks that the file is the one opened, as :class:`H5Source` does.
+    each read checks that the file and its external raw files are the ones opened, as
+    :class:`H5Source` does.
 
     Parameters
     ----------
@@ -818,18 +838,23 @@ class H5ViewSource(SliceableSource):
         The dataset it views.
     name : str
         How messages name it.
+    strict : bool
+        As for :class:`H5Source`.
     """
 
-    def __init__(self, view, dataset, name):
+    def __init__(self, view, dataset, name, strict):
         super().__init__(view, chunks=dataset.chunks, name=name)
+        _check_h5_dataset(dataset, name, strict)
         filename = _on_disk_name(dataset.file.filename)
         self._stamp = FileStamp(filename, name) if os.path.isfile(filename) else None
+        self._raw_files = ExternalRawFiles(dataset, name)
         self.unsendable = (f"{name} is an h5py view of a dataset, which does not pickle; "
                            "pass the dataset itself, or its file's path")
 
     def _read(self, slices):
         if self._stamp is not None:
             self._stamp.check()
+        self._raw_files.check()
         return super()._read(slices)
 
 

@@ -1,0 +1,50 @@
+"""Review of the s30 format fixes: what the fixes checked on an h5py dataset must hold for
+the views of one (``dataset.astype``) too. Real files in tmp_path; each test failed before
+its fix."""
+
+import os
+
+import numpy as np
+import pytest
+
+import tensorly_cross as tlc
+from tensorly_cross.lazy.sources import ChunkReadError
+
+
+def _volume():
+    return np.arange(1.0, 1.0 + 6 * 5 * 4).reshape(6, 5, 4)
+
+
+def _hdf5_with_raw_file(folder):
+    """An HDF5 file whose dataset "x" keeps its data in the raw file ``folder/raw.bin``
+    (named by its absolute path, so no working directory is involved)."""
+    h5py = pytest.importorskip("h5py")
+    path, raw = folder / "external.h5", folder / "raw.bin"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("x", shape=_volume().shape, dtype="f8",
+                              external=[(str(raw), 0, _volume().nbytes)])
+        handle["x"][...] = _volume()
+    return path, raw
+
+
+def test_a_view_of_a_dataset_whose_raw_file_was_cut_short_is_refused(tmp_path):
+    # The dataset was refused, but its view (dataset.astype) read the missing bytes as
+    # zeros: the cross compressed a volume whose last rows were zero.
+    h5py = pytest.importorskip("h5py")
+    path, raw = _hdf5_with_raw_file(tmp_path)
+    os.truncate(raw, _volume().nbytes // 2)
+    with h5py.File(path, "r") as handle:
+        with pytest.raises(ValueError, match=r"raw\.bin.*shorter"):
+            tlc.open_volume(handle["x"].astype("f4"))
+
+
+def test_a_view_of_a_dataset_notices_its_raw_file_rewritten(tmp_path):
+    # Only the HDF5 file's stamp was checked by a view's reads: a raw file rewritten
+    # meanwhile mixed two versions of the data.
+    h5py = pytest.importorskip("h5py")
+    path, raw = _hdf5_with_raw_file(tmp_path)
+    with h5py.File(path, "r") as handle:
+        volume = tlc.open_volume(handle["x"].astype("f4"))
+        raw.write_bytes((2.0 * _volume()).tobytes())
+        with pytest.raises(ChunkReadError, match=r"raw\.bin.*changed"):
+            volume.evaluate([[0, 0, 0]])
