@@ -48,3 +48,28 @@ def test_a_view_of_a_dataset_notices_its_raw_file_rewritten(tmp_path):
         raw.write_bytes((2.0 * _volume()).tobytes())
         with pytest.raises(ChunkReadError, match=r"raw\.bin.*changed"):
             volume.evaluate([[0, 0, 0]])
+
+
+def test_an_extfile_prefix_of_origin_and_a_folder_name_finds_the_raw_file(tmp_path):
+    # HDF5 replaces ${ORIGIN} by the HDF5 file's folder with its trailing separator:
+    # "${ORIGIN}raw" is the folder "raw" next to the file. The check joined them as
+    # ".../folderraw" and refused a file HDF5 reads. HDF5 reads HDF5_EXTFILE_PREFIX when
+    # it starts: set for a fresh interpreter.
+    import subprocess
+    import sys
+
+    h5py = pytest.importorskip("h5py")
+    (tmp_path / "raw").mkdir()
+    path = tmp_path / "external.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("x", shape=_volume().shape, dtype="f8",
+                              external=[("data.bin", 0, _volume().nbytes)])
+    (tmp_path / "raw" / "data.bin").write_bytes(_volume().tobytes())
+    script = ("import sys, numpy as np, tensorly_cross as tlc; "
+              "print(float(tlc.open_volume(sys.argv[1]).evaluate([[5, 4, 3]])[0]))")
+    env = {**os.environ, "HDF5_EXTFILE_PREFIX": "${ORIGIN}raw",
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", script, str(path)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-800:]
+    assert float(done.stdout) == _volume()[5, 4, 3]

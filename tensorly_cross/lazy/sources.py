@@ -487,10 +487,18 @@ def _raw_prefix(dataset):
     the HDF5 file's own folder; "" (the working directory) if neither is set."""
     prefix = os.environ.get("HDF5_EXTFILE_PREFIX") or os.fsdecode(
         dataset.id.get_access_plist().get_efile_prefix() or b"")
-    origin = "${ORIGIN}"
-    if prefix.startswith(origin):  # HDF5 made the file's folder absolute when it opened it
-        prefix = os.path.dirname(absolute_path(dataset.file.filename)) + prefix[len(origin):]
+    prefix = _origin_replaced(prefix, dataset.file.filename)
     return "" if prefix == "." else prefix
+
+
+def _origin_replaced(prefix, filename):
+    """``prefix`` with a leading ``${ORIGIN}`` replaced as HDF5 replaces it: by the folder
+    of the HDF5 file ``filename``, made absolute (as HDF5 made it when it opened the
+    file), with its trailing separator ("${ORIGIN}raw" is the folder "raw" next to it)."""
+    origin = "${ORIGIN}"
+    if not prefix.startswith(origin):
+        return prefix
+    return os.path.join(os.path.dirname(absolute_path(filename)), "") + prefix[len(origin):]
 
 
 def _refuse_missing_filters(dataset, name):
@@ -541,8 +549,7 @@ def _refuse_missing_sources(dataset, name):
     folder = os.path.dirname(absolute_path(filename))  # absolute, as HDF5 makes it
     prefixes = [os.environ.get("HDF5_VDS_PREFIX", ""),
                 os.fsdecode(dataset.id.get_access_plist().get_virtual_prefix() or b"")]
-    prefixes = [folder + prefix[len("${ORIGIN}"):] if prefix.startswith("${ORIGIN}")
-                else prefix for prefix in prefixes if prefix]
+    prefixes = [_origin_replaced(prefix, filename) for prefix in prefixes if prefix]
     missing, seen = [], {".", ""}
     for source in dataset.virtual_sources():
         source_file = source.file_name
