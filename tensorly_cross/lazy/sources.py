@@ -546,21 +546,14 @@ def _refuse_missing_sources(dataset, name):
     if not dataset.is_virtual:
         return
     filename = dataset.file.filename
-    folder = os.path.dirname(absolute_path(filename))  # absolute, as HDF5 makes it
-    prefixes = [os.environ.get("HDF5_VDS_PREFIX", ""),
-                os.fsdecode(dataset.id.get_access_plist().get_virtual_prefix() or b"")]
-    prefixes = [_origin_replaced(prefix, filename) for prefix in prefixes if prefix]
-    missing, seen = [], {".", ""}
+    folders = _virtual_source_folders(dataset)
+    missing, seen = [], {".", ""}  # "." (or ""): a source in the virtual file itself
     for source in dataset.virtual_sources():
         source_file = source.file_name
         if source_file in seen or "%" in source_file:
             continue
         seen.add(source_file)
-        # An absolute name that is not found is looked for by its base name too.
-        names = {source_file, os.path.basename(source_file)}
-        candidates = [os.path.join(prefix, source) for prefix in (*prefixes, folder)
-                      for source in names]
-        if not any(os.path.isfile(path) for path in (*candidates, source_file)):
+        if not _virtual_source_found(source_file, folders):
             missing.append(source_file)
     if missing:
         raise ValueError(f"{name} is a virtual dataset whose source files {_few(missing)} are "
@@ -568,6 +561,26 @@ def _refuse_missing_sources(dataset, name):
                          "directory): HDF5 would read their regions as the fill value "
                          f"{dataset.fillvalue}. Put them back, or open the file from where "
                          "they are.")
+
+
+def _virtual_source_folders(dataset):
+    """The folders HDF5 looks for a virtual dataset's relative source files in, in order:
+    HDF5_VDS_PREFIX, the dataset's virtual prefix, the virtual file's own folder (the
+    working directory comes last, by the name itself)."""
+    filename = dataset.file.filename
+    prefixes = [os.environ.get("HDF5_VDS_PREFIX", ""),
+                os.fsdecode(dataset.id.get_access_plist().get_virtual_prefix() or b""),
+                "${ORIGIN}"]
+    return [_origin_replaced(prefix, filename) for prefix in prefixes if prefix]
+
+
+def _virtual_source_found(source_file, folders):
+    """Whether HDF5 finds the source file ``source_file`` of a virtual dataset: as named,
+    or in one of ``folders``; an absolute name is looked for by its base name too (a
+    virtual file moved with its sources)."""
+    names = {source_file, os.path.basename(source_file)}
+    candidates = [os.path.join(folder, name) for folder in folders for name in names]
+    return any(os.path.isfile(path) for path in (source_file, *candidates))
 
 
 def _few(names, shown=5):
