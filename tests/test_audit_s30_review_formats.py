@@ -73,3 +73,40 @@ def test_an_extfile_prefix_of_origin_and_a_folder_name_finds_the_raw_file(tmp_pa
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-800:]
     assert float(done.stdout) == _volume()[5, 4, 3]
+
+
+def test_a_prefix_set_in_os_environ_after_start_is_not_where_raw_files_are_checked(
+        tmp_path, monkeypatch):
+    # HDF5 reads HDF5_EXTFILE_PREFIX once, when it starts: set later (os.environ in a
+    # notebook), HDF5 still reads the raw file from the working directory, while the check
+    # looked in the prefix. A raw file there cut short read as zeros, unrefused.
+    h5py = pytest.importorskip("h5py")
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "external.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("x", shape=_volume().shape, dtype="f8",
+                              external=[("raw.bin", 0, _volume().nbytes)])
+    (tmp_path / "raw.bin").write_bytes(_volume().tobytes()[: _volume().nbytes // 2])
+    (tmp_path / "prefix").mkdir()
+    (tmp_path / "prefix" / "raw.bin").write_bytes(_volume().tobytes())
+    monkeypatch.setenv("HDF5_EXTFILE_PREFIX", str(tmp_path / "prefix"))
+    with pytest.raises(ValueError, match=r"raw\.bin.*shorter"):
+        tlc.open_volume(str(path))
+
+
+def test_a_vds_prefix_set_in_os_environ_after_start_is_not_where_sources_are_found(
+        tmp_path, monkeypatch):
+    # Likewise HDF5_VDS_PREFIX: HDF5 did not look there and read the region as the fill
+    # value, while the check found the source there.
+    h5py = pytest.importorskip("h5py")
+    (tmp_path / "sources").mkdir()
+    with h5py.File(tmp_path / "sources" / "src.h5", "w") as handle:
+        handle["d"] = _volume()
+    layout = h5py.VirtualLayout(shape=_volume().shape, dtype="f8")
+    layout[...] = h5py.VirtualSource("src.h5", "d", shape=_volume().shape)
+    with h5py.File(tmp_path / "vds.h5", "w") as handle:
+        handle.create_virtual_dataset("v", layout, fillvalue=-1.0)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HDF5_VDS_PREFIX", str(tmp_path / "sources"))
+    with pytest.raises(ValueError, match=r"src\.h5.*missing"):
+        tlc.open_volume(str(tmp_path / "vds.h5"))

@@ -432,7 +432,8 @@ class ExternalRawFiles:
                 f"{self.name} keeps its data in external raw files named relative to the "
                 f"working directory, {self.cwd!r} when it was opened and "
                 f"{_working_directory()!r} now, from which HDF5 would read other files or "
-                "none: read it from that directory (or set HDF5_EXTFILE_PREFIX to it).")
+                "none: read it from that directory (or start Python with "
+                "HDF5_EXTFILE_PREFIX set to it: HDF5 reads it only when it starts).")
 
 
 def _working_directory():
@@ -472,7 +473,8 @@ def _checked_raw_files(dataset, name):
         if not os.path.isfile(path):
             raise ValueError(f"{name} keeps its data in the external raw file {raw!r}, and "
                              f"{path!r} does not exist (HDF5 looks for a relative one from "
-                             "the working directory, or HDF5_EXTFILE_PREFIX).")
+                             "the working directory, or from HDF5_EXTFILE_PREFIX as set "
+                             "when Python started).")
         if os.path.getsize(path) < offset + needed:
             raise ValueError(f"{name} keeps its data in the external raw file {path!r}, which "
                              f"is shorter than the data: {os.path.getsize(path)} bytes, "
@@ -482,13 +484,22 @@ def _checked_raw_files(dataset, name):
 
 
 def _raw_prefix(dataset):
-    """The folder HDF5 resolves ``dataset``'s relative raw file names from, as HDF5 does:
-    HDF5_EXTFILE_PREFIX, else the dataset's access property, ``${ORIGIN}`` standing for
-    the HDF5 file's own folder; "" (the working directory) if neither is set."""
-    prefix = os.environ.get("HDF5_EXTFILE_PREFIX") or os.fsdecode(
-        dataset.id.get_access_plist().get_efile_prefix() or b"")
-    prefix = _origin_replaced(prefix, dataset.file.filename)
+    """The folder HDF5 resolves ``dataset``'s relative raw file names from: the prefix its
+    access property list reports, "" (the working directory) if none.
+
+    Not ``os.environ``: HDF5 reads HDF5_EXTFILE_PREFIX once, when it starts, and reports
+    the prefix it uses (that, or one set on the dataset) there, ``${ORIGIN}`` replaced.
+    One set in ``os.environ`` later is not where HDF5 reads the raw files from.
+    """
+    prefix = _access_prefix(dataset, "get_efile_prefix")
     return "" if prefix == "." else prefix
+
+
+def _access_prefix(dataset, getter):
+    """The prefix that ``dataset``'s access property list's ``getter`` reports, as a str,
+    with a leading ``${ORIGIN}`` replaced (HDF5 2.0 has replaced it already)."""
+    prefix = os.fsdecode(getattr(dataset.id.get_access_plist(), getter)() or b"")
+    return _origin_replaced(prefix, dataset.file.filename)
 
 
 def _origin_replaced(prefix, filename):
@@ -537,11 +548,11 @@ def _refuse_missing_sources(dataset, name):
     """Raise ValueError if a source file of the virtual dataset ``dataset`` is missing:
     HDF5 reads its region as the fill value, without an error.
 
-    A source file is looked for where HDF5 looks: HDF5_VDS_PREFIX, the dataset's virtual
-    prefix, the virtual file's own folder, then the working directory (``${ORIGIN}`` in a
-    prefix is the virtual file's folder). Names with printf-style patterns (``%b``, of
-    unlimited virtual datasets) are left to HDF5. Only the files are checked, not the
-    datasets in them.
+    A source file is looked for where HDF5 looks (:func:`_virtual_source_folders`): the
+    virtual prefix HDF5 uses (HDF5_VDS_PREFIX as set when it started, or the dataset's),
+    the virtual file's own folder, then the working directory. Names with printf-style
+    patterns (``%b``, of unlimited virtual datasets) are left to HDF5. Only the files are
+    checked, not the datasets in them.
     """
     if not dataset.is_virtual:
         return
@@ -565,13 +576,12 @@ def _refuse_missing_sources(dataset, name):
 
 def _virtual_source_folders(dataset):
     """The folders HDF5 looks for a virtual dataset's relative source files in, in order:
-    HDF5_VDS_PREFIX, the dataset's virtual prefix, the virtual file's own folder (the
+    its virtual prefix (HDF5_VDS_PREFIX as HDF5 read it when it started, or the
+    dataset's own: see :func:`_raw_prefix`), then the virtual file's own folder (the
     working directory comes last, by the name itself)."""
-    filename = dataset.file.filename
-    prefixes = [os.environ.get("HDF5_VDS_PREFIX", ""),
-                os.fsdecode(dataset.id.get_access_plist().get_virtual_prefix() or b""),
-                "${ORIGIN}"]
-    return [_origin_replaced(prefix, filename) for prefix in prefixes if prefix]
+    prefix = _access_prefix(dataset, "get_virtual_prefix")
+    origin = _origin_replaced("${ORIGIN}", dataset.file.filename)
+    return [prefix, origin] if prefix else [origin]
 
 
 def _virtual_source_found(source_file, folders):
