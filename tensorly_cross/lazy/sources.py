@@ -5,6 +5,7 @@ slices) as a NumPy array. They pickle without open file handles, so dask.distrib
 workers can read chunks themselves.
 """
 
+import bisect
 import math
 import os
 
@@ -385,7 +386,7 @@ class H5Source(ChunkSource):
     def _read(self, slices):
         if self._stamp is not None:  # reopened by name on a worker: maybe another file
             self._stamp.check()
-        self._raw_files.check()
+        self._raw_files.check(slices)
         if self._dataset is None or not self._dataset.id.valid:
             import h5py
 
@@ -407,6 +408,11 @@ class ExternalRawFiles:
     keeps its data in, checked when opened (:func:`_checked_raw_files`) and stamped for
     its reads; none for any other dataset, whose check costs nothing.
 
+    A read checks the raw files that hold its bytes, not all: a dataset kept as a raw file
+    per frame (hundreds) paid a stat per frame on every read. That is enough: a change to
+    a file after it was opened is seen by the next read of its bytes, and the bytes of
+    the files not read cannot mix versions into what is read.
+
     Parameters
     ----------
     dataset : h5py.Dataset
@@ -416,16 +422,27 @@ class ExternalRawFiles:
 
     def __init__(self, dataset, name):
         self.name = name
-        paths, self.cwd = _checked_raw_files(dataset, name)
+        segments, self.cwd = _checked_raw_files(dataset, name)
         self.stamps = [FileStamp(path, f"{name}'s external raw file {path!r}")
-                       for path in paths]
+                       for path, _ in segments]
+        self.ends = [end for _, end in segments]
+        self.shape = dataset.shape
+        self.itemsize = dataset.id.get_type().get_size()
 
-    def check(self):
-        """Raise ChunkReadError if a raw file changed since it was opened, or if HDF5
-        would now look for one elsewhere: it finds a relative one from the working
-        directory of each read (after a chdir, or on a worker started elsewhere, it read
-        another file of that name, or failed naming none)."""
-        for stamp in self.stamps:
+    def check(self, slices):
+        """Raise ChunkReadError if a raw file holding bytes of the block ``slices`` changed
+        since it was opened, or if HDF5 would now look for one elsewhere: it finds a
+        relative one from the working directory of each read (after a chdir, or on a
+        worker started elsewhere, it read another file of that name, or failed naming
+        none)."""
+        if not self.stamps:
+            return
+        first = _c_order_index([part.start for part in slices], self.shape) * self.itemsize
+        last = (_c_order_index([part.stop - 1 for part in slices], self.shape) + 1
+                ) * self.itemsize - 1  # its last byte: an entry may straddle two files
+        # The files from the one holding the block's first byte to the one holding its last.
+        for stamp in self.stamps[bisect.bisect_right(self.ends, first):
+                                 bisect.bisect_right(self.ends, last) + 1]:
             stamp.check()
         if self.cwd is not None and _working_directory() != self.cwd:
             raise ChunkReadError(
@@ -434,6 +451,15 @@ class ExternalRawFiles:
                 f"{_working_directory()!r} now, from which HDF5 would read other files or "
                 "none: read it from that directory (or start Python with "
                 "HDF5_EXTFILE_PREFIX set to it: HDF5 reads it only when it starts).")
+
+
+def _c_order_index(entry, shape):
+    """The position of ``entry`` in an array of ``shape`` stored in C order (as
+    ``np.ravel_multi_index``, several times faster on one entry)."""
+    index = 0
+    for position, size in zip(entry, shape, strict=True):
+        index = index * size + position
+    return index
 
 
 def _working_directory():
@@ -445,9 +471,11 @@ def _working_directory():
 
 
 def _checked_raw_files(dataset, name):
-    """The absolute paths of the external raw files ``dataset`` keeps its data in
-    (``create_dataset(..., external=...)``), as this process's HDF5 finds them now, and
-    the working directory where HDF5 finds one of them from it (else None).
+    """The external raw files ``dataset`` keeps its data in (``create_dataset(...,
+    external=...)``), as ``(path, end)`` pairs, in order: each one's absolute path, as
+    this process's HDF5 finds it now, and where its part of the dataset's bytes ends (it
+    begins where the previous one's ends); and the working directory where HDF5 finds one
+    of them from it (else None).
 
     Raise ValueError, naming the file, where one does not exist (every read failed with
     "unable to open external raw data file", naming none), or is shorter than the data
@@ -459,15 +487,15 @@ def _checked_raw_files(dataset, name):
         return [], None
     prefix = _raw_prefix(dataset)
     # The dataset's bytes fill the raw files' segments in order; later ones may stay unused.
-    remaining = dataset.id.get_type().get_size() * math.prod(dataset.shape)
-    paths, from_cwd = [], False
+    total = dataset.id.get_type().get_size() * math.prod(dataset.shape)
+    segments, end, from_cwd = [], 0, False
     for number in range(count):
         raw, offset, size = plist.get_external(number)
         raw = os.fsdecode(raw)
-        needed = min(int(size), remaining)
-        remaining -= needed
+        needed = min(int(size), total - end)
         if not needed:
-            continue
+            break
+        end += needed
         from_cwd = from_cwd or not (os.path.isabs(raw) or os.path.isabs(prefix))
         path = absolute_path(os.path.join(prefix, raw))  # raw itself where it is absolute
         if not os.path.isfile(path):
@@ -479,8 +507,8 @@ def _checked_raw_files(dataset, name):
             raise ValueError(f"{name} keeps its data in the external raw file {path!r}, which "
                              f"is shorter than the data: {os.path.getsize(path)} bytes, "
                              f"{offset + needed} needed (HDF5 would read the rest as zeros).")
-        paths.append(path)
-    return paths, (os.getcwd() if from_cwd else None)
+        segments.append((path, end))
+    return segments, (os.getcwd() if from_cwd else None)
 
 
 def _raw_prefix(dataset):
@@ -884,7 +912,7 @@ class H5ViewSource(SliceableSource):
     def _read(self, slices):
         if self._stamp is not None:
             self._stamp.check()
-        self._raw_files.check()
+        self._raw_files.check(slices)
         return super()._read(slices)
 
 
