@@ -228,9 +228,10 @@ class EvaluationCache(LazyTensor):
 
     def _evaluate_keys(self, keys, multi_indices_at, checks):
         n_requested = keys.shape[0]
-        if n_requested and reading_with_graph() and self._fresh_values_keep_graph(
-                multi_indices_at):
-            return self._read_with_graph(n_requested, multi_indices_at)
+        if n_requested and reading_with_graph():
+            fresh = self._read_with_graph(n_requested, multi_indices_at)
+            if fresh is not None:
+                return fresh
         if checks is None and not self._scheme.exact:
             checks = self._scheme.checks(multi_indices_at(np.arange(n_requested)))
         slots = self._lookup(keys)
@@ -261,27 +262,26 @@ class EvaluationCache(LazyTensor):
         slots[missing] = new_slots if inverse is None else new_slots[inverse]
         return self._values.take(slots)
 
-    def _fresh_values_keep_graph(self, multi_indices_at):
-        """Whether the tensor's values, computed now, carry autograd's graph: the batch's
-        first entry computed afresh (counted as one evaluation). Where they do not (a NumPy
-        function under the PyTorch backend, grad enabled as torch runs by default), the
-        cached values are as good, and the read costs that one entry, not the whole batch
-        again."""
-        probe = self._compute(multi_indices_at(np.arange(1)))
-        self.counters.requested += 1
-        return bool(getattr(probe, "requires_grad", False))
-
     def _read_with_graph(self, n_requested, multi_indices_at):
-        """Every entry of the batch computed afresh and none stored: the cores' read with
-        gradient (``cross_interpolate``, ``differentiable=True``). The values the index
-        search cached carry no graph (it ran without gradient), and values stored with
-        one would outlive their step's graph and parameters: the cores were built from the
-        cached values, and the function's parameters got no gradient, without a word.
+        """The batch computed afresh, none of it stored, where the tensor's values carry
+        autograd's graph: the cores' read with gradient (``cross_interpolate``,
+        ``differentiable=True``). The values the index search cached carry no graph (it
+        ran without gradient), and values stored with one would outlive their step's graph
+        and parameters. The batch's first entry, computed first, decides; it is part of the
+        batch, not computed again (``CrossInfo.n_evals`` counts each entry once). None
+        where it carries no graph (a NumPy function under the PyTorch backend, grad enabled
+        as torch runs by default): the cached values are as good, for that one entry.
         Counted as evaluations; ``max_evals`` bounds the cached reads only, as
         ``tt_cross``'s bounds its search."""
-        values = self._compute(multi_indices_at(np.arange(n_requested)))
-        self.counters.requested += n_requested
-        return values
+        first = self._compute(multi_indices_at(np.arange(1)))
+        self.counters.requested += 1
+        if not getattr(first, "requires_grad", False):
+            return None
+        if n_requested == 1:
+            return first
+        rest = self._compute(multi_indices_at(np.arange(1, n_requested)))
+        self.counters.requested += n_requested - 1
+        return tl.concatenate([first, rest])
 
     def _restart_with(self, slots, missing, inverse, new_keys, new_values, new_checks):
         """Empty the full cache, keep the new batch; the hits are taken out first."""

@@ -1,0 +1,56 @@
+"""Audit (session 30) review of this session's changes for regressions they introduced.
+
+* A read with gradient through an :class:`EvaluationCache` (``tt_cross(...,
+  differentiable=True)``) computed the batch's first entry twice (a probe, then the whole
+  batch afresh): the function computed one entry per batch more than ``CrossInfo.n_evals``
+  counted.
+"""
+import numpy as np
+import pytest
+import tensorly as tl
+
+import tensorly_cross as tlc
+
+
+def _counting_function(weight, seen):
+    torch = pytest.importorskip("torch")
+
+    def function(indices):
+        seen.append(np.asarray(indices).copy())
+        x = torch.as_tensor(np.asarray(indices), dtype=torch.float64)
+        return torch.sin(weight * x.sum(1) / 10) + 1
+
+    return function
+
+
+def test_cache_read_with_graph_computes_each_entry_once():
+    torch = pytest.importorskip("torch")
+    weight = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    seen = []
+    cache = tlc.EvaluationCache(tlc.FunctionTensor(_counting_function(weight, seen), (8, 8, 8)))
+    with tl.backend_context("pytorch"):
+        tt, info = tlc.tt_cross(cache, rank=3, differentiable=True, return_info=True,
+                                random_state=0)
+        tl.sum(tt.to_tensor()).backward()
+    n_seen = sum(rows.shape[0] for rows in seen)
+    assert weight.grad is not None and float(weight.grad) != 0.0
+    assert n_seen == info.n_evals == cache.counters.unique
+    counters = cache.counters
+    assert counters.requested - counters.cache_hits == counters.unique
+
+
+def test_cache_read_with_graph_returns_the_batch_in_order():
+    torch = pytest.importorskip("torch")
+    weight = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    seen = []
+    cache = tlc.EvaluationCache(tlc.FunctionTensor(_counting_function(weight, seen), (8, 8, 8)))
+    with tl.backend_context("pytorch"):
+        index_sets = tlc.select_indices(cache, rank=2, random_state=0)
+        with torch.no_grad():
+            cached = tlc.cross_interpolate(cache, index_sets).to_tensor()
+        seen.clear()
+        before = cache.counters.unique
+        fresh = tlc.cross_interpolate(cache, index_sets).to_tensor()
+    assert fresh.requires_grad
+    assert sum(rows.shape[0] for rows in seen) == cache.counters.unique - before
+    np.testing.assert_allclose(fresh.detach().numpy(), cached.numpy(), atol=1e-10)
