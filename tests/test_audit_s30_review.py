@@ -54,3 +54,38 @@ def test_cache_read_with_graph_returns_the_batch_in_order():
     assert fresh.requires_grad
     assert sum(rows.shape[0] for rows in seen) == cache.counters.unique - before
     np.testing.assert_allclose(fresh.detach().numpy(), cached.numpy(), atol=1e-10)
+
+
+class _ParameterModel:
+    """A callable whose attributes are looked up in a dict: an unknown one is a KeyError."""
+
+    def __init__(self):
+        self.__dict__["params"] = {"scale": 1.0}
+
+    def __getattr__(self, name):
+        return self.params[name]
+
+    def __call__(self, indices):
+        return 1.0 / (1.0 + self.scale * np.asarray(indices, dtype=float).sum(1))
+
+
+@pytest.mark.parametrize("chunk_size", [None, 50])
+def test_function_whose_getattr_raises_is_still_evaluated(chunk_size):
+    # Naming the function for messages looked up attributes it lacks on every read: a
+    # KeyError from its __getattr__ failed a run that worked before.
+    tensor = tlc.FunctionTensor(_ParameterModel(), (6,) * 4, chunk_size=chunk_size)
+    tt = tlc.tt_cross(tensor, rank=6, random_state=0)
+    indices = np.array([[0, 1, 2, 3], [5, 5, 5, 5]])
+    np.testing.assert_allclose(tlc.tt_entries(tt, indices), 1.0 / (1.0 + indices.sum(1)),
+                               rtol=1e-6)
+
+
+class _NaNModel(_ParameterModel):
+    def __call__(self, indices):
+        return np.full(np.asarray(indices).shape[0], np.nan)
+
+
+def test_function_whose_getattr_raises_is_named_by_its_class():
+    tensor = tlc.FunctionTensor(_NaNModel(), (3, 3))
+    with pytest.raises(ValueError, match="FunctionTensor of _NaNModel returned"):
+        tensor.evaluate(np.array([[0, 0]]))

@@ -356,12 +356,21 @@ def function_name(function):
     of a callable object; the library's own wrappers give theirs (``message_name``)."""
     while isinstance(function, functools.partial | _GridFunction):
         function = function.func if isinstance(function, functools.partial) else function.function
-    name = (getattr(function, "message_name", None) or getattr(function, "__qualname__", None)
-            or getattr(function, "__name__", None))
-    if not isinstance(name, str):
-        name = type(function).__qualname__
+    name = (_str_attribute(function, "message_name") or _str_attribute(function, "__qualname__")
+            or _str_attribute(function, "__name__") or type(function).__qualname__)
     # A function defined inside another: its own name, not the enclosing one's.
     return name.rsplit(".<locals>.", 1)[-1]
+
+
+def _str_attribute(function, name):
+    """``function.<name>`` if it is a str, else None. Any error of the lookup is None too:
+    a callable whose ``__getattr__`` raises a KeyError for what it lacks (attributes kept
+    in a dict) must still be evaluated; the name is only for messages."""
+    try:
+        value = getattr(function, name, None)
+    except Exception:
+        return None
+    return value if isinstance(value, str) else None
 
 
 class _GridFunction:
