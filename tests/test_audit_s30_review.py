@@ -89,3 +89,29 @@ def test_function_whose_getattr_raises_is_named_by_its_class():
     tensor = tlc.FunctionTensor(_NaNModel(), (3, 3))
     with pytest.raises(ValueError, match="FunctionTensor of _NaNModel returned"):
         tensor.evaluate(np.array([[0, 0]]))
+
+
+class _IndexedVolumes:
+    """Volumes by index (``__getitem__`` and ``__len__``, no ``__iter__``): a sequence to
+    ``list()``, through Python's old sequence protocol."""
+
+    def __init__(self, volumes):
+        self._volumes = volumes
+
+    def __getitem__(self, k):
+        return self._volumes[k]
+
+    def __len__(self):
+        return len(self._volumes)
+
+
+def test_volume_dataset_takes_a_sequence_without_iter():
+    pytest.importorskip("torch")
+    from tensorly_cross.nn.dataset import VolumeDataset
+
+    volumes = [np.full((4, 4, 4), float(k), dtype=np.float32) for k in range(3)]
+    dataset = VolumeDataset(_IndexedVolumes(volumes), [0.0, 1.0, 2.0])
+    assert len(dataset) == 3
+    np.testing.assert_array_equal(np.asarray(dataset[2][0]), volumes[2])
+    with pytest.raises(TypeError, match="volumes must be a sequence"):
+        VolumeDataset(None, [])

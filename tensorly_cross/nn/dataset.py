@@ -3,7 +3,6 @@
 import numbers
 import operator
 import os
-from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -89,11 +88,7 @@ class VolumeDataset(torch.utils.data.Dataset):
             raise TypeError(f"volumes must be a sequence of volumes (paths, arrays or "
                             f"tensors), got the single path {os.fsdecode(volumes)!r}: "
                             "for one volume, pass a list, [path].")
-        if not isinstance(volumes, Iterable):
-            # list() raised "'NoneType' object is not iterable", naming no argument
-            raise TypeError(f"volumes must be a sequence of volumes (paths, arrays or "
-                            f"tensors), got {type(volumes).__name__}.")
-        self.volumes = list(volumes)
+        self.volumes = _volume_list(volumes)
         self.targets = _float32_targets(targets, len(self.volumes))
         # A bytes path, as open_volume takes it, is decoded once here.
         self.volumes = [os.fsdecode(item) if isinstance(item, bytes) else item
@@ -434,6 +429,21 @@ def _is_real(value):
     ``numbers.Real`` does not include."""
     return isinstance(value, numbers.Real) or (isinstance(value, numbers.Number)
                                                and not isinstance(value, numbers.Complex))
+
+
+def _volume_list(volumes):
+    """``list(volumes)``; a TypeError naming ``volumes`` where it is not iterable.
+
+    Asked of ``iter()``, not of ``collections.abc.Iterable``: a sequence by index alone
+    (``__getitem__`` and ``__len__``, no ``__iter__``) is iterable to ``list()`` but not
+    an ``Iterable``, and was refused. ``list(None)`` said "'NoneType' object is not
+    iterable", naming no argument."""
+    try:
+        iterator = iter(volumes)
+    except TypeError:
+        raise TypeError(f"volumes must be a sequence of volumes (paths, arrays or tensors), "
+                        f"got {type(volumes).__name__}.") from None
+    return list(iterator)
 
 
 def _float32_targets(targets, n_volumes):
