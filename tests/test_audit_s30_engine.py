@@ -243,6 +243,15 @@ def test_dropin_has_tensorlys_signature_and_returns_its_cores():
     assert len(ours) == len(theirs) == 3
     for factors in (ours, theirs, list(ours)):
         np.testing.assert_allclose(tl.tt_to_tensor(factors), tensor, atol=1e-8)
+
+
+def test_dropin_refuses_the_ranks_tensorly_refuses():
+    from tensorly.contrib.decomposition import tensor_train_cross as tensorly_cross
+
+    # TensorLy 0.9's own cross (our floor) runs forever on a rank its modes cannot hold.
+    if tuple(int(part) for part in tl.__version__.split(".")[:2]) < (0, 10):
+        pytest.skip(f"TensorLy {tl.__version__}'s tensor_train_cross never returns on them")
+    tensor = tl.tensor(tl.tt_to_tensor(random_tt_cores((4, 5, 6), (1, 2, 2, 1), 0)))
     for bad in ([1, 2, 1], [2, 2, 2, 1], [1, 2, 7, 1]):  # TensorLy's refusals, as its own
         with pytest.raises(ValueError) as raised_theirs:
             tensorly_cross(tensor, bad, random_state=0)

@@ -315,10 +315,12 @@ def _stored_objects(array):
     """``(stored, total, unit)``: how many of a zarr array's chunks (``unit`` "chunks"), or
     of a sharded one's shards ("shards"), are stored, and how many its grid holds.
 
-    zarr counts a sharded array's stored chunks as every inner chunk of each stored shard,
-    those past the array's edge included, against the inner chunks inside the array: an
-    array missing whole edge shards counted more chunks stored than its grid holds. Shards
-    are counted instead (zarr's count divided by the inner chunks of one shard).
+    zarr (3.1.6) counts a sharded array's stored chunks as every inner chunk of each stored
+    shard, those past the array's edge included, against the inner chunks inside the
+    array: an array missing whole edge shards counted more chunks stored than its grid
+    holds. Shards are counted instead (zarr's count divided by the inner chunks of one
+    shard). zarr 3.1.0 (our floor) counts the stored objects, the shards themselves: its
+    count is taken as it is (divided, it refused a complete sharded array).
     """
     shards = getattr(array, "shards", None)  # None unsharded (and in zarr 2)
     if shards is None:
@@ -327,7 +329,10 @@ def _stored_objects(array):
                                                                    strict=True))
     total = math.prod(-(-size // shard) for size, shard in zip(array.shape, shards,
                                                                  strict=True))
-    return int(array.nchunks_initialized) // per_shard, total, "shards"
+    stored = int(array.nchunks_initialized)
+    # The zarr versions that count inner chunks are those that count shards apart.
+    counts_inner_chunks = hasattr(array, "_nshards_initialized")
+    return (stored // per_shard if counts_inner_chunks else stored), total, "shards"
 
 
 def _zarr_name(array):
