@@ -210,6 +210,15 @@ def test_a_virtual_dataset_with_its_sources_reads_as_in_memory(tmp_path, monkeyp
         np.testing.assert_array_equal(ours, theirs)
 
 
+def astype_view(dataset, dtype):
+    """``dataset.astype(dtype)``, h5py's view; skips where it is h5py 3.8's ``AstypeWrapper``
+    (our floor), which has no shape: refused as any object without one."""
+    view = dataset.astype(dtype)
+    if not hasattr(view, "shape"):
+        pytest.skip(f"{type(view).__name__} (h5py < 3.9) is not an array view")
+    return view
+
+
 def test_h5py_views_of_a_dataset_read_as_in_memory(tmp_path):
     # dataset.astype(...) and dataset.fields(...) are h5py's own views: each failed with
     # "'AsTypeView' object has no attribute 'chunks'" (an AttributeError from deep inside).
@@ -222,7 +231,7 @@ def test_h5py_views_of_a_dataset_read_as_in_memory(tmp_path):
         handle.create_dataset("r", data=record, chunks=(3, 4, 7))
         handle.create_dataset("s", data=["ab", "cd"])
     with h5py.File(path, "r") as handle:
-        for view in (handle["x"].astype("f4"), handle["r"].fields("a")):
+        for view in (astype_view(handle["x"], "f4"), handle["r"].fields("a")):
             expected = np.asarray(view[...], dtype=np.float64)
             dense = tlc.tt_cross(expected, rank=3, random_state=0)
             streamed = tlc.streaming_tt_svd(expected, rank=2, random_state=0)
@@ -344,7 +353,7 @@ def test_an_h5py_view_notices_its_file_changed_as_a_dataset_does(tmp_path):
     with h5py.File(path, "w") as handle:
         handle.create_dataset("x", data=_volume(), chunks=(3, 4, 7))
     with h5py.File(path, "r") as handle:
-        volume = tlc.open_volume(handle["x"].astype("f4"))
+        volume = tlc.open_volume(astype_view(handle["x"], "f4"))
         volume.evaluate([[0, 0, 0]])
         status = path.stat()
         os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns + 10**9))  # rewritten

@@ -10,6 +10,8 @@ import pytest
 import tensorly_cross as tlc
 from tensorly_cross.lazy.sources import ChunkReadError
 
+from .test_audit_s30_formats import astype_view
+
 
 def _volume():
     return np.arange(1.0, 1.0 + 6 * 5 * 4).reshape(6, 5, 4)
@@ -35,7 +37,7 @@ def test_a_view_of_a_dataset_whose_raw_file_was_cut_short_is_refused(tmp_path):
     os.truncate(raw, _volume().nbytes // 2)
     with h5py.File(path, "r") as handle:
         with pytest.raises(ValueError, match=r"raw\.bin.*shorter"):
-            tlc.open_volume(handle["x"].astype("f4"))
+            tlc.open_volume(astype_view(handle["x"], "f4"))
 
 
 def test_a_view_of_a_dataset_notices_its_raw_file_rewritten(tmp_path):
@@ -44,7 +46,7 @@ def test_a_view_of_a_dataset_notices_its_raw_file_rewritten(tmp_path):
     h5py = pytest.importorskip("h5py")
     path, raw = _hdf5_with_raw_file(tmp_path)
     with h5py.File(path, "r") as handle:
-        volume = tlc.open_volume(handle["x"].astype("f4"))
+        volume = tlc.open_volume(astype_view(handle["x"], "f4"))
         raw.write_bytes((2.0 * _volume()).tobytes())
         with pytest.raises(ChunkReadError, match=r"raw\.bin.*changed"):
             volume.evaluate([[0, 0, 0]])
