@@ -23,11 +23,17 @@ def _counting_function(weight, seen):
     return function
 
 
-def test_cache_read_with_graph_computes_each_entry_once():
+def _weighted_cache():
+    """A cache over a function of a parameter ``weight``, recording every batch it sees."""
     torch = pytest.importorskip("torch")
     weight = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
     seen = []
     cache = tlc.EvaluationCache(tlc.FunctionTensor(_counting_function(weight, seen), (8, 8, 8)))
+    return torch, weight, seen, cache
+
+
+def test_cache_read_with_graph_computes_each_entry_once():
+    torch, weight, seen, cache = _weighted_cache()
     with tl.backend_context("pytorch"):
         tt, info = tlc.tt_cross(cache, rank=3, differentiable=True, return_info=True,
                                 random_state=0)
@@ -40,10 +46,7 @@ def test_cache_read_with_graph_computes_each_entry_once():
 
 
 def test_cache_read_with_graph_returns_the_batch_in_order():
-    torch = pytest.importorskip("torch")
-    weight = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
-    seen = []
-    cache = tlc.EvaluationCache(tlc.FunctionTensor(_counting_function(weight, seen), (8, 8, 8)))
+    torch, weight, seen, cache = _weighted_cache()
     with tl.backend_context("pytorch"):
         index_sets = tlc.select_indices(cache, rank=2, random_state=0)
         with torch.no_grad():
