@@ -2,6 +2,8 @@
 
 import math
 import numbers
+import os
+import shlex
 import sys
 
 import numpy as np
@@ -104,8 +106,12 @@ def format_summary(summary):
     return "\n".join(lines)
 
 
-def outcome(summary, tol_driven, accept_miss):
-    """Warnings after a run, and its exit code: a missed --tol is not a success."""
+def outcome(summary, tol_driven, accept_miss, demo_volume=None):
+    """Warnings after a run, and its exit code: a missed --tol is not a success.
+
+    ``demo_volume``: the path of the volume the demo compressed, for a remedy in the terms
+    of the demo (which has no --max-rank, --n-iter-max or --max-evals); None for compress.
+    """
     _warn_if_larger(summary)
     if not tol_driven or summary["stop"] == "tol":
         return EXIT_OK
@@ -115,7 +121,8 @@ def outcome(summary, tol_driven, accept_miss):
     print(f"{'warning' if accept_miss else 'error'}: --tol {summary['tol']:.1e} not met"
           + (" with confidence (the upper 95% bound of the error exceeds it)" if unsure else "")
           + f": {kind} {summary['val_error']:.2e} (stop: {summary['stop']}); the TT was "
-          f"written to {summary['output']}. " + _remedy(summary["stop"], summary.get("passes"))
+          f"written to {summary['output']}. "
+          + _remedy(summary["stop"], summary.get("passes"), demo_volume, summary["tol"])
           + ("." if accept_miss else ", or pass --accept-miss to accept it."), file=sys.stderr)
     return EXIT_OK if accept_miss else EXIT_TOL_MISSED
 
@@ -160,7 +167,24 @@ def _sizes(larger, smaller):
     return in_mib[0], in_mib[1], f", {exact[0]} against {exact[1]}"
 
 
-def _remedy(stop, passes=None):
+# What the demo, which has no rank, sweep or budget flags, offers instead of raising them:
+# compress on its volume, with compress's defaults doubled.
+DEMO_RERUN = "tensorly-cross compress {volume} -o OUT.tt.npz --tol {tol:g} --max-rank {rank}"
+
+
+def _remedy(stop, passes=None, demo_volume=None, tol=None):
+    """What to do after a missed tolerance, in the flags of the command that ran: those of
+    ``compress``, or (``demo_volume`` given) the demo's and a compress command line on the
+    demo's volume."""
+    if stop not in ("dtype", "max_width") and demo_volume is not None:
+        from .compress import MAX_RANK, N_ITER_MAX
+
+        rerun = DEMO_RERUN.format(volume=shlex.quote(os.fspath(demo_volume)), tol=tol,
+                                  rank=2 * MAX_RANK)
+        if not passes:  # a cross: its sweeps too
+            rerun += f" --n-iter-max {2 * N_ITER_MAX}"
+        return ("The demo has no rank, sweep or budget settings: give a larger --tol, or "
+                f"compress its volume with more ({rerun})")
     if stop == "dtype":
         # "Met", not "below": the stream meets a --tol under round-off at the data's
         # precision (a constant volume at --tol 1e-17, error 1.8e-16).

@@ -1,0 +1,46 @@
+"""Session 31, the documentation as a contract: docstrings, the remedies error messages
+suggest (followed literally), and the behaviour docs/*.rst and the README state."""
+
+import re
+import shlex
+
+import pytest
+
+from tensorly_cross.cli import main
+from tensorly_cross.cli._parser import build_parser
+from tensorly_cross.cli.summary import outcome
+
+
+def _flags(parser):
+    return {flag for action in parser._actions for flag in action.option_strings}
+
+
+@pytest.mark.parametrize("stop, passes", [("max_rank", None), ("stalled", None),
+                                          ("n_iter_max", None), ("max_evals", None),
+                                          ("max_rank", 2), ("dtype", None),
+                                          ("max_width", 2)])
+def test_a_missed_tol_of_the_demo_advises_what_the_demo_or_compress_takes(
+        tmp_path, monkeypatch, capsys, stop, passes):
+    # `tensorly-cross demo --volume mni152 --tol 0.01 --method lsq` stalls at rank 64 and
+    # said "Raise --max-rank or --n-iter-max": flags the demo has not (a usage error).
+    pytest.importorskip("zarr")
+    from tensorly_cross.datasets import blob_phantom, write_volume
+
+    shape = (16, 16, 16)
+    volume = write_volume(str(tmp_path / "blobs16.zarr"), blob_phantom(shape), shape,
+                          chunks=(8, 8, 8))
+    summary = dict(stop=stop, passes=passes, tol=1e-3, val_error=5e-3,
+                   output=str(tmp_path / "blobs16.tt.npz"), tt_bytes=100,
+                   input_bytes=1000, file_bytes=None)
+    assert outcome(summary, True, False, demo_volume=volume) == 3
+    message = capsys.readouterr().err
+    command = re.search(r"\((tensorly-cross compress [^)]*)\)", message)
+    demo_part = message.replace(command.group(0), "") if command else message
+    parsers = build_parser().subcommands
+    assert set(re.findall(r"--[a-z][a-z-]*", demo_part)) <= _flags(parsers["demo"])
+    if command is None:
+        return
+    monkeypatch.chdir(tmp_path)  # the command writes OUT.tt.npz where it runs
+    argv = shlex.split(command.group(1))[1:]
+    assert main(argv + ["-q"]) in (0, 3)  # a run, not a usage error
+    assert (tmp_path / "OUT.tt.npz").is_file()
