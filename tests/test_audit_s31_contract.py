@@ -44,3 +44,29 @@ def test_a_missed_tol_of_the_demo_advises_what_the_demo_or_compress_takes(
     argv = shlex.split(command.group(1))[1:]
     assert main(argv + ["-q"]) in (0, 3)  # a run, not a usage error
     assert (tmp_path / "OUT.tt.npz").is_file()
+
+
+def _tolerance_warnings(**kwargs):
+    import warnings
+
+    import numpy as np
+
+    import tensorly_cross as tlc
+
+    noise = np.random.default_rng(0).standard_normal((10, 11, 12))  # no low rank
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, info = tlc.tt_cross(noise, tol=1e-3, random_state=0, return_info=True, **kwargs)
+    return info, [w.message for w in caught if w.category is tlc.ToleranceNotMetWarning]
+
+
+def test_a_given_rank_is_warned_about_only_as_the_guide_says():
+    # docs/user_guide.rst said "With a given rank ... no warning"; TCI's rank= is a cap (a
+    # rank-adaptive run, warned), and a fixed-rank TT no better than zero is warned too.
+    info, missed = _tolerance_warnings(rank=2)  # the least-squares cross, error < 1
+    assert info.val_error < 1 and not missed
+    info, missed = _tolerance_warnings(rank=2, method="tci")
+    assert info.val_error > 1e-3 and len(missed) == 1 and "not met" in str(missed[0])
+    info, missed = _tolerance_warnings(rank=2, method="als")
+    assert info.val_error >= 1 and len(missed) == 1
+    assert "no better than the zero tensor" in str(missed[0])
