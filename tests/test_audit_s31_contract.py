@@ -70,3 +70,24 @@ def test_a_given_rank_is_warned_about_only_as_the_guide_says():
     info, missed = _tolerance_warnings(rank=2, method="als")
     assert info.val_error >= 1 and len(missed) == 1
     assert "no better than the zero tensor" in str(missed[0])
+
+
+@pytest.mark.parametrize("flag", ["no", "False", 0, 1, None])
+def test_default_encoder_pooled_must_be_a_bool(flag):
+    # "Flags must be bools: 'no' is refused, not taken for True" (docs/guarantees.rst):
+    # pooled="no" built the pooled encoder, pooled=None the other one, without a word.
+    pytest.importorskip("torch")
+    from tensorly_cross.nn import default_encoder
+
+    with pytest.raises(TypeError, match="pooled must be True or False"):
+        default_encoder(5, 4, pooled=flag)
+
+
+@pytest.mark.parametrize("flag", ["no", "False", 0, 1, None])
+def test_regressor_normalize_must_be_a_bool(flag):
+    # normalize="no" added the BatchNorm1d it was meant to leave out.
+    torch = pytest.importorskip("torch")
+    from tensorly_cross.nn.training import Regressor
+
+    with pytest.raises(TypeError, match="normalize must be True or False"):
+        Regressor(torch.nn.Identity(), 4, normalize=flag)

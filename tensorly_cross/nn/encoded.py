@@ -5,7 +5,7 @@ import tensorly as tl
 import torch
 from torch import nn
 
-from .._validation import check_choice, check_int
+from .._validation import check_bool, check_choice, check_int
 from ..api import _requires_grad
 from ..errors import NonFiniteValueError
 from ..lazy.base import LazyTensor
@@ -53,7 +53,8 @@ def default_encoder(patch_size, n_features, width=8, pooled=False):
     Raises
     ------
     TypeError
-        If ``patch_size``, ``n_features`` or ``width`` is not an int.
+        If ``patch_size``, ``n_features`` or ``width`` is not an int, or ``pooled`` not a
+        bool.
     ValueError
         If ``patch_size`` is less than 3, or ``n_features`` or ``width`` less than 1.
 
@@ -71,7 +72,8 @@ def default_encoder(patch_size, n_features, width=8, pooled=False):
         raise ValueError(f"patch_size must be >= 3 for the default encoder, got {patch_size}.")
     n_features = check_int(n_features, "n_features", minimum=1)
     width = check_int(width, "width", minimum=1)
-    if pooled:
+    # pooled="no" built the pooled encoder: a string is truthy.
+    if check_bool(pooled, "pooled"):
         return nn.Sequential(
             nn.Conv3d(1, width, kernel_size=3), nn.GELU(),
             nn.Conv3d(width, n_features, kernel_size=1), nn.AdaptiveAvgPool3d(1), nn.Flatten(),

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import check_float, check_int
+from .._validation import check_bool, check_float, check_int
 
 
 class Regressor(nn.Module):
@@ -52,6 +52,8 @@ class Regressor(nn.Module):
         n_targets = check_int(n_targets, "n_targets", minimum=1)
         self.n_inputs, self.n_targets = n_inputs, n_targets
         self.embedding = embedding
+        # normalize="no" added the norm it meant to leave out: a string is truthy.
+        normalize = check_bool(normalize, "normalize")
         self.norm = nn.BatchNorm1d(n_inputs, affine=False) if normalize else nn.Identity()
         self.readout = nn.Linear(n_inputs, n_targets)
         self.register_buffer("target_mean", torch.zeros(n_targets))
