@@ -91,3 +91,45 @@ def test_regressor_normalize_must_be_a_bool(flag):
 
     with pytest.raises(TypeError, match="normalize must be True or False"):
         Regressor(torch.nn.Identity(), 4, normalize=flag)
+
+
+def _small_training(torch):
+    import numpy as np
+
+    from tensorly_cross.nn import DenseEmbedding, VolumeDataset, default_encoder
+    from tensorly_cross.nn.training import Regressor
+
+    torch.manual_seed(0)
+    model = Regressor(DenseEmbedding(default_encoder(3, 2)), n_inputs=2, normalize=False)
+    rng = np.random.default_rng(0)
+    volumes = [rng.random((5, 5, 5)).astype(np.float32) for _ in range(4)]
+    return model, VolumeDataset(volumes, rng.standard_normal(4))
+
+
+@pytest.mark.usefixtures("pytorch_backend")
+def test_fit_refuses_a_callback_that_is_not_callable_before_training():
+    # fit(callback=3) trained a whole epoch, then failed with "'int' object is not callable".
+    torch = pytest.importorskip("torch")
+    from tensorly_cross.nn.training import fit
+
+    model, train = _small_training(torch)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(TypeError, match="callback must be callable"):
+        fit(model, train, epochs=2, batch_size=4, callback=3)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+@pytest.mark.usefixtures("pytorch_backend")
+def test_fit_stops_on_true_only_as_its_docstring_says():
+    # "callback(epoch, log) after every epoch; True stops training": a callback that
+    # returned the log (or a number) stopped after the first epoch without a word.
+    torch = pytest.importorskip("torch")
+    from tensorly_cross.nn.training import fit
+
+    model, train = _small_training(torch)
+    log = fit(model, train, epochs=3, batch_size=4, callback=lambda epoch, log: None)
+    assert len(log.losses) == 3
+    log = fit(model, train, epochs=3, batch_size=4, callback=lambda epoch, log: epoch == 1)
+    assert len(log.losses) == 2
+    with pytest.raises(TypeError, match="callback must return True"):
+        fit(model, train, epochs=3, batch_size=4, callback=lambda epoch, log: log)

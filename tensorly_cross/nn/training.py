@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .._validation import check_bool, check_float, check_int
+from ..cross.driver import _asks_to_stop
 
 
 class Regressor(nn.Module):
@@ -167,7 +168,8 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
     test : VolumeDataset, optional
         Evaluated after every epoch (not counted in the epoch's time).
     callback : callable, optional
-        ``callback(epoch, log)`` after every epoch; ``True`` stops training.
+        ``callback(epoch, log)`` after every epoch; ``True`` stops training (``False`` or
+        ``None`` goes on; any other answer is a TypeError, as for :func:`tt_cross`'s).
 
     Returns
     -------
@@ -178,7 +180,8 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
     ------
     TypeError
         If ``train`` (or ``test``) is not a :class:`~tensorly_cross.nn.VolumeDataset`,
-        ``epochs``, ``batch_size`` or ``seed`` is not an int, or ``lr`` not a number.
+        ``epochs``, ``batch_size`` or ``seed`` is not an int, ``lr`` not a number, or
+        ``callback`` not callable (checked before training).
     ValueError
         If ``epochs`` or ``seed`` is negative, ``lr`` is not a finite number >= 0,
         ``batch_size`` is below 1, ``train`` or ``test`` is empty, its
@@ -195,6 +198,8 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
     # Checked now: a bad seed failed in NumPy once the first epoch began (after a PCA refit).
     seed = check_int(seed, "seed", minimum=0)
     lr = check_float(lr, "lr", minimum=0.0)  # 0 is taken, as Adam takes it: a frozen pass
+    if callback is not None and not callable(callback):  # it failed after the first epoch
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}.")
     _check_training_data(model, train, test, batch_size)
     model.set_target_scale(train.targets)
     if hasattr(model.embedding, "clear_cache"):
@@ -227,7 +232,8 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
         log.losses.append(float(np.mean(losses)) if losses else float("nan"))
         if test is not None:
             log.test_rmse.append(rmse(model, test, batch_size))
-        if callback is not None and callback(epoch, log):
+        # True only: a callback returning the log (or a number) stopped after one epoch.
+        if callback is not None and _asks_to_stop(callback(epoch, log)):
             break
     return log
 
