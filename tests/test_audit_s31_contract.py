@@ -133,3 +133,47 @@ def test_fit_stops_on_true_only_as_its_docstring_says():
     assert len(log.losses) == 2
     with pytest.raises(TypeError, match="callback must return True"):
         fit(model, train, epochs=3, batch_size=4, callback=lambda epoch, log: log)
+
+
+def _function_tensor():
+
+    import tensorly_cross as tlc
+
+    return tlc.FunctionTensor(lambda idx: 1.0 / (1.0 + idx.sum(axis=1)), (8,) * 3)
+
+
+@pytest.mark.parametrize("first, second, named", [
+    (dict(), dict(method="tci"), "method='auto' there, 'tci' here"),
+    (dict(method="tci"), dict(), "method='tci' there, 'auto' here"),
+])
+def test_a_checkpoint_mismatch_names_the_arguments_tt_cross_takes(tmp_path, first, second,
+                                                                  named):
+    # "a checkpoint of ... other arguments raises CheckpointMismatchError, which names what
+    # differs" (docs/scale.rst): method="auto" against "tci" was named "handover=True there,
+    # False here", an argument tt_cross has not.
+    import tensorly_cross as tlc
+
+    path = tmp_path / "run.ckpt"
+    tlc.tt_cross(_function_tensor(), tol=1e-8, random_state=0, checkpoint=path, **first)
+    with pytest.raises(tlc.CheckpointMismatchError) as caught:
+        tlc.tt_cross(_function_tensor(), tol=1e-8, random_state=0, checkpoint=path, **second)
+    assert named in str(caught.value) and "handover" not in str(caught.value)
+
+
+def test_a_checkpoint_mismatch_names_differentiable(tmp_path):
+    # differentiable=True is part of the fingerprint (docs/scale.rst); its mismatch was
+    # named "refine=None there, False here".
+    torch = pytest.importorskip("torch")
+    import tensorly as tl
+
+    import tensorly_cross as tlc
+
+    path = tmp_path / "run.ckpt"
+    with tl.backend_context("pytorch"):
+        f = tlc.FunctionTensor(lambda idx: 1.0 / (1.0 + torch.as_tensor(idx).sum(1)), (8,) * 3)
+        tlc.tt_cross(f, tol=1e-8, random_state=0, checkpoint=path, method="tci")
+        with pytest.raises(tlc.CheckpointMismatchError) as caught:
+            tlc.tt_cross(f, tol=1e-8, random_state=0, checkpoint=path, method="tci",
+                         differentiable=True)
+    message = str(caught.value)
+    assert "differentiable=False there, True here" in message and "refine" not in message

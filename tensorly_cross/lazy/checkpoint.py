@@ -417,13 +417,25 @@ def _mismatch(path, header, shape, arguments):
         return (f"checkpoint={path!r} was written for a tensor of shape "
                 f"{tuple(header.get('shape', []))}, this one has shape {tuple(shape)}; "
                 "use another checkpoint path.")
-    stored = header.get("arguments", {})
+    stored, arguments = _as_given(header.get("arguments", {})), _as_given(arguments)
     differ = sorted(key for key in set(stored) | set(arguments)
                     if stored.get(key) != arguments.get(key))
     details = ", ".join(f"{key}={stored.get(key)!r} there, {arguments.get(key)!r} here"
                         for key in differ)
     return (f"checkpoint={path!r} was written with other arguments ({details}); rerun with "
             "the same arguments to resume, or use another checkpoint path.")
+
+
+def _as_given(arguments):
+    """Bound ``arguments`` in the terms of :func:`tt_cross`: ``handover`` and ``refine``
+    are set from ``method="auto"`` and ``differentiable``, and a mismatch message named
+    them ("handover=True there, False here"), arguments no caller can pass."""
+    given = dict(arguments)
+    if given.pop("handover", False):  # "auto" resolved to TCI, handing over where it stalls
+        given["method"] = "auto"
+    # refine: absent (the default, True) or False, which differentiable=True sets
+    given["differentiable"] = given.pop("refine", True) is False
+    return given
 
 
 class CheckpointedTensor(LazyTensor):
