@@ -177,3 +177,17 @@ def test_a_checkpoint_mismatch_names_differentiable(tmp_path):
                          differentiable=True)
     message = str(caught.value)
     assert "differentiable=False there, True here" in message and "refine" not in message
+
+
+def test_a_checkpoint_of_tt_cross_refused_by_select_indices_says_why(tmp_path):
+    # select_indices searches as differentiable=True does (no refinement): a plain
+    # tt_cross's checkpoint is another run's; the message named "refine", no argument.
+    import tensorly_cross as tlc
+
+    path = tmp_path / "run.ckpt"
+    tlc.tt_cross(_function_tensor(), tol=1e-8, random_state=0, checkpoint=path)
+    with pytest.raises(tlc.CheckpointMismatchError) as caught:
+        tlc.select_indices(_function_tensor(), tol=1e-8, random_state=0, checkpoint=path)
+    message = str(caught.value)
+    assert "refine" not in message
+    assert "select_indices searches as tt_cross(..., differentiable=True) does" in message

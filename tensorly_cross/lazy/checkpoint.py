@@ -422,6 +422,8 @@ def _mismatch(path, header, shape, arguments):
                     if stored.get(key) != arguments.get(key))
     details = ", ".join(f"{key}={stored.get(key)!r} there, {arguments.get(key)!r} here"
                         for key in differ)
+    if "differentiable" in differ:  # select_indices has no such argument, yet differs so
+        details += "; select_indices searches as tt_cross(..., differentiable=True) does"
     return (f"checkpoint={path!r} was written with other arguments ({details}); rerun with "
             "the same arguments to resume, or use another checkpoint path.")
 
