@@ -191,3 +191,18 @@ def test_a_checkpoint_of_tt_cross_refused_by_select_indices_says_why(tmp_path):
     message = str(caught.value)
     assert "refine" not in message
     assert "select_indices searches as tt_cross(..., differentiable=True) does" in message
+
+
+def test_tt_inner_many_of_an_empty_stack_is_an_empty_vector():
+    # "inner : torch.Tensor of shape (K,)": a stack of K = 0 TTs raised
+    # "IndexError: index 0 is out of bounds for dimension 0 with size 0".
+    torch = pytest.importorskip("torch")
+    from tensorly_cross.nn import tt_inner_many
+
+    tt = [torch.ones(1, 3, 2, dtype=torch.float64), torch.ones(2, 4, 1, dtype=torch.float64)]
+    stacked = [torch.ones(0, 1, 3, 2, dtype=torch.float64),
+               torch.ones(0, 2, 4, 1, dtype=torch.float64)]
+    inner = tt_inner_many(tt, stacked)
+    assert inner.shape == (0,) and inner.dtype == torch.float64
+    with pytest.raises(ValueError, match="mode sizes"):  # still checked without a TT
+        tt_inner_many(tt, [torch.ones(0, 1, 5, 2, dtype=torch.float64), stacked[1]])

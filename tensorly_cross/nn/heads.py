@@ -83,7 +83,8 @@ def tt_inner_many(tt, stacked):
     Raises
     ------
     ValueError
-        If ``tt`` is not a TT, or ``stacked`` is not a stack of TTs of its mode sizes.
+        If ``tt`` is not a TT, or ``stacked`` is not a stack of TTs of its mode sizes (a
+        stack of ``K = 0`` TTs is one: the result is empty).
     TypeError
         If their cores differ in dtype.
     """
@@ -157,7 +158,10 @@ def _stacked_shape(stacked):
     if len({int(cores.shape[0]) for cores in stacked}) != 1:
         raise ValueError(f"stacked must hold the same number of TTs in every mode, got "
                          f"{[int(cores.shape[0]) for cores in stacked]}.")
-    return tt_shape([cores[0] for cores in stacked], "stacked")
+    # The shapes alone, on the meta device: a stack of K = 0 TTs has no cores[0] to check
+    # (an IndexError), yet its inner products are the empty vector.
+    return tt_shape([torch.empty(cores.shape[1:], device="meta") for cores in stacked],
+                    "stacked")
 
 
 def _check_one_dtype(first, second, first_name, second_name):
