@@ -206,3 +206,16 @@ def test_tt_inner_many_of_an_empty_stack_is_an_empty_vector():
     assert inner.shape == (0,) and inner.dtype == torch.float64
     with pytest.raises(ValueError, match="mode sizes"):  # still checked without a TT
         tt_inner_many(tt, [torch.ones(0, 1, 5, 2, dtype=torch.float64), stacked[1]])
+
+
+def test_crossinfo_to_dict_holds_the_error_its_repr_shows():
+    # to_dict ("for JSON or a table") had heldout_bound but not val_error, the error of
+    # the TT returned, which the repr shows beside it: a table of runs lacked its result.
+    import math
+
+    import tensorly_cross as tlc
+
+    _, info = tlc.tt_cross(_function_tensor(), tol=1e-8, random_state=0, return_info=True)
+    data = info.to_dict()
+    assert data["val_error"] == info.val_error and data["heldout_bound"] == info.heldout_bound
+    assert math.isnan(tlc.CrossInfo(method="tci").to_dict()["val_error"])  # no sweep yet

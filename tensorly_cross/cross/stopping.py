@@ -172,9 +172,10 @@ class CrossInfo:
         Returns
         -------
         data : dict
-            Every field by name.
+            Every field by name, and the properties :attr:`val_error` and
+            :attr:`heldout_bound` (as the repr shows them).
         """
-        return dict(asdict(self), heldout_bound=self.heldout_bound)
+        return dict(asdict(self), val_error=self.val_error, heldout_bound=self.heldout_bound)
 
 
 # Confidence of the held-out bound: at most this chance that a fraction heldout_bound(n) of
