@@ -219,3 +219,19 @@ def test_crossinfo_to_dict_holds_the_error_its_repr_shows():
     data = info.to_dict()
     assert data["val_error"] == info.val_error and data["heldout_bound"] == info.heldout_bound
     assert math.isnan(tlc.CrossInfo(method="tci").to_dict()["val_error"])  # no sweep yet
+
+
+def test_crossindices_dict_and_its_refusals_are_as_documented():
+    # to_dict's docstring listed five keys of six ("ranks" left out), and from_dict's Raises
+    # only ValueError, while a non-dict raises TypeError.
+    import numpy as np
+
+    import tensorly_cross as tlc
+
+    indices = tlc.select_indices(np.ones((4, 5, 6)), rank=2, random_state=0)
+    assert set(indices.to_dict()) == {"shape", "left", "right", "nested", "block", "ranks"}
+    for key in indices.to_dict():
+        assert f"``{key}``" in tlc.CrossIndices.to_dict.__doc__
+    with pytest.raises(TypeError, match="must be a dict"):
+        tlc.CrossIndices.from_dict([indices.to_dict()])
+    assert "TypeError" in tlc.CrossIndices.from_dict.__doc__

@@ -160,7 +160,8 @@ class CrossIndices:
         Returns
         -------
         data : dict
-            ``shape``, ``left``, ``right`` (lists of ints), ``nested`` and ``block``;
+            ``shape``, ``left``, ``right`` (lists of ints), ``nested``, ``block`` and
+            ``ranks`` (the least-squares cross's bond ranks, else None);
             :meth:`from_dict` reads it back.
         """
         # int(): NumPy integers (a hand-built shape, np.array([4, 5, 6])) are not JSON
@@ -200,6 +201,8 @@ class CrossIndices:
 
         Raises
         ------
+        TypeError
+            If ``data`` is not a dict.
         ValueError
             If the sets are inconsistent, or one holds no multi-index.
         """
