@@ -235,3 +235,23 @@ def test_crossindices_dict_and_its_refusals_are_as_documented():
     with pytest.raises(TypeError, match="must be a dict"):
         tlc.CrossIndices.from_dict([indices.to_dict()])
     assert "TypeError" in tlc.CrossIndices.from_dict.__doc__
+
+
+@pytest.mark.parametrize("kwargs, error, name", [
+    (dict(cpu_batch=2.7), TypeError, "cpu_batch"),  # was int(2.7): 2, without a word
+    (dict(cpu_batch=0), ValueError, "cpu_batch"),  # was 0 patches per call
+    (dict(cpu_batch=True), TypeError, "cpu_batch"),
+    (dict(memory_fraction=0.0), ValueError, "memory_fraction"),
+    (dict(memory_fraction=1.5), ValueError, "memory_fraction"),
+    (dict(memory_fraction="half"), TypeError, "memory_fraction"),
+    (dict(patch_size=0), ValueError, "patch_size"),
+])
+def test_device_batch_size_checks_its_arguments_on_every_device(kwargs, error, name):
+    # "Every public function validates its arguments first ... nothing is coerced
+    # silently" (docs/guarantees.rst): on CPU every argument went unread or through int().
+    pytest.importorskip("torch")
+    from tensorly_cross.nn import default_encoder, device_batch_size
+
+    arguments = dict(encoder=default_encoder(3, 2), patch_size=3, device="cpu")
+    with pytest.raises(error, match=name):
+        device_batch_size(**{**arguments, **kwargs})

@@ -20,7 +20,7 @@ import threading
 import tensorly as tl
 import torch
 
-from .._validation import check_int
+from .._validation import check_float, check_int
 from .patches import encode_patches
 
 
@@ -247,23 +247,39 @@ def device_batch_size(encoder, patch_size, device=None, dtype=None, memory_fract
     batch_size : int
         On CUDA between 256 and ``2**20``; elsewhere ``cpu_batch``.
 
+    Raises
+    ------
+    TypeError
+        If ``patch_size`` or ``cpu_batch`` is not an int, or ``memory_fraction`` not a
+        real number.
+    ValueError
+        If ``patch_size`` or ``cpu_batch`` is below 1, or ``memory_fraction`` outside
+        ``(0, 1]``.
+
     Examples
     --------
     >>> from tensorly_cross.nn import default_encoder, device_batch_size
     >>> device_batch_size(default_encoder(patch_size=3, n_features=2), 3, device="cpu")
     16384
     """
+    # Checked on every device: on CPU they went unread or through int() (2.7 gave 2).
+    patch_size = check_int(patch_size, "patch_size", minimum=1)
+    cpu_batch = check_int(cpu_batch, "cpu_batch", minimum=1)
+    memory_fraction = check_float(memory_fraction, "memory_fraction", minimum=0.0, strict=True)
+    if memory_fraction > 1:
+        raise ValueError(f"memory_fraction must be in (0, 1] (a share of the free memory), "
+                         f"got {memory_fraction}.")
     parameter = next(encoder.parameters(), None)
     device = torch.device(device) if device is not None else (
         parameter.device if parameter is not None else torch.device("cpu"))
     dtype = dtype or (parameter.dtype if parameter is not None else torch.get_default_dtype())
     if device.type != "cuda":
-        return int(cpu_batch)
+        return cpu_batch
     probe = 256
     torch.cuda.synchronize(device)
     before = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
-    patches = torch.zeros((probe, 1) + (int(patch_size),) * 3, device=device, dtype=dtype)
+    patches = torch.zeros((probe, 1) + (patch_size,) * 3, device=device, dtype=dtype)
     with torch.enable_grad():
         output = encoder(patches)
         per_patch = max((torch.cuda.max_memory_allocated(device) - before) / probe, 1.0)
