@@ -255,3 +255,17 @@ def test_device_batch_size_checks_its_arguments_on_every_device(kwargs, error, n
     arguments = dict(encoder=default_encoder(3, 2), patch_size=3, device="cpu")
     with pytest.raises(error, match=name):
         device_batch_size(**{**arguments, **kwargs})
+
+
+@pytest.mark.parametrize("generator", [0, 3, "seed", __import__("numpy").random.default_rng(0)])
+def test_tt_probe_head_names_a_generator_that_is_not_torch_s(generator):
+    # "generator : torch.Generator, optional": an int seed failed in torch.randn with
+    # "received an invalid combination of arguments", naming neither the head nor the fix.
+    torch = pytest.importorskip("torch")
+    from tensorly_cross.nn import TTProbeHead
+
+    with pytest.raises(TypeError, match=r"generator must be a torch\.Generator or None"):
+        TTProbeHead((4, 4, 2), 3, generator=generator)
+    seeded = torch.Generator().manual_seed(0)  # the remedy the message names
+    assert TTProbeHead((4, 4, 2), 3, generator=seeded)(
+        [torch.ones(1, 4, 1), torch.ones(1, 4, 1), torch.ones(1, 2, 1)]).shape == (3,)

@@ -187,6 +187,15 @@ class TTProbeHead(nn.Module):
     init : {"mean", "random"}
         How the probes start (see the notes).
 
+    Raises
+    ------
+    TypeError
+        If a mode size, ``n_probes`` or ``rank`` is not an int, or ``generator`` is not a
+        ``torch.Generator`` (for a seed ``s``: ``torch.Generator().manual_seed(s)``).
+    ValueError
+        If ``shape`` is empty, a size, ``n_probes`` or ``rank`` is below 1, or ``init`` is
+        not one of the two.
+
     Notes
     -----
     ``init="mean"`` (default) starts every probe near ``ones (x) ... (x) ones (x) w_k`` (the
@@ -213,6 +222,11 @@ class TTProbeHead(nn.Module):
         shape = tuple(check_int(n, f"shape[{k}]", minimum=1) for k, n in enumerate(shape))
         n_probes = check_int(n_probes, "n_probes", minimum=1)
         rank = check_int(rank, "rank", minimum=1)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            # an int seed failed in torch.randn ("invalid combination of arguments")
+            raise TypeError(f"generator must be a torch.Generator or None, got "
+                            f"{type(generator).__name__}; for a seed s, pass "
+                            "torch.Generator().manual_seed(s).")
         ranks = [1] + [rank] * (len(shape) - 1) + [1]
         self.scale = float(torch.tensor(shape, dtype=torch.float64).prod().sqrt())
         cores = [torch.randn(n_probes, ranks[k], n, ranks[k + 1], generator=generator)
