@@ -78,7 +78,7 @@ def write_volume(path, function, shape, chunks=(64, 64, 64)):
         If ``shape`` or ``chunks`` is not 3 ints >= 1.
     FileExistsError
         If ``path`` already holds something else than this volume (another shape, other
-        values, or no zarr array).
+        values, or no zarr array); a file there is refused before anything is written.
     """
     import os
     import shutil
@@ -87,6 +87,9 @@ def write_volume(path, function, shape, chunks=(64, 64, 64)):
     import zarr
 
     shape, chunks = _three_sizes(shape, "shape"), _three_sizes(chunks, "chunks")
+    # Before any work: a file there raised NotADirectoryError, naming the temporary
+    # folder, once the whole volume was written.
+    _refuse_a_file_at(path)
     folder = os.path.dirname(os.path.abspath(path))
     temporary = tempfile.mkdtemp(dir=folder, prefix=f".{os.path.basename(path)}-",
                                  suffix=".tmp")
@@ -121,6 +124,7 @@ def _publish_folder(temporary, path, shape):
     try:
         os.rename(temporary, path)  # atomic; fails onto an existing, non-empty folder
     except OSError:
+        _refuse_a_file_at(path)  # one created since the start
         if not os.path.isdir(path):
             raise
         existing = _stored_shape(path)
@@ -134,6 +138,16 @@ def _publish_folder(temporary, path, shape):
             raise FileExistsError(f"{path!r} already holds a volume of shape {shape} with other "
                                   "values than this function's; remove it or write to "
                                   "another path.") from None
+
+
+def _refuse_a_file_at(path):
+    """Raise FileExistsError if ``path`` exists and is not a folder (a file, a FIFO, a link
+    to either): no zarr volume, and not one to replace."""
+    import os
+
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise FileExistsError(f"{os.fspath(path)!r} already holds a file, not a zarr volume; "
+                              "remove it or write to another path.")
 
 
 def _same_values(first, second):

@@ -269,3 +269,24 @@ def test_tt_probe_head_names_a_generator_that_is_not_torch_s(generator):
     seeded = torch.Generator().manual_seed(0)  # the remedy the message names
     assert TTProbeHead((4, 4, 2), 3, generator=seeded)(
         [torch.ones(1, 4, 1), torch.ones(1, 4, 1), torch.ones(1, 2, 1)]).shape == (3,)
+
+
+def test_write_volume_over_a_file_raises_the_documented_file_exists_error(tmp_path):
+    # "FileExistsError: If path already holds something else than this volume": a regular
+    # file there raised NotADirectoryError naming the temporary folder, after the whole
+    # volume was written.
+    pytest.importorskip("zarr")
+    from tensorly_cross.datasets import blob_phantom, write_volume
+
+    path = tmp_path / "volume.zarr"
+    path.write_text("not a volume")
+    calls = []
+
+    def function(points):
+        calls.append(len(points))
+        return blob_phantom((4, 4, 4))(points)
+
+    with pytest.raises(FileExistsError, match="volume.zarr"):
+        write_volume(str(path), function, (4, 4, 4), chunks=(4, 4, 4))
+    assert path.read_text() == "not a volume" and not calls
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["volume.zarr"]
