@@ -102,7 +102,7 @@ def write_volume(path, function, shape, chunks=(64, 64, 64)):
             slab = np.empty((stop - start, shape[1], shape[2]), dtype=np.float32)
             for i in range(start, stop):
                 points = np.stack([np.full(j.size, i), j.ravel(), k.ravel()], axis=1)
-                slab[i - start] = function(points).reshape(shape[1], shape[2])
+                slab[i - start] = _one_per_row(function(points), points).reshape(j.shape)
             array[start:stop] = slab
         _publish_folder(temporary, path, tuple(shape))
     finally:
@@ -138,6 +138,17 @@ def _publish_folder(temporary, path, shape):
             raise FileExistsError(f"{path!r} already holds a volume of shape {shape} with other "
                                   "values than this function's; remove it or write to "
                                   "another path.") from None
+
+
+def _one_per_row(values, points):
+    """``values`` as a vector, one per row of ``points``; a ValueError naming
+    the function otherwise (NumPy's "cannot reshape array of size 3" named nothing)."""
+    values = np.asarray(values)
+    if values.size != points.shape[0]:
+        raise ValueError(f"function returned {values.size} values for {points.shape[0]} "
+                         "multi-indices; it must return one value per row of its (m, 3) "
+                         "argument.")
+    return values.reshape(-1)
 
 
 def _refuse_a_file_at(path):

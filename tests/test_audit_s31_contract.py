@@ -290,3 +290,17 @@ def test_write_volume_over_a_file_raises_the_documented_file_exists_error(tmp_pa
         write_volume(str(path), function, (4, 4, 4), chunks=(4, 4, 4))
     assert path.read_text() == "not a volume" and not calls
     assert sorted(p.name for p in tmp_path.iterdir()) == ["volume.zarr"]
+
+
+def test_write_volume_names_a_function_that_returns_the_wrong_number_of_values(tmp_path):
+    # "function(indices) -> values for (m, 3) int multi-indices": three values for a slab
+    # of 16 failed in NumPy, "cannot reshape array of size 3 into shape (4,4)".
+    pytest.importorskip("zarr")
+    import numpy as np
+
+    from tensorly_cross.datasets import write_volume
+
+    with pytest.raises(ValueError, match=r"function returned 3 values for 16 multi-indices"):
+        write_volume(str(tmp_path / "v.zarr"), lambda points: np.zeros(3), (4, 4, 4),
+                     chunks=(4, 4, 4))
+    assert list(tmp_path.iterdir()) == []  # its temporary folder removed
