@@ -170,7 +170,8 @@ def test_a_checkpoint_mismatch_names_differentiable(tmp_path):
 
     path = tmp_path / "run.ckpt"
     with tl.backend_context("pytorch"):
-        f = tlc.FunctionTensor(lambda idx: 1.0 / (1.0 + torch.as_tensor(idx).sum(1)), (8,) * 3)
+        f = tlc.FunctionTensor(
+            lambda idx: 1.0 / (1.0 + torch.as_tensor(idx, dtype=torch.float64).sum(1)), (8,) * 3)
         tlc.tt_cross(f, tol=1e-8, random_state=0, checkpoint=path, method="tci")
         with pytest.raises(tlc.CheckpointMismatchError) as caught:
             tlc.tt_cross(f, tol=1e-8, random_state=0, checkpoint=path, method="tci",
