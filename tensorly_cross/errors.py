@@ -138,8 +138,11 @@ class NonFiniteValueError(ValueError):
     message : str
         The error message; it names the multi-index and the value.
     index : tuple of int
-        The first multi-index (in request order) whose value was not finite; kept as the
-        attribute ``index``.
+        The first multi-index of the batch read whose value was not finite, in that batch's
+        order; kept as the attribute ``index``. A tensor's own ``evaluate`` reads the
+        multi-indices in the order given; an :class:`EvaluationCache` (every cross reads
+        through one) reads each new entry once, in the order of its keys, so the one named
+        there is an offending entry of the request, not necessarily its first.
     value : complex or float
         The offending value; kept as the attribute ``value``.
 

@@ -305,3 +305,21 @@ def test_write_volume_names_a_function_that_returns_the_wrong_number_of_values(t
         write_volume(str(tmp_path / "v.zarr"), lambda points: np.zeros(3), (4, 4, 4),
                      chunks=(4, 4, 4))
     assert list(tmp_path.iterdir()) == []  # its temporary folder removed
+
+
+def test_the_non_finite_index_named_is_the_first_as_its_docstring_says():
+    # NonFiniteValueError.index was documented as "the first multi-index (in request
+    # order)"; through an EvaluationCache (every cross's) it is the first in key order.
+    import numpy as np
+
+    import tensorly_cross as tlc
+
+    f = tlc.FunctionTensor(lambda idx: np.where(idx[:, 0] % 3 == 0, np.nan, 1.0), (4, 4))
+    request = np.array([[1, 1], [3, 0], [0, 3]])
+    with pytest.raises(tlc.NonFiniteValueError) as direct:
+        f.evaluate(request)
+    assert direct.value.index == (3, 0)  # the request's first
+    with pytest.raises(tlc.NonFiniteValueError) as cached:
+        tlc.EvaluationCache(f).evaluate(request)
+    assert cached.value.index in {(3, 0), (0, 3)}  # an offending entry of the request
+    assert "not necessarily its first" in tlc.NonFiniteValueError.__doc__
