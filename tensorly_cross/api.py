@@ -27,7 +27,7 @@ from .cross.subnormal import warn_if_subnormal
 from .cross.tci import TCISweeper
 from .errors import EvaluationBudgetExceeded, MaxTimeReached, RankDeficiencyWarning
 from .lazy.base import views_of
-from .lazy.cache import EvaluationCache
+from .lazy.cache import EvaluationCache, budget_named
 from .lazy.checkpoint import CheckpointedTensor, CheckpointStore
 from .lazy.counted import CountedTensor
 from .lazy.deadline import DeadlineTensor, no_deadline
@@ -470,7 +470,6 @@ def _resume_hint(options):
 
 
 def _initial_cores_or_raise(cache, indices, options, info):
-    max_evals = options.max_evals
     if info.stop_reason == "max_time":
         raise MaxTimeReached(f"max_time={options.max_time} s ran out before the first sweep "
                              f"completed, after {cache.counters.unique} evaluations"
@@ -483,7 +482,7 @@ def _initial_cores_or_raise(cache, indices, options, info):
         finally:  # the entries read here count too
             info.update_counts(cache.counters)
     raise ValueError(
-        f"max_evals={max_evals} is too small for one sweep at rank {indices.rank} "
+        f"{budget_named(cache)} is too small for one sweep at rank {indices.rank} "
         f"(already {cache.counters.unique} evaluations; the first sweep reads up to about "
         f"{min(_sweep_size(indices), cache.size - cache.counters.unique)} more): raise "
         "max_evals."

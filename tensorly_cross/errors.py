@@ -177,6 +177,10 @@ class EvaluationBudgetExceeded(RuntimeError):
     needed : int
         The number of evaluations the batch would have brought the total to; kept as the
         attribute ``needed``.
+    max_evals : int or None
+        The budget that refused the batch (the ``max_evals`` of the cache that raised);
+        kept as the attribute ``max_evals``. A cross that reads through an
+        :class:`EvaluationCache` of the caller's own names it in its message.
 
     Examples
     --------
@@ -186,16 +190,17 @@ class EvaluationBudgetExceeded(RuntimeError):
     >>> try:
     ...     cache.evaluate(np.array([[0, 0], [1, 1], [2, 2], [3, 3]]))
     ... except EvaluationBudgetExceeded as error:
-    ...     print(error.needed)
-    4
+    ...     print(error.needed, error.max_evals)
+    4 3
     """
 
-    def __init__(self, message, needed):
+    def __init__(self, message, needed, max_evals=None):
         super().__init__(message)
         self.needed = needed
+        self.max_evals = max_evals
 
     def __reduce__(self):
-        return _reduce(self, self.needed)
+        return _reduce(self, self.needed, self.max_evals)
 
 
 class MaxTimeReached(RuntimeError):

@@ -32,3 +32,42 @@ def test_a_cache_filled_under_numpy_serves_and_grows_under_pytorch():
     assert isinstance(back, np.ndarray)
     np.testing.assert_array_equal(back, volume[[2, 5], [3, 6], [4, 7]])
     assert cache.value_dtype() == np.float64
+
+
+def _inverse_sum(d=5, n=16):
+    grid = np.linspace(1.0, 2.0, n)
+    return tlc.FunctionTensor.on_grid(lambda x: 1.0 / x.sum(axis=1), [grid] * d)
+
+
+@pytest.mark.parametrize("budget, stage", [(100, "held-out"), (300, "one sweep")])
+def test_a_budget_of_the_cache_passed_as_tensor_is_named_with_its_value(budget, stage):
+    # The run's own max_evals is None: "max_evals=None is too small" named a budget that
+    # does not exist, not the cache's that refused the read.
+    cache = tlc.EvaluationCache(_inverse_sum(), max_evals=budget)
+    with pytest.raises(ValueError, match=stage) as raised:
+        tlc.tt_cross(cache, tol=1e-8, random_state=0)
+    message = str(raised.value)
+    assert "max_evals=None" not in message
+    assert f"max_evals={budget}" in message and "EvaluationCache" in message
+
+
+def test_a_cache_spent_by_an_earlier_run_is_named_on_the_next():
+    cache = tlc.EvaluationCache(_inverse_sum(), max_evals=1500)
+    tlc.tt_cross(cache, rank=2, method="als", random_state=0)  # spends most of it
+    with pytest.raises(ValueError) as raised:
+        tlc.tt_cross(cache, rank=3, method="als", random_state=1)
+    message = str(raised.value)
+    assert "max_evals=1500" in message and "max_evals=None" not in message
+    # the count that ran out is the cache's, earlier runs included
+    assert f"{cache.counters.unique} entries evaluated" in message
+
+
+def test_the_budget_error_keeps_its_limit_through_pickle():
+    import pickle
+
+    cache = tlc.EvaluationCache(tlc.lazy_tensor(np.ones((4, 4))), max_evals=3)
+    with pytest.raises(tlc.EvaluationBudgetExceeded) as raised:
+        cache.evaluate([[0, 0], [1, 1], [2, 2], [3, 3]])
+    assert raised.value.max_evals == 3 and raised.value.needed == 4
+    copy = pickle.loads(pickle.dumps(raised.value))
+    assert (copy.max_evals, copy.needed, str(copy)) == (3, 4, str(raised.value))

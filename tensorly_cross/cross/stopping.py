@@ -8,6 +8,7 @@ import numpy as np
 from .._backend import to_host
 from .._validation import outside_stacklevel
 from ..errors import EvaluationBudgetExceeded, UnseenStructureWarning
+from ..lazy.cache import budget_named
 from .confidence import residual_carriers
 from .indices import cartesian_join, mode_column
 from .tt_entries import tt_entries
@@ -252,7 +253,7 @@ class Validation:
             self._read(count)
         except EvaluationBudgetExceeded as error:  # before any sweep: the budget is too small
             raise ValueError(
-                f"max_evals={getattr(lazy, 'max_evals', None)} is too small for the {count} "
+                f"{budget_named(lazy)} is too small for the {count} "
                 f"held-out entries read first (val_size={size}"
                 + (f", whole positions of {self.block} channels" if self.channels else "")
                 + "); raise max_evals or lower val_size.") from error

@@ -10,7 +10,7 @@ import tensorly as tl
 from .._backend import backend_name, take_rows, to_host
 from .._validation import check_int
 from ..errors import EvaluationBudgetExceeded
-from .base import LazyTensor, check_indices
+from .base import LazyTensor, check_indices, views_of
 from .chunk_result import evaluating_tensor, take_finished
 from .function import reading_with_graph
 from .keys import KeyScheme, verify_matches
@@ -358,7 +358,7 @@ class EvaluationCache(LazyTensor):
             raise EvaluationBudgetExceeded(
                 f"max_evals={self.max_evals}: {self.counters.unique} entries evaluated, "
                 f"the next batch needs {n_new} more.",
-                needed=self.counters.unique + n_new,
+                needed=self.counters.unique + n_new, max_evals=self.max_evals,
             )
 
     def _compute(self, indices):
@@ -397,6 +397,32 @@ class EvaluationCache(LazyTensor):
         slots = self._values.append(new_values)
         self._keys.insert(new_keys, slots)
         return slots
+
+
+def budget_named(cache):
+    """How a message names the budget that refused a read through a run's ``cache``.
+
+    Its ``max_evals``; where the run has none, that of an :class:`EvaluationCache` its
+    tensor is read through (the caller's own, passed as the tensor: its count runs over
+    every run that shares it). Messages said "max_evals=None is too small" there.
+
+    Parameters
+    ----------
+    cache : EvaluationCache
+        The cache a cross reads through.
+
+    Returns
+    -------
+    str
+        ``"max_evals=<n>"``, or that of the inner cache with where it is and its count.
+    """
+    if cache.max_evals is None:
+        for view in views_of(cache.lazy):
+            if isinstance(view, EvaluationCache) and view.max_evals is not None:
+                return (f"max_evals={view.max_evals} of the EvaluationCache the tensor is "
+                        f"read through ({view.counters.unique} entries evaluated in all, "
+                        "earlier runs on it included)")
+    return f"max_evals={cache.max_evals}"
 
 
 class SortedKeys:
