@@ -5,6 +5,7 @@ in-place rank-1 update. Both sit on the hot path of maxvol, so each backend gets
 native LAPACK/BLAS call here; everything else in the package uses ``tl.*`` only.
 """
 
+import contextlib
 import functools
 import sys
 
@@ -38,6 +39,35 @@ def _is_compiling(torch):
 def backend_name():
     """Name of the active TensorLy backend (``"numpy"``, ``"pytorch"``, ``"jax"``, ...)."""
     return tl.get_backend()
+
+
+@contextlib.contextmanager
+def thread_backend(name):
+    """``name`` as this thread's TensorLy backend inside, then this thread's state as it
+    was: its own backend, or none of its own (following the process-wide one).
+
+    ``tl.set_backend(previous, local_threadsafe=True)`` on leaving gave a thread that had
+    followed the process-wide backend one of its own: a pool thread that ran a JAX cross
+    stayed on JAX after ``tl.set_backend("numpy")``, which every other thread followed.
+    Where TensorLy keeps its per-thread state elsewhere than ``_THREAD_LOCAL_DATA`` (a
+    version not known here), the previous backend is set back as the thread's own.
+
+    Parameters
+    ----------
+    name : str
+        The backend to run the block under, in this thread only.
+    """
+    local = getattr(tl.backend.BackendManager, "_THREAD_LOCAL_DATA", None)
+    own = None if local is None else local.__dict__.get("backend")
+    previous = tl.get_backend()
+    tl.set_backend(name, local_threadsafe=True)
+    try:
+        yield
+    finally:
+        if local is not None and own is None:
+            local.__dict__.pop("backend", None)  # follows the process-wide backend again
+        else:
+            tl.set_backend(own if own is not None else previous, local_threadsafe=True)
 
 
 def to_host(tensor):

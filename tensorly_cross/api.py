@@ -7,7 +7,7 @@ import warnings
 import tensorly as tl
 from tensorly.tt_tensor import TTTensor
 
-from ._backend import backend_name, eager_under_torch_compile
+from ._backend import backend_name, eager_under_torch_compile, thread_backend
 from ._validation import check_bool, check_random_state, outside_stacklevel
 from .cross.als import ALSSweeper
 from .cross.assemble import assemble_cores
@@ -356,12 +356,9 @@ def _search_backend():
         yield False
         return
     # Set and restored in this thread only (tl.backend_context would restore the global
-    # default too, switching other threads to JAX).
-    tl.set_backend("numpy", local_threadsafe=True)
-    try:
+    # default too, switching other threads to JAX), as this thread's state was.
+    with thread_backend("numpy"):
         yield True
-    finally:
-        tl.set_backend(previous, local_threadsafe=True)
 
 
 def _select(lazy, options, random_state, start):

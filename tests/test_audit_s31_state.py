@@ -71,3 +71,38 @@ def test_the_budget_error_keeps_its_limit_through_pickle():
     assert raised.value.max_evals == 3 and raised.value.needed == 4
     copy = pickle.loads(pickle.dumps(raised.value))
     assert (copy.max_evals, copy.needed, str(copy)) == (3, 4, str(raised.value))
+
+
+def test_a_jax_cross_in_a_worker_thread_leaves_it_following_the_process_backend():
+    # The search runs in NumPy in this thread only, and set JAX back as this thread's own
+    # backend: a pool thread that had followed the process-wide one stayed on JAX after
+    # tl.set_backend("numpy"), which every other thread followed.
+    pytest.importorskip("jax")
+    from concurrent.futures import ThreadPoolExecutor
+
+    volume = _volume()
+    previous = tl.get_backend()
+    try:
+        tl.set_backend("jax")
+        with ThreadPoolExecutor(1) as pool:
+            assert pool.submit(tl.get_backend).result() == "jax"
+            tt = pool.submit(lambda: tlc.tt_cross(volume, rank=2, random_state=0)).result()
+            assert tl.get_backend() == "jax" and "jax" in type(tt[0]).__module__
+            tl.set_backend("numpy")
+            assert pool.submit(tl.get_backend).result() == "numpy"
+    finally:
+        tl.set_backend(previous)
+
+
+def test_a_jax_cross_keeps_a_thread_s_own_backend():
+    pytest.importorskip("jax")
+    volume = _volume()
+    previous = tl.get_backend()
+    try:
+        tl.set_backend("numpy")
+        with tl.backend_context("jax", local_threadsafe=True):
+            tlc.tt_cross(volume, rank=2, random_state=0)
+            assert tl.get_backend() == "jax"
+        assert tl.get_backend() == "numpy"
+    finally:
+        tl.set_backend(previous)
