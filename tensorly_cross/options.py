@@ -90,7 +90,11 @@ rank : int, list of int or None
         its exact error over every entry instead. Drawn with replacement; capped at the
         number of entries (or the default, if larger).
     random_state : None, int, numpy RandomState or Generator
-        Seed of every random choice: the same seed gives the same indices and result.
+        Seed of every random choice: the same int gives the same indices and result (an
+        int ``n`` runs as ``numpy.random.default_rng(n)``). A Generator or RandomState
+        object is drawn from, and moves on: passed to two calls, it gives two different
+        runs (pass an int, or a fresh generator, to repeat one). None: a fresh seed from
+        the operating system's entropy.
     verbose : bool, default False
         Print one line per sweep.
     callback : callable or None

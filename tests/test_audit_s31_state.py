@@ -106,3 +106,28 @@ def test_a_jax_cross_keeps_a_thread_s_own_backend():
         assert tl.get_backend() == "numpy"
     finally:
         tl.set_backend(previous)
+
+
+def test_an_int_seed_repeats_a_run_and_a_generator_is_drawn_from_as_documented():
+    f = _inverse_sum(d=4, n=8)
+
+    def run(seed):
+        return tlc.tt_cross(f, tol=1e-8, random_state=seed, return_info=True)
+
+    (first, info_first), (again, info_again) = run(3), run(3)
+    assert info_first.n_evals == info_again.n_evals
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    # An int n runs as np.random.default_rng(n) ...
+    fresh, _ = run(np.random.default_rng(3))
+    assert all(np.array_equal(a, b) for a, b in zip(first, fresh, strict=True))
+    # ... and a Generator (or RandomState) object is drawn from: it moves on, call by call.
+    generator = np.random.default_rng(3)
+    run(generator)
+    assert generator.bit_generator.state != np.random.default_rng(3).bit_generator.state
+    state = np.random.RandomState(3)
+    run(state)
+    assert state.get_state()[2] != np.random.RandomState(3).get_state()[2] or \
+        not np.array_equal(state.get_state()[1], np.random.RandomState(3).get_state()[1])
+    # documented so where the parameter is
+    doc = " ".join(tlc.tt_cross.__doc__.split())
+    assert "drawn from" in doc and "default_rng" in doc
