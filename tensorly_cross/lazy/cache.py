@@ -327,7 +327,10 @@ class EvaluationCache(LazyTensor):
         with self._lock:
             if self._values is None or not self._values.size:
                 return 0.0
-            return float(to_host(tl.max(tl.abs(self._values.on_active_backend()))))
+            values = self._values.filled()
+            if not tl.is_tensor(values):  # stored under another backend
+                return float(np.max(np.abs(to_host(values))))
+            return float(to_host(tl.max(tl.abs(values))))
 
     def value_dtype(self):
         """The NumPy dtype of the cached values (None before any is cached).
@@ -488,21 +491,23 @@ class _ValueStore:
         self.buffer = None
         self.size = 0
 
-    def on_active_backend(self):
-        """The filled part of the buffer, moved first to the active backend if it holds
-        another's tensors. A cache outlives ``tl.set_backend``: filled under NumPy, then
-        read under PyTorch (or back), its hits came back as the other backend's arrays
-        and its next misses failed in ``torch.cat`` ("expected Tensor ... got
-        numpy.ndarray"). Moved by value: cached entries carry no gradient to keep (the
-        reads that need one are never stored)."""
-        if self.buffer is not None and not tl.is_tensor(self.buffer):
-            self.buffer = tl.tensor(to_host(self.buffer[: self.size]))
+    def filled(self):
+        """The filled part of the buffer, on whatever backend it was stored under."""
         return None if self.buffer is None else self.buffer[: self.size]
+
+    def _move_to_active_backend(self):
+        """Before new values are stored with them: the buffer moved to the active backend
+        if it holds another's tensors. A cache outlives ``tl.set_backend``: filled under
+        NumPy, then read under PyTorch (or back), its next misses failed in ``torch.cat``
+        ("expected Tensor ... got numpy.ndarray"). Moved by value: cached entries carry
+        no gradient to keep (the reads that need one are never stored)."""
+        if self.buffer is not None and not tl.is_tensor(self.buffer):
+            self.buffer = tl.tensor(to_host(self.filled()))
 
     def append(self, values):
         count = int(values.shape[0])
         slots = np.arange(self.size, self.size + count, dtype=np.int64)
-        self.on_active_backend()
+        self._move_to_active_backend()
         if self.buffer is not None and values.dtype != self.buffer.dtype:
             self._promote(values)
         if self.buffer is None:
@@ -535,7 +540,11 @@ class _ValueStore:
             self.buffer = tl.concatenate([self.buffer, widened])
 
     def take(self, slots):
-        self.on_active_backend()
+        if not tl.is_tensor(self.buffer):
+            # Stored under another backend (a hit after tl.set_backend): the rows alone
+            # come back in the active one; the buffer stays as it is (under JAX without
+            # 64-bit floats, moving it whole would round every cached entry).
+            return tl.tensor(to_host(self.filled())[slots])
         return take_rows(self.buffer, slots)
 
 
