@@ -131,3 +131,12 @@ def test_an_int_seed_repeats_a_run_and_a_generator_is_drawn_from_as_documented()
     # documented so where the parameter is
     doc = " ".join(tlc.tt_cross.__doc__.split())
     assert "drawn from" in doc and "default_rng" in doc
+
+
+def test_streaming_tt_svd_takes_a_random_state_as_documented():
+    volume = _volume()
+    doc = " ".join(tlc.streaming_tt_svd.__doc__.split())
+    assert "None, int, numpy RandomState or Generator" in doc
+    first = tlc.streaming_tt_svd(volume, rank=2, random_state=np.random.RandomState(0))
+    again = tlc.streaming_tt_svd(volume, rank=2, random_state=np.random.RandomState(0))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))

@@ -69,6 +69,11 @@ class EvaluationCache(LazyTensor):
     Thread-safe: batches from several threads are served one at a time (a lock around each
     lookup, evaluation and insertion), so the keys, values and counters stay consistent.
 
+    Reusable across runs and backends: passed as the tensor of several crosses, it serves
+    each the entries an earlier one computed (its counters and ``max_evals`` count over
+    all of them), and values cached under one TensorLy backend come back in the one
+    active when they are read.
+
     Under PyTorch, the cores' read with gradient (:func:`~tensorly_cross.cross_interpolate`
     with grad enabled, ``tt_cross(..., differentiable=True)``) computes one entry of each
     batch afresh; where it carries autograd's graph, the whole batch is computed afresh

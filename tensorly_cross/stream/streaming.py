@@ -124,8 +124,9 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
         open h5py dataset, raises ValueError before any block is read); else in local
         threads. Default: the client a volume was
         opened with (``open_volume(path, client=...)``), if any.
-    random_state : None, int or numpy Generator
-        Seed of the sketches' random test matrices.
+    random_state : None, int, numpy RandomState or Generator
+        Seed of the sketches' random test matrices: an int repeats a run; a Generator or
+        RandomState object is drawn from, so two calls given one object differ.
     block_bytes : int, default 32 MiB
         Largest block read at once (as float64), per thread or worker.
     return_info : bool, default False
