@@ -163,6 +163,7 @@ def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=MAX_
     target = tlc.TransposedTensor(volume, axes) if axes else volume
     target = tlc.QuanticsTensor(target) if quantics else target
     input_dtype = _input_dtype(volume)
+    reads_before = _read_counts(volume)
     start = time.perf_counter()
     with progress_bar(n_iter_max, "sweeps", quiet) as progress:
 
@@ -202,11 +203,27 @@ def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=MAX_
     summary = _save(volume, output, tt, metadata, dtype, force)
     # On a cluster the workers read the chunks: the volume's own counts stay at 0.
     remote = getattr(volume, "client", None) is not None
-    summary.update(bytes_read=None if remote else getattr(volume, "bytes_read", None),
-                   chunks_read=getattr(volume, "chunks_read", None),
-                   pages_read=getattr(volume, "pages_read", None), read_remotely=remote,
-                   sweeps=info.n_sweeps, stop=metadata["stop_reason"], tol=tol)
+    reads = _read_counts(volume, since=reads_before)
+    summary.update(bytes_read=None if remote else reads["bytes_read"],
+                   chunks_read=reads["chunks_read"], pages_read=reads["pages_read"],
+                   read_remotely=remote, sweeps=info.n_sweeps, stop=metadata["stop_reason"],
+                   tol=tol)
     return summary
+
+
+# The read counters of a volume (a DaskTensor's chunks, a .npy volume's pages, their bytes).
+READ_COUNTERS = ("bytes_read", "chunks_read", "pages_read")
+
+
+def _read_counts(volume, since=None):
+    """The volume's read counters (None where it keeps none), less those of ``since``: they
+    run over the volume's life, and a second run on one open volume reported both runs'
+    reads as its own."""
+    counts = {name: getattr(volume, name, None) for name in READ_COUNTERS}
+    if since is not None:
+        counts = {name: None if count is None else count - (since[name] or 0)
+                  for name, count in counts.items()}
+    return counts
 
 
 @contextlib.contextmanager
