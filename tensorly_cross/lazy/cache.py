@@ -417,20 +417,22 @@ def budget_named(cache):
     Parameters
     ----------
     cache : EvaluationCache
-        The cache a cross reads through.
+        The cache a cross reads through (another lazy tensor names its ``max_evals``
+        attribute, None without one).
 
     Returns
     -------
     str
         ``"max_evals=<n>"``, or that of the inner cache with where it is and its count.
     """
-    if cache.max_evals is None:
-        for view in views_of(cache.lazy):
+    own = getattr(cache, "max_evals", None)
+    if own is None:
+        for view in views_of(getattr(cache, "lazy", None)):
             if isinstance(view, EvaluationCache) and view.max_evals is not None:
                 return (f"max_evals={view.max_evals} of the EvaluationCache the tensor is "
                         f"read through ({view.counters.unique} entries evaluated in all, "
                         "earlier runs on it included)")
-    return f"max_evals={cache.max_evals}"
+    return f"max_evals={own}"
 
 
 class SortedKeys:
