@@ -108,6 +108,7 @@ def test_a_jax_cross_keeps_a_thread_s_own_backend():
         tl.set_backend(previous)
 
 
+@pytest.mark.filterwarnings("ignore::tensorly_cross.UnseenStructureWarning")
 def test_an_int_seed_repeats_a_run_and_a_generator_is_drawn_from_as_documented():
     f = _inverse_sum(d=4, n=8)
 
