@@ -1,0 +1,56 @@
+"""Audit s31, extreme and degenerate shapes: each test failed before its fix."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import tensorly as tl
+
+import tensorly_cross as tlc
+
+
+@pytest.fixture
+def numpy_backend():
+    with tl.backend_context("numpy"):
+        yield
+
+
+def _peak_bytes(function, *args):
+    tracemalloc.start()
+    try:
+        result = function(*args)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_few_entries_of_a_tt_with_one_huge_mode_do_not_copy_its_core(numpy_backend):
+    # A (4, 400000, 4) middle core is 51 MB: every call copied it whole (moved to C order
+    # for the gather), so 10 entries cost 51 MB and O(n r^2) time, once per chunk of a
+    # larger batch, and each held-out check of a cross on such a mode did the same.
+    rng = np.random.default_rng(0)
+    rank, size = 4, 400_000
+    cores = [rng.standard_normal((1, 3, rank)), rng.standard_normal((rank, size, rank)),
+             rng.standard_normal((rank, 5, 1))]
+    indices = np.stack([rng.integers(0, n, 10) for n in (3, size, 5)], axis=1)
+    values, peak = _peak_bytes(tlc.tt_entries, cores, indices)
+    assert peak < cores[1].nbytes / 8, f"peak {peak / 2**20:.1f} MiB"
+    expected = [cores[0][0, i] @ cores[1][:, j] @ cores[2][:, k, 0] for i, j, k in indices]
+    np.testing.assert_allclose(values, expected, rtol=1e-12)
+
+
+def test_the_strided_gather_of_a_large_mode_carries_gradients():
+    torch = pytest.importorskip("torch")
+    with tl.backend_context("pytorch"):
+        generator = torch.Generator().manual_seed(0)
+        cores = [torch.randn(shape, dtype=torch.float64, generator=generator,
+                             requires_grad=True) for shape in [(1, 3, 2), (2, 50, 3), (3, 4, 1)]]
+        indices = np.array([[0, 7, 1], [2, 49, 3], [1, 7, 0]])  # 3 entries of a mode of 50
+        values = tlc.tt_entries(cores, indices)
+        dense = tl.tt_to_tensor(cores)[tuple(torch.as_tensor(indices).T)]
+        torch.testing.assert_close(values, dense)
+        weights = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+        got = torch.autograd.grad((values * weights).sum(), cores)
+        expected = torch.autograd.grad((dense * weights).sum(), cores)
+        for first, second in zip(got, expected, strict=True):
+            torch.testing.assert_close(first, second)
