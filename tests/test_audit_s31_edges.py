@@ -1,5 +1,6 @@
 """Audit s31, extreme and degenerate shapes: each test failed before its fix."""
 
+import math
 import tracemalloc
 
 import numpy as np
@@ -54,3 +55,33 @@ def test_the_strided_gather_of_a_large_mode_carries_gradients():
         expected = torch.autograd.grad((dense * weights).sum(), cores)
         for first, second in zip(got, expected, strict=True):
             torch.testing.assert_close(first, second)
+
+
+def _every_multi_index(shape):
+    """Every multi-index of ``shape`` in C order, for any number of modes."""
+    rest, columns = np.arange(math.prod(shape)), []
+    for size in reversed(shape):
+        columns.append(rest % size)
+        rest = rest // size
+    return np.stack(columns[::-1], axis=1)
+
+
+@pytest.mark.parametrize("shape", [(1,) * 70, (1,) * 35 + (3,) + (1,) * 35,
+                                   (2,) * 6 + (1,) * 64])
+@pytest.mark.parametrize("method, rank", [("tci", None), ("als", 2), ("lsq", None)])
+@pytest.mark.filterwarnings("ignore:rank.*exceeds what the unfoldings:UserWarning")
+def test_more_than_64_modes_with_few_entries_are_crossed(shape, method, rank):
+    # NumPy arrays have at most 64 axes: np.indices(shape) (the exact error over every
+    # entry of a small tensor) and np.unravel_index over the modes of an index set (the
+    # random starting sets) raised "maximum supported dimension for an ndarray is
+    # currently 64" from inside the cross.
+    weights = np.arange(1.0, len(shape) + 1)
+
+    def function(indices):
+        return 1.0 + indices @ weights
+
+    tt, info = tlc.tt_cross(function, shape=shape, method=method, rank=rank,
+                            random_state=0, return_info=True)
+    indices = _every_multi_index(shape)
+    np.testing.assert_allclose(tlc.tt_entries(tt, indices), function(indices), rtol=1e-10)
+    assert info.val_error <= 1e-10

@@ -5,6 +5,7 @@ import math
 import numpy as np
 
 from .._backend import to_host
+from ..lazy.base import unravel_c_order
 from .indices import CrossIndices
 
 # Random entries probed for the TCI's first pivot when there are no held-out entries.
@@ -24,7 +25,7 @@ def random_distinct_multi_indices(sizes, count, rng, max_rounds=100):
     if total < 2**62:
         flat = rng.choice(total, size=count, replace=False) if total < 2**31 else None
         if flat is not None:
-            return np.stack(np.unravel_index(flat, sizes), axis=1).astype(np.int64)
+            return unravel_c_order(flat, sizes)
     # Huge index spaces: collisions are rare, so draw, deduplicate, repeat (bounded).
     found = np.zeros((0, len(sizes)), dtype=np.int64)
     for _ in range(max_rounds):

@@ -8,6 +8,7 @@ import numpy as np
 from .._backend import to_host
 from .._validation import outside_stacklevel
 from ..errors import EvaluationBudgetExceeded, UnseenStructureWarning
+from ..lazy.base import unravel_c_order
 from ..lazy.cache import budget_named
 from .confidence import residual_carriers
 from .indices import cartesian_join, mode_column
@@ -334,7 +335,7 @@ class Validation:
         if not hasattr(lazy, "max_abs") or size is None or size > EXACT_SIZE or len(lazy) < size:
             return None
         if self._every is None:  # read once: each check asked the cache for every entry
-            every = np.indices(lazy.shape).reshape(len(lazy.shape), -1).T.astype(np.int64)
+            every = unravel_c_order(np.arange(size), lazy.shape)
             self._every = every, to_host(lazy.evaluate(every))  # all cached: no evaluation
         every, values = self._every
         difference = to_host(tt_entries(cores, every)) - values
