@@ -140,6 +140,11 @@ def _select_rows(matrix, tol, max_iter):
     shift, kind = 0, "direct"
     rows, pivot_sizes, candidates = lu_pivot_rows(matrix)
     largest = float(pivot_sizes.max())
+    if not np.isfinite(largest):
+        # LU itself overflowed (entries near float64's largest: its eliminations passed
+        # it, and its later pivots came out inf or NaN). The entries are finite (checked):
+        # their largest sets the scale instead, and LU runs again on the rescaled matrix.
+        largest = float(to_host(tl.max(tl.abs(matrix))))
     if largest > 0 and not SAFE_SCALE[0] < largest < SAFE_SCALE[1]:
         # The coefficients do not depend on the matrix's scale: bring it near 1 by a power
         # of two (exact), since subnormal entries (1e-310) gave NaN coefficients.

@@ -6,8 +6,12 @@ import tracemalloc
 import numpy as np
 import pytest
 import tensorly as tl
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 import tensorly_cross as tlc
+
+from .strategies import seeds
 
 
 @pytest.fixture
@@ -85,3 +89,40 @@ def test_more_than_64_modes_with_few_entries_are_crossed(shape, method, rank):
     indices = _every_multi_index(shape)
     np.testing.assert_allclose(tlc.tt_entries(tt, indices), function(indices), rtol=1e-10)
     assert info.val_error <= 1e-10
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=seeds, n_cols=st.integers(1, 20), extra_rows=st.integers(0, 12),
+       exponent=st.integers(1000, 1023))
+@example(seed=0, n_cols=16, extra_rows=0, exponent=1023)
+@example(seed=2, n_cols=16, extra_rows=2, exponent=1023)
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_maxvol_of_a_matrix_near_float64s_largest_is_that_of_the_matrix_scaled_down(
+        seed, n_cols, extra_rows, exponent, numpy_backend):
+    # Its entries scaled by a power of two, a matrix has the same maxvol rows and
+    # coefficients. Near float64's largest, LU's own pivots overflowed to inf (or nan)
+    # before the rescaling meant for such matrices was decided on them: it was skipped,
+    # and maxvol returned repeated rows and NaN coefficients, other rows, or raised
+    # LinAlgError("Singular matrix") (the examples).
+    rng = np.random.default_rng(seed)
+    matrix = rng.standard_normal((n_cols + extra_rows, n_cols))
+    matrix /= np.abs(matrix).max()
+    rows, coefficients = tlc.maxvol(matrix)
+    scaled_rows, scaled_coefficients = tlc.maxvol(matrix * 2.0**exponent)
+    np.testing.assert_array_equal(scaled_rows, rows)
+    np.testing.assert_allclose(scaled_coefficients, coefficients, rtol=1e-9, atol=1e-12)
+
+
+def test_maxvol_and_rect_maxvol_of_rows_whose_lu_overflows(numpy_backend):
+    # LU of these rows subtracts 1e308 from -1e308: its second pivot was inf, and maxvol
+    # returned B[1] = [1, 0] for the chosen row 1 (not the identity); rect_maxvol raised
+    # LinAlgError("Singular matrix").
+    matrix = np.array([[1e308, 1e308], [1e308, -1e308], [1.0, 2.0]])
+    rows, coefficients = tlc.maxvol(matrix)
+    np.testing.assert_allclose(coefficients[rows], np.eye(2), atol=1e-12)
+    assert np.abs(coefficients).max() <= 1.05
+    np.testing.assert_allclose(coefficients @ matrix[rows], matrix, rtol=1e-12, atol=1e295)
+    rect_rows, rect_coefficients = tlc.rect_maxvol(matrix)
+    np.testing.assert_allclose(rect_coefficients @ matrix[rect_rows], matrix, rtol=1e-12,
+                               atol=1e295)
+    assert np.linalg.norm(rect_coefficients, axis=1).max() <= 1.1
