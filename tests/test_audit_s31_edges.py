@@ -126,3 +126,17 @@ def test_maxvol_and_rect_maxvol_of_rows_whose_lu_overflows(numpy_backend):
     np.testing.assert_allclose(rect_coefficients @ matrix[rect_rows], matrix, rtol=1e-12,
                                atol=1e295)
     assert np.linalg.norm(rect_coefficients, axis=1).max() <= 1.1
+
+
+def test_a_few_entries_of_a_fortran_ordered_first_core_do_not_copy_it(numpy_backend):
+    # The first core's rows were made C-contiguous before the gather: a first core not
+    # in C order (np.asfortranarray, a transposed view) was copied whole for 10 entries.
+    rng = np.random.default_rng(1)
+    size, rank = 400_000, 8
+    cores = [np.asfortranarray(rng.standard_normal((1, size, rank))),
+             rng.standard_normal((rank, 3, 1))]
+    indices = np.stack([rng.integers(0, size, 10), rng.integers(0, 3, 10)], axis=1)
+    values, peak = _peak_bytes(tlc.tt_entries, cores, indices)
+    assert peak < cores[0].nbytes / 8, f"peak {peak / 2**20:.1f} MiB"
+    expected = [cores[0][0, i] @ cores[1][:, j, 0] for i, j in indices]
+    np.testing.assert_allclose(values, expected, rtol=1e-12)

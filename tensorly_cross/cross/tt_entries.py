@@ -164,7 +164,7 @@ def _contract_mode(result, core, mode_indices):
     the first core's rows)."""
     r_left, _, r_right = tl.shape(core)
     if result is None:  # r_0 = 1: rows of the first core, (m, r_1)
-        return take_rows(contiguous(core[0]), mode_indices)
+        return take_rows(_in_c_order_if_cheap(core[0], mode_indices.shape[0]), mode_indices)
     if mode_indices.shape[0] * r_left * r_right <= WORK_ENTRIES:
         picked = take_rows(_slices_first(core, mode_indices.shape[0]), mode_indices)
         # A batch of (1, r_k) @ (r_k, r_{k+1}) products: faster than einsum here.
@@ -181,8 +181,13 @@ def _slices_first(core, n_entries):
     and memory, cost more than the gather it sped up (10 entries of a (4, 400000, 4) core
     copied all its 51 MB), once per chunk of a batch.
     """
-    slices = tl.moveaxis(core, 1, 0)
-    return contiguous(slices) if tl.shape(core)[1] <= n_entries else slices
+    return _in_c_order_if_cheap(tl.moveaxis(core, 1, 0), n_entries)
+
+
+def _in_c_order_if_cheap(slices, n_entries):
+    """``slices`` (indexed along its first axis) in C order when it holds no more of them
+    than ``n_entries`` are gathered: the copy then costs no more than the gather."""
+    return contiguous(slices) if tl.shape(slices)[0] <= n_entries else slices
 
 
 def _contract_by_value(result, core, mode_indices):
