@@ -143,8 +143,9 @@ def _select_rows(matrix, tol, max_iter):
     if not np.isfinite(largest):
         # LU itself overflowed (entries near float64's largest: its eliminations passed
         # it, and its later pivots came out inf or NaN). The entries are finite (checked):
-        # their largest sets the scale instead, and LU runs again on the rescaled matrix.
-        largest = float(to_host(tl.max(tl.abs(matrix))))
+        # their largest part sets the scale instead, and LU runs again on the rescaled
+        # matrix (a part, not the modulus: |1.5e308 + 1.5e308j| is inf too).
+        largest = _largest_part(matrix)
     if largest > 0 and not SAFE_SCALE[0] < largest < SAFE_SCALE[1]:
         # The coefficients do not depend on the matrix's scale: bring it near 1 by a power
         # of two (exact), since subnormal entries (1e-310) gave NaN coefficients.
@@ -173,6 +174,13 @@ def _select_rows(matrix, tol, max_iter):
         # Many rank-1 updates accumulate rounding error; one fresh solve removes it.
         coefficients = _coefficients(matrix, rows)
     return rows, coefficients, (shift, kind)
+
+
+def _largest_part(matrix):
+    """The largest modulus among the real and imaginary parts of a finite matrix's
+    entries (finite, where an entry's own modulus can overflow)."""
+    host = to_host(matrix)
+    return float(max(np.abs(host.real).max(), np.abs(host.imag).max()))
 
 
 def _rescale(matrix, shift):

@@ -140,3 +140,15 @@ def test_a_few_entries_of_a_fortran_ordered_first_core_do_not_copy_it(numpy_back
     assert peak < cores[0].nbytes / 8, f"peak {peak / 2**20:.1f} MiB"
     expected = [cores[0][0, i] @ cores[1][:, j, 0] for i, j in indices]
     np.testing.assert_allclose(values, expected, rtol=1e-12)
+
+
+def test_maxvol_of_complex_entries_whose_modulus_overflows(numpy_backend):
+    # |1.5e308 + 1.5e308j| is inf: the scale taken from the entries' moduli was inf too,
+    # the rescaling was skipped again, and every coefficient came out 0.
+    matrix = np.array([[1.5e308 + 1.5e308j, 1e308], [1e308, -1.5e308 + 1.4e308j],
+                       [1.0, 2.0]])
+    rows, coefficients = tlc.maxvol(matrix)
+    scaled_rows, scaled_coefficients = tlc.maxvol(matrix * 2.0**-1024)
+    np.testing.assert_array_equal(rows, scaled_rows)
+    np.testing.assert_allclose(coefficients, scaled_coefficients, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(coefficients[rows], np.eye(2), atol=1e-12)
