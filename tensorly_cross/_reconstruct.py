@@ -12,6 +12,7 @@ import base64
 import contextlib
 import gzip
 import io
+import math
 import numbers
 import os
 
@@ -60,9 +61,13 @@ def volume_values(tt, metadata, selection):
     else:
         block = _contract([core[:, ranges[axis].start: ranges[axis].stop, :]
                            for core, axis in zip(cores, axes, strict=True)])
-        block = np.transpose(block.reshape([len(ranges[a]) for a in axes]), np.argsort(axes))
-    dropped = tuple(axis for axis, item in enumerate(selection) if not isinstance(item, slice))
-    return block.reshape([len(r) for r in ranges]).squeeze(axis=dropped)
+        # Only the axes of other than one index are put in the volume's order: one of one
+        # index moves no value, and NumPy holds at most 64 axes (a TT of 71 modes, most of
+        # size one, failed on its 2-D slice with "maximum supported dimension").
+        wide = [axis for axis in axes if len(ranges[axis]) != 1]
+        block = np.transpose(block.reshape([len(ranges[a]) for a in wide]), np.argsort(wide))
+    return block.reshape([len(r) for r, item in zip(ranges, selection, strict=True)
+                          if isinstance(item, slice)])
 
 
 def _axis_range(item, size, axis):
@@ -108,10 +113,13 @@ def _contract(cores):
 
 def _pointwise(tt, metadata, shape, ranges):
     from .cross.tt_entries import tt_entries
+    from .lazy.base import unravel_c_order
     from .lazy.quantics import QuanticsLayout
 
-    grid = np.stack(np.meshgrid(*[np.asarray(r) for r in ranges], indexing="ij"), -1)
-    grid = grid.reshape(-1, len(shape))
+    # Every multi-index of the selection, in C order (np.meshgrid made one axis per mode).
+    starts = np.array([r.start for r in ranges], dtype=np.int64)
+    grid = starts + unravel_c_order(np.arange(math.prod(len(r) for r in ranges)),
+                                    [len(r) for r in ranges])
     layout = QuanticsLayout.create(shape, metadata["quantics"]["order"])
     values = [to_host(tt_entries(tt, layout.to_quantics(grid[start: start + POINTWISE_BATCH])))
               for start in range(0, grid.shape[0], POINTWISE_BATCH)]

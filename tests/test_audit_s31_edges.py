@@ -152,3 +152,31 @@ def test_maxvol_of_complex_entries_whose_modulus_overflows(numpy_backend):
     np.testing.assert_array_equal(rows, scaled_rows)
     np.testing.assert_allclose(coefficients, scaled_coefficients, rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(coefficients[rows], np.eye(2), atol=1e-12)
+
+
+@pytest.mark.parametrize("order", [None, "interleaved"])
+def test_reconstruct_writes_a_slice_of_a_tt_of_more_than_64_modes(tmp_path, order):
+    # The slice went through an array with one axis per mode: NumPy's "maximum supported
+    # dimension for an ndarray is currently 64" for a TT of 71 modes, most of size one.
+    from tensorly_cross import cli
+
+    shape = (3,) + (1,) * 69 + (4,)
+    weights = np.arange(1.0, len(shape) + 1)
+
+    def function(indices):
+        return 1.0 + indices @ weights
+
+    metadata = {}
+    if order is None:
+        tt = tlc.tt_cross(function, shape=shape, random_state=0)
+    else:  # digits of an interleaved layout: read entry by entry
+        quantics = tlc.QuanticsTensor(tlc.FunctionTensor(function, shape), order=order)
+        tt = tlc.tt_cross(quantics, random_state=0)
+        metadata = {"shape": list(shape), "quantics": {"order": order}}
+    path = tmp_path / "wide.tt"
+    tlc.save_tt(path, tt, metadata=metadata)
+    output = tmp_path / "slice.npy"
+    assert cli.main(["reconstruct", str(path), "-o", str(output)]) == cli.EXIT_OK
+    # The default slice: the middle of every axis but the last two, (1, 4) here.
+    expected = (1.0 + 1 * weights[0] + np.arange(4) * weights[-1]).reshape(1, 4)
+    np.testing.assert_allclose(np.load(output), expected, rtol=1e-10)
