@@ -180,3 +180,25 @@ def test_reconstruct_writes_a_slice_of_a_tt_of_more_than_64_modes(tmp_path, orde
     # The default slice: the middle of every axis but the last two, (1, 4) here.
     expected = (1.0 + 1 * weights[0] + np.arange(4) * weights[-1]).reshape(1, 4)
     np.testing.assert_allclose(np.load(output), expected, rtol=1e-10)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=seeds, sizes=st.lists(st.sampled_from([1, 1, 2, 3, 5, 7]), min_size=1, max_size=5),
+       method=st.sampled_from(["tci", "als", "lsq"]))
+@pytest.mark.filterwarnings("ignore:rank.*exceeds what the unfoldings:UserWarning")
+def test_an_exactly_low_rank_tensor_with_size_one_modes_is_recovered(seed, sizes, method):
+    # The angle of this audit: modes of size one anywhere, d = 1, ranks capped by the
+    # unfoldings at some bonds only. The reported error must be the true one (every entry
+    # of these small tensors is read or held out).
+    if method == "lsq" and len(sizes) < 2:
+        method = "tci"
+    rng = np.random.default_rng(seed)
+    ranks = [1] + [int(rng.integers(1, 4)) for _ in sizes[1:]] + [1]
+    tensor = tl.to_numpy(tl.tt_to_tensor(tl.random.random_tt(sizes, rank=ranks,
+                                                             random_state=seed % 2**31)))
+    rank = max(ranks) if method == "als" else None
+    tt, info = tlc.tt_cross(tensor, method=method, rank=rank, tol=1e-10,
+                            random_state=seed, return_info=True)
+    error = np.linalg.norm(tl.to_numpy(tt.to_tensor()) - tensor) / np.linalg.norm(tensor)
+    assert error < 1e-8
+    assert info.val_error < 1e-8
