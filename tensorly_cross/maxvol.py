@@ -146,7 +146,8 @@ def _select_rows(matrix, tol, max_iter):
         # their largest part sets the scale instead, and LU runs again on the rescaled
         # matrix (a part, not the modulus: |1.5e308 + 1.5e308j| is inf too).
         largest = _largest_part(matrix)
-    if largest > 0 and not SAFE_SCALE[0] < largest < SAFE_SCALE[1]:
+    low, high = safe_scale(pivot_sizes.dtype)
+    if largest > 0 and not low < largest < high:
         # The coefficients do not depend on the matrix's scale: bring it near 1 by a power
         # of two (exact), since subnormal entries (1e-310) gave NaN coefficients.
         shift = -int(np.frexp(largest)[1])
@@ -207,6 +208,20 @@ def _route_coefficients(matrix, rows, route):
 # Largest LU pivot outside this range: the matrix is rescaled first (round-off would
 # leave the normal range in the solves).
 SAFE_SCALE = (2.0**-500, 2.0**500)
+
+
+def safe_scale(dtype):
+    """:data:`SAFE_SCALE` for float64; for a narrower real ``dtype`` (float32) the same
+    share of its exponent range, 2**-52 to 2**52: float64's bounds never rescaled a
+    float32 matrix, whose entries near its subnormal range (below 2**-126) gave NaN
+    coefficients, other rows or a LinAlgError."""
+    max_exponent = np.finfo(dtype).maxexp
+    if max_exponent >= np.finfo(np.float64).maxexp:
+        return SAFE_SCALE
+    bound = max_exponent // 2 - 12  # 500 for float64, as SAFE_SCALE
+    return 2.0**-bound, 2.0**bound
+
+
 # Ratio of LU pivot sizes above which maxvol works on an orthonormal basis instead.
 ILL_CONDITIONED = 1e3
 

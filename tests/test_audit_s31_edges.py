@@ -202,3 +202,24 @@ def test_an_exactly_low_rank_tensor_with_size_one_modes_is_recovered(seed, sizes
     error = np.linalg.norm(tl.to_numpy(tt.to_tensor()) - tensor) / np.linalg.norm(tensor)
     assert error < 1e-8
     assert info.val_error < 1e-8
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=seeds, n_cols=st.integers(1, 10), extra_rows=st.integers(0, 8),
+       exponent=st.sampled_from([-149 + 24, -130, -126, 100, 126]))
+@example(seed=0, n_cols=3, extra_rows=2, exponent=-130)
+def test_maxvol_of_float32_near_its_ends_is_that_of_the_matrix_scaled(
+        seed, n_cols, extra_rows, exponent, numpy_backend):
+    # The rescaling of matrices near the ends of the range (SAFE_SCALE, 2**-500 to 2**500)
+    # was float64's: float32 entries near its subnormal range (below 2**-126) were never
+    # rescaled, and maxvol returned NaN coefficients, other rows, or raised LinAlgError.
+    # A power of two times a float32 matrix (exact, both ways) has the same maxvol.
+    rng = np.random.default_rng(seed)
+    matrix = rng.standard_normal((n_cols + extra_rows, n_cols))
+    scaled = (matrix / np.abs(matrix).max() * 2.0**exponent).astype(np.float32)
+    unscaled = (scaled.astype(np.float64) * 2.0**-exponent).astype(np.float32)  # exact
+    rows, coefficients = tlc.maxvol(unscaled)
+    scaled_rows, scaled_coefficients = tlc.maxvol(scaled)
+    assert scaled_coefficients.dtype == np.float32
+    np.testing.assert_array_equal(scaled_rows, rows)
+    np.testing.assert_allclose(scaled_coefficients, coefficients, rtol=1e-4, atol=1e-5)
