@@ -8,6 +8,7 @@ import tensorly as tl
 from tensorly.tt_tensor import TTTensor
 
 from ._backend import backend_name, eager_under_torch_compile, thread_backend
+from ._narrowing import backend_cores, narrowing_change, warn_if_narrowing_missed
 from ._validation import check_bool, check_random_state, outside_stacklevel
 from .cross.als import ALSSweeper
 from .cross.assemble import assemble_cores
@@ -109,10 +110,15 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
                             refine=not differentiable)
     with _no_grad(differentiable), _search_backend() as on_host, no_deadline():
         indices, cores, info = _select(lazy, options, random_state, start)
+    searched = cores
     if differentiable:
         cores = _assemble_counted(lazy, indices, info, options.max_evals)
     elif on_host:
-        cores = [tl.tensor(core) for core in cores]
+        cores = backend_cores(cores)
+    if on_host and _rank_adaptive(options):
+        # The search ran in float64 on the host; JAX without x64 returns single precision.
+        warn_if_narrowing_missed(info.val_error, options.tol,
+                                 narrowing_change(searched, cores), "tt_cross")
     tt = TTTensor(cores)
     info.total_seconds = time.perf_counter() - start
     return (tt, info) if return_info else tt
@@ -341,6 +347,12 @@ def _no_grad(active):
 
         return torch.no_grad()
     return contextlib.nullcontext()
+
+
+def _rank_adaptive(options):
+    """Whether ``tol`` is the run's target (TCI's ``rank`` is only a cap), as for
+    :func:`warn_if_missed`: a fixed rank is the target of the others."""
+    return options.rank is None or options.method == "tci"
 
 
 @contextlib.contextmanager

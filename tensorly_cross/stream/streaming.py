@@ -7,9 +7,9 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-import tensorly as tl
 from tensorly.tt_tensor import TTTensor
 
+from .._narrowing import backend_cores, narrowing_change, warn_if_narrowing_missed
 from .._validation import check_bool, check_float, check_int, check_random_state
 from ..cross.ranks import expand_rank
 from ..errors import ToleranceNotMetWarning
@@ -218,7 +218,11 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
         # The crosses' class for a miss: one filter turns every missed tol into an error.
         message = f"relative error {info.error:.3g} > tol={tol}: {remedy} to meet it."
         warnings.warn(ToleranceNotMetWarning(message, info.error, tol), stacklevel=2)
-    tt = TTTensor([tl.tensor(c) for c in cores])
+    returned = backend_cores(cores)
+    if tol is not None and beyond_round_off <= tol:  # met in float64, where it computes
+        warn_if_narrowing_missed(info.error, tol, narrowing_change(cores, returned),
+                                 "streaming_tt_svd")
+    tt = TTTensor(returned)
     return (tt, info) if return_info else tt
 
 
