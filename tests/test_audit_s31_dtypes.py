@@ -9,6 +9,8 @@ import tensorly as tl
 import tensorly_cross as tlc
 from tensorly_cross import ToleranceNotMetWarning
 
+from .conftest import host
+
 
 def _rank_two_plus_detail():
     """A float64 array of rank above 2 whose tail (1e-5 relative) float32 cannot hold to
@@ -24,8 +26,8 @@ def _rank_two_plus_detail():
 def jax_x32():
     """The JAX backend with ``jax_enable_x64`` off (JAX's own default), restored after."""
     jax = pytest.importorskip("jax")
-    before = jax.config.jax_enable_x64
     with tl.backend_context("jax"):  # first: loading TensorLy's JAX backend turns x64 on
+        before = jax.config.jax_enable_x64
         jax.config.update("jax_enable_x64", False)
         try:
             yield
@@ -68,3 +70,27 @@ def test_a_jax_x32_stream_that_float32_cores_take_past_tol_warns(jax_x32):
         tt = tlc.streaming_tt_svd(array, tol=1e-10)
     assert tt[0].dtype == np.float32
     assert _relative_error(tt, array) > 1e-10
+
+
+@pytest.mark.parametrize("entry", ["tt_entries", "qtt_to_tt"])
+def test_big_endian_numpy_cores_are_read_under_every_backend(backend, entry):
+    # Under PyTorch: torch's "given numpy array has byte order different from the native
+    # byte order"; under JAX: "Error interpreting argument to stage as a JAX value".
+    rng = np.random.default_rng(0)
+    native = [rng.standard_normal(shape) for shape in [(1, 2, 3), (3, 2, 2), (2, 2, 1)]]
+    swapped = [core.astype(">f8") for core in native]
+    if entry == "tt_entries":
+        indices = [[1, 0, 1], [0, 1, 0]]
+        got, expected = tlc.tt_entries(swapped, indices), tlc.tt_entries(native, indices)
+    else:
+        layout = tlc.QuanticsTensor(np.zeros((4, 2))).layout  # digits 2, 2 | 2
+        got, expected = tlc.qtt_to_tt(swapped, layout), tlc.qtt_to_tt(native, layout)
+        got, expected = tl.tt_to_tensor(got), tl.tt_to_tensor(expected)
+    np.testing.assert_array_equal(host(got), host(expected))
+
+
+def test_object_numpy_cores_are_refused_by_name_under_every_backend(backend):
+    # Under PyTorch and JAX the backend's own conversion error came first, naming no core.
+    cores = [np.ones((1, 3, 2)), np.ones((2, 4, 1)).astype(object)]
+    with pytest.raises(TypeError, match=r"tt_entries: cores\[1\] has dtype object"):
+        tlc.tt_entries(cores, [[0, 0]])

@@ -101,7 +101,12 @@ def core_in_backend(core, k, where="tt_entries"):
     if hasattr(core, "detach") and hasattr(core, "cpu"):  # torch, under another backend
         check_concrete(core, f"{where}: cores[{k}]")
         return tl.tensor(to_host(core))  # detached, conjugate and negative views resolved
-    return _numeric(tl.tensor(np.asarray(core)), k, where)
+    # Checked, and put in native byte order, before the backend sees it: PyTorch and JAX
+    # refused a big-endian core (a foreign .npy) or an object one in messages naming none.
+    array = _numeric(np.asarray(core), k, where)
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    return tl.tensor(array)
 
 
 def _numeric(core, k, where):
