@@ -93,8 +93,9 @@ class ToleranceNotMetWarning(UserWarning):
 
     A streaming TT-SVD that ``max_rank`` or ``max_width`` kept above ``tol`` (its exact
     error) issues it too, and so do both where JAX without ``jax_enable_x64`` rounds to
-    single precision the cores of a TT that met ``tol`` in float64, past ``tol``. Raised as a warning, not an error: the TT returned is the best
-    state found, and may be all a budget allows. The message names the stop reason and what
+    single precision the cores of a TT that met ``tol`` in float64, past ``tol``. Raised
+    as a warning, not an error: the TT returned is the best state found, and may be all a
+    budget allows. The message names the stop reason and what
     to change. A run with a given ``rank`` (the target there, ``tol`` an early stop) issues
     it only when its TT is no better than the zero tensor (held-out error 1 or more), and
     TCI with ``rank=`` (a per-bond cap) as a rank-adaptive run.
