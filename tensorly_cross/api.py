@@ -21,6 +21,7 @@ from .cross.lsq import LSQSweeper, lsq_assemble
 from .cross.missed import warn_if_missed
 from .cross.oversampled import OneChannel, drop_channel_core, is_one_channel
 from .cross.ranks import expand_rank
+from .cross.scaling import ShrunkTensor, spread
 from .cross.size_one import SizeOneModes
 from .cross.slices import sliced_random_indices
 from .cross.stopping import CrossInfo, Validation
@@ -392,6 +393,10 @@ def _select(lazy, options, random_state, start):
                 lazy, source, options = (size_one.view(lazy), size_one.view(entries),
                                          size_one.options(options))
                 finish = size_one.cores
+            # The search runs on data near 1 where it is near its dtype's top; the cores
+            # returned (and those a callback sees) carry the factor back, spread.
+            source = ShrunkTensor(source)
+            finish = _spreading(finish, source)
             cache = EvaluationCache(source, max_evals=options.max_evals)
             try:
                 validation = Validation(cache, options.val_size, rng,
@@ -422,6 +427,17 @@ def _select(lazy, options, random_state, start):
     if size_one is not None:
         indices, info = size_one.indices(indices), size_one.info(info)
     return indices, finish(cores), info
+
+
+def _spreading(finish, shrunk):
+    """``finish`` followed by undoing ``shrunk``'s factor (a no-op for data in the usual
+    range, whose exponent is 0)."""
+
+    def finished(cores):
+        cores = finish(cores)
+        return spread(cores, -shrunk.exponent) if shrunk.exponent else cores
+
+    return finished
 
 
 def _entry_source(lazy, options, random_state, start):

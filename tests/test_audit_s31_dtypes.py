@@ -94,3 +94,59 @@ def test_object_numpy_cores_are_refused_by_name_under_every_backend(backend):
     cores = [np.ones((1, 3, 2)), np.ones((2, 4, 1)).astype(object)]
     with pytest.raises(TypeError, match=r"tt_entries: cores\[1\] has dtype object"):
         tlc.tt_entries(cores, [[0, 0]])
+
+
+def _rank_three(shape, seed=0):
+    """A rank-3 array of largest modulus 1."""
+    rng = np.random.default_rng(seed)
+    array = np.einsum("ir,jr,kr->ijk", *[rng.standard_normal((n, 3)) for n in shape])
+    return array / np.abs(array).max()
+
+
+@pytest.mark.parametrize("dtype, scale", [(np.float32, 1.9 * 2.0**125),
+                                          (np.float64, 1.9 * 2.0**1021)])
+@pytest.mark.parametrize("rank", [None, 3])
+def test_a_least_squares_cross_of_data_near_the_dtypes_largest_has_finite_cores(dtype, scale,
+                                                                                 rank):
+    # The singular values of a fiber block (up to sqrt(its size) times its largest entry)
+    # overflowed the dtype: float32 data near 1e38 came back as NaN cores with val_error
+    # nan and only NumPy's warnings, float64 near 2**1021 on 20x21x22 raised SciPy's
+    # "array must not contain infs or NaNs"; the guarantee is finite cores up to 2**1022.
+    array = _rank_three((20, 21, 22))
+    data = (array * scale).astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no overflow on the way either
+        tt, info = tlc.tt_cross(data, method="lsq", rank=rank, random_state=0,
+                                return_info=True)
+    assert all(np.isfinite(core).all() for core in tt)
+    assert tt[0].dtype == dtype
+    dense = np.asarray(tl.tt_to_tensor([core.astype(np.float64) for core in tt]))
+    error = np.linalg.norm(dense / scale - array) / np.linalg.norm(array)
+    assert error < (1e-5 if dtype == np.float32 else 1e-12)
+    assert np.isfinite(info.val_error)
+
+
+@pytest.mark.parametrize("method, rank", [("tci", None), ("als", 3), ("block", 3)])
+def test_every_method_crosses_float32_data_near_its_largest(method, rank):
+    # TCI and ALS returned a TT of held-out error 1.0 on float32 data near 1.5e38.
+    array = _rank_three((10, 11, 12))
+    scale = 1.5e38
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        tt, info = tlc.tt_cross((array * scale).astype(np.float32), method=method,
+                                rank=rank, tol=1e-3, random_state=0, return_info=True)
+    dense = np.asarray(tl.tt_to_tensor([core.astype(np.float64) for core in tt]))
+    assert np.linalg.norm(dense / scale - array) / np.linalg.norm(array) < 1e-4
+    assert info.val_error < 1e-4
+
+
+def test_a_callback_sees_the_tt_at_the_datas_own_scale():
+    # The search runs on data brought near 1; what a callback is handed is the TT of the
+    # data as given.
+    array = _rank_three((10, 11, 12))
+    scale = 2.0**1000
+    seen = []
+    tlc.tt_cross(array * scale, method="lsq", tol=1e-8, random_state=0,
+                 callback=lambda tt, info: seen.append(tt.to_tensor()) and False)
+    assert seen
+    np.testing.assert_allclose(seen[-1] / scale, array, atol=1e-10)

@@ -6,6 +6,7 @@ import numpy as np
 import tensorly as tl
 
 from .._backend import to_host
+from ..lazy.base import LazyTensor
 
 
 def exponent_of(tensor):
@@ -36,9 +37,63 @@ def _largest_step(tensor):
     """The largest exponent of one factor ``2**step`` for ``tensor``: NumPy and PyTorch cast
     a Python float factor to the tensor's precision, where ``2**1000`` is inf for float32
     (float32 data near ``2**-130``, brought to 1, became inf)."""
+    return min(1000, max_exponent(tensor) - 3)
+
+
+def max_exponent(tensor):
+    """``maxexp`` of ``tensor``'s dtype: its finite values lie below ``2**maxexp`` (128 for
+    float32 and complex64, 1024 for float64; float16's 16 for a dtype NumPy lacks)."""
     name = str(getattr(tensor, "dtype", "float64")).replace("torch.", "")
     try:
-        max_exponent = int(np.finfo(np.dtype(name)).maxexp)
+        return int(np.finfo(np.dtype(name)).maxexp)
     except (TypeError, ValueError):  # unknown to NumPy (bfloat16): float16's range
-        max_exponent = int(np.finfo(np.float16).maxexp)
-    return min(1000, max_exponent - 3)
+        return int(np.finfo(np.float16).maxexp)
+
+
+def shrink_exponent(tensor):
+    """The exponent ``e`` that brings the largest modulus of ``tensor`` near 1 (``tensor *
+    2**e``) where it lies beyond ``2**(maxexp / 2)`` (about 1.8e19 in float32, 1.3e154 in
+    float64); 0 otherwise: data in the usual range is left as it is, bit for bit."""
+    exponent = exponent_of(tensor)
+    return -exponent if exponent > max_exponent(tensor) // 2 else 0
+
+
+def spread(cores, exponent):
+    """The TT ``cores`` times ``2**exponent``, the factor split in integer powers of two
+    over all cores (none takes it whole: a left-orthogonal TT carries its norm, up to the
+    square root of its size times its largest entry, in one core)."""
+    d = len(cores)
+    shares = [exponent // d + (1 if k < exponent % d else 0) for k in range(d)]
+    return [times_power_of_two(core, share) for core, share in zip(cores, shares, strict=True)]
+
+
+class ShrunkTensor(LazyTensor):
+    """``lazy`` read times ``2**exponent``: the exponent (:func:`shrink_exponent`) is set
+    by the first read holding a nonzero value, and kept; 0 for data in the usual range.
+
+    A cross runs on it near 1 and :func:`spread` takes its cores back: data near the top of
+    its dtype (float32 near 1e38, float64 near 2**1021) overflowed in the least-squares
+    fits and roundings (the norms of fibers, and the core that carries the TT's norm), which
+    returned NaN cores or failed in SciPy. Entries beyond ``2**1022`` stay refused by name
+    (:func:`~tensorly_cross.cross.stopping.refuse_beyond_limit`).
+    """
+
+    passes_batches_through = True  # batches go to ``lazy`` as asked (see evaluating_tensor)
+
+    def __init__(self, lazy):
+        super().__init__(lazy.shape)
+        self.lazy, self.exponent = lazy, 0
+        self._settled = False
+
+    def evaluate_checked(self, indices):
+        from .stopping import refuse_beyond_limit
+
+        evaluate = getattr(self.lazy, "evaluate_checked", self.lazy.evaluate)
+        values = evaluate(indices)
+        if not self._settled:
+            host = to_host(values)
+            refuse_beyond_limit(host, indices)
+            # Zeros read before are zeros at any scale: the first nonzero batch decides.
+            if host.size and np.any(host):
+                self.exponent, self._settled = shrink_exponent(host), True
+        return times_power_of_two(values, self.exponent) if self.exponent else values

@@ -299,12 +299,7 @@ class Validation:
         self.max_abs = float(np.abs(host).max()) if count else 0.0
         self.largest = self.indices[int(np.argmax(np.abs(host)))] if count else None
         self.zero_share = float(np.mean(host == 0)) if count else 0.0
-        if self.max_abs > OVERFLOW_LIMIT:
-            raise ValueError(
-                f"the entry at {tuple(int(i) for i in self.largest)} has modulus "
-                f"{self.max_abs:.3g}, within a factor 4 of float64's largest: sums of such "
-                "entries overflow in any fit. Scale the tensor (by a power of two, say 2**-64, "
-                "which is exact) and the TT back.")
+        refuse_beyond_limit(host, self.indices[:count])
         self.eps = float(np.finfo(np.promote_types(host.dtype, np.float32)).eps)
 
     def error(self, cores):
@@ -491,6 +486,20 @@ STALL_DECREASE = 0.01
 # Held-out moduli above this (2**1022, about 4.5e307) are refused: a few such entries summed
 # overflow float64 (1e308 times a cosine crashed every interpolating and least-squares fit).
 OVERFLOW_LIMIT = 2.0**1022
+
+
+def refuse_beyond_limit(values, indices):
+    """Raise a ValueError naming the largest entry of ``values`` (host, at ``indices``)
+    where its modulus exceeds :data:`OVERFLOW_LIMIT`: any sum of two such entries overflows."""
+    moduli = np.abs(values)
+    if not moduli.size or not float(moduli.max()) > OVERFLOW_LIMIT:
+        return
+    largest = int(np.argmax(moduli))
+    raise ValueError(
+        f"the entry at {tuple(int(i) for i in indices[largest])} has modulus "
+        f"{float(moduli[largest]):.3g}, within a factor 4 of float64's largest: sums of such "
+        "entries overflow in any fit. Scale the tensor (by a power of two, say 2**-64, "
+        "which is exact) and the TT back.")
 
 
 class BestSweep:
