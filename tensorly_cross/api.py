@@ -265,12 +265,16 @@ def _warn_if_singular(singular):
 
 
 def _assemble(lazy, indices, singular=None):
+    # On data near 1, as the search ran: near the top of its dtype the fits overflowed.
+    shrunk = ShrunkTensor(lazy)
     with no_deadline(), graph_kept_reads():
         if indices.ranks is not None:  # a least-squares cross
-            return lsq_assemble(lazy, indices)
-        if is_one_channel(indices, lazy.shape):  # an oversampled ALS-cross
-            return drop_channel_core(assemble_cores(OneChannel(lazy), indices))
-        return assemble_cores(lazy, indices, singular=singular)
+            cores = lsq_assemble(shrunk, indices)
+        elif is_one_channel(indices, lazy.shape):  # an oversampled ALS-cross
+            cores = drop_channel_core(assemble_cores(OneChannel(shrunk), indices))
+        else:
+            cores = assemble_cores(shrunk, indices, singular=singular)
+    return spread(cores, -shrunk.exponent) if shrunk.exponent else cores
 
 
 def _assemble_counted(lazy, indices, info, max_evals):

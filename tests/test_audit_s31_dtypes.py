@@ -150,3 +150,31 @@ def test_a_callback_sees_the_tt_at_the_datas_own_scale():
                  callback=lambda tt, info: seen.append(tt.to_tensor()) and False)
     assert seen
     np.testing.assert_allclose(seen[-1] / scale, array, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["lsq", "tci"])
+def test_a_differentiable_cross_of_float32_data_near_its_largest_has_finite_cores(method):
+    # The search ran on data brought near 1, but the cores read again through autograd
+    # were fitted at the data's own scale: SciPy's "array must not contain infs or NaNs".
+    torch = pytest.importorskip("torch")
+    array = _rank_three((20, 21, 22))
+    scale = 1.5e38
+    with tl.backend_context("pytorch"):
+        data = (torch.tensor(array) * scale).float().requires_grad_(True)
+        tt = tlc.tt_cross(data, method=method, tol=1e-4, random_state=0, differentiable=True)
+        dense = tt.to_tensor()
+        (dense.double() / scale).sum().backward()
+    assert all(torch.isfinite(core).all() for core in tt)
+    error = np.linalg.norm(dense.detach().double().numpy() / scale - array)
+    assert error / np.linalg.norm(array) < 1e-4
+    assert torch.isfinite(data.grad).all()
+
+
+def test_cross_interpolate_of_float64_data_near_its_largest_has_finite_cores():
+    array = _rank_three((20, 21, 22))
+    data = array * (1.9 * 2.0**1021)
+    indices = tlc.select_indices(data, tol=1e-8, random_state=0)
+    tt = tlc.cross_interpolate(data, indices)
+    assert all(np.isfinite(core).all() for core in tt)
+    dense = np.asarray(tl.tt_to_tensor(tt)) / (1.9 * 2.0**1021)
+    assert np.linalg.norm(dense - array) / np.linalg.norm(array) < 1e-8
