@@ -223,3 +223,18 @@ def test_maxvol_of_float32_near_its_ends_is_that_of_the_matrix_scaled(
     assert scaled_coefficients.dtype == np.float32
     np.testing.assert_array_equal(scaled_rows, rows)
     np.testing.assert_allclose(scaled_coefficients, coefficients, rtol=1e-4, atol=1e-5)
+
+
+
+def test_a_least_squares_sweep_with_non_finite_cores_raises_an_overflow_error_that_says_why():
+    # The cross shrinks data beyond 2**(maxexp/2) on its first nonzero read; a later read far
+    # larger than that one can still overflow the fits, which returned a TT of NaNs.
+    from tensorly_cross.cross.lsq import _refuse_overflow
+    from tensorly_cross.lazy.cache import EvaluationCache
+
+    cache = EvaluationCache(tlc.lazy_tensor(np.full((3, 4), 2.0**1020)))
+    cache.evaluate(np.array([[0, 0], [1, 2]]))
+    finite = [np.ones((1, 3, 2)), np.ones((2, 4, 1))]
+    _refuse_overflow(finite, cache)  # finite cores pass
+    with pytest.raises(OverflowError, match=r"method='lsq'.*1\.12e\+307.*near 1.*'tci'"):
+        _refuse_overflow([finite[0], np.full((2, 4, 1), np.nan)], cache)

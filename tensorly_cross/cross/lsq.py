@@ -102,6 +102,21 @@ def lsq_assemble(lazy, indices):
     return cores
 
 
+def _refuse_overflow(cores, lazy):
+    """Raise where a sweep's cores are not finite: the entries read were checked finite, so
+    its SVDs overflowed. They square the norms of fiber matrices, which pass float64's range
+    for data below the held-out refusal limit (2**1022): a rank-3 array times 2**1022 came
+    back as a TT of NaNs with only a tolerance warning."""
+    if all(np.isfinite(to_host(core)).all() for core in cores):
+        return
+    largest = lazy.max_abs() if hasattr(lazy, "max_abs") else float("nan")
+    raise OverflowError(
+        f"the least-squares cross (method='lsq') overflowed on data of moduli up to "
+        f"{largest:.3g}: its fits square the norms of sampled fibers. Scale the data to "
+        f"moduli near 1 (dividing by a power of two is exact) or use method='tci' or "
+        f"'als', which interpolate without squaring.")
+
+
 def _read_all(lazy, indices):
     """Every core's fibers in one batched read, served to a sweep as ``lazy`` would."""
     d = indices.ndim
@@ -440,6 +455,7 @@ class LSQSweeper:
                              [block.copy() for block in indices.right]))
         if self.refine:
             cores = refine_cores(lazy, cores, self.history[-REFINE_SWEEPS:])
+        _refuse_overflow(cores, lazy)
         return cores
 
     def trim(self, cores, indices, validation):
