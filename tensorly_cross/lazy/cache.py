@@ -410,9 +410,11 @@ class EvaluationCache(LazyTensor):
 def budget_named(cache):
     """How a message names the budget that refused a read through a run's ``cache``.
 
-    Its ``max_evals``; where the run has none, that of an :class:`EvaluationCache` its
-    tensor is read through (the caller's own, passed as the tensor: its count runs over
-    every run that shares it). Messages said "max_evals=None is too small" there.
+    Of the run's ``max_evals`` and that of an :class:`EvaluationCache` its tensor is read
+    through (the caller's own, passed as the tensor: its count runs over every run that
+    shares it), the one with the fewest evaluations left: the one that ran out. Messages
+    said "max_evals=None is too small" where the run had none, and named the run's
+    (larger, unspent) budget where it had one.
 
     Parameters
     ----------
@@ -426,13 +428,21 @@ def budget_named(cache):
         ``"max_evals=<n>"``, or that of the inner cache with where it is and its count.
     """
     own = getattr(cache, "max_evals", None)
-    if own is None:
-        for view in views_of(getattr(cache, "lazy", None)):
-            if isinstance(view, EvaluationCache) and view.max_evals is not None:
-                return (f"max_evals={view.max_evals} of the EvaluationCache the tensor is "
-                        f"read through ({view.counters.unique} entries evaluated in all, "
-                        "earlier runs on it included)")
+    inner = [view for view in views_of(getattr(cache, "lazy", None))
+             if isinstance(view, EvaluationCache) and view.max_evals is not None]
+    if inner:
+        tightest = min(inner, key=_evaluations_left)
+        if own is None or (isinstance(cache, EvaluationCache)
+                           and _evaluations_left(tightest) < _evaluations_left(cache)):
+            return (f"max_evals={tightest.max_evals} of the EvaluationCache the tensor is "
+                    f"read through ({tightest.counters.unique} entries evaluated in all, "
+                    "earlier runs on it included)")
     return f"max_evals={own}"
+
+
+def _evaluations_left(cache):
+    """How many more entries ``cache`` may evaluate under its ``max_evals`` (not None)."""
+    return cache.max_evals - cache.counters.unique
 
 
 class SortedKeys:

@@ -1,0 +1,24 @@
+"""Audit, session 31: review of the session's contract and state fixes (regressions and
+the same defects where the fixes did not reach)."""
+
+import numpy as np
+import pytest
+
+import tensorly_cross as tlc
+
+
+def _inverse_sum(d=5, n=16):
+    grid = np.linspace(1.0, 2.0, n)
+    return tlc.FunctionTensor.on_grid(lambda x: 1.0 / x.sum(axis=1), [grid] * d)
+
+
+@pytest.mark.parametrize("budget, stage", [(100, "held-out"), (300, "one sweep")])
+def test_the_cache_that_refused_is_named_though_the_run_has_a_larger_budget(budget, stage):
+    # The run's own max_evals=10**6 was named ("max_evals=1000000 is too small"): raising
+    # it, as the message advised, changes nothing; the caller's cache refused the read.
+    cache = tlc.EvaluationCache(_inverse_sum(), max_evals=budget)
+    with pytest.raises(ValueError, match=stage) as raised:
+        tlc.tt_cross(cache, tol=1e-8, max_evals=10**6, random_state=0)
+    message = str(raised.value)
+    assert "max_evals=1000000" not in message
+    assert f"max_evals={budget} of the EvaluationCache" in message
