@@ -1,15 +1,11 @@
 """Audit, session 31: review of the session's contract and state fixes (regressions and
 the same defects where the fixes did not reach)."""
 
-import numpy as np
 import pytest
 
 import tensorly_cross as tlc
 
-
-def _inverse_sum(d=5, n=16):
-    grid = np.linspace(1.0, 2.0, n)
-    return tlc.FunctionTensor.on_grid(lambda x: 1.0 / x.sum(axis=1), [grid] * d)
+from .test_audit_s31_state import _inverse_sum
 
 
 @pytest.mark.parametrize("budget, stage", [(100, "held-out"), (300, "one sweep")])
