@@ -18,3 +18,11 @@ def test_the_cache_that_refused_is_named_though_the_run_has_a_larger_budget(budg
     message = str(raised.value)
     assert "max_evals=1000000" not in message
     assert f"max_evals={budget} of the EvaluationCache" in message
+
+
+def test_the_run_s_own_budget_is_named_when_it_is_the_one_that_ran_out():
+    cache = tlc.EvaluationCache(_inverse_sum(), max_evals=10**6)
+    with pytest.raises(ValueError, match="one sweep") as raised:
+        tlc.tt_cross(cache, rank=8, method="als", max_evals=1001, random_state=0)
+    message = str(raised.value)
+    assert message.startswith("max_evals=1001 is too small") and "EvaluationCache" not in message
