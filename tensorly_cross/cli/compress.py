@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 
+from .._validation import check_bool
 from ..io import VOLUME_SUFFIXES
 from ..options import DEFAULT_MAX_RANK, LSQ_VAL_SIZE
 from ._common import (
@@ -160,6 +161,10 @@ def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=MAX_
 
     from .._reconstruct import nifti_metadata
 
+    # Before any read: quantics="no" crossed the quantics folding (a string is truthy), and
+    # force="no" failed in save_tt, as overwrite=, only after the whole cross.
+    quantics, quiet, verbose, force = (check_bool(value, name) for value, name in (
+        (quantics, "quantics"), (quiet, "quiet"), (verbose, "verbose"), (force, "force")))
     target = tlc.TransposedTensor(volume, axes) if axes else volume
     target = tlc.QuanticsTensor(target) if quantics else target
     input_dtype = _input_dtype(volume)
@@ -252,6 +257,7 @@ def stream_volume(volume, output, tol, rank=None, client=None, seed=0, source=No
 
     from .._reconstruct import nifti_metadata
 
+    force = check_bool(force, "force")  # not as overwrite=, in save_tt after both passes
     start = time.perf_counter()
     # A missed tolerance is reported by the exit code; other warnings (a clipped --rank)
     # are shown as on the cross path, one line each (the bar itself stays hidden).
