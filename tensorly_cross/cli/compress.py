@@ -156,6 +156,7 @@ def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=MAX_
 
     ``axes``: the TT's mode order (a permutation of the volume's axes; not with quantics).
     ``dtype``: of the stored cores, ``"input"`` for the input's floating dtype.
+    ``quantics``, ``quiet``, ``verbose``, ``force``: bools (a TypeError before any read).
     """
     import tensorly_cross as tlc
 
