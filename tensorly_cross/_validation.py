@@ -118,6 +118,16 @@ def check_bool(value, name):
     raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r:.40}.")
 
 
+def asks_to_stop(answer):
+    """A stopping callback's answer as a bool (``tt_cross``'s and ``fit``'s): None and
+    bools (NumPy's too) only, so that a callback returning a log or a number by mistake is
+    named instead of stopping the run."""
+    if answer is None or isinstance(answer, bool | np.bool_):
+        return bool(answer)
+    raise TypeError(f"callback must return True (stop), False or None; got "
+                    f"{type(answer).__name__} {answer!r:.60}.")
+
+
 def check_choice(value, name, allowed):
     """``value`` if it is one of ``allowed`` (strings); raise ValueError naming the options."""
     # A string first: ``in`` compared a NumPy array elementwise and raised NumPy's "truth

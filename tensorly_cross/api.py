@@ -4,7 +4,6 @@ import contextlib
 import time
 import warnings
 
-import tensorly as tl
 from tensorly.tt_tensor import TTTensor
 
 from ._backend import backend_name, eager_under_torch_compile, thread_backend

@@ -5,6 +5,7 @@ import time
 import numpy as np
 
 from .._backend import backend_state, check_backend_kept
+from .._validation import asks_to_stop
 from ..errors import EvaluationBudgetExceeded, MaxTimeReached
 from .assemble import assemble_cores
 from .confidence import held_out_residuals, held_out_values, upper_bound
@@ -98,7 +99,7 @@ def _run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt, 
         if options.verbose:
             progress.write(f"sweep {info.n_sweeps}: ranks {indices.rank}, "
                            f"evals {info.n_evals}, val_error {error:.3e}")
-        asked_to_stop = callback is not None and _asks_to_stop(_call(callback, cores, info,
+        asked_to_stop = callback is not None and asks_to_stop(_call(callback, cores, info,
                                                                      make_tt))
         reason = _stop_reason(passed, asked_to_stop, best.stale, patience)
         if reason:
@@ -211,14 +212,6 @@ def _call(callback, cores, info, make_tt):
     answer = callback(make_tt(cores), info)
     check_backend_kept(backends, "the callback")
     return answer
-
-
-def _asks_to_stop(answer):
-    """A callback's answer as a bool: None and bools (NumPy's too) only."""
-    if answer is None or isinstance(answer, bool | np.bool_):
-        return bool(answer)
-    raise TypeError(f"callback must return True (stop), False or None; got "
-                    f"{type(answer).__name__} {answer!r:.60}.")
 
 
 def _settled(history):

@@ -14,8 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._validation import check_bool, check_float, check_int
-from ..cross.driver import _asks_to_stop
+from .._validation import asks_to_stop, check_bool, check_float, check_int
 
 
 class Regressor(nn.Module):
@@ -233,7 +232,7 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
         if test is not None:
             log.test_rmse.append(rmse(model, test, batch_size))
         # True only: a callback returning the log (or a number) stopped after one epoch.
-        if callback is not None and _asks_to_stop(callback(epoch, log)):
+        if callback is not None and asks_to_stop(callback(epoch, log)):
             break
     return log
 
