@@ -323,3 +323,26 @@ def test_the_non_finite_index_named_is_the_first_as_its_docstring_says():
         tlc.EvaluationCache(f).evaluate(request)
     assert cached.value.index in {(3, 0), (0, 3)}  # an offending entry of the request
     assert "not necessarily its first" in tlc.NonFiniteValueError.__doc__
+
+
+@pytest.mark.parametrize("method", ["tci", "lsq"])
+def test_the_demo_s_rerun_advice_keeps_the_method_it_was_asked_for(tmp_path, monkeypatch,
+                                                                  capsys, method):
+    # Without it the compress command line ran compress's auto (the stream or lsq) instead
+    # of the TCI the user had asked the demo for.
+    pytest.importorskip("zarr")
+    from tensorly_cross.datasets import blob_phantom, write_volume
+
+    shape = (16, 16, 16)
+    volume = write_volume(str(tmp_path / "blobs16.zarr"), blob_phantom(shape), shape,
+                          chunks=(8, 8, 8))
+    summary = dict(stop="stalled", passes=None, tol=1e-3, val_error=5e-3,
+                   output=str(tmp_path / "blobs16.tt.npz"), tt_bytes=100,
+                   input_bytes=1000, file_bytes=None)
+    assert outcome(summary, True, False, demo_volume=volume, demo_method=method) == 3
+    command = re.search(r"\((tensorly-cross compress [^)]*)\)", capsys.readouterr().err)
+    argv = shlex.split(command.group(1))[1:]
+    assert argv[argv.index("--method") + 1] == method
+    monkeypatch.chdir(tmp_path)
+    assert main(argv + ["-q"]) in (0, 3)
+    assert (tmp_path / "OUT.tt.npz").is_file()

@@ -68,7 +68,8 @@ def run_demo(args):
             print(f"volume size         {summary['bytes_total'] / 2**20:.1f} MiB of float32 "
                   f"({summary['bytes_read'] / summary['bytes_total']:.1%} read)")
         print(f"picture             {png}")
-    return outcome(summary, True, args.accept_miss, demo_volume=volume_path)
+    asked = None if args.method == "auto" else method
+    return outcome(summary, True, args.accept_miss, demo_volume=volume_path, demo_method=asked)
 
 
 # Default of --size: the edge of the procedural volume.

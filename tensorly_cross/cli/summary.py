@@ -106,11 +106,12 @@ def format_summary(summary):
     return "\n".join(lines)
 
 
-def outcome(summary, tol_driven, accept_miss, demo_volume=None):
+def outcome(summary, tol_driven, accept_miss, demo_volume=None, demo_method=None):
     """Warnings after a run, and its exit code: a missed --tol is not a success.
 
     ``demo_volume``: the path of the volume the demo compressed, for a remedy in the terms
     of the demo (which has no --max-rank, --n-iter-max or --max-evals); None for compress.
+    ``demo_method``: the demo's --method where it was not auto, kept in that remedy.
     """
     _warn_if_larger(summary)
     if not tol_driven or summary["stop"] == "tol":
@@ -122,7 +123,8 @@ def outcome(summary, tol_driven, accept_miss, demo_volume=None):
           + (" with confidence (the upper 95% bound of the error exceeds it)" if unsure else "")
           + f": {kind} {summary['val_error']:.2e} (stop: {summary['stop']}); the TT was "
           f"written to {summary['output']}. "
-          + _remedy(summary["stop"], summary.get("passes"), demo_volume, summary["tol"])
+          + _remedy(summary["stop"], summary.get("passes"), demo_volume, summary["tol"],
+                    demo_method)
           + ("." if accept_miss else ", or pass --accept-miss to accept it."), file=sys.stderr)
     return EXIT_OK if accept_miss else EXIT_TOL_MISSED
 
@@ -172,10 +174,11 @@ def _sizes(larger, smaller):
 DEMO_RERUN = "tensorly-cross compress {volume} -o OUT.tt.npz --tol {tol:g} --max-rank {rank}"
 
 
-def _remedy(stop, passes=None, demo_volume=None, tol=None):
+def _remedy(stop, passes=None, demo_volume=None, tol=None, demo_method=None):
     """What to do after a missed tolerance, in the flags of the command that ran: those of
     ``compress``, or (``demo_volume`` given) the demo's and a compress command line on the
-    demo's volume."""
+    demo's volume (with the demo's ``--method`` where one was asked for: compress's auto
+    could choose another)."""
     if stop not in ("dtype", "max_width") and demo_volume is not None:
         from .compress import MAX_RANK, N_ITER_MAX
 
@@ -183,6 +186,8 @@ def _remedy(stop, passes=None, demo_volume=None, tol=None):
                                   rank=2 * MAX_RANK)
         if not passes:  # a cross: its sweeps too
             rerun += f" --n-iter-max {2 * N_ITER_MAX}"
+        if demo_method is not None:
+            rerun += f" --method {demo_method}"
         return ("The demo has no rank, sweep or budget settings: give a larger --tol, or "
                 f"compress its volume with more ({rerun})")
     if stop == "dtype":

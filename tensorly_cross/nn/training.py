@@ -37,6 +37,13 @@ class Regressor(nn.Module):
         of a few volumes make its batch statistics noisy: ``False`` for short runs on small
         batches (the readout then sees the features as they are).
 
+    Raises
+    ------
+    TypeError
+        ``n_inputs`` or ``n_targets`` not an int, or ``normalize`` not a bool.
+    ValueError
+        ``n_inputs`` or ``n_targets`` below 1.
+
     Notes
     -----
     The features are cast to the readout's dtype before the norm and the readout: a
