@@ -422,8 +422,9 @@ def _check_max_evals(args, method, ndim):
     if lsq and args.max_evals is not None and args.max_evals <= LSQ_VAL_SIZE:
         raise UsageError(f"--max-evals {args.max_evals} is too small for the least-squares "
                          f"cross: its {LSQ_VAL_SIZE} held-out entries count as evaluations. "
-                         f"Give more than {LSQ_VAL_SIZE}, or --method tci ({VAL_SIZE} "
-                         "held-out entries).")
+                         f"Give more than {LSQ_VAL_SIZE} plus what its sweeps read (the "
+                         f"first one alone reads tens of thousands of entries of a large "
+                         f"volume), or --method tci ({VAL_SIZE} held-out entries).")
 
 
 def _layout_meta(quantics_tensor):
