@@ -346,3 +346,18 @@ def test_the_demo_s_rerun_advice_keeps_the_method_it_was_asked_for(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     assert main(argv + ["-q"]) in (0, 3)
     assert (tmp_path / "OUT.tt.npz").is_file()
+
+
+@pytest.mark.parametrize("stop, flag", [("stalled", "--patience"), ("n_iter_max", "--n-iter-max"),
+                                        ("max_rank", "--max-rank"), ("max_evals", "--max-evals")])
+def test_a_missed_tol_of_compress_names_the_flag_of_its_stop(tmp_path, capsys, stop, flag):
+    # A stalled run was told to raise --max-rank or --n-iter-max, not the --patience that
+    # stopped it.
+    summary = dict(stop=stop, passes=None, tol=1e-3, val_error=5e-3,
+                   output=str(tmp_path / "v.tt.npz"), tt_bytes=100, input_bytes=1000,
+                   file_bytes=None)
+    assert outcome(summary, True, False) == 3
+    message = capsys.readouterr().err
+    assert flag in message
+    assert set(re.findall(r"--[a-z][a-z-]*", message)) <= _flags(build_parser().subcommands[
+        "compress"])

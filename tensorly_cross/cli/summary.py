@@ -203,6 +203,8 @@ def _remedy(stop, passes=None, demo_volume=None, tol=None, demo_method=None):
         return "Raise --max-rank"
     if stop == "max_evals":  # the budget ran out: more rank or sweeps would need more of it
         return "Raise --max-evals"
+    if stop == "stalled":  # sweeps stopped lowering the error: wait longer, or grow
+        return "Raise --patience or --max-rank"
     return "Raise --max-rank or --n-iter-max"
 
 
