@@ -32,7 +32,7 @@ from .basis import column_basis, column_rank
 from .indices import CrossIndices, cartesian_join, fiber_indices, mode_column, positions_in
 from .init import random_distinct_multi_indices
 from .refine import refine_cores
-from .scaling import exponent_of, times_power_of_two
+from .scaling import exponent_of, times_power_of_two, unshrunk
 
 # Sets whose fibers are cheap (those of the first and the last core, ``n_k`` entries per
 # multi-index) hold this many times more multi-indices than inner sets: the bases of the
@@ -109,7 +109,7 @@ def _refuse_overflow(cores, lazy):
     back as a TT of NaNs with only a tolerance warning."""
     if all(np.isfinite(to_host(core)).all() for core in cores):
         return
-    largest = lazy.max_abs() if hasattr(lazy, "max_abs") else float("nan")
+    largest = unshrunk(lazy.max_abs(), lazy) if hasattr(lazy, "max_abs") else float("nan")
     raise OverflowError(
         f"the least-squares cross (method='lsq') overflowed on data of moduli up to "
         f"{largest:.3g}: its fits square the norms of sampled fibers. Scale the data to "

@@ -2,11 +2,13 @@
 scale but whose arithmetic does: a normal matrix squares its entries (overflow near
 2**512), and a pivot block of subnormal values has an inverse beyond float64's range."""
 
+import math
+
 import numpy as np
 import tensorly as tl
 
 from .._backend import to_host
-from ..lazy.base import LazyTensor
+from ..lazy.base import LazyTensor, views_of
 
 
 def exponent_of(tensor):
@@ -97,3 +99,28 @@ class ShrunkTensor(LazyTensor):
             if host.size and np.any(host):
                 self.exponent, self._settled = shrink_exponent(host), True
         return times_power_of_two(values, self.exponent) if self.exponent else values
+
+
+def unshrunk(modulus, lazy):
+    """``modulus``, read through ``lazy`` (a cross's cache), at the data's own scale.
+
+    The cache holds what a :class:`ShrunkTensor` under it returned: a message that named
+    the moduli it read named them scaled (data near ``2**700`` as "modulus 0.5").
+
+    Parameters
+    ----------
+    modulus : float
+        A modulus of values read through ``lazy``.
+    lazy : LazyTensor
+        The tensor they were read through (any view above the shrinking).
+
+    Returns
+    -------
+    float
+        ``modulus`` times ``2**-exponent`` of the first :class:`ShrunkTensor` among
+        ``lazy``'s views; ``modulus`` where there is none.
+    """
+    for view in views_of(lazy):
+        if isinstance(view, ShrunkTensor):
+            return math.ldexp(modulus, -view.exponent)
+    return modulus

@@ -12,6 +12,7 @@ from ..lazy.base import unravel_c_order
 from ..lazy.cache import budget_named
 from .confidence import residual_carriers
 from .indices import cartesian_join, mode_column
+from .scaling import unshrunk
 from .tt_entries import tt_entries
 
 
@@ -356,9 +357,12 @@ class Validation:
             sign = (f"all {self.n_read} held-out entries are 0 (the error {error:.3g} is "
                     "absolute, and an all-zero sample shows no scale)")
         elif largest_read > UNSEEN_FACTOR * self.max_abs:
-            sign = (f"the cross read an entry of modulus {largest_read:.3g}, "
+            # Named at the data's scale: the cache holds it shrunk near its dtype's top.
+            sign = (f"the cross read an entry of modulus "
+                    f"{unshrunk(largest_read, self.lazy):.3g}, "
                     f"{largest_read / self.max_abs:.3g}x the largest held-out one "
-                    f"({self.max_abs:.3g}): the held-out sample did not see that structure")
+                    f"({unshrunk(self.max_abs, self.lazy):.3g}): the held-out sample did not "
+                    "see that structure")
         elif (error > CLEAR_MARGIN * self.tol
               and (carriers := residual_carriers(residuals)) < FEW_CARRIERS):
             sign = (f"about {carriers:.0f} of its {self.n_read} held-out entries "
