@@ -34,3 +34,32 @@ def test_the_least_squares_overflow_error_names_the_moduli_of_the_data_as_they_a
     cache.evaluate(np.array([[0, 0], [1, 2]]))
     with pytest.raises(OverflowError, match=r"moduli up to 1\.12e\+307"):
         _refuse_overflow([np.ones((1, 3, 2)), np.full((2, 4, 1), np.nan)], cache)
+
+
+def _complex64_near_its_largest():
+    """A rank-two complex64 array whose largest entry has parts of 3e38 each: a modulus of
+    4.2e38, beyond float32's largest (3.4e38), and each part finite."""
+    rng = np.random.default_rng(0)
+    array = np.einsum("ir,jr,kr->ijk", *[rng.standard_normal((n, 2)) for n in (9, 10, 11)])
+    array /= np.abs(array).max()
+    return (3e38 * (array + 1j * array)).astype(np.complex64), array
+
+
+def test_complex64_data_whose_modulus_passes_float32s_largest_is_crossed():
+    # Its modulus, taken in single precision, is inf: the cross refused it as "modulus
+    # inf, within a factor 4 of float64's largest", and did not shrink it.
+    data, array = _complex64_near_its_largest()
+    tt, info = tlc.tt_cross(data, tol=1e-4, method="lsq", random_state=0, return_info=True)
+    wide = [core.astype(np.complex128) for core in tt]  # its products overflow complex64
+    dense = tlc.tt_entries(wide, np.indices(data.shape).reshape(3, -1).T)
+    expected = (array + 1j * array).reshape(-1)
+    assert np.linalg.norm(dense / 3e38 - expected) / np.linalg.norm(expected) < 1e-4
+    assert info.val_error < 1e-4
+    assert tt[0].dtype == np.complex64
+
+
+def test_the_refusal_leaves_complex64_beyond_float32s_largest_to_the_shrinking():
+    from tensorly_cross.cross.stopping import refuse_beyond_limit
+
+    values = np.array([1.0, 3e38 + 3e38j], dtype=np.complex64)
+    refuse_beyond_limit(values, np.array([[0], [1]]))  # 4.2e38: far below 2**1022

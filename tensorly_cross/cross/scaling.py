@@ -56,8 +56,15 @@ def shrink_exponent(tensor):
     """The exponent ``e`` that brings the largest modulus of ``tensor`` near 1 (``tensor *
     2**e``) where it lies beyond ``2**(maxexp / 2)`` (about 1.8e19 in float32, 1.3e154 in
     float64); 0 otherwise: data in the usual range is left as it is, bit for bit."""
-    exponent = exponent_of(tensor)
+    exponent = exponent_of(double_moduli(to_host(tensor)))
     return -exponent if exponent > max_exponent(tensor) // 2 else 0
+
+
+def double_moduli(values):
+    """``|values|`` of a host array, taken in double precision: a complex64 entry's
+    modulus overflows float32 where its parts do not (3e38 + 3e38j, modulus 4.2e38), and
+    such data was refused as "modulus inf" rather than shrunk."""
+    return np.abs(values.astype(np.promote_types(values.dtype, np.float64), copy=False))
 
 
 def spread(cores, exponent):

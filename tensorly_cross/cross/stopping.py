@@ -12,7 +12,7 @@ from ..lazy.base import unravel_c_order
 from ..lazy.cache import budget_named
 from .confidence import residual_carriers
 from .indices import cartesian_join, mode_column
-from .scaling import unshrunk
+from .scaling import double_moduli, unshrunk
 from .tt_entries import tt_entries
 
 
@@ -495,7 +495,7 @@ OVERFLOW_LIMIT = 2.0**1022
 def refuse_beyond_limit(values, indices):
     """Raise a ValueError naming the largest entry of ``values`` (host, at ``indices``)
     where its modulus exceeds :data:`OVERFLOW_LIMIT`: any sum of two such entries overflows."""
-    moduli = np.abs(values)
+    moduli = double_moduli(values)
     if not moduli.size or not float(moduli.max()) > OVERFLOW_LIMIT:
         return
     largest = int(np.argmax(moduli))
