@@ -391,15 +391,15 @@ def _select(lazy, options, random_state, start):
     entries, store = _entry_source(lazy, options, random_state, start)
     try:  # from here on the checkpoint is closed (and unlocked) whatever happens
         with clock:
-            source = entries
+            # The search runs on data near 1 where it is near its dtype's top; the cores
+            # returned (and those a callback sees) carry the factor back, spread. Under the
+            # size-one view: a refusal names the entry by the tensor's own multi-index.
+            source = shrunk = ShrunkTensor(entries)
             if size_one is not None:
-                lazy, source, options = (size_one.view(lazy), size_one.view(entries),
+                lazy, source, options = (size_one.view(lazy), size_one.view(shrunk),
                                          size_one.options(options))
                 finish = size_one.cores
-            # The search runs on data near 1 where it is near its dtype's top; the cores
-            # returned (and those a callback sees) carry the factor back, spread.
-            source = ShrunkTensor(source)
-            finish = _spreading(finish, source)
+            finish = _spreading(finish, shrunk)
             cache = EvaluationCache(source, max_evals=options.max_evals)
             try:
                 validation = Validation(cache, options.val_size, rng,

@@ -63,3 +63,12 @@ def test_the_refusal_leaves_complex64_beyond_float32s_largest_to_the_shrinking()
 
     values = np.array([1.0, 3e38 + 3e38j], dtype=np.complex64)
     refuse_beyond_limit(values, np.array([[0], [1]]))  # 4.2e38: far below 2**1022
+
+
+def test_the_refusal_of_an_entry_beyond_2_1022_names_it_by_its_full_multi_index():
+    # TCI crosses the tensor without its interior size-one modes: the refusal named the
+    # entry (4, 0, 5, 0) as (4, 5, 0).
+    data = np.ones((6, 1, 7, 1))
+    data[4, 0, 5, 0] = 2.0**1023
+    with pytest.raises(ValueError, match=r"the entry at \(4, 0, 5, 0\) has modulus 8\.99e\+307"):
+        tlc.tt_cross(data, method="tci", random_state=0)
