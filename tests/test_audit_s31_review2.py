@@ -72,3 +72,28 @@ def test_the_refusal_of_an_entry_beyond_2_1022_names_it_by_its_full_multi_index(
     data[4, 0, 5, 0] = 2.0**1023
     with pytest.raises(ValueError, match=r"the entry at \(4, 0, 5, 0\) has modulus 8\.99e\+307"):
         tlc.tt_cross(data, method="tci", random_state=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.complex128])
+def test_data_in_the_usual_range_is_read_as_it_is_and_beyond_it_by_a_power_of_two(dtype):
+    # The guarantee the shrinking rests on: up to 2**(maxexp / 2) the values a cross reads
+    # are the tensor's own, bit for bit; beyond, the first nonzero read sets an exact power
+    # of two that every later read shares (no test held either).
+    from tensorly_cross.cross.scaling import ShrunkTensor
+
+    half = np.finfo(dtype).maxexp // 2
+    indices = np.array([[0, 0], [1, 2], [2, 3]])
+    for top, exponent in ((2.0 ** (half - 1), 0), (2.0**half, -half - 1)):
+        array = np.zeros((3, 4), dtype=dtype)
+        array[1, 2], array[2, 3] = top, top / 8
+        shrunk = ShrunkTensor(tlc.lazy_tensor(array))
+        assert not np.any(shrunk.evaluate(indices[:1]))  # zeros decide nothing
+        values = shrunk.evaluate(indices)
+        assert shrunk.exponent == exponent
+        assert values.dtype == dtype
+        np.testing.assert_array_equal(values, array[tuple(indices.T)] * 2.0**exponent)
+        if not exponent:
+            read = tlc.lazy_tensor(array).evaluate(indices)
+            assert values.tobytes() == read.tobytes()
+        # Later reads, however large, keep the factor the first nonzero one set.
+        assert shrunk.evaluate(indices[2:])[0] == array[2, 3] * 2.0**exponent
