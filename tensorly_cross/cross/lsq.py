@@ -26,7 +26,15 @@ import math
 import numpy as np
 import tensorly as tl
 
-from .._backend import carries_gradient, stop_gradient, straight_through, svd, take_rows, to_host
+from .._backend import (
+    all_finite,
+    carries_gradient,
+    stop_gradient,
+    straight_through,
+    svd,
+    take_rows,
+    to_host,
+)
 from ..rect_maxvol import rect_maxvol
 from .basis import column_basis, column_rank
 from .indices import CrossIndices, cartesian_join, fiber_indices, mode_column, positions_in
@@ -104,10 +112,11 @@ def lsq_assemble(lazy, indices):
 
 def _refuse_overflow(cores, lazy):
     """Raise where a sweep's cores are not finite: the entries read were checked finite, so
-    its SVDs overflowed. They square the norms of fiber matrices, which pass float64's range
-    for data below the held-out refusal limit (2**1022): a rank-3 array times 2**1022 came
-    back as a TT of NaNs with only a tolerance warning."""
-    if all(np.isfinite(to_host(core)).all() for core in cores):
+    its fits overflowed. They square the norms of fiber matrices; data is shrunk near 1 by
+    its first nonzero read (:class:`~tensorly_cross.cross.scaling.ShrunkTensor`), but a
+    later read far larger than that one still passes float64's range there, and the TT
+    came back all NaN with only a tolerance warning."""
+    if all(all_finite(core) for core in cores):  # one reduction each, no host copy
         return
     largest = unshrunk(lazy.max_abs(), lazy) if hasattr(lazy, "max_abs") else float("nan")
     raise OverflowError(
