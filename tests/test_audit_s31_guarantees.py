@@ -1,0 +1,50 @@
+"""Audit s31, guarantees: what a rank-adaptive run promises on real-like volumes, against the
+true error over every voxel (MNI152 crops; skipped without nilearn)."""
+
+import warnings
+
+import numpy as np
+import pytest
+import tensorly as tl
+
+import tensorly_cross as tlc
+from tensorly_cross.errors import ToleranceNotMetWarning
+
+nilearn_datasets = pytest.importorskip("nilearn.datasets")
+
+
+@pytest.fixture(scope="module")
+def t1_crop_with_bright_blob():
+    """A 32^3 crop of MNI152's T1 template (scaled to a largest value of 1) with a 3x3x3
+    blob 30 times brighter: a marker, a vessel, a lesion that takes contrast."""
+    t1 = nilearn_datasets.load_mni152_template().get_fdata()
+    volume = np.array(t1[70:102, 80:112, 50:82], dtype=np.float64)
+    volume /= volume.max()
+    volume[10:13, 20:23, 5:8] += 30.0
+    return volume
+
+
+def _true_error(tt, volume):
+    return float(np.linalg.norm(tl.tt_to_tensor(tt) - volume) / np.linalg.norm(volume))
+
+
+def test_a_stall_below_max_rank_names_patience(t1_crop_with_bright_blob):
+    # The rank-adaptive least-squares cross (the default on stored data) stopped "stalled"
+    # at ranks (7, 5), far below max_rank=64, with a true error of 0.077 for tol=0.05: its
+    # stall rule (patience=2) ended the run one sweep after it first lowered its
+    # truncation. The warning named only a TT-SVD of everything; patience=4 meets tol.
+    volume = t1_crop_with_bright_blob
+    with pytest.warns(ToleranceNotMetWarning) as record:
+        tt, info = tlc.tt_cross(volume, tol=0.05, random_state=0, return_info=True)
+    assert info.stop_reason == "stalled"
+    assert max(tt.rank) < 64
+    assert _true_error(tt, volume) > 0.05
+    message = str(record[0].message)
+    assert "patience" in message and "now 2" in message
+    assert "max_rank=64" in message  # why more rank is not what it lacks
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ToleranceNotMetWarning)
+        tt, info = tlc.tt_cross(volume, tol=0.05, random_state=0, return_info=True,
+                                patience=4)
+    assert info.stop_reason == "tol"
+    assert _true_error(tt, volume) <= 0.05
