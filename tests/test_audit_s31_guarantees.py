@@ -48,3 +48,23 @@ def test_a_stall_below_max_rank_names_patience(t1_crop_with_bright_blob):
                                 patience=4)
     assert info.stop_reason == "tol"
     assert _true_error(tt, volume) <= 0.05
+
+
+def test_compress_stalled_below_max_rank_says_raise_patience(t1_crop_with_bright_blob,
+                                                               tmp_path, capsys):
+    # compress --method lsq on that volume stopped "stalled" below --max-rank and said
+    # "Raise --max-rank or --n-iter-max": neither helps (the ranks were far below the cap,
+    # the sweeps far from the limit); --patience 4 meets --tol.
+    from tensorly_cross import cli
+
+    path = tmp_path / "blob.npy"
+    np.save(path, t1_crop_with_bright_blob)
+    args = ["compress", str(path), "--method", "lsq", "--tol", "0.05", "-q"]
+    code = cli.main(args + ["-o", str(tmp_path / "a.tt.npz")])
+    assert code == cli.EXIT_TOL_MISSED
+    message = capsys.readouterr().err
+    assert "(stop: stalled)" in message
+    assert "Raise --patience (now 2" in message
+    assert "Raise --max-rank" not in message
+    code = cli.main(args + ["-o", str(tmp_path / "b.tt.npz"), "--patience", "4"])
+    assert code == cli.EXIT_OK

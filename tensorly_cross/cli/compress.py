@@ -213,7 +213,8 @@ def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=MAX_
     summary.update(bytes_read=None if remote else reads["bytes_read"],
                    chunks_read=reads["chunks_read"], pages_read=reads["pages_read"],
                    read_remotely=remote, sweeps=info.n_sweeps, stop=metadata["stop_reason"],
-                   tol=tol)
+                   tol=tol, max_rank=None if rank is not None else max_rank,
+                   patience=patience)
     return summary
 
 

@@ -124,7 +124,7 @@ def outcome(summary, tol_driven, accept_miss, demo_volume=None, demo_method=None
           + f": {kind} {summary['val_error']:.2e} (stop: {summary['stop']}); the TT was "
           f"written to {summary['output']}. "
           + _remedy(summary["stop"], summary.get("passes"), demo_volume, summary["tol"],
-                    demo_method)
+                    demo_method, _stalled_below_cap(summary))
           + ("." if accept_miss else ", or pass --accept-miss to accept it."), file=sys.stderr)
     return EXIT_OK if accept_miss else EXIT_TOL_MISSED
 
@@ -174,11 +174,25 @@ def _sizes(larger, smaller):
 DEMO_RERUN = "tensorly-cross compress {volume} -o OUT.tt.npz --tol {tol:g} --max-rank {rank}"
 
 
-def _remedy(stop, passes=None, demo_volume=None, tol=None, demo_method=None):
+def _stalled_below_cap(summary):
+    """``(patience, largest rank, max_rank)`` of a rank-adaptive cross that stalled below
+    its ``--max-rank``, else None: each stalled sweep lowers its truncation (pivot cut), and
+    only the sweeps after it raise the ranks, so more patience can meet --tol where more
+    rank or sweeps cannot (MNI152's T1 with a bright blob at --tol 0.05: stalled at ranks
+    (7, 5) and 0.072, where --patience 4 met it)."""
+    patience, max_rank = summary.get("patience"), summary.get("max_rank")
+    ranks = summary.get("ranks") or [1]
+    if summary.get("stop") != "stalled" or not patience or max_rank is None:
+        return None
+    return (patience, max(ranks), max_rank) if max(ranks) < max_rank else None
+
+
+def _remedy(stop, passes=None, demo_volume=None, tol=None, demo_method=None,
+            stalled_below_cap=None):
     """What to do after a missed tolerance, in the flags of the command that ran: those of
     ``compress``, or (``demo_volume`` given) the demo's and a compress command line on the
     demo's volume (with the demo's ``--method`` where one was asked for: compress's auto
-    could choose another)."""
+    could choose another). ``stalled_below_cap``: see :func:`_stalled_below_cap`."""
     if stop not in ("dtype", "max_width") and demo_volume is not None:
         from .compress import MAX_RANK, N_ITER_MAX
 
@@ -203,6 +217,11 @@ def _remedy(stop, passes=None, demo_volume=None, tol=None, demo_method=None):
         return "Raise --max-rank"
     if stop == "max_evals":  # the budget ran out: more rank or sweeps would need more of it
         return "Raise --max-evals"
+    if stalled_below_cap is not None:
+        patience, largest, max_rank = stalled_below_cap
+        return (f"Raise --patience (now {patience}: it stalled at rank {largest}, below "
+                f"--max-rank {max_rank}, and each stalled sweep lowers the truncation, "
+                "which only the sweeps after it turn into rank)")
     if stop == "stalled":  # sweeps stopped lowering the error: wait longer, or grow
         return "Raise --patience or --max-rank"
     return "Raise --max-rank or --n-iter-max"
