@@ -68,3 +68,56 @@ def test_compress_stalled_below_max_rank_says_raise_patience(t1_crop_with_bright
     assert "Raise --max-rank" not in message
     code = cli.main(args + ["-o", str(tmp_path / "b.tt.npz"), "--patience", "4"])
     assert code == cli.EXIT_OK
+
+
+@pytest.fixture(scope="module")
+def t1_crop_with_bright_voxel():
+    """The same crop with one voxel 50 times brighter than the rest (a spike: half the
+    100x at which a read entry far above the held-out ones warned on its own)."""
+    t1 = nilearn_datasets.load_mni152_template().get_fdata()
+    volume = np.array(t1[70:102, 80:112, 50:82], dtype=np.float64) / t1.max()
+    volume[12, 1, 25] += 50.0
+    return volume
+
+
+def test_a_pass_that_misses_an_entry_it_read_beyond_tol_warns(t1_crop_with_bright_voxel):
+    # TCI read the bright voxel (in a searched column) but never took it as a pivot: its
+    # TT held 0.47 there for 50.5, a true error of 0.40 over the volume, and it stopped on
+    # "tol" at a held-out error of 0.019 without a word. That one entry alone puts the
+    # error above tol: the cross knew, having read it.
+    from tensorly_cross.errors import UnseenStructureWarning
+
+    volume = t1_crop_with_bright_voxel
+    with pytest.warns(UnseenStructureWarning, match="missed by") as record:
+        tt, info = tlc.tt_cross(volume, tol=0.05, method="tci", random_state=2,
+                                return_info=True)
+    assert info.stop_reason == "tol" and info.val_error < 0.05
+    assert _true_error(tt, volume) > 0.3
+    assert "(12, 1, 25)" in str(record[0].message)
+
+
+def test_a_pass_that_interpolates_the_spike_it_read_does_not_warn_of_it(
+        t1_crop_with_bright_voxel):
+    # The other seeds take the voxel as a pivot (true error 0.005): no word about it.
+    volume = t1_crop_with_bright_voxel
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        tt, info = tlc.tt_cross(volume, tol=0.05, method="tci", random_state=0,
+                                return_info=True)
+    assert info.stop_reason == "tol" and _true_error(tt, volume) < 0.01
+    assert not [w for w in record if "missed by" in str(w.message)]
+
+
+def test_cache_largest_gives_the_largest_entries_read_and_none_for_hashed_keys():
+    from tensorly_cross import EvaluationCache, FunctionTensor
+
+    cache = EvaluationCache(FunctionTensor(lambda idx: idx[:, 0] * 10.0 - idx[:, 1], (8, 8)))
+    cache.evaluate(np.array([[1, 2], [7, 0], [3, 3], [6, 6]]))
+    cache.evaluate(np.array([[5, 1], [0, 7]]))  # a second level of keys
+    indices, values = cache.largest(2)
+    assert sorted(map(tuple, indices.tolist())) == [(6, 6), (7, 0)]
+    assert sorted(values.tolist()) == [54.0, 70.0]
+    hashed = EvaluationCache(FunctionTensor(lambda idx: idx.sum(axis=1) * 1.0, (16,) * 16))
+    hashed.evaluate(np.zeros((1, 16), dtype=np.int64))
+    assert hashed.largest(4) is None
+    assert EvaluationCache(FunctionTensor(lambda idx: idx[:, 0] * 1.0, (4,))).largest(3) is None

@@ -160,7 +160,7 @@ def _judge(half_sweep, validation, cores, indices, tol):
         residuals = held_out_residuals(validation, cores)
         passed = passed and upper_bound(error, residuals, held_out_values(validation)) <= tol
     if passed:
-        validation.warn_if_unseen(error, residuals)
+        validation.warn_if_unseen(error, residuals, cores)
     return error, passed
 
 

@@ -337,6 +337,34 @@ class EvaluationCache(LazyTensor):
                 return float(np.max(np.abs(to_host(values))))
             return float(to_host(tl.max(tl.abs(values))))
 
+    def largest(self, count):
+        """The ``count`` cached entries of largest modulus, where keys are flat positions.
+
+        Parameters
+        ----------
+        count : int
+
+        Returns
+        -------
+        (multi_indices, values) or None
+            ``(m, d)`` int64 multi-indices and their values on the host (``m <= count``,
+            no order), or None when nothing is cached or the keys are hashes (tensors of
+            2**63 entries and more), which cannot be turned back into multi-indices.
+        """
+        with self._lock:
+            if self._values is None or not self._values.size or not self._scheme.exact:
+                return None
+            values = to_host(self._values.filled())
+            # Slot -> key, level by level: O(n), where keys() sorts every key.
+            key_of_slot = np.empty(values.shape[0], dtype=np.int64)
+            for level_keys, level_slots in self._keys.levels:
+                key_of_slot[level_slots[:-1]] = level_keys[:-1]
+            moduli = np.abs(values)
+            count = min(count, values.shape[0])
+            slots = np.argpartition(moduli, values.shape[0] - count)[values.shape[0] - count:]
+            positions = np.unravel_index(key_of_slot[slots], self.shape)
+            return np.stack(positions, axis=1).astype(np.int64), values[slots]
+
     def value_dtype(self):
         """The NumPy dtype of the cached values (None before any is cached).
 
