@@ -121,3 +121,26 @@ def test_cache_largest_gives_the_largest_entries_read_and_none_for_hashed_keys()
     hashed.evaluate(np.zeros((1, 16), dtype=np.int64))
     assert hashed.largest(4) is None
     assert EvaluationCache(FunctionTensor(lambda idx: idx[:, 0] * 1.0, (4,))).largest(3) is None
+
+
+def test_a_pass_reached_by_the_final_refinement_is_checked_for_unseen_structure():
+    # An interpolating cross that misses tol ends with a least-squares refinement, whose
+    # pass (driver._refined_passes) skipped every UnseenStructureWarning check that a
+    # sweep's pass gets: a refined TT exact on the held-out entries of a tensor whose
+    # spike (1000 on a background of 1) the cross had read passed without a word.
+    from tensorly_cross import EvaluationCache, lazy_tensor
+    from tensorly_cross.cross.driver import _refined_passes
+    from tensorly_cross.cross.stopping import CrossInfo, Validation
+    from tensorly_cross.errors import UnseenStructureWarning
+
+    volume = np.ones((20, 20, 20))
+    volume[0, 0, 0] = 1000.0
+    cache = EvaluationCache(lazy_tensor(volume))
+    validation = Validation(cache, 500, np.random.default_rng(1), tol=0.1)
+    assert not np.any(np.all(validation.indices == 0, axis=1))  # the spike is not held out
+    cache.evaluate(np.zeros((1, 3), dtype=np.int64))  # the cross read it
+    ones = [tl.tensor(np.ones((1, 20, 1))) for _ in range(3)]  # exact but at the spike
+    info = CrossInfo("tci", val_errors=[validation.error(ones)], best_sweep=1, n_sweeps=1)
+    with pytest.warns(UnseenStructureWarning, match="1e\\+03"):
+        assert _refined_passes(validation, ones, 0.1, info)
+    assert not np.any(np.all(validation.indices == 0, axis=1))  # nor among the fresh ones
