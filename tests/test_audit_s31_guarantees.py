@@ -8,7 +8,7 @@ import pytest
 import tensorly as tl
 
 import tensorly_cross as tlc
-from tensorly_cross.errors import ToleranceNotMetWarning
+from tensorly_cross.errors import ToleranceNotMetWarning, UnseenStructureWarning
 
 nilearn_datasets = pytest.importorskip("nilearn.datasets")
 
@@ -44,6 +44,7 @@ def test_a_stall_below_max_rank_names_patience(t1_crop_with_bright_blob):
     assert "max_rank=64" in message  # why more rank is not what it lacks
     with warnings.catch_warnings():
         warnings.simplefilter("error", ToleranceNotMetWarning)
+        warnings.simplefilter("error", UnseenStructureWarning)
         tt, info = tlc.tt_cross(volume, tol=0.05, random_state=0, return_info=True,
                                 patience=4)
     assert info.stop_reason == "tol"
@@ -144,3 +145,30 @@ def test_a_pass_reached_by_the_final_refinement_is_checked_for_unseen_structure(
     with pytest.warns(UnseenStructureWarning, match="1e\\+03"):
         assert _refined_passes(validation, ones, 0.1, info)
     assert not np.any(np.all(validation.indices == 0, axis=1))  # nor among the fresh ones
+
+
+def test_a_pass_whose_held_out_norm_rests_on_one_entry_warns(t1_crop_with_bright_voxel):
+    # The voxel 200 times brighter, the default (least-squares) cross, seed 3: one of the
+    # 8,000 held-out entries was that voxel, 4x its share of the tensor, so the held-out
+    # norm (the relative error's denominator) was about 2x the population's. The cross
+    # passed at 0.028 (its upper bound under 0.05) for a true error of 0.072, silently.
+    # About one held-out entry carried the norm, where the bound does not hold.
+    from tensorly_cross.errors import UnseenStructureWarning
+
+    volume = t1_crop_with_bright_voxel.copy()
+    volume[12, 1, 25] += 150.0
+    with pytest.warns(UnseenStructureWarning, match="carry the held-out norm"):
+        tt, info = tlc.tt_cross(volume, tol=0.05, random_state=3, return_info=True)
+    assert info.stop_reason == "tol" and info.val_error < 0.03
+    assert _true_error(tt, volume) > 0.07
+
+
+def test_a_smooth_function_with_a_peak_does_not_warn_of_its_held_out_norm():
+    # 1 / (1 + i + j + k) on 40^3: about 26 of 1,999 held-out entries carry its norm, and
+    # its pass (0.023 for a true 0.025) is sound: no UnseenStructureWarning.
+    volume = np.fromfunction(lambda i, j, k: 1.0 / (1 + i + j + k), (40, 40, 40))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnseenStructureWarning)
+        tt, info = tlc.tt_cross(volume, tol=0.05, method="tci", random_state=0,
+                                return_info=True)
+    assert info.stop_reason == "tol" and _true_error(tt, volume) <= 0.05

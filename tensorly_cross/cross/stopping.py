@@ -222,6 +222,13 @@ MISSED_CANDIDATES = 32
 # covered the true error in only 76-92% of samples; at 4000 (about 250), 94-95%.
 FEW_CARRIERS = 30
 
+# A pass is suspect when fewer held-out entries than this carry the held-out norm (the
+# relative error's denominator; the same effective count of the values), whose estimate
+# then errs by a third or more. Counted: 2 for one voxel 200x the rest of a 32^3 volume
+# (a pass at 0.028 for a true 0.072), 19 for a 3^3 blob 30x (0.034 for 0.044), 26 for
+# 1/(1+i+j+k) on 40^3 (0.023 for 0.025): only the first is warned of.
+FEW_VALUE_CARRIERS = 10
+
 # Held-out values sit on levels when one value holds at least this share of them (and they
 # are at least LEVELS_MIN): a mask, a background, a quantized or piecewise-constant
 # function. An interpolating cross of such data is exact on most entries and off by a whole
@@ -375,6 +382,15 @@ class Validation:
               and (carriers := residual_carriers(residuals)) < FEW_CARRIERS):
             sign = (f"about {carriers:.0f} of its {self.n_read} held-out entries "
                     "carry the residual, too few for the error's upper 95% bound to hold")
+        elif (error > CLEAR_MARGIN * self.tol
+              and (carriers := residual_carriers(to_host(self.values))) < FEW_VALUE_CARRIERS):
+            # The relative error's denominator: one voxel 200x the rest among 8,000
+            # held-out entries of a 32^3 volume (4x its share) halved the error of a pass
+            # (0.028 for a true 0.072 at tol 0.05), and the bound, a ratio's, missed it.
+            sign = (f"about {carriers:.0f} of its {self.n_read} held-out entries "
+                    "carry the held-out norm (a few entries far larger than the rest: the "
+                    "relative error's denominator), too few for the error or its upper 95% "
+                    "bound to hold")
         else:
             return
         warnings.warn(
