@@ -356,9 +356,9 @@ def unravel_c_order(flat, shape):
     """The multi-indices (``(m, len(shape))`` int64) of flat C-order positions ``flat``.
 
     ``np.stack(np.unravel_index(flat, shape), axis=1)`` for any number of modes: NumPy's
-    own (and ``np.indices``) make arrays with one axis per mode, at most 64 of them, and
-    raised "maximum supported dimension for an ndarray is currently 64" on tensors of more
-    modes (size-one modes mostly) with few entries.
+    own (and ``np.indices``) make arrays with one axis per mode, at most 64 of them (32
+    under NumPy 1), and raised "maximum supported dimension for an ndarray is currently
+    64" on tensors of more modes (size-one modes mostly) with few entries.
     """
     rest = np.asarray(flat, dtype=np.int64).reshape(-1)
     columns = np.empty((rest.shape[0], len(shape)), dtype=np.int64)

@@ -10,7 +10,7 @@ import tensorly as tl
 from .._backend import backend_name, take_rows, to_host
 from .._validation import check_int
 from ..errors import EvaluationBudgetExceeded
-from .base import LazyTensor, check_indices, views_of
+from .base import LazyTensor, check_indices, unravel_c_order, views_of
 from .chunk_result import evaluating_tensor, take_finished
 from .function import reading_with_graph
 from .keys import KeyScheme, verify_matches
@@ -362,8 +362,8 @@ class EvaluationCache(LazyTensor):
             moduli = np.abs(values)
             count = min(count, values.shape[0])
             slots = np.argpartition(moduli, values.shape[0] - count)[values.shape[0] - count:]
-            positions = np.unravel_index(key_of_slot[slots], self.shape)
-            return np.stack(positions, axis=1).astype(np.int64), values[slots]
+            # Not np.unravel_index: one array per mode, at most 32 modes under NumPy 1.
+            return unravel_c_order(key_of_slot[slots], self.shape), values[slots]
 
     def value_dtype(self):
         """The NumPy dtype of the cached values (None before any is cached).
