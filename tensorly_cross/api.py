@@ -20,7 +20,7 @@ from .cross.lsq import LSQSweeper, lsq_assemble
 from .cross.missed import warn_if_missed
 from .cross.oversampled import OneChannel, drop_channel_core, is_one_channel
 from .cross.ranks import expand_rank
-from .cross.scaling import ShrunkTensor, spread
+from .cross.scaling import ShrunkTensor, refuse_non_finite, spread
 from .cross.size_one import SizeOneModes
 from .cross.slices import sliced_random_indices
 from .cross.stopping import CrossInfo, Validation
@@ -418,6 +418,7 @@ def _select(lazy, options, random_state, start):
             if should_hand_over(options, info):
                 indices, cores, info = hand_over(cache, lazy.shape, options, rng,
                                                  (indices, cores, info), make_tt)
+            refuse_non_finite(cores, cache, info.method)
     finally:
         if store is not None:
             store.close()

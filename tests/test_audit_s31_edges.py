@@ -2,6 +2,7 @@
 
 import math
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -226,15 +227,36 @@ def test_maxvol_of_float32_near_its_ends_is_that_of_the_matrix_scaled(
 
 
 
-def test_a_least_squares_sweep_with_non_finite_cores_raises_an_overflow_error_that_says_why():
+def test_a_least_squares_result_with_non_finite_cores_raises_an_overflow_error_saying_why():
     # The cross shrinks data beyond 2**(maxexp/2) on its first nonzero read; a later read far
     # larger than that one can still overflow the fits, which returned a TT of NaNs.
-    from tensorly_cross.cross.lsq import _refuse_overflow
+    from tensorly_cross.cross.scaling import refuse_non_finite
     from tensorly_cross.lazy.cache import EvaluationCache
 
     cache = EvaluationCache(tlc.lazy_tensor(np.full((3, 4), 2.0**1020)))
     cache.evaluate(np.array([[0, 0], [1, 2]]))
     finite = [np.ones((1, 3, 2)), np.ones((2, 4, 1))]
-    _refuse_overflow(finite, cache)  # finite cores pass
+    refuse_non_finite(finite, cache, "lsq")  # finite cores pass
     with pytest.raises(OverflowError, match=r"method='lsq'.*1\.12e\+307.*near 1.*'tci'"):
-        _refuse_overflow([finite[0], np.full((2, 4, 1), np.nan)], cache)
+        refuse_non_finite([finite[0], np.full((2, 4, 1), np.nan)], cache, "lsq")
+
+
+def test_an_interpolating_cross_with_non_finite_cores_says_its_arithmetic_overflowed():
+    from tensorly_cross.cross.scaling import refuse_non_finite
+    from tensorly_cross.lazy.cache import EvaluationCache
+
+    cache = EvaluationCache(tlc.lazy_tensor(np.full((3, 4), 3.0)))
+    cache.evaluate(np.array([[0, 0]]))
+    with pytest.raises(OverflowError, match=r"method='tci'.*up to 3: its arithmetic"):
+        refuse_non_finite([np.full((1, 3, 1), np.inf), np.ones((1, 4, 1))], cache, "tci")
+
+
+def test_a_subnormal_constant_whose_first_least_squares_sweep_is_nan_is_still_crossed():
+    # The first sweep of 5e-324 data is NaN and the next one recovers: only the result is
+    # checked, which is finite and of the data (a check per sweep refused it).
+    values = np.full((4, 5, 3), 5e-324)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tt = tlc.tt_cross(values, rank=1, random_state=0)
+    assert all(np.isfinite(core).all() for core in tt.factors)
+    assert np.array_equal(tl.tt_to_tensor(tt), values)

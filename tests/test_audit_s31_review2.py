@@ -25,15 +25,15 @@ def test_an_unseen_structure_warning_names_the_moduli_of_the_data_as_they_are():
 
 
 def test_the_least_squares_overflow_error_names_the_moduli_of_the_data_as_they_are():
-    from tensorly_cross.cross.lsq import _refuse_overflow
-    from tensorly_cross.cross.scaling import ShrunkTensor
+    from tensorly_cross.cross.scaling import ShrunkTensor, refuse_non_finite
     from tensorly_cross.lazy.cache import EvaluationCache
 
     # The cache of a cross reads through the shrinking: 2**1020 is held as 0.5.
     cache = EvaluationCache(ShrunkTensor(tlc.lazy_tensor(np.full((3, 4), 2.0**1020))))
     cache.evaluate(np.array([[0, 0], [1, 2]]))
     with pytest.raises(OverflowError, match=r"moduli up to 1\.12e\+307"):
-        _refuse_overflow([np.ones((1, 3, 2)), np.full((2, 4, 1), np.nan)], cache)
+        refuse_non_finite([np.ones((1, 3, 2)), np.full((2, 4, 1), np.nan)], cache,
+                          "tci+lsq")
 
 
 def _complex64_near_its_largest():

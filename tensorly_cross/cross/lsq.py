@@ -27,7 +27,6 @@ import numpy as np
 import tensorly as tl
 
 from .._backend import (
-    all_finite,
     carries_gradient,
     stop_gradient,
     straight_through,
@@ -40,7 +39,7 @@ from .basis import column_basis, column_rank
 from .indices import CrossIndices, cartesian_join, fiber_indices, mode_column, positions_in
 from .init import random_distinct_multi_indices
 from .refine import refine_cores
-from .scaling import exponent_of, times_power_of_two, unshrunk
+from .scaling import exponent_of, times_power_of_two
 
 # Sets whose fibers are cheap (those of the first and the last core, ``n_k`` entries per
 # multi-index) hold this many times more multi-indices than inner sets: the bases of the
@@ -108,22 +107,6 @@ def lsq_assemble(lazy, indices):
     copy = indices.copy()
     cores, _ = sweep(fibers, copy, fixed_rank, None, None)
     return cores
-
-
-def _refuse_overflow(cores, lazy):
-    """Raise where a sweep's cores are not finite: the entries read were checked finite, so
-    its fits overflowed. They square the norms of fiber matrices; data is shrunk near 1 by
-    its first nonzero read (:class:`~tensorly_cross.cross.scaling.ShrunkTensor`), but a
-    later read far larger than that one still passes float64's range there, and the TT
-    came back all NaN with only a tolerance warning."""
-    if all(all_finite(core) for core in cores):  # one reduction each, no host copy
-        return
-    largest = unshrunk(lazy.max_abs(), lazy) if hasattr(lazy, "max_abs") else float("nan")
-    raise OverflowError(
-        f"the least-squares cross (method='lsq') overflowed on data of moduli up to "
-        f"{largest:.3g}: its fits square the norms of sampled fibers. Scale the data to "
-        f"moduli near 1 (dividing by a power of two is exact) or use method='tci' or "
-        f"'als', which interpolate without squaring.")
 
 
 def _read_all(lazy, indices):
@@ -464,7 +447,6 @@ class LSQSweeper:
                              [block.copy() for block in indices.right]))
         if self.refine:
             cores = refine_cores(lazy, cores, self.history[-REFINE_SWEEPS:])
-        _refuse_overflow(cores, lazy)
         return cores
 
     def trim(self, cores, indices, validation):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import tensorly as tl
 
-from .._backend import to_host
+from .._backend import all_finite, to_host
 from ..lazy.base import LazyTensor, views_of
 
 
@@ -131,3 +131,37 @@ def unshrunk(modulus, lazy):
         if isinstance(view, ShrunkTensor):
             return math.ldexp(modulus, -view.exponent)
     return modulus
+
+
+def refuse_non_finite(cores, lazy, method):
+    """Raise where the cores a cross returns are not finite: the entries read were checked
+    finite, so its arithmetic overflowed. The least-squares fits square the norms of fiber
+    matrices; data is shrunk near 1 by its first nonzero read (:class:`ShrunkTensor`), but
+    a later read far larger than that one still passes float64's range there, and the TT
+    came back all NaN with only a tolerance warning. Checked on the result only: a sweep of
+    NaNs within a run (subnormal data's first least-squares sweep) is not returned.
+
+    Parameters
+    ----------
+    cores : list of tensor
+        The cores the cross returns (under the search's backend).
+    lazy : LazyTensor
+        The cross's cache (its largest modulus is named, at the data's own scale).
+    method : str
+        The method that ran, as ``CrossInfo.method`` names it.
+
+    Raises
+    ------
+    OverflowError
+        Where any core holds a NaN or an infinity.
+    """
+    if all(all_finite(core) for core in cores):  # one reduction each, no host copy
+        return
+    largest = unshrunk(lazy.max_abs(), lazy) if hasattr(lazy, "max_abs") else float("nan")
+    why = ("its fits square the norms of sampled fibers" if "lsq" in method
+           else "its arithmetic passed the float range")
+    raise OverflowError(
+        f"the cross (method={method!r}) overflowed on data of moduli up to {largest:.3g}: "
+        f"{why}. Scale the data to moduli near 1 (dividing by a power of two is exact)"
+        + (" or use method='tci' or 'als', which interpolate without squaring." if "lsq" in
+           method else "."))
