@@ -343,6 +343,7 @@ class EvaluationCache(LazyTensor):
         Parameters
         ----------
         count : int
+            How many entries at most (fewer where fewer are cached).
 
         Returns
         -------
