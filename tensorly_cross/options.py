@@ -128,8 +128,9 @@ rank : int, list of int or None
         error by 1% nor change the ranks: at a fixed rank that is too small, or at TCI's rank
         cap, further sweeps only re-read entries. A rank-adaptive run can also stop so below
         ``max_rank``: each stalled sweep lowers its truncation (pivot cut), and only the
-        sweeps after it raise the ranks (the warning then names patience; see
-        :doc:`guarantees`). Without held-out entries (``val_size=0``),
+        sweeps after it raise the ranks (the least-squares cross counts up to six sweeps
+        at a just-lowered truncation as progress; the warning of a stall below the cap
+        names patience; see :doc:`/guarantees`). Without held-out entries (``val_size=0``),
         sweeps that leave every index set as it was (a fixed point). ``None`` never stops
         early. Either way the state returned is the sweep with the lowest held-out error
         (from the second sweep; the first when it meets ``tol`` or no later one

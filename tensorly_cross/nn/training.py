@@ -175,7 +175,8 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
         Evaluated after every epoch (not counted in the epoch's time).
     callback : callable, optional
         ``callback(epoch, log)`` after every epoch; ``True`` stops training (``False`` or
-        ``None`` goes on; any other answer is a TypeError, as for :func:`tt_cross`'s).
+        ``None`` goes on; any other answer is a TypeError, as for
+        :func:`~tensorly_cross.tt_cross`'s).
 
     Returns
     -------
