@@ -136,7 +136,7 @@ def choose_path(volume, path=None, rank=None, max_rank=64, oversample=1.5):
     if geometry is None and getattr(volume, "stored", True):  # NumPy data in memory
         return PathChoice("stream", "an array in memory is read whole at no storage cost: "
                           "the streaming TT-SVD's error is then exact, and it was faster "
-                          "than a cross on MNI152 (0.4-1.1 s against 1.6-22 s)")
+                          "than a cross on MNI152 (0.3-0.6 s against 0.7-14 s)")
     if geometry is None:  # a function: every entry read is one evaluation
         return PathChoice("lsq", "entries are computed one by one: a cross reads few of "
                           "them, the streaming TT-SVD would compute them all")
