@@ -11,13 +11,14 @@ with the other cores fixed (alternating least squares, one left-to-right pass):
 ``Q_s``. The fibers are complete along mode ``k``, so every slice ``i`` shares one normal
 matrix ``sum_s kron(L_s^T L_s, R_s R_s^T)`` of size ``(r_k r_{k+1})^2``: one Cholesky-like
 solve per core, whatever ``n_k``. Nothing new is read (the entries are in the cache).
-Cores with more than ``MAX_UNKNOWNS`` unknowns per slice keep the sweep's fit.
+Cores with more than ``MAX_UNKNOWNS`` unknowns per slice keep the sweep's fit, as do cores
+whose fit is not finite.
 """
 
 import numpy as np
 import tensorly as tl
 
-from .._backend import narrowed, take_rows, to_host, widened
+from .._backend import all_finite, narrowed, take_rows, to_host, widened
 from .indices import fiber_indices
 from .scaling import exponent_of, times_power_of_two
 
@@ -45,7 +46,12 @@ def refine_cores(lazy, cores, history):
     for k in range(d):
         r_left, n, r_right = tl.shape(cores[k])
         if r_left * r_right <= MAX_UNKNOWNS:
-            cores[k] = _fit_core(lazy, cores, k, history)
+            fitted = _fit_core(lazy, cores, k, history)
+            # A fit that is not finite is no refinement: the sweep's core is kept. The
+            # first sweep of subnormal data (5e-324) underflows a core to zeros, its
+            # interfaces scale by 2**0, and the anchor of the ridge overflowed to inf.
+            if all_finite(fitted):
+                cores[k] = fitted
         if k < d - 1:
             cores[k], cores[k + 1] = _orthogonalize_left(cores[k], cores[k + 1])
     return cores
