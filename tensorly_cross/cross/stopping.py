@@ -1,5 +1,6 @@
 """When to stop: held-out validation error, tolerance, budget, sweeps, callback; CrossInfo."""
 
+import math
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 
@@ -573,7 +574,10 @@ class BestSweep:
 
     def offer(self, sweep, error, state=None, ranks_changed=False, settled=False):
         """``state`` None: the sweep counts for stalling but cannot be returned."""
-        if state is not None and not error >= self.error:  # lower, or nan
+        # Lower, or any error while none finite came before (no held-out entries: NaN,
+        # the latest is the best). After a finite one a NaN is a sweep of non-finite
+        # cores: taken as the best, it was returned (and refused) in place of a finite TT.
+        if state is not None and (error < self.error or not math.isfinite(self.error)):
             self.error, self.state, self.sweep = error, state, sweep
         if error != error:  # no held-out entries: only a fixed point of the sweeps stalls
             self.stale = self.stale + 1 if settled else 0
