@@ -93,19 +93,25 @@ class ShrunkTensor(LazyTensor):
         super().__init__(lazy.shape)
         self.lazy, self.exponent = lazy, 0
         self._settled = False
+        # Looked up once: this runs per batch, on every cross (a cheap function's cross
+        # makes hundreds of small batches).
+        self._evaluate = getattr(lazy, "evaluate_checked", lazy.evaluate)
 
     def evaluate_checked(self, indices):
-        from .stopping import refuse_beyond_limit
-
-        evaluate = getattr(self.lazy, "evaluate_checked", self.lazy.evaluate)
-        values = evaluate(indices)
+        values = self._evaluate(indices)
         if not self._settled:
-            host = to_host(values)
-            refuse_beyond_limit(host, indices)
-            # Zeros read before are zeros at any scale: the first nonzero batch decides.
-            if host.size and np.any(host):
-                self.exponent, self._settled = shrink_exponent(host), True
+            self._settle(values, indices)
         return times_power_of_two(values, self.exponent) if self.exponent else values
+
+    def _settle(self, values, indices):
+        """Refuse entries beyond the limit, and set the exponent on the first nonzero
+        batch (zeros read before are zeros at any scale)."""
+        from .stopping import refuse_beyond_limit  # stopping imports this module
+
+        host = to_host(values)
+        refuse_beyond_limit(host, indices)
+        if host.size and np.any(host):
+            self.exponent, self._settled = shrink_exponent(host), True
 
 
 def unshrunk(modulus, lazy):

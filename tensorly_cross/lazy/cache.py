@@ -541,19 +541,21 @@ class _ValueStore:
         """The filled part of the buffer, on whatever backend it was stored under."""
         return None if self.buffer is None else self.buffer[: self.size]
 
-    def _move_to_active_backend(self):
+    def _move_to_active_backend(self, values):
         """Before new values are stored with them: the buffer moved to the active backend
         if it holds another's tensors. A cache outlives ``tl.set_backend``: filled under
         NumPy, then read under PyTorch (or back), its next misses failed in ``torch.cat``
         ("expected Tensor ... got numpy.ndarray"). Moved by value: cached entries carry
         no gradient to keep (the reads that need one are never stored)."""
-        if self.buffer is not None and not tl.is_tensor(self.buffer):
+        # The same type as the new values (the usual case, per batch): nothing to ask.
+        if (self.buffer is not None and type(self.buffer) is not type(values)
+                and not tl.is_tensor(self.buffer)):
             self.buffer = tl.tensor(to_host(self.filled()))
 
     def append(self, values):
         count = int(values.shape[0])
         slots = np.arange(self.size, self.size + count, dtype=np.int64)
-        self._move_to_active_backend()
+        self._move_to_active_backend(values)
         if self.buffer is not None and values.dtype != self.buffer.dtype:
             self._promote(values)
         if self.buffer is None:
