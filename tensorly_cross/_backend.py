@@ -221,9 +221,18 @@ def is_traced(tensor):
 def dtype_kind(tensor):
     """NumPy's kind letter of a backend tensor's dtype (``torch.int64`` -> ``"i"``); ``"f"``
     for floating types NumPy lacks (bfloat16)."""
+    dtype = tensor.dtype
+    # A NumPy dtype (NumPy's, JAX's) needs no round trip through its name.
+    kind = dtype.kind if isinstance(dtype, np.dtype) else _kind_by_name(dtype)
+    # ml_dtypes (JAX's) registers bfloat16 and the float8 types with NumPy as kind "V",
+    # the name of torch.bfloat16 with them: floating all the same.
+    return "f" if kind == "V" and "float" in str(dtype) else kind
+
+
+def _kind_by_name(dtype):
     try:
-        return np.dtype(str(tensor.dtype).rsplit(".", 1)[-1]).kind
-    except TypeError:
+        return np.dtype(str(dtype).rsplit(".", 1)[-1]).kind
+    except TypeError:  # a floating type NumPy lacks, without ml_dtypes loaded
         return "f"
 
 
