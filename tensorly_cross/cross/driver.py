@@ -58,6 +58,8 @@ def _run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt, 
     cores, passed, history = None, False, []
     best = BestSweep()
     current = 0  # the sweep whose state (indices, cores) holds: not one rolled back
+    # The sweeps whose errors are exact (None: all on the held-out sample): see _rebase.
+    exact_sweeps = None
     info.stop_reason = "n_iter_max"
     for sweep in range(options.n_iter_max):
         direction = "lr" if sweep % 2 == 0 else "rl"
@@ -71,13 +73,19 @@ def _run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt, 
         except MaxTimeReached:
             info.stop_reason = "max_time"
             break
+        if exact_sweeps is None and validation.reads_every_entry:
+            exact_sweeps = _rebase(validation, info, best, current, cores)
         previous = (indices, cores)
         indices, cores = candidate, candidate_cores
         _record(info, cache, indices, error, validation)
         progress.update(info)
         if hasattr(half_sweep, "record"):
             half_sweep.record(error, passed)
-        diverged = _diverged(error, info.val_errors[:-1])
+        if exact_sweeps is not None:
+            exact_sweeps.append(info.n_sweeps)
+        earlier = (info.val_errors[:-1] if exact_sweeps is None
+                   else [info.val_errors[sweep - 1] for sweep in exact_sweeps[:-1]])
+        diverged = _diverged(error, earlier)
         if diverged:
             info.rolled_back.append(info.n_sweeps)
             indices, cores = previous
@@ -115,6 +123,30 @@ def _run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt, 
     info.total_seconds += time.perf_counter() - start
     progress.close(info)
     return state
+
+
+def _rebase(validation, info, best, current, cores):
+    """The errors of the states held, measured again over every entry, once a sweep has
+    read the last entries of a small tensor (its error is exact from then on).
+
+    The sweeps before it were judged on the held-out sample: compared with exact errors
+    as one, a lucky sample (0.00028 on 10 draws of a 2x2x5 array) took the exact errors
+    after it (0.0032, 0.0042) for divergences, and the state returned reported the
+    sample's error for a true one of 0.0042. The current state and the best one are
+    measured again (their entries in ``info.val_errors`` too, so that ``val_error`` is
+    exact); the sweeps whose state is gone no longer count for divergence. Returns the
+    sweeps whose errors are now exact.
+    """
+    held = {current: cores}
+    if best.state is not None:
+        held[best.sweep] = best.state[1]
+    for sweep, held_cores in held.items():
+        if sweep and held_cores is not None:
+            info.val_errors[sweep - 1] = validation.exact_error(held_cores)
+    if best.state is not None:
+        best.error = best.reference = info.val_errors[best.sweep - 1]
+    return sorted(sweep for sweep, held_cores in held.items()
+                  if sweep and held_cores is not None)
 
 
 def _sweep(half_sweep, cache, candidate, direction, cores, validation, tol):

@@ -40,7 +40,11 @@ class CrossInfo:
         positions, as ``rank`` gives them: the TT's are these with the channels inserted
         before the last 1 (``(1, r_1, ..., r_{d-2}, F, 1)``).
     val_errors : list of float
-        Relative error on the held-out entries after each sweep.
+        Relative error on the held-out entries after each sweep. On a tensor of at most
+        2**20 entries that the cross has read whole, the error over every entry from the
+        sweep that read the last ones; the state returned and the current one are measured
+        over every entry then too (their earlier sample errors are replaced), so that
+        :attr:`val_error` is exact.
     n_heldout : int
         Held-out entries read: a fifth of ``val_size`` after an exact recovery, all of them
         otherwise, and ``val_size`` fresh ones more once a pass at the rank cap was
@@ -337,16 +341,24 @@ class Validation:
         held-out sample could only hide what was read. A tensor zero but at one entry, read
         whole by a full-rank ALS cross, gave a zero TT whose held-out error (999 zeros) was
         0."""
-        lazy = self.lazy
-        size = getattr(lazy, "size", None)
-        if not hasattr(lazy, "max_abs") or size is None or size > EXACT_SIZE or len(lazy) < size:
+        if not self.reads_every_entry:
             return None
+        lazy, size = self.lazy, self.lazy.size
         if self._every is None:  # read once: each check asked the cache for every entry
             every = unravel_c_order(np.arange(size), lazy.shape)
             self._every = every, to_host(lazy.evaluate(every))  # all cached: no evaluation
         every, values = self._every
         difference = to_host(tt_entries(cores, every)) - values
         return relative_norm(difference, _scaled_parts(values))
+
+    @property
+    def reads_every_entry(self):
+        """Whether errors are exact: the cache holds every entry of a tensor of at most
+        :data:`EXACT_SIZE` (once true, it stays true: the cache only grows there)."""
+        lazy = self.lazy
+        size = getattr(lazy, "size", None)
+        return (hasattr(lazy, "max_abs") and size is not None and size <= EXACT_SIZE
+                and len(lazy) >= size)
 
     def warn_if_unseen(self, error, residuals=None, cores=None):
         """Warn (once) when a pass of the tolerance rests on a sample that shows signs of
