@@ -80,7 +80,8 @@ rank : int, list of int or None
         without them, every other decision uses them all. A narrow pass at the rank cap
         (always, for a given ``rank``) is confirmed on ``val_size`` fresh entries first;
         on stored data (arrays, volumes), and where one value holds a tenth of the held-out
-        entries (a mask, a background, a piecewise-constant function), every pass of
+        entries, at least 50 of them (a mask, a background, a piecewise-constant function;
+        a smaller ``val_size`` is not checked for it), every pass of
         ``"tci"`` and ``"als"`` is, a clear one too, and must hold on the error's upper 95%
         bound (as ``"lsq"``'s does). That bound holds on large samples only: on real volumes
         it covered the true error 92-95% of the time at 1000-4000 entries, 76-92% at 50-200
