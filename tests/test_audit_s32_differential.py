@@ -57,3 +57,18 @@ def test_once_every_entry_is_read_the_reported_error_is_the_true_one(shape, seed
                                 rank=2 if method == "als" else None)
     if info.n_evals == dense.size and info.best_sweep:
         assert abs(info.val_error - _true_error(tt, dense)) <= 1e-9 * max(1.0, info.val_error)
+
+
+# Before: a TCI that stalled handed over to the least-squares cross, whose sweeps read the
+# rest of this 6x8x3 function: their errors were exact (0.0037), TCI's its 10 draws'
+# (0.0024), and TCI's TT was returned as the better one, reporting 0.0024 for a true 0.0114.
+def test_a_handover_that_reads_every_entry_compares_exact_errors():
+    shape = (6, 8, 3)
+    dense = _noisy_ramp(shape, seed=116, noise=1e-3)
+    tt, info = tlc.tt_cross(lambda idx: dense[tuple(idx.T)], shape=shape, method="auto",
+                            tol=1e-3, max_rank=3, val_size=10, random_state=116,
+                            return_info=True)
+    assert info.n_evals == dense.size
+    assert len(info.val_errors) > info.n_sweeps - 1 > 2  # TCI's sweeps, then the handover's
+    assert abs(info.val_error - _true_error(tt, dense)) <= 1e-12
+    assert info.method == "tci+lsq"  # the better state, by the exact errors

@@ -64,6 +64,7 @@ def hand_over(cache, shape, options, rng, state, make_tt):
     tci_indices, tci_cores, tci_info = state
     lsq_options = _lsq_options(options, tci_info.n_sweeps)
     lsq_info = CrossInfo(method="lsq")
+    validation = None
     try:
         validation = Validation(cache, lsq_options.val_size, rng, None, options.tol)
         sweeper = LSQSweeper(shape, options.tol, None,
@@ -77,10 +78,20 @@ def hand_over(cache, shape, options, rng, state, make_tt):
         if not isinstance(error.__cause__, EvaluationBudgetExceeded):
             raise  # a non-finite value, a checkpoint error: the user's to see
         indices, cores, lsq_info.stop_reason = None, None, "max_evals"
+    _measure_exactly(validation, tci_cores, tci_info)
     won = cores is not None and lsq_info.val_error < tci_info.val_error
     info = _merged(tci_info, lsq_info, won)
     info.update_counts(cache.counters)
     return (indices, cores, info) if won else (tci_indices, tci_cores, info)
+
+
+def _measure_exactly(validation, tci_cores, tci_info):
+    """TCI's error over every entry, where the least-squares cross has read the rest of a
+    small tensor: its errors are then exact, and TCI's, on its held-out sample, cannot be
+    compared with them (10 draws gave TCI 0.0024 for a true 0.0114, against the
+    least-squares cross's exact 0.0037: TCI's TT was returned, reporting 0.0024)."""
+    if validation is not None and tci_info.best_sweep and validation.reads_every_entry:
+        tci_info.val_errors[tci_info.best_sweep - 1] = validation.exact_error(tci_cores)
 
 
 def returned_val_size(options, info):
