@@ -72,3 +72,83 @@ def test_a_handover_that_reads_every_entry_compares_exact_errors():
     assert len(info.val_errors) > info.n_sweeps - 1 > 2  # TCI's sweeps, then the handover's
     assert abs(info.val_error - _true_error(tt, dense)) <= 1e-12
     assert info.method == "tci+lsq"  # the better state, by the exact errors
+
+
+class _Recording:
+    """Entries of ``dense``, recording every multi-index the function receives."""
+
+    def __init__(self, dense):
+        self.dense, self.received = dense, []
+
+    def __call__(self, indices):
+        self.received.append(np.array(indices, copy=True))
+        return self.dense[tuple(np.asarray(indices).T)]
+
+    def distinct(self):
+        return np.unique(np.concatenate(self.received), axis=0).shape[0]
+
+
+def _exact_tt(shape, inner, seed):
+    from tensorly_cross.cross.init import clip_ranks
+
+    ranks = clip_ranks(shape, [1, *inner[: len(shape) - 1], 1])
+    rng = np.random.default_rng(seed)
+    cores = [rng.standard_normal((ranks[k], n, ranks[k + 1])) for k, n in enumerate(shape)]
+    return tl.to_numpy(tl.tt_to_tensor(cores)), ranks
+
+
+@settings(max_examples=12, deadline=None)
+@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=4),
+       inner=st.lists(st.integers(1, 3), min_size=3, max_size=3), seed=st.integers(0, 2**16),
+       method=st.sampled_from(["tci", "als", "lsq", "block"]),
+       pivot_search=st.sampled_from(["column", "rook", "full", "auto", "batched"]),
+       oversample=st.sampled_from([None, 2.0]), val_size=st.sampled_from([None, 0, 7]),
+       chunk_size=st.integers(1, 9), quantics=st.booleans())
+def test_exact_data_through_a_function_is_recovered_read_once_and_repeatable(
+        shape, inner, seed, method, pivot_search, oversample, val_size, chunk_size, quantics):
+    """Options rarely tested together: the TT of an exact-rank function at rank >= its
+    own is the tensor; info.n_evals is what the function received, each entry once; an
+    executor in chunks and a second call give the same TT bit for bit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    shape = tuple(shape)
+    if len(shape) < 2 and method in ("lsq", "block"):
+        method = "tci"
+    dense, ranks = _exact_tt(shape, inner, seed)
+    options = dict(method=method, tol=0.0, random_state=seed, val_size=val_size,
+                   return_info=True)
+    if method == "tci":
+        options["pivot_search"] = pivot_search
+    if method in ("als", "block"):
+        options["rank"] = max(ranks)
+    if method != "tci":
+        options["oversample"] = oversample
+
+    def run(function, **kwargs):
+        lazy = tlc.FunctionTensor(function, shape, **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ranks clipped to the unfoldings
+            return tlc.tt_cross(tlc.QuanticsTensor(lazy) if quantics else lazy, **options)
+
+    recording = _Recording(dense)
+    tt, info = run(recording)
+    approx = tl.to_numpy(tl.tt_to_tensor(tt))
+    if quantics:
+        view = tlc.QuanticsTensor(dense)
+        digits = np.stack(np.unravel_index(np.arange(dense.size), view.shape), axis=1)
+        expected = dense[tuple(view.layout.to_original(digits).T)].reshape(view.shape)
+    else:
+        expected = dense
+    assert np.linalg.norm(approx - expected) <= 1e-9 * np.linalg.norm(expected)
+    assert info.n_evals == recording.distinct() == sum(map(len, recording.received))
+    assert info.n_requested - info.n_cached == info.n_evals
+    with ThreadPoolExecutor(2) as executor:
+        chunked, chunked_info = run(_Recording(dense), executor=executor,
+                                    chunk_size=chunk_size)
+    again, again_info = run(_Recording(dense))
+    for other, other_info in ((chunked, chunked_info), (again, again_info)):
+        assert other.rank == tt.rank
+        for core, other_core in zip(tt.factors, other.factors, strict=True):
+            np.testing.assert_array_equal(other_core, core)
+        assert (other_info.n_evals, other_info.stop_reason) == (info.n_evals,
+                                                                info.stop_reason)
