@@ -177,16 +177,39 @@ def refuse_nibabel_image(obj, name):
 
 def _nibabel_refusal(obj, name):
     return (f"{name} is a nibabel {type(obj).__name__}, whose entries cannot be read point "
-            f"by point: pass tensorly_cross.open_volume(path) for its file"
-            f"{_nibabel_file(obj)} (read chunk by chunk, scaling applied), or the image's "
-            "get_fdata() if it fits in memory.")
+            f"by point: {_nibabel_remedy(obj, name)}")
 
 
-def _nibabel_file(obj):
-    """`` (path)`` of the file behind a nibabel image or array proxy, if it names one."""
+def _nibabel_remedy(obj, name):
+    """What to pass instead of a nibabel image or proxy: ``open_volume`` of its file where
+    that is NIfTI (the only format it opens by path: the advice for an MGH or PAR/REC file
+    failed on its suffix), else of its array proxy, which reads any format nibabel loads
+    lazily; an image in memory has no file to name."""
+    path = _nibabel_path(obj)
+    if path is not None and path.lower().endswith((".nii", ".nii.gz")):
+        return (f"pass tensorly_cross.open_volume(path) for its file ({path!r}) (read chunk "
+                "by chunk, scaling applied), or the image's get_fdata() if it fits in memory.")
+    in_memory = "the image's get_fdata() if it fits in memory"
+    proxy = getattr(obj, "dataobj", obj)
+    if path is not None and hasattr(proxy, "shape") and hasattr(proxy, "dtype"):
+        # open_volume reads an array proxy chunk by chunk, with the file's scaling.
+        proxy_name = "image.dataobj" if proxy is not obj else name
+        return (f"open_volume reads NIfTI files by path, not {os.path.basename(path)!r}: "
+                f"pass tensorly_cross.open_volume({proxy_name}) (its array proxy, read chunk "
+                f"by chunk, scaling applied), or {in_memory}.")
+    save = ("save the image as NIfTI (nibabel.save(image, 'volume.nii')) and pass "
+            "tensorly_cross.open_volume('volume.nii')")
+    if proxy is obj:  # a proxy open_volume cannot read (MINC's: it has no dtype)
+        return f"pass np.asarray({name}) if it fits in memory, or {save}."
+    where = "it is in memory, with no file" if path is None else "its array proxy has no dtype"
+    return f"{where}: pass {in_memory}, or {save}."
+
+
+def _nibabel_path(obj):
+    """The file behind a nibabel image or array proxy, as a str, or None."""
     get_filename = getattr(obj, "get_filename", None)
     path = get_filename() if callable(get_filename) else getattr(obj, "file_like", None)
-    return f" ({os.fspath(path)!r})" if isinstance(path, str | os.PathLike) else ""
+    return os.fspath(path) if isinstance(path, str | os.PathLike) else None
 
 
 class _TTEntries:
