@@ -150,7 +150,7 @@ def _open(path, dataset, cache_bytes, client, strict):
         return _open_zarr(path, cache_bytes, client, strict)
     if not lower.endswith(VOLUME_SUFFIXES):
         raise ValueError(f"path {path!r} has an unsupported suffix; supported: "
-                         f"{', '.join(VOLUME_SUFFIXES)}.")
+                         f"{', '.join(VOLUME_SUFFIXES)}.{_nibabel_hint(lower)}")
     check_regular_file(path)
     if lower.endswith((".h5", ".hdf5")):
         return _open_hdf5(path, dataset, cache_bytes, client, strict)
@@ -162,6 +162,19 @@ def _open(path, dataset, cache_bytes, client, strict):
     if lower.endswith(".npy"):
         return _open_npy(path, cache_bytes)
     return _open_nifti(path, cache_bytes)
+
+
+# Volumes nibabel loads that are not NIfTI (FreeSurfer, Analyze, MINC, PAR/REC, AFNI, ECAT).
+NIBABEL_SUFFIXES = (".mgz", ".mgh", ".hdr", ".img", ".img.gz", ".hdr.gz", ".mnc", ".par",
+                    ".rec", ".head", ".brik", ".brik.gz", ".v")
+
+
+def _nibabel_hint(lower):
+    """How to open a volume in a format nibabel reads: as NIfTI, once converted."""
+    if not lower.endswith(NIBABEL_SUFFIXES):
+        return ""
+    return (" nibabel reads this format: convert it once to NIfTI "
+            "(nibabel.save(nibabel.load(path), 'volume.nii')) and open that.")
 
 
 def _refuse_dataset(dataset, what):

@@ -63,3 +63,20 @@ def test_a_nifti_image_still_names_open_volume_of_its_file(tmp_path):
     nibabel.save(nibabel.Nifti1Image(np.ones((3, 4, 5), dtype=np.float32), np.eye(4)), path)
     with pytest.raises(TypeError, match=r"open_volume\(path\) for its file.*v\.nii\.gz"):
         tlc.tt_cross(nibabel.load(path), rank=1)
+
+
+@pytest.mark.parametrize("name", ["test.mgz", "phantom_varscale.PAR", "tiny.mnc"])
+def test_a_file_nibabel_reads_but_open_volume_does_not_is_told_how_to_convert_it(name):
+    """FreeSurfer's .mgz, Philips' PAR/REC, MINC: 'unsupported suffix' alone left a user
+    with no way in; the message says how to convert the file to NIfTI, which opens."""
+    with pytest.raises(ValueError, match="unsupported suffix") as error:
+        tlc.open_volume(os.path.join(data_path, name))
+    assert "nibabel.save(nibabel.load(" in str(error.value)
+
+
+def test_a_suffix_nothing_reads_is_not_sent_to_nibabel(tmp_path):
+    path = tmp_path / "volume.raw"
+    path.write_bytes(b"\0" * 64)
+    with pytest.raises(ValueError, match="unsupported suffix") as error:
+        tlc.open_volume(str(path))
+    assert "nibabel" not in str(error.value)
