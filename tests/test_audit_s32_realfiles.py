@@ -80,3 +80,63 @@ def test_a_suffix_nothing_reads_is_not_sent_to_nibabel(tmp_path):
     with pytest.raises(ValueError, match="unsupported suffix") as error:
         tlc.open_volume(str(path))
     assert "nibabel" not in str(error.value)
+
+
+NIFTI_FILES = ["anatomical.nii", "example4d.nii.gz", "example_nifti2.nii.gz", "functional.nii",
+               "reoriented_anat_moved.nii", "resampled_anat_moved.nii", "standard.nii.gz"]
+
+
+@pytest.mark.parametrize("name", NIFTI_FILES)
+def test_every_nifti_nibabel_ships_reads_as_get_fdata(name):
+    """Big-endian int16 and float32, a scaled int16 (functional.nii: slope 0.075, intercept
+    3100), NIfTI-2, 4-D, NaN background: sampled entries equal ``get_fdata()``'s."""
+    path = os.path.join(data_path, name)
+    expected = np.nan_to_num(nibabel.load(path).get_fdata())
+    volume = tlc.open_volume(path, fill_nan=0.0)
+    rng = np.random.default_rng(0)
+    indices = np.stack([rng.integers(0, n, 3000) for n in expected.shape], axis=1)
+    indices = np.concatenate([indices, [[0] * expected.ndim], [[n - 1 for n in expected.shape]]])
+    np.testing.assert_array_equal(np.asarray(volume.evaluate(indices)),
+                                  expected[tuple(indices.T)])
+
+
+def test_a_4d_las_scan_reconstructed_as_nifti_keeps_its_space(tmp_path, monkeypatch):
+    """functional.nii (LAS, scaled int16, 4-D, TR 2 s): the volume written by ``reconstruct
+    -o`` has the input's affine, zooms and units, float32 values within the TT's error; a
+    slab lies where nibabel's slicer puts it."""
+    from tensorly_cross import cli
+
+    monkeypatch.chdir(tmp_path)
+    source = os.path.join(data_path, "functional.nii")
+    image = nibabel.load(source)
+    assert cli.main(["compress", source, "-o", "f.tt.npz", "--tol", "0.01", "-q"]) == 0
+    assert cli.main(["reconstruct", "f.tt.npz", "-o", "f.nii.gz"]) == 0
+    out = nibabel.load("f.nii.gz")
+    assert out.shape == image.shape and out.get_data_dtype() == np.float32
+    np.testing.assert_allclose(out.affine, image.affine)
+    assert out.header.get_zooms() == image.header.get_zooms()
+    assert out.header.get_xyzt_units() == image.header.get_xyzt_units()
+    original = image.get_fdata()
+    assert np.linalg.norm(out.get_fdata() - original) <= 0.011 * np.linalg.norm(original)
+    assert cli.main(["reconstruct", "f.tt.npz", "--slice", "0=4,3=7", "-o", "s.nii"]) == 0
+    slab, expected = nibabel.load("s.nii"), image.slicer[4:5, :, :, 7:8]
+    assert slab.shape == expected.shape
+    np.testing.assert_allclose(slab.affine, expected.affine)
+
+
+def test_the_mni152_template_crossed_from_its_file_equals_the_cross_in_memory(tmp_path):
+    """docs/guarantees.rst: ``tt_cross(open_volume(path))`` equals, bit for bit, the cross
+    of the array loaded and cast to float64; the stream too (MNI152's uint8 scaled by
+    1/255, cropped)."""
+    datasets = pytest.importorskip("nilearn.datasets")
+    image = datasets.load_mni152_template().slicer[60:100, 70:110, 50:80]
+    path = str(tmp_path / "t1.nii")
+    nibabel.save(image, path)
+    loaded = nibabel.load(path)
+    assert loaded.dataobj.slope != 1.0  # stored scaled
+    array = loaded.get_fdata()
+    for run in (lambda v: tlc.tt_cross(v, tol=0.1, random_state=0),
+                lambda v: tlc.streaming_tt_svd(v, tol=0.1, random_state=0)):
+        from_file, in_memory = run(tlc.open_volume(path)), run(array)
+        for core_file, core_memory in zip(from_file, in_memory, strict=True):
+            np.testing.assert_array_equal(np.asarray(core_file), np.asarray(core_memory))
