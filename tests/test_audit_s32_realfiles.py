@@ -140,3 +140,48 @@ def test_the_mni152_template_crossed_from_its_file_equals_the_cross_in_memory(tm
         from_file, in_memory = run(tlc.open_volume(path)), run(array)
         for core_file, core_memory in zip(from_file, in_memory, strict=True):
             np.testing.assert_array_equal(np.asarray(core_file), np.asarray(core_memory))
+
+
+def _stale_demo_volume(workdir, name, values):
+    zarr = pytest.importorskip("zarr")
+    array = zarr.create_array(os.path.join(workdir, f"{name}.zarr"), shape=values.shape,
+                              chunks=(32, 32, 32), dtype="f4")
+    array[...] = values
+
+
+def test_the_demo_refuses_a_stale_volume_of_another_shape_in_its_workdir(tmp_path, capsys):
+    """A template of another nilearn (its 2 mm MNI152, 99x117x95) left in the workdir was
+    compressed under the name of the 1 mm one: 'shape (197, 233, 189)' announced, the
+    stale volume crossed, and '33.1 MiB of float32 (12.7% read)' for a stream that read
+    all of its 4.2 MiB."""
+    pytest.importorskip("nilearn")
+    from tensorly_cross import cli
+
+    _stale_demo_volume(tmp_path, "mni152_t1", np.ones((9, 11, 10), dtype=np.float32))
+    code = cli.main(["demo", "--volume", "mni152", "--workdir", str(tmp_path), "-q"])
+    assert code == cli.EXIT_INPUT
+    err = capsys.readouterr().err
+    assert "mni152_t1.zarr" in err and "(9, 11, 10)" in err and "(197, 233, 189)" in err
+    assert not os.path.exists(tmp_path / "mni152_t1.tt.npz")
+
+
+def test_the_demo_refuses_a_stale_volume_of_its_shape_with_other_values(tmp_path, capsys):
+    """Same shape, other values (a procedural volume of an older version): not the demo's."""
+    from tensorly_cross import cli
+
+    _stale_demo_volume(tmp_path, "blobs16", np.full((16, 16, 16), 0.5, dtype=np.float32))
+    code = cli.main(["demo", "--volume", "procedural", "--size", "16",
+                     "--workdir", str(tmp_path), "-q"])
+    assert code == cli.EXIT_INPUT
+    assert "other values" in capsys.readouterr().err
+
+
+def test_the_demo_reuses_its_own_volume(tmp_path, capsys):
+    from tensorly_cross import cli
+
+    common = ["demo", "--volume", "procedural", "--size", "16", "--workdir", str(tmp_path)]
+    assert cli.main(common) == cli.EXIT_OK
+    assert "writing the demo volume" in capsys.readouterr().out
+    assert cli.main(common) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert "writing the demo volume" not in out and "(100.0% read)" in out

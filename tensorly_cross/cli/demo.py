@@ -46,6 +46,8 @@ def run_demo(args):
             if not args.quiet:
                 print(f"writing the demo volume {shape} (float32, once) to {volume_path}")
             write_volume(volume_path, function, shape, chunks=(32, 32, 32))
+        else:
+            _check_kept_volume(volume_path, function, shape)
     volume = tlc.open_volume(volume_path, strict=True)
     output = os.path.join(workdir, f"{name}.tt.npz")
     method, reason = _demo_method(args.method, volume, volume_path)
@@ -70,6 +72,32 @@ def run_demo(args):
         print(f"picture             {png}")
     asked = None if args.method == "auto" else method
     return outcome(summary, True, args.accept_miss, demo_volume=volume_path, demo_method=asked)
+
+
+# Entries of a kept demo volume compared with the demo's own (a few chunks read).
+CHECKED_ENTRIES = 64
+
+
+def _check_kept_volume(path, function, shape):
+    """Raise FileExistsError if the volume kept at ``path`` (written by an earlier demo) is
+    not this demo's: another shape, or other values at a sample of its entries. A template
+    of another nilearn (its 2 mm MNI152) or a procedural volume of another version was
+    compressed under this one's name, and its shape and share read misreported."""
+    import tensorly_cross as tlc
+
+    volume = tlc.open_volume(path)  # its own counters: the run's reads are counted apart
+    fix = "remove it (it is rewritten) or pass another --workdir"
+    if tuple(volume.shape) != tuple(shape):
+        raise FileExistsError(f"{path!r} holds a volume of shape {tuple(volume.shape)}, not "
+                              f"the demo's {tuple(shape)} (kept by another version of "
+                              f"nilearn or tensorly-cross?): {fix}.")
+    rng = np.random.default_rng(0)
+    indices = np.stack([rng.integers(0, n, CHECKED_ENTRIES) for n in shape], axis=1)
+    expected = np.asarray(function(indices), dtype=np.float32).reshape(-1)
+    if not np.array_equal(np.asarray(volume.evaluate(indices)).astype(np.float32), expected):
+        raise FileExistsError(f"{path!r} holds a volume of shape {tuple(shape)} with other "
+                              "values than the demo's (kept by another version of nilearn "
+                              f"or tensorly-cross?): {fix}.")
 
 
 # Default of --size: the edge of the procedural volume.
