@@ -82,10 +82,12 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False,
         For an unknown suffix, a path that is not a regular file (or, for zarr, a folder),
         zarr metadata, an HDF5 file or a NIfTI header that cannot be read (the message
         names the file), an uncompressed NIfTI file shorter than its header declares, a
-        ``dataset`` for a volume that is not an HDF5 file, or, with ``strict``, a zarr
+        ``dataset`` for a volume that is not an HDF5 file (or for a path
+        ``"file.h5:/name"`` that names its dataset already), or, with ``strict``, a zarr
         array or HDF5 dataset with chunks missing.
     TypeError
-        For an unsupported dtype, a nibabel image (pass its file's path), a ``strict``
+        For an unsupported dtype, a nibabel image (pass its NIfTI file's path, or
+        its ``dataobj`` for another format), a ``strict``
         that is not a bool, a ``dataset`` that is not a str, a ``client`` that is not a
         dask.distributed Client, or a ``fill_nan`` that is not a real number.
 
@@ -117,6 +119,12 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False,
     return volume if fill_nan is None else with_fill_nan(volume, fill_nan)
 
 
+def _names_a_dataset(path):
+    """Whether ``path`` is ``FILE.h5:/NAME`` of an HDF5 file that exists."""
+    return (".h5:" in path.lower() or ".hdf5:" in path.lower()) and \
+        os.path.isfile(_split_hdf5_path(path)[0])
+
+
 def _split_hdf5_path(path):
     """``(file, dataset)`` of ``FILE.h5:/NAME``, split after the first ``.h5`` or ``.hdf5``
     whose file exists (else the first): a dataset's name may hold ':' too (split at the
@@ -137,6 +145,11 @@ def _open(path, dataset, cache_bytes, client, strict):
         # Only a path that is not a file itself: ':' is a valid character in file names.
         # Any case, as the suffix itself (and the command line's FILE.H5:/NAME) is read.
         path, dataset = _split_hdf5_path(path)
+    elif dataset is not None and not os.path.exists(path) and _names_a_dataset(path):
+        # Read as a file name, it "did not exist", of a file that does.
+        raise ValueError(f"path {path!r} names its dataset, and dataset={dataset!r} names "
+                         "one too: name it once ('file.h5:/name', or 'file.h5' with "
+                         "dataset='/name').")
     if not os.path.exists(path):
         raise FileNotFoundError(f"path {path!r} does not exist.")
     # Kept absolute: every read checks (or reopens) the file by its path, and a relative

@@ -185,3 +185,15 @@ def test_the_demo_reuses_its_own_volume(tmp_path, capsys):
     assert cli.main(common) == cli.EXIT_OK
     out = capsys.readouterr().out
     assert "writing the demo volume" not in out and "(100.0% read)" in out
+
+
+def test_a_dataset_named_twice_through_the_api_says_so_not_that_the_file_is_missing(tmp_path):
+    """``open_volume('v.h5:/a', dataset='b')`` said "path 'v.h5:/a' does not exist" of a
+    file that does; the command line already says to name the dataset once."""
+    h5py = pytest.importorskip("h5py")
+    path = str(tmp_path / "v.h5")
+    with h5py.File(path, "w") as handle:
+        handle["a"] = np.ones((2, 3, 4))
+        handle["b"] = np.zeros((2, 3, 4))
+    with pytest.raises(ValueError, match=r"dataset='b'.*name it once"):
+        tlc.open_volume(path + ":/a", dataset="b")
