@@ -280,3 +280,12 @@ def test_tol_zero_keeps_no_round_off_as_rank():
     full = rng.standard_normal((6, 7, 8))
     tt, info = streaming_tt_svd(full, tol=0, return_info=True)
     assert tt.rank == (1, 6, 8, 1) and info.error < 1e-14
+
+
+def test_cores_are_float64_for_a_float32_volume_as_documented():
+    # The docstring says so; tt_cross keeps float32 (the difference is documented).
+    volume = np.random.default_rng(0).random((12, 13, 14)).astype(np.float32)
+    tt = tlc.streaming_tt_svd(volume, tol=0.3)
+    assert all(np.asarray(core).dtype == np.float64 for core in tt.factors)
+    assert all(np.asarray(core).dtype == np.float32
+               for core in tlc.tt_cross(volume, tol=0.3, random_state=0).factors)

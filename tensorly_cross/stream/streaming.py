@@ -135,7 +135,11 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
     Returns
     -------
     tt : tensorly.tt_tensor.TTTensor
-        The TT, in the active TensorLy backend.
+        The TT, in the active TensorLy backend, with float64 cores whatever the stored
+        dtype (it computes in float64, where its exact error holds;
+        :func:`~tensorly_cross.tt_cross` returns a float32 volume's TT in float32, and
+        ``tensorly-cross compress`` stores the input's floating dtype unless ``--dtype``
+        says otherwise).
     info : StreamInfo
         Only when ``return_info`` is True.
 
