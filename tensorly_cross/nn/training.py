@@ -291,10 +291,32 @@ def _check_volume_shapes(embedding, train, test):
     epochs into a run. A dense embedding takes any shape (it has no such check)."""
     if not hasattr(embedding, "_check_shapes"):
         return
+    first = None  # the shape of train's first volume, which every other must have
     for name, data in (("train", train), ("test", test)):
         if data is not None and len(data):
-            embedding._check_shapes([data.volume(k) for k in range(len(data))],
-                                    list(range(len(data))), where=name)
+            volumes = [data.volume(k) for k in range(len(data))]
+            embedding._check_shapes(volumes, list(range(len(data))), where=name)
+            first = _check_one_volume_shape(volumes, name, first, embedding.stride)
+
+
+def _check_one_volume_shape(volumes, where, first, stride):
+    """Every volume has ``first``'s shape (None: the first volume's), which it returns.
+
+    The grid check lets through volumes of different shapes whose grids of patch positions,
+    ``ceil(shape / stride)``, agree (91 and 89 voxels at stride 4): a volume not resampled
+    to the others' grid, which trained silently, misregistered against them."""
+    from .embedding import _volume_named
+
+    for k, volume in enumerate(volumes):
+        shape = tuple(int(n) for n in volume.shape)
+        first = shape if first is None else first
+        if shape != first:
+            raise ValueError(f"{_volume_named(k, volume, k, where)} has shape {shape}, the "
+                             f"first training volume {first}: both give one grid of patch "
+                             f"positions at stride {stride}, but their voxels are not on one "
+                             "grid. One module takes one volume shape (crop or resample the "
+                             "volumes).")
+    return first
 
 
 def _refit_pca(embedding, train):

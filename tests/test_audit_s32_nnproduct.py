@@ -1,0 +1,59 @@
+"""Audit 32, the encoder pipeline (tensorly_cross.nn) as a product: a researcher trains on
+their own files (NIfTI, zarr, npy), with the dataset, fit and cross_validate.
+
+* fit promises to refuse, before training, a training or test volume whose shape is not
+  the others' (a volume not resampled to the dataset's grid), but checked only the grid of
+  patch positions, ``ceil(shape / stride)``: at the recipe's stride 4, volumes of 91 and
+  89 voxels along an axis have one grid, and a dataset holding both trained silently, the
+  voxels of one misregistered against the others'. Every volume's shape is now compared.
+"""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tensorly_cross.nn import CrossEmbedding, VolumeDataset, default_encoder  # noqa: E402
+from tensorly_cross.nn.training import Regressor, fit  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("pytorch_backend")
+
+
+def _files(tmp_path, shapes):
+    paths = []
+    for k, shape in enumerate(shapes):
+        path = tmp_path / f"sub-{k:02d}.npy"
+        np.save(path, np.random.default_rng(k).random(shape).astype(np.float32))
+        paths.append(str(path))
+    return VolumeDataset(paths, np.arange(len(shapes), dtype=np.float32))
+
+
+def _strided_model(**options):
+    torch.manual_seed(0)
+    embedding = CrossEmbedding(default_encoder(3, 2, pooled=True), patch_size=3,
+                               n_features=2, rank=2, n_outputs=3, stride=4, n_iter_max=1,
+                               **options)
+    return Regressor(embedding, 3)
+
+
+def test_fit_refuses_a_volume_of_another_shape_on_the_same_grid(tmp_path):
+    # 12 and 11 voxels give one grid at stride 4 (3 positions), not one volume shape
+    train = _files(tmp_path, [(12, 12, 12)] * 3 + [(12, 11, 12)])
+    model = _strided_model()
+    with pytest.raises(ValueError, match=r"volume 3 of train \(key 3, file .*sub-03.npy.*"
+                                         r"\(12, 11, 12\).*\(12, 12, 12\)"):
+        fit(model, train, epochs=1, batch_size=2)
+    assert model.embedding.counters["volumes"] == 0
+
+
+def test_fit_refuses_a_test_volume_of_another_shape_on_the_same_grid(tmp_path):
+    data = _files(tmp_path, [(12, 12, 12)] * 3 + [(10, 12, 12)])
+    with pytest.raises(ValueError, match=r"volume 0 of test .*\(10, 12, 12\)"):
+        fit(_strided_model(volume_shape=(12, 12, 12)), data.subset([0, 1, 2]), epochs=1,
+            batch_size=2, test=data.subset([3]))
+
+
+def test_fit_still_trains_volumes_of_one_shape_at_a_stride(tmp_path):
+    train = _files(tmp_path, [(12, 11, 10)] * 4)
+    log = fit(_strided_model(), train, epochs=1, batch_size=2)
+    assert log.steps == 2
