@@ -6,6 +6,12 @@ their own files (NIfTI, zarr, npy), with the dataset, fit and cross_validate.
   patch positions, ``ceil(shape / stride)``: at the recipe's stride 4, volumes of 91 and
   89 voxels along an axis have one grid, and a dataset holding both trained silently, the
   voxels of one misregistered against the others'. Every volume's shape is now compared.
+* A checkpoint loaded into a CrossEmbedding rebuilt with another patch size loaded without
+  a word and gave other features (a pooled encoder's weights fit every patch size); one
+  rebuilt with another stride loaded too, and its first forward pass blamed the volumes'
+  shape ("crop or resample the volumes"). The state now keeps the settings that say what
+  the weights were trained on (patch size, stride, features, layout), and a load into a
+  module built otherwise is refused, naming them. States saved before still load.
 """
 
 import numpy as np
@@ -57,3 +63,38 @@ def test_fit_still_trains_volumes_of_one_shape_at_a_stride(tmp_path):
     train = _files(tmp_path, [(12, 11, 10)] * 4)
     log = fit(_strided_model(), train, epochs=1, batch_size=2)
     assert log.steps == 2
+
+
+def _saved_state(**options):
+    torch.manual_seed(0)
+    settings = dict(patch_size=4, stride=2, n_features=2, rank=2, n_outputs=3, n_iter_max=1,
+                    volume_shape=(8, 8, 8))
+    return CrossEmbedding(default_encoder(4, 2, pooled=True), **dict(settings, **options))
+
+
+@pytest.mark.parametrize("changed", [dict(patch_size=3), dict(stride=4, volume_shape=None),
+                                     dict(layout="quantics")])
+def test_a_checkpoint_refuses_a_module_built_with_other_settings(changed):
+    state = _saved_state().state_dict()
+    rebuilt = _saved_state(**changed)
+    name = next(iter(changed))
+    with pytest.raises(ValueError, match=f"{name}={state['_extra_state'][name]!r}"):
+        rebuilt.load_state_dict(state)
+
+
+def test_a_checkpoint_still_loads_into_a_module_built_alike_and_gives_its_features():
+    volumes = [torch.rand(8, 8, 8) for _ in range(2)]
+    trained = _saved_state()
+    with torch.no_grad():
+        trained.encoder[0].weight.mul_(1.5)  # weights the fresh module does not start with
+        expected = trained(volumes)
+    fresh = _saved_state(volume_shape=None)
+    fresh.load_state_dict(trained.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(volumes), expected, rtol=0, atol=0)
+
+
+def test_a_state_saved_with_the_grid_alone_still_loads():
+    state = _saved_state().state_dict()
+    state["_extra_state"] = {"grid_shape": (4, 4, 4)}
+    _saved_state(patch_size=3).load_state_dict(state)

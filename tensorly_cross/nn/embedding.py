@@ -203,34 +203,56 @@ class CrossEmbedding(nn.Module):
         return state
 
     def get_extra_state(self):
-        """What ``state_dict`` saves besides tensors: the grid of patch positions.
+        """What ``state_dict`` saves besides tensors: the grid and the trained-on settings.
 
         The head's shape does not say which grid it is for: two grids can have the same
-        quantics digits.
+        quantics digits. Nor do the weights say which patches the encoder was trained on: a
+        pooled encoder's weights fit every patch size.
 
         Returns
         -------
         state : dict
-            ``{"grid_shape": tuple of 3 ints or None}``.
+            ``{"grid_shape": tuple of 3 ints or None, "patch_size": int, "stride": int,
+            "n_features": int, "layout": str}``.
         """
-        return {"grid_shape": self.grid_shape}
+        return {"grid_shape": self.grid_shape, **self._trained_settings()}
+
+    def _trained_settings(self):
+        """The settings that a state's weights belong to: a module built with others reads
+        other patches (or another grid, or TT shape) with them. The rank, method and sweeps
+        only change how closely the TT approximates the field, and may differ."""
+        return dict(patch_size=self.patch_size, stride=self.stride,
+                    n_features=self.n_features, layout=self.layout)
 
     def set_extra_state(self, state):
-        """Restore the grid of patch positions from a saved state.
+        """Restore the grid of patch positions from a saved state of this module's settings.
 
         The counterpart of :meth:`get_extra_state`.
 
         Parameters
         ----------
         state : dict
-            As :meth:`get_extra_state` returns it; a ``None`` grid leaves this module's.
+            As :meth:`get_extra_state` returns it; a ``None`` grid leaves this module's, and
+            a setting it does not hold (a state saved before they were kept) is not checked.
 
         Raises
         ------
         ValueError
-            If the saved grid is not the one this module was built for.
+            If the state was saved by a module built with another patch size, stride,
+            number of features or layout, or for another grid of patch positions than the
+            one this module was built for.
         """
-        saved = state.get("grid_shape") if isinstance(state, dict) else None
+        if not isinstance(state, dict):
+            return
+        differing = [f"{name}={state[name]!r} (this module: {value!r})"
+                     for name, value in self._trained_settings().items()
+                     if name in state and state[name] != value]
+        if differing:
+            raise ValueError(f"the state was saved by a CrossEmbedding built with "
+                             f"{', '.join(differing)}: its weights were trained on those "
+                             "patches, and would give other features here. Build the module "
+                             "with the saved settings.")
+        saved = state.get("grid_shape")
         if saved is None:
             return
         saved = tuple(int(n) for n in saved)
