@@ -12,6 +12,10 @@ their own files (NIfTI, zarr, npy), with the dataset, fit and cross_validate.
   shape ("crop or resample the volumes"). The state now keeps the settings that say what
   the weights were trained on (patch size, stride, features, layout), and a load into a
   module built otherwise is refused, naming them. States saved before still load.
+* The note on a NaN voxel advised ``VolumeDataset(..., fill_nan=0.0)`` to a researcher
+  whose dataset held arrays and already had it: the dataset fills only the volumes it reads
+  from paths (as documented), so the advice repeated the run that failed. The note now
+  says so, and how to fill an array.
 """
 
 import numpy as np
@@ -19,7 +23,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tensorly_cross.nn import CrossEmbedding, VolumeDataset, default_encoder  # noqa: E402
+from tensorly_cross.errors import NonFiniteValueError  # noqa: E402
+from tensorly_cross.nn import (  # noqa: E402
+    CrossEmbedding,
+    DenseEmbedding,
+    VolumeDataset,
+    default_encoder,
+)
 from tensorly_cross.nn.training import Regressor, fit  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("pytorch_backend")
@@ -98,3 +108,15 @@ def test_a_state_saved_with_the_grid_alone_still_loads():
     state = _saved_state().state_dict()
     state["_extra_state"] = {"grid_shape": (4, 4, 4)}
     _saved_state(patch_size=3).load_state_dict(state)
+
+
+def test_the_nan_note_says_that_arrays_are_not_filled_by_the_dataset():
+    volumes = [np.random.default_rng(k).random((6, 6, 6)).astype(np.float32) for k in range(2)]
+    volumes[1][:2] = np.nan  # a masked map read with nibabel's get_fdata
+    data = VolumeDataset(volumes, [0.0, 1.0], fill_nan=0.0)
+    model = DenseEmbedding(default_encoder(3, 2))
+    with pytest.raises(NonFiniteValueError) as error:
+        model([data.volume(1)])
+    assert any("paths only" in note and "nan_to_num" in note for note in error.value.__notes__)
+    filled = VolumeDataset([np.nan_to_num(v, nan=0.0) for v in volumes], [0.0, 1.0])
+    assert torch.isfinite(model([filled.volume(1)])).all()

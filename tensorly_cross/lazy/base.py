@@ -258,7 +258,8 @@ NAN_BACKGROUND = (
     "Masked scans and statistical maps hold NaN outside the brain: "
     "tensorly_cross.open_volume(path_or_array, fill_nan=0.0), or for training "
     "tensorly_cross.nn.VolumeDataset(..., fill_nan=0.0), reads such voxels as 0 "
-    "(infinities still raise)."
+    "(infinities still raise). VolumeDataset fills the volumes it reads from paths only: "
+    "fill arrays and tensors first (numpy.nan_to_num(volume, nan=0.0))."
 )
 
 
