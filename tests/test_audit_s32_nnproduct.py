@@ -16,6 +16,12 @@ their own files (NIfTI, zarr, npy), with the dataset, fit and cross_validate.
   whose dataset held arrays and already had it: the dataset fills only the volumes it reads
   from paths (as documented), so the advice repeated the run that failed. The note now
   says so, and how to fill an array.
+* docs/pipeline.rst advises an encoder with BatchNorm to be put in eval mode (its features,
+  and the lockstep's indices, otherwise depend on the batch; its running statistics drift).
+  ``predict`` and ``fit_pca`` restored the mode with ``model.train(was_training)``, which
+  set every part to the top module's mode: the encoder came back in train mode; and ``fit``
+  called ``model.train()`` every epoch. The advice was undone by the recipe without a word,
+  and the BatchNorm's statistics moved. Each part now keeps the mode it had.
 """
 
 import numpy as np
@@ -120,3 +126,52 @@ def test_the_nan_note_says_that_arrays_are_not_filled_by_the_dataset():
     assert any("paths only" in note and "nan_to_num" in note for note in error.value.__notes__)
     filled = VolumeDataset([np.nan_to_num(v, nan=0.0) for v in volumes], [0.0, 1.0])
     assert torch.isfinite(model([filled.volume(1)])).all()
+
+
+def _batchnorm_model(head="probes"):
+    from torch import nn
+
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Conv3d(1, 4, 3), nn.BatchNorm3d(4), nn.GELU(),
+                            nn.Conv3d(4, 2, 1), nn.AdaptiveAvgPool3d(1), nn.Flatten())
+    embedding = CrossEmbedding(encoder, patch_size=3, n_features=2, rank=2, n_outputs=3,
+                               stride=2, n_iter_max=1, head=head)
+    model = Regressor(embedding, 3)
+    encoder.eval()  # as docs/pipeline.rst advises for BatchNorm
+    return model, encoder
+
+
+def _in_memory(count=4):
+    volumes = [np.random.default_rng(k).random((8, 8, 8)).astype(np.float32)
+               for k in range(count)]
+    return VolumeDataset(volumes, np.arange(count, dtype=np.float32))
+
+
+def test_predict_and_fit_pca_leave_an_encoder_in_eval_mode_there():
+    from tensorly_cross.nn.training import predict
+
+    data = _in_memory()
+    model, encoder = _batchnorm_model(head="pca")
+    model.embedding.fit_pca([data.volume(k) for k in range(len(data))])
+    assert not encoder.training and model.embedding.training
+    predict(model, data)
+    assert not encoder.training and model.training and model.norm.training
+
+
+def test_fit_trains_around_an_encoder_in_eval_mode_and_keeps_its_statistics():
+    data = _in_memory()
+    for head in ("probes", "pca"):
+        model, encoder = _batchnorm_model(head)
+        statistics = encoder[1].running_mean.clone()
+        readout = model.readout.weight.detach().clone()
+        fit(model, data, epochs=2, batch_size=2, test=data)
+        assert not encoder.training and model.training
+        torch.testing.assert_close(encoder[1].running_mean, statistics, rtol=0, atol=0)
+        assert not torch.equal(model.readout.weight, readout)  # the rest trained
+
+
+def test_fit_still_trains_a_model_left_in_eval_mode_in_train_mode():
+    model, encoder = _batchnorm_model()
+    model.eval()
+    fit(model, _in_memory(), epochs=1, batch_size=2)
+    assert model.training and encoder.training and model.norm.training

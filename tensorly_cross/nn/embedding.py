@@ -30,6 +30,7 @@ from ..api import cross_interpolate, select_indices
 from ..errors import NonFiniteValueError
 from ..lazy.base import LazyTensor
 from ..lazy.quantics import QuanticsLayout
+from ._modes import evaluating
 from .dataset import WithoutAxis
 from .encoded import EncodedTensor, default_encoder
 from .heads import TTPCAHead, TTProbeHead
@@ -426,9 +427,10 @@ class CrossEmbedding(nn.Module):
         """Fit the TT-PCA head on training volumes (``head="pca"``), without gradient.
 
         The encoder runs in eval mode, as at inference (dropout off, BatchNorm on its
-        running statistics, which the fit leaves as they are); the module's mode is
-        restored afterwards. In train mode the basis would carry one draw of dropout, and
-        eval-mode features of the very training volumes would not be centred on it.
+        running statistics, which the fit leaves as they are); afterwards each part of the
+        module is back in the mode it had (an encoder in eval mode stays in it). In train
+        mode the basis would carry one draw of dropout, and eval-mode features of the very
+        training volumes would not be centred on it.
 
         Parameters
         ----------
@@ -461,15 +463,13 @@ class CrossEmbedding(nn.Module):
         grid = self._check_shapes(volumes, keys)
         if len(volumes) < 2:
             raise ValueError(f"fit_pca needs at least 2 volumes, got {len(volumes)}.")
-        tts, was_training = [], self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                for start in range(0, len(volumes), batch_size):
-                    tts += self._tts(volumes[start : start + batch_size],
-                                     keys[start : start + batch_size])[0]
-        finally:
-            self.train(was_training)
+        tts = []
+        # Each part back in its own mode after: self.train(was_training) set an encoder put
+        # in eval mode (a BatchNorm, as docs/pipeline.rst advises) back in train mode.
+        with evaluating(self), torch.no_grad():
+            for start in range(0, len(volumes), batch_size):
+                tts += self._tts(volumes[start : start + batch_size],
+                                 keys[start : start + batch_size])[0]
         self.head.fit(tts)
         self.grid_shape = grid  # two grids can have the same quantics digits
         return self

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .._validation import asks_to_stop, check_bool, check_float, check_int
+from ._modes import evaluating, modes_of, restore_modes
 
 
 class Regressor(nn.Module):
@@ -155,7 +156,9 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
     :class:`~tensorly_cross.nn.CrossEmbedding` with ``refresh_every > 1`` reuses its
     indices across epochs. A
     TT-PCA head (``head="pca"``) is fitted on the training volumes at the start of every
-    epoch, with the encoder of that moment (as the paper's code does).
+    epoch, with the encoder of that moment (as the paper's code does). The model trains in
+    train mode; where it is in train mode when ``fit`` starts, a part of it in eval mode
+    (an encoder whose BatchNorm should keep its running statistics) stays in eval mode.
 
     Parameters
     ----------
@@ -219,9 +222,14 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
     _check_feature_width(model)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     log = TrainingLog()
+    # Parts in eval mode inside a model in train mode (an encoder's BatchNorm, as
+    # docs/pipeline.rst advises) stay so: model.train() alone set them back in train mode.
+    modes = modes_of(model) if model.training else None
     for epoch in range(epochs):
         _refit_pca(model.embedding, train)
         model.train()
+        if modes is not None:
+            restore_modes(modes)
         start, cpu_start, losses = time.perf_counter(), time.process_time(), []
         for keys, volumes, targets in train.batches(batch_size, shuffle=True,
                                                     seed=seed * 100_003 + epoch):
@@ -358,8 +366,8 @@ def _check_not_empty(dataset, caller):
 def predict(model, dataset, batch_size=8):
     """Predictions for every item of a dataset.
 
-    In eval mode, without gradient, and without keys (fresh indices for every volume); the
-    model is left in the mode it was in.
+    In eval mode, without gradient, and without keys (fresh indices for every volume); each
+    part of the model is left in the mode it was in.
 
     Parameters
     ----------
@@ -382,13 +390,9 @@ def predict(model, dataset, batch_size=8):
         result would make :func:`rmse` a NaN with no word of why).
     """
     _check_not_empty(dataset, "predict")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            outputs = [model(volumes) for _, volumes, _ in dataset.batches(batch_size)]
-    finally:
-        model.train(was_training)
+    # Each part back in its own mode: model.train(was_training) set them all to the top's.
+    with evaluating(model):
+        outputs = [model(volumes) for _, volumes, _ in dataset.batches(batch_size)]
     return torch.cat(outputs).cpu()
 
 
