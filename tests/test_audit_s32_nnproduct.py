@@ -22,6 +22,12 @@ their own files (NIfTI, zarr, npy), with the dataset, fit and cross_validate.
   set every part to the top module's mode: the encoder came back in train mode; and ``fit``
   called ``model.train()`` every epoch. The advice was undone by the recipe without a word,
   and the BatchNorm's statistics moved. Each part now keeps the mode it had.
+* ``max_batch="auto"`` on CUDA measured the encoder's memory with one call on 256 zero
+  patches, in whatever mode the encoder was: a BatchNorm in train mode took those zeros
+  into its running statistics (its running variance fell by a tenth before any volume was
+  read), and a Dropout drew from the generator, so a seeded run's draws depended on the
+  device. The probe call now leaves the encoder's buffers and the random state as they
+  were.
 """
 
 import numpy as np
@@ -175,3 +181,36 @@ def test_fit_still_trains_a_model_left_in_eval_mode_in_train_mode():
     model.eval()
     fit(model, _in_memory(), epochs=1, batch_size=2)
     assert model.training and encoder.training and model.norm.training
+
+
+def _noisy_batchnorm_encoder():
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv3d(1, 4, 3), nn.BatchNorm3d(4), nn.Dropout(0.5), nn.GELU(),
+                         nn.Conv3d(4, 2, 1), nn.AdaptiveAvgPool3d(1), nn.Flatten())
+
+
+def test_the_memory_probe_leaves_the_encoder_statistics_and_the_random_state():
+    from tensorly_cross.nn.lockstep import _probe_call
+
+    encoder = _noisy_batchnorm_encoder()  # in train mode
+    buffers = {name: buffer.clone() for name, buffer in encoder.named_buffers()}
+    torch.manual_seed(1)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(1)
+    output = _probe_call(encoder, torch.zeros(8, 1, 3, 3, 3))
+    assert output.shape == (8, 2) and output.requires_grad
+    torch.testing.assert_close(torch.rand(3), expected_draw, rtol=0, atol=0)
+    for name, buffer in encoder.named_buffers():
+        torch.testing.assert_close(buffer, buffers[name], rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_device_batch_size_on_cuda_leaves_a_batchnorm_s_statistics():
+    from tensorly_cross.nn import device_batch_size
+
+    encoder = _noisy_batchnorm_encoder().cuda()
+    variance = encoder[1].running_var.clone()
+    device_batch_size(encoder, 3)
+    torch.testing.assert_close(encoder[1].running_var, variance, rtol=0, atol=0)

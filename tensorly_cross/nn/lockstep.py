@@ -222,7 +222,9 @@ def device_batch_size(encoder, patch_size, device=None, dtype=None, memory_fract
     """Patches per encoder call that fit the device.
 
     On CUDA: the encoder's activation memory per patch, measured on one probe batch of 256
-    patches with gradient, divides ``memory_fraction`` of the device's free memory. On CPU
+    patches with gradient (the call leaves the encoder's buffers, such as a BatchNorm's
+    running statistics, and the random state as they were), divides ``memory_fraction`` of
+    the device's free memory. On CPU
     (and other devices): ``cpu_batch``, where a call of that size costs little memory
     (activations of the default encoder: about 1 kB a patch) and per-call overhead is
     amortised.
@@ -280,9 +282,25 @@ def device_batch_size(encoder, patch_size, device=None, dtype=None, memory_fract
     before = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
     patches = torch.zeros((probe, 1) + (patch_size,) * 3, device=device, dtype=dtype)
-    with torch.enable_grad():
-        output = encoder(patches)
-        per_patch = max((torch.cuda.max_memory_allocated(device) - before) / probe, 1.0)
+    output = _probe_call(encoder, patches)
+    per_patch = max((torch.cuda.max_memory_allocated(device) - before) / probe, 1.0)
     del output, patches
     free, _ = torch.cuda.mem_get_info(device)
     return int(max(probe, min(2**20, memory_fraction * free / per_patch)))
+
+
+def _probe_call(encoder, patches):
+    """The encoder's output on ``patches`` with gradient, leaving no trace: its buffers and
+    the random state (CPU, and the patches' CUDA device) as they were.
+
+    A BatchNorm in train mode took the probe's zero patches into its running statistics,
+    and a Dropout drew from the generator, before the first volume was read."""
+    buffers = [(buffer, buffer.clone()) for buffer in encoder.buffers()]
+    devices = [patches.device] if patches.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), torch.enable_grad():
+            return encoder(patches)
+    finally:
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
