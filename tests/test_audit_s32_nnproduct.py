@@ -28,7 +28,14 @@ their own files (NIfTI, zarr, npy), with the dataset, fit and cross_validate.
   read), and a Dropout drew from the generator, so a seeded run's draws depended on the
   device. The probe call now leaves the encoder's buffers and the random state as they
   were.
+* ``VolumeDataset(..., in_memory=True)`` shared with a subset only the volumes read before
+  the subset was made: ``folds(k)`` makes every subset at once, so k-fold evaluation read
+  each file k times and, the folds being alive for the whole of ``cross_validate``, held k
+  copies of the dataset in memory (for a dataset that fits once). A dataset and its
+  subsets now share one store of volumes read whole.
 """
+
+import os
 
 import numpy as np
 import pytest
@@ -214,3 +221,19 @@ def test_device_batch_size_on_cuda_leaves_a_batchnorm_s_statistics():
     variance = encoder[1].running_var.clone()
     device_batch_size(encoder, 3)
     torch.testing.assert_close(encoder[1].running_var, variance, rtol=0, atol=0)
+
+
+def test_folds_of_a_dataset_in_memory_read_each_file_once(tmp_path):
+    data = _files(tmp_path, [(4, 4, 4)] * 6)
+    data = VolumeDataset(data.volumes, data.targets, in_memory=True)
+    (first_train, first_test), (second_train, second_test) = data.folds(2, seed=0)
+    read = {}
+    for subset in (first_train, first_test):
+        for k in range(len(subset)):
+            read[subset.volumes[k]] = subset.volume(k)
+    assert len(read) == 6
+    for path in read:  # a second read would now fail
+        os.remove(path)
+    for subset in (second_train, second_test, data):
+        for k in range(len(subset)):
+            assert subset.volume(k) is read[subset.volumes[k]]

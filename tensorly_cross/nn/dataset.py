@@ -105,6 +105,8 @@ class VolumeDataset(torch.utils.data.Dataset):
         self.cache_bytes = (None if cache_bytes is None
                             else check_int(cache_bytes, "cache_bytes", minimum=0))
         self.fill_nan = None if fill_nan is None else check_float(fill_nan, "fill_nan")
+        # Volumes read whole (in_memory), by path; one store for this dataset and all its
+        # subsets, so that k-fold subsets made at once read (and hold) each file once.
         self._loaded = {}
 
     def __len__(self):
@@ -164,7 +166,7 @@ class VolumeDataset(torch.utils.data.Dataset):
         ValueError
             If the volume is neither 3-D nor 4-D with an axis of size 1 first or last.
         """
-        # A negative index is its position: a volume read whole is kept under one key.
+        # A negative index is its position, as an error names the item.
         index = self._position(operator.index(index))
         item = self.volumes[index]
         try:
@@ -176,15 +178,16 @@ class VolumeDataset(torch.utils.data.Dataset):
     def _volume(self, index, item):
         if not isinstance(item, (str, os.PathLike)):
             return _drop_channel(item)
-        if index in self._loaded:
-            return self._loaded[index]
+        path = os.fspath(item)
+        if self.in_memory and path in self._loaded:
+            return self._loaded[path]
         lazy = open_volume(item, cache_bytes=self.cache_bytes, fill_nan=self.fill_nan)
         if not self.in_memory:
             volume = _drop_channel(lazy)
-            volume.source_path = os.fspath(item)  # one file, one volume, pass after pass
+            volume.source_path = path  # one file, one volume, pass after pass
             return volume
-        self._loaded[index] = _drop_channel(_read_whole(lazy))
-        return self._loaded[index]
+        self._loaded[path] = _drop_channel(_read_whole(lazy))
+        return self._loaded[path]
 
     def subset(self, indices):
         """A dataset of the items at ``indices`` (same options).
@@ -198,8 +201,8 @@ class VolumeDataset(torch.utils.data.Dataset):
         Returns
         -------
         subset : VolumeDataset
-            With the same ``cache_bytes`` and ``in_memory``; volumes already read whole
-            are shared, not read again.
+            With the same ``cache_bytes`` and ``in_memory``; volumes read whole (by this
+            dataset or any of its subsets, before or after) are shared, not read again.
 
         Raises
         ------
@@ -214,8 +217,9 @@ class VolumeDataset(torch.utils.data.Dataset):
         subset = VolumeDataset([self.volumes[i] for i in indices],
                                self.targets[indices].numpy(), self.cache_bytes, self.in_memory,
                                self.fill_nan)
-        subset._loaded = {new: self._loaded[old] for new, old in enumerate(indices)
-                          if old in self._loaded}
+        # The same store: a volume read whole by either is read once for both (folds makes
+        # its subsets before any is read).
+        subset._loaded = self._loaded
         return subset
 
     def _selected(self, indices):
