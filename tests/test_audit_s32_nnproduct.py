@@ -33,6 +33,10 @@ their own files (NIfTI, zarr, npy), with the dataset, fit and cross_validate.
   each file k times and, the folds being alive for the whole of ``cross_validate``, held k
   copies of the dataset in memory (for a dataset that fits once). A dataset and its
   subsets now share one store of volumes read whole.
+* ``Regressor.set_target_scale`` (public, for a training loop of one's own) copied the
+  targets' statistics with broadcasting: one column of targets for a model of three gave
+  all three its mean and scale, and a NaN target made every prediction NaN, without a word.
+  Targets of another width, empty or not finite are now refused by name.
 """
 
 import os
@@ -237,3 +241,21 @@ def test_folds_of_a_dataset_in_memory_read_each_file_once(tmp_path):
     for subset in (second_train, second_test, data):
         for k in range(len(subset)):
             assert subset.volume(k) is read[subset.volumes[k]]
+
+
+@pytest.mark.parametrize("targets, message", [
+    (np.arange(5.0), "1 target"), (np.ones((5, 2)), "2 target"), (np.zeros((0, 3)), "n >= 1"),
+    ([[1.0, np.nan, 2.0], [1.0, 2.0, 3.0]], r"targets\[0\] holds NaN")])
+def test_set_target_scale_refuses_targets_that_do_not_fit_the_model(targets, message):
+    model = Regressor(CrossEmbedding(n_outputs=2), 2, n_targets=3)
+    with pytest.raises(ValueError, match=message):
+        model.set_target_scale(targets)
+    assert model.target_mean.tolist() == [0.0] * 3  # unchanged
+
+
+def test_set_target_scale_still_takes_one_target_a_volume_either_way():
+    for targets in (np.array([1.0, 3.0]), np.array([[1.0], [3.0]]), torch.tensor([1.0, 3.0])):
+        model = Regressor(CrossEmbedding(n_outputs=2), 2)
+        model.set_target_scale(targets)
+        assert model.target_mean.tolist() == [2.0]
+        assert model.target_scale.tolist() == pytest.approx([2**0.5])

@@ -73,9 +73,16 @@ class Regressor(nn.Module):
         Parameters
         ----------
         targets : array-like, shape (n,) or (n, t)
-            The training targets.
+            The training targets: at least one row, ``t = n_targets`` (``(n,)`` is one
+            target a volume), all finite.
+
+        Raises
+        ------
+        ValueError
+            If ``targets`` is empty, has another number of targets per volume than
+            ``n_targets``, or holds NaN or inf.
         """
-        targets = torch.as_tensor(targets).reshape(len(targets), -1)
+        targets = _checked_targets(targets, self.n_targets)
         self.target_mean.copy_(targets.mean(dim=0))
         self.target_scale.copy_(targets.std(dim=0).clamp_min(1e-12) if len(targets) > 1
                                 else torch.ones_like(self.target_scale))
@@ -111,6 +118,27 @@ class Regressor(nn.Module):
         standardised = self.readout(self.norm(features))
         prediction = self.target_mean + self.target_scale * standardised.to(self.target_mean)
         return prediction[:, 0] if prediction.shape[1] == 1 else prediction
+
+
+def _checked_targets(targets, n_targets):
+    """Targets as an ``(n, n_targets)`` tensor; a ValueError naming the fault otherwise.
+
+    ``copy_`` broadcast one target column over every target of a multi-target model (a
+    ``(n,)`` array for three targets gave all three its mean), and a NaN target made the
+    mean, and so every prediction, NaN without a word."""
+    targets = torch.as_tensor(targets)  # in its own dtype: the statistics as before
+    if targets.ndim not in (1, 2) or targets.shape[0] == 0:
+        raise ValueError(f"targets must have shape (n,) or (n, t) with n >= 1, got "
+                         f"{tuple(targets.shape)}.")
+    targets = targets.reshape(targets.shape[0], -1)
+    if targets.shape[1] != n_targets:
+        raise ValueError(f"targets has {targets.shape[1]} target(s) per volume; this "
+                         f"Regressor predicts n_targets={n_targets}.")
+    if not bool(torch.isfinite(targets).all()):
+        row = int(torch.nonzero(~torch.isfinite(targets))[0, 0])
+        raise ValueError(f"targets[{row}] holds NaN or inf: the targets' mean and scale "
+                         "would be too, and so every prediction.")
+    return targets
 
 
 @dataclass
