@@ -37,6 +37,10 @@ their own files (NIfTI, zarr, npy), with the dataset, fit and cross_validate.
   targets' statistics with broadcasting: one column of targets for a model of three gave
   all three its mean and scale, and a NaN target made every prediction NaN, without a word.
   Targets of another width, empty or not finite are now refused by name.
+* ``fit`` of a DenseEmbedding model on volumes of several shapes with ``batch_size > 1``
+  (which ``normalize=True`` needs) failed when a shuffled batch first mixed two shapes,
+  epochs into a run, with "the volumes of a batch must have one shape" naming no file. It
+  is refused before training, naming the volume.
 """
 
 import os
@@ -80,7 +84,8 @@ def test_fit_refuses_a_volume_of_another_shape_on_the_same_grid(tmp_path):
     train = _files(tmp_path, [(12, 12, 12)] * 3 + [(12, 11, 12)])
     model = _strided_model()
     with pytest.raises(ValueError, match=r"volume 3 of train \(key 3, file .*sub-03.npy.*"
-                                         r"\(12, 11, 12\).*\(12, 12, 12\)"):
+                                         r"\(12, 11, 12\), the first volume of train "
+                                         r"\(12, 12, 12\)"):
         fit(model, train, epochs=1, batch_size=2)
     assert model.embedding.counters["volumes"] == 0
 
@@ -259,3 +264,18 @@ def test_set_target_scale_still_takes_one_target_a_volume_either_way():
         model.set_target_scale(targets)
         assert model.target_mean.tolist() == [2.0]
         assert model.target_scale.tolist() == pytest.approx([2**0.5])
+
+
+def test_fit_of_a_dense_model_refuses_mixed_shapes_in_batches_before_training(tmp_path):
+    data = _files(tmp_path, [(8, 8, 8)] * 3 + [(9, 8, 8)])
+    data = VolumeDataset(data.volumes, data.targets, in_memory=True)
+    steps = []
+    model = Regressor(DenseEmbedding(default_encoder(3, 2)), 2)
+    with pytest.raises(ValueError, match=r"volume 3 of train \(key 3\) has shape \(9, 8, 8\)"
+                                         r".*batch_size=2"):
+        fit(model, data, epochs=3, batch_size=2, callback=lambda *a: steps.append(a))
+    assert not steps
+    # one volume a step still takes any shape
+    log = fit(Regressor(DenseEmbedding(default_encoder(3, 2)), 2, normalize=False), data,
+              epochs=1, batch_size=1)
+    assert log.steps == 4

@@ -246,7 +246,7 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
     if hasattr(model.embedding, "_build_head_for") and len(train):
         # A head built by the first forward pass would miss the optimiser made here.
         model.embedding._build_head_for(train.volume(0))
-    _check_volume_shapes(model.embedding, train, test)
+    _check_volume_shapes(model.embedding, train, test, batch_size)
     _check_feature_width(model)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     log = TrainingLog()
@@ -321,22 +321,38 @@ def _check_feature_width(model):
                          "n_inputs=embedding.n_outputs.")
 
 
-def _check_volume_shapes(embedding, train, test):
+def _check_volume_shapes(embedding, train, test, batch_size):
     """Every volume's shape against the embedding's one grid, from the volumes' headers,
     before the first step: a volume of another shape failed only when its batch came up,
-    epochs into a run. A dense embedding takes any shape (it has no such check)."""
+    epochs into a run. A dense embedding takes any shape one volume a step; it stacks a
+    batch, so with ``batch_size > 1`` each dataset's volumes must have one shape."""
+    from .dense import DenseEmbedding
+
     if not hasattr(embedding, "_check_shapes"):
+        if isinstance(embedding, DenseEmbedding) and batch_size > 1:
+            for name, data in (("train", train), ("test", test)):
+                if data is not None and len(data):
+                    _check_one_volume_shape(
+                        [data.volume(k) for k in range(len(data))], name, None,
+                        f"DenseEmbedding stacks the volumes of a batch (batch_size="
+                        f"{batch_size}): crop or resample them to one shape, or pass "
+                        "batch_size=1 (with Regressor(..., normalize=False)).")
         return
     first = None  # the shape of train's first volume, which every other must have
     for name, data in (("train", train), ("test", test)):
         if data is not None and len(data):
             volumes = [data.volume(k) for k in range(len(data))]
             embedding._check_shapes(volumes, list(range(len(data))), where=name)
-            first = _check_one_volume_shape(volumes, name, first, embedding.stride)
+            first = _check_one_volume_shape(
+                volumes, name, first,
+                f"both give one grid of patch positions at stride {embedding.stride}, but "
+                "their voxels are not on one grid. One module takes one volume shape (crop "
+                "or resample the volumes).")
 
 
-def _check_one_volume_shape(volumes, where, first, stride):
-    """Every volume has ``first``'s shape (None: the first volume's), which it returns.
+def _check_one_volume_shape(volumes, where, first, why):
+    """Every volume has the shape of ``first`` (``(shape, dataset name)``; None: this
+    dataset's first volume), which it returns; ``why`` ends the message.
 
     The grid check lets through volumes of different shapes whose grids of patch positions,
     ``ceil(shape / stride)``, agree (91 and 89 voxels at stride 4): a volume not resampled
@@ -345,13 +361,10 @@ def _check_one_volume_shape(volumes, where, first, stride):
 
     for k, volume in enumerate(volumes):
         shape = tuple(int(n) for n in volume.shape)
-        first = shape if first is None else first
-        if shape != first:
+        first = (shape, where) if first is None else first
+        if shape != first[0]:
             raise ValueError(f"{_volume_named(k, volume, k, where)} has shape {shape}, the "
-                             f"first training volume {first}: both give one grid of patch "
-                             f"positions at stride {stride}, but their voxels are not on one "
-                             "grid. One module takes one volume shape (crop or resample the "
-                             "volumes).")
+                             f"first volume of {first[1]} {first[0]}: {why}")
     return first
 
 
