@@ -229,7 +229,9 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
         its features (``normalize=True``, ``BatchNorm1d``) and a step would see one volume
         only: ``batch_size=1``, or one training volume; or, for a
         :class:`~tensorly_cross.nn.CrossEmbedding` (one volume shape), if a training or
-        test volume's shape is not the others' (checked from the headers, before training).
+        test volume's shape is not the others' (checked from the headers, before training);
+        for a :class:`~tensorly_cross.nn.DenseEmbedding` with ``batch_size > 1`` (it stacks
+        a batch), if the training (or the test) volumes are not of one shape.
     """
     epochs = check_int(epochs, "epochs", minimum=0)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
