@@ -279,3 +279,16 @@ def test_fit_of_a_dense_model_refuses_mixed_shapes_in_batches_before_training(tm
     log = fit(Regressor(DenseEmbedding(default_encoder(3, 2)), 2, normalize=False), data,
               epochs=1, batch_size=1)
     assert log.steps == 4
+
+
+def test_a_callback_may_change_the_modes_of_parts_for_the_next_epochs():
+    model, encoder = _batchnorm_model()
+    encoder.train()
+    seen = []
+
+    def freeze_statistics(epoch, log):
+        seen.append(encoder.training)
+        encoder.eval()  # from the second epoch on
+
+    fit(model, _in_memory(), epochs=3, batch_size=2, callback=freeze_statistics)
+    assert seen == [True, False, False] and not encoder.training

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .._validation import asks_to_stop, check_bool, check_float, check_int
-from ._modes import evaluating, modes_of, restore_modes
+from ._modes import evaluating
 
 
 class Regressor(nn.Module):
@@ -185,8 +185,9 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
     indices across epochs. A
     TT-PCA head (``head="pca"``) is fitted on the training volumes at the start of every
     epoch, with the encoder of that moment (as the paper's code does). The model trains in
-    train mode; where it is in train mode when ``fit`` starts, a part of it in eval mode
-    (an encoder whose BatchNorm should keep its running statistics) stays in eval mode.
+    train mode; where the model itself is in train mode (at the start and after each
+    ``callback``), a part of it in eval mode (an encoder whose BatchNorm should keep its
+    running statistics) stays in eval mode.
 
     Parameters
     ----------
@@ -252,14 +253,13 @@ def fit(model, train, epochs=15, batch_size=8, lr=1e-2, seed=0, test=None, callb
     _check_feature_width(model)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     log = TrainingLog()
-    # Parts in eval mode inside a model in train mode (an encoder's BatchNorm, as
-    # docs/pipeline.rst advises) stay so: model.train() alone set them back in train mode.
-    modes = modes_of(model) if model.training else None
     for epoch in range(epochs):
         _refit_pca(model.embedding, train)
-        model.train()
-        if modes is not None:
-            restore_modes(modes)
+        # A model in train mode keeps the modes of its parts: model.train() set an encoder
+        # put in eval mode (a BatchNorm, as docs/pipeline.rst advises), or set so by a
+        # callback, back in train mode. A model left in eval mode trains whole.
+        if not model.training:
+            model.train()
         start, cpu_start, losses = time.perf_counter(), time.process_time(), []
         for keys, volumes, targets in train.batches(batch_size, shuffle=True,
                                                     seed=seed * 100_003 + epoch):
