@@ -208,15 +208,17 @@ def _noisy_batchnorm_encoder():
 
 
 def test_the_memory_probe_leaves_the_encoder_statistics_and_the_random_state():
-    from tensorly_cross.nn.lockstep import _probe_call
+    from tensorly_cross.nn.lockstep import _leaving_no_trace
 
     encoder = _noisy_batchnorm_encoder()  # in train mode
     buffers = {name: buffer.clone() for name, buffer in encoder.named_buffers()}
     torch.manual_seed(1)
     expected_draw = torch.rand(3)
     torch.manual_seed(1)
-    output = _probe_call(encoder, torch.zeros(8, 1, 3, 3, 3))
-    assert output.shape == (8, 2) and output.requires_grad
+    with _leaving_no_trace(encoder, "cpu"):
+        output = encoder(torch.rand(8, 1, 3, 3, 3))  # a draw, and the statistics move
+        assert not torch.equal(encoder[1].running_mean, buffers["1.running_mean"])
+    assert output.shape == (8, 2)
     torch.testing.assert_close(torch.rand(3), expected_draw, rtol=0, atol=0)
     for name, buffer in encoder.named_buffers():
         torch.testing.assert_close(buffer, buffers[name], rtol=0, atol=0)

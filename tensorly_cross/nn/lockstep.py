@@ -15,6 +15,7 @@ The encoder runs in the calling thread, under its gradient mode: gradients of th
 differentiable reads flow as they would without threads.
 """
 
+import contextlib
 import threading
 
 import tensorly as tl
@@ -278,28 +279,32 @@ def device_batch_size(encoder, patch_size, device=None, dtype=None, memory_fract
     if device.type != "cuda":
         return cpu_batch
     probe = 256
-    torch.cuda.synchronize(device)
-    before = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    patches = torch.zeros((probe, 1) + (patch_size,) * 3, device=device, dtype=dtype)
-    output = _probe_call(encoder, patches)
-    per_patch = max((torch.cuda.max_memory_allocated(device) - before) / probe, 1.0)
-    del output, patches
+    with _leaving_no_trace(encoder, device):
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        patches = torch.zeros((probe, 1) + (patch_size,) * 3, device=device, dtype=dtype)
+        with torch.enable_grad():
+            output = encoder(patches)
+        per_patch = max((torch.cuda.max_memory_allocated(device) - before) / probe, 1.0)
+        del output, patches
     free, _ = torch.cuda.mem_get_info(device)
     return int(max(probe, min(2**20, memory_fraction * free / per_patch)))
 
 
-def _probe_call(encoder, patches):
-    """The encoder's output on ``patches`` with gradient, leaving no trace: its buffers and
-    the random state (CPU, and the patches' CUDA device) as they were.
+@contextlib.contextmanager
+def _leaving_no_trace(encoder, device):
+    """Encoder calls in the block leave its buffers and the random state (CPU, and
+    ``device`` where it is CUDA) as they were.
 
-    A BatchNorm in train mode took the probe's zero patches into its running statistics,
-    and a Dropout drew from the generator, before the first volume was read."""
+    The memory probe's call took its zero patches into a BatchNorm's running statistics (in
+    train mode), and a Dropout drew from the generator, before the first volume was read.
+    The buffers are copied before the block: the probe's peak memory does not count them."""
     buffers = [(buffer, buffer.clone()) for buffer in encoder.buffers()]
-    devices = [patches.device] if patches.device.type == "cuda" else []
+    devices = [device] if torch.device(device).type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=devices), torch.enable_grad():
-            return encoder(patches)
+        with torch.random.fork_rng(devices=devices):
+            yield
     finally:
         with torch.no_grad():
             for buffer, saved in buffers:
