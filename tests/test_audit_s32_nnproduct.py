@@ -41,6 +41,9 @@ their own files (NIfTI, zarr, npy), with the dataset, fit and cross_validate.
   (which ``normalize=True`` needs) failed when a shuffled batch first mixed two shapes,
   epochs into a run, with "the volumes of a batch must have one shape" naming no file. It
   is refused before training, naming the volume.
+* DenseEmbedding, the documented baseline, failed on a flipped array (``np.flip``,
+  ``volume[::-1]``: a flip augmentation, or nibabel's reorientation), torch refusing
+  negative strides; CrossEmbedding took it. It now reads it as the copy it equals.
 """
 
 import os
@@ -294,3 +297,13 @@ def test_a_callback_may_change_the_modes_of_parts_for_the_next_epochs():
 
     fit(model, _in_memory(), epochs=3, batch_size=2, callback=freeze_statistics)
     assert seen == [True, False, False] and not encoder.training
+
+
+def test_the_dense_baseline_reads_a_flipped_array_as_its_copy():
+    array = np.random.default_rng(0).random((8, 9, 10)).astype(np.float32)
+    flipped = np.flip(array, axis=(0, 2))
+    model = DenseEmbedding(default_encoder(3, 2, pooled=True))
+    with torch.no_grad():
+        torch.testing.assert_close(model([flipped, array]),
+                                   model([np.ascontiguousarray(flipped), array]),
+                                   rtol=0, atol=0)

@@ -216,7 +216,13 @@ def _as_tensor(volume, number):
         if array.dtype.kind not in "biufc":  # a str, None, objects: torch's message said less
             raise TypeError(f"volume {number} of the batch must be a tensor or an array of "
                             f"numbers, got {type(volume).__name__} of dtype {array.dtype}.")
-        volume = torch.as_tensor(native_byte_order(array))
+        array = native_byte_order(array)
+        if any(step < 0 for step in array.strides) or not array.flags.writeable:
+            # torch refuses negative strides (np.flip, arr[::-1]: a flip augmentation,
+            # nibabel's reorientation) and warns on read-only memory (np.load's memmap):
+            # a copy, as the batch's stack would make anyway
+            array = np.array(array)
+        volume = torch.as_tensor(array)
     if volume.is_complex():
         raise TypeError(f"volume {number} of the batch is complex ({volume.dtype}); volumes "
                         "are real: pass its real part or its magnitude (volume.real, "
