@@ -14,8 +14,10 @@ encoder at every voxel and averages. Both train with the same recipe
 (:mod:`tensorly_cross.nn.training`); a third baseline predicts the training mean.
 
 This page runs a small version (32^3 crops, so that the documentation builds quickly);
-``TLC_EXAMPLE_SIZE=64 TLC_EXAMPLE_EPOCHS=15`` runs the benchmark's setting, and
-``benchmarks/bench_nn_training.py`` the full table (see :doc:`/pipeline`). Run as a script,
+``TLC_EXAMPLE_SIZE=64 TLC_EXAMPLE_EPOCHS=15`` runs it at the benchmark's crop size and
+epochs, still on 32 crops at rank 4 (the benchmark's cross model trains on 30 of 40 crops
+at rank 8), and ``benchmarks/bench_nn_training.py`` makes the full table (see
+:doc:`/pipeline`). Run as a script,
 it saves its figures (``TLC_EXAMPLE_FIGURES``, default: the current directory).
 """
 
