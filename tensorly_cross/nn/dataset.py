@@ -109,6 +109,22 @@ class VolumeDataset(torch.utils.data.Dataset):
         # subsets, so that k-fold subsets made at once read (and hold) each file once.
         self._loaded = {}
 
+    def __getstate__(self):
+        """What pickling and ``copy.deepcopy`` take: all but the volumes of the shared
+        store that are not this dataset's (a ``DataLoader`` worker started by spawn or
+        forkserver got a test fold of one volume with every volume the other folds had read).
+
+        Returns
+        -------
+        state : dict
+            The dataset's attributes, its store holding its own items' volumes only.
+        """
+        state = dict(self.__dict__)
+        own = {os.fspath(item) for item in self.volumes if isinstance(item, str | os.PathLike)}
+        state["_loaded"] = {path: volume for path, volume in self._loaded.items()
+                            if path in own}
+        return state
+
     def __len__(self):
         return len(self.volumes)
 
@@ -248,7 +264,7 @@ class VolumeDataset(torch.utils.data.Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} is out of range for a dataset of {len(self)} "
                              f"items (allowed: {-len(self)} to {len(self) - 1}).")
-        # non-negative, so that volumes read whole (kept by position) are found
+        # non-negative, as the messages name the item
         return index % len(self)
 
     def split(self, train_fraction, seed=0, groups=None):

@@ -1,0 +1,48 @@
+"""Audit s32 (review): defects in this session's own fixes, and gaps next to them.
+
+* ``VolumeDataset(in_memory=True)`` and its subsets now share one store of volumes read
+  whole (so that k-fold subsets read each file once). A subset pickled (a ``DataLoader``
+  worker started by spawn or forkserver, ``copy.deepcopy``) took the whole store with it:
+  a test fold of one volume carried every volume any fold had read. A pickled dataset now
+  takes the volumes of its own items only.
+"""
+
+import pickle
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tensorly_cross.nn import VolumeDataset  # noqa: E402
+
+
+def _dataset_in_memory(tmp_path, count=6, edge=16):
+    paths = []
+    for k in range(count):
+        path = tmp_path / f"sub-{k:02d}.npy"
+        np.save(path, np.random.default_rng(k).random((edge,) * 3).astype(np.float32))
+        paths.append(str(path))
+    return VolumeDataset(paths, np.arange(count, dtype=np.float32), in_memory=True)
+
+
+def test_a_pickled_subset_takes_the_volumes_of_its_own_items_only(tmp_path):
+    data = _dataset_in_memory(tmp_path)
+    for k in range(len(data)):
+        data.volume(k)  # every volume read whole, into the store the subsets share
+    test = data.subset([4])
+    copy = pickle.loads(pickle.dumps(test))
+    assert list(copy._loaded) == [test.volumes[0]]
+    torch.testing.assert_close(copy.volume(0), data.volume(4), rtol=0, atol=0)
+    volume_bytes = 16**3 * 4
+    assert len(pickle.dumps(test)) < 2 * volume_bytes  # one volume, not six
+
+
+def test_a_pickled_dataset_still_shares_the_store_among_its_own_copies(tmp_path):
+    data = _dataset_in_memory(tmp_path, count=3)
+    train, test = data.subset([0, 1]), data.subset([2])
+    train.volume(0)
+    copy = pickle.loads(pickle.dumps(data))
+    assert list(copy._loaded) == [data.volumes[0]]
+    assert copy.subset([0])._loaded is copy._loaded  # the copy's subsets share its store
+    assert test._loaded is data._loaded  # the original's are untouched
