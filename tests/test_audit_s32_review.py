@@ -5,6 +5,10 @@
   worker started by spawn or forkserver, ``copy.deepcopy``) took the whole store with it:
   a test fold of one volume carried every volume any fold had read. A pickled dataset now
   takes the volumes of its own items only.
+* ``Regressor.set_target_scale`` (public; its checks are new) failed on integer targets
+  (ages in years, class labels 0/1) with torch's "mean(): could not infer output dtype";
+  they are read as floats, as ``VolumeDataset`` stores its targets. Complex targets lost
+  their imaginary part with a warning; they are refused.
 """
 
 import pickle
@@ -14,7 +18,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tensorly_cross.nn import VolumeDataset  # noqa: E402
+from tensorly_cross.nn import CrossEmbedding, VolumeDataset  # noqa: E402
+from tensorly_cross.nn.training import Regressor  # noqa: E402
 
 
 def _dataset_in_memory(tmp_path, count=6, edge=16):
@@ -46,3 +51,18 @@ def test_a_pickled_dataset_still_shares_the_store_among_its_own_copies(tmp_path)
     assert list(copy._loaded) == [data.volumes[0]]
     assert copy.subset([0])._loaded is copy._loaded  # the copy's subsets share its store
     assert test._loaded is data._loaded  # the original's are untouched
+
+
+@pytest.mark.parametrize("targets", [np.array([1, 3]), [1, 3], torch.tensor([1, 3])])
+def test_set_target_scale_takes_integer_targets(targets):
+    model = Regressor(CrossEmbedding(n_outputs=2), 2)
+    model.set_target_scale(targets)
+    assert model.target_mean.tolist() == [2.0]
+    assert model.target_scale.tolist() == pytest.approx([2**0.5])
+
+
+def test_set_target_scale_refuses_complex_targets():
+    model = Regressor(CrossEmbedding(n_outputs=2), 2)
+    with pytest.raises(TypeError, match="targets must be real"):
+        model.set_target_scale(np.array([1 + 1j, 3.0]))
+    assert model.target_mean.tolist() == [0.0]

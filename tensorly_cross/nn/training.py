@@ -74,13 +74,15 @@ class Regressor(nn.Module):
         ----------
         targets : array-like, shape (n,) or (n, t)
             The training targets: at least one row, ``t = n_targets`` (``(n,)`` is one
-            target a volume), all finite.
+            target a volume), all finite; integers are read as floats.
 
         Raises
         ------
         ValueError
             If ``targets`` is empty, has another number of targets per volume than
             ``n_targets``, or holds NaN or inf.
+        TypeError
+            If ``targets`` is complex.
         """
         targets = _checked_targets(targets, self.n_targets)
         self.target_mean.copy_(targets.mean(dim=0))
@@ -121,12 +123,17 @@ class Regressor(nn.Module):
 
 
 def _checked_targets(targets, n_targets):
-    """Targets as an ``(n, n_targets)`` tensor; a ValueError naming the fault otherwise.
+    """Targets as a floating ``(n, n_targets)`` tensor; an error naming the fault otherwise.
 
     ``copy_`` broadcast one target column over every target of a multi-target model (a
     ``(n,)`` array for three targets gave all three its mean), and a NaN target made the
     mean, and so every prediction, NaN without a word."""
-    targets = torch.as_tensor(targets)  # in its own dtype: the statistics as before
+    targets = torch.as_tensor(targets)  # a float in its own dtype: the statistics as before
+    if targets.is_complex():  # copy_ into the real buffers dropped the imaginary part
+        raise TypeError(f"targets must be real numbers, got {targets.dtype}.")
+    if not targets.is_floating_point():
+        # Integer targets (ages in years, labels 0/1): torch's mean refused them.
+        targets = targets.to(torch.float64)
     if targets.ndim not in (1, 2) or targets.shape[0] == 0:
         raise ValueError(f"targets must have shape (n,) or (n, t) with n >= 1, got "
                          f"{tuple(targets.shape)}.")
