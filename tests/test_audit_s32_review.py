@@ -66,3 +66,30 @@ def test_set_target_scale_refuses_complex_targets():
     with pytest.raises(TypeError, match="targets must be real"):
         model.set_target_scale(np.array([1 + 1j, 3.0]))
     assert model.target_mean.tolist() == [0.0]
+
+
+def _mask_of_seed(seed):
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in rng.integers(2, 9, size=rng.integers(2, 5)))
+    return (rng.random(shape) > 0.7).astype(float)
+
+
+# Before: once a sweep read the last entries of this 3x4x3x8 mask, the best state (sweep 3)
+# and the current one (sweep 4) were measured over every entry: the current one was better
+# (0.6471 against 0.6536), but only the best one was kept as such, so sweep 5 (0.6517)
+# replaced it and was returned, sweep 4's better TT lost.
+def test_the_state_measured_better_when_the_tensor_is_read_whole_is_kept_as_the_best():
+    import tensorly as tl
+
+    import tensorly_cross as tlc
+
+    dense = _mask_of_seed(152)
+    assert dense.shape == (3, 4, 3, 8)
+    tt, info = tlc.tt_cross(dense, method="lsq", tol=0.01, val_size=4, max_rank=4,
+                            random_state=152, return_info=True)
+    assert info.n_evals == dense.size
+    exact = info.val_errors[2:]  # sweeps 3 on: the held ones, measured again, and later
+    assert info.val_error == min(exact)
+    approx = tl.to_numpy(tl.tt_to_tensor(tt))
+    true = np.linalg.norm(approx - dense) / np.linalg.norm(dense)
+    assert abs(info.val_error - true) <= 1e-12

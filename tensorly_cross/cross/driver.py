@@ -74,7 +74,7 @@ def _run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt, 
             info.stop_reason = "max_time"
             break
         if exact_sweeps is None and validation.reads_every_entry:
-            exact_sweeps = _rebase(validation, info, best, current, cores)
+            exact_sweeps = _rebase(validation, info, best, current, (indices, cores))
         previous = (indices, cores)
         indices, cores = candidate, candidate_cores
         _record(info, cache, indices, error, validation)
@@ -125,18 +125,20 @@ def _run_sweeps(cache, indices, half_sweep, validation, info, options, make_tt, 
     return state
 
 
-def _rebase(validation, info, best, current, cores):
+def _rebase(validation, info, best, current, state):
     """The errors of the states held, measured again over every entry, once a sweep has
     read the last entries of a small tensor (its error is exact from then on).
 
     The sweeps before it were judged on the held-out sample: compared with exact errors
     as one, a lucky sample (0.00028 on 10 draws of a 2x2x5 array) took the exact errors
     after it (0.0032, 0.0042) for divergences, and the state returned reported the
-    sample's error for a true one of 0.0042. The current state and the best one are
-    measured again (their entries in ``info.val_errors`` too, so that ``val_error`` is
-    exact); the sweeps whose state is gone no longer count for divergence. Returns the
+    sample's error for a true one of 0.0042. The current state (``state``, of sweep
+    ``current``) and the best one are measured again (their entries in
+    ``info.val_errors`` too, so that ``val_error`` is exact), and the lower becomes the
+    best; the sweeps whose state is gone no longer count for divergence. Returns the
     sweeps whose errors are now exact.
     """
+    cores = state[1]
     held = {current: cores}
     if best.state is not None:
         held[best.sweep] = best.state[1]
@@ -145,6 +147,11 @@ def _rebase(validation, info, best, current, cores):
             info.val_errors[sweep - 1] = validation.exact_error(held_cores)
     if best.state is not None:
         best.error = best.reference = info.val_errors[best.sweep - 1]
+        # The current state is eligible (past the first sweep, not rolled back): measured
+        # lower than the best, it was lost when a later sweep merely beat the best.
+        if current > 1 and cores is not None and info.val_errors[current - 1] < best.error:
+            best.state, best.sweep = state, current
+            best.error = best.reference = info.val_errors[current - 1]
     return sorted(sweep for sweep, held_cores in held.items()
                   if sweep and held_cores is not None)
 

@@ -66,6 +66,8 @@ class CrossInfo:
         The sweep whose state was returned (1-based): the one with the lowest held-out
         error, the last one when there is no held-out set; 0 when no sweep completed (a
         budget stopped the first one: the starting TT is returned, ``val_error`` is nan).
+        Once a small tensor is read whole, among the exact errors only (see
+        ``val_errors``): an earlier sweep's lower sample error, its state gone, is not.
     n_sweeps : int
         Completed sweeps (one sweep = one pass in one direction).
     n_restored : int
