@@ -86,3 +86,113 @@ def test_a_norm_carried_by_fewer_than_10_held_out_entries_is_a_sign(function, lo
     assert bool(found) == warned
     if warned:
         assert "carry the held-out norm" in str(found[0].message)
+
+
+def test_nothing_is_unseen_once_every_entry_was_read():
+    # A pass whose residual one held-out entry carries is a sign, unless the cross read
+    # the whole tensor: then nothing is unseen (n_read >= size; a mutant at > warned).
+    shape = (4, 4, 4)
+    cache = EvaluationCache(FunctionTensor(_ones, shape))
+    validation = Validation(cache, 100, np.random.default_rng(0), tol=0.1)
+    residuals = np.zeros(validation.n_read)
+    residuals[0] = 1.0
+    cache.evaluate(np.stack(np.unravel_index(np.arange(64), shape), axis=1))
+    assert len(cache) == cache.size
+    assert not _unseen_warnings(validation, 0.05, residuals)
+
+
+def _corner_cores(value):
+    """Rank-2 TT: 1 everywhere plus ``value - 1`` at (39, 39, 39)."""
+    n = SHAPE[0]
+    first, middle, last = np.zeros((1, n, 2)), np.zeros((2, n, 2)), np.zeros((2, n, 1))
+    first[0, :, 0], first[0, -1, 1] = 1.0, value - 1.0
+    middle[0, :, 0], middle[1, -1, 1] = 1.0, 1.0
+    last[0, :, 0], last[1, -1, 0] = 1.0, 1.0
+    return [first, middle, last]
+
+
+def test_the_missed_read_entry_is_sought_among_the_largest_read_not_the_largest_alone():
+    # MISSED_CANDIDATES: the TT is exact at the largest entry read (1000) and misses the
+    # second (500, TT 1) by 0.4 of the tensor's norm. Checking the largest alone (a mutant
+    # at 1) fell through to the generic 'read an entry 1000x' sign, naming no missed entry.
+    def two_bright(indices):
+        values = np.ones(indices.shape[0])
+        values[np.all(indices == 39, axis=1)] = 1000.0
+        values[np.all(indices == 38, axis=1)] = 500.0
+        return values
+
+    cache, validation = _validation(two_bright)
+    assert validation.max_abs == 1.0
+    cache.evaluate(np.array([[39, 39, 39], [38, 38, 38]]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        validation.warn_if_unseen(0.0, cores=_corner_cores(1000.0))
+    messages = [str(w.message) for w in caught if w.category is UnseenStructureWarning]
+    assert len(messages) == 1
+    assert "entry at (38, 38, 38), 500" in messages[0]
+
+
+def _ones_cores(scale=1.0):
+    return [np.full((1, n, 1), scale if k == 0 else 1.0) for k, n in enumerate(SHAPE)]
+
+
+@pytest.mark.parametrize("bright, warned", [(20.0, False), (40.0, True)])
+def test_a_read_entry_missed_by_more_than_tol_of_the_norm_is_named(bright, warned):
+    # The TT (1 everywhere) misses a read entry of 40 by 0.15 of the tensor's estimated
+    # norm at tol 0.1 (named), one of 20 by 0.075 (silent); both are under UNSEEN_FACTOR.
+    # A mutant that asked twice tol passed every test.
+    def corner(indices):
+        values = np.ones(indices.shape[0])
+        values[np.all(indices == 39, axis=1)] = bright
+        return values
+
+    cache, validation = _validation(corner)
+    assert validation.max_abs == 1.0
+    cache.evaluate(np.array([[39, 39, 39]]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        validation.warn_if_unseen(0.0, cores=_ones_cores())
+    messages = [str(w.message) for w in caught if w.category is UnseenStructureWarning]
+    assert len(messages) == int(warned)
+    if warned:
+        assert "entry at (39, 39, 39)" in messages[0]
+
+
+def test_a_read_entry_off_by_round_off_is_no_sign_below_machine_precision():
+    # At a tol below float64's precision a TT off by round-off on every entry (4 eps)
+    # misses no read entry: the miss must pass 100 eps too. Without that floor a mutant
+    # warned of a miss of 2e-18 'of the tensor's norm, above tol'.
+    cache, validation = _validation(_ones, tol=1e-20)
+    cache.evaluate(np.array([[39, 39, 39]]))
+    cores = _ones_cores(1.0 + 4 * np.finfo(np.float64).eps)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        validation.warn_if_unseen(1e-20, cores=cores)
+    assert not [w for w in caught if w.category is UnseenStructureWarning]
+
+
+def test_the_norm_that_judges_a_missed_entry_counts_the_entries_read():
+    # The tensor's norm is estimated from the held-out entries and the large ones read: a
+    # TT that misses a read 60 (under UNSEEN_FACTOR) on a 10^3 tensor of ones misses it by
+    # 0.87 of that norm, under tol 0.9; from the held-out entries alone (a mutant) 1.87.
+    shape = (10, 10, 10)
+
+    def corner(indices):
+        values = np.ones(indices.shape[0])
+        values[np.all(indices == 9, axis=1)] = 60.0
+        return values
+
+    cache = EvaluationCache(FunctionTensor(corner, shape))
+    validation = Validation(cache, 200, np.random.default_rng(2), tol=0.9)
+    assert validation.max_abs == 1.0
+    cache.evaluate(np.array([[9, 9, 9]]))
+    cores = [np.ones((1, n, 1)) for n in shape]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        validation.warn_if_unseen(0.0, cores=cores)
+    assert not [w for w in caught if w.category is UnseenStructureWarning]
+    validation.warned, validation.tol = False, 0.8  # 0.87 is above this one
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        validation.warn_if_unseen(0.0, cores=cores)
+    assert [w for w in caught if w.category is UnseenStructureWarning]
