@@ -196,3 +196,29 @@ def test_the_norm_that_judges_a_missed_entry_counts_the_entries_read():
         warnings.simplefilter("always")
         validation.warn_if_unseen(0.0, cores=cores)
     assert [w for w in caught if w.category is UnseenStructureWarning]
+
+
+def test_a_missed_read_entry_is_named_at_the_data_s_own_scale():
+    # Data near 2**700 is crossed shrunk (ShrunkTensor): the missed-entry sign named the
+    # entry and the TT's miss at the shrunk scale ('20', 'missed by 19.5' for an entry of
+    # 40 * 2**700), where the other signs name the data's own moduli.
+    from tensorly_cross.cross.scaling import ShrunkTensor
+
+    def corner(indices):
+        values = np.ones(indices.shape[0])
+        values[np.all(indices == 39, axis=1)] = 40.0
+        return values * 2.0**700
+
+    cache = EvaluationCache(ShrunkTensor(FunctionTensor(corner, SHAPE)))
+    validation = Validation(cache, 1000, np.random.default_rng(0), tol=0.1)
+    cache.evaluate(np.array([[39, 39, 39]]))
+    shrunk_one = validation.max_abs  # the TT of ones, at the scale the cross ran at
+    cores = [np.full((1, n, 1), shrunk_one if k == 0 else 1.0) for k, n in enumerate(SHAPE)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        validation.warn_if_unseen(0.0, cores=cores)
+    messages = [str(w.message) for w in caught if w.category is UnseenStructureWarning]
+    assert len(messages) == 1
+    assert f"(39, 39, 39), {40 * 2.0**700:.3g}," in messages[0]
+    assert f"missed by {39 * 2.0**700:.3g} there" in messages[0]
+    assert "0.152 of the tensor's norm" in messages[0]  # a ratio: the same at any scale

@@ -440,9 +440,13 @@ class Validation:
         if not alone > max(self.tol, 100 * self.eps):
             return None
         where = tuple(int(i) for i in indices[worst])
-        return (f"the cross read the entry at {where}, {values[worst]:.3g}, and the TT "
-                f"missed by {residuals[worst]:.3g} there: that entry alone is an error of "
-                f"about {alone:.3g} of the tensor's norm (estimated), above tol")
+        # Named at the data's scale, as the other signs: the cache holds it shrunk.
+        value = values[worst]
+        value = (complex(unshrunk(value.real, self.lazy), unshrunk(value.imag, self.lazy))
+                 if np.iscomplexobj(value) else unshrunk(float(value), self.lazy))
+        return (f"the cross read the entry at {where}, {value:.3g}, and the TT missed by "
+                f"{unshrunk(float(residuals[worst]), self.lazy):.3g} there: that entry alone "
+                f"is an error of about {alone:.3g} of the tensor's norm (estimated), above tol")
 
     @property
     def n_fresh(self):
