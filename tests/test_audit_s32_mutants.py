@@ -238,3 +238,51 @@ def test_a_clear_pass_is_no_sign_whatever_carries_its_residual_or_norm(function,
     assert not _unseen_warnings(validation, 5e-4, residuals)
     validation.warned = False
     assert _unseen_warnings(validation, 5e-2, residuals)  # the same sample, a narrow pass
+
+
+def _rank_one_with_corner(indices):
+    """A rank-1 tensor of distinct values (no levels) plus 40x at (39, 39, 39)."""
+    factor = 1.0 + np.linspace(0.0, 1.0, SHAPE[0]) ** 2
+    values = np.prod(factor[indices], axis=1)
+    values[np.all(indices == 39, axis=1)] *= 40.0
+    return values
+
+
+def test_a_pass_decided_on_the_held_out_error_checks_the_entries_read():
+    # Validation.error (the path of an unguarded pass: a callable) checks the largest
+    # entries read against the TT, as the driver does for guarded data: a mutant that
+    # passed it no cores never named the missed corner.
+    cache, validation = _validation(_rank_one_with_corner)
+    assert not validation.guarded
+    cache.evaluate(np.array([[39, 39, 39]]))
+    factor = 1.0 + np.linspace(0.0, 1.0, SHAPE[0]) ** 2
+    cores = [factor.reshape(1, -1, 1) for _ in SHAPE]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        error = validation.error(cores)
+    assert error < 1e-12
+    messages = [str(w.message) for w in caught if w.category is UnseenStructureWarning]
+    assert len(messages) == 1 and "entry at (39, 39, 39)" in messages[0]
+
+
+def test_rebasing_on_exact_errors_resets_the_stall_reference_too():
+    # Once a sweep reads the last entry of a small tensor, the best state's error is
+    # measured again over every entry; the stall rule's reference must move with it, or
+    # sweeps near that exact error count as stalled against the lucky sample's error.
+    from tensorly_cross.cross.driver import _rebase
+    from tensorly_cross.cross.stopping import BestSweep, CrossInfo
+
+    shape = (2, 3, 4)
+    cache = EvaluationCache(FunctionTensor(lambda idx: 1.0 + idx.sum(axis=1), shape))
+    validation = Validation(cache, 5, np.random.default_rng(0), tol=0.1)
+    cache.evaluate(np.stack(np.unravel_index(np.arange(24), shape), axis=1))
+    assert validation.reads_every_entry
+    cores = [np.ones((1, n, 1)) for n in shape]  # the TT of ones: far off
+    best, info = BestSweep(), CrossInfo("tci")
+    info.val_errors = [0.5, 1e-3, 0.4]
+    best.offer(2, 1e-3, state=(None, cores))
+    assert best.reference == 1e-3
+    exact = _rebase(validation, info, best, 3, cores)
+    assert exact == [2, 3]
+    assert best.error == info.val_errors[1] == validation.exact_error(cores) > 0.1
+    assert best.reference == best.error
