@@ -286,3 +286,15 @@ def test_rebasing_on_exact_errors_resets_the_stall_reference_too():
     assert exact == [2, 3]
     assert best.error == info.val_errors[1] == validation.exact_error(cores) > 0.1
     assert best.reference == best.error
+
+
+def test_divergence_is_judged_on_the_finite_errors_before_and_never_after_an_exact_one():
+    # A first sweep of NaN cores (subnormal data's first least-squares sweep) does not hide
+    # a later divergence; after a sweep of error 0 (an exact recovery) a round-off error is
+    # not one. Mutants of either guard passed every test.
+    from tensorly_cross.cross.driver import DIVERGENCE, _diverged
+
+    assert _diverged(10.0, [float("nan"), 0.1])
+    assert not _diverged(0.1 * DIVERGENCE * 0.99, [float("nan"), 0.1])
+    assert not _diverged(1e-16, [0.0, 0.2])
+    assert not _diverged(1.0, [float("nan")])
