@@ -324,3 +324,27 @@ def test_a_jax_x32_cross_of_complex_data_that_complex64_takes_past_tol_warns():
         finally:
             jax.config.update("jax_enable_x64", before)
     assert str(tt[0].dtype) == "complex64"
+
+
+def test_a_cache_filled_under_numpy_stores_new_values_under_pytorch():
+    # A cache outlives tl.set_backend: its buffer moves to the active backend when new
+    # values are stored with it (a mutant that never moved it passed every test).
+    torch = pytest.importorskip("torch")
+    import tensorly as tl
+
+    shape = (5, 6, 7)
+
+    def function(indices):
+        return tl.tensor(1.0 + np.asarray(indices, dtype=np.float64).sum(axis=1))
+
+    cache = EvaluationCache(FunctionTensor(function, shape))
+    first = np.array([[0, 0, 0], [1, 2, 3]])
+    cache.evaluate(first)
+    second = np.array([[4, 5, 6], [1, 2, 3], [2, 2, 2]])
+    with tl.backend_context("pytorch"):
+        values = cache.evaluate(second)
+        assert isinstance(values, torch.Tensor)
+        assert np.array_equal(values.numpy(), [16.0, 7.0, 7.0])
+        again = cache.evaluate(np.concatenate([first, second]))
+        assert np.array_equal(again.numpy(), [1.0, 7.0, 16.0, 7.0, 7.0])
+    assert len(cache) == 4
