@@ -348,3 +348,46 @@ def test_a_cache_filled_under_numpy_stores_new_values_under_pytorch():
         again = cache.evaluate(np.concatenate([first, second]))
         assert np.array_equal(again.numpy(), [1.0, 7.0, 16.0, 7.0, 7.0])
     assert len(cache) == 4
+
+
+def test_cache_largest_ranks_entries_by_modulus():
+    # A negative entry of large modulus is among the largest read (a dark artefact, a
+    # signed field): ranking by signed value (a mutant) never named it.
+    def signed(indices):
+        values = np.ones(indices.shape[0])
+        values[np.all(indices == 3, axis=1)] = -1000.0
+        return values
+
+    cache = EvaluationCache(FunctionTensor(signed, SHAPE))
+    cache.evaluate(np.array([[0, 0, 0], [3, 3, 3], [1, 2, 3]]))
+    indices, values = cache.largest(1)
+    assert indices.tolist() == [[3, 3, 3]] and values.tolist() == [-1000.0]
+
+
+def _tightened_sweeper():
+    from tensorly_cross.cross.lsq import LSQSweeper
+
+    sweeper = LSQSweeper((8, 8, 8), 0.01, None, [1, 8, 8, 1], 2.0, np.random.default_rng(0))
+    for error in (0.5, 0.5):  # a miss that did not lower the error: truncate less
+        sweeper.record(error, False)
+    sweeper.tighten()
+    assert sweeper.tightened
+    return sweeper
+
+
+def test_six_sweeps_at_a_just_lowered_truncation_count_as_progress_a_run():
+    # EXCUSED_TIGHTENINGS = 6: the 6th such sweep still counts (a mutant at < counted 5),
+    # the 7th does not; growth by 2% of parameters always counts, a bond at its cap never
+    # excuses a sweep.
+    sweeper = _tightened_sweeper()
+    same = [(1, 4, 4, 1), (1, 4, 4, 1)]
+    assert [sweeper.ranks_progressed(same) for _ in range(7)] == [True] * 6 + [False]
+    assert sweeper.ranks_progressed([(1, 4, 4, 1), (1, 5, 4, 1)])  # grown
+    capped = _tightened_sweeper()
+    assert not capped.ranks_progressed([(1, 8, 8, 1), (1, 8, 8, 1)])
+    untightened = _tightened_sweeper()
+    untightened.record(0.1, False)  # a sweep that lowered the error: no tightening
+    untightened.tighten()
+    assert not untightened.ranks_progressed(same)
+    # growth by 4.8% of parameters is progress (a mutant asking 20% passed every test)
+    assert untightened.ranks_progressed([(1, 8, 20, 1), (1, 8, 21, 1)])
