@@ -282,7 +282,7 @@ def test_rebasing_on_exact_errors_resets_the_stall_reference_too():
     info.val_errors = [0.5, 1e-3, 0.4]
     best.offer(2, 1e-3, state=(None, cores))
     assert best.reference == 1e-3
-    exact = _rebase(validation, info, best, 3, cores)
+    exact = _rebase(validation, info, best, 3, (None, cores))
     assert exact == [2, 3]
     assert best.error == info.val_errors[1] == validation.exact_error(cores) > 0.1
     assert best.reference == best.error
