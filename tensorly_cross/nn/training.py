@@ -129,6 +129,9 @@ def _checked_targets(targets, n_targets):
     ``(n,)`` array for three targets gave all three its mean), and a NaN target made the
     mean, and so every prediction, NaN without a word."""
     targets = torch.as_tensor(targets)  # a float in its own dtype: the statistics as before
+    # Data, not a graph: targets that required grad made the buffers part of theirs (the
+    # second training step's backward failed, and so did copy.deepcopy of the model).
+    targets = targets.detach()
     if targets.is_complex():  # copy_ into the real buffers dropped the imaginary part
         raise TypeError(f"targets must be real numbers, got {targets.dtype}.")
     if not targets.is_floating_point():
