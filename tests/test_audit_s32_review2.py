@@ -9,6 +9,7 @@
 
 import copy
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -28,3 +29,14 @@ def test_set_target_scale_takes_targets_that_require_grad_as_data():
     copied = copy.deepcopy(model)  # refused for buffers in a graph
     assert copied.target_mean.tolist() == [40.0]
     assert ages.grad is None
+
+
+def test_set_target_scale_refuses_targets_whose_statistics_overflow_the_buffers():
+    # Before: finite float64 targets beyond float32 gave a mean and a scale of inf in the
+    # float32 buffers, and so every prediction.
+    model = Regressor(CrossEmbedding(n_outputs=2), 2)
+    with pytest.raises(ValueError, match="overflows torch.float32"):
+        model.set_target_scale(np.array([1e39, 3e39]))
+    assert model.target_mean.tolist() == [0.0] and model.target_scale.tolist() == [1.0]
+    model.double().set_target_scale(np.array([1e39, 3e39]))  # a float64 model holds them
+    assert model.target_mean.tolist() == [2e39]

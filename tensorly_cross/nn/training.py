@@ -80,14 +80,23 @@ class Regressor(nn.Module):
         ------
         ValueError
             If ``targets`` is empty, has another number of targets per volume than
-            ``n_targets``, or holds NaN or inf.
+            ``n_targets``, holds NaN or inf, or its mean or scale overflows the
+            model's dtype.
         TypeError
             If ``targets`` is complex.
         """
         targets = _checked_targets(targets, self.n_targets)
-        self.target_mean.copy_(targets.mean(dim=0))
-        self.target_scale.copy_(targets.std(dim=0).clamp_min(1e-12) if len(targets) > 1
-                                else torch.ones_like(self.target_scale))
+        mean = targets.mean(dim=0).to(self.target_mean)
+        scale = (targets.std(dim=0).clamp_min(1e-12).to(self.target_scale) if len(targets) > 1
+                 else torch.ones_like(self.target_scale))
+        # Finite targets may still overflow here (1e300 in float32 buffers, or a float32
+        # variance past 3.4e38): every prediction was inf, without a word.
+        if not bool(torch.isfinite(mean).all() and torch.isfinite(scale).all()):
+            raise ValueError(f"the targets' mean or scale overflows {self.target_mean.dtype} "
+                             f"(targets up to {float(targets.abs().max()):.3g} in modulus): "
+                             "rescale the targets (e.g. to other units) first.")
+        self.target_mean.copy_(mean)
+        self.target_scale.copy_(scale)
 
     def forward(self, volumes, keys=None):
         """Predictions for a batch of volumes, in target units.
