@@ -131,7 +131,9 @@ rank : int, list of int or None
         ``max_rank``: each stalled sweep lowers its truncation (pivot cut), and only the
         sweeps after it raise the ranks (the least-squares cross counts up to six sweeps
         at a just-lowered truncation as progress; the warning of a stall below the cap
-        names patience; see :doc:`/guarantees`). Without held-out entries (``val_size=0``),
+        names patience; see :doc:`/guarantees`). Once a tensor of at most 2**20 entries
+        is read whole (its errors exact), a return to ranks an earlier sweep had is no
+        change. Without held-out entries (``val_size=0``),
         sweeps that leave every index set as it was (a fixed point). ``None`` never stops
         early. Either way the state returned is the sweep with the lowest held-out error
         (from the second sweep; the first when it meets ``tol`` or no later one

@@ -5,6 +5,13 @@
   the second training step failed with torch's "Trying to backward through the graph a
   second time" and ``copy.deepcopy(model)`` with "Only Tensors created explicitly by the
   user (graph leaves)". Targets are data: they are detached, as ``VolumeDataset`` does.
+  Finite targets whose mean overflows the float32 buffers (1e39) made every prediction
+  inf; they are refused by name.
+* Once a small tensor was read whole, TCI swept to ``n_iter_max`` with ranks going back
+  and forth between two tuples and the exact error unchanged (a 7x2x4 mask: 50 sweeps at
+  0.5145, every entry cached): a change of ranks counted as progress for the stall rule
+  even back to ranks an earlier sweep had. Once the errors are exact, ranks seen before
+  are no progress; runs that have not read the whole tensor are unchanged.
 """
 
 import copy
@@ -40,3 +47,29 @@ def test_set_target_scale_refuses_targets_whose_statistics_overflow_the_buffers(
     assert model.target_mean.tolist() == [0.0] and model.target_scale.tolist() == [1.0]
     model.double().set_target_scale(np.array([1e39, 3e39]))  # a float64 model holds them
     assert model.target_mean.tolist() == [2e39]
+
+
+def _mask_719():
+    rng = np.random.default_rng(719)
+    shape = tuple(int(x) for x in rng.integers(2, 9, size=rng.integers(2, 5)))
+    return (rng.random(shape) > 0.7).astype(float)
+
+
+def test_tci_stalls_on_ranks_going_back_and_forth_once_its_errors_are_exact():
+    import tensorly as tl
+
+    import tensorly_cross as tlc
+
+    dense = _mask_719()
+    assert dense.shape == (7, 2, 4)
+    tt, info = tlc.tt_cross(dense, method="tci", tol=0.01, val_size=10, max_rank=4,
+                            random_state=719, return_info=True)
+    assert info.n_evals == dense.size  # read whole: the errors are exact
+    # Before: 50 sweeps ("n_iter_max"), ranks (4, 4), (4, 3), (4, 4), ... at 0.5145.
+    assert info.stop_reason == "stalled" and info.n_sweeps < 10
+    # Not worse than after 50 sweeps (0.4851, sweep 3): here the refinement over the last
+    # sweeps' fibers, then run, lowers it (0.4310).
+    assert info.val_error <= 0.48507126
+    approx = tl.to_numpy(tl.tt_to_tensor(tt))
+    assert np.linalg.norm(approx - dense) / np.linalg.norm(dense) == pytest.approx(
+        info.val_error, rel=1e-9)
