@@ -12,6 +12,9 @@
   0.5145, every entry cached): a change of ranks counted as progress for the stall rule
   even back to ranks an earlier sweep had. Once the errors are exact, ranks seen before
   are no progress; runs that have not read the whole tensor are unchanged.
+* The missed-read-entry sign of ``UnseenStructureWarning``, now named at the data's own
+  scale, raised ``OverflowError: math range error`` out of the cross where the TT's miss
+  at an entry near 2**1021 is beyond float64 at that scale; it is named as inf.
 """
 
 import copy
@@ -73,3 +76,33 @@ def test_tci_stalls_on_ranks_going_back_and_forth_once_its_errors_are_exact():
     approx = tl.to_numpy(tl.tt_to_tensor(tt))
     assert np.linalg.norm(approx - dense) / np.linalg.norm(dense) == pytest.approx(
         info.val_error, rel=1e-9)
+
+
+def test_a_miss_beyond_float64_at_the_data_s_scale_is_named_not_raised():
+    import warnings
+
+    from tensorly_cross import FunctionTensor
+    from tensorly_cross.cross.scaling import ShrunkTensor
+    from tensorly_cross.cross.stopping import Validation
+    from tensorly_cross.errors import UnseenStructureWarning
+    from tensorly_cross.lazy.cache import EvaluationCache
+
+    shape = (40, 40, 40)
+
+    def corner(indices):  # ones and one entry of 40, near float64's top (2**1021.3)
+        values = np.ones(indices.shape[0])
+        values[np.all(indices == 39, axis=1)] = 40.0
+        return values * 2.0**1016
+
+    cache = EvaluationCache(ShrunkTensor(FunctionTensor(corner, shape)))
+    validation = Validation(cache, 1000, np.random.default_rng(0), tol=0.1)
+    cache.evaluate(np.array([[39, 39, 39]]))
+    one = validation.max_abs  # a data 1 * 2**1016, at the scale the cross ran at
+    # The TT of -300 there: it misses the corner by 340 * 2**1016, past float64.
+    cores = [np.full((1, n, 1), -300.0 * one if k == 0 else 1.0) for k, n in enumerate(shape)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        validation.warn_if_unseen(0.0, cores=cores)  # before: OverflowError
+    messages = [str(w.message) for w in caught if w.category is UnseenStructureWarning]
+    assert len(messages) == 1
+    assert f"(39, 39, 39), {40 * 2.0**1016:.3g}, and the TT missed by inf" in messages[0]

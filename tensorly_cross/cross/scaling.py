@@ -131,11 +131,16 @@ def unshrunk(modulus, lazy):
     -------
     float
         ``modulus`` times ``2**-exponent`` of the first :class:`ShrunkTensor` among
-        ``lazy``'s views; ``modulus`` where there is none.
+        ``lazy``'s views; ``modulus`` where there is none; inf (signed) beyond float64.
     """
     for view in views_of(lazy):
         if isinstance(view, ShrunkTensor):
-            return math.ldexp(modulus, -view.exponent)
+            try:
+                return math.ldexp(modulus, -view.exponent)
+            except OverflowError:
+                # A TT's miss at data near 2**1021 can pass float64 at the data's scale:
+                # a message naming it raised "math range error" out of the cross.
+                return math.copysign(math.inf, modulus)
     return modulus
 
 
