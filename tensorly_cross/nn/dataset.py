@@ -121,7 +121,8 @@ class VolumeDataset(torch.utils.data.Dataset):
         """
         state = dict(self.__dict__)
         own = {os.fspath(item) for item in self.volumes if isinstance(item, str | os.PathLike)}
-        state["_loaded"] = {path: volume for path, volume in self._loaded.items()
+        # A snapshot of the shared store: another thread may add a volume meanwhile.
+        state["_loaded"] = {path: volume for path, volume in list(self._loaded.items())
                             if path in own}
         return state
 
