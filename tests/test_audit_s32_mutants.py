@@ -31,15 +31,24 @@ def _ones(indices):
     return np.ones(indices.shape[0])
 
 
+def ones_with(bright, scale=1.0):
+    """A function of ones but ``value`` at ``(i, i, i)`` for each ``i: value`` of
+    ``bright``, all times ``scale``: a tensor with a few bright entries."""
+
+    def function(indices):
+        values = np.ones(indices.shape[0])
+        for index, value in bright.items():
+            values[np.all(indices == index, axis=1)] = value
+        return values * scale
+
+    return function
+
+
 @pytest.mark.parametrize("ratio, warned", [(30.0, False), (150.0, True)])
 def test_a_read_entry_warns_from_100_times_the_largest_held_out_one(ratio, warned):
     # UNSEEN_FACTOR: an entry read 30x the held-out ones is not a sign (a bright voxel the
     # TT recovers); 150x is. A factor 10 warned of the first.
-    def bright(indices):
-        values = np.ones(indices.shape[0])
-        values[np.all(indices == 39, axis=1)] = ratio
-        return values
-
+    bright = ones_with({39: ratio})
     cache, validation = _validation(bright)
     assert validation.max_abs == 1.0  # the held-out draws missed the corner
     cache.evaluate(np.array([[39, 39, 39]]))
@@ -115,12 +124,7 @@ def test_the_missed_read_entry_is_sought_among_the_largest_read_not_the_largest_
     # MISSED_CANDIDATES: the TT is exact at the largest entry read (1000) and misses the
     # second (500, TT 1) by 0.4 of the tensor's norm. Checking the largest alone (a mutant
     # at 1) fell through to the generic 'read an entry 1000x' sign, naming no missed entry.
-    def two_bright(indices):
-        values = np.ones(indices.shape[0])
-        values[np.all(indices == 39, axis=1)] = 1000.0
-        values[np.all(indices == 38, axis=1)] = 500.0
-        return values
-
+    two_bright = ones_with({39: 1000.0, 38: 500.0})
     cache, validation = _validation(two_bright)
     assert validation.max_abs == 1.0
     cache.evaluate(np.array([[39, 39, 39], [38, 38, 38]]))
@@ -141,11 +145,7 @@ def test_a_read_entry_missed_by_more_than_tol_of_the_norm_is_named(bright, warne
     # The TT (1 everywhere) misses a read entry of 40 by 0.15 of the tensor's estimated
     # norm at tol 0.1 (named), one of 20 by 0.075 (silent); both are under UNSEEN_FACTOR.
     # A mutant that asked twice tol passed every test.
-    def corner(indices):
-        values = np.ones(indices.shape[0])
-        values[np.all(indices == 39, axis=1)] = bright
-        return values
-
+    corner = ones_with({39: bright})
     cache, validation = _validation(corner)
     assert validation.max_abs == 1.0
     cache.evaluate(np.array([[39, 39, 39]]))
@@ -177,11 +177,7 @@ def test_the_norm_that_judges_a_missed_entry_counts_the_entries_read():
     # 0.87 of that norm, under tol 0.9; from the held-out entries alone (a mutant) 1.87.
     shape = (10, 10, 10)
 
-    def corner(indices):
-        values = np.ones(indices.shape[0])
-        values[np.all(indices == 9, axis=1)] = 60.0
-        return values
-
+    corner = ones_with({9: 60.0})
     cache = EvaluationCache(FunctionTensor(corner, shape))
     validation = Validation(cache, 200, np.random.default_rng(2), tol=0.9)
     assert validation.max_abs == 1.0
@@ -204,11 +200,7 @@ def test_a_missed_read_entry_is_named_at_the_data_s_own_scale():
     # 40 * 2**700), where the other signs name the data's own moduli.
     from tensorly_cross.cross.scaling import ShrunkTensor
 
-    def corner(indices):
-        values = np.ones(indices.shape[0])
-        values[np.all(indices == 39, axis=1)] = 40.0
-        return values * 2.0**700
-
+    corner = ones_with({39: 40.0}, scale=2.0**700)
     cache = EvaluationCache(ShrunkTensor(FunctionTensor(corner, SHAPE)))
     validation = Validation(cache, 1000, np.random.default_rng(0), tol=0.1)
     cache.evaluate(np.array([[39, 39, 39]]))
@@ -353,11 +345,7 @@ def test_a_cache_filled_under_numpy_stores_new_values_under_pytorch():
 def test_cache_largest_ranks_entries_by_modulus():
     # A negative entry of large modulus is among the largest read (a dark artefact, a
     # signed field): ranking by signed value (a mutant) never named it.
-    def signed(indices):
-        values = np.ones(indices.shape[0])
-        values[np.all(indices == 3, axis=1)] = -1000.0
-        return values
-
+    signed = ones_with({3: -1000.0})
     cache = EvaluationCache(FunctionTensor(signed, SHAPE))
     cache.evaluate(np.array([[0, 0, 0], [3, 3, 3], [1, 2, 3]]))
     indices, values = cache.largest(1)

@@ -87,12 +87,12 @@ def test_a_miss_beyond_float64_at_the_data_s_scale_is_named_not_raised():
     from tensorly_cross.errors import UnseenStructureWarning
     from tensorly_cross.lazy.cache import EvaluationCache
 
+    from .test_audit_s32_mutants import ones_with
+
     shape = (40, 40, 40)
 
-    def corner(indices):  # ones and one entry of 40, near float64's top (2**1021.3)
-        values = np.ones(indices.shape[0])
-        values[np.all(indices == 39, axis=1)] = 40.0
-        return values * 2.0**1016
+    # Ones and one entry of 40, near float64's top (2**1021.3).
+    corner = ones_with({39: 40.0}, scale=2.0**1016)
 
     cache = EvaluationCache(ShrunkTensor(FunctionTensor(corner, shape)))
     validation = Validation(cache, 1000, np.random.default_rng(0), tol=0.1)
