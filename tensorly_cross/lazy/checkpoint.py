@@ -465,12 +465,15 @@ class CheckpointedTensor(LazyTensor):
             return self._evaluate_and_store(indices)
         values = np.empty(indices.shape[0], dtype=self.store.values.dtype)
         values[found] = self.store.values[stored[found]]
-        self.n_restored += int(found.sum())
         missing = np.flatnonzero(~found)
         if missing.size:
             fresh = to_host(self._evaluate_and_store(np.ascontiguousarray(indices[missing])))
             values = values.astype(np.promote_types(values.dtype, fresh.dtype))
             values[missing] = fresh
+        # Counted once the batch is whole: the cache drops a batch whose misses failed
+        # (max_time, an error), and n_evals with it; counted before, a resumed run that
+        # max_time stopped there reported more entries restored than evaluated.
+        self.n_restored += int(found.sum())
         return check_values(values, indices, "checkpoint")  # as a backend tensor
 
     def _evaluate_and_store(self, indices):

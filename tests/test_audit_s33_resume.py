@@ -1,0 +1,52 @@
+"""Audit s33 (resume): resumable runs and clean stops, as the docs promise them
+(``checkpoint=``, ``max_time=``): the counters of a resumed run, and checkpoint paths."""
+
+import numpy as np
+import pytest
+
+import tensorly_cross as tlc
+
+GRID = np.linspace(1.0, 2.0, 10)
+SHAPE = (10,) * 4
+
+
+class Failing:
+    """A smooth function of rank > 1 that counts what it computes and raises a
+    RuntimeError on the call that would take its count past ``fail_after``."""
+
+    def __init__(self, fail_after=None):
+        self.computed, self.fail_after = 0, fail_after
+
+    def __call__(self, indices):
+        if self.fail_after is not None and self.computed + len(indices) > self.fail_after:
+            raise RuntimeError("transient failure")
+        self.computed += len(indices)
+        x = GRID[indices]
+        return 1.0 / x.sum(axis=1) + 0.1 * np.sin(x[:, 0] * x[:, -1])
+
+
+def _chunked(function):
+    # In chunks: a failed batch's finished chunks go to the checkpoint, so the rerun's
+    # batch at that point is read back in part.
+    return tlc.FunctionTensor(function, SHAPE, chunk_size=5)
+
+
+def test_entries_read_back_in_a_batch_that_max_time_stopped_are_not_counted_restored(tmp_path):
+    # A batch read back in part, whose other part max_time refused, was counted in
+    # n_restored though n_evals dropped it with its batch: a resumed run stopped by
+    # max_time reported n_restored > n_evals, "the function ran n_evals - n_restored"
+    # times a negative number.
+    settings = dict(tol=1e-10, random_state=0, checkpoint=tmp_path / "run.ckpt")
+    _, whole = tlc.tt_cross(_chunked(Failing()), tol=1e-10, random_state=0, return_info=True)
+    # Failed in the second sweep, part way through a batch.
+    first = Failing(fail_after=(whole.evals_per_sweep[0] + whole.evals_per_sweep[1]) // 2)
+    with pytest.raises(RuntimeError, match="transient"):
+        tlc.tt_cross(_chunked(first), **settings)
+    # Replayed at once, then stopped at the batch that failed: no time left for the rest.
+    rerun = Failing()
+    with pytest.warns(tlc.ToleranceNotMetWarning, match="max_time"):
+        _, info = tlc.tt_cross(_chunked(rerun), max_time=1e-9, return_info=True, **settings)
+    assert info.stop_reason == "max_time"
+    assert rerun.computed == 0
+    assert info.n_restored <= info.n_evals
+    assert info.n_evals - info.n_restored == rerun.computed
