@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import tensorly_cross as tlc
+from tensorly_cross import CheckpointError
 
 GRID = np.linspace(1.0, 2.0, 10)
 SHAPE = (10,) * 4
@@ -50,3 +51,12 @@ def test_entries_read_back_in_a_batch_that_max_time_stopped_are_not_counted_rest
     assert rerun.computed == 0
     assert info.n_restored <= info.n_evals
     assert info.n_evals - info.n_restored == rerun.computed
+
+
+def test_a_checkpoint_path_ending_in_a_separator_is_refused_as_a_folder(tmp_path):
+    # "runs/" names a folder; it created a FILE "runs" holding the checkpoint (a later
+    # mkdir runs failed), where an existing folder is refused and save_tt refuses both.
+    with pytest.raises(CheckpointError, match="folder"):
+        tlc.tt_cross(_chunked(Failing()), tol=1e-6, random_state=0,
+                     checkpoint=f"{tmp_path / 'runs'}/")
+    assert not (tmp_path / "runs").exists()

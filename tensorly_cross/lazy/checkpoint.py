@@ -82,6 +82,10 @@ class CheckpointStore:
         if os.path.isdir(self.path):
             raise CheckpointError(f"checkpoint={self.path!r} is a directory; give a file path "
                                   "(created if missing), e.g. a file in that directory.")
+        if self.path.endswith(("/", os.sep)):  # resolved, it named a file beside the folder
+            raise CheckpointError(f"checkpoint={self.path!r} ends in a path separator: it "
+                                  "names a folder, which does not exist; give a file path "
+                                  "(created if missing).")
         folder = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(folder):
             raise CheckpointError(f"checkpoint={self.path!r}: its folder {folder!r} does not "
