@@ -61,11 +61,12 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
         gradient; an interpolating cross that misses ``tol`` is not refined).
         First derivatives only for ``method="lsq"``: its cores' bases are differentiated
         through a surrogate equal to first order, so second derivatives are not exact.
-        The fresh read is counted in ``info.n_evals``; ``max_evals`` bounds the search
-        only (a ``RuntimeWarning`` when the read goes past it). Gradients need the PyTorch
-        backend (``jax.grad`` cannot trace the index search, and is refused): a tensor
-        that requires grad under another backend raises a ValueError, as does a lazy view
-        of one or a TTTensor whose cores require grad; so does, under any backend,
+        The fresh read is counted in ``info.n_evals``; ``max_evals`` and ``max_time``
+        bound the search only (a ``RuntimeWarning`` when the read goes past them).
+        Gradients need the PyTorch backend (``jax.grad`` cannot trace the index search,
+        and is refused): a tensor that requires grad under another backend raises a
+        ValueError, as does a lazy view of one or a TTTensor whose cores require grad;
+        so does, under any backend,
         ``open_volume(x)`` of one, which reads it detached (pass ``x`` itself).
         Without it, a PyTorch tensor that requires grad is read like any other: its
         cores require grad too, but autograd records the whole search (every read and
@@ -112,7 +113,9 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
         indices, cores, info = _select(lazy, options, random_state, start)
     searched = cores
     if differentiable:
+        read_start = time.perf_counter()
         cores = _assemble_counted(lazy, indices, info, options.max_evals)
+        _warn_if_read_past_max_time(options.max_time, start, read_start)
     elif on_host:
         cores = backend_cores(cores)
     if on_host and _rank_adaptive(options):
@@ -299,6 +302,20 @@ def _assemble_counted(lazy, indices, info, max_evals):
                       "Lower max_evals by that read to stay within a budget.",
                       RuntimeWarning, stacklevel=outside_stacklevel())
     return cores
+
+
+def _warn_if_read_past_max_time(max_time, start, read_start):
+    """Warn where differentiable=True's fresh read of the cores, begun at ``read_start``,
+    ended past ``max_time`` (seconds from ``start``), as :func:`_assemble_counted` warns
+    past ``max_evals``: a search that max_time stopped was followed by a read of every
+    core's entries (seconds more, in a long run) that nothing said came after the limit."""
+    end = time.perf_counter()
+    if max_time is not None and end - start > max_time:
+        warnings.warn(f"max_time={max_time} bounds the index search; differentiable=True "
+                      f"then read the cores' entries again, through autograd "
+                      f"({end - read_start:.3g} s), ending {end - start - max_time:.3g} s "
+                      "past it. Lower max_time by that read to end within a limit.",
+                      RuntimeWarning, stacklevel=outside_stacklevel())
 
 
 def refuse_lost_gradient(tensor, caller):

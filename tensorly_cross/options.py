@@ -181,7 +181,9 @@ rank : int, list of int or None
         it stops at the deadline, serially once the chunk then running returns, its
         finished chunks kept by a checkpoint). The linear algebra of a sweep runs to its
         end (the clock is checked before reads, not inside a factorisation: a
-        least-squares half sweep at rank 64 can add seconds).
+        least-squares half sweep at rank 64 can add seconds). Nor does it bound the
+        read of the cores after the search with ``differentiable=True`` (a
+        ``RuntimeWarning`` when that read ends past it).
         With ``checkpoint``, a rerun resumes.
     progress : bool, default False
         A tqdm bar over the sweeps: evaluations, ranks, held-out error and time."""

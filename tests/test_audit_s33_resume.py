@@ -1,6 +1,9 @@
 """Audit s33 (resume): resumable runs and clean stops, as the docs promise them
 (``checkpoint=``, ``max_time=``): the counters of a resumed run, and checkpoint paths."""
 
+import time
+import warnings
+
 import numpy as np
 import pytest
 
@@ -60,3 +63,41 @@ def test_a_checkpoint_path_ending_in_a_separator_is_refused_as_a_folder(tmp_path
         tlc.tt_cross(_chunked(Failing()), tol=1e-6, random_state=0,
                      checkpoint=f"{tmp_path / 'runs'}/")
     assert not (tmp_path / "runs").exists()
+
+
+class SlowAfter:
+    """Failing's function that sleeps ``seconds`` once, on the first call after it has
+    computed ``after`` entries: a run under a shorter max_time stops at the next batch."""
+
+    def __init__(self, after, seconds):
+        self.function, self.after, self.seconds = Failing(), after, seconds
+
+    def __call__(self, indices):
+        if self.after is not None and self.function.computed >= self.after:
+            self.after = None
+            time.sleep(self.seconds)
+        return self.function(indices)
+
+
+@pytest.mark.filterwarnings("ignore::tensorly_cross.ToleranceNotMetWarning")
+def test_the_fresh_read_of_differentiable_past_max_time_is_warned_of():
+    # max_time "no new batch of evaluations starts" once past; differentiable=True read
+    # every core's entries again after a search that max_time had stopped (a run with
+    # max_time=1.2 took 1.75 s, 2720 entries read past it) without a word, where the same
+    # read past max_evals is warned of.
+    _, whole = tlc.tt_cross(Failing(), shape=SHAPE, tol=1e-10, random_state=0,
+                            return_info=True)
+    function = SlowAfter(whole.evals_per_sweep[0], seconds=0.6)
+    with pytest.warns(RuntimeWarning, match=r"max_time=0.5 bounds the index search"):
+        _, info = tlc.tt_cross(function, shape=SHAPE, tol=1e-10, random_state=0,
+                               max_time=0.5, differentiable=True, return_info=True)
+    assert info.stop_reason == "max_time"
+    assert function.function.computed == info.n_evals
+
+
+def test_a_differentiable_search_within_max_time_is_not_warned_of():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        _, info = tlc.tt_cross(Failing(), shape=SHAPE, tol=1e-6, random_state=0,
+                               max_time=600, differentiable=True, return_info=True)
+    assert info.stop_reason == "tol"
