@@ -87,10 +87,10 @@ def test_the_fresh_read_of_differentiable_past_max_time_is_warned_of():
     # read past max_evals is warned of.
     _, whole = tlc.tt_cross(Failing(), shape=SHAPE, tol=1e-10, random_state=0,
                             return_info=True)
-    function = SlowAfter(whole.evals_per_sweep[0], seconds=0.6)
-    with pytest.warns(RuntimeWarning, match=r"max_time=0.5 bounds the index search"):
+    function = SlowAfter(whole.evals_per_sweep[0], seconds=1.1)
+    with pytest.warns(RuntimeWarning, match=r"max_time=1.0 bounds the index search"):
         _, info = tlc.tt_cross(function, shape=SHAPE, tol=1e-10, random_state=0,
-                               max_time=0.5, differentiable=True, return_info=True)
+                               max_time=1.0, differentiable=True, return_info=True)
     assert info.stop_reason == "max_time"
     assert function.function.computed == info.n_evals
 
