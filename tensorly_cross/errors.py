@@ -228,7 +228,10 @@ class MaxTimeReached(RuntimeError):
 
 
 class CheckpointError(ValueError):
-    """A ``checkpoint`` file is not a tensorly-cross checkpoint, or its header is damaged.
+    """A ``checkpoint`` file cannot be used: it is not a tensorly-cross checkpoint, its
+    header or a frame before its last is damaged, another run holds it (its lock), or the
+    path names a folder, a FIFO, socket or device, or a file in a folder that does not
+    exist. A checkpoint of another run is a :class:`CheckpointMismatchError`.
 
     Examples
     --------
