@@ -101,3 +101,17 @@ def test_a_differentiable_search_within_max_time_is_not_warned_of():
         _, info = tlc.tt_cross(Failing(), shape=SHAPE, tol=1e-6, random_state=0,
                                max_time=600, differentiable=True, return_info=True)
     assert info.stop_reason == "tol"
+
+
+def test_a_callback_of_a_resumed_run_sees_the_entries_restored_so_far(tmp_path):
+    # The callback's info counted the restored entries in n_evals but showed n_restored=0
+    # until the run returned: on a replay that evaluated nothing, a callback saw "the
+    # function ran n_evals - n_restored" = 1539 times after the first sweep.
+    settings = dict(tol=1e-10, random_state=0, n_iter_max=3, checkpoint=tmp_path / "c.ckpt")
+    tlc.tt_cross(_chunked(Failing()), **settings)
+    seen, rerun = [], Failing()
+    _, info = tlc.tt_cross(_chunked(rerun), return_info=True,
+                           callback=lambda tt, info: seen.append(info), **settings)
+    assert rerun.computed == 0 and len(seen) == info.n_sweeps > 1
+    assert [record.n_restored for record in seen] == [record.n_evals for record in seen]
+    assert seen[-1].n_restored == info.n_restored

@@ -7,6 +7,7 @@ import numpy as np
 from .._backend import backend_state, check_backend_kept
 from .._validation import asks_to_stop
 from ..errors import EvaluationBudgetExceeded, MaxTimeReached
+from ..lazy.checkpoint import restored_entries
 from .assemble import assemble_cores
 from .confidence import held_out_residuals, held_out_values, upper_bound
 from .finish import refine_if_better
@@ -290,6 +291,9 @@ def _stop_reason(passed, asked_to_stop, stale, patience):
 
 def _record(info, cache, indices, val_error, validation):
     info.update_counts(cache.counters)
+    # As n_evals, which counts them: a callback of a resumed run saw n_restored=0 (set
+    # only once the run returned) with every entry it had read restored.
+    info.n_restored = restored_entries(cache)
     info.n_heldout, info.n_fresh = validation.n_read, validation.n_fresh
     info.heldout_group = validation.block
     info.n_sweeps += 1

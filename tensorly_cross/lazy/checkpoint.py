@@ -44,7 +44,7 @@ from .._atomic import destination, keep_mode
 from .._backend import to_host
 from .._validation import outside_stacklevel
 from ..errors import CheckpointError, CheckpointMismatchError
-from .base import LazyTensor, check_values
+from .base import LazyTensor, check_values, views_of
 from .chunk_result import FINISHED, evaluating_tensor
 from .keys import KeyScheme
 
@@ -442,6 +442,13 @@ def _as_given(arguments):
     # refine: absent (the default, True) or False, which differentiable=True sets
     given["differentiable"] = given.pop("refine", True) is False
     return given
+
+
+def restored_entries(tensor):
+    """Entries read back so far by the :class:`CheckpointedTensor` that ``tensor`` reads
+    through (``tensor`` itself or a view of it, as a run's cache is); 0 without one."""
+    found = (view for view in views_of(tensor) if isinstance(view, CheckpointedTensor))
+    return getattr(next(found, None), "n_restored", 0)
 
 
 class CheckpointedTensor(LazyTensor):
