@@ -471,7 +471,13 @@ def _entry_source(lazy, options, random_state, start):
         # Restored entries come before the deadline: only new evaluations wait on time.
         store = CheckpointStore(options.checkpoint, lazy.shape,
                                 checkpoint_arguments(options, random_state, lazy))
-        source = CheckpointedTensor(source, store)
+        try:
+            source = CheckpointedTensor(source, store)
+        except BaseException:
+            # Ctrl-C while a large checkpoint is indexed, before the caller's try/finally:
+            # the store, kept by the traceback, held the lock and refused every rerun.
+            store.close()
+            raise
     return source, store
 
 

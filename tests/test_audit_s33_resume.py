@@ -9,6 +9,7 @@ import pytest
 
 import tensorly_cross as tlc
 from tensorly_cross import CheckpointError
+from tensorly_cross.lazy.keys import KeyScheme
 
 GRID = np.linspace(1.0, 2.0, 10)
 SHAPE = (10,) * 4
@@ -115,3 +116,28 @@ def test_a_callback_of_a_resumed_run_sees_the_entries_restored_so_far(tmp_path):
     assert rerun.computed == 0 and len(seen) == info.n_sweeps > 1
     assert [record.n_restored for record in seen] == [record.n_evals for record in seen]
     assert seen[-1].n_restored == info.n_restored
+
+
+def test_a_checkpoint_interrupted_while_it_is_indexed_is_not_left_locked(tmp_path,
+                                                                         monkeypatch):
+    # Ctrl-C while a run sorted the keys of a large checkpoint (seconds for 1e8 entries),
+    # after the store had taken the file's lock and before the run's try/finally closed
+    # it: the store stayed open while the traceback lived (IPython keeps the last one),
+    # and every rerun was refused as "in use by another run". The interrupt is injected
+    # right after the real key computation, as a handler run there would raise it.
+    settings = dict(tol=1e-6, random_state=0, checkpoint=tmp_path / "c.ckpt")
+    tlc.tt_cross(_chunked(Failing()), **settings)
+    real_keys = KeyScheme.keys
+
+    def keys_then_interrupt(self, indices):
+        real_keys(self, indices)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(KeyScheme, "keys", keys_then_interrupt)
+    with pytest.raises(KeyboardInterrupt) as interrupted:  # its traceback kept alive
+        tlc.tt_cross(_chunked(Failing()), **settings)
+    monkeypatch.undo()
+    rerun = Failing()
+    _, info = tlc.tt_cross(_chunked(rerun), return_info=True, **settings)
+    assert interrupted.tb is not None
+    assert rerun.computed == 0 and info.n_restored == info.n_evals
