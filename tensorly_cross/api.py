@@ -66,8 +66,8 @@ def tt_cross(tensor, rank=None, tol=1e-6, method="auto", max_rank=64, max_evals=
         Gradients need the PyTorch backend (``jax.grad`` cannot trace the index search,
         and is refused): a tensor that requires grad under another backend raises a
         ValueError, as does a lazy view of one or a TTTensor whose cores require grad;
-        so does, under any backend,
-        ``open_volume(x)`` of one, which reads it detached (pass ``x`` itself).
+        so does, under any backend, ``open_volume(x)`` of one, which reads it detached
+        (pass ``x`` itself).
         Without it, a PyTorch tensor that requires grad is read like any other: its
         cores require grad too, but autograd records the whole search (every read and
         factorisation, 10-60x the graph of ``differentiable=True``); train with
