@@ -296,6 +296,10 @@ def cross_options(shape, stored=False, **settings):
         # "" failed only once the search had started, renaming a temporary file to "".
         raise ValueError("checkpoint must name a file (created if missing) or be None, "
                          "got ''.")
+    if checkpoint is not None and "\0" in os.fspath(checkpoint):
+        # os's "embedded null byte" was reported as a path that is no regular file.
+        raise ValueError(f"checkpoint must be a file path, got {os.fspath(checkpoint)!r}, "
+                         "which holds a NUL character (no file name can).")
     oversample = options.oversample
     if oversample is None:
         oversample = LSQ_OVERSAMPLE if method == "lsq" else 1.0

@@ -141,3 +141,11 @@ def test_a_checkpoint_interrupted_while_it_is_indexed_is_not_left_locked(tmp_pat
     _, info = tlc.tt_cross(_chunked(rerun), return_info=True, **settings)
     assert interrupted.tb is not None
     assert rerun.computed == 0 and info.n_restored == info.n_evals
+
+
+def test_a_checkpoint_path_with_a_nul_character_is_refused_for_it():
+    # os's "embedded null byte" was taken for a path that is not a regular file: the
+    # message said "a FIFO, socket or device".
+    with pytest.raises(ValueError, match="NUL") as refused:
+        tlc.tt_cross(_chunked(Failing()), random_state=0, checkpoint="run\0.ckpt")
+    assert "FIFO" not in str(refused.value)
