@@ -149,3 +149,12 @@ def test_a_checkpoint_path_with_a_nul_character_is_refused_for_it():
     with pytest.raises(ValueError, match="NUL") as refused:
         tlc.tt_cross(_chunked(Failing()), random_state=0, checkpoint="run\0.ckpt")
     assert "FIFO" not in str(refused.value)
+
+
+def test_a_checkpoint_in_a_file_taken_for_a_folder_is_named_as_such(tmp_path):
+    # "run.ckpt/part" under an existing FILE run.ckpt was refused as "its folder ... does
+    # not exist", though it does, as a file.
+    (tmp_path / "run.ckpt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="is a file, not a folder"):
+        tlc.tt_cross(_chunked(Failing()), random_state=0,
+                     checkpoint=tmp_path / "run.ckpt" / "part")

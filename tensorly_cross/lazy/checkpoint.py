@@ -87,6 +87,9 @@ class CheckpointStore:
                                   "names a folder, which does not exist; give a file path "
                                   "(created if missing).")
         folder = os.path.dirname(os.path.abspath(self.path))
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise CheckpointError(f"checkpoint={self.path!r}: {folder!r} is a file, not a "
+                                  "folder; give a file path in a folder.")
         if not os.path.isdir(folder):
             raise CheckpointError(f"checkpoint={self.path!r}: its folder {folder!r} does not "
                                   "exist (the file is created, not its folders).")
