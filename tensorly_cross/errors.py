@@ -228,10 +228,12 @@ class MaxTimeReached(RuntimeError):
 
 
 class CheckpointError(ValueError):
-    """A ``checkpoint`` file cannot be used: it is not a tensorly-cross checkpoint, its
-    header or a frame before its last is damaged, another run holds it (its lock), or the
-    path names a folder, a FIFO, socket or device, or a file in a folder that does not
-    exist. A checkpoint of another run is a :class:`CheckpointMismatchError`.
+    """A ``checkpoint`` file that cannot be used.
+
+    It is not a tensorly-cross checkpoint, its header or a frame before its last is
+    damaged, another run holds it (its lock), or the path names a folder, a FIFO, socket
+    or device, or a file in a folder that does not exist. A checkpoint of another run is a
+    :class:`CheckpointMismatchError`.
 
     Examples
     --------
