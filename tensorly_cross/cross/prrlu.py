@@ -314,19 +314,22 @@ def _greedy_lu(block, abs_tol, max_rank, allowed_rows=None, max_growth=None):
     pivot that is not.
     """
     block = np.array(block, dtype=np.promote_types(block.dtype, np.float64))
-    allowed = np.arange(block.shape[0]) if allowed_rows is None else np.asarray(allowed_rows)
+    allowed = None if allowed_rows is None else np.asarray(allowed_rows)
+    n_allowed = block.shape[0] if allowed is None else allowed.size
     rows, cols = [], []
-    for _ in range(min(max_rank, allowed.size, block.shape[1])):
-        candidates = block[allowed]
-        i, j = np.unravel_index(int(np.argmax(np.abs(candidates))), candidates.shape)
+    for _ in range(min(max_rank, n_allowed, block.shape[1])):
+        # Every row allowed (the usual case): the block itself, not a copy per pivot.
+        candidates = block if allowed is None else block[allowed]
+        i, j = divmod(int(np.argmax(np.abs(candidates))), candidates.shape[1])
         pivot = candidates[i, j]
         if abs(pivot) <= abs_tol or pivot == 0:
             break
         if max_growth is not None and abs(pivot) * max_growth < np.abs(block[:, j]).max():
             break
-        rows.append(int(i))
-        cols.append(int(j))
-        block -= np.outer(block[:, j], block[allowed[i]] / pivot)
+        rows.append(i)
+        cols.append(j)
+        # np.outer's product, without its ravel and dispatch (a pivot of a small block).
+        block -= block[:, j, None] * (block[i if allowed is None else allowed[i]] / pivot)
     return rows, cols
 
 
