@@ -28,9 +28,13 @@ def cartesian_join(first, second):
     Row order is C order (``first`` slowest), so values reshape to ``(len(first), len(second))``.
     """
     n_first, n_second = first.shape[0], second.shape[0]
-    return np.concatenate(
-        [np.repeat(first, n_second, axis=0), np.tile(second, (n_first, 1))], axis=1
-    )
+    width = first.shape[1]
+    joined = np.empty((n_first, n_second, width + second.shape[1]),
+                      dtype=np.result_type(first, second))
+    # Written by broadcasting: np.repeat, np.tile and np.concatenate made three copies.
+    joined[:, :, :width] = first[:, None, :]
+    joined[:, :, width:] = second
+    return joined.reshape(n_first * n_second, joined.shape[2])
 
 
 # A cross reads whole fibers: every index of a mode, times the ranks on both sides. Above
