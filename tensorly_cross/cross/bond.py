@@ -202,7 +202,7 @@ class BondMatrix:
         # Sorted keys: one binary search, no sort.
         sorted_keys = self._keys[side]
         keys = multi @ self._strides[side]
-        where = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.shape[0] - 1)
+        where = np.minimum(sorted_keys.searchsorted(keys), sorted_keys.shape[0] - 1)
         return where[sorted_keys[where] == keys]
 
     def _n_modes(self):
@@ -213,8 +213,9 @@ def _block_sums(parts, blocks):
     """``row_part[rows][:, None] + col_part[cols]`` of each block, flattened, concatenated:
     the keys of the blocks' entries from a key's row and column parts."""
     row_part, col_part = parts
-    return np.concatenate([(row_part[rows][:, None] + col_part[cols]).reshape(-1)
-                           for rows, cols in blocks])
+    sums = [(row_part[rows][:, None] + col_part[cols]).reshape(-1) for rows, cols in blocks]
+    # One block (a column or a row: most reads) is its own sum, not a copy of it.
+    return sums[0] if len(sums) == 1 else np.concatenate(sums)
 
 
 def _lexicographic_order(multi):

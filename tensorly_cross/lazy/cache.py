@@ -241,9 +241,11 @@ class EvaluationCache(LazyTensor):
             checks = self._scheme.checks(multi_indices_at(np.arange(n_requested)))
         slots = self._lookup(keys)
         if checks is not None and self._checks is not None:
-            hits = np.flatnonzero(slots >= 0)
+            hits = (slots >= 0).nonzero()[0]
             verify_matches(self._checks.take(slots[hits]), checks[hits], multi_indices_at, hits)
-        missing = np.flatnonzero(slots < 0)
+        # Methods, not np.flatnonzero and np.searchsorted: their Python layers ran on
+        # every batch (hundreds in a cheap function's cross).
+        missing = (slots < 0).nonzero()[0]
         if not missing.size:
             self.counters.requested += n_requested
             self.counters.cache_hits += n_requested
@@ -485,30 +487,34 @@ class SortedKeys:
 
     def __init__(self):
         self.levels = []  # [(keys, slots)], each sorted by key, sentinel last
+        self._size = 0  # keys held (counted: the cache asks on every batch)
 
     def __len__(self):
-        return sum(keys.shape[0] - 1 for keys, _ in self.levels)
+        return self._size
 
     def lookup(self, keys):
-        slots = np.full(keys.shape[0], -1, dtype=np.int64)
+        slots = np.empty(keys.shape[0], dtype=np.int64)
+        slots.fill(-1)
         if not self.levels:
             return slots
         main_keys, main_slots = self.levels[0]
-        position = np.searchsorted(main_keys, keys)
+        position = main_keys.searchsorted(keys)
         hit = main_keys[position] == keys
         slots[hit] = main_slots[position[hit]]
         if len(self.levels) == 2:
             # A key is in one level only: the small level is searched for the main's
             # misses alone (in a cross's run, about a third of the keys), not for all.
             small_keys, small_slots = self.levels[1]
-            missed = np.flatnonzero(~hit)
-            position = np.searchsorted(small_keys, keys[missed])
-            found = small_keys[position] == keys[missed]
+            missed = (~hit).nonzero()[0]
+            missed_keys = keys[missed]
+            position = small_keys.searchsorted(missed_keys)
+            found = small_keys[position] == missed_keys
             slots[missed[found]] = small_slots[position[found]]
         return slots
 
     def insert(self, keys, slots):
         """Add sorted, distinct ``keys`` (none present yet) with their ``slots``."""
+        self._size += keys.shape[0]
         if len(self.levels) < 2:
             self.levels.append(_with_sentinel(keys, slots))
         else:
@@ -530,13 +536,14 @@ def _merge_sorted(level, keys, slots):
     level_keys, level_slots = level
     size = level_keys.shape[0] + keys.shape[0]
     # The sentinel sorts last, so every new key lands before it.
-    destination = np.searchsorted(level_keys, keys) + np.arange(keys.shape[0])
+    destination = level_keys.searchsorted(keys) + np.arange(keys.shape[0])
     is_new = np.zeros(size, dtype=bool)
     is_new[destination] = True
     merged_keys = np.empty(size, dtype=level_keys.dtype)
     merged_slots = np.empty(size, dtype=np.int64)
     merged_keys[destination], merged_slots[destination] = keys, slots
-    merged_keys[~is_new], merged_slots[~is_new] = level_keys, level_slots
+    is_old = ~is_new
+    merged_keys[is_old], merged_slots[is_old] = level_keys, level_slots
     return merged_keys, merged_slots
 
 
