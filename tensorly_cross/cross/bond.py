@@ -1,5 +1,7 @@
 """The two-site block of one bond, seen as a matrix whose entries are read on demand."""
 
+import itertools
+
 import numpy as np
 import tensorly as tl
 
@@ -34,7 +36,7 @@ class BondMatrix:
             row_modes = row_multi.shape[1]
             self._strides = (strides[:row_modes], strides[row_modes:])
             row_keys, col_keys = row_multi @ self._strides[0], col_multi @ self._strides[1]
-            row_order, col_order = np.argsort(row_keys), np.argsort(col_keys)
+            row_order, col_order = row_keys.argsort(), col_keys.argsort()
             self._keys = (row_keys[row_order], col_keys[col_order])
             # Hashed keys (2**63 entries or more) travel with a second hash, built alike.
             check = getattr(lazy, "check_strides", None)
@@ -43,7 +45,7 @@ class BondMatrix:
                 (col_multi @ check[row_modes:])[col_order])
         self.row_multi, self.col_multi = row_multi[row_order], col_multi[col_order]
         # Back from sorted positions to the joined sets' order, (left x mode) and (mode x right).
-        self._unsort = (np.argsort(row_order), np.argsort(col_order))
+        self._unsort = (row_order.argsort(), col_order.argsort())
         self.shape = (self.row_multi.shape[0], self.col_multi.shape[0])
         self.max_abs, self.dtype = 0.0, None  # the largest modulus read, and its dtype
         # Whole columns and rows read so far, by position: a sweep's fibers come from them.
@@ -157,7 +159,7 @@ class BondMatrix:
             self._scaled(values if scaled == sum(sizes) else values[:scaled])
         if len(blocks) == 1:
             return [values]
-        offsets = np.cumsum([0] + sizes)
+        offsets = list(itertools.accumulate(sizes, initial=0))
         return [values[offsets[i] : offsets[i + 1]] for i in range(len(blocks))]
 
     def _scaled(self, values):

@@ -470,8 +470,8 @@ def _find_rows(rows, candidates):
 
 
 def _search(candidate_keys, row_keys):
-    order = np.argsort(candidate_keys)
-    found = np.searchsorted(candidate_keys, row_keys, sorter=order)
+    order = candidate_keys.argsort()  # methods: NumPy's functions add Python layers
+    found = candidate_keys.searchsorted(row_keys, sorter=order)
     positions = order[np.minimum(found, len(order) - 1)]
     return positions, candidate_keys[positions] == row_keys
 

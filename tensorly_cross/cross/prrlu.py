@@ -197,7 +197,7 @@ def _pivot_search(matrix, cut, max_rank, rng, start_cols, moves, kept=None,
     for _ in range(max_rank - len(rows)):
         col = _next_start(start_cols, cols, n_cols, rng, drawn)
         col_abs, column = residual.column(col, rows)
-        row = int(np.argmax(col_abs))
+        row = int(col_abs.argmax())
         column_moves = moves
         if moves == 0 and rows and col_abs[row] <= cut():
             if not _inconclusive(matrix, col, col_abs[row], cut()):
@@ -213,7 +213,7 @@ def _pivot_search(matrix, cut, max_rank, rng, start_cols, moves, kept=None,
             # pivot's row has its largest other residual (in development runs of
             # bench_cross's P2 and P4, 10 starts each, fewer evaluations than random next
             # columns, and a narrower spread between starts).
-            start_cols.append(int(np.argmax(_masked_abs(row_values, cols))))
+            start_cols.append(int(_masked_abs(row_values, cols).argmax()))
         residual.add(column, row_values, pivot)
     return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
 
@@ -320,7 +320,7 @@ def _greedy_lu(block, abs_tol, max_rank, allowed_rows=None, max_growth=None):
     for _ in range(min(max_rank, n_allowed, block.shape[1])):
         # Every row allowed (the usual case): the block itself, not a copy per pivot.
         candidates = block if allowed is None else block[allowed]
-        i, j = divmod(int(np.argmax(np.abs(candidates))), candidates.shape[1])
+        i, j = divmod(int(np.abs(candidates).argmax()), candidates.shape[1])
         pivot = candidates[i, j]
         if abs(pivot) <= abs_tol or pivot == 0:
             break
@@ -346,7 +346,7 @@ def _next_start(start_cols, cols, n_cols, rng, drawn=()):
             return col
     free = np.ones(n_cols, dtype=bool)
     free[cols] = False
-    free = np.flatnonzero(free)  # what np.setdiff1d gives, without its sorts
+    free = free.nonzero()[0]  # what np.setdiff1d gives, without its sorts
     return int(free[rng.integers(free.size)])
 
 
@@ -363,14 +363,14 @@ def _rook_moves(residual, row, col, col_abs, column, rows, cols, moves, max_grow
     """
     row_abs, row_values = residual.row(row, cols)
     for move in range(moves + ROOK_MOVES):
-        best_col = int(np.argmax(row_abs))
+        best_col = int(row_abs.argmax())
         if row_abs[best_col] <= col_abs[row] or best_col == col:
             break
         if move >= moves and not _poor_pivot(col_abs[row], row_abs[best_col], max_growth):
             break
         col = best_col
         col_abs, column = residual.column(col, rows)
-        best_row = int(np.argmax(col_abs))
+        best_row = int(col_abs.argmax())
         if col_abs[best_row] <= row_abs[col] or best_row == row:
             break
         row = best_row
