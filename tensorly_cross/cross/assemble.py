@@ -71,8 +71,9 @@ def _fibers_by_key(lazy, indices, strides):
     just read them), and is put back in the sets' order after.
     """
     shape, d, rank = indices.shape, indices.ndim, indices.rank
-    orders = [(np.argsort(indices.left[k] @ strides[:k]),
-               np.argsort(indices.right[k] @ strides[k + 1 :])) for k in range(d)]
+    # ndarray methods, not np.argsort: its Python layers ran 4d times per assembly.
+    orders = [((indices.left[k] @ strides[:k]).argsort(),
+               (indices.right[k] @ strides[k + 1 :]).argsort()) for k in range(d)]
     sorted_sets = [(indices.left[k][left], indices.right[k][right])
                    for k, (left, right) in enumerate(orders)]
     keys = _fiber_keys(sorted_sets, shape, strides)
@@ -88,9 +89,9 @@ def _fibers_by_key(lazy, indices, strides):
     fibers = []
     for k, (left, right) in enumerate(orders):
         unfolded = tl.reshape(pieces[k], (rank[k], shape[k] * rank[k + 1]))
-        unfolded = take_rows(unfolded, np.argsort(left))
+        unfolded = take_rows(unfolded, left.argsort())
         unfolded = take_cols(tl.reshape(unfolded, (rank[k] * shape[k], rank[k + 1])),
-                             np.argsort(right))
+                             right.argsort())
         fibers.append(tl.reshape(unfolded, (rank[k], shape[k], rank[k + 1])))
     return fibers
 

@@ -480,8 +480,8 @@ def _packed_keys(first, second):
     """Rows of two (m, k) int64 arrays as packed integers that compare like the rows, or
     None where the index ranges do not fit one int64."""
     sizes = np.maximum(first.max(axis=0), second.max(axis=0)) + 1
-    if float(np.prod(sizes.astype(np.float64))) < 2.0**62:
-        strides = np.cumprod(np.concatenate([sizes[1:], [1]])[::-1])[::-1]
+    if float(sizes.astype(np.float64).prod()) < 2.0**62:
+        strides = np.concatenate([sizes[1:], [1]])[::-1].cumprod()[::-1]
         return first @ strides, second @ strides
     return None
 

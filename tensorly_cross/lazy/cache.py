@@ -645,11 +645,11 @@ def _distinct(keys):
         return keys, np.arange(keys.shape[0]), None
     # One stable sort (np.unique with both returns sorts twice, 4x slower on a bond's read):
     # the first of each run of equal keys is the key's first occurrence.
-    order = np.argsort(keys, kind="stable")
+    order = keys.argsort(kind="stable")
     ordered = keys[order]
     starts = np.empty(keys.shape[0], dtype=bool)
     starts[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
     inverse = np.empty(keys.shape[0], dtype=np.int64)
-    inverse[order] = np.cumsum(starts) - 1
+    inverse[order] = starts.cumsum() - 1
     return ordered[starts], order[starts], inverse
