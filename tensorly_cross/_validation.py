@@ -138,6 +138,14 @@ def check_choice(value, name, allowed):
     return value
 
 
+def check_no_nul(path, name="path"):
+    """Refuse a path holding a NUL character: no file name can, and the OS's own error
+    ("embedded null byte") names neither the argument nor the path."""
+    if "\0" in os.fsdecode(path):
+        raise ValueError(f"{name} {os.fsdecode(path)!r} holds a NUL character, which no "
+                         "file name can.")
+
+
 def check_regular_file(path):
     """Raise unless ``path`` is an existing regular file: reading a FIFO, socket or device
     can block forever or never end.
@@ -149,6 +157,7 @@ def check_regular_file(path):
     ValueError
         If it is not a regular file (a folder, FIFO, socket or device).
     """
+    check_no_nul(path)
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:

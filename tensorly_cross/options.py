@@ -16,7 +16,7 @@ import numpy as np
 import tensorly as tl
 from tensorly.tt_tensor import TTTensor
 
-from ._validation import check_bool, check_choice, check_float, check_int
+from ._validation import check_bool, check_choice, check_float, check_int, check_no_nul
 from .cross.indices import check_mode_sizes
 from .cross.ranks import expand_rank, plain_rank
 
@@ -296,10 +296,9 @@ def cross_options(shape, stored=False, **settings):
         # "" failed only once the search had started, renaming a temporary file to "".
         raise ValueError("checkpoint must name a file (created if missing) or be None, "
                          "got ''.")
-    if checkpoint is not None and "\0" in os.fspath(checkpoint):
+    if checkpoint is not None:
         # os's "embedded null byte" was reported as a path that is no regular file.
-        raise ValueError(f"checkpoint must be a file path, got {os.fspath(checkpoint)!r}, "
-                         "which holds a NUL character (no file name can).")
+        check_no_nul(checkpoint, "checkpoint")
     oversample = options.oversample
     if oversample is None:
         oversample = LSQ_OVERSAMPLE if method == "lsq" else 1.0

@@ -27,7 +27,7 @@ from tensorly.tucker_tensor import TuckerTensor
 
 from ._atomic import write_atomically
 from ._backend import check_concrete, to_host
-from ._validation import check_bool, check_int, check_regular_file
+from ._validation import check_bool, check_int, check_no_nul, check_regular_file
 
 FORMAT = "tensorly-cross-tt"
 FORMAT_VERSION = 1
@@ -195,6 +195,7 @@ def _check_target(path):
     path = os.fsdecode(path)
     if not path:
         raise ValueError("path must name a file, got ''.")
+    check_no_nul(path)
     if os.path.isdir(path) or path.endswith(("/", os.sep)):
         raise IsADirectoryError(f"path {path!r} names a directory; give a file path (e.g. "
                                 "a .tt.npz file in that directory).")
