@@ -504,8 +504,10 @@ class SortedKeys:
         if len(self.levels) == 2:
             # A key is in one level only: the small level is searched for the main's
             # misses alone (in a cross's run, about a third of the keys), not for all.
+            # Misses by slot, not by ~hit: a key equal to the sentinel (a hash may be)
+            # "hits" the main level's sentinel, of slot -1, and may be in the small level.
             small_keys, small_slots = self.levels[1]
-            missed = (~hit).nonzero()[0]
+            missed = (slots < 0).nonzero()[0]
             missed_keys = keys[missed]
             position = small_keys.searchsorted(missed_keys)
             found = small_keys[position] == missed_keys
