@@ -2,9 +2,21 @@
 key table lookup that must find what the two-level search found, and checkpoint paths
 that name a folder or come as bytes."""
 
-import numpy as np
+import os
 
+import numpy as np
+import pytest
+
+import tensorly_cross as tlc
+from tensorly_cross import CheckpointError
 from tensorly_cross.lazy.cache import _KEY_SENTINEL, SortedKeys
+
+SHAPE = (6, 6, 6)
+
+
+def _function(indices):
+    x = 1.0 + indices / 5.0
+    return 1.0 / x.sum(axis=1)
 
 
 def test_a_key_equal_to_the_sentinel_in_the_small_level_is_found():
@@ -19,3 +31,15 @@ def test_a_key_equal_to_the_sentinel_in_the_small_level_is_found():
     assert len(keys.levels) == 2
     found = keys.lookup(np.array([_KEY_SENTINEL, 5, 7, 8], dtype=np.int64))
     np.testing.assert_array_equal(found, [4, 3, 1, -1])
+
+
+@pytest.mark.parametrize("tail", [".", ".."])
+def test_a_checkpoint_path_ending_in_a_dot_component_is_refused_as_a_folder(tmp_path, tail):
+    # "runs/." names the folder runs, as "runs/" does (refused): with runs missing, a FILE
+    # "runs" was created for the checkpoint ("runs/."), or the message said "a FIFO,
+    # socket or device" for the folder above it ("runs/..").
+    with pytest.raises(CheckpointError, match="folder") as refused:
+        tlc.tt_cross(_function, shape=SHAPE, random_state=0,
+                     checkpoint=os.path.join(tmp_path / "runs", tail))
+    assert "FIFO" not in str(refused.value)
+    assert not (tmp_path / "runs").exists()

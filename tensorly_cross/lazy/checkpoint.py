@@ -82,10 +82,12 @@ class CheckpointStore:
         if os.path.isdir(self.path):
             raise CheckpointError(f"checkpoint={self.path!r} is a directory; give a file path "
                                   "(created if missing), e.g. a file in that directory.")
-        if self.path.endswith(("/", os.sep)):  # resolved, it named a file beside the folder
-            raise CheckpointError(f"checkpoint={self.path!r} ends in a path separator: it "
-                                  "names a folder, which does not exist; give a file path "
-                                  "(created if missing).")
+        # "runs/", "runs/." and "runs/.." name folders. Resolved, the first two named a file
+        # "runs" beside them, created; the last the folder above, refused as a FIFO.
+        if os.path.basename(self.path) in ("", os.curdir, os.pardir):
+            raise CheckpointError(f"checkpoint={self.path!r} ends in a path separator, "
+                                  f"{os.curdir!r} or {os.pardir!r}: it names a folder, which "
+                                  "does not exist; give a file path (created if missing).")
         folder = os.path.dirname(os.path.abspath(self.path))
         if os.path.exists(folder) and not os.path.isdir(folder):
             raise CheckpointError(f"checkpoint={self.path!r}: {folder!r} is a file, not a "
