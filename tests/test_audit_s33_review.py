@@ -43,3 +43,32 @@ def test_a_checkpoint_path_ending_in_a_dot_component_is_refused_as_a_folder(tmp_
                      checkpoint=os.path.join(tmp_path / "runs", tail))
     assert "FIFO" not in str(refused.value)
     assert not (tmp_path / "runs").exists()
+
+
+class BytesPath:
+    """An os.PathLike whose path is bytes (as os.scandir(b"...") entries are)."""
+
+    def __init__(self, path):
+        self.path = os.fsencode(path)
+
+    def __fspath__(self):
+        return self.path
+
+
+def test_a_checkpoint_path_like_of_bytes_is_used_as_its_path(tmp_path):
+    # The docs take any os.PathLike; one of bytes failed with "a bytes-like object is
+    # required, not 'str'" (the NUL check), before it "Can't mix strings and bytes".
+    path = tmp_path / "run.ckpt"
+    first = tlc.tt_cross(_function, shape=SHAPE, random_state=0, checkpoint=BytesPath(path))
+    assert path.exists()
+    counted = []
+
+    def counting(indices):
+        counted.append(len(indices))
+        return _function(indices)
+
+    second, info = tlc.tt_cross(counting, shape=SHAPE, random_state=0,
+                                checkpoint=BytesPath(path), return_info=True)
+    assert not counted and info.n_restored == info.n_evals > 0
+    for a, b in zip(first.factors, second.factors, strict=True):
+        np.testing.assert_array_equal(a, b)

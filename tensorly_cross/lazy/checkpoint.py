@@ -78,7 +78,9 @@ class CheckpointStore:
     """
 
     def __init__(self, path, shape, arguments):
-        self.path = os.fspath(path)
+        # As str: an os.PathLike of bytes (an os.scandir(b"...") entry) failed on joining
+        # the temporary file's str name to its folder.
+        self.path = os.fsdecode(path)
         if os.path.isdir(self.path):
             raise CheckpointError(f"checkpoint={self.path!r} is a directory; give a file path "
                                   "(created if missing), e.g. a file in that directory.")
