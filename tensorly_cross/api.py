@@ -310,12 +310,18 @@ def _warn_if_read_past_max_time(max_time, start, read_start):
     past ``max_evals``: a search that max_time stopped was followed by a read of every
     core's entries (seconds more, in a long run) that nothing said came after the limit."""
     end = time.perf_counter()
-    if max_time is not None and end - start > max_time:
-        warnings.warn(f"max_time={max_time} bounds the index search; differentiable=True "
-                      f"then read the cores' entries again, through autograd "
-                      f"({end - read_start:.3g} s), ending {end - start - max_time:.3g} s "
-                      "past it. Lower max_time by that read to end within a limit.",
-                      RuntimeWarning, stacklevel=outside_stacklevel())
+    if max_time is None or end - start <= max_time:
+        return
+    searched_past = read_start - start - max_time
+    # Where the search had already overrun (a batch runs to its end), a lower max_time
+    # would not have brought the run within the limit by the read's time alone.
+    advice = (f"The search itself ended {searched_past:.3g} s past it (a batch of "
+              "evaluations runs to its end)." if searched_past > 0 else
+              "Lower max_time by that read to end within a limit.")
+    warnings.warn(f"max_time={max_time} bounds the index search; differentiable=True "
+                  f"then read the cores' entries again, through autograd "
+                  f"({end - read_start:.3g} s), ending {end - start - max_time:.3g} s "
+                  f"past it. {advice}", RuntimeWarning, stacklevel=outside_stacklevel())
 
 
 def refuse_lost_gradient(tensor, caller):
