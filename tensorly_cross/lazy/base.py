@@ -271,22 +271,10 @@ def check_values(values, indices, source):
         raise TypeError(f"{source} returned a masked array; a cross reads raw entries, masked "
                         "or not: fill the masked ones (values.filled(...)) or return them.")
     if isinstance(values, np.ndarray) or not tl.is_tensor(values):
-        host = _host_numbers(values)
-        if host.dtype.kind == "V" and _low_precision(host.dtype):
-            host = host.astype(np.float32)  # ml_dtypes' bfloat16 and float8 (JAX's): exact
+        host = host_values(values)
         if host.dtype.kind not in NUMERIC_KINDS:  # strings, objects: no silent conversion
             raise TypeError(f"{source} returned values of dtype {host.dtype}; values must be "
                             "numbers (bool, integer, real or complex floating point).")
-        if not host.dtype.isnative:  # FITS, foreign .npy: PyTorch and JAX refuse them
-            host = host.astype(host.dtype.newbyteorder("="))
-        if host.dtype.kind in "biu":
-            host = host.astype(np.float64)
-        elif host.dtype.kind == "f" and host.dtype.itemsize < 4:
-            host = host.astype(np.float32)  # LAPACK has no half precision
-        elif host.dtype.kind in "fc" and host.dtype.itemsize > (8 if host.dtype.kind == "f"
-                                                                else 16):
-            host = host.astype(np.float64 if host.dtype.kind == "f" else np.complex128)
-            # nor long double: rounded to double, the widest LAPACK computes in
         values = values if tl.is_tensor(values) and host is values else tl.tensor(host)
     elif _kind(values.dtype) in "biu":
         context = {key: value for key, value in tl.context(values).items() if key != "dtype"}
@@ -311,6 +299,29 @@ def check_values(values, indices, source):
             host[first],
         )
     return values
+
+
+def host_values(values):
+    """Values that are not a tensor of the active backend (lists, arrays, PyTorch tensors
+    under another backend) as a NumPy array in a dtype every backend and LAPACK take:
+    native byte order, bool and integers as float64, half precision and ml_dtypes' floats
+    as float32, long double as double. Values that are not numbers are returned as read,
+    for the caller to refuse by name."""
+    host = _host_numbers(values)
+    if host.dtype.kind == "V" and _low_precision(host.dtype):
+        host = host.astype(np.float32)  # ml_dtypes' bfloat16 and float8 (JAX's): exact
+    if host.dtype.kind not in NUMERIC_KINDS:
+        return host
+    if not host.dtype.isnative:  # FITS, foreign .npy: PyTorch and JAX refuse them
+        host = host.astype(host.dtype.newbyteorder("="))
+    if host.dtype.kind in "biu":
+        host = host.astype(np.float64)
+    elif host.dtype.kind == "f" and host.dtype.itemsize < 4:
+        host = host.astype(np.float32)  # LAPACK has no half precision
+    elif host.dtype.kind in "fc" and host.dtype.itemsize > (8 if host.dtype.kind == "f" else 16):
+        host = host.astype(np.float64 if host.dtype.kind == "f" else np.complex128)
+        # nor long double: rounded to double, the widest LAPACK computes in
+    return host
 
 
 def _host_numbers(values):

@@ -19,7 +19,7 @@ import numpy as np
 import tensorly as tl
 
 from .._validation import check_int
-from .base import _host_numbers
+from .base import NUMERIC_KINDS, host_values
 from .chunk_result import as_tuple, attach_finished, results_in_order
 from .worker_groups import gather_groups, group_chunks, submit_groups
 
@@ -305,11 +305,15 @@ def check_chunk_values(values, chunk, name="the function"):
 
 def concatenate_chunks(values):
     """The chunks' values as one: a chunk that is not a backend tensor is read as a serial
-    call's values are (``_host_numbers``: ``np.asarray`` fails on a PyTorch tensor that
-    requires grad, under another backend)."""
+    call's values are (``host_values``: ``np.asarray`` fails on a PyTorch tensor that
+    requires grad, under another backend; PyTorch and JAX refuse big-endian arrays and
+    ml_dtypes' bfloat16, and PyTorch does not promote uint64)."""
     if len(values) == 1:
         return values[0]
     if all(isinstance(part, np.ndarray) for part in values):
         return np.concatenate(values)
-    return tl.concatenate([part if tl.is_tensor(part) else tl.tensor(_host_numbers(part))
-                           for part in values])
+    parts = [part if tl.is_tensor(part) else host_values(part) for part in values]
+    for part in parts:
+        if isinstance(part, np.ndarray) and part.dtype.kind not in NUMERIC_KINDS:
+            return part  # strings, objects: check_values refuses them by name
+    return tl.concatenate([part if tl.is_tensor(part) else tl.tensor(part) for part in parts])
