@@ -1,6 +1,7 @@
 """The public entry points: tt_cross, select_indices, cross_interpolate."""
 
 import contextlib
+import copy
 import time
 import warnings
 
@@ -402,7 +403,6 @@ def _search_backend():
 
 def _select(lazy, options, random_state, start):
     """Run the index search of ``options`` on ``lazy``: (indices, cores, info)."""
-    info = CrossInfo(method=options.method)
     method = options.method
     # A FunctionTensor times its own function (and its executor's chunks), for this run.
     clock = FunctionClock(lazy)
@@ -424,24 +424,9 @@ def _select(lazy, options, random_state, start):
                 finish = size_one.cores
             finish = _spreading(finish, shrunk)
             cache = EvaluationCache(source, max_evals=options.max_evals)
-            try:
-                validation = Validation(cache, options.val_size, rng,
-                                        lazy.shape[-1] if method == "block" else None,
-                                        options.tol)
-                indices, half_sweep = _start(method, lazy, cache, options, validation, info,
-                                             rng)
-            except MaxTimeReached as error:  # in the start's reads (its held-out entries)
-                raise MaxTimeReached(f"{str(error).rstrip('.')}, before the first sweep "
-                                     f"completed{_resume_hint(options)}.") from error
             make_tt = lambda cores: TTTensor(finish(cores))  # noqa: E731
-            indices, cores = run_sweeps(cache, indices, half_sweep, validation, info,
-                                        options, make_tt)
-            if cores is None:
-                cores = _initial_cores_or_raise(cache, indices, options, info)
-            if should_hand_over(options, info):
-                indices, cores, info = hand_over(cache, lazy.shape, options, rng,
-                                                 (indices, cores, info), make_tt)
-            refuse_non_finite(cores, cache, info.method)
+            indices, cores, info = _search_in_one_dtype(cache, lazy, method, options, rng,
+                                                        make_tt)
     finally:
         if store is not None:
             store.close()
@@ -454,6 +439,55 @@ def _select(lazy, options, random_state, start):
     if size_one is not None:
         indices, info = size_one.indices(indices), size_one.info(info)
     return indices, finish(cores), info
+
+
+def _search_in_one_dtype(cache, lazy, method, options, rng, make_tt):
+    """:func:`_search` through ``cache``; on PyTorch, again from the start where a batch
+    came in a wider dtype than those before it and the search failed on the mix.
+
+    A function may return real batches, then a complex one (``np.emath.sqrt`` past a
+    branch point), or float32, then float64. NumPy and JAX promote the products of such
+    values; PyTorch's refuse them ("expected m1 and m2 to have the same dtype"). The cache
+    holds every value in the widest dtype read, so the search run again, with the same
+    random draws, reads them all in it (from the cache: nothing is evaluated twice) and
+    is the search of a function that returned that dtype throughout. A callback sees the
+    sweeps of the first run too.
+    """
+    while True:
+        widenings = cache.dtype_widenings
+        # The draws of this run, for the next: a Generator given by the caller is drawn
+        # from as before by the first run.
+        replay = copy.deepcopy(rng)
+        try:
+            return _search(cache, lazy, method, options, rng, make_tt)
+        except RuntimeError as error:
+            # PyTorch's own (a plain RuntimeError), not this library's subclasses of it:
+            # a budget or max_time spent is no reason to search again.
+            if (type(error) is not RuntimeError or backend_name() != "pytorch"
+                    or cache.dtype_widenings == widenings):
+                raise
+        rng = replay
+
+
+def _search(cache, lazy, method, options, rng, make_tt):
+    """The index search of ``options`` through ``cache``: (indices, cores, info)."""
+    info = CrossInfo(method=options.method)
+    try:
+        validation = Validation(cache, options.val_size, rng,
+                                lazy.shape[-1] if method == "block" else None, options.tol)
+        indices, half_sweep = _start(method, lazy, cache, options, validation, info, rng)
+    except MaxTimeReached as error:  # in the start's reads (its held-out entries)
+        raise MaxTimeReached(f"{str(error).rstrip('.')}, before the first sweep "
+                             f"completed{_resume_hint(options)}.") from error
+    indices, cores = run_sweeps(cache, indices, half_sweep, validation, info, options,
+                                make_tt)
+    if cores is None:
+        cores = _initial_cores_or_raise(cache, indices, options, info)
+    if should_hand_over(options, info):
+        indices, cores, info = hand_over(cache, lazy.shape, options, rng,
+                                         (indices, cores, info), make_tt)
+    refuse_non_finite(cores, cache, info.method)
+    return indices, cores, info
 
 
 def _spreading(finish, shrunk):

@@ -3,6 +3,7 @@ point: the chunked reads and the crosses of functions whose batches change dtype
 
 import numpy as np
 import pytest
+import tensorly as tl
 
 import tensorly_cross as tlc
 
@@ -45,3 +46,35 @@ def test_a_chunked_read_gives_the_values_of_one_call(backend, function):
     chunked = tlc.FunctionTensor(function, SHAPE, chunk_size=4).evaluate(indices)
     assert str(chunked.dtype) == str(whole.dtype)
     np.testing.assert_array_equal(host(chunked), host(whole))
+
+
+# sqrt(c - (i + j + k)) is real below the corner and imaginary at (15, 15, 15) only.
+BRANCH = 43.5
+
+
+def _scimath_sqrt(indices):
+    """Real batches, and a complex one for a batch that holds the corner (as
+    ``np.emath.sqrt`` returns them)."""
+    return np.emath.sqrt(BRANCH - indices.sum(axis=1))
+
+
+@pytest.mark.parametrize("method", ["lsq", "tci"])
+def test_a_pytorch_cross_of_a_function_that_turns_complex_is_the_complex_cross(method):
+    # NumPy promotes a real array times a complex one; PyTorch's products do not: the
+    # cross met "expected m1 and m2 to have the same dtype, but got: double !=
+    # c10::complex<double>" (lsq) or "addmv input tensors must have the same dtype" (TCI)
+    # where the first complex batch came in mid-sweep.
+    pytest.importorskip("torch")
+    with tl.backend_context("pytorch"):
+        mixed, info = tlc.tt_cross(_scimath_sqrt, shape=(16, 16, 16), method=method,
+                                   tol=1e-8, random_state=0, return_info=True)
+        always, expected = tlc.tt_cross(
+            lambda indices: _scimath_sqrt(indices).astype(complex), shape=(16, 16, 16),
+            method=method, tol=1e-8, random_state=0, return_info=True)
+        corner = host(tlc.tt_entries(mixed, [[15, 15, 15]]))
+    assert mixed.rank == always.rank
+    for core, other in zip(mixed, always, strict=True):
+        np.testing.assert_array_equal(host(core), host(other))
+    np.testing.assert_allclose(corner, [1j * np.sqrt(1.5)], atol=1e-6)
+    # The search read no entry twice, and says what it did as the complex one does.
+    assert info.n_evals == expected.n_evals and info.n_sweeps == expected.n_sweeps

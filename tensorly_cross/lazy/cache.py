@@ -123,6 +123,10 @@ class EvaluationCache(LazyTensor):
         self._keys = None  # SortedKeys: packed key -> slot in self._values
         self._values = None  # _ValueStore
         self._checks = None  # hashed keys: the second hash of each slot (_HostStore)
+        # How often a batch came in a wider dtype than the values stored before it (a real
+        # batch, then a complex one): a cross on PyTorch reruns its search from the cache
+        # then (api._select), as its products do not promote.
+        self.dtype_widenings = 0
         # Lookup, evaluation and insertion of a batch form one step: threads sharing the
         # cache interleaved them and stored values under the wrong keys.
         self._lock = threading.RLock()
@@ -433,7 +437,8 @@ class EvaluationCache(LazyTensor):
             self._checks = _HostStore() if new_checks is not None else None
         if new_checks is not None:
             self._checks.append(new_checks)
-        slots = self._values.append(new_values)
+        slots, widened = self._values.append(new_values)
+        self.dtype_widenings += widened
         self._keys.insert(new_keys, slots)
         return slots
 
@@ -572,11 +577,12 @@ class _ValueStore:
             self.buffer = tl.tensor(to_host(self.filled()))
 
     def append(self, values):
+        """Store ``values``: their slots, and whether the buffer was widened for them."""
         count = int(values.shape[0])
         slots = np.arange(self.size, self.size + count, dtype=np.int64)
         self._move_to_active_backend(values)
-        if self.buffer is not None and values.dtype != self.buffer.dtype:
-            self._promote(values)
+        widened = (self.buffer is not None and values.dtype != self.buffer.dtype
+                   and self._promote(values))
         if self.buffer is None:
             # A copy: the values may be the caller's array (returned to it as they are) or
             # a view of a buffer the function writes its next batch into.
@@ -594,17 +600,19 @@ class _ValueStore:
         else:
             self.buffer = tl.concatenate([self.buffer[: self.size], values])
         self.size += count
-        return slots
+        return slots, widened
 
     def _promote(self, values):
         """Widen the buffer to hold ``values`` too: a function may return a real batch, then
         a complex one (``np.emath.sqrt``), or float32, then float64; writing the later
         values into the first batch's dtype dropped their imaginary parts (a wrong real TT
-        that met its tolerance) or rounded them."""
+        that met its tolerance) or rounded them. Returns whether the dtype changed."""
         # Concatenation promotes as each backend does (NumPy, PyTorch, JAX alike).
         widened = tl.concatenate([self.buffer[:0], values[:0]])
-        if widened.dtype != self.buffer.dtype:
-            self.buffer = tl.concatenate([self.buffer, widened])
+        if widened.dtype == self.buffer.dtype:
+            return False
+        self.buffer = tl.concatenate([self.buffer, widened])
+        return True
 
     def take(self, slots):
         if not tl.is_tensor(self.buffer):
