@@ -119,7 +119,8 @@ def save_tt(path, tt, metadata=None, overwrite=False):
         over ``MAX_META_BYTES``, a reserved key with another value than the file's).
     TypeError
         If ``metadata`` is not a dict, holds values JSON cannot represent or keys that are
-        not str, or if ``overwrite`` is not a bool, or a core is a traced JAX value.
+        not str, or if ``overwrite`` is not a bool, or a core is a traced JAX value or a
+        masked array.
     ValueError
         If ``path`` is empty, or it (or the target of its link) is a FIFO, socket or
         device; or if a core holds NaN or inf (the message names the core and how many),
@@ -148,6 +149,9 @@ def save_tt(path, tt, metadata=None, overwrite=False):
                         "a list of TT cores.")
     for k, core in enumerate(tt):  # named here: to_host's message said "a tensor"
         check_concrete(core, f"tt core {k}")
+        if isinstance(core, np.ma.MaskedArray):  # np.asarray would store its raw entries
+            raise TypeError(f"tt core {k} is a masked array; a TT file stores every entry: "
+                            f"pass the core filled (core.filled(value)).")
     cores = [_widened(np.asarray(to_host(core))) for core in tt]
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}.")

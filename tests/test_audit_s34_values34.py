@@ -78,3 +78,31 @@ def test_a_pytorch_cross_of_a_function_that_turns_complex_is_the_complex_cross(m
     np.testing.assert_allclose(corner, [1j * np.sqrt(1.5)], atol=1e-6)
     # The search read no entry twice, and says what it did as the complex one does.
     assert info.n_evals == expected.n_evals and info.n_sweeps == expected.n_sweeps
+
+
+def _masked_cores():
+    rng = np.random.default_rng(0)
+    cores = [rng.standard_normal(shape) for shape in [(1, 2, 2), (2, 2, 2), (2, 2, 1)]]
+    cores[1] = np.ma.masked_array(cores[1], mask=cores[1] > 0)
+    return cores
+
+
+@pytest.mark.parametrize("entry", ["tt_entries", "qtt_to_tt"])
+def test_masked_cores_are_refused_by_name(entry):
+    # tt_entries failed in NumPy's masked matmul ("cannot reshape array of size 2 into
+    # shape (1,1)"); a cross refuses a masked tensor, whose masked entries it would read.
+    cores = _masked_cores()
+    with pytest.raises(TypeError, match=rf"{entry}: cores\[1\] is a masked array"):
+        if entry == "tt_entries":
+            tlc.tt_entries(cores, [[0, 1, 0]])
+        else:
+            tlc.qtt_to_tt(cores, tlc.QuanticsTensor(np.zeros((4, 2))).layout)
+
+
+def test_save_tt_refuses_a_masked_core_by_name(tmp_path):
+    # It stored the raw data, masked entries included, and load_tt gave them back as
+    # entries of the TT without a word.
+    path = tmp_path / "masked.tt"
+    with pytest.raises(TypeError, match=r"tt core 1 is a masked array"):
+        tlc.save_tt(path, _masked_cores())
+    assert not path.exists()

@@ -34,7 +34,7 @@ def tt_entries(cores, indices):
     ------
     TypeError
         If ``cores`` is not a TTTensor or a list of tensors, or a core holds objects,
-        strings or dates.
+        strings or dates, or is a masked array.
     ValueError
         If ``indices`` is not an (m, d) integer array, an index is out of range (the
         message names the first such multi-index), the cores do not form a TT, or
@@ -96,6 +96,11 @@ def core_in_backend(core, k, where="tt_entries"):
     under the NumPy search of a JAX cross, a PyTorch core under NumPy) is copied over
     through the host, where it crashed deep in the products. ``where`` names the caller
     in messages."""
+    if isinstance(core, np.ma.MaskedArray):
+        # NumPy's masked products failed ("cannot reshape array of size 2 into shape
+        # (1,1)"); its raw entries, masked or not, are not what the mask says either.
+        raise TypeError(f"{where}: cores[{k}] is a masked array; cores hold every entry: "
+                        f"pass cores[{k}].filled(value).")
     if tl.is_tensor(core):
         return _numeric(core, k, where)
     if hasattr(core, "detach") and hasattr(core, "cpu"):  # torch, under another backend

@@ -309,7 +309,8 @@ def qtt_to_tt(tt_q, layout):
     Raises
     ------
     TypeError
-        If ``tt_q`` is not a TTTensor or a list of cores, or ``layout`` is not a layout.
+        If ``tt_q`` is not a TTTensor or a list of cores (a masked core included), or
+        ``layout`` is not a layout.
     ValueError
         If the layout is interleaved, or the cores do not form a TT over its quantics
         modes.
