@@ -106,3 +106,24 @@ def test_save_tt_refuses_a_masked_core_by_name(tmp_path):
     with pytest.raises(TypeError, match=r"tt core 1 is a masked array"):
         tlc.save_tt(path, _masked_cores())
     assert not path.exists()
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float8_e4m3fn", "float8_e5m2"])
+@pytest.mark.parametrize("read", ["stream", "open_volume"])
+def test_ml_dtypes_floats_are_streamed_and_opened_as_tt_cross_reads_them(dtype, read):
+    # JAX's bfloat16 and float8 arrays (ml_dtypes', NumPy kind "V") were refused as not
+    # "bool, integer and real floating-point arrays", though tt_cross reads them (as
+    # float32, exactly), as the stream reads PyTorch's bfloat16.
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    rng = np.random.default_rng(0)
+    narrow = np.einsum("i,j,k->ijk", *[rng.random(n) + 0.5 for n in (5, 6, 7)]).astype(
+        getattr(ml_dtypes, dtype))
+    exact = narrow.astype(np.float32)  # every value of those types is a float32
+    if read == "stream":
+        got, expected = (tlc.streaming_tt_svd(volume, rank=2) for volume in (narrow, exact))
+    else:
+        got, expected = (tlc.tt_cross(tlc.open_volume(volume), rank=2, method="lsq",
+                                      random_state=0) for volume in (narrow, exact))
+    for core, other in zip(got, expected, strict=True):
+        assert core.dtype == other.dtype
+        np.testing.assert_array_equal(core, other)

@@ -279,7 +279,7 @@ def check_values(values, indices, source):
     elif _kind(values.dtype) in "biu":
         context = {key: value for key, value in tl.context(values).items() if key != "dtype"}
         values = tl.tensor(to_host(values).astype(np.float64), **context)
-    elif _low_precision(values.dtype):  # no LAPACK for them: widened, exactly
+    elif low_precision(values.dtype):  # no LAPACK for them: widened, exactly
         values = values.float() if hasattr(values, "float") else values.astype("float32")
     elif str(values.dtype) == "torch.complex32":  # nor for PyTorch's complex half
         values = numpy_dtype(values)
@@ -308,7 +308,7 @@ def host_values(values):
     as float32, long double as double. Values that are not numbers are returned as read,
     for the caller to refuse by name."""
     host = _host_numbers(values)
-    if host.dtype.kind == "V" and _low_precision(host.dtype):
+    if host.dtype.kind == "V" and low_precision(host.dtype):
         host = host.astype(np.float32)  # ml_dtypes' bfloat16 and float8 (JAX's): exact
     if host.dtype.kind not in NUMERIC_KINDS:
         return host
@@ -335,7 +335,7 @@ def _host_numbers(values):
     return np.asarray(values)
 
 
-def _low_precision(dtype):
+def low_precision(dtype):
     """Whether ``dtype`` (of any backend) is a real floating type that LAPACK lacks: half
     precision, bfloat16 and the 8- and 4-bit floats (PyTorch's, and ml_dtypes' that JAX
     uses, NumPy's kind "V")."""

@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from .._backend import check_concrete, to_host
+from .base import low_precision
 
 SUPPORTED_KINDS = "biuf"  # bool, signed and unsigned ints, floats
 
@@ -781,9 +782,10 @@ def _is_torch(array):
 
 def _host_dtype(array):
     """NumPy's dtype of ``array``'s entries once on the host: ``np.dtype`` cannot read a
-    PyTorch dtype (``torch.float64``)."""
+    PyTorch dtype (``torch.float64``); ml_dtypes' bfloat16 and float8 types (JAX's) are
+    read as float32, as :func:`_on_host` widens them."""
     if not _is_torch(array):
-        return array.dtype
+        return np.dtype(np.float32) if _is_ml_float(array.dtype) else array.dtype
     import torch
 
     check_concrete(array, "volume")  # a meta tensor holds no values to stream
@@ -792,8 +794,23 @@ def _host_dtype(array):
 
 def _on_host(block):
     """A block as NumPy can read it: ``np.asarray`` fails on a PyTorch tensor that requires
-    grad or lives on a GPU."""
-    return to_host(block) if _is_torch(block) else block
+    grad or lives on a GPU. ml_dtypes' bfloat16 and float8 blocks (JAX's), which NumPy
+    holds as kind "V", come as float32 (exactly), as a cross reads them and PyTorch's
+    bfloat16 is read: they were refused as not real floating point."""
+    if _is_torch(block):
+        return to_host(block)
+    if _is_ml_float(block.dtype):
+        return np.asarray(block).astype(np.float32)
+    return block
+
+
+def _is_ml_float(dtype):
+    """Whether ``dtype`` is one of ml_dtypes' low-precision floats of NumPy kind "V"."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:  # a dtype NumPy cannot read: not ml_dtypes'
+        return False
+    return dtype.kind == "V" and dtype.isbuiltin == 2 and low_precision(dtype)
 
 
 def refuse_masked(obj, name):
