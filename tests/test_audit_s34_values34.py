@@ -110,7 +110,9 @@ def test_save_tt_refuses_a_masked_core_by_name(tmp_path):
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float8_e4m3fn", "float8_e5m2"])
 @pytest.mark.parametrize("read", ["stream", "open_volume"])
-def test_ml_dtypes_floats_are_streamed_and_opened_as_tt_cross_reads_them(dtype, read):
+@pytest.mark.parametrize("container", ["numpy", "dask"])
+def test_ml_dtypes_floats_are_streamed_and_opened_as_tt_cross_reads_them(dtype, read,
+                                                                        container):
     # JAX's bfloat16 and float8 arrays (ml_dtypes', NumPy kind "V") were refused as not
     # "bool, integer and real floating-point arrays", though tt_cross reads them (as
     # float32, exactly), as the stream reads PyTorch's bfloat16.
@@ -119,6 +121,9 @@ def test_ml_dtypes_floats_are_streamed_and_opened_as_tt_cross_reads_them(dtype, 
     narrow = np.einsum("i,j,k->ijk", *[rng.random(n) + 0.5 for n in (5, 6, 7)]).astype(
         getattr(ml_dtypes, dtype))
     exact = narrow.astype(np.float32)  # every value of those types is a float32
+    if container == "dask":
+        da = pytest.importorskip("dask.array")
+        narrow, exact = (da.from_array(array, chunks=(2, 3, 4)) for array in (narrow, exact))
     if read == "stream":
         got, expected = (tlc.streaming_tt_svd(volume, rank=2) for volume in (narrow, exact))
     else:

@@ -54,8 +54,11 @@ class ChunkSource:
             raise ValueError(f"{name} has no shape (a null dataspace, h5py.Empty): it holds "
                              "no entries; a volume has at least one mode.")
         self.shape = tuple(int(n) for n in shape)
-        self.dtype = np.dtype(dtype)
-        self.stored_dtype = np.dtype(stored_dtype or self.dtype)
+        self.stored_dtype = np.dtype(stored_dtype or dtype)
+        # ml_dtypes' bfloat16 and float8 types (JAX's; NumPy kind "V") are read as float32,
+        # exactly, as a cross reads them and PyTorch's bfloat16 is read: they were refused
+        # as not real floating point.
+        self.dtype = np.dtype(np.float32) if _is_ml_float(dtype) else np.dtype(dtype)
         self.stored_itemsize = self.stored_dtype.itemsize
         if self.dtype.kind not in SUPPORTED_KINDS:
             raise TypeError(f"{name} has dtype {self.dtype}; supported are bool, integer and "
@@ -76,6 +79,8 @@ class ChunkSource:
                     "array; a cross reads raw entries, masked or not: fill the masked "
                     "entries first.")
             block = np.asarray(block)
+            if _is_ml_float(block.dtype):
+                block = block.astype(np.float32)
         except ChunkReadError:  # already names the file and what went wrong
             raise
         except Exception as error:
@@ -782,10 +787,9 @@ def _is_torch(array):
 
 def _host_dtype(array):
     """NumPy's dtype of ``array``'s entries once on the host: ``np.dtype`` cannot read a
-    PyTorch dtype (``torch.float64``); ml_dtypes' bfloat16 and float8 types (JAX's) are
-    read as float32, as :func:`_on_host` widens them."""
+    PyTorch dtype (``torch.float64``)."""
     if not _is_torch(array):
-        return np.dtype(np.float32) if _is_ml_float(array.dtype) else array.dtype
+        return array.dtype
     import torch
 
     check_concrete(array, "volume")  # a meta tensor holds no values to stream
@@ -794,14 +798,8 @@ def _host_dtype(array):
 
 def _on_host(block):
     """A block as NumPy can read it: ``np.asarray`` fails on a PyTorch tensor that requires
-    grad or lives on a GPU. ml_dtypes' bfloat16 and float8 blocks (JAX's), which NumPy
-    holds as kind "V", come as float32 (exactly), as a cross reads them and PyTorch's
-    bfloat16 is read: they were refused as not real floating point."""
-    if _is_torch(block):
-        return to_host(block)
-    if _is_ml_float(block.dtype):
-        return np.asarray(block).astype(np.float32)
-    return block
+    grad or lives on a GPU."""
+    return to_host(block) if _is_torch(block) else block
 
 
 def _is_ml_float(dtype):
