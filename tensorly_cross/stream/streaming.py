@@ -151,7 +151,8 @@ def streaming_tt_svd(volume, tol=None, rank=None, max_rank=None, max_width=None,
         cannot be sent to the client's workers (it does not pickle).
     TypeError
         For an argument of the wrong type, or a volume that is not stored data (a masked
-        array included: its masked entries would be read).
+        array included: its masked entries would be read) or not real (a complex volume:
+        :func:`~tensorly_cross.tt_cross` crosses a complex array).
     MemoryError
         Before any read, if the sketches (with the working copies of their QR) and the
         projected core would not fit in this machine's memory (lower ``max_width``).
