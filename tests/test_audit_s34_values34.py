@@ -1,5 +1,6 @@
 """Audit session 34, the values a tensor or a function may produce, through every entry
-point: the chunked reads and the crosses of functions whose batches change dtype."""
+point: chunked reads, crosses of functions whose batches change dtype, masked TT cores,
+and ml_dtypes' low-precision floats in the stream and open_volume."""
 
 import numpy as np
 import pytest
