@@ -26,7 +26,8 @@ def _big_endian_or_list(indices):
 
 def _bfloat16(indices):
     """A JAX bfloat16 array, which NumPy reads as ml_dtypes' bfloat16."""
-    jnp = pytest.importorskip("jax.numpy")
+    import jax.numpy as jnp
+
     return jnp.asarray(_values(indices)).astype(jnp.bfloat16)
 
 
@@ -42,6 +43,8 @@ def test_a_chunked_read_gives_the_values_of_one_call(backend, function):
     # "can't convert np.ndarray of type ml_dtypes.bfloat16", "Promotion for uint16,
     # uint32, uint64 types is not supported"; one call's values are read (widened,
     # byte-swapped) before they reach the backend.
+    if function is _bfloat16:
+        pytest.importorskip("jax")
     indices = np.stack(np.unravel_index(np.arange(0, 210, 3), SHAPE), axis=1)
     whole = tlc.FunctionTensor(function, SHAPE).evaluate(indices)
     chunked = tlc.FunctionTensor(function, SHAPE, chunk_size=4).evaluate(indices)
