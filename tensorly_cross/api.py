@@ -3,6 +3,7 @@
 import contextlib
 import copy
 import time
+import traceback
 import warnings
 
 from tensorly.tt_tensor import TTTensor
@@ -13,7 +14,7 @@ from ._validation import check_bool, check_random_state, outside_stacklevel
 from .cross.als import ALSSweeper
 from .cross.assemble import assemble_cores
 from .cross.block import BlockSweeper, block_random_indices, block_ranks
-from .cross.driver import run_sweeps
+from .cross.driver import call_callback, run_sweeps
 from .cross.handover import hand_over, should_hand_over
 from .cross.indices import CrossIndices, check_cross_indices, check_mode_sizes
 from .cross.init import random_indices, single_pivot_indices, start_pivot, through_largest
@@ -462,11 +463,26 @@ def _search_in_one_dtype(cache, lazy, method, options, rng, make_tt):
             return _search(cache, lazy, method, options, rng, make_tt)
         except RuntimeError as error:
             # PyTorch's own (a plain RuntimeError), not this library's subclasses of it:
-            # a budget or max_time spent is no reason to search again.
+            # a budget or max_time spent is no reason to search again; nor is an error of
+            # the function's or the callback's own.
             if (type(error) is not RuntimeError or backend_name() != "pytorch"
-                    or cache.dtype_widenings == widenings):
+                    or cache.dtype_widenings == widenings or _raised_by_user_code(error)):
                 raise
         rng = replay
+
+
+def _raised_by_user_code(error):
+    """Whether ``error`` was raised while the tensor was read (the function, a file: below
+    :meth:`EvaluationCache._compute`) or by the callback (below
+    :func:`~tensorly_cross.cross.driver.call_callback`), not by the search's products.
+
+    A mix of dtypes fails in the products only. The function's or the callback's own
+    RuntimeError ("the model crashed") after a widening ran the search again: the batch
+    the function failed on was asked for a second time, the callback saw its sweeps
+    twice, and both raised again.
+    """
+    theirs = (EvaluationCache._compute.__code__, call_callback.__code__)
+    return any(frame.f_code in theirs for frame, _ in traceback.walk_tb(error.__traceback__))
 
 
 def _search(cache, lazy, method, options, rng, make_tt):
