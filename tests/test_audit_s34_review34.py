@@ -57,3 +57,26 @@ def test_a_callback_error_after_a_widening_is_raised_without_a_second_search(met
         tlc.tt_cross(_RealThenComplex(), shape=SHAPE, method=method, random_state=0,
                      callback=callback)
     assert seen == [1]
+
+
+def _masked_or_list(indices):
+    """A chunk's values as a masked array (every entry masked), or as a list."""
+    values = _smooth(indices)
+    if indices[0, 0] % 2:
+        return np.ma.masked_array(values, mask=np.ones(values.shape, dtype=bool))
+    return values.tolist()
+
+
+@pytest.mark.parametrize("executor", [False, True])
+def test_a_masked_chunk_beside_a_list_is_refused_by_name(backend, executor):
+    # One call's masked array is refused (a cross would read its masked entries); a chunk's
+    # beside a list went through np.asarray, which drops the mask: under PyTorch and JAX
+    # the masked entries were read as values without a word.
+    from concurrent.futures import ThreadPoolExecutor
+
+    indices = np.stack(np.unravel_index(np.arange(0, 216, 5), SHAPE), axis=1)
+    with ThreadPoolExecutor(2) as pool:
+        tensor = tlc.FunctionTensor(_masked_or_list, SHAPE, chunk_size=4,
+                                    executor=pool if executor else None)
+        with pytest.raises(TypeError, match="_masked_or_list returned a masked array"):
+            tensor.evaluate(indices)

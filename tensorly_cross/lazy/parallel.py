@@ -312,6 +312,11 @@ def concatenate_chunks(values):
         return values[0]
     if all(isinstance(part, np.ndarray) for part in values):
         return np.concatenate(values)
+    for part in values:
+        if isinstance(part, np.ma.MaskedArray):
+            # check_values refuses it by name; host_values (np.asarray) drops its mask,
+            # and the masked entries were read as values.
+            return part
     parts = [part if tl.is_tensor(part) else host_values(part) for part in values]
     for part in parts:
         if isinstance(part, np.ndarray) and part.dtype.kind not in NUMERIC_KINDS:
