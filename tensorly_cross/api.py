@@ -451,8 +451,9 @@ def _search_in_one_dtype(cache, lazy, method, options, rng, make_tt):
     values; PyTorch's refuse them ("expected m1 and m2 to have the same dtype"). The cache
     holds every value in the widest dtype read, so the search run again, with the same
     random draws, reads them all in it (from the cache: nothing is evaluated twice) and
-    is the search of a function that returned that dtype throughout. A callback sees the
-    sweeps of the first run too.
+    is the search of a function that returned that dtype throughout. A callback (and
+    ``verbose``, ``progress``) sees the sweeps of the first run too, and the cache's
+    counters (``n_requested``, ``n_cached``) count its reads.
     """
     while True:
         widenings = cache.dtype_widenings
