@@ -3,7 +3,6 @@
 import contextlib
 import copy
 import time
-import traceback
 import warnings
 
 from tensorly.tt_tensor import TTTensor
@@ -14,7 +13,7 @@ from ._validation import check_bool, check_random_state, outside_stacklevel
 from .cross.als import ALSSweeper
 from .cross.assemble import assemble_cores
 from .cross.block import BlockSweeper, block_random_indices, block_ranks
-from .cross.driver import call_callback, run_sweeps
+from .cross.driver import run_sweeps
 from .cross.handover import hand_over, should_hand_over
 from .cross.indices import CrossIndices, check_cross_indices, check_mode_sizes
 from .cross.init import random_indices, single_pivot_indices, start_pivot, through_largest
@@ -30,13 +29,16 @@ from .cross.subnormal import warn_if_subnormal
 from .cross.tci import TCISweeper
 from .errors import EvaluationBudgetExceeded, MaxTimeReached, RankDeficiencyWarning
 from .lazy.base import views_of
-from .lazy.cache import EvaluationCache, budget_named
+from .lazy.cache import DtypeWidened, EvaluationCache, budget_named
 from .lazy.checkpoint import CheckpointedTensor, CheckpointStore
 from .lazy.counted import CountedTensor
 from .lazy.deadline import DeadlineTensor, no_deadline
 from .lazy.dispatch import as_lazy
 from .lazy.function import FunctionClock, graph_kept_reads
 from .options import checkpoint_arguments, cross_options, share_cross_parameters
+
+# Restarts of a PyTorch search after a batch in a wider dtype (_search_in_one_dtype).
+MAX_DTYPE_WIDENINGS = 3
 
 
 @eager_under_torch_compile
@@ -443,47 +445,44 @@ def _select(lazy, options, random_state, start):
 
 
 def _search_in_one_dtype(cache, lazy, method, options, rng, make_tt):
-    """:func:`_search` through ``cache``; on PyTorch, again from the start where a batch
-    came in a wider dtype than those before it and the search failed on the mix.
+    """:func:`_search` through ``cache``; on PyTorch, again from the start after a batch
+    came in a wider dtype than those before it.
 
     A function may return real batches, then a complex one (``np.emath.sqrt`` past a
     branch point), or float32, then float64. NumPy and JAX promote the products of such
     values; PyTorch's refuse them ("expected m1 and m2 to have the same dtype"). The cache
-    holds every value in the widest dtype read, so the search run again, with the same
-    random draws, reads them all in it (from the cache: nothing is evaluated twice) and
-    is the search of a function that returned that dtype throughout. A callback (and
-    ``verbose``, ``progress``) sees the sweeps of the first run too, and the cache's
-    counters (``n_requested``, ``n_cached``) count its reads.
+    holds every value in the widest dtype read and, on PyTorch, stops the search with
+    :class:`~tensorly_cross.lazy.cache.DtypeWidened` once it has stored such a batch. The
+    search then runs again, with the same random draws, reading every value in that dtype
+    (from the cache: nothing is evaluated twice): the search of a function that returned
+    it throughout. A callback (and ``verbose``, ``progress``) sees the sweeps the first
+    run completed, and the cache's counters (``n_requested``, ``n_cached``) count its
+    reads. An error of the function's or the callback's own is raised as it comes.
     """
-    while True:
-        widenings = cache.dtype_widenings
+    # Bounded: values are float32, float64, complex64 or complex128, so a run widens at
+    # most three times (float32 -> float64 or complex64 -> complex128).
+    for _ in range(MAX_DTYPE_WIDENINGS):
         # The draws of this run, for the next: a Generator given by the caller is drawn
         # from as before by the first run.
         replay = copy.deepcopy(rng)
         try:
-            return _search(cache, lazy, method, options, rng, make_tt)
-        except RuntimeError as error:
-            # PyTorch's own (a plain RuntimeError), not this library's subclasses of it:
-            # a budget or max_time spent is no reason to search again; nor is an error of
-            # the function's or the callback's own.
-            if (type(error) is not RuntimeError or backend_name() != "pytorch"
-                    or cache.dtype_widenings == widenings or _raised_by_user_code(error)):
-                raise
-        rng = replay
+            with _stopping_on_widening(cache):
+                return _search(cache, lazy, method, options, rng, make_tt)
+        except DtypeWidened:
+            rng = replay
+    return _search(cache, lazy, method, options, rng, make_tt)
 
 
-def _raised_by_user_code(error):
-    """Whether ``error`` was raised while the tensor was read (the function, a file: below
-    :meth:`EvaluationCache._compute`) or by the callback (below
-    :func:`~tensorly_cross.cross.driver.call_callback`), not by the search's products.
-
-    A mix of dtypes fails in the products only. The function's or the callback's own
-    RuntimeError ("the model crashed") after a widening ran the search again: the batch
-    the function failed on was asked for a second time, the callback saw its sweeps
-    twice, and both raised again.
-    """
-    theirs = (EvaluationCache._compute.__code__, call_callback.__code__)
-    return any(frame.f_code in theirs for frame, _ in traceback.walk_tb(error.__traceback__))
+@contextlib.contextmanager
+def _stopping_on_widening(cache):
+    """``cache`` stops a search at a widening batch on PyTorch, within this block only:
+    reads after the search (the cores read with gradient, the missed-entry check) take
+    the wider values as they come."""
+    cache.stop_on_widening = backend_name() == "pytorch"
+    try:
+        yield
+    finally:
+        cache.stop_on_widening = False
 
 
 def _search(cache, lazy, method, options, rng, make_tt):

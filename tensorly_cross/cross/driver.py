@@ -265,15 +265,9 @@ def _ranks_changed(half_sweep, ranks, exact=False):
 def _call(callback, cores, info, make_tt):
     """The user's callback, which must leave the active backend as it found it."""
     backends = backend_state()
-    answer = call_callback(callback, make_tt(cores), info)
+    answer = callback(make_tt(cores), info)
     check_backend_kept(backends, "the callback")
     return answer
-
-
-def call_callback(callback, tt, info):
-    """``callback(tt, info)``, in a frame of its own: an error raised below it is the
-    callback's, which a PyTorch search never runs again for (``api._search_in_one_dtype``)."""
-    return callback(tt, info)
 
 
 def _settled(history):

@@ -124,9 +124,11 @@ class EvaluationCache(LazyTensor):
         self._values = None  # _ValueStore
         self._checks = None  # hashed keys: the second hash of each slot (_HostStore)
         # How often a batch came in a wider dtype than the values stored before it (a real
-        # batch, then a complex one): a cross on PyTorch reruns its search from the cache
-        # then (api._select), as its products do not promote.
+        # batch, then a complex one). A cross on PyTorch, whose products do not promote,
+        # sets stop_on_widening: such a batch is stored, then DtypeWidened stops the
+        # search, which starts again reading the cache in the wider dtype (api._select).
         self.dtype_widenings = 0
+        self.stop_on_widening = False
         # Lookup, evaluation and insertion of a batch form one step: threads sharing the
         # cache interleaved them and stored values under the wrong keys.
         self._lock = threading.RLock()
@@ -440,7 +442,16 @@ class EvaluationCache(LazyTensor):
         slots, widened = self._values.append(new_values)
         self.dtype_widenings += widened
         self._keys.insert(new_keys, slots)
+        if widened and self.stop_on_widening:
+            raise DtypeWidened(str(self._values.buffer.dtype))
         return slots
+
+
+class DtypeWidened(BaseException):  # noqa: N818 (a signal, as StopIteration, not an error)
+    """Raised by a cache with ``stop_on_widening`` once it has stored a batch in a wider
+    dtype than those before it: the search that read the batch stops, to run again from
+    its start (``api._search_in_one_dtype``). A BaseException: no ``except Exception``
+    on its way up may take it for a failure."""
 
 
 def budget_named(cache):
