@@ -459,6 +459,8 @@ def _search_in_one_dtype(cache, lazy, method, options, rng, make_tt):
     run completed, and the cache's counters (``n_requested``, ``n_cached``) count its
     reads. An error of the function's or the callback's own is raised as it comes.
     """
+    if backend_name() != "pytorch":  # NumPy and JAX promote: one run, no copy of the draws
+        return _search(cache, lazy, method, options, rng, make_tt)
     # Bounded: values are float32, float64, complex64 or complex128, so a run widens at
     # most three times (float32 -> float64 or complex64 -> complex128).
     for _ in range(MAX_DTYPE_WIDENINGS):
@@ -475,10 +477,10 @@ def _search_in_one_dtype(cache, lazy, method, options, rng, make_tt):
 
 @contextlib.contextmanager
 def _stopping_on_widening(cache):
-    """``cache`` stops a search at a widening batch on PyTorch, within this block only:
+    """``cache`` stops a search at a widening batch, within this block only:
     reads after the search (the cores read with gradient, the missed-entry check) take
     the wider values as they come."""
-    cache.stop_on_widening = backend_name() == "pytorch"
+    cache.stop_on_widening = True
     try:
         yield
     finally:
