@@ -12,7 +12,7 @@ import tensorly as tl
 from tensorly_cross import FunctionTensor
 from tensorly_cross.cross.bond import BondMatrix
 from tensorly_cross.cross.indices import cartesian_join
-from tensorly_cross.cross.prrlu import _greedy_lu, _next_start
+from tensorly_cross.cross.prrlu import _greedy_lu, _next_start, prrlu
 from tensorly_cross.cross.scaling import exponent_of, max_exponent
 from tensorly_cross.lazy.cache import _KEY_SENTINEL, EvaluationCache, SortedKeys, _distinct
 
@@ -163,3 +163,23 @@ def test_distinct_of_sorted_keys_with_repeats_merges_them():
     np.testing.assert_array_equal(distinct[inverse], keys)
     distinct, first, inverse = _distinct(np.array([1, 2, 5], dtype=np.int64))
     assert inverse is None and first.tolist() == [0, 1, 2]
+
+
+def _bond(dense):
+    """``dense`` read as a bond matrix (no left or right modes) through a fresh cache."""
+    cache = EvaluationCache(FunctionTensor(lambda idx: tl.tensor(dense[idx[:, 0], idx[:, 1]]),
+                                           dense.shape))
+    empty = np.zeros((1, 0), dtype=np.int64)
+    return BondMatrix(cache, empty, dense.shape[0], dense.shape[1], empty)
+
+
+# Mutant: ``_masked_abs`` marking pivoted positions 0, not -1. A rook search started in a
+# zero column then took a pivoted row (residual 0, tied with the others) for its maximum,
+# found that row's residual all zero and stopped: rank 1 of a rank-2 matrix, for about
+# half of the random starts. Pivoted positions must lose every tie.
+def test_a_rook_search_from_a_zero_column_still_finds_every_pivot():
+    dense = np.zeros((4, 7))
+    dense[0, 3], dense[1, 5] = 1.5, 1.75
+    for seed in range(12):
+        rows, cols = prrlu(_bond(dense), 0.0, 4, np.random.default_rng(seed), "rook")
+        assert sorted(zip(rows.tolist(), cols.tolist(), strict=True)) == [(0, 3), (1, 5)]
