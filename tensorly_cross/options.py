@@ -118,8 +118,8 @@ rank : int, list of int or None
         ``"batched"``: column search in rounds, each reading its columns in one batch and
         their pivots' rows in another, a round sized by the rank the neighbouring bond
         reached: fewer, larger batches where a bond gains many pivots in one search (a
-        rank-8 TT at d=80: 427 instead of 1,235; with an executor, each batch is a round
-        of chunks), as many where ranks grow a pivot or two per sweep, and 0.99-1.19x the
+        rank-8 TT at d=80: 270 instead of 1,235; with an executor, each batch is a round
+        of chunks), as many where ranks grow a pivot or two per sweep, and 0.98-1.19x the
         column search's evaluations on the benchmark problems (``docs/scale.rst``).
         Any other value than ``"column"`` with another method raises a ValueError.
     shape : tuple of int, optional
