@@ -163,3 +163,27 @@ def test_rows_are_found_among_huge_candidates_even_when_hashes_are_shared(
                                                  np.zeros(len(second), dtype=np.int64)))
         found = indices_module.positions_found(queries, candidates)
     np.testing.assert_array_equal(found, expected)
+
+
+@given(n_old=st.integers(0, 30), n_new=st.integers(1, 30), seed=seeds)
+def test_a_hashed_batch_in_any_order_asks_its_new_entries_once_in_key_order(
+        backend, n_old, n_new, seed):
+    # Hashed keys come in no order; the cache sorts a batch once (lookup, distinct and
+    # insertion in key order) and gives the values back in the batch's order.
+    rng = np.random.default_rng(seed)
+    distinct = np.unique(rng.integers(16, size=(n_old + n_new, 20)), axis=0)
+    distinct = distinct[rng.permutation(len(distinct))]
+    old, new = distinct[:n_old], distinct[n_old:]
+    calls = []
+    function = Counted()
+    cache = EvaluationCache(FunctionTensor(lambda idx: calls.append(idx) or function(idx),
+                                           HUGE))
+    if len(old):
+        cache.evaluate(old)
+    calls.clear()
+    batch = np.concatenate([distinct, new])[rng.permutation(len(distinct) + len(new))]
+    values = host(cache.evaluate(batch))
+    np.testing.assert_array_equal(values, host(Counted()(batch)))
+    assert len(calls) == 1 and len(calls[0]) == len(new)
+    keys = cache.pack(calls[0])
+    assert (np.diff(keys) > 0).all()  # new entries, each once, by increasing key

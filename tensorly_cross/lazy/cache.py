@@ -243,8 +243,28 @@ class EvaluationCache(LazyTensor):
             fresh = self._read_with_graph(n_requested, multi_indices_at)
             if fresh is not None:
                 return fresh
-        if checks is None and not self._scheme.exact:
+        if self._scheme.exact:
+            return self._evaluate_in_order(keys, multi_indices_at, checks)
+        if checks is None:
             checks = self._scheme.checks(multi_indices_at(np.arange(n_requested)))
+        if n_requested < 2 or bool((keys[1:] > keys[:-1]).all()):
+            return self._evaluate_in_order(keys, multi_indices_at, checks)
+        # Hashed keys (2**63 entries or more) come in no order: sorted once here, the
+        # lookup searches the cache's levels in order (cache-friendly), and the misses are
+        # sorted and distinct already for their insertion, where they were sorted apart.
+        # The function receives the same entries in the same order (by key) as unsorted.
+        order = keys.argsort(kind="stable")
+        values = self._evaluate_in_order(keys[order],
+                                         lambda positions: multi_indices_at(order[positions]),
+                                         checks[order])
+        unsort = np.empty_like(order)
+        unsort[order] = np.arange(n_requested)
+        return take_rows(values, unsort)
+
+    def _evaluate_in_order(self, keys, multi_indices_at, checks):
+        """:meth:`_evaluate_keys` of a batch whose keys are exact or come with their
+        checks."""
+        n_requested = keys.shape[0]
         slots = self._lookup(keys)
         if checks is not None and self._checks is not None:
             hits = (slots >= 0).nonzero()[0]
