@@ -16,6 +16,8 @@ from tensorly_cross.cross.prrlu import _greedy_lu, _next_start, prrlu
 from tensorly_cross.cross.scaling import exponent_of, max_exponent
 from tensorly_cross.lazy.cache import _KEY_SENTINEL, EvaluationCache, SortedKeys, _distinct
 
+from .test_audit_s21_mutants import _bond
+
 
 # Mutant: the small level merged into the main one with its sentinel (``small[0]``, not
 # ``small[0][:-1]``): every lookup still answered, but the cache's keys() then listed the
@@ -163,14 +165,6 @@ def test_distinct_of_sorted_keys_with_repeats_merges_them():
     np.testing.assert_array_equal(distinct[inverse], keys)
     distinct, first, inverse = _distinct(np.array([1, 2, 5], dtype=np.int64))
     assert inverse is None and first.tolist() == [0, 1, 2]
-
-
-def _bond(dense):
-    """``dense`` read as a bond matrix (no left or right modes) through a fresh cache."""
-    cache = EvaluationCache(FunctionTensor(lambda idx: tl.tensor(dense[idx[:, 0], idx[:, 1]]),
-                                           dense.shape))
-    empty = np.zeros((1, 0), dtype=np.int64)
-    return BondMatrix(cache, empty, dense.shape[0], dense.shape[1], empty)
 
 
 # Mutant: ``_masked_abs`` marking pivoted positions 0, not -1. A rook search started in a
