@@ -179,7 +179,8 @@ class FunctionTensor(LazyTensor):
         function : callable
             ``function(points) -> values``, ``points`` an (m, d) float array of coordinates.
         grids : sequence of 1-D arrays
-            The coordinates along each mode.
+            The coordinates along each mode: real, finite numbers (NaN or inf raises
+            ValueError naming the grid and the point).
         executor, chunk_size : see :class:`FunctionTensor`
             The chunks are mapped to coordinates where they run.
 
@@ -345,8 +346,19 @@ def _check_grids(grids):
                              f"shape {grid.shape}.")
         if grid.dtype.kind not in "biuf":
             raise TypeError(f"grids[{mode}] must hold real numbers, got dtype {grid.dtype}.")
-        checked.append(grid.astype(float).reshape(-1))
+        points = grid.astype(float).reshape(-1)
+        _check_finite_points(points, mode)
+        checked.append(points)
     return checked
+
+
+def _check_finite_points(points, mode):
+    """Refuse a NaN or infinite grid point: every entry on its slice was the function at it,
+    reported later as the function's own NaN at a multi-index, not as the grid's point."""
+    bad = np.flatnonzero(~np.isfinite(points))
+    if bad.size:
+        raise ValueError(f"grids[{mode}][{bad[0]}] is {points[bad[0]]}; grid points must be "
+                         "finite numbers.")
 
 
 def function_name(function):
