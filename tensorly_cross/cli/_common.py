@@ -165,10 +165,18 @@ def check_dataset_once(path, dataset, what="the input"):
 
 
 def source_file(path):
-    """The file of an input path, without an HDF5 ``:dataset`` suffix."""
+    """The file of an input path, without an HDF5 ``:dataset`` suffix.
+
+    Split as :func:`tensorly_cross.open_volume` splits it (after the first ``.h5:`` or
+    ``.hdf5:`` whose file exists; a path that is a file itself is kept whole): a dataset's
+    name may hold ':' too, and the last ':' of ``scan.h5:/a:b`` gave ``scan.h5:/a``, so an
+    output linked to ``scan.h5`` was not seen to be the input, and ``--force`` replaced it.
+    """
     lower = path.lower()
-    if ".h5:" in lower or ".hdf5:" in lower:
-        return path.rsplit(":", 1)[0]
+    if (".h5:" in lower or ".hdf5:" in lower) and not os.path.exists(path):
+        from ..io import _split_hdf5_path
+
+        return _split_hdf5_path(path)[0]
     return path
 
 

@@ -1,0 +1,52 @@
+"""Session 35 audit, a new user's walk through README.md and docs/{quickstart,real_volumes,
+cli,choosing,guarantees}.rst on real volumes (nilearn's MNI152 templates, nibabel's test
+data) saved as the formats a user has (.nii.gz, .npy, zarr, HDF5)."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tensorly_cross import cli
+
+h5py = pytest.importorskip("h5py")
+
+
+def _small_volume():
+    """A smooth 12x10x8 volume, float32 (the size does not matter to what is tested)."""
+    grid = np.meshgrid(*[np.linspace(0.0, 1.0, n) for n in (12, 10, 8)], indexing="ij")
+    return (1.0 + np.sin(3 * grid[0]) * np.cos(2 * grid[1]) + grid[2]).astype(np.float32)
+
+
+def _hdf5(path, datasets):
+    with h5py.File(path, "w") as file:
+        for name, array in datasets.items():
+            file[name] = array
+    return str(path)
+
+
+def test_an_output_linked_to_an_hdf5_input_whose_dataset_name_holds_a_colon_is_refused(
+        tmp_path, monkeypatch, capsys):
+    """HDF5 names may hold ':' ('a:b'); the command line split FILE.h5:/a:b at its last ':',
+    took 'FILE.h5:/a' for the input's file, and did not see that an output linked to
+    FILE.h5 is the input: --force replaced the HDF5 file with the TT archive."""
+    monkeypatch.chdir(tmp_path)
+    volume = _small_volume()
+    source = _hdf5(tmp_path / "scan.h5", {"a:b": volume, "c": volume})
+    before = open(source, "rb").read()
+    os.symlink("scan.h5", "out.tt.npz")
+    code = cli.main(["compress", "scan.h5:/a:b", "-o", "out.tt.npz", "--force", "-q"])
+    assert code == 2
+    assert "is the input" in capsys.readouterr().err
+    assert open(source, "rb").read() == before
+
+
+def test_the_default_output_of_an_hdf5_dataset_whose_name_holds_a_colon_is_the_file_stem(
+        tmp_path, monkeypatch):
+    """docs/cli.rst: without -o, the input's name with .tt.npz; an HDF5 input's :/NAME
+    suffix is no part of it (FILE.h5:/a:b wrote 'a.tt.npz', FILE.h5:/c 'scan.tt.npz')."""
+    monkeypatch.chdir(tmp_path)
+    volume = _small_volume()
+    _hdf5(tmp_path / "scan.h5", {"a:b": volume})
+    assert cli.main(["compress", "scan.h5:/a:b", "--tol", "0.3", "-q"]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["scan.h5", "scan.tt.npz"]
