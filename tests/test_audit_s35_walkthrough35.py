@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+import tensorly_cross as tlc
 from tensorly_cross import cli
 
 h5py = pytest.importorskip("h5py")
@@ -50,3 +51,30 @@ def test_the_default_output_of_an_hdf5_dataset_whose_name_holds_a_colon_is_the_f
     _hdf5(tmp_path / "scan.h5", {"a:b": volume})
     assert cli.main(["compress", "scan.h5:/a:b", "--tol", "0.3", "-q"]) == 0
     assert sorted(os.listdir(tmp_path)) == ["scan.h5", "scan.tt.npz"]
+
+
+def _two_dataset_file(path):
+    """An HDF5 file of a gzip-compressed ball (a few KiB on disk, smaller than its TT at
+    tol=0.05) beside a larger uncompressed dataset."""
+    grid = np.meshgrid(*[np.arange(40)] * 3, indexing="ij")
+    ball = (((grid[0] - 20) ** 2 + (grid[1] - 18) ** 2 + (grid[2] - 21) ** 2) < 100)
+    with h5py.File(path, "w") as file:
+        file.create_dataset("vol", data=ball.astype(np.float32), compression="gzip",
+                            chunks=(20, 20, 20))
+        file["other"] = np.random.default_rng(0).random((64, 64, 64), dtype=np.float32)
+    return str(path)
+
+
+@pytest.mark.parametrize("spelling", [["scan.h5", "--dataset", "vol"], ["scan.h5:/vol"]])
+def test_a_tt_file_of_an_hdf5_dataset_names_the_dataset_as_its_source(
+        tmp_path, monkeypatch, capsys, spelling):
+    """With --dataset, the file recorded (and info showed) 'source scan.h5' alone, which
+    does not say which of its datasets the TT holds; FILE.h5:/NAME recorded it."""
+    monkeypatch.chdir(tmp_path)
+    _two_dataset_file(tmp_path / "scan.h5")
+    assert cli.main(["compress", *spelling, "--tol", "0.3", "-o", "t.tt.npz", "-q"]) == 0
+    _, metadata = tlc.load_tt("t.tt.npz")
+    assert metadata["source"] == "scan.h5:/vol"
+    capsys.readouterr()
+    assert cli.main(["info", "t.tt.npz"]) == 0
+    assert "source              scan.h5:/vol\n" in capsys.readouterr().out

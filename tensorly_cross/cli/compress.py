@@ -80,9 +80,10 @@ def run_compress(args):
         # --rank: no tolerance (argparse still holds --tol's default, which would stop the
         # cross early and cap TCI's ranks far below the rank asked for).
         tol = args.tol if args.rank is None else None
+        source = _source_name(args.input, args.dataset)
         if method == "stream":
             summary = stream_volume(volume, output, tol=tol, rank=args.rank,
-                                    client=client, seed=args.seed, source=args.input,
+                                    client=client, seed=args.seed, source=source,
                                     force=args.force, dtype=args.dtype,
                                     max_rank=args.max_rank)
         else:
@@ -90,12 +91,19 @@ def run_compress(args):
                 volume, output, tol=tol, rank=args.rank, method=method,
                 max_rank=args.max_rank, quantics=args.quantics, max_evals=args.max_evals,
                 n_iter_max=args.n_iter_max, seed=args.seed, quiet=args.quiet,
-                verbose=args.verbose, source=args.input, force=args.force,
+                verbose=args.verbose, source=source, force=args.force,
                 patience=args.patience or None, oversample=args.oversample, axes=axes,
                 max_slices=args.max_slices, dtype=args.dtype)
     if not args.quiet:
         print(format_summary(summary))
     return outcome(summary, args.rank is None, args.accept_miss)
+
+
+def _source_name(path, dataset):
+    """The input as the TT file records it: an HDF5 dataset given by ``--dataset`` as
+    ``FILE.h5:/NAME``, as that spelling records it (``FILE.h5`` alone did not say which of
+    the file's datasets the TT holds)."""
+    return path if dataset is None else f"{path}:/{dataset.lstrip('/')}"
 
 
 # Suffixes of the files compress reads and reconstruct writes: a TT file (a zip archive)
