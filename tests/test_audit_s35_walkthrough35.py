@@ -78,3 +78,18 @@ def test_a_tt_file_of_an_hdf5_dataset_names_the_dataset_as_its_source(
     capsys.readouterr()
     assert cli.main(["info", "t.tt.npz"]) == 0
     assert "source              scan.h5:/vol\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("spelling", [["scan.h5", "--dataset", "vol"], ["scan.h5:/vol"]])
+def test_a_tt_larger_than_its_hdf5_dataset_on_disk_is_warned_of_in_both_spellings(
+        tmp_path, monkeypatch, capsys, spelling):
+    """docs/cli.rst: a TT file larger than the input on disk is warned of. For FILE.h5:/NAME
+    no size was found (the path is no file), and with --dataset the whole file's was taken,
+    other datasets included: neither warned of a TT twice the dataset's compressed size."""
+    monkeypatch.chdir(tmp_path)
+    _two_dataset_file(tmp_path / "scan.h5")
+    assert cli.main(["compress", *spelling, "--tol", "0.05", "-o", "t.tt.npz"]) == 0
+    with h5py.File("scan.h5", "r") as file:
+        stored = file["vol"].id.get_storage_size()
+    assert os.path.getsize("t.tt.npz") > stored  # what the warning is about
+    assert "stores it in less space" in capsys.readouterr().err

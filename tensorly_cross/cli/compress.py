@@ -23,6 +23,7 @@ from ._common import (
     open_client,
     open_input,
     progress_bar,
+    source_file,
 )
 from .summary import format_summary, outcome, tt_summary
 
@@ -323,13 +324,35 @@ def _save(volume, output, tt, metadata, dtype, force):
 
 
 def _disk_bytes(path):
-    """Bytes a file, or a folder (a zarr store), takes on disk; None without a path."""
-    if not isinstance(path, str) or not os.path.exists(path):
+    """Bytes a file, a folder (a zarr store) or an HDF5 dataset (``FILE.h5:/NAME``) takes on
+    disk; None without a path."""
+    if not isinstance(path, str):
+        return None
+    file = source_file(path)
+    if file != path:
+        return _hdf5_dataset_bytes(file, path[len(file) + 1:])
+    if not os.path.exists(path):
         return None
     if os.path.isfile(path):
         return os.path.getsize(path)
     return sum(os.path.getsize(os.path.join(folder, name))
                for folder, _, names in os.walk(path) for name in names)
+
+
+def _hdf5_dataset_bytes(path, name):
+    """Bytes the dataset ``name`` of the HDF5 file ``path`` takes in it (after its filters),
+    None where HDF5 does not say (0: external or virtual data, kept in other files).
+
+    The dataset's own, not the file's: the path ``FILE.h5:/NAME`` is no file (no size was
+    found, and no warning given), and the file may hold other, larger datasets.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as file:
+            return int(file[name].id.get_storage_size()) or None
+    except (OSError, KeyError, TypeError, AttributeError):  # a group, a link gone since
+        return None
 
 
 def _rounding_error(computed, stored, n_samples=10_000):
