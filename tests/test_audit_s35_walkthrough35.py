@@ -93,3 +93,17 @@ def test_a_tt_larger_than_its_hdf5_dataset_on_disk_is_warned_of_in_both_spelling
         stored = file["vol"].id.get_storage_size()
     assert os.path.getsize("t.tt.npz") > stored  # what the warning is about
     assert "stores it in less space" in capsys.readouterr().err
+
+
+def test_an_unusable_scheduler_address_is_named_by_its_flag(tmp_path, monkeypatch, capsys):
+    """--scheduler notanaddress printed dask's 'missing port number in address
+    'notanaddress'' alone, which names no flag (docs/guarantees.rst: messages name the
+    argument)."""
+    pytest.importorskip("distributed")
+    monkeypatch.chdir(tmp_path)
+    np.save("v.npy", _small_volume())
+    code = cli.main(["compress", "v.npy", "--scheduler", "notanaddress", "-q"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "--scheduler 'notanaddress'" in err and "port" in err
+    assert not os.path.exists("v.tt.npz")

@@ -236,7 +236,15 @@ def open_client(address):
         return
     from distributed import Client
 
-    with Client(address) as client:
+    # dask's own messages ("missing port number in address 'x'", "Timed out trying to
+    # connect to tcp://...") name no flag.
+    try:
+        client = Client(address)
+    except ValueError as error:
+        raise ValueError(f"--scheduler {address!r}: {error}") from error
+    except OSError as error:  # unreachable: a timeout, a refused connection
+        raise OSError(f"--scheduler {address!r}: {error}") from error
+    with client:
         yield client
 
 
