@@ -20,6 +20,7 @@ import numpy as np
 
 from ._atomic import write_atomically
 from ._backend import to_host
+from ._optional import require
 
 # Entries evaluated per block when writing a whole volume: bounds memory (times the rank).
 BLOCK_ENTRIES = 2**22
@@ -170,8 +171,7 @@ def write_nifti(path, tt, metadata, dtype=None, fixed=None):
     affine and header of a NIfTI input (kept in the TT file) are restored; other inputs get
     the identity affine.
     """
-    import nibabel
-
+    nibabel = require("nibabel", f"writing the NIfTI file {path!r} (.nii/.nii.gz)", "nifti")
     box = _box(volume_shape(tt, metadata), fixed or {})
     shape = tuple(part.stop - part.start for part in box)
     # Every core's dtype: the first one's alone (float32) dropped a later complex core's

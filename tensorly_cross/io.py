@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 
+from ._optional import require
 from ._validation import check_bool, check_float, check_int, check_regular_file
 from .lazy.dask import DaskTensor, check_client
 from .lazy.dispatch import refuse_nibabel_image
@@ -90,6 +91,9 @@ def open_volume(path, dataset=None, cache_bytes=None, client=None, strict=False,
         its ``dataobj`` for another format), a ``strict``
         that is not a bool, a ``dataset`` that is not a str, a ``client`` that is not a
         dask.distributed Client, or a ``fill_nan`` that is not a real number.
+    ImportError
+        For a NIfTI file without nibabel (the ``[nifti]`` extra) or an HDF5 file without
+        h5py (the ``[dask]`` extra): the message says which to install.
 
     Examples
     --------
@@ -269,7 +273,7 @@ def _listed(names):
 
 
 def _open_hdf5(path, dataset, cache_bytes, client, strict):
-    import h5py
+    h5py = require("h5py", f"the HDF5 volume {path!r} (.h5/.hdf5)", "dask")
 
     try:
         handle = h5py.File(path, "r")
@@ -361,7 +365,7 @@ def _cache(cache_bytes):
 
 
 def _open_nifti(path, cache_bytes):
-    import nibabel
+    nibabel = require("nibabel", f"the NIfTI volume {path!r} (.nii/.nii.gz)", "nifti")
 
     try:
         # Not memory-mapped: a chunk read whole was a view into nibabel's map, kept in the

@@ -107,3 +107,55 @@ def test_an_unusable_scheduler_address_is_named_by_its_flag(tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert "--scheduler 'notanaddress'" in err and "port" in err
     assert not os.path.exists("v.tt.npz")
+
+
+# README's first command installs no extra (pip install -e .): NIfTI needs nibabel (the
+# [nifti] extra), HDF5 h5py and a cluster distributed (the [dask] extra). A missing one
+# ended compress in Python's traceback, "ModuleNotFoundError: No module named 'nibabel'",
+# which names neither the extra nor the format that needs it.
+MISSING = [("nibabel", "scan.nii", "nifti"), ("h5py", "scan.h5", "dask")]
+
+
+def _write(path):
+    volume = _small_volume()
+    if path.endswith(".nii"):
+        nibabel = pytest.importorskip("nibabel")
+        nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), path)
+    else:
+        _hdf5(path, {"vol": volume})
+
+
+@pytest.mark.parametrize("module, name, extra", MISSING)
+def test_a_volume_whose_reader_is_not_installed_names_the_package_and_extra(
+        tmp_path, monkeypatch, module, name, extra):
+    path = str(tmp_path / name)
+    _write(path)
+    monkeypatch.setitem(__import__("sys").modules, module, None)  # import fails
+    with pytest.raises(ImportError) as error:
+        tlc.open_volume(path)
+    message = str(error.value)
+    assert f"pip install {module}" in message and f"tensorly-cross[{extra}]" in message
+    assert name.rsplit(".", 1)[1] in message  # the format that needs it
+
+
+@pytest.mark.parametrize("module, name, extra", MISSING)
+def test_compress_says_in_one_line_which_package_its_input_needs(
+        tmp_path, monkeypatch, capsys, module, name, extra):
+    monkeypatch.chdir(tmp_path)
+    _write(name)
+    monkeypatch.setitem(__import__("sys").modules, module, None)
+    assert cli.main(["compress", name, "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tensorly-cross compress: error: ") and err.count("\n") == 1
+    assert f"pip install {module}" in err and "Traceback" not in err
+
+
+def test_reconstruct_to_nifti_without_nibabel_names_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    np.save("v.npy", _small_volume())
+    assert cli.main(["compress", "v.npy", "--tol", "0.3", "-q"]) == 0
+    monkeypatch.setitem(__import__("sys").modules, "nibabel", None)
+    assert cli.main(["reconstruct", "v.tt.npz", "-o", "v.nii.gz"]) == 1
+    err = capsys.readouterr().err
+    assert "pip install nibabel" in err and "tensorly-cross[nifti]" in err
+    assert err.count("\n") == 1 and not os.path.exists("v.nii.gz")

@@ -70,7 +70,8 @@ def main(argv=None):
         print(f"tensorly-cross {args.command}: error: not enough memory for this run "
               f"({error or 'MemoryError'});{advice}.", file=sys.stderr)
         return EXIT_INPUT
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError, TypeError, OSError) as error:
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError, TypeError, OSError,
+            ImportError) as error:  # an optional reader not installed (nibabel, h5py)
         # Another broken pipe (a scheduler's connection) is reported as any OSError.
         if isinstance(error, BrokenPipeError) and _stdout_closed():
             return _quit_on_closed_stdout()

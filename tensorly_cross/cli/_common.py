@@ -234,8 +234,9 @@ def open_client(address):
     if not address:
         yield None
         return
-    from distributed import Client
+    from .._optional import require
 
+    Client = require("distributed", "--scheduler", "dask").Client
     # dask's own messages ("missing port number in address 'x'", "Timed out trying to
     # connect to tcp://...") name no flag.
     try:

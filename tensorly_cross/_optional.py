@@ -1,0 +1,38 @@
+"""Optional dependencies, imported where a format or a feature needs them.
+
+The base install (``pip install tensorly-cross``) reads zarr and ``.npy``; NIfTI needs
+nibabel (the ``[nifti]`` extra), HDF5 h5py and clusters distributed (the ``[dask]`` extra).
+"""
+
+import importlib
+
+
+def require(module, purpose, extra):
+    """``import module``, or an ImportError that says what needs it and how to get it.
+
+    Parameters
+    ----------
+    module : str
+        The module, named as its package is on PyPI (``"nibabel"``, ``"h5py"``).
+    purpose : str
+        What needs it, for the message (``"the NIfTI volume 'scan.nii.gz'"``).
+    extra : str
+        The extra of tensorly-cross that installs it.
+
+    Returns
+    -------
+    module
+        The imported module.
+
+    Raises
+    ------
+    ImportError
+        Where it is not installed: Python's own ``No module named 'nibabel'`` names
+        neither the format that needs it nor the extra.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(f"{purpose} needs {module}, which is not installed: pip install "
+                          f"{module} (or 'tensorly-cross[{extra}]', the [{extra}] extra)."
+                          ) from error
