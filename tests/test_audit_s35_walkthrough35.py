@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+import tensorly as tl
 
 import tensorly_cross as tlc
 from tensorly_cross import cli
@@ -159,3 +160,23 @@ def test_reconstruct_to_nifti_without_nibabel_names_it(tmp_path, monkeypatch, ca
     err = capsys.readouterr().err
     assert "pip install nibabel" in err and "tensorly-cross[nifti]" in err
     assert err.count("\n") == 1 and not os.path.exists("v.nii.gz")
+
+
+@pytest.mark.parametrize("tol, largest", [(0.1, 1e-7), (1e-3, 1e-7), (1e-7, 1e-13)])
+def test_the_error_a_stream_read_once_reports_resolves_what_its_docstring_says(tol, largest):
+    """StreamInfo.error said a volume read once (no mode sketched) has no floor; from
+    tol=1e-6 up its short, wide unfoldings go through their Gram matrices, whose
+    eigenvalues resolve the error to about 1e-8 of the norm only: an exact rank-3 volume,
+    reconstructed to 1e-15, reported 2.5e-8 (an over-estimate). Below 1e-6, an SVD: no
+    floor. The docstring says both now."""
+    rng = np.random.default_rng(0)
+    factors = [rng.standard_normal((3, n)) for n in (40, 50, 60)]
+    volume = np.einsum("ri,rj,rk->ijk", *factors)
+    tt, info = tlc.streaming_tt_svd(volume, tol=tol, return_info=True)
+    true = np.linalg.norm(tl.tt_to_tensor(tt) - volume) / np.linalg.norm(volume)
+    assert info.n_passes == 1 and tt.rank == (1, 3, 3, 1) and true < 1e-13
+    assert info.error < largest
+    if tol >= 1e-6:  # the Gram route: an over-estimate, at its floor
+        assert info.error > 1e3 * true
+    floor = "about ``1e-8``" in tlc.StreamInfo.__doc__ and "Gram" in tlc.StreamInfo.__doc__
+    assert floor and "and no such floor" not in tlc.StreamInfo.__doc__  # the old claim

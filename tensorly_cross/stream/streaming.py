@@ -44,7 +44,11 @@ class StreamInfo:
         round-off): below, an exact low-rank volume sketched in two passes can report
         ``1e-8``, so a ``tol`` under ``1e-6`` may be reported missed (and keep more rank
         than needed) on a TT that meets it; give ``rank=`` instead. A volume read once (no
-        mode sketched) is its own core: no projection, and no such floor.
+        mode sketched) is its own core: no projection. From ``tol=1e-6`` up its short,
+        wide unfoldings are decomposed through their Gram matrices, whose eigenvalues
+        resolve the error to about ``1e-8`` of the norm as well: an exact rank-3 volume,
+        reconstructed to ``1e-15``, reports about ``3e-8`` (an over-estimate; the ranks
+        are not affected). Below ``1e-6`` (``tol=0`` included) an SVD: no such floor.
     projection_error : float
         The part due to the sketched bases alone.
     widths : tuple of int
