@@ -180,3 +180,21 @@ def test_the_error_a_stream_read_once_reports_resolves_what_its_docstring_says(t
         assert info.error > 1e3 * true
     floor = "about ``1e-8``" in tlc.StreamInfo.__doc__ and "Gram" in tlc.StreamInfo.__doc__
     assert floor and "and no such floor" not in tlc.StreamInfo.__doc__  # the old claim
+
+
+def test_a_demo_volume_larger_than_the_free_disk_is_refused_before_it_is_written(
+        tmp_path, capsys):
+    """demo --size N wrote an N^3 float32 volume without asking whether it fits: --size 4096
+    (256 GiB) filled the disk before failing; a larger one failed on its first slab's
+    memory. The free space of --workdir is checked first, naming --size."""
+    import shutil
+
+    size = 20_000  # 32 TB of float32
+    if shutil.disk_usage(tmp_path).free >= size**3 * 4:
+        pytest.skip("this disk holds the volume")
+    code = cli.main(["demo", "--volume", "procedural", "--size", str(size),
+                     "--workdir", str(tmp_path), "-q"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "--size 20000" in err and "free" in err and "--workdir" in err
+    assert [name for name in os.listdir(tmp_path) if not name.endswith(".lock")] == []

@@ -4,6 +4,7 @@ is installed, else a procedural one), compressed, with a picture of a slice."""
 import contextlib
 import math
 import os
+import shutil
 
 import numpy as np
 
@@ -43,6 +44,7 @@ def run_demo(args):
         if not os.path.exists(volume_path):
             from tensorly_cross.datasets import write_volume
 
+            _check_room(workdir, shape)
             if not args.quiet:
                 print(f"writing the demo volume {shape} (float32, once) to {volume_path}")
             write_volume(volume_path, function, shape, chunks=(32, 32, 32))
@@ -72,6 +74,19 @@ def run_demo(args):
         print(f"picture             {png}")
     asked = None if args.method == "auto" else method
     return outcome(summary, True, args.accept_miss, demo_volume=volume_path, demo_method=asked)
+
+
+def _check_room(workdir, shape):
+    """Refuse a volume larger than the free space of ``workdir`` before any of it is
+    written: ``--size 4096`` (256 GiB of float32, stored as it is: blobs do not compress)
+    filled the disk before failing, and larger ones failed on their first slab's memory."""
+    needed = math.prod(shape) * 4
+    free = shutil.disk_usage(workdir).free
+    if needed > free:
+        raise OSError(f"--size {shape[0]}: the demo volume {shape} takes "
+                      f"{needed / 2**30:,.1f} GiB of float32, and --workdir {workdir!r} has "
+                      f"{free / 2**30:,.1f} GiB free; give a smaller --size or another "
+                      "--workdir.")
 
 
 # Entries of a kept demo volume compared with the demo's own (a few chunks read).
