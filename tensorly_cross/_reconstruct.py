@@ -15,6 +15,7 @@ import io
 import math
 import numbers
 import os
+import shutil
 
 import numpy as np
 
@@ -180,6 +181,7 @@ def write_nifti(path, tt, metadata, dtype=None, fixed=None):
     header = _nifti_header(nibabel, metadata, shape, dtype,
                            offset=[part.start for part in box])
     dtype = header.get_data_dtype()  # with the header's byte order (a kept header's)
+    _check_room(path, shape, dtype)
 
     def write(raw):
         with _output_stream(raw, path) as stream:
@@ -192,6 +194,30 @@ def write_nifti(path, tt, metadata, dtype=None, fixed=None):
     # Mode from the umask (a fixed 0o644 published private scans), synced before renaming.
     write_atomically(path, write)
     return shape, dtype
+
+
+# The best ratio deflate reaches (runs of one byte): no .nii.gz is smaller than its voxels
+# over this, so one that would not fit even so is refused without a false refusal.
+DEFLATE_BEST_RATIO = 1032
+
+
+def _check_room(path, shape, dtype):
+    """Refuse a NIfTI file that the free space of ``path``'s folder cannot hold, before any
+    of it is written: the volume of a TT file can be far larger than any disk (a function's
+    TT on a 100000^3 grid is 4 PB of float32), and writing it slab by slab filled the disk
+    first. A ``.nii.gz`` is refused only where even deflate's best ratio would not fit."""
+    needed = math.prod(shape) * np.dtype(dtype).itemsize
+    if path.lower().endswith(".gz"):
+        needed //= DEFLATE_BEST_RATIO
+    folder = os.path.dirname(os.path.realpath(path))  # a link's target gets the file
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise OSError(f"{path!r}: the volume {tuple(shape)} takes {needed / 2**30:,.1f} GiB "
+                      f"as {np.dtype(dtype).name} NIfTI"
+                      f"{' at the least, compressed' if path.lower().endswith('.gz') else ''}"
+                      f", and {folder!r} has {free / 2**30:,.1f} GiB free; write a slice "
+                      "(--slice AXIS=INDEX,... -o OUT.nii) or the entries you need "
+                      "(tensorly_cross.tt_entries).")
 
 
 @contextlib.contextmanager

@@ -104,12 +104,14 @@ def test_a_terminated_reconstruct_leaves_no_temporary_file(tmp_path):
     one line, exit 143 (128 + SIGTERM)."""
     import tensorly_cross as tlc
 
-    shape = (20000, 20000, 1000)  # 1.6 TB of float32: still writing when terminated
+    # 320 GB of float64, gzipped (ones: about 1000 to 1), so that it is still writing when
+    # terminated and yet passes the check that the output's disk can hold it.
+    shape = (20000, 20000, 100)
     tlc.save_tt(tmp_path / "huge.tt.npz", [np.ones((1, n, 1)) for n in shape],
                 {"shape": list(shape)})
     process = subprocess.Popen(
         [sys.executable, "-m", "tensorly_cross.cli", "reconstruct",
-         str(tmp_path / "huge.tt.npz"), "-o", str(tmp_path / "huge.nii")],
+         str(tmp_path / "huge.tt.npz"), "-o", str(tmp_path / "huge.nii.gz")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, PYTHONPATH=ROOT))
     try:

@@ -198,3 +198,24 @@ def test_a_demo_volume_larger_than_the_free_disk_is_refused_before_it_is_written
     err = capsys.readouterr().err
     assert "--size 20000" in err and "free" in err and "--workdir" in err
     assert [name for name in os.listdir(tmp_path) if not name.endswith(".lock")] == []
+
+
+@pytest.mark.parametrize("output", ["huge.nii", "huge.nii.gz"])
+def test_reconstructing_a_volume_its_disk_cannot_hold_is_refused_before_writing(
+        tmp_path, monkeypatch, capsys, output):
+    """reconstruct -o OUT.nii writes the whole volume: a TT file of a 100000^3 grid (4 PB
+    of float32, a function's TT saved with save_tt) wrote 2.5 GB in 12 s and went on until
+    the disk was full. A .nii that does not fit the output's folder is refused first (a
+    .nii.gz where even deflate's best ratio, 1032:1, would not fit)."""
+    import shutil
+
+    size = 100_000
+    if shutil.disk_usage(tmp_path).free >= size**3 * 4 / 1032:
+        pytest.skip("this disk holds the volume")
+    monkeypatch.chdir(tmp_path)
+    tlc.save_tt("huge.tt.npz", [np.ones((1, size, 1), dtype=np.float32)] * 3,
+                {"shape": [size] * 3})
+    assert cli.main(["reconstruct", "huge.tt.npz", "-o", output]) == 1
+    err = capsys.readouterr().err
+    assert "GiB free" in err and "--slice" in err
+    assert sorted(os.listdir(tmp_path)) == ["huge.tt.npz"]  # nothing written, no temporary
