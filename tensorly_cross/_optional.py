@@ -27,12 +27,14 @@ def require(module, purpose, extra):
     Raises
     ------
     ImportError
-        Where it is not installed: Python's own ``No module named 'nibabel'`` names
-        neither the format that needs it nor the extra.
+        Where it cannot be imported (not installed, or broken): Python's own ``No module
+        named 'nibabel'`` names neither the format that needs it nor the extra.
     """
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        raise ImportError(f"{purpose} needs {module}, which is not installed: pip install "
-                          f"{module} (or 'tensorly-cross[{extra}]', the [{extra}] extra)."
-                          ) from error
+        # Its own text kept: a package installed but broken (built for another NumPy) says
+        # why there, where "not installed" would mislead.
+        raise ImportError(f"{purpose} needs {module}, which could not be imported ({error}): "
+                          f"pip install {module} (or 'tensorly-cross[{extra}]', the [{extra}] "
+                          "extra).") from error
