@@ -1,6 +1,6 @@
 """Optional dependencies, imported where a format or a feature needs them.
 
-The base install (``pip install tensorly-cross``) reads zarr and ``.npy``; NIfTI needs
+The base install (``pip install .`` in a checkout) reads zarr and ``.npy``; NIfTI needs
 nibabel (the ``[nifti]`` extra), HDF5 h5py and clusters distributed (the ``[dask]`` extra).
 """
 
@@ -35,6 +35,7 @@ def require(module, purpose, extra):
     except ImportError as error:
         # Its own text kept: a package installed but broken (built for another NumPy) says
         # why there, where "not installed" would mislead.
+        # The extra as a checkout installs it: tensorly-cross is not on PyPI yet.
         raise ImportError(f"{purpose} needs {module}, which could not be imported ({error}): "
-                          f"pip install {module} (or 'tensorly-cross[{extra}]', the [{extra}] "
-                          "extra).") from error
+                          f"pip install {module} (or, in a checkout of tensorly-cross, "
+                          f"pip install '.[{extra}]', the [{extra}] extra).") from error
