@@ -321,7 +321,11 @@ class EvaluationCache(LazyTensor):
         hits = np.flatnonzero(slots >= 0)
         # No hits when nothing was cached yet (a first batch above max_entries): no store.
         hit_values = self._values.take(slots[hits]) if hits.size else new_values[:0]
-        self._keys = self._values = self._checks = None
+        # Emptied, the store keeps the dtype of the values read so far: stored alone in its
+        # own, a complex batch after real ones was no widening (a PyTorch search read it
+        # among real values), and a real one after complex ones narrowed the later hits.
+        self._values = None if self._values is None else self._values.emptied()
+        self._keys = self._checks = None
         self._store(new_keys, new_values, new_checks)
         order = np.empty(slots.shape[0], dtype=np.int64)
         order[hits] = np.arange(hits.size)
@@ -455,7 +459,9 @@ class EvaluationCache(LazyTensor):
     def _store(self, new_keys, new_values, new_checks=None):
         """Insert sorted ``new_keys``; returns the slots of their values."""
         if self._keys is None:
-            self._keys, self._values = SortedKeys(), _ValueStore()
+            self._keys = SortedKeys()
+            if self._values is None:  # not an emptied store (_restart_with)
+                self._values = _ValueStore()
             self._checks = _HostStore() if new_checks is not None else None
         if new_checks is not None:
             self._checks.append(new_checks)
@@ -591,6 +597,14 @@ class _ValueStore:
     def __init__(self):
         self.buffer = None
         self.size = 0
+
+    def emptied(self):
+        """A store that holds nothing yet, in this one's dtype: values stored in it widen
+        it (and say so) as they widen this one."""
+        store = _ValueStore()
+        if self.buffer is not None:
+            store.buffer = tl.copy(self.buffer[:0])  # not a view: the full buffer goes
+        return store
 
     def filled(self):
         """The filled part of the buffer, on whatever backend it was stored under."""

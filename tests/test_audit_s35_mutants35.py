@@ -1,0 +1,278 @@
+"""Audit session 35, mutation audit of session 34's edits: batched search's round widths,
+the bond's multi-indices, the cache's hashed-batch order and its dtype-widening signal,
+the PyTorch search that runs again after a widening, and the values read from chunks and
+files (ml_dtypes' floats, masked arrays). Each test kills a mutant that the suite let
+through."""
+
+import contextlib
+
+import numpy as np
+import pytest
+import tensorly as tl
+
+import tensorly_cross as tlc
+from tensorly_cross import FunctionTensor
+from tensorly_cross.lazy.cache import DtypeWidened, EvaluationCache
+
+from .conftest import host
+
+SHAPE = (6, 6, 6)
+
+
+def _smooth(indices):
+    return 1.0 + np.cos(indices @ np.array([0.3, 0.5, 0.7]))
+
+
+# --- the cache's widening signal -----------------------------------------------------------
+
+
+def _batches(first_dtype, later_dtype):
+    """A function whose first call returns ``first_dtype``, and later ones ``later_dtype``."""
+    calls = []
+
+    def function(indices):
+        calls.append(len(indices))
+        return _smooth(indices).astype(first_dtype if len(calls) == 1 else later_dtype)
+
+    return function
+
+
+@pytest.mark.parametrize("first, later, widened", [
+    (np.float64, np.complex128, 1), (np.float32, np.float64, 1), (np.float64, np.float32, 0),
+    (np.complex128, np.float64, 0), (np.float64, np.float64, 0)])
+def test_the_cache_counts_the_batches_that_widened_its_dtype(backend, first, later, widened):
+    # Only a batch whose dtype the stored values cannot hold widens the store (and stops a
+    # PyTorch search): a float32 batch after float64 values is held by them, and stopping
+    # the search for it would run it again for nothing.
+    cache = EvaluationCache(FunctionTensor(_batches(first, later), SHAPE))
+    cache.evaluate(np.array([[0, 0, 0], [1, 2, 3]]))
+    cache.evaluate(np.array([[2, 2, 2], [3, 1, 0]]))
+    assert cache.dtype_widenings == widened
+    cache.stop_on_widening = True
+    cache.evaluate(np.array([[4, 4, 4]]))  # a batch in the same dtype: no signal
+    assert cache.dtype_widenings == widened
+
+
+def test_a_widening_batch_is_stored_before_the_search_is_stopped(backend):
+    # The search that runs again reads the batch from the cache: it is not asked twice.
+    calls = []
+    function = _batches(np.float64, np.complex128)
+    cache = EvaluationCache(FunctionTensor(lambda idx: calls.append(len(idx)) or function(idx),
+                                           SHAPE))
+    cache.stop_on_widening = True
+    cache.evaluate(np.array([[0, 0, 0], [1, 2, 3]]))
+    batch = np.array([[2, 2, 2], [3, 1, 0], [0, 0, 0]])
+    with pytest.raises(DtypeWidened):
+        cache.evaluate(batch)
+    values = host(cache.evaluate(batch))
+    assert calls == [2, 2]
+    np.testing.assert_allclose(values, _smooth(batch))
+    assert values.dtype == np.complex128
+
+
+@pytest.mark.parametrize("first, later", [(np.float64, np.complex128),
+                                           (np.complex128, np.float64)])
+def test_a_full_cache_keeps_the_dtype_of_the_values_read_before_it_restarts(backend, first,
+                                                                           later):
+    # A batch that fills the cache empties it and is stored alone. Stored in its own dtype,
+    # a complex batch after real ones was no widening (a PyTorch search was not stopped,
+    # and its products met a complex value among real ones), and a real batch after
+    # complex ones narrowed the store, whose later hits came back real.
+    calls = []
+    function = _batches(first, later)
+    cache = EvaluationCache(FunctionTensor(lambda idx: calls.append(len(idx)) or function(idx),
+                                           SHAPE), max_entries=4)
+    cache.stop_on_widening = True
+    cache.evaluate(np.array([[0, 0, 0], [1, 2, 3], [2, 2, 2]]))
+    batch = np.array([[0, 0, 0], [3, 1, 0], [4, 4, 4]])
+    widens = np.result_type(first, later) != np.dtype(first)
+    with pytest.raises(DtypeWidened) if widens else contextlib.nullcontext():
+        cache.evaluate(batch)
+    assert cache.dtype_widenings == int(widens)
+    values = host(cache.evaluate(batch[1:]))  # stored: read from the cache
+    assert calls == [3, 2]
+    assert values.dtype == np.complex128
+    np.testing.assert_allclose(values, _smooth(batch[1:]))
+
+
+# --- the PyTorch search that runs again ------------------------------------------------------
+
+
+def _float32_values(indices):
+    """Values that float32 holds exactly (the dtype of the first batch below)."""
+    return _smooth(indices).astype(np.float32).astype(np.float64)
+
+
+class _TwiceWidening:
+    """float32 values, then float64, then complex128 from the third call on: a search that
+    widens twice. The values of an entry are the same in every dtype."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, indices):
+        self.calls += 1
+        values = _float32_values(indices)
+        if self.calls == 1:
+            return values.astype(np.float32)
+        return values if self.calls == 2 else values + 0j
+
+
+@pytest.mark.parametrize("method", ["tci", "lsq"])
+def test_a_pytorch_search_that_widens_twice_is_the_search_in_the_widest_dtype(method):
+    # Each widening stops the search and runs it again from the start; a bound of one run
+    # per widening too few left the second widening to a search whose products refuse
+    # mixed dtypes.
+    pytest.importorskip("torch")
+    with tl.backend_context("pytorch"):
+        function = _TwiceWidening()
+        mixed, info = tlc.tt_cross(function, shape=(12, 12, 12), method=method, tol=1e-8,
+                                   random_state=0, return_info=True)
+        always, expected = tlc.tt_cross(lambda idx: _float32_values(idx) + 0j,
+                                        shape=(12, 12, 12),
+                                        method=method, tol=1e-8, random_state=0,
+                                        return_info=True)
+    assert function.calls >= 3
+    for core, other in zip(mixed, always, strict=True):
+        assert core.dtype == other.dtype
+        np.testing.assert_array_equal(host(core), host(other))
+    assert info.n_evals == expected.n_evals
+
+
+BRANCH = 43.5
+
+
+def _scimath_sqrt(indices):
+    return np.emath.sqrt(BRANCH - indices.sum(axis=1))
+
+
+def _sweeps_into(seen):
+    def callback(tt, info):
+        seen.append(info.n_sweeps)
+
+    return callback
+
+
+@pytest.mark.parametrize("method", ["tci", "lsq"])
+def test_a_numpy_search_that_turns_complex_runs_once(method):
+    # NumPy promotes the products of real and complex values: the search is not run again
+    # (only PyTorch's is), and a Generator given by the caller is drawn from as by the
+    # search of a function complex throughout, each of whose reads is counted once.
+    results = []
+    for function in (_scimath_sqrt, lambda idx: _scimath_sqrt(idx).astype(complex)):
+        rng = np.random.default_rng(0)
+        seen = []
+        _, info = tlc.tt_cross(function, shape=(16, 16, 16), method=method, tol=1e-8,
+                               random_state=rng, return_info=True, callback=_sweeps_into(seen))
+        results.append((rng.random(), seen, info.n_requested, info.n_evals))
+    assert results[0] == results[1]
+
+
+# --- ml_dtypes' low-precision floats in stored data ----------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float8_e4m3fn"])
+def test_an_ml_dtypes_volume_is_read_exactly_and_counted_in_its_stored_bytes(dtype):
+    # Its values are read as float32 (every one of them is a float32), not through a
+    # narrower type (float16 overflows past 65504 and drops bfloat16's small values), and
+    # the stream counts the bytes stored (1 or 2 per entry), not those of the float32 read.
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    kind = getattr(ml_dtypes, dtype)
+    top = float(ml_dtypes.finfo(kind).max)
+    rng = np.random.default_rng(0)
+    factors = [rng.random(n) + 0.5 for n in (4, 5, 6)]
+    volume = (np.einsum("i,j,k->ijk", *factors) * (top / 4)).astype(kind)
+    volume[0, 0, 0] = ml_dtypes.finfo(kind).tiny  # the smallest normal of the type
+    exact = volume.astype(np.float32)
+    source = tlc.open_volume(volume)
+    everything = np.stack(np.unravel_index(np.arange(exact.size), exact.shape), axis=1)
+    np.testing.assert_array_equal(host(source.evaluate(everything)), exact.ravel())
+    _, info = tlc.streaming_tt_svd(volume, rank=2, return_info=True)
+    assert info.bytes_read == volume.size * np.dtype(kind).itemsize
+
+
+# --- batched search: the width of a round ----------------------------------------------------
+
+
+def _recorded_block(n_rows, n_cols, rank, seed, zero_cols=0):
+    """A rank-``rank`` block (its first ``zero_cols`` columns zero) read as a bond, and the
+    list of the batches of (row, col) its function receives."""
+    from tensorly_cross.cross.bond import BondMatrix
+
+    rng = np.random.default_rng(seed)
+    dense = rng.standard_normal((n_rows, rank)) @ rng.standard_normal((rank, n_cols))
+    dense[:, :zero_cols] = 0.0
+    batches = []
+
+    def entries(indices):
+        batches.append(np.array(indices))
+        return tl.tensor(dense[indices[:, 0], indices[:, 1]])
+
+    cache = EvaluationCache(FunctionTensor(entries, (n_rows, n_cols)))
+    empty = np.zeros((1, 0), dtype=np.int64)
+    return dense, BondMatrix(cache, empty, n_rows, n_cols, empty), batches
+
+
+def _columns_read_whole(batches, n_rows):
+    seen = {}
+    for batch in batches:
+        for row, col in batch:
+            seen.setdefault(int(col), set()).add(int(row))
+    return sorted(col for col, rows in seen.items() if len(rows) == n_rows)
+
+
+@pytest.mark.parametrize("rank", [1, 2, 5, 8])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_right_hint_reads_the_columns_it_lacks_and_one_more(rank, seed):
+    # The first column, then the rank - 1 columns the hint lacks and the one that ends the
+    # search: rank + 1 columns read whole, each once. One column more per round is
+    # n_rows evaluations more per bond and sweep.
+    from tensorly_cross.cross.prrlu import prrlu
+
+    dense, matrix, batches = _recorded_block(20, 30, rank, seed)
+    rows, cols = prrlu(matrix, 1e-10 * np.abs(dense).max(), 64, np.random.default_rng(seed),
+                       "batched", rank_hint=rank)
+    assert len(rows) == rank
+    assert len(_columns_read_whole(batches, 20)) == rank + 1
+    everything = np.concatenate(batches)
+    assert len(np.unique(everything, axis=0)) == len(everything)  # none asked twice
+
+
+@pytest.mark.parametrize("rank", [2, 5])
+def test_after_a_rook_move_from_the_first_column_the_next_round_is_one_column(rank):
+    # A zero first column holds no pivot: its row points to a column, read alone as column
+    # search reads it (the hint's columns are read once a pivot shows where the residual
+    # points), not a round of hint + 1 columns chosen from a row of zeros' neighbours.
+    from tensorly_cross.cross.prrlu import prrlu
+
+    dense, matrix, batches = _recorded_block(20, 30, rank, 0, zero_cols=10)
+    rows, cols = prrlu(matrix, 1e-10 * np.abs(dense).max(), 64, np.random.default_rng(0),
+                       "batched", start_cols=[0], max_kept_growth=16.0, rank_hint=rank)
+    assert len(rows) == rank and 0 not in cols
+    first_column, its_row, next_round = batches[:3]
+    assert set(first_column[:, 1].tolist()) == {0} and set(its_row[:, 0].tolist()) == {0}
+    assert len(set(next_round[:, 1].tolist())) == 1
+
+
+# --- the bond's multi-indices ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pivot_search", ["batched", "column"])
+def test_the_function_receives_int64_multi_indices_of_the_entries_it_is_asked(pivot_search):
+    # The bond gathers each batch's multi-indices into one array made first: int64 as the
+    # docs say (a function may pack or hash them), and the entries whose values it gives.
+    dtypes, asked = set(), []
+
+    def function(indices):
+        dtypes.add((indices.dtype, indices.ndim, indices.shape[1]))
+        asked.append(np.array(indices))
+        return _smooth(indices[:, :3]) + 0.1 * indices[:, 3]
+
+    shape = (5, 6, 7, 4)
+    tt = tlc.tt_cross(function, shape=shape, method="tci", pivot_search=pivot_search,
+                      tol=1e-10, random_state=0)
+    assert dtypes == {(np.dtype(np.int64), 2, 4)}
+    everything = np.concatenate(asked)
+    assert (everything >= 0).all() and (everything < np.array(shape)).all()
+    np.testing.assert_allclose(host(tlc.tt_entries(tt, everything)), function(everything),
+                               rtol=1e-8)
