@@ -462,7 +462,8 @@ def _search_in_one_dtype(cache, lazy, method, options, rng, make_tt):
     if backend_name() != "pytorch":  # NumPy and JAX promote: one run, no copy of the draws
         return _search(cache, lazy, method, options, rng, make_tt)
     # Bounded: values are float32, float64, complex64 or complex128, so a run widens at
-    # most three times (float32 -> float64 or complex64 -> complex128).
+    # most twice (float32 -> float64 or complex64 -> complex128, float32 -> complex64 ->
+    # complex128): MAX_DTYPE_WIDENINGS stopped runs leave one to spare.
     for _ in range(MAX_DTYPE_WIDENINGS):
         # The draws of this run, for the next: a Generator given by the caller is drawn
         # from as before by the first run.
