@@ -276,3 +276,96 @@ def test_the_function_receives_int64_multi_indices_of_the_entries_it_is_asked(pi
     assert (everything >= 0).all() and (everything < np.array(shape)).all()
     np.testing.assert_allclose(host(tlc.tt_entries(tt, everything)), function(everything),
                                rtol=1e-8)
+
+
+# --- values read from a function's chunks ---------------------------------------------------
+
+
+def _strings_or_list(indices):
+    """A chunk's values as strings (refused), or as a list of numbers."""
+    values = _smooth(indices)
+    return values.astype(str) if indices[0, 0] % 2 else values.tolist()
+
+
+def test_a_chunk_of_strings_beside_a_list_is_refused_by_name(backend):
+    # The chunks are joined in the backend when one is not an ndarray: strings went to
+    # tl.tensor as they came (PyTorch: "can't convert np.ndarray of type numpy.str_",
+    # naming neither the function nor what values must be).
+    indices = np.stack(np.unravel_index(np.arange(0, 216, 5), SHAPE), axis=1)
+    tensor = FunctionTensor(_strings_or_list, SHAPE, chunk_size=4)
+    with pytest.raises(TypeError, match="_strings_or_list returned values of dtype <U"):
+        tensor.evaluate(indices)
+
+
+def _wide_or_list(indices):
+    """Long double, complex long double and 64-bit integer chunks, and a list."""
+    values = _smooth(indices) * 2.0**40
+    kind = indices[0, 0] % 4
+    if kind == 1:
+        return values.astype(np.longdouble)
+    if kind == 2:
+        return values.astype(np.clongdouble) * 1j
+    return np.round(values).astype(np.int64) if kind == 3 else np.round(values).tolist()
+
+
+def test_wide_and_integer_chunks_are_read_at_double_precision(backend):
+    # Integers past 2**24 are exact in float64 (not float32); long double rounds to double
+    # and complex long double to complex128, its imaginary part kept.
+    indices = np.stack(np.unravel_index(np.arange(0, 216, 5), SHAPE), axis=1)
+    values = host(FunctionTensor(_wide_or_list, SHAPE, chunk_size=4).evaluate(indices))
+    expected = np.concatenate([np.asarray(_wide_or_list(indices[start:start + 4]))
+                               .astype(np.complex128) for start in range(0, len(indices), 4)])
+    assert values.dtype == np.complex128
+    np.testing.assert_array_equal(values, expected)
+
+
+@pytest.mark.parametrize("kind, read_as", [(np.bool_, np.float64), (np.float16, np.float32),
+                                           (np.uint8, np.float64)])
+@pytest.mark.parametrize("chunk_size", [None, 4])
+def test_narrow_values_are_read_in_a_dtype_lapack_computes_in(backend, kind, read_as,
+                                                              chunk_size):
+    # Bools and integers as float64 (the cores interpolate between them), half precision
+    # as float32 (LAPACK has none): in one call's values and in a chunked read alike.
+    def function(indices):
+        values = _smooth(indices) * 100
+        return (values > 150).astype(kind) if kind is np.bool_ else values.astype(kind)
+
+    indices = np.stack(np.unravel_index(np.arange(0, 216, 5), SHAPE), axis=1)
+    values = FunctionTensor(function, SHAPE, chunk_size=chunk_size).evaluate(indices)
+    assert host(values).dtype == read_as
+    np.testing.assert_array_equal(host(values), function(indices).astype(read_as))
+
+
+@pytest.mark.parametrize("dtype", ["float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn"])
+def test_ml_dtypes_six_bit_floats_are_read_as_float32_as_the_others(backend, dtype):
+    # ml_dtypes' 6-bit floats (as its 4- and 8-bit ones, and bfloat16) are real floating
+    # point that float32 holds exactly; they were refused as not numbers ("values must be
+    # numbers (bool, integer, real or complex floating point)").
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    kind = getattr(ml_dtypes, dtype, None)
+    if kind is None:
+        pytest.skip(f"ml_dtypes {ml_dtypes.__version__} has no {dtype}")
+
+    def function(indices):
+        return _smooth(indices).astype(kind)
+
+    indices = np.stack(np.unravel_index(np.arange(0, 216, 5), SHAPE), axis=1)
+    values = host(FunctionTensor(function, SHAPE).evaluate(indices))
+    assert values.dtype == np.float32
+    np.testing.assert_array_equal(values, function(indices).astype(np.float32))
+    volume = np.einsum("i,j,k->ijk", *[np.linspace(0.5, 2, n) for n in SHAPE]).astype(kind)
+    source = tlc.open_volume(volume)
+    everything = np.stack(np.unravel_index(np.arange(volume.size), SHAPE), axis=1)
+    np.testing.assert_array_equal(host(source.evaluate(everything)),
+                                  volume.astype(np.float32).ravel())
+
+
+def test_low_precision_floats_are_told_from_float64_and_float32():
+    from tensorly_cross.lazy.base import low_precision
+
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    narrow = [np.float16, ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn,
+              getattr(ml_dtypes, "float6_e2m3fn", np.float16), ml_dtypes.float4_e2m1fn]
+    assert all(low_precision(np.dtype(kind)) for kind in narrow)
+    assert not any(low_precision(np.dtype(kind)) for kind in
+                   (np.float32, np.float64, np.complex64, np.complex128, np.longdouble))

@@ -350,10 +350,11 @@ def _host_numbers(values):
 
 def low_precision(dtype):
     """Whether ``dtype`` (of any backend) is a real floating type that LAPACK lacks: half
-    precision, bfloat16 and the 8- and 4-bit floats (PyTorch's, and ml_dtypes' that JAX
-    uses, NumPy's kind "V")."""
+    precision, bfloat16 and the 8-, 6- and 4-bit floats (PyTorch's, and ml_dtypes' that
+    JAX uses, NumPy's kind "V")."""
     name = str(dtype).rsplit(".", 1)[-1]
-    return name.endswith("float16") or name.startswith(("float8", "float4"))
+    # "float6_", not "float6": float64 is not one of them.
+    return name.endswith("float16") or name.startswith(("float8", "float6_", "float4"))
 
 
 def _kind(dtype):
