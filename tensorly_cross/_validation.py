@@ -54,6 +54,11 @@ _NOT_LAPACK_PREFIXES = ("float8", "float4")
 
 def check_tall_matrix(matrix, name="matrix"):
     """Shape ``(n, r)`` of a 2-D, finite tensor with ``n >= r``; raise ValueError otherwise."""
+    if isinstance(matrix, np.ma.MaskedArray):
+        # A NumPy tensor all the same: its rows were chosen by their raw entries, masked
+        # or not, and the coefficients came back masked.
+        raise TypeError(f"{name} is a masked array; maxvol reads every entry: pass "
+                        f"{name}.filled(value).")
     if not tl.is_tensor(matrix):
         raise TypeError(
             f"{name} must be a tensor of the active TensorLy backend ({tl.get_backend()}), "

@@ -47,8 +47,9 @@ def maxvol(matrix, tol=1.05, max_iter=100):
     Raises
     ------
     TypeError
-        If ``matrix`` is not a tensor of the active backend, is half precision, or is a
-        traced JAX value (under ``jax.grad``/``jax.jit``: the rows are chosen on the host).
+        If ``matrix`` is not a tensor of the active backend, is half precision or a masked
+        array, or is a traced JAX value (under ``jax.grad``/``jax.jit``: the rows are
+        chosen on the host).
     ValueError
         If ``matrix`` is not 2-D, has fewer rows than columns, holds NaN/inf or is on
         PyTorch's ``meta`` device, or if ``tol < 1`` or ``max_iter < 0``.

@@ -42,7 +42,7 @@ def rect_maxvol(matrix, tol=1.1, min_add=0, max_add=None, maxvol_tol=1.05, maxvo
     ------
     TypeError
         For the inputs :func:`maxvol` refuses by type (not a tensor of the active backend,
-        half precision, a traced JAX value).
+        half precision, a masked array, a traced JAX value).
     ValueError
         For the inputs :func:`maxvol` rejects, ``tol < 1``, a negative ``min_add``, or
         ``max_add`` outside ``[min_add, n - r]``.

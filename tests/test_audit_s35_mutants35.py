@@ -369,3 +369,19 @@ def test_low_precision_floats_are_told_from_float64_and_float32():
     assert all(low_precision(np.dtype(kind)) for kind in narrow)
     assert not any(low_precision(np.dtype(kind)) for kind in
                    (np.float32, np.float64, np.complex64, np.complex128, np.longdouble))
+
+
+# --- masked arrays ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry", ["maxvol", "rect_maxvol"])
+def test_maxvol_refuses_a_masked_matrix_by_name(entry):
+    # It chose rows by their raw entries, masked or not (here the masked row of 100s), and
+    # returned a masked coefficient matrix; a cross and tt_entries refuse masked arrays.
+    rng = np.random.default_rng(0)
+    matrix = rng.standard_normal((8, 3))
+    matrix[2] = 100.0
+    masked = np.ma.masked_array(matrix, mask=np.zeros(matrix.shape, dtype=bool))
+    masked.mask[2] = True
+    with pytest.raises(TypeError, match="matrix is a masked array"):
+        getattr(tlc, entry)(masked)
