@@ -152,10 +152,22 @@ def widened(tensor):
 
 
 def narrowed(tensor, like):
-    """``tensor`` back in the dtype of ``like`` (the inverse of :func:`widened`)."""
+    """``tensor`` back in the precision of ``like`` (the inverse of :func:`widened`): in
+    ``like``'s dtype, or its complex counterpart for a complex ``tensor``. A fit of a real
+    core to fibers that turned complex (a function past a branch point, under NumPy or JAX,
+    which promote) is complex: cast to the real core's dtype, it lost its imaginary part."""
     if is_torch_tensor(tensor):
-        return tensor.to(like.dtype)
-    return tensor.astype(like.dtype) if hasattr(tensor, "astype") else tensor
+        torch = sys.modules["torch"]
+        dtype = like.dtype
+        if tensor.is_complex():
+            dtype = torch.promote_types(dtype, torch.complex64)
+        return tensor.to(dtype)
+    if not hasattr(tensor, "astype"):
+        return tensor
+    dtype = like.dtype
+    if tensor.dtype.kind == "c":
+        dtype = np.result_type(dtype, np.complex64)
+    return tensor.astype(dtype)
 
 
 def is_torch_tensor(tensor):
