@@ -391,11 +391,11 @@ def test_maxvol_refuses_a_masked_matrix_by_name(entry):
 
 
 @pytest.mark.parametrize("n_iter_max", [1, 10])
-def test_a_numpy_lsq_refinement_keeps_the_imaginary_part_of_a_complex_fit(n_iter_max):
-    # NumPy promotes a real sweep's products with complex values read later; the ALS fit
-    # of a core over the sweep's fibers came out complex, and was cast back to the real
-    # dtype of the sweep's core: its imaginary part dropped (NumPy's ComplexWarning), and
-    # a TT returned after that sweep was not the complex function's.
+def test_an_lsq_refinement_keeps_the_imaginary_part_of_a_complex_fit(backend, n_iter_max):
+    # NumPy and JAX promote a real sweep's products with complex values read later; the
+    # ALS fit of a core over the sweep's fibers came out complex, and was cast back to the
+    # real dtype of the sweep's core: its imaginary part dropped (NumPy's ComplexWarning;
+    # JAX said nothing), and a TT returned after that sweep was not the complex function's.
     import warnings
 
     complex_warning = getattr(np, "exceptions", np).ComplexWarning
@@ -407,7 +407,7 @@ def test_a_numpy_lsq_refinement_keeps_the_imaginary_part_of_a_complex_fit(n_iter
             results.append(tlc.tt_cross(function, shape=(16, 16, 16), method="lsq",
                                         tol=1e-8, random_state=0, n_iter_max=n_iter_max))
     everything = np.stack(np.unravel_index(np.arange(16**3), (16, 16, 16)), axis=1)
-    mixed, always = (tlc.tt_entries(tt, everything) for tt in results)
+    mixed, always = (host(tlc.tt_entries(tt, everything)) for tt in results)
     # Round-off apart (real and complex products in another order): 5e-4 after one sweep
     # when the imaginary part was dropped.
     np.testing.assert_allclose(mixed, always, rtol=0, atol=1e-8 * np.abs(always).max())
