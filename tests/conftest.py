@@ -38,14 +38,6 @@ settings.load_profile("default")
 
 
 
-# A test whose outcome rests on the draws of its seed (the hash of its node id) keeps the
-# node id it was checked under when it moves to another file.
-SEED_NODEIDS = {
-    "tests/test_docs_edge_cases.py::test_docs_say_where_tol_zero_is_met_without_a_warning":
-        "tests/test_audit_s27_stream.py::test_docs_say_where_tol_zero_is_met_without_a_warning",
-}
-
-
 @pytest.fixture(autouse=True)
 def _seeded_entropy(request, monkeypatch):
     """``random_state=None`` draws from fresh OS entropy in the library. Here each test draws
@@ -54,8 +46,7 @@ def _seeded_entropy(request, monkeypatch):
     a failure reproduces, and CI does not go red on one unlucky draw."""
     from tensorly_cross import _validation
 
-    nodeid = SEED_NODEIDS.get(request.node.nodeid, request.node.nodeid)
-    digest = hashlib.sha256(nodeid.encode()).digest()
+    digest = hashlib.sha256(request.node.nodeid.encode()).digest()
     sequence = np.random.SeedSequence(int.from_bytes(digest[:16], "little"))
     monkeypatch.setattr(_validation, "fresh_generator",
                         lambda: np.random.default_rng(sequence.spawn(1)[0]))

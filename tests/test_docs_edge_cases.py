@@ -95,8 +95,9 @@ def test_docs_say_where_tol_zero_is_met_without_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert tlc.streaming_tt_svd(volume, tol=0.0).rank == (1, 1, 1, 1)
+    # Sketched, it can warn, depending on the sketch's draws: seed 1 does (0, 3 and 5 not).
     with pytest.warns(tlc.ToleranceNotMetWarning):
-        tlc.streaming_tt_svd(volume, tol=0.0, max_width=5)
+        tlc.streaming_tt_svd(volume, tol=0.0, max_width=5, random_state=1)
     docs = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "guarantees.rst")
     with open(docs, encoding="utf-8") as handle:
         text = " ".join(handle.read().split())

@@ -1,8 +1,7 @@
-"""Audit session 35, mutation audit of session 34's edits: batched search's round widths,
-the bond's multi-indices, the cache's hashed-batch order and its dtype-widening signal,
-the PyTorch search that runs again after a widening, and the values read from chunks and
-files (ml_dtypes' floats, masked arrays). Each test kills a mutant that the suite let
-through."""
+"""The dtypes of the values a cross reads: the cache's widening signal and the PyTorch
+search that runs again after it, ml_dtypes' floats, chunks of mixed or masked values,
+complex least-squares fits; and the reads themselves (the batched search's round widths,
+int64 multi-indices, masked matrices refused by maxvol)."""
 
 import contextlib
 

@@ -1,6 +1,6 @@
-"""Session 35 audit, a new user's walk through README.md and docs/{quickstart,real_volumes,
-cli,choosing,guarantees}.rst on real volumes (nilearn's MNI152 templates, nibabel's test
-data) saved as the formats a user has (.nii.gz, .npy, zarr, HDF5)."""
+"""The command line on the inputs a new user has: HDF5 datasets (names with ':', --dataset,
+their size on disk), volumes whose reader is not installed, a --scheduler it cannot reach,
+outputs larger than the free disk; and what a stream read once reports as its error."""
 
 import os
 
