@@ -44,11 +44,13 @@ class StreamInfo:
         round-off): below, an exact low-rank volume sketched in two passes can report
         ``1e-8``, so a ``tol`` under ``1e-6`` may be reported missed (and keep more rank
         than needed) on a TT that meets it; give ``rank=`` instead. A volume read once (no
-        mode sketched) is its own core: no projection. From ``tol=1e-6`` up its short,
-        wide unfoldings are decomposed through their Gram matrices, whose eigenvalues
-        resolve the error to about ``1e-8`` of the norm as well: an exact rank-3 volume,
-        reconstructed to ``1e-15``, reports about ``3e-8`` (an over-estimate; the ranks
-        are not affected). Below ``1e-6`` (``tol=0`` included) an SVD: no such floor.
+        mode sketched) is its own core: no projection. Where the threshold of each bond,
+        ``tol / sqrt(d - 1)`` of the norm, is at least ``1e-6`` (``tol`` from ``1.4e-6``
+        in 3-D, ``1.7e-6`` in 4-D), its short, wide unfoldings are decomposed through
+        their Gram matrices, whose eigenvalues resolve the error to about ``1e-8`` of the
+        norm as well: an exact rank-3 volume, reconstructed to ``1e-15``, reports about
+        ``3e-8`` (an over-estimate; the ranks are not affected). Below (``tol=1e-6``
+        itself, ``tol=0``) an SVD: no such floor.
     projection_error : float
         The part due to the sketched bases alone.
     widths : tuple of int
