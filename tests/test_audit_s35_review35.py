@@ -32,3 +32,21 @@ def test_the_stream_doc_says_where_the_gram_route_and_its_error_floor_begin(shap
     with open(os.path.join(os.path.dirname(__file__), "..", "docs", "real_volumes.rst")) as f:
         rst = " ".join(f.read().split())
     assert "from ``tol=1e-6`` up" not in rst and "tol / sqrt(d - 1)" in rst
+
+
+def test_a_demo_volume_that_does_not_fit_names_size_only_where_size_sets_it(tmp_path):
+    """The demo's disk check said '--size 197: ... give a smaller --size' of the MNI152
+    template too (a disk with under 33 MB free), whose shape --size does not set (and
+    which refuses --size). It names --size only for the procedural volume now."""
+    from tensorly_cross.cli import demo
+
+    huge = (10**6,) * 3  # 4 EB of float32: no disk holds it
+    with pytest.raises(OSError) as template:
+        demo._check_room(str(tmp_path), huge, procedural=False)
+    assert "--size" not in str(template.value) and "--workdir" in str(template.value)
+    assert "MNI152" in str(template.value)
+    with pytest.raises(OSError) as procedural:
+        demo._check_room(str(tmp_path), huge, procedural=True)
+    assert str(procedural.value).startswith("--size 1000000:")
+    assert "give a smaller --size" in str(procedural.value)
+    assert os.listdir(tmp_path) == []

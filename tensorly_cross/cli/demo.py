@@ -44,7 +44,7 @@ def run_demo(args):
         if not os.path.exists(volume_path):
             from tensorly_cross.datasets import write_volume
 
-            _check_room(workdir, shape)
+            _check_room(workdir, shape, procedural=name != MNI152_NAME)
             if not args.quiet:
                 print(f"writing the demo volume {shape} (float32, once) to {volume_path}")
             write_volume(volume_path, function, shape, chunks=(32, 32, 32))
@@ -76,17 +76,20 @@ def run_demo(args):
     return outcome(summary, True, args.accept_miss, demo_volume=volume_path, demo_method=asked)
 
 
-def _check_room(workdir, shape):
+def _check_room(workdir, shape, procedural=True):
     """Refuse a volume larger than the free space of ``workdir`` before any of it is
     written: ``--size 4096`` (256 GiB of float32, stored as it is: blobs do not compress)
-    filled the disk before failing, and larger ones failed on their first slab's memory."""
+    filled the disk before failing, and larger ones failed on their first slab's memory.
+    ``--size`` is named only for the ``procedural`` volume: it does not set the MNI152
+    template's shape (and is refused with it)."""
     needed = math.prod(shape) * 4
     free = shutil.disk_usage(workdir).free
     if needed > free:
-        raise OSError(f"--size {shape[0]}: the demo volume {shape} takes "
-                      f"{needed / 2**30:,.1f} GiB of float32, and --workdir {workdir!r} has "
-                      f"{free / 2**30:,.1f} GiB free; give a smaller --size or another "
-                      "--workdir.")
+        what, fix = ((f"--size {shape[0]}: the demo volume", "give a smaller --size or ")
+                     if procedural else ("the MNI152 demo volume", "free some space or give "))
+        raise OSError(f"{what} {shape} takes {needed / 2**30:,.1f} GiB of float32, and "
+                      f"--workdir {workdir!r} has {free / 2**30:,.1f} GiB free; {fix}"
+                      "another --workdir.")
 
 
 # Entries of a kept demo volume compared with the demo's own (a few chunks read).
@@ -119,6 +122,8 @@ def _check_kept_volume(path, function, shape):
                               f"or tensorly-cross?): {fix}.")
 
 
+# The MNI152 template's name in --workdir (its volume and TT files).
+MNI152_NAME = "mni152_t1"
 # Default of --size: the edge of the procedural volume.
 DEMO_SIZE = 384
 
@@ -157,7 +162,7 @@ def _demo_volume(args):
         template = np.asarray(load_mni152_template().get_fdata(), dtype=np.float32)
         why = ("asked for" if args.volume == "mni152" else
                "nilearn is installed; --volume procedural for the procedural one")
-        return ("mni152_t1", template.shape, lambda indices: template[tuple(indices.T)],
+        return (MNI152_NAME, template.shape, lambda indices: template[tuple(indices.T)],
                 0.1 if args.tol is None else args.tol,
                 f"nilearn's MNI152 T1 template, shape {template.shape} ({why})")
     shape = (args.size,) * 3
