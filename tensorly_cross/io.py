@@ -129,6 +129,16 @@ def _names_a_dataset(path):
         os.path.isfile(_split_hdf5_path(path)[0])
 
 
+def volume_file(path):
+    """The file (or store) of a volume path: ``FILE.h5`` of ``FILE.h5:/NAME``, split as
+    :func:`open_volume` splits it (a path that exists is kept whole: ':' is a valid
+    character in file and folder names), the path itself otherwise."""
+    lower = path.lower()
+    if (".h5:" in lower or ".hdf5:" in lower) and not os.path.exists(path):
+        return _split_hdf5_path(path)[0]
+    return path
+
+
 def _split_hdf5_path(path):
     """``(file, dataset)`` of ``FILE.h5:/NAME``, split after the first ``.h5`` or ``.hdf5``
     whose file exists (else the first): a dataset's name may hold ':' too (split at the

@@ -50,3 +50,33 @@ def test_a_demo_volume_that_does_not_fit_names_size_only_where_size_sets_it(tmp_
     assert str(procedural.value).startswith("--size 1000000:")
     assert "give a smaller --size" in str(procedural.value)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("spelling", ["scan.h5:/a:b", "SCAN.H5:/c", "run.h5:1/v.npy"])
+def test_volume_dataset_takes_the_paths_open_volume_opens(tmp_path, monkeypatch, spelling):
+    """VolumeDataset checked a path by splitting it at its last ':' where it held '.h5:'
+    (lower case only): an HDF5 dataset whose name holds ':' ('scan.h5:/a:b'), an upper-case
+    'SCAN.H5:/c' and a file in a folder named 'run.h5:1' were refused (unsupported
+    suffix; does not exist), all of which open_volume opens. It splits as open_volume
+    does now (as the command line does since session 35)."""
+    pytest.importorskip("torch")
+    h5py = pytest.importorskip("h5py")
+    from tensorly_cross.nn import VolumeDataset
+
+    monkeypatch.chdir(tmp_path)
+    volume = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    for name in ("scan.h5", "SCAN.H5"):
+        with h5py.File(name, "w") as file:
+            file["a:b"] = volume
+            file["c"] = volume
+    os.mkdir("run.h5:1")
+    np.save("run.h5:1/v.npy", volume)
+    item, target = VolumeDataset([spelling], [1.0])[0]
+    assert tuple(item.shape) == volume.shape
+    np.testing.assert_array_equal(item.evaluate(np.array([[1, 2, 3], [3, 4, 5]])),
+                                  volume[[1, 3], [2, 4], [3, 5]])
+    assert float(target) == 1.0
+    with pytest.raises(FileNotFoundError):  # a dataset path whose file does not exist
+        VolumeDataset(["gone.h5:/a:b"], [1.0])
+    with pytest.raises(ValueError, match="unsupported suffix"):
+        VolumeDataset(["scan.h5.txt"], [1.0])

@@ -172,12 +172,9 @@ def source_file(path):
     name may hold ':' too, and the last ':' of ``scan.h5:/a:b`` gave ``scan.h5:/a``, so an
     output linked to ``scan.h5`` was not seen to be the input, and ``--force`` replaced it.
     """
-    lower = path.lower()
-    if (".h5:" in lower or ".hdf5:" in lower) and not os.path.exists(path):
-        from ..io import _split_hdf5_path
+    from ..io import volume_file
 
-        return _split_hdf5_path(path)[0]
-    return path
+    return volume_file(path)
 
 
 def is_hdf5(path):

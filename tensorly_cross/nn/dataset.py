@@ -9,7 +9,7 @@ import torch
 
 from .._backend import to_host
 from .._validation import check_bool, check_float, check_int
-from ..io import VOLUME_SUFFIXES, open_volume
+from ..io import VOLUME_SUFFIXES, open_volume, volume_file
 from ..lazy.base import LazyTensor
 from ..lazy.filled import fill_nan
 from ..lazy.npy import NpyTensor
@@ -508,7 +508,9 @@ def _float32_targets(targets, n_volumes):
 
 def _check_path(path):
     text = os.fspath(path)
-    base = text.rsplit(":", 1)[0] if (".h5:" in text or ".hdf5:" in text) else text
+    # Split as open_volume splits it: at the last ':' (lower case only), 'scan.h5:/a:b',
+    # 'SCAN.H5:/c' and a file in a folder 'run.h5:1' were refused, which it opens.
+    base = volume_file(text)
     if not base.lower().rstrip("/").endswith(VOLUME_SUFFIXES):
         raise ValueError(f"volume path {text!r} has an unsupported suffix; supported: "
                          f"{', '.join(VOLUME_SUFFIXES)}.")
