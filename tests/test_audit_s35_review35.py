@@ -80,3 +80,26 @@ def test_volume_dataset_takes_the_paths_open_volume_opens(tmp_path, monkeypatch,
         VolumeDataset(["gone.h5:/a:b"], [1.0])
     with pytest.raises(ValueError, match="unsupported suffix"):
         VolumeDataset(["scan.h5.txt"], [1.0])
+
+
+def test_a_rewritten_hdf5_file_of_a_dataset_named_with_a_colon_changes_its_fingerprint(
+        tmp_path, monkeypatch):
+    """The patch cache's fingerprint stamps a volume's file (size, mtime), so a rewritten
+    file is not served the old file's patches; for 'v.h5:/a:b' it stat'ed 'v.h5:/a' (the
+    last ':'), found no file, and stamped None before and after the rewrite."""
+    pytest.importorskip("torch")
+    h5py = pytest.importorskip("h5py")
+    from tensorly_cross.nn import VolumeDataset
+    from tensorly_cross.nn.keyed import volume_fingerprint
+
+    monkeypatch.chdir(tmp_path)
+    with h5py.File("v.h5", "w") as file:
+        file["a:b"] = np.zeros((4, 5, 6), dtype=np.float32)
+    volume, _ = VolumeDataset(["v.h5:/a:b"], [0.0])[0]
+    before = volume_fingerprint(volume)
+    with h5py.File("new.h5", "w") as file:  # rewritten as tools do: a new file renamed
+        file["a:b"] = np.ones((4, 5, 6), dtype=np.float32)
+        file["pad"] = np.ones(1000)  # another size: mtime alone may not move
+    os.replace("new.h5", "v.h5")
+    after = volume_fingerprint(VolumeDataset(["v.h5:/a:b"], [0.0])[0][0])
+    assert before != after

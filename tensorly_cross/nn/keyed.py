@@ -128,7 +128,11 @@ def _memmap_window(volume):
 def _file_stamp(path):
     """``(size, st_mtime_ns)`` of the file (an HDF5 ``"file.h5:/dataset"`` path: of the
     file); None where it cannot be read."""
-    for candidate in (path, path.rsplit(":", 1)[0]):
+    from ..io import volume_file
+
+    # Split as open_volume splits it: the last ':' of 'v.h5:/a:b' named no file (None
+    # before and after the file was rewritten, whose old patches were then served).
+    for candidate in (path, volume_file(path)):
         try:
             status = os.stat(candidate)
         except OSError:
