@@ -1,4 +1,6 @@
-"""Review of session 35's walkthrough fixes (docs of the stream's error, demo's disk check)."""
+"""Paths and disk space: HDF5 datasets whose names hold ':' in VolumeDataset and in the
+patch cache's fingerprints, the demo's disk check naming the right flag, and where the
+stream's error is resolved only to its Gram floor (as the docs say)."""
 
 import os
 
