@@ -337,3 +337,29 @@ def test_compress_whose_reader_is_gone_stops_quietly_at_its_first_line(volume, t
 def test_info_into_a_closed_pipe_exits_141_quietly(tt_file, tmp_path):
     assert _run_with_stdout_closed(["info", tt_file], tmp_path) == \
         (cli.EXIT_STDOUT_CLOSED, "")
+
+
+@pytest.mark.parametrize("extra", [[], ["--png", "p.png"]])
+def test_a_nifti_output_alone_is_evaluated_in_blocks_only(tmp_path, monkeypatch, capsys, extra):
+    # After writing a NIfTI block by block, reconstruct evaluated its selection in memory
+    # again for nothing: a volume too large to hold ran out of memory there, after its
+    # file was complete, and the command exited 1. Only a PNG (or --against) needs it.
+    pytest.importorskip("nibabel")
+    from tensorly_cross import _reconstruct
+
+    monkeypatch.setattr(_reconstruct, "BLOCK_ENTRIES", 2**10)
+    sizes, values = [], _reconstruct.volume_values
+
+    def counted(tt, metadata, selection):
+        result = values(tt, metadata, selection)
+        sizes.append(np.asarray(result).size)
+        return result
+
+    monkeypatch.setattr(_reconstruct, "volume_values", counted)
+    shape = (16, 16, 12)
+    save_tt(tmp_path / "v.tt.npz", [np.ones((1, n, 1)) for n in shape], {"shape": list(shape)})
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["reconstruct", "v.tt.npz", "-o", "v.nii", *extra]) == 0
+    assert max(sizes) <= 2**10  # blocks, and the PNG's slice (16 x 12) where asked
+    assert sum(sizes) == 16 * 16 * 12 + (16 * 12 if extra else 0)
+    assert "v.nii" in capsys.readouterr().out

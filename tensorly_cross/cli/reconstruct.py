@@ -40,6 +40,12 @@ def run_reconstruct(args):
     reports = []
     if nifti:
         reports.append(_write_nifti(args, tt, metadata, fixed, where))
+        if not (args.png or volume is not None):
+            # Written in blocks, and nothing else asked: the selection is not evaluated in
+            # memory as well (a volume written for being too large to hold ran out of
+            # memory there, after its file was complete, and the command exited 1).
+            print("\n".join(reports))
+            return EXIT_OK
     values = _typed(volume_values(tt, metadata, selection))
     image = np.atleast_2d(values)  # a 1-D volume is shown and compared as one row
     if args.output and not nifti:
