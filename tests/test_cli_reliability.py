@@ -539,3 +539,14 @@ def test_an_unknown_flag_is_reported_with_the_subcommand_s_usage(blobs, capsys):
     err = capsys.readouterr().err
     assert err.startswith("usage: tensorly-cross compress")
     assert "tensorly-cross compress: error: unrecognized arguments: --tolerance 0.1" in err
+
+
+@pytest.mark.parametrize("bound, shown", [(0.000749, "0.075%"), (0.0007, "0.070%"),
+                                          (0.0123, "1.3%"), (0.5, "50%"), (3e-6, "0.00030%")])
+def test_the_held_out_bound_is_shown_rounded_up(bound, shown):
+    # "structure in under 0.07% of the volume can go unseen" was printed for a bound of
+    # 0.0749%: rounded to the nearest, it understated what the sample can miss.
+    from tensorly_cross.cli.summary import _percent_up
+
+    assert _percent_up(bound) == shown
+    assert float(shown[:-1]) >= 100 * bound * (1 - 1e-12)  # never below the bound

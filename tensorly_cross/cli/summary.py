@@ -48,6 +48,16 @@ def _number(value, spec):
     return format(value, spec) if _is_number(value) else str(value)
 
 
+def _percent_up(fraction):
+    """``fraction`` as a percentage of two significant digits, rounded up: a bound rounded
+    to the nearest (0.0749% shown as 0.07%) understated what a sample can miss."""
+    if not _is_number(fraction) or not 0 < fraction < 1:
+        return _number(fraction, ".2%")
+    digits = 1 - math.floor(math.log10(100 * fraction))  # decimals of 2 significant digits
+    rounded = math.ceil(round(100 * fraction * 10**digits, 9)) / 10**digits
+    return f"{rounded:.{max(digits, 0)}f}%"
+
+
 def format_summary(summary):
     lines = [f"shape               {tuple(summary['shape'])}",
              f"TT ranks            {tuple(summary['ranks'])}"
@@ -86,7 +96,7 @@ def format_summary(summary):
             # Not "95%: at most 0.04% of the entries off", which read as a claim that the
             # TT is wrong at 0.04% of the voxels: it is what a sample cannot see.
             heldout = (f" on {summary['n_heldout']} random entries (a sample: structure in "
-                       f"under {_number(summary.get('heldout_bound'), '.2%')} of the volume "
+                       f"under {_percent_up(summary.get('heldout_bound'))} of the volume "
                        "can go unseen)")
         lines.append(f"held-out rel. error {_number(summary['val_error'], '.3e')}{heldout}")
     rounding, error = summary.get("rounding_error"), summary.get("val_error")
