@@ -813,11 +813,11 @@ def test_an_int_seed_repeats_a_run_and_a_generator_is_drawn_from_as_documented()
     assert "drawn from" in doc and "default_rng" in doc
 
 
-SHAPE_2 = (40, 40, 40)
+VALIDATION_SHAPE = (40, 40, 40)
 
 
 def _validation(function, tol=0.1, size=1000, seed=0):
-    cache = EvaluationCache(FunctionTensor(function, SHAPE_2))
+    cache = EvaluationCache(FunctionTensor(function, VALIDATION_SHAPE))
     return cache, Validation(cache, size, np.random.default_rng(seed), tol=tol)
 
 
@@ -839,7 +839,7 @@ def _spikier(indices):
 
 def _corner_cores(value):
     """Rank-2 TT: 1 everywhere plus ``value - 1`` at (39, 39, 39)."""
-    n = SHAPE_2[0]
+    n = VALIDATION_SHAPE[0]
     first, middle, last = np.zeros((1, n, 2)), np.zeros((2, n, 2)), np.zeros((2, n, 1))
     first[0, :, 0], first[0, -1, 1] = 1.0, value - 1.0
     middle[0, :, 0], middle[1, -1, 1] = 1.0, 1.0
@@ -864,7 +864,7 @@ def test_the_missed_read_entry_is_sought_among_the_largest_read_not_the_largest_
 
 
 def _ones_cores(scale=1.0):
-    return [np.full((1, n, 1), scale if k == 0 else 1.0) for k, n in enumerate(SHAPE_2)]
+    return [np.full((1, n, 1), scale if k == 0 else 1.0) for k, n in enumerate(VALIDATION_SHAPE)]
 
 
 def test_a_read_entry_off_by_round_off_is_no_sign_below_machine_precision():
@@ -941,7 +941,7 @@ def test_distinct_of_sorted_keys_with_repeats_merges_them():
     assert inverse is None and first.tolist() == [0, 1, 2]
 
 
-SHAPE_3 = (6, 6, 6)
+WIDENING_SHAPE = (6, 6, 6)
 
 
 def _smooth(indices):
@@ -972,7 +972,7 @@ def test_a_function_error_after_a_widening_is_raised_without_a_second_search():
     pytest.importorskip("torch")
     function = _RealThenComplex(fail_at=3)
     with tl.backend_context("pytorch"), pytest.raises(RuntimeError, match="model crashed"):
-        tlc.tt_cross(function, shape=SHAPE_3, method="tci", random_state=0)
+        tlc.tt_cross(function, shape=WIDENING_SHAPE, method="tci", random_state=0)
     assert function.raised == 1
 
 
@@ -988,7 +988,7 @@ def test_a_callback_error_after_a_widening_is_raised_without_a_second_search(met
         raise RuntimeError("stop here")
 
     with tl.backend_context("pytorch"), pytest.raises(RuntimeError, match="stop here"):
-        tlc.tt_cross(_RealThenComplex(), shape=SHAPE_3, method=method, random_state=0,
+        tlc.tt_cross(_RealThenComplex(), shape=WIDENING_SHAPE, method=method, random_state=0,
                      callback=callback)
     assert seen == [1]
 

@@ -132,21 +132,17 @@ CORE_SHAPES = [(1, 2, 2), (2, 3, 2), (2, 2, 1)]
 COMPLEX_CORES = [_RNG.standard_normal(s) + 1j * _RNG.standard_normal(s) for s in CORE_SHAPES]
 
 
-def _torch_2():
-    return pytest.importorskip("torch")
-
-
 def test_function_tensor_of_meta_values_under_numpy_is_refused_by_name():
     """Under PyTorch: ValueError naming the meta device; under NumPy: NotImplementedError
     from deep inside torch."""
-    torch = _torch_2()
+    torch = _torch()
     function = tlc.FunctionTensor(lambda i: torch.empty(len(i), device="meta"), (3, 3))
     with tl.backend_context("numpy"), pytest.raises(ValueError, match="meta"):
         tlc.tt_cross(function, rank=2, random_state=0)
 
 
 def test_tt_entries_of_torch_cores_with_the_negative_bit_under_numpy():
-    torch = _torch_2()
+    torch = _torch()
     cores = [torch.tensor(core).conj().imag for core in COMPLEX_CORES]
     indices = np.array([[0, 0, 0], [1, 2, 1]])
     with tl.backend_context("numpy"):

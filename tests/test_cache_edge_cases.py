@@ -560,7 +560,7 @@ def test_a_cache_spent_by_an_earlier_run_is_named_on_the_next():
     assert f"{cache.counters.unique} entries evaluated" in message
 
 
-SHAPE_2 = (40, 40, 40)
+LARGEST_SHAPE = (40, 40, 40)
 
 
 def test_a_cache_filled_under_numpy_stores_new_values_under_pytorch():
@@ -591,7 +591,7 @@ def test_cache_largest_ranks_entries_by_modulus():
     # A negative entry of large modulus is among the largest read (a dark artefact, a
     # signed field): ranking by signed value (a mutant) never named it.
     signed = ones_with({3: -1000.0})
-    cache = EvaluationCache(FunctionTensor(signed, SHAPE_2))
+    cache = EvaluationCache(FunctionTensor(signed, LARGEST_SHAPE))
     cache.evaluate(np.array([[0, 0, 0], [3, 3, 3], [1, 2, 3]]))
     indices, values = cache.largest(1)
     assert indices.tolist() == [[3, 3, 3]] and values.tolist() == [-1000.0]

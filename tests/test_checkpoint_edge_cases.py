@@ -689,10 +689,10 @@ def test_a_checkpoint_in_a_mkstemp_file_stays_private(tmp_path):
     assert _temporary_files(tmp_path) == []
 
 
-SHAPE_2 = (6, 10, 9)
+LOW_RANK_SHAPE = (6, 10, 9)
 
 
-def _low_rank(shape=SHAPE_2, rank=2, seed=0):
+def _low_rank(shape=LOW_RANK_SHAPE, rank=2, seed=0):
     rng = np.random.default_rng(seed)
     factors = [rng.standard_normal((n, rank)) for n in shape]
     letters = "ijkl"[: len(shape)]
@@ -739,7 +739,7 @@ def test_checkpoint_keeps_finished_chunks_through_a_view(tmp_path, view_name):
     dense = _low_rank()
     path = tmp_path / "run.ckpt"
     reference = FailingFunction(dense)
-    expected = tlc.tt_cross(VIEWS[view_name](FunctionTensor(reference, SHAPE_2)), tol=1e-10,
+    expected = tlc.tt_cross(VIEWS[view_name](FunctionTensor(reference, LOW_RANK_SHAPE)), tol=1e-10,
                             random_state=2)
     function, tensor = _function_for(view_name, dense, fail_at=30)
     with pytest.raises(RuntimeError, match="lost a node"):
@@ -843,10 +843,10 @@ def test_a_checkpoint_of_tt_cross_refused_by_select_indices_says_why(tmp_path):
     assert "select_indices searches as tt_cross(..., differentiable=True) does" in message
 
 
-GRID_2 = np.linspace(1.0, 2.0, 10)
+FAILING_GRID = np.linspace(1.0, 2.0, 10)
 
 
-SHAPE_3 = (10,) * 4
+FAILING_SHAPE = (10,) * 4
 
 
 class Failing:
@@ -860,14 +860,14 @@ class Failing:
         if self.fail_after is not None and self.computed + len(indices) > self.fail_after:
             raise RuntimeError("transient failure")
         self.computed += len(indices)
-        x = GRID_2[indices]
+        x = FAILING_GRID[indices]
         return 1.0 / x.sum(axis=1) + 0.1 * np.sin(x[:, 0] * x[:, -1])
 
 
 def _chunked(function):
     # In chunks: a failed batch's finished chunks go to the checkpoint, so the rerun's
     # batch at that point is read back in part.
-    return tlc.FunctionTensor(function, SHAPE_3, chunk_size=5)
+    return tlc.FunctionTensor(function, FAILING_SHAPE, chunk_size=5)
 
 
 def test_a_checkpoint_path_ending_in_a_separator_is_refused_as_a_folder(tmp_path):
@@ -921,7 +921,7 @@ def test_a_checkpoint_in_a_file_taken_for_a_folder_is_named_as_such(tmp_path):
                      checkpoint=tmp_path / "run.ckpt" / "part")
 
 
-SHAPE_4 = (6, 6, 6)
+PATH_SHAPE = (6, 6, 6)
 
 
 def _function(indices):
@@ -935,7 +935,7 @@ def test_a_checkpoint_path_ending_in_a_dot_component_is_refused_as_a_folder(tmp_
     # "runs" was created for the checkpoint ("runs/."), or the message said "a FIFO,
     # socket or device" for the folder above it ("runs/..").
     with pytest.raises(CheckpointError, match="folder") as refused:
-        tlc.tt_cross(_function, shape=SHAPE_4, random_state=0,
+        tlc.tt_cross(_function, shape=PATH_SHAPE, random_state=0,
                      checkpoint=os.path.join(tmp_path / "runs", tail))
     assert "FIFO" not in str(refused.value)
     assert not (tmp_path / "runs").exists()
@@ -955,7 +955,7 @@ def test_a_checkpoint_path_like_of_bytes_is_used_as_its_path(tmp_path):
     # The docs take any os.PathLike; one of bytes failed with "a bytes-like object is
     # required, not 'str'" (the NUL check), before it "Can't mix strings and bytes".
     path = tmp_path / "run.ckpt"
-    first = tlc.tt_cross(_function, shape=SHAPE_4, random_state=0, checkpoint=BytesPath(path))
+    first = tlc.tt_cross(_function, shape=PATH_SHAPE, random_state=0, checkpoint=BytesPath(path))
     assert path.exists()
     counted = []
 
@@ -963,7 +963,7 @@ def test_a_checkpoint_path_like_of_bytes_is_used_as_its_path(tmp_path):
         counted.append(len(indices))
         return _function(indices)
 
-    second, info = tlc.tt_cross(counting, shape=SHAPE_4, random_state=0,
+    second, info = tlc.tt_cross(counting, shape=PATH_SHAPE, random_state=0,
                                 checkpoint=BytesPath(path), return_info=True)
     assert not counted and info.n_restored == info.n_evals > 0
     for a, b in zip(first.factors, second.factors, strict=True):

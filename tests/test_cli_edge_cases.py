@@ -656,7 +656,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = (12, 10, 8)
 
 
-def _smooth_2(shape=SHAPE):
+def _smooth_float32(shape=SHAPE):
     grid = np.meshgrid(*[np.linspace(0, 1, n) for n in shape], indexing="ij")
     return (np.sin(3 * grid[0]) + grid[1] ** 2 + np.cos(2 * grid[2])).astype(np.float32)
 
@@ -669,7 +669,7 @@ def test_a_nifti_slab_keeps_the_inputs_own_qform_moved_not_its_sform(tmp_path):
     nibabel = pytest.importorskip("nibabel")
     sform = np.array([[-2.0, 0, 0, 40], [0, 2.0, 0, -30], [0, 0, 3.0, -20], [0, 0, 0, 1]])
     qform = np.array([[1.5, 0, 0, -5], [0, 1.5, 0, -6], [0, 0, 1.5, -7], [0, 0, 0, 1]])
-    image = nibabel.Nifti1Image(_smooth_2(), sform)
+    image = nibabel.Nifti1Image(_smooth_float32(), sform)
     image.header.set_sform(sform, code="mni")
     image.header.set_qform(qform, code="scanner")
     source, tt_path = str(tmp_path / "v.nii"), str(tmp_path / "v.tt.npz")
@@ -696,7 +696,7 @@ def test_compress_refuses_an_output_named_as_another_format(tmp_path, capsys, na
     ``compress`` refuses a volume's or a picture's suffix (exit 2) and names the command
     that writes one, before any work."""
     source = tmp_path / "v.npy"
-    np.save(source, _smooth_2())
+    np.save(source, _smooth_float32())
     output = tmp_path / name
     code = cli.main(["compress", str(source), "-o", str(output), "-q"])
     assert code == cli.EXIT_USAGE

@@ -148,15 +148,15 @@ def test_a_given_rank_is_warned_about_only_as_the_guide_says():
     assert "no better than the zero tensor" in str(missed[0])
 
 
-ROOT_2 = pathlib.Path(__file__).resolve().parent.parent
+ROOT_PATH = pathlib.Path(ROOT)
 
 
-RESULTS = ROOT_2 / "benchmarks" / "results"
+RESULTS = ROOT_PATH / "benchmarks" / "results"
 
 
 def _prose(page):
     """A docs page with its line breaks and indentation folded into single spaces."""
-    return " ".join((ROOT_2 / "docs" / page).read_text(encoding="utf-8").split())
+    return " ".join((ROOT_PATH / "docs" / page).read_text(encoding="utf-8").split())
 
 
 def _rows(name):
@@ -204,7 +204,7 @@ def test_the_pipeline_summary_is_the_mean_of_the_training_tables():
 
 
 def test_the_readme_quotes_the_pipeline_results_of_the_tables():
-    readme = " ".join((ROOT_2 / "README.md").read_text(encoding="utf-8").split())
+    readme = " ".join((ROOT_PATH / "README.md").read_text(encoding="utf-8").split())
     rows = _rows("nn_training_64.md")
     rmse = {model: statistics.mean(float(row[3]) for row in rows if row[1] == model)
             for model in ("cross", "dense")}
@@ -222,7 +222,7 @@ def test_the_readme_quotes_the_pipeline_results_of_the_tables():
 def test_the_pipeline_ablation_rows_are_the_means_of_the_ablation_tables():
     # The ablation table of docs/pipeline.rst is written by hand from two result files.
     rows = _rows("nn_ablation_64.md") + _rows("nn_ablation_64_pca.md")
-    text = (ROOT_2 / "docs" / "pipeline.rst").read_text(encoding="utf-8")
+    text = (ROOT_PATH / "docs" / "pipeline.rst").read_text(encoding="utf-8")
     labels = {"cross-issue": "issue 17's configuration",
               "cross-tiles": "+ tiles (pooled encoder, stride 4), quantics",
               "cross-tiles-tt": "+ TT layout", "cross-tiles-tt-r8": "+ rank 8",
@@ -259,7 +259,7 @@ def test_the_fixed_rank_ratios_quoted_bound_those_of_the_real_volume_table():
     mni152 = [value for (volume, method), value in ratio.items()
               if volume.startswith("MNI152") and method.startswith("lsq")]
     assert 1.2 <= min(mni152) and max(mni152) <= 1.35
-    readme = " ".join((ROOT_2 / "README.md").read_text(encoding="utf-8").split())
+    readme = " ".join((ROOT_PATH / "README.md").read_text(encoding="utf-8").split())
     real_volumes = _prose("real_volumes.rst")
     assert "comes to 1.2-1.35x TT-SVD's error at rank 40" in readme
     assert "comes to 1.2-1.35x TT-SVD's error at the same rank" in real_volumes

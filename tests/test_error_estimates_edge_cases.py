@@ -372,11 +372,11 @@ def test_once_every_entry_is_read_the_reported_error_is_the_true_one(shape, seed
         assert abs(info.val_error - _true_error(tt, dense)) <= 1e-9 * max(1.0, info.val_error)
 
 
-SHAPE_2 = (40, 40, 40)
+VALIDATION_SHAPE = (40, 40, 40)
 
 
 def _validation(function, tol=0.1, size=1000, seed=0):
-    cache = EvaluationCache(FunctionTensor(function, SHAPE_2))
+    cache = EvaluationCache(FunctionTensor(function, VALIDATION_SHAPE))
     return cache, Validation(cache, size, np.random.default_rng(seed), tol=tol)
 
 
@@ -446,7 +446,7 @@ def test_nothing_is_unseen_once_every_entry_was_read():
 
 
 def _ones_cores(scale=1.0):
-    return [np.full((1, n, 1), scale if k == 0 else 1.0) for k, n in enumerate(SHAPE_2)]
+    return [np.full((1, n, 1), scale if k == 0 else 1.0) for k, n in enumerate(VALIDATION_SHAPE)]
 
 
 @pytest.mark.parametrize("bright, warned", [(20.0, False), (40.0, True)])
@@ -492,7 +492,7 @@ def test_the_norm_that_judges_a_missed_entry_counts_the_entries_read():
 
 def _rank_one_with_corner(indices):
     """A rank-1 tensor of distinct values (no levels) plus 40x at (39, 39, 39)."""
-    factor = 1.0 + np.linspace(0.0, 1.0, SHAPE_2[0]) ** 2
+    factor = 1.0 + np.linspace(0.0, 1.0, VALIDATION_SHAPE[0]) ** 2
     values = np.prod(factor[indices], axis=1)
     values[np.all(indices == 39, axis=1)] *= 40.0
     return values
@@ -505,8 +505,8 @@ def test_a_pass_decided_on_the_held_out_error_checks_the_entries_read():
     cache, validation = _validation(_rank_one_with_corner)
     assert not validation.guarded
     cache.evaluate(np.array([[39, 39, 39]]))
-    factor = 1.0 + np.linspace(0.0, 1.0, SHAPE_2[0]) ** 2
-    cores = [factor.reshape(1, -1, 1) for _ in SHAPE_2]
+    factor = 1.0 + np.linspace(0.0, 1.0, VALIDATION_SHAPE[0]) ** 2
+    cores = [factor.reshape(1, -1, 1) for _ in VALIDATION_SHAPE]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         error = validation.error(cores)

@@ -71,10 +71,6 @@ TENSOR = sum(np.einsum("i,j,k->ijk", *(_RNG.standard_normal(n) for n in (3, 4, 2
              for _ in range(2))
 
 
-def _torch_2():
-    return pytest.importorskip("torch")
-
-
 # The SVD fallback ----------------------------------------------------------------------
 
 
@@ -82,7 +78,7 @@ def test_svd_fallback_makes_no_leaves_that_take_the_gradient(monkeypatch):
     """The host (gesvd) fallback carries no gradient; its factors were created as leaves
     that require grad, so a backward through them ran and left the matrix's gradient
     None without a word. As constants, such a backward now refuses."""
-    torch = _torch_2()
+    torch = _torch()
     from tensorly_cross._backend import svd
 
     def unconverged(*args, **kwargs):

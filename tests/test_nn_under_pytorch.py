@@ -160,7 +160,7 @@ def test_an_unfitted_pca_head_is_refused_before_any_search():
     assert model.counters["encoder_calls"] == model.counters["searches"] == 0
 
 
-def _volumes_2(count, size=12, seed=1):
+def _volume_batch(count, size=12, seed=1):
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(count, 1, size, size, size, generator=generator)
 
@@ -177,7 +177,7 @@ def _embedding(random_state, **extra):
 
 @pytest.mark.parametrize("make", [np.random.default_rng, np.random.RandomState])
 def test_a_generator_as_random_state_gives_the_same_features_every_run(make):
-    volumes = _volumes_2(4)
+    volumes = _volume_batch(4)
     runs = [_embedding(make(0))(volumes).detach() for _ in range(3)]
     assert all(torch.equal(run, runs[0]) for run in runs)
     module = _embedding(make(0))
@@ -193,7 +193,7 @@ def test_fit_pca_fits_in_eval_mode_and_restores_the_mode():
                                   torch.nn.Flatten())
     module = CrossEmbedding(encoder, patch_size=3, n_features=2, rank=2, stride=2,
                             n_iter_max=2, head="pca", n_outputs=2, random_state=0)
-    volumes = list(_volumes_2(6))
+    volumes = list(_volume_batch(6))
     module.train()
     module.fit_pca(volumes)
     assert module.training and encoder.training  # the mode it was in
@@ -224,7 +224,7 @@ def test_an_encoder_that_changes_its_input_in_place_gives_the_same_features(coun
                               n_iter_max=2, n_outputs=3, volume_shape=(12, 12, 12),
                               random_state=0)
 
-    volumes = _volumes_2(count)
+    volumes = _volume_batch(count)
     assert torch.allclose(build(False)(volumes), build(True)(volumes), atol=1e-12)
 
 
@@ -267,9 +267,9 @@ def test_a_module_as_head_takes_one_grid_as_the_built_in_heads():
     torch.manual_seed(0)
     module = CrossEmbedding(default_encoder(3, 2), patch_size=3, n_features=2, rank=2,
                             stride=2, n_iter_max=2, head=SumHead(), random_state=0)
-    module(_volumes_2(1, size=12))
+    module(_volume_batch(1, size=12))
     with pytest.raises(ValueError, match="one module takes one volume shape"):
-        module(_volumes_2(1, size=10))
+        module(_volume_batch(1, size=10))
 
 
 def test_the_drop_in_refuses_a_tensor_that_requires_grad_under_another_backend():

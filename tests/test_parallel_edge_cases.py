@@ -110,7 +110,7 @@ def test_a_closed_dask_client_as_executor_is_refused_with_a_message(loopback_clu
 GRID = np.linspace(1.0, 2.0, 8)
 
 
-def inverse_sum_2(indices):
+def inverse_grid_sum(indices):
     return 1.0 / GRID[indices].sum(axis=1)
 
 
@@ -211,7 +211,7 @@ def test_a_failing_submit_cancels_the_chunks_already_submitted():
 @pytest.mark.parametrize("chunk_size", [0, -3])
 def test_a_chunk_size_below_one_is_refused_not_an_empty_result(chunk_size):
     with ThreadPoolExecutor(2) as executor, pytest.raises(ValueError, match="chunk_size"):
-        evaluate_in_chunks(inverse_sum_2, np.zeros((6, 2), dtype=np.int64), executor,
+        evaluate_in_chunks(inverse_grid_sum, np.zeros((6, 2), dtype=np.int64), executor,
                            chunk_size=chunk_size)
 
 
@@ -223,7 +223,7 @@ def test_a_submit_that_returns_no_future_is_named():
             return None
 
     with pytest.raises(TypeError, match=r"executor\.submit returned NoneType"):
-        evaluate_in_chunks(inverse_sum_2, np.zeros((6, 2), dtype=np.int64), NoFuture())
+        evaluate_in_chunks(inverse_grid_sum, np.zeros((6, 2), dtype=np.int64), NoFuture())
 
 
 @pytest.fixture
@@ -837,7 +837,7 @@ def test_a_chunk_read_as_a_masked_array_is_an_error_naming_the_chunk():
         tlc.tt_cross(tlc.open_volume(masked, fill_nan=0.0), rank=2, random_state=0)
 
 
-def _volume_2():
+def _random_volume():
     return np.random.default_rng(0).random((6, 7, 8))
 
 
@@ -848,7 +848,7 @@ def test_a_jax_cross_in_a_worker_thread_leaves_it_following_the_process_backend(
     pytest.importorskip("jax")
     from concurrent.futures import ThreadPoolExecutor
 
-    volume = _volume_2()
+    volume = _random_volume()
     previous = tl.get_backend()
     try:
         tl.set_backend("jax")
@@ -862,10 +862,10 @@ def test_a_jax_cross_in_a_worker_thread_leaves_it_following_the_process_backend(
         tl.set_backend(previous)
 
 
-GRID_2 = np.linspace(1.0, 2.0, 10)
+FAILING_GRID = np.linspace(1.0, 2.0, 10)
 
 
-SHAPE_2 = (10,) * 4
+FAILING_SHAPE = (10,) * 4
 
 
 class Failing:
@@ -879,14 +879,14 @@ class Failing:
         if self.fail_after is not None and self.computed + len(indices) > self.fail_after:
             raise RuntimeError("transient failure")
         self.computed += len(indices)
-        x = GRID_2[indices]
+        x = FAILING_GRID[indices]
         return 1.0 / x.sum(axis=1) + 0.1 * np.sin(x[:, 0] * x[:, -1])
 
 
 def _chunked(function):
     # In chunks: a failed batch's finished chunks go to the checkpoint, so the rerun's
     # batch at that point is read back in part.
-    return tlc.FunctionTensor(function, SHAPE_2, chunk_size=5)
+    return tlc.FunctionTensor(function, FAILING_SHAPE, chunk_size=5)
 
 
 def test_entries_read_back_in_a_batch_that_max_time_stopped_are_not_counted_restored(tmp_path):
@@ -930,11 +930,11 @@ def test_the_fresh_read_of_differentiable_past_max_time_is_warned_of():
     # every core's entries again after a search that max_time had stopped (a run with
     # max_time=1.2 took 1.75 s, 2720 entries read past it) without a word, where the same
     # read past max_evals is warned of.
-    _, whole = tlc.tt_cross(Failing(), shape=SHAPE_2, tol=1e-10, random_state=0,
+    _, whole = tlc.tt_cross(Failing(), shape=FAILING_SHAPE, tol=1e-10, random_state=0,
                             return_info=True)
     function = SlowAfter(whole.evals_per_sweep[0], seconds=1.1)
     with pytest.warns(RuntimeWarning, match=r"max_time=1.0 bounds the index search") as seen:
-        _, info = tlc.tt_cross(function, shape=SHAPE_2, tol=1e-10, random_state=0,
+        _, info = tlc.tt_cross(function, shape=FAILING_SHAPE, tol=1e-10, random_state=0,
                                max_time=1.0, differentiable=True, return_info=True)
     # Its 1.1 s batch took the search itself past max_time: the advice says so, rather
     # than "lower max_time by that read", which would not have sufficed.
@@ -947,18 +947,18 @@ def test_the_fresh_read_of_differentiable_past_max_time_is_warned_of():
 def test_a_differentiable_search_within_max_time_is_not_warned_of():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        _, info = tlc.tt_cross(Failing(), shape=SHAPE_2, tol=1e-6, random_state=0,
+        _, info = tlc.tt_cross(Failing(), shape=FAILING_SHAPE, tol=1e-6, random_state=0,
                                max_time=600, differentiable=True, return_info=True)
     assert info.stop_reason == "tol"
 
 
-def _smooth_2(indices):
+def _cosine_wave(indices):
     return 1.0 + np.cos(indices @ np.array([0.3, 0.5, 0.7]))
 
 
 def _masked_or_list(indices):
     """A chunk's values as a masked array (every entry masked), or as a list."""
-    values = _smooth_2(indices)
+    values = _cosine_wave(indices)
     if indices[0, 0] % 2:
         return np.ma.masked_array(values, mask=np.ones(values.shape, dtype=bool))
     return values.tolist()
@@ -979,7 +979,7 @@ def test_a_masked_chunk_beside_a_list_is_refused_by_name(backend, executor):
             tensor.evaluate(indices)
 
 
-SHAPE_3 = (5, 6, 7)
+CHUNKED_SHAPE = (5, 6, 7)
 
 
 def _values(indices):
@@ -1014,8 +1014,8 @@ def test_a_chunked_read_gives_the_values_of_one_call(backend, function):
     # byte-swapped) before they reach the backend.
     if function is _bfloat16:
         pytest.importorskip("jax")
-    indices = np.stack(np.unravel_index(np.arange(0, 210, 3), SHAPE_3), axis=1)
-    whole = tlc.FunctionTensor(function, SHAPE_3).evaluate(indices)
-    chunked = tlc.FunctionTensor(function, SHAPE_3, chunk_size=4).evaluate(indices)
+    indices = np.stack(np.unravel_index(np.arange(0, 210, 3), CHUNKED_SHAPE), axis=1)
+    whole = tlc.FunctionTensor(function, CHUNKED_SHAPE).evaluate(indices)
+    chunked = tlc.FunctionTensor(function, CHUNKED_SHAPE, chunk_size=4).evaluate(indices)
     assert str(chunked.dtype) == str(whole.dtype)
     np.testing.assert_array_equal(host(chunked), host(whole))

@@ -475,7 +475,7 @@ def test_a_faint_component_that_float32_data_stores_is_kept():
             < 1e-3 * np.linalg.norm(tensor[region]))
 
 
-def _same_tt_2(first, second):
+def _same_cross_result(first, second):
     (tt, info), (other, other_info) = first, second
     assert tt.rank == other.rank
     for core, other_core in zip(tt.factors, other.factors, strict=True):
@@ -512,9 +512,9 @@ def test_every_kind_of_stored_volume_gives_the_tt_of_its_float64_array(tmp_path_
                    rank=3 if method == "als" else None)
     expected = tlc.tt_cross(array.astype(np.float64), **options)
     for path in ("v.npy", "v.zarr", "v.h5:x"):
-        _same_tt_2(tlc.tt_cross(tlc.open_volume(str(folder / path)), **options), expected)
+        _same_cross_result(tlc.tt_cross(tlc.open_volume(str(folder / path)), **options), expected)
     with h5py.File(folder / "v.h5", "r") as handle:
-        _same_tt_2(tlc.tt_cross(handle["x"], **options), expected)
+        _same_cross_result(tlc.tt_cross(handle["x"], **options), expected)
 
 
 class _CountedArray(tlc.ArrayTensor):
@@ -876,19 +876,19 @@ def test_an_h5py_view_notices_its_file_changed_as_a_dataset_does(tmp_path):
             volume.evaluate([[8, 7, 6]])
 
 
-def _volume_2():
+def _arange_volume():
     return np.arange(1.0, 1.0 + 6 * 5 * 4).reshape(6, 5, 4)
 
 
-def _hdf5_with_raw_file_2(folder):
+def _hdf5_with_absolute_raw_file(folder):
     """An HDF5 file whose dataset "x" keeps its data in the raw file ``folder/raw.bin``
     (named by its absolute path, so no working directory is involved)."""
     h5py = pytest.importorskip("h5py")
     path, raw = folder / "external.h5", folder / "raw.bin"
     with h5py.File(path, "w") as handle:
-        handle.create_dataset("x", shape=_volume_2().shape, dtype="f8",
-                              external=[(str(raw), 0, _volume_2().nbytes)])
-        handle["x"][...] = _volume_2()
+        handle.create_dataset("x", shape=_arange_volume().shape, dtype="f8",
+                              external=[(str(raw), 0, _arange_volume().nbytes)])
+        handle["x"][...] = _arange_volume()
     return path, raw
 
 
@@ -896,8 +896,8 @@ def test_a_view_of_a_dataset_whose_raw_file_was_cut_short_is_refused(tmp_path):
     # The dataset was refused, but its view (dataset.astype) read the missing bytes as
     # zeros: the cross compressed a volume whose last rows were zero.
     h5py = pytest.importorskip("h5py")
-    path, raw = _hdf5_with_raw_file_2(tmp_path)
-    os.truncate(raw, _volume_2().nbytes // 2)
+    path, raw = _hdf5_with_absolute_raw_file(tmp_path)
+    os.truncate(raw, _arange_volume().nbytes // 2)
     with h5py.File(path, "r") as handle:
         with pytest.raises(ValueError, match=r"raw\.bin.*shorter"):
             tlc.open_volume(astype_view(handle["x"], "f4"))
@@ -907,10 +907,10 @@ def test_a_view_of_a_dataset_notices_its_raw_file_rewritten(tmp_path):
     # Only the HDF5 file's stamp was checked by a view's reads: a raw file rewritten
     # meanwhile mixed two versions of the data.
     h5py = pytest.importorskip("h5py")
-    path, raw = _hdf5_with_raw_file_2(tmp_path)
+    path, raw = _hdf5_with_absolute_raw_file(tmp_path)
     with h5py.File(path, "r") as handle:
         volume = tlc.open_volume(astype_view(handle["x"], "f4"))
-        raw.write_bytes((2.0 * _volume_2()).tobytes())
+        raw.write_bytes((2.0 * _arange_volume()).tobytes())
         with pytest.raises(ChunkReadError, match=r"raw\.bin.*changed"):
             volume.evaluate([[0, 0, 0]])
 
@@ -927,9 +927,9 @@ def test_an_extfile_prefix_of_origin_and_a_folder_name_finds_the_raw_file(tmp_pa
     (tmp_path / "raw").mkdir()
     path = tmp_path / "external.h5"
     with h5py.File(path, "w") as handle:
-        handle.create_dataset("x", shape=_volume_2().shape, dtype="f8",
-                              external=[("data.bin", 0, _volume_2().nbytes)])
-    (tmp_path / "raw" / "data.bin").write_bytes(_volume_2().tobytes())
+        handle.create_dataset("x", shape=_arange_volume().shape, dtype="f8",
+                              external=[("data.bin", 0, _arange_volume().nbytes)])
+    (tmp_path / "raw" / "data.bin").write_bytes(_arange_volume().tobytes())
     script = ("import sys, numpy as np, tensorly_cross as tlc; "
               "print(float(tlc.open_volume(sys.argv[1]).evaluate([[5, 4, 3]])[0]))")
     env = {**os.environ, "HDF5_EXTFILE_PREFIX": "${ORIGIN}raw",
@@ -937,7 +937,7 @@ def test_an_extfile_prefix_of_origin_and_a_folder_name_finds_the_raw_file(tmp_pa
     done = subprocess.run([sys.executable, "-c", script, str(path)], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-800:]
-    assert float(done.stdout) == _volume_2()[5, 4, 3]
+    assert float(done.stdout) == _arange_volume()[5, 4, 3]
 
 
 def test_a_prefix_set_in_os_environ_after_start_is_not_where_raw_files_are_checked(
@@ -949,11 +949,11 @@ def test_a_prefix_set_in_os_environ_after_start_is_not_where_raw_files_are_check
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "external.h5"
     with h5py.File(path, "w") as handle:
-        handle.create_dataset("x", shape=_volume_2().shape, dtype="f8",
-                              external=[("raw.bin", 0, _volume_2().nbytes)])
-    (tmp_path / "raw.bin").write_bytes(_volume_2().tobytes()[: _volume_2().nbytes // 2])
+        handle.create_dataset("x", shape=_arange_volume().shape, dtype="f8",
+                              external=[("raw.bin", 0, _arange_volume().nbytes)])
+    (tmp_path / "raw.bin").write_bytes(_arange_volume().tobytes()[: _arange_volume().nbytes // 2])
     (tmp_path / "prefix").mkdir()
-    (tmp_path / "prefix" / "raw.bin").write_bytes(_volume_2().tobytes())
+    (tmp_path / "prefix" / "raw.bin").write_bytes(_arange_volume().tobytes())
     monkeypatch.setenv("HDF5_EXTFILE_PREFIX", str(tmp_path / "prefix"))
     with pytest.raises(ValueError, match=r"raw\.bin.*shorter"):
         tlc.open_volume(str(path))
