@@ -1,5 +1,6 @@
 """``tensorly-cross info``, the summary printed after a run, and a run's exit code."""
 
+import decimal
 import math
 import numbers
 import os
@@ -50,12 +51,19 @@ def _number(value, spec):
 
 def _percent_up(fraction):
     """``fraction`` as a percentage of two significant digits, rounded up: a bound rounded
-    to the nearest (0.0749% shown as 0.07%) understated what a sample can miss."""
+    to the nearest (0.0749% shown as 0.07%) understated what a sample can miss. In decimal
+    arithmetic: exact where ``100 * fraction`` in floats is not (0.07% read 7.000...1e-2),
+    and a subnormal bound (a hand-written TT file) cannot overflow a power of ten."""
     if not _is_number(fraction) or not 0 < fraction < 1:
         return _number(fraction, ".2%")
-    digits = 1 - math.floor(math.log10(100 * fraction))  # decimals of 2 significant digits
-    rounded = math.ceil(round(100 * fraction * 10**digits, 9)) / 10**digits
-    return f"{rounded:.{max(digits, 0)}f}%"
+    percent = decimal.Decimal(repr(float(fraction))).scaleb(2)
+    exponent = percent.adjusted()  # of its leading digit
+    rounded = percent.quantize(decimal.Decimal(1).scaleb(exponent - 1),
+                               rounding=decimal.ROUND_CEILING)
+    exponent = rounded.adjusted()  # one more where rounding up reached a power of ten
+    if exponent < -4:  # 1e-10%, not ten zeros (300 for a hand-written 1e-300)
+        return f"{rounded:.1e}%"
+    return f"{rounded:.{max(1 - exponent, 0)}f}%"
 
 
 def format_summary(summary):
