@@ -33,3 +33,32 @@ def test_the_held_out_bound_stays_rounded_up_at_every_scale(bound, shown):
     from tensorly_cross.cli.summary import _percent_up
 
     assert _percent_up(bound) == shown
+
+
+@pytest.mark.parametrize("first, then", [("numpy", "pytorch"), ("pytorch", "numpy"),
+                                         ("pytorch", "jax"), ("numpy", "jax")])
+def test_a_full_cache_restarts_under_another_backend_than_it_was_filled_under(first, then):
+    # A cache outlives tl.set_backend. Emptied on restart, its store copied its buffer with
+    # the active backend's tl.copy: a NumPy buffer under PyTorch raised AttributeError
+    # ("'numpy.ndarray' object has no attribute 'clone'"), a PyTorch one under JAX too.
+    import tensorly as tl
+
+    from tensorly_cross.lazy.cache import EvaluationCache
+    from tensorly_cross.lazy.function import FunctionTensor
+
+    for name in (first, then):
+        pytest.importorskip({"pytorch": "torch"}.get(name, name))
+
+    def function(indices):
+        return 1.0 + np.asarray(indices, dtype=np.float64).sum(axis=1)
+
+    cache = EvaluationCache(FunctionTensor(function, (8, 8)), max_entries=4)
+    with tl.backend_context(first):
+        cache.evaluate(np.array([[3, 3], [4, 4], [5, 5]]))
+    with tl.backend_context(then):
+        values = cache.evaluate(np.array([[4, 4], [1, 1], [2, 2]]))  # over 4: a restart
+        assert tl.is_tensor(values)
+        assert np.array_equal(np.asarray(tl.to_numpy(values)), [9.0, 3.0, 5.0])
+        again = cache.evaluate(np.array([[1, 1], [6, 6]]))
+        assert np.array_equal(np.asarray(tl.to_numpy(again)), [3.0, 13.0])
+        assert cache.dtype_widenings == 0

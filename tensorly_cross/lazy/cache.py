@@ -603,7 +603,12 @@ class _ValueStore:
         it (and say so) as they widen this one."""
         store = _ValueStore()
         if self.buffer is not None:
-            store.buffer = tl.copy(self.buffer[:0])  # not a view: the full buffer goes
+            # A copy, not a view (the full buffer goes), on the buffer's own backend: a cache
+            # outlives tl.set_backend, and the active backend's tl.copy of a NumPy buffer
+            # under PyTorch raised AttributeError (no 'clone'); append moves it, as any.
+            empty = self.buffer[:0]
+            copy = getattr(empty, "clone", None) or getattr(empty, "copy", None)
+            store.buffer = empty if copy is None else copy()
         return store
 
     def filled(self):
