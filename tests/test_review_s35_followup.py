@@ -62,3 +62,18 @@ def test_a_full_cache_restarts_under_another_backend_than_it_was_filled_under(fi
         again = cache.evaluate(np.array([[1, 1], [6, 6]]))
         assert np.array_equal(np.asarray(tl.to_numpy(again)), [3.0, 13.0])
         assert cache.dtype_widenings == 0
+
+
+@pytest.mark.parametrize("field", ["heldout_bound", "val_error", "n_evals"])
+def test_info_shows_a_hand_written_huge_integer_as_it_is(tmp_path, capsys, field):
+    # Metadata is the user's: an integer beyond float's range (JSON keeps it exact) made
+    # `format(value, '.2%')` raise OverflowError in `info`, a traceback where the field
+    # was to be shown as written.
+    tt = tlc.tt_cross(lambda index: np.ones(len(index)), shape=(8, 8, 8), random_state=0)
+    path = str(tmp_path / "t.tt.npz")
+    metadata = dict(n_evals=100, val_error=1e-3, n_heldout=50, heldout_bound=0.01)
+    metadata[field] = 10**400
+    tlc.save_tt(path, tt, metadata=metadata)
+    capsys.readouterr()
+    assert cli.main(["info", path]) == 0
+    assert str(10**400) in capsys.readouterr().out

@@ -21,13 +21,24 @@ def tt_summary(tt, metadata):
     n_evals = metadata.get("n_evals")
     return dict(shape=shape, ranks=[1] + [int(core.shape[2]) for core in tt],
                 n_params=n_params, compression=entries / n_params,
-                n_evals=n_evals, fraction=n_evals / entries if _is_number(n_evals) else None,
+                n_evals=n_evals, fraction=_share(n_evals, entries),
                 val_error=metadata.get("val_error", metadata.get("error")),
                 exact_error=bool(metadata.get("exact_error")),
                 rounding_error=metadata.get("rounding_error"),
                 n_heldout=metadata.get("n_heldout"),
                 heldout_bound=metadata.get("heldout_bound"),
                 quantics=metadata.get("quantics"), dtype=str(np.asarray(tt[0]).dtype))
+
+
+def _share(n_evals, entries):
+    """``n_evals / entries``, None where the file's ``n_evals`` is no number or an integer
+    whose share overflows a float (a hand-written 10**400 raised OverflowError)."""
+    if not _is_number(n_evals):
+        return None
+    try:
+        return n_evals / entries
+    except OverflowError:
+        return None
 
 
 def _read_whole(summary):
@@ -46,7 +57,12 @@ def _is_number(value):
 def _number(value, spec):
     """``value`` formatted with ``spec`` if it is a number; else as it is (a TT file's
     metadata is the user's: a field written by hand is shown, not a traceback)."""
-    return format(value, spec) if _is_number(value) else str(value)
+    if not _is_number(value):
+        return str(value)
+    try:
+        return format(value, spec)
+    except OverflowError:  # an int beyond float's range (JSON keeps 10**400 exact)
+        return str(value)
 
 
 def _percent_up(fraction):
