@@ -1,4 +1,6 @@
-"""Follow-up review of session 35's fixes: edge cases the fixes themselves introduced."""
+"""A full cache that restarts under another backend than it was filled under, and the
+summary of a hand-written TT file's numbers (tiny held-out bounds, integers too large
+for a float)."""
 
 import numpy as np
 import pytest
