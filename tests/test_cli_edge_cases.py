@@ -1321,8 +1321,8 @@ def test_reconstruct_writes_a_slice_of_a_tt_of_more_than_64_modes(tmp_path, orde
     tlc.save_tt(path, tt, metadata=metadata)
     output = tmp_path / "slice.npy"
     assert cli.main(["reconstruct", str(path), "-o", str(output)]) == cli.EXIT_OK
-    # The default slice: the middle of every axis but the last two, (1, 4) here.
-    expected = (1.0 + 1 * weights[0] + np.arange(4) * weights[-1]).reshape(1, 4)
+    # The default slice shows the last two axes longer than 1: (3, 4) here.
+    expected = 1.0 + np.arange(3)[:, None] * weights[0] + np.arange(4) * weights[-1]
     np.testing.assert_allclose(np.load(output), expected, rtol=1e-10)
 
 

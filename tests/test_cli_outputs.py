@@ -363,3 +363,24 @@ def test_a_nifti_output_alone_is_evaluated_in_blocks_only(tmp_path, monkeypatch,
     assert max(sizes) <= 2**10  # blocks, and the PNG's slice (16 x 12) where asked
     assert sum(sizes) == 16 * 16 * 12 + (16 * 12 if extra else 0)
     assert "v.nii" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("shape, selection", [
+    ((6, 5, 1), (slice(None), slice(None), 0)),
+    ((6, 5, 4), (3, slice(None), slice(None))),
+    ((6, 5, 4, 1), (3, slice(None), slice(None), 0)),
+    ((1, 5, 1), (0, slice(None), slice(None))),
+])
+def test_the_default_slice_shows_the_last_two_axes_longer_than_one(tmp_path, monkeypatch,
+                                                                    shape, selection):
+    # A single-slice (X, Y, 1) scan was shown as an X x 1 strip (the middle of every axis
+    # but the last two), a (X, Y, Z, 1) one as a Z x 1 strip.
+    cores = [np.arange(1.0, n + 1).reshape(1, n, 1) for n in shape]
+    save_tt(tmp_path / "v.tt.npz", cores, {"shape": list(shape)})
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["reconstruct", "v.tt.npz", "-o", "s.npy"]) == 0
+    dense = np.ones(shape)
+    for axis, n in enumerate(shape):
+        dense = dense * np.arange(1.0, n + 1).reshape([-1 if k == axis else 1
+                                                       for k in range(len(shape))])
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), dense[selection])

@@ -174,7 +174,7 @@ def _add_reconstruct(commands, formatter):
     reconstruct.add_argument("file", help="a TT file (.tt.npz)")
     reconstruct.add_argument("--slice", default=None,
                              help="AXIS=INDEX[,AXIS=INDEX...]: fix all axes but two (default: "
-                                  "the middle of every axis but the last two)")
+                                  "the middle of every axis but the last two longer than 1)")
     reconstruct.add_argument("--png", help="write the slice as a PNG")
     reconstruct.add_argument("-o", "--output",
                              help="OUT.npy: the slice; OUT.nii or OUT.nii.gz: the whole "

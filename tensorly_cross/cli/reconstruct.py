@@ -234,7 +234,8 @@ def _parse_slice(text, shape):
     """``{axis: index}`` for the fixed axes: all but two (a 1-D or 2-D volume: none)."""
     n_fixed = max(len(shape) - 2, 0)
     if text is None:
-        return {axis: shape[axis] // 2 for axis in range(n_fixed)}
+        shown = _default_axes(shape)
+        return {axis: shape[axis] // 2 for axis in range(len(shape)) if axis not in shown}
     fixed = {}
     for part in text.split(","):
         try:
@@ -251,6 +252,14 @@ def _parse_slice(text, shape):
         raise UsageError(f"--slice must fix {n_fixed} of the {len(shape)} axes of shape {shape} "
                          f"(a slice is 2-D), got {len(fixed)}.")
     return fixed
+
+
+def _default_axes(shape):
+    """The two axes a slice shows by default: the last two longer than 1, then the last
+    others. The last two alone showed a single-slice (X, Y, 1) scan as an X x 1 strip."""
+    longer = [axis for axis in range(len(shape)) if shape[axis] > 1]
+    rest = [axis for axis in range(len(shape)) if shape[axis] == 1]
+    return set(longer[-2:] + rest[len(rest) - max(2 - len(longer), 0):])
 
 
 def as_image(values):
