@@ -30,7 +30,7 @@ from .cross.tci import TCISweeper
 from .errors import EvaluationBudgetExceeded, MaxTimeReached, RankDeficiencyWarning
 from .lazy.base import views_of
 from .lazy.cache import DtypeWidened, EvaluationCache, budget_named
-from .lazy.checkpoint import CheckpointedTensor, CheckpointStore
+from .lazy.checkpoint import CheckpointedTensor, CheckpointStore, check_stored_source
 from .lazy.counted import CountedTensor
 from .lazy.deadline import DeadlineTensor, no_deadline
 from .lazy.dispatch import as_lazy
@@ -531,6 +531,7 @@ def _entry_source(lazy, options, random_state, start):
         store = CheckpointStore(options.checkpoint, lazy.shape,
                                 checkpoint_arguments(options, random_state, lazy))
         try:
+            check_stored_source(lazy, store)
             source = CheckpointedTensor(source, store)
         except BaseException:
             # Ctrl-C while a large checkpoint is indexed, before the caller's try/finally:

@@ -170,9 +170,11 @@ rank : int, list of int or None
         ``n_iter_max``, ``max_time``) and the display settings may change, so a stopped
         run continues with a larger budget. The tensor's views, a volume's
         ``fill_nan`` and the coordinates of ``FunctionTensor.on_grid`` are checked too.
-        The function itself cannot be checked (only the tensor's class): after changing
-        the function, or the data behind it, use a new checkpoint file, or the stored
-        entries of the old one come back.
+        Stored data (arrays, files) is checked by reading a few of the stored entries
+        again: those of another volume of the same shape are refused. A function cannot
+        be checked (only the tensor's class): after changing the function, or the data
+        behind it, use a new checkpoint file, or the stored entries of the old one come
+        back.
     max_time : float or None
         Seconds (None or ``inf``: no limit). Once past, no new batch of evaluations
         starts: the run stops (``"max_time"``) with the best sweep it has completed and

@@ -451,6 +451,41 @@ def _as_given(arguments):
     return given
 
 
+# Stored entries read again on a resume of stored data: enough to tell another volume of
+# the same shape (whose entries all differ) from the one written, at a negligible cost.
+N_SOURCE_CHECKS = 8
+
+
+def check_stored_source(lazy, store):
+    """Refuse ``store`` where ``lazy`` is stored data that is not the data it was written
+    from: a few of its entries, spread over the file, read again from ``lazy``.
+
+    The fingerprint binds the shape and the arguments, not the data: resumed on another
+    volume of the same shape (a script looping over subjects with one checkpoint name),
+    a run returned the first volume's TT as the second's. A function is not read again
+    (its entries are the expensive ones a checkpoint exists to keep).
+
+    Raises
+    ------
+    CheckpointMismatchError
+        Naming the first multi-index whose value differs.
+    """
+    if not lazy.stored or not len(store):
+        return
+    picks = np.unique(np.linspace(0, len(store) - 1, N_SOURCE_CHECKS).astype(np.int64))
+    indices = np.ascontiguousarray(store.indices[picks])
+    fresh = to_host(lazy.evaluate(indices))
+    written = store.values[picks]
+    common = np.result_type(fresh.dtype, written.dtype, np.float64)
+    differ = np.flatnonzero(fresh.astype(common) != written.astype(common))
+    if differ.size:
+        at = differ[0]
+        raise CheckpointMismatchError(
+            f"checkpoint={store.path!r} was not written from this tensor's data: at "
+            f"{tuple(indices[at].tolist())} it stored {written[at].item()!r}, the tensor holds "
+            f"{fresh[at].item()!r}. Use another checkpoint path for another volume.")
+
+
 def restored_entries(tensor):
     """Entries read back so far by the :class:`CheckpointedTensor` that ``tensor`` reads
     through (``tensor`` itself or a view of it, as a run's cache is); 0 without one."""
