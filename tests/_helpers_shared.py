@@ -1,13 +1,42 @@
-"""Helpers shared by several test files: volumes, views and functions they build."""
+"""Helpers shared by several test files: volumes, views, functions and runs they build."""
+
+import ctypes
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
 import tensorly as tl
+import zarr
+from hypothesis import strategies as st
 
 import tensorly_cross as tlc
-from tensorly_cross import FunctionTensor
+from tensorly_cross import FunctionTensor, QuanticsTensor, TransposedTensor
 from tensorly_cross.cross.bond import BondMatrix
+from tensorly_cross.cross.init import clip_ranks
+from tensorly_cross.errors import UnseenStructureWarning
 from tensorly_cross.lazy.cache import EvaluationCache
+from tensorly_cross.lazy.squeezed import SqueezedTensor
+
+from .strategies import random_tt_cores, seeds
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# prctl(PR_CAPBSET_DROP, ...) and the two capabilities that let root ignore file modes.
+PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
+
+FEATURE_SHAPE = (8, 8, 8, 8)
+
+
+def _torch():
+    torch = pytest.importorskip("torch")
+    return torch
+
 
 # -- api.py (outside this audit's files): differentiable=True returns another TT -----------
 
@@ -62,3 +91,356 @@ def ones_with(bright, scale=1.0):
         return values * scale
 
     return function
+
+
+# from test_cache_edge_cases.py (and others)
+def _run_child(code, *arguments, bound_by_modes=False):
+    """Run ``code`` in a fresh Python; with ``bound_by_modes``, one that file modes bind
+    even when the tests run as root (it loses the capabilities that override them; a
+    platform where that cannot be done skips the test)."""
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    drop = None
+    if bound_by_modes and os.geteuid() == 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if not hasattr(libc, "prctl") or libc.prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, 0, 0,
+                                                    0) != 0:
+            pytest.skip("running as root, and cannot drop CAP_DAC_OVERRIDE: file modes "
+                        "do not apply")
+
+        def drop():  # in the child, before exec: it starts without the capabilities
+            for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+                libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)
+
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, arguments)],
+                          capture_output=True, text=True, env=env, preexec_fn=drop,
+                          timeout=120)
+
+
+# from test_cache_edge_cases.py (and others)
+class FailingFunction:
+    """Entries of ``dense``, recording every multi-index computed; the call numbered
+    ``fail_at`` (from 1) raises instead."""
+
+    def __init__(self, dense, fail_at=None):
+        self.dense, self.fail_at, self.calls, self.computed = dense, fail_at, 0, []
+
+    def __call__(self, indices):
+        self.calls += 1
+        if self.fail_at is not None and self.calls == self.fail_at:
+            raise RuntimeError("lost a node")
+        self.computed.append(indices.copy())
+        return self.dense[tuple(indices.T)]
+
+    @property
+    def n_computed(self):
+        return sum(len(part) for part in self.computed)
+
+
+# from test_cache_edge_cases.py (and others)
+VIEWS = {
+    "transposed": lambda tensor: TransposedTensor(tensor, (2, 0, 1)),
+    "quantics": QuanticsTensor,
+    "quantics_of_transposed": lambda tensor: QuanticsTensor(TransposedTensor(tensor, (1, 2, 0)),
+                                                            order="interleaved"),
+    "squeezed": lambda tensor: SqueezedTensor(tensor, [0, 2, 3]),
+}
+
+
+# from test_cache_edge_cases.py (and others)
+def _function_for(view_name, dense, fail_at=None):
+    function = FailingFunction(dense[:, None] if view_name == "squeezed" else dense, fail_at)
+    return function, FunctionTensor(function, function.dense.shape, chunk_size=5)
+
+
+# from test_ranks_edge_cases.py (and others)
+def _run_als(sweeper_class, n_iter_max, patience=None):
+    import tensorly as tl
+
+    from tensorly_cross.cross.driver import run_sweeps
+    from tensorly_cross.cross.init import random_indices
+    from tensorly_cross.cross.stopping import CrossInfo, Validation
+    from tensorly_cross.lazy.cache import EvaluationCache
+    from tensorly_cross.options import cross_options
+
+    rng = np.random.default_rng(0)
+    dense = rng.standard_normal((6, 7, 8)) + 5.0
+    lazy = tlc.lazy_tensor(tl.tensor(dense))
+    options = cross_options(lazy.shape, rank=3, method="als", tol=0.0, n_iter_max=n_iter_max,
+                            patience=patience)
+    cache = EvaluationCache(lazy)
+    info = CrossInfo(method="als")
+    _, cores = run_sweeps(cache, random_indices(lazy.shape, [1, 3, 3, 1], rng),
+                          sweeper_class(rng), Validation(cache, 200, rng), info, options)
+    error = np.linalg.norm(tl.to_numpy(tl.tt_to_tensor(cores)) - dense) / np.linalg.norm(dense)
+    return info, error
+
+
+# from test_ranks_edge_cases.py (and others)
+def _blowing_up_at(call, factor=1e3):
+    """The real ALS sweep whose ``call``-th assembly is scaled by ``factor`` (near-singular
+    pivot blocks would do that)."""
+    from tensorly_cross.cross.als import ALSSweeper
+    from tensorly_cross.cross.assemble import assemble_cores
+
+    class BlowsUp(ALSSweeper):
+        calls = 0
+
+        def assemble(self, cache, indices, result):
+            self.calls += 1
+            cores = assemble_cores(cache, indices, result)
+            return [cores[0] * factor] + cores[1:] if self.calls == call else cores
+
+    return BlowsUp
+
+
+# from test_backends_edge_cases.py (and others)
+def _backend(name):
+    if name != "numpy":
+        pytest.importorskip({"pytorch": "torch", "jax": "jax"}[name])
+    if name == "jax":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    return tl.backend_context(name)
+
+
+# from test_api_edge_cases.py (and others)
+class Calls:
+    """Entries ``1 + sum(i_k * 10**k)`` (distinct, exact); records each batch's size."""
+
+    def __init__(self):
+        self.batches = []
+
+    def __call__(self, indices):
+        self.batches.append(indices.shape[0])
+        return 1.0 + indices @ (10.0 ** np.arange(indices.shape[1]))
+
+
+# from test_gradients_edge_cases.py (and others)
+class TimedFunction:
+    """1/(1+sum); sleeps ``seconds_per_entry`` and adds the time it spent to ``spent``."""
+
+    def __init__(self, seconds_per_entry=2e-4):
+        self.seconds_per_entry, self.spent = seconds_per_entry, 0.0
+
+    def __call__(self, indices):
+        start = time.perf_counter()
+        time.sleep(self.seconds_per_entry * indices.shape[0])
+        self.spent += time.perf_counter() - start
+        return 1.0 / (1.0 + indices.sum(axis=1))
+
+
+# from test_api_edge_cases.py (and others)
+def _anatomical_callable():
+    nibabel = pytest.importorskip("nibabel")
+    from nibabel.testing import data_path
+
+    image = nibabel.load(os.path.join(data_path, "anatomical.nii"))
+    data = np.asarray(image.dataobj, dtype=np.float64)
+    return data, lambda indices: data[tuple(np.asarray(indices).T)]
+
+
+# from test_precision_edge_cases.py (and others)
+@pytest.fixture
+def jax_x32():
+    """The JAX backend with ``jax_enable_x64`` off (JAX's own default), restored after."""
+    jax = pytest.importorskip("jax")
+    with tl.backend_context("jax"):  # first: loading TensorLy's JAX backend turns x64 on
+        before = jax.config.jax_enable_x64
+        jax.config.update("jax_enable_x64", False)
+        try:
+            yield
+        finally:
+            jax.config.update("jax_enable_x64", before)
+
+
+# from test_backends_edge_cases.py (and others)
+def _rank_one(complex_valued=False):
+    rng = np.random.default_rng(0)
+    factors = [rng.uniform(0.5, 2.0, n) for n in (4, 5, 6)]
+    if complex_valued:
+        factors[0] = factors[0] * np.exp(1j * rng.uniform(0, 2 * np.pi, 4))
+    return np.einsum("i,j,k->ijk", *factors)
+
+
+# from test_lsq_and_refinement_edge_cases.py (and others)
+def _random_tt_array(shape, ranks, seed, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    cores = [rng.standard_normal((ranks[k], n, ranks[k + 1])) for k, n in enumerate(shape)]
+    if np.issubdtype(dtype, np.complexfloating):
+        cores = [core + 1j * rng.standard_normal(core.shape) for core in cores]
+    dense = cores[0].reshape(shape[0], -1)
+    for core in cores[1:]:
+        dense = (dense @ core.reshape(core.shape[0], -1)).reshape(-1, core.shape[2])
+    return dense.reshape(shape).astype(dtype)
+
+
+# from test_precision_edge_cases.py (and others)
+def _rank_two_plus_detail():
+    """A float64 array of rank above 2 whose tail (1e-5 relative) float32 cannot hold to
+    1e-10: a TT meets ``tol=1e-10`` in float64, none in float32."""
+    rng = np.random.default_rng(0)
+    low = np.einsum("ir,jr,kr->ijk", *[rng.random((n, 2)) for n in (12, 13, 14)])
+    detail = np.einsum("i,j,k->ijk", np.sin(np.arange(12)), np.arange(13.0) ** 2 / 100,
+                       np.cos(np.arange(14)))
+    return low + 1e-3 * detail
+
+
+# from test_api_with_dask.py (and others)
+def _open_as(kind, volume, folder, fill):
+    if kind == "npy":
+        np.save(folder / "v.npy", volume)
+        return tlc.open_volume(str(folder / "v.npy"), fill_nan=fill)
+    store = zarr.open_array(str(folder / "v.zarr"), mode="w", shape=volume.shape,
+                            chunks=(4, 4, 4), dtype=volume.dtype)
+    store[...] = volume
+    return tlc.open_volume(str(folder / "v.zarr"), fill_nan=fill)
+
+
+# from test_api_with_dask.py (and others)
+def _binary_blobs(seed, shape=(40, 44, 36)):
+    """The brightest fifth of a blob phantom as 1, the rest 0: a binary mask."""
+    from tensorly_cross.datasets import blob_phantom
+
+    grid = np.stack(np.unravel_index(np.arange(np.prod(shape)), shape), axis=1)
+    values = np.asarray(blob_phantom(shape, seed=seed)(grid), dtype=np.float64).reshape(shape)
+    return (values > np.quantile(values, 0.8)).astype(np.float64)
+
+
+# from test_precision_edge_cases.py (and others)
+def _peak_bytes(function, *args):
+    tracemalloc.start()
+    try:
+        result = function(*args)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+# from test_api_edge_cases.py (and others)
+def _unseen_warnings(validation, error, residuals=None):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        validation.warn_if_unseen(error, residuals=residuals)
+    return [w for w in caught if issubclass(w.category, UnseenStructureWarning)]
+
+
+# from test_budgets_edge_cases.py (and others)
+def _with_rank(config, rank):
+    """``config`` with the problem's largest rank where the method fixes one."""
+    config = dict(config)
+    if config.get("rank", 0) is None:
+        del config["rank"]  # the rank-adaptive least-squares cross
+    elif config["method"] in ("als", "block") or (config["method"] == "lsq"):
+        config["rank"] = max(rank)
+    return config
+
+
+# from test_backends_edge_cases.py (and others)
+def _as_kind(core, kind):
+    if kind == "numpy":
+        return core
+    if kind == "torch":
+        return _torch().tensor(core)
+    return _jax().numpy.asarray(core)
+
+
+# from test_checkpoint_edge_cases.py (and others)
+def _reference_cores():
+    import tensorly_cross as tlc
+
+    grid = np.linspace(1.0, 2.0, 16)
+    function = tlc.FunctionTensor(lambda idx: 1.0 / grid[idx].sum(axis=1), (16,) * 6)
+    return tlc.tt_cross(function, tol=1e-8, random_state=0).factors
+
+
+# from test_dropin_edge_cases.py (and others)
+def _low_rank_tensor(shape, rank, seed):
+    """A NumPy tensor of TT rank at most ``rank`` (whatever the active backend)."""
+    with tl.backend_context("numpy"):
+        return tl.tt_to_tensor(random_tt_cores(shape, clip_ranks(shape, rank), seed))
+
+
+# from test_stopping_edge_cases.py (and others)
+@st.composite
+def _small_tts(draw):
+    """(shape, ranks, seed) of a random TT with modes of size 1 and 2 among others."""
+    d = draw(st.integers(2, 5))
+    shape = tuple(draw(st.lists(st.integers(1, 4), min_size=d, max_size=d)))
+    inner = draw(st.lists(st.integers(1, 3), min_size=d - 1, max_size=d - 1))
+    return shape, tuple(clip_ranks(shape, [1, *inner, 1])), draw(seeds)
+
+
+# from test_api_edge_cases.py (and others)
+def _function_tensor():
+
+    import tensorly_cross as tlc
+
+    return tlc.FunctionTensor(lambda idx: 1.0 / (1.0 + idx.sum(axis=1)), (8,) * 3)
+
+
+# from test_api_edge_cases.py (and others)
+def _masked_cores():
+    rng = np.random.default_rng(0)
+    cores = [rng.standard_normal(shape) for shape in [(1, 2, 2), (2, 2, 2), (2, 2, 1)]]
+    cores[1] = np.ma.masked_array(cores[1], mask=cores[1] > 0)
+    return cores
+
+
+# from test_prrlu_edge_cases.py (and others)
+def _corner_feature():
+    """Zero but for the corner where every index is >= 4 (1/16 of the entries)."""
+    dense = np.zeros(FEATURE_SHAPE)
+    dense[4:, 4:, 4:, 4:] = 1.0
+    return dense
+
+
+# from test_views_edge_cases.py (and others)
+def _noisy_smooth(shape, seed):
+    grid = np.indices(shape)
+    noise = np.random.default_rng(seed).standard_normal(shape)
+    return np.sin(grid.sum(0) / 3.0) + 1.0 / (1.0 + grid[0] * grid[-1]) + 1e-3 * noise
+
+
+# from test_api_edge_cases.py (and others)
+def _nibabel_image(tmp_path):
+    nibabel = pytest.importorskip("nibabel")
+    path = tmp_path / "scan.nii.gz"
+    volume = np.random.default_rng(2).random((6, 7, 8)).astype(np.float32)
+    nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), path)
+    return nibabel.load(path), str(path)
+
+
+# from test_backends_edge_cases.py (and others)
+def _jax():
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    return jax
+
+
+# from test_checkpoint_edge_cases.py (and others)
+FAILING_GRID = np.linspace(1.0, 2.0, 10)
+
+
+FAILING_SHAPE = (10,) * 4
+
+
+class Failing:
+    """A smooth function of rank > 1 that counts what it computes and raises a
+    RuntimeError on the call that would take its count past ``fail_after``."""
+
+    def __init__(self, fail_after=None):
+        self.computed, self.fail_after = 0, fail_after
+
+    def __call__(self, indices):
+        if self.fail_after is not None and self.computed + len(indices) > self.fail_after:
+            raise RuntimeError("transient failure")
+        self.computed += len(indices)
+        x = FAILING_GRID[indices]
+        return 1.0 / x.sum(axis=1) + 0.1 * np.sin(x[:, 0] * x[:, -1])
+
+
+def _chunked(function):
+    # In chunks: a failed batch's finished chunks go to the checkpoint, so the rerun's
+    # batch at that point is read back in part.
+    return tlc.FunctionTensor(function, FAILING_SHAPE, chunk_size=5)

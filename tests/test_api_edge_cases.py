@@ -1,7 +1,6 @@
 """Tests of the public API: argument checks, options, callbacks and the results of tt_cross and
 cross_interpolate."""
 
-import os
 import pickle
 import warnings
 
@@ -15,7 +14,16 @@ from tensorly_cross.cross.stopping import Validation
 from tensorly_cross.errors import KeyCollisionError, UnseenStructureWarning
 from tensorly_cross.lazy.cache import _KEY_SENTINEL, EvaluationCache, SortedKeys, _distinct
 
-from ._helpers_shared import _inverse_sum, ones_with
+from ._helpers_shared import (
+    Calls,
+    _anatomical_callable,
+    _function_tensor,
+    _inverse_sum,
+    _masked_cores,
+    _nibabel_image,
+    _unseen_warnings,
+    ones_with,
+)
 from .conftest import host
 from .test_reliability import HiddenSpike
 
@@ -92,17 +100,6 @@ def test_edited_small_index_sets_are_refused(edit, message):
         tlc.CrossIndices.from_dict(data)  # refused by the sets' own check, before any read
     with pytest.raises(ValueError, match=message):
         tlc.cross_interpolate(dense, data)
-
-
-class Calls:
-    """Entries ``1 + sum(i_k * 10**k)`` (distinct, exact); records each batch's size."""
-
-    def __init__(self):
-        self.batches = []
-
-    def __call__(self, indices):
-        self.batches.append(indices.shape[0])
-        return 1.0 + indices @ (10.0 ** np.arange(indices.shape[1]))
 
 
 def _cache(shape, **options):
@@ -240,15 +237,6 @@ def test_a_callback_editing_its_cores_in_place_leaves_the_run_alone():
 
 
 # --- handover ------------------------------------------------------------------------------
-
-
-def _anatomical_callable():
-    nibabel = pytest.importorskip("nibabel")
-    from nibabel.testing import data_path
-
-    image = nibabel.load(os.path.join(data_path, "anatomical.nii"))
-    data = np.asarray(image.dataobj, dtype=np.float64)
-    return data, lambda indices: data[tuple(np.asarray(indices).T)]
 
 
 # --- subnormal -----------------------------------------------------------------------------
@@ -632,14 +620,6 @@ def test_the_estimator_takes_scikit_learn_s_ignored_y():
     np.testing.assert_allclose(fitted[-1].to_tensor(), tensor, atol=1e-10)
 
 
-def _nibabel_image(tmp_path):
-    nibabel = pytest.importorskip("nibabel")
-    path = tmp_path / "scan.nii.gz"
-    volume = np.random.default_rng(2).random((6, 7, 8)).astype(np.float32)
-    nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), path)
-    return nibabel.load(path), str(path)
-
-
 @pytest.mark.parametrize("call", [
     lambda image: tlc.open_volume(image),
     lambda image: tlc.streaming_tt_svd(image, tol=0.1),
@@ -707,13 +687,6 @@ def test_a_vds_prefix_set_in_os_environ_after_start_is_not_where_sources_are_fou
     monkeypatch.setenv("HDF5_VDS_PREFIX", str(tmp_path / "sources"))
     with pytest.raises(ValueError, match=r"src\.h5.*missing"):
         tlc.open_volume(str(tmp_path / "vds.h5"))
-
-
-def _function_tensor():
-
-    import tensorly_cross as tlc
-
-    return tlc.FunctionTensor(lambda idx: 1.0 / (1.0 + idx.sum(axis=1)), (8,) * 3)
 
 
 def test_crossinfo_to_dict_holds_the_error_its_repr_shows():
@@ -819,13 +792,6 @@ VALIDATION_SHAPE = (40, 40, 40)
 def _validation(function, tol=0.1, size=1000, seed=0):
     cache = EvaluationCache(FunctionTensor(function, VALIDATION_SHAPE))
     return cache, Validation(cache, size, np.random.default_rng(seed), tol=tol)
-
-
-def _unseen_warnings(validation, error, residuals=None):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        validation.warn_if_unseen(error, residuals=residuals)
-    return [w for w in caught if issubclass(w.category, UnseenStructureWarning)]
 
 
 def _ones(indices):
@@ -991,13 +957,6 @@ def test_a_callback_error_after_a_widening_is_raised_without_a_second_search(met
         tlc.tt_cross(_RealThenComplex(), shape=WIDENING_SHAPE, method=method, random_state=0,
                      callback=callback)
     assert seen == [1]
-
-
-def _masked_cores():
-    rng = np.random.default_rng(0)
-    cores = [rng.standard_normal(shape) for shape in [(1, 2, 2), (2, 2, 2), (2, 2, 1)]]
-    cores[1] = np.ma.masked_array(cores[1], mask=cores[1] > 0)
-    return cores
 
 
 @pytest.mark.parametrize("entry", ["tt_entries", "qtt_to_tt"])

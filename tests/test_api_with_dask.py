@@ -6,11 +6,12 @@ import warnings
 
 import numpy as np
 import pytest
-import zarr
 
 import tensorly_cross as tlc
 from tensorly_cross.lazy.npy import NpyTensor
 from tensorly_cross.lazy.sources import ChunkSource
+
+from ._helpers_shared import _binary_blobs, _open_as
 
 da = pytest.importorskip("dask.array")
 
@@ -85,16 +86,6 @@ def _filled(volume, value):
     filled = volume.astype(np.float64)
     filled[np.isnan(filled)] = value
     return filled
-
-
-def _open_as(kind, volume, folder, fill):
-    if kind == "npy":
-        np.save(folder / "v.npy", volume)
-        return tlc.open_volume(str(folder / "v.npy"), fill_nan=fill)
-    store = zarr.open_array(str(folder / "v.zarr"), mode="w", shape=volume.shape,
-                            chunks=(4, 4, 4), dtype=volume.dtype)
-    store[...] = volume
-    return tlc.open_volume(str(folder / "v.zarr"), fill_nan=fill)
 
 
 @pytest.mark.parametrize("kind", ["npy", "zarr"])
@@ -202,15 +193,6 @@ def test_a_read_that_keeps_failing_is_reported():
 
 
 # -- interpolating crosses of stored piecewise-constant data --------------------------------
-
-
-def _binary_blobs(seed, shape=(40, 44, 36)):
-    """The brightest fifth of a blob phantom as 1, the rest 0: a binary mask."""
-    from tensorly_cross.datasets import blob_phantom
-
-    grid = np.stack(np.unravel_index(np.arange(np.prod(shape)), shape), axis=1)
-    values = np.asarray(blob_phantom(shape, seed=seed)(grid), dtype=np.float64).reshape(shape)
-    return (values > np.quantile(values, 0.8)).astype(np.float64)
 
 
 def _true_error(tt, dense):

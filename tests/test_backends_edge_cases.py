@@ -15,21 +15,11 @@ from tensorly_cross import tt_entries
 from tensorly_cross._backend import subtract_outer_
 from tensorly_cross.lazy import ArrayTensor, FunctionTensor
 
+from ._helpers_shared import _as_kind, _backend, _jax, _rank_one, _torch
 from .conftest import host
 from .strategies import random_tt_cores
 
 SEEDS = st.integers(0, 2**16)
-
-
-def _torch():
-    torch = pytest.importorskip("torch")
-    return torch
-
-
-def _jax():
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    return jax
 
 
 # tt_entries --------------------------------------------------------------------------------
@@ -44,14 +34,6 @@ def _random_tt(shape, rank, seed):
 def _dense_entries(cores, indices):
     with tl.backend_context("numpy"):
         return tl.tt_to_tensor(cores)[tuple(np.asarray(indices).T)]
-
-
-def _as_kind(core, kind):
-    if kind == "numpy":
-        return core
-    if kind == "torch":
-        return _torch().tensor(core)
-    return _jax().numpy.asarray(core)
 
 
 @given(
@@ -267,24 +249,6 @@ def test_block_and_oversampled_crosses_recover_a_complex_tt(settings):
 
 
 BACKENDS = ["numpy", "pytorch", "jax"]
-
-
-def _rank_one(complex_valued=False):
-    rng = np.random.default_rng(0)
-    factors = [rng.uniform(0.5, 2.0, n) for n in (4, 5, 6)]
-    if complex_valued:
-        factors[0] = factors[0] * np.exp(1j * rng.uniform(0, 2 * np.pi, 4))
-    return np.einsum("i,j,k->ijk", *factors)
-
-
-def _backend(name):
-    if name != "numpy":
-        pytest.importorskip({"pytorch": "torch", "jax": "jax"}[name])
-    if name == "jax":
-        import jax
-
-        jax.config.update("jax_enable_x64", True)
-    return tl.backend_context(name)
 
 
 def _host(tensor):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import tensorly_cross as tlc
 
-from ._helpers_shared import _inverse_sum
+from ._helpers_shared import _inverse_sum, _with_rank
 
 
 def test_a_budget_too_small_for_a_sweep_says_how_much_a_sweep_reads():
@@ -96,16 +96,6 @@ CONFIGS = [{"method": "tci", "pivot_search": search}
 
 
 CONFIG_IDS = ["-".join(str(value) for value in config.values()) for config in CONFIGS]
-
-
-def _with_rank(config, rank):
-    """``config`` with the problem's largest rank where the method fixes one."""
-    config = dict(config)
-    if config.get("rank", 0) is None:
-        del config["rank"]  # the rank-adaptive least-squares cross
-    elif config["method"] in ("als", "block") or (config["method"] == "lsq"):
-        config["rank"] = max(rank)
-    return config
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)

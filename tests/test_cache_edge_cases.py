@@ -1,12 +1,7 @@
 """Tests of the evaluation cache and the chunk cache: what is cached, served and counted."""
 
 import copy
-import ctypes
-import os
 import pickle
-import subprocess
-import sys
-import textwrap
 import threading
 import warnings
 
@@ -17,13 +12,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tensorly_cross as tlc
-from tensorly_cross import EvaluationCache, FunctionTensor, QuanticsTensor, TransposedTensor
+from tensorly_cross import EvaluationCache, FunctionTensor
 from tensorly_cross._backend import to_host
 from tensorly_cross.lazy import ArrayTensor
 from tensorly_cross.lazy.chunk_cache import ChunkCache
-from tensorly_cross.lazy.squeezed import SqueezedTensor
 
-from ._helpers_shared import _inverse_sum, ones_with
+from ._helpers_shared import (
+    VIEWS,
+    Calls,
+    FailingFunction,
+    _backend,
+    _function_for,
+    _inverse_sum,
+    _rank_one,
+    _run_child,
+    ones_with,
+)
 
 
 class _ReusedBuffer:
@@ -95,35 +99,6 @@ def test_the_exact_error_asks_the_cache_for_every_entry_once():
     assert cache.counters.requested - before == asked
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-# prctl(PR_CAPBSET_DROP, ...) and the two capabilities that let root ignore file modes.
-PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
-
-
-def _run_child(code, *arguments, bound_by_modes=False):
-    """Run ``code`` in a fresh Python; with ``bound_by_modes``, one that file modes bind
-    even when the tests run as root (it loses the capabilities that override them; a
-    platform where that cannot be done skips the test)."""
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    drop = None
-    if bound_by_modes and os.geteuid() == 0:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if not hasattr(libc, "prctl") or libc.prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, 0, 0,
-                                                    0) != 0:
-            pytest.skip("running as root, and cannot drop CAP_DAC_OVERRIDE: file modes "
-                        "do not apply")
-
-        def drop():  # in the child, before exec: it starts without the capabilities
-            for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
-                libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)
-
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, arguments)],
-                          capture_output=True, text=True, env=env, preexec_fn=drop,
-                          timeout=120)
-
-
 # --- 1a. NIfTI truncated during a cross ---------------------------------------------------
 
 NIFTI_TRUNCATED = """
@@ -153,17 +128,6 @@ def test_a_nifti_truncated_after_a_read_raises_or_reads_its_cached_chunk_never_c
     assert child.returncode == 0, child.stderr[-2000:]
     assert "cached 2.0" in child.stdout
     assert "uncached ChunkReadError:" in child.stdout and str(path) in child.stdout
-
-
-class Calls:
-    """Entries ``1 + sum(i_k * 10**k)`` (distinct, exact); records each batch's size."""
-
-    def __init__(self):
-        self.batches = []
-
-    def __call__(self, indices):
-        self.batches.append(indices.shape[0])
-        return 1.0 + indices @ (10.0 ** np.arange(indices.shape[1]))
 
 
 def _cache(shape, **options):
@@ -277,24 +241,6 @@ def test_an_evaluation_cache_copies_with_its_entries(copy_of):
     assert cache.counters.unique == 2 and len(cache) == 2
 
 
-def _rank_one(complex_valued=False):
-    rng = np.random.default_rng(0)
-    factors = [rng.uniform(0.5, 2.0, n) for n in (4, 5, 6)]
-    if complex_valued:
-        factors[0] = factors[0] * np.exp(1j * rng.uniform(0, 2 * np.pi, 4))
-    return np.einsum("i,j,k->ijk", *factors)
-
-
-def _backend(name):
-    if name != "numpy":
-        pytest.importorskip({"pytorch": "torch", "jax": "jax"}[name])
-    if name == "jax":
-        import jax
-
-        jax.config.update("jax_enable_x64", True)
-    return tl.backend_context(name)
-
-
 def _host(tensor):
     return np.asarray(tl.to_numpy(tensor))
 
@@ -389,39 +335,6 @@ def _low_rank(shape=SHAPE, rank=2, seed=0):
     factors = [rng.standard_normal((n, rank)) for n in shape]
     letters = "ijkl"[: len(shape)]
     return np.einsum(",".join(f"{c}r" for c in letters) + "->" + letters, *factors)
-
-
-class FailingFunction:
-    """Entries of ``dense``, recording every multi-index computed; the call numbered
-    ``fail_at`` (from 1) raises instead."""
-
-    def __init__(self, dense, fail_at=None):
-        self.dense, self.fail_at, self.calls, self.computed = dense, fail_at, 0, []
-
-    def __call__(self, indices):
-        self.calls += 1
-        if self.fail_at is not None and self.calls == self.fail_at:
-            raise RuntimeError("lost a node")
-        self.computed.append(indices.copy())
-        return self.dense[tuple(indices.T)]
-
-    @property
-    def n_computed(self):
-        return sum(len(part) for part in self.computed)
-
-
-VIEWS = {
-    "transposed": lambda tensor: TransposedTensor(tensor, (2, 0, 1)),
-    "quantics": QuanticsTensor,
-    "quantics_of_transposed": lambda tensor: QuanticsTensor(TransposedTensor(tensor, (1, 2, 0)),
-                                                            order="interleaved"),
-    "squeezed": lambda tensor: SqueezedTensor(tensor, [0, 2, 3]),
-}
-
-
-def _function_for(view_name, dense, fail_at=None):
-    function = FailingFunction(dense[:, None] if view_name == "squeezed" else dense, fail_at)
-    return function, FunctionTensor(function, function.dense.shape, chunk_size=5)
 
 
 @pytest.mark.parametrize("view_name", sorted(VIEWS))

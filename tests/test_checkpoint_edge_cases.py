@@ -1,12 +1,10 @@
 """Tests of checkpoints: writing, resuming, refusing and repairing checkpoint files."""
 
-import ctypes
 import os
 import stat
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import warnings
 
@@ -20,7 +18,18 @@ from tensorly_cross.errors import CheckpointMismatchError
 from tensorly_cross.lazy import keys as keys_module
 from tensorly_cross.lazy.checkpoint import CheckpointedTensor, CheckpointStore
 from tensorly_cross.lazy.keys import KeyScheme
-from tensorly_cross.lazy.squeezed import SqueezedTensor
+
+from ._helpers_shared import (
+    VIEWS,
+    Calls,
+    Failing,
+    FailingFunction,
+    _chunked,
+    _function_for,
+    _function_tensor,
+    _reference_cores,
+    _run_child,
+)
 
 SHAPE = (12, 10, 8)
 
@@ -146,32 +155,6 @@ def test_a_differentiable_run_does_not_resume_a_plain_runs_checkpoint(tmp_path):
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-# prctl(PR_CAPBSET_DROP, ...) and the two capabilities that let root ignore file modes.
-PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
-
-
-def _run_child(code, *arguments, bound_by_modes=False):
-    """Run ``code`` in a fresh Python; with ``bound_by_modes``, one that file modes bind
-    even when the tests run as root (it loses the capabilities that override them; a
-    platform where that cannot be done skips the test)."""
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    drop = None
-    if bound_by_modes and os.geteuid() == 0:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if not hasattr(libc, "prctl") or libc.prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, 0, 0,
-                                                    0) != 0:
-            pytest.skip("running as root, and cannot drop CAP_DAC_OVERRIDE: file modes "
-                        "do not apply")
-
-        def drop():  # in the child, before exec: it starts without the capabilities
-            for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
-                libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)
-
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, arguments)],
-                          capture_output=True, text=True, env=env, preexec_fn=drop,
-                          timeout=120)
-
-
 def _reciprocal_sum(n=8, d=3):
     grid = np.linspace(1.0, 2.0, n)
     return tlc.FunctionTensor.on_grid(lambda x: 1.0 / x.sum(axis=1), [grid] * d)
@@ -275,17 +258,6 @@ def test_a_checkpoint_of_other_transposed_axes_is_refused(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="axes"):
         tlc.tt_cross(tlc.TransposedTensor(tlc.ArrayTensor(volume), (2, 1, 0)), rank=3,
                      random_state=0, checkpoint=path)
-
-
-class Calls:
-    """Entries ``1 + sum(i_k * 10**k)`` (distinct, exact); records each batch's size."""
-
-    def __init__(self):
-        self.batches = []
-
-    def __call__(self, indices):
-        self.batches.append(indices.shape[0])
-        return 1.0 + indices @ (10.0 ** np.arange(indices.shape[1]))
 
 
 # -- lazy/checkpoint.py ------------------------------------------------------------------
@@ -459,14 +431,6 @@ print("TORN", sum("torn" in str(w.message) for w in caught))
 print("RESTORED", info.n_restored, info.n_evals)
 np.savez(path + ".npz", *tt.factors)
 """
-
-
-def _reference_cores():
-    import tensorly_cross as tlc
-
-    grid = np.linspace(1.0, 2.0, 16)
-    function = tlc.FunctionTensor(lambda idx: 1.0 / grid[idx].sum(axis=1), (16,) * 6)
-    return tlc.tt_cross(function, tol=1e-8, random_state=0).factors
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX resource limits")
@@ -699,39 +663,6 @@ def _low_rank(shape=LOW_RANK_SHAPE, rank=2, seed=0):
     return np.einsum(",".join(f"{c}r" for c in letters) + "->" + letters, *factors)
 
 
-class FailingFunction:
-    """Entries of ``dense``, recording every multi-index computed; the call numbered
-    ``fail_at`` (from 1) raises instead."""
-
-    def __init__(self, dense, fail_at=None):
-        self.dense, self.fail_at, self.calls, self.computed = dense, fail_at, 0, []
-
-    def __call__(self, indices):
-        self.calls += 1
-        if self.fail_at is not None and self.calls == self.fail_at:
-            raise RuntimeError("lost a node")
-        self.computed.append(indices.copy())
-        return self.dense[tuple(indices.T)]
-
-    @property
-    def n_computed(self):
-        return sum(len(part) for part in self.computed)
-
-
-VIEWS = {
-    "transposed": lambda tensor: TransposedTensor(tensor, (2, 0, 1)),
-    "quantics": QuanticsTensor,
-    "quantics_of_transposed": lambda tensor: QuanticsTensor(TransposedTensor(tensor, (1, 2, 0)),
-                                                            order="interleaved"),
-    "squeezed": lambda tensor: SqueezedTensor(tensor, [0, 2, 3]),
-}
-
-
-def _function_for(view_name, dense, fail_at=None):
-    function = FailingFunction(dense[:, None] if view_name == "squeezed" else dense, fail_at)
-    return function, FunctionTensor(function, function.dense.shape, chunk_size=5)
-
-
 @pytest.mark.parametrize("view_name", ["transposed", "quantics_of_transposed"])
 def test_checkpoint_keeps_finished_chunks_through_a_view(tmp_path, view_name):
     # The chunks a function finished before a failure are kept by a checkpoint, so that
@@ -784,13 +715,6 @@ def test_checkpoint_sees_views_below_a_view_of_the_users(tmp_path, first, second
                      checkpoint=path)
 
 
-def _function_tensor():
-
-    import tensorly_cross as tlc
-
-    return tlc.FunctionTensor(lambda idx: 1.0 / (1.0 + idx.sum(axis=1)), (8,) * 3)
-
-
 @pytest.mark.parametrize("first, second, named", [
     (dict(), dict(method="tci"), "method='auto' there, 'tci' here"),
     (dict(method="tci"), dict(), "method='tci' there, 'auto' here"),
@@ -841,33 +765,6 @@ def test_a_checkpoint_of_tt_cross_refused_by_select_indices_says_why(tmp_path):
     message = str(caught.value)
     assert "refine" not in message
     assert "select_indices searches as tt_cross(..., differentiable=True) does" in message
-
-
-FAILING_GRID = np.linspace(1.0, 2.0, 10)
-
-
-FAILING_SHAPE = (10,) * 4
-
-
-class Failing:
-    """A smooth function of rank > 1 that counts what it computes and raises a
-    RuntimeError on the call that would take its count past ``fail_after``."""
-
-    def __init__(self, fail_after=None):
-        self.computed, self.fail_after = 0, fail_after
-
-    def __call__(self, indices):
-        if self.fail_after is not None and self.computed + len(indices) > self.fail_after:
-            raise RuntimeError("transient failure")
-        self.computed += len(indices)
-        x = FAILING_GRID[indices]
-        return 1.0 / x.sum(axis=1) + 0.1 * np.sin(x[:, 0] * x[:, -1])
-
-
-def _chunked(function):
-    # In chunks: a failed batch's finished chunks go to the checkpoint, so the rerun's
-    # batch at that point is read back in part.
-    return tlc.FunctionTensor(function, FAILING_SHAPE, chunk_size=5)
 
 
 def test_a_checkpoint_path_ending_in_a_separator_is_refused_as_a_folder(tmp_path):

@@ -7,6 +7,8 @@ import tensorly_cross as tlc
 from tensorly_cross import QuanticsTensor, choose_path, open_volume
 from tensorly_cross.cost import OUTER_FACTOR, SWEEPS, _Geometry, cross_share, storage_geometry
 
+from ._helpers_shared import _nibabel_image
+
 # -- cost.py -----------------------------------------------------------------------------
 
 
@@ -88,14 +90,6 @@ def test_the_times_the_cost_model_quotes_are_those_of_the_tables_it_cites():
     stream, cross = re.search(r"\(([\d.-]+) s against ([\d.-]+) s\)", reason).groups()
     assert f"({stream} s against {cross} s" in real_volumes
     assert f"took {stream} s" in choosing and f"cross took {cross} s" in choosing
-
-
-def _nibabel_image(tmp_path):
-    nibabel = pytest.importorskip("nibabel")
-    path = tmp_path / "scan.nii.gz"
-    volume = np.random.default_rng(2).random((6, 7, 8)).astype(np.float32)
-    nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), path)
-    return nibabel.load(path), str(path)
 
 
 def test_choose_path_refuses_a_nibabel_image_as_tt_cross_does(tmp_path):

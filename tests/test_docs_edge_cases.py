@@ -1,13 +1,9 @@
 """Tests of the numbers and statements the documentation quotes."""
 
-import ctypes
 import os
 import pathlib
 import re
 import statistics
-import subprocess
-import sys
-import textwrap
 import warnings
 
 import numpy as np
@@ -15,33 +11,9 @@ import pytest
 
 import tensorly_cross as tlc
 
+from ._helpers_shared import _run_child
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-# prctl(PR_CAPBSET_DROP, ...) and the two capabilities that let root ignore file modes.
-PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
-
-
-def _run_child(code, *arguments, bound_by_modes=False):
-    """Run ``code`` in a fresh Python; with ``bound_by_modes``, one that file modes bind
-    even when the tests run as root (it loses the capabilities that override them; a
-    platform where that cannot be done skips the test)."""
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    drop = None
-    if bound_by_modes and os.geteuid() == 0:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if not hasattr(libc, "prctl") or libc.prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, 0, 0,
-                                                    0) != 0:
-            pytest.skip("running as root, and cannot drop CAP_DAC_OVERRIDE: file modes "
-                        "do not apply")
-
-        def drop():  # in the child, before exec: it starts without the capabilities
-            for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
-                libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)
-
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, arguments)],
-                          capture_output=True, text=True, env=env, preexec_fn=drop,
-                          timeout=120)
 
 
 # --- 7. the temporary file the docs name --------------------------------------------------

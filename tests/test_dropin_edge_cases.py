@@ -11,21 +11,9 @@ from hypothesis import strategies as st
 
 import tensorly_cross as tlc
 from tensorly_cross import tensor_train_cross
-from tensorly_cross.cross.init import clip_ranks
 
+from ._helpers_shared import _as_kind, _jax, _low_rank_tensor, _torch
 from .strategies import random_tt_cores, seeds
-
-
-def _torch():
-    torch = pytest.importorskip("torch")
-    return torch
-
-
-def _jax():
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    return jax
-
 
 # tensor_train_cross ----------------------------------------------------------------------
 
@@ -49,14 +37,6 @@ def test_drop_in_under_jax_grad_is_refused_by_name():
     assert str(error.value).startswith("input_tensor")
 
 
-def _as_kind(core, kind):
-    if kind == "numpy":
-        return core
-    if kind == "torch":
-        return _torch().tensor(core)
-    return _jax().numpy.asarray(core)
-
-
 @pytest.mark.parametrize("kind", ["numpy", "torch", "jax"])
 def test_drop_in_takes_a_rank_array_like_tensorly(kind):
     """TensorLy's ``tensor_train_cross`` takes any rank with ``len`` and ``list``."""
@@ -69,12 +49,6 @@ def test_drop_in_refuses_a_float_rank_array_by_name():
     tensor = tl.tensor(np.ones((4, 4, 4)))
     with pytest.raises(TypeError, match=r"rank\[0\] must be an integer, got 1.0"):
         tlc.tensor_train_cross(tensor, np.array([1.0, 2.0, 2.0, 1.0]))
-
-
-def _low_rank_tensor(shape, rank, seed):
-    """A NumPy tensor of TT rank at most ``rank`` (whatever the active backend)."""
-    with tl.backend_context("numpy"):
-        return tl.tt_to_tensor(random_tt_cores(shape, clip_ranks(shape, rank), seed))
 
 
 # -- decomposition.py: refusals name the drop-in's own arguments ---------------------------

@@ -15,7 +15,7 @@ from tensorly_cross.cross.stopping import BestSweep, Validation
 from tensorly_cross.errors import UnseenStructureWarning
 from tensorly_cross.lazy.cache import EvaluationCache
 
-from ._helpers_shared import ones_with
+from ._helpers_shared import _unseen_warnings, ones_with
 from .strategies import random_tt_cores
 from .test_reliability import HiddenSpike
 
@@ -378,13 +378,6 @@ VALIDATION_SHAPE = (40, 40, 40)
 def _validation(function, tol=0.1, size=1000, seed=0):
     cache = EvaluationCache(FunctionTensor(function, VALIDATION_SHAPE))
     return cache, Validation(cache, size, np.random.default_rng(seed), tol=tol)
-
-
-def _unseen_warnings(validation, error, residuals=None):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        validation.warn_if_unseen(error, residuals=residuals)
-    return [w for w in caught if issubclass(w.category, UnseenStructureWarning)]
 
 
 def _ones(indices):

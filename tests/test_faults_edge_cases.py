@@ -5,13 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-
-def _reference_cores():
-    import tensorly_cross as tlc
-
-    grid = np.linspace(1.0, 2.0, 16)
-    function = tlc.FunctionTensor(lambda idx: 1.0 / grid[idx].sum(axis=1), (16,) * 6)
-    return tlc.tt_cross(function, tol=1e-8, random_state=0).factors
+from ._helpers_shared import _reference_cores
 
 
 @pytest.mark.parametrize("name", ["max_time", "tol"])

@@ -1,6 +1,5 @@
 """Tests of differentiable crosses: gradients, torch.compile and graphs kept through reads."""
 
-import time
 import warnings
 
 import numpy as np
@@ -10,18 +9,8 @@ import tensorly as tl
 import tensorly_cross as tlc
 from tensorly_cross import tt_entries
 
+from ._helpers_shared import TimedFunction, _backend, _jax, _rank_one, _torch
 from .conftest import host
-
-
-def _torch():
-    torch = pytest.importorskip("torch")
-    return torch
-
-
-def _jax():
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    return jax
 
 
 def test_cross_interpolate_under_jax_grad_says_why():
@@ -100,24 +89,6 @@ def test_a_torch_grid_that_requires_grad_is_read_as_points():
     np.testing.assert_allclose(tl.to_numpy(tensor.evaluate([[1, 2]])), [0.75])
 
 
-def _rank_one(complex_valued=False):
-    rng = np.random.default_rng(0)
-    factors = [rng.uniform(0.5, 2.0, n) for n in (4, 5, 6)]
-    if complex_valued:
-        factors[0] = factors[0] * np.exp(1j * rng.uniform(0, 2 * np.pi, 4))
-    return np.einsum("i,j,k->ijk", *factors)
-
-
-def _backend(name):
-    if name != "numpy":
-        pytest.importorskip({"pytorch": "torch", "jax": "jax"}[name])
-    if name == "jax":
-        import jax
-
-        jax.config.update("jax_enable_x64", True)
-    return tl.backend_context(name)
-
-
 # --- a gradient asked for under NumPy or JAX, through a wrapper -----------------------
 
 
@@ -169,19 +140,6 @@ def test_a_wrapped_tensor_that_requires_grad_gets_its_gradient_under_pytorch(wra
         tensor = _wrapped_tensors_that_require_grad(torch)[wrapper]
         tt = tlc.tt_cross(tensor, rank=1, method="als", random_state=0, differentiable=True)
         assert all(core.requires_grad for core in tt.factors)
-
-
-class TimedFunction:
-    """1/(1+sum); sleeps ``seconds_per_entry`` and adds the time it spent to ``spent``."""
-
-    def __init__(self, seconds_per_entry=2e-4):
-        self.seconds_per_entry, self.spent = seconds_per_entry, 0.0
-
-    def __call__(self, indices):
-        start = time.perf_counter()
-        time.sleep(self.seconds_per_entry * indices.shape[0])
-        self.spent += time.perf_counter() - start
-        return 1.0 / (1.0 + indices.sum(axis=1))
 
 
 class OwnLazyTensor(tlc.LazyTensor):

@@ -1,6 +1,5 @@
 """Tests of the least-squares cross (lsq, als, oversampling) and the refinement of cores."""
 
-import os
 import warnings
 
 import numpy as np
@@ -12,18 +11,16 @@ from hypothesis import strategies as st
 import tensorly_cross as tlc
 from tensorly_cross import FunctionTensor
 from tensorly_cross.cross.confidence import upper_bound
-from tensorly_cross.cross.init import clip_ranks
 from tensorly_cross.cross.refine import _fit_core, refine_cores
 
-from ._helpers_shared import _smooth_noisy
+from ._helpers_shared import (
+    FailingFunction,
+    _anatomical_callable,
+    _low_rank_tensor,
+    _random_tt_array,
+    _smooth_noisy,
+)
 from .strategies import random_tt_cores, seeds
-
-
-def _low_rank_tensor(shape, rank, seed):
-    """A NumPy tensor of TT rank at most ``rank`` (whatever the active backend)."""
-    with tl.backend_context("numpy"):
-        return tl.tt_to_tensor(random_tt_cores(shape, clip_ranks(shape, rank), seed))
-
 
 # -- refine.py: the ridge of the least-squares refinement follows the dtype ---------------
 
@@ -520,17 +517,6 @@ def test_a_complex_least_squares_cross_warns_of_no_cast():
         tlc.tt_cross(function, shape=(10, 11, 12), method="lsq", random_state=0)
 
 
-def _random_tt_array(shape, ranks, seed, dtype=np.float64):
-    rng = np.random.default_rng(seed)
-    cores = [rng.standard_normal((ranks[k], n, ranks[k + 1])) for k, n in enumerate(shape)]
-    if np.issubdtype(dtype, np.complexfloating):
-        cores = [core + 1j * rng.standard_normal(core.shape) for core in cores]
-    dense = cores[0].reshape(shape[0], -1)
-    for core in cores[1:]:
-        dense = (dense @ core.reshape(core.shape[0], -1)).reshape(-1, core.shape[2])
-    return dense.reshape(shape).astype(dtype)
-
-
 def _relative_error(tt, dense):
     approx = tl.to_numpy(tl.tt_to_tensor(tt)).astype(np.complex128)
     return np.linalg.norm(approx - dense) / np.linalg.norm(dense)
@@ -562,15 +548,6 @@ def test_oversample_refused_for_tci_names_every_method_that_takes_it():
 
 
 # --- handover ------------------------------------------------------------------------------
-
-
-def _anatomical_callable():
-    nibabel = pytest.importorskip("nibabel")
-    from nibabel.testing import data_path
-
-    image = nibabel.load(os.path.join(data_path, "anatomical.nii"))
-    data = np.asarray(image.dataobj, dtype=np.float64)
-    return data, lambda indices: data[tuple(np.asarray(indices).T)]
 
 
 @pytest.mark.filterwarnings("ignore::tensorly_cross.ToleranceNotMetWarning")
@@ -802,25 +779,6 @@ def _low_rank(shape=SHAPE, rank=2, seed=0):
     factors = [rng.standard_normal((n, rank)) for n in shape]
     letters = "ijkl"[: len(shape)]
     return np.einsum(",".join(f"{c}r" for c in letters) + "->" + letters, *factors)
-
-
-class FailingFunction:
-    """Entries of ``dense``, recording every multi-index computed; the call numbered
-    ``fail_at`` (from 1) raises instead."""
-
-    def __init__(self, dense, fail_at=None):
-        self.dense, self.fail_at, self.calls, self.computed = dense, fail_at, 0, []
-
-    def __call__(self, indices):
-        self.calls += 1
-        if self.fail_at is not None and self.calls == self.fail_at:
-            raise RuntimeError("lost a node")
-        self.computed.append(indices.copy())
-        return self.dense[tuple(indices.T)]
-
-    @property
-    def n_computed(self):
-        return sum(len(part) for part in self.computed)
 
 
 def test_oversampled_als_keeps_and_counts_finished_chunks(tmp_path):

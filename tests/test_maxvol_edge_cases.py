@@ -12,21 +12,11 @@ import tensorly_cross as tlc
 from tensorly_cross import RankDeficiencyWarning, maxvol, rect_maxvol
 from tensorly_cross._backend import TOURNAMENT_BYTES, lu_pivot_rows
 
+from ._helpers_shared import _backend, _jax, _torch
 from .conftest import host, to_backend
 from .strategies import matrix_with_condition, seeds, tall_shapes
 
 SEEDS = st.integers(0, 2**16)
-
-
-def _torch():
-    torch = pytest.importorskip("torch")
-    return torch
-
-
-def _jax():
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    return jax
 
 
 def _swapping_matrix(complex_valued=False):
@@ -247,16 +237,6 @@ def test_maxvol_makes_at_most_max_iter_swaps_on_a_tall_matrix(seed, max_iter):
     rows, coefficients = tlc.maxvol(matrix, tol=1.0001, max_iter=max_iter)
     assert len(set(rows.tolist()) - set(lu_rows.tolist())) <= max_iter
     np.testing.assert_allclose(coefficients @ matrix[rows], matrix, atol=1e-10)
-
-
-def _backend(name):
-    if name != "numpy":
-        pytest.importorskip({"pytorch": "torch", "jax": "jax"}[name])
-    if name == "jax":
-        import jax
-
-        jax.config.update("jax_enable_x64", True)
-    return tl.backend_context(name)
 
 
 @pytest.mark.parametrize("dtype", ["complex32", "float8_e8m0fnu"])

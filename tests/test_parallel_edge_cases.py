@@ -22,6 +22,7 @@ from tensorly_cross.lazy.chunk_result import NOTE_PREFIX
 from tensorly_cross.lazy.parallel import evaluate_in_chunks
 from tensorly_cross.lazy.sources import MissingChunksError
 
+from ._helpers_shared import FAILING_SHAPE, Failing, TimedFunction, _chunked
 from .conftest import host
 
 
@@ -463,19 +464,6 @@ def test_executor_shut_down_before_the_run_is_named():
     assert "executor=None" in notes
 
 
-class TimedFunction:
-    """1/(1+sum); sleeps ``seconds_per_entry`` and adds the time it spent to ``spent``."""
-
-    def __init__(self, seconds_per_entry=2e-4):
-        self.seconds_per_entry, self.spent = seconds_per_entry, 0.0
-
-    def __call__(self, indices):
-        start = time.perf_counter()
-        time.sleep(self.seconds_per_entry * indices.shape[0])
-        self.spent += time.perf_counter() - start
-        return 1.0 / (1.0 + indices.sum(axis=1))
-
-
 @pytest.mark.parametrize("differentiable", [False, True])
 def test_runs_sharing_a_function_tensor_time_their_own_calls(differentiable):
     # Before: info.function_seconds was the difference of the tensor's function_seconds
@@ -860,33 +848,6 @@ def test_a_jax_cross_in_a_worker_thread_leaves_it_following_the_process_backend(
             assert pool.submit(tl.get_backend).result() == "numpy"
     finally:
         tl.set_backend(previous)
-
-
-FAILING_GRID = np.linspace(1.0, 2.0, 10)
-
-
-FAILING_SHAPE = (10,) * 4
-
-
-class Failing:
-    """A smooth function of rank > 1 that counts what it computes and raises a
-    RuntimeError on the call that would take its count past ``fail_after``."""
-
-    def __init__(self, fail_after=None):
-        self.computed, self.fail_after = 0, fail_after
-
-    def __call__(self, indices):
-        if self.fail_after is not None and self.computed + len(indices) > self.fail_after:
-            raise RuntimeError("transient failure")
-        self.computed += len(indices)
-        x = FAILING_GRID[indices]
-        return 1.0 / x.sum(axis=1) + 0.1 * np.sin(x[:, 0] * x[:, -1])
-
-
-def _chunked(function):
-    # In chunks: a failed batch's finished chunks go to the checkpoint, so the rerun's
-    # batch at that point is read back in part.
-    return tlc.FunctionTensor(function, FAILING_SHAPE, chunk_size=5)
 
 
 def test_entries_read_back_in_a_batch_that_max_time_stopped_are_not_counted_restored(tmp_path):

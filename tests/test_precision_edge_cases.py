@@ -1,6 +1,5 @@
 """Tests of numerical precision: subnormal, huge, complex and low-precision data."""
 
-import tracemalloc
 import warnings
 
 import numpy as np
@@ -17,7 +16,7 @@ from tensorly_cross.cross.stopping import Validation
 from tensorly_cross.errors import UnseenStructureWarning
 from tensorly_cross.lazy.cache import EvaluationCache
 
-from ._helpers_shared import ones_with
+from ._helpers_shared import _peak_bytes, _rank_two_plus_detail, _unseen_warnings, ones_with
 
 
 def _rank_three(seed):
@@ -140,29 +139,6 @@ def test_a_tttensor_with_a_nan_core_is_named_as_a_tt_not_by_an_internal_class():
     assert "_TTEntries" not in str(raised.value)
 
 
-def _rank_two_plus_detail():
-    """A float64 array of rank above 2 whose tail (1e-5 relative) float32 cannot hold to
-    1e-10: a TT meets ``tol=1e-10`` in float64, none in float32."""
-    rng = np.random.default_rng(0)
-    low = np.einsum("ir,jr,kr->ijk", *[rng.random((n, 2)) for n in (12, 13, 14)])
-    detail = np.einsum("i,j,k->ijk", np.sin(np.arange(12)), np.arange(13.0) ** 2 / 100,
-                       np.cos(np.arange(14)))
-    return low + 1e-3 * detail
-
-
-@pytest.fixture
-def jax_x32():
-    """The JAX backend with ``jax_enable_x64`` off (JAX's own default), restored after."""
-    jax = pytest.importorskip("jax")
-    with tl.backend_context("jax"):  # first: loading TensorLy's JAX backend turns x64 on
-        before = jax.config.jax_enable_x64
-        jax.config.update("jax_enable_x64", False)
-        try:
-            yield
-        finally:
-            jax.config.update("jax_enable_x64", before)
-
-
 def _relative_error(tt, array):
     dense = np.asarray(tl.to_numpy(tl.tt_to_tensor(tt)), dtype=np.float64)
     return np.linalg.norm(dense - array) / np.linalg.norm(array)
@@ -195,15 +171,6 @@ def test_a_jax_x32_cross_whose_tol_float32_holds_does_not_warn(jax_x32):
 def numpy_backend():
     with tl.backend_context("numpy"):
         yield
-
-
-def _peak_bytes(function, *args):
-    tracemalloc.start()
-    try:
-        result = function(*args)
-        return result, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def test_a_few_entries_of_a_tt_with_one_huge_mode_do_not_copy_its_core(numpy_backend):
@@ -300,13 +267,6 @@ SHAPE = (40, 40, 40)
 def _validation(function, tol=0.1, size=1000, seed=0):
     cache = EvaluationCache(FunctionTensor(function, SHAPE))
     return cache, Validation(cache, size, np.random.default_rng(seed), tol=tol)
-
-
-def _unseen_warnings(validation, error, residuals=None):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        validation.warn_if_unseen(error, residuals=residuals)
-    return [w for w in caught if issubclass(w.category, UnseenStructureWarning)]
 
 
 @pytest.mark.parametrize("ratio, warned", [(30.0, False), (150.0, True)])

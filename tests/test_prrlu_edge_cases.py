@@ -13,7 +13,7 @@ from tensorly_cross.cross.init import single_pivot_indices
 from tensorly_cross.cross.prrlu import _greedy_lu, _next_start, prrlu
 from tensorly_cross.lazy.array import ArrayTensor
 
-from ._helpers_shared import _bond
+from ._helpers_shared import _bond, _corner_feature
 from .strategies import seeds
 
 EPS = np.finfo(np.float64).eps
@@ -92,13 +92,6 @@ def test_greedy_lu_growth_limit_is_a_factor():
 # --- global_pivots -------------------------------------------------------------------------
 
 FEATURE_SHAPE = (8, 8, 8, 8)
-
-
-def _corner_feature():
-    """Zero but for the corner where every index is >= 4 (1/16 of the entries)."""
-    dense = np.zeros(FEATURE_SHAPE)
-    dense[4:, 4:, 4:, 4:] = 1.0
-    return dense
 
 
 def _zero_tt(shape):

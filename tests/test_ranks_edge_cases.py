@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 import tensorly_cross as tlc
 from tensorly_cross import CrossIndices, QuanticsLayout, qtt_to_tt
-from tensorly_cross.cross.init import clip_ranks
 
-from .strategies import random_tt_cores, seeds
+from ._helpers_shared import _blowing_up_at, _low_rank_tensor, _random_tt_array, _run_als
+from .strategies import seeds
 
 # B6 ---------------------------------------------------------------------------------------
 
@@ -49,12 +49,6 @@ def test_from_dict_refuses_ranks_that_are_not_integers(middle):
     ranks[1] = middle
     with pytest.raises(ValueError, match="ranks"):
         CrossIndices.from_dict(dict(data, ranks=ranks))
-
-
-def _low_rank_tensor(shape, rank, seed):
-    """A NumPy tensor of TT rank at most ``rank`` (whatever the active backend)."""
-    with tl.backend_context("numpy"):
-        return tl.tt_to_tensor(random_tt_cores(shape, clip_ranks(shape, rank), seed))
 
 
 @settings(max_examples=10)
@@ -114,17 +108,6 @@ def test_qtt_to_tt_refuses_boundary_ranks_other_than_one():
         qtt_to_tt(cores, layout)
 
 
-def _random_tt_array(shape, ranks, seed, dtype=np.float64):
-    rng = np.random.default_rng(seed)
-    cores = [rng.standard_normal((ranks[k], n, ranks[k + 1])) for k, n in enumerate(shape)]
-    if np.issubdtype(dtype, np.complexfloating):
-        cores = [core + 1j * rng.standard_normal(core.shape) for core in cores]
-    dense = cores[0].reshape(shape[0], -1)
-    for core in cores[1:]:
-        dense = (dense @ core.reshape(core.shape[0], -1)).reshape(-1, core.shape[2])
-    return dense.reshape(shape).astype(dtype)
-
-
 def _relative_error(tt, dense):
     approx = tl.to_numpy(tl.tt_to_tensor(tt)).astype(np.complex128)
     return np.linalg.norm(approx - dense) / np.linalg.norm(dense)
@@ -161,45 +144,6 @@ def test_a_fixed_rank_may_exceed_the_default_max_rank_and_equal_an_explicit_one(
 
 def _cosine(indices):
     return np.cos(indices.sum(axis=1) / 9.0)
-
-
-def _blowing_up_at(call, factor=1e3):
-    """The real ALS sweep whose ``call``-th assembly is scaled by ``factor`` (near-singular
-    pivot blocks would do that)."""
-    from tensorly_cross.cross.als import ALSSweeper
-    from tensorly_cross.cross.assemble import assemble_cores
-
-    class BlowsUp(ALSSweeper):
-        calls = 0
-
-        def assemble(self, cache, indices, result):
-            self.calls += 1
-            cores = assemble_cores(cache, indices, result)
-            return [cores[0] * factor] + cores[1:] if self.calls == call else cores
-
-    return BlowsUp
-
-
-def _run_als(sweeper_class, n_iter_max, patience=None):
-    import tensorly as tl
-
-    from tensorly_cross.cross.driver import run_sweeps
-    from tensorly_cross.cross.init import random_indices
-    from tensorly_cross.cross.stopping import CrossInfo, Validation
-    from tensorly_cross.lazy.cache import EvaluationCache
-    from tensorly_cross.options import cross_options
-
-    rng = np.random.default_rng(0)
-    dense = rng.standard_normal((6, 7, 8)) + 5.0
-    lazy = tlc.lazy_tensor(tl.tensor(dense))
-    options = cross_options(lazy.shape, rank=3, method="als", tol=0.0, n_iter_max=n_iter_max,
-                            patience=patience)
-    cache = EvaluationCache(lazy)
-    info = CrossInfo(method="als")
-    _, cores = run_sweeps(cache, random_indices(lazy.shape, [1, 3, 3, 1], rng),
-                          sweeper_class(rng), Validation(cache, 200, rng), info, options)
-    error = np.linalg.norm(tl.to_numpy(tl.tt_to_tensor(cores)) - dense) / np.linalg.norm(dense)
-    return info, error
 
 
 # Mutant (_validation.outside_stacklevel): the level not counted up the frames, so that a

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 import tensorly_cross as tlc
 from tensorly_cross import FunctionTensor
 from tensorly_cross.cross.bond import BondMatrix
-from tensorly_cross.cross.init import clip_ranks
 from tensorly_cross.cross.stopping import BestSweep, _scaled_parts, relative_norm
 from tensorly_cross.lazy.cache import EvaluationCache
 
+from ._helpers_shared import _blowing_up_at, _peak_bytes, _run_als, _small_tts, _with_rank
 from .strategies import random_tt_cores, seeds, tt_function, tt_problems
 
 SHAPE = (12, 10, 8)
@@ -85,14 +85,6 @@ def test_rolled_back_sweep_is_not_reported_as_the_best(n_iter_max):
 
 
 # -- property tests of the paths audited --------------------------------------------------
-
-@st.composite
-def _small_tts(draw):
-    """(shape, ranks, seed) of a random TT with modes of size 1 and 2 among others."""
-    d = draw(st.integers(2, 5))
-    shape = tuple(draw(st.lists(st.integers(1, 4), min_size=d, max_size=d)))
-    inner = draw(st.lists(st.integers(1, 3), min_size=d - 1, max_size=d - 1))
-    return shape, tuple(clip_ranks(shape, [1, *inner, 1])), draw(seeds)
 
 
 @settings(max_examples=15, deadline=None)
@@ -347,45 +339,6 @@ def test_a_round_off_error_after_an_exact_sweep_is_no_divergence():
     assert not _diverged(1e-16, [0.0])
 
 
-def _blowing_up_at(call, factor=1e3):
-    """The real ALS sweep whose ``call``-th assembly is scaled by ``factor`` (near-singular
-    pivot blocks would do that)."""
-    from tensorly_cross.cross.als import ALSSweeper
-    from tensorly_cross.cross.assemble import assemble_cores
-
-    class BlowsUp(ALSSweeper):
-        calls = 0
-
-        def assemble(self, cache, indices, result):
-            self.calls += 1
-            cores = assemble_cores(cache, indices, result)
-            return [cores[0] * factor] + cores[1:] if self.calls == call else cores
-
-    return BlowsUp
-
-
-def _run_als(sweeper_class, n_iter_max, patience=None):
-    import tensorly as tl
-
-    from tensorly_cross.cross.driver import run_sweeps
-    from tensorly_cross.cross.init import random_indices
-    from tensorly_cross.cross.stopping import CrossInfo, Validation
-    from tensorly_cross.lazy.cache import EvaluationCache
-    from tensorly_cross.options import cross_options
-
-    rng = np.random.default_rng(0)
-    dense = rng.standard_normal((6, 7, 8)) + 5.0
-    lazy = tlc.lazy_tensor(tl.tensor(dense))
-    options = cross_options(lazy.shape, rank=3, method="als", tol=0.0, n_iter_max=n_iter_max,
-                            patience=patience)
-    cache = EvaluationCache(lazy)
-    info = CrossInfo(method="als")
-    _, cores = run_sweeps(cache, random_indices(lazy.shape, [1, 3, 3, 1], rng),
-                          sweeper_class(rng), Validation(cache, 200, rng), info, options)
-    error = np.linalg.norm(tl.to_numpy(tl.tt_to_tensor(cores)) - dense) / np.linalg.norm(dense)
-    return info, error
-
-
 # Mutant (driver): the rollback's ``indices, cores = previous`` dropped: a diverged last
 # sweep, with no eligible sweep to return instead, was returned (the docstring: "is
 # discarded"), its error 1e3 times the one reported.
@@ -486,16 +439,6 @@ CONFIGS = [{"method": "tci", "pivot_search": search}
 CONFIG_IDS = ["-".join(str(value) for value in config.values()) for config in CONFIGS]
 
 
-def _with_rank(config, rank):
-    """``config`` with the problem's largest rank where the method fixes one."""
-    config = dict(config)
-    if config.get("rank", 0) is None:
-        del config["rank"]  # the rank-adaptive least-squares cross
-    elif config["method"] in ("als", "block") or (config["method"] == "lsq"):
-        config["rank"] = max(rank)
-    return config
-
-
 @pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
 @settings(max_examples=6)
 @given(problem=tt_problems(max_modes=4, max_size=6, max_rank=3))
@@ -517,15 +460,6 @@ def test_every_method_recovers_an_exact_tt_through_a_function_and_an_array(confi
 def numpy_backend():
     with tl.backend_context("numpy"):
         yield
-
-
-def _peak_bytes(function, *args):
-    tracemalloc.start()
-    try:
-        result = function(*args)
-        return result, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def _every_multi_index(shape):

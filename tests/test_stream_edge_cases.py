@@ -1,12 +1,8 @@
 """Tests of the streaming TT-SVD: sketches, blocks, tolerances and its messages."""
 
-import ctypes
 import math
 import os
 import struct
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 import warnings
@@ -30,7 +26,7 @@ from tensorly_cross.stream import streaming as streaming_module
 from tensorly_cross.stream import streaming_tt_svd
 from tensorly_cross.stream.blocks import MemmapSource, plan_blocks, volume_source
 
-from ._helpers_shared import _slow_copy
+from ._helpers_shared import _rank_two_plus_detail, _run_child, _slow_copy
 from .conftest import host
 
 
@@ -84,35 +80,6 @@ def test_streaming_tt_svd_reads_a_torch_view_with_the_negative_bit(name):
     with tl.backend_context(name):
         tt = tlc.streaming_tt_svd(view, rank=[1, 3, 2, 1])
     np.testing.assert_allclose(_full(tt), -COMPLEX.imag, atol=1e-12)
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-# prctl(PR_CAPBSET_DROP, ...) and the two capabilities that let root ignore file modes.
-PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
-
-
-def _run_child(code, *arguments, bound_by_modes=False):
-    """Run ``code`` in a fresh Python; with ``bound_by_modes``, one that file modes bind
-    even when the tests run as root (it loses the capabilities that override them; a
-    platform where that cannot be done skips the test)."""
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    drop = None
-    if bound_by_modes and os.geteuid() == 0:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if not hasattr(libc, "prctl") or libc.prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, 0, 0,
-                                                    0) != 0:
-            pytest.skip("running as root, and cannot drop CAP_DAC_OVERRIDE: file modes "
-                        "do not apply")
-
-        def drop():  # in the child, before exec: it starts without the capabilities
-            for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
-                libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)
-
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, arguments)],
-                          capture_output=True, text=True, env=env, preexec_fn=drop,
-                          timeout=120)
 
 
 # --- 1b. the streaming TT-SVD's .npy blocks -----------------------------------------------
@@ -824,29 +791,6 @@ def test_streaming_inf_is_not_sent_to_fill_nan(tmp_path):
     with pytest.raises(tlc.NonFiniteValueError) as error:
         tlc.streaming_tt_svd(str(path), tol=0.1)
     assert not _fill_nan_noted(error)
-
-
-def _rank_two_plus_detail():
-    """A float64 array of rank above 2 whose tail (1e-5 relative) float32 cannot hold to
-    1e-10: a TT meets ``tol=1e-10`` in float64, none in float32."""
-    rng = np.random.default_rng(0)
-    low = np.einsum("ir,jr,kr->ijk", *[rng.random((n, 2)) for n in (12, 13, 14)])
-    detail = np.einsum("i,j,k->ijk", np.sin(np.arange(12)), np.arange(13.0) ** 2 / 100,
-                       np.cos(np.arange(14)))
-    return low + 1e-3 * detail
-
-
-@pytest.fixture
-def jax_x32():
-    """The JAX backend with ``jax_enable_x64`` off (JAX's own default), restored after."""
-    jax = pytest.importorskip("jax")
-    with tl.backend_context("jax"):  # first: loading TensorLy's JAX backend turns x64 on
-        before = jax.config.jax_enable_x64
-        jax.config.update("jax_enable_x64", False)
-        try:
-            yield
-        finally:
-            jax.config.update("jax_enable_x64", before)
 
 
 def _relative_error(tt, array):

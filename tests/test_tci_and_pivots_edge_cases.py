@@ -1,6 +1,5 @@
 """Tests of the TCI sweeps, index sets, pivot searches and the interpolation basis."""
 
-import os
 import warnings
 
 import numpy as np
@@ -19,21 +18,13 @@ from tensorly_cross.cross.basis import (
     right_divide,
 )
 from tensorly_cross.cross.indices import CrossIndices, cartesian_join, fiber_indices
-from tensorly_cross.cross.init import clip_ranks, random_distinct_multi_indices
+from tensorly_cross.cross.init import random_distinct_multi_indices
 
-from ._helpers_shared import _smooth_noisy
+from ._helpers_shared import _anatomical_callable, _corner_feature, _small_tts, _smooth_noisy
 from .conftest import host, to_backend
 from .strategies import random_tt_cores, seeds
 
 # -- property tests of the paths audited --------------------------------------------------
-
-@st.composite
-def _small_tts(draw):
-    """(shape, ranks, seed) of a random TT with modes of size 1 and 2 among others."""
-    d = draw(st.integers(2, 5))
-    shape = tuple(draw(st.lists(st.integers(1, 4), min_size=d, max_size=d)))
-    inner = draw(st.lists(st.integers(1, 3), min_size=d - 1, max_size=d - 1))
-    return shape, tuple(clip_ranks(shape, [1, *inner, 1])), draw(seeds)
 
 
 def _run_counting(dense, **kwargs):
@@ -409,23 +400,7 @@ def test_an_empty_index_set_is_refused_by_name(method):
 FEATURE_SHAPE = (8, 8, 8, 8)
 
 
-def _corner_feature():
-    """Zero but for the corner where every index is >= 4 (1/16 of the entries)."""
-    dense = np.zeros(FEATURE_SHAPE)
-    dense[4:, 4:, 4:, 4:] = 1.0
-    return dense
-
-
 # --- handover ------------------------------------------------------------------------------
-
-
-def _anatomical_callable():
-    nibabel = pytest.importorskip("nibabel")
-    from nibabel.testing import data_path
-
-    image = nibabel.load(os.path.join(data_path, "anatomical.nii"))
-    data = np.asarray(image.dataobj, dtype=np.float64)
-    return data, lambda indices: data[tuple(np.asarray(indices).T)]
 
 
 def test_a_tci_stall_at_a_small_error_still_hands_over():

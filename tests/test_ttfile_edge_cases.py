@@ -1,11 +1,7 @@
 """Tests of TT files: save_tt, load_tt and the checks of the file format."""
 
-import ctypes
 import os
 import stat
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -13,6 +9,8 @@ import tensorly as tl
 
 import tensorly_cross as tlc
 from tensorly_cross import TTFileError, load_tt, save_tt, ttfile
+
+from ._helpers_shared import _jax, _masked_cores, _run_child
 
 # A small rank-2 tensor, its complex companion, and the TT cores of a complex TT.
 _RNG = np.random.default_rng(13)
@@ -26,12 +24,6 @@ COMPLEX_CORES = [_RNG.standard_normal(s) + 1j * _RNG.standard_normal(s) for s in
 
 def _torch():
     return pytest.importorskip("torch")
-
-
-def _jax():
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    return jax
 
 
 def _saved_and_loaded(tmp_path, cores):
@@ -132,35 +124,6 @@ def test_an_unreadable_zip_member_is_a_tt_file_error_naming_the_file(tmp_path, w
         forged.write_bytes(_rewrite_headers(stream.read(), *fields))
     with pytest.raises(tlc.TTFileError, match=rf"{what}\.tt\.npz.*{match}"):
         tlc.load_tt(forged)
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-# prctl(PR_CAPBSET_DROP, ...) and the two capabilities that let root ignore file modes.
-PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
-
-
-def _run_child(code, *arguments, bound_by_modes=False):
-    """Run ``code`` in a fresh Python; with ``bound_by_modes``, one that file modes bind
-    even when the tests run as root (it loses the capabilities that override them; a
-    platform where that cannot be done skips the test)."""
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    drop = None
-    if bound_by_modes and os.geteuid() == 0:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if not hasattr(libc, "prctl") or libc.prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, 0, 0,
-                                                    0) != 0:
-            pytest.skip("running as root, and cannot drop CAP_DAC_OVERRIDE: file modes "
-                        "do not apply")
-
-        def drop():  # in the child, before exec: it starts without the capabilities
-            for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
-                libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)
-
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, arguments)],
-                          capture_output=True, text=True, env=env, preexec_fn=drop,
-                          timeout=120)
 
 
 # --- 2. a TT file that cannot be read -----------------------------------------------------
@@ -436,13 +399,6 @@ def test_save_tt_refuses_a_nul_character_by_name(tmp_path):
 def test_load_tt_refuses_a_nul_character_by_name(tmp_path):
     with pytest.raises(ValueError, match=r"holds a NUL character"):
         tlc.load_tt(str(tmp_path / "a\0b.tt.npz"))
-
-
-def _masked_cores():
-    rng = np.random.default_rng(0)
-    cores = [rng.standard_normal(shape) for shape in [(1, 2, 2), (2, 2, 2), (2, 2, 1)]]
-    cores[1] = np.ma.masked_array(cores[1], mask=cores[1] > 0)
-    return cores
 
 
 def test_save_tt_refuses_a_masked_core_by_name(tmp_path):

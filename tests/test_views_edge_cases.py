@@ -11,11 +11,11 @@ from tensorly_cross import (
     ArrayTensor,
     FunctionTensor,
     QuanticsLayout,
-    QuanticsTensor,
     TransposedTensor,
 )
 from tensorly_cross.lazy.squeezed import SqueezedTensor
 
+from ._helpers_shared import VIEWS, FailingFunction, _noisy_smooth
 from .conftest import host
 from .strategies import seeds
 
@@ -174,12 +174,6 @@ def _same_tt(first, second):
         other_info.n_evals, other_info.n_sweeps, other_info.stop_reason)
 
 
-def _noisy_smooth(shape, seed):
-    grid = np.indices(shape)
-    noise = np.random.default_rng(seed).standard_normal(shape)
-    return np.sin(grid.sum(0) / 3.0) + 1.0 / (1.0 + grid[0] * grid[-1]) + 1e-3 * noise
-
-
 @settings(max_examples=6, deadline=None)
 @given(shape=st.lists(st.sampled_from([2, 3, 4, 6, 8]), min_size=2, max_size=3),
        seed=st.integers(0, 2**16), method=st.sampled_from(["lsq", "tci", "als"]),
@@ -271,34 +265,6 @@ def _low_rank(shape=SHAPE, rank=2, seed=0):
     factors = [rng.standard_normal((n, rank)) for n in shape]
     letters = "ijkl"[: len(shape)]
     return np.einsum(",".join(f"{c}r" for c in letters) + "->" + letters, *factors)
-
-
-class FailingFunction:
-    """Entries of ``dense``, recording every multi-index computed; the call numbered
-    ``fail_at`` (from 1) raises instead."""
-
-    def __init__(self, dense, fail_at=None):
-        self.dense, self.fail_at, self.calls, self.computed = dense, fail_at, 0, []
-
-    def __call__(self, indices):
-        self.calls += 1
-        if self.fail_at is not None and self.calls == self.fail_at:
-            raise RuntimeError("lost a node")
-        self.computed.append(indices.copy())
-        return self.dense[tuple(indices.T)]
-
-    @property
-    def n_computed(self):
-        return sum(len(part) for part in self.computed)
-
-
-VIEWS = {
-    "transposed": lambda tensor: TransposedTensor(tensor, (2, 0, 1)),
-    "quantics": QuanticsTensor,
-    "quantics_of_transposed": lambda tensor: QuanticsTensor(TransposedTensor(tensor, (1, 2, 0)),
-                                                            order="interleaved"),
-    "squeezed": lambda tensor: SqueezedTensor(tensor, [0, 2, 3]),
-}
 
 
 @pytest.mark.parametrize("view_name", ["transposed", "quantics_of_transposed"])

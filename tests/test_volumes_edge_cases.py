@@ -24,7 +24,7 @@ from tensorly_cross.lazy.sources import (
     read_retrying,
 )
 
-from ._helpers_shared import astype_view
+from ._helpers_shared import Failing, _chunked, _noisy_smooth, astype_view
 from .conftest import host
 
 
@@ -482,12 +482,6 @@ def _same_cross_result(first, second):
         np.testing.assert_array_equal(tl.to_numpy(core), tl.to_numpy(other_core))
     assert (info.n_evals, info.n_sweeps, info.stop_reason) == (
         other_info.n_evals, other_info.n_sweeps, other_info.stop_reason)
-
-
-def _noisy_smooth(shape, seed):
-    grid = np.indices(shape)
-    noise = np.random.default_rng(seed).standard_normal(shape)
-    return np.sin(grid.sum(0) / 3.0) + 1.0 / (1.0 + grid[0] * grid[-1]) + 1e-3 * noise
 
 
 @settings(max_examples=6, deadline=None)
@@ -1061,33 +1055,6 @@ def test_a_path_without_nul_still_round_trips(tmp_path):
     path = tlc.save_tt(tmp_path / "ok.tt.npz", _tt())
     tt, _ = tlc.load_tt(path)
     assert [np.asarray(core).shape for core in tt] == [(1, 3, 2), (2, 3, 1)]
-
-
-GRID = np.linspace(1.0, 2.0, 10)
-
-
-SHAPE = (10,) * 4
-
-
-class Failing:
-    """A smooth function of rank > 1 that counts what it computes and raises a
-    RuntimeError on the call that would take its count past ``fail_after``."""
-
-    def __init__(self, fail_after=None):
-        self.computed, self.fail_after = 0, fail_after
-
-    def __call__(self, indices):
-        if self.fail_after is not None and self.computed + len(indices) > self.fail_after:
-            raise RuntimeError("transient failure")
-        self.computed += len(indices)
-        x = GRID[indices]
-        return 1.0 / x.sum(axis=1) + 0.1 * np.sin(x[:, 0] * x[:, -1])
-
-
-def _chunked(function):
-    # In chunks: a failed batch's finished chunks go to the checkpoint, so the rerun's
-    # batch at that point is read back in part.
-    return tlc.FunctionTensor(function, SHAPE, chunk_size=5)
 
 
 def test_a_callback_of_a_resumed_run_sees_the_entries_restored_so_far(tmp_path):

@@ -14,6 +14,8 @@ import tensorly_cross as tlc
 from tensorly_cross.datasets import blob_phantom, write_volume
 from tensorly_cross.lazy.sources import MissingChunksError, as_chunk_source
 
+from ._helpers_shared import _binary_blobs, _open_as
+
 da = pytest.importorskip("dask.array")
 
 
@@ -224,16 +226,6 @@ def _nan_volume(dtype):
     return volume
 
 
-def _open_as(kind, volume, folder, fill):
-    if kind == "npy":
-        np.save(folder / "v.npy", volume)
-        return tlc.open_volume(str(folder / "v.npy"), fill_nan=fill)
-    store = zarr.open_array(str(folder / "v.zarr"), mode="w", shape=volume.shape,
-                            chunks=(4, 4, 4), dtype=volume.dtype)
-    store[...] = volume
-    return tlc.open_volume(str(folder / "v.zarr"), fill_nan=fill)
-
-
 def test_fill_nan_keeps_the_stored_dtype_where_it_holds_the_value(tmp_path):
     volume = _nan_volume(np.float32)
     lazy = _open_as("zarr", volume, tmp_path, 0.5)
@@ -269,15 +261,6 @@ def test_a_dataset_of_a_closed_hdf5_file_is_named(closed_dataset, entry):
 
 
 # -- interpolating crosses of stored piecewise-constant data --------------------------------
-
-
-def _binary_blobs(seed, shape=(40, 44, 36)):
-    """The brightest fifth of a blob phantom as 1, the rest 0: a binary mask."""
-    from tensorly_cross.datasets import blob_phantom
-
-    grid = np.stack(np.unravel_index(np.arange(np.prod(shape)), shape), axis=1)
-    values = np.asarray(blob_phantom(shape, seed=seed)(grid), dtype=np.float64).reshape(shape)
-    return (values > np.quantile(values, 0.8)).astype(np.float64)
 
 
 def test_a_clear_pass_on_stored_data_is_confirmed_on_fresh_entries():
