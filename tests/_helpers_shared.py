@@ -240,20 +240,6 @@ def _anatomical_callable():
     return data, lambda indices: data[tuple(np.asarray(indices).T)]
 
 
-# from test_precision_edge_cases.py (and others)
-@pytest.fixture
-def jax_x32():
-    """The JAX backend with ``jax_enable_x64`` off (JAX's own default), restored after."""
-    jax = pytest.importorskip("jax")
-    with tl.backend_context("jax"):  # first: loading TensorLy's JAX backend turns x64 on
-        before = jax.config.jax_enable_x64
-        jax.config.update("jax_enable_x64", False)
-        try:
-            yield
-        finally:
-            jax.config.update("jax_enable_x64", before)
-
-
 # from test_backends_edge_cases.py (and others)
 def _rank_one(complex_valued=False):
     rng = np.random.default_rng(0)

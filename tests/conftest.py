@@ -90,6 +90,19 @@ def host(tensor):
 
 
 @pytest.fixture
+def jax_x32():
+    """The JAX backend with ``jax_enable_x64`` off (JAX's own default), restored after."""
+    jax = pytest.importorskip("jax")
+    with tl.backend_context("jax"):  # first: loading TensorLy's JAX backend turns x64 on
+        before = jax.config.jax_enable_x64
+        jax.config.update("jax_enable_x64", False)
+        try:
+            yield
+        finally:
+            jax.config.update("jax_enable_x64", before)
+
+
+@pytest.fixture
 def pytorch_backend():
     """The PyTorch backend for one test, the previous one restored after (the nn and
     gradient modules use it on every test: ``pytest.mark.usefixtures``); skipped where

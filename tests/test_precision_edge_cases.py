@@ -16,7 +16,12 @@ from tensorly_cross.cross.stopping import Validation
 from tensorly_cross.errors import UnseenStructureWarning
 from tensorly_cross.lazy.cache import EvaluationCache
 
-from ._helpers_shared import _peak_bytes, _rank_two_plus_detail, _unseen_warnings, ones_with
+from ._helpers_shared import (
+    _peak_bytes,
+    _rank_two_plus_detail,
+    _unseen_warnings,
+    ones_with,
+)
 
 
 def _rank_three(seed):

@@ -26,7 +26,11 @@ from tensorly_cross.stream import streaming as streaming_module
 from tensorly_cross.stream import streaming_tt_svd
 from tensorly_cross.stream.blocks import MemmapSource, plan_blocks, volume_source
 
-from ._helpers_shared import _rank_two_plus_detail, _run_child, _slow_copy
+from ._helpers_shared import (
+    _rank_two_plus_detail,
+    _run_child,
+    _slow_copy,
+)
 from .conftest import host
 
 
