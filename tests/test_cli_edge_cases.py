@@ -1380,3 +1380,12 @@ def test_compress_volume_reports_the_reads_of_its_own_run(tmp_path):
     assert summaries[0]["bytes_read"] > 0
     assert sum(s["bytes_read"] for s in summaries) == volume.bytes_read
     assert sum(s["pages_read"] for s in summaries) == volume.pages_read
+
+
+def test_compress_names_the_method_flag_when_lsq_refuses_a_1d_volume(tmp_path, capsys):
+    # The least-squares cross refuses a volume of one axis; the command line said so in
+    # the library's terms ("method='lsq' needs ..."), an argument it has no spelling for.
+    code, err = _compress(tmp_path, capsys, "--method", "lsq", shape=(50,))
+    assert code == 1
+    assert "--method lsq needs a tensor with at least 2 modes, got shape (50,)" in err
+    assert "method='lsq'" not in err

@@ -190,7 +190,8 @@ def compress_volume(volume, output, tol, rank=None, method="auto", max_rank=MAX_
                                f"evals {info.n_evals}, held-out error {info.val_errors[-1]:.2e}")
             return False
 
-        with warnings.catch_warnings(), _budget_in_flag_terms(max_evals):
+        with (warnings.catch_warnings(), _budget_in_flag_terms(max_evals),
+              _method_in_flag_terms(method)):
             # A missed tolerance is reported by the exit code, not a warning.
             warnings.simplefilter("ignore", tlc.ToleranceNotMetWarning)
             tt, info = tlc.tt_cross(target, rank=rank,
@@ -258,6 +259,19 @@ def _budget_in_flag_terms(max_evals):
             text = text.replace(advice, ".")  # the library's advice, in its own terms
         text = text.rstrip(".")
         raise ValueError(f"{text}; give a larger --max-evals.") from error
+
+
+@contextlib.contextmanager
+def _method_in_flag_terms(method):
+    """tt_cross's refusal of what ``method='lsq'`` (or another) needs, in the command's
+    terms: the command line spells the argument ``--method lsq``."""
+    try:
+        yield
+    except ValueError as error:
+        text = str(error)
+        if not text.startswith(f"method={method!r} needs"):
+            raise
+        raise ValueError(text.replace(f"method={method!r}", f"--method {method}", 1)) from error
 
 
 def stream_volume(volume, output, tol, rank=None, client=None, seed=0, source=None,
