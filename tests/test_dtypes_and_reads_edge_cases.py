@@ -359,6 +359,26 @@ def test_ml_dtypes_six_bit_floats_are_read_as_float32_as_the_others(backend, dty
                                   volume.astype(np.float32).ravel())
 
 
+@pytest.mark.parametrize("dtype", ["int4", "uint4", "int2"])
+def test_ml_dtypes_sub_byte_integers_are_refused_as_not_supported(dtype):
+    # NumPy counts ml_dtypes' sub-byte integers as no integer (kind "V"): an int4 volume was
+    # refused as if it were none of "bool, integer and real floating-point arrays", and
+    # values of it as "values must be numbers (bool, integer, ...)", which it is.
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    kind = getattr(ml_dtypes, dtype, None)
+    if kind is None:
+        pytest.skip(f"ml_dtypes {ml_dtypes.__version__} has no {dtype}")
+    volume = (np.arange(216) % 2).reshape(SHAPE).astype(kind)
+    expected = rf"dtype {dtype} \(a sub-byte integer of ml_dtypes\): not supported; cast"
+    with pytest.raises(TypeError, match=expected):
+        tlc.open_volume(volume)
+    with pytest.raises(TypeError, match=expected):
+        tlc.tt_cross(volume, rank=2, method="tci")
+    function = FunctionTensor(lambda indices: (indices.sum(axis=1) % 2).astype(kind), SHAPE)
+    with pytest.raises(TypeError, match=expected):
+        function.evaluate(np.zeros((1, 3), dtype=np.int64))
+
+
 def test_low_precision_floats_are_told_from_float64_and_float32():
     from tensorly_cross.lazy.base import low_precision
 

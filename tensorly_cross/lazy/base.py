@@ -2,6 +2,7 @@
 
 import math
 import operator
+import re
 
 import numpy as np
 import tensorly as tl
@@ -281,8 +282,9 @@ def check_values(values, indices, source):
     if isinstance(values, np.ndarray) or not tl.is_tensor(values):
         host = host_values(values)
         if host.dtype.kind not in NUMERIC_KINDS:  # strings, objects: no silent conversion
-            raise TypeError(f"{_name(source)} returned values of dtype {host.dtype}; values "
-                            "must be numbers (bool, integer, real or complex floating point).")
+            raise TypeError(f"{_name(source)} returned values of dtype {host.dtype}"
+                            f"{sub_byte_note(host.dtype)}; values must be numbers (bool, "
+                            "integer, real or complex floating point).")
         values = values if tl.is_tensor(values) and host is values else tl.tensor(host)
     elif _kind(values.dtype) in "biu":
         context = {key: value for key, value in tl.context(values).items() if key != "dtype"}
@@ -355,6 +357,17 @@ def low_precision(dtype):
     name = str(dtype).rsplit(".", 1)[-1]
     # "float6_", not "float6": float64 is not one of them.
     return name.endswith("float16") or name.startswith(("float8", "float6_", "float4"))
+
+
+def sub_byte_note(dtype):
+    """What a refusal of ``dtype`` adds for ml_dtypes' integers of fewer than 8 bits (int2,
+    int4, uint4, ...): NumPy counts them as no integer (kind "V"), so "supported are
+    integers" alone read as if they were one; empty for any other dtype."""
+    name = str(dtype).rsplit(".", 1)[-1]
+    if not re.fullmatch(r"u?int[1-7]", name):
+        return ""
+    return (" (a sub-byte integer of ml_dtypes): not supported; cast it to int8 or uint8, "
+            "or to a floating dtype, first")
 
 
 def _kind(dtype):

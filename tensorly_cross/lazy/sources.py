@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from .._backend import check_concrete, to_host
-from .base import low_precision
+from .base import low_precision, sub_byte_note
 
 SUPPORTED_KINDS = "biuf"  # bool, signed and unsigned ints, floats
 
@@ -61,8 +61,8 @@ class ChunkSource:
         self.dtype = np.dtype(np.float32) if _is_ml_float(dtype) else np.dtype(dtype)
         self.stored_itemsize = self.stored_dtype.itemsize
         if self.dtype.kind not in SUPPORTED_KINDS:
-            raise TypeError(f"{name} has dtype {self.dtype}; supported are bool, integer and "
-                            "real floating-point arrays.")
+            raise TypeError(f"{name} has dtype {self.dtype}{sub_byte_note(self.dtype)}; "
+                            "supported are bool, integer and real floating-point arrays.")
         if not self.shape:  # LazyTensor would refuse it too, without naming the source
             raise ValueError(f"{name} holds a 0-d array (a scalar); a volume has at least "
                              "one mode.")
