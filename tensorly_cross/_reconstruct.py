@@ -207,17 +207,37 @@ def _check_room(path, shape, dtype):
     TT on a 100000^3 grid is 4 PB of float32), and writing it slab by slab filled the disk
     first. A ``.nii.gz`` is refused only where even deflate's best ratio would not fit."""
     needed = math.prod(shape) * np.dtype(dtype).itemsize
-    if path.lower().endswith(".gz"):
+    compressed = path.lower().endswith(".gz")
+    if compressed:
         needed //= DEFLATE_BEST_RATIO
-    folder = os.path.dirname(os.path.realpath(path))  # a link's target gets the file
+    check_room(path, needed, f"the volume {tuple(shape)} as {np.dtype(dtype).name} NIfTI",
+               "write a slice (--slice AXIS=INDEX,... -o OUT.nii) or the entries you need "
+               "(tensorly_cross.tt_entries)", at_least=compressed)
+
+
+def check_room(path, needed, what, advice, at_least=False):
+    """Raise OSError if the folder of ``path`` has fewer than ``needed`` bytes free, before
+    any of the file is written (it would be written until the disk was full).
+
+    Parameters
+    ----------
+    path : str
+        The file to write (a link's target's folder is the one checked).
+    needed : int
+        Bytes the file takes (for a compressed one, the least it can take).
+    what : str
+        What the file holds, as the message names it ("the volume (n, n) as float32 NIfTI").
+    advice : str
+        What to do instead.
+    at_least : bool, default is False
+        Whether ``needed`` is a lower bound (a compressed file).
+    """
+    folder = os.path.dirname(os.path.realpath(path))
     free = shutil.disk_usage(folder).free
     if needed > free:
-        raise OSError(f"{path!r}: the volume {tuple(shape)} takes {needed / 2**30:,.1f} GiB "
-                      f"as {np.dtype(dtype).name} NIfTI"
-                      f"{' at the least, compressed' if path.lower().endswith('.gz') else ''}"
-                      f", and {folder!r} has {free / 2**30:,.1f} GiB free; write a slice "
-                      "(--slice AXIS=INDEX,... -o OUT.nii) or the entries you need "
-                      "(tensorly_cross.tt_entries).")
+        raise OSError(f"{path!r}: {what} takes {needed / 2**30:,.1f} GiB"
+                      f"{' at the least, compressed' if at_least else ''}, and {folder!r} "
+                      f"has {free / 2**30:,.1f} GiB free; {advice}.")
 
 
 @contextlib.contextmanager

@@ -105,3 +105,25 @@ def test_a_rewritten_hdf5_file_of_a_dataset_named_with_a_colon_changes_its_finge
     os.replace("new.h5", "v.h5")
     after = volume_fingerprint(VolumeDataset(["v.h5:/a:b"], [0.0])[0][0])
     assert before != after
+
+
+def test_reconstructing_a_slice_its_disk_cannot_hold_as_npy_is_refused_before_writing(
+        tmp_path, monkeypatch, capsys):
+    """reconstruct -o OUT.nii checked the free space of the output's folder first; -o
+    OUT.npy did not: a slice of a 10^6 x 10^6 TT (7.3 TiB of float64) was evaluated
+    before anything asked whether its file would fit. Now refused as the NIfTI is."""
+    import shutil
+
+    from tensorly_cross import cli
+
+    size = 1_000_000
+    if shutil.disk_usage(tmp_path).free >= size**2 * 8:
+        pytest.skip("this disk holds the slice")
+    monkeypatch.chdir(tmp_path)
+    tlc.save_tt("huge.tt.npz", [np.ones((1, size, 1), dtype=np.float32)] * 2,
+                {"shape": [size] * 2})
+    assert cli.main(["reconstruct", "huge.tt.npz", "-o", "huge.npy"]) == 1
+    err = capsys.readouterr().err
+    assert "'huge.npy': the slice (1000000, 1000000) as float64 .npy takes" in err
+    assert "GiB free" in err
+    assert sorted(os.listdir(tmp_path)) == ["huge.tt.npz"]  # nothing written, no temporary

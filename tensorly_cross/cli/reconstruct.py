@@ -46,6 +46,9 @@ def run_reconstruct(args):
             # memory there, after its file was complete, and the command exited 1).
             print("\n".join(reports))
             return EXIT_OK
+    if args.output and not nifti:
+        _check_npy_room(args.output, tt, [n for axis, n in enumerate(shape)
+                                          if axis not in fixed])
     values = _typed(volume_values(tt, metadata, selection))
     image = np.atleast_2d(values)  # a 1-D volume is shown and compared as one row
     if args.output and not nifti:
@@ -147,6 +150,20 @@ def _write_nifti(args, tt, metadata, fixed, where):
     except NiftiMetadataError as error:  # raised before anything is written
         raise ValueError(_unusable_nifti(args.file, error)) from None
     return written_line(args.output, shape, dtype, where if slab else "all")
+
+
+def _check_npy_room(path, tt, shape):
+    """Refuse -o OUT.npy before the slice of ``shape`` is evaluated where its folder has no
+    room for it (as -o OUT.nii is refused): a TT file's slice can be larger than the disk."""
+    from .._backend import to_host
+    from .._reconstruct import check_room
+
+    complex_ = any(np.iscomplexobj(to_host(core)) for core in tt)
+    dtype = np.dtype(np.complex128 if complex_ else np.float64)  # as _typed writes it
+    check_room(path, math.prod(shape) * dtype.itemsize,
+               f"the slice {tuple(shape)} as {dtype.name} .npy",
+               "give -o in a folder with room, or read the entries you need in Python "
+               "(tensorly_cross.tt_entries)")
 
 
 def save_npy(path, values):
