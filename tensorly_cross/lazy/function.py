@@ -346,8 +346,17 @@ def _check_grids(grids):
                              f"shape {grid.shape}.")
         if grid.dtype.kind not in "biuf":
             raise TypeError(f"grids[{mode}] must hold real numbers, got dtype {grid.dtype}.")
-        points = grid.astype(float).reshape(-1)
-        _check_finite_points(points, mode)
+        # Checked in the grid's own dtype, then cast: a long double point beyond float64
+        # was reported as the "inf" that the cast made of it (so is its format(), hence !s).
+        given = grid.reshape(-1)
+        _check_finite_points(given, mode)
+        with np.errstate(over="ignore"):  # refused below, by the point
+            points = given.astype(float)
+        beyond = np.flatnonzero(~np.isfinite(points))
+        if beyond.size:
+            raise ValueError(f"grids[{mode}][{beyond[0]}] is {given[beyond[0]]!s}, beyond "
+                             "float64's range (about 1.8e308), in which the function "
+                             "receives grid points; rescale the grid.")
         checked.append(points)
     return checked
 
