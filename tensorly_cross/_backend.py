@@ -151,6 +151,14 @@ def widened(tensor):
     return tensor
 
 
+def single_precision(tensor):
+    """``tensor`` in float32 on its own backend, device and autograd graph (a half
+    precision tensor's products accumulate there, then :func:`narrowed` returns them)."""
+    if is_torch_tensor(tensor):
+        return tensor.float()
+    return tensor.astype(np.float32)  # NumPy's and JAX's arrays alike
+
+
 def narrowed(tensor, like):
     """``tensor`` back in the precision of ``like`` (the inverse of :func:`widened`): in
     ``like``'s dtype, or its complex counterpart for a complex ``tensor``. A fit of a real

@@ -365,3 +365,24 @@ def test_max_exponent_is_each_dtypes_own_asked_in_any_order():
         for dtype, maxexp in expected.items():
             assert max_exponent(np.zeros(2, dtype=dtype)) == maxexp
     assert max_exponent([1.0]) == 1024  # no dtype: float64's
+
+
+def test_entries_of_a_float16_tt_are_float16_roundings_of_float32_products(backend):
+    # The products ran in float16: each of the 29 matrix products of a long chain rounded
+    # (1e-3 off on the whole, a few ulps per entry), and a chain of 300 * 300 / 300 / 300
+    # overflowed to inf on its way to 1. Now accumulated in float32, returned in float16.
+    from tensorly_cross._backend import to_host
+
+    rng = np.random.default_rng(0)
+    d, rank = 30, 8
+    cores = [(rng.standard_normal((1 if k == 0 else rank, 4, 1 if k == d - 1 else rank))
+              / np.sqrt(rank)).astype(np.float16) for k in range(d)]
+    indices = rng.integers(4, size=(500, d))
+    exact = np.asarray(tlc.tt_entries([core.astype(np.float64) for core in cores], indices))
+    values = tlc.tt_entries([tl.tensor(core) for core in cores], indices)
+    assert "float16" in str(values.dtype)
+    spacing = np.spacing(np.abs(exact).astype(np.float16)).astype(np.float64)
+    assert np.all(np.abs(to_host(values).astype(np.float64) - exact) <= spacing)
+    chain = [np.full((1, 1, 1), value, dtype=np.float16) for value in (300, 300, 1 / 300, 1 / 300)]
+    assert np.isfinite(to_host(tlc.tt_entries([tl.tensor(core) for core in chain],
+                                              [[0, 0, 0, 0]]))).all()

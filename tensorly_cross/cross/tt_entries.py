@@ -5,8 +5,17 @@ import functools
 import numpy as np
 import tensorly as tl
 
-from .._backend import backend_name, check_concrete, contiguous, dtype_kind, take_rows, to_host
-from ..lazy.base import check_indices
+from .._backend import (
+    backend_name,
+    check_concrete,
+    contiguous,
+    dtype_kind,
+    narrowed,
+    single_precision,
+    take_rows,
+    to_host,
+)
+from ..lazy.base import check_indices, low_precision
 
 # Work-block bound, in entries (32 MiB in float64): the batch is cut into chunks whose
 # running products ``(chunk, r_k)`` stay under a sixteenth of it, and a mode whose per-entry
@@ -44,7 +53,9 @@ def tt_entries(cores, indices):
     -----
     Cores of another backend are copied to the active one (without their gradient), and
     cores of different dtypes are promoted to a common one (as NumPy and JAX do; PyTorch's
-    matmul refused them).
+    matmul refused them). Cores of one half-precision dtype (float16, bfloat16, the 8-bit
+    floats) are multiplied in float32 and the entries returned in their dtype: each one
+    the rounding of a float32 product, not of a product rounded at every core.
 
     Examples
     --------
@@ -58,6 +69,9 @@ def tt_entries(cores, indices):
     """
     _check_ranks(cores)
     cores = common_dtype([core_in_backend(core, k) for k, core in enumerate(cores)])
+    narrow = _half_precision(cores)
+    if narrow is not None:
+        cores = [single_precision(core) for core in cores]
     shape = tuple(int(tl.shape(core)[1]) for core in cores)
     try:
         indices = check_indices(_host_indices(indices), shape)
@@ -66,7 +80,17 @@ def tt_entries(cores, indices):
     chunk = _chunk_size(cores)
     values = [_chunk_entries(cores, indices[start : start + chunk])
               for start in range(0, max(indices.shape[0], 1), chunk)]
-    return values[0] if len(values) == 1 else tl.concatenate(values, axis=0)
+    values = values[0] if len(values) == 1 else tl.concatenate(values, axis=0)
+    return values if narrow is None else narrowed(values, narrow)
+
+
+def _half_precision(cores):
+    """The first core if every core has one and the same floating dtype narrower than
+    float32 (float16, bfloat16, the 8-bit floats), else None: its products are taken in
+    float32, as rounding after each of them lost a few ulps per core of a long chain, and
+    an intermediate product past 65504 overflowed float16 on its way to a finite entry."""
+    dtypes = {str(core.dtype) for core in cores}
+    return cores[0] if len(dtypes) == 1 and low_precision(cores[0].dtype) else None
 
 
 def _check_ranks(cores):
