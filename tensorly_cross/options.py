@@ -479,8 +479,10 @@ def _check_method(options, shape, stored):
         raise ValueError(f"method='lsq' needs a tensor with at least 2 modes, got shape "
                          f"{tuple(shape)}.")
     if check_float(oversample, "oversample", minimum=1.0) > 1 and method == "tci":
+        # The least-squares cross is advised only where it applies (2 modes at least).
+        lsq = ", or method='lsq'" if len(shape) >= 2 else ""
         chosen = (" (method='auto' chose it without a rank: pass rank= for the oversampled "
-                  "ALS cross, or method='lsq')" if options.method == "auto" else "")
+                  f"ALS cross{lsq})" if options.method == "auto" else "")
         raise ValueError(f"oversample={oversample} needs a fixed-rank method ('als' or "
                          f"'block', with rank=) or the least-squares cross ('lsq'), not "
                          f"'tci'{chosen}: TCI chooses its own pivots.")

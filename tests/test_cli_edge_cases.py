@@ -1389,3 +1389,14 @@ def test_compress_names_the_method_flag_when_lsq_refuses_a_1d_volume(tmp_path, c
     assert code == 1
     assert "--method lsq needs a tensor with at least 2 modes, got shape (50,)" in err
     assert "method='lsq'" not in err
+
+
+def test_compress_oversample_without_rank_on_a_1d_volume_is_refused_by_its_flags(tmp_path,
+                                                                                capsys):
+    # --method auto without --rank runs TCI on a volume of one axis (the least-squares
+    # cross needs two), which does not oversample: the library refused it later, in its
+    # own terms ("oversample=2.0 needs ... pass rank= ... or method='lsq'"), exit 1.
+    code, err = _compress(tmp_path, capsys, "--oversample", "2", shape=(50,))
+    assert code == 2
+    assert "--oversample on a volume of one axis needs --rank" in err
+    assert "oversample=" not in err and "method=" not in err

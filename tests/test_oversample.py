@@ -123,3 +123,12 @@ def test_a_clipped_rank_of_the_oversampled_cross_names_the_user_s_shape():
     with pytest.warns(UserWarning, match=r"a tensor of shape \(5, 6, 1\) can hold"):
         tlc.tt_cross(lambda i: np.cos(0.1 * i.sum(axis=1)), shape=(5, 6, 1), rank=2,
                      method="als", oversample=2, random_state=0)
+
+
+def test_oversample_under_auto_on_one_mode_does_not_advise_the_least_squares_cross():
+    # Without a rank, auto runs TCI, which does not oversample: the refusal advised
+    # "or method='lsq'", which refuses a tensor of one mode in turn.
+    with pytest.raises(ValueError, match=r"chose it without a rank: pass rank= for the "
+                                         r"oversampled ALS cross\)") as error:
+        tlc.tt_cross(tl.tensor(np.ones(50)), oversample=2.0)
+    assert "method='lsq'" not in str(error.value)

@@ -71,6 +71,7 @@ def run_compress(args):
         _check_axes(axes, volume.ndim)
         method, reason = _choose_method(args, volume)
         _check_max_evals(args, method, volume.ndim)
+        _check_oversample(args, method, volume.ndim)
         if not args.quiet:
             print(f"method: {method} ({reason})")
         if in_process and client is not None and method != "stream":
@@ -471,6 +472,18 @@ def _check_max_evals(args, method, ndim):
                          f"Give more than {LSQ_VAL_SIZE} plus what its sweeps read (the "
                          f"first one alone reads tens of thousands of entries of a large "
                          f"volume), or --method tci ({VAL_SIZE} held-out entries).")
+
+
+def _check_oversample(args, method, ndim):
+    """--oversample under auto without --rank, on a volume of one axis, said in the
+    command's terms: auto runs TCI there (the least-squares cross needs 2 axes), which
+    does not oversample, and the library's refusal named its own arguments."""
+    if (method == "auto" and ndim < 2 and not args.quantics and args.rank is None
+            and args.oversample is not None and args.oversample > 1):
+        raise UsageError("--oversample on a volume of one axis needs --rank (the "
+                         "oversampled ALS cross): the least-squares cross needs 2 axes, and "
+                         "TCI, which --method auto runs without --rank, chooses its own "
+                         "pivots.")
 
 
 def _layout_meta(quantics_tensor):
