@@ -31,11 +31,18 @@ def check_float(value, name, minimum=None, strict=False):
     # np.timedelta64(5, "s") failed with "float() argument must be ... not 'datetime.timedelta'".
     if isinstance(value, bool | np.timedelta64) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__}).")
+    given = value
     try:
-        value = float(value)
+        with np.errstate(over="ignore"):  # a long double past float's range: refused below
+            value = float(value)
     except OverflowError:  # an int (or Fraction) past float's range, 10**400: not finite
+        value = None
+    # A long double of 1e400 casts to inf without an OverflowError: refused as too large
+    # (it is finite), as an int of 10**400 is, not as the inf the cast made of it.
+    if value is None or (value in (float("inf"), float("-inf"))
+                         and isinstance(given, np.floating) and np.isfinite(given)):
         raise ValueError(f"{name} must be finite, got a number beyond the range of a float "
-                         "(about 1.8e308).") from None
+                         "(about 1.8e308).")
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"{name} must be finite, got {value}.")
     if minimum is not None and (value <= minimum if strict else value < minimum):

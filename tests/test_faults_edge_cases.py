@@ -18,6 +18,19 @@ def test_an_int_too_large_for_a_float_is_refused_by_name(name):
         tlc.tt_cross(np.ones((4, 4)), random_state=0, **{name: 10**400})
 
 
+@pytest.mark.parametrize("name", ["max_time", "tol"])
+def test_a_long_double_too_large_for_a_float_is_refused_as_such_not_as_inf(name):
+    """A finite long double past float64 (1e400) was cast first and refused as "must be
+    finite, got inf", a value not given; it is refused as 10**400 is."""
+    import tensorly_cross as tlc
+
+    if np.finfo(np.longdouble).max <= np.finfo(np.float64).max:
+        pytest.skip("long double is double on this platform")
+    with pytest.raises(ValueError, match=f"{name} must be finite, got a number beyond the "
+                                         r"range of a float \(about 1.8e308\)"):
+        tlc.tt_cross(np.ones((4, 4)), random_state=0, **{name: np.longdouble("1e400")})
+
+
 class NaNOnce:
     """1/sum(x) that returns NaN once, at the first entry of the first call after
     ``after`` entries, while ``broken`` (a flaky sensor, a solver that failed to converge
