@@ -121,3 +121,27 @@ def loopback_cluster():
                                   dashboard_address="127.0.0.1:0",
                                   worker_dashboard_address="127.0.0.1:0") as local:
         yield local
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """An in-process dask.distributed cluster of one single-threaded worker, on loopback,
+    shared by the tests of one module (a module that wants another defines its own)."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        dashboard_address="127.0.0.1:0",
+        worker_dashboard_address="127.0.0.1:0",
+    ) as local:
+        yield local
+
+
+@pytest.fixture
+def client(cluster):
+    """A dask.distributed client of ``cluster`` for one test, closed after it."""
+    import distributed
+
+    with distributed.Client(cluster) as connected:
+        yield connected

@@ -19,27 +19,6 @@ def save_npy(path, array):
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(
-        n_workers=1,
-        threads_per_worker=1,
-        processes=False,
-        dashboard_address="127.0.0.1:0",
-        worker_dashboard_address="127.0.0.1:0",
-    ) as local:
-        yield local
-
-
-@pytest.fixture
-def client(cluster):
-    import distributed
-
-    with distributed.Client(cluster) as connected:
-        yield connected
-
-
 def test_a_new_tensor_is_never_served_an_old_tensors_cached_chunks(tmp_path, client, monkeypatch):
     # CPython reuses the id() of a collected object: make every id collide, as they may.
     monkeypatch.setattr(lazy_dask, "id", lambda obj: 0, raising=False)

@@ -52,27 +52,6 @@ def test_a_dask_block_of_the_wrong_shape_raises_naming_the_chunk():
         DaskTensor(array).evaluate(np.array([[9, 9]]))
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(
-        n_workers=1,
-        threads_per_worker=1,
-        processes=False,
-        dashboard_address="127.0.0.1:0",
-        worker_dashboard_address="127.0.0.1:0",
-    ) as local:
-        yield local
-
-
-@pytest.fixture
-def client(cluster):
-    import distributed
-
-    with distributed.Client(cluster) as connected:
-        yield connected
-
-
 def test_a_npy_deleted_after_opening_raises_a_chunk_read_error(tmp_path):
     path = save_npy(tmp_path / "v.npy", np.ones((4, 4)))
     lazy = open_volume(path)

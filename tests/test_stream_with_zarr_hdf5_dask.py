@@ -43,27 +43,6 @@ def test_a_client_that_is_not_a_client_is_refused_by_name(client):
         streaming_tt_svd(np.ones((4, 4)), client=client)
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(
-        n_workers=1,
-        threads_per_worker=1,
-        processes=False,
-        dashboard_address="127.0.0.1:0",
-        worker_dashboard_address="127.0.0.1:0",
-    ) as local:
-        yield local
-
-
-@pytest.fixture
-def client(cluster):
-    import distributed
-
-    with distributed.Client(cluster) as connected:
-        yield connected
-
-
 def test_a_closed_client_raises_naming_the_client(cluster):
     import distributed
 
