@@ -430,3 +430,10 @@ def _chunked(function):
     # In chunks: a failed batch's finished chunks go to the checkpoint, so the rerun's
     # batch at that point is read back in part.
     return tlc.FunctionTensor(function, FAILING_SHAPE, chunk_size=5)
+
+
+# from the zarr/hdf5/dask modules and test_reliability.py
+def save_npy(path, array):
+    """``array`` saved as a .npy file at ``path``, whose name (a str) is returned."""
+    np.save(path, array)
+    return str(path)

@@ -9,14 +9,11 @@ from tensorly_cross.lazy import dask as lazy_dask
 from tensorly_cross.lazy.quantics import QuanticsLayout, QuanticsTensor
 from tensorly_cross.stream import streaming
 
+from ._helpers_shared import save_npy
+
 zarr = pytest.importorskip("zarr")
 h5py = pytest.importorskip("h5py")
 da = pytest.importorskip("dask.array")
-
-
-def save_npy(path, array):
-    np.save(path, array)
-    return str(path)
 
 
 def test_a_new_tensor_is_never_served_an_old_tensors_cached_chunks(tmp_path, client, monkeypatch):

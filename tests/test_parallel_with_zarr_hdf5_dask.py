@@ -10,14 +10,11 @@ import pytest
 from tensorly_cross import DaskTensor, open_volume
 from tensorly_cross.lazy.sources import ChunkReadError, H5Source
 
+from ._helpers_shared import save_npy
+
 zarr = pytest.importorskip("zarr")
 h5py = pytest.importorskip("h5py")
 da = pytest.importorskip("dask.array")
-
-
-def save_npy(path, array):
-    np.save(path, array)
-    return str(path)
 
 
 # --- dask arrays --------------------------------------------------------------------------

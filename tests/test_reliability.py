@@ -17,6 +17,7 @@ from tensorly_cross.cross.stopping import heldout_bound, scaled_norm
 from tensorly_cross.errors import UnseenStructureWarning
 from tensorly_cross.lazy.sources import ChunkReadError, MissingChunksError
 
+from ._helpers_shared import save_npy
 from .conftest import host
 
 
@@ -226,11 +227,6 @@ def test_tt_entries_refuses_indices_outside_the_tensor(backend, index, message):
     tt = tlc.tt_cross(tl.tensor(np.ones((3, 3))), rank=1, random_state=0)
     with pytest.raises(ValueError, match=f"tt_entries: .*{message}"):
         tlc.tt_entries(tt, index)
-
-
-def save_npy(path, array):
-    np.save(path, array)
-    return str(path)
 
 
 def test_a_npy_truncated_after_opening_raises_instead_of_reading_zeros(tmp_path):

@@ -17,16 +17,12 @@ from tensorly_cross.lazy.sources import ChunkReadError
 from tensorly_cross.lazy.transpose import TransposedTensor
 from tensorly_cross.stream import blocks, streaming
 
+from ._helpers_shared import save_npy
 from .strategies import seeds
 
 zarr = pytest.importorskip("zarr")
 h5py = pytest.importorskip("h5py")
 da = pytest.importorskip("dask.array")
-
-
-def save_npy(path, array):
-    np.save(path, array)
-    return str(path)
 
 
 def dense(tt):

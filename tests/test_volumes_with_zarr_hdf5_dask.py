@@ -12,16 +12,12 @@ from tensorly_cross import DaskTensor, open_volume
 from tensorly_cross.lazy import npy as lazy_npy
 from tensorly_cross.lazy.sources import ChunkReadError
 
+from ._helpers_shared import save_npy
 from .strategies import seeds
 
 zarr = pytest.importorskip("zarr")
 h5py = pytest.importorskip("h5py")
 da = pytest.importorskip("dask.array")
-
-
-def save_npy(path, array):
-    np.save(path, array)
-    return str(path)
 
 
 def test_a_dask_array_made_from_a_zarr_array_is_still_read_from_the_store(tmp_path):
