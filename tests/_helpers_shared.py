@@ -437,3 +437,28 @@ def save_npy(path, array):
     """``array`` saved as a .npy file at ``path``, whose name (a str) is returned."""
     np.save(path, array)
     return str(path)
+
+
+# from test_cli_edge_cases.py and test_volumes_edge_cases.py
+def _smooth_cube(size=16, noise=1e-3, seed=0):
+    """A smooth ``size``^3 volume, ``1 / (1 + x + y + z)`` on [0, 1]^3, plus Gaussian noise of
+    standard deviation ``noise``."""
+    grid = np.linspace(0.0, 1.0, size)
+    values = 1.0 / (1.0 + np.add.outer(np.add.outer(grid, grid), grid))
+    return values + noise * np.random.default_rng(seed).standard_normal(values.shape)
+
+
+# from test_api_edge_cases.py, test_cli_edge_cases.py and test_volumes_edge_cases.py
+def _random_tt(shape, rank=2, seed=0):
+    """NumPy cores of a random TT of ``shape`` and inner ranks ``rank``."""
+    rng = np.random.default_rng(seed)
+    ranks = [1] + [rank] * (len(shape) - 1) + [1]
+    return [rng.standard_normal((ranks[k], n, ranks[k + 1])) for k, n in enumerate(shape)]
+
+
+def _dense(cores):
+    """The dense NumPy tensor of a TT given by its NumPy ``cores``."""
+    result = np.ones((1, 1))
+    for core in cores:
+        result = result.reshape(-1, core.shape[0]) @ core.reshape(core.shape[0], -1)
+    return result.reshape([core.shape[1] for core in cores])

@@ -9,6 +9,8 @@ import pytest
 import tensorly as tl
 from hypothesis import HealthCheck, settings
 
+from ._helpers_shared import _smooth_cube
+
 # The default run (CI's) draws the same examples every time: a run that fails is reproduced
 # by running it again, and a submission is not refused for an example that one run happened
 # to draw. The thorough profile draws new examples on every run: run it to look for bugs.
@@ -145,3 +147,11 @@ def client(cluster):
 
     with distributed.Client(cluster) as connected:
         yield connected
+
+
+@pytest.fixture
+def noisy(tmp_path):
+    """A smooth volume plus noise: rank 1-2 meets --tol 0.1, any rank is below 1e-3."""
+    path = tmp_path / "v.npy"
+    np.save(path, _smooth_cube())
+    return path

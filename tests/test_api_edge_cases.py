@@ -17,10 +17,12 @@ from tensorly_cross.lazy.cache import _KEY_SENTINEL, EvaluationCache, SortedKeys
 from ._helpers_shared import (
     Calls,
     _anatomical_callable,
+    _dense,
     _function_tensor,
     _inverse_sum,
     _masked_cores,
     _nibabel_image,
+    _random_tt,
     _unseen_warnings,
     ones_with,
 )
@@ -131,19 +133,6 @@ def test_array_tensor_of_a_matrix_reads_one_value_per_multi_index():
 
 
 # -- _reconstruct.py --------------------------------------------------------------------
-
-
-def _random_tt(shape, rank=2, seed=0):
-    rng = np.random.default_rng(seed)
-    ranks = [1] + [rank] * (len(shape) - 1) + [1]
-    return [rng.standard_normal((ranks[k], n, ranks[k + 1])) for k, n in enumerate(shape)]
-
-
-def _dense(cores):
-    result = np.ones((1, 1))
-    for core in cores:
-        result = result.reshape(-1, core.shape[0]) @ core.reshape(core.shape[0], -1)
-    return result.reshape([core.shape[1] for core in cores])
 
 
 # Mutant: an index equal to its axis' size taken (it wrapped around to index 0).

@@ -23,6 +23,8 @@ from tensorly_cross.cli._parser import build_parser
 from tensorly_cross.cli.summary import _stop_line, format_summary, outcome, run_info
 from tensorly_cross.cross.stopping import EXACT_SIZE
 
+from ._helpers_shared import _dense, _random_tt, _smooth_cube
+
 
 @pytest.fixture
 def volume(tmp_path):
@@ -302,20 +304,6 @@ def test_compress_of_values_float32_cannot_hold_refuses_the_cores_and_names_the_
     assert np.isfinite(metadata["error"])
 
 
-def _smooth(size=16, noise=1e-3, seed=0):
-    grid = np.linspace(0.0, 1.0, size)
-    values = 1.0 / (1.0 + np.add.outer(np.add.outer(grid, grid), grid))
-    return values + noise * np.random.default_rng(seed).standard_normal(values.shape)
-
-
-@pytest.fixture
-def noisy(tmp_path):
-    """A smooth volume plus noise: rank 1-2 meets --tol 0.1, any rank is below 1e-3."""
-    path = tmp_path / "v.npy"
-    np.save(path, _smooth())
-    return path
-
-
 @pytest.mark.parametrize("method", ["tci", "lsq"])
 def test_a_fixed_rank_is_not_stopped_by_the_default_tol(noisy, tmp_path, method):
     output = tmp_path / "t.tt.npz"
@@ -341,19 +329,19 @@ def test_an_output_inside_a_zarr_input_is_refused(tmp_path, inside, capsys):
     store = tmp_path / "v.zarr"
     array = zarr.create_array(store=str(store), shape=(8, 8, 8), chunks=(8, 8, 8),
                               dtype="f8")
-    array[:] = _smooth(8)
+    array[:] = _smooth_cube(8)
     before = sorted(os.listdir(store))
     code = cli.main(["compress", str(store), "-o", str(store / inside), "--force", "-q"])
     assert code == cli.EXIT_USAGE
     assert "is inside the input" in capsys.readouterr().err
     assert sorted(os.listdir(store)) == before
     assert np.array_equal(tlc.open_volume(str(store)).evaluate(np.array([[1, 2, 3]])),
-                          _smooth(8)[1:2, 2, 3])
+                          _smooth_cube(8)[1:2, 2, 3])
 
 
 def test_reconstruct_against_huge_voxels_prints_the_error_not_nan(tmp_path, capsys):
     path = tmp_path / "huge.npy"
-    np.save(path, _smooth(noise=0) * 1e306)
+    np.save(path, _smooth_cube(noise=0) * 1e306)
     output = tmp_path / "h.tt.npz"
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # NumPy's overflow noise included
@@ -416,7 +404,7 @@ def test_demo_with_a_size_under_auto_runs_the_procedural_volume(tmp_path, capsys
 def test_the_stream_says_exact_only_where_no_rounding_was_estimated(tmp_path, capsys,
                                                                     dtype, exact):
     path = tmp_path / "v.npy"
-    np.save(path, _smooth(noise=0.01).astype(dtype))
+    np.save(path, _smooth_cube(noise=0.01).astype(dtype))
     assert cli.main(["compress", str(path), "-o", str(tmp_path / "s.tt.npz"), "--method",
                      "stream", "--tol", "0.05"]) == cli.EXIT_OK
     out = capsys.readouterr().out
@@ -425,19 +413,6 @@ def test_the_stream_says_exact_only_where_no_rounding_was_estimated(tmp_path, ca
 
 
 # -- _reconstruct.py --------------------------------------------------------------------
-
-
-def _random_tt(shape, rank=2, seed=0):
-    rng = np.random.default_rng(seed)
-    ranks = [1] + [rank] * (len(shape) - 1) + [1]
-    return [rng.standard_normal((ranks[k], n, ranks[k + 1])) for k, n in enumerate(shape)]
-
-
-def _dense(cores):
-    result = np.ones((1, 1))
-    for core in cores:
-        result = result.reshape(-1, core.shape[0]) @ core.reshape(core.shape[0], -1)
-    return result.reshape([core.shape[1] for core in cores])
 
 
 # -- cli/compress.py --------------------------------------------------------------------

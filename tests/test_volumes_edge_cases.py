@@ -24,7 +24,14 @@ from tensorly_cross.lazy.sources import (
     read_retrying,
 )
 
-from ._helpers_shared import Failing, _chunked, _noisy_smooth, astype_view
+from ._helpers_shared import (
+    Failing,
+    _chunked,
+    _dense,
+    _noisy_smooth,
+    _random_tt,
+    astype_view,
+)
 from .conftest import host
 
 
@@ -231,20 +238,6 @@ def test_an_hdf5_file_whose_one_dataset_is_a_broken_link_says_so(tmp_path):
         tlc.open_volume(path)
 
 
-def _smooth(size=16, noise=1e-3, seed=0):
-    grid = np.linspace(0.0, 1.0, size)
-    values = 1.0 / (1.0 + np.add.outer(np.add.outer(grid, grid), grid))
-    return values + noise * np.random.default_rng(seed).standard_normal(values.shape)
-
-
-@pytest.fixture
-def noisy(tmp_path):
-    """A smooth volume plus noise: rank 1-2 meets --tol 0.1, any rank is below 1e-3."""
-    path = tmp_path / "v.npy"
-    np.save(path, _smooth())
-    return path
-
-
 def test_open_volume_refuses_a_dataset_for_a_volume_that_is_not_hdf5(noisy):
     with pytest.raises(ValueError, match="dataset='vol' names an HDF5 dataset"):
         tlc.open_volume(str(noisy), dataset="vol")
@@ -364,19 +357,6 @@ def test_an_array_of_a_zarr_group_opens_by_its_path(tmp_path):
 
 
 # -- _reconstruct.py --------------------------------------------------------------------
-
-
-def _random_tt(shape, rank=2, seed=0):
-    rng = np.random.default_rng(seed)
-    ranks = [1] + [rank] * (len(shape) - 1) + [1]
-    return [rng.standard_normal((ranks[k], n, ranks[k + 1])) for k, n in enumerate(shape)]
-
-
-def _dense(cores):
-    result = np.ones((1, 1))
-    for core in cores:
-        result = result.reshape(-1, core.shape[0]) @ core.reshape(core.shape[0], -1)
-    return result.reshape([core.shape[1] for core in cores])
 
 
 def _kept_nifti(shape, affine, code=4):
