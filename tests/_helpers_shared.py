@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import tensorly_cross as tlc
 from tensorly_cross import FunctionTensor, QuanticsTensor, TransposedTensor
+from tensorly_cross._backend import to_host
 from tensorly_cross.cross.bond import BondMatrix
 from tensorly_cross.cross.init import clip_ranks
 from tensorly_cross.errors import UnseenStructureWarning
@@ -462,3 +463,40 @@ def _dense(cores):
     for core in cores:
         result = result.reshape(-1, core.shape[0]) @ core.reshape(core.shape[0], -1)
     return result.reshape([core.shape[1] for core in cores])
+
+
+# from test_gradients_edge_cases.py, test_stream_edge_cases.py and test_views_edge_cases.py
+# A small rank-2 tensor of shape (3, 4, 2), and its complex companion.
+_RNG_13 = np.random.default_rng(13)
+
+
+TENSOR = sum(np.einsum("i,j,k->ijk", *(_RNG_13.standard_normal(n) for n in (3, 4, 2)))
+             for _ in range(2))
+
+
+COMPLEX = TENSOR + 1j * TENSOR[::-1]
+
+
+def _full(tt):
+    """The dense NumPy tensor of a TT (of any backend), from its host cores."""
+    with tl.backend_context("numpy"):
+        return tl.tt_to_tensor([to_host(core) for core in tt])
+
+
+# from test_dask.py, test_parallel.py and the parallel, stream and volumes edge-case modules
+def _same_tt(first, second):
+    """Assert that two TTs (of any backend) have the same cores, to the bit."""
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(to_host(a), to_host(b))
+
+
+# from test_views_edge_cases.py and test_volumes_edge_cases.py
+def _same_cross_result(first, second):
+    """Assert that two ``(tt, info)`` pairs of ``tt_cross(..., return_info=True)`` are the
+    same: ranks, cores to the bit, evaluations, sweeps and stop reason."""
+    (tt, info), (other, other_info) = first, second
+    assert tt.rank == other.rank
+    for core, other_core in zip(tt.factors, other.factors, strict=True):
+        np.testing.assert_array_equal(tl.to_numpy(core), tl.to_numpy(other_core))
+    assert (info.n_evals, info.n_sweeps, info.stop_reason) == (
+        other_info.n_evals, other_info.n_sweeps, other_info.stop_reason)

@@ -12,6 +12,7 @@ import tensorly_cross as tlc
 from tensorly_cross import DaskTensor, open_volume
 from tensorly_cross.lazy.sources import ChunkReadError
 
+from ._helpers_shared import _same_tt
 from .conftest import host
 from .strategies import seeds
 
@@ -40,11 +41,6 @@ def volume_files(tmp_path):
     paths["npy"] = str(tmp_path / "v.npy")
     np.save(paths["npy"], volume)
     return volume, paths
-
-
-def _same_tt(first, second):
-    for a, b in zip(first, second, strict=True):
-        np.testing.assert_array_equal(host(a), host(b))
 
 
 @pytest.mark.parametrize("fmt", ["zarr v3", "zarr v2", "hdf5", "npy"])

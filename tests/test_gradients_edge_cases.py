@@ -9,7 +9,7 @@ import tensorly as tl
 import tensorly_cross as tlc
 from tensorly_cross import tt_entries
 
-from ._helpers_shared import TimedFunction, _backend, _jax, _rank_one, _torch
+from ._helpers_shared import TENSOR, TimedFunction, _backend, _jax, _rank_one, _torch
 from .conftest import host
 
 
@@ -50,14 +50,6 @@ def test_tt_cross_under_jax_grad_is_refused_by_name():
 
     with pytest.raises(TypeError, match="tensor is a traced JAX value"):
         jax.grad(loss)(jnp.ones((4, 5, 6)))
-
-
-# A small rank-2 tensor, its complex companion, and the TT cores of a complex TT.
-_RNG = np.random.default_rng(13)
-
-
-TENSOR = sum(np.einsum("i,j,k->ijk", *(_RNG.standard_normal(n) for n in (3, 4, 2)))
-             for _ in range(2))
 
 
 # The SVD fallback ----------------------------------------------------------------------

@@ -16,6 +16,7 @@ from tensorly_cross import FunctionTensor, NonFiniteValueError
 from tensorly_cross.lazy.parallel import chunk_bounds
 from tensorly_cross.lazy.worker_groups import group_chunks
 
+from ._helpers_shared import _same_tt
 from .conftest import host
 from .strategies import seeds
 from .test_dask import loopback_cluster
@@ -32,11 +33,6 @@ def fails_beyond_30(indices):
     if (indices[:, 0] > 30).any():
         raise KeyError("no model for x0 > 30")
     return indices.sum(axis=1).astype(float)
-
-
-def _same_tt(first, second):
-    for a, b in zip(first, second, strict=True):
-        np.testing.assert_array_equal(host(a), host(b))
 
 
 @given(n_entries=st.integers(0, 200), n_chunks=st.integers(1, 9),

@@ -22,13 +22,8 @@ from tensorly_cross.lazy.chunk_result import NOTE_PREFIX
 from tensorly_cross.lazy.parallel import evaluate_in_chunks
 from tensorly_cross.lazy.sources import MissingChunksError
 
-from ._helpers_shared import FAILING_SHAPE, Failing, TimedFunction, _chunked
+from ._helpers_shared import FAILING_SHAPE, Failing, TimedFunction, _chunked, _same_tt
 from .conftest import host
-
-
-def _same_tt(first, second):
-    for a, b in zip(first, second, strict=True):
-        np.testing.assert_array_equal(host(a), host(b))
 
 
 def inverse_sum(indices):

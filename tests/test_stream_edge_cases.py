@@ -27,17 +27,14 @@ from tensorly_cross.stream import streaming_tt_svd
 from tensorly_cross.stream.blocks import MemmapSource, plan_blocks, volume_source
 
 from ._helpers_shared import (
+    COMPLEX,
+    _full,
     _rank_two_plus_detail,
     _run_child,
+    _same_tt,
     _slow_copy,
+    _torch,
 )
-from .conftest import host
-
-
-def _same_tt(first, second):
-    for a, b in zip(first, second, strict=True):
-        np.testing.assert_array_equal(host(a), host(b))
-
 
 # B2 ---------------------------------------------------------------------------------------
 
@@ -54,27 +51,6 @@ def test_streaming_tt_svd_reads_a_torch_tensor(backend_name, wrap):
         tensor = torch.tensor(data, requires_grad=True)
         result = tlc.streaming_tt_svd(ArrayTensor(tensor) if wrap else tensor, tol=1e-6)
         _same_tt(result, expected)
-
-
-# A small rank-2 tensor, its complex companion, and the TT cores of a complex TT.
-_RNG = np.random.default_rng(13)
-
-
-TENSOR = sum(np.einsum("i,j,k->ijk", *(_RNG.standard_normal(n) for n in (3, 4, 2)))
-             for _ in range(2))
-
-
-COMPLEX = TENSOR + 1j * TENSOR[::-1]
-
-
-def _torch():
-    return pytest.importorskip("torch")
-
-
-def _full(tt):
-    """The dense NumPy tensor of a TT (of any backend), from its host cores."""
-    with tl.backend_context("numpy"):
-        return tl.tt_to_tensor([host(core) for core in tt])
 
 
 @pytest.mark.parametrize("name", ["numpy", "pytorch"])

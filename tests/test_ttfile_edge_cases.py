@@ -10,7 +10,7 @@ import tensorly as tl
 import tensorly_cross as tlc
 from tensorly_cross import TTFileError, load_tt, save_tt, ttfile
 
-from ._helpers_shared import _jax, _masked_cores, _run_child
+from ._helpers_shared import _jax, _masked_cores, _run_child, _torch
 
 # A small rank-2 tensor, its complex companion, and the TT cores of a complex TT.
 _RNG = np.random.default_rng(13)
@@ -20,10 +20,6 @@ CORE_SHAPES = [(1, 2, 2), (2, 3, 2), (2, 2, 1)]
 
 
 COMPLEX_CORES = [_RNG.standard_normal(s) + 1j * _RNG.standard_normal(s) for s in CORE_SHAPES]
-
-
-def _torch():
-    return pytest.importorskip("torch")
 
 
 def _saved_and_loaded(tmp_path, cores):

@@ -15,30 +15,16 @@ from tensorly_cross import (
 )
 from tensorly_cross.lazy.squeezed import SqueezedTensor
 
-from ._helpers_shared import VIEWS, FailingFunction, _noisy_smooth
-from .conftest import host
+from ._helpers_shared import (
+    COMPLEX,
+    VIEWS,
+    FailingFunction,
+    _full,
+    _noisy_smooth,
+    _same_cross_result,
+    _torch,
+)
 from .strategies import seeds
-
-# A small rank-2 tensor, its complex companion, and the TT cores of a complex TT.
-_RNG = np.random.default_rng(13)
-
-
-TENSOR = sum(np.einsum("i,j,k->ijk", *(_RNG.standard_normal(n) for n in (3, 4, 2)))
-             for _ in range(2))
-
-
-COMPLEX = TENSOR + 1j * TENSOR[::-1]
-
-
-def _torch():
-    return pytest.importorskip("torch")
-
-
-def _full(tt):
-    """The dense NumPy tensor of a TT (of any backend), from its host cores."""
-    with tl.backend_context("numpy"):
-        return tl.tt_to_tensor([host(core) for core in tt])
-
 
 # lazy/base.py and cross/tt_entries.py read torch by hand (no resolve_neg, no meta check):
 # both now read through _backend.to_host --------------------------------------------------
@@ -165,15 +151,6 @@ def test_a_prime_mode_left_whole_by_quantics_digits_is_refused_at_once():
         tlc.tt_cross(tensor, random_state=0)
 
 
-def _same_tt(first, second):
-    (tt, info), (other, other_info) = first, second
-    assert tt.rank == other.rank
-    for core, other_core in zip(tt.factors, other.factors, strict=True):
-        np.testing.assert_array_equal(tl.to_numpy(core), tl.to_numpy(other_core))
-    assert (info.n_evals, info.n_sweeps, info.stop_reason) == (
-        other_info.n_evals, other_info.n_sweeps, other_info.stop_reason)
-
-
 @settings(max_examples=6, deadline=None)
 @given(shape=st.lists(st.sampled_from([2, 3, 4, 6, 8]), min_size=2, max_size=3),
        seed=st.integers(0, 2**16), method=st.sampled_from(["lsq", "tci", "als"]),
@@ -183,12 +160,12 @@ def test_views_give_the_tt_of_the_data_permuted_by_hand(shape, seed, method, ord
     options = dict(method=method, tol=1e-6, random_state=seed, return_info=True,
                    rank=2 if method == "als" else None)
     axes = tuple(np.random.default_rng(seed).permutation(len(shape)).tolist())
-    _same_tt(tlc.tt_cross(tlc.TransposedTensor(array, axes), **options),
+    _same_cross_result(tlc.tt_cross(tlc.TransposedTensor(array, axes), **options),
              tlc.tt_cross(np.ascontiguousarray(array.transpose(axes)), **options))
     view = tlc.QuanticsTensor(array, order=order)
     digits = np.stack(np.unravel_index(np.arange(array.size), view.shape), axis=1)
     by_hand = array[tuple(view.layout.to_original(digits).T)].reshape(view.shape)
-    _same_tt(tlc.tt_cross(view, **options), tlc.tt_cross(by_hand, **options))
+    _same_cross_result(tlc.tt_cross(view, **options), tlc.tt_cross(by_hand, **options))
 
 
 def _rank_two(indices):

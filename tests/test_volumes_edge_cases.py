@@ -30,14 +30,11 @@ from ._helpers_shared import (
     _dense,
     _noisy_smooth,
     _random_tt,
+    _same_cross_result,
+    _same_tt,
     astype_view,
 )
 from .conftest import host
-
-
-def _same_tt(first, second):
-    for a, b in zip(first, second, strict=True):
-        np.testing.assert_array_equal(host(a), host(b))
 
 
 def _sum_volume():
@@ -453,15 +450,6 @@ def test_a_faint_component_that_float32_data_stores_is_kept():
     assert tt.rank == (1, 2, 2, 1)
     assert (np.linalg.norm(approx[region] - tensor[region])
             < 1e-3 * np.linalg.norm(tensor[region]))
-
-
-def _same_cross_result(first, second):
-    (tt, info), (other, other_info) = first, second
-    assert tt.rank == other.rank
-    for core, other_core in zip(tt.factors, other.factors, strict=True):
-        np.testing.assert_array_equal(tl.to_numpy(core), tl.to_numpy(other_core))
-    assert (info.n_evals, info.n_sweeps, info.stop_reason) == (
-        other_info.n_evals, other_info.n_sweeps, other_info.stop_reason)
 
 
 @settings(max_examples=6, deadline=None)
