@@ -500,3 +500,15 @@ def _same_cross_result(first, second):
         np.testing.assert_array_equal(tl.to_numpy(core), tl.to_numpy(other_core))
     assert (info.n_evals, info.n_sweeps, info.stop_reason) == (
         other_info.n_evals, other_info.n_sweeps, other_info.stop_reason)
+
+
+# from the cache, checkpoint, lsq_and_refinement, stream and views edge-case modules
+LOW_RANK_SHAPE = (6, 10, 9)
+
+
+def _low_rank(shape=LOW_RANK_SHAPE, rank=2, seed=0):
+    """A NumPy tensor of ``shape`` (up to 4 modes): a sum of ``rank`` random outer products."""
+    rng = np.random.default_rng(seed)
+    factors = [rng.standard_normal((n, rank)) for n in shape]
+    letters = "ijkl"[: len(shape)]
+    return np.einsum(",".join(f"{c}r" for c in letters) + "->" + letters, *factors)

@@ -18,12 +18,14 @@ from tensorly_cross.lazy import ArrayTensor
 from tensorly_cross.lazy.chunk_cache import ChunkCache
 
 from ._helpers_shared import (
+    LOW_RANK_SHAPE,
     VIEWS,
     Calls,
     FailingFunction,
     _backend,
     _function_for,
     _inverse_sum,
+    _low_rank,
     _rank_one,
     _run_child,
     ones_with,
@@ -327,16 +329,6 @@ def test_a_worker_drops_its_least_recently_used_chunk_cache_first(monkeypatch):
     assert list(lazy_dask._WORKER_CACHES) == ["c", "d", "a", "e"]
 
 
-SHAPE = (6, 10, 9)
-
-
-def _low_rank(shape=SHAPE, rank=2, seed=0):
-    rng = np.random.default_rng(seed)
-    factors = [rng.standard_normal((n, rank)) for n in shape]
-    letters = "ijkl"[: len(shape)]
-    return np.einsum(",".join(f"{c}r" for c in letters) + "->" + letters, *factors)
-
-
 @pytest.mark.parametrize("view_name", sorted(VIEWS))
 def test_cache_counts_finished_chunks_through_a_view(view_name):
     # A batch in chunks that fails part way: the cache counts the chunks the function
@@ -359,7 +351,7 @@ def test_oversampled_als_cache_counts_finished_chunks():
     from tensorly_cross.cross.oversampled import OneChannel
 
     function = FailingFunction(_low_rank(), fail_at=4)
-    cache = EvaluationCache(OneChannel(FunctionTensor(function, SHAPE, chunk_size=5)))
+    cache = EvaluationCache(OneChannel(FunctionTensor(function, LOW_RANK_SHAPE, chunk_size=5)))
     indices = np.stack(np.unravel_index(np.arange(0, 400, 7), cache.shape), axis=1)
     with pytest.raises(RuntimeError, match="lost a node"):
         cache.evaluate(indices)

@@ -20,6 +20,7 @@ from tensorly_cross.lazy.checkpoint import CheckpointedTensor, CheckpointStore
 from tensorly_cross.lazy.keys import KeyScheme
 
 from ._helpers_shared import (
+    LOW_RANK_SHAPE,
     VIEWS,
     Calls,
     Failing,
@@ -27,6 +28,7 @@ from ._helpers_shared import (
     _chunked,
     _function_for,
     _function_tensor,
+    _low_rank,
     _reference_cores,
     _run_child,
 )
@@ -651,16 +653,6 @@ def test_a_checkpoint_in_a_mkstemp_file_stays_private(tmp_path):
     assert os.stat(path).st_mode & 0o777 == 0o600
     assert os.path.getsize(path) > 0
     assert _temporary_files(tmp_path) == []
-
-
-LOW_RANK_SHAPE = (6, 10, 9)
-
-
-def _low_rank(shape=LOW_RANK_SHAPE, rank=2, seed=0):
-    rng = np.random.default_rng(seed)
-    factors = [rng.standard_normal((n, rank)) for n in shape]
-    letters = "ijkl"[: len(shape)]
-    return np.einsum(",".join(f"{c}r" for c in letters) + "->" + letters, *factors)
 
 
 @pytest.mark.parametrize("view_name", ["transposed", "quantics_of_transposed"])

@@ -14,8 +14,10 @@ from tensorly_cross.cross.confidence import upper_bound
 from tensorly_cross.cross.refine import _fit_core, refine_cores
 
 from ._helpers_shared import (
+    LOW_RANK_SHAPE,
     FailingFunction,
     _anatomical_callable,
+    _low_rank,
     _low_rank_tensor,
     _random_tt_array,
     _smooth_noisy,
@@ -771,16 +773,6 @@ def test_the_refinement_of_a_tensor_scaled_by_a_power_of_two_is_the_same_refinem
     assert runs[1].val_errors[-1] == pytest.approx(runs[0].val_errors[-1], rel=1e-9)
 
 
-SHAPE = (6, 10, 9)
-
-
-def _low_rank(shape=SHAPE, rank=2, seed=0):
-    rng = np.random.default_rng(seed)
-    factors = [rng.standard_normal((n, rank)) for n in shape]
-    letters = "ijkl"[: len(shape)]
-    return np.einsum(",".join(f"{c}r" for c in letters) + "->" + letters, *factors)
-
-
 def test_oversampled_als_keeps_and_counts_finished_chunks(tmp_path):
     # method="als" with oversample > 1 runs on a one-channel view of the tensor: the
     # finished chunks of a failed batch were neither kept by the checkpoint nor counted,
@@ -788,14 +780,15 @@ def test_oversampled_als_keeps_and_counts_finished_chunks(tmp_path):
     dense = _low_rank()
     settings = dict(rank=2, method="als", oversample=2, random_state=4)
     reference = FailingFunction(dense)
-    expected = tlc.tt_cross(FunctionTensor(reference, SHAPE), **settings)
+    expected = tlc.tt_cross(FunctionTensor(reference, LOW_RANK_SHAPE), **settings)
     function = FailingFunction(dense, fail_at=12)
     path = tmp_path / "als.ckpt"
     with pytest.raises(RuntimeError, match="lost a node"):
-        tlc.tt_cross(FunctionTensor(function, SHAPE, chunk_size=5), checkpoint=path, **settings)
+        tlc.tt_cross(FunctionTensor(function, LOW_RANK_SHAPE, chunk_size=5), checkpoint=path,
+                     **settings)
     first = {tuple(row) for row in np.concatenate(function.computed)}
     rerun = FailingFunction(dense)
-    tt, info = tlc.tt_cross(FunctionTensor(rerun, SHAPE, chunk_size=5), checkpoint=path,
+    tt, info = tlc.tt_cross(FunctionTensor(rerun, LOW_RANK_SHAPE, chunk_size=5), checkpoint=path,
                             return_info=True, **settings)
     second = {tuple(row) for row in np.concatenate(rerun.computed)}
     assert not first & second

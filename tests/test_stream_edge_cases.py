@@ -28,7 +28,9 @@ from tensorly_cross.stream.blocks import MemmapSource, plan_blocks, volume_sourc
 
 from ._helpers_shared import (
     COMPLEX,
+    LOW_RANK_SHAPE,
     _full,
+    _low_rank,
     _rank_two_plus_detail,
     _run_child,
     _same_tt,
@@ -644,16 +646,6 @@ def test_a_fixed_rank_volume_filling_the_core_budget_exactly_is_read_once(monkey
     assert info.widths == (20, 20, 15) and info.n_passes == 1
 
 
-SHAPE = (6, 10, 9)
-
-
-def _low_rank(shape=SHAPE, rank=2, seed=0):
-    rng = np.random.default_rng(seed)
-    factors = [rng.standard_normal((n, rank)) for n in shape]
-    letters = "ijkl"[: len(shape)]
-    return np.einsum(",".join(f"{c}r" for c in letters) + "->" + letters, *factors)
-
-
 @pytest.mark.parametrize("suffix", ["npy", "zarr"])
 def test_streaming_a_transposed_volume_names_the_stored_voxel_of_a_nan(tmp_path, suffix):
     # tt_cross of a TransposedTensor names a NaN by the volume's own multi-index (as
@@ -685,7 +677,7 @@ def test_streaming_a_transposed_volume_names_the_stored_block_of_a_failed_read(t
     # axis of 6) where the cross names the stored chunk.
     zarr = pytest.importorskip("zarr")
     path = tmp_path / "volume.zarr"
-    stored = zarr.open(str(path), mode="w", shape=SHAPE, chunks=(3, 4, 4), dtype="f8")
+    stored = zarr.open(str(path), mode="w", shape=LOW_RANK_SHAPE, chunks=(3, 4, 4), dtype="f8")
     stored[...] = _low_rank()
     chunk_files = sorted(name for name in path.rglob("*") if name.is_file()
                          and not name.name.startswith((".z", "zarr.json")))

@@ -17,9 +17,11 @@ from tensorly_cross.lazy.squeezed import SqueezedTensor
 
 from ._helpers_shared import (
     COMPLEX,
+    LOW_RANK_SHAPE,
     VIEWS,
     FailingFunction,
     _full,
+    _low_rank,
     _noisy_smooth,
     _same_cross_result,
     _torch,
@@ -234,16 +236,6 @@ def test_qtt_to_tt_promotes_cores_of_mixed_dtypes_as_tt_entries_does(pytorch_bac
     assert cores[0].grad is not None and cores[0].grad.dtype == torch.float32
 
 
-SHAPE = (6, 10, 9)
-
-
-def _low_rank(shape=SHAPE, rank=2, seed=0):
-    rng = np.random.default_rng(seed)
-    factors = [rng.standard_normal((n, rank)) for n in shape]
-    letters = "ijkl"[: len(shape)]
-    return np.einsum(",".join(f"{c}r" for c in letters) + "->" + letters, *factors)
-
-
 @pytest.mark.parametrize("view_name", ["transposed", "quantics_of_transposed"])
 def test_function_seconds_through_a_view_are_the_functions(view_name):
     # CrossInfo.function_seconds is the time inside a FunctionTensor's function (summed
@@ -252,7 +244,7 @@ def test_function_seconds_through_a_view_are_the_functions(view_name):
 
     dense = _low_rank()
     with ThreadPoolExecutor(2) as executor:
-        tensor = FunctionTensor(FailingFunction(dense), SHAPE, executor=executor,
+        tensor = FunctionTensor(FailingFunction(dense), LOW_RANK_SHAPE, executor=executor,
                                 chunk_size=7)
         _, info = tlc.tt_cross(VIEWS[view_name](tensor), tol=1e-10, random_state=0,
                                return_info=True)
