@@ -20,6 +20,7 @@ from tensorly_cross import FunctionTensor, QuanticsTensor, TransposedTensor
 from tensorly_cross._backend import to_host
 from tensorly_cross.cross.bond import BondMatrix
 from tensorly_cross.cross.init import clip_ranks
+from tensorly_cross.cross.stopping import Validation
 from tensorly_cross.errors import UnseenStructureWarning
 from tensorly_cross.lazy.cache import EvaluationCache
 from tensorly_cross.lazy.squeezed import SqueezedTensor
@@ -512,3 +513,48 @@ def _low_rank(shape=LOW_RANK_SHAPE, rank=2, seed=0):
     factors = [rng.standard_normal((n, rank)) for n in shape]
     letters = "ijkl"[: len(shape)]
     return np.einsum(",".join(f"{c}r" for c in letters) + "->" + letters, *factors)
+
+
+# from test_budgets_edge_cases.py and test_stopping_edge_cases.py
+# Every method and pivot search, as tt_cross takes them (rank filled in per problem).
+CROSS_CONFIGS = [{"method": "tci", "pivot_search": search}
+                 for search in ("column", "rook", "full", "auto", "batched")] + [
+    {"method": "als"}, {"method": "lsq"}, {"method": "lsq", "rank": None}, {"method": "block"},
+    {"method": "als", "oversample": 2.0}, {"method": "auto"}]
+
+
+CROSS_CONFIG_IDS = ["-".join(str(value) for value in config.values())
+                    for config in CROSS_CONFIGS]
+
+
+# from test_error_estimates_edge_cases.py and test_tci_and_pivots_edge_cases.py
+def _noisy_ramp(shape, seed, noise=0.01):
+    """``1 / (1 + i + j + ...)`` on ``shape`` plus Gaussian noise of deviation ``noise``."""
+    grid = np.indices(shape).astype(float)
+    return 1.0 / (1.0 + grid.sum(0)) + noise * np.random.default_rng(seed).standard_normal(shape)
+
+
+def _true_error(tt, dense):
+    """The relative Frobenius error of ``tt`` against the NumPy array ``dense``."""
+    approx = tl.to_numpy(tl.tt_to_tensor(tt)).reshape(dense.shape)
+    return np.linalg.norm(approx - dense) / np.linalg.norm(dense)
+
+
+# from the api, error_estimates and precision edge-case modules
+VALIDATION_SHAPE = (40, 40, 40)
+
+
+def _validation(function, tol=0.1, size=1000, seed=0):
+    """An evaluation cache of ``function`` on ``VALIDATION_SHAPE`` and a held-out
+    Validation of ``size`` entries drawn through it."""
+    cache = EvaluationCache(FunctionTensor(function, VALIDATION_SHAPE))
+    return cache, Validation(cache, size, np.random.default_rng(seed), tol=tol)
+
+
+def _ones(indices):
+    return np.ones(indices.shape[0])
+
+
+def _ones_cores(scale=1.0):
+    """Rank-1 cores of the all-``scale`` tensor of ``VALIDATION_SHAPE``."""
+    return [np.full((1, n, 1), scale if k == 0 else 1.0) for k, n in enumerate(VALIDATION_SHAPE)]

@@ -10,11 +10,11 @@ import tensorly as tl
 
 import tensorly_cross as tlc
 from tensorly_cross import ArrayTensor, CrossIndices, EvaluationBudgetExceeded, FunctionTensor
-from tensorly_cross.cross.stopping import Validation
 from tensorly_cross.errors import KeyCollisionError, UnseenStructureWarning
 from tensorly_cross.lazy.cache import _KEY_SENTINEL, EvaluationCache, SortedKeys, _distinct
 
 from ._helpers_shared import (
+    VALIDATION_SHAPE,
     Calls,
     _anatomical_callable,
     _dense,
@@ -22,8 +22,11 @@ from ._helpers_shared import (
     _inverse_sum,
     _masked_cores,
     _nibabel_image,
+    _ones,
+    _ones_cores,
     _random_tt,
     _unseen_warnings,
+    _validation,
     ones_with,
 )
 from .conftest import host
@@ -775,18 +778,6 @@ def test_an_int_seed_repeats_a_run_and_a_generator_is_drawn_from_as_documented()
     assert "drawn from" in doc and "default_rng" in doc
 
 
-VALIDATION_SHAPE = (40, 40, 40)
-
-
-def _validation(function, tol=0.1, size=1000, seed=0):
-    cache = EvaluationCache(FunctionTensor(function, VALIDATION_SHAPE))
-    return cache, Validation(cache, size, np.random.default_rng(seed), tol=tol)
-
-
-def _ones(indices):
-    return np.ones(indices.shape[0])
-
-
 def _spikier(indices):
     """As :func:`_spiky`, the bright plane i = 0 alone."""
     return np.where(indices[:, 0] < 1, 40.0, 1.0)
@@ -816,10 +807,6 @@ def test_the_missed_read_entry_is_sought_among_the_largest_read_not_the_largest_
     messages = [str(w.message) for w in caught if w.category is UnseenStructureWarning]
     assert len(messages) == 1
     assert "entry at (38, 38, 38), 500" in messages[0]
-
-
-def _ones_cores(scale=1.0):
-    return [np.full((1, n, 1), scale if k == 0 else 1.0) for k, n in enumerate(VALIDATION_SHAPE)]
 
 
 def test_a_read_entry_off_by_round_off_is_no_sign_below_machine_precision():

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import tensorly_cross as tlc
 
-from ._helpers_shared import _inverse_sum, _with_rank
+from ._helpers_shared import CROSS_CONFIG_IDS, CROSS_CONFIGS, _inverse_sum, _with_rank
 
 
 def test_a_budget_too_small_for_a_sweep_says_how_much_a_sweep_reads():
@@ -88,17 +88,7 @@ def test_a_budget_stop_returns_the_best_complete_sweep_as_documented():
     assert "lowest held-out error" in tlc.tt_cross.__doc__.split("max_evals :")[1][:300]
 
 
-# Every method and pivot search, as tt_cross takes them (rank filled in per problem).
-CONFIGS = [{"method": "tci", "pivot_search": search}
-           for search in ("column", "rook", "full", "auto", "batched")] + [
-    {"method": "als"}, {"method": "lsq"}, {"method": "lsq", "rank": None}, {"method": "block"},
-    {"method": "als", "oversample": 2.0}, {"method": "auto"}]
-
-
-CONFIG_IDS = ["-".join(str(value) for value in config.values()) for config in CONFIGS]
-
-
-@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("config", CROSS_CONFIGS, ids=CROSS_CONFIG_IDS)
 @settings(max_examples=5)
 @given(shape=st.lists(st.integers(1, 9), min_size=2, max_size=4).map(tuple),
        val_size=st.integers(0, 40), extra=st.integers(1, 400), n_iter_max=st.integers(1, 5),

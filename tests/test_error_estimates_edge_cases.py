@@ -15,7 +15,16 @@ from tensorly_cross.cross.stopping import BestSweep, Validation
 from tensorly_cross.errors import UnseenStructureWarning
 from tensorly_cross.lazy.cache import EvaluationCache
 
-from ._helpers_shared import _unseen_warnings, ones_with
+from ._helpers_shared import (
+    VALIDATION_SHAPE,
+    _noisy_ramp,
+    _ones,
+    _ones_cores,
+    _true_error,
+    _unseen_warnings,
+    _validation,
+    ones_with,
+)
 from .strategies import random_tt_cores
 from .test_reliability import HiddenSpike
 
@@ -324,16 +333,6 @@ def test_the_unseen_structure_warning_is_given_once_per_validation():
     assert [w.category for w in caught] == [UnseenStructureWarning]
 
 
-def _noisy_ramp(shape, seed, noise=0.01):
-    grid = np.indices(shape).astype(float)
-    return 1.0 / (1.0 + grid.sum(0)) + noise * np.random.default_rng(seed).standard_normal(shape)
-
-
-def _true_error(tt, dense):
-    approx = tl.to_numpy(tl.tt_to_tensor(tt)).reshape(dense.shape)
-    return np.linalg.norm(approx - dense) / np.linalg.norm(dense)
-
-
 # Before: once a sweep had read the last entries of a small tensor, its error was exact
 # (over every entry) while the sweeps before it kept their held-out samples' errors, and
 # the two were compared as one: an ALS cross of a 2x2x5 array at val_size=10 took its
@@ -370,18 +369,6 @@ def test_once_every_entry_is_read_the_reported_error_is_the_true_one(shape, seed
                                 rank=2 if method == "als" else None)
     if info.n_evals == dense.size and info.best_sweep:
         assert abs(info.val_error - _true_error(tt, dense)) <= 1e-9 * max(1.0, info.val_error)
-
-
-VALIDATION_SHAPE = (40, 40, 40)
-
-
-def _validation(function, tol=0.1, size=1000, seed=0):
-    cache = EvaluationCache(FunctionTensor(function, VALIDATION_SHAPE))
-    return cache, Validation(cache, size, np.random.default_rng(seed), tol=tol)
-
-
-def _ones(indices):
-    return np.ones(indices.shape[0])
 
 
 @pytest.mark.parametrize("carriers, warned", [(20, True), (40, False)])
@@ -436,10 +423,6 @@ def test_nothing_is_unseen_once_every_entry_was_read():
     cache.evaluate(np.stack(np.unravel_index(np.arange(64), shape), axis=1))
     assert len(cache) == cache.size
     assert not _unseen_warnings(validation, 0.05, residuals)
-
-
-def _ones_cores(scale=1.0):
-    return [np.full((1, n, 1), scale if k == 0 else 1.0) for k, n in enumerate(VALIDATION_SHAPE)]
 
 
 @pytest.mark.parametrize("bright, warned", [(20.0, False), (40.0, True)])

@@ -17,9 +17,12 @@ from tensorly_cross.errors import UnseenStructureWarning
 from tensorly_cross.lazy.cache import EvaluationCache
 
 from ._helpers_shared import (
+    VALIDATION_SHAPE,
+    _ones_cores,
     _peak_bytes,
     _rank_two_plus_detail,
     _unseen_warnings,
+    _validation,
     ones_with,
 )
 
@@ -266,14 +269,6 @@ def test_a_finite_error_after_nan_ones_becomes_the_best_state():
     assert best.state == "exact"
 
 
-SHAPE = (40, 40, 40)
-
-
-def _validation(function, tol=0.1, size=1000, seed=0):
-    cache = EvaluationCache(FunctionTensor(function, SHAPE))
-    return cache, Validation(cache, size, np.random.default_rng(seed), tol=tol)
-
-
 @pytest.mark.parametrize("ratio, warned", [(30.0, False), (150.0, True)])
 def test_a_read_entry_warns_from_100_times_the_largest_held_out_one(ratio, warned):
     # UNSEEN_FACTOR: an entry read 30x the held-out ones is not a sign (a bright voxel the
@@ -293,14 +288,13 @@ def test_a_missed_read_entry_is_named_at_the_data_s_own_scale():
     from tensorly_cross.cross.scaling import ShrunkTensor
 
     corner = ones_with({39: 40.0}, scale=2.0**700)
-    cache = EvaluationCache(ShrunkTensor(FunctionTensor(corner, SHAPE)))
+    cache = EvaluationCache(ShrunkTensor(FunctionTensor(corner, VALIDATION_SHAPE)))
     validation = Validation(cache, 1000, np.random.default_rng(0), tol=0.1)
     cache.evaluate(np.array([[39, 39, 39]]))
     shrunk_one = validation.max_abs  # the TT of ones, at the scale the cross ran at
-    cores = [np.full((1, n, 1), shrunk_one if k == 0 else 1.0) for k, n in enumerate(SHAPE)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        validation.warn_if_unseen(0.0, cores=cores)
+        validation.warn_if_unseen(0.0, cores=_ones_cores(shrunk_one))
     messages = [str(w.message) for w in caught if w.category is UnseenStructureWarning]
     assert len(messages) == 1
     assert f"(39, 39, 39), {40 * 2.0**700:.3g}," in messages[0]

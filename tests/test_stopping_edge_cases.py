@@ -17,7 +17,15 @@ from tensorly_cross.cross.bond import BondMatrix
 from tensorly_cross.cross.stopping import BestSweep, _scaled_parts, relative_norm
 from tensorly_cross.lazy.cache import EvaluationCache
 
-from ._helpers_shared import _blowing_up_at, _peak_bytes, _run_als, _small_tts, _with_rank
+from ._helpers_shared import (
+    CROSS_CONFIG_IDS,
+    CROSS_CONFIGS,
+    _blowing_up_at,
+    _peak_bytes,
+    _run_als,
+    _small_tts,
+    _with_rank,
+)
 from .strategies import random_tt_cores, seeds, tt_function, tt_problems
 
 SHAPE = (12, 10, 8)
@@ -429,17 +437,7 @@ def test_a_grid_functions_bad_values_name_the_users_function_not_the_grid_wrappe
         tlc.tt_cross(tensor, random_state=0)
 
 
-# Every method and pivot search, as tt_cross takes them (rank filled in per problem).
-CONFIGS = [{"method": "tci", "pivot_search": search}
-           for search in ("column", "rook", "full", "auto", "batched")] + [
-    {"method": "als"}, {"method": "lsq"}, {"method": "lsq", "rank": None}, {"method": "block"},
-    {"method": "als", "oversample": 2.0}, {"method": "auto"}]
-
-
-CONFIG_IDS = ["-".join(str(value) for value in config.values()) for config in CONFIGS]
-
-
-@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("config", CROSS_CONFIGS, ids=CROSS_CONFIG_IDS)
 @settings(max_examples=6)
 @given(problem=tt_problems(max_modes=4, max_size=6, max_rank=3))
 def test_every_method_recovers_an_exact_tt_through_a_function_and_an_array(config, problem):

@@ -20,7 +20,14 @@ from tensorly_cross.cross.basis import (
 from tensorly_cross.cross.indices import CrossIndices, cartesian_join, fiber_indices
 from tensorly_cross.cross.init import random_distinct_multi_indices
 
-from ._helpers_shared import _anatomical_callable, _corner_feature, _small_tts, _smooth_noisy
+from ._helpers_shared import (
+    _anatomical_callable,
+    _corner_feature,
+    _noisy_ramp,
+    _small_tts,
+    _smooth_noisy,
+    _true_error,
+)
 from .conftest import host, to_backend
 from .strategies import random_tt_cores, seeds
 
@@ -571,16 +578,6 @@ def test_sets_nested_both_ways_are_interpolated_on_every_fiber(search, shape, ca
         rows = np.array([[*a, i, *b] for a in left for i in range(size) for b in right],
                         dtype=np.int64).reshape(-1, len(shape))
         np.testing.assert_allclose(full[tuple(rows.T)], data[tuple(rows.T)], atol=1e-9)
-
-
-def _noisy_ramp(shape, seed, noise=0.01):
-    grid = np.indices(shape).astype(float)
-    return 1.0 / (1.0 + grid.sum(0)) + noise * np.random.default_rng(seed).standard_normal(shape)
-
-
-def _true_error(tt, dense):
-    approx = tl.to_numpy(tl.tt_to_tensor(tt)).reshape(dense.shape)
-    return np.linalg.norm(approx - dense) / np.linalg.norm(dense)
 
 
 # Before: a TCI that stalled handed over to the least-squares cross, whose sweeps read the
