@@ -558,3 +558,34 @@ def _ones(indices):
 def _ones_cores(scale=1.0):
     """Rank-1 cores of the all-``scale`` tensor of ``VALIDATION_SHAPE``."""
     return [np.full((1, n, 1), scale if k == 0 else 1.0) for k, n in enumerate(VALIDATION_SHAPE)]
+
+
+# from test_backends_edge_cases.py and test_cache_edge_cases.py
+def _numpy_of(tensor):
+    """A backend tensor as a NumPy array (through ``tl.to_numpy``)."""
+    return np.asarray(tl.to_numpy(tensor))
+
+
+def _rank_one_cross(tensor, shape=None):
+    """A rank-1 ALS cross of ``tensor`` (seed 0), its warnings silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a rank-1 TT of rounded data: no news here
+        return tlc.tt_cross(tensor, shape=shape, rank=1, method="als", random_state=0)
+
+
+# from test_cli_with_dask.py and test_volumes_with_dask.py
+def _zarr_volume(path, shape, chunks):
+    """A zarr array at ``path`` holding 0, 1, 2, ... in C order, and those values."""
+    data = np.arange(float(np.prod(shape))).reshape(shape)
+    array = zarr.create_array(str(path), shape=shape, chunks=chunks, dtype="f8")
+    array[...] = data
+    return array, data
+
+
+# from test_api_edge_cases.py and test_checkpoint_edge_cases.py
+SMOOTH_SHAPE = (12, 10, 8)
+
+
+def smooth(idx):
+    """A function of TT ranks (1, 10, 2, 1) on ``SMOOTH_SHAPE``."""
+    return np.exp(-idx.sum(axis=1) / 10.0) + np.sin(idx[:, 0] * idx[:, 1] / 3.0)

@@ -14,6 +14,7 @@ from tensorly_cross.errors import KeyCollisionError, UnseenStructureWarning
 from tensorly_cross.lazy.cache import _KEY_SENTINEL, EvaluationCache, SortedKeys, _distinct
 
 from ._helpers_shared import (
+    SMOOTH_SHAPE,
     VALIDATION_SHAPE,
     Calls,
     _anatomical_callable,
@@ -28,20 +29,14 @@ from ._helpers_shared import (
     _unseen_warnings,
     _validation,
     ones_with,
+    smooth,
 )
 from .conftest import host
 from .test_reliability import HiddenSpike
 
-SHAPE = (12, 10, 8)
-
-
-def smooth(idx):
-    """A function of TT ranks (1, 10, 2, 1) on ``SHAPE``."""
-    return np.exp(-idx.sum(axis=1) / 10.0) + np.sin(idx[:, 0] * idx[:, 1] / 3.0)
-
 
 def _block_dict():
-    indices = tlc.select_indices(smooth, shape=SHAPE, rank=2, method="block", random_state=0)
+    indices = tlc.select_indices(smooth, shape=SMOOTH_SHAPE, rank=2, method="block", random_state=0)
     return indices.to_dict()
 
 

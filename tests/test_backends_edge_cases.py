@@ -15,7 +15,7 @@ from tensorly_cross import tt_entries
 from tensorly_cross._backend import subtract_outer_
 from tensorly_cross.lazy import ArrayTensor, FunctionTensor
 
-from ._helpers_shared import _as_kind, _backend, _jax, _rank_one, _torch
+from ._helpers_shared import _as_kind, _backend, _jax, _numpy_of, _rank_one, _rank_one_cross, _torch
 from .conftest import host
 from .strategies import random_tt_cores
 
@@ -251,16 +251,6 @@ def test_block_and_oversampled_crosses_recover_a_complex_tt(settings):
 BACKENDS = ["numpy", "pytorch", "jax"]
 
 
-def _host(tensor):
-    return np.asarray(tl.to_numpy(tensor))
-
-
-def _cross(tensor, shape=None):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a rank-1 TT of rounded data: no news here
-        return tlc.tt_cross(tensor, shape=shape, rank=1, method="als", random_state=0)
-
-
 # --- JAX's bfloat16 and float8 (ml_dtypes, NumPy kind "V") --------------------------------
 
 
@@ -276,13 +266,14 @@ def test_jax_low_precision_values_are_read_as_float32(backend, dtype, how):
     with _backend(backend):
         stored = jnp.asarray(data, dtype=getattr(jnp, dtype))
         if how == "array":
-            tt = _cross(stored)
+            tt = _rank_one_cross(stored)
         else:
-            tt = _cross(lambda idx: stored[tuple(np.asarray(idx).T)], shape=data.shape)
+            tt = _rank_one_cross(lambda idx: stored[tuple(np.asarray(idx).T)], shape=data.shape)
         assert {str(core.dtype).rsplit(".", 1)[-1] for core in tt.factors} == {"float32"}
         exact = np.asarray(stored.astype(jnp.float32), dtype=np.float64)
         # The rounded values are of rank 1 no more: within their own precision.
-        assert np.allclose(_host(tt.to_tensor()), exact, rtol=0.05 if dtype == "bfloat16" else 0.3)
+        assert np.allclose(_numpy_of(tt.to_tensor()), exact,
+                           rtol=0.05 if dtype == "bfloat16" else 0.3)
 
 
 # --- PyTorch's float8 and complex32 ---------------------------------------------------
@@ -299,12 +290,13 @@ def test_torch_float8_values_are_read_as_float32(backend, how):
     with _backend(backend):
         stored = torch.tensor(data).to(torch.float8_e4m3fn)
         if how == "tensor":
-            tt = _cross(stored)
+            tt = _rank_one_cross(stored)
         else:
-            tt = _cross(lambda idx: stored[tuple(torch.as_tensor(idx).T)], shape=data.shape)
+            tt = _rank_one_cross(lambda idx: stored[tuple(torch.as_tensor(idx).T)],
+                                 shape=data.shape)
         assert {str(core.dtype).rsplit(".", 1)[-1] for core in tt.factors} == {"float32"}
         exact = stored.float().double().numpy()
-        assert np.allclose(_host(tt.to_tensor()), exact, rtol=0.3)
+        assert np.allclose(_numpy_of(tt.to_tensor()), exact, rtol=0.3)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -316,10 +308,10 @@ def test_torch_complex32_values_keep_their_imaginary_part(backend):
     with _backend(backend), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torch: "ComplexHalf is experimental"
         stored = torch.tensor(data).to(torch.complex32)
-        tt = _cross(stored)
+        tt = _rank_one_cross(stored)
         exact = stored.to(torch.complex128).numpy()
         assert {str(core.dtype).rsplit(".", 1)[-1] for core in tt.factors} == {"complex64"}
-        assert np.allclose(_host(tt.to_tensor()), exact, rtol=0.01)
+        assert np.allclose(_numpy_of(tt.to_tensor()), exact, rtol=0.01)
 
 
 # --- the process-wide backend after a JAX cross ---------------------------------------
@@ -345,10 +337,10 @@ def test_a_function_entering_backend_context_leaves_the_process_backend_to_jax()
 
     with _backend("jax"):
         assert _backend_of_a_new_thread() == "jax"
-        tt = _cross(function, shape=(4, 5, 6))
+        tt = _rank_one_cross(function, shape=(4, 5, 6))
         assert tl.get_backend() == "jax"
         assert _backend_of_a_new_thread() == "jax"
-    assert np.allclose(_host(tt.to_tensor()), np.exp(-np.indices((4, 5, 6)).sum(axis=0) / 10))
+    assert np.allclose(_numpy_of(tt.to_tensor()), np.exp(-np.indices((4, 5, 6)).sum(axis=0) / 10))
 
 
 # --- PyTorch tensors without integer-array indexing -----------------------------------

@@ -3,7 +3,6 @@
 import copy
 import pickle
 import threading
-import warnings
 
 import numpy as np
 import pytest
@@ -26,7 +25,9 @@ from ._helpers_shared import (
     _function_for,
     _inverse_sum,
     _low_rank,
+    _numpy_of,
     _rank_one,
+    _rank_one_cross,
     _run_child,
     ones_with,
 )
@@ -243,16 +244,6 @@ def test_an_evaluation_cache_copies_with_its_entries(copy_of):
     assert cache.counters.unique == 2 and len(cache) == 2
 
 
-def _host(tensor):
-    return np.asarray(tl.to_numpy(tensor))
-
-
-def _cross(tensor, shape=None):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a rank-1 TT of rounded data: no news here
-        return tlc.tt_cross(tensor, shape=shape, rank=1, method="als", random_state=0)
-
-
 # --- a function whose values require grad in some batches only ------------------------
 
 
@@ -273,8 +264,8 @@ def test_a_batch_without_gradient_after_one_with_it_is_cached():
         return values * weight if len(calls) == 1 else values * 2.0
 
     with _backend("pytorch"):
-        tt = _cross(function, shape=data.shape)
-        assert np.allclose(_host(tt.to_tensor().detach()), 2.0 * data)
+        tt = _rank_one_cross(function, shape=data.shape)
+        assert np.allclose(_numpy_of(tt.to_tensor().detach()), 2.0 * data)
     assert len(calls) > 1
 
 

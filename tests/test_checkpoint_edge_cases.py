@@ -21,6 +21,7 @@ from tensorly_cross.lazy.keys import KeyScheme
 
 from ._helpers_shared import (
     LOW_RANK_SHAPE,
+    SMOOTH_SHAPE,
     VIEWS,
     Calls,
     Failing,
@@ -31,14 +32,8 @@ from ._helpers_shared import (
     _low_rank,
     _reference_cores,
     _run_child,
+    smooth,
 )
-
-SHAPE = (12, 10, 8)
-
-
-def smooth(idx):
-    """A function of TT ranks (1, 10, 2, 1) on ``SHAPE``."""
-    return np.exp(-idx.sum(axis=1) / 10.0) + np.sin(idx[:, 0] * idx[:, 1] / 3.0)
 
 
 @pytest.mark.parametrize("function", [tlc.tt_cross, tlc.select_indices])
@@ -46,7 +41,7 @@ def test_an_empty_checkpoint_path_is_refused_by_name(function):
     # checkpoint="" failed with FileNotFoundError on a temporary file's rename, after
     # the search had started.
     with pytest.raises(ValueError, match="checkpoint"):
-        function(smooth, shape=SHAPE, random_state=0, checkpoint="")
+        function(smooth, shape=SMOOTH_SHAPE, random_state=0, checkpoint="")
 
 
 GRID = np.linspace(1.0, 2.0, 8)

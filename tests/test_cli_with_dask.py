@@ -8,19 +8,12 @@ import warnings
 import h5py
 import numpy as np
 import pytest
-import zarr
 
 from tensorly_cross import cli
 
+from ._helpers_shared import _zarr_volume
+
 da = pytest.importorskip("dask.array")
-
-
-def _zarr_volume(path, shape, chunks):
-    """A zarr array at ``path`` holding 0, 1, 2, ... in C order, and those values."""
-    data = np.arange(float(np.prod(shape))).reshape(shape)
-    array = zarr.create_array(str(path), shape=shape, chunks=chunks, dtype="f8")
-    array[...] = data
-    return array, data
 
 
 # --- command line ------------------------------------------------------------------------

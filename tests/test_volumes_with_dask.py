@@ -14,17 +14,9 @@ import tensorly_cross as tlc
 from tensorly_cross.datasets import blob_phantom, write_volume
 from tensorly_cross.lazy.sources import MissingChunksError, as_chunk_source
 
-from ._helpers_shared import _binary_blobs, _open_as
+from ._helpers_shared import _binary_blobs, _open_as, _zarr_volume
 
 da = pytest.importorskip("dask.array")
-
-
-def _zarr_volume(path, shape, chunks):
-    """A zarr array at ``path`` holding 0, 1, 2, ... in C order, and those values."""
-    data = np.arange(float(np.prod(shape))).reshape(shape)
-    array = zarr.create_array(str(path), shape=shape, chunks=chunks, dtype="f8")
-    array[...] = data
-    return array, data
 
 
 def _all_entries(lazy):
