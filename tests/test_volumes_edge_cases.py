@@ -570,6 +570,15 @@ def _volume():
     return np.add.outer(np.add.outer(grid, np.arange(8.0)), np.arange(7.0) ** 2) + 1.0
 
 
+def _assert_crossed_as_in_memory(volume):
+    """The rank-3 cross of ``volume`` (a stored ``_volume()``) is, to the bit, the one of
+    ``_volume()`` in memory."""
+    lazy = tlc.tt_cross(volume, rank=3, random_state=0)
+    dense = tlc.tt_cross(_volume(), rank=3, random_state=0)
+    for ours, theirs in zip(lazy.factors, dense.factors, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
 def test_strict_refuses_a_sharded_zarr_array_missing_a_whole_shard(tmp_path):
     # zarr counts every inner chunk of a stored shard, those past the array's edge too:
     # 8 of the 12 shards stored counted 96 "chunks" against the 80 of the grid, and
@@ -656,10 +665,7 @@ def test_an_hdf5_dataset_whose_filters_are_available_reads_as_in_memory(tmp_path
     with h5py.File(path, "w") as handle:
         handle.create_dataset("x", data=_volume(), chunks=(3, 4, 7), compression="gzip",
                               shuffle=True, fletcher32=True)
-    lazy = tlc.tt_cross(tlc.open_volume(str(path)), rank=3, random_state=0)
-    dense = tlc.tt_cross(_volume(), rank=3, random_state=0)
-    for ours, theirs in zip(lazy.factors, dense.factors, strict=True):
-        np.testing.assert_array_equal(ours, theirs)
+    _assert_crossed_as_in_memory(tlc.open_volume(str(path)))
 
 
 def _hdf5_with_raw_file(folder):
@@ -711,10 +717,7 @@ def test_an_hdf5_raw_file_is_not_looked_for_in_another_working_directory(tmp_pat
     with pytest.raises(ChunkReadError, match="working directory"):
         volume.evaluate([[0, 0, 0]])
     monkeypatch.chdir(tmp_path)
-    lazy = tlc.tt_cross(volume, rank=3, random_state=0)
-    dense = tlc.tt_cross(_volume(), rank=3, random_state=0)
-    for ours, theirs in zip(lazy.factors, dense.factors, strict=True):
-        np.testing.assert_array_equal(ours, theirs)
+    _assert_crossed_as_in_memory(volume)
 
 
 def test_an_hdf5_raw_file_rewritten_after_opening_is_an_error(tmp_path, monkeypatch):
@@ -759,10 +762,7 @@ def test_a_virtual_dataset_with_its_sources_reads_as_in_memory(tmp_path, monkeyp
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # the sources are found next to the virtual file
     path = _virtual_dataset(tmp_path)
-    lazy = tlc.tt_cross(tlc.open_volume(str(path)), rank=3, random_state=0)
-    dense = tlc.tt_cross(_volume(), rank=3, random_state=0)
-    for ours, theirs in zip(lazy.factors, dense.factors, strict=True):
-        np.testing.assert_array_equal(ours, theirs)
+    _assert_crossed_as_in_memory(tlc.open_volume(str(path)))
 
 
 def test_h5py_views_of_a_dataset_read_as_in_memory(tmp_path):
