@@ -17,7 +17,7 @@ import tensorly_cross as tlc
 from tensorly_cross.cross.prrlu import _greedy_lu, prrlu
 
 from .conftest import host
-from .strategies import seeds
+from .strategies import seeds, tt_function
 from .test_prrlu import low_rank_block
 
 
@@ -27,14 +27,7 @@ def scaled_tt(d, n, rank, spread, seed):
     ranks = [1] + [rank] * (d - 1) + [1]
     cores = [rng.standard_normal((ranks[k], n, ranks[k + 1]))
              * 10.0 ** rng.uniform(-spread, spread, size=(1, n, 1)) for k in range(d)]
-
-    def function(indices):
-        result = np.ones((indices.shape[0], 1))
-        for k, core in enumerate(cores):
-            result = np.einsum("ma,amb->mb", result, core[:, indices[:, k], :])
-        return result[:, 0]
-
-    return function
+    return tt_function(cores)
 
 
 @settings(max_examples=8)
