@@ -589,3 +589,14 @@ SMOOTH_SHAPE = (12, 10, 8)
 def smooth(idx):
     """A function of TT ranks (1, 10, 2, 1) on ``SMOOTH_SHAPE``."""
     return np.exp(-idx.sum(axis=1) / 10.0) + np.sin(idx[:, 0] * idx[:, 1] / 3.0)
+
+
+# from test_backends_edge_cases.py, test_dtypes_and_reads_edge_cases.py and test_value_types.py
+# sqrt(c - (i + j + k)) is real below the corner and imaginary at (15, 15, 15) only.
+BRANCH = 43.5
+
+
+def _scimath_sqrt(indices):
+    """Real batches, and a complex one for a batch that holds the corner (as
+    ``np.emath.sqrt`` returns them)."""
+    return np.emath.sqrt(BRANCH - indices.sum(axis=1))

@@ -155,3 +155,10 @@ def noisy(tmp_path):
     path = tmp_path / "v.npy"
     np.save(path, _smooth_cube())
     return path
+
+
+@pytest.fixture
+def numpy_backend():
+    """The NumPy backend for one test, the previous one restored after."""
+    with tl.backend_context("numpy"):
+        yield

@@ -15,7 +15,16 @@ from tensorly_cross import tt_entries
 from tensorly_cross._backend import subtract_outer_
 from tensorly_cross.lazy import ArrayTensor, FunctionTensor
 
-from ._helpers_shared import _as_kind, _backend, _jax, _numpy_of, _rank_one, _rank_one_cross, _torch
+from ._helpers_shared import (
+    _as_kind,
+    _backend,
+    _jax,
+    _numpy_of,
+    _rank_one,
+    _rank_one_cross,
+    _scimath_sqrt,
+    _torch,
+)
 from .conftest import host
 from .strategies import random_tt_cores
 
@@ -620,16 +629,6 @@ def test_a_jax_cross_keeps_a_thread_s_own_backend():
         assert tl.get_backend() == "numpy"
     finally:
         tl.set_backend(previous)
-
-
-# sqrt(c - (i + j + k)) is real below the corner and imaginary at (15, 15, 15) only.
-BRANCH = 43.5
-
-
-def _scimath_sqrt(indices):
-    """Real batches, and a complex one for a batch that holds the corner (as
-    ``np.emath.sqrt`` returns them)."""
-    return np.emath.sqrt(BRANCH - indices.sum(axis=1))
 
 
 @pytest.mark.parametrize("method", ["lsq", "tci"])

@@ -13,6 +13,7 @@ import tensorly_cross as tlc
 from tensorly_cross import FunctionTensor
 from tensorly_cross.lazy.cache import DtypeWidened, EvaluationCache
 
+from ._helpers_shared import _scimath_sqrt
 from .conftest import host
 
 SHAPE = (6, 6, 6)
@@ -136,13 +137,6 @@ def test_a_pytorch_search_that_widens_twice_is_the_search_in_the_widest_dtype(me
         assert core.dtype == other.dtype
         np.testing.assert_array_equal(host(core), host(other))
     assert info.n_evals == expected.n_evals
-
-
-BRANCH = 43.5
-
-
-def _scimath_sqrt(indices):
-    return np.emath.sqrt(BRANCH - indices.sum(axis=1))
 
 
 def _sweeps_into(seen):

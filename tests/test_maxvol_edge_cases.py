@@ -305,12 +305,6 @@ def test_maxvol_and_rect_maxvol_bounds_hold_or_the_deficiency_is_warned(
         assert np.linalg.norm(wide.astype(np.float64), axis=1).max() <= tol * (1 + 100 * eps)
 
 
-@pytest.fixture
-def numpy_backend():
-    with tl.backend_context("numpy"):
-        yield
-
-
 @settings(max_examples=40, deadline=None)
 @given(seed=seeds, n_cols=st.integers(1, 20), extra_rows=st.integers(0, 12),
        exponent=st.integers(1000, 1023))

@@ -27,12 +27,6 @@ def _gather_limit(entries):
         tt_entries_module.WORK_ENTRIES = old
 
 
-@pytest.fixture
-def numpy_backend():
-    with tl.backend_context("numpy"):
-        yield
-
-
 @settings(max_examples=15, deadline=None)
 @given(rank=st.integers(1, 9), seed=seeds, n_entries=st.integers(1, 60))
 def test_value_by_value_contraction_equals_the_gather(rank, seed, n_entries):

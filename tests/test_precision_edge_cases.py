@@ -175,12 +175,6 @@ def test_a_jax_x32_cross_whose_tol_float32_holds_does_not_warn(jax_x32):
     assert _relative_error(tt, array) < 1e-4
 
 
-@pytest.fixture
-def numpy_backend():
-    with tl.backend_context("numpy"):
-        yield
-
-
 def test_a_few_entries_of_a_tt_with_one_huge_mode_do_not_copy_its_core(numpy_backend):
     # A (4, 400000, 4) middle core is 51 MB: every call copied it whole (moved to C order
     # for the gather), so 10 entries cost 51 MB and O(n r^2) time, once per chunk of a

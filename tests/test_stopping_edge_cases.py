@@ -454,12 +454,6 @@ def test_every_method_recovers_an_exact_tt_through_a_function_and_an_array(confi
             assert error < 1e-8
 
 
-@pytest.fixture
-def numpy_backend():
-    with tl.backend_context("numpy"):
-        yield
-
-
 def _every_multi_index(shape):
     """Every multi-index of ``shape`` in C order, for any number of modes."""
     rest, columns = np.arange(math.prod(shape)), []

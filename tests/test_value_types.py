@@ -8,18 +8,11 @@ from hypothesis import strategies as st
 
 import tensorly_cross as tlc
 
+from ._helpers_shared import BRANCH, _scimath_sqrt
 from .conftest import host
 from .strategies import seeds
 
 SHAPE = (16, 16, 16)
-# sqrt(c - (i + j + k)) is real below the corner and imaginary at (15, 15, 15) only.
-BRANCH = 43.5
-
-
-def _scimath_sqrt(indices):
-    """Real batches, and a complex one for a batch that holds the corner (as
-    ``np.emath.sqrt`` returns them)."""
-    return np.emath.sqrt(BRANCH - indices.sum(axis=1))
 
 
 def test_a_complex_batch_after_real_ones_keeps_its_imaginary_part(backend):
