@@ -600,3 +600,11 @@ def _scimath_sqrt(indices):
     """Real batches, and a complex one for a batch that holds the corner (as
     ``np.emath.sqrt`` returns them)."""
     return np.emath.sqrt(BRANCH - indices.sum(axis=1))
+
+
+# from test_api_with_dask.py and test_volumes_with_dask.py
+def _nan_volume(dtype):
+    """A random 8^3 volume of ``dtype`` with NaN at (0, 0, 0) and (5, 3, 1)."""
+    volume = np.random.default_rng(1).random((8, 8, 8)).astype(dtype)
+    volume[0, 0, 0] = volume[5, 3, 1] = np.nan
+    return volume

@@ -11,7 +11,7 @@ import tensorly_cross as tlc
 from tensorly_cross.lazy.npy import NpyTensor
 from tensorly_cross.lazy.sources import ChunkSource
 
-from ._helpers_shared import _binary_blobs, _open_as
+from ._helpers_shared import _binary_blobs, _nan_volume, _open_as
 
 da = pytest.importorskip("dask.array")
 
@@ -74,12 +74,6 @@ def test_cross_interpolate_still_takes_int32_sets():
 
 
 # -- fill_nan in a dtype that cannot hold the value ----------------------------------------
-
-
-def _nan_volume(dtype):
-    volume = np.random.default_rng(1).random((8, 8, 8)).astype(dtype)
-    volume[0, 0, 0] = volume[5, 3, 1] = np.nan
-    return volume
 
 
 def _filled(volume, value):

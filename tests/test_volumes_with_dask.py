@@ -14,7 +14,7 @@ import tensorly_cross as tlc
 from tensorly_cross.datasets import blob_phantom, write_volume
 from tensorly_cross.lazy.sources import MissingChunksError, as_chunk_source
 
-from ._helpers_shared import _binary_blobs, _open_as, _zarr_volume
+from ._helpers_shared import _binary_blobs, _nan_volume, _open_as, _zarr_volume
 
 da = pytest.importorskip("dask.array")
 
@@ -210,12 +210,6 @@ def test_write_volume_does_not_hand_back_another_functions_volume(tmp_path):
 
 
 # -- fill_nan in a dtype that cannot hold the value ----------------------------------------
-
-
-def _nan_volume(dtype):
-    volume = np.random.default_rng(1).random((8, 8, 8)).astype(dtype)
-    volume[0, 0, 0] = volume[5, 3, 1] = np.nan
-    return volume
 
 
 def test_fill_nan_keeps_the_stored_dtype_where_it_holds_the_value(tmp_path):
