@@ -608,3 +608,11 @@ def _nan_volume(dtype):
     volume = np.random.default_rng(1).random((8, 8, 8)).astype(dtype)
     volume[0, 0, 0] = volume[5, 3, 1] = np.nan
     return volume
+
+
+# from the backends, gradients and lsq_and_refinement edge-case modules
+def _rank_three(shape, seed=0):
+    """A rank-3 array of largest modulus 1."""
+    rng = np.random.default_rng(seed)
+    array = np.einsum("ir,jr,kr->ijk", *[rng.standard_normal((n, 3)) for n in shape])
+    return array / np.abs(array).max()

@@ -22,6 +22,7 @@ from ._helpers_shared import (
     _numpy_of,
     _rank_one,
     _rank_one_cross,
+    _rank_three,
     _scimath_sqrt,
     _torch,
 )
@@ -546,13 +547,6 @@ def test_object_numpy_cores_are_refused_by_name_under_every_backend(backend):
     cores = [np.ones((1, 3, 2)), np.ones((2, 4, 1)).astype(object)]
     with pytest.raises(TypeError, match=r"tt_entries: cores\[1\] has dtype object"):
         tlc.tt_entries(cores, [[0, 0]])
-
-
-def _rank_three(shape, seed=0):
-    """A rank-3 array of largest modulus 1."""
-    rng = np.random.default_rng(seed)
-    array = np.einsum("ir,jr,kr->ijk", *[rng.standard_normal((n, 3)) for n in shape])
-    return array / np.abs(array).max()
 
 
 @pytest.mark.parametrize("method, rank", [("tci", None), ("als", 3), ("block", 3)])

@@ -9,7 +9,7 @@ import tensorly as tl
 import tensorly_cross as tlc
 from tensorly_cross import tt_entries
 
-from ._helpers_shared import TENSOR, TimedFunction, _backend, _jax, _rank_one, _torch
+from ._helpers_shared import TENSOR, TimedFunction, _backend, _jax, _rank_one, _rank_three, _torch
 from .conftest import host
 
 
@@ -261,13 +261,6 @@ def test_torch_compile_runs_the_cross_eagerly_with_its_gradient(pytorch_backend)
     compiled = torch.compile(lambda x: x.sum() + len(tlc.select_indices(
         x, rank=2, method="als", random_state=0).left), backend="eager")
     assert float(compiled(dense)) == pytest.approx(float(dense.sum()) + 3)
-
-
-def _rank_three(shape, seed=0):
-    """A rank-3 array of largest modulus 1."""
-    rng = np.random.default_rng(seed)
-    array = np.einsum("ir,jr,kr->ijk", *[rng.standard_normal((n, 3)) for n in shape])
-    return array / np.abs(array).max()
 
 
 @pytest.mark.parametrize("method", ["lsq", "tci"])

@@ -20,6 +20,7 @@ from ._helpers_shared import (
     _low_rank,
     _low_rank_tensor,
     _random_tt_array,
+    _rank_three,
     _smooth_noisy,
 )
 from .strategies import random_tt_cores, seeds
@@ -813,13 +814,6 @@ def test_the_estimator_clones_fits_and_refits_as_scikit_learn_expects():
     assert twin.fit(tensor).decomposition_.rank == (1, 1, 1, 1)
     with pytest.raises(RuntimeError, match="not fitted"):
         tlc.TensorTrainCross(rank=2).to_tensor()
-
-
-def _rank_three(shape, seed=0):
-    """A rank-3 array of largest modulus 1."""
-    rng = np.random.default_rng(seed)
-    array = np.einsum("ir,jr,kr->ijk", *[rng.standard_normal((n, 3)) for n in shape])
-    return array / np.abs(array).max()
 
 
 @pytest.mark.parametrize("dtype, scale", [(np.float32, 1.9 * 2.0**125),
