@@ -373,6 +373,29 @@ def test_ml_dtypes_sub_byte_integers_are_refused_as_not_supported(dtype):
         function.evaluate(np.zeros((1, 3), dtype=np.int64))
 
 
+@pytest.mark.parametrize("backend", ["numpy", "pytorch", "jax"])
+def test_tt_entries_of_sub_byte_integer_cores_are_their_exact_products(backend):
+    # Integer cores are multiplied in float64 (uint8: 200*2 + 200*2 gave 32), but NumPy
+    # counts ml_dtypes' int4 as no integer (kind "V"): int4 cores of 3 were multiplied in
+    # int4, and 3*3*3 wrapped to -5 under JAX; PyTorch failed ("can't convert np.ndarray
+    # of type ml_dtypes.int4").
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    if backend != "numpy":
+        pytest.importorskip("torch" if backend == "pytorch" else "jax")
+    cores = [np.full((1, 2, 1), 3).astype(ml_dtypes.int4),
+             np.full((1, 2, 1), 3).astype(ml_dtypes.int4),
+             np.full((1, 2, 1), 7).astype(ml_dtypes.uint4)]
+    with tl.backend_context(backend):
+        values = host(tlc.tt_entries(cores, [[0, 1, 0], [1, 0, 1]]))
+        assert values.dtype == np.float64
+        np.testing.assert_array_equal(values, [63.0, 63.0])
+        if backend == "jax":  # cores already JAX arrays of ml_dtypes' int4
+            import jax.numpy as jnp
+
+            native = [jnp.asarray(core) for core in cores[:2]]
+            assert host(tlc.tt_entries(native, [[1, 1]])).tolist() == [9.0]
+
+
 def test_low_precision_floats_are_told_from_float64_and_float32():
     from tensorly_cross.lazy.base import low_precision
 

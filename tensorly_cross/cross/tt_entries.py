@@ -15,7 +15,7 @@ from .._backend import (
     take_rows,
     to_host,
 )
-from ..lazy.base import check_indices, low_precision
+from ..lazy.base import check_indices, low_precision, sub_byte_integer
 
 # Work-block bound, in entries (32 MiB in float64): the batch is cut into chunks whose
 # running products ``(chunk, r_k)`` stay under a sixteenth of it, and a mode whose per-entry
@@ -133,6 +133,8 @@ def core_in_backend(core, k, where="tt_entries"):
     # Checked, and put in native byte order, before the backend sees it: PyTorch and JAX
     # refused a big-endian core (a foreign .npy) or an object one in messages naming none.
     array = _numeric(np.asarray(core), k, where)
+    if sub_byte_integer(array.dtype):  # PyTorch refused them ("can't convert np.ndarray")
+        array = array.astype(np.float64)
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
     return tl.tensor(array)
@@ -164,8 +166,10 @@ def common_dtype(cores):
 def _floating(core):
     """A bool or integer core as float64: products in its own dtype were logical (bool
     matmul: 1*1 + 1*1 gave True) or wrapped around (uint8: 200*2 + 200*2 gave 32), and
-    PyTorch had no bool matmul. Such cores carry no gradient: the host copy loses none."""
-    if dtype_kind(core) not in "biu":
+    PyTorch had no bool matmul. Such cores carry no gradient: the host copy loses none.
+    ml_dtypes' sub-byte integers too (NumPy's kind "V"): int4 products wrapped (3*3*3 gave
+    -5 under JAX), and JAX refused to promote int4 with uint4."""
+    if dtype_kind(core) not in "biu" and not sub_byte_integer(core.dtype):
         return core
     # The dtype follows the float64 host copy (tl.float64 is NumPy's on every backend).
     context = {key: value for key, value in tl.context(core).items() if key != "dtype"}

@@ -363,11 +363,16 @@ def sub_byte_note(dtype):
     """What a refusal of ``dtype`` adds for ml_dtypes' integers of fewer than 8 bits (int2,
     int4, uint4, ...): NumPy counts them as no integer (kind "V"), so "supported are
     integers" alone read as if they were one; empty for any other dtype."""
-    name = str(dtype).rsplit(".", 1)[-1]
-    if not re.fullmatch(r"u?int[1-7]", name):
+    if not sub_byte_integer(dtype):
         return ""
     return (" (a sub-byte integer of ml_dtypes): not supported; cast it to int8 or uint8, "
             "or to a floating dtype, first")
+
+
+def sub_byte_integer(dtype):
+    """Whether ``dtype`` (NumPy's, JAX's) is one of ml_dtypes' integers of fewer than 8 bits
+    (int2, int4, uint4, ...), which NumPy counts as no integer (kind "V")."""
+    return re.fullmatch(r"u?int[1-7]", str(dtype).rsplit(".", 1)[-1]) is not None
 
 
 def _kind(dtype):
