@@ -47,7 +47,12 @@ def check_float(value, name, minimum=None, strict=False):
         raise ValueError(f"{name} must be finite, got {value}.")
     if minimum is not None and (value <= minimum if strict else value < minimum):
         relation = ">" if strict else ">="
-        raise ValueError(f"{name} must be {relation} {minimum}, got {value}.")
+        got = value
+        # A long double of 1e-400 is 0.0 as a float: shown as given (by str: its format()
+        # is the float's), not as the 0.0 that it was not.
+        if value == 0 and given != 0:
+            got = f"{given!s}, which is 0.0 as a float (below about 4.9e-324)"
+        raise ValueError(f"{name} must be {relation} {minimum}, got {got}.")
     return value
 
 

@@ -31,6 +31,25 @@ def test_a_long_double_too_large_for_a_float_is_refused_as_such_not_as_inf(name)
         tlc.tt_cross(np.ones((4, 4)), random_state=0, **{name: np.longdouble("1e400")})
 
 
+@pytest.mark.parametrize("tiny", [np.longdouble("1e-400"), "fraction"])
+def test_a_positive_number_below_a_float_s_range_is_not_refused_as_the_zero_it_rounds_to(
+        tiny):
+    """max_time (> 0) of a long double 1e-400, or Fraction(1, 10**400), is 0.0 as a float:
+    refused as "max_time must be > 0, got 0.0", a value not given, which is > 0."""
+    from fractions import Fraction
+
+    import tensorly_cross as tlc
+
+    if tiny == "fraction":
+        tiny = Fraction(1, 10**400)
+    elif np.finfo(np.longdouble).tiny >= np.finfo(np.float64).tiny:
+        pytest.skip("long double is double on this platform")
+    with pytest.raises(ValueError, match=r"max_time must be > 0\.0, got 1(e-400|/10*), which is "
+                                         r"0\.0 as a float") as error:
+        tlc.tt_cross(np.ones((4, 4)), random_state=0, max_time=tiny)
+    assert "got 0.0" not in str(error.value)
+
+
 class NaNOnce:
     """1/sum(x) that returns NaN once, at the first entry of the first call after
     ``after`` entries, while ``broken`` (a flaky sensor, a solver that failed to converge
