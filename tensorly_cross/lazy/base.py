@@ -282,10 +282,10 @@ def check_values(values, indices, source):
     if isinstance(values, np.ndarray) or not tl.is_tensor(values):
         host = host_values(values)
         if host.dtype.kind not in NUMERIC_KINDS:  # strings, objects: no silent conversion
-            raise TypeError(f"{_name(source)} returned values of dtype {host.dtype}"
-                            f"{sub_byte_note(host.dtype)}; values must be numbers (bool, "
-                            "integer, real or complex floating point).")
+            _refuse_dtype(source, host.dtype)
         values = values if tl.is_tensor(values) and host is values else tl.tensor(host)
+    elif sub_byte_integer(values.dtype):  # JAX's int4 under JAX: failed in JAX's terms
+        _refuse_dtype(source, values.dtype)
     elif _kind(values.dtype) in "biu":
         context = {key: value for key, value in tl.context(values).items() if key != "dtype"}
         values = tl.tensor(to_host(values).astype(np.float64), **context)
@@ -310,6 +310,12 @@ def check_values(values, indices, source):
             host[first],
         )
     return values
+
+
+def _refuse_dtype(source, dtype):
+    """Raise the TypeError of values of ``dtype``, which a cross does not read."""
+    raise TypeError(f"{_name(source)} returned values of dtype {dtype}{sub_byte_note(dtype)}; "
+                    "values must be numbers (bool, integer, real or complex floating point).")
 
 
 def host_values(values):
