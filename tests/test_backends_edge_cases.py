@@ -286,6 +286,26 @@ def test_jax_low_precision_values_are_read_as_float32(backend, dtype, how):
                            rtol=0.05 if dtype == "bfloat16" else 0.3)
 
 
+@pytest.mark.parametrize("dtype, torch_dtype", [("bfloat16", "bfloat16"),
+                                                 ("float8_e4m3fn", "float8_e4m3fn"),
+                                                 ("float8_e4m3b11fnuz", None)])
+def test_tt_entries_of_ml_dtypes_cores_under_pytorch_are_their_products(dtype, torch_dtype):
+    # NumPy cores of ml_dtypes' floats (JAX's cores, through the host) failed in PyTorch's
+    # terms ("can't convert np.ndarray of type ml_dtypes.bfloat16"), though cores of
+    # another backend are copied to the active one; now in PyTorch's dtype of that name,
+    # float32 where it has none.
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    torch = _torch()
+    kind = getattr(ml_dtypes, dtype, None)
+    if kind is None:
+        pytest.skip(f"ml_dtypes {ml_dtypes.__version__} has no {dtype}")
+    cores = [np.full((1, 2, 1), 1.5).astype(kind), np.full((1, 3, 1), 2.0).astype(kind)]
+    with _backend("pytorch"):
+        values = tlc.tt_entries(cores, [[0, 2], [1, 0]])
+    assert values.dtype == getattr(torch, torch_dtype or "float32")
+    assert values.float().tolist() == [3.0, 3.0]
+
+
 # --- PyTorch's float8 and complex32 ---------------------------------------------------
 
 

@@ -137,7 +137,21 @@ def core_in_backend(core, k, where="tt_entries"):
         array = array.astype(np.float64)
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
+    if array.dtype.kind == "V" and low_precision(array.dtype) and backend_name() == "pytorch":
+        return _ml_float_in_torch(array)
     return tl.tensor(array)
+
+
+def _ml_float_in_torch(array):
+    """A NumPy array of ml_dtypes' floats (bfloat16, float8_*: JAX's, through the host),
+    which PyTorch refused ("can't convert np.ndarray of type ml_dtypes.bfloat16"), in
+    PyTorch's dtype of the same name (exactly, through float32), or float32 where PyTorch
+    has none of that name."""
+    import torch
+
+    tensor = torch.from_numpy(array.astype(np.float32))
+    dtype = getattr(torch, str(array.dtype), None)
+    return tensor.to(dtype) if isinstance(dtype, torch.dtype) else tensor
 
 
 def _numeric(core, k, where):
