@@ -240,3 +240,17 @@ def test_the_fixed_rank_ratios_quoted_bound_those_of_the_real_volume_table():
     assert (f"least-squares cross comes to {motor['lsq (4 sweeps)']:.1f}x that (the "
             f"interpolating crosses to {motor['als (paper)']:.1f}-"
             f"{motor['tci, rank cap']:.1f}x)") in real_volumes
+
+
+def test_docs_cli_lists_where_oversample_is_refused(tmp_path, capsys):
+    # docs/cli.rst: "It is refused with --method tci and stream (exit 2)"; compress refuses
+    # --oversample without --rank on a volume of one axis too (exit 2), which it did not say.
+    from tensorly_cross import cli
+
+    np.save(tmp_path / "line.npy", np.cos(np.arange(50) / 7.0))
+    assert cli.main(["compress", str(tmp_path / "line.npy"), "-o", str(tmp_path / "t.tt.npz"),
+                     "--oversample", "2", "-q"]) == cli.EXIT_USAGE
+    assert "--oversample on a volume of one axis needs --rank" in capsys.readouterr().err
+    with open(os.path.join(ROOT, "docs", "cli.rst"), encoding="utf-8") as handle:
+        text = " ".join(handle.read().split())
+    assert "without ``--rank`` on a volume of one axis" in text
