@@ -394,6 +394,23 @@ def test_jax_sub_byte_integer_values_are_refused_as_not_supported_under_jax(dtyp
             tlc.tt_cross(function, shape=SHAPE, random_state=0)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "pytorch"])
+def test_torch_sub_byte_integer_values_are_refused_as_pytorch_s_not_supported(backend):
+    # torch.uint4 values failed under NumPy in PyTorch's terms ("Got unsupported ScalarType
+    # UInt4"), and under PyTorch were refused as "a sub-byte integer of ml_dtypes".
+    torch = pytest.importorskip("torch")
+    if not hasattr(torch, "uint4"):
+        pytest.skip(f"torch {torch.__version__} has no uint4")
+
+    def function(indices):
+        return torch.zeros(len(indices), dtype=torch.uint8).view(torch.uint4)
+
+    with tl.backend_context(backend), pytest.raises(
+            TypeError, match=r"dtype torch\.uint4 \(a sub-byte integer of PyTorch\): not "
+                             "supported; cast"):
+        FunctionTensor(function, SHAPE).evaluate(np.zeros((2, 3), dtype=np.int64))
+
+
 @pytest.mark.parametrize("backend", ["numpy", "pytorch", "jax"])
 def test_tt_entries_of_sub_byte_integer_cores_are_their_exact_products(backend):
     # Integer cores are multiplied in float64 (uint8: 200*2 + 200*2 gave 32), but NumPy

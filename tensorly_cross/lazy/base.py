@@ -279,13 +279,15 @@ def check_values(values, indices, source):
         raise TypeError(f"{_name(source)} returned a masked array; a cross reads raw entries, "
                         "masked or not: fill the masked ones (values.filled(...)) or return "
                         "them.")
+    if sub_byte_integer(getattr(values, "dtype", None)):
+        # Before any conversion: NumPy refused PyTorch's ("Got unsupported ScalarType
+        # UInt4"), and JAX's failed in its own products ("abs does not accept dtype int4").
+        _refuse_dtype(source, values.dtype)
     if isinstance(values, np.ndarray) or not tl.is_tensor(values):
         host = host_values(values)
         if host.dtype.kind not in NUMERIC_KINDS:  # strings, objects: no silent conversion
             _refuse_dtype(source, host.dtype)
         values = values if tl.is_tensor(values) and host is values else tl.tensor(host)
-    elif sub_byte_integer(values.dtype):  # JAX's int4 under JAX: failed in JAX's terms
-        _refuse_dtype(source, values.dtype)
     elif _kind(values.dtype) in "biu":
         context = {key: value for key, value in tl.context(values).items() if key != "dtype"}
         values = tl.tensor(to_host(values).astype(np.float64), **context)
@@ -371,13 +373,15 @@ def sub_byte_note(dtype):
     integers" alone read as if they were one; empty for any other dtype."""
     if not sub_byte_integer(dtype):
         return ""
-    return (" (a sub-byte integer of ml_dtypes): not supported; cast it to int8 or uint8, "
+    library = "PyTorch" if str(dtype).startswith("torch.") else "ml_dtypes"
+    return (f" (a sub-byte integer of {library}): not supported; cast it to int8 or uint8, "
             "or to a floating dtype, first")
 
 
 def sub_byte_integer(dtype):
-    """Whether ``dtype`` (NumPy's, JAX's) is one of ml_dtypes' integers of fewer than 8 bits
-    (int2, int4, uint4, ...), which NumPy counts as no integer (kind "V")."""
+    """Whether ``dtype`` is an integer of fewer than 8 bits: ml_dtypes' (int2, int4, uint4,
+    ..., NumPy's and JAX's), which NumPy counts as no integer (kind "V"), or PyTorch's
+    (torch.uint4, ...)."""
     return re.fullmatch(r"u?int[1-7]", str(dtype).rsplit(".", 1)[-1]) is not None
 
 
