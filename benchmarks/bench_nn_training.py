@@ -44,13 +44,16 @@ PRESETS = {
     "cross-tiles-tt-r8": dict(_TILES, layout="tt", rank=8),
     "cross-r6": dict(_TILES, layout="tt", rank=6, refresh_every=3, n_iter_max=2),
     "cross-pca": dict(_TILES, layout="tt", rank=8, refresh_every=3, n_iter_max=2, head="pca"),
+    # the same, its PCA refit with gradient at every step (TTPCAHead(gradient_through_fit))
+    "cross-pca-grad": dict(_TILES, layout="tt", rank=8, refresh_every=3, n_iter_max=2,
+                           head="pca", gradient_through_fit=True),
 }
 
 
 
 
 def _build(kind, options):
-    from tensorly_cross.nn import CrossEmbedding, default_encoder
+    from tensorly_cross.nn import CrossEmbedding, TTPCAHead, default_encoder
     from tensorly_cross.nn.dense import DenseEmbedding
     from tensorly_cross.nn.training import Regressor
 
@@ -64,6 +67,8 @@ def _build(kind, options):
     cross_options = {k: v for k, v in config.items() if k != "pooled"}
     if cross_options.get("head") == "pca":  # a basis needs more TTs than components
         cross_options["n_outputs"] = min(cross_options["n_outputs"], options["n_train"] - 1)
+    if cross_options.pop("gradient_through_fit", False):
+        cross_options["head"] = TTPCAHead(cross_options["n_outputs"], gradient_through_fit=True)
     embedding = CrossEmbedding(encoder, volume_shape=(options["size"],) * 3,
                                **{k: v for k, v in cross_options.items()
                                   if k not in ("size", "n_train")})

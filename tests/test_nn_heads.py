@@ -118,6 +118,13 @@ def test_nan_in_a_tt_is_named_by_the_pca_head():
     (lambda: tt_inner_many([torch.ones(1, 3, 1)], [torch.ones(2, 1, 4, 1)]),
      ValueError, "stacked must hold TTs of tt's mode sizes"),
     (lambda: TTPCAHead(2.5), TypeError, "n_components"),
+    (lambda: TTPCAHead(2, gradient_through_fit=1), TypeError, "gradient_through_fit"),
+    (lambda: TTPCAHead(2).fit([_random_tt(0), _random_tt(1)], keys=[0]),
+     ValueError, r"keys must have one entry per TT \(2\)"),
+    (lambda: TTPCAHead(2).fit([_random_tt(0), _random_tt(1)], keys=[3, 3]),
+     ValueError, "keys names 3 twice"),
+    (lambda: TTPCAHead(2).fit([_random_tt(0), _random_tt(1)], keys=[0, 1]).forward_batch(
+        [_random_tt(0), _random_tt(1)], keys=[0]), ValueError, "one entry per TT"),
     (lambda: TTPCAHead(2).fit([_random_tt(0), [torch.randn(1, 4, 3), torch.randn(3, 3, 1)]]),
      ValueError, r"tts\[1\] has core shapes"),
     (lambda: TTPCAHead(2).fit([_random_tt(0), _random_tt(1)])(
@@ -127,3 +134,114 @@ def test_nan_in_a_tt_is_named_by_the_pca_head():
 def test_tt_arguments_are_checked_by_name(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def _tt3(seed, scale=1.0):
+    generator = torch.Generator().manual_seed(seed)
+    return [scale * torch.randn(1, 4, 2, generator=generator, dtype=torch.float64),
+            torch.randn(2, 3, 2, generator=generator, dtype=torch.float64),
+            torch.randn(2, 3, 1, generator=generator, dtype=torch.float64)]
+
+
+def _grad_head(n_train=5, n_components=3):
+    tts = [_tt3(seed) for seed in range(n_train)]
+    return tts, TTPCAHead(n_components, gradient_through_fit=True).fit(tts, keys=range(n_train))
+
+
+def test_pca_gradient_through_fit_passes_gradcheck():
+    # a training TT moved from its kept copy (key 1) and a query of no training TT: both
+    # reach the coordinates through the refit components and their rotation
+    tts, head = _grad_head()
+    batch = [[core + 0.1 * torch.randn_like(core) for core in tts[1]], _tt3(9)]
+    cores = [core.clone().requires_grad_() for tt in batch for core in tt]
+
+    def coordinates(*cores):
+        return head.forward_batch([list(cores[:3]), list(cores[3:])], keys=[1, None])
+
+    assert torch.autograd.gradcheck(coordinates, cores)
+
+
+def test_pca_gradient_through_fit_reaches_a_batch_tt_through_the_fit_too():
+    tts, head = _grad_head()
+    plain = TTPCAHead(3).fit(tts)
+    batch = [[core + 0.1 * torch.randn_like(core) for core in tt] for tt in tts[:2]]
+    gradients = {}
+    for name, project in (("fit", lambda tts: head.forward_batch(tts, keys=[0, 1])),
+                          ("projection", lambda tts: torch.stack([plain(tt) for tt in tts]))):
+        leaves = [[core.clone().requires_grad_() for core in tt] for tt in batch]
+        project(leaves).square().sum().backward()
+        gradients[name] = leaves[0][0].grad
+    assert torch.isfinite(gradients["fit"]).all()
+    difference = (gradients["fit"] - gradients["projection"]).abs().max()
+    assert float(difference) > 1e-3 * float(gradients["projection"].abs().max())
+
+
+def test_pca_gradient_through_fit_keeps_the_fit_coordinates_and_projects_plainly_in_eval():
+    tts, head = _grad_head()
+    plain = TTPCAHead(3).fit(tts)
+    expected = torch.stack([plain(tt) for tt in tts])
+    # the kept TTs themselves: the refit is the fit, rotated back onto its coordinates
+    torch.testing.assert_close(head.forward_batch(tts, keys=range(5)), expected,
+                               rtol=0, atol=1e-10)
+    queries = [_tt3(seed) for seed in (7, 8)]
+    for mode in ("eval", "no_grad"):
+        head.train(mode != "eval")
+        with torch.set_grad_enabled(mode != "no_grad"):
+            assert torch.equal(head.forward_batch(queries, keys=[0, 1]),
+                               torch.stack([plain(tt) for tt in queries]))
+
+
+def test_the_default_pca_head_projects_a_batch_as_forward_does_in_training():
+    tts = [_tt3(seed) for seed in range(5)]
+    head = TTPCAHead(3).fit(tts, keys=range(5))
+    moved = [[core + 0.1 for core in tt] for tt in tts[:2]]
+    assert torch.equal(head.forward_batch(moved, keys=[0, 1]),
+                       torch.stack([head(tt) for tt in moved]))
+
+
+def test_pca_gradient_through_fit_stays_bounded_for_near_equal_eigenvalues():
+    # +-a, +-b with a, b orthogonal, b longer by 1e-9: one component picks b over a by a
+    # gap of 1e-9, and moving a towards b turns it by 1/gap (3.5e8 undamped)
+    basis = torch.eye(3, dtype=torch.float64)
+    ones = torch.ones(1, 2, 1, dtype=torch.float64)
+
+    def tt(vector):
+        return [vector.reshape(1, 3, 1), ones]
+
+    longer = 1 + 1e-9
+    tts = [tt(basis[0]), tt(-basis[0]), tt(longer * basis[1]), tt(-longer * basis[1])]
+    head = TTPCAHead(1, gradient_through_fit=True).fit(tts, keys=range(4))
+    leaves = [core.clone().requires_grad_() for core in tts[0]]
+    head.forward_batch([leaves], keys=[0]).sum().backward()
+    assert all(torch.isfinite(core.grad).all() for core in leaves)
+    assert float(leaves[0].grad.abs().max()) < 1e3
+
+
+def test_pca_gradient_through_fit_reaches_the_encoder_of_a_cross_embedding():
+    volumes = [np.random.default_rng(k).random((6, 6, 6)) for k in range(4)]
+    gradients = {}
+    for gradient_through_fit in (True, False):
+        torch.manual_seed(0)
+        head = TTPCAHead(2, gradient_through_fit=gradient_through_fit)
+        embedding = CrossEmbedding(patch_size=3, n_features=2, rank=2, n_outputs=2,
+                                   n_iter_max=1, head=head).double()
+        embedding.fit_pca(volumes, keys=range(4))
+        embedding(volumes[:2], keys=[0, 1]).square().sum().backward()
+        gradients[gradient_through_fit] = embedding.encoder[0].weight.grad.clone()
+    assert torch.isfinite(gradients[True]).all()
+    assert not torch.allclose(gradients[True], gradients[False])
+
+
+def test_a_pca_head_with_gradient_through_fit_round_trips_its_state():
+    tts, head = _grad_head()
+    loaded = TTPCAHead(3, gradient_through_fit=True).double()
+    loaded.load_state_dict(head.state_dict())
+    query = _tt3(7)
+    assert torch.equal(loaded(query), head(query))
+    # the keys are not state: a loaded head projects plainly until it is fitted again
+    moved = [[core + 0.1 for core in tt] for tt in tts[:2]]
+    assert torch.equal(loaded.forward_batch(moved, keys=[0, 1]),
+                       torch.stack([loaded(tt) for tt in moved]))
+    loaded.fit(tts, keys=range(5))
+    torch.testing.assert_close(loaded.forward_batch(moved, keys=[0, 1]),
+                               head.forward_batch(moved, keys=[0, 1]), rtol=0, atol=1e-10)

@@ -56,7 +56,10 @@ class CrossEmbedding(nn.Module):
         per module, where an unfolding cannot hold it.
     head : {"probes", "pca"} or nn.Module
         ``"probes"``: :class:`TTProbeHead` with ``n_outputs`` probes (learnable);
-        ``"pca"``: :class:`TTPCAHead` (call :meth:`fit_pca` first).
+        ``"pca"``: :class:`TTPCAHead` (call :meth:`fit_pca` first). A
+        ``TTPCAHead(n_outputs, gradient_through_fit=True)`` given as the head is fitted
+        the same way, and in training refits with gradient on every keyed batch
+        (:meth:`TTPCAHead.forward_batch`, the keys those :meth:`fit_pca` was given).
     n_outputs : int
         Features per volume: the number of probes (``"probes"``) or of principal
         components (``"pca"``: always ``n_outputs`` columns; ``n`` training volumes span
@@ -399,6 +402,8 @@ class CrossEmbedding(nn.Module):
         # Every head, a module given as head too, is for the first batch's grid from now
         # on (two grids can have the same quantics digits).
         self.grid_shape = self.grid_shape or grid
+        if isinstance(self.head, TTPCAHead) and self.head.gradient_through_fit:
+            return self.head.forward_batch(tts, keys)  # the batch's TTs refit the basis
         return torch.stack([self.head(tt) for tt in tts])
 
     def _check_shapes(self, volumes, keys, where="the batch"):
@@ -470,7 +475,7 @@ class CrossEmbedding(nn.Module):
             for start in range(0, len(volumes), batch_size):
                 tts += self._tts(volumes[start : start + batch_size],
                                  keys[start : start + batch_size])[0]
-        self.head.fit(tts)
+        self.head.fit(tts, keys=keys)
         self.grid_shape = grid  # two grids can have the same quantics digits
         return self
 

@@ -315,6 +315,28 @@ class TTPCAHead(nn.Module):
         eigenvalue is at the round-off level of the Gram matrix (relative to the largest
         squared norm of a training TT), gives 0. Identical training TTs thus give all-zero
         coordinates.
+    gradient_through_fit : bool, default False
+        ``False``: the components are fitted without gradient; gradients reach a query TT
+        only through its projection. ``True``: in training (train mode, gradients on),
+        :meth:`forward_batch` refits the components on every call, differentiably, on the
+        training TTs with the batch's own TTs in place of their kept copies (a batch TT
+        whose key :meth:`fit` was given), so that gradients also reach the batch's TTs
+        through the Gram matrix, its eigenvectors and the alignment (see the notes). In
+        eval mode, or without gradients, it projects as ``False`` does.
+
+    Notes
+    -----
+    With ``gradient_through_fit=True`` a training step's refit is rotated, as a refit of
+    :meth:`fit` is, to give the kept training TTs the coordinates the last :meth:`fit`
+    gave them (orthogonal Procrustes), so that the readout keeps its coordinates. Both
+    steps carry gradient without dividing by a near-zero gap: the eigenvectors' backward
+    damps ``1 / (lambda_j - lambda_i)`` to ``gap / (gap^2 + b^2)`` with ``b`` a
+    ``1e-4`` of the largest eigenvalue (the coordinates, once rotated, do not depend on
+    the basis chosen inside a near-degenerate eigenspace, so only the damped terms'
+    pairs are approximate), and the rotation (the polar factor of a ``k x k`` matrix) is
+    differentiated through sums of its singular values, never differences. The keys of
+    :meth:`fit` are not part of ``state_dict``: a loaded head projects without the refit
+    until it is fitted again.
 
     Examples
     --------
@@ -330,9 +352,14 @@ class TTPCAHead(nn.Module):
     torch.Size([2])
     """
 
-    def __init__(self, n_components):
+    def __init__(self, n_components, gradient_through_fit=False):
         super().__init__()
         self.n_components = check_int(n_components, "n_components", minimum=1)
+        if not isinstance(gradient_through_fit, bool):
+            raise TypeError(f"gradient_through_fit must be a bool, got "
+                            f"{type(gradient_through_fit).__name__}.")
+        self.gradient_through_fit = gradient_through_fit
+        self.train_index = {}  # key of a training TT -> its row (fit's keys)
         self.n_modes = 0
         for name in ("centred_row_means", "projection"):
             self.register_buffer(name, torch.zeros(0))
@@ -346,7 +373,8 @@ class TTPCAHead(nn.Module):
         text : str
             ``name=value`` pairs, comma-separated.
         """
-        return f"n_components={self.n_components}, fitted={self.fitted}"
+        text = f"n_components={self.n_components}, fitted={self.fitted}"
+        return text + (", gradient_through_fit=True" if self.gradient_through_fit else "")
 
     @property
     def fitted(self):
@@ -359,7 +387,7 @@ class TTPCAHead(nn.Module):
         return [getattr(self, f"train_core_{k}") for k in range(self.n_modes)]
 
     @torch.no_grad()
-    def fit(self, tts):
+    def fit(self, tts, keys=None):
         """Fit the components on training TTs (kept, detached, for the projections).
 
         A refit (same number of TTs and components, TTs of the same mode sizes) keeps the
@@ -375,6 +403,10 @@ class TTPCAHead(nn.Module):
         tts : list of list of torch.Tensor
             At least 2 training TTs, each a list of cores, all with the same core shapes
             (they are stacked per mode) and one dtype, that of the buffers kept.
+        keys : sequence of hashable, optional
+            One per TT (``None`` entries allowed): with ``gradient_through_fit=True``,
+            :meth:`forward_batch` puts a batch TT of one of these keys in that training
+            TT's place. Unused otherwise.
 
         Returns
         -------
@@ -384,8 +416,8 @@ class TTPCAHead(nn.Module):
         Raises
         ------
         ValueError
-            If fewer than 2 TTs are given, one is not a TT, their core shapes differ, or
-            one holds NaN or inf.
+            If fewer than 2 TTs are given, one is not a TT, their core shapes differ, one
+            holds NaN or inf, or ``keys`` does not have one entry per TT or names one twice.
         TypeError
             If the TTs are complex (their inner products are taken in float64).
         """
@@ -393,6 +425,7 @@ class TTPCAHead(nn.Module):
         if len(tts) < 2:
             raise ValueError(f"TTPCAHead.fit needs at least 2 TTs, got {len(tts)}.")
         _check_training_tts(tts)
+        train_index = _index_of_keys(keys, len(tts))
         stacked = [torch.stack(cores) for cores in zip(*tts, strict=True)]
         exact = [cores.to(torch.float64) for cores in stacked]
         gram = torch.stack([tt_inner_many([core[k] for core in exact], exact)
@@ -412,6 +445,7 @@ class TTPCAHead(nn.Module):
         with torch.inference_mode(False):  # buffers fitted under inference_mode serve training
             self._set_state([cores.clone() for cores in stacked],
                             centred_row_means.to(dtype).clone(), projection.to(dtype).clone())
+        self.train_index = train_index
         return self
 
     def forward(self, tt):
@@ -437,6 +471,56 @@ class TTPCAHead(nn.Module):
         TypeError
             If ``tt`` is complex.
         """
+        kernel = self._kernel(tt)
+        # <TT - mean TT, TT_i - mean TT>: the common part cancels in float64 first
+        centred = kernel - kernel.mean() - self.centred_row_means.to(torch.float64)
+        return (centred @ self.projection.to(torch.float64)).to(tt[0].dtype)
+
+    def forward_batch(self, tts, keys=None):
+        """Coordinates of a batch of TTs; with ``gradient_through_fit``, in training, on
+        components refit differentiably with the batch's TTs in their training TTs' place.
+
+        Parameters
+        ----------
+        tts : list of list of torch.Tensor
+            The batch's TTs, each as :meth:`forward` takes it.
+        keys : sequence of hashable, optional
+            One per TT (``None`` entries allowed): a TT whose key :meth:`fit` was given
+            takes that training TT's place in the refit.
+
+        Returns
+        -------
+        coordinates : torch.Tensor of shape (len(tts), n_components)
+            The :meth:`forward` of each TT, stacked; but where this head refits
+            (``gradient_through_fit=True``, train mode, gradients on, and a TT of the batch
+            whose key was fitted), the coordinates on the refit components, differentiable
+            with respect to every TT of the batch through the refit as well as through the
+            projection.
+
+        Raises
+        ------
+        RuntimeError
+            If the head is not fitted.
+        ValueError
+            If a TT is not one of the training TTs' shape or holds NaN or inf, or ``keys``
+            does not have one entry per TT or names one training TT twice.
+        TypeError
+            If a TT is complex.
+        """
+        keys = [None] * len(tts) if keys is None else list(keys)
+        if len(keys) != len(tts):
+            raise ValueError(f"keys must have one entry per TT ({len(tts)}), got {len(keys)}.")
+        pairs = [(b, self.train_index[key]) for b, key in enumerate(keys)
+                 if key is not None and key in self.train_index]
+        if len({row for _, row in pairs}) != len(pairs):
+            raise ValueError("keys names one training TT twice: a batch holds each once.")
+        if not (pairs and self.gradient_through_fit and self.training
+                and torch.is_grad_enabled()):
+            return torch.stack([self(tt) for tt in tts])
+        return self._refit_coordinates(tts, pairs)
+
+    def _kernel(self, tt):
+        """``<tt, TT_i>`` for every training TT, in float64, after checking ``tt``."""
         if not self.fitted:
             raise RuntimeError("TTPCAHead.fit(training_tts) must run before forward "
                                "(or load a fitted state_dict).")
@@ -450,9 +534,31 @@ class TTPCAHead(nn.Module):
         if not bool(torch.isfinite(kernel).all()):
             raise ValueError("tt holds NaN or inf: its inner products with the training TTs "
                              "are not finite.")
-        # <TT - mean TT, TT_i - mean TT>: the common part cancels in float64 first
-        centred = kernel - kernel.mean() - self.centred_row_means.to(torch.float64)
-        return (centred @ self.projection.to(torch.float64)).to(tt[0].dtype)
+        return kernel
+
+    def _refit_coordinates(self, tts, pairs):
+        """The batch's coordinates on components refit (with gradient) on the training TTs,
+        the batch's TT ``b`` in row ``i``'s place for each ``(b, i)`` of ``pairs``."""
+        kernel = torch.stack([self._kernel(tt) for tt in tts])
+        batch_rows = torch.tensor([b for b, _ in pairs], device=kernel.device)
+        train_rows = torch.tensor([i for _, i in pairs], device=kernel.device)
+        queries = [[core.to(torch.float64) for core in tt] for tt in tts]
+        # each TT's inner products with the training TTs as substituted
+        kernel = kernel.index_copy(1, train_rows, _inner_products(
+            queries, [queries[b] for b, _ in pairs]))
+        anchors = [cores.to(torch.float64) for cores in self.train_cores]
+        n = anchors[0].shape[0]
+        centring = torch.eye(n, dtype=kernel.dtype, device=kernel.device) - 1.0 / n
+        with torch.no_grad():  # the kept TTs, and the coordinates the fit gave them
+            gram = torch.stack([tt_inner_many([cores[k] for cores in anchors], anchors)
+                                for k in range(n)])
+            previous = centring @ gram @ centring @ self.projection.to(torch.float64)
+        substituted = kernel[batch_rows]
+        gram = gram.index_copy(0, train_rows, substituted).index_copy(1, train_rows,
+                                                                      substituted.T)
+        projection = _aligned_projection(centring @ gram @ centring, gram, previous)
+        centred = kernel - kernel.mean(dim=1, keepdim=True) - (gram.mean(dim=0) - gram.mean())
+        return (centred @ projection).to(tts[0][0].dtype)
 
     def _continues(self, tts, projection):
         """Whether this fit refits the last one, whose coordinates it then keeps: the same
@@ -498,6 +604,96 @@ def _principal_projection(centred, gram, n_components):
     projection = torch.zeros((n, n_components), dtype=centred.dtype, device=centred.device)
     projection[:, :live] = vectors[:, :live] / values[:live].sqrt()
     return projection, live
+
+
+def _aligned_projection(centred, gram, previous):
+    """:func:`_principal_projection` with gradient, its live components rotated
+    (orthogonal Procrustes, with gradient too) to give the rows the coordinates
+    ``previous``; both backward passes stay finite for near-equal eigenvalues."""
+    n, n_components = previous.shape
+    values, vectors = _DampedEigh.apply(centred)
+    keep = min(n_components, n)
+    values, vectors = values.flip(0)[:keep], vectors.flip(1)[:, :keep]
+    scale = gram.detach().diagonal().abs().max()
+    floor = _ROUND_OFF_HEADROOM * n * torch.finfo(gram.dtype).eps * scale
+    live = int((values.detach() > floor).sum())
+    zeros = centred.new_zeros((n, n_components - live))
+    if live == 0:
+        return zeros
+    projection = vectors[:, :live] / values[:live].sqrt()
+    rotation = _PolarFactor.apply((centred @ projection).T @ previous[:, :live])
+    return torch.cat([projection @ rotation, zeros], dim=1)
+
+
+# The eigenvectors' backward damps 1 / gap to gap / (gap^2 + b^2), b this fraction of the
+# largest eigenvalue: a near-degenerate pair's basis is arbitrary (the alignment removes
+# it), and an undamped 1 / gap grows without bound as two eigenvalues meet.
+_EIGEN_GAP_DAMPING = 1e-4
+
+
+class _DampedEigh(torch.autograd.Function):
+    """``torch.linalg.eigh`` of a symmetric matrix, whose backward damps ``1 / gap``."""
+
+    @staticmethod
+    def forward(ctx, matrix):
+        values, vectors = torch.linalg.eigh(matrix)
+        ctx.save_for_backward(values, vectors)
+        return values, vectors
+
+    @staticmethod
+    def backward(ctx, grad_values, grad_vectors):
+        values, vectors = ctx.saved_tensors
+        gaps = values[None, :] - values[:, None]  # lambda_j - lambda_i
+        damping = (_EIGEN_GAP_DAMPING * values.abs().max()) ** 2 + torch.finfo(
+            values.dtype).tiny
+        inner = torch.diag(grad_values) + gaps / (gaps**2 + damping) * (
+            vectors.T @ grad_vectors)
+        grad = vectors @ inner @ vectors.T
+        return (grad + grad.T) / 2
+
+
+class _PolarFactor(torch.autograd.Function):
+    """The orthogonal polar factor ``U V^T`` of ``M = U S V^T`` (the Procrustes rotation),
+    whose backward divides by sums of singular values ``s_i + s_j``, never by their
+    differences as the backward of an SVD does."""
+
+    @staticmethod
+    def forward(ctx, matrix):
+        left, values, right_t = torch.linalg.svd(matrix)
+        ctx.save_for_backward(left, values, right_t)
+        return left @ right_t
+
+    @staticmethod
+    def backward(ctx, grad):
+        left, values, right_t = ctx.saved_tensors
+        sums = values[:, None] + values[None, :]
+        sums = sums.clamp_min(torch.finfo(sums.dtype).eps * float(sums.max()) + torch.finfo(
+            sums.dtype).tiny)
+        rotated = left.T @ grad @ right_t.T
+        return left @ ((rotated - rotated.T) / sums) @ right_t
+
+
+def _inner_products(tts, others):
+    """``<tts[a], others[b]>`` as an ``(len(tts), len(others))`` matrix."""
+    return torch.stack([torch.stack([tt_inner(tt, other) for other in others])
+                        for tt in tts])
+
+
+def _index_of_keys(keys, n):
+    """``{key: row}`` for the training TTs' keys (``None`` entries left out)."""
+    if keys is None:
+        return {}
+    keys = list(keys)
+    if len(keys) != n:
+        raise ValueError(f"keys must have one entry per TT ({n}), got {len(keys)}.")
+    index = {}
+    for row, key in enumerate(keys):
+        if key is None:
+            continue
+        if key in index:
+            raise ValueError(f"keys names {key!r} twice: a key names one training TT.")
+        index[key] = row
+    return index
 
 
 def _check_training_tts(tts):
