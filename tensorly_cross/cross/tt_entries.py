@@ -137,9 +137,16 @@ def core_in_backend(core, k, where="tt_entries"):
         array = array.astype(np.float64)
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
-    if array.dtype.kind == "V" and low_precision(array.dtype) and backend_name() == "pytorch":
+    if _is_ml_float(array.dtype) and backend_name() == "pytorch":
         return _ml_float_in_torch(array)
     return tl.tensor(array)
+
+
+def _is_ml_float(dtype):
+    """Whether ``dtype`` is one of ml_dtypes' floats, which PyTorch cannot read: all but
+    NumPy's own float16 of the low-precision ones. By name, not by NumPy's kind "V":
+    ml_dtypes' float8_e5m2 is of kind "f"."""
+    return low_precision(dtype) and dtype != np.float16
 
 
 def _ml_float_in_torch(array):
