@@ -411,6 +411,22 @@ def test_torch_sub_byte_integer_values_are_refused_as_pytorch_s_not_supported(ba
         FunctionTensor(function, SHAPE).evaluate(np.zeros((2, 3), dtype=np.int64))
 
 
+@pytest.mark.parametrize("backend", ["numpy", "pytorch"])
+def test_tt_entries_refuses_torch_sub_byte_integer_cores_by_name(backend):
+    # ml_dtypes' int4 cores are multiplied in float64, but PyTorch cannot convert its own
+    # uint4 (no copy, no .numpy()): such cores failed in its terms ("Got unsupported
+    # ScalarType UInt4"), naming neither the core nor what to do.
+    torch = pytest.importorskip("torch")
+    if not hasattr(torch, "uint4"):
+        pytest.skip(f"torch {torch.__version__} has no uint4")
+    cores = [torch.ones((1, 2, 1), dtype=torch.float64),
+             torch.zeros((1, 2, 1), dtype=torch.uint8).view(torch.uint4)]
+    with tl.backend_context(backend), pytest.raises(
+            TypeError, match=r"cores\[1\] has dtype torch\.uint4 \(a sub-byte integer of "
+                             r"PyTorch\): not supported; cast it to int8 or uint8"):
+        tlc.tt_entries(cores, [[0, 1]])
+
+
 @pytest.mark.parametrize("backend", ["numpy", "pytorch", "jax"])
 def test_tt_entries_of_sub_byte_integer_cores_are_their_exact_products(backend):
     # Integer cores are multiplied in float64 (uint8: 200*2 + 200*2 gave 32), but NumPy

@@ -15,7 +15,7 @@ from .._backend import (
     take_rows,
     to_host,
 )
-from ..lazy.base import check_indices, low_precision, sub_byte_integer
+from ..lazy.base import check_indices, low_precision, sub_byte_integer, sub_byte_note
 
 # Work-block bound, in entries (32 MiB in float64): the batch is cut into chunks whose
 # running products ``(chunk, r_k)`` stay under a sixteenth of it, and a mode whose per-entry
@@ -43,7 +43,8 @@ def tt_entries(cores, indices):
     ------
     TypeError
         If ``cores`` is not a TTTensor or a list of tensors, or a core holds objects,
-        strings or dates, or is a masked array.
+        strings, dates or PyTorch's sub-byte integers (``torch.uint4``, ...), or is a
+        masked array.
     ValueError
         If ``indices`` is not an (m, d) integer array, an index is out of range (the
         message names the first such multi-index), the cores do not form a TT, or
@@ -125,6 +126,11 @@ def core_in_backend(core, k, where="tt_entries"):
         # (1,1)"); its raw entries, masked or not, are not what the mask says either.
         raise TypeError(f"{where}: cores[{k}] is a masked array; cores hold every entry: "
                         f"pass cores[{k}].filled(value).")
+    if sub_byte_integer(getattr(core, "dtype", None)) and str(core.dtype).startswith("torch."):
+        # PyTorch cannot copy its own (no .numpy(), no .to()): they failed in its terms
+        # ("Got unsupported ScalarType UInt4"). ml_dtypes' are multiplied in float64.
+        raise TypeError(f"{where}: cores[{k}] has dtype {core.dtype}"
+                        f"{sub_byte_note(core.dtype)}.")
     if tl.is_tensor(core):
         return _numeric(core, k, where)
     if hasattr(core, "detach") and hasattr(core, "cpu"):  # torch, under another backend
