@@ -332,6 +332,34 @@ def test_torch_float8_values_are_read_as_float32(backend, how):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("other", ["float32", "bfloat16", "float8_e5m2", "float64"])
+def test_tt_entries_of_float8_cores_among_others_are_promoted(backend, other):
+    """Cores of different dtypes are promoted to a common one, as tt_entries says, but
+    PyTorch and JAX have no promotion of their 8-bit floats: a float8_e4m3fn core beside
+    a float32 one failed ("Promotion for Float8 Types is not supported"; JAX: "no
+    available implicit dtype promotion path"). Now as under NumPy: the 8-bit floats taken
+    as float32, which holds them exactly, and the gradient of the other cores kept."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    with _backend(backend):
+        if backend == "pytorch":
+            torch = _torch()
+            low = torch.full((1, 2, 1), 1.5).to(torch.float8_e4m3fn)
+            high = torch.full((1, 3, 1), 2.0).to(getattr(torch, other)).requires_grad_(
+                other in ("float32", "float64"))
+        else:
+            low = tl.tensor(np.full((1, 2, 1), 1.5).astype(ml_dtypes.float8_e4m3fn))
+            high = tl.tensor(np.full((1, 3, 1), 2.0).astype(
+                getattr(ml_dtypes, other, None) or np.dtype(other)))
+        values = tt_entries([low, high], [[0, 2], [1, 0]])
+        expected = "float64" if other == "float64" else "float32"
+        assert str(values.dtype).rsplit(".", 1)[-1] == expected
+        assert _numpy_of(values).tolist() == [3.0, 3.0]
+        if backend == "pytorch" and high.requires_grad:
+            values.sum().backward()
+            assert high.grad[0, :, 0].tolist() == [1.5, 0.0, 1.5]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_torch_complex32_values_keep_their_imaginary_part(backend):
     """Under NumPy and JAX: TypeError "Got unsupported ScalarType ComplexHalf"; now
     complex64 cores, the imaginary part kept."""

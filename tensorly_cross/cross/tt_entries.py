@@ -54,7 +54,8 @@ def tt_entries(cores, indices):
     -----
     Cores of another backend are copied to the active one (without their gradient), and
     cores of different dtypes are promoted to a common one (as NumPy and JAX do; PyTorch's
-    matmul refused them). Cores of one half-precision dtype (float16, bfloat16, the 8-bit
+    matmul refused them), 8-bit floats among others as float32 (which neither PyTorch nor
+    JAX promotes). Cores of one half-precision dtype (float16, bfloat16, the 8-bit
     floats) are multiplied in float32 and the entries returned in their dtype: each one
     the rounding of a float32 product, not of a product rounded at every core.
 
@@ -182,12 +183,25 @@ def common_dtype(cores):
     JAX promote in the products themselves), and bool or integer cores to float64."""
     cores = [_floating(core) for core in cores]
     dtypes = {core.dtype for core in cores}
+    if len(dtypes) == 1:
+        return cores
+    # PyTorch and JAX promote their 8-, 6- and 4-bit floats with no other dtype ("Promotion
+    # for Float8 Types is not supported"): as float32, which holds them exactly, as NumPy
+    # promotes them. Autograd-visible.
+    cores = [single_precision(core) if _unpromotable(core.dtype) else core for core in cores]
+    dtypes = {core.dtype for core in cores}
     if len(dtypes) == 1 or backend_name() != "pytorch":
         return cores
     import torch
 
     common = functools.reduce(torch.promote_types, dtypes)
     return [core.to(common) for core in cores]  # autograd-visible
+
+
+def _unpromotable(dtype):
+    """Whether ``dtype`` is one of the floats narrower than 16 bits, which PyTorch and JAX
+    promote with no other dtype."""
+    return low_precision(dtype) and not str(dtype).endswith("float16")
 
 
 def _floating(core):
