@@ -1375,3 +1375,36 @@ def test_compress_oversample_without_rank_on_a_1d_volume_is_refused_by_its_flags
     assert code == 2
     assert "--oversample on a volume of one axis needs --rank" in err
     assert "oversample=" not in err and "method=" not in err
+
+
+@pytest.mark.parametrize("flags, method", [((), "TCI"), (("--rank", "2"), "the ALS cross"),
+                                           (("--method", "tci"), "TCI")])
+def test_compress_budget_below_the_held_out_entries_of_a_1d_volume_names_the_cross_that_runs(
+        tmp_path, capsys, flags, method):
+    # On a volume of one axis --method auto runs TCI (the least-squares cross needs two
+    # axes), or the ALS cross with --rank; --max-evals 10 was refused as "the least-squares
+    # cross, the default, holds out 4000", a cross that does not run there.
+    code, err = _compress(tmp_path, capsys, "--max-evals", "10", *flags, shape=(50,))
+    assert code == 2
+    assert f"--max-evals 10 is too small for {method}" in err
+    assert "1000 held-out entries count as evaluations" in err
+    assert "least-squares" not in err and "4000" not in err
+
+
+def test_compress_budget_between_the_held_out_entries_of_tci_and_lsq_runs_tci_on_1d(
+        tmp_path, capsys):
+    # 2000 is enough for TCI's 1000 held-out entries: a 1-D volume is crossed (by TCI).
+    code, err = _compress(tmp_path, capsys, "--max-evals", "2000", "--accept-miss",
+                          shape=(50,))
+    assert code == 0, err
+
+
+def test_compress_budget_of_a_1d_volume_in_quantics_layout_names_the_least_squares_cross(
+        tmp_path, capsys):
+    # --quantics folds a volume of one axis into several modes, where auto runs the
+    # least-squares cross (4000 held-out entries), not TCI: the library refused it later,
+    # in its own terms (exit 1).
+    code, err = _compress(tmp_path, capsys, "--max-evals", "2000", "--quantics",
+                          shape=(8192,))
+    assert code == 2
+    assert "--max-evals 2000 is too small for the least-squares cross" in err

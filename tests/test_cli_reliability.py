@@ -66,7 +66,7 @@ def nifti_path():
 
 @pytest.mark.parametrize("args, flag, allowed", [
     (["--max-rank", "0"], "--max-rank", "must be >= 1"),
-    (["--max-evals", "10"], "--max-evals", "must be >= 1001 (the 1000 held-out entries"),
+    (["--max-evals", "0"], "--max-evals", "must be >= 1"),
     (["--n-iter-max", "0"], "--n-iter-max", "must be >= 1"),
     (["--rank", "2", "--max-slices", "0"], "--max-slices", "must be >= 1"),
     (["--seed", "-1"], "--seed", "must be >= 0"),

@@ -70,7 +70,7 @@ def run_compress(args):
                             fill_nan=args.fill_nan)
         _check_axes(axes, volume.ndim)
         method, reason = _choose_method(args, volume)
-        _check_max_evals(args, method, volume.ndim)
+        _check_max_evals(args, method, volume.shape)
         _check_oversample(args, method, volume.ndim)
         if not args.quiet:
             print(f"method: {method} ({reason})")
@@ -462,16 +462,46 @@ def _check_axes(axes, ndim):
                          f"(0 to {ndim - 1}, each once), got {','.join(map(str, axes))}.")
 
 
-def _check_max_evals(args, method, ndim):
+def _check_max_evals(args, method, shape):
     """A budget the held-out entries alone would exhaust is a bad argument, said in the
-    command's terms (it has no --val-size)."""
-    lsq = method == "lsq" or (method == "auto" and ndim >= 2 and args.max_slices is None)
-    if lsq and args.max_evals is not None and args.max_evals <= LSQ_VAL_SIZE:
+    command's terms (it has no --val-size) and naming the cross that runs: on a volume of
+    one axis --method auto runs TCI, or the ALS cross with --rank, not the least-squares
+    cross (which needs two axes)."""
+    if args.max_evals is None:
+        return
+    ndim = len(shape)
+    if args.quantics:  # the cross runs on the quantics layout's modes
+        from ..lazy.quantics import QuanticsLayout
+
+        ndim = len(QuanticsLayout.create(shape, "grouped").quantics_shape)
+    ran = _cross_that_runs(args, method, ndim)
+    if ran == "lsq" and args.max_evals <= LSQ_VAL_SIZE:
         raise UsageError(f"--max-evals {args.max_evals} is too small for the least-squares "
                          f"cross: its {LSQ_VAL_SIZE} held-out entries count as evaluations. "
                          f"Give more than {LSQ_VAL_SIZE} plus what its sweeps read (the "
                          f"first one alone reads tens of thousands of entries of a large "
                          f"volume), or --method tci ({VAL_SIZE} held-out entries).")
+    if ran != "lsq" and args.max_evals <= VAL_SIZE:
+        name = "TCI" if ran == "tci" else "the ALS cross"
+        chosen = ""
+        if method == "auto":
+            where = ("with --max-slices" if args.max_slices is not None else
+                     "on a volume of one axis" + (" with --rank" if ran == "als" else ""))
+            chosen = f" (which --method auto runs {where})"
+        raise UsageError(f"--max-evals {args.max_evals} is too small for {name}{chosen}: its "
+                         f"{VAL_SIZE} held-out entries count as evaluations. Give more than "
+                         f"{VAL_SIZE} plus what its sweeps read.")
+
+
+def _cross_that_runs(args, method, ndim):
+    """``"lsq"``, ``"tci"`` or ``"als"``: ``method``, or the one tt_cross runs for
+    ``"auto"`` (the least-squares cross where it applies, else TCI without a rank and
+    ALS with one)."""
+    if method != "auto":
+        return method
+    if ndim >= 2 and args.max_slices is None:
+        return "lsq"
+    return "tci" if args.rank is None else "als"
 
 
 def _check_oversample(args, method, ndim):
