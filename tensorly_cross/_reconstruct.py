@@ -128,14 +128,47 @@ def _pointwise(tt, metadata, shape, ranges):
     return np.concatenate(values) if values else np.zeros(0)
 
 
+# The most bytes of NIfTI header extensions a TT file keeps (their contents, in order):
+# comments, AFNI or DICOM blocks take a few KiB; a larger one (a file embedded whole) is
+# left out rather than carried in the JSON metadata.
+MAX_EXTENSION_BYTES = 2**20
+
+
 def nifti_metadata(volume):
-    """What a TT file keeps of a NIfTI input: its affine and header (base64), or None."""
+    """What a TT file keeps of a NIfTI input: its affine and header (base64), and its
+    header extensions (``[code, base64 content]`` pairs, see :data:`MAX_EXTENSION_BYTES`),
+    or None."""
     affine = getattr(volume, "affine", None)
     header = getattr(volume, "nifti_header", None)
     if affine is None or header is None:
         return None
-    return dict(affine=np.asarray(affine, dtype=float).tolist(),
+    kept = dict(affine=np.asarray(affine, dtype=float).tolist(),
                 header=base64.b64encode(header.binaryblock).decode("ascii"))
+    extensions = _kept_extensions(header)
+    if extensions:
+        kept["extensions"] = extensions
+    return kept
+
+
+def _kept_extensions(header):
+    """``header``'s extensions as ``[code, base64 content]`` pairs, in order, those that
+    fit in :data:`MAX_EXTENSION_BYTES` in all (the binaryblock holds none of them)."""
+    kept, total = [], 0
+    for extension in getattr(header, "extensions", None) or ():
+        content = _extension_content(extension)
+        if total + len(content) > MAX_EXTENSION_BYTES:
+            continue
+        total += len(content)
+        kept.append([int(extension.get_code()), base64.b64encode(content).decode("ascii")])
+    return kept
+
+
+def _extension_content(extension):
+    """The raw content of a nibabel header extension, as stored (``get_content`` parses a
+    DICOM one into a dataset): what it writes, less its size and code, unpadded."""
+    raw = io.BytesIO()
+    extension.write_to(raw, False)
+    return raw.getvalue()[8:].rstrip(b"\0")
 
 
 def write_nifti(path, tt, metadata, dtype=None, fixed=None):
@@ -169,8 +202,8 @@ def write_nifti(path, tt, metadata, dtype=None, fixed=None):
     Blocks of at most :data:`BLOCK_ENTRIES` entries, contiguous in NIfTI's Fortran order
     (runs of slabs of the last axis, or runs within a larger slab), are evaluated and written
     one at a time, so memory stays bounded by :data:`BLOCK_ENTRIES` times the rank. The
-    affine and header of a NIfTI input (kept in the TT file) are restored; other inputs get
-    the identity affine.
+    affine, header and header extensions of a NIfTI input (kept in the TT file) are
+    restored; other inputs get the identity affine.
     """
     nibabel = require("nibabel", f"writing the NIfTI file {path!r} (.nii/.nii.gz)", "nifti")
     box = _box(volume_shape(tt, metadata), fixed or {})
@@ -185,8 +218,7 @@ def write_nifti(path, tt, metadata, dtype=None, fixed=None):
 
     def write(raw):
         with _output_stream(raw, path) as stream:
-            stream.write(header.binaryblock)
-            stream.write(b"\0" * (int(header["vox_offset"]) - len(header.binaryblock)))
+            stream.write(_header_bytes(nibabel, header))
             for selection in _fortran_blocks(box, BLOCK_ENTRIES):
                 block = volume_values(tt, metadata, selection)
                 stream.write(np.asarray(block, dtype=dtype).ravel(order="F").tobytes())
@@ -335,8 +367,32 @@ def _nifti_header(nibabel, metadata, shape, dtype, offset=None):
     header.set_data_shape(shape)
     header.set_data_dtype(dtype)
     header.set_slope_inter(1.0, 0.0)  # values are written as they are, unscaled
-    header["vox_offset"] = type(header).single_vox_offset
+    header.extensions.extend(_extensions(nibabel, kept.get("extensions")))
+    header["vox_offset"] = type(header).single_vox_offset + header.extensions.get_sizeondisk()
     return header
+
+
+def _extensions(nibabel, kept):
+    """nibabel's extensions of the ``[code, base64 content]`` pairs a TT file kept."""
+    try:
+        pairs = [(int(code), base64.b64decode(content, validate=True))
+                 for code, content in kept or ()]
+    except (TypeError, ValueError) as error:  # a file edited by hand
+        raise NiftiMetadataError(f"its extensions cannot be read: {error}") from None
+    if any(not 0 <= code < 2**31 for code, _ in pairs):  # NIfTI's codes are int32
+        raise NiftiMetadataError("its extensions' codes are not all from 0 to 2**31 - 1")
+    return [nibabel.nifti1.Nifti1Extension(code, content) for code, content in pairs]
+
+
+def _header_bytes(nibabel, header):
+    """What precedes the voxels of a single NIfTI file: the header, the flag of its
+    extensions and the extensions (in the header's byte order), zeros up to its
+    ``vox_offset``."""
+    block = io.BytesIO()
+    block.write(header.binaryblock)
+    block.write(b"\1\0\0\0" if len(header.extensions) else b"\0\0\0\0")
+    header.extensions.write_to(block, header.endianness != nibabel.volumeutils.native_code)
+    return block.getvalue().ljust(int(header["vox_offset"]), b"\0")
 
 
 @contextlib.contextmanager

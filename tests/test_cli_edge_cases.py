@@ -1408,3 +1408,60 @@ def test_compress_budget_of_a_1d_volume_in_quantics_layout_names_the_least_squar
                           shape=(8192,))
     assert code == 2
     assert "--max-evals 2000 is too small for the least-squares cross" in err
+
+
+def _nifti_with_extensions(nibabel, path, endian="<"):
+    """A small NIfTI-1 file at ``path`` carrying a comment and an AFNI extension."""
+    from nibabel.nifti1 import Nifti1Extension
+
+    header = nibabel.Nifti1Header().as_byteswapped(endian)
+    image = nibabel.Nifti1Image(_smooth_float32(), np.diag([2.0, 2.0, 2.0, 1.0]), header)
+    image.header.extensions.append(Nifti1Extension("comment", b"scanner notes: run 3"))
+    afni = b'<?xml version="1.0" ?>\n<AFNI_attributes self_idcode="XYZ_1" />\n'
+    image.header.extensions.append(Nifti1Extension("afni", afni))
+    nibabel.save(image, path)
+    return [(6, b"scanner notes: run 3"), (4, afni)]
+
+
+@pytest.mark.parametrize("output, endian, flags", [
+    ("v.nii.gz", "<", []), ("v.nii", ">", []), ("slab.nii", "<", ["--slice", "1=5"]),
+    ("v.nii", "<", ["--method", "stream"])])
+def test_reconstruct_to_nifti_keeps_the_input_s_header_extensions(tmp_path, output, endian,
+                                                                  flags):
+    # The TT file kept the input's header but not its extensions (comments, AFNI or DICOM
+    # blocks): reconstruct -o OUT.nii wrote none of them.
+    nibabel = pytest.importorskip("nibabel")
+    source, tt_path = str(tmp_path / "in.nii"), str(tmp_path / "in.tt.npz")
+    kept = _nifti_with_extensions(nibabel, source, endian)
+    compress_flags = [flag for flag in flags if flag == "--method" or flag == "stream"]
+    rank = [] if compress_flags else ["--rank", "4"]
+    assert cli.main(["compress", source, "-o", tt_path, "-q", *rank,
+                     *compress_flags]) == cli.EXIT_OK
+    out = str(tmp_path / output)
+    slice_flags = [flag for flag in flags if flag not in compress_flags]
+    assert cli.main(["reconstruct", tt_path, "-o", out, *slice_flags]) == cli.EXIT_OK
+    written = nibabel.load(out)
+    assert [(int(ext.get_code()), ext.get_content()) for ext in written.header.extensions] == kept
+    assert written.header.endianness == nibabel.load(source).header.endianness
+    full = np.asarray(nibabel.load(source).dataobj)
+    expected = full[:, 5:6] if slice_flags else full
+    np.testing.assert_allclose(np.asarray(written.dataobj), expected, atol=1e-3)
+
+
+def test_compress_keeps_the_header_extensions_that_fit_its_bound_in_order(tmp_path,
+                                                                          monkeypatch):
+    # The extensions ride in the TT file's JSON metadata: those past MAX_EXTENSION_BYTES of
+    # contents in all (a file embedded whole) are left out, the others kept in order.
+    nibabel = pytest.importorskip("nibabel")
+    from tensorly_cross import _reconstruct
+
+    source, tt_path = str(tmp_path / "in.nii"), str(tmp_path / "in.tt.npz")
+    comment, afni = _nifti_with_extensions(nibabel, source)
+    monkeypatch.setattr(_reconstruct, "MAX_EXTENSION_BYTES", len(comment[1]) + 10)
+    assert cli.main(["compress", source, "-o", tt_path, "-q", "--rank", "4"]) == cli.EXIT_OK
+    _, metadata = tlc.load_tt(tt_path)
+    assert [code for code, _ in metadata["nifti"]["extensions"]] == [comment[0]]
+    out = str(tmp_path / "out.nii")
+    assert cli.main(["reconstruct", tt_path, "-o", out]) == cli.EXIT_OK
+    written = nibabel.load(out).header.extensions
+    assert [(int(ext.get_code()), ext.get_content()) for ext in written] == [comment]

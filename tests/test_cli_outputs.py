@@ -102,7 +102,11 @@ def test_info_names_the_mode_order_and_no_missing_library_version(tmp_path, caps
 @pytest.mark.parametrize("nifti, problem", [({"affine": "x"}, "its affine 'x'"),
                                             ({"affine": np.eye(3).tolist()}, "its affine"),
                                             ({"header": "!!"}, "its header"),
-                                            ([1, 2], "a JSON list")])
+                                            ([1, 2], "a JSON list"),
+                                            ({"extensions": "x"}, "its extensions 'x'"),
+                                            ({"extensions": [[6, "!!"]]}, "its extensions"),
+                                            ({"extensions": [[2**31, ""]]}, "its extensions"),
+                                            ({"extensions": [[6]]}, "its extensions")])
 def test_unusable_nifti_metadata_is_named_before_writing(tmp_path, capsys, nifti, problem):
     tt_path = save_tt(tmp_path / "n.tt.npz", [np.ones((1, 4, 2)), np.ones((2, 5, 1))],
                       {"nifti": nifti})

@@ -219,6 +219,12 @@ def _check_nifti_metadata(nifti, path):
     elif nifti.get("header") is not None and not _is_nifti_header(nifti["header"]):
         problem = (f"its header {str(nifti['header'])[:60]!r} is not the base64 text of a "
                    "NIfTI-1 or NIfTI-2 header")
+    elif nifti.get("extensions") is not None and not _are_extensions(nifti["extensions"]):
+        from .._reconstruct import MAX_EXTENSION_BYTES
+
+        problem = (f"its extensions {str(nifti['extensions'])[:60]!r} are not a list of "
+                   "[code, base64 content] pairs, codes from 0 to 2**31 - 1, contents of "
+                   f"{MAX_EXTENSION_BYTES} bytes at most in all")
     if problem:
         raise ValueError(_unusable_nifti(path, problem))
 
@@ -235,6 +241,26 @@ def _is_affine(value):
     except (TypeError, ValueError):
         return False
     return affine.shape == (4, 4) and bool(np.isfinite(affine).all())
+
+
+def _are_extensions(value):
+    """A list of ``[code, base64 content]`` pairs as compress keeps them: int32 codes that
+    are not negative, contents of ``MAX_EXTENSION_BYTES`` at most in all."""
+    from .._reconstruct import MAX_EXTENSION_BYTES
+
+    if not isinstance(value, list):
+        return False
+    total = 0
+    for pair in value:
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], int)
+                and not isinstance(pair[0], bool) and 0 <= pair[0] < 2**31
+                and isinstance(pair[1], str)):
+            return False
+        try:
+            total += len(base64.b64decode(pair[1], validate=True))
+        except ValueError:  # binascii.Error
+            return False
+    return total <= MAX_EXTENSION_BYTES
 
 
 def _is_nifti_header(value):
