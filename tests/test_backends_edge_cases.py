@@ -308,6 +308,23 @@ def test_tt_entries_of_ml_dtypes_cores_under_pytorch_are_their_products(dtype, t
     assert values.float().tolist() == [3.0, 3.0]
 
 
+@pytest.mark.parametrize("dtype", ["float6_e2m3fn", "float6_e3m2fn"])
+def test_tt_entries_of_ml_dtypes_cores_jax_cannot_hold_are_their_products_under_jax(dtype):
+    # JAX names ml_dtypes' 6-bit floats, but XLA on the CPU holds none ("Invalid XLA
+    # PrimitiveType: 36 (F6E2M3FN)"): NumPy cores of them failed so under the JAX backend.
+    # Now multiplied in float32, as PyTorch's backend does with the floats it lacks.
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    _jax()
+    kind = getattr(ml_dtypes, dtype, None)
+    if kind is None:
+        pytest.skip(f"ml_dtypes {ml_dtypes.__version__} has no {dtype}")
+    cores = [np.full((1, 2, 1), 1.5).astype(kind), np.full((1, 3, 1), 2.0).astype(kind)]
+    with _backend("jax"):
+        values = tlc.tt_entries(cores, [[0, 2], [1, 0]])
+    assert str(values.dtype) == "float32"
+    assert _numpy_of(values).tolist() == [3.0, 3.0]
+
+
 # --- PyTorch's float8 and complex32 ---------------------------------------------------
 
 

@@ -146,7 +146,19 @@ def core_in_backend(core, k, where="tt_entries"):
         array = array.astype(array.dtype.newbyteorder("="))
     if _is_ml_float(array.dtype) and backend_name() == "pytorch":
         return _ml_float_in_torch(array)
+    if _is_ml_float(array.dtype) and backend_name() == "jax":
+        return _ml_float_in_jax(array)
     return tl.tensor(array)
+
+
+def _ml_float_in_jax(array):
+    """A NumPy array of ml_dtypes' floats in JAX: in its own dtype, or float32 (exactly)
+    where XLA holds none of it (JAX names the 6-bit floats, but transferring them failed
+    on the CPU: "Invalid XLA PrimitiveType: 36 (F6E2M3FN)")."""
+    try:
+        return tl.tensor(array)
+    except RuntimeError:  # jax.errors.JaxRuntimeError
+        return tl.tensor(array.astype(np.float32))
 
 
 def _is_ml_float(dtype):
