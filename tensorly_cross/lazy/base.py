@@ -1,5 +1,6 @@
 """The lazy-tensor interface: a shape and a batched ``evaluate(indices)``."""
 
+import functools
 import math
 import operator
 import re
@@ -382,6 +383,20 @@ def sub_byte_integer(dtype):
     """Whether ``dtype`` is an integer of fewer than 8 bits: ml_dtypes' (int2, int4, uint4,
     ..., NumPy's and JAX's), which NumPy counts as no integer (kind "V"), or PyTorch's
     (torch.uint4, ...)."""
+    if dtype is None or (isinstance(dtype, np.dtype) and dtype.kind != "V"):
+        # NumPy's own dtypes (and JAX's) by kind: str() of one took 4 us, more than the
+        # rest of the check of a small batch of values, which calls this on every batch.
+        return False
+    try:
+        return _sub_byte_name(dtype)
+    except TypeError:  # an unhashable dtype: not cached
+        return _sub_byte_name.__wrapped__(dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _sub_byte_name(dtype):
+    """Whether ``dtype``'s name is that of an integer of fewer than 8 bits; cached, as
+    str() of a PyTorch dtype and the match cost more than the rest of a batch's check."""
     return re.fullmatch(r"u?int[1-7]", str(dtype).rsplit(".", 1)[-1]) is not None
 
 
