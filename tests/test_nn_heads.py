@@ -245,3 +245,15 @@ def test_a_pca_head_with_gradient_through_fit_round_trips_its_state():
     loaded.fit(tts, keys=range(5))
     torch.testing.assert_close(loaded.forward_batch(moved, keys=[0, 1]),
                                head.forward_batch(moved, keys=[0, 1]), rtol=0, atol=1e-10)
+
+
+def test_a_state_loaded_into_a_keyed_pca_head_drops_that_heads_keys():
+    # The keys of the head's own earlier fit named rows of its old training TTs: kept, they
+    # put a batch TT in the place of a loaded TT of another volume (or past the last row).
+    tts, head = _grad_head()
+    saved = TTPCAHead(3, gradient_through_fit=True).fit([_tt3(seed + 20) for seed in range(3)])
+    head.load_state_dict(saved.state_dict())
+    moved = [[core + 0.1 for core in _tt3(20)], [core + 0.1 for core in _tt3(21)]]
+    assert torch.equal(head.forward_batch(moved, keys=[0, 4]),
+                       torch.stack([head(tt) for tt in moved]))
+

@@ -736,7 +736,9 @@ def _procrustes(coordinates, previous):
 def _resize_pca_buffers(module, state_dict, prefix, *_):
     """Before a load: give the head buffers of the saved shapes, so that a fresh head (or
     one fitted on other data) accepts a fitted state. A state saved before the centred row
-    means were kept (``row_means`` and ``grand_mean``) is converted to them."""
+    means were kept (``row_means`` and ``grand_mean``) is converted to them. The keys of
+    the head's own last fit go: they named rows of the TTs that the load replaces."""
+    module.train_index = {}
     keys = [key for key in state_dict if key.startswith(prefix + "train_core_")]
     if not keys:
         return
