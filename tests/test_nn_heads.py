@@ -257,3 +257,15 @@ def test_a_state_loaded_into_a_keyed_pca_head_drops_that_heads_keys():
     assert torch.equal(head.forward_batch(moved, keys=[0, 4]),
                        torch.stack([head(tt) for tt in moved]))
 
+
+def test_pca_head_keys_are_compared_by_value():
+    # A tensor hashes by identity: tensor keys (a DataLoader's indices) never matched.
+    tts, head = _grad_head()
+    by_tensor = TTPCAHead(3, gradient_through_fit=True).fit(tts, keys=torch.arange(5))
+    moved = [[core + 0.1 for core in tt] for tt in tts[:2]]
+    torch.testing.assert_close(by_tensor.forward_batch(moved, keys=torch.tensor([0, 1])),
+                               head.forward_batch(moved, keys=[0, 1]), rtol=0, atol=1e-12)
+    assert not torch.equal(by_tensor.forward_batch(moved, keys=torch.tensor([0, 1])),
+                           torch.stack([by_tensor(tt) for tt in moved]))
+    with pytest.raises(ValueError, match="keys names 1 twice"):
+        TTPCAHead(2).fit(tts[:2], keys=[torch.tensor(1), np.int64(1)])

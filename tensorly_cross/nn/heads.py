@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from .._validation import check_choice, check_int
+from .keyed import key_value
 
 
 def tt_inner(first, second):
@@ -406,7 +407,8 @@ class TTPCAHead(nn.Module):
         keys : sequence of hashable, optional
             One per TT (``None`` entries allowed): with ``gradient_through_fit=True``,
             :meth:`forward_batch` puts a batch TT of one of these keys in that training
-            TT's place. Unused otherwise.
+            TT's place. Compared by value (a one-element tensor or NumPy scalar as its
+            number). Unused otherwise.
 
         Returns
         -------
@@ -419,7 +421,8 @@ class TTPCAHead(nn.Module):
             If fewer than 2 TTs are given, one is not a TT, their core shapes differ, one
             holds NaN or inf, or ``keys`` does not have one entry per TT or names one twice.
         TypeError
-            If the TTs are complex (their inner products are taken in float64).
+            If the TTs are complex (their inner products are taken in float64), or a key
+            is not hashable or not one value.
         """
         tts = [[core.detach() for core in tt] for tt in tts]
         if len(tts) < 2:
@@ -486,7 +489,7 @@ class TTPCAHead(nn.Module):
             The batch's TTs, each as :meth:`forward` takes it.
         keys : sequence of hashable, optional
             One per TT (``None`` entries allowed): a TT whose key :meth:`fit` was given
-            takes that training TT's place in the refit.
+            takes that training TT's place in the refit (compared by value, as there).
 
         Returns
         -------
@@ -505,9 +508,10 @@ class TTPCAHead(nn.Module):
             If a TT is not one of the training TTs' shape or holds NaN or inf, or ``keys``
             does not have one entry per TT or names one training TT twice.
         TypeError
-            If a TT is complex.
+            If a TT is complex, or a key is not hashable or not one value.
         """
-        keys = [None] * len(tts) if keys is None else list(keys)
+        # by value: a tensor key (a DataLoader's index) hashes by identity and never matched
+        keys = [None] * len(tts) if keys is None else [key_value(key) for key in keys]
         if len(keys) != len(tts):
             raise ValueError(f"keys must have one entry per TT ({len(tts)}), got {len(keys)}.")
         pairs = [(b, self.train_index[key]) for b, key in enumerate(keys)
@@ -683,7 +687,7 @@ def _index_of_keys(keys, n):
     """``{key: row}`` for the training TTs' keys (``None`` entries left out)."""
     if keys is None:
         return {}
-    keys = list(keys)
+    keys = [key_value(key) for key in keys]  # by value, as forward_batch compares them
     if len(keys) != n:
         raise ValueError(f"keys must have one entry per TT ({n}), got {len(keys)}.")
     index = {}
