@@ -306,7 +306,9 @@ class TTPCAHead(nn.Module):
     All of its state is buffers (the training TTs' cores stacked per mode, the centred row
     means of the Gram matrix, the projection): ``state_dict`` saves it, ``load_state_dict``
     restores it into a fresh, unfitted head (``n_components`` included: later refits keep
-    the saved number), and ``.to(device, dtype)`` moves it.
+    the saved number), and ``.to(device, dtype)`` moves it. ``gradient_through_fit`` is
+    not state: the head loaded into keeps its own (a ``CrossEmbedding(head="pca")`` builds
+    its head without it, so build the module with the same head to load into).
 
     Parameters
     ----------
