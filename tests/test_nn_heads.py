@@ -125,6 +125,8 @@ def test_nan_in_a_tt_is_named_by_the_pca_head():
      ValueError, "keys names 3 twice"),
     (lambda: TTPCAHead(2).fit([_random_tt(0), _random_tt(1)], keys=[0, 1]).forward_batch(
         [_random_tt(0), _random_tt(1)], keys=[0]), ValueError, "one entry per TT"),
+    (lambda: TTPCAHead(2).fit([_random_tt(0), _random_tt(1)]).forward_batch([]),
+     ValueError, "forward_batch needs at least 1 TT, got 0"),
     (lambda: TTPCAHead(2).fit([_random_tt(0), [torch.randn(1, 4, 3), torch.randn(3, 3, 1)]]),
      ValueError, r"tts\[1\] has core shapes"),
     (lambda: TTPCAHead(2).fit([_random_tt(0), _random_tt(1)])(

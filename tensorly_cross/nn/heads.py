@@ -507,11 +507,13 @@ class TTPCAHead(nn.Module):
         RuntimeError
             If the head is not fitted.
         ValueError
-            If a TT is not one of the training TTs' shape or holds NaN or inf, or ``keys``
-            does not have one entry per TT or names one training TT twice.
+            If ``tts`` is empty, a TT is not one of the training TTs' shape or holds NaN or
+            inf, or ``keys`` does not have one entry per TT or names one training TT twice.
         TypeError
             If a TT is complex, or a key is not hashable or not one value.
         """
+        if len(tts) == 0:  # torch.stack said only "expects a non-empty TensorList"
+            raise ValueError("TTPCAHead.forward_batch needs at least 1 TT, got 0.")
         # by value: a tensor key (a DataLoader's index) hashes by identity and never matched
         keys = [None] * len(tts) if keys is None else [key_value(key) for key in keys]
         if len(keys) != len(tts):
