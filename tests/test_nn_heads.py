@@ -271,3 +271,24 @@ def test_pca_head_keys_are_compared_by_value():
                            torch.stack([by_tensor(tt) for tt in moved]))
     with pytest.raises(ValueError, match="keys names 1 twice"):
         TTPCAHead(2).fit(tts[:2], keys=[torch.tensor(1), np.int64(1)])
+
+
+@pytest.mark.parametrize(("n_components", "keys"), [
+    (4, [4, 0, 2]),  # n - 1 components, three training TTs moved, out of order
+    (2, [3]),  # a batch of one
+    (7, [1, 99]),  # components past the span, and a key that no fit gave
+])
+def test_pca_gradient_through_fit_passes_gradcheck_at_the_edges(n_components, keys):
+    tts = [_tt3(seed) for seed in range(5)]
+    head = TTPCAHead(n_components, gradient_through_fit=True).fit(tts, keys=range(5))
+    generator = torch.Generator().manual_seed(1)
+    batch = [[core + 0.1 * torch.randn(core.shape, generator=generator, dtype=core.dtype)
+              for core in (tts[key] if key < 5 else _tt3(key))] for key in keys]
+    cores = [core.clone().requires_grad_() for tt in batch for core in tt]
+
+    def coordinates(*cores):
+        return head.forward_batch([list(cores[3 * b:3 * b + 3]) for b in range(len(keys))],
+                                  keys=keys)
+
+    assert coordinates(*cores).shape == (len(keys), n_components)
+    assert torch.autograd.gradcheck(coordinates, cores)
