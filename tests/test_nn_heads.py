@@ -292,3 +292,9 @@ def test_pca_gradient_through_fit_passes_gradcheck_at_the_edges(n_components, ke
 
     assert coordinates(*cores).shape == (len(keys), n_components)
     assert torch.autograd.gradcheck(coordinates, cores)
+
+
+def test_pca_head_takes_numpy_bools_for_gradient_through_fit():
+    # as every other bool option of the package (check_bool): a config's np.True_ was refused
+    head = TTPCAHead(2, gradient_through_fit=np.True_)
+    assert head.gradient_through_fit is True

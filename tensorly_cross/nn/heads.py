@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from .._validation import check_choice, check_int
+from .._validation import check_bool, check_choice, check_int
 from ._pca_gradient import DampedEigh, PolarFactor
 from .keyed import key_value
 
@@ -359,10 +359,7 @@ class TTPCAHead(nn.Module):
     def __init__(self, n_components, gradient_through_fit=False):
         super().__init__()
         self.n_components = check_int(n_components, "n_components", minimum=1)
-        if not isinstance(gradient_through_fit, bool):
-            raise TypeError(f"gradient_through_fit must be a bool, got "
-                            f"{type(gradient_through_fit).__name__}.")
-        self.gradient_through_fit = gradient_through_fit
+        self.gradient_through_fit = check_bool(gradient_through_fit, "gradient_through_fit")
         self.train_index = {}  # key of a training TT -> its row (fit's keys)
         self.n_modes = 0
         for name in ("centred_row_means", "projection"):
