@@ -1139,7 +1139,8 @@ def test_compress_refuses_a_budget_equal_to_the_held_out_entries(tmp_path, capsy
     # leaves none for the cross ("Give more than 4000").
     from tensorly_cross.options import LSQ_VAL_SIZE
 
-    code, err = _compress(tmp_path, capsys, "--max-evals", str(LSQ_VAL_SIZE))
+    code, err = _compress(tmp_path, capsys, "--max-evals", str(LSQ_VAL_SIZE),
+                          shape=(20, 20, 20))  # more entries than the held-out ones
     assert code == 2
     assert f"--max-evals {LSQ_VAL_SIZE} is too small for the least-squares cross" in err
 
@@ -1408,6 +1409,26 @@ def test_compress_budget_of_a_1d_volume_in_quantics_layout_names_the_least_squar
                           shape=(8192,))
     assert code == 2
     assert "--max-evals 2000 is too small for the least-squares cross" in err
+
+
+@pytest.mark.parametrize("flags, shape", [(("--quantics",), (1024,)), ((), (30, 30))])
+def test_compress_budget_above_all_entries_of_a_small_volume_is_not_refused(
+        tmp_path, capsys, flags, shape):
+    # The held-out entries are drawn with replacement: they read at most all of a small
+    # volume's entries, and the library takes any budget above that. --max-evals 2000 of a
+    # 1-D volume of 1024 entries in quantics layout (the least-squares cross runs there)
+    # was refused as below "its 4000 held-out entries", though it crossed before.
+    code, err = _compress(tmp_path, capsys, "--max-evals", "2000", "--accept-miss", *flags,
+                          shape=shape)
+    assert code == 0, err
+
+
+def test_compress_budget_within_all_entries_of_a_small_volume_says_they_are_all_read(
+        tmp_path, capsys):
+    code, err = _compress(tmp_path, capsys, "--max-evals", "900", shape=(30, 30))
+    assert code == 2
+    assert "--max-evals 900 is too small for the least-squares cross" in err
+    assert "all 900 entries of this volume" in err
 
 
 def _nifti_with_extensions(nibabel, path, endian="<"):

@@ -466,31 +466,38 @@ def _check_max_evals(args, method, shape):
     """A budget the held-out entries alone would exhaust is a bad argument, said in the
     command's terms (it has no --val-size) and naming the cross that runs: on a volume of
     one axis --method auto runs TCI, or the ALS cross with --rank, not the least-squares
-    cross (which needs two axes)."""
+    cross (which needs two axes). Drawn with replacement, the held-out entries read at most
+    all of a small volume's entries: a budget above that is taken, as the library takes it."""
     if args.max_evals is None:
         return
-    ndim = len(shape)
+    run_shape = tuple(shape)
     if args.quantics:  # the cross runs on the quantics layout's modes
         from ..lazy.quantics import QuanticsLayout
 
-        ndim = len(QuanticsLayout.create(shape, "grouped").quantics_shape)
-    ran = _cross_that_runs(args, method, ndim)
-    if ran == "lsq" and args.max_evals <= LSQ_VAL_SIZE:
+        run_shape = QuanticsLayout.create(shape, "grouped").quantics_shape
+    ran = _cross_that_runs(args, method, len(run_shape))
+    held_out = LSQ_VAL_SIZE if ran == "lsq" else VAL_SIZE
+    entries = math.prod(run_shape)
+    if args.max_evals > min(held_out, entries):
+        return
+    read = (f" (they read all {entries} entries of this volume)" if entries <= held_out
+            else "")
+    if ran == "lsq":
         raise UsageError(f"--max-evals {args.max_evals} is too small for the least-squares "
-                         f"cross: its {LSQ_VAL_SIZE} held-out entries count as evaluations. "
-                         f"Give more than {LSQ_VAL_SIZE} plus what its sweeps read (the "
-                         f"first one alone reads tens of thousands of entries of a large "
-                         f"volume), or --method tci ({VAL_SIZE} held-out entries).")
-    if ran != "lsq" and args.max_evals <= VAL_SIZE:
-        name = "TCI" if ran == "tci" else "the ALS cross"
-        chosen = ""
-        if method == "auto":
-            where = ("with --max-slices" if args.max_slices is not None else
-                     "on a volume of one axis" + (" with --rank" if ran == "als" else ""))
-            chosen = f" (which --method auto runs {where})"
-        raise UsageError(f"--max-evals {args.max_evals} is too small for {name}{chosen}: its "
-                         f"{VAL_SIZE} held-out entries count as evaluations. Give more than "
-                         f"{VAL_SIZE} plus what its sweeps read.")
+                         f"cross: its {LSQ_VAL_SIZE} held-out entries count as evaluations"
+                         f"{read}. Give more than {min(held_out, entries)} plus what its "
+                         f"sweeps read (the first one alone reads tens of thousands of "
+                         f"entries of a large volume), or --method tci ({VAL_SIZE} held-out "
+                         f"entries).")
+    name = "TCI" if ran == "tci" else "the ALS cross"
+    chosen = ""
+    if method == "auto":
+        where = ("with --max-slices" if args.max_slices is not None else
+                 "on a volume of one axis" + (" with --rank" if ran == "als" else ""))
+        chosen = f" (which --method auto runs {where})"
+    raise UsageError(f"--max-evals {args.max_evals} is too small for {name}{chosen}: its "
+                     f"{VAL_SIZE} held-out entries count as evaluations{read}. Give more "
+                     f"than {min(held_out, entries)} plus what its sweeps read.")
 
 
 def _cross_that_runs(args, method, ndim):
