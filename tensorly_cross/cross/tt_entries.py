@@ -154,10 +154,11 @@ def core_in_backend(core, k, where="tt_entries"):
 def _ml_float_in_jax(array):
     """A NumPy array of ml_dtypes' floats in JAX: in its own dtype, or float32 (exactly)
     where XLA holds none of it (JAX names the 6-bit floats, but transferring them failed
-    on the CPU: "Invalid XLA PrimitiveType: 36 (F6E2M3FN)")."""
+    on the CPU: "Invalid XLA PrimitiveType: 36 (F6E2M3FN)"), or JAX none at all (newer
+    ml_dtypes' float8_e5m3fnu: "Error interpreting argument to stage as a JAX value")."""
     try:
         return tl.tensor(array)
-    except RuntimeError:  # jax.errors.JaxRuntimeError
+    except (RuntimeError, TypeError):  # jax.errors.JaxRuntimeError; a dtype JAX lacks
         return tl.tensor(array.astype(np.float32))
 
 
