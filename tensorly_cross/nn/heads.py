@@ -480,8 +480,10 @@ class TTPCAHead(nn.Module):
         return (centred @ self.projection.to(torch.float64)).to(tt[0].dtype)
 
     def forward_batch(self, tts, keys=None):
-        """Coordinates of a batch of TTs; with ``gradient_through_fit``, in training, on
-        components refit differentiably with the batch's TTs in their training TTs' place.
+        """Coordinates of a batch of TTs, refit with gradient in training where asked.
+
+        With ``gradient_through_fit``, in training, the components are refit differentiably
+        with the batch's TTs in their training TTs' place.
 
         Parameters
         ----------
