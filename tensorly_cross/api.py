@@ -456,7 +456,8 @@ def _search_in_one_dtype(cache, lazy, method, options, rng, make_tt):
     search then runs again, with the same random draws, reading every value in that dtype
     (from the cache: nothing is evaluated twice): the search of a function that returned
     it throughout. A callback (and ``verbose``, ``progress``) sees the sweeps the first
-    run completed, and the cache's counters (``n_requested``, ``n_cached``) count its
+    run completed, then a RuntimeWarning that announces the restart, then the final run's
+    sweeps, numbered from 1; the cache's counters (``n_requested``, ``n_cached``) count its
     reads. An error of the function's or the callback's own is raised as it comes.
     """
     if backend_name() != "pytorch":  # NumPy and JAX promote: one run, no copy of the draws
@@ -468,12 +469,31 @@ def _search_in_one_dtype(cache, lazy, method, options, rng, make_tt):
         # The draws of this run, for the next: a Generator given by the caller is drawn
         # from as before by the first run.
         replay = copy.deepcopy(rng)
+        info = CrossInfo(method=options.method)
         try:
             with _stopping_on_widening(cache):
-                return _search(cache, lazy, method, options, rng, make_tt)
-        except DtypeWidened:
+                return _search(cache, lazy, method, options, rng, make_tt, info)
+        except DtypeWidened as widening:
+            _announce_restart(options, info.n_sweeps, widening)
             rng = replay
     return _search(cache, lazy, method, options, rng, make_tt)
+
+
+def _announce_restart(options, n_completed, widening):
+    """Warn that the search runs again from its first sweep, where a callback (or
+    ``verbose``, ``progress``) was shown sweeps of the run abandoned (``n_completed`` of
+    its sweeps completed, each shown but a final refinement): it saw sweep numbers start
+    again at 1 with nothing to tell the two runs apart."""
+    if not n_completed or not (options.callback is not None or options.verbose
+                           or options.progress):
+        return
+    dtype = widening.args[0] if widening.args else "a wider dtype"
+    warnings.warn(f"the search restarted from its first sweep: a batch came in {dtype}, "
+                  "wider than the values before it, and PyTorch does not mix dtypes "
+                  "(nothing is evaluated twice). The sweeps the callback, verbose and "
+                  "progress were shown so far were the abandoned run's; those from here "
+                  "on are the final run's, numbered from 1 again.",
+                  RuntimeWarning, stacklevel=outside_stacklevel())
 
 
 @contextlib.contextmanager
@@ -488,9 +508,11 @@ def _stopping_on_widening(cache):
         cache.stop_on_widening = False
 
 
-def _search(cache, lazy, method, options, rng, make_tt):
-    """The index search of ``options`` through ``cache``: (indices, cores, info)."""
-    info = CrossInfo(method=options.method)
+def _search(cache, lazy, method, options, rng, make_tt, info=None):
+    """The index search of ``options`` through ``cache``: (indices, cores, info), ``info``
+    (a new :class:`CrossInfo` if None) the record it fills, which tells a caller the
+    sweeps completed when the search stops part way."""
+    info = CrossInfo(method=options.method) if info is None else info
     try:
         validation = Validation(cache, options.val_size, rng,
                                 lazy.shape[-1] if method == "block" else None, options.tol)

@@ -4,6 +4,7 @@ complex least-squares fits; and the reads themselves (the batched search's round
 int64 multi-indices, masked matrices refused by maxvol)."""
 
 import contextlib
+import warnings
 
 import numpy as np
 import pytest
@@ -144,6 +145,44 @@ def _sweeps_into(seen):
         seen.append(info.n_sweeps)
 
     return callback
+
+
+class _WidenedLater:
+    """float32 values until ``after`` entries were evaluated, then float64: a PyTorch
+    search that widens after its first sweeps."""
+
+    def __init__(self, after):
+        self.after, self.evaluated = after, 0
+
+    def __call__(self, indices):
+        self.evaluated += len(indices)
+        values = 1.0 / (1.0 + indices.sum(axis=1))
+        return values.astype(np.float32) if self.evaluated <= self.after else values
+
+
+def test_a_pytorch_restart_is_announced_to_what_shows_the_sweeps():
+    # The sweeps of the abandoned float32 run reached the callback, then the rerun's
+    # from sweep 1 again: a callback keeping a history saw sweeps 1, 2, 1, 2, 3 with
+    # nothing to tell the two runs apart. The restart is now announced (a RuntimeWarning)
+    # between the two.
+    pytest.importorskip("torch")
+    seen, warned = [], []
+
+    def callback(tt, info):
+        seen.append((len(warned), info.n_sweeps))
+
+    with tl.backend_context("pytorch"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warned = caught
+        _, info = tlc.tt_cross(_WidenedLater(after=2100), shape=(16, 16, 16), tol=1e-8,
+                               random_state=0, return_info=True, callback=callback)
+    restarts = [w for w in caught if "restarted" in str(w.message)]
+    assert len(restarts) == 1 and issubclass(restarts[0].category, RuntimeWarning)
+    at = caught.index(restarts[0]) + 1  # warnings recorded when the restart was announced
+    before = [sweep for count, sweep in seen if count < at]
+    after = [sweep for count, sweep in seen if count >= at]
+    assert before and before == list(range(1, len(before) + 1))
+    assert after == list(range(1, info.n_sweeps + 1))
 
 
 @pytest.mark.parametrize("method", ["tci", "lsq"])
