@@ -181,7 +181,9 @@ rank : int, list of int or None
         validated. A batch in flight runs to its end unless it runs in chunks (a
         :class:`~tensorly_cross.FunctionTensor` with an ``executor`` or a ``chunk_size``:
         it stops at the deadline, serially once the chunk then running returns, its
-        finished chunks kept by a checkpoint). The linear algebra of a sweep runs to its
+        finished chunks kept by a checkpoint; on a ``concurrent.futures`` executor, a
+        checkpoint also stores the chunks still running once they finish, and stays
+        locked until then). The linear algebra of a sweep runs to its
         end (the clock is checked before reads, not inside a factorisation: a
         least-squares half sweep at rank 64 can add seconds). Nor does it bound the
         read of the cores after the search with ``differentiable=True`` (a

@@ -85,6 +85,55 @@ def test_an_executor_batch_stops_at_the_deadline_and_keeps_its_finished_chunks(t
     assert info.n_restored >= 3 * CHUNK - 1  # the chunks that finished (one may be short)
 
 
+class _SlowAfter:
+    """``smooth``, whose calls from the ``fast + 1``-th on sleep ``seconds``; it records
+    the multi-indices of each call that returned."""
+
+    def __init__(self, fast, seconds):
+        self.fast, self.seconds, self.lock = fast, seconds, threading.Lock()
+        self.started, self.returned = 0, []
+
+    def __call__(self, indices):
+        with self.lock:
+            self.started += 1
+            slow = self.started > self.fast
+        if slow:
+            time.sleep(self.seconds)
+        with self.lock:
+            self.returned.append(indices.copy())
+        return smooth(indices)
+
+
+def _rerun_counting(path, again):
+    rerun = tlc.FunctionTensor(lambda idx: (again.extend(map(tuple, idx.tolist())),
+                                            smooth(idx))[1], SHAPE)
+    return _cross(rerun, checkpoint=path)
+
+
+@pytest.mark.parametrize("pool_running", [False, True])
+def test_chunks_still_running_at_the_deadline_go_to_the_checkpoint(tmp_path, pool_running):
+    # The chunks running when max_time passed cannot be stopped: they finished in the
+    # background and their values were dropped, so a resumed run evaluated them again
+    # (minutes each for an expensive function). They are now stored once they finish;
+    # a rerun in this process while they still run waits for them.
+    path = tmp_path / "run.ckpt"
+    function = _SlowAfter(fast=3, seconds=0.4)
+    again = []
+    with ThreadPoolExecutor(2) as executor:
+        lazy = tlc.FunctionTensor(function, SHAPE, executor=executor, chunk_size=CHUNK)
+        with pytest.raises(MaxTimeReached, match="still to finish"):
+            _cross(lazy, max_time=0.2, checkpoint=path)
+        if pool_running:
+            tt, info = _rerun_counting(path, again)
+    if not pool_running:  # the pool was shut down (its running chunks waited for)
+        tt, info = _rerun_counting(path, again)
+    first = {tuple(row) for chunk in function.returned for row in chunk.tolist()}
+    assert function.started > function.fast  # some chunks were running at the deadline
+    assert not first & set(again)  # no entry the first run computed was computed again
+    assert info.n_restored == len(first)
+    assert_same_tt(tt, _cross(tlc.FunctionTensor(smooth, SHAPE))[0])
+
+
 def test_a_serial_batch_in_chunks_stops_between_chunks(tmp_path):
     path = tmp_path / "run.ckpt"
     calls = []

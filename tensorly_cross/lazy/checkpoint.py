@@ -18,16 +18,20 @@ torn write: it is refused (:class:`CheckpointError`) and the file left as it is.
 
 A store holds an exclusive advisory lock on its file (POSIX ``flock``) until it is closed:
 two runs on one checkpoint each wrote at their own offset, over each other's frames, and
-the entries of one were silently lost. The second run is refused instead.
+the entries of one were silently lost. The second run is refused instead. A run that
+stopped while its executor still ran chunks holds it until they have finished and been
+stored (:meth:`CheckpointStore.keep_late`); a rerun in the same process waits for them.
 
 The fingerprint is a SHA-256 of the tensor's shape and the run's arguments: a checkpoint
 written for another shape or other arguments is refused (:class:`CheckpointMismatchError`).
 """
 
+import functools
 import hashlib
 import json
 import os
 import struct
+import threading
 import uuid
 import warnings
 import weakref
@@ -45,7 +49,7 @@ from .._backend import to_host
 from .._validation import outside_stacklevel
 from ..errors import CheckpointError, CheckpointMismatchError
 from .base import LazyTensor, check_values, views_of
-from .chunk_result import FINISHED, evaluating_tensor
+from .chunk_result import FINISHED, evaluating_tensor, take_late
 from .keys import KeyScheme
 
 MAGIC = b"TLCCKPT1"
@@ -105,8 +109,16 @@ class CheckpointStore:
         # file never held a checkpoint (it is what tempfile.mkstemp leaves).
         if not os.path.exists(target) or os.path.getsize(target) == 0:
             _write_header_atomically(target, self._header(), self.path)
+        # The chunks of an earlier run in this process still running, whose values that
+        # run's store appends once they finish: waited for, not evaluated again.
+        self._target = os.path.realpath(target)
+        _wait_for_late_chunks(self._target)
         self._file = _open_for_appending(target, self.path)
         self._removed_warned = False
+        self._guard = threading.RLock()  # late chunks append from the executor's threads
+        self._n_late, self._close_asked = 0, False
+        self._late_done = threading.Event()
+        self._late_done.set()
         _OPEN_STORES.add(self)  # a process forked from now on lets go of the file
         try:
             _lock(self._file, self.path)  # before reading: another run may be appending
@@ -123,6 +135,10 @@ class CheckpointStore:
 
     def append(self, indices, values):
         """Write one frame of ``indices`` (m, d) int64 and their ``values`` through to the file."""
+        with self._guard:
+            self._append(indices, values)
+
+    def _append(self, indices, values):
         values = np.ascontiguousarray(to_host(values))
         dtype = values.dtype.newbyteorder("<").str
         if dtype not in _VALUE_DTYPES:
@@ -142,10 +158,55 @@ class CheckpointStore:
         self._end += len(head) + len(payload)
         self._warn_if_removed()
 
+    def keep_late(self, late):
+        """Append the chunks of :class:`~.chunk_result.LateChunks` ``late`` as each
+        finishes (values that fail the checks every read passes are dropped): they ran on
+        after their batch failed (``max_time``), and a rerun evaluated them again. Until
+        the last has finished, :meth:`close` leaves the file open and locked."""
+        with self._guard:
+            if self._file.closed:
+                return
+            self._n_late += len(late.pairs)
+            self._late_done.clear()
+        for chunk, future in late.pairs:
+            future.add_done_callback(functools.partial(self._store_late, chunk))
+
+    def _store_late(self, chunk, future):
+        """A late chunk's done-callback, in the executor's thread: never raises there."""
+        try:
+            if not future.cancelled() and future.exception() is None:
+                values = checked_part(future.result()[0], chunk.shape[0])
+                with self._guard:
+                    if values is not None and not self._file.closed:
+                        self._append(chunk, values)
+        except Exception:  # noqa: BLE001 -- a full disk: the entries before it are kept
+            pass
+        finally:
+            with self._guard:
+                self._n_late -= 1
+                if not self._n_late:
+                    if self._close_asked:
+                        self._close_now()
+                    self._late_done.set()
+
+    def wait_for_late(self):
+        """Return once every late chunk has finished (and the store closed, if asked)."""
+        while not self._late_done.wait(1.0):  # bounded waits: Ctrl-C is handled between
+            pass
+
     def close(self):
         """Sync to disk (fsync), release the lock and close; appending after this is an
         error. The lock is released even where the sync fails: a store whose write failed
-        (a full disk) stays referenced by the traceback, and its lock refused the rerun."""
+        (a full disk) stays referenced by the traceback, and its lock refused the rerun.
+        With late chunks still running (:meth:`keep_late`), the last one to finish closes
+        it."""
+        with self._guard:
+            if self._n_late:
+                self._close_asked = True
+                return
+            self._close_now()
+
+    def _close_now(self):
         if not self._file.closed:
             try:
                 os.fsync(self._file.fileno())
@@ -325,8 +386,10 @@ def _lock(handle, path):
     except BlockingIOError:
         raise CheckpointError(
             f"checkpoint={path!r} is in use by another run (it holds the file's lock): two "
-            "runs appending to one checkpoint overwrite each other's entries. Wait for it "
-            "to finish, or use another checkpoint path.") from None
+            "runs appending to one checkpoint overwrite each other's entries (a run stopped "
+            "by max_time, or an error, holds it until the chunks its executor was still "
+            "running have finished and been stored). Wait for it to finish, or use "
+            "another checkpoint path.") from None
     except OSError:  # pragma: no cover -- a file system without locks (some NFS mounts)
         pass
 
@@ -344,6 +407,25 @@ def _unlock(handle):
 
 # The stores open in this process, whose files a forked child lets go of.
 _OPEN_STORES = weakref.WeakSet()
+
+
+def _wait_for_late_chunks(target):
+    """Wait until no store of this process on the file ``target`` has late chunks
+    running (see :meth:`CheckpointStore.keep_late`)."""
+    for store in list(_OPEN_STORES):
+        if getattr(store, "_target", None) == target:
+            store.wait_for_late()
+
+
+def checked_part(values, n_entries):
+    """A chunk's ``values`` on the host if they are ``n_entries`` values that pass the
+    checks every read passes; None otherwise (NaN, strings, mixed kinds, a wrong shape)."""
+    if tuple(np.shape(values)) != (n_entries,):
+        return None
+    try:
+        return to_host(check_values(values, np.empty((n_entries, 0)), "function"))
+    except (ValueError, TypeError):
+        return None
 
 
 def _release_in_child():
@@ -536,6 +618,9 @@ class CheckpointedTensor(LazyTensor):
         except BaseException as error:
             # Left on the error: the cache above counts them in n_evals, then drops them.
             self._store_finished(getattr(error, FINISHED, None))
+            late = take_late(error)
+            if late is not None and late.source is evaluating_tensor(self.lazy):
+                self.store.keep_late(late)
             raise
         self.store.append(indices, values)
         return values
@@ -552,9 +637,8 @@ class CheckpointedTensor(LazyTensor):
         ends = np.cumsum([len(part) for part in finished.values])
         kept_indices, kept_values = [], []
         for part, stop in zip(finished.values, ends, strict=True):
-            try:
-                values = to_host(check_values(part, np.empty((len(part), 0)), "function"))
-            except (ValueError, TypeError):  # NaN, strings, mixed kinds: not kept
+            values = checked_part(part, len(part))
+            if values is None:  # NaN, strings, mixed kinds: not kept
                 continue
             kept_indices.append(finished.indices[stop - len(part) : stop])
             kept_values.append(values)

@@ -214,6 +214,54 @@ def attach_finished(error, chunks, results):
         pass
 
 
+# The attribute under which a failed batch's exception carries its chunks still running.
+LATE = "tensorly_cross_late"
+
+
+class LateChunks(FinishedChunks):
+    """The chunks of a failed batch (``max_time``, another chunk's error) still running on
+    a ``concurrent.futures`` executor, which cannot stop them: carried by its exception
+    (attribute :data:`LATE`) so that a checkpoint stores their values once they finish
+    (they were dropped, and a rerun evaluated them again). Claimed and pickled as
+    :class:`FinishedChunks` are.
+
+    Parameters
+    ----------
+    pairs : list of (ndarray of int64, concurrent.futures.Future)
+        Each chunk's multi-indices and the future of its ``(values, seconds)``.
+    """
+
+    def __init__(self, pairs):
+        super().__init__(None, [])
+        self.pairs = pairs
+
+
+def attach_late(error, chunks, futures, results):
+    """Attach to ``error`` the ``chunks`` whose ``futures`` are neither cancelled nor among
+    the finished ``results`` (None where a chunk was not collected), as
+    :class:`LateChunks`."""
+    pairs = [(chunk, future) for chunk, future, result in zip(chunks, futures, results,
+                                                                strict=True)
+             if result is None and isinstance(future, Future) and not future.cancelled()
+             and not (future.done() and future.exception() is not None)]
+    if pairs:
+        try:
+            setattr(error, LATE, LateChunks(pairs))
+        except AttributeError:  # an exception class with __slots__: dropped, as before
+            pass
+
+
+def take_late(error):
+    """The :class:`LateChunks` ``error`` carries (None if none), removed from it."""
+    late = getattr(error, LATE, None)
+    if late is not None:
+        try:
+            delattr(error, LATE)
+        except AttributeError:
+            pass
+    return late
+
+
 def evaluating_tensor(lazy):
     """The tensor that evaluates ``lazy``'s batches: ``lazy``, or the one behind the
     wrappers that pass batches through unchanged (a deadline, a checkpoint), which say so

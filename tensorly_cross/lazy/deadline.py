@@ -61,7 +61,8 @@ class DeadlineTensor(LazyTensor):
     started. A batch evaluated in one call runs to its end, so a run stops at most one
     batch late; a batch in chunks (a :class:`~tensorly_cross.FunctionTensor` with an
     executor, or a ``chunk_size``) stops at the deadline itself, its finished chunks kept
-    by a checkpoint (:func:`current_deadline` tells it the deadline).
+    by a checkpoint (:func:`current_deadline` tells it the deadline), as are, once they
+    finish, the chunks a ``concurrent.futures`` executor was still running.
     """
 
     passes_batches_through = True  # batches go to ``lazy`` as asked (see evaluating_tensor)

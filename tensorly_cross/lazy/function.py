@@ -15,6 +15,7 @@ from ..errors import MaxTimeReached
 from .base import LazyTensor, _host_numbers, views_of
 from .chunk_result import (
     FINISHED,
+    LATE,
     FinishedChunks,
     attach_finished,
     is_pickling_error,
@@ -253,6 +254,9 @@ class FunctionTensor(LazyTensor):
             if finished is not None and (executor is not None or chunked):
                 finished.claim(self)  # a checkpoint over this very tensor may keep them
                 self._count_seconds(finished.seconds)  # computed, and counted in n_evals
+            late = getattr(error, LATE, None)
+            if late is not None and executor is not None:
+                late.claim(self)  # a checkpoint over it stores them once they finish
             if not isinstance(error, Exception):  # Ctrl-C: no note, only the chunks
                 raise
             # With an executor: a function (or values) it could not pickle, which is a

@@ -20,7 +20,7 @@ import tensorly as tl
 
 from .._validation import check_int
 from .base import NUMERIC_KINDS, host_values
-from .chunk_result import as_tuple, attach_finished, results_in_order
+from .chunk_result import as_tuple, attach_finished, attach_late, results_in_order
 from .worker_groups import gather_groups, group_chunks, submit_groups
 
 # How long a count of the executor's workers is trusted. Asking a dask scheduler is a
@@ -108,7 +108,9 @@ def evaluate_in_chunks(function, indices, executor, chunk_size=None, workers=Non
         Past it, the chunks not finished are cancelled and
         :class:`~tensorly_cross.errors.MaxTimeReached` is raised, carrying the finished
         ones (for a checkpoint). A chunk already running on a thread or in a process
-        pool cannot be stopped: it finishes in the background, its values dropped.
+        pool cannot be stopped: it finishes in the background, carried by the error as
+        :class:`~.chunk_result.LateChunks` (a checkpoint stores its values once it
+        finishes; on dask, its values are dropped).
     name : str, default "the function"
         How a message about a chunk's values names ``function``.
 
@@ -148,15 +150,20 @@ def evaluate_in_chunks(function, indices, executor, chunk_size=None, workers=Non
     except BaseException as error:
         # Collected first: cancelling a dask future releases its result too. Never in the
         # way of the user's error: an odd future only loses its chunks.
+        finished = None
         try:
-            attach_finished(error, chunks,
-                            _finished_results(executor, futures, chunks, workers))
+            finished = _finished_results(executor, futures, chunks, workers)
+            attach_finished(error, chunks, finished)
         except Exception:  # noqa: BLE001
             pass
         try:
             _cancel(executor, futures)
         except Exception:  # noqa: BLE001 -- a closed dask client cannot cancel: its
             pass  # ClosedClientError ("Can't send cancel-keys message") hid the batch's
+        if finished is not None and not _is_dask_client(executor):
+            # The chunks already running, which cancel() cannot stop: a checkpoint stores
+            # them once they finish (see LateChunks).
+            attach_late(error, chunks, futures, finished)
         raise
     return concatenate_chunks(values), sum(seconds for _, seconds in results)
 
