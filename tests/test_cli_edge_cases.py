@@ -1145,6 +1145,32 @@ def test_compress_refuses_a_budget_equal_to_the_held_out_entries(tmp_path, capsy
     assert f"--max-evals {LSQ_VAL_SIZE} is too small for the least-squares cross" in err
 
 
+@pytest.mark.parametrize("suffix", [".npy", ".h5"])
+def test_compress_refuses_a_budget_too_small_before_connecting_to_the_scheduler(
+        tmp_path, capsys, suffix):
+    # The budget was checked once connected: with a scheduler that cannot be reached the
+    # user waited for dask's connect timeout (30 s) to hear of the scheduler, not of the
+    # budget, which the volume's metadata alone refutes. The timeout is cut to 1 s here so
+    # that a regression fails fast (exit 1, the scheduler's error) rather than waits.
+    dask = pytest.importorskip("dask")
+    pytest.importorskip("distributed")
+    values = np.random.default_rng(0).random((20, 20, 20))
+    path = tmp_path / f"volume{suffix}"
+    if suffix == ".npy":
+        np.save(path, values)
+    else:
+        with h5py.File(path, "w") as file:
+            file["vol"] = values
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        code = main(["compress", str(path), "-o", str(tmp_path / "out.tt.npz"), "-q",
+                     "--max-evals", "10", "--scheduler", "tcp://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "--max-evals 10 is too small for the least-squares cross" in err
+    assert "--scheduler" not in err
+    assert not (tmp_path / "out.tt.npz").exists()
+
+
 def test_compress_says_the_cross_of_a_gzipped_nifti_does_not_use_the_scheduler(
         tmp_path, loopback_cluster, capsys):
     # Mutant: ".nii.gz" left out of the files the cross reads in this process: no warning

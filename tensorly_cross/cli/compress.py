@@ -60,14 +60,23 @@ def run_compress(args):
     output = args.output or default_output(args.input)
     check_output(output, args.force, inputs=[args.input])
     _check_tt_suffix(output)
+    in_process = _read_in_process(args.input)
+    local = None
+    if args.max_evals is not None:
+        # The budget is refuted by the volume's shape alone, read here from its metadata:
+        # checked once connected, a scheduler that cannot be reached made the user wait
+        # for dask's connect timeout (30 s) before hearing of a budget refused at once.
+        local = _open(args, client=None)
+        _check_axes(axes, local.ndim)
+        _check_max_evals(args, _choose_method(args, local)[0], local.shape)
     with open_client(args.scheduler) as client:
         # The cross reads .npy and NIfTI files in this process, the stream on the workers:
         # which one runs is known only below, so the client is not given to open_volume
         # (it would warn that the workers are not used, also before a stream that uses them).
-        in_process = _read_in_process(args.input)
-        volume = open_input(args.input, dataset=args.dataset, cache_bytes=args.cache_bytes,
-                            client=None if in_process else client, strict=args.strict,
-                            fill_nan=args.fill_nan)
+        if local is not None and (in_process or client is None):
+            volume = local  # opened as below: without a client
+        else:
+            volume = _open(args, client=None if in_process else client)
         _check_axes(axes, volume.ndim)
         method, reason = _choose_method(args, volume)
         _check_max_evals(args, method, volume.shape)
@@ -99,6 +108,12 @@ def run_compress(args):
     if not args.quiet:
         print(format_summary(summary))
     return outcome(summary, args.rank is None, args.accept_miss)
+
+
+def _open(args, client):
+    """The input volume, opened as the arguments ask, read by ``client``'s workers."""
+    return open_input(args.input, dataset=args.dataset, cache_bytes=args.cache_bytes,
+                      client=client, strict=args.strict, fill_nan=args.fill_nan)
 
 
 def _source_name(path, dataset):
