@@ -1512,3 +1512,22 @@ def test_compress_keeps_the_header_extensions_that_fit_its_bound_in_order(tmp_pa
     assert cli.main(["reconstruct", tt_path, "-o", out]) == cli.EXIT_OK
     written = nibabel.load(out).header.extensions
     assert [(int(ext.get_code()), ext.get_content()) for ext in written] == [comment]
+
+
+def test_info_says_how_many_nifti_header_extensions_the_tt_file_keeps(tmp_path, capsys):
+    # info said "affine and header kept" whether or not the TT file kept the input's
+    # header extensions too (which reconstruct -o OUT.nii writes back).
+    nibabel = pytest.importorskip("nibabel")
+    source, tt_path = str(tmp_path / "in.nii"), str(tmp_path / "in.tt.npz")
+    _nifti_with_extensions(nibabel, source)
+    assert cli.main(["compress", source, "-o", tt_path, "-q", "--method", "stream"]) == \
+        cli.EXIT_OK
+    plain, plain_tt = str(tmp_path / "plain.nii"), str(tmp_path / "plain.tt.npz")
+    nibabel.save(nibabel.Nifti1Image(_smooth_float32(), np.eye(4)), plain)
+    assert cli.main(["compress", plain, "-o", plain_tt, "-q", "--method", "stream"]) == \
+        cli.EXIT_OK
+    capsys.readouterr()
+    assert cli.main(["info", tt_path]) == cli.EXIT_OK
+    assert "NIfTI               affine, header and 2 extensions kept" in capsys.readouterr().out
+    assert cli.main(["info", plain_tt]) == cli.EXIT_OK
+    assert "NIfTI               affine and header kept" in capsys.readouterr().out

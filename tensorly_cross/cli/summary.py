@@ -273,7 +273,7 @@ def run_info(args):
     if fill is not None:
         print(f"NaN voxels read as  {fill:g} (--fill-nan)")
     if metadata.get("nifti"):
-        print("NIfTI               affine and header kept")
+        print(f"NIfTI               {_nifti_kept(metadata['nifti'])} kept")
     axes = metadata.get("axes")
     if isinstance(axes, list) and axes != sorted(axes):  # compress --axes
         print(f"mode order          the source's axes {tuple(axes)} (--axes)")
@@ -283,6 +283,16 @@ def run_info(args):
     if metadata.get("library_version"):  # absent from a file of save_tt
         print(f"library version     {metadata['library_version']}")
     return EXIT_OK
+
+
+def _nifti_kept(nifti):
+    """What a TT file keeps of a NIfTI input, in words: its affine and header, and how
+    many of its header extensions (which reconstruct -o OUT.nii writes back)."""
+    extensions = nifti.get("extensions") if isinstance(nifti, dict) else None
+    count = len(extensions) if isinstance(extensions, list) else 0
+    if not count:
+        return "affine and header"
+    return f"affine, header and {count} extension{'s' if count > 1 else ''}"
 
 
 def _stop_line(metadata):
