@@ -22,6 +22,7 @@ from .sources import (
     FileStamp,
     absolute_path,
     refuse_empty,
+    unsupported_dtype,
 )
 
 PAGE = 4096
@@ -67,8 +68,7 @@ class NpyTensor(LazyTensor):
         self.fill_nan = None if fill_nan is None else check_float(fill_nan, "fill_nan")
         header = _open_header(self.path)
         if header.dtype.kind not in SUPPORTED_KINDS:
-            raise TypeError(f"{self.path!r} has dtype {header.dtype}; supported are bool, "
-                            "integer and real floating-point arrays.")
+            raise TypeError(unsupported_dtype(repr(self.path), header.dtype))
         refuse_empty(header.shape, repr(self.path))
         super().__init__(header.shape)
         self.dtype = header.dtype

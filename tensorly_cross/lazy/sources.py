@@ -17,6 +17,20 @@ from .base import low_precision, sub_byte_note
 SUPPORTED_KINDS = "biuf"  # bool, signed and unsigned ints, floats
 
 
+def unsupported_dtype(name, dtype):
+    """The refusal of a stored volume ``name`` of ``dtype``, with why for a complex one:
+    the chunked readers read real values (float64), and ``tt_cross`` crosses complex arrays
+    (and zarr arrays, read through their own indexing) passed to it in memory."""
+    if dtype.kind == "c":
+        return (f"{name} has dtype {dtype} (stored volumes are read as real, in float64, "
+                "chunk by chunk: by open_volume, compress and streaming_tt_svd, and tt_cross "
+                "of an HDF5 dataset); pass the values loaded in memory (np.asarray) to "
+                "tt_cross, which crosses complex arrays, or cross the real and imaginary "
+                "parts as two volumes.")
+    return (f"{name} has dtype {dtype}{sub_byte_note(dtype)}; supported are bool, integer "
+            "and real floating-point arrays.")
+
+
 class ChunkReadError(OSError):
     """Reading one chunk failed; the message names the source and the chunk."""
 
@@ -61,8 +75,7 @@ class ChunkSource:
         self.dtype = np.dtype(np.float32) if _is_ml_float(dtype) else np.dtype(dtype)
         self.stored_itemsize = self.stored_dtype.itemsize
         if self.dtype.kind not in SUPPORTED_KINDS:
-            raise TypeError(f"{name} has dtype {self.dtype}{sub_byte_note(self.dtype)}; "
-                            "supported are bool, integer and real floating-point arrays.")
+            raise TypeError(unsupported_dtype(name, self.dtype))
         if not self.shape:  # LazyTensor would refuse it too, without naming the source
             raise ValueError(f"{name} holds a 0-d array (a scalar); a volume has at least "
                              "one mode.")
