@@ -1,6 +1,8 @@
 """TT heads: PCA coordinates free of round-off, always ``n_components`` of them, old saved
 states, and TT arguments checked by name."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -298,3 +300,26 @@ def test_pca_head_takes_numpy_bools_for_gradient_through_fit():
     # as every other bool option of the package (check_bool): a config's np.True_ was refused
     head = TTPCAHead(2, gradient_through_fit=np.True_)
     assert head.gradient_through_fit is True
+
+
+def test_fit_pca_without_keys_on_a_head_with_gradient_through_fit_warns_once():
+    # Without keys no training step's batch TT can take a training TT's place, so the
+    # refit with gradient that gradient_through_fit=True asks for never happened, silently.
+    volumes = [np.random.default_rng(k).random((6, 6, 6)) for k in range(3)]
+
+    def embedding_with(head):
+        torch.manual_seed(0)
+        return CrossEmbedding(patch_size=3, n_features=2, rank=2, n_outputs=2,
+                              n_iter_max=1, head=head).double()
+
+    embedding = embedding_with(TTPCAHead(2, gradient_through_fit=True))
+    with pytest.warns(UserWarning, match=r"keys.*gradient_through_fit") as caught:
+        embedding.fit_pca(volumes)
+    ours = [w for w in caught if "gradient_through_fit" in str(w.message)]
+    assert len(ours) == 1 and ours[0].filename == __file__  # points at the caller
+    for module, keys in [(embedding, None), (embedding, [None] * 3),
+                         (embedding_with(TTPCAHead(2, gradient_through_fit=True)), range(3)),
+                         (embedding_with("pca"), None)]:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*gradient_through_fit")
+            module.fit_pca(volumes, keys=keys)  # warned once per module; or keys; or no refit

@@ -187,6 +187,7 @@ class CrossEmbedding(nn.Module):
             self._build_probe_head(self.tt_shape(self.grid_shape))
         self._indices = {}  # key -> (indices, age, patches cut so far, fingerprint)
         self._rank_warned = False
+        self._keys_warned = False  # fit_pca without keys on a gradient_through_fit head
         self._batch_sizes = {}  # device -> patches per encoder call
         self.reset_counters()
         self.register_load_state_dict_pre_hook(_build_head_from_state)
@@ -459,6 +460,12 @@ class CrossEmbedding(nn.Module):
             If fewer than 2 volumes are given, ``keys`` does not have one entry per volume,
             ``batch_size`` is not a positive int, or the volumes' grid of patch positions
             is not one grid, or not the module's (``volume_shape``, or an earlier fit's).
+
+        Warns
+        -----
+        UserWarning
+            Once per module, if the head has ``gradient_through_fit=True`` and no ``keys``
+            are given: its refit with gradient at each training step needs them.
         """
         if not isinstance(self.head, TTPCAHead):
             raise RuntimeError("fit_pca needs head='pca'.")
@@ -476,8 +483,23 @@ class CrossEmbedding(nn.Module):
                 tts += self._tts(volumes[start : start + batch_size],
                                  keys[start : start + batch_size])[0]
         self.head.fit(tts, keys=keys)
+        self._warn_no_refit(keys)
         self.grid_shape = grid  # two grids can have the same quantics digits
         return self
+
+    def _warn_no_refit(self, keys):
+        """Warn once per module of a fit without keys on a head with
+        ``gradient_through_fit``: no batch TT can then take a training TT's place, so the
+        refit with gradient at each training step never happens."""
+        if (not self.head.gradient_through_fit or any(key is not None for key in keys)
+                or self._keys_warned):
+            return
+        self._keys_warned = True
+        warnings.warn("fit_pca was given no keys: the head's gradient_through_fit=True "
+                      "refits its components with gradient only on a batch whose keys "
+                      "(forward(volumes, keys=...)) are keys of the fit, so it never will; "
+                      "pass keys=... (one per training volume) to fit_pca (warned once per "
+                      "module).", UserWarning, stacklevel=3)
 
     @eager_under_torch_compile
     def _tts(self, volumes, keys):
