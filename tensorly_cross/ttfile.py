@@ -367,7 +367,10 @@ def load_tt(path, max_bytes=MAX_BYTES):
             cores = [_native(archive[f"core_{k}"]) for k in range(meta["n_cores"])]
             # As save_tt refuses to write them: a file from elsewhere (or edited) with NaN
             # or inf gave a TT whose every entry through that core was unusable.
-            _check_finite(cores, where)
+            try:
+                _check_finite(cores, where)
+            except ValueError as error:  # its message names the file already
+                raise TTFileError(str(error)) from None
     except TTFileError:
         raise
     except (ValueError, OSError, KeyError, EOFError, NotImplementedError,

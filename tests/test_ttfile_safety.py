@@ -83,8 +83,10 @@ def test_non_finite_cores_are_refused_on_loading_as_on_saving(tmp_path, bad):
     cores[1] = cores[1].astype(np.float64)
     cores[1].flat[3] = bad
     path = write_npz(tmp_path / "n.npz", valid_meta(), cores)
-    with pytest.raises(TTFileError, match=r"core 1 .* holds 1 non-finite entry"):
+    with pytest.raises(TTFileError, match=r"core 1 .* holds 1 non-finite entry") as caught:
         load_tt(path)
+    # The file is named once: the finiteness check's message already starts with it.
+    assert str(caught.value).count("is not a readable tensorly-cross TT file") == 1
 
 
 @pytest.mark.parametrize(
