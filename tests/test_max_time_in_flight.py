@@ -3,16 +3,20 @@ serially with a ``chunk_size``): before, a batch started just before the deadlin
 its end, hours late for an expensive function. The finished chunks stay in the
 checkpoint, and a rerun resumes from them."""
 
+import errno
+import os
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 import tensorly_cross as tlc
 from tensorly_cross.errors import MaxTimeReached
+from tensorly_cross.lazy.checkpoint import CheckpointStore
+from tensorly_cross.lazy.chunk_result import LateChunks
 
 from .test_checkpoint import assert_same_tt
 
@@ -132,6 +136,39 @@ def test_chunks_still_running_at_the_deadline_go_to_the_checkpoint(tmp_path, poo
     assert not first & set(again)  # no entry the first run computed was computed again
     assert info.n_restored == len(first)
     assert_same_tt(tt, _cross(tlc.FunctionTensor(smooth, SHAPE))[0])
+
+
+def _open_in_thread(path, timeout=5.0):
+    """A CheckpointStore opened on ``path`` in a thread given ``timeout`` seconds: the
+    store, or None if it is still waiting (a daemon thread: the test does not hang)."""
+    opened = []
+    thread = threading.Thread(target=lambda: opened.append(CheckpointStore(path, SHAPE, {})),
+                              daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return opened[0] if opened else None
+
+
+def test_a_late_chunk_whose_closing_sync_fails_does_not_hang_a_rerun(tmp_path, monkeypatch):
+    # The last late chunk closes the store; a failed fsync there (a full disk, NFS) left
+    # the store marked as still waiting, and a rerun in the process waited forever.
+    path = tmp_path / "run.ckpt"
+    store = CheckpointStore(path, SHAPE, {})
+    future = Future()
+    future.set_running_or_notify_cancel()
+    store.keep_late(LateChunks([(np.zeros((2, 4), dtype=np.int64), future)]))
+    store.close()  # put off: the chunk still runs
+
+    def failing_fsync(descriptor):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    future.set_result((np.array([1.0, 2.0]), 0.0))  # its callback runs here, and closes
+    monkeypatch.undo()
+    rerun = _open_in_thread(path)
+    assert rerun is not None  # it did not wait for ever
+    assert len(rerun) == 2  # the late entries were written before the sync failed
+    rerun.close()
 
 
 def test_a_serial_batch_in_chunks_stops_between_chunks(tmp_path):

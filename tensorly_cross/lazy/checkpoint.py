@@ -185,9 +185,19 @@ class CheckpointStore:
             with self._guard:
                 self._n_late -= 1
                 if not self._n_late:
-                    if self._close_asked:
-                        self._close_now()
-                    self._late_done.set()
+                    self._close_if_asked()
+
+    def _close_if_asked(self):
+        """Close the store if :meth:`close` was put off, then let reruns go on: set even
+        where the sync fails (a full disk, NFS), which left a rerun in this process
+        waiting for ever (the lock and file are let go of all the same)."""
+        try:
+            if self._close_asked:
+                self._close_now()
+        except OSError:  # nobody to raise to in the executor's thread
+            pass
+        finally:
+            self._late_done.set()
 
     def wait_for_late(self):
         """Return once every late chunk has finished (and the store closed, if asked)."""
