@@ -5,6 +5,7 @@ checkpoint, and a rerun resumes from them."""
 
 import errno
 import os
+import sys
 import threading
 import time
 import uuid
@@ -169,6 +170,36 @@ def test_a_late_chunk_whose_closing_sync_fails_does_not_hang_a_rerun(tmp_path, m
     assert rerun is not None  # it did not wait for ever
     assert len(rerun) == 2  # the late entries were written before the sync failed
     rerun.close()
+
+
+def test_checkpoints_opened_in_threads_at_once_are_not_refused(tmp_path):
+    # Each store opened looked through the process's open stores for late chunks, while
+    # another thread added its own: "RuntimeError: Set changed size during iteration"
+    # failed runs of a thread pool over subjects, each with its checkpoint.
+    errors, kept = [], []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # thread switches as often as can be
+
+    def open_many(worker):
+        for number in range(150):
+            try:
+                store = CheckpointStore(tmp_path / f"{worker}-{number}.ckpt", (3, 3), {})
+            except Exception as error:  # noqa: BLE001 -- collected for the assert
+                errors.append(error)
+                continue
+            store.close()
+            kept.append(store)  # alive: the open stores' set grows
+
+    try:
+        threads = [threading.Thread(target=open_many, args=(k,), daemon=True)
+                   for k in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors[:1]
 
 
 def test_a_serial_batch_in_chunks_stops_between_chunks(tmp_path):

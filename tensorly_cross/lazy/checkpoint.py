@@ -119,7 +119,8 @@ class CheckpointStore:
         self._n_late, self._close_asked = 0, False
         self._late_done = threading.Event()
         self._late_done.set()
-        _OPEN_STORES.add(self)  # a process forked from now on lets go of the file
+        with _OPEN_STORES_LOCK:  # a process forked from now on lets go of the file
+            _OPEN_STORES.add(self)
         try:
             _lock(self._file, self.path)  # before reading: another run may be appending
             self.indices, self.values, self._end = self._read_all()
@@ -417,12 +418,19 @@ def _unlock(handle):
 
 # The stores open in this process, whose files a forked child lets go of.
 _OPEN_STORES = weakref.WeakSet()
+# Held to add to it and to copy it in threads: a store opened in one thread while another
+# looked through them for late chunks raised "Set changed size during iteration". (Not
+# taken in a forked child, which has one thread, and where a parent's thread may have
+# left it held.)
+_OPEN_STORES_LOCK = threading.Lock()
 
 
 def _wait_for_late_chunks(target):
     """Wait until no store of this process on the file ``target`` has late chunks
     running (see :meth:`CheckpointStore.keep_late`)."""
-    for store in list(_OPEN_STORES):
+    with _OPEN_STORES_LOCK:
+        stores = list(_OPEN_STORES)
+    for store in stores:
         if getattr(store, "_target", None) == target:
             store.wait_for_late()
 
