@@ -4,6 +4,7 @@ its end, hours late for an expensive function. The finished chunks stay in the
 checkpoint, and a rerun resumes from them."""
 
 import errno
+import multiprocessing
 import os
 import sys
 import threading
@@ -170,6 +171,38 @@ def test_a_late_chunk_whose_closing_sync_fails_does_not_hang_a_rerun(tmp_path, m
     assert rerun is not None  # it did not wait for ever
     assert len(rerun) == 2  # the late entries were written before the sync failed
     rerun.close()
+
+
+def _open_once_told(path, told):
+    """In a forked child: open the checkpoint at ``path`` once ``told`` is set."""
+    told.wait(10)
+    CheckpointStore(path, SHAPE, {}).close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
+def test_a_forked_child_does_not_wait_for_its_parents_late_chunks(tmp_path):
+    # A child forked while a store waited for late chunks inherited the store as waiting,
+    # but not the executor's threads that finish it: once the parent's chunks had
+    # finished (the file closed and unlocked), a rerun in the child waited for ever.
+    path = tmp_path / "run.ckpt"
+    store = CheckpointStore(path, SHAPE, {})
+    future = Future()
+    future.set_running_or_notify_cancel()
+    store.keep_late(LateChunks([(np.zeros((1, 4), dtype=np.int64), future)]))
+    store.close()  # put off
+    context = multiprocessing.get_context("fork")
+    told = context.Event()
+    child = context.Process(target=_open_once_told, args=(path, told), daemon=True)
+    child.start()
+    try:
+        future.set_result((np.array([1.0]), 0.0))  # stored; the store closes
+        told.set()
+        child.join(5)
+        assert child.exitcode == 0  # not still waiting
+    finally:
+        if child.is_alive():
+            child.kill()
+            child.join(5)
 
 
 def test_checkpoints_opened_in_threads_at_once_are_not_refused(tmp_path):

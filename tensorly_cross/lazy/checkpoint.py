@@ -455,8 +455,17 @@ def _release_in_child():
     killed (SIGKILL, the OOM killer), its orphaned workers, which outlive it, held the lock,
     and every rerun was refused as "in use by another run". Unlocking here would release
     the parent's lock; closing the descriptor only lets the lock go with the parent.
+
+    Nor does the child wait for late chunks (:meth:`CheckpointStore.keep_late`): the
+    executor threads that finish them stayed in the parent, and a rerun in the child
+    waited for ever once the parent's had finished. The locks that a thread of the parent
+    may have held at the fork are made anew.
     """
+    global _OPEN_STORES_LOCK
+    _OPEN_STORES_LOCK = threading.Lock()
     for store in list(_OPEN_STORES):
+        store._late_done = threading.Event()  # not the parent's: its lock may be held
+        store._late_done.set()
         handle = getattr(store, "_file", None)
         if handle is None or handle.closed:
             continue
