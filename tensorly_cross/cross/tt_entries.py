@@ -15,7 +15,13 @@ from .._backend import (
     take_rows,
     to_host,
 )
-from ..lazy.base import check_indices, low_precision, sub_byte_integer, sub_byte_note
+from ..lazy.base import (
+    check_indices,
+    low_precision,
+    ml_float,
+    sub_byte_integer,
+    sub_byte_note,
+)
 
 # Work-block bound, in entries (32 MiB in float64): the batch is cut into chunks whose
 # running products ``(chunk, r_k)`` stay under a sixteenth of it, and a mode whose per-entry
@@ -144,9 +150,9 @@ def core_in_backend(core, k, where="tt_entries"):
         array = array.astype(np.float64)
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
-    if _is_ml_float(array.dtype) and backend_name() == "pytorch":
+    if ml_float(array.dtype) and backend_name() == "pytorch":
         return _ml_float_in_torch(array)
-    if _is_ml_float(array.dtype) and backend_name() == "jax":
+    if ml_float(array.dtype) and backend_name() == "jax":
         return _ml_float_in_jax(array)
     return tl.tensor(array)
 
@@ -160,13 +166,6 @@ def _ml_float_in_jax(array):
         return tl.tensor(array)
     except (RuntimeError, TypeError):  # jax.errors.JaxRuntimeError; a dtype JAX lacks
         return tl.tensor(array.astype(np.float32))
-
-
-def _is_ml_float(dtype):
-    """Whether ``dtype`` is one of ml_dtypes' floats, which PyTorch cannot read: all but
-    NumPy's own float16 of the low-precision ones. By name, not by NumPy's kind "V":
-    ml_dtypes' float8_e5m2 is of kind "f"."""
-    return low_precision(dtype) and dtype != np.float16
 
 
 def _ml_float_in_torch(array):

@@ -368,6 +368,17 @@ def low_precision(dtype):
     return name.endswith("float16") or name.startswith(("float8", "float6_", "float4"))
 
 
+def ml_float(dtype):
+    """Whether ``dtype`` is a NumPy dtype of ml_dtypes' floats (bfloat16, float8_*,
+    float6_*, float4_*: JAX's, on the host), which LAPACK and PyTorch cannot read. By name,
+    not by NumPy's kind "V": ml_dtypes' float8_e5m2 is of kind "f"."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:  # a dtype NumPy cannot read (PyTorch's): not ml_dtypes'
+        return False
+    return dtype != np.float16 and low_precision(dtype)
+
+
 def sub_byte_note(dtype):
     """What a refusal of ``dtype`` adds for ml_dtypes' integers of fewer than 8 bits (int2,
     int4, uint4, ...): NumPy counts them as no integer (kind "V"), so "supported are

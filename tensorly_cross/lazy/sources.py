@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from .._backend import check_concrete, to_host
-from .base import low_precision, sub_byte_note
+from .base import ml_float, sub_byte_note
 
 SUPPORTED_KINDS = "biuf"  # bool, signed and unsigned ints, floats
 
@@ -72,7 +72,7 @@ class ChunkSource:
         # ml_dtypes' bfloat16 and float8 types (JAX's; NumPy kind "V") are read as float32,
         # exactly, as a cross reads them and PyTorch's bfloat16 is read: they were refused
         # as not real floating point.
-        self.dtype = np.dtype(np.float32) if _is_ml_float(dtype) else np.dtype(dtype)
+        self.dtype = np.dtype(np.float32) if ml_float(dtype) else np.dtype(dtype)
         self.stored_itemsize = self.stored_dtype.itemsize
         if self.dtype.kind not in SUPPORTED_KINDS:
             raise TypeError(unsupported_dtype(name, self.dtype))
@@ -92,7 +92,7 @@ class ChunkSource:
                     "array; a cross reads raw entries, masked or not: fill the masked "
                     "entries first.")
             block = np.asarray(block)
-            if _is_ml_float(block.dtype):
+            if ml_float(block.dtype):
                 block = block.astype(np.float32)
         except ChunkReadError:  # already names the file and what went wrong
             raise
@@ -813,15 +813,6 @@ def _on_host(block):
     """A block as NumPy can read it: ``np.asarray`` fails on a PyTorch tensor that requires
     grad or lives on a GPU."""
     return to_host(block) if _is_torch(block) else block
-
-
-def _is_ml_float(dtype):
-    """Whether ``dtype`` is one of ml_dtypes' low-precision floats of NumPy kind "V"."""
-    try:
-        dtype = np.dtype(dtype)
-    except TypeError:  # a dtype NumPy cannot read: not ml_dtypes'
-        return False
-    return dtype.kind == "V" and dtype.isbuiltin == 2 and low_precision(dtype)
 
 
 def refuse_masked(obj, name):
