@@ -381,25 +381,49 @@ def test_a_streaming_run_that_misses_tol_warns_tolerance_not_met():
     assert missed[0].tol == 0.1 and missed[0].error > 0.1
 
 
+# Set once the workers ran 10 blocks: the stream's pass is under way (the workers of a
+# processes=False cluster run in this process; module-level, as a closure's event cannot be
+# pickled).
+_BLOCK_STARTED = threading.Event()
+_BLOCKS_RUN = []
+
+
+def _signalling_copy(block):
+    _BLOCKS_RUN.append(1)
+    if len(_BLOCKS_RUN) >= 10:
+        _BLOCK_STARTED.set()
+    return _slow_copy(block)
+
+
 def test_a_stream_whose_client_is_closed_raises_the_run_s_error_not_the_cancel_s():
     # The cancellation added for a failed block asked the closed client to cancel: its
     # ClosedClientError ("Can't send cancel-keys message") replaced the run's own error
     # (the futures cancelled, reason: the client closed).
     distributed = pytest.importorskip("distributed")
     dask_array = pytest.importorskip("dask.array")
+    _BLOCK_STARTED.clear()
+    _BLOCKS_RUN.clear()
+
+    def close_once_running():
+        # Closed once a block runs, not after a fixed delay: on a loaded machine the
+        # client was closed before the stream had sent its graph ("update-graph").
+        _BLOCK_STARTED.wait(60)
+        client.close()
+
     volume = dask_array.from_array(np.ones((400, 8, 8)), chunks=(1, 8, 8)).map_blocks(
-        _slow_copy)
+        _signalling_copy)
     with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=2,
                                   dashboard_address="127.0.0.1:0",
                                   worker_dashboard_address="127.0.0.1:0") as cluster:
         client = distributed.Client(cluster)
-        timer = threading.Timer(0.5, client.close)
-        timer.start()
+        closer = threading.Thread(target=close_once_running)
+        closer.start()
         try:
             with pytest.raises(BaseException) as caught:
                 tlc.streaming_tt_svd(volume, client=client, block_bytes=8 * 64)
         finally:
-            timer.join()
+            _BLOCK_STARTED.set()
+            closer.join()
             client.close()
     assert "cancel-keys" not in str(caught.value)
     assert "cancelled" in str(caught.value)
